@@ -1,0 +1,37 @@
+//! Label and annotation keys: the only state the controllers share. Every
+//! relation (pool -> idle Pod, claim -> stolen Pod, sandbox -> Pod) can be
+//! rebuilt from these keys plus ownerReferences after a restart.
+
+/// On a Sandbox: the Pod to adopt instead of creating one (set by the claim
+/// controller after a warm steal).
+pub const POD_NAME_ANNOTATION: &str = "agents.x-k8s.io/pod-name";
+
+/// On every Pod a Sandbox owns: the Sandbox's name (the Service selects on it).
+pub const SANDBOX_LABEL: &str = "agents.x-k8s.io/sandbox";
+
+/// On idle warm Pods: the pool they belong to. Removed by the steal.
+pub const POOL_LABEL: &str = "agents.x-k8s.io/warm-pool";
+
+/// On warm Pods: hash of the template spec they were made from.
+pub const TEMPLATE_HASH_LABEL: &str = "agents.x-k8s.io/template-hash";
+
+/// On warm Pods: the template name (so claims find candidates per template).
+pub const TEMPLATE_LABEL: &str = "agents.x-k8s.io/sandbox-template";
+
+/// On a stolen Pod: the claim it serves. Added by the steal.
+pub const CLAIM_LABEL: &str = "agents.x-k8s.io/claim";
+
+/// On a stolen Pod: the UID of the claim it serves (guards against a claim
+/// deleted and re-created under the same name).
+pub const CLAIM_UID_LABEL: &str = "agents.x-k8s.io/claim-uid";
+
+/// On claims: the moment the API server admitted the claim (RFC 3339 with
+/// nanoseconds), stamped by the mutating webhook for latency measurement.
+pub const ADMITTED_AT_ANNOTATION: &str = "agents.x-k8s.io/admitted-at";
+
+/// On Pods: when the warm-pool controller created the replacement Pod
+/// (RFC 3339, nanoseconds), for the replenish-latency metric.
+pub const CREATED_AT_ANNOTATION: &str = "agents.x-k8s.io/created-at";
+
+/// Field manager name used for every write of the operator.
+pub const FIELD_MANAGER: &str = "sandbox-operator";
