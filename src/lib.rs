@@ -3,7 +3,10 @@
 //!
 //! - [`api`]: the CRD types and the label/annotation keys.
 //! - [`controller`]: the sandbox, claim and warm-pool controllers.
-//! - [`admission`]: the defaulting and validation policy (pure functions).
 //! - [`metrics`]: the Prometheus registry held in the shared context.
+//! - [`admin`]: the plain-HTTP `/metrics`, `/healthz`, `/readyz` port.
 
+pub mod admin;
 pub mod api;
+pub mod controller;
+pub mod metrics;

@@ -1,9 +1,28 @@
 //! The `sandbox-operator` binary: `run`, `crd`, `version`.
 
-use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use kube::Client;
+use tokio::sync::watch;
+use tracing::{error, info};
+
+use sandbox_operator::admin::{self, Health};
+use sandbox_operator::controller::leader::{LeaderConfig, LeaderElector};
+use sandbox_operator::controller::run::run_controllers;
+use sandbox_operator::controller::{Config, Context};
+use sandbox_operator::metrics::Metrics;
 
 #[derive(Parser, Debug)]
-#[command(name = "sandbox-operator", version, about = "Warm-pool sandboxes for AI agents on Kubernetes")]
+#[command(
+    name = "sandbox-operator",
+    version,
+    about = "Warm-pool sandboxes for AI agents on Kubernetes",
+    long_about = "Runs the Sandbox, SandboxClaim and SandboxWarmPool controllers and the admission webhook.\n\
+                  Every flag of `run` can also be set with the environment variable shown in its help."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -11,10 +30,55 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the controllers (and the webhook when enabled).
+    Run(Box<RunArgs>),
     /// Print every CRD as YAML on stdout.
     Crd,
     /// Print the version.
     Version,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Address of the plain-HTTP admin port (/metrics, /healthz, /readyz).
+    #[arg(long, env = "SANDBOX_METRICS_ADDR", default_value = "127.0.0.1:8080")]
+    metrics_addr: SocketAddr,
+    /// Elect a leader through a Lease; only the leader runs the controllers.
+    #[arg(long, env = "SANDBOX_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Namespace of the leader Lease.
+    #[arg(long, env = "SANDBOX_LEASE_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, env = "SANDBOX_LEASE_NAME", default_value = "sandbox-operator-leader")]
+    lease_name: String,
+    /// Seconds a Lease stays valid without renewal.
+    #[arg(long, env = "SANDBOX_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=300))]
+    lease_duration_seconds: u64,
+    /// Identity of this process (Events, Lease holder). Defaults to the host name.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Cluster DNS domain used in status.serviceFQDN.
+    #[arg(long, env = "SANDBOX_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Largest number of idle Pods one pool keeps, whatever its spec says.
+    #[arg(long, env = "SANDBOX_MAX_POOL_REPLICAS", default_value_t = 1000, value_parser = clap::value_parser!(i32).range(0..))]
+    max_pool_replicas: i32,
+    /// Pod creates one pool runs in parallel.
+    #[arg(long, env = "SANDBOX_POOL_CREATE_PARALLELISM", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pool_create_parallelism: u64,
+    /// Outdated idle Pods replaced at a time after a template change.
+    #[arg(long, env = "SANDBOX_ROLLOUT_BATCH", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    rollout_batch: u64,
+    /// Publish Kubernetes Events (turn off for very high claim rates).
+    #[arg(long, env = "SANDBOX_EVENTS", default_value_t = true, action = clap::ArgAction::Set)]
+    events: bool,
+    /// Reconciles run at once per controller.
+    #[arg(long, env = "SANDBOX_CONCURRENCY", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: u16,
+    /// Log format: text or json.
+    #[arg(long, env = "SANDBOX_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -22,6 +86,113 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Crd => print!("{}", sandbox_operator::api::crds_yaml()),
         Command::Version => println!("sandbox-operator {}", env!("CARGO_PKG_VERSION")),
+        Command::Run(args) => {
+            init_logging(&args.log_format);
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(run(*args))?;
+        }
     }
     Ok(())
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_runtime=warn,kube_client=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        std::env::var("HOSTNAME").unwrap_or_else(|_| format!("sandbox-operator-{}", std::process::id()))
+    });
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let admin_listener = admin::bind(args.metrics_addr).await?;
+    tokio::spawn(admin::serve(admin_listener, metrics.clone(), health.clone(), stop_rx.clone()));
+
+    let client = Client::try_default()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot build a Kubernetes client (KUBECONFIG or in-cluster config): {e}"))?;
+
+    let config = Config {
+        cluster_domain: args.cluster_domain.clone(),
+        max_pool_replicas: args.max_pool_replicas,
+        pool_create_parallelism: usize::try_from(args.pool_create_parallelism)?,
+        rollout_batch: usize::try_from(args.rollout_batch)?,
+        events: args.events,
+        concurrency: args.concurrency,
+        identity: identity.clone(),
+    };
+
+    // Ctrl-C / SIGTERM: stop controllers, release the Lease, exit.
+    let signal_tx = stop_tx.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        info!("shutdown requested");
+        let _ = signal_tx.send(true);
+    });
+
+    let elector = args.leader_elect.then(|| {
+        LeaderElector::new(
+            client.clone(),
+            LeaderConfig {
+                namespace: args.lease_namespace.clone(),
+                name: args.lease_name.clone(),
+                identity: identity.clone(),
+                lease_duration: Duration::from_secs(args.lease_duration_seconds),
+                renew_every: Duration::from_secs((args.lease_duration_seconds / 3).max(1)),
+            },
+        )
+    });
+    if let Some(elector) = &elector {
+        let mut stop = stop_rx.clone();
+        tokio::select! {
+            _ = elector.acquire() => {}
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        }
+        let mut lost = elector.keep();
+        let lost_tx = stop_tx.clone();
+        tokio::spawn(async move {
+            if lost.wait_for(|held| !*held).await.is_ok() {
+                error!("leadership lost: stopping the controllers");
+                let _ = lost_tx.send(true);
+            }
+        });
+    }
+    metrics.leader.set(1);
+
+    let (ctx, triggers) = Context::start(client.clone(), config, metrics.clone()).await?;
+    health.set_ready(true);
+    info!(identity, leader_election = args.leader_elect, "controllers running");
+    run_controllers(ctx, triggers, stop_rx.clone()).await;
+    metrics.leader.set(0);
+    if let Some(elector) = &elector {
+        elector.release().await;
+    }
+    info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
 }

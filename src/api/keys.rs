@@ -35,3 +35,7 @@ pub const CREATED_AT_ANNOTATION: &str = "agents.x-k8s.io/created-at";
 
 /// Field manager name used for every write of the operator.
 pub const FIELD_MANAGER: &str = "sandbox-operator";
+
+/// On a stolen Pod: the pool it came from (the pool's watch maps the Pod back
+/// to the pool through this label, which is how the refill is triggered).
+pub const ORIGIN_POOL_LABEL: &str = "agents.x-k8s.io/origin-pool";

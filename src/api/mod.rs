@@ -413,3 +413,27 @@ impl Sandbox {
         self.spec.replicas.unwrap_or(1)
     }
 }
+
+/// Hash of the part of a template that shapes its Pods (64 bits, hex). Warm
+/// Pods carry it in [`TEMPLATE_HASH_LABEL`]; a Pod with another hash is
+/// outdated and never served.
+pub fn template_hash(spec: &SandboxTemplateSpec) -> String {
+    use sha2::{Digest, Sha256};
+    let bytes = serde_json::to_vec(&spec.pod_template).expect("a pod template always serializes");
+    hex::encode(&Sha256::digest(&bytes)[..8])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_hash_is_64_bits_and_tracks_the_pod_template() {
+        let mut spec = SandboxTemplateSpec::default();
+        let a = template_hash(&spec);
+        assert_eq!(a.len(), 16);
+        assert_eq!(a, template_hash(&spec.clone()));
+        spec.pod_template.spec.hostname = Some("x".into());
+        assert_ne!(a, template_hash(&spec));
+    }
+}

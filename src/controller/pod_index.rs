@@ -1,0 +1,341 @@
+//! Choosing and taking over idle warm Pods.
+//!
+//! Candidate selection is a pure function over the Pod cache
+//! ([`select_candidates`]). Two reconciles of this process never pick the same
+//! Pod because each pick is recorded in [`Reservations`] before the write;
+//! two processes may pick the same Pod, and then the API server's
+//! resourceVersion precondition in [`steal_patch`] lets exactly one win.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::ResourceExt;
+use serde_json::json;
+
+use super::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, is_terminating, pod_is_ready};
+use crate::api::{
+    CLAIM_LABEL, CLAIM_UID_LABEL, ORIGIN_POOL_LABEL, POOL_LABEL, SANDBOX_LABEL,
+    TEMPLATE_HASH_LABEL, TEMPLATE_LABEL,
+};
+
+/// What makes an idle Pod usable for a claim.
+#[derive(Clone, Debug)]
+pub struct Criteria<'a> {
+    /// Namespace of the claim.
+    pub namespace: &'a str,
+    /// Template the claim asks for.
+    pub template: &'a str,
+    /// Current hash of that template; Pods of older hashes are not served.
+    pub template_hash: &'a str,
+    /// Restrict to one pool (the claim's `warmpool` names one).
+    pub pool: Option<&'a str>,
+    /// Spreads the choice: claims hash Pods differently, so concurrent claims
+    /// (in this or another process) rarely race for the same Pod.
+    pub spread_key: &'a str,
+}
+
+/// Whether `pod` is an idle, Ready, current Pod matching `criteria`.
+pub fn is_candidate(pod: &Pod, criteria: &Criteria<'_>) -> bool {
+    let labels = pod.labels();
+    let Some(pool) = labels.get(POOL_LABEL) else {
+        return false;
+    };
+    pod.namespace().as_deref() == Some(criteria.namespace)
+        && criteria.pool.is_none_or(|p| p == pool)
+        && labels.get(TEMPLATE_LABEL).map(String::as_str) == Some(criteria.template)
+        && labels.get(TEMPLATE_HASH_LABEL).map(String::as_str) == Some(criteria.template_hash)
+        && !labels.contains_key(CLAIM_LABEL)
+        && !is_terminating(pod)
+        && pod_is_ready(pod)
+}
+
+/// The usable Pods for a claim, best first, skipping reserved ones.
+///
+/// The order is a per-claim hash of the Pod uid (rendezvous hashing): stable
+/// for one claim, different between claims, so a burst of claims fans out
+/// over the pool instead of all racing for the oldest Pod.
+pub fn select_candidates<'p>(
+    pods: impl IntoIterator<Item = &'p Arc<Pod>>,
+    criteria: &Criteria<'_>,
+    reservations: &Reservations,
+) -> Vec<Arc<Pod>> {
+    let mut found: Vec<(u64, Arc<Pod>)> = pods
+        .into_iter()
+        .filter(|pod| is_candidate(pod, criteria))
+        .filter(|pod| !reservations.is_reserved(&pod_key(pod)))
+        .map(|pod| (spread(criteria.spread_key, pod), Arc::clone(pod)))
+        .collect();
+    found.sort_unstable_by_key(|(rank, _)| *rank);
+    found.into_iter().map(|(_, pod)| pod).collect()
+}
+
+fn spread(key: &str, pod: &Pod) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    pod.metadata.uid.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// `namespace/name` of a Pod.
+pub fn pod_key(pod: &Pod) -> String {
+    format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
+}
+
+/// The JSON patch that hands an idle pool Pod to a claim.
+///
+/// Guarantee: the first operation tests `metadata.resourceVersion` against
+/// the version that was read, so the API server applies the patch only if
+/// nobody changed the Pod since (otherwise it answers 409/422 and nothing is
+/// written). Of any number of concurrent steals of one Pod, at most one wins.
+/// The patch makes the claim the controller owner, removes the pool label
+/// (the Pod leaves the pool, which triggers the refill), and adds the claim
+/// and sandbox labels (the Sandbox is named after the claim, so its Service
+/// and the claim's NetworkPolicy select the Pod from this moment on).
+pub fn steal_patch(
+    pod: &Pod,
+    claim_name: &str,
+    claim_uid: &str,
+    owner: OwnerReference,
+) -> Option<json_patch::Patch> {
+    let resource_version = pod.resource_version()?;
+    let pool = pod.labels().get(POOL_LABEL)?.clone();
+    let ops = json!([
+        {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
+        {"op": "add", "path": "/metadata/ownerReferences", "value": [owner]},
+        {"op": "remove", "path": label_path(POOL_LABEL)},
+        {"op": "add", "path": label_path(ORIGIN_POOL_LABEL), "value": pool},
+        {"op": "add", "path": label_path(CLAIM_LABEL), "value": claim_name},
+        {"op": "add", "path": label_path(CLAIM_UID_LABEL), "value": claim_uid},
+        {"op": "add", "path": label_path(SANDBOX_LABEL), "value": claim_name},
+    ]);
+    Some(serde_json::from_value(ops).expect("static patch shape"))
+}
+
+/// The JSON patch by which a Sandbox adopts a Pod (after a steal, or a Pod
+/// named in its annotation).
+///
+/// Guarantee: like [`steal_patch`], it applies only to the exact version that
+/// was read (first op tests `metadata.resourceVersion`), so a Pod that changed
+/// owner in between is never taken.
+pub fn adopt_patch(pod: &Pod, sandbox_name: &str, owner: OwnerReference) -> Option<json_patch::Patch> {
+    let resource_version = pod.resource_version()?;
+    let mut ops = vec![
+        json!({"op": "test", "path": "/metadata/resourceVersion", "value": resource_version}),
+        json!({"op": "add", "path": "/metadata/ownerReferences", "value": [owner]}),
+    ];
+    if pod.metadata.labels.is_none() {
+        ops.push(json!({"op": "add", "path": "/metadata/labels", "value": {}}));
+    }
+    ops.push(json!({"op": "add", "path": label_path(SANDBOX_LABEL), "value": sandbox_name}));
+    ops.push(json!({"op": "add", "path": label_path(MANAGED_BY_LABEL), "value": MANAGED_BY_VALUE}));
+    Some(serde_json::from_value(serde_json::Value::Array(ops)).expect("static patch shape"))
+}
+
+/// JSON pointer to a label key (`/` escaped as `~1`).
+pub fn label_path(key: &str) -> String {
+    format!("/metadata/labels/{}", key.replace('~', "~0").replace('/', "~1"))
+}
+
+/// Pods this process has chosen for a steal, so two concurrent reconciles
+/// never pick the same one, plus which claim each successful steal served
+/// (lets a retried reconcile find its Pod before the cache shows it).
+#[derive(Default)]
+pub struct Reservations {
+    inner: Mutex<ReservationState>,
+}
+
+#[derive(Default)]
+struct ReservationState {
+    /// Pod key -> when it was reserved.
+    pods: HashMap<String, Instant>,
+    /// Claim uid -> stolen Pod name.
+    claims: HashMap<String, (String, Instant)>,
+}
+
+/// How long a reservation outlives its steal: long enough for the cache to
+/// show the Pod's new labels.
+const RESERVATION_TTL: Duration = Duration::from_secs(60);
+
+impl Reservations {
+    /// Reserves a Pod; false when another reconcile holds it.
+    pub fn try_reserve(&self, key: &str) -> bool {
+        let mut state = self.inner.lock().expect("reservation lock");
+        let now = Instant::now();
+        state.pods.retain(|_, at| now.duration_since(*at) < RESERVATION_TTL);
+        state.claims.retain(|_, (_, at)| now.duration_since(*at) < RESERVATION_TTL);
+        if state.pods.contains_key(key) {
+            return false;
+        }
+        state.pods.insert(key.to_string(), now);
+        true
+    }
+
+    /// Releases a reservation whose steal failed.
+    pub fn release(&self, key: &str) {
+        self.inner.lock().expect("reservation lock").pods.remove(key);
+    }
+
+    /// Whether a Pod is reserved.
+    pub fn is_reserved(&self, key: &str) -> bool {
+        let state = self.inner.lock().expect("reservation lock");
+        state
+            .pods
+            .get(key)
+            .is_some_and(|at| at.elapsed() < RESERVATION_TTL)
+    }
+
+    /// Records that `pod_name` now serves the claim `claim_uid`.
+    pub fn record_steal(&self, claim_uid: &str, pod_name: &str) {
+        self.inner
+            .lock()
+            .expect("reservation lock")
+            .claims
+            .insert(claim_uid.to_string(), (pod_name.to_string(), Instant::now()));
+    }
+
+    /// The Pod this process stole for a claim, if it remembers one.
+    pub fn stolen_for(&self, claim_uid: &str) -> Option<String> {
+        let state = self.inner.lock().expect("reservation lock");
+        state.claims.get(claim_uid).map(|(name, _)| name.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+    use kube::api::ObjectMeta;
+    use std::collections::BTreeMap;
+
+    fn pod(name: &str, pool: &str, hash: &str, ready: bool) -> Arc<Pod> {
+        let mut labels = BTreeMap::new();
+        labels.insert(POOL_LABEL.to_string(), pool.to_string());
+        labels.insert(TEMPLATE_LABEL.to_string(), "tmpl".to_string());
+        labels.insert(TEMPLATE_HASH_LABEL.to_string(), hash.to_string());
+        Arc::new(Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                uid: Some(format!("uid-{name}")),
+                resource_version: Some("7".into()),
+                labels: Some(labels),
+                ..Default::default()
+            },
+            spec: None,
+            status: Some(PodStatus {
+                phase: Some(if ready { "Running" } else { "Pending" }.into()),
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: if ready { "True" } else { "False" }.into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    fn criteria<'a>(key: &'a str) -> Criteria<'a> {
+        Criteria {
+            namespace: "ns",
+            template: "tmpl",
+            template_hash: "h1",
+            pool: None,
+            spread_key: key,
+        }
+    }
+
+    #[test]
+    fn only_ready_current_idle_pods_are_candidates() {
+        let pods = vec![
+            pod("a", "p", "h1", true),
+            pod("b", "p", "h0", true),
+            pod("c", "p", "h1", false),
+        ];
+        let got = select_candidates(&pods, &criteria("claim"), &Reservations::default());
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].name_any(), "a");
+    }
+
+    #[test]
+    fn terminating_and_claimed_pods_are_skipped() {
+        let mut terminating = (*pod("a", "p", "h1", true)).clone();
+        terminating.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH));
+        let mut claimed = (*pod("b", "p", "h1", true)).clone();
+        claimed.labels_mut().insert(CLAIM_LABEL.into(), "x".into());
+        let pods = vec![Arc::new(terminating), Arc::new(claimed)];
+        assert!(select_candidates(&pods, &criteria("c"), &Reservations::default()).is_empty());
+    }
+
+    #[test]
+    fn reserved_pods_are_skipped_and_explicit_pool_is_respected() {
+        let pods = vec![pod("a", "p1", "h1", true), pod("b", "p2", "h1", true)];
+        let reservations = Reservations::default();
+        assert!(reservations.try_reserve("ns/a"));
+        assert!(!reservations.try_reserve("ns/a"));
+        let got = select_candidates(&pods, &criteria("c"), &reservations);
+        assert_eq!(got.iter().map(|p| p.name_any()).collect::<Vec<_>>(), ["b"]);
+        let mut only_p1 = criteria("c");
+        only_p1.pool = Some("p1");
+        assert!(select_candidates(&pods, &only_p1, &reservations).is_empty());
+        reservations.release("ns/a");
+        assert_eq!(select_candidates(&pods, &only_p1, &reservations).len(), 1);
+    }
+
+    #[test]
+    fn different_claims_spread_over_the_pool() {
+        let pods: Vec<_> = (0..50).map(|i| pod(&format!("p{i}"), "p", "h1", true)).collect();
+        let firsts: std::collections::HashSet<String> = (0..20)
+            .map(|i| {
+                let key = format!("claim-{i}");
+                select_candidates(&pods, &criteria(&key), &Reservations::default())[0].name_any()
+            })
+            .collect();
+        assert!(firsts.len() > 5, "first choices should differ: {firsts:?}");
+    }
+
+    #[test]
+    fn steal_patch_tests_resource_version_first() {
+        let p = pod("a", "pool", "h1", true);
+        let owner = OwnerReference {
+            api_version: "extensions.agents.x-k8s.io/v1alpha1".into(),
+            kind: "SandboxClaim".into(),
+            name: "c".into(),
+            uid: "u".into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        };
+        let patch = steal_patch(&p, "c", "u", owner).unwrap();
+        let v = serde_json::to_value(&patch).unwrap();
+        assert_eq!(v[0]["op"], "test");
+        assert_eq!(v[0]["path"], "/metadata/resourceVersion");
+        assert_eq!(v[0]["value"], "7");
+        assert_eq!(v[2]["op"], "remove");
+        assert_eq!(v[2]["path"], "/metadata/labels/agents.x-k8s.io~1warm-pool");
+        // Applying it to the Pod as read gives the expected result.
+        let mut doc = serde_json::to_value(&*p).unwrap();
+        json_patch::patch(&mut doc, &patch).unwrap();
+        assert_eq!(doc["metadata"]["labels"][CLAIM_LABEL], "c");
+        assert!(doc["metadata"]["labels"].get(POOL_LABEL).is_none());
+        assert_eq!(doc["metadata"]["ownerReferences"][0]["kind"], "SandboxClaim");
+        // ...and to a newer version it fails (the API server answers 422).
+        let mut newer = serde_json::to_value(&*p).unwrap();
+        newer["metadata"]["resourceVersion"] = json!("8");
+        assert!(json_patch::patch(&mut newer, &patch).is_err());
+    }
+
+    #[test]
+    fn adopt_patch_creates_missing_labels() {
+        let mut p = (*pod("a", "pool", "h1", true)).clone();
+        p.metadata.labels = None;
+        let owner = OwnerReference { name: "s".into(), uid: "u".into(), ..Default::default() };
+        let patch = adopt_patch(&p, "s", owner).unwrap();
+        let mut doc = serde_json::to_value(&p).unwrap();
+        json_patch::patch(&mut doc, &patch).unwrap();
+        assert_eq!(doc["metadata"]["labels"][SANDBOX_LABEL], "s");
+    }
+}
