@@ -76,6 +76,9 @@ struct RunArgs {
     /// Reconciles run at once per controller.
     #[arg(long, env = "SANDBOX_CONCURRENCY", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "SANDBOX_WATCH_NAMESPACE")]
+    namespace: Option<String>,
     /// Log format: text or json.
     #[arg(long, env = "SANDBOX_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -129,6 +132,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         events: args.events,
         concurrency: args.concurrency,
         identity: identity.clone(),
+        namespace: args.namespace.clone(),
     };
 
     // Ctrl-C / SIGTERM: stop controllers, release the Lease, exit.

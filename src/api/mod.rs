@@ -79,9 +79,10 @@ pub struct PersistentVolumeClaimTemplate {
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum ShutdownPolicy {
     /// Delete the Sandbox (and through ownerReferences everything it owns).
-    Delete,
-    /// Keep the Sandbox object, delete its Pod and Service, report `Expired`.
+    /// The default: a past `shutdownTime` means "delete now".
     #[default]
+    Delete,
+    /// Keep the Sandbox object, delete its Pod, report `SandboxExpired`.
     Retain,
 }
 
@@ -128,8 +129,8 @@ pub struct SandboxSpec {
     /// When the sandbox expires (RFC 3339). A time in the past expires it at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shutdown_time: Option<Time>,
-    /// What expiry does to the Sandbox object itself (default `Retain`; the
-    /// Pod is always removed).
+    /// What expiry does to the Sandbox object itself (default `Delete`; with
+    /// `Retain` only the Pod is removed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shutdown_policy: Option<ShutdownPolicy>,
     /// 1 runs the Pod, 0 pauses the sandbox (Pod deleted, volumes and Service kept).

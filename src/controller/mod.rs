@@ -63,6 +63,21 @@ pub struct Config {
     pub concurrency: u16,
     /// Identity used for Events and the leader Lease.
     pub identity: String,
+    /// Watch only this namespace (all namespaces when `None`).
+    pub namespace: Option<String>,
+}
+
+impl Config {
+    /// An API handle on the watched scope (one namespace or all).
+    pub fn api<K>(&self, client: &Client) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match &self.namespace {
+            Some(namespace) => Api::namespaced(client.clone(), namespace),
+            None => Api::all(client.clone()),
+        }
+    }
 }
 
 impl Default for Config {
@@ -75,6 +90,7 @@ impl Default for Config {
             events: true,
             concurrency: 32,
             identity: "sandbox-operator".into(),
+            namespace: None,
         }
     }
 }
@@ -134,14 +150,14 @@ impl Context {
         };
         tokio::spawn(cache(
             "pods",
-            Api::<Pod>::all(client.clone()),
+            config.api::<Pod>(&client),
             watcher::Config::default().labels(&managed),
             pod_writer,
             pod_triggers,
         ));
 
         let (templates, template_writer) = reflector::store();
-        let pool_api: Api<SandboxWarmPool> = Api::all(client.clone());
+        let pool_api: Api<SandboxWarmPool> = config.api(&client);
         let template_triggers = {
             let pool_tx = pool_tx.clone();
             // Template changes are rare: list the pools that use it.
@@ -164,7 +180,7 @@ impl Context {
         };
         tokio::spawn(cache(
             "templates",
-            Api::<SandboxTemplate>::all(client.clone()),
+            config.api::<SandboxTemplate>(&client),
             watcher::Config::default(),
             template_writer,
             template_triggers,
@@ -173,7 +189,7 @@ impl Context {
         let (services, service_writer) = reflector::store();
         tokio::spawn(cache(
             "services",
-            Api::<Service>::all(client.clone()),
+            config.api::<Service>(&client),
             watcher::Config::default().labels(&managed),
             service_writer,
             |_: &Service| {},

@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
-use kube::Api;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::watcher;
 use tokio::sync::watch;
@@ -30,22 +29,22 @@ pub async fn run_controllers(ctx: Arc<Context>, triggers: Triggers, shutdown: wa
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
-    let sandboxes = Controller::new(Api::<Sandbox>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Service>::all(client.clone()), managed)
+    let sandboxes = Controller::new(ctx.config.api::<Sandbox>(&client), watcher::Config::default())
+        .owns(ctx.config.api::<Service>(&client), managed)
         .reconcile_on(triggers.sandboxes)
         .with_config(config.clone())
         .graceful_shutdown_on(stop(shutdown.clone()))
         .run(sandbox::reconcile, error_policy(sandbox::CONTROLLER), ctx.clone())
         .for_each(|_| futures::future::ready(()));
 
-    let claims = Controller::new(Api::<SandboxClaim>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Sandbox>::all(client.clone()), watcher::Config::default())
+    let claims = Controller::new(ctx.config.api::<SandboxClaim>(&client), watcher::Config::default())
+        .owns(ctx.config.api::<Sandbox>(&client), watcher::Config::default())
         .with_config(config.clone())
         .graceful_shutdown_on(stop(shutdown.clone()))
         .run(claim::reconcile, error_policy(claim::CONTROLLER), ctx.clone())
         .for_each(|_| futures::future::ready(()));
 
-    let pools = Controller::new(Api::<SandboxWarmPool>::all(client.clone()), watcher::Config::default())
+    let pools = Controller::new(ctx.config.api::<SandboxWarmPool>(&client), watcher::Config::default())
         .reconcile_on(triggers.pools)
         .with_config(config)
         .graceful_shutdown_on(stop(shutdown.clone()))

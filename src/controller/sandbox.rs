@@ -115,7 +115,7 @@ pub fn plan(observed: &Observed<'_>) -> Plan {
 
     if let Some(deadline) = sandbox.spec.shutdown_time.as_ref().map(|t| t.0) {
         if deadline <= observed.now {
-            if sandbox.spec.shutdown_policy == Some(ShutdownPolicy::Delete) {
+            if sandbox.spec.shutdown_policy.unwrap_or_default() == ShutdownPolicy::Delete {
                 steps.push(Step::DeleteSandbox);
             } else {
                 steps.extend(live.iter().map(|p| delete_step(p)));

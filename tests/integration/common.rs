@@ -1,0 +1,352 @@
+//! Test harness: the real local control plane, one namespace per test, and
+//! the operator as a real child process scoped to that namespace.
+//!
+//! The control plane comes from `SANDBOX_KUBECONFIG` when set, otherwise
+//! `tests/controlplane/cluster.sh up` is run (building it on a new machine).
+//! When neither works the test FAILS with the reason; nothing is skipped.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::GroupVersionKind;
+use kube::discovery::ApiResource;
+use kube::{Client, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::OnceCell;
+
+/// Repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Path of the admin kubeconfig of the running control plane (started if needed).
+pub fn kubeconfig() -> PathBuf {
+    static PATH: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    PATH.get_or_init(|| {
+        if let Ok(path) = std::env::var("SANDBOX_KUBECONFIG") {
+            return Ok(PathBuf::from(path));
+        }
+        let script = repo().join("tests/controlplane/cluster.sh");
+        let out = std::process::Command::new("bash")
+            .arg(&script)
+            .arg("up")
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+        if !out.status.success() {
+            return Err(format!("{} up failed with {}", script.display(), out.status));
+        }
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        stdout
+            .lines()
+            .last()
+            .map(|l| PathBuf::from(l.trim()))
+            .ok_or_else(|| "cluster.sh printed no kubeconfig path".to_string())
+    })
+    .clone()
+    .unwrap_or_else(|reason| panic!("no local control plane for this test: {reason}"))
+}
+
+/// The directory of the harness binaries (kubectl-compatible tools, helm, kwok).
+pub fn bin_dir() -> Option<PathBuf> {
+    let out = std::process::Command::new("bash")
+        .arg(repo().join("tests/controlplane/cluster.sh"))
+        .arg("env")
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("export PATH=").map(|p| PathBuf::from(p.split(':').next().unwrap_or_default())))
+}
+
+/// A client for the admin user.
+pub async fn client() -> Client {
+    client_for(&kubeconfig()).await
+}
+
+/// A client from a kubeconfig file.
+pub async fn client_for(path: &Path) -> Client {
+    let kc = Kubeconfig::read_from(path).unwrap_or_else(|e| panic!("reading kubeconfig {}: {e}", path.display()));
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig is usable");
+    Client::try_from(config).expect("client from kubeconfig")
+}
+
+/// Installs (server-side apply) the operator's CRDs once per test binary and
+/// waits until they are Established.
+pub async fn install_crds(client: &Client) {
+    static DONE: OnceCell<()> = OnceCell::const_new();
+    DONE.get_or_init(|| async {
+        let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+        for crd in sandbox_operator::api::crds() {
+            api.patch(&crd.name_any(), &PatchParams::apply("sandbox-operator-tests").force(), &Patch::Apply(&crd))
+                .await
+                .unwrap_or_else(|e| panic!("installing CRD {}: {e}", crd.name_any()));
+        }
+        for crd in sandbox_operator::api::crds() {
+            wait_for(&api, &crd.name_any(), Duration::from_secs(60), |c: &CustomResourceDefinition| {
+                c.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"))
+            })
+            .await;
+        }
+    })
+    .await;
+}
+
+/// A namespace owned by one test; deleted when dropped.
+pub struct TestNs {
+    /// Client for the admin user.
+    pub client: Client,
+    /// The namespace name.
+    pub name: String,
+}
+
+impl TestNs {
+    /// Creates a fresh namespace `<prefix>-<random>` and installs the CRDs.
+    pub async fn new(prefix: &str) -> TestNs {
+        let client = client().await;
+        install_crds(&client).await;
+        let name = format!("{prefix}-{:06x}", rand::random::<u32>() & 0xff_ffff);
+        let ns = Namespace {
+            metadata: kube::api::ObjectMeta { name: Some(name.clone()), ..Default::default() },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create test namespace");
+        wait_until(Duration::from_secs(30), || async {
+            Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), &name)
+                .get_opt("default")
+                .await
+                .ok()
+                .flatten()
+                .is_some()
+        })
+        .await;
+        TestNs { client, name }
+    }
+
+    /// A typed API in this namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    /// Creates every document of a YAML file (relative to the repo) in this
+    /// namespace, unchanged; returns the created objects.
+    pub async fn create_yaml(&self, relative: &str) -> Vec<DynamicObject> {
+        let text = std::fs::read_to_string(repo().join(relative)).expect("example file");
+        self.create_yaml_text(&text).await.unwrap_or_else(|e| panic!("creating {relative}: {e}"))
+    }
+
+    /// Creates every document of a YAML text; the first API error is returned.
+    pub async fn create_yaml_text(&self, text: &str) -> Result<Vec<DynamicObject>, kube::Error> {
+        let mut out = Vec::new();
+        for doc in serde_yaml::Deserializer::from_str(text) {
+            let value = serde_yaml::Value::deserialize(doc).expect("valid YAML");
+            if value.is_null() {
+                continue;
+            }
+            let obj: DynamicObject = serde_yaml::from_value(value).expect("a Kubernetes object");
+            let api = self.dynamic_api(&obj);
+            out.push(api.create(&PostParams::default(), &obj).await?);
+        }
+        Ok(out)
+    }
+
+    /// A dynamic API for the kind of `obj` in this namespace.
+    pub fn dynamic_api(&self, obj: &DynamicObject) -> Api<DynamicObject> {
+        let types = obj.types.as_ref().expect("apiVersion and kind");
+        let (group, version) = match types.api_version.split_once('/') {
+            Some((g, v)) => (g.to_string(), v.to_string()),
+            None => (String::new(), types.api_version.clone()),
+        };
+        let gvk = GroupVersionKind::gvk(&group, &version, &types.kind);
+        let plural = format!("{}s", types.kind.to_lowercase()).replace("sandboxs", "sandboxes");
+        let resource = ApiResource::from_gvk_with_plural(&gvk, &plural);
+        Api::namespaced_with(self.client.clone(), &self.name, &resource)
+    }
+
+    /// `kubectl` against the test control plane in this namespace.
+    pub fn kubectl(&self, args: &[&str]) -> std::process::Output {
+        kubectl(&[&["-n", &self.name], args].concat())
+    }
+
+    /// Starts the operator for this namespace (leader election off).
+    pub async fn operator(&self, extra: &[&str]) -> Operator {
+        Operator::start(&self.name, extra).await
+    }
+}
+
+impl Drop for TestNs {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let path = kubeconfig();
+        // Best effort, outside the test's runtime (it may be shutting down).
+        let _ = std::thread::spawn(move || {
+            let _ = std::process::Command::new("kubectl")
+                .args(["--kubeconfig", path.to_str().unwrap_or_default(), "delete", "namespace", &name, "--wait=false"])
+                .output();
+        })
+        .join();
+    }
+}
+
+/// Runs kubectl with the test kubeconfig.
+pub fn kubectl(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig())
+        .args(args)
+        .output()
+        .expect("kubectl runs")
+}
+
+/// The operator as a child process, killed (SIGKILL) when dropped.
+pub struct Operator {
+    child: tokio::process::Child,
+    /// Admin port address.
+    pub metrics_addr: String,
+    /// Where its log goes.
+    pub log: PathBuf,
+}
+
+impl Operator {
+    /// Starts `sandbox-operator run` scoped to `namespace`, waits for /readyz.
+    pub async fn start(namespace: &str, extra: &[&str]) -> Operator {
+        let port = free_port();
+        let metrics_addr = format!("127.0.0.1:{port}");
+        let logs = repo().join("target/test-logs");
+        std::fs::create_dir_all(&logs).expect("log dir");
+        let log = logs.join(format!("{namespace}-operator-{port}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sandbox-operator"))
+            .args(["run", "--leader-elect=false", "--namespace", namespace, "--metrics-addr", &metrics_addr])
+            .args(extra)
+            .env("KUBECONFIG", kubeconfig())
+            .env("RUST_LOG", "info,kube_runtime=warn,kube_client=warn")
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the operator binary");
+        let op = Operator { child, metrics_addr, log };
+        let url = format!("http://{}/readyz", op.metrics_addr);
+        let ok = wait_until_ok(Duration::from_secs(60), || async { http_get(&url).await.is_ok_and(|(code, _)| code == 200) }).await;
+        assert!(ok, "operator did not become ready; log: {}", std::fs::read_to_string(&op.log).unwrap_or_default());
+        op
+    }
+
+    /// Kills the process with SIGKILL (no cleanup, like a crash).
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// The /metrics text.
+    pub async fn metrics(&self) -> String {
+        http_get(&format!("http://{}/metrics", self.metrics_addr)).await.expect("scrape metrics").1
+    }
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Plain HTTP GET on 127.0.0.1 (status, body).
+pub async fn http_get(url: &str) -> Result<(u16, String), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").ok_or("only http:// URLs")?;
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let mut stream = tokio::net::TcpStream::connect(host).await.map_err(|e| e.to_string())?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or("no status line")?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = if text.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(&body) } else { body };
+    Ok((code, body))
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Polls `get` until `cond` holds on the object; panics with the last state
+/// after `timeout`.
+pub async fn wait_for<K, F>(api: &Api<K>, name: &str, timeout: Duration, cond: F) -> K
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
+    F: Fn(&K) -> bool,
+{
+    let start = Instant::now();
+    let mut last = None;
+    loop {
+        if let Ok(Some(obj)) = api.get_opt(name).await {
+            if cond(&obj) {
+                return obj;
+            }
+            last = Some(obj);
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting on {name}; last seen: {last:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls until the future yields true; panics after `timeout`.
+pub async fn wait_until<F, Fut>(timeout: Duration, f: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    assert!(wait_until_ok(timeout, f).await, "condition not met within {timeout:?}");
+}
+
+/// Polls until the future yields true; false after `timeout`.
+pub async fn wait_until_ok<F, Fut>(timeout: Duration, f: F) -> bool
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if f().await {
+            return true;
+        }
+        if start.elapsed() > timeout {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+use serde::Deserialize;

@@ -1,0 +1,9 @@
+//! Integration tests against a real kube-apiserver (etcd, controller-manager,
+//! scheduler, KWOK) started by `tests/controlplane/cluster.sh`.
+//! One binary, so the control plane and the CRDs are set up once.
+
+mod claims;
+mod common;
+mod controlplane;
+mod crds;
+mod sandbox;

@@ -1,0 +1,252 @@
+//! Issue 4: the sandbox controller against the real API server and KWOK.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use crate::common::{TestNs, wait_for, wait_until};
+use sandbox_operator::api::{POD_NAME_ANNOTATION, READY, SANDBOX_LABEL, Sandbox, is_true};
+
+fn is_ready(s: &Sandbox) -> bool {
+    s.status.as_ref().is_some_and(|st| is_true(&st.conditions, READY))
+}
+
+fn reason(s: &Sandbox) -> String {
+    s.status
+        .as_ref()
+        .and_then(|st| st.conditions.iter().find(|c| c.type_ == READY))
+        .map(|c| c.reason.clone())
+        .unwrap_or_default()
+}
+
+fn sandbox(name: &str, extra_spec: serde_json::Value) -> Sandbox {
+    let mut spec = json!({"podTemplate": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}});
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra_spec.as_object()) {
+        s.extend(e.clone());
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox",
+        "metadata": {"name": name}, "spec": spec
+    }))
+    .unwrap()
+}
+
+async fn owned_pods(ns: &TestNs, sandbox: &Sandbox) -> Vec<Pod> {
+    let pods: Api<Pod> = ns.api();
+    pods.list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.owner_references().iter().any(|o| Some(&o.uid) == sandbox.meta().uid.as_ref()))
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect()
+}
+
+#[tokio::test]
+async fn seed_aio_sandbox_becomes_ready_with_pod_and_headless_service() {
+    let ns = TestNs::new("sbx-aio").await;
+    let _op = ns.operator(&[]).await;
+    ns.create_yaml("examples/aio-sandbox.yaml").await;
+    let sandboxes: Api<Sandbox> = ns.api();
+    let s = wait_for(&sandboxes, "aio-sandbox-example", Duration::from_secs(30), is_ready).await;
+    let status = s.status.clone().unwrap();
+    assert_eq!(status.service_fqdn.as_deref(), Some(format!("aio-sandbox-example.{}.svc.cluster.local", ns.name).as_str()));
+    assert_eq!(status.replicas, 1);
+
+    let pods = owned_pods(&ns, &s).await;
+    assert_eq!(pods.len(), 1, "exactly one Pod");
+    let pod = &pods[0];
+    let container = &pod.spec.as_ref().unwrap().containers[0];
+    assert_eq!(container.name, "aio-sandbox");
+    assert_eq!(container.image.as_deref(), Some("runzhliu/sandbox-openclaw-opencode:1.0.0.152"));
+    let limits = container.resources.as_ref().unwrap().limits.as_ref().unwrap();
+    assert_eq!(limits["memory"].0, "8Gi");
+    assert_eq!(limits["cpu"].0, "4");
+    let owner = &pod.owner_references()[0];
+    assert_eq!((owner.kind.as_str(), owner.controller), ("Sandbox", Some(true)));
+    assert_eq!(pod.labels().get("sandbox").map(String::as_str), Some("aio-sandbox-example"));
+
+    let services: Api<Service> = ns.api();
+    let svc = services.get("aio-sandbox-example").await.unwrap();
+    let spec = svc.spec.unwrap();
+    assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
+    let selector = spec.selector.unwrap();
+    let all: Vec<Pod> = ns.api::<Pod>().list(&Default::default()).await.unwrap().items;
+    let selected: Vec<String> = all
+        .iter()
+        .filter(|p| selector.iter().all(|(k, v)| p.labels().get(k) == Some(v)))
+        .map(|p| p.name_any())
+        .collect();
+    assert_eq!(selected, vec![pod.name_any()], "the Service selects exactly the sandbox Pod");
+    let out = ns.kubectl(&["wait", "--for=condition=Ready", "sandbox/aio-sandbox-example", "--timeout=5s"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+async fn volume_claim_templates_become_mounted_pvcs() {
+    let ns = TestNs::new("sbx-pvc").await;
+    let _op = ns.operator(&[]).await;
+    let sandboxes: Api<Sandbox> = ns.api();
+    let s = sandbox(
+        "withdata",
+        json!({"volumeClaimTemplates": [{"metadata": {"name": "data"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}),
+    );
+    sandboxes.create(&PostParams::default(), &s).await.unwrap();
+    let s = wait_for(&sandboxes, "withdata", Duration::from_secs(30), |s| s.status.as_ref().is_some_and(|st| st.pod_name.is_some())).await;
+    let pvc = ns.api::<PersistentVolumeClaim>().get("data-withdata").await.expect("PVC created");
+    assert_eq!(pvc.owner_references()[0].uid, s.uid().unwrap());
+    let pod = ns.api::<Pod>().get("withdata").await.unwrap();
+    let volumes = pod.spec.unwrap().volumes.unwrap();
+    let data = volumes.iter().find(|v| v.name == "data").expect("volume named after the template");
+    assert_eq!(data.persistent_volume_claim.as_ref().unwrap().claim_name, "data-withdata");
+}
+
+#[tokio::test]
+async fn pause_and_resume_keep_service_and_pvc() {
+    let ns = TestNs::new("sbx-pause").await;
+    let _op = ns.operator(&[]).await;
+    let sandboxes: Api<Sandbox> = ns.api();
+    let s = sandbox(
+        "p",
+        json!({"volumeClaimTemplates": [{"metadata": {"name": "data"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}),
+    );
+    sandboxes.create(&PostParams::default(), &s).await.unwrap();
+    let s = wait_for(&sandboxes, "p", Duration::from_secs(30), is_ready).await;
+    let first_uid = owned_pods(&ns, &s).await[0].uid();
+
+    sandboxes.patch("p", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 0}}))).await.unwrap();
+    let paused = wait_for(&sandboxes, "p", Duration::from_secs(30), |s| reason(s) == "Paused").await;
+    wait_until(Duration::from_secs(30), || async { ns.api::<Pod>().get_opt("p").await.unwrap().is_none() }).await;
+    assert_eq!(paused.status.unwrap().replicas, 0);
+    assert!(ns.api::<Service>().get_opt("p").await.unwrap().is_some(), "Service kept while paused");
+    assert!(ns.api::<PersistentVolumeClaim>().get_opt("data-p").await.unwrap().is_some(), "PVC kept while paused");
+
+    sandboxes.patch("p", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 1}}))).await.unwrap();
+    let s = wait_for(&sandboxes, "p", Duration::from_secs(30), is_ready).await;
+    let pods = owned_pods(&ns, &s).await;
+    assert_eq!(pods.len(), 1);
+    assert_ne!(pods[0].uid(), first_uid, "a new Pod after resume");
+}
+
+#[tokio::test]
+async fn shutdown_time_deletes_the_sandbox_and_its_children() {
+    let ns = TestNs::new("sbx-expire").await;
+    let _op = ns.operator(&[]).await;
+    let sandboxes: Api<Sandbox> = ns.api();
+    let deadline = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(4);
+    let s = sandbox(
+        "short",
+        json!({"shutdownTime": deadline.to_string(), "volumeClaimTemplates": [{"metadata": {"name": "data"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}),
+    );
+    sandboxes.create(&PostParams::default(), &s).await.unwrap();
+    wait_for(&sandboxes, "short", Duration::from_secs(30), is_ready).await;
+    wait_until(Duration::from_secs(15), || async { sandboxes.get_opt("short").await.unwrap().is_none() }).await;
+    assert!(jiff::Timestamp::now() >= deadline, "deleted before the deadline");
+    // Children go by ownerReference garbage collection.
+    wait_until(Duration::from_secs(90), || async {
+        ns.api::<Pod>().get_opt("short").await.unwrap().is_none()
+            && ns.api::<Service>().get_opt("short").await.unwrap().is_none()
+            && ns.api::<PersistentVolumeClaim>().get_opt("data-short").await.unwrap().is_none()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn adoption_takes_unowned_pods_and_refuses_foreign_ones() {
+    let ns = TestNs::new("sbx-adopt").await;
+    let _op = ns.operator(&[]).await;
+    let pods: Api<Pod> = ns.api();
+    let bare = |name: &str, owner: Option<(&str, String)>| -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "ownerReferences": owner.map(|(n, uid)| vec![json!({
+                "apiVersion": "v1", "kind": "ConfigMap", "name": n, "uid": uid, "controller": true})])},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}
+        }))
+        .unwrap()
+    };
+    pods.create(&PostParams::default(), &bare("pre-made", None)).await.unwrap();
+    let cm = ns
+        .api::<ConfigMap>()
+        .create(&PostParams::default(), &ConfigMap { metadata: ObjectMeta { name: Some("someone".into()), ..Default::default() }, ..Default::default() })
+        .await
+        .unwrap();
+    pods.create(&PostParams::default(), &bare("foreign", Some(("someone", cm.uid().unwrap())))).await.unwrap();
+
+    let sandboxes: Api<Sandbox> = ns.api();
+    let mut adopt = sandbox("adopter", json!({}));
+    adopt.metadata.annotations = Some(BTreeMap::from([(POD_NAME_ANNOTATION.to_string(), "pre-made".to_string())]));
+    sandboxes.create(&PostParams::default(), &adopt).await.unwrap();
+    let s = wait_for(&sandboxes, "adopter", Duration::from_secs(30), is_ready).await;
+    assert_eq!(s.status.as_ref().unwrap().pod_name.as_deref(), Some("pre-made"));
+    let owned = owned_pods(&ns, &s).await;
+    assert_eq!(owned.iter().map(|p| p.name_any()).collect::<Vec<_>>(), ["pre-made"], "adopted, no second Pod");
+    assert_eq!(owned[0].labels().get(SANDBOX_LABEL).map(String::as_str), Some("adopter"));
+
+    let mut thief = sandbox("thief", json!({}));
+    thief.metadata.annotations = Some(BTreeMap::from([(POD_NAME_ANNOTATION.to_string(), "foreign".to_string())]));
+    sandboxes.create(&PostParams::default(), &thief).await.unwrap();
+    wait_for(&sandboxes, "thief", Duration::from_secs(30), |s| reason(s) == "PodOwnedElsewhere").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let foreign = pods.get("foreign").await.unwrap();
+    assert_eq!(foreign.owner_references()[0].uid, cm.uid().unwrap(), "foreign Pod untouched");
+    assert!(pods.get_opt("thief").await.unwrap().is_none(), "no Pod created for a refused adoption");
+}
+
+#[tokio::test]
+async fn pod_deleted_from_outside_is_recreated() {
+    let ns = TestNs::new("sbx-recreate").await;
+    let _op = ns.operator(&[]).await;
+    let sandboxes: Api<Sandbox> = ns.api();
+    sandboxes.create(&PostParams::default(), &sandbox("r", json!({}))).await.unwrap();
+    let s = wait_for(&sandboxes, "r", Duration::from_secs(30), is_ready).await;
+    let old = owned_pods(&ns, &s).await[0].uid();
+    ns.api::<Pod>().delete("r", &Default::default()).await.unwrap();
+    wait_until(Duration::from_secs(30), || async {
+        let pods = owned_pods(&ns, &s).await;
+        pods.len() == 1 && pods[0].uid() != old
+    })
+    .await;
+    wait_for(&sandboxes, "r", Duration::from_secs(30), |s| is_ready(s) && s.status.as_ref().unwrap().replicas == 1).await;
+}
+
+#[tokio::test]
+async fn killed_controller_converges_without_duplicates() {
+    let ns = TestNs::new("sbx-crash").await;
+    let op = ns.operator(&[]).await;
+    let sandboxes: Api<Sandbox> = ns.api();
+    let creator = {
+        let sandboxes = sandboxes.clone();
+        tokio::spawn(async move {
+            for i in 0..50 {
+                sandboxes.create(&PostParams::default(), &sandbox(&format!("s{i}"), json!({}))).await.unwrap();
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    op.kill().await;
+    creator.await.unwrap();
+    let _op = ns.operator(&[]).await;
+    wait_until(Duration::from_secs(90), || async {
+        let list = sandboxes.list(&Default::default()).await.unwrap().items;
+        list.len() == 50 && list.iter().all(is_ready)
+    })
+    .await;
+    let pods: Vec<Pod> = ns.api::<Pod>().list(&Default::default()).await.unwrap().items;
+    let mut per_sandbox: HashMap<String, usize> = HashMap::new();
+    for p in &pods {
+        if let Some(owner) = p.owner_references().iter().find(|o| o.kind == "Sandbox") {
+            *per_sandbox.entry(owner.name.clone()).or_default() += 1;
+        }
+    }
+    assert_eq!(pods.len(), 50, "exactly 50 Pods");
+    assert_eq!(per_sandbox.len(), 50);
+    assert!(per_sandbox.values().all(|n| *n == 1), "a Sandbox owns more than one Pod: {per_sandbox:?}");
+}
