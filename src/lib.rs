@@ -10,3 +10,4 @@ pub mod admin;
 pub mod api;
 pub mod controller;
 pub mod metrics;
+pub mod webhook_config;

@@ -35,7 +35,7 @@ use super::{
     is_conflict, is_not_found, is_terminating, kube_err, pod_has_ended, pod_is_ready,
 };
 use crate::api::{
-    ConditionUpdate, FIELD_MANAGER, POD_NAME_ANNOTATION, SANDBOX_LABEL, Sandbox, SandboxStatus, ShutdownPolicy,
+    CLAIM_LABEL, ConditionUpdate, FIELD_MANAGER, POD_NAME_ANNOTATION, SANDBOX_LABEL, Sandbox, SandboxStatus, ShutdownPolicy,
     set_condition,
 };
 
@@ -247,6 +247,15 @@ pub fn desired_pod(sandbox: &Sandbox) -> Result<Pod> {
     let mut labels: BTreeMap<String, String> = meta.labels.unwrap_or_default();
     labels.insert(SANDBOX_LABEL.into(), name.clone());
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
+    // A cold Pod of a claim carries the claim label like a stolen one, so
+    // every Pod serving a claim can be found by it.
+    if let Some(claim) = sandbox
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true) && o.kind == "SandboxClaim")
+    {
+        labels.insert(CLAIM_LABEL.into(), claim.name.clone());
+    }
     let mut spec = template.spec.clone();
     for claim_template in sandbox.spec.volume_claim_templates.iter().flatten() {
         let Some(volume_name) = claim_template.metadata.name.clone() else { continue };

@@ -79,6 +79,9 @@ pub fn plan(desired: usize, idle: &[IdlePod], pending_creates: usize, rollout_ba
                 .cmp(&b.ready)
                 .then(a.current.cmp(&b.current))
                 .then(b.created.cmp(&a.created))
+                // Deterministic tie-break: two controllers that see the same
+                // Pods pick the same victims.
+                .then(b.name.cmp(&a.name))
         });
         let surplus = (count - desired).min(idle.len());
         plan.delete = victims

@@ -194,9 +194,12 @@ async fn burst_larger_than_the_pool_is_served_without_double_assignment() {
 async fn two_controllers_at_once_never_double_assign() {
     let ns = TestNs::new("claim-split").await;
     let a = ns.operator(&[]).await;
-    let b = ns.operator(&[]).await;
     setup(&ns, 10).await;
     wait_pool_ready(&ns, 10).await;
+    // The second process starts on a full pool. Two pool controllers without
+    // leader election may overshoot the pool size for a while (each refills);
+    // what must hold is that no Pod ever serves two claims.
+    let b = ns.operator(&[]).await;
     burst(&ns, 30).await;
     wait_all_ready(&ns, 30).await;
     // Let surplus steals of the losing process settle.

@@ -140,7 +140,7 @@ async fn shutdown_time_deletes_the_sandbox_and_its_children() {
     let ns = TestNs::new("sbx-expire").await;
     let _op = ns.operator(&[]).await;
     let sandboxes: Api<Sandbox> = ns.api();
-    let deadline = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(4);
+    let deadline = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(8);
     let s = sandbox(
         "short",
         json!({"shutdownTime": deadline.to_string(), "volumeClaimTemplates": [{"metadata": {"name": "data"},
@@ -148,7 +148,7 @@ async fn shutdown_time_deletes_the_sandbox_and_its_children() {
     );
     sandboxes.create(&PostParams::default(), &s).await.unwrap();
     wait_for(&sandboxes, "short", Duration::from_secs(30), is_ready).await;
-    wait_until(Duration::from_secs(15), || async { sandboxes.get_opt("short").await.unwrap().is_none() }).await;
+    wait_until(Duration::from_secs(20), || async { sandboxes.get_opt("short").await.unwrap().is_none() }).await;
     assert!(jiff::Timestamp::now() >= deadline, "deleted before the deadline");
     // Children go by ownerReference garbage collection.
     wait_until(Duration::from_secs(90), || async {

@@ -1,0 +1,58 @@
+# sandbox-operator: the commands of the README. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+CLUSTER := tests/controlplane/cluster.sh
+CRD_FILE := charts/sandbox-operator/crds/crds.yaml
+CARGO ?= cargo
+
+.PHONY: help
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+.PHONY: cluster
+cluster: ## Start (or reuse) the local control plane; last line: the kubeconfig path
+	@$(CLUSTER) up
+
+.PHONY: cluster-env
+cluster-env: ## Print `export KUBECONFIG=...` and `export PATH=...` for the local control plane
+	@$(CLUSTER) env
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local control plane (only its own processes) and remove its state
+	@$(CLUSTER) down
+
+.PHONY: build
+build: ## Build the operator (debug)
+	$(CARGO) build --workspace --all-targets
+
+.PHONY: crds
+crds: ## Regenerate the CRD YAML in the chart from the Rust types
+	@mkdir -p $(dir $(CRD_FILE))
+	$(CARGO) run -q --bin sandbox-operator -- crd > $(CRD_FILE)
+
+.PHONY: crds-check
+crds-check: ## Fail when the committed CRD YAML differs from the generated one
+	@mkdir -p target
+	@$(CARGO) run -q --bin sandbox-operator -- crd > target/crds.generated.yaml
+	@diff -q $(CRD_FILE) target/crds.generated.yaml >/dev/null || { echo "CRD drift: $(CRD_FILE) differs from \`sandbox-operator crd\`; run \`make crds\` and commit" >&2; diff -u $(CRD_FILE) target/crds.generated.yaml | head -40 >&2; exit 1; }
+	@echo "CRDs: no drift"
+
+.PHONY: lint
+lint: ## cargo fmt --check and clippy with warnings as errors
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+.PHONY: test
+test: ## Run every check and test (starts the local control plane if needed)
+	@$(MAKE) -s lint
+	@$(MAKE) -s crds-check
+	@kubeconfig=$$($(CLUSTER) up | tail -n 1) && \
+	  SANDBOX_KUBECONFIG=$$kubeconfig $(CARGO) test --workspace --all-targets -- --test-threads=$${TEST_THREADS:-3}
+
+.PHONY: run
+run: ## Run the operator on the local control plane with a demo warm pool (Ctrl-C stops all)
+	@scripts/run-local.sh
+
+.PHONY: demo
+demo: ## Scripted tour: warm and cold claims with their latency, then clean up
+	@scripts/demo.sh

@@ -1,0 +1,189 @@
+//! The loop that keeps the webhook's certificates valid and published.
+//!
+//! Every pass ([`CertManager::ensure`]): read the Secret (creating it on
+//! the first run), renew what [`plan_renewal`] says is due, write the trust
+//! bundle into the webhook configurations, and hand the serving pair to the
+//! HTTPS server if it changed. The bundle is published before a new pair is
+//! handed over, so the API server already trusts a new CA by the time the
+//! server presents a certificate signed by it.
+//!
+//! Passes repeat every [`CertManagerConfig::check_interval`], which also
+//! repairs a `caBundle` that something else reset (for example a Helm
+//! upgrade re-applying the configurations) and picks up a rotation done by
+//! another replica. A failed pass is logged and retried at the next tick;
+//! the server keeps its current, still valid, pair meanwhile.
+//!
+//! Caveat: replicas publish the bundle they last read from the Secret. A
+//! replica that read the Secret just before another replaced the CA can
+//! publish the older bundle once more; the configurations are corrected by
+//! its next pass, one check interval later. CA replacements are years apart.
+
+use std::{future::Future, pin::pin, time::Duration};
+
+use jiff::Timestamp;
+use kube::Client;
+use tokio::sync::watch;
+
+use crate::{
+    IssuedCertificate, PkiSettings, Renewal, Result, StoredPki, inject_ca_bundle, load_or_create,
+    plan_renewal, rotate,
+};
+
+/// Where the PKI lives and where its CA is published.
+#[derive(Clone, Debug)]
+pub struct CertManagerConfig {
+    /// Namespace of the Secret (the operator's own).
+    pub namespace: String,
+    /// Name of the Secret holding `ca.crt`, `ca.key`, `tls.crt`, `tls.key`.
+    pub secret_name: String,
+    /// What to issue and when to renew.
+    pub settings: PkiSettings,
+    /// MutatingWebhookConfigurations whose entries get the `caBundle`.
+    pub mutating_webhooks: Vec<String>,
+    /// ValidatingWebhookConfigurations whose entries get the `caBundle`.
+    pub validating_webhooks: Vec<String>,
+    /// Time between passes.
+    pub check_interval: Duration,
+}
+
+/// Ends of validity of the current certificates, in Unix seconds; zero
+/// until the first successful pass. Meant for gauges.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CertExpiry {
+    /// `notAfter` of the serving certificate.
+    pub serving_not_after: i64,
+    /// `notAfter` of the CA certificate.
+    pub ca_not_after: i64,
+}
+
+/// Keeps the webhook PKI valid, stored and published; see the module docs.
+pub struct CertManager {
+    client: Client,
+    config: CertManagerConfig,
+    current: Option<StoredPki>,
+    expiry: watch::Sender<CertExpiry>,
+}
+
+impl CertManager {
+    /// A manager that has not looked at the cluster yet.
+    pub fn new(client: Client, config: CertManagerConfig) -> Self {
+        Self {
+            client,
+            config,
+            current: None,
+            expiry: watch::Sender::new(CertExpiry::default()),
+        }
+    }
+
+    /// Follows the expiry of the current certificates.
+    pub fn expiry(&self) -> watch::Receiver<CertExpiry> {
+        self.expiry.subscribe()
+    }
+
+    /// The PKI as of the last successful pass.
+    pub fn current(&self) -> Option<&StoredPki> {
+        self.current.as_ref()
+    }
+
+    /// One pass: load or create the Secret, renew what is due, publish the
+    /// trust bundle. Returns the serving pair the server should present.
+    ///
+    /// Call it once before starting the HTTPS server to get its first pair.
+    /// Webhook configurations that do not exist yet are logged and filled
+    /// in by a later pass; API errors fail the pass.
+    pub async fn ensure(&mut self) -> Result<IssuedCertificate> {
+        let CertManagerConfig {
+            namespace,
+            secret_name,
+            settings,
+            ..
+        } = &self.config;
+        let now = Timestamp::now();
+        let mut stored =
+            load_or_create(&self.client, namespace, secret_name, settings, now).await?;
+        // Normally one round; a lost race adopts the winner's PKI, which is
+        // then planned again.
+        for _round in 0..3 {
+            let renewal = plan_renewal(&stored.pki, settings, now);
+            if renewal == Renewal::NotDue {
+                break;
+            }
+            stored = rotate(
+                &self.client,
+                namespace,
+                secret_name,
+                &stored,
+                renewal,
+                settings,
+                now,
+            )
+            .await?;
+        }
+
+        let injection = inject_ca_bundle(
+            &self.client,
+            &self.config.mutating_webhooks,
+            &self.config.validating_webhooks,
+            &stored.pki.ca_bundle,
+        )
+        .await?;
+        if !injection.missing.is_empty() {
+            tracing::warn!(
+                missing = ?injection.missing,
+                "webhook configurations not found; their caBundle will be set once they exist"
+            );
+        }
+
+        self.expiry.send_replace(CertExpiry {
+            serving_not_after: stored.pki.serving.not_after.as_second(),
+            ca_not_after: stored.pki.ca.not_after.as_second(),
+        });
+        let serving = stored.pki.serving.clone();
+        self.current = Some(stored);
+        Ok(serving)
+    }
+
+    /// Repeats [`ensure`](Self::ensure) every check interval until
+    /// `shutdown` completes, calling `on_serving_pair(cert_pem, key_pem)`
+    /// whenever the serving pair differs from the one last handed out
+    /// (including by an earlier `ensure`), typically
+    /// `|cert, key| store.update(cert, key)`.
+    pub async fn run<F>(mut self, on_serving_pair: F, shutdown: impl Future<Output = ()>)
+    where
+        F: Fn(&str, &str),
+    {
+        let interval = self.config.check_interval;
+        let mut handed_out = self
+            .current
+            .as_ref()
+            .map(|stored| stored.pki.serving.cert_pem.clone());
+        let first_pass = match handed_out {
+            // The caller just ran a pass; wait a full interval.
+            Some(_) => tokio::time::Instant::now() + interval,
+            None => tokio::time::Instant::now(),
+        };
+        let mut ticker = tokio::time::interval_at(first_pass, interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut shutdown = pin!(shutdown);
+        loop {
+            let outcome = tokio::select! {
+                () = &mut shutdown => return,
+                _ = ticker.tick() => tokio::select! {
+                    () = &mut shutdown => return,
+                    outcome = self.ensure() => outcome,
+                },
+            };
+            match outcome {
+                Ok(serving) if handed_out.as_deref() != Some(serving.cert_pem.as_str()) => {
+                    on_serving_pair(&serving.cert_pem, &serving.key_pem);
+                    handed_out = Some(serving.cert_pem);
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(
+                    error = %error.describe(),
+                    "webhook certificate pass failed, retrying in {interval:?}"
+                ),
+            }
+        }
+    }
+}

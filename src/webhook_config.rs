@@ -1,0 +1,181 @@
+//! The Mutating/ValidatingWebhookConfigurations of the operator.
+//!
+//! Each setting is chosen on purpose (the chart renders the same values):
+//! - `failurePolicy: Fail`: the policy is a security boundary (privileged
+//!   Pods, host namespaces); if the webhook is down, sandbox objects are
+//!   refused rather than stored unchecked. The blast radius is small: only
+//!   our four resources are matched, never Pods or core objects.
+//! - `timeoutSeconds: 5`: admission is pure in-memory work (well under a
+//!   millisecond); 5 s leaves room for a TLS handshake on a cold connection
+//!   and stays far below the API server's own request timeout.
+//! - `sideEffects: None`: the webhook only computes a verdict; dry-run
+//!   requests are safe.
+//! - `matchPolicy: Equivalent`: a future API version of the same resources
+//!   is still checked.
+//! - `reinvocationPolicy: IfNeeded` (mutating): if a later mutating webhook
+//!   changes the pod template, ours runs again and re-applies the defaults
+//!   (the mutation is idempotent).
+//! - `namespaceSelector` excludes `kube-system` and the operator's own
+//!   namespace, so a broken webhook can never lock the operator out of
+//!   repairing itself.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ValidatingWebhook,
+    ValidatingWebhookConfiguration, WebhookClientConfig,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+use kube::api::{ObjectMeta, Patch, PatchParams};
+use kube::{Api, Client};
+
+use crate::api::FIELD_MANAGER;
+
+/// Rules matching our four resources (CREATE and UPDATE).
+pub fn rules() -> Vec<RuleWithOperations> {
+    let rule = |group: &str, resources: &[&str]| RuleWithOperations {
+        api_groups: Some(vec![group.into()]),
+        api_versions: Some(vec!["v1alpha1".into()]),
+        operations: Some(vec!["CREATE".into(), "UPDATE".into()]),
+        resources: Some(resources.iter().map(|r| r.to_string()).collect()),
+        scope: Some("Namespaced".into()),
+    };
+    vec![
+        rule("agents.x-k8s.io", &["sandboxes"]),
+        rule(
+            "extensions.agents.x-k8s.io",
+            &["sandboxtemplates", "sandboxclaims", "sandboxwarmpools"],
+        ),
+    ]
+}
+
+/// Namespaces the webhook never applies to.
+pub fn namespace_selector(operator_namespace: &str) -> LabelSelector {
+    let mut excluded = vec!["kube-system".to_string()];
+    if operator_namespace != "kube-system" {
+        excluded.push(operator_namespace.to_string());
+    }
+    LabelSelector {
+        match_expressions: Some(vec![LabelSelectorRequirement {
+            key: "kubernetes.io/metadata.name".into(),
+            operator: "NotIn".into(),
+            values: Some(excluded),
+        }]),
+        match_labels: None,
+    }
+}
+
+/// Both configurations, registered by URL (`base_url` like
+/// `https://127.0.0.1:9443`), for local clusters. Pure.
+pub fn by_url(
+    name: &str,
+    base_url: &str,
+    ca_bundle: &str,
+    operator_namespace: &str,
+) -> (MutatingWebhookConfiguration, ValidatingWebhookConfiguration) {
+    let client = |path: &str| WebhookClientConfig {
+        url: Some(format!("{}{path}", base_url.trim_end_matches('/'))),
+        ca_bundle: Some(ByteString(ca_bundle.as_bytes().to_vec())),
+        service: None,
+    };
+    let labels = Some(BTreeMap::from([(
+        "app.kubernetes.io/managed-by".to_string(),
+        "sandbox-operator".to_string(),
+    )]));
+    let mutating = MutatingWebhookConfiguration {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: labels.clone(),
+            ..Default::default()
+        },
+        webhooks: Some(vec![MutatingWebhook {
+            name: "mutate.sandboxes.agents.x-k8s.io".into(),
+            admission_review_versions: vec!["v1".into()],
+            client_config: client("/mutate"),
+            failure_policy: Some("Fail".into()),
+            match_policy: Some("Equivalent".into()),
+            namespace_selector: Some(namespace_selector(operator_namespace)),
+            reinvocation_policy: Some("IfNeeded".into()),
+            rules: Some(rules()),
+            side_effects: "None".into(),
+            timeout_seconds: Some(5),
+            ..Default::default()
+        }]),
+    };
+    let validating = ValidatingWebhookConfiguration {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels,
+            ..Default::default()
+        },
+        webhooks: Some(vec![ValidatingWebhook {
+            name: "validate.sandboxes.agents.x-k8s.io".into(),
+            admission_review_versions: vec!["v1".into()],
+            client_config: client("/validate"),
+            failure_policy: Some("Fail".into()),
+            match_policy: Some("Equivalent".into()),
+            namespace_selector: Some(namespace_selector(operator_namespace)),
+            rules: Some(rules()),
+            side_effects: "None".into(),
+            timeout_seconds: Some(5),
+            ..Default::default()
+        }]),
+    };
+    (mutating, validating)
+}
+
+/// Creates or updates both configurations by URL (server-side apply).
+pub async fn register_by_url(
+    client: &Client,
+    name: &str,
+    base_url: &str,
+    ca_bundle: &str,
+    operator_namespace: &str,
+) -> Result<(), kube::Error> {
+    let (mutating, validating) = by_url(name, base_url, ca_bundle, operator_namespace);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let mut m = serde_json::to_value(&mutating).expect("serializable");
+    m["apiVersion"] = "admissionregistration.k8s.io/v1".into();
+    m["kind"] = "MutatingWebhookConfiguration".into();
+    let mut v = serde_json::to_value(&validating).expect("serializable");
+    v["apiVersion"] = "admissionregistration.k8s.io/v1".into();
+    v["kind"] = "ValidatingWebhookConfiguration".into();
+    Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .patch(name, &params, &Patch::Apply(m))
+        .await?;
+    Api::<ValidatingWebhookConfiguration>::all(client.clone())
+        .patch(name, &params, &Patch::Apply(v))
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_configurations_are_scoped_and_documented_choices_hold() {
+        let (m, v) = by_url("x", "https://127.0.0.1:9443/", "PEM", "sandbox-system");
+        let mw = &m.webhooks.unwrap()[0];
+        assert_eq!(
+            mw.client_config.url.as_deref(),
+            Some("https://127.0.0.1:9443/mutate")
+        );
+        assert!(mw.client_config.service.is_none());
+        assert_eq!(mw.side_effects, "None");
+        assert_eq!(mw.reinvocation_policy.as_deref(), Some("IfNeeded"));
+        let vw = &v.webhooks.unwrap()[0];
+        assert_eq!(
+            vw.client_config.url.as_deref(),
+            Some("https://127.0.0.1:9443/validate")
+        );
+        let excluded = vw.namespace_selector.as_ref().unwrap().match_expressions.as_ref().unwrap()[0]
+            .values
+            .clone()
+            .unwrap();
+        assert_eq!(excluded, ["kube-system", "sandbox-system"]);
+        let resources: Vec<String> = rules().into_iter().flat_map(|r| r.resources.unwrap()).collect();
+        assert_eq!(resources.len(), 4);
+    }
+}

@@ -1,0 +1,361 @@
+//! The HTTPS server: accept, handshake, route, answer, drain.
+//!
+//! One task accepts TCP connections while a connection permit is free, and
+//! spawns a task per connection. That task performs the TLS handshake under
+//! a timeout (garbage or a stalled client only costs its own task) and then
+//! serves HTTP/1.1 or HTTP/2, whichever the client speaks. Every admission
+//! request takes an in-flight permit, reads its body under a size limit and
+//! a deadline, and is answered either with an AdmissionReview or with a
+//! plain-text error whose status says whose fault it was.
+//!
+//! On shutdown the listener closes first, then every connection is asked to
+//! finish the requests it has and close; connections still open after
+//! [`ServerConfig::drain_timeout`] are dropped.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::SocketAddr,
+    panic::{AssertUnwindSafe, catch_unwind},
+    pin::pin,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::conn::auto,
+};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::{OwnedSemaphorePermit, Semaphore, watch},
+    task::JoinSet,
+};
+use tokio_rustls::TlsAcceptor;
+
+use crate::{
+    AdmissionHandler, CertStore, Endpoint, Error, Result,
+    review::{decode_review, encode_review},
+};
+
+/// Limits and timeouts of the webhook server.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Largest accepted request body. The API server caps objects at about
+    /// 1.5 MiB and a review can carry the old and the new object, hence the
+    /// 3 MiB default. Larger bodies are answered with 413.
+    pub max_body_bytes: usize,
+    /// Time allowed to receive and answer one request (including waiting for
+    /// an in-flight permit); also the HTTP/1 header read timeout. The API
+    /// server gives up after the webhook's `timeoutSeconds` anyway.
+    pub request_timeout: Duration,
+    /// Time allowed for a TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Open connections at most; further clients wait in the accept backlog.
+    pub max_connections: usize,
+    /// Admission requests being processed at most, across all connections.
+    pub max_requests_in_flight: usize,
+    /// How long shutdown waits for open connections to finish.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 3 * 1024 * 1024,
+            request_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(5),
+            max_connections: 1024,
+            max_requests_in_flight: 64,
+            drain_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Binds the webhook's listening socket.
+///
+/// Separate from [`serve`] so the operator can fail fast, before it starts
+/// anything else, when the port is taken; the error names the address.
+pub async fn bind(address: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| Error::Bind { address, source })
+}
+
+/// Serves `POST /mutate`, `POST /validate` and `GET /healthz` over HTTPS on
+/// `listener` until `shutdown` completes, then drains open connections.
+///
+/// The key pair comes from `certs` at every handshake, so updating the store
+/// rotates the serving certificate without a restart. Returns an error only
+/// when the TLS configuration cannot be built; per-connection and
+/// per-request failures are answered or logged and the server keeps serving.
+pub async fn serve(
+    listener: TcpListener,
+    config: ServerConfig,
+    handler: Arc<dyn AdmissionHandler>,
+    certs: CertStore,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    let acceptor = TlsAcceptor::from(certs.server_config()?);
+    let address = listener.local_addr().map_err(Error::LocalAddress)?;
+    let connection_permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let shared = Arc::new(Shared {
+        in_flight: Semaphore::new(config.max_requests_in_flight.max(1)),
+        config,
+        handler,
+    });
+    let (drain_sender, draining) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    let mut shutdown = pin!(shutdown);
+    tracing::info!(%address, "webhook server listening");
+
+    loop {
+        let permit = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            permit = connection_permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_closed) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    tracing::warn!(%error, "failed to accept a webhook connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        while connections.try_join_next().is_some() {}
+        connections.spawn(serve_connection(
+            stream,
+            peer,
+            acceptor.clone(),
+            shared.clone(),
+            draining.clone(),
+            permit,
+        ));
+    }
+
+    drop(listener);
+    drain_sender.send_replace(true);
+    tracing::info!(
+        open = connections.len(),
+        "webhook server draining connections"
+    );
+    let drain_timeout = shared.config.drain_timeout;
+    let drained = tokio::time::timeout(drain_timeout, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            open = connections.len(),
+            "webhook connections still open after {drain_timeout:?}, closing them"
+        );
+        connections.shutdown().await;
+    }
+    tracing::info!("webhook server stopped");
+    Ok(())
+}
+
+/// One connection from handshake to close. Failures here concern this client
+/// only, so they are logged at debug level and never reach the accept loop.
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    shared: Arc<Shared>,
+    mut draining: watch::Receiver<bool>,
+    _permit: OwnedSemaphorePermit,
+) {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, %error, "cannot disable Nagle's algorithm");
+    }
+    let handshake_timeout = shared.config.handshake_timeout;
+    let handshake = tokio::select! {
+        result = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)) => result,
+        _ = draining.wait_for(|draining| *draining) => return,
+    };
+    let stream = match handshake {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "TLS handshake failed");
+            return;
+        }
+        Err(_elapsed) => {
+            tracing::debug!(%peer, "TLS handshake timed out after {handshake_timeout:?}");
+            return;
+        }
+    };
+
+    let request_timeout = shared.config.request_timeout;
+    let service = service_fn(move |request| {
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(shared.route(request).await) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(request_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let mut connection = pin!(builder.serve_connection(TokioIo::new(stream), service));
+
+    let finished = tokio::select! {
+        result = connection.as_mut() => Some(result),
+        _ = draining.wait_for(|draining| *draining) => None,
+    };
+    let result = match finished {
+        Some(result) => result,
+        None => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%peer, %error, "webhook connection closed with an error");
+    }
+}
+
+/// What every request task needs.
+struct Shared {
+    config: ServerConfig,
+    handler: Arc<dyn AdmissionHandler>,
+    in_flight: Semaphore,
+}
+
+impl Shared {
+    async fn route(self: Arc<Self>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let endpoint = match (request.method(), request.uri().path()) {
+            (&Method::GET, "/healthz") => return plain_text(StatusCode::OK, "ok".into()),
+            (&Method::POST, "/mutate") => Endpoint::Mutate,
+            (&Method::POST, "/validate") => Endpoint::Validate,
+            (_, "/mutate" | "/validate") => return method_not_allowed("POST"),
+            (_, "/healthz") => return method_not_allowed("GET"),
+            (_, path) => {
+                return plain_text(
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "no route for {path}: this server answers POST /mutate, \
+                         POST /validate and GET /healthz"
+                    ),
+                );
+            }
+        };
+        match self.admit(endpoint, request).await {
+            Ok(review) => {
+                let mut response = Response::new(Full::new(Bytes::from(review)));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                response
+            }
+            Err(error) => {
+                self.handler.observe_rejection(endpoint, &error);
+                let message = error.describe();
+                tracing::debug!(
+                    endpoint = endpoint.as_str(),
+                    reason = error.label(),
+                    %message,
+                    "admission request refused"
+                );
+                plain_text(error.status_code(), message)
+            }
+        }
+    }
+
+    /// Reads, decodes, answers and encodes one AdmissionReview.
+    async fn admit(&self, endpoint: Endpoint, request: Request<Incoming>) -> Result<Vec<u8>> {
+        let started = Instant::now();
+        let limit = self.config.max_body_bytes;
+        let timeout = self.config.request_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+
+        // A declared length over the limit is refused before reading anything.
+        let declared_length = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u64>().ok());
+        if declared_length.is_some_and(|length| length > limit as u64) {
+            return Err(Error::BodyTooLarge { limit });
+        }
+
+        let _permit = match tokio::time::timeout_at(deadline, self.in_flight.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) | Err(_) => return Err(Error::Overloaded),
+        };
+        let body =
+            tokio::time::timeout_at(deadline, Limited::new(request.into_body(), limit).collect())
+                .await
+                .map_err(|_elapsed| Error::Timeout(timeout))?
+                .map_err(|error| {
+                    if error.is::<LengthLimitError>() {
+                        Error::BodyTooLarge { limit }
+                    } else {
+                        Error::ReadBody(error)
+                    }
+                })?
+                .to_bytes();
+
+        let review = decode_review(&body)?;
+        let handler = &self.handler;
+        let answer = catch_unwind(AssertUnwindSafe(|| match endpoint {
+            Endpoint::Mutate => handler.mutate(&review),
+            Endpoint::Validate => handler.validate(&review),
+        }))
+        .map_err(|_panic| Error::HandlerPanicked)?;
+        let allowed = answer.allowed;
+        let encoded = encode_review(&review, answer)?;
+
+        handler.observe(
+            &review.kind.kind,
+            &review.operation,
+            allowed,
+            endpoint,
+            started.elapsed(),
+        );
+        tracing::debug!(
+            endpoint = endpoint.as_str(),
+            uid = %review.uid,
+            kind = %review.kind.kind,
+            name = %review.name,
+            allowed,
+            "admission review answered"
+        );
+        Ok(encoded)
+    }
+}
+
+fn plain_text(status: StatusCode, mut message: String) -> Response<Full<Bytes>> {
+    message.push('\n');
+    let mut response = Response::new(Full::new(Bytes::from(message)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn method_not_allowed(allowed: &'static str) -> Response<Full<Bytes>> {
+    let mut response = plain_text(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method not allowed, use {allowed}"),
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allowed));
+    response
+}
