@@ -56,3 +56,12 @@ run: ## Run the operator on the local control plane with a demo warm pool (Ctrl-
 .PHONY: demo
 demo: ## Scripted tour: warm and cold claims with their latency, then clean up
 	@scripts/demo.sh
+
+.PHONY: bench
+bench: ## End-to-end claim latency bench (pool 100, 300 warm, 30 cold, bursts) + admission microbench
+	@kubeconfig=$$($(CLUSTER) up | tail -n 1) && SANDBOX_KUBECONFIG=$$kubeconfig $(CARGO) bench --bench claim-latency
+	$(CARGO) bench --bench admission
+
+.PHONY: bench-quick
+bench-quick: ## Quick end-to-end bench (pool 20, 200 warm, 20 cold, bursts of 20 and 60): about two minutes
+	@kubeconfig=$$($(CLUSTER) up | tail -n 1) && SANDBOX_KUBECONFIG=$$kubeconfig $(CARGO) bench --bench claim-latency -- --quick

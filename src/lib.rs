@@ -11,3 +11,4 @@ pub mod api;
 pub mod controller;
 pub mod metrics;
 pub mod webhook_config;
+pub mod webhook_runtime;

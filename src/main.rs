@@ -79,6 +79,42 @@ struct RunArgs {
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "SANDBOX_WATCH_NAMESPACE")]
     namespace: Option<String>,
+    /// Serve the admission webhook (every replica serves it, leader or not).
+    #[arg(long, env = "SANDBOX_WEBHOOK", default_value_t = true, action = clap::ArgAction::Set)]
+    webhook: bool,
+    /// HTTPS address of the admission webhook.
+    #[arg(long, env = "SANDBOX_WEBHOOK_ADDR", default_value = "127.0.0.1:9443")]
+    webhook_addr: SocketAddr,
+    /// Namespace the operator runs in (certificate Secret; excluded from admission).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    operator_namespace: String,
+    /// Name of both the Mutating- and the ValidatingWebhookConfiguration (caBundle is injected into them).
+    #[arg(long, env = "SANDBOX_WEBHOOK_CONFIG_NAME", default_value = "sandbox-operator")]
+    webhook_config_name: String,
+    /// Service in front of the webhook (names in the self-managed serving certificate).
+    #[arg(long, env = "SANDBOX_WEBHOOK_SERVICE", default_value = "sandbox-operator-webhook")]
+    webhook_service: String,
+    /// Secret holding the self-managed webhook CA and serving certificate.
+    #[arg(long, env = "SANDBOX_CERT_SECRET", default_value = "sandbox-operator-webhook-tls")]
+    cert_secret: String,
+    /// Read tls.crt/tls.key (and ca.crt) from this directory instead of managing certificates (cert-manager).
+    #[arg(long, env = "SANDBOX_CERT_DIR")]
+    cert_dir: Option<std::path::PathBuf>,
+    /// Lifetime of self-managed serving certificates, in hours.
+    #[arg(long, env = "SANDBOX_CERT_VALIDITY_HOURS", default_value_t = 8760, value_parser = clap::value_parser!(u64).range(1..))]
+    cert_validity_hours: u64,
+    /// Renew the serving certificate this many hours before it expires.
+    #[arg(long, env = "SANDBOX_CERT_ROTATE_BEFORE_HOURS", default_value_t = 720, value_parser = clap::value_parser!(u64).range(0..))]
+    cert_rotate_before_hours: u64,
+    /// Seconds between certificate checks (rotation, caBundle repair).
+    #[arg(long, env = "SANDBOX_CERT_CHECK_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    cert_check_seconds: u64,
+    /// Register URL-based webhook configurations pointing at this base URL (local clusters only), e.g. https://127.0.0.1:9443.
+    #[arg(long, env = "SANDBOX_REGISTER_WEBHOOK_URL")]
+    register_webhook_url: Option<String>,
+    /// Admission policy file (YAML); reloaded when it changes. Built-in defaults when unset.
+    #[arg(long, env = "SANDBOX_POLICY_FILE")]
+    policy_file: Option<std::path::PathBuf>,
     /// Log format: text or json.
     #[arg(long, env = "SANDBOX_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,

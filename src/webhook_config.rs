@@ -50,8 +50,19 @@ pub fn rules() -> Vec<RuleWithOperations> {
     ]
 }
 
-/// Namespaces the webhook never applies to.
-pub fn namespace_selector(operator_namespace: &str) -> LabelSelector {
+/// Namespaces the webhook applies to: all but `kube-system` and the
+/// operator's own, or exactly `only` when the operator watches one namespace.
+pub fn namespace_selector(operator_namespace: &str, only: Option<&str>) -> LabelSelector {
+    if let Some(only) = only {
+        return LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "kubernetes.io/metadata.name".into(),
+                operator: "In".into(),
+                values: Some(vec![only.to_string()]),
+            }]),
+            match_labels: None,
+        };
+    }
     let mut excluded = vec!["kube-system".to_string()];
     if operator_namespace != "kube-system" {
         excluded.push(operator_namespace.to_string());
@@ -73,6 +84,7 @@ pub fn by_url(
     base_url: &str,
     ca_bundle: &str,
     operator_namespace: &str,
+    only: Option<&str>,
 ) -> (MutatingWebhookConfiguration, ValidatingWebhookConfiguration) {
     let client = |path: &str| WebhookClientConfig {
         url: Some(format!("{}{path}", base_url.trim_end_matches('/'))),
@@ -95,7 +107,7 @@ pub fn by_url(
             client_config: client("/mutate"),
             failure_policy: Some("Fail".into()),
             match_policy: Some("Equivalent".into()),
-            namespace_selector: Some(namespace_selector(operator_namespace)),
+            namespace_selector: Some(namespace_selector(operator_namespace, only)),
             reinvocation_policy: Some("IfNeeded".into()),
             rules: Some(rules()),
             side_effects: "None".into(),
@@ -115,7 +127,7 @@ pub fn by_url(
             client_config: client("/validate"),
             failure_policy: Some("Fail".into()),
             match_policy: Some("Equivalent".into()),
-            namespace_selector: Some(namespace_selector(operator_namespace)),
+            namespace_selector: Some(namespace_selector(operator_namespace, only)),
             rules: Some(rules()),
             side_effects: "None".into(),
             timeout_seconds: Some(5),
@@ -132,8 +144,9 @@ pub async fn register_by_url(
     base_url: &str,
     ca_bundle: &str,
     operator_namespace: &str,
+    only: Option<&str>,
 ) -> Result<(), kube::Error> {
-    let (mutating, validating) = by_url(name, base_url, ca_bundle, operator_namespace);
+    let (mutating, validating) = by_url(name, base_url, ca_bundle, operator_namespace, only);
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut m = serde_json::to_value(&mutating).expect("serializable");
     m["apiVersion"] = "admissionregistration.k8s.io/v1".into();
@@ -156,7 +169,7 @@ mod tests {
 
     #[test]
     fn url_configurations_are_scoped_and_documented_choices_hold() {
-        let (m, v) = by_url("x", "https://127.0.0.1:9443/", "PEM", "sandbox-system");
+        let (m, v) = by_url("x", "https://127.0.0.1:9443/", "PEM", "sandbox-system", None);
         let mw = &m.webhooks.unwrap()[0];
         assert_eq!(
             mw.client_config.url.as_deref(),
@@ -177,5 +190,7 @@ mod tests {
         assert_eq!(excluded, ["kube-system", "sandbox-system"]);
         let resources: Vec<String> = rules().into_iter().flat_map(|r| r.resources.unwrap()).collect();
         assert_eq!(resources.len(), 4);
+        let only = namespace_selector("ns", Some("team-a"));
+        assert_eq!(only.match_expressions.unwrap()[0].operator, "In");
     }
 }

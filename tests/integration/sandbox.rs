@@ -140,7 +140,8 @@ async fn shutdown_time_deletes_the_sandbox_and_its_children() {
     let ns = TestNs::new("sbx-expire").await;
     let _op = ns.operator(&[]).await;
     let sandboxes: Api<Sandbox> = ns.api();
-    let deadline = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(8);
+    // metav1.Time has second precision: use a whole second.
+    let deadline = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() + 8).unwrap();
     let s = sandbox(
         "short",
         json!({"shutdownTime": deadline.to_string(), "volumeClaimTemplates": [{"metadata": {"name": "data"},

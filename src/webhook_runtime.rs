@@ -1,0 +1,188 @@
+//! Starting the admission webhook inside `run`: certificates (self-managed in
+//! a Secret, or files from cert-manager), optional registration by URL for
+//! local clusters, and the HTTPS server. Every replica serves the webhook,
+//! leader or not.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
+use kube::api::DeleteParams;
+use kube::{Api, Client};
+use sandbox_certs::{CertManager, CertManagerConfig, PkiSettings};
+use sandbox_webhook::{AdmissionHandler, CertStore, ServerConfig};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::metrics::Metrics;
+use crate::webhook_config;
+
+/// Settings of the webhook (from `run`'s flags).
+#[derive(Clone, Debug)]
+pub struct WebhookSettings {
+    /// HTTPS listen address.
+    pub addr: SocketAddr,
+    /// Namespace of the operator (certificate Secret, excluded from admission).
+    pub operator_namespace: String,
+    /// Name of both webhook configurations.
+    pub config_name: String,
+    /// Service name the serving certificate is issued for.
+    pub service: String,
+    /// Secret holding the self-managed PKI.
+    pub cert_secret: String,
+    /// cert-manager mode: read `tls.crt`/`tls.key` from here instead.
+    pub cert_dir: Option<PathBuf>,
+    /// Register URL-based configurations pointing here (local clusters).
+    pub register_url: Option<String>,
+    /// Limit admission to one namespace (set with `--namespace`).
+    pub only_namespace: Option<String>,
+    /// Time between certificate checks.
+    pub cert_check_interval: Duration,
+    /// Serving certificate lifetime.
+    pub cert_validity: Duration,
+    /// Renew this long before expiry.
+    pub cert_rotate_before: Duration,
+}
+
+/// A running webhook; [`WebhookHandle::stop`] unregisters URL-based
+/// configurations this process created.
+pub struct WebhookHandle {
+    client: Client,
+    registered: Option<String>,
+}
+
+impl WebhookHandle {
+    /// Removes the URL-based configurations (graceful shutdown only).
+    pub async fn stop(self) {
+        if let Some(name) = self.registered {
+            let dp = DeleteParams::default();
+            let _ = Api::<MutatingWebhookConfiguration>::all(self.client.clone()).delete(&name, &dp).await;
+            let _ = Api::<ValidatingWebhookConfiguration>::all(self.client.clone()).delete(&name, &dp).await;
+            info!(name, "removed the URL-based webhook configurations");
+        }
+    }
+}
+
+/// Binds the port, obtains certificates, registers (if asked) and serves.
+pub async fn start(
+    settings: WebhookSettings,
+    client: Client,
+    metrics: Arc<Metrics>,
+    handler: Arc<dyn AdmissionHandler>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<WebhookHandle> {
+    let listener = sandbox_webhook::bind(settings.addr).await?;
+    let store = match &settings.cert_dir {
+        Some(dir) => {
+            let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+            let store = CertStore::from_files(&cert, &key)
+                .map_err(|e| anyhow::anyhow!("loading the webhook certificate from {}: {e}", dir.display()))?;
+            if let Ok(pem) = std::fs::read_to_string(&cert) {
+                if let Ok(not_after) = sandbox_certs::not_after(&pem) {
+                    metrics.certificate_expiry.set(not_after.as_second() as f64);
+                }
+            }
+            tokio::spawn(store.clone().watch_files(cert, key, Duration::from_secs(10)));
+            store
+        }
+        None => self_managed(&settings, &client, &metrics, stop.clone()).await?,
+    };
+
+    let mut registered = None;
+    if let Some(url) = &settings.register_url {
+        let ca = match &settings.cert_dir {
+            Some(dir) => std::fs::read_to_string(dir.join("ca.crt")).unwrap_or_default(),
+            None => ca_bundle_from_secret(&client, &settings).await?,
+        };
+        webhook_config::register_by_url(
+            &client,
+            &settings.config_name,
+            url,
+            &ca,
+            &settings.operator_namespace,
+            settings.only_namespace.as_deref(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("registering the webhook configurations by URL {url}: {e}"))?;
+        info!(url, name = %settings.config_name, "registered webhook configurations by URL");
+        registered = Some(settings.config_name.clone());
+    }
+
+    let mut shutdown = stop.clone();
+    tokio::spawn(async move {
+        let served = sandbox_webhook::serve(listener, ServerConfig::default(), handler, store, async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        })
+        .await;
+        if let Err(error) = served {
+            warn!(%error, "the webhook server stopped with an error");
+        }
+    });
+    info!(addr = %settings.addr, "admission webhook listening");
+    Ok(WebhookHandle { client, registered })
+}
+
+async fn self_managed(
+    settings: &WebhookSettings,
+    client: &Client,
+    metrics: &Arc<Metrics>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<CertStore> {
+    let mut pki = PkiSettings::for_service(&settings.service, &settings.operator_namespace);
+    pki.ip_addresses.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    pki.serving_validity = settings.cert_validity;
+    pki.rotate_before = settings.cert_rotate_before;
+    let mut manager = CertManager::new(
+        client.clone(),
+        CertManagerConfig {
+            namespace: settings.operator_namespace.clone(),
+            secret_name: settings.cert_secret.clone(),
+            settings: pki,
+            mutating_webhooks: vec![settings.config_name.clone()],
+            validating_webhooks: vec![settings.config_name.clone()],
+            check_interval: settings.cert_check_interval,
+        },
+    );
+    let first = manager
+        .ensure()
+        .await
+        .map_err(|e| anyhow::anyhow!("obtaining the webhook certificate (Secret {}/{}): {e}", settings.operator_namespace, settings.cert_secret))?;
+    let store = CertStore::from_pem(&first.cert_pem, &first.key_pem)?;
+    let mut expiry = manager.expiry();
+    let gauge = metrics.certificate_expiry.clone();
+    gauge.set(first.not_after.as_second() as f64);
+    tokio::spawn(async move {
+        while expiry.changed().await.is_ok() {
+            let e = *expiry.borrow();
+            if e.serving_not_after > 0 {
+                gauge.set(e.serving_not_after as f64);
+            }
+        }
+    });
+    let updater = store.clone();
+    let mut shutdown = stop;
+    tokio::spawn(manager.run(
+        move |cert, key| match updater.update(cert, key) {
+            Ok(()) => info!("webhook serving certificate reloaded"),
+            Err(error) => warn!(%error, "could not load the rotated webhook certificate"),
+        },
+        async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        },
+    ));
+    Ok(store)
+}
+
+async fn ca_bundle_from_secret(client: &Client, settings: &WebhookSettings) -> anyhow::Result<String> {
+    let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &settings.operator_namespace)
+        .get(&settings.cert_secret)
+        .await?;
+    let data = secret.data.unwrap_or_default();
+    let bundle = data
+        .get("ca-bundle.crt")
+        .or_else(|| data.get("ca.crt"))
+        .ok_or_else(|| anyhow::anyhow!("Secret {} has no ca.crt", settings.cert_secret))?;
+    Ok(String::from_utf8(bundle.0.clone())?)
+}
