@@ -6,4 +6,5 @@ mod claims;
 mod common;
 mod controlplane;
 mod crds;
+mod metrics;
 mod sandbox;

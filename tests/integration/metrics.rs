@@ -1,0 +1,107 @@
+//! Issue 7: the metrics a Prometheus server sees.
+
+use std::time::Duration;
+
+use kube::api::{Api, PostParams};
+use serde_json::json;
+
+use crate::common::{TestNs, free_port, http_get, wait_for, wait_until_ok};
+use sandbox_operator::api::{READY, SandboxClaim, SandboxTemplate, SandboxWarmPool, is_true};
+
+async fn warm_and_cold_claims(ns: &TestNs) {
+    let template: SandboxTemplate = serde_json::from_value(json!({
+        "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxTemplate",
+        "metadata": {"name": "tmpl"},
+        "spec": {"podTemplate": {"metadata": {"annotations": {"sandbox.test/start-delay-ms": "500"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}
+    }))
+    .unwrap();
+    ns.api::<SandboxTemplate>().create(&PostParams::default(), &template).await.unwrap();
+    let pool: SandboxWarmPool = serde_json::from_value(json!({
+        "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxWarmPool",
+        "metadata": {"name": "pool"}, "spec": {"replicas": 1, "sandboxTemplateRef": {"name": "tmpl"}}
+    }))
+    .unwrap();
+    ns.api::<SandboxWarmPool>().create(&PostParams::default(), &pool).await.unwrap();
+    let pools: Api<SandboxWarmPool> = ns.api();
+    wait_for(&pools, "pool", Duration::from_secs(30), |p| p.status.as_ref().is_some_and(|s| s.ready_replicas == 1)).await;
+    let claims: Api<SandboxClaim> = ns.api();
+    for (name, pool) in [("warm", "default"), ("cold", "none")] {
+        let claim: SandboxClaim = serde_json::from_value(json!({
+            "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxClaim",
+            "metadata": {"name": name}, "spec": {"sandboxTemplateRef": {"name": "tmpl"}, "warmpool": pool}
+        }))
+        .unwrap();
+        claims.create(&PostParams::default(), &claim).await.unwrap();
+        wait_for(&claims, name, Duration::from_secs(30), |c| c.status.as_ref().is_some_and(|s| is_true(&s.conditions, READY))).await;
+    }
+}
+
+#[tokio::test]
+async fn metrics_pass_promtool_and_have_warm_and_cold_latency() {
+    let ns = TestNs::new("metrics").await;
+    let op = ns.operator(&[]).await;
+    warm_and_cold_claims(&ns).await;
+    let text = op.metrics().await;
+    for launch in ["warm", "cold"] {
+        let count = text
+            .lines()
+            .find(|l| l.starts_with("sandbox_operator_claim_ready_duration_seconds_count") && l.contains(&format!("launch_type=\"{launch}\"")))
+            .unwrap_or_else(|| panic!("no {launch} latency series in:\n{text}"));
+        assert!(count.ends_with(" 1"), "{count}");
+    }
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (tests/controlplane/setup-host.sh)");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && report.trim().is_empty(), "promtool check metrics:\n{report}");
+}
+
+#[tokio::test]
+async fn prometheus_computes_claim_latency_quantiles_by_launch_type() {
+    let ns = TestNs::new("prom").await;
+    let op = ns.operator(&[]).await;
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("prom-{}", ns.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!("global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: sandbox-operator\n    static_configs: [{{targets: ['{}']}}]\n", op.metrics_addr),
+    )
+    .unwrap();
+    let _prometheus = tokio::process::Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("prometheus from Debian's package (tests/controlplane/setup-host.sh)");
+    warm_and_cold_claims(&ns).await;
+    let query = "histogram_quantile(0.99,sum%20by%20(le,launch_type)(sandbox_operator_claim_ready_duration_seconds_bucket))";
+    let url = format!("http://127.0.0.1:{port}/api/v1/query?query={query}");
+    let ok = wait_until_ok(Duration::from_secs(60), || {
+        let url = url.clone();
+        async move {
+            let Ok((200, body)) = http_get(&url).await else { return false };
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let results = v["data"]["result"].as_array().cloned().unwrap_or_default();
+            let types: Vec<String> = results.iter().filter_map(|r| r["metric"]["launch_type"].as_str().map(String::from)).collect();
+            types.contains(&"warm".to_string()) && types.contains(&"cold".to_string())
+        }
+    })
+    .await;
+    assert!(ok, "Prometheus never returned p99 latency for both launch types");
+    let (_, body) = http_get(&url).await.unwrap();
+    println!("p99 claim latency by launch type, from Prometheus: {body}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
