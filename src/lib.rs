@@ -7,6 +7,7 @@
 //! - [`admin`]: the plain-HTTP `/metrics`, `/healthz`, `/readyz` port.
 
 pub mod admin;
+pub mod admission;
 pub mod api;
 pub mod controller;
 pub mod metrics;

@@ -10,6 +10,8 @@ use tokio::sync::watch;
 use tracing::{error, info};
 
 use sandbox_operator::admin::{self, Health};
+use sandbox_operator::admission::{PolicyStore, SandboxAdmission};
+use sandbox_operator::webhook_runtime::{self, WebhookSettings};
 use sandbox_operator::controller::leader::{LeaderConfig, LeaderElector};
 use sandbox_operator::controller::run::run_controllers;
 use sandbox_operator::controller::{Config, Context};
@@ -34,8 +36,25 @@ enum Command {
     Run(Box<RunArgs>),
     /// Print every CRD as YAML on stdout.
     Crd,
+    /// Admission policy tools.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCommand {
+    /// Offline: print the patch the mutating webhook would apply to each
+    /// object of the files and every denial; exit code 1 on any denial.
+    Check {
+        /// YAML files with one or more objects each.
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+        /// Policy file (default: the built-in policy).
+        #[arg(long)]
+        policy: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -125,6 +144,12 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Crd => print!("{}", sandbox_operator::api::crds_yaml()),
         Command::Version => println!("sandbox-operator {}", env!("CARGO_PKG_VERSION")),
+        Command::Policy(PolicyCommand::Check { files, policy }) => {
+            let admitted = sandbox_operator::admission::run_policy_check(&files, policy.as_deref())?;
+            if !admitted {
+                std::process::exit(1);
+            }
+        }
         Command::Run(args) => {
             init_logging(&args.log_format);
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -153,6 +178,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let health = Arc::new(Health::default());
     let (stop_tx, stop_rx) = watch::channel(false);
 
+    // Policy first: a bad policy file stops the start with a clear error.
+    let policy = match &args.policy_file {
+        Some(path) => PolicyStore::from_file(path).map_err(|e| anyhow::anyhow!("policy file {}: {e}", path.display()))?,
+        None => PolicyStore::default(),
+    };
     let admin_listener = admin::bind(args.metrics_addr).await?;
     tokio::spawn(admin::serve(admin_listener, metrics.clone(), health.clone(), stop_rx.clone()));
 
@@ -169,6 +199,30 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency,
         identity: identity.clone(),
         namespace: args.namespace.clone(),
+    };
+
+    // The webhook serves on every replica, leader or not.
+    let webhook = if args.webhook {
+        if let Some(path) = &args.policy_file {
+            tokio::spawn(policy.clone().watch_file(path.clone(), Duration::from_secs(5)));
+        }
+        let handler = Arc::new(SandboxAdmission::new(policy.clone()).with_metrics(metrics.clone()));
+        let settings = WebhookSettings {
+            addr: args.webhook_addr,
+            operator_namespace: args.operator_namespace.clone(),
+            config_name: args.webhook_config_name.clone(),
+            service: args.webhook_service.clone(),
+            cert_secret: args.cert_secret.clone(),
+            cert_dir: args.cert_dir.clone(),
+            register_url: args.register_webhook_url.clone(),
+            only_namespace: args.namespace.clone(),
+            cert_check_interval: Duration::from_secs(args.cert_check_seconds),
+            cert_validity: Duration::from_secs(args.cert_validity_hours * 3600),
+            cert_rotate_before: Duration::from_secs(args.cert_rotate_before_hours * 3600),
+        };
+        Some(webhook_runtime::start(settings, client.clone(), metrics.clone(), handler, stop_rx.clone()).await?)
+    } else {
+        None
     };
 
     // Ctrl-C / SIGTERM: stop controllers, release the Lease, exit.
@@ -195,7 +249,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let mut stop = stop_rx.clone();
         tokio::select! {
             _ = elector.acquire() => {}
-            _ = stop.wait_for(|s| *s) => return Ok(()),
+            _ = stop.wait_for(|s| *s) => {
+                if let Some(webhook) = webhook {
+                    webhook.stop().await;
+                }
+                return Ok(());
+            }
         }
         let mut lost = elector.keep();
         let lost_tx = stop_tx.clone();
@@ -215,6 +274,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     metrics.leader.set(0);
     if let Some(elector) = &elector {
         elector.release().await;
+    }
+    if let Some(webhook) = webhook {
+        webhook.stop().await;
     }
     info!("stopped");
     Ok(())

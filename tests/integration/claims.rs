@@ -226,7 +226,8 @@ async fn two_controllers_at_once_never_double_assign() {
 #[tokio::test]
 async fn kill_9_mid_burst_loses_no_claim_and_leaks_no_pod() {
     let ns = TestNs::new("claim-crash").await;
-    let op = ns.operator(&[]).await;
+    // Controller crash test: no webhook (see the sandbox crash test).
+    let op = ns.operator(&["--webhook=false"]).await;
     setup(&ns, 10).await;
     wait_pool_ready(&ns, 10).await;
     let claims: Api<SandboxClaim> = ns.api();
@@ -242,7 +243,7 @@ async fn kill_9_mid_burst_loses_no_claim_and_leaks_no_pod() {
     tokio::time::sleep(Duration::from_millis(150)).await;
     op.kill().await;
     creator.await.unwrap();
-    let _op: Operator = ns.operator(&[]).await;
+    let _op: Operator = ns.operator(&["--webhook=false"]).await;
     wait_all_ready(&ns, 30).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (warm, cold) = assert_no_double_assignment(&ns).await;

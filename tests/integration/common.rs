@@ -197,12 +197,25 @@ impl Drop for TestNs {
         let path = kubeconfig();
         // Best effort, outside the test's runtime (it may be shutting down).
         let _ = std::thread::spawn(move || {
+            let config = webhook_config_name(&name);
+            let kc = path.to_str().unwrap_or_default();
             let _ = std::process::Command::new("kubectl")
-                .args(["--kubeconfig", path.to_str().unwrap_or_default(), "delete", "namespace", &name, "--wait=false"])
+                .args(["--kubeconfig", kc, "delete", "namespace", &name, "--wait=false"])
+                .output();
+            let _ = std::process::Command::new("kubectl")
+                .args(["--kubeconfig", kc, "delete", "--ignore-not-found", "mutatingwebhookconfiguration", &config])
+                .output();
+            let _ = std::process::Command::new("kubectl")
+                .args(["--kubeconfig", kc, "delete", "--ignore-not-found", "validatingwebhookconfiguration", &config])
                 .output();
         })
         .join();
     }
+}
+
+/// Name of the webhook configurations a test's operator registers.
+pub fn webhook_config_name(namespace: &str) -> String {
+    format!("sandbox-operator-{namespace}")
 }
 
 /// Runs kubectl with the test kubeconfig.
@@ -220,6 +233,8 @@ pub struct Operator {
     child: tokio::process::Child,
     /// Admin port address.
     pub metrics_addr: String,
+    /// Port of the webhook's HTTPS server.
+    pub webhook_port: u16,
     /// Where its log goes.
     pub log: PathBuf,
 }
@@ -229,12 +244,18 @@ impl Operator {
     pub async fn start(namespace: &str, extra: &[&str]) -> Operator {
         let port = free_port();
         let metrics_addr = format!("127.0.0.1:{port}");
+        let webhook_port = free_port();
         let logs = repo().join("target/test-logs");
         std::fs::create_dir_all(&logs).expect("log dir");
         let log = logs.join(format!("{namespace}-operator-{port}.log"));
         let file = std::fs::File::create(&log).expect("log file");
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sandbox-operator"))
             .args(["run", "--leader-elect=false", "--namespace", namespace, "--metrics-addr", &metrics_addr])
+            // The webhook as in production, registered by URL on 127.0.0.1 and
+            // limited to this test's namespace.
+            .args(["--operator-namespace", namespace, "--webhook-addr", &format!("127.0.0.1:{webhook_port}")])
+            .args(["--register-webhook-url", &format!("https://127.0.0.1:{webhook_port}")])
+            .args(["--webhook-config-name", &webhook_config_name(namespace)])
             .args(extra)
             .env("KUBECONFIG", kubeconfig())
             .env("RUST_LOG", "info,kube_runtime=warn,kube_client=warn")
@@ -243,11 +264,16 @@ impl Operator {
             .kill_on_drop(true)
             .spawn()
             .expect("start the operator binary");
-        let op = Operator { child, metrics_addr, log };
+        let op = Operator { child, metrics_addr, webhook_port, log };
         let url = format!("http://{}/readyz", op.metrics_addr);
         let ok = wait_until_ok(Duration::from_secs(60), || async { http_get(&url).await.is_ok_and(|(code, _)| code == 200) }).await;
         assert!(ok, "operator did not become ready; log: {}", std::fs::read_to_string(&op.log).unwrap_or_default());
         op
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("operator is running")
     }
 
     /// Kills the process with SIGKILL (no cleanup, like a crash).

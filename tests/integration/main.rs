@@ -2,9 +2,11 @@
 //! scheduler, KWOK) started by `tests/controlplane/cluster.sh`.
 //! One binary, so the control plane and the CRDs are set up once.
 
+mod chart;
 mod claims;
 mod common;
 mod controlplane;
 mod crds;
 mod metrics;
 mod sandbox;
+mod webhook;

@@ -221,7 +221,9 @@ async fn pod_deleted_from_outside_is_recreated() {
 #[tokio::test]
 async fn killed_controller_converges_without_duplicates() {
     let ns = TestNs::new("sbx-crash").await;
-    let op = ns.operator(&[]).await;
+    // Controller crash test: no webhook (creates must not depend on the
+    // killed process; webhook availability is tested on its own).
+    let op = ns.operator(&["--webhook=false"]).await;
     let sandboxes: Api<Sandbox> = ns.api();
     let creator = {
         let sandboxes = sandboxes.clone();
@@ -234,7 +236,7 @@ async fn killed_controller_converges_without_duplicates() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     op.kill().await;
     creator.await.unwrap();
-    let _op = ns.operator(&[]).await;
+    let _op = ns.operator(&["--webhook=false"]).await;
     wait_until(Duration::from_secs(90), || async {
         let list = sandboxes.list(&Default::default()).await.unwrap().items;
         list.len() == 50 && list.iter().all(is_ready)

@@ -1,0 +1,650 @@
+//! The admission policy: defaults, ceilings, allow-lists and profile, as
+//! configuration rather than code.
+//!
+//! A policy is a YAML document (see `default-policy.yaml` next to this file,
+//! which is also the built-in default). [`Policy::from_yaml`] parses and then
+//! checks it; both steps report the offending field, for example
+//! `ceilings.memory: "64Qi" is not a Kubernetes quantity`.
+//!
+//! At run time the webhook reads the policy through a [`PolicyStore`]. A
+//! reload swaps the whole policy atomically, so a review sees either the old
+//! or the new policy, never a mix; a reload that fails keeps the last good
+//! policy in place.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use super::quantity::Quantity;
+
+/// The policy text compiled into the binary; parses to [`Policy::default`].
+pub const DEFAULT_POLICY_YAML: &str = include_str!("default-policy.yaml");
+
+/// What admission defaults and enforces.
+///
+/// Every field has a default, so a policy file lists only what it changes;
+/// unknown fields are an error.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Policy {
+    /// Pod Security level enforced on top of the other rules.
+    pub profile: Profile,
+    /// Resources given to containers that set none.
+    pub defaults: ResourceDefaults,
+    /// The largest request or limit of one container.
+    pub ceilings: Ceilings,
+    /// Capabilities containers may add, without the `CAP_` prefix.
+    pub allowed_capabilities: Vec<String>,
+    /// `runtimeClassName` given to pod templates that set none.
+    pub default_runtime_class_name: Option<String>,
+    /// Runtime classes pod templates may use; `None` allows any.
+    pub allowed_runtime_classes: Option<Vec<String>>,
+    /// The largest `spec.replicas` of a SandboxWarmPool.
+    pub max_pool_replicas: i32,
+    /// `automountServiceAccountToken` for pod templates that do not set it;
+    /// `true` leaves the field unset.
+    pub automount_service_account_token: bool,
+    /// Stamp `agents.x-k8s.io/admitted-at` on new SandboxClaims.
+    pub stamp_claims: bool,
+}
+
+/// How strict the Pod Security rules are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Blocks known privilege escalations: privileged containers, host
+    /// namespaces, hostPath, hostPort, capabilities outside the allow-list,
+    /// Unconfined seccomp.
+    #[default]
+    Baseline,
+    /// Baseline, plus non-root users, every capability dropped and no
+    /// privilege escalation; the mutating webhook sets `runAsNonRoot: true`
+    /// and `capabilities.drop: [ALL]` where they are missing.
+    Restricted,
+}
+
+/// The two resources the policy defaults and caps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ComputeResource {
+    /// `cpu`.
+    Cpu,
+    /// `memory`.
+    Memory,
+}
+
+impl ComputeResource {
+    /// Both resources, in the order messages list them.
+    pub const ALL: [ComputeResource; 2] = [ComputeResource::Cpu, ComputeResource::Memory];
+
+    /// The resource name as it appears in `resources.limits`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComputeResource::Cpu => "cpu",
+            ComputeResource::Memory => "memory",
+        }
+    }
+}
+
+/// Declares a `{cpu, memory}` section whose omitted keys keep their built-in
+/// value (so `ceilings: {cpu: "8"}` keeps the memory ceiling) and whose
+/// `null` keys turn the setting off.
+macro_rules! resource_amounts {
+    ($(#[$doc:meta])* $name:ident { cpu: $cpu:literal, memory: $memory:literal }) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct $name {
+            #[doc = concat!("CPU (default `", $cpu, "`); `None` turns it off.")]
+            pub cpu: Option<Quantity>,
+            #[doc = concat!("Memory (default `", $memory, "`); `None` turns it off.")]
+            pub memory: Option<Quantity>,
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                $name {
+                    cpu: Some(builtin($cpu)),
+                    memory: Some(builtin($memory)),
+                }
+            }
+        }
+
+        impl $name {
+            /// The amount for one resource.
+            pub fn get(&self, resource: ComputeResource) -> Option<&Quantity> {
+                match resource {
+                    ComputeResource::Cpu => self.cpu.as_ref(),
+                    ComputeResource::Memory => self.memory.as_ref(),
+                }
+            }
+        }
+    };
+}
+
+resource_amounts! {
+    /// Requests given to a container that sets neither request nor limit.
+    DefaultRequests { cpu: "100m", memory: "128Mi" }
+}
+
+resource_amounts! {
+    /// Limits given to a container without a limit.
+    DefaultLimits { cpu: "2", memory: "2Gi" }
+}
+
+resource_amounts! {
+    /// The largest request or limit one container may set.
+    Ceilings { cpu: "16", memory: "64Gi" }
+}
+
+/// Default requests and limits.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResourceDefaults {
+    /// Requests given to a container that sets neither request nor limit.
+    pub requests: DefaultRequests,
+    /// Limits given to a container without a limit.
+    pub limits: DefaultLimits,
+}
+
+fn builtin(text: &str) -> Quantity {
+    Quantity::parse(text).expect("built-in quantities are valid")
+}
+
+/// The Pod Security baseline set of capabilities.
+const BASELINE_CAPABILITIES: [&str; 13] = [
+    "AUDIT_WRITE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "MKNOD",
+    "NET_BIND_SERVICE",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_CHROOT",
+];
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            profile: Profile::Baseline,
+            defaults: ResourceDefaults::default(),
+            ceilings: Ceilings::default(),
+            allowed_capabilities: BASELINE_CAPABILITIES.map(String::from).to_vec(),
+            default_runtime_class_name: None,
+            allowed_runtime_classes: None,
+            max_pool_replicas: 1000,
+            automount_service_account_token: false,
+            stamp_claims: true,
+        }
+    }
+}
+
+/// Why a policy was not loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The policy file could not be read.
+    #[error("cannot read policy file {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The YAML is malformed, has an unknown key or a value of the wrong
+    /// type; the message starts with the field path.
+    #[error(transparent)]
+    Syntax(#[from] serde_yaml::Error),
+    /// The policy parsed but breaks a rule, e.g. a default above a ceiling.
+    #[error("{field}: {rule}")]
+    Invalid {
+        /// The offending field, e.g. `defaults.limits.cpu`.
+        field: String,
+        /// The rule it breaks.
+        rule: String,
+    },
+}
+
+impl PolicyError {
+    /// A short, stable name for logs and metric labels.
+    pub fn label(&self) -> &'static str {
+        match self {
+            PolicyError::Read { .. } => "read",
+            PolicyError::Syntax(_) => "syntax",
+            PolicyError::Invalid { .. } => "invalid",
+        }
+    }
+
+    fn invalid(field: impl Into<String>, rule: impl Into<String>) -> Self {
+        PolicyError::Invalid {
+            field: field.into(),
+            rule: rule.into(),
+        }
+    }
+}
+
+/// Capability names compare without `CAP_` and case-insensitively, as the
+/// container runtimes treat them.
+pub(crate) fn normalize_capability(name: &str) -> String {
+    let upper = name.trim().to_ascii_uppercase();
+    match upper.strip_prefix("CAP_") {
+        Some(bare) => bare.to_owned(),
+        None => upper,
+    }
+}
+
+impl Policy {
+    /// Parses and checks a policy. An empty document is the default policy.
+    pub fn from_yaml(text: &str) -> Result<Policy, PolicyError> {
+        let policy = serde_yaml::from_str::<Option<Policy>>(text)?.unwrap_or_default();
+        policy.check()?;
+        Ok(policy)
+    }
+
+    /// Reads, parses and checks a policy file.
+    pub fn from_file(path: &Path) -> Result<Policy, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Policy::from_yaml(&text)
+    }
+
+    /// Checks the rules a policy must satisfy to be usable: defaults within
+    /// ceilings, default requests within default limits, no negative
+    /// amounts, a non-empty runtime class allow-list that contains the
+    /// default class, a non-negative pool cap.
+    pub fn check(&self) -> Result<(), PolicyError> {
+        for resource in ComputeResource::ALL {
+            let name = resource.as_str();
+            let request = self.defaults.requests.get(resource);
+            let limit = self.defaults.limits.get(resource);
+            let ceiling = self.ceilings.get(resource);
+            for (field, amount) in [
+                ("defaults.requests", request),
+                ("defaults.limits", limit),
+                ("ceilings", ceiling),
+            ] {
+                if let Some(amount) = amount
+                    && amount.is_negative()
+                {
+                    return Err(PolicyError::invalid(
+                        format!("{field}.{name}"),
+                        format!("{amount} must not be negative"),
+                    ));
+                }
+            }
+            if let (Some(request), Some(limit)) = (request, limit)
+                && request > limit
+            {
+                return Err(PolicyError::invalid(
+                    format!("defaults.requests.{name}"),
+                    format!("{request} exceeds defaults.limits.{name} {limit}"),
+                ));
+            }
+            if let Some(ceiling) = ceiling {
+                for (field, amount) in [("defaults.limits", limit), ("defaults.requests", request)]
+                {
+                    if let Some(amount) = amount
+                        && amount > ceiling
+                    {
+                        return Err(PolicyError::invalid(
+                            format!("{field}.{name}"),
+                            format!("{amount} exceeds ceilings.{name} {ceiling}"),
+                        ));
+                    }
+                }
+            }
+        }
+        for (index, capability) in self.allowed_capabilities.iter().enumerate() {
+            if normalize_capability(capability).is_empty() {
+                return Err(PolicyError::invalid(
+                    format!("allowedCapabilities[{index}]"),
+                    "must not be empty",
+                ));
+            }
+        }
+        if let Some(allowed) = &self.allowed_runtime_classes
+            && allowed.is_empty()
+        {
+            return Err(PolicyError::invalid(
+                "allowedRuntimeClasses",
+                "must not be empty; use null to allow any runtime class",
+            ));
+        }
+        if let Some(default) = &self.default_runtime_class_name {
+            if default.is_empty() {
+                return Err(PolicyError::invalid(
+                    "defaultRuntimeClassName",
+                    "must not be empty; use null for no default",
+                ));
+            }
+            if let Some(allowed) = &self.allowed_runtime_classes
+                && !allowed.contains(default)
+            {
+                return Err(PolicyError::invalid(
+                    "defaultRuntimeClassName",
+                    format!("{default:?} is not in allowedRuntimeClasses"),
+                ));
+            }
+        }
+        if self.max_pool_replicas < 0 {
+            return Err(PolicyError::invalid(
+                "maxPoolReplicas",
+                format!("{} must not be negative", self.max_pool_replicas),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether `name` is in the capability allow-list.
+    pub fn allows_capability(&self, name: &str) -> bool {
+        let name = normalize_capability(name);
+        self.allowed_capabilities
+            .iter()
+            .any(|allowed| normalize_capability(allowed) == name)
+    }
+}
+
+/// The current policy, shared by the webhook and whoever reloads it.
+///
+/// Clones share the same policy. Readers take a snapshot with
+/// [`PolicyStore::current`] (lock-free) and use it for a whole review.
+#[derive(Clone, Debug)]
+pub struct PolicyStore {
+    current: Arc<ArcSwap<Policy>>,
+}
+
+impl Default for PolicyStore {
+    fn default() -> Self {
+        PolicyStore::new(Policy::default())
+    }
+}
+
+impl PolicyStore {
+    /// A store holding `policy`.
+    pub fn new(policy: Policy) -> Self {
+        PolicyStore {
+            current: Arc::new(ArcSwap::from_pointee(policy)),
+        }
+    }
+
+    /// A store holding the policy in `path`.
+    pub fn from_file(path: &Path) -> Result<Self, PolicyError> {
+        Ok(PolicyStore::new(Policy::from_file(path)?))
+    }
+
+    /// A snapshot of the current policy.
+    pub fn current(&self) -> Arc<Policy> {
+        self.current.load_full()
+    }
+
+    /// Replaces the policy. The caller is responsible for having checked it.
+    pub fn replace(&self, policy: Policy) {
+        self.current.store(Arc::new(policy));
+    }
+
+    /// Loads `path` and makes it the current policy.
+    ///
+    /// On any error (unreadable file, bad YAML, a policy that breaks a rule)
+    /// the current policy stays in place and the error is returned, so a bad
+    /// edit of a ConfigMap never leaves the webhook without a policy.
+    pub fn reload_from_file(&self, path: &Path) -> Result<Arc<Policy>, PolicyError> {
+        let policy = Arc::new(Policy::from_file(path)?);
+        self.current.store(Arc::clone(&policy));
+        Ok(policy)
+    }
+
+    /// Follows `path`: every `interval`, reloads it when its modification
+    /// time or size changed, logging the outcome. Runs until dropped; spawn
+    /// it after the initial load.
+    ///
+    /// Polling (rather than inotify) works the same for a plain file and for
+    /// a mounted ConfigMap, whose kubelet updates swap a symlink.
+    pub async fn watch_file(self, path: PathBuf, interval: Duration) {
+        let mut seen = file_stamp(&path).await;
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            let stamp = file_stamp(&path).await;
+            if stamp == seen {
+                continue;
+            }
+            seen = stamp;
+            if seen.is_none() {
+                warn!(path = %path.display(), "admission policy file is gone; keeping the current policy");
+                continue;
+            }
+            match self.reload_from_file(&path) {
+                Ok(policy) => info!(
+                    path = %path.display(),
+                    profile = ?policy.profile,
+                    "admission policy reloaded"
+                ),
+                Err(error) => warn!(
+                    path = %path.display(),
+                    error = %error,
+                    kind = error.label(),
+                    "admission policy not reloaded; keeping the previous policy"
+                ),
+            }
+        }
+    }
+}
+
+/// What identifies a version of a file for polling: modification time and size.
+async fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let metadata = tokio::fs::metadata(path).await.ok()?;
+    Some((metadata.modified().ok()?, metadata.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(yaml: &str) -> String {
+        Policy::from_yaml(yaml).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_documented_default_file_is_the_default_policy() {
+        assert_eq!(
+            Policy::from_yaml(DEFAULT_POLICY_YAML).unwrap(),
+            Policy::default()
+        );
+        Policy::default().check().unwrap();
+    }
+
+    #[test]
+    fn an_empty_document_is_the_default_policy() {
+        assert_eq!(Policy::from_yaml("").unwrap(), Policy::default());
+        assert_eq!(Policy::from_yaml("# nothing\n").unwrap(), Policy::default());
+        assert_eq!(Policy::from_yaml("{}").unwrap(), Policy::default());
+    }
+
+    #[test]
+    fn omitted_keys_keep_their_defaults_and_null_turns_them_off() {
+        let policy =
+            Policy::from_yaml("ceilings:\n  cpu: 8\ndefaults:\n  limits:\n    cpu: null\n")
+                .unwrap();
+        assert_eq!(policy.ceilings.cpu, Some(Quantity::parse("8").unwrap()));
+        assert_eq!(policy.ceilings.memory, Ceilings::default().memory);
+        assert_eq!(policy.defaults.limits.cpu, None);
+        assert_eq!(
+            policy.defaults.limits.memory,
+            DefaultLimits::default().memory
+        );
+        assert_eq!(policy.defaults.requests, DefaultRequests::default());
+        assert_eq!(policy.max_pool_replicas, 1000);
+    }
+
+    #[test]
+    fn a_bad_quantity_names_the_field() {
+        let message = error("ceilings:\n  memory: 64Qi\n");
+        assert!(
+            message.starts_with("ceilings.memory: \"64Qi\" is not a Kubernetes quantity"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_at_every_level() {
+        let message = error("maxPoolReplica: 5\n");
+        assert!(
+            message.contains("unknown field `maxPoolReplica`"),
+            "{message}"
+        );
+        let message = error("ceilings:\n  gpu: 1\n");
+        assert!(
+            message.starts_with("ceilings: unknown field `gpu`"),
+            "{message}"
+        );
+        let message = error("defaults:\n  request:\n    cpu: 1\n");
+        assert!(
+            message.starts_with("defaults: unknown field `request`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn wrong_types_and_values_name_the_field() {
+        let message = error("profile: strict\n");
+        assert!(
+            message.starts_with("profile: unknown variant `strict`"),
+            "{message}"
+        );
+        let message = error("maxPoolReplicas: many\n");
+        assert!(
+            message.starts_with("maxPoolReplicas: invalid type"),
+            "{message}"
+        );
+        let message = error("stampClaims: 3\n");
+        assert!(
+            message.starts_with("stampClaims: invalid type"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn rule_violations_name_the_field_and_rule() {
+        assert_eq!(
+            error("defaults:\n  requests:\n    cpu: 3\n"),
+            "defaults.requests.cpu: 3 exceeds defaults.limits.cpu 2"
+        );
+        assert_eq!(
+            error("ceilings:\n  memory: 1Gi\n"),
+            "defaults.limits.memory: 2Gi exceeds ceilings.memory 1Gi"
+        );
+        assert_eq!(
+            error("defaults:\n  limits:\n    memory: null\nceilings:\n  memory: 100Mi\n"),
+            "defaults.requests.memory: 128Mi exceeds ceilings.memory 100Mi"
+        );
+        assert_eq!(
+            error("ceilings:\n  cpu: -1\n"),
+            "ceilings.cpu: -1 must not be negative"
+        );
+        assert_eq!(
+            error("maxPoolReplicas: -1\n"),
+            "maxPoolReplicas: -1 must not be negative"
+        );
+        assert_eq!(
+            error("allowedRuntimeClasses: []\n"),
+            "allowedRuntimeClasses: must not be empty; use null to allow any runtime class"
+        );
+        assert_eq!(
+            error("defaultRuntimeClassName: runc\nallowedRuntimeClasses: [gvisor]\n"),
+            "defaultRuntimeClassName: \"runc\" is not in allowedRuntimeClasses"
+        );
+        assert_eq!(
+            error("allowedCapabilities: [CHOWN, \"\"]\n"),
+            "allowedCapabilities[1]: must not be empty"
+        );
+    }
+
+    #[test]
+    fn capabilities_compare_without_prefix_or_case() {
+        let policy = Policy::default();
+        assert!(policy.allows_capability("NET_BIND_SERVICE"));
+        assert!(policy.allows_capability("cap_net_bind_service"));
+        assert!(!policy.allows_capability("SYS_ADMIN"));
+        assert!(!policy.allows_capability("CAP_SYS_ADMIN"));
+    }
+
+    #[tokio::test]
+    async fn watching_follows_edits_and_keeps_the_last_good_policy() {
+        let directory = std::env::temp_dir().join(format!(
+            "sandbox-operator-policy-watch-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&directory).unwrap();
+        let path = directory.join("policy.yaml");
+        std::fs::write(&path, "maxPoolReplicas: 1\n").unwrap();
+        let store = PolicyStore::from_file(&path).unwrap();
+        let watcher = tokio::spawn(
+            store
+                .clone()
+                .watch_file(path.clone(), Duration::from_millis(10)),
+        );
+        let settle = |expected: i32| {
+            let store = store.clone();
+            async move {
+                for _ in 0..200 {
+                    if store.current().max_pool_replicas == expected {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                false
+            }
+        };
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        std::fs::write(&path, "maxPoolReplicas: 22222\n").unwrap();
+        assert!(settle(22222).await);
+        std::fs::write(&path, "maxPoolReplicas: lots\n").unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(store.current().max_pool_replicas, 22222);
+        std::fs::write(&path, "maxPoolReplicas: 3\n").unwrap();
+        assert!(settle(3).await);
+        watcher.abort();
+        std::fs::remove_dir_all(&directory).unwrap();
+    }
+
+    #[test]
+    fn a_failed_reload_keeps_the_last_good_policy() {
+        let directory = std::env::temp_dir().join(format!(
+            "sandbox-operator-policy-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&directory).unwrap();
+        let path = directory.join("policy.yaml");
+
+        std::fs::write(&path, "maxPoolReplicas: 7\n").unwrap();
+        let store = PolicyStore::from_file(&path).unwrap();
+        assert_eq!(store.current().max_pool_replicas, 7);
+
+        std::fs::write(&path, "maxPoolReplicas: 9\nceilings: {memory: 64Qi}\n").unwrap();
+        let error = store.reload_from_file(&path).unwrap_err();
+        assert_eq!(error.label(), "syntax");
+        assert_eq!(store.current().max_pool_replicas, 7);
+
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(store.reload_from_file(&path).unwrap_err().label(), "read");
+        assert_eq!(store.current().max_pool_replicas, 7);
+
+        std::fs::write(&path, "maxPoolReplicas: 9\n").unwrap();
+        assert_eq!(store.reload_from_file(&path).unwrap().max_pool_replicas, 9);
+        assert_eq!(store.clone().current().max_pool_replicas, 9);
+        std::fs::remove_dir_all(&directory).unwrap();
+    }
+}
