@@ -24,7 +24,10 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use sandbox_operator::api::{CLAIM_LABEL, LaunchType, POOL_LABEL, READY, SandboxClaim, SandboxTemplate, SandboxWarmPool, is_true};
+use sandbox_operator::api::{
+    CLAIM_LABEL, LaunchType, POOL_LABEL, READY, SandboxClaim, SandboxTemplate, SandboxWarmPool,
+    is_true,
+};
 
 struct Settings {
     pool: usize,
@@ -36,7 +39,12 @@ struct Settings {
 
 fn settings() -> Settings {
     let args: Vec<String> = std::env::args().collect();
-    let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).and_then(|v| v.parse::<u64>().ok());
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
     let quick = args.iter().any(|a| a == "--quick");
     let demo = args.iter().any(|a| a == "--demo");
     let (pool, delay, warm, cold) = match (demo, quick) {
@@ -68,11 +76,21 @@ fn kubeconfig() -> PathBuf {
         .output()
         .expect("run cluster.sh up");
     assert!(out.status.success(), "cluster.sh up failed");
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).lines().last().expect("kubeconfig path").trim())
+    PathBuf::from(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .expect("kubeconfig path")
+            .trim(),
+    )
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Ready times observed by the watch, by claim name.
@@ -114,16 +132,23 @@ impl Run {
         if cold {
             spec["warmpool"] = json!("none");
         }
-        serde_json::from_value(json!({"apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxClaim",
-            "metadata": {"name": name}, "spec": spec}))
+        serde_json::from_value(
+            json!({"apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxClaim",
+            "metadata": {"name": name}, "spec": spec}),
+        )
         .unwrap()
     }
 
     async fn create(&self, name: String, cold: bool) {
         let api: Api<SandboxClaim> = Api::namespaced(self.client.clone(), &self.ns);
         let claim = self.claim(&name, cold);
-        self.starts.lock().unwrap().insert(name.clone(), Instant::now());
-        api.create(&PostParams::default(), &claim).await.expect("create claim");
+        self.starts
+            .lock()
+            .unwrap()
+            .insert(name.clone(), Instant::now());
+        api.create(&PostParams::default(), &claim)
+            .await
+            .expect("create claim");
     }
 
     async fn wait_ready(&self, names: &[String], timeout: Duration) {
@@ -136,7 +161,10 @@ impl Run {
             if done {
                 return;
             }
-            assert!(start.elapsed() < timeout, "claims not Ready within {timeout:?}");
+            assert!(
+                start.elapsed() < timeout,
+                "claims not Ready within {timeout:?}"
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
@@ -148,7 +176,9 @@ impl Run {
             .unwrap()
             .items
             .iter()
-            .filter(|p| p.labels().contains_key(POOL_LABEL) && p.metadata.deletion_timestamp.is_none())
+            .filter(|p| {
+                p.labels().contains_key(POOL_LABEL) && p.metadata.deletion_timestamp.is_none()
+            })
             .filter(|p| {
                 p.status
                     .as_ref()
@@ -161,7 +191,10 @@ impl Run {
     async fn wait_idle(&self, at_least: usize) {
         let start = Instant::now();
         while self.idle_ready().await < at_least {
-            assert!(start.elapsed() < Duration::from_secs(300), "pool did not refill");
+            assert!(
+                start.elapsed() < Duration::from_secs(300),
+                "pool did not refill"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -210,8 +243,13 @@ async fn apiserver_writes(client: &Client) -> BTreeMap<String, f64> {
         .await
         .expect("scrape the API server's /metrics");
     let mut out = BTreeMap::new();
-    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
-        let Some((labels, value)) = line.rsplit_once(' ') else { continue };
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        let Some((labels, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
         let get = |key: &str| {
             labels
                 .split(&format!("{key}=\""))
@@ -229,7 +267,8 @@ async fn apiserver_writes(client: &Client) -> BTreeMap<String, f64> {
         if !sub.is_empty() {
             resource = format!("{resource}/{sub}");
         }
-        *out.entry(format!("{resource} {verb}")).or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
+        *out.entry(format!("{resource} {verb}")).or_insert(0.0) +=
+            value.parse::<f64>().unwrap_or(0.0);
     }
     out
 }
@@ -240,26 +279,51 @@ fn is_operator_write(key: &str) -> bool {
     let resource = key.split(' ').next().unwrap_or("");
     matches!(
         resource,
-        "sandboxclaims" | "sandboxclaims/status" | "sandboxes" | "sandboxes/status" | "sandboxwarmpools/status"
-            | "pods" | "services" | "networkpolicies" | "persistentvolumeclaims" | "events"
+        "sandboxclaims"
+            | "sandboxclaims/status"
+            | "sandboxes"
+            | "sandboxes/status"
+            | "sandboxwarmpools/status"
+            | "pods"
+            | "services"
+            | "networkpolicies"
+            | "persistentvolumeclaims"
+            | "events"
     )
 }
 
 async fn double_assignments(client: &Client, ns: &str) -> usize {
-    let pods: Vec<Pod> = Api::<Pod>::namespaced(client.clone(), ns).list(&Default::default()).await.unwrap().items;
-    let claims: Vec<SandboxClaim> = Api::<SandboxClaim>::namespaced(client.clone(), ns).list(&Default::default()).await.unwrap().items;
+    let pods: Vec<Pod> = Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
+    let claims: Vec<SandboxClaim> = Api::<SandboxClaim>::namespaced(client.clone(), ns)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
     let mut violations = 0;
     let mut used = HashSet::new();
     for c in &claims {
-        if let Some(pod) = c.status.as_ref().and_then(|s| s.pod_name.clone()) {
-            if !used.insert(pod) {
-                violations += 1;
-            }
+        if let Some(pod) = c.status.as_ref().and_then(|s| s.pod_name.clone())
+            && !used.insert(pod)
+        {
+            violations += 1;
         }
     }
-    for p in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
-        let controllers = p.owner_references().iter().filter(|o| o.controller == Some(true)).count();
-        if controllers > 1 || (p.labels().contains_key(POOL_LABEL) && p.labels().contains_key(CLAIM_LABEL)) {
+    for p in pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+    {
+        let controllers = p
+            .owner_references()
+            .iter()
+            .filter(|o| o.controller == Some(true))
+            .count();
+        if controllers > 1
+            || (p.labels().contains_key(POOL_LABEL) && p.labels().contains_key(CLAIM_LABEL))
+        {
             violations += 1;
         }
     }
@@ -272,24 +336,61 @@ fn svg(scenarios: &[Scenario]) -> String {
     let x = |ms: f64| left + (ms.max(1.0).log10() / 60_000f64.log10()) * (w - left - 20.0);
     let y = |q: f64| (h - bottom) - q * (h - bottom - 30.0);
     let colors = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a"];
-    let mut out = format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/>"#);
+    let mut out = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/>"#
+    );
     out += r#"<text x="450" y="18" text-anchor="middle" font-size="14">Claim create -> Ready: cumulative distribution (warm vs cold)</text>"#;
     for ms in [1.0, 10.0, 100.0, 1000.0, 10_000.0, 60_000.0] {
-        out += &format!(r##"<line x1="{0}" y1="30" x2="{0}" y2="{1}" stroke="#ddd"/><text x="{0}" y="{2}" text-anchor="middle">{3}</text>"##, x(ms), h - bottom, h - bottom + 16.0, if ms >= 1000.0 { format!("{} s", ms / 1000.0) } else { format!("{ms} ms") });
+        out += &format!(
+            r##"<line x1="{0}" y1="30" x2="{0}" y2="{1}" stroke="#ddd"/><text x="{0}" y="{2}" text-anchor="middle">{3}</text>"##,
+            x(ms),
+            h - bottom,
+            h - bottom + 16.0,
+            if ms >= 1000.0 {
+                format!("{} s", ms / 1000.0)
+            } else {
+                format!("{ms} ms")
+            }
+        );
     }
     for q in [0.0, 0.5, 0.95, 1.0] {
-        out += &format!(r##"<line x1="{left}" y1="{0}" x2="{1}" y2="{0}" stroke="#eee"/><text x="{2}" y="{3}" text-anchor="end">{4}</text>"##, y(q), w - 20.0, left - 6.0, y(q) + 4.0, q);
+        out += &format!(
+            r##"<line x1="{left}" y1="{0}" x2="{1}" y2="{0}" stroke="#eee"/><text x="{2}" y="{3}" text-anchor="end">{4}</text>"##,
+            y(q),
+            w - 20.0,
+            left - 6.0,
+            y(q) + 4.0,
+            q
+        );
     }
     for (i, s) in scenarios.iter().enumerate() {
         let mut sorted = s.samples.clone();
         sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let n = sorted.len().max(1) as f64;
-        let points: Vec<String> = sorted.iter().enumerate().map(|(k, ms)| format!("{:.1},{:.1}", x(*ms), y((k + 1) as f64 / n))).collect();
+        let points: Vec<String> = sorted
+            .iter()
+            .enumerate()
+            .map(|(k, ms)| format!("{:.1},{:.1}", x(*ms), y((k + 1) as f64 / n)))
+            .collect();
         let color = colors[i % colors.len()];
-        out += &format!(r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#, points.join(" "));
-        out += &format!(r#"<text x="{}" y="{}" fill="{color}">{} (p50 {:.0} ms, p99 {:.0} ms)</text>"#, left + 10.0, 40.0 + 16.0 * i as f64, s.name, s.p50_ms, s.p99_ms);
+        out += &format!(
+            r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
+            points.join(" ")
+        );
+        out += &format!(
+            r#"<text x="{}" y="{}" fill="{color}">{} (p50 {:.0} ms, p99 {:.0} ms)</text>"#,
+            left + 10.0,
+            40.0 + 16.0 * i as f64,
+            s.name,
+            s.p50_ms,
+            s.p99_ms
+        );
     }
-    out += &format!(r#"<text x="{}" y="{}" text-anchor="middle">latency (log scale)</text></svg>"#, (w + left) / 2.0, h - 12.0);
+    out += &format!(
+        r#"<text x="{}" y="{}" text-anchor="middle">latency (log scale)</text></svg>"#,
+        (w + left) / 2.0,
+        h - 12.0
+    );
     out
 }
 
@@ -297,20 +398,34 @@ fn svg(scenarios: &[Scenario]) -> String {
 async fn main() {
     let s = settings();
     let path = kubeconfig();
-    let config = kube::Config::from_custom_kubeconfig(Kubeconfig::read_from(&path).unwrap(), &KubeConfigOptions::default()).await.unwrap();
+    let config = kube::Config::from_custom_kubeconfig(
+        Kubeconfig::read_from(&path).unwrap(),
+        &KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
     let client = Client::try_from(config).unwrap();
 
     // CRDs (idempotent).
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in sandbox_operator::api::crds() {
-        crds.patch(&crd.name_any(), &PatchParams::apply("sandbox-operator-bench").force(), &Patch::Apply(&crd)).await.unwrap();
+        crds.patch(
+            &crd.name_any(),
+            &PatchParams::apply("sandbox-operator-bench").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap();
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let ns = format!("bench-{:06x}", rand::random::<u32>() & 0xff_ffff);
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces
-        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
         .await
         .unwrap();
 
@@ -320,9 +435,26 @@ async fn main() {
     std::fs::create_dir_all(repo().join("target/bench")).unwrap();
     let log = std::fs::File::create(&log_path).unwrap();
     let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_sandbox-operator"))
-        .args(["run", "--leader-elect=false", "--namespace", &ns, "--operator-namespace", &ns])
-        .args(["--metrics-addr", &format!("127.0.0.1:{mport}"), "--webhook-addr", &format!("127.0.0.1:{wport}")])
-        .args(["--register-webhook-url", &format!("https://127.0.0.1:{wport}"), "--webhook-config-name", &format!("sandbox-operator-{ns}")])
+        .args([
+            "run",
+            "--leader-elect=false",
+            "--namespace",
+            &ns,
+            "--operator-namespace",
+            &ns,
+        ])
+        .args([
+            "--metrics-addr",
+            &format!("127.0.0.1:{mport}"),
+            "--webhook-addr",
+            &format!("127.0.0.1:{wport}"),
+        ])
+        .args([
+            "--register-webhook-url",
+            &format!("https://127.0.0.1:{wport}"),
+            "--webhook-config-name",
+            &format!("sandbox-operator-{ns}"),
+        ])
         .env("KUBECONFIG", &path)
         .env("RUST_LOG", "warn")
         .stdout(log.try_clone().unwrap())
@@ -335,14 +467,20 @@ async fn main() {
     loop {
         if let Ok(mut stream) = tokio::net::TcpStream::connect(&ready_url).await {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let _ = stream.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+            let _ = stream
+                .write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await;
             let mut buf = String::new();
             let _ = stream.read_to_string(&mut buf).await;
             if buf.starts_with("HTTP/1.1 200") {
                 break;
             }
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "operator not ready; see {}", log_path.display());
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "operator not ready; see {}",
+            log_path.display()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -352,16 +490,29 @@ async fn main() {
         let seen = seen.clone();
         let api: Api<SandboxClaim> = Api::namespaced(client.clone(), &ns);
         tokio::spawn(async move {
-            let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff().applied_objects());
+            let mut stream = std::pin::pin!(
+                watcher(api, watcher::Config::default())
+                    .default_backoff()
+                    .applied_objects()
+            );
             while let Some(Ok(claim)) = stream.next().await {
                 let status = claim.status.clone().unwrap_or_default();
                 if is_true(&status.conditions, READY) {
-                    seen.lock().unwrap().entry(claim.name_any()).or_insert((Instant::now(), status.launch_type, status.pod_name.clone()));
+                    seen.lock().unwrap().entry(claim.name_any()).or_insert((
+                        Instant::now(),
+                        status.launch_type,
+                        status.pod_name.clone(),
+                    ));
                 }
             }
         });
     }
-    let run = Run { client: client.clone(), ns: ns.clone(), seen, starts: Arc::default() };
+    let run = Run {
+        client: client.clone(),
+        ns: ns.clone(),
+        seen,
+        starts: Arc::default(),
+    };
 
     let template: SandboxTemplate = serde_json::from_value(json!({"apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxTemplate",
         "metadata": {"name": "bench"},
@@ -369,11 +520,17 @@ async fn main() {
             "spec": {"containers": [{"name": "agent", "image": "busybox", "ports": [{"containerPort": 8080}],
                 "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}}}}))
     .unwrap();
-    Api::<SandboxTemplate>::namespaced(client.clone(), &ns).create(&PostParams::default(), &template).await.expect("create template (webhook admitted)");
+    Api::<SandboxTemplate>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &template)
+        .await
+        .expect("create template (webhook admitted)");
     let pool: SandboxWarmPool = serde_json::from_value(json!({"apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxWarmPool",
         "metadata": {"name": "bench"}, "spec": {"replicas": s.pool, "sandboxTemplateRef": {"name": "bench"}}}))
     .unwrap();
-    Api::<SandboxWarmPool>::namespaced(client.clone(), &ns).create(&PostParams::default(), &pool).await.unwrap();
+    Api::<SandboxWarmPool>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &pool)
+        .await
+        .unwrap();
     run.wait_idle(s.pool).await;
 
     let mut scenarios = Vec::new();
@@ -385,7 +542,8 @@ async fn main() {
         run.wait_idle(1).await;
         let name = format!("ws-{i}");
         run.create(name.clone(), false).await;
-        run.wait_ready(std::slice::from_ref(&name), Duration::from_secs(60)).await;
+        run.wait_ready(std::slice::from_ref(&name), Duration::from_secs(60))
+            .await;
         names.push(name);
     }
     // Let the refills and their status updates land before reading the counters.
@@ -400,7 +558,11 @@ async fn main() {
             by_resource.insert(k.clone(), d / s.warm_sequential as f64);
         }
     }
-    let operator_writes: f64 = by_resource.iter().filter(|(k, _)| is_operator_write(k)).map(|(_, v)| v).sum();
+    let operator_writes: f64 = by_resource
+        .iter()
+        .filter(|(k, _)| is_operator_write(k))
+        .map(|(_, v)| v)
+        .sum();
     let all_writes: f64 = by_resource.values().sum();
 
     // cold-sequential: `warmpool: none` forces a fresh Pod.
@@ -408,7 +570,8 @@ async fn main() {
     for i in 0..s.cold_sequential {
         let name = format!("cs-{i}");
         run.create(name.clone(), true).await;
-        run.wait_ready(std::slice::from_ref(&name), Duration::from_secs(120)).await;
+        run.wait_ready(std::slice::from_ref(&name), Duration::from_secs(120))
+            .await;
         names.push(name);
     }
     scenarios.push(run.scenario("cold-sequential", &names));
@@ -434,28 +597,86 @@ async fn main() {
     let cold_p50 = scenarios[1].p50_ms;
 
     if s.demo {
-        println!("\n{:<10} {:<12} {:>12}", "claim", "launch type", "ready (ms)");
+        println!(
+            "\n{:<10} {:<12} {:>12}",
+            "claim", "launch type", "ready (ms)"
+        );
         for sc in &scenarios {
             let seen = run.seen.lock().unwrap();
             let starts = run.starts.lock().unwrap();
-            let mut rows: Vec<_> = starts.iter().filter(|(n, _)| n.starts_with(if sc.name.starts_with("warm") { "ws-" } else { "cs-" })).collect();
+            let mut rows: Vec<_> = starts
+                .iter()
+                .filter(|(n, _)| {
+                    n.starts_with(if sc.name.starts_with("warm") {
+                        "ws-"
+                    } else {
+                        "cs-"
+                    })
+                })
+                .collect();
             rows.sort_by_key(|(n, _)| (*n).clone());
             for (name, start) in rows {
                 let (ready, launch, _) = seen[name];
-                println!("{:<10} {:<12} {:>12.1}", name, launch.map_or("?", |l| l.as_str()), ready.duration_since(*start).as_secs_f64() * 1000.0);
+                println!(
+                    "{:<10} {:<12} {:>12.1}",
+                    name,
+                    launch.map_or("?", |l| l.as_str()),
+                    ready.duration_since(*start).as_secs_f64() * 1000.0
+                );
             }
         }
-        println!("\nwarm p50 {warm_p50:.1} ms vs cold p50 {cold_p50:.1} ms (simulated cold start {} ms); double assignments: {doubles}", s.delay_ms);
+        println!(
+            "\nwarm p50 {warm_p50:.1} ms vs cold p50 {cold_p50:.1} ms (simulated cold start {} ms); double assignments: {doubles}",
+            s.delay_ms
+        );
     } else {
-        println!("\nclaim create -> Ready (client clock, watch), pool {} Pods, simulated cold start {} ms", s.pool, s.delay_ms);
-        println!("{:<16} {:>6} {:>6} {:>6} {:>9} {:>9} {:>9} {:>9} {:>12}", "scenario", "claims", "warm", "cold", "p50 ms", "p95 ms", "p99 ms", "max ms", "all ready ms");
+        println!(
+            "\nclaim create -> Ready (client clock, watch), pool {} Pods, simulated cold start {} ms",
+            s.pool, s.delay_ms
+        );
+        println!(
+            "{:<16} {:>6} {:>6} {:>6} {:>9} {:>9} {:>9} {:>9} {:>12}",
+            "scenario",
+            "claims",
+            "warm",
+            "cold",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "max ms",
+            "all ready ms"
+        );
         for sc in &scenarios {
-            println!("{:<16} {:>6} {:>6} {:>6} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>12.1}", sc.name, sc.claims, sc.warm, sc.cold, sc.p50_ms, sc.p95_ms, sc.p99_ms, sc.max_ms, sc.all_ready_ms);
+            println!(
+                "{:<16} {:>6} {:>6} {:>6} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>12.1}",
+                sc.name,
+                sc.claims,
+                sc.warm,
+                sc.cold,
+                sc.p50_ms,
+                sc.p95_ms,
+                sc.p99_ms,
+                sc.max_ms,
+                sc.all_ready_ms
+            );
         }
-        println!("warm/cold p50 ratio: {:.3} ({:.1}x faster)", warm_p50 / cold_p50, cold_p50 / warm_p50.max(0.001));
-        println!("API writes per warm claim: {operator_writes:.2} by the operator ({all_writes:.2} counting KWOK, scheduler and controller-manager)");
+        println!(
+            "warm/cold p50 ratio: {:.3} ({:.1}x faster)",
+            warm_p50 / cold_p50,
+            cold_p50 / warm_p50.max(0.001)
+        );
+        println!(
+            "API writes per warm claim: {operator_writes:.2} by the operator ({all_writes:.2} counting KWOK, scheduler and controller-manager)"
+        );
         for (k, v) in &by_resource {
-            println!("  {k:<40} {v:>6.2}{}", if is_operator_write(k) { "" } else { "   (not the operator)" });
+            println!(
+                "  {k:<40} {v:>6.2}{}",
+                if is_operator_write(k) {
+                    ""
+                } else {
+                    "   (not the operator)"
+                }
+            );
         }
         println!("double assignments: {doubles}");
     }
@@ -470,13 +691,24 @@ async fn main() {
         "scenarios": scenarios,
     });
     let name = if s.demo { "demo" } else { "claim-latency" };
-    std::fs::write(repo().join(format!("target/bench/{name}.json")), serde_json::to_string_pretty(&report).unwrap()).unwrap();
-    std::fs::write(repo().join(format!("target/bench/{name}.svg")), svg(&scenarios)).unwrap();
+    std::fs::write(
+        repo().join(format!("target/bench/{name}.json")),
+        serde_json::to_string_pretty(&report).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        repo().join(format!("target/bench/{name}.svg")),
+        svg(&scenarios),
+    )
+    .unwrap();
     println!("wrote target/bench/{name}.json and target/bench/{name}.svg");
 
     // Clean up: stop the operator gracefully (it unregisters its webhook), drop the namespace.
     if let Some(pid) = operator.id() {
-        let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status();
     }
     let _ = tokio::time::timeout(Duration::from_secs(10), operator.wait()).await;
     let _ = namespaces.delete(&ns, &DeleteParams::default()).await;

@@ -43,7 +43,12 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 /// Serves the admin endpoints until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Health>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "admin server listening");
     loop {
         let (stream, _) = tokio::select! {
@@ -75,13 +80,29 @@ fn route(req: &Request<Incoming>, metrics: &Metrics, health: &Health) -> Respons
             .expect("static response parts are valid")
     };
     if req.method() != Method::GET {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here\n".into(), "text/plain");
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET is served here\n".into(),
+            "text/plain",
+        );
     }
     match req.uri().path() {
-        "/metrics" => text(StatusCode::OK, metrics.encode(), "text/plain; version=0.0.4"),
+        "/metrics" => text(
+            StatusCode::OK,
+            metrics.encode(),
+            "text/plain; version=0.0.4",
+        ),
         "/healthz" | "/livez" => text(StatusCode::OK, "ok\n".into(), "text/plain"),
         "/readyz" if health.is_ready() => text(StatusCode::OK, "ok\n".into(), "text/plain"),
-        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet\n".into(), "text/plain"),
-        other => text(StatusCode::NOT_FOUND, format!("no such endpoint: {other} (try /metrics, /healthz, /readyz)\n"), "text/plain"),
+        "/readyz" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "caches not synced yet\n".into(),
+            "text/plain",
+        ),
+        other => text(
+            StatusCode::NOT_FOUND,
+            format!("no such endpoint: {other} (try /metrics, /healthz, /readyz)\n"),
+            "text/plain",
+        ),
     }
 }

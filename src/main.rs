@@ -11,11 +11,11 @@ use tracing::{error, info};
 
 use sandbox_operator::admin::{self, Health};
 use sandbox_operator::admission::{PolicyStore, SandboxAdmission};
-use sandbox_operator::webhook_runtime::{self, WebhookSettings};
 use sandbox_operator::controller::leader::{LeaderConfig, LeaderElector};
 use sandbox_operator::controller::run::run_controllers;
 use sandbox_operator::controller::{Config, Context};
 use sandbox_operator::metrics::Metrics;
+use sandbox_operator::webhook_runtime::{self, WebhookSettings};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -69,7 +69,11 @@ struct RunArgs {
     #[arg(long, env = "SANDBOX_LEASE_NAMESPACE", default_value = "default")]
     lease_namespace: String,
     /// Name of the leader Lease.
-    #[arg(long, env = "SANDBOX_LEASE_NAME", default_value = "sandbox-operator-leader")]
+    #[arg(
+        long,
+        env = "SANDBOX_LEASE_NAME",
+        default_value = "sandbox-operator-leader"
+    )]
     lease_name: String,
     /// Seconds a Lease stays valid without renewal.
     #[arg(long, env = "SANDBOX_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=300))]
@@ -108,13 +112,25 @@ struct RunArgs {
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     operator_namespace: String,
     /// Name of both the Mutating- and the ValidatingWebhookConfiguration (caBundle is injected into them).
-    #[arg(long, env = "SANDBOX_WEBHOOK_CONFIG_NAME", default_value = "sandbox-operator")]
+    #[arg(
+        long,
+        env = "SANDBOX_WEBHOOK_CONFIG_NAME",
+        default_value = "sandbox-operator"
+    )]
     webhook_config_name: String,
     /// Service in front of the webhook (names in the self-managed serving certificate).
-    #[arg(long, env = "SANDBOX_WEBHOOK_SERVICE", default_value = "sandbox-operator-webhook")]
+    #[arg(
+        long,
+        env = "SANDBOX_WEBHOOK_SERVICE",
+        default_value = "sandbox-operator-webhook"
+    )]
     webhook_service: String,
     /// Secret holding the self-managed webhook CA and serving certificate.
-    #[arg(long, env = "SANDBOX_CERT_SECRET", default_value = "sandbox-operator-webhook-tls")]
+    #[arg(
+        long,
+        env = "SANDBOX_CERT_SECRET",
+        default_value = "sandbox-operator-webhook-tls"
+    )]
     cert_secret: String,
     /// Read tls.crt/tls.key (and ca.crt) from this directory instead of managing certificates (cert-manager).
     #[arg(long, env = "SANDBOX_CERT_DIR")]
@@ -145,14 +161,17 @@ fn main() -> anyhow::Result<()> {
         Command::Crd => print!("{}", sandbox_operator::api::crds_yaml()),
         Command::Version => println!("sandbox-operator {}", env!("CARGO_PKG_VERSION")),
         Command::Policy(PolicyCommand::Check { files, policy }) => {
-            let admitted = sandbox_operator::admission::run_policy_check(&files, policy.as_deref())?;
+            let admitted =
+                sandbox_operator::admission::run_policy_check(&files, policy.as_deref())?;
             if !admitted {
                 std::process::exit(1);
             }
         }
         Command::Run(args) => {
             init_logging(&args.log_format);
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             runtime.block_on(run(*args))?;
         }
     }
@@ -160,8 +179,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_runtime=warn,kube_client=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,kube_runtime=warn,kube_client=warn")
+    });
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if format == "json" {
         builder.json().init();
@@ -172,7 +192,8 @@ fn init_logging(format: &str) {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let identity = args.identity.clone().unwrap_or_else(|| {
-        std::env::var("HOSTNAME").unwrap_or_else(|_| format!("sandbox-operator-{}", std::process::id()))
+        std::env::var("HOSTNAME")
+            .unwrap_or_else(|_| format!("sandbox-operator-{}", std::process::id()))
     });
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
@@ -180,15 +201,21 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     // Policy first: a bad policy file stops the start with a clear error.
     let policy = match &args.policy_file {
-        Some(path) => PolicyStore::from_file(path).map_err(|e| anyhow::anyhow!("policy file {}: {e}", path.display()))?,
+        Some(path) => PolicyStore::from_file(path)
+            .map_err(|e| anyhow::anyhow!("policy file {}: {e}", path.display()))?,
         None => PolicyStore::default(),
     };
     let admin_listener = admin::bind(args.metrics_addr).await?;
-    tokio::spawn(admin::serve(admin_listener, metrics.clone(), health.clone(), stop_rx.clone()));
+    tokio::spawn(admin::serve(
+        admin_listener,
+        metrics.clone(),
+        health.clone(),
+        stop_rx.clone(),
+    ));
 
-    let client = Client::try_default()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot build a Kubernetes client (KUBECONFIG or in-cluster config): {e}"))?;
+    let client = Client::try_default().await.map_err(|e| {
+        anyhow::anyhow!("cannot build a Kubernetes client (KUBECONFIG or in-cluster config): {e}")
+    })?;
 
     let config = Config {
         cluster_domain: args.cluster_domain.clone(),
@@ -204,7 +231,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // The webhook serves on every replica, leader or not.
     let webhook = if args.webhook {
         if let Some(path) = &args.policy_file {
-            tokio::spawn(policy.clone().watch_file(path.clone(), Duration::from_secs(5)));
+            tokio::spawn(
+                policy
+                    .clone()
+                    .watch_file(path.clone(), Duration::from_secs(5)),
+            );
         }
         let handler = Arc::new(SandboxAdmission::new(policy.clone()).with_metrics(metrics.clone()));
         let settings = WebhookSettings {
@@ -220,10 +251,23 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             cert_validity: Duration::from_secs(args.cert_validity_hours * 3600),
             cert_rotate_before: Duration::from_secs(args.cert_rotate_before_hours * 3600),
         };
-        Some(webhook_runtime::start(settings, client.clone(), metrics.clone(), handler, stop_rx.clone()).await?)
+        Some(
+            webhook_runtime::start(
+                settings,
+                client.clone(),
+                metrics.clone(),
+                handler,
+                stop_rx.clone(),
+            )
+            .await?,
+        )
     } else {
         None
     };
+
+    // Ready = this replica serves admission (standbys too); whether it runs
+    // the controllers is the `leader` gauge.
+    health.set_ready(true);
 
     // Ctrl-C / SIGTERM: stop controllers, release the Lease, exit.
     let signal_tx = stop_tx.clone();
@@ -268,8 +312,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     metrics.leader.set(1);
 
     let (ctx, triggers) = Context::start(client.clone(), config, metrics.clone()).await?;
-    health.set_ready(true);
-    info!(identity, leader_election = args.leader_elect, "controllers running");
+    info!(
+        identity,
+        leader_election = args.leader_elect,
+        "controllers running"
+    );
     run_controllers(ctx, triggers, stop_rx.clone()).await;
     metrics.leader.set(0);
     if let Some(elector) = &elector {

@@ -23,8 +23,7 @@ const LATENCY_BUCKETS: &[f64] = &[
 
 /// Buckets for short in-process work (reconcile, admission).
 const FAST_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
 /// All metrics of the operator.
@@ -84,18 +83,24 @@ impl Metrics {
                 labels,
             )
             .expect("valid histogram definition");
-            registry.register(Box::new(h.clone())).expect("unique metric name");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("unique metric name");
             h
         };
         let counter = |short: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name(short), help), labels)
                 .expect("valid counter definition");
-            registry.register(Box::new(c.clone())).expect("unique metric name");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric name");
             c
         };
         let gauge = |short: &str, help: &str, labels: &[&str]| {
             let g = GaugeVec::new(Opts::new(name(short), help), labels).expect("valid gauge");
-            registry.register(Box::new(g.clone())).expect("unique metric name");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric name");
             g
         };
 
@@ -112,14 +117,23 @@ impl Metrics {
             "1 while this process holds the leader Lease (or runs without leader election), else 0.",
         )
         .expect("valid gauge");
-        registry.register(Box::new(leader.clone())).expect("unique metric name");
+        registry
+            .register(Box::new(leader.clone()))
+            .expect("unique metric name");
         let build_info = prometheus::IntGaugeVec::new(
-            Opts::new(name("build_info"), "Build information; the value is always 1."),
+            Opts::new(
+                name("build_info"),
+                "Build information; the value is always 1.",
+            ),
             &["version"],
         )
         .expect("valid gauge");
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        registry.register(Box::new(build_info.clone())).expect("unique metric name");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        registry
+            .register(Box::new(build_info.clone()))
+            .expect("unique metric name");
 
         Metrics {
             claim_ready_seconds: histogram(

@@ -169,7 +169,13 @@ mod tests {
 
     #[test]
     fn url_configurations_are_scoped_and_documented_choices_hold() {
-        let (m, v) = by_url("x", "https://127.0.0.1:9443/", "PEM", "sandbox-system", None);
+        let (m, v) = by_url(
+            "x",
+            "https://127.0.0.1:9443/",
+            "PEM",
+            "sandbox-system",
+            None,
+        );
         let mw = &m.webhooks.unwrap()[0];
         assert_eq!(
             mw.client_config.url.as_deref(),
@@ -183,12 +189,21 @@ mod tests {
             vw.client_config.url.as_deref(),
             Some("https://127.0.0.1:9443/validate")
         );
-        let excluded = vw.namespace_selector.as_ref().unwrap().match_expressions.as_ref().unwrap()[0]
+        let excluded = vw
+            .namespace_selector
+            .as_ref()
+            .unwrap()
+            .match_expressions
+            .as_ref()
+            .unwrap()[0]
             .values
             .clone()
             .unwrap();
         assert_eq!(excluded, ["kube-system", "sandbox-system"]);
-        let resources: Vec<String> = rules().into_iter().flat_map(|r| r.resources.unwrap()).collect();
+        let resources: Vec<String> = rules()
+            .into_iter()
+            .flat_map(|r| r.resources.unwrap())
+            .collect();
         assert_eq!(resources.len(), 4);
         let only = namespace_selector("ns", Some("team-a"));
         assert_eq!(only.match_expressions.unwrap()[0].operator, "In");

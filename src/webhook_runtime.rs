@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
 use kube::api::DeleteParams;
 use kube::{Api, Client};
 use sandbox_certs::{CertManager, CertManagerConfig, PkiSettings};
@@ -58,8 +60,12 @@ impl WebhookHandle {
     pub async fn stop(self) {
         if let Some(name) = self.registered {
             let dp = DeleteParams::default();
-            let _ = Api::<MutatingWebhookConfiguration>::all(self.client.clone()).delete(&name, &dp).await;
-            let _ = Api::<ValidatingWebhookConfiguration>::all(self.client.clone()).delete(&name, &dp).await;
+            let _ = Api::<MutatingWebhookConfiguration>::all(self.client.clone())
+                .delete(&name, &dp)
+                .await;
+            let _ = Api::<ValidatingWebhookConfiguration>::all(self.client.clone())
+                .delete(&name, &dp)
+                .await;
             info!(name, "removed the URL-based webhook configurations");
         }
     }
@@ -77,14 +83,22 @@ pub async fn start(
     let store = match &settings.cert_dir {
         Some(dir) => {
             let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
-            let store = CertStore::from_files(&cert, &key)
-                .map_err(|e| anyhow::anyhow!("loading the webhook certificate from {}: {e}", dir.display()))?;
-            if let Ok(pem) = std::fs::read_to_string(&cert) {
-                if let Ok(not_after) = sandbox_certs::not_after(&pem) {
-                    metrics.certificate_expiry.set(not_after.as_second() as f64);
-                }
+            let store = CertStore::from_files(&cert, &key).map_err(|e| {
+                anyhow::anyhow!(
+                    "loading the webhook certificate from {}: {e}",
+                    dir.display()
+                )
+            })?;
+            if let Ok(pem) = std::fs::read_to_string(&cert)
+                && let Ok(not_after) = sandbox_certs::not_after(&pem)
+            {
+                metrics.certificate_expiry.set(not_after.as_second() as f64);
             }
-            tokio::spawn(store.clone().watch_files(cert, key, Duration::from_secs(10)));
+            tokio::spawn(
+                store
+                    .clone()
+                    .watch_files(cert, key, Duration::from_secs(10)),
+            );
             store
         }
         None => self_managed(&settings, &client, &metrics, stop.clone()).await?,
@@ -112,9 +126,15 @@ pub async fn start(
 
     let mut shutdown = stop.clone();
     tokio::spawn(async move {
-        let served = sandbox_webhook::serve(listener, ServerConfig::default(), handler, store, async move {
-            let _ = shutdown.wait_for(|s| *s).await;
-        })
+        let served = sandbox_webhook::serve(
+            listener,
+            ServerConfig::default(),
+            handler,
+            store,
+            async move {
+                let _ = shutdown.wait_for(|s| *s).await;
+            },
+        )
         .await;
         if let Err(error) = served {
             warn!(%error, "the webhook server stopped with an error");
@@ -145,10 +165,13 @@ async fn self_managed(
             check_interval: settings.cert_check_interval,
         },
     );
-    let first = manager
-        .ensure()
-        .await
-        .map_err(|e| anyhow::anyhow!("obtaining the webhook certificate (Secret {}/{}): {e}", settings.operator_namespace, settings.cert_secret))?;
+    let first = manager.ensure().await.map_err(|e| {
+        anyhow::anyhow!(
+            "obtaining the webhook certificate (Secret {}/{}): {e}",
+            settings.operator_namespace,
+            settings.cert_secret
+        )
+    })?;
     let store = CertStore::from_pem(&first.cert_pem, &first.key_pem)?;
     let mut expiry = manager.expiry();
     let gauge = metrics.certificate_expiry.clone();
@@ -175,10 +198,16 @@ async fn self_managed(
     Ok(store)
 }
 
-async fn ca_bundle_from_secret(client: &Client, settings: &WebhookSettings) -> anyhow::Result<String> {
-    let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &settings.operator_namespace)
-        .get(&settings.cert_secret)
-        .await?;
+async fn ca_bundle_from_secret(
+    client: &Client,
+    settings: &WebhookSettings,
+) -> anyhow::Result<String> {
+    let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(
+        client.clone(),
+        &settings.operator_namespace,
+    )
+    .get(&settings.cert_secret)
+    .await?;
     let data = secret.data.unwrap_or_default();
     let bundle = data
         .get("ca-bundle.crt")

@@ -83,13 +83,28 @@ mod tests {
     fn transition_time_moves_only_when_status_flips() {
         let t0 = jiff::Timestamp::from_second(1_000).unwrap();
         let t1 = jiff::Timestamp::from_second(2_000).unwrap();
-        let c = set_condition(&[], &ConditionUpdate::ready(false, "Pending", "x"), Some(1), t0);
-        let c = set_condition(&c, &ConditionUpdate::ready(false, "Adopting", "y"), Some(2), t1);
+        let c = set_condition(
+            &[],
+            &ConditionUpdate::ready(false, "Pending", "x"),
+            Some(1),
+            t0,
+        );
+        let c = set_condition(
+            &c,
+            &ConditionUpdate::ready(false, "Adopting", "y"),
+            Some(2),
+            t1,
+        );
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].last_transition_time.0, t0);
         assert_eq!(c[0].reason, "Adopting");
         assert_eq!(c[0].observed_generation, Some(2));
-        let c = set_condition(&c, &ConditionUpdate::ready(true, "PodReady", ""), Some(2), t1);
+        let c = set_condition(
+            &c,
+            &ConditionUpdate::ready(true, "PodReady", ""),
+            Some(2),
+            t1,
+        );
         assert_eq!(c[0].last_transition_time.0, t1);
         assert!(is_true(&c, READY));
     }

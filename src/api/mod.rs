@@ -87,6 +87,9 @@ pub enum ShutdownPolicy {
 }
 
 /// The desired state of a [`Sandbox`].
+// kube-derive takes one `printcolumn(...)` per column; clippy reads the
+// repeated `type_` keys as duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "agents.x-k8s.io",
@@ -99,10 +102,22 @@ pub enum ShutdownPolicy {
     derive = "PartialEq",
     derive = "Default",
     doc = "An isolated sandbox: exactly one Pod, its volumes and a headless Service.",
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
     printcolumn(name = "Pod", type_ = "string", json_path = ".status.podName"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
     scale(
         spec_replicas_path = ".spec.replicas",
         status_replicas_path = ".status.replicas",
@@ -150,7 +165,11 @@ pub struct SandboxStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
     /// `<service>.<namespace>.svc.<cluster domain>`.
-    #[serde(default, rename = "serviceFQDN", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "serviceFQDN",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_fqdn: Option<String>,
     /// Number of Pods currently running for the sandbox (0 or 1).
     #[serde(default)]
@@ -182,6 +201,9 @@ pub struct NetworkPolicySpec {
 }
 
 /// The blueprint sandboxes and warm Pods are made from.
+// kube-derive takes one `printcolumn(...)` per column; clippy reads the
+// repeated `type_` keys as duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "extensions.agents.x-k8s.io",
@@ -194,7 +216,11 @@ pub struct NetworkPolicySpec {
     derive = "PartialEq",
     derive = "Default",
     doc = "A reusable sandbox blueprint referenced by claims and warm pools.",
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SandboxTemplateSpec {
@@ -247,6 +273,9 @@ pub struct ClaimLifecycle {
 }
 
 /// A request for one sandbox of a template.
+// kube-derive takes one `printcolumn(...)` per column; clippy reads the
+// repeated `type_` keys as duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "extensions.agents.x-k8s.io",
@@ -259,10 +288,22 @@ pub struct ClaimLifecycle {
     derive = "PartialEq",
     derive = "Default",
     doc = "A request for a sandbox, served from a warm pool when one has an idle Pod.",
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
     printcolumn(name = "Sandbox", type_ = "string", json_path = ".status.sandbox.name"),
-    printcolumn(name = "LaunchType", type_ = "string", json_path = ".status.launchType"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "LaunchType",
+        type_ = "string",
+        json_path = ".status.launchType"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SandboxClaimSpec {
@@ -334,6 +375,9 @@ pub struct SandboxClaimStatus {
 }
 
 /// Keeps `replicas` idle, pre-started Pods of a template.
+// kube-derive takes one `printcolumn(...)` per column; clippy reads the
+// repeated `type_` keys as duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "extensions.agents.x-k8s.io",
@@ -348,7 +392,11 @@ pub struct SandboxClaimStatus {
     doc = "A pool of idle, pre-started Pods of one template, taken over by claims.",
     printcolumn(name = "Desired", type_ = "integer", json_path = ".spec.replicas"),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
     scale(
         spec_replicas_path = ".spec.replicas",
         status_replicas_path = ".status.replicas",
@@ -386,7 +434,9 @@ pub struct SandboxWarmPoolStatus {
 }
 
 /// All CRDs of the operator, in install order.
-pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
+pub fn crds()
+-> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+{
     vec![
         Sandbox::crd(),
         SandboxTemplate::crd(),

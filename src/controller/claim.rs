@@ -15,7 +15,8 @@
 //!   the cache, which is complete after a restart); if two processes race on
 //!   the same claim, the one whose Sandbox create loses deletes the Pod it
 //!   stole (the Pod is owned by the claim and never served);
-//! - the NetworkPolicy exists before any Pod carries the claim's labels.
+//! - the NetworkPolicy is created before the Sandbox, so it is in place
+//!   before the sandbox can become Ready.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,7 +25,9 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec as K8sNetworkPolicySpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, Preconditions, PropagationPolicy};
+use kube::api::{
+    Api, DeleteParams, ObjectMeta, Patch, PatchParams, Preconditions, PropagationPolicy,
+};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
@@ -33,15 +36,15 @@ use tracing::{debug, info, instrument, warn};
 
 use super::pod_index::{Criteria, pod_key, select_candidates, steal_patch};
 use super::{
-    Context, Error, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Result, controller_ref, controller_uid, create_idempotent,
-    is_conflict, is_not_found, is_terminating, kube_err,
+    Context, Error, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Result, controller_ref, controller_uid,
+    create_idempotent, is_conflict, is_not_found, is_terminating, kube_err,
 };
 use crate::api::{
-    ADMITTED_AT_ANNOTATION, CLAIM_UID_LABEL, ClaimShutdownPolicy, ClaimedSandboxStatus, ConditionUpdate, FIELD_MANAGER,
-    LaunchType, POD_NAME_ANNOTATION, POOL_LABEL, READY, SANDBOX_LABEL, Sandbox, SandboxClaim, SandboxClaimStatus,
-    SandboxSpec, SandboxTemplate, SandboxWarmPool, find_condition, is_true, set_condition, template_hash,
+    ADMITTED_AT_ANNOTATION, CLAIM_UID_LABEL, ClaimShutdownPolicy, ClaimedSandboxStatus,
+    ConditionUpdate, FIELD_MANAGER, LaunchType, POD_NAME_ANNOTATION, POOL_LABEL, READY,
+    SANDBOX_LABEL, Sandbox, SandboxClaim, SandboxClaimStatus, SandboxSpec, SandboxTemplate,
+    SandboxWarmPool, find_condition, is_true, set_condition, template_hash,
 };
-
 
 /// Controller name in metrics and logs.
 pub const CONTROLLER: &str = "claim";
@@ -53,7 +56,7 @@ const MAX_STEAL_ATTEMPTS: usize = 8;
 #[derive(Debug)]
 pub enum StealOutcome {
     /// The Pod is now owned by the claim.
-    Won(Pod),
+    Won(Box<Pod>),
     /// Someone else changed the Pod first (409 / failed `test`); not an error.
     Lost,
 }
@@ -73,12 +76,19 @@ pub async fn steal(ctx: &Context, pod: &Pod, claim: &SandboxClaim) -> Result<Ste
     ctx.metrics.steal_attempts.with_label_values(&[&pool]).inc();
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     match api
-        .patch(&pod.name_any(), &PatchParams::default(), &Patch::<()>::Json(patch))
+        .patch(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::<()>::Json(patch),
+        )
         .await
     {
-        Ok(stolen) => Ok(StealOutcome::Won(stolen)),
+        Ok(stolen) => Ok(StealOutcome::Won(Box::new(stolen))),
         Err(e) if is_conflict(&e) || is_not_found(&e) => {
-            ctx.metrics.steal_conflicts.with_label_values(&[&pool]).inc();
+            ctx.metrics
+                .steal_conflicts
+                .with_label_values(&[&pool])
+                .inc();
             debug!(pod = %pod.name_any(), "lost the race for a warm Pod");
             Ok(StealOutcome::Lost)
         }
@@ -108,7 +118,10 @@ pub fn pool_choice(claim: &SandboxClaim) -> PoolChoice {
 
 /// The NetworkPolicy of a claim: deny all ingress to its Pod unless the
 /// template allows some. Pure.
-pub fn desired_network_policy(claim: &SandboxClaim, template: &SandboxTemplate) -> Result<NetworkPolicy> {
+pub fn desired_network_policy(
+    claim: &SandboxClaim,
+    template: &SandboxTemplate,
+) -> Result<NetworkPolicy> {
     let name = claim.name_any();
     let rules = template.spec.network_policy.clone().unwrap_or_default();
     let mut policy_types = vec!["Ingress".to_string()];
@@ -119,7 +132,10 @@ pub fn desired_network_policy(claim: &SandboxClaim, template: &SandboxTemplate) 
         metadata: ObjectMeta {
             name: Some(format!("{name}-sandbox")),
             namespace: claim.namespace(),
-            labels: Some(BTreeMap::from([(MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string())])),
+            labels: Some(BTreeMap::from([(
+                MANAGED_BY_LABEL.to_string(),
+                MANAGED_BY_VALUE.to_string(),
+            )])),
             owner_references: Some(vec![controller_ref(claim)?]),
             ..Default::default()
         },
@@ -136,7 +152,11 @@ pub fn desired_network_policy(claim: &SandboxClaim, template: &SandboxTemplate) 
 }
 
 /// The Sandbox of a claim, served by `pod` (warm) or by a new Pod (cold). Pure.
-pub fn desired_sandbox(claim: &SandboxClaim, template: &SandboxTemplate, pod: Option<&str>) -> Result<Sandbox> {
+pub fn desired_sandbox(
+    claim: &SandboxClaim,
+    template: &SandboxTemplate,
+    pod: Option<&str>,
+) -> Result<Sandbox> {
     let mut annotations = BTreeMap::new();
     if let Some(pod) = pod {
         annotations.insert(POD_NAME_ANNOTATION.to_string(), pod.to_string());
@@ -146,14 +166,21 @@ pub fn desired_sandbox(claim: &SandboxClaim, template: &SandboxTemplate, pod: Op
             name: Some(claim.name_any()),
             namespace: claim.namespace(),
             annotations: (!annotations.is_empty()).then_some(annotations),
-            labels: Some(BTreeMap::from([(MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string())])),
+            labels: Some(BTreeMap::from([(
+                MANAGED_BY_LABEL.to_string(),
+                MANAGED_BY_VALUE.to_string(),
+            )])),
             owner_references: Some(vec![controller_ref(claim)?]),
             ..Default::default()
         },
         spec: SandboxSpec {
             pod_template: template.spec.pod_template.clone(),
             // Warm Pods were started without per-claim volumes.
-            volume_claim_templates: if pod.is_some() { None } else { template.spec.volume_claim_templates.clone() },
+            volume_claim_templates: if pod.is_some() {
+                None
+            } else {
+                template.spec.volume_claim_templates.clone()
+            },
             ..Default::default()
         },
         status: None,
@@ -161,14 +188,35 @@ pub fn desired_sandbox(claim: &SandboxClaim, template: &SandboxTemplate, pod: Op
 }
 
 /// The claim status mirroring its Sandbox. Pure.
-pub fn mirror_status(claim: &SandboxClaim, sandbox: &Sandbox, now: jiff::Timestamp) -> SandboxClaimStatus {
+pub fn mirror_status(
+    claim: &SandboxClaim,
+    sandbox: &Sandbox,
+    now: jiff::Timestamp,
+) -> SandboxClaimStatus {
     let previous = claim.status.clone().unwrap_or_default();
     let sandbox_status = sandbox.status.clone().unwrap_or_default();
     let ready = find_condition(&sandbox_status.conditions, READY);
     let update = match ready {
-        Some(c) if c.status == "True" => ConditionUpdate::ready(true, "SandboxReady", format!("Sandbox {} is Ready", sandbox.name_any())),
-        Some(c) => ConditionUpdate::ready(false, "SandboxNotReady", format!("Sandbox {}: {}: {}", sandbox.name_any(), c.reason, c.message)),
-        None => ConditionUpdate::ready(false, "SandboxCreated", format!("Sandbox {} was created", sandbox.name_any())),
+        Some(c) if c.status == "True" => ConditionUpdate::ready(
+            true,
+            "SandboxReady",
+            format!("Sandbox {} is Ready", sandbox.name_any()),
+        ),
+        Some(c) => ConditionUpdate::ready(
+            false,
+            "SandboxNotReady",
+            format!(
+                "Sandbox {}: {}: {}",
+                sandbox.name_any(),
+                c.reason,
+                c.message
+            ),
+        ),
+        None => ConditionUpdate::ready(
+            false,
+            "SandboxCreated",
+            format!("Sandbox {} was created", sandbox.name_any()),
+        ),
     };
     let annotated = sandbox.annotations().get(POD_NAME_ANNOTATION);
     let pod_name = sandbox_status.pod_name.clone();
@@ -187,7 +235,10 @@ pub fn mirror_status(claim: &SandboxClaim, sandbox: &Sandbox, now: jiff::Timesta
         pod_name,
         launch_type: Some(launch_type),
         warm_pool: previous.warm_pool.clone(),
-        ready_time: previous.ready_time.clone().or_else(|| is_ready.then_some(Time(now))),
+        ready_time: previous
+            .ready_time
+            .clone()
+            .or_else(|| is_ready.then_some(Time(now))),
     }
 }
 
@@ -215,7 +266,12 @@ pub async fn reconcile(claim: Arc<SandboxClaim>, ctx: Arc<Context>) -> Result<Ac
     let now = jiff::Timestamp::now();
 
     // Lifecycle.
-    let deadline = claim.spec.lifecycle.as_ref().and_then(|l| l.shutdown_time.as_ref()).map(|t| t.0);
+    let deadline = claim
+        .spec
+        .lifecycle
+        .as_ref()
+        .and_then(|l| l.shutdown_time.as_ref())
+        .map(|t| t.0);
     if let Some(deadline) = deadline.filter(|d| *d <= now) {
         return expire(&ctx, &claim, deadline).await;
     }
@@ -226,10 +282,14 @@ pub async fn reconcile(claim: Arc<SandboxClaim>, ctx: Arc<Context>) -> Result<Ac
 
     // Observe: the Sandbox is read from the API server (not a cache), so a
     // claim is never served twice because a cache lagged.
-    let sandbox = match sandboxes.get_opt(&name).await.map_err(kube_err("get sandbox"))? {
+    let sandbox = match sandboxes
+        .get_opt(&name)
+        .await
+        .map_err(kube_err("get sandbox"))?
+    {
         Some(sandbox) => sandbox,
         None => match serve(&ctx, &claim, &namespace, &claim_uid).await? {
-            Served::Sandbox(s) => s,
+            Served::Sandbox(s) => *s,
             Served::Waiting(action) => return Ok(action),
         },
     };
@@ -239,45 +299,74 @@ pub async fn reconcile(claim: Arc<SandboxClaim>, ctx: Arc<Context>) -> Result<Ac
     if status.warm_pool.is_none() {
         status.warm_pool = ctx.stolen_pool(&namespace, status.pod_name.as_deref());
     }
-    let was_ready = claim.status.as_ref().is_some_and(|s| is_true(&s.conditions, READY));
+    let was_ready = claim
+        .status
+        .as_ref()
+        .is_some_and(|s| is_true(&s.conditions, READY));
     let now_ready = is_true(&status.conditions, READY);
     if claim.status.as_ref() != Some(&status) {
         write_status(&ctx, &claim, &status).await?;
-        if now_ready && !was_ready && claim.status.as_ref().and_then(|s| s.ready_time.as_ref()).is_none() {
+        if now_ready
+            && !was_ready
+            && claim
+                .status
+                .as_ref()
+                .and_then(|s| s.ready_time.as_ref())
+                .is_none()
+        {
             let launch = status.launch_type.unwrap_or(LaunchType::Cold);
             if let Some(start) = admitted_at(&claim) {
-                let seconds = jiff::Timestamp::now().duration_since(start).as_secs_f64().max(0.0);
+                let seconds = jiff::Timestamp::now()
+                    .duration_since(start)
+                    .as_secs_f64()
+                    .max(0.0);
                 ctx.metrics
                     .claim_ready_seconds
                     .with_label_values(&[launch.as_str(), &claim.spec.sandbox_template_ref.name])
                     .observe(seconds);
             }
-            ctx.metrics.claims.with_label_values(&[launch.as_str()]).inc();
+            ctx.metrics
+                .claims
+                .with_label_values(&[launch.as_str()])
+                .inc();
         }
     }
     Ok(requeue)
 }
 
 enum Served {
-    Sandbox(Sandbox),
+    Sandbox(Box<Sandbox>),
     Waiting(Action),
 }
 
 /// Creates what a new claim needs: NetworkPolicy, then the warm steal or the
 /// cold fallback, then the Sandbox.
-async fn serve(ctx: &Context, claim: &SandboxClaim, namespace: &str, claim_uid: &str) -> Result<Served> {
+async fn serve(
+    ctx: &Context,
+    claim: &SandboxClaim,
+    namespace: &str,
+    claim_uid: &str,
+) -> Result<Served> {
     let template_name = &claim.spec.sandbox_template_ref.name;
     let template = match ctx.template(namespace, template_name) {
         Some(t) => (*t).clone(),
         None => {
             let api: Api<SandboxTemplate> = Api::namespaced(ctx.client.clone(), namespace);
-            match api.get_opt(template_name).await.map_err(kube_err("get template"))? {
+            match api
+                .get_opt(template_name)
+                .await
+                .map_err(kube_err("get template"))?
+            {
                 Some(t) => t,
                 None => {
                     let status = SandboxClaimStatus {
                         conditions: set_condition(
                             &claim.status.clone().unwrap_or_default().conditions,
-                            &ConditionUpdate::ready(false, "TemplateNotFound", format!("SandboxTemplate {template_name} does not exist")),
+                            &ConditionUpdate::ready(
+                                false,
+                                "TemplateNotFound",
+                                format!("SandboxTemplate {template_name} does not exist"),
+                            ),
                             claim.meta().generation,
                             jiff::Timestamp::now(),
                         ),
@@ -292,12 +381,72 @@ async fn serve(ctx: &Context, claim: &SandboxClaim, namespace: &str, claim_uid: 
         }
     };
 
+    // The NetworkPolicy and the steal run side by side: both are done before
+    // the Sandbox exists, so the policy is in place before the sandbox can be
+    // Ready (an idle pool Pod is no less reachable than a stolen one, so
+    // ordering them would only add latency).
     let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), namespace);
-    create_idempotent(&policies, &desired_network_policy(claim, &template)?, "networkpolicy").await?;
+    let policy = desired_network_policy(claim, &template)?;
+    let (policy_created, taken) = futures::join!(
+        create_idempotent(&policies, &policy, "networkpolicy"),
+        take_pod(ctx, claim, namespace, claim_uid, &template)
+    );
+    let (pod_name, stolen_now) = taken?;
+    policy_created?;
 
-    // A Pod stolen earlier for this claim (a retried reconcile, or a crash
-    // between the steal and the Sandbox create) is used, never a second one.
-    let mut pod_name = ctx.reservations.stolen_for(claim_uid).or_else(|| {
+    let sandbox = desired_sandbox(claim, &template, pod_name.as_deref())?;
+    let sandboxes: Api<Sandbox> = Api::namespaced(ctx.client.clone(), namespace);
+    match sandboxes
+        .create(
+            &kube::api::PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            },
+            &sandbox,
+        )
+        .await
+    {
+        Ok(created) => {
+            info!(pod = ?pod_name, launch = if pod_name.is_some() { "warm" } else { "cold" }, "created Sandbox");
+            if pod_name.is_some() {
+                // Warm: the Sandbox is Ready within milliseconds and its
+                // status event brings us back; an interim claim status
+                // would only be an extra write on the fast path.
+                return Ok(Served::Waiting(Action::await_change()));
+            }
+            Ok(Served::Sandbox(Box::new(created)))
+        }
+        Err(e) if super::is_already_exists(&e) => {
+            // Another process served this claim first. A Pod we stole in
+            // this reconcile is not the one its Sandbox uses: give it back
+            // by deleting it (it is owned by the claim and never served).
+            let existing = sandboxes
+                .get(&claim.name_any())
+                .await
+                .map_err(kube_err("get sandbox"))?;
+            if let Some(pod) = stolen_now
+                && existing.annotations().get(POD_NAME_ANNOTATION) != Some(&pod.name_any())
+            {
+                warn!(pod = %pod.name_any(), "claim was served by another process; deleting the Pod stolen for it");
+                delete_pod(ctx, &pod).await?;
+            }
+            Ok(Served::Sandbox(Box::new(existing)))
+        }
+        Err(e) => Err(kube_err("create sandbox")(e)),
+    }
+}
+
+/// The Pod serving a new claim: one stolen earlier for it (a retried
+/// reconcile, or a crash between the steal and the Sandbox create), never a
+/// second one; else a fresh steal. Returns (name, Pod stolen by this call).
+async fn take_pod(
+    ctx: &Context,
+    claim: &SandboxClaim,
+    namespace: &str,
+    claim_uid: &str,
+    template: &SandboxTemplate,
+) -> Result<(Option<String>, Option<Pod>)> {
+    let earlier = ctx.reservations.stolen_for(claim_uid).or_else(|| {
         ctx.pods
             .state()
             .into_iter()
@@ -308,47 +457,32 @@ async fn serve(ctx: &Context, claim: &SandboxClaim, namespace: &str, claim_uid: 
             })
             .map(|p| p.name_any())
     });
-    let mut stolen_now = None;
-
-    if pod_name.is_none() && template.spec.volume_claim_templates.is_none() {
-        let choice = pool_choice(claim);
-        if choice != PoolChoice::None {
-            stolen_now = try_steal(ctx, claim, namespace, &template, &choice).await?;
-            pod_name = stolen_now.as_ref().map(|p| p.name_any());
-            if pod_name.is_none() {
-                ctx.metrics.pool_exhausted.with_label_values(&[template_name]).inc();
-                if has_pool(ctx, namespace, template_name, &choice).await {
-                    ctx.event(claim, EventType::Normal, "PoolExhausted", "Claim", format!("no idle Ready Pod of template {template_name}: starting a cold sandbox")).await;
-                }
-            }
+    if earlier.is_some() {
+        return Ok((earlier, None));
+    }
+    let choice = pool_choice(claim);
+    if choice == PoolChoice::None || template.spec.volume_claim_templates.is_some() {
+        return Ok((None, None));
+    }
+    let stolen = try_steal(ctx, claim, namespace, template, &choice).await?;
+    if stolen.is_none() {
+        let template_name = &claim.spec.sandbox_template_ref.name;
+        ctx.metrics
+            .pool_exhausted
+            .with_label_values(&[template_name])
+            .inc();
+        if has_pool(ctx, namespace, template_name, &choice).await {
+            ctx.event(
+                claim,
+                EventType::Normal,
+                "PoolExhausted",
+                "Claim",
+                format!("no idle Ready Pod of template {template_name}: starting a cold sandbox"),
+            )
+            .await;
         }
     }
-
-    let sandbox = desired_sandbox(claim, &template, pod_name.as_deref())?;
-    let sandboxes: Api<Sandbox> = Api::namespaced(ctx.client.clone(), namespace);
-    match sandboxes
-        .create(&kube::api::PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &sandbox)
-        .await
-    {
-        Ok(created) => {
-            info!(pod = ?pod_name, launch = if pod_name.is_some() { "warm" } else { "cold" }, "created Sandbox");
-            Ok(Served::Sandbox(created))
-        }
-        Err(e) if super::is_already_exists(&e) => {
-            // Another process served this claim first. A Pod we stole in
-            // this reconcile is not the one its Sandbox uses: give it back
-            // by deleting it (it is owned by the claim and never served).
-            let existing = sandboxes.get(&claim.name_any()).await.map_err(kube_err("get sandbox"))?;
-            if let Some(pod) = stolen_now {
-                if existing.annotations().get(POD_NAME_ANNOTATION) != Some(&pod.name_any()) {
-                    warn!(pod = %pod.name_any(), "claim was served by another process; deleting the Pod stolen for it");
-                    delete_pod(ctx, &pod).await?;
-                }
-            }
-            Ok(Served::Sandbox(existing))
-        }
-        Err(e) => Err(kube_err("create sandbox")(e)),
-    }
+    Ok((stolen.as_ref().map(|p| p.name_any()), stolen))
 }
 
 /// Tries candidates until one steal wins. Returns the stolen Pod.
@@ -381,7 +515,7 @@ async fn try_steal(
         match steal(ctx, &candidate, claim).await {
             Ok(StealOutcome::Won(pod)) => {
                 ctx.reservations.record_steal(&claim_uid, &pod.name_any());
-                return Ok(Some(pod));
+                return Ok(Some(*pod));
             }
             Ok(StealOutcome::Lost) => ctx.reservations.release(&key),
             Err(e) => {
@@ -413,7 +547,10 @@ async fn has_pool(ctx: &Context, namespace: &str, template: &str, choice: &PoolC
 async fn delete_pod(ctx: &Context, pod: &Pod) -> Result<()> {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
     let params = DeleteParams {
-        preconditions: Some(Preconditions { uid: pod.uid(), resource_version: None }),
+        preconditions: Some(Preconditions {
+            uid: pod.uid(),
+            resource_version: None,
+        }),
         ..Default::default()
     };
     match api.delete(&pod.name_any(), &params).await {
@@ -427,7 +564,12 @@ async fn delete_pod(ctx: &Context, pod: &Pod) -> Result<()> {
 /// by ownerReference); `Retain` deletes the Sandbox and marks the claim.
 async fn expire(ctx: &Context, claim: &SandboxClaim, deadline: jiff::Timestamp) -> Result<Action> {
     let namespace = claim.namespace().unwrap_or_default();
-    let policy = claim.spec.lifecycle.as_ref().and_then(|l| l.shutdown_policy).unwrap_or_default();
+    let policy = claim
+        .spec
+        .lifecycle
+        .as_ref()
+        .and_then(|l| l.shutdown_policy)
+        .unwrap_or_default();
     match policy {
         ClaimShutdownPolicy::Delete | ClaimShutdownPolicy::DeleteForeground => {
             let api: Api<SandboxClaim> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -447,7 +589,10 @@ async fn expire(ctx: &Context, claim: &SandboxClaim, deadline: jiff::Timestamp) 
         }
         ClaimShutdownPolicy::Retain => {
             let api: Api<Sandbox> = Api::namespaced(ctx.client.clone(), &namespace);
-            match api.delete(&claim.name_any(), &DeleteParams::background()).await {
+            match api
+                .delete(&claim.name_any(), &DeleteParams::background())
+                .await
+            {
                 Ok(_) => {}
                 Err(e) if is_not_found(&e) => {}
                 Err(e) => return Err(kube_err("delete sandbox of expired claim")(e)),
@@ -456,7 +601,11 @@ async fn expire(ctx: &Context, claim: &SandboxClaim, deadline: jiff::Timestamp) 
             let status = SandboxClaimStatus {
                 conditions: set_condition(
                     &previous.conditions,
-                    &ConditionUpdate::ready(false, "ClaimExpired", format!("shutdownTime {deadline} has passed")),
+                    &ConditionUpdate::ready(
+                        false,
+                        "ClaimExpired",
+                        format!("shutdownTime {deadline} has passed"),
+                    ),
                     claim.meta().generation,
                     jiff::Timestamp::now(),
                 ),
@@ -472,15 +621,24 @@ async fn expire(ctx: &Context, claim: &SandboxClaim, deadline: jiff::Timestamp) 
 }
 
 /// Writes the claim status with server-side apply.
-async fn write_status(ctx: &Context, claim: &SandboxClaim, status: &SandboxClaimStatus) -> Result<()> {
-    let api: Api<SandboxClaim> = Api::namespaced(ctx.client.clone(), &claim.namespace().unwrap_or_default());
+async fn write_status(
+    ctx: &Context,
+    claim: &SandboxClaim,
+    status: &SandboxClaimStatus,
+) -> Result<()> {
+    let api: Api<SandboxClaim> =
+        Api::namespaced(ctx.client.clone(), &claim.namespace().unwrap_or_default());
     let body = json!({
         "apiVersion": SandboxClaim::api_version(&()),
         "kind": SandboxClaim::kind(&()),
         "status": status,
     });
     match api
-        .patch_status(&claim.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(body))
+        .patch_status(
+            &claim.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(body),
+        )
         .await
     {
         Ok(_) => Ok(()),
@@ -514,15 +672,26 @@ mod tests {
         assert_eq!(pool_choice(&claim(None)), PoolChoice::Any);
         assert_eq!(pool_choice(&claim(Some("default"))), PoolChoice::Any);
         assert_eq!(pool_choice(&claim(Some("none"))), PoolChoice::None);
-        assert_eq!(pool_choice(&claim(Some("fast"))), PoolChoice::Named("fast".into()));
+        assert_eq!(
+            pool_choice(&claim(Some("fast"))),
+            PoolChoice::Named("fast".into())
+        );
     }
 
     #[test]
     fn sandbox_is_owned_by_the_claim_and_annotated_only_when_warm() {
         let template = SandboxTemplate::new("t", SandboxTemplateSpec::default());
         let warm = desired_sandbox(&claim(None), &template, Some("pod-1")).unwrap();
-        assert_eq!(warm.annotations().get(POD_NAME_ANNOTATION).map(String::as_str), Some("pod-1"));
-        assert_eq!(warm.metadata.owner_references.as_ref().unwrap()[0].uid, "claim-uid");
+        assert_eq!(
+            warm.annotations()
+                .get(POD_NAME_ANNOTATION)
+                .map(String::as_str),
+            Some("pod-1")
+        );
+        assert_eq!(
+            warm.metadata.owner_references.as_ref().unwrap()[0].uid,
+            "claim-uid"
+        );
         assert_eq!(warm.name_any(), "c1");
         let cold = desired_sandbox(&claim(None), &template, None).unwrap();
         assert!(cold.annotations().get(POD_NAME_ANNOTATION).is_none());
@@ -535,14 +704,18 @@ mod tests {
         let spec = np.spec.unwrap();
         assert_eq!(spec.ingress, Some(vec![]));
         assert_eq!(spec.policy_types, Some(vec!["Ingress".to_string()]));
-        assert_eq!(spec.pod_selector.unwrap().match_labels.unwrap()[SANDBOX_LABEL], "c1");
+        assert_eq!(
+            spec.pod_selector.unwrap().match_labels.unwrap()[SANDBOX_LABEL],
+            "c1"
+        );
     }
 
     #[test]
     fn status_mirrors_sandbox_and_records_launch_type_once() {
         let c = claim(None);
         let mut s = Sandbox::new("c1", SandboxSpec::default());
-        s.annotations_mut().insert(POD_NAME_ANNOTATION.into(), "warm-1".into());
+        s.annotations_mut()
+            .insert(POD_NAME_ANNOTATION.into(), "warm-1".into());
         s.status = Some(SandboxStatus {
             pod_name: Some("warm-1".into()),
             conditions: vec![Condition {
@@ -569,7 +742,10 @@ mod tests {
     #[test]
     fn admitted_at_prefers_the_webhook_stamp() {
         let mut c = claim(None);
-        c.annotations_mut().insert(ADMITTED_AT_ANNOTATION.into(), "2026-01-01T00:00:00.123456789Z".into());
+        c.annotations_mut().insert(
+            ADMITTED_AT_ANNOTATION.into(),
+            "2026-01-01T00:00:00.123456789Z".into(),
+        );
         assert_eq!(admitted_at(&c).unwrap().subsec_nanosecond(), 123_456_789);
     }
 }

@@ -59,15 +59,23 @@ pub enum LeaseDecision {
 
 /// Decides from the Lease spec whether `identity` may hold it at `now`. Pure.
 pub fn decide(spec: Option<&LeaseSpec>, identity: &str, now: jiff::Timestamp) -> LeaseDecision {
-    let Some(spec) = spec else { return LeaseDecision::Take };
+    let Some(spec) = spec else {
+        return LeaseDecision::Take;
+    };
     match spec.holder_identity.as_deref() {
         Some(holder) if holder == identity => LeaseDecision::Renew,
         None | Some("") => LeaseDecision::Take,
         Some(_) => {
             let duration = i64::from(spec.lease_duration_seconds.unwrap_or(15));
-            let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()).map(|t| t.0);
+            let renewed = spec
+                .renew_time
+                .as_ref()
+                .or(spec.acquire_time.as_ref())
+                .map(|t| t.0);
             match renewed {
-                Some(at) if at + jiff::SignedDuration::from_secs(duration) > now => LeaseDecision::Wait,
+                Some(at) if at + jiff::SignedDuration::from_secs(duration) > now => {
+                    LeaseDecision::Wait
+                }
                 _ => LeaseDecision::Take,
             }
         }
@@ -88,7 +96,11 @@ impl LeaderElector {
     pub async fn try_hold(&self) -> Result<bool, kube::Error> {
         let now = jiff::Timestamp::now();
         let current = self.api.get_opt(&self.config.name).await?;
-        let decision = decide(current.as_ref().and_then(|l| l.spec.as_ref()), &self.config.identity, now);
+        let decision = decide(
+            current.as_ref().and_then(|l| l.spec.as_ref()),
+            &self.config.identity,
+            now,
+        );
         let lease_seconds = i32::try_from(self.config.lease_duration.as_secs()).unwrap_or(15);
         match (current, decision) {
             (_, LeaseDecision::Wait) => Ok(false),
@@ -124,7 +136,11 @@ impl LeaderElector {
                 spec.lease_duration_seconds = Some(lease_seconds);
                 spec.renew_time = Some(MicroTime(now));
                 // `replace` carries metadata.resourceVersion: conditioned.
-                match self.api.replace(&lease.name_any(), &PostParams::default(), &lease).await {
+                match self
+                    .api
+                    .replace(&lease.name_any(), &PostParams::default(), &lease)
+                    .await
+                {
                     Ok(_) => Ok(true),
                     Err(e) if is_conflict(&e) => Ok(false),
                     Err(e) => Err(e),
@@ -184,7 +200,9 @@ impl LeaderElector {
     /// Gives the Lease up so a standby can take over without waiting for
     /// expiry. Conditioned on the version read; losing that race is fine.
     pub async fn release(&self) {
-        let Ok(Some(mut lease)) = self.api.get_opt(&self.config.name).await else { return };
+        let Ok(Some(mut lease)) = self.api.get_opt(&self.config.name).await else {
+            return;
+        };
         let spec = lease.spec.get_or_insert_with(Default::default);
         if spec.holder_identity.as_deref() != Some(self.config.identity.as_str()) {
             return;
@@ -192,7 +210,11 @@ impl LeaderElector {
         spec.holder_identity = None;
         spec.renew_time = None;
         spec.acquire_time = None;
-        match self.api.replace(&lease.name_any(), &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&lease.name_any(), &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) => info!("released the leader Lease"),
             Err(error) => warn!(%error, "could not release the leader Lease"),
         }
@@ -216,9 +238,21 @@ mod tests {
     fn lease_decisions() {
         let now = jiff::Timestamp::from_second(1_000).unwrap();
         assert_eq!(decide(None, "me", now), LeaseDecision::Take);
-        assert_eq!(decide(Some(&spec(Some("me"), 990)), "me", now), LeaseDecision::Renew);
-        assert_eq!(decide(Some(&spec(Some("you"), 990)), "me", now), LeaseDecision::Wait);
-        assert_eq!(decide(Some(&spec(Some("you"), 900)), "me", now), LeaseDecision::Take);
-        assert_eq!(decide(Some(&spec(None, 999)), "me", now), LeaseDecision::Take);
+        assert_eq!(
+            decide(Some(&spec(Some("me"), 990)), "me", now),
+            LeaseDecision::Renew
+        );
+        assert_eq!(
+            decide(Some(&spec(Some("you"), 990)), "me", now),
+            LeaseDecision::Wait
+        );
+        assert_eq!(
+            decide(Some(&spec(Some("you"), 900)), "me", now),
+            LeaseDecision::Take
+        );
+        assert_eq!(
+            decide(Some(&spec(None, 999)), "me", now),
+            LeaseDecision::Take
+        );
     }
 }

@@ -20,8 +20,8 @@
 pub mod claim;
 pub mod leader;
 pub mod pod_index;
-pub mod sandbox;
 pub mod run;
+pub mod sandbox;
 pub mod warmpool;
 
 use std::sync::Arc;
@@ -129,7 +129,11 @@ pub struct Triggers {
 impl Context {
     /// Builds the context and starts the caches; returns once every cache has
     /// its initial list.
-    pub async fn start(client: Client, config: Config, metrics: Arc<Metrics>) -> anyhow::Result<(Arc<Self>, Triggers)> {
+    pub async fn start(
+        client: Client,
+        config: Config,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<(Arc<Self>, Triggers)> {
         let (pool_tx, pools) = mpsc::unbounded();
         let (sandbox_tx, sandboxes) = mpsc::unbounded();
         let managed = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}");
@@ -140,11 +144,19 @@ impl Context {
             move |pod: &Pod| {
                 let namespace = pod.namespace().unwrap_or_default();
                 let labels = pod.labels();
-                for pool in [labels.get(POOL_LABEL), labels.get(ORIGIN_POOL_LABEL)].into_iter().flatten() {
+                for pool in [labels.get(POOL_LABEL), labels.get(ORIGIN_POOL_LABEL)]
+                    .into_iter()
+                    .flatten()
+                {
                     let _ = pool_tx.unbounded_send(ObjectRef::new(pool).within(&namespace));
                 }
-                for owner in pod.owner_references().iter().filter(|o| o.controller == Some(true) && o.kind == "Sandbox") {
-                    let _ = sandbox_tx.unbounded_send(ObjectRef::new(&owner.name).within(&namespace));
+                for owner in pod
+                    .owner_references()
+                    .iter()
+                    .filter(|o| o.controller == Some(true) && o.kind == "Sandbox")
+                {
+                    let _ =
+                        sandbox_tx.unbounded_send(ObjectRef::new(&owner.name).within(&namespace));
                 }
             }
         };
@@ -166,13 +178,18 @@ impl Context {
                 let namespace = template.namespace().unwrap_or_default();
                 let name = template.name_any();
                 tokio::spawn(async move {
-                    let Ok(list) = Api::<SandboxWarmPool>::namespaced(pool_api.into_client(), &namespace)
-                        .list(&ListParams::default())
-                        .await
+                    let Ok(list) =
+                        Api::<SandboxWarmPool>::namespaced(pool_api.into_client(), &namespace)
+                            .list(&ListParams::default())
+                            .await
                     else {
                         return;
                     };
-                    for pool in list.items.iter().filter(|p| p.spec.sandbox_template_ref.name == name) {
+                    for pool in list
+                        .items
+                        .iter()
+                        .filter(|p| p.spec.sandbox_template_ref.name == name)
+                    {
                         let _ = pool_tx.unbounded_send(ObjectRef::from_obj(pool));
                     }
                 });
@@ -222,8 +239,14 @@ impl Context {
 
     /// Publishes an Event about `obj` unless Events are switched off. A
     /// failure to publish is logged, never fails the reconcile.
-    pub async fn event<K>(&self, obj: &K, type_: EventType, reason: &str, action: &str, note: String)
-    where
+    pub async fn event<K>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) where
         K: Resource<DynamicType = ()>,
     {
         if !self.config.events {
@@ -249,7 +272,9 @@ impl Context {
     /// Whether the cache lacks the Service `name` (it may lag: creating it
     /// then answers AlreadyExists, which is fine).
     pub fn services_missing(&self, namespace: &str, name: &str) -> bool {
-        self.services.get(&ObjectRef::new(name).within(namespace)).is_none()
+        self.services
+            .get(&ObjectRef::new(name).within(namespace))
+            .is_none()
     }
 
     /// The pool a stolen Pod came from (its `origin-pool` label), from the cache.
@@ -261,9 +286,20 @@ impl Context {
 
 /// Runs one cache: applies each watch event to the store, then calls
 /// `trigger` with the object (for deletions too).
-async fn cache<K, F>(what: &'static str, api: Api<K>, config: watcher::Config, mut writer: Writer<K>, trigger: F)
-where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+async fn cache<K, F>(
+    what: &'static str,
+    api: Api<K>,
+    config: watcher::Config,
+    mut writer: Writer<K>,
+    trigger: F,
+) where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
     F: Fn(&K),
 {
     use futures::StreamExt;
@@ -275,7 +311,9 @@ where
                 writer.apply_watcher_event(&event);
                 match &event {
                     watcher::Event::Apply(obj) | watcher::Event::Delete(obj) => trigger(obj),
-                    watcher::Event::InitApply(_) | watcher::Event::Init | watcher::Event::InitDone => {}
+                    watcher::Event::InitApply(_)
+                    | watcher::Event::Init
+                    | watcher::Event::InitDone => {}
                 }
             }
             Err(error) => warn!(%error, what, "watch error (retrying with backoff)"),
@@ -366,7 +404,9 @@ pub fn controller_uid(meta: &kube::api::ObjectMeta) -> Option<&str> {
 
 /// Whether a Pod is Running with a `Ready=True` condition.
 pub fn pod_is_ready(pod: &Pod) -> bool {
-    let Some(status) = &pod.status else { return false };
+    let Some(status) = &pod.status else {
+        return false;
+    };
     status.phase.as_deref() == Some("Running")
         && status
             .conditions
@@ -395,7 +435,16 @@ pub(crate) async fn create_idempotent<K>(api: &Api<K>, obj: &K, what: &str) -> R
 where
     K: Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
-    match api.create(&PostParams { field_manager: Some(crate::api::FIELD_MANAGER.into()), ..Default::default() }, obj).await {
+    match api
+        .create(
+            &PostParams {
+                field_manager: Some(crate::api::FIELD_MANAGER.into()),
+                ..Default::default()
+            },
+            obj,
+        )
+        .await
+    {
         Ok(_) => Ok(true),
         Err(e) if is_already_exists(&e) => Ok(false),
         Err(e) => Err(kube_err(format!("create {what}"))(e)),

@@ -121,7 +121,11 @@ pub fn steal_patch(
 /// Guarantee: like [`steal_patch`], it applies only to the exact version that
 /// was read (first op tests `metadata.resourceVersion`), so a Pod that changed
 /// owner in between is never taken.
-pub fn adopt_patch(pod: &Pod, sandbox_name: &str, owner: OwnerReference) -> Option<json_patch::Patch> {
+pub fn adopt_patch(
+    pod: &Pod,
+    sandbox_name: &str,
+    owner: OwnerReference,
+) -> Option<json_patch::Patch> {
     let resource_version = pod.resource_version()?;
     let mut ops = vec![
         json!({"op": "test", "path": "/metadata/resourceVersion", "value": resource_version}),
@@ -137,7 +141,10 @@ pub fn adopt_patch(pod: &Pod, sandbox_name: &str, owner: OwnerReference) -> Opti
 
 /// JSON pointer to a label key (`/` escaped as `~1`).
 pub fn label_path(key: &str) -> String {
-    format!("/metadata/labels/{}", key.replace('~', "~0").replace('/', "~1"))
+    format!(
+        "/metadata/labels/{}",
+        key.replace('~', "~0").replace('/', "~1")
+    )
 }
 
 /// Pods this process has chosen for a steal, so two concurrent reconciles
@@ -165,8 +172,12 @@ impl Reservations {
     pub fn try_reserve(&self, key: &str) -> bool {
         let mut state = self.inner.lock().expect("reservation lock");
         let now = Instant::now();
-        state.pods.retain(|_, at| now.duration_since(*at) < RESERVATION_TTL);
-        state.claims.retain(|_, (_, at)| now.duration_since(*at) < RESERVATION_TTL);
+        state
+            .pods
+            .retain(|_, at| now.duration_since(*at) < RESERVATION_TTL);
+        state
+            .claims
+            .retain(|_, (_, at)| now.duration_since(*at) < RESERVATION_TTL);
         if state.pods.contains_key(key) {
             return false;
         }
@@ -176,7 +187,11 @@ impl Reservations {
 
     /// Releases a reservation whose steal failed.
     pub fn release(&self, key: &str) {
-        self.inner.lock().expect("reservation lock").pods.remove(key);
+        self.inner
+            .lock()
+            .expect("reservation lock")
+            .pods
+            .remove(key);
     }
 
     /// Whether a Pod is reserved.
@@ -190,11 +205,10 @@ impl Reservations {
 
     /// Records that `pod_name` now serves the claim `claim_uid`.
     pub fn record_steal(&self, claim_uid: &str, pod_name: &str) {
-        self.inner
-            .lock()
-            .expect("reservation lock")
-            .claims
-            .insert(claim_uid.to_string(), (pod_name.to_string(), Instant::now()));
+        self.inner.lock().expect("reservation lock").claims.insert(
+            claim_uid.to_string(),
+            (pod_name.to_string(), Instant::now()),
+        );
     }
 
     /// The Pod this process stole for a claim, if it remembers one.
@@ -235,7 +249,6 @@ mod tests {
                 }]),
                 ..Default::default()
             }),
-            ..Default::default()
         })
     }
 
@@ -264,7 +277,9 @@ mod tests {
     #[test]
     fn terminating_and_claimed_pods_are_skipped() {
         let mut terminating = (*pod("a", "p", "h1", true)).clone();
-        terminating.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH));
+        terminating.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
+        );
         let mut claimed = (*pod("b", "p", "h1", true)).clone();
         claimed.labels_mut().insert(CLAIM_LABEL.into(), "x".into());
         let pods = vec![Arc::new(terminating), Arc::new(claimed)];
@@ -288,7 +303,9 @@ mod tests {
 
     #[test]
     fn different_claims_spread_over_the_pool() {
-        let pods: Vec<_> = (0..50).map(|i| pod(&format!("p{i}"), "p", "h1", true)).collect();
+        let pods: Vec<_> = (0..50)
+            .map(|i| pod(&format!("p{i}"), "p", "h1", true))
+            .collect();
         let firsts: std::collections::HashSet<String> = (0..20)
             .map(|i| {
                 let key = format!("claim-{i}");
@@ -321,7 +338,10 @@ mod tests {
         json_patch::patch(&mut doc, &patch).unwrap();
         assert_eq!(doc["metadata"]["labels"][CLAIM_LABEL], "c");
         assert!(doc["metadata"]["labels"].get(POOL_LABEL).is_none());
-        assert_eq!(doc["metadata"]["ownerReferences"][0]["kind"], "SandboxClaim");
+        assert_eq!(
+            doc["metadata"]["ownerReferences"][0]["kind"],
+            "SandboxClaim"
+        );
         // ...and to a newer version it fails (the API server answers 422).
         let mut newer = serde_json::to_value(&*p).unwrap();
         newer["metadata"]["resourceVersion"] = json!("8");
@@ -332,7 +352,11 @@ mod tests {
     fn adopt_patch_creates_missing_labels() {
         let mut p = (*pod("a", "pool", "h1", true)).clone();
         p.metadata.labels = None;
-        let owner = OwnerReference { name: "s".into(), uid: "u".into(), ..Default::default() };
+        let owner = OwnerReference {
+            name: "s".into(),
+            uid: "u".into(),
+            ..Default::default()
+        };
         let patch = adopt_patch(&p, "s", owner).unwrap();
         let mut doc = serde_json::to_value(&p).unwrap();
         json_patch::patch(&mut doc, &patch).unwrap();

@@ -20,7 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
-    PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, Service, ServicePort, ServiceSpec, Volume,
+    PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, Service, ServicePort,
+    ServiceSpec, Volume,
 };
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
@@ -31,12 +32,13 @@ use tracing::{info, instrument};
 
 use super::pod_index::adopt_patch;
 use super::{
-    Context, Error, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Result, controller_ref, controller_uid, create_idempotent,
-    is_conflict, is_not_found, is_terminating, kube_err, pod_has_ended, pod_is_ready,
+    Context, Error, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Result, controller_ref, controller_uid,
+    create_idempotent, is_conflict, is_not_found, is_terminating, kube_err, pod_has_ended,
+    pod_is_ready,
 };
 use crate::api::{
-    CLAIM_LABEL, ConditionUpdate, FIELD_MANAGER, POD_NAME_ANNOTATION, SANDBOX_LABEL, Sandbox, SandboxStatus, ShutdownPolicy,
-    set_condition,
+    CLAIM_LABEL, ConditionUpdate, FIELD_MANAGER, POD_NAME_ANNOTATION, SANDBOX_LABEL, Sandbox,
+    SandboxStatus, ShutdownPolicy, set_condition,
 };
 
 /// Controller name in metrics and logs.
@@ -93,7 +95,11 @@ pub enum Step {
     /// Create the volume claims and the Pod.
     CreatePod,
     /// Publish an Event.
-    Event { warning: bool, reason: &'static str, note: String },
+    Event {
+        warning: bool,
+        reason: &'static str,
+        note: String,
+    },
 }
 
 /// The decision of one reconcile.
@@ -111,21 +117,29 @@ pub struct Plan {
 pub fn plan(observed: &Observed<'_>) -> Plan {
     let sandbox = observed.sandbox;
     let mut steps = Vec::new();
-    let live: Vec<&Arc<Pod>> = observed.owned.iter().filter(|p| !is_terminating(p.as_ref())).collect();
+    let live: Vec<&Arc<Pod>> = observed
+        .owned
+        .iter()
+        .filter(|p| !is_terminating(p.as_ref()))
+        .collect();
 
-    if let Some(deadline) = sandbox.spec.shutdown_time.as_ref().map(|t| t.0) {
-        if deadline <= observed.now {
-            if sandbox.spec.shutdown_policy.unwrap_or_default() == ShutdownPolicy::Delete {
-                steps.push(Step::DeleteSandbox);
-            } else {
-                steps.extend(live.iter().map(|p| delete_step(p)));
-            }
-            return Plan {
-                steps,
-                blocked: Some(ConditionUpdate::ready(false, reason::EXPIRED, format!("shutdownTime {deadline} has passed"))),
-                requeue_after: None,
-            };
+    if let Some(deadline) = sandbox.spec.shutdown_time.as_ref().map(|t| t.0)
+        && deadline <= observed.now
+    {
+        if sandbox.spec.shutdown_policy.unwrap_or_default() == ShutdownPolicy::Delete {
+            steps.push(Step::DeleteSandbox);
+        } else {
+            steps.extend(live.iter().map(|p| delete_step(p)));
         }
+        return Plan {
+            steps,
+            blocked: Some(ConditionUpdate::ready(
+                false,
+                reason::EXPIRED,
+                format!("shutdownTime {deadline} has passed"),
+            )),
+            requeue_after: None,
+        };
     }
     let requeue_after = sandbox
         .spec
@@ -139,16 +153,28 @@ pub fn plan(observed: &Observed<'_>) -> Plan {
         steps.extend(live.iter().map(|p| delete_step(p)));
         return Plan {
             steps,
-            blocked: Some(ConditionUpdate::ready(false, reason::PAUSED, "replicas is 0: the sandbox is paused")),
+            blocked: Some(ConditionUpdate::ready(
+                false,
+                reason::PAUSED,
+                "replicas is 0: the sandbox is paused",
+            )),
             requeue_after,
         };
     }
 
     if live.len() > 1 {
         let names: Vec<String> = live.iter().map(|p| p.name_any()).collect();
-        let note = format!("{} Pods are owned by this Sandbox ({}); creating nothing more", live.len(), names.join(", "));
+        let note = format!(
+            "{} Pods are owned by this Sandbox ({}); creating nothing more",
+            live.len(),
+            names.join(", ")
+        );
         return Plan {
-            steps: vec![Step::Event { warning: true, reason: reason::MULTIPLE_PODS, note: note.clone() }],
+            steps: vec![Step::Event {
+                warning: true,
+                reason: reason::MULTIPLE_PODS,
+                note: note.clone(),
+            }],
             blocked: Some(ConditionUpdate::ready(false, reason::MULTIPLE_PODS, note)),
             requeue_after,
         };
@@ -156,32 +182,63 @@ pub fn plan(observed: &Observed<'_>) -> Plan {
     if !live.is_empty() || !observed.owned.is_empty() {
         // A live Pod: status follows it. Only terminating Pods: wait for them
         // to go (the deletion event triggers the next reconcile).
-        return Plan { steps, blocked: None, requeue_after };
+        return Plan {
+            steps,
+            blocked: None,
+            requeue_after,
+        };
     }
 
     let mut blocked = None;
-    match (sandbox.annotations().get(POD_NAME_ANNOTATION), &observed.named) {
+    match (
+        sandbox.annotations().get(POD_NAME_ANNOTATION),
+        &observed.named,
+    ) {
         (Some(name), Some(pod)) if !is_terminating(pod.as_ref()) && may_adopt(sandbox, pod) => {
             steps.push(Step::Adopt { name: name.clone() });
-            blocked = Some(ConditionUpdate::ready(false, reason::ADOPTING, format!("taking over Pod {name}")));
+            blocked = Some(ConditionUpdate::ready(
+                false,
+                reason::ADOPTING,
+                format!("taking over Pod {name}"),
+            ));
         }
         (Some(name), Some(pod)) if !is_terminating(pod.as_ref()) => {
-            let note = format!("Pod {name} is owned by another object; it is left alone and no Pod is created");
-            steps.push(Step::Event { warning: true, reason: reason::POD_OWNED_ELSEWHERE, note: note.clone() });
-            blocked = Some(ConditionUpdate::ready(false, reason::POD_OWNED_ELSEWHERE, note));
+            let note = format!(
+                "Pod {name} is owned by another object; it is left alone and no Pod is created"
+            );
+            steps.push(Step::Event {
+                warning: true,
+                reason: reason::POD_OWNED_ELSEWHERE,
+                note: note.clone(),
+            });
+            blocked = Some(ConditionUpdate::ready(
+                false,
+                reason::POD_OWNED_ELSEWHERE,
+                note,
+            ));
         }
         (Some(name), _) => {
             // Gone or terminating: never touch it; start a Pod of our own so
             // the sandbox is still served.
-            let note = format!("Pod {name} named in {POD_NAME_ANNOTATION} is gone or terminating; creating a new Pod");
+            let note = format!(
+                "Pod {name} named in {POD_NAME_ANNOTATION} is gone or terminating; creating a new Pod"
+            );
             if sandbox.status.as_ref().and_then(|s| s.pod_name.as_deref()) != Some(name.as_str()) {
-                steps.push(Step::Event { warning: true, reason: "AdoptionFailed", note });
+                steps.push(Step::Event {
+                    warning: true,
+                    reason: "AdoptionFailed",
+                    note,
+                });
             }
             steps.push(Step::CreatePod);
         }
         (None, _) => steps.push(Step::CreatePod),
     }
-    Plan { steps, blocked, requeue_after }
+    Plan {
+        steps,
+        blocked,
+        requeue_after,
+    }
 }
 
 fn delete_step(pod: &Pod) -> Step {
@@ -196,7 +253,9 @@ fn delete_step(pod: &Pod) -> Step {
 pub fn may_adopt(sandbox: &Sandbox, pod: &Pod) -> bool {
     match controller_uid(&pod.metadata) {
         None => true,
-        Some(uid) => Some(uid) == controller_uid(&sandbox.metadata) || Some(uid) == sandbox.uid().as_deref(),
+        Some(uid) => {
+            Some(uid) == controller_uid(&sandbox.metadata) || Some(uid) == sandbox.uid().as_deref()
+        }
     }
 }
 
@@ -214,14 +273,34 @@ pub fn compute_status(
     let pod = pod.filter(|_| blocked.is_none_or(|b| b.reason == reason::ADOPTING));
     let ready = match (blocked, pod) {
         (Some(b), None) => b.clone(),
-        (_, Some(p)) if is_terminating(p) => ConditionUpdate::ready(false, reason::POD_TERMINATING, format!("Pod {} is terminating", p.name_any())),
-        (_, Some(p)) if pod_is_ready(p) => ConditionUpdate::ready(true, reason::POD_READY, format!("Pod {} is Ready", p.name_any())),
+        (_, Some(p)) if is_terminating(p) => ConditionUpdate::ready(
+            false,
+            reason::POD_TERMINATING,
+            format!("Pod {} is terminating", p.name_any()),
+        ),
+        (_, Some(p)) if pod_is_ready(p) => ConditionUpdate::ready(
+            true,
+            reason::POD_READY,
+            format!("Pod {} is Ready", p.name_any()),
+        ),
         (_, Some(p)) if pod_has_ended(p) => {
-            let phase = p.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
-            let reason = if phase == "Failed" { reason::POD_FAILED } else { reason::POD_SUCCEEDED };
+            let phase = p
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.clone())
+                .unwrap_or_default();
+            let reason = if phase == "Failed" {
+                reason::POD_FAILED
+            } else {
+                reason::POD_SUCCEEDED
+            };
             ConditionUpdate::ready(false, reason, format!("Pod {} is {phase}", p.name_any()))
         }
-        (_, Some(p)) => ConditionUpdate::ready(false, reason::POD_PENDING, format!("Pod {} is not Ready yet", p.name_any())),
+        (_, Some(p)) => ConditionUpdate::ready(
+            false,
+            reason::POD_PENDING,
+            format!("Pod {} is not Ready yet", p.name_any()),
+        ),
         (None, None) => ConditionUpdate::ready(false, reason::CREATING, "creating the Pod"),
     };
     let live_pod = pod.filter(|p| !is_terminating(*p) && !pod_has_ended(p));
@@ -258,15 +337,27 @@ pub fn desired_pod(sandbox: &Sandbox) -> Result<Pod> {
     }
     let mut spec = template.spec.clone();
     for claim_template in sandbox.spec.volume_claim_templates.iter().flatten() {
-        let Some(volume_name) = claim_template.metadata.name.clone() else { continue };
+        let Some(volume_name) = claim_template.metadata.name.clone() else {
+            continue;
+        };
         let source = PersistentVolumeClaimVolumeSource {
             claim_name: pvc_name(&volume_name, &name),
             read_only: None,
         };
         let volumes = spec.volumes.get_or_insert_with(Vec::new);
         match volumes.iter_mut().find(|v| v.name == volume_name) {
-            Some(v) => *v = Volume { name: volume_name, persistent_volume_claim: Some(source), ..Default::default() },
-            None => volumes.push(Volume { name: volume_name, persistent_volume_claim: Some(source), ..Default::default() }),
+            Some(v) => {
+                *v = Volume {
+                    name: volume_name,
+                    persistent_volume_claim: Some(source),
+                    ..Default::default()
+                }
+            }
+            None => volumes.push(Volume {
+                name: volume_name,
+                persistent_volume_claim: Some(source),
+                ..Default::default()
+            }),
         }
     }
     Ok(Pod {
@@ -371,19 +462,101 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
         .pods
         .state()
         .into_iter()
-        .filter(|p| p.namespace().as_deref() == Some(&namespace) && controller_uid(&p.metadata) == Some(uid.as_str()))
+        .filter(|p| {
+            p.namespace().as_deref() == Some(&namespace)
+                && controller_uid(&p.metadata) == Some(uid.as_str())
+        })
         .collect();
     let named = match sandbox.annotations().get(POD_NAME_ANNOTATION) {
-        Some(name) if owned.is_empty() => pods.get_opt(name).await.map_err(kube_err(format!("get pod {name}")))?.map(Arc::new),
+        Some(name) if owned.is_empty() => pods
+            .get_opt(name)
+            .await
+            .map_err(kube_err(format!("get pod {name}")))?
+            .map(Arc::new),
         _ => None,
     };
-    let observed = Observed { sandbox: &sandbox, owned, named, now: jiff::Timestamp::now() };
+    // The cache may not show our own adoption yet; the fresh read does.
+    let (owned, named) = match named {
+        Some(pod) if controller_uid(&pod.metadata) == Some(uid.as_str()) => (vec![pod], None),
+        named => (owned, named),
+    };
+    let observed = Observed {
+        sandbox: &sandbox,
+        owned,
+        named,
+        now: jiff::Timestamp::now(),
+    };
 
     // Decide.
     let plan = plan(&observed);
 
-    // Act.
-    let mut current: Option<Pod> = observed.owned.iter().find(|p| !is_terminating(p.as_ref())).map(|p| (**p).clone());
+    // Act. The headless Service does not depend on the Pod steps, so it is
+    // created alongside them (one round trip less on the warm path).
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
+    let needs_service = sandbox
+        .status
+        .as_ref()
+        .and_then(|s| s.service.as_ref())
+        .is_none()
+        || ctx.services_missing(&namespace, &sandbox.name_any());
+    let service = async {
+        if needs_service {
+            create_idempotent(&services, &desired_service(&sandbox)?, "service").await?;
+        }
+        Ok::<_, Error>(())
+    };
+    let (outcome, service_created) = futures::join!(
+        act(&ctx, &sandbox, &observed, &plan, &pods, &namespace),
+        service
+    );
+    service_created?;
+    let (current, blocked) = match outcome? {
+        Outcome::Done(action) => return Ok(action),
+        Outcome::Continue { current, blocked } => (current, blocked),
+    };
+
+    // Record.
+    let status = compute_status(
+        &sandbox,
+        current.as_deref(),
+        blocked.as_ref(),
+        &ctx.config.cluster_domain,
+        jiff::Timestamp::now(),
+    );
+    if sandbox.status.as_ref() != Some(&status) {
+        write_status(&ctx, &sandbox, &status).await?;
+    }
+    Ok(plan
+        .requeue_after
+        .map(Action::requeue)
+        .unwrap_or_else(Action::await_change))
+}
+
+/// What the act phase leaves for the record phase.
+enum Outcome {
+    /// Nothing more to do in this reconcile.
+    Done(Action),
+    /// The Pod as now known, and why it cannot be Ready (if so).
+    Continue {
+        current: Option<Box<Pod>>,
+        blocked: Option<ConditionUpdate>,
+    },
+}
+
+/// Carries out the plan's steps in order.
+async fn act(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    observed: &Observed<'_>,
+    plan: &Plan,
+    pods: &Api<Pod>,
+    namespace: &str,
+) -> Result<Outcome> {
+    let mut current: Option<Pod> = observed
+        .owned
+        .iter()
+        .find(|p| !is_terminating(p.as_ref()))
+        .map(|p| (**p).clone());
     if current.is_none() {
         current = observed.owned.first().map(|p| (**p).clone());
     }
@@ -391,18 +564,24 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
     for step in &plan.steps {
         match step {
             Step::DeleteSandbox => {
-                let api: Api<Sandbox> = Api::namespaced(ctx.client.clone(), &namespace);
+                let api: Api<Sandbox> = Api::namespaced(ctx.client.clone(), namespace);
                 info!("shutdownTime passed: deleting the Sandbox");
-                match api.delete(&sandbox.name_any(), &DeleteParams::background()).await {
+                match api
+                    .delete(&sandbox.name_any(), &DeleteParams::background())
+                    .await
+                {
                     Ok(_) => {}
                     Err(e) if is_not_found(&e) => {}
                     Err(e) => return Err(kube_err("delete expired sandbox")(e)),
                 }
-                return Ok(Action::await_change());
+                return Ok(Outcome::Done(Action::await_change()));
             }
             Step::DeletePod { name, uid } => {
                 let params = DeleteParams {
-                    preconditions: Some(Preconditions { uid: Some(uid.clone()), resource_version: None }),
+                    preconditions: Some(Preconditions {
+                        uid: Some(uid.clone()),
+                        resource_version: None,
+                    }),
                     ..DeleteParams::default()
                 };
                 match pods.delete(name, &params).await {
@@ -413,8 +592,11 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
                 current = None;
             }
             Step::Adopt { name } => {
-                let pod = observed.named.as_ref().expect("adopt is planned only with the named Pod");
-                match adopt(&pods, pod, &sandbox).await? {
+                let pod = observed
+                    .named
+                    .as_ref()
+                    .ok_or(Error::Incomplete("adopt planned without the named Pod"))?;
+                match adopt(pods, pod, sandbox).await? {
                     Some(adopted) => {
                         info!(pod = %name, "adopted Pod");
                         blocked = None;
@@ -423,41 +605,41 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
                     None => {
                         // The Pod changed since it was read: decide again
                         // on fresh data.
-                        return Ok(Action::requeue(Duration::from_millis(10)));
+                        return Ok(Outcome::Done(Action::requeue(Duration::from_millis(10))));
                     }
                 }
             }
             Step::CreatePod => {
-                let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &namespace);
-                for pvc in desired_pvcs(&sandbox)? {
+                let pvcs: Api<PersistentVolumeClaim> =
+                    Api::namespaced(ctx.client.clone(), namespace);
+                for pvc in desired_pvcs(sandbox)? {
                     create_idempotent(&pvcs, &pvc, "pvc").await?;
                 }
-                let pod = desired_pod(&sandbox)?;
-                create_idempotent(&pods, &pod, "pod").await?;
+                let pod = desired_pod(sandbox)?;
+                create_idempotent(pods, &pod, "pod").await?;
                 current = Some(pod);
                 blocked = None;
             }
-            Step::Event { warning, reason, note } => {
-                let type_ = if *warning { EventType::Warning } else { EventType::Normal };
-                ctx.event(sandbox.as_ref(), type_, reason, "Reconcile", note.clone()).await;
+            Step::Event {
+                warning,
+                reason,
+                note,
+            } => {
+                let type_ = if *warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                };
+                ctx.event(sandbox, type_, reason, "Reconcile", note.clone())
+                    .await;
             }
         }
     }
 
-    // The headless Service: created once, recreated if it disappears.
-    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
-    let needs_service = sandbox.status.as_ref().and_then(|s| s.service.as_ref()).is_none()
-        || ctx.services_missing(&namespace, &sandbox.name_any());
-    if needs_service {
-        create_idempotent(&services, &desired_service(&sandbox)?, "service").await?;
-    }
-
-    // Record.
-    let status = compute_status(&sandbox, current.as_ref(), blocked.as_ref(), &ctx.config.cluster_domain, jiff::Timestamp::now());
-    if sandbox.status.as_ref() != Some(&status) {
-        write_status(&ctx, &sandbox, &status).await?;
-    }
-    Ok(plan.requeue_after.map(Action::requeue).unwrap_or_else(Action::await_change))
+    Ok(Outcome::Continue {
+        current: current.map(Box::new),
+        blocked,
+    })
 }
 
 /// Takes over `pod` for the Sandbox. Returns the Pod as written, or `None`
@@ -467,9 +649,14 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
 /// ([`adopt_patch`]); a Pod owned by anything other than this Sandbox's
 /// claim is never passed here ([`may_adopt`]).
 async fn adopt(pods: &Api<Pod>, pod: &Pod, sandbox: &Sandbox) -> Result<Option<Pod>> {
-    let patch = adopt_patch(pod, &sandbox.name_any(), controller_ref(sandbox)?).ok_or(Error::Incomplete("pod resourceVersion"))?;
+    let patch = adopt_patch(pod, &sandbox.name_any(), controller_ref(sandbox)?)
+        .ok_or(Error::Incomplete("pod resourceVersion"))?;
     match pods
-        .patch(&pod.name_any(), &PatchParams::default(), &Patch::<()>::Json(patch))
+        .patch(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::<()>::Json(patch),
+        )
         .await
     {
         Ok(p) => Ok(Some(p)),
@@ -480,15 +667,24 @@ async fn adopt(pods: &Api<Pod>, pod: &Pod, sandbox: &Sandbox) -> Result<Option<P
 
 /// Writes the status with server-side apply (fields we no longer set are
 /// removed; no read-modify-write race).
-pub(crate) async fn write_status(ctx: &Context, sandbox: &Sandbox, status: &SandboxStatus) -> Result<()> {
-    let api: Api<Sandbox> = Api::namespaced(ctx.client.clone(), &sandbox.namespace().unwrap_or_default());
+pub(crate) async fn write_status(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    status: &SandboxStatus,
+) -> Result<()> {
+    let api: Api<Sandbox> =
+        Api::namespaced(ctx.client.clone(), &sandbox.namespace().unwrap_or_default());
     let body = json!({
         "apiVersion": Sandbox::api_version(&()),
         "kind": Sandbox::kind(&()),
         "status": status,
     });
     match api
-        .patch_status(&sandbox.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(body))
+        .patch_status(
+            &sandbox.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(body),
+        )
         .await
     {
         Ok(_) => Ok(()),
@@ -511,7 +707,11 @@ mod tests {
                 pod_template: PodTemplate {
                     metadata: None,
                     spec: PodSpec {
-                        containers: vec![Container { name: "c".into(), image: Some("i".into()), ..Default::default() }],
+                        containers: vec![Container {
+                            name: "c".into(),
+                            image: Some("i".into()),
+                            ..Default::default()
+                        }],
                         ..Default::default()
                     },
                 },
@@ -524,7 +724,11 @@ mod tests {
     }
 
     fn owned_by(uid: &str) -> Option<Vec<OwnerReference>> {
-        Some(vec![OwnerReference { uid: uid.into(), controller: Some(true), ..Default::default() }])
+        Some(vec![OwnerReference {
+            uid: uid.into(),
+            controller: Some(true),
+            ..Default::default()
+        }])
     }
 
     fn pod(name: &str, owner: Option<&str>) -> Arc<Pod> {
@@ -548,14 +752,24 @@ mod tests {
     #[test]
     fn fresh_sandbox_creates_a_pod() {
         let s = sandbox();
-        let p = plan(&Observed { sandbox: &s, owned: vec![], named: None, now: now() });
+        let p = plan(&Observed {
+            sandbox: &s,
+            owned: vec![],
+            named: None,
+            now: now(),
+        });
         assert_eq!(p.steps, vec![Step::CreatePod]);
     }
 
     #[test]
     fn owned_pod_means_nothing_to_do() {
         let s = sandbox();
-        let p = plan(&Observed { sandbox: &s, owned: vec![pod("sbx", Some("sbx-uid"))], named: None, now: now() });
+        let p = plan(&Observed {
+            sandbox: &s,
+            owned: vec![pod("sbx", Some("sbx-uid"))],
+            named: None,
+            now: now(),
+        });
         assert!(p.steps.is_empty());
     }
 
@@ -575,22 +789,58 @@ mod tests {
     #[test]
     fn adopts_unowned_or_claim_owned_pod_only() {
         let mut s = sandbox();
-        s.annotations_mut().insert(POD_NAME_ANNOTATION.into(), "warm-1".into());
+        s.annotations_mut()
+            .insert(POD_NAME_ANNOTATION.into(), "warm-1".into());
         s.metadata.owner_references = owned_by("claim-uid");
-        let p = plan(&Observed { sandbox: &s, owned: vec![], named: Some(pod("warm-1", None)), now: now() });
-        assert_eq!(p.steps, vec![Step::Adopt { name: "warm-1".into() }]);
-        let p = plan(&Observed { sandbox: &s, owned: vec![], named: Some(pod("warm-1", Some("claim-uid"))), now: now() });
-        assert_eq!(p.steps, vec![Step::Adopt { name: "warm-1".into() }]);
-        let p = plan(&Observed { sandbox: &s, owned: vec![], named: Some(pod("warm-1", Some("other"))), now: now() });
-        assert!(!p.steps.iter().any(|s| matches!(s, Step::Adopt { .. } | Step::CreatePod)));
+        let p = plan(&Observed {
+            sandbox: &s,
+            owned: vec![],
+            named: Some(pod("warm-1", None)),
+            now: now(),
+        });
+        assert_eq!(
+            p.steps,
+            vec![Step::Adopt {
+                name: "warm-1".into()
+            }]
+        );
+        let p = plan(&Observed {
+            sandbox: &s,
+            owned: vec![],
+            named: Some(pod("warm-1", Some("claim-uid"))),
+            now: now(),
+        });
+        assert_eq!(
+            p.steps,
+            vec![Step::Adopt {
+                name: "warm-1".into()
+            }]
+        );
+        let p = plan(&Observed {
+            sandbox: &s,
+            owned: vec![],
+            named: Some(pod("warm-1", Some("other"))),
+            now: now(),
+        });
+        assert!(
+            !p.steps
+                .iter()
+                .any(|s| matches!(s, Step::Adopt { .. } | Step::CreatePod))
+        );
         assert_eq!(p.blocked.unwrap().reason, reason::POD_OWNED_ELSEWHERE);
     }
 
     #[test]
     fn missing_named_pod_falls_back_to_a_new_pod() {
         let mut s = sandbox();
-        s.annotations_mut().insert(POD_NAME_ANNOTATION.into(), "gone".into());
-        let p = plan(&Observed { sandbox: &s, owned: vec![], named: None, now: now() });
+        s.annotations_mut()
+            .insert(POD_NAME_ANNOTATION.into(), "gone".into());
+        let p = plan(&Observed {
+            sandbox: &s,
+            owned: vec![],
+            named: None,
+            now: now(),
+        });
         assert!(p.steps.contains(&Step::CreatePod));
     }
 
@@ -598,14 +848,30 @@ mod tests {
     fn paused_deletes_the_pod_and_expired_deletes_per_policy() {
         let mut s = sandbox();
         s.spec.replicas = Some(0);
-        let p = plan(&Observed { sandbox: &s, owned: vec![pod("sbx", Some("sbx-uid"))], named: None, now: now() });
-        assert_eq!(p.steps, vec![Step::DeletePod { name: "sbx".into(), uid: "sbx-uid".into() }]);
+        let p = plan(&Observed {
+            sandbox: &s,
+            owned: vec![pod("sbx", Some("sbx-uid"))],
+            named: None,
+            now: now(),
+        });
+        assert_eq!(
+            p.steps,
+            vec![Step::DeletePod {
+                name: "sbx".into(),
+                uid: "sbx-uid".into()
+            }]
+        );
         assert_eq!(p.blocked.unwrap().reason, reason::PAUSED);
 
         let mut s = sandbox();
         s.spec.shutdown_time = Some(Time(jiff::Timestamp::from_second(999_000).unwrap()));
         s.spec.shutdown_policy = Some(ShutdownPolicy::Delete);
-        let p = plan(&Observed { sandbox: &s, owned: vec![], named: None, now: now() });
+        let p = plan(&Observed {
+            sandbox: &s,
+            owned: vec![],
+            named: None,
+            now: now(),
+        });
         assert_eq!(p.steps, vec![Step::DeleteSandbox]);
     }
 
@@ -613,9 +879,17 @@ mod tests {
     fn future_shutdown_schedules_one_wake_up() {
         let mut s = sandbox();
         s.spec.shutdown_time = Some(Time(jiff::Timestamp::from_second(1_000_010).unwrap()));
-        let p = plan(&Observed { sandbox: &s, owned: vec![], named: None, now: now() });
+        let p = plan(&Observed {
+            sandbox: &s,
+            owned: vec![],
+            named: None,
+            now: now(),
+        });
         let wake = p.requeue_after.unwrap();
-        assert!(wake >= Duration::from_secs(10) && wake < Duration::from_secs(11), "{wake:?}");
+        assert!(
+            wake >= Duration::from_secs(10) && wake < Duration::from_secs(11),
+            "{wake:?}"
+        );
     }
 
     #[test]
@@ -644,13 +918,22 @@ mod tests {
     fn desired_pod_mounts_volume_claims_and_is_owned() {
         let mut s = sandbox();
         s.spec.volume_claim_templates = Some(vec![crate::api::PersistentVolumeClaimTemplate {
-            metadata: crate::api::EmbeddedObjectMetadata { name: Some("data".into()), ..Default::default() },
+            metadata: crate::api::EmbeddedObjectMetadata {
+                name: Some("data".into()),
+                ..Default::default()
+            },
             spec: Default::default(),
         }]);
         let p = desired_pod(&s).unwrap();
         let vols = p.spec.unwrap().volumes.unwrap();
-        assert_eq!(vols[0].persistent_volume_claim.as_ref().unwrap().claim_name, "data-sbx");
+        assert_eq!(
+            vols[0].persistent_volume_claim.as_ref().unwrap().claim_name,
+            "data-sbx"
+        );
         assert_eq!(p.metadata.owner_references.unwrap()[0].uid, "sbx-uid");
-        assert_eq!(desired_pvcs(&s).unwrap()[0].metadata.name.as_deref(), Some("data-sbx"));
+        assert_eq!(
+            desired_pvcs(&s).unwrap()[0].metadata.name.as_deref(),
+            Some("data-sbx")
+        );
     }
 }

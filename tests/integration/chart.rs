@@ -403,6 +403,46 @@ fn assert_queries_parse(what: &str, queries: &[String]) {
     succeed(promtool().args(["check", "rules"]).arg(&file));
 }
 
+/// The rendered policy is one the operator accepts, and it admits the
+/// objects of the chart's own `helm test` (`sandbox-operator policy check`).
+fn assert_policy_admits_the_helm_test(docs: &[Yaml], label: &str) {
+    let policy = docs
+        .iter()
+        .find(|d| {
+            kind_of(d) == "ConfigMap"
+                && d["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.ends_with("-policy"))
+        })
+        .expect("policy ConfigMap");
+    let dir = repo().join("target/test-logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy_file = dir.join(format!("chart-{label}-policy.yaml"));
+    std::fs::write(
+        &policy_file,
+        policy["data"]["policy.yaml"].as_str().unwrap(),
+    )
+    .unwrap();
+    let objects: Vec<String> = docs
+        .iter()
+        .filter(|d| {
+            d["apiVersion"]
+                .as_str()
+                .is_some_and(|v| v.contains("agents.x-k8s.io"))
+        })
+        .map(|d| serde_yaml::to_string(d).unwrap())
+        .collect();
+    assert_eq!(objects.len(), 3, "the helm test's template, pool and claim");
+    let objects_file = dir.join(format!("chart-{label}-helm-test-objects.yaml"));
+    std::fs::write(&objects_file, objects.join("---\n")).unwrap();
+    succeed(
+        Command::new(env!("CARGO_BIN_EXE_sandbox-operator"))
+            .args(["policy", "check", "--policy"])
+            .arg(&policy_file)
+            .arg(&objects_file),
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Tests without a cluster
 // ---------------------------------------------------------------------------
@@ -551,6 +591,8 @@ async fn chart_renders_a_least_privilege_ha_operator_by_default() {
             "the chart passes {flag}, which `sandbox-operator run` does not know:\n{help}"
         );
     }
+
+    assert_policy_admits_the_helm_test(&docs, "default");
 
     // Webhook configurations: by Service, caBundle left to the operator,
     // deliberate settings, our four resources only.
@@ -745,6 +787,7 @@ async fn chart_renders_every_option() {
         serde_yaml::from_str(policy_map["data"]["policy.yaml"].as_str().unwrap()).unwrap();
     assert_eq!(policy["profile"].as_str(), Some("restricted"));
     assert_eq!(policy["defaultRuntimeClassName"].as_str(), Some("gvisor"));
+    assert_policy_admits_the_helm_test(&docs, "all-on");
 
     // The dashboard ConfigMap is the dashboard file, labelled for the sidecar.
     let dashboard = docs

@@ -5,14 +5,14 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::common::{Operator, TestNs, wait_for, wait_until};
 use sandbox_operator::api::{
-    CLAIM_LABEL, LaunchType, ORIGIN_POOL_LABEL, POOL_LABEL, READY, Sandbox, SandboxClaim, SandboxTemplate,
-    SandboxWarmPool, is_true,
+    CLAIM_LABEL, LaunchType, ORIGIN_POOL_LABEL, POOL_LABEL, READY, Sandbox, SandboxClaim,
+    SandboxTemplate, SandboxWarmPool, is_true,
 };
 
 /// Simulated cold start of test Pods (KWOK delay annotation).
@@ -27,14 +27,20 @@ async fn setup(ns: &TestNs, pool_replicas: i32) {
             "spec": {"containers": [{"name": "agent", "image": "busybox", "ports": [{"containerPort": 8080}]}]}}}
     }))
     .unwrap();
-    ns.api::<SandboxTemplate>().create(&PostParams::default(), &template).await.unwrap();
+    ns.api::<SandboxTemplate>()
+        .create(&PostParams::default(), &template)
+        .await
+        .unwrap();
     let pool: SandboxWarmPool = serde_json::from_value(json!({
         "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxWarmPool",
         "metadata": {"name": "pool"},
         "spec": {"replicas": pool_replicas, "sandboxTemplateRef": {"name": "tmpl"}}
     }))
     .unwrap();
-    ns.api::<SandboxWarmPool>().create(&PostParams::default(), &pool).await.unwrap();
+    ns.api::<SandboxWarmPool>()
+        .create(&PostParams::default(), &pool)
+        .await
+        .unwrap();
 }
 
 fn claim(name: &str) -> SandboxClaim {
@@ -46,7 +52,9 @@ fn claim(name: &str) -> SandboxClaim {
 }
 
 fn claim_ready(c: &SandboxClaim) -> bool {
-    c.status.as_ref().is_some_and(|s| is_true(&s.conditions, READY))
+    c.status
+        .as_ref()
+        .is_some_and(|s| is_true(&s.conditions, READY))
 }
 
 async fn idle_ready(ns: &TestNs) -> usize {
@@ -57,12 +65,20 @@ async fn idle_ready(ns: &TestNs) -> usize {
         .items
         .iter()
         .filter(|p| p.labels().contains_key(POOL_LABEL) && p.metadata.deletion_timestamp.is_none())
-        .filter(|p| p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")))
+        .filter(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
         .count()
 }
 
 async fn wait_pool_ready(ns: &TestNs, n: usize) {
-    wait_until(Duration::from_secs(60), || async { idle_ready(ns).await == n }).await;
+    wait_until(Duration::from_secs(60), || async {
+        idle_ready(ns).await == n
+    })
+    .await;
 }
 
 /// Checks the invariants over every Pod and claim of the namespace: a Pod is
@@ -70,44 +86,103 @@ async fn wait_pool_ready(ns: &TestNs, n: usize) {
 /// Ready claim is served by a Pod no other claim uses; every non-idle Pod
 /// belongs to exactly one existing claim. Returns (warm, cold) counts.
 async fn assert_no_double_assignment(ns: &TestNs) -> (usize, usize) {
-    let pods: Vec<Pod> = ns.api::<Pod>().list(&Default::default()).await.unwrap().items;
-    let claims: Vec<SandboxClaim> = ns.api::<SandboxClaim>().list(&Default::default()).await.unwrap().items;
-    let sandboxes: Vec<Sandbox> = ns.api::<Sandbox>().list(&Default::default()).await.unwrap().items;
+    let pods: Vec<Pod> = ns
+        .api::<Pod>()
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
+    let claims: Vec<SandboxClaim> = ns
+        .api::<SandboxClaim>()
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
+    let sandboxes: Vec<Sandbox> = ns
+        .api::<Sandbox>()
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
     let claim_names: HashSet<String> = claims.iter().map(|c| c.name_any()).collect();
-    let sandbox_uids: HashMap<String, String> = sandboxes.iter().map(|s| (s.uid().unwrap(), s.name_any())).collect();
+    let sandbox_uids: HashMap<String, String> = sandboxes
+        .iter()
+        .map(|s| (s.uid().unwrap(), s.name_any()))
+        .collect();
 
     let mut served_by: HashMap<String, String> = HashMap::new();
     for c in &claims {
         let status = c.status.clone().unwrap_or_default();
-        if let Some(pod) = status.pod_name.clone() {
-            if let Some(other) = served_by.insert(pod.clone(), c.name_any()) {
-                panic!("Pod {pod} serves two claims: {other} and {}", c.name_any());
-            }
+        if let Some(pod) = status.pod_name.clone()
+            && let Some(other) = served_by.insert(pod.clone(), c.name_any())
+        {
+            panic!("Pod {pod} serves two claims: {other} and {}", c.name_any());
         }
     }
-    for p in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
-        let controllers: Vec<_> = p.owner_references().iter().filter(|o| o.controller == Some(true)).collect();
-        assert!(controllers.len() <= 1, "Pod {} has {} controllers", p.name_any(), controllers.len());
+    for p in pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+    {
+        let controllers: Vec<_> = p
+            .owner_references()
+            .iter()
+            .filter(|o| o.controller == Some(true))
+            .collect();
+        assert!(
+            controllers.len() <= 1,
+            "Pod {} has {} controllers",
+            p.name_any(),
+            controllers.len()
+        );
         if p.labels().contains_key(POOL_LABEL) {
-            assert!(!p.labels().contains_key(CLAIM_LABEL), "idle Pod {} carries a claim label", p.name_any());
-            assert_eq!(controllers[0].kind, "SandboxWarmPool", "idle Pod {} not owned by its pool", p.name_any());
+            assert!(
+                !p.labels().contains_key(CLAIM_LABEL),
+                "idle Pod {} carries a claim label",
+                p.name_any()
+            );
+            assert_eq!(
+                controllers[0].kind,
+                "SandboxWarmPool",
+                "idle Pod {} not owned by its pool",
+                p.name_any()
+            );
             continue;
         }
-        let claim = p.labels().get(CLAIM_LABEL).unwrap_or_else(|| panic!("Pod {} is neither idle nor claimed", p.name_any()));
-        assert!(claim_names.contains(claim), "Pod {} labelled for missing claim {claim}", p.name_any());
-        let owner = controllers.first().unwrap_or_else(|| panic!("claimed Pod {} has no owner", p.name_any()));
+        let claim = p
+            .labels()
+            .get(CLAIM_LABEL)
+            .unwrap_or_else(|| panic!("Pod {} is neither idle nor claimed", p.name_any()));
+        assert!(
+            claim_names.contains(claim),
+            "Pod {} labelled for missing claim {claim}",
+            p.name_any()
+        );
+        let owner = controllers
+            .first()
+            .unwrap_or_else(|| panic!("claimed Pod {} has no owner", p.name_any()));
         let owner_claim = match owner.kind.as_str() {
             "Sandbox" => sandbox_uids.get(&owner.uid).cloned().unwrap_or_default(),
             "SandboxClaim" => owner.name.clone(),
             other => panic!("claimed Pod {} owned by a {other}", p.name_any()),
         };
-        assert_eq!(&owner_claim, claim, "Pod {} labelled for {claim} but owned for {owner_claim}", p.name_any());
+        assert_eq!(
+            &owner_claim,
+            claim,
+            "Pod {} labelled for {claim} but owned for {owner_claim}",
+            p.name_any()
+        );
         if let Some(server) = served_by.get(&p.name_any()) {
             assert_eq!(server, claim);
         }
     }
-    let warm = claims.iter().filter(|c| c.status.as_ref().and_then(|s| s.launch_type) == Some(LaunchType::Warm)).count();
-    let cold = claims.iter().filter(|c| c.status.as_ref().and_then(|s| s.launch_type) == Some(LaunchType::Cold)).count();
+    let warm = claims
+        .iter()
+        .filter(|c| c.status.as_ref().and_then(|s| s.launch_type) == Some(LaunchType::Warm))
+        .count();
+    let cold = claims
+        .iter()
+        .filter(|c| c.status.as_ref().and_then(|s| s.launch_type) == Some(LaunchType::Cold))
+        .count();
     (warm, cold)
 }
 
@@ -117,22 +192,43 @@ async fn warm_claim_is_served_from_the_pool_which_refills() {
     let _op = ns.operator(&[]).await;
     setup(&ns, 5).await;
     wait_pool_ready(&ns, 5).await;
-    let pool_pods: HashSet<String> = ns.api::<Pod>().list(&Default::default()).await.unwrap().items.iter().map(|p| p.name_any()).collect();
+    let pool_pods: HashSet<String> = ns
+        .api::<Pod>()
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|p| p.name_any())
+        .collect();
 
     let claims: Api<SandboxClaim> = ns.api();
     let start = Instant::now();
-    claims.create(&PostParams::default(), &claim("c1")).await.unwrap();
+    claims
+        .create(&PostParams::default(), &claim("c1"))
+        .await
+        .unwrap();
     let c = wait_for(&claims, "c1", Duration::from_secs(20), claim_ready).await;
-    println!("warm claim Ready after {:?} (client clock, polling)", start.elapsed());
+    println!(
+        "warm claim Ready after {:?} (client clock, polling)",
+        start.elapsed()
+    );
     let status = c.status.unwrap();
     assert_eq!(status.launch_type, Some(LaunchType::Warm));
     let pod_name = status.pod_name.unwrap();
     assert!(pool_pods.contains(&pod_name), "served by a former pool Pod");
     let pod = ns.api::<Pod>().get(&pod_name).await.unwrap();
-    assert_eq!(pod.labels().get(ORIGIN_POOL_LABEL).map(String::as_str), Some("pool"));
+    assert_eq!(
+        pod.labels().get(ORIGIN_POOL_LABEL).map(String::as_str),
+        Some("pool")
+    );
     assert_eq!(pod.owner_references()[0].kind, "Sandbox");
     let out = ns.kubectl(&["wait", "--for=condition=Ready", "sbc/c1", "--timeout=5s"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     wait_pool_ready(&ns, 5).await;
     assert_no_double_assignment(&ns).await;
 }
@@ -144,12 +240,18 @@ async fn empty_pool_serves_cold_after_the_start_delay() {
     setup(&ns, 0).await;
     let claims: Api<SandboxClaim> = ns.api();
     let start = Instant::now();
-    claims.create(&PostParams::default(), &claim("c1")).await.unwrap();
+    claims
+        .create(&PostParams::default(), &claim("c1"))
+        .await
+        .unwrap();
     let c = wait_for(&claims, "c1", Duration::from_secs(30), claim_ready).await;
     let took = start.elapsed();
     println!("cold claim Ready after {took:?} (start delay {START_DELAY_MS} ms)");
     assert_eq!(c.status.unwrap().launch_type, Some(LaunchType::Cold));
-    assert!(took >= Duration::from_millis(START_DELAY_MS - 100), "cold start faster than the simulated delay: {took:?}");
+    assert!(
+        took >= Duration::from_millis(START_DELAY_MS - 100),
+        "cold start faster than the simulated delay: {took:?}"
+    );
 }
 
 async fn burst(ns: &TestNs, n: usize) {
@@ -157,7 +259,12 @@ async fn burst(ns: &TestNs, n: usize) {
     let tasks: Vec<_> = (0..n)
         .map(|i| {
             let claims = claims.clone();
-            tokio::spawn(async move { claims.create(&PostParams::default(), &claim(&format!("b{i}"))).await.unwrap() })
+            tokio::spawn(async move {
+                claims
+                    .create(&PostParams::default(), &claim(&format!("b{i}")))
+                    .await
+                    .unwrap()
+            })
         })
         .collect();
     for t in tasks {
@@ -185,7 +292,10 @@ async fn burst_larger_than_the_pool_is_served_without_double_assignment() {
     let (warm, cold) = assert_no_double_assignment(&ns).await;
     println!("burst of 30 on a pool of 10: {warm} warm, {cold} cold");
     assert_eq!(warm + cold, 30);
-    assert!((8..=12).contains(&warm), "about 10 warm expected, got {warm}");
+    assert!(
+        (8..=12).contains(&warm),
+        "about 10 warm expected, got {warm}"
+    );
     let metrics = op.metrics().await;
     assert!(metrics.contains("sandbox_operator_steal_attempts_total"));
 }
@@ -212,7 +322,11 @@ async fn two_controllers_at_once_never_double_assign() {
             .sum()
     };
     let (ma, mb) = (a.metrics().await, b.metrics().await);
-    let errors = |text: &str| text.lines().filter(|l| l.starts_with("sandbox_operator_reconcile_errors_total")).count();
+    let errors = |text: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("sandbox_operator_reconcile_errors_total"))
+            .count()
+    };
     println!(
         "two controllers, burst 30 on pool 10: {warm} warm, {cold} cold, conflicts {} + {}, error series {} + {}",
         conflicts(&ma),
@@ -235,7 +349,10 @@ async fn kill_9_mid_burst_loses_no_claim_and_leaks_no_pod() {
         let claims = claims.clone();
         tokio::spawn(async move {
             for i in 0..30 {
-                claims.create(&PostParams::default(), &claim(&format!("k{i}"))).await.unwrap();
+                claims
+                    .create(&PostParams::default(), &claim(&format!("k{i}")))
+                    .await
+                    .unwrap();
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         })
@@ -250,9 +367,17 @@ async fn kill_9_mid_burst_loses_no_claim_and_leaks_no_pod() {
     println!("kill -9 mid-burst: {warm} warm, {cold} cold, all 30 Ready");
     // Every claimed Pod belongs to exactly one claim (checked above); every
     // claim has exactly one live Pod.
-    let pods: Vec<Pod> = ns.api::<Pod>().list(&Default::default()).await.unwrap().items;
+    let pods: Vec<Pod> = ns
+        .api::<Pod>()
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
     let mut per_claim: HashMap<String, usize> = HashMap::new();
-    for p in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+    for p in pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+    {
         if let Some(c) = p.labels().get(CLAIM_LABEL) {
             *per_claim.entry(c.clone()).or_default() += 1;
         }
@@ -268,9 +393,16 @@ async fn template_change_replaces_idle_pods_only() {
     setup(&ns, 4).await;
     wait_pool_ready(&ns, 4).await;
     let claims: Api<SandboxClaim> = ns.api();
-    claims.create(&PostParams::default(), &claim("keep")).await.unwrap();
+    claims
+        .create(&PostParams::default(), &claim("keep"))
+        .await
+        .unwrap();
     let c = wait_for(&claims, "keep", Duration::from_secs(20), claim_ready).await;
-    let claimed = ns.api::<Pod>().get(c.status.as_ref().unwrap().pod_name.as_ref().unwrap()).await.unwrap();
+    let claimed = ns
+        .api::<Pod>()
+        .get(c.status.as_ref().unwrap().pod_name.as_ref().unwrap())
+        .await
+        .unwrap();
     wait_pool_ready(&ns, 4).await;
     let before: HashSet<String> = ns
         .api::<Pod>()
@@ -283,19 +415,41 @@ async fn template_change_replaces_idle_pods_only() {
         .map(|p| p.name_any())
         .collect();
     ns.api::<SandboxTemplate>()
-        .patch("tmpl", &PatchParams::default(), &Patch::Merge(json!({"spec": {"podTemplate": {"metadata": {"labels": {"version": "2"}}}}})))
+        .patch(
+            "tmpl",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"podTemplate": {"metadata": {"labels": {"version": "2"}}}}}),
+            ),
+        )
         .await
         .unwrap();
     wait_until(Duration::from_secs(60), || async {
-        let pods = ns.api::<Pod>().list(&Default::default()).await.unwrap().items;
-        let idle: Vec<&Pod> = pods.iter().filter(|p| p.labels().contains_key(POOL_LABEL) && p.metadata.deletion_timestamp.is_none()).collect();
+        let pods = ns
+            .api::<Pod>()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items;
+        let idle: Vec<&Pod> = pods
+            .iter()
+            .filter(|p| {
+                p.labels().contains_key(POOL_LABEL) && p.metadata.deletion_timestamp.is_none()
+            })
+            .collect();
         idle.len() == 4
-            && idle.iter().all(|p| p.labels().get("version").map(String::as_str) == Some("2") && !before.contains(&p.name_any()))
+            && idle.iter().all(|p| {
+                p.labels().get("version").map(String::as_str) == Some("2")
+                    && !before.contains(&p.name_any())
+            })
     })
     .await;
     let after = ns.api::<Pod>().get(&claimed.name_any()).await.unwrap();
     assert_eq!(after.uid(), claimed.uid(), "claimed Pod still there");
-    assert_eq!(after.metadata.resource_version, claimed.metadata.resource_version, "claimed Pod untouched");
+    assert_eq!(
+        after.metadata.resource_version, claimed.metadata.resource_version,
+        "claimed Pod untouched"
+    );
 }
 
 #[tokio::test]
@@ -305,29 +459,59 @@ async fn deleting_a_claim_or_pool_cleans_up_exactly_what_they_own() {
     setup(&ns, 3).await;
     wait_pool_ready(&ns, 3).await;
     let claims: Api<SandboxClaim> = ns.api();
-    claims.create(&PostParams::default(), &claim("gone")).await.unwrap();
-    claims.create(&PostParams::default(), &claim("stays")).await.unwrap();
+    claims
+        .create(&PostParams::default(), &claim("gone"))
+        .await
+        .unwrap();
+    claims
+        .create(&PostParams::default(), &claim("stays"))
+        .await
+        .unwrap();
     let c = wait_for(&claims, "gone", Duration::from_secs(20), claim_ready).await;
     let stays = wait_for(&claims, "stays", Duration::from_secs(20), claim_ready).await;
     let pod = c.status.unwrap().pod_name.unwrap();
-    assert!(ns.api::<NetworkPolicy>().get_opt("gone-sandbox").await.unwrap().is_some(), "claim has its NetworkPolicy");
+    assert!(
+        ns.api::<NetworkPolicy>()
+            .get_opt("gone-sandbox")
+            .await
+            .unwrap()
+            .is_some(),
+        "claim has its NetworkPolicy"
+    );
     claims.delete("gone", &Default::default()).await.unwrap();
     wait_until(Duration::from_secs(90), || async {
         ns.api::<Sandbox>().get_opt("gone").await.unwrap().is_none()
             && ns.api::<Pod>().get_opt(&pod).await.unwrap().is_none()
             && ns.api::<Service>().get_opt("gone").await.unwrap().is_none()
-            && ns.api::<NetworkPolicy>().get_opt("gone-sandbox").await.unwrap().is_none()
+            && ns
+                .api::<NetworkPolicy>()
+                .get_opt("gone-sandbox")
+                .await
+                .unwrap()
+                .is_none()
     })
     .await;
 
     wait_pool_ready(&ns, 3).await;
-    ns.api::<SandboxWarmPool>().delete("pool", &Default::default()).await.unwrap();
+    ns.api::<SandboxWarmPool>()
+        .delete("pool", &Default::default())
+        .await
+        .unwrap();
     wait_until(Duration::from_secs(90), || async {
-        ns.api::<Pod>().list(&Default::default()).await.unwrap().items.iter().all(|p| !p.labels().contains_key(POOL_LABEL))
+        ns.api::<Pod>()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .all(|p| !p.labels().contains_key(POOL_LABEL))
     })
     .await;
     let served = stays.status.unwrap().pod_name.unwrap();
-    assert!(ns.api::<Pod>().get_opt(&served).await.unwrap().is_some(), "claimed Pod survives the pool's deletion");
+    assert!(
+        ns.api::<Pod>().get_opt(&served).await.unwrap().is_some(),
+        "claimed Pod survives the pool's deletion"
+    );
 }
 
 #[tokio::test]
@@ -343,12 +527,18 @@ async fn kubectl_scale_converges_without_over_creation() {
             .unwrap()
             .items
             .iter()
-            .filter(|p| p.labels().contains_key(POOL_LABEL) && p.metadata.deletion_timestamp.is_none())
+            .filter(|p| {
+                p.labels().contains_key(POOL_LABEL) && p.metadata.deletion_timestamp.is_none()
+            })
             .count()
     };
     for target in [12usize, 3, 8] {
         let out = ns.kubectl(&["scale", "swp/pool", &format!("--replicas={target}")]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let start = Instant::now();
         let mut max_seen = 0;
         let mut converged = false;
@@ -363,12 +553,20 @@ async fn kubectl_scale_converges_without_over_creation() {
         }
         assert!(converged, "pool did not converge to {target}");
         if target > 3 {
-            assert!(max_seen <= target, "over-creation: saw {max_seen} idle Pods for {target} replicas");
+            assert!(
+                max_seen <= target,
+                "over-creation: saw {max_seen} idle Pods for {target} replicas"
+            );
         }
         // Stays at the target.
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(count().await, target);
     }
-    let pool = ns.api::<SandboxWarmPool>().get("pool").await.unwrap();
-    assert_eq!(pool.status.unwrap().replicas, 8);
+    let pools: Api<SandboxWarmPool> = ns.api();
+    wait_for(&pools, "pool", Duration::from_secs(10), |p| {
+        p.status
+            .as_ref()
+            .is_some_and(|s| s.replicas == 8 && s.ready_replicas == 8)
+    })
+    .await;
 }

@@ -40,7 +40,11 @@ pub fn kubeconfig() -> PathBuf {
             .output()
             .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
         if !out.status.success() {
-            return Err(format!("{} up failed with {}", script.display(), out.status));
+            return Err(format!(
+                "{} up failed with {}",
+                script.display(),
+                out.status
+            ));
         }
         let stdout = String::from_utf8_lossy(&out.stdout);
         stdout
@@ -60,9 +64,10 @@ pub fn bin_dir() -> Option<PathBuf> {
         .arg("env")
         .output()
         .ok()?;
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("export PATH=").map(|p| PathBuf::from(p.split(':').next().unwrap_or_default())))
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        l.strip_prefix("export PATH=")
+            .map(|p| PathBuf::from(p.split(':').next().unwrap_or_default()))
+    })
 }
 
 /// A client for the admin user.
@@ -72,7 +77,8 @@ pub async fn client() -> Client {
 
 /// A client from a kubeconfig file.
 pub async fn client_for(path: &Path) -> Client {
-    let kc = Kubeconfig::read_from(path).unwrap_or_else(|e| panic!("reading kubeconfig {}: {e}", path.display()));
+    let kc = Kubeconfig::read_from(path)
+        .unwrap_or_else(|e| panic!("reading kubeconfig {}: {e}", path.display()));
     let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
         .expect("kubeconfig is usable");
@@ -86,17 +92,29 @@ pub async fn install_crds(client: &Client) {
     DONE.get_or_init(|| async {
         let api: Api<CustomResourceDefinition> = Api::all(client.clone());
         for crd in sandbox_operator::api::crds() {
-            api.patch(&crd.name_any(), &PatchParams::apply("sandbox-operator-tests").force(), &Patch::Apply(&crd))
-                .await
-                .unwrap_or_else(|e| panic!("installing CRD {}: {e}", crd.name_any()));
+            api.patch(
+                &crd.name_any(),
+                &PatchParams::apply("sandbox-operator-tests").force(),
+                &Patch::Apply(&crd),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("installing CRD {}: {e}", crd.name_any()));
         }
         for crd in sandbox_operator::api::crds() {
-            wait_for(&api, &crd.name_any(), Duration::from_secs(60), |c: &CustomResourceDefinition| {
-                c.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"))
-            })
+            wait_for(
+                &api,
+                &crd.name_any(),
+                Duration::from_secs(60),
+                |c: &CustomResourceDefinition| {
+                    c.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|cs| {
+                            cs.iter()
+                                .any(|c| c.type_ == "Established" && c.status == "True")
+                        })
+                },
+            )
             .await;
         }
     })
@@ -118,7 +136,10 @@ impl TestNs {
         install_crds(&client).await;
         let name = format!("{prefix}-{:06x}", rand::random::<u32>() & 0xff_ffff);
         let ns = Namespace {
-            metadata: kube::api::ObjectMeta { name: Some(name.clone()), ..Default::default() },
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
             ..Default::default()
         };
         Api::<Namespace>::all(client.clone())
@@ -149,7 +170,9 @@ impl TestNs {
     /// namespace, unchanged; returns the created objects.
     pub async fn create_yaml(&self, relative: &str) -> Vec<DynamicObject> {
         let text = std::fs::read_to_string(repo().join(relative)).expect("example file");
-        self.create_yaml_text(&text).await.unwrap_or_else(|e| panic!("creating {relative}: {e}"))
+        self.create_yaml_text(&text)
+            .await
+            .unwrap_or_else(|e| panic!("creating {relative}: {e}"))
     }
 
     /// Creates every document of a YAML text; the first API error is returned.
@@ -200,13 +223,34 @@ impl Drop for TestNs {
             let config = webhook_config_name(&name);
             let kc = path.to_str().unwrap_or_default();
             let _ = std::process::Command::new("kubectl")
-                .args(["--kubeconfig", kc, "delete", "namespace", &name, "--wait=false"])
+                .args([
+                    "--kubeconfig",
+                    kc,
+                    "delete",
+                    "namespace",
+                    &name,
+                    "--wait=false",
+                ])
                 .output();
             let _ = std::process::Command::new("kubectl")
-                .args(["--kubeconfig", kc, "delete", "--ignore-not-found", "mutatingwebhookconfiguration", &config])
+                .args([
+                    "--kubeconfig",
+                    kc,
+                    "delete",
+                    "--ignore-not-found",
+                    "mutatingwebhookconfiguration",
+                    &config,
+                ])
                 .output();
             let _ = std::process::Command::new("kubectl")
-                .args(["--kubeconfig", kc, "delete", "--ignore-not-found", "validatingwebhookconfiguration", &config])
+                .args([
+                    "--kubeconfig",
+                    kc,
+                    "delete",
+                    "--ignore-not-found",
+                    "validatingwebhookconfiguration",
+                    &config,
+                ])
                 .output();
         })
         .join();
@@ -250,11 +294,26 @@ impl Operator {
         let log = logs.join(format!("{namespace}-operator-{port}.log"));
         let file = std::fs::File::create(&log).expect("log file");
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sandbox-operator"))
-            .args(["run", "--leader-elect=false", "--namespace", namespace, "--metrics-addr", &metrics_addr])
+            .args([
+                "run",
+                "--leader-elect=false",
+                "--namespace",
+                namespace,
+                "--metrics-addr",
+                &metrics_addr,
+            ])
             // The webhook as in production, registered by URL on 127.0.0.1 and
             // limited to this test's namespace.
-            .args(["--operator-namespace", namespace, "--webhook-addr", &format!("127.0.0.1:{webhook_port}")])
-            .args(["--register-webhook-url", &format!("https://127.0.0.1:{webhook_port}")])
+            .args([
+                "--operator-namespace",
+                namespace,
+                "--webhook-addr",
+                &format!("127.0.0.1:{webhook_port}"),
+            ])
+            .args([
+                "--register-webhook-url",
+                &format!("https://127.0.0.1:{webhook_port}"),
+            ])
             .args(["--webhook-config-name", &webhook_config_name(namespace)])
             .args(extra)
             .env("KUBECONFIG", kubeconfig())
@@ -264,10 +323,22 @@ impl Operator {
             .kill_on_drop(true)
             .spawn()
             .expect("start the operator binary");
-        let op = Operator { child, metrics_addr, webhook_port, log };
+        let op = Operator {
+            child,
+            metrics_addr,
+            webhook_port,
+            log,
+        };
         let url = format!("http://{}/readyz", op.metrics_addr);
-        let ok = wait_until_ok(Duration::from_secs(60), || async { http_get(&url).await.is_ok_and(|(code, _)| code == 200) }).await;
-        assert!(ok, "operator did not become ready; log: {}", std::fs::read_to_string(&op.log).unwrap_or_default());
+        let ok = wait_until_ok(Duration::from_secs(60), || async {
+            http_get(&url).await.is_ok_and(|(code, _)| code == 200)
+        })
+        .await;
+        assert!(
+            ok,
+            "operator did not become ready; log: {}",
+            std::fs::read_to_string(&op.log).unwrap_or_default()
+        );
         op
     }
 
@@ -283,31 +354,62 @@ impl Operator {
 
     /// The /metrics text.
     pub async fn metrics(&self) -> String {
-        http_get(&format!("http://{}/metrics", self.metrics_addr)).await.expect("scrape metrics").1
+        http_get(&format!("http://{}/metrics", self.metrics_addr))
+            .await
+            .expect("scrape metrics")
+            .1
     }
 }
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// Plain HTTP GET on 127.0.0.1 (status, body).
 pub async fn http_get(url: &str) -> Result<(u16, String), String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").ok_or("only http:// URLs")?;
-    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
-    let mut stream = tokio::net::TcpStream::connect(host).await.map_err(|e| e.to_string())?;
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
+    let mut stream = tokio::net::TcpStream::connect(host)
+        .await
+        .map_err(|e| e.to_string())?;
     stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
         .await
         .map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
-    stream.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
+    stream
+        .read_to_end(&mut buf)
+        .await
+        .map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&buf).to_string();
-    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or("no status line")?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    let body = if text.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(&body) } else { body };
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or("no status line")?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    let body = if text
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(&body)
+    } else {
+        body
+    };
     Ok((code, body))
 }
 
@@ -315,7 +417,9 @@ fn dechunk(body: &str) -> String {
     let mut out = String::new();
     let mut rest = body;
     while let Some((size, after)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if n == 0 || after.len() < n {
             break;
         }
@@ -354,7 +458,10 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    assert!(wait_until_ok(timeout, f).await, "condition not met within {timeout:?}");
+    assert!(
+        wait_until_ok(timeout, f).await,
+        "condition not met within {timeout:?}"
+    );
 }
 
 /// Polls until the future yields true; false after `timeout`.

@@ -16,15 +16,24 @@ async fn warm_and_cold_claims(ns: &TestNs) {
             "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}
     }))
     .unwrap();
-    ns.api::<SandboxTemplate>().create(&PostParams::default(), &template).await.unwrap();
+    ns.api::<SandboxTemplate>()
+        .create(&PostParams::default(), &template)
+        .await
+        .unwrap();
     let pool: SandboxWarmPool = serde_json::from_value(json!({
         "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxWarmPool",
         "metadata": {"name": "pool"}, "spec": {"replicas": 1, "sandboxTemplateRef": {"name": "tmpl"}}
     }))
     .unwrap();
-    ns.api::<SandboxWarmPool>().create(&PostParams::default(), &pool).await.unwrap();
+    ns.api::<SandboxWarmPool>()
+        .create(&PostParams::default(), &pool)
+        .await
+        .unwrap();
     let pools: Api<SandboxWarmPool> = ns.api();
-    wait_for(&pools, "pool", Duration::from_secs(30), |p| p.status.as_ref().is_some_and(|s| s.ready_replicas == 1)).await;
+    wait_for(&pools, "pool", Duration::from_secs(30), |p| {
+        p.status.as_ref().is_some_and(|s| s.ready_replicas == 1)
+    })
+    .await;
     let claims: Api<SandboxClaim> = ns.api();
     for (name, pool) in [("warm", "default"), ("cold", "none")] {
         let claim: SandboxClaim = serde_json::from_value(json!({
@@ -33,7 +42,12 @@ async fn warm_and_cold_claims(ns: &TestNs) {
         }))
         .unwrap();
         claims.create(&PostParams::default(), &claim).await.unwrap();
-        wait_for(&claims, name, Duration::from_secs(30), |c| c.status.as_ref().is_some_and(|s| is_true(&s.conditions, READY))).await;
+        wait_for(&claims, name, Duration::from_secs(30), |c| {
+            c.status
+                .as_ref()
+                .is_some_and(|s| is_true(&s.conditions, READY))
+        })
+        .await;
     }
 }
 
@@ -46,7 +60,10 @@ async fn metrics_pass_promtool_and_have_warm_and_cold_latency() {
     for launch in ["warm", "cold"] {
         let count = text
             .lines()
-            .find(|l| l.starts_with("sandbox_operator_claim_ready_duration_seconds_count") && l.contains(&format!("launch_type=\"{launch}\"")))
+            .find(|l| {
+                l.starts_with("sandbox_operator_claim_ready_duration_seconds_count")
+                    && l.contains(&format!("launch_type=\"{launch}\""))
+            })
             .unwrap_or_else(|| panic!("no {launch} latency series in:\n{text}"));
         assert!(count.ends_with(" 1"), "{count}");
     }
@@ -58,10 +75,22 @@ async fn metrics_pass_promtool_and_have_warm_and_cold_latency() {
         .spawn()
         .expect("promtool is installed (tests/controlplane/setup-host.sh)");
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && report.trim().is_empty(), "promtool check metrics:\n{report}");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool check metrics:\n{report}"
+    );
 }
 
 #[tokio::test]
@@ -79,7 +108,10 @@ async fn prometheus_computes_claim_latency_quantiles_by_launch_type() {
     .unwrap();
     let _prometheus = tokio::process::Command::new("prometheus")
         .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -92,15 +124,23 @@ async fn prometheus_computes_claim_latency_quantiles_by_launch_type() {
     let ok = wait_until_ok(Duration::from_secs(60), || {
         let url = url.clone();
         async move {
-            let Ok((200, body)) = http_get(&url).await else { return false };
+            let Ok((200, body)) = http_get(&url).await else {
+                return false;
+            };
             let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
             let results = v["data"]["result"].as_array().cloned().unwrap_or_default();
-            let types: Vec<String> = results.iter().filter_map(|r| r["metric"]["launch_type"].as_str().map(String::from)).collect();
+            let types: Vec<String> = results
+                .iter()
+                .filter_map(|r| r["metric"]["launch_type"].as_str().map(String::from))
+                .collect();
             types.contains(&"warm".to_string()) && types.contains(&"cold".to_string())
         }
     })
     .await;
-    assert!(ok, "Prometheus never returned p99 latency for both launch types");
+    assert!(
+        ok,
+        "Prometheus never returned p99 latency for both launch types"
+    );
     let (_, body) = http_get(&url).await.unwrap();
     println!("p99 claim latency by launch type, from Prometheus: {body}");
     let _ = std::fs::remove_dir_all(&dir);

@@ -12,7 +12,9 @@ use crate::common::{TestNs, wait_for, wait_until};
 use sandbox_operator::api::{POD_NAME_ANNOTATION, READY, SANDBOX_LABEL, Sandbox, is_true};
 
 fn is_ready(s: &Sandbox) -> bool {
-    s.status.as_ref().is_some_and(|st| is_true(&st.conditions, READY))
+    s.status
+        .as_ref()
+        .is_some_and(|st| is_true(&st.conditions, READY))
 }
 
 fn reason(s: &Sandbox) -> String {
@@ -24,7 +26,8 @@ fn reason(s: &Sandbox) -> String {
 }
 
 fn sandbox(name: &str, extra_spec: serde_json::Value) -> Sandbox {
-    let mut spec = json!({"podTemplate": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}});
+    let mut spec =
+        json!({"podTemplate": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}});
     if let (Some(s), Some(e)) = (spec.as_object_mut(), extra_spec.as_object()) {
         s.extend(e.clone());
     }
@@ -42,7 +45,11 @@ async fn owned_pods(ns: &TestNs, sandbox: &Sandbox) -> Vec<Pod> {
         .unwrap()
         .items
         .into_iter()
-        .filter(|p| p.owner_references().iter().any(|o| Some(&o.uid) == sandbox.meta().uid.as_ref()))
+        .filter(|p| {
+            p.owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == sandbox.meta().uid.as_ref())
+        })
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .collect()
 }
@@ -53,9 +60,18 @@ async fn seed_aio_sandbox_becomes_ready_with_pod_and_headless_service() {
     let _op = ns.operator(&[]).await;
     ns.create_yaml("examples/aio-sandbox.yaml").await;
     let sandboxes: Api<Sandbox> = ns.api();
-    let s = wait_for(&sandboxes, "aio-sandbox-example", Duration::from_secs(30), is_ready).await;
+    let s = wait_for(
+        &sandboxes,
+        "aio-sandbox-example",
+        Duration::from_secs(30),
+        is_ready,
+    )
+    .await;
     let status = s.status.clone().unwrap();
-    assert_eq!(status.service_fqdn.as_deref(), Some(format!("aio-sandbox-example.{}.svc.cluster.local", ns.name).as_str()));
+    assert_eq!(
+        status.service_fqdn.as_deref(),
+        Some(format!("aio-sandbox-example.{}.svc.cluster.local", ns.name).as_str())
+    );
     assert_eq!(status.replicas, 1);
 
     let pods = owned_pods(&ns, &s).await;
@@ -63,28 +79,61 @@ async fn seed_aio_sandbox_becomes_ready_with_pod_and_headless_service() {
     let pod = &pods[0];
     let container = &pod.spec.as_ref().unwrap().containers[0];
     assert_eq!(container.name, "aio-sandbox");
-    assert_eq!(container.image.as_deref(), Some("runzhliu/sandbox-openclaw-opencode:1.0.0.152"));
-    let limits = container.resources.as_ref().unwrap().limits.as_ref().unwrap();
+    assert_eq!(
+        container.image.as_deref(),
+        Some("runzhliu/sandbox-openclaw-opencode:1.0.0.152")
+    );
+    let limits = container
+        .resources
+        .as_ref()
+        .unwrap()
+        .limits
+        .as_ref()
+        .unwrap();
     assert_eq!(limits["memory"].0, "8Gi");
     assert_eq!(limits["cpu"].0, "4");
     let owner = &pod.owner_references()[0];
-    assert_eq!((owner.kind.as_str(), owner.controller), ("Sandbox", Some(true)));
-    assert_eq!(pod.labels().get("sandbox").map(String::as_str), Some("aio-sandbox-example"));
+    assert_eq!(
+        (owner.kind.as_str(), owner.controller),
+        ("Sandbox", Some(true))
+    );
+    assert_eq!(
+        pod.labels().get("sandbox").map(String::as_str),
+        Some("aio-sandbox-example")
+    );
 
     let services: Api<Service> = ns.api();
     let svc = services.get("aio-sandbox-example").await.unwrap();
     let spec = svc.spec.unwrap();
     assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
     let selector = spec.selector.unwrap();
-    let all: Vec<Pod> = ns.api::<Pod>().list(&Default::default()).await.unwrap().items;
+    let all: Vec<Pod> = ns
+        .api::<Pod>()
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
     let selected: Vec<String> = all
         .iter()
         .filter(|p| selector.iter().all(|(k, v)| p.labels().get(k) == Some(v)))
         .map(|p| p.name_any())
         .collect();
-    assert_eq!(selected, vec![pod.name_any()], "the Service selects exactly the sandbox Pod");
-    let out = ns.kubectl(&["wait", "--for=condition=Ready", "sandbox/aio-sandbox-example", "--timeout=5s"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        selected,
+        vec![pod.name_any()],
+        "the Service selects exactly the sandbox Pod"
+    );
+    let out = ns.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "sandbox/aio-sandbox-example",
+        "--timeout=5s",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test]
@@ -98,13 +147,26 @@ async fn volume_claim_templates_become_mounted_pvcs() {
             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}),
     );
     sandboxes.create(&PostParams::default(), &s).await.unwrap();
-    let s = wait_for(&sandboxes, "withdata", Duration::from_secs(30), |s| s.status.as_ref().is_some_and(|st| st.pod_name.is_some())).await;
-    let pvc = ns.api::<PersistentVolumeClaim>().get("data-withdata").await.expect("PVC created");
+    let s = wait_for(&sandboxes, "withdata", Duration::from_secs(30), |s| {
+        s.status.as_ref().is_some_and(|st| st.pod_name.is_some())
+    })
+    .await;
+    let pvc = ns
+        .api::<PersistentVolumeClaim>()
+        .get("data-withdata")
+        .await
+        .expect("PVC created");
     assert_eq!(pvc.owner_references()[0].uid, s.uid().unwrap());
     let pod = ns.api::<Pod>().get("withdata").await.unwrap();
     let volumes = pod.spec.unwrap().volumes.unwrap();
-    let data = volumes.iter().find(|v| v.name == "data").expect("volume named after the template");
-    assert_eq!(data.persistent_volume_claim.as_ref().unwrap().claim_name, "data-withdata");
+    let data = volumes
+        .iter()
+        .find(|v| v.name == "data")
+        .expect("volume named after the template");
+    assert_eq!(
+        data.persistent_volume_claim.as_ref().unwrap().claim_name,
+        "data-withdata"
+    );
 }
 
 #[tokio::test]
@@ -121,14 +183,44 @@ async fn pause_and_resume_keep_service_and_pvc() {
     let s = wait_for(&sandboxes, "p", Duration::from_secs(30), is_ready).await;
     let first_uid = owned_pods(&ns, &s).await[0].uid();
 
-    sandboxes.patch("p", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 0}}))).await.unwrap();
-    let paused = wait_for(&sandboxes, "p", Duration::from_secs(30), |s| reason(s) == "Paused").await;
-    wait_until(Duration::from_secs(30), || async { ns.api::<Pod>().get_opt("p").await.unwrap().is_none() }).await;
+    sandboxes
+        .patch(
+            "p",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 0}})),
+        )
+        .await
+        .unwrap();
+    let paused = wait_for(&sandboxes, "p", Duration::from_secs(30), |s| {
+        reason(s) == "Paused"
+    })
+    .await;
+    wait_until(Duration::from_secs(30), || async {
+        ns.api::<Pod>().get_opt("p").await.unwrap().is_none()
+    })
+    .await;
     assert_eq!(paused.status.unwrap().replicas, 0);
-    assert!(ns.api::<Service>().get_opt("p").await.unwrap().is_some(), "Service kept while paused");
-    assert!(ns.api::<PersistentVolumeClaim>().get_opt("data-p").await.unwrap().is_some(), "PVC kept while paused");
+    assert!(
+        ns.api::<Service>().get_opt("p").await.unwrap().is_some(),
+        "Service kept while paused"
+    );
+    assert!(
+        ns.api::<PersistentVolumeClaim>()
+            .get_opt("data-p")
+            .await
+            .unwrap()
+            .is_some(),
+        "PVC kept while paused"
+    );
 
-    sandboxes.patch("p", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 1}}))).await.unwrap();
+    sandboxes
+        .patch(
+            "p",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 1}})),
+        )
+        .await
+        .unwrap();
     let s = wait_for(&sandboxes, "p", Duration::from_secs(30), is_ready).await;
     let pods = owned_pods(&ns, &s).await;
     assert_eq!(pods.len(), 1);
@@ -149,13 +241,29 @@ async fn shutdown_time_deletes_the_sandbox_and_its_children() {
     );
     sandboxes.create(&PostParams::default(), &s).await.unwrap();
     wait_for(&sandboxes, "short", Duration::from_secs(30), is_ready).await;
-    wait_until(Duration::from_secs(20), || async { sandboxes.get_opt("short").await.unwrap().is_none() }).await;
-    assert!(jiff::Timestamp::now() >= deadline, "deleted before the deadline");
+    wait_until(Duration::from_secs(20), || async {
+        sandboxes.get_opt("short").await.unwrap().is_none()
+    })
+    .await;
+    assert!(
+        jiff::Timestamp::now() >= deadline,
+        "deleted before the deadline"
+    );
     // Children go by ownerReference garbage collection.
     wait_until(Duration::from_secs(90), || async {
         ns.api::<Pod>().get_opt("short").await.unwrap().is_none()
-            && ns.api::<Service>().get_opt("short").await.unwrap().is_none()
-            && ns.api::<PersistentVolumeClaim>().get_opt("data-short").await.unwrap().is_none()
+            && ns
+                .api::<Service>()
+                .get_opt("short")
+                .await
+                .unwrap()
+                .is_none()
+            && ns
+                .api::<PersistentVolumeClaim>()
+                .get_opt("data-short")
+                .await
+                .unwrap()
+                .is_none()
     })
     .await;
 }
@@ -173,32 +281,80 @@ async fn adoption_takes_unowned_pods_and_refuses_foreign_ones() {
         }))
         .unwrap()
     };
-    pods.create(&PostParams::default(), &bare("pre-made", None)).await.unwrap();
-    let cm = ns
-        .api::<ConfigMap>()
-        .create(&PostParams::default(), &ConfigMap { metadata: ObjectMeta { name: Some("someone".into()), ..Default::default() }, ..Default::default() })
+    pods.create(&PostParams::default(), &bare("pre-made", None))
         .await
         .unwrap();
-    pods.create(&PostParams::default(), &bare("foreign", Some(("someone", cm.uid().unwrap())))).await.unwrap();
+    let cm = ns
+        .api::<ConfigMap>()
+        .create(
+            &PostParams::default(),
+            &ConfigMap {
+                metadata: ObjectMeta {
+                    name: Some("someone".into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    pods.create(
+        &PostParams::default(),
+        &bare("foreign", Some(("someone", cm.uid().unwrap()))),
+    )
+    .await
+    .unwrap();
 
     let sandboxes: Api<Sandbox> = ns.api();
     let mut adopt = sandbox("adopter", json!({}));
-    adopt.metadata.annotations = Some(BTreeMap::from([(POD_NAME_ANNOTATION.to_string(), "pre-made".to_string())]));
-    sandboxes.create(&PostParams::default(), &adopt).await.unwrap();
+    adopt.metadata.annotations = Some(BTreeMap::from([(
+        POD_NAME_ANNOTATION.to_string(),
+        "pre-made".to_string(),
+    )]));
+    sandboxes
+        .create(&PostParams::default(), &adopt)
+        .await
+        .unwrap();
     let s = wait_for(&sandboxes, "adopter", Duration::from_secs(30), is_ready).await;
-    assert_eq!(s.status.as_ref().unwrap().pod_name.as_deref(), Some("pre-made"));
+    assert_eq!(
+        s.status.as_ref().unwrap().pod_name.as_deref(),
+        Some("pre-made")
+    );
     let owned = owned_pods(&ns, &s).await;
-    assert_eq!(owned.iter().map(|p| p.name_any()).collect::<Vec<_>>(), ["pre-made"], "adopted, no second Pod");
-    assert_eq!(owned[0].labels().get(SANDBOX_LABEL).map(String::as_str), Some("adopter"));
+    assert_eq!(
+        owned.iter().map(|p| p.name_any()).collect::<Vec<_>>(),
+        ["pre-made"],
+        "adopted, no second Pod"
+    );
+    assert_eq!(
+        owned[0].labels().get(SANDBOX_LABEL).map(String::as_str),
+        Some("adopter")
+    );
 
     let mut thief = sandbox("thief", json!({}));
-    thief.metadata.annotations = Some(BTreeMap::from([(POD_NAME_ANNOTATION.to_string(), "foreign".to_string())]));
-    sandboxes.create(&PostParams::default(), &thief).await.unwrap();
-    wait_for(&sandboxes, "thief", Duration::from_secs(30), |s| reason(s) == "PodOwnedElsewhere").await;
+    thief.metadata.annotations = Some(BTreeMap::from([(
+        POD_NAME_ANNOTATION.to_string(),
+        "foreign".to_string(),
+    )]));
+    sandboxes
+        .create(&PostParams::default(), &thief)
+        .await
+        .unwrap();
+    wait_for(&sandboxes, "thief", Duration::from_secs(30), |s| {
+        reason(s) == "PodOwnedElsewhere"
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let foreign = pods.get("foreign").await.unwrap();
-    assert_eq!(foreign.owner_references()[0].uid, cm.uid().unwrap(), "foreign Pod untouched");
-    assert!(pods.get_opt("thief").await.unwrap().is_none(), "no Pod created for a refused adoption");
+    assert_eq!(
+        foreign.owner_references()[0].uid,
+        cm.uid().unwrap(),
+        "foreign Pod untouched"
+    );
+    assert!(
+        pods.get_opt("thief").await.unwrap().is_none(),
+        "no Pod created for a refused adoption"
+    );
 }
 
 #[tokio::test]
@@ -206,16 +362,25 @@ async fn pod_deleted_from_outside_is_recreated() {
     let ns = TestNs::new("sbx-recreate").await;
     let _op = ns.operator(&[]).await;
     let sandboxes: Api<Sandbox> = ns.api();
-    sandboxes.create(&PostParams::default(), &sandbox("r", json!({}))).await.unwrap();
+    sandboxes
+        .create(&PostParams::default(), &sandbox("r", json!({})))
+        .await
+        .unwrap();
     let s = wait_for(&sandboxes, "r", Duration::from_secs(30), is_ready).await;
     let old = owned_pods(&ns, &s).await[0].uid();
-    ns.api::<Pod>().delete("r", &Default::default()).await.unwrap();
+    ns.api::<Pod>()
+        .delete("r", &Default::default())
+        .await
+        .unwrap();
     wait_until(Duration::from_secs(30), || async {
         let pods = owned_pods(&ns, &s).await;
         pods.len() == 1 && pods[0].uid() != old
     })
     .await;
-    wait_for(&sandboxes, "r", Duration::from_secs(30), |s| is_ready(s) && s.status.as_ref().unwrap().replicas == 1).await;
+    wait_for(&sandboxes, "r", Duration::from_secs(30), |s| {
+        is_ready(s) && s.status.as_ref().unwrap().replicas == 1
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -229,7 +394,13 @@ async fn killed_controller_converges_without_duplicates() {
         let sandboxes = sandboxes.clone();
         tokio::spawn(async move {
             for i in 0..50 {
-                sandboxes.create(&PostParams::default(), &sandbox(&format!("s{i}"), json!({}))).await.unwrap();
+                sandboxes
+                    .create(
+                        &PostParams::default(),
+                        &sandbox(&format!("s{i}"), json!({})),
+                    )
+                    .await
+                    .unwrap();
             }
         })
     };
@@ -242,7 +413,12 @@ async fn killed_controller_converges_without_duplicates() {
         list.len() == 50 && list.iter().all(is_ready)
     })
     .await;
-    let pods: Vec<Pod> = ns.api::<Pod>().list(&Default::default()).await.unwrap().items;
+    let pods: Vec<Pod> = ns
+        .api::<Pod>()
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
     let mut per_sandbox: HashMap<String, usize> = HashMap::new();
     for p in &pods {
         if let Some(owner) = p.owner_references().iter().find(|o| o.kind == "Sandbox") {
@@ -251,5 +427,8 @@ async fn killed_controller_converges_without_duplicates() {
     }
     assert_eq!(pods.len(), 50, "exactly 50 Pods");
     assert_eq!(per_sandbox.len(), 50);
-    assert!(per_sandbox.values().all(|n| *n == 1), "a Sandbox owns more than one Pod: {per_sandbox:?}");
+    assert!(
+        per_sandbox.values().all(|n| *n == 1),
+        "a Sandbox owns more than one Pod: {per_sandbox:?}"
+    );
 }

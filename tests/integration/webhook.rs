@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -37,17 +37,45 @@ async fn seed_sandbox_is_admitted_defaulted_and_idempotent() {
     let sandboxes: Api<Sandbox> = ns.api();
     let stored = sandboxes.get("aio-sandbox-example").await.unwrap();
     let spec = &stored.spec.pod_template.spec;
-    assert_eq!(spec.automount_service_account_token, Some(false), "automountServiceAccountToken defaulted");
-    let seccomp = spec.security_context.as_ref().and_then(|s| s.seccomp_profile.as_ref()).expect("seccompProfile defaulted");
+    assert_eq!(
+        spec.automount_service_account_token,
+        Some(false),
+        "automountServiceAccountToken defaulted"
+    );
+    let seccomp = spec
+        .security_context
+        .as_ref()
+        .and_then(|s| s.seccomp_profile.as_ref())
+        .expect("seccompProfile defaulted");
     assert_eq!(seccomp.type_, "RuntimeDefault");
     let container = &spec.containers[0];
-    let limits = container.resources.as_ref().unwrap().limits.as_ref().unwrap();
+    let limits = container
+        .resources
+        .as_ref()
+        .unwrap()
+        .limits
+        .as_ref()
+        .unwrap();
     assert_eq!(limits["memory"].0, "8Gi", "the seed's own limits are kept");
-    assert_eq!(container.security_context.as_ref().unwrap().allow_privilege_escalation, Some(false));
+    assert_eq!(
+        container
+            .security_context
+            .as_ref()
+            .unwrap()
+            .allow_privilege_escalation,
+        Some(false)
+    );
 
     // Sending the stored object back changes nothing: the mutation is idempotent.
-    let again = sandboxes.replace("aio-sandbox-example", &PostParams::default(), &stored).await.unwrap();
-    assert_eq!(again.resource_version(), stored.resource_version(), "a no-op update must not write");
+    let again = sandboxes
+        .replace("aio-sandbox-example", &PostParams::default(), &stored)
+        .await
+        .unwrap();
+    assert_eq!(
+        again.resource_version(),
+        stored.resource_version(),
+        "a no-op update must not write"
+    );
     assert_eq!(again.spec, stored.spec);
 }
 
@@ -56,7 +84,9 @@ async fn dangerous_specs_are_refused_with_field_path_and_rule() {
     let ns = TestNs::new("wh-deny").await;
     let (_op, _port) = operator_with_webhook(&ns, &[]).await;
     let sandbox = |name: &str, pod_spec: &str| {
-        format!("apiVersion: agents.x-k8s.io/v1alpha1\nkind: Sandbox\nmetadata: {{name: {name}}}\nspec:\n  podTemplate:\n    spec:\n{pod_spec}")
+        format!(
+            "apiVersion: agents.x-k8s.io/v1alpha1\nkind: Sandbox\nmetadata: {{name: {name}}}\nspec:\n  podTemplate:\n    spec:\n{pod_spec}"
+        )
     };
     let cases = [
         (
@@ -87,9 +117,18 @@ async fn dangerous_specs_are_refused_with_field_path_and_rule() {
     for (yaml, expected) in cases {
         let out = kubectl_apply(&ns, &yaml);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "accepted but should be refused:\n{yaml}");
-        assert!(stderr.contains("denied the request"), "not refused by the webhook: {stderr}");
-        assert!(stderr.contains(expected), "refusal lacks {expected:?}: {stderr}");
+        assert!(
+            !out.status.success(),
+            "accepted but should be refused:\n{yaml}"
+        );
+        assert!(
+            stderr.contains("denied the request"),
+            "not refused by the webhook: {stderr}"
+        );
+        assert!(
+            stderr.contains(expected),
+            "refusal lacks {expected:?}: {stderr}"
+        );
         println!("refused as expected: {}", stderr.trim());
     }
 }
@@ -111,7 +150,10 @@ async fn certificate_rotation_under_load_fails_no_admission() {
     let ns = TestNs::new("wh-rotate").await;
     let (_op, port) = operator_with_webhook(&ns, &["--cert-check-seconds", "1"]).await;
     let before = presented_serial(port);
-    assert!(before.starts_with("serial="), "no certificate presented: {before:?}");
+    assert!(
+        before.starts_with("serial="),
+        "no certificate presented: {before:?}"
+    );
 
     let templates: Api<SandboxTemplate> = ns.api();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -141,7 +183,11 @@ async fn certificate_rotation_under_load_fails_no_admission() {
     // CA, so the registered caBundle stays valid) and reloads it live.
     let secrets: Api<Secret> = ns.api();
     secrets
-        .patch("sandbox-operator-webhook-tls", &PatchParams::default(), &Patch::Merge(json!({"data": {"tls.crt": "bm90IGEgY2VydGlmaWNhdGU="}})))
+        .patch(
+            "sandbox-operator-webhook-tls",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"tls.crt": "bm90IGEgY2VydGlmaWNhdGU="}})),
+        )
         .await
         .unwrap();
     let start = Instant::now();
@@ -153,10 +199,23 @@ async fn certificate_rotation_under_load_fails_no_admission() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let (ok, failed) = writer.await.unwrap();
-    println!("rotation: serial {before} -> {after} after {:?}; {ok} creates admitted, {} failed", start.elapsed(), failed.len());
-    assert_ne!(after, before, "new handshakes must present the new certificate");
-    assert!(failed.is_empty(), "admissions failed during rotation: {failed:?}");
-    assert!(ok > 20, "the stream of creates was too short to mean anything: {ok}");
+    println!(
+        "rotation: serial {before} -> {after} after {:?}; {ok} creates admitted, {} failed",
+        start.elapsed(),
+        failed.len()
+    );
+    assert_ne!(
+        after, before,
+        "new handshakes must present the new certificate"
+    );
+    assert!(
+        failed.is_empty(),
+        "admissions failed during rotation: {failed:?}"
+    );
+    assert!(
+        ok > 20,
+        "the stream of creates was too short to mean anything: {ok}"
+    );
 }
 
 /// Sends raw bytes over TLS (verification off: we attack our own server) and
@@ -192,19 +251,28 @@ async fn raw_request(port: u16, request: &[u8]) -> Result<String, String> {
             Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
         }
         fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+            rustls::crypto::ring::default_provider()
+                .signature_verification_algorithms
+                .supported_schemes()
         }
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCert))
-        .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(AnyCert))
+    .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let mut tls = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
+    let mut tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
     // A server that refuses a body early (413) may close while we still
     // write: read its answer anyway.
     let _ = tls.write_all(request).await;
@@ -228,7 +296,10 @@ fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok()))
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -245,7 +316,9 @@ async fn hostile_input_gets_clear_errors_and_the_server_keeps_serving() {
             "spec": {"podTemplate": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}}});
     let valid_bytes = serde_json::to_vec(&valid).unwrap();
 
-    let status = raw_request(port, &post("/validate", &valid_bytes)).await.unwrap();
+    let status = raw_request(port, &post("/validate", &valid_bytes))
+        .await
+        .unwrap();
     assert!(status.contains("200"), "valid review: {status}");
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("invalid JSON", post("/validate", b"{not json"), "400"),
@@ -254,13 +327,23 @@ async fn hostile_input_gets_clear_errors_and_the_server_keeps_serving() {
         ("10 MB body", post("/validate", &vec![b' '; 10 * 1024 * 1024]), "413"),
     ];
     for (what, req, expected) in cases {
-        let status = raw_request(port, &req).await.unwrap_or_else(|e| format!("connection error: {e}"));
+        let status = raw_request(port, &req)
+            .await
+            .unwrap_or_else(|e| format!("connection error: {e}"));
         println!("{what}: {status}");
-        assert!(status.contains(expected), "{what}: expected {expected}, got {status:?}");
+        assert!(
+            status.contains(expected),
+            "{what}: expected {expected}, got {status:?}"
+        );
     }
     // Plain text on the TLS port: the handshake fails, the server lives on.
-    let mut plain = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    plain.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut plain = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut sink = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut sink)).await;
 
@@ -270,7 +353,9 @@ async fn hostile_input_gets_clear_errors_and_the_server_keeps_serving() {
     for i in 0..2000usize {
         let body: Vec<u8> = match i % 4 {
             0 => valid_bytes[..(i * 7919) % valid_bytes.len()].to_vec(),
-            1 => (0..(i % 512)).map(|k| ((i * 31 + k * 17) % 256) as u8).collect(),
+            1 => (0..(i % 512))
+                .map(|k| ((i * 31 + k * 17) % 256) as u8)
+                .collect(),
             2 => {
                 let mut v = valid.clone();
                 v["request"]["object"]["spec"] = json!(i);
@@ -278,23 +363,32 @@ async fn hostile_input_gets_clear_errors_and_the_server_keeps_serving() {
             }
             _ => {
                 let mut v = valid.clone();
-                v["request"]["object"]["spec"]["podTemplate"]["spec"]["containers"] = json!([{"name": i, "resources": {"limits": {"memory": "12Zz"}}}]);
+                v["request"]["object"]["spec"]["podTemplate"]["spec"]["containers"] =
+                    json!([{"name": i, "resources": {"limits": {"memory": "12Zz"}}}]);
                 serde_json::to_vec(&v).unwrap()
             }
         };
         let path = if i % 2 == 0 { "/mutate" } else { "/validate" };
-        if let Ok(status) = raw_request(port, &post(path, &body)).await {
-            if status.starts_with("HTTP/1.1 ") {
-                answered += 1;
-            }
+        if let Ok(status) = raw_request(port, &post(path, &body)).await
+            && status.starts_with("HTTP/1.1 ")
+        {
+            answered += 1;
         }
     }
     let rss_after = rss_kib(pid);
-    println!("2000 random/truncated bodies in {:?}: {answered} answered; RSS {rss_before} KiB -> {rss_after} KiB", start.elapsed());
+    println!(
+        "2000 random/truncated bodies in {:?}: {answered} answered; RSS {rss_before} KiB -> {rss_after} KiB",
+        start.elapsed()
+    );
     assert_eq!(answered, 2000, "every request gets an HTTP answer");
-    let status = raw_request(port, &post("/validate", &valid_bytes)).await.unwrap();
+    let status = raw_request(port, &post("/validate", &valid_bytes))
+        .await
+        .unwrap();
     assert!(status.contains("200"), "still serving: {status}");
-    assert!(rss_after < rss_before + 64 * 1024, "memory grew from {rss_before} to {rss_after} KiB");
+    assert!(
+        rss_after < rss_before + 64 * 1024,
+        "memory grew from {rss_before} to {rss_after} KiB"
+    );
 }
 
 #[tokio::test]
@@ -306,8 +400,15 @@ async fn stopped_webhook_follows_the_fail_policy_with_a_clear_message() {
     let out = kubectl_apply(&ns, yaml);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("with the webhook down: {}", stderr.trim());
-    assert!(!out.status.success(), "failurePolicy Fail: the create must be refused");
-    assert!(stderr.contains("failed calling webhook") && stderr.contains("mutate.sandboxes.agents.x-k8s.io"), "{stderr}");
+    assert!(
+        !out.status.success(),
+        "failurePolicy Fail: the create must be refused"
+    );
+    assert!(
+        stderr.contains("failed calling webhook")
+            && stderr.contains("mutate.sandboxes.agents.x-k8s.io"),
+        "{stderr}"
+    );
     // Objects outside the webhook's scope are unaffected.
     let cm = ns.kubectl(&["create", "configmap", "still-works"]);
     assert!(cm.status.success());
