@@ -125,6 +125,11 @@ struct PoolExpectations {
     creates: HashMap<String, Instant>,
     deletes: HashMap<String, Instant>,
     last_status_write: Option<Instant>,
+    /// Replacement Pods already counted in the replenish-to-Ready metric.
+    ready_seen: HashSet<String>,
+    /// Whether `ready_seen` was seeded (Pods Ready before this process
+    /// started are not replenishments it saw).
+    seeded: bool,
 }
 
 impl Expectations {
@@ -170,6 +175,26 @@ impl Expectations {
                 None
             }
         }
+    }
+
+    /// Of the given Ready Pods (uid), those not reported before; forgets
+    /// Pods that are no longer listed.
+    pub fn newly_ready(&self, pool: &str, ready_uids: &[String]) -> Vec<String> {
+        let mut all = self.inner.lock().expect("expectations lock");
+        let e = all.entry(pool.to_string()).or_default();
+        e.ready_seen.retain(|uid| ready_uids.contains(uid));
+        let fresh: Vec<String> = ready_uids
+            .iter()
+            .filter(|uid| e.ready_seen.insert((*uid).clone()))
+            .cloned()
+            .collect();
+        if !e.seeded {
+            // Pods Ready before this process looked are not replenishments
+            // it saw happen.
+            e.seeded = true;
+            return Vec::new();
+        }
+        fresh
     }
 
     /// Drops everything about a pool (it was deleted).
@@ -345,7 +370,33 @@ pub async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<Context>) -> Result<
         }
     }
 
-    // Record.
+    // Record. Replacement Pods that turned Ready: the time since the pool
+    // noticed the departure and created them (their `created-at` stamp).
+    let ready_pods: Vec<&Arc<Pod>> = mine
+        .iter()
+        .filter(|p| !is_terminating(p.as_ref()) && pod_is_ready(p))
+        .collect();
+    let ready_uids: Vec<String> = ready_pods.iter().filter_map(|p| p.uid()).collect();
+    let newly_ready = ctx.expectations.newly_ready(&key, &ready_uids);
+    let now = jiff::Timestamp::now();
+    for pod in ready_pods
+        .iter()
+        .filter(|p| p.uid().is_some_and(|u| newly_ready.contains(&u)))
+    {
+        if let Some(created) = pod
+            .annotations()
+            .get(CREATED_AT_ANNOTATION)
+            .and_then(|v| v.parse::<jiff::Timestamp>().ok())
+        {
+            let seconds = now.duration_since(created).as_secs_f64();
+            if seconds >= 0.0 {
+                ctx.metrics
+                    .replenish_seconds
+                    .with_label_values(&["ready"])
+                    .observe(seconds);
+            }
+        }
+    }
     let live =
         idle.len() - decision.delete.len().min(idle.len()) + pending_creates + decision.create;
     let ready = idle.iter().filter(|p| p.ready && p.current).count();

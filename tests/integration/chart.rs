@@ -11,14 +11,19 @@ use std::time::Duration;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
-use kube::api::Api;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::rbac::v1::Role;
+use kube::api::{Api, PostParams};
 use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 
 use crate::common::{
-    TestNs, bin_dir, free_port, http_get, kubeconfig, kubectl, repo, wait_for, wait_until_ok,
+    TestNs, bin_dir, free_port, http_get, kubeconfig, kubectl, repo, wait_until_ok,
 };
-use sandbox_operator::api::{ADMITTED_AT_ANNOTATION, READY, SandboxClaim, is_true};
+use sandbox_operator::api::{
+    ADMITTED_AT_ANNOTATION, LaunchType, POOL_LABEL, READY, SandboxClaim, is_true,
+};
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -1268,127 +1273,677 @@ fn start_like_the_deployment(
         .expect("start the operator binary")
 }
 
-#[tokio::test]
-async fn operator_runs_with_the_charts_flags_rbac_and_webhook_configurations() {
-    let ns = TestNs::new("chartop").await;
-    let chart = chart_dir();
-    let release = ns.name.clone();
-    let webhook_port = free_port();
-    succeed(
-        helm_cluster()
-            .args([
-                "install",
-                &release,
-                chart.to_str().unwrap(),
-                "--namespace",
-                &ns.name,
-                "--skip-crds",
-            ])
-            .args([
-                "--set",
-                &format!("webhook.url=https://127.0.0.1:{webhook_port}"),
-                "--set",
-                &format!("controller.watchNamespace={}", ns.name),
-            ]),
-    );
-    let docs = documents(&succeed(helm_cluster().args([
-        "get",
-        "manifest",
-        &release,
-        "--namespace",
-        &ns.name,
-    ])));
-    let service_account = find(&docs, "ServiceAccount")["metadata"]["name"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let config_name = find(&docs, "MutatingWebhookConfiguration")["metadata"]["name"]
-        .as_str()
-        .unwrap()
-        .to_string();
+/// A release installed for an operator that runs on this machine: webhooks
+/// registered by URL on 127.0.0.1, watch and admission scoped to the test's
+/// namespace (the release namespace too). Uninstalled (best effort) when
+/// dropped unless [`LocalRelease::uninstall`] ran.
+struct LocalRelease {
+    name: String,
+    namespace: String,
+    /// The installed manifest, every document parsed.
+    docs: Vec<Yaml>,
+    uninstalled: bool,
+}
 
-    let sa_kubeconfig = service_account_kubeconfig(&ns, &service_account);
-    let metrics_port = free_port();
-    let log = repo().join(format!("target/test-logs/{}-operator.log", ns.name));
-    let mut operator =
-        start_like_the_deployment(&docs, &ns, &sa_kubeconfig, metrics_port, webhook_port, &log);
-    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+impl LocalRelease {
+    fn install(ns: &TestNs, webhook_port: u16, extra: &[&str]) -> LocalRelease {
+        let chart = chart_dir();
+        let name = ns.name.clone();
+        succeed(
+            helm_cluster()
+                .args([
+                    "install",
+                    &name,
+                    chart.to_str().unwrap(),
+                    "--namespace",
+                    &ns.name,
+                    "--skip-crds",
+                ])
+                .args([
+                    "--set",
+                    &format!("webhook.url=https://127.0.0.1:{webhook_port}"),
+                    "--set",
+                    &format!("controller.watchNamespace={}", ns.name),
+                ])
+                .args(extra),
+        );
+        let docs = documents(&succeed(helm_cluster().args([
+            "get",
+            "manifest",
+            &name,
+            "--namespace",
+            &ns.name,
+        ])));
+        LocalRelease {
+            name,
+            namespace: ns.name.clone(),
+            docs,
+            uninstalled: false,
+        }
+    }
 
-    let ready = wait_until_ok(Duration::from_secs(60), || async {
-        http_get(&format!("http://127.0.0.1:{metrics_port}/readyz"))
+    fn name_of(&self, kind: &str) -> String {
+        find(&self.docs, kind)["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// The value of `--flag=` in the Deployment's args.
+    fn flag(&self, flag: &str) -> String {
+        let prefix = format!("{flag}=");
+        operator_args(&self.docs)
+            .into_iter()
+            .find_map(|arg| arg.strip_prefix(&prefix).map(str::to_string))
+            .unwrap_or_else(|| panic!("the Deployment has no {flag}"))
+    }
+
+    fn uninstall(mut self) {
+        self.uninstalled = true;
+        uninstall_and_check(&self.name, &self.namespace);
+    }
+}
+
+impl Drop for LocalRelease {
+    fn drop(&mut self) {
+        if !self.uninstalled {
+            let _ =
+                run(helm_cluster().args(["uninstall", &self.name, "--namespace", &self.namespace]));
+        }
+    }
+}
+
+/// The operator binary run like the release's Deployment with the chart's
+/// ServiceAccount token; killed when dropped.
+struct ChartOperator {
+    child: tokio::process::Child,
+    metrics_port: u16,
+    webhook_port: u16,
+    log: PathBuf,
+    /// Its Lease identity (POD_NAME).
+    identity: String,
+}
+
+impl ChartOperator {
+    /// Starts it and waits until /readyz answers 200.
+    async fn start(release: &LocalRelease, ns: &TestNs, webhook_port: u16) -> ChartOperator {
+        let service_account = release.name_of("ServiceAccount");
+        let sa_kubeconfig = service_account_kubeconfig(ns, &service_account);
+        let metrics_port = free_port();
+        let log = repo().join(format!("target/test-logs/{}-operator.log", ns.name));
+        let child = start_like_the_deployment(
+            &release.docs,
+            ns,
+            &sa_kubeconfig,
+            metrics_port,
+            webhook_port,
+            &log,
+        );
+        let op = ChartOperator {
+            child,
+            metrics_port,
+            webhook_port,
+            log,
+            identity: format!("{}-local", ns.name),
+        };
+        let ready = wait_until_ok(Duration::from_secs(90), || async {
+            http_get(&format!("http://127.0.0.1:{metrics_port}/readyz"))
+                .await
+                .is_ok_and(|(code, _)| code == 200)
+        })
+        .await;
+        assert!(
+            ready,
+            "the operator, run as the chart's ServiceAccount, did not become ready; log:\n{}",
+            op.log()
+        );
+        op
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn metrics(&self) -> String {
+        http_get(&format!("http://127.0.0.1:{}/metrics", self.metrics_port))
             .await
-            .is_ok_and(|(code, _)| code == 200)
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    }
+
+    /// The serial of the certificate a fresh TLS handshake on the webhook
+    /// port presents (`serial=...`), or "" when none.
+    fn served_serial(&self) -> String {
+        let out = run(Command::new("sh").arg("-c").arg(format!(
+            "openssl s_client -connect 127.0.0.1:{} </dev/null 2>/dev/null | openssl x509 -noout -serial",
+            self.webhook_port
+        )));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+/// Log lines that show the API server refusing the operator something.
+fn forbidden_lines(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|line| {
+            line.to_ascii_lowercase().contains("forbidden")
+                || line.contains("code: 403")
+                || line.contains("\"code\":403")
+        })
+        .collect()
+}
+
+/// `sandbox_operator_reconcile_errors_total` series with a non-zero value.
+fn reconcile_errors(metrics: &str) -> Vec<&str> {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("sandbox_operator_reconcile_errors_total"))
+        .filter(|line| {
+            line.rsplit(' ')
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+                .is_none_or(|v| v != 0.0)
+        })
+        .collect()
+}
+
+/// A template whose Pods start after 300 ms (KWOK), a pool of `replicas`.
+async fn create_template_and_pool(ns: &TestNs, replicas: i32) {
+    ns.create_yaml_text(&format!(
+        r#"
+apiVersion: extensions.agents.x-k8s.io/v1alpha1
+kind: SandboxTemplate
+metadata:
+  name: rbac
+spec:
+  podTemplate:
+    metadata:
+      annotations:
+        sandbox.test/start-delay-ms: "300"
+    spec:
+      containers:
+        - name: agent
+          image: busybox
+          ports:
+            - containerPort: 8080
+---
+apiVersion: extensions.agents.x-k8s.io/v1alpha1
+kind: SandboxWarmPool
+metadata:
+  name: rbac-pool
+spec:
+  replicas: {replicas}
+  sandboxTemplateRef:
+    name: rbac
+"#
+    ))
+    .await
+    .expect("template and pool are admitted");
+}
+
+/// Creates a claim on the `rbac` template (through the webhooks) and checks
+/// that the mutating webhook stamped it.
+async fn create_claim(ns: &TestNs, name: &str, warmpool: Option<&str>) -> Result<(), String> {
+    let mut spec = serde_json::json!({"sandboxTemplateRef": {"name": "rbac"}});
+    if let Some(warmpool) = warmpool {
+        spec["warmpool"] = Json::from(warmpool);
+    }
+    let claim: SandboxClaim = serde_json::from_value(serde_json::json!({
+        "apiVersion": "extensions.agents.x-k8s.io/v1alpha1",
+        "kind": "SandboxClaim",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .unwrap();
+    let created = ns
+        .api::<SandboxClaim>()
+        .create(&PostParams::default(), &claim)
+        .await
+        .map_err(|e| e.to_string())?;
+    assert!(
+        created
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(ADMITTED_AT_ANNOTATION)),
+        "claim {name} was not mutated by the webhook: {:?}",
+        created.metadata.annotations
+    );
+    Ok(())
+}
+
+fn claim_is_ready(c: &SandboxClaim) -> bool {
+    c.status
+        .as_ref()
+        .is_some_and(|s| is_true(&s.conditions, READY))
+}
+
+/// Waits until claim `name` is Ready and returns its launch type.
+async fn wait_claim_ready(ns: &TestNs, op: &ChartOperator, name: &str) -> Option<LaunchType> {
+    let claims: Api<SandboxClaim> = ns.api();
+    let ok = wait_until_ok(Duration::from_secs(90), || async {
+        claims
+            .get_opt(name)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|c| claim_is_ready(&c))
+    })
+    .await;
+    let claim = claims.get(name).await.expect("get claim");
+    assert!(
+        ok,
+        "claim {name} is not Ready: {:#?}\noperator log:\n{}",
+        claim.status,
+        op.log()
+    );
+    claim.status.and_then(|s| s.launch_type)
+}
+
+/// Idle pool Pods that are Ready and not terminating.
+async fn idle_ready_pods(ns: &TestNs) -> usize {
+    ns.api::<Pod>()
+        .list(&Default::default())
+        .await
+        .map(|pods| {
+            pods.items
+                .iter()
+                .filter(|p| {
+                    p.metadata
+                        .labels
+                        .as_ref()
+                        .is_some_and(|l| l.contains_key(POOL_LABEL))
+                        && p.metadata.deletion_timestamp.is_none()
+                        && p.status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|cs| {
+                                cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                            })
+                })
+                .count()
+        })
+        .unwrap_or_default()
+}
+
+async fn wait_idle_ready(ns: &TestNs, op: &ChartOperator, n: usize, what: &str) {
+    let ok = wait_until_ok(Duration::from_secs(90), || async {
+        idle_ready_pods(ns).await == n
     })
     .await;
     assert!(
-        ready,
-        "the operator, run as the chart's ServiceAccount, did not become ready; log:\n{}",
-        log_text()
+        ok,
+        "{what}: {} idle Ready pool Pods, expected {n}; operator log:\n{}",
+        idle_ready_pods(ns).await,
+        op.log()
     );
+}
+
+/// Issue 8, acceptance item 3 (RBAC proof): the operator binary, run with
+/// the chart's Deployment arguments and nothing but a TokenRequest token of
+/// the chart's ServiceAccount, goes through leader election, the caBundle
+/// injection into the chart's webhook configurations, a pool fill, a warm
+/// claim, the refill, a cold claim, a certificate rotation and a graceful
+/// stop that releases the Lease, and the API server refuses it nothing.
+/// `removing_one_rbac_rule_breaks_the_claim_path` shows these checks fail
+/// when one rule is missing.
+#[tokio::test]
+async fn operator_runs_with_the_charts_flags_rbac_and_webhook_configurations() {
+    let started = std::time::Instant::now();
+    let ns = TestNs::new("chartop").await;
+    let webhook_port = free_port();
+    // Certificate checks every second (through the chart's extraArgs) so a
+    // broken serving certificate is replaced within the test.
+    let release = LocalRelease::install(
+        &ns,
+        webhook_port,
+        &[
+            "--set-json",
+            r#"controller.extraArgs=["--cert-check-seconds=1"]"#,
+        ],
+    );
+    let config_name = release.name_of("MutatingWebhookConfiguration");
+    assert_eq!(release.flag("--leader-elect"), "true");
+    assert_eq!(release.flag("--lease-namespace"), ns.name);
+    let lease_name = release.flag("--lease-name");
+    let cert_secret = release.flag("--cert-secret");
+    let mut operator = ChartOperator::start(&release, &ns, webhook_port).await;
+    let step = |what: &str| eprintln!("[{:>6.1}s] {what}", started.elapsed().as_secs_f64());
+    step("operator ready");
+
+    // (a) Leader election: the Lease in the release namespace is held by
+    // this process, and its /metrics say so.
+    let leases: Api<Lease> = ns.api();
+    let held = wait_until_ok(Duration::from_secs(60), || async {
+        leases
+            .get_opt(&lease_name)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|l| {
+                l.spec.and_then(|s| s.holder_identity).as_deref()
+                    == Some(operator.identity.as_str())
+            })
+    })
+    .await;
+    assert!(
+        held,
+        "Lease {lease_name} is not held by {}: {:?}\nlog:\n{}",
+        operator.identity,
+        leases.get_opt(&lease_name).await.ok().flatten(),
+        operator.log()
+    );
+    let leader_gauge = wait_until_ok(Duration::from_secs(30), || async {
+        operator
+            .metrics()
+            .await
+            .lines()
+            .any(|l| l == "sandbox_operator_leader 1")
+    })
+    .await;
+    assert!(leader_gauge, "sandbox_operator_leader is not 1");
+    step("leader");
 
     // The operator injects its CA into the chart's configurations (RBAC by
     // resourceNames).
     let mutating: Api<MutatingWebhookConfiguration> = Api::all(ns.client.clone());
     let validating: Api<ValidatingWebhookConfiguration> = Api::all(ns.client.clone());
+    let bundles = || async {
+        let m = mutating.get(&config_name).await.ok()?;
+        let v = validating.get(&config_name).await.ok()?;
+        let mut all = Vec::new();
+        for w in m.webhooks.unwrap_or_default() {
+            all.push(w.client_config.ca_bundle.map(|b| b.0).unwrap_or_default());
+        }
+        for w in v.webhooks.unwrap_or_default() {
+            all.push(w.client_config.ca_bundle.map(|b| b.0).unwrap_or_default());
+        }
+        Some(all)
+    };
     let injected = wait_until_ok(Duration::from_secs(60), || async {
-        let has_bundle =
-            |bundle: Option<&k8s_openapi::ByteString>| bundle.is_some_and(|b| !b.0.is_empty());
-        let m = mutating.get(&config_name).await.ok();
-        let v = validating.get(&config_name).await.ok();
-        m.is_some_and(|m| {
-            m.webhooks
-                .unwrap_or_default()
-                .iter()
-                .all(|w| has_bundle(w.client_config.ca_bundle.as_ref()))
-        }) && v.is_some_and(|v| {
-            v.webhooks
-                .unwrap_or_default()
-                .iter()
-                .all(|w| has_bundle(w.client_config.ca_bundle.as_ref()))
-        })
+        bundles()
+            .await
+            .is_some_and(|all| !all.is_empty() && all.iter().all(|b| !b.is_empty()))
     })
     .await;
     assert!(
         injected,
         "caBundle was not injected into {config_name}; log:\n{}",
-        log_text()
+        operator.log()
     );
+    let first_bundle = bundles().await.unwrap();
 
-    // A claim goes through the chart's webhooks (failurePolicy Fail) and the
-    // controllers to Ready.
-    ns.create_yaml("examples/template.yaml").await;
-    ns.create_yaml("examples/warmpool.yaml").await;
-    let claim = ns.create_yaml("examples/claim.yaml").await.remove(0);
-    let name = claim.metadata.name.clone().unwrap();
-    assert!(
-        claim
-            .metadata
-            .annotations
-            .as_ref()
-            .is_some_and(|a| a.contains_key(ADMITTED_AT_ANNOTATION)),
-        "the claim was not mutated by the webhook: {:?}",
-        claim.metadata.annotations
+    // (b) A pool of 2 fills.
+    create_template_and_pool(&ns, 2).await;
+    wait_idle_ready(&ns, &operator, 2, "pool fill").await;
+    step("pool filled");
+
+    // (c) A warm claim through the chart's webhooks (failurePolicy Fail).
+    create_claim(&ns, "warm-1", None).await.unwrap();
+    assert_eq!(
+        wait_claim_ready(&ns, &operator, "warm-1").await,
+        Some(LaunchType::Warm)
     );
-    let claims: Api<SandboxClaim> = ns.api();
-    wait_for(
-        &claims,
-        &name,
-        Duration::from_secs(90),
-        |c: &SandboxClaim| {
-            c.status
-                .as_ref()
-                .is_some_and(|s| is_true(&s.conditions, READY))
-        },
-    )
+    step("warm claim Ready");
+
+    // (d) The pool refills.
+    wait_idle_ready(&ns, &operator, 2, "refill").await;
+    step("pool refilled");
+
+    // (e) A cold claim.
+    create_claim(&ns, "cold-1", Some("none")).await.unwrap();
+    assert_eq!(
+        wait_claim_ready(&ns, &operator, "cold-1").await,
+        Some(LaunchType::Cold)
+    );
+    step("cold claim Ready");
+
+    // (f) Certificate rotation: an unreadable serving certificate in the
+    // Secret (the key stays: the Secret is kubernetes.io/tls) is replaced
+    // by the operator, the webhook presents the new one and the caBundle
+    // follows.
+    let serial_before = operator.served_serial();
+    assert!(
+        serial_before.starts_with("serial="),
+        "no certificate on the webhook port: {serial_before:?}"
+    );
+    let garbage = serde_json::to_value(k8s_openapi::ByteString(b"not a certificate".to_vec()))
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = ns.kubectl(&[
+        "patch",
+        "secret",
+        &cert_secret,
+        "--type=merge",
+        "-p",
+        &format!(r#"{{"data":{{"tls.crt":"{garbage}"}}}}"#),
+    ]);
+    assert!(out.status.success(), "patching the Secret: {}", text(&out));
+    let rotated = wait_until_ok(Duration::from_secs(60), || async {
+        let serial = operator.served_serial();
+        serial.starts_with("serial=") && serial != serial_before
+    })
     .await;
-
-    // Nothing the operator tried was forbidden to it.
-    let text = log_text();
     assert!(
-        !text.contains("forbidden") && !text.contains("Forbidden"),
-        "the chart's RBAC refused the operator something:\n{text}"
+        rotated,
+        "the webhook still presents {serial_before} after the Secret was broken; log:\n{}",
+        operator.log()
+    );
+    let serial_after = operator.served_serial();
+    let repaired = ns.kubectl(&[
+        "get",
+        "secret",
+        &cert_secret,
+        "-o",
+        "jsonpath={.data.tls\\.crt}",
+    ]);
+    assert_ne!(
+        String::from_utf8_lossy(&repaired.stdout).trim(),
+        garbage,
+        "the Secret still holds the broken certificate"
+    );
+    let bundle_followed = wait_until_ok(Duration::from_secs(60), || async {
+        bundles().await.is_some_and(|all| {
+            all.iter().all(|b| !b.is_empty()) && all.iter().all(|b| !first_bundle.contains(b))
+        })
+    })
+    .await;
+    assert!(
+        bundle_followed,
+        "the caBundle of {config_name} did not follow the new CA; log:\n{}",
+        operator.log()
+    );
+    // An object created through the webhook after the rotation (the API
+    // server may need a moment to pick up the new caBundle).
+    let admitted = wait_until_ok(Duration::from_secs(60), || async {
+        match create_claim(&ns, "warm-2", None).await {
+            Ok(()) => true,
+            // An earlier attempt was stored although its answer was lost.
+            Err(e) if e.contains("already exists") => true,
+            Err(e) => {
+                eprintln!("creating a claim after the rotation: {e}");
+                false
+            }
+        }
+    })
+    .await;
+    assert!(
+        admitted,
+        "no object could be created through the webhook after the rotation; log:\n{}",
+        operator.log()
+    );
+    assert_eq!(
+        wait_claim_ready(&ns, &operator, "warm-2").await,
+        Some(LaunchType::Warm)
+    );
+    step(&format!(
+        "certificate rotated ({serial_before} -> {serial_after}), claim admitted after it"
+    ));
+
+    // Nothing the operator tried was forbidden to it, and no reconcile failed.
+    let metrics = operator.metrics().await;
+    assert!(
+        reconcile_errors(&metrics).is_empty(),
+        "reconciles failed: {:?}\nlog:\n{}",
+        reconcile_errors(&metrics),
+        operator.log()
+    );
+    let claims_total: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("sandbox_operator_claims_total"))
+        .collect();
+    assert!(!claims_total.is_empty(), "no claims counted:\n{metrics}");
+
+    // (g) A graceful stop (SIGTERM, as the kubelet sends) releases the Lease.
+    let pid = operator.child.id().expect("operator is running");
+    succeed(Command::new("kill").args(["-TERM", &pid.to_string()]));
+    let exited = tokio::time::timeout(Duration::from_secs(60), operator.child.wait()).await;
+    let status = exited
+        .unwrap_or_else(|_| panic!("no exit 60 s after SIGTERM; log:\n{}", operator.log()))
+        .expect("wait for the operator");
+    assert!(
+        status.success(),
+        "the operator exited with {status} after SIGTERM; log:\n{}",
+        operator.log()
+    );
+    let lease = leases.get(&lease_name).await.expect("the Lease stays");
+    let holder = lease
+        .spec
+        .and_then(|s| s.holder_identity)
+        .unwrap_or_default();
+    assert!(
+        holder.is_empty(),
+        "the Lease is still held by {holder:?} after a graceful stop; log:\n{}",
+        operator.log()
+    );
+    step("stopped, Lease released");
+
+    let log = operator.log();
+    let refused = forbidden_lines(&log);
+    assert!(
+        refused.is_empty(),
+        "the chart's RBAC refused the operator something:\n{}",
+        refused.join("\n")
+    );
+    assert!(
+        log.contains("released the leader Lease"),
+        "no release in the log:\n{log}"
     );
 
-    let _ = operator.kill().await;
-    uninstall_and_check(&release, &ns.name);
+    release.uninstall();
+    step("uninstalled");
+}
+
+/// The negative half of the RBAC proof: the same run with one rule of the
+/// chart's workload Role removed (NetworkPolicy get/create) fails exactly
+/// the checks the positive test makes (a claim never becomes Ready, the
+/// log shows 403 Forbidden), and putting the rule back heals it.
+#[tokio::test]
+async fn removing_one_rbac_rule_breaks_the_claim_path() {
+    let ns = TestNs::new("chartrbac").await;
+    let webhook_port = free_port();
+    let release = LocalRelease::install(&ns, webhook_port, &[]);
+
+    // The rule that lets the operator create each claim's NetworkPolicy, in
+    // the Role of the watched namespace.
+    let role_name = release
+        .docs
+        .iter()
+        .filter(|d| kind_of(d) == "Role")
+        .filter(|d| {
+            d["rules"].as_sequence().is_some_and(|rules| {
+                rules
+                    .iter()
+                    .any(|r| strings(&r["resources"]).contains(&"networkpolicies".to_string()))
+            })
+        })
+        .map(|d| d["metadata"]["name"].as_str().unwrap().to_string())
+        .next()
+        .expect("a Role with the networkpolicies rule");
+    let roles: Api<Role> = ns.api();
+    let role = roles.get(&role_name).await.expect("the workload Role");
+    let rules = role.rules.clone().unwrap_or_default();
+    let index = rules
+        .iter()
+        .position(|r| {
+            r.resources
+                .as_ref()
+                .is_some_and(|res| res.iter().any(|x| x == "networkpolicies"))
+        })
+        .expect("networkpolicies rule");
+    let rule = serde_json::to_value(&rules[index]).unwrap();
+    assert!(
+        rule["verbs"]
+            .as_array()
+            .unwrap()
+            .contains(&Json::from("create")),
+        "{rule}"
+    );
+    let path = format!("/rules/{index}");
+    let remove = serde_json::json!([
+        {"op": "test", "path": path, "value": rule},
+        {"op": "remove", "path": path},
+    ]);
+    let out = ns.kubectl(&[
+        "patch",
+        "role",
+        &role_name,
+        "--type=json",
+        "-p",
+        &remove.to_string(),
+    ]);
+    assert!(out.status.success(), "removing the rule: {}", text(&out));
+
+    let operator = ChartOperator::start(&release, &ns, webhook_port).await;
+    // Everything but the claim path still works: the pool fills.
+    create_template_and_pool(&ns, 1).await;
+    wait_idle_ready(&ns, &operator, 1, "pool fill without the rule").await;
+
+    create_claim(&ns, "claim-1", None).await.unwrap();
+    let claims: Api<SandboxClaim> = ns.api();
+    let became_ready = wait_until_ok(Duration::from_secs(10), || async {
+        claims
+            .get_opt("claim-1")
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|c| claim_is_ready(&c))
+    })
+    .await;
+    assert!(
+        !became_ready,
+        "the claim became Ready without the NetworkPolicy rule; log:\n{}",
+        operator.log()
+    );
+    let log = operator.log();
+    let refused = forbidden_lines(&log);
+    assert!(
+        refused.iter().any(|l| l.contains("networkpolicies")),
+        "no Forbidden on networkpolicies in the log:\n{log}"
+    );
+    assert!(
+        !reconcile_errors(&operator.metrics().await).is_empty(),
+        "no failed reconcile counted"
+    );
+
+    // The rule back (as rendered): the retried reconcile serves the claim.
+    let restore = serde_json::json!([{"op": "add", "path": path, "value": rule}]);
+    let out = ns.kubectl(&[
+        "patch",
+        "role",
+        &role_name,
+        "--type=json",
+        "-p",
+        &restore.to_string(),
+    ]);
+    assert!(out.status.success(), "restoring the rule: {}", text(&out));
+    assert_eq!(
+        wait_claim_ready(&ns, &operator, "claim-1").await,
+        Some(LaunchType::Warm)
+    );
+
+    drop(operator);
+    release.uninstall();
 }

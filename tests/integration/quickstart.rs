@@ -1,0 +1,554 @@
+//! Issue 9: the README's Quick start, run verbatim. `make run` reaches
+//! "ready", `kubectl create -f examples/claim.yaml` with the printed
+//! kubeconfig gets a warm, Ready Sandbox within a second, and Ctrl-C (SIGINT
+//! to the process group, as a terminal sends it) leaves no process behind.
+//!
+//! The commands come from README.md itself, so they cannot drift from what
+//! works. `make test` (the second command) is not run recursively; the test
+//! checks that CI runs it.
+
+use std::collections::HashMap;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::watcher;
+use sandbox_operator::api::{LaunchType, READY, Sandbox, SandboxClaim, is_true};
+
+use crate::common::{client_for, repo};
+
+/// Namespace `make run` creates the template and the pool in (kubectl's default).
+const NAMESPACE: &str = "default";
+/// `make run` builds the operator first (`cargo build`), which may compile.
+const READY_TIMEOUT: Duration = Duration::from_secs(600);
+/// Bound on `make` exiting after Ctrl-C.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// The acceptance bound: claim to warm, Ready Sandbox.
+const WARM_BOUND: Duration = Duration::from_secs(1);
+
+/// The commands of the first ```sh block of README's "## Quick start"
+/// section: on each line the text before `#`, trimmed; empty lines dropped.
+fn quick_start_commands(readme: &str) -> Vec<String> {
+    let section = readme
+        .split("\n## ")
+        .find(|s| s.starts_with("Quick start"))
+        .expect("README.md has a \"## Quick start\" section");
+    let block = section
+        .split_once("```sh\n")
+        .expect("the Quick start section has a ```sh block")
+        .1
+        .split_once("```")
+        .expect("the ```sh block is closed")
+        .0;
+    block
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or_default().trim().to_string())
+        .filter(|c| !c.is_empty())
+        .collect()
+}
+
+/// Parent pid, process group and state of `pid` from /proc/<pid>/stat.
+fn stat(pid: u32) -> Option<(u32, u32, char)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid pgrp ..."; comm may contain spaces and ')'.
+    let mut fields = text.get(text.rfind(')')? + 1..)?.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some((ppid, pgrp, state))
+}
+
+/// The command line of `pid`, arguments joined by spaces.
+fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            String::from_utf8_lossy(&b)
+                .replace('\0', " ")
+                .trim()
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// Every process (pid, state, command line) whose process group is `pgid`.
+fn group_members(pgid: u32) -> Vec<(u32, char, String)> {
+    processes()
+        .filter_map(|pid| {
+            let (_, pgrp, state) = stat(pid)?;
+            (pgrp == pgid).then(|| (pid, state, cmdline(pid)))
+        })
+        .collect()
+}
+
+fn processes() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .expect("/proc is readable")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+}
+
+/// Operator processes (`sandbox-operator run`) registering the webhook URL
+/// `https://127.0.0.1:<webhook_port>`.
+fn operators_on(webhook_port: u16) -> Vec<(u32, String)> {
+    let url = format!("https://127.0.0.1:{webhook_port}");
+    processes()
+        .filter_map(|pid| {
+            let cmd = cmdline(pid);
+            let mine = cmd.contains("sandbox-operator")
+                && cmd.contains(" run ")
+                && cmd.contains("--register-webhook-url")
+                && cmd.contains(&url);
+            // A zombie has an empty cmdline, so it is not counted here.
+            mine.then_some((pid, cmd))
+        })
+        .collect()
+}
+
+/// Sends `signal` (a `kill -s` name) to every process of group `pgid`.
+fn signal_group(pgid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .args(["-s", signal, "--", &format!("-{pgid}")])
+        .stderr(Stdio::null())
+        .status();
+}
+
+fn kubectl(kubeconfig: &Path, args: &[&str]) -> Output {
+    Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .expect("kubectl runs")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Port in `... webhook https://127.0.0.1:<port>` of the script's start message.
+fn webhook_port(log: &str) -> Option<u16> {
+    let rest = log.split("webhook https://127.0.0.1:").nth(1)?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// `make run` in its own process group; on drop (a failed assertion included)
+/// it gets Ctrl-C, then SIGKILL, and the objects it created are removed.
+struct MakeRun {
+    child: Child,
+    pgid: u32,
+    log: PathBuf,
+    kubeconfig: Option<PathBuf>,
+    claims: Vec<String>,
+}
+
+impl MakeRun {
+    fn start(command: &str) -> MakeRun {
+        let logs = repo().join("target/test-logs");
+        std::fs::create_dir_all(&logs).expect("log dir");
+        let log = logs.join(format!("quickstart-make-run-{}.log", std::process::id()));
+        let file = std::fs::File::create(&log).expect("log file");
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c")
+            .arg(command)
+            .current_dir(repo())
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .process_group(0);
+        // As from a fresh shell: none of the operator's settings (it reads
+        // SANDBOX_* variables) and no fixed ports; the control plane's own
+        // SANDBOX_CP_* settings are kept.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy().to_string();
+            if key.starts_with("SANDBOX_") && !key.starts_with("SANDBOX_CP_") {
+                cmd.env_remove(&key);
+            }
+        }
+        // Isolation from the tests running alongside (each with its own
+        // namespace and operator): the operator `make run` starts watches,
+        // and its webhook admits, namespace `default` only, where the README's
+        // objects go. The command itself is unchanged.
+        cmd.env("SANDBOX_WATCH_NAMESPACE", NAMESPACE);
+        let child = cmd.spawn().expect("bash runs");
+        let pgid = child.id();
+        MakeRun {
+            child,
+            pgid,
+            log,
+            kubeconfig: None,
+            claims: Vec::new(),
+        }
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+
+    /// Waits up to `timeout` for `make` to exit.
+    async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+            if start.elapsed() > timeout {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for MakeRun {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            signal_group(self.pgid, "INT");
+            let start = Instant::now();
+            while matches!(self.child.try_wait(), Ok(None)) && start.elapsed() < STOP_TIMEOUT {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        if !group_members(self.pgid).is_empty() {
+            signal_group(self.pgid, "KILL");
+            let _ = self.child.wait();
+        }
+        let kubeconfig = self
+            .kubeconfig
+            .clone()
+            .unwrap_or_else(crate::common::kubeconfig);
+        for claim in &self.claims {
+            let _ = kubectl(
+                &kubeconfig,
+                &[
+                    "delete",
+                    "sbc",
+                    claim,
+                    "-n",
+                    NAMESPACE,
+                    "--ignore-not-found",
+                    "--wait=false",
+                ],
+            );
+        }
+        let _ = kubectl(
+            &kubeconfig,
+            &[
+                "delete",
+                "swp/aio-pool",
+                "sbt/aio",
+                "-n",
+                NAMESPACE,
+                "--ignore-not-found",
+                "--wait=false",
+            ],
+        );
+    }
+}
+
+#[tokio::test]
+async fn readme_quick_start_make_run_serves_a_warm_claim() {
+    // (1) The README's commands, and CI running the second one.
+    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README.md");
+    let commands = quick_start_commands(&readme);
+    assert_eq!(
+        commands.len(),
+        2,
+        "the Quick start has two commands: {commands:?}"
+    );
+    assert_eq!(commands[0], "make run", "the first Quick start command");
+    assert_eq!(commands[1], "make test", "the second Quick start command");
+    let ci = std::fs::read_to_string(repo().join(".ci/run")).expect(".ci/run");
+    assert!(
+        ci.lines().any(|l| l.trim() == commands[1]),
+        ".ci/run does not run `{}`:\n{ci}",
+        commands[1]
+    );
+
+    // (2) `make run`, verbatim, until it is ready.
+    let start = Instant::now();
+    let mut run = MakeRun::start(&commands[0]);
+    println!(
+        "running `{}` (process group {}), output in {}",
+        commands[0],
+        run.pgid,
+        run.log.display()
+    );
+    loop {
+        if run.output().contains("sandbox-operator is ready") {
+            break;
+        }
+        if let Some(status) = run.exited() {
+            panic!(
+                "`{}` exited with {status} before it was ready:\n{}",
+                commands[0],
+                run.output()
+            );
+        }
+        assert!(
+            start.elapsed() < READY_TIMEOUT,
+            "`{}` not ready within {READY_TIMEOUT:?}:\n{}",
+            commands[0],
+            run.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let to_ready = start.elapsed();
+    let output = run.output();
+    println!("`{}` ready after {to_ready:.1?}", commands[0]);
+    let kubeconfig = PathBuf::from(
+        output
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("export KUBECONFIG="))
+            .unwrap_or_else(|| panic!("no `export KUBECONFIG=` line:\n{output}"))
+            .trim(),
+    );
+    run.kubeconfig = Some(kubeconfig.clone());
+    assert!(
+        kubeconfig.is_file(),
+        "the printed kubeconfig {} is not a file",
+        kubeconfig.display()
+    );
+    assert!(
+        output.contains("warm pool aio-pool has 3 idle Pods"),
+        "the pool is not full at \"ready\":\n{output}"
+    );
+    assert!(
+        !output.contains("and the control plane"),
+        "the control plane was already running, yet `make run` says Ctrl-C stops it:\n{output}"
+    );
+    let port =
+        webhook_port(&output).unwrap_or_else(|| panic!("no webhook port in the output:\n{output}"));
+    let operators = operators_on(port);
+    assert_eq!(
+        operators.len(),
+        1,
+        "one operator registering https://127.0.0.1:{port}: {operators:?}"
+    );
+    let operator_pid = operators[0].0;
+    assert_eq!(
+        stat(operator_pid).map(|(_, pgrp, _)| pgrp),
+        Some(run.pgid),
+        "the operator runs in the process group of `make run`"
+    );
+    let registered = kubectl(
+        &kubeconfig,
+        &[
+            "get",
+            "mutatingwebhookconfiguration",
+            "sandbox-operator",
+            "-o",
+            "jsonpath={.webhooks[*].clientConfig.url}",
+        ],
+    );
+    assert!(
+        registered.status.success() && text(&registered).contains(&format!(":{port}")),
+        "the webhook is registered by URL on port {port}: {}",
+        text(&registered)
+    );
+
+    // (3) The README's claim, with the printed kubeconfig; watched from before
+    // its creation, so the time is the operator's and not kubectl's.
+    let client = client_for(&kubeconfig).await;
+    let claims: Api<SandboxClaim> = Api::namespaced(client.clone(), NAMESPACE);
+    let warm_at: Arc<Mutex<HashMap<String, (Instant, SandboxClaim)>>> = Arc::default();
+    let (synced_tx, synced_rx) = tokio::sync::oneshot::channel();
+    let watch = tokio::spawn({
+        let warm_at = warm_at.clone();
+        let claims = claims.clone();
+        async move {
+            let mut synced = Some(synced_tx);
+            let mut events = watcher(claims, watcher::Config::default()).boxed();
+            while let Some(event) = events.next().await {
+                let claim = match event {
+                    Ok(watcher::Event::Apply(c) | watcher::Event::InitApply(c)) => c,
+                    Ok(watcher::Event::InitDone) => {
+                        if let Some(tx) = synced.take() {
+                            let _ = tx.send(());
+                        }
+                        continue;
+                    }
+                    _ => continue,
+                };
+                let ok = claim.status.as_ref().is_some_and(|s| {
+                    s.launch_type == Some(LaunchType::Warm) && is_true(&s.conditions, READY)
+                });
+                if ok {
+                    let now = Instant::now();
+                    warm_at
+                        .lock()
+                        .unwrap()
+                        .entry(claim.name_any())
+                        .or_insert((now, claim));
+                }
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(30), synced_rx)
+        .await
+        .expect("the claim watch is established")
+        .expect("the claim watch is established");
+
+    let before_create = Instant::now();
+    let created = kubectl(
+        &kubeconfig,
+        &[
+            "create",
+            "-f",
+            "examples/claim.yaml",
+            "-n",
+            NAMESPACE,
+            "-o",
+            "name",
+        ],
+    );
+    let after_create = Instant::now();
+    assert!(
+        created.status.success(),
+        "kubectl create -f examples/claim.yaml: {}",
+        text(&created)
+    );
+    let name = String::from_utf8_lossy(&created.stdout)
+        .trim()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(!name.is_empty(), "kubectl printed no name");
+    run.claims.push(name.clone());
+    let (ready_at, claim) = loop {
+        if let Some(seen) = warm_at.lock().unwrap().get(&name) {
+            break seen.clone();
+        }
+        if after_create.elapsed() > Duration::from_secs(10) {
+            panic!(
+                "claim {name} not warm and Ready after 10 s; now: {:#?}\noutput of make run:\n{}",
+                claims.get_opt(&name).await.ok().flatten().map(|c| c.status),
+                run.output()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    watch.abort();
+    let from_create = ready_at.saturating_duration_since(after_create);
+    let with_kubectl = ready_at.saturating_duration_since(before_create);
+    println!(
+        "claim {name}: warm and Ready {from_create:.0?} after `kubectl create` returned \
+         ({with_kubectl:.0?} including kubectl's own {:.0?})",
+        after_create - before_create
+    );
+    assert!(
+        from_create < WARM_BOUND,
+        "claim {name} took {from_create:?} to be warm and Ready"
+    );
+    let status = claim.status.expect("claim status");
+    let sandbox_name = status
+        .sandbox
+        .and_then(|s| s.name)
+        .expect("the claim names its Sandbox");
+    let sandbox = Api::<Sandbox>::namespaced(client.clone(), NAMESPACE)
+        .get(&sandbox_name)
+        .await
+        .unwrap_or_else(|e| panic!("Sandbox {sandbox_name} of claim {name}: {e}"));
+    assert!(
+        sandbox
+            .status
+            .as_ref()
+            .is_some_and(|s| is_true(&s.conditions, READY)),
+        "Sandbox {sandbox_name} is not Ready: {:#?}",
+        sandbox.status
+    );
+    // The README's next command shows the same.
+    let listed = kubectl(&kubeconfig, &["get", "sbc,sbx", "-n", NAMESPACE]);
+    println!("kubectl get sbc,sbx:\n{}", text(&listed));
+    assert!(
+        text(&listed).lines().any(|l| l
+            .starts_with(&format!("sandboxclaim.extensions.agents.x-k8s.io/{name} "))
+            && l.contains("warm")
+            && l.contains("True")),
+        "kubectl get sbc,sbx does not show {name} warm and Ready:\n{}",
+        text(&listed)
+    );
+
+    // (4) Ctrl-C: SIGINT to the foreground process group, as a terminal does.
+    let interrupted = Instant::now();
+    signal_group(run.pgid, "INT");
+    let status = run.wait_exit(STOP_TIMEOUT).await;
+    let stop_time = interrupted.elapsed();
+    let output = run.output();
+    let status = status.unwrap_or_else(|| {
+        panic!("`make run` still runs {STOP_TIMEOUT:?} after Ctrl-C:\n{output}")
+    });
+    println!("`make run` exited with {status} {stop_time:.1?} after Ctrl-C");
+    // Children reparented on exit are reaped by init shortly after.
+    let start = Instant::now();
+    let left = loop {
+        let left = group_members(run.pgid);
+        if left.is_empty() || start.elapsed() > Duration::from_secs(5) {
+            break left;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        left.is_empty(),
+        "processes of `make run` left after Ctrl-C: {left:?}\n{output}"
+    );
+    assert!(
+        stat(operator_pid).is_none(),
+        "the operator (pid {operator_pid}) is still there after Ctrl-C"
+    );
+    assert_eq!(
+        operators_on(port),
+        vec![],
+        "an operator registering port {port} is still running after Ctrl-C"
+    );
+    for kind in [
+        "mutatingwebhookconfiguration",
+        "validatingwebhookconfiguration",
+    ] {
+        let left = kubectl(
+            &kubeconfig,
+            &[
+                "get",
+                kind,
+                "sandbox-operator",
+                "--ignore-not-found",
+                "-o",
+                "name",
+            ],
+        );
+        assert!(
+            left.status.success() && left.stdout.is_empty(),
+            "{kind} sandbox-operator is left behind after Ctrl-C: {}",
+            text(&left)
+        );
+    }
+    // `make run` reused the running control plane, so it must not stop it.
+    let cluster = Command::new("bash")
+        .arg(repo().join("tests/controlplane/cluster.sh"))
+        .arg("kubeconfig")
+        .output()
+        .expect("cluster.sh runs");
+    assert!(
+        cluster.status.success(),
+        "the control plane is down after Ctrl-C of `make run`: {}\n{output}",
+        text(&cluster)
+    );
+    assert!(
+        !output.contains("stopping the local control plane"),
+        "`make run` stopped a control plane it did not start:\n{output}"
+    );
+    // (5) Clean-up (claim, pool, template) happens when `run` is dropped.
+}
