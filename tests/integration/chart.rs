@@ -1447,14 +1447,15 @@ fn reconcile_errors(metrics: &str) -> Vec<&str> {
         .collect()
 }
 
-/// A template whose Pods start after 300 ms (KWOK), a pool of `replicas`.
-async fn create_template_and_pool(ns: &TestNs, replicas: i32) {
+/// A template whose Pods start after 300 ms (KWOK) and a pool of `replicas`
+/// of it, both named `name` (through the webhooks).
+async fn create_template_and_pool(ns: &TestNs, name: &str, replicas: i32) {
     ns.create_yaml_text(&format!(
         r#"
 apiVersion: extensions.agents.x-k8s.io/v1alpha1
 kind: SandboxTemplate
 metadata:
-  name: rbac
+  name: {name}
 spec:
   podTemplate:
     metadata:
@@ -1470,21 +1471,26 @@ spec:
 apiVersion: extensions.agents.x-k8s.io/v1alpha1
 kind: SandboxWarmPool
 metadata:
-  name: rbac-pool
+  name: {name}
 spec:
   replicas: {replicas}
   sandboxTemplateRef:
-    name: rbac
+    name: {name}
 "#
     ))
     .await
     .expect("template and pool are admitted");
 }
 
-/// Creates a claim on the `rbac` template (through the webhooks) and checks
-/// that the mutating webhook stamped it.
-async fn create_claim(ns: &TestNs, name: &str, warmpool: Option<&str>) -> Result<(), String> {
-    let mut spec = serde_json::json!({"sandboxTemplateRef": {"name": "rbac"}});
+/// Creates a claim on `template` (through the webhooks) and checks that the
+/// mutating webhook stamped it.
+async fn create_claim(
+    ns: &TestNs,
+    name: &str,
+    template: &str,
+    warmpool: Option<&str>,
+) -> Result<(), String> {
+    let mut spec = serde_json::json!({"sandboxTemplateRef": {"name": template}});
     if let Some(warmpool) = warmpool {
         spec["warmpool"] = Json::from(warmpool);
     }
@@ -1674,12 +1680,12 @@ async fn operator_runs_with_the_charts_flags_rbac_and_webhook_configurations() {
     let first_bundle = bundles().await.unwrap();
 
     // (b) A pool of 2 fills.
-    create_template_and_pool(&ns, 2).await;
+    create_template_and_pool(&ns, "rbac", 2).await;
     wait_idle_ready(&ns, &operator, 2, "pool fill").await;
     step("pool filled");
 
     // (c) A warm claim through the chart's webhooks (failurePolicy Fail).
-    create_claim(&ns, "warm-1", None).await.unwrap();
+    create_claim(&ns, "warm-1", "rbac", None).await.unwrap();
     assert_eq!(
         wait_claim_ready(&ns, &operator, "warm-1").await,
         Some(LaunchType::Warm)
@@ -1691,12 +1697,24 @@ async fn operator_runs_with_the_charts_flags_rbac_and_webhook_configurations() {
     step("pool refilled");
 
     // (e) A cold claim.
-    create_claim(&ns, "cold-1", Some("none")).await.unwrap();
+    create_claim(&ns, "cold-1", "rbac", Some("none"))
+        .await
+        .unwrap();
     assert_eq!(
         wait_claim_ready(&ns, &operator, "cold-1").await,
         Some(LaunchType::Cold)
     );
-    step("cold claim Ready");
+    // A claim whose pool is empty is served cold too, with a PoolExhausted
+    // Event (the Events rule).
+    create_template_and_pool(&ns, "rbac-empty", 0).await;
+    create_claim(&ns, "cold-2", "rbac-empty", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        wait_claim_ready(&ns, &operator, "cold-2").await,
+        Some(LaunchType::Cold)
+    );
+    step("cold claims Ready");
 
     // (f) Certificate rotation: an unreadable serving certificate in the
     // Secret (the key stays: the Secret is kubernetes.io/tls) is replaced
@@ -1758,7 +1776,7 @@ async fn operator_runs_with_the_charts_flags_rbac_and_webhook_configurations() {
     // An object created through the webhook after the rotation (the API
     // server may need a moment to pick up the new caBundle).
     let admitted = wait_until_ok(Duration::from_secs(60), || async {
-        match create_claim(&ns, "warm-2", None).await {
+        match create_claim(&ns, "warm-2", "rbac", None).await {
             Ok(()) => true,
             // An earlier attempt was stored although its answer was lost.
             Err(e) if e.contains("already exists") => true,
@@ -1795,6 +1813,42 @@ async fn operator_runs_with_the_charts_flags_rbac_and_webhook_configurations() {
         .filter(|l| l.starts_with("sandbox_operator_claims_total"))
         .collect();
     assert!(!claims_total.is_empty(), "no claims counted:\n{metrics}");
+
+    // The operator's Event was published with the chart's RBAC.
+    let published = wait_until_ok(Duration::from_secs(30), || async {
+        let events = ns.kubectl(&["get", "events.events.k8s.io", "-o", "json"]);
+        serde_json::from_slice::<Json>(&events.stdout).is_ok_and(|events| {
+            events["items"].as_array().into_iter().flatten().any(|e| {
+                e["reportingController"] == "sandbox-operator" && e["reason"] == "PoolExhausted"
+            })
+        })
+    })
+    .await;
+    assert!(
+        published,
+        "no PoolExhausted Event from the operator; log:\n{}",
+        operator.log()
+    );
+
+    // The Lease is renewed (an update by resourceName), not only taken.
+    let renew_time = |lease: Option<Lease>| {
+        lease
+            .and_then(|l| l.spec)
+            .and_then(|s| s.renew_time)
+            .map(|t| t.0)
+    };
+    let first_renewal = renew_time(leases.get_opt(&lease_name).await.unwrap());
+    let renewed = wait_until_ok(Duration::from_secs(30), || async {
+        let now = renew_time(leases.get_opt(&lease_name).await.ok().flatten());
+        now.is_some() && now != first_renewal
+    })
+    .await;
+    assert!(
+        renewed,
+        "Lease {lease_name} was not renewed; log:\n{}",
+        operator.log()
+    );
+    step("Events published, Lease renewed");
 
     // (g) A graceful stop (SIGTERM, as the kubelet sends) releases the Lease.
     let pid = operator.child.id().expect("operator is running");
@@ -1898,10 +1952,10 @@ async fn removing_one_rbac_rule_breaks_the_claim_path() {
 
     let operator = ChartOperator::start(&release, &ns, webhook_port).await;
     // Everything but the claim path still works: the pool fills.
-    create_template_and_pool(&ns, 1).await;
+    create_template_and_pool(&ns, "rbac", 1).await;
     wait_idle_ready(&ns, &operator, 1, "pool fill without the rule").await;
 
-    create_claim(&ns, "claim-1", None).await.unwrap();
+    create_claim(&ns, "claim-1", "rbac", None).await.unwrap();
     let claims: Api<SandboxClaim> = ns.api();
     let became_ready = wait_until_ok(Duration::from_secs(10), || async {
         claims
