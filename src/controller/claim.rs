@@ -30,6 +30,7 @@ use kube::api::{
 };
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, instrument, warn};
@@ -280,17 +281,26 @@ pub async fn reconcile(claim: Arc<SandboxClaim>, ctx: Arc<Context>) -> Result<Ac
         .map(|d| Action::requeue(d + Duration::from_millis(50)))
         .unwrap_or_else(Action::await_change);
 
-    // Observe: the Sandbox is read from the API server (not a cache), so a
-    // claim is never served twice because a cache lagged.
-    let sandbox = match sandboxes
-        .get_opt(&name)
-        .await
-        .map_err(kube_err("get sandbox"))?
-    {
-        Some(sandbox) => sandbox,
-        None => match serve(&ctx, &claim, &namespace, &claim_uid).await? {
-            Served::Sandbox(s) => *s,
-            Served::Waiting(action) => return Ok(action),
+    // Observe. A Sandbox in the cache certainly exists (its status may lag
+    // by one event, which the next event fixes). One missing from the cache
+    // is read from the API server before anything is created, so a claim is
+    // never served twice because a cache lagged.
+    let cached = ctx
+        .sandboxes
+        .get(&ObjectRef::new(&name).within(&namespace))
+        .filter(|s| controller_uid(&s.metadata) == Some(claim_uid.as_str()));
+    let sandbox = match cached {
+        Some(sandbox) => (*sandbox).clone(),
+        None => match sandboxes
+            .get_opt(&name)
+            .await
+            .map_err(kube_err("get sandbox"))?
+        {
+            Some(sandbox) => sandbox,
+            None => match serve(&ctx, &claim, &namespace, &claim_uid).await? {
+                Served::Sandbox(s) => *s,
+                Served::Waiting(action) => return Ok(action),
+            },
         },
     };
 
@@ -304,8 +314,13 @@ pub async fn reconcile(claim: Arc<SandboxClaim>, ctx: Arc<Context>) -> Result<Ac
         .as_ref()
         .is_some_and(|s| is_true(&s.conditions, READY));
     let now_ready = is_true(&status.conditions, READY);
-    if claim.status.as_ref() != Some(&status) {
+    let status_key = format!("status/{claim_uid}");
+    let status_value = super::WriteMemo::status_key_value(&status);
+    if claim.status.as_ref() != Some(&status)
+        && !ctx.written.recently_wrote(&status_key, &status_value)
+    {
         write_status(&ctx, &claim, &status).await?;
+        ctx.written.record(&status_key, status_value);
         if now_ready
             && !was_ready
             && claim

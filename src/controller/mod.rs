@@ -38,7 +38,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tracing::warn;
 
-use crate::api::{ORIGIN_POOL_LABEL, POOL_LABEL, Sandbox, SandboxTemplate, SandboxWarmPool};
+use crate::api::{
+    ORIGIN_POOL_LABEL, POOL_LABEL, Sandbox, SandboxClaim, SandboxTemplate, SandboxWarmPool,
+};
 use crate::metrics::Metrics;
 
 /// Label on every object the operator creates; the Pod cache watches only these.
@@ -109,11 +111,64 @@ pub struct Context {
     pub templates: Store<SandboxTemplate>,
     /// Cache of the Services the operator manages.
     pub services: Store<Service>,
+    /// Cache of Sandboxes (claims mirror their status from it).
+    pub sandboxes: Store<Sandbox>,
     /// Pods chosen by in-flight steals of this process.
     pub reservations: pod_index::Reservations,
     /// Pod creates/deletes issued by pools but not yet seen in the cache.
     pub expectations: warmpool::Expectations,
+    /// What this process last wrote, so a reconcile woken by another event
+    /// before its own write came back does not write the same thing again.
+    pub written: WriteMemo,
     recorder: Recorder,
+}
+
+/// Remembers the last status (and one-off creates) written per object uid.
+/// Safe to lose: after a restart the first write is simply repeated.
+#[derive(Default)]
+pub struct WriteMemo {
+    inner: std::sync::Mutex<
+        std::collections::HashMap<String, (serde_json::Value, std::time::Instant)>,
+    >,
+}
+
+/// How long a remembered write suppresses an identical one.
+const MEMO_TTL: Duration = Duration::from_secs(30);
+
+impl WriteMemo {
+    /// The comparable form of a status: condition transition times and the
+    /// ready time left out (a stale copy of the object recomputes them with
+    /// a later clock).
+    pub fn status_key_value<T: serde::Serialize>(status: &T) -> serde_json::Value {
+        let mut value = serde_json::to_value(status).unwrap_or_default();
+        if let Some(object) = value.as_object_mut() {
+            object.remove("readyTime");
+        }
+        if let Some(conditions) = value.get_mut("conditions").and_then(|c| c.as_array_mut()) {
+            for c in conditions {
+                if let Some(c) = c.as_object_mut() {
+                    c.remove("lastTransitionTime");
+                }
+            }
+        }
+        value
+    }
+
+    /// Whether `value` under `key` was written less than a while ago.
+    pub fn recently_wrote(&self, key: &str, value: &serde_json::Value) -> bool {
+        let memo = self.inner.lock().expect("memo lock");
+        memo.get(key)
+            .is_some_and(|(v, at)| v == value && at.elapsed() < MEMO_TTL)
+    }
+
+    /// Records a write.
+    pub fn record(&self, key: &str, value: serde_json::Value) {
+        let mut memo = self.inner.lock().expect("memo lock");
+        if memo.len() > 10_000 {
+            memo.retain(|_, (_, at)| at.elapsed() < MEMO_TTL);
+        }
+        memo.insert(key.to_string(), (value, std::time::Instant::now()));
+    }
 }
 
 /// Reconcile triggers fed by the caches: each event is sent only after the
@@ -124,6 +179,8 @@ pub struct Triggers {
     pub pools: mpsc::UnboundedReceiver<ObjectRef<SandboxWarmPool>>,
     /// Sandboxes to reconcile (a Pod they own changed or went away).
     pub sandboxes: mpsc::UnboundedReceiver<ObjectRef<Sandbox>>,
+    /// Claims to reconcile (the Sandbox they own changed or went away).
+    pub claims: mpsc::UnboundedReceiver<ObjectRef<SandboxClaim>>,
 }
 
 impl Context {
@@ -135,7 +192,8 @@ impl Context {
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<(Arc<Self>, Triggers)> {
         let (pool_tx, pools) = mpsc::unbounded();
-        let (sandbox_tx, sandboxes) = mpsc::unbounded();
+        let (sandbox_tx, sandbox_triggers) = mpsc::unbounded();
+        let (claim_tx, claims) = mpsc::unbounded();
         let managed = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}");
 
         let (pods, pod_writer) = reflector::store();
@@ -212,9 +270,28 @@ impl Context {
             |_: &Service| {},
         ));
 
+        let (sandboxes, sandbox_writer) = reflector::store();
+        tokio::spawn(cache(
+            "sandboxes",
+            config.api::<Sandbox>(&client),
+            watcher::Config::default(),
+            sandbox_writer,
+            move |sandbox: &Sandbox| {
+                let namespace = sandbox.namespace().unwrap_or_default();
+                for owner in sandbox
+                    .owner_references()
+                    .iter()
+                    .filter(|o| o.controller == Some(true) && o.kind == "SandboxClaim")
+                {
+                    let _ = claim_tx.unbounded_send(ObjectRef::new(&owner.name).within(&namespace));
+                }
+            },
+        ));
+
         pods.wait_until_ready().await?;
         templates.wait_until_ready().await?;
         services.wait_until_ready().await?;
+        sandboxes.wait_until_ready().await?;
 
         let recorder = Recorder::new(
             client.clone(),
@@ -230,11 +307,20 @@ impl Context {
             pods,
             templates,
             services,
+            sandboxes,
             reservations: Default::default(),
             expectations: Default::default(),
+            written: Default::default(),
             recorder,
         });
-        Ok((ctx, Triggers { pools, sandboxes }))
+        Ok((
+            ctx,
+            Triggers {
+                pools,
+                sandboxes: sandbox_triggers,
+                claims,
+            },
+        ))
     }
 
     /// Publishes an Event about `obj` unless Events are switched off. A

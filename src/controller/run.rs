@@ -59,10 +59,7 @@ pub async fn run_controllers(
         ctx.config.api::<SandboxClaim>(&client),
         watcher::Config::default(),
     )
-    .owns(
-        ctx.config.api::<Sandbox>(&client),
-        watcher::Config::default(),
-    )
+    .reconcile_on(triggers.claims)
     .with_config(config.clone())
     .graceful_shutdown_on(stop(shutdown.clone()))
     .run(

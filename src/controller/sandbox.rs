@@ -26,6 +26,7 @@ use k8s_openapi::api::core::v1::{
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument};
@@ -467,12 +468,28 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
                 && controller_uid(&p.metadata) == Some(uid.as_str())
         })
         .collect();
+    // The named Pod: the cache copy when it already shows the steal (the
+    // usual case: the steal's event arrives with the Sandbox's), else a
+    // fresh read. A stale copy only costs a failed conditioned write.
     let named = match sandbox.annotations().get(POD_NAME_ANNOTATION) {
-        Some(name) if owned.is_empty() => pods
-            .get_opt(name)
-            .await
-            .map_err(kube_err(format!("get pod {name}")))?
-            .map(Arc::new),
+        Some(name) if owned.is_empty() => {
+            let cached = ctx
+                .pods
+                .get(&ObjectRef::new(name).within(&namespace))
+                .filter(|p| {
+                    !is_terminating(p.as_ref())
+                        && controller_uid(&p.metadata).is_some()
+                        && may_adopt(&sandbox, p)
+                });
+            match cached {
+                Some(pod) => Some(pod),
+                None => pods
+                    .get_opt(name)
+                    .await
+                    .map_err(kube_err(format!("get pod {name}")))?
+                    .map(Arc::new),
+            }
+        }
         _ => None,
     };
     // The cache may not show our own adoption yet; the fresh read does.
@@ -493,15 +510,21 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
     // Act. The headless Service does not depend on the Pod steps, so it is
     // created alongside them (one round trip less on the warm path).
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
-    let needs_service = sandbox
+    let service_key = format!("service/{uid}");
+    let needs_service = (sandbox
         .status
         .as_ref()
         .and_then(|s| s.service.as_ref())
         .is_none()
-        || ctx.services_missing(&namespace, &sandbox.name_any());
+        || ctx.services_missing(&namespace, &sandbox.name_any()))
+        && !ctx
+            .written
+            .recently_wrote(&service_key, &serde_json::Value::Bool(true));
     let service = async {
         if needs_service {
             create_idempotent(&services, &desired_service(&sandbox)?, "service").await?;
+            ctx.written
+                .record(&service_key, serde_json::Value::Bool(true));
         }
         Ok::<_, Error>(())
     };
@@ -523,8 +546,13 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
         &ctx.config.cluster_domain,
         jiff::Timestamp::now(),
     );
-    if sandbox.status.as_ref() != Some(&status) {
+    let status_key = format!("status/{uid}");
+    let status_value = super::WriteMemo::status_key_value(&status);
+    if sandbox.status.as_ref() != Some(&status)
+        && !ctx.written.recently_wrote(&status_key, &status_value)
+    {
         write_status(&ctx, &sandbox, &status).await?;
+        ctx.written.record(&status_key, status_value);
     }
     Ok(plan
         .requeue_after
