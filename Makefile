@@ -47,7 +47,7 @@ test: ## Run every check and test (starts the local control plane if needed)
 	@$(MAKE) -s lint
 	@$(MAKE) -s crds-check
 	@kubeconfig=$$($(CLUSTER) up | tail -n 1) && \
-	  SANDBOX_KUBECONFIG=$$kubeconfig $(CARGO) test --workspace --all-targets -- --test-threads=$${TEST_THREADS:-3}
+	  SANDBOX_KUBECONFIG=$$kubeconfig $(CARGO) test --workspace --lib --bins --tests -- --test-threads=$${TEST_THREADS:-3}
 
 .PHONY: run
 run: ## Run the operator on the local control plane with a demo warm pool (Ctrl-C stops all)

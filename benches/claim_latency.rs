@@ -686,6 +686,7 @@ async fn main() {
         "cold_start_delay_ms": s.delay_ms,
         "writes_per_warm_claim": (operator_writes * 100.0).round() / 100.0,
         "writes_per_warm_claim_all_actors": (all_writes * 100.0).round() / 100.0,
+        "operator_events_per_warm_claim": events_by_operator,
         "writes_by_resource": by_resource,
         "double_assignments": doubles,
         "scenarios": scenarios,

@@ -304,7 +304,12 @@ pub async fn reconcile(claim: Arc<SandboxClaim>, ctx: Arc<Context>) -> Result<Ac
         },
     };
 
-    // Record.
+    // Record. A Sandbox that has not reported anything yet has nothing to
+    // mirror: its first status event brings us back (one write per claim on
+    // the warm path instead of two).
+    if sandbox.status.is_none() && claim.status.is_none() {
+        return Ok(requeue);
+    }
     let mut status = mirror_status(&claim, &sandbox, jiff::Timestamp::now());
     if status.warm_pool.is_none() {
         status.warm_pool = ctx.stolen_pool(&namespace, status.pod_name.as_deref());

@@ -35,7 +35,7 @@ use crate::api::{
 pub const CONTROLLER: &str = "warmpool";
 
 /// Pool status is written at most this often per pool.
-const STATUS_WRITE_INTERVAL: Duration = Duration::from_millis(1000);
+const STATUS_WRITE_INTERVAL: Duration = Duration::from_millis(2000);
 
 /// How long an unconfirmed create/delete is remembered.
 const EXPECTATION_TTL: Duration = Duration::from_secs(30);
