@@ -273,14 +273,15 @@ async fn apiserver_writes(client: &Client) -> BTreeMap<String, f64> {
     out
 }
 
-/// Writes the operator makes for a claim (not KWOK's simulated kubelet,
-/// the scheduler's bindings or node/lease heartbeats).
+/// Writes the operator makes for a claim: not the client's own claim
+/// create, KWOK's simulated kubelet (pod status, its Events), the
+/// scheduler's bindings and Events, endpoints or lease heartbeats. The
+/// operator's own Events are counted separately (by reporting controller).
 fn is_operator_write(key: &str) -> bool {
     let resource = key.split(' ').next().unwrap_or("");
     matches!(
         resource,
-        "sandboxclaims"
-            | "sandboxclaims/status"
+        "sandboxclaims/status"
             | "sandboxes"
             | "sandboxes/status"
             | "sandboxwarmpools/status"
@@ -288,8 +289,22 @@ fn is_operator_write(key: &str) -> bool {
             | "services"
             | "networkpolicies"
             | "persistentvolumeclaims"
-            | "events"
     )
+}
+
+/// Events published by the operator itself in the namespace.
+async fn operator_events(client: &Client, ns: &str) -> usize {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    api.list(&Default::default())
+        .await
+        .map(|l| {
+            l.items
+                .iter()
+                .filter(|e| e.reporting_controller.as_deref() == Some("sandbox-operator"))
+                .map(|e| e.series.as_ref().map_or(1, |s| s.count.max(1) as usize))
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 async fn double_assignments(client: &Client, ns: &str) -> usize {
@@ -328,6 +343,47 @@ async fn double_assignments(client: &Client, ns: &str) -> usize {
         }
     }
     violations
+}
+
+/// Median milliseconds since admission of each warm-path step, from the
+/// operator's `timeline` log lines of the claims whose names start with
+/// `prefix`, in the order of the steps.
+fn timeline_breakdown(log: &std::path::Path, prefix: &str) -> Vec<(String, f64)> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut by_step: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if v["target"] != "timeline" {
+            continue;
+        }
+        let fields = &v["fields"];
+        let (Some(claim), Some(step), Some(ms)) = (
+            fields["claim"].as_str(),
+            fields["step"].as_str(),
+            fields["ms"].as_f64(),
+        ) else {
+            continue;
+        };
+        if claim.starts_with(prefix) {
+            by_step
+                .entry(step.to_string())
+                .or_default()
+                .entry(claim.to_string())
+                .or_insert(ms);
+        }
+    }
+    let mut out: Vec<(String, f64)> = by_step
+        .into_iter()
+        .map(|(step, per_claim)| {
+            let mut v: Vec<f64> = per_claim.into_values().collect();
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            (step, percentile(&v, 50.0))
+        })
+        .collect();
+    out.sort_by(|a, b| a.1.partial_cmp(&b.1).unwrap());
+    out
 }
 
 fn svg(scenarios: &[Scenario]) -> String {
@@ -456,7 +512,8 @@ async fn main() {
             &format!("sandbox-operator-{ns}"),
         ])
         .env("KUBECONFIG", &path)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "warn,timeline=info")
+        .args(["--log-format", "json"])
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .kill_on_drop(true)
@@ -558,11 +615,13 @@ async fn main() {
             by_resource.insert(k.clone(), d / s.warm_sequential as f64);
         }
     }
+    let events_by_operator = operator_events(&client, &ns).await as f64 / s.warm_sequential as f64;
     let operator_writes: f64 = by_resource
         .iter()
         .filter(|(k, _)| is_operator_write(k))
         .map(|(_, v)| v)
-        .sum();
+        .sum::<f64>()
+        + events_by_operator;
     let all_writes: f64 = by_resource.values().sum();
 
     // cold-sequential: `warmpool: none` forces a fresh Pod.
@@ -593,6 +652,7 @@ async fn main() {
     }
 
     let doubles = double_assignments(&client, &ns).await;
+    let breakdown = timeline_breakdown(&log_path, "ws-");
     let warm_p50 = scenarios[0].p50_ms;
     let cold_p50 = scenarios[1].p50_ms;
 
@@ -666,7 +726,7 @@ async fn main() {
             cold_p50 / warm_p50.max(0.001)
         );
         println!(
-            "API writes per warm claim: {operator_writes:.2} by the operator ({all_writes:.2} counting KWOK, scheduler and controller-manager)"
+            "API writes per warm claim: {operator_writes:.2} by the operator, its Events included ({events_by_operator:.2}); {all_writes:.2} by every client (the claim create, KWOK, scheduler, controller-manager)"
         );
         for (k, v) in &by_resource {
             println!(
@@ -679,6 +739,12 @@ async fn main() {
             );
         }
         println!("double assignments: {doubles}");
+        println!(
+            "\nwarm path, step by step (median ms since the API server admitted the claim, warm-sequential):"
+        );
+        for (step, ms) in &breakdown {
+            println!("  {step:<32} {ms:>8.1}");
+        }
     }
 
     let report = json!({
@@ -689,6 +755,7 @@ async fn main() {
         "operator_events_per_warm_claim": events_by_operator,
         "writes_by_resource": by_resource,
         "double_assignments": doubles,
+        "warm_path_breakdown_ms": breakdown.iter().map(|(k, v)| json!({"step": k, "median_ms_since_admission": v})).collect::<Vec<_>>(),
         "scenarios": scenarios,
     });
     let name = if s.demo { "demo" } else { "claim-latency" };

@@ -13,27 +13,62 @@ say "building the operator (cargo build --bin sandbox-operator)"
 cargo build --bin sandbox-operator
 
 started_cluster=0
-if ! $cluster kubeconfig >/dev/null 2>&1; then started_cluster=1; fi
-say "starting the local control plane (the first run on a machine builds it from Go modules: ~20 min)"
-kubeconfig=$($cluster up | tail -n 1)
-export KUBECONFIG=$kubeconfig
-eval "$($cluster env)"
-
 operator_pid=""
+webhook_url=""
+# Ctrl-C reaches the whole foreground process group: the operator stops on its
+# own SIGINT and this script cleans up, once (a second Ctrl-C does not cut the
+# clean-up short), and then exits instead of resuming where it was.
 cleanup() {
-  trap - INT TERM EXIT
+  trap '' INT TERM
+  trap - EXIT
   if [[ -n $operator_pid ]] && kill -0 "$operator_pid" 2>/dev/null; then
     say "stopping the operator"
     kill -TERM "$operator_pid" 2>/dev/null || true
+    # Graceful stop (it unregisters its webhook), bounded.
+    for _ in $(seq 1 100); do
+      kill -0 "$operator_pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$operator_pid" 2>/dev/null || true
     wait "$operator_pid" 2>/dev/null || true
   fi
-  kubectl delete -f examples/warmpool.yaml --ignore-not-found --wait=false >/dev/null 2>&1 || true
+  if [[ -n $webhook_url ]]; then
+    # Left only when the operator did not stop gracefully; a leftover
+    # registration of a dead URL would make the API server reject Sandboxes.
+    local leftover
+    leftover=$(kubectl get mutatingwebhookconfiguration/sandbox-operator \
+      validatingwebhookconfiguration/sandbox-operator --ignore-not-found --request-timeout=10s \
+      -o jsonpath='{range .items[*]}{.kind}/{.metadata.name} {.webhooks[*].clientConfig.url}{"\n"}{end}' 2>/dev/null |
+      awk -v url="$webhook_url/" 'index($0, url) { print $1 }' || true)
+    if [[ -n $leftover ]]; then
+      say "removing the webhook configurations the operator left behind"
+      # shellcheck disable=SC2086 # one kind/name per word
+      kubectl delete $leftover --request-timeout=10s --ignore-not-found >/dev/null 2>&1 || true
+    fi
+    kubectl delete -f examples/warmpool.yaml --request-timeout=10s --ignore-not-found --wait=false >/dev/null 2>&1 || true
+  fi
   if [[ $started_cluster == 1 ]]; then
     say "stopping the local control plane"
     $cluster down || true
   fi
 }
-trap cleanup INT TERM EXIT
+trap 'cleanup; exit 130' INT
+trap 'cleanup; exit 143' TERM
+trap cleanup EXIT
+
+# Whether `up` started the control plane (then Ctrl-C stops it) or reused a
+# running one (then it is left alone): did it start a new kube-apiserver? Not
+# `cluster.sh kubeconfig` beforehand, which also fails when a busy API server
+# is slow to answer /readyz, and `up` then reuses it.
+cp_state=${SANDBOX_CP_STATE:-/tmp/sandbox-operator-cp}
+[[ $cp_state == /* ]] || cp_state=$PWD/$cp_state
+apiserver_pid() { cat "${cp_state%/}/pids/kube-apiserver.pid" 2>/dev/null || true; }
+apiserver_before=$(apiserver_pid)
+say "starting the local control plane (the first run on a machine builds it from Go modules: ~20 min)"
+kubeconfig=$($cluster up | tail -n 1)
+if [[ -z $apiserver_before || $(apiserver_pid) != "$apiserver_before" ]]; then started_cluster=1; fi
+export KUBECONFIG=$kubeconfig
+eval "$($cluster env)"
 
 say "installing the CRDs"
 kubectl apply --server-side --force-conflicts -f charts/sandbox-operator/crds/crds.yaml >/dev/null
@@ -43,6 +78,7 @@ kubectl create namespace sandbox-system --dry-run=client -o yaml | kubectl apply
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 metrics_port=${SANDBOX_METRICS_PORT:-$(free_port)}
 webhook_port=${SANDBOX_WEBHOOK_PORT:-$(free_port)}
+webhook_url=https://127.0.0.1:$webhook_port
 
 say "starting the operator (metrics http://127.0.0.1:$metrics_port/metrics, webhook https://127.0.0.1:$webhook_port)"
 target/debug/sandbox-operator run \
@@ -50,14 +86,16 @@ target/debug/sandbox-operator run \
   --operator-namespace sandbox-system \
   --metrics-addr "127.0.0.1:$metrics_port" \
   --webhook-addr "127.0.0.1:$webhook_port" \
-  --register-webhook-url "https://127.0.0.1:$webhook_port" &
+  --register-webhook-url "$webhook_url" &
 operator_pid=$!
 
+ready_url=http://127.0.0.1:$metrics_port/readyz
 for _ in $(seq 1 300); do
-  curl -fs "http://127.0.0.1:$metrics_port/readyz" >/dev/null 2>&1 && break
+  curl -fs "$ready_url" >/dev/null 2>&1 && break
   kill -0 "$operator_pid" 2>/dev/null || { say "the operator exited; see its log above"; exit 1; }
   sleep 0.2
 done
+curl -fs "$ready_url" >/dev/null 2>&1 || { say "the operator is not ready after 60 s ($ready_url); see its log above"; exit 1; }
 
 say "creating the AIO SandboxTemplate and a SandboxWarmPool of 3 in namespace default"
 kubectl apply -f examples/template.yaml -f examples/warmpool.yaml >/dev/null

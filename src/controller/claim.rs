@@ -162,6 +162,10 @@ pub fn desired_sandbox(
     if let Some(pod) = pod {
         annotations.insert(POD_NAME_ANNOTATION.to_string(), pod.to_string());
     }
+    // Carried over so each step of the claim's way to Ready can be timed.
+    if let Some(admitted) = claim.annotations().get(ADMITTED_AT_ANNOTATION) {
+        annotations.insert(ADMITTED_AT_ANNOTATION.to_string(), admitted.clone());
+    }
     Ok(Sandbox {
         metadata: ObjectMeta {
             name: Some(claim.name_any()),
@@ -262,6 +266,9 @@ pub async fn reconcile(claim: Arc<SandboxClaim>, ctx: Arc<Context>) -> Result<Ac
     }
     let namespace = claim.namespace().ok_or(Error::Incomplete("namespace"))?;
     let name = claim.name_any();
+    if claim.status.is_none() {
+        super::timeline(claim.as_ref(), &name, "claim: reconcile starts");
+    }
     let claim_uid = claim.uid().ok_or(Error::Incomplete("uid"))?;
     let sandboxes: Api<Sandbox> = Api::namespaced(ctx.client.clone(), &namespace);
     let now = jiff::Timestamp::now();
@@ -326,6 +333,9 @@ pub async fn reconcile(claim: Arc<SandboxClaim>, ctx: Arc<Context>) -> Result<Ac
     {
         write_status(&ctx, &claim, &status).await?;
         ctx.written.record(&status_key, status_value);
+        if now_ready && !was_ready {
+            super::timeline(claim.as_ref(), &name, "claim: Ready written");
+        }
         if now_ready
             && !was_ready
             && claim
@@ -428,6 +438,7 @@ async fn serve(
     {
         Ok(created) => {
             info!(pod = ?pod_name, launch = if pod_name.is_some() { "warm" } else { "cold" }, "created Sandbox");
+            super::timeline(claim, &claim.name_any(), "claim: Sandbox created");
             if pod_name.is_some() {
                 // Warm: the Sandbox is Ready within milliseconds and its
                 // status event brings us back; an interim claim status
@@ -535,6 +546,7 @@ async fn try_steal(
         match steal(ctx, &candidate, claim).await {
             Ok(StealOutcome::Won(pod)) => {
                 ctx.reservations.record_steal(&claim_uid, &pod.name_any());
+                super::timeline(claim, &claim.name_any(), "claim: Pod stolen");
                 return Ok(Some(*pod));
             }
             Ok(StealOutcome::Lost) => ctx.reservations.release(&key),

@@ -458,6 +458,14 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
     let uid = sandbox.uid().ok_or(Error::Incomplete("uid"))?;
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
 
+    if sandbox.status.is_none() {
+        super::timeline(
+            sandbox.as_ref(),
+            &sandbox.name_any(),
+            "sandbox: reconcile starts",
+        );
+    }
+
     // Observe.
     let owned: Vec<Arc<Pod>> = ctx
         .pods
@@ -553,6 +561,13 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
     {
         write_status(&ctx, &sandbox, &status).await?;
         ctx.written.record(&status_key, status_value);
+        if crate::api::is_true(&status.conditions, crate::api::READY) {
+            super::timeline(
+                sandbox.as_ref(),
+                &sandbox.name_any(),
+                "sandbox: Ready written",
+            );
+        }
     }
     Ok(plan
         .requeue_after
@@ -627,6 +642,7 @@ async fn act(
                 match adopt(pods, pod, sandbox).await? {
                     Some(adopted) => {
                         info!(pod = %name, "adopted Pod");
+                        super::timeline(sandbox, &sandbox.name_any(), "sandbox: Pod adopted");
                         blocked = None;
                         current = Some(adopted);
                     }

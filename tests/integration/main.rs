@@ -8,5 +8,6 @@ mod common;
 mod controlplane;
 mod crds;
 mod metrics;
+mod quickstart;
 mod sandbox;
 mod webhook;

@@ -166,10 +166,26 @@ impl MakeRun {
             .process_group(0);
         // As from a fresh shell: none of the operator's settings (it reads
         // SANDBOX_* variables) and no fixed ports; the control plane's own
-        // SANDBOX_CP_* settings are kept.
+        // SANDBOX_CP_* settings are kept. Nor what `cargo test` sets for test
+        // processes: build scripts track some of it (ring's tracks
+        // CARGO_MANIFEST_DIR), so `make run`'s `cargo build` would rebuild
+        // ring, rustls, kube and the operator, and the next build again.
         for (key, _) in std::env::vars_os() {
             let key = key.to_string_lossy().to_string();
-            if key.starts_with("SANDBOX_") && !key.starts_with("SANDBOX_CP_") {
+            let operator = key.starts_with("SANDBOX_") && !key.starts_with("SANDBOX_CP_");
+            let cargo_test = key == "OUT_DIR"
+                || [
+                    "CARGO_MANIFEST_",
+                    "CARGO_PKG_",
+                    "CARGO_BIN_",
+                    "CARGO_CRATE_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "CARGO_RUSTC_CURRENT_DIR",
+                ]
+                .iter()
+                .any(|p| key.starts_with(p));
+            if operator || cargo_test {
                 cmd.env_remove(&key);
             }
         }
