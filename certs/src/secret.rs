@@ -93,7 +93,13 @@ pub async fn load_or_create(
                             %reason,
                             "webhook PKI Secret is unusable, replacing it"
                         );
-                        let pki = WebhookPki::generate(settings, now)?;
+                        // Keep a sound CA: the caBundle the API server trusts
+                        // stays valid, so only the serving pair changes and no
+                        // admission fails while the new bundle propagates.
+                        let pki = match salvage_ca(&secret, settings, now) {
+                            Some(pki) => pki,
+                            None => WebhookPki::generate(settings, now)?,
+                        };
                         write_conditioned(&api, secret_name, &resource_version, &pki)
                             .await
                             .map(|resource_version| StoredPki {
@@ -240,6 +246,35 @@ fn secret_data(pki: &WebhookPki) -> BTreeMap<String, ByteString> {
 }
 
 /// Reads the PKI out of a Secret, or says what is wrong with it.
+/// A PKI keeping the Secret's CA (when its certificate and key are readable,
+/// match and are not due for renewal) with a freshly issued serving pair.
+fn salvage_ca(secret: &Secret, settings: &PkiSettings, now: Timestamp) -> Option<WebhookPki> {
+    let data = secret.data.as_ref()?;
+    let text = |key: &str| data.get(key).and_then(|v| std::str::from_utf8(&v.0).ok());
+    let (ca_cert, ca_key) = (text(CA_CERT_KEY)?, text(CA_KEY_KEY)?);
+    let ca = crate::IssuedCertificate {
+        not_after: crate::not_after(ca_cert).ok()?,
+        cert_pem: ca_cert.to_owned(),
+        key_pem: ca_key.to_owned(),
+    };
+    let serving = crate::issue_serving(
+        &ca,
+        &settings.dns_names,
+        &settings.ip_addresses,
+        settings.serving_validity,
+        now,
+    )
+    .ok()?;
+    let ca_bundle = text(CA_BUNDLE_KEY).unwrap_or(ca_cert).to_owned();
+    let pki = WebhookPki {
+        ca,
+        serving,
+        ca_bundle,
+    };
+    // The CA must still be sound by the renewal rules; otherwise start over.
+    (crate::plan_renewal(&pki, settings, now) == crate::Renewal::NotDue).then_some(pki)
+}
+
 fn pki_from_secret(secret: &Secret) -> std::result::Result<WebhookPki, String> {
     let data = secret.data.as_ref();
     let text = |key: &str| -> std::result::Result<Option<&str>, String> {

@@ -32,7 +32,6 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 use tracing::{debug, info, instrument, warn};
 
 use super::pod_index::{Criteria, pod_key, select_candidates, steal_patch};
@@ -289,25 +288,30 @@ pub async fn reconcile(claim: Arc<SandboxClaim>, ctx: Arc<Context>) -> Result<Ac
         .unwrap_or_else(Action::await_change);
 
     // Observe. A Sandbox in the cache certainly exists (its status may lag
-    // by one event, which the next event fixes). One missing from the cache
-    // is read from the API server before anything is created, so a claim is
-    // never served twice because a cache lagged.
+    // by one event, which the next event fixes). A claim that never had a
+    // status goes straight to serving: the cache was complete when this
+    // process started and shows what it created since, and if another
+    // process created the Sandbox meanwhile, the create answers
+    // AlreadyExists and any Pod stolen for nothing is given back (see
+    // [`serve`]), so a claim is never served twice. A served claim whose
+    // Sandbox the cache lacks is read from the API server.
     let cached = ctx
         .sandboxes
         .get(&ObjectRef::new(&name).within(&namespace))
         .filter(|s| controller_uid(&s.metadata) == Some(claim_uid.as_str()));
-    let sandbox = match cached {
-        Some(sandbox) => (*sandbox).clone(),
-        None => match sandboxes
+    let existing = match cached {
+        Some(sandbox) => Some((*sandbox).clone()),
+        None if claim.status.is_some() => sandboxes
             .get_opt(&name)
             .await
-            .map_err(kube_err("get sandbox"))?
-        {
-            Some(sandbox) => sandbox,
-            None => match serve(&ctx, &claim, &namespace, &claim_uid).await? {
-                Served::Sandbox(s) => *s,
-                Served::Waiting(action) => return Ok(action),
-            },
+            .map_err(kube_err("get sandbox"))?,
+        None => None,
+    };
+    let sandbox = match existing {
+        Some(sandbox) => sandbox,
+        None => match serve(&ctx, &claim, &namespace, &claim_uid).await? {
+            Served::Sandbox(s) => *s,
+            Served::Waiting(action) => return Ok(action),
         },
     };
 
@@ -652,7 +656,7 @@ async fn expire(ctx: &Context, claim: &SandboxClaim, deadline: jiff::Timestamp) 
     Ok(Action::await_change())
 }
 
-/// Writes the claim status with server-side apply.
+/// Writes the claim status (see [`super::write_status`]).
 async fn write_status(
     ctx: &Context,
     claim: &SandboxClaim,
@@ -660,23 +664,21 @@ async fn write_status(
 ) -> Result<()> {
     let api: Api<SandboxClaim> =
         Api::namespaced(ctx.client.clone(), &claim.namespace().unwrap_or_default());
-    let body = json!({
-        "apiVersion": SandboxClaim::api_version(&()),
-        "kind": SandboxClaim::kind(&()),
-        "status": status,
-    });
-    match api
-        .patch_status(
-            &claim.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(body),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) if is_not_found(&e) => Ok(()),
-        Err(e) => Err(kube_err("write claim status")(e)),
-    }
+    super::write_status(
+        &api,
+        &claim.name_any(),
+        status,
+        &[
+            "conditions",
+            "sandbox",
+            "podName",
+            "launchType",
+            "warmPool",
+            "readyTime",
+        ],
+        "claim",
+    )
+    .await
 }
 
 #[cfg(test)]

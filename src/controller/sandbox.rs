@@ -28,7 +28,6 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 use tracing::{info, instrument};
 
 use super::pod_index::adopt_patch;
@@ -38,8 +37,8 @@ use super::{
     pod_is_ready,
 };
 use crate::api::{
-    CLAIM_LABEL, ConditionUpdate, FIELD_MANAGER, POD_NAME_ANNOTATION, SANDBOX_LABEL, Sandbox,
-    SandboxStatus, ShutdownPolicy, set_condition,
+    CLAIM_LABEL, ConditionUpdate, POD_NAME_ANNOTATION, SANDBOX_LABEL, Sandbox, SandboxStatus,
+    ShutdownPolicy, set_condition,
 };
 
 /// Controller name in metrics and logs.
@@ -709,8 +708,7 @@ async fn adopt(pods: &Api<Pod>, pod: &Pod, sandbox: &Sandbox) -> Result<Option<P
     }
 }
 
-/// Writes the status with server-side apply (fields we no longer set are
-/// removed; no read-modify-write race).
+/// Writes the Sandbox status (see [`super::write_status`]).
 pub(crate) async fn write_status(
     ctx: &Context,
     sandbox: &Sandbox,
@@ -718,23 +716,23 @@ pub(crate) async fn write_status(
 ) -> Result<()> {
     let api: Api<Sandbox> =
         Api::namespaced(ctx.client.clone(), &sandbox.namespace().unwrap_or_default());
-    let body = json!({
-        "apiVersion": Sandbox::api_version(&()),
-        "kind": Sandbox::kind(&()),
-        "status": status,
-    });
-    match api
-        .patch_status(
-            &sandbox.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(body),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) if is_not_found(&e) => Ok(()),
-        Err(e) => Err(kube_err("write sandbox status")(e)),
-    }
+    super::write_status(
+        &api,
+        &sandbox.name_any(),
+        status,
+        &[
+            "conditions",
+            "service",
+            "serviceFQDN",
+            "replicas",
+            "selector",
+            "podName",
+            "podIP",
+            "nodeName",
+        ],
+        "sandbox",
+    )
+    .await
 }
 
 #[cfg(test)]

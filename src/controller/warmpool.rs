@@ -15,10 +15,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, ObjectMeta, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use super::{
@@ -486,6 +485,7 @@ pub fn pool_status(
     }
 }
 
+/// Writes the pool status (see [`super::write_status`]).
 async fn write_status(
     ctx: &Context,
     pool: &SandboxWarmPool,
@@ -496,23 +496,20 @@ async fn write_status(
     }
     let api: Api<SandboxWarmPool> =
         Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
-    let body = json!({
-        "apiVersion": SandboxWarmPool::api_version(&()),
-        "kind": SandboxWarmPool::kind(&()),
-        "status": status,
-    });
-    match api
-        .patch_status(
-            &pool.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(body),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) if is_not_found(&e) => Ok(()),
-        Err(e) => Err(kube_err("write pool status")(e)),
-    }
+    super::write_status(
+        &api,
+        &pool.name_any(),
+        status,
+        &[
+            "replicas",
+            "readyReplicas",
+            "selector",
+            "templateHash",
+            "conditions",
+        ],
+        "pool",
+    )
+    .await
 }
 
 #[cfg(test)]
