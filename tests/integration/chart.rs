@@ -1718,8 +1718,7 @@ async fn operator_runs_with_the_charts_flags_rbac_and_webhook_configurations() {
 
     // (f) Certificate rotation: an unreadable serving certificate in the
     // Secret (the key stays: the Secret is kubernetes.io/tls) is replaced
-    // by the operator, the webhook presents the new one and the caBundle
-    // follows.
+    // by the operator under the same CA, and the webhook presents it.
     let serial_before = operator.served_serial();
     assert!(
         serial_before.starts_with("serial="),
@@ -1762,15 +1761,15 @@ async fn operator_runs_with_the_charts_flags_rbac_and_webhook_configurations() {
         garbage,
         "the Secret still holds the broken certificate"
     );
-    let bundle_followed = wait_until_ok(Duration::from_secs(60), || async {
-        bundles().await.is_some_and(|all| {
-            all.iter().all(|b| !b.is_empty()) && all.iter().all(|b| !first_bundle.contains(b))
-        })
-    })
-    .await;
+    // The CA was sound, so it is kept: the registered caBundle stays valid
+    // and no admission can fail while a new bundle would propagate.
+    let bundles_now = bundles().await.unwrap_or_default();
     assert!(
-        bundle_followed,
-        "the caBundle of {config_name} did not follow the new CA; log:\n{}",
+        !bundles_now.is_empty()
+            && bundles_now
+                .iter()
+                .all(|b| !b.is_empty() && first_bundle.contains(b)),
+        "the caBundle of {config_name} changed although the CA was sound; log:\n{}",
         operator.log()
     );
     // An object created through the webhook after the rotation (the API
