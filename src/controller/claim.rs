@@ -376,7 +376,7 @@ enum Served {
 /// Creates what a new claim needs: NetworkPolicy, then the warm steal or the
 /// cold fallback, then the Sandbox.
 async fn serve(
-    ctx: &Context,
+    ctx: &Arc<Context>,
     claim: &SandboxClaim,
     namespace: &str,
     claim_uid: &str,
@@ -475,7 +475,7 @@ async fn serve(
 /// reconcile, or a crash between the steal and the Sandbox create), never a
 /// second one; else a fresh steal. Returns (name, Pod stolen by this call).
 async fn take_pod(
-    ctx: &Context,
+    ctx: &Arc<Context>,
     claim: &SandboxClaim,
     namespace: &str,
     claim_uid: &str,
@@ -506,15 +506,28 @@ async fn take_pod(
             .pool_exhausted
             .with_label_values(&[template_name])
             .inc();
-        if has_pool(ctx, namespace, template_name, &choice).await {
-            ctx.event(
-                claim,
-                EventType::Normal,
-                "PoolExhausted",
-                "Claim",
-                format!("no idle Ready Pod of template {template_name}: starting a cold sandbox"),
-            )
-            .await;
+        // The Event needs a pool lookup: keep it off the cold path.
+        if ctx.config.events {
+            let (ctx, claim, namespace, template_name) = (
+                Arc::clone(ctx),
+                claim.clone(),
+                namespace.to_string(),
+                template_name.clone(),
+            );
+            tokio::spawn(async move {
+                if has_pool(&ctx, &namespace, &template_name, &choice).await {
+                    ctx.event(
+                        &claim,
+                        EventType::Normal,
+                        "PoolExhausted",
+                        "Claim",
+                        format!(
+                            "no idle Ready Pod of template {template_name}: starting a cold sandbox"
+                        ),
+                    )
+                    .await;
+                }
+            });
         }
     }
     Ok((stolen.as_ref().map(|p| p.name_any()), stolen))
