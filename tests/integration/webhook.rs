@@ -11,8 +11,8 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::common::TestNs;
-use sandbox_operator::api::{Sandbox, SandboxTemplate};
+use crate::common::{TestNs, wait_for};
+use sandbox_operator::api::{READY, Sandbox, SandboxTemplate, is_true};
 
 /// Starts an operator with its webhook on a known port.
 async fn operator_with_webhook(ns: &TestNs, extra: &[&str]) -> (crate::common::Operator, u16) {
@@ -66,14 +66,35 @@ async fn seed_sandbox_is_admitted_defaulted_and_idempotent() {
         Some(false)
     );
 
-    // Sending the stored object back changes nothing: the mutation is idempotent.
-    let again = sandboxes
-        .replace("aio-sandbox-example", &PostParams::default(), &stored)
-        .await
-        .unwrap();
+    // Sending the stored object back changes nothing: the mutation is
+    // idempotent. (The operator also writes this object's status, so wait
+    // until it is Ready and retry if its write slips in between.)
+    wait_for(
+        &sandboxes,
+        "aio-sandbox-example",
+        Duration::from_secs(30),
+        |s| {
+            s.status
+                .as_ref()
+                .is_some_and(|st| is_true(&st.conditions, READY))
+        },
+    )
+    .await;
+    let mut attempts = 0;
+    let (current, again) = loop {
+        let current = sandboxes.get("aio-sandbox-example").await.unwrap();
+        match sandboxes
+            .replace("aio-sandbox-example", &PostParams::default(), &current)
+            .await
+        {
+            Ok(again) => break (current, again),
+            Err(kube::Error::Api(e)) if e.code == 409 && attempts < 5 => attempts += 1,
+            Err(e) => panic!("replacing the stored Sandbox: {e}"),
+        }
+    };
     assert_eq!(
         again.resource_version(),
-        stored.resource_version(),
+        current.resource_version(),
         "a no-op update must not write"
     );
     assert_eq!(again.spec, stored.spec);
