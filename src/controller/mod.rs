@@ -3,8 +3,8 @@
 //! Flow (the seed's diagram):
 //! 1. [`warmpool`] keeps `spec.replicas` idle Pods of a template, owned by the
 //!    pool and labelled with the pool and the template hash.
-//! 2. [`claim`] creates a deny-ingress NetworkPolicy for a claim, then takes an
-//!    idle Pod over with ONE write conditioned on its resourceVersion
+//! 2. [`claim`] creates a deny-ingress NetworkPolicy for a claim and, alongside,
+//!    takes an idle Pod over with ONE write conditioned on its resourceVersion
 //!    ([`pod_index::steal_patch`]) and creates the Sandbox with the
 //!    `agents.x-k8s.io/pod-name` annotation; with no usable Pod it creates the
 //!    Sandbox without it (cold path).
