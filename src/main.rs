@@ -46,7 +46,8 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum PolicyCommand {
     /// Offline: print the patch the mutating webhook would apply to each
-    /// object of the files and every denial; exit code 1 on any denial.
+    /// object of the files and every denial; exit code 1 on any denial, 2 on
+    /// an unreadable file or policy.
     Check {
         /// YAML files with one or more objects each.
         #[arg(required = true)]
@@ -155,8 +156,19 @@ struct RunArgs {
     log_format: String,
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    // Errors are printed as one readable chain ("what failed: why"), never
+    // as a backtrace, whatever RUST_BACKTRACE says; exit code 2.
+    match dispatch(Cli::parse()) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Command::Crd => print!("{}", sandbox_operator::api::crds_yaml()),
         Command::Version => println!("sandbox-operator {}", env!("CARGO_PKG_VERSION")),
@@ -164,7 +176,7 @@ fn main() -> anyhow::Result<()> {
             let admitted =
                 sandbox_operator::admission::run_policy_check(&files, policy.as_deref())?;
             if !admitted {
-                std::process::exit(1);
+                return Ok(std::process::ExitCode::from(1));
             }
         }
         Command::Run(args) => {
@@ -175,7 +187,7 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(run(*args))?;
         }
     }
-    Ok(())
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 fn init_logging(format: &str) {

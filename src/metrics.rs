@@ -5,7 +5,7 @@
 //! `_total` / `_seconds` suffixes; `promtool check metrics` is clean on the
 //! exposition (checked by an integration test).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use prometheus::{
     Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
@@ -63,11 +63,8 @@ pub struct Metrics {
     /// 1 while this process holds the leader Lease (or runs without election).
     pub leader: IntGauge,
     /// Constant 1 labelled with the version.
-    pub build_info: IntGaugeVecHolder,
+    pub build_info: prometheus::IntGaugeVec,
 }
-
-/// Keeps the build-info gauge family alive in the registry.
-pub struct IntGaugeVecHolder(#[allow(dead_code)] prometheus::IntGaugeVec);
 
 fn name(short: &str) -> String {
     format!("{PREFIX}_{short}")
@@ -212,7 +209,7 @@ impl Metrics {
             ),
             certificate_expiry,
             leader,
-            build_info: IntGaugeVecHolder(build_info),
+            build_info,
             registry,
         }
     }
@@ -263,11 +260,6 @@ impl Drop for ReconcileTimer<'_> {
             .with_label_values(&[self.controller])
             .observe(self.start.elapsed().as_secs_f64());
     }
-}
-
-/// Seconds as f64, for histograms fed from [`Duration`]s.
-pub fn seconds(d: Duration) -> f64 {
-    d.as_secs_f64()
 }
 
 #[cfg(test)]

@@ -577,9 +577,6 @@ async fn try_steal(
 }
 
 async fn has_pool(ctx: &Context, namespace: &str, template: &str, choice: &PoolChoice) -> bool {
-    if !ctx.config.events {
-        return false;
-    }
     let api: Api<SandboxWarmPool> = Api::namespaced(ctx.client.clone(), namespace);
     match api.list(&Default::default()).await {
         Ok(list) => list.items.iter().any(|p| {
