@@ -328,6 +328,16 @@ pub struct ClaimedSandboxStatus {
     /// IPs of the sandbox's Pod.
     #[serde(default, rename = "podIPs", skip_serializing_if = "Option::is_none")]
     pub pod_ips: Option<Vec<String>>,
+    /// Name of the sandbox's headless Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// `<service>.<namespace>.svc.<cluster domain>`.
+    #[serde(
+        default,
+        rename = "serviceFQDN",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub service_fqdn: Option<String>,
 }
 
 /// How a claim got its Pod.
@@ -372,6 +382,11 @@ pub struct SandboxClaimStatus {
     /// When the claim first became Ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_time: Option<Time>,
+    /// Seconds from the API server admitting the claim (the webhook's
+    /// `agents.x-k8s.io/admitted-at` stamp, else the creation time) to the
+    /// operator writing Ready, measured by the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_ready_seconds: Option<f64>,
 }
 
 /// Keeps `replicas` idle, pre-started Pods of a template.

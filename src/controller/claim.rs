@@ -235,6 +235,8 @@ pub fn mirror_status(
         sandbox: Some(ClaimedSandboxStatus {
             name: Some(sandbox.name_any()),
             pod_ips: sandbox_status.pod_ip.clone().map(|ip| vec![ip]),
+            service: sandbox_status.service.clone(),
+            service_fqdn: sandbox_status.service_fqdn.clone(),
         }),
         pod_name,
         launch_type: Some(launch_type),
@@ -243,6 +245,12 @@ pub fn mirror_status(
             .ready_time
             .clone()
             .or_else(|| is_ready.then_some(Time(now))),
+        time_to_ready_seconds: previous.time_to_ready_seconds.or_else(|| {
+            is_ready
+                .then(|| admitted_at(claim))
+                .flatten()
+                .map(|start| now.duration_since(start).as_secs_f64().max(0.0))
+        }),
     }
 }
 
@@ -685,6 +693,7 @@ async fn write_status(
             "launchType",
             "warmPool",
             "readyTime",
+            "timeToReadySeconds",
         ],
         "claim",
     )
