@@ -103,6 +103,10 @@ struct RunArgs {
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "SANDBOX_WATCH_NAMESPACE")]
     namespace: Option<String>,
+    /// Seconds between periodic resyncs of every object (jittered +-10%): the
+    /// safety net against a missed watch event.
+    #[arg(long, env = "SANDBOX_RESYNC_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(10..=86400))]
+    resync_seconds: u64,
     /// Serve the admission webhook (every replica serves it, leader or not).
     #[arg(long, env = "SANDBOX_WEBHOOK", default_value_t = true, action = clap::ArgAction::Set)]
     webhook: bool,
@@ -238,6 +242,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency,
         identity: identity.clone(),
         namespace: args.namespace.clone(),
+        resync: Duration::from_secs(args.resync_seconds),
     };
 
     // The webhook serves on every replica, leader or not.

@@ -39,3 +39,8 @@ pub const FIELD_MANAGER: &str = "sandbox-operator";
 /// On a stolen Pod: the pool it came from (the pool's watch maps the Pod back
 /// to the pool through this label, which is how the refill is triggered).
 pub const ORIGIN_POOL_LABEL: &str = "agents.x-k8s.io/origin-pool";
+
+/// On a Pod the operator did not create: the owner's explicit consent that
+/// a Sandbox naming it in `agents.x-k8s.io/pod-name` may take it over
+/// (value `"true"`). Without it an unowned Pod is never adopted.
+pub const ADOPTABLE_LABEL: &str = "agents.x-k8s.io/adoptable";

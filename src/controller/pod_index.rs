@@ -33,18 +33,30 @@ pub struct Criteria<'a> {
     pub template_hash: &'a str,
     /// Restrict to one pool (the claim's `warmpool` names one).
     pub pool: Option<&'a str>,
+    /// Uid of each live pool of the namespace, by name (from the pool cache):
+    /// a Pod is a candidate only if its controller ownerReference is the
+    /// pool its label names, with that uid. Labels alone never qualify a Pod.
+    pub pool_uids: &'a HashMap<String, String>,
     /// Spreads the choice: claims hash Pods differently, so concurrent claims
     /// (in this or another process) rarely race for the same Pod.
     pub spread_key: &'a str,
 }
 
-/// Whether `pod` is an idle, Ready, current Pod matching `criteria`.
+/// Whether `pod` is an idle, Ready, current Pod matching `criteria`, and
+/// controlled by the live pool its label names.
 pub fn is_candidate(pod: &Pod, criteria: &Criteria<'_>) -> bool {
     let labels = pod.labels();
     let Some(pool) = labels.get(POOL_LABEL) else {
         return false;
     };
-    pod.namespace().as_deref() == Some(criteria.namespace)
+    let owned_by_pool = pod.owner_references().iter().any(|o| {
+        o.controller == Some(true)
+            && o.kind == "SandboxWarmPool"
+            && o.name == *pool
+            && criteria.pool_uids.get(pool) == Some(&o.uid)
+    });
+    owned_by_pool
+        && pod.namespace().as_deref() == Some(criteria.namespace)
         && criteria.pool.is_none_or(|p| p == pool)
         && labels.get(TEMPLATE_LABEL).map(String::as_str) == Some(criteria.template)
         && labels.get(TEMPLATE_HASH_LABEL).map(String::as_str) == Some(criteria.template_hash)
@@ -237,6 +249,14 @@ mod tests {
                 uid: Some(format!("uid-{name}")),
                 resource_version: Some("7".into()),
                 labels: Some(labels),
+                owner_references: Some(vec![OwnerReference {
+                    api_version: "extensions.agents.x-k8s.io/v1alpha1".into(),
+                    kind: "SandboxWarmPool".into(),
+                    name: pool.into(),
+                    uid: format!("pool-uid-{pool}"),
+                    controller: Some(true),
+                    block_owner_deletion: Some(true),
+                }]),
                 ..Default::default()
             },
             spec: None,
@@ -253,13 +273,46 @@ mod tests {
     }
 
     fn criteria<'a>(key: &'a str) -> Criteria<'a> {
+        let pool_uids: &'static HashMap<String, String> = Box::leak(Box::new(
+            ["p", "p1", "p2", "pool"]
+                .iter()
+                .map(|p| (p.to_string(), format!("pool-uid-{p}")))
+                .collect(),
+        ));
         Criteria {
             namespace: "ns",
             template: "tmpl",
             template_hash: "h1",
             pool: None,
+            pool_uids,
             spread_key: key,
         }
+    }
+
+    #[test]
+    fn labels_alone_never_make_a_candidate() {
+        // A Pod a namespace user created with every label of an idle pool
+        // Pod, but no ownerReference, or one naming the pool with a wrong
+        // uid, or a pool that no longer exists.
+        let mut unowned = (*pod("a", "p", "h1", true)).clone();
+        unowned.metadata.owner_references = None;
+        let mut wrong_uid = (*pod("b", "p", "h1", true)).clone();
+        wrong_uid.metadata.owner_references.as_mut().unwrap()[0].uid = "forged".into();
+        let gone_pool = (*pod("c", "deleted-pool", "h1", true)).clone();
+        let mut not_controller = (*pod("d", "p", "h1", true)).clone();
+        not_controller.metadata.owner_references.as_mut().unwrap()[0].controller = None;
+        let pods = vec![
+            Arc::new(unowned),
+            Arc::new(wrong_uid),
+            Arc::new(gone_pool),
+            Arc::new(not_controller),
+        ];
+        assert!(select_candidates(&pods, &criteria("c"), &Reservations::default()).is_empty());
+        let good = vec![pod("e", "p", "h1", true)];
+        assert_eq!(
+            select_candidates(&good, &criteria("c"), &Reservations::default()).len(),
+            1
+        );
     }
 
     #[test]

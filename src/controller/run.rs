@@ -9,20 +9,60 @@ use kube::runtime::watcher;
 use tokio::sync::watch;
 use tracing::warn;
 
+use kube::Resource;
+
 use super::{
-    Context, ERROR_REQUEUE, Error, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Triggers, claim, sandbox,
-    warmpool,
+    Context, Error, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Triggers, claim, retry, sandbox, warmpool,
 };
 use crate::api::{Sandbox, SandboxClaim, SandboxWarmPool};
 
-fn error_policy<K>(controller: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
-    move |_obj, error, ctx| {
-        warn!(controller, %error, "reconcile failed; retrying");
+/// Key of an object in the backoff table.
+fn backoff_key<K: Resource>(controller: &str, obj: &K) -> String {
+    format!(
+        "{controller}/{}",
+        obj.meta().uid.as_deref().unwrap_or_default()
+    )
+}
+
+/// After an error: counted by class, retried with per-object exponential
+/// backoff.
+fn error_policy<K: Resource>(
+    controller: &'static str,
+) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
+    move |obj, error, ctx| {
+        let delay = ctx.backoff.failed(&backoff_key(controller, obj.as_ref()));
+        warn!(controller, %error, class = error.class(), retry_in_ms = delay.as_millis() as u64, "reconcile failed; retrying");
         ctx.metrics
             .reconcile_errors
-            .with_label_values(&[controller, error.metric_label()])
+            .with_label_values(&[controller, error.class()])
             .inc();
-        Action::requeue(ERROR_REQUEUE)
+        Action::requeue(delay)
+    }
+}
+
+/// Wraps a reconcile: a success clears the object's backoff, and "wait for
+/// the next event" becomes the jittered periodic resync (the safety net).
+fn with_retry<K, F, Fut>(
+    controller: &'static str,
+    reconcile: F,
+) -> impl Fn(Arc<K>, Arc<Context>) -> futures::future::BoxFuture<'static, Result<Action, Error>>
+where
+    K: Resource + Send + Sync + 'static,
+    F: Fn(Arc<K>, Arc<Context>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Action, Error>> + Send + 'static,
+{
+    move |obj, ctx| {
+        let reconcile = reconcile.clone();
+        Box::pin(async move {
+            let key = backoff_key(controller, obj.as_ref());
+            let action = reconcile(obj, ctx.clone()).await?;
+            ctx.backoff.succeeded(&key);
+            Ok(if action == Action::await_change() {
+                retry::with_resync(action, None, ctx.config.resync)
+            } else {
+                action
+            })
+        })
     }
 }
 
@@ -49,7 +89,7 @@ pub async fn run_controllers(
     .with_config(config.clone())
     .graceful_shutdown_on(stop(shutdown.clone()))
     .run(
-        sandbox::reconcile,
+        with_retry(sandbox::CONTROLLER, sandbox::reconcile),
         error_policy(sandbox::CONTROLLER),
         ctx.clone(),
     )
@@ -63,7 +103,7 @@ pub async fn run_controllers(
     .with_config(config.clone())
     .graceful_shutdown_on(stop(shutdown.clone()))
     .run(
-        claim::reconcile,
+        with_retry(claim::CONTROLLER, claim::reconcile),
         error_policy(claim::CONTROLLER),
         ctx.clone(),
     )
@@ -77,7 +117,7 @@ pub async fn run_controllers(
     .with_config(config)
     .graceful_shutdown_on(stop(shutdown.clone()))
     .run(
-        warmpool::reconcile,
+        with_retry(warmpool::CONTROLLER, warmpool::reconcile),
         error_policy(warmpool::CONTROLLER),
         ctx.clone(),
     )

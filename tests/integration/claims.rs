@@ -222,7 +222,38 @@ async fn warm_claim_is_served_from_the_pool_which_refills() {
         pod.labels().get(ORIGIN_POOL_LABEL).map(String::as_str),
         Some("pool")
     );
-    assert_eq!(pod.owner_references()[0].kind, "Sandbox");
+    // The claim's single Ready write carries the connection facts, and the
+    // NetworkPolicy and Service exist by then.
+    let sandbox_status = status.sandbox.clone().unwrap();
+    assert_eq!(
+        sandbox_status.service_fqdn.as_deref(),
+        Some(format!("c1.{}.svc.cluster.local", ns.name).as_str())
+    );
+    assert_eq!(
+        sandbox_status.pod_ips,
+        pod.status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .map(|ip| vec![ip])
+    );
+    assert!(status.time_to_ready_seconds.is_some());
+    assert!(ns.api::<Service>().get_opt("c1").await.unwrap().is_some());
+    assert!(
+        ns.api::<k8s_openapi::api::networking::v1::NetworkPolicy>()
+            .get_opt("c1-sandbox")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // Off the critical path the Sandbox takes the Pod over: claim -> Sandbox -> Pod.
+    let pods: Api<Pod> = ns.api();
+    let adopted = wait_for(&pods, &pod_name, Duration::from_secs(20), |p| {
+        p.owner_references()
+            .iter()
+            .any(|o| o.controller == Some(true) && o.kind == "Sandbox")
+    })
+    .await;
+    assert_eq!(adopted.owner_references()[0].name, "c1");
     let out = ns.kubectl(&["wait", "--for=condition=Ready", "sbc/c1", "--timeout=5s"]);
     assert!(
         out.status.success(),

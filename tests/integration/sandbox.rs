@@ -9,7 +9,9 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use crate::common::{TestNs, wait_for, wait_until};
-use sandbox_operator::api::{POD_NAME_ANNOTATION, READY, SANDBOX_LABEL, Sandbox, is_true};
+use sandbox_operator::api::{
+    ADOPTABLE_LABEL, POD_NAME_ANNOTATION, READY, SANDBOX_LABEL, Sandbox, is_true,
+};
 
 fn is_ready(s: &Sandbox) -> bool {
     s.status
@@ -275,7 +277,8 @@ async fn adoption_takes_unowned_pods_and_refuses_foreign_ones() {
     let pods: Api<Pod> = ns.api();
     let bare = |name: &str, owner: Option<(&str, String)>| -> Pod {
         serde_json::from_value(json!({
-            "metadata": {"name": name, "ownerReferences": owner.map(|(n, uid)| vec![json!({
+            "metadata": {"name": name, "labels": {ADOPTABLE_LABEL: "true"},
+                "ownerReferences": owner.map(|(n, uid)| vec![json!({
                 "apiVersion": "v1", "kind": "ConfigMap", "name": n, "uid": uid, "controller": true})])},
             "spec": {"containers": [{"name": "c", "image": "busybox"}]}
         }))
@@ -354,6 +357,33 @@ async fn adoption_takes_unowned_pods_and_refuses_foreign_ones() {
     assert!(
         pods.get_opt("thief").await.unwrap().is_none(),
         "no Pod created for a refused adoption"
+    );
+
+    // An unowned Pod without its owner's opt-in label is never adopted.
+    let mut unlabelled = bare("no-consent", None);
+    unlabelled.metadata.labels = None;
+    pods.create(&PostParams::default(), &unlabelled)
+        .await
+        .unwrap();
+    let mut taker = sandbox("taker", json!({}));
+    taker.metadata.annotations = Some(BTreeMap::from([(
+        POD_NAME_ANNOTATION.to_string(),
+        "no-consent".to_string(),
+    )]));
+    sandboxes
+        .create(&PostParams::default(), &taker)
+        .await
+        .unwrap();
+    let refused = wait_for(&sandboxes, "taker", Duration::from_secs(30), |s| {
+        reason(s) == "PodOwnedElsewhere"
+    })
+    .await;
+    let message = refused.status.unwrap().conditions[0].message.clone();
+    assert!(message.contains(ADOPTABLE_LABEL), "{message}");
+    let untouched = pods.get("no-consent").await.unwrap();
+    assert!(
+        untouched.owner_references().is_empty(),
+        "unowned Pod left alone"
     );
 }
 

@@ -1,0 +1,128 @@
+//! The objects a claim creates, as they should be: its NetworkPolicy, its
+//! Sandbox and the Sandbox's headless Service. Pure.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec as K8sNetworkPolicySpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::ResourceExt;
+use kube::api::ObjectMeta;
+
+use crate::api::{
+    ADMITTED_AT_ANNOTATION, POD_NAME_ANNOTATION, SANDBOX_LABEL, Sandbox, SandboxClaim, SandboxSpec,
+    SandboxTemplate,
+};
+use crate::controller::sandbox::headless_service;
+use crate::controller::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, Result, controller_ref};
+
+/// Which pools a claim may take Pods from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoolChoice {
+    /// Never use a pool.
+    None,
+    /// Any pool of the template.
+    Any,
+    /// Only this pool.
+    Named(String),
+}
+
+/// Reads the claim's `warmpool` field.
+pub fn pool_choice(claim: &SandboxClaim) -> PoolChoice {
+    match claim.spec.warm_pool.as_deref() {
+        None | Some("") | Some("default") => PoolChoice::Any,
+        Some("none") => PoolChoice::None,
+        Some(name) => PoolChoice::Named(name.to_string()),
+    }
+}
+
+fn managed_labels() -> BTreeMap<String, String> {
+    BTreeMap::from([(MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string())])
+}
+
+/// Name of a claim's NetworkPolicy.
+pub fn network_policy_name(claim: &str) -> String {
+    format!("{claim}-sandbox")
+}
+
+/// The NetworkPolicy of a claim: deny all ingress to its Pod unless the
+/// template allows some.
+pub fn desired_network_policy(
+    claim: &SandboxClaim,
+    template: &SandboxTemplate,
+) -> Result<NetworkPolicy> {
+    let name = claim.name_any();
+    let rules = template.spec.network_policy.clone().unwrap_or_default();
+    let mut policy_types = vec!["Ingress".to_string()];
+    if rules.egress.is_some() {
+        policy_types.push("Egress".into());
+    }
+    Ok(NetworkPolicy {
+        metadata: ObjectMeta {
+            name: Some(network_policy_name(&name)),
+            namespace: claim.namespace(),
+            labels: Some(managed_labels()),
+            owner_references: Some(vec![controller_ref(claim)?]),
+            ..Default::default()
+        },
+        spec: Some(K8sNetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(SANDBOX_LABEL.to_string(), name)])),
+                ..Default::default()
+            }),
+            policy_types: Some(policy_types),
+            ingress: Some(rules.ingress.unwrap_or_default()),
+            egress: rules.egress,
+        }),
+    })
+}
+
+/// The Sandbox of a claim, served by `pod` (warm) or by a new Pod (cold).
+pub fn desired_sandbox(
+    claim: &SandboxClaim,
+    template: &SandboxTemplate,
+    pod: Option<&str>,
+) -> Result<Sandbox> {
+    let mut annotations = BTreeMap::new();
+    if let Some(pod) = pod {
+        annotations.insert(POD_NAME_ANNOTATION.to_string(), pod.to_string());
+    }
+    // Carried over so each step of the claim's way to Ready can be timed.
+    if let Some(admitted) = claim.annotations().get(ADMITTED_AT_ANNOTATION) {
+        annotations.insert(ADMITTED_AT_ANNOTATION.to_string(), admitted.clone());
+    }
+    Ok(Sandbox {
+        metadata: ObjectMeta {
+            name: Some(claim.name_any()),
+            namespace: claim.namespace(),
+            annotations: (!annotations.is_empty()).then_some(annotations),
+            labels: Some(managed_labels()),
+            owner_references: Some(vec![controller_ref(claim)?]),
+            ..Default::default()
+        },
+        spec: SandboxSpec {
+            pod_template: template.spec.pod_template.clone(),
+            // Warm Pods were started without per-claim volumes.
+            volume_claim_templates: if pod.is_some() {
+                None
+            } else {
+                template.spec.volume_claim_templates.clone()
+            },
+            ..Default::default()
+        },
+        status: None,
+    })
+}
+
+/// The headless Service of a claim's Sandbox, created by the claim alongside
+/// the Sandbox (so it exists before the claim says Ready) and owned by the
+/// claim. It selects the Sandbox label that the steal (warm) or the Sandbox
+/// controller (cold) puts on the Pod.
+pub fn desired_service(claim: &SandboxClaim, template: &SandboxTemplate) -> Result<Service> {
+    headless_service(
+        &claim.name_any(),
+        claim.namespace(),
+        &template.spec.pod_template.spec,
+        controller_ref(claim)?,
+    )
+}

@@ -1,0 +1,303 @@
+//! Claim controller: the fast path.
+//!
+//! # The warm path: two rounds of writes, no watch hop
+//! 1. **Pick** (no write): the claim's template from the cache, and an idle,
+//!    Ready Pod of the template's current hash whose controller is the live
+//!    pool its label names, reserved in memory so no other reconcile of this
+//!    process picks it.
+//! 2. **Round one**, side by side: the steal (ONE write conditioned on the
+//!    Pod's resourceVersion: owner becomes the claim, pool label removed,
+//!    claim and sandbox labels added), the Sandbox named after the claim with
+//!    `agents.x-k8s.io/pod-name: <pod>`, the claim's deny-ingress
+//!    NetworkPolicy and the Sandbox's headless Service (both select the
+//!    sandbox label that the steal sets).
+//! 3. **Round two**: the claim's status, Ready, carrying everything a client
+//!    needs to connect (Sandbox, Pod name and IPs, Service and FQDN, launch
+//!    type), written only when the steal's own response shows the Pod Ready
+//!    and the NetworkPolicy and Service exist.
+//!
+//! Off the critical path the Sandbox controller takes the Pod over from the
+//! claim (claim -> Sandbox -> Pod, again a conditioned write) and reports
+//! the Sandbox Ready; the claim's status then already matches and is not
+//! written again. A lost steal costs the next candidate and, when the
+//! Sandbox already named the lost Pod, one write to point it at the winner
+//! (or at none: cold path), never a wrong assignment.
+//!
+//! # The cold path
+//! No usable Pod: the Sandbox is created without the annotation (with the
+//! NetworkPolicy and Service beside it) and the Sandbox controller starts a
+//! Pod; the claim mirrors the Sandbox's readiness.
+//!
+//! # Guarantees
+//! - a Pod serves at most one claim: the steal is conditioned on the
+//!   resourceVersion read, and only Pods controlled by a live pool are taken;
+//! - a claim is served by at most one Pod: before stealing, the controller
+//!   looks for a Pod already stolen for this claim's uid (in memory, then in
+//!   the cache, which is complete after a restart); if two processes race on
+//!   the same claim, the one whose Sandbox create loses deletes the Pod it
+//!   stole (owned by the claim, never served);
+//! - a claim never uses an object it does not control: a Sandbox, Service or
+//!   NetworkPolicy found under its name with another controller gives the
+//!   claim `Ready=False` with reason `NameConflict` and an Event;
+//! - the NetworkPolicy exists before the claim says Ready.
+
+mod desired;
+mod expire;
+mod serve;
+mod status;
+mod steal;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Service;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use tracing::instrument;
+
+pub use desired::{
+    PoolChoice, desired_network_policy, desired_sandbox, desired_service, network_policy_name,
+    pool_choice,
+};
+pub use status::{admitted_at, failed_status, mirror_status, reason, warm_ready_status};
+pub use steal::{MAX_STEAL_ATTEMPTS, StealOutcome, steal};
+
+use super::{
+    Context, Error, Result, controller_ref, controller_uid, create_owned, is_terminating, kube_err,
+};
+use crate::api::{LaunchType, READY, Sandbox, SandboxClaim, SandboxClaimStatus, is_true};
+use crate::controller::sandbox::headless_service;
+
+/// Controller name in metrics and logs.
+pub const CONTROLLER: &str = "claim";
+
+/// Reconciles one claim.
+#[instrument(skip_all, fields(claim = %claim.name_any(), namespace = claim.namespace().unwrap_or_default()))]
+pub async fn reconcile(claim: Arc<SandboxClaim>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_timer(CONTROLLER);
+    if is_terminating(claim.as_ref()) {
+        return Ok(Action::await_change());
+    }
+    let namespace = claim.namespace().ok_or(Error::Incomplete("namespace"))?;
+    let name = claim.name_any();
+    if claim.status.is_none() {
+        super::timeline(claim.as_ref(), &name, "claim: reconcile starts");
+    }
+    let claim_uid = claim.uid().ok_or(Error::Incomplete("uid"))?;
+    let now = jiff::Timestamp::now();
+
+    // Lifecycle.
+    let deadline = claim
+        .spec
+        .lifecycle
+        .as_ref()
+        .and_then(|l| l.shutdown_time.as_ref())
+        .map(|t| t.0);
+    if let Some(deadline) = deadline.filter(|d| *d <= now) {
+        return expire::expire(&ctx, &claim, deadline).await;
+    }
+    let requeue = deadline
+        .and_then(|d| Duration::try_from(d.duration_since(now)).ok())
+        .map(|d| Action::requeue(d + Duration::from_millis(50)))
+        .unwrap_or_else(Action::await_change);
+
+    let result = observe_and_serve(&ctx, &claim, &namespace, &claim_uid, requeue).await;
+    match result {
+        Err(error) => report_failure(&ctx, &claim, error).await,
+        ok => ok,
+    }
+}
+
+async fn observe_and_serve(
+    ctx: &Arc<Context>,
+    claim: &SandboxClaim,
+    namespace: &str,
+    claim_uid: &str,
+    requeue: Action,
+) -> Result<Action> {
+    let name = claim.name_any();
+    // Observe. A Sandbox in the cache certainly exists (its status may lag
+    // by one event, which the next event fixes). A claim that never had a
+    // status goes straight to serving: the cache was complete when this
+    // process started and shows what it created since, and if another
+    // process created the Sandbox meanwhile, the create answers
+    // AlreadyExists (see [`serve`]). A served claim whose Sandbox the cache
+    // lacks is read from the API server. Either way a Sandbox controlled by
+    // anything but this claim is never used.
+    let sandboxes: Api<Sandbox> = Api::namespaced(ctx.client.clone(), namespace);
+    let existing = match ctx.sandboxes.get(&ObjectRef::new(&name).within(namespace)) {
+        Some(sandbox) => Some((*sandbox).clone()),
+        None if claim.status.is_some() => sandboxes
+            .get_opt(&name)
+            .await
+            .map_err(kube_err("get sandbox"))?,
+        None => None,
+    };
+    let sandbox = match existing {
+        Some(sandbox) if controller_uid(&sandbox.metadata) == Some(claim_uid) => sandbox,
+        Some(_) => {
+            return Err(Error::NameConflict {
+                kind: "Sandbox",
+                name,
+                owner: format!("SandboxClaim {}", claim.name_any()),
+            });
+        }
+        None => match serve::serve(ctx, claim, namespace, claim_uid).await? {
+            serve::Served::Sandbox(s) => *s,
+            serve::Served::Waiting(action) => return Ok(action),
+        },
+    };
+
+    // A warm Sandbox naming a Pod the claim never got (crash between the
+    // Sandbox create and the steal, or a lost race): steal again and repoint.
+    let ready = claim
+        .status
+        .as_ref()
+        .is_some_and(|s| is_true(&s.conditions, READY));
+    if !ready && serve::needs_repair(ctx, claim_uid, &sandbox) {
+        serve::repair(ctx, claim, &sandbox, namespace, claim_uid).await?;
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
+
+    // Keep the Service the claim created in place (it may have been deleted).
+    ensure_service(ctx, claim, &sandbox).await?;
+
+    // Record. A Sandbox that has not reported anything yet has nothing to
+    // mirror: its first status event brings us back.
+    if sandbox.status.is_none() && claim.status.is_none() {
+        return Ok(requeue);
+    }
+    let mut status = mirror_status(claim, &sandbox, jiff::Timestamp::now());
+    if status.warm_pool.is_none() {
+        status.warm_pool = ctx.stolen_pool(namespace, status.pod_name.as_deref());
+    }
+    record_status(ctx, claim, &status).await?;
+    Ok(requeue)
+}
+
+/// Creates the Service when the cache lacks it (and this process did not
+/// just create it).
+async fn ensure_service(ctx: &Context, claim: &SandboxClaim, sandbox: &Sandbox) -> Result<()> {
+    let namespace = claim.namespace().unwrap_or_default();
+    let key = format!("service/{}", claim.uid().unwrap_or_default());
+    if !ctx.services_missing(&namespace, &claim.name_any())
+        || ctx
+            .written
+            .recently_wrote(&key, &serde_json::Value::Bool(true))
+    {
+        return Ok(());
+    }
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
+    let service = headless_service(
+        &claim.name_any(),
+        claim.namespace(),
+        &sandbox.spec.pod_template.spec,
+        controller_ref(claim)?,
+    )?;
+    create_owned(&services, &service, "Service").await?;
+    ctx.written.record(&key, serde_json::Value::Bool(true));
+    Ok(())
+}
+
+/// Writes `status` unless the claim already shows it (or this process just
+/// wrote it); on the first Ready, records the claim-to-Ready latency.
+pub(crate) async fn record_status(
+    ctx: &Context,
+    claim: &SandboxClaim,
+    status: &SandboxClaimStatus,
+) -> Result<()> {
+    let claim_uid = claim.uid().unwrap_or_default();
+    let status_key = format!("status/{claim_uid}");
+    let status_value = super::WriteMemo::status_key_value(status);
+    if claim.status.as_ref() == Some(status)
+        || ctx.written.recently_wrote(&status_key, &status_value)
+    {
+        return Ok(());
+    }
+    write_status(ctx, claim, status).await?;
+    ctx.written.record(&status_key, status_value);
+    let was_ready = claim
+        .status
+        .as_ref()
+        .is_some_and(|s| is_true(&s.conditions, READY));
+    if is_true(&status.conditions, READY) && !was_ready {
+        super::timeline(claim, &claim.name_any(), "claim: Ready written");
+        if claim
+            .status
+            .as_ref()
+            .and_then(|s| s.ready_time.as_ref())
+            .is_none()
+        {
+            let launch = status.launch_type.unwrap_or(LaunchType::Cold);
+            if let Some(seconds) = status.time_to_ready_seconds {
+                ctx.metrics
+                    .claim_ready_seconds
+                    .with_label_values(&[launch.as_str(), &claim.spec.sandbox_template_ref.name])
+                    .observe(seconds);
+            }
+            ctx.metrics
+                .claims
+                .with_label_values(&[launch.as_str()])
+                .inc();
+        }
+    }
+    Ok(())
+}
+
+/// Makes a failure visible where the user looks: `Ready=False` with a reason
+/// and the API server's (or webhook's) message, and a Warning Event; then
+/// hands the error back for the retry with backoff.
+async fn report_failure(ctx: &Context, claim: &SandboxClaim, error: Error) -> Result<Action> {
+    let reason = match error.class() {
+        "name_conflict" => reason::NAME_CONFLICT,
+        "invalid" => reason::SANDBOX_REJECTED,
+        "forbidden" => reason::FORBIDDEN,
+        "quota" => reason::QUOTA_EXCEEDED,
+        _ => return Err(error),
+    };
+    let message = match &error {
+        Error::Kube { context, .. } => format!(
+            "{context}: {}",
+            error.api_message().unwrap_or("refused by the API server")
+        ),
+        other => other.to_string(),
+    };
+    let status = failed_status(claim, reason, message.clone(), jiff::Timestamp::now());
+    if claim.status.as_ref() != Some(&status) {
+        record_status(ctx, claim, &status).await?;
+        ctx.event(claim, EventType::Warning, reason, "Serve", message)
+            .await;
+    }
+    Err(error)
+}
+
+/// Writes the claim status (see [`super::write_status`]).
+pub(crate) async fn write_status(
+    ctx: &Context,
+    claim: &SandboxClaim,
+    status: &SandboxClaimStatus,
+) -> Result<()> {
+    let api: Api<SandboxClaim> =
+        Api::namespaced(ctx.client.clone(), &claim.namespace().unwrap_or_default());
+    super::write_status(
+        &api,
+        &claim.name_any(),
+        status,
+        &[
+            "conditions",
+            "sandbox",
+            "podName",
+            "launchType",
+            "warmPool",
+            "readyTime",
+            "timeToReadySeconds",
+        ],
+        "claim",
+    )
+    .await
+}

@@ -1,0 +1,298 @@
+//! Serving a new claim: the pick, round one (steal, Sandbox, NetworkPolicy,
+//! Service side by side) and round two (the claim's Ready status). See the
+//! module docs of [`super`] for the design.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use tracing::{info, warn};
+
+use super::desired::{
+    PoolChoice, desired_network_policy, desired_sandbox, desired_service, pool_choice,
+};
+use super::status::{failed_status, reason, warm_ready_status};
+use super::steal::{candidates, has_pool, reserve_first, take_over};
+use super::{record_status, write_status};
+use crate::api::{CLAIM_UID_LABEL, ORIGIN_POOL_LABEL, POD_NAME_ANNOTATION, Sandbox, SandboxClaim};
+use crate::controller::{
+    Context, Created, Error, Result, controller_uid, create_owned, is_conflict, is_not_found,
+    is_terminating, kube_err, pod_is_ready,
+};
+
+/// What serving left the reconcile with.
+pub(super) enum Served {
+    /// The claim's Sandbox (cold path, or served by another process): mirror it.
+    Sandbox(Box<Sandbox>),
+    /// Nothing more to do now (warm path done, or waiting for something).
+    Waiting(Action),
+}
+
+/// Serves a claim that has no Sandbox yet.
+pub(super) async fn serve(
+    ctx: &Arc<Context>,
+    claim: &SandboxClaim,
+    namespace: &str,
+    claim_uid: &str,
+) -> Result<Served> {
+    let template_name = &claim.spec.sandbox_template_ref.name;
+    let Some(template) = ctx.template_or_get(namespace, template_name).await? else {
+        let message =
+            format!("SandboxTemplate {template_name} does not exist in namespace {namespace}");
+        let status = failed_status(
+            claim,
+            reason::TEMPLATE_NOT_FOUND,
+            message.clone(),
+            jiff::Timestamp::now(),
+        );
+        if claim.status.as_ref() != Some(&status) {
+            write_status(ctx, claim, &status).await?;
+            ctx.event(
+                claim,
+                EventType::Warning,
+                reason::TEMPLATE_NOT_FOUND,
+                "Serve",
+                message,
+            )
+            .await;
+        }
+        return Ok(Served::Waiting(Action::requeue(Duration::from_secs(5))));
+    };
+
+    // Pick (no write): a Pod stolen for this claim earlier (a retried
+    // reconcile, or a crash between the steal and the Sandbox create), else
+    // the first free candidate, reserved in memory.
+    let choice = pool_choice(claim);
+    let earlier = earlier_pod(ctx, claim_uid);
+    let warm_allowed = choice != PoolChoice::None && template.spec.volume_claim_templates.is_none();
+    let (first, rest) = if earlier.is_none() && warm_allowed {
+        reserve_first(ctx, candidates(ctx, claim, namespace, &template, &choice))
+    } else {
+        (None, Vec::new())
+    };
+    let named = earlier
+        .clone()
+        .or_else(|| first.as_ref().map(|p| p.name_any()));
+
+    // Round one, side by side.
+    let sandboxes: Api<Sandbox> = Api::namespaced(ctx.client.clone(), namespace);
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), namespace);
+    let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), namespace);
+    let sandbox = desired_sandbox(claim, &template, named.as_deref())?;
+    let service = desired_service(claim, &template)?;
+    let policy = desired_network_policy(claim, &template)?;
+    let steal = async {
+        match first {
+            Some(first) => take_over(ctx, claim, first, rest).await,
+            None => Ok(None),
+        }
+    };
+    let (created, service_created, policy_created, stolen) = futures::join!(
+        create_owned(&sandboxes, &sandbox, "Sandbox"),
+        create_owned(&services, &service, "Service"),
+        create_owned(&policies, &policy, "NetworkPolicy"),
+        steal
+    );
+    let stolen = stolen?;
+    if named.is_some() && earlier.is_none() && stolen.is_none() {
+        pool_exhausted(ctx, claim, namespace, &choice);
+    }
+    let sandbox = match created {
+        Ok(Created::New(sandbox)) => {
+            super::super::timeline(claim, &claim.name_any(), "claim: Sandbox created");
+            sandbox
+        }
+        Ok(Created::Existing(existing)) => {
+            // Another process served this claim first. A Pod this call stole
+            // is not the one its Sandbox uses: give it back by deleting it
+            // (it is owned by the claim and never served).
+            if let Some(pod) = &stolen
+                && existing.annotations().get(POD_NAME_ANNOTATION) != Some(&pod.name_any())
+            {
+                warn!(pod = %pod.name_any(), "claim was served by another process; deleting the Pod stolen for it");
+                delete_pod(ctx, pod).await?;
+            }
+            return Ok(Served::Sandbox(Box::new(existing)));
+        }
+        Err(error) => {
+            // A Sandbox of this name that is not the claim's: the Pod stolen
+            // now would never serve, so it is given back. Any other error:
+            // it stays with the claim and the retry uses it.
+            if let (Error::NameConflict { .. }, Some(pod)) = (&error, &stolen) {
+                delete_pod(ctx, pod).await?;
+            }
+            return Err(error);
+        }
+    };
+    service_created?;
+    policy_created?;
+
+    // A lost first race: point the Sandbox at the Pod actually stolen, or at
+    // none (cold path).
+    let serving = stolen.as_ref().map(|p| p.name_any()).or(earlier.clone());
+    if serving != named {
+        repoint(ctx, &sandbox, serving.as_deref()).await?;
+    }
+    info!(pod = ?serving, launch = if serving.is_some() { "warm" } else { "cold" }, "created Sandbox");
+
+    // Round two: the claim's Ready status, straight from the steal's answer.
+    match stolen {
+        Some(pod) if pod_is_ready(&pod) => {
+            let pool = pod.labels().get(ORIGIN_POOL_LABEL).cloned();
+            let status = warm_ready_status(
+                claim,
+                &pod,
+                pool,
+                &ctx.config.cluster_domain,
+                jiff::Timestamp::now(),
+            );
+            record_status(ctx, claim, &status).await?;
+            Ok(Served::Waiting(Action::await_change()))
+        }
+        // Not Ready in the steal's answer, or recovered from an earlier
+        // steal: the Sandbox's status will tell.
+        Some(_) => Ok(Served::Waiting(Action::await_change())),
+        None => Ok(Served::Sandbox(Box::new(sandbox))),
+    }
+}
+
+/// A Pod this claim already stole: in memory, else in the cache (claim-uid
+/// label AND the claim as controller, which only a steal writes).
+fn earlier_pod(ctx: &Context, claim_uid: &str) -> Option<String> {
+    ctx.reservations.stolen_for(claim_uid).or_else(|| {
+        ctx.pods
+            .state()
+            .into_iter()
+            .find(|p| {
+                p.labels().get(CLAIM_UID_LABEL).map(String::as_str) == Some(claim_uid)
+                    && controller_uid(&p.metadata) == Some(claim_uid)
+                    && !is_terminating(p.as_ref())
+            })
+            .map(|p| p.name_any())
+    })
+}
+
+/// Points the Sandbox's `agents.x-k8s.io/pod-name` at `pod` (or removes it:
+/// cold path). One merge patch conditioned on the Sandbox's resourceVersion.
+async fn repoint(ctx: &Context, sandbox: &Sandbox, pod: Option<&str>) -> Result<()> {
+    let api: Api<Sandbox> =
+        Api::namespaced(ctx.client.clone(), &sandbox.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "metadata": {
+            "resourceVersion": sandbox.resource_version(),
+            "annotations": { POD_NAME_ANNOTATION: pod },
+        }
+    });
+    api.patch(
+        &sandbox.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(patch),
+    )
+    .await
+    .map_err(kube_err("point the Sandbox at the stolen Pod"))?;
+    Ok(())
+}
+
+/// Counts a claim that found no usable warm Pod and, off the cold path,
+/// publishes the PoolExhausted Event when the template has a pool.
+fn pool_exhausted(ctx: &Arc<Context>, claim: &SandboxClaim, namespace: &str, choice: &PoolChoice) {
+    let template = claim.spec.sandbox_template_ref.name.clone();
+    ctx.metrics
+        .pool_exhausted
+        .with_label_values(&[&template])
+        .inc();
+    if !ctx.config.events || !has_pool(ctx, namespace, &template, choice) {
+        return;
+    }
+    let (ctx, claim) = (Arc::clone(ctx), claim.clone());
+    tokio::spawn(async move {
+        ctx.event(
+            &claim,
+            EventType::Normal,
+            "PoolExhausted",
+            "Claim",
+            format!("no idle Ready Pod of template {template}: starting a cold sandbox"),
+        )
+        .await;
+    });
+}
+
+/// Deletes a Pod this claim stole but does not need, guarded by its uid.
+async fn delete_pod(ctx: &Context, pod: &Pod) -> Result<()> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: pod.uid(),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match api.delete(&pod.name_any(), &params).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) || is_conflict(&e) => Ok(()),
+        Err(e) => Err(kube_err("delete surplus pod")(e)),
+    }
+}
+
+/// Whether a claim's warm Sandbox names a Pod the claim never got: the Pod
+/// is still its pool's (a crash between the Sandbox create and the steal) or
+/// another claim's (a lost race not yet repointed). A Pod that is gone is
+/// not repaired here: the Sandbox controller starts a new one.
+pub(super) fn needs_repair(ctx: &Context, claim_uid: &str, sandbox: &Sandbox) -> bool {
+    let Some(named) = sandbox.annotations().get(POD_NAME_ANNOTATION) else {
+        return false;
+    };
+    if ctx.reservations.stolen_for(claim_uid).as_deref() == Some(named.as_str()) {
+        return false;
+    }
+    let namespace = sandbox.namespace().unwrap_or_default();
+    let Some(pod) = ctx
+        .pods
+        .get(&kube::runtime::reflector::ObjectRef::new(named).within(&namespace))
+    else {
+        return false;
+    };
+    let controller = controller_uid(&pod.metadata);
+    !is_terminating(pod.as_ref())
+        && controller.is_some()
+        && controller != Some(claim_uid)
+        && controller != sandbox.metadata.uid.as_deref()
+}
+
+/// Steals a Pod for a claim whose Sandbox names one it never got, and
+/// points the Sandbox at it, or at none (cold path).
+pub(super) async fn repair(
+    ctx: &Arc<Context>,
+    claim: &SandboxClaim,
+    sandbox: &Sandbox,
+    namespace: &str,
+    claim_uid: &str,
+) -> Result<()> {
+    let template_name = &claim.spec.sandbox_template_ref.name;
+    let earlier = earlier_pod(ctx, claim_uid);
+    let serving = match (
+        earlier,
+        ctx.template_or_get(namespace, template_name).await?,
+    ) {
+        (Some(pod), _) => Some(pod),
+        (None, Some(template)) => {
+            let choice = pool_choice(claim);
+            let (first, rest) =
+                reserve_first(ctx, candidates(ctx, claim, namespace, &template, &choice));
+            match first {
+                Some(first) => take_over(ctx, claim, first, rest)
+                    .await?
+                    .map(|p| p.name_any()),
+                None => None,
+            }
+        }
+        (None, None) => None,
+    };
+    warn!(pod = ?serving, "the Sandbox named a Pod this claim never got; pointing it at the Pod now serving");
+    repoint(ctx, sandbox, serving.as_deref()).await
+}

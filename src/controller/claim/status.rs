@@ -1,0 +1,200 @@
+//! The claim's status, computed purely: from the Pod it stole (the warm
+//! path's single Ready write), from its Sandbox (mirroring afterwards and on
+//! the cold path), or from a failure that keeps it from being served.
+//!
+//! Guarantee: the status the warm path writes is exactly the one mirroring
+//! the Ready Sandbox later computes, so the Sandbox catching up costs no
+//! second claim write; and a Ready claim is not turned back to not-Ready by
+//! the Sandbox's transitional states while it takes its Pod over.
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{Resource, ResourceExt};
+
+use crate::api::{
+    ADMITTED_AT_ANNOTATION, ClaimedSandboxStatus, ConditionUpdate, LaunchType, POD_NAME_ANNOTATION,
+    READY, Sandbox, SandboxClaim, SandboxClaimStatus, find_condition, is_true, set_condition,
+};
+use crate::controller::sandbox::reason as sandbox_reason;
+
+/// Reasons of the claim's `Ready` condition.
+pub mod reason {
+    /// The Sandbox (and its Pod) is Ready.
+    pub const SANDBOX_READY: &str = "SandboxReady";
+    /// The Sandbox exists but is not Ready.
+    pub const SANDBOX_NOT_READY: &str = "SandboxNotReady";
+    /// The Sandbox was just created.
+    pub const SANDBOX_CREATED: &str = "SandboxCreated";
+    /// The claim's template does not exist.
+    pub const TEMPLATE_NOT_FOUND: &str = "TemplateNotFound";
+    /// An object the claim needs exists under its name but is not the claim's.
+    pub const NAME_CONFLICT: &str = "NameConflict";
+    /// The admission webhook or the API server's validation refused an object.
+    pub const SANDBOX_REJECTED: &str = "SandboxRejected";
+    /// The operator lacks a permission (RBAC).
+    pub const FORBIDDEN: &str = "Forbidden";
+    /// A ResourceQuota refused an object.
+    pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
+    /// `lifecycle.shutdownTime` has passed (policy Retain).
+    pub const CLAIM_EXPIRED: &str = "ClaimExpired";
+}
+
+/// When the claim was admitted: the webhook's high-resolution stamp, else the
+/// creation timestamp (second resolution).
+pub fn admitted_at(claim: &SandboxClaim) -> Option<jiff::Timestamp> {
+    claim
+        .annotations()
+        .get(ADMITTED_AT_ANNOTATION)
+        .and_then(|v| v.parse().ok())
+        .or_else(|| claim.meta().creation_timestamp.as_ref().map(|t| t.0))
+}
+
+fn ready_message(sandbox: &str) -> String {
+    format!("Sandbox {sandbox} is Ready")
+}
+
+/// What the claim's single Ready write says on the warm path: everything a
+/// client needs to connect, taken from the steal's own response (the Pod
+/// was Ready in it) and the names of the objects created beside it.
+pub fn warm_ready_status(
+    claim: &SandboxClaim,
+    pod: &Pod,
+    pool: Option<String>,
+    cluster_domain: &str,
+    now: jiff::Timestamp,
+) -> SandboxClaimStatus {
+    let name = claim.name_any();
+    let namespace = claim.namespace().unwrap_or_default();
+    let previous = claim.status.clone().unwrap_or_default();
+    let update = ConditionUpdate::ready(true, reason::SANDBOX_READY, ready_message(&name));
+    SandboxClaimStatus {
+        conditions: set_condition(&previous.conditions, &update, claim.meta().generation, now),
+        sandbox: Some(ClaimedSandboxStatus {
+            name: Some(name.clone()),
+            pod_ips: pod
+                .status
+                .as_ref()
+                .and_then(|s| s.pod_ip.clone())
+                .map(|ip| vec![ip]),
+            service: Some(name.clone()),
+            service_fqdn: Some(format!("{name}.{namespace}.svc.{cluster_domain}")),
+        }),
+        pod_name: Some(pod.name_any()),
+        launch_type: Some(LaunchType::Warm),
+        warm_pool: pool,
+        ready_time: previous.ready_time.clone().or(Some(Time(now))),
+        time_to_ready_seconds: previous
+            .time_to_ready_seconds
+            .or_else(|| seconds_since_admission(claim, now)),
+    }
+}
+
+fn seconds_since_admission(claim: &SandboxClaim, now: jiff::Timestamp) -> Option<f64> {
+    admitted_at(claim).map(|start| now.duration_since(start).as_secs_f64().max(0.0))
+}
+
+/// Whether the Sandbox is still taking over the Pod the claim was made Ready
+/// with (no condition yet, or creating/adopting it): nothing to mirror yet.
+fn settling_on(sandbox: &Sandbox, pod: &str) -> bool {
+    let status = sandbox.status.clone().unwrap_or_default();
+    let transitional = match find_condition(&status.conditions, READY) {
+        None => true,
+        Some(c) => c.reason == sandbox_reason::ADOPTING || c.reason == sandbox_reason::CREATING,
+    };
+    transitional
+        && sandbox
+            .annotations()
+            .get(POD_NAME_ANNOTATION)
+            .map(String::as_str)
+            == Some(pod)
+        && status.pod_name.as_deref().is_none_or(|p| p == pod)
+}
+
+/// The claim status mirroring its Sandbox.
+pub fn mirror_status(
+    claim: &SandboxClaim,
+    sandbox: &Sandbox,
+    now: jiff::Timestamp,
+) -> SandboxClaimStatus {
+    let previous = claim.status.clone().unwrap_or_default();
+    if is_true(&previous.conditions, READY)
+        && previous
+            .pod_name
+            .as_deref()
+            .is_some_and(|pod| settling_on(sandbox, pod))
+    {
+        return previous;
+    }
+    let sandbox_status = sandbox.status.clone().unwrap_or_default();
+    let update = match find_condition(&sandbox_status.conditions, READY) {
+        Some(c) if c.status == "True" => ConditionUpdate::ready(
+            true,
+            reason::SANDBOX_READY,
+            ready_message(&sandbox.name_any()),
+        ),
+        Some(c) => ConditionUpdate::ready(
+            false,
+            reason::SANDBOX_NOT_READY,
+            format!(
+                "Sandbox {}: {}: {}",
+                sandbox.name_any(),
+                c.reason,
+                c.message
+            ),
+        ),
+        None => ConditionUpdate::ready(
+            false,
+            reason::SANDBOX_CREATED,
+            format!("Sandbox {} was created", sandbox.name_any()),
+        ),
+    };
+    let annotated = sandbox.annotations().get(POD_NAME_ANNOTATION);
+    let pod_name = sandbox_status.pod_name.clone();
+    let launch_type = match (annotated, &pod_name) {
+        (Some(a), Some(p)) if a == p => LaunchType::Warm,
+        (Some(_), None) => previous.launch_type.unwrap_or(LaunchType::Warm),
+        _ => LaunchType::Cold,
+    };
+    let is_ready = update.status;
+    SandboxClaimStatus {
+        conditions: set_condition(&previous.conditions, &update, claim.meta().generation, now),
+        sandbox: Some(ClaimedSandboxStatus {
+            name: Some(sandbox.name_any()),
+            pod_ips: sandbox_status.pod_ip.clone().map(|ip| vec![ip]),
+            service: sandbox_status.service.clone(),
+            service_fqdn: sandbox_status.service_fqdn.clone(),
+        }),
+        pod_name,
+        launch_type: Some(launch_type),
+        warm_pool: previous.warm_pool.clone(),
+        ready_time: previous
+            .ready_time
+            .clone()
+            .or_else(|| is_ready.then_some(Time(now))),
+        time_to_ready_seconds: previous.time_to_ready_seconds.or_else(|| {
+            is_ready
+                .then(|| seconds_since_admission(claim, now))
+                .flatten()
+        }),
+    }
+}
+
+/// The claim status saying why it cannot be served (Ready=False with
+/// `reason` and `message`), keeping whatever else it already showed.
+pub fn failed_status(
+    claim: &SandboxClaim,
+    reason: &'static str,
+    message: String,
+    now: jiff::Timestamp,
+) -> SandboxClaimStatus {
+    let previous = claim.status.clone().unwrap_or_default();
+    SandboxClaimStatus {
+        conditions: set_condition(
+            &previous.conditions,
+            &ConditionUpdate::ready(false, reason, message),
+            claim.meta().generation,
+            now,
+        ),
+        ..previous
+    }
+}

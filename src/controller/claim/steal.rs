@@ -1,0 +1,176 @@
+//! Taking over an idle warm Pod for a claim.
+//!
+//! Expected flow: the candidates come from the Pod cache (only Pods whose
+//! controller is the live pool named by their pool label, Ready, of the
+//! template's current hash), in a per-claim order; the first one is
+//! reserved in memory before anything is written, so the Sandbox can name
+//! it in the same round trip as the steal. The steal is ONE write
+//! conditioned on the resourceVersion read ([`steal`]).
+//!
+//! Guarantees: of any number of concurrent steals of one Pod (this process
+//! or another), at most one wins; a loser moves on to the next candidate,
+//! never retries the same stale copy; only a failed `test` operation (or a
+//! Pod that is gone) counts as a lost race, any other refusal is an error.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+use tracing::debug;
+
+use super::desired::PoolChoice;
+use crate::api::{POOL_LABEL, SandboxClaim, SandboxTemplate, template_hash};
+use crate::controller::pod_index::{Criteria, pod_key, select_candidates, steal_patch};
+use crate::controller::{
+    Context, Error, Result, controller_ref, is_lost_race, is_not_found, kube_err,
+};
+
+/// How many candidates one reconcile tries before going cold.
+pub const MAX_STEAL_ATTEMPTS: usize = 8;
+
+/// Outcome of one takeover attempt.
+#[derive(Debug)]
+pub enum StealOutcome {
+    /// The Pod is now owned by the claim.
+    Won(Box<Pod>),
+    /// Someone else changed the Pod first (failed `test`, or gone); not an error.
+    Lost,
+}
+
+/// Takes over an idle pool Pod for a claim.
+///
+/// Guarantee: exactly ONE write, a JSON patch whose first operation tests the
+/// resourceVersion that was read ([`steal_patch`]). If any other writer
+/// touched the Pod since (another claim, another controller process, the
+/// pool scaling down), the API server rejects the patch and nothing changes.
+pub async fn steal(ctx: &Context, pod: &Pod, claim: &SandboxClaim) -> Result<StealOutcome> {
+    let namespace = pod.namespace().ok_or(Error::Incomplete("pod namespace"))?;
+    let pool = pod.labels().get(POOL_LABEL).cloned().unwrap_or_default();
+    let claim_uid = claim.uid().ok_or(Error::Incomplete("claim uid"))?;
+    let patch = steal_patch(pod, &claim.name_any(), &claim_uid, controller_ref(claim)?)
+        .ok_or(Error::Incomplete("pod resourceVersion or pool label"))?;
+    ctx.metrics.steal_attempts.with_label_values(&[&pool]).inc();
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    match api
+        .patch(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::<()>::Json(patch),
+        )
+        .await
+    {
+        Ok(stolen) => Ok(StealOutcome::Won(Box::new(stolen))),
+        Err(e) if is_lost_race(&e) || is_not_found(&e) => {
+            ctx.metrics
+                .steal_conflicts
+                .with_label_values(&[&pool])
+                .inc();
+            debug!(pod = %pod.name_any(), "lost the race for a warm Pod");
+            Ok(StealOutcome::Lost)
+        }
+        Err(e) => Err(kube_err(format!("steal pod {}", pod.name_any()))(e)),
+    }
+}
+
+/// The uid of each pool of the namespace, from the pool cache: a Pod is a
+/// candidate only if its controller is the pool its label names, with this uid.
+fn pool_uids(ctx: &Context, namespace: &str) -> HashMap<String, String> {
+    ctx.pools
+        .state()
+        .iter()
+        .filter(|p| {
+            p.namespace().as_deref() == Some(namespace) && p.meta().deletion_timestamp.is_none()
+        })
+        .filter_map(|p| Some((p.name_any(), p.uid()?)))
+        .collect()
+}
+
+/// The usable idle Pods for a claim, best first (nothing is written).
+pub fn candidates(
+    ctx: &Context,
+    claim: &SandboxClaim,
+    namespace: &str,
+    template: &SandboxTemplate,
+    choice: &PoolChoice,
+) -> Vec<Arc<Pod>> {
+    let hash = template_hash(&template.spec);
+    let claim_uid = claim.uid().unwrap_or_default();
+    let pool_uids = pool_uids(ctx, namespace);
+    let criteria = Criteria {
+        namespace,
+        template: &claim.spec.sandbox_template_ref.name,
+        template_hash: &hash,
+        pool: match choice {
+            PoolChoice::Named(n) => Some(n.as_str()),
+            _ => None,
+        },
+        pool_uids: &pool_uids,
+        spread_key: &claim_uid,
+    };
+    let pods = ctx.pods.state();
+    select_candidates(&pods, &criteria, &ctx.reservations)
+}
+
+/// Reserves the first free candidate in memory; returns it and the rest.
+pub fn reserve_first(
+    ctx: &Context,
+    candidates: Vec<Arc<Pod>>,
+) -> (Option<Arc<Pod>>, Vec<Arc<Pod>>) {
+    let mut rest = candidates.into_iter();
+    for candidate in rest.by_ref() {
+        if ctx.reservations.try_reserve(&pod_key(&candidate)) {
+            return (Some(candidate), rest.collect());
+        }
+    }
+    (None, Vec::new())
+}
+
+/// Steals `first` (already reserved) or, when that race is lost, the next
+/// free candidate, up to [`MAX_STEAL_ATTEMPTS`]. Returns the stolen Pod as
+/// the API server answered it.
+pub async fn take_over(
+    ctx: &Context,
+    claim: &SandboxClaim,
+    first: Arc<Pod>,
+    rest: Vec<Arc<Pod>>,
+) -> Result<Option<Pod>> {
+    let claim_uid = claim.uid().unwrap_or_default();
+    let mut next = Some(first);
+    let mut rest = rest.into_iter();
+    for _ in 0..MAX_STEAL_ATTEMPTS {
+        let Some(candidate) = next.take() else { break };
+        let key = pod_key(&candidate);
+        match steal(ctx, &candidate, claim).await {
+            Ok(StealOutcome::Won(pod)) => {
+                ctx.reservations.record_steal(&claim_uid, &pod.name_any());
+                crate::controller::timeline(claim, &claim.name_any(), "claim: Pod stolen");
+                return Ok(Some(*pod));
+            }
+            Ok(StealOutcome::Lost) => ctx.reservations.release(&key),
+            Err(e) => {
+                ctx.reservations.release(&key);
+                return Err(e);
+            }
+        }
+        next = rest.find(|c| ctx.reservations.try_reserve(&pod_key(c)));
+    }
+    if let Some(unused) = next {
+        ctx.reservations.release(&pod_key(&unused));
+    }
+    Ok(None)
+}
+
+/// Whether the namespace has a pool that this claim could have used (for
+/// the PoolExhausted Event only).
+pub fn has_pool(ctx: &Context, namespace: &str, template: &str, choice: &PoolChoice) -> bool {
+    ctx.pools.state().iter().any(|p| {
+        p.namespace().as_deref() == Some(namespace)
+            && p.spec.sandbox_template_ref.name == template
+            && match choice {
+                PoolChoice::Named(n) => p.name_any() == *n,
+                _ => true,
+            }
+    })
+}

@@ -1,0 +1,212 @@
+//! Unit tests of the claim's pure parts.
+use super::*;
+use crate::api::{
+    ADMITTED_AT_ANNOTATION, POD_NAME_ANNOTATION, SANDBOX_LABEL, SandboxClaimSpec, SandboxSpec,
+    SandboxStatus, SandboxTemplate, SandboxTemplateRef, SandboxTemplateSpec,
+};
+use crate::controller::sandbox::{compute_status, reason as sandbox_reason};
+use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+fn claim(warm_pool: Option<&str>) -> SandboxClaim {
+    let mut c = SandboxClaim::new(
+        "c1",
+        SandboxClaimSpec {
+            sandbox_template_ref: SandboxTemplateRef { name: "t".into() },
+            lifecycle: None,
+            warm_pool: warm_pool.map(Into::into),
+        },
+    );
+    c.metadata.namespace = Some("ns".into());
+    c.metadata.uid = Some("claim-uid".into());
+    c
+}
+
+#[test]
+fn pool_choice_follows_the_v01_field() {
+    assert_eq!(pool_choice(&claim(None)), PoolChoice::Any);
+    assert_eq!(pool_choice(&claim(Some("default"))), PoolChoice::Any);
+    assert_eq!(pool_choice(&claim(Some("none"))), PoolChoice::None);
+    assert_eq!(
+        pool_choice(&claim(Some("fast"))),
+        PoolChoice::Named("fast".into())
+    );
+}
+
+#[test]
+fn sandbox_is_owned_by_the_claim_and_annotated_only_when_warm() {
+    let template = SandboxTemplate::new("t", SandboxTemplateSpec::default());
+    let warm = desired_sandbox(&claim(None), &template, Some("pod-1")).unwrap();
+    assert_eq!(
+        warm.annotations()
+            .get(POD_NAME_ANNOTATION)
+            .map(String::as_str),
+        Some("pod-1")
+    );
+    assert_eq!(
+        warm.metadata.owner_references.as_ref().unwrap()[0].uid,
+        "claim-uid"
+    );
+    assert_eq!(warm.name_any(), "c1");
+    let cold = desired_sandbox(&claim(None), &template, None).unwrap();
+    assert!(cold.annotations().get(POD_NAME_ANNOTATION).is_none());
+}
+
+#[test]
+fn network_policy_denies_all_ingress_by_default() {
+    let template = SandboxTemplate::new("t", SandboxTemplateSpec::default());
+    let np = desired_network_policy(&claim(None), &template).unwrap();
+    let spec = np.spec.unwrap();
+    assert_eq!(spec.ingress, Some(vec![]));
+    assert_eq!(spec.policy_types, Some(vec!["Ingress".to_string()]));
+    assert_eq!(
+        spec.pod_selector.unwrap().match_labels.unwrap()[SANDBOX_LABEL],
+        "c1"
+    );
+}
+
+#[test]
+fn status_mirrors_sandbox_and_records_launch_type_once() {
+    let c = claim(None);
+    let mut s = Sandbox::new("c1", SandboxSpec::default());
+    s.annotations_mut()
+        .insert(POD_NAME_ANNOTATION.into(), "warm-1".into());
+    s.status = Some(SandboxStatus {
+        pod_name: Some("warm-1".into()),
+        conditions: vec![Condition {
+            type_: READY.into(),
+            status: "True".into(),
+            reason: "PodReady".into(),
+            message: String::new(),
+            observed_generation: None,
+            last_transition_time: Time(jiff::Timestamp::UNIX_EPOCH),
+        }],
+        ..Default::default()
+    });
+    let now = jiff::Timestamp::from_second(100).unwrap();
+    let st = mirror_status(&c, &s, now);
+    assert_eq!(st.launch_type, Some(LaunchType::Warm));
+    assert!(is_true(&st.conditions, READY));
+    assert_eq!(st.ready_time, Some(Time(now)));
+    let mut c2 = c.clone();
+    c2.status = Some(st.clone());
+    let later = mirror_status(&c2, &s, jiff::Timestamp::from_second(200).unwrap());
+    assert_eq!(later, st, "a second reconcile changes nothing");
+}
+
+#[test]
+fn admitted_at_prefers_the_webhook_stamp() {
+    let mut c = claim(None);
+    c.annotations_mut().insert(
+        ADMITTED_AT_ANNOTATION.into(),
+        "2026-01-01T00:00:00.123456789Z".into(),
+    );
+    assert_eq!(admitted_at(&c).unwrap().subsec_nanosecond(), 123_456_789);
+}
+
+fn ready_pod(name: &str) -> Pod {
+    let mut pod = Pod::default();
+    pod.metadata.name = Some(name.into());
+    pod.metadata.namespace = Some("ns".into());
+    pod.status = Some(PodStatus {
+        phase: Some("Running".into()),
+        pod_ip: Some("10.0.0.7".into()),
+        conditions: Some(vec![PodCondition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    });
+    pod
+}
+
+#[test]
+fn warm_ready_write_carries_every_connection_fact() {
+    let mut c = claim(None);
+    c.annotations_mut()
+        .insert(ADMITTED_AT_ANNOTATION.into(), "2026-01-01T00:00:00Z".into());
+    let now = jiff::Timestamp::from_second(1_767_225_600 + 2).unwrap();
+    let st = warm_ready_status(
+        &c,
+        &ready_pod("pool-abc"),
+        Some("pool".into()),
+        "cluster.local",
+        now,
+    );
+    assert!(is_true(&st.conditions, READY));
+    let sandbox = st.sandbox.clone().unwrap();
+    assert_eq!(sandbox.name.as_deref(), Some("c1"));
+    assert_eq!(sandbox.pod_ips, Some(vec!["10.0.0.7".to_string()]));
+    assert_eq!(sandbox.service.as_deref(), Some("c1"));
+    assert_eq!(
+        sandbox.service_fqdn.as_deref(),
+        Some("c1.ns.svc.cluster.local")
+    );
+    assert_eq!(st.pod_name.as_deref(), Some("pool-abc"));
+    assert_eq!(st.launch_type, Some(LaunchType::Warm));
+    assert_eq!(st.warm_pool.as_deref(), Some("pool"));
+    assert_eq!(st.time_to_ready_seconds, Some(2.0));
+}
+
+#[test]
+fn the_sandbox_catching_up_costs_no_second_claim_write() {
+    let mut c = claim(None);
+    let pod = ready_pod("pool-abc");
+    let t0 = jiff::Timestamp::from_second(100).unwrap();
+    let st = warm_ready_status(&c, &pod, Some("pool".into()), "cluster.local", t0);
+    c.status = Some(st.clone());
+
+    // The Sandbox as created, before its controller wrote anything.
+    let mut s = Sandbox::new("c1", SandboxSpec::default());
+    s.metadata.namespace = Some("ns".into());
+    s.annotations_mut()
+        .insert(POD_NAME_ANNOTATION.into(), "pool-abc".into());
+    let t1 = jiff::Timestamp::from_second(101).unwrap();
+    assert_eq!(
+        mirror_status(&c, &s, t1),
+        st,
+        "no status yet: nothing to mirror"
+    );
+
+    // Adopting: still settling on the same Pod, the claim stays Ready.
+    let adopting =
+        crate::api::ConditionUpdate::ready(false, sandbox_reason::ADOPTING, "taking over");
+    s.status = Some(compute_status(
+        &s,
+        None,
+        Some(&adopting),
+        "cluster.local",
+        t1,
+    ));
+    assert_eq!(mirror_status(&c, &s, t1), st);
+
+    // Ready with the adopted Pod: the mirror computes exactly what was written.
+    s.status = Some(compute_status(&s, Some(&pod), None, "cluster.local", t1));
+    assert_eq!(
+        mirror_status(&c, &s, jiff::Timestamp::from_second(102).unwrap()),
+        st
+    );
+
+    // A real failure afterwards is reported.
+    let mut failed = pod.clone();
+    failed.status.as_mut().unwrap().phase = Some("Failed".into());
+    s.status = Some(compute_status(&s, Some(&failed), None, "cluster.local", t1));
+    let after = mirror_status(&c, &s, jiff::Timestamp::from_second(103).unwrap());
+    assert!(!is_true(&after.conditions, READY));
+}
+
+#[test]
+fn failures_keep_what_the_claim_showed_and_name_the_reason() {
+    let c = claim(None);
+    let st = failed_status(
+        &c,
+        reason::NAME_CONFLICT,
+        "Sandbox c1 exists".into(),
+        jiff::Timestamp::UNIX_EPOCH,
+    );
+    let ready = crate::api::find_condition(&st.conditions, READY).unwrap();
+    assert_eq!(ready.status, "False");
+    assert_eq!(ready.reason, "NameConflict");
+    assert_eq!(ready.message, "Sandbox c1 exists");
+}

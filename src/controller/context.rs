@@ -1,0 +1,349 @@
+//! The shared runtime of the controllers: their tunables ([`Config`]), the
+//! [`Context`] every reconcile receives (API client, metrics, caches,
+//! in-memory reservations and expectations), and the reconcile triggers the
+//! caches feed.
+//!
+//! Guarantee: each trigger is sent only after its cache applied the event, so
+//! a reconcile never reads a cache older than the event that woke it.
+
+use std::sync::Arc;
+
+use futures::channel::mpsc;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, ListParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use tracing::warn;
+
+use super::cache::cache;
+use super::memo::WriteMemo;
+use super::{pod_index, warmpool};
+use crate::api::{
+    ORIGIN_POOL_LABEL, POOL_LABEL, SANDBOX_LABEL, Sandbox, SandboxClaim, SandboxTemplate,
+    SandboxWarmPool,
+};
+use crate::metrics::Metrics;
+
+/// Label on every object the operator creates; the Pod cache watches only these.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY_LABEL`].
+pub const MANAGED_BY_VALUE: &str = "sandbox-operator";
+
+/// Tunables of the controllers (from `run`'s flags).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// DNS domain of the cluster, for `status.serviceFQDN`.
+    pub cluster_domain: String,
+    /// Largest `spec.replicas` a pool may ask for; larger values are capped.
+    pub max_pool_replicas: i32,
+    /// Pod creates a pool runs at once.
+    pub pool_create_parallelism: usize,
+    /// Idle Pods of an outdated template replaced per pool reconcile.
+    pub rollout_batch: usize,
+    /// Publish Kubernetes Events (switch off at very high claim rates).
+    pub events: bool,
+    /// Reconciles run at once per controller.
+    pub concurrency: u16,
+    /// Identity used for Events and the leader Lease.
+    pub identity: String,
+    /// Watch only this namespace (all namespaces when `None`).
+    pub namespace: Option<String>,
+    /// Every object is reconciled again at least this often (jittered by
+    /// +-10%), even without an event: the safety net against a missed one.
+    pub resync: std::time::Duration,
+}
+
+impl Config {
+    /// An API handle on the watched scope (one namespace or all).
+    pub fn api<K>(&self, client: &Client) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match &self.namespace {
+            Some(namespace) => Api::namespaced(client.clone(), namespace),
+            None => Api::all(client.clone()),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            cluster_domain: "cluster.local".into(),
+            max_pool_replicas: 1000,
+            pool_create_parallelism: 16,
+            rollout_batch: 5,
+            events: true,
+            concurrency: 32,
+            identity: "sandbox-operator".into(),
+            namespace: None,
+            resync: std::time::Duration::from_secs(300),
+        }
+    }
+}
+
+/// Everything a reconcile needs; one per process, shared by all controllers.
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// Tunables.
+    pub config: Config,
+    /// Metrics registry and handles.
+    pub metrics: Arc<Metrics>,
+    /// Cache of the Pods the operator manages (label [`MANAGED_BY_LABEL`]).
+    pub pods: Store<Pod>,
+    /// Cache of SandboxTemplates.
+    pub templates: Store<SandboxTemplate>,
+    /// Cache of the Services the operator manages.
+    pub services: Store<Service>,
+    /// Cache of Sandboxes (claims mirror their status from it).
+    pub sandboxes: Store<Sandbox>,
+    /// Cache of SandboxWarmPools (a warm Pod is a candidate only when its
+    /// controller is the live pool its label names).
+    pub pools: Store<SandboxWarmPool>,
+    /// Consecutive reconcile failures per object (exponential backoff).
+    pub backoff: super::retry::Backoff,
+    /// Pods chosen by in-flight steals of this process.
+    pub reservations: pod_index::Reservations,
+    /// Pod creates/deletes issued by pools but not yet seen in the cache.
+    pub expectations: warmpool::Expectations,
+    /// What this process last wrote, so a reconcile woken by another event
+    /// before its own write came back does not write the same thing again.
+    pub written: WriteMemo,
+    recorder: Recorder,
+}
+
+/// Reconcile triggers fed by the caches: each event is sent only after the
+/// cache has applied it, so the reconcile it triggers never reads an older
+/// cache than the event (a refill is never missed because the cache lagged).
+pub struct Triggers {
+    /// Pools to reconcile (a Pod of theirs changed or left; a template changed).
+    pub pools: mpsc::UnboundedReceiver<ObjectRef<SandboxWarmPool>>,
+    /// Sandboxes to reconcile (a Pod they own changed or went away).
+    pub sandboxes: mpsc::UnboundedReceiver<ObjectRef<Sandbox>>,
+    /// Claims to reconcile (the Sandbox they own changed or went away).
+    pub claims: mpsc::UnboundedReceiver<ObjectRef<SandboxClaim>>,
+}
+
+impl Context {
+    /// Builds the context and starts the caches; returns once every cache has
+    /// its initial list.
+    pub async fn start(
+        client: Client,
+        config: Config,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<(Arc<Self>, Triggers)> {
+        let (pool_tx, pool_triggers) = mpsc::unbounded();
+        let (sandbox_tx, sandbox_triggers) = mpsc::unbounded();
+        let (claim_tx, claims) = mpsc::unbounded();
+        let managed = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}");
+
+        let (pods, pod_writer) = reflector::store();
+        let pod_triggers = {
+            let (pool_tx, sandbox_tx) = (pool_tx.clone(), sandbox_tx.clone());
+            move |pod: &Pod| {
+                let namespace = pod.namespace().unwrap_or_default();
+                let labels = pod.labels();
+                for pool in [labels.get(POOL_LABEL), labels.get(ORIGIN_POOL_LABEL)]
+                    .into_iter()
+                    .flatten()
+                {
+                    let _ = pool_tx.unbounded_send(ObjectRef::new(pool).within(&namespace));
+                }
+                for owner in pod
+                    .owner_references()
+                    .iter()
+                    .filter(|o| o.controller == Some(true) && o.kind == "Sandbox")
+                {
+                    let _ =
+                        sandbox_tx.unbounded_send(ObjectRef::new(&owner.name).within(&namespace));
+                }
+                // A stolen Pod, before its Sandbox adopts it: the Sandbox
+                // waiting for the steal wakes up (the label is only a
+                // trigger; the Sandbox decides from ownerReferences).
+                if let Some(sandbox) = labels.get(SANDBOX_LABEL) {
+                    let _ = sandbox_tx.unbounded_send(ObjectRef::new(sandbox).within(&namespace));
+                }
+            }
+        };
+        tokio::spawn(cache(
+            "pods",
+            config.api::<Pod>(&client),
+            watcher::Config::default().labels(&managed),
+            pod_writer,
+            pod_triggers,
+        ));
+
+        let (templates, template_writer) = reflector::store();
+        let pool_api: Api<SandboxWarmPool> = config.api(&client);
+        let template_triggers = {
+            let pool_tx = pool_tx.clone();
+            // Template changes are rare: list the pools that use it.
+            move |template: &SandboxTemplate| {
+                let (pool_api, pool_tx) = (pool_api.clone(), pool_tx.clone());
+                let namespace = template.namespace().unwrap_or_default();
+                let name = template.name_any();
+                tokio::spawn(async move {
+                    let Ok(list) =
+                        Api::<SandboxWarmPool>::namespaced(pool_api.into_client(), &namespace)
+                            .list(&ListParams::default())
+                            .await
+                    else {
+                        return;
+                    };
+                    for pool in list
+                        .items
+                        .iter()
+                        .filter(|p| p.spec.sandbox_template_ref.name == name)
+                    {
+                        let _ = pool_tx.unbounded_send(ObjectRef::from_obj(pool));
+                    }
+                });
+            }
+        };
+        tokio::spawn(cache(
+            "templates",
+            config.api::<SandboxTemplate>(&client),
+            watcher::Config::default(),
+            template_writer,
+            template_triggers,
+        ));
+
+        let (services, service_writer) = reflector::store();
+        tokio::spawn(cache(
+            "services",
+            config.api::<Service>(&client),
+            watcher::Config::default().labels(&managed),
+            service_writer,
+            |_: &Service| {},
+        ));
+
+        let (sandboxes, sandbox_writer) = reflector::store();
+        tokio::spawn(cache(
+            "sandboxes",
+            config.api::<Sandbox>(&client),
+            watcher::Config::default(),
+            sandbox_writer,
+            move |sandbox: &Sandbox| {
+                let namespace = sandbox.namespace().unwrap_or_default();
+                for owner in sandbox
+                    .owner_references()
+                    .iter()
+                    .filter(|o| o.controller == Some(true) && o.kind == "SandboxClaim")
+                {
+                    let _ = claim_tx.unbounded_send(ObjectRef::new(&owner.name).within(&namespace));
+                }
+            },
+        ));
+
+        let (pools, pool_writer) = reflector::store();
+        tokio::spawn(cache(
+            "pools",
+            config.api::<SandboxWarmPool>(&client),
+            watcher::Config::default(),
+            pool_writer,
+            |_: &SandboxWarmPool| {},
+        ));
+
+        pods.wait_until_ready().await?;
+        pools.wait_until_ready().await?;
+        templates.wait_until_ready().await?;
+        services.wait_until_ready().await?;
+        sandboxes.wait_until_ready().await?;
+
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "sandbox-operator".into(),
+                instance: Some(config.identity.clone()),
+            },
+        );
+        let ctx = Arc::new(Context {
+            client,
+            config,
+            metrics,
+            pods,
+            templates,
+            services,
+            sandboxes,
+            pools,
+            backoff: Default::default(),
+            reservations: Default::default(),
+            expectations: Default::default(),
+            written: Default::default(),
+            recorder,
+        });
+        Ok((
+            ctx,
+            Triggers {
+                pools: pool_triggers,
+                sandboxes: sandbox_triggers,
+                claims,
+            },
+        ))
+    }
+
+    /// Publishes an Event about `obj` unless Events are switched off. A
+    /// failure to publish is logged, never fails the reconcile.
+    pub async fn event<K>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) where
+        K: Resource<DynamicType = ()>,
+    {
+        if !self.config.events {
+            return;
+        }
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            warn!(%error, reason, "could not publish event");
+        }
+    }
+
+    /// The template `name` in `namespace`, from the cache.
+    pub fn template(&self, namespace: &str, name: &str) -> Option<Arc<SandboxTemplate>> {
+        self.templates.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// The template `name` in `namespace`: from the cache, else read from the
+    /// API server (the cache may not show a template created a moment ago).
+    pub async fn template_or_get(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> super::Result<Option<SandboxTemplate>> {
+        if let Some(template) = self.template(namespace, name) {
+            return Ok(Some((*template).clone()));
+        }
+        Api::<SandboxTemplate>::namespaced(self.client.clone(), namespace)
+            .get_opt(name)
+            .await
+            .map_err(super::kube_err(format!("get template {name}")))
+    }
+
+    /// Whether the cache lacks the Service `name` (it may lag: creating it
+    /// then answers AlreadyExists, which is fine).
+    pub fn services_missing(&self, namespace: &str, name: &str) -> bool {
+        self.services
+            .get(&ObjectRef::new(name).within(namespace))
+            .is_none()
+    }
+
+    /// The pool a stolen Pod came from (its `origin-pool` label), from the cache.
+    pub fn stolen_pool(&self, namespace: &str, pod: Option<&str>) -> Option<String> {
+        let pod = self.pods.get(&ObjectRef::new(pod?).within(namespace))?;
+        pod.labels().get(ORIGIN_POOL_LABEL).cloned()
+    }
+}

@@ -1,0 +1,53 @@
+//! [`WriteMemo`]: what this process last wrote per object, so a reconcile
+//! woken by a stale event does not repeat a write whose result the cache has
+//! not shown yet. Safe to lose: after a restart a write is simply repeated.
+
+use std::time::Duration;
+
+/// Remembers the last status (and one-off creates) written per object uid.
+/// Safe to lose: after a restart the first write is simply repeated.
+#[derive(Default)]
+pub struct WriteMemo {
+    inner: std::sync::Mutex<
+        std::collections::HashMap<String, (serde_json::Value, std::time::Instant)>,
+    >,
+}
+
+/// How long a remembered write suppresses an identical one.
+const MEMO_TTL: Duration = Duration::from_secs(30);
+
+impl WriteMemo {
+    /// The comparable form of a status: condition transition times and the
+    /// ready time left out (a stale copy of the object recomputes them with
+    /// a later clock).
+    pub fn status_key_value<T: serde::Serialize>(status: &T) -> serde_json::Value {
+        let mut value = serde_json::to_value(status).unwrap_or_default();
+        if let Some(object) = value.as_object_mut() {
+            object.remove("readyTime");
+        }
+        if let Some(conditions) = value.get_mut("conditions").and_then(|c| c.as_array_mut()) {
+            for c in conditions {
+                if let Some(c) = c.as_object_mut() {
+                    c.remove("lastTransitionTime");
+                }
+            }
+        }
+        value
+    }
+
+    /// Whether `value` under `key` was written less than a while ago.
+    pub fn recently_wrote(&self, key: &str, value: &serde_json::Value) -> bool {
+        let memo = self.inner.lock().expect("memo lock");
+        memo.get(key)
+            .is_some_and(|(v, at)| v == value && at.elapsed() < MEMO_TTL)
+    }
+
+    /// Records a write.
+    pub fn record(&self, key: &str, value: serde_json::Value) {
+        let mut memo = self.inner.lock().expect("memo lock");
+        if memo.len() > 10_000 {
+            memo.retain(|_, (_, at)| at.elapsed() < MEMO_TTL);
+        }
+        memo.insert(key.to_string(), (value, std::time::Instant::now()));
+    }
+}

@@ -1,0 +1,160 @@
+//! The objects a Sandbox owns, as they should be: its Pod, its volume
+//! claims and its headless Service. Pure.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodSpec, Service, ServicePort,
+    ServiceSpec, Volume,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::ResourceExt;
+use kube::api::ObjectMeta;
+
+use crate::api::{CLAIM_LABEL, SANDBOX_LABEL, Sandbox};
+use crate::controller::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, Result, controller_ref};
+
+/// The Pod created for a Sandbox: the template plus the tracking label, the
+/// volume claims mounted under their template names, and the Sandbox as
+/// controller owner. Pure.
+pub fn desired_pod(sandbox: &Sandbox) -> Result<Pod> {
+    let name = sandbox.name_any();
+    let template = &sandbox.spec.pod_template;
+    let meta = template.metadata.clone().unwrap_or_default();
+    let mut labels: BTreeMap<String, String> = meta.labels.unwrap_or_default();
+    labels.insert(SANDBOX_LABEL.into(), name.clone());
+    labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
+    // A cold Pod of a claim carries the claim label like a stolen one, so
+    // every Pod serving a claim can be found by it.
+    if let Some(claim) = sandbox
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true) && o.kind == "SandboxClaim")
+    {
+        labels.insert(CLAIM_LABEL.into(), claim.name.clone());
+    }
+    let mut spec = template.spec.clone();
+    for claim_template in sandbox.spec.volume_claim_templates.iter().flatten() {
+        let Some(volume_name) = claim_template.metadata.name.clone() else {
+            continue;
+        };
+        let source = PersistentVolumeClaimVolumeSource {
+            claim_name: pvc_name(&volume_name, &name),
+            read_only: None,
+        };
+        let volumes = spec.volumes.get_or_insert_with(Vec::new);
+        match volumes.iter_mut().find(|v| v.name == volume_name) {
+            Some(v) => {
+                *v = Volume {
+                    name: volume_name,
+                    persistent_volume_claim: Some(source),
+                    ..Default::default()
+                }
+            }
+            None => volumes.push(Volume {
+                name: volume_name,
+                persistent_volume_claim: Some(source),
+                ..Default::default()
+            }),
+        }
+    }
+    Ok(Pod {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: sandbox.namespace(),
+            labels: Some(labels),
+            annotations: meta.annotations,
+            owner_references: Some(vec![controller_ref(sandbox)?]),
+            ..Default::default()
+        },
+        spec: Some(spec),
+        status: None,
+    })
+}
+
+/// Name of the PVC made from template `template` for sandbox `sandbox`.
+pub fn pvc_name(template: &str, sandbox: &str) -> String {
+    format!("{template}-{sandbox}")
+}
+
+/// The volume claims of a Sandbox. Pure.
+pub fn desired_pvcs(sandbox: &Sandbox) -> Result<Vec<PersistentVolumeClaim>> {
+    let owner = controller_ref(sandbox)?;
+    Ok(sandbox
+        .spec
+        .volume_claim_templates
+        .iter()
+        .flatten()
+        .filter_map(|t| {
+            let template_name = t.metadata.name.clone()?;
+            let mut labels = t.metadata.labels.clone().unwrap_or_default();
+            labels.insert(SANDBOX_LABEL.into(), sandbox.name_any());
+            Some(PersistentVolumeClaim {
+                metadata: ObjectMeta {
+                    name: Some(pvc_name(&template_name, &sandbox.name_any())),
+                    namespace: sandbox.namespace(),
+                    labels: Some(labels),
+                    annotations: t.metadata.annotations.clone(),
+                    owner_references: Some(vec![owner.clone()]),
+                    ..Default::default()
+                },
+                spec: Some(t.spec.clone()),
+                status: None,
+            })
+        })
+        .collect())
+}
+
+/// The headless Service selecting the Sandbox's Pod.
+pub fn desired_service(sandbox: &Sandbox) -> Result<Service> {
+    headless_service(
+        &sandbox.name_any(),
+        sandbox.namespace(),
+        &sandbox.spec.pod_template.spec,
+        controller_ref(sandbox)?,
+    )
+}
+
+/// A headless Service named `name` that selects the Pod labelled
+/// `agents.x-k8s.io/sandbox: <name>`, with the container ports of `pod_spec`.
+pub fn headless_service(
+    name: &str,
+    namespace: Option<String>,
+    pod_spec: &PodSpec,
+    owner: OwnerReference,
+) -> Result<Service> {
+    let ports: Vec<ServicePort> = pod_spec
+        .containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .enumerate()
+        .map(|(i, p)| ServicePort {
+            name: Some(p.name.clone().unwrap_or_else(|| format!("port-{i}"))),
+            port: p.container_port,
+            protocol: p.protocol.clone(),
+            ..Default::default()
+        })
+        .collect();
+    Ok(Service {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace,
+            labels: Some(BTreeMap::from([
+                (SANDBOX_LABEL.to_string(), name.to_string()),
+                (MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string()),
+            ])),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            selector: Some(BTreeMap::from([(
+                SANDBOX_LABEL.to_string(),
+                name.to_string(),
+            )])),
+            ports: (!ports.is_empty()).then_some(ports),
+            ..Default::default()
+        }),
+        status: None,
+    })
+}

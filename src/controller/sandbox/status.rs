@@ -1,0 +1,65 @@
+//! The pure status of a Sandbox, computed from its Pod.
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::{Resource, ResourceExt};
+
+use super::reason;
+use crate::api::{ConditionUpdate, SANDBOX_LABEL, Sandbox, SandboxStatus, set_condition};
+use crate::controller::{is_terminating, pod_has_ended, pod_is_ready};
+
+/// The status a Sandbox should show, given its Pod (if any). Pure.
+pub fn compute_status(
+    sandbox: &Sandbox,
+    pod: Option<&Pod>,
+    blocked: Option<&ConditionUpdate>,
+    cluster_domain: &str,
+    now: jiff::Timestamp,
+) -> SandboxStatus {
+    let name = sandbox.name_any();
+    let namespace = sandbox.namespace().unwrap_or_default();
+    let previous = sandbox.status.clone().unwrap_or_default();
+    let pod = pod.filter(|_| blocked.is_none_or(|b| b.reason == reason::ADOPTING));
+    let ready = match (blocked, pod) {
+        (Some(b), None) => b.clone(),
+        (_, Some(p)) if is_terminating(p) => ConditionUpdate::ready(
+            false,
+            reason::POD_TERMINATING,
+            format!("Pod {} is terminating", p.name_any()),
+        ),
+        (_, Some(p)) if pod_is_ready(p) => ConditionUpdate::ready(
+            true,
+            reason::POD_READY,
+            format!("Pod {} is Ready", p.name_any()),
+        ),
+        (_, Some(p)) if pod_has_ended(p) => {
+            let phase = p
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.clone())
+                .unwrap_or_default();
+            let reason = if phase == "Failed" {
+                reason::POD_FAILED
+            } else {
+                reason::POD_SUCCEEDED
+            };
+            ConditionUpdate::ready(false, reason, format!("Pod {} is {phase}", p.name_any()))
+        }
+        (_, Some(p)) => ConditionUpdate::ready(
+            false,
+            reason::POD_PENDING,
+            format!("Pod {} is not Ready yet", p.name_any()),
+        ),
+        (None, None) => ConditionUpdate::ready(false, reason::CREATING, "creating the Pod"),
+    };
+    let live_pod = pod.filter(|p| !is_terminating(*p) && !pod_has_ended(p));
+    SandboxStatus {
+        conditions: set_condition(&previous.conditions, &ready, sandbox.meta().generation, now),
+        service: Some(name.clone()),
+        service_fqdn: Some(format!("{name}.{namespace}.svc.{cluster_domain}")),
+        replicas: i32::from(live_pod.is_some()),
+        selector: Some(format!("{SANDBOX_LABEL}={name}")),
+        pod_name: pod.map(|p| p.name_any()),
+        pod_ip: pod.and_then(|p| p.status.as_ref()?.pod_ip.clone()),
+        node_name: pod.and_then(|p| p.spec.as_ref()?.node_name.clone()),
+    }
+}

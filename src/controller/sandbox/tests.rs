@@ -1,0 +1,288 @@
+//! Unit tests of the pure parts: plan, status and desired objects.
+use super::*;
+use crate::api::{ADOPTABLE_LABEL, CLAIM_UID_LABEL, ShutdownPolicy};
+use crate::api::{PodTemplate, SandboxSpec};
+use k8s_openapi::api::core::v1::{Container, PodSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use kube::api::ObjectMeta;
+
+fn sandbox() -> Sandbox {
+    let mut s = Sandbox::new(
+        "sbx",
+        SandboxSpec {
+            pod_template: PodTemplate {
+                metadata: None,
+                spec: PodSpec {
+                    containers: vec![Container {
+                        name: "c".into(),
+                        image: Some("i".into()),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+            },
+            ..Default::default()
+        },
+    );
+    s.metadata.namespace = Some("ns".into());
+    s.metadata.uid = Some("sbx-uid".into());
+    s
+}
+
+fn owned_by(uid: &str) -> Option<Vec<OwnerReference>> {
+    Some(vec![OwnerReference {
+        uid: uid.into(),
+        controller: Some(true),
+        ..Default::default()
+    }])
+}
+
+fn pod(name: &str, owner: Option<&str>) -> Arc<Pod> {
+    Arc::new(Pod {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("ns".into()),
+            uid: Some(format!("{name}-uid")),
+            resource_version: Some("1".into()),
+            owner_references: owner.and_then(owned_by),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+}
+
+fn now() -> jiff::Timestamp {
+    jiff::Timestamp::from_second(1_000_000).unwrap()
+}
+
+#[test]
+fn fresh_sandbox_creates_a_pod() {
+    let s = sandbox();
+    let p = plan(&Observed {
+        sandbox: &s,
+        owned: vec![],
+        named: None,
+        now: now(),
+    });
+    assert_eq!(p.steps, vec![Step::CreatePod]);
+}
+
+#[test]
+fn owned_pod_means_nothing_to_do() {
+    let s = sandbox();
+    let p = plan(&Observed {
+        sandbox: &s,
+        owned: vec![pod("sbx", Some("sbx-uid"))],
+        named: None,
+        now: now(),
+    });
+    assert!(p.steps.is_empty());
+}
+
+#[test]
+fn two_owned_pods_create_nothing_and_report() {
+    let s = sandbox();
+    let p = plan(&Observed {
+        sandbox: &s,
+        owned: vec![pod("a", Some("sbx-uid")), pod("b", Some("sbx-uid"))],
+        named: None,
+        now: now(),
+    });
+    assert!(!p.steps.contains(&Step::CreatePod));
+    assert_eq!(p.blocked.unwrap().reason, reason::MULTIPLE_PODS);
+}
+
+#[test]
+fn adopts_only_stolen_or_consenting_pods() {
+    let mut s = sandbox();
+    s.annotations_mut()
+        .insert(POD_NAME_ANNOTATION.into(), "warm-1".into());
+    s.metadata.owner_references = owned_by("claim-uid");
+    let adopts = |named: Pod| {
+        plan(&Observed {
+            sandbox: &s,
+            owned: vec![],
+            named: Some(Arc::new(named)),
+            now: now(),
+        })
+    };
+    let with_labels = |owner: Option<&str>, labels: &[(&str, &str)]| {
+        let mut p = (*pod("warm-1", owner)).clone();
+        let map = p.metadata.labels.get_or_insert_with(Default::default);
+        for (k, v) in labels {
+            map.insert(k.to_string(), v.to_string());
+        }
+        p
+    };
+    let adopt = vec![Step::Adopt {
+        name: "warm-1".into(),
+    }];
+    // Stolen by this Sandbox's claim: controller AND claim-uid label.
+    let stolen = with_labels(Some("claim-uid"), &[(CLAIM_UID_LABEL, "claim-uid")]);
+    assert_eq!(adopts(stolen).steps, adopt);
+    // The claim as controller but without its uid label: not a steal.
+    let p = adopts(with_labels(Some("claim-uid"), &[]));
+    assert_eq!(p.blocked.unwrap().reason, reason::POD_OWNED_ELSEWHERE);
+    // Unowned: only with the owner's opt-in label.
+    let consenting = with_labels(None, &[(ADOPTABLE_LABEL, "true")]);
+    assert_eq!(adopts(consenting).steps, adopt);
+    let p = adopts(with_labels(None, &[]));
+    assert!(
+        !p.steps
+            .iter()
+            .any(|s| matches!(s, Step::Adopt { .. } | Step::CreatePod))
+    );
+    let blocked = p.blocked.unwrap();
+    assert_eq!(blocked.reason, reason::POD_OWNED_ELSEWHERE);
+    assert!(
+        blocked.message.contains(ADOPTABLE_LABEL),
+        "{}",
+        blocked.message
+    );
+    // Someone else's Pod, whatever its labels say.
+    let foreign = with_labels(Some("other"), &[(CLAIM_UID_LABEL, "claim-uid")]);
+    let p = adopts(foreign);
+    assert!(
+        !p.steps
+            .iter()
+            .any(|s| matches!(s, Step::Adopt { .. } | Step::CreatePod))
+    );
+    assert_eq!(p.blocked.unwrap().reason, reason::POD_OWNED_ELSEWHERE);
+}
+
+#[test]
+fn waits_quietly_while_the_claims_steal_is_in_flight() {
+    let mut s = sandbox();
+    s.annotations_mut()
+        .insert(POD_NAME_ANNOTATION.into(), "warm-1".into());
+    s.metadata.owner_references = Some(vec![OwnerReference {
+        kind: "SandboxClaim".into(),
+        name: "c".into(),
+        uid: "claim-uid".into(),
+        controller: Some(true),
+        ..Default::default()
+    }]);
+    let mut idle = (*pod("warm-1", None)).clone();
+    idle.metadata.owner_references = Some(vec![OwnerReference {
+        kind: "SandboxWarmPool".into(),
+        name: "pool".into(),
+        uid: "pool-uid".into(),
+        controller: Some(true),
+        ..Default::default()
+    }]);
+    let p = plan(&Observed {
+        sandbox: &s,
+        owned: vec![],
+        named: Some(Arc::new(idle)),
+        now: now(),
+    });
+    assert!(p.quiet, "no status write, no Event while the steal lands");
+    assert!(p.steps.is_empty());
+}
+
+#[test]
+fn missing_named_pod_falls_back_to_a_new_pod() {
+    let mut s = sandbox();
+    s.annotations_mut()
+        .insert(POD_NAME_ANNOTATION.into(), "gone".into());
+    let p = plan(&Observed {
+        sandbox: &s,
+        owned: vec![],
+        named: None,
+        now: now(),
+    });
+    assert!(p.steps.contains(&Step::CreatePod));
+}
+
+#[test]
+fn paused_deletes_the_pod_and_expired_deletes_per_policy() {
+    let mut s = sandbox();
+    s.spec.replicas = Some(0);
+    let p = plan(&Observed {
+        sandbox: &s,
+        owned: vec![pod("sbx", Some("sbx-uid"))],
+        named: None,
+        now: now(),
+    });
+    assert_eq!(
+        p.steps,
+        vec![Step::DeletePod {
+            name: "sbx".into(),
+            uid: "sbx-uid".into()
+        }]
+    );
+    assert_eq!(p.blocked.unwrap().reason, reason::PAUSED);
+
+    let mut s = sandbox();
+    s.spec.shutdown_time = Some(Time(jiff::Timestamp::from_second(999_000).unwrap()));
+    s.spec.shutdown_policy = Some(ShutdownPolicy::Delete);
+    let p = plan(&Observed {
+        sandbox: &s,
+        owned: vec![],
+        named: None,
+        now: now(),
+    });
+    assert_eq!(p.steps, vec![Step::DeleteSandbox]);
+}
+
+#[test]
+fn future_shutdown_schedules_one_wake_up() {
+    let mut s = sandbox();
+    s.spec.shutdown_time = Some(Time(jiff::Timestamp::from_second(1_000_010).unwrap()));
+    let p = plan(&Observed {
+        sandbox: &s,
+        owned: vec![],
+        named: None,
+        now: now(),
+    });
+    let wake = p.requeue_after.unwrap();
+    assert!(
+        wake >= Duration::from_secs(10) && wake < Duration::from_secs(11),
+        "{wake:?}"
+    );
+}
+
+#[test]
+fn status_reports_fqdn_selector_and_ready() {
+    let s = sandbox();
+    let mut p = (*pod("sbx", Some("sbx-uid"))).clone();
+    p.status = Some(k8s_openapi::api::core::v1::PodStatus {
+        phase: Some("Running".into()),
+        pod_ip: Some("10.0.0.9".into()),
+        conditions: Some(vec![k8s_openapi::api::core::v1::PodCondition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    });
+    let st = compute_status(&s, Some(&p), None, "cluster.local", now());
+    assert_eq!(st.service_fqdn.as_deref(), Some("sbx.ns.svc.cluster.local"));
+    assert_eq!(st.selector.as_deref(), Some("agents.x-k8s.io/sandbox=sbx"));
+    assert_eq!(st.replicas, 1);
+    assert!(crate::api::is_true(&st.conditions, "Ready"));
+    assert_eq!(st.pod_ip.as_deref(), Some("10.0.0.9"));
+}
+
+#[test]
+fn desired_pod_mounts_volume_claims_and_is_owned() {
+    let mut s = sandbox();
+    s.spec.volume_claim_templates = Some(vec![crate::api::PersistentVolumeClaimTemplate {
+        metadata: crate::api::EmbeddedObjectMetadata {
+            name: Some("data".into()),
+            ..Default::default()
+        },
+        spec: Default::default(),
+    }]);
+    let p = desired_pod(&s).unwrap();
+    let vols = p.spec.unwrap().volumes.unwrap();
+    assert_eq!(
+        vols[0].persistent_volume_claim.as_ref().unwrap().claim_name,
+        "data-sbx"
+    );
+    assert_eq!(p.metadata.owner_references.unwrap()[0].uid, "sbx-uid");
+    assert_eq!(
+        desired_pvcs(&s).unwrap()[0].metadata.name.as_deref(),
+        Some("data-sbx")
+    );
+}
