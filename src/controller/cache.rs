@@ -9,7 +9,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tracing::warn;
 
 /// Runs one cache: applies each watch event to the store, then calls
-/// `trigger` with the object (for deletions too).
+/// `trigger` with the object and whether it was deleted.
 pub(super) async fn cache<K, F>(
     what: &'static str,
     api: Api<K>,
@@ -24,7 +24,7 @@ pub(super) async fn cache<K, F>(
         + Send
         + Sync
         + 'static,
-    F: Fn(&K),
+    F: Fn(&K, bool),
 {
     use futures::StreamExt;
     // managedFields are never read by the controllers: dropping them keeps
@@ -50,7 +50,8 @@ pub(super) async fn cache<K, F>(
                 }
                 writer.apply_watcher_event(&event);
                 match event {
-                    watcher::Event::Apply(obj) | watcher::Event::Delete(obj) => trigger(&obj),
+                    watcher::Event::Apply(obj) => trigger(&obj, false),
+                    watcher::Event::Delete(obj) => trigger(&obj, true),
                     watcher::Event::InitApply(obj) => relisted.push(obj),
                     watcher::Event::InitDone => {
                         // After a re-list, wake everything it brought and
@@ -59,11 +60,11 @@ pub(super) async fn cache<K, F>(
                         let present: std::collections::HashSet<ObjectRef<K>> =
                             relisted.iter().map(ObjectRef::from_obj).collect();
                         for obj in relisted.drain(..) {
-                            trigger(&obj);
+                            trigger(&obj, false);
                         }
                         for gone in before_relist.drain(..).filter(|r| !present.contains(r)) {
                             if let Some(obj) = gone_object(&gone) {
-                                trigger(&obj);
+                                trigger(&obj, true);
                             }
                         }
                     }

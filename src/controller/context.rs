@@ -18,8 +18,9 @@ use kube::{Client, Resource, ResourceExt};
 use tracing::warn;
 
 use super::cache::cache;
+use super::index::PodIndex;
 use super::memo::WriteMemo;
-use super::{pod_index, warmpool};
+use super::{takeover, warmpool};
 use crate::api::{
     ORIGIN_POOL_LABEL, POOL_LABEL, SANDBOX_LABEL, Sandbox, SandboxClaim, SandboxTemplate,
     SandboxWarmPool,
@@ -103,10 +104,13 @@ pub struct Context {
     /// Cache of SandboxWarmPools (a warm Pod is a candidate only when its
     /// controller is the live pool its label names).
     pub pools: Store<SandboxWarmPool>,
+    /// Indexes over the Pod cache (by pool template hash, controller uid,
+    /// claim uid), updated before each Pod event's triggers are sent.
+    pub index: Arc<PodIndex>,
     /// Consecutive reconcile failures per object (exponential backoff).
     pub backoff: super::retry::Backoff,
     /// Pods chosen by in-flight steals of this process.
-    pub reservations: pod_index::Reservations,
+    pub reservations: takeover::Reservations,
     /// Pod creates/deletes issued by pools but not yet seen in the cache.
     pub expectations: warmpool::Expectations,
     /// What this process last wrote, so a reconcile woken by another event
@@ -141,15 +145,26 @@ impl Context {
         let managed = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}");
 
         let (pods, pod_writer) = reflector::store();
+        let index = Arc::new(PodIndex::default());
         let pod_triggers = {
             let (pool_tx, sandbox_tx) = (pool_tx.clone(), sandbox_tx.clone());
-            move |pod: &Pod| {
+            let index = Arc::clone(&index);
+            move |pod: &Pod, deleted: bool| {
+                let left_pool = if deleted {
+                    index.deleted(pod);
+                    false
+                } else {
+                    index.applied(pod)
+                };
                 let namespace = pod.namespace().unwrap_or_default();
                 let labels = pod.labels();
-                for pool in [labels.get(POOL_LABEL), labels.get(ORIGIN_POOL_LABEL)]
-                    .into_iter()
-                    .flatten()
-                {
+                // The pool of an idle Pod, and the pool a Pod just left (the
+                // steal's event: the refill). Later events of a stolen Pod
+                // do not concern its former pool.
+                let origin = labels
+                    .get(ORIGIN_POOL_LABEL)
+                    .filter(|_| left_pool || deleted);
+                for pool in [labels.get(POOL_LABEL), origin].into_iter().flatten() {
                     let _ = pool_tx.unbounded_send(ObjectRef::new(pool).within(&namespace));
                 }
                 for owner in pod
@@ -181,7 +196,7 @@ impl Context {
         let template_triggers = {
             let pool_tx = pool_tx.clone();
             // Template changes are rare: list the pools that use it.
-            move |template: &SandboxTemplate| {
+            move |template: &SandboxTemplate, _deleted: bool| {
                 let (pool_api, pool_tx) = (pool_api.clone(), pool_tx.clone());
                 let namespace = template.namespace().unwrap_or_default();
                 let name = template.name_any();
@@ -217,7 +232,7 @@ impl Context {
             config.api::<Service>(&client),
             watcher::Config::default().labels(&managed),
             service_writer,
-            |_: &Service| {},
+            |_: &Service, _: bool| {},
         ));
 
         let (sandboxes, sandbox_writer) = reflector::store();
@@ -226,7 +241,7 @@ impl Context {
             config.api::<Sandbox>(&client),
             watcher::Config::default(),
             sandbox_writer,
-            move |sandbox: &Sandbox| {
+            move |sandbox: &Sandbox, _deleted: bool| {
                 let namespace = sandbox.namespace().unwrap_or_default();
                 for owner in sandbox
                     .owner_references()
@@ -244,7 +259,7 @@ impl Context {
             config.api::<SandboxWarmPool>(&client),
             watcher::Config::default(),
             pool_writer,
-            |_: &SandboxWarmPool| {},
+            |_: &SandboxWarmPool, _: bool| {},
         ));
 
         pods.wait_until_ready().await?;
@@ -269,6 +284,7 @@ impl Context {
             services,
             sandboxes,
             pools,
+            index,
             backoff: Default::default(),
             reservations: Default::default(),
             expectations: Default::default(),

@@ -108,18 +108,19 @@ pub fn is_conflict(err: &kube::Error) -> bool {
     api_status(err) == Some(409)
 }
 
-/// Whether a conditioned JSON patch lost its race: 409, or the 422 the API
-/// server answers when the patch's `test` operation failed. Any other 422
-/// (an invalid patch, a webhook denial) is an error, not a lost race.
+/// Whether a conditioned JSON patch certainly lost its race (409). The API
+/// server answers a failed `test` operation with the same bare 422
+/// ("the server rejected our request due to an error in our request") as an
+/// invalid patch, so a 422 is told apart by re-reading the object: see
+/// [`super::takeover::changed_since`].
 pub fn is_lost_race(err: &kube::Error) -> bool {
-    match err {
-        kube::Error::Api(status) if status.code == 409 => true,
-        kube::Error::Api(status) if status.code == 422 => {
-            let message = status.message.to_ascii_lowercase();
-            message.contains("testing value") || message.contains("test failed")
-        }
-        _ => false,
-    }
+    api_status(err) == Some(409)
+}
+
+/// Whether the error is 422 Unprocessable Entity (a failed `test`, or an
+/// invalid request).
+pub fn is_unprocessable(err: &kube::Error) -> bool {
+    api_status(err) == Some(422)
 }
 
 /// Whether the error is 404 Not Found.

@@ -5,7 +5,7 @@
 //!    pool and labelled with the pool and the template hash.
 //! 2. [`claim`] creates a deny-ingress NetworkPolicy for a claim and, alongside,
 //!    takes an idle Pod over with ONE write conditioned on its resourceVersion
-//!    ([`pod_index::steal_patch`]) and creates the Sandbox with the
+//!    ([`takeover::steal_patch`]) and creates the Sandbox with the
 //!    `agents.x-k8s.io/pod-name` annotation; with no usable Pod it creates the
 //!    Sandbox without it (cold path).
 //! 3. [`sandbox`] adopts the named Pod (again a conditioned write) or creates
@@ -14,22 +14,23 @@
 //!    replacement at once.
 //!
 //! All state lives in the API server (labels, annotations, ownerReferences);
-//! the in-memory parts ([`pod_index::Reservations`], [`warmpool::Expectations`])
+//! the in-memory parts ([`takeover::Reservations`], [`warmpool::Expectations`])
 //! only prevent wasted writes and are safe to lose on restart.
 
 pub mod cache;
 pub mod claim;
 pub mod context;
 pub mod errors;
+pub mod index;
 pub mod leader;
 pub mod memo;
 pub mod ownership;
-pub mod pod_index;
 pub mod pod_state;
 pub mod retry;
 pub mod run;
 pub mod sandbox;
 pub mod status_write;
+pub mod takeover;
 pub mod timeline;
 pub mod warmpool;
 
@@ -37,7 +38,7 @@ pub use context::{Config, Context, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Triggers}
 pub(crate) use errors::kube_err;
 pub use errors::{
     ERROR_REQUEUE, Error, Result, api_status, is_already_exists, is_conflict, is_lost_race,
-    is_not_found, kube_error_class,
+    is_not_found, is_unprocessable, kube_error_class,
 };
 pub use memo::WriteMemo;
 pub use ownership::Created;

@@ -165,9 +165,10 @@ pub(super) async fn serve(
 /// label AND the claim as controller, which only a steal writes).
 fn earlier_pod(ctx: &Context, claim_uid: &str) -> Option<String> {
     ctx.reservations.stolen_for(claim_uid).or_else(|| {
-        ctx.pods
-            .state()
-            .into_iter()
+        ctx.index
+            .labelled_for_claim(claim_uid)
+            .iter()
+            .filter_map(|r| ctx.pods.get(r))
             .find(|p| {
                 p.labels().get(CLAIM_UID_LABEL).map(String::as_str) == Some(claim_uid)
                     && controller_uid(&p.metadata) == Some(claim_uid)

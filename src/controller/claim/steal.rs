@@ -22,9 +22,11 @@ use tracing::debug;
 
 use super::desired::PoolChoice;
 use crate::api::{POOL_LABEL, SandboxClaim, SandboxTemplate, template_hash};
-use crate::controller::pod_index::{Criteria, pod_key, select_candidates, steal_patch};
+use crate::controller::takeover::{
+    Criteria, changed_since, pod_key, select_candidates, steal_patch,
+};
 use crate::controller::{
-    Context, Error, Result, controller_ref, is_lost_race, is_not_found, kube_err,
+    Context, Error, Result, controller_ref, is_lost_race, is_not_found, is_unprocessable, kube_err,
 };
 
 /// How many candidates one reconcile tries before going cold.
@@ -62,7 +64,14 @@ pub async fn steal(ctx: &Context, pod: &Pod, claim: &SandboxClaim) -> Result<Ste
         .await
     {
         Ok(stolen) => Ok(StealOutcome::Won(Box::new(stolen))),
-        Err(e) if is_lost_race(&e) || is_not_found(&e) => {
+        Err(e)
+            if is_lost_race(&e)
+                || is_not_found(&e)
+                || (is_unprocessable(&e)
+                    && changed_since(&api, &pod.name_any(), pod.resource_version().as_deref())
+                        .await
+                        .map_err(kube_err(format!("re-read pod {}", pod.name_any())))?) =>
+        {
             ctx.metrics
                 .steal_conflicts
                 .with_label_values(&[&pool])
@@ -109,7 +118,12 @@ pub fn candidates(
         pool_uids: &pool_uids,
         spread_key: &claim_uid,
     };
-    let pods = ctx.pods.state();
+    let pods: Vec<Arc<Pod>> = ctx
+        .index
+        .idle(namespace, &claim.spec.sandbox_template_ref.name, &hash)
+        .iter()
+        .filter_map(|r| ctx.pods.get(r))
+        .collect();
     select_candidates(&pods, &criteria, &ctx.reservations)
 }
 

@@ -8,7 +8,7 @@
 //!
 //! Guarantees:
 //! - a Pod is adopted only by a write conditioned on the resourceVersion read
-//!   ([`super::pod_index::adopt_patch`]), and only when it is unowned or owned
+//!   ([`super::takeover::adopt_patch`]), and only when it is unowned or owned
 //!   by the claim that owns this Sandbox;
 //! - the Pod created for a Sandbox has the Sandbox's name, so a reconcile that
 //!   runs again before the cache shows the Pod (or after a crash) gets
@@ -26,10 +26,10 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use tracing::{info, instrument};
 
-use super::pod_index::adopt_patch;
+use super::takeover::{adopt_patch, changed_since};
 use super::{
     Context, Error, Result, controller_ref, controller_uid, create_owned, is_conflict,
-    is_not_found, is_terminating, kube_err,
+    is_not_found, is_terminating, is_unprocessable, kube_err,
 };
 use crate::api::{ConditionUpdate, POD_NAME_ANNOTATION, Sandbox, SandboxStatus};
 
@@ -93,9 +93,10 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
 
     // Observe.
     let owned: Vec<Arc<Pod>> = ctx
-        .pods
-        .state()
-        .into_iter()
+        .index
+        .controlled_by(&uid)
+        .iter()
+        .filter_map(|r| ctx.pods.get(r))
         .filter(|p| {
             p.namespace().as_deref() == Some(&namespace)
                 && controller_uid(&p.metadata) == Some(uid.as_str())
@@ -340,6 +341,14 @@ async fn adopt(pods: &Api<Pod>, pod: &Pod, sandbox: &Sandbox) -> Result<Option<P
     {
         Ok(p) => Ok(Some(p)),
         Err(e) if is_conflict(&e) || is_not_found(&e) => Ok(None),
+        Err(e)
+            if is_unprocessable(&e)
+                && changed_since(pods, &pod.name_any(), pod.resource_version().as_deref())
+                    .await
+                    .map_err(kube_err(format!("re-read pod {}", pod.name_any())))? =>
+        {
+            Ok(None)
+        }
         Err(e) => Err(kube_err(format!("adopt pod {}", pod.name_any()))(e)),
     }
 }

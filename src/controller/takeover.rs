@@ -230,6 +230,22 @@ impl Reservations {
     }
 }
 
+/// After a 422 to a patch that tested `tested_version`: whether the Pod
+/// changed (or went away) since, which makes the 422 a failed `test`, i.e. a
+/// lost race. When it did not change, the patch itself was refused and the
+/// caller reports an error instead of burning candidates as "conflicts".
+pub async fn changed_since(
+    api: &kube::Api<Pod>,
+    name: &str,
+    tested_version: Option<&str>,
+) -> Result<bool, kube::Error> {
+    let current = api.get_opt(name).await?;
+    Ok(match current {
+        None => true,
+        Some(pod) => pod.resource_version().as_deref() != tested_version,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
