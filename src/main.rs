@@ -13,7 +13,7 @@ use sandbox_operator::admin::{self, Health};
 use sandbox_operator::admission::{PolicyStore, SandboxAdmission};
 use sandbox_operator::controller::leader::{LeaderConfig, LeaderElector};
 use sandbox_operator::controller::run::run_controllers;
-use sandbox_operator::controller::{Config, Context};
+use sandbox_operator::controller::{Config, Context, NetworkPolicyMode};
 use sandbox_operator::metrics::Metrics;
 use sandbox_operator::webhook_runtime::{self, WebhookSettings};
 
@@ -107,6 +107,11 @@ struct RunArgs {
     /// safety net against a missed watch event.
     #[arg(long, env = "SANDBOX_RESYNC_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(10..=86400))]
     resync_seconds: u64,
+    /// NetworkPolicy that closes a claimed Pod's ingress: `per-claim` (one
+    /// per claim, the seed's design) or `per-template` (one per template,
+    /// covering its idle, stolen and cold Pods: one write less per claim).
+    #[arg(long, env = "SANDBOX_CLAIM_NETWORK_POLICY", value_enum, default_value_t = NetworkPolicyMode::PerClaim)]
+    claim_network_policy: NetworkPolicyMode,
     /// Serve the admission webhook (every replica serves it, leader or not).
     #[arg(long, env = "SANDBOX_WEBHOOK", default_value_t = true, action = clap::ArgAction::Set)]
     webhook: bool,
@@ -243,6 +248,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         identity: identity.clone(),
         namespace: args.namespace.clone(),
         resync: Duration::from_secs(args.resync_seconds),
+        claim_network_policy: args.claim_network_policy,
     };
 
     // The webhook serves on every replica, leader or not.

@@ -32,6 +32,17 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Value of [`MANAGED_BY_LABEL`].
 pub const MANAGED_BY_VALUE: &str = "sandbox-operator";
 
+/// Which NetworkPolicy a claim relies on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum NetworkPolicyMode {
+    /// One policy per claim, owned by the claim (the seed's design).
+    #[default]
+    PerClaim,
+    /// One policy per template, owned by the template, selecting every Pod
+    /// of the template (idle, stolen, cold): one write less per claim.
+    PerTemplate,
+}
+
 /// Tunables of the controllers (from `run`'s flags).
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -51,6 +62,8 @@ pub struct Config {
     pub identity: String,
     /// Watch only this namespace (all namespaces when `None`).
     pub namespace: Option<String>,
+    /// Which NetworkPolicy keeps a claimed Pod's ingress closed.
+    pub claim_network_policy: NetworkPolicyMode,
     /// Every object is reconciled again at least this often (jittered by
     /// +-10%), even without an event: the safety net against a missed one.
     pub resync: std::time::Duration,
@@ -81,6 +94,7 @@ impl Default for Config {
             identity: "sandbox-operator".into(),
             namespace: None,
             resync: std::time::Duration::from_secs(300),
+            claim_network_policy: NetworkPolicyMode::PerClaim,
         }
     }
 }

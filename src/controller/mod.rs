@@ -34,7 +34,9 @@ pub mod takeover;
 pub mod timeline;
 pub mod warmpool;
 
-pub use context::{Config, Context, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Triggers};
+pub use context::{
+    Config, Context, MANAGED_BY_LABEL, MANAGED_BY_VALUE, NetworkPolicyMode, Triggers,
+};
 pub(crate) use errors::kube_err;
 pub use errors::{
     ERROR_REQUEUE, Error, Result, api_status, is_already_exists, is_conflict, is_lost_race,

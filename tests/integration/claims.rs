@@ -18,7 +18,7 @@ use sandbox_operator::api::{
 /// Simulated cold start of test Pods (KWOK delay annotation).
 const START_DELAY_MS: u64 = 1500;
 
-async fn setup(ns: &TestNs, pool_replicas: i32) {
+pub(crate) async fn setup(ns: &TestNs, pool_replicas: i32) {
     let template: SandboxTemplate = serde_json::from_value(json!({
         "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxTemplate",
         "metadata": {"name": "tmpl"},
@@ -43,7 +43,7 @@ async fn setup(ns: &TestNs, pool_replicas: i32) {
         .unwrap();
 }
 
-fn claim(name: &str) -> SandboxClaim {
+pub(crate) fn claim(name: &str) -> SandboxClaim {
     serde_json::from_value(json!({
         "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxClaim",
         "metadata": {"name": name}, "spec": {"sandboxTemplateRef": {"name": "tmpl"}}
@@ -51,7 +51,7 @@ fn claim(name: &str) -> SandboxClaim {
     .unwrap()
 }
 
-fn claim_ready(c: &SandboxClaim) -> bool {
+pub(crate) fn claim_ready(c: &SandboxClaim) -> bool {
     c.status
         .as_ref()
         .is_some_and(|s| is_true(&s.conditions, READY))
@@ -74,7 +74,7 @@ async fn idle_ready(ns: &TestNs) -> usize {
         .count()
 }
 
-async fn wait_pool_ready(ns: &TestNs, n: usize) {
+pub(crate) async fn wait_pool_ready(ns: &TestNs, n: usize) {
     wait_until(Duration::from_secs(60), || async {
         idle_ready(ns).await == n
     })
@@ -85,7 +85,7 @@ async fn wait_pool_ready(ns: &TestNs, n: usize) {
 /// owned by at most one controller and labelled for at most one claim; every
 /// Ready claim is served by a Pod no other claim uses; every non-idle Pod
 /// belongs to exactly one existing claim. Returns (warm, cold) counts.
-async fn assert_no_double_assignment(ns: &TestNs) -> (usize, usize) {
+pub(crate) async fn assert_no_double_assignment(ns: &TestNs) -> (usize, usize) {
     let pods: Vec<Pod> = ns
         .api::<Pod>()
         .list(&Default::default())

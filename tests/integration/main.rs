@@ -10,4 +10,5 @@ mod crds;
 mod metrics;
 mod quickstart;
 mod sandbox;
+mod trust;
 mod webhook;

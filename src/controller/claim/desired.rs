@@ -11,7 +11,7 @@ use kube::api::ObjectMeta;
 
 use crate::api::{
     ADMITTED_AT_ANNOTATION, POD_NAME_ANNOTATION, SANDBOX_LABEL, Sandbox, SandboxClaim, SandboxSpec,
-    SandboxTemplate,
+    SandboxTemplate, TEMPLATE_LABEL,
 };
 use crate::controller::sandbox::headless_service;
 use crate::controller::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, Result, controller_ref};
@@ -96,7 +96,14 @@ pub fn desired_sandbox(
             name: Some(claim.name_any()),
             namespace: claim.namespace(),
             annotations: (!annotations.is_empty()).then_some(annotations),
-            labels: Some(managed_labels()),
+            labels: Some({
+                let mut labels = managed_labels();
+                labels.insert(
+                    TEMPLATE_LABEL.to_string(),
+                    claim.spec.sandbox_template_ref.name.clone(),
+                );
+                labels
+            }),
             owner_references: Some(vec![controller_ref(claim)?]),
             ..Default::default()
         },
@@ -125,4 +132,40 @@ pub fn desired_service(claim: &SandboxClaim, template: &SandboxTemplate) -> Resu
         &template.spec.pod_template.spec,
         controller_ref(claim)?,
     )
+}
+
+/// Name of a template's NetworkPolicy.
+pub fn template_network_policy_name(template: &str) -> String {
+    format!("sandbox-template-{template}")
+}
+
+/// The NetworkPolicy of a template: the template's ingress rules (none:
+/// deny all ingress) and egress rules for every Pod labelled with the
+/// template, i.e. its idle pool Pods, the Pods claims stole from them and the
+/// cold Pods of its claims. Owned by the template.
+pub fn desired_template_network_policy(template: &SandboxTemplate) -> Result<NetworkPolicy> {
+    let name = template.name_any();
+    let rules = template.spec.network_policy.clone().unwrap_or_default();
+    let mut policy_types = vec!["Ingress".to_string()];
+    if rules.egress.is_some() {
+        policy_types.push("Egress".into());
+    }
+    Ok(NetworkPolicy {
+        metadata: ObjectMeta {
+            name: Some(template_network_policy_name(&name)),
+            namespace: template.namespace(),
+            labels: Some(managed_labels()),
+            owner_references: Some(vec![controller_ref(template)?]),
+            ..Default::default()
+        },
+        spec: Some(K8sNetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(TEMPLATE_LABEL.to_string(), name)])),
+                ..Default::default()
+            }),
+            policy_types: Some(policy_types),
+            ingress: Some(rules.ingress.unwrap_or_default()),
+            egress: rules.egress,
+        }),
+    })
 }

@@ -61,9 +61,11 @@ use kube::runtime::reflector::ObjectRef;
 use tracing::instrument;
 
 pub use desired::{
-    PoolChoice, desired_network_policy, desired_sandbox, desired_service, network_policy_name,
-    pool_choice,
+    PoolChoice, desired_network_policy, desired_sandbox, desired_service,
+    desired_template_network_policy, network_policy_name, pool_choice,
+    template_network_policy_name,
 };
+pub use serve::ensure_template_policy;
 pub use status::{admitted_at, failed_status, mirror_status, reason, warm_ready_status};
 pub use steal::{MAX_STEAL_ATTEMPTS, StealOutcome, steal};
 

@@ -14,15 +14,18 @@ use kube::runtime::events::EventType;
 use tracing::{info, warn};
 
 use super::desired::{
-    PoolChoice, desired_network_policy, desired_sandbox, desired_service, pool_choice,
+    PoolChoice, desired_network_policy, desired_sandbox, desired_service,
+    desired_template_network_policy, pool_choice,
 };
 use super::status::{failed_status, reason, warm_ready_status};
 use super::steal::{candidates, has_pool, reserve_first, take_over};
 use super::{record_status, write_status};
-use crate::api::{CLAIM_UID_LABEL, ORIGIN_POOL_LABEL, POD_NAME_ANNOTATION, Sandbox, SandboxClaim};
+use crate::api::{
+    CLAIM_UID_LABEL, ORIGIN_POOL_LABEL, POD_NAME_ANNOTATION, Sandbox, SandboxClaim, SandboxTemplate,
+};
 use crate::controller::{
-    Context, Created, Error, Result, controller_uid, create_owned, is_conflict, is_not_found,
-    is_terminating, kube_err, pod_is_ready,
+    Context, Created, Error, NetworkPolicyMode, Result, controller_uid, create_owned, is_conflict,
+    is_not_found, is_terminating, kube_err, pod_is_ready,
 };
 
 /// What serving left the reconcile with.
@@ -85,7 +88,17 @@ pub(super) async fn serve(
     let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), namespace);
     let sandbox = desired_sandbox(claim, &template, named.as_deref())?;
     let service = desired_service(claim, &template)?;
-    let policy = desired_network_policy(claim, &template)?;
+    let policy = async {
+        match ctx.config.claim_network_policy {
+            NetworkPolicyMode::PerClaim => {
+                let policy = desired_network_policy(claim, &template)?;
+                create_owned(&policies, &policy, "NetworkPolicy")
+                    .await
+                    .map(|_| ())
+            }
+            NetworkPolicyMode::PerTemplate => ensure_template_policy(ctx, &template).await,
+        }
+    };
     let steal = async {
         match first {
             Some(first) => take_over(ctx, claim, first, rest).await,
@@ -95,7 +108,7 @@ pub(super) async fn serve(
     let (created, service_created, policy_created, stolen) = futures::join!(
         create_owned(&sandboxes, &sandbox, "Sandbox"),
         create_owned(&services, &service, "Service"),
-        create_owned(&policies, &policy, "NetworkPolicy"),
+        policy,
         steal
     );
     let stolen = stolen?;
@@ -296,4 +309,58 @@ pub(super) async fn repair(
     };
     warn!(pod = ?serving, "the Sandbox named a Pod this claim never got; pointing it at the Pod now serving");
     repoint(ctx, sandbox, serving.as_deref()).await
+}
+
+/// Makes sure the template's NetworkPolicy exists (checked against the API
+/// server at most every half minute per template; a policy of that name
+/// controlled by anything else is a [`Error::NameConflict`]).
+pub async fn ensure_template_policy(ctx: &Context, template: &SandboxTemplate) -> Result<()> {
+    let key = format!(
+        "template-policy/{}",
+        template.metadata.uid.as_deref().unwrap_or_default()
+    );
+    let generation = serde_json::json!(template.metadata.generation);
+    if ctx.written.recently_wrote(&key, &generation) {
+        return Ok(());
+    }
+    let policies: Api<NetworkPolicy> = Api::namespaced(
+        ctx.client.clone(),
+        &template.namespace().unwrap_or_default(),
+    );
+    let desired = desired_template_network_policy(template)?;
+    let created = create_owned(&policies, &desired, "NetworkPolicy").await?;
+    if let Created::Existing(existing) = created
+        && !same_policy(existing.spec.as_ref(), desired.spec.as_ref())
+    {
+        policies
+            .patch(
+                &desired.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "spec": desired.spec })),
+            )
+            .await
+            .map_err(kube_err("update the template's NetworkPolicy"))?;
+    }
+    ctx.written.record(&key, generation);
+    Ok(())
+}
+
+/// Whether two NetworkPolicy specs mean the same (the API server drops an
+/// empty rule list, which still means "deny all").
+fn same_policy(
+    a: Option<&k8s_openapi::api::networking::v1::NetworkPolicySpec>,
+    b: Option<&k8s_openapi::api::networking::v1::NetworkPolicySpec>,
+) -> bool {
+    let normal = |s: Option<&k8s_openapi::api::networking::v1::NetworkPolicySpec>| {
+        s.cloned().map(|mut s| {
+            if s.ingress.as_ref().is_some_and(Vec::is_empty) {
+                s.ingress = None;
+            }
+            if s.egress.as_ref().is_some_and(Vec::is_empty) {
+                s.egress = None;
+            }
+            s
+        })
+    };
+    normal(a) == normal(b)
 }

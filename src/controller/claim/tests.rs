@@ -210,3 +210,22 @@ fn failures_keep_what_the_claim_showed_and_name_the_reason() {
     assert_eq!(ready.reason, "NameConflict");
     assert_eq!(ready.message, "Sandbox c1 exists");
 }
+
+#[test]
+fn template_policy_selects_every_pod_of_the_template_and_denies_ingress() {
+    let mut template = SandboxTemplate::new("t", SandboxTemplateSpec::default());
+    template.metadata.namespace = Some("ns".into());
+    template.metadata.uid = Some("template-uid".into());
+    let policy = desired_template_network_policy(&template).unwrap();
+    assert_eq!(policy.name_any(), template_network_policy_name("t"));
+    assert_eq!(policy.owner_references()[0].uid, "template-uid");
+    let spec = policy.spec.unwrap();
+    assert_eq!(spec.ingress, Some(vec![]));
+    assert_eq!(
+        spec.pod_selector.unwrap().match_labels.unwrap()[crate::api::TEMPLATE_LABEL],
+        "t"
+    );
+    // The claim's Sandbox carries the template label, for its cold Pod.
+    let sandbox = desired_sandbox(&claim(None), &template, None).unwrap();
+    assert_eq!(sandbox.labels()[crate::api::TEMPLATE_LABEL], "t");
+}

@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
 use kube::api::ObjectMeta;
 
-use crate::api::{CLAIM_LABEL, SANDBOX_LABEL, Sandbox};
+use crate::api::{CLAIM_LABEL, SANDBOX_LABEL, Sandbox, TEMPLATE_LABEL, is_reserved_key};
 use crate::controller::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, Result, controller_ref};
 
 /// The Pod created for a Sandbox: the template plus the tracking label, the
@@ -21,17 +21,29 @@ pub fn desired_pod(sandbox: &Sandbox) -> Result<Pod> {
     let name = sandbox.name_any();
     let template = &sandbox.spec.pod_template;
     let meta = template.metadata.clone().unwrap_or_default();
+    // Defense in depth: keys reserved for the operator never come from the
+    // user's template (the webhook refuses them too).
     let mut labels: BTreeMap<String, String> = meta.labels.unwrap_or_default();
+    labels.retain(|k, _| !is_reserved_key(k));
+    let annotations = meta.annotations.map(|mut a| {
+        a.retain(|k, _| !is_reserved_key(k));
+        a
+    });
     labels.insert(SANDBOX_LABEL.into(), name.clone());
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
     // A cold Pod of a claim carries the claim label like a stolen one, so
-    // every Pod serving a claim can be found by it.
+    // every Pod serving a claim can be found by it, and the template label
+    // its claim put on the Sandbox, so the template's NetworkPolicy
+    // selects it like the template's warm Pods.
     if let Some(claim) = sandbox
         .owner_references()
         .iter()
         .find(|o| o.controller == Some(true) && o.kind == "SandboxClaim")
     {
         labels.insert(CLAIM_LABEL.into(), claim.name.clone());
+        if let Some(template) = sandbox.labels().get(TEMPLATE_LABEL) {
+            labels.insert(TEMPLATE_LABEL.into(), template.clone());
+        }
     }
     let mut spec = template.spec.clone();
     for claim_template in sandbox.spec.volume_claim_templates.iter().flatten() {
@@ -63,7 +75,7 @@ pub fn desired_pod(sandbox: &Sandbox) -> Result<Pod> {
             name: Some(name),
             namespace: sandbox.namespace(),
             labels: Some(labels),
-            annotations: meta.annotations,
+            annotations,
             owner_references: Some(vec![controller_ref(sandbox)?]),
             ..Default::default()
         },

@@ -286,3 +286,38 @@ fn desired_pod_mounts_volume_claims_and_is_owned() {
         Some("data-sbx")
     );
 }
+
+#[test]
+fn reserved_keys_from_the_template_never_reach_the_pod() {
+    let mut s = sandbox();
+    s.spec.pod_template.metadata = Some(crate::api::PodMetadata {
+        labels: Some(
+            [
+                ("agents.x-k8s.io/sandbox", "someone-else"),
+                ("app.kubernetes.io/managed-by", "sandbox-operator"),
+                ("agents.x-k8s.io/warm-pool", "pool"),
+                ("team", "a"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ),
+        annotations: Some(
+            [("extensions.agents.x-k8s.io/x", "y"), ("note", "kept")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
+    });
+    let pod = desired_pod(&s).unwrap();
+    let labels = pod.metadata.labels.unwrap();
+    assert_eq!(
+        labels["agents.x-k8s.io/sandbox"], "sbx",
+        "ours, not the template's"
+    );
+    assert!(!labels.contains_key("agents.x-k8s.io/warm-pool"));
+    assert_eq!(labels["team"], "a");
+    let annotations = pod.metadata.annotations.unwrap();
+    assert!(!annotations.contains_key("extensions.agents.x-k8s.io/x"));
+    assert_eq!(annotations["note"], "kept");
+}

@@ -1,0 +1,192 @@
+//! Issue 13: the trust boundary. Nothing a namespace user writes (labels,
+//! names, objects under an expected name) steers the operator; it decides
+//! from the ownerReferences it wrote.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::ResourceExt;
+use kube::api::PostParams;
+use serde_json::json;
+
+use crate::claims::{claim, claim_ready, setup, wait_pool_ready};
+use crate::common::{TestNs, wait_for, wait_until};
+use sandbox_operator::api::{
+    CLAIM_LABEL, LaunchType, POOL_LABEL, READY, Sandbox, SandboxClaim, SandboxTemplate,
+    TEMPLATE_HASH_LABEL, TEMPLATE_LABEL, find_condition, template_hash,
+};
+
+fn ready_reason(c: &SandboxClaim) -> String {
+    c.status
+        .as_ref()
+        .and_then(|s| find_condition(&s.conditions, READY))
+        .map(|c| c.reason.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_pod_forged_with_idle_pool_labels_is_never_handed_to_a_claim() {
+    let ns = TestNs::new("trust-forged").await;
+    let _op = ns.operator(&[]).await;
+    setup(&ns, 1).await;
+    wait_pool_ready(&ns, 1).await;
+    let template = ns.api::<SandboxTemplate>().get("tmpl").await.unwrap();
+    let hash = template_hash(&template.spec);
+    // A namespace user's own Pod, with every label of an idle pool Pod (the
+    // hash is public in the pool status) and no ownerReference, Ready at once.
+    let forged: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "forged", "labels": {
+            POOL_LABEL: "pool", TEMPLATE_LABEL: "tmpl", TEMPLATE_HASH_LABEL: hash,
+            "app.kubernetes.io/managed-by": "sandbox-operator"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}
+    }))
+    .unwrap();
+    ns.api::<Pod>()
+        .create(&PostParams::default(), &forged)
+        .await
+        .unwrap();
+    wait_for(&ns.api::<Pod>(), "forged", Duration::from_secs(30), |p| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    })
+    .await;
+    // Two claims: one takes the pool's own Pod, the other must go cold.
+    for name in ["c1", "c2"] {
+        ns.api::<SandboxClaim>()
+            .create(&PostParams::default(), &claim(name))
+            .await
+            .unwrap();
+    }
+    let claims = ns.api::<SandboxClaim>();
+    let mut served = Vec::new();
+    for name in ["c1", "c2"] {
+        let c = wait_for(&claims, name, Duration::from_secs(60), claim_ready).await;
+        served.push(c.status.unwrap().pod_name.unwrap());
+    }
+    assert!(
+        !served.contains(&"forged".to_string()),
+        "the forged Pod served a claim: {served:?}"
+    );
+    let forged = ns.api::<Pod>().get("forged").await.unwrap();
+    assert!(forged.owner_references().is_empty(), "forged Pod untouched");
+    assert!(!forged.labels().contains_key(CLAIM_LABEL));
+}
+
+#[tokio::test]
+async fn a_claim_never_uses_a_sandbox_it_does_not_control() {
+    let ns = TestNs::new("trust-conflict").await;
+    let _op = ns.operator(&[]).await;
+    setup(&ns, 1).await;
+    wait_pool_ready(&ns, 1).await;
+    // A user's own, unrelated Sandbox under the name the claim will use.
+    let sandbox: Sandbox = serde_json::from_value(json!({
+        "apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox",
+        "metadata": {"name": "taken"},
+        "spec": {"podTemplate": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}}
+    }))
+    .unwrap();
+    ns.api::<Sandbox>()
+        .create(&PostParams::default(), &sandbox)
+        .await
+        .unwrap();
+    ns.api::<SandboxClaim>()
+        .create(&PostParams::default(), &claim("taken"))
+        .await
+        .unwrap();
+    let c = wait_for(
+        &ns.api::<SandboxClaim>(),
+        "taken",
+        Duration::from_secs(30),
+        |c| ready_reason(c) == "NameConflict",
+    )
+    .await;
+    let status = c.status.unwrap();
+    let ready = find_condition(&status.conditions, READY).unwrap();
+    assert_eq!(ready.status, "False");
+    assert!(ready.message.contains("Sandbox taken"), "{}", ready.message);
+    assert!(
+        status.pod_name.is_none(),
+        "no Pod reported through a foreign Sandbox"
+    );
+    // The user's Sandbox is left alone, and the pool keeps its Pod.
+    let theirs = ns.api::<Sandbox>().get("taken").await.unwrap();
+    assert!(theirs.owner_references().is_empty());
+    wait_pool_ready(&ns, 1).await;
+    wait_until(Duration::from_secs(20), || async {
+        ns.api::<Event>()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("NameConflict"))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn one_network_policy_per_template_covers_warm_and_cold_pods() {
+    let ns = TestNs::new("trust-netpol").await;
+    let _op = ns
+        .operator(&["--claim-network-policy", "per-template"])
+        .await;
+    setup(&ns, 1).await;
+    wait_pool_ready(&ns, 1).await;
+    let claims = ns.api::<SandboxClaim>();
+    claims
+        .create(&PostParams::default(), &claim("warm"))
+        .await
+        .unwrap();
+    let mut cold = claim("cold");
+    cold.spec.warm_pool = Some("none".into());
+    claims.create(&PostParams::default(), &cold).await.unwrap();
+    let warm = wait_for(&claims, "warm", Duration::from_secs(30), claim_ready).await;
+    let cold = wait_for(&claims, "cold", Duration::from_secs(60), claim_ready).await;
+    assert_eq!(
+        warm.status.as_ref().unwrap().launch_type,
+        Some(LaunchType::Warm)
+    );
+    assert_eq!(
+        cold.status.as_ref().unwrap().launch_type,
+        Some(LaunchType::Cold)
+    );
+
+    let policies = ns.api::<NetworkPolicy>();
+    let policy = policies.get("sandbox-template-tmpl").await.unwrap();
+    assert_eq!(policy.owner_references()[0].kind, "SandboxTemplate");
+    let spec = policy.spec.unwrap();
+    assert!(
+        spec.ingress.as_deref().unwrap_or_default().is_empty()
+            && spec
+                .policy_types
+                .as_deref()
+                .unwrap_or_default()
+                .contains(&"Ingress".to_string()),
+        "deny all ingress: {:?} {:?}",
+        spec.policy_types,
+        spec.ingress
+    );
+    assert_eq!(
+        spec.pod_selector.unwrap().match_labels.unwrap()[TEMPLATE_LABEL],
+        "tmpl"
+    );
+    assert!(policies.get_opt("warm-sandbox").await.unwrap().is_none());
+    // Every Pod of the template carries the label the policy selects.
+    for c in [&warm, &cold] {
+        let pod = ns
+            .api::<Pod>()
+            .get(c.status.as_ref().unwrap().pod_name.as_deref().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            pod.labels().get(TEMPLATE_LABEL).map(String::as_str),
+            Some("tmpl"),
+            "{}",
+            pod.name_any()
+        );
+    }
+}
