@@ -420,4 +420,37 @@ mod tests {
         assert!(!policy.allows_capability("SYS_ADMIN"));
         assert!(!policy.allows_capability("CAP_SYS_ADMIN"));
     }
+
+    #[test]
+    fn sandbox_rule_settings_parse_and_are_checked() {
+        let policy = Policy::from_yaml(
+            "allowedServiceAccounts: [default, ci]\n\
+             allowedTolerations: [{key: gpu, operator: Exists}]\n\
+             allowedExtendedResources: [nvidia.com/gpu]\n\
+             ceilings: {ephemeral-storage: 1Gi}\n",
+        )
+        .unwrap();
+        assert_eq!(policy.allowed_service_accounts, ["default", "ci"]);
+        assert_eq!(policy.allowed_tolerations[0].key, "gpu");
+        assert_eq!(
+            policy.allowed_tolerations[0].operator.as_deref(),
+            Some("Exists")
+        );
+        assert_eq!(
+            policy.ceilings.get_named("ephemeral-storage"),
+            Some(&Quantity::parse("1Gi").unwrap())
+        );
+        assert_eq!(policy.ceilings.memory, Ceilings::default().memory);
+        assert_eq!(
+            error("allowedServiceAccounts: [default, \"\"]\n"),
+            "allowedServiceAccounts[1]: must not be empty"
+        );
+        assert_eq!(
+            error("ceilings: {ephemeral-storage: -1}\n"),
+            "ceilings.ephemeral-storage: -1 must not be negative"
+        );
+        assert!(
+            error("allowedTolerations: [{operator: Exists}]\n").contains("missing field `key`")
+        );
+    }
 }

@@ -263,3 +263,6 @@ pub fn check_of(denial: &Denial) -> Option<&str> {
     let (_, id) = tail.strip_suffix(')')?.split_once(": ")?;
     Some(id)
 }
+
+#[cfg(test)]
+mod tests;

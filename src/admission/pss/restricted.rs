@@ -25,7 +25,7 @@ pub(crate) const ALLOWED_VOLUME_TYPES: [&str; 9] = [
 const NET_BIND_SERVICE: &str = "NET_BIND_SERVICE";
 
 /// `restrictedVolumes` (replaces `hostPathVolumes`): every volume uses an
-/// allowed source.
+/// allowed source (none at all means emptyDir, the API server's default).
 pub(crate) fn restricted_volumes(pod: &PodView<'_>, findings: &mut Findings<'_>) {
     let volumes = findings
         .read(object_items(pod.spec, "volumes", &pod.spec_path))
@@ -37,19 +37,20 @@ pub(crate) fn restricted_volumes(pod: &PodView<'_>, findings: &mut Findings<'_>)
         {
             continue;
         }
-        let source = volume
+        // A volume with no source at all is defaulted to emptyDir by the
+        // API server (and judged so by Pod Security).
+        let Some(source) = volume
             .iter()
             .find(|(key, value)| key.as_str() != "name" && !value.is_null())
-            .map(|(key, _)| key.clone());
-        let (field, shown) = match source {
-            Some(source) => (path.key(source.clone()), source),
-            None => (path.clone(), "no known source".to_owned()),
+            .map(|(key, _)| key.clone())
+        else {
+            continue;
         };
         findings.deny(
             "restrictedVolumes",
-            &field,
+            &path.key(source.clone()),
             format!(
-                "volume type {shown} is not allowed; use one of {}",
+                "volume type {source} is not allowed; use one of {}",
                 ALLOWED_VOLUME_TYPES.join(", ")
             ),
         );

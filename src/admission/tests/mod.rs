@@ -2,6 +2,7 @@
 //! against malformed objects, the kinds), and the fixtures the per-concern
 //! tests share.
 
+mod export;
 mod handler;
 mod robustness;
 
