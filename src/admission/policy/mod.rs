@@ -63,6 +63,11 @@ pub struct Policy {
     /// Extended resources (any name but cpu, memory, ephemeral-storage, such
     /// as `nvidia.com/gpu`) containers may request.
     pub allowed_extended_resources: Vec<String>,
+    /// Volume sources pod templates may use (`emptyDir`, `secret`, ...), at
+    /// any profile; by default the Pod Security restricted set, so network
+    /// and node-local volumes (nfs, iscsi, ...) are refused even at
+    /// baseline.
+    pub allowed_volume_types: Vec<String>,
 }
 
 /// How strict the Pod Security rules are.
@@ -99,6 +104,7 @@ impl Default for Policy {
             allowed_service_accounts: vec!["default".to_owned()],
             allowed_tolerations: Vec::new(),
             allowed_extended_resources: Vec::new(),
+            allowed_volume_types: super::pss::ALLOWED_VOLUME_TYPES.map(String::from).to_vec(),
         }
     }
 }
@@ -263,6 +269,7 @@ impl Policy {
         for (field, names) in [
             ("allowedServiceAccounts", &self.allowed_service_accounts),
             ("allowedExtendedResources", &self.allowed_extended_resources),
+            ("allowedVolumeTypes", &self.allowed_volume_types),
         ] {
             if let Some(index) = names.iter().position(|name| name.trim().is_empty()) {
                 return Err(PolicyError::invalid(

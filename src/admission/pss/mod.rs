@@ -25,6 +25,7 @@ use super::policy::Profile;
 use pod::{Findings, PodView};
 
 pub(crate) use baseline::BASELINE_CAPABILITIES;
+pub use restricted::ALLOWED_VOLUME_TYPES;
 pub(crate) use restricted::drops_all_capabilities;
 
 /// One Pod Security check.
@@ -235,6 +236,15 @@ pub fn allows_added_capability(level: Profile, name: &str) -> bool {
     match level {
         Baseline => BASELINE_CAPABILITIES.contains(&name),
         Restricted => name == "NET_BIND_SERVICE",
+    }
+}
+
+/// Whether Pod Security at `level` lets a pod use the volume source `kind`
+/// (`hostPath` never; at restricted only [`ALLOWED_VOLUME_TYPES`]).
+pub fn allows_volume_type(level: Profile, kind: &str) -> bool {
+    match level {
+        Baseline => kind != "hostPath",
+        Restricted => ALLOWED_VOLUME_TYPES.contains(&kind),
     }
 }
 

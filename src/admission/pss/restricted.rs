@@ -9,7 +9,7 @@ use super::pod::{Findings, PodView};
 
 /// The volume sources restricted allows; anything else (hostPath, nfs,
 /// gitRepo, the in-tree cloud disks, ...) is refused.
-pub(crate) const ALLOWED_VOLUME_TYPES: [&str; 9] = [
+pub const ALLOWED_VOLUME_TYPES: [&str; 9] = [
     "configMap",
     "csi",
     "downwardAPI",

@@ -64,6 +64,7 @@ impl Validator<'_> {
         self.runtime_class(spec, path);
         self.service_account(spec, path);
         self.node_placement(spec, path);
+        self.volume_types(spec, path);
         if let Some(Some(ephemeral)) = self.ok(optional_array(spec, "ephemeralContainers", path))
             && !ephemeral.is_empty()
         {
@@ -189,6 +190,36 @@ impl Validator<'_> {
                     format!(
                         "toleration {{key: {key:?}, operator: {operator:?}, value: {value:?}, effect: {effect:?}}} \
                          is not in allowedTolerations"
+                    ),
+                );
+            }
+        }
+    }
+}
+
+impl Validator<'_> {
+    /// Volume sources only from `allowedVolumeTypes`; those Pod Security
+    /// already refuses are reported once, by its check.
+    fn volume_types(&mut self, spec: &Map<String, Value>, path: &FieldPath) {
+        for (volume_path, volume) in self
+            .ok(object_items(spec, "volumes", path))
+            .unwrap_or_default()
+        {
+            let Some(kind) = volume
+                .iter()
+                .find(|(key, value)| key.as_str() != "name" && !value.is_null())
+                .map(|(key, _)| key.as_str())
+            else {
+                continue; // no source: the API server makes it an emptyDir
+            };
+            if pss::allows_volume_type(self.policy.profile, kind)
+                && !self.policy.allowed_volume_types.iter().any(|t| t == kind)
+            {
+                self.deny(
+                    &volume_path.key(kind.to_owned()),
+                    format!(
+                        "volume type {kind} is not in allowedVolumeTypes ({})",
+                        self.policy.allowed_volume_types.join(", ")
                     ),
                 );
             }

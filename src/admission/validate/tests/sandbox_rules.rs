@@ -13,71 +13,72 @@ fn the_reviewed_escapes_are_refused_under_the_default_policy() {
         (
             json!({}),
             json!({"volumes": [{"name": "n", "nfs": {"server": "10.0.0.1", "path": "/"}}]}),
-            None,
+            "spec.podTemplate.spec.volumes[0].nfs: volume type nfs is not in allowedVolumeTypes (configMap, csi, downwardAPI, emptyDir, ephemeral, image, persistentVolumeClaim, projected, secret)".to_owned(),
         ),
         (
             json!({"securityContext": {"procMount": "Unmasked"}}),
             json!({}),
-            Some(format!(
+            format!(
                 "{C0}.securityContext.procMount: \"Unmasked\" is not allowed; only Default (Pod Security baseline: procMount)"
-            )),
+            ),
         ),
         (
             json!({}),
             json!({"securityContext": {"sysctls": [{"name": "net.core.somaxconn", "value": "1024"}]}}),
-            Some("spec.podTemplate.spec.securityContext.sysctls[0].name: \"net.core.somaxconn\" is not one of the safe sysctls (Pod Security baseline: sysctls)".to_owned()),
+            "spec.podTemplate.spec.securityContext.sysctls[0].name: \"net.core.somaxconn\" is not one of the safe sysctls (Pod Security baseline: sysctls)".to_owned(),
         ),
         (
             json!({"resources": {"limits": {"cpu": "1", "memory": "1Gi", "ephemeral-storage": "10Ti"}}}),
             json!({}),
-            Some(format!("{C0}.resources.limits[ephemeral-storage]: 10Ti exceeds the maximum 20Gi")),
+            format!("{C0}.resources.limits[ephemeral-storage]: 10Ti exceeds the maximum 20Gi"),
         ),
         (
             json!({}),
             json!({"serviceAccountName": "builder", "automountServiceAccountToken": true}),
-            Some("spec.podTemplate.spec.serviceAccountName: \"builder\" is not one of the allowed service accounts (default)".to_owned()),
+            "spec.podTemplate.spec.serviceAccountName: \"builder\" is not one of the allowed service accounts (default)".to_owned(),
         ),
         (
             json!({}),
             json!({"nodeName": "node-1"}),
-            Some("spec.podTemplate.spec.nodeName: is not allowed: sandboxes are placed by the scheduler".to_owned()),
+            "spec.podTemplate.spec.nodeName: is not allowed: sandboxes are placed by the scheduler".to_owned(),
         ),
         (
             json!({}),
             json!({"tolerations": [{"operator": "Exists"}]}),
-            Some("spec.podTemplate.spec.tolerations[0]: toleration {key: \"\", operator: \"Exists\", value: \"\", effect: \"\"} is not in allowedTolerations".to_owned()),
+            "spec.podTemplate.spec.tolerations[0]: toleration {key: \"\", operator: \"Exists\", value: \"\", effect: \"\"} is not in allowedTolerations".to_owned(),
         ),
         (
             json!({"resources": {"limits": {"cpu": "1", "memory": "1Gi", "nvidia.com/gpu": 1}}}),
             json!({}),
-            Some(format!("{C0}.resources.limits[nvidia.com/gpu]: nvidia.com/gpu is not in allowedExtendedResources")),
+            format!("{C0}.resources.limits[nvidia.com/gpu]: nvidia.com/gpu is not in allowedExtendedResources"),
         ),
     ];
     for (container, pod, expected) in cases {
         let denied = denied_with(container.clone(), pod.clone());
-        match expected {
-            Some(expected) => assert_eq!(denied, [expected], "{container} {pod}"),
-            // baseline admits nfs (Pod Security restricts volume types only
-            // at restricted); the restricted profile refuses it.
-            None => {
-                assert!(denied.is_empty(), "{denied:?}");
-                let verdict = validate(
-                    SandboxKind::Sandbox,
-                    &Operation::Create,
-                    &sandbox_with(container, pod),
-                    None,
-                    &restricted(),
-                );
-                assert!(
-                    verdict.message().contains(
-                        "spec.podTemplate.spec.volumes[0].nfs: volume type nfs is not allowed"
-                    ),
-                    "{}",
-                    verdict.message()
-                );
-            }
-        }
+        assert_eq!(denied, [expected], "{container} {pod}");
     }
+    // Under restricted, Pod Security itself names nfs (once).
+    let verdict = validate(
+        SandboxKind::Sandbox,
+        &Operation::Create,
+        &sandbox_with(
+            json!({}),
+            json!({"volumes": [{"name": "n", "nfs": {"server": "s", "path": "/"}}]}),
+        ),
+        None,
+        &restricted(),
+    );
+    let nfs: Vec<_> = verdict
+        .denials
+        .iter()
+        .filter(|d| d.path.ends_with("nfs"))
+        .collect();
+    assert_eq!(nfs.len(), 1, "{nfs:?}");
+    assert!(
+        nfs[0]
+            .message
+            .ends_with("(Pod Security restricted: restrictedVolumes)")
+    );
 }
 
 #[test]
