@@ -59,9 +59,7 @@ const APPARMOR_ANNOTATION_PREFIX: &str = "container.apparmor.security.beta.kuber
 
 /// `windowsHostProcess`: no `windowsOptions.hostProcess: true`, pod or container.
 pub(crate) fn windows_host_process(pod: &PodView<'_>, findings: &mut Findings<'_>) {
-    let contexts = std::iter::once((pod.context, &pod.context_path))
-        .chain(pod.containers.iter().map(|c| (c.context, &c.context_path)));
-    for (context, context_path) in contexts {
+    for (context, context_path) in pod.security_contexts() {
         let Some(options) =
             context.and_then(|c| findings.object(c, "windowsOptions", context_path))
         else {
@@ -237,9 +235,7 @@ pub(crate) fn host_probes_and_lifecycle(pod: &PodView<'_>, findings: &mut Findin
 /// container), and the deprecated annotations `runtime/default`,
 /// `localhost/*` or empty.
 pub(crate) fn app_armor_profile(pod: &PodView<'_>, findings: &mut Findings<'_>) {
-    let contexts = std::iter::once((pod.context, &pod.context_path))
-        .chain(pod.containers.iter().map(|c| (c.context, &c.context_path)));
-    for (context, context_path) in contexts {
+    for (context, context_path) in pod.security_contexts() {
         let Some(profile) =
             context.and_then(|c| findings.object(c, "appArmorProfile", context_path))
         else {
@@ -272,9 +268,7 @@ pub(crate) fn app_armor_profile(pod: &PodView<'_>, findings: &mut Findings<'_>) 
 
 /// `seLinuxOptions`: type from the container types only, no user, no role.
 pub(crate) fn se_linux_options(pod: &PodView<'_>, findings: &mut Findings<'_>) {
-    let contexts = std::iter::once((pod.context, &pod.context_path))
-        .chain(pod.containers.iter().map(|c| (c.context, &c.context_path)));
-    for (context, context_path) in contexts {
+    for (context, context_path) in pod.security_contexts() {
         let Some(options) =
             context.and_then(|c| findings.object(c, "seLinuxOptions", context_path))
         else {
@@ -342,9 +336,7 @@ pub(crate) fn seccomp_type_allowed(kind: &str) -> bool {
 /// `seccompProfile_baseline`: a seccomp profile that is set is
 /// RuntimeDefault or Localhost (not Unconfined, not empty).
 pub(crate) fn seccomp_profile_baseline(pod: &PodView<'_>, findings: &mut Findings<'_>) {
-    let contexts = std::iter::once((pod.context, &pod.context_path))
-        .chain(pod.containers.iter().map(|c| (c.context, &c.context_path)));
-    for (context, context_path) in contexts {
+    for (context, context_path) in pod.security_contexts() {
         let Some(profile) =
             context.and_then(|c| findings.object(c, "seccompProfile", context_path))
         else {

@@ -124,6 +124,18 @@ impl<'o> Findings<'o> {
 }
 
 impl<'v> PodView<'v> {
+    /// The pod-level security context, then each container's, with paths
+    /// (a context may be absent).
+    pub(crate) fn security_contexts(
+        &self,
+    ) -> impl Iterator<Item = (Option<&'v Map<String, Value>>, &FieldPath)> + '_ {
+        std::iter::once((self.context, &self.context_path)).chain(
+            self.containers
+                .iter()
+                .map(|container| (container.context, &container.context_path)),
+        )
+    }
+
     /// The view of a pod with `metadata` (may be absent) at `metadata_path`
     /// and `spec` at `spec_path`; malformed structure is recorded in
     /// `findings` and left out of the view.

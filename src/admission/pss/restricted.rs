@@ -116,9 +116,7 @@ pub(crate) fn run_as_user(pod: &PodView<'_>, findings: &mut Findings<'_>) {
     if pod.user_namespace {
         return;
     }
-    let contexts = std::iter::once((pod.context, &pod.context_path))
-        .chain(pod.containers.iter().map(|c| (c.context, &c.context_path)));
-    for (context, context_path) in contexts {
+    for (context, context_path) in pod.security_contexts() {
         let Some(context) = context else { continue };
         if findings
             .read(optional_integer(context, "runAsUser", context_path))
