@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
@@ -310,6 +310,11 @@ fn sandbox_rule_cases() -> Vec<(&'static str, Profile, Value)> {
             with(json!({"nodeName": "kwok-node-0"})),
         ),
         (
+            "nfs",
+            Profile::Baseline,
+            with(json!({"volumes": [{"name": "n", "nfs": {"server": "10.0.0.1", "path": "/"}}]})),
+        ),
+        (
             "serviceaccount",
             Profile::Baseline,
             with(json!({"serviceAccountName": "builder"})),
@@ -387,6 +392,14 @@ async fn pss_verdicts_match_the_api_servers_pod_security_admission() {
     );
 
     // Where the sandbox rules are stricter than Pod Security, with the reason.
+    // (The service account exists, so only the allow-list refuses it.)
+    let account: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "builder"}})).unwrap();
+    baseline
+        .api::<ServiceAccount>()
+        .create(&PostParams::default(), &account)
+        .await
+        .expect("create the service account");
     for (name, level, spec) in sandbox_rule_cases() {
         let pod =
             json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec});
