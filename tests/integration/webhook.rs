@@ -144,7 +144,7 @@ async fn dangerous_specs_are_refused_with_field_path_and_rule() {
             "spec.podTemplate.spec.securityContext.sysctls[0].name: \"net.core.somaxconn\" is not one of the safe sysctls (Pod Security baseline: sysctls)",
         ),
         (
-            sandbox("nfs", "      containers: [{name: c, image: busybox}]\n      volumes: [{name: n, nfs: {server: 10.0.0.1, path: /}}]\n"),
+            sandbox("nfs", "      containers: [{name: c, image: busybox}]\n      volumes: [{name: shared, nfs: {server: 10.0.0.1, path: /}}]\n"),
             "spec.podTemplate.spec.volumes[0].nfs: volume type nfs is not in allowedVolumeTypes",
         ),
         (
