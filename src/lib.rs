@@ -5,11 +5,12 @@
 //! - [`controller`]: the sandbox, claim and warm-pool controllers.
 //! - [`metrics`]: the Prometheus registry held in the shared context.
 //! - [`admin`]: the plain-HTTP `/metrics`, `/healthz`, `/readyz` port.
+//! - [`admission`]: the defaulting and validation policy (pure functions).
+//! - [`webhook`]: the webhook configurations and serving inside `run`.
 
 pub mod admin;
 pub mod admission;
 pub mod api;
 pub mod controller;
 pub mod metrics;
-pub mod webhook_config;
-pub mod webhook_runtime;
+pub mod webhook;

@@ -15,7 +15,7 @@ use sandbox_operator::controller::leader::{LeaderConfig, LeaderElector};
 use sandbox_operator::controller::run::run_controllers;
 use sandbox_operator::controller::{Config, Context, NetworkPolicyMode};
 use sandbox_operator::metrics::Metrics;
-use sandbox_operator::webhook_runtime::{self, WebhookSettings};
+use sandbox_operator::webhook::runtime::{self as webhook_runtime, WebhookSettings};
 
 #[derive(Parser, Debug)]
 #[command(

@@ -8,6 +8,7 @@ mod common;
 mod controlplane;
 mod crds;
 mod metrics;
+mod pss;
 mod quickstart;
 mod sandbox;
 mod trust;

@@ -134,6 +134,43 @@ async fn dangerous_specs_are_refused_with_field_path_and_rule() {
             "apiVersion: extensions.agents.x-k8s.io/v1alpha1\nkind: SandboxWarmPool\nmetadata: {name: big}\nspec: {replicas: 5000, sandboxTemplateRef: {name: t}}\n".to_string(),
             "spec.replicas",
         ),
+        // Issue 13: Pod Security baseline checks and the sandbox rules.
+        (
+            sandbox("procmount", "      containers: [{name: c, image: busybox, securityContext: {procMount: Unmasked}}]\n"),
+            "spec.podTemplate.spec.containers[0].securityContext.procMount: \"Unmasked\" is not allowed; only Default (Pod Security baseline: procMount)",
+        ),
+        (
+            sandbox("sysctl", "      securityContext: {sysctls: [{name: net.core.somaxconn, value: \"1024\"}]}\n      containers: [{name: c, image: busybox}]\n"),
+            "spec.podTemplate.spec.securityContext.sysctls[0].name: \"net.core.somaxconn\" is not one of the safe sysctls (Pod Security baseline: sysctls)",
+        ),
+        (
+            sandbox("nfs", "      containers: [{name: c, image: busybox}]\n      volumes: [{name: shared, nfs: {server: 10.0.0.1, path: /}}]\n"),
+            "spec.podTemplate.spec.volumes[0].nfs: volume type nfs is not in allowedVolumeTypes",
+        ),
+        (
+            sandbox("pinned", "      nodeName: kwok-node-0\n      containers: [{name: c, image: busybox}]\n"),
+            "spec.podTemplate.spec.nodeName: is not allowed",
+        ),
+        (
+            sandbox("scratch", "      containers: [{name: c, image: busybox, resources: {limits: {ephemeral-storage: 10Ti}}}]\n"),
+            "spec.podTemplate.spec.containers[0].resources.limits[ephemeral-storage]: 10Ti exceeds the maximum 20Gi",
+        ),
+        (
+            sandbox("account", "      serviceAccountName: builder\n      containers: [{name: c, image: busybox}]\n"),
+            "spec.podTemplate.spec.serviceAccountName: \"builder\" is not one of the allowed service accounts",
+        ),
+        (
+            sandbox("tolerant", "      tolerations: [{operator: Exists}]\n      containers: [{name: c, image: busybox}]\n"),
+            "spec.podTemplate.spec.tolerations[0]: toleration",
+        ),
+        (
+            "apiVersion: agents.x-k8s.io/v1alpha1\nkind: Sandbox\nmetadata: {name: forged}\nspec:\n  podTemplate:\n    metadata: {labels: {agents.x-k8s.io/sandbox: someone-else}}\n    spec:\n      containers: [{name: c, image: busybox}]\n".to_string(),
+            "spec.podTemplate.metadata.labels[agents.x-k8s.io/sandbox]: \"agents.x-k8s.io/sandbox\" is a reserved key",
+        ),
+        (
+            sandbox(&"n".repeat(64), "      containers: [{name: c, image: busybox}]\n"),
+            "metadata.name: 64 characters is longer than 63",
+        ),
     ];
     for (yaml, expected) in cases {
         let out = kubectl_apply(&ns, &yaml);
@@ -433,4 +470,44 @@ async fn stopped_webhook_follows_the_fail_policy_with_a_clear_message() {
     // Objects outside the webhook's scope are unaffected.
     let cm = ns.kubectl(&["create", "configmap", "still-works"]);
     assert!(cm.status.success());
+}
+
+#[tokio::test]
+async fn the_admission_stamp_is_the_webhooks_never_the_users() {
+    let ns = TestNs::new("wh-stamp").await;
+    let (_op, _port) = operator_with_webhook(&ns, &[]).await;
+    let forged = "2000-01-01T00:00:00.000000000Z";
+    let claim = format!(
+        "apiVersion: extensions.agents.x-k8s.io/v1alpha1\nkind: SandboxClaim\nmetadata:\n  name: stamped\n  annotations: {{agents.x-k8s.io/admitted-at: \"{forged}\"}}\nspec: {{sandboxTemplateRef: {{name: none}}}}\n"
+    );
+    let before = jiff::Timestamp::now();
+    let out = kubectl_apply(&ns, &claim);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let claims: Api<sandbox_operator::api::SandboxClaim> = ns.api();
+    let stored = claims.get("stamped").await.unwrap();
+    let stamp: jiff::Timestamp = stored.annotations()
+        [sandbox_operator::api::ADMITTED_AT_ANNOTATION]
+        .parse()
+        .unwrap();
+    assert!(
+        stamp >= before - jiff::SignedDuration::from_secs(5),
+        "stamp {stamp} was taken from the user"
+    );
+
+    // An update may not change it.
+    let patch = json!({"metadata": {"annotations": {sandbox_operator::api::ADMITTED_AT_ANNOTATION: forged}}});
+    let error = claims
+        .patch("stamped", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains(
+            "metadata.annotations[agents.x-k8s.io/admitted-at]: is set by the admission webhook"
+        ),
+        "{error}"
+    );
 }

@@ -11,18 +11,23 @@
 //! or the new policy, never a mix; a reload that fails keeps the last good
 //! policy in place.
 
+mod amounts;
+mod store;
+
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
 
+pub use amounts::{
+    Ceilings, ComputeResource, DefaultLimits, DefaultRequests, ResourceDefaults, TolerationRule,
+};
+pub use store::PolicyStore;
+
+#[cfg(test)]
 use super::quantity::Quantity;
 
 /// The policy text compiled into the binary; parses to [`Policy::default`].
-pub const DEFAULT_POLICY_YAML: &str = include_str!("default-policy.yaml");
+pub const DEFAULT_POLICY_YAML: &str = include_str!("../default-policy.yaml");
 
 /// What admission defaults and enforces.
 ///
@@ -48,128 +53,41 @@ pub struct Policy {
     /// `automountServiceAccountToken` for pod templates that do not set it;
     /// `true` leaves the field unset.
     pub automount_service_account_token: bool,
-    /// Stamp `agents.x-k8s.io/admitted-at` on new SandboxClaims.
+    /// Stamp `agents.x-k8s.io/admitted-at` on new SandboxClaims (any value
+    /// the user wrote is replaced; with `false` it is removed).
     pub stamp_claims: bool,
+    /// Service accounts pod templates may name (`serviceAccountName`).
+    pub allowed_service_accounts: Vec<String>,
+    /// Tolerations pod templates may carry; empty refuses every toleration.
+    pub allowed_tolerations: Vec<TolerationRule>,
+    /// Extended resources (any name but cpu, memory, ephemeral-storage, such
+    /// as `nvidia.com/gpu`) containers may request.
+    pub allowed_extended_resources: Vec<String>,
+    /// Volume sources pod templates may use (`emptyDir`, `secret`, ...), at
+    /// any profile; by default the Pod Security restricted set, so network
+    /// and node-local volumes (nfs, iscsi, ...) are refused even at
+    /// baseline.
+    pub allowed_volume_types: Vec<String>,
 }
 
 /// How strict the Pod Security rules are.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
-    /// Blocks known privilege escalations: privileged containers, host
-    /// namespaces, hostPath, hostPort, capabilities outside the allow-list,
-    /// Unconfined seccomp.
+    /// Every check of the Pod Security Standards baseline level (see
+    /// [`crate::admission::pss::CHECKS`]): no privileged containers, host
+    /// namespaces, hostPath, hostPort, probe hosts, extra capabilities,
+    /// unsafe sysctls, Unmasked procMount, custom SELinux or unconfined
+    /// AppArmor and seccomp.
     #[default]
     Baseline,
-    /// Baseline, plus non-root users, every capability dropped and no
-    /// privilege escalation; the mutating webhook sets `runAsNonRoot: true`
-    /// and `capabilities.drop: [ALL]` where they are missing.
+    /// Every check of the Pod Security Standards restricted level: baseline
+    /// plus non-root users, every capability dropped, no privilege
+    /// escalation, a seccomp profile and only the safe volume types; the
+    /// mutating webhook sets `runAsNonRoot: true` and `capabilities.drop:
+    /// [ALL]` where they are missing. No service account token is mounted.
     Restricted,
 }
-
-/// The two resources the policy defaults and caps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ComputeResource {
-    /// `cpu`.
-    Cpu,
-    /// `memory`.
-    Memory,
-}
-
-impl ComputeResource {
-    /// Both resources, in the order messages list them.
-    pub const ALL: [ComputeResource; 2] = [ComputeResource::Cpu, ComputeResource::Memory];
-
-    /// The resource name as it appears in `resources.limits`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ComputeResource::Cpu => "cpu",
-            ComputeResource::Memory => "memory",
-        }
-    }
-}
-
-/// Declares a `{cpu, memory}` section whose omitted keys keep their built-in
-/// value (so `ceilings: {cpu: "8"}` keeps the memory ceiling) and whose
-/// `null` keys turn the setting off.
-macro_rules! resource_amounts {
-    ($(#[$doc:meta])* $name:ident { cpu: $cpu:literal, memory: $memory:literal }) => {
-        $(#[$doc])*
-        #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-        #[serde(deny_unknown_fields, default)]
-        pub struct $name {
-            #[doc = concat!("CPU (default `", $cpu, "`); `None` turns it off.")]
-            pub cpu: Option<Quantity>,
-            #[doc = concat!("Memory (default `", $memory, "`); `None` turns it off.")]
-            pub memory: Option<Quantity>,
-        }
-
-        impl Default for $name {
-            fn default() -> Self {
-                $name {
-                    cpu: Some(builtin($cpu)),
-                    memory: Some(builtin($memory)),
-                }
-            }
-        }
-
-        impl $name {
-            /// The amount for one resource.
-            pub fn get(&self, resource: ComputeResource) -> Option<&Quantity> {
-                match resource {
-                    ComputeResource::Cpu => self.cpu.as_ref(),
-                    ComputeResource::Memory => self.memory.as_ref(),
-                }
-            }
-        }
-    };
-}
-
-resource_amounts! {
-    /// Requests given to a container that sets neither request nor limit.
-    DefaultRequests { cpu: "100m", memory: "128Mi" }
-}
-
-resource_amounts! {
-    /// Limits given to a container without a limit.
-    DefaultLimits { cpu: "2", memory: "2Gi" }
-}
-
-resource_amounts! {
-    /// The largest request or limit one container may set.
-    Ceilings { cpu: "16", memory: "64Gi" }
-}
-
-/// Default requests and limits.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ResourceDefaults {
-    /// Requests given to a container that sets neither request nor limit.
-    pub requests: DefaultRequests,
-    /// Limits given to a container without a limit.
-    pub limits: DefaultLimits,
-}
-
-fn builtin(text: &str) -> Quantity {
-    Quantity::parse(text).expect("built-in quantities are valid")
-}
-
-/// The Pod Security baseline set of capabilities.
-const BASELINE_CAPABILITIES: [&str; 13] = [
-    "AUDIT_WRITE",
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "FOWNER",
-    "FSETID",
-    "KILL",
-    "MKNOD",
-    "NET_BIND_SERVICE",
-    "SETFCAP",
-    "SETGID",
-    "SETPCAP",
-    "SETUID",
-    "SYS_CHROOT",
-];
 
 impl Default for Policy {
     fn default() -> Self {
@@ -177,12 +95,16 @@ impl Default for Policy {
             profile: Profile::Baseline,
             defaults: ResourceDefaults::default(),
             ceilings: Ceilings::default(),
-            allowed_capabilities: BASELINE_CAPABILITIES.map(String::from).to_vec(),
+            allowed_capabilities: super::pss::BASELINE_CAPABILITIES.map(String::from).to_vec(),
             default_runtime_class_name: None,
             allowed_runtime_classes: None,
             max_pool_replicas: 1000,
             automount_service_account_token: false,
             stamp_claims: true,
+            allowed_service_accounts: vec!["default".to_owned()],
+            allowed_tolerations: Vec::new(),
+            allowed_extended_resources: Vec::new(),
+            allowed_volume_types: super::pss::ALLOWED_VOLUME_TYPES.map(String::from).to_vec(),
         }
     }
 }
@@ -336,6 +258,26 @@ impl Policy {
                 ));
             }
         }
+        if let Some(amount) = &self.ceilings.ephemeral_storage
+            && amount.is_negative()
+        {
+            return Err(PolicyError::invalid(
+                "ceilings.ephemeral-storage",
+                format!("{amount} must not be negative"),
+            ));
+        }
+        for (field, names) in [
+            ("allowedServiceAccounts", &self.allowed_service_accounts),
+            ("allowedExtendedResources", &self.allowed_extended_resources),
+            ("allowedVolumeTypes", &self.allowed_volume_types),
+        ] {
+            if let Some(index) = names.iter().position(|name| name.trim().is_empty()) {
+                return Err(PolicyError::invalid(
+                    format!("{field}[{index}]"),
+                    "must not be empty",
+                ));
+            }
+        }
         if self.max_pool_replicas < 0 {
             return Err(PolicyError::invalid(
                 "maxPoolReplicas",
@@ -352,100 +294,6 @@ impl Policy {
             .iter()
             .any(|allowed| normalize_capability(allowed) == name)
     }
-}
-
-/// The current policy, shared by the webhook and whoever reloads it.
-///
-/// Clones share the same policy. Readers take a snapshot with
-/// [`PolicyStore::current`] (lock-free) and use it for a whole review.
-#[derive(Clone, Debug)]
-pub struct PolicyStore {
-    current: Arc<ArcSwap<Policy>>,
-}
-
-impl Default for PolicyStore {
-    fn default() -> Self {
-        PolicyStore::new(Policy::default())
-    }
-}
-
-impl PolicyStore {
-    /// A store holding `policy`.
-    pub fn new(policy: Policy) -> Self {
-        PolicyStore {
-            current: Arc::new(ArcSwap::from_pointee(policy)),
-        }
-    }
-
-    /// A store holding the policy in `path`.
-    pub fn from_file(path: &Path) -> Result<Self, PolicyError> {
-        Ok(PolicyStore::new(Policy::from_file(path)?))
-    }
-
-    /// A snapshot of the current policy.
-    pub fn current(&self) -> Arc<Policy> {
-        self.current.load_full()
-    }
-
-    /// Replaces the policy. The caller is responsible for having checked it.
-    pub fn replace(&self, policy: Policy) {
-        self.current.store(Arc::new(policy));
-    }
-
-    /// Loads `path` and makes it the current policy.
-    ///
-    /// On any error (unreadable file, bad YAML, a policy that breaks a rule)
-    /// the current policy stays in place and the error is returned, so a bad
-    /// edit of a ConfigMap never leaves the webhook without a policy.
-    pub fn reload_from_file(&self, path: &Path) -> Result<Arc<Policy>, PolicyError> {
-        let policy = Arc::new(Policy::from_file(path)?);
-        self.current.store(Arc::clone(&policy));
-        Ok(policy)
-    }
-
-    /// Follows `path`: every `interval`, reloads it when its modification
-    /// time or size changed, logging the outcome. Runs until dropped; spawn
-    /// it after the initial load.
-    ///
-    /// Polling (rather than inotify) works the same for a plain file and for
-    /// a mounted ConfigMap, whose kubelet updates swap a symlink.
-    pub async fn watch_file(self, path: PathBuf, interval: Duration) {
-        let mut seen = file_stamp(&path).await;
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticker.tick().await;
-        loop {
-            ticker.tick().await;
-            let stamp = file_stamp(&path).await;
-            if stamp == seen {
-                continue;
-            }
-            seen = stamp;
-            if seen.is_none() {
-                warn!(path = %path.display(), "admission policy file is gone; keeping the current policy");
-                continue;
-            }
-            match self.reload_from_file(&path) {
-                Ok(policy) => info!(
-                    path = %path.display(),
-                    profile = ?policy.profile,
-                    "admission policy reloaded"
-                ),
-                Err(error) => warn!(
-                    path = %path.display(),
-                    error = %error,
-                    kind = error.label(),
-                    "admission policy not reloaded; keeping the previous policy"
-                ),
-            }
-        }
-    }
-}
-
-/// What identifies a version of a file for polling: modification time and size.
-async fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let metadata = tokio::fs::metadata(path).await.ok()?;
-    Some((metadata.modified().ok()?, metadata.len()))
 }
 
 #[cfg(test)]
@@ -580,71 +428,36 @@ mod tests {
         assert!(!policy.allows_capability("CAP_SYS_ADMIN"));
     }
 
-    #[tokio::test]
-    async fn watching_follows_edits_and_keeps_the_last_good_policy() {
-        let directory = std::env::temp_dir().join(format!(
-            "sandbox-operator-policy-watch-{}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&directory).unwrap();
-        let path = directory.join("policy.yaml");
-        std::fs::write(&path, "maxPoolReplicas: 1\n").unwrap();
-        let store = PolicyStore::from_file(&path).unwrap();
-        let watcher = tokio::spawn(
-            store
-                .clone()
-                .watch_file(path.clone(), Duration::from_millis(10)),
-        );
-        let settle = |expected: i32| {
-            let store = store.clone();
-            async move {
-                for _ in 0..200 {
-                    if store.current().max_pool_replicas == expected {
-                        return true;
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                false
-            }
-        };
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        std::fs::write(&path, "maxPoolReplicas: 22222\n").unwrap();
-        assert!(settle(22222).await);
-        std::fs::write(&path, "maxPoolReplicas: lots\n").unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(store.current().max_pool_replicas, 22222);
-        std::fs::write(&path, "maxPoolReplicas: 3\n").unwrap();
-        assert!(settle(3).await);
-        watcher.abort();
-        std::fs::remove_dir_all(&directory).unwrap();
-    }
-
     #[test]
-    fn a_failed_reload_keeps_the_last_good_policy() {
-        let directory = std::env::temp_dir().join(format!(
-            "sandbox-operator-policy-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        std::fs::create_dir_all(&directory).unwrap();
-        let path = directory.join("policy.yaml");
-
-        std::fs::write(&path, "maxPoolReplicas: 7\n").unwrap();
-        let store = PolicyStore::from_file(&path).unwrap();
-        assert_eq!(store.current().max_pool_replicas, 7);
-
-        std::fs::write(&path, "maxPoolReplicas: 9\nceilings: {memory: 64Qi}\n").unwrap();
-        let error = store.reload_from_file(&path).unwrap_err();
-        assert_eq!(error.label(), "syntax");
-        assert_eq!(store.current().max_pool_replicas, 7);
-
-        std::fs::remove_file(&path).unwrap();
-        assert_eq!(store.reload_from_file(&path).unwrap_err().label(), "read");
-        assert_eq!(store.current().max_pool_replicas, 7);
-
-        std::fs::write(&path, "maxPoolReplicas: 9\n").unwrap();
-        assert_eq!(store.reload_from_file(&path).unwrap().max_pool_replicas, 9);
-        assert_eq!(store.clone().current().max_pool_replicas, 9);
-        std::fs::remove_dir_all(&directory).unwrap();
+    fn sandbox_rule_settings_parse_and_are_checked() {
+        let policy = Policy::from_yaml(
+            "allowedServiceAccounts: [default, ci]\n\
+             allowedTolerations: [{key: gpu, operator: Exists}]\n\
+             allowedExtendedResources: [nvidia.com/gpu]\n\
+             ceilings: {ephemeral-storage: 1Gi}\n",
+        )
+        .unwrap();
+        assert_eq!(policy.allowed_service_accounts, ["default", "ci"]);
+        assert_eq!(policy.allowed_tolerations[0].key, "gpu");
+        assert_eq!(
+            policy.allowed_tolerations[0].operator.as_deref(),
+            Some("Exists")
+        );
+        assert_eq!(
+            policy.ceilings.get_named("ephemeral-storage"),
+            Some(&Quantity::parse("1Gi").unwrap())
+        );
+        assert_eq!(policy.ceilings.memory, Ceilings::default().memory);
+        assert_eq!(
+            error("allowedServiceAccounts: [default, \"\"]\n"),
+            "allowedServiceAccounts[1]: must not be empty"
+        );
+        assert_eq!(
+            error("ceilings: {ephemeral-storage: -1}\n"),
+            "ceilings.ephemeral-storage: -1 must not be negative"
+        );
+        assert!(
+            error("allowedTolerations: [{operator: Exists}]\n").contains("missing field `key`")
+        );
     }
 }

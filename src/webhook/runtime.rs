@@ -18,8 +18,8 @@ use sandbox_webhook::{AdmissionHandler, CertStore, ServerConfig};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use super::config as webhook_config;
 use crate::metrics::Metrics;
-use crate::webhook_config;
 
 /// Settings of the webhook (from `run`'s flags).
 #[derive(Clone, Debug)]

@@ -1,0 +1,208 @@
+//! The admission policy as a webhook handler: recognises our kinds, takes a
+//! snapshot of the current policy per review, answers `/mutate` with the
+//! defaulting patch and `/validate` with the verdict, and reports each
+//! outcome to an optional observer (metrics).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
+use sandbox_webhook::{AdmissionHandler, Endpoint};
+use serde_json::Value;
+
+use super::{PolicyStore, SandboxKind, mutate, validate};
+use crate::metrics::Metrics;
+
+/// Called once per answered review with (kind, operation, endpoint, allowed,
+/// elapsed), e.g. to feed metrics.
+pub type AdmissionObserver = Arc<dyn Fn(&str, &str, &str, bool, Duration) + Send + Sync>;
+
+/// The admission policy of the operator, plugged into the webhook server.
+///
+/// ```no_run
+/// # use std::sync::Arc;
+/// # use sandbox_operator::admission::{PolicyStore, SandboxAdmission};
+/// # use sandbox_operator::metrics::Metrics;
+/// let store = PolicyStore::default();
+/// let handler = SandboxAdmission::new(store.clone()).with_metrics(Arc::new(Metrics::new()));
+/// ```
+#[derive(Clone)]
+pub struct SandboxAdmission {
+    policy: PolicyStore,
+    observer: Option<AdmissionObserver>,
+}
+
+impl SandboxAdmission {
+    /// A handler answering with the policy held in `policy` (reloads of the
+    /// store apply to the next review).
+    pub fn new(policy: PolicyStore) -> Self {
+        SandboxAdmission {
+            policy,
+            observer: None,
+        }
+    }
+
+    /// Reports every answered review to `observer`.
+    pub fn with_observer(
+        mut self,
+        observer: impl Fn(&str, &str, &str, bool, Duration) + Send + Sync + 'static,
+    ) -> Self {
+        self.observer = Some(Arc::new(observer));
+        self
+    }
+
+    /// Records every answered review in `admission_requests_total` and
+    /// `admission_duration_seconds`.
+    pub fn with_metrics(self, metrics: Arc<Metrics>) -> Self {
+        self.with_observer(move |kind, operation, endpoint, allowed, elapsed| {
+            metrics
+                .admission_requests
+                .with_label_values(&[
+                    kind,
+                    operation,
+                    endpoint,
+                    if allowed { "true" } else { "false" },
+                ])
+                .inc();
+            metrics
+                .admission_seconds
+                .with_label_values(&[kind, endpoint])
+                .observe(elapsed.as_secs_f64());
+        })
+    }
+
+    /// The store the policy is read from.
+    pub fn policy(&self) -> &PolicyStore {
+        &self.policy
+    }
+}
+
+/// What a request is, as far as admission is concerned.
+enum Target {
+    /// One of our kinds, with its object as JSON.
+    Ours(SandboxKind, Value),
+    /// Admitted unchanged: a subresource write (status, scale: a scale
+    /// request's object is a Scale, not our kind) or an operation without a
+    /// new object (DELETE, CONNECT).
+    Skip,
+    /// Admitted unchanged, with a warning: a kind admission does not handle.
+    Foreign(String),
+    /// The object could not be turned into JSON.
+    Unreadable(String),
+}
+
+impl Target {
+    fn of(request: &AdmissionRequest<DynamicObject>) -> Target {
+        let Some(kind) = SandboxKind::from_group_kind(&request.kind.group, &request.kind.kind)
+        else {
+            return Target::Foreign(format!(
+                "sandbox-operator admission does not handle {}/{}; admitted unchanged",
+                request.kind.group, request.kind.kind
+            ));
+        };
+        let Some(object) = request
+            .object
+            .as_ref()
+            .filter(|_| request.sub_resource.is_none())
+        else {
+            return Target::Skip;
+        };
+        match serde_json::to_value(object) {
+            Ok(value) => Target::Ours(kind, value),
+            Err(error) => Target::Unreadable(format!("cannot read the object: {error}")),
+        }
+    }
+
+    /// The answer for a request admission does not judge.
+    fn answer(self, request: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+        let mut response = AdmissionResponse::from(request);
+        match self {
+            Target::Ours(..) | Target::Skip => response,
+            Target::Foreign(warning) => {
+                response.warnings = Some(vec![warning]);
+                response
+            }
+            Target::Unreadable(reason) => response.deny(reason),
+        }
+    }
+}
+
+impl AdmissionHandler for SandboxAdmission {
+    fn mutate(&self, request: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+        let (kind, object) = match Target::of(request) {
+            Target::Ours(kind, object) => (kind, object),
+            other => return other.answer(request),
+        };
+        let policy = self.policy.current();
+        let now = jiff::Timestamp::now();
+        let response = AdmissionResponse::from(request);
+        match mutate(kind, &request.operation, &object, &policy, now) {
+            Ok(operations) if operations.is_empty() => response,
+            Ok(operations) => response
+                .with_patch(json_patch::Patch(operations))
+                .unwrap_or_else(|error| {
+                    AdmissionResponse::from(request)
+                        .deny(format!("cannot encode the defaulting patch: {error}"))
+                }),
+            Err(denial) => response.deny(denial),
+        }
+    }
+
+    fn validate(&self, request: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+        let (kind, object) = match Target::of(request) {
+            Target::Ours(kind, object) => (kind, object),
+            other => return other.answer(request),
+        };
+        let old_object = request
+            .old_object
+            .as_ref()
+            .and_then(|old| serde_json::to_value(old).ok());
+        let policy = self.policy.current();
+        let verdict = validate(
+            kind,
+            &request.operation,
+            &object,
+            old_object.as_ref(),
+            &policy,
+        );
+        let mut response = AdmissionResponse::from(request);
+        if !verdict.warnings.is_empty() {
+            response.warnings = Some(verdict.warnings.clone());
+        }
+        if verdict.allowed() {
+            response
+        } else {
+            response.deny(verdict.message())
+        }
+    }
+
+    fn observe(
+        &self,
+        kind: &str,
+        operation: &Operation,
+        allowed: bool,
+        endpoint: Endpoint,
+        elapsed: Duration,
+    ) {
+        if let Some(observer) = &self.observer {
+            observer(
+                kind,
+                operation_name(operation),
+                endpoint.as_str(),
+                allowed,
+                elapsed,
+            );
+        }
+    }
+}
+
+/// The operation as the API server spells it.
+fn operation_name(operation: &Operation) -> &'static str {
+    match operation {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    }
+}

@@ -1,0 +1,367 @@
+//! Defaulting: the JSON patch the mutating webhook answers with.
+//!
+//! Every pod-template rule only *adds* a field that is absent, so the patch
+//! never changes what a user wrote, and mutating an already-mutated object
+//! yields an empty patch (the API server may call a webhook twice, and
+//! re-admits objects on every update). The one exception is the claim's
+//! admission stamp, which is the webhook's to write. What gets added, per
+//! kind:
+//!
+//! - Sandbox and SandboxTemplate (their pod template, at
+//!   `/spec/podTemplate/spec`):
+//!   - `automountServiceAccountToken: false` unless set (policy switch);
+//!   - `runtimeClassName` when the policy has a default;
+//!   - pod `securityContext.seccompProfile: {type: RuntimeDefault}`, and under
+//!     the restricted profile `securityContext.runAsNonRoot: true` (not with
+//!     `hostUsers: false`, where Pod Security does not ask for it);
+//!   - for each container and init container: default `cpu`/`memory`
+//!     requests and limits (see [`ResourceDefaults`](super::ResourceDefaults)),
+//!     `securityContext.allowPrivilegeEscalation: false`, and under the
+//!     restricted profile `capabilities.drop` including `ALL`;
+//!   - none of the Linux-only fields (seccomp, allowPrivilegeEscalation,
+//!     capabilities) on `os.name: windows` pods, where the API server
+//!     refuses them.
+//! - SandboxClaim, on CREATE only: the `agents.x-k8s.io/admitted-at`
+//!   annotation with the admission time (RFC 3339, nanoseconds), replacing
+//!   any value the user wrote (removed instead with `stampClaims: false`),
+//!   so the stamp is never taken from the user.
+//! - SandboxWarmPool: nothing (it has no pod template of its own).
+//!
+//! Parents are created when missing (`/resources` as a whole rather than
+//! `/resources/limits/cpu` under an absent `resources`), and pointers escape
+//! `/` and `~` in keys.
+
+use jiff::Timestamp;
+use json_patch::{AddOperation, PatchOperation, RemoveOperation};
+use kube::core::admission::Operation;
+use serde_json::{Map, Value, json};
+
+use super::SandboxKind;
+use super::field::{
+    Denial, FieldPath, object_items, optional_array, optional_object, present, required_object,
+};
+use super::policy::{ComputeResource, Policy, Profile, normalize_capability};
+use super::pss::drops_all_capabilities;
+use super::quantity::Quantity;
+use crate::api::ADMITTED_AT_ANNOTATION;
+
+/// The patch that applies `policy`'s defaults to `object`, a `kind` being
+/// admitted with `operation`.
+///
+/// Returns an error, naming the field, when the object is too malformed to
+/// default (a pod template that is not an object, a container list that is
+/// not a list, ...): the request should be denied with that message.
+pub fn mutate(
+    kind: SandboxKind,
+    operation: &Operation,
+    object: &Value,
+    policy: &Policy,
+    now: Timestamp,
+) -> Result<Vec<PatchOperation>, Denial> {
+    let root = FieldPath::root();
+    let object = object
+        .as_object()
+        .ok_or_else(|| Denial::new(&root, "the object must be a JSON object"))?;
+    let mut patch = Patcher {
+        policy,
+        operations: Vec::new(),
+        linux: true,
+        user_namespace: false,
+    };
+    match kind {
+        SandboxKind::Sandbox | SandboxKind::SandboxTemplate => {
+            let spec = required_object(object, "spec", &root)?;
+            let spec_path = root.key("spec");
+            let template = required_object(spec, "podTemplate", &spec_path)?;
+            let template_path = spec_path.key("podTemplate");
+            let pod_spec = required_object(template, "spec", &template_path)?;
+            patch.pod_spec(pod_spec, &template_path.key("spec"))?;
+        }
+        SandboxKind::SandboxClaim => {
+            if *operation == Operation::Create {
+                patch.admission_stamp(object, &root, now)?;
+            }
+        }
+        SandboxKind::SandboxWarmPool => {}
+    }
+    Ok(patch.operations)
+}
+
+/// Collects `add` operations.
+struct Patcher<'p> {
+    policy: &'p Policy,
+    operations: Vec<PatchOperation>,
+    /// False for `os.name: windows` pods, where the Linux-only fields
+    /// (seccomp, allowPrivilegeEscalation, capabilities) may not be set.
+    linux: bool,
+    /// `hostUsers: false`: Pod Security does not require `runAsNonRoot`.
+    user_namespace: bool,
+}
+
+impl Patcher<'_> {
+    fn add(&mut self, path: &FieldPath, value: Value) {
+        self.operations.push(PatchOperation::Add(AddOperation {
+            path: path.pointer(),
+            value,
+        }));
+    }
+
+    fn restricted(&self) -> bool {
+        self.policy.profile == Profile::Restricted
+    }
+
+    /// Sets the `admitted-at` stamp to `now`, replacing any value the user
+    /// wrote (a JSON-patch `add` replaces an existing member); with
+    /// `stampClaims: false`, removes a user-written one. A stamp already
+    /// equal to `now` is left alone, so a second pass is a no-op.
+    fn admission_stamp(
+        &mut self,
+        object: &Map<String, Value>,
+        root: &FieldPath,
+        now: Timestamp,
+    ) -> Result<(), Denial> {
+        let stamp = Value::String(format!("{now:.9}"));
+        let metadata_path = root.key("metadata");
+        let metadata = optional_object(object, "metadata", root)?;
+        let annotations = match metadata {
+            Some(metadata) => optional_object(metadata, "annotations", &metadata_path)?,
+            None => None,
+        };
+        let annotations_path = metadata_path.key("annotations");
+        let current = annotations.and_then(|a| present(a, ADMITTED_AT_ANNOTATION));
+        let stamp_path = annotations_path.key(ADMITTED_AT_ANNOTATION);
+        if !self.policy.stamp_claims {
+            if current.is_some() {
+                self.operations
+                    .push(PatchOperation::Remove(RemoveOperation {
+                        path: stamp_path.pointer(),
+                    }));
+            }
+            return Ok(());
+        }
+        match (metadata, annotations) {
+            (None, _) => self.add(
+                &metadata_path,
+                json!({"annotations": {ADMITTED_AT_ANNOTATION: stamp}}),
+            ),
+            (Some(_), None) => self.add(&annotations_path, json!({ADMITTED_AT_ANNOTATION: stamp})),
+            (Some(_), Some(_)) if current == Some(&stamp) => {}
+            (Some(_), Some(_)) => self.add(&stamp_path, stamp),
+        }
+        Ok(())
+    }
+
+    fn pod_spec(&mut self, spec: &Map<String, Value>, path: &FieldPath) -> Result<(), Denial> {
+        self.linux = optional_object(spec, "os", path)?
+            .and_then(|os| present(os, "name"))
+            .and_then(Value::as_str)
+            != Some("windows");
+        self.user_namespace = present(spec, "hostUsers") == Some(&Value::Bool(false));
+        if !self.policy.automount_service_account_token
+            && present(spec, "automountServiceAccountToken").is_none()
+        {
+            self.add(
+                &path.key("automountServiceAccountToken"),
+                Value::Bool(false),
+            );
+        }
+        if let Some(class) = &self.policy.default_runtime_class_name
+            && present(spec, "runtimeClassName").is_none()
+        {
+            self.add(&path.key("runtimeClassName"), Value::String(class.clone()));
+        }
+        self.pod_security_context(spec, path)?;
+        for list in ["initContainers", "containers"] {
+            for (container_path, container) in object_items(spec, list, path)? {
+                self.resources(container, &container_path)?;
+                self.container_security_context(container, &container_path)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn pod_security_context(
+        &mut self,
+        spec: &Map<String, Value>,
+        path: &FieldPath,
+    ) -> Result<(), Denial> {
+        let context_path = path.key("securityContext");
+        let context = optional_object(spec, "securityContext", path)?;
+        let mut fresh = Map::new();
+        if self.linux && context.is_none_or(|c| present(c, "seccompProfile").is_none()) {
+            fresh.insert("seccompProfile".into(), json!({"type": "RuntimeDefault"}));
+        }
+        if self.restricted()
+            && !self.user_namespace
+            && context.is_none_or(|c| present(c, "runAsNonRoot").is_none())
+        {
+            fresh.insert("runAsNonRoot".into(), Value::Bool(true));
+        }
+        if context.is_none() {
+            if !fresh.is_empty() {
+                self.add(&context_path, Value::Object(fresh));
+            }
+            return Ok(());
+        }
+        for (key, value) in fresh {
+            self.add(&context_path.key(key), value);
+        }
+        Ok(())
+    }
+
+    /// Per resource (cpu, memory):
+    /// - neither request nor limit: both defaults;
+    /// - only a limit: nothing (Kubernetes defaults the request to the limit);
+    /// - only a request: a limit of max(request, default limit), so the
+    ///   container is bounded without a limit below its own request.
+    fn resources(
+        &mut self,
+        container: &Map<String, Value>,
+        container_path: &FieldPath,
+    ) -> Result<(), Denial> {
+        let defaults = &self.policy.defaults;
+        let resources_path = container_path.key("resources");
+        let resources = optional_object(container, "resources", container_path)?;
+        let requests = resources
+            .map(|r| optional_object(r, "requests", &resources_path))
+            .transpose()?
+            .flatten();
+        let limits = resources
+            .map(|r| optional_object(r, "limits", &resources_path))
+            .transpose()?
+            .flatten();
+
+        let mut new_requests = Map::new();
+        let mut new_limits = Map::new();
+        for resource in ComputeResource::ALL {
+            let name = resource.as_str();
+            let request = requests.and_then(|r| present(r, name));
+            let has_limit = limits.is_some_and(|l| present(l, name).is_some());
+            match (request, has_limit) {
+                (None, false) => {
+                    if let Some(amount) = defaults.requests.get(resource) {
+                        new_requests.insert(name.into(), amount.as_str().into());
+                    }
+                    if let Some(amount) = defaults.limits.get(resource) {
+                        new_limits.insert(name.into(), amount.as_str().into());
+                    }
+                }
+                (Some(request), false) => {
+                    // An unparsable request is left for validation to report.
+                    if let (Some(default), Ok(request)) =
+                        (defaults.limits.get(resource), Quantity::from_json(request))
+                    {
+                        let limit = std::cmp::max(&request, default);
+                        new_limits.insert(name.into(), limit.as_str().into());
+                    }
+                }
+                (_, true) => {}
+            }
+        }
+        if new_requests.is_empty() && new_limits.is_empty() {
+            return Ok(());
+        }
+        if resources.is_none() {
+            let mut fresh = Map::new();
+            for (section, amounts) in [("requests", new_requests), ("limits", new_limits)] {
+                if !amounts.is_empty() {
+                    fresh.insert(section.into(), Value::Object(amounts));
+                }
+            }
+            self.add(&resources_path, Value::Object(fresh));
+            return Ok(());
+        }
+        for (section, existing, amounts) in [
+            ("requests", requests, new_requests),
+            ("limits", limits, new_limits),
+        ] {
+            if amounts.is_empty() {
+                continue;
+            }
+            let section_path = resources_path.key(section);
+            if existing.is_none() {
+                self.add(&section_path, Value::Object(amounts));
+            } else {
+                for (name, amount) in amounts {
+                    self.add(&section_path.key(name), amount);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn container_security_context(
+        &mut self,
+        container: &Map<String, Value>,
+        container_path: &FieldPath,
+    ) -> Result<(), Denial> {
+        let context_path = container_path.key("securityContext");
+        let context = optional_object(container, "securityContext", container_path)?;
+        let capabilities_path = context_path.key("capabilities");
+        let capabilities = context
+            .map(|c| optional_object(c, "capabilities", &context_path))
+            .transpose()?
+            .flatten();
+        let drop = capabilities
+            .map(|c| optional_array(c, "drop", &capabilities_path))
+            .transpose()?
+            .flatten();
+
+        // The API server refuses `allowPrivilegeEscalation: false` next to
+        // `privileged: true` or an added SYS_ADMIN; such containers are
+        // denied by validation with a clearer message, so leave them be.
+        let privileged = context
+            .and_then(|c| present(c, "privileged"))
+            .and_then(Value::as_bool)
+            == Some(true);
+        let adds_sys_admin = capabilities
+            .and_then(|c| present(c, "add"))
+            .and_then(Value::as_array)
+            .is_some_and(|added| {
+                added
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .any(|name| normalize_capability(name) == "SYS_ADMIN")
+            });
+        let default_escalation = self.linux
+            && !privileged
+            && !adds_sys_admin
+            && context.is_none_or(|c| present(c, "allowPrivilegeEscalation").is_none());
+        let default_drop = self.linux && self.restricted() && !drops_all_capabilities(context);
+
+        let Some(_) = context else {
+            let mut fresh = Map::new();
+            if default_escalation {
+                fresh.insert("allowPrivilegeEscalation".into(), Value::Bool(false));
+            }
+            if default_drop {
+                fresh.insert("capabilities".into(), json!({"drop": ["ALL"]}));
+            }
+            if !fresh.is_empty() {
+                self.add(&context_path, Value::Object(fresh));
+            }
+            return Ok(());
+        };
+        if default_escalation {
+            self.add(
+                &context_path.key("allowPrivilegeEscalation"),
+                Value::Bool(false),
+            );
+        }
+        if default_drop {
+            match (capabilities, drop) {
+                (None, _) => self.add(&capabilities_path, json!({"drop": ["ALL"]})),
+                (Some(_), None) => self.add(&capabilities_path.key("drop"), json!(["ALL"])),
+                (Some(_), Some(names)) => {
+                    let mut names = names.clone();
+                    names.push(Value::String("ALL".into()));
+                    self.add(&capabilities_path.key("drop"), Value::Array(names));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,178 @@
+//! The current policy as the webhook and the controllers read it, swapped
+//! atomically on reload; a failed reload keeps the last good policy.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use tracing::{info, warn};
+
+use super::{Policy, PolicyError};
+
+/// The current policy, shared by the webhook and whoever reloads it.
+///
+/// Clones share the same policy. Readers take a snapshot with
+/// [`PolicyStore::current`] (lock-free) and use it for a whole review.
+#[derive(Clone, Debug)]
+pub struct PolicyStore {
+    current: Arc<ArcSwap<Policy>>,
+}
+
+impl Default for PolicyStore {
+    fn default() -> Self {
+        PolicyStore::new(Policy::default())
+    }
+}
+
+impl PolicyStore {
+    /// A store holding `policy`.
+    pub fn new(policy: Policy) -> Self {
+        PolicyStore {
+            current: Arc::new(ArcSwap::from_pointee(policy)),
+        }
+    }
+
+    /// A store holding the policy in `path`.
+    pub fn from_file(path: &Path) -> Result<Self, PolicyError> {
+        Ok(PolicyStore::new(Policy::from_file(path)?))
+    }
+
+    /// A snapshot of the current policy.
+    pub fn current(&self) -> Arc<Policy> {
+        self.current.load_full()
+    }
+
+    /// Replaces the policy. The caller is responsible for having checked it.
+    pub fn replace(&self, policy: Policy) {
+        self.current.store(Arc::new(policy));
+    }
+
+    /// Loads `path` and makes it the current policy.
+    ///
+    /// On any error (unreadable file, bad YAML, a policy that breaks a rule)
+    /// the current policy stays in place and the error is returned, so a bad
+    /// edit of a ConfigMap never leaves the webhook without a policy.
+    pub fn reload_from_file(&self, path: &Path) -> Result<Arc<Policy>, PolicyError> {
+        let policy = Arc::new(Policy::from_file(path)?);
+        self.current.store(Arc::clone(&policy));
+        Ok(policy)
+    }
+
+    /// Follows `path`: every `interval`, reloads it when its modification
+    /// time or size changed, logging the outcome. Runs until dropped; spawn
+    /// it after the initial load.
+    ///
+    /// Polling (rather than inotify) works the same for a plain file and for
+    /// a mounted ConfigMap, whose kubelet updates swap a symlink.
+    pub async fn watch_file(self, path: PathBuf, interval: Duration) {
+        let mut seen = file_stamp(&path).await;
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            let stamp = file_stamp(&path).await;
+            if stamp == seen {
+                continue;
+            }
+            seen = stamp;
+            if seen.is_none() {
+                warn!(path = %path.display(), "admission policy file is gone; keeping the current policy");
+                continue;
+            }
+            match self.reload_from_file(&path) {
+                Ok(policy) => info!(
+                    path = %path.display(),
+                    profile = ?policy.profile,
+                    "admission policy reloaded"
+                ),
+                Err(error) => warn!(
+                    path = %path.display(),
+                    error = %error,
+                    kind = error.label(),
+                    "admission policy not reloaded; keeping the previous policy"
+                ),
+            }
+        }
+    }
+}
+
+/// What identifies a version of a file for polling: modification time and size.
+async fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let metadata = tokio::fs::metadata(path).await.ok()?;
+    Some((metadata.modified().ok()?, metadata.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn watching_follows_edits_and_keeps_the_last_good_policy() {
+        let directory = std::env::temp_dir().join(format!(
+            "sandbox-operator-policy-watch-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&directory).unwrap();
+        let path = directory.join("policy.yaml");
+        std::fs::write(&path, "maxPoolReplicas: 1\n").unwrap();
+        let store = PolicyStore::from_file(&path).unwrap();
+        let watcher = tokio::spawn(
+            store
+                .clone()
+                .watch_file(path.clone(), Duration::from_millis(10)),
+        );
+        let settle = |expected: i32| {
+            let store = store.clone();
+            async move {
+                for _ in 0..200 {
+                    if store.current().max_pool_replicas == expected {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                false
+            }
+        };
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        std::fs::write(&path, "maxPoolReplicas: 22222\n").unwrap();
+        assert!(settle(22222).await);
+        std::fs::write(&path, "maxPoolReplicas: lots\n").unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(store.current().max_pool_replicas, 22222);
+        std::fs::write(&path, "maxPoolReplicas: 3\n").unwrap();
+        assert!(settle(3).await);
+        watcher.abort();
+        std::fs::remove_dir_all(&directory).unwrap();
+    }
+
+    #[test]
+    fn a_failed_reload_keeps_the_last_good_policy() {
+        let directory = std::env::temp_dir().join(format!(
+            "sandbox-operator-policy-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&directory).unwrap();
+        let path = directory.join("policy.yaml");
+
+        std::fs::write(&path, "maxPoolReplicas: 7\n").unwrap();
+        let store = PolicyStore::from_file(&path).unwrap();
+        assert_eq!(store.current().max_pool_replicas, 7);
+
+        std::fs::write(&path, "maxPoolReplicas: 9\nceilings: {memory: 64Qi}\n").unwrap();
+        let error = store.reload_from_file(&path).unwrap_err();
+        assert_eq!(error.label(), "syntax");
+        assert_eq!(store.current().max_pool_replicas, 7);
+
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(store.reload_from_file(&path).unwrap_err().label(), "read");
+        assert_eq!(store.current().max_pool_replicas, 7);
+
+        std::fs::write(&path, "maxPoolReplicas: 9\n").unwrap();
+        assert_eq!(store.reload_from_file(&path).unwrap().max_pool_replicas, 9);
+        assert_eq!(store.clone().current().max_pool_replicas, 9);
+        std::fs::remove_dir_all(&directory).unwrap();
+    }
+}

@@ -1,0 +1,375 @@
+//! The Pod Security Standards *baseline* checks (latest version, v1.37), one
+//! function per upstream check, named by its check ID.
+//!
+//! Each function adds a finding per offending field to [`Findings`]; none
+//! stops early, so one review shows everything to fix.
+
+use super::super::field::{
+    Denial, FieldPath, object_items, optional_array, optional_integer, present,
+};
+use super::pod::{Findings, PodView};
+
+/// Capabilities a container may add under baseline, spelled exactly as the
+/// Kubernetes check spells them (no `CAP_` prefix, upper case).
+pub(crate) const BASELINE_CAPABILITIES: [&str; 13] = [
+    "AUDIT_WRITE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "MKNOD",
+    "NET_BIND_SERVICE",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_CHROOT",
+];
+
+/// The "safe" sysctls of Pod Security v1.37.
+pub(crate) const SAFE_SYSCTLS: [&str; 14] = [
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+    "net.ipv4.tcp_rmem",
+    "net.ipv4.tcp_wmem",
+    "net.ipv4.tcp_slow_start_after_idle",
+    "net.ipv4.tcp_notsent_lowat",
+];
+
+/// SELinux types a pod or container may set.
+const SELINUX_TYPES: [&str; 5] = [
+    "",
+    "container_t",
+    "container_init_t",
+    "container_kvm_t",
+    "container_engine_t",
+];
+
+/// The annotation prefix of the deprecated per-container AppArmor profile.
+const APPARMOR_ANNOTATION_PREFIX: &str = "container.apparmor.security.beta.kubernetes.io/";
+
+/// `windowsHostProcess`: no `windowsOptions.hostProcess: true`, pod or container.
+pub(crate) fn windows_host_process(pod: &PodView<'_>, findings: &mut Findings<'_>) {
+    for (context, context_path) in pod.security_contexts() {
+        let Some(options) =
+            context.and_then(|c| findings.object(c, "windowsOptions", context_path))
+        else {
+            continue;
+        };
+        let options_path = context_path.key("windowsOptions");
+        if findings.bool(options, "hostProcess", &options_path) == Some(true) {
+            findings.deny(
+                "windowsHostProcess",
+                &options_path.key("hostProcess"),
+                "Windows host process containers are not allowed",
+            );
+        }
+    }
+}
+
+/// `hostNamespaces`: no `hostNetwork`, `hostPID` or `hostIPC`.
+pub(crate) fn host_namespaces(pod: &PodView<'_>, findings: &mut Findings<'_>) {
+    for (key, namespace) in [
+        ("hostNetwork", "network"),
+        ("hostPID", "process"),
+        ("hostIPC", "IPC"),
+    ] {
+        if findings.bool(pod.spec, key, &pod.spec_path) == Some(true) {
+            findings.deny(
+                "hostNamespaces",
+                &pod.spec_path.key(key),
+                format!("sharing the host's {namespace} namespace is not allowed"),
+            );
+        }
+    }
+}
+
+/// `privileged`: no `securityContext.privileged: true`.
+pub(crate) fn privileged(pod: &PodView<'_>, findings: &mut Findings<'_>) {
+    for container in &pod.containers {
+        if let Some(context) = container.context
+            && findings.bool(context, "privileged", &container.context_path) == Some(true)
+        {
+            findings.deny(
+                "privileged",
+                &container.context_path.key("privileged"),
+                "privileged containers are not allowed",
+            );
+        }
+    }
+}
+
+/// The added capabilities of every container: (path of the item, name).
+/// A non-string item is recorded as malformed.
+pub(crate) fn added_capabilities(
+    pod: &PodView<'_>,
+    findings: &mut Findings<'_>,
+) -> Vec<(FieldPath, String)> {
+    let mut added = Vec::new();
+    for container in &pod.containers {
+        let capabilities_path = container.context_path.key("capabilities");
+        let Some(capabilities) = container
+            .context
+            .and_then(|c| findings.object(c, "capabilities", &container.context_path))
+        else {
+            continue;
+        };
+        let items = findings
+            .read(optional_array(capabilities, "add", &capabilities_path))
+            .flatten();
+        let add_path = capabilities_path.key("add");
+        for (index, item) in items.into_iter().flatten().enumerate() {
+            match item.as_str() {
+                Some(name) => added.push((add_path.index(index), name.to_owned())),
+                None => {
+                    findings
+                        .read::<()>(Err(Denial::new(&add_path.index(index), "must be a string")));
+                }
+            }
+        }
+    }
+    added
+}
+
+/// `capabilities_baseline`: added capabilities only from the baseline set,
+/// spelled exactly as listed.
+pub(crate) fn capabilities_baseline(pod: &PodView<'_>, findings: &mut Findings<'_>) {
+    for (path, name) in added_capabilities(pod, findings) {
+        if !BASELINE_CAPABILITIES.contains(&name.as_str()) {
+            findings.deny(
+                "capabilities_baseline",
+                &path,
+                format!(
+                    "{name:?} is not one of the baseline capabilities ({}), spelled exactly so",
+                    BASELINE_CAPABILITIES.join(", ")
+                ),
+            );
+        }
+    }
+}
+
+/// `hostPathVolumes`: no hostPath volumes.
+pub(crate) fn host_path_volumes(pod: &PodView<'_>, findings: &mut Findings<'_>) {
+    let volumes = findings
+        .read(object_items(pod.spec, "volumes", &pod.spec_path))
+        .unwrap_or_default();
+    for (path, volume) in volumes {
+        if present(volume, "hostPath").is_some() {
+            findings.deny(
+                "hostPathVolumes",
+                &path.key("hostPath"),
+                "hostPath volumes are not allowed",
+            );
+        }
+    }
+}
+
+/// `hostPorts`: no `ports[].hostPort` other than 0.
+pub(crate) fn host_ports(pod: &PodView<'_>, findings: &mut Findings<'_>) {
+    for container in &pod.containers {
+        let ports = findings
+            .read(object_items(container.container, "ports", &container.path))
+            .unwrap_or_default();
+        for (port_path, port) in ports {
+            let host_port = findings
+                .read(optional_integer(port, "hostPort", &port_path))
+                .flatten();
+            if host_port.is_some_and(|p| p != 0) {
+                findings.deny(
+                    "hostPorts",
+                    &port_path.key("hostPort"),
+                    "host ports are not allowed",
+                );
+            }
+        }
+    }
+}
+
+/// `hostProbesAndHostLifecycle`: probes and lifecycle handlers may not name
+/// a `host` (they would make the kubelet connect anywhere).
+pub(crate) fn host_probes_and_lifecycle(pod: &PodView<'_>, findings: &mut Findings<'_>) {
+    for container in &pod.containers {
+        let mut handlers = Vec::new();
+        for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+            if let Some(handler) = findings.object(container.container, probe, &container.path) {
+                handlers.push((container.path.key(probe), handler));
+            }
+        }
+        let lifecycle_path = container.path.key("lifecycle");
+        if let Some(lifecycle) = findings.object(container.container, "lifecycle", &container.path)
+        {
+            for hook in ["postStart", "preStop"] {
+                if let Some(handler) = findings.object(lifecycle, hook, &lifecycle_path) {
+                    handlers.push((lifecycle_path.key(hook), handler));
+                }
+            }
+        }
+        for (handler_path, handler) in handlers {
+            for action in ["httpGet", "tcpSocket"] {
+                let action_path = handler_path.key(action);
+                if let Some(action_object) = findings.object(handler, action, &handler_path)
+                    && let Some(host) = findings.str(action_object, "host", &action_path)
+                    && !host.is_empty()
+                {
+                    findings.deny(
+                        "hostProbesAndHostLifecycle",
+                        &action_path.key("host"),
+                        format!("{host:?}: probes and lifecycle handlers may not set a host"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// `appArmorProfile`: the field type RuntimeDefault or Localhost (pod and
+/// container), and the deprecated annotations `runtime/default`,
+/// `localhost/*` or empty.
+pub(crate) fn app_armor_profile(pod: &PodView<'_>, findings: &mut Findings<'_>) {
+    for (context, context_path) in pod.security_contexts() {
+        let Some(profile) =
+            context.and_then(|c| findings.object(c, "appArmorProfile", context_path))
+        else {
+            continue;
+        };
+        let profile_path = context_path.key("appArmorProfile");
+        let kind = findings.str(profile, "type", &profile_path).unwrap_or("");
+        if !matches!(kind, "RuntimeDefault" | "Localhost") {
+            findings.deny(
+                "appArmorProfile",
+                &profile_path.key("type"),
+                format!("{kind:?} is not allowed; use RuntimeDefault or Localhost"),
+            );
+        }
+    }
+    for (key, value) in pod.annotations.into_iter().flatten() {
+        if !key.starts_with(APPARMOR_ANNOTATION_PREFIX) {
+            continue;
+        }
+        let value = value.as_str().unwrap_or("<not a string>");
+        if !(value.is_empty() || value == "runtime/default" || value.starts_with("localhost/")) {
+            findings.deny(
+                "appArmorProfile",
+                &pod.annotations_path.key(key.clone()),
+                format!("{value:?} is not allowed; use runtime/default or localhost/<profile>"),
+            );
+        }
+    }
+}
+
+/// `seLinuxOptions`: type from the container types only, no user, no role.
+pub(crate) fn se_linux_options(pod: &PodView<'_>, findings: &mut Findings<'_>) {
+    for (context, context_path) in pod.security_contexts() {
+        let Some(options) =
+            context.and_then(|c| findings.object(c, "seLinuxOptions", context_path))
+        else {
+            continue;
+        };
+        let options_path = context_path.key("seLinuxOptions");
+        let kind = findings.str(options, "type", &options_path).unwrap_or("");
+        if !SELINUX_TYPES.contains(&kind) {
+            findings.deny(
+                "seLinuxOptions",
+                &options_path.key("type"),
+                format!(
+                    "{kind:?} is not allowed; use one of {}",
+                    SELINUX_TYPES[1..].join(", ")
+                ),
+            );
+        }
+        for key in ["user", "role"] {
+            if findings
+                .str(options, key, &options_path)
+                .is_some_and(|v| !v.is_empty())
+            {
+                findings.deny("seLinuxOptions", &options_path.key(key), "must not be set");
+            }
+        }
+    }
+}
+
+/// `procMount`: `securityContext.procMount` unset or `Default`, unless the
+/// pod runs in a user namespace (`hostUsers: false`).
+pub(crate) fn proc_mount_baseline(pod: &PodView<'_>, findings: &mut Findings<'_>) {
+    if !pod.user_namespace {
+        proc_mount(pod, findings, "procMount");
+    }
+}
+
+/// `procMount_restricted` (replaces `procMount`): `procMount` unset or
+/// `Default`, user namespace or not.
+pub(crate) fn proc_mount_restricted(pod: &PodView<'_>, findings: &mut Findings<'_>) {
+    proc_mount(pod, findings, "procMount_restricted");
+}
+
+fn proc_mount(pod: &PodView<'_>, findings: &mut Findings<'_>, check: &str) {
+    for container in &pod.containers {
+        let Some(context) = container.context else {
+            continue;
+        };
+        if let Some(mount) = findings.str(context, "procMount", &container.context_path)
+            && mount != "Default"
+        {
+            findings.deny(
+                check,
+                &container.context_path.key("procMount"),
+                format!("{mount:?} is not allowed; only Default"),
+            );
+        }
+    }
+}
+
+/// Whether a seccomp profile object names an allowed type.
+pub(crate) fn seccomp_type_allowed(kind: &str) -> bool {
+    matches!(kind, "RuntimeDefault" | "Localhost")
+}
+
+/// `seccompProfile_baseline`: a seccomp profile that is set is
+/// RuntimeDefault or Localhost (not Unconfined, not empty).
+pub(crate) fn seccomp_profile_baseline(pod: &PodView<'_>, findings: &mut Findings<'_>) {
+    for (context, context_path) in pod.security_contexts() {
+        let Some(profile) =
+            context.and_then(|c| findings.object(c, "seccompProfile", context_path))
+        else {
+            continue;
+        };
+        let profile_path = context_path.key("seccompProfile");
+        let kind = findings.str(profile, "type", &profile_path).unwrap_or("");
+        if !seccomp_type_allowed(kind) {
+            findings.deny(
+                "seccompProfile_baseline",
+                &profile_path.key("type"),
+                format!("{kind:?} is not allowed; use RuntimeDefault or Localhost"),
+            );
+        }
+    }
+}
+
+/// `sysctls`: only the safe set.
+pub(crate) fn sysctls(pod: &PodView<'_>, findings: &mut Findings<'_>) {
+    let Some(context) = pod.context else {
+        return;
+    };
+    let items = findings
+        .read(object_items(context, "sysctls", &pod.context_path))
+        .unwrap_or_default();
+    for (path, sysctl) in items {
+        let name = findings.str(sysctl, "name", &path).unwrap_or("");
+        if !SAFE_SYSCTLS.contains(&name) {
+            findings.deny(
+                "sysctls",
+                &path.key("name"),
+                format!("{name:?} is not one of the safe sysctls"),
+            );
+        }
+    }
+}

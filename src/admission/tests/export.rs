@@ -1,0 +1,50 @@
+//! `check_pod_template`, the check the controllers run before creating a
+//! Pod: the same defaulting and validation as the webhook, over the typed
+//! template.
+
+use crate::admission::{Policy, check_pod_template};
+use crate::api::Sandbox;
+
+fn seed_template() -> crate::api::PodTemplate {
+    let sandbox: Sandbox =
+        serde_yaml::from_str(include_str!("../../../examples/aio-sandbox.yaml")).unwrap();
+    sandbox.spec.pod_template
+}
+
+#[test]
+fn the_seed_template_passes_under_both_profiles_after_defaulting() {
+    assert_eq!(check_pod_template(&Policy::default(), &seed_template()), []);
+    let restricted = Policy::from_yaml("profile: restricted").unwrap();
+    assert_eq!(check_pod_template(&restricted, &seed_template()), []);
+}
+
+#[test]
+fn a_template_the_policy_forbids_is_reported_with_field_paths() {
+    let mut template = seed_template();
+    template.spec.host_network = Some(true);
+    template.spec.node_name = Some("node-1".into());
+    let labels = template
+        .metadata
+        .get_or_insert_default()
+        .labels
+        .get_or_insert_default();
+    labels.insert("agents.x-k8s.io/warm-pool".into(), "someone-elses".into());
+    let denials: Vec<String> = check_pod_template(&Policy::default(), &template)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(denials.len(), 3, "{denials:?}");
+    assert!(denials[0].starts_with("spec.podTemplate.metadata.labels[agents.x-k8s.io/warm-pool]"));
+    assert!(
+        denials[1]
+            .starts_with("spec.podTemplate.spec.hostNetwork: sharing the host's network namespace")
+    );
+    assert!(denials[2].starts_with("spec.podTemplate.spec.nodeName: is not allowed"));
+    // A stricter policy of the moment applies to a template admitted earlier.
+    let tight = Policy::from_yaml("ceilings: {memory: 4Gi}").unwrap();
+    let denials = check_pod_template(&tight, &seed_template());
+    assert_eq!(
+        denials[0].to_string(),
+        "spec.podTemplate.spec.containers[0].resources.limits.memory: 8Gi exceeds the maximum 4Gi"
+    );
+}

@@ -1,0 +1,264 @@
+//! The webhook handler end to end: both endpoints, joined denials and
+//! warnings, claim stamps, skipped requests, policy reloads, the observer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::core::admission::{AdmissionResponse, Operation};
+use sandbox_webhook::{AdmissionHandler, Endpoint};
+use serde_json::{Value, json};
+
+use super::{aio_sandbox, claim, object_from_yaml, pool, request};
+use crate::admission::{Policy, PolicyStore, SandboxAdmission, SandboxKind};
+use crate::metrics::Metrics;
+
+fn applied(response: &AdmissionResponse, object: &Value) -> Value {
+    let mut object = object.clone();
+    if let Some(patch) = &response.patch {
+        let patch: json_patch::Patch = serde_json::from_slice(patch).unwrap();
+        json_patch::patch(&mut object, &patch).unwrap();
+    }
+    object
+}
+
+#[test]
+fn the_seed_aio_sandbox_is_admitted_by_both_endpoints() {
+    let handler = SandboxAdmission::new(PolicyStore::default());
+    let aio = aio_sandbox();
+    let mutated = handler.mutate(&request(
+        SandboxKind::Sandbox,
+        "CREATE",
+        Some(aio.clone()),
+        None,
+    ));
+    assert!(mutated.allowed);
+    let aio_mutated = applied(&mutated, &aio);
+    let validated = handler.validate(&request(
+        SandboxKind::Sandbox,
+        "CREATE",
+        Some(aio_mutated.clone()),
+        None,
+    ));
+    assert!(validated.allowed, "{}", validated.result.message);
+    assert_eq!(validated.warnings, None);
+    // The raw manifest is admitted too, when the mutating webhook is off.
+    assert!(
+        handler
+            .validate(&request(SandboxKind::Sandbox, "CREATE", Some(aio), None))
+            .allowed
+    );
+    // A second mutation changes nothing.
+    let again = handler.mutate(&request(
+        SandboxKind::Sandbox,
+        "UPDATE",
+        Some(aio_mutated.clone()),
+        Some(aio_mutated),
+    ));
+    assert!(again.allowed);
+    assert_eq!(again.patch, None);
+}
+
+#[test]
+fn mutated_examples_pass_validation_under_both_profiles() {
+    for policy in ["", "profile: restricted"] {
+        let handler = SandboxAdmission::new(PolicyStore::new(Policy::from_yaml(policy).unwrap()));
+        for (kind, object) in [
+            (SandboxKind::Sandbox, aio_sandbox()),
+            (
+                SandboxKind::SandboxTemplate,
+                object_from_yaml(include_str!("../../../examples/template.yaml")),
+            ),
+            (SandboxKind::SandboxClaim, claim()),
+            (SandboxKind::SandboxWarmPool, pool(3)),
+        ] {
+            let mutated = applied(
+                &handler.mutate(&request(kind, "CREATE", Some(object.clone()), None)),
+                &object,
+            );
+            let response = handler.validate(&request(kind, "CREATE", Some(mutated), None));
+            assert!(
+                response.allowed,
+                "{policy:?} {kind:?}: {}",
+                response.result.message
+            );
+            assert_eq!(response.warnings, None, "{policy:?} {kind:?}");
+        }
+    }
+}
+
+#[test]
+fn denials_are_joined_and_warnings_passed_on() {
+    let handler = SandboxAdmission::new(PolicyStore::default());
+    let mut sandbox = aio_sandbox();
+    sandbox["spec"]["replicas"] = json!(2);
+    sandbox["spec"]["podTemplate"]["spec"]["hostNetwork"] = json!(true);
+    sandbox["spec"]["podTemplate"]["spec"]["containers"][0]["image"] = json!("busybox");
+    let response = handler.validate(&request(
+        SandboxKind::Sandbox,
+        "CREATE",
+        Some(sandbox),
+        None,
+    ));
+    assert!(!response.allowed);
+    assert_eq!(
+        response.result.message,
+        "spec.podTemplate.spec.hostNetwork: sharing the host's network namespace is not allowed \
+         (Pod Security baseline: hostNamespaces); \
+         spec.replicas: 2 is outside the allowed range 0 to 1"
+    );
+    assert_eq!(response.warnings.unwrap().len(), 1);
+}
+
+#[test]
+fn claims_are_stamped_through_the_handler() {
+    let handler = SandboxAdmission::new(PolicyStore::default());
+    let response = handler.mutate(&request(
+        SandboxKind::SandboxClaim,
+        "CREATE",
+        Some(claim()),
+        None,
+    ));
+    let stamped = applied(&response, &claim());
+    let stamp = stamped["metadata"]["annotations"][crate::api::ADMITTED_AT_ANNOTATION]
+        .as_str()
+        .unwrap();
+    let parsed: jiff::Timestamp = stamp.parse().unwrap();
+    assert!(parsed <= jiff::Timestamp::now());
+    assert_eq!(
+        stamp.len(),
+        "2026-01-01T00:00:00.123456789Z".len(),
+        "{stamp}"
+    );
+}
+
+#[test]
+fn malformed_sandboxes_are_denied_by_both_endpoints() {
+    let handler = SandboxAdmission::new(PolicyStore::default());
+    let broken = json!({"apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox",
+        "metadata": {"name": "x"}, "spec": {"podTemplate": ["not", "an", "object"]}});
+    for response in [
+        handler.mutate(&request(
+            SandboxKind::Sandbox,
+            "CREATE",
+            Some(broken.clone()),
+            None,
+        )),
+        handler.validate(&request(
+            SandboxKind::Sandbox,
+            "CREATE",
+            Some(broken.clone()),
+            None,
+        )),
+    ] {
+        assert!(!response.allowed);
+        assert_eq!(
+            response.result.message,
+            "spec.podTemplate: must be an object"
+        );
+    }
+}
+
+#[test]
+fn other_kinds_subresources_and_deletes_pass_untouched() {
+    let handler = SandboxAdmission::new(PolicyStore::default());
+    let mut pod = request(
+        SandboxKind::Sandbox,
+        "CREATE",
+        Some(json!({"spec": {}})),
+        None,
+    );
+    pod.kind.group = String::new();
+    pod.kind.kind = "Pod".into();
+    let response = handler.validate(&pod);
+    assert!(response.allowed);
+    assert_eq!(
+        response.warnings.unwrap(),
+        ["sandbox-operator admission does not handle /Pod; admitted unchanged"]
+    );
+
+    let mut status = request(
+        SandboxKind::Sandbox,
+        "UPDATE",
+        Some(json!({"spec": {}})),
+        Some(json!({"spec": {}})),
+    );
+    status.sub_resource = Some("status".into());
+    assert!(handler.validate(&status).allowed);
+    assert_eq!(handler.mutate(&status).patch, None);
+
+    let delete = request(SandboxKind::Sandbox, "DELETE", None, Some(aio_sandbox()));
+    assert!(handler.validate(&delete).allowed);
+    assert!(handler.mutate(&delete).allowed);
+}
+
+#[test]
+fn immutable_fields_are_enforced_through_the_handler() {
+    let handler = SandboxAdmission::new(PolicyStore::default());
+    let mut moved = claim();
+    moved["spec"]["sandboxTemplateRef"]["name"] = json!("other");
+    let response = handler.validate(&request(
+        SandboxKind::SandboxClaim,
+        "UPDATE",
+        Some(moved),
+        Some(claim()),
+    ));
+    assert!(!response.allowed);
+    assert_eq!(
+        response.result.message,
+        "spec.sandboxTemplateRef: field is immutable"
+    );
+}
+
+#[test]
+fn a_policy_reload_applies_to_the_next_review() {
+    let store = PolicyStore::default();
+    let handler = SandboxAdmission::new(store.clone());
+    let review = || {
+        handler.validate(&request(
+            SandboxKind::SandboxWarmPool,
+            "CREATE",
+            Some(pool(50)),
+            None,
+        ))
+    };
+    assert!(review().allowed);
+    store.replace(Policy::from_yaml("maxPoolReplicas: 10").unwrap());
+    assert_eq!(
+        review().result.message,
+        "spec.replicas: 50 exceeds the maximum 10"
+    );
+}
+
+#[test]
+fn the_observer_sees_each_outcome() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    let handler = SandboxAdmission::new(PolicyStore::default()).with_observer(
+        move |kind, operation, endpoint, allowed, _| {
+            sink.lock()
+                .unwrap()
+                .push(format!("{kind} {operation} {endpoint} {allowed}"));
+        },
+    );
+    handler.observe(
+        "Sandbox",
+        &Operation::Create,
+        false,
+        Endpoint::Validate,
+        Duration::from_millis(1),
+    );
+    assert_eq!(*seen.lock().unwrap(), ["Sandbox CREATE validate false"]);
+
+    let metrics = Arc::new(Metrics::new());
+    let handler = SandboxAdmission::new(PolicyStore::default()).with_metrics(Arc::clone(&metrics));
+    handler.observe(
+        "SandboxClaim",
+        &Operation::Create,
+        true,
+        Endpoint::Mutate,
+        Duration::from_micros(50),
+    );
+    assert!(metrics.encode().contains(
+        "admission_requests_total{allowed=\"true\",endpoint=\"mutate\",kind=\"SandboxClaim\",operation=\"CREATE\"} 1"
+    ));
+}

@@ -1,0 +1,207 @@
+//! Validation: whether an object may be stored, and why not.
+//!
+//! Denied, per kind (each rule lives in the submodule named after it):
+//!
+//! - Sandbox and SandboxTemplate, in `spec.podTemplate`
+//!   ([`pod`], [`container`], [`resources`], [`names`]):
+//!   - every Pod Security Standards check of the policy's profile
+//!     (`baseline` or `restricted`, see [`crate::admission::pss`]);
+//!   - the sandbox rules beyond Pod Security: reserved label and annotation
+//!     keys in the template metadata; capabilities outside the policy's
+//!     allow-list; a `serviceAccountName` outside its allow-list; a mounted
+//!     service account token under restricted; `nodeName`; tolerations
+//!     outside the allow-list; `runtimeClassName` outside the allow-list
+//!     (when there is one); containers without an image; ephemeral
+//!     containers (a Pod cannot be created with them);
+//!   - resources: cpu, memory and ephemeral-storage above the ceilings,
+//!     extended resources outside the allow-list, a request above its limit.
+//! - Sandbox: a name longer than 63 characters (it becomes a label value);
+//!   `spec.replicas` outside 0..1; on UPDATE, any change to
+//!   `spec.volumeClaimTemplates`.
+//! - SandboxClaim: a name longer than 63 characters; an empty or malformed
+//!   `spec.sandboxTemplateRef.name`; on UPDATE, any change to
+//!   `spec.sandboxTemplateRef` or to the `admitted-at` stamp.
+//! - SandboxWarmPool: `spec.replicas` below 0 or above the policy's cap; an
+//!   empty or malformed template name. The template may change: that is how
+//!   a pool is rolled to a new template.
+//!
+//! Warned (admitted, with a message for the client): images without a tag
+//! or tagged `latest`, `allowPrivilegeEscalation: true` under the baseline
+//! profile, containers without cpu/memory limits, and a mounted service
+//! account token under baseline when the policy would not mount one.
+//!
+//! Every finding names the field and the rule, e.g.
+//! `spec.podTemplate.spec.containers[0].resources.limits.memory: 128Gi exceeds the maximum 64Gi`.
+//! All findings are collected (not just the first) so one round trip shows
+//! everything to fix.
+
+mod container;
+mod names;
+mod pod;
+mod resources;
+#[cfg(test)]
+mod tests;
+
+use kube::core::admission::Operation;
+use serde_json::{Map, Value};
+
+use super::SandboxKind;
+use super::field::{Denial, FieldPath, optional_integer, present, required_object};
+use super::policy::{Policy, Profile};
+
+pub use names::{MAX_LABEL_VALUE, is_reserved_key};
+pub(crate) use pod::check_pod_template_value;
+
+/// The outcome of validating one object.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// Why the object is refused; empty when it is admitted.
+    pub denials: Vec<Denial>,
+    /// Soft findings, returned to the client as warnings.
+    pub warnings: Vec<String>,
+}
+
+impl Verdict {
+    /// Whether the object is admitted.
+    pub fn allowed(&self) -> bool {
+        self.denials.is_empty()
+    }
+
+    /// Every denial as `path: rule`, joined by `"; "`.
+    pub fn message(&self) -> String {
+        self.denials
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// Validates `object`, a `kind` being admitted with `operation`; on UPDATE,
+/// `old_object` is the stored version, used for the immutability rules.
+pub fn validate(
+    kind: SandboxKind,
+    operation: &Operation,
+    object: &Value,
+    old_object: Option<&Value>,
+    policy: &Policy,
+) -> Verdict {
+    let mut validator = Validator {
+        policy,
+        verdict: Verdict::default(),
+    };
+    let root = FieldPath::root();
+    let Some(object) = object.as_object() else {
+        validator.deny(&root, "the object must be a JSON object");
+        return validator.verdict;
+    };
+    let old_object = match operation {
+        Operation::Update => old_object.and_then(Value::as_object),
+        _ => None,
+    };
+    validator.object_name(kind, object, &root);
+    let Some(spec) = validator.ok(required_object(object, "spec", &root)) else {
+        return validator.verdict;
+    };
+    let spec_path = root.key("spec");
+    let old_spec = old_object
+        .and_then(|old| old.get("spec"))
+        .and_then(Value::as_object);
+    match kind {
+        SandboxKind::Sandbox => {
+            validator.pod_template(spec, &spec_path);
+            validator.sandbox_replicas(spec, &spec_path);
+            if let Some(old_spec) = old_spec {
+                validator.immutable(spec, old_spec, "volumeClaimTemplates", &spec_path);
+            }
+        }
+        SandboxKind::SandboxTemplate => validator.pod_template(spec, &spec_path),
+        SandboxKind::SandboxClaim => {
+            validator.template_ref(spec, &spec_path);
+            if let Some(old_spec) = old_spec {
+                validator.immutable(spec, old_spec, "sandboxTemplateRef", &spec_path);
+            }
+            if let Some(old_object) = old_object {
+                validator.stamp_unchanged(object, old_object, &root);
+            }
+        }
+        SandboxKind::SandboxWarmPool => {
+            validator.pool_replicas(spec, &spec_path);
+            validator.template_ref(spec, &spec_path);
+        }
+    }
+    validator.verdict
+}
+
+/// Collects the findings of one validation.
+pub(crate) struct Validator<'p> {
+    pub(crate) policy: &'p Policy,
+    pub(crate) verdict: Verdict,
+}
+
+impl Validator<'_> {
+    /// Records a denial, once (two rules may reach the same malformed field).
+    pub(crate) fn deny(&mut self, path: &FieldPath, message: impl Into<String>) {
+        self.push(Denial::new(path, message));
+    }
+
+    pub(crate) fn push(&mut self, denial: Denial) {
+        if !self.verdict.denials.contains(&denial) {
+            self.verdict.denials.push(denial);
+        }
+    }
+
+    pub(crate) fn warn(&mut self, path: &FieldPath, message: impl std::fmt::Display) {
+        self.verdict.warnings.push(format!("{path}: {message}"));
+    }
+
+    /// Records a malformed field as a denial and carries on without it.
+    pub(crate) fn ok<T>(&mut self, read: Result<T, Denial>) -> Option<T> {
+        read.map_err(|denial| self.push(denial)).ok()
+    }
+
+    pub(crate) fn restricted(&self) -> bool {
+        self.policy.profile == Profile::Restricted
+    }
+
+    fn immutable(
+        &mut self,
+        spec: &Map<String, Value>,
+        old_spec: &Map<String, Value>,
+        key: &'static str,
+        spec_path: &FieldPath,
+    ) {
+        if present(spec, key) != present(old_spec, key) {
+            self.deny(&spec_path.key(key), "field is immutable");
+        }
+    }
+
+    fn sandbox_replicas(&mut self, spec: &Map<String, Value>, spec_path: &FieldPath) {
+        if let Some(Some(replicas)) = self.ok(optional_integer(spec, "replicas", spec_path))
+            && !(0..=1).contains(&replicas)
+        {
+            self.deny(
+                &spec_path.key("replicas"),
+                format!("{replicas} is outside the allowed range 0 to 1"),
+            );
+        }
+    }
+
+    fn pool_replicas(&mut self, spec: &Map<String, Value>, spec_path: &FieldPath) {
+        let replicas_path = spec_path.key("replicas");
+        let maximum = self.policy.max_pool_replicas;
+        match self.ok(optional_integer(spec, "replicas", spec_path)) {
+            Some(None) => self.deny(&replicas_path, "is required"),
+            Some(Some(replicas)) if replicas < 0 => {
+                self.deny(&replicas_path, format!("{replicas} must not be negative"));
+            }
+            Some(Some(replicas)) if replicas > i64::from(maximum) => {
+                self.deny(
+                    &replicas_path,
+                    format!("{replicas} exceeds the maximum {maximum}"),
+                );
+            }
+            _ => {}
+        }
+    }
+}

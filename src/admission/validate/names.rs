@@ -1,0 +1,171 @@
+//! Names and keys: object name lengths, template references, the reserved
+//! label and annotation keys of pod templates, and the admission stamp.
+//!
+//! Guarantees: a Sandbox or SandboxClaim name fits a label value (63
+//! characters), because the operator derives labels from it; no pod
+//! template carries a key the operator uses to recognise its own Pods
+//! (those are written by the operator only, so a user cannot forge a pool
+//! member or point a Pod at someone else's Sandbox); a claim's
+//! `admitted-at` stamp never changes after admission.
+
+use serde_json::{Map, Value};
+
+use super::super::SandboxKind;
+use super::super::field::{FieldPath, optional_object, optional_str, present, required_object};
+use super::Validator;
+use crate::api::ADMITTED_AT_ANNOTATION;
+
+/// The longest label value, and so the longest Sandbox or claim name.
+pub const MAX_LABEL_VALUE: usize = 63;
+
+/// The characters the API server appends to a `generateName` prefix.
+const GENERATED_SUFFIX: usize = 5;
+
+/// The label key the operator marks its objects with.
+const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+
+/// Whether a label or annotation key is reserved for the operator: any key
+/// under `agents.x-k8s.io/` or a subdomain of it (such as
+/// `extensions.agents.x-k8s.io/`), and `app.kubernetes.io/managed-by`.
+/// The webhook refuses them in pod templates; the controllers strip them
+/// from any template they build a Pod from.
+pub fn is_reserved_key(key: &str) -> bool {
+    if key == MANAGED_BY {
+        return true;
+    }
+    match key.split_once('/') {
+        Some((prefix, _)) => prefix == "agents.x-k8s.io" || prefix.ends_with(".agents.x-k8s.io"),
+        None => false,
+    }
+}
+
+/// A Kubernetes object name: a DNS-1123 subdomain.
+pub(crate) fn is_dns_subdomain(name: &str) -> bool {
+    let alphanumeric = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 253
+        && bytes
+            .iter()
+            .all(|&b| alphanumeric(b) || b == b'-' || b == b'.')
+        && alphanumeric(bytes[0])
+        && alphanumeric(bytes[bytes.len() - 1])
+}
+
+impl Validator<'_> {
+    /// Sandbox and claim names become label values: at most 63 characters
+    /// (a `generateName` prefix leaves room for the 5 generated ones).
+    pub(super) fn object_name(
+        &mut self,
+        kind: SandboxKind,
+        object: &Map<String, Value>,
+        root: &FieldPath,
+    ) {
+        if !matches!(kind, SandboxKind::Sandbox | SandboxKind::SandboxClaim) {
+            return;
+        }
+        let Some(Some(metadata)) = self.ok(optional_object(object, "metadata", root)) else {
+            return;
+        };
+        let metadata_path = root.key("metadata");
+        if let Some(Some(name)) = self.ok(optional_str(metadata, "name", &metadata_path))
+            && name.chars().count() > MAX_LABEL_VALUE
+        {
+            self.deny(
+                &metadata_path.key("name"),
+                format!(
+                    "{} characters is longer than {MAX_LABEL_VALUE}: the name is used as a label value",
+                    name.chars().count()
+                ),
+            );
+        }
+        let generated = present(metadata, "name").is_none();
+        if generated
+            && let Some(Some(prefix)) =
+                self.ok(optional_str(metadata, "generateName", &metadata_path))
+            && prefix.chars().count() + GENERATED_SUFFIX > MAX_LABEL_VALUE
+        {
+            self.deny(
+                &metadata_path.key("generateName"),
+                format!(
+                    "{} characters plus {GENERATED_SUFFIX} generated ones is longer than \
+                     {MAX_LABEL_VALUE}: the name is used as a label value",
+                    prefix.chars().count()
+                ),
+            );
+        }
+    }
+
+    pub(super) fn template_ref(&mut self, spec: &Map<String, Value>, spec_path: &FieldPath) {
+        let Some(reference) = self.ok(required_object(spec, "sandboxTemplateRef", spec_path))
+        else {
+            return;
+        };
+        let reference_path = spec_path.key("sandboxTemplateRef");
+        let name_path = reference_path.key("name");
+        match self.ok(optional_str(reference, "name", &reference_path)) {
+            Some(None | Some("")) => self.deny(&name_path, "must not be empty"),
+            Some(Some(name)) if !is_dns_subdomain(name) => self.deny(
+                &name_path,
+                format!(
+                    "{name:?} is not a valid object name (lowercase letters, digits, '-' and '.', \
+                     starting and ending with a letter or digit, at most 253 characters)"
+                ),
+            ),
+            _ => {}
+        }
+    }
+
+    /// Labels and annotations of a pod template may not use reserved keys.
+    pub(super) fn template_metadata(
+        &mut self,
+        template: &Map<String, Value>,
+        template_path: &FieldPath,
+    ) {
+        let Some(Some(metadata)) = self.ok(optional_object(template, "metadata", template_path))
+        else {
+            return;
+        };
+        let metadata_path = template_path.key("metadata");
+        for section in ["labels", "annotations"] {
+            let Some(Some(keys)) = self.ok(optional_object(metadata, section, &metadata_path))
+            else {
+                continue;
+            };
+            for key in keys.keys().filter(|key| is_reserved_key(key)) {
+                self.deny(
+                    &metadata_path.key(section).key(key.clone()),
+                    format!(
+                        "{key:?} is a reserved key: agents.x-k8s.io/*, \
+                         extensions.agents.x-k8s.io/* and {MANAGED_BY} are set by the operator only"
+                    ),
+                );
+            }
+        }
+    }
+
+    /// On UPDATE a claim keeps the `admitted-at` stamp the webhook gave it.
+    pub(super) fn stamp_unchanged(
+        &mut self,
+        object: &Map<String, Value>,
+        old_object: &Map<String, Value>,
+        root: &FieldPath,
+    ) {
+        let stamp = |object: &Map<String, Value>| {
+            object
+                .get("metadata")
+                .and_then(|m| m.get("annotations"))
+                .and_then(|a| a.get(ADMITTED_AT_ANNOTATION))
+                .cloned()
+        };
+        if stamp(object) != stamp(old_object) {
+            self.deny(
+                &root
+                    .key("metadata")
+                    .key("annotations")
+                    .key(ADMITTED_AT_ANNOTATION),
+                "is set by the admission webhook when the claim is created and cannot be changed",
+            );
+        }
+    }
+}

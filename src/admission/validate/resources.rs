@@ -1,0 +1,112 @@
+//! Container resources: amounts parse and are not negative; cpu, memory and
+//! ephemeral-storage stay under the policy's ceilings; extended resources
+//! (anything else, such as `nvidia.com/gpu` or `hugepages-2Mi`) only from
+//! the allow-list; no request above its limit; a missing cpu or memory
+//! limit is warned about.
+
+use serde_json::{Map, Value};
+
+use super::super::field::{FieldPath, optional_object};
+use super::super::policy::ComputeResource;
+use super::super::quantity::Quantity;
+use super::Validator;
+
+/// The resources every node has; any other name is an extended resource.
+const STANDARD_RESOURCES: [&str; 3] = ["cpu", "memory", "ephemeral-storage"];
+
+impl Validator<'_> {
+    pub(super) fn resources(&mut self, container: &Map<String, Value>, container_path: &FieldPath) {
+        let resources_path = container_path.key("resources");
+        let resources = self
+            .ok(optional_object(container, "resources", container_path))
+            .flatten();
+        let requests = self.quantities(resources, "requests", &resources_path);
+        let limits = self.quantities(resources, "limits", &resources_path);
+        let find = |amounts: &[(String, Quantity)], name: &str| {
+            amounts
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, quantity)| quantity.clone())
+        };
+
+        for name in STANDARD_RESOURCES {
+            let Some(ceiling) = self.policy.ceilings.get_named(name) else {
+                continue;
+            };
+            for (section, amounts) in [("limits", &limits), ("requests", &requests)] {
+                if let Some(amount) = find(amounts, name)
+                    && amount > *ceiling
+                {
+                    self.deny(
+                        &resources_path.key(section).key(name),
+                        format!("{amount} exceeds the maximum {ceiling}"),
+                    );
+                }
+            }
+        }
+        for (section, amounts) in [("limits", &limits), ("requests", &requests)] {
+            for (name, _) in amounts {
+                if !STANDARD_RESOURCES.contains(&name.as_str())
+                    && !self
+                        .policy
+                        .allowed_extended_resources
+                        .iter()
+                        .any(|allowed| allowed == name)
+                {
+                    self.deny(
+                        &resources_path.key(section).key(name.clone()),
+                        format!("{name} is not in allowedExtendedResources"),
+                    );
+                }
+            }
+        }
+        for (name, request) in &requests {
+            if let Some(limit) = find(&limits, name)
+                && *request > limit
+            {
+                self.deny(
+                    &resources_path.key("requests").key(name.clone()),
+                    format!("{request} exceeds the limit {limit}"),
+                );
+            }
+        }
+        for resource in ComputeResource::ALL {
+            let name = resource.as_str();
+            if find(&limits, name).is_none() {
+                self.warn(
+                    &resources_path.key("limits").key(name),
+                    format_args!("is not set, so the container's {name} is unbounded"),
+                );
+            }
+        }
+    }
+
+    /// The parsed amounts of `resources.<section>`; unparsable or negative
+    /// amounts are denied and left out.
+    fn quantities(
+        &mut self,
+        resources: Option<&Map<String, Value>>,
+        section: &'static str,
+        resources_path: &FieldPath,
+    ) -> Vec<(String, Quantity)> {
+        let Some(Some(amounts)) = resources.map(|r| {
+            self.ok(optional_object(r, section, resources_path))
+                .flatten()
+        }) else {
+            return Vec::new();
+        };
+        let section_path = resources_path.key(section);
+        let mut parsed = Vec::with_capacity(amounts.len());
+        for (name, value) in amounts {
+            let path = section_path.key(name.clone());
+            match Quantity::from_json(value) {
+                Ok(quantity) if quantity.is_negative() => {
+                    self.deny(&path, format!("{quantity} must not be negative"));
+                }
+                Ok(quantity) => parsed.push((name.clone(), quantity)),
+                Err(error) => self.deny(&path, error.to_string()),
+            }
+        }
+        parsed
+    }
+}

@@ -1,0 +1,213 @@
+//! Per-kind rules: replicas, immutability, template references, malformed objects.
+
+use super::*;
+
+#[test]
+fn sandbox_replicas_must_be_zero_or_one() {
+    for (replicas, allowed) in [
+        (json!(0), true),
+        (json!(1), true),
+        (json!(2), false),
+        (json!(-1), false),
+    ] {
+        let mut sandbox = aio_sandbox();
+        sandbox["spec"]["replicas"] = replicas.clone();
+        let verdict = create(SandboxKind::Sandbox, &sandbox);
+        assert_eq!(verdict.allowed(), allowed, "{replicas}");
+    }
+    let mut sandbox = aio_sandbox();
+    sandbox["spec"]["replicas"] = json!(2);
+    assert_eq!(
+        denials(&create(SandboxKind::Sandbox, &sandbox)),
+        ["spec.replicas: 2 is outside the allowed range 0 to 1"]
+    );
+    sandbox["spec"]["replicas"] = json!("one");
+    assert_eq!(
+        denials(&create(SandboxKind::Sandbox, &sandbox)),
+        ["spec.replicas: must be an integer"]
+    );
+}
+
+#[test]
+fn volume_claim_templates_cannot_change_on_update() {
+    let mut old = aio_sandbox();
+    old["spec"]["volumeClaimTemplates"] = json!([{"metadata": {"name": "work"}, "spec": {"resources": {"requests": {"storage": "1Gi"}}}}]);
+    let mut new = old.clone();
+    new["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] =
+        json!("2Gi");
+    let policy = Policy::default();
+    let update = |new: &Value, old: &Value| {
+        denials(&validate(
+            SandboxKind::Sandbox,
+            &Operation::Update,
+            new,
+            Some(old),
+            &policy,
+        ))
+    };
+    assert_eq!(
+        update(&new, &old),
+        ["spec.volumeClaimTemplates: field is immutable"]
+    );
+    assert_eq!(
+        update(&aio_sandbox(), &old),
+        ["spec.volumeClaimTemplates: field is immutable"]
+    );
+    assert_eq!(
+        update(&old, &aio_sandbox()),
+        ["spec.volumeClaimTemplates: field is immutable"]
+    );
+    assert!(update(&old, &old).is_empty());
+    // Other fields may change.
+    let mut paused = old.clone();
+    paused["spec"]["replicas"] = json!(0);
+    assert!(update(&paused, &old).is_empty());
+    // On CREATE there is nothing to compare with.
+    assert!(
+        validate(
+            SandboxKind::Sandbox,
+            &Operation::Create,
+            &new,
+            Some(&old),
+            &policy
+        )
+        .allowed()
+    );
+}
+
+#[test]
+fn claims_need_a_template_name_that_never_changes() {
+    assert!(create(SandboxKind::SandboxClaim, &claim()).allowed());
+    for (reference, expected) in [
+        (
+            json!({"name": ""}),
+            "spec.sandboxTemplateRef.name: must not be empty",
+        ),
+        (json!({}), "spec.sandboxTemplateRef.name: must not be empty"),
+        (
+            json!({"name": 5}),
+            "spec.sandboxTemplateRef.name: must be a string",
+        ),
+        (json!("aio"), "spec.sandboxTemplateRef: must be an object"),
+        (json!(null), "spec.sandboxTemplateRef: is required"),
+    ] {
+        let mut object = claim();
+        object["spec"]["sandboxTemplateRef"] = reference;
+        assert_eq!(
+            denials(&create(SandboxKind::SandboxClaim, &object)),
+            [expected]
+        );
+    }
+    let mut object = claim();
+    object["spec"]["sandboxTemplateRef"]["name"] = json!("Not_A_Name");
+    assert!(
+        denials(&create(SandboxKind::SandboxClaim, &object))[0]
+            .starts_with("spec.sandboxTemplateRef.name: \"Not_A_Name\" is not a valid object name")
+    );
+
+    let mut moved = claim();
+    moved["spec"]["sandboxTemplateRef"]["name"] = json!("other");
+    let verdict = validate(
+        SandboxKind::SandboxClaim,
+        &Operation::Update,
+        &moved,
+        Some(&claim()),
+        &Policy::default(),
+    );
+    assert_eq!(
+        denials(&verdict),
+        ["spec.sandboxTemplateRef: field is immutable"]
+    );
+}
+
+#[test]
+fn pool_replicas_are_capped_and_the_template_may_change() {
+    assert!(create(SandboxKind::SandboxWarmPool, &pool(1000)).allowed());
+    assert_eq!(
+        denials(&create(SandboxKind::SandboxWarmPool, &pool(1001))),
+        ["spec.replicas: 1001 exceeds the maximum 1000"]
+    );
+    assert_eq!(
+        denials(&create(SandboxKind::SandboxWarmPool, &pool(-1))),
+        ["spec.replicas: -1 must not be negative"]
+    );
+    let small = Policy::from_yaml("maxPoolReplicas: 5").unwrap();
+    assert!(
+        !validate(
+            SandboxKind::SandboxWarmPool,
+            &Operation::Create,
+            &pool(6),
+            None,
+            &small
+        )
+        .allowed()
+    );
+
+    let mut retemplated = pool(3);
+    retemplated["spec"]["sandboxTemplateRef"]["name"] = json!("aio-v2");
+    let verdict = validate(
+        SandboxKind::SandboxWarmPool,
+        &Operation::Update,
+        &retemplated,
+        Some(&pool(3)),
+        &Policy::default(),
+    );
+    assert!(verdict.allowed());
+}
+
+#[test]
+fn malformed_objects_get_clear_denials_not_panics() {
+    let cases = [
+        (
+            json!({"spec": {"podTemplate": "nope"}}),
+            "spec.podTemplate: must be an object",
+        ),
+        (
+            json!({"spec": {"podTemplate": {}}}),
+            "spec.podTemplate.spec: is required",
+        ),
+        (json!({"spec": []}), "spec: must be an object"),
+        (json!({}), "spec: is required"),
+        (json!("text"), "the object must be a JSON object"),
+        (
+            json!({"spec": {"podTemplate": {"spec": {}}}}),
+            "spec.podTemplate.spec.containers: at least one container is required",
+        ),
+        (
+            json!({"spec": {"podTemplate": {"spec": {"containers": [7]}}}}),
+            "spec.podTemplate.spec.containers[0]: must be an object",
+        ),
+        (
+            json!({"spec": {"podTemplate": {"spec": {"containers": [{"image": "a:1", "resources": {"limits": []}}]}}}}),
+            "spec.podTemplate.spec.containers[0].resources.limits: must be an object",
+        ),
+        (
+            json!({"spec": {"podTemplate": {"spec": {"containers": [{"image": "a:1"}], "hostNetwork": "yes"}}}}),
+            "spec.podTemplate.spec.hostNetwork: must be true or false",
+        ),
+    ];
+    for (object, expected) in cases {
+        let verdict = create(SandboxKind::Sandbox, &object);
+        assert_eq!(denials(&verdict), [expected], "{object}");
+    }
+    assert_eq!(
+        denials(&create(
+            SandboxKind::SandboxWarmPool,
+            &json!({"spec": {"sandboxTemplateRef": {"name": "a"}}})
+        )),
+        ["spec.replicas: is required"]
+    );
+}
+
+#[test]
+fn all_findings_are_reported_together() {
+    let verdict = create(
+        SandboxKind::Sandbox,
+        &sandbox_with(
+            json!({"securityContext": {"privileged": true}, "resources": {"limits": {"memory": "128Gi"}}}),
+            json!({"hostNetwork": true}),
+        ),
+    );
+    assert_eq!(verdict.denials.len(), 3);
+    assert_eq!(verdict.message().matches("; ").count(), 2);
+}
