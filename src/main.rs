@@ -249,6 +249,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         namespace: args.namespace.clone(),
         resync: Duration::from_secs(args.resync_seconds),
         claim_network_policy: args.claim_network_policy,
+        policy: policy.clone(),
+        // The same namespaces the webhook configurations exclude.
+        excluded_namespaces: match &args.namespace {
+            Some(_) => Vec::new(),
+            None => vec!["kube-system".to_string(), args.operator_namespace.clone()],
+        },
     };
 
     // The webhook serves on every replica, leader or not.

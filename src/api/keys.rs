@@ -46,11 +46,16 @@ pub const ORIGIN_POOL_LABEL: &str = "agents.x-k8s.io/origin-pool";
 pub const ADOPTABLE_LABEL: &str = "agents.x-k8s.io/adoptable";
 
 /// Whether a label or annotation key is reserved for the operator: the
-/// `agents.x-k8s.io/` and `extensions.agents.x-k8s.io/` prefixes and the
-/// managed-by label. A user's pod template may not carry them (the webhook
-/// refuses them, and the controllers strip them when they build a Pod).
+/// `agents.x-k8s.io/` prefix and its subdomains (`extensions.agents.x-k8s.io/`,
+/// ...) and the managed-by label. A user's pod template may not carry them
+/// (the webhook refuses them, and the controllers strip them when they build
+/// a Pod).
 pub fn is_reserved_key(key: &str) -> bool {
-    key.starts_with("agents.x-k8s.io/")
-        || key.starts_with("extensions.agents.x-k8s.io/")
-        || key == "app.kubernetes.io/managed-by"
+    if key == "app.kubernetes.io/managed-by" {
+        return true;
+    }
+    match key.split_once('/') {
+        Some((prefix, _)) => prefix == "agents.x-k8s.io" || prefix.ends_with(".agents.x-k8s.io"),
+        None => false,
+    }
 }

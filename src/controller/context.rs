@@ -62,6 +62,14 @@ pub struct Config {
     pub identity: String,
     /// Watch only this namespace (all namespaces when `None`).
     pub namespace: Option<String>,
+    /// The admission policy (shared with the webhook, reloaded with it): the
+    /// controllers check every pod template against it again right before
+    /// they create a Pod.
+    pub policy: crate::admission::PolicyStore,
+    /// Namespaces the controllers leave alone: the ones admission excludes
+    /// (kube-system and the operator's own when watching all namespaces), so
+    /// nothing runs there unchecked.
+    pub excluded_namespaces: Vec<String>,
     /// Which NetworkPolicy keeps a claimed Pod's ingress closed.
     pub claim_network_policy: NetworkPolicyMode,
     /// Every object is reconciled again at least this often (jittered by
@@ -95,6 +103,8 @@ impl Default for Config {
             namespace: None,
             resync: std::time::Duration::from_secs(300),
             claim_network_policy: NetworkPolicyMode::PerClaim,
+            policy: Default::default(),
+            excluded_namespaces: Vec::new(),
         }
     }
 }

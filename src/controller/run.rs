@@ -54,6 +54,16 @@ where
     move |obj, ctx| {
         let reconcile = reconcile.clone();
         Box::pin(async move {
+            let namespace = obj.meta().namespace.as_deref().unwrap_or_default();
+            if ctx
+                .config
+                .excluded_namespaces
+                .iter()
+                .any(|n| n == namespace)
+            {
+                // Admission does not check this namespace, so nothing runs here.
+                return Ok(Action::await_change());
+            }
             let key = backoff_key(controller, obj.as_ref());
             let action = reconcile(obj, ctx.clone()).await?;
             ctx.backoff.succeeded(&key);

@@ -190,3 +190,46 @@ async fn one_network_policy_per_template_covers_warm_and_cold_pods() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_policy_is_applied_again_before_any_pod_is_created() {
+    // The webhook is off here (as in a namespace admission does not see):
+    // the Sandbox is stored unchecked, and the controller still refuses to
+    // start its Pod.
+    let ns = TestNs::new("trust-policy").await;
+    let _op = ns.operator(&["--webhook=false"]).await;
+    let sandbox: Sandbox = serde_json::from_value(json!({
+        "apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox",
+        "metadata": {"name": "escape"},
+        "spec": {"podTemplate": {"spec": {"hostNetwork": true,
+            "containers": [{"name": "c", "image": "busybox"}]}}}
+    }))
+    .unwrap();
+    ns.api::<Sandbox>()
+        .create(&PostParams::default(), &sandbox)
+        .await
+        .unwrap();
+    let refused = wait_for(
+        &ns.api::<Sandbox>(),
+        "escape",
+        Duration::from_secs(30),
+        |s| {
+            s.status
+                .as_ref()
+                .and_then(|s| find_condition(&s.conditions, READY))
+                .is_some_and(|c| c.reason == "PolicyViolation")
+        },
+    )
+    .await;
+    let status = refused.status.unwrap();
+    let message = &find_condition(&status.conditions, READY).unwrap().message;
+    assert!(
+        message.contains("spec.podTemplate.spec.hostNetwork"),
+        "{message}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        ns.api::<Pod>().get_opt("escape").await.unwrap().is_none(),
+        "no Pod for a template that fails the policy"
+    );
+}

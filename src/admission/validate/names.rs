@@ -24,20 +24,7 @@ const GENERATED_SUFFIX: usize = 5;
 /// The label key the operator marks its objects with.
 const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 
-/// Whether a label or annotation key is reserved for the operator: any key
-/// under `agents.x-k8s.io/` or a subdomain of it (such as
-/// `extensions.agents.x-k8s.io/`), and `app.kubernetes.io/managed-by`.
-/// The webhook refuses them in pod templates; the controllers strip them
-/// from any template they build a Pod from.
-pub fn is_reserved_key(key: &str) -> bool {
-    if key == MANAGED_BY {
-        return true;
-    }
-    match key.split_once('/') {
-        Some((prefix, _)) => prefix == "agents.x-k8s.io" || prefix.ends_with(".agents.x-k8s.io"),
-        None => false,
-    }
-}
+pub use crate::api::is_reserved_key;
 
 /// A Kubernetes object name: a DNS-1123 subdomain.
 pub(crate) fn is_dns_subdomain(name: &str) -> bool {

@@ -68,6 +68,8 @@ pub mod reason {
     pub const PAUSED: &str = "Paused";
     /// `shutdownTime` has passed.
     pub const EXPIRED: &str = "SandboxExpired";
+    /// The pod template fails the current admission policy; no Pod is created.
+    pub const POLICY_VIOLATION: &str = "PolicyViolation";
     /// More than one Pod is owned; nothing more is created.
     pub const MULTIPLE_PODS: &str = "MultiplePods";
 }
@@ -290,6 +292,37 @@ async fn act(
                 }
             }
             Step::CreatePod => {
+                // The policy holds at creation time too: a template admitted
+                // under an older or laxer policy starts no Pod.
+                let denials = crate::admission::check_pod_template(
+                    &ctx.config.policy.current(),
+                    &sandbox.spec.pod_template,
+                );
+                if !denials.is_empty() {
+                    let message = format!(
+                        "the pod template violates the admission policy, no Pod is created: {}",
+                        denials
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    );
+                    ctx.event(
+                        sandbox,
+                        EventType::Warning,
+                        reason::POLICY_VIOLATION,
+                        "CreatePod",
+                        message.clone(),
+                    )
+                    .await;
+                    blocked = Some(ConditionUpdate::ready(
+                        false,
+                        reason::POLICY_VIOLATION,
+                        message,
+                    ));
+                    current = None;
+                    continue;
+                }
                 let pvcs: Api<PersistentVolumeClaim> =
                     Api::namespaced(ctx.client.clone(), namespace);
                 for pvc in desired_pvcs(sandbox)? {
