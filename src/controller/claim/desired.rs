@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec as K8sNetworkPolicySpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use kube::ResourceExt;
 use kube::api::ObjectMeta;
 
@@ -52,6 +52,25 @@ pub fn desired_network_policy(
     template: &SandboxTemplate,
 ) -> Result<NetworkPolicy> {
     let name = claim.name_any();
+    sandbox_network_policy(
+        network_policy_name(&name),
+        claim.namespace(),
+        (SANDBOX_LABEL, name),
+        template,
+        controller_ref(claim)?,
+    )
+}
+
+/// A NetworkPolicy applying `template`'s rules (no ingress rule: deny all
+/// ingress; egress restricted only when the template lists egress rules)
+/// to the Pods labelled `selector`.
+fn sandbox_network_policy(
+    name: String,
+    namespace: Option<String>,
+    selector: (&str, String),
+    template: &SandboxTemplate,
+    owner: OwnerReference,
+) -> Result<NetworkPolicy> {
     let rules = template.spec.network_policy.clone().unwrap_or_default();
     let mut policy_types = vec!["Ingress".to_string()];
     if rules.egress.is_some() {
@@ -59,15 +78,15 @@ pub fn desired_network_policy(
     }
     Ok(NetworkPolicy {
         metadata: ObjectMeta {
-            name: Some(network_policy_name(&name)),
-            namespace: claim.namespace(),
+            name: Some(name),
+            namespace,
             labels: Some(managed_labels()),
-            owner_references: Some(vec![controller_ref(claim)?]),
+            owner_references: Some(vec![owner]),
             ..Default::default()
         },
         spec: Some(K8sNetworkPolicySpec {
             pod_selector: Some(LabelSelector {
-                match_labels: Some(BTreeMap::from([(SANDBOX_LABEL.to_string(), name)])),
+                match_labels: Some(BTreeMap::from([(selector.0.to_string(), selector.1)])),
                 ..Default::default()
             }),
             policy_types: Some(policy_types),
@@ -145,27 +164,11 @@ pub fn template_network_policy_name(template: &str) -> String {
 /// cold Pods of its claims. Owned by the template.
 pub fn desired_template_network_policy(template: &SandboxTemplate) -> Result<NetworkPolicy> {
     let name = template.name_any();
-    let rules = template.spec.network_policy.clone().unwrap_or_default();
-    let mut policy_types = vec!["Ingress".to_string()];
-    if rules.egress.is_some() {
-        policy_types.push("Egress".into());
-    }
-    Ok(NetworkPolicy {
-        metadata: ObjectMeta {
-            name: Some(template_network_policy_name(&name)),
-            namespace: template.namespace(),
-            labels: Some(managed_labels()),
-            owner_references: Some(vec![controller_ref(template)?]),
-            ..Default::default()
-        },
-        spec: Some(K8sNetworkPolicySpec {
-            pod_selector: Some(LabelSelector {
-                match_labels: Some(BTreeMap::from([(TEMPLATE_LABEL.to_string(), name)])),
-                ..Default::default()
-            }),
-            policy_types: Some(policy_types),
-            ingress: Some(rules.ingress.unwrap_or_default()),
-            egress: rules.egress,
-        }),
-    })
+    sandbox_network_policy(
+        template_network_policy_name(&name),
+        template.namespace(),
+        (TEMPLATE_LABEL, name),
+        template,
+        controller_ref(template)?,
+    )
 }
