@@ -60,7 +60,7 @@ pub enum ClaimError {
     },
     /// Not Ready in time.
     #[error("SandboxClaim {namespace}/{name} not Ready after {}s{}: {}",
-        timeout.as_secs_f64(), while_cold(launch_type.as_deref()), last_state(condition.as_ref()))]
+        timeout.as_secs_f64(), while_cold(launch_type.as_deref()), last_state(condition.as_deref()))]
     Timeout {
         /// Namespace of the claim.
         namespace: String,
@@ -69,7 +69,7 @@ pub enum ClaimError {
         /// The deadline that passed.
         timeout: Duration,
         /// The last `Ready` condition seen.
-        condition: Option<ReadyCondition>,
+        condition: Option<Box<ReadyCondition>>,
         /// The last launch type seen.
         launch_type: Option<String>,
     },
@@ -204,7 +204,7 @@ pub async fn wait_ready(
                 namespace,
                 name,
                 timeout,
-                condition,
+                condition: condition.map(Box::new),
                 launch_type,
             })
         }

@@ -240,11 +240,11 @@ mod tests {
             namespace: "n".into(),
             name: "c".into(),
             timeout: Duration::from_secs(2),
-            condition: Some(facts::ReadyCondition {
+            condition: Some(Box::new(facts::ReadyCondition {
                 status: "False".into(),
                 reason: "SandboxNotReady".into(),
                 message: "Pod c is Pending".into(),
-            }),
+            })),
             launch_type: Some("cold".into()),
         };
         assert_eq!(timeout.exit_code(), 1);

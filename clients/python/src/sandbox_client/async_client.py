@@ -21,6 +21,7 @@ import time
 from typing import Any, Awaitable, Dict, Generator, Iterator, List, Mapping, Optional, Tuple, cast
 
 try:
+    import aiohttp
     from kubernetes_asyncio import client as k8s
     from kubernetes_asyncio import config as k8s_config
     from kubernetes_asyncio import watch as k8s_watch
@@ -76,7 +77,7 @@ class AsyncClaimsApi:
             if e.status is not None and 400 <= e.status < 500:
                 raise errors.ClaimRejected(namespace, e.status, reason, message) from e
             raise errors.ApiError("creating a SandboxClaim", e.status, message, namespace=namespace) from e
-        except OSError as e:
+        except (OSError, aiohttp.ClientError) as e:
             raise errors.ApiError("creating a SandboxClaim", None, str(e), namespace=namespace) from e
 
     async def get(self, namespace: str, name: str) -> Dict[str, Any]:
@@ -154,7 +155,7 @@ class AsyncClaimsApi:
                 if isinstance(state, SandboxInfo):
                     return state
                 seen.append(state)
-            except OSError as e:
+            except (OSError, aiohttp.ClientError) as e:
                 raise errors.ApiError(f"watching SandboxClaim {namespace}/{name}", None, str(e)) from e
 
 
