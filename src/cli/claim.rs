@@ -29,7 +29,8 @@ pub const FIELD_MANAGER: &str = "sandbox-operator-cli";
 #[derive(Debug, thiserror::Error)]
 pub enum ClaimError {
     /// The API server refused the create (admission, RBAC, schema, no such namespace).
-    #[error("SandboxClaim create in namespace {namespace} rejected ({code} {reason}): {message}")]
+    #[error("SandboxClaim create in namespace {namespace} rejected ({}): {message}",
+        format!("{code} {reason}").trim_end())]
     Rejected {
         /// Namespace of the create.
         namespace: String,

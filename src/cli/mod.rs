@@ -260,6 +260,16 @@ mod tests {
             message: "spec.sandboxTemplateRef.name: bad".into(),
         };
         assert_eq!(rejected.exit_code(), 2);
+        let denied = ClaimError::Rejected {
+            namespace: "n".into(),
+            code: 400,
+            reason: String::new(),
+            message: "denied".into(),
+        };
+        assert_eq!(
+            denied.to_string(),
+            "SandboxClaim create in namespace n rejected (400): denied"
+        );
     }
 
     #[test]

@@ -230,7 +230,11 @@ async fn claim_cli_exit_codes_name_the_reason() {
     claim_gone(&ns, "slow-2").await;
 
     // Refused by admission: exit 2, the webhook's message names the field.
-    let refused = cli(&ns, &["create", "-t", "Not_A_Name", "--wait"]).await;
+    let refused = cli(
+        &ns,
+        &["create", "-t", "Not_A_Name", "--name", "bad-ref", "--wait"],
+    )
+    .await;
     assert_eq!(refused.code, 2, "{}", refused.stderr);
     assert!(
         refused.stderr.contains("rejected")

@@ -73,7 +73,7 @@ def test_missing_template_is_a_typed_error_and_leaves_no_claim(namespace: str, c
 
 def test_admission_rejection_carries_the_api_servers_message(namespace: str) -> None:
     with pytest.raises(ClaimRejected) as raised:
-        SandboxClaim.create(template="Not_A_Name", namespace=namespace, timeout=30)
+        SandboxClaim.create(template="Not_A_Name", name="bad-ref", namespace=namespace, timeout=30)
     error = raised.value
     assert 400 <= error.status < 500
     assert error.message and "spec.sandboxTemplateRef.name" in error.message

@@ -114,6 +114,7 @@ def test_rejection_and_batch_errors_carry_the_api_answer() -> None:
     rejected = ClaimRejected("agents", 400, "BadRequest", 'spec.sandboxTemplateRef.name: "X" is not a valid name')
     assert rejected.status == 400
     assert "spec.sandboxTemplateRef.name" in str(rejected)
+    assert "rejected (403): denied" in str(ClaimRejected("agents", 403, "", "denied"))
     batch = BatchError([rejected], ["a", "b"])
     assert str(batch).startswith("1 of 3 claims failed")
     assert batch.errors == [rejected]

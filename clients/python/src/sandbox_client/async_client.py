@@ -26,7 +26,6 @@ try:
     from kubernetes_asyncio import config as k8s_config
     from kubernetes_asyncio import watch as k8s_watch
     from kubernetes_asyncio.client.exceptions import ApiException
-    from kubernetes_asyncio.config.kube_config import KUBE_CONFIG_DEFAULT_LOCATION
 except ImportError as missing:  # pragma: no cover - depends on the install
     raise ImportError(
         "the asyncio client needs kubernetes_asyncio: pip install 'sandbox-operator-client[async]'"
@@ -41,8 +40,10 @@ async def connect(kubeconfig: Optional[str] = None, context: Optional[str] = Non
     """An ApiClient from ``kubeconfig`` (else ``$KUBECONFIG`` / ``~/.kube/config``),
     falling back to the in-cluster service account."""
     configuration = k8s.Configuration()
-    default = os.path.expanduser(KUBE_CONFIG_DEFAULT_LOCATION)
-    if kubeconfig or os.environ.get("KUBECONFIG") or os.path.exists(default):
+    # $KUBECONFIG is read now, not when the kubernetes package was imported.
+    home = os.path.expanduser("~/.kube/config")
+    kubeconfig = kubeconfig or os.environ.get("KUBECONFIG") or (home if os.path.exists(home) else None)
+    if kubeconfig:
         await k8s_config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
     else:
         k8s_config.load_incluster_config(client_configuration=configuration)

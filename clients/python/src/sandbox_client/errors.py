@@ -51,7 +51,7 @@ class ClaimRejected(SandboxError):
 
     def __init__(self, namespace: str, status: int, reason: str, message: str) -> None:
         super().__init__(
-            f"SandboxClaim create in namespace {namespace} rejected ({status} {reason}): {message}",
+            f"SandboxClaim create in namespace {namespace} rejected ({f'{status} {reason}'.strip()}): {message}",
             namespace=namespace,
             reason=reason,
             message=message,

@@ -34,7 +34,6 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
-from kubernetes.config.kube_config import KUBE_CONFIG_DEFAULT_LOCATION
 
 from . import errors
 from ._decide import DELETED, check
@@ -47,8 +46,10 @@ def connect(kubeconfig: Optional[str] = None, context: Optional[str] = None, poo
     configuration = k8s.Configuration()
     if pool_size:
         configuration.connection_pool_maxsize = pool_size
-    default = os.path.expanduser(KUBE_CONFIG_DEFAULT_LOCATION)
-    if kubeconfig or os.environ.get("KUBECONFIG") or os.path.exists(default):
+    # $KUBECONFIG is read now, not when the kubernetes package was imported.
+    home = os.path.expanduser("~/.kube/config")
+    kubeconfig = kubeconfig or os.environ.get("KUBECONFIG") or (home if os.path.exists(home) else None)
+    if kubeconfig:
         k8s_config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
     else:
         k8s_config.load_incluster_config(client_configuration=configuration)
