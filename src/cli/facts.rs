@@ -265,7 +265,12 @@ mod tests {
 
     #[test]
     fn passing_and_unknown_reasons_keep_waiting_terminal_ones_fail() {
-        for reason in ["SandboxCreated", "SandboxNotReady", "ReasonAddedLater"] {
+        for reason in [
+            "SandboxCreated",
+            "SandboxNotReady",
+            "QuotaExceeded",
+            "ReasonAddedLater",
+        ] {
             let outcome = evaluate(
                 &claim(json!({"conditions": ready("False", reason), "launchType": "cold"})),
                 None,

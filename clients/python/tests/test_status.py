@@ -68,7 +68,7 @@ def test_optional_fields_stay_none_and_are_never_guessed_from_the_name() -> None
     assert outcome.info.time_to_ready_seconds is None
 
 
-@pytest.mark.parametrize("reason", ["SandboxCreated", "SandboxNotReady", "SomeReasonAddedLater"])
+@pytest.mark.parametrize("reason", ["SandboxCreated", "SandboxNotReady", "QuotaExceeded", "SomeReasonAddedLater"])
 def test_not_ready_with_a_passing_or_unknown_reason_keeps_waiting(reason: str) -> None:
     outcome = evaluate(claim("False", reason, "pod pending", status={"launchType": "cold"}))
     assert outcome == Waiting(Condition("False", reason, "pod pending"), "cold")

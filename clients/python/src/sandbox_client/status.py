@@ -29,6 +29,7 @@ KIND = "SandboxClaim"
 
 #: ``Ready=False`` reasons after which the claim will not become Ready by
 #: itself: the wait stops at once with a :class:`~sandbox_client.ClaimFailed`.
+#: ``QuotaExceeded`` is not one: the operator retries and a quota can free up.
 TERMINAL_REASONS = frozenset({"TemplateNotFound", "ClaimExpired", "SandboxRejected", "Forbidden", "NameConflict"})
 
 
