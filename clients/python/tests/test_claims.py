@@ -86,7 +86,7 @@ def test_timeout_while_cold_names_the_last_condition(namespace: str, custom: k8s
         SandboxClaim.create(template="slow", namespace=namespace, warm_pool="none", timeout=2)
     elapsed = time.monotonic() - started
     error = raised.value
-    assert 2 <= elapsed < 4, elapsed
+    assert 2 <= elapsed < 5, elapsed  # whole-second watch timeout, then the delete
     assert error.cold
     assert error.condition is not None and error.condition.status == "False"
     assert error.reason in {"SandboxCreated", "SandboxNotReady"}
