@@ -48,6 +48,7 @@ test: ## Run every check and test (starts the local control plane if needed)
 	@$(MAKE) -s crds-check
 	@kubeconfig=$$($(CLUSTER) up | tail -n 1) && \
 	  SANDBOX_KUBECONFIG=$$kubeconfig $(CARGO) test --workspace --lib --bins --tests -- --test-threads=$${TEST_THREADS:-3}
+	@$(MAKE) -s test-python
 
 .PHONY: run
 run: ## Run the operator on the local control plane with a demo warm pool (Ctrl-C stops all)
@@ -65,3 +66,22 @@ bench: ## End-to-end claim latency bench (pool 100, 300 warm, 30 cold, bursts) +
 .PHONY: bench-quick
 bench-quick: ## Quick end-to-end bench (pool 20, 200 warm, 20 cold, bursts of 20 and 60): about two minutes
 	@kubeconfig=$$($(CLUSTER) up | tail -n 1) && SANDBOX_KUBECONFIG=$$kubeconfig $(CARGO) bench --bench claim-latency -- --quick
+
+PYTHON ?= python3
+# The Python client's test venv (dependencies only matter: tests import this
+# checkout's clients/python/src through PYTHONPATH). Kept under ~/.cache, keyed
+# by pyproject.toml, so clean clones on the same machine reuse it; created
+# when absent (about 75 s from PyPI).
+PY_VENV ?= $(HOME)/.cache/sandbox-operator/python-venv-$(shell sha256sum clients/python/pyproject.toml | cut -c1-12)
+
+$(PY_VENV)/.installed:
+	$(PYTHON) -m venv $(PY_VENV)
+	$(PY_VENV)/bin/pip install -q -e 'clients/python[async,test]'
+	@touch $@
+
+.PHONY: test-python
+test-python: $(PY_VENV)/.installed ## Python client: ruff, mypy --strict, pytest against the local control plane and the operator
+	@$(CARGO) build -q --bin sandbox-operator
+	cd clients/python && $(PY_VENV)/bin/ruff check . && $(PY_VENV)/bin/ruff format --check . && $(PY_VENV)/bin/mypy src tests
+	@kubeconfig=$$($(CLUSTER) up | tail -n 1) && \
+	  SANDBOX_KUBECONFIG=$$kubeconfig PYTHONPATH=$(CURDIR)/clients/python/src $(PY_VENV)/bin/pytest clients/python

@@ -7,10 +7,12 @@
 //! - [`admin`]: the plain-HTTP `/metrics`, `/healthz`, `/readyz` port.
 //! - [`admission`]: the defaulting and validation policy (pure functions).
 //! - [`webhook`]: the webhook configurations and serving inside `run`.
+//! - [`cli`]: `claim create` / `claim delete` for scripts.
 
 pub mod admin;
 pub mod admission;
 pub mod api;
+pub mod cli;
 pub mod controller;
 pub mod metrics;
 pub mod webhook;

@@ -1,4 +1,4 @@
-//! The `sandbox-operator` binary: `run`, `crd`, `version`.
+//! The `sandbox-operator` binary: `run`, `crd`, `policy check`, `claim`, `version`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,6 +41,9 @@ enum Command {
     Policy(PolicyCommand),
     /// Print the version.
     Version,
+    /// Claim a sandbox from the command line (exit 0 ok, 1 claim failed or timed out, 2 usage or API error).
+    #[command(subcommand)]
+    Claim(sandbox_operator::cli::ClaimCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -181,6 +184,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Command::Crd => print!("{}", sandbox_operator::api::crds_yaml()),
         Command::Version => println!("sandbox-operator {}", env!("CARGO_PKG_VERSION")),
+        Command::Claim(command) => return Ok(sandbox_operator::cli::run(command)),
         Command::Policy(PolicyCommand::Check { files, policy }) => {
             let admitted =
                 sandbox_operator::admission::run_policy_check(&files, policy.as_deref())?;

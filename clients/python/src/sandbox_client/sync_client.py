@@ -1,0 +1,384 @@
+"""The blocking client, on the official ``kubernetes`` package.
+
+Flow of :meth:`SandboxClaim.create`: one POST creates the claim; ONE watch
+on that claim alone (field selector ``metadata.name``), started from the
+resourceVersion the create returned, so no update between the two calls is
+missed, reads its status until :func:`~sandbox_client.status.evaluate` says
+Ready or failed; leaving the ``with`` block deletes the claim.
+
+Guarantees:
+
+- a claim this client created is deleted again when ``create`` fails after
+  the create (timeout, failure, Ctrl-C), unless ``delete_on_exit=False``;
+- the wait ends within about a second of ``timeout`` (the watch's own
+  ``timeoutSeconds`` is whole seconds) and never busy-polls;
+- a watch the API server ends early is resumed from the last seen
+  resourceVersion; a ``410 Gone`` is answered by one GET and a new watch
+  from there;
+- a client built here is closed when the claim (or batch) is done with it;
+  an ``api_client`` passed in is never closed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, cast
+
+import urllib3
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes import watch as k8s_watch
+from kubernetes.client.exceptions import ApiException
+
+from . import errors
+from ._decide import DELETED, check
+from .status import GROUP, PLURAL, VERSION, SandboxFacts, SandboxInfo, Waiting, claim_body
+
+
+def connect(kubeconfig: Optional[str] = None, context: Optional[str] = None, pool_size: int = 0) -> k8s.ApiClient:
+    """An ApiClient from ``kubeconfig`` (else ``$KUBECONFIG`` / ``~/.kube/config``),
+    falling back to the in-cluster service account."""
+    configuration = k8s.Configuration()
+    if pool_size:
+        configuration.connection_pool_maxsize = pool_size
+    # $KUBECONFIG is read now, not when the kubernetes package was imported.
+    home = os.path.expanduser("~/.kube/config")
+    kubeconfig = kubeconfig or os.environ.get("KUBECONFIG") or (home if os.path.exists(home) else None)
+    if kubeconfig:
+        k8s_config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
+    else:
+        k8s_config.load_incluster_config(client_configuration=configuration)
+    return k8s.ApiClient(configuration)
+
+
+def status_of(error: ApiException) -> Tuple[str, str]:
+    """Reason and message of the Status object an API error carries."""
+    try:
+        body = json.loads(error.body or "{}")
+    except ValueError:
+        body = {}
+    reason = str(body.get("reason") or error.reason or "")
+    message = str(body.get("message") or error.body or error.reason or "")
+    return reason, message
+
+
+class ClaimsApi:
+    """Create / watch / delete SandboxClaims through one ApiClient."""
+
+    def __init__(self, api_client: k8s.ApiClient) -> None:
+        self.api_client = api_client
+        self.custom = k8s.CustomObjectsApi(api_client)
+
+    def create(self, namespace: str, body: Dict[str, Any]) -> Dict[str, Any]:
+        """POST the claim; a 4xx becomes :class:`~sandbox_client.ClaimRejected`."""
+        try:
+            created = self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+            return cast(Dict[str, Any], created)
+        except ApiException as e:
+            reason, message = status_of(e)
+            if e.status is not None and 400 <= e.status < 500:
+                raise errors.ClaimRejected(namespace, e.status, reason, message) from e
+            raise errors.ApiError("creating a SandboxClaim", e.status, message, namespace=namespace) from e
+        except (OSError, urllib3.exceptions.HTTPError) as e:
+            raise errors.ApiError("creating a SandboxClaim", None, str(e), namespace=namespace) from e
+
+    def get(self, namespace: str, name: str) -> Dict[str, Any]:
+        """GET the claim."""
+        try:
+            obj = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            return cast(Dict[str, Any], obj)
+        except ApiException as e:
+            if e.status == 404:
+                raise errors.ClaimDeleted(name, namespace, DELETED) from e
+            raise errors.ApiError(f"reading SandboxClaim {namespace}/{name}", e.status, status_of(e)[1]) from e
+
+    def delete(self, namespace: str, name: str) -> bool:
+        """DELETE the claim (its Sandbox, Pod, Service and NetworkPolicy follow
+        by garbage collection). False when it was already gone."""
+        try:
+            self.custom.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, propagation_policy="Background"
+            )
+            return True
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise errors.ApiError(f"deleting SandboxClaim {namespace}/{name}", e.status, status_of(e)[1]) from e
+
+    def wait_ready(
+        self, namespace: str, name: str, resource_version: str, started: float, timeout: float
+    ) -> SandboxInfo:
+        """Watches the one claim from ``resource_version`` until it is Ready
+        (returns its facts), failed (raises) or ``timeout`` seconds after
+        ``started`` (a ``time.monotonic()`` reading) have passed."""
+        deadline = started + timeout
+        last: Optional[Waiting] = None
+        version = resource_version
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise errors.ClaimTimeout(
+                    name, namespace, timeout, last.condition if last else None, last.launch_type if last else None
+                )
+            events = k8s_watch.Watch().stream(
+                self.custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                field_selector=f"metadata.name={name}",
+                resource_version=version,
+                timeout_seconds=max(1, math.ceil(remaining)),
+                _request_timeout=(10, remaining + 10),
+            )
+            try:
+                for event in events:
+                    if event["type"] == "DELETED":
+                        raise errors.ClaimDeleted(name, namespace, DELETED)
+                    obj = event["raw_object"]
+                    version = obj["metadata"]["resourceVersion"]
+                    state = check(namespace, name, obj, started)
+                    if isinstance(state, SandboxInfo):
+                        return state
+                    last = state
+            except ApiException as e:
+                if e.status != 410:
+                    raise errors.ApiError(f"watching SandboxClaim {namespace}/{name}", e.status, status_of(e)[1]) from e
+                # Our resourceVersion fell out of the watch window: read the
+                # claim once and watch on from there.
+                obj = self.get(namespace, name)
+                version = obj["metadata"]["resourceVersion"]
+                state = check(namespace, name, obj, started)
+                if isinstance(state, SandboxInfo):
+                    return state
+                last = state
+            except (OSError, urllib3.exceptions.HTTPError) as e:
+                raise errors.ApiError(f"watching SandboxClaim {namespace}/{name}", None, str(e)) from e
+            finally:
+                events.close()
+
+
+class SandboxClaim(SandboxFacts):
+    """A Ready sandbox claim; ``with`` deletes it at the end of the block.
+
+    Build it with :meth:`create` (or :meth:`create_many`), not directly.
+    """
+
+    def __init__(
+        self,
+        info: SandboxInfo,
+        api: ClaimsApi,
+        *,
+        delete_on_exit: bool = True,
+        owns_client: bool = False,
+    ) -> None:
+        self.info = info
+        self._api = api
+        self.delete_on_exit = delete_on_exit
+        self._owns_client = owns_client
+        self._deleted = False
+
+    @classmethod
+    def create(
+        cls,
+        template: str,
+        namespace: str = "default",
+        *,
+        timeout: float = 60.0,
+        name: Optional[str] = None,
+        generate_name: Optional[str] = None,
+        warm_pool: Optional[str] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        annotations: Optional[Mapping[str, str]] = None,
+        delete_on_exit: bool = True,
+        api_client: Optional[k8s.ApiClient] = None,
+        kubeconfig: Optional[str] = None,
+        context: Optional[str] = None,
+    ) -> "SandboxClaim":
+        """Creates a claim of ``template`` and returns once it is Ready.
+
+        ``warm_pool``: ``None``/``"default"`` any pool of the template,
+        ``"none"`` always cold, or one pool's name. With ``delete_on_exit``
+        (the default) the claim is deleted when the ``with`` block ends, and
+        when this call fails after the claim was created.
+
+        Raises :class:`~sandbox_client.ClaimRejected`,
+        :class:`~sandbox_client.TemplateNotFound` (and other
+        :class:`~sandbox_client.ClaimFailed`),
+        :class:`~sandbox_client.ClaimTimeout` or
+        :class:`~sandbox_client.ApiError`.
+        """
+        owns = api_client is None
+        api = ClaimsApi(api_client if api_client is not None else connect(kubeconfig, context))
+        try:
+            body = claim_body(
+                template,
+                name=name,
+                generate_name=generate_name,
+                warm_pool=warm_pool,
+                labels=labels,
+                annotations=annotations,
+            )
+            info = _create_ready(api, namespace, body, timeout, delete_on_exit)
+        except BaseException:
+            if owns:
+                api.api_client.close()
+            raise
+        return cls(info, api, delete_on_exit=delete_on_exit, owns_client=owns)
+
+    @classmethod
+    def create_many(cls, template: str, n: int, namespace: str = "default", **kwargs: Any) -> "ClaimBatch":
+        """``n`` claims at once; see :func:`create_many`."""
+        return create_many(template, n, namespace, **kwargs)
+
+    def delete(self) -> None:
+        """Deletes the claim now (idempotent) and closes a client built for it."""
+        if not self._deleted:
+            self._api.delete(self.namespace, self.name)
+            self._deleted = True
+        if self._owns_client:
+            self._api.api_client.close()
+            self._owns_client = False
+
+    def __enter__(self) -> "SandboxClaim":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.delete_on_exit:
+            self.delete()
+        elif self._owns_client:
+            self._api.api_client.close()
+            self._owns_client = False
+
+    def __repr__(self) -> str:
+        return f"SandboxClaim({self.namespace}/{self.name}, pod={self.pod_name}, launch={self.launch_type})"
+
+
+def _create_ready(
+    api: ClaimsApi, namespace: str, body: Dict[str, Any], timeout: float, delete_on_failure: bool
+) -> SandboxInfo:
+    """Create, then wait; a claim that does not get Ready is deleted again
+    when ``delete_on_failure``."""
+    started = time.monotonic()
+    created = api.create(namespace, body)
+    name = created["metadata"]["name"]
+    try:
+        return api.wait_ready(namespace, name, created["metadata"]["resourceVersion"], started, timeout)
+    except BaseException:
+        if delete_on_failure:
+            try:
+                api.delete(namespace, name)
+            except errors.SandboxError:
+                pass  # the original error matters more
+        raise
+
+
+class ClaimBatch:
+    """The Ready claims of :func:`create_many` (``errors`` holds the failed
+    ones when ``raise_on_error=False``); ``with`` deletes them all at the end."""
+
+    def __init__(
+        self,
+        claims: List[SandboxClaim],
+        failures: List[errors.SandboxError],
+        api: ClaimsApi,
+        concurrency: int,
+        delete_on_exit: bool,
+        owns_client: bool,
+    ) -> None:
+        self.claims = claims
+        self.errors = failures
+        self._api = api
+        self._concurrency = concurrency
+        self.delete_on_exit = delete_on_exit
+        self._owns_client = owns_client
+
+    def __iter__(self) -> Iterator[SandboxClaim]:
+        return iter(self.claims)
+
+    def __len__(self) -> int:
+        return len(self.claims)
+
+    def __getitem__(self, index: int) -> SandboxClaim:
+        return self.claims[index]
+
+    def delete(self) -> None:
+        """Deletes every claim of the batch (with the batch's concurrency)."""
+        with ThreadPoolExecutor(max_workers=self._concurrency) as pool:
+            list(pool.map(SandboxClaim.delete, self.claims))
+        self.close()
+
+    def close(self) -> None:
+        """Closes the client the batch built (claims are left alone)."""
+        if self._owns_client:
+            self._api.api_client.close()
+            self._owns_client = False
+
+    def __enter__(self) -> "ClaimBatch":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.delete_on_exit:
+            self.delete()
+        else:
+            self.close()
+
+
+def create_many(
+    template: str,
+    n: int,
+    namespace: str = "default",
+    *,
+    concurrency: int = 16,
+    timeout: float = 60.0,
+    raise_on_error: bool = True,
+    delete_on_exit: bool = True,
+    warm_pool: Optional[str] = None,
+    generate_name: Optional[str] = None,
+    labels: Optional[Mapping[str, str]] = None,
+    api_client: Optional[k8s.ApiClient] = None,
+    kubeconfig: Optional[str] = None,
+    context: Optional[str] = None,
+) -> ClaimBatch:
+    """Creates ``n`` claims of ``template``, at most ``concurrency`` in
+    flight (each one create plus one watch), and returns them Ready.
+
+    ``timeout`` applies to each claim from its own create. When some fail
+    and ``raise_on_error`` (the default), the Ready ones are deleted again
+    (with ``delete_on_exit``) and :class:`~sandbox_client.BatchError` is
+    raised; otherwise the batch lists the failures in ``errors``.
+    """
+    if n < 0 or concurrency < 1:
+        raise ValueError("n must be >= 0 and concurrency >= 1")
+    owns = api_client is None
+    api = ClaimsApi(api_client if api_client is not None else connect(kubeconfig, context, concurrency + 2))
+    body = claim_body(template, generate_name=generate_name, warm_pool=warm_pool, labels=labels)
+    lock = threading.Lock()
+    claims: List[SandboxClaim] = []
+    failures: List[errors.SandboxError] = []
+
+    def one(_: int) -> None:
+        try:
+            info = _create_ready(api, namespace, body, timeout, delete_on_exit)
+            claim = SandboxClaim(info, api, delete_on_exit=delete_on_exit)
+            with lock:
+                claims.append(claim)
+        except errors.SandboxError as e:
+            with lock:
+                failures.append(e)
+
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        list(pool.map(one, range(n)))
+    batch = ClaimBatch(claims, failures, api, concurrency, delete_on_exit, owns)
+    if failures and raise_on_error:
+        if delete_on_exit:
+            batch.delete()
+        else:
+            batch.close()
+        raise errors.BatchError(failures, claims)
+    return batch
