@@ -132,6 +132,13 @@ pub fn mirror_status(
             reason::SANDBOX_READY,
             ready_message(&sandbox.name_any()),
         ),
+        // The Sandbox's Pod will never start under the current policy: a
+        // terminal refusal the client should see at once.
+        Some(c) if c.reason == sandbox_reason::POLICY_VIOLATION => ConditionUpdate::ready(
+            false,
+            reason::SANDBOX_REJECTED,
+            format!("Sandbox {}: {}", sandbox.name_any(), c.message),
+        ),
         Some(c) => ConditionUpdate::ready(
             false,
             reason::SANDBOX_NOT_READY,
