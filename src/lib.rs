@@ -8,11 +8,13 @@
 //! - [`admission`]: the defaulting and validation policy (pure functions).
 //! - [`webhook`]: the webhook configurations and serving inside `run`.
 //! - [`cli`]: `claim create` / `claim delete` for scripts.
+//! - [`client`]: the API clients (timeouts, the leader write fence).
 
 pub mod admin;
 pub mod admission;
 pub mod api;
 pub mod cli;
+pub mod client;
 pub mod controller;
 pub mod metrics;
 pub mod webhook;

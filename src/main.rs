@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use kube::Client;
 use tokio::sync::watch;
 use tracing::{error, info};
 
-use sandbox_operator::admin::{self, Health};
+use sandbox_operator::admin::{self, Health, HealthThresholds};
 use sandbox_operator::admission::{PolicyStore, SandboxAdmission};
+use sandbox_operator::client::{self as api_client, ClientTimeouts};
 use sandbox_operator::controller::leader::{LeaderConfig, LeaderElector};
 use sandbox_operator::controller::run::run_controllers;
 use sandbox_operator::controller::{Config, Context, NetworkPolicyMode};
@@ -79,9 +79,27 @@ struct RunArgs {
         default_value = "sandbox-operator-leader"
     )]
     lease_name: String,
-    /// Seconds a Lease stays valid without renewal.
+    /// Seconds other replicas wait, from the last change they saw of the Lease, before taking it over.
     #[arg(long, env = "SANDBOX_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=300))]
     lease_duration_seconds: u64,
+    /// Seconds the leader keeps leading without a successful renewal; then it exits (code 1). Must be shorter than the lease duration.
+    #[arg(long, env = "SANDBOX_LEASE_RENEW_DEADLINE_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=299))]
+    lease_renew_deadline_seconds: u64,
+    /// Seconds between attempts to acquire or renew the Lease. Must be shorter than the renew deadline.
+    #[arg(long, env = "SANDBOX_LEASE_RETRY_PERIOD_SECONDS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=298))]
+    lease_retry_period_seconds: u64,
+    /// Seconds to connect (TCP + TLS) to the API server.
+    #[arg(long, env = "SANDBOX_API_CONNECT_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    api_connect_timeout_seconds: u64,
+    /// Seconds any API request but a watch may take before it fails and is retried.
+    #[arg(long, env = "SANDBOX_API_REQUEST_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
+    api_request_timeout_seconds: u64,
+    /// /healthz fails when a watch has been failing for longer than this many seconds.
+    #[arg(long, env = "SANDBOX_HEALTH_WATCH_BROKEN_SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    health_watch_broken_seconds: u64,
+    /// /healthz fails when one reconcile has been running for longer than this many seconds.
+    #[arg(long, env = "SANDBOX_HEALTH_RECONCILE_STUCK_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    health_reconcile_stuck_seconds: u64,
     /// Identity of this process (Events, Lease holder). Defaults to the host name.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
@@ -220,8 +238,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         std::env::var("HOSTNAME")
             .unwrap_or_else(|_| format!("sandbox-operator-{}", std::process::id()))
     });
+    // Flag checks first: a bad setting stops the start with a clear error.
+    let leader = args
+        .leader_elect
+        .then(|| leader_config(&args, &identity))
+        .transpose()?;
     let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(Health::default());
+    let health = Arc::new(Health::new(HealthThresholds {
+        watch_broken: Duration::from_secs(args.health_watch_broken_seconds),
+        reconcile_stuck: Duration::from_secs(args.health_reconcile_stuck_seconds),
+    }));
     let (stop_tx, stop_rx) = watch::channel(false);
 
     // Policy first: a bad policy file stops the start with a clear error.
@@ -238,9 +264,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         stop_rx.clone(),
     ));
 
-    let client = Client::try_default().await.map_err(|e| {
-        anyhow::anyhow!("cannot build a Kubernetes client (KUBECONFIG or in-cluster config): {e}")
-    })?;
+    let request_timeout = Duration::from_secs(args.api_request_timeout_seconds);
+    let kube_config = api_client::infer_config(ClientTimeouts {
+        connect: Duration::from_secs(args.api_connect_timeout_seconds),
+        request: request_timeout,
+    })
+    .await?;
+    // Unfenced: the Lease and the webhook (served by every replica).
+    let client = api_client::build(kube_config.clone(), request_timeout, None)?;
 
     let config = Config {
         cluster_domain: args.cluster_domain.clone(),
@@ -310,18 +341,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let _ = signal_tx.send(true);
     });
 
-    let elector = args.leader_elect.then(|| {
-        LeaderElector::new(
-            client.clone(),
-            LeaderConfig {
-                namespace: args.lease_namespace.clone(),
-                name: args.lease_name.clone(),
-                identity: identity.clone(),
-                lease_duration: Duration::from_secs(args.lease_duration_seconds),
-                renew_every: Duration::from_secs((args.lease_duration_seconds / 3).max(1)),
-            },
-        )
-    });
+    let elector = leader.map(|config| LeaderElector::new(client.clone(), config));
+    // The controllers' client refuses writes once leadership is lost.
+    let controller_client = match &elector {
+        Some(elector) => api_client::build(kube_config, request_timeout, Some(elector.fence()))?,
+        None => client.clone(),
+    };
     if let Some(elector) = &elector {
         let mut stop = stop_rx.clone();
         tokio::select! {
@@ -334,17 +359,23 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         }
         let mut lost = elector.keep();
-        let lost_tx = stop_tx.clone();
+        let mut stopping = stop_rx.clone();
         tokio::spawn(async move {
-            if lost.wait_for(|held| !*held).await.is_ok() {
-                error!("leadership lost: stopping the controllers");
-                let _ = lost_tx.send(true);
+            tokio::select! {
+                // A graceful stop releases the Lease itself (below).
+                _ = stopping.wait_for(|stop| *stop) => {}
+                Ok(_) = lost.wait_for(|held| !*held) => {
+                    // Like client-go's OnStoppedLeading: the fence already
+                    // refuses writes; exit so a fresh process starts clean.
+                    error!("leadership lost: exiting (code 1)");
+                    std::process::exit(1);
+                }
             }
         });
     }
     metrics.leader.set(1);
 
-    let (ctx, triggers) = Context::start(client.clone(), config, metrics.clone()).await?;
+    let (ctx, triggers) = Context::start(controller_client, config, metrics.clone()).await?;
     info!(
         identity,
         leader_election = args.leader_elect,
@@ -360,6 +391,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     info!("stopped");
     Ok(())
+}
+
+/// The election settings from the flags, checked against the timing rules.
+fn leader_config(args: &RunArgs, identity: &str) -> anyhow::Result<LeaderConfig> {
+    let config = LeaderConfig {
+        namespace: args.lease_namespace.clone(),
+        name: args.lease_name.clone(),
+        identity: identity.to_string(),
+        lease_duration: Duration::from_secs(args.lease_duration_seconds),
+        renew_deadline: Duration::from_secs(args.lease_renew_deadline_seconds),
+        retry_period: Duration::from_secs(args.lease_retry_period_seconds),
+    };
+    config.validate().map_err(anyhow::Error::msg)?;
+    Ok(config)
 }
 
 async fn shutdown_signal() {

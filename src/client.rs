@@ -1,0 +1,310 @@
+//! The operator's Kubernetes API clients: kube-rs's default stack with
+//! bounded connects, plus one layer of our own ([`GuardLayer`]) that
+//!
+//! - bounds every request except a watch: its response must arrive within
+//!   `--api-request-timeout-seconds`, so a stalled API server (or a frozen
+//!   etcd behind it) turns into an error and a retry instead of a reconcile
+//!   or a Lease renewal that hangs forever. Watches are left alone: they are
+//!   long polls by design, and kube-runtime's watcher guards them with its
+//!   own idle timeout (server `timeoutSeconds` plus a margin), which is why
+//!   kube's connection-level `read_timeout` stays off;
+//! - refuses every write (any method but GET/HEAD/OPTIONS) once the leader
+//!   [`Fence`] is closed, before anything is sent. Only the controllers'
+//!   client carries the fence; the Lease itself and the webhook (which every
+//!   replica serves) use an unfenced client.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Method, Request};
+use kube::Client;
+use kube::client::ClientBuilder;
+use tracing::warn;
+
+use crate::controller::leader::Fence;
+
+/// Boxed error, as the client stack passes them.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Timeouts of the API client (from `run`'s flags).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientTimeouts {
+    /// TCP + TLS connect.
+    pub connect: Duration,
+    /// Whole response of any request but a watch; also the stall limit of
+    /// one socket write.
+    pub request: Duration,
+}
+
+/// The client configuration from KUBECONFIG or the in-cluster environment,
+/// with `timeouts` applied.
+pub async fn infer_config(timeouts: ClientTimeouts) -> anyhow::Result<kube::Config> {
+    let mut config = kube::Config::infer().await.map_err(|e| {
+        anyhow::anyhow!("cannot build a Kubernetes client (KUBECONFIG or in-cluster config): {e}")
+    })?;
+    config.connect_timeout = Some(timeouts.connect);
+    config.write_timeout = Some(timeouts.request);
+    // Off on purpose: it would also cut idle watches (see the module doc).
+    config.read_timeout = None;
+    Ok(config)
+}
+
+/// A client on `config` whose requests pass through [`GuardLayer`]; writes
+/// are refused whenever `fence` is given and closed.
+pub fn build(
+    config: kube::Config,
+    request_timeout: Duration,
+    fence: Option<Fence>,
+) -> anyhow::Result<Client> {
+    let builder = ClientBuilder::try_from(config)
+        .map_err(|e| anyhow::anyhow!("cannot build the Kubernetes client: {e}"))?;
+    Ok(builder
+        .with_layer(&GuardLayer {
+            request_timeout,
+            fence,
+        })
+        .build())
+}
+
+/// What the guard does with one request. Pure.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Send it with no time bound (a watch).
+    Unbounded,
+    /// Send it; fail it if no response arrives within the duration.
+    Bounded(Duration),
+    /// Do not send it: a write while the fence is closed.
+    Refuse,
+}
+
+/// Decides for a request from its method, its query string and the fence
+/// (`None` when the client carries no fence). Pure.
+pub fn plan(
+    method: &Method,
+    query: Option<&str>,
+    fence_open: Option<bool>,
+    timeout: Duration,
+) -> Plan {
+    let read = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if !read && fence_open == Some(false) {
+        return Plan::Refuse;
+    }
+    let watch = read
+        && query
+            .unwrap_or_default()
+            .split('&')
+            .any(|pair| pair == "watch=true" || pair == "watch=1");
+    if watch {
+        Plan::Unbounded
+    } else {
+        Plan::Bounded(timeout)
+    }
+}
+
+/// Why the guard failed a request; the message names the flag or rule.
+#[derive(Debug, thiserror::Error)]
+pub enum GuardError {
+    /// A write while this process does not hold the leader Lease.
+    #[error(
+        "{method} {path} refused: this process no longer leads (leader Lease not renewed within \
+         --lease-renew-deadline-seconds); rule: controllers write only while they hold the Lease"
+    )]
+    Fenced {
+        /// HTTP method.
+        method: Method,
+        /// Request path.
+        path: String,
+    },
+    /// No response in time.
+    #[error("{method} {path}: no response within {timeout:?} (--api-request-timeout-seconds)")]
+    Timeout {
+        /// HTTP method.
+        method: Method,
+        /// Request path.
+        path: String,
+        /// The bound that passed.
+        timeout: Duration,
+    },
+}
+
+/// Tower layer adding [`Guard`] to a client stack.
+#[derive(Clone, Debug)]
+pub struct GuardLayer {
+    /// Bound on every request but a watch.
+    pub request_timeout: Duration,
+    /// Fence checked before every write, if any.
+    pub fence: Option<Fence>,
+}
+
+impl<S> tower::Layer<S> for GuardLayer {
+    type Service = Guard<S>;
+    fn layer(&self, inner: S) -> Guard<S> {
+        Guard {
+            inner,
+            request_timeout: self.request_timeout,
+            fence: self.fence.clone(),
+        }
+    }
+}
+
+/// The service [`GuardLayer`] builds.
+#[derive(Clone, Debug)]
+pub struct Guard<S> {
+    inner: S,
+    request_timeout: Duration,
+    fence: Option<Fence>,
+}
+
+type GuardFuture<R> = Pin<Box<dyn Future<Output = Result<R, BoxError>> + Send>>;
+
+impl<S, B> tower::Service<Request<B>> for Guard<S>
+where
+    S: tower::Service<Request<B>>,
+    S::Response: Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = GuardFuture<S::Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let fence_open = self.fence.as_ref().map(Fence::is_open);
+        match plan(&method, req.uri().query(), fence_open, self.request_timeout) {
+            Plan::Refuse => {
+                warn!(%method, path, "write refused: not leading");
+                Box::pin(std::future::ready(Err(
+                    GuardError::Fenced { method, path }.into()
+                )))
+            }
+            Plan::Unbounded => {
+                let response = self.inner.call(req);
+                Box::pin(async move { response.await.map_err(Into::into) })
+            }
+            Plan::Bounded(timeout) => {
+                let response = self.inner.call(req);
+                Box::pin(async move {
+                    match tokio::time::timeout(timeout, response).await {
+                        Ok(result) => result.map_err(Into::into),
+                        Err(_) => Err(GuardError::Timeout {
+                            method,
+                            path,
+                            timeout,
+                        }
+                        .into()),
+                    }
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn watches_are_unbounded_everything_else_is_bounded() {
+        let q = Some("labelSelector=a%3Db&watch=true&timeoutSeconds=290");
+        assert_eq!(plan(&Method::GET, q, None, T), Plan::Unbounded);
+        assert_eq!(
+            plan(&Method::GET, Some("watch=1"), None, T),
+            Plan::Unbounded
+        );
+        assert_eq!(
+            plan(&Method::GET, Some("limit=500"), None, T),
+            Plan::Bounded(T)
+        );
+        assert_eq!(plan(&Method::GET, None, None, T), Plan::Bounded(T));
+        assert_eq!(
+            plan(&Method::GET, Some("nowatch=true"), None, T),
+            Plan::Bounded(T)
+        );
+        assert_eq!(plan(&Method::PATCH, None, None, T), Plan::Bounded(T));
+    }
+
+    #[test]
+    fn a_closed_fence_refuses_writes_only() {
+        for method in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
+            assert_eq!(
+                plan(&method, None, Some(false), T),
+                Plan::Refuse,
+                "{method}"
+            );
+            assert_eq!(
+                plan(&method, None, Some(true), T),
+                Plan::Bounded(T),
+                "{method}"
+            );
+        }
+        assert_eq!(plan(&Method::GET, None, Some(false), T), Plan::Bounded(T));
+        assert_eq!(
+            plan(&Method::GET, Some("watch=true"), Some(false), T),
+            Plan::Unbounded
+        );
+    }
+
+    #[tokio::test]
+    async fn the_guard_refuses_a_fenced_write_without_calling_the_server() {
+        use tower::{Layer, Service};
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = calls.clone();
+        let inner = tower::service_fn(move |_req: Request<()>| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::future::ready(Ok::<_, std::convert::Infallible>(http::Response::new(())))
+        });
+        let fence = Fence::default();
+        let mut guard = GuardLayer {
+            request_timeout: T,
+            fence: Some(fence.clone()),
+        }
+        .layer(inner);
+        let write = || {
+            Request::patch("/api/v1/namespaces/a/pods/p")
+                .body(())
+                .unwrap()
+        };
+        let error = guard.call(write()).await.unwrap_err().to_string();
+        assert!(
+            error.contains("PATCH /api/v1/namespaces/a/pods/p refused"),
+            "{error}"
+        );
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+        fence.extend_to(tokio::time::Instant::now() + Duration::from_secs(60));
+        guard.call(write()).await.expect("open fence: sent");
+        guard
+            .call(Request::get("/api/v1/pods").body(()).unwrap())
+            .await
+            .expect("reads always go");
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_times_out() {
+        use tower::{Layer, Service};
+        let inner = tower::service_fn(|_req: Request<()>| {
+            std::future::pending::<Result<http::Response<()>, std::convert::Infallible>>()
+        });
+        let mut guard = GuardLayer {
+            request_timeout: Duration::from_millis(20),
+            fence: None,
+        }
+        .layer(inner);
+        let error = guard
+            .call(Request::get("/api/v1/pods").body(()).unwrap())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("no response within 20ms"), "{error}");
+    }
+}
