@@ -13,6 +13,16 @@
 #   cluster.sh env         print `export KUBECONFIG=...` and `export PATH=<bin dir>:$PATH`
 #   cluster.sh kubeconfig  print the kubeconfig path if the cluster is up, else exit 1
 #
+# Fault injection (for the fault tests; only on a control plane you own, e.g. a private
+# SANDBOX_CP_STATE). Each acts on the pid recorded in pids/COMPONENT.pid, and only after
+# checking /proc/PID/cmdline is that component's binary; never by process name:
+#   cluster.sh restart COMPONENT   stop (SIGTERM, SIGKILL after 5 s) and start it again with
+#                                  the same flags and ports; waits until it serves again
+#   cluster.sh stop COMPONENT      freeze it (SIGSTOP); requests to it hang
+#   cluster.sh cont COMPONENT      resume it (SIGCONT)
+#   cluster.sh pid COMPONENT       print its pid
+# COMPONENT is one of: etcd kube-apiserver kube-controller-manager kube-scheduler kwok
+#
 # Environment:
 #   SANDBOX_CP_STATE                 state directory (certs, kubeconfigs, logs/<component>.log,
 #                                    pids, etcd data); default /tmp/sandbox-operator-cp
@@ -482,6 +492,26 @@ EOF
   trap on_up_exit EXIT
   trap 'exit 130' INT TERM
 
+  start_etcd
+  wait_for "etcd /health" 30 etcd_ok
+  start_apiserver
+  wait_for "kube-apiserver /readyz" 90 readyz_ok
+  log "kube-apiserver ready after $((SECONDS - t0))s"
+  start_controller_manager
+  start_scheduler
+  start_kwok
+
+  create_node
+  create_storage_class
+  wait_for "Node $node_name Ready without the not-ready taint" 90 node_ok
+  wait_for "ServiceAccount default/default" 60 default_sa_ok
+  touch "$state/ready"
+  trap - EXIT INT TERM
+  log "control plane up in $((SECONDS - t0))s; kubeconfig: $(kubeconfig_path)"
+  kubeconfig_path
+}
+
+start_etcd() {
   local etcd_url=http://127.0.0.1:$(port ETCD_CLIENT_PORT) peer_url=http://127.0.0.1:$(port ETCD_PEER_PORT)
   start_proc etcd \
     --name=sandbox-test \
@@ -491,9 +521,10 @@ EOF
     --initial-cluster="sandbox-test=$peer_url" \
     --unsafe-no-fsync \
     --log-level=warn
-  wait_for "etcd /health" 30 etcd_ok
+}
 
-  local pki=$state/pki
+start_apiserver() {
+  local pki=$state/pki etcd_url=http://127.0.0.1:$(port ETCD_CLIENT_PORT)
   start_proc kube-apiserver \
     --bind-address=127.0.0.1 \
     --advertise-address=127.0.0.1 \
@@ -519,10 +550,10 @@ EOF
     --service-cluster-ip-range="$service_cidr" \
     --allow-privileged=true \
     --profiling=false
-  wait_for "kube-apiserver /readyz" 90 readyz_ok
-  log "kube-apiserver ready after $((SECONDS - t0))s"
+}
 
-  local ctrls
+start_controller_manager() {
+  local pki=$state/pki ctrls
   ctrls=$(IFS=,; echo "${controllers[*]}")
   start_proc kube-controller-manager \
     --kubeconfig="$state/kube-controller-manager.kubeconfig" \
@@ -539,6 +570,10 @@ EOF
     --cluster-name=sandbox-test \
     --leader-elect=false \
     --profiling=false
+}
+
+start_scheduler() {
+  local pki=$state/pki
   start_proc kube-scheduler \
     --kubeconfig="$state/kube-scheduler.kubeconfig" \
     --authentication-kubeconfig="$state/kube-scheduler.kubeconfig" \
@@ -548,16 +583,51 @@ EOF
     --cert-dir="$pki/kube-scheduler-generated" \
     --leader-elect=false \
     --profiling=false
-  start_kwok
+}
 
-  create_node
-  create_storage_class
-  wait_for "Node $node_name Ready without the not-ready taint" 90 node_ok
-  wait_for "ServiceAccount default/default" 60 default_sa_ok
-  touch "$state/ready"
-  trap - EXIT INT TERM
-  log "control plane up in $((SECONDS - t0))s; kubeconfig: $(kubeconfig_path)"
-  kubeconfig_path
+# component_arg NAME: NAME if it is one of ours, else a usage error.
+component_arg() {
+  local comp
+  for comp in "${components[@]}"; do [[ $comp == "${1:-}" ]] && { echo "$comp"; return 0; }; done
+  die "unknown component '${1:-}' (one of: ${components[*]})"
+}
+
+# live_pid COMPONENT: its verified pid, or a clear error (never a guess).
+live_pid() {
+  local pid
+  [[ -f $state/ready ]] || die "no control plane is up at $state"
+  pid=$(pid_of "$1") || die "$(describe_dead "$1")"
+  echo "$pid"
+}
+
+cmd_restart() {
+  local comp pid t0=$SECONDS
+  comp=$(component_arg "${1:-}")
+  exec 9>"$lockfile"
+  flock 9
+  pid=$(live_pid "$comp")
+  # A frozen process ignores SIGTERM until it is resumed.
+  kill -CONT "$pid" 2>/dev/null || true
+  log "restarting $comp (pid $pid)"
+  stop_procs "$comp"
+  case $comp in
+    etcd) start_etcd; wait_for "etcd /health" 30 etcd_ok; wait_for "kube-apiserver /readyz" 90 readyz_ok ;;
+    kube-apiserver) start_apiserver; wait_for "kube-apiserver /readyz" 90 readyz_ok ;;
+    kube-controller-manager) start_controller_manager ;;
+    kube-scheduler) start_scheduler ;;
+    kwok)
+      api "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/$node_name" -X DELETE -o /dev/null || true
+      start_kwok ;;
+  esac
+  log "$comp restarted (pid $(pid_of "$comp")) in $((SECONDS - t0))s"
+}
+
+cmd_signal() { # cmd_signal STOP|CONT COMPONENT
+  local comp pid
+  comp=$(component_arg "${2:-}")
+  pid=$(live_pid "$comp")
+  kill -"$1" "$pid"
+  log "sent SIG$1 to $comp (pid $pid)"
 }
 
 cmd_down() {
@@ -596,6 +666,10 @@ case ${1:-} in
   down) cmd_down ;;
   env) cmd_env ;;
   kubeconfig) cmd_kubeconfig ;;
+  restart) cmd_restart "${2:-}" ;;
+  stop) cmd_signal STOP "${2:-}" ;;
+  cont) cmd_signal CONT "${2:-}" ;;
+  pid) component_arg "${2:-}" >/dev/null; live_pid "$2" ;;
   -h|--help|help) usage ;;
   *) usage ;;
 esac
