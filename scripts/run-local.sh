@@ -70,10 +70,39 @@ if [[ -z $apiserver_before || $(apiserver_pid) != "$apiserver_before" ]]; then s
 export KUBECONFIG=$kubeconfig
 eval "$($cluster env)"
 
+# retry SECONDS WHAT COMMAND...: runs COMMAND until it succeeds (once a second),
+# showing its last output if it never does. Right after a (re)start the API
+# server may still refuse or not yet know a resource; that is a wait, not a failure.
+retry() {
+  local seconds=$1 what=$2 out; shift 2
+  local deadline=$((SECONDS + seconds))
+  until out=$("$@" 2>&1); do
+    if ((SECONDS >= deadline)); then
+      say "gave up after ${seconds}s: $what"
+      printf '%s\n' "$out" >&2
+      return 1
+    fi
+    sleep 1
+  done
+}
+
+# established CRD: exits 0 when the CRD's Established condition is True. A CRD
+# the API server has not written a status for yet simply prints nothing (no
+# `kubectl wait`, which fails on a missing .status.conditions).
+established() {
+  [[ $(kubectl get crd "$1" --request-timeout=10s \
+    -o 'jsonpath={.status.conditions[?(@.type=="Established")].status}' 2>/dev/null) == True ]]
+}
+
 say "installing the CRDs"
-kubectl apply --server-side --force-conflicts -f charts/sandbox-operator/crds/crds.yaml >/dev/null
-kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
-kubectl create namespace sandbox-system --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+crd_file=charts/sandbox-operator/crds/crds.yaml
+retry 60 "kubectl apply -f $crd_file" \
+  kubectl apply --server-side --force-conflicts -f "$crd_file"
+for crd in $(sed -n 's/^  name: \(.*\..*\)$/\1/p' "$crd_file"); do
+  retry 60 "CRD $crd Established" established "$crd"
+done
+retry 60 "namespace sandbox-system" \
+  bash -c 'kubectl create namespace sandbox-system --dry-run=client -o yaml | kubectl apply -f -'
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 metrics_port=${SANDBOX_METRICS_PORT:-$(free_port)}
@@ -98,16 +127,21 @@ done
 curl -fs "$ready_url" >/dev/null 2>&1 || { say "the operator is not ready after 60 s ($ready_url); see its log above"; exit 1; }
 
 say "creating the AIO SandboxTemplate and a SandboxWarmPool of 3 in namespace default"
-kubectl apply -f examples/template.yaml -f examples/warmpool.yaml >/dev/null
+retry 60 "kubectl apply -f examples/template.yaml -f examples/warmpool.yaml" \
+  kubectl apply -f examples/template.yaml -f examples/warmpool.yaml
+# The pool has no status until the operator first writes it: read it as 0.
+ready=0
 for _ in $(seq 1 300); do
-  ready=$(kubectl get swp aio-pool -o jsonpath='{.status.readyReplicas}' 2>/dev/null || true)
-  [[ ${ready:-0} -ge 3 ]] && break
+  ready=$(kubectl get swp aio-pool --request-timeout=10s -o jsonpath='{.status.readyReplicas}' 2>/dev/null || true)
+  [[ ${ready:-0} =~ ^[0-9]+$ ]] || ready=0
+  ((ready >= 3)) && break
   sleep 0.2
 done
+((ready >= 3)) || { say "the warm pool aio-pool has $ready of 3 Ready Pods after 60 s"; exit 1; }
 
 cat >&2 <<EOT
 
-sandbox-operator is ready: warm pool aio-pool has ${ready:-0} idle Pods.
+sandbox-operator is ready: warm pool aio-pool has ${ready} idle Pods.
 
 In another shell:
   export KUBECONFIG=$kubeconfig
