@@ -8,6 +8,8 @@ mod claims;
 mod common;
 mod controlplane;
 mod crds;
+mod faults;
+mod leader;
 mod metrics;
 mod pss;
 mod quickstart;
