@@ -22,6 +22,8 @@ use sandbox_operator::api::{LaunchType, READY, Sandbox, SandboxClaim, is_true};
 
 use crate::common::{client_for, repo};
 
+mod repeated;
+
 /// Namespace `make run` creates the template and the pool in (kubectl's default).
 const NAMESPACE: &str = "default";
 /// `make run` builds the operator first (`cargo build`), which may compile.
@@ -151,7 +153,7 @@ struct MakeRun {
 }
 
 impl MakeRun {
-    fn start(command: &str) -> MakeRun {
+    fn start(command: &str, env: &[(&str, &Path)]) -> MakeRun {
         let logs = repo().join("target/test-logs");
         std::fs::create_dir_all(&logs).expect("log dir");
         let log = logs.join(format!("quickstart-make-run-{}.log", std::process::id()));
@@ -194,6 +196,9 @@ impl MakeRun {
         // and its webhook admits, namespace `default` only, where the README's
         // objects go. The command itself is unchanged.
         cmd.env("SANDBOX_WATCH_NAMESPACE", NAMESPACE);
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
         let child = cmd.spawn().expect("bash runs");
         let pgid = child.id();
         MakeRun {
@@ -295,7 +300,7 @@ async fn readme_quick_start_make_run_serves_a_warm_claim() {
 
     // (2) `make run`, verbatim, until it is ready.
     let start = Instant::now();
-    let mut run = MakeRun::start(&commands[0]);
+    let mut run = MakeRun::start(&commands[0], &[]);
     println!(
         "running `{}` (process group {}), output in {}",
         commands[0],
