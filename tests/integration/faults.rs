@@ -36,7 +36,7 @@ const CLAIMS: usize = 10;
 /// Simulated Pod start-up (KWOK), so cold claims take a little while.
 const START_DELAY_MS: u64 = 200;
 /// Bound on a scenario settling after its fault.
-const SETTLE: Duration = Duration::from_secs(90);
+const SETTLE: Duration = Duration::from_secs(60);
 
 /// Flags of an operator that runs the controllers and serves the webhook,
 /// registered by URL on 127.0.0.1 for namespace `ns` only.
@@ -70,6 +70,7 @@ struct Figures {
     settle: Duration,
     outcome: Outcome,
     reconcile_errors: f64,
+    failure: Option<String>,
 }
 
 /// Namespace with template and pool; waits until the pool is full.
@@ -94,6 +95,8 @@ async fn prepare(
 
 /// Waits for the end state and the metrics; `counted` = the operator ran
 /// through the whole scenario, so its claim counters must equal the objects.
+/// A failed invariant is recorded in the figures (the suite goes on and
+/// fails at the end, listing every scenario that broke).
 async fn verify(
     name: &'static str,
     client: &Client,
@@ -101,43 +104,54 @@ async fn verify(
     op: &OperatorProc,
     counted: bool,
     failed_creates: usize,
-    fault_end: Instant,
 ) -> Figures {
-    let outcome = invariants::settle(client, ns, CLAIMS, POOL, SETTLE).await;
-    let settle = fault_end.elapsed();
-    let metrics = invariants::metrics_agree(op, ns, POOL).await;
-    let counter = |result: &str| {
-        invariants::sample(
-            &metrics,
-            "sandbox_operator_claims_total",
-            &[&format!("result=\"{result}\"")],
-        )
-        .unwrap_or(0.0)
-    };
-    let (warm, cold) = (counter("warm"), counter("cold"));
-    if counted {
-        assert_eq!(
-            (warm, cold),
-            (outcome.warm as f64, outcome.cold as f64),
-            "{name}: claims_total{{warm,cold}} disagree with the claims' launch types"
-        );
-    } else {
-        assert!(
-            warm <= outcome.warm as f64 && cold <= outcome.cold as f64,
-            "{name}: the last operator process counted more claims ({warm} warm, {cold} cold) than exist ({outcome:?})"
-        );
-    }
-    let reconcile_errors = metrics
-        .lines()
-        .filter(|l| l.starts_with("sandbox_operator_reconcile_errors_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    Figures {
+    let fault_end = Instant::now();
+    let mut figures = Figures {
         name,
         failed_creates,
-        settle,
-        outcome,
-        reconcile_errors,
+        settle: Duration::ZERO,
+        outcome: Outcome::default(),
+        reconcile_errors: 0.0,
+        failure: None,
+    };
+    let result = async {
+        figures.outcome = invariants::try_settle(client, ns, CLAIMS, POOL, SETTLE).await?;
+        figures.settle = fault_end.elapsed();
+        let metrics = invariants::metrics_agree(op, ns, POOL).await?;
+        figures.reconcile_errors = metrics
+            .lines()
+            .filter(|l| l.starts_with("sandbox_operator_reconcile_errors_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        claim_counters_agree(&metrics, &figures.outcome, counted)
+    }
+    .await;
+    if let Err(reason) = result {
+        figures.failure = Some(format!("{name} ({ns}): {reason}"));
+    }
+    figures
+}
+
+/// `claims_total{warm,cold}` equal the claims' launch types when one
+/// process served them all; never more than exist after restarts.
+fn claim_counters_agree(metrics: &str, outcome: &Outcome, counted: bool) -> Result<(), String> {
+    let counter = |result: &str| {
+        let label = format!("result=\"{result}\"");
+        invariants::sample(metrics, "sandbox_operator_claims_total", &[&label]).unwrap_or(0.0)
+    };
+    let seen = (counter("warm"), counter("cold"));
+    let objects = (outcome.warm as f64, outcome.cold as f64);
+    let agree = if counted {
+        seen == objects
+    } else {
+        seen.0 <= objects.0 && seen.1 <= objects.1
+    };
+    if agree {
+        Ok(())
+    } else {
+        Err(format!(
+            "claims_total (warm, cold) = {seen:?} but the claims say {objects:?}"
+        ))
     }
 }
 
@@ -175,7 +189,6 @@ async fn faults_during_a_burst_leave_every_claim_served_once_and_nothing_leaked(
                 &ops[0],
                 true,
                 failed,
-                Instant::now(),
             )
             .await,
         );
@@ -190,18 +203,7 @@ async fn faults_during_a_burst_leave_every_claim_served_once_and_nothing_leaked(
         tokio::time::sleep(Duration::from_secs(10)).await;
         drop(frozen);
         let failed = burst.await.expect("burst");
-        figures.push(
-            verify(
-                "stop etcd 10 s",
-                &client,
-                &ns,
-                &ops[0],
-                true,
-                failed,
-                Instant::now(),
-            )
-            .await,
-        );
+        figures.push(verify("stop etcd 10 s", &client, &ns, &ops[0], true, failed).await);
     }
 
     // (c) the operator killed with SIGKILL twice during the burst.
@@ -228,18 +230,7 @@ async fn faults_during_a_burst_leave_every_claim_served_once_and_nothing_leaked(
             tokio::time::sleep(Duration::from_millis(400)).await;
         }
         let failed = burst.await.expect("burst");
-        figures.push(
-            verify(
-                "kill -9 operator x2",
-                &client,
-                &ns,
-                &ops[0],
-                false,
-                failed,
-                Instant::now(),
-            )
-            .await,
-        );
+        figures.push(verify("kill -9 operator x2", &client, &ns, &ops[0], false, failed).await);
     }
 
     // (d) idle pool Pods deleted from outside during the burst.
@@ -272,18 +263,7 @@ async fn faults_during_a_burst_leave_every_claim_served_once_and_nothing_leaked(
         }
         println!("(d) deleted {deleted} idle pool Pods from outside");
         let failed = burst.await.expect("burst");
-        figures.push(
-            verify(
-                "delete pool Pods",
-                &client,
-                &ns,
-                &ops[0],
-                true,
-                failed,
-                Instant::now(),
-            )
-            .await,
-        );
+        figures.push(verify("delete pool Pods", &client, &ns, &ops[0], true, failed).await);
     }
 
     // (e) the webhook frozen (SIGSTOP) for 8 s during the burst. It is served
@@ -318,18 +298,7 @@ async fn faults_during_a_burst_leave_every_claim_served_once_and_nothing_leaked(
         tokio::time::sleep(Duration::from_secs(8)).await;
         server.signal("CONT");
         let failed = burst.await.expect("burst");
-        figures.push(
-            verify(
-                "stop webhook 8 s",
-                &client,
-                &ns,
-                &controllers,
-                true,
-                failed,
-                Instant::now(),
-            )
-            .await,
-        );
+        figures.push(verify("stop webhook 8 s", &client, &ns, &controllers, true, failed).await);
     }
 
     println!(
@@ -350,10 +319,18 @@ async fn faults_during_a_burst_leave_every_claim_served_once_and_nothing_leaked(
             f.outcome.idle,
             f.reconcile_errors
         );
+        if let Some(failure) = &f.failure {
+            println!("    FAILED: {failure}");
+        }
     }
     println!(
         "fault suite took {:.1?} (including the private control plane)",
         suite.elapsed()
+    );
+    let failures: Vec<&String> = figures.iter().filter_map(|f| f.failure.as_ref()).collect();
+    assert!(
+        failures.is_empty(),
+        "faults broke invariants:\n{failures:#?}"
     );
 }
 

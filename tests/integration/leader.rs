@@ -24,10 +24,10 @@ use sandbox_operator::api::{Sandbox, SandboxClaim, SandboxTemplate, SandboxWarmP
 
 const POOL: usize = 3;
 const LEASE: &str = "operator-leader";
-/// Short timings so the test takes seconds: others take over after 6 s
-/// without an observed change; the leader gives up 4 s after its last
-/// successful renewal started.
-const LEASE_SECONDS: u64 = 6;
+/// Short timings so the test takes seconds: others take over after 8 s
+/// without an observed change; the leader gives up 6 s after its last
+/// successful renewal started (room for a loaded CI machine).
+const LEASE_SECONDS: u64 = 8;
 
 fn args(ns: &str) -> Vec<String> {
     [
@@ -39,7 +39,7 @@ fn args(ns: &str) -> Vec<String> {
         "--lease-duration-seconds",
         &LEASE_SECONDS.to_string(),
         "--lease-renew-deadline-seconds",
-        "4",
+        "6",
         "--lease-retry-period-seconds",
         "1",
         // The webhook runs on every replica whatever the Lease says, so it is
@@ -149,10 +149,13 @@ async fn a_frozen_leader_is_replaced_and_writes_nothing_after_it_resumes() {
         Some("leader-a")
     );
 
-    // Freeze the leader; claims keep coming; the standby must take over.
+    // Freeze the leader in the middle of a burst (some claims half served);
+    // the standby must take over and finish them.
+    let during = tokio::spawn(harness::burst(client.clone(), ns.name.clone(), "during", 5));
+    tokio::time::sleep(Duration::from_millis(60)).await;
     a.signal("STOP");
     let frozen = Instant::now();
-    harness::burst(client.clone(), ns.name.clone(), "during", 5).await;
+    during.await.expect("burst");
     let takeover = wait_holder(&client, &ns.name, "leader-b", Duration::from_secs(30)).await;
     invariants::settle(&client, &ns.name, 9, POOL, Duration::from_secs(60)).await;
     println!(

@@ -226,8 +226,29 @@ pub fn pod_ready(pod: &Pod) -> bool {
     })
 }
 
-/// Polls [`check`] until it holds (panics with the last reason after
-/// `timeout`).
+/// Polls [`check`] until it holds; `Err` with the last reason after
+/// `timeout` (at once on a double assignment).
+pub async fn try_settle(
+    client: &Client,
+    ns: &str,
+    claims: usize,
+    pool: usize,
+    timeout: Duration,
+) -> Result<Outcome, String> {
+    let start = Instant::now();
+    loop {
+        match check(client, ns, claims, pool).await {
+            Ok(outcome) => return Ok(outcome),
+            Err(reason) if reason.starts_with("DOUBLE ASSIGNMENT") => return Err(reason),
+            Err(reason) if start.elapsed() > timeout => {
+                return Err(format!("not settled after {timeout:?}: {reason}"));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// [`try_settle`], panicking on failure.
 pub async fn settle(
     client: &Client,
     ns: &str,
@@ -235,23 +256,15 @@ pub async fn settle(
     pool: usize,
     timeout: Duration,
 ) -> Outcome {
-    let start = Instant::now();
-    loop {
-        match check(client, ns, claims, pool).await {
-            Ok(outcome) => return outcome,
-            Err(reason) if reason.starts_with("DOUBLE ASSIGNMENT") => panic!("{ns}: {reason}"),
-            Err(reason) if start.elapsed() > timeout => {
-                panic!("{ns}: not settled after {timeout:?}: {reason}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
+    try_settle(client, ns, claims, pool, timeout)
+        .await
+        .unwrap_or_else(|reason| panic!("{ns}: {reason}"))
 }
 
 /// Polls until the operator's pool gauges equal the objects (`pool` idle,
-/// all Ready, `pool` desired); panics with the samples after 15 s. Returns
-/// the last scrape.
-pub async fn metrics_agree(op: &OperatorProc, ns: &str, pool: usize) -> String {
+/// all Ready, `pool` desired); returns the last scrape, or `Err` with the
+/// pool samples after 15 s.
+pub async fn metrics_agree(op: &OperatorProc, ns: &str, pool: usize) -> Result<String, String> {
     let labels = [format!("namespace=\"{ns}\""), "pool=\"pool\"".to_string()];
     let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
     let agree = |text: &str| {
@@ -264,14 +277,16 @@ pub async fn metrics_agree(op: &OperatorProc, ns: &str, pool: usize) -> String {
     loop {
         let text = op.metrics().await;
         if agree(&text) {
-            return text;
+            return Ok(text);
         }
         if start.elapsed() > Duration::from_secs(15) {
             let gauges: Vec<&str> = text
                 .lines()
                 .filter(|l| l.contains("_pool_") && l.contains(ns))
                 .collect();
-            panic!("pool gauges never matched {pool} idle Ready Pods: {gauges:#?}");
+            return Err(format!(
+                "pool gauges never matched {pool} idle Ready Pods: {gauges:?}"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
