@@ -35,6 +35,14 @@ const POOL: usize = 4;
 const CLAIMS: usize = 10;
 /// Simulated Pod start-up (KWOK), so cold claims take a little while.
 const START_DELAY_MS: u64 = 200;
+/// Second half of each burst: that long after the first, so that it meets
+/// the fault (the API server down, etcd frozen, an operator restarting, Pods
+/// being deleted, the webhook frozen).
+const WAVE_GAP_A: Duration = Duration::from_secs(3);
+const WAVE_GAP_B: Duration = Duration::from_secs(1);
+const WAVE_GAP_C: Duration = Duration::from_millis(500);
+const WAVE_GAP_D: Duration = Duration::from_millis(300);
+const WAVE_GAP_E: Duration = Duration::from_secs(1);
 /// Bound on a scenario settling after its fault.
 const SETTLE: Duration = Duration::from_secs(60);
 
@@ -69,7 +77,7 @@ struct Figures {
     failed_creates: usize,
     settle: Duration,
     outcome: Outcome,
-    reconcile_errors: f64,
+    reconcile_errors: u64,
     failure: Option<String>,
 }
 
@@ -111,7 +119,7 @@ async fn verify(
         failed_creates,
         settle: Duration::ZERO,
         outcome: Outcome::default(),
-        reconcile_errors: 0.0,
+        reconcile_errors: 0,
         failure: None,
     };
     let result = async {
@@ -122,6 +130,7 @@ async fn verify(
             .lines()
             .filter(|l| l.starts_with("sandbox_operator_reconcile_errors_total{"))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .map(|v| v as u64)
             .sum();
         claim_counters_agree(&metrics, &figures.outcome, counted)
     }
@@ -155,6 +164,16 @@ fn claim_counters_agree(metrics: &str, outcome: &Outcome, counted: bool) -> Resu
     }
 }
 
+/// A burst of [`CLAIMS`] claims named `<prefix>0..` in two halves `gap`
+/// apart, each half created all at once and retried like a client would;
+/// returns the failed create attempts (how much of the fault clients saw).
+async fn two_waves(client: Client, ns: String, prefix: &'static str, gap: Duration) -> usize {
+    let half = CLAIMS / 2;
+    let first = harness::burst(client.clone(), ns.clone(), prefix, 0..half).await;
+    tokio::time::sleep(gap).await;
+    first + harness::burst(client, ns, prefix, half..CLAIMS).await
+}
+
 /// Runs `cluster.sh ARGS` without stalling the other tasks of the runtime.
 fn cluster(cp: &PrivateControlPlane, args: &[&str]) {
     tokio::task::block_in_place(|| cp.cluster(args));
@@ -177,7 +196,7 @@ async fn faults_during_a_burst_leave_every_claim_served_once_and_nothing_leaked(
             &cp,
         )
         .await;
-        let burst = tokio::spawn(harness::burst(client.clone(), ns.clone(), "a", CLAIMS));
+        let burst = tokio::spawn(two_waves(client.clone(), ns.clone(), "a", WAVE_GAP_A));
         tokio::time::sleep(Duration::from_millis(150)).await;
         cluster(&cp, &["restart", "kube-apiserver"]);
         let failed = burst.await.expect("burst");
@@ -197,7 +216,7 @@ async fn faults_during_a_burst_leave_every_claim_served_once_and_nothing_leaked(
     // (b) etcd frozen for 10 s during the burst.
     {
         let (ns, ops) = prepare(&client, "fault-etcd", &[("op", operator_args("{ns}"))], &cp).await;
-        let burst = tokio::spawn(harness::burst(client.clone(), ns.clone(), "b", CLAIMS));
+        let burst = tokio::spawn(two_waves(client.clone(), ns.clone(), "b", WAVE_GAP_B));
         tokio::time::sleep(Duration::from_millis(150)).await;
         let frozen = EtcdFrozen::new(&cp);
         tokio::time::sleep(Duration::from_secs(10)).await;
@@ -215,7 +234,7 @@ async fn faults_during_a_burst_leave_every_claim_served_once_and_nothing_leaked(
             &cp,
         )
         .await;
-        let burst = tokio::spawn(harness::burst(client.clone(), ns.clone(), "c", CLAIMS));
+        let burst = tokio::spawn(two_waves(client.clone(), ns.clone(), "c", WAVE_GAP_C));
         tokio::time::sleep(Duration::from_millis(150)).await;
         for round in 2..=3 {
             ops.pop().expect("running operator").kill9().await;
@@ -242,7 +261,7 @@ async fn faults_during_a_burst_leave_every_claim_served_once_and_nothing_leaked(
             &cp,
         )
         .await;
-        let burst = tokio::spawn(harness::burst(client.clone(), ns.clone(), "d", CLAIMS));
+        let burst = tokio::spawn(two_waves(client.clone(), ns.clone(), "d", WAVE_GAP_D));
         let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
         let mut deleted = 0;
         for _ in 0..3 {
@@ -292,7 +311,7 @@ async fn faults_during_a_burst_leave_every_claim_served_once_and_nothing_leaked(
         controllers.wait_ready().await;
         harness::template_and_pool(&client, &ns, POOL as i32, START_DELAY_MS).await;
         invariants::settle(&client, &ns, 0, POOL, Duration::from_secs(60)).await;
-        let burst = tokio::spawn(harness::burst(client.clone(), ns.clone(), "e", CLAIMS));
+        let burst = tokio::spawn(two_waves(client.clone(), ns.clone(), "e", WAVE_GAP_E));
         tokio::time::sleep(Duration::from_millis(150)).await;
         server.signal("STOP");
         tokio::time::sleep(Duration::from_secs(8)).await;

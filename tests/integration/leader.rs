@@ -142,7 +142,7 @@ async fn a_frozen_leader_is_replaced_and_writes_nothing_after_it_resumes() {
     b.wait_ready().await;
     harness::template_and_pool(&client, &ns.name, POOL as i32, 200).await;
     invariants::settle(&client, &ns.name, 0, POOL, Duration::from_secs(60)).await;
-    harness::burst(client.clone(), ns.name.clone(), "before", 4).await;
+    harness::burst(client.clone(), ns.name.clone(), "before", 0..4).await;
     invariants::settle(&client, &ns.name, 4, POOL, Duration::from_secs(60)).await;
     assert_eq!(
         holder(&client, &ns.name).await.0.as_deref(),
@@ -151,7 +151,12 @@ async fn a_frozen_leader_is_replaced_and_writes_nothing_after_it_resumes() {
 
     // Freeze the leader in the middle of a burst (some claims half served);
     // the standby must take over and finish them.
-    let during = tokio::spawn(harness::burst(client.clone(), ns.name.clone(), "during", 5));
+    let during = tokio::spawn(harness::burst(
+        client.clone(),
+        ns.name.clone(),
+        "during",
+        0..5,
+    ));
     tokio::time::sleep(Duration::from_millis(60)).await;
     a.signal("STOP");
     let frozen = Instant::now();
@@ -205,7 +210,7 @@ async fn a_frozen_leader_is_replaced_and_writes_nothing_after_it_resumes() {
     );
 
     // The new leader keeps serving; still no Pod serves two claims.
-    harness::burst(client.clone(), ns.name.clone(), "after", 3).await;
+    harness::burst(client.clone(), ns.name.clone(), "after", 0..3).await;
     invariants::settle(&client, &ns.name, 12, POOL, Duration::from_secs(60)).await;
     drop(b);
 }

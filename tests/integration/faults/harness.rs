@@ -192,11 +192,17 @@ where
     }
 }
 
-/// Creates claims `<prefix>0..n` at once, each retrying; returns the total
-/// number of failed attempts (how much of the fault the clients saw).
-pub async fn burst(client: Client, ns: String, prefix: &'static str, n: usize) -> usize {
+/// Creates claims `<prefix><i>` for every `i` in `range` at once, each
+/// retrying; returns the total number of failed attempts (how much of the
+/// fault the clients saw).
+pub async fn burst(
+    client: Client,
+    ns: String,
+    prefix: &'static str,
+    range: std::ops::Range<usize>,
+) -> usize {
     let api: Api<SandboxClaim> = Api::namespaced(client, &ns);
-    let tasks: Vec<_> = (0..n)
+    let tasks: Vec<_> = range
         .map(|i| {
             let api = api.clone();
             let name = format!("{prefix}{i}");
