@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
@@ -271,11 +271,16 @@ async fn faults_during_a_burst_leave_every_claim_served_once_and_nothing_leaked(
                 .await
                 .expect("list idle Pods");
             for pod in idle.items {
-                if pods
-                    .delete(&pod.name_any(), &DeleteParams::default())
-                    .await
-                    .is_ok()
-                {
+                // Only while still idle: a Pod a claim took meanwhile is
+                // not a pool Pod any more (that would be another fault).
+                let still_idle = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        uid: pod.uid(),
+                        resource_version: pod.resource_version(),
+                    }),
+                    ..DeleteParams::default()
+                };
+                if pods.delete(&pod.name_any(), &still_idle).await.is_ok() {
                     deleted += 1;
                 }
             }

@@ -192,7 +192,8 @@ pub async fn check(
         .filter(|s| s.metadata.deletion_timestamp.is_none())
     {
         let owner = controller_uid(svc.owner_references()).unwrap_or_default();
-        if !sandbox_claim.contains_key(owner) {
+        // Owned by its Sandbox or (warm path) directly by its claim.
+        if !sandbox_claim.contains_key(owner) && !claim_uids.contains_key(owner) {
             return Err(format!("orphaned Service {}", svc.name_any()));
         }
     }
