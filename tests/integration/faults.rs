@@ -132,7 +132,15 @@ async fn verify(
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .map(|v| v as u64)
             .sum();
-        claim_counters_agree(&metrics, &figures.outcome, counted)
+        // The counter moves just after the status write the claims show:
+        // give it a moment before calling a difference.
+        let mut verdict = claim_counters_agree(&metrics, &figures.outcome, counted);
+        let start = Instant::now();
+        while verdict.is_err() && start.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            verdict = claim_counters_agree(&op.metrics().await, &figures.outcome, counted);
+        }
+        verdict
     }
     .await;
     if let Err(reason) = result {
