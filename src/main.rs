@@ -82,12 +82,12 @@ struct RunArgs {
     /// Seconds other replicas wait, from the last change they saw of the Lease, before taking it over.
     #[arg(long, env = "SANDBOX_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=300))]
     lease_duration_seconds: u64,
-    /// Seconds the leader keeps leading without a successful renewal; then it exits (code 1). Must be shorter than the lease duration.
-    #[arg(long, env = "SANDBOX_LEASE_RENEW_DEADLINE_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=299))]
-    lease_renew_deadline_seconds: u64,
-    /// Seconds between attempts to acquire or renew the Lease. Must be shorter than the renew deadline.
-    #[arg(long, env = "SANDBOX_LEASE_RETRY_PERIOD_SECONDS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=298))]
-    lease_retry_period_seconds: u64,
+    /// Seconds the leader keeps leading without a successful renewal; then it exits (code 1). Must be shorter than the lease duration [default: two thirds of it, 10 of 15].
+    #[arg(long, env = "SANDBOX_LEASE_RENEW_DEADLINE_SECONDS", value_parser = clap::value_parser!(u64).range(1..=299))]
+    lease_renew_deadline_seconds: Option<u64>,
+    /// Seconds between attempts to acquire or renew the Lease. Must be shorter than the renew deadline [default: a fifth of it, 2 of 10].
+    #[arg(long, env = "SANDBOX_LEASE_RETRY_PERIOD_SECONDS", value_parser = clap::value_parser!(u64).range(1..=298))]
+    lease_retry_period_seconds: Option<u64>,
     /// Seconds to connect (TCP + TLS) to the API server.
     #[arg(long, env = "SANDBOX_API_CONNECT_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
     api_connect_timeout_seconds: u64,
@@ -395,13 +395,21 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
 /// The election settings from the flags, checked against the timing rules.
 fn leader_config(args: &RunArgs, identity: &str) -> anyhow::Result<LeaderConfig> {
+    // Unset timings follow the lease as client-go's defaults do (15/10/2 s).
+    let lease_duration = Duration::from_secs(args.lease_duration_seconds);
+    let renew_deadline = args
+        .lease_renew_deadline_seconds
+        .map_or(lease_duration * 2 / 3, Duration::from_secs);
+    let retry_period = args
+        .lease_retry_period_seconds
+        .map_or(renew_deadline / 5, Duration::from_secs);
     let config = LeaderConfig {
         namespace: args.lease_namespace.clone(),
         name: args.lease_name.clone(),
         identity: identity.to_string(),
-        lease_duration: Duration::from_secs(args.lease_duration_seconds),
-        renew_deadline: Duration::from_secs(args.lease_renew_deadline_seconds),
-        retry_period: Duration::from_secs(args.lease_retry_period_seconds),
+        lease_duration,
+        renew_deadline,
+        retry_period,
     };
     config.validate().map_err(anyhow::Error::msg)?;
     Ok(config)
