@@ -375,7 +375,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     metrics.leader.set(1);
 
-    let (ctx, triggers) = Context::start(controller_client, config, metrics.clone()).await?;
+    let (ctx, triggers) =
+        Context::start(controller_client, config, metrics.clone(), health.clone()).await?;
     info!(
         identity,
         leader_election = args.leader_elect,

@@ -11,6 +11,7 @@ use tracing::warn;
 /// Runs one cache: applies each watch event to the store, then calls
 /// `trigger` with the object and whether it was deleted.
 pub(super) async fn cache<K, F>(
+    health: std::sync::Arc<crate::admin::Health>,
     what: &'static str,
     api: Api<K>,
     config: watcher::Config,
@@ -40,6 +41,7 @@ pub(super) async fn cache<K, F>(
     while let Some(event) = stream.next().await {
         match event {
             Ok(event) => {
+                health.watch_event(what);
                 if matches!(event, watcher::Event::Init) {
                     before_relist = reader
                         .state()
@@ -71,7 +73,10 @@ pub(super) async fn cache<K, F>(
                     watcher::Event::Init => {}
                 }
             }
-            Err(error) => warn!(%error, what, "watch error (retrying with backoff)"),
+            Err(error) => {
+                health.watch_error(what, &error);
+                warn!(%error, what, "watch error (retrying with backoff)");
+            }
         }
     }
 }

@@ -131,6 +131,8 @@ pub struct Context {
     /// Indexes over the Pod cache (by pool template hash, controller uid,
     /// claim uid), updated before each Pod event's triggers are sent.
     pub index: Arc<PodIndex>,
+    /// Health of the watches and reconciles, for `/healthz`.
+    pub health: Arc<crate::admin::Health>,
     /// Consecutive reconcile failures per object (exponential backoff).
     pub backoff: super::retry::Backoff,
     /// Pods chosen by in-flight steals of this process.
@@ -162,6 +164,7 @@ impl Context {
         client: Client,
         config: Config,
         metrics: Arc<Metrics>,
+        health: Arc<crate::admin::Health>,
     ) -> anyhow::Result<(Arc<Self>, Triggers)> {
         let (pool_tx, pool_triggers) = mpsc::unbounded();
         let (sandbox_tx, sandbox_triggers) = mpsc::unbounded();
@@ -208,6 +211,7 @@ impl Context {
             }
         };
         tokio::spawn(cache(
+            health.clone(),
             "pods",
             config.api::<Pod>(&client),
             watcher::Config::default().labels(&managed),
@@ -243,6 +247,7 @@ impl Context {
             }
         };
         tokio::spawn(cache(
+            health.clone(),
             "templates",
             config.api::<SandboxTemplate>(&client),
             watcher::Config::default(),
@@ -252,6 +257,7 @@ impl Context {
 
         let (services, service_writer) = reflector::store();
         tokio::spawn(cache(
+            health.clone(),
             "services",
             config.api::<Service>(&client),
             watcher::Config::default().labels(&managed),
@@ -261,6 +267,7 @@ impl Context {
 
         let (sandboxes, sandbox_writer) = reflector::store();
         tokio::spawn(cache(
+            health.clone(),
             "sandboxes",
             config.api::<Sandbox>(&client),
             watcher::Config::default(),
@@ -279,6 +286,7 @@ impl Context {
 
         let (pools, pool_writer) = reflector::store();
         tokio::spawn(cache(
+            health.clone(),
             "pools",
             config.api::<SandboxWarmPool>(&client),
             watcher::Config::default(),
@@ -309,6 +317,7 @@ impl Context {
             sandboxes,
             pools,
             index,
+            health,
             backoff: Default::default(),
             reservations: Default::default(),
             expectations: Default::default(),

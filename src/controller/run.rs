@@ -65,6 +65,7 @@ where
                 return Ok(Action::await_change());
             }
             let key = backoff_key(controller, obj.as_ref());
+            let _in_flight = ctx.health.reconcile_started(controller);
             let action = reconcile(obj, ctx.clone()).await?;
             ctx.backoff.succeeded(&key);
             Ok(if action == Action::await_change() {
@@ -73,6 +74,25 @@ where
                 action
             })
         })
+    }
+}
+
+/// Reports the controller's own watch to `/healthz`: a queue (watch) error
+/// marks it broken, anything else healthy.
+fn watch_health<T, E>(
+    ctx: &Arc<Context>,
+    controller: &'static str,
+) -> impl FnMut(Result<T, controller::Error<E, watcher::Error>>) -> futures::future::Ready<()>
+where
+    E: std::error::Error + 'static,
+{
+    let health = ctx.health.clone();
+    move |result| {
+        match &result {
+            Err(controller::Error::QueueError(error)) => health.watch_error(controller, error),
+            _ => health.watch_event(controller),
+        }
+        futures::future::ready(())
     }
 }
 
@@ -103,7 +123,7 @@ pub async fn run_controllers(
         error_policy(sandbox::CONTROLLER),
         ctx.clone(),
     )
-    .for_each(|_| futures::future::ready(()));
+    .for_each(watch_health(&ctx, sandbox::CONTROLLER));
 
     let claims = Controller::new(
         ctx.config.api::<SandboxClaim>(&client),
@@ -117,7 +137,7 @@ pub async fn run_controllers(
         error_policy(claim::CONTROLLER),
         ctx.clone(),
     )
-    .for_each(|_| futures::future::ready(()));
+    .for_each(watch_health(&ctx, claim::CONTROLLER));
 
     let pools = Controller::new(
         ctx.config.api::<SandboxWarmPool>(&client),
@@ -131,7 +151,7 @@ pub async fn run_controllers(
         error_policy(warmpool::CONTROLLER),
         ctx.clone(),
     )
-    .for_each(|_| futures::future::ready(()));
+    .for_each(watch_health(&ctx, warmpool::CONTROLLER));
 
     futures::join!(sandboxes, claims, pools);
 }

@@ -229,12 +229,20 @@ pub(crate) async fn record_status(
         .is_some_and(|s| is_true(&s.conditions, READY));
     if is_true(&status.conditions, READY) && !was_ready {
         super::timeline(claim, &claim.name_any(), "claim: Ready written");
+        // Counted once per claim: two reconciles working from the same
+        // stale copy would otherwise both see "never Ready before".
+        let counted_key = format!("ready-counted/{claim_uid}");
         if claim
             .status
             .as_ref()
             .and_then(|s| s.ready_time.as_ref())
             .is_none()
+            && !ctx
+                .written
+                .recently_wrote(&counted_key, &serde_json::Value::Bool(true))
         {
+            ctx.written
+                .record(&counted_key, serde_json::Value::Bool(true));
             let launch = status.launch_type.unwrap_or(LaunchType::Cold);
             if let Some(seconds) = status.time_to_ready_seconds {
                 ctx.metrics

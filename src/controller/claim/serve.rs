@@ -112,7 +112,7 @@ pub(super) async fn serve(
         steal
     );
     let stolen = stolen?;
-    if named.is_some() && earlier.is_none() && stolen.is_none() {
+    if warm_allowed && earlier.is_none() && stolen.is_none() {
         pool_exhausted(ctx, claim, namespace, &choice);
     }
     let sandbox = match created {
