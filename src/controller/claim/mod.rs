@@ -166,7 +166,10 @@ async fn observe_and_serve(
         return Ok(Action::requeue(Duration::from_millis(200)));
     }
 
-    // Keep the Service the claim created in place (it may have been deleted).
+    // The NetworkPolicy and the Service come before any Ready: a claim whose
+    // first round failed part-way (or whose objects were deleted) gets them
+    // here, and stays not Ready while they cannot be made.
+    ensure_network_policy(ctx, claim, namespace).await?;
     ensure_service(ctx, claim, &sandbox).await?;
 
     // Record. A Sandbox that has not reported anything yet has nothing to
@@ -180,6 +183,38 @@ async fn observe_and_serve(
     }
     record_status(ctx, claim, &status).await?;
     Ok(requeue)
+}
+
+/// Makes sure the claim's NetworkPolicy (or its template's, in per-template
+/// mode) exists; remembered once made, so a served claim costs no request.
+async fn ensure_network_policy(ctx: &Context, claim: &SandboxClaim, namespace: &str) -> Result<()> {
+    let key = network_policy_key(claim);
+    if ctx
+        .written
+        .recently_wrote(&key, &serde_json::Value::Bool(true))
+    {
+        return Ok(());
+    }
+    let template_name = &claim.spec.sandbox_template_ref.name;
+    let Some(template) = ctx.template_or_get(namespace, template_name).await? else {
+        return Ok(());
+    };
+    match ctx.config.claim_network_policy {
+        super::NetworkPolicyMode::PerClaim => {
+            let policies: Api<k8s_openapi::api::networking::v1::NetworkPolicy> =
+                Api::namespaced(ctx.client.clone(), namespace);
+            let policy = desired_network_policy(claim, &template)?;
+            create_owned(&policies, &policy, "NetworkPolicy").await?;
+        }
+        super::NetworkPolicyMode::PerTemplate => ensure_template_policy(ctx, &template).await?,
+    }
+    ctx.written.record(&key, serde_json::Value::Bool(true));
+    Ok(())
+}
+
+/// Memo key saying the claim's NetworkPolicy was made by this process.
+pub(crate) fn network_policy_key(claim: &SandboxClaim) -> String {
+    format!("network-policy/{}", claim.uid().unwrap_or_default())
 }
 
 /// Creates the Service when the cache lacks it (and this process did not

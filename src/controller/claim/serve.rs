@@ -144,6 +144,10 @@ pub(super) async fn serve(
     };
     service_created?;
     policy_created?;
+    ctx.written.record(
+        &super::network_policy_key(claim),
+        serde_json::Value::Bool(true),
+    );
 
     // A lost first race: point the Sandbox at the Pod actually stolen, or at
     // none (cold path).
