@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# tools.sh: makes sure the image tools are present, installing only what is
-# missing, and prints the directory of the cargo-installed ones (put it on
-# PATH). Idempotent and cheap when everything is there.
+# tools.sh [TOOL...]: makes sure the image tools (default: all below) are
+# present, installing only what is missing, and prints the directory of the
+# cargo-installed ones (put it on PATH). Idempotent and cheap when everything
+# is there.
 #
 #   umoci, skopeo                 Debian packages (apt-get, as root)
 #   cargo-deny, cargo-cyclonedx   crates.io, `cargo install --locked` at the
@@ -18,9 +19,13 @@ CARGO_CYCLONEDX_VERSION=0.5.9
 tools=${SANDBOX_TOOLS_DIR:-$HOME/.cache/sandbox-operator/tools}
 
 say() { echo "tools.sh: $*" >&2; }
+wanted=" ${*:-umoci skopeo cargo-deny cargo-cyclonedx} "
+wants() { [[ $wanted == *" $1 "* ]]; }
 
 missing=()
-for tool in umoci skopeo; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+for tool in umoci skopeo; do
+  if wants "$tool" && ! command -v "$tool" >/dev/null; then missing+=("$tool"); fi
+done
 if ((${#missing[@]})); then
   if [[ $(id -u) != 0 ]]; then
     say "${missing[*]} missing: run as root or apt-get install -y ${missing[*]}"
@@ -37,6 +42,7 @@ fi
 # that version is already in $tools/bin.
 cargo_tool() {
   local crate=$1 version=$2 binary=$3
+  wants "$crate" || return 0
   # A cargo plugin run directly takes its subcommand name first.
   if "$tools/bin/$binary" "${binary#cargo-}" --version 2>/dev/null | grep -qF " $version"; then
     return
