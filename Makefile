@@ -85,3 +85,11 @@ test-python: $(PY_VENV)/.installed ## Python client: ruff, mypy --strict, pytest
 	cd clients/python && $(PY_VENV)/bin/ruff check . && $(PY_VENV)/bin/ruff format --check . && $(PY_VENV)/bin/mypy src tests
 	@kubeconfig=$$($(CLUSTER) up | tail -n 1) && \
 	  SANDBOX_KUBECONFIG=$$kubeconfig PYTHONPATH=$(CURDIR)/clients/python/src $(PY_VENV)/bin/pytest clients/python
+
+.PHONY: image
+image: ## Container image without a container engine: OCI layout, docker tarball and SBOM in target/image/
+	@scripts/image/build.sh
+
+.PHONY: image-test
+image-test: ## Image tests (root): reproducible digest, contents, runs from its rootfs (a warm claim), cargo deny
+	@kubeconfig=$$($(CLUSTER) up | tail -n 1) && SANDBOX_KUBECONFIG=$$kubeconfig tests/image/run.sh
