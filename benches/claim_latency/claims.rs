@@ -60,7 +60,9 @@ impl Claims {
                     .default_backoff()
                     .applied_objects()
             );
-            while let Some(Ok(claim)) = stream.next().await {
+            while let Some(event) = stream.next().await {
+                // A watch error (the stream resumes after it) must not end the recording.
+                let Ok(claim) = event else { continue };
                 let status = claim.status.clone().unwrap_or_default();
                 if is_true(&status.conditions, READY) {
                     recorder

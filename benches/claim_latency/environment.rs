@@ -77,7 +77,16 @@ impl Environment {
             .unwrap();
         let bench_dir = repo().join("target/bench");
         std::fs::create_dir_all(&bench_dir).unwrap();
-        let operator = Operator::start(&path, &ns, &bench_dir, options).await;
+        let operator = match Operator::start(&path, &ns, &bench_dir, options).await {
+            Ok(operator) => operator,
+            Err(problem) => {
+                let _ = Api::<Namespace>::all(client.clone())
+                    .delete(&ns, &DeleteParams::default())
+                    .await;
+                eprintln!("FAILED: {problem}");
+                std::process::exit(1);
+            }
+        };
         let claims = Claims::watch(&client, &ns).await;
         Environment {
             client,

@@ -39,6 +39,10 @@ mod settings;
 mod stats;
 mod timeline;
 
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt;
+
 use environment::Environment;
 use floor::Floor;
 use report::Report;
@@ -56,24 +60,36 @@ async fn main() {
         max_pool_replicas: matches!(s.mode, Mode::Scale(_)).then_some(s.pool),
     };
     let env = Environment::up(&options).await;
+    // Whatever fails below, the operator is stopped and the namespace deleted.
+    let outcome = AssertUnwindSafe(measure(&env, &s)).catch_unwind().await;
+    env.down().await;
+    match outcome {
+        Ok(None) => {}
+        Ok(Some(problem)) => {
+            eprintln!("FAILED: {problem}");
+            std::process::exit(1);
+        }
+        Err(_) => {
+            eprintln!("FAILED: the bench stopped on the error above (namespace deleted)");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Runs the mode's scenarios and publishes them; Some(problem) when a check failed.
+async fn measure(env: &Environment, s: &Settings) -> Option<String> {
     // Throughput bursts need one probe per claim of the warm burst; the
     // demo and the scale run measure no throughput.
     let probes = if s.mode == Mode::Full { s.pool } else { 1 };
     let mut floor = Floor::create(&env.client, &env.ns, probes).await;
-    let failed = match s.mode {
-        Mode::Scale(_) => scale::run(&env, &mut floor, &s).await.err(),
+    match s.mode {
+        Mode::Scale(_) => scale::run(env, &mut floor, s).await.err(),
         Mode::Full | Mode::Demo => {
-            let report = scenarios::run(&env, &mut floor, &s).await;
-            publish(&env, &s, &report);
+            let report = scenarios::run(env, &mut floor, s).await;
+            publish(env, s, &report);
             (report.double_assignments > 0)
                 .then(|| format!("{} double assignments", report.double_assignments))
         }
-    };
-    // Clean up: stop the operator gracefully (it unregisters its webhook), drop the namespace.
-    env.down().await;
-    if let Some(problem) = failed {
-        eprintln!("FAILED: {problem}");
-        std::process::exit(1);
     }
 }
 

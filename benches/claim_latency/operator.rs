@@ -34,7 +34,12 @@ fn free_port() -> u16 {
 
 impl Operator {
     /// Starts the operator and waits (60 s at most) until `/readyz` answers 200.
-    pub async fn start(kubeconfig: &Path, ns: &str, bench_dir: &Path, options: &Options) -> Self {
+    pub async fn start(
+        kubeconfig: &Path,
+        ns: &str,
+        bench_dir: &Path,
+        options: &Options,
+    ) -> Result<Self, String> {
         let (mport, wport) = (free_port(), free_port());
         let log_path = bench_dir.join(format!("{ns}-operator.log"));
         let log = std::fs::File::create(&log_path).unwrap();
@@ -74,26 +79,38 @@ impl Operator {
             log_path,
             ticks_per_second: procstat::clock_ticks_per_second(),
         };
-        operator.wait_ready(mport).await;
-        operator
+        match operator.wait_ready(mport).await {
+            Ok(()) => Ok(operator),
+            Err(problem) => {
+                operator.stop().await;
+                Err(problem)
+            }
+        }
     }
 
-    async fn wait_ready(&mut self, port: u16) {
+    async fn wait_ready(&mut self, port: u16) -> Result<(), String> {
         let start = Instant::now();
         while !readyz(port).await {
+            let log = self.log_path.display();
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "the operator exited with {status} before it was ready; see {}",
-                    self.log_path.display()
-                );
+                let tail = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+                let lines: Vec<&str> = tail.lines().collect();
+                let last = lines
+                    .iter()
+                    .find(|l| l.starts_with("error"))
+                    .or(lines.last())
+                    .unwrap_or(&"")
+                    .to_string();
+                return Err(format!(
+                    "the operator exited ({status}) before it was ready: {last} (log {log})"
+                ));
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "operator not ready within 60 s; see {}",
-                self.log_path.display()
-            );
+            if start.elapsed() > Duration::from_secs(60) {
+                return Err(format!("the operator was not ready within 60 s; see {log}"));
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        Ok(())
     }
 
     /// CPU time (user + system, all threads) the operator has used so far, ms.
