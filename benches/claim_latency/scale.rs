@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::apiserver;
 use crate::environment::Environment;
 use crate::floor::Floor;
 use crate::scenarios::warm_sequential;
@@ -71,6 +72,13 @@ pub async fn run(env: &Environment, floor: &mut Floor, s: &Settings) -> Result<(
         "  operator writes per warm claim     {:>10.2}",
         warm.operator_writes
     );
+    for (key, per_claim) in warm
+        .writes_by_resource
+        .iter()
+        .filter(|(k, _)| apiserver::is_operator_write(k))
+    {
+        println!("    {key:<34} {per_claim:>6.2}");
+    }
     println!("  operator RSS at the end            {rss_end:>10.1} MiB");
     let report = json!({
         "idle_pods": n, "fill_s": fill_s, "fill_operator_cpu_ms": fill_cpu_ms,
@@ -78,6 +86,7 @@ pub async fn run(env: &Environment, floor: &mut Floor, s: &Settings) -> Result<(
         "operator_idle_cpu_ms_per_s": idle_cpu_ms_per_s,
         "operator_cpu_ms_per_warm_claim": warm.cpu_ms_per_claim,
         "writes_per_warm_claim": warm.operator_writes,
+        "writes_by_resource": warm.writes_by_resource,
         "write_rtt_p50_ms": f.rtt_p50_ms, "write_rtt_p99_ms": f.rtt_p99_ms,
         "warm_sequential": w,
     });
