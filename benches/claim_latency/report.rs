@@ -294,7 +294,7 @@ impl Report {
         let (deletes, namespaces) = self.other_activity();
         if deletes > 0.0 {
             out += &format!(
-                "  of the operator's count, DELETE: {deletes:.2} per claim. The counters are cluster-wide: {namespaces:.0} namespace deletions by other clients fell in the window, and the clean-up of their objects is counted here too\n"
+                "  of the operator's count, DELETE: {deletes:.2} per claim. The API server's counters are cluster-wide: on a shared control plane other clients' deletions land here too ({namespaces:.0} namespaces deleted in the window, plus the objects of namespaces deleted before it); on a private one they are the operator's own\n"
             );
         }
         out + &format!("double assignments: {}\n", self.double_assignments)
