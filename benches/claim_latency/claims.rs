@@ -1,0 +1,222 @@
+//! The bench as a user of the operator: it creates claims, records when a
+//! watch first shows each one Ready (client clock), waits for the pool to
+//! refill, and checks afterwards that no Pod ever served two claims.
+//!
+//! Idle Pods are counted from a watch of the pool's Pods (a local store),
+//! not by listing them: a LIST every few milliseconds would load the API
+//! server the bench measures, and cannot scale to a pool of 5,000.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, PostParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+use sandbox_operator::api::{CLAIM_LABEL, LaunchType, POOL_LABEL, READY, SandboxClaim, is_true};
+
+use crate::floor::is_ready;
+use crate::report::{Observation, Scenario};
+
+/// First moment each claim was seen Ready, with its launch type.
+type Seen = Arc<Mutex<HashMap<String, (Instant, Option<LaunchType>)>>>;
+
+/// Name of the SandboxTemplate (and pool) every bench claim uses.
+pub const TEMPLATE: &str = "bench";
+
+pub struct Claims {
+    client: Client,
+    ns: String,
+    seen: Seen,
+    starts: Mutex<HashMap<String, Instant>>,
+    pool_pods: Store<Pod>,
+}
+
+impl Claims {
+    /// Starts the watches: Ready claims in `ns`, and the pool's Pods.
+    pub async fn watch(client: &Client, ns: &str) -> Claims {
+        let (pool_pods, writer) = reflector::store();
+        let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+        let pod_events = reflector::reflector(
+            writer,
+            watcher(pods, watcher::Config::default().labels(POOL_LABEL)).default_backoff(),
+        );
+        tokio::spawn(pod_events.for_each(|_| futures::future::ready(())));
+        pool_pods
+            .wait_until_ready()
+            .await
+            .expect("watch the pool's Pods");
+        let seen: Seen = Arc::default();
+        let recorder = seen.clone();
+        let api: Api<SandboxClaim> = Api::namespaced(client.clone(), ns);
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(
+                watcher(api, watcher::Config::default())
+                    .default_backoff()
+                    .applied_objects()
+            );
+            while let Some(event) = stream.next().await {
+                // A watch error (the stream resumes after it) must not end the recording.
+                let Ok(claim) = event else { continue };
+                let status = claim.status.clone().unwrap_or_default();
+                if is_true(&status.conditions, READY) {
+                    recorder
+                        .lock()
+                        .unwrap()
+                        .entry(claim.name_any())
+                        .or_insert((Instant::now(), status.launch_type));
+                }
+            }
+        });
+        Claims {
+            client: client.clone(),
+            ns: ns.to_string(),
+            seen,
+            starts: Mutex::default(),
+            pool_pods,
+        }
+    }
+
+    /// Creates one claim of the bench template (`cold`: `warmpool: none`).
+    pub async fn create(&self, name: String, cold: bool) {
+        let mut spec = json!({"sandboxTemplateRef": {"name": TEMPLATE}});
+        if cold {
+            spec["warmpool"] = json!("none");
+        }
+        let claim: SandboxClaim = serde_json::from_value(json!({
+            "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxClaim",
+            "metadata": {"name": name}, "spec": spec}))
+        .unwrap();
+        let api: Api<SandboxClaim> = Api::namespaced(self.client.clone(), &self.ns);
+        self.starts.lock().unwrap().insert(name, Instant::now());
+        api.create(&PostParams::default(), &claim)
+            .await
+            .expect("create claim");
+    }
+
+    /// Creates all claims at once.
+    pub async fn create_all(&self, names: &[String]) {
+        futures::future::join_all(names.iter().map(|n| self.create(n.clone(), false))).await;
+    }
+
+    /// Waits until every named claim was seen Ready; panics after `timeout`.
+    pub async fn wait_ready(&self, names: &[String], timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            let done = {
+                let seen = self.seen.lock().unwrap();
+                names.iter().all(|n| seen.contains_key(n))
+            };
+            if done {
+                return;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "claims not Ready within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Idle pool Pods that are Ready and not terminating, as the watch shows them now.
+    pub fn idle_ready(&self) -> usize {
+        self.pool_pods
+            .state()
+            .iter()
+            .filter(|p| {
+                p.labels().contains_key(POOL_LABEL) && p.metadata.deletion_timestamp.is_none()
+            })
+            .filter(|p| is_ready(p))
+            .count()
+    }
+
+    /// Waits until at least `at_least` idle Pods are Ready; false after `timeout`.
+    pub async fn wait_idle_within(&self, at_least: usize, timeout: Duration) -> bool {
+        let start = Instant::now();
+        while self.idle_ready() < at_least {
+            if start.elapsed() > timeout {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+
+    /// Waits (300 s at most) until at least `at_least` idle Pods are Ready.
+    pub async fn wait_idle(&self, at_least: usize) {
+        assert!(
+            self.wait_idle_within(at_least, Duration::from_secs(300))
+                .await,
+            "pool did not refill to {at_least} Ready idle Pods within 300 s"
+        );
+    }
+
+    /// Start and Ready moments of the named claims.
+    pub fn observations(&self, names: &[String]) -> Vec<Observation> {
+        let seen = self.seen.lock().unwrap();
+        let starts = self.starts.lock().unwrap();
+        names
+            .iter()
+            .map(|n| {
+                let (ready, launch) = seen[n];
+                Observation {
+                    name: n.clone(),
+                    start: starts[n],
+                    ready,
+                    warm: launch == Some(LaunchType::Warm),
+                    launch,
+                }
+            })
+            .collect()
+    }
+
+    /// Summary of the named claims as one scenario.
+    pub fn scenario(&self, name: &str, names: &[String]) -> Scenario {
+        Scenario::from_observations(name, &self.observations(names))
+    }
+
+    /// Pods that served two claims, or carry two controllers, or both a pool and a claim label.
+    pub async fn double_assignments(&self) -> usize {
+        let pods = Api::<Pod>::namespaced(self.client.clone(), &self.ns)
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items;
+        let claims = Api::<SandboxClaim>::namespaced(self.client.clone(), &self.ns)
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items;
+        let mut violations = 0;
+        let mut used = HashSet::new();
+        for claim in &claims {
+            if let Some(pod) = claim.status.as_ref().and_then(|s| s.pod_name.clone())
+                && !used.insert(pod)
+            {
+                violations += 1;
+            }
+        }
+        for pod in pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+        {
+            let controllers = pod
+                .owner_references()
+                .iter()
+                .filter(|o| o.controller == Some(true))
+                .count();
+            let labels = pod.labels();
+            if controllers > 1
+                || (labels.contains_key(POOL_LABEL) && labels.contains_key(CLAIM_LABEL))
+            {
+                violations += 1;
+            }
+        }
+        violations
+    }
+}

@@ -1,0 +1,138 @@
+//! The stage of one bench run: the local control plane's client, the CRDs,
+//! a fresh namespace, the operator started in it, the claim and Pod
+//! watches, and the bench template and pool. `down` stops the operator and
+//! deletes the namespace (garbage collection removes everything in it).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+use sandbox_operator::api::{SandboxTemplate, SandboxWarmPool};
+
+use crate::claims::{Claims, TEMPLATE};
+use crate::operator::{self, Operator};
+
+pub struct Environment {
+    pub client: Client,
+    pub ns: String,
+    pub operator: Operator,
+    pub claims: Claims,
+    pub bench_dir: PathBuf,
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn kubeconfig() -> PathBuf {
+    if let Ok(p) = std::env::var("SANDBOX_KUBECONFIG") {
+        return p.into();
+    }
+    let out = std::process::Command::new("bash")
+        .arg(repo().join("tests/controlplane/cluster.sh"))
+        .arg("up")
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("run cluster.sh up");
+    assert!(out.status.success(), "cluster.sh up failed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    PathBuf::from(stdout.lines().last().expect("kubeconfig path").trim())
+}
+
+impl Environment {
+    /// CRDs applied, a new namespace, the operator ready in it, watches running.
+    pub async fn up(options: &operator::Options) -> Environment {
+        let path = kubeconfig();
+        let config = kube::Config::from_custom_kubeconfig(
+            Kubeconfig::read_from(&path).unwrap(),
+            &KubeConfigOptions::default(),
+        )
+        .await
+        .unwrap();
+        let client = Client::try_from(config).unwrap();
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        for crd in sandbox_operator::api::crds() {
+            crds.patch(
+                &crd.name_any(),
+                &PatchParams::apply("sandbox-operator-bench").force(),
+                &Patch::Apply(&crd),
+            )
+            .await
+            .unwrap();
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let ns = format!("bench-{:06x}", rand::random::<u32>() & 0xff_ffff);
+        Api::<Namespace>::all(client.clone())
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+            )
+            .await
+            .unwrap();
+        let bench_dir = repo().join("target/bench");
+        std::fs::create_dir_all(&bench_dir).unwrap();
+        let operator = match Operator::start(&path, &ns, &bench_dir, options).await {
+            Ok(operator) => operator,
+            Err(problem) => {
+                let _ = Api::<Namespace>::all(client.clone())
+                    .delete(&ns, &DeleteParams::default())
+                    .await;
+                eprintln!("FAILED: {problem}");
+                std::process::exit(1);
+            }
+        };
+        let claims = Claims::watch(&client, &ns).await;
+        Environment {
+            client,
+            ns,
+            operator,
+            claims,
+            bench_dir,
+        }
+    }
+
+    /// The bench template (KWOK start-up `delay_ms`; `tiny`: small limits so
+    /// thousands of Pods fit the fake Node) and a pool of `replicas` of it.
+    pub async fn create_pool(&self, replicas: usize, delay_ms: u64, tiny: bool) {
+        let limits = if tiny {
+            json!({"cpu": "10m", "memory": "16Mi"})
+        } else {
+            json!({"cpu": "1", "memory": "1Gi"})
+        };
+        let template: SandboxTemplate = serde_json::from_value(json!({
+            "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxTemplate",
+            "metadata": {"name": TEMPLATE},
+            "spec": {"podTemplate": {
+                "metadata": {"annotations": {"sandbox.test/start-delay-ms": delay_ms.to_string()}},
+                "spec": {"containers": [{"name": "agent", "image": "busybox",
+                    "ports": [{"containerPort": 8080}], "resources": {"limits": limits}}]}}}}))
+        .unwrap();
+        Api::<SandboxTemplate>::namespaced(self.client.clone(), &self.ns)
+            .create(&PostParams::default(), &template)
+            .await
+            .expect("create template (webhook admitted)");
+        let pool: SandboxWarmPool = serde_json::from_value(json!({
+            "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxWarmPool",
+            "metadata": {"name": TEMPLATE},
+            "spec": {"replicas": replicas, "sandboxTemplateRef": {"name": TEMPLATE}}}))
+        .unwrap();
+        Api::<SandboxWarmPool>::namespaced(self.client.clone(), &self.ns)
+            .create(&PostParams::default(), &pool)
+            .await
+            .expect("create pool (webhook admitted)");
+    }
+
+    /// Stops the operator (it unregisters its webhook) and deletes the namespace.
+    pub async fn down(self) {
+        self.operator.stop().await;
+        let _ = Api::<Namespace>::all(self.client.clone())
+            .delete(&self.ns, &DeleteParams::default())
+            .await;
+    }
+}

@@ -1,0 +1,454 @@
+//! What the bench found, as numbers: per-scenario latency, the API write
+//! floor and the ratios to it, writes per claim, operator CPU and memory.
+//! Pure: turns observations into the printed table and the JSON file.
+//!
+//! Ratios to the floor (the targets are phrased this way; they are
+//! reported, never asserted):
+//! - warm-sequential `p50_over_write_rtt` and `p99_over_write_rtt`: the
+//!   claim's p50 and p99 each divided by the write_rtt **p50**;
+//! - each burst's `all_ready_over_floor`: its all-Ready time divided by the
+//!   time the API server needs for the writes the burst involves, which is
+//!   `writes_needed / write_throughput`, where `writes_needed` = claims x the
+//!   operator writes per warm claim measured in warm-sequential (its Events
+//!   and the refill included). For the overflow burst this understates the
+//!   work (cold claims write more and wait the simulated start-up), so its
+//!   ratio has no target.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use sandbox_operator::api::LaunchType;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::floor;
+use crate::stats::{self, ratio};
+
+/// One claim: created at `start`, first seen Ready at `ready`.
+pub struct Observation {
+    pub name: String,
+    pub start: Instant,
+    pub ready: Instant,
+    pub warm: bool,
+    pub launch: Option<LaunchType>,
+}
+
+#[derive(Serialize, Clone, Debug, Default)]
+pub struct Scenario {
+    pub name: String,
+    pub claims: usize,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub all_ready_ms: f64,
+    pub warm: usize,
+    pub cold: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p50_over_write_rtt: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p99_over_write_rtt: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writes_needed: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub all_ready_over_floor: Option<f64>,
+    #[serde(skip)]
+    pub samples: Vec<f64>,
+}
+
+impl Scenario {
+    pub fn from_observations(name: &str, observations: &[Observation]) -> Scenario {
+        let samples: Vec<f64> = observations
+            .iter()
+            .map(|o| o.ready.duration_since(o.start).as_secs_f64() * 1000.0)
+            .collect();
+        let first = observations.iter().map(|o| o.start).min();
+        let last = observations.iter().map(|o| o.ready).max();
+        let sorted = stats::sorted(&samples);
+        let warm = observations.iter().filter(|o| o.warm).count();
+        Scenario {
+            name: name.into(),
+            claims: observations.len(),
+            p50_ms: stats::percentile(&sorted, 50.0),
+            p95_ms: stats::percentile(&sorted, 95.0),
+            p99_ms: stats::percentile(&sorted, 99.0),
+            max_ms: sorted.last().copied().unwrap_or(0.0),
+            all_ready_ms: match (first, last) {
+                (Some(f), Some(l)) => l.duration_since(f).as_secs_f64() * 1000.0,
+                _ => 0.0,
+            },
+            warm,
+            cold: observations.len() - warm,
+            samples,
+            ..Scenario::default()
+        }
+    }
+
+    fn is_burst(&self) -> bool {
+        self.name.ends_with("-burst")
+    }
+}
+
+/// Everything one full (or quick) run measured.
+#[derive(Default)]
+pub struct Report {
+    pub pool: usize,
+    pub delay_ms: u64,
+    pub network_policy: Option<String>,
+    pub scenarios: Vec<Scenario>,
+    pub floor: floor::Summary,
+    pub floor_refused: usize,
+    /// Writes per warm claim by `"<resource> <VERB>"`, every client.
+    pub writes_by_resource: BTreeMap<String, f64>,
+    pub operator_writes: f64,
+    pub operator_events: f64,
+    pub all_writes: f64,
+    pub cpu_ms_per_warm_claim: f64,
+    pub rss_mib: f64,
+    pub double_assignments: usize,
+    pub webhook_within_5ms: f64,
+    pub webhook_p99: String,
+    pub breakdown: Vec<(String, f64)>,
+}
+
+impl Report {
+    /// Sets the ratios of every scenario to the floor of this run.
+    pub fn apply_floor(&mut self) {
+        let rtt = self.floor.rtt_p50_ms;
+        let throughput = self.floor.throughput_per_s;
+        let writes_per_claim = self.operator_writes;
+        for s in &mut self.scenarios {
+            if s.name == "warm-sequential" {
+                s.p50_over_write_rtt = ratio(s.p50_ms, rtt);
+                s.p99_over_write_rtt = ratio(s.p99_ms, rtt);
+            } else if s.is_burst() && writes_per_claim > 0.0 {
+                let writes = s.claims as f64 * writes_per_claim;
+                s.writes_needed = Some(writes);
+                s.all_ready_over_floor = ratio(writes, throughput)
+                    .and_then(|floor_s| ratio(s.all_ready_ms, floor_s * 1000.0));
+            }
+        }
+    }
+
+    fn scenario(&self, name: &str) -> Option<&Scenario> {
+        self.scenarios.iter().find(|s| s.name == name)
+    }
+
+    /// The network policy mode the operator ran with, as printed.
+    pub fn network_policy_label(&self) -> String {
+        self.network_policy
+            .clone()
+            .unwrap_or_else(|| "operator default (per-claim)".into())
+    }
+
+    pub fn json(&self) -> Value {
+        let round = |v: f64| (v * 1000.0).round() / 1000.0;
+        json!({
+            "pool_size": self.pool,
+            "cold_start_delay_ms": self.delay_ms,
+            "network_policy": self.network_policy_label(),
+            "write_rtt_p50_ms": round(self.floor.rtt_p50_ms),
+            "write_rtt_p99_ms": round(self.floor.rtt_p99_ms),
+            "write_rtt_samples": self.floor.rtt_samples,
+            "write_rtt_refused": self.floor_refused,
+            "write_throughput_per_s": round(self.floor.throughput_per_s),
+            "write_throughput_runs": self.floor.throughput_runs,
+            "writes_per_warm_claim": (self.operator_writes * 100.0).round() / 100.0,
+            "writes_per_warm_claim_all_actors": (self.all_writes * 100.0).round() / 100.0,
+            "operator_events_per_warm_claim": self.operator_events,
+            "writes_by_resource": self.writes_by_resource,
+            "operator_deletes_per_warm_claim": round(self.other_activity().0),
+            "namespace_deletions_in_window": self.other_activity().1.round(),
+            "operator_cpu_ms_per_warm_claim": round(self.cpu_ms_per_warm_claim),
+            "operator_rss_mib": round(self.rss_mib),
+            "double_assignments": self.double_assignments,
+            "webhook_calls_within_5ms": self.webhook_within_5ms,
+            "webhook_p99_bucket": self.webhook_p99,
+            "warm_path_breakdown_ms": self.breakdown.iter()
+                .map(|(k, v)| json!({"step": k, "median_ms_since_admission": v}))
+                .collect::<Vec<_>>(),
+            "scenarios": self.scenarios,
+        })
+    }
+
+    /// The whole printed report of a full or quick run.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "\nclaim create -> Ready (client clock, watch), pool {} Pods, simulated cold start {} ms, NetworkPolicy: {}\n",
+            self.pool,
+            self.delay_ms,
+            self.network_policy_label()
+        );
+        out += &scenario_table(&self.scenarios);
+        if let (Some(warm), Some(cold)) = (
+            self.scenario("warm-sequential"),
+            self.scenario("cold-sequential"),
+        ) {
+            out += &format!(
+                "warm/cold p50 ratio: {:.3} ({:.1}x faster)\n",
+                warm.p50_ms / cold.p50_ms.max(0.001),
+                cold.p50_ms / warm.p50_ms.max(0.001)
+            );
+        }
+        out += &self.floor_lines();
+        out += &self.targets_table();
+        out += &self.writes_lines();
+        out += &format!(
+            "webhook calls as timed by the API server (warm-sequential): {:.1}% within 5 ms, p99 <= {} (bucket bound)\n",
+            self.webhook_within_5ms * 100.0,
+            self.webhook_p99
+        );
+        out += "\nwarm path, step by step (median ms since the API server admitted the claim, warm-sequential):\n";
+        for (step, ms) in &self.breakdown {
+            out += &format!("  {step:<32} {ms:>8.1}\n");
+        }
+        out
+    }
+
+    fn floor_lines(&self) -> String {
+        let f = &self.floor;
+        format!(
+            "\nAPI write floor (same run, same control plane):\n  write_rtt        p50 {:.1} ms, p99 {:.1} ms ({} resourceVersion-conditioned Pod label patches interleaved with the claims; {} refused, not counted)\n  write_throughput {:.0} writes/s (median of {} bursts of {} bare Pod label patches sent at once)\n",
+            f.rtt_p50_ms,
+            f.rtt_p99_ms,
+            f.rtt_samples,
+            self.floor_refused,
+            f.throughput_per_s,
+            f.throughput_runs,
+            self.pool
+        )
+    }
+
+    fn targets_table(&self) -> String {
+        let times = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.2} x"));
+        let mut rows: Vec<(String, String, String)> = Vec::new();
+        if let Some(w) = self.scenario("warm-sequential") {
+            rows.push((
+                "warm-sequential p50 / write_rtt p50".into(),
+                times(w.p50_over_write_rtt),
+                "<= 3 x".into(),
+            ));
+            rows.push((
+                "warm-sequential p99 / write_rtt p50".into(),
+                times(w.p99_over_write_rtt),
+                "<= 6 x".into(),
+            ));
+        }
+        for s in self.scenarios.iter().filter(|s| s.is_burst()) {
+            let target = match s.name.as_str() {
+                "warm-burst" => format!(
+                    "<= 1.5 x (pool 100); {:.0} writes at the throughput",
+                    s.writes_needed.unwrap_or(0.0)
+                ),
+                _ => "none (cold claims wait the start-up)".into(),
+            };
+            rows.push((
+                format!("{} all Ready / floor", s.name),
+                times(s.all_ready_over_floor),
+                target,
+            ));
+        }
+        rows.push((
+            "operator writes per warm claim".into(),
+            format!("{:.2}", self.operator_writes),
+            "<= 7".into(),
+        ));
+        rows.push((
+            "operator CPU per warm claim".into(),
+            format!("{:.2} ms", self.cpu_ms_per_warm_claim),
+            "<= 1 ms".into(),
+        ));
+        rows.push((
+            "operator RSS at the end".into(),
+            format!("{:.1} MiB", self.rss_mib),
+            "< 150 MiB at 5,000 idle Pods (--scale)".into(),
+        ));
+        rows.push((
+            "double assignments".into(),
+            self.double_assignments.to_string(),
+            "0".into(),
+        ));
+        let mut out = format!(
+            "\n{:<40} {:>12}   target (reported, not asserted)\n",
+            "against the floor", "measured"
+        );
+        for (what, measured, target) in rows {
+            out += &format!("  {what:<38} {measured:>12}   {target}\n");
+        }
+        out
+    }
+
+    fn writes_lines(&self) -> String {
+        let mut out = format!(
+            "\nAPI writes per warm claim: {:.2} by the operator, its Events included ({:.2}); {:.2} by every client (the claim create, KWOK, scheduler, controller-manager; the bench's floor patches taken out)\n",
+            self.operator_writes, self.operator_events, self.all_writes
+        );
+        for (k, v) in &self.writes_by_resource {
+            if crate::apiserver::is_operator_write(k) {
+                out += &format!("  {k:<40} {v:>6.2}\n");
+            } else if *v >= 0.05 {
+                out += &format!("  {k:<40} {v:>6.2}   (not the operator)\n");
+            }
+        }
+        out += "  (other clients' writes under 0.05 per claim: in the JSON)\n";
+        let (deletes, namespaces) = self.other_activity();
+        if deletes > 0.0 {
+            out += &format!(
+                "  of the operator's count, DELETE: {deletes:.2} per claim. The API server's counters are cluster-wide: on a shared control plane other clients' deletions land here too ({namespaces:.0} namespaces deleted in the window, plus the objects of namespaces deleted before it); on a private one they are the operator's own\n"
+            );
+        }
+        out + &format!("double assignments: {}\n", self.double_assignments)
+    }
+
+    /// (DELETEs within the operator's count, per claim; namespaces deleted
+    /// in the window): a sign that other clients shared the control plane.
+    pub fn other_activity(&self) -> (f64, f64) {
+        let claims = self.scenario("warm-sequential").map_or(0, |s| s.claims) as f64;
+        let deletes = self
+            .writes_by_resource
+            .iter()
+            .filter(|(k, _)| k.ends_with(" DELETE") && crate::apiserver::is_operator_write(k))
+            .map(|(_, v)| v)
+            .sum();
+        let namespaces = self
+            .writes_by_resource
+            .get("namespaces DELETE")
+            .copied()
+            .unwrap_or(0.0)
+            * claims;
+        (deletes, namespaces)
+    }
+}
+
+/// The latency table of the scenarios.
+pub fn scenario_table(scenarios: &[Scenario]) -> String {
+    let mut out = format!(
+        "{:<16} {:>6} {:>6} {:>6} {:>9} {:>9} {:>9} {:>9} {:>12}\n",
+        "scenario",
+        "claims",
+        "warm",
+        "cold",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "max ms",
+        "all ready ms"
+    );
+    for sc in scenarios {
+        out += &format!(
+            "{:<16} {:>6} {:>6} {:>6} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>12.1}\n",
+            sc.name,
+            sc.claims,
+            sc.warm,
+            sc.cold,
+            sc.p50_ms,
+            sc.p95_ms,
+            sc.p99_ms,
+            sc.max_ms,
+            sc.all_ready_ms
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn observations(ms: &[u64]) -> Vec<Observation> {
+        let t0 = Instant::now();
+        ms.iter()
+            .enumerate()
+            .map(|(i, ms)| Observation {
+                name: format!("c-{i}"),
+                start: t0,
+                ready: t0 + Duration::from_millis(*ms),
+                warm: true,
+                launch: Some(LaunchType::Warm),
+            })
+            .collect()
+    }
+
+    fn report() -> Report {
+        Report {
+            pool: 20,
+            floor: floor::Summary {
+                rtt_p50_ms: 10.0,
+                rtt_p99_ms: 25.0,
+                rtt_samples: 300,
+                throughput_per_s: 200.0,
+                throughput_runs: 6,
+            },
+            operator_writes: 8.0,
+            scenarios: vec![
+                Scenario::from_observations("warm-sequential", &observations(&[20, 30, 40, 70])),
+                Scenario::from_observations("cold-sequential", &observations(&[2000])),
+                Scenario::from_observations("warm-burst", &observations(&[100, 1200])),
+            ],
+            ..Report::default()
+        }
+    }
+
+    #[test]
+    fn warm_sequential_is_divided_by_the_write_rtt_p50() {
+        let mut r = report();
+        r.apply_floor();
+        let warm = &r.scenarios[0];
+        assert_eq!(warm.p50_over_write_rtt, Some(3.0));
+        assert_eq!(warm.p99_over_write_rtt, Some(7.0));
+        assert_eq!(warm.all_ready_over_floor, None);
+        assert_eq!(r.scenarios[1].all_ready_over_floor, None);
+    }
+
+    #[test]
+    fn a_burst_is_divided_by_the_time_its_writes_need_at_the_measured_throughput() {
+        let mut r = report();
+        r.apply_floor();
+        let burst = &r.scenarios[2];
+        // 2 claims x 8 writes = 16 writes at 200/s = 80 ms; all Ready after 1200 ms.
+        assert_eq!(burst.writes_needed, Some(16.0));
+        assert_eq!(burst.all_ready_over_floor, Some(15.0));
+    }
+
+    #[test]
+    fn no_floor_means_no_ratio() {
+        let mut r = report();
+        r.floor = floor::Summary::default();
+        r.apply_floor();
+        assert!(
+            r.scenarios
+                .iter()
+                .all(|s| s.p50_over_write_rtt.is_none() && s.all_ready_over_floor.is_none())
+        );
+        assert!(r.table().contains("n/a"));
+    }
+
+    #[test]
+    fn deletes_by_other_tenants_are_shown_not_hidden() {
+        let mut r = report();
+        r.writes_by_resource = BTreeMap::from([
+            ("pods PATCH".to_string(), 2.0),
+            ("pods DELETE".to_string(), 0.1),
+            ("namespaces DELETE".to_string(), 0.5),
+        ]);
+        // warm-sequential has 4 claims: 0.5 per claim = 2 namespaces.
+        assert_eq!(r.other_activity(), (0.1, 2.0));
+        assert!(r.table().contains("DELETE: 0.10 per claim"));
+    }
+
+    #[test]
+    fn json_carries_the_floor_fields() {
+        let mut r = report();
+        r.apply_floor();
+        let v = r.json();
+        assert_eq!(v["write_rtt_p50_ms"], 10.0);
+        assert_eq!(v["write_rtt_p99_ms"], 25.0);
+        assert_eq!(v["write_throughput_per_s"], 200.0);
+        assert_eq!(v["scenarios"][0]["p50_over_write_rtt"], 3.0);
+        assert_eq!(v["scenarios"][2]["all_ready_over_floor"], 15.0);
+        assert!(v["scenarios"][0].get("all_ready_over_floor").is_none());
+        assert!(v.get("operator_cpu_ms_per_warm_claim").is_some());
+        assert!(v.get("operator_rss_mib").is_some());
+    }
+}

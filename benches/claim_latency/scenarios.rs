@@ -1,0 +1,175 @@
+//! The claim scenarios and where the floor is sampled between them:
+//!
+//! 1. floor block; **warm-sequential**: one claim at a time on a pool with
+//!    idle Ready Pods, `floor_per_gap` write round trips before each claim;
+//!    API writes (the API server's counters), operator CPU and webhook
+//!    timing are taken over this scenario, refill included;
+//! 2. floor block; **cold-sequential**: `warmpool: none` forces a new Pod;
+//! 3. (not in the demo) throughput bursts, floor block, **warm-burst** (pool
+//!    size claims at once on a full pool), floor block, **overflow-burst**
+//!    (3 x pool size), floor block, throughput bursts again.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::apiserver;
+use crate::environment::Environment;
+use crate::floor::Floor;
+use crate::report::{Report, Scenario};
+use crate::settings::Settings;
+
+/// What warm-sequential measured besides latency.
+pub struct WarmSequential {
+    pub scenario: Scenario,
+    pub writes_by_resource: BTreeMap<String, f64>,
+    pub operator_writes: f64,
+    pub operator_events: f64,
+    pub all_writes: f64,
+    pub cpu_ms_per_claim: f64,
+    pub webhook_within_5ms: f64,
+    pub webhook_p99: String,
+}
+
+/// `claims` warm claims one at a time, floor samples between them; the
+/// counters are read once the pool has refilled to `pool`.
+pub async fn warm_sequential(
+    env: &Environment,
+    floor: &mut Floor,
+    claims: usize,
+    floor_per_gap: usize,
+    pool: usize,
+) -> WarmSequential {
+    let scrape = apiserver::metrics(&env.client).await;
+    let (writes_before, webhook_before) = (
+        apiserver::writes(&scrape),
+        apiserver::webhook_buckets(&scrape),
+    );
+    let (floor_before, cpu_before) = (floor.patches_sent(), env.operator.cpu_ms());
+    let mut names = Vec::new();
+    for i in 0..claims {
+        env.claims.wait_idle(1).await;
+        floor.sample(floor_per_gap).await;
+        let name = format!("ws-{i}");
+        env.claims.create(name.clone(), false).await;
+        env.claims
+            .wait_ready(std::slice::from_ref(&name), Duration::from_secs(60))
+            .await;
+        names.push(name);
+    }
+    // Let the refills and their status updates land before reading the counters.
+    env.claims.wait_idle(pool).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cpu_ms = env.operator.cpu_ms() - cpu_before;
+    let scrape = apiserver::metrics(&env.client).await;
+    let own_patches = (floor.patches_sent() - floor_before) as f64;
+    let writes_by_resource = apiserver::writes_per_claim(
+        &writes_before,
+        &apiserver::writes(&scrape),
+        own_patches,
+        claims,
+    );
+    let (webhook_within_5ms, webhook_p99) =
+        apiserver::webhook_latency(&webhook_before, &apiserver::webhook_buckets(&scrape));
+    let operator_events =
+        apiserver::operator_events(&env.client, &env.ns).await as f64 / claims.max(1) as f64;
+    let operator_writes = writes_by_resource
+        .iter()
+        .filter(|(k, _)| apiserver::is_operator_write(k))
+        .map(|(_, v)| v)
+        .sum::<f64>()
+        + operator_events;
+    WarmSequential {
+        scenario: env.claims.scenario("warm-sequential", &names),
+        all_writes: writes_by_resource.values().sum(),
+        writes_by_resource,
+        operator_writes,
+        operator_events,
+        cpu_ms_per_claim: cpu_ms / claims.max(1) as f64,
+        webhook_within_5ms,
+        webhook_p99,
+    }
+}
+
+/// `claims` cold claims, one at a time.
+async fn cold_sequential(env: &Environment, claims: usize) -> Scenario {
+    let mut names = Vec::new();
+    for i in 0..claims {
+        let name = format!("cs-{i}");
+        env.claims.create(name.clone(), true).await;
+        env.claims
+            .wait_ready(std::slice::from_ref(&name), Duration::from_secs(120))
+            .await;
+        names.push(name);
+    }
+    env.claims.scenario("cold-sequential", &names)
+}
+
+/// `claims` claims created at once (the pool full before), named `<prefix>-<i>`.
+async fn burst(
+    env: &Environment,
+    name: &str,
+    prefix: &str,
+    claims: usize,
+    pool: usize,
+) -> Scenario {
+    env.claims.wait_idle(pool).await;
+    let names: Vec<String> = (0..claims).map(|i| format!("{prefix}-{i}")).collect();
+    env.claims.create_all(&names).await;
+    env.claims
+        .wait_ready(&names, Duration::from_secs(300))
+        .await;
+    env.claims.scenario(name, &names)
+}
+
+/// Timed bursts of bare patches with the pool full and idle, as the claim bursts start.
+async fn throughput(env: &Environment, floor: &mut Floor, s: &Settings, warm_up: bool) {
+    env.claims.wait_idle(s.pool).await;
+    if warm_up {
+        floor.throughput_run(true).await;
+    }
+    for _ in 0..s.throughput_runs {
+        floor.throughput_run(false).await;
+    }
+}
+
+/// Every scenario of a full, quick or demo run, with the floor interleaved.
+pub async fn run(env: &Environment, floor: &mut Floor, s: &Settings) -> Report {
+    env.create_pool(s.pool, s.delay_ms, false).await;
+    env.claims.wait_idle(s.pool).await;
+    floor.sample(s.floor_block).await;
+    let warm = warm_sequential(env, floor, s.warm_sequential, s.floor_per_gap, s.pool).await;
+    floor.sample(s.floor_block).await;
+    let mut scenarios = vec![
+        warm.scenario.clone(),
+        cold_sequential(env, s.cold_sequential).await,
+    ];
+    if s.mode == crate::settings::Mode::Full {
+        throughput(env, floor, s, true).await;
+        floor.sample(s.floor_block).await;
+        scenarios.push(burst(env, "warm-burst", "wb", s.pool, s.pool).await);
+        floor.sample(s.floor_block).await;
+        scenarios.push(burst(env, "overflow-burst", "ob", 3 * s.pool, s.pool).await);
+        floor.sample(s.floor_block).await;
+        throughput(env, floor, s, false).await;
+    }
+    let mut report = Report {
+        pool: s.pool,
+        delay_ms: s.delay_ms,
+        network_policy: s.network_policy.clone(),
+        scenarios,
+        floor: floor.summary(),
+        floor_refused: floor.refused,
+        writes_by_resource: warm.writes_by_resource,
+        operator_writes: warm.operator_writes,
+        operator_events: warm.operator_events,
+        all_writes: warm.all_writes,
+        cpu_ms_per_warm_claim: warm.cpu_ms_per_claim,
+        rss_mib: env.operator.rss_mib(),
+        double_assignments: env.claims.double_assignments().await,
+        webhook_within_5ms: warm.webhook_within_5ms,
+        webhook_p99: warm.webhook_p99,
+        breakdown: crate::timeline::breakdown(&env.operator.log_path, "ws-"),
+    };
+    report.apply_floor();
+    report
+}

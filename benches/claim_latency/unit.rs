@@ -1,0 +1,16 @@
+//! Unit tests of the end-to-end bench's pure parts (flags, statistics,
+//! ratios to the floor, the API server's counters, /proc parsing, the
+//! timeline log). The bench itself runs without a test harness, so these
+//! modules are compiled a second time here, as an ordinary test target.
+//! Run: `cargo test --test bench-logic`.
+
+// Functions only `main.rs` calls are unused in this crate.
+#![allow(dead_code)]
+
+mod apiserver;
+mod floor;
+mod procstat;
+mod report;
+mod settings;
+mod stats;
+mod timeline;
