@@ -23,7 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 here=scripts/image
 
-tools_bin=$("$here/tools.sh" umoci skopeo cargo-cyclonedx)
+tools_bin=$("$here/tools.sh" umoci skopeo cargo-sbom)
 export PATH="$tools_bin:$PATH"
 
 metadata=$(cargo metadata --no-deps --format-version 1 --locked)

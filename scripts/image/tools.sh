@@ -5,7 +5,7 @@
 # is there.
 #
 #   umoci, skopeo                 Debian packages (apt-get, as root)
-#   cargo-deny, cargo-cyclonedx   crates.io, `cargo install --locked` at the
+#   cargo-deny, cargo-sbom        crates.io, `cargo install --locked` at the
 #                                 pinned versions below, into
 #                                 $SANDBOX_TOOLS_DIR (default
 #                                 ~/.cache/sandbox-operator/tools), outside
@@ -15,11 +15,11 @@
 set -euo pipefail
 
 CARGO_DENY_VERSION=0.20.2
-CARGO_CYCLONEDX_VERSION=0.5.9
+CARGO_SBOM_VERSION=0.10.0
 tools=${SANDBOX_TOOLS_DIR:-$HOME/.cache/sandbox-operator/tools}
 
 say() { echo "tools.sh: $*" >&2; }
-wanted=" ${*:-umoci skopeo cargo-deny cargo-cyclonedx} "
+wanted=" ${*:-umoci skopeo cargo-deny cargo-sbom} "
 wants() { [[ $wanted == *" $1 "* ]]; }
 
 missing=()
@@ -54,6 +54,6 @@ cargo_tool() {
   say "cargo install $crate $version: $(($(date +%s) - start)) s"
 }
 cargo_tool cargo-deny "$CARGO_DENY_VERSION" cargo-deny
-cargo_tool cargo-cyclonedx "$CARGO_CYCLONEDX_VERSION" cargo-cyclonedx
+cargo_tool cargo-sbom "$CARGO_SBOM_VERSION" cargo-sbom
 
 echo "$tools/bin"
