@@ -70,6 +70,8 @@ pub struct Metrics {
     pub pool_predicted_hit_ratio: GaugeVec,
     /// Observed hit ratio of a pool's template over the last 5 minutes.
     pub pool_observed_hit_ratio: GaugeVec,
+    /// Target hit ratio of a pool.
+    pub pool_target_hit_ratio: GaugeVec,
     /// Claim arrival rate of a pool's template, by window (1m, 5m, 15m, peak).
     pub pool_claim_rate: GaugeVec,
     /// Mean refill time of a pool.
@@ -232,6 +234,11 @@ impl Metrics {
             pool_observed_hit_ratio: gauge(
                 "pool_observed_hit_ratio",
                 "Warm share of the claims of a pool's template over the last 5 minutes.",
+                &["namespace", "pool"],
+            ),
+            pool_target_hit_ratio: gauge(
+                "pool_target_hit_ratio",
+                "Target hit ratio of a warm pool (spec.autoscaling.targetHitRatio, spec.targetHitRatio or 0.99).",
                 &["namespace", "pool"],
             ),
             pool_claim_rate: gauge(

@@ -257,7 +257,7 @@ pub async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<Context>) -> Result<
     let size = u32::try_from(desired).unwrap_or(u32::MAX);
     let recommendation = crate::sizing::recommend(&measurement, size, target_hit_ratio(&pool));
     record_metrics(&ctx, &namespace, &name, desired, ready, live);
-    record_sizing_metrics(&ctx, &namespace, &name, &measurement, &recommendation);
+    record_sizing_metrics(&ctx, &pool, &measurement, &recommendation);
     let problem = (sizing.condition.is_none() && pool.spec.replicas > ctx.config.max_pool_replicas)
         .then(|| {
             (
@@ -476,13 +476,18 @@ fn record_metrics(
 
 fn record_sizing_metrics(
     ctx: &Context,
-    namespace: &str,
-    name: &str,
+    pool: &SandboxWarmPool,
     m: &Measurement,
     r: &Recommendation,
 ) {
+    let (namespace, name) = (pool.namespace().unwrap_or_default(), pool.name_any());
+    let (namespace, name) = (namespace.as_str(), name.as_str());
     let labels = [namespace, name];
     let metrics = &ctx.metrics;
+    metrics
+        .pool_target_hit_ratio
+        .with_label_values(&labels)
+        .set(target_hit_ratio(pool));
     for (window, rate) in [
         ("1m", m.last_1m.rate()),
         ("5m", m.last_5m.rate()),
@@ -498,11 +503,15 @@ fn record_sizing_metrics(
         .pool_burst_claims
         .with_label_values(&labels)
         .set(f64::from(m.burst));
-    if let Some(hit) = m.last_5m.hit_ratio() {
-        metrics
+    match m.last_5m.hit_ratio() {
+        Some(hit) => metrics
             .pool_observed_hit_ratio
             .with_label_values(&labels)
-            .set(hit);
+            .set(hit),
+        // No claims in the window: no ratio (a stale one would keep alerting).
+        None => {
+            let _ = metrics.pool_observed_hit_ratio.remove_label_values(&labels);
+        }
     }
     if let Some(refill) = m.refill_seconds {
         metrics
@@ -532,6 +541,7 @@ fn remove_sizing_metrics(ctx: &Context, namespace: &str, name: &str) {
         &metrics.pool_recommended,
         &metrics.pool_predicted_hit_ratio,
         &metrics.pool_observed_hit_ratio,
+        &metrics.pool_target_hit_ratio,
         &metrics.pool_refill_seconds,
         &metrics.pool_burst_claims,
     ] {
