@@ -267,6 +267,9 @@ async fn scaling_a_pool_to_zero_while_claims_stream_in_never_deletes_a_claimed_p
         live_pool_pods(&ns).await == 0
     })
     .await;
+    watch.abort();
+    let deleted = deleted_claimed.lock().unwrap().clone();
+    assert!(deleted.is_empty(), "claimed Pods were deleted: {deleted:?}");
     let list = claims.list(&Default::default()).await.unwrap();
     let warm = list
         .items
@@ -291,8 +294,5 @@ async fn scaling_a_pool_to_zero_while_claims_stream_in_never_deletes_a_claimed_p
             );
         }
     }
-    watch.abort();
-    let deleted = deleted_claimed.lock().unwrap().clone();
-    assert!(deleted.is_empty(), "claimed Pods were deleted: {deleted:?}");
     eprintln!("{warm} of {CLAIMS} claims were served warm while the pool scaled 20 -> 0");
 }
