@@ -23,6 +23,7 @@
 pub mod autoscale;
 pub mod claims;
 pub mod expectations;
+pub mod gauges;
 pub mod plan;
 pub mod status;
 
@@ -50,7 +51,8 @@ use crate::api::{
     TEMPLATE_HASH_LABEL, TEMPLATE_LABEL, template_hash,
 };
 use crate::sizing::tracker::HORIZON_SECONDS;
-use crate::sizing::{DEFAULT_TARGET_HIT_RATIO, Measurement, Recommendation, epoch_seconds};
+use crate::sizing::{DEFAULT_TARGET_HIT_RATIO, Measurement, epoch_seconds};
+use gauges::{record_metrics, record_sizing_metrics, remove_sizing_metrics};
 
 /// Controller name in metrics and logs.
 pub const CONTROLLER: &str = "warmpool";
@@ -124,6 +126,14 @@ pub fn target_hit_ratio(pool: &SandboxWarmPool) -> f64 {
         .unwrap_or(DEFAULT_TARGET_HIT_RATIO)
 }
 
+/// The most idle Pods any pool keeps: the `--max-pool-replicas` flag and the
+/// admission policy's `maxPoolReplicas`, whichever is lower.
+pub fn pool_cap(ctx: &Context) -> i32 {
+    ctx.config
+        .max_pool_replicas
+        .min(ctx.config.policy.current().max_pool_replicas)
+}
+
 /// What a reconcile observed of the pool's members.
 struct Members {
     all: Vec<Arc<Pod>>,
@@ -135,9 +145,10 @@ fn observe_members(ctx: &Context, pool: &SandboxWarmPool, key: &str, hash: &str)
     let namespace = pool.namespace().unwrap_or_default();
     let (name, uid) = (pool.name_any(), pool.uid().unwrap_or_default());
     let all: Vec<Arc<Pod>> = ctx
-        .pods
-        .state()
-        .into_iter()
+        .index
+        .controlled_by(&uid)
+        .iter()
+        .filter_map(|pod| ctx.pods.get(pod))
         .filter(|p| is_member(p, &namespace, &name, &uid))
         .collect();
     let seen: HashSet<String> = all
@@ -200,7 +211,7 @@ fn size_pool(ctx: &Context, pool: &SandboxWarmPool) -> (Measurement, autoscale::
     let decision = autoscale::decide(
         pool.spec.replicas,
         pool.spec.autoscaling.as_ref(),
-        ctx.config.max_pool_replicas,
+        pool_cap(ctx),
         &inputs,
     );
     for (namespace, pool) in ctx
@@ -258,16 +269,16 @@ pub async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<Context>) -> Result<
     let recommendation = crate::sizing::recommend(&measurement, size, target_hit_ratio(&pool));
     record_metrics(&ctx, &namespace, &name, desired, ready, live);
     record_sizing_metrics(&ctx, &pool, &measurement, &recommendation);
-    let problem = (sizing.condition.is_none() && pool.spec.replicas > ctx.config.max_pool_replicas)
-        .then(|| {
-            (
-                "ReplicasCapped",
-                format!(
-                    "spec.replicas {} exceeds the cap {}; keeping {}",
-                    pool.spec.replicas, ctx.config.max_pool_replicas, desired
-                ),
-            )
-        });
+    let cap = pool_cap(&ctx);
+    let problem = (sizing.condition.is_none() && pool.spec.replicas > cap).then(|| {
+        (
+            "ReplicasCapped",
+            format!(
+                "spec.replicas {} exceeds the cap {cap}; keeping {desired}",
+                pool.spec.replicas
+            ),
+        )
+    });
     let fields = SizingFields::new(sizing.desired, &measurement, &recommendation);
     let status = pool_status(
         &pool,
@@ -310,7 +321,7 @@ async fn template_of(ctx: &Context, pool: &SandboxWarmPool) -> Result<Option<San
         return Ok(Some(t));
     }
     let fields = SizingFields {
-        desired_replicas: pool.spec.replicas.min(ctx.config.max_pool_replicas),
+        desired_replicas: pool.spec.replicas.min(pool_cap(ctx)),
         ..Default::default()
     };
     let status = pool_status(
@@ -448,109 +459,6 @@ fn record_refills(ctx: &Context, pool: &SandboxWarmPool, key: &str, members: &[A
             ctx.sizing
                 .record_refill(&namespace, &pool.name_any(), seconds);
         }
-    }
-}
-
-fn record_metrics(
-    ctx: &Context,
-    namespace: &str,
-    name: &str,
-    desired: usize,
-    ready: usize,
-    live: usize,
-) {
-    let labels = [namespace, name];
-    ctx.metrics
-        .pool_desired
-        .with_label_values(&labels)
-        .set(desired as f64);
-    ctx.metrics
-        .pool_ready
-        .with_label_values(&labels)
-        .set(ready as f64);
-    ctx.metrics
-        .pool_idle
-        .with_label_values(&labels)
-        .set(live as f64);
-}
-
-fn record_sizing_metrics(
-    ctx: &Context,
-    pool: &SandboxWarmPool,
-    m: &Measurement,
-    r: &Recommendation,
-) {
-    let (namespace, name) = (pool.namespace().unwrap_or_default(), pool.name_any());
-    let (namespace, name) = (namespace.as_str(), name.as_str());
-    let labels = [namespace, name];
-    let metrics = &ctx.metrics;
-    metrics
-        .pool_target_hit_ratio
-        .with_label_values(&labels)
-        .set(target_hit_ratio(pool));
-    for (window, rate) in [
-        ("1m", m.last_1m.rate()),
-        ("5m", m.last_5m.rate()),
-        ("15m", m.last_15m.rate()),
-        ("peak", m.peak_rate),
-    ] {
-        metrics
-            .pool_claim_rate
-            .with_label_values(&[namespace, name, window])
-            .set(rate);
-    }
-    metrics
-        .pool_burst_claims
-        .with_label_values(&labels)
-        .set(f64::from(m.burst));
-    match m.last_5m.hit_ratio() {
-        Some(hit) => metrics
-            .pool_observed_hit_ratio
-            .with_label_values(&labels)
-            .set(hit),
-        // No claims in the window: no ratio (a stale one would keep alerting).
-        None => {
-            let _ = metrics.pool_observed_hit_ratio.remove_label_values(&labels);
-        }
-    }
-    if let Some(refill) = m.refill_seconds {
-        metrics
-            .pool_refill_seconds
-            .with_label_values(&labels)
-            .set(refill);
-    }
-    if let Some(n) = r.replicas {
-        metrics
-            .pool_recommended
-            .with_label_values(&labels)
-            .set(f64::from(n));
-    }
-    if let Some(hit) = r.predicted_hit_ratio {
-        metrics
-            .pool_predicted_hit_ratio
-            .with_label_values(&labels)
-            .set(hit);
-    }
-}
-
-/// Drops a pool's sizing series (the pool is gone).
-fn remove_sizing_metrics(ctx: &Context, namespace: &str, name: &str) {
-    let labels = [namespace, name];
-    let metrics = &ctx.metrics;
-    for gauge in [
-        &metrics.pool_recommended,
-        &metrics.pool_predicted_hit_ratio,
-        &metrics.pool_observed_hit_ratio,
-        &metrics.pool_target_hit_ratio,
-        &metrics.pool_refill_seconds,
-        &metrics.pool_burst_claims,
-    ] {
-        let _ = gauge.remove_label_values(&labels);
-    }
-    for window in ["1m", "5m", "15m", "peak"] {
-        let _ = metrics
-            .pool_claim_rate
-            .remove_label_values(&[namespace, name, window]);
     }
 }
 
