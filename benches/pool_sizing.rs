@@ -11,7 +11,7 @@
 //!    after the traffic stops.
 //!
 //! Prints tables, writes `target/bench/pool-sizing.json` and `.svg`.
-//! `cargo bench --bench pool-sizing -- [--offline] [--rate R/s] [--delay-ms D] [--duration S]`
+//! `cargo bench --bench pool-sizing -- [--offline] [--auto-only] [--rate R/s] [--delay-ms D] [--duration S]`
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -31,6 +31,7 @@ use sandbox_operator::sizing::simulate::{Refill, Rng, simulate};
 
 struct Settings {
     offline: bool,
+    auto_only: bool,
     rate: f64,
     delay_ms: u64,
     duration: f64,
@@ -46,6 +47,7 @@ fn settings() -> Settings {
     };
     Settings {
         offline: args.iter().any(|a| a == "--offline"),
+        auto_only: args.iter().any(|a| a == "--auto-only"),
         rate: value("--rate").unwrap_or(2.0),
         delay_ms: value("--delay-ms").map_or(2000, |v| v as u64),
         duration: value("--duration").unwrap_or(120.0),
@@ -113,7 +115,8 @@ impl Cluster {
         let t = json!({"apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxTemplate",
             "metadata": {"name": name},
             "spec": {"podTemplate": {
-                "metadata": {"annotations": {"sandbox.test/start-delay-ms": delay_ms.to_string()}},
+                "metadata": {"annotations": {"sandbox.test/start-delay-ms": delay_ms.to_string()},
+                             "labels": {"bench-scenario": name}},
                 "spec": {"containers": [{"name": "agent", "image": "busybox"}]}}}});
         let api: Api<sandbox_operator::api::SandboxTemplate> = self.api();
         api.create(&PostParams::default(), &serde_json::from_value(t).unwrap())
@@ -458,8 +461,14 @@ async fn main() {
             s.delay_ms,
             advice.recommended
         );
-        let sized = fixed_pool(&cluster, &s, "advised", advice.recommended).await;
-        let half = fixed_pool(&cluster, &s, "half", advice.recommended / 2).await;
+        let (sized, half) = if s.auto_only {
+            (json!(null), json!(null))
+        } else {
+            (
+                fixed_pool(&cluster, &s, "advised", advice.recommended).await,
+                fixed_pool(&cluster, &s, "half", advice.recommended / 2).await,
+            )
+        };
         let auto = autoscaled_pool(&cluster, &s, advice.recommended * 3).await;
         std::fs::write(repo().join("target/bench/pool-sizing.svg"), svg(&auto)).unwrap();
         report["end_to_end"] = json!({"rate_per_second": s.rate, "duration_seconds": s.duration,

@@ -18,7 +18,8 @@ use kube::runtime::reflector::ObjectRef;
 
 use super::super::Context;
 use crate::api::{
-    ADMITTED_AT_ANNOTATION, POD_NAME_ANNOTATION, Sandbox, SandboxTemplateSpec, template_hash,
+    ADMITTED_AT_ANNOTATION, POD_NAME_ANNOTATION, Sandbox, SandboxTemplateSpec, TEMPLATE_LABEL,
+    template_hash,
 };
 use crate::sizing::epoch_seconds;
 use crate::sizing::tracker::HORIZON_SECONDS;
@@ -69,14 +70,17 @@ pub fn scan(ctx: &Context, now: f64) {
     } else {
         previous - CACHE_SLACK
     };
-    // Hash -> template, per namespace, for templates that have a pool.
-    let mut by_hash: HashMap<(String, String), String> = HashMap::new();
+    // Hash -> templates, per namespace, for templates that have a pool.
+    let mut by_hash: HashMap<(String, String), Vec<String>> = HashMap::new();
     for (namespace, template) in ctx.sizing.tracked_templates() {
         if let Some(t) = ctx
             .templates
             .get(&ObjectRef::new(&template).within(&namespace))
         {
-            by_hash.insert((namespace, template_hash(&t.spec)), template);
+            by_hash
+                .entry((namespace, template_hash(&t.spec)))
+                .or_default()
+                .push(template);
         }
     }
     if by_hash.is_empty() {
@@ -100,10 +104,13 @@ pub fn scan(ctx: &Context, now: f64) {
             ..Default::default()
         };
         let namespace = sandbox.namespace().unwrap_or_default();
-        if let Some(template) = by_hash.get(&(namespace.clone(), template_hash(&spec))) {
+        let Some(templates) = by_hash.get(&(namespace.clone(), template_hash(&spec))) else {
+            continue;
+        };
+        if let Some(template) = template_of(ctx, &sandbox, &namespace, templates) {
             ctx.sizing.record_claim_at(
                 &namespace,
-                template,
+                &template,
                 &claim.claim_uid,
                 claim.warm,
                 claim.at,
@@ -111,6 +118,38 @@ pub fn scan(ctx: &Context, now: f64) {
             );
         }
     }
+}
+
+/// The template of a claim's Sandbox among the templates whose pod template
+/// it matches: the only one, or for a warm claim the template label of the
+/// Pod it took. A cold claim of two identical templates is not attributed
+/// (the claim controller's direct report is exact).
+fn template_of(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    namespace: &str,
+    templates: &[String],
+) -> Option<String> {
+    let pod = sandbox
+        .annotations()
+        .get(POD_NAME_ANNOTATION)
+        .and_then(|pod| ctx.pods.get(&ObjectRef::new(pod).within(namespace)));
+    pick_template(
+        templates,
+        pod.as_ref()
+            .and_then(|p| p.labels().get(TEMPLATE_LABEL))
+            .map(String::as_str),
+    )
+}
+
+/// The only candidate template, else the one the taken Pod was made from.
+/// Pure.
+pub fn pick_template(templates: &[String], pod_template_label: Option<&str>) -> Option<String> {
+    if let [only] = templates {
+        return Some(only.clone());
+    }
+    let label = pod_template_label?;
+    templates.iter().find(|t| *t == label).cloned()
 }
 
 #[cfg(test)]
@@ -141,6 +180,16 @@ mod tests {
             },
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn identical_templates_are_told_apart_by_the_taken_pod_only() {
+        let one = ["a".to_string()];
+        assert_eq!(pick_template(&one, None), Some("a".into()));
+        let two = ["a".to_string(), "b".to_string()];
+        assert_eq!(pick_template(&two, Some("b")), Some("b".into()));
+        assert_eq!(pick_template(&two, None), None);
+        assert_eq!(pick_template(&two, Some("c")), None);
     }
 
     #[test]
