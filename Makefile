@@ -93,3 +93,7 @@ image: ## Container image without a container engine: OCI layout, docker tarball
 .PHONY: image-test
 image-test: ## Image tests (root): reproducible digest, contents, runs from its rootfs (a warm claim), cargo deny
 	@kubeconfig=$$($(CLUSTER) up | tail -n 1) && SANDBOX_KUBECONFIG=$$kubeconfig tests/image/run.sh
+
+.PHONY: bench-pool
+bench-pool: ## Warm pool sizing: Erlang B vs simulation, then advised / half / autoscaled pools under Poisson claims (about 8 minutes)
+	@kubeconfig=$$($(CLUSTER) up | tail -n 1) && SANDBOX_KUBECONFIG=$$kubeconfig $(CARGO) bench --bench pool-sizing

@@ -9,6 +9,7 @@
 //! - [`webhook`]: the webhook configurations and serving inside `run`.
 //! - [`cli`]: `claim create` / `claim delete` for scripts.
 //! - [`client`]: the API clients (timeouts, the leader write fence).
+//! - [`sizing`]: warm-pool sizing (Erlang B, measurements, recommendation).
 
 pub mod admin;
 pub mod admission;
@@ -17,4 +18,5 @@ pub mod cli;
 pub mod client;
 pub mod controller;
 pub mod metrics;
+pub mod sizing;
 pub mod webhook;

@@ -1,4 +1,4 @@
-//! The `sandbox-operator` binary: `run`, `crd`, `policy check`, `claim`, `version`.
+//! The `sandbox-operator` binary: `run`, `crd`, `policy check`, `pool advise`, `claim`, `version`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,6 +39,9 @@ enum Command {
     /// Admission policy tools.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Warm pool tools.
+    #[command(subcommand)]
+    Pool(PoolCommand),
     /// Print the version.
     Version,
     /// Claim a sandbox from the command line (exit 0 ok, 1 claim failed or timed out, 2 usage or API error).
@@ -58,6 +61,23 @@ enum PolicyCommand {
         /// Policy file (default: the built-in policy).
         #[arg(long)]
         policy: Option<std::path::PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PoolCommand {
+    /// Offline: the pool size for a target hit ratio (Erlang B) and a table of
+    /// size -> predicted hit ratio; exit code 2 on bad input.
+    Advise {
+        /// Claim arrival rate, COUNT/UNIT with UNIT s, min or h (e.g. 120/min).
+        #[arg(long)]
+        rate: String,
+        /// Refill time of one Pod (created -> Ready), e.g. 8s, 1500ms, 2m.
+        #[arg(long)]
+        refill: String,
+        /// Target hit ratio, strictly between 0 and 1.
+        #[arg(long, default_value = "0.99")]
+        target: String,
     },
 }
 
@@ -209,6 +229,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             if !admitted {
                 return Ok(std::process::ExitCode::from(1));
             }
+        }
+        Command::Pool(PoolCommand::Advise {
+            rate,
+            refill,
+            target,
+        }) => {
+            use sandbox_operator::sizing::advise;
+            let rate = advise::parse_rate(&rate)?;
+            let refill = advise::parse_refill(&refill)?;
+            let target = advise::parse_target(&target)?;
+            let advice = advise::advise(rate, refill, target);
+            print!("{}", advise::render(&advice, rate, refill, target));
         }
         Command::Run(args) => {
             init_logging(&args.log_format);

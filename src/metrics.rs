@@ -64,6 +64,20 @@ pub struct Metrics {
     pub leader: IntGauge,
     /// Constant 1 labelled with the version.
     pub build_info: prometheus::IntGaugeVec,
+    /// Recommended idle Pods per pool (Erlang B at the peak claim rate).
+    pub pool_recommended: GaugeVec,
+    /// Predicted hit ratio per pool at its current size and load.
+    pub pool_predicted_hit_ratio: GaugeVec,
+    /// Observed hit ratio of a pool's template over the last 5 minutes.
+    pub pool_observed_hit_ratio: GaugeVec,
+    /// Target hit ratio of a pool.
+    pub pool_target_hit_ratio: GaugeVec,
+    /// Claim arrival rate of a pool's template, by window (1m, 5m, 15m, peak).
+    pub pool_claim_rate: GaugeVec,
+    /// Mean refill time of a pool.
+    pub pool_refill_seconds: GaugeVec,
+    /// Most claims of a pool's template within one refill time.
+    pub pool_burst_claims: GaugeVec,
 }
 
 fn name(short: &str) -> String {
@@ -206,6 +220,41 @@ impl Metrics {
                 "Time to answer an admission review, by kind and endpoint.",
                 &["kind", "endpoint"],
                 FAST_BUCKETS,
+            ),
+            pool_recommended: gauge(
+                "pool_recommended_replicas",
+                "Idle Pods recommended for a warm pool's target hit ratio at its peak claim rate.",
+                &["namespace", "pool"],
+            ),
+            pool_predicted_hit_ratio: gauge(
+                "pool_predicted_hit_ratio",
+                "Hit ratio predicted (Erlang B) for a warm pool at its current size and 5-minute claim rate.",
+                &["namespace", "pool"],
+            ),
+            pool_observed_hit_ratio: gauge(
+                "pool_observed_hit_ratio",
+                "Warm share of the claims of a pool's template over the last 5 minutes.",
+                &["namespace", "pool"],
+            ),
+            pool_target_hit_ratio: gauge(
+                "pool_target_hit_ratio",
+                "Target hit ratio of a warm pool (spec.autoscaling.targetHitRatio, spec.targetHitRatio or 0.99).",
+                &["namespace", "pool"],
+            ),
+            pool_claim_rate: gauge(
+                "pool_claim_rate_per_second",
+                "Claims per second of a pool's template, by window (1m, 5m, 15m, peak = busiest minute of the lookback).",
+                &["namespace", "pool", "window"],
+            ),
+            pool_refill_seconds: gauge(
+                "pool_refill_mean_seconds",
+                "Mean time from a replacement Pod's creation to Ready (last 256 refills of the pool).",
+                &["namespace", "pool"],
+            ),
+            pool_burst_claims: gauge(
+                "pool_burst_claims",
+                "Most claims of a pool's template that arrived within one refill time during the lookback.",
+                &["namespace", "pool"],
             ),
             certificate_expiry,
             leader,

@@ -405,8 +405,17 @@ pub struct SandboxClaimStatus {
     derive = "PartialEq",
     derive = "Default",
     doc = "A pool of idle, pre-started Pods of one template, taken over by claims.",
-    printcolumn(name = "Desired", type_ = "integer", json_path = ".spec.replicas"),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(
+        name = "Desired",
+        type_ = "integer",
+        json_path = ".status.desiredReplicas"
+    ),
+    printcolumn(
+        name = "Recommended",
+        type_ = "integer",
+        json_path = ".status.recommendedReplicas"
+    ),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -425,6 +434,40 @@ pub struct SandboxWarmPoolSpec {
     pub replicas: i32,
     /// The template the Pods are made from.
     pub sandbox_template_ref: SandboxTemplateRef,
+    /// Hit ratio (warm share of claims) that `status.recommendedReplicas`
+    /// aims at; default 0.99. `autoscaling.targetHitRatio` wins when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.01, max = 0.9999))]
+    pub target_hit_ratio: Option<f64>,
+    /// Opt-in: keep the pool at the recommended size within bounds. Absent:
+    /// the pool keeps `spec.replicas` (and the scale subresource, HPA or KEDA
+    /// drive it as before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<PoolAutoscaling>,
+}
+
+/// Autoscaling of a warm pool from its measured claim traffic.
+///
+/// While set, `spec.replicas` is not used (the effective size is
+/// `status.desiredReplicas`); do not point an HPA at the same pool.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolAutoscaling {
+    /// Fewest idle Pods to keep.
+    #[schemars(range(min = 0))]
+    pub min_replicas: i32,
+    /// Most idle Pods to keep (the operator's pool cap applies on top).
+    #[schemars(range(min = 0))]
+    pub max_replicas: i32,
+    /// Target hit ratio; default 0.99.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.01, max = 0.9999))]
+    pub target_hit_ratio: Option<f64>,
+    /// The pool shrinks only when the peak that sized it is older than this;
+    /// default 300.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub scale_down_delay_seconds: Option<i32>,
 }
 
 /// The observed state of a [`SandboxWarmPool`].
@@ -443,7 +486,28 @@ pub struct SandboxWarmPoolStatus {
     /// Hash of the template the pool's Pods are made from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template_hash: Option<String>,
-    /// `Ready` and `Exhausted` conditions.
+    /// Idle Pods the pool keeps now: `spec.replicas` (capped), or the
+    /// autoscaled size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_replicas: Option<i32>,
+    /// Size for the target hit ratio at the peak claim rate (Erlang B), never
+    /// below the largest burst within one refill time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recommended_replicas: Option<i32>,
+    /// Hit ratio predicted for the current size at the 5-minute claim rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted_hit_ratio: Option<f64>,
+    /// Warm share of the template's claims over the last 5 minutes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_hit_ratio: Option<f64>,
+    /// Claims of the template per minute (5-minute window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_rate_per_minute: Option<f64>,
+    /// Mean refill time (replacement created -> Ready) of the last 256
+    /// refills, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refill_seconds: Option<f64>,
+    /// `Ready`, `Exhausted` and (with autoscaling) `Autoscaling` conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

@@ -142,6 +142,9 @@ pub struct Context {
     /// What this process last wrote, so a reconcile woken by another event
     /// before its own write came back does not write the same thing again.
     pub written: WriteMemo,
+    /// Warm-pool sizing measurements (claim arrivals, refill times); the
+    /// claim controller reports claims with [`crate::sizing::Sizing::record_claim`].
+    pub sizing: crate::sizing::Sizing,
     recorder: Recorder,
 }
 
@@ -322,6 +325,7 @@ impl Context {
             reservations: Default::default(),
             expectations: Default::default(),
             written: Default::default(),
+            sizing: Default::default(),
             recorder,
         });
         Ok((

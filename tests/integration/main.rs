@@ -11,6 +11,7 @@ mod crds;
 mod faults;
 mod leader;
 mod metrics;
+mod pool_sizing;
 mod pss;
 mod quickstart;
 mod sandbox;

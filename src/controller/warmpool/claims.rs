@@ -1,0 +1,214 @@
+//! Claim arrivals as the pool controller sees them: from the Sandbox cache.
+//!
+//! Every claim creates exactly one Sandbox, owned by the claim (controller
+//! ownerReference), from its template's pod template; a warm one carries the
+//! `agents.x-k8s.io/pod-name` annotation. So a scan of the cache finds each
+//! claim's arrival (its `admitted-at` stamp, else the Sandbox's creation
+//! time), its launch type and its template (the pod template hash). The
+//! claim controller may also report claims directly through
+//! [`crate::sizing::Sizing::record_claim`]; both count a claim once (by uid).
+//!
+//! Cost: at most one scan per second per process; only Sandboxes created
+//! since the previous scan (with slack for cache lag) are hashed.
+
+use std::collections::HashMap;
+
+use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
+
+use super::super::Context;
+use crate::api::{
+    ADMITTED_AT_ANNOTATION, POD_NAME_ANNOTATION, Sandbox, SandboxTemplateSpec, TEMPLATE_LABEL,
+    template_hash,
+};
+use crate::sizing::epoch_seconds;
+use crate::sizing::tracker::HORIZON_SECONDS;
+
+/// Scans at most this often (seconds).
+const SCAN_INTERVAL: f64 = 1.0;
+/// Sandboxes created this long before the previous scan are looked at again
+/// (the cache may show them late).
+const CACHE_SLACK: f64 = 30.0;
+
+/// One claim as found in the cache.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedClaim {
+    /// Uid of the claim (the Sandbox's controller owner).
+    pub claim_uid: String,
+    /// Served from a pool.
+    pub warm: bool,
+    /// Arrival, seconds since the epoch.
+    pub at: f64,
+}
+
+/// The claim behind a Sandbox, if a claim controls it. Pure.
+pub fn observed_claim(sandbox: &Sandbox) -> Option<ObservedClaim> {
+    let owner = sandbox
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true) && o.kind == "SandboxClaim")?;
+    let annotations = sandbox.annotations();
+    let at = annotations
+        .get(ADMITTED_AT_ANNOTATION)
+        .and_then(|v| v.parse::<jiff::Timestamp>().ok())
+        .or_else(|| sandbox.metadata.creation_timestamp.as_ref().map(|t| t.0))?;
+    Some(ObservedClaim {
+        claim_uid: owner.uid.clone(),
+        warm: annotations.contains_key(POD_NAME_ANNOTATION),
+        at: epoch_seconds(at),
+    })
+}
+
+/// Feeds the claims the Sandbox cache shows into the sizing state (when a
+/// scan is due).
+pub fn scan(ctx: &Context, now: f64) {
+    let Some(previous) = ctx.sizing.begin_scan(now, SCAN_INTERVAL) else {
+        return;
+    };
+    let since = if previous == 0.0 {
+        now - HORIZON_SECONDS
+    } else {
+        previous - CACHE_SLACK
+    };
+    // Hash -> templates, per namespace, for templates that have a pool.
+    let mut by_hash: HashMap<(String, String), Vec<String>> = HashMap::new();
+    for (namespace, template) in ctx.sizing.tracked_templates() {
+        if let Some(t) = ctx
+            .templates
+            .get(&ObjectRef::new(&template).within(&namespace))
+        {
+            by_hash
+                .entry((namespace, template_hash(&t.spec)))
+                .or_default()
+                .push(template);
+        }
+    }
+    if by_hash.is_empty() {
+        return;
+    }
+    for sandbox in ctx.sandboxes.state() {
+        let created = sandbox
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| epoch_seconds(t.0))
+            .unwrap_or(0.0);
+        if created < since {
+            continue;
+        }
+        let Some(claim) = observed_claim(&sandbox) else {
+            continue;
+        };
+        let spec = SandboxTemplateSpec {
+            pod_template: sandbox.spec.pod_template.clone(),
+            ..Default::default()
+        };
+        let namespace = sandbox.namespace().unwrap_or_default();
+        let Some(templates) = by_hash.get(&(namespace.clone(), template_hash(&spec))) else {
+            continue;
+        };
+        if let Some(template) = template_of(ctx, &sandbox, &namespace, templates) {
+            ctx.sizing.record_claim_at(
+                &namespace,
+                &template,
+                &claim.claim_uid,
+                claim.warm,
+                claim.at,
+                now,
+            );
+        }
+    }
+}
+
+/// The template of a claim's Sandbox among the templates whose pod template
+/// it matches: the only one, or for a warm claim the template label of the
+/// Pod it took. A cold claim of two identical templates is not attributed
+/// (the claim controller's direct report is exact).
+fn template_of(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    namespace: &str,
+    templates: &[String],
+) -> Option<String> {
+    let pod = sandbox
+        .annotations()
+        .get(POD_NAME_ANNOTATION)
+        .and_then(|pod| ctx.pods.get(&ObjectRef::new(pod).within(namespace)));
+    pick_template(
+        templates,
+        pod.as_ref()
+            .and_then(|p| p.labels().get(TEMPLATE_LABEL))
+            .map(String::as_str),
+    )
+}
+
+/// The only candidate template, else the one the taken Pod was made from.
+/// Pure.
+pub fn pick_template(templates: &[String], pod_template_label: Option<&str>) -> Option<String> {
+    if let [only] = templates {
+        return Some(only.clone());
+    }
+    let label = pod_template_label?;
+    templates.iter().find(|t| *t == label).cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+    use kube::api::ObjectMeta;
+
+    fn sandbox(kind: &str, annotations: &[(&str, &str)]) -> Sandbox {
+        Sandbox {
+            metadata: ObjectMeta {
+                name: Some("s".into()),
+                creation_timestamp: Some(Time(jiff::Timestamp::from_second(1000).unwrap())),
+                annotations: Some(
+                    annotations
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                owner_references: Some(vec![OwnerReference {
+                    kind: kind.into(),
+                    name: "c".into(),
+                    uid: "claim-uid".into(),
+                    controller: Some(true),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn identical_templates_are_told_apart_by_the_taken_pod_only() {
+        let one = ["a".to_string()];
+        assert_eq!(pick_template(&one, None), Some("a".into()));
+        let two = ["a".to_string(), "b".to_string()];
+        assert_eq!(pick_template(&two, Some("b")), Some("b".into()));
+        assert_eq!(pick_template(&two, None), None);
+        assert_eq!(pick_template(&two, Some("c")), None);
+    }
+
+    #[test]
+    fn warm_and_cold_claims_from_their_sandboxes() {
+        let warm = observed_claim(&sandbox(
+            "SandboxClaim",
+            &[
+                (POD_NAME_ANNOTATION, "pool-abc"),
+                (ADMITTED_AT_ANNOTATION, "1970-01-01T00:16:40.5Z"),
+            ],
+        ))
+        .unwrap();
+        assert_eq!(warm.claim_uid, "claim-uid");
+        assert!(warm.warm);
+        assert_eq!(warm.at, 1000.5);
+        let cold = observed_claim(&sandbox("SandboxClaim", &[])).unwrap();
+        assert!(!cold.warm);
+        assert_eq!(cold.at, 1000.0);
+        // A Sandbox a user created directly is not a claim.
+        assert_eq!(observed_claim(&sandbox("Deployment", &[])), None);
+    }
+}

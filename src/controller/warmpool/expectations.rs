@@ -1,0 +1,137 @@
+//! Creates and deletes a pool issued that its Pod cache has not shown yet.
+//!
+//! Guarantees: a lagging cache never causes over-creation (pending creates
+//! count as members) nor a double delete (pending deletes are not counted);
+//! a delete the API server refused (a steal won the race) is forgotten at
+//! once, so the Pod is not missing from the count. Entries expire after
+//! [`EXPECTATION_TTL`], so a lost watch event costs at most that long.
+//! In memory only: safe to lose on restart.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long an unconfirmed create/delete is remembered.
+pub const EXPECTATION_TTL: Duration = Duration::from_secs(30);
+
+/// Creates and deletes a pool issued but the cache has not shown yet.
+#[derive(Default)]
+pub struct Expectations {
+    inner: Mutex<HashMap<String, PoolExpectations>>,
+}
+
+#[derive(Default)]
+struct PoolExpectations {
+    creates: HashMap<String, Instant>,
+    deletes: HashMap<String, Instant>,
+    last_status_write: Option<Instant>,
+    /// Replacement Pods already counted in the replenish-to-Ready metric.
+    ready_seen: HashSet<String>,
+    /// Whether `ready_seen` was seeded (Pods Ready before this process
+    /// started are not replenishments it saw).
+    seeded: bool,
+}
+
+impl Expectations {
+    /// Forgets expectations the cache has confirmed (or that timed out) and
+    /// returns (pending creates, names pending deletion).
+    pub fn settle(&self, pool: &str, seen: &HashSet<String>) -> (usize, HashSet<String>) {
+        let mut all = self.inner.lock().expect("expectations lock");
+        let e = all.entry(pool.to_string()).or_default();
+        e.creates
+            .retain(|name, at| !seen.contains(name) && at.elapsed() < EXPECTATION_TTL);
+        e.deletes
+            .retain(|name, at| seen.contains(name) && at.elapsed() < EXPECTATION_TTL);
+        (e.creates.len(), e.deletes.keys().cloned().collect())
+    }
+
+    /// Records a create whose Pod is not in the cache yet.
+    pub fn created(&self, pool: &str, name: &str) {
+        let mut all = self.inner.lock().expect("expectations lock");
+        all.entry(pool.to_string())
+            .or_default()
+            .creates
+            .insert(name.into(), Instant::now());
+    }
+
+    /// Records a delete the cache has not shown yet.
+    pub fn deleted(&self, pool: &str, name: &str) {
+        let mut all = self.inner.lock().expect("expectations lock");
+        all.entry(pool.to_string())
+            .or_default()
+            .deletes
+            .insert(name.into(), Instant::now());
+    }
+
+    /// Forgets a delete the API server refused (the Pod changed since it
+    /// was chosen, e.g. a claim stole it): the Pod is counted again by what
+    /// the cache shows next.
+    pub fn delete_refused(&self, pool: &str, name: &str) {
+        let mut all = self.inner.lock().expect("expectations lock");
+        if let Some(e) = all.get_mut(pool) {
+            e.deletes.remove(name);
+        }
+    }
+
+    /// `None` when a status write is allowed now (and records it), else how
+    /// long to wait before the next one.
+    pub fn status_write_due(&self, pool: &str, interval: Duration) -> Option<Duration> {
+        let mut all = self.inner.lock().expect("expectations lock");
+        let e = all.entry(pool.to_string()).or_default();
+        match e.last_status_write {
+            Some(at) if at.elapsed() < interval => Some(interval - at.elapsed()),
+            _ => {
+                e.last_status_write = Some(Instant::now());
+                None
+            }
+        }
+    }
+
+    /// Of the given Ready Pods (uid), those not reported before; forgets
+    /// Pods that are no longer listed.
+    pub fn newly_ready(&self, pool: &str, ready_uids: &[String]) -> Vec<String> {
+        let mut all = self.inner.lock().expect("expectations lock");
+        let e = all.entry(pool.to_string()).or_default();
+        e.ready_seen.retain(|uid| ready_uids.contains(uid));
+        let fresh: Vec<String> = ready_uids
+            .iter()
+            .filter(|uid| e.ready_seen.insert((*uid).clone()))
+            .cloned()
+            .collect();
+        if !e.seeded {
+            // Pods Ready before this process looked are not replenishments
+            // it saw happen.
+            e.seeded = true;
+            return Vec::new();
+        }
+        fresh
+    }
+
+    /// Drops everything about a pool (it was deleted).
+    pub fn forget(&self, pool: &str) {
+        self.inner.lock().expect("expectations lock").remove(pool);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_delete_is_counted_again_at_once() {
+        let e = Expectations::default();
+        let seen: HashSet<String> = ["a".to_string()].into();
+        e.deleted("p", "a");
+        assert!(e.settle("p", &seen).1.contains("a"));
+        e.delete_refused("p", "a");
+        assert!(e.settle("p", &seen).1.is_empty());
+    }
+
+    #[test]
+    fn creates_are_pending_until_seen() {
+        let e = Expectations::default();
+        e.created("p", "x");
+        assert_eq!(e.settle("p", &HashSet::new()).0, 1);
+        assert_eq!(e.settle("p", &["x".to_string()].into()).0, 0);
+    }
+}

@@ -1,0 +1,206 @@
+//! `sandbox-operator pool advise`: plan a pool size before traffic arrives.
+//!
+//! Parses the admin's figures (`--rate 120/min --refill 8s --target 0.99`),
+//! and prints the recommended size with a small size -> predicted hit ratio
+//! table. Every bad input is an [`AdviseError`] naming the flag and the rule.
+
+use std::fmt::Write as _;
+
+use super::erlang::{hit_ratio, size_for};
+use super::recommend::SEARCH_LIMIT;
+
+/// A flag value that breaks its rule.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("--{flag} {value:?}: {rule}")]
+pub struct AdviseError {
+    /// The flag, without dashes.
+    pub flag: &'static str,
+    /// The value given.
+    pub value: String,
+    /// The rule it breaks.
+    pub rule: &'static str,
+}
+
+fn bad(flag: &'static str, value: &str, rule: &'static str) -> AdviseError {
+    AdviseError {
+        flag,
+        value: value.to_string(),
+        rule,
+    }
+}
+
+const RATE_RULE: &str =
+    "must be COUNT/UNIT with a positive COUNT and UNIT one of s, min, h (e.g. 120/min)";
+const REFILL_RULE: &str =
+    "must be a positive duration with unit ms, s, m or h (e.g. 8s, 1500ms, 2m)";
+const TARGET_RULE: &str = "must be a number strictly between 0 and 1 (e.g. 0.99)";
+
+fn positive_number(text: &str) -> Option<f64> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v > 0.0)
+}
+
+/// Parses a claim rate such as `120/min` into claims per second.
+pub fn parse_rate(value: &str) -> Result<f64, AdviseError> {
+    let err = || bad("rate", value, RATE_RULE);
+    let (count, unit) = value.split_once('/').ok_or_else(err)?;
+    let count = positive_number(count).ok_or_else(err)?;
+    let seconds = match unit.trim() {
+        "s" | "sec" | "second" => 1.0,
+        "m" | "min" | "minute" => 60.0,
+        "h" | "hour" => 3600.0,
+        _ => return Err(err()),
+    };
+    Ok(count / seconds)
+}
+
+/// Parses a refill time such as `8s` into seconds.
+pub fn parse_refill(value: &str) -> Result<f64, AdviseError> {
+    let err = || bad("refill", value, REFILL_RULE);
+    let text = value.trim();
+    let split = text
+        .find(|c: char| c.is_ascii_alphabetic())
+        .ok_or_else(err)?;
+    let (number, unit) = text.split_at(split);
+    let number = positive_number(number).ok_or_else(err)?;
+    let scale = match unit {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(err()),
+    };
+    Ok(number * scale)
+}
+
+/// Parses a target hit ratio in `(0, 1)`.
+pub fn parse_target(value: &str) -> Result<f64, AdviseError> {
+    value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|t| *t > 0.0 && *t < 1.0)
+        .ok_or_else(|| bad("target", value, TARGET_RULE))
+}
+
+/// The advice for one rate, refill time and target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Advice {
+    /// Offered load in Erlang (rate x refill).
+    pub load: f64,
+    /// Recommended pool size.
+    pub recommended: u32,
+    /// (size, predicted hit ratio) rows around the recommendation.
+    pub table: Vec<(u32, f64)>,
+}
+
+/// Computes the advice. Pure.
+pub fn advise(rate_per_second: f64, refill_seconds: f64, target: f64) -> Advice {
+    let load = rate_per_second * refill_seconds;
+    let recommended = size_for(load, target, SEARCH_LIMIT).unwrap_or(SEARCH_LIMIT);
+    let rule_of_thumb = load.ceil() as u32;
+    let mut sizes = vec![
+        rule_of_thumb / 2,
+        rule_of_thumb,
+        recommended / 2,
+        recommended.saturating_sub(2),
+        recommended.saturating_sub(1),
+        recommended,
+        recommended + 1,
+        recommended + 2,
+    ];
+    sizes.sort_unstable();
+    sizes.dedup();
+    Advice {
+        load,
+        recommended,
+        table: sizes.into_iter().map(|n| (n, hit_ratio(n, load))).collect(),
+    }
+}
+
+/// The text `pool advise` prints.
+pub fn render(advice: &Advice, rate_per_second: f64, refill_seconds: f64, target: f64) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "claim rate {:.2}/min x refill {:.2}s = offered load {:.2} Erlang",
+        rate_per_second * 60.0,
+        refill_seconds,
+        advice.load
+    );
+    let _ = writeln!(
+        out,
+        "recommended replicas: {} (predicted hit ratio {:.4} >= target {target})",
+        advice.recommended,
+        hit_ratio(advice.recommended, advice.load)
+    );
+    let _ = writeln!(
+        out,
+        "\n{:>8}  {:>18}  note",
+        "replicas", "predicted hit ratio"
+    );
+    let rule_of_thumb = advice.load.ceil() as u32;
+    for (n, hit) in &advice.table {
+        let note = if *n == advice.recommended {
+            "recommended"
+        } else if *n == rule_of_thumb {
+            "rate x refill"
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "{n:>8}  {hit:>18.4}  {note}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_rates_durations_and_targets() {
+        assert_eq!(parse_rate("120/min").unwrap(), 2.0);
+        assert_eq!(parse_rate("3/s").unwrap(), 3.0);
+        assert_eq!(parse_rate("7200/h").unwrap(), 2.0);
+        assert_eq!(parse_refill("8s").unwrap(), 8.0);
+        assert_eq!(parse_refill("1500ms").unwrap(), 1.5);
+        assert_eq!(parse_refill("2m").unwrap(), 120.0);
+        assert_eq!(parse_target("0.99").unwrap(), 0.99);
+    }
+
+    #[test]
+    fn bad_input_names_the_flag_and_the_rule() {
+        for (result, flag) in [
+            (parse_rate("120").unwrap_err(), "rate"),
+            (parse_rate("-1/min").unwrap_err(), "rate"),
+            (parse_rate("5/week").unwrap_err(), "rate"),
+            (parse_refill("8").unwrap_err(), "refill"),
+            (parse_refill("0s").unwrap_err(), "refill"),
+            (parse_refill("8 parsecs").unwrap_err(), "refill"),
+            (parse_target("1").unwrap_err(), "target"),
+            (parse_target("high").unwrap_err(), "target"),
+        ] {
+            assert_eq!(result.flag, flag);
+            let text = result.to_string();
+            assert!(text.starts_with(&format!("--{flag} ")), "{text}");
+            assert!(text.contains("must be"), "{text}");
+        }
+    }
+
+    #[test]
+    fn advice_for_the_issue_example() {
+        // 120/min x 8 s = 16 Erlang; 0.99 needs 25 (B(24,16)=0.0138, B(25,16)=0.0088).
+        let a = advise(2.0, 8.0, 0.99);
+        assert_eq!(a.load, 16.0);
+        assert_eq!(a.recommended, 25);
+        assert!(a.table.iter().any(|(n, _)| *n == 16));
+        let at = |n: u32| a.table.iter().find(|(k, _)| *k == n).unwrap().1;
+        assert!(at(25) >= 0.99 && at(24) < 0.99);
+        // The rule of thumb (rate x refill) misses several percent.
+        assert!(at(16) < 0.95);
+        let text = render(&a, 2.0, 8.0, 0.99);
+        assert!(text.contains("recommended replicas: 25"), "{text}");
+    }
+}
