@@ -233,3 +233,46 @@ async fn the_policy_is_applied_again_before_any_pod_is_created() {
         "no Pod for a template that fails the policy"
     );
 }
+
+#[tokio::test]
+async fn a_template_too_lax_for_the_policy_fills_no_pool_and_says_why() {
+    let ns = TestNs::new("trust-pool-policy").await;
+    let _op = ns.operator(&["--webhook=false"]).await;
+    let template: SandboxTemplate = serde_json::from_value(json!({
+        "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxTemplate",
+        "metadata": {"name": "lax"},
+        "spec": {"podTemplate": {"spec": {"hostPID": true,
+            "containers": [{"name": "c", "image": "busybox"}]}}}
+    }))
+    .unwrap();
+    ns.api::<SandboxTemplate>()
+        .create(&PostParams::default(), &template)
+        .await
+        .unwrap();
+    let pool: sandbox_operator::api::SandboxWarmPool = serde_json::from_value(json!({
+        "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxWarmPool",
+        "metadata": {"name": "lax"}, "spec": {"replicas": 2, "sandboxTemplateRef": {"name": "lax"}}
+    }))
+    .unwrap();
+    let pools = ns.api::<sandbox_operator::api::SandboxWarmPool>();
+    pools.create(&PostParams::default(), &pool).await.unwrap();
+    let refused = wait_for(&pools, "lax", Duration::from_secs(30), |p| {
+        p.status
+            .as_ref()
+            .and_then(|s| find_condition(&s.conditions, READY))
+            .is_some_and(|c| c.reason == "PolicyViolation")
+    })
+    .await;
+    let status = refused.status.unwrap();
+    let message = &find_condition(&status.conditions, READY).unwrap().message;
+    assert!(message.contains("hostPID"), "{message}");
+    assert!(
+        ns.api::<Pod>()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "no Pod for a template that fails the policy"
+    );
+}

@@ -152,6 +152,14 @@ pub(super) async fn serve(
     // A lost first race: point the Sandbox at the Pod actually stolen, or at
     // none (cold path).
     let serving = stolen.as_ref().map(|p| p.name_any()).or(earlier.clone());
+    // Pool sizing learns of the claim here (warm or cold), once per claim uid.
+    ctx.sizing.record_claim(
+        namespace,
+        &claim.spec.sandbox_template_ref.name,
+        claim_uid,
+        serving.is_some(),
+        super::status::admitted_at(claim).unwrap_or_else(jiff::Timestamp::now),
+    );
     if serving != named {
         repoint(ctx, &sandbox, serving.as_deref()).await?;
     }

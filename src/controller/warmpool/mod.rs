@@ -94,12 +94,16 @@ pub fn desired_pod(
         .metadata
         .clone()
         .unwrap_or_default();
+    // Defense in depth: keys reserved for the operator never come from the
+    // user's template (the webhook refuses them too).
     let mut labels: BTreeMap<String, String> = meta.labels.unwrap_or_default();
+    labels.retain(|k, _| !crate::api::is_reserved_key(k));
     labels.insert(POOL_LABEL.into(), pool.name_any());
     labels.insert(TEMPLATE_LABEL.into(), template.name_any());
     labels.insert(TEMPLATE_HASH_LABEL.into(), hash.into());
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
     let mut annotations = meta.annotations.unwrap_or_default();
+    annotations.retain(|k, _| !crate::api::is_reserved_key(k));
     annotations.insert(CREATED_AT_ANNOTATION.into(), now.to_string());
     Ok(Pod {
         metadata: ObjectMeta {
@@ -255,14 +259,55 @@ pub async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<Context>) -> Result<
         ctx.config.rollout_batch.max(1),
     );
 
+    // The policy holds at creation time too: a template admitted under an
+    // older or laxer policy fills no pool (a condition and an Event say why).
+    let denials = crate::admission::check_pod_template(
+        &ctx.config.policy.current(),
+        &template.spec.pod_template,
+    );
+    let policy_problem = (!denials.is_empty()).then(|| {
+        (
+            "PolicyViolation",
+            format!(
+                "template {} violates the admission policy, no Pod is created: {}",
+                template.name_any(),
+                denials
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        )
+    });
+    let creates = if policy_problem.is_some() {
+        0
+    } else {
+        decision.create
+    };
+    if let Some((reason, message)) = &policy_problem {
+        let memo = serde_json::Value::String(message.clone());
+        let event_key = format!("policy-event/{key}");
+        if !ctx.written.recently_wrote(&event_key, &memo) {
+            ctx.event(
+                pool.as_ref(),
+                kube::runtime::events::EventType::Warning,
+                reason,
+                "CreatePod",
+                message.clone(),
+            )
+            .await;
+            ctx.written.record(&event_key, memo);
+        }
+    }
+
     // Act.
     let deleted = delete_victims(&ctx, &key, &namespace, &decision.delete).await?;
-    create_pods(&ctx, &pool, &template, &hash, &key, decision.create).await?;
+    create_pods(&ctx, &pool, &template, &hash, &key, creates).await?;
 
     // Record.
     record_refills(&ctx, &pool, &key, &members.all);
     let idle = &members.idle;
-    let live = idle.len() - deleted.min(idle.len()) + members.pending_creates + decision.create;
+    let live = idle.len() - deleted.min(idle.len()) + members.pending_creates + creates;
     let ready = idle.iter().filter(|p| p.ready && p.current).count();
     // Erlang's servers are the pool's slots: idle or refilling, `desired`.
     let size = u32::try_from(desired).unwrap_or(u32::MAX);
@@ -270,14 +315,16 @@ pub async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<Context>) -> Result<
     record_metrics(&ctx, &namespace, &name, desired, ready, live);
     record_sizing_metrics(&ctx, &pool, &measurement, &recommendation);
     let cap = pool_cap(&ctx);
-    let problem = (sizing.condition.is_none() && pool.spec.replicas > cap).then(|| {
-        (
-            "ReplicasCapped",
-            format!(
-                "spec.replicas {} exceeds the cap {cap}; keeping {desired}",
-                pool.spec.replicas
-            ),
-        )
+    let problem = policy_problem.or_else(|| {
+        (sizing.condition.is_none() && pool.spec.replicas > cap).then(|| {
+            (
+                "ReplicasCapped",
+                format!(
+                    "spec.replicas {} exceeds the cap {cap}; keeping {desired}",
+                    pool.spec.replicas
+                ),
+            )
+        })
     });
     let fields = SizingFields::new(sizing.desired, &measurement, &recommendation);
     let status = pool_status(
