@@ -414,6 +414,46 @@ async fn pod_deleted_from_outside_is_recreated() {
 }
 
 #[tokio::test]
+async fn an_evicted_pod_is_replaced_and_the_sandbox_says_so() {
+    let ns = TestNs::new("sbx-evict").await;
+    let _op = ns.operator(&[]).await;
+    let sandboxes: Api<Sandbox> = ns.api();
+    sandboxes
+        .create(&PostParams::default(), &sandbox("e", json!({})))
+        .await
+        .unwrap();
+    let s = wait_for(&sandboxes, "e", Duration::from_secs(30), is_ready).await;
+    let old = owned_pods(&ns, &s).await[0].uid();
+    // What the kubelet writes when it evicts a Pod.
+    ns.api::<Pod>()
+        .patch_status(
+            "e",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Failed", "reason": "Evicted",
+                "message": "The node was low on resource: memory."}})),
+        )
+        .await
+        .unwrap();
+    // The Sandbox says so (a condition or an Event), then runs on a new Pod.
+    wait_until(Duration::from_secs(30), || async {
+        let pods = owned_pods(&ns, &s).await;
+        pods.len() == 1 && pods[0].uid() != old
+    })
+    .await;
+    wait_for(&sandboxes, "e", Duration::from_secs(30), is_ready).await;
+    wait_until(Duration::from_secs(20), || async {
+        ns.api::<k8s_openapi::api::events::v1::Event>()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("PodEvicted"))
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn killed_controller_converges_without_duplicates() {
     let ns = TestNs::new("sbx-crash").await;
     // Controller crash test: no webhook (creates must not depend on the

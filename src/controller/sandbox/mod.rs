@@ -58,6 +58,8 @@ pub mod reason {
     pub const ADOPTING: &str = "AdoptingPod";
     /// The named Pod belongs to another owner; it is left alone.
     pub const POD_OWNED_ELSEWHERE: &str = "PodOwnedElsewhere";
+    /// The node evicted the Pod; it is replaced.
+    pub const POD_EVICTED: &str = "PodEvicted";
     /// The Pod failed.
     pub const POD_FAILED: &str = "PodFailed";
     /// The Pod ran to completion.

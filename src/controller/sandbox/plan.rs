@@ -129,6 +129,31 @@ pub fn plan(observed: &Observed<'_>) -> Plan {
             quiet: false,
         };
     }
+    // The documented rule for Pods that die: one the node evicted (or that
+    // the node lost) is replaced, and the Sandbox says so; one whose process
+    // exited (Succeeded, or Failed for any other reason) is reported as
+    // finished and left for the user to inspect.
+    if let [pod] = live.as_slice()
+        && was_evicted(pod)
+    {
+        let note = format!(
+            "Pod {} was evicted by its node; it is deleted and a new Pod is started",
+            pod.name_any()
+        );
+        return Plan {
+            steps: vec![
+                Step::Event {
+                    warning: true,
+                    reason: reason::POD_EVICTED,
+                    note: note.clone(),
+                },
+                delete_step(pod),
+            ],
+            blocked: Some(ConditionUpdate::ready(false, reason::POD_EVICTED, note)),
+            requeue_after,
+            quiet: false,
+        };
+    }
     if !live.is_empty() || !observed.owned.is_empty() {
         // A live Pod: status follows it. Only terminating Pods: wait for them
         // to go (the deletion event triggers the next reconcile).
@@ -205,6 +230,15 @@ pub fn plan(observed: &Observed<'_>) -> Plan {
         requeue_after,
         quiet: false,
     }
+}
+
+/// Whether the node evicted the Pod (phase Failed with reason `Evicted`, or
+/// the Pod was lost with its node: reason `NodeLost`).
+pub fn was_evicted(pod: &Pod) -> bool {
+    pod.status.as_ref().is_some_and(|s| {
+        s.phase.as_deref() == Some("Failed")
+            && matches!(s.reason.as_deref(), Some("Evicted") | Some("NodeLost"))
+    })
 }
 
 fn delete_step(pod: &Pod) -> Step {

@@ -321,3 +321,40 @@ fn reserved_keys_from_the_template_never_reach_the_pod() {
     assert!(!annotations.contains_key("extensions.agents.x-k8s.io/x"));
     assert_eq!(annotations["note"], "kept");
 }
+
+#[test]
+fn an_evicted_pod_is_replaced_and_a_failed_one_reported() {
+    let s = sandbox();
+    let with_status = |phase: &str, reason: Option<&str>| {
+        let mut p = (*pod("sbx", Some("sbx-uid"))).clone();
+        p.status = Some(k8s_openapi::api::core::v1::PodStatus {
+            phase: Some(phase.into()),
+            reason: reason.map(Into::into),
+            ..Default::default()
+        });
+        Arc::new(p)
+    };
+    let evicted = plan(&Observed {
+        sandbox: &s,
+        owned: vec![with_status("Failed", Some("Evicted"))],
+        named: None,
+        now: now(),
+    });
+    assert!(
+        evicted
+            .steps
+            .iter()
+            .any(|s| matches!(s, Step::DeletePod { .. }))
+    );
+    assert_eq!(evicted.blocked.unwrap().reason, reason::POD_EVICTED);
+    let crashed = plan(&Observed {
+        sandbox: &s,
+        owned: vec![with_status("Failed", Some("Error"))],
+        named: None,
+        now: now(),
+    });
+    assert!(
+        crashed.steps.is_empty(),
+        "an exited process is reported, not replaced"
+    );
+}
