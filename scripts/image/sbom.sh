@@ -5,6 +5,8 @@
 # install here, against under 2 for cargo-sbom).
 #
 # Made reproducible, since the image carries its digest in a label: the
+# components and dependencies are sorted (cargo-sbom emits them in hash
+# order), the
 # random serialNumber becomes a UUID derived from Cargo.lock and the
 # revision, the timestamp becomes SOURCE_DATE_EPOCH, and the checkout's
 # absolute path in path-dependency references becomes /src.
@@ -23,5 +25,7 @@ seed=$( (cat Cargo.lock; echo "$IMAGE_REVISION") | sha256sum | cut -c1-32)
 serial="urn:uuid:${seed:0:8}-${seed:8:4}-5${seed:13:3}-8${seed:17:3}-${seed:20:12}"
 sed "s|file://$PWD|file:///src|g; s|\"$PWD|\"/src|g" "$name" |
   jq --arg serial "$serial" --arg created "$created" \
-    '.serialNumber = $serial | .metadata.timestamp = $created' >"$out"
+    '.serialNumber = $serial | .metadata.timestamp = $created
+     | .components |= sort_by(."bom-ref")
+     | if .dependencies then .dependencies |= (map(if .dependsOn then .dependsOn |= sort else . end) | sort_by(.ref)) else . end' >"$out"
 echo "sbom.sh: $out ($(jq '.components | length' "$out") components)" >&2
