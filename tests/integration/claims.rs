@@ -601,3 +601,53 @@ async fn kubectl_scale_converges_without_over_creation() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_pool_whose_pods_cannot_be_scheduled_says_why() {
+    let ns = TestNs::new("pool-unsched").await;
+    let _op = ns.operator(&[]).await;
+    let template: SandboxTemplate = serde_json::from_value(json!({
+        "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxTemplate",
+        "metadata": {"name": "nowhere"},
+        "spec": {"podTemplate": {"spec": {"nodeSelector": {"sandbox.test/no-such-node": "true"},
+            "containers": [{"name": "agent", "image": "busybox"}]}}}
+    }))
+    .unwrap();
+    ns.api::<SandboxTemplate>()
+        .create(&PostParams::default(), &template)
+        .await
+        .unwrap();
+    let pool: SandboxWarmPool = serde_json::from_value(json!({
+        "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxWarmPool",
+        "metadata": {"name": "nowhere"}, "spec": {"replicas": 2, "sandboxTemplateRef": {"name": "nowhere"}}
+    }))
+    .unwrap();
+    let pools = ns.api::<SandboxWarmPool>();
+    pools.create(&PostParams::default(), &pool).await.unwrap();
+    let stuck = wait_for(&pools, "nowhere", Duration::from_secs(60), |p| {
+        p.status
+            .as_ref()
+            .and_then(|s| sandbox_operator::api::find_condition(&s.conditions, READY))
+            .is_some_and(|c| c.reason == "PodsUnschedulable")
+    })
+    .await;
+    let status = stuck.status.unwrap();
+    let message = &sandbox_operator::api::find_condition(&status.conditions, READY)
+        .unwrap()
+        .message;
+    assert!(
+        message.contains("node"),
+        "the scheduler's message: {message}"
+    );
+    // No more Pods than the pool's size are created for the stuck ones.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        ns.api::<Pod>()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+}

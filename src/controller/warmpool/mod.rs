@@ -315,17 +315,19 @@ pub async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<Context>) -> Result<
     record_metrics(&ctx, &namespace, &name, desired, ready, live);
     record_sizing_metrics(&ctx, &pool, &measurement, &recommendation);
     let cap = pool_cap(&ctx);
-    let problem = policy_problem.or_else(|| {
-        (sizing.condition.is_none() && pool.spec.replicas > cap).then(|| {
-            (
-                "ReplicasCapped",
-                format!(
-                    "spec.replicas {} exceeds the cap {cap}; keeping {desired}",
-                    pool.spec.replicas
-                ),
-            )
-        })
-    });
+    let problem = policy_problem
+        .or_else(|| status::unschedulable(&members.all))
+        .or_else(|| {
+            (sizing.condition.is_none() && pool.spec.replicas > cap).then(|| {
+                (
+                    "ReplicasCapped",
+                    format!(
+                        "spec.replicas {} exceeds the cap {cap}; keeping {desired}",
+                        pool.spec.replicas
+                    ),
+                )
+            })
+        });
     let fields = SizingFields::new(sizing.desired, &measurement, &recommendation);
     let status = pool_status(
         &pool,

@@ -210,3 +210,80 @@ mod tests {
         assert!(f.recommended_replicas.is_some());
     }
 }
+
+/// Why some of the pool's Pods cannot run: the scheduler's own message for
+/// Pods it marked `PodScheduled=False` with reason `Unschedulable` (for
+/// example "0/3 nodes are available: 3 Insufficient cpu"). The pool does not
+/// create more Pods for them (they still count as members); it says so.
+/// Pure.
+pub fn unschedulable(
+    pods: &[std::sync::Arc<k8s_openapi::api::core::v1::Pod>],
+) -> Option<(&'static str, String)> {
+    let stuck: Vec<(String, String)> = pods
+        .iter()
+        .filter_map(|pod| {
+            let condition = pod
+                .status
+                .as_ref()?
+                .conditions
+                .as_ref()?
+                .iter()
+                .find(|c| c.type_ == "PodScheduled" && c.status == "False")?;
+            (condition.reason.as_deref() == Some("Unschedulable")).then(|| {
+                (
+                    kube::ResourceExt::name_any(pod.as_ref()),
+                    condition.message.clone().unwrap_or_default(),
+                )
+            })
+        })
+        .collect();
+    let (first, message) = stuck.first()?;
+    Some((
+        "PodsUnschedulable",
+        format!(
+            "{} of the pool's {} Pods cannot be scheduled (e.g. {first}: {message}); no more are created for them",
+            stuck.len(),
+            pods.len()
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod unschedulable_tests {
+    use super::unschedulable;
+    use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
+    use std::sync::Arc;
+
+    fn pod(name: &str, scheduled: Option<(&str, &str)>) -> Arc<Pod> {
+        let mut p = Pod::default();
+        p.metadata.name = Some(name.into());
+        p.status = Some(PodStatus {
+            conditions: scheduled.map(|(status, reason)| {
+                vec![PodCondition {
+                    type_: "PodScheduled".into(),
+                    status: status.into(),
+                    reason: Some(reason.into()),
+                    message: Some("0/1 nodes are available: 1 Insufficient cpu.".into()),
+                    ..Default::default()
+                }]
+            }),
+            ..Default::default()
+        });
+        Arc::new(p)
+    }
+
+    #[test]
+    fn the_schedulers_message_is_reported() {
+        let pods = vec![
+            pod("a", Some(("True", ""))),
+            pod("b", Some(("False", "Unschedulable"))),
+            pod("c", None),
+        ];
+        let (reason, message) = unschedulable(&pods).unwrap();
+        assert_eq!(reason, "PodsUnschedulable");
+        assert!(message.starts_with("1 of the pool's 3 Pods"), "{message}");
+        assert!(message.contains("Insufficient cpu"), "{message}");
+        assert!(unschedulable(&pods[..1]).is_none());
+        assert!(unschedulable(&[pod("d", Some(("False", "SchedulingGated")))]).is_none());
+    }
+}
