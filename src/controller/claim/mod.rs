@@ -166,10 +166,12 @@ async fn observe_and_serve(
         return Ok(Action::requeue(Duration::from_millis(200)));
     }
 
-    // The NetworkPolicy and the Service come before any Ready: a claim whose
-    // first round failed part-way (or whose objects were deleted) gets them
-    // here, and stays not Ready while they cannot be made.
-    ensure_network_policy(ctx, claim, namespace).await?;
+    // The NetworkPolicy comes before any Ready: a claim whose first round
+    // failed part-way gets it here, and stays not Ready while it cannot be
+    // made. Once Ready, the policy was made: resyncs cost no request.
+    if !ready {
+        ensure_network_policy(ctx, claim, namespace).await?;
+    }
     ensure_service(ctx, claim, &sandbox).await?;
 
     // Record. A Sandbox that has not reported anything yet has nothing to
