@@ -21,9 +21,7 @@ use serde_yaml::Value as Yaml;
 use crate::common::{
     TestNs, bin_dir, free_port, http_get, kubeconfig, kubectl, repo, wait_until_ok,
 };
-use sandbox_operator::api::{
-    ADMITTED_AT_ANNOTATION, LaunchType, POOL_LABEL, READY, SandboxClaim, is_true,
-};
+use sandbox_operator::api::{ADMITTED_AT_ANNOTATION, LaunchType, READY, SandboxClaim, is_true};
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -1546,41 +1544,16 @@ async fn wait_claim_ready(ns: &TestNs, op: &ChartOperator, name: &str) -> Option
     claim.status.and_then(|s| s.launch_type)
 }
 
-/// Idle pool Pods that are Ready and not terminating.
-async fn idle_ready_pods(ns: &TestNs) -> usize {
-    ns.api::<Pod>()
-        .list(&Default::default())
-        .await
-        .map(|pods| {
-            pods.items
-                .iter()
-                .filter(|p| {
-                    p.metadata
-                        .labels
-                        .as_ref()
-                        .is_some_and(|l| l.contains_key(POOL_LABEL))
-                        && p.metadata.deletion_timestamp.is_none()
-                        && p.status
-                            .as_ref()
-                            .and_then(|s| s.conditions.as_ref())
-                            .is_some_and(|cs| {
-                                cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                            })
-                })
-                .count()
-        })
-        .unwrap_or_default()
-}
-
 async fn wait_idle_ready(ns: &TestNs, op: &ChartOperator, n: usize, what: &str) {
     let ok = wait_until_ok(Duration::from_secs(90), || async {
-        idle_ready_pods(ns).await == n
+        crate::claims::pool_serving(ns, n).await
     })
     .await;
     assert!(
         ok,
-        "{what}: {} idle Ready pool Pods, expected {n}; operator log:\n{}",
-        idle_ready_pods(ns).await,
+        "{what}: {} idle Ready pool Pods ({} in the pools' status), expected {n}; operator log:\n{}",
+        crate::claims::idle_ready(ns).await,
+        crate::claims::pools_report_ready(ns).await,
         op.log()
     );
 }

@@ -57,12 +57,13 @@ pub(crate) fn claim_ready(c: &SandboxClaim) -> bool {
         .is_some_and(|s| is_true(&s.conditions, READY))
 }
 
-async fn idle_ready(ns: &TestNs) -> usize {
-    ns.api::<Pod>()
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items
+/// Idle pool Pods that are Ready and not terminating, as the API server
+/// has them.
+pub(crate) async fn idle_ready(ns: &TestNs) -> usize {
+    let Ok(pods) = ns.api::<Pod>().list(&Default::default()).await else {
+        return 0;
+    };
+    pods.items
         .iter()
         .filter(|p| p.labels().contains_key(POOL_LABEL) && p.metadata.deletion_timestamp.is_none())
         .filter(|p| {
@@ -74,9 +75,32 @@ async fn idle_ready(ns: &TestNs) -> usize {
         .count()
 }
 
+/// Ready idle Pods as the operator has seen them: the pools' own
+/// `status.readyReplicas`, which the operator writes from its cache.
+pub(crate) async fn pools_report_ready(ns: &TestNs) -> usize {
+    let Ok(pools) = ns.api::<SandboxWarmPool>().list(&Default::default()).await else {
+        return 0;
+    };
+    pools
+        .items
+        .iter()
+        .filter_map(|p| p.status.as_ref())
+        .map(|s| usize::try_from(s.ready_replicas).unwrap_or_default())
+        .sum()
+}
+
+/// True when `n` idle Pods are Ready both in the API server and in the
+/// operator's view. A Pod the API server shows Ready a moment before the
+/// operator's watch delivers it is not yet a warm candidate, so a claim
+/// made in that moment honestly goes cold; tests that expect a warm claim
+/// wait for both.
+pub(crate) async fn pool_serving(ns: &TestNs, n: usize) -> bool {
+    idle_ready(ns).await == n && pools_report_ready(ns).await == n
+}
+
 pub(crate) async fn wait_pool_ready(ns: &TestNs, n: usize) {
     wait_until(Duration::from_secs(60), || async {
-        idle_ready(ns).await == n
+        pool_serving(ns, n).await
     })
     .await;
 }
