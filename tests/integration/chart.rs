@@ -12,7 +12,6 @@ use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::rbac::v1::Role;
 use kube::api::{Api, PostParams};
 use serde_json::Value as Json;
