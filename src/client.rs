@@ -38,12 +38,26 @@ pub struct ClientTimeouts {
     pub request: Duration,
 }
 
-/// The client configuration from KUBECONFIG or the in-cluster environment,
-/// with `timeouts` applied.
-pub async fn infer_config(timeouts: ClientTimeouts) -> anyhow::Result<kube::Config> {
-    let mut config = kube::Config::infer().await.map_err(|e| {
-        anyhow::anyhow!("cannot build a Kubernetes client (KUBECONFIG or in-cluster config): {e}")
-    })?;
+/// The client configuration from `kubeconfig` when given, else from
+/// KUBECONFIG or the in-cluster environment, with `timeouts` applied.
+pub async fn infer_config(
+    kubeconfig: Option<&std::path::Path>,
+    timeouts: ClientTimeouts,
+) -> anyhow::Result<kube::Config> {
+    let mut config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| anyhow::anyhow!("--kubeconfig {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &Default::default())
+                .await
+                .map_err(|e| anyhow::anyhow!("--kubeconfig {}: {e}", path.display()))?
+        }
+        None => kube::Config::infer().await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot build a Kubernetes client (KUBECONFIG or in-cluster config): {e}"
+            )
+        })?,
+    };
     config.connect_timeout = Some(timeouts.connect);
     config.write_timeout = Some(timeouts.request);
     // Off on purpose: it would also cut idle watches (see the module doc).

@@ -83,6 +83,9 @@ enum PoolCommand {
 
 #[derive(Args, Debug)]
 struct RunArgs {
+    /// Kubeconfig file to use instead of KUBECONFIG or the in-cluster configuration.
+    #[arg(long)]
+    kubeconfig: Option<std::path::PathBuf>,
     /// Address of the plain-HTTP admin port (/metrics, /healthz, /readyz).
     #[arg(long, env = "SANDBOX_METRICS_ADDR", default_value = "127.0.0.1:8080")]
     metrics_addr: SocketAddr,
@@ -198,6 +201,9 @@ struct RunArgs {
     /// Register URL-based webhook configurations pointing at this base URL (local clusters only), e.g. https://127.0.0.1:9443.
     #[arg(long, env = "SANDBOX_REGISTER_WEBHOOK_URL")]
     register_webhook_url: Option<String>,
+    /// When registering by URL and running as a ServiceAccount: let the operator's own Sandbox creates skip the webhooks (they are defaulted and validated in-process; see README "Admission").
+    #[arg(long, env = "SANDBOX_WEBHOOK_SKIP_OWN_SANDBOX_CREATES", default_value_t = true, action = clap::ArgAction::Set)]
+    webhook_skip_own_sandbox_creates: bool,
     /// Admission policy file (YAML); reloaded when it changes. Built-in defaults when unset.
     #[arg(long, env = "SANDBOX_POLICY_FILE")]
     policy_file: Option<std::path::PathBuf>,
@@ -297,10 +303,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     ));
 
     let request_timeout = Duration::from_secs(args.api_request_timeout_seconds);
-    let kube_config = api_client::infer_config(ClientTimeouts {
-        connect: Duration::from_secs(args.api_connect_timeout_seconds),
-        request: request_timeout,
-    })
+    let kube_config = api_client::infer_config(
+        args.kubeconfig.as_deref(),
+        ClientTimeouts {
+            connect: Duration::from_secs(args.api_connect_timeout_seconds),
+            request: request_timeout,
+        },
+    )
     .await?;
     // Unfenced: the Lease and the webhook (served by every replica).
     let client = api_client::build(kube_config.clone(), request_timeout, None)?;
@@ -342,6 +351,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             cert_secret: args.cert_secret.clone(),
             cert_dir: args.cert_dir.clone(),
             register_url: args.register_webhook_url.clone(),
+            skip_own_sandbox_creates: args.webhook_skip_own_sandbox_creates,
             only_namespace: args.namespace.clone(),
             cert_check_interval: Duration::from_secs(args.cert_check_seconds),
             cert_validity: Duration::from_secs(args.cert_validity_hours * 3600),

@@ -30,6 +30,17 @@ pub enum Error {
         /// Who should have controlled it (kind and name).
         owner: String,
     },
+    /// The admission policy refuses an object the operator was about to
+    /// create (checked in-process, see [`super::admit`]); nothing is written.
+    #[error("{kind} {name} is refused by the admission policy: {message}")]
+    PolicyDenied {
+        /// Kind of the refused object.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+        /// Every denial as `path: rule`.
+        message: String,
+    },
     /// An object lacks something the controller needs (name, namespace, uid).
     #[error("object is incomplete: {0}")]
     Incomplete(&'static str),
@@ -45,6 +56,7 @@ impl Error {
         match self {
             Error::Kube { source, .. } => kube_error_class(source),
             Error::NameConflict { .. } => "name_conflict",
+            Error::PolicyDenied { .. } => "invalid",
             Error::Incomplete(_) => "incomplete",
             Error::Serialize(_) => "serialize",
         }

@@ -17,6 +17,7 @@
 //! the in-memory parts ([`takeover::Reservations`], [`warmpool::Expectations`])
 //! only prevent wasted writes and are safe to lose on restart.
 
+pub mod admit;
 pub mod cache;
 pub mod claim;
 pub mod context;

@@ -18,13 +18,22 @@
 //! - `namespaceSelector` excludes `kube-system` and the operator's own
 //!   namespace, so a broken webhook can never lock the operator out of
 //!   repairing itself.
+//! - `matchConditions` (only when the operator runs as a ServiceAccount):
+//!   the operator's own Sandbox CREATEs skip both webhooks, because the
+//!   claim controller runs the same defaulting and validation in-process on
+//!   every Sandbox it creates ([`crate::controller::admit`]). That takes two
+//!   webhook calls off the warm path. Every other writer, and the operator's
+//!   updates, are still checked. Only a ServiceAccount qualifies: a person's
+//!   or an admin's identity is shared with humans whose Sandboxes must be
+//!   checked, and only those allowed to impersonate the operator could send
+//!   a request under its name.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ValidatingWebhook,
-    ValidatingWebhookConfiguration, WebhookClientConfig,
+    MatchCondition, MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations,
+    ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use kube::api::{ObjectMeta, Patch, PatchParams};
@@ -48,6 +57,38 @@ pub fn rules() -> Vec<RuleWithOperations> {
             &["sandboxtemplates", "sandboxclaims", "sandboxwarmpools"],
         ),
     ]
+}
+
+/// Name of the match condition that lets the operator's own Sandbox
+/// creates skip the webhooks.
+pub const SKIP_OWN_SANDBOX_CREATES: &str = "not-the-operators-own-sandbox-create";
+
+/// Whether `username` may skip the webhooks for its Sandbox creates: only a
+/// ServiceAccount (`system:serviceaccount:<namespace>:<name>`).
+pub fn is_service_account(username: &str) -> bool {
+    username
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|rest| rest.split_once(':'))
+        .is_some_and(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains(':'))
+}
+
+/// The match conditions of both webhooks: none, or the one that skips the
+/// operator's own Sandbox CREATEs when it runs as the ServiceAccount
+/// `operator_user` (see the module docs). Pure.
+pub fn match_conditions(operator_user: Option<&str>) -> Option<Vec<MatchCondition>> {
+    let user = operator_user.filter(|u| is_service_account(u))?;
+    // A username of a ServiceAccount holds no quote or backslash (checked
+    // above: DNS names), so it is safe inside a CEL string literal.
+    if user.contains(['\'', '\\']) {
+        return None;
+    }
+    Some(vec![MatchCondition {
+        name: SKIP_OWN_SANDBOX_CREATES.into(),
+        expression: format!(
+            "!(request.userInfo.username == '{user}' && request.resource.group == 'agents.x-k8s.io' \
+             && request.resource.resource == 'sandboxes' && request.operation == 'CREATE')"
+        ),
+    }])
 }
 
 /// Namespaces the webhook applies to: all but `kube-system` and the
@@ -85,6 +126,7 @@ pub fn by_url(
     ca_bundle: &str,
     operator_namespace: &str,
     only: Option<&str>,
+    operator_user: Option<&str>,
 ) -> (MutatingWebhookConfiguration, ValidatingWebhookConfiguration) {
     let client = |path: &str| WebhookClientConfig {
         url: Some(format!("{}{path}", base_url.trim_end_matches('/'))),
@@ -109,6 +151,7 @@ pub fn by_url(
             match_policy: Some("Equivalent".into()),
             namespace_selector: Some(namespace_selector(operator_namespace, only)),
             reinvocation_policy: Some("IfNeeded".into()),
+            match_conditions: match_conditions(operator_user),
             rules: Some(rules()),
             side_effects: "None".into(),
             timeout_seconds: Some(5),
@@ -128,6 +171,7 @@ pub fn by_url(
             failure_policy: Some("Fail".into()),
             match_policy: Some("Equivalent".into()),
             namespace_selector: Some(namespace_selector(operator_namespace, only)),
+            match_conditions: match_conditions(operator_user),
             rules: Some(rules()),
             side_effects: "None".into(),
             timeout_seconds: Some(5),
@@ -145,8 +189,16 @@ pub async fn register_by_url(
     ca_bundle: &str,
     operator_namespace: &str,
     only: Option<&str>,
+    operator_user: Option<&str>,
 ) -> Result<(), kube::Error> {
-    let (mutating, validating) = by_url(name, base_url, ca_bundle, operator_namespace, only);
+    let (mutating, validating) = by_url(
+        name,
+        base_url,
+        ca_bundle,
+        operator_namespace,
+        only,
+        operator_user,
+    );
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut m = serde_json::to_value(&mutating).expect("serializable");
     m["apiVersion"] = "admissionregistration.k8s.io/v1".into();
@@ -175,7 +227,9 @@ mod tests {
             "PEM",
             "sandbox-system",
             None,
+            None,
         );
+        assert!(m.webhooks.as_ref().unwrap()[0].match_conditions.is_none());
         let mw = &m.webhooks.unwrap()[0];
         assert_eq!(
             mw.client_config.url.as_deref(),
@@ -207,5 +261,38 @@ mod tests {
         assert_eq!(resources.len(), 4);
         let only = namespace_selector("ns", Some("team-a"));
         assert_eq!(only.match_expressions.unwrap()[0].operator, "In");
+    }
+
+    #[test]
+    fn only_a_service_account_skips_the_webhooks_for_its_own_sandbox_creates() {
+        assert!(match_conditions(None).is_none());
+        for person in [
+            "admin",
+            "kubernetes-admin",
+            "system:serviceaccount:ns",
+            "system:serviceaccount::sa",
+            "system:serviceaccount:ns:",
+            "system:serviceaccounts:ns:sa",
+        ] {
+            assert!(match_conditions(Some(person)).is_none(), "{person}");
+        }
+        let user = "system:serviceaccount:sandbox-system:sandbox-operator";
+        let conditions = match_conditions(Some(user)).unwrap();
+        assert_eq!(conditions.len(), 1);
+        let expression = &conditions[0].expression;
+        assert!(expression.starts_with("!("), "{expression}");
+        for part in [
+            "request.userInfo.username == 'system:serviceaccount:sandbox-system:sandbox-operator'",
+            "request.resource.resource == 'sandboxes'",
+            "request.operation == 'CREATE'",
+        ] {
+            assert!(expression.contains(part), "{expression}");
+        }
+        let (m, v) = by_url("x", "https://127.0.0.1:1", "PEM", "ns", None, Some(user));
+        assert_eq!(
+            m.webhooks.unwrap()[0].match_conditions,
+            Some(conditions.clone())
+        );
+        assert_eq!(v.webhooks.unwrap()[0].match_conditions, Some(conditions));
     }
 }

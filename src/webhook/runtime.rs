@@ -38,6 +38,10 @@ pub struct WebhookSettings {
     pub cert_dir: Option<PathBuf>,
     /// Register URL-based configurations pointing here (local clusters).
     pub register_url: Option<String>,
+    /// Let the operator's own Sandbox creates skip the URL-registered
+    /// webhooks when it runs as a ServiceAccount (see
+    /// [`webhook_config::match_conditions`]).
+    pub skip_own_sandbox_creates: bool,
     /// Limit admission to one namespace (set with `--namespace`).
     pub only_namespace: Option<String>,
     /// Time between certificate checks.
@@ -110,6 +114,22 @@ pub async fn start(
             Some(dir) => std::fs::read_to_string(dir.join("ca.crt")).unwrap_or_default(),
             None => ca_bundle_from_secret(&client, &settings).await?,
         };
+        let user = if settings.skip_own_sandbox_creates {
+            own_username(&client).await
+        } else {
+            None
+        };
+        match &user {
+            Some(user) if webhook_config::is_service_account(user) => info!(
+                user,
+                "the operator's own Sandbox creates skip the webhooks (admitted in-process)"
+            ),
+            Some(user) => info!(
+                user,
+                "not a ServiceAccount: the operator's own Sandbox creates go through the webhooks"
+            ),
+            None => {}
+        }
         webhook_config::register_by_url(
             &client,
             &settings.config_name,
@@ -117,6 +137,7 @@ pub async fn start(
             &ca,
             &settings.operator_namespace,
             settings.only_namespace.as_deref(),
+            user.as_deref(),
         )
         .await
         .map_err(|e| anyhow::anyhow!("registering the webhook configurations by URL {url}: {e}"))?;
@@ -142,6 +163,29 @@ pub async fn start(
     });
     info!(addr = %settings.addr, "admission webhook listening");
     Ok(WebhookHandle { client, registered })
+}
+
+/// The username the API server knows this process by (a SelfSubjectReview),
+/// or `None` when it cannot tell (then no webhook call is skipped).
+async fn own_username(client: &Client) -> Option<String> {
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+    let review = SelfSubjectReview {
+        metadata: Default::default(),
+        status: None,
+    };
+    match Api::<SelfSubjectReview>::all(client.clone())
+        .create(&Default::default(), &review)
+        .await
+    {
+        Ok(answer) => answer
+            .status
+            .and_then(|s| s.user_info)
+            .and_then(|u| u.username),
+        Err(error) => {
+            warn!(%error, "SelfSubjectReview failed: the operator's own Sandbox creates go through the webhooks");
+            None
+        }
+    }
 }
 
 async fn self_managed(

@@ -211,3 +211,15 @@ seccompProfile:
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end }}
+
+{{/* The operator's own Sandbox CREATEs skip the webhooks (see webhooks.yaml). */}}
+{{- define "sandbox-operator.webhookMatchConditions" -}}
+{{- if .Values.webhook.skipOperatorSandboxCreates }}
+matchConditions:
+  - name: not-the-operators-own-sandbox-create
+    expression: >-
+      !(request.userInfo.username == 'system:serviceaccount:{{ .Release.Namespace }}:{{ include "sandbox-operator.serviceAccountName" . }}'
+      && request.resource.group == 'agents.x-k8s.io'
+      && request.resource.resource == 'sandboxes' && request.operation == 'CREATE')
+{{- end }}
+{{- end }}

@@ -23,6 +23,8 @@ use super::{record_status, write_status};
 use crate::api::{
     CLAIM_UID_LABEL, ORIGIN_POOL_LABEL, POD_NAME_ANNOTATION, Sandbox, SandboxClaim, SandboxTemplate,
 };
+use crate::controller::admit::admit_sandbox;
+use crate::controller::takeover::pod_key;
 use crate::controller::{
     Context, Created, Error, NetworkPolicyMode, Result, controller_uid, create_owned, is_conflict,
     is_not_found, is_terminating, kube_err, pod_is_ready,
@@ -36,69 +38,175 @@ pub(super) enum Served {
     Waiting(Action),
 }
 
-/// Serves a claim that has no Sandbox yet.
+/// Serves a claim that has no Sandbox yet: the pick, the in-process
+/// admission of its Sandbox, round one, round two.
 pub(super) async fn serve(
     ctx: &Arc<Context>,
     claim: &SandboxClaim,
     namespace: &str,
     claim_uid: &str,
 ) -> Result<Served> {
-    let template_name = &claim.spec.sandbox_template_ref.name;
-    let Some(template) = ctx.template_or_get(namespace, template_name).await? else {
-        let message =
-            format!("SandboxTemplate {template_name} does not exist in namespace {namespace}");
-        let status = failed_status(
-            claim,
-            reason::TEMPLATE_NOT_FOUND,
-            message.clone(),
-            jiff::Timestamp::now(),
-        );
-        if claim.status.as_ref() != Some(&status) {
-            write_status(ctx, claim, &status).await?;
-            ctx.event(
-                claim,
-                EventType::Warning,
-                reason::TEMPLATE_NOT_FOUND,
-                "Serve",
-                message,
-            )
-            .await;
-        }
+    let Some(template) = template_or_report(ctx, claim, namespace).await? else {
         return Ok(Served::Waiting(Action::requeue(Duration::from_secs(5))));
     };
-
-    // Pick (no write): a Pod stolen for this claim earlier (a retried
-    // reconcile, or a crash between the steal and the Sandbox create), else
-    // the first free candidate, reserved in memory.
-    let choice = pool_choice(claim);
-    let earlier = earlier_pod(ctx, claim_uid);
-    let warm_allowed = choice != PoolChoice::None && template.spec.volume_claim_templates.is_none();
-    let (first, rest) = if earlier.is_none() && warm_allowed {
-        reserve_first(ctx, candidates(ctx, claim, namespace, &template, &choice))
-    } else {
-        (None, Vec::new())
+    let mut pick = Pick::new(ctx, claim, namespace, claim_uid, &template);
+    // The Sandbox as the webhook would store it, checked against the current
+    // policy before anything is written (see `controller::admit`).
+    let sandbox = desired_sandbox(claim, &template, pick.named.as_deref())
+        .and_then(|s| admit_sandbox(&ctx.config.policy.current(), s));
+    let sandbox = match sandbox {
+        Ok(sandbox) => sandbox,
+        Err(error) => {
+            pick.release(ctx);
+            return Err(error);
+        }
     };
-    let named = earlier
-        .clone()
-        .or_else(|| first.as_ref().map(|p| p.name_any()));
+    let (sandbox, stolen) =
+        match round_one(ctx, claim, namespace, &template, sandbox, &mut pick).await? {
+            RoundOne::Created { sandbox, stolen } => (*sandbox, stolen.map(|p| *p)),
+            // Another process served this claim first: mirror its Sandbox.
+            RoundOne::ServedElsewhere(existing) => return Ok(Served::Sandbox(existing)),
+        };
+    // A lost first race: point the Sandbox at the Pod actually stolen, or at
+    // none (cold path).
+    let serving = stolen
+        .as_ref()
+        .map(|p| p.name_any())
+        .or(pick.earlier.clone());
+    // Pool sizing learns of the claim here (warm or cold), once per claim uid.
+    ctx.sizing.record_claim(
+        namespace,
+        &claim.spec.sandbox_template_ref.name,
+        claim_uid,
+        serving.is_some(),
+        super::status::admitted_at(claim).unwrap_or_else(jiff::Timestamp::now),
+    );
+    if serving != pick.named {
+        repoint(ctx, &sandbox, serving.as_deref()).await?;
+    }
+    info!(pod = ?serving, launch = if serving.is_some() { "warm" } else { "cold" }, "created Sandbox");
+    round_two(ctx, claim, sandbox, stolen).await
+}
+/// The template of a claim, or `None` after reporting `TemplateNotFound`.
+async fn template_or_report(
+    ctx: &Context,
+    claim: &SandboxClaim,
+    namespace: &str,
+) -> Result<Option<SandboxTemplate>> {
+    let template_name = &claim.spec.sandbox_template_ref.name;
+    if let Some(template) = ctx.template_or_get(namespace, template_name).await? {
+        return Ok(Some(template));
+    }
+    let message =
+        format!("SandboxTemplate {template_name} does not exist in namespace {namespace}");
+    let status = failed_status(
+        claim,
+        reason::TEMPLATE_NOT_FOUND,
+        message.clone(),
+        jiff::Timestamp::now(),
+    );
+    if claim.status.as_ref() != Some(&status) {
+        write_status(ctx, claim, &status).await?;
+        ctx.event(
+            claim,
+            EventType::Warning,
+            reason::TEMPLATE_NOT_FOUND,
+            "Serve",
+            message,
+        )
+        .await;
+    }
+    Ok(None)
+}
 
-    // Round one, side by side.
+/// The pick (no write): a Pod stolen for this claim earlier (a retried
+/// reconcile, or a crash between the steal and the Sandbox create), else the
+/// first free candidate, reserved in memory, and the next ones to try.
+struct Pick {
+    choice: PoolChoice,
+    earlier: Option<String>,
+    warm_allowed: bool,
+    first: Option<Arc<Pod>>,
+    rest: Vec<Arc<Pod>>,
+    /// The Pod the Sandbox names when it is created.
+    named: Option<String>,
+}
+
+impl Pick {
+    fn new(
+        ctx: &Context,
+        claim: &SandboxClaim,
+        namespace: &str,
+        claim_uid: &str,
+        template: &SandboxTemplate,
+    ) -> Pick {
+        let choice = pool_choice(claim);
+        let earlier = earlier_pod(ctx, claim_uid);
+        let warm_allowed =
+            choice != PoolChoice::None && template.spec.volume_claim_templates.is_none();
+        let (first, rest) = if earlier.is_none() && warm_allowed {
+            reserve_first(ctx, candidates(ctx, claim, namespace, template, &choice))
+        } else {
+            (None, Vec::new())
+        };
+        let named = earlier
+            .clone()
+            .or_else(|| first.as_ref().map(|p| p.name_any()));
+        Pick {
+            choice,
+            earlier,
+            warm_allowed,
+            first,
+            rest,
+            named,
+        }
+    }
+
+    /// Gives the reserved candidate back when nothing will be written.
+    fn release(self, ctx: &Context) {
+        if let Some(first) = &self.first {
+            ctx.reservations.release(&pod_key(first));
+        }
+    }
+}
+
+/// What round one left.
+enum RoundOne {
+    /// The claim's Sandbox was created; the Pod stolen for it, if any.
+    Created {
+        sandbox: Box<Sandbox>,
+        stolen: Option<Box<Pod>>,
+    },
+    /// Another process served the claim first; this is its Sandbox.
+    ServedElsewhere(Box<Sandbox>),
+}
+
+/// Round one, side by side: the steal, the Sandbox, the NetworkPolicy and
+/// the Service.
+async fn round_one(
+    ctx: &Arc<Context>,
+    claim: &SandboxClaim,
+    namespace: &str,
+    template: &SandboxTemplate,
+    sandbox: Sandbox,
+    pick: &mut Pick,
+) -> Result<RoundOne> {
     let sandboxes: Api<Sandbox> = Api::namespaced(ctx.client.clone(), namespace);
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), namespace);
     let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), namespace);
-    let sandbox = desired_sandbox(claim, &template, named.as_deref())?;
-    let service = desired_service(claim, &template)?;
+    let service = desired_service(claim, template)?;
     let policy = async {
         match ctx.config.claim_network_policy {
             NetworkPolicyMode::PerClaim => {
-                let policy = desired_network_policy(claim, &template)?;
+                let policy = desired_network_policy(claim, template)?;
                 create_owned(&policies, &policy, "NetworkPolicy")
                     .await
                     .map(|_| ())
             }
-            NetworkPolicyMode::PerTemplate => ensure_template_policy(ctx, &template).await,
+            NetworkPolicyMode::PerTemplate => ensure_template_policy(ctx, template).await,
         }
     };
+    let (first, rest) = (pick.first.take(), std::mem::take(&mut pick.rest));
     let steal = async {
         match first {
             Some(first) => take_over(ctx, claim, first, rest).await,
@@ -112,8 +220,8 @@ pub(super) async fn serve(
         steal
     );
     let stolen = stolen?;
-    if warm_allowed && earlier.is_none() && stolen.is_none() {
-        pool_exhausted(ctx, claim, namespace, &choice);
+    if pick.warm_allowed && pick.earlier.is_none() && stolen.is_none() {
+        pool_exhausted(ctx, claim, namespace, &pick.choice);
     }
     let sandbox = match created {
         Ok(Created::New(sandbox)) => {
@@ -130,7 +238,7 @@ pub(super) async fn serve(
                 warn!(pod = %pod.name_any(), "claim was served by another process; deleting the Pod stolen for it");
                 delete_pod(ctx, pod).await?;
             }
-            return Ok(Served::Sandbox(Box::new(existing)));
+            return Ok(RoundOne::ServedElsewhere(Box::new(existing)));
         }
         Err(error) => {
             // A Sandbox of this name that is not the claim's: the Pod stolen
@@ -148,24 +256,19 @@ pub(super) async fn serve(
         &super::network_policy_key(claim),
         serde_json::Value::Bool(true),
     );
+    Ok(RoundOne::Created {
+        sandbox: Box::new(sandbox),
+        stolen: stolen.map(Box::new),
+    })
+}
 
-    // A lost first race: point the Sandbox at the Pod actually stolen, or at
-    // none (cold path).
-    let serving = stolen.as_ref().map(|p| p.name_any()).or(earlier.clone());
-    // Pool sizing learns of the claim here (warm or cold), once per claim uid.
-    ctx.sizing.record_claim(
-        namespace,
-        &claim.spec.sandbox_template_ref.name,
-        claim_uid,
-        serving.is_some(),
-        super::status::admitted_at(claim).unwrap_or_else(jiff::Timestamp::now),
-    );
-    if serving != named {
-        repoint(ctx, &sandbox, serving.as_deref()).await?;
-    }
-    info!(pod = ?serving, launch = if serving.is_some() { "warm" } else { "cold" }, "created Sandbox");
-
-    // Round two: the claim's Ready status, straight from the steal's answer.
+/// Round two: the claim's Ready status, straight from the steal's answer.
+async fn round_two(
+    ctx: &Context,
+    claim: &SandboxClaim,
+    sandbox: Sandbox,
+    stolen: Option<Pod>,
+) -> Result<Served> {
     match stolen {
         Some(pod) if pod_is_ready(&pod) => {
             let pool = pod.labels().get(ORIGIN_POOL_LABEL).cloned();
