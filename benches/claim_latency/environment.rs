@@ -16,6 +16,7 @@ use serde_json::json;
 use sandbox_operator::api::{SandboxTemplate, SandboxWarmPool};
 
 use crate::claims::{Claims, TEMPLATE};
+use crate::identity;
 use crate::operator::{self, Operator};
 
 pub struct Environment {
@@ -77,9 +78,21 @@ impl Environment {
             .unwrap();
         let bench_dir = repo().join("target/bench");
         std::fs::create_dir_all(&bench_dir).unwrap();
-        let operator = match Operator::start(&path, &ns, &bench_dir, options).await {
+        let identity = if options.as_admin {
+            Ok(path.clone())
+        } else {
+            identity::service_account_kubeconfig(&client, &path, &ns, &bench_dir).await
+        };
+        let started = match identity {
+            Ok(operator_kubeconfig) => {
+                Operator::start(&operator_kubeconfig, &ns, &bench_dir, options).await
+            }
+            Err(problem) => Err(problem),
+        };
+        let operator = match started {
             Ok(operator) => operator,
             Err(problem) => {
+                identity::remove(&client, &ns).await;
                 let _ = Api::<Namespace>::all(client.clone())
                     .delete(&ns, &DeleteParams::default())
                     .await;
@@ -131,6 +144,7 @@ impl Environment {
     /// Stops the operator (it unregisters its webhook) and deletes the namespace.
     pub async fn down(self) {
         self.operator.stop().await;
+        identity::remove(&self.client, &self.ns).await;
         let _ = Api::<Namespace>::all(self.client.clone())
             .delete(&self.ns, &DeleteParams::default())
             .await;

@@ -13,9 +13,11 @@
 //!
 //! `cargo bench --bench claim-latency -- [--quick|--demo|--scale [N]] [--pool N]
 //! [--delay-ms D] [--warm N] [--cold N] [--floor-per-gap N]
-//! [--network-policy per-claim|per-template] [--scale-timeout-s S]`
+//! [--network-policy per-claim|per-template] [--scale-timeout-s S]
+//! [--operator-as-admin]`
 //!
 //! Modules: `settings` (flags), `environment` (namespace, operator, pool),
+//! `identity` (the operator's ServiceAccount and token),
 //! `operator` (the child process), `claims` (create, watch, check),
 //! `floor` (write_rtt, write_throughput), `scenarios`, `scale`,
 //! `apiserver` (its counters), `procstat` (/proc), `report` (table, JSON,
@@ -29,6 +31,7 @@ mod apiserver;
 mod claims;
 mod environment;
 mod floor;
+mod identity;
 mod operator;
 mod plot;
 mod procstat;
@@ -58,6 +61,7 @@ async fn main() {
     let options = operator::Options {
         network_policy: s.network_policy.clone(),
         max_pool_replicas: matches!(s.mode, Mode::Scale(_)).then_some(s.pool),
+        as_admin: s.operator_as_admin,
     };
     let env = Environment::up(&options).await;
     // Whatever fails below, the operator is stopped and the namespace deleted.

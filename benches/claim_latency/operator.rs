@@ -22,6 +22,9 @@ pub struct Options {
     pub network_policy: Option<String>,
     /// `--max-pool-replicas` and an admission policy file allowing that many.
     pub max_pool_replicas: Option<usize>,
+    /// Run the operator with the bench's admin kubeconfig instead of a
+    /// ServiceAccount token (`--operator-as-admin`, see `identity`).
+    pub as_admin: bool,
 }
 
 fn free_port() -> u16 {

@@ -36,6 +36,9 @@ pub struct Settings {
     pub network_policy: Option<String>,
     /// Upper bound for filling the `--scale` pool, seconds.
     pub scale_timeout_s: u64,
+    /// `--operator-as-admin`: the operator keeps the admin identity, so its
+    /// Sandbox creates go through the webhooks (for comparison).
+    pub operator_as_admin: bool,
 }
 
 /// Default pool size of `--scale` when the flag has no value.
@@ -58,12 +61,14 @@ const VALUE_FLAGS: [&str; 7] = [
 pub fn parse(args: &[String]) -> Result<Settings, String> {
     let mut values = std::collections::HashMap::new();
     let (mut quick, mut demo, mut scale) = (false, false, None);
+    let mut operator_as_admin = false;
     let mut i = 0;
     while i < args.len() {
         let arg = args[i].as_str();
         match arg {
             "--quick" => quick = true,
             "--demo" => demo = true,
+            "--operator-as-admin" => operator_as_admin = true,
             "--bench" => {}
             "--scale" => match args.get(i + 1).and_then(|v| v.parse::<usize>().ok()) {
                 Some(n) => {
@@ -119,6 +124,7 @@ pub fn parse(args: &[String]) -> Result<Settings, String> {
         throughput_runs: defaults.throughput_runs,
         network_policy,
         scale_timeout_s: number("--scale-timeout-s")?.unwrap_or(900),
+        operator_as_admin,
     })
 }
 
@@ -191,6 +197,17 @@ mod tests {
         );
         assert!(parse(&args("--scale 0")).is_err());
         assert!(parse(&args("--scale --demo")).is_err());
+    }
+
+    #[test]
+    fn the_operator_runs_as_a_service_account_unless_asked_otherwise() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(!parse(&args(&["--quick"])).unwrap().operator_as_admin);
+        assert!(
+            parse(&args(&["--quick", "--operator-as-admin"]))
+                .unwrap()
+                .operator_as_admin
+        );
     }
 
     #[test]
