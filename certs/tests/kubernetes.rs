@@ -1,148 +1,32 @@
-//! The Kubernetes side against an in-memory API server that enforces what
-//! matters here: unique names on create (409 AlreadyExists), resourceVersion
-//! preconditions on replace and merge patch (409 Conflict), 404s.
+//! The Kubernetes side against the in-memory API server of
+//! `tests/fakeapi` (the workspace's one fake): unique names on create (409
+//! AlreadyExists), resourceVersion preconditions on replace and merge patch
+//! (409 Conflict), 404s.
 
-use std::{
-    collections::BTreeMap,
-    convert::Infallible,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
-use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Secret;
-use kube::Client;
 use sandbox_certs::{
     CertManager, CertManagerConfig, PkiSettings, Renewal, inject_ca_bundle, load_or_create,
     plan_renewal, rotate,
 };
+use sandbox_fakeapi::FakeApiServer;
 use serde_json::{Value, json};
 
-/// Objects by URL path, with a global resourceVersion counter and a log of
-/// writes and conflicts.
-#[derive(Clone, Default)]
-struct FakeApiServer {
-    state: Arc<Mutex<State>>,
-    /// When set, a GET that finds nothing waits here, so concurrent readers
-    /// all see "absent" before anyone creates.
-    absent_read_barrier: Option<Arc<tokio::sync::Barrier>>,
+/// Writes the server accepted (creates, replaces, patches).
+fn writes(server: &FakeApiServer) -> Vec<String> {
+    server
+        .log()
+        .into_iter()
+        .filter(|r| ["POST", "PUT", "PATCH"].contains(&r.method.as_str()) && r.code < 300)
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect()
 }
 
-#[derive(Default)]
-struct State {
-    objects: BTreeMap<String, Value>,
-    last_version: u64,
-    writes: Vec<String>,
-    conflicts: usize,
-}
-
-impl FakeApiServer {
-    fn client(&self) -> Client {
-        let server = self.clone();
-        let service = tower::service_fn(move |request: Request<kube::client::Body>| {
-            let server = server.clone();
-            async move { Ok::<_, Infallible>(server.handle(request).await) }
-        });
-        Client::new(service, "default")
-    }
-
-    fn insert(&self, path: &str, mut object: Value) {
-        let mut state = self.state.lock().unwrap();
-        state.last_version += 1;
-        object["metadata"]["resourceVersion"] = json!(state.last_version.to_string());
-        state.objects.insert(path.to_owned(), object);
-    }
-
-    fn get(&self, path: &str) -> Option<Value> {
-        self.state.lock().unwrap().objects.get(path).cloned()
-    }
-
-    fn writes(&self) -> Vec<String> {
-        self.state.lock().unwrap().writes.clone()
-    }
-
-    async fn handle(&self, request: Request<kube::client::Body>) -> Response<Full<Bytes>> {
-        let method = request.method().clone();
-        let path = request.uri().path().to_owned();
-        let body = request.into_body().collect().await.unwrap().to_bytes();
-        let body: Value = if body.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&body).unwrap()
-        };
-        let (status, answer) = self.answer(&method, path, body);
-        if let Some(barrier) = &self.absent_read_barrier
-            && method == Method::GET
-            && status == StatusCode::NOT_FOUND
-        {
-            barrier.wait().await;
-        }
-        let mut response = Response::new(Full::new(Bytes::from(answer.to_string())));
-        *response.status_mut() = status;
-        response
-    }
-
-    fn answer(&self, method: &Method, path: String, body: Value) -> (StatusCode, Value) {
-        let mut state = self.state.lock().unwrap();
-        let state = &mut *state;
-        let (status, answer) = match *method {
-            Method::GET => match state.objects.get(&path) {
-                Some(object) => (StatusCode::OK, object.clone()),
-                None => failure(StatusCode::NOT_FOUND, "NotFound"),
-            },
-            Method::POST => {
-                let name = body["metadata"]["name"].as_str().unwrap().to_owned();
-                let key = format!("{path}/{name}");
-                if state.objects.contains_key(&key) {
-                    failure(StatusCode::CONFLICT, "AlreadyExists")
-                } else {
-                    (StatusCode::CREATED, store(state, method, key, body))
-                }
-            }
-            Method::PUT | Method::PATCH => match state.objects.get(&path).cloned() {
-                None => failure(StatusCode::NOT_FOUND, "NotFound"),
-                Some(stored) => {
-                    let wanted = &body["metadata"]["resourceVersion"];
-                    if !wanted.is_null() && *wanted != stored["metadata"]["resourceVersion"] {
-                        failure(StatusCode::CONFLICT, "Conflict")
-                    } else {
-                        let object = if *method == Method::PATCH {
-                            let mut merged = stored;
-                            json_patch::merge(&mut merged, &body);
-                            merged
-                        } else {
-                            body
-                        };
-                        (StatusCode::OK, store(state, method, path, object))
-                    }
-                }
-            },
-            _ => failure(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed"),
-        };
-        if status == StatusCode::CONFLICT {
-            state.conflicts += 1;
-        }
-        (status, answer)
-    }
-}
-
-fn store(state: &mut State, method: &Method, key: String, mut object: Value) -> Value {
-    state.last_version += 1;
-    object["metadata"]["resourceVersion"] = json!(state.last_version.to_string());
-    state.objects.insert(key.clone(), object.clone());
-    state.writes.push(format!("{method} {key}"));
-    object
-}
-
-fn failure(status: StatusCode, reason: &str) -> (StatusCode, Value) {
-    let body = json!({
-        "kind": "Status", "apiVersion": "v1", "metadata": {},
-        "status": "Failure", "message": reason, "reason": reason, "code": status.as_u16(),
-    });
-    (status, body)
+/// Requests answered 409.
+fn conflicts(server: &FakeApiServer) -> usize {
+    server.log().iter().filter(|r| r.code == 409).count()
 }
 
 const NAMESPACE: &str = "sandbox-system";
@@ -187,10 +71,19 @@ fn base64_of(text: &str) -> Value {
 
 #[tokio::test]
 async fn replicas_racing_to_create_the_secret_agree_on_one_pki() {
-    let server = FakeApiServer {
-        absent_read_barrier: Some(Arc::new(tokio::sync::Barrier::new(2))),
-        ..FakeApiServer::default()
-    };
+    // Both replicas read "absent" before either creates.
+    let server = FakeApiServer::default();
+    let barrier = Arc::new(tokio::sync::Barrier::new(2));
+    server.between_read_and_write(
+        2,
+        |r| r.method == "GET" && r.path == SECRET_PATH,
+        move |_| {
+            let barrier = Arc::clone(&barrier);
+            async move {
+                barrier.wait().await;
+            }
+        },
+    );
     let (first, second) = (server.client(), server.client());
     let now = Timestamp::now();
     let settings = settings();
@@ -200,16 +93,13 @@ async fn replicas_racing_to_create_the_secret_agree_on_one_pki() {
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a, b);
-    {
-        let state = server.state.lock().unwrap();
-        assert_eq!(
-            state.writes.len(),
-            1,
-            "exactly one create won: {:?}",
-            state.writes
-        );
-        assert_eq!(state.conflicts, 1, "the other create got AlreadyExists");
-    }
+    assert_eq!(
+        writes(&server).len(),
+        1,
+        "exactly one create won: {:?}",
+        writes(&server)
+    );
+    assert_eq!(conflicts(&server), 1, "the other create got AlreadyExists");
 
     let secret: Secret = serde_json::from_value(server.get(SECRET_PATH).unwrap()).unwrap();
     let data = secret.data.unwrap();
@@ -224,7 +114,7 @@ async fn replicas_racing_to_create_the_secret_agree_on_one_pki() {
         .await
         .unwrap();
     assert_eq!(again, a);
-    assert_eq!(server.writes().len(), 1);
+    assert_eq!(writes(&server).len(), 1);
 }
 
 #[tokio::test]
@@ -342,12 +232,12 @@ async fn ca_bundle_goes_on_every_webhook_entry_once() {
     );
 
     // Already set: nothing is written.
-    let writes = server.writes().len();
+    let before = writes(&server).len();
     let injection = inject_ca_bundle(&client, &names("sandbox"), &names("sandbox"), "PEM A")
         .await
         .unwrap();
     assert!(injection.changed.is_empty());
-    assert_eq!(server.writes().len(), writes);
+    assert_eq!(writes(&server).len(), before);
 
     // A missing configuration is reported, the others still updated.
     let injection = inject_ca_bundle(&client, &names("absent"), &names("sandbox"), "PEM B")

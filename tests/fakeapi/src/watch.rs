@@ -1,0 +1,200 @@
+//! Watch events: a bounded history of every change (so a watch can resume
+//! from a resourceVersion, or learn it is too old: 410 Expired), and the
+//! live subscribers each change is sent to.
+//!
+//! Guarantee: a subscriber registered with [`Hub::subscribe`] receives every
+//! event newer than its starting version exactly once and in order: the
+//! replay and the registration happen under the store's lock, as do the
+//! publications.
+
+use futures::channel::mpsc;
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+
+use crate::path::{Collection, ObjectKey, Selector};
+
+/// What happened to an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    /// Created.
+    Added,
+    /// Changed.
+    Modified,
+    /// Deleted.
+    Deleted,
+}
+
+impl EventType {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change: the object before (absent for ADDED) and after (for DELETED,
+/// the last state), at resourceVersion `version`.
+#[derive(Clone, Debug)]
+pub struct Change {
+    /// The resourceVersion the change produced.
+    pub version: u64,
+    /// What happened.
+    pub kind: EventType,
+    /// Which object.
+    pub key: ObjectKey,
+    /// The object before the change.
+    pub before: Option<Value>,
+    /// The object after the change (the last state for a delete).
+    pub after: Value,
+}
+
+/// A watch's filter: collection and label selector.
+struct Subscriber {
+    collection: Collection,
+    selector: Selector,
+    sender: mpsc::UnboundedSender<bytes::Bytes>,
+}
+
+/// History and subscribers.
+pub struct Hub {
+    history: VecDeque<Change>,
+    limit: usize,
+    /// Versions at or below this are no longer in the history.
+    compacted: u64,
+    subscribers: Vec<Subscriber>,
+}
+
+/// The line a watch sends for an event.
+fn line(kind: &str, object: &Value) -> bytes::Bytes {
+    let mut text = json!({"type": kind, "object": object}).to_string();
+    text.push('\n');
+    text.into()
+}
+
+/// How a change looks through a selector: an object moving into it is
+/// ADDED, moving out of it is DELETED, as on the real API server.
+fn seen_as(change: &Change, collection: &Collection, selector: &Selector) -> Option<&'static str> {
+    if !change.key.in_collection(collection) {
+        return None;
+    }
+    let before = change
+        .before
+        .as_ref()
+        .is_some_and(|b| selector.matches_object(b));
+    let after = selector.matches_object(&change.after);
+    match (change.kind, before, after) {
+        (EventType::Deleted, _, true) => Some("DELETED"),
+        (EventType::Added, _, true) => Some("ADDED"),
+        (EventType::Modified, true, true) => Some("MODIFIED"),
+        (EventType::Modified, false, true) => Some("ADDED"),
+        (EventType::Modified, true, false) => Some("DELETED"),
+        _ => None,
+    }
+}
+
+impl Hub {
+    /// A hub keeping the last `limit` changes.
+    pub fn new(limit: usize) -> Hub {
+        Hub {
+            history: VecDeque::new(),
+            limit: limit.max(1),
+            compacted: 0,
+            subscribers: Vec::new(),
+        }
+    }
+
+    /// Records a change and sends it to every matching subscriber (dropping
+    /// those whose watch ended).
+    pub fn publish(&mut self, change: Change) {
+        self.subscribers
+            .retain(|s| match seen_as(&change, &s.collection, &s.selector) {
+                Some(kind) => s.sender.unbounded_send(line(kind, &change.after)).is_ok(),
+                None => !s.sender.is_closed(),
+            });
+        self.history.push_back(change);
+        while self.history.len() > self.limit {
+            if let Some(dropped) = self.history.pop_front() {
+                self.compacted = dropped.version;
+            }
+        }
+    }
+
+    /// Forgets every change so far (as etcd compaction does): a watch from
+    /// an older version gets 410.
+    pub fn compact(&mut self) {
+        if let Some(last) = self.history.back() {
+            self.compacted = last.version;
+        }
+        self.history.clear();
+    }
+
+    /// Starts a watch after `since`: replays the newer changes and registers
+    /// for the next ones. `Err` carries the 410 Expired Status when `since`
+    /// is older than the history.
+    pub fn subscribe(
+        &mut self,
+        collection: Collection,
+        selector: Selector,
+        since: u64,
+    ) -> Result<mpsc::UnboundedReceiver<bytes::Bytes>, Value> {
+        if since < self.compacted {
+            return Err(crate::http::status(
+                410,
+                "Expired",
+                &format!("too old resource version: {since} ({})", self.compacted + 1),
+            ));
+        }
+        let (sender, receiver) = mpsc::unbounded();
+        for change in self.history.iter().filter(|c| c.version > since) {
+            if let Some(kind) = seen_as(change, &collection, &selector) {
+                let _ = sender.unbounded_send(line(kind, &change.after));
+            }
+        }
+        self.subscribers.push(Subscriber {
+            collection,
+            selector,
+            sender,
+        });
+        Ok(receiver)
+    }
+
+    /// A watch that starts with synthetic ADDED events for `objects` (a
+    /// watch without a resourceVersion, or from "0").
+    pub fn subscribe_from_state(
+        &mut self,
+        collection: Collection,
+        selector: Selector,
+        objects: Vec<&Value>,
+    ) -> mpsc::UnboundedReceiver<bytes::Bytes> {
+        let (sender, receiver) = mpsc::unbounded();
+        for object in objects.into_iter().filter(|o| selector.matches_object(o)) {
+            let _ = sender.unbounded_send(line("ADDED", object));
+        }
+        self.subscribers.push(Subscriber {
+            collection,
+            selector,
+            sender,
+        });
+        receiver
+    }
+
+    /// Ends every open watch (the client re-watches from its last version).
+    pub fn close_watches(&mut self) {
+        self.subscribers.clear();
+    }
+
+    /// The changes still in the history.
+    pub fn history(&self) -> impl Iterator<Item = &Change> {
+        self.history.iter()
+    }
+}
+
+/// A one-line stream carrying an ERROR event (e.g. the 410 Expired Status).
+pub fn error_stream(status: &Value) -> mpsc::UnboundedReceiver<bytes::Bytes> {
+    let (sender, receiver) = mpsc::unbounded();
+    let _ = sender.unbounded_send(line("ERROR", status));
+    receiver
+}
