@@ -212,6 +212,53 @@ async fn a_delete_between_the_claims_choice_and_its_steal_sends_the_claim_cold()
 }
 
 #[tokio::test]
+async fn a_steal_from_a_stale_copy_never_takes_a_pod_being_deleted() {
+    let fake = fake_with_pool(1);
+    let _kubelet = kubelet(&fake, Duration::from_millis(2));
+    let mut operator = Operator::start(&fake, "a").await;
+    let pod = fill_one(&fake, &[&operator]).await;
+    // Another controller holds the Pod with a finalizer: a delete leaves it
+    // in place, Terminating, still labelled as the pool's.
+    fake.merge(
+        &pod_path(&pod),
+        &json!({"metadata": {"finalizers": ["example.com/hold"]}}),
+    );
+    let ctx = operator.ctx.clone();
+    wait_until("the cache shows the finalizer", || {
+        ctx.pods
+            .state()
+            .iter()
+            .any(|p| p.metadata.finalizers.is_some())
+    })
+    .await;
+    create_claim(&fake, "c");
+
+    // The claim read the Pod; before its steal is written, the Pod is deleted.
+    let (deleter, path) = (fake.clone(), pod_path(&pod));
+    fake.between_read_and_write(
+        1,
+        |r| r.is("PATCH", "pods"),
+        move |_| {
+            deleter.delete(&path).expect("delete");
+            async {}
+        },
+    );
+    claim::reconcile(claim(&fake, "c"), operator.ctx.clone())
+        .await
+        .expect("claim reconciles");
+
+    let stored = fake.get(&pod_path(&pod)).expect("held by its finalizer");
+    assert!(!stored["metadata"]["deletionTimestamp"].is_null());
+    assert!(
+        stored["metadata"]["labels"][CLAIM_UID_LABEL].is_null(),
+        "a Terminating Pod was stolen from a stale copy"
+    );
+    operator.run();
+    wait_until("the claim is Ready", || check_invariants(&fake).len() == 1).await;
+    assert_eq!(check_invariants(&fake)["c"].0, "cold");
+}
+
+#[tokio::test]
 async fn a_sandbox_adopts_only_the_pod_its_claim_stole_and_only_the_version_it_read() {
     let fake = fake_with_pool(2);
     let _kubelet = kubelet(&fake, Duration::from_millis(2));
