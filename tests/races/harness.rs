@@ -261,13 +261,14 @@ pub fn check_invariants(fake: &FakeApiServer) -> BTreeMap<String, (String, Strin
     let mut pods_of_claim: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for change in fake.audit() {
         let name = change.key.name.clone();
-        if change.key.resource == "pods" && change.kind != EventType::Deleted {
-            if let Some(uid) = change.after["metadata"]["labels"][CLAIM_UID_LABEL].as_str() {
-                claims_of_pod
-                    .entry(name.clone())
-                    .or_default()
-                    .insert(uid.to_owned());
-            }
+        if change.key.resource == "pods"
+            && change.kind != EventType::Deleted
+            && let Some(uid) = change.after["metadata"]["labels"][CLAIM_UID_LABEL].as_str()
+        {
+            claims_of_pod
+                .entry(name.clone())
+                .or_default()
+                .insert(uid.to_owned());
         }
         if change.key.resource == "sandboxclaims"
             && let Some(pod) = change.after["status"]["podName"].as_str()

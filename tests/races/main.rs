@@ -10,6 +10,7 @@
 //! lib's public API, and editing a scenario recompiles this small crate,
 //! not the whole lib in test mode.
 
+mod conflicts;
 mod harness;
 mod random;
 mod scenarios;

@@ -73,7 +73,7 @@ async fn no_pod_leaks(
     wait_until(
         &format!("seed {seed}: every Pod is idle or serving"),
         || {
-            let idle = idle_ready_pods(&fake);
+            let idle = idle_ready_pods(fake);
             fake.objects(&format!("/api/v1/namespaces/{NS}/pods/"))
                 .iter()
                 .all(|p| {

@@ -1,6 +1,7 @@
 //! One forced interleaving per test: steal against steal (two operators),
-//! steal against the pool's scale-down delete (both orders), adoption only
-//! of the Pod the claim stole, refill after a steal, and name conflicts.
+//! steal against the pool's scale-down delete (both orders), a steal from
+//! a stale copy, adoption only of the Pod the claim stole, refill after a
+//! steal.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +38,8 @@ async fn two_operators_steal_the_one_idle_pod_exactly_one_wins_the_other_goes_co
     let mut a = Operator::start(&fake, "a").await;
     let b = Operator::start(&fake, "b").await;
     let pod = fill_one(&fake, &[&a, &b]).await;
-    let (one, two) = (create_claim(&fake, "one"), create_claim(&fake, "two"));
+    let one = create_claim(&fake, "one");
+    create_claim(&fake, "two");
 
     // Both steals are held until both were sent: both read the same version.
     let barrier = Arc::new(tokio::sync::Barrier::new(2));
@@ -91,7 +93,6 @@ async fn two_operators_steal_the_one_idle_pod_exactly_one_wins_the_other_goes_co
         winner_uid,
         fake.get(&claim_path(winner)).unwrap()["metadata"]["uid"]
     );
-    assert_eq!(two["metadata"]["uid"] != one["metadata"]["uid"], true);
     assert_eq!(
         a.steal_conflicts() + b.steal_conflicts(),
         1,
@@ -390,107 +391,4 @@ async fn a_steal_is_refilled_once_without_over_creating() {
         .filter(|r| r.method == "POST" && r.path.ends_with("/pods") && r.code == 201)
         .count();
     assert_eq!(created, 3, "two to fill, one to refill");
-}
-
-/// Foreign objects (owned by nothing) under the names a claim needs: its
-/// Sandbox, its Service, its NetworkPolicy (`<claim>-sandbox`). The Sandbox
-/// and the policy carry the operator's managed-by label (anyone can write
-/// labels); the Service carries it when `labelled_service`.
-async fn name_conflicts(labelled_service: bool) {
-    let fake = fake_with_pool(3);
-    let _kubelet = kubelet(&fake, Duration::from_millis(2));
-    let managed =
-        json!({"namespace": NS, "labels": {"app.kubernetes.io/managed-by": "sandbox-operator"}});
-    let service_meta = if labelled_service {
-        managed.clone()
-    } else {
-        json!({"namespace": NS})
-    };
-    let foreign = [
-        (
-            sandbox_path("has-sandbox"),
-            json!({"apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox",
-            "metadata": managed, "spec": {"podTemplate": {"spec": {"containers": []}}}}),
-        ),
-        (
-            service_path("has-service"),
-            json!({"apiVersion": "v1", "kind": "Service", "metadata": service_meta, "spec": {}}),
-        ),
-        (
-            policy_path("has-policy-sandbox"),
-            json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": managed, "spec": {"podSelector": {}}}),
-        ),
-    ];
-    for (path, object) in &foreign {
-        fake.insert(path, object.clone());
-    }
-    // What a claim could take over: everything but the status (the Sandbox
-    // controller reports on the foreign Sandbox as on any standalone one).
-    let versions = || {
-        foreign
-            .iter()
-            .map(|(path, _)| {
-                let mut object = fake.get(path).unwrap();
-                object["metadata"]["resourceVersion"] = json!(null);
-                object["status"] = json!(null);
-                object
-            })
-            .collect::<Vec<_>>()
-    };
-    let before = versions();
-    let mut operator = Operator::start(&fake, "a").await;
-    operator.run();
-    wait_until("the pool is full", || idle_ready_pods(&fake).len() == 3).await;
-    let conflicted = ["has-sandbox", "has-service", "has-policy"];
-    for name in conflicted.iter().chain(&["fine"]) {
-        create_claim(&fake, name);
-    }
-    let reason = |name: &str| ready(&fake.get(&claim_path(name)).unwrap());
-    wait_until(
-        "every conflict is reported and the other claim is Ready",
-        || {
-            conflicted
-                .iter()
-                .all(|n| reason(n) == Some(("False".into(), "NameConflict".into())))
-                && reason("fine").is_some_and(|r| r.0 == "True")
-        },
-    )
-    .await;
-    // Retries (with backoff) must not turn a conflict into Ready.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let served = check_invariants(&fake);
-    assert_eq!(
-        served.keys().collect::<Vec<_>>(),
-        ["fine"],
-        "no conflicted claim is Ready"
-    );
-    for name in conflicted {
-        let ever_ready = fake.audit().iter().any(|c| {
-            c.key.name == name
-                && c.key.resource == "sandboxclaims"
-                && ready(&c.after).is_some_and(|r| r.0 == "True")
-        });
-        assert!(!ever_ready, "{name} was Ready through a foreign object");
-    }
-    assert_eq!(
-        versions(),
-        before,
-        "the foreign objects were never taken over or changed"
-    );
-}
-
-#[tokio::test]
-async fn a_foreign_object_with_the_claims_name_is_a_name_conflict_never_ready() {
-    name_conflicts(false).await;
-}
-
-/// Found by this tier: `ensure_service` in src/controller/claim/mod.rs
-/// skips the create (and so the ownership check) whenever the Service cache
-/// has the name, and that cache selects by the managed-by LABEL: a foreign
-/// Service carrying the label makes the conflicted claim Ready on its retry.
-#[tokio::test]
-#[ignore = "finding for the claim controller (ensure_service trusts the managed-by label); un-ignore with the fix"]
-async fn a_foreign_service_with_the_managed_by_label_is_still_a_name_conflict() {
-    name_conflicts(true).await;
 }

@@ -15,6 +15,11 @@
 //!   ownerReference garbage collection;
 //! - `Status` bodies shaped like the real server's.
 //!
+//! Simplifications: garbage collection runs within the delete that orphans
+//! the dependents (the real collector runs a moment later); a watch stays
+//! open until its client drops it (`timeoutSeconds` is ignored, bookmarks
+//! are not sent); a list returns everything in one page.
+//!
 //! What it does NOT do: admission, validation, defaulting, server-side
 //! apply, strategic merge patch (415), field selectors (400), scheduling or
 //! kubelets (tests move Pods to Ready themselves, e.g. [`FakeApiServer::set_status`]).
