@@ -394,6 +394,16 @@ impl Context {
             .is_none()
     }
 
+    /// The controller uid of the cached Service `namespace/name`: `None`
+    /// when the cache has no such Service, `Some(None)` when it has no
+    /// controller. The cache selects by a label anyone can write, so a
+    /// caller decides from this uid, never from the Service's presence.
+    pub fn service_controller(&self, namespace: &str, name: &str) -> Option<Option<String>> {
+        self.services
+            .get(&ObjectRef::new(name).within(namespace))
+            .map(|s| super::controller_uid(&s.metadata).map(str::to_owned))
+    }
+
     /// The pool a stolen Pod came from (its `origin-pool` label), from the cache.
     pub fn stolen_pool(&self, namespace: &str, pod: Option<&str>) -> Option<String> {
         let pod = self.pods.get(&ObjectRef::new(pod?).within(namespace))?;

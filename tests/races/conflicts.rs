@@ -101,12 +101,12 @@ async fn a_foreign_object_with_the_claims_name_is_a_name_conflict_never_ready() 
     name_conflicts(false).await;
 }
 
-/// Found by this tier: `ensure_service` in src/controller/claim/mod.rs
-/// skips the create (and so the ownership check) whenever the Service cache
-/// has the name, and that cache selects by the managed-by LABEL: a foreign
-/// Service carrying the label makes the conflicted claim Ready on its retry.
+/// Found by this tier: `ensure_service` (src/controller/claim/mod.rs) used
+/// to skip the create, and so the ownership check, whenever the Service
+/// cache had the name; that cache selects by the managed-by LABEL, so a
+/// foreign Service carrying the label made the conflicted claim Ready on
+/// its retry. It now decides from the cached Service's controller uid.
 #[tokio::test]
-#[ignore = "finding for the claim controller (ensure_service trusts the managed-by label); un-ignore with the fix"]
 async fn a_foreign_service_with_the_managed_by_label_is_still_a_name_conflict() {
     name_conflicts(true).await;
 }

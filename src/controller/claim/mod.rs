@@ -223,11 +223,27 @@ pub(crate) fn network_policy_key(claim: &SandboxClaim) -> String {
 /// just create it).
 async fn ensure_service(ctx: &Context, claim: &SandboxClaim, sandbox: &Sandbox) -> Result<()> {
     let namespace = claim.namespace().unwrap_or_default();
-    let key = format!("service/{}", claim.uid().unwrap_or_default());
-    if !ctx.services_missing(&namespace, &claim.name_any())
-        || ctx
-            .written
-            .recently_wrote(&key, &serde_json::Value::Bool(true))
+    let claim_uid = claim.uid().unwrap_or_default();
+    let key = format!("service/{claim_uid}");
+    match ctx.service_controller(&namespace, &claim.name_any()) {
+        // Ours (the claim's, or its Sandbox's on the cold path).
+        Some(Some(uid)) if uid == claim_uid || sandbox.uid().as_deref() == Some(uid.as_str()) => {
+            return Ok(());
+        }
+        // A Service of that name controlled by anything else (it may carry
+        // our labels: the cache selects by them) is never used.
+        Some(_) => {
+            return Err(Error::NameConflict {
+                kind: "Service",
+                name: claim.name_any(),
+                owner: format!("SandboxClaim {}", claim.name_any()),
+            });
+        }
+        None => {}
+    }
+    if ctx
+        .written
+        .recently_wrote(&key, &serde_json::Value::Bool(true))
     {
         return Ok(());
     }
