@@ -4,11 +4,15 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec as K8sNetworkPolicySpec};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule,
+    NetworkPolicySpec as K8sNetworkPolicySpec,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use kube::ResourceExt;
 use kube::api::ObjectMeta;
 
+use crate::admission::{Cidr, restrict_egress};
 use crate::api::{
     ADMITTED_AT_ANNOTATION, POD_NAME_ANNOTATION, SANDBOX_LABEL, Sandbox, SandboxClaim, SandboxSpec,
     SandboxTemplate, TEMPLATE_LABEL,
@@ -46,37 +50,42 @@ pub fn network_policy_name(claim: &str) -> String {
 }
 
 /// The NetworkPolicy of a claim: deny all ingress to its Pod unless the
-/// template allows some.
+/// template allows some; egress as the template says, minus the policy
+/// file's denied ranges (`deny`).
 pub fn desired_network_policy(
     claim: &SandboxClaim,
     template: &SandboxTemplate,
+    deny: &[Cidr],
 ) -> Result<NetworkPolicy> {
     let name = claim.name_any();
-    sandbox_network_policy(
+    let rules = template.spec.network_policy.clone().unwrap_or_default();
+    Ok(sandbox_network_policy(
         network_policy_name(&name),
         claim.namespace(),
         (SANDBOX_LABEL, name),
-        template,
+        rules.ingress.unwrap_or_default(),
+        restrict_egress(rules.egress, deny),
         controller_ref(claim)?,
-    )
+    ))
 }
 
-/// A NetworkPolicy applying `template`'s rules (no ingress rule: deny all
-/// ingress; egress restricted only when the template lists egress rules)
-/// to the Pods labelled `selector`.
-fn sandbox_network_policy(
+/// A NetworkPolicy for the Pods labelled `selector`: the `ingress` rules
+/// (none: deny all ingress) and, when `egress` is set, the `Egress` type
+/// with those rules (no egress section otherwise, as before egress
+/// filtering existed). Pure.
+pub(crate) fn sandbox_network_policy(
     name: String,
     namespace: Option<String>,
     selector: (&str, String),
-    template: &SandboxTemplate,
+    ingress: Vec<NetworkPolicyIngressRule>,
+    egress: Option<Vec<NetworkPolicyEgressRule>>,
     owner: OwnerReference,
-) -> Result<NetworkPolicy> {
-    let rules = template.spec.network_policy.clone().unwrap_or_default();
+) -> NetworkPolicy {
     let mut policy_types = vec!["Ingress".to_string()];
-    if rules.egress.is_some() {
+    if egress.is_some() {
         policy_types.push("Egress".into());
     }
-    Ok(NetworkPolicy {
+    NetworkPolicy {
         metadata: ObjectMeta {
             name: Some(name),
             namespace,
@@ -90,10 +99,10 @@ fn sandbox_network_policy(
                 ..Default::default()
             }),
             policy_types: Some(policy_types),
-            ingress: Some(rules.ingress.unwrap_or_default()),
-            egress: rules.egress,
+            ingress: Some(ingress),
+            egress,
         }),
-    })
+    }
 }
 
 /// The Sandbox of a claim, served by `pod` (warm) or by a new Pod (cold).
@@ -159,16 +168,22 @@ pub fn template_network_policy_name(template: &str) -> String {
 }
 
 /// The NetworkPolicy of a template: the template's ingress rules (none:
-/// deny all ingress) and egress rules for every Pod labelled with the
-/// template, i.e. its idle pool Pods, the Pods claims stole from them and the
-/// cold Pods of its claims. Owned by the template.
-pub fn desired_template_network_policy(template: &SandboxTemplate) -> Result<NetworkPolicy> {
+/// deny all ingress) and egress rules minus the policy file's denied ranges,
+/// for every Pod labelled with the template, i.e. its idle pool Pods, the
+/// Pods claims stole from them and the cold Pods of its claims. Owned by the
+/// template.
+pub fn desired_template_network_policy(
+    template: &SandboxTemplate,
+    deny: &[Cidr],
+) -> Result<NetworkPolicy> {
     let name = template.name_any();
-    sandbox_network_policy(
+    let rules = template.spec.network_policy.clone().unwrap_or_default();
+    Ok(sandbox_network_policy(
         template_network_policy_name(&name),
         template.namespace(),
         (TEMPLATE_LABEL, name),
-        template,
+        rules.ingress.unwrap_or_default(),
+        restrict_egress(rules.egress, deny),
         controller_ref(template)?,
-    )
+    ))
 }
