@@ -57,7 +57,7 @@ async fn pool_pods(ns: &TestNs, pool_uid: &str) -> Vec<Pod> {
         .into_iter()
         .filter(|p| p.owner_references().iter().any(|o| o.uid == pool_uid))
         .collect();
-    pods.sort_by_key(|p| resource_version(p));
+    pods.sort_by_key(resource_version);
     pods
 }
 

@@ -79,7 +79,7 @@ impl Cidr {
             return Err(format!(
                 "{text:?} has host bits set; write the network address, e.g. {}",
                 Cidr {
-                    addr: cidr.from_bits(cidr.network()),
+                    addr: cidr.address_of(cidr.network()),
                     prefix: cidr.prefix
                 }
             ));
@@ -130,7 +130,7 @@ impl Cidr {
         }
     }
 
-    fn from_bits(&self, bits: u128) -> IpAddr {
+    fn address_of(&self, bits: u128) -> IpAddr {
         match self.addr {
             IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::from(
                 u32::try_from(bits).unwrap_or_default(),
