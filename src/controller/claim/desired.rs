@@ -187,3 +187,70 @@ pub fn desired_template_network_policy(
         controller_ref(template)?,
     ))
 }
+
+#[cfg(test)]
+mod network_policy_tests {
+    use super::*;
+    use crate::api::{SandboxClaimSpec, SandboxTemplateRef, SandboxTemplateSpec};
+
+    fn deny() -> Vec<Cidr> {
+        ["169.254.0.0/16", "fd00:ec2::254/128"]
+            .iter()
+            .map(|c| Cidr::parse(c).unwrap())
+            .collect()
+    }
+
+    fn except_lists(policy: &NetworkPolicy) -> Vec<(String, Option<Vec<String>>)> {
+        let spec = policy.spec.as_ref().unwrap();
+        assert_eq!(
+            spec.policy_types,
+            Some(vec!["Ingress".to_string(), "Egress".to_string()])
+        );
+        spec.egress.as_ref().unwrap()[0]
+            .to
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let block = p.ip_block.as_ref().unwrap();
+                (block.cidr.clone(), block.except.clone())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn claim_and_template_policies_except_the_denied_ranges_per_family() {
+        let mut template = SandboxTemplate::new("t", SandboxTemplateSpec::default());
+        template.metadata.namespace = Some("ns".into());
+        template.metadata.uid = Some("template-uid".into());
+        let mut claim = SandboxClaim::new(
+            "c1",
+            SandboxClaimSpec {
+                sandbox_template_ref: SandboxTemplateRef { name: "t".into() },
+                ..Default::default()
+            },
+        );
+        claim.metadata.namespace = Some("ns".into());
+        claim.metadata.uid = Some("claim-uid".into());
+        let expected = vec![
+            (
+                "0.0.0.0/0".to_string(),
+                Some(vec!["169.254.0.0/16".to_string()]),
+            ),
+            (
+                "::/0".to_string(),
+                Some(vec!["fd00:ec2::254/128".to_string()]),
+            ),
+        ];
+        let claim_policy = desired_network_policy(&claim, &template, &deny()).unwrap();
+        assert_eq!(except_lists(&claim_policy), expected);
+        assert_eq!(claim_policy.spec.as_ref().unwrap().ingress, Some(vec![]));
+        let template_policy = desired_template_network_policy(&template, &deny()).unwrap();
+        assert_eq!(except_lists(&template_policy), expected);
+        // No deny list: exactly as before egress filtering (no Egress type).
+        let open = desired_network_policy(&claim, &template, &[]).unwrap();
+        let spec = open.spec.unwrap();
+        assert_eq!(spec.policy_types, Some(vec!["Ingress".to_string()]));
+        assert_eq!(spec.egress, None);
+    }
+}
