@@ -96,10 +96,12 @@ pub async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<Context>) -> Result<
     );
 
     // Guard: nothing is created unchecked, nor before its NetworkPolicy.
-    let blocker = match guard::policy_problem(&ctx, &template) {
-        Some(problem) => Some(problem),
+    let policy_problem = guard::policy_problem(&ctx, &template);
+    let network = match policy_problem {
+        Some(_) => Ok(()),
         None => network::ensure(&ctx, &pool, &template, &key).await,
     };
+    let blocker = policy_problem.or_else(|| network.as_ref().err().map(network::blocker));
     if let Some(problem) = &blocker {
         guard::warn_once(&ctx, &pool, &key, problem).await;
     }
@@ -124,5 +126,11 @@ pub async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<Context>) -> Result<
         created: creates,
         blocker,
     };
-    record::record(&ctx, &pool, outcome).await
+    let action = record::record(&ctx, &pool, outcome).await?;
+    match network {
+        // Reported in the status; retried with backoff (a NameConflict
+        // only changes when someone removes the object: the resync will do).
+        Err(error) if !matches!(error, Error::NameConflict { .. }) => Err(error),
+        _ => Ok(action),
+    }
 }

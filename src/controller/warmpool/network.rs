@@ -14,7 +14,9 @@
 //! carries) covers idle Pods, so the pool makes sure that one exists instead.
 //!
 //! Guarantees: [`ensure`] runs before the pool creates any Pod in a
-//! reconcile, and a blocker it returns stops every create; the policy is
+//! reconcile, and an error from it stops every create (the pool reports
+//! it; a `NameConflict` waits for the next resync, any other error is
+//! retried with the controller's backoff); the policy is
 //! created with [`create_owned`], so a foreign object of that name is a
 //! `NameConflict` and never used; a policy this process made or checked is
 //! remembered (per pool uid and desired spec, no expiry), so resyncs send no
@@ -60,16 +62,16 @@ pub fn desired_pool_network_policy(
     ))
 }
 
-/// Makes sure the policy covering the pool's Pods exists; `Some((reason,
-/// message))` when it does not, in which case no Pod may be created.
+/// Makes sure the policy covering the pool's Pods exists. Until it does
+/// (an error), no Pod may be created: see [`blocker`] for the condition.
 pub(super) async fn ensure(
     ctx: &Context,
     pool: &SandboxWarmPool,
     template: &SandboxTemplate,
     key: &str,
-) -> Option<(&'static str, String)> {
+) -> Result<()> {
     let deny = ctx.config.policy.current().network.deny_egress();
-    let made = match ctx.config.claim_network_policy {
+    match ctx.config.claim_network_policy {
         NetworkPolicyMode::PerClaim => ensure_pool_policy(ctx, pool, template, &deny, key).await,
         NetworkPolicyMode::PerTemplate => {
             let fingerprint = json!({
@@ -78,20 +80,18 @@ pub(super) async fn ensure(
                 "deny": deny.iter().map(ToString::to_string).collect::<Vec<_>>(),
             });
             if ctx.expectations.network_policy_done(key, &fingerprint) {
-                return None;
+                return Ok(());
             }
-            let made = ensure_template_policy(ctx, template).await;
-            if made.is_ok() {
-                ctx.expectations.network_policy_made(key, fingerprint);
-            }
-            made
+            ensure_template_policy(ctx, template).await?;
+            ctx.expectations.network_policy_made(key, fingerprint);
+            Ok(())
         }
-    };
-    made.err().map(|error| blocker(&error))
+    }
 }
 
-/// The condition a failed ensure gives the pool.
-fn blocker(error: &Error) -> (&'static str, String) {
+/// The condition a failed [`ensure`] gives the pool: `NameConflict` when
+/// another owner holds the name, else `NetworkPolicyFailed`.
+pub(super) fn blocker(error: &Error) -> (&'static str, String) {
     let reason = match error {
         Error::NameConflict { .. } => NAME_CONFLICT,
         _ => NETWORK_POLICY_FAILED,
