@@ -11,6 +11,7 @@ mod crds;
 mod faults;
 mod leader;
 mod metrics;
+mod network;
 mod own_admission;
 mod pool_sizing;
 mod pss;

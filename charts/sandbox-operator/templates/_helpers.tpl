@@ -203,10 +203,12 @@ seccompProfile:
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["get", "create"]
-# The deny-by-default NetworkPolicy of each claim.
+# The deny-by-default NetworkPolicies of each claim, template and pool;
+# update/patch bring one the operator controls up to date after the policy
+# file's network.denyEgressCIDRs (or the template's rules) changed.
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  verbs: ["get", "create"]
+  verbs: ["get", "create", "update", "patch"]
 - apiGroups: ["events.k8s.io", ""]
   resources: ["events"]
   verbs: ["create", "patch"]
@@ -222,4 +224,13 @@ matchConditions:
       && request.resource.group == 'agents.x-k8s.io'
       && request.resource.resource == 'sandboxes' && request.operation == 'CREATE')
 {{- end }}
+{{- end }}
+
+{{/*
+The admin port (/metrics, /healthz, /readyz): the port of metrics.address
+("0.0.0.0:8080", "[::]:8080"). The container port, the metrics Service and
+the NetworkPolicy all follow it.
+*/}}
+{{- define "sandbox-operator.metricsPort" -}}
+{{- splitList ":" .Values.metrics.address | last | int -}}
 {{- end }}

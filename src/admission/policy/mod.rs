@@ -12,6 +12,7 @@
 //! policy in place.
 
 mod amounts;
+mod network;
 mod store;
 
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 pub use amounts::{
     Ceilings, ComputeResource, DefaultLimits, DefaultRequests, ResourceDefaults, TolerationRule,
 };
+pub use network::{Cidr, DEFAULT_DENY_EGRESS, NetworkRules, everywhere_except, restrict_egress};
 pub use store::PolicyStore;
 
 #[cfg(test)]
@@ -68,6 +70,8 @@ pub struct Policy {
     /// and node-local volumes (nfs, iscsi, ...) are refused even at
     /// baseline.
     pub allowed_volume_types: Vec<String>,
+    /// Sandbox networking: address ranges no sandbox may reach.
+    pub network: NetworkRules,
 }
 
 /// How strict the Pod Security rules are.
@@ -105,6 +109,7 @@ impl Default for Policy {
             allowed_tolerations: Vec::new(),
             allowed_extended_resources: Vec::new(),
             allowed_volume_types: super::pss::ALLOWED_VOLUME_TYPES.map(String::from).to_vec(),
+            network: NetworkRules::default(),
         }
     }
 }
@@ -278,6 +283,9 @@ impl Policy {
                 ));
             }
         }
+        self.network
+            .check()
+            .map_err(|(field, rule)| PolicyError::invalid(field, rule))?;
         if self.max_pool_replicas < 0 {
             return Err(PolicyError::invalid(
                 "maxPoolReplicas",
@@ -334,6 +342,30 @@ mod tests {
         );
         assert_eq!(policy.defaults.requests, DefaultRequests::default());
         assert_eq!(policy.max_pool_replicas, 1000);
+    }
+
+    #[test]
+    fn the_network_section_parses_and_a_bad_cidr_names_the_field() {
+        let policy =
+            Policy::from_yaml("network:\n  denyEgressCIDRs: [169.254.0.0/16, fd00:ec2::/32]\n")
+                .unwrap();
+        assert_eq!(policy.network.deny_egress().len(), 2);
+        let open = Policy::from_yaml("network:\n  denyEgressCIDRs: []\n").unwrap();
+        assert!(open.network.deny_egress().is_empty());
+        assert_eq!(
+            Policy::default().network.deny_egress_cidrs,
+            vec![DEFAULT_DENY_EGRESS.to_string()]
+        );
+        let message = error("network:\n  denyEgressCIDRs: [169.254.0.0/16, 10.0.0.300/8]\n");
+        assert!(
+            message.starts_with("network.denyEgressCIDRs[1]: \"10.0.0.300/8\" is not a CIDR"),
+            "{message}"
+        );
+        let message = error("network:\n  denyEgressCidrs: []\n");
+        assert!(
+            message.contains("unknown field `denyEgressCidrs`"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -4,11 +4,15 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec as K8sNetworkPolicySpec};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule,
+    NetworkPolicySpec as K8sNetworkPolicySpec,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use kube::ResourceExt;
 use kube::api::ObjectMeta;
 
+use crate::admission::{Cidr, restrict_egress};
 use crate::api::{
     ADMITTED_AT_ANNOTATION, POD_NAME_ANNOTATION, SANDBOX_LABEL, Sandbox, SandboxClaim, SandboxSpec,
     SandboxTemplate, TEMPLATE_LABEL,
@@ -46,37 +50,42 @@ pub fn network_policy_name(claim: &str) -> String {
 }
 
 /// The NetworkPolicy of a claim: deny all ingress to its Pod unless the
-/// template allows some.
+/// template allows some; egress as the template says, minus the policy
+/// file's denied ranges (`deny`).
 pub fn desired_network_policy(
     claim: &SandboxClaim,
     template: &SandboxTemplate,
+    deny: &[Cidr],
 ) -> Result<NetworkPolicy> {
     let name = claim.name_any();
-    sandbox_network_policy(
+    let rules = template.spec.network_policy.clone().unwrap_or_default();
+    Ok(sandbox_network_policy(
         network_policy_name(&name),
         claim.namespace(),
         (SANDBOX_LABEL, name),
-        template,
+        rules.ingress.unwrap_or_default(),
+        restrict_egress(rules.egress, deny),
         controller_ref(claim)?,
-    )
+    ))
 }
 
-/// A NetworkPolicy applying `template`'s rules (no ingress rule: deny all
-/// ingress; egress restricted only when the template lists egress rules)
-/// to the Pods labelled `selector`.
-fn sandbox_network_policy(
+/// A NetworkPolicy for the Pods labelled `selector`: the `ingress` rules
+/// (none: deny all ingress) and, when `egress` is set, the `Egress` type
+/// with those rules (no egress section otherwise, as before egress
+/// filtering existed). Pure.
+pub(crate) fn sandbox_network_policy(
     name: String,
     namespace: Option<String>,
     selector: (&str, String),
-    template: &SandboxTemplate,
+    ingress: Vec<NetworkPolicyIngressRule>,
+    egress: Option<Vec<NetworkPolicyEgressRule>>,
     owner: OwnerReference,
-) -> Result<NetworkPolicy> {
-    let rules = template.spec.network_policy.clone().unwrap_or_default();
+) -> NetworkPolicy {
     let mut policy_types = vec!["Ingress".to_string()];
-    if rules.egress.is_some() {
+    if egress.is_some() {
         policy_types.push("Egress".into());
     }
-    Ok(NetworkPolicy {
+    NetworkPolicy {
         metadata: ObjectMeta {
             name: Some(name),
             namespace,
@@ -90,10 +99,10 @@ fn sandbox_network_policy(
                 ..Default::default()
             }),
             policy_types: Some(policy_types),
-            ingress: Some(rules.ingress.unwrap_or_default()),
-            egress: rules.egress,
+            ingress: Some(ingress),
+            egress,
         }),
-    })
+    }
 }
 
 /// The Sandbox of a claim, served by `pod` (warm) or by a new Pod (cold).
@@ -159,16 +168,89 @@ pub fn template_network_policy_name(template: &str) -> String {
 }
 
 /// The NetworkPolicy of a template: the template's ingress rules (none:
-/// deny all ingress) and egress rules for every Pod labelled with the
-/// template, i.e. its idle pool Pods, the Pods claims stole from them and the
-/// cold Pods of its claims. Owned by the template.
-pub fn desired_template_network_policy(template: &SandboxTemplate) -> Result<NetworkPolicy> {
+/// deny all ingress) and egress rules minus the policy file's denied ranges,
+/// for every Pod labelled with the template, i.e. its idle pool Pods, the
+/// Pods claims stole from them and the cold Pods of its claims. Owned by the
+/// template.
+pub fn desired_template_network_policy(
+    template: &SandboxTemplate,
+    deny: &[Cidr],
+) -> Result<NetworkPolicy> {
     let name = template.name_any();
-    sandbox_network_policy(
+    let rules = template.spec.network_policy.clone().unwrap_or_default();
+    Ok(sandbox_network_policy(
         template_network_policy_name(&name),
         template.namespace(),
         (TEMPLATE_LABEL, name),
-        template,
+        rules.ingress.unwrap_or_default(),
+        restrict_egress(rules.egress, deny),
         controller_ref(template)?,
-    )
+    ))
+}
+
+#[cfg(test)]
+mod network_policy_tests {
+    use super::*;
+    use crate::api::{SandboxClaimSpec, SandboxTemplateRef, SandboxTemplateSpec};
+
+    fn deny() -> Vec<Cidr> {
+        ["169.254.0.0/16", "fd00:ec2::254/128"]
+            .iter()
+            .map(|c| Cidr::parse(c).unwrap())
+            .collect()
+    }
+
+    fn except_lists(policy: &NetworkPolicy) -> Vec<(String, Option<Vec<String>>)> {
+        let spec = policy.spec.as_ref().unwrap();
+        assert_eq!(
+            spec.policy_types,
+            Some(vec!["Ingress".to_string(), "Egress".to_string()])
+        );
+        spec.egress.as_ref().unwrap()[0]
+            .to
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let block = p.ip_block.as_ref().unwrap();
+                (block.cidr.clone(), block.except.clone())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn claim_and_template_policies_except_the_denied_ranges_per_family() {
+        let mut template = SandboxTemplate::new("t", SandboxTemplateSpec::default());
+        template.metadata.namespace = Some("ns".into());
+        template.metadata.uid = Some("template-uid".into());
+        let mut claim = SandboxClaim::new(
+            "c1",
+            SandboxClaimSpec {
+                sandbox_template_ref: SandboxTemplateRef { name: "t".into() },
+                ..Default::default()
+            },
+        );
+        claim.metadata.namespace = Some("ns".into());
+        claim.metadata.uid = Some("claim-uid".into());
+        let expected = vec![
+            (
+                "0.0.0.0/0".to_string(),
+                Some(vec!["169.254.0.0/16".to_string()]),
+            ),
+            (
+                "::/0".to_string(),
+                Some(vec!["fd00:ec2::254/128".to_string()]),
+            ),
+        ];
+        let claim_policy = desired_network_policy(&claim, &template, &deny()).unwrap();
+        assert_eq!(except_lists(&claim_policy), expected);
+        assert_eq!(claim_policy.spec.as_ref().unwrap().ingress, Some(vec![]));
+        let template_policy = desired_template_network_policy(&template, &deny()).unwrap();
+        assert_eq!(except_lists(&template_policy), expected);
+        // No deny list: exactly as before egress filtering (no Egress type).
+        let open = desired_network_policy(&claim, &template, &[]).unwrap();
+        let spec = open.spec.unwrap();
+        assert_eq!(spec.policy_types, Some(vec!["Ingress".to_string()]));
+        assert_eq!(spec.egress, None);
+    }
 }

@@ -60,6 +60,7 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use tracing::instrument;
 
+pub(crate) use desired::sandbox_network_policy;
 pub use desired::{
     PoolChoice, desired_network_policy, desired_sandbox, desired_service,
     desired_template_network_policy, network_policy_name, pool_choice,
@@ -205,7 +206,11 @@ async fn ensure_network_policy(ctx: &Context, claim: &SandboxClaim, namespace: &
         super::NetworkPolicyMode::PerClaim => {
             let policies: Api<k8s_openapi::api::networking::v1::NetworkPolicy> =
                 Api::namespaced(ctx.client.clone(), namespace);
-            let policy = desired_network_policy(claim, &template)?;
+            let policy = desired_network_policy(
+                claim,
+                &template,
+                &ctx.config.policy.current().network.deny_egress(),
+            )?;
             create_owned(&policies, &policy, "NetworkPolicy").await?;
         }
         super::NetworkPolicyMode::PerTemplate => ensure_template_policy(ctx, &template).await?,

@@ -198,7 +198,11 @@ async fn round_one(
     let policy = async {
         match ctx.config.claim_network_policy {
             NetworkPolicyMode::PerClaim => {
-                let policy = desired_network_policy(claim, template)?;
+                let policy = desired_network_policy(
+                    claim,
+                    template,
+                    &ctx.config.policy.current().network.deny_egress(),
+                )?;
                 create_owned(&policies, &policy, "NetworkPolicy")
                     .await
                     .map(|_| ())
@@ -442,7 +446,10 @@ pub async fn ensure_template_policy(ctx: &Context, template: &SandboxTemplate) -
         ctx.client.clone(),
         &template.namespace().unwrap_or_default(),
     );
-    let desired = desired_template_network_policy(template)?;
+    let desired = desired_template_network_policy(
+        template,
+        &ctx.config.policy.current().network.deny_egress(),
+    )?;
     let created = create_owned(&policies, &desired, "NetworkPolicy").await?;
     if let Created::Existing(existing) = created
         && !same_policy(existing.spec.as_ref(), desired.spec.as_ref())

@@ -55,7 +55,7 @@ fn sandbox_is_owned_by_the_claim_and_annotated_only_when_warm() {
 #[test]
 fn network_policy_denies_all_ingress_by_default() {
     let template = SandboxTemplate::new("t", SandboxTemplateSpec::default());
-    let np = desired_network_policy(&claim(None), &template).unwrap();
+    let np = desired_network_policy(&claim(None), &template, &[]).unwrap();
     let spec = np.spec.unwrap();
     assert_eq!(spec.ingress, Some(vec![]));
     assert_eq!(spec.policy_types, Some(vec!["Ingress".to_string()]));
@@ -216,7 +216,7 @@ fn template_policy_selects_every_pod_of_the_template_and_denies_ingress() {
     let mut template = SandboxTemplate::new("t", SandboxTemplateSpec::default());
     template.metadata.namespace = Some("ns".into());
     template.metadata.uid = Some("template-uid".into());
-    let policy = desired_template_network_policy(&template).unwrap();
+    let policy = desired_template_network_policy(&template, &[]).unwrap();
     assert_eq!(policy.name_any(), template_network_policy_name("t"));
     assert_eq!(policy.owner_references()[0].uid, "template-uid");
     let spec = policy.spec.unwrap();

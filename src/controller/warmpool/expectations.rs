@@ -30,6 +30,9 @@ struct PoolExpectations {
     /// Whether `ready_seen` was seeded (Pods Ready before this process
     /// started are not replenishments it saw).
     seeded: bool,
+    /// What the pool's NetworkPolicy was last made or checked from (see
+    /// [`super::network`]); no expiry, so a resync never writes it again.
+    network_policy: Option<serde_json::Value>,
 }
 
 impl Expectations {
@@ -107,6 +110,21 @@ impl Expectations {
         fresh
     }
 
+    /// Whether the pool's NetworkPolicy was made (or found right) from
+    /// exactly `fingerprint` by this process.
+    pub fn network_policy_done(&self, pool: &str, fingerprint: &serde_json::Value) -> bool {
+        let all = self.inner.lock().expect("expectations lock");
+        all.get(pool)
+            .and_then(|e| e.network_policy.as_ref())
+            .is_some_and(|done| done == fingerprint)
+    }
+
+    /// Records that the pool's NetworkPolicy is in place for `fingerprint`.
+    pub fn network_policy_made(&self, pool: &str, fingerprint: serde_json::Value) {
+        let mut all = self.inner.lock().expect("expectations lock");
+        all.entry(pool.to_string()).or_default().network_policy = Some(fingerprint);
+    }
+
     /// Drops everything about a pool (it was deleted).
     pub fn forget(&self, pool: &str) {
         self.inner.lock().expect("expectations lock").remove(pool);
@@ -125,6 +143,18 @@ mod tests {
         assert!(e.settle("p", &seen).1.contains("a"));
         e.delete_refused("p", "a");
         assert!(e.settle("p", &seen).1.is_empty());
+    }
+
+    #[test]
+    fn the_network_policy_memo_matches_only_its_fingerprint() {
+        let e = Expectations::default();
+        let v1 = serde_json::json!({"uid": "u", "deny": ["169.254.0.0/16"]});
+        assert!(!e.network_policy_done("p", &v1));
+        e.network_policy_made("p", v1.clone());
+        assert!(e.network_policy_done("p", &v1));
+        assert!(!e.network_policy_done("p", &serde_json::json!({"uid": "u", "deny": []})));
+        e.forget("p");
+        assert!(!e.network_policy_done("p", &v1));
     }
 
     #[test]

@@ -1,0 +1,406 @@
+//! The `network` section of the policy: address ranges sandboxes may never
+//! reach (by default link-local `169.254.0.0/16`, where clouds serve instance
+//! metadata and credentials), and what that means for a NetworkPolicy's
+//! egress rules.
+//!
+//! Guarantees: every CIDR in the section is checked when the policy is
+//! loaded (canonical form, prefix in range, not the whole address family);
+//! [`restrict_egress`] never widens the rules it is given, and with an empty
+//! list it returns them unchanged (no egress section when there was none).
+
+use std::net::IpAddr;
+
+use k8s_openapi::api::networking::v1::{IPBlock, NetworkPolicyEgressRule, NetworkPolicyPeer};
+use serde::{Deserialize, Serialize};
+
+/// What the policy file says about sandbox networking.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct NetworkRules {
+    /// Address ranges (CIDR, IPv4 or IPv6) no sandbox may send to; every
+    /// NetworkPolicy the operator makes for sandboxes excepts them from its
+    /// egress. Empty: egress is left as the template says.
+    #[serde(rename = "denyEgressCIDRs")]
+    pub deny_egress_cidrs: Vec<String>,
+}
+
+/// The default denied range: IPv4 link-local, home of the cloud metadata
+/// address 169.254.169.254.
+pub const DEFAULT_DENY_EGRESS: &str = "169.254.0.0/16";
+
+impl Default for NetworkRules {
+    fn default() -> Self {
+        NetworkRules {
+            deny_egress_cidrs: vec![DEFAULT_DENY_EGRESS.to_owned()],
+        }
+    }
+}
+
+impl NetworkRules {
+    /// Checks every CIDR; the error is `(field, rule)`, e.g.
+    /// `("network.denyEgressCIDRs[1]", "\"10.0.0.1/8\" has host bits set ...")`.
+    pub fn check(&self) -> Result<(), (String, String)> {
+        for (index, text) in self.deny_egress_cidrs.iter().enumerate() {
+            Cidr::parse(text)
+                .map_err(|rule| (format!("network.denyEgressCIDRs[{index}]"), rule))?;
+        }
+        Ok(())
+    }
+
+    /// The denied ranges, parsed (the policy was checked when loaded, so
+    /// nothing is dropped in practice).
+    pub fn deny_egress(&self) -> Vec<Cidr> {
+        self.deny_egress_cidrs
+            .iter()
+            .filter_map(|text| Cidr::parse(text).ok())
+            .collect()
+    }
+}
+
+/// An address range: a network address and a prefix length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `a.b.c.d/n` or `x::y/n`. Refuses host bits (Kubernetes keeps
+    /// CIDRs in canonical form) and prefix 0 (a NetworkPolicy cannot except
+    /// a whole family from itself; deny all egress with the template instead).
+    pub fn parse(text: &str) -> Result<Cidr, String> {
+        let cidr = Cidr::parse_any(text)?;
+        if cidr.prefix == 0 {
+            return Err(format!(
+                "{text:?} covers the whole address family; a prefix of at least 1 is required"
+            ));
+        }
+        if cidr.network() != cidr.bits() {
+            return Err(format!(
+                "{text:?} has host bits set; write the network address, e.g. {}",
+                Cidr {
+                    addr: cidr.address_of(cidr.network()),
+                    prefix: cidr.prefix
+                }
+            ));
+        }
+        Ok(cidr)
+    }
+
+    /// Parses any syntactically valid CIDR, prefix 0 and host bits included
+    /// (as a template's `ipBlock` may hold).
+    fn parse_any(text: &str) -> Result<Cidr, String> {
+        let (addr, prefix) = text
+            .split_once('/')
+            .ok_or_else(|| format!("{text:?} is not a CIDR (address/prefix)"))?;
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{text:?} is not a CIDR: {addr:?} is not an IP address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| *p <= max)
+            .ok_or_else(|| format!("{text:?} is not a CIDR: prefix must be 0 to {max}"))?;
+        Ok(Cidr { addr, prefix })
+    }
+
+    /// Whether this is an IPv4 range.
+    pub fn is_ipv4(&self) -> bool {
+        self.addr.is_ipv4()
+    }
+
+    fn bits(&self) -> u128 {
+        match self.addr {
+            IpAddr::V4(a) => u128::from(u32::from(a)),
+            IpAddr::V6(a) => u128::from(a),
+        }
+    }
+
+    fn width(&self) -> u8 {
+        if self.is_ipv4() { 32 } else { 128 }
+    }
+
+    fn network(&self) -> u128 {
+        let host = u32::from(self.width() - self.prefix);
+        if host >= 128 {
+            0
+        } else {
+            self.bits() >> host << host
+        }
+    }
+
+    fn address_of(&self, bits: u128) -> IpAddr {
+        match self.addr {
+            IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::from(
+                u32::try_from(bits).unwrap_or_default(),
+            )),
+            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::from(bits)),
+        }
+    }
+
+    /// Whether `other` lies within this range (same family, at least as long
+    /// a prefix, same leading bits).
+    pub fn contains(&self, other: &Cidr) -> bool {
+        self.is_ipv4() == other.is_ipv4()
+            && other.prefix >= self.prefix
+            && Cidr {
+                addr: other.addr,
+                prefix: self.prefix,
+            }
+            .network()
+                == self.network()
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// The whole IPv4 and IPv6 space as peers, each family excepting its own
+/// denied ranges.
+pub fn everywhere_except(deny: &[Cidr]) -> Vec<NetworkPolicyPeer> {
+    [("0.0.0.0/0", true), ("::/0", false)]
+        .into_iter()
+        .map(|(cidr, v4)| {
+            let except: Vec<String> = deny
+                .iter()
+                .filter(|d| d.is_ipv4() == v4)
+                .map(ToString::to_string)
+                .collect();
+            NetworkPolicyPeer {
+                ip_block: Some(IPBlock {
+                    cidr: cidr.to_owned(),
+                    except: (!except.is_empty()).then_some(except),
+                }),
+                ..Default::default()
+            }
+        })
+        .collect()
+}
+
+/// Egress rules that allow what `rules` allow minus the `deny` ranges.
+///
+/// - no rules (`None`) with a non-empty `deny`: one rule to everywhere
+///   except the denied ranges (a sandbox keeps its normal egress, DNS
+///   included);
+/// - a rule without `to` (any destination): its destinations become
+///   everywhere except the denied ranges, ports kept;
+/// - an `ipBlock` peer: the denied ranges inside it join its `except`; a
+///   peer lying wholly inside a denied range is dropped, and a rule left
+///   without peers is dropped (an empty `to` would mean any destination);
+/// - pod and namespace selector peers are kept: they name Pods, whose
+///   addresses come from the Pod network, not from the denied ranges.
+///
+/// With an empty `deny` the rules come back unchanged. Pure.
+pub fn restrict_egress(
+    rules: Option<Vec<NetworkPolicyEgressRule>>,
+    deny: &[Cidr],
+) -> Option<Vec<NetworkPolicyEgressRule>> {
+    if deny.is_empty() {
+        return rules;
+    }
+    let Some(rules) = rules else {
+        return Some(vec![NetworkPolicyEgressRule {
+            to: Some(everywhere_except(deny)),
+            ports: None,
+        }]);
+    };
+    let restricted = rules
+        .into_iter()
+        .filter_map(|mut rule| {
+            match rule.to.take().filter(|to| !to.is_empty()) {
+                None => rule.to = Some(everywhere_except(deny)),
+                Some(peers) => {
+                    let peers: Vec<NetworkPolicyPeer> = peers
+                        .into_iter()
+                        .filter_map(|peer| restrict_peer(peer, deny))
+                        .collect();
+                    if peers.is_empty() {
+                        return None;
+                    }
+                    rule.to = Some(peers);
+                }
+            }
+            Some(rule)
+        })
+        .collect();
+    Some(restricted)
+}
+
+/// One peer minus the denied ranges; `None` when nothing of it is left.
+fn restrict_peer(mut peer: NetworkPolicyPeer, deny: &[Cidr]) -> Option<NetworkPolicyPeer> {
+    let Some(block) = peer.ip_block.as_mut() else {
+        return Some(peer);
+    };
+    // The API server validated the block; one it could not parse is kept
+    // as written (it cannot be narrowed, and dropping it would change more).
+    let Ok(range) = Cidr::parse_any(&block.cidr) else {
+        return Some(peer);
+    };
+    if deny.iter().any(|d| d.contains(&range)) {
+        return None;
+    }
+    let mut except = block.except.take().unwrap_or_default();
+    for denied in deny.iter().filter(|d| range.contains(d)) {
+        let text = denied.to_string();
+        if !except.contains(&text) {
+            except.push(text);
+        }
+    }
+    block.except = (!except.is_empty()).then_some(except);
+    Some(peer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cidrs(list: &[&str]) -> Vec<Cidr> {
+        list.iter().map(|c| Cidr::parse(c).unwrap()).collect()
+    }
+
+    fn block(cidr: &str, except: Option<&[&str]>) -> NetworkPolicyPeer {
+        NetworkPolicyPeer {
+            ip_block: Some(IPBlock {
+                cidr: cidr.into(),
+                except: except.map(|e| e.iter().map(ToString::to_string).collect()),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn cidrs_parse_in_both_families_and_bad_ones_say_why() {
+        assert_eq!(
+            Cidr::parse("169.254.0.0/16").unwrap().to_string(),
+            "169.254.0.0/16"
+        );
+        assert_eq!(
+            Cidr::parse("fd00:ec2::254/128").unwrap().to_string(),
+            "fd00:ec2::254/128"
+        );
+        assert!(!Cidr::parse("fe80::/10").unwrap().is_ipv4());
+        let error = Cidr::parse("169.254.1.1/16").unwrap_err();
+        assert!(
+            error.contains("host bits") && error.contains("169.254.0.0/16"),
+            "{error}"
+        );
+        assert!(Cidr::parse("10.0.0.0").unwrap_err().contains("not a CIDR"));
+        assert!(Cidr::parse("10.0.0.0/33").unwrap_err().contains("0 to 32"));
+        assert!(Cidr::parse("::/129").unwrap_err().contains("0 to 128"));
+        assert!(Cidr::parse("example/8").unwrap_err().contains("not an IP"));
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .unwrap_err()
+                .contains("whole address family")
+        );
+    }
+
+    #[test]
+    fn containment_follows_family_and_prefix() {
+        let link_local = Cidr::parse("169.254.0.0/16").unwrap();
+        assert!(link_local.contains(&Cidr::parse("169.254.169.254/32").unwrap()));
+        assert!(!link_local.contains(&Cidr::parse("169.0.0.0/8").unwrap()));
+        assert!(!link_local.contains(&Cidr::parse("10.0.0.0/16").unwrap()));
+        assert!(!link_local.contains(&Cidr::parse("fe80::/10").unwrap()));
+        assert!(Cidr::parse("128.0.0.0/1").unwrap().contains(&link_local));
+    }
+
+    #[test]
+    fn the_section_check_names_the_index() {
+        let rules = NetworkRules {
+            deny_egress_cidrs: vec!["169.254.0.0/16".into(), "10.1.2.3/8".into()],
+        };
+        let (field, rule) = rules.check().unwrap_err();
+        assert_eq!(field, "network.denyEgressCIDRs[1]");
+        assert!(rule.contains("\"10.1.2.3/8\""), "{rule}");
+        NetworkRules::default().check().unwrap();
+    }
+
+    #[test]
+    fn no_template_rules_become_everywhere_except_per_family() {
+        let deny = cidrs(&["169.254.0.0/16", "fd00:ec2::254/128"]);
+        let rules = restrict_egress(None, &deny).unwrap();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].ports, None);
+        assert_eq!(
+            rules[0].to,
+            Some(vec![
+                block("0.0.0.0/0", Some(&["169.254.0.0/16"])),
+                block("::/0", Some(&["fd00:ec2::254/128"])),
+            ])
+        );
+        let v4_only = restrict_egress(None, &cidrs(&["169.254.0.0/16"])).unwrap();
+        assert_eq!(v4_only[0].to.as_ref().unwrap()[1], block("::/0", None));
+    }
+
+    #[test]
+    fn an_empty_deny_list_changes_nothing() {
+        assert_eq!(restrict_egress(None, &[]), None);
+        let rules = vec![NetworkPolicyEgressRule {
+            to: Some(vec![block("10.0.0.0/8", None)]),
+            ports: None,
+        }];
+        assert_eq!(restrict_egress(Some(rules.clone()), &[]), Some(rules));
+    }
+
+    #[test]
+    fn template_rules_are_narrowed_never_widened() {
+        let deny = cidrs(&["169.254.0.0/16"]);
+        let selector = NetworkPolicyPeer {
+            pod_selector: Some(Default::default()),
+            ..Default::default()
+        };
+        let rules = vec![
+            // Any destination on port 443: the port stays, the range goes.
+            NetworkPolicyEgressRule {
+                to: None,
+                ports: Some(vec![Default::default()]),
+            },
+            // A block containing the denied range gets it as an exception.
+            NetworkPolicyEgressRule {
+                to: Some(vec![
+                    block("169.0.0.0/8", Some(&["169.1.0.0/16"])),
+                    selector.clone(),
+                ]),
+                ports: None,
+            },
+            // A block inside the denied range is gone, and with it the rule.
+            NetworkPolicyEgressRule {
+                to: Some(vec![block("169.254.169.254/32", None)]),
+                ports: None,
+            },
+            // The whole space written as a block gets the exception too.
+            NetworkPolicyEgressRule {
+                to: Some(vec![block("0.0.0.0/0", None)]),
+                ports: None,
+            },
+            // A block elsewhere is untouched.
+            NetworkPolicyEgressRule {
+                to: Some(vec![block("10.0.0.0/8", None)]),
+                ports: None,
+            },
+        ];
+        let out = restrict_egress(Some(rules), &deny).unwrap();
+        assert_eq!(out.len(), 4);
+        assert_eq!(out[0].to, Some(everywhere_except(&deny)));
+        assert_eq!(out[0].ports, Some(vec![Default::default()]));
+        assert_eq!(
+            out[1].to,
+            Some(vec![
+                block("169.0.0.0/8", Some(&["169.1.0.0/16", "169.254.0.0/16"])),
+                selector
+            ])
+        );
+        assert_eq!(
+            out[2].to,
+            Some(vec![block("0.0.0.0/0", Some(&["169.254.0.0/16"]))])
+        );
+        assert_eq!(out[3].to, Some(vec![block("10.0.0.0/8", None)]));
+        // An explicitly empty list (deny all egress) stays deny all.
+        assert_eq!(restrict_egress(Some(Vec::new()), &deny), Some(Vec::new()));
+    }
+}

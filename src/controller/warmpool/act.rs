@@ -1,0 +1,122 @@
+//! The writes of a reconcile: deletes conditioned on what they were chosen
+//! from, and creates of new idle Pods.
+//!
+//! Guarantees: a delete carries the uid AND resourceVersion of the Pod as it
+//! was chosen, so a Pod a claim stole meanwhile is never deleted (the 409 is
+//! benign); every create and delete is recorded in [`super::Expectations`]
+//! before the cache shows it.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, PostParams, Preconditions};
+use tracing::{info, warn};
+
+use super::super::{Context, Result, is_conflict, is_not_found, kube_err};
+use super::plan::Victim;
+use super::pod::desired_pod;
+use crate::api::{FIELD_MANAGER, SandboxTemplate, SandboxWarmPool};
+
+/// Test-only fault injection: `SANDBOX_TEST_POOL_DELETE_DELAY_MS` widens
+/// the window between choosing a victim and deleting it, so tests can show
+/// that a steal in between is never undone by the delete. Unset in
+/// production.
+fn delete_delay() -> Option<Duration> {
+    static DELAY: OnceLock<Option<Duration>> = OnceLock::new();
+    *DELAY.get_or_init(|| {
+        std::env::var("SANDBOX_TEST_POOL_DELETE_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_millis)
+    })
+}
+
+/// Deletes the victims, each conditioned on the uid and resourceVersion it
+/// was chosen from: a Pod that changed since (a claim stole it, its status
+/// moved) answers 409 and is left alone; the next reconcile decides again
+/// from the fresh copy. Returns how many deletes went through.
+pub(super) async fn delete_victims(
+    ctx: &Context,
+    key: &str,
+    namespace: &str,
+    victims: &[Victim],
+) -> Result<usize> {
+    if victims.is_empty() {
+        return Ok(0);
+    }
+    if let Some(delay) = delete_delay() {
+        tokio::time::sleep(delay).await;
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut deleted = 0;
+    for victim in victims {
+        ctx.expectations.deleted(key, &victim.name);
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: Some(victim.uid.clone()),
+                resource_version: Some(victim.resource_version.clone()),
+            }),
+            ..Default::default()
+        };
+        match pods.delete(&victim.name, &params).await {
+            Ok(_) => deleted += 1,
+            Err(e) if is_not_found(&e) => deleted += 1,
+            Err(e) if is_conflict(&e) => {
+                info!(pod = %victim.name, "Pod changed since it was chosen for deletion; kept");
+                ctx.expectations.delete_refused(key, &victim.name);
+            }
+            Err(e) => return Err(kube_err(format!("delete pod {}", victim.name))(e)),
+        }
+    }
+    Ok(deleted)
+}
+
+/// Creates `count` idle Pods.
+pub(super) async fn create_pods(
+    ctx: &Context,
+    pool: &SandboxWarmPool,
+    template: &SandboxTemplate,
+    hash: &str,
+    key: &str,
+    count: usize,
+) -> Result<()> {
+    if count == 0 {
+        return Ok(());
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
+    let started = Instant::now();
+    let pod = desired_pod(pool, template, hash, jiff::Timestamp::now())?;
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    let results: Vec<Result<Pod, kube::Error>> = futures::stream::iter(0..count)
+        .map(|_| pods.create(&params, &pod))
+        .buffer_unordered(ctx.config.pool_create_parallelism.max(1))
+        .collect()
+        .await;
+    let mut first_error = None;
+    for result in results {
+        match result {
+            Ok(created) => {
+                ctx.expectations.created(key, &created.name_any());
+                ctx.metrics
+                    .replenish_seconds
+                    .with_label_values(&["created"])
+                    .observe(started.elapsed().as_secs_f64());
+            }
+            Err(e) => {
+                warn!(error = %e, "creating a warm Pod failed");
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    info!(count, "created warm Pods");
+    match first_error {
+        Some(e) => Err(kube_err("create warm pod")(e)),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,63 @@
+//! What stops a pool from creating Pods, and how it is reported: a template
+//! that violates the current admission policy (the policy holds at creation
+//! time too, so a template admitted under an older or laxer policy fills no
+//! pool), or a pool NetworkPolicy that could not be made ([`super::network`]).
+//!
+//! Guarantee: each blocker gives the pool's `Ready=False` condition with its
+//! reason (by [`super::record`]) and a Warning Event, sent once per distinct
+//! message per [`crate::controller::memo::WriteMemo`] window.
+
+use kube::runtime::events::EventType;
+
+use super::super::Context;
+use crate::api::{SandboxTemplate, SandboxWarmPool};
+
+/// The template's violations of the current policy as a blocker, if any.
+pub(super) fn policy_problem(
+    ctx: &Context,
+    template: &SandboxTemplate,
+) -> Option<(&'static str, String)> {
+    use kube::ResourceExt;
+    let denials = crate::admission::check_pod_template(
+        &ctx.config.policy.current(),
+        &template.spec.pod_template,
+    );
+    (!denials.is_empty()).then(|| {
+        (
+            "PolicyViolation",
+            format!(
+                "template {} violates the admission policy, no Pod is created: {}",
+                template.name_any(),
+                denials
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        )
+    })
+}
+
+/// Sends a Warning Event for a blocker, unless the same message was sent
+/// for this pool a moment ago.
+pub(super) async fn warn_once(
+    ctx: &Context,
+    pool: &SandboxWarmPool,
+    key: &str,
+    (reason, message): &(&'static str, String),
+) {
+    let memo = serde_json::Value::String(message.clone());
+    let event_key = format!("pool-blocked-event/{key}");
+    if ctx.written.recently_wrote(&event_key, &memo) {
+        return;
+    }
+    ctx.event(
+        pool,
+        EventType::Warning,
+        reason,
+        "CreatePod",
+        message.clone(),
+    )
+    .await;
+    ctx.written.record(&event_key, memo);
+}

@@ -1,0 +1,244 @@
+//! The pool's own NetworkPolicy, so idle Pods are isolated from the moment
+//! they exist, not only once a claim takes them.
+//!
+//! In the default `--claim-network-policy per-claim` mode each pool gets one
+//! policy, `sandbox-pool-<pool>`, controlled by the pool (garbage-collected
+//! with it): no ingress rule (deny all ingress) and the template's egress
+//! minus the policy file's `network.denyEgressCIDRs`. It selects the pool
+//! label. A label anyone can write is acceptable here: a Pod that wears the
+//! label without being a member is only denied more (NetworkPolicies add
+//! allowances, so an extra deny-all selection never opens anything), and the
+//! steal removes the pool label in the same patch that adds the Sandbox
+//! label the claim's own policy selects. In `per-template` mode the
+//! template's policy (it selects the template label, which every pool Pod
+//! carries) covers idle Pods, so the pool makes sure that one exists instead.
+//!
+//! Guarantees: [`ensure`] runs before the pool creates any Pod in a
+//! reconcile, and an error from it stops every create (the pool reports
+//! it; a `NameConflict` waits for the next resync, any other error is
+//! retried with the controller's backoff); the policy is
+//! created with [`create_owned`], so a foreign object of that name is a
+//! `NameConflict` and never used; a policy this process made or checked is
+//! remembered (per pool uid and desired spec, no expiry), so resyncs send no
+//! request, and a changed deny list or template egress is written once.
+
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
+use kube::api::{Api, PostParams};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use super::super::claim::ensure_template_policy;
+use super::super::ownership::{Created, create_owned};
+use super::super::{Context, Error, NetworkPolicyMode, Result, controller_ref, kube_err};
+use crate::admission::{Cidr, restrict_egress};
+use crate::api::{FIELD_MANAGER, POOL_LABEL, SandboxTemplate, SandboxWarmPool};
+use crate::controller::claim::sandbox_network_policy;
+
+/// Condition reason when the policy name is held by another owner.
+pub const NAME_CONFLICT: &str = "NameConflict";
+/// Condition reason when the policy could not be written.
+pub const NETWORK_POLICY_FAILED: &str = "NetworkPolicyFailed";
+
+/// Name of a pool's NetworkPolicy.
+pub fn pool_network_policy_name(pool: &str) -> String {
+    format!("sandbox-pool-{pool}")
+}
+
+/// The NetworkPolicy of a pool: deny all ingress to its Pods, egress as
+/// the template says minus `deny`. Owned by the pool. Pure.
+pub fn desired_pool_network_policy(
+    pool: &SandboxWarmPool,
+    template: &SandboxTemplate,
+    deny: &[Cidr],
+) -> Result<NetworkPolicy> {
+    let rules = template.spec.network_policy.clone().unwrap_or_default();
+    Ok(sandbox_network_policy(
+        pool_network_policy_name(&pool.name_any()),
+        pool.namespace(),
+        (POOL_LABEL, pool.name_any()),
+        Vec::new(),
+        restrict_egress(rules.egress, deny),
+        controller_ref(pool)?,
+    ))
+}
+
+/// Makes sure the policy covering the pool's Pods exists. Until it does
+/// (an error), no Pod may be created: see [`blocker`] for the condition.
+pub(super) async fn ensure(
+    ctx: &Context,
+    pool: &SandboxWarmPool,
+    template: &SandboxTemplate,
+    key: &str,
+) -> Result<()> {
+    let deny = ctx.config.policy.current().network.deny_egress();
+    match ctx.config.claim_network_policy {
+        NetworkPolicyMode::PerClaim => ensure_pool_policy(ctx, pool, template, &deny, key).await,
+        NetworkPolicyMode::PerTemplate => {
+            let fingerprint = json!({
+                "template": template.meta().uid,
+                "generation": template.meta().generation,
+                "deny": deny.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            });
+            if ctx.expectations.network_policy_done(key, &fingerprint) {
+                return Ok(());
+            }
+            ensure_template_policy(ctx, template).await?;
+            ctx.expectations.network_policy_made(key, fingerprint);
+            Ok(())
+        }
+    }
+}
+
+/// The condition a failed [`ensure`] gives the pool: `NameConflict` when
+/// another owner holds the name, else `NetworkPolicyFailed`.
+pub(super) fn blocker(error: &Error) -> (&'static str, String) {
+    let reason = match error {
+        Error::NameConflict { .. } => NAME_CONFLICT,
+        _ => NETWORK_POLICY_FAILED,
+    };
+    (
+        reason,
+        format!("no Pod is created until the pool's NetworkPolicy exists: {error}"),
+    )
+}
+
+async fn ensure_pool_policy(
+    ctx: &Context,
+    pool: &SandboxWarmPool,
+    template: &SandboxTemplate,
+    deny: &[Cidr],
+    key: &str,
+) -> Result<()> {
+    let desired = desired_pool_network_policy(pool, template, deny)?;
+    let fingerprint = json!({ "pool": pool.meta().uid, "spec": desired.spec });
+    if ctx.expectations.network_policy_done(key, &fingerprint) {
+        return Ok(());
+    }
+    let policies: Api<NetworkPolicy> =
+        Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
+    if let Created::Existing(mut existing) =
+        create_owned(&policies, &desired, "NetworkPolicy").await?
+        && !same_spec(existing.spec.as_ref(), desired.spec.as_ref())
+    {
+        // Ours (create_owned checked the controller) but from an older deny
+        // list or template: replace the spec, conditioned on the version read.
+        existing.spec = desired.spec.clone();
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        policies
+            .replace(&desired.name_any(), &params, &existing)
+            .await
+            .map_err(kube_err("update the pool's NetworkPolicy"))?;
+    }
+    ctx.expectations.network_policy_made(key, fingerprint);
+    Ok(())
+}
+
+/// Whether two specs mean the same (the API server drops empty rule lists,
+/// which still mean "deny all"). Pure.
+pub fn same_spec(a: Option<&NetworkPolicySpec>, b: Option<&NetworkPolicySpec>) -> bool {
+    let normal = |s: Option<&NetworkPolicySpec>| {
+        s.cloned().map(|mut s| {
+            if s.ingress.as_ref().is_some_and(Vec::is_empty) {
+                s.ingress = None;
+            }
+            if s.egress.as_ref().is_some_and(Vec::is_empty) {
+                s.egress = None;
+            }
+            s
+        })
+    };
+    normal(a) == normal(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{NetworkPolicySpec as TemplateRules, SandboxTemplateSpec};
+    use k8s_openapi::api::networking::v1::{IPBlock, NetworkPolicyEgressRule, NetworkPolicyPeer};
+
+    fn pool() -> SandboxWarmPool {
+        let mut pool = SandboxWarmPool::new("p1", Default::default());
+        pool.metadata.namespace = Some("ns".into());
+        pool.metadata.uid = Some("pool-uid".into());
+        pool
+    }
+
+    fn deny() -> Vec<Cidr> {
+        vec![Cidr::parse("169.254.0.0/16").unwrap()]
+    }
+
+    #[test]
+    fn the_pool_policy_denies_ingress_and_metadata_egress_for_its_pods() {
+        let template = SandboxTemplate::new("t", SandboxTemplateSpec::default());
+        let policy = desired_pool_network_policy(&pool(), &template, &deny()).unwrap();
+        assert_eq!(policy.name_any(), "sandbox-pool-p1");
+        assert_eq!(policy.namespace().as_deref(), Some("ns"));
+        let owner = &policy.owner_references()[0];
+        assert_eq!(
+            (owner.uid.as_str(), owner.controller),
+            ("pool-uid", Some(true))
+        );
+        let spec = policy.spec.unwrap();
+        assert_eq!(
+            spec.pod_selector.unwrap().match_labels.unwrap()[POOL_LABEL],
+            "p1"
+        );
+        assert_eq!(spec.ingress, Some(vec![]));
+        assert_eq!(
+            spec.policy_types,
+            Some(vec!["Ingress".to_string(), "Egress".to_string()])
+        );
+        let to = spec.egress.unwrap()[0].to.clone().unwrap();
+        assert_eq!(
+            to[0].ip_block.as_ref().unwrap().except,
+            Some(vec!["169.254.0.0/16".to_string()])
+        );
+        assert_eq!(to[1].ip_block.as_ref().unwrap().cidr, "::/0");
+    }
+
+    #[test]
+    fn template_ingress_never_opens_idle_pods_and_egress_is_narrowed() {
+        let mut template = SandboxTemplate::new("t", SandboxTemplateSpec::default());
+        template.spec.network_policy = Some(TemplateRules {
+            ingress: Some(vec![Default::default()]),
+            egress: Some(vec![NetworkPolicyEgressRule {
+                to: Some(vec![NetworkPolicyPeer {
+                    ip_block: Some(IPBlock {
+                        cidr: "169.254.169.254/32".into(),
+                        except: None,
+                    }),
+                    ..Default::default()
+                }]),
+                ports: None,
+            }]),
+        });
+        let spec = desired_pool_network_policy(&pool(), &template, &deny())
+            .unwrap()
+            .spec
+            .unwrap();
+        assert_eq!(spec.ingress, Some(vec![]));
+        // The only egress rule pointed into the denied range: deny all egress.
+        assert_eq!(spec.egress, Some(vec![]));
+        // Without a deny list the template's egress is kept as written.
+        let open = desired_pool_network_policy(&pool(), &template, &[]).unwrap();
+        assert_eq!(open.spec.unwrap().egress.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn specs_compare_modulo_dropped_empty_lists() {
+        let template = SandboxTemplate::new("t", SandboxTemplateSpec::default());
+        let a = desired_pool_network_policy(&pool(), &template, &[])
+            .unwrap()
+            .spec;
+        let mut b = a.clone();
+        b.as_mut().unwrap().ingress = None;
+        assert!(same_spec(a.as_ref(), b.as_ref()));
+        let c = desired_pool_network_policy(&pool(), &template, &deny())
+            .unwrap()
+            .spec;
+        assert!(!same_spec(a.as_ref(), c.as_ref()));
+    }
+}

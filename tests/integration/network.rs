@@ -1,0 +1,490 @@
+//! Issue 13, point 7: the network trust boundary. Idle pool Pods are
+//! isolated by their pool's NetworkPolicy from the moment they exist; every
+//! sandbox NetworkPolicy excepts the policy file's denied ranges from
+//! egress; a foreign object under the pool policy's name stops the pool; the
+//! chart's NetworkPolicy for the operator renders from its values and is
+//! accepted by the API server.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
+use kube::ResourceExt;
+use kube::api::PostParams;
+use serde_json::json;
+
+use crate::common::{TestNs, bin_dir, repo, wait_for, wait_until};
+use sandbox_operator::api::{
+    POOL_LABEL, READY, SANDBOX_LABEL, SandboxClaim, SandboxTemplate, SandboxWarmPool,
+    TEMPLATE_LABEL, find_condition, is_true,
+};
+
+/// A template of tiny Pods and a pool of `replicas` of it.
+async fn template_and_pool(ns: &TestNs, replicas: i32) {
+    let template: SandboxTemplate = serde_json::from_value(json!({
+        "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxTemplate",
+        "metadata": {"name": "tmpl"},
+        "spec": {"podTemplate": {"spec": {"containers": [{"name": "agent", "image": "busybox"}]}}}
+    }))
+    .unwrap();
+    ns.api::<SandboxTemplate>()
+        .create(&PostParams::default(), &template)
+        .await
+        .unwrap();
+    let pool: SandboxWarmPool = serde_json::from_value(json!({
+        "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxWarmPool",
+        "metadata": {"name": "pool"},
+        "spec": {"replicas": replicas, "sandboxTemplateRef": {"name": "tmpl"}}
+    }))
+    .unwrap();
+    ns.api::<SandboxWarmPool>()
+        .create(&PostParams::default(), &pool)
+        .await
+        .unwrap();
+}
+
+/// The Pods the pool created (controlled by it), oldest first.
+async fn pool_pods(ns: &TestNs, pool_uid: &str) -> Vec<Pod> {
+    let mut pods: Vec<Pod> = ns
+        .api::<Pod>()
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.owner_references().iter().any(|o| o.uid == pool_uid))
+        .collect();
+    pods.sort_by_key(resource_version);
+    pods
+}
+
+fn resource_version<K: kube::Resource>(obj: &K) -> u64 {
+    obj.resource_version()
+        .and_then(|v| v.parse().ok())
+        .expect("a numeric resourceVersion (etcd revision)")
+}
+
+/// The (cidr, except) of each ipBlock of the first egress rule.
+fn egress_blocks(spec: &NetworkPolicySpec) -> Vec<(String, Vec<String>)> {
+    spec.egress.as_ref().expect("an egress section")[0]
+        .to
+        .as_ref()
+        .expect("egress destinations")
+        .iter()
+        .filter_map(|peer| peer.ip_block.as_ref())
+        .map(|b| (b.cidr.clone(), b.except.clone().unwrap_or_default()))
+        .collect()
+}
+
+fn selects(spec: &NetworkPolicySpec, pod: &Pod) -> bool {
+    let wanted = spec
+        .pod_selector
+        .as_ref()
+        .and_then(|s| s.match_labels.clone())
+        .unwrap_or_default();
+    wanted.iter().all(|(k, v)| pod.labels().get(k) == Some(v))
+}
+
+#[tokio::test]
+async fn idle_pool_pods_are_isolated_from_the_moment_they_exist() {
+    let started = Instant::now();
+    let ns = TestNs::new("net-pool").await;
+    let _op = ns.operator(&[]).await;
+    template_and_pool(&ns, 2).await;
+    let pools = ns.api::<SandboxWarmPool>();
+    let pool = pools.get("pool").await.unwrap();
+    let pool_uid = pool.uid().unwrap();
+    wait_until(Duration::from_secs(30), || async {
+        pool_pods(&ns, &pool_uid).await.len() == 2
+    })
+    .await;
+    let policies = ns.api::<NetworkPolicy>();
+    let policy = policies.get("sandbox-pool-pool").await.unwrap();
+    let owner = &policy.owner_references()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+        ("SandboxWarmPool", pool_uid.as_str(), Some(true))
+    );
+    // Made before the first Pod: an earlier etcd revision, and a creation
+    // time not after it.
+    let pods = pool_pods(&ns, &pool_uid).await;
+    let first = &pods[0];
+    assert!(
+        resource_version(&policy) < resource_version(first),
+        "policy revision {} not before the first Pod's {}",
+        resource_version(&policy),
+        resource_version(first)
+    );
+    assert!(policy.creation_timestamp().unwrap().0 <= first.creation_timestamp().unwrap().0);
+    let spec = policy.spec.clone().unwrap();
+    assert!(spec.ingress.as_deref().unwrap_or_default().is_empty());
+    assert_eq!(
+        spec.policy_types.as_deref(),
+        Some(&["Ingress".to_string(), "Egress".to_string()][..])
+    );
+    for pod in &pods {
+        assert!(selects(&spec, pod), "{} is not selected", pod.name_any());
+    }
+    // The default policy file: link-local (cloud metadata) excepted, IPv6 open.
+    assert_eq!(
+        egress_blocks(&spec),
+        vec![
+            ("0.0.0.0/0".to_string(), vec!["169.254.0.0/16".to_string()]),
+            ("::/0".to_string(), vec![])
+        ]
+    );
+    // Resyncs (a pool change wakes a reconcile, and so does a scale-up that
+    // creates a Pod) never rewrite it.
+    let before = policy.resource_version();
+    pools
+        .patch(
+            "pool",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(30), || async {
+        pool_pods(&ns, &pool_uid).await.len() == 3
+    })
+    .await;
+    let after = policies.get("sandbox-pool-pool").await.unwrap();
+    assert_eq!(
+        after.resource_version(),
+        before,
+        "the pool policy was rewritten"
+    );
+    for pod in pool_pods(&ns, &pool_uid).await {
+        assert!(selects(&spec, &pod), "{} is not selected", pod.name_any());
+    }
+    eprintln!("idle_pool_pods_are_isolated: {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn every_sandbox_policy_excepts_the_policy_files_ranges() {
+    let started = Instant::now();
+    let ns = TestNs::new("net-egress").await;
+    let dir = repo().join("target/test-logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy_file = dir.join(format!("{}-policy.yaml", ns.name));
+    std::fs::write(
+        &policy_file,
+        "network:\n  denyEgressCIDRs: [169.254.0.0/16, 10.96.0.0/12, fd00:ec2::254/128]\n",
+    )
+    .unwrap();
+    let _op = ns
+        .operator(&["--policy-file", policy_file.to_str().unwrap()])
+        .await;
+    template_and_pool(&ns, 1).await;
+    let claim: SandboxClaim = serde_json::from_value(json!({
+        "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxClaim",
+        "metadata": {"name": "c1"}, "spec": {"sandboxTemplateRef": {"name": "tmpl"}}
+    }))
+    .unwrap();
+    ns.api::<SandboxClaim>()
+        .create(&PostParams::default(), &claim)
+        .await
+        .unwrap();
+    wait_for(
+        &ns.api::<SandboxClaim>(),
+        "c1",
+        Duration::from_secs(30),
+        |c| {
+            c.status
+                .as_ref()
+                .is_some_and(|s| is_true(&s.conditions, READY))
+        },
+    )
+    .await;
+    let expected = vec![
+        (
+            "0.0.0.0/0".to_string(),
+            vec!["169.254.0.0/16".to_string(), "10.96.0.0/12".to_string()],
+        ),
+        ("::/0".to_string(), vec!["fd00:ec2::254/128".to_string()]),
+    ];
+    let policies = ns.api::<NetworkPolicy>();
+    let claim_policy = policies.get("c1-sandbox").await.unwrap().spec.unwrap();
+    assert_eq!(
+        claim_policy
+            .pod_selector
+            .as_ref()
+            .unwrap()
+            .match_labels
+            .as_ref()
+            .unwrap()[SANDBOX_LABEL],
+        "c1"
+    );
+    assert_eq!(egress_blocks(&claim_policy), expected);
+    let pool_policy = policies
+        .get("sandbox-pool-pool")
+        .await
+        .unwrap()
+        .spec
+        .unwrap();
+    assert_eq!(egress_blocks(&pool_policy), expected);
+    eprintln!("every_sandbox_policy_excepts: {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn per_template_mode_makes_the_template_policy_before_idle_pods() {
+    let started = Instant::now();
+    let ns = TestNs::new("net-tmpl").await;
+    let _op = ns
+        .operator(&["--claim-network-policy", "per-template"])
+        .await;
+    template_and_pool(&ns, 1).await;
+    let pool_uid = ns
+        .api::<SandboxWarmPool>()
+        .get("pool")
+        .await
+        .unwrap()
+        .uid()
+        .unwrap();
+    wait_until(Duration::from_secs(30), || async {
+        pool_pods(&ns, &pool_uid).await.len() == 1
+    })
+    .await;
+    let policies = ns.api::<NetworkPolicy>();
+    let policy = policies.get("sandbox-template-tmpl").await.unwrap();
+    let pod = &pool_pods(&ns, &pool_uid).await[0];
+    assert!(resource_version(&policy) < resource_version(pod));
+    let spec = policy.spec.unwrap();
+    assert_eq!(
+        spec.pod_selector
+            .as_ref()
+            .unwrap()
+            .match_labels
+            .as_ref()
+            .unwrap()[TEMPLATE_LABEL],
+        "tmpl"
+    );
+    assert!(selects(&spec, pod));
+    assert_eq!(
+        egress_blocks(&spec)[0],
+        ("0.0.0.0/0".to_string(), vec!["169.254.0.0/16".to_string()])
+    );
+    // The template's policy covers idle Pods: no pool policy in this mode.
+    assert!(
+        policies
+            .get_opt("sandbox-pool-pool")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    eprintln!("per_template_mode: {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_bad_cidr_in_the_policy_file_stops_the_start() {
+    let dir = repo().join("target/test-logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy_file = dir.join(format!("bad-cidr-{}.yaml", std::process::id()));
+    std::fs::write(
+        &policy_file,
+        "network:\n  denyEgressCIDRs: [169.254.0.0/16, 169.254.169.254/16]\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sandbox-operator"))
+        .args([
+            "run",
+            "--leader-elect=false",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--policy-file")
+        .arg(&policy_file)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started with a bad CIDR: {stderr}");
+    assert!(
+        stderr.contains("network.denyEgressCIDRs[1]: \"169.254.169.254/16\" has host bits set"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_foreign_policy_under_the_pool_policys_name_stops_the_pool() {
+    let started = Instant::now();
+    let ns = TestNs::new("net-conflict").await;
+    // A user's own policy (no owner) under the name the pool will use,
+    // allowing all ingress.
+    let foreign: NetworkPolicy = serde_json::from_value(json!({
+        "metadata": {"name": "sandbox-pool-pool"},
+        "spec": {"podSelector": {}, "ingress": [{}], "policyTypes": ["Ingress"]}
+    }))
+    .unwrap();
+    let policies = ns.api::<NetworkPolicy>();
+    let foreign = policies
+        .create(&PostParams::default(), &foreign)
+        .await
+        .unwrap();
+    let _op = ns.operator(&[]).await;
+    template_and_pool(&ns, 2).await;
+    let pool = wait_for(
+        &ns.api::<SandboxWarmPool>(),
+        "pool",
+        Duration::from_secs(30),
+        |p| {
+            p.status
+                .as_ref()
+                .and_then(|s| find_condition(&s.conditions, READY))
+                .is_some_and(|c| c.reason == "NameConflict")
+        },
+    )
+    .await;
+    let status = pool.status.clone().unwrap();
+    let ready = find_condition(&status.conditions, READY).unwrap();
+    assert_eq!(ready.status, "False");
+    assert!(
+        ready.message.contains("NetworkPolicy sandbox-pool-pool"),
+        "{}",
+        ready.message
+    );
+    wait_until(Duration::from_secs(20), || async {
+        ns.api::<Event>()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("NameConflict"))
+    })
+    .await;
+    // No Pod, and the user's policy is untouched.
+    let pods = ns
+        .api::<Pod>()
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
+    assert!(
+        pods.iter().all(|p| !p.labels().contains_key(POOL_LABEL)),
+        "a pool Pod was created without its NetworkPolicy"
+    );
+    let theirs = policies.get("sandbox-pool-pool").await.unwrap();
+    assert!(theirs.owner_references().is_empty());
+    assert_eq!(theirs.resource_version(), foreign.resource_version());
+    eprintln!("a_foreign_policy: {:?}", started.elapsed());
+}
+
+/// `helm template` of the chart with `args`, every document as JSON.
+fn render(args: &[&str]) -> Vec<serde_json::Value> {
+    let helm = bin_dir()
+        .map(|dir| dir.join("helm"))
+        .filter(|path| path.exists())
+        .unwrap_or_else(|| PathBuf::from("helm"));
+    let out = Command::new(helm)
+        .env("HELM_CACHE_HOME", repo().join("target/helm/cache"))
+        .env("HELM_CONFIG_HOME", repo().join("target/helm/config"))
+        .env("HELM_DATA_HOME", repo().join("target/helm/data"))
+        .args(["template", "rel"])
+        .arg(repo().join("charts/sandbox-operator"))
+        .args(["--namespace", "sandbox-system"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("helm runs");
+    assert!(
+        out.status.success(),
+        "helm template {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_yaml::Deserializer::from_str(&text)
+        .filter_map(|doc| {
+            let value: serde_json::Value = serde::Deserialize::deserialize(doc).ok()?;
+            (!value.is_null()).then_some(value)
+        })
+        .collect()
+}
+
+fn find<'a>(docs: &'a [serde_json::Value], kind: &str, name: &str) -> &'a serde_json::Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
+}
+
+#[tokio::test]
+async fn the_charts_operator_network_policy_follows_its_values_and_is_accepted() {
+    let started = Instant::now();
+    // Defaults: webhook port open, admin port 8080 from the release
+    // namespace only.
+    let docs = render(&[]);
+    let policy = find(&docs, "NetworkPolicy", "rel-sandbox-operator");
+    let ingress = policy["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(ingress.len(), 2);
+    assert_eq!(
+        ingress[0]["ports"],
+        json!([{"port": 9443, "protocol": "TCP"}])
+    );
+    assert!(ingress[0].get("from").is_none(), "webhook open to all");
+    assert_eq!(
+        ingress[1]["ports"],
+        json!([{"port": 8080, "protocol": "TCP"}])
+    );
+    assert_eq!(ingress[1]["from"], json!([{"podSelector": {}}]));
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"],
+        "controller"
+    );
+
+    // A configured scraper and admin address: the flag, the container port,
+    // the Service and the policy move together.
+    let docs = render(&[
+        "--set",
+        "metrics.address=0.0.0.0:9090",
+        "--set-json",
+        r#"networkPolicy.metricsFrom.namespaceSelector={"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}}"#,
+        "--set-json",
+        r#"networkPolicy.metricsFrom.podSelector={"matchLabels":{"app.kubernetes.io/name":"prometheus"}}"#,
+    ]);
+    let policy = find(&docs, "NetworkPolicy", "rel-sandbox-operator").clone();
+    let admin = &policy["spec"]["ingress"][1];
+    assert_eq!(admin["ports"], json!([{"port": 9090, "protocol": "TCP"}]));
+    assert_eq!(
+        admin["from"],
+        json!([{
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}
+        }])
+    );
+    let container = &find(&docs, "Deployment", "rel-sandbox-operator")["spec"]["template"]["spec"]
+        ["containers"][0];
+    assert!(
+        container["args"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("--metrics-addr=0.0.0.0:9090"))
+    );
+    assert!(
+        container["ports"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"name": "metrics", "containerPort": 9090, "protocol": "TCP"}))
+    );
+    assert_eq!(
+        find(&docs, "Service", "rel-sandbox-operator-metrics")["spec"]["ports"][0]["port"],
+        9090
+    );
+    // Off: no policy.
+    let docs = render(&["--set", "networkPolicy.enabled=false"]);
+    assert!(!docs.iter().any(|d| d["kind"] == "NetworkPolicy"));
+
+    // The rendered object is valid for the real API server.
+    let ns = TestNs::new("net-chart").await;
+    let mut object: NetworkPolicy = serde_json::from_value(policy).unwrap();
+    object.metadata.namespace = Some(ns.name.clone());
+    let created = ns
+        .api::<NetworkPolicy>()
+        .create(&PostParams::default(), &object)
+        .await
+        .expect("the API server accepts the chart's NetworkPolicy");
+    assert_eq!(created.spec, object.spec);
+    eprintln!("chart_network_policy: {:?}", started.elapsed());
+}
