@@ -185,7 +185,44 @@ async fn observe_and_serve(
         status.warm_pool = ctx.stolen_pool(namespace, status.pod_name.as_deref());
     }
     record_status(ctx, claim, &status).await?;
+    give_back_surplus(ctx, claim_uid, &sandbox).await?;
     Ok(requeue)
+}
+
+/// Deletes Pods this claim stole that its Sandbox will never use. Two
+/// processes serving one claim at once (a split brain around a leader
+/// handover) can each steal a Pod; the loser's is normally given back in
+/// `serve`, but one repointed by the other process's repair is not.
+///
+/// Acts only once the Sandbox's own status reports Ready on a Pod, the one
+/// its annotation names if it has one (nothing repoints a Sandbox after
+/// that), and only on other Pods whose controller is this claim: each is
+/// surplus, deleted guarded by its uid.
+async fn give_back_surplus(ctx: &Context, claim_uid: &str, sandbox: &Sandbox) -> Result<()> {
+    let Some(status) = &sandbox.status else {
+        return Ok(());
+    };
+    let named = sandbox.annotations().get(crate::api::POD_NAME_ANNOTATION);
+    let Some(serving) = status.pod_name.as_ref() else {
+        return Ok(());
+    };
+    if !is_true(&status.conditions, READY) || named.is_some_and(|n| n != serving) {
+        return Ok(());
+    }
+    for pod in ctx.index.controlled_by(claim_uid) {
+        let Some(pod) = ctx.pods.get(&pod) else {
+            continue;
+        };
+        if &pod.name_any() == serving
+            || controller_uid(&pod.metadata) != Some(claim_uid)
+            || is_terminating(pod.as_ref())
+        {
+            continue;
+        }
+        tracing::warn!(pod = %pod.name_any(), "a Pod stolen for this claim is not its Sandbox's: giving it back");
+        serve::delete_pod(ctx, &pod).await?;
+    }
+    Ok(())
 }
 
 /// Makes sure the claim's NetworkPolicy (or its template's, in per-template

@@ -81,9 +81,13 @@ pub(super) async fn serve(
         serving.is_some(),
         super::status::admitted_at(claim).unwrap_or_else(jiff::Timestamp::now),
     );
-    if serving != pick.named {
-        repoint(ctx, &sandbox, serving.as_deref()).await?;
-    }
+    // The repointed copy goes on: the one from before would look like a
+    // Sandbox naming a Pod this claim never got.
+    let sandbox = if serving != pick.named {
+        repoint(ctx, &sandbox, serving.as_deref()).await?
+    } else {
+        sandbox
+    };
     info!(pod = ?serving, launch = if serving.is_some() { "warm" } else { "cold" }, "created Sandbox");
     round_two(ctx, claim, sandbox, stolen).await
 }
@@ -312,7 +316,7 @@ fn earlier_pod(ctx: &Context, claim_uid: &str) -> Option<String> {
 
 /// Points the Sandbox's `agents.x-k8s.io/pod-name` at `pod` (or removes it:
 /// cold path). One merge patch conditioned on the Sandbox's resourceVersion.
-async fn repoint(ctx: &Context, sandbox: &Sandbox, pod: Option<&str>) -> Result<()> {
+async fn repoint(ctx: &Context, sandbox: &Sandbox, pod: Option<&str>) -> Result<Sandbox> {
     let api: Api<Sandbox> =
         Api::namespaced(ctx.client.clone(), &sandbox.namespace().unwrap_or_default());
     let patch = serde_json::json!({
@@ -327,8 +331,7 @@ async fn repoint(ctx: &Context, sandbox: &Sandbox, pod: Option<&str>) -> Result<
         &Patch::Merge(patch),
     )
     .await
-    .map_err(kube_err("point the Sandbox at the stolen Pod"))?;
-    Ok(())
+    .map_err(kube_err("point the Sandbox at the stolen Pod"))
 }
 
 /// Counts a claim that found no usable warm Pod and, off the cold path,
@@ -356,7 +359,7 @@ fn pool_exhausted(ctx: &Arc<Context>, claim: &SandboxClaim, namespace: &str, cho
 }
 
 /// Deletes a Pod this claim stole but does not need, guarded by its uid.
-async fn delete_pod(ctx: &Context, pod: &Pod) -> Result<()> {
+pub(super) async fn delete_pod(ctx: &Context, pod: &Pod) -> Result<()> {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
     let params = DeleteParams {
         preconditions: Some(Preconditions {
@@ -427,7 +430,7 @@ pub(super) async fn repair(
         (None, None) => None,
     };
     warn!(pod = ?serving, "the Sandbox named a Pod this claim never got; pointing it at the Pod now serving");
-    repoint(ctx, sandbox, serving.as_deref()).await
+    repoint(ctx, sandbox, serving.as_deref()).await.map(|_| ())
 }
 
 /// Makes sure the template's NetworkPolicy exists (checked against the API
