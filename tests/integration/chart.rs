@@ -20,7 +20,11 @@ use serde_yaml::Value as Yaml;
 use crate::common::{
     TestNs, bin_dir, free_port, http_get, kubeconfig, kubectl, repo, wait_until_ok,
 };
-use sandbox_operator::api::{ADMITTED_AT_ANNOTATION, LaunchType, READY, SandboxClaim, is_true};
+use crate::fixtures::{
+    claim_of, claim_ready, create, listening_agent_pod, pool, template_of, wait_claim_ready,
+    wait_idle_ready,
+};
+use sandbox_operator::api::{ADMITTED_AT_ANNOTATION, LaunchType, SandboxClaim};
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -1444,39 +1448,12 @@ fn reconcile_errors(metrics: &str) -> Vec<&str> {
         .collect()
 }
 
-/// A template whose Pods start after 300 ms (KWOK) and a pool of `replicas`
-/// of it, both named `name` (through the webhooks).
+/// A template whose Pods (an `agent` container listening on 8080) start
+/// after 300 ms (KWOK) and a pool of `replicas` of it, both named `name`
+/// (through the webhooks).
 async fn create_template_and_pool(ns: &TestNs, name: &str, replicas: i32) {
-    ns.create_yaml_text(&format!(
-        r#"
-apiVersion: extensions.agents.x-k8s.io/v1alpha1
-kind: SandboxTemplate
-metadata:
-  name: {name}
-spec:
-  podTemplate:
-    metadata:
-      annotations:
-        sandbox.test/start-delay-ms: "300"
-    spec:
-      containers:
-        - name: agent
-          image: busybox
-          ports:
-            - containerPort: 8080
----
-apiVersion: extensions.agents.x-k8s.io/v1alpha1
-kind: SandboxWarmPool
-metadata:
-  name: {name}
-spec:
-  replicas: {replicas}
-  sandboxTemplateRef:
-    name: {name}
-"#
-    ))
-    .await
-    .expect("template and pool are admitted");
+    create(ns, &template_of(name, listening_agent_pod(300))).await;
+    create(ns, &pool(name, name, replicas)).await;
 }
 
 /// Creates a claim on `template` (through the webhooks) and checks that the
@@ -1491,16 +1468,9 @@ async fn create_claim(
     if let Some(warmpool) = warmpool {
         spec["warmpool"] = Json::from(warmpool);
     }
-    let claim: SandboxClaim = serde_json::from_value(serde_json::json!({
-        "apiVersion": "extensions.agents.x-k8s.io/v1alpha1",
-        "kind": "SandboxClaim",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))
-    .unwrap();
     let created = ns
         .api::<SandboxClaim>()
-        .create(&PostParams::default(), &claim)
+        .create(&PostParams::default(), &claim_of(name, spec))
         .await
         .map_err(|e| e.to_string())?;
     assert!(
@@ -1513,48 +1483,6 @@ async fn create_claim(
         created.metadata.annotations
     );
     Ok(())
-}
-
-fn claim_is_ready(c: &SandboxClaim) -> bool {
-    c.status
-        .as_ref()
-        .is_some_and(|s| is_true(&s.conditions, READY))
-}
-
-/// Waits until claim `name` is Ready and returns its launch type.
-async fn wait_claim_ready(ns: &TestNs, op: &ChartOperator, name: &str) -> Option<LaunchType> {
-    let claims: Api<SandboxClaim> = ns.api();
-    let ok = wait_until_ok(Duration::from_secs(90), || async {
-        claims
-            .get_opt(name)
-            .await
-            .ok()
-            .flatten()
-            .is_some_and(|c| claim_is_ready(&c))
-    })
-    .await;
-    let claim = claims.get(name).await.expect("get claim");
-    assert!(
-        ok,
-        "claim {name} is not Ready: {:#?}\noperator log:\n{}",
-        claim.status,
-        op.log()
-    );
-    claim.status.and_then(|s| s.launch_type)
-}
-
-async fn wait_idle_ready(ns: &TestNs, op: &ChartOperator, n: usize, what: &str) {
-    let ok = wait_until_ok(Duration::from_secs(90), || async {
-        crate::claims::pool_serving(ns, n).await
-    })
-    .await;
-    assert!(
-        ok,
-        "{what}: {} idle Ready pool Pods ({} in the pools' status), expected {n}; operator log:\n{}",
-        crate::claims::idle_ready(ns).await,
-        crate::claims::pools_report_ready(ns).await,
-        op.log()
-    );
 }
 
 /// Issue 8, acceptance item 3 (RBAC proof): the operator binary, run with
@@ -1653,19 +1581,19 @@ async fn operator_runs_with_the_charts_flags_rbac_and_webhook_configurations() {
 
     // (b) A pool of 2 fills.
     create_template_and_pool(&ns, "rbac", 2).await;
-    wait_idle_ready(&ns, &operator, 2, "pool fill").await;
+    wait_idle_ready(&ns, 2, "pool fill", || operator.log()).await;
     step("pool filled");
 
     // (c) A warm claim through the chart's webhooks (failurePolicy Fail).
     create_claim(&ns, "warm-1", "rbac", None).await.unwrap();
     assert_eq!(
-        wait_claim_ready(&ns, &operator, "warm-1").await,
+        wait_claim_ready(&ns, "warm-1", || operator.log()).await,
         Some(LaunchType::Warm)
     );
     step("warm claim Ready");
 
     // (d) The pool refills.
-    wait_idle_ready(&ns, &operator, 2, "refill").await;
+    wait_idle_ready(&ns, 2, "refill", || operator.log()).await;
     step("pool refilled");
 
     // (e) A cold claim.
@@ -1673,7 +1601,7 @@ async fn operator_runs_with_the_charts_flags_rbac_and_webhook_configurations() {
         .await
         .unwrap();
     assert_eq!(
-        wait_claim_ready(&ns, &operator, "cold-1").await,
+        wait_claim_ready(&ns, "cold-1", || operator.log()).await,
         Some(LaunchType::Cold)
     );
     // A claim whose pool is empty is served cold too, with a PoolExhausted
@@ -1683,7 +1611,7 @@ async fn operator_runs_with_the_charts_flags_rbac_and_webhook_configurations() {
         .await
         .unwrap();
     assert_eq!(
-        wait_claim_ready(&ns, &operator, "cold-2").await,
+        wait_claim_ready(&ns, "cold-2", || operator.log()).await,
         Some(LaunchType::Cold)
     );
     step("cold claims Ready");
@@ -1764,7 +1692,7 @@ async fn operator_runs_with_the_charts_flags_rbac_and_webhook_configurations() {
         operator.log()
     );
     assert_eq!(
-        wait_claim_ready(&ns, &operator, "warm-2").await,
+        wait_claim_ready(&ns, "warm-2", || operator.log()).await,
         Some(LaunchType::Warm)
     );
     step(&format!(
@@ -1924,7 +1852,7 @@ async fn removing_one_rbac_rule_breaks_the_claim_path() {
     let operator = ChartOperator::start(&release, &ns, webhook_port).await;
     // Everything but the claim path still works: the pool fills.
     create_template_and_pool(&ns, "rbac", 1).await;
-    wait_idle_ready(&ns, &operator, 1, "pool fill without the rule").await;
+    wait_idle_ready(&ns, 1, "pool fill without the rule", || operator.log()).await;
 
     create_claim(&ns, "claim-1", "rbac", None).await.unwrap();
     let claims: Api<SandboxClaim> = ns.api();
@@ -1934,7 +1862,7 @@ async fn removing_one_rbac_rule_breaks_the_claim_path() {
             .await
             .ok()
             .flatten()
-            .is_some_and(|c| claim_is_ready(&c))
+            .is_some_and(|c| claim_ready(&c))
     })
     .await;
     assert!(
@@ -1965,7 +1893,7 @@ async fn removing_one_rbac_rule_breaks_the_claim_path() {
     ]);
     assert!(out.status.success(), "restoring the rule: {}", text(&out));
     assert_eq!(
-        wait_claim_ready(&ns, &operator, "claim-1").await,
+        wait_claim_ready(&ns, "claim-1", || operator.log()).await,
         Some(LaunchType::Warm)
     );
 

@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -89,36 +89,67 @@ pub async fn client_for(path: &Path) -> Client {
 /// waits until they are Established.
 pub async fn install_crds(client: &Client) {
     static DONE: OnceCell<()> = OnceCell::const_new();
-    DONE.get_or_init(|| async {
-        let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-        for crd in sandbox_operator::api::crds() {
-            api.patch(
-                &crd.name_any(),
-                &PatchParams::apply("sandbox-operator-tests").force(),
-                &Patch::Apply(&crd),
-            )
+    DONE.get_or_init(|| apply_crds(client)).await;
+}
+
+/// Server-side applies the CRDs on the cluster of `client` and waits until
+/// each is Established (a CRD without a status yet simply is not Established
+/// yet); panics naming the CRD otherwise.
+pub async fn apply_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in sandbox_operator::api::crds() {
+        api.patch(
+            &crd.name_any(),
+            &PatchParams::apply("sandbox-operator-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("installing CRD {}: {e}", crd.name_any()));
+    }
+    for crd in sandbox_operator::api::crds() {
+        let established = wait_until_ok(Duration::from_secs(60), || async {
+            api.get_opt(&crd.name_any())
+                .await
+                .ok()
+                .flatten()
+                .and_then(|c| c.status?.conditions)
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                })
+        })
+        .await;
+        assert!(established, "CRD {} not Established", crd.name_any());
+    }
+}
+
+/// Creates namespace `<prefix>-<random>` on the cluster of `client` and
+/// waits (30 s at most) for its default ServiceAccount.
+pub async fn create_namespace(client: &Client, prefix: &str) -> String {
+    let name = format!("{prefix}-{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let ns = Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create namespace");
+    let service_accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
+    let ok = wait_until_ok(Duration::from_secs(30), || async {
+        service_accounts
+            .get_opt("default")
             .await
-            .unwrap_or_else(|e| panic!("installing CRD {}: {e}", crd.name_any()));
-        }
-        for crd in sandbox_operator::api::crds() {
-            wait_for(
-                &api,
-                &crd.name_any(),
-                Duration::from_secs(60),
-                |c: &CustomResourceDefinition| {
-                    c.status
-                        .as_ref()
-                        .and_then(|s| s.conditions.as_ref())
-                        .is_some_and(|cs| {
-                            cs.iter()
-                                .any(|c| c.type_ == "Established" && c.status == "True")
-                        })
-                },
-            )
-            .await;
-        }
+            .ok()
+            .flatten()
+            .is_some()
     })
     .await;
+    assert!(ok, "namespace {name} got no default ServiceAccount");
+    name
 }
 
 /// A namespace owned by one test; deleted when dropped.
@@ -134,27 +165,7 @@ impl TestNs {
     pub async fn new(prefix: &str) -> TestNs {
         let client = client().await;
         install_crds(&client).await;
-        let name = format!("{prefix}-{:06x}", rand::random::<u32>() & 0xff_ffff);
-        let ns = Namespace {
-            metadata: kube::api::ObjectMeta {
-                name: Some(name.clone()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &ns)
-            .await
-            .expect("create test namespace");
-        wait_until(Duration::from_secs(30), || async {
-            Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), &name)
-                .get_opt("default")
-                .await
-                .ok()
-                .flatten()
-                .is_some()
-        })
-        .await;
+        let name = create_namespace(&client, prefix).await;
         TestNs { client, name }
     }
 
@@ -164,6 +175,21 @@ impl TestNs {
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
     {
         Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    /// Every object of kind `K` in this namespace; panics on an API error.
+    pub async fn list<K>(&self) -> Vec<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        self.api::<K>()
+            .list(&Default::default())
+            .await
+            .unwrap_or_else(|e| panic!("listing in {}: {e}", self.name))
+            .items
     }
 
     /// Creates every document of a YAML file (relative to the repo) in this

@@ -109,12 +109,7 @@ async fn seed_aio_sandbox_becomes_ready_with_pod_and_headless_service() {
     let spec = svc.spec.unwrap();
     assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
     let selector = spec.selector.unwrap();
-    let all: Vec<Pod> = ns
-        .api::<Pod>()
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items;
+    let all: Vec<Pod> = ns.list::<Pod>().await;
     let selected: Vec<String> = all
         .iter()
         .filter(|p| selector.iter().all(|(k, v)| p.labels().get(k) == Some(v)))
@@ -483,12 +478,7 @@ async fn killed_controller_converges_without_duplicates() {
         list.len() == 50 && list.iter().all(is_ready)
     })
     .await;
-    let pods: Vec<Pod> = ns
-        .api::<Pod>()
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items;
+    let pods: Vec<Pod> = ns.list::<Pod>().await;
     let mut per_sandbox: HashMap<String, usize> = HashMap::new();
     for p in &pods {
         if let Some(owner) = p.owner_references().iter().find(|o| o.kind == "Sandbox") {
