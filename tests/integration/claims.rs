@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::common::{Operator, TestNs, wait_for, wait_until};
 use crate::fixtures::{
     SETUP_START_DELAY_MS as START_DELAY_MS, assert_no_double_assignment, claim, claim_ready,
-    create, idle_ready, is_idle, pool, setup, template_of, wait_pool_ready,
+    claim_when_ready, create, idle_ready, is_idle, pool, setup, template_of, wait_pool_ready,
 };
 use sandbox_operator::api::{
     CLAIM_LABEL, LaunchType, ORIGIN_POOL_LABEL, POOL_LABEL, READY, Sandbox, SandboxClaim,
@@ -32,13 +32,8 @@ async fn warm_claim_is_served_from_the_pool_which_refills() {
         .map(|p| p.name_any())
         .collect();
 
-    let claims: Api<SandboxClaim> = ns.api();
     let start = Instant::now();
-    claims
-        .create(&PostParams::default(), &claim("c1"))
-        .await
-        .unwrap();
-    let c = wait_for(&claims, "c1", Duration::from_secs(20), claim_ready).await;
+    let c = claim_when_ready(&ns, "c1", Duration::from_secs(20)).await;
     println!(
         "warm claim Ready after {:?} (client clock, polling)",
         start.elapsed()
@@ -99,13 +94,8 @@ async fn empty_pool_serves_cold_after_the_start_delay() {
     let ns = TestNs::new("claim-cold").await;
     let _op = ns.operator(&[]).await;
     setup(&ns, 0).await;
-    let claims: Api<SandboxClaim> = ns.api();
     let start = Instant::now();
-    claims
-        .create(&PostParams::default(), &claim("c1"))
-        .await
-        .unwrap();
-    let c = wait_for(&claims, "c1", Duration::from_secs(30), claim_ready).await;
+    let c = claim_when_ready(&ns, "c1", Duration::from_secs(30)).await;
     let took = start.elapsed();
     println!("cold claim Ready after {took:?} (start delay {START_DELAY_MS} ms)");
     assert_eq!(c.status.unwrap().launch_type, Some(LaunchType::Cold));
@@ -248,12 +238,7 @@ async fn template_change_replaces_idle_pods_only() {
     let _op = ns.operator(&[]).await;
     setup(&ns, 4).await;
     wait_pool_ready(&ns, 4).await;
-    let claims: Api<SandboxClaim> = ns.api();
-    claims
-        .create(&PostParams::default(), &claim("keep"))
-        .await
-        .unwrap();
-    let c = wait_for(&claims, "keep", Duration::from_secs(20), claim_ready).await;
+    let c = claim_when_ready(&ns, "keep", Duration::from_secs(20)).await;
     let claimed = ns
         .api::<Pod>()
         .get(c.status.as_ref().unwrap().pod_name.as_ref().unwrap())

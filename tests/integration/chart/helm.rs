@@ -125,3 +125,15 @@ pub(super) fn all_on_values() -> String {
         .to_string_lossy()
         .into_owned()
 }
+
+/// The chart's policy ConfigMap (`<release>-policy`) among rendered documents.
+pub(super) fn policy_config_map(docs: &[Yaml]) -> &Yaml {
+    docs.iter()
+        .find(|d| {
+            kind_of(d) == "ConfigMap"
+                && d["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.ends_with("-policy"))
+        })
+        .expect("policy ConfigMap")
+}

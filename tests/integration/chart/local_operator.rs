@@ -13,7 +13,7 @@ use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 
 use super::helm::{
-    chart_dir, documents, find, helm_cluster, kind_of, operator_args, run, succeed, text,
+    chart_dir, documents, find, helm_cluster, operator_args, policy_config_map, run, succeed, text,
 };
 use super::install::uninstall_and_check;
 use crate::common::{TestNs, free_port, http_get, kubeconfig, repo, wait_until_ok};
@@ -47,15 +47,7 @@ fn start_like_the_deployment(
     webhook_port: u16,
     log: &Path,
 ) -> tokio::process::Child {
-    let policy = docs
-        .iter()
-        .find(|d| {
-            kind_of(d) == "ConfigMap"
-                && d["metadata"]["name"]
-                    .as_str()
-                    .is_some_and(|n| n.ends_with("-policy"))
-        })
-        .expect("policy ConfigMap");
+    let policy = policy_config_map(docs);
     let policy_file = repo().join(format!("target/test-logs/{}-policy.yaml", ns.name));
     std::fs::write(
         &policy_file,

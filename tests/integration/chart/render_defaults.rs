@@ -8,23 +8,15 @@ use std::process::Command;
 use serde_yaml::Value as Yaml;
 
 use super::helm::{
-    all_on_values, chart_dir, find, helm, kind_of, kinds, operator_args, render, run, strings,
-    succeed, text,
+    all_on_values, chart_dir, find, helm, kind_of, kinds, operator_args, policy_config_map, render,
+    run, strings, succeed, text,
 };
 use crate::common::repo;
 
 /// The rendered policy is one the operator accepts, and it admits the
 /// objects of the chart's own `helm test` (`sandbox-operator policy check`).
 pub(super) fn assert_policy_admits_the_helm_test(docs: &[Yaml], label: &str) {
-    let policy = docs
-        .iter()
-        .find(|d| {
-            kind_of(d) == "ConfigMap"
-                && d["metadata"]["name"]
-                    .as_str()
-                    .is_some_and(|n| n.ends_with("-policy"))
-        })
-        .expect("policy ConfigMap");
+    let policy = policy_config_map(docs);
     let dir = repo().join("target/test-logs");
     std::fs::create_dir_all(&dir).unwrap();
     let policy_file = dir.join(format!("chart-{label}-policy.yaml"));
