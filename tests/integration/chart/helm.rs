@@ -137,3 +137,18 @@ pub(super) fn policy_config_map(docs: &[Yaml]) -> &Yaml {
         })
         .expect("policy ConfigMap")
 }
+
+/// `helm install <release>` of the chart into `namespace` on the local
+/// control plane, CRDs left out (the tests install them once).
+pub(super) fn helm_install(release: &str, namespace: &str) -> Command {
+    let mut command = helm_cluster();
+    command.args([
+        "install",
+        release,
+        chart_dir().to_str().unwrap(),
+        "--namespace",
+        namespace,
+        "--skip-crds",
+    ]);
+    command
+}

@@ -3,7 +3,7 @@
 
 use serde_json::Value as Json;
 
-use super::helm::{chart_dir, documents, helm, helm_cluster, kind_of, succeed, text};
+use super::helm::{chart_dir, documents, helm, helm_cluster, helm_install, kind_of, succeed, text};
 use crate::common::{TestNs, free_port, kubectl, repo};
 
 /// Kinds of the cluster-scoped objects a release creates.
@@ -83,25 +83,14 @@ async fn chart_installs_on_the_control_plane_and_uninstalls_without_leftovers() 
     // objects meet these webhooks; nothing serves them, so Ignore.
     let release = ns.name.clone();
     let port = free_port();
-    succeed(
-        helm_cluster()
-            .args([
-                "install",
-                &release,
-                chart.to_str().unwrap(),
-                "--namespace",
-                &ns.name,
-                "--skip-crds",
-            ])
-            .args([
-                "--set",
-                &format!("webhook.url=https://127.0.0.1:{port}"),
-                "--set",
-                "webhook.failurePolicy=Ignore",
-                "--set",
-                &format!("controller.watchNamespace={}", ns.name),
-            ]),
-    );
+    succeed(helm_install(&release, &ns.name).args([
+        "--set",
+        &format!("webhook.url=https://127.0.0.1:{port}"),
+        "--set",
+        "webhook.failurePolicy=Ignore",
+        "--set",
+        &format!("controller.watchNamespace={}", ns.name),
+    ]));
     let status =
         succeed(helm_cluster().args(["status", &release, "--namespace", &ns.name, "-o", "json"]));
     let status: Json = serde_json::from_str(&status).unwrap();

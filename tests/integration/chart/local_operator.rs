@@ -13,7 +13,8 @@ use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 
 use super::helm::{
-    chart_dir, documents, find, helm_cluster, operator_args, policy_config_map, run, succeed, text,
+    documents, find, helm_cluster, helm_install, operator_args, policy_config_map, run, succeed,
+    text,
 };
 use super::install::uninstall_and_check;
 use crate::common::{TestNs, free_port, http_get, kubeconfig, repo, wait_until_ok};
@@ -91,18 +92,9 @@ pub(super) struct LocalRelease {
 
 impl LocalRelease {
     pub(super) fn install(ns: &TestNs, webhook_port: u16, extra: &[&str]) -> LocalRelease {
-        let chart = chart_dir();
         let name = ns.name.clone();
         succeed(
-            helm_cluster()
-                .args([
-                    "install",
-                    &name,
-                    chart.to_str().unwrap(),
-                    "--namespace",
-                    &ns.name,
-                    "--skip-crds",
-                ])
+            helm_install(&name, &ns.name)
                 .args([
                     "--set",
                     &format!("webhook.url=https://127.0.0.1:{webhook_port}"),

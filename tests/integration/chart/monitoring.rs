@@ -68,21 +68,9 @@ fn exported_series() -> BTreeSet<String> {
 /// functions, keywords, label names, durations, numbers or dashboard
 /// variables.
 fn metrics_in(expr: &str) -> BTreeSet<String> {
+    /// PromQL words that are not metrics, besides the grouping ones below.
     const KEYWORDS: &[&str] = &[
-        "by",
-        "without",
-        "on",
-        "ignoring",
-        "group_left",
-        "group_right",
-        "and",
-        "or",
-        "unless",
-        "bool",
-        "offset",
-        "inf",
-        "nan",
-        "atan2",
+        "and", "or", "unless", "bool", "offset", "inf", "nan", "atan2",
     ];
     const GROUPING: &[&str] = &[
         "by",
@@ -175,6 +163,7 @@ fn metrics_in(expr: &str) -> BTreeSet<String> {
         } else if token.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_' || c == ':')
             && !matches!(next, Some("(" | "by" | "without"))
             && !KEYWORDS.contains(&token.as_str())
+            && !GROUPING.contains(&token.as_str())
         {
             names.insert(token.clone());
         }

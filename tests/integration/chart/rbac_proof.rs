@@ -377,15 +377,7 @@ async fn removing_one_rbac_rule_breaks_the_claim_path() {
         {"op": "test", "path": path, "value": rule},
         {"op": "remove", "path": path},
     ]);
-    let out = ns.kubectl(&[
-        "patch",
-        "role",
-        &role_name,
-        "--type=json",
-        "-p",
-        &remove.to_string(),
-    ]);
-    assert!(out.status.success(), "removing the rule: {}", text(&out));
+    patch_role(&ns, &role_name, &remove, "removing the rule");
 
     let operator = ChartOperator::start(&release, &ns, webhook_port).await;
     // Everything but the claim path still works: the pool fills.
@@ -421,15 +413,7 @@ async fn removing_one_rbac_rule_breaks_the_claim_path() {
 
     // The rule back (as rendered): the retried reconcile serves the claim.
     let restore = serde_json::json!([{"op": "add", "path": path, "value": rule}]);
-    let out = ns.kubectl(&[
-        "patch",
-        "role",
-        &role_name,
-        "--type=json",
-        "-p",
-        &restore.to_string(),
-    ]);
-    assert!(out.status.success(), "restoring the rule: {}", text(&out));
+    patch_role(&ns, &role_name, &restore, "restoring the rule");
     assert_eq!(
         wait_claim_ready(&ns, "claim-1", || operator.log()).await,
         Some(LaunchType::Warm)
@@ -437,4 +421,11 @@ async fn removing_one_rbac_rule_breaks_the_claim_path() {
 
     drop(operator);
     release.uninstall();
+}
+
+/// Applies the JSON patch `ops` to Role `role`; panics naming `what` when
+/// kubectl fails.
+fn patch_role(ns: &TestNs, role: &str, ops: &Json, what: &str) {
+    let out = ns.kubectl(&["patch", "role", role, "--type=json", "-p", &ops.to_string()]);
+    assert!(out.status.success(), "{what}: {}", text(&out));
 }
