@@ -17,7 +17,9 @@ use super::helm::{
     text,
 };
 use super::install::uninstall_and_check;
-use crate::common::{TestNs, free_port, http_get, kubeconfig, repo, wait_until_ok};
+use crate::common::{
+    TestNs, free_port, http_get, kubeconfig, operator_command, repo, wait_until_ok,
+};
 use crate::fixtures::{claim_of, create, listening_agent_pod, pool, template_of};
 use sandbox_operator::api::{ADMITTED_AT_ANNOTATION, SandboxClaim};
 
@@ -65,15 +67,10 @@ fn start_like_the_deployment(
         })
         .collect();
     let file = std::fs::File::create(log).unwrap();
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_sandbox-operator"))
+    operator_command(kubeconfig, file)
         .args(&args)
-        .env("KUBECONFIG", kubeconfig)
         .env("POD_NAME", format!("{}-local", ns.name))
         .env("POD_NAMESPACE", &ns.name)
-        .env("RUST_LOG", "info,kube_runtime=warn,kube_client=warn")
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .kill_on_drop(true)
         .spawn()
         .expect("start the operator binary")
 }

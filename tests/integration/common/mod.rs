@@ -263,26 +263,15 @@ impl Drop for TestNs {
                     "--wait=false",
                 ])
                 .output();
-            let _ = std::process::Command::new("kubectl")
-                .args([
-                    "--kubeconfig",
-                    kc,
-                    "delete",
-                    "--ignore-not-found",
-                    "mutatingwebhookconfiguration",
-                    &config,
-                ])
-                .output();
-            let _ = std::process::Command::new("kubectl")
-                .args([
-                    "--kubeconfig",
-                    kc,
-                    "delete",
-                    "--ignore-not-found",
-                    "validatingwebhookconfiguration",
-                    &config,
-                ])
-                .output();
+            for kind in [
+                "mutatingwebhookconfiguration",
+                "validatingwebhookconfiguration",
+            ] {
+                let _ = std::process::Command::new("kubectl")
+                    .args(["--kubeconfig", kc, "delete", "--ignore-not-found", kind])
+                    .arg(&config)
+                    .output();
+            }
         })
         .join();
     }
@@ -324,7 +313,7 @@ impl Operator {
         std::fs::create_dir_all(&logs).expect("log dir");
         let log = logs.join(format!("{namespace}-operator-{port}.log"));
         let file = std::fs::File::create(&log).expect("log file");
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sandbox-operator"))
+        let child = operator_command(&kubeconfig(), file)
             .args([
                 "run",
                 "--leader-elect=false",
@@ -347,11 +336,6 @@ impl Operator {
             ])
             .args(["--webhook-config-name", &webhook_config_name(namespace)])
             .args(extra)
-            .env("KUBECONFIG", kubeconfig())
-            .env("RUST_LOG", "info,kube_runtime=warn,kube_client=warn")
-            .stdout(file.try_clone().expect("log file"))
-            .stderr(file)
-            .kill_on_drop(true)
             .spawn()
             .expect("start the operator binary");
         let op = Operator {
@@ -390,6 +374,19 @@ impl Operator {
             .expect("scrape metrics")
             .1
     }
+}
+
+/// The operator binary as a command: `KUBECONFIG` set, its logs (stdout
+/// and stderr) to `log`, killed when the child handle is dropped.
+pub fn operator_command(kubeconfig: &Path, log: std::fs::File) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sandbox-operator"));
+    command
+        .env("KUBECONFIG", kubeconfig)
+        .env("RUST_LOG", "info,kube_runtime=warn,kube_client=warn")
+        .stdout(log.try_clone().expect("log file"))
+        .stderr(log)
+        .kill_on_drop(true);
+    command
 }
 
 /// Polls `get` until `cond` holds on the object; panics with the last state

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
 
-use crate::common::{client_for, free_port, http_get, repo, wait_until_ok};
+use crate::common::{client_for, free_port, http_get, operator_command, repo, wait_until_ok};
 use crate::fixtures;
 use sandbox_operator::api::SandboxClaim;
 
@@ -168,15 +168,10 @@ impl OperatorProc {
             .append(true)
             .open(&log)
             .expect("log file");
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sandbox-operator"))
+        let child = operator_command(kubeconfig, file)
             .args(["run", "--namespace", ns, "--metrics-addr", &metrics_addr])
             .args(["--identity", label])
             .args(args)
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info,kube_runtime=warn,kube_client=warn")
-            .stdout(file.try_clone().expect("log file"))
-            .stderr(file)
-            .kill_on_drop(true)
             .spawn()
             .expect("start the operator binary");
         OperatorProc {
