@@ -14,6 +14,7 @@
 
 use std::time::{Duration, Instant};
 
+use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, DeleteParams, PostParams, PropagationPolicy, WatchEvent, WatchParams};
 use kube::{Client, ResourceExt};
@@ -221,16 +222,11 @@ async fn watch_until_done(
     let name = claim.name_any();
     let namespace = claim.namespace().unwrap_or_default();
     let what = || format!("watching SandboxClaim {namespace}/{name}");
-    let params = WatchParams::default()
-        .fields(&format!("metadata.name={name}"))
-        .timeout(290);
     let mut version = claim.resource_version().unwrap_or_default();
     loop {
-        let mut events = api
-            .watch(&params, &version)
+        let mut events = watch_one(api, &name, &version)
             .await
-            .map_err(api_error(what()))?
-            .boxed();
+            .map_err(api_error(what()))?;
         while let Some(event) = events.try_next().await.map_err(api_error(what()))? {
             let observed = match event {
                 WatchEvent::Added(c) | WatchEvent::Modified(c) => c,
@@ -269,6 +265,19 @@ async fn watch_until_done(
     }
 }
 
+/// A watch on the one claim `name` from `version`. The API server ends it
+/// after 290 s; callers watch again from the last version they saw.
+async fn watch_one(
+    api: &Api<SandboxClaim>,
+    name: &str,
+    version: &str,
+) -> kube::Result<BoxStream<'static, kube::Result<WatchEvent<SandboxClaim>>>> {
+    let params = WatchParams::default()
+        .fields(&format!("metadata.name={name}"))
+        .timeout(290);
+    Ok(api.watch(&params, version).await?.boxed())
+}
+
 /// Deletes the claim (its Sandbox, Pod, Service and NetworkPolicy follow by
 /// garbage collection). `Ok(false)` when there was no such claim.
 pub async fn delete(api: &Api<SandboxClaim>, name: &str) -> Result<bool, ClaimError> {
@@ -296,16 +305,11 @@ pub async fn wait_deleted(
         let Some(claim) = api.get_opt(name).await.map_err(api_error(what()))? else {
             return Ok(());
         };
-        let params = WatchParams::default()
-            .fields(&format!("metadata.name={name}"))
-            .timeout(290);
         let mut version = claim.resource_version().unwrap_or_default();
         loop {
-            let mut events = api
-                .watch(&params, &version)
+            let mut events = watch_one(api, name, &version)
                 .await
-                .map_err(api_error(what()))?
-                .boxed();
+                .map_err(api_error(what()))?;
             while let Some(event) = events.try_next().await.map_err(api_error(what()))? {
                 match event {
                     WatchEvent::Deleted(_) => return Ok(()),

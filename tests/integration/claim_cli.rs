@@ -3,11 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use kube::api::PostParams;
 use serde_json::{Value, json};
 
 use crate::common::{TestNs, kubeconfig, wait_until};
-use sandbox_operator::api::{SandboxClaim, SandboxTemplate, SandboxWarmPool};
+use crate::fixtures::{self, create};
+use sandbox_operator::api::{SandboxClaim, SandboxWarmPool};
 
 /// Simulated cold start of the `delayed` template (KWOK delay annotation).
 const COLD_START_MS: u64 = 1000;
@@ -44,18 +44,7 @@ async fn cli(ns: &TestNs, args: &[&str]) -> Run {
 }
 
 async fn template(ns: &TestNs, name: &str, delay_ms: u64) {
-    let template: SandboxTemplate = serde_json::from_value(json!({
-        "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxTemplate",
-        "metadata": {"name": name},
-        "spec": {"podTemplate": {
-            "metadata": {"annotations": {"sandbox.test/start-delay-ms": delay_ms.to_string()}},
-            "spec": {"containers": [{"name": "agent", "image": "busybox"}]}}}
-    }))
-    .unwrap();
-    ns.api::<SandboxTemplate>()
-        .create(&PostParams::default(), &template)
-        .await
-        .unwrap();
+    create(ns, &fixtures::template(name, delay_ms)).await;
 }
 
 async fn claim_gone(ns: &TestNs, name: &str) {
@@ -72,15 +61,7 @@ async fn claim_cli_prints_warm_and_cold_facts_and_deletes() {
     let _op = ns.operator(&[]).await;
     template(&ns, "fast", 0).await;
     template(&ns, "delayed", COLD_START_MS).await;
-    let pool: SandboxWarmPool = serde_json::from_value(json!({
-        "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxWarmPool",
-        "metadata": {"name": "pool"}, "spec": {"replicas": 2, "sandboxTemplateRef": {"name": "fast"}}
-    }))
-    .unwrap();
-    ns.api::<SandboxWarmPool>()
-        .create(&PostParams::default(), &pool)
-        .await
-        .unwrap();
+    create(&ns, &fixtures::pool("pool", "fast", 2)).await;
     let pools = ns.api::<SandboxWarmPool>();
     wait_until(Duration::from_secs(60), || async {
         pools

@@ -10,205 +10,14 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::common::{Operator, TestNs, wait_for, wait_until};
+use crate::fixtures::{
+    SETUP_START_DELAY_MS as START_DELAY_MS, assert_no_double_assignment, claim, claim_ready,
+    claim_when_ready, create, idle_ready, is_idle, pool, setup, template_of, wait_pool_ready,
+};
 use sandbox_operator::api::{
     CLAIM_LABEL, LaunchType, ORIGIN_POOL_LABEL, POOL_LABEL, READY, Sandbox, SandboxClaim,
-    SandboxTemplate, SandboxWarmPool, is_true,
+    SandboxTemplate, SandboxWarmPool,
 };
-
-/// Simulated cold start of test Pods (KWOK delay annotation).
-const START_DELAY_MS: u64 = 1500;
-
-pub(crate) async fn setup(ns: &TestNs, pool_replicas: i32) {
-    let template: SandboxTemplate = serde_json::from_value(json!({
-        "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxTemplate",
-        "metadata": {"name": "tmpl"},
-        "spec": {"podTemplate": {
-            "metadata": {"annotations": {"sandbox.test/start-delay-ms": START_DELAY_MS.to_string()}},
-            "spec": {"containers": [{"name": "agent", "image": "busybox", "ports": [{"containerPort": 8080}]}]}}}
-    }))
-    .unwrap();
-    ns.api::<SandboxTemplate>()
-        .create(&PostParams::default(), &template)
-        .await
-        .unwrap();
-    let pool: SandboxWarmPool = serde_json::from_value(json!({
-        "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxWarmPool",
-        "metadata": {"name": "pool"},
-        "spec": {"replicas": pool_replicas, "sandboxTemplateRef": {"name": "tmpl"}}
-    }))
-    .unwrap();
-    ns.api::<SandboxWarmPool>()
-        .create(&PostParams::default(), &pool)
-        .await
-        .unwrap();
-}
-
-pub(crate) fn claim(name: &str) -> SandboxClaim {
-    serde_json::from_value(json!({
-        "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxClaim",
-        "metadata": {"name": name}, "spec": {"sandboxTemplateRef": {"name": "tmpl"}}
-    }))
-    .unwrap()
-}
-
-pub(crate) fn claim_ready(c: &SandboxClaim) -> bool {
-    c.status
-        .as_ref()
-        .is_some_and(|s| is_true(&s.conditions, READY))
-}
-
-/// Idle pool Pods that are Ready and not terminating, as the API server
-/// has them.
-pub(crate) async fn idle_ready(ns: &TestNs) -> usize {
-    let Ok(pods) = ns.api::<Pod>().list(&Default::default()).await else {
-        return 0;
-    };
-    pods.items
-        .iter()
-        .filter(|p| p.labels().contains_key(POOL_LABEL) && p.metadata.deletion_timestamp.is_none())
-        .filter(|p| {
-            p.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        })
-        .count()
-}
-
-/// Ready idle Pods as the operator has seen them: the pools' own
-/// `status.readyReplicas`, which the operator writes from its cache.
-pub(crate) async fn pools_report_ready(ns: &TestNs) -> usize {
-    let Ok(pools) = ns.api::<SandboxWarmPool>().list(&Default::default()).await else {
-        return 0;
-    };
-    pools
-        .items
-        .iter()
-        .filter_map(|p| p.status.as_ref())
-        .map(|s| usize::try_from(s.ready_replicas).unwrap_or_default())
-        .sum()
-}
-
-/// True when `n` idle Pods are Ready both in the API server and in the
-/// operator's view. A Pod the API server shows Ready a moment before the
-/// operator's watch delivers it is not yet a warm candidate, so a claim
-/// made in that moment honestly goes cold; tests that expect a warm claim
-/// wait for both.
-pub(crate) async fn pool_serving(ns: &TestNs, n: usize) -> bool {
-    idle_ready(ns).await == n && pools_report_ready(ns).await == n
-}
-
-pub(crate) async fn wait_pool_ready(ns: &TestNs, n: usize) {
-    wait_until(Duration::from_secs(60), || async {
-        pool_serving(ns, n).await
-    })
-    .await;
-}
-
-/// Checks the invariants over every Pod and claim of the namespace: a Pod is
-/// owned by at most one controller and labelled for at most one claim; every
-/// Ready claim is served by a Pod no other claim uses; every non-idle Pod
-/// belongs to exactly one existing claim. Returns (warm, cold) counts.
-pub(crate) async fn assert_no_double_assignment(ns: &TestNs) -> (usize, usize) {
-    let pods: Vec<Pod> = ns
-        .api::<Pod>()
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items;
-    let claims: Vec<SandboxClaim> = ns
-        .api::<SandboxClaim>()
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items;
-    let sandboxes: Vec<Sandbox> = ns
-        .api::<Sandbox>()
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items;
-    let claim_names: HashSet<String> = claims.iter().map(|c| c.name_any()).collect();
-    let sandbox_uids: HashMap<String, String> = sandboxes
-        .iter()
-        .map(|s| (s.uid().unwrap(), s.name_any()))
-        .collect();
-
-    let mut served_by: HashMap<String, String> = HashMap::new();
-    for c in &claims {
-        let status = c.status.clone().unwrap_or_default();
-        if let Some(pod) = status.pod_name.clone()
-            && let Some(other) = served_by.insert(pod.clone(), c.name_any())
-        {
-            panic!("Pod {pod} serves two claims: {other} and {}", c.name_any());
-        }
-    }
-    for p in pods
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-    {
-        let controllers: Vec<_> = p
-            .owner_references()
-            .iter()
-            .filter(|o| o.controller == Some(true))
-            .collect();
-        assert!(
-            controllers.len() <= 1,
-            "Pod {} has {} controllers",
-            p.name_any(),
-            controllers.len()
-        );
-        if p.labels().contains_key(POOL_LABEL) {
-            assert!(
-                !p.labels().contains_key(CLAIM_LABEL),
-                "idle Pod {} carries a claim label",
-                p.name_any()
-            );
-            assert_eq!(
-                controllers[0].kind,
-                "SandboxWarmPool",
-                "idle Pod {} not owned by its pool",
-                p.name_any()
-            );
-            continue;
-        }
-        let claim = p
-            .labels()
-            .get(CLAIM_LABEL)
-            .unwrap_or_else(|| panic!("Pod {} is neither idle nor claimed", p.name_any()));
-        assert!(
-            claim_names.contains(claim),
-            "Pod {} labelled for missing claim {claim}",
-            p.name_any()
-        );
-        let owner = controllers
-            .first()
-            .unwrap_or_else(|| panic!("claimed Pod {} has no owner", p.name_any()));
-        let owner_claim = match owner.kind.as_str() {
-            "Sandbox" => sandbox_uids.get(&owner.uid).cloned().unwrap_or_default(),
-            "SandboxClaim" => owner.name.clone(),
-            other => panic!("claimed Pod {} owned by a {other}", p.name_any()),
-        };
-        assert_eq!(
-            &owner_claim,
-            claim,
-            "Pod {} labelled for {claim} but owned for {owner_claim}",
-            p.name_any()
-        );
-        if let Some(server) = served_by.get(&p.name_any()) {
-            assert_eq!(server, claim);
-        }
-    }
-    let warm = claims
-        .iter()
-        .filter(|c| c.status.as_ref().and_then(|s| s.launch_type) == Some(LaunchType::Warm))
-        .count();
-    let cold = claims
-        .iter()
-        .filter(|c| c.status.as_ref().and_then(|s| s.launch_type) == Some(LaunchType::Cold))
-        .count();
-    (warm, cold)
-}
 
 #[tokio::test]
 async fn warm_claim_is_served_from_the_pool_which_refills() {
@@ -217,22 +26,14 @@ async fn warm_claim_is_served_from_the_pool_which_refills() {
     setup(&ns, 5).await;
     wait_pool_ready(&ns, 5).await;
     let pool_pods: HashSet<String> = ns
-        .api::<Pod>()
-        .list(&Default::default())
+        .list::<Pod>()
         .await
-        .unwrap()
-        .items
         .iter()
         .map(|p| p.name_any())
         .collect();
 
-    let claims: Api<SandboxClaim> = ns.api();
     let start = Instant::now();
-    claims
-        .create(&PostParams::default(), &claim("c1"))
-        .await
-        .unwrap();
-    let c = wait_for(&claims, "c1", Duration::from_secs(20), claim_ready).await;
+    let c = claim_when_ready(&ns, "c1", Duration::from_secs(20)).await;
     println!(
         "warm claim Ready after {:?} (client clock, polling)",
         start.elapsed()
@@ -293,13 +94,8 @@ async fn empty_pool_serves_cold_after_the_start_delay() {
     let ns = TestNs::new("claim-cold").await;
     let _op = ns.operator(&[]).await;
     setup(&ns, 0).await;
-    let claims: Api<SandboxClaim> = ns.api();
     let start = Instant::now();
-    claims
-        .create(&PostParams::default(), &claim("c1"))
-        .await
-        .unwrap();
-    let c = wait_for(&claims, "c1", Duration::from_secs(30), claim_ready).await;
+    let c = claim_when_ready(&ns, "c1", Duration::from_secs(30)).await;
     let took = start.elapsed();
     println!("cold claim Ready after {took:?} (start delay {START_DELAY_MS} ms)");
     assert_eq!(c.status.unwrap().launch_type, Some(LaunchType::Cold));
@@ -422,12 +218,7 @@ async fn kill_9_mid_burst_loses_no_claim_and_leaks_no_pod() {
     println!("kill -9 mid-burst: {warm} warm, {cold} cold, all 30 Ready");
     // Every claimed Pod belongs to exactly one claim (checked above); every
     // claim has exactly one live Pod.
-    let pods: Vec<Pod> = ns
-        .api::<Pod>()
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items;
+    let pods: Vec<Pod> = ns.list::<Pod>().await;
     let mut per_claim: HashMap<String, usize> = HashMap::new();
     for p in pods
         .iter()
@@ -447,12 +238,7 @@ async fn template_change_replaces_idle_pods_only() {
     let _op = ns.operator(&[]).await;
     setup(&ns, 4).await;
     wait_pool_ready(&ns, 4).await;
-    let claims: Api<SandboxClaim> = ns.api();
-    claims
-        .create(&PostParams::default(), &claim("keep"))
-        .await
-        .unwrap();
-    let c = wait_for(&claims, "keep", Duration::from_secs(20), claim_ready).await;
+    let c = claim_when_ready(&ns, "keep", Duration::from_secs(20)).await;
     let claimed = ns
         .api::<Pod>()
         .get(c.status.as_ref().unwrap().pod_name.as_ref().unwrap())
@@ -460,11 +246,8 @@ async fn template_change_replaces_idle_pods_only() {
         .unwrap();
     wait_pool_ready(&ns, 4).await;
     let before: HashSet<String> = ns
-        .api::<Pod>()
-        .list(&Default::default())
+        .list::<Pod>()
         .await
-        .unwrap()
-        .items
         .iter()
         .filter(|p| p.labels().contains_key(POOL_LABEL))
         .map(|p| p.name_any())
@@ -480,18 +263,8 @@ async fn template_change_replaces_idle_pods_only() {
         .await
         .unwrap();
     wait_until(Duration::from_secs(60), || async {
-        let pods = ns
-            .api::<Pod>()
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items;
-        let idle: Vec<&Pod> = pods
-            .iter()
-            .filter(|p| {
-                p.labels().contains_key(POOL_LABEL) && p.metadata.deletion_timestamp.is_none()
-            })
-            .collect();
+        let pods = ns.list::<Pod>().await;
+        let idle: Vec<&Pod> = pods.iter().filter(|p| is_idle(p)).collect();
         idle.len() == 4
             && idle.iter().all(|p| {
                 p.labels().get("version").map(String::as_str) == Some("2")
@@ -553,11 +326,8 @@ async fn deleting_a_claim_or_pool_cleans_up_exactly_what_they_own() {
         .await
         .unwrap();
     wait_until(Duration::from_secs(90), || async {
-        ns.api::<Pod>()
-            .list(&Default::default())
+        ns.list::<Pod>()
             .await
-            .unwrap()
-            .items
             .iter()
             .all(|p| !p.labels().contains_key(POOL_LABEL))
     })
@@ -575,18 +345,7 @@ async fn kubectl_scale_converges_without_over_creation() {
     let _op = ns.operator(&[]).await;
     setup(&ns, 2).await;
     wait_pool_ready(&ns, 2).await;
-    let count = || async {
-        ns.api::<Pod>()
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .filter(|p| {
-                p.labels().contains_key(POOL_LABEL) && p.metadata.deletion_timestamp.is_none()
-            })
-            .count()
-    };
+    let count = || async { ns.list::<Pod>().await.iter().filter(|p| is_idle(p)).count() };
     for target in [12usize, 3, 8] {
         let out = ns.kubectl(&["scale", "swp/pool", &format!("--replicas={target}")]);
         assert!(
@@ -630,24 +389,11 @@ async fn kubectl_scale_converges_without_over_creation() {
 async fn a_pool_whose_pods_cannot_be_scheduled_says_why() {
     let ns = TestNs::new("pool-unsched").await;
     let _op = ns.operator(&[]).await;
-    let template: SandboxTemplate = serde_json::from_value(json!({
-        "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxTemplate",
-        "metadata": {"name": "nowhere"},
-        "spec": {"podTemplate": {"spec": {"nodeSelector": {"sandbox.test/no-such-node": "true"},
-            "containers": [{"name": "agent", "image": "busybox"}]}}}
-    }))
-    .unwrap();
-    ns.api::<SandboxTemplate>()
-        .create(&PostParams::default(), &template)
-        .await
-        .unwrap();
-    let pool: SandboxWarmPool = serde_json::from_value(json!({
-        "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxWarmPool",
-        "metadata": {"name": "nowhere"}, "spec": {"replicas": 2, "sandboxTemplateRef": {"name": "nowhere"}}
-    }))
-    .unwrap();
+    let unschedulable = json!({"spec": {"nodeSelector": {"sandbox.test/no-such-node": "true"},
+        "containers": [{"name": "agent", "image": "busybox"}]}});
+    create(&ns, &template_of("nowhere", unschedulable)).await;
+    create(&ns, &pool("nowhere", "nowhere", 2)).await;
     let pools = ns.api::<SandboxWarmPool>();
-    pools.create(&PostParams::default(), &pool).await.unwrap();
     let stuck = wait_for(&pools, "nowhere", Duration::from_secs(60), |p| {
         p.status
             .as_ref()
@@ -665,13 +411,5 @@ async fn a_pool_whose_pods_cannot_be_scheduled_says_why() {
     );
     // No more Pods than the pool's size are created for the stuck ones.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        ns.api::<Pod>()
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .len(),
-        2
-    );
+    assert_eq!(ns.list::<Pod>().await.len(), 2);
 }

@@ -24,7 +24,7 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use crate::common::free_port;
+use crate::common::{apply_crds, create_namespace, free_port};
 use harness::{OperatorProc, PrivateControlPlane};
 use invariants::Outcome;
 use sandbox_operator::api::POOL_LABEL;
@@ -88,7 +88,7 @@ async fn prepare(
     op_args: &[(&str, Vec<String>)],
     cp: &PrivateControlPlane,
 ) -> (String, Vec<OperatorProc>) {
-    let ns = harness::namespace(client, prefix).await;
+    let ns = create_namespace(client, prefix).await;
     let mut ops = Vec::new();
     for (label, args) in op_args {
         let args: Vec<String> = args.iter().map(|a| a.replace("{ns}", &ns)).collect();
@@ -192,7 +192,7 @@ async fn faults_during_a_burst_leave_every_claim_served_once_and_nothing_leaked(
     let suite = Instant::now();
     let cp = PrivateControlPlane::up();
     let client = cp.client().await;
-    harness::install_crds(&client).await;
+    apply_crds(&client).await;
     let mut figures = Vec::new();
 
     // (a) kube-apiserver restarted during the burst.
@@ -303,7 +303,7 @@ async fn faults_during_a_burst_leave_every_claim_served_once_and_nothing_leaked(
     // kept standby by a Lease the test holds; the controllers run in a
     // second process without a webhook.
     {
-        let ns = harness::namespace(&client, "fault-webhook").await;
+        let ns = create_namespace(&client, "fault-webhook").await;
         hold_lease(&client, &ns, "standby-only").await;
         let mut webhook = vec![
             "--leader-elect=true".to_string(),

@@ -9,6 +9,7 @@ mod common;
 mod controlplane;
 mod crds;
 mod faults;
+mod fixtures;
 mod leader;
 mod metrics;
 mod network;

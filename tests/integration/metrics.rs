@@ -2,33 +2,18 @@
 
 use std::time::Duration;
 
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use serde_json::json;
 
 use crate::common::{TestNs, free_port, http_get, wait_for, wait_until_ok};
-use sandbox_operator::api::{READY, SandboxClaim, SandboxTemplate, SandboxWarmPool, is_true};
+use crate::fixtures::{agent_pod, claim_of, claim_ready, create, pool, template_of};
+use sandbox_operator::api::{SandboxClaim, SandboxWarmPool};
 
 async fn warm_and_cold_claims(ns: &TestNs) {
-    let template: SandboxTemplate = serde_json::from_value(json!({
-        "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxTemplate",
-        "metadata": {"name": "tmpl"},
-        "spec": {"podTemplate": {"metadata": {"annotations": {"sandbox.test/start-delay-ms": "500"}},
-            "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}
-    }))
-    .unwrap();
-    ns.api::<SandboxTemplate>()
-        .create(&PostParams::default(), &template)
-        .await
-        .unwrap();
-    let pool: SandboxWarmPool = serde_json::from_value(json!({
-        "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxWarmPool",
-        "metadata": {"name": "pool"}, "spec": {"replicas": 1, "sandboxTemplateRef": {"name": "tmpl"}}
-    }))
-    .unwrap();
-    ns.api::<SandboxWarmPool>()
-        .create(&PostParams::default(), &pool)
-        .await
-        .unwrap();
+    let mut pod = agent_pod(500);
+    pod["spec"]["containers"][0]["name"] = json!("c");
+    create(ns, &template_of("tmpl", pod)).await;
+    create(ns, &pool("pool", "tmpl", 1)).await;
     let pools: Api<SandboxWarmPool> = ns.api();
     wait_for(&pools, "pool", Duration::from_secs(30), |p| {
         p.status.as_ref().is_some_and(|s| s.ready_replicas == 1)
@@ -36,18 +21,9 @@ async fn warm_and_cold_claims(ns: &TestNs) {
     .await;
     let claims: Api<SandboxClaim> = ns.api();
     for (name, pool) in [("warm", "default"), ("cold", "none")] {
-        let claim: SandboxClaim = serde_json::from_value(json!({
-            "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxClaim",
-            "metadata": {"name": name}, "spec": {"sandboxTemplateRef": {"name": "tmpl"}, "warmpool": pool}
-        }))
-        .unwrap();
-        claims.create(&PostParams::default(), &claim).await.unwrap();
-        wait_for(&claims, name, Duration::from_secs(30), |c| {
-            c.status
-                .as_ref()
-                .is_some_and(|s| is_true(&s.conditions, READY))
-        })
-        .await;
+        let spec = json!({"sandboxTemplateRef": {"name": "tmpl"}, "warmpool": pool});
+        create(ns, &claim_of(name, spec)).await;
+        wait_for(&claims, name, Duration::from_secs(30), claim_ready).await;
     }
 }
 

@@ -14,8 +14,8 @@ use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 
-use crate::claims::{claim, claim_ready, setup, wait_pool_ready};
 use crate::common::{Operator, TestNs, kubeconfig, repo, wait_for};
+use crate::fixtures::{claim, claim_ready, setup, wait_pool_ready};
 use sandbox_operator::api::{
     LaunchType, READY, Sandbox, SandboxClaim, SandboxTemplate, find_condition,
 };

@@ -13,48 +13,27 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
 use crate::common::{TestNs, free_port, http_get, kubeconfig, repo, wait_until, wait_until_ok};
+use crate::fixtures::{claim, create, is_idle, pool_of, template};
 use sandbox_operator::api::{
-    CLAIM_LABEL, LaunchType, POD_NAME_ANNOTATION, READY, Sandbox, SandboxClaim, SandboxTemplate,
-    SandboxWarmPool, find_condition, is_true,
+    CLAIM_LABEL, LaunchType, POD_NAME_ANNOTATION, READY, Sandbox, SandboxClaim, SandboxWarmPool,
+    find_condition, is_true,
 };
 
 /// Simulated Pod start (KWOK delay annotation): the pool's refill time.
 const START_DELAY_MS: u64 = 1000;
 
 async fn create_template(ns: &TestNs) {
-    let template: SandboxTemplate = serde_json::from_value(json!({
-        "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxTemplate",
-        "metadata": {"name": "tmpl"},
-        "spec": {"podTemplate": {
-            "metadata": {"annotations": {"sandbox.test/start-delay-ms": START_DELAY_MS.to_string()}},
-            "spec": {"containers": [{"name": "agent", "image": "busybox"}]}}}
-    }))
-    .unwrap();
-    ns.api::<SandboxTemplate>()
-        .create(&PostParams::default(), &template)
-        .await
-        .unwrap();
+    create(ns, &template("tmpl", START_DELAY_MS)).await;
 }
 
 async fn create_pool(ns: &TestNs, spec: serde_json::Value) {
-    let pool: SandboxWarmPool = serde_json::from_value(json!({
-        "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxWarmPool",
-        "metadata": {"name": "pool"}, "spec": spec
-    }))
-    .unwrap();
-    ns.api::<SandboxWarmPool>()
-        .create(&PostParams::default(), &pool)
-        .await
-        .unwrap();
+    create(ns, &pool_of("pool", spec)).await;
 }
 
 async fn create_claim(api: &Api<SandboxClaim>, name: &str) {
-    let claim: SandboxClaim = serde_json::from_value(json!({
-        "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxClaim",
-        "metadata": {"name": name}, "spec": {"sandboxTemplateRef": {"name": "tmpl"}}
-    }))
-    .unwrap();
-    api.create(&PostParams::default(), &claim).await.unwrap();
+    api.create(&PostParams::default(), &claim(name))
+        .await
+        .unwrap();
 }
 
 async fn pool_status(ns: &TestNs) -> sandbox_operator::api::SandboxWarmPoolStatus {
@@ -67,17 +46,7 @@ async fn pool_status(ns: &TestNs) -> sandbox_operator::api::SandboxWarmPoolStatu
 }
 
 async fn live_pool_pods(ns: &TestNs) -> usize {
-    ns.api::<Pod>()
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .filter(|p| {
-            p.labels().contains_key(sandbox_operator::api::POOL_LABEL)
-                && p.metadata.deletion_timestamp.is_none()
-        })
-        .count()
+    ns.list::<Pod>().await.iter().filter(|p| is_idle(p)).count()
 }
 
 #[tokio::test]

@@ -8,9 +8,8 @@
 //! checks that CI runs it.
 
 use std::collections::HashMap;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,7 +21,12 @@ use sandbox_operator::api::{LaunchType, READY, Sandbox, SandboxClaim, is_true};
 
 use crate::common::{client_for, repo};
 
+mod make_run;
+mod processes;
 mod repeated;
+
+use make_run::{MakeRun, kubectl, text, webhook_port};
+use processes::{group_members, operators_on, signal_group, stat};
 
 /// Namespace `make run` creates the template and the pool in (kubectl's default).
 const NAMESPACE: &str = "default";
@@ -52,231 +56,6 @@ fn quick_start_commands(readme: &str) -> Vec<String> {
         .map(|l| l.split('#').next().unwrap_or_default().trim().to_string())
         .filter(|c| !c.is_empty())
         .collect()
-}
-
-/// Parent pid, process group and state of `pid` from /proc/<pid>/stat.
-fn stat(pid: u32) -> Option<(u32, u32, char)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "pid (comm) state ppid pgrp ..."; comm may contain spaces and ')'.
-    let mut fields = text.get(text.rfind(')')? + 1..)?.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    let pgrp = fields.next()?.parse().ok()?;
-    Some((ppid, pgrp, state))
-}
-
-/// The command line of `pid`, arguments joined by spaces.
-fn cmdline(pid: u32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| {
-            String::from_utf8_lossy(&b)
-                .replace('\0', " ")
-                .trim()
-                .to_string()
-        })
-        .unwrap_or_default()
-}
-
-/// Every process (pid, state, command line) whose process group is `pgid`.
-fn group_members(pgid: u32) -> Vec<(u32, char, String)> {
-    processes()
-        .filter_map(|pid| {
-            let (_, pgrp, state) = stat(pid)?;
-            (pgrp == pgid).then(|| (pid, state, cmdline(pid)))
-        })
-        .collect()
-}
-
-fn processes() -> impl Iterator<Item = u32> {
-    std::fs::read_dir("/proc")
-        .expect("/proc is readable")
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-}
-
-/// Operator processes (`sandbox-operator run`) registering the webhook URL
-/// `https://127.0.0.1:<webhook_port>`.
-fn operators_on(webhook_port: u16) -> Vec<(u32, String)> {
-    let url = format!("https://127.0.0.1:{webhook_port}");
-    processes()
-        .filter_map(|pid| {
-            let cmd = cmdline(pid);
-            let mine = cmd.contains("sandbox-operator")
-                && cmd.contains(" run ")
-                && cmd.contains("--register-webhook-url")
-                && cmd.contains(&url);
-            // A zombie has an empty cmdline, so it is not counted here.
-            mine.then_some((pid, cmd))
-        })
-        .collect()
-}
-
-/// Sends `signal` (a `kill -s` name) to every process of group `pgid`.
-fn signal_group(pgid: u32, signal: &str) {
-    let _ = Command::new("kill")
-        .args(["-s", signal, "--", &format!("-{pgid}")])
-        .stderr(Stdio::null())
-        .status();
-}
-
-fn kubectl(kubeconfig: &Path, args: &[&str]) -> Output {
-    Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .output()
-        .expect("kubectl runs")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// Port in `... webhook https://127.0.0.1:<port>` of the script's start message.
-fn webhook_port(log: &str) -> Option<u16> {
-    let rest = log.split("webhook https://127.0.0.1:").nth(1)?;
-    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
-}
-
-/// `make run` in its own process group; on drop (a failed assertion included)
-/// it gets Ctrl-C, then SIGKILL, and the objects it created are removed.
-struct MakeRun {
-    child: Child,
-    pgid: u32,
-    log: PathBuf,
-    kubeconfig: Option<PathBuf>,
-    claims: Vec<String>,
-}
-
-impl MakeRun {
-    fn start(command: &str, env: &[(&str, &Path)]) -> MakeRun {
-        let logs = repo().join("target/test-logs");
-        std::fs::create_dir_all(&logs).expect("log dir");
-        let log = logs.join(format!("quickstart-make-run-{}.log", std::process::id()));
-        let file = std::fs::File::create(&log).expect("log file");
-        let mut cmd = Command::new("bash");
-        cmd.arg("-c")
-            .arg(command)
-            .current_dir(repo())
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("log file"))
-            .stderr(file)
-            .process_group(0);
-        // As from a fresh shell: none of the operator's settings (it reads
-        // SANDBOX_* variables) and no fixed ports; the control plane's own
-        // SANDBOX_CP_* settings are kept. Nor what `cargo test` sets for test
-        // processes: build scripts track some of it (ring's tracks
-        // CARGO_MANIFEST_DIR), so `make run`'s `cargo build` would rebuild
-        // ring, rustls, kube and the operator, and the next build again.
-        for (key, _) in std::env::vars_os() {
-            let key = key.to_string_lossy().to_string();
-            let operator = key.starts_with("SANDBOX_") && !key.starts_with("SANDBOX_CP_");
-            let cargo_test = key == "OUT_DIR"
-                || [
-                    "CARGO_MANIFEST_",
-                    "CARGO_PKG_",
-                    "CARGO_BIN_",
-                    "CARGO_CRATE_NAME",
-                    "CARGO_PRIMARY_PACKAGE",
-                    "CARGO_TARGET_TMPDIR",
-                    "CARGO_RUSTC_CURRENT_DIR",
-                ]
-                .iter()
-                .any(|p| key.starts_with(p));
-            if operator || cargo_test {
-                cmd.env_remove(&key);
-            }
-        }
-        // Isolation from the tests running alongside (each with its own
-        // namespace and operator): the operator `make run` starts watches,
-        // and its webhook admits, namespace `default` only, where the README's
-        // objects go. The command itself is unchanged.
-        cmd.env("SANDBOX_WATCH_NAMESPACE", NAMESPACE);
-        for (key, value) in env {
-            cmd.env(key, value);
-        }
-        let child = cmd.spawn().expect("bash runs");
-        let pgid = child.id();
-        MakeRun {
-            child,
-            pgid,
-            log,
-            kubeconfig: None,
-            claims: Vec::new(),
-        }
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().expect("try_wait")
-    }
-
-    /// Waits up to `timeout` for `make` to exit.
-    async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.exited() {
-                return Some(status);
-            }
-            if start.elapsed() > timeout {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for MakeRun {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            signal_group(self.pgid, "INT");
-            let start = Instant::now();
-            while matches!(self.child.try_wait(), Ok(None)) && start.elapsed() < STOP_TIMEOUT {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-        if !group_members(self.pgid).is_empty() {
-            signal_group(self.pgid, "KILL");
-            let _ = self.child.wait();
-        }
-        let kubeconfig = self
-            .kubeconfig
-            .clone()
-            .unwrap_or_else(crate::common::kubeconfig);
-        for claim in &self.claims {
-            let _ = kubectl(
-                &kubeconfig,
-                &[
-                    "delete",
-                    "sbc",
-                    claim,
-                    "-n",
-                    NAMESPACE,
-                    "--ignore-not-found",
-                    "--wait=false",
-                ],
-            );
-        }
-        let _ = kubectl(
-            &kubeconfig,
-            &[
-                "delete",
-                "swp/aio-pool",
-                "sbt/aio",
-                "-n",
-                NAMESPACE,
-                "--ignore-not-found",
-                "--wait=false",
-            ],
-        );
-    }
 }
 
 #[tokio::test]

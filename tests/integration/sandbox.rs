@@ -27,6 +27,22 @@ fn reason(s: &Sandbox) -> String {
         .unwrap_or_default()
 }
 
+/// One `volumeClaimTemplates` entry: a 1 GiB ReadWriteOnce PVC named `data`.
+fn data_volume() -> serde_json::Value {
+    json!([{"metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}])
+}
+
+/// Creates Sandbox `name` with the default spec and waits (30 s at most)
+/// until it is Ready.
+async fn ready_sandbox(sandboxes: &Api<Sandbox>, name: &str) -> Sandbox {
+    sandboxes
+        .create(&PostParams::default(), &sandbox(name, json!({})))
+        .await
+        .unwrap();
+    wait_for(sandboxes, name, Duration::from_secs(30), is_ready).await
+}
+
 fn sandbox(name: &str, extra_spec: serde_json::Value) -> Sandbox {
     let mut spec =
         json!({"podTemplate": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}});
@@ -109,12 +125,7 @@ async fn seed_aio_sandbox_becomes_ready_with_pod_and_headless_service() {
     let spec = svc.spec.unwrap();
     assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
     let selector = spec.selector.unwrap();
-    let all: Vec<Pod> = ns
-        .api::<Pod>()
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items;
+    let all: Vec<Pod> = ns.list::<Pod>().await;
     let selected: Vec<String> = all
         .iter()
         .filter(|p| selector.iter().all(|(k, v)| p.labels().get(k) == Some(v)))
@@ -143,11 +154,7 @@ async fn volume_claim_templates_become_mounted_pvcs() {
     let ns = TestNs::new("sbx-pvc").await;
     let _op = ns.operator(&[]).await;
     let sandboxes: Api<Sandbox> = ns.api();
-    let s = sandbox(
-        "withdata",
-        json!({"volumeClaimTemplates": [{"metadata": {"name": "data"},
-            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}),
-    );
+    let s = sandbox("withdata", json!({"volumeClaimTemplates": data_volume()}));
     sandboxes.create(&PostParams::default(), &s).await.unwrap();
     let s = wait_for(&sandboxes, "withdata", Duration::from_secs(30), |s| {
         s.status.as_ref().is_some_and(|st| st.pod_name.is_some())
@@ -176,11 +183,7 @@ async fn pause_and_resume_keep_service_and_pvc() {
     let ns = TestNs::new("sbx-pause").await;
     let _op = ns.operator(&[]).await;
     let sandboxes: Api<Sandbox> = ns.api();
-    let s = sandbox(
-        "p",
-        json!({"volumeClaimTemplates": [{"metadata": {"name": "data"},
-            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}),
-    );
+    let s = sandbox("p", json!({"volumeClaimTemplates": data_volume()}));
     sandboxes.create(&PostParams::default(), &s).await.unwrap();
     let s = wait_for(&sandboxes, "p", Duration::from_secs(30), is_ready).await;
     let first_uid = owned_pods(&ns, &s).await[0].uid();
@@ -238,8 +241,7 @@ async fn shutdown_time_deletes_the_sandbox_and_its_children() {
     let deadline = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() + 8).unwrap();
     let s = sandbox(
         "short",
-        json!({"shutdownTime": deadline.to_string(), "volumeClaimTemplates": [{"metadata": {"name": "data"},
-            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}),
+        json!({"shutdownTime": deadline.to_string(), "volumeClaimTemplates": data_volume()}),
     );
     sandboxes.create(&PostParams::default(), &s).await.unwrap();
     wait_for(&sandboxes, "short", Duration::from_secs(30), is_ready).await;
@@ -392,11 +394,7 @@ async fn pod_deleted_from_outside_is_recreated() {
     let ns = TestNs::new("sbx-recreate").await;
     let _op = ns.operator(&[]).await;
     let sandboxes: Api<Sandbox> = ns.api();
-    sandboxes
-        .create(&PostParams::default(), &sandbox("r", json!({})))
-        .await
-        .unwrap();
-    let s = wait_for(&sandboxes, "r", Duration::from_secs(30), is_ready).await;
+    let s = ready_sandbox(&sandboxes, "r").await;
     let old = owned_pods(&ns, &s).await[0].uid();
     ns.api::<Pod>()
         .delete("r", &Default::default())
@@ -418,11 +416,7 @@ async fn an_evicted_pod_is_replaced_and_the_sandbox_says_so() {
     let ns = TestNs::new("sbx-evict").await;
     let _op = ns.operator(&[]).await;
     let sandboxes: Api<Sandbox> = ns.api();
-    sandboxes
-        .create(&PostParams::default(), &sandbox("e", json!({})))
-        .await
-        .unwrap();
-    let s = wait_for(&sandboxes, "e", Duration::from_secs(30), is_ready).await;
+    let s = ready_sandbox(&sandboxes, "e").await;
     let old = owned_pods(&ns, &s).await[0].uid();
     // What the kubelet writes when it evicts a Pod.
     ns.api::<Pod>()
@@ -483,12 +477,7 @@ async fn killed_controller_converges_without_duplicates() {
         list.len() == 50 && list.iter().all(is_ready)
     })
     .await;
-    let pods: Vec<Pod> = ns
-        .api::<Pod>()
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items;
+    let pods: Vec<Pod> = ns.list::<Pod>().await;
     let mut per_sandbox: HashMap<String, usize> = HashMap::new();
     for p in &pods {
         if let Some(owner) = p.owner_references().iter().find(|o| o.kind == "Sandbox") {

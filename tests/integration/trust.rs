@@ -11,8 +11,8 @@ use kube::ResourceExt;
 use kube::api::PostParams;
 use serde_json::json;
 
-use crate::claims::{claim, claim_ready, setup, wait_pool_ready};
 use crate::common::{TestNs, wait_for, wait_until};
+use crate::fixtures::{claim, claim_ready, create, pool, setup, template_of, wait_pool_ready};
 use sandbox_operator::api::{
     CLAIM_LABEL, LaunchType, POOL_LABEL, READY, Sandbox, SandboxClaim, SandboxTemplate,
     TEMPLATE_HASH_LABEL, TEMPLATE_LABEL, find_condition, template_hash,
@@ -117,11 +117,8 @@ async fn a_claim_never_uses_a_sandbox_it_does_not_control() {
     assert!(theirs.owner_references().is_empty());
     wait_pool_ready(&ns, 1).await;
     wait_until(Duration::from_secs(20), || async {
-        ns.api::<Event>()
-            .list(&Default::default())
+        ns.list::<Event>()
             .await
-            .unwrap()
-            .items
             .iter()
             .any(|e| e.reason.as_deref() == Some("NameConflict"))
     })
@@ -238,24 +235,11 @@ async fn the_policy_is_applied_again_before_any_pod_is_created() {
 async fn a_template_too_lax_for_the_policy_fills_no_pool_and_says_why() {
     let ns = TestNs::new("trust-pool-policy").await;
     let _op = ns.operator(&["--webhook=false"]).await;
-    let template: SandboxTemplate = serde_json::from_value(json!({
-        "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxTemplate",
-        "metadata": {"name": "lax"},
-        "spec": {"podTemplate": {"spec": {"hostPID": true,
-            "containers": [{"name": "c", "image": "busybox"}]}}}
-    }))
-    .unwrap();
-    ns.api::<SandboxTemplate>()
-        .create(&PostParams::default(), &template)
-        .await
-        .unwrap();
-    let pool: sandbox_operator::api::SandboxWarmPool = serde_json::from_value(json!({
-        "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxWarmPool",
-        "metadata": {"name": "lax"}, "spec": {"replicas": 2, "sandboxTemplateRef": {"name": "lax"}}
-    }))
-    .unwrap();
+    let lax = json!({"spec": {"hostPID": true,
+        "containers": [{"name": "c", "image": "busybox"}]}});
+    create(&ns, &template_of("lax", lax)).await;
+    create(&ns, &pool("lax", "lax", 2)).await;
     let pools = ns.api::<sandbox_operator::api::SandboxWarmPool>();
-    pools.create(&PostParams::default(), &pool).await.unwrap();
     let refused = wait_for(&pools, "lax", Duration::from_secs(30), |p| {
         p.status
             .as_ref()
@@ -267,12 +251,7 @@ async fn a_template_too_lax_for_the_policy_fills_no_pool_and_says_why() {
     let message = &find_condition(&status.conditions, READY).unwrap().message;
     assert!(message.contains("hostPID"), "{message}");
     assert!(
-        ns.api::<Pod>()
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty(),
+        ns.list::<Pod>().await.is_empty(),
         "no Pod for a template that fails the policy"
     );
 }

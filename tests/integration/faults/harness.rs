@@ -8,14 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
-use serde_json::json;
 
-use crate::common::{client_for, free_port, http_get, repo, wait_until_ok};
-use sandbox_operator::api::{SandboxClaim, SandboxTemplate, SandboxWarmPool};
+use crate::common::{client_for, free_port, http_get, operator_command, repo, wait_until_ok};
+use crate::fixtures;
+use sandbox_operator::api::SandboxClaim;
 
 /// A control plane of its own (state dir, ports, processes), so faults never
 /// touch the shared one other tests use. Brought down on drop unless
@@ -86,80 +84,12 @@ impl Drop for PrivateControlPlane {
     }
 }
 
-/// Server-side applies the CRDs and waits until each is Established
-/// (a CRD without a status yet simply is not Established yet).
-pub async fn install_crds(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in sandbox_operator::api::crds() {
-        api.patch(
-            &crd.name_any(),
-            &PatchParams::apply("sandbox-operator-tests").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("installing CRD {}: {e}", crd.name_any()));
-    }
-    for crd in sandbox_operator::api::crds() {
-        let established = wait_until_ok(Duration::from_secs(60), || async {
-            api.get_opt(&crd.name_any())
-                .await
-                .ok()
-                .flatten()
-                .and_then(|c| c.status?.conditions)
-                .is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True")
-                })
-        })
-        .await;
-        assert!(established, "CRD {} not Established", crd.name_any());
-    }
-}
-
-/// Creates namespace `<prefix>-<random>` and waits for its ServiceAccount.
-pub async fn namespace(client: &Client, prefix: &str) -> String {
-    let name = format!("{prefix}-{:06x}", rand::random::<u32>() & 0xff_ffff);
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("create namespace");
-    let sa: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
-    let ok = wait_until_ok(Duration::from_secs(30), || async {
-        sa.get_opt("default").await.ok().flatten().is_some()
-    })
-    .await;
-    assert!(ok, "namespace {name} got no default ServiceAccount");
-    name
-}
-
 /// Template `tmpl` (Pods start after `start_delay_ms`) and pool `pool`.
 pub async fn template_and_pool(client: &Client, ns: &str, replicas: i32, start_delay_ms: u64) {
-    let template: SandboxTemplate = serde_json::from_value(json!({
-        "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxTemplate",
-        "metadata": {"name": "tmpl"},
-        "spec": {"podTemplate": {
-            "metadata": {"annotations": {"sandbox.test/start-delay-ms": start_delay_ms.to_string()}},
-            "spec": {"containers": [{"name": "agent", "image": "busybox"}]}}}
-    }))
-    .unwrap();
+    let template = fixtures::template("tmpl", start_delay_ms);
     retry_create(&Api::namespaced(client.clone(), ns), &template).await;
-    let pool: SandboxWarmPool = serde_json::from_value(json!({
-        "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxWarmPool",
-        "metadata": {"name": "pool"},
-        "spec": {"replicas": replicas, "sandboxTemplateRef": {"name": "tmpl"}}
-    }))
-    .unwrap();
+    let pool = fixtures::pool("pool", "tmpl", replicas);
     retry_create(&Api::namespaced(client.clone(), ns), &pool).await;
-}
-
-/// A claim of template `tmpl`.
-pub fn claim(name: &str) -> SandboxClaim {
-    serde_json::from_value(json!({
-        "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxClaim",
-        "metadata": {"name": name}, "spec": {"sandboxTemplateRef": {"name": "tmpl"}}
-    }))
-    .unwrap()
 }
 
 /// Creates `obj` as a client would during an outage: retries on any error
@@ -206,7 +136,7 @@ pub async fn burst(
         .map(|i| {
             let api = api.clone();
             let name = format!("{prefix}{i}");
-            tokio::spawn(async move { retry_create(&api, &claim(&name)).await })
+            tokio::spawn(async move { retry_create(&api, &fixtures::claim(&name)).await })
         })
         .collect();
     let mut failures = 0;
@@ -238,15 +168,10 @@ impl OperatorProc {
             .append(true)
             .open(&log)
             .expect("log file");
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sandbox-operator"))
+        let child = operator_command(kubeconfig, file)
             .args(["run", "--namespace", ns, "--metrics-addr", &metrics_addr])
             .args(["--identity", label])
             .args(args)
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info,kube_runtime=warn,kube_client=warn")
-            .stdout(file.try_clone().expect("log file"))
-            .stderr(file)
-            .kill_on_drop(true)
             .spawn()
             .expect("start the operator binary");
         OperatorProc {

@@ -14,11 +14,8 @@ used directly as ``async with AsyncSandboxClaim.create(...) as sb``.
 from __future__ import annotations
 
 import asyncio
-import json
-import math
-import os
 import time
-from typing import Any, Awaitable, Dict, Generator, Iterator, List, Mapping, Optional, Tuple, cast
+from typing import Any, Awaitable, Dict, Generator, List, Mapping, Optional, cast
 
 try:
     import aiohttp
@@ -31,34 +28,22 @@ except ImportError as missing:  # pragma: no cover - depends on the install
         "the asyncio client needs kubernetes_asyncio: pip install 'sandbox-operator-client[async]'"
     ) from missing
 
+from . import _protocol as protocol
 from . import errors
-from ._decide import DELETED, check
-from .status import GROUP, PLURAL, VERSION, SandboxFacts, SandboxInfo, Waiting, claim_body
+from ._holders import BatchHolder, ClaimHolder
+from .status import SandboxInfo, Waiting, claim_body
 
 
 async def connect(kubeconfig: Optional[str] = None, context: Optional[str] = None) -> k8s.ApiClient:
     """An ApiClient from ``kubeconfig`` (else ``$KUBECONFIG`` / ``~/.kube/config``),
     falling back to the in-cluster service account."""
     configuration = k8s.Configuration()
-    # $KUBECONFIG is read now, not when the kubernetes package was imported.
-    home = os.path.expanduser("~/.kube/config")
-    kubeconfig = kubeconfig or os.environ.get("KUBECONFIG") or (home if os.path.exists(home) else None)
+    kubeconfig = protocol.kubeconfig_path(kubeconfig)
     if kubeconfig:
         await k8s_config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
     else:
         k8s_config.load_incluster_config(client_configuration=configuration)
     return k8s.ApiClient(configuration)
-
-
-def status_of(error: ApiException) -> Tuple[str, str]:
-    """Reason and message of the Status object an API error carries."""
-    try:
-        body = json.loads(error.body or "{}")
-    except ValueError:
-        body = {}
-    reason = str(body.get("reason") or error.reason or "")
-    message = str(body.get("message") or error.body or error.reason or "")
-    return reason, message
 
 
 class AsyncClaimsApi:
@@ -71,37 +56,33 @@ class AsyncClaimsApi:
     async def create(self, namespace: str, body: Dict[str, Any]) -> Dict[str, Any]:
         """POST the claim; a 4xx becomes :class:`~sandbox_client.ClaimRejected`."""
         try:
-            created = await self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+            created = await self.custom.create_namespaced_custom_object(*protocol.list_args(namespace), body)
             return cast(Dict[str, Any], created)
         except ApiException as e:
-            reason, message = status_of(e)
-            if e.status is not None and 400 <= e.status < 500:
-                raise errors.ClaimRejected(namespace, e.status, reason, message) from e
-            raise errors.ApiError("creating a SandboxClaim", e.status, message, namespace=namespace) from e
+            raise protocol.create_failed(e, namespace) from e
         except (OSError, aiohttp.ClientError) as e:
-            raise errors.ApiError("creating a SandboxClaim", None, str(e), namespace=namespace) from e
+            raise protocol.create_unreachable(e, namespace) from e
 
     async def get(self, namespace: str, name: str) -> Dict[str, Any]:
         """GET the claim."""
         try:
-            obj = await self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            obj = await self.custom.get_namespaced_custom_object(*protocol.list_args(namespace), name)
             return cast(Dict[str, Any], obj)
         except ApiException as e:
-            if e.status == 404:
-                raise errors.ClaimDeleted(name, namespace, DELETED) from e
-            raise errors.ApiError(f"reading SandboxClaim {namespace}/{name}", e.status, status_of(e)[1]) from e
+            raise protocol.read_failed(e, namespace, name) from e
 
     async def delete(self, namespace: str, name: str) -> bool:
         """DELETE the claim; False when it was already gone."""
         try:
             await self.custom.delete_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name, propagation_policy="Background"
+                *protocol.list_args(namespace), name, propagation_policy="Background"
             )
             return True
         except ApiException as e:
-            if e.status == 404:
+            error = protocol.delete_failed(e, namespace, name)
+            if error is None:
                 return False
-            raise errors.ApiError(f"deleting SandboxClaim {namespace}/{name}", e.status, status_of(e)[1]) from e
+            raise error from e
 
     async def wait_ready(
         self, namespace: str, name: str, resource_version: str, started: float, timeout: float
@@ -116,10 +97,7 @@ class AsyncClaimsApi:
                 self._watch(namespace, name, resource_version, started, timeout, seen), max(remaining, 0.001)
             )
         except asyncio.TimeoutError:
-            last = seen[-1] if seen else None
-            raise errors.ClaimTimeout(
-                name, namespace, timeout, last.condition if last else None, last.launch_type if last else None
-            ) from None
+            raise protocol.timed_out(namespace, name, timeout, seen[-1] if seen else None) from None
 
     async def _watch(
         self, namespace: str, name: str, version: str, started: float, timeout: float, seen: List[Waiting]
@@ -130,34 +108,24 @@ class AsyncClaimsApi:
                 async with k8s_watch.Watch() as stream:
                     async for event in stream.stream(
                         self.custom.list_namespaced_custom_object,
-                        GROUP,
-                        VERSION,
-                        namespace,
-                        PLURAL,
-                        field_selector=f"metadata.name={name}",
-                        resource_version=version,
-                        timeout_seconds=max(1, math.ceil(remaining)),
+                        *protocol.list_args(namespace),
+                        **protocol.watch_kwargs(name, version, remaining),
                     ):
-                        if event["type"] == "DELETED":
-                            raise errors.ClaimDeleted(name, namespace, DELETED)
-                        obj = event["raw_object"]
-                        version = obj["metadata"]["resourceVersion"]
-                        state = check(namespace, name, obj, started)
+                        version, state = protocol.observe(namespace, name, event, started)
                         if isinstance(state, SandboxInfo):
                             return state
                         seen.append(state)
             except ApiException as e:
-                if e.status != 410:
-                    raise errors.ApiError(f"watching SandboxClaim {namespace}/{name}", e.status, status_of(e)[1]) from e
+                error = protocol.watch_failed(e, namespace, name)
+                if error is not None:
+                    raise error from e
                 # Out of the watch window: read once, watch on from there.
-                obj = await self.get(namespace, name)
-                version = obj["metadata"]["resourceVersion"]
-                state = check(namespace, name, obj, started)
+                version, state = protocol.read(namespace, name, await self.get(namespace, name), started)
                 if isinstance(state, SandboxInfo):
                     return state
                 seen.append(state)
             except (OSError, aiohttp.ClientError) as e:
-                raise errors.ApiError(f"watching SandboxClaim {namespace}/{name}", None, str(e)) from e
+                raise protocol.watch_unreachable(e, namespace, name) from e
 
 
 async def _create_ready(
@@ -166,10 +134,9 @@ async def _create_ready(
     """Create, then wait; a claim that does not get Ready (or whose task is
     cancelled) is deleted again when ``delete_on_failure``."""
     started = time.monotonic()
-    created = await api.create(namespace, body)
-    name = created["metadata"]["name"]
+    name, version = protocol.created_ref(await api.create(namespace, body))
     try:
-        return await api.wait_ready(namespace, name, created["metadata"]["resourceVersion"], started, timeout)
+        return await api.wait_ready(namespace, name, version, started, timeout)
     except BaseException:
         if delete_on_failure:
             try:
@@ -179,17 +146,8 @@ async def _create_ready(
         raise
 
 
-class AsyncSandboxClaim(SandboxFacts):
+class AsyncSandboxClaim(ClaimHolder[AsyncClaimsApi]):
     """A Ready sandbox claim; ``async with`` deletes it at the end of the block."""
-
-    def __init__(
-        self, info: SandboxInfo, api: AsyncClaimsApi, *, delete_on_exit: bool = True, owns_client: bool = False
-    ) -> None:
-        self.info = info
-        self._api = api
-        self.delete_on_exit = delete_on_exit
-        self._owns_client = owns_client
-        self._deleted = False
 
     @classmethod
     def create(
@@ -292,33 +250,8 @@ class PendingClaim(Awaitable[AsyncSandboxClaim]):
             await self._claim.__aexit__(*exc)
 
 
-class AsyncClaimBatch:
+class AsyncClaimBatch(BatchHolder[AsyncSandboxClaim, AsyncClaimsApi]):
     """The Ready claims of :func:`create_many`; ``async with`` deletes them all."""
-
-    def __init__(
-        self,
-        claims: List[AsyncSandboxClaim],
-        failures: List[errors.SandboxError],
-        api: AsyncClaimsApi,
-        concurrency: int,
-        delete_on_exit: bool,
-        owns_client: bool,
-    ) -> None:
-        self.claims = claims
-        self.errors = failures
-        self._api = api
-        self._concurrency = concurrency
-        self.delete_on_exit = delete_on_exit
-        self._owns_client = owns_client
-
-    def __iter__(self) -> Iterator[AsyncSandboxClaim]:
-        return iter(self.claims)
-
-    def __len__(self) -> int:
-        return len(self.claims)
-
-    def __getitem__(self, index: int) -> AsyncSandboxClaim:
-        return self.claims[index]
 
     async def delete(self) -> None:
         """Deletes every claim of the batch, ``concurrency`` at a time."""

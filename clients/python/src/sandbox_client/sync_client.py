@@ -21,13 +21,10 @@ Guarantees:
 
 from __future__ import annotations
 
-import json
-import math
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, cast
+from typing import Any, Dict, List, Mapping, Optional, cast
 
 import urllib3
 from kubernetes import client as k8s
@@ -35,9 +32,10 @@ from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 
+from . import _protocol as protocol
 from . import errors
-from ._decide import DELETED, check
-from .status import GROUP, PLURAL, VERSION, SandboxFacts, SandboxInfo, Waiting, claim_body
+from ._holders import BatchHolder, ClaimHolder
+from .status import SandboxInfo, Waiting, claim_body
 
 
 def connect(kubeconfig: Optional[str] = None, context: Optional[str] = None, pool_size: int = 0) -> k8s.ApiClient:
@@ -46,25 +44,12 @@ def connect(kubeconfig: Optional[str] = None, context: Optional[str] = None, poo
     configuration = k8s.Configuration()
     if pool_size:
         configuration.connection_pool_maxsize = pool_size
-    # $KUBECONFIG is read now, not when the kubernetes package was imported.
-    home = os.path.expanduser("~/.kube/config")
-    kubeconfig = kubeconfig or os.environ.get("KUBECONFIG") or (home if os.path.exists(home) else None)
+    kubeconfig = protocol.kubeconfig_path(kubeconfig)
     if kubeconfig:
         k8s_config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
     else:
         k8s_config.load_incluster_config(client_configuration=configuration)
     return k8s.ApiClient(configuration)
-
-
-def status_of(error: ApiException) -> Tuple[str, str]:
-    """Reason and message of the Status object an API error carries."""
-    try:
-        body = json.loads(error.body or "{}")
-    except ValueError:
-        body = {}
-    reason = str(body.get("reason") or error.reason or "")
-    message = str(body.get("message") or error.body or error.reason or "")
-    return reason, message
 
 
 class ClaimsApi:
@@ -77,38 +62,34 @@ class ClaimsApi:
     def create(self, namespace: str, body: Dict[str, Any]) -> Dict[str, Any]:
         """POST the claim; a 4xx becomes :class:`~sandbox_client.ClaimRejected`."""
         try:
-            created = self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+            created = self.custom.create_namespaced_custom_object(*protocol.list_args(namespace), body)
             return cast(Dict[str, Any], created)
         except ApiException as e:
-            reason, message = status_of(e)
-            if e.status is not None and 400 <= e.status < 500:
-                raise errors.ClaimRejected(namespace, e.status, reason, message) from e
-            raise errors.ApiError("creating a SandboxClaim", e.status, message, namespace=namespace) from e
+            raise protocol.create_failed(e, namespace) from e
         except (OSError, urllib3.exceptions.HTTPError) as e:
-            raise errors.ApiError("creating a SandboxClaim", None, str(e), namespace=namespace) from e
+            raise protocol.create_unreachable(e, namespace) from e
 
     def get(self, namespace: str, name: str) -> Dict[str, Any]:
         """GET the claim."""
         try:
-            obj = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            obj = self.custom.get_namespaced_custom_object(*protocol.list_args(namespace), name)
             return cast(Dict[str, Any], obj)
         except ApiException as e:
-            if e.status == 404:
-                raise errors.ClaimDeleted(name, namespace, DELETED) from e
-            raise errors.ApiError(f"reading SandboxClaim {namespace}/{name}", e.status, status_of(e)[1]) from e
+            raise protocol.read_failed(e, namespace, name) from e
 
     def delete(self, namespace: str, name: str) -> bool:
         """DELETE the claim (its Sandbox, Pod, Service and NetworkPolicy follow
         by garbage collection). False when it was already gone."""
         try:
             self.custom.delete_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name, propagation_policy="Background"
+                *protocol.list_args(namespace), name, propagation_policy="Background"
             )
             return True
         except ApiException as e:
-            if e.status == 404:
+            error = protocol.delete_failed(e, namespace, name)
+            if error is None:
                 return False
-            raise errors.ApiError(f"deleting SandboxClaim {namespace}/{name}", e.status, status_of(e)[1]) from e
+            raise error from e
 
     def wait_ready(
         self, namespace: str, name: str, resource_version: str, started: float, timeout: float
@@ -122,66 +103,40 @@ class ClaimsApi:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise errors.ClaimTimeout(
-                    name, namespace, timeout, last.condition if last else None, last.launch_type if last else None
-                )
+                raise protocol.timed_out(namespace, name, timeout, last)
             events = k8s_watch.Watch().stream(
                 self.custom.list_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                namespace,
-                PLURAL,
-                field_selector=f"metadata.name={name}",
-                resource_version=version,
-                timeout_seconds=max(1, math.ceil(remaining)),
+                *protocol.list_args(namespace),
+                **protocol.watch_kwargs(name, version, remaining),
                 _request_timeout=(10, remaining + 10),
             )
             try:
                 for event in events:
-                    if event["type"] == "DELETED":
-                        raise errors.ClaimDeleted(name, namespace, DELETED)
-                    obj = event["raw_object"]
-                    version = obj["metadata"]["resourceVersion"]
-                    state = check(namespace, name, obj, started)
+                    version, state = protocol.observe(namespace, name, event, started)
                     if isinstance(state, SandboxInfo):
                         return state
                     last = state
             except ApiException as e:
-                if e.status != 410:
-                    raise errors.ApiError(f"watching SandboxClaim {namespace}/{name}", e.status, status_of(e)[1]) from e
+                error = protocol.watch_failed(e, namespace, name)
+                if error is not None:
+                    raise error from e
                 # Our resourceVersion fell out of the watch window: read the
                 # claim once and watch on from there.
-                obj = self.get(namespace, name)
-                version = obj["metadata"]["resourceVersion"]
-                state = check(namespace, name, obj, started)
+                version, state = protocol.read(namespace, name, self.get(namespace, name), started)
                 if isinstance(state, SandboxInfo):
                     return state
                 last = state
             except (OSError, urllib3.exceptions.HTTPError) as e:
-                raise errors.ApiError(f"watching SandboxClaim {namespace}/{name}", None, str(e)) from e
+                raise protocol.watch_unreachable(e, namespace, name) from e
             finally:
                 events.close()
 
 
-class SandboxClaim(SandboxFacts):
+class SandboxClaim(ClaimHolder[ClaimsApi]):
     """A Ready sandbox claim; ``with`` deletes it at the end of the block.
 
     Build it with :meth:`create` (or :meth:`create_many`), not directly.
     """
-
-    def __init__(
-        self,
-        info: SandboxInfo,
-        api: ClaimsApi,
-        *,
-        delete_on_exit: bool = True,
-        owns_client: bool = False,
-    ) -> None:
-        self.info = info
-        self._api = api
-        self.delete_on_exit = delete_on_exit
-        self._owns_client = owns_client
-        self._deleted = False
 
     @classmethod
     def create(
@@ -265,10 +220,9 @@ def _create_ready(
     """Create, then wait; a claim that does not get Ready is deleted again
     when ``delete_on_failure``."""
     started = time.monotonic()
-    created = api.create(namespace, body)
-    name = created["metadata"]["name"]
+    name, version = protocol.created_ref(api.create(namespace, body))
     try:
-        return api.wait_ready(namespace, name, created["metadata"]["resourceVersion"], started, timeout)
+        return api.wait_ready(namespace, name, version, started, timeout)
     except BaseException:
         if delete_on_failure:
             try:
@@ -278,34 +232,9 @@ def _create_ready(
         raise
 
 
-class ClaimBatch:
+class ClaimBatch(BatchHolder[SandboxClaim, ClaimsApi]):
     """The Ready claims of :func:`create_many` (``errors`` holds the failed
     ones when ``raise_on_error=False``); ``with`` deletes them all at the end."""
-
-    def __init__(
-        self,
-        claims: List[SandboxClaim],
-        failures: List[errors.SandboxError],
-        api: ClaimsApi,
-        concurrency: int,
-        delete_on_exit: bool,
-        owns_client: bool,
-    ) -> None:
-        self.claims = claims
-        self.errors = failures
-        self._api = api
-        self._concurrency = concurrency
-        self.delete_on_exit = delete_on_exit
-        self._owns_client = owns_client
-
-    def __iter__(self) -> Iterator[SandboxClaim]:
-        return iter(self.claims)
-
-    def __len__(self) -> int:
-        return len(self.claims)
-
-    def __getitem__(self, index: int) -> SandboxClaim:
-        return self.claims[index]
 
     def delete(self) -> None:
         """Deletes every claim of the batch (with the batch's concurrency)."""

@@ -4,13 +4,14 @@
 //! The control plane comes from `SANDBOX_KUBECONFIG` when set, otherwise
 //! `tests/controlplane/cluster.sh up` is run (building it on a new machine).
 //! When neither works the test FAILS with the reason; nothing is skipped.
+//! HTTP helpers for the operator's ports are in `http`.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -19,6 +20,10 @@ use kube::discovery::ApiResource;
 use kube::{Client, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::OnceCell;
+
+mod http;
+
+pub use http::{free_port, http_get};
 
 /// Repository root.
 pub fn repo() -> PathBuf {
@@ -89,36 +94,67 @@ pub async fn client_for(path: &Path) -> Client {
 /// waits until they are Established.
 pub async fn install_crds(client: &Client) {
     static DONE: OnceCell<()> = OnceCell::const_new();
-    DONE.get_or_init(|| async {
-        let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-        for crd in sandbox_operator::api::crds() {
-            api.patch(
-                &crd.name_any(),
-                &PatchParams::apply("sandbox-operator-tests").force(),
-                &Patch::Apply(&crd),
-            )
+    DONE.get_or_init(|| apply_crds(client)).await;
+}
+
+/// Server-side applies the CRDs on the cluster of `client` and waits until
+/// each is Established (a CRD without a status yet simply is not Established
+/// yet); panics naming the CRD otherwise.
+pub async fn apply_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in sandbox_operator::api::crds() {
+        api.patch(
+            &crd.name_any(),
+            &PatchParams::apply("sandbox-operator-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("installing CRD {}: {e}", crd.name_any()));
+    }
+    for crd in sandbox_operator::api::crds() {
+        let established = wait_until_ok(Duration::from_secs(60), || async {
+            api.get_opt(&crd.name_any())
+                .await
+                .ok()
+                .flatten()
+                .and_then(|c| c.status?.conditions)
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                })
+        })
+        .await;
+        assert!(established, "CRD {} not Established", crd.name_any());
+    }
+}
+
+/// Creates namespace `<prefix>-<random>` on the cluster of `client` and
+/// waits (30 s at most) for its default ServiceAccount.
+pub async fn create_namespace(client: &Client, prefix: &str) -> String {
+    let name = format!("{prefix}-{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let ns = Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create namespace");
+    let service_accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
+    let ok = wait_until_ok(Duration::from_secs(30), || async {
+        service_accounts
+            .get_opt("default")
             .await
-            .unwrap_or_else(|e| panic!("installing CRD {}: {e}", crd.name_any()));
-        }
-        for crd in sandbox_operator::api::crds() {
-            wait_for(
-                &api,
-                &crd.name_any(),
-                Duration::from_secs(60),
-                |c: &CustomResourceDefinition| {
-                    c.status
-                        .as_ref()
-                        .and_then(|s| s.conditions.as_ref())
-                        .is_some_and(|cs| {
-                            cs.iter()
-                                .any(|c| c.type_ == "Established" && c.status == "True")
-                        })
-                },
-            )
-            .await;
-        }
+            .ok()
+            .flatten()
+            .is_some()
     })
     .await;
+    assert!(ok, "namespace {name} got no default ServiceAccount");
+    name
 }
 
 /// A namespace owned by one test; deleted when dropped.
@@ -134,27 +170,7 @@ impl TestNs {
     pub async fn new(prefix: &str) -> TestNs {
         let client = client().await;
         install_crds(&client).await;
-        let name = format!("{prefix}-{:06x}", rand::random::<u32>() & 0xff_ffff);
-        let ns = Namespace {
-            metadata: kube::api::ObjectMeta {
-                name: Some(name.clone()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &ns)
-            .await
-            .expect("create test namespace");
-        wait_until(Duration::from_secs(30), || async {
-            Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), &name)
-                .get_opt("default")
-                .await
-                .ok()
-                .flatten()
-                .is_some()
-        })
-        .await;
+        let name = create_namespace(&client, prefix).await;
         TestNs { client, name }
     }
 
@@ -164,6 +180,21 @@ impl TestNs {
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
     {
         Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    /// Every object of kind `K` in this namespace; panics on an API error.
+    pub async fn list<K>(&self) -> Vec<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        self.api::<K>()
+            .list(&Default::default())
+            .await
+            .unwrap_or_else(|e| panic!("listing in {}: {e}", self.name))
+            .items
     }
 
     /// Creates every document of a YAML file (relative to the repo) in this
@@ -232,26 +263,15 @@ impl Drop for TestNs {
                     "--wait=false",
                 ])
                 .output();
-            let _ = std::process::Command::new("kubectl")
-                .args([
-                    "--kubeconfig",
-                    kc,
-                    "delete",
-                    "--ignore-not-found",
-                    "mutatingwebhookconfiguration",
-                    &config,
-                ])
-                .output();
-            let _ = std::process::Command::new("kubectl")
-                .args([
-                    "--kubeconfig",
-                    kc,
-                    "delete",
-                    "--ignore-not-found",
-                    "validatingwebhookconfiguration",
-                    &config,
-                ])
-                .output();
+            for kind in [
+                "mutatingwebhookconfiguration",
+                "validatingwebhookconfiguration",
+            ] {
+                let _ = std::process::Command::new("kubectl")
+                    .args(["--kubeconfig", kc, "delete", "--ignore-not-found", kind])
+                    .arg(&config)
+                    .output();
+            }
         })
         .join();
     }
@@ -293,7 +313,7 @@ impl Operator {
         std::fs::create_dir_all(&logs).expect("log dir");
         let log = logs.join(format!("{namespace}-operator-{port}.log"));
         let file = std::fs::File::create(&log).expect("log file");
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sandbox-operator"))
+        let child = operator_command(&kubeconfig(), file)
             .args([
                 "run",
                 "--leader-elect=false",
@@ -316,11 +336,6 @@ impl Operator {
             ])
             .args(["--webhook-config-name", &webhook_config_name(namespace)])
             .args(extra)
-            .env("KUBECONFIG", kubeconfig())
-            .env("RUST_LOG", "info,kube_runtime=warn,kube_client=warn")
-            .stdout(file.try_clone().expect("log file"))
-            .stderr(file)
-            .kill_on_drop(true)
             .spawn()
             .expect("start the operator binary");
         let op = Operator {
@@ -361,72 +376,17 @@ impl Operator {
     }
 }
 
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// Plain HTTP GET on 127.0.0.1 (status, body).
-pub async fn http_get(url: &str) -> Result<(u16, String), String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://").ok_or("only http:// URLs")?;
-    let (host, path) = rest
-        .split_once('/')
-        .map(|(h, p)| (h, format!("/{p}")))
-        .unwrap_or((rest, "/".into()));
-    let mut stream = tokio::net::TcpStream::connect(host)
-        .await
-        .map_err(|e| e.to_string())?;
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    stream
-        .read_to_end(&mut buf)
-        .await
-        .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or("no status line")?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    let body = if text
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(&body)
-    } else {
-        body
-    };
-    Ok((code, body))
-}
-
-fn dechunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || after.len() < n {
-            break;
-        }
-        out.push_str(&after[..n]);
-        rest = after[n..].trim_start_matches("\r\n");
-    }
-    out
+/// The operator binary as a command: `KUBECONFIG` set, its logs (stdout
+/// and stderr) to `log`, killed when the child handle is dropped.
+pub fn operator_command(kubeconfig: &Path, log: std::fs::File) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sandbox-operator"));
+    command
+        .env("KUBECONFIG", kubeconfig)
+        .env("RUST_LOG", "info,kube_runtime=warn,kube_client=warn")
+        .stdout(log.try_clone().expect("log file"))
+        .stderr(log)
+        .kill_on_drop(true);
+    command
 }
 
 /// Polls `get` until `cond` holds on the object; panics with the last state

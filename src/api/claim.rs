@@ -1,0 +1,151 @@
+//! The `SandboxClaim` kind (`extensions.agents.x-k8s.io/v1alpha1`): a user's
+//! request for one sandbox of a template, its lifecycle, and the status the
+//! claim controller writes (launch type, the Sandbox and Pod it got).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::SandboxTemplateRef;
+
+/// What a claim's expiry does to the claim.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ClaimShutdownPolicy {
+    /// Delete the claim, and with it everything it owns.
+    Delete,
+    /// Delete the claim in the foreground (it stays until its children are gone).
+    DeleteForeground,
+    /// Keep the claim, delete its Sandbox, report `Expired`.
+    #[default]
+    Retain,
+}
+
+/// When and how a claim ends.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimLifecycle {
+    /// When the claim expires (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shutdown_time: Option<Time>,
+    /// What expiry does (default `Retain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shutdown_policy: Option<ClaimShutdownPolicy>,
+}
+
+/// A request for one sandbox of a template.
+// kube-derive takes one `printcolumn(...)` per column; clippy reads the
+// repeated `type_` keys as duplicates.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "extensions.agents.x-k8s.io",
+    version = "v1alpha1",
+    kind = "SandboxClaim",
+    namespaced,
+    status = "SandboxClaimStatus",
+    shortname = "sbc",
+    category = "agents",
+    derive = "PartialEq",
+    derive = "Default",
+    doc = "A request for a sandbox, served from a warm pool when one has an idle Pod.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Sandbox", type_ = "string", json_path = ".status.sandbox.name"),
+    printcolumn(
+        name = "LaunchType",
+        type_ = "string",
+        json_path = ".status.launchType"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxClaimSpec {
+    /// The template the sandbox is made from.
+    pub sandbox_template_ref: SandboxTemplateRef,
+    /// Optional expiry of the claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<ClaimLifecycle>,
+    /// Warm pool policy: `default` (any pool of the template), `none` (always
+    /// cold) or the name of one pool.
+    #[serde(default, rename = "warmpool", skip_serializing_if = "Option::is_none")]
+    pub warm_pool: Option<String>,
+}
+
+/// The Sandbox a claim created.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimedSandboxStatus {
+    /// Name of the Sandbox (same as the claim).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// IPs of the sandbox's Pod.
+    #[serde(default, rename = "podIPs", skip_serializing_if = "Option::is_none")]
+    pub pod_ips: Option<Vec<String>>,
+    /// Name of the sandbox's headless Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// `<service>.<namespace>.svc.<cluster domain>`.
+    #[serde(
+        default,
+        rename = "serviceFQDN",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub service_fqdn: Option<String>,
+}
+
+/// How a claim got its Pod.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LaunchType {
+    /// An idle Pod of a warm pool was taken over.
+    Warm,
+    /// A new Pod was started for the claim.
+    Cold,
+}
+
+impl LaunchType {
+    /// The label value used in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LaunchType::Warm => "warm",
+            LaunchType::Cold => "cold",
+        }
+    }
+}
+
+/// The observed state of a [`SandboxClaim`].
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxClaimStatus {
+    /// KEP-1623 conditions; `Ready` mirrors the Sandbox.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The Sandbox serving the claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<ClaimedSandboxStatus>,
+    /// Name of the Pod serving the claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    /// `warm` when a pool Pod was taken over, `cold` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_type: Option<LaunchType>,
+    /// The warm pool that served the claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_pool: Option<String>,
+    /// When the claim first became Ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_time: Option<Time>,
+    /// Seconds from the API server admitting the claim (the webhook's
+    /// `agents.x-k8s.io/admitted-at` stamp, else the creation time) to the
+    /// operator writing Ready, measured by the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_ready_seconds: Option<f64>,
+}

@@ -1,0 +1,56 @@
+//! The Pod-shaping parts that a Sandbox and a SandboxTemplate share: the Pod
+//! template (metadata plus a full `PodSpec`) and PersistentVolumeClaim
+//! templates. Plain data; their JSON shape is the upstream v0.1 one, so the
+//! generated CRD schemas do not depend on which module holds them.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{PersistentVolumeClaimSpec, PodSpec};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Labels and annotations copied onto the Pod made from a template.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct PodMetadata {
+    /// Labels added to the Pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Annotations added to the Pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// The Pod a sandbox runs: labels/annotations plus a full `PodSpec`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct PodTemplate {
+    /// Only labels and annotations are used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<PodMetadata>,
+    /// The Pod's spec.
+    pub spec: PodSpec,
+}
+
+/// Metadata of a PersistentVolumeClaim template.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct EmbeddedObjectMetadata {
+    /// Name of the template; the claim is named `<name>-<sandbox>` and the
+    /// volume is mounted under this name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Labels added to the PersistentVolumeClaim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Annotations added to the PersistentVolumeClaim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// A PersistentVolumeClaim created for, and owned by, a Sandbox.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct PersistentVolumeClaimTemplate {
+    /// The claim's metadata; `name` is required in practice.
+    #[serde(default)]
+    pub metadata: EmbeddedObjectMetadata,
+    /// The claim's spec.
+    pub spec: PersistentVolumeClaimSpec,
+}

@@ -1,0 +1,130 @@
+//! The `Sandbox` kind (`agents.x-k8s.io/v1alpha1`): one sandbox, its Pod
+//! template, volumes and lifecycle, and the status the sandbox controller
+//! writes. Guarantees the wire shape of the upstream v0.1 API.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{PersistentVolumeClaimTemplate, PodTemplate};
+
+/// What happens to a Sandbox when its `shutdownTime` passes.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ShutdownPolicy {
+    /// Delete the Sandbox (and through ownerReferences everything it owns).
+    /// The default: a past `shutdownTime` means "delete now".
+    #[default]
+    Delete,
+    /// Keep the Sandbox object, delete its Pod, report `SandboxExpired`.
+    Retain,
+}
+
+/// The desired state of a [`Sandbox`].
+// kube-derive takes one `printcolumn(...)` per column; clippy reads the
+// repeated `type_` keys as duplicates.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "agents.x-k8s.io",
+    version = "v1alpha1",
+    kind = "Sandbox",
+    namespaced,
+    status = "SandboxStatus",
+    shortname = "sbx",
+    category = "agents",
+    derive = "PartialEq",
+    derive = "Default",
+    doc = "An isolated sandbox: exactly one Pod, its volumes and a headless Service.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(name = "Pod", type_ = "string", json_path = ".status.podName"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.volumeClaimTemplates) == has(oldSelf.volumeClaimTemplates)",
+    "message": "volumeClaimTemplates is immutable"
+}]))]
+pub struct SandboxSpec {
+    /// The Pod this sandbox runs.
+    pub pod_template: PodTemplate,
+    /// PersistentVolumeClaims created for the sandbox and mounted into its
+    /// Pod. Immutable once set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self == oldSelf",
+        "message": "volumeClaimTemplates is immutable"
+    }]))]
+    pub volume_claim_templates: Option<Vec<PersistentVolumeClaimTemplate>>,
+    /// When the sandbox expires (RFC 3339). A time in the past expires it at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shutdown_time: Option<Time>,
+    /// What expiry does to the Sandbox object itself (default `Delete`; with
+    /// `Retain` only the Pod is removed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shutdown_policy: Option<ShutdownPolicy>,
+    /// 1 runs the Pod, 0 pauses the sandbox (Pod deleted, volumes and Service kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1))]
+    pub replicas: Option<i32>,
+}
+
+/// The observed state of a [`Sandbox`].
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxStatus {
+    /// KEP-1623 conditions; `Ready` is always present once reconciled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Name of the headless Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// `<service>.<namespace>.svc.<cluster domain>`.
+    #[serde(
+        default,
+        rename = "serviceFQDN",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub service_fqdn: Option<String>,
+    /// Number of Pods currently running for the sandbox (0 or 1).
+    #[serde(default)]
+    pub replicas: i32,
+    /// Label selector of the sandbox's Pod, for the scale subresource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// Name of the Pod serving the sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    /// IP of that Pod.
+    #[serde(default, rename = "podIP", skip_serializing_if = "Option::is_none")]
+    pub pod_ip: Option<String>,
+    /// Node the Pod runs on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+}
+
+impl Sandbox {
+    /// Desired replicas after defaulting (`1` when unset).
+    pub fn desired_replicas(&self) -> i32 {
+        self.spec.replicas.unwrap_or(1)
+    }
+}

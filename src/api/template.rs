@@ -1,0 +1,97 @@
+//! The `SandboxTemplate` kind (`extensions.agents.x-k8s.io/v1alpha1`): the
+//! blueprint sandboxes and warm Pods are made from, its network policy, the
+//! reference other kinds use to name it, and the template hash that decides
+//! whether a warm Pod is current.
+
+use k8s_openapi::api::networking::v1::{NetworkPolicyEgressRule, NetworkPolicyIngressRule};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[cfg(doc)]
+use super::TEMPLATE_HASH_LABEL;
+use super::{PersistentVolumeClaimTemplate, PodTemplate};
+
+/// Ingress/egress rules for sandboxes made from a template. An empty list
+/// denies all traffic in that direction.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct NetworkPolicySpec {
+    /// Allowed ingress; empty means deny all ingress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<Vec<NetworkPolicyIngressRule>>,
+    /// Allowed egress; absent means egress is not restricted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<Vec<NetworkPolicyEgressRule>>,
+}
+
+/// The blueprint sandboxes and warm Pods are made from.
+// kube-derive takes one `printcolumn(...)` per column; clippy reads the
+// repeated `type_` keys as duplicates.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "extensions.agents.x-k8s.io",
+    version = "v1alpha1",
+    kind = "SandboxTemplate",
+    namespaced,
+    status = "SandboxTemplateStatus",
+    shortname = "sbt",
+    category = "agents",
+    derive = "PartialEq",
+    derive = "Default",
+    doc = "A reusable sandbox blueprint referenced by claims and warm pools.",
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxTemplateSpec {
+    /// The Pod sandboxes of this template run.
+    pub pod_template: PodTemplate,
+    /// Volume claims for sandboxes made from this template (cold path only:
+    /// warm Pods are pre-started without per-claim volumes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    pub volume_claim_templates: Option<Vec<PersistentVolumeClaimTemplate>>,
+    /// Network policy applied to claimed sandboxes (default: deny all ingress).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<NetworkPolicySpec>,
+}
+
+/// Status of a [`SandboxTemplate`] (none today; kept for the subresource).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct SandboxTemplateStatus {}
+
+/// A reference to a [`SandboxTemplate`] in the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct SandboxTemplateRef {
+    /// Name of the SandboxTemplate.
+    #[schemars(length(min = 1))]
+    pub name: String,
+}
+
+/// Hash of the part of a template that shapes its Pods (64 bits, hex). Warm
+/// Pods carry it in [`TEMPLATE_HASH_LABEL`]; a Pod with another hash is
+/// outdated and never served.
+pub fn template_hash(spec: &SandboxTemplateSpec) -> String {
+    use sha2::{Digest, Sha256};
+    let bytes = serde_json::to_vec(&spec.pod_template).expect("a pod template always serializes");
+    hex::encode(&Sha256::digest(&bytes)[..8])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_hash_is_64_bits_and_tracks_the_pod_template() {
+        let mut spec = SandboxTemplateSpec::default();
+        let a = template_hash(&spec);
+        assert_eq!(a.len(), 16);
+        assert_eq!(a, template_hash(&spec.clone()));
+        spec.pod_template.spec.hostname = Some("x".into());
+        assert_ne!(a, template_hash(&spec));
+    }
+}

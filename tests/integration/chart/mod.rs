@@ -1,0 +1,19 @@
+//! The Helm chart (`charts/sandbox-operator`): lint, render, schema, alert
+//! rules and dashboard, and installs on the local control plane, including
+//! the real operator binary running with exactly the chart's flags and the
+//! chart's RBAC (a token of its ServiceAccount).
+//!
+//! One module a job: `helm` (running and reading helm), `render_defaults`
+//! and `render_options` (what the chart renders, no cluster), `monitoring`
+//! (alerts and dashboard against the exported metrics), `install` (install
+//! and uninstall on the control plane), `local_operator` (the binary run
+//! like the Deployment) and `rbac_proof` (the chart's RBAC is enough, and
+//! every rule of it is needed).
+
+mod helm;
+mod install;
+mod local_operator;
+mod monitoring;
+mod rbac_proof;
+mod render_defaults;
+mod render_options;
