@@ -21,7 +21,11 @@ use super::local_operator::{
 };
 use crate::common::{TestNs, free_port, wait_until_ok};
 use crate::fixtures::{claim_ready, wait_claim_ready, wait_idle_ready};
-use sandbox_operator::api::{LaunchType, SandboxClaim};
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use sandbox_operator::api::{
+    LaunchType, POOL_LABEL, READY, SandboxClaim, SandboxWarmPool, find_condition,
+};
 
 /// Issue 8, acceptance item 3 (RBAC proof): the operator binary, run with
 /// the chart's Deployment arguments and nothing but a TokenRequest token of
@@ -329,8 +333,10 @@ async fn operator_runs_with_the_charts_flags_rbac_and_webhook_configurations() {
 
 /// The negative half of the RBAC proof: the same run with one rule of the
 /// chart's workload Role removed (NetworkPolicy get/create) fails exactly
-/// the checks the positive test makes (a claim never becomes Ready, the
-/// log shows 403 Forbidden), and putting the rule back heals it.
+/// the checks the positive test makes: the pool refuses to start Pods its
+/// deny-ingress policy does not cover (`NetworkPolicyFailed`, no Pod), a
+/// claim never becomes Ready, the log shows 403 Forbidden; putting the rule
+/// back heals both, and the next claim is warm.
 #[tokio::test]
 async fn removing_one_rbac_rule_breaks_the_claim_path() {
     let ns = TestNs::new("chartrbac").await;
@@ -380,9 +386,41 @@ async fn removing_one_rbac_rule_breaks_the_claim_path() {
     patch_role(&ns, &role_name, &remove, "removing the rule");
 
     let operator = ChartOperator::start(&release, &ns, webhook_port).await;
-    // Everything but the claim path still works: the pool fills.
+    // Without the rule the pool cannot cover its Pods, so it starts none.
     create_template_and_pool(&ns, "rbac", 1).await;
-    wait_idle_ready(&ns, 1, "pool fill without the rule", || operator.log()).await;
+    let pools: Api<SandboxWarmPool> = ns.api();
+    let refused_pool = wait_until_ok(Duration::from_secs(60), || async {
+        pools
+            .get_opt("rbac")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|p| p.status)
+            .and_then(|s| find_condition(&s.conditions, READY).cloned())
+            .is_some_and(|c| c.status == "False" && c.reason == "NetworkPolicyFailed")
+    })
+    .await;
+    assert!(
+        refused_pool,
+        "the pool does not say NetworkPolicyFailed: {:?}; log:\n{}",
+        pools
+            .get_opt("rbac")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|p| p.status),
+        operator.log()
+    );
+    let pool_pods = ns
+        .list::<Pod>()
+        .await
+        .into_iter()
+        .filter(|p| p.labels().contains_key(POOL_LABEL))
+        .count();
+    assert_eq!(
+        pool_pods, 0,
+        "a pool Pod was started without its NetworkPolicy"
+    );
 
     create_claim(&ns, "claim-1", "rbac", None).await.unwrap();
     let claims: Api<SandboxClaim> = ns.api();
@@ -411,11 +449,19 @@ async fn removing_one_rbac_rule_breaks_the_claim_path() {
         "no failed reconcile counted"
     );
 
-    // The rule back (as rendered): the retried reconcile serves the claim.
+    // The rule back (as rendered): the retried reconciles serve the claim
+    // (cold: the pool had nothing idle when it came) and fill the pool.
     let restore = serde_json::json!([{"op": "add", "path": path, "value": rule}]);
     patch_role(&ns, &role_name, &restore, "restoring the rule");
+    assert!(
+        wait_claim_ready(&ns, "claim-1", || operator.log())
+            .await
+            .is_some()
+    );
+    wait_idle_ready(&ns, 1, "pool fill with the rule back", || operator.log()).await;
+    create_claim(&ns, "claim-2", "rbac", None).await.unwrap();
     assert_eq!(
-        wait_claim_ready(&ns, "claim-1", || operator.log()).await,
+        wait_claim_ready(&ns, "claim-2", || operator.log()).await,
         Some(LaunchType::Warm)
     );
 

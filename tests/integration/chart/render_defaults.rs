@@ -82,6 +82,7 @@ async fn chart_renders_a_least_privilege_ha_operator_by_default() {
         "ConfigMap",
         "Deployment",
         "PodDisruptionBudget",
+        "NetworkPolicy",
         "MutatingWebhookConfiguration",
         "ValidatingWebhookConfiguration",
         // helm test hooks
