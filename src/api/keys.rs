@@ -36,8 +36,9 @@ pub const CREATED_AT_ANNOTATION: &str = "agents.x-k8s.io/created-at";
 /// Field manager name used for every write of the operator.
 pub const FIELD_MANAGER: &str = "sandbox-operator";
 
-/// On a stolen Pod: the pool it came from (the pool's watch maps the Pod back
-/// to the pool through this label, which is how the refill is triggered).
+/// On every Pod a pool creates, kept by the steal: the pool it came from. The
+/// pool's watch maps a stolen Pod back to the pool through it (the refill),
+/// and the pool's NetworkPolicy selects it (idle and stolen Pods alike).
 pub const ORIGIN_POOL_LABEL: &str = "agents.x-k8s.io/origin-pool";
 
 /// On a Pod the operator did not create: the owner's explicit consent that

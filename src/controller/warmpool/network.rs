@@ -4,12 +4,13 @@
 //! In the default `--claim-network-policy per-claim` mode each pool gets one
 //! policy, `sandbox-pool-<pool>`, controlled by the pool (garbage-collected
 //! with it): no ingress rule (deny all ingress) and the template's egress
-//! minus the policy file's `network.denyEgressCIDRs`. It selects the pool
-//! label. A label anyone can write is acceptable here: a Pod that wears the
-//! label without being a member is only denied more (NetworkPolicies add
-//! allowances, so an extra deny-all selection never opens anything), and the
-//! steal removes the pool label in the same patch that adds the Sandbox
-//! label the claim's own policy selects. In `per-template` mode the
+//! minus the policy file's `network.denyEgressCIDRs`. It selects the
+//! origin-pool label, which the pool puts on every Pod it creates and the
+//! steal keeps: a stolen Pod stays covered while the claim's own policy is
+//! being created beside the steal, so there is no moment without one. A
+//! label anyone can write is acceptable here: a Pod that wears it without
+//! being the pool's is only denied more (NetworkPolicies add allowances, so
+//! an extra deny-all selection never opens anything). In `per-template` mode the
 //! template's policy (it selects the template label, which every pool Pod
 //! carries) covers idle Pods, so the pool makes sure that one exists instead.
 //!
@@ -31,7 +32,7 @@ use super::super::claim::ensure_template_policy;
 use super::super::ownership::{Created, create_owned};
 use super::super::{Context, Error, NetworkPolicyMode, Result, controller_ref, kube_err};
 use crate::admission::{Cidr, restrict_egress};
-use crate::api::{FIELD_MANAGER, POOL_LABEL, SandboxTemplate, SandboxWarmPool};
+use crate::api::{FIELD_MANAGER, ORIGIN_POOL_LABEL, SandboxTemplate, SandboxWarmPool};
 use crate::controller::claim::sandbox_network_policy;
 
 /// Condition reason when the policy name is held by another owner.
@@ -55,7 +56,7 @@ pub fn desired_pool_network_policy(
     Ok(sandbox_network_policy(
         pool_network_policy_name(&pool.name_any()),
         pool.namespace(),
-        (POOL_LABEL, pool.name_any()),
+        (ORIGIN_POOL_LABEL, pool.name_any()),
         Vec::new(),
         restrict_egress(rules.egress, deny),
         controller_ref(pool)?,
@@ -183,7 +184,7 @@ mod tests {
         );
         let spec = policy.spec.unwrap();
         assert_eq!(
-            spec.pod_selector.unwrap().match_labels.unwrap()[POOL_LABEL],
+            spec.pod_selector.unwrap().match_labels.unwrap()[ORIGIN_POOL_LABEL],
             "p1"
         );
         assert_eq!(spec.ingress, Some(vec![]));

@@ -12,8 +12,8 @@ use kube::api::ObjectMeta;
 
 use super::super::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, Result, controller_ref};
 use crate::api::{
-    CREATED_AT_ANNOTATION, POOL_LABEL, SandboxTemplate, SandboxWarmPool, TEMPLATE_HASH_LABEL,
-    TEMPLATE_LABEL,
+    CREATED_AT_ANNOTATION, ORIGIN_POOL_LABEL, POOL_LABEL, SandboxTemplate, SandboxWarmPool,
+    TEMPLATE_HASH_LABEL, TEMPLATE_LABEL,
 };
 
 /// A new idle Pod for `pool` from `template`. Pure.
@@ -32,6 +32,10 @@ pub fn desired_pod(
     let mut labels: BTreeMap<String, String> = meta.labels.unwrap_or_default();
     labels.retain(|k, _| !crate::api::is_reserved_key(k));
     labels.insert(POOL_LABEL.into(), pool.name_any());
+    // Kept by the steal (which only drops the pool label): the pool's
+    // NetworkPolicy selects it, so a Pod stays covered from its creation
+    // until the claim's own policy exists.
+    labels.insert(ORIGIN_POOL_LABEL.into(), pool.name_any());
     labels.insert(TEMPLATE_LABEL.into(), template.name_any());
     labels.insert(TEMPLATE_HASH_LABEL.into(), hash.into());
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
