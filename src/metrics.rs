@@ -7,10 +7,15 @@
 
 use std::time::Instant;
 
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
+
+mod series;
+
+use series::{PerObject, series};
 
 const PREFIX: &str = "sandbox_operator";
 
@@ -277,6 +282,54 @@ impl Metrics {
         String::from_utf8(out).expect("the text format is UTF-8")
     }
 
+    /// Registers `sandbox_operator_tracked_entries{table}`: the sizes of the
+    /// operator's in-memory tables, read by `sample` at each scrape (so the
+    /// figures are never stale). Fails when it is registered already.
+    pub fn register_tracked_entries(&self, sample: Sampler) -> prometheus::Result<()> {
+        let gauge = IntGaugeVec::new(
+            Opts::new(
+                name("tracked_entries"),
+                "Entries held in one of the operator's in-memory tables (caches, indexes, reservations, expectations, backoff, write memo, sizing), by table; read at scrape time.",
+            ),
+            &["table"],
+        )
+        .expect("valid gauge");
+        self.registry
+            .register(Box::new(SampledGauge { gauge, sample }))
+    }
+
+    /// The series labelled with one object (pool, template) of the cluster.
+    fn per_object(&self) -> PerObject<'_> {
+        PerObject {
+            gauges: vec![
+                &self.pool_desired,
+                &self.pool_ready,
+                &self.pool_idle,
+                &self.pool_recommended,
+                &self.pool_predicted_hit_ratio,
+                &self.pool_observed_hit_ratio,
+                &self.pool_target_hit_ratio,
+                &self.pool_claim_rate,
+                &self.pool_refill_seconds,
+                &self.pool_burst_claims,
+            ],
+            counters: vec![
+                &self.steal_attempts,
+                &self.steal_conflicts,
+                &self.pool_exhausted,
+            ],
+            histograms: vec![&self.claim_ready_seconds],
+        }
+    }
+
+    /// Number of series labelled with a pool or template.
+    pub fn object_series(&self) -> usize {
+        let o = self.per_object();
+        o.gauges.iter().map(|v| series(v)).sum::<usize>()
+            + o.counters.iter().map(|v| series(v)).sum::<usize>()
+            + o.histograms.iter().map(|v| series(v)).sum::<usize>()
+    }
+
     /// Starts timing one reconcile; the returned guard records count and
     /// duration when dropped.
     pub fn reconcile_timer(&self, controller: &'static str) -> ReconcileTimer<'_> {
@@ -292,6 +345,29 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Reads (table, entries) pairs at scrape time.
+pub type Sampler = Box<dyn Fn() -> Vec<(&'static str, i64)> + Send + Sync>;
+
+/// A gauge vector filled by its sampler each time it is collected.
+struct SampledGauge {
+    gauge: IntGaugeVec,
+    sample: Sampler,
+}
+
+impl Collector for SampledGauge {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.gauge.reset();
+        for (table, entries) in (self.sample)() {
+            self.gauge.with_label_values(&[table]).set(entries);
+        }
+        self.gauge.collect()
     }
 }
 
@@ -327,5 +403,25 @@ mod tests {
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert!(line.starts_with("sandbox_operator_"), "{line}");
         }
+    }
+
+    #[test]
+    fn tracked_entries_are_sampled_at_scrape_time() {
+        let m = Metrics::new();
+        let n = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(3));
+        let read = n.clone();
+        m.register_tracked_entries(Box::new(move || {
+            vec![("backoff", read.load(std::sync::atomic::Ordering::Relaxed))]
+        }))
+        .unwrap();
+        assert!(
+            m.encode()
+                .contains("sandbox_operator_tracked_entries{table=\"backoff\"} 3")
+        );
+        n.store(0, std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            m.encode()
+                .contains("sandbox_operator_tracked_entries{table=\"backoff\"} 0")
+        );
     }
 }

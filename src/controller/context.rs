@@ -328,6 +328,7 @@ impl Context {
             sizing: Default::default(),
             recorder,
         });
+        super::janitor::start(&ctx);
         Ok((
             ctx,
             Triggers {

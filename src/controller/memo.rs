@@ -50,4 +50,14 @@ impl WriteMemo {
         }
         memo.insert(key.to_string(), (value, std::time::Instant::now()));
     }
+
+    /// Number of writes remembered.
+    pub fn len(&self) -> usize {
+        self.inner.lock().expect("memo lock").len()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }

@@ -23,6 +23,7 @@ pub mod claim;
 pub mod context;
 pub mod errors;
 pub mod index;
+pub mod janitor;
 pub mod leader;
 pub mod memo;
 pub mod ownership;

@@ -228,6 +228,12 @@ impl Reservations {
         let state = self.inner.lock().expect("reservation lock");
         state.claims.get(claim_uid).map(|(name, _)| name.clone())
     }
+
+    /// (Pod reservations, steal records) held.
+    pub fn sizes(&self) -> (usize, usize) {
+        let state = self.inner.lock().expect("reservation lock");
+        (state.pods.len(), state.claims.len())
+    }
 }
 
 /// After a 422 to a patch that tested `tested_version`: whether the Pod

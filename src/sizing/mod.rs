@@ -261,6 +261,17 @@ impl Sizing {
             .collect()
     }
 
+    /// (namespace, pool) of every pool with sizing state.
+    pub fn tracked_pools(&self) -> Vec<(String, String)> {
+        let state = self.inner.lock().expect("sizing lock");
+        state
+            .pools
+            .keys()
+            .filter_map(|k| k.split_once('/'))
+            .map(|(ns, p)| (ns.to_string(), p.to_string()))
+            .collect()
+    }
+
     /// Pools and templates held (for tests of the bounds).
     pub fn sizes(&self) -> (usize, usize) {
         let state = self.inner.lock().expect("sizing lock");

@@ -129,6 +129,12 @@ impl Expectations {
     pub fn forget(&self, pool: &str) {
         self.inner.lock().expect("expectations lock").remove(pool);
     }
+
+    /// Keys (`namespace/name`) of the pools with expectations on record.
+    pub fn pools(&self) -> Vec<String> {
+        let all = self.inner.lock().expect("expectations lock");
+        all.keys().cloned().collect()
+    }
 }
 
 #[cfg(test)]
