@@ -3,6 +3,7 @@
 //! One binary, so the control plane and the CRDs are set up once.
 
 mod chart;
+mod churn;
 mod claim_cli;
 mod claims;
 mod common;
