@@ -5,6 +5,7 @@
 //! `_total` / `_seconds` suffixes; `promtool check metrics` is clean on the
 //! exposition (checked by an integration test).
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use prometheus::core::Collector;
@@ -15,7 +16,8 @@ use prometheus::{
 
 mod series;
 
-use series::{PerObject, series};
+pub use series::LiveObjects;
+use series::{PerObject, drop_series, series};
 
 const PREFIX: &str = "sandbox_operator";
 
@@ -322,6 +324,25 @@ impl Metrics {
         }
     }
 
+    /// Removes every series labelled with a pool or template that `live`
+    /// does not hold (the object was deleted); returns how many.
+    pub fn drop_series_of_gone(&self, live: &LiveObjects) -> usize {
+        let gone = |labels: &HashMap<String, String>| !live.holds(labels);
+        let o = self.per_object();
+        o.gauges
+            .iter()
+            .map(|v| drop_series(v, &gone))
+            .sum::<usize>()
+            + o.counters
+                .iter()
+                .map(|v| drop_series(v, &gone))
+                .sum::<usize>()
+            + o.histograms
+                .iter()
+                .map(|v| drop_series(v, &gone))
+                .sum::<usize>()
+    }
+
     /// Number of series labelled with a pool or template.
     pub fn object_series(&self) -> usize {
         let o = self.per_object();
@@ -403,6 +424,36 @@ mod tests {
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert!(line.starts_with("sandbox_operator_"), "{line}");
         }
+    }
+
+    #[test]
+    fn series_of_deleted_pools_and_templates_are_dropped() {
+        let m = Metrics::new();
+        m.pool_desired.with_label_values(&["ns", "kept"]).set(1.0);
+        m.pool_desired.with_label_values(&["ns", "gone"]).set(1.0);
+        m.pool_desired
+            .with_label_values(&["other", "kept"])
+            .set(1.0);
+        m.steal_attempts.with_label_values(&["kept"]).inc();
+        m.steal_attempts.with_label_values(&["gone"]).inc();
+        m.pool_exhausted.with_label_values(&["old-template"]).inc();
+        m.claim_ready_seconds
+            .with_label_values(&["warm", "t"])
+            .observe(0.01);
+        m.claims.with_label_values(&["warm"]).inc();
+        assert_eq!(m.object_series(), 7);
+        let live = LiveObjects {
+            pools: [("ns".to_string(), "kept".to_string())].into(),
+            templates: ["t".to_string()].into(),
+        };
+        assert_eq!(m.drop_series_of_gone(&live), 4);
+        assert_eq!(m.object_series(), 3);
+        let text = m.encode();
+        assert!(
+            !text.contains("gone") && !text.contains("old-template") && !text.contains("other")
+        );
+        assert!(text.contains("sandbox_operator_claims_total{result=\"warm\"} 1"));
+        assert_eq!(m.drop_series_of_gone(&live), 0);
     }
 
     #[test]

@@ -51,6 +51,16 @@ impl WriteMemo {
         memo.insert(key.to_string(), (value, std::time::Instant::now()));
     }
 
+    /// Drops the writes that no longer suppress anything at `now` (older
+    /// than the TTL); returns how many. Without it, entries of deleted
+    /// objects stay until the table reaches its prune threshold.
+    pub fn prune_expired(&self, now: std::time::Instant) -> usize {
+        let mut memo = self.inner.lock().expect("memo lock");
+        let before = memo.len();
+        memo.retain(|_, (_, at)| now.saturating_duration_since(*at) < MEMO_TTL);
+        before - memo.len()
+    }
+
     /// Number of writes remembered.
     pub fn len(&self) -> usize {
         self.inner.lock().expect("memo lock").len()
@@ -59,5 +69,22 @@ impl WriteMemo {
     /// Whether nothing is remembered.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expired_writes_are_pruned_and_fresh_ones_kept() {
+        let memo = WriteMemo::default();
+        memo.record("status/a", serde_json::json!(1));
+        assert!(memo.recently_wrote("status/a", &serde_json::json!(1)));
+        let now = std::time::Instant::now();
+        assert_eq!(memo.prune_expired(now), 0);
+        assert_eq!(memo.len(), 1);
+        assert_eq!(memo.prune_expired(now + MEMO_TTL), 1);
+        assert!(memo.is_empty());
     }
 }

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kube::runtime::controller::Action;
 
@@ -28,19 +28,40 @@ pub fn backoff_delay(failures: u32, jitter: f64) -> Duration {
     delay.mul_f64(jitter.clamp(0.8, 1.2))
 }
 
-/// Consecutive failures per object (controller and uid).
+/// How long after its retry was due an entry is kept without news: an
+/// object deleted while failing is never retried (nor succeeds), so its
+/// entry is dropped once its retry is this overdue.
+pub const OVERDUE_GRACE: Duration = Duration::from_secs(10);
+
+/// Consecutive failures per object (controller and uid), with when the
+/// retry is due.
 #[derive(Default)]
 pub struct Backoff {
-    failures: Mutex<HashMap<String, u32>>,
+    failures: Mutex<HashMap<String, (u32, Instant)>>,
 }
 
 impl Backoff {
     /// Records one more failure of `key` and returns the delay before the retry.
     pub fn failed(&self, key: &str) -> Duration {
         let mut failures = self.failures.lock().expect("backoff lock");
-        let count = failures.entry(key.to_string()).or_insert(0);
-        *count = count.saturating_add(1);
-        backoff_delay(*count, 0.8 + 0.4 * rand::random::<f64>())
+        let now = Instant::now();
+        let entry = failures.entry(key.to_string()).or_insert((0, now));
+        entry.0 = entry.0.saturating_add(1);
+        let delay = backoff_delay(entry.0, 0.8 + 0.4 * rand::random::<f64>());
+        entry.1 = now + delay;
+        delay
+    }
+
+    /// Drops the entries whose retry was due more than [`OVERDUE_GRACE`]
+    /// before `now` (their object went away: a live one is retried, which
+    /// either succeeds or records a new failure). A busy queue that delays a
+    /// live retry past the grace only restarts its backoff from the base.
+    /// Returns how many were dropped.
+    pub fn prune_overdue(&self, now: Instant) -> usize {
+        let mut failures = self.failures.lock().expect("backoff lock");
+        let before = failures.len();
+        failures.retain(|_, (_, due)| now.saturating_duration_since(*due) <= OVERDUE_GRACE);
+        before - failures.len()
     }
 
     /// Forgets `key`'s failures (it reconciled successfully, or went away).
@@ -106,6 +127,17 @@ mod tests {
         b.succeeded("a");
         assert_eq!(b.len(), 1);
         assert!(b.failed("a") < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn entries_of_objects_never_retried_are_pruned() {
+        let b = Backoff::default();
+        let delay = b.failed("gone");
+        let now = Instant::now();
+        assert_eq!(b.prune_overdue(now), 0, "not due yet");
+        assert_eq!(b.prune_overdue(now + delay + OVERDUE_GRACE / 2), 0);
+        assert_eq!(b.prune_overdue(now + delay + OVERDUE_GRACE * 2), 1);
+        assert!(b.is_empty());
     }
 
     #[test]

@@ -229,6 +229,28 @@ impl Reservations {
         state.claims.get(claim_uid).map(|(name, _)| name.clone())
     }
 
+    /// Drops what no longer protects anything: entries past the TTL, Pod
+    /// reservations whose Pod (`namespace/name`) `pod_exists` denies, and
+    /// steal records whose Pod name `pod_name_exists` denies. Every reserved
+    /// or stolen Pod was in the Pod cache when it was chosen, so a Pod the
+    /// cache no longer has was deleted. Returns how many entries went.
+    pub fn retain_existing(
+        &self,
+        now: Instant,
+        pod_exists: impl Fn(&str) -> bool,
+        pod_name_exists: impl Fn(&str) -> bool,
+    ) -> usize {
+        let mut state = self.inner.lock().expect("reservation lock");
+        let before = state.pods.len() + state.claims.len();
+        state.pods.retain(|key, at| {
+            now.saturating_duration_since(*at) < RESERVATION_TTL && pod_exists(key)
+        });
+        state.claims.retain(|_, (pod, at)| {
+            now.saturating_duration_since(*at) < RESERVATION_TTL && pod_name_exists(pod)
+        });
+        before - state.pods.len() - state.claims.len()
+    }
+
     /// (Pod reservations, steal records) held.
     pub fn sizes(&self) -> (usize, usize) {
         let state = self.inner.lock().expect("reservation lock");
@@ -309,6 +331,24 @@ mod tests {
             pool_uids,
             spread_key: key,
         }
+    }
+
+    #[test]
+    fn reservations_of_deleted_pods_and_expired_ones_are_dropped() {
+        let r = Reservations::default();
+        assert!(r.try_reserve("ns/live"));
+        assert!(r.try_reserve("ns/deleted"));
+        r.record_steal("claim-a", "live");
+        r.record_steal("claim-b", "deleted");
+        let now = Instant::now();
+        let dropped = r.retain_existing(now, |k| k == "ns/live", |n| n == "live");
+        assert_eq!(dropped, 2);
+        assert_eq!(r.sizes(), (1, 1));
+        assert_eq!(r.stolen_for("claim-a").as_deref(), Some("live"));
+        assert!(r.is_reserved("ns/live"));
+        let later = now + RESERVATION_TTL;
+        assert_eq!(r.retain_existing(later, |_| true, |_| true), 2);
+        assert_eq!(r.sizes(), (0, 0));
     }
 
     #[test]
