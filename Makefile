@@ -67,6 +67,10 @@ bench: ## End-to-end claim latency bench (pool 100, 300 warm, 30 cold, bursts) +
 bench-quick: ## Quick end-to-end bench (pool 20, 200 warm, 20 cold, bursts of 20 and 60): about two minutes
 	@kubeconfig=$$($(CLUSTER) up | tail -n 1) && SANDBOX_KUBECONFIG=$$kubeconfig $(CARGO) bench --bench claim-latency -- --quick
 
+.PHONY: soak
+soak: ## Soak (not in CI): claims created+deleted at SOAK_RATE/s (5) for SOAK_MINUTES (10); RSS, CPU, latency per minute, leaks
+	@kubeconfig=$$($(CLUSTER) up | tail -n 1) && SANDBOX_KUBECONFIG=$$kubeconfig $(CARGO) bench --bench soak
+
 PYTHON ?= python3
 # The Python client's test venv (dependencies only matter: tests import this
 # checkout's clients/python/src through PYTHONPATH). Kept under ~/.cache, keyed
