@@ -177,7 +177,8 @@ async fn soak(env: &Environment, s: &Settings) -> Result<(), String> {
     }
     if !current.is_empty() {
         let now = probe.sample(env).await;
-        let row = Minute::new(rows.len() + 1, &last, &now, current);
+        let mut row = Minute::new(rows.len() + 1, &last, &now, current);
+        row.partial = true;
         println!("{} (partial)", row.line());
         rows.push(row);
     }
@@ -199,13 +200,13 @@ async fn finish(
         "\n{created} claims created, {served} served and deleted; objects left after the deletes: {leaked}"
     );
     println!("tables at the end (pool still up): {}", end.tables_line());
-    let full: Vec<&Minute> = rows.iter().filter(|r| r.served > 0).collect();
+    let full: Vec<&Minute> = rows.iter().filter(|r| r.served > 0 && !r.partial).collect();
     let drift = match (full.first(), full.last()) {
         (Some(first), Some(last)) if first.p50_ms > 0.0 => last.p50_ms / first.p50_ms,
         _ => f64::NAN,
     };
     println!(
-        "latency drift: last minute p50 / first minute p50 = {drift:.2} (limit {:.1})",
+        "latency drift: last full minute p50 / first minute p50 = {drift:.2} (limit {:.1})",
         s.max_drift
     );
     let mut problems = Vec::new();

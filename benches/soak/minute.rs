@@ -49,6 +49,8 @@ pub struct Minute {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub tables: String,
+    /// Less than a minute: the claims still in flight when creation stopped.
+    pub partial: bool,
 }
 
 impl Minute {
@@ -64,6 +66,7 @@ impl Minute {
             p50_ms: percentile(&latencies, 50.0),
             p99_ms: percentile(&latencies, 99.0),
             tables: after.tables_line(),
+            partial: false,
         }
     }
 
