@@ -27,6 +27,8 @@ mod claims;
 mod environment;
 #[path = "../claim_latency/floor.rs"]
 mod floor;
+#[path = "../claim_latency/identity.rs"]
+mod identity;
 #[path = "../claim_latency/operator.rs"]
 mod operator;
 #[path = "../claim_latency/procstat.rs"]

@@ -134,7 +134,7 @@ mod tests {
             },
         ];
         let m = Minute::new(1, &before, &after, served);
-        assert_eq!((m.served, m.warm), (3, 2));
+        assert_eq!((m.served, m.warm, m.partial), (3, 2, false));
         assert_eq!(m.cpu_ms, 600.0);
         assert_eq!((m.p50_ms, m.p99_ms), (30.0, 1200.0));
         assert!(m.line().ends_with("backoff=0 write_memo=7"), "{}", m.line());
