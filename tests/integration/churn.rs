@@ -105,7 +105,7 @@ async fn round_up(ns: &TestNs, round: usize) -> Vec<String> {
             &claims,
             name,
             Duration::from_secs(30),
-            crate::claims::claim_ready,
+            crate::fixtures::claim_ready,
         )
         .await;
     }
