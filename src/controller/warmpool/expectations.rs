@@ -39,10 +39,24 @@ impl Expectations {
     /// Forgets expectations the cache has confirmed (or that timed out) and
     /// returns (pending creates, names pending deletion).
     pub fn settle(&self, pool: &str, seen: &HashSet<String>) -> (usize, HashSet<String>) {
+        self.settle_with(pool, seen, |_| false)
+    }
+
+    /// [`Self::settle`], where a created Pod also counts as seen when
+    /// `in_cache` finds it though it is no longer a member: a claim stole it
+    /// before any pool reconcile saw it, and waiting out the TTL would keep
+    /// the pool one Pod short.
+    pub fn settle_with(
+        &self,
+        pool: &str,
+        seen: &HashSet<String>,
+        in_cache: impl Fn(&str) -> bool,
+    ) -> (usize, HashSet<String>) {
         let mut all = self.inner.lock().expect("expectations lock");
         let e = all.entry(pool.to_string()).or_default();
-        e.creates
-            .retain(|name, at| !seen.contains(name) && at.elapsed() < EXPECTATION_TTL);
+        e.creates.retain(|name, at| {
+            !seen.contains(name) && !in_cache(name) && at.elapsed() < EXPECTATION_TTL
+        });
         e.deletes
             .retain(|name, at| seen.contains(name) && at.elapsed() < EXPECTATION_TTL);
         (e.creates.len(), e.deletes.keys().cloned().collect())
@@ -169,5 +183,10 @@ mod tests {
         e.created("p", "x");
         assert_eq!(e.settle("p", &HashSet::new()).0, 1);
         assert_eq!(e.settle("p", &["x".to_string()].into()).0, 0);
+        // A created Pod stolen before the pool saw it as a member is seen
+        // through the cache, not after the TTL.
+        e.created("p", "y");
+        assert_eq!(e.settle("p", &HashSet::new()).0, 1);
+        assert_eq!(e.settle_with("p", &HashSet::new(), |n| n == "y").0, 0);
     }
 }

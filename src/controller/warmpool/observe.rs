@@ -47,7 +47,11 @@ pub(super) fn observe_members(
         .filter(|p| !is_terminating(p.as_ref()))
         .map(|p| p.name_any())
         .collect();
-    let (pending_creates, pending_deletes) = ctx.expectations.settle(key, &seen);
+    let (pending_creates, pending_deletes) = ctx.expectations.settle_with(key, &seen, |name| {
+        ctx.pods
+            .get(&kube::runtime::reflector::ObjectRef::new(name).within(&namespace))
+            .is_some()
+    });
     let idle = all
         .iter()
         .filter(|p| !is_terminating(p.as_ref()) && !pending_deletes.contains(&p.name_any()))
