@@ -163,22 +163,7 @@ async fn idle_pool_pods_are_isolated_from_the_moment_they_exist() {
     // A stolen Pod is still selected (the steal keeps the origin-pool
     // label), so it is never without a policy while the claim's is made.
     crate::fixtures::wait_pool_ready(&ns, 3).await;
-    let claim: SandboxClaim = serde_json::from_value(json!({
-        "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxClaim",
-        "metadata": {"name": "c1"}, "spec": {"sandboxTemplateRef": {"name": "tmpl"}}
-    }))
-    .unwrap();
-    ns.api::<SandboxClaim>()
-        .create(&PostParams::default(), &claim)
-        .await
-        .unwrap();
-    let ready = wait_for(
-        &ns.api::<SandboxClaim>(),
-        "c1",
-        Duration::from_secs(60),
-        |c| c.status.as_ref().and_then(|s| s.pod_name.clone()).is_some(),
-    )
-    .await;
+    let ready = crate::fixtures::claim_when_ready(&ns, "c1", Duration::from_secs(60)).await;
     assert_eq!(
         ready.status.as_ref().and_then(|s| s.launch_type),
         Some(sandbox_operator::api::LaunchType::Warm)

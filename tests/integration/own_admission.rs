@@ -15,7 +15,7 @@ use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 
 use crate::common::{Operator, TestNs, kubeconfig, repo, wait_for};
-use crate::fixtures::{claim, claim_ready, setup, wait_pool_ready};
+use crate::fixtures::{setup, wait_pool_ready};
 use sandbox_operator::api::{
     LaunchType, READY, Sandbox, SandboxClaim, SandboxTemplate, find_condition,
 };
@@ -108,17 +108,7 @@ async fn the_operators_own_sandbox_creates_skip_the_webhook_and_are_admitted_in_
 
     // A warm claim: its Sandbox is created without any admission review...
     let before = sandbox_reviews(&op).await;
-    ns.api::<SandboxClaim>()
-        .create(&PostParams::default(), &claim("c1"))
-        .await
-        .unwrap();
-    let ready = wait_for(
-        &ns.api::<SandboxClaim>(),
-        "c1",
-        Duration::from_secs(60),
-        claim_ready,
-    )
-    .await;
+    let ready = crate::fixtures::claim_when_ready(&ns, "c1", Duration::from_secs(60)).await;
     assert_eq!(
         ready.status.as_ref().and_then(|s| s.launch_type),
         Some(LaunchType::Warm)
@@ -183,11 +173,7 @@ async fn a_claims_sandbox_the_policy_refuses_is_never_created() {
         .create(&PostParams::default(), &template)
         .await
         .unwrap();
-    let claim: SandboxClaim = serde_json::from_value(json!({
-        "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxClaim",
-        "metadata": {"name": "c1"}, "spec": {"sandboxTemplateRef": {"name": "lax"}}
-    }))
-    .unwrap();
+    let claim = crate::fixtures::claim_of("c1", json!({"sandboxTemplateRef": {"name": "lax"}}));
     ns.api::<SandboxClaim>()
         .create(&PostParams::default(), &claim)
         .await
