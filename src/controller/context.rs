@@ -176,43 +176,7 @@ impl Context {
 
         let (pods, pod_writer) = reflector::store();
         let index = Arc::new(PodIndex::default());
-        let pod_triggers = {
-            let (pool_tx, sandbox_tx) = (pool_tx.clone(), sandbox_tx.clone());
-            let index = Arc::clone(&index);
-            move |pod: &Pod, deleted: bool| {
-                let left_pool = if deleted {
-                    index.deleted(pod);
-                    false
-                } else {
-                    index.applied(pod)
-                };
-                let namespace = pod.namespace().unwrap_or_default();
-                let labels = pod.labels();
-                // The pool of an idle Pod, and the pool a Pod just left (the
-                // steal's event: the refill). Later events of a stolen Pod
-                // do not concern its former pool.
-                let origin = labels
-                    .get(ORIGIN_POOL_LABEL)
-                    .filter(|_| left_pool || deleted);
-                for pool in [labels.get(POOL_LABEL), origin].into_iter().flatten() {
-                    let _ = pool_tx.unbounded_send(ObjectRef::new(pool).within(&namespace));
-                }
-                for owner in pod
-                    .owner_references()
-                    .iter()
-                    .filter(|o| o.controller == Some(true) && o.kind == "Sandbox")
-                {
-                    let _ =
-                        sandbox_tx.unbounded_send(ObjectRef::new(&owner.name).within(&namespace));
-                }
-                // A stolen Pod, before its Sandbox adopts it: the Sandbox
-                // waiting for the steal wakes up (the label is only a
-                // trigger; the Sandbox decides from ownerReferences).
-                if let Some(sandbox) = labels.get(SANDBOX_LABEL) {
-                    let _ = sandbox_tx.unbounded_send(ObjectRef::new(sandbox).within(&namespace));
-                }
-            }
-        };
+        let pod_triggers = pod_trigger(Arc::clone(&index), pool_tx.clone(), sandbox_tx.clone());
         tokio::spawn(cache(
             health.clone(),
             "pods",
@@ -224,31 +188,7 @@ impl Context {
 
         let (templates, template_writer) = reflector::store();
         let pool_api: Api<SandboxWarmPool> = config.api(&client);
-        let template_triggers = {
-            let pool_tx = pool_tx.clone();
-            // Template changes are rare: list the pools that use it.
-            move |template: &SandboxTemplate, _deleted: bool| {
-                let (pool_api, pool_tx) = (pool_api.clone(), pool_tx.clone());
-                let namespace = template.namespace().unwrap_or_default();
-                let name = template.name_any();
-                tokio::spawn(async move {
-                    let Ok(list) =
-                        Api::<SandboxWarmPool>::namespaced(pool_api.into_client(), &namespace)
-                            .list(&ListParams::default())
-                            .await
-                    else {
-                        return;
-                    };
-                    for pool in list
-                        .items
-                        .iter()
-                        .filter(|p| p.spec.sandbox_template_ref.name == name)
-                    {
-                        let _ = pool_tx.unbounded_send(ObjectRef::from_obj(pool));
-                    }
-                });
-            }
-        };
+        let template_triggers = template_trigger(pool_api, pool_tx.clone());
         tokio::spawn(cache(
             health.clone(),
             "templates",
@@ -275,16 +215,7 @@ impl Context {
             config.api::<Sandbox>(&client),
             watcher::Config::default(),
             sandbox_writer,
-            move |sandbox: &Sandbox, _deleted: bool| {
-                let namespace = sandbox.namespace().unwrap_or_default();
-                for owner in sandbox
-                    .owner_references()
-                    .iter()
-                    .filter(|o| o.controller == Some(true) && o.kind == "SandboxClaim")
-                {
-                    let _ = claim_tx.unbounded_send(ObjectRef::new(&owner.name).within(&namespace));
-                }
-            },
+            sandbox_trigger(claim_tx),
         ));
 
         let (pools, pool_writer) = reflector::store();
@@ -409,5 +340,91 @@ impl Context {
     pub fn stolen_pool(&self, namespace: &str, pod: Option<&str>) -> Option<String> {
         let pod = self.pods.get(&ObjectRef::new(pod?).within(namespace))?;
         pod.labels().get(ORIGIN_POOL_LABEL).cloned()
+    }
+}
+
+/// The Pod cache's trigger: keeps the Pod index up to date, then wakes the
+/// pool of an idle Pod (and the pool a Pod just left: the refill) and the
+/// Sandbox that controls it or that it was stolen for.
+fn pod_trigger(
+    index: Arc<PodIndex>,
+    pool_tx: mpsc::UnboundedSender<ObjectRef<SandboxWarmPool>>,
+    sandbox_tx: mpsc::UnboundedSender<ObjectRef<Sandbox>>,
+) -> impl Fn(&Pod, bool) {
+    move |pod: &Pod, deleted: bool| {
+        let left_pool = if deleted {
+            index.deleted(pod);
+            false
+        } else {
+            index.applied(pod)
+        };
+        let namespace = pod.namespace().unwrap_or_default();
+        let labels = pod.labels();
+        // The pool of an idle Pod, and the pool a Pod just left (the
+        // steal's event: the refill). Later events of a stolen Pod do not
+        // concern its former pool.
+        let origin = labels
+            .get(ORIGIN_POOL_LABEL)
+            .filter(|_| left_pool || deleted);
+        for pool in [labels.get(POOL_LABEL), origin].into_iter().flatten() {
+            let _ = pool_tx.unbounded_send(ObjectRef::new(pool).within(&namespace));
+        }
+        for owner in pod
+            .owner_references()
+            .iter()
+            .filter(|o| o.controller == Some(true) && o.kind == "Sandbox")
+        {
+            let _ = sandbox_tx.unbounded_send(ObjectRef::new(&owner.name).within(&namespace));
+        }
+        // A stolen Pod, before its Sandbox adopts it: the Sandbox waiting
+        // for the steal wakes up (the label is only a trigger; the Sandbox
+        // decides from ownerReferences).
+        if let Some(sandbox) = labels.get(SANDBOX_LABEL) {
+            let _ = sandbox_tx.unbounded_send(ObjectRef::new(sandbox).within(&namespace));
+        }
+    }
+}
+
+/// The template cache's trigger: wakes the pools that use the template.
+/// Template changes are rare, so it lists the pools of the namespace.
+fn template_trigger(
+    pool_api: Api<SandboxWarmPool>,
+    pool_tx: mpsc::UnboundedSender<ObjectRef<SandboxWarmPool>>,
+) -> impl Fn(&SandboxTemplate, bool) {
+    move |template: &SandboxTemplate, _deleted: bool| {
+        let (pool_api, pool_tx) = (pool_api.clone(), pool_tx.clone());
+        let namespace = template.namespace().unwrap_or_default();
+        let name = template.name_any();
+        tokio::spawn(async move {
+            let Ok(list) = Api::<SandboxWarmPool>::namespaced(pool_api.into_client(), &namespace)
+                .list(&ListParams::default())
+                .await
+            else {
+                return;
+            };
+            for pool in list
+                .items
+                .iter()
+                .filter(|p| p.spec.sandbox_template_ref.name == name)
+            {
+                let _ = pool_tx.unbounded_send(ObjectRef::from_obj(pool));
+            }
+        });
+    }
+}
+
+/// The Sandbox cache's trigger: wakes the claim that controls the Sandbox.
+fn sandbox_trigger(
+    claim_tx: mpsc::UnboundedSender<ObjectRef<SandboxClaim>>,
+) -> impl Fn(&Sandbox, bool) {
+    move |sandbox: &Sandbox, _deleted: bool| {
+        let namespace = sandbox.namespace().unwrap_or_default();
+        for owner in sandbox
+            .owner_references()
+            .iter()
+            .filter(|o| o.controller == Some(true) && o.kind == "SandboxClaim")
+        {
+            let _ = claim_tx.unbounded_send(ObjectRef::new(&owner.name).within(&namespace));
+        }
     }
 }
