@@ -14,7 +14,7 @@ use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 
-use crate::common::{Operator, TestNs, kubeconfig, repo, wait_for};
+use crate::common::{Operator, TestNs, wait_for};
 use crate::fixtures::{setup, wait_pool_ready};
 use sandbox_operator::api::{
     LaunchType, READY, Sandbox, SandboxClaim, SandboxTemplate, find_condition,
@@ -61,22 +61,7 @@ impl OperatorAccount {
             .create(&PostParams::default(), &body)
             .await
             .unwrap();
-        let out = ns.kubectl(&["create", "token", "operator", "--duration=1h"]);
-        assert!(
-            out.status.success(),
-            "kubectl create token: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        let mut config: serde_yaml::Value =
-            serde_yaml::from_str(&std::fs::read_to_string(kubeconfig()).unwrap()).unwrap();
-        config["users"] =
-            serde_yaml::from_str(&format!("[{{name: sa, user: {{token: {token}}}}}]")).unwrap();
-        for context in config["contexts"].as_sequence_mut().unwrap() {
-            context["context"]["user"] = "sa".into();
-        }
-        let path = repo().join(format!("target/test-logs/{}-operator.kubeconfig", ns.name));
-        std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
+        let path = crate::fixtures::service_account_kubeconfig(ns, "operator");
         OperatorAccount {
             kubeconfig: path,
             binding,

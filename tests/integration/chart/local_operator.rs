@@ -14,31 +14,13 @@ use serde_yaml::Value as Yaml;
 
 use super::helm::{
     documents, find, helm_cluster, helm_install, operator_args, policy_config_map, run, succeed,
-    text,
 };
 use super::install::uninstall_and_check;
-use crate::common::{
-    TestNs, free_port, http_get, kubeconfig, operator_command, repo, wait_until_ok,
+use crate::common::{TestNs, free_port, http_get, operator_command, repo, wait_until_ok};
+use crate::fixtures::{
+    claim_of, create, listening_agent_pod, pool, service_account_kubeconfig, template_of,
 };
-use crate::fixtures::{claim_of, create, listening_agent_pod, pool, template_of};
 use sandbox_operator::api::{ADMITTED_AT_ANNOTATION, SandboxClaim};
-
-/// The chart's ServiceAccount, as a kubeconfig with a token of it.
-fn service_account_kubeconfig(ns: &TestNs, service_account: &str) -> PathBuf {
-    let out = ns.kubectl(&["create", "token", service_account, "--duration=1h"]);
-    assert!(out.status.success(), "kubectl create token: {}", text(&out));
-    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let mut config: Yaml =
-        serde_yaml::from_str(&std::fs::read_to_string(kubeconfig()).unwrap()).unwrap();
-    config["users"] =
-        serde_yaml::from_str(&format!("[{{name: sa, user: {{token: {token}}}}}]")).unwrap();
-    for context in config["contexts"].as_sequence_mut().unwrap() {
-        context["context"]["user"] = Yaml::from("sa");
-    }
-    let path = repo().join(format!("target/test-logs/{}-sa.kubeconfig", ns.name));
-    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
-    path
-}
 
 /// The operator binary started with the Deployment's own arguments (only the
 /// listen addresses and the policy path made local) and the chart's RBAC.
