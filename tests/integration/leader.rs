@@ -182,8 +182,12 @@ async fn a_frozen_leader_is_replaced_and_writes_nothing_after_it_resumes() {
     let after = snapshot(&client, &ns.name).await;
     let log = a.log_text();
     let refused = log.matches("write refused: not leading").count();
+    let abandoned = log
+        .matches("write abandoned on the wire: not leading")
+        .count();
     println!(
-        "leader-a resumed after {frozen_for:.1?} frozen: exit {status:?}, {refused} writes refused by the fence"
+        "leader-a resumed after {frozen_for:.1?} frozen: exit {status:?}, {refused} writes refused by the fence, \
+         {abandoned} abandoned on the wire (fence closed after they entered the client)"
     );
     assert_eq!(
         status.and_then(|s| s.code()),

@@ -316,7 +316,9 @@ pub(crate) async fn record_status(
     {
         return Ok(());
     }
-    write_status(ctx, claim, status).await?;
+    if !write_status(ctx, claim, status).await? {
+        return Ok(());
+    }
     ctx.written.record(&status_key, status_value);
     let was_ready = claim
         .status
@@ -386,12 +388,12 @@ pub(crate) async fn write_status(
     ctx: &Context,
     claim: &SandboxClaim,
     status: &SandboxClaimStatus,
-) -> Result<()> {
+) -> Result<bool> {
     let api: Api<SandboxClaim> =
         Api::namespaced(ctx.client.clone(), &claim.namespace().unwrap_or_default());
     super::write_status(
         &api,
-        &claim.name_any(),
+        claim,
         status,
         &[
             "conditions",

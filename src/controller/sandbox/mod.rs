@@ -199,7 +199,9 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
     if sandbox.status.as_ref() != Some(&status)
         && !ctx.written.recently_wrote(&status_key, &status_value)
     {
-        write_status(&ctx, &sandbox, &status).await?;
+        if !write_status(&ctx, &sandbox, &status).await? {
+            return Ok(Action::await_change());
+        }
         ctx.written.record(&status_key, status_value);
         if crate::api::is_true(&status.conditions, crate::api::READY) {
             super::timeline(
@@ -393,12 +395,12 @@ pub(crate) async fn write_status(
     ctx: &Context,
     sandbox: &Sandbox,
     status: &SandboxStatus,
-) -> Result<()> {
+) -> Result<bool> {
     let api: Api<Sandbox> =
         Api::namespaced(ctx.client.clone(), &sandbox.namespace().unwrap_or_default());
     super::write_status(
         &api,
-        &sandbox.name_any(),
+        sandbox,
         status,
         &[
             "conditions",

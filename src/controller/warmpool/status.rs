@@ -119,15 +119,15 @@ pub async fn write_status(
     ctx: &Context,
     pool: &SandboxWarmPool,
     status: &SandboxWarmPoolStatus,
-) -> super::super::Result<()> {
+) -> super::super::Result<bool> {
     if pool.status.as_ref() == Some(status) {
-        return Ok(());
+        return Ok(true);
     }
     let api: Api<SandboxWarmPool> =
         Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
     super::super::write_status(
         &api,
-        &pool.name_any(),
+        pool,
         status,
         &[
             "replicas",

@@ -11,7 +11,10 @@
 //! - refuses every write (any method but GET/HEAD/OPTIONS) once the leader
 //!   [`Fence`] is closed, before anything is sent. Only the controllers'
 //!   client carries the fence; the Lease itself and the webhook (which every
-//!   replica serves) use an unfenced client.
+//!   replica serves) use an unfenced client. The fenced client checks the
+//!   fence a second time when hyper pulls the body onto the wire
+//!   ([`wire`]), so a write that waited (or was frozen) between the two
+//!   checks is abandoned rather than sent late.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,6 +27,8 @@ use kube::client::ClientBuilder;
 use tracing::warn;
 
 use crate::controller::leader::Fence;
+
+pub mod wire;
 
 /// Boxed error, as the client stack passes them.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -72,12 +77,15 @@ pub fn build(
     request_timeout: Duration,
     fence: Option<Fence>,
 ) -> anyhow::Result<Client> {
+    if let Some(fence) = fence {
+        return wire::fenced_client(&config, request_timeout, fence);
+    }
     let builder = ClientBuilder::try_from(config)
         .map_err(|e| anyhow::anyhow!("cannot build the Kubernetes client: {e}"))?;
     Ok(builder
         .with_layer(&GuardLayer {
             request_timeout,
-            fence,
+            fence: None,
         })
         .build())
 }
