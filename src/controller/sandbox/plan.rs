@@ -61,175 +61,204 @@ pub struct Plan {
 }
 
 /// Decides what to do for a Sandbox. Pure.
+///
+/// The rules, first match wins: an expired Sandbox is shut down; a paused
+/// one loses its Pods; with more than one live Pod nothing more is done; an
+/// evicted Pod is replaced; a Pod that exists is followed; with none, the
+/// named Pod is adopted or a new Pod is started.
 pub fn plan(observed: &Observed<'_>) -> Plan {
-    let sandbox = observed.sandbox;
-    let mut steps = Vec::new();
     let live: Vec<&Arc<Pod>> = observed
         .owned
         .iter()
         .filter(|p| !is_terminating(p.as_ref()))
         .collect();
+    if let Some(plan) = expired(observed, &live) {
+        return plan;
+    }
+    let decided = paused(observed.sandbox, &live)
+        .or_else(|| multiple_pods(&live))
+        .or_else(|| evicted(&live))
+        .or_else(|| follow_existing(observed))
+        .unwrap_or_else(|| start_pod(observed));
+    Plan {
+        requeue_after: until_deadline(observed),
+        ..decided
+    }
+}
 
-    if let Some(deadline) = sandbox.spec.shutdown_time.as_ref().map(|t| t.0)
-        && deadline <= observed.now
-    {
-        if sandbox.spec.shutdown_policy.unwrap_or_default() == ShutdownPolicy::Delete {
-            steps.push(Step::DeleteSandbox);
-        } else {
-            steps.extend(live.iter().map(|p| delete_step(p)));
-        }
-        return Plan {
+impl Plan {
+    /// Steps with nothing blocking Ready.
+    fn unblocked(steps: Vec<Step>) -> Self {
+        Plan {
             steps,
-            blocked: Some(ConditionUpdate::ready(
-                false,
-                reason::EXPIRED,
-                format!("shutdownTime {deadline} has passed"),
-            )),
+            blocked: None,
             requeue_after: None,
             quiet: false,
-        };
+        }
     }
-    let requeue_after = sandbox
+
+    /// Steps and why the Sandbox cannot be Ready.
+    fn blocked(steps: Vec<Step>, reason: &'static str, message: impl Into<String>) -> Self {
+        Plan {
+            blocked: Some(ConditionUpdate::ready(false, reason, message)),
+            ..Plan::unblocked(steps)
+        }
+    }
+}
+
+/// A warning Event step.
+fn warning(reason: &'static str, note: &str) -> Step {
+    Step::Event {
+        warning: true,
+        reason,
+        note: note.to_owned(),
+    }
+}
+
+/// Past `shutdownTime`: delete the Sandbox (policy Delete) or its live Pods.
+fn expired(observed: &Observed<'_>, live: &[&Arc<Pod>]) -> Option<Plan> {
+    let sandbox = observed.sandbox;
+    let deadline = sandbox.spec.shutdown_time.as_ref().map(|t| t.0)?;
+    if deadline > observed.now {
+        return None;
+    }
+    let steps = if sandbox.spec.shutdown_policy.unwrap_or_default() == ShutdownPolicy::Delete {
+        vec![Step::DeleteSandbox]
+    } else {
+        live.iter().map(|p| delete_step(p)).collect()
+    };
+    Some(Plan::blocked(
+        steps,
+        reason::EXPIRED,
+        format!("shutdownTime {deadline} has passed"),
+    ))
+}
+
+/// When to wake up for the shutdown deadline (a little after it).
+fn until_deadline(observed: &Observed<'_>) -> Option<Duration> {
+    observed
+        .sandbox
         .spec
         .shutdown_time
         .as_ref()
         .map(|t| t.0.duration_since(observed.now))
         .and_then(|d| Duration::try_from(d).ok())
-        .map(|d| d + Duration::from_millis(50));
+        .map(|d| d + Duration::from_millis(50))
+}
 
-    if sandbox.desired_replicas() == 0 {
-        steps.extend(live.iter().map(|p| delete_step(p)));
-        return Plan {
-            steps,
-            blocked: Some(ConditionUpdate::ready(
-                false,
-                reason::PAUSED,
-                "replicas is 0: the sandbox is paused",
-            )),
-            requeue_after,
-            quiet: false,
-        };
-    }
+/// `replicas: 0`: every live Pod is deleted.
+fn paused(sandbox: &Sandbox, live: &[&Arc<Pod>]) -> Option<Plan> {
+    (sandbox.desired_replicas() == 0).then(|| {
+        Plan::blocked(
+            live.iter().map(|p| delete_step(p)).collect(),
+            reason::PAUSED,
+            "replicas is 0: the sandbox is paused",
+        )
+    })
+}
 
-    if live.len() > 1 {
-        let names: Vec<String> = live.iter().map(|p| p.name_any()).collect();
-        let note = format!(
-            "{} Pods are owned by this Sandbox ({}); creating nothing more",
-            live.len(),
-            names.join(", ")
-        );
-        return Plan {
-            steps: vec![Step::Event {
-                warning: true,
-                reason: reason::MULTIPLE_PODS,
-                note: note.clone(),
-            }],
-            blocked: Some(ConditionUpdate::ready(false, reason::MULTIPLE_PODS, note)),
-            requeue_after,
-            quiet: false,
-        };
+/// More than one live Pod: say so, create nothing more.
+fn multiple_pods(live: &[&Arc<Pod>]) -> Option<Plan> {
+    if live.len() <= 1 {
+        return None;
     }
-    // The documented rule for Pods that die: one the node evicted (or that
-    // the node lost) is replaced, and the Sandbox says so; one whose process
-    // exited (Succeeded, or Failed for any other reason) is reported as
-    // finished and left for the user to inspect.
-    if let [pod] = live.as_slice()
-        && was_evicted(pod)
-    {
-        let note = format!(
-            "Pod {} was evicted by its node; it is deleted and a new Pod is started",
-            pod.name_any()
-        );
-        return Plan {
-            steps: vec![
-                Step::Event {
-                    warning: true,
-                    reason: reason::POD_EVICTED,
-                    note: note.clone(),
-                },
-                delete_step(pod),
-            ],
-            blocked: Some(ConditionUpdate::ready(false, reason::POD_EVICTED, note)),
-            requeue_after,
-            quiet: false,
-        };
-    }
-    if !live.is_empty() || !observed.owned.is_empty() {
-        // A live Pod: status follows it. Only terminating Pods: wait for them
-        // to go (the deletion event triggers the next reconcile).
-        return Plan {
-            steps,
-            blocked: None,
-            requeue_after,
-            quiet: false,
-        };
-    }
+    let names: Vec<String> = live.iter().map(|p| p.name_any()).collect();
+    let note = format!(
+        "{} Pods are owned by this Sandbox ({}); creating nothing more",
+        live.len(),
+        names.join(", ")
+    );
+    Some(Plan::blocked(
+        vec![warning(reason::MULTIPLE_PODS, &note)],
+        reason::MULTIPLE_PODS,
+        note,
+    ))
+}
 
-    let mut blocked = None;
-    match (
-        sandbox.annotations().get(POD_NAME_ANNOTATION),
-        &observed.named,
-    ) {
-        (Some(name), Some(pod)) if !is_terminating(pod.as_ref()) && may_adopt(sandbox, pod) => {
-            steps.push(Step::Adopt { name: name.clone() });
-            blocked = Some(ConditionUpdate::ready(
-                false,
-                reason::ADOPTING,
-                format!("taking over Pod {name}"),
-            ));
-        }
-        (Some(_), Some(pod)) if !is_terminating(pod.as_ref()) && awaits_steal(sandbox, pod) => {
-            return Plan {
-                steps,
-                blocked: None,
-                requeue_after,
-                quiet: true,
-            };
-        }
-        (Some(name), Some(pod)) if !is_terminating(pod.as_ref()) => {
-            let note = if controller_uid(&pod.metadata).is_none() {
-                format!(
-                    "Pod {name} has no owner and lacks the label {ADOPTABLE_LABEL}=true; it is left alone and no Pod is created"
-                )
-            } else {
-                format!(
-                    "Pod {name} is owned by another object; it is left alone and no Pod is created"
-                )
-            };
-            steps.push(Step::Event {
-                warning: true,
-                reason: reason::POD_OWNED_ELSEWHERE,
-                note: note.clone(),
-            });
-            blocked = Some(ConditionUpdate::ready(
-                false,
-                reason::POD_OWNED_ELSEWHERE,
-                note,
-            ));
-        }
-        (Some(name), _) => {
-            // Gone or terminating: never touch it; start a Pod of our own so
-            // the sandbox is still served.
-            let note = format!(
-                "Pod {name} named in {POD_NAME_ANNOTATION} is gone or terminating; creating a new Pod"
-            );
-            if sandbox.status.as_ref().and_then(|s| s.pod_name.as_deref()) != Some(name.as_str()) {
-                steps.push(Step::Event {
-                    warning: true,
-                    reason: "AdoptionFailed",
-                    note,
-                });
-            }
-            steps.push(Step::CreatePod);
-        }
-        (None, _) => steps.push(Step::CreatePod),
+/// The documented rule for Pods that die: one the node evicted (or that
+/// the node lost) is replaced, and the Sandbox says so; one whose process
+/// exited (Succeeded, or Failed for any other reason) is reported as
+/// finished and left for the user to inspect.
+fn evicted(live: &[&Arc<Pod>]) -> Option<Plan> {
+    let [pod] = live else { return None };
+    if !was_evicted(pod) {
+        return None;
     }
-    Plan {
-        steps,
-        blocked,
-        requeue_after,
-        quiet: false,
+    let note = format!(
+        "Pod {} was evicted by its node; it is deleted and a new Pod is started",
+        pod.name_any()
+    );
+    Some(Plan::blocked(
+        vec![warning(reason::POD_EVICTED, &note), delete_step(pod)],
+        reason::POD_EVICTED,
+        note,
+    ))
+}
+
+/// A live Pod: status follows it. Only terminating Pods: wait for them to go
+/// (the deletion event triggers the next reconcile).
+fn follow_existing(observed: &Observed<'_>) -> Option<Plan> {
+    (!observed.owned.is_empty()).then(|| Plan::unblocked(Vec::new()))
+}
+
+/// No Pod owned: adopt the named Pod, wait for the claim's steal, refuse a
+/// Pod owned elsewhere, or create a Pod of our own.
+fn start_pod(observed: &Observed<'_>) -> Plan {
+    let sandbox = observed.sandbox;
+    let named = sandbox.annotations().get(POD_NAME_ANNOTATION);
+    let (Some(name), Some(pod)) = (named, &observed.named) else {
+        return match named {
+            Some(name) => named_gone(sandbox, name),
+            None => Plan::unblocked(vec![Step::CreatePod]),
+        };
+    };
+    if is_terminating(pod.as_ref()) {
+        named_gone(sandbox, name)
+    } else if may_adopt(sandbox, pod) {
+        Plan::blocked(
+            vec![Step::Adopt { name: name.clone() }],
+            reason::ADOPTING,
+            format!("taking over Pod {name}"),
+        )
+    } else if awaits_steal(sandbox, pod) {
+        Plan {
+            quiet: true,
+            ..Plan::unblocked(Vec::new())
+        }
+    } else {
+        owned_elsewhere(name, pod)
     }
+}
+
+/// The named Pod belongs to someone else: it is left alone, no Pod is created.
+fn owned_elsewhere(name: &str, pod: &Pod) -> Plan {
+    let note = if controller_uid(&pod.metadata).is_none() {
+        format!(
+            "Pod {name} has no owner and lacks the label {ADOPTABLE_LABEL}=true; it is left alone and no Pod is created"
+        )
+    } else {
+        format!("Pod {name} is owned by another object; it is left alone and no Pod is created")
+    };
+    Plan::blocked(
+        vec![warning(reason::POD_OWNED_ELSEWHERE, &note)],
+        reason::POD_OWNED_ELSEWHERE,
+        note,
+    )
+}
+
+/// The named Pod is gone or terminating: never touch it; start a Pod of our
+/// own so the sandbox is still served (warning once, while the status does
+/// not already name that Pod).
+fn named_gone(sandbox: &Sandbox, name: &str) -> Plan {
+    let note = format!(
+        "Pod {name} named in {POD_NAME_ANNOTATION} is gone or terminating; creating a new Pod"
+    );
+    let mut steps = Vec::new();
+    if sandbox.status.as_ref().and_then(|s| s.pod_name.as_deref()) != Some(name) {
+        steps.push(warning("AdoptionFailed", &note));
+    }
+    steps.push(Step::CreatePod);
+    Plan::unblocked(steps)
 }
 
 /// Whether the node evicted the Pod (phase Failed with reason `Evicted`, or

@@ -5,6 +5,7 @@ use crate::api::{PodTemplate, SandboxSpec};
 use k8s_openapi::api::core::v1::{Container, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::ObjectMeta;
+use std::time::Duration;
 
 fn sandbox() -> Sandbox {
     let mut s = Sandbox::new(

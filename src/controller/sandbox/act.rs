@@ -1,0 +1,217 @@
+//! The act phase of a Sandbox reconcile: carries out a [`Plan`]'s steps in
+//! order (delete the Sandbox, delete a Pod, adopt, create, publish an Event)
+//! and says what it leaves for the record phase.
+//!
+//! Guarantees: a Pod is deleted only with its uid as precondition; a Pod is
+//! adopted only by one write conditioned on the resourceVersion read
+//! ([`adopt_patch`]); no Pod is created from a template that fails the
+//! current admission policy.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use tracing::info;
+
+use super::{Observed, Plan, Step, desired_pod, desired_pvcs, reason};
+use crate::api::{ConditionUpdate, Sandbox};
+use crate::controller::takeover::{adopt_patch, changed_since};
+use crate::controller::{
+    Context, Error, Result, controller_ref, create_owned, is_conflict, is_not_found,
+    is_terminating, is_unprocessable, kube_err,
+};
+
+/// What the act phase leaves for the record phase.
+pub(super) enum Outcome {
+    /// Nothing more to do in this reconcile.
+    Done(Action),
+    /// The Pod as now known, and why it cannot be Ready (if so).
+    Continue {
+        current: Option<Box<Pod>>,
+        blocked: Option<ConditionUpdate>,
+    },
+}
+
+/// Carries out the plan's steps in order.
+pub(super) async fn act(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    observed: &Observed<'_>,
+    plan: &Plan,
+    pods: &Api<Pod>,
+    namespace: &str,
+) -> Result<Outcome> {
+    let mut current: Option<Pod> = observed
+        .owned
+        .iter()
+        .find(|p| !is_terminating(p.as_ref()))
+        .or_else(|| observed.owned.first())
+        .map(|p| (**p).clone());
+    let mut blocked = plan.blocked.clone();
+    for step in &plan.steps {
+        match step {
+            Step::DeleteSandbox => {
+                delete_sandbox(ctx, sandbox, namespace).await?;
+                return Ok(Outcome::Done(Action::await_change()));
+            }
+            Step::DeletePod { name, uid } => {
+                delete_pod(pods, name, uid).await?;
+                current = None;
+            }
+            Step::Adopt { name } => {
+                let pod = observed
+                    .named
+                    .as_ref()
+                    .ok_or(Error::Incomplete("adopt planned without the named Pod"))?;
+                let Some(adopted) = adopt(pods, pod, sandbox).await? else {
+                    // The Pod changed since it was read: decide again on
+                    // fresh data.
+                    return Ok(Outcome::Done(Action::requeue(Duration::from_millis(10))));
+                };
+                info!(pod = %name, "adopted Pod");
+                crate::controller::timeline(sandbox, &sandbox.name_any(), "sandbox: Pod adopted");
+                blocked = None;
+                current = Some(adopted);
+            }
+            Step::CreatePod => match create_pod(ctx, sandbox, pods, namespace).await? {
+                Ok(pod) => {
+                    current = Some(pod);
+                    blocked = None;
+                }
+                Err(violation) => {
+                    current = None;
+                    blocked = Some(violation);
+                }
+            },
+            Step::Event {
+                warning,
+                reason,
+                note,
+            } => {
+                let type_ = if *warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                };
+                ctx.event(sandbox, type_, reason, "Reconcile", note.clone())
+                    .await;
+            }
+        }
+    }
+    Ok(Outcome::Continue {
+        current: current.map(Box::new),
+        blocked,
+    })
+}
+
+/// Deletes the expired Sandbox (policy Delete); gone already is fine.
+async fn delete_sandbox(ctx: &Context, sandbox: &Sandbox, namespace: &str) -> Result<()> {
+    let api: Api<Sandbox> = Api::namespaced(ctx.client.clone(), namespace);
+    info!("shutdownTime passed: deleting the Sandbox");
+    match api
+        .delete(&sandbox.name_any(), &DeleteParams::background())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(kube_err("delete expired sandbox")(e)),
+    }
+}
+
+/// Deletes the Pod `name` only while it is still the one with `uid`; gone or
+/// replaced is fine.
+async fn delete_pod(pods: &Api<Pod>, name: &str, uid: &str) -> Result<()> {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(uid.to_owned()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match pods.delete(name, &params).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) || is_conflict(&e) => Ok(()),
+        Err(e) => Err(kube_err(format!("delete pod {name}"))(e)),
+    }
+}
+
+/// Creates the volume claims and the Pod, after checking the pod template
+/// against the current policy: the policy holds at creation time too, so a
+/// template admitted under an older or laxer policy starts no Pod. Returns
+/// the Pod sent, or the Ready condition that says why none was created
+/// (after a warning Event).
+async fn create_pod(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    pods: &Api<Pod>,
+    namespace: &str,
+) -> Result<std::result::Result<Pod, ConditionUpdate>> {
+    let denials = crate::admission::check_pod_template(
+        &ctx.config.policy.current(),
+        &sandbox.spec.pod_template,
+    );
+    if !denials.is_empty() {
+        let message = format!(
+            "the pod template violates the admission policy, no Pod is created: {}",
+            denials
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+        ctx.event(
+            sandbox,
+            EventType::Warning,
+            reason::POLICY_VIOLATION,
+            "CreatePod",
+            message.clone(),
+        )
+        .await;
+        return Ok(Err(ConditionUpdate::ready(
+            false,
+            reason::POLICY_VIOLATION,
+            message,
+        )));
+    }
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
+    for pvc in desired_pvcs(sandbox)? {
+        create_owned(&pvcs, &pvc, "PersistentVolumeClaim").await?;
+    }
+    let pod = desired_pod(sandbox)?;
+    create_owned(pods, &pod, "Pod").await?;
+    Ok(Ok(pod))
+}
+
+/// Takes over `pod` for the Sandbox. Returns the Pod as written, or `None`
+/// when the Pod changed since it was read (someone else wrote first).
+///
+/// Guarantee: ONE write, conditioned on the resourceVersion read
+/// ([`adopt_patch`]); a Pod owned by anything other than this Sandbox's
+/// claim is never passed here ([`super::may_adopt`]).
+async fn adopt(pods: &Api<Pod>, pod: &Pod, sandbox: &Sandbox) -> Result<Option<Pod>> {
+    let patch = adopt_patch(pod, &sandbox.name_any(), controller_ref(sandbox)?)
+        .ok_or(Error::Incomplete("pod resourceVersion"))?;
+    match pods
+        .patch(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::<()>::Json(patch),
+        )
+        .await
+    {
+        Ok(p) => Ok(Some(p)),
+        Err(e) if is_conflict(&e) || is_not_found(&e) => Ok(None),
+        Err(e)
+            if is_unprocessable(&e)
+                && changed_since(pods, &pod.name_any(), pod.resource_version().as_deref())
+                    .await
+                    .map_err(kube_err(format!("re-read pod {}", pod.name_any())))? =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(kube_err(format!("adopt pod {}", pod.name_any()))(e)),
+    }
+}
