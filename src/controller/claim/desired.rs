@@ -188,6 +188,27 @@ pub fn desired_template_network_policy(
     ))
 }
 
+/// Whether two NetworkPolicy specs mean the same (the API server drops an
+/// empty rule list, which still means "deny all"). Pure; used by the claim
+/// and the pool controllers before replacing a policy they own.
+pub fn same_policy_spec(
+    a: Option<&K8sNetworkPolicySpec>,
+    b: Option<&K8sNetworkPolicySpec>,
+) -> bool {
+    let normal = |s: Option<&K8sNetworkPolicySpec>| {
+        s.cloned().map(|mut s| {
+            if s.ingress.as_ref().is_some_and(Vec::is_empty) {
+                s.ingress = None;
+            }
+            if s.egress.as_ref().is_some_and(Vec::is_empty) {
+                s.egress = None;
+            }
+            s
+        })
+    };
+    normal(a) == normal(b)
+}
+
 #[cfg(test)]
 mod network_policy_tests {
     use super::*;

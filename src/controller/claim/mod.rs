@@ -63,7 +63,7 @@ use tracing::instrument;
 pub(crate) use desired::sandbox_network_policy;
 pub use desired::{
     PoolChoice, desired_network_policy, desired_sandbox, desired_service,
-    desired_template_network_policy, network_policy_name, pool_choice,
+    desired_template_network_policy, network_policy_name, pool_choice, same_policy_spec,
     template_network_policy_name,
 };
 pub use serve::ensure_template_policy;

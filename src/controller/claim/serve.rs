@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use super::desired::{
     PoolChoice, desired_network_policy, desired_sandbox, desired_service,
-    desired_template_network_policy, pool_choice,
+    desired_template_network_policy, pool_choice, same_policy_spec,
 };
 use super::status::{failed_status, reason, warm_ready_status};
 use super::steal::{candidates, has_pool, reserve_first, take_over};
@@ -197,23 +197,8 @@ async fn round_one(
 ) -> Result<RoundOne> {
     let sandboxes: Api<Sandbox> = Api::namespaced(ctx.client.clone(), namespace);
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), namespace);
-    let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), namespace);
     let service = desired_service(claim, template)?;
-    let policy = async {
-        match ctx.config.claim_network_policy {
-            NetworkPolicyMode::PerClaim => {
-                let policy = desired_network_policy(
-                    claim,
-                    template,
-                    &ctx.config.policy.current().network.deny_egress(),
-                )?;
-                create_owned(&policies, &policy, "NetworkPolicy")
-                    .await
-                    .map(|_| ())
-            }
-            NetworkPolicyMode::PerTemplate => ensure_template_policy(ctx, template).await,
-        }
-    };
+    let policy = ensure_claim_policy(ctx, claim, namespace, template);
     let (first, rest) = (pick.first.take(), std::mem::take(&mut pick.rest));
     let steal = async {
         match first {
@@ -268,6 +253,31 @@ async fn round_one(
         sandbox: Box::new(sandbox),
         stolen: stolen.map(Box::new),
     })
+}
+
+/// The NetworkPolicy that covers the claim's Pod: the claim's own
+/// (`per-claim`, created owned by the claim) or its template's
+/// (`per-template`, see [`ensure_template_policy`]).
+async fn ensure_claim_policy(
+    ctx: &Context,
+    claim: &SandboxClaim,
+    namespace: &str,
+    template: &SandboxTemplate,
+) -> Result<()> {
+    match ctx.config.claim_network_policy {
+        NetworkPolicyMode::PerClaim => {
+            let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), namespace);
+            let policy = desired_network_policy(
+                claim,
+                template,
+                &ctx.config.policy.current().network.deny_egress(),
+            )?;
+            create_owned(&policies, &policy, "NetworkPolicy")
+                .await
+                .map(|_| ())
+        }
+        NetworkPolicyMode::PerTemplate => ensure_template_policy(ctx, template).await,
+    }
 }
 
 /// Round two: the claim's Ready status, straight from the steal's answer.
@@ -455,7 +465,7 @@ pub async fn ensure_template_policy(ctx: &Context, template: &SandboxTemplate) -
     )?;
     let created = create_owned(&policies, &desired, "NetworkPolicy").await?;
     if let Created::Existing(existing) = created
-        && !same_policy(existing.spec.as_ref(), desired.spec.as_ref())
+        && !same_policy_spec(existing.spec.as_ref(), desired.spec.as_ref())
     {
         policies
             .patch(
@@ -468,24 +478,4 @@ pub async fn ensure_template_policy(ctx: &Context, template: &SandboxTemplate) -
     }
     ctx.written.record(&key, generation);
     Ok(())
-}
-
-/// Whether two NetworkPolicy specs mean the same (the API server drops an
-/// empty rule list, which still means "deny all").
-fn same_policy(
-    a: Option<&k8s_openapi::api::networking::v1::NetworkPolicySpec>,
-    b: Option<&k8s_openapi::api::networking::v1::NetworkPolicySpec>,
-) -> bool {
-    let normal = |s: Option<&k8s_openapi::api::networking::v1::NetworkPolicySpec>| {
-        s.cloned().map(|mut s| {
-            if s.ingress.as_ref().is_some_and(Vec::is_empty) {
-                s.ingress = None;
-            }
-            if s.egress.as_ref().is_some_and(Vec::is_empty) {
-                s.egress = None;
-            }
-            s
-        })
-    };
-    normal(a) == normal(b)
 }

@@ -23,12 +23,12 @@
 //! remembered (per pool uid and desired spec, no expiry), so resyncs send no
 //! request, and a changed deny list or template egress is written once.
 
-use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, PostParams};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::super::claim::ensure_template_policy;
+use super::super::claim::{ensure_template_policy, same_policy_spec};
 use super::super::ownership::{Created, create_owned};
 use super::super::{Context, Error, NetworkPolicyMode, Result, controller_ref, kube_err};
 use crate::admission::{Cidr, restrict_egress};
@@ -119,7 +119,7 @@ async fn ensure_pool_policy(
         Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
     if let Created::Existing(mut existing) =
         create_owned(&policies, &desired, "NetworkPolicy").await?
-        && !same_spec(existing.spec.as_ref(), desired.spec.as_ref())
+        && !same_policy_spec(existing.spec.as_ref(), desired.spec.as_ref())
     {
         // Ours (create_owned checked the controller) but from an older deny
         // list or template: replace the spec, conditioned on the version read.
@@ -135,23 +135,6 @@ async fn ensure_pool_policy(
     }
     ctx.expectations.network_policy_made(key, fingerprint);
     Ok(())
-}
-
-/// Whether two specs mean the same (the API server drops empty rule lists,
-/// which still mean "deny all"). Pure.
-pub fn same_spec(a: Option<&NetworkPolicySpec>, b: Option<&NetworkPolicySpec>) -> bool {
-    let normal = |s: Option<&NetworkPolicySpec>| {
-        s.cloned().map(|mut s| {
-            if s.ingress.as_ref().is_some_and(Vec::is_empty) {
-                s.ingress = None;
-            }
-            if s.egress.as_ref().is_some_and(Vec::is_empty) {
-                s.egress = None;
-            }
-            s
-        })
-    };
-    normal(a) == normal(b)
 }
 
 #[cfg(test)]
@@ -236,10 +219,10 @@ mod tests {
             .spec;
         let mut b = a.clone();
         b.as_mut().unwrap().ingress = None;
-        assert!(same_spec(a.as_ref(), b.as_ref()));
+        assert!(same_policy_spec(a.as_ref(), b.as_ref()));
         let c = desired_pool_network_policy(&pool(), &template, &deny())
             .unwrap()
             .spec;
-        assert!(!same_spec(a.as_ref(), c.as_ref()));
+        assert!(!same_policy_spec(a.as_ref(), c.as_ref()));
     }
 }
