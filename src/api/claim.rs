@@ -3,7 +3,6 @@
 //! claim controller writes (launch type, the Sandbox and Pod it got).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -33,50 +32,27 @@ pub struct ClaimLifecycle {
     pub shutdown_policy: Option<ClaimShutdownPolicy>,
 }
 
-/// A request for one sandbox of a template.
-// kube-derive takes one `printcolumn(...)` per column; clippy reads the
-// repeated `type_` keys as duplicates.
-#[allow(clippy::duplicated_attributes)]
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[kube(
-    group = "extensions.agents.x-k8s.io",
-    version = "v1alpha1",
-    kind = "SandboxClaim",
-    namespaced,
-    status = "SandboxClaimStatus",
-    shortname = "sbc",
-    category = "agents",
-    derive = "PartialEq",
-    derive = "Default",
-    doc = "A request for a sandbox, served from a warm pool when one has an idle Pod.",
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(name = "Sandbox", type_ = "string", json_path = ".status.sandbox.name"),
-    printcolumn(
-        name = "LaunchType",
-        type_ = "string",
-        json_path = ".status.launchType"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
+agents_kind! {
+    kube(
+        group = "extensions.agents.x-k8s.io", kind = "SandboxClaim", status = "SandboxClaimStatus", shortname = "sbc",
+        doc = "A request for a sandbox, served from a warm pool when one has an idle Pod.",
+        printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+        printcolumn(name = "Sandbox", type_ = "string", json_path = ".status.sandbox.name"),
+        printcolumn(name = "LaunchType", type_ = "string", json_path = ".status.launchType"),
     )
-)]
-#[serde(rename_all = "camelCase")]
-pub struct SandboxClaimSpec {
-    /// The template the sandbox is made from.
-    pub sandbox_template_ref: SandboxTemplateRef,
-    /// Optional expiry of the claim.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lifecycle: Option<ClaimLifecycle>,
-    /// Warm pool policy: `default` (any pool of the template), `none` (always
-    /// cold) or the name of one pool.
-    #[serde(default, rename = "warmpool", skip_serializing_if = "Option::is_none")]
-    pub warm_pool: Option<String>,
+    /// A request for one sandbox of a template.
+    #[serde(rename_all = "camelCase")]
+    pub struct SandboxClaimSpec {
+        /// The template the sandbox is made from.
+        pub sandbox_template_ref: SandboxTemplateRef,
+        /// Optional expiry of the claim.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub lifecycle: Option<ClaimLifecycle>,
+        /// Warm pool policy: `default` (any pool of the template), `none` (always
+        /// cold) or the name of one pool.
+        #[serde(default, rename = "warmpool", skip_serializing_if = "Option::is_none")]
+        pub warm_pool: Option<String>,
+    }
 }
 
 /// The Sandbox a claim created.

@@ -18,6 +18,9 @@
 //! (`keys`) and conditions (`conditions`); everything is re-exported
 //! here, so `crate::api::X` names every type.
 
+#[macro_use]
+mod kind;
+
 mod claim;
 mod conditions;
 mod keys;

@@ -3,67 +3,39 @@
 //! and the status the warm-pool controller writes (sizes, rates, conditions).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::SandboxTemplateRef;
 
-/// Keeps `replicas` idle, pre-started Pods of a template.
-// kube-derive takes one `printcolumn(...)` per column; clippy reads the
-// repeated `type_` keys as duplicates.
-#[allow(clippy::duplicated_attributes)]
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[kube(
-    group = "extensions.agents.x-k8s.io",
-    version = "v1alpha1",
-    kind = "SandboxWarmPool",
-    namespaced,
-    status = "SandboxWarmPoolStatus",
-    shortname = "swp",
-    category = "agents",
-    derive = "PartialEq",
-    derive = "Default",
-    doc = "A pool of idle, pre-started Pods of one template, taken over by claims.",
-    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
-    printcolumn(
-        name = "Desired",
-        type_ = "integer",
-        json_path = ".status.desiredReplicas"
-    ),
-    printcolumn(
-        name = "Recommended",
-        type_ = "integer",
-        json_path = ".status.recommendedReplicas"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    ),
-    scale(
-        spec_replicas_path = ".spec.replicas",
-        status_replicas_path = ".status.replicas",
-        label_selector_path = ".status.selector"
+agents_kind! {
+    kube(
+        group = "extensions.agents.x-k8s.io", kind = "SandboxWarmPool", status = "SandboxWarmPoolStatus", shortname = "swp",
+        doc = "A pool of idle, pre-started Pods of one template, taken over by claims.",
+        printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+        printcolumn(name = "Desired", type_ = "integer", json_path = ".status.desiredReplicas"),
+        printcolumn(name = "Recommended", type_ = "integer", json_path = ".status.recommendedReplicas"),
+        scale(spec_replicas_path = ".spec.replicas", status_replicas_path = ".status.replicas", label_selector_path = ".status.selector"),
     )
-)]
-#[serde(rename_all = "camelCase")]
-pub struct SandboxWarmPoolSpec {
-    /// Number of idle Pods to keep.
-    #[schemars(range(min = 0))]
-    pub replicas: i32,
-    /// The template the Pods are made from.
-    pub sandbox_template_ref: SandboxTemplateRef,
-    /// Hit ratio (warm share of claims) that `status.recommendedReplicas`
-    /// aims at; default 0.99. `autoscaling.targetHitRatio` wins when set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0.01, max = 0.9999))]
-    pub target_hit_ratio: Option<f64>,
-    /// Opt-in: keep the pool at the recommended size within bounds. Absent:
-    /// the pool keeps `spec.replicas` (and the scale subresource, HPA or KEDA
-    /// drive it as before).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub autoscaling: Option<PoolAutoscaling>,
+    /// Keeps `replicas` idle, pre-started Pods of a template.
+    #[serde(rename_all = "camelCase")]
+    pub struct SandboxWarmPoolSpec {
+        /// Number of idle Pods to keep.
+        #[schemars(range(min = 0))]
+        pub replicas: i32,
+        /// The template the Pods are made from.
+        pub sandbox_template_ref: SandboxTemplateRef,
+        /// Hit ratio (warm share of claims) that `status.recommendedReplicas`
+        /// aims at; default 0.99. `autoscaling.targetHitRatio` wins when set.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 0.01, max = 0.9999))]
+        pub target_hit_ratio: Option<f64>,
+        /// Opt-in: keep the pool at the recommended size within bounds. Absent:
+        /// the pool keeps `spec.replicas` (and the scale subresource, HPA or KEDA
+        /// drive it as before).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub autoscaling: Option<PoolAutoscaling>,
+    }
 }
 
 /// Autoscaling of a warm pool from its measured claim traffic.

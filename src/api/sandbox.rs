@@ -3,7 +3,6 @@
 //! writes. Guarantees the wire shape of the upstream v0.1 API.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -20,72 +19,45 @@ pub enum ShutdownPolicy {
     Retain,
 }
 
-/// The desired state of a [`Sandbox`].
-// kube-derive takes one `printcolumn(...)` per column; clippy reads the
-// repeated `type_` keys as duplicates.
-#[allow(clippy::duplicated_attributes)]
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[kube(
-    group = "agents.x-k8s.io",
-    version = "v1alpha1",
-    kind = "Sandbox",
-    namespaced,
-    status = "SandboxStatus",
-    shortname = "sbx",
-    category = "agents",
-    derive = "PartialEq",
-    derive = "Default",
-    doc = "An isolated sandbox: exactly one Pod, its volumes and a headless Service.",
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Reason",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
-    ),
-    printcolumn(name = "Pod", type_ = "string", json_path = ".status.podName"),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    ),
-    scale(
-        spec_replicas_path = ".spec.replicas",
-        status_replicas_path = ".status.replicas",
-        label_selector_path = ".status.selector"
+agents_kind! {
+    kube(
+        group = "agents.x-k8s.io", kind = "Sandbox", status = "SandboxStatus", shortname = "sbx",
+        doc = "An isolated sandbox: exactly one Pod, its volumes and a headless Service.",
+        printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+        printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+        printcolumn(name = "Pod", type_ = "string", json_path = ".status.podName"),
+        scale(spec_replicas_path = ".spec.replicas", status_replicas_path = ".status.replicas", label_selector_path = ".status.selector"),
     )
-)]
-#[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "has(self.volumeClaimTemplates) == has(oldSelf.volumeClaimTemplates)",
-    "message": "volumeClaimTemplates is immutable"
-}]))]
-pub struct SandboxSpec {
-    /// The Pod this sandbox runs.
-    pub pod_template: PodTemplate,
-    /// PersistentVolumeClaims created for the sandbox and mounted into its
-    /// Pod. Immutable once set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 16))]
+    /// The desired state of a [`Sandbox`].
+    #[serde(rename_all = "camelCase")]
     #[schemars(extend("x-kubernetes-validations" = [{
-        "rule": "self == oldSelf",
+        "rule": "has(self.volumeClaimTemplates) == has(oldSelf.volumeClaimTemplates)",
         "message": "volumeClaimTemplates is immutable"
     }]))]
-    pub volume_claim_templates: Option<Vec<PersistentVolumeClaimTemplate>>,
-    /// When the sandbox expires (RFC 3339). A time in the past expires it at once.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shutdown_time: Option<Time>,
-    /// What expiry does to the Sandbox object itself (default `Delete`; with
-    /// `Retain` only the Pod is removed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shutdown_policy: Option<ShutdownPolicy>,
-    /// 1 runs the Pod, 0 pauses the sandbox (Pod deleted, volumes and Service kept).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 1))]
-    pub replicas: Option<i32>,
+    pub struct SandboxSpec {
+        /// The Pod this sandbox runs.
+        pub pod_template: PodTemplate,
+        /// PersistentVolumeClaims created for the sandbox and mounted into its
+        /// Pod. Immutable once set.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(length(max = 16))]
+        #[schemars(extend("x-kubernetes-validations" = [{
+            "rule": "self == oldSelf",
+            "message": "volumeClaimTemplates is immutable"
+        }]))]
+        pub volume_claim_templates: Option<Vec<PersistentVolumeClaimTemplate>>,
+        /// When the sandbox expires (RFC 3339). A time in the past expires it at once.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub shutdown_time: Option<Time>,
+        /// What expiry does to the Sandbox object itself (default `Delete`; with
+        /// `Retain` only the Pod is removed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub shutdown_policy: Option<ShutdownPolicy>,
+        /// 1 runs the Pod, 0 pauses the sandbox (Pod deleted, volumes and Service kept).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 0, max = 1))]
+        pub replicas: Option<i32>,
+    }
 }
 
 /// The observed state of a [`Sandbox`].

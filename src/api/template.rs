@@ -4,7 +4,6 @@
 //! whether a warm Pod is current.
 
 use k8s_openapi::api::networking::v1::{NetworkPolicyEgressRule, NetworkPolicyIngressRule};
-use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -24,40 +23,25 @@ pub struct NetworkPolicySpec {
     pub egress: Option<Vec<NetworkPolicyEgressRule>>,
 }
 
-/// The blueprint sandboxes and warm Pods are made from.
-// kube-derive takes one `printcolumn(...)` per column; clippy reads the
-// repeated `type_` keys as duplicates.
-#[allow(clippy::duplicated_attributes)]
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[kube(
-    group = "extensions.agents.x-k8s.io",
-    version = "v1alpha1",
-    kind = "SandboxTemplate",
-    namespaced,
-    status = "SandboxTemplateStatus",
-    shortname = "sbt",
-    category = "agents",
-    derive = "PartialEq",
-    derive = "Default",
-    doc = "A reusable sandbox blueprint referenced by claims and warm pools.",
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
+agents_kind! {
+    kube(
+        group = "extensions.agents.x-k8s.io", kind = "SandboxTemplate", status = "SandboxTemplateStatus", shortname = "sbt",
+        doc = "A reusable sandbox blueprint referenced by claims and warm pools.",
     )
-)]
-#[serde(rename_all = "camelCase")]
-pub struct SandboxTemplateSpec {
-    /// The Pod sandboxes of this template run.
-    pub pod_template: PodTemplate,
-    /// Volume claims for sandboxes made from this template (cold path only:
-    /// warm Pods are pre-started without per-claim volumes).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 16))]
-    pub volume_claim_templates: Option<Vec<PersistentVolumeClaimTemplate>>,
-    /// Network policy applied to claimed sandboxes (default: deny all ingress).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network_policy: Option<NetworkPolicySpec>,
+    /// The blueprint sandboxes and warm Pods are made from.
+    #[serde(rename_all = "camelCase")]
+    pub struct SandboxTemplateSpec {
+        /// The Pod sandboxes of this template run.
+        pub pod_template: PodTemplate,
+        /// Volume claims for sandboxes made from this template (cold path only:
+        /// warm Pods are pre-started without per-claim volumes).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(length(max = 16))]
+        pub volume_claim_templates: Option<Vec<PersistentVolumeClaimTemplate>>,
+        /// Network policy applied to claimed sandboxes (default: deny all ingress).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub network_policy: Option<NetworkPolicySpec>,
+    }
 }
 
 /// Status of a [`SandboxTemplate`] (none today; kept for the subresource).
