@@ -137,48 +137,50 @@ pub fn by_url(
         "app.kubernetes.io/managed-by".to_string(),
         "sandbox-operator".to_string(),
     )]));
+    let metadata = ObjectMeta {
+        name: Some(name.into()),
+        labels,
+        ..Default::default()
+    };
+    // The two webhooks differ only in name, path and the mutating one's
+    // reinvocation policy: both are built as one shape.
+    let webhook = |name: &str, path: &str| ValidatingWebhook {
+        name: name.into(),
+        admission_review_versions: vec!["v1".into()],
+        client_config: client(path),
+        failure_policy: Some("Fail".into()),
+        match_policy: Some("Equivalent".into()),
+        namespace_selector: Some(namespace_selector(operator_namespace, only)),
+        match_conditions: match_conditions(operator_user),
+        rules: Some(rules()),
+        side_effects: "None".into(),
+        timeout_seconds: Some(5),
+        ..Default::default()
+    };
+    let mutating_webhook = MutatingWebhook {
+        reinvocation_policy: Some("IfNeeded".into()),
+        ..as_mutating(webhook("mutate.sandboxes.agents.x-k8s.io", "/mutate"))
+    };
     let mutating = MutatingWebhookConfiguration {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            labels: labels.clone(),
-            ..Default::default()
-        },
-        webhooks: Some(vec![MutatingWebhook {
-            name: "mutate.sandboxes.agents.x-k8s.io".into(),
-            admission_review_versions: vec!["v1".into()],
-            client_config: client("/mutate"),
-            failure_policy: Some("Fail".into()),
-            match_policy: Some("Equivalent".into()),
-            namespace_selector: Some(namespace_selector(operator_namespace, only)),
-            reinvocation_policy: Some("IfNeeded".into()),
-            match_conditions: match_conditions(operator_user),
-            rules: Some(rules()),
-            side_effects: "None".into(),
-            timeout_seconds: Some(5),
-            ..Default::default()
-        }]),
+        metadata: metadata.clone(),
+        webhooks: Some(vec![mutating_webhook]),
     };
     let validating = ValidatingWebhookConfiguration {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            labels,
-            ..Default::default()
-        },
-        webhooks: Some(vec![ValidatingWebhook {
-            name: "validate.sandboxes.agents.x-k8s.io".into(),
-            admission_review_versions: vec!["v1".into()],
-            client_config: client("/validate"),
-            failure_policy: Some("Fail".into()),
-            match_policy: Some("Equivalent".into()),
-            namespace_selector: Some(namespace_selector(operator_namespace, only)),
-            match_conditions: match_conditions(operator_user),
-            rules: Some(rules()),
-            side_effects: "None".into(),
-            timeout_seconds: Some(5),
-            ..Default::default()
-        }]),
+        metadata,
+        webhooks: Some(vec![webhook(
+            "validate.sandboxes.agents.x-k8s.io",
+            "/validate",
+        )]),
     };
     (mutating, validating)
+}
+
+/// The same webhook as a mutating one: every field of a validating webhook
+/// has the same name and meaning in a mutating one. Pure.
+fn as_mutating(webhook: ValidatingWebhook) -> MutatingWebhook {
+    serde_json::to_value(webhook)
+        .and_then(serde_json::from_value)
+        .expect("a ValidatingWebhook reads as a MutatingWebhook")
 }
 
 /// Creates or updates both configurations by URL (server-side apply).
@@ -218,6 +220,40 @@ pub async fn register_by_url(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_mutating_webhook_is_the_validating_one_but_for_name_path_and_reinvocation() {
+        let (m, v) = by_url(
+            "x",
+            "https://127.0.0.1:9443",
+            "PEM",
+            "sandbox-system",
+            Some("team-a"),
+            Some("system:serviceaccount:sandbox-system:operator"),
+        );
+        assert_eq!(m.metadata, v.metadata);
+        let (mw, vw) = (&m.webhooks.unwrap()[0], &v.webhooks.unwrap()[0]);
+        assert_eq!(mw.name, "mutate.sandboxes.agents.x-k8s.io");
+        assert_eq!(vw.name, "validate.sandboxes.agents.x-k8s.io");
+        assert_eq!(mw.reinvocation_policy.as_deref(), Some("IfNeeded"));
+        assert_eq!(
+            mw.client_config.ca_bundle,
+            Some(ByteString(b"PEM".to_vec()))
+        );
+        assert_eq!(mw.client_config.ca_bundle, vw.client_config.ca_bundle);
+        assert_eq!(mw.admission_review_versions, vw.admission_review_versions);
+        assert_eq!(mw.failure_policy.as_deref(), Some("Fail"));
+        assert_eq!(mw.failure_policy, vw.failure_policy);
+        assert_eq!(mw.match_policy, vw.match_policy);
+        assert!(mw.namespace_selector.is_some());
+        assert_eq!(mw.namespace_selector, vw.namespace_selector);
+        assert!(mw.match_conditions.is_some());
+        assert_eq!(mw.match_conditions, vw.match_conditions);
+        assert_eq!(mw.rules, vw.rules);
+        assert_eq!(mw.side_effects, vw.side_effects);
+        assert_eq!(mw.timeout_seconds, Some(5));
+        assert_eq!(mw.timeout_seconds, vw.timeout_seconds);
+    }
 
     #[test]
     fn url_configurations_are_scoped_and_documented_choices_hold() {
