@@ -118,16 +118,36 @@ pub fn namespace_selector(operator_namespace: &str, only: Option<&str>) -> Label
     }
 }
 
-/// Both configurations, registered by URL (`base_url` like
-/// `https://127.0.0.1:9443`), for local clusters. Pure.
+/// What registering the webhooks by URL needs to know.
+#[derive(Debug, Clone, Copy)]
+pub struct ByUrl<'a> {
+    /// Name of both configurations.
+    pub name: &'a str,
+    /// Where the webhook server listens, like `https://127.0.0.1:9443`.
+    pub base_url: &'a str,
+    /// PEM of the CA that signed the serving certificate.
+    pub ca_bundle: &'a str,
+    /// The operator's namespace (never admitted by the webhooks).
+    pub operator_namespace: &'a str,
+    /// Admit only this namespace, when set.
+    pub only: Option<&'a str>,
+    /// The operator's own user, whose Sandbox creates skip the webhooks
+    /// when it is a ServiceAccount.
+    pub operator_user: Option<&'a str>,
+}
+
+/// Both configurations, registered by URL, for local clusters. Pure.
 pub fn by_url(
-    name: &str,
-    base_url: &str,
-    ca_bundle: &str,
-    operator_namespace: &str,
-    only: Option<&str>,
-    operator_user: Option<&str>,
+    target: &ByUrl<'_>,
 ) -> (MutatingWebhookConfiguration, ValidatingWebhookConfiguration) {
+    let ByUrl {
+        name,
+        base_url,
+        ca_bundle,
+        operator_namespace,
+        only,
+        operator_user,
+    } = *target;
     let client = |path: &str| WebhookClientConfig {
         url: Some(format!("{}{path}", base_url.trim_end_matches('/'))),
         ca_bundle: Some(ByteString(ca_bundle.as_bytes().to_vec())),
@@ -184,23 +204,9 @@ fn as_mutating(webhook: ValidatingWebhook) -> MutatingWebhook {
 }
 
 /// Creates or updates both configurations by URL (server-side apply).
-pub async fn register_by_url(
-    client: &Client,
-    name: &str,
-    base_url: &str,
-    ca_bundle: &str,
-    operator_namespace: &str,
-    only: Option<&str>,
-    operator_user: Option<&str>,
-) -> Result<(), kube::Error> {
-    let (mutating, validating) = by_url(
-        name,
-        base_url,
-        ca_bundle,
-        operator_namespace,
-        only,
-        operator_user,
-    );
+pub async fn register_by_url(client: &Client, target: &ByUrl<'_>) -> Result<(), kube::Error> {
+    let name = target.name;
+    let (mutating, validating) = by_url(target);
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut m = serde_json::to_value(&mutating).expect("serializable");
     m["apiVersion"] = "admissionregistration.k8s.io/v1".into();
@@ -223,14 +229,14 @@ mod tests {
 
     #[test]
     fn the_mutating_webhook_is_the_validating_one_but_for_name_path_and_reinvocation() {
-        let (m, v) = by_url(
-            "x",
-            "https://127.0.0.1:9443",
-            "PEM",
-            "sandbox-system",
-            Some("team-a"),
-            Some("system:serviceaccount:sandbox-system:operator"),
-        );
+        let (m, v) = by_url(&ByUrl {
+            name: "x",
+            base_url: "https://127.0.0.1:9443",
+            ca_bundle: "PEM",
+            operator_namespace: "sandbox-system",
+            only: Some("team-a"),
+            operator_user: Some("system:serviceaccount:sandbox-system:operator"),
+        });
         assert_eq!(m.metadata, v.metadata);
         let (mw, vw) = (&m.webhooks.unwrap()[0], &v.webhooks.unwrap()[0]);
         assert_eq!(mw.name, "mutate.sandboxes.agents.x-k8s.io");
@@ -257,14 +263,14 @@ mod tests {
 
     #[test]
     fn url_configurations_are_scoped_and_documented_choices_hold() {
-        let (m, v) = by_url(
-            "x",
-            "https://127.0.0.1:9443/",
-            "PEM",
-            "sandbox-system",
-            None,
-            None,
-        );
+        let (m, v) = by_url(&ByUrl {
+            name: "x",
+            base_url: "https://127.0.0.1:9443/",
+            ca_bundle: "PEM",
+            operator_namespace: "sandbox-system",
+            only: None,
+            operator_user: None,
+        });
         assert!(m.webhooks.as_ref().unwrap()[0].match_conditions.is_none());
         let mw = &m.webhooks.unwrap()[0];
         assert_eq!(
@@ -324,7 +330,14 @@ mod tests {
         ] {
             assert!(expression.contains(part), "{expression}");
         }
-        let (m, v) = by_url("x", "https://127.0.0.1:1", "PEM", "ns", None, Some(user));
+        let (m, v) = by_url(&ByUrl {
+            name: "x",
+            base_url: "https://127.0.0.1:1",
+            ca_bundle: "PEM",
+            operator_namespace: "ns",
+            only: None,
+            operator_user: Some(user),
+        });
         assert_eq!(
             m.webhooks.unwrap()[0].match_conditions,
             Some(conditions.clone())

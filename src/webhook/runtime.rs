@@ -130,17 +130,19 @@ pub async fn start(
             ),
             None => {}
         }
-        webhook_config::register_by_url(
-            &client,
-            &settings.config_name,
-            url,
-            &ca,
-            &settings.operator_namespace,
-            settings.only_namespace.as_deref(),
-            user.as_deref(),
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("registering the webhook configurations by URL {url}: {e}"))?;
+        let target = webhook_config::ByUrl {
+            name: &settings.config_name,
+            base_url: url,
+            ca_bundle: &ca,
+            operator_namespace: &settings.operator_namespace,
+            only: settings.only_namespace.as_deref(),
+            operator_user: user.as_deref(),
+        };
+        webhook_config::register_by_url(&client, &target)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("registering the webhook configurations by URL {url}: {e}")
+            })?;
         info!(url, name = %settings.config_name, "registered webhook configurations by URL");
         registered = Some(settings.config_name.clone());
     }
