@@ -94,25 +94,22 @@ trait WebhookConfiguration:
     fn client_configs(&mut self) -> Vec<&mut WebhookClientConfig>;
 }
 
-impl WebhookConfiguration for MutatingWebhookConfiguration {
-    fn client_configs(&mut self) -> Vec<&mut WebhookClientConfig> {
-        self.webhooks
-            .iter_mut()
-            .flatten()
-            .map(|webhook| &mut webhook.client_config)
-            .collect()
-    }
+/// Both configuration kinds hold their entries' client configs the same way.
+macro_rules! client_configs_of {
+    ($($kind:ty),+) => {$(
+        impl WebhookConfiguration for $kind {
+            fn client_configs(&mut self) -> Vec<&mut WebhookClientConfig> {
+                self.webhooks
+                    .iter_mut()
+                    .flatten()
+                    .map(|webhook| &mut webhook.client_config)
+                    .collect()
+            }
+        }
+    )+};
 }
 
-impl WebhookConfiguration for ValidatingWebhookConfiguration {
-    fn client_configs(&mut self) -> Vec<&mut WebhookClientConfig> {
-        self.webhooks
-            .iter_mut()
-            .flatten()
-            .map(|webhook| &mut webhook.client_config)
-            .collect()
-    }
-}
+client_configs_of!(MutatingWebhookConfiguration, ValidatingWebhookConfiguration);
 
 /// Sets the bundle on every entry of one configuration.
 async fn inject_into<K: WebhookConfiguration>(
@@ -144,12 +141,7 @@ async fn inject_into<K: WebhookConfiguration>(
                 return Ok((object, Outcome::Changed));
             }
             Err(error) if is_conflict(&error) => continue,
-            Err(source) => {
-                return Err(Error::Kube {
-                    action: format!("update {object}"),
-                    source,
-                });
-            }
+            Err(source) => return Err(Error::kube(format!("update {object}"))(source)),
         }
     }
     Err(Error::Contention {

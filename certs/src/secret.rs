@@ -100,12 +100,7 @@ pub async fn load_or_create(
                             Some(pki) => pki,
                             None => WebhookPki::generate(settings, now)?,
                         };
-                        write_conditioned(&api, secret_name, &resource_version, &pki)
-                            .await
-                            .map(|resource_version| StoredPki {
-                                pki,
-                                resource_version,
-                            })
+                        store(&api, namespace, secret_name, Some(&resource_version), pki).await
                     }
                     (_, None) => {
                         return Err(Error::MissingResourceVersion { object });
@@ -114,12 +109,7 @@ pub async fn load_or_create(
             }
             None => {
                 let pki = WebhookPki::generate(settings, now)?;
-                create(&api, namespace, secret_name, &pki)
-                    .await
-                    .map(|resource_version| StoredPki {
-                        pki,
-                        resource_version,
-                    })
+                store(&api, namespace, secret_name, None, pki).await
             }
         };
         match written {
@@ -129,12 +119,7 @@ pub async fn load_or_create(
             }
             // Another replica wrote first: read again and use what it wrote.
             Err(error) if is_conflict(&error) => continue,
-            Err(source) => {
-                return Err(Error::Kube {
-                    action: format!("write {object}"),
-                    source,
-                });
-            }
+            Err(source) => return Err(Error::kube(format!("write {object}"))(source)),
         }
     }
     Err(Error::Contention {
@@ -164,18 +149,16 @@ pub async fn rotate(
     }
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let renewed = current.pki.renew(renewal, settings, now)?;
-    match write_conditioned(&api, secret_name, &current.resource_version, &renewed).await {
-        Ok(resource_version) => {
+    let read_at = Some(current.resource_version.as_str());
+    match store(&api, namespace, secret_name, read_at, renewed).await {
+        Ok(stored) => {
             tracing::info!(
                 secret = %format!("{namespace}/{secret_name}"),
                 ?renewal,
-                serving_not_after = %renewed.serving.not_after,
+                serving_not_after = %stored.pki.serving.not_after,
                 "rotated webhook certificates"
             );
-            Ok(StoredPki {
-                pki: renewed,
-                resource_version,
-            })
+            Ok(stored)
         }
         Err(error) if is_conflict(&error) || is_not_found(&error) => {
             tracing::info!(
@@ -191,45 +174,48 @@ pub async fn rotate(
     }
 }
 
-/// Creates the Secret; fails with 409 `AlreadyExists` if any replica
-/// created it first. Returns the new `resourceVersion`.
-async fn create(
+/// Stores `pki` in the Secret and returns it with the new `resourceVersion`.
+///
+/// With `read_at: None` the Secret is created, which fails with 409
+/// `AlreadyExists` if any replica created it first. With the
+/// `resourceVersion` it was read at, only the PKI keys are replaced, and only
+/// if the Secret is still at that version (a merge patch carrying the
+/// version is refused with 409 otherwise); other keys, labels and the type
+/// are left alone.
+async fn store(
     api: &Api<Secret>,
     namespace: &str,
     secret_name: &str,
-    pki: &WebhookPki,
-) -> Result<String, kube::Error> {
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(secret_name.to_owned()),
-            namespace: Some(namespace.to_owned()),
-            ..ObjectMeta::default()
-        },
-        type_: Some("kubernetes.io/tls".to_owned()),
-        data: Some(secret_data(pki)),
-        ..Secret::default()
+    read_at: Option<&str>,
+    pki: WebhookPki,
+) -> Result<StoredPki, kube::Error> {
+    let written = match read_at {
+        None => {
+            let secret = Secret {
+                metadata: ObjectMeta {
+                    name: Some(secret_name.to_owned()),
+                    namespace: Some(namespace.to_owned()),
+                    ..ObjectMeta::default()
+                },
+                type_: Some("kubernetes.io/tls".to_owned()),
+                data: Some(secret_data(&pki)),
+                ..Secret::default()
+            };
+            api.create(&PostParams::default(), &secret).await?
+        }
+        Some(resource_version) => {
+            let patch = json!({
+                "metadata": { "resourceVersion": resource_version },
+                "data": secret_data(&pki),
+            });
+            api.patch(secret_name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?
+        }
     };
-    let created = api.create(&PostParams::default(), &secret).await?;
-    Ok(created.metadata.resource_version.unwrap_or_default())
-}
-
-/// Replaces the PKI keys of the Secret only if its `resourceVersion` is
-/// still `resource_version` (a merge patch carrying the version is refused
-/// with 409 otherwise). Other keys, labels and the type are left alone.
-async fn write_conditioned(
-    api: &Api<Secret>,
-    secret_name: &str,
-    resource_version: &str,
-    pki: &WebhookPki,
-) -> Result<String, kube::Error> {
-    let patch = json!({
-        "metadata": { "resourceVersion": resource_version },
-        "data": secret_data(pki),
-    });
-    let written = api
-        .patch(secret_name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
-    Ok(written.metadata.resource_version.unwrap_or_default())
+    Ok(StoredPki {
+        pki,
+        resource_version: written.metadata.resource_version.unwrap_or_default(),
+    })
 }
 
 fn secret_data(pki: &WebhookPki) -> BTreeMap<String, ByteString> {

@@ -165,33 +165,25 @@ async fn rotation_is_conditioned_and_the_loser_adopts_the_winner() {
     let renewal = plan_renewal(&stored.pki, &settings, near_expiry);
     assert_eq!(renewal, Renewal::Serving);
 
-    let winner = rotate(
-        &client,
-        NAMESPACE,
-        SECRET,
-        &stored,
-        renewal,
-        &settings,
-        near_expiry,
-    )
-    .await
-    .unwrap();
+    // Each call rotates from the same stored version, like two replicas.
+    let rotate_from_stored = || {
+        rotate(
+            &client,
+            NAMESPACE,
+            SECRET,
+            &stored,
+            renewal,
+            &settings,
+            near_expiry,
+        )
+    };
+    let winner = rotate_from_stored().await.unwrap();
     assert_ne!(winner.resource_version, stored.resource_version);
     assert_eq!(winner.pki.ca, stored.pki.ca);
     assert_ne!(winner.pki.serving, stored.pki.serving);
 
     // A second replica still holding the old version loses and gets the winner's PKI.
-    let loser = rotate(
-        &client,
-        NAMESPACE,
-        SECRET,
-        &stored,
-        renewal,
-        &settings,
-        near_expiry,
-    )
-    .await
-    .unwrap();
+    let loser = rotate_from_stored().await.unwrap();
     assert_eq!(loser, winner);
     assert_eq!(
         server.get(SECRET_PATH).unwrap()["data"]["tls.crt"],

@@ -22,6 +22,14 @@ fn settings() -> PkiSettings {
     }
 }
 
+/// A PKI issued now with the default test settings.
+fn issued_now() -> (Timestamp, PkiSettings, WebhookPki) {
+    let now = Timestamp::now();
+    let settings = settings();
+    let pki = WebhookPki::generate(&settings, now).unwrap();
+    (now, settings, pki)
+}
+
 fn days(count: i64) -> SignedDuration {
     SignedDuration::from_hours(24 * count)
 }
@@ -78,9 +86,7 @@ fn needs_rotation_from_the_start_of_the_window_on() {
 
 #[test]
 fn serving_certificate_is_trusted_for_every_name_and_address() {
-    let now = Timestamp::now();
-    let settings = settings();
-    let pki = WebhookPki::generate(&settings, now).unwrap();
+    let (now, _, pki) = issued_now();
     for name in ["sandbox-operator-webhook.sandbox-system.svc", "127.0.0.1"] {
         assert!(verify(&pki.ca_bundle, &pki.serving, name, now), "{name}");
     }
@@ -103,9 +109,7 @@ fn serving_certificate_is_trusted_for_every_name_and_address() {
 
 #[test]
 fn fresh_pki_is_not_due_and_expiry_makes_it_due() {
-    let now = Timestamp::now();
-    let settings = settings();
-    let pki = WebhookPki::generate(&settings, now).unwrap();
+    let (now, settings, pki) = issued_now();
     assert_eq!(plan_renewal(&pki, &settings, now), Renewal::NotDue);
     assert_eq!(
         plan_renewal(&pki, &settings, now + days(334)),
@@ -137,53 +141,43 @@ fn with_key(cert: &IssuedCertificate, key_pem: &str) -> IssuedCertificate {
 
 #[test]
 fn inconsistent_or_outdated_pki_is_due() {
-    let now = Timestamp::now();
-    let settings = settings();
-    let pki = WebhookPki::generate(&settings, now).unwrap();
+    let (now, settings, pki) = issued_now();
     let other = WebhookPki::generate(&settings, now).unwrap();
 
     let mut new_name = settings.clone();
     new_name.dns_names.push("renamed.sandbox-system.svc".into());
     assert_eq!(plan_renewal(&pki, &new_name, now), Renewal::Serving);
 
-    let wrong_serving_key = WebhookPki {
-        serving: with_key(&pki.serving, &other.serving.key_pem),
+    let with_serving = |serving| WebhookPki {
+        serving,
         ..pki.clone()
     };
-    assert_eq!(
-        plan_renewal(&wrong_serving_key, &settings, now),
-        Renewal::Serving
-    );
-
-    let signed_by_another_ca = WebhookPki {
-        serving: other.serving.clone(),
-        ..pki.clone()
+    let with_ca = |ca| WebhookPki { ca, ..pki.clone() };
+    let garbage = IssuedCertificate {
+        cert_pem: "garbage".into(),
+        ..pki.ca.clone()
     };
-    assert_eq!(
-        plan_renewal(&signed_by_another_ca, &settings, now),
-        Renewal::Serving
-    );
-
-    let wrong_ca_key = WebhookPki {
-        ca: with_key(&pki.ca, &other.ca.key_pem),
-        ..pki.clone()
-    };
-    assert_eq!(
-        plan_renewal(&wrong_ca_key, &settings, now),
-        Renewal::CaAndServing
-    );
-
-    let garbage_ca = WebhookPki {
-        ca: IssuedCertificate {
-            cert_pem: "garbage".into(),
-            ..pki.ca.clone()
-        },
-        ..pki.clone()
-    };
-    assert_eq!(
-        plan_renewal(&garbage_ca, &settings, now),
-        Renewal::CaAndServing
-    );
+    let cases = [
+        (
+            "wrong serving key",
+            with_serving(with_key(&pki.serving, &other.serving.key_pem)),
+            Renewal::Serving,
+        ),
+        (
+            "serving certificate signed by another CA",
+            with_serving(other.serving.clone()),
+            Renewal::Serving,
+        ),
+        (
+            "wrong CA key",
+            with_ca(with_key(&pki.ca, &other.ca.key_pem)),
+            Renewal::CaAndServing,
+        ),
+        ("garbage CA", with_ca(garbage), Renewal::CaAndServing),
+    ];
+    for (case, broken, expected) in cases {
+        assert_eq!(plan_renewal(&broken, &settings, now), expected, "{case}");
+    }
 }
 
 #[test]
@@ -205,9 +199,7 @@ fn renewal_windows_larger_than_lifetimes_do_not_make_fresh_certificates_due() {
 
 #[test]
 fn serving_renewal_keeps_the_ca() {
-    let now = Timestamp::now();
-    let settings = settings();
-    let pki = WebhookPki::generate(&settings, now).unwrap();
+    let (now, settings, pki) = issued_now();
     let later = now + days(340);
     let renewed = pki.renew(Renewal::Serving, &settings, later).unwrap();
     assert_eq!(renewed.ca, pki.ca);
