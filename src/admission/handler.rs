@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
-use sandbox_webhook::{AdmissionHandler, Endpoint};
+use sandbox_webhook::{AdmissionHandler, Answered};
 use serde_json::Value;
 
 use super::{PolicyStore, SandboxKind, mutate, validate};
@@ -177,21 +177,14 @@ impl AdmissionHandler for SandboxAdmission {
         }
     }
 
-    fn observe(
-        &self,
-        kind: &str,
-        operation: &Operation,
-        allowed: bool,
-        endpoint: Endpoint,
-        elapsed: Duration,
-    ) {
+    fn observe(&self, answered: Answered<'_>) {
         if let Some(observer) = &self.observer {
             observer(
-                kind,
-                operation_name(operation),
-                endpoint.as_str(),
-                allowed,
-                elapsed,
+                answered.kind,
+                operation_name(answered.operation),
+                answered.endpoint.as_str(),
+                answered.allowed,
+                answered.elapsed,
             );
         }
     }

@@ -42,6 +42,21 @@ impl Endpoint {
     }
 }
 
+/// What the server tells the handler about one answered review.
+#[derive(Clone, Copy, Debug)]
+pub struct Answered<'a> {
+    /// The kind of the admitted object (for example `Sandbox`).
+    pub kind: &'a str,
+    /// The operation reviewed.
+    pub operation: &'a Operation,
+    /// Whether the answer allowed it.
+    pub allowed: bool,
+    /// The endpoint that answered.
+    pub endpoint: Endpoint,
+    /// Reading, decoding, the handler and encoding.
+    pub elapsed: Duration,
+}
+
 /// The admission policy behind the server.
 ///
 /// The server guarantees that the response it sends carries the request's
@@ -57,18 +72,10 @@ pub trait AdmissionHandler: Send + Sync + 'static {
     fn validate(&self, request: &AdmissionRequest<DynamicObject>) -> AdmissionResponse;
 
     /// Called once per answered review, after the handler returned, so the
-    /// caller can record metrics. `kind` is the kind of the admitted object
-    /// (for example `Sandbox`) and `elapsed` covers reading, decoding, the
-    /// handler and encoding. The default does nothing.
-    fn observe(
-        &self,
-        kind: &str,
-        operation: &Operation,
-        allowed: bool,
-        endpoint: Endpoint,
-        elapsed: Duration,
-    ) {
-        let _ = (kind, operation, allowed, endpoint, elapsed);
+    /// caller can record metrics (see [`Answered`]). The default does
+    /// nothing.
+    fn observe(&self, answered: Answered<'_>) {
+        let _ = answered;
     }
 
     /// Called when a request to an admission endpoint is refused before it

@@ -36,7 +36,7 @@ mod server;
 mod tls;
 
 pub use error::{Error, Result};
-pub use handler::{AdmissionHandler, Endpoint};
+pub use handler::{AdmissionHandler, Answered, Endpoint};
 pub use server::{ServerConfig, bind, serve};
 pub use tls::CertStore;
 

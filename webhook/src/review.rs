@@ -75,6 +75,12 @@ pub(crate) fn encode_review(
     serde_json::to_vec(&review).map_err(Error::EncodeResponse)
 }
 
+/// The Sandbox review the server's integration tests send, shared with the
+/// unit tests below.
+#[cfg(test)]
+#[path = "../tests/server/sandbox_review.rs"]
+mod sandbox_review;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,22 +95,9 @@ mod tests {
         .unwrap()
     }
 
+    /// The Sandbox review the server's tests send too.
     fn request_body() -> Value {
-        json!({
-            "uid": "7f0c6a6e-1111-2222-3333-444455556666",
-            "kind": {"group": "agents.x-k8s.io", "version": "v1alpha1", "kind": "Sandbox"},
-            "resource": {"group": "agents.x-k8s.io", "version": "v1alpha1", "resource": "sandboxes"},
-            "name": "demo",
-            "namespace": "default",
-            "operation": "CREATE",
-            "userInfo": {"username": "alice"},
-            "object": {
-                "apiVersion": "agents.x-k8s.io/v1alpha1",
-                "kind": "Sandbox",
-                "metadata": {"name": "demo", "namespace": "default"},
-                "spec": {}
-            }
-        })
+        sandbox_review::sandbox_request("7f0c6a6e-1111-2222-3333-444455556666", "demo")
     }
 
     #[test]

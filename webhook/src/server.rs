@@ -38,7 +38,7 @@ use tokio::{
 use tokio_rustls::TlsAcceptor;
 
 use crate::{
-    AdmissionHandler, CertStore, Endpoint, Error, Result,
+    AdmissionHandler, Answered, CertStore, Endpoint, Error, Result,
     review::{decode_review, encode_review},
 };
 
@@ -319,13 +319,13 @@ impl Shared {
         let allowed = answer.allowed;
         let encoded = encode_review(&review, answer)?;
 
-        handler.observe(
-            &review.kind.kind,
-            &review.operation,
+        handler.observe(Answered {
+            kind: &review.kind.kind,
+            operation: &review.operation,
             allowed,
             endpoint,
-            started.elapsed(),
-        );
+            elapsed: started.elapsed(),
+        });
         tracing::debug!(
             endpoint = endpoint.as_str(),
             uid = %review.uid,

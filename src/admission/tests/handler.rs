@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::core::admission::{AdmissionResponse, Operation};
-use sandbox_webhook::{AdmissionHandler, Endpoint};
+use sandbox_webhook::{AdmissionHandler, Answered, Endpoint};
 use serde_json::{Value, json};
 
 use super::{aio_sandbox, claim, object_from_yaml, pool, request};
@@ -240,24 +240,24 @@ fn the_observer_sees_each_outcome() {
                 .push(format!("{kind} {operation} {endpoint} {allowed}"));
         },
     );
-    handler.observe(
-        "Sandbox",
-        &Operation::Create,
-        false,
-        Endpoint::Validate,
-        Duration::from_millis(1),
-    );
+    handler.observe(Answered {
+        kind: "Sandbox",
+        operation: &Operation::Create,
+        allowed: false,
+        endpoint: Endpoint::Validate,
+        elapsed: Duration::from_millis(1),
+    });
     assert_eq!(*seen.lock().unwrap(), ["Sandbox CREATE validate false"]);
 
     let metrics = Arc::new(Metrics::new());
     let handler = SandboxAdmission::new(PolicyStore::default()).with_metrics(Arc::clone(&metrics));
-    handler.observe(
-        "SandboxClaim",
-        &Operation::Create,
-        true,
-        Endpoint::Mutate,
-        Duration::from_micros(50),
-    );
+    handler.observe(Answered {
+        kind: "SandboxClaim",
+        operation: &Operation::Create,
+        allowed: true,
+        endpoint: Endpoint::Mutate,
+        elapsed: Duration::from_micros(50),
+    });
     assert!(metrics.encode().contains(
         "admission_requests_total{allowed=\"true\",endpoint=\"mutate\",kind=\"SandboxClaim\",operation=\"CREATE\"} 1"
     ));

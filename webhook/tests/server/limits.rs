@@ -1,0 +1,119 @@
+//! Limits: body size, garbage on the TLS port, stalled clients and the
+//! in-flight bound; the server keeps serving after each.
+
+use std::{sync::Arc, time::Duration};
+
+use http::{Request, StatusCode};
+use sandbox_webhook::ServerConfig;
+use tokio::{io::AsyncWriteExt, net::TcpStream};
+
+use crate::harness::{TestServer, UnsizedBody, review};
+
+#[tokio::test]
+async fn oversized_bodies_get_413() {
+    let server = TestServer::start(ServerConfig::default()).await;
+    let ten_megabytes = vec![b' '; 10 * 1024 * 1024];
+    for http2 in [false, true] {
+        let (status, body) = server.post(http2, "/mutate", ten_megabytes.clone()).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(String::from_utf8_lossy(&body).contains("exceeds the limit of 3145728 bytes"));
+    }
+    // Without a declared length the limit applies while reading.
+    for http2 in [false, true] {
+        let request = Request::post("https://127.0.0.1/mutate")
+            .body(UnsizedBody { chunks_left: 80 })
+            .unwrap();
+        let (status, _) = server.send(http2, request).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+    // The server still answers normally afterwards.
+    server.assert_serves(false, "/mutate", "after").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn plain_text_on_the_tls_port_does_not_stop_the_server() {
+    let server = TestServer::start(ServerConfig::default()).await;
+    for garbage in [
+        &b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        &[0u8; 4096],
+        b"\x16\x03\x01\xff\xff",
+    ] {
+        let mut tcp = TcpStream::connect(server.address).await.unwrap();
+        tcp.write_all(garbage).await.unwrap();
+        tcp.shutdown().await.ok();
+    }
+    // A client that connects and says nothing holds no one else up.
+    let _silent = TcpStream::connect(server.address).await.unwrap();
+
+    server.assert_serves(true, "/validate", "still-here").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_stalls_mid_body_gets_408() {
+    let server = TestServer::start(impatient()).await;
+    // Announces 100 bytes and sends one.
+    let mut stalled = server.connect(b"http/1.1").await;
+    stalled
+        .write_all(b"POST /validate HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stalled, &mut answer)
+        .await
+        .ok();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("not completed within 300ms"), "{answer}");
+    assert_eq!(
+        server.policy.rejections.lock().unwrap().as_slice(),
+        ["timeout"]
+    );
+    server.stop().await;
+}
+
+// Several worker threads: the slow handler blocks the one it runs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn requests_beyond_the_in_flight_limit_are_refused_with_503() {
+    let server = Arc::new(
+        TestServer::start(ServerConfig {
+            max_requests_in_flight: 1,
+            ..impatient()
+        })
+        .await,
+    );
+    let slow = tokio::spawn({
+        let server = server.clone();
+        async move {
+            server
+                .post(false, "/validate", review("slow", "slow"))
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, body) = server
+        .post(true, "/validate", review("waits", "demo"))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert!(String::from_utf8_lossy(&body).contains("too many admission requests"));
+    assert_eq!(slow.await.unwrap().0, StatusCode::OK);
+
+    server.assert_serves(true, "/validate", "later").await;
+    assert_eq!(
+        server.policy.rejections.lock().unwrap().as_slice(),
+        ["overloaded"]
+    );
+}
+
+/// A server that gives a request 300 ms.
+fn impatient() -> ServerConfig {
+    ServerConfig {
+        request_timeout: Duration::from_millis(300),
+        ..ServerConfig::default()
+    }
+}
