@@ -39,23 +39,13 @@ pub fn admit_sandbox(policy: &Policy, sandbox: Sandbox) -> Result<Sandbox> {
         jiff::Timestamp::now(),
     )
     .map_err(|denial| denied(denial.to_string()))?;
-    if patch.is_empty() {
-        // Already defaulted (the template was admitted under this policy).
-        let verdict = validate(
-            SandboxKind::Sandbox,
-            &Operation::Create,
-            &value,
-            None,
-            policy,
-        );
-        return if verdict.allowed() {
-            Ok(sandbox)
-        } else {
-            Err(denied(verdict.message()))
-        };
+    // An empty patch: already defaulted (the template was admitted under
+    // this policy), and the Sandbox is sent as it is.
+    let defaulted = !patch.is_empty();
+    if defaulted {
+        json_patch::patch(&mut value, &patch)
+            .map_err(|e| denied(format!("the policy's defaults do not apply: {e}")))?;
     }
-    json_patch::patch(&mut value, &patch)
-        .map_err(|e| denied(format!("the policy's defaults do not apply: {e}")))?;
     let verdict = validate(
         SandboxKind::Sandbox,
         &Operation::Create,
@@ -66,7 +56,11 @@ pub fn admit_sandbox(policy: &Policy, sandbox: Sandbox) -> Result<Sandbox> {
     if !verdict.allowed() {
         return Err(denied(verdict.message()));
     }
-    Ok(serde_json::from_value(value)?)
+    if defaulted {
+        Ok(serde_json::from_value(value)?)
+    } else {
+        Ok(sandbox)
+    }
 }
 
 #[cfg(test)]

@@ -312,6 +312,18 @@ mod tests {
         Policy::from_yaml(yaml).unwrap_err().to_string()
     }
 
+    /// The file is refused with a message that starts with `prefix`.
+    fn assert_refused_starting(yaml: &str, prefix: &str) {
+        let message = error(yaml);
+        assert!(message.starts_with(prefix), "{message}");
+    }
+
+    /// The file is refused with a message that mentions `fragment`.
+    fn assert_refused_mentioning(yaml: &str, fragment: &str) {
+        let message = error(yaml);
+        assert!(message.contains(fragment), "{message}");
+    }
+
     #[test]
     fn the_documented_default_file_is_the_default_policy() {
         assert_eq!(
@@ -356,63 +368,39 @@ mod tests {
             Policy::default().network.deny_egress_cidrs,
             vec![DEFAULT_DENY_EGRESS.to_string()]
         );
-        let message = error("network:\n  denyEgressCIDRs: [169.254.0.0/16, 10.0.0.300/8]\n");
-        assert!(
-            message.starts_with("network.denyEgressCIDRs[1]: \"10.0.0.300/8\" is not a CIDR"),
-            "{message}"
+        assert_refused_starting(
+            "network:\n  denyEgressCIDRs: [169.254.0.0/16, 10.0.0.300/8]\n",
+            "network.denyEgressCIDRs[1]: \"10.0.0.300/8\" is not a CIDR",
         );
-        let message = error("network:\n  denyEgressCidrs: []\n");
-        assert!(
-            message.contains("unknown field `denyEgressCidrs`"),
-            "{message}"
+        assert_refused_mentioning(
+            "network:\n  denyEgressCidrs: []\n",
+            "unknown field `denyEgressCidrs`",
         );
     }
 
     #[test]
     fn a_bad_quantity_names_the_field() {
-        let message = error("ceilings:\n  memory: 64Qi\n");
-        assert!(
-            message.starts_with("ceilings.memory: \"64Qi\" is not a Kubernetes quantity"),
-            "{message}"
+        assert_refused_starting(
+            "ceilings:\n  memory: 64Qi\n",
+            "ceilings.memory: \"64Qi\" is not a Kubernetes quantity",
         );
     }
 
     #[test]
     fn unknown_keys_are_refused_at_every_level() {
-        let message = error("maxPoolReplica: 5\n");
-        assert!(
-            message.contains("unknown field `maxPoolReplica`"),
-            "{message}"
-        );
-        let message = error("ceilings:\n  gpu: 1\n");
-        assert!(
-            message.starts_with("ceilings: unknown field `gpu`"),
-            "{message}"
-        );
-        let message = error("defaults:\n  request:\n    cpu: 1\n");
-        assert!(
-            message.starts_with("defaults: unknown field `request`"),
-            "{message}"
+        assert_refused_mentioning("maxPoolReplica: 5\n", "unknown field `maxPoolReplica`");
+        assert_refused_starting("ceilings:\n  gpu: 1\n", "ceilings: unknown field `gpu`");
+        assert_refused_starting(
+            "defaults:\n  request:\n    cpu: 1\n",
+            "defaults: unknown field `request`",
         );
     }
 
     #[test]
     fn wrong_types_and_values_name_the_field() {
-        let message = error("profile: strict\n");
-        assert!(
-            message.starts_with("profile: unknown variant `strict`"),
-            "{message}"
-        );
-        let message = error("maxPoolReplicas: many\n");
-        assert!(
-            message.starts_with("maxPoolReplicas: invalid type"),
-            "{message}"
-        );
-        let message = error("stampClaims: 3\n");
-        assert!(
-            message.starts_with("stampClaims: invalid type"),
-            "{message}"
-        );
+        assert_refused_starting("profile: strict\n", "profile: unknown variant `strict`");
+        assert_refused_starting("maxPoolReplicas: many\n", "maxPoolReplicas: invalid type");
+        assert_refused_starting("stampClaims: 3\n", "stampClaims: invalid type");
     }
 
     #[test]

@@ -59,21 +59,19 @@ const APPARMOR_ANNOTATION_PREFIX: &str = "container.apparmor.security.beta.kuber
 
 /// `windowsHostProcess`: no `windowsOptions.hostProcess: true`, pod or container.
 pub(crate) fn windows_host_process(pod: &PodView<'_>, findings: &mut Findings<'_>) {
-    for (context, context_path) in pod.security_contexts() {
-        let Some(options) =
-            context.and_then(|c| findings.object(c, "windowsOptions", context_path))
-        else {
-            continue;
-        };
-        let options_path = context_path.key("windowsOptions");
-        if findings.bool(options, "hostProcess", &options_path) == Some(true) {
-            findings.deny(
-                "windowsHostProcess",
-                &options_path.key("hostProcess"),
-                "Windows host process containers are not allowed",
-            );
-        }
-    }
+    pod.each_context_object(
+        "windowsOptions",
+        findings,
+        |options, options_path, findings| {
+            if findings.bool(options, "hostProcess", options_path) == Some(true) {
+                findings.deny(
+                    "windowsHostProcess",
+                    &options_path.key("hostProcess"),
+                    "Windows host process containers are not allowed",
+                );
+            }
+        },
+    );
 }
 
 /// `hostNamespaces`: no `hostNetwork`, `hostPID` or `hostIPC`.
@@ -235,22 +233,20 @@ pub(crate) fn host_probes_and_lifecycle(pod: &PodView<'_>, findings: &mut Findin
 /// container), and the deprecated annotations `runtime/default`,
 /// `localhost/*` or empty.
 pub(crate) fn app_armor_profile(pod: &PodView<'_>, findings: &mut Findings<'_>) {
-    for (context, context_path) in pod.security_contexts() {
-        let Some(profile) =
-            context.and_then(|c| findings.object(c, "appArmorProfile", context_path))
-        else {
-            continue;
-        };
-        let profile_path = context_path.key("appArmorProfile");
-        let kind = findings.str(profile, "type", &profile_path).unwrap_or("");
-        if !matches!(kind, "RuntimeDefault" | "Localhost") {
-            findings.deny(
-                "appArmorProfile",
-                &profile_path.key("type"),
-                format!("{kind:?} is not allowed; use RuntimeDefault or Localhost"),
-            );
-        }
-    }
+    pod.each_context_object(
+        "appArmorProfile",
+        findings,
+        |profile, profile_path, findings| {
+            let kind = findings.str(profile, "type", profile_path).unwrap_or("");
+            if !matches!(kind, "RuntimeDefault" | "Localhost") {
+                findings.deny(
+                    "appArmorProfile",
+                    &profile_path.key("type"),
+                    format!("{kind:?} is not allowed; use RuntimeDefault or Localhost"),
+                );
+            }
+        },
+    );
     for (key, value) in pod.annotations.into_iter().flatten() {
         if !key.starts_with(APPARMOR_ANNOTATION_PREFIX) {
             continue;
@@ -268,33 +264,31 @@ pub(crate) fn app_armor_profile(pod: &PodView<'_>, findings: &mut Findings<'_>) 
 
 /// `seLinuxOptions`: type from the container types only, no user, no role.
 pub(crate) fn se_linux_options(pod: &PodView<'_>, findings: &mut Findings<'_>) {
-    for (context, context_path) in pod.security_contexts() {
-        let Some(options) =
-            context.and_then(|c| findings.object(c, "seLinuxOptions", context_path))
-        else {
-            continue;
-        };
-        let options_path = context_path.key("seLinuxOptions");
-        let kind = findings.str(options, "type", &options_path).unwrap_or("");
-        if !SELINUX_TYPES.contains(&kind) {
-            findings.deny(
-                "seLinuxOptions",
-                &options_path.key("type"),
-                format!(
-                    "{kind:?} is not allowed; use one of {}",
-                    SELINUX_TYPES[1..].join(", ")
-                ),
-            );
-        }
-        for key in ["user", "role"] {
-            if findings
-                .str(options, key, &options_path)
-                .is_some_and(|v| !v.is_empty())
-            {
-                findings.deny("seLinuxOptions", &options_path.key(key), "must not be set");
+    pod.each_context_object(
+        "seLinuxOptions",
+        findings,
+        |options, options_path, findings| {
+            let kind = findings.str(options, "type", options_path).unwrap_or("");
+            if !SELINUX_TYPES.contains(&kind) {
+                findings.deny(
+                    "seLinuxOptions",
+                    &options_path.key("type"),
+                    format!(
+                        "{kind:?} is not allowed; use one of {}",
+                        SELINUX_TYPES[1..].join(", ")
+                    ),
+                );
             }
-        }
-    }
+            for key in ["user", "role"] {
+                if findings
+                    .str(options, key, options_path)
+                    .is_some_and(|v| !v.is_empty())
+                {
+                    findings.deny("seLinuxOptions", &options_path.key(key), "must not be set");
+                }
+            }
+        },
+    );
 }
 
 /// `procMount`: `securityContext.procMount` unset or `Default`, unless the
@@ -336,22 +330,20 @@ pub(crate) fn seccomp_type_allowed(kind: &str) -> bool {
 /// `seccompProfile_baseline`: a seccomp profile that is set is
 /// RuntimeDefault or Localhost (not Unconfined, not empty).
 pub(crate) fn seccomp_profile_baseline(pod: &PodView<'_>, findings: &mut Findings<'_>) {
-    for (context, context_path) in pod.security_contexts() {
-        let Some(profile) =
-            context.and_then(|c| findings.object(c, "seccompProfile", context_path))
-        else {
-            continue;
-        };
-        let profile_path = context_path.key("seccompProfile");
-        let kind = findings.str(profile, "type", &profile_path).unwrap_or("");
-        if !seccomp_type_allowed(kind) {
-            findings.deny(
-                "seccompProfile_baseline",
-                &profile_path.key("type"),
-                format!("{kind:?} is not allowed; use RuntimeDefault or Localhost"),
-            );
-        }
-    }
+    pod.each_context_object(
+        "seccompProfile",
+        findings,
+        |profile, profile_path, findings| {
+            let kind = findings.str(profile, "type", profile_path).unwrap_or("");
+            if !seccomp_type_allowed(kind) {
+                findings.deny(
+                    "seccompProfile_baseline",
+                    &profile_path.key("type"),
+                    format!("{kind:?} is not allowed; use RuntimeDefault or Localhost"),
+                );
+            }
+        },
+    );
 }
 
 /// `sysctls`: only the safe set.

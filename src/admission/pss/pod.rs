@@ -136,6 +136,23 @@ impl<'v> PodView<'v> {
         )
     }
 
+    /// Runs `check` on the object `key` (like `seccompProfile`) of every
+    /// security context that has one, pod first, with the object's path; a
+    /// malformed one is recorded in `findings` and skipped. Findings come in
+    /// context order.
+    pub(crate) fn each_context_object(
+        &self,
+        key: &'static str,
+        findings: &mut Findings<'_>,
+        mut check: impl FnMut(&'v Map<String, Value>, &FieldPath, &mut Findings<'_>),
+    ) {
+        for (context, context_path) in self.security_contexts() {
+            if let Some(object) = context.and_then(|c| findings.object(c, key, context_path)) {
+                check(object, &context_path.key(key), findings);
+            }
+        }
+    }
+
     /// The view of a pod with `metadata` (may be absent) at `metadata_path`
     /// and `spec` at `spec_path`; malformed structure is recorded in
     /// `findings` and left out of the view.
