@@ -119,6 +119,20 @@ pub(crate) fn present<'v>(object: &'v Map<String, Value>, key: &str) -> Option<&
     object.get(key).filter(|value| !value.is_null())
 }
 
+/// `object[key]` read as one type by `read`; `None` when absent, a denial
+/// (`expected`, at the key's path) when it is something else.
+fn typed<'v, T>(
+    object: &'v Map<String, Value>,
+    key: &'static str,
+    path: &FieldPath,
+    read: impl FnOnce(&'v Value) -> Option<T>,
+    expected: &str,
+) -> Result<Option<T>, Denial> {
+    present(object, key)
+        .map(|value| read(value).ok_or_else(|| Denial::new(&path.key(key), expected)))
+        .transpose()
+}
+
 /// `object[key]` as an object; `None` when absent, a denial when it is
 /// something else.
 pub(crate) fn optional_object<'v>(
@@ -126,11 +140,7 @@ pub(crate) fn optional_object<'v>(
     key: &'static str,
     path: &FieldPath,
 ) -> Result<Option<&'v Map<String, Value>>, Denial> {
-    match present(object, key) {
-        None => Ok(None),
-        Some(Value::Object(map)) => Ok(Some(map)),
-        Some(_) => Err(Denial::new(&path.key(key), "must be an object")),
-    }
+    typed(object, key, path, Value::as_object, "must be an object")
 }
 
 /// `object[key]` as an object that must be there.
@@ -148,11 +158,7 @@ pub(crate) fn optional_array<'v>(
     key: &'static str,
     path: &FieldPath,
 ) -> Result<Option<&'v Vec<Value>>, Denial> {
-    match present(object, key) {
-        None => Ok(None),
-        Some(Value::Array(items)) => Ok(Some(items)),
-        Some(_) => Err(Denial::new(&path.key(key), "must be a list")),
-    }
+    typed(object, key, path, Value::as_array, "must be a list")
 }
 
 /// A list item that is an object, with its path.
@@ -188,11 +194,7 @@ pub(crate) fn optional_bool(
     key: &'static str,
     path: &FieldPath,
 ) -> Result<Option<bool>, Denial> {
-    match present(object, key) {
-        None => Ok(None),
-        Some(Value::Bool(flag)) => Ok(Some(*flag)),
-        Some(_) => Err(Denial::new(&path.key(key), "must be true or false")),
-    }
+    typed(object, key, path, Value::as_bool, "must be true or false")
 }
 
 /// `object[key]` as a string; `None` when absent.
@@ -201,11 +203,7 @@ pub(crate) fn optional_str<'v>(
     key: &'static str,
     path: &FieldPath,
 ) -> Result<Option<&'v str>, Denial> {
-    match present(object, key) {
-        None => Ok(None),
-        Some(Value::String(text)) => Ok(Some(text)),
-        Some(_) => Err(Denial::new(&path.key(key), "must be a string")),
-    }
+    typed(object, key, path, Value::as_str, "must be a string")
 }
 
 /// `object[key]` as an integer; `None` when absent.
@@ -214,13 +212,7 @@ pub(crate) fn optional_integer(
     key: &'static str,
     path: &FieldPath,
 ) -> Result<Option<i64>, Denial> {
-    match present(object, key) {
-        None => Ok(None),
-        Some(value) => value
-            .as_i64()
-            .map(Some)
-            .ok_or_else(|| Denial::new(&path.key(key), "must be an integer")),
-    }
+    typed(object, key, path, Value::as_i64, "must be an integer")
 }
 
 #[cfg(test)]

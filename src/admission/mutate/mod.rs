@@ -106,6 +106,28 @@ impl Patcher<'_> {
         }));
     }
 
+    /// Adds `fields` under `path`: as one new object when the object there
+    /// (`existing`) is absent, else member by member, never replacing what
+    /// the user wrote. Nothing when `fields` is empty.
+    fn add_fields(
+        &mut self,
+        path: &FieldPath,
+        existing: Option<&Map<String, Value>>,
+        fields: Map<String, Value>,
+    ) {
+        if fields.is_empty() {
+            return;
+        }
+        match existing {
+            None => self.add(path, Value::Object(fields)),
+            Some(_) => {
+                for (key, value) in fields {
+                    self.add(&path.key(key), value);
+                }
+            }
+        }
+    }
+
     fn restricted(&self) -> bool {
         self.policy.profile == Profile::Restricted
     }
@@ -197,15 +219,7 @@ impl Patcher<'_> {
         {
             fresh.insert("runAsNonRoot".into(), Value::Bool(true));
         }
-        if context.is_none() {
-            if !fresh.is_empty() {
-                self.add(&context_path, Value::Object(fresh));
-            }
-            return Ok(());
-        }
-        for (key, value) in fresh {
-            self.add(&context_path.key(key), value);
-        }
+        self.add_fields(&context_path, context, fresh);
         Ok(())
     }
 
@@ -258,9 +272,6 @@ impl Patcher<'_> {
                 (_, true) => {}
             }
         }
-        if new_requests.is_empty() && new_limits.is_empty() {
-            return Ok(());
-        }
         if resources.is_none() {
             let mut fresh = Map::new();
             for (section, amounts) in [("requests", new_requests), ("limits", new_limits)] {
@@ -268,24 +279,14 @@ impl Patcher<'_> {
                     fresh.insert(section.into(), Value::Object(amounts));
                 }
             }
-            self.add(&resources_path, Value::Object(fresh));
+            self.add_fields(&resources_path, None, fresh);
             return Ok(());
         }
         for (section, existing, amounts) in [
             ("requests", requests, new_requests),
             ("limits", limits, new_limits),
         ] {
-            if amounts.is_empty() {
-                continue;
-            }
-            let section_path = resources_path.key(section);
-            if existing.is_none() {
-                self.add(&section_path, Value::Object(amounts));
-            } else {
-                for (name, amount) in amounts {
-                    self.add(&section_path.key(name), amount);
-                }
-            }
+            self.add_fields(&resources_path.key(section), existing, amounts);
         }
         Ok(())
     }
@@ -337,9 +338,7 @@ impl Patcher<'_> {
             if default_drop {
                 fresh.insert("capabilities".into(), json!({"drop": ["ALL"]}));
             }
-            if !fresh.is_empty() {
-                self.add(&context_path, Value::Object(fresh));
-            }
+            self.add_fields(&context_path, None, fresh);
             return Ok(());
         };
         if default_escalation {

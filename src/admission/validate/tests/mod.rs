@@ -41,4 +41,15 @@ pub(super) fn denied_with(container: Value, pod: Value) -> Vec<String> {
     denials(&create(SandboxKind::Sandbox, &sandbox_with(container, pod)))
 }
 
+/// The denials of creating [`sandbox_with`] those fields under `policy`.
+pub(super) fn denied_under(policy: &Policy, container: Value, pod: Value) -> Vec<String> {
+    denials(&validate(
+        SandboxKind::Sandbox,
+        &Operation::Create,
+        &sandbox_with(container, pod),
+        None,
+        policy,
+    ))
+}
+
 pub(super) const C0: &str = "spec.podTemplate.spec.containers[0]";

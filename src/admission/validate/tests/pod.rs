@@ -167,15 +167,7 @@ fn the_seed_template_is_admitted() {
 #[test]
 fn restricted_profile_denies_root_escalation_and_kept_capabilities() {
     let policy = Policy::from_yaml("profile: restricted").unwrap();
-    let check = |container: Value, pod: Value| {
-        denials(&validate(
-            SandboxKind::Sandbox,
-            &Operation::Create,
-            &sandbox_with(container, pod),
-            None,
-            &policy,
-        ))
-    };
+    let check = |container: Value, pod: Value| denied_under(&policy, container, pod);
     let hardened = json!({"securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}});
     assert!(
         check(

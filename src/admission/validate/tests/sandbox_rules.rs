@@ -123,15 +123,7 @@ fn allow_lists_open_what_the_admin_chose() {
          ceilings: {ephemeral-storage: null}\n",
     )
     .unwrap();
-    let check = |container: Value, pod: Value| {
-        denials(&validate(
-            SandboxKind::Sandbox,
-            &Operation::Create,
-            &sandbox_with(container, pod),
-            None,
-            &policy,
-        ))
-    };
+    let check = |container: Value, pod: Value| denied_under(&policy, container, pod);
     assert!(check(json!({}), json!({"serviceAccountName": "builder"})).is_empty());
     assert!(
         check(
