@@ -110,48 +110,28 @@ pub async fn run_controllers(
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
-    let sandboxes = Controller::new(
-        ctx.config.api::<Sandbox>(&client),
-        watcher::Config::default(),
-    )
-    .owns(ctx.config.api::<Service>(&client), managed)
-    .reconcile_on(triggers.sandboxes)
-    .with_config(config.clone())
-    .graceful_shutdown_on(stop(shutdown.clone()))
-    .run(
-        with_retry(sandbox::CONTROLLER, sandbox::reconcile),
-        error_policy(sandbox::CONTROLLER),
-        ctx.clone(),
-    )
-    .for_each(watch_health(&ctx, sandbox::CONTROLLER));
-
-    let claims = Controller::new(
-        ctx.config.api::<SandboxClaim>(&client),
-        watcher::Config::default(),
-    )
-    .reconcile_on(triggers.claims)
-    .with_config(config.clone())
-    .graceful_shutdown_on(stop(shutdown.clone()))
-    .run(
-        with_retry(claim::CONTROLLER, claim::reconcile),
-        error_policy(claim::CONTROLLER),
-        ctx.clone(),
-    )
-    .for_each(watch_health(&ctx, claim::CONTROLLER));
-
-    let pools = Controller::new(
-        ctx.config.api::<SandboxWarmPool>(&client),
-        watcher::Config::default(),
-    )
-    .reconcile_on(triggers.pools)
-    .with_config(config)
-    .graceful_shutdown_on(stop(shutdown.clone()))
-    .run(
-        with_retry(warmpool::CONTROLLER, warmpool::reconcile),
-        error_policy(warmpool::CONTROLLER),
-        ctx.clone(),
-    )
-    .for_each(watch_health(&ctx, warmpool::CONTROLLER));
+    // Every controller runs the same way: its kind watched cluster-wide or
+    // in the one namespace, its own wiring, the shared config, the shutdown
+    // signal, its reconcile with retries, its error policy and its health.
+    macro_rules! drive {
+        ($module:ident, $kind:ty, $($wiring:tt)*) => {
+            Controller::new(ctx.config.api::<$kind>(&client), watcher::Config::default())
+                $($wiring)*
+                .with_config(config.clone())
+                .graceful_shutdown_on(stop(shutdown.clone()))
+                .run(
+                    with_retry($module::CONTROLLER, $module::reconcile),
+                    error_policy($module::CONTROLLER),
+                    ctx.clone(),
+                )
+                .for_each(watch_health(&ctx, $module::CONTROLLER))
+        };
+    }
+    let sandboxes = drive!(sandbox, Sandbox,
+        .owns(ctx.config.api::<Service>(&client), managed)
+        .reconcile_on(triggers.sandboxes));
+    let claims = drive!(claim, SandboxClaim, .reconcile_on(triggers.claims));
+    let pools = drive!(warmpool, SandboxWarmPool, .reconcile_on(triggers.pools));
 
     futures::join!(sandboxes, claims, pools);
 }
