@@ -101,43 +101,34 @@ impl Metrics {
                 labels,
             )
             .expect("valid histogram definition");
-            registry
-                .register(Box::new(h.clone()))
-                .expect("unique metric name");
-            h
+            registered(&registry, h)
         };
         let counter = |short: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name(short), help), labels)
                 .expect("valid counter definition");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric name");
-            c
+            registered(&registry, c)
         };
         let gauge = |short: &str, help: &str, labels: &[&str]| {
             let g = GaugeVec::new(Opts::new(name(short), help), labels).expect("valid gauge");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("unique metric name");
-            g
+            registered(&registry, g)
         };
 
-        let certificate_expiry = Gauge::new(
-            name("webhook_certificate_expiry_timestamp_seconds"),
-            "Unix time at which the webhook serving certificate expires.",
-        )
-        .expect("valid gauge");
-        registry
-            .register(Box::new(certificate_expiry.clone()))
-            .expect("unique metric name");
-        let leader = IntGauge::new(
-            name("leader"),
-            "1 while this process holds the leader Lease (or runs without leader election), else 0.",
-        )
-        .expect("valid gauge");
-        registry
-            .register(Box::new(leader.clone()))
-            .expect("unique metric name");
+        let certificate_expiry = registered(
+            &registry,
+            Gauge::new(
+                name("webhook_certificate_expiry_timestamp_seconds"),
+                "Unix time at which the webhook serving certificate expires.",
+            )
+            .expect("valid gauge"),
+        );
+        let leader = registered(
+            &registry,
+            IntGauge::new(
+                name("leader"),
+                "1 while this process holds the leader Lease (or runs without leader election), else 0.",
+            )
+            .expect("valid gauge"),
+        );
         let build_info = prometheus::IntGaugeVec::new(
             Opts::new(
                 name("build_info"),
@@ -149,9 +140,7 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        registry
-            .register(Box::new(build_info.clone()))
-            .expect("unique metric name");
+        let build_info = registered(&registry, build_info);
 
         Metrics {
             claim_ready_seconds: histogram(
@@ -406,6 +395,14 @@ impl Drop for ReconcileTimer<'_> {
             .with_label_values(&[self.controller])
             .observe(self.start.elapsed().as_secs_f64());
     }
+}
+
+/// Registers `metric` and gives it back; a name used twice is a bug.
+fn registered<M: Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric name");
+    metric
 }
 
 #[cfg(test)]

@@ -222,12 +222,7 @@ impl Sizing {
     /// (namespace, template) of every template that has a pool.
     pub fn tracked_templates(&self) -> Vec<(String, String)> {
         let state = self.inner.lock().expect("sizing lock");
-        state
-            .templates
-            .keys()
-            .filter_map(|k| k.split_once('/'))
-            .map(|(ns, t)| (ns.to_string(), t.to_string()))
-            .collect()
+        split_keys(state.templates.keys())
     }
 
     /// Marks a pool as reconciled now; pools not reconciled for `max_age`
@@ -264,12 +259,7 @@ impl Sizing {
     /// (namespace, pool) of every pool with sizing state.
     pub fn tracked_pools(&self) -> Vec<(String, String)> {
         let state = self.inner.lock().expect("sizing lock");
-        state
-            .pools
-            .keys()
-            .filter_map(|k| k.split_once('/'))
-            .map(|(ns, p)| (ns.to_string(), p.to_string()))
-            .collect()
+        split_keys(state.pools.keys())
     }
 
     /// Pools and templates held (for tests of the bounds).
@@ -277,6 +267,13 @@ impl Sizing {
         let state = self.inner.lock().expect("sizing lock");
         (state.pools.len(), state.templates.len())
     }
+}
+
+/// `namespace/name` keys as (namespace, name) pairs.
+fn split_keys<'a>(keys: impl Iterator<Item = &'a String>) -> Vec<(String, String)> {
+    keys.filter_map(|k| k.split_once('/'))
+        .map(|(namespace, name)| (namespace.to_string(), name.to_string()))
+        .collect()
 }
 
 #[cfg(test)]
