@@ -18,9 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
@@ -28,6 +26,10 @@ use sandbox_operator::api::{LaunchType, SandboxClaim, SandboxWarmPool, SandboxWa
 use sandbox_operator::sizing::advise::advise;
 use sandbox_operator::sizing::erlang::hit_ratio;
 use sandbox_operator::sizing::simulate::{Refill, Rng, simulate};
+
+#[path = "shared/cluster.rs"]
+mod cluster;
+use cluster::free_port;
 
 struct Settings {
     offline: bool,
@@ -88,14 +90,6 @@ fn offline_grid() -> serde_json::Value {
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Cluster {
@@ -389,32 +383,8 @@ fn svg(auto: &serde_json::Value) -> String {
 }
 
 async fn start(path: &std::path::Path) -> (Cluster, tokio::process::Child) {
-    let config = kube::Config::from_custom_kubeconfig(
-        Kubeconfig::read_from(path).unwrap(),
-        &KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap();
-    let client = Client::try_from(config).unwrap();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in sandbox_operator::api::crds() {
-        crds.patch(
-            &crd.name_any(),
-            &PatchParams::apply("sandbox-operator-bench").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap();
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let ns = format!("sizing-bench-{:06x}", rand::random::<u32>() & 0xff_ffff);
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-        )
-        .await
-        .unwrap();
+    let client = cluster::client_with_crds(path).await;
+    let ns = cluster::fresh_namespace(&client, "sizing-bench").await;
     std::fs::create_dir_all(repo().join("target/bench")).unwrap();
     let log =
         std::fs::File::create(repo().join(format!("target/bench/{ns}-operator.log"))).unwrap();

@@ -19,6 +19,9 @@ use crate::claims::{Claims, TEMPLATE};
 use crate::identity;
 use crate::operator::{self, Operator};
 
+#[path = "../shared/cluster.rs"]
+pub mod cluster;
+
 pub struct Environment {
     pub client: Client,
     pub ns: String,
@@ -50,32 +53,8 @@ impl Environment {
     /// CRDs applied, a new namespace, the operator ready in it, watches running.
     pub async fn up(options: &operator::Options) -> Environment {
         let path = kubeconfig();
-        let config = kube::Config::from_custom_kubeconfig(
-            Kubeconfig::read_from(&path).unwrap(),
-            &KubeConfigOptions::default(),
-        )
-        .await
-        .unwrap();
-        let client = Client::try_from(config).unwrap();
-        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        for crd in sandbox_operator::api::crds() {
-            crds.patch(
-                &crd.name_any(),
-                &PatchParams::apply("sandbox-operator-bench").force(),
-                &Patch::Apply(&crd),
-            )
-            .await
-            .unwrap();
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let ns = format!("bench-{:06x}", rand::random::<u32>() & 0xff_ffff);
-        Api::<Namespace>::all(client.clone())
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-            )
-            .await
-            .unwrap();
+        let client = cluster::client_with_crds(&path).await;
+        let ns = cluster::fresh_namespace(&client, "bench").await;
         let bench_dir = repo().join("target/bench");
         std::fs::create_dir_all(&bench_dir).unwrap();
         let identity = if options.as_admin {

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::environment::cluster::free_port;
 use crate::procstat;
 
 pub struct Operator {
@@ -25,14 +26,6 @@ pub struct Options {
     /// Run the operator with the bench's admin kubeconfig instead of a
     /// ServiceAccount token (`--operator-as-admin`, see `identity`).
     pub as_admin: bool,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Operator {
