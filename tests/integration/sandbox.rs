@@ -8,10 +8,61 @@ use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use crate::common::{TestNs, wait_for, wait_until};
+use crate::common::{Operator, TestNs, wait_for, wait_until};
 use sandbox_operator::api::{
     ADOPTABLE_LABEL, POD_NAME_ANNOTATION, READY, SANDBOX_LABEL, Sandbox, is_true,
 };
+
+/// A fresh namespace with the operator running in it, and its Sandbox API.
+async fn with_operator(prefix: &str) -> (TestNs, Operator, Api<Sandbox>) {
+    let ns = TestNs::new(prefix).await;
+    let operator = ns.operator(&[]).await;
+    let sandboxes = ns.api();
+    (ns, operator, sandboxes)
+}
+
+/// Creates a Sandbox `name` that names the Pod `pod` for adoption.
+async fn create_naming(sandboxes: &Api<Sandbox>, name: &str, pod: &str) {
+    let mut named = sandbox(name, json!({}));
+    named.metadata.annotations = Some(BTreeMap::from([(
+        POD_NAME_ANNOTATION.to_string(),
+        pod.to_string(),
+    )]));
+    sandboxes
+        .create(&PostParams::default(), &named)
+        .await
+        .unwrap();
+}
+
+/// Waits until the Sandbox `name` says its named Pod is owned elsewhere.
+async fn refused_as_owned_elsewhere(sandboxes: &Api<Sandbox>, name: &str) -> Sandbox {
+    wait_for(sandboxes, name, Duration::from_secs(30), |s| {
+        reason(s) == "PodOwnedElsewhere"
+    })
+    .await
+}
+
+/// Sets `spec.replicas` of the Sandbox `name` (1 runs it, 0 pauses it).
+async fn set_replicas(sandboxes: &Api<Sandbox>, name: &str, replicas: i32) {
+    sandboxes
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+        )
+        .await
+        .unwrap();
+}
+
+/// Waits until the Sandbox owns exactly one Pod and it is not the one
+/// with uid `old`.
+async fn replaced(ns: &TestNs, sandbox: &Sandbox, old: &Option<String>) {
+    wait_until(Duration::from_secs(30), || async {
+        let pods = owned_pods(ns, sandbox).await;
+        pods.len() == 1 && pods[0].uid() != *old
+    })
+    .await;
+}
 
 fn is_ready(s: &Sandbox) -> bool {
     s.status
@@ -101,13 +152,7 @@ async fn seed_aio_sandbox_becomes_ready_with_pod_and_headless_service() {
         container.image.as_deref(),
         Some("runzhliu/sandbox-openclaw-opencode:1.0.0.152")
     );
-    let limits = container
-        .resources
-        .as_ref()
-        .unwrap()
-        .limits
-        .as_ref()
-        .unwrap();
+    let limits = crate::fixtures::limits_of(container);
     assert_eq!(limits["memory"].0, "8Gi");
     assert_eq!(limits["cpu"].0, "4");
     let owner = &pod.owner_references()[0];
@@ -151,9 +196,7 @@ async fn seed_aio_sandbox_becomes_ready_with_pod_and_headless_service() {
 
 #[tokio::test]
 async fn volume_claim_templates_become_mounted_pvcs() {
-    let ns = TestNs::new("sbx-pvc").await;
-    let _op = ns.operator(&[]).await;
-    let sandboxes: Api<Sandbox> = ns.api();
+    let (ns, _op, sandboxes) = with_operator("sbx-pvc").await;
     let s = sandbox("withdata", json!({"volumeClaimTemplates": data_volume()}));
     sandboxes.create(&PostParams::default(), &s).await.unwrap();
     let s = wait_for(&sandboxes, "withdata", Duration::from_secs(30), |s| {
@@ -180,22 +223,13 @@ async fn volume_claim_templates_become_mounted_pvcs() {
 
 #[tokio::test]
 async fn pause_and_resume_keep_service_and_pvc() {
-    let ns = TestNs::new("sbx-pause").await;
-    let _op = ns.operator(&[]).await;
-    let sandboxes: Api<Sandbox> = ns.api();
+    let (ns, _op, sandboxes) = with_operator("sbx-pause").await;
     let s = sandbox("p", json!({"volumeClaimTemplates": data_volume()}));
     sandboxes.create(&PostParams::default(), &s).await.unwrap();
     let s = wait_for(&sandboxes, "p", Duration::from_secs(30), is_ready).await;
     let first_uid = owned_pods(&ns, &s).await[0].uid();
 
-    sandboxes
-        .patch(
-            "p",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"replicas": 0}})),
-        )
-        .await
-        .unwrap();
+    set_replicas(&sandboxes, "p", 0).await;
     let paused = wait_for(&sandboxes, "p", Duration::from_secs(30), |s| {
         reason(s) == "Paused"
     })
@@ -218,14 +252,7 @@ async fn pause_and_resume_keep_service_and_pvc() {
         "PVC kept while paused"
     );
 
-    sandboxes
-        .patch(
-            "p",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"replicas": 1}})),
-        )
-        .await
-        .unwrap();
+    set_replicas(&sandboxes, "p", 1).await;
     let s = wait_for(&sandboxes, "p", Duration::from_secs(30), is_ready).await;
     let pods = owned_pods(&ns, &s).await;
     assert_eq!(pods.len(), 1);
@@ -234,9 +261,7 @@ async fn pause_and_resume_keep_service_and_pvc() {
 
 #[tokio::test]
 async fn shutdown_time_deletes_the_sandbox_and_its_children() {
-    let ns = TestNs::new("sbx-expire").await;
-    let _op = ns.operator(&[]).await;
-    let sandboxes: Api<Sandbox> = ns.api();
+    let (ns, _op, sandboxes) = with_operator("sbx-expire").await;
     // metav1.Time has second precision: use a whole second.
     let deadline = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() + 8).unwrap();
     let s = sandbox(
@@ -311,15 +336,7 @@ async fn adoption_takes_unowned_pods_and_refuses_foreign_ones() {
     .unwrap();
 
     let sandboxes: Api<Sandbox> = ns.api();
-    let mut adopt = sandbox("adopter", json!({}));
-    adopt.metadata.annotations = Some(BTreeMap::from([(
-        POD_NAME_ANNOTATION.to_string(),
-        "pre-made".to_string(),
-    )]));
-    sandboxes
-        .create(&PostParams::default(), &adopt)
-        .await
-        .unwrap();
+    create_naming(&sandboxes, "adopter", "pre-made").await;
     let s = wait_for(&sandboxes, "adopter", Duration::from_secs(30), is_ready).await;
     assert_eq!(
         s.status.as_ref().unwrap().pod_name.as_deref(),
@@ -336,19 +353,8 @@ async fn adoption_takes_unowned_pods_and_refuses_foreign_ones() {
         Some("adopter")
     );
 
-    let mut thief = sandbox("thief", json!({}));
-    thief.metadata.annotations = Some(BTreeMap::from([(
-        POD_NAME_ANNOTATION.to_string(),
-        "foreign".to_string(),
-    )]));
-    sandboxes
-        .create(&PostParams::default(), &thief)
-        .await
-        .unwrap();
-    wait_for(&sandboxes, "thief", Duration::from_secs(30), |s| {
-        reason(s) == "PodOwnedElsewhere"
-    })
-    .await;
+    create_naming(&sandboxes, "thief", "foreign").await;
+    refused_as_owned_elsewhere(&sandboxes, "thief").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let foreign = pods.get("foreign").await.unwrap();
     assert_eq!(
@@ -367,19 +373,8 @@ async fn adoption_takes_unowned_pods_and_refuses_foreign_ones() {
     pods.create(&PostParams::default(), &unlabelled)
         .await
         .unwrap();
-    let mut taker = sandbox("taker", json!({}));
-    taker.metadata.annotations = Some(BTreeMap::from([(
-        POD_NAME_ANNOTATION.to_string(),
-        "no-consent".to_string(),
-    )]));
-    sandboxes
-        .create(&PostParams::default(), &taker)
-        .await
-        .unwrap();
-    let refused = wait_for(&sandboxes, "taker", Duration::from_secs(30), |s| {
-        reason(s) == "PodOwnedElsewhere"
-    })
-    .await;
+    create_naming(&sandboxes, "taker", "no-consent").await;
+    let refused = refused_as_owned_elsewhere(&sandboxes, "taker").await;
     let message = refused.status.unwrap().conditions[0].message.clone();
     assert!(message.contains(ADOPTABLE_LABEL), "{message}");
     let untouched = pods.get("no-consent").await.unwrap();
@@ -391,20 +386,14 @@ async fn adoption_takes_unowned_pods_and_refuses_foreign_ones() {
 
 #[tokio::test]
 async fn pod_deleted_from_outside_is_recreated() {
-    let ns = TestNs::new("sbx-recreate").await;
-    let _op = ns.operator(&[]).await;
-    let sandboxes: Api<Sandbox> = ns.api();
+    let (ns, _op, sandboxes) = with_operator("sbx-recreate").await;
     let s = ready_sandbox(&sandboxes, "r").await;
     let old = owned_pods(&ns, &s).await[0].uid();
     ns.api::<Pod>()
         .delete("r", &Default::default())
         .await
         .unwrap();
-    wait_until(Duration::from_secs(30), || async {
-        let pods = owned_pods(&ns, &s).await;
-        pods.len() == 1 && pods[0].uid() != old
-    })
-    .await;
+    replaced(&ns, &s, &old).await;
     wait_for(&sandboxes, "r", Duration::from_secs(30), |s| {
         is_ready(s) && s.status.as_ref().unwrap().replicas == 1
     })
@@ -413,9 +402,7 @@ async fn pod_deleted_from_outside_is_recreated() {
 
 #[tokio::test]
 async fn an_evicted_pod_is_replaced_and_the_sandbox_says_so() {
-    let ns = TestNs::new("sbx-evict").await;
-    let _op = ns.operator(&[]).await;
-    let sandboxes: Api<Sandbox> = ns.api();
+    let (ns, _op, sandboxes) = with_operator("sbx-evict").await;
     let s = ready_sandbox(&sandboxes, "e").await;
     let old = owned_pods(&ns, &s).await[0].uid();
     // What the kubelet writes when it evicts a Pod.
@@ -429,11 +416,7 @@ async fn an_evicted_pod_is_replaced_and_the_sandbox_says_so() {
         .await
         .unwrap();
     // The Sandbox says so (a condition or an Event), then runs on a new Pod.
-    wait_until(Duration::from_secs(30), || async {
-        let pods = owned_pods(&ns, &s).await;
-        pods.len() == 1 && pods[0].uid() != old
-    })
-    .await;
+    replaced(&ns, &s, &old).await;
     wait_for(&sandboxes, "e", Duration::from_secs(30), is_ready).await;
     wait_until(Duration::from_secs(20), || async {
         ns.api::<k8s_openapi::api::events::v1::Event>()

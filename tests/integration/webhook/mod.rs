@@ -52,13 +52,7 @@ async fn seed_sandbox_is_admitted_defaulted_and_idempotent() {
         .expect("seccompProfile defaulted");
     assert_eq!(seccomp.type_, "RuntimeDefault");
     let container = &spec.containers[0];
-    let limits = container
-        .resources
-        .as_ref()
-        .unwrap()
-        .limits
-        .as_ref()
-        .unwrap();
+    let limits = crate::fixtures::limits_of(container);
     assert_eq!(limits["memory"].0, "8Gi", "the seed's own limits are kept");
     assert_eq!(
         container
