@@ -19,7 +19,7 @@ use serde_json::json;
 use crate::common::{TestNs, bin_dir, repo, wait_for, wait_until};
 use sandbox_operator::api::{
     POOL_LABEL, READY, SANDBOX_LABEL, SandboxClaim, SandboxTemplate, SandboxWarmPool,
-    TEMPLATE_LABEL, find_condition, is_true,
+    TEMPLATE_LABEL, is_true,
 };
 
 /// A template of tiny Pods and a pool of `replicas` of it.
@@ -345,21 +345,9 @@ async fn a_foreign_policy_under_the_pool_policys_name_stops_the_pool() {
         .unwrap();
     let _op = ns.operator(&[]).await;
     template_and_pool(&ns, 2).await;
-    let pool = wait_for(
-        &ns.api::<SandboxWarmPool>(),
-        "pool",
-        Duration::from_secs(30),
-        |p| {
-            p.status
-                .as_ref()
-                .and_then(|s| find_condition(&s.conditions, READY))
-                .is_some_and(|c| c.reason == "NameConflict")
-        },
-    )
-    .await;
-    let status = pool.status.clone().unwrap();
-    let ready = find_condition(&status.conditions, READY).unwrap();
-    assert_eq!(ready.status, "False");
+    let ready =
+        crate::fixtures::wait_not_ready_for(&ns.api::<SandboxWarmPool>(), "pool", "NameConflict")
+            .await;
     assert!(
         ready.message.contains("NetworkPolicy sandbox-pool-pool"),
         "{}",

@@ -14,11 +14,9 @@ use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 
-use crate::common::{Operator, TestNs, wait_for};
+use crate::common::{Operator, TestNs};
 use crate::fixtures::{setup, wait_pool_ready};
-use sandbox_operator::api::{
-    LaunchType, READY, Sandbox, SandboxClaim, SandboxTemplate, find_condition,
-};
+use sandbox_operator::api::{LaunchType, Sandbox, SandboxClaim, SandboxTemplate};
 
 /// Admission reviews of Sandboxes the webhook answered so far.
 async fn sandbox_reviews(op: &Operator) -> f64 {
@@ -163,20 +161,10 @@ async fn a_claims_sandbox_the_policy_refuses_is_never_created() {
         .create(&PostParams::default(), &claim)
         .await
         .unwrap();
-    let refused = wait_for(
-        &ns.api::<SandboxClaim>(),
-        "c1",
-        Duration::from_secs(30),
-        |c| {
-            c.status
-                .as_ref()
-                .and_then(|s| find_condition(&s.conditions, READY))
-                .is_some_and(|c| c.reason == "SandboxRejected")
-        },
-    )
-    .await;
-    let status = refused.status.unwrap();
-    let message = &find_condition(&status.conditions, READY).unwrap().message;
+    let refused =
+        crate::fixtures::wait_not_ready_for(&ns.api::<SandboxClaim>(), "c1", "SandboxRejected")
+            .await;
+    let message = &refused.message;
     assert!(
         message.contains("spec.podTemplate.spec.hostPID"),
         "{message}"

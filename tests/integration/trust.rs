@@ -12,18 +12,17 @@ use kube::api::PostParams;
 use serde_json::json;
 
 use crate::common::{TestNs, wait_for, wait_until};
-use crate::fixtures::{claim, claim_ready, create, pool, setup, template_of, wait_pool_ready};
+use crate::fixtures::{
+    claim, claim_ready, create, pool, ready_condition, setup, template_of, wait_not_ready_for,
+    wait_pool_ready,
+};
 use sandbox_operator::api::{
     CLAIM_LABEL, LaunchType, POOL_LABEL, READY, Sandbox, SandboxClaim, SandboxTemplate,
     TEMPLATE_HASH_LABEL, TEMPLATE_LABEL, find_condition, template_hash,
 };
 
 fn ready_reason(c: &SandboxClaim) -> String {
-    c.status
-        .as_ref()
-        .and_then(|s| find_condition(&s.conditions, READY))
-        .map(|c| c.reason.clone())
-        .unwrap_or_default()
+    ready_condition(c).map(|c| c.reason).unwrap_or_default()
 }
 
 #[tokio::test]
@@ -206,20 +205,8 @@ async fn the_policy_is_applied_again_before_any_pod_is_created() {
         .create(&PostParams::default(), &sandbox)
         .await
         .unwrap();
-    let refused = wait_for(
-        &ns.api::<Sandbox>(),
-        "escape",
-        Duration::from_secs(30),
-        |s| {
-            s.status
-                .as_ref()
-                .and_then(|s| find_condition(&s.conditions, READY))
-                .is_some_and(|c| c.reason == "PolicyViolation")
-        },
-    )
-    .await;
-    let status = refused.status.unwrap();
-    let message = &find_condition(&status.conditions, READY).unwrap().message;
+    let refused = wait_not_ready_for(&ns.api::<Sandbox>(), "escape", "PolicyViolation").await;
+    let message = &refused.message;
     assert!(
         message.contains("spec.podTemplate.spec.hostNetwork"),
         "{message}"
@@ -240,15 +227,8 @@ async fn a_template_too_lax_for_the_policy_fills_no_pool_and_says_why() {
     create(&ns, &template_of("lax", lax)).await;
     create(&ns, &pool("lax", "lax", 2)).await;
     let pools = ns.api::<sandbox_operator::api::SandboxWarmPool>();
-    let refused = wait_for(&pools, "lax", Duration::from_secs(30), |p| {
-        p.status
-            .as_ref()
-            .and_then(|s| find_condition(&s.conditions, READY))
-            .is_some_and(|c| c.reason == "PolicyViolation")
-    })
-    .await;
-    let status = refused.status.unwrap();
-    let message = &find_condition(&status.conditions, READY).unwrap().message;
+    let refused = wait_not_ready_for(&pools, "lax", "PolicyViolation").await;
+    let message = &refused.message;
     assert!(message.contains("hostPID"), "{message}");
     assert!(
         ns.list::<Pod>().await.is_empty(),
