@@ -1,11 +1,10 @@
 //! Issue 13, point 7: the network trust boundary. Idle pool Pods are
 //! isolated by their pool's NetworkPolicy from the moment they exist; every
 //! sandbox NetworkPolicy excepts the policy file's denied ranges from
-//! egress; a foreign object under the pool policy's name stops the pool; the
-//! chart's NetworkPolicy for the operator renders from its values and is
-//! accepted by the API server.
+//! egress; a foreign object under the pool policy's name stops the pool.
+//! (The chart's NetworkPolicy for the operator is tested in
+//! `chart/network_policy.rs`.)
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,7 +15,7 @@ use kube::ResourceExt;
 use kube::api::PostParams;
 use serde_json::json;
 
-use crate::common::{TestNs, bin_dir, repo, wait_for, wait_until};
+use crate::common::{TestNs, repo, wait_for, wait_until};
 use sandbox_operator::api::{
     POOL_LABEL, READY, SANDBOX_LABEL, SandboxClaim, SandboxTemplate, SandboxWarmPool,
     TEMPLATE_LABEL, is_true,
@@ -378,120 +377,4 @@ async fn a_foreign_policy_under_the_pool_policys_name_stops_the_pool() {
     assert!(theirs.owner_references().is_empty());
     assert_eq!(theirs.resource_version(), foreign.resource_version());
     eprintln!("a_foreign_policy: {:?}", started.elapsed());
-}
-
-/// `helm template` of the chart with `args`, every document as JSON.
-fn render(args: &[&str]) -> Vec<serde_json::Value> {
-    let helm = bin_dir()
-        .map(|dir| dir.join("helm"))
-        .filter(|path| path.exists())
-        .unwrap_or_else(|| PathBuf::from("helm"));
-    let out = Command::new(helm)
-        .env("HELM_CACHE_HOME", repo().join("target/helm/cache"))
-        .env("HELM_CONFIG_HOME", repo().join("target/helm/config"))
-        .env("HELM_DATA_HOME", repo().join("target/helm/data"))
-        .args(["template", "rel"])
-        .arg(repo().join("charts/sandbox-operator"))
-        .args(["--namespace", "sandbox-system"])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("helm runs");
-    assert!(
-        out.status.success(),
-        "helm template {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_yaml::Deserializer::from_str(&text)
-        .filter_map(|doc| {
-            let value: serde_json::Value = serde::Deserialize::deserialize(doc).ok()?;
-            (!value.is_null()).then_some(value)
-        })
-        .collect()
-}
-
-fn find<'a>(docs: &'a [serde_json::Value], kind: &str, name: &str) -> &'a serde_json::Value {
-    docs.iter()
-        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
-        .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
-}
-
-#[tokio::test]
-async fn the_charts_operator_network_policy_follows_its_values_and_is_accepted() {
-    let started = Instant::now();
-    // Defaults: webhook port open, admin port 8080 from the release
-    // namespace only.
-    let docs = render(&[]);
-    let policy = find(&docs, "NetworkPolicy", "rel-sandbox-operator");
-    let ingress = policy["spec"]["ingress"].as_array().unwrap();
-    assert_eq!(ingress.len(), 2);
-    assert_eq!(
-        ingress[0]["ports"],
-        json!([{"port": 9443, "protocol": "TCP"}])
-    );
-    assert!(ingress[0].get("from").is_none(), "webhook open to all");
-    assert_eq!(
-        ingress[1]["ports"],
-        json!([{"port": 8080, "protocol": "TCP"}])
-    );
-    assert_eq!(ingress[1]["from"], json!([{"podSelector": {}}]));
-    assert_eq!(
-        policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"],
-        "controller"
-    );
-
-    // A configured scraper and admin address: the flag, the container port,
-    // the Service and the policy move together.
-    let docs = render(&[
-        "--set",
-        "metrics.address=0.0.0.0:9090",
-        "--set-json",
-        r#"networkPolicy.metricsFrom.namespaceSelector={"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}}"#,
-        "--set-json",
-        r#"networkPolicy.metricsFrom.podSelector={"matchLabels":{"app.kubernetes.io/name":"prometheus"}}"#,
-    ]);
-    let policy = find(&docs, "NetworkPolicy", "rel-sandbox-operator").clone();
-    let admin = &policy["spec"]["ingress"][1];
-    assert_eq!(admin["ports"], json!([{"port": 9090, "protocol": "TCP"}]));
-    assert_eq!(
-        admin["from"],
-        json!([{
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
-            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}
-        }])
-    );
-    let container = &find(&docs, "Deployment", "rel-sandbox-operator")["spec"]["template"]["spec"]
-        ["containers"][0];
-    assert!(
-        container["args"]
-            .as_array()
-            .unwrap()
-            .contains(&json!("--metrics-addr=0.0.0.0:9090"))
-    );
-    assert!(
-        container["ports"]
-            .as_array()
-            .unwrap()
-            .contains(&json!({"name": "metrics", "containerPort": 9090, "protocol": "TCP"}))
-    );
-    assert_eq!(
-        find(&docs, "Service", "rel-sandbox-operator-metrics")["spec"]["ports"][0]["port"],
-        9090
-    );
-    // Off: no policy.
-    let docs = render(&["--set", "networkPolicy.enabled=false"]);
-    assert!(!docs.iter().any(|d| d["kind"] == "NetworkPolicy"));
-
-    // The rendered object is valid for the real API server.
-    let ns = TestNs::new("net-chart").await;
-    let mut object: NetworkPolicy = serde_json::from_value(policy).unwrap();
-    object.metadata.namespace = Some(ns.name.clone());
-    let created = ns
-        .api::<NetworkPolicy>()
-        .create(&PostParams::default(), &object)
-        .await
-        .expect("the API server accepts the chart's NetworkPolicy");
-    assert_eq!(created.spec, object.spec);
-    eprintln!("chart_network_policy: {:?}", started.elapsed());
 }

@@ -5,7 +5,9 @@
 //!
 //! One module a job: `helm` (running and reading helm), `render_defaults`
 //! and `render_options` (what the chart renders, no cluster), `monitoring`
-//! (alerts and dashboard against the exported metrics), `install` (install
+//! (alerts and dashboard against the exported metrics), `network_policy`
+//! (the operator's NetworkPolicy from its values, accepted by the API
+//! server), `install` (install
 //! and uninstall on the control plane), `local_operator` (the binary run
 //! like the Deployment) and `rbac_proof` (the chart's RBAC is enough, and
 //! every rule of it is needed).
@@ -14,6 +16,7 @@ mod helm;
 mod install;
 mod local_operator;
 mod monitoring;
+mod network_policy;
 mod rbac_proof;
 mod render_defaults;
 mod render_options;
