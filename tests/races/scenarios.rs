@@ -25,6 +25,24 @@ async fn fill_one(fake: &sandbox_fakeapi::FakeApiServer, operators: &[&Operator]
     idle_ready_pods(fake).pop().expect("one idle Pod")
 }
 
+/// One operator (controllers not running), its pool filled to one idle
+/// Ready Pod and then scaled to 0, and a claim `c` not yet reconciled: the
+/// stage where the pool's delete and the claim's steal race for that Pod.
+async fn one_idle_pod_a_claim_and_no_replicas() -> (
+    sandbox_fakeapi::FakeApiServer,
+    tokio::task::JoinHandle<()>,
+    Operator,
+    String,
+) {
+    let fake = fake_with_pool(1);
+    let kubelet = kubelet(&fake, Duration::from_millis(2));
+    let operator = Operator::start(&fake, "a").await;
+    let pod = fill_one(&fake, &[&operator]).await;
+    create_claim(&fake, "c");
+    fake.merge(&pool_path(), &json!({"spec": {"replicas": 0}}));
+    (fake, kubelet, operator, pod)
+}
+
 fn pod_label(fake: &sandbox_fakeapi::FakeApiServer, pod: &str, key: &str) -> Option<String> {
     fake.get(&pod_path(pod))?["metadata"]["labels"][key]
         .as_str()
@@ -123,12 +141,7 @@ async fn two_operators_steal_the_one_idle_pod_exactly_one_wins_the_other_goes_co
 
 #[tokio::test]
 async fn a_steal_between_the_pools_choice_and_its_delete_keeps_the_pod() {
-    let fake = fake_with_pool(1);
-    let _kubelet = kubelet(&fake, Duration::from_millis(2));
-    let mut operator = Operator::start(&fake, "a").await;
-    let pod = fill_one(&fake, &[&operator]).await;
-    create_claim(&fake, "c");
-    fake.merge(&pool_path(), &json!({"spec": {"replicas": 0}}));
+    let (fake, _kubelet, mut operator, pod) = one_idle_pod_a_claim_and_no_replicas().await;
 
     // The pool chose its victim; before its delete lands, the claim steals it.
     let (ctx, steal_fake) = (operator.ctx.clone(), fake.clone());
@@ -171,12 +184,7 @@ async fn a_steal_between_the_pools_choice_and_its_delete_keeps_the_pod() {
 
 #[tokio::test]
 async fn a_delete_between_the_claims_choice_and_its_steal_sends_the_claim_cold() {
-    let fake = fake_with_pool(1);
-    let _kubelet = kubelet(&fake, Duration::from_millis(2));
-    let mut operator = Operator::start(&fake, "a").await;
-    let pod = fill_one(&fake, &[&operator]).await;
-    create_claim(&fake, "c");
-    fake.merge(&pool_path(), &json!({"spec": {"replicas": 0}}));
+    let (fake, _kubelet, mut operator, pod) = one_idle_pod_a_claim_and_no_replicas().await;
 
     // The claim chose the Pod; before its steal lands, the pool deletes it.
     let (ctx, pool_fake) = (operator.ctx.clone(), fake.clone());
