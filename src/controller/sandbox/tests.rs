@@ -30,6 +30,25 @@ fn sandbox() -> Sandbox {
     s
 }
 
+/// A Sandbox that names the Pod `pod` for adoption.
+fn naming(pod: &str) -> Sandbox {
+    let mut s = sandbox();
+    s.annotations_mut()
+        .insert(POD_NAME_ANNOTATION.into(), pod.into());
+    s
+}
+
+/// A controller reference to the `kind` named `name` with `uid`.
+fn controlled_by(kind: &str, name: &str, uid: &str) -> Option<Vec<OwnerReference>> {
+    Some(vec![OwnerReference {
+        kind: kind.into(),
+        name: name.into(),
+        uid: uid.into(),
+        controller: Some(true),
+        ..Default::default()
+    }])
+}
+
 fn owned_by(uid: &str) -> Option<Vec<OwnerReference>> {
     Some(vec![OwnerReference {
         uid: uid.into(),
@@ -52,6 +71,16 @@ fn pod(name: &str, owner: Option<&str>) -> Arc<Pod> {
     })
 }
 
+/// The plan for `sandbox` at [`now`] with these Pods.
+fn plan_at_now(sandbox: &Sandbox, owned: Vec<Arc<Pod>>, named: Option<Arc<Pod>>) -> Plan {
+    plan(&Observed {
+        sandbox,
+        owned,
+        named,
+        now: now(),
+    })
+}
+
 fn now() -> jiff::Timestamp {
     jiff::Timestamp::from_second(1_000_000).unwrap()
 }
@@ -59,54 +88,34 @@ fn now() -> jiff::Timestamp {
 #[test]
 fn fresh_sandbox_creates_a_pod() {
     let s = sandbox();
-    let p = plan(&Observed {
-        sandbox: &s,
-        owned: vec![],
-        named: None,
-        now: now(),
-    });
+    let p = plan_at_now(&s, vec![], None);
     assert_eq!(p.steps, vec![Step::CreatePod]);
 }
 
 #[test]
 fn owned_pod_means_nothing_to_do() {
     let s = sandbox();
-    let p = plan(&Observed {
-        sandbox: &s,
-        owned: vec![pod("sbx", Some("sbx-uid"))],
-        named: None,
-        now: now(),
-    });
+    let p = plan_at_now(&s, vec![pod("sbx", Some("sbx-uid"))], None);
     assert!(p.steps.is_empty());
 }
 
 #[test]
 fn two_owned_pods_create_nothing_and_report() {
     let s = sandbox();
-    let p = plan(&Observed {
-        sandbox: &s,
-        owned: vec![pod("a", Some("sbx-uid")), pod("b", Some("sbx-uid"))],
-        named: None,
-        now: now(),
-    });
+    let p = plan_at_now(
+        &s,
+        vec![pod("a", Some("sbx-uid")), pod("b", Some("sbx-uid"))],
+        None,
+    );
     assert!(!p.steps.contains(&Step::CreatePod));
     assert_eq!(p.blocked.unwrap().reason, reason::MULTIPLE_PODS);
 }
 
 #[test]
 fn adopts_only_stolen_or_consenting_pods() {
-    let mut s = sandbox();
-    s.annotations_mut()
-        .insert(POD_NAME_ANNOTATION.into(), "warm-1".into());
+    let mut s = naming("warm-1");
     s.metadata.owner_references = owned_by("claim-uid");
-    let adopts = |named: Pod| {
-        plan(&Observed {
-            sandbox: &s,
-            owned: vec![],
-            named: Some(Arc::new(named)),
-            now: now(),
-        })
-    };
+    let adopts = |named: Pod| plan_at_now(&s, vec![], Some(Arc::new(named)));
     let with_labels = |owner: Option<&str>, labels: &[(&str, &str)]| {
         let mut p = (*pod("warm-1", owner)).clone();
         let map = p.metadata.labels.get_or_insert_with(Default::default);
@@ -153,45 +162,19 @@ fn adopts_only_stolen_or_consenting_pods() {
 
 #[test]
 fn waits_quietly_while_the_claims_steal_is_in_flight() {
-    let mut s = sandbox();
-    s.annotations_mut()
-        .insert(POD_NAME_ANNOTATION.into(), "warm-1".into());
-    s.metadata.owner_references = Some(vec![OwnerReference {
-        kind: "SandboxClaim".into(),
-        name: "c".into(),
-        uid: "claim-uid".into(),
-        controller: Some(true),
-        ..Default::default()
-    }]);
+    let mut s = naming("warm-1");
+    s.metadata.owner_references = controlled_by("SandboxClaim", "c", "claim-uid");
     let mut idle = (*pod("warm-1", None)).clone();
-    idle.metadata.owner_references = Some(vec![OwnerReference {
-        kind: "SandboxWarmPool".into(),
-        name: "pool".into(),
-        uid: "pool-uid".into(),
-        controller: Some(true),
-        ..Default::default()
-    }]);
-    let p = plan(&Observed {
-        sandbox: &s,
-        owned: vec![],
-        named: Some(Arc::new(idle)),
-        now: now(),
-    });
+    idle.metadata.owner_references = controlled_by("SandboxWarmPool", "pool", "pool-uid");
+    let p = plan_at_now(&s, vec![], Some(Arc::new(idle)));
     assert!(p.quiet, "no status write, no Event while the steal lands");
     assert!(p.steps.is_empty());
 }
 
 #[test]
 fn missing_named_pod_falls_back_to_a_new_pod() {
-    let mut s = sandbox();
-    s.annotations_mut()
-        .insert(POD_NAME_ANNOTATION.into(), "gone".into());
-    let p = plan(&Observed {
-        sandbox: &s,
-        owned: vec![],
-        named: None,
-        now: now(),
-    });
+    let s = naming("gone");
+    let p = plan_at_now(&s, vec![], None);
     assert!(p.steps.contains(&Step::CreatePod));
 }
 
@@ -199,12 +182,7 @@ fn missing_named_pod_falls_back_to_a_new_pod() {
 fn paused_deletes_the_pod_and_expired_deletes_per_policy() {
     let mut s = sandbox();
     s.spec.replicas = Some(0);
-    let p = plan(&Observed {
-        sandbox: &s,
-        owned: vec![pod("sbx", Some("sbx-uid"))],
-        named: None,
-        now: now(),
-    });
+    let p = plan_at_now(&s, vec![pod("sbx", Some("sbx-uid"))], None);
     assert_eq!(
         p.steps,
         vec![Step::DeletePod {
@@ -217,12 +195,7 @@ fn paused_deletes_the_pod_and_expired_deletes_per_policy() {
     let mut s = sandbox();
     s.spec.shutdown_time = Some(Time(jiff::Timestamp::from_second(999_000).unwrap()));
     s.spec.shutdown_policy = Some(ShutdownPolicy::Delete);
-    let p = plan(&Observed {
-        sandbox: &s,
-        owned: vec![],
-        named: None,
-        now: now(),
-    });
+    let p = plan_at_now(&s, vec![], None);
     assert_eq!(p.steps, vec![Step::DeleteSandbox]);
 }
 
@@ -230,12 +203,7 @@ fn paused_deletes_the_pod_and_expired_deletes_per_policy() {
 fn future_shutdown_schedules_one_wake_up() {
     let mut s = sandbox();
     s.spec.shutdown_time = Some(Time(jiff::Timestamp::from_second(1_000_010).unwrap()));
-    let p = plan(&Observed {
-        sandbox: &s,
-        owned: vec![],
-        named: None,
-        now: now(),
-    });
+    let p = plan_at_now(&s, vec![], None);
     let wake = p.requeue_after.unwrap();
     assert!(
         wake >= Duration::from_secs(10) && wake < Duration::from_secs(11),
@@ -335,12 +303,7 @@ fn an_evicted_pod_is_replaced_and_a_failed_one_reported() {
         });
         Arc::new(p)
     };
-    let evicted = plan(&Observed {
-        sandbox: &s,
-        owned: vec![with_status("Failed", Some("Evicted"))],
-        named: None,
-        now: now(),
-    });
+    let evicted = plan_at_now(&s, vec![with_status("Failed", Some("Evicted"))], None);
     assert!(
         evicted
             .steps
@@ -348,12 +311,7 @@ fn an_evicted_pod_is_replaced_and_a_failed_one_reported() {
             .any(|s| matches!(s, Step::DeletePod { .. }))
     );
     assert_eq!(evicted.blocked.unwrap().reason, reason::POD_EVICTED);
-    let crashed = plan(&Observed {
-        sandbox: &s,
-        owned: vec![with_status("Failed", Some("Error"))],
-        named: None,
-        now: now(),
-    });
+    let crashed = plan_at_now(&s, vec![with_status("Failed", Some("Error"))], None);
     assert!(
         crashed.steps.is_empty(),
         "an exited process is reported, not replaced"
