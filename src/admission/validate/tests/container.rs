@@ -12,10 +12,7 @@ fn images_without_a_pinned_tag_are_warned_about() {
         ("busybox@sha256:0123", false),
         ("runzhliu/sandbox-openclaw-opencode:1.0.0.152", false),
     ] {
-        let verdict = create(
-            SandboxKind::Sandbox,
-            &sandbox_with(json!({"image": image}), json!({})),
-        );
+        let verdict = create_sandbox_with(json!({"image": image}), json!({}));
         assert!(verdict.allowed());
         assert_eq!(
             verdict.warnings.len(),
@@ -32,12 +29,9 @@ fn images_without_a_pinned_tag_are_warned_about() {
 
 #[test]
 fn soft_findings_are_warnings() {
-    let verdict = create(
-        SandboxKind::Sandbox,
-        &sandbox_with(
-            json!({"securityContext": {"allowPrivilegeEscalation": true}, "resources": {"requests": {"cpu": "1"}}}),
-            json!({"automountServiceAccountToken": true}),
-        ),
+    let verdict = create_sandbox_with(
+        json!({"securityContext": {"allowPrivilegeEscalation": true}, "resources": {"requests": {"cpu": "1"}}}),
+        json!({"automountServiceAccountToken": true}),
     );
     assert!(verdict.allowed());
     assert_eq!(

@@ -201,12 +201,9 @@ fn malformed_objects_get_clear_denials_not_panics() {
 
 #[test]
 fn all_findings_are_reported_together() {
-    let verdict = create(
-        SandboxKind::Sandbox,
-        &sandbox_with(
-            json!({"securityContext": {"privileged": true}, "resources": {"limits": {"memory": "128Gi"}}}),
-            json!({"hostNetwork": true}),
-        ),
+    let verdict = create_sandbox_with(
+        json!({"securityContext": {"privileged": true}, "resources": {"limits": {"memory": "128Gi"}}}),
+        json!({"hostNetwork": true}),
     );
     assert_eq!(verdict.denials.len(), 3);
     assert_eq!(verdict.message().matches("; ").count(), 2);

@@ -37,8 +37,13 @@ pub(super) fn denials(verdict: &Verdict) -> Vec<String> {
     verdict.denials.iter().map(ToString::to_string).collect()
 }
 
+/// The verdict on creating [`sandbox_with`] those fields (default policy).
+pub(super) fn create_sandbox_with(container: Value, pod: Value) -> Verdict {
+    create(SandboxKind::Sandbox, &sandbox_with(container, pod))
+}
+
 pub(super) fn denied_with(container: Value, pod: Value) -> Vec<String> {
-    denials(&create(SandboxKind::Sandbox, &sandbox_with(container, pod)))
+    denials(&create_sandbox_with(container, pod))
 }
 
 /// The denials of creating [`sandbox_with`] those fields under `policy`.
