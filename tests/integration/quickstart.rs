@@ -258,17 +258,38 @@ async fn readme_quick_start_make_run_serves_a_warm_claim() {
         .sandbox
         .and_then(|s| s.name)
         .expect("the claim names its Sandbox");
-    let sandbox = Api::<Sandbox>::namespaced(client.clone(), NAMESPACE)
-        .get(&sandbox_name)
-        .await
-        .unwrap_or_else(|e| panic!("Sandbox {sandbox_name} of claim {name}: {e}"));
+    // The claim's Ready is written from the steal's response; the Sandbox's
+    // own status follows off the critical path (README "Warm path"), so it
+    // may lag by a reconcile: wait for it, and say by how much.
+    let sandboxes = Api::<Sandbox>::namespaced(client.clone(), NAMESPACE);
+    let mut sandbox = None;
+    while ready_at.elapsed() < Duration::from_secs(10) {
+        let now = sandboxes
+            .get(&sandbox_name)
+            .await
+            .unwrap_or_else(|e| panic!("Sandbox {sandbox_name} of claim {name}: {e}"));
+        let ready = now
+            .status
+            .as_ref()
+            .is_some_and(|s| is_true(&s.conditions, READY));
+        sandbox = Some(now);
+        if ready {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sandbox = sandbox.expect("the Sandbox was read");
     assert!(
         sandbox
             .status
             .as_ref()
             .is_some_and(|s| is_true(&s.conditions, READY)),
-        "Sandbox {sandbox_name} is not Ready: {:#?}",
+        "Sandbox {sandbox_name} is not Ready 10 s after its claim: {:#?}",
         sandbox.status
+    );
+    println!(
+        "Sandbox {sandbox_name}: Ready by {:.0?} after its claim",
+        ready_at.elapsed()
     );
     // The README's next command shows the same.
     let listed = kubectl(&kubeconfig, &["get", "sbc,sbx", "-n", NAMESPACE]);

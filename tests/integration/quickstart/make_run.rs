@@ -51,7 +51,13 @@ impl MakeRun {
     pub(super) fn start(command: &str, env: &[(&str, &Path)]) -> MakeRun {
         let logs = repo().join("target/test-logs");
         std::fs::create_dir_all(&logs).expect("log dir");
-        let log = logs.join(format!("quickstart-make-run-{}.log", std::process::id()));
+        // One file per run: tests of this binary run side by side (same pid).
+        static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = logs.join(format!(
+            "quickstart-make-run-{}-{run}.log",
+            std::process::id()
+        ));
         let file = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new("bash");
         cmd.arg("-c")
