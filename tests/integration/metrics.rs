@@ -32,15 +32,28 @@ async fn metrics_pass_promtool_and_have_warm_and_cold_latency() {
     let ns = TestNs::new("metrics").await;
     let op = ns.operator(&[]).await;
     warm_and_cold_claims(&ns).await;
-    let text = op.metrics().await;
-    for launch in ["warm", "cold"] {
-        let count = text
-            .lines()
+    // The operator counts a claim when the API server has answered its Ready
+    // write; a watcher can see that Ready a moment earlier. Scrape until
+    // both series are there (as Prometheus would on its next scrape).
+    let series = |text: &str, launch: &str| -> Option<String> {
+        text.lines()
             .find(|l| {
                 l.starts_with("sandbox_operator_claim_ready_duration_seconds_count")
                     && l.contains(&format!("launch_type=\"{launch}\""))
             })
-            .unwrap_or_else(|| panic!("no {launch} latency series in:\n{text}"));
+            .map(str::to_string)
+    };
+    let mut text = op.metrics().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while ["warm", "cold"].iter().any(|l| series(&text, l).is_none())
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        text = op.metrics().await;
+    }
+    for launch in ["warm", "cold"] {
+        let count = series(&text, launch)
+            .unwrap_or_else(|| panic!("no {launch} latency series 5 s after Ready in:\n{text}"));
         assert!(count.ends_with(" 1"), "{count}");
     }
     let mut child = std::process::Command::new("promtool")
