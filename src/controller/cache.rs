@@ -1,8 +1,13 @@
 //! The watch caches: each applies watch events to a reflector store, then
 //! wakes the reconciles that depend on the object.
+//!
+//! Guarantee: what a cache keeps is trimmed on the way in ([`slim_meta`] for
+//! every kind, [`slim_pod`] for Pods) to the fields the controllers read, so
+//! memory follows the number of objects, not the size of their specs.
 
+use k8s_openapi::api::core::v1::{Pod, PodCondition, PodSpec, PodStatus};
 use kube::Resource;
-use kube::api::Api;
+use kube::api::{Api, ObjectMeta};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -16,6 +21,7 @@ pub(super) async fn cache<K, F>(
     api: Api<K>,
     config: watcher::Config,
     mut writer: Writer<K>,
+    slim: fn(&mut K),
     trigger: F,
 ) where
     K: Resource<DynamicType = ()>
@@ -28,11 +34,7 @@ pub(super) async fn cache<K, F>(
     F: Fn(&K, bool),
 {
     use futures::StreamExt;
-    // managedFields are never read by the controllers: dropping them keeps
-    // the caches small.
-    let stream = watcher(api, config)
-        .default_backoff()
-        .modify(|obj| obj.meta_mut().managed_fields = None);
+    let stream = watcher(api, config).default_backoff().modify(slim);
     let mut stream = std::pin::pin!(stream);
     let reader = writer.as_reader();
     // Keys present before a re-list, and the objects the re-list brought.
@@ -94,3 +96,65 @@ where
     });
     serde_json::from_value(value).ok()
 }
+
+/// Drops `managedFields`, which no controller reads (every cache).
+pub(super) fn slim_meta<K: Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
+}
+
+/// Trims a Pod to what the controllers read from the Pod cache:
+/// - metadata: name, namespace, uid, resourceVersion (the steal, adopt and
+///   pool delete preconditions), creationTimestamp, deletionTimestamp,
+///   labels, annotations, ownerReferences (the steal and adopt patches test
+///   only `metadata.resourceVersion` and add to labels/ownerReferences, all
+///   kept);
+/// - spec: `nodeName` only (Sandbox status); containers, volumes, env are
+///   never read from the cache (a new Pod is built from the template);
+/// - status: phase and reason (ended, evicted), the conditions (Ready,
+///   PodScheduled with the scheduler's reason and message) without their
+///   timestamps, `podIP` and `podIPs`.
+///
+/// Nothing that builds a write (patch, delete precondition) reads a field
+/// dropped here; the claim's Ready status is built from the steal's own
+/// response, which is never trimmed.
+pub fn slim_pod(pod: &mut Pod) {
+    let meta = std::mem::take(&mut pod.metadata);
+    pod.metadata = ObjectMeta {
+        name: meta.name,
+        namespace: meta.namespace,
+        uid: meta.uid,
+        resource_version: meta.resource_version,
+        creation_timestamp: meta.creation_timestamp,
+        deletion_timestamp: meta.deletion_timestamp,
+        labels: meta.labels,
+        annotations: meta.annotations,
+        owner_references: meta.owner_references,
+        ..ObjectMeta::default()
+    };
+    pod.spec = pod.spec.take().map(|spec| PodSpec {
+        node_name: spec.node_name,
+        ..PodSpec::default()
+    });
+    pod.status = pod.status.take().map(|status| PodStatus {
+        phase: status.phase,
+        reason: status.reason,
+        conditions: status.conditions.map(|conditions| {
+            conditions
+                .into_iter()
+                .map(|c| PodCondition {
+                    type_: c.type_,
+                    status: c.status,
+                    reason: c.reason,
+                    message: c.message,
+                    ..PodCondition::default()
+                })
+                .collect()
+        }),
+        pod_ip: status.pod_ip,
+        pod_ips: status.pod_ips,
+        ..PodStatus::default()
+    });
+}
+
+#[cfg(test)]
+mod tests;

@@ -17,13 +17,12 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use tracing::warn;
 
-use super::cache::cache;
+use super::cache::{cache, slim_meta, slim_pod};
 use super::index::PodIndex;
 use super::memo::WriteMemo;
 use super::{takeover, warmpool};
 use crate::api::{
-    ORIGIN_POOL_LABEL, POOL_LABEL, SANDBOX_LABEL, Sandbox, SandboxClaim, SandboxTemplate,
-    SandboxWarmPool,
+    ORIGIN_POOL_LABEL, SANDBOX_LABEL, Sandbox, SandboxClaim, SandboxTemplate, SandboxWarmPool,
 };
 use crate::metrics::Metrics;
 
@@ -172,62 +171,28 @@ impl Context {
         let (pool_tx, pool_triggers) = mpsc::unbounded();
         let (sandbox_tx, sandbox_triggers) = mpsc::unbounded();
         let (claim_tx, claims) = mpsc::unbounded();
-        let managed = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}");
-
-        let (pods, pod_writer) = reflector::store();
         let index = Arc::new(PodIndex::default());
-        let pod_triggers = pod_trigger(Arc::clone(&index), pool_tx.clone(), sandbox_tx.clone());
-        tokio::spawn(cache(
-            health.clone(),
+        let spawner = CacheSpawner {
+            client: &client,
+            config: &config,
+            health: &health,
+        };
+        let pods = spawner.spawn(
             "pods",
-            config.api::<Pod>(&client),
-            watcher::Config::default().labels(&managed),
-            pod_writer,
-            pod_triggers,
-        ));
-
-        let (templates, template_writer) = reflector::store();
+            true,
+            slim_pod,
+            pod_trigger(Arc::clone(&index), pool_tx.clone(), sandbox_tx),
+        );
         let pool_api: Api<SandboxWarmPool> = config.api(&client);
-        let template_triggers = template_trigger(pool_api, pool_tx.clone());
-        tokio::spawn(cache(
-            health.clone(),
+        let templates = spawner.spawn(
             "templates",
-            config.api::<SandboxTemplate>(&client),
-            watcher::Config::default(),
-            template_writer,
-            template_triggers,
-        ));
-
-        let (services, service_writer) = reflector::store();
-        tokio::spawn(cache(
-            health.clone(),
-            "services",
-            config.api::<Service>(&client),
-            watcher::Config::default().labels(&managed),
-            service_writer,
-            |_: &Service, _: bool| {},
-        ));
-
-        let (sandboxes, sandbox_writer) = reflector::store();
-        tokio::spawn(cache(
-            health.clone(),
-            "sandboxes",
-            config.api::<Sandbox>(&client),
-            watcher::Config::default(),
-            sandbox_writer,
-            sandbox_trigger(claim_tx),
-        ));
-
-        let (pools, pool_writer) = reflector::store();
-        tokio::spawn(cache(
-            health.clone(),
-            "pools",
-            config.api::<SandboxWarmPool>(&client),
-            watcher::Config::default(),
-            pool_writer,
-            |_: &SandboxWarmPool, _: bool| {},
-        ));
-
+            false,
+            slim_meta,
+            template_trigger(pool_api, pool_tx),
+        );
+        let services = spawner.spawn("services", true, slim_meta, |_: &Service, _| {});
+        let sandboxes = spawner.spawn("sandboxes", false, slim_meta, sandbox_trigger(claim_tx));
+        let pools = spawner.spawn("pools", false, slim_meta, |_: &SandboxWarmPool, _| {});
         pods.wait_until_ready().await?;
         pools.wait_until_ready().await?;
         templates.wait_until_ready().await?;
@@ -343,31 +308,72 @@ impl Context {
     }
 }
 
+/// Starts the watch caches of one process, all on the watched scope.
+struct CacheSpawner<'a> {
+    client: &'a Client,
+    config: &'a Config,
+    health: &'a Arc<crate::admin::Health>,
+}
+
+impl CacheSpawner<'_> {
+    /// Starts the cache of `K` (only objects carrying [`MANAGED_BY_LABEL`]
+    /// when `managed_only`), trimmed by `slim`, calling `trigger` after each
+    /// applied event; returns its store.
+    fn spawn<K, F>(
+        &self,
+        what: &'static str,
+        managed_only: bool,
+        slim: fn(&mut K),
+        trigger: F,
+    ) -> Store<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+        F: Fn(&K, bool) + Send + 'static,
+    {
+        let mut watch = watcher::Config::default();
+        if managed_only {
+            watch = watch.labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
+        }
+        let (store, writer) = reflector::store();
+        tokio::spawn(cache(
+            self.health.clone(),
+            what,
+            self.config.api::<K>(self.client),
+            watch,
+            writer,
+            slim,
+            trigger,
+        ));
+        store
+    }
+}
+
 /// The Pod cache's trigger: keeps the Pod index up to date, then wakes the
-/// pool of an idle Pod (and the pool a Pod just left: the refill) and the
-/// Sandbox that controls it or that it was stolen for.
+/// pools whose decision the event may change (the pool a Pod joined, left or
+/// whose member changed: see [`super::warmpool::members`]; later events of a
+/// Pod a pool lost concern it no longer) and the Sandbox that controls the
+/// Pod or that it was stolen for.
 fn pod_trigger(
     index: Arc<PodIndex>,
     pool_tx: mpsc::UnboundedSender<ObjectRef<SandboxWarmPool>>,
     sandbox_tx: mpsc::UnboundedSender<ObjectRef<Sandbox>>,
 ) -> impl Fn(&Pod, bool) {
     move |pod: &Pod, deleted: bool| {
-        let left_pool = if deleted {
-            index.deleted(pod);
-            false
+        let pools = if deleted {
+            index.deleted(pod).into_iter().collect()
         } else {
             index.applied(pod)
         };
         let namespace = pod.namespace().unwrap_or_default();
         let labels = pod.labels();
-        // The pool of an idle Pod, and the pool a Pod just left (the
-        // steal's event: the refill). Later events of a stolen Pod do not
-        // concern its former pool.
-        let origin = labels
-            .get(ORIGIN_POOL_LABEL)
-            .filter(|_| left_pool || deleted);
-        for pool in [labels.get(POOL_LABEL), origin].into_iter().flatten() {
-            let _ = pool_tx.unbounded_send(ObjectRef::new(pool).within(&namespace));
+        for pool in pools {
+            let _ = pool_tx.unbounded_send(ObjectRef::new(&pool).within(&namespace));
         }
         for owner in pod
             .owner_references()
