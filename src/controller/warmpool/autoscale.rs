@@ -95,6 +95,19 @@ pub fn decide(
             )),
         };
     };
+    scaled(recommended, (min, max), cap, delay, inputs)
+}
+
+/// The decision once a recommendation is known: within `bounds`, under the
+/// cap, a scale-down held back while the data is shorter than `delay` or the
+/// peak is younger than it.
+fn scaled(
+    recommended: i32,
+    (min, max): (i32, i32),
+    cap: i32,
+    delay: f64,
+    inputs: &Inputs,
+) -> Decision {
     let bounded = recommended.clamp(min, max);
     let mut desired = bounded.min(cap);
     let mut reason = match inputs.previous {
