@@ -1,7 +1,8 @@
 //! Indexes over the Pod cache, kept up to date on every watch event, so a
 //! reconcile looks Pods up by key instead of scanning the whole cache:
 //! idle Pods by (namespace, template, template hash), Pods by controller
-//! uid, and Pods by the claim uid label a steal writes.
+//! uid, Pods by the claim uid label a steal writes, and each pool's members
+//! with their running counts ([`Groups`]).
 //!
 //! Guarantee: updated (by the Pod cache) before the event's triggers are
 //! sent, so a reconcile woken by an event finds that event in the index.
@@ -16,6 +17,7 @@ use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
 use super::controller_uid;
+use super::warmpool::members::{GroupKey, Groups, Member, PoolCounts, Refill};
 use crate::api::{CLAIM_UID_LABEL, POOL_LABEL, TEMPLATE_HASH_LABEL, TEMPLATE_LABEL};
 
 /// (namespace, template, template hash) of an idle pool Pod.
@@ -27,10 +29,11 @@ struct Keys {
     controller: Option<String>,
     idle: Option<PoolKey>,
     claim: Option<String>,
+    group: Option<GroupKey>,
 }
 
 impl Keys {
-    fn of(pod: &Pod) -> Keys {
+    fn of(pod: &Pod, group: Option<GroupKey>) -> Keys {
         let labels = pod.labels();
         let idle = match (
             labels.get(POOL_LABEL),
@@ -48,6 +51,7 @@ impl Keys {
             controller: controller_uid(&pod.metadata).map(str::to_string),
             idle,
             claim: labels.get(CLAIM_UID_LABEL).cloned(),
+            group,
         }
     }
 }
@@ -58,6 +62,7 @@ struct State {
     by_controller: HashMap<String, HashSet<ObjectRef<Pod>>>,
     idle: HashMap<PoolKey, HashSet<ObjectRef<Pod>>>,
     by_claim: HashMap<String, HashSet<ObjectRef<Pod>>>,
+    members: Groups,
 }
 
 fn insert<K: std::hash::Hash + Eq>(
@@ -92,21 +97,38 @@ pub struct PodIndex {
 }
 
 impl PodIndex {
-    /// Indexes the Pod as it is now. Returns true when the Pod was an idle
-    /// pool Pod and no longer is (it just left its pool).
-    pub fn applied(&self, pod: &Pod) -> bool {
+    /// Indexes the Pod as it is now. Returns the pools (by name, in the
+    /// Pod's namespace) whose decision the event may change: the pool it
+    /// joined, left, or whose member changed in a way the pool reads.
+    pub fn applied(&self, pod: &Pod) -> Vec<String> {
         let reference = ObjectRef::from_obj(pod);
-        let keys = Keys::of(pod);
+        let member = Member::of(pod);
+        let keys = Keys::of(pod, member.as_ref().map(|(k, _)| k.clone()));
         let mut state = self.state.write().expect("pod index lock");
         let old = state.keys.get(&reference).cloned().unwrap_or_default();
+        let mut wake = Vec::new();
+        if let Some(left) = old
+            .group
+            .as_ref()
+            .filter(|g| Some(*g) != keys.group.as_ref())
+            && state.members.take(left, &reference.name)
+        {
+            wake.push(left.1.clone());
+        }
+        if let Some((group, member)) = member
+            && state.members.put(&group, &reference.name, member)
+        {
+            wake.push(group.1);
+        }
         if old == keys {
-            return false;
+            return wake;
         }
         let State {
             keys: all,
             by_controller,
             idle,
             by_claim,
+            members: _,
         } = &mut *state;
         remove(by_controller, old.controller.as_ref(), &reference);
         remove(idle, old.idle.as_ref(), &reference);
@@ -114,18 +136,15 @@ impl PodIndex {
         insert(by_controller, keys.controller.clone(), &reference);
         insert(idle, keys.idle.clone(), &reference);
         insert(by_claim, keys.claim.clone(), &reference);
-        let left_pool = old.idle.is_some() && keys.idle.is_none();
         all.insert(reference, keys);
-        left_pool
+        wake
     }
 
-    /// Forgets a Pod that was deleted.
-    pub fn deleted(&self, pod: &Pod) {
+    /// Forgets a Pod that was deleted. Returns the pool it was a member of.
+    pub fn deleted(&self, pod: &Pod) -> Option<String> {
         let reference = ObjectRef::from_obj(pod);
         let mut state = self.state.write().expect("pod index lock");
-        let Some(old) = state.keys.remove(&reference) else {
-            return;
-        };
+        let old = state.keys.remove(&reference)?;
         remove(
             &mut state.by_controller,
             old.controller.as_ref(),
@@ -133,6 +152,51 @@ impl PodIndex {
         );
         remove(&mut state.idle, old.idle.as_ref(), &reference);
         remove(&mut state.by_claim, old.claim.as_ref(), &reference);
+        let group = old.group?;
+        state
+            .members
+            .take(&group, &reference.name)
+            .then_some(group.1)
+    }
+
+    /// The pool's counts over its live members for template hash `hash`,
+    /// leaving out `excluded` (deletes pending). O(1 + excluded).
+    pub fn pool_counts(
+        &self,
+        pool: &GroupKey,
+        hash: &str,
+        excluded: &HashSet<String>,
+    ) -> PoolCounts {
+        let state = self.state.read().expect("pod index lock");
+        state.members.counts(pool, hash, excluded)
+    }
+
+    /// The pool's live members not in `excluded`. O(members).
+    pub fn pool_members(
+        &self,
+        pool: &GroupKey,
+        excluded: &HashSet<String>,
+    ) -> Vec<(String, Member)> {
+        let state = self.state.read().expect("pod index lock");
+        state.members.live_members(pool, excluded)
+    }
+
+    /// Whether `name` is a live member of the pool.
+    pub fn is_live_member(&self, pool: &GroupKey, name: &str) -> bool {
+        let state = self.state.read().expect("pod index lock");
+        state.members.is_live(pool, name)
+    }
+
+    /// Drains the refills (members turned Ready) queued for a pool.
+    pub fn take_refills(&self, namespace: &str, name: &str) -> Vec<Refill> {
+        let mut state = self.state.write().expect("pod index lock");
+        state.members.take_refills(namespace, name)
+    }
+
+    /// Drops the refills queued for pools `keep` rejects; returns how many.
+    pub fn retain_refills(&self, keep: impl Fn(&str, &str) -> bool) -> usize {
+        let mut state = self.state.write().expect("pod index lock");
+        state.members.retain_refills(keep)
     }
 
     /// Pods whose controller ownerReference has this uid.
@@ -214,7 +278,7 @@ mod tests {
             (TEMPLATE_LABEL, "t"),
             (TEMPLATE_HASH_LABEL, "h"),
         ];
-        assert!(!index.applied(&pod("a", &idle, Some("pool-uid"))));
+        assert_eq!(index.applied(&pod("a", &idle, Some("pool-uid"))), ["pool"]);
         assert_eq!(index.idle("ns", "t", "h").len(), 1);
         assert_eq!(index.controlled_by("pool-uid").len(), 1);
         assert!(index.idle("ns", "t", "other-hash").is_empty());
@@ -229,14 +293,21 @@ mod tests {
             ],
             Some("claim-uid"),
         );
-        assert!(index.applied(&stolen), "it just left its pool");
-        assert!(!index.applied(&stolen), "a later event is not a departure");
+        assert_eq!(index.applied(&stolen), ["pool"], "it just left its pool");
+        assert!(
+            index.applied(&stolen).is_empty(),
+            "a later event concerns no pool"
+        );
         assert!(index.idle("ns", "t", "h").is_empty());
         assert!(index.controlled_by("pool-uid").is_empty());
         assert_eq!(index.labelled_for_claim("claim-uid").len(), 1);
         assert_eq!(index.controlled_by("claim-uid").len(), 1);
 
-        index.deleted(&stolen);
+        assert_eq!(
+            index.deleted(&stolen),
+            None,
+            "its deletion concerns no pool"
+        );
         assert!(index.is_empty());
         assert!(index.labelled_for_claim("claim-uid").is_empty());
         assert!(index.controlled_by("claim-uid").is_empty());

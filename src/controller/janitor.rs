@@ -4,10 +4,10 @@
 //! over churn" is observable.
 //!
 //! Guarantees: every [`SWEEP_INTERVAL`], the series of deleted pools and
-//! templates, the expectations and sizing state of deleted pools, the
-//! reservations of deleted Pods, the backoff entries of objects that were
-//! never retried (deleted while failing) and the expired write memos are
-//! dropped. A pool is "deleted" when the pool cache no longer has it: pools
+//! templates, the expectations, sizing state and queued refills of deleted
+//! pools, the reservations of deleted Pods, the backoff entries of objects
+//! that were never retried (deleted while failing) and the expired write
+//! memos are dropped. A pool is "deleted" when the pool cache no longer has it: pools
 //! carry no finalizer, so their reconcile never sees the deletion. Dropping
 //! state only ever costs a repeated write or a fresh measurement, never a
 //! wrong decision: each table's own docs say why it is safe to lose.
@@ -114,6 +114,10 @@ pub fn sweep(ctx: &Context, now: Instant) {
             sizing += 1;
         }
     }
+    let refills = ctx.index.retain_refills(|ns, name| {
+        live.pools.contains(&(ns.to_string(), name.to_string()))
+            || ctx.pools.get(&ObjectRef::new(name).within(ns)).is_some()
+    });
     let pod_names: HashSet<String> = if ctx.reservations.sizes().1 > 0 {
         ctx.pods.state().iter().map(|p| p.name_any()).collect()
     } else {
@@ -129,10 +133,16 @@ pub fn sweep(ctx: &Context, now: Instant) {
     );
     let backoff = ctx.backoff.prune_overdue(now);
     let memo = ctx.written.prune_expired(now);
-    if series + expectations + sizing + reservations + backoff + memo > 0 {
+    if series + expectations + sizing + refills + reservations + backoff + memo > 0 {
         debug!(
             series,
-            expectations, sizing, reservations, backoff, memo, "dropped state of gone objects"
+            expectations,
+            sizing,
+            refills,
+            reservations,
+            backoff,
+            memo,
+            "dropped state of gone objects"
         );
     }
 }

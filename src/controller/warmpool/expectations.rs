@@ -25,11 +25,6 @@ struct PoolExpectations {
     creates: HashMap<String, Instant>,
     deletes: HashMap<String, Instant>,
     last_status_write: Option<Instant>,
-    /// Replacement Pods already counted in the replenish-to-Ready metric.
-    ready_seen: HashSet<String>,
-    /// Whether `ready_seen` was seeded (Pods Ready before this process
-    /// started are not replenishments it saw).
-    seeded: bool,
     /// What the pool's NetworkPolicy was last made or checked from (see
     /// [`super::network`]); no expiry, so a resync never writes it again.
     network_policy: Option<serde_json::Value>,
@@ -39,26 +34,26 @@ impl Expectations {
     /// Forgets expectations the cache has confirmed (or that timed out) and
     /// returns (pending creates, names pending deletion).
     pub fn settle(&self, pool: &str, seen: &HashSet<String>) -> (usize, HashSet<String>) {
-        self.settle_with(pool, seen, |_| false)
+        self.settle_with(pool, |name| seen.contains(name), |_| false)
     }
 
-    /// [`Self::settle`], where a created Pod also counts as seen when
+    /// [`Self::settle`] with `seen` telling whether a name is a live member
+    /// (O(1) per pending entry), where a created Pod also counts as seen when
     /// `in_cache` finds it though it is no longer a member: a claim stole it
     /// before any pool reconcile saw it, and waiting out the TTL would keep
     /// the pool one Pod short.
     pub fn settle_with(
         &self,
         pool: &str,
-        seen: &HashSet<String>,
+        seen: impl Fn(&str) -> bool,
         in_cache: impl Fn(&str) -> bool,
     ) -> (usize, HashSet<String>) {
         let mut all = self.inner.lock().expect("expectations lock");
         let e = all.entry(pool.to_string()).or_default();
-        e.creates.retain(|name, at| {
-            !seen.contains(name) && !in_cache(name) && at.elapsed() < EXPECTATION_TTL
-        });
+        e.creates
+            .retain(|name, at| !seen(name) && !in_cache(name) && at.elapsed() < EXPECTATION_TTL);
         e.deletes
-            .retain(|name, at| seen.contains(name) && at.elapsed() < EXPECTATION_TTL);
+            .retain(|name, at| seen(name) && at.elapsed() < EXPECTATION_TTL);
         (e.creates.len(), e.deletes.keys().cloned().collect())
     }
 
@@ -102,26 +97,6 @@ impl Expectations {
                 None
             }
         }
-    }
-
-    /// Of the given Ready Pods (uid), those not reported before; forgets
-    /// Pods that are no longer listed.
-    pub fn newly_ready(&self, pool: &str, ready_uids: &[String]) -> Vec<String> {
-        let mut all = self.inner.lock().expect("expectations lock");
-        let e = all.entry(pool.to_string()).or_default();
-        e.ready_seen.retain(|uid| ready_uids.contains(uid));
-        let fresh: Vec<String> = ready_uids
-            .iter()
-            .filter(|uid| e.ready_seen.insert((*uid).clone()))
-            .cloned()
-            .collect();
-        if !e.seeded {
-            // Pods Ready before this process looked are not replenishments
-            // it saw happen.
-            e.seeded = true;
-            return Vec::new();
-        }
-        fresh
     }
 
     /// Whether the pool's NetworkPolicy was made (or found right) from
@@ -187,6 +162,6 @@ mod tests {
         // through the cache, not after the TTL.
         e.created("p", "y");
         assert_eq!(e.settle("p", &HashSet::new()).0, 1);
-        assert_eq!(e.settle_with("p", &HashSet::new(), |n| n == "y").0, 0);
+        assert_eq!(e.settle_with("p", |_| false, |n| n == "y").0, 0);
     }
 }

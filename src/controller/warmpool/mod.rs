@@ -32,6 +32,7 @@ pub mod claims;
 pub mod expectations;
 pub mod gauges;
 mod guard;
+pub mod members;
 pub mod network;
 mod observe;
 pub mod plan;
@@ -49,7 +50,7 @@ use tracing::instrument;
 
 pub use expectations::Expectations;
 pub use network::{desired_pool_network_policy, pool_network_policy_name};
-pub use plan::{IdlePod, PoolPlan, Victim, is_member, plan};
+pub use plan::{IdlePod, PoolPlan, Victim, is_member, plan, plan_from_counts};
 pub use pod::desired_pod;
 pub use size::{pool_cap, target_hit_ratio};
 pub use status::{SizingFields, pool_status};
@@ -73,6 +74,7 @@ pub async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<Context>) -> Result<
     let key = format!("{namespace}/{name}");
     if is_terminating(pool.as_ref()) {
         ctx.expectations.forget(&key);
+        ctx.index.take_refills(&namespace, &name);
         ctx.sizing.forget_pool(&namespace, &name);
         remove_sizing_metrics(&ctx, &namespace, &name);
         return Ok(Action::await_change());
@@ -88,12 +90,7 @@ pub async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<Context>) -> Result<
 
     // Decide.
     let (measurement, sizing) = size::size_pool(&ctx, &pool);
-    let decision = plan(
-        usize::try_from(sizing.desired).unwrap_or(0),
-        &members.idle,
-        members.pending_creates,
-        ctx.config.rollout_batch.max(1),
-    );
+    let decision = decide(&ctx, &members, &hash, sizing.desired);
 
     // Guard: nothing is created unchecked, nor before its NetworkPolicy.
     let policy_problem = guard::policy_problem(&ctx, &template);
@@ -133,4 +130,17 @@ pub async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<Context>) -> Result<
         Err(error) if !matches!(error, Error::NameConflict { .. }) => Err(error),
         _ => Ok(action),
     }
+}
+
+/// The creates and deletes: from the member counts when nothing has to be
+/// picked (O(1)), else from the member list ([`plan`]).
+fn decide(ctx: &Context, members: &observe::Members, hash: &str, desired: i32) -> PoolPlan {
+    let desired = usize::try_from(desired).unwrap_or(0);
+    let batch = ctx.config.rollout_batch.max(1);
+    plan_from_counts(desired, members.tally(), members.pending_creates, batch).unwrap_or_else(
+        || {
+            let idle = observe::idle_pods(ctx, members, hash);
+            plan(desired, &idle, members.pending_creates, batch)
+        },
+    )
 }

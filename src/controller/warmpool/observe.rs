@@ -2,31 +2,49 @@
 //! API) and its members, i.e. Pods whose controller owner is this pool's uid
 //! (see [`super::plan::is_member`]), with pending creates and deletes
 //! settled against [`super::Expectations`].
+//!
+//! Cost: the members are read from the counts the Pod index keeps on every
+//! watch event ([`super::members`]), so observing is O(1 + pending creates
+//! and deletes); the member list (O(members)) is only materialized when the
+//! decision has to pick Pods ([`idle_pods`]: scale-down, rollout).
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
 use kube::api::Api;
-use kube::{Resource, ResourceExt};
+use kube::runtime::reflector::ObjectRef;
 
-use super::super::{Context, Result, is_terminating, kube_err, pod_has_ended, pod_is_ready};
-use super::plan::{IdlePod, is_member};
+use super::super::{Context, Result, kube_err};
+use super::members::{GroupKey, PoolCounts};
+use super::plan::{IdlePod, Tally};
 use super::size::pool_cap;
 use super::status::{self, SizingFields, pool_status};
-use crate::api::{SandboxTemplate, SandboxWarmPool, TEMPLATE_HASH_LABEL};
+use crate::api::{SandboxTemplate, SandboxWarmPool};
 
 /// What a reconcile observed of the pool's members.
 pub(super) struct Members {
-    /// Every member Pod, terminating ones included.
-    pub all: Vec<Arc<Pod>>,
-    /// Members that count as idle (not terminating, no delete pending).
-    pub idle: Vec<IdlePod>,
+    /// The pool's member group (namespace, name, uid).
+    pub group: GroupKey,
+    /// Counts over the live members, pending deletes left out.
+    pub counts: PoolCounts,
+    /// Members whose delete is pending (not counted as idle).
+    pub pending_deletes: HashSet<String>,
     /// Creates the cache has not shown yet.
     pub pending_creates: usize,
 }
 
-/// The pool's members as the cache shows them.
+impl Members {
+    /// The counts the plan reads.
+    pub fn tally(&self) -> Tally {
+        Tally {
+            idle: self.counts.idle,
+            current: self.counts.current,
+            current_ready: self.counts.ready,
+        }
+    }
+}
+
+/// The pool's members as the Pod index shows them.
 pub(super) fn observe_members(
     ctx: &Context,
     pool: &SandboxWarmPool,
@@ -34,42 +52,43 @@ pub(super) fn observe_members(
     hash: &str,
 ) -> Members {
     let namespace = pool.namespace().unwrap_or_default();
-    let (name, uid) = (pool.name_any(), pool.uid().unwrap_or_default());
-    let all: Vec<Arc<Pod>> = ctx
-        .index
-        .controlled_by(&uid)
-        .iter()
-        .filter_map(|pod| ctx.pods.get(pod))
-        .filter(|p| is_member(p, &namespace, &name, &uid))
-        .collect();
-    let seen: HashSet<String> = all
-        .iter()
-        .filter(|p| !is_terminating(p.as_ref()))
-        .map(|p| p.name_any())
-        .collect();
-    let (pending_creates, pending_deletes) = ctx.expectations.settle_with(key, &seen, |name| {
-        ctx.pods
-            .get(&kube::runtime::reflector::ObjectRef::new(name).within(&namespace))
-            .is_some()
-    });
-    let idle = all
-        .iter()
-        .filter(|p| !is_terminating(p.as_ref()) && !pending_deletes.contains(&p.name_any()))
-        .map(|p| IdlePod {
-            name: p.name_any(),
-            uid: p.uid().unwrap_or_default(),
-            resource_version: p.resource_version().unwrap_or_default(),
-            ready: pod_is_ready(p),
-            current: p.labels().get(TEMPLATE_HASH_LABEL).map(String::as_str) == Some(hash)
-                && !pod_has_ended(p),
-            created: p.meta().creation_timestamp.as_ref().map(|t| t.0),
-        })
-        .collect();
+    let group = (
+        namespace.clone(),
+        pool.name_any(),
+        pool.uid().unwrap_or_default(),
+    );
+    let (pending_creates, pending_deletes) = ctx.expectations.settle_with(
+        key,
+        |name| ctx.index.is_live_member(&group, name),
+        |name| {
+            ctx.pods
+                .get(&ObjectRef::new(name).within(&namespace))
+                .is_some()
+        },
+    );
+    let counts = ctx.index.pool_counts(&group, hash, &pending_deletes);
     Members {
-        all,
-        idle,
+        group,
+        counts,
+        pending_deletes,
         pending_creates,
     }
+}
+
+/// The live members not pending deletion, as the plan reads them. O(members).
+pub(super) fn idle_pods(ctx: &Context, members: &Members, hash: &str) -> Vec<IdlePod> {
+    ctx.index
+        .pool_members(&members.group, &members.pending_deletes)
+        .into_iter()
+        .map(|(name, m)| IdlePod {
+            name,
+            uid: m.uid,
+            resource_version: m.resource_version,
+            ready: m.ready,
+            current: m.hash.as_deref() == Some(hash) && !m.ended,
+            created: m.created,
+        })
+        .collect()
 }
 
 /// The pool's template from the cache (or the API); `None` after reporting

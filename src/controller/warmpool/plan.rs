@@ -69,6 +69,42 @@ pub fn is_member(pod: &Pod, namespace: &str, pool_name: &str, pool_uid: &str) ->
         && controller_uid(&pod.metadata) == Some(pool_uid)
 }
 
+/// The counts [`plan`] reads when it picks no Pod.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Tally {
+    /// Live idle Pods (the `idle` list's length).
+    pub idle: usize,
+    /// Of those, made from the current template (and not ended).
+    pub current: usize,
+    /// Of those current ones, Ready.
+    pub current_ready: usize,
+}
+
+/// [`plan`] from counts alone: `Some` with exactly what [`plan`] decides
+/// whenever that decision deletes nothing (the usual refill), `None` when it
+/// would pick victims (scale-down, rollout) and needs the Pod list.
+pub fn plan_from_counts(
+    desired: usize,
+    tally: Tally,
+    pending_creates: usize,
+    rollout_batch: usize,
+) -> Option<PoolPlan> {
+    let count = tally.idle + pending_creates;
+    if count > desired {
+        return None;
+    }
+    let create = desired - count;
+    let starting = tally.current - tally.current_ready + pending_creates + create;
+    let outdated = tally.idle - tally.current;
+    if starting < rollout_batch && outdated > 0 {
+        return None;
+    }
+    Some(PoolPlan {
+        create,
+        delete: Vec::new(),
+    })
+}
+
 /// Decides creates and deletes for a pool.
 ///
 /// - `idle` are the pool's live idle Pods (not terminating, not being deleted
@@ -187,6 +223,47 @@ mod tests {
         let mut pods2 = pods[3..].to_vec();
         pods2.extend((0..3).map(|i| idle(&format!("n{i}"), false, true, 20 + i)));
         assert_eq!(plan(10, &pods2, 0, 3), PoolPlan::default());
+    }
+
+    #[test]
+    fn the_plan_from_counts_agrees_with_the_plan_whenever_it_answers() {
+        let mut answered = 0;
+        for mask in 0u32..4096 {
+            let pods: Vec<IdlePod> = (0..4)
+                .filter(|i| mask & (1 << i) != 0)
+                .map(|i| {
+                    idle(
+                        &format!("p{i}"),
+                        mask & (16 << i) != 0,
+                        mask & (256 << i) != 0,
+                        i,
+                    )
+                })
+                .collect();
+            let tally = Tally {
+                idle: pods.len(),
+                current: pods.iter().filter(|p| p.current).count(),
+                current_ready: pods.iter().filter(|p| p.current && p.ready).count(),
+            };
+            for (desired, pending, batch) in [(0, 0, 1), (3, 0, 2), (4, 1, 5), (6, 2, 3), (8, 0, 9)]
+            {
+                let full = plan(desired, &pods, pending, batch);
+                match plan_from_counts(desired, tally, pending, batch) {
+                    Some(quick) => {
+                        assert_eq!(quick, full, "mask {mask:b}");
+                        answered += 1;
+                    }
+                    None => assert!(
+                        !full.delete.is_empty(),
+                        "mask {mask:b}: None only when Pods are picked"
+                    ),
+                }
+            }
+        }
+        assert!(
+            answered > 1000,
+            "the quick path covers the usual cases ({answered})"
+        );
     }
 
     fn pod(labels: &[(&str, &str)], owner_uid: Option<&str>, controller: bool) -> Pod {

@@ -1,21 +1,19 @@
 //! The record step of a reconcile: refill times, gauges, and the pool
 //! status, written at most every [`STATUS_WRITE_INTERVAL`] per pool.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 
-use super::super::{Context, Result, is_terminating, pod_is_ready};
+use super::super::{Context, Result};
 use super::SIZING_INTERVAL;
 use super::autoscale::Decision;
 use super::gauges::{record_metrics, record_sizing_metrics};
 use super::observe::Members;
 use super::size::{pool_cap, target_hit_ratio};
 use super::status::{self, SizingFields, pool_status};
-use crate::api::{CREATED_AT_ANNOTATION, SandboxWarmPool};
+use crate::api::SandboxWarmPool;
 use crate::sizing::Measurement;
 
 /// Pool status is written at most this often per pool.
@@ -50,10 +48,10 @@ pub(super) async fn record(
     let namespace = pool.namespace().unwrap_or_default();
     let name = pool.name_any();
     let desired = usize::try_from(o.sizing.desired).unwrap_or(0);
-    record_refills(ctx, pool, o.key, &o.members.all);
-    let idle = &o.members.idle;
-    let live = idle.len() - o.deleted.min(idle.len()) + o.members.pending_creates + o.created;
-    let ready = idle.iter().filter(|p| p.ready && p.current).count();
+    record_refills(ctx, pool);
+    let counts = &o.members.counts;
+    let live = counts.idle - o.deleted.min(counts.idle) + o.members.pending_creates + o.created;
+    let ready = counts.ready;
     // Erlang's servers are the pool's slots: idle or refilling, `desired`.
     let size = u32::try_from(desired).unwrap_or(u32::MAX);
     let recommendation = crate::sizing::recommend(o.measurement, size, target_hit_ratio(pool));
@@ -62,7 +60,7 @@ pub(super) async fn record(
     let cap = pool_cap(ctx);
     let problem = o
         .blocker
-        .or_else(|| status::unschedulable(&o.members.all))
+        .or_else(|| status::unschedulable(counts))
         .or_else(|| {
             (o.sizing.condition.is_none() && pool.spec.replicas > cap).then(|| {
                 (
@@ -99,27 +97,15 @@ pub(super) async fn record(
     Ok(Action::requeue(SIZING_INTERVAL))
 }
 
-/// Pool Pods that turned Ready: the time since the pool created them (their
-/// `created-at` stamp) feeds the replenish metric and the pool's refill
-/// times.
-fn record_refills(ctx: &Context, pool: &SandboxWarmPool, key: &str, members: &[Arc<Pod>]) {
-    let ready_pods: Vec<&Arc<Pod>> = members
-        .iter()
-        .filter(|p| !is_terminating(p.as_ref()) && pod_is_ready(p))
-        .collect();
-    let ready_uids: Vec<String> = ready_pods.iter().filter_map(|p| p.uid()).collect();
-    let newly_ready = ctx.expectations.newly_ready(key, &ready_uids);
+/// Pool Pods that turned Ready since the last reconcile (queued by the Pod
+/// index on the watch event that showed it): the time since the pool
+/// created them (their `created-at` stamp) feeds the replenish metric and
+/// the pool's refill times.
+fn record_refills(ctx: &Context, pool: &SandboxWarmPool) {
+    let (namespace, name) = (pool.namespace().unwrap_or_default(), pool.name_any());
     let now = jiff::Timestamp::now();
-    let namespace = pool.namespace().unwrap_or_default();
-    for pod in ready_pods
-        .iter()
-        .filter(|p| p.uid().is_some_and(|u| newly_ready.contains(&u)))
-    {
-        let Some(created) = pod
-            .annotations()
-            .get(CREATED_AT_ANNOTATION)
-            .and_then(|v| v.parse::<jiff::Timestamp>().ok())
-        else {
+    for refill in ctx.index.take_refills(&namespace, &name) {
+        let Some(created) = refill.created_at else {
             continue;
         };
         let seconds = now.duration_since(created).as_secs_f64();
@@ -128,8 +114,7 @@ fn record_refills(ctx: &Context, pool: &SandboxWarmPool, key: &str, members: &[A
                 .replenish_seconds
                 .with_label_values(&["ready"])
                 .observe(seconds);
-            ctx.sizing
-                .record_refill(&namespace, &pool.name_any(), seconds);
+            ctx.sizing.record_refill(&namespace, &name, seconds);
         }
     }
 }

@@ -211,50 +211,26 @@ mod tests {
     }
 }
 
-/// Why some of the pool's Pods cannot run: the scheduler's own message for
-/// Pods it marked `PodScheduled=False` with reason `Unschedulable` (for
-/// example "0/3 nodes are available: 3 Insufficient cpu"). The pool does not
-/// create more Pods for them (they still count as members); it says so.
-/// Pure.
-pub fn unschedulable(
-    pods: &[std::sync::Arc<k8s_openapi::api::core::v1::Pod>],
-) -> Option<(&'static str, String)> {
-    let stuck: Vec<(String, String)> = pods
-        .iter()
-        .filter_map(|pod| {
-            let condition = pod
-                .status
-                .as_ref()?
-                .conditions
-                .as_ref()?
-                .iter()
-                .find(|c| c.type_ == "PodScheduled" && c.status == "False")?;
-            (condition.reason.as_deref() == Some("Unschedulable")).then(|| {
-                (
-                    kube::ResourceExt::name_any(pod.as_ref()),
-                    condition.message.clone().unwrap_or_default(),
-                )
-            })
-        })
-        .collect();
-    let (first, message) = stuck.first()?;
+/// `PodsUnschedulable` when the scheduler reports members Unschedulable
+/// (counted by [`super::members`]), with one of them as the example. Pure.
+pub fn unschedulable(counts: &super::members::PoolCounts) -> Option<(&'static str, String)> {
+    let (first, message) = counts.unschedulable_example.as_ref()?;
     Some((
         "PodsUnschedulable",
         format!(
             "{} of the pool's {} Pods cannot be scheduled (e.g. {first}: {message}); no more are created for them",
-            stuck.len(),
-            pods.len()
+            counts.unschedulable, counts.members
         ),
     ))
 }
 
 #[cfg(test)]
 mod unschedulable_tests {
+    use super::super::members::{PoolCounts, unschedulable_message};
     use super::unschedulable;
     use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
-    use std::sync::Arc;
 
-    fn pod(name: &str, scheduled: Option<(&str, &str)>) -> Arc<Pod> {
+    fn pod(name: &str, scheduled: Option<(&str, &str)>) -> Pod {
         let mut p = Pod::default();
         p.metadata.name = Some(name.into());
         p.status = Some(PodStatus {
@@ -269,21 +245,28 @@ mod unschedulable_tests {
             }),
             ..Default::default()
         });
-        Arc::new(p)
+        p
     }
 
     #[test]
     fn the_schedulers_message_is_reported() {
-        let pods = vec![
-            pod("a", Some(("True", ""))),
-            pod("b", Some(("False", "Unschedulable"))),
-            pod("c", None),
-        ];
-        let (reason, message) = unschedulable(&pods).unwrap();
+        assert!(unschedulable_message(&pod("a", Some(("True", "")))).is_none());
+        assert!(unschedulable_message(&pod("c", None)).is_none());
+        assert!(unschedulable_message(&pod("d", Some(("False", "SchedulingGated")))).is_none());
+        let message = unschedulable_message(&pod("b", Some(("False", "Unschedulable")))).unwrap();
+        let counts = PoolCounts {
+            members: 3,
+            unschedulable: 1,
+            unschedulable_example: Some(("b".into(), message)),
+            ..Default::default()
+        };
+        let (reason, message) = unschedulable(&counts).unwrap();
         assert_eq!(reason, "PodsUnschedulable");
         assert!(message.starts_with("1 of the pool's 3 Pods"), "{message}");
-        assert!(message.contains("Insufficient cpu"), "{message}");
-        assert!(unschedulable(&pods[..1]).is_none());
-        assert!(unschedulable(&[pod("d", Some(("False", "SchedulingGated")))]).is_none());
+        assert!(
+            message.contains("e.g. b: 0/1 nodes are available: 1 Insufficient cpu."),
+            "{message}"
+        );
+        assert!(unschedulable(&PoolCounts::default()).is_none());
     }
 }

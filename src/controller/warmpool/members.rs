@@ -1,0 +1,325 @@
+//! Per-pool member bookkeeping, kept up to date on every Pod watch event (by
+//! [`crate::controller::index::PodIndex`]), so a pool reconcile reads its
+//! counts in O(1) instead of passing over every member Pod.
+//!
+//! A member is a Pod whose controller ownerReference is the pool's uid AND
+//! that carries the pool's label, in the pool's namespace (the same rule as
+//! [`super::plan::is_member`]): members are grouped by exactly that triple,
+//! so a group never holds a Pod someone merely labelled.
+//!
+//! Guarantees:
+//! - the counts of a group are the sums of its members' contributions, added
+//!   and removed in one place ([`Groups::put`], [`Groups::take`]);
+//! - [`Groups::put`] says whether the change can alter the pool's decision
+//!   (membership, readiness, terminating, ended, template hash,
+//!   schedulability); a change of the resourceVersion alone does not wake
+//!   the pool (a victim chosen from an older one costs a benign 409);
+//! - a member's not-Ready -> Ready transition is queued as a refill for the
+//!   pool to drain ([`Groups::take_refills`]), bounded per pool.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::{Resource, ResourceExt};
+
+use super::super::{controller_uid, is_terminating, pod_has_ended, pod_is_ready};
+use crate::api::{CREATED_AT_ANNOTATION, POOL_LABEL, TEMPLATE_HASH_LABEL};
+
+/// (namespace, pool name, pool uid): the pool a member belongs to.
+pub type GroupKey = (String, String, String);
+
+/// Refills queued per pool before the oldest are dropped (a pool that is
+/// not reconciled for long loses refill samples, never memory).
+const MAX_QUEUED_REFILLS: usize = 1024;
+
+/// What a pool needs to know about one member Pod.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Member {
+    /// Pod uid.
+    pub uid: String,
+    /// resourceVersion of the last event seen.
+    pub resource_version: String,
+    /// Running and Ready.
+    pub ready: bool,
+    /// Has a deletionTimestamp.
+    pub terminating: bool,
+    /// Succeeded or Failed.
+    pub ended: bool,
+    /// Its template hash label.
+    pub hash: Option<String>,
+    /// Creation time.
+    pub created: Option<jiff::Timestamp>,
+    /// The scheduler's message when it reports the Pod Unschedulable.
+    pub unschedulable: Option<String>,
+    /// The pool's `created-at` stamp.
+    pub created_at: Option<jiff::Timestamp>,
+}
+
+impl Member {
+    /// The group and summary of a Pod, if it is some pool's member. Pure.
+    pub fn of(pod: &Pod) -> Option<(GroupKey, Member)> {
+        let pool = pod.labels().get(POOL_LABEL)?;
+        let owner = controller_uid(&pod.metadata)?;
+        let key = (
+            pod.namespace().unwrap_or_default(),
+            pool.clone(),
+            owner.to_string(),
+        );
+        let member = Member {
+            uid: pod.uid().unwrap_or_default(),
+            resource_version: pod.resource_version().unwrap_or_default(),
+            ready: pod_is_ready(pod),
+            terminating: is_terminating(pod),
+            ended: pod_has_ended(pod),
+            hash: pod.labels().get(TEMPLATE_HASH_LABEL).cloned(),
+            created: pod.meta().creation_timestamp.as_ref().map(|t| t.0),
+            unschedulable: unschedulable_message(pod),
+            created_at: pod
+                .annotations()
+                .get(CREATED_AT_ANNOTATION)
+                .and_then(|v| v.parse().ok()),
+        };
+        Some((key, member))
+    }
+
+    /// The part of a member that a pool's decision reads.
+    fn decision(&self) -> (bool, bool, bool, Option<&str>, bool) {
+        (
+            self.ready,
+            self.terminating,
+            self.ended,
+            self.hash.as_deref(),
+            self.unschedulable.is_some(),
+        )
+    }
+
+    /// Live: not terminating (pending deletes are left out by the caller).
+    pub fn live(&self) -> bool {
+        !self.terminating
+    }
+}
+
+/// The scheduler's message when it reports the Pod Unschedulable. Pure.
+pub fn unschedulable_message(pod: &Pod) -> Option<String> {
+    let condition = pod
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")?;
+    (condition.reason.as_deref() == Some("Unschedulable"))
+        .then(|| condition.message.clone().unwrap_or_default())
+}
+
+/// Counts of live members by template hash.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct HashCounts {
+    /// Live and not ended.
+    usable: usize,
+    /// Live, not ended and Ready.
+    ready: usize,
+}
+
+/// One pool's members and their running counts.
+#[derive(Debug, Default)]
+struct Group {
+    members: HashMap<String, Member>,
+    live: usize,
+    by_hash: HashMap<String, HashCounts>,
+    unschedulable: BTreeMap<String, String>,
+}
+
+impl Group {
+    /// Adds (`add`) or removes a member's contribution to the counts.
+    fn count(&mut self, name: &str, m: &Member, add: bool) {
+        let step = |n: &mut usize| {
+            *n = if add { *n + 1 } else { n.saturating_sub(1) };
+        };
+        if m.live() {
+            step(&mut self.live);
+            if let (false, Some(hash)) = (m.ended, &m.hash) {
+                let counts = self.by_hash.entry(hash.clone()).or_default();
+                step(&mut counts.usable);
+                if m.ready {
+                    step(&mut counts.ready);
+                }
+                if *counts == HashCounts::default() {
+                    self.by_hash.remove(hash);
+                }
+            }
+        }
+        match (&m.unschedulable, add) {
+            (Some(message), true) => {
+                self.unschedulable.insert(name.to_string(), message.clone());
+            }
+            (Some(_), false) => {
+                self.unschedulable.remove(name);
+            }
+            (None, _) => {}
+        }
+    }
+}
+
+/// A refill: a member that turned Ready since the pool last looked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Refill {
+    /// Pod uid.
+    pub uid: String,
+    /// The pool's `created-at` stamp of the Pod.
+    pub created_at: Option<jiff::Timestamp>,
+}
+
+/// What a pool reconcile reads: counts over its live members, pending
+/// deletes left out.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PoolCounts {
+    /// Live members (not terminating, no delete pending).
+    pub idle: usize,
+    /// Of those, made from the current template and not ended.
+    pub current: usize,
+    /// Of those, Ready.
+    pub ready: usize,
+    /// Every member, terminating ones included.
+    pub members: usize,
+    /// Members the scheduler reports Unschedulable, and one of them (name,
+    /// message).
+    pub unschedulable: usize,
+    /// An example of an unschedulable member (name, message).
+    pub unschedulable_example: Option<(String, String)>,
+}
+
+/// Every pool's members (see the module docs).
+#[derive(Debug, Default)]
+pub struct Groups {
+    groups: HashMap<GroupKey, Group>,
+    refills: HashMap<(String, String), VecDeque<Refill>>,
+}
+
+impl Groups {
+    /// Records `member` as `name` in `key`'s group; returns whether the
+    /// pool's decision may change (new member or a decision field changed).
+    pub fn put(&mut self, key: &GroupKey, name: &str, member: Member) -> bool {
+        let group = self.groups.entry(key.clone()).or_default();
+        let old = group.members.remove(name);
+        if let Some(old) = &old {
+            group.count(name, old, false);
+        }
+        group.count(name, &member, true);
+        let was_ready = old.as_ref().map(|o| o.ready && !o.terminating);
+        if was_ready == Some(false) && member.ready && !member.terminating {
+            let queue = self
+                .refills
+                .entry((key.0.clone(), key.1.clone()))
+                .or_default();
+            if queue.len() >= MAX_QUEUED_REFILLS {
+                queue.pop_front();
+            }
+            queue.push_back(Refill {
+                uid: member.uid.clone(),
+                created_at: member.created_at,
+            });
+        }
+        let changed = old.as_ref().map(Member::decision) != Some(member.decision());
+        group.members.insert(name.to_string(), member);
+        changed
+    }
+
+    /// Removes `name` from `key`'s group; returns whether it was a member.
+    pub fn take(&mut self, key: &GroupKey, name: &str) -> bool {
+        let Some(group) = self.groups.get_mut(key) else {
+            return false;
+        };
+        let Some(old) = group.members.remove(name) else {
+            return false;
+        };
+        group.count(name, &old, false);
+        if group.members.is_empty() {
+            self.groups.remove(key);
+        }
+        true
+    }
+
+    /// Whether `name` is a live member (not terminating) of the pool.
+    pub fn is_live(&self, key: &GroupKey, name: &str) -> bool {
+        self.groups
+            .get(key)
+            .and_then(|g| g.members.get(name))
+            .is_some_and(Member::live)
+    }
+
+    /// The pool's counts for template hash `hash`, leaving out the members
+    /// named in `excluded` (deletes pending). O(1 + excluded).
+    pub fn counts(&self, key: &GroupKey, hash: &str, excluded: &HashSet<String>) -> PoolCounts {
+        let Some(group) = self.groups.get(key) else {
+            return PoolCounts::default();
+        };
+        let current = group.by_hash.get(hash).copied().unwrap_or_default();
+        let mut counts = PoolCounts {
+            idle: group.live,
+            current: current.usable,
+            ready: current.ready,
+            members: group.members.len(),
+            unschedulable: group.unschedulable.len(),
+            unschedulable_example: group
+                .unschedulable
+                .iter()
+                .next()
+                .map(|(n, m)| (n.clone(), m.clone())),
+        };
+        for m in excluded
+            .iter()
+            .filter_map(|n| group.members.get(n))
+            .filter(|m| m.live())
+        {
+            counts.idle -= 1;
+            if !m.ended && m.hash.as_deref() == Some(hash) {
+                counts.current -= 1;
+                counts.ready -= usize::from(m.ready);
+            }
+        }
+        counts
+    }
+
+    /// The live members (name, summary) not named in `excluded`. O(members):
+    /// only for decisions that pick Pods (scale-down, rollout).
+    pub fn live_members(
+        &self,
+        key: &GroupKey,
+        excluded: &HashSet<String>,
+    ) -> Vec<(String, Member)> {
+        self.groups
+            .get(key)
+            .map(|g| {
+                g.members
+                    .iter()
+                    .filter(|(n, m)| m.live() && !excluded.contains(*n))
+                    .map(|(n, m)| (n.clone(), m.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Drains the refills queued for the pool `namespace/name`.
+    pub fn take_refills(&mut self, namespace: &str, name: &str) -> Vec<Refill> {
+        self.refills
+            .remove(&(namespace.to_string(), name.to_string()))
+            .map(Vec::from)
+            .unwrap_or_default()
+    }
+
+    /// Drops the queued refills of pools `keep` rejects (gone pools).
+    pub fn retain_refills(&mut self, keep: impl Fn(&str, &str) -> bool) -> usize {
+        let before = self.refills.len();
+        self.refills.retain(|(ns, name), _| keep(ns, name));
+        before - self.refills.len()
+    }
+
+    /// Number of groups and of queued refill lists.
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.groups.len(), self.refills.len())
+    }
+}
+
+#[cfg(test)]
+mod tests;

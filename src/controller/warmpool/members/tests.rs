@@ -1,0 +1,199 @@
+use super::*;
+use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+
+fn key() -> GroupKey {
+    ("ns".into(), "pool".into(), "pool-uid".into())
+}
+
+fn member(ready: bool, terminating: bool, ended: bool, hash: &str) -> Member {
+    Member {
+        uid: "u".into(),
+        resource_version: "1".into(),
+        ready,
+        terminating,
+        ended,
+        hash: Some(hash.into()),
+        created: None,
+        unschedulable: None,
+        created_at: None,
+    }
+}
+
+/// The counts recomputed by a pass over all members: what the running
+/// counts must always equal.
+fn brute(members: &HashMap<String, Member>, hash: &str, excluded: &HashSet<String>) -> PoolCounts {
+    let live: Vec<&Member> = members
+        .iter()
+        .filter(|(n, m)| m.live() && !excluded.contains(*n))
+        .map(|(_, m)| m)
+        .collect();
+    let current: Vec<&&Member> = live
+        .iter()
+        .filter(|m| !m.ended && m.hash.as_deref() == Some(hash))
+        .collect();
+    let stuck: BTreeMap<&String, &String> = members
+        .iter()
+        .filter_map(|(n, m)| Some((n, m.unschedulable.as_ref()?)))
+        .collect();
+    PoolCounts {
+        idle: live.len(),
+        current: current.len(),
+        ready: current.iter().filter(|m| m.ready).count(),
+        members: members.len(),
+        unschedulable: stuck.len(),
+        unschedulable_example: stuck
+            .iter()
+            .next()
+            .map(|(n, m)| ((*n).clone(), (*m).clone())),
+    }
+}
+
+#[test]
+fn running_counts_equal_a_full_pass_after_any_sequence_of_events() {
+    let mut groups = Groups::default();
+    let mut truth: HashMap<String, Member> = HashMap::new();
+    // A deterministic pseudo-random walk over 12 Pods and 2000 events.
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..2000 {
+        let r = next();
+        let name = format!("p{}", r % 12);
+        if r % 7 == 0 {
+            assert_eq!(groups.take(&key(), &name), truth.remove(&name).is_some());
+        } else {
+            let mut m = member(
+                r & 0x100 != 0,
+                r & 0x200 != 0,
+                r & 0x400 != 0,
+                if r & 0x800 != 0 { "h1" } else { "h2" },
+            );
+            m.unschedulable = (r & 0x1000 != 0).then(|| format!("msg {name}"));
+            groups.put(&key(), &name, m.clone());
+            truth.insert(name, m);
+        }
+        let excluded: HashSet<String> = [format!("p{}", next() % 12)].into();
+        for hash in ["h1", "h2"] {
+            assert_eq!(
+                groups.counts(&key(), hash, &excluded),
+                brute(&truth, hash, &excluded)
+            );
+        }
+        assert_eq!(
+            groups.live_members(&key(), &excluded).len(),
+            brute(&truth, "h1", &excluded).idle
+        );
+    }
+}
+
+#[test]
+fn only_decision_changes_wake_the_pool() {
+    let mut groups = Groups::default();
+    assert!(
+        groups.put(&key(), "a", member(false, false, false, "h")),
+        "new member"
+    );
+    let mut newer = member(false, false, false, "h");
+    newer.resource_version = "2".into();
+    assert!(!groups.put(&key(), "a", newer), "resourceVersion alone");
+    assert!(
+        groups.put(&key(), "a", member(true, false, false, "h")),
+        "turned Ready"
+    );
+    assert!(
+        groups.put(&key(), "a", member(true, true, false, "h")),
+        "terminating"
+    );
+    assert!(groups.take(&key(), "a"));
+    assert!(!groups.take(&key(), "a"), "not a member any more");
+    assert_eq!(groups.sizes().0, 0, "an empty group is dropped");
+}
+
+#[test]
+fn a_member_turning_ready_is_queued_once_as_a_refill() {
+    let mut groups = Groups::default();
+    // First seen already Ready (e.g. at start-up): not a refill we saw.
+    groups.put(&key(), "old", member(true, false, false, "h"));
+    let mut starting = member(false, false, false, "h");
+    starting.uid = "new-uid".into();
+    groups.put(&key(), "new", starting.clone());
+    let mut ready = starting.clone();
+    ready.ready = true;
+    groups.put(&key(), "new", ready.clone());
+    groups.put(&key(), "new", ready);
+    let refills = groups.take_refills("ns", "pool");
+    assert_eq!(refills.len(), 1);
+    assert_eq!(refills[0].uid, "new-uid");
+    assert!(groups.take_refills("ns", "pool").is_empty(), "drained");
+    assert_eq!(groups.retain_refills(|_, _| false), 0);
+}
+
+fn pod(labels: &[(&str, &str)], owner: &str, ready: bool) -> Pod {
+    let mut p = Pod::default();
+    p.metadata.name = Some("p".into());
+    p.metadata.namespace = Some("ns".into());
+    p.metadata.uid = Some("pod-uid".into());
+    p.metadata.creation_timestamp = Some(Time(jiff::Timestamp::from_second(5).unwrap()));
+    p.metadata.labels = Some(
+        labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    );
+    p.metadata.annotations = Some(
+        [(
+            CREATED_AT_ANNOTATION.to_string(),
+            "1970-01-01T00:00:04Z".to_string(),
+        )]
+        .into(),
+    );
+    p.metadata.owner_references = Some(vec![OwnerReference {
+        uid: owner.into(),
+        controller: Some(true),
+        ..Default::default()
+    }]);
+    p.status = Some(PodStatus {
+        phase: Some("Running".into()),
+        conditions: Some(vec![
+            PodCondition {
+                type_: "Ready".into(),
+                status: if ready { "True" } else { "False" }.into(),
+                ..Default::default()
+            },
+            PodCondition {
+                type_: "PodScheduled".into(),
+                status: "False".into(),
+                reason: Some("Unschedulable".into()),
+                message: Some("0/1 nodes are available".into()),
+                ..Default::default()
+            },
+        ]),
+        ..Default::default()
+    });
+    p
+}
+
+#[test]
+fn a_pod_is_grouped_by_namespace_pool_label_and_controller_uid() {
+    let p = pod(
+        &[(POOL_LABEL, "pool"), (TEMPLATE_HASH_LABEL, "h")],
+        "pool-uid",
+        true,
+    );
+    let (group, m) = Member::of(&p).unwrap();
+    assert_eq!(group, key());
+    assert!(m.ready && !m.terminating && !m.ended);
+    assert_eq!(m.hash.as_deref(), Some("h"));
+    assert_eq!(m.unschedulable.as_deref(), Some("0/1 nodes are available"));
+    assert_eq!(m.created_at, Some(jiff::Timestamp::from_second(4).unwrap()));
+    // No pool label (stolen): no group, whatever its owner.
+    assert!(Member::of(&pod(&[], "pool-uid", true)).is_none());
+    // Labelled for the pool but controlled by something else: another group.
+    let (other, _) = Member::of(&pod(&[(POOL_LABEL, "pool")], "someone", true)).unwrap();
+    assert_ne!(other, key());
+}
