@@ -107,7 +107,8 @@ pub(super) fn slim_meta<K: Resource>(obj: &mut K) {
 ///   pool delete preconditions), creationTimestamp, deletionTimestamp,
 ///   labels, annotations, ownerReferences (the steal and adopt patches test
 ///   only `metadata.resourceVersion` and add to labels/ownerReferences, all
-///   kept);
+///   kept), and finalizers (a few names: they tell a Pod held in
+///   Terminating apart, for whoever inspects the cache);
 /// - spec: `nodeName` only (Sandbox status); containers, volumes, env are
 ///   never read from the cache (a new Pod is built from the template);
 /// - status: phase and reason (ended, evicted), the conditions (Ready,
@@ -129,6 +130,7 @@ pub fn slim_pod(pod: &mut Pod) {
         labels: meta.labels,
         annotations: meta.annotations,
         owner_references: meta.owner_references,
+        finalizers: meta.finalizers,
         ..ObjectMeta::default()
     };
     pod.spec = pod.spec.take().map(|spec| PodSpec {
