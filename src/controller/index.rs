@@ -9,6 +9,8 @@
 //! The index only narrows the search: callers check every Pod they get
 //! (ownership, readiness) from the cache copy, never from the index alone.
 
+mod ring;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
 
@@ -60,7 +62,7 @@ impl Keys {
 struct State {
     keys: HashMap<ObjectRef<Pod>, Keys>,
     by_controller: HashMap<String, HashSet<ObjectRef<Pod>>>,
-    idle: HashMap<PoolKey, HashSet<ObjectRef<Pod>>>,
+    idle: HashMap<PoolKey, ring::Ring>,
     by_claim: HashMap<String, HashSet<ObjectRef<Pod>>>,
     members: Groups,
 }
@@ -85,6 +87,25 @@ fn remove<K: std::hash::Hash + Eq>(
     {
         set.remove(pod);
         if set.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+fn pool_key(namespace: &str, template: &str, hash: &str) -> PoolKey {
+    (namespace.into(), template.into(), hash.into())
+}
+
+fn remove_idle(
+    map: &mut HashMap<PoolKey, ring::Ring>,
+    key: Option<&PoolKey>,
+    pod: &ObjectRef<Pod>,
+) {
+    if let Some(key) = key
+        && let Some(ring) = map.get_mut(key)
+    {
+        ring.remove(pod);
+        if ring.is_empty() {
             map.remove(key);
         }
     }
@@ -131,10 +152,12 @@ impl PodIndex {
             members: _,
         } = &mut *state;
         remove(by_controller, old.controller.as_ref(), &reference);
-        remove(idle, old.idle.as_ref(), &reference);
+        remove_idle(idle, old.idle.as_ref(), &reference);
         remove(by_claim, old.claim.as_ref(), &reference);
         insert(by_controller, keys.controller.clone(), &reference);
-        insert(idle, keys.idle.clone(), &reference);
+        if let Some(key) = keys.idle.clone() {
+            idle.entry(key).or_default().insert(&reference);
+        }
         insert(by_claim, keys.claim.clone(), &reference);
         all.insert(reference, keys);
         wake
@@ -150,7 +173,7 @@ impl PodIndex {
             old.controller.as_ref(),
             &reference,
         );
-        remove(&mut state.idle, old.idle.as_ref(), &reference);
+        remove_idle(&mut state.idle, old.idle.as_ref(), &reference);
         remove(&mut state.by_claim, old.claim.as_ref(), &reference);
         let group = old.group?;
         state
@@ -214,12 +237,27 @@ impl PodIndex {
         let state = self.state.read().expect("pod index lock");
         state
             .idle
-            .get(&(
-                namespace.to_string(),
-                template.to_string(),
-                hash.to_string(),
-            ))
-            .map(|s| s.iter().cloned().collect())
+            .get(&pool_key(namespace, template, hash))
+            .map(ring::Ring::all)
+            .unwrap_or_default()
+    }
+
+    /// Up to `limit` of those idle Pods, the ones nearest to `key` on the
+    /// ring (see [`ring`]), and how many idle Pods there are in all. O(log n
+    /// + limit).
+    pub fn idle_near(
+        &self,
+        namespace: &str,
+        template: &str,
+        hash: &str,
+        key: &str,
+        limit: usize,
+    ) -> (Vec<ObjectRef<Pod>>, usize) {
+        let state = self.state.read().expect("pod index lock");
+        state
+            .idle
+            .get(&pool_key(namespace, template, hash))
+            .map(|r| (r.near(key, limit), r.len()))
             .unwrap_or_default()
     }
 
@@ -282,6 +320,7 @@ mod tests {
         assert_eq!(index.idle("ns", "t", "h").len(), 1);
         assert_eq!(index.controlled_by("pool-uid").len(), 1);
         assert!(index.idle("ns", "t", "other-hash").is_empty());
+        assert_eq!(index.idle_near("ns", "t", "h", "claim", 8).1, 1);
 
         // The steal: pool label gone, claim uid label and owner added.
         let stolen = pod(

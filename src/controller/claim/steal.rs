@@ -118,14 +118,26 @@ pub fn candidates(
         pool_uids: &pool_uids,
         spread_key: &claim_uid,
     };
-    let pods: Vec<Arc<Pod>> = ctx
-        .index
-        .idle(namespace, &claim.spec.sandbox_template_ref.name, &hash)
-        .iter()
-        .filter_map(|r| ctx.pods.get(r))
-        .collect();
-    select_candidates(&pods, &criteria, &ctx.reservations)
+    let template = &claim.spec.sandbox_template_ref.name;
+    let select = |refs: Vec<kube::runtime::reflector::ObjectRef<Pod>>| {
+        let pods: Vec<Arc<Pod>> = refs.iter().filter_map(|r| ctx.pods.get(r)).collect();
+        select_candidates(&pods, &criteria, &ctx.reservations)
+    };
+    // The Pods near the claim on the index's ring first (O(limit), not
+    // O(pool)); the whole pool only when too few of those are usable.
+    let (near, total) =
+        ctx.index
+            .idle_near(namespace, template, &hash, &claim_uid, NEAR_CANDIDATES);
+    let found = select(near);
+    if found.len() >= MAX_STEAL_ATTEMPTS || total <= NEAR_CANDIDATES {
+        return found;
+    }
+    select(ctx.index.idle(namespace, template, &hash))
 }
+
+/// Idle Pods read around a claim's point on the index's ring before the
+/// whole pool is read.
+const NEAR_CANDIDATES: usize = 64;
 
 /// Reserves the first free candidate in memory; returns it and the rest.
 pub fn reserve_first(
