@@ -1,6 +1,7 @@
 //! Indexes over the Pod cache, kept up to date on every watch event, so a
 //! reconcile looks Pods up by key instead of scanning the whole cache:
-//! idle Pods by (namespace, template, template hash), Pods by controller
+//! idle Pods by (namespace, template, template hash) on a hash ring
+//! ([`ring`]: a claim reads the few nearest its uid), Pods by controller
 //! uid, Pods by the claim uid label a steal writes, and each pool's members
 //! with their running counts ([`Groups`]).
 //!

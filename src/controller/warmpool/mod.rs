@@ -4,11 +4,15 @@
 //! Flow of one reconcile (observe, decide, guard, act, record), one module
 //! per step:
 //! 1. Observe ([`observe`]): the template, the pool's members (Pods whose
-//!    controller owner is this pool's uid, see [`plan::is_member`]), the
-//!    claims the Sandbox cache shows ([`claims`]) and the pool's measurements.
+//!    controller owner is this pool's uid, see [`plan::is_member`]) as
+//!    counts the Pod index keeps per watch event ([`members`], O(1) per
+//!    reconcile), the claims the Sandbox cache shows ([`claims`]) and the
+//!    pool's measurements.
 //! 2. Decide ([`size`], [`plan`]): the effective size ([`autoscale::decide`]:
 //!    `spec.replicas` capped, or the recommendation within
-//!    `spec.autoscaling` bounds), then creates and deletes ([`plan::plan`]).
+//!    `spec.autoscaling` bounds), then creates and deletes (from the counts,
+//!    [`plan::plan_from_counts`], unless victims must be picked:
+//!    [`plan::plan`] over the member list).
 //! 3. Guard ([`guard`], [`network`]): the template passes the current
 //!    admission policy, and the NetworkPolicy covering the pool's Pods
 //!    exists; otherwise no Pod is created (a condition and an Event say why).
@@ -18,10 +22,11 @@
 //! 5. Record ([`record`]): refill times, gauges, and the status (at most
 //!    every 2 s).
 //!
-//! A reconcile runs on every watch event of a pool or of one of its Pods
-//! (including the steal that takes a Pod out of the pool, through the
-//! `origin-pool` label), so a refill starts as soon as the Pod leaves, not
-//! on a timer; every pool is also requeued every [`SIZING_INTERVAL`] so its
+//! A reconcile runs on every watch event of a pool and on each Pod event
+//! that can change its decision (a member joins, leaves, e.g. the steal, or
+//! changes readiness, termination, template hash or schedulability; see
+//! [`members`]), so a refill starts as soon as the Pod leaves, not on a
+//! timer; every pool is also requeued every [`SIZING_INTERVAL`] so its
 //! figures follow the sliding windows. [`Expectations`] remembers creates and
 //! deletes whose watch events have not reached the cache yet, so a lagging
 //! cache never causes over-creation.
