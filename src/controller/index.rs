@@ -272,6 +272,15 @@ impl PodIndex {
             .unwrap_or_default()
     }
 
+    /// Whether the Pod `namespace/name` is indexed (the same view as the
+    /// member counts, which the Pod store may be a moment ahead of).
+    pub fn contains(&self, namespace: &str, name: &str) -> bool {
+        let state = self.state.read().expect("pod index lock");
+        state
+            .keys
+            .contains_key(&ObjectRef::new(name).within(namespace))
+    }
+
     /// Number of Pods indexed.
     pub fn len(&self) -> usize {
         self.state.read().expect("pod index lock").keys.len()
@@ -322,6 +331,7 @@ mod tests {
         assert_eq!(index.controlled_by("pool-uid").len(), 1);
         assert!(index.idle("ns", "t", "other-hash").is_empty());
         assert_eq!(index.idle_near("ns", "t", "h", "claim", 8).1, 1);
+        assert!(index.contains("ns", "a") && !index.contains("other", "a"));
 
         // The steal: pool label gone, claim uid label and owner added.
         let stolen = pod(

@@ -12,7 +12,6 @@ use std::collections::HashSet;
 
 use kube::ResourceExt;
 use kube::api::Api;
-use kube::runtime::reflector::ObjectRef;
 
 use super::super::{Context, Result, kube_err};
 use super::members::{GroupKey, PoolCounts};
@@ -57,14 +56,14 @@ pub(super) fn observe_members(
         pool.name_any(),
         pool.uid().unwrap_or_default(),
     );
+    // Both from the index, the view the counts come from: the Pod store
+    // applies an event a moment before the index does, and a create seen in
+    // the store but not yet counted would be settled while uncounted (one
+    // Pod over-created).
     let (pending_creates, pending_deletes) = ctx.expectations.settle_with(
         key,
         |name| ctx.index.is_live_member(&group, name),
-        |name| {
-            ctx.pods
-                .get(&ObjectRef::new(name).within(&namespace))
-                .is_some()
-        },
+        |name| ctx.index.contains(&namespace, name),
     );
     let counts = ctx.index.pool_counts(&group, hash, &pending_deletes);
     Members {
