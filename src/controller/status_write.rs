@@ -1,36 +1,89 @@
 //! Status writes: one JSON merge patch on the status subresource,
-//! conditioned on the resourceVersion the status was computed from.
+//! conditioned on the resourceVersion the status was computed from, for
+//! every kind whose status the operator owns ([`OwnStatus`]).
 
-use kube::api::Api;
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
+use serde::Serialize;
 
+use super::context::Context;
 use super::errors::{Result, is_conflict, is_not_found, kube_err};
+use crate::api::{
+    Sandbox, SandboxClaim, SandboxClaimStatus, SandboxStatus, SandboxWarmPool,
+    SandboxWarmPoolStatus,
+};
 
-/// Replaces an object's status with ONE JSON merge patch on the status
-/// subresource: every top-level field in `fields` that `status` leaves out
-/// is sent as `null`, so the stored status equals `status` exactly (a
-/// field that went away is removed). No read-modify-write, and cheaper for
-/// the API server than server-side apply on objects carrying a pod template.
-/// A deleted object is not an error.
-///
-/// The patch carries `object`'s resourceVersion, so the API server applies
-/// it only to the version the status was computed from: a status computed
-/// from a stale cache, or one sent late by a process that has since lost
-/// the leader Lease, is refused with 409 Conflict (an error of class
-/// writes nothing and returns `Ok(false)`: the newer version's watch event
-/// reconciles again and computes the status anew) instead of overwriting a
-/// newer status. `Ok(true)`: the status is stored (or the object is gone).
-pub(crate) async fn write_status<K, S>(
-    api: &Api<K>,
-    object: &K,
+/// A kind whose whole status the operator writes.
+pub(crate) trait OwnStatus:
+    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+{
+    /// The status type.
+    type Status: Serialize;
+    /// Every top-level field of the status (one left out is sent as `null`).
+    const FIELDS: &'static [&'static str];
+    /// What the kind is called in errors and logs.
+    const WHAT: &'static str;
+}
+
+impl OwnStatus for SandboxClaim {
+    type Status = SandboxClaimStatus;
+    const FIELDS: &'static [&'static str] = &[
+        "conditions",
+        "sandbox",
+        "podName",
+        "launchType",
+        "warmPool",
+        "readyTime",
+        "timeToReadySeconds",
+    ];
+    const WHAT: &'static str = "claim";
+}
+
+impl OwnStatus for Sandbox {
+    type Status = SandboxStatus;
+    const FIELDS: &'static [&'static str] = &[
+        "conditions",
+        "service",
+        "serviceFQDN",
+        "replicas",
+        "selector",
+        "podName",
+        "podIP",
+        "nodeName",
+    ];
+    const WHAT: &'static str = "sandbox";
+}
+
+impl OwnStatus for SandboxWarmPool {
+    type Status = SandboxWarmPoolStatus;
+    const FIELDS: &'static [&'static str] = &[
+        "replicas",
+        "readyReplicas",
+        "selector",
+        "templateHash",
+        "desiredReplicas",
+        "recommendedReplicas",
+        "predictedHitRatio",
+        "observedHitRatio",
+        "claimRatePerMinute",
+        "refillSeconds",
+        "conditions",
+    ];
+    const WHAT: &'static str = "pool";
+}
+
+/// The merge patch that makes the stored status equal `status` exactly
+/// (every field of `fields` it leaves out is sent as `null`, so a field that
+/// went away is removed), applicable only to `resource_version`. Pure.
+pub(crate) fn status_patch<S: Serialize>(
     status: &S,
     fields: &[&str],
-    what: &str,
-) -> Result<bool>
-where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-    S: serde::Serialize,
-{
+    resource_version: Option<String>,
+) -> Result<serde_json::Value> {
     let mut value = serde_json::to_value(status)?;
     if let Some(object) = value.as_object_mut() {
         for field in fields {
@@ -39,16 +92,36 @@ where
                 .or_insert(serde_json::Value::Null);
         }
     }
-    let params = kube::api::PatchParams {
+    Ok(serde_json::json!({
+        "metadata": { "resourceVersion": resource_version },
+        "status": value,
+    }))
+}
+
+/// Replaces `object`'s status with ONE merge patch on the status
+/// subresource ([`status_patch`]): no read-modify-write, and cheaper for the
+/// API server than server-side apply on objects carrying a pod template.
+///
+/// The patch carries `object`'s resourceVersion, so the API server applies
+/// it only to the version the status was computed from. A status computed
+/// from a stale cache, or one sent late by a process that has since lost
+/// the leader Lease, gets 409 Conflict: nothing is written and the result is
+/// `Ok(false)` (the newer version's watch event reconciles again and
+/// computes the status anew), never an overwrite of a newer status.
+/// `Ok(true)`: the status is stored, or the object is gone.
+pub(crate) async fn write_status<K: OwnStatus>(
+    ctx: &Context,
+    object: &K,
+    status: &K::Status,
+) -> Result<bool> {
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &object.namespace().unwrap_or_default());
+    let patch = status_patch(status, K::FIELDS, object.resource_version())?;
+    let params = PatchParams {
         field_manager: Some(crate::api::FIELD_MANAGER.into()),
         ..Default::default()
     };
-    let patch = serde_json::json!({
-        "metadata": { "resourceVersion": object.resource_version() },
-        "status": value,
-    });
     match api
-        .patch_status(&object.name_any(), &params, &kube::api::Patch::Merge(patch))
+        .patch_status(&object.name_any(), &params, &Patch::Merge(patch))
         .await
     {
         Ok(_) => Ok(true),
@@ -56,10 +129,55 @@ where
         Err(e) if is_conflict(&e) => {
             tracing::debug!(
                 name = object.name_any(),
-                "{what} status computed from a stale version; the newer one will be reconciled"
+                "{} status computed from a stale version; the newer one will be reconciled",
+                K::WHAT
             );
             Ok(false)
         }
-        Err(e) => Err(kube_err(format!("write {what} status"))(e)),
+        Err(e) => Err(kube_err(format!("write {} status", K::WHAT))(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_patch_nulls_missing_fields_and_carries_the_version_read() {
+        let status = SandboxClaimStatus {
+            pod_name: Some("p".into()),
+            ..Default::default()
+        };
+        let patch = status_patch(&status, SandboxClaim::FIELDS, Some("42".into())).unwrap();
+        assert_eq!(patch["metadata"]["resourceVersion"], "42");
+        assert_eq!(patch["status"]["podName"], "p");
+        for field in SandboxClaim::FIELDS.iter().filter(|f| **f != "podName") {
+            assert!(
+                patch["status"].get(*field).is_some(),
+                "{field} is sent (null when absent)"
+            );
+        }
+    }
+
+    #[test]
+    fn every_status_field_is_listed() {
+        fn serialized_fields<S: Serialize>(status: S) -> Vec<String> {
+            serde_json::to_value(status)
+                .unwrap()
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect()
+        }
+        // A status with every optional field set must name only listed fields.
+        let claim = serde_json::from_value::<SandboxClaimStatus>(serde_json::json!({
+            "conditions": [], "sandbox": {"name": "s"}, "podName": "p", "launchType": "warm",
+            "warmPool": "w", "readyTime": "2026-01-01T00:00:00Z", "timeToReadySeconds": 1.0
+        }))
+        .unwrap();
+        for field in serialized_fields(claim) {
+            assert!(SandboxClaim::FIELDS.contains(&field.as_str()), "{field}");
+        }
     }
 }

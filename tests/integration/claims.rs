@@ -239,11 +239,19 @@ async fn template_change_replaces_idle_pods_only() {
     setup(&ns, 4).await;
     wait_pool_ready(&ns, 4).await;
     let c = claim_when_ready(&ns, "keep", Duration::from_secs(20)).await;
-    let claimed = ns
-        .api::<Pod>()
-        .get(c.status.as_ref().unwrap().pod_name.as_ref().unwrap())
-        .await
-        .unwrap();
+    // The Sandbox adopts the Pod after the claim says Ready (off the critical
+    // path): take the claimed Pod's version once that write is done.
+    let pod_name = c.status.as_ref().unwrap().pod_name.clone().unwrap();
+    let adopted = |p: &Pod| {
+        p.owner_references()
+            .iter()
+            .any(|o| o.controller == Some(true) && o.kind == "Sandbox")
+    };
+    wait_until(Duration::from_secs(20), || async {
+        adopted(&ns.api::<Pod>().get(&pod_name).await.unwrap())
+    })
+    .await;
+    let claimed = ns.api::<Pod>().get(&pod_name).await.unwrap();
     wait_pool_ready(&ns, 4).await;
     let before: HashSet<String> = ns
         .list::<Pod>()

@@ -5,10 +5,10 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
 use super::status::reason;
-use super::write_status;
 use crate::api::{
     ClaimShutdownPolicy, ConditionUpdate, Sandbox, SandboxClaim, SandboxClaimStatus, set_condition,
 };
+use crate::controller::write_status;
 use crate::controller::{Context, Result, is_not_found, kube_err};
 
 /// Expiry: `Delete`/`DeleteForeground` delete the claim (its children follow

@@ -72,6 +72,7 @@ pub use steal::{MAX_STEAL_ATTEMPTS, StealOutcome, steal};
 
 use super::{
     Context, Error, Result, controller_ref, controller_uid, create_owned, is_terminating, kube_err,
+    write_status,
 };
 use crate::api::{LaunchType, READY, Sandbox, SandboxClaim, SandboxClaimStatus, is_true};
 use crate::controller::sandbox::headless_service;
@@ -381,30 +382,4 @@ async fn report_failure(ctx: &Context, claim: &SandboxClaim, error: Error) -> Re
             .await;
     }
     Err(error)
-}
-
-/// Writes the claim status (see [`super::write_status`]).
-pub(crate) async fn write_status(
-    ctx: &Context,
-    claim: &SandboxClaim,
-    status: &SandboxClaimStatus,
-) -> Result<bool> {
-    let api: Api<SandboxClaim> =
-        Api::namespaced(ctx.client.clone(), &claim.namespace().unwrap_or_default());
-    super::write_status(
-        &api,
-        claim,
-        status,
-        &[
-            "conditions",
-            "sandbox",
-            "podName",
-            "launchType",
-            "warmPool",
-            "readyTime",
-            "timeToReadySeconds",
-        ],
-        "claim",
-    )
-    .await
 }

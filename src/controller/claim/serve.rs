@@ -17,14 +17,15 @@ use super::desired::{
     PoolChoice, desired_network_policy, desired_sandbox, desired_service,
     desired_template_network_policy, pool_choice, same_policy_spec,
 };
+use super::record_status;
 use super::status::{failed_status, reason, warm_ready_status};
 use super::steal::{candidates, has_pool, reserve_first, take_over};
-use super::{record_status, write_status};
 use crate::api::{
     CLAIM_UID_LABEL, ORIGIN_POOL_LABEL, POD_NAME_ANNOTATION, Sandbox, SandboxClaim, SandboxTemplate,
 };
 use crate::controller::admit::admit_sandbox;
 use crate::controller::takeover::pod_key;
+use crate::controller::write_status;
 use crate::controller::{
     Context, Created, Error, NetworkPolicyMode, Result, controller_uid, create_owned, is_conflict,
     is_not_found, is_terminating, kube_err, pod_is_ready,

@@ -25,8 +25,10 @@ use kube::runtime::reflector::ObjectRef;
 use tracing::instrument;
 
 use self::act::{Outcome, act};
-use super::{Context, Error, Result, controller_uid, create_owned, is_terminating, kube_err};
-use crate::api::{ConditionUpdate, POD_NAME_ANNOTATION, Sandbox, SandboxStatus};
+use super::{
+    Context, Error, Result, controller_uid, create_owned, is_terminating, kube_err, write_status,
+};
+use crate::api::{ConditionUpdate, POD_NAME_ANNOTATION, Sandbox};
 
 mod act;
 mod desired;
@@ -247,31 +249,4 @@ async fn record(
         super::timeline(sandbox, &sandbox.name_any(), "sandbox: Ready written");
     }
     Ok(true)
-}
-
-/// Writes the Sandbox status (see [`super::write_status`]).
-pub(crate) async fn write_status(
-    ctx: &Context,
-    sandbox: &Sandbox,
-    status: &SandboxStatus,
-) -> Result<bool> {
-    let api: Api<Sandbox> =
-        Api::namespaced(ctx.client.clone(), &sandbox.namespace().unwrap_or_default());
-    super::write_status(
-        &api,
-        sandbox,
-        status,
-        &[
-            "conditions",
-            "service",
-            "serviceFQDN",
-            "replicas",
-            "selector",
-            "podName",
-            "podIP",
-            "nodeName",
-        ],
-        "sandbox",
-    )
-    .await
 }

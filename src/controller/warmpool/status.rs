@@ -1,7 +1,6 @@
 //! The status of a pool: counts, conditions and the sizing figures. Pure,
 //! except [`write_status`].
 
-use kube::api::Api;
 use kube::{Resource, ResourceExt};
 
 use super::super::Context;
@@ -123,28 +122,7 @@ pub async fn write_status(
     if pool.status.as_ref() == Some(status) {
         return Ok(true);
     }
-    let api: Api<SandboxWarmPool> =
-        Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
-    super::super::write_status(
-        &api,
-        pool,
-        status,
-        &[
-            "replicas",
-            "readyReplicas",
-            "selector",
-            "templateHash",
-            "desiredReplicas",
-            "recommendedReplicas",
-            "predictedHitRatio",
-            "observedHitRatio",
-            "claimRatePerMinute",
-            "refillSeconds",
-            "conditions",
-        ],
-        "pool",
-    )
-    .await
+    super::super::write_status(ctx, pool, status).await
 }
 
 #[cfg(test)]
