@@ -13,6 +13,17 @@ use kube::runtime::reflector::store::Writer;
 use kube::runtime::{WatchStreamExt, watcher};
 use tracing::warn;
 
+/// What a cache can hold: a kind of this API (no dynamic type) that can be
+/// decoded, printed and shared across tasks.
+pub trait Cached: Resource<DynamicType = ()> + Clone + Send + Sync + 'static + Decoded {}
+
+impl<T: Resource<DynamicType = ()> + Clone + Send + Sync + 'static + Decoded> Cached for T {}
+
+/// Decodable from the API server's JSON and printable in logs.
+pub trait Decoded: serde::de::DeserializeOwned + std::fmt::Debug {}
+
+impl<T: serde::de::DeserializeOwned + std::fmt::Debug> Decoded for T {}
+
 /// Runs one cache: applies each watch event to the store, then calls
 /// `trigger` with the object and whether it was deleted.
 pub(super) async fn cache<K, F>(
@@ -24,13 +35,7 @@ pub(super) async fn cache<K, F>(
     slim: fn(&mut K),
     trigger: F,
 ) where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Cached,
     F: Fn(&K, bool),
 {
     use futures::StreamExt;

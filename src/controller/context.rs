@@ -327,13 +327,7 @@ impl CacheSpawner<'_> {
         trigger: F,
     ) -> Store<K>
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug
-            + Send
-            + Sync
-            + 'static,
+        K: super::cache::Cached + Resource<Scope = k8s_openapi::NamespaceResourceScope>,
         F: Fn(&K, bool) + Send + 'static,
     {
         let mut watch = watcher::Config::default();

@@ -29,9 +29,23 @@ pub(crate) trait OwnStatus:
     const WHAT: &'static str;
 }
 
-impl OwnStatus for SandboxClaim {
-    type Status = SandboxClaimStatus;
-    const FIELDS: &'static [&'static str] = &[
+/// `impl OwnStatus` for a kind: its status type, what it is called, and
+/// every top-level status field.
+macro_rules! own_status {
+    ($kind:ty, $status:ty, $what:literal, [$($field:literal),+ $(,)?]) => {
+        impl OwnStatus for $kind {
+            type Status = $status;
+            const FIELDS: &'static [&'static str] = &[$($field),+];
+            const WHAT: &'static str = $what;
+        }
+    };
+}
+
+own_status!(
+    SandboxClaim,
+    SandboxClaimStatus,
+    "claim",
+    [
         "conditions",
         "sandbox",
         "podName",
@@ -39,13 +53,13 @@ impl OwnStatus for SandboxClaim {
         "warmPool",
         "readyTime",
         "timeToReadySeconds",
-    ];
-    const WHAT: &'static str = "claim";
-}
-
-impl OwnStatus for Sandbox {
-    type Status = SandboxStatus;
-    const FIELDS: &'static [&'static str] = &[
+    ]
+);
+own_status!(
+    Sandbox,
+    SandboxStatus,
+    "sandbox",
+    [
         "conditions",
         "service",
         "serviceFQDN",
@@ -54,13 +68,13 @@ impl OwnStatus for Sandbox {
         "podName",
         "podIP",
         "nodeName",
-    ];
-    const WHAT: &'static str = "sandbox";
-}
-
-impl OwnStatus for SandboxWarmPool {
-    type Status = SandboxWarmPoolStatus;
-    const FIELDS: &'static [&'static str] = &[
+    ]
+);
+own_status!(
+    SandboxWarmPool,
+    SandboxWarmPoolStatus,
+    "pool",
+    [
         "replicas",
         "readyReplicas",
         "selector",
@@ -72,9 +86,8 @@ impl OwnStatus for SandboxWarmPool {
         "claimRatePerMinute",
         "refillSeconds",
         "conditions",
-    ];
-    const WHAT: &'static str = "pool";
-}
+    ]
+);
 
 /// The merge patch that makes the stored status equal `status` exactly
 /// (every field of `fields` it leaves out is sent as `null`, so a field that
