@@ -212,6 +212,13 @@ struct RunArgs {
     log_format: String,
 }
 
+/// mimalloc instead of glibc's malloc: the operator decodes a stream of
+/// watch events into short-lived buffers, which fragmented glibc's heap
+/// (about a quarter of the operator's CPU in malloc/free at 5,000 Pods,
+/// and RSS that the freed buffers kept).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     // Errors are printed as one readable chain ("what failed: why"), never
     // as a backtrace, whatever RUST_BACKTRACE says; exit code 2.
