@@ -103,8 +103,8 @@ impl Probe {
         }
     }
 
-    /// The soak's objects left in the namespace (the pool's own Pods are
-    /// not leaks).
+    /// The soak's objects left in the namespace (the pool's own Pods and its
+    /// NetworkPolicy for idle Pods are not leaks).
     pub async fn leaks(env: &Environment) -> Result<Leaks, kube::Error> {
         let all = ListParams::default();
         let pods = Api::<Pod>::namespaced(env.client.clone(), &env.ns)
@@ -130,7 +130,9 @@ impl Probe {
                 .list(&all)
                 .await?
                 .items
-                .len(),
+                .iter()
+                .filter(|np| !owned_by_the_pool(np))
+                .count(),
         })
     }
 
@@ -148,4 +150,13 @@ impl Probe {
             }
         }
     }
+}
+
+/// Whether a controller owner reference of `object` is a SandboxWarmPool
+/// (the pool's NetworkPolicy for its idle Pods lives as long as the pool).
+fn owned_by_the_pool(object: &NetworkPolicy) -> bool {
+    object
+        .owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && o.kind == "SandboxWarmPool")
 }
