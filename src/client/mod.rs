@@ -77,15 +77,21 @@ pub fn build(
     request_timeout: Duration,
     fence: Option<Fence>,
 ) -> anyhow::Result<Client> {
-    if let Some(fence) = fence {
-        return wire::fenced_client(&config, request_timeout, fence);
+    if let Some(fence) = &fence {
+        if config.proxy_url.is_none() {
+            return wire::fenced_client(&config, request_timeout, fence.clone());
+        }
+        warn!(
+            "the kubeconfig names a proxy-url: the controllers' client uses kube's own stack, \
+             which checks the leader fence before each write but not again on the wire"
+        );
     }
     let builder = ClientBuilder::try_from(config)
         .map_err(|e| anyhow::anyhow!("cannot build the Kubernetes client: {e}"))?;
     Ok(builder
         .with_layer(&GuardLayer {
             request_timeout,
-            fence: None,
+            fence,
         })
         .build())
 }

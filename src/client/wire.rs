@@ -17,6 +17,10 @@
 //! authentication, extra headers, then hyper over rustls with the configured
 //! connect and write timeouts); only the request body type differs. Bodies
 //! of reads are empty and never polled, so reads and watches are unaffected.
+//! Not covered: a kubeconfig `proxy-url` (then [`super::build`] keeps kube's
+//! own stack with the first check only, and says so) and the rebuild kube
+//! does when an exec plugin's client certificate expires (the operator runs
+//! on a ServiceAccount token, which the auth layer re-reads).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
