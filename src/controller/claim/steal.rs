@@ -8,9 +8,18 @@
 //! conditioned on the resourceVersion read ([`steal`]).
 //!
 //! Guarantees: of any number of concurrent steals of one Pod (this process
-//! or another), at most one wins; a loser moves on to the next candidate,
-//! never retries the same stale copy; only a failed `test` operation (or a
-//! Pod that is gone) counts as a lost race, any other refusal is an error.
+//! or another), at most one wins; a loser never retries the same stale
+//! copy; only a failed `test` operation (or a Pod that is gone) counts as a
+//! lost race, any other refusal is an error.
+//!
+//! A failed `test` is followed by one GET of the Pod. When the fresh copy is
+//! still the idle pool Pod that was chosen (same controlling pool uid, same
+//! pool, template and hash labels, no claim label, Ready, not terminating:
+//! [`still_idle`]), only something like its status changed (a kubelet
+//! update, a probe) and the steal is tried once more with the fresh
+//! resourceVersion; otherwise the claim moves on to the next candidate.
+//! Without that, a status update landing between the cache read and the
+//! steal sends a claim cold while the Pod is still free.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,12 +30,14 @@ use kube::{Resource, ResourceExt};
 use tracing::debug;
 
 use super::desired::PoolChoice;
-use crate::api::{POOL_LABEL, SandboxClaim, SandboxTemplate, template_hash};
-use crate::controller::takeover::{
-    Criteria, changed_since, pod_key, select_candidates, steal_patch,
+use crate::api::{
+    CLAIM_LABEL, POOL_LABEL, SandboxClaim, SandboxTemplate, TEMPLATE_HASH_LABEL, TEMPLATE_LABEL,
+    template_hash,
 };
+use crate::controller::takeover::{Criteria, pod_key, select_candidates, steal_patch};
 use crate::controller::{
-    Context, Error, Result, controller_ref, is_lost_race, is_not_found, is_unprocessable, kube_err,
+    Context, Error, Result, controller_ref, is_lost_race, is_not_found, is_terminating,
+    is_unprocessable, kube_err, pod_is_ready,
 };
 
 /// How many candidates one reconcile tries before going cold.
@@ -37,8 +48,9 @@ pub const MAX_STEAL_ATTEMPTS: usize = 8;
 pub enum StealOutcome {
     /// The Pod is now owned by the claim.
     Won(Box<Pod>),
-    /// Someone else changed the Pod first (failed `test`, or gone); not an error.
-    Lost,
+    /// Someone else changed the Pod first (failed `test`, or gone); not an
+    /// error. Carries the Pod as re-read after a failed `test`, if it exists.
+    Lost(Option<Box<Pod>>),
 }
 
 /// Takes over an idle pool Pod for a claim.
@@ -64,23 +76,60 @@ pub async fn steal(ctx: &Context, pod: &Pod, claim: &SandboxClaim) -> Result<Ste
         .await
     {
         Ok(stolen) => Ok(StealOutcome::Won(Box::new(stolen))),
-        Err(e)
-            if is_lost_race(&e)
-                || is_not_found(&e)
-                || (is_unprocessable(&e)
-                    && changed_since(&api, &pod.name_any(), pod.resource_version().as_deref())
-                        .await
-                        .map_err(kube_err(format!("re-read pod {}", pod.name_any())))?) =>
-        {
-            ctx.metrics
-                .steal_conflicts
-                .with_label_values(&[&pool])
-                .inc();
-            debug!(pod = %pod.name_any(), "lost the race for a warm Pod");
-            Ok(StealOutcome::Lost)
+        Err(e) if is_not_found(&e) => Ok(lost(ctx, &pool, pod, None)),
+        Err(e) if is_lost_race(&e) || is_unprocessable(&e) => {
+            // A failed `test` and an invalid patch both answer 422: the
+            // re-read tells them apart (a Pod that did not change means the
+            // patch itself was refused, which is an error).
+            let fresh = api
+                .get_opt(&pod.name_any())
+                .await
+                .map_err(kube_err(format!("re-read pod {}", pod.name_any())))?;
+            match fresh {
+                Some(fresh)
+                    if is_unprocessable(&e)
+                        && fresh.resource_version() == pod.resource_version() =>
+                {
+                    Err(kube_err(format!("steal pod {}", pod.name_any()))(e))
+                }
+                fresh => Ok(lost(ctx, &pool, pod, fresh)),
+            }
         }
         Err(e) => Err(kube_err(format!("steal pod {}", pod.name_any()))(e)),
     }
+}
+
+/// Counts a lost steal and returns its outcome.
+fn lost(ctx: &Context, pool: &str, pod: &Pod, fresh: Option<Pod>) -> StealOutcome {
+    ctx.metrics.steal_conflicts.with_label_values(&[pool]).inc();
+    debug!(pod = %pod.name_any(), still_idle = fresh.as_ref().is_some_and(|f| still_idle(pod, f)), "lost the race for a warm Pod");
+    StealOutcome::Lost(fresh.map(Box::new))
+}
+
+/// Whether `fresh`, a re-read of the candidate `cached` after a failed
+/// steal, is still that idle pool Pod: the same object (uid), controlled by
+/// the same pool (uid), with the same pool, template and hash labels, no
+/// claim label, Ready and not terminating. `cached` passed
+/// [`crate::controller::takeover::is_candidate`], so this keeps every
+/// condition that made it a candidate. Pure.
+pub fn still_idle(cached: &Pod, fresh: &Pod) -> bool {
+    let controller = |p: &Pod| {
+        p.owner_references()
+            .iter()
+            .find(|o| o.controller == Some(true))
+            .map(|o| (o.kind.clone(), o.uid.clone()))
+    };
+    let label = |p: &Pod, key: &str| p.labels().get(key).cloned();
+    cached.uid().is_some()
+        && cached.uid() == fresh.uid()
+        && controller(cached).is_some()
+        && controller(cached) == controller(fresh)
+        && [POOL_LABEL, TEMPLATE_LABEL, TEMPLATE_HASH_LABEL]
+            .iter()
+            .all(|key| label(cached, key).is_some() && label(cached, key) == label(fresh, key))
+        && !fresh.labels().contains_key(CLAIM_LABEL)
+        && !is_terminating(fresh)
+        && pod_is_ready(fresh)
 }
 
 /// The uid of each pool of the namespace, from the pool cache: a Pod is a
@@ -165,6 +214,9 @@ pub async fn take_over(
     let claim_uid = claim.uid().unwrap_or_default();
     let mut next = Some(first);
     let mut rest = rest.into_iter();
+    // Each candidate gets one more try with its fresh copy (see the module
+    // docs); every try counts against the bound.
+    let mut retried = false;
     for _ in 0..MAX_STEAL_ATTEMPTS {
         let Some(candidate) = next.take() else { break };
         let key = pod_key(&candidate);
@@ -174,12 +226,19 @@ pub async fn take_over(
                 crate::controller::timeline(claim, &claim.name_any(), "claim: Pod stolen");
                 return Ok(Some(*pod));
             }
-            Ok(StealOutcome::Lost) => ctx.reservations.release(&key),
+            Ok(StealOutcome::Lost(Some(fresh))) if !retried && still_idle(&candidate, &fresh) => {
+                // Still reserved by this claim: try the same Pod once more.
+                retried = true;
+                next = Some(Arc::new(*fresh));
+                continue;
+            }
+            Ok(StealOutcome::Lost(_)) => ctx.reservations.release(&key),
             Err(e) => {
                 ctx.reservations.release(&key);
                 return Err(e);
             }
         }
+        retried = false;
         next = rest.find(|c| ctx.reservations.try_reserve(&pod_key(c)));
     }
     if let Some(unused) = next {
@@ -199,4 +258,83 @@ pub fn has_pool(ctx: &Context, namespace: &str, template: &str, choice: &PoolCho
                 _ => true,
             }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::still_idle;
+    use k8s_openapi::api::core::v1::Pod;
+    use serde_json::json;
+
+    /// An idle pool Pod as the pool controller creates it, Ready.
+    fn idle() -> serde_json::Value {
+        json!({
+            "metadata": {
+                "name": "p", "namespace": "ns", "uid": "pod-uid", "resourceVersion": "1",
+                "labels": {
+                    "agents.x-k8s.io/warm-pool": "pool",
+                    "agents.x-k8s.io/sandbox-template": "tmpl",
+                    "agents.x-k8s.io/template-hash": "h1"
+                },
+                "ownerReferences": [{
+                    "apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "SandboxWarmPool",
+                    "name": "pool", "uid": "pool-uid", "controller": true
+                }]
+            },
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
+        })
+    }
+
+    fn pod(value: serde_json::Value) -> Pod {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn a_status_only_change_keeps_the_pod_a_candidate() {
+        let cached = pod(idle());
+        let mut fresh = idle();
+        fresh["metadata"]["resourceVersion"] = json!("2");
+        fresh["status"]["podIP"] = json!("10.0.0.7");
+        assert!(still_idle(&cached, &pod(fresh)));
+    }
+
+    #[test]
+    fn any_change_that_unmakes_a_candidate_moves_on() {
+        let cached = pod(idle());
+        let changes: [(&str, fn(&mut serde_json::Value)); 8] = [
+            ("stolen by a claim", |v| {
+                v["metadata"]["labels"]["agents.x-k8s.io/claim"] = json!("other")
+            }),
+            ("another controller", |v| {
+                v["metadata"]["ownerReferences"][0]["uid"] = json!("claim-uid");
+                v["metadata"]["ownerReferences"][0]["kind"] = json!("SandboxClaim");
+            }),
+            ("left the pool", |v| {
+                v["metadata"]["labels"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("agents.x-k8s.io/warm-pool");
+            }),
+            ("new template hash", |v| {
+                v["metadata"]["labels"]["agents.x-k8s.io/template-hash"] = json!("h2")
+            }),
+            ("not Ready", |v| {
+                v["status"]["conditions"][0]["status"] = json!("False")
+            }),
+            ("terminating", |v| {
+                v["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z")
+            }),
+            ("recreated under the same name", |v| {
+                v["metadata"]["uid"] = json!("other-uid")
+            }),
+            ("no controller", |v| {
+                v["metadata"]["ownerReferences"] = json!([])
+            }),
+        ];
+        for (what, change) in changes {
+            let mut fresh = idle();
+            change(&mut fresh);
+            assert!(!still_idle(&cached, &pod(fresh)), "{what}");
+        }
+    }
 }

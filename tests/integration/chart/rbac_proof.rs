@@ -128,9 +128,16 @@ async fn operator_runs_with_the_charts_flags_rbac_and_webhook_configurations() {
 
     // (c) A warm claim through the chart's webhooks (failurePolicy Fail).
     create_claim(&ns, "warm-1", "rbac", None).await.unwrap();
+    let launch = wait_claim_ready(&ns, "warm-1", || operator.log()).await;
     assert_eq!(
-        wait_claim_ready(&ns, "warm-1", || operator.log()).await,
-        Some(LaunchType::Warm)
+        launch,
+        Some(LaunchType::Warm),
+        "claim warm-1 on a filled pool was not served warm: {:#?}\nlog:\n{}",
+        ns.api::<SandboxClaim>()
+            .get("warm-1")
+            .await
+            .map(|c| c.status),
+        operator.log()
     );
     step("warm claim Ready");
 
