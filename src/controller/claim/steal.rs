@@ -285,6 +285,9 @@ mod tests {
         })
     }
 
+    /// One edit of an idle Pod's JSON.
+    type Change = fn(&mut serde_json::Value);
+
     fn pod(value: serde_json::Value) -> Pod {
         serde_json::from_value(value).unwrap()
     }
@@ -301,7 +304,7 @@ mod tests {
     #[test]
     fn any_change_that_unmakes_a_candidate_moves_on() {
         let cached = pod(idle());
-        let changes: [(&str, fn(&mut serde_json::Value)); 8] = [
+        let changes: [(&str, Change); 8] = [
             ("stolen by a claim", |v| {
                 v["metadata"]["labels"]["agents.x-k8s.io/claim"] = json!("other")
             }),
