@@ -28,6 +28,7 @@ pub mod leader;
 pub mod memo;
 pub mod ownership;
 pub mod pod_state;
+pub mod repoint;
 pub mod retry;
 pub mod run;
 pub mod sandbox;

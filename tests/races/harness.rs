@@ -261,9 +261,8 @@ pub fn check_invariants(fake: &FakeApiServer) -> BTreeMap<String, (String, Strin
 }
 
 /// [`check_invariants`], with the second rule (a claim never shows two
-/// Pods over its life) only when `one_pod_per_claim`: two operators at once
-/// (a split brain) can move a claim from a warm Pod to a cold one, a known
-/// finding kept in an ignored test; the other rules always hold.
+/// Pods over its life) only when `one_pod_per_claim`; the other rules
+/// always hold.
 pub fn check_invariants_with(
     fake: &FakeApiServer,
     one_pod_per_claim: bool,

@@ -106,15 +106,17 @@ async fn seeded_bursts_on_two_operators_at_once_serve_every_claim_once() {
     }
 }
 
-/// Found by this tier: with two operators at once, a claim both serve can
-/// (a) keep a second stolen Pod, never served, and (b) be Ready on a warm
-/// Pod and later move to a cold one when the other process repoints its
-/// Sandbox. Leader election (with its write fence) keeps two operators from
-/// serving at once; `give_back_surplus` (claim/mod.rs) now deletes the
-/// surplus Pod once the Sandbox is Ready, but (b) remains. Seen with seeds
-/// 11-13 in about one run in three.
+/// Found by this tier (it failed about one run in three before the fix):
+/// with two operators at once, a claim both serve could (a) keep a second
+/// stolen Pod, never served, and (b) be Ready on a warm Pod and later move
+/// to a cold one. Fixed by: a lost steal whose re-read shows the Pod
+/// stolen for the same claim counts as the claim's Pod (`claim/steal.rs`);
+/// a repair tries the Pod its Sandbox names first; and a claim's Sandbox
+/// whose named Pod is gone drops the name with a conditioned write before
+/// it starts a Pod (`sandbox/plan.rs`), so it cannot start one while the
+/// claim controller points it at a stolen Pod. `give_back_surplus`
+/// (claim/mod.rs) deletes any surplus Pod once the Sandbox is Ready.
 #[tokio::test]
-#[ignore = "finding for the claim controller (split brain: a claim can move from a warm to a cold Pod); un-ignore with the fix"]
 async fn seeded_bursts_on_two_operators_at_once_keep_one_pod_per_claim_and_leak_none() {
     for seed in [11, 12, 13] {
         burst(seed, 2, true, true).await;

@@ -19,7 +19,7 @@ use super::desired::{
 };
 use super::record_status;
 use super::status::{failed_status, reason, warm_ready_status};
-use super::steal::{candidates, has_pool, reserve_first, take_over};
+use super::steal::{Taken, candidates, has_pool, reserve_first, take_over};
 use crate::api::{
     CLAIM_UID_LABEL, ORIGIN_POOL_LABEL, POD_NAME_ANNOTATION, Sandbox, SandboxClaim, SandboxTemplate,
 };
@@ -203,7 +203,7 @@ async fn round_one(
     let (first, rest) = (pick.first.take(), std::mem::take(&mut pick.rest));
     let steal = async {
         match first {
-            Some(first) => take_over(ctx, claim, first, rest).await,
+            Some(first) => take_over(ctx, claim, first, rest, None).await,
             None => Ok(None),
         }
     };
@@ -226,7 +226,10 @@ async fn round_one(
             // Another process served this claim first. A Pod this call stole
             // is not the one its Sandbox uses: give it back by deleting it
             // (it is owned by the claim and never served).
-            if let Some(pod) = &stolen
+            if let Some(Taken {
+                pod,
+                by_this_call: true,
+            }) = &stolen
                 && existing.annotations().get(POD_NAME_ANNOTATION) != Some(&pod.name_any())
             {
                 warn!(pod = %pod.name_any(), "claim was served by another process; deleting the Pod stolen for it");
@@ -238,7 +241,14 @@ async fn round_one(
             // A Sandbox of this name that is not the claim's: the Pod stolen
             // now would never serve, so it is given back. Any other error:
             // it stays with the claim and the retry uses it.
-            if let (Error::NameConflict { .. }, Some(pod)) = (&error, &stolen) {
+            if let (
+                Error::NameConflict { .. },
+                Some(Taken {
+                    pod,
+                    by_this_call: true,
+                }),
+            ) = (&error, &stolen)
+            {
                 delete_pod(ctx, pod).await?;
             }
             return Err(error);
@@ -252,7 +262,7 @@ async fn round_one(
     );
     Ok(RoundOne::Created {
         sandbox: Box::new(sandbox),
-        stolen: stolen.map(Box::new),
+        stolen: stolen.map(|t| Box::new(t.pod)),
     })
 }
 
@@ -326,23 +336,9 @@ fn earlier_pod(ctx: &Context, claim_uid: &str) -> Option<String> {
 }
 
 /// Points the Sandbox's `agents.x-k8s.io/pod-name` at `pod` (or removes it:
-/// cold path). One merge patch conditioned on the Sandbox's resourceVersion.
+/// cold path), conditioned on the Sandbox's resourceVersion.
 async fn repoint(ctx: &Context, sandbox: &Sandbox, pod: Option<&str>) -> Result<Sandbox> {
-    let api: Api<Sandbox> =
-        Api::namespaced(ctx.client.clone(), &sandbox.namespace().unwrap_or_default());
-    let patch = serde_json::json!({
-        "metadata": {
-            "resourceVersion": sandbox.resource_version(),
-            "annotations": { POD_NAME_ANNOTATION: pod },
-        }
-    });
-    api.patch(
-        &sandbox.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(patch),
-    )
-    .await
-    .map_err(kube_err("point the Sandbox at the stolen Pod"))
+    crate::controller::repoint::point_sandbox_at(&ctx.client, sandbox, pod).await
 }
 
 /// Counts a claim that found no usable warm Pod and, off the cold path,
@@ -413,6 +409,12 @@ pub(super) fn needs_repair(ctx: &Context, claim_uid: &str, sandbox: &Sandbox) ->
 
 /// Steals a Pod for a claim whose Sandbox names one it never got, and
 /// points the Sandbox at it, or at none (cold path).
+///
+/// The named Pod is tried first: the cache that called for the repair may
+/// be behind a steal of it still in flight (this process's retry, or
+/// another process serving the same claim). Stealing it, or finding on
+/// the re-read that it was stolen for this claim, keeps the Sandbox as it
+/// is; only a Pod that went to someone else moves the Sandbox.
 pub(super) async fn repair(
     ctx: &Arc<Context>,
     claim: &SandboxClaim,
@@ -421,6 +423,7 @@ pub(super) async fn repair(
     claim_uid: &str,
 ) -> Result<()> {
     let template_name = &claim.spec.sandbox_template_ref.name;
+    let named = sandbox.annotations().get(POD_NAME_ANNOTATION);
     let earlier = earlier_pod(ctx, claim_uid);
     let serving = match (
         earlier,
@@ -429,17 +432,24 @@ pub(super) async fn repair(
         (Some(pod), _) => Some(pod),
         (None, Some(template)) => {
             let choice = pool_choice(claim);
-            let (first, rest) =
-                reserve_first(ctx, candidates(ctx, claim, namespace, &template, &choice));
+            let mut found = candidates(ctx, claim, namespace, &template, &choice);
+            if let Some(at) = found.iter().position(|p| Some(&p.name_any()) == named) {
+                let named = found.remove(at);
+                found.insert(0, named);
+            }
+            let (first, rest) = reserve_first(ctx, found);
             match first {
-                Some(first) => take_over(ctx, claim, first, rest)
+                Some(first) => take_over(ctx, claim, first, rest, sandbox.uid().as_deref())
                     .await?
-                    .map(|p| p.name_any()),
+                    .map(|t| t.pod.name_any()),
                 None => None,
             }
         }
         (None, None) => None,
     };
+    if serving.as_ref() == named {
+        return Ok(());
+    }
     warn!(pod = ?serving, "the Sandbox named a Pod this claim never got; pointing it at the Pod now serving");
     repoint(ctx, sandbox, serving.as_deref()).await.map(|_| ())
 }

@@ -19,7 +19,12 @@
 //! update, a probe) and the steal is tried once more with the fresh
 //! resourceVersion; otherwise the claim moves on to the next candidate.
 //! Without that, a status update landing between the cache read and the
-//! steal sends a claim cold while the Pod is still free.
+//! steal sends a claim cold while the Pod is still free. When the fresh
+//! copy shows the Pod stolen for this very claim ([`stolen_for`]: another
+//! process serving the same claim during a split brain won it), it is the
+//! claim's Pod and is used as such ([`Taken::by_this_call`] false: this
+//! process never gives it back), so the two processes agree on one Pod
+//! instead of one of them moving on to a second Pod or to a cold start.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,13 +36,13 @@ use tracing::debug;
 
 use super::desired::PoolChoice;
 use crate::api::{
-    CLAIM_LABEL, POOL_LABEL, SandboxClaim, SandboxTemplate, TEMPLATE_HASH_LABEL, TEMPLATE_LABEL,
-    template_hash,
+    CLAIM_LABEL, CLAIM_UID_LABEL, POOL_LABEL, SandboxClaim, SandboxTemplate, TEMPLATE_HASH_LABEL,
+    TEMPLATE_LABEL, template_hash,
 };
 use crate::controller::takeover::{Criteria, pod_key, select_candidates, steal_patch};
 use crate::controller::{
-    Context, Error, Result, controller_ref, is_lost_race, is_not_found, is_terminating,
-    is_unprocessable, kube_err, pod_is_ready,
+    Context, Error, Result, controller_ref, controller_uid, is_lost_race, is_not_found,
+    is_terminating, is_unprocessable, kube_err, pod_is_ready,
 };
 
 /// How many candidates one reconcile tries before going cold.
@@ -104,6 +109,19 @@ fn lost(ctx: &Context, pool: &str, pod: &Pod, fresh: Option<Pod>) -> StealOutcom
     ctx.metrics.steal_conflicts.with_label_values(&[pool]).inc();
     debug!(pod = %pod.name_any(), still_idle = fresh.as_ref().is_some_and(|f| still_idle(pod, f)), "lost the race for a warm Pod");
     StealOutcome::Lost(fresh.map(Box::new))
+}
+
+/// Whether `pod` was stolen for the claim `claim_uid`: it carries the
+/// claim's uid label and its controller is the claim (a steal writes both in
+/// one conditioned patch) or the claim's Sandbox `sandbox_uid`, when known
+/// (its adoption followed), and it is not terminating. Pure.
+pub fn stolen_for(pod: &Pod, claim_uid: &str, sandbox_uid: Option<&str>) -> bool {
+    let controller = controller_uid(&pod.metadata);
+    !claim_uid.is_empty()
+        && controller.is_some()
+        && (controller == Some(claim_uid) || controller == sandbox_uid)
+        && pod.labels().get(CLAIM_UID_LABEL).map(String::as_str) == Some(claim_uid)
+        && !is_terminating(pod)
 }
 
 /// Whether `fresh`, a re-read of the candidate `cached` after a failed
@@ -202,15 +220,27 @@ pub fn reserve_first(
     (None, Vec::new())
 }
 
+/// A Pod the claim now controls, as the API server last showed it.
+#[derive(Debug)]
+pub struct Taken {
+    /// The Pod.
+    pub pod: Pod,
+    /// Whether this call's own patch took it (false: another process
+    /// serving the same claim did, and only it may give the Pod back).
+    pub by_this_call: bool,
+}
+
 /// Steals `first` (already reserved) or, when that race is lost, the next
-/// free candidate, up to [`MAX_STEAL_ATTEMPTS`]. Returns the stolen Pod as
-/// the API server answered it.
+/// free candidate, up to [`MAX_STEAL_ATTEMPTS`]. Returns the Pod the claim
+/// now controls, as the API server answered. `sandbox_uid`: the claim's
+/// Sandbox, when it exists already (a Pod it adopted is the claim's too).
 pub async fn take_over(
     ctx: &Context,
     claim: &SandboxClaim,
     first: Arc<Pod>,
     rest: Vec<Arc<Pod>>,
-) -> Result<Option<Pod>> {
+    sandbox_uid: Option<&str>,
+) -> Result<Option<Taken>> {
     let claim_uid = claim.uid().unwrap_or_default();
     let mut next = Some(first);
     let mut rest = rest.into_iter();
@@ -224,7 +254,19 @@ pub async fn take_over(
             Ok(StealOutcome::Won(pod)) => {
                 ctx.reservations.record_steal(&claim_uid, &pod.name_any());
                 crate::controller::timeline(claim, &claim.name_any(), "claim: Pod stolen");
-                return Ok(Some(*pod));
+                return Ok(Some(Taken {
+                    pod: *pod,
+                    by_this_call: true,
+                }));
+            }
+            Ok(StealOutcome::Lost(Some(fresh))) if stolen_for(&fresh, &claim_uid, sandbox_uid) => {
+                // Another process serving the same claim (split brain) won
+                // this Pod for it: it is this claim's Pod, not a lost race.
+                ctx.reservations.record_steal(&claim_uid, &fresh.name_any());
+                return Ok(Some(Taken {
+                    pod: *fresh,
+                    by_this_call: false,
+                }));
             }
             Ok(StealOutcome::Lost(Some(fresh))) if !retried && still_idle(&candidate, &fresh) => {
                 // Still reserved by this claim: try the same Pod once more.

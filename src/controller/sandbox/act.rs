@@ -18,6 +18,7 @@ use tracing::info;
 
 use super::{Observed, Plan, Step, desired_pod, desired_pvcs, reason};
 use crate::api::{ConditionUpdate, Sandbox};
+use crate::controller::repoint::point_sandbox_at;
 use crate::controller::takeover::{adopt_patch, changed_since};
 use crate::controller::{
     Context, Error, Result, controller_ref, create_owned, is_conflict, is_not_found,
@@ -75,6 +76,18 @@ pub(super) async fn act(
                 crate::controller::timeline(sandbox, &sandbox.name_any(), "sandbox: Pod adopted");
                 blocked = None;
                 current = Some(adopted);
+            }
+            Step::Unname => {
+                // Conditioned: a 409 means the claim controller pointed the
+                // Sandbox elsewhere first; either way the new version's
+                // event brings the Sandbox back.
+                return match point_sandbox_at(&ctx.client, sandbox, None).await {
+                    Ok(_) => Ok(Outcome::Done(Action::await_change())),
+                    Err(Error::Kube { source, .. }) if is_conflict(&source) => {
+                        Ok(Outcome::Done(Action::requeue(Duration::from_millis(10))))
+                    }
+                    Err(e) => Err(e),
+                };
             }
             Step::CreatePod => match create_pod(ctx, sandbox, pods, namespace).await? {
                 Ok(pod) => {

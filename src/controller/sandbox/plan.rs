@@ -37,6 +37,10 @@ pub enum Step {
     Adopt { name: String },
     /// Create the volume claims and the Pod.
     CreatePod,
+    /// Remove the adoption annotation, which names a Pod that is gone,
+    /// conditioned on the Sandbox's resourceVersion; the next reconcile
+    /// starts a Pod.
+    Unname,
     /// Publish an Event.
     Event {
         warning: bool,
@@ -249,7 +253,18 @@ fn owned_elsewhere(name: &str, pod: &Pod) -> Plan {
 /// The named Pod is gone or terminating: never touch it; start a Pod of our
 /// own so the sandbox is still served (warning once, while the status does
 /// not already name that Pod).
+///
+/// A claim's Sandbox first drops the name ([`Step::Unname`], conditioned on
+/// the version read) and starts its Pod on the next reconcile: the claim
+/// controller may be pointing it at another Pod at this very moment (its
+/// first pick went to another claim), and of the two conditioned writes
+/// only one lands, so the Sandbox never ends up with a Pod of its own AND
+/// a stolen one.
 fn named_gone(sandbox: &Sandbox, name: &str) -> Plan {
+    let claimed = sandbox
+        .owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && o.kind == "SandboxClaim");
     let note = format!(
         "Pod {name} named in {POD_NAME_ANNOTATION} is gone or terminating; creating a new Pod"
     );
@@ -257,7 +272,11 @@ fn named_gone(sandbox: &Sandbox, name: &str) -> Plan {
     if sandbox.status.as_ref().and_then(|s| s.pod_name.as_deref()) != Some(name) {
         steps.push(warning("AdoptionFailed", &note));
     }
-    steps.push(Step::CreatePod);
+    steps.push(if claimed {
+        Step::Unname
+    } else {
+        Step::CreatePod
+    });
     Plan::unblocked(steps)
 }
 

@@ -179,6 +179,15 @@ fn missing_named_pod_falls_back_to_a_new_pod() {
 }
 
 #[test]
+fn a_claims_sandbox_drops_a_gone_name_before_it_starts_a_pod() {
+    let mut s = naming("gone");
+    s.metadata.owner_references = controlled_by("SandboxClaim", "sbx", "claim-uid");
+    let p = plan_at_now(&s, vec![], None);
+    assert!(p.steps.contains(&Step::Unname), "{:?}", p.steps);
+    assert!(!p.steps.contains(&Step::CreatePod), "{:?}", p.steps);
+}
+
+#[test]
 fn paused_deletes_the_pod_and_expired_deletes_per_policy() {
     let mut s = sandbox();
     s.spec.replicas = Some(0);
