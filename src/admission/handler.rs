@@ -136,7 +136,21 @@ impl AdmissionHandler for SandboxAdmission {
         };
         let policy = self.policy.current();
         let now = jiff::Timestamp::now();
-        let response = AdmissionResponse::from(request);
+        let mut response = AdmissionResponse::from(request);
+        // A claim CREATE is validated here, in the one webhook call it gets:
+        // the validating webhook's match condition leaves claim CREATEs out
+        // (see `webhook::config`). The stamp is the only field the mutation
+        // writes and no rule reads it on CREATE, so validating the object as
+        // sent is validating the object as stored.
+        if kind == SandboxKind::SandboxClaim && request.operation == Operation::Create {
+            let verdict = validate(kind, &request.operation, &object, None, &policy);
+            if !verdict.warnings.is_empty() {
+                response.warnings = Some(verdict.warnings.clone());
+            }
+            if !verdict.allowed() {
+                return response.deny(verdict.message());
+            }
+        }
         match mutate(kind, &request.operation, &object, &policy, now) {
             Ok(operations) if operations.is_empty() => response,
             Ok(operations) => response

@@ -27,6 +27,12 @@
 //!   or an admin's identity is shared with humans whose Sandboxes must be
 //!   checked, and only those allowed to impersonate the operator could send
 //!   a request under its name.
+//! - `matchConditions` (validating, always): claim CREATEs skip the
+//!   validating webhook; the mutating webhook, which a claim CREATE calls
+//!   anyway for its admission stamp, validates it with the same rules and
+//!   refuses it with the same message. One webhook call per claim create
+//!   instead of two. Claim UPDATEs (where the stamp must not change) and
+//!   every other kind still go through both.
 
 use std::collections::BTreeMap;
 
@@ -89,6 +95,25 @@ pub fn match_conditions(operator_user: Option<&str>) -> Option<Vec<MatchConditio
              && request.resource.resource == 'sandboxes' && request.operation == 'CREATE')"
         ),
     }])
+}
+
+/// Name of the validating webhook's match condition that leaves claim
+/// CREATEs to the mutating webhook.
+pub const CLAIM_CREATES_CHECKED_WHEN_MUTATED: &str =
+    "claim-creates-are-checked-by-the-mutating-webhook";
+
+/// The validating webhook's match conditions: those of both webhooks
+/// ([`match_conditions`]) and the one that leaves claim CREATEs to the
+/// mutating webhook (see the module docs). Pure.
+pub fn validating_match_conditions(operator_user: Option<&str>) -> Vec<MatchCondition> {
+    let mut all = match_conditions(operator_user).unwrap_or_default();
+    all.push(MatchCondition {
+        name: CLAIM_CREATES_CHECKED_WHEN_MUTATED.into(),
+        expression: "!(request.resource.group == 'extensions.agents.x-k8s.io' \
+             && request.resource.resource == 'sandboxclaims' && request.operation == 'CREATE')"
+            .into(),
+    });
+    all
 }
 
 /// Namespaces the webhook applies to: all but `kube-system` and the
@@ -187,10 +212,10 @@ pub fn by_url(
     };
     let validating = ValidatingWebhookConfiguration {
         metadata,
-        webhooks: Some(vec![webhook(
-            "validate.sandboxes.agents.x-k8s.io",
-            "/validate",
-        )]),
+        webhooks: Some(vec![ValidatingWebhook {
+            match_conditions: Some(validating_match_conditions(operator_user)),
+            ..webhook("validate.sandboxes.agents.x-k8s.io", "/validate")
+        }]),
     };
     (mutating, validating)
 }
@@ -254,7 +279,9 @@ mod tests {
         assert!(mw.namespace_selector.is_some());
         assert_eq!(mw.namespace_selector, vw.namespace_selector);
         assert!(mw.match_conditions.is_some());
-        assert_eq!(mw.match_conditions, vw.match_conditions);
+        let mut conditions = mw.match_conditions.clone().unwrap();
+        conditions.push(validating_match_conditions(None).pop().unwrap());
+        assert_eq!(Some(conditions), vw.match_conditions);
         assert_eq!(mw.rules, vw.rules);
         assert_eq!(mw.side_effects, vw.side_effects);
         assert_eq!(mw.timeout_seconds, Some(5));
@@ -272,6 +299,10 @@ mod tests {
             operator_user: None,
         });
         assert!(m.webhooks.as_ref().unwrap()[0].match_conditions.is_none());
+        assert_eq!(
+            v.webhooks.as_ref().unwrap()[0].match_conditions,
+            Some(validating_match_conditions(None))
+        );
         let mw = &m.webhooks.unwrap()[0];
         assert_eq!(
             mw.client_config.url.as_deref(),
@@ -342,6 +373,23 @@ mod tests {
             m.webhooks.unwrap()[0].match_conditions,
             Some(conditions.clone())
         );
-        assert_eq!(v.webhooks.unwrap()[0].match_conditions, Some(conditions));
+        let validating = v.webhooks.unwrap()[0].match_conditions.clone().unwrap();
+        assert_eq!(validating[..1], conditions[..]);
+        assert_eq!(validating[1].name, CLAIM_CREATES_CHECKED_WHEN_MUTATED);
+    }
+
+    #[test]
+    fn only_claim_creates_skip_the_validating_webhook() {
+        let conditions = validating_match_conditions(None);
+        assert_eq!(conditions.len(), 1);
+        let expression = &conditions[0].expression;
+        assert!(expression.starts_with("!("), "{expression}");
+        for part in [
+            "request.resource.group == 'extensions.agents.x-k8s.io'",
+            "request.resource.resource == 'sandboxclaims'",
+            "request.operation == 'CREATE'",
+        ] {
+            assert!(expression.contains(part), "{expression}");
+        }
     }
 }

@@ -215,14 +215,35 @@ seccompProfile:
 {{- end }}
 
 {{/* The operator's own Sandbox CREATEs skip the webhooks (see webhooks.yaml). */}}
+{{- define "sandbox-operator.operatorSandboxCreateCondition" -}}
+- name: not-the-operators-own-sandbox-create
+  expression: >-
+    !(request.userInfo.username == 'system:serviceaccount:{{ .Release.Namespace }}:{{ include "sandbox-operator.serviceAccountName" . }}'
+    && request.resource.group == 'agents.x-k8s.io'
+    && request.resource.resource == 'sandboxes' && request.operation == 'CREATE')
+{{- end }}
+
 {{- define "sandbox-operator.webhookMatchConditions" -}}
 {{- if .Values.webhook.skipOperatorSandboxCreates }}
 matchConditions:
-  - name: not-the-operators-own-sandbox-create
+  {{- include "sandbox-operator.operatorSandboxCreateCondition" . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* The validating webhook's: the above, and claim CREATEs left to the
+mutating webhook, which validates them (see webhooks.yaml). */}}
+{{- define "sandbox-operator.validatingWebhookMatchConditions" -}}
+{{- if or .Values.webhook.skipOperatorSandboxCreates .Values.webhook.claimCreatesInOneCall }}
+matchConditions:
+{{- if .Values.webhook.skipOperatorSandboxCreates }}
+  {{- include "sandbox-operator.operatorSandboxCreateCondition" . | nindent 2 }}
+{{- end }}
+{{- if .Values.webhook.claimCreatesInOneCall }}
+  - name: claim-creates-are-checked-by-the-mutating-webhook
     expression: >-
-      !(request.userInfo.username == 'system:serviceaccount:{{ .Release.Namespace }}:{{ include "sandbox-operator.serviceAccountName" . }}'
-      && request.resource.group == 'agents.x-k8s.io'
-      && request.resource.resource == 'sandboxes' && request.operation == 'CREATE')
+      !(request.resource.group == 'extensions.agents.x-k8s.io'
+      && request.resource.resource == 'sandboxclaims' && request.operation == 'CREATE')
+{{- end }}
 {{- end }}
 {{- end }}
 

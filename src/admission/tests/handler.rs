@@ -262,3 +262,43 @@ fn the_observer_sees_each_outcome() {
         "admission_requests_total{allowed=\"true\",endpoint=\"mutate\",kind=\"SandboxClaim\",operation=\"CREATE\"} 1"
     ));
 }
+
+/// Claim CREATEs skip the validating webhook (its match condition), so the
+/// mutating endpoint refuses a malformed one with the validator's message;
+/// UPDATEs are left to the validating endpoint as before.
+#[test]
+fn the_mutating_endpoint_validates_claim_creates() {
+    let handler = SandboxAdmission::new(PolicyStore::default());
+    let mut bad = claim();
+    bad["spec"]["sandboxTemplateRef"]["name"] = json!("Not_A_Name");
+    let mutated = handler.mutate(&request(
+        SandboxKind::SandboxClaim,
+        "CREATE",
+        Some(bad.clone()),
+        None,
+    ));
+    let validated = handler.validate(&request(
+        SandboxKind::SandboxClaim,
+        "CREATE",
+        Some(bad.clone()),
+        None,
+    ));
+    assert!(!mutated.allowed, "{mutated:?}");
+    assert!(!validated.allowed);
+    assert_eq!(mutated.result.message, validated.result.message);
+    assert!(
+        mutated
+            .result
+            .message
+            .contains("spec.sandboxTemplateRef.name"),
+        "{}",
+        mutated.result.message
+    );
+    let update = handler.mutate(&request(
+        SandboxKind::SandboxClaim,
+        "UPDATE",
+        Some(bad.clone()),
+        Some(bad),
+    ));
+    assert!(update.allowed, "UPDATEs are the validating endpoint's");
+}

@@ -249,4 +249,22 @@ async fn the_admission_stamp_is_the_webhooks_never_the_users() {
         ),
         "{error}"
     );
+    // Claim UPDATEs go through the validating webhook; claim CREATEs skip
+    // it (its match condition) and are refused by the mutating one, with
+    // the same field path and rule.
+    assert!(
+        error
+            .to_string()
+            .contains("validate.sandboxes.agents.x-k8s.io"),
+        "{error}"
+    );
+    let bad = "apiVersion: extensions.agents.x-k8s.io/v1alpha1\nkind: SandboxClaim\nmetadata: {name: bad-ref}\nspec: {sandboxTemplateRef: {name: Not_A_Name}}\n";
+    let out = kubectl_apply(&ns, bad);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a malformed claim was stored");
+    assert!(
+        stderr.contains("mutate.sandboxes.agents.x-k8s.io")
+            && stderr.contains("spec.sandboxTemplateRef.name"),
+        "{stderr}"
+    );
 }
