@@ -158,6 +158,7 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::warmpool::test_objects::{owner, string_map};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
     use kube::api::ObjectMeta;
 
@@ -271,20 +272,11 @@ mod tests {
             metadata: ObjectMeta {
                 name: Some("p".into()),
                 namespace: Some("ns".into()),
-                labels: Some(
-                    labels
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                ),
+                labels: Some(string_map(labels)),
                 owner_references: owner_uid.map(|uid| {
                     vec![OwnerReference {
                         api_version: "extensions.agents.x-k8s.io/v1alpha1".into(),
-                        kind: "SandboxWarmPool".into(),
-                        name: "pool".into(),
-                        uid: uid.into(),
-                        controller: Some(controller),
-                        ..Default::default()
+                        ..owner("SandboxWarmPool", "pool", uid, controller)
                     }]
                 }),
                 ..Default::default()
