@@ -202,11 +202,7 @@ mod tests {
     #[test]
     fn never_over_creates_while_creates_are_pending() {
         // 2 pending creates and 3 seen: a 4-replica pool must delete 1, not create.
-        let pods = [
-            idle("a", true, true, 1),
-            idle("b", true, true, 2),
-            idle("c", true, true, 3),
-        ];
+        let pods = [("a", 1), ("b", 2), ("c", 3)].map(|(name, at)| idle(name, true, true, at));
         let p = plan(4, &pods, 2, 5);
         assert_eq!(p.create, 0);
         assert_eq!(p.delete.len(), 1);
