@@ -226,6 +226,7 @@ pub(crate) fn host_probes_and_lifecycle(pod: &PodView<'_>, findings: &mut Findin
 /// `localhost/*` or empty.
 pub(crate) fn app_armor_profile(pod: &PodView<'_>, findings: &mut Findings<'_>) {
     pod.each_context_object("appArmorProfile", findings, |profile, path, findings| {
+        // The same two types as seccomp.
         let allowed = seccomp_type_allowed;
         deny_type_unless(
             findings,
