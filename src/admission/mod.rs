@@ -103,6 +103,33 @@ impl SandboxKind {
     }
 }
 
+/// Why the policy's defaults could not be applied to an object.
+#[derive(Debug)]
+pub enum DefaultingError {
+    /// [`mutate`] refused the object (a field it reads is malformed).
+    Denied(Denial),
+    /// The defaulting patch does not apply to the object.
+    Patch(json_patch::PatchError),
+}
+
+/// Applies the policy's defaults to `object`, a `kind` being created now,
+/// as the mutating webhook does ([`mutate`], then its patch). Returns
+/// whether anything was added.
+pub fn apply_create_defaults(
+    kind: SandboxKind,
+    object: &mut serde_json::Value,
+    policy: &Policy,
+) -> Result<bool, DefaultingError> {
+    let now = jiff::Timestamp::now();
+    let patch =
+        mutate(kind, &Operation::Create, object, policy, now).map_err(DefaultingError::Denied)?;
+    if patch.is_empty() {
+        return Ok(false);
+    }
+    json_patch::patch(object, &patch).map_err(DefaultingError::Patch)?;
+    Ok(true)
+}
+
 /// Checks a pod template the way the webhook checks a Sandbox's
 /// `spec.podTemplate`: the policy's defaults are applied first (as the
 /// mutating webhook would), then every validation rule (Pod Security at the
@@ -126,23 +153,13 @@ pub fn check_pod_template(policy: &Policy, template: &PodTemplate) -> Vec<Denial
         }
     };
     let mut object = serde_json::json!({"spec": {"podTemplate": template}});
-    let defaulted = mutate(
-        SandboxKind::SandboxTemplate,
-        &Operation::Create,
-        &object,
-        policy,
-        jiff::Timestamp::now(),
-    )
-    .and_then(|patch| {
-        json_patch::patch(&mut object, &patch).map_err(|error| {
-            Denial::new(
-                &root,
-                format!("the defaulting patch does not apply: {error}"),
-            )
-        })
-    });
-    if let Err(denial) = defaulted {
-        return vec![denial];
+    match apply_create_defaults(SandboxKind::SandboxTemplate, &mut object, policy) {
+        Ok(_) => {}
+        Err(DefaultingError::Denied(denial)) => return vec![denial],
+        Err(DefaultingError::Patch(error)) => {
+            let message = format!("the defaulting patch does not apply: {error}");
+            return vec![Denial::new(&root, message)];
+        }
     }
     validate::check_pod_template_value(
         policy,

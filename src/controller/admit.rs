@@ -18,7 +18,7 @@ use kube::ResourceExt;
 use kube::core::admission::Operation;
 
 use super::{Error, Result};
-use crate::admission::{Policy, SandboxKind, mutate, validate};
+use crate::admission::{DefaultingError, Policy, SandboxKind, apply_create_defaults, validate};
 use crate::api::Sandbox;
 
 /// `sandbox` with the policy's defaults applied, or [`Error::PolicyDenied`]
@@ -31,21 +31,14 @@ pub fn admit_sandbox(policy: &Policy, sandbox: Sandbox) -> Result<Sandbox> {
         message,
     };
     let mut value = serde_json::to_value(&sandbox)?;
-    let patch = mutate(
-        SandboxKind::Sandbox,
-        &Operation::Create,
-        &value,
-        policy,
-        jiff::Timestamp::now(),
-    )
-    .map_err(|denial| denied(denial.to_string()))?;
-    // An empty patch: already defaulted (the template was admitted under
+    // Nothing added: already defaulted (the template was admitted under
     // this policy), and the Sandbox is sent as it is.
-    let defaulted = !patch.is_empty();
-    if defaulted {
-        json_patch::patch(&mut value, &patch)
-            .map_err(|e| denied(format!("the policy's defaults do not apply: {e}")))?;
-    }
+    let defaulted = apply_create_defaults(SandboxKind::Sandbox, &mut value, policy).map_err(
+        |error| match error {
+            DefaultingError::Denied(denial) => denied(denial.to_string()),
+            DefaultingError::Patch(e) => denied(format!("the policy's defaults do not apply: {e}")),
+        },
+    )?;
     let verdict = validate(
         SandboxKind::Sandbox,
         &Operation::Create,

@@ -68,18 +68,51 @@ struct State {
     members: Groups,
 }
 
-fn insert<K: std::hash::Hash + Eq>(
-    map: &mut HashMap<K, HashSet<ObjectRef<Pod>>>,
+/// The Pods filed under one key: a plain set, or the idle [`ring::Ring`].
+trait PodSet: Default {
+    fn insert(&mut self, pod: &ObjectRef<Pod>);
+    fn remove(&mut self, pod: &ObjectRef<Pod>);
+    fn is_empty(&self) -> bool;
+}
+
+impl PodSet for HashSet<ObjectRef<Pod>> {
+    fn insert(&mut self, pod: &ObjectRef<Pod>) {
+        HashSet::insert(self, pod.clone());
+    }
+    fn remove(&mut self, pod: &ObjectRef<Pod>) {
+        HashSet::remove(self, pod);
+    }
+    fn is_empty(&self) -> bool {
+        HashSet::is_empty(self)
+    }
+}
+
+impl PodSet for ring::Ring {
+    fn insert(&mut self, pod: &ObjectRef<Pod>) {
+        ring::Ring::insert(self, pod);
+    }
+    fn remove(&mut self, pod: &ObjectRef<Pod>) {
+        ring::Ring::remove(self, pod);
+    }
+    fn is_empty(&self) -> bool {
+        ring::Ring::is_empty(self)
+    }
+}
+
+/// Files the Pod under `key`, if it has one.
+fn insert<K: std::hash::Hash + Eq, S: PodSet>(
+    map: &mut HashMap<K, S>,
     key: Option<K>,
     pod: &ObjectRef<Pod>,
 ) {
     if let Some(key) = key {
-        map.entry(key).or_default().insert(pod.clone());
+        map.entry(key).or_default().insert(pod);
     }
 }
 
-fn remove<K: std::hash::Hash + Eq>(
-    map: &mut HashMap<K, HashSet<ObjectRef<Pod>>>,
+/// Takes the Pod out from under `key`, and the key out once it files none.
+fn remove<K: std::hash::Hash + Eq, S: PodSet>(
+    map: &mut HashMap<K, S>,
     key: Option<&K>,
     pod: &ObjectRef<Pod>,
 ) {
@@ -93,23 +126,15 @@ fn remove<K: std::hash::Hash + Eq>(
     }
 }
 
-fn pool_key(namespace: &str, template: &str, hash: &str) -> PoolKey {
-    (namespace.into(), template.into(), hash.into())
+/// The Pods filed under `key` of a set-valued index.
+fn filed_under(map: &HashMap<String, HashSet<ObjectRef<Pod>>>, key: &str) -> Vec<ObjectRef<Pod>> {
+    map.get(key)
+        .map(|s| s.iter().cloned().collect())
+        .unwrap_or_default()
 }
 
-fn remove_idle(
-    map: &mut HashMap<PoolKey, ring::Ring>,
-    key: Option<&PoolKey>,
-    pod: &ObjectRef<Pod>,
-) {
-    if let Some(key) = key
-        && let Some(ring) = map.get_mut(key)
-    {
-        ring.remove(pod);
-        if ring.is_empty() {
-            map.remove(key);
-        }
-    }
+fn pool_key(namespace: &str, template: &str, hash: &str) -> PoolKey {
+    (namespace.into(), template.into(), hash.into())
 }
 
 /// The indexes (see the module docs).
@@ -153,12 +178,10 @@ impl PodIndex {
             members: _,
         } = &mut *state;
         remove(by_controller, old.controller.as_ref(), &reference);
-        remove_idle(idle, old.idle.as_ref(), &reference);
+        remove(idle, old.idle.as_ref(), &reference);
         remove(by_claim, old.claim.as_ref(), &reference);
         insert(by_controller, keys.controller.clone(), &reference);
-        if let Some(key) = keys.idle.clone() {
-            idle.entry(key).or_default().insert(&reference);
-        }
+        insert(idle, keys.idle.clone(), &reference);
         insert(by_claim, keys.claim.clone(), &reference);
         all.insert(reference, keys);
         wake
@@ -174,7 +197,7 @@ impl PodIndex {
             old.controller.as_ref(),
             &reference,
         );
-        remove_idle(&mut state.idle, old.idle.as_ref(), &reference);
+        remove(&mut state.idle, old.idle.as_ref(), &reference);
         remove(&mut state.by_claim, old.claim.as_ref(), &reference);
         let group = old.group?;
         state
@@ -226,11 +249,7 @@ impl PodIndex {
     /// Pods whose controller ownerReference has this uid.
     pub fn controlled_by(&self, uid: &str) -> Vec<ObjectRef<Pod>> {
         let state = self.state.read().expect("pod index lock");
-        state
-            .by_controller
-            .get(uid)
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default()
+        filed_under(&state.by_controller, uid)
     }
 
     /// Idle pool Pods (by label) of a template's hash in a namespace.
@@ -265,11 +284,7 @@ impl PodIndex {
     /// Pods labelled with this claim uid (a steal writes it).
     pub fn labelled_for_claim(&self, claim_uid: &str) -> Vec<ObjectRef<Pod>> {
         let state = self.state.read().expect("pod index lock");
-        state
-            .by_claim
-            .get(claim_uid)
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default()
+        filed_under(&state.by_claim, claim_uid)
     }
 
     /// Whether the Pod `namespace/name` is indexed (the same view as the

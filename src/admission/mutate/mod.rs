@@ -98,6 +98,17 @@ struct Patcher<'p> {
     user_namespace: bool,
 }
 
+/// `read(object, key, path)` when `object` is there; `None` when it is not
+/// (a field of an absent section is absent).
+fn within<'v, T>(
+    object: Option<&'v Map<String, Value>>,
+    read: impl FnOnce(&'v Map<String, Value>, &'static str, &FieldPath) -> Result<Option<T>, Denial>,
+    key: &'static str,
+    path: &FieldPath,
+) -> Result<Option<T>, Denial> {
+    Ok(object.map(|o| read(o, key, path)).transpose()?.flatten())
+}
+
 impl Patcher<'_> {
     fn add(&mut self, path: &FieldPath, value: Value) {
         self.operations.push(PatchOperation::Add(AddOperation {
@@ -236,14 +247,8 @@ impl Patcher<'_> {
         let defaults = &self.policy.defaults;
         let resources_path = container_path.key("resources");
         let resources = optional_object(container, "resources", container_path)?;
-        let requests = resources
-            .map(|r| optional_object(r, "requests", &resources_path))
-            .transpose()?
-            .flatten();
-        let limits = resources
-            .map(|r| optional_object(r, "limits", &resources_path))
-            .transpose()?
-            .flatten();
+        let requests = within(resources, optional_object, "requests", &resources_path)?;
+        let limits = within(resources, optional_object, "limits", &resources_path)?;
 
         let mut new_requests = Map::new();
         let mut new_limits = Map::new();
@@ -299,14 +304,8 @@ impl Patcher<'_> {
         let context_path = container_path.key("securityContext");
         let context = optional_object(container, "securityContext", container_path)?;
         let capabilities_path = context_path.key("capabilities");
-        let capabilities = context
-            .map(|c| optional_object(c, "capabilities", &context_path))
-            .transpose()?
-            .flatten();
-        let drop = capabilities
-            .map(|c| optional_array(c, "drop", &capabilities_path))
-            .transpose()?
-            .flatten();
+        let capabilities = within(context, optional_object, "capabilities", &context_path)?;
+        let drop = within(capabilities, optional_array, "drop", &capabilities_path)?;
 
         // The API server refuses `allowPrivilegeEscalation: false` next to
         // `privileged: true` or an added SYS_ADMIN; such containers are

@@ -4,9 +4,9 @@
 //! Each function adds a finding per offending field to [`Findings`]; none
 //! stops early, so one review shows everything to fix.
 
-use super::super::field::{
-    Denial, FieldPath, object_items, optional_array, optional_integer, present,
-};
+use serde_json::{Map, Value};
+
+use super::super::field::{Denial, FieldPath, optional_array, optional_integer, present};
 use super::pod::{Findings, PodView};
 
 /// Capabilities a container may add under baseline, spelled exactly as the
@@ -157,10 +157,7 @@ pub(crate) fn capabilities_baseline(pod: &PodView<'_>, findings: &mut Findings<'
 
 /// `hostPathVolumes`: no hostPath volumes.
 pub(crate) fn host_path_volumes(pod: &PodView<'_>, findings: &mut Findings<'_>) {
-    let volumes = findings
-        .read(object_items(pod.spec, "volumes", &pod.spec_path))
-        .unwrap_or_default();
-    for (path, volume) in volumes {
+    for (path, volume) in findings.items(pod.spec, "volumes", &pod.spec_path) {
         if present(volume, "hostPath").is_some() {
             findings.deny(
                 "hostPathVolumes",
@@ -174,14 +171,9 @@ pub(crate) fn host_path_volumes(pod: &PodView<'_>, findings: &mut Findings<'_>) 
 /// `hostPorts`: no `ports[].hostPort` other than 0.
 pub(crate) fn host_ports(pod: &PodView<'_>, findings: &mut Findings<'_>) {
     for container in &pod.containers {
-        let ports = findings
-            .read(object_items(container.container, "ports", &container.path))
-            .unwrap_or_default();
-        for (port_path, port) in ports {
-            let host_port = findings
-                .read(optional_integer(port, "hostPort", &port_path))
-                .flatten();
-            if host_port.is_some_and(|p| p != 0) {
+        for (port_path, port) in findings.items(container.container, "ports", &container.path) {
+            let host_port = findings.read(optional_integer(port, "hostPort", &port_path));
+            if host_port.flatten().is_some_and(|p| p != 0) {
                 findings.deny(
                     "hostPorts",
                     &port_path.key("hostPort"),
@@ -233,20 +225,17 @@ pub(crate) fn host_probes_and_lifecycle(pod: &PodView<'_>, findings: &mut Findin
 /// container), and the deprecated annotations `runtime/default`,
 /// `localhost/*` or empty.
 pub(crate) fn app_armor_profile(pod: &PodView<'_>, findings: &mut Findings<'_>) {
-    pod.each_context_object(
-        "appArmorProfile",
-        findings,
-        |profile, profile_path, findings| {
-            let kind = findings.str(profile, "type", profile_path).unwrap_or("");
-            if !matches!(kind, "RuntimeDefault" | "Localhost") {
-                findings.deny(
-                    "appArmorProfile",
-                    &profile_path.key("type"),
-                    format!("{kind:?} is not allowed; use RuntimeDefault or Localhost"),
-                );
-            }
-        },
-    );
+    pod.each_context_object("appArmorProfile", findings, |profile, path, findings| {
+        // The same two types as seccomp.
+        let allowed = seccomp_type_allowed;
+        deny_type_unless(
+            findings,
+            "appArmorProfile",
+            (profile, path),
+            allowed,
+            PROFILE_TYPES,
+        );
+    });
     for (key, value) in pod.annotations.into_iter().flatten() {
         if !key.starts_with(APPARMOR_ANNOTATION_PREFIX) {
             continue;
@@ -268,17 +257,15 @@ pub(crate) fn se_linux_options(pod: &PodView<'_>, findings: &mut Findings<'_>) {
         "seLinuxOptions",
         findings,
         |options, options_path, findings| {
-            let kind = findings.str(options, "type", options_path).unwrap_or("");
-            if !SELINUX_TYPES.contains(&kind) {
-                findings.deny(
-                    "seLinuxOptions",
-                    &options_path.key("type"),
-                    format!(
-                        "{kind:?} is not allowed; use one of {}",
-                        SELINUX_TYPES[1..].join(", ")
-                    ),
-                );
-            }
+            let allowed = |kind: &str| SELINUX_TYPES.contains(&kind);
+            let instead = format!("one of {}", SELINUX_TYPES[1..].join(", "));
+            deny_type_unless(
+                findings,
+                "seLinuxOptions",
+                (options, options_path),
+                allowed,
+                &instead,
+            );
             for key in ["user", "role"] {
                 if findings
                     .str(options, key, options_path)
@@ -330,20 +317,30 @@ pub(crate) fn seccomp_type_allowed(kind: &str) -> bool {
 /// `seccompProfile_baseline`: a seccomp profile that is set is
 /// RuntimeDefault or Localhost (not Unconfined, not empty).
 pub(crate) fn seccomp_profile_baseline(pod: &PodView<'_>, findings: &mut Findings<'_>) {
-    pod.each_context_object(
-        "seccompProfile",
-        findings,
-        |profile, profile_path, findings| {
-            let kind = findings.str(profile, "type", profile_path).unwrap_or("");
-            if !seccomp_type_allowed(kind) {
-                findings.deny(
-                    "seccompProfile_baseline",
-                    &profile_path.key("type"),
-                    format!("{kind:?} is not allowed; use RuntimeDefault or Localhost"),
-                );
-            }
-        },
-    );
+    pod.each_context_object("seccompProfile", findings, |profile, path, findings| {
+        let (check, allowed) = ("seccompProfile_baseline", seccomp_type_allowed);
+        deny_type_unless(findings, check, (profile, path), allowed, PROFILE_TYPES);
+    });
+}
+
+/// The seccomp and AppArmor profile types allowed, as the denials name them.
+const PROFILE_TYPES: &str = "RuntimeDefault or Localhost";
+
+/// Denies under `check` the `type` of a profile object (`appArmorProfile`,
+/// `seLinuxOptions`, `seccompProfile`) at `path` that `allowed` refuses
+/// (absent reads as empty), naming what to use `instead`.
+fn deny_type_unless(
+    findings: &mut Findings<'_>,
+    check: &str,
+    (profile, path): (&Map<String, Value>, &FieldPath),
+    allowed: impl Fn(&str) -> bool,
+    instead: &str,
+) {
+    let kind = findings.str(profile, "type", path).unwrap_or("");
+    if !allowed(kind) {
+        let message = format!("{kind:?} is not allowed; use {instead}");
+        findings.deny(check, &path.key("type"), message);
+    }
 }
 
 /// `sysctls`: only the safe set.
@@ -351,10 +348,7 @@ pub(crate) fn sysctls(pod: &PodView<'_>, findings: &mut Findings<'_>) {
     let Some(context) = pod.context else {
         return;
     };
-    let items = findings
-        .read(object_items(context, "sysctls", &pod.context_path))
-        .unwrap_or_default();
-    for (path, sysctl) in items {
+    for (path, sysctl) in findings.items(context, "sysctls", &pod.context_path) {
         let name = findings.str(sysctl, "name", &path).unwrap_or("");
         if !SAFE_SYSCTLS.contains(&name) {
             findings.deny(

@@ -10,7 +10,7 @@
 use serde_json::{Map, Value};
 
 use super::super::field::{
-    Denial, FieldPath, object_items, optional_bool, optional_object, optional_str,
+    Denial, FieldPath, ObjectItem, object_items, optional_bool, optional_object, optional_str,
 };
 use super::super::policy::Profile;
 
@@ -110,6 +110,18 @@ impl<'o> Findings<'o> {
         path: &FieldPath,
     ) -> Option<bool> {
         self.read(optional_bool(object, key, path)).flatten()
+    }
+
+    /// The objects of the list `object[key]` with their paths (none when the
+    /// list is absent), failing closed.
+    pub(crate) fn items<'v>(
+        &mut self,
+        object: &'v Map<String, Value>,
+        key: &'static str,
+        path: &FieldPath,
+    ) -> Vec<ObjectItem<'v>> {
+        self.read(object_items(object, key, path))
+            .unwrap_or_default()
     }
 
     /// `object[key]` as an optional object, failing closed.

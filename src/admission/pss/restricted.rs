@@ -3,7 +3,7 @@
 //! these on top of baseline; four of them replace a baseline check (see
 //! [`super::CHECKS`]).
 
-use super::super::field::{object_items, optional_integer, present};
+use super::super::field::{optional_integer, present};
 use super::baseline::{added_capabilities, seccomp_type_allowed};
 use super::pod::{Findings, PodView};
 
@@ -27,10 +27,7 @@ const NET_BIND_SERVICE: &str = "NET_BIND_SERVICE";
 /// `restrictedVolumes` (replaces `hostPathVolumes`): every volume uses an
 /// allowed source (none at all means emptyDir, the API server's default).
 pub(crate) fn restricted_volumes(pod: &PodView<'_>, findings: &mut Findings<'_>) {
-    let volumes = findings
-        .read(object_items(pod.spec, "volumes", &pod.spec_path))
-        .unwrap_or_default();
-    for (path, volume) in volumes {
+    for (path, volume) in findings.items(pod.spec, "volumes", &pod.spec_path) {
         if ALLOWED_VOLUME_TYPES
             .iter()
             .any(|source| present(volume, source).is_some())

@@ -9,8 +9,8 @@ use k8s_openapi::api::networking::v1::{
     NetworkPolicySpec as K8sNetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
-use kube::ResourceExt;
 use kube::api::ObjectMeta;
+use kube::{Resource, ResourceExt};
 
 use crate::admission::{Cidr, restrict_egress};
 use crate::api::{
@@ -58,14 +58,28 @@ pub fn desired_network_policy(
     deny: &[Cidr],
 ) -> Result<NetworkPolicy> {
     let name = claim.name_any();
+    let policy_name = network_policy_name(&name);
+    template_rules_policy(claim, policy_name, (SANDBOX_LABEL, name), template, deny)
+}
+
+/// The NetworkPolicy `name`, owned by `owner`, that gives the Pods labelled
+/// `selector` the template's rules: its ingress (none: deny all) and its
+/// egress minus the denied ranges (`deny`).
+fn template_rules_policy<K: Resource<DynamicType = ()>>(
+    owner: &K,
+    name: String,
+    selector: (&str, String),
+    template: &SandboxTemplate,
+    deny: &[Cidr],
+) -> Result<NetworkPolicy> {
     let rules = template.spec.network_policy.clone().unwrap_or_default();
     Ok(sandbox_network_policy(
-        network_policy_name(&name),
-        claim.namespace(),
-        (SANDBOX_LABEL, name),
+        name,
+        owner.namespace(),
+        selector,
         rules.ingress.unwrap_or_default(),
         restrict_egress(rules.egress, deny),
-        controller_ref(claim)?,
+        controller_ref(owner)?,
     ))
 }
 
@@ -177,15 +191,14 @@ pub fn desired_template_network_policy(
     deny: &[Cidr],
 ) -> Result<NetworkPolicy> {
     let name = template.name_any();
-    let rules = template.spec.network_policy.clone().unwrap_or_default();
-    Ok(sandbox_network_policy(
-        template_network_policy_name(&name),
-        template.namespace(),
+    let policy_name = template_network_policy_name(&name);
+    template_rules_policy(
+        template,
+        policy_name,
         (TEMPLATE_LABEL, name),
-        rules.ingress.unwrap_or_default(),
-        restrict_egress(rules.egress, deny),
-        controller_ref(template)?,
-    ))
+        template,
+        deny,
+    )
 }
 
 /// Whether two NetworkPolicy specs mean the same (the API server drops an

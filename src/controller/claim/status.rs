@@ -15,7 +15,7 @@ use crate::api::{
     ADMITTED_AT_ANNOTATION, ClaimedSandboxStatus, ConditionUpdate, LaunchType, POD_NAME_ANNOTATION,
     READY, Sandbox, SandboxClaim, SandboxClaimStatus, find_condition, is_true, set_condition,
 };
-use crate::controller::sandbox::reason as sandbox_reason;
+use crate::controller::sandbox::{reason as sandbox_reason, service_fqdn};
 
 /// Reasons of the claim's `Ready` condition.
 pub mod reason {
@@ -64,7 +64,6 @@ pub fn warm_ready_status(
     now: jiff::Timestamp,
 ) -> SandboxClaimStatus {
     let name = claim.name_any();
-    let namespace = claim.namespace().unwrap_or_default();
     let previous = claim.status.clone().unwrap_or_default();
     let update = ConditionUpdate::ready(true, reason::SANDBOX_READY, ready_message(&name));
     SandboxClaimStatus {
@@ -77,7 +76,7 @@ pub fn warm_ready_status(
                 .and_then(|s| s.pod_ip.clone())
                 .map(|ip| vec![ip]),
             service: Some(name.clone()),
-            service_fqdn: Some(format!("{name}.{namespace}.svc.{cluster_domain}")),
+            service_fqdn: Some(service_fqdn(claim, cluster_domain)),
         }),
         pod_name: Some(pod.name_any()),
         launch_type: Some(LaunchType::Warm),

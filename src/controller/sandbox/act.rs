@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, DeleteParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use tracing::info;
@@ -19,10 +19,10 @@ use tracing::info;
 use super::{Observed, Plan, Step, desired_pod, desired_pvcs, reason};
 use crate::api::{ConditionUpdate, Sandbox};
 use crate::controller::repoint::point_sandbox_at;
-use crate::controller::takeover::{adopt_patch, changed_since};
+use crate::controller::takeover::{adopt_patch, patch_if_unchanged};
 use crate::controller::{
     Context, Error, Result, controller_ref, create_owned, is_conflict, is_not_found,
-    is_terminating, is_unprocessable, kube_err,
+    is_terminating, kube_err,
 };
 
 /// What the act phase leaves for the record phase.
@@ -207,24 +207,5 @@ async fn create_pod(
 async fn adopt(pods: &Api<Pod>, pod: &Pod, sandbox: &Sandbox) -> Result<Option<Pod>> {
     let patch = adopt_patch(pod, &sandbox.name_any(), controller_ref(sandbox)?)
         .ok_or(Error::Incomplete("pod resourceVersion"))?;
-    match pods
-        .patch(
-            &pod.name_any(),
-            &PatchParams::default(),
-            &Patch::<()>::Json(patch),
-        )
-        .await
-    {
-        Ok(p) => Ok(Some(p)),
-        Err(e) if is_conflict(&e) || is_not_found(&e) => Ok(None),
-        Err(e)
-            if is_unprocessable(&e)
-                && changed_since(pods, &pod.name_any(), pod.resource_version().as_deref())
-                    .await
-                    .map_err(kube_err(format!("re-read pod {}", pod.name_any())))? =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(kube_err(format!("adopt pod {}", pod.name_any()))(e)),
-    }
+    patch_if_unchanged(pods, pod, patch, "adopt").await
 }

@@ -127,6 +127,14 @@ pub fn desired_service(sandbox: &Sandbox) -> Result<Service> {
     )
 }
 
+/// `<service>.<namespace>.svc.<cluster domain>` of the headless Service
+/// named after `object` (a Sandbox, or the claim whose Sandbox it serves),
+/// in its namespace.
+pub fn service_fqdn(object: &impl ResourceExt, cluster_domain: &str) -> String {
+    let (name, namespace) = (object.name_any(), object.namespace().unwrap_or_default());
+    format!("{name}.{namespace}.svc.{cluster_domain}")
+}
+
 /// A headless Service named `name` that selects the Pod labelled
 /// `agents.x-k8s.io/sandbox: <name>`, with the container ports of `pod_spec`.
 pub fn headless_service(

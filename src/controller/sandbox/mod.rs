@@ -37,7 +37,9 @@ mod status;
 #[cfg(test)]
 mod tests;
 
-pub use desired::{desired_pod, desired_pvcs, desired_service, headless_service, pvc_name};
+pub use desired::{
+    desired_pod, desired_pvcs, desired_service, headless_service, pvc_name, service_fqdn,
+};
 pub use plan::{Observed, Plan, Step, may_adopt, plan};
 pub use status::compute_status;
 

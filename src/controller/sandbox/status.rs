@@ -3,7 +3,7 @@
 use k8s_openapi::api::core::v1::Pod;
 use kube::{Resource, ResourceExt};
 
-use super::reason;
+use super::{reason, service_fqdn};
 use crate::api::{ConditionUpdate, SANDBOX_LABEL, Sandbox, SandboxStatus, set_condition};
 use crate::controller::{is_terminating, pod_has_ended, pod_is_ready};
 
@@ -16,7 +16,6 @@ pub fn compute_status(
     now: jiff::Timestamp,
 ) -> SandboxStatus {
     let name = sandbox.name_any();
-    let namespace = sandbox.namespace().unwrap_or_default();
     let previous = sandbox.status.clone().unwrap_or_default();
     let pod = pod.filter(|_| blocked.is_none_or(|b| b.reason == reason::ADOPTING));
     let ready = match (blocked, pod) {
@@ -55,7 +54,7 @@ pub fn compute_status(
     SandboxStatus {
         conditions: set_condition(&previous.conditions, &ready, sandbox.meta().generation, now),
         service: Some(name.clone()),
-        service_fqdn: Some(format!("{name}.{namespace}.svc.{cluster_domain}")),
+        service_fqdn: Some(service_fqdn(sandbox, cluster_domain)),
         replicas: i32::from(live_pod.is_some()),
         selector: Some(format!("{SANDBOX_LABEL}={name}")),
         pod_name: pod.map(|p| p.name_any()),

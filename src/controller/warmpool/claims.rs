@@ -155,7 +155,8 @@ pub fn pick_template(templates: &[String], pod_template_label: Option<&str>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+    use crate::controller::warmpool::test_objects::{owner, string_map};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use kube::api::ObjectMeta;
 
     fn sandbox(kind: &str, annotations: &[(&str, &str)]) -> Sandbox {
@@ -163,19 +164,8 @@ mod tests {
             metadata: ObjectMeta {
                 name: Some("s".into()),
                 creation_timestamp: Some(Time(jiff::Timestamp::from_second(1000).unwrap())),
-                annotations: Some(
-                    annotations
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                ),
-                owner_references: Some(vec![OwnerReference {
-                    kind: kind.into(),
-                    name: "c".into(),
-                    uid: "claim-uid".into(),
-                    controller: Some(true),
-                    ..Default::default()
-                }]),
+                annotations: Some(string_map(annotations)),
+                owner_references: Some(vec![owner(kind, "c", "claim-uid", true)]),
                 ..Default::default()
             },
             ..Default::default()

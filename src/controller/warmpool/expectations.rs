@@ -31,6 +31,13 @@ struct PoolExpectations {
 }
 
 impl Expectations {
+    /// Runs `f` on the pool's expectations (made empty if it has none) under
+    /// the lock.
+    fn with_pool<T>(&self, pool: &str, f: impl FnOnce(&mut PoolExpectations) -> T) -> T {
+        let mut all = self.inner.lock().expect("expectations lock");
+        f(all.entry(pool.to_string()).or_default())
+    }
+
     /// Forgets expectations the cache has confirmed (or that timed out) and
     /// returns (pending creates, names pending deletion).
     pub fn settle(&self, pool: &str, seen: &HashSet<String>) -> (usize, HashSet<String>) {
@@ -48,31 +55,24 @@ impl Expectations {
         seen: impl Fn(&str) -> bool,
         in_cache: impl Fn(&str) -> bool,
     ) -> (usize, HashSet<String>) {
-        let mut all = self.inner.lock().expect("expectations lock");
-        let e = all.entry(pool.to_string()).or_default();
-        e.creates
-            .retain(|name, at| !seen(name) && !in_cache(name) && at.elapsed() < EXPECTATION_TTL);
-        e.deletes
-            .retain(|name, at| seen(name) && at.elapsed() < EXPECTATION_TTL);
-        (e.creates.len(), e.deletes.keys().cloned().collect())
+        self.with_pool(pool, |e| {
+            e.creates.retain(|name, at| {
+                !seen(name) && !in_cache(name) && at.elapsed() < EXPECTATION_TTL
+            });
+            e.deletes
+                .retain(|name, at| seen(name) && at.elapsed() < EXPECTATION_TTL);
+            (e.creates.len(), e.deletes.keys().cloned().collect())
+        })
     }
 
     /// Records a create whose Pod is not in the cache yet.
     pub fn created(&self, pool: &str, name: &str) {
-        let mut all = self.inner.lock().expect("expectations lock");
-        all.entry(pool.to_string())
-            .or_default()
-            .creates
-            .insert(name.into(), Instant::now());
+        self.with_pool(pool, |e| e.creates.insert(name.into(), Instant::now()));
     }
 
     /// Records a delete the cache has not shown yet.
     pub fn deleted(&self, pool: &str, name: &str) {
-        let mut all = self.inner.lock().expect("expectations lock");
-        all.entry(pool.to_string())
-            .or_default()
-            .deletes
-            .insert(name.into(), Instant::now());
+        self.with_pool(pool, |e| e.deletes.insert(name.into(), Instant::now()));
     }
 
     /// Forgets a delete the API server refused (the Pod changed since it
@@ -88,15 +88,13 @@ impl Expectations {
     /// `None` when a status write is allowed now (and records it), else how
     /// long to wait before the next one.
     pub fn status_write_due(&self, pool: &str, interval: Duration) -> Option<Duration> {
-        let mut all = self.inner.lock().expect("expectations lock");
-        let e = all.entry(pool.to_string()).or_default();
-        match e.last_status_write {
+        self.with_pool(pool, |e| match e.last_status_write {
             Some(at) if at.elapsed() < interval => Some(interval - at.elapsed()),
             _ => {
                 e.last_status_write = Some(Instant::now());
                 None
             }
-        }
+        })
     }
 
     /// Whether the pool's NetworkPolicy was made (or found right) from
@@ -110,8 +108,7 @@ impl Expectations {
 
     /// Records that the pool's NetworkPolicy is in place for `fingerprint`.
     pub fn network_policy_made(&self, pool: &str, fingerprint: serde_json::Value) {
-        let mut all = self.inner.lock().expect("expectations lock");
-        all.entry(pool.to_string()).or_default().network_policy = Some(fingerprint);
+        self.with_pool(pool, |e| e.network_policy = Some(fingerprint));
     }
 
     /// Drops everything about a pool (it was deleted).

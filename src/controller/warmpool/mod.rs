@@ -45,6 +45,8 @@ pub mod pod;
 mod record;
 pub mod size;
 pub mod status;
+#[cfg(test)]
+mod test_objects;
 
 use std::sync::Arc;
 use std::time::Duration;

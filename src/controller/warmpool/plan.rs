@@ -158,6 +158,7 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::warmpool::test_objects::{owner, string_map};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
     use kube::api::ObjectMeta;
 
@@ -201,11 +202,7 @@ mod tests {
     #[test]
     fn never_over_creates_while_creates_are_pending() {
         // 2 pending creates and 3 seen: a 4-replica pool must delete 1, not create.
-        let pods = [
-            idle("a", true, true, 1),
-            idle("b", true, true, 2),
-            idle("c", true, true, 3),
-        ];
+        let pods = [("a", 1), ("b", 2), ("c", 3)].map(|(name, at)| idle(name, true, true, at));
         let p = plan(4, &pods, 2, 5);
         assert_eq!(p.create, 0);
         assert_eq!(p.delete.len(), 1);
@@ -271,20 +268,11 @@ mod tests {
             metadata: ObjectMeta {
                 name: Some("p".into()),
                 namespace: Some("ns".into()),
-                labels: Some(
-                    labels
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                ),
+                labels: Some(string_map(labels)),
                 owner_references: owner_uid.map(|uid| {
                     vec![OwnerReference {
                         api_version: "extensions.agents.x-k8s.io/v1alpha1".into(),
-                        kind: "SandboxWarmPool".into(),
-                        name: "pool".into(),
-                        uid: uid.into(),
-                        controller: Some(controller),
-                        ..Default::default()
+                        ..owner("SandboxWarmPool", "pool", uid, controller)
                     }]
                 }),
                 ..Default::default()
