@@ -271,18 +271,14 @@ fn the_mutating_endpoint_validates_claim_creates() {
     let handler = SandboxAdmission::new(PolicyStore::default());
     let mut bad = claim();
     bad["spec"]["sandboxTemplateRef"]["name"] = json!("Not_A_Name");
-    let mutated = handler.mutate(&request(
-        SandboxKind::SandboxClaim,
-        "CREATE",
-        Some(bad.clone()),
-        None,
-    ));
-    let validated = handler.validate(&request(
-        SandboxKind::SandboxClaim,
-        "CREATE",
-        Some(bad.clone()),
-        None,
-    ));
+    let review = |operation: &str| {
+        let old = (operation == "UPDATE").then(|| bad.clone());
+        request(SandboxKind::SandboxClaim, operation, Some(bad.clone()), old)
+    };
+    let (mutated, validated) = (
+        handler.mutate(&review("CREATE")),
+        handler.validate(&review("CREATE")),
+    );
     assert!(!mutated.allowed, "{mutated:?}");
     assert!(!validated.allowed);
     assert_eq!(mutated.result.message, validated.result.message);
@@ -294,11 +290,8 @@ fn the_mutating_endpoint_validates_claim_creates() {
         "{}",
         mutated.result.message
     );
-    let update = handler.mutate(&request(
-        SandboxKind::SandboxClaim,
-        "UPDATE",
-        Some(bad.clone()),
-        Some(bad),
-    ));
-    assert!(update.allowed, "UPDATEs are the validating endpoint's");
+    assert!(
+        handler.mutate(&review("UPDATE")).allowed,
+        "UPDATEs are the validating endpoint's"
+    );
 }
