@@ -49,6 +49,6 @@ pub use memo::WriteMemo;
 pub use ownership::Created;
 pub(crate) use ownership::create_owned;
 pub use ownership::{controller_ref, controller_uid};
-pub use pod_state::{is_terminating, pod_has_ended, pod_is_ready};
+pub use pod_state::{is_terminating, live_target, pod_has_ended, pod_is_ready};
 pub(crate) use status_write::write_status;
 pub use timeline::timeline;

@@ -1,4 +1,4 @@
-//! Predicates over a Pod's state.
+//! Predicates over a Pod's state, and whether an object is still live.
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
@@ -20,6 +20,19 @@ pub fn pod_is_ready(pod: &Pod) -> bool {
 /// Whether a Pod has a deletionTimestamp.
 pub fn is_terminating<K: ResourceExt>(obj: &K) -> bool {
     obj.meta().deletion_timestamp.is_some()
+}
+
+/// The namespace and uid of an object a reconcile acts on, or `None` when
+/// it is terminating (nothing to do: its owner references clean up).
+pub fn live_target<K: ResourceExt>(obj: &K) -> Result<Option<(String, String)>, super::Error> {
+    if is_terminating(obj) {
+        return Ok(None);
+    }
+    let namespace = obj
+        .namespace()
+        .ok_or(super::Error::Incomplete("namespace"))?;
+    let uid = obj.uid().ok_or(super::Error::Incomplete("uid"))?;
+    Ok(Some((namespace, uid)))
 }
 
 /// Whether a Pod ended (Succeeded or Failed).

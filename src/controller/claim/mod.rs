@@ -72,7 +72,7 @@ pub use steal::{MAX_STEAL_ATTEMPTS, StealOutcome, steal};
 
 use super::{
     Context, Error, Result, controller_ref, controller_uid, create_owned, is_terminating, kube_err,
-    write_status,
+    live_target, write_status,
 };
 use crate::api::{LaunchType, READY, Sandbox, SandboxClaim, SandboxClaimStatus, is_true};
 use crate::controller::sandbox::headless_service;
@@ -84,15 +84,13 @@ pub const CONTROLLER: &str = "claim";
 #[instrument(skip_all, fields(claim = %claim.name_any(), namespace = claim.namespace().unwrap_or_default()))]
 pub async fn reconcile(claim: Arc<SandboxClaim>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_timer(CONTROLLER);
-    if is_terminating(claim.as_ref()) {
+    let Some((namespace, claim_uid)) = live_target(claim.as_ref())? else {
         return Ok(Action::await_change());
-    }
-    let namespace = claim.namespace().ok_or(Error::Incomplete("namespace"))?;
+    };
     let name = claim.name_any();
     if claim.status.is_none() {
         super::timeline(claim.as_ref(), &name, "claim: reconcile starts");
     }
-    let claim_uid = claim.uid().ok_or(Error::Incomplete("uid"))?;
     let now = jiff::Timestamp::now();
 
     // Lifecycle.

@@ -26,7 +26,8 @@ use tracing::instrument;
 
 use self::act::{Outcome, act};
 use super::{
-    Context, Error, Result, controller_uid, create_owned, is_terminating, kube_err, write_status,
+    Context, Error, Result, controller_uid, create_owned, is_terminating, kube_err, live_target,
+    write_status,
 };
 use crate::api::{ConditionUpdate, POD_NAME_ANNOTATION, Sandbox};
 
@@ -80,11 +81,9 @@ pub mod reason {
 #[instrument(skip_all, fields(sandbox = %sandbox.name_any(), namespace = sandbox.namespace().unwrap_or_default()))]
 pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_timer(CONTROLLER);
-    if is_terminating(sandbox.as_ref()) {
+    let Some((namespace, uid)) = live_target(sandbox.as_ref())? else {
         return Ok(Action::await_change());
-    }
-    let namespace = sandbox.namespace().ok_or(Error::Incomplete("namespace"))?;
-    let uid = sandbox.uid().ok_or(Error::Incomplete("uid"))?;
+    };
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
 
     if sandbox.status.is_none() {
