@@ -204,6 +204,9 @@ struct RunArgs {
     /// When registering by URL and running as a ServiceAccount: let the operator's own Sandbox creates skip the webhooks (they are defaulted and validated in-process; see README "Admission").
     #[arg(long, env = "SANDBOX_WEBHOOK_SKIP_OWN_SANDBOX_CREATES", default_value_t = true, action = clap::ArgAction::Set)]
     webhook_skip_own_sandbox_creates: bool,
+    /// When registering by URL: claim CREATEs skip the validating webhook; the mutating webhook, called anyway for the admission stamp, validates them with the same rules (one webhook call per claim create).
+    #[arg(long, env = "SANDBOX_WEBHOOK_CLAIM_CREATES_IN_ONE_CALL", default_value_t = true, action = clap::ArgAction::Set)]
+    webhook_claim_creates_in_one_call: bool,
     /// Admission policy file (YAML); reloaded when it changes. Built-in defaults when unset.
     #[arg(long, env = "SANDBOX_POLICY_FILE")]
     policy_file: Option<std::path::PathBuf>,
@@ -359,6 +362,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             cert_dir: args.cert_dir.clone(),
             register_url: args.register_webhook_url.clone(),
             skip_own_sandbox_creates: args.webhook_skip_own_sandbox_creates,
+            claim_creates_in_one_call: args.webhook_claim_creates_in_one_call,
             only_namespace: args.namespace.clone(),
             cert_check_interval: Duration::from_secs(args.cert_check_seconds),
             cert_validity: Duration::from_secs(args.cert_validity_hours * 3600),

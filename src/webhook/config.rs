@@ -103,17 +103,24 @@ pub const CLAIM_CREATES_CHECKED_WHEN_MUTATED: &str =
     "claim-creates-are-checked-by-the-mutating-webhook";
 
 /// The validating webhook's match conditions: those of both webhooks
-/// ([`match_conditions`]) and the one that leaves claim CREATEs to the
-/// mutating webhook (see the module docs). Pure.
-pub fn validating_match_conditions(operator_user: Option<&str>) -> Vec<MatchCondition> {
+/// ([`match_conditions`]) and, with `claim_creates_in_one_call`, the one
+/// that leaves claim CREATEs to the mutating webhook (see the module
+/// docs). Pure.
+pub fn validating_match_conditions(
+    operator_user: Option<&str>,
+    claim_creates_in_one_call: bool,
+) -> Option<Vec<MatchCondition>> {
     let mut all = match_conditions(operator_user).unwrap_or_default();
+    if !claim_creates_in_one_call {
+        return Some(all).filter(|all| !all.is_empty());
+    }
     all.push(MatchCondition {
         name: CLAIM_CREATES_CHECKED_WHEN_MUTATED.into(),
         expression: "!(request.resource.group == 'extensions.agents.x-k8s.io' \
              && request.resource.resource == 'sandboxclaims' && request.operation == 'CREATE')"
             .into(),
     });
-    all
+    Some(all)
 }
 
 /// Namespaces the webhook applies to: all but `kube-system` and the
@@ -159,6 +166,9 @@ pub struct ByUrl<'a> {
     /// The operator's own user, whose Sandbox creates skip the webhooks
     /// when it is a ServiceAccount.
     pub operator_user: Option<&'a str>,
+    /// Claim CREATEs skip the validating webhook (the mutating one
+    /// validates them).
+    pub claim_creates_in_one_call: bool,
 }
 
 /// Both configurations, registered by URL, for local clusters. Pure.
@@ -172,6 +182,7 @@ pub fn by_url(
         operator_namespace,
         only,
         operator_user,
+        claim_creates_in_one_call,
     } = *target;
     let client = |path: &str| WebhookClientConfig {
         url: Some(format!("{}{path}", base_url.trim_end_matches('/'))),
@@ -213,7 +224,7 @@ pub fn by_url(
     let validating = ValidatingWebhookConfiguration {
         metadata,
         webhooks: Some(vec![ValidatingWebhook {
-            match_conditions: Some(validating_match_conditions(operator_user)),
+            match_conditions: validating_match_conditions(operator_user, claim_creates_in_one_call),
             ..webhook("validate.sandboxes.agents.x-k8s.io", "/validate")
         }]),
     };
@@ -261,6 +272,7 @@ mod tests {
             operator_namespace: "sandbox-system",
             only: Some("team-a"),
             operator_user: Some("system:serviceaccount:sandbox-system:operator"),
+            claim_creates_in_one_call: true,
         });
         assert_eq!(m.metadata, v.metadata);
         let (mw, vw) = (&m.webhooks.unwrap()[0], &v.webhooks.unwrap()[0]);
@@ -280,7 +292,12 @@ mod tests {
         assert_eq!(mw.namespace_selector, vw.namespace_selector);
         assert!(mw.match_conditions.is_some());
         let mut conditions = mw.match_conditions.clone().unwrap();
-        conditions.push(validating_match_conditions(None).pop().unwrap());
+        conditions.push(
+            validating_match_conditions(None, true)
+                .unwrap()
+                .pop()
+                .unwrap(),
+        );
         assert_eq!(Some(conditions), vw.match_conditions);
         assert_eq!(mw.rules, vw.rules);
         assert_eq!(mw.side_effects, vw.side_effects);
@@ -297,11 +314,12 @@ mod tests {
             operator_namespace: "sandbox-system",
             only: None,
             operator_user: None,
+            claim_creates_in_one_call: true,
         });
         assert!(m.webhooks.as_ref().unwrap()[0].match_conditions.is_none());
         assert_eq!(
             v.webhooks.as_ref().unwrap()[0].match_conditions,
-            Some(validating_match_conditions(None))
+            validating_match_conditions(None, true)
         );
         let mw = &m.webhooks.unwrap()[0];
         assert_eq!(
@@ -366,6 +384,7 @@ mod tests {
             operator_namespace: "ns",
             only: None,
             operator_user: Some(user),
+            claim_creates_in_one_call: true,
         });
         assert_eq!(
             m.webhooks.unwrap()[0].match_conditions,
@@ -378,8 +397,9 @@ mod tests {
 
     #[test]
     fn only_claim_creates_skip_the_validating_webhook() {
+        assert!(validating_match_conditions(None, false).is_none());
         assert_excludes(
-            &validating_match_conditions(None),
+            &validating_match_conditions(None, true).unwrap(),
             &[
                 "request.resource.group == 'extensions.agents.x-k8s.io'",
                 "request.resource.resource == 'sandboxclaims'",

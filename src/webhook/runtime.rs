@@ -42,6 +42,9 @@ pub struct WebhookSettings {
     /// webhooks when it runs as a ServiceAccount (see
     /// [`webhook_config::match_conditions`]).
     pub skip_own_sandbox_creates: bool,
+    /// When registering by URL: claim CREATEs skip the validating webhook
+    /// (the mutating one validates them).
+    pub claim_creates_in_one_call: bool,
     /// Limit admission to one namespace (set with `--namespace`).
     pub only_namespace: Option<String>,
     /// Time between certificate checks.
@@ -137,6 +140,7 @@ pub async fn start(
             operator_namespace: &settings.operator_namespace,
             only: settings.only_namespace.as_deref(),
             operator_user: user.as_deref(),
+            claim_creates_in_one_call: settings.claim_creates_in_one_call,
         };
         webhook_config::register_by_url(&client, &target)
             .await
