@@ -49,11 +49,50 @@ fn kubeconfig() -> PathBuf {
     PathBuf::from(stdout.lines().last().expect("kubeconfig path").trim())
 }
 
+/// Waits (3 minutes at most) until no namespace is terminating. The API
+/// server's write counters count every client, so the teardown of an
+/// earlier run (a bench, the integration tests) would be counted as this
+/// run's writes, and it loads the API server the floor is measured on.
+async fn settle(client: &Client) {
+    let namespaces = Api::<Namespace>::all(client.clone());
+    let started = std::time::Instant::now();
+    loop {
+        let terminating = namespaces
+            .list(&Default::default())
+            .await
+            .map(|l| {
+                l.items
+                    .iter()
+                    .filter(|n| n.metadata.deletion_timestamp.is_some())
+                    .count()
+            })
+            .unwrap_or(0);
+        let waited = started.elapsed();
+        if terminating == 0 {
+            if waited > Duration::from_secs(1) {
+                eprintln!(
+                    "waited {:.0} s for earlier namespaces to finish terminating",
+                    waited.as_secs_f64()
+                );
+            }
+            return;
+        }
+        if waited > Duration::from_secs(180) {
+            eprintln!(
+                "warning: {terminating} namespaces still terminating after 180 s; their deletes count in this run's writes"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 impl Environment {
     /// CRDs applied, a new namespace, the operator ready in it, watches running.
     pub async fn up(options: &operator::Options) -> Environment {
         let path = kubeconfig();
         let client = cluster::client_with_crds(&path).await;
+        settle(&client).await;
         let ns = cluster::fresh_namespace(&client, "bench").await;
         let bench_dir = repo().join("target/bench");
         std::fs::create_dir_all(&bench_dir).unwrap();
