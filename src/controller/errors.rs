@@ -124,7 +124,7 @@ pub fn is_conflict(err: &kube::Error) -> bool {
 /// server answers a failed `test` operation with the same bare 422
 /// ("the server rejected our request due to an error in our request") as an
 /// invalid patch, so a 422 is told apart by re-reading the object: see
-/// [`super::takeover::changed_since`].
+/// [`super::pod_patch::patch_if_unchanged`].
 pub fn is_lost_race(err: &kube::Error) -> bool {
     api_status(err) == Some(409)
 }

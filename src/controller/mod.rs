@@ -27,6 +27,7 @@ pub mod janitor;
 pub mod leader;
 pub mod memo;
 pub mod ownership;
+pub mod pod_patch;
 pub mod pod_state;
 pub mod repoint;
 pub mod retry;

@@ -14,13 +14,9 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
-use super::{
-    MANAGED_BY_LABEL, MANAGED_BY_VALUE, Result, is_lost_race, is_not_found, is_terminating,
-    is_unprocessable, kube_err, pod_is_ready,
-};
+use super::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, is_terminating, pod_is_ready};
 use crate::api::{
     CLAIM_LABEL, CLAIM_UID_LABEL, ORIGIN_POOL_LABEL, POOL_LABEL, SANDBOX_LABEL,
     TEMPLATE_HASH_LABEL, TEMPLATE_LABEL,
@@ -260,51 +256,6 @@ impl Reservations {
         let state = self.inner.lock().expect("reservation lock");
         (state.pods.len(), state.claims.len())
     }
-}
-
-/// Sends `patch`, a JSON patch of `pod` whose first operation tests the
-/// resourceVersion it was computed from ([`steal_patch`], [`adopt_patch`]).
-/// Returns the Pod as written, or `None` when the race was lost: 409, the
-/// Pod is gone, or a 422 after which the Pod is found changed
-/// ([`changed_since`]). Any other failure is an error naming `what` (the
-/// write, e.g. "steal") and the Pod. Exactly one write, never retried.
-pub async fn patch_if_unchanged(
-    api: &Api<Pod>,
-    pod: &Pod,
-    patch: json_patch::Patch,
-    what: &str,
-) -> Result<Option<Pod>> {
-    let name = pod.name_any();
-    let params = PatchParams::default();
-    match api.patch(&name, &params, &Patch::<()>::Json(patch)).await {
-        Ok(written) => Ok(Some(written)),
-        Err(e) if is_lost_race(&e) || is_not_found(&e) => Ok(None),
-        Err(e)
-            if is_unprocessable(&e)
-                && changed_since(api, &name, pod.resource_version().as_deref())
-                    .await
-                    .map_err(kube_err(format!("re-read pod {name}")))? =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(kube_err(format!("{what} pod {name}"))(e)),
-    }
-}
-
-/// After a 422 to a patch that tested `tested_version`: whether the Pod
-/// changed (or went away) since, which makes the 422 a failed `test`, i.e. a
-/// lost race. When it did not change, the patch itself was refused and the
-/// caller reports an error instead of burning candidates as "conflicts".
-pub async fn changed_since(
-    api: &kube::Api<Pod>,
-    name: &str,
-    tested_version: Option<&str>,
-) -> Result<bool, kube::Error> {
-    let current = api.get_opt(name).await?;
-    Ok(match current {
-        None => true,
-        Some(pod) => pod.resource_version().as_deref() != tested_version,
-    })
 }
 
 #[cfg(test)]

@@ -19,10 +19,8 @@ use super::desired::{
 };
 use super::record_status;
 use super::status::{failed_status, reason, warm_ready_status};
-use super::steal::{Taken, candidates, has_pool, reserve_first, take_over};
-use crate::api::{
-    CLAIM_UID_LABEL, ORIGIN_POOL_LABEL, POD_NAME_ANNOTATION, Sandbox, SandboxClaim, SandboxTemplate,
-};
+use super::steal::{Taken, candidates, has_pool, reserve_first, stolen_for, take_over};
+use crate::api::{ORIGIN_POOL_LABEL, POD_NAME_ANNOTATION, Sandbox, SandboxClaim, SandboxTemplate};
 use crate::controller::admit::admit_sandbox;
 use crate::controller::takeover::pod_key;
 use crate::controller::write_status;
@@ -326,11 +324,7 @@ fn earlier_pod(ctx: &Context, claim_uid: &str) -> Option<String> {
             .labelled_for_claim(claim_uid)
             .iter()
             .filter_map(|r| ctx.pods.get(r))
-            .find(|p| {
-                p.labels().get(CLAIM_UID_LABEL).map(String::as_str) == Some(claim_uid)
-                    && controller_uid(&p.metadata) == Some(claim_uid)
-                    && !is_terminating(p.as_ref())
-            })
+            .find(|p| stolen_for(p, claim_uid, None))
             .map(|p| p.name_any())
     })
 }

@@ -30,7 +30,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::{Resource, ResourceExt};
 use tracing::debug;
 
@@ -39,10 +39,10 @@ use crate::api::{
     CLAIM_LABEL, CLAIM_UID_LABEL, POOL_LABEL, SandboxClaim, SandboxTemplate, TEMPLATE_HASH_LABEL,
     TEMPLATE_LABEL, template_hash,
 };
+use crate::controller::pod_patch::{Conditioned, patch_if_unchanged};
 use crate::controller::takeover::{Criteria, pod_key, select_candidates, steal_patch};
 use crate::controller::{
-    Context, Error, Result, controller_ref, controller_uid, is_lost_race, is_not_found,
-    is_terminating, is_unprocessable, kube_err, pod_is_ready,
+    Context, Error, Result, controller_ref, controller_uid, is_terminating, pod_is_ready,
 };
 
 /// How many candidates one reconcile tries before going cold.
@@ -72,36 +72,10 @@ pub async fn steal(ctx: &Context, pod: &Pod, claim: &SandboxClaim) -> Result<Ste
         .ok_or(Error::Incomplete("pod resourceVersion or pool label"))?;
     ctx.metrics.steal_attempts.with_label_values(&[&pool]).inc();
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    match api
-        .patch(
-            &pod.name_any(),
-            &PatchParams::default(),
-            &Patch::<()>::Json(patch),
-        )
-        .await
-    {
-        Ok(stolen) => Ok(StealOutcome::Won(Box::new(stolen))),
-        Err(e) if is_not_found(&e) => Ok(lost(ctx, &pool, pod, None)),
-        Err(e) if is_lost_race(&e) || is_unprocessable(&e) => {
-            // A failed `test` and an invalid patch both answer 422: the
-            // re-read tells them apart (a Pod that did not change means the
-            // patch itself was refused, which is an error).
-            let fresh = api
-                .get_opt(&pod.name_any())
-                .await
-                .map_err(kube_err(format!("re-read pod {}", pod.name_any())))?;
-            match fresh {
-                Some(fresh)
-                    if is_unprocessable(&e)
-                        && fresh.resource_version() == pod.resource_version() =>
-                {
-                    Err(kube_err(format!("steal pod {}", pod.name_any()))(e))
-                }
-                fresh => Ok(lost(ctx, &pool, pod, fresh)),
-            }
-        }
-        Err(e) => Err(kube_err(format!("steal pod {}", pod.name_any()))(e)),
-    }
+    Ok(match patch_if_unchanged(&api, pod, patch, "steal").await? {
+        Conditioned::Written(stolen) => StealOutcome::Won(Box::new(stolen)),
+        Conditioned::Lost(fresh) => lost(ctx, &pool, pod, fresh),
+    })
 }
 
 /// Counts a lost steal and returns its outcome.

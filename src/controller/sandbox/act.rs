@@ -18,8 +18,9 @@ use tracing::info;
 
 use super::{Observed, Plan, Step, desired_pod, desired_pvcs, reason};
 use crate::api::{ConditionUpdate, Sandbox};
+use crate::controller::pod_patch::{Conditioned, patch_if_unchanged};
 use crate::controller::repoint::point_sandbox_at;
-use crate::controller::takeover::{adopt_patch, patch_if_unchanged};
+use crate::controller::takeover::adopt_patch;
 use crate::controller::{
     Context, Error, Result, controller_ref, create_owned, is_conflict, is_not_found,
     is_terminating, kube_err,
@@ -77,18 +78,7 @@ pub(super) async fn act(
                 blocked = None;
                 current = Some(adopted);
             }
-            Step::Unname => {
-                // Conditioned: a 409 means the claim controller pointed the
-                // Sandbox elsewhere first; either way the new version's
-                // event brings the Sandbox back.
-                return match point_sandbox_at(&ctx.client, sandbox, None).await {
-                    Ok(_) => Ok(Outcome::Done(Action::await_change())),
-                    Err(Error::Kube { source, .. }) if is_conflict(&source) => {
-                        Ok(Outcome::Done(Action::requeue(Duration::from_millis(10))))
-                    }
-                    Err(e) => Err(e),
-                };
-            }
+            Step::Unname => return unname(ctx, sandbox).await,
             Step::CreatePod => match create_pod(ctx, sandbox, pods, namespace).await? {
                 Ok(pod) => {
                     current = Some(pod);
@@ -198,6 +188,19 @@ async fn create_pod(
     Ok(Ok(pod))
 }
 
+/// Removes the Sandbox's pod-name annotation, conditioned on the version
+/// read. A 409 means the claim controller pointed the Sandbox elsewhere
+/// first; either way the new version's event brings the Sandbox back.
+async fn unname(ctx: &Context, sandbox: &Sandbox) -> Result<Outcome> {
+    match point_sandbox_at(&ctx.client, sandbox, None).await {
+        Ok(_) => Ok(Outcome::Done(Action::await_change())),
+        Err(Error::Kube { source, .. }) if is_conflict(&source) => {
+            Ok(Outcome::Done(Action::requeue(Duration::from_millis(10))))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Takes over `pod` for the Sandbox. Returns the Pod as written, or `None`
 /// when the Pod changed since it was read (someone else wrote first).
 ///
@@ -207,5 +210,8 @@ async fn create_pod(
 async fn adopt(pods: &Api<Pod>, pod: &Pod, sandbox: &Sandbox) -> Result<Option<Pod>> {
     let patch = adopt_patch(pod, &sandbox.name_any(), controller_ref(sandbox)?)
         .ok_or(Error::Incomplete("pod resourceVersion"))?;
-    patch_if_unchanged(pods, pod, patch, "adopt").await
+    Ok(match patch_if_unchanged(pods, pod, patch, "adopt").await? {
+        Conditioned::Written(adopted) => Some(adopted),
+        Conditioned::Lost(_) => None,
+    })
 }
