@@ -156,6 +156,12 @@ struct RunArgs {
     /// covering its idle, stolen and cold Pods: one write less per claim).
     #[arg(long, env = "SANDBOX_CLAIM_NETWORK_POLICY", value_enum, default_value_t = NetworkPolicyMode::PerClaim)]
     claim_network_policy: NetworkPolicyMode,
+    /// At most how many milliseconds the adoption of a just-stolen Pod and a
+    /// pool's refill creates wait for the claims this process is serving to
+    /// write Ready, so the API server spends its time on their critical
+    /// path first (0: never wait).
+    #[arg(long, env = "SANDBOX_DEFER_OFF_PATH_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=5000))]
+    defer_off_path_ms: u64,
     /// Serve the admission webhook (every replica serves it, leader or not).
     #[arg(long, env = "SANDBOX_WEBHOOK", default_value_t = true, action = clap::ArgAction::Set)]
     webhook: bool,
@@ -335,6 +341,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         namespace: args.namespace.clone(),
         resync: Duration::from_secs(args.resync_seconds),
         claim_network_policy: args.claim_network_policy,
+        defer_off_path: Duration::from_millis(args.defer_off_path_ms),
         policy: policy.clone(),
         // The same namespaces the webhook configurations exclude.
         excluded_namespaces: match &args.namespace {

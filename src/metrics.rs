@@ -55,6 +55,9 @@ pub struct Metrics {
     /// Time from a Pod leaving a pool until its replacement was created
     /// (`stage="created"`) and until it was Ready (`stage="ready"`).
     pub replenish_seconds: HistogramVec,
+    /// Time off-path work waited for claims in flight, by work (`adopt`,
+    /// `refill`); see `controller::critical`.
+    pub off_path_wait_seconds: HistogramVec,
     /// Reconciles per controller.
     pub reconciles: IntCounterVec,
     /// Failed reconciles per controller and error label.
@@ -189,6 +192,12 @@ impl Metrics {
                 "Time from a Pod leaving a pool until its replacement was created (stage=created) or Ready (stage=ready).",
                 &["stage"],
                 LATENCY_BUCKETS,
+            ),
+            off_path_wait_seconds: histogram(
+                "off_path_wait_seconds",
+                "Time an adoption (work=adopt) or a pool refill (work=refill) waited for claims this process was serving to write Ready.",
+                &["work"],
+                FAST_BUCKETS,
             ),
             reconciles: counter(
                 "reconcile_total",

@@ -74,6 +74,10 @@ pub struct Config {
     /// Every object is reconciled again at least this often (jittered by
     /// +-10%), even without an event: the safety net against a missed one.
     pub resync: std::time::Duration,
+    /// At most how long an adoption or a pool refill waits for the claims
+    /// this process is serving to write Ready (zero: never waits); see
+    /// [`super::critical`].
+    pub defer_off_path: std::time::Duration,
 }
 
 impl Config {
@@ -101,6 +105,7 @@ impl Default for Config {
             identity: "sandbox-operator".into(),
             namespace: None,
             resync: std::time::Duration::from_secs(300),
+            defer_off_path: std::time::Duration::from_millis(100),
             claim_network_policy: NetworkPolicyMode::PerClaim,
             policy: Default::default(),
             excluded_namespaces: Vec::new(),
@@ -144,6 +149,8 @@ pub struct Context {
     /// Warm-pool sizing measurements (claim arrivals, refill times); the
     /// claim controller reports claims with [`crate::sizing::Sizing::record_claim`].
     pub sizing: crate::sizing::Sizing,
+    /// Claims this process is serving now (off-path work waits for them).
+    pub in_flight: super::critical::InFlight,
     recorder: Recorder,
 }
 
@@ -222,6 +229,7 @@ impl Context {
             expectations: Default::default(),
             written: Default::default(),
             sizing: Default::default(),
+            in_flight: Default::default(),
             recorder,
         });
         super::janitor::start(&ctx);

@@ -21,6 +21,7 @@ pub mod admit;
 pub mod cache;
 pub mod claim;
 pub mod context;
+pub mod critical;
 pub mod errors;
 pub mod index;
 pub mod janitor;

@@ -134,13 +134,23 @@ pub struct Operator {
 impl Operator {
     /// Starts the caches of an operator named `identity` on the fake.
     pub async fn start(fake: &FakeApiServer, identity: &str) -> Operator {
-        let config = Config {
+        Operator::start_with(fake, identity, |_| {}).await
+    }
+
+    /// [`Operator::start`] with its [`Config`] changed by `tune` first.
+    pub async fn start_with(
+        fake: &FakeApiServer,
+        identity: &str,
+        tune: impl FnOnce(&mut Config),
+    ) -> Operator {
+        let mut config = Config {
             namespace: Some(NS.into()),
             events: false,
             identity: identity.into(),
             resync: Duration::from_secs(30),
             ..Config::default()
         };
+        tune(&mut config);
         let health = Arc::new(Health::new(HealthThresholds::default()));
         let (ctx, triggers) =
             Context::start(fake.client(), config, Arc::new(Metrics::new()), health)

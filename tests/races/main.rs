@@ -11,6 +11,7 @@
 //! not the whole lib in test mode.
 
 mod conflicts;
+mod critical;
 mod harness;
 mod random;
 mod scenarios;

@@ -49,6 +49,9 @@ pub(super) async fn serve(
         return Ok(Served::Waiting(Action::requeue(Duration::from_secs(5))));
     };
     let mut pick = Pick::new(ctx, claim, namespace, claim_uid, &template);
+    // From the pick to the Ready write this claim's writes come first (see
+    // `controller::critical`); the mark goes when this function returns.
+    let _serving = pick.first.is_some().then(|| ctx.in_flight.begin(claim_uid));
     // The Sandbox as the webhook would store it, checked against the current
     // policy before anything is written (see `controller::admit`).
     let sandbox = desired_sandbox(claim, &template, pick.named.as_deref())
@@ -205,9 +208,20 @@ async fn round_one(
             None => Ok(None),
         }
     };
+    let name = claim.name_any();
+    let service = async {
+        let created = create_owned(&services, &service, "Service").await;
+        super::super::timeline(claim, &name, "claim: Service created");
+        created
+    };
+    let policy = async {
+        let created = policy.await;
+        super::super::timeline(claim, &name, "claim: NetworkPolicy created");
+        created
+    };
     let (created, service_created, policy_created, stolen) = futures::join!(
         create_owned(&sandboxes, &sandbox, "Sandbox"),
-        create_owned(&services, &service, "Service"),
+        service,
         policy,
         steal
     );

@@ -68,6 +68,7 @@ pub(super) async fn act(
                     .named
                     .as_ref()
                     .ok_or(Error::Incomplete("adopt planned without the named Pod"))?;
+                yield_to_claim(ctx, sandbox).await;
                 let Some(adopted) = adopt(pods, pod, sandbox).await? else {
                     // The Pod changed since it was read: decide again on
                     // fresh data.
@@ -108,6 +109,26 @@ pub(super) async fn act(
         current: current.map(Box::new),
         blocked,
     })
+}
+
+/// Waits (bounded) while the claim owning `sandbox` is being served by this
+/// process: its Ready write comes before the adoption (see
+/// [`crate::controller::critical`]).
+async fn yield_to_claim(ctx: &Context, sandbox: &Sandbox) {
+    let Some(claim_uid) = crate::controller::controller_uid(&sandbox.metadata) else {
+        return;
+    };
+    if !ctx.in_flight.contains(claim_uid) {
+        return;
+    }
+    let waited = ctx
+        .in_flight
+        .yield_to(claim_uid, ctx.config.defer_off_path)
+        .await;
+    ctx.metrics
+        .off_path_wait_seconds
+        .with_label_values(&["adopt"])
+        .observe(waited.as_secs_f64());
 }
 
 /// Deletes the expired Sandbox (policy Delete); gone already is fine.

@@ -88,6 +88,14 @@ pub(super) async fn create_pods(
     }
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
     let started = Instant::now();
+    // Claims being served come first (see `controller::critical`).
+    if !ctx.in_flight.is_empty() {
+        let waited = ctx.in_flight.yield_to_all(ctx.config.defer_off_path).await;
+        ctx.metrics
+            .off_path_wait_seconds
+            .with_label_values(&["refill"])
+            .observe(waited.as_secs_f64());
+    }
     let pod = desired_pod(pool, template, hash, jiff::Timestamp::now())?;
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
