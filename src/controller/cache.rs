@@ -24,22 +24,37 @@ pub trait Decoded: serde::de::DeserializeOwned + std::fmt::Debug {}
 
 impl<T: serde::de::DeserializeOwned + std::fmt::Debug> Decoded for T {}
 
+/// How a cache gets its objects: the type the watch decodes (`W`), turned
+/// into the kept one (`K`), then trimmed.
+pub(super) struct Intake<W, K> {
+    /// The watch's decoded object into the cached one (the identity, or
+    /// [`LeanPod::into_pod`](super::lean_pod::LeanPod::into_pod)).
+    pub into: fn(W) -> K,
+    /// Trims what the cache keeps ([`slim_meta`], [`slim_pod`]).
+    pub slim: fn(&mut K),
+}
+
 /// Runs one cache: applies each watch event to the store, then calls
 /// `trigger` with the object and whether it was deleted.
-pub(super) async fn cache<K, F>(
+pub(super) async fn cache<W, K, F>(
     health: std::sync::Arc<crate::admin::Health>,
     what: &'static str,
-    api: Api<K>,
+    api: Api<W>,
     config: watcher::Config,
     mut writer: Writer<K>,
-    slim: fn(&mut K),
+    intake: Intake<W, K>,
     trigger: F,
 ) where
+    W: Cached,
     K: Cached,
     F: Fn(&K, bool),
 {
-    use futures::StreamExt;
-    let stream = watcher(api, config).default_backoff().modify(slim);
+    use futures::{StreamExt, TryStreamExt};
+    let Intake { into, slim } = intake;
+    let stream = watcher(api, config)
+        .default_backoff()
+        .map_ok(move |event| convert(event, into))
+        .modify(slim);
     let mut stream = std::pin::pin!(stream);
     let reader = writer.as_reader();
     // Keys present before a re-list, and the objects the re-list brought.
@@ -85,6 +100,17 @@ pub(super) async fn cache<K, F>(
                 warn!(%error, what, "watch error (retrying with backoff)");
             }
         }
+    }
+}
+
+/// A watch event of the decoded type as one of the kept type.
+fn convert<W, K>(event: watcher::Event<W>, into: fn(W) -> K) -> watcher::Event<K> {
+    match event {
+        watcher::Event::Apply(obj) => watcher::Event::Apply(into(obj)),
+        watcher::Event::Delete(obj) => watcher::Event::Delete(into(obj)),
+        watcher::Event::InitApply(obj) => watcher::Event::InitApply(into(obj)),
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitDone => watcher::Event::InitDone,
     }
 }
 

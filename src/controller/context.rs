@@ -17,8 +17,9 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use tracing::warn;
 
-use super::cache::{cache, slim_meta, slim_pod};
+use super::cache::{Intake, cache, slim_meta, slim_pod};
 use super::index::PodIndex;
+use super::lean_pod::LeanPod;
 use super::memo::WriteMemo;
 use super::{takeover, warmpool};
 use crate::api::{
@@ -184,10 +185,14 @@ impl Context {
             config: &config,
             health: &health,
         };
-        let pods = spawner.spawn(
+        // Pods are decoded straight into what the cache keeps (see `lean_pod`).
+        let pods = spawner.spawn_decoded(
             "pods",
             true,
-            slim_pod,
+            Intake {
+                into: LeanPod::into_pod,
+                slim: slim_pod,
+            },
             pod_trigger(Arc::clone(&index), pool_tx.clone(), sandbox_tx),
         );
         let pool_api: Api<SandboxWarmPool> = config.api(&client);
@@ -338,6 +343,27 @@ impl CacheSpawner<'_> {
         K: super::cache::Cached + Resource<Scope = k8s_openapi::NamespaceResourceScope>,
         F: Fn(&K, bool) + Send + 'static,
     {
+        let intake = Intake {
+            into: std::convert::identity,
+            slim,
+        };
+        self.spawn_decoded(what, managed_only, intake, trigger)
+    }
+
+    /// [`CacheSpawner::spawn`] with the watch decoding `W` (a lean wire
+    /// type) and `intake` turning it into the kept `K`.
+    fn spawn_decoded<W, K, F>(
+        &self,
+        what: &'static str,
+        managed_only: bool,
+        intake: Intake<W, K>,
+        trigger: F,
+    ) -> Store<K>
+    where
+        W: super::cache::Cached + Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K: super::cache::Cached,
+        F: Fn(&K, bool) + Send + 'static,
+    {
         let mut watch = watcher::Config::default();
         if managed_only {
             watch = watch.labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
@@ -346,10 +372,10 @@ impl CacheSpawner<'_> {
         tokio::spawn(cache(
             self.health.clone(),
             what,
-            self.config.api::<K>(self.client),
+            self.config.api::<W>(self.client),
             watch,
             writer,
-            slim,
+            intake,
             trigger,
         ));
         store

@@ -26,6 +26,7 @@ pub mod errors;
 pub mod index;
 pub mod janitor;
 pub mod leader;
+pub mod lean_pod;
 pub mod memo;
 pub mod ownership;
 pub mod pod_patch;

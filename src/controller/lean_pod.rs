@@ -1,0 +1,233 @@
+//! The Pod cache's wire type: a Pod decoded straight into what
+//! [`slim_pod`](super::cache::slim_pod) keeps.
+//!
+//! Each Pod watch event carries the whole Pod: `managedFields`, every
+//! container, volume and env var, every container status. The cache keeps a
+//! few fields of it, so decoding the rest into `k8s_openapi` types only to
+//! drop it is most of the cost of a Pod event. [`LeanPod`] names only the
+//! kept fields; serde skips everything else without building it.
+//!
+//! Guarantee: `LeanPod` decoding of any Pod gives exactly the Pod that full
+//! decoding followed by `slim_pod` gives (tested below on a Pod with every
+//! part the cache drops). It is used only by the watch; writes never see it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Pod, PodCondition, PodIP, PodSpec, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use serde::Deserialize;
+
+/// A Pod as the cache keeps it; [`LeanPod::into_pod`] gives the Pod.
+#[derive(Clone, Debug, Default)]
+pub struct LeanPod(Pod);
+
+impl LeanPod {
+    /// The trimmed Pod.
+    pub fn into_pod(self) -> Pod {
+        self.0
+    }
+}
+
+impl k8s_openapi::Resource for LeanPod {
+    const API_VERSION: &'static str = <Pod as k8s_openapi::Resource>::API_VERSION;
+    const GROUP: &'static str = <Pod as k8s_openapi::Resource>::GROUP;
+    const KIND: &'static str = <Pod as k8s_openapi::Resource>::KIND;
+    const VERSION: &'static str = <Pod as k8s_openapi::Resource>::VERSION;
+    const URL_PATH_SEGMENT: &'static str = <Pod as k8s_openapi::Resource>::URL_PATH_SEGMENT;
+    type Scope = <Pod as k8s_openapi::Resource>::Scope;
+}
+
+impl k8s_openapi::Metadata for LeanPod {
+    type Ty = ObjectMeta;
+
+    fn metadata(&self) -> &ObjectMeta {
+        &self.0.metadata
+    }
+
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.0.metadata
+    }
+}
+
+#[derive(Deserialize)]
+struct Wire {
+    #[serde(default)]
+    metadata: WireMeta,
+    spec: Option<WireSpec>,
+    status: Option<WireStatus>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct WireMeta {
+    name: Option<String>,
+    namespace: Option<String>,
+    uid: Option<String>,
+    resource_version: Option<String>,
+    creation_timestamp: Option<Time>,
+    deletion_timestamp: Option<Time>,
+    labels: Option<BTreeMap<String, String>>,
+    annotations: Option<BTreeMap<String, String>>,
+    owner_references: Option<Vec<OwnerReference>>,
+    finalizers: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireSpec {
+    node_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireStatus {
+    phase: Option<String>,
+    reason: Option<String>,
+    conditions: Option<Vec<WireCondition>>,
+    #[serde(rename = "podIP")]
+    pod_ip: Option<String>,
+    #[serde(rename = "podIPs")]
+    pod_ips: Option<Vec<PodIP>>,
+}
+
+#[derive(Deserialize)]
+struct WireCondition {
+    #[serde(rename = "type")]
+    type_: String,
+    status: String,
+    reason: Option<String>,
+    message: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for LeanPod {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let wire = Wire::deserialize(deserializer)?;
+        let m = wire.metadata;
+        Ok(LeanPod(Pod {
+            metadata: ObjectMeta {
+                name: m.name,
+                namespace: m.namespace,
+                uid: m.uid,
+                resource_version: m.resource_version,
+                creation_timestamp: m.creation_timestamp,
+                deletion_timestamp: m.deletion_timestamp,
+                labels: m.labels,
+                annotations: m.annotations,
+                owner_references: m.owner_references,
+                finalizers: m.finalizers,
+                ..ObjectMeta::default()
+            },
+            spec: wire.spec.map(|s| PodSpec {
+                node_name: s.node_name,
+                ..PodSpec::default()
+            }),
+            status: wire.status.map(|s| PodStatus {
+                phase: s.phase,
+                reason: s.reason,
+                conditions: s.conditions.map(|conditions| {
+                    conditions
+                        .into_iter()
+                        .map(|c| PodCondition {
+                            type_: c.type_,
+                            status: c.status,
+                            reason: c.reason,
+                            message: c.message,
+                            ..PodCondition::default()
+                        })
+                        .collect()
+                }),
+                pod_ip: s.pod_ip,
+                pod_ips: s.pod_ips,
+                ..PodStatus::default()
+            }),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::cache::slim_pod;
+    use serde_json::json;
+
+    /// A Pod as a watch sends it: managedFields, containers, volumes,
+    /// tolerations, container statuses and every kept field.
+    fn full_pod() -> serde_json::Value {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {
+                "name": "p-1", "namespace": "ns", "uid": "u-1", "resourceVersion": "42",
+                "generateName": "p-", "generation": 3,
+                "creationTimestamp": "2026-12-05T10:00:00Z",
+                "deletionTimestamp": "2026-12-05T10:05:00Z",
+                "deletionGracePeriodSeconds": 30,
+                "labels": {"app": "x", "agents.x-k8s.io/pool": "pool"},
+                "annotations": {"agents.x-k8s.io/created-at": "2026-12-05T10:00:00Z"},
+                "ownerReferences": [{"apiVersion": "extensions.agents.x-k8s.io/v1alpha1",
+                    "kind": "SandboxWarmPool", "name": "pool", "uid": "pool-uid",
+                    "controller": true, "blockOwnerDeletion": true}],
+                "finalizers": ["example.com/hold"],
+                "managedFields": [{"manager": "sandbox-operator", "operation": "Update",
+                    "apiVersion": "v1", "time": "2026-12-05T10:00:00Z", "fieldsType": "FieldsV1",
+                    "fieldsV1": {"f:metadata": {"f:labels": {".": {}, "f:app": {}}}}}]
+            },
+            "spec": {
+                "nodeName": "node-0",
+                "containers": [{"name": "c", "image": "busybox",
+                    "env": [{"name": "A", "value": "1"}],
+                    "resources": {"limits": {"cpu": "1"}},
+                    "securityContext": {"runAsNonRoot": true}}],
+                "volumes": [{"name": "v", "emptyDir": {}}],
+                "tolerations": [{"key": "k", "operator": "Exists"}],
+                "restartPolicy": "Never"
+            },
+            "status": {
+                "phase": "Running", "reason": "Started", "hostIP": "127.0.0.1",
+                "podIP": "10.244.0.5", "podIPs": [{"ip": "10.244.0.5"}],
+                "startTime": "2026-12-05T10:00:01Z", "qosClass": "Burstable",
+                "conditions": [
+                    {"type": "Ready", "status": "True", "reason": "r", "message": "m",
+                     "lastTransitionTime": "2026-12-05T10:00:02Z", "lastProbeTime": null},
+                    {"type": "PodScheduled", "status": "True"}
+                ],
+                "containerStatuses": [{"name": "c", "ready": true, "restartCount": 0,
+                    "image": "busybox", "imageID": "", "started": true,
+                    "state": {"running": {"startedAt": "2026-12-05T10:00:02Z"}}}]
+            }
+        })
+    }
+
+    #[test]
+    fn lean_decoding_gives_what_full_decoding_then_slimming_gives() {
+        let mut slimmed: Pod = serde_json::from_value(full_pod()).unwrap();
+        slim_pod(&mut slimmed);
+        let lean: LeanPod = serde_json::from_value(full_pod()).unwrap();
+        assert_eq!(lean.into_pod(), slimmed);
+    }
+
+    #[test]
+    fn a_pod_with_nothing_but_a_name_decodes() {
+        let mut slimmed: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}})).unwrap();
+        slim_pod(&mut slimmed);
+        let lean: LeanPod = serde_json::from_value(json!({"metadata": {"name": "p"}})).unwrap();
+        assert_eq!(lean.into_pod(), slimmed);
+    }
+
+    #[test]
+    fn it_is_watched_as_pods() {
+        use kube::Resource;
+        assert_eq!(LeanPod::kind(&()), "Pod");
+        assert_eq!(LeanPod::plural(&()), "pods");
+        assert_eq!(LeanPod::api_version(&()), "v1");
+        assert_eq!(
+            LeanPod::url_path(&(), Some("ns")),
+            Pod::url_path(&(), Some("ns"))
+        );
+    }
+
+    #[test]
+    fn a_wrongly_typed_kept_field_is_still_an_error() {
+        let bad = json!({"metadata": {"name": "p", "labels": {"a": 1}}});
+        assert!(serde_json::from_value::<LeanPod>(bad).is_err());
+    }
+}
