@@ -148,7 +148,7 @@ pub(super) fn slim_meta<K: Resource>(obj: &mut K) {
 ///
 /// Nothing that builds a write (patch, delete precondition) reads a field
 /// dropped here; the claim's Ready status is built from the steal's own
-/// response, which is never trimmed.
+/// response, decoded to the same fields (see `pod_patch`).
 pub fn slim_pod(pod: &mut Pod) {
     let meta = std::mem::take(&mut pod.metadata);
     pod.metadata = ObjectMeta {

@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 
+use super::lean_pod::LeanPod;
 use super::{Result, is_lost_race, is_not_found, is_unprocessable, kube_err};
 
 /// What a resourceVersion-conditioned Pod patch came to.
@@ -39,14 +40,22 @@ pub async fn patch_if_unchanged(
 ) -> Result<Conditioned> {
     let name = pod.name_any();
     let params = PatchParams::default();
+    // Answers are decoded as the Pod cache keeps Pods (`LeanPod`): every
+    // caller reads only kept fields (name, labels, owners, resourceVersion,
+    // Ready, IPs, node).
+    let api: Api<LeanPod> = Api::namespaced(
+        api.clone().into_client(),
+        &pod.namespace().unwrap_or_default(),
+    );
     match api.patch(&name, &params, &Patch::<()>::Json(patch)).await {
-        Ok(written) => Ok(Conditioned::Written(written)),
+        Ok(written) => Ok(Conditioned::Written(written.into_pod())),
         Err(e) if is_not_found(&e) => Ok(Conditioned::Lost(None)),
         Err(e) if is_lost_race(&e) || is_unprocessable(&e) => {
             let fresh = api
                 .get_opt(&name)
                 .await
-                .map_err(kube_err(format!("re-read pod {name}")))?;
+                .map_err(kube_err(format!("re-read pod {name}")))?
+                .map(LeanPod::into_pod);
             match fresh {
                 Some(fresh)
                     if is_unprocessable(&e)
