@@ -1,13 +1,13 @@
 //! The watch caches: each applies watch events to a reflector store, then
 //! wakes the reconciles that depend on the object.
 //!
-//! Guarantee: what a cache keeps is trimmed on the way in ([`slim_meta`] for
-//! every kind, [`slim_pod`] for Pods) to the fields the controllers read, so
-//! memory follows the number of objects, not the size of their specs.
+//! Guarantee: a cache keeps only what the controllers read (Pods are decoded
+//! straight into those fields, see [`super::lean_pod`]; every kind drops
+//! `managedFields`, [`slim_meta`]), so memory follows the number of
+//! objects, not the size of their specs.
 
-use k8s_openapi::api::core::v1::{Pod, PodCondition, PodSpec, PodStatus};
 use kube::Resource;
-use kube::api::{Api, ObjectMeta};
+use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -30,7 +30,7 @@ pub(super) struct Intake<W, K> {
     /// The watch's decoded object into the cached one (the identity, or
     /// [`LeanPod::into_pod`](super::lean_pod::LeanPod::into_pod)).
     pub into: fn(W) -> K,
-    /// Trims what the cache keeps ([`slim_meta`], [`slim_pod`]).
+    /// Trims what the cache keeps ([`slim_meta`]).
     pub slim: fn(&mut K),
 }
 
@@ -131,62 +131,6 @@ where
 /// Drops `managedFields`, which no controller reads (every cache).
 pub(super) fn slim_meta<K: Resource>(obj: &mut K) {
     obj.meta_mut().managed_fields = None;
-}
-
-/// Trims a Pod to what the controllers read from the Pod cache:
-/// - metadata: name, namespace, uid, resourceVersion (the steal, adopt and
-///   pool delete preconditions), creationTimestamp, deletionTimestamp,
-///   labels, annotations, ownerReferences (the steal and adopt patches test
-///   only `metadata.resourceVersion` and add to labels/ownerReferences, all
-///   kept), and finalizers (a few names: they tell a Pod held in
-///   Terminating apart, for whoever inspects the cache);
-/// - spec: `nodeName` only (Sandbox status); containers, volumes, env are
-///   never read from the cache (a new Pod is built from the template);
-/// - status: phase and reason (ended, evicted), the conditions (Ready,
-///   PodScheduled with the scheduler's reason and message) without their
-///   timestamps, `podIP` and `podIPs`.
-///
-/// Nothing that builds a write (patch, delete precondition) reads a field
-/// dropped here; the claim's Ready status is built from the steal's own
-/// response, decoded to the same fields (see `pod_patch`).
-pub fn slim_pod(pod: &mut Pod) {
-    let meta = std::mem::take(&mut pod.metadata);
-    pod.metadata = ObjectMeta {
-        name: meta.name,
-        namespace: meta.namespace,
-        uid: meta.uid,
-        resource_version: meta.resource_version,
-        creation_timestamp: meta.creation_timestamp,
-        deletion_timestamp: meta.deletion_timestamp,
-        labels: meta.labels,
-        annotations: meta.annotations,
-        owner_references: meta.owner_references,
-        finalizers: meta.finalizers,
-        ..ObjectMeta::default()
-    };
-    pod.spec = pod.spec.take().map(|spec| PodSpec {
-        node_name: spec.node_name,
-        ..PodSpec::default()
-    });
-    pod.status = pod.status.take().map(|status| PodStatus {
-        phase: status.phase,
-        reason: status.reason,
-        conditions: status.conditions.map(|conditions| {
-            conditions
-                .into_iter()
-                .map(|c| PodCondition {
-                    type_: c.type_,
-                    status: c.status,
-                    reason: c.reason,
-                    message: c.message,
-                    ..PodCondition::default()
-                })
-                .collect()
-        }),
-        pod_ip: status.pod_ip,
-        pod_ips: status.pod_ips,
-        ..PodStatus::default()
-    });
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use tracing::warn;
 
-use super::cache::{Intake, cache, slim_meta, slim_pod};
+use super::cache::{Intake, cache, slim_meta};
 use super::index::PodIndex;
 use super::lean_pod::LeanPod;
 use super::memo::WriteMemo;
@@ -191,7 +191,7 @@ impl Context {
             true,
             Intake {
                 into: LeanPod::into_pod,
-                slim: slim_pod,
+                slim: slim_meta,
             },
             pod_trigger(Arc::clone(&index), pool_tx.clone(), sandbox_tx),
         );

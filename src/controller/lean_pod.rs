@@ -1,15 +1,27 @@
-//! The Pod cache's wire type: a Pod decoded straight into what
-//! [`slim_pod`](super::cache::slim_pod) keeps.
+//! The Pod cache's wire type: a Pod decoded straight into the fields the
+//! controllers read from the Pod cache, and nothing else.
 //!
 //! Each Pod watch event carries the whole Pod: `managedFields`, every
-//! container, volume and env var, every container status. The cache keeps a
-//! few fields of it, so decoding the rest into `k8s_openapi` types only to
-//! drop it is most of the cost of a Pod event. [`LeanPod`] names only the
-//! kept fields; serde skips everything else without building it.
+//! container, volume and env var, every container status. Decoding all of
+//! it into `k8s_openapi` types only to drop it was most of the cost of a Pod
+//! event. [`LeanPod`] names only the kept fields; serde skips the rest
+//! without building it. What is kept:
+//! - metadata: name, namespace, uid, resourceVersion (the steal, adopt and
+//!   pool delete preconditions), creationTimestamp, deletionTimestamp,
+//!   labels, annotations, ownerReferences (the steal and adopt patches test
+//!   only `metadata.resourceVersion` and add to labels/ownerReferences, all
+//!   kept), and finalizers (a few names: they tell a Pod held in
+//!   Terminating apart, for whoever inspects the cache);
+//! - spec: `nodeName` only (Sandbox status); containers, volumes, env are
+//!   never read from the cache (a new Pod is built from the template);
+//! - status: phase and reason (ended, evicted), the conditions (Ready,
+//!   PodScheduled with the scheduler's reason and message) without their
+//!   timestamps, `podIP` and `podIPs`.
 //!
-//! Guarantee: `LeanPod` decoding of any Pod gives exactly the Pod that full
-//! decoding followed by `slim_pod` gives (tested below on a Pod with every
-//! part the cache drops). It is used only by the watch; writes never see it.
+//! Nothing that builds a write (patch, delete precondition) reads a field
+//! dropped here. The steal's and the adoption's own answers are decoded the
+//! same way (see `pod_patch`): the claim's Ready status reads only kept
+//! fields. Used only to read; writes never send it.
 
 use std::collections::BTreeMap;
 
@@ -144,10 +156,19 @@ impl<'de> Deserialize<'de> for LeanPod {
     }
 }
 
+/// A Pod trimmed to what the cache keeps, as if the watch had sent it
+/// (tests compare what readers see in both).
+#[cfg(test)]
+pub(crate) fn slim_pod(pod: &mut Pod) {
+    let wire = serde_json::to_value(&*pod).expect("a Pod serializes");
+    *pod = serde_json::from_value::<LeanPod>(wire)
+        .expect("what serializes decodes")
+        .into_pod();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::cache::slim_pod;
     use serde_json::json;
 
     /// A Pod as a watch sends it: managedFields, containers, volumes,
@@ -198,19 +219,38 @@ mod tests {
     }
 
     #[test]
-    fn lean_decoding_gives_what_full_decoding_then_slimming_gives() {
-        let mut slimmed: Pod = serde_json::from_value(full_pod()).unwrap();
-        slim_pod(&mut slimmed);
+    fn lean_decoding_keeps_exactly_the_listed_fields() {
         let lean: LeanPod = serde_json::from_value(full_pod()).unwrap();
-        assert_eq!(lean.into_pod(), slimmed);
+        let expected: Pod = serde_json::from_value(json!({
+            "metadata": {
+                "name": "p-1", "namespace": "ns", "uid": "u-1", "resourceVersion": "42",
+                "creationTimestamp": "2026-12-05T10:00:00Z",
+                "deletionTimestamp": "2026-12-05T10:05:00Z",
+                "labels": {"app": "x", "agents.x-k8s.io/pool": "pool"},
+                "annotations": {"agents.x-k8s.io/created-at": "2026-12-05T10:00:00Z"},
+                "ownerReferences": [{"apiVersion": "extensions.agents.x-k8s.io/v1alpha1",
+                    "kind": "SandboxWarmPool", "name": "pool", "uid": "pool-uid",
+                    "controller": true, "blockOwnerDeletion": true}],
+                "finalizers": ["example.com/hold"]
+            },
+            "spec": {"nodeName": "node-0", "containers": []},
+            "status": {
+                "phase": "Running", "reason": "Started",
+                "podIP": "10.244.0.5", "podIPs": [{"ip": "10.244.0.5"}],
+                "conditions": [
+                    {"type": "Ready", "status": "True", "reason": "r", "message": "m"},
+                    {"type": "PodScheduled", "status": "True"}
+                ]
+            }
+        }))
+        .unwrap();
+        assert_eq!(lean.into_pod(), expected);
     }
 
     #[test]
     fn a_pod_with_nothing_but_a_name_decodes() {
-        let mut slimmed: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}})).unwrap();
-        slim_pod(&mut slimmed);
         let lean: LeanPod = serde_json::from_value(json!({"metadata": {"name": "p"}})).unwrap();
-        assert_eq!(lean.into_pod(), slimmed);
+        assert_eq!(lean.into_pod().metadata.name.as_deref(), Some("p"));
     }
 
     #[test]

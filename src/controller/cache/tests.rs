@@ -1,9 +1,10 @@
-use super::*;
 use crate::api::{POOL_LABEL, TEMPLATE_HASH_LABEL};
+use crate::controller::lean_pod::slim_pod;
 use crate::controller::sandbox::compute_status;
 use crate::controller::takeover::{adopt_patch, steal_patch};
 use crate::controller::warmpool::members::Member;
 use crate::controller::{controller_uid, is_terminating, pod_has_ended, pod_is_ready};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 /// A Pod as the API server sends it: managedFields, a spec with a
