@@ -172,6 +172,7 @@ async fn chart_renders_a_least_privilege_ha_operator_by_default() {
         "--webhook-service=rel-sandbox-operator-webhook",
         "--cert-secret=rel-sandbox-operator-webhook-tls",
         "--policy-file=/etc/sandbox-operator/policy/policy.yaml",
+        "--defer-off-path-ms=100",
     ] {
         assert!(
             args.iter().any(|a| a == flag),
