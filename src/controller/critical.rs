@@ -8,8 +8,11 @@
 //! by [`Config::defer_off_path`](super::Config):
 //! - a Sandbox adopts the Pod of a claim in flight only once that claim's
 //!   round two is done ([`InFlight::yield_to`]);
-//! - a pool creates refill Pods only when no claim is in flight, or the
-//!   bound has passed ([`InFlight::yield_to_all`]).
+//! - a pool creates refill Pods only when no claim of its namespace is in
+//!   flight, or the bound has passed ([`InFlight::yield_to_namespace`]).
+//!   Under steady load in one namespace the set is rarely empty there, so
+//!   refills then wait the whole bound each time: the price is that much
+//!   later a refill, against a busy API server's time for the claims.
 //!
 //! Guarantees: this only orders writes, it never skips one: every wait ends
 //! at the bound at the latest, and a claim leaves the set when its serve
@@ -28,8 +31,9 @@ use tokio::time::Instant;
 #[derive(Default)]
 pub struct InFlight {
     /// Claim uid -> number of serves of it under way (a retried reconcile
-    /// may overlap nothing, but the count keeps removal exact).
-    claims: Mutex<HashMap<String, usize>>,
+    /// may overlap nothing, but the count keeps removal exact) and the
+    /// claim's namespace.
+    claims: Mutex<HashMap<String, (usize, String)>>,
     /// Woken whenever a claim leaves the set.
     left: Notify,
 }
@@ -41,9 +45,13 @@ pub struct Serving<'a> {
 }
 
 impl InFlight {
-    /// Marks `claim_uid` as being served until the returned guard drops.
-    pub fn begin(&self, claim_uid: &str) -> Serving<'_> {
-        *self.lock().entry(claim_uid.to_string()).or_insert(0) += 1;
+    /// Marks `claim_uid` (in `namespace`) as being served until the
+    /// returned guard drops.
+    pub fn begin(&self, claim_uid: &str, namespace: &str) -> Serving<'_> {
+        self.lock()
+            .entry(claim_uid.to_string())
+            .or_insert_with(|| (0, namespace.to_string()))
+            .0 += 1;
         Serving {
             set: self,
             uid: claim_uid.to_string(),
@@ -65,16 +73,21 @@ impl InFlight {
         self.len() == 0
     }
 
+    /// Whether a claim of `namespace` is being served.
+    pub fn serves_in(&self, namespace: &str) -> bool {
+        self.lock().values().any(|(_, ns)| ns == namespace)
+    }
+
     /// Waits until `claim_uid` is no longer served, `max` at most. Returns
     /// how long it waited.
     pub async fn yield_to(&self, claim_uid: &str, max: Duration) -> Duration {
         self.wait_until(|set| !set.contains(claim_uid), max).await
     }
 
-    /// Waits until no claim is served, `max` at most. Returns how long it
-    /// waited.
-    pub async fn yield_to_all(&self, max: Duration) -> Duration {
-        self.wait_until(InFlight::is_empty, max).await
+    /// Waits until no claim of `namespace` is served, `max` at most.
+    /// Returns how long it waited.
+    pub async fn yield_to_namespace(&self, namespace: &str, max: Duration) -> Duration {
+        self.wait_until(|set| !set.serves_in(namespace), max).await
     }
 
     async fn wait_until(&self, done: impl Fn(&InFlight) -> bool, max: Duration) -> Duration {
@@ -95,7 +108,7 @@ impl InFlight {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (usize, String)>> {
         self.claims.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -104,7 +117,7 @@ impl Drop for Serving<'_> {
     fn drop(&mut self) {
         {
             let mut claims = self.set.lock();
-            if let Some(count) = claims.get_mut(&self.uid) {
+            if let Some((count, _)) = claims.get_mut(&self.uid) {
                 *count -= 1;
                 if *count == 0 {
                     claims.remove(&self.uid);
@@ -123,8 +136,8 @@ mod tests {
     #[tokio::test]
     async fn a_waiter_wakes_when_its_claim_is_done() {
         let set = Arc::new(InFlight::default());
-        let guard = set.begin("c1");
-        let other = set.begin("c2");
+        let guard = set.begin("c1", "a");
+        let other = set.begin("c2", "a");
         let waiter = {
             let set = Arc::clone(&set);
             tokio::spawn(async move { set.yield_to("c1", Duration::from_secs(30)).await })
@@ -146,8 +159,8 @@ mod tests {
     #[tokio::test]
     async fn every_wait_ends_at_the_bound() {
         let set = InFlight::default();
-        let _guard = set.begin("c1");
-        let waited = set.yield_to_all(Duration::from_millis(30)).await;
+        let _guard = set.begin("c1", "a");
+        let waited = set.yield_to_namespace("a", Duration::from_millis(30)).await;
         assert!(waited >= Duration::from_millis(30), "{waited:?}");
         assert!(set.contains("c1"), "waiting never takes a claim out");
     }
@@ -155,17 +168,18 @@ mod tests {
     #[tokio::test]
     async fn nothing_in_flight_means_no_wait() {
         let set = InFlight::default();
-        let _other = set.begin("c2");
+        let _other = set.begin("c2", "a");
         let bound = Duration::from_secs(30);
         assert!(set.yield_to("c1", bound).await < Duration::from_secs(1));
-        assert!(InFlight::default().yield_to_all(bound).await < Duration::from_secs(1));
+        assert!(set.yield_to_namespace("b", bound).await < Duration::from_secs(1));
+        assert!(InFlight::default().yield_to_namespace("a", bound).await < Duration::from_secs(1));
     }
 
     #[test]
     fn overlapping_serves_of_one_claim_leave_it_in_until_both_end() {
         let set = InFlight::default();
-        let a = set.begin("c1");
-        let b = set.begin("c1");
+        let a = set.begin("c1", "a");
+        let b = set.begin("c1", "a");
         drop(a);
         assert!(set.contains("c1"));
         drop(b);

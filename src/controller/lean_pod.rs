@@ -61,10 +61,13 @@ impl k8s_openapi::Metadata for LeanPod {
     }
 }
 
+/// Lenient where k8s-openapi is: a null or missing `metadata`, and a
+/// condition without `type` or `status`, decode (as empty) rather than fail
+/// the watch.
 #[derive(Deserialize)]
 struct Wire {
     #[serde(default)]
-    metadata: WireMeta,
+    metadata: Option<WireMeta>,
     spec: Option<WireSpec>,
     status: Option<WireStatus>,
 }
@@ -104,17 +107,23 @@ struct WireStatus {
 
 #[derive(Deserialize)]
 struct WireCondition {
-    #[serde(rename = "type")]
+    #[serde(rename = "type", default, deserialize_with = "null_as_empty")]
     type_: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
     status: String,
     reason: Option<String>,
     message: Option<String>,
 }
 
+/// A string that may be null: null reads as empty, as k8s-openapi reads it.
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(deserializer)?.unwrap_or_default())
+}
+
 impl<'de> Deserialize<'de> for LeanPod {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let wire = Wire::deserialize(deserializer)?;
-        let m = wire.metadata;
+        let m = wire.metadata.unwrap_or_default();
         Ok(LeanPod(Pod {
             metadata: ObjectMeta {
                 name: m.name,
@@ -251,6 +260,24 @@ mod tests {
     fn a_pod_with_nothing_but_a_name_decodes() {
         let lean: LeanPod = serde_json::from_value(json!({"metadata": {"name": "p"}})).unwrap();
         assert_eq!(lean.into_pod().metadata.name.as_deref(), Some("p"));
+    }
+
+    /// Shapes k8s-openapi decodes leniently decode here too, with the same
+    /// result: a watch never fails on a Pod the full type would take.
+    #[test]
+    fn null_metadata_and_conditions_without_type_or_status_decode_as_before() {
+        for odd in [
+            json!({"metadata": null}),
+            json!({"metadata": {"name": "p"}, "status": {"conditions": [{"type": "Ready"}]}}),
+            json!({"metadata": {"name": "p"}, "status": {"conditions": [{"type": "Ready", "status": null}]}}),
+            json!({"metadata": {"name": "p"}, "status": {"conditions": [{"status": "True"}]}}),
+        ] {
+            let mut full: Pod = serde_json::from_value(odd.clone()).expect("k8s-openapi takes it");
+            slim_pod(&mut full);
+            let lean: LeanPod =
+                serde_json::from_value(odd.clone()).unwrap_or_else(|e| panic!("{odd}: {e}"));
+            assert_eq!(lean.into_pod(), full, "{odd}");
+        }
     }
 
     #[test]

@@ -43,10 +43,11 @@ pub async fn patch_if_unchanged(
     // Answers are decoded as the Pod cache keeps Pods (`LeanPod`): every
     // caller reads only kept fields (name, labels, owners, resourceVersion,
     // Ready, IPs, node).
-    let api: Api<LeanPod> = Api::namespaced(
-        api.clone().into_client(),
-        &pod.namespace().unwrap_or_default(),
-    );
+    let namespace = api
+        .namespace()
+        .ok_or(super::Error::Incomplete("a namespaced Pod API"))?
+        .to_string();
+    let api: Api<LeanPod> = Api::namespaced(api.clone().into_client(), &namespace);
     match api.patch(&name, &params, &Patch::<()>::Json(patch)).await {
         Ok(written) => Ok(Conditioned::Written(written.into_pod())),
         Err(e) if is_not_found(&e) => Ok(Conditioned::Lost(None)),

@@ -136,10 +136,12 @@ pub(crate) async fn write_status<K: OwnStatus>(
     // The answer (the whole object, pod template included) is not read:
     // the next watch event brings it. Sent as a raw request so it is not
     // decoded either; errors come back exactly as from `patch_status`.
-    let request = kube::core::Request::new(api.resource_url())
+    let mut request = kube::core::Request::new(api.resource_url())
         .patch_subresource("status", &object.name_any(), &params, &Patch::Merge(patch))
         .map_err(kube::Error::BuildRequest)
         .map_err(kube_err(format!("build {} status write", K::WHAT)))?;
+    // The same name in the client's trace spans as `patch_status` gives.
+    request.extensions_mut().insert("patch_status");
     match ctx.client.request_text(request).await {
         Ok(_) => Ok(true),
         Err(e) if is_not_found(&e) => Ok(true),

@@ -51,7 +51,10 @@ pub(super) async fn serve(
     let mut pick = Pick::new(ctx, claim, namespace, claim_uid, &template);
     // From the pick to the Ready write this claim's writes come first (see
     // `controller::critical`); the mark goes when this function returns.
-    let _serving = pick.first.is_some().then(|| ctx.in_flight.begin(claim_uid));
+    let _serving = pick
+        .first
+        .is_some()
+        .then(|| ctx.in_flight.begin(claim_uid, namespace));
     // The Sandbox as the webhook would store it, checked against the current
     // policy before anything is written (see `controller::admit`).
     let sandbox = desired_sandbox(claim, &template, pick.named.as_deref())

@@ -68,7 +68,10 @@ pub(super) async fn act(
                     .named
                     .as_ref()
                     .ok_or(Error::Incomplete("adopt planned without the named Pod"))?;
-                yield_to_claim(ctx, sandbox).await;
+                if yield_to_claim(ctx, sandbox).await && changed_in_cache(ctx, pod) {
+                    // Decide again on the copy the wait let in.
+                    return Ok(Outcome::Done(Action::requeue(Duration::from_millis(10))));
+                }
                 let Some(adopted) = adopt(pods, pod, sandbox).await? else {
                     // The Pod changed since it was read: decide again on
                     // fresh data.
@@ -113,13 +116,13 @@ pub(super) async fn act(
 
 /// Waits (bounded) while the claim owning `sandbox` is being served by this
 /// process: its Ready write comes before the adoption (see
-/// [`crate::controller::critical`]).
-async fn yield_to_claim(ctx: &Context, sandbox: &Sandbox) {
+/// [`crate::controller::critical`]). Whether it waited.
+async fn yield_to_claim(ctx: &Context, sandbox: &Sandbox) -> bool {
     let Some(claim_uid) = crate::controller::controller_uid(&sandbox.metadata) else {
-        return;
+        return false;
     };
     if !ctx.in_flight.contains(claim_uid) {
-        return;
+        return false;
     }
     let waited = ctx
         .in_flight
@@ -129,6 +132,16 @@ async fn yield_to_claim(ctx: &Context, sandbox: &Sandbox) {
         .off_path_wait_seconds
         .with_label_values(&["adopt"])
         .observe(waited.as_secs_f64());
+    true
+}
+
+/// Whether the Pod cache holds a newer version of `pod` than the one the
+/// plan was made from.
+fn changed_in_cache(ctx: &Context, pod: &Pod) -> bool {
+    let key = kube::runtime::reflector::ObjectRef::from_obj(pod);
+    ctx.pods
+        .get(&key)
+        .is_some_and(|cached| cached.resource_version() != pod.resource_version())
 }
 
 /// Deletes the expired Sandbox (policy Delete); gone already is fine.

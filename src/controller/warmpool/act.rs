@@ -88,9 +88,14 @@ pub(super) async fn create_pods(
     }
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
     let started = Instant::now();
-    // Claims being served come first (see `controller::critical`).
-    if !ctx.in_flight.is_empty() {
-        let waited = ctx.in_flight.yield_to_all(ctx.config.defer_off_path).await;
+    // Claims being served in this namespace come first (see
+    // `controller::critical`).
+    let namespace = pool.namespace().unwrap_or_default();
+    if ctx.in_flight.serves_in(&namespace) {
+        let waited = ctx
+            .in_flight
+            .yield_to_namespace(&namespace, ctx.config.defer_off_path)
+            .await;
         ctx.metrics
             .off_path_wait_seconds
             .with_label_values(&["refill"])
