@@ -63,16 +63,6 @@ impl InFlight {
         self.lock().contains_key(claim_uid)
     }
 
-    /// Claims being served.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Whether no claim is being served.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Whether a claim of `namespace` is being served.
     pub fn serves_in(&self, namespace: &str) -> bool {
         self.lock().values().any(|(_, ns)| ns == namespace)
@@ -153,7 +143,7 @@ mod tests {
         // c2 is still served: waiting for everyone is not over.
         assert!(set.contains("c2") && !set.contains("c1"));
         drop(other);
-        assert!(set.is_empty());
+        assert!(!set.contains("c2") && !set.serves_in("a"));
     }
 
     #[tokio::test]

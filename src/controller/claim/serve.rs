@@ -211,21 +211,11 @@ async fn round_one(
             None => Ok(None),
         }
     };
-    let name = claim.name_any();
-    let service = async {
-        let created = create_owned(&services, &service, "Service").await;
-        super::super::timeline(claim, &name, "claim: Service created");
-        created
-    };
-    let policy = async {
-        let created = policy.await;
-        super::super::timeline(claim, &name, "claim: NetworkPolicy created");
-        created
-    };
+    let service = create_owned(&services, &service, "Service");
     let (created, service_created, policy_created, stolen) = futures::join!(
         create_owned(&sandboxes, &sandbox, "Sandbox"),
-        service,
-        policy,
+        logged(claim, "claim: Service created", service),
+        logged(claim, "claim: NetworkPolicy created", policy),
         steal
     );
     let stolen = stolen?;
@@ -279,6 +269,17 @@ async fn round_one(
         sandbox: Box::new(sandbox),
         stolen: stolen.map(|t| Box::new(t.pod)),
     })
+}
+
+/// Awaits `write`, then puts `step` on the claim's timeline.
+async fn logged<T>(
+    claim: &SandboxClaim,
+    step: &'static str,
+    write: impl std::future::Future<Output = T>,
+) -> T {
+    let done = write.await;
+    super::super::timeline(claim, &claim.name_any(), step);
+    done
 }
 
 /// The NetworkPolicy that covers the claim's Pod: the claim's own
