@@ -162,6 +162,12 @@ struct RunArgs {
     /// path first (0: never wait).
     #[arg(long, env = "SANDBOX_DEFER_OFF_PATH_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=5000))]
     defer_off_path_ms: u64,
+    /// Threads that run the operator's async work (controllers, watches,
+    /// webhook, metrics): 1 (the default) runs all of it on one thread,
+    /// with no wake-ups across threads (about a sixth less CPU per claim in
+    /// the bench, latency unchanged); 0 one per CPU; N that many.
+    #[arg(long, env = "SANDBOX_RUNTIME_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(0..=64))]
+    runtime_threads: u16,
     /// Serve the admission webhook (every replica serves it, leader or not).
     #[arg(long, env = "SANDBOX_WEBHOOK", default_value_t = true, action = clap::ArgAction::Set)]
     webhook: bool,
@@ -266,9 +272,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Run(args) => {
             init_logging(&args.log_format);
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
+            let runtime = match args.runtime_threads {
+                1 => tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?,
+                0 => tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()?,
+                n => tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(usize::from(n))
+                    .enable_all()
+                    .build()?,
+            };
             runtime.block_on(run(*args))?;
         }
     }

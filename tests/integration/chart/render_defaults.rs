@@ -173,6 +173,7 @@ async fn chart_renders_a_least_privilege_ha_operator_by_default() {
         "--cert-secret=rel-sandbox-operator-webhook-tls",
         "--policy-file=/etc/sandbox-operator/policy/policy.yaml",
         "--defer-off-path-ms=100",
+        "--runtime-threads=1",
     ] {
         assert!(
             args.iter().any(|a| a == flag),
