@@ -152,6 +152,8 @@ pub struct Context {
     pub sizing: crate::sizing::Sizing,
     /// Claims this process is serving now (off-path work waits for them).
     pub in_flight: super::critical::InFlight,
+    /// Template hashes and policy verdicts, once per template version.
+    pub template_facts: warmpool::template_facts::TemplateMemo,
     recorder: Recorder,
 }
 
@@ -235,6 +237,7 @@ impl Context {
             written: Default::default(),
             sizing: Default::default(),
             in_flight: Default::default(),
+            template_facts: Default::default(),
             recorder,
         });
         super::janitor::start(&ctx);

@@ -10,18 +10,18 @@
 use kube::runtime::events::EventType;
 
 use super::super::Context;
+use crate::admission::Policy;
 use crate::api::{SandboxTemplate, SandboxWarmPool};
 
-/// The template's violations of the current policy as a blocker, if any.
-pub(super) fn policy_problem(
-    ctx: &Context,
-    template: &SandboxTemplate,
-) -> Option<(&'static str, String)> {
+/// What blocks a pool's creates: the condition reason and the message.
+pub type Blocker = (&'static str, String);
+
+/// The template's violations of `policy` as a blocker, if any. Pure; a
+/// reconcile asks [`super::template_facts::TemplateMemo`], which calls it
+/// once per template version and policy snapshot.
+pub(super) fn policy_problem(policy: &Policy, template: &SandboxTemplate) -> Option<Blocker> {
     use kube::ResourceExt;
-    let denials = crate::admission::check_pod_template(
-        &ctx.config.policy.current(),
-        &template.spec.pod_template,
-    );
+    let denials = crate::admission::check_pod_template(policy, &template.spec.pod_template);
     (!denials.is_empty()).then(|| {
         (
             "PolicyViolation",
@@ -44,7 +44,7 @@ pub(super) async fn warn_once(
     ctx: &Context,
     pool: &SandboxWarmPool,
     key: &str,
-    (reason, message): &(&'static str, String),
+    (reason, message): &Blocker,
 ) {
     let memo = serde_json::Value::String(message.clone());
     let event_key = format!("pool-blocked-event/{key}");

@@ -3,7 +3,9 @@
 //!
 //! Flow of one reconcile (observe, decide, guard, act, record), one module
 //! per step:
-//! 1. Observe ([`observe`]): the template, the pool's members (Pods whose
+//! 1. Observe ([`observe`]): the template (its hash and the policy's
+//!    verdict on it come from [`template_facts`], worked out once per
+//!    template version and policy snapshot), the pool's members (Pods whose
 //!    controller owner is this pool's uid, see [`plan::is_member`]) as
 //!    counts the Pod index keeps per watch event ([`members`], O(1) per
 //!    reconcile), the claims the Sandbox cache shows ([`claims`]) and the
@@ -45,6 +47,7 @@ pub mod pod;
 mod record;
 pub mod size;
 pub mod status;
+pub mod template_facts;
 #[cfg(test)]
 mod test_objects;
 
@@ -63,7 +66,7 @@ pub use size::{pool_cap, target_hit_ratio};
 pub use status::{SizingFields, pool_status};
 
 use super::{Context, Error, Result, is_terminating};
-use crate::api::{SandboxWarmPool, template_hash};
+use crate::api::SandboxWarmPool;
 use gauges::remove_sizing_metrics;
 
 /// Controller name in metrics and logs.
@@ -92,7 +95,10 @@ pub async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<Context>) -> Result<
     let Some(template) = observe::template_of(&ctx, &pool).await? else {
         return Ok(Action::requeue(Duration::from_secs(10)));
     };
-    let hash = template_hash(&template.spec);
+    let facts = ctx
+        .template_facts
+        .facts(&template, ctx.config.policy.current());
+    let hash = facts.hash;
     let members = observe::observe_members(&ctx, &pool, &key, &hash);
 
     // Decide.
@@ -100,7 +106,7 @@ pub async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<Context>) -> Result<
     let decision = decide(&ctx, &members, &hash, sizing.desired);
 
     // Guard: nothing is created unchecked, nor before its NetworkPolicy.
-    let policy_problem = guard::policy_problem(&ctx, &template);
+    let policy_problem = facts.policy_problem;
     let network = match policy_problem {
         Some(_) => Ok(()),
         None => network::ensure(&ctx, &pool, &template, &key).await,

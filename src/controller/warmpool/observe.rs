@@ -9,6 +9,7 @@
 //! decision has to pick Pods ([`idle_pods`]: scale-down, rollout).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use kube::ResourceExt;
 use kube::api::Api;
@@ -95,11 +96,11 @@ pub(super) fn idle_pods(ctx: &Context, members: &Members, hash: &str) -> Vec<Idl
 pub(super) async fn template_of(
     ctx: &Context,
     pool: &SandboxWarmPool,
-) -> Result<Option<SandboxTemplate>> {
+) -> Result<Option<Arc<SandboxTemplate>>> {
     let namespace = pool.namespace().unwrap_or_default();
     let template_name = &pool.spec.sandbox_template_ref.name;
     if let Some(t) = ctx.template(&namespace, template_name) {
-        return Ok(Some((*t).clone()));
+        return Ok(Some(t));
     }
     let api: Api<SandboxTemplate> = Api::namespaced(ctx.client.clone(), &namespace);
     if let Some(t) = api
@@ -107,7 +108,7 @@ pub(super) async fn template_of(
         .await
         .map_err(kube_err("get template"))?
     {
-        return Ok(Some(t));
+        return Ok(Some(Arc::new(t)));
     }
     let fields = SizingFields {
         desired_replicas: pool.spec.replicas.min(pool_cap(ctx)),

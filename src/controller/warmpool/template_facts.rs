@@ -1,0 +1,143 @@
+//! What a pool reconcile needs to know of its template, worked out once per
+//! template version and policy snapshot: the hash that labels the pool's
+//! Pods and whether the current admission policy admits the pod template.
+//!
+//! A pool reconciles on several Pod events per claim (the steal, the refill
+//! create, its binding and start); its template and the policy change
+//! rarely, and both answers cost a serialization of the whole pod template.
+//!
+//! Guarantee: an answer is reused only for the same template uid and
+//! resourceVersion and the very same policy snapshot (the `Arc` the policy
+//! store handed out, compared by pointer: a reload is a new snapshot). A
+//! template without uid or resourceVersion is never remembered.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use kube::ResourceExt;
+
+use super::guard::{Blocker, policy_problem};
+use crate::admission::Policy;
+use crate::api::{SandboxTemplate, template_hash};
+
+/// At most this many templates are remembered; past it the memo starts
+/// over, so templates deleted long ago do not pile up.
+const MAX_ENTRIES: usize = 1024;
+
+/// The facts of one template version under one policy snapshot.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TemplateFacts {
+    /// [`template_hash`] of the template.
+    pub hash: String,
+    /// The policy's verdict, when it refuses the pod template.
+    pub policy_problem: Option<Blocker>,
+}
+
+struct Entry {
+    resource_version: String,
+    policy: Arc<Policy>,
+    facts: TemplateFacts,
+}
+
+/// Facts per template uid.
+#[derive(Default)]
+pub struct TemplateMemo {
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+impl TemplateMemo {
+    /// The facts of `template` under `policy`: remembered, or worked out now.
+    pub fn facts(&self, template: &SandboxTemplate, policy: Arc<Policy>) -> TemplateFacts {
+        let work_out = |policy: &Policy| TemplateFacts {
+            hash: template_hash(&template.spec),
+            policy_problem: policy_problem(policy, template),
+        };
+        let (Some(uid), Some(resource_version)) = (template.uid(), template.resource_version())
+        else {
+            return work_out(&policy);
+        };
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = entries.get(&uid)
+            && entry.resource_version == resource_version
+            && Arc::ptr_eq(&entry.policy, &policy)
+        {
+            return entry.facts.clone();
+        }
+        let facts = work_out(&policy);
+        if entries.len() >= MAX_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(
+            uid,
+            Entry {
+                resource_version,
+                policy,
+                facts: facts.clone(),
+            },
+        );
+        facts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::api::ObjectMeta;
+
+    fn template(rv: &str, privileged: bool) -> SandboxTemplate {
+        let mut t: SandboxTemplate = serde_json::from_value(serde_json::json!({
+            "apiVersion": "agents.x-k8s.io/v1alpha1",
+            "kind": "SandboxTemplate",
+            "metadata": {},
+            "spec": {"podTemplate": {"spec": {"containers": [{
+                "name": "main", "image": "busybox",
+                "securityContext": {"privileged": privileged}
+            }]}}}
+        }))
+        .unwrap();
+        t.metadata = ObjectMeta {
+            name: Some("t".into()),
+            namespace: Some("ns".into()),
+            uid: Some("uid-1".into()),
+            resource_version: Some(rv.into()),
+            ..Default::default()
+        };
+        t
+    }
+
+    #[test]
+    fn an_answer_is_reused_only_for_the_same_version_and_policy_snapshot() {
+        let memo = TemplateMemo::default();
+        let policy = Arc::new(Policy::default());
+        let first = memo.facts(&template("1", false), Arc::clone(&policy));
+        assert_eq!(first.policy_problem, None);
+
+        // Same uid and resourceVersion, same snapshot: the remembered answer,
+        // even for content that would now be refused (shows it is reused).
+        let reused = memo.facts(&template("1", true), Arc::clone(&policy));
+        assert_eq!(reused, first);
+
+        // A new resourceVersion is worked out again.
+        let changed = memo.facts(&template("2", true), Arc::clone(&policy));
+        assert_ne!(changed.hash, first.hash);
+        let (reason, message) = changed.policy_problem.expect("privileged is refused");
+        assert_eq!(reason, "PolicyViolation");
+        assert!(message.contains("privileged"), "{message}");
+
+        // The same version under a new, equal snapshot (a reload) is worked
+        // out again: the content given now (not privileged) decides.
+        let reloaded = memo.facts(&template("2", false), Arc::new(Policy::default()));
+        assert_eq!(reloaded.policy_problem, None);
+    }
+
+    #[test]
+    fn a_template_without_uid_is_never_remembered() {
+        let memo = TemplateMemo::default();
+        let policy = Arc::new(Policy::default());
+        let mut t = template("1", false);
+        t.metadata.uid = None;
+        assert_eq!(memo.facts(&t, Arc::clone(&policy)).policy_problem, None);
+        t.spec = template("1", true).spec;
+        assert!(memo.facts(&t, policy).policy_problem.is_some());
+    }
+}
