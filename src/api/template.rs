@@ -60,8 +60,14 @@ pub struct SandboxTemplateRef {
 /// Pods carry it in [`TEMPLATE_HASH_LABEL`]; a Pod with another hash is
 /// outdated and never served.
 pub fn template_hash(spec: &SandboxTemplateSpec) -> String {
+    pod_template_hash(&spec.pod_template)
+}
+
+/// [`template_hash`] of a template with this pod template (a Sandbox's pod
+/// template hashes to its template's hash).
+pub fn pod_template_hash(pod_template: &PodTemplate) -> String {
     use sha2::{Digest, Sha256};
-    let bytes = serde_json::to_vec(&spec.pod_template).expect("a pod template always serializes");
+    let bytes = serde_json::to_vec(pod_template).expect("a pod template always serializes");
     hex::encode(&Sha256::digest(&bytes)[..8])
 }
 

@@ -118,6 +118,17 @@ impl Sizing {
         true
     }
 
+    /// Whether a claim of `namespace` was already counted, for any template
+    /// (a scan need not look at its Sandbox again).
+    pub fn has_counted(&self, namespace: &str, claim_uid: &str) -> bool {
+        let state = self.inner.lock().expect("sizing lock");
+        let prefix = key(namespace, "");
+        state
+            .templates
+            .iter()
+            .any(|(k, t)| k.starts_with(&prefix) && t.seen.contains(claim_uid))
+    }
+
     /// Records one refill (replacement created -> Ready) of a pool.
     pub fn record_refill(&self, namespace: &str, pool: &str, seconds: f64) {
         let mut state = self.inner.lock().expect("sizing lock");
@@ -292,6 +303,19 @@ mod tests {
         let m = s.measure("ns", "p", "t", 3600.0, 10.0);
         assert_eq!(m.last_1m.claims, 2);
         assert_eq!(m.last_1m.hit_ratio(), Some(0.5));
+    }
+
+    #[test]
+    fn a_counted_claim_is_known_in_its_namespace_only() {
+        let s = Sizing::default();
+        s.measure("ns", "p", "t", 3600.0, 0.0);
+        s.measure("ns2", "p", "t", 3600.0, 0.0);
+        assert!(!s.has_counted("ns", "c1"));
+        assert!(s.record_claim_at("ns", "t", "c1", true, 1.0, 1.0));
+        assert!(s.has_counted("ns", "c1"));
+        assert!(!s.has_counted("ns2", "c1"));
+        // A namespace that is a prefix of another is not confused with it.
+        assert!(!s.has_counted("n", "c1"));
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! [`crate::sizing::Sizing::record_claim`]; both count a claim once (by uid).
 //!
 //! Cost: at most one scan per second per process; only Sandboxes created
-//! since the previous scan (with slack for cache lag) are hashed.
+//! since the previous scan (with slack for cache lag) whose claim is not
+//! counted yet are hashed.
 
 use std::collections::HashMap;
 
@@ -18,7 +19,7 @@ use kube::runtime::reflector::ObjectRef;
 
 use super::super::Context;
 use crate::api::{
-    ADMITTED_AT_ANNOTATION, POD_NAME_ANNOTATION, Sandbox, SandboxTemplateSpec, TEMPLATE_LABEL,
+    ADMITTED_AT_ANNOTATION, POD_NAME_ANNOTATION, Sandbox, TEMPLATE_LABEL, pod_template_hash,
     template_hash,
 };
 use crate::sizing::epoch_seconds;
@@ -99,12 +100,12 @@ pub fn scan(ctx: &Context, now: f64) {
         let Some(claim) = observed_claim(&sandbox) else {
             continue;
         };
-        let spec = SandboxTemplateSpec {
-            pod_template: sandbox.spec.pod_template.clone(),
-            ..Default::default()
-        };
         let namespace = sandbox.namespace().unwrap_or_default();
-        let Some(templates) = by_hash.get(&(namespace.clone(), template_hash(&spec))) else {
+        if ctx.sizing.has_counted(&namespace, &claim.claim_uid) {
+            continue;
+        }
+        let hash = pod_template_hash(&sandbox.spec.pod_template);
+        let Some(templates) = by_hash.get(&(namespace.clone(), hash)) else {
             continue;
         };
         if let Some(template) = template_of(ctx, &sandbox, &namespace, templates) {
