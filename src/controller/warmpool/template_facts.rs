@@ -82,27 +82,18 @@ impl TemplateMemo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube::api::ObjectMeta;
 
     fn template(rv: &str, privileged: bool) -> SandboxTemplate {
-        let mut t: SandboxTemplate = serde_json::from_value(serde_json::json!({
+        serde_json::from_value(serde_json::json!({
             "apiVersion": "agents.x-k8s.io/v1alpha1",
             "kind": "SandboxTemplate",
-            "metadata": {},
+            "metadata": {"name": "t", "namespace": "ns", "uid": "uid-1", "resourceVersion": rv},
             "spec": {"podTemplate": {"spec": {"containers": [{
                 "name": "main", "image": "busybox",
                 "securityContext": {"privileged": privileged}
             }]}}}
         }))
-        .unwrap();
-        t.metadata = ObjectMeta {
-            name: Some("t".into()),
-            namespace: Some("ns".into()),
-            uid: Some("uid-1".into()),
-            resource_version: Some(rv.into()),
-            ..Default::default()
-        };
-        t
+        .unwrap()
     }
 
     #[test]
