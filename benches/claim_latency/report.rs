@@ -108,7 +108,7 @@ pub struct Report {
     pub double_assignments: usize,
     pub webhook_within_5ms: f64,
     pub webhook_p99: String,
-    pub breakdown: Vec<(String, f64)>,
+    pub breakdown: Vec<crate::timeline::Step>,
 }
 
 impl Report {
@@ -165,7 +165,11 @@ impl Report {
             "webhook_calls_within_5ms": self.webhook_within_5ms,
             "webhook_p99_bucket": self.webhook_p99,
             "warm_path_breakdown_ms": self.breakdown.iter()
-                .map(|(k, v)| json!({"step": k, "median_ms_since_admission": v}))
+                .map(|s| json!({
+                    "step": s.step,
+                    "median_ms_since_admission": s.p50_ms,
+                    "p90_ms_since_admission": s.p90_ms,
+                }))
                 .collect::<Vec<_>>(),
             "scenarios": self.scenarios,
         })
@@ -198,9 +202,10 @@ impl Report {
             self.webhook_within_5ms * 100.0,
             self.webhook_p99
         );
-        out += "\nwarm path, step by step (median ms since the API server admitted the claim, warm-sequential):\n";
-        for (step, ms) in &self.breakdown {
-            out += &format!("  {step:<32} {ms:>8.1}\n");
+        out += "\nwarm path, step by step (ms since the API server admitted the claim, warm-sequential):\n";
+        out += &format!("  {:<32} {:>8} {:>8}\n", "step", "median", "p90");
+        for s in &self.breakdown {
+            out += &format!("  {:<32} {:>8.1} {:>8.1}\n", s.step, s.p50_ms, s.p90_ms);
         }
         out
     }
