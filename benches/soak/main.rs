@@ -37,6 +37,8 @@ mod procstat;
 mod report;
 #[path = "../claim_latency/stats.rs"]
 mod stats;
+#[path = "../claim_latency/timeline.rs"]
+mod timeline;
 
 mod minute;
 mod probe;
