@@ -5,6 +5,11 @@
 //! was chosen, so a Pod a claim stole meanwhile is never deleted (the 409 is
 //! benign); every create and delete is recorded in [`super::Expectations`]
 //! before the cache shows it.
+//!
+//! A create's answer (the whole Pod, managedFields included) is decoded as
+//! a [`LeanPod`] and only its name is kept: filling a large pool used to
+//! hold every created Pod in full until the batch ended, and the garbage
+//! interleaved with the cache's long-lived Pods kept the heap fragmented.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -19,6 +24,7 @@ use super::super::{Context, Result, is_conflict, is_not_found, kube_err};
 use super::plan::Victim;
 use super::pod::desired_pod;
 use crate::api::{FIELD_MANAGER, SandboxTemplate, SandboxWarmPool};
+use crate::controller::lean_pod::LeanPod;
 
 /// Test-only fault injection: `SANDBOX_TEST_POOL_DELETE_DELAY_MS` widens
 /// the window between choosing a victim and deleting it, so tests can show
@@ -106,16 +112,19 @@ pub(super) async fn create_pods(
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
     };
-    let results: Vec<Result<Pod, kube::Error>> = futures::stream::iter(0..count)
-        .map(|_| pods.create(&params, &pod))
+    // Encoded once for the whole batch.
+    let body = serde_json::to_vec(&pod)?;
+    let url = pods.resource_url();
+    let results: Vec<Result<String, kube::Error>> = futures::stream::iter(0..count)
+        .map(|_| create_lean(ctx, url, &params, &body))
         .buffer_unordered(ctx.config.pool_create_parallelism.max(1))
         .collect()
         .await;
     let mut first_error = None;
     for result in results {
         match result {
-            Ok(created) => {
-                ctx.expectations.created(key, &created.name_any());
+            Ok(name) => {
+                ctx.expectations.created(key, &name);
                 ctx.metrics
                     .replenish_seconds
                     .with_label_values(&["created"])
@@ -132,4 +141,22 @@ pub(super) async fn create_pods(
         Some(e) => Err(kube_err("create warm pod")(e)),
         None => Ok(()),
     }
+}
+
+/// One Pod create from an encoded body; the name of the created Pod (the
+/// answer is decoded lean, see the module docs). Errors come back as from
+/// `Api::create`.
+async fn create_lean(
+    ctx: &Context,
+    url: &str,
+    params: &PostParams,
+    body: &[u8],
+) -> std::result::Result<String, kube::Error> {
+    let mut request = kube::core::Request::new(url)
+        .create(params, body.to_vec())
+        .map_err(kube::Error::BuildRequest)?;
+    // The same name in the client's trace spans as `Api::create` gives.
+    request.extensions_mut().insert("create");
+    let created: LeanPod = ctx.client.request(request).await?;
+    Ok(created.name_any())
 }
