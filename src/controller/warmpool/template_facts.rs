@@ -56,14 +56,16 @@ impl TemplateMemo {
         else {
             return work_out(&policy);
         };
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = entries.get(&uid)
+        let lock = || self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = lock().get(&uid)
             && entry.resource_version == resource_version
             && Arc::ptr_eq(&entry.policy, &policy)
         {
             return entry.facts.clone();
         }
+        // Worked out without the lock: other pools' reconciles do not wait.
         let facts = work_out(&policy);
+        let mut entries = lock();
         if entries.len() >= MAX_ENTRIES {
             entries.clear();
         }
