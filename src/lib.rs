@@ -10,6 +10,7 @@
 //! - [`cli`]: `claim create` / `claim delete` for scripts.
 //! - [`client`]: the API clients (timeouts, the leader write fence).
 //! - [`sizing`]: warm-pool sizing (Erlang B, measurements, recommendation).
+//! - [`log_pipe`]: log output written by a thread of its own.
 
 pub mod admin;
 pub mod admission;
@@ -17,6 +18,7 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod controller;
+pub mod log_pipe;
 pub mod metrics;
 pub mod sizing;
 pub mod webhook;

@@ -14,6 +14,7 @@ use sandbox_operator::client::{self as api_client, ClientTimeouts};
 use sandbox_operator::controller::leader::{LeaderConfig, LeaderElector};
 use sandbox_operator::controller::run::run_controllers;
 use sandbox_operator::controller::{Config, Context, NetworkPolicyMode};
+use sandbox_operator::log_pipe::LogPipe;
 use sandbox_operator::metrics::Metrics;
 use sandbox_operator::webhook::runtime::{self as webhook_runtime, WebhookSettings};
 
@@ -271,7 +272,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             print!("{}", advise::render(&advice, rate, refill, target));
         }
         Command::Run(args) => {
-            init_logging(&args.log_format);
+            let logs = init_logging(&args.log_format);
             let runtime = match args.runtime_threads {
                 1 => tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -284,22 +285,36 @@ fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     .enable_all()
                     .build()?,
             };
-            runtime.block_on(run(*args))?;
+            let outcome = runtime.block_on(run(*args));
+            // The last lines (why it stopped) are written before exit.
+            logs.drain(Duration::from_secs(2));
+            outcome?;
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-fn init_logging(format: &str) {
+/// Lines queued for the log thread before further ones are dropped.
+const LOG_QUEUE_LINES: usize = 16_384;
+
+/// Logs to stdout through a thread of its own ([`LogPipe`]): a log pipe
+/// that backs up never stalls the operator.
+fn init_logging(format: &str) -> LogPipe {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,kube_runtime=warn,kube_client=warn")
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if format == "json" {
+    let json = format == "json";
+    let pipe = LogPipe::spawn(std::io::stdout(), LOG_QUEUE_LINES, json);
+    let writer = pipe.clone();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(move || writer.clone());
+    if json {
         builder.json().init();
     } else {
         builder.init();
     }
+    pipe
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {

@@ -1,0 +1,203 @@
+//! Log output that never stalls the operator: each formatted line is handed
+//! to a thread of its own, which writes it out.
+//!
+//! The operator's async work runs on one thread by default
+//! (`--runtime-threads`). Writing log lines to stdout from that thread would
+//! let a log pipe that backs up (a slow log collector) stop the controllers,
+//! the webhook and the leader Lease renewal with it. Guarantees: a log call
+//! never waits for the output; when `capacity` lines are queued, further
+//! lines are dropped and counted, and the next line written is preceded by
+//! one that says how many were lost; [`LogPipe::drain`] waits (bounded) for
+//! the queue to be written, so the last lines before exit are not lost.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::time::Duration;
+
+enum Message {
+    Line(Vec<u8>),
+    Drain(mpsc::Sender<()>),
+}
+
+/// The sending end; clone it into the log subscriber's writer.
+#[derive(Clone)]
+pub struct LogPipe {
+    tx: SyncSender<Message>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl LogPipe {
+    /// Starts the writing thread over `out`. `json` chooses the shape of the
+    /// "lines dropped" notice (a JSON object, or plain text).
+    pub fn spawn<W: Write + Send + 'static>(out: W, capacity: usize, json: bool) -> LogPipe {
+        let (tx, rx) = mpsc::sync_channel(capacity.max(1));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&dropped);
+        std::thread::Builder::new()
+            .name("log-pipe".into())
+            .spawn(move || write_out(rx, out, &counter, json))
+            .expect("spawn the log writer thread");
+        LogPipe { tx, dropped }
+    }
+
+    /// Lines dropped and not yet reported.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Waits until every line queued before this call is written, at most
+    /// `timeout`; whether it was.
+    pub fn drain(&self, timeout: Duration) -> bool {
+        let (done_tx, done_rx) = mpsc::channel();
+        // Blocking send on purpose: at exit, waiting for room is wanted.
+        if self.tx.send(Message::Drain(done_tx)).is_err() {
+            return false;
+        }
+        done_rx.recv_timeout(timeout).is_ok()
+    }
+}
+
+impl Write for LogPipe {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.tx.try_send(Message::Line(buf.to_vec())) {
+            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn write_out<W: Write>(rx: Receiver<Message>, mut out: W, dropped: &AtomicU64, json: bool) {
+    for message in rx {
+        match message {
+            Message::Line(line) => {
+                let lost = dropped.swap(0, Ordering::Relaxed);
+                if lost > 0 {
+                    let notice = if json {
+                        format!(
+                            "{{\"level\":\"WARN\",\"target\":\"log_pipe\",\"fields\":{{\"message\":\"{lost} log lines dropped: the log output did not keep up\",\"dropped\":{lost}}}}}\n"
+                        )
+                    } else {
+                        format!(
+                            "WARN log_pipe: {lost} log lines dropped: the log output did not keep up\n"
+                        )
+                    };
+                    let _ = out.write_all(notice.as_bytes());
+                }
+                let _ = out.write_all(&line);
+            }
+            Message::Drain(done) => {
+                let _ = out.flush();
+                let _ = done.send(());
+            }
+        }
+    }
+    let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Condvar, Mutex};
+
+    /// Whether the gate is open, and what went through it.
+    type GateState = (Mutex<(bool, Vec<u8>)>, Condvar);
+
+    /// An output that blocks until opened, recording what it got.
+    #[derive(Clone, Default)]
+    struct Gate {
+        state: Arc<GateState>,
+    }
+
+    impl Gate {
+        fn open(&self) {
+            let (lock, cv) = &*self.state;
+            lock.lock().unwrap().0 = true;
+            cv.notify_all();
+        }
+        fn text(&self) -> String {
+            String::from_utf8(self.state.0.lock().unwrap().1.clone()).unwrap()
+        }
+    }
+
+    impl Write for Gate {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let (lock, cv) = &*self.state;
+            let mut state = cv.wait_while(lock.lock().unwrap(), |s| !s.0).unwrap();
+            state.1.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_blocked_output_never_blocks_the_writer_and_losses_are_reported() {
+        let gate = Gate::default();
+        let pipe = LogPipe::spawn(gate.clone(), 2, false);
+        // The thread takes the first line and blocks on the output; two more
+        // fill the queue; the rest are dropped. None of these calls waits
+        // (if one did, the writes would not finish and the gate opens to
+        // let the test fail instead of hang).
+        let (done_tx, done_rx) = mpsc::channel();
+        let mut writer = pipe.clone();
+        std::thread::spawn(move || {
+            for i in 0..10 {
+                writer.write_all(format!("line {i}\n").as_bytes()).unwrap();
+            }
+            done_tx.send(()).unwrap();
+        });
+        if done_rx.recv_timeout(Duration::from_secs(5)).is_err() {
+            gate.open();
+            panic!("a log write waited for the blocked output");
+        }
+        let mut pipe = pipe;
+
+        gate.open();
+        assert!(pipe.drain(Duration::from_secs(5)));
+        pipe.write_all(b"after\n").unwrap();
+        assert!(pipe.drain(Duration::from_secs(5)));
+        // Every line is either written or counted in a notice.
+        let text = gate.text();
+        let written = text.lines().filter(|l| l.starts_with("line ")).count();
+        let reported: u64 = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("WARN log_pipe: "))
+            .map(|l| l.split(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum();
+        assert_eq!(written as u64 + reported, 10, "{text}");
+        assert!(reported >= 7, "{text}");
+        assert!(text.ends_with("after\n"), "{text}");
+        assert_eq!(pipe.dropped(), 0);
+    }
+
+    #[test]
+    fn drain_waits_for_every_queued_line_and_the_notice_is_json_in_json_mode() {
+        let gate = Gate::default();
+        gate.open();
+        let mut pipe = LogPipe::spawn(gate.clone(), 100, true);
+        for i in 0..50 {
+            pipe.write_all(format!("{{\"n\":{i}}}\n").as_bytes())
+                .unwrap();
+        }
+        assert!(pipe.drain(Duration::from_secs(5)));
+        assert_eq!(gate.text().lines().count(), 50);
+        // A notice in JSON mode parses as JSON.
+        pipe.dropped.store(3, Ordering::Relaxed);
+        pipe.write_all(b"{\"n\":50}\n").unwrap();
+        assert!(pipe.drain(Duration::from_secs(5)));
+        let text = gate.text();
+        let notice = text.lines().nth(50).unwrap();
+        let v: serde_json::Value = serde_json::from_str(notice).unwrap();
+        assert_eq!(v["fields"]["dropped"], 3);
+    }
+}
