@@ -297,6 +297,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
 /// Lines queued for the log thread before further ones are dropped.
 const LOG_QUEUE_LINES: usize = 16_384;
 
+/// The log pipe of `run`, for the exits that do not return through `main`.
+static LOGS: std::sync::OnceLock<LogPipe> = std::sync::OnceLock::new();
+
+/// Writes every queued log line (at most 2 s): call before
+/// `std::process::exit`, which would drop them.
+fn drain_logs() {
+    if let Some(logs) = LOGS.get() {
+        logs.drain(Duration::from_secs(2));
+    }
+}
+
 /// Logs to stdout through a thread of its own ([`LogPipe`]): a log pipe
 /// that backs up never stalls the operator.
 fn init_logging(format: &str) -> LogPipe {
@@ -314,6 +325,13 @@ fn init_logging(format: &str) -> LogPipe {
     } else {
         builder.init();
     }
+    let _ = LOGS.set(pipe.clone());
+    // A panic writes the lines logged before it first.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        drain_logs();
+        default_hook(info);
+    }));
     pipe
 }
 
@@ -458,6 +476,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                     // Like client-go's OnStoppedLeading: the fence already
                     // refuses writes; exit so a fresh process starts clean.
                     error!("leadership lost: exiting (code 1)");
+                    drain_logs();
                     std::process::exit(1);
                 }
             }
