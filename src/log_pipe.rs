@@ -11,9 +11,9 @@
 //! the queue to be written, so the last lines before exit are not lost.
 
 use std::io::Write;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 enum Message {
@@ -101,6 +101,50 @@ fn write_out<W: Write>(rx: Receiver<Message>, mut out: W, dropped: &AtomicU64, j
         }
     }
     let _ = out.flush();
+}
+
+/// Lines queued for the log thread before further ones are dropped.
+const LOG_QUEUE_LINES: usize = 16_384;
+
+/// How long an exit waits for the queued lines to be written.
+pub const EXIT_DRAIN: Duration = Duration::from_secs(2);
+
+/// The process's log pipe, for the exits that do not return through `main`.
+static INSTALLED: OnceLock<LogPipe> = OnceLock::new();
+
+/// Writes every queued log line (at most [`EXIT_DRAIN`]): call before
+/// `std::process::exit`, which would drop them.
+pub fn drain_installed() {
+    if let Some(pipe) = INSTALLED.get() {
+        pipe.drain(EXIT_DRAIN);
+    }
+}
+
+/// Installs the process's logging: stdout through a [`LogPipe`], `format`
+/// `json` or text, `RUST_LOG` or the default filter; a panic drains the
+/// queue before its report. Call once, at start.
+pub fn init(format: &str) -> LogPipe {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,kube_runtime=warn,kube_client=warn")
+    });
+    let json = format == "json";
+    let pipe = LogPipe::spawn(std::io::stdout(), LOG_QUEUE_LINES, json);
+    let writer = pipe.clone();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(move || writer.clone());
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    let _ = INSTALLED.set(pipe.clone());
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        drain_installed();
+        default_hook(info);
+    }));
+    pipe
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use sandbox_operator::client::{self as api_client, ClientTimeouts};
 use sandbox_operator::controller::leader::{LeaderConfig, LeaderElector};
 use sandbox_operator::controller::run::run_controllers;
 use sandbox_operator::controller::{Config, Context, NetworkPolicyMode};
-use sandbox_operator::log_pipe::LogPipe;
+use sandbox_operator::log_pipe;
 use sandbox_operator::metrics::Metrics;
 use sandbox_operator::webhook::runtime::{self as webhook_runtime, WebhookSettings};
 
@@ -272,7 +272,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             print!("{}", advise::render(&advice, rate, refill, target));
         }
         Command::Run(args) => {
-            let logs = init_logging(&args.log_format);
+            let logs = log_pipe::init(&args.log_format);
             let runtime = match args.runtime_threads {
                 1 => tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -287,52 +287,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             };
             let outcome = runtime.block_on(run(*args));
             // The last lines (why it stopped) are written before exit.
-            logs.drain(Duration::from_secs(2));
+            logs.drain(log_pipe::EXIT_DRAIN);
             outcome?;
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
-}
-
-/// Lines queued for the log thread before further ones are dropped.
-const LOG_QUEUE_LINES: usize = 16_384;
-
-/// The log pipe of `run`, for the exits that do not return through `main`.
-static LOGS: std::sync::OnceLock<LogPipe> = std::sync::OnceLock::new();
-
-/// Writes every queued log line (at most 2 s): call before
-/// `std::process::exit`, which would drop them.
-fn drain_logs() {
-    if let Some(logs) = LOGS.get() {
-        logs.drain(Duration::from_secs(2));
-    }
-}
-
-/// Logs to stdout through a thread of its own ([`LogPipe`]): a log pipe
-/// that backs up never stalls the operator.
-fn init_logging(format: &str) -> LogPipe {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,kube_runtime=warn,kube_client=warn")
-    });
-    let json = format == "json";
-    let pipe = LogPipe::spawn(std::io::stdout(), LOG_QUEUE_LINES, json);
-    let writer = pipe.clone();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(move || writer.clone());
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-    let _ = LOGS.set(pipe.clone());
-    // A panic writes the lines logged before it first.
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        drain_logs();
-        default_hook(info);
-    }));
-    pipe
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -476,7 +435,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                     // Like client-go's OnStoppedLeading: the fence already
                     // refuses writes; exit so a fresh process starts clean.
                     error!("leadership lost: exiting (code 1)");
-                    drain_logs();
+                    log_pipe::drain_installed();
                     std::process::exit(1);
                 }
             }
