@@ -21,14 +21,13 @@ pub enum ClaimShutdownPolicy {
 }
 
 /// When and how a claim ends.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClaimLifecycle {
     /// When the claim expires (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shutdown_time: Option<Time>,
     /// What expiry does (default `Retain`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shutdown_policy: Option<ClaimShutdownPolicy>,
 }
 
@@ -46,34 +45,28 @@ agents_kind! {
         /// The template the sandbox is made from.
         pub sandbox_template_ref: SandboxTemplateRef,
         /// Optional expiry of the claim.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         pub lifecycle: Option<ClaimLifecycle>,
         /// Warm pool policy: `default` (any pool of the template), `none` (always
         /// cold) or the name of one pool.
-        #[serde(default, rename = "warmpool", skip_serializing_if = "Option::is_none")]
+        #[serde(rename = "warmpool")]
         pub warm_pool: Option<String>,
     }
 }
 
 /// The Sandbox a claim created.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClaimedSandboxStatus {
     /// Name of the Sandbox (same as the claim).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// IPs of the sandbox's Pod.
-    #[serde(default, rename = "podIPs", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "podIPs")]
     pub pod_ips: Option<Vec<String>>,
     /// Name of the sandbox's headless Service.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
     /// `<service>.<namespace>.svc.<cluster domain>`.
-    #[serde(
-        default,
-        rename = "serviceFQDN",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "serviceFQDN")]
     pub service_fqdn: Option<String>,
 }
 
@@ -98,6 +91,7 @@ impl LaunchType {
 }
 
 /// The observed state of a [`SandboxClaim`].
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SandboxClaimStatus {
@@ -105,23 +99,17 @@ pub struct SandboxClaimStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The Sandbox serving the claim.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<ClaimedSandboxStatus>,
     /// Name of the Pod serving the claim.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_name: Option<String>,
     /// `warm` when a pool Pod was taken over, `cold` otherwise.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub launch_type: Option<LaunchType>,
     /// The warm pool that served the claim.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warm_pool: Option<String>,
     /// When the claim first became Ready.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_time: Option<Time>,
     /// Seconds from the API server admitting the claim (the webhook's
     /// `agents.x-k8s.io/admitted-at` stamp, else the creation time) to the
     /// operator writing Ready, measured by the operator.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_to_ready_seconds: Option<f64>,
 }

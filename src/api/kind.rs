@@ -20,6 +20,7 @@ macro_rules! agents_kind {
         // kube-derive takes one `printcolumn(...)` per column; clippy reads
         // the repeated `type_` keys as duplicates.
         #[allow(clippy::duplicated_attributes)]
+        #[serde_with::skip_serializing_none]
         #[derive(
             kube::CustomResource,
             serde::Serialize,

@@ -10,38 +10,35 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Labels and annotations copied onto the Pod made from a template.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct PodMetadata {
     /// Labels added to the Pod.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<BTreeMap<String, String>>,
     /// Annotations added to the Pod.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
 /// The Pod a sandbox runs: labels/annotations plus a full `PodSpec`.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct PodTemplate {
     /// Only labels and annotations are used.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<PodMetadata>,
     /// The Pod's spec.
     pub spec: PodSpec,
 }
 
 /// Metadata of a PersistentVolumeClaim template.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct EmbeddedObjectMetadata {
     /// Name of the template; the claim is named `<name>-<sandbox>` and the
     /// volume is mounted under this name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Labels added to the PersistentVolumeClaim.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<BTreeMap<String, String>>,
     /// Annotations added to the PersistentVolumeClaim.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<BTreeMap<String, String>>,
 }
 

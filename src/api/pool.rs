@@ -27,13 +27,11 @@ agents_kind! {
         pub sandbox_template_ref: SandboxTemplateRef,
         /// Hit ratio (warm share of claims) that `status.recommendedReplicas`
         /// aims at; default 0.99. `autoscaling.targetHitRatio` wins when set.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         #[schemars(range(min = 0.01, max = 0.9999))]
         pub target_hit_ratio: Option<f64>,
         /// Opt-in: keep the pool at the recommended size within bounds. Absent:
         /// the pool keeps `spec.replicas` (and the scale subresource, HPA or KEDA
         /// drive it as before).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         pub autoscaling: Option<PoolAutoscaling>,
     }
 }
@@ -42,6 +40,7 @@ agents_kind! {
 ///
 /// While set, `spec.replicas` is not used (the effective size is
 /// `status.desiredReplicas`); do not point an HPA at the same pool.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PoolAutoscaling {
@@ -52,17 +51,16 @@ pub struct PoolAutoscaling {
     #[schemars(range(min = 0))]
     pub max_replicas: i32,
     /// Target hit ratio; default 0.99.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.01, max = 0.9999))]
     pub target_hit_ratio: Option<f64>,
     /// The pool shrinks only when the peak that sized it is older than this;
     /// default 300.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 3600))]
     pub scale_down_delay_seconds: Option<i32>,
 }
 
 /// The observed state of a [`SandboxWarmPool`].
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SandboxWarmPoolStatus {
@@ -73,31 +71,23 @@ pub struct SandboxWarmPoolStatus {
     #[serde(default)]
     pub ready_replicas: i32,
     /// Label selector of the pool's Pods (scale subresource).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
     /// Hash of the template the pool's Pods are made from.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template_hash: Option<String>,
     /// Idle Pods the pool keeps now: `spec.replicas` (capped), or the
     /// autoscaled size.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired_replicas: Option<i32>,
     /// Size for the target hit ratio at the peak claim rate (Erlang B), never
     /// below the largest burst within one refill time.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recommended_replicas: Option<i32>,
     /// Hit ratio predicted for the current size at the 5-minute claim rate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predicted_hit_ratio: Option<f64>,
     /// Warm share of the template's claims over the last 5 minutes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_hit_ratio: Option<f64>,
     /// Claims of the template per minute (5-minute window).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim_rate_per_minute: Option<f64>,
     /// Mean refill time (replacement created -> Ready) of the last 256
     /// refills, in seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refill_seconds: Option<f64>,
     /// `Ready`, `Exhausted` and (with autoscaling) `Autoscaling` conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -39,7 +39,6 @@ agents_kind! {
         pub pod_template: PodTemplate,
         /// PersistentVolumeClaims created for the sandbox and mounted into its
         /// Pod. Immutable once set.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         #[schemars(length(max = 16))]
         #[schemars(extend("x-kubernetes-validations" = [{
             "rule": "self == oldSelf",
@@ -47,20 +46,18 @@ agents_kind! {
         }]))]
         pub volume_claim_templates: Option<Vec<PersistentVolumeClaimTemplate>>,
         /// When the sandbox expires (RFC 3339). A time in the past expires it at once.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         pub shutdown_time: Option<Time>,
         /// What expiry does to the Sandbox object itself (default `Delete`; with
         /// `Retain` only the Pod is removed).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         pub shutdown_policy: Option<ShutdownPolicy>,
         /// 1 runs the Pod, 0 pauses the sandbox (Pod deleted, volumes and Service kept).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         #[schemars(range(min = 0, max = 1))]
         pub replicas: Option<i32>,
     }
 }
 
 /// The observed state of a [`Sandbox`].
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SandboxStatus {
@@ -68,29 +65,21 @@ pub struct SandboxStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Name of the headless Service.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
     /// `<service>.<namespace>.svc.<cluster domain>`.
-    #[serde(
-        default,
-        rename = "serviceFQDN",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "serviceFQDN")]
     pub service_fqdn: Option<String>,
     /// Number of Pods currently running for the sandbox (0 or 1).
     #[serde(default)]
     pub replicas: i32,
     /// Label selector of the sandbox's Pod, for the scale subresource.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
     /// Name of the Pod serving the sandbox.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_name: Option<String>,
     /// IP of that Pod.
-    #[serde(default, rename = "podIP", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "podIP")]
     pub pod_ip: Option<String>,
     /// Node the Pod runs on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
 }
 

@@ -13,13 +13,12 @@ use super::{PersistentVolumeClaimTemplate, PodTemplate};
 
 /// Ingress/egress rules for sandboxes made from a template. An empty list
 /// denies all traffic in that direction.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct NetworkPolicySpec {
     /// Allowed ingress; empty means deny all ingress.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<Vec<NetworkPolicyIngressRule>>,
     /// Allowed egress; absent means egress is not restricted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<Vec<NetworkPolicyEgressRule>>,
 }
 
@@ -35,11 +34,9 @@ agents_kind! {
         pub pod_template: PodTemplate,
         /// Volume claims for sandboxes made from this template (cold path only:
         /// warm Pods are pre-started without per-claim volumes).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         #[schemars(length(max = 16))]
         pub volume_claim_templates: Option<Vec<PersistentVolumeClaimTemplate>>,
         /// Network policy applied to claimed sandboxes (default: deny all ingress).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         pub network_policy: Option<NetworkPolicySpec>,
     }
 }

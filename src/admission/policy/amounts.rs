@@ -120,6 +120,7 @@ impl Ceilings {
 
 /// One allowed toleration: `key` must match exactly; `operator`, `value`
 /// and `effect` must match when set here (unset means any).
+#[serde_with::skip_serializing_none]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TolerationRule {
@@ -127,13 +128,10 @@ pub struct TolerationRule {
     /// tolerate every taint).
     pub key: String,
     /// `Equal` or `Exists`; unset allows both.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operator: Option<String>,
     /// The taint value; unset allows any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
     /// `NoSchedule`, `PreferNoSchedule` or `NoExecute`; unset allows any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effect: Option<String>,
 }
 
