@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use futures::channel::mpsc;
 use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
@@ -197,16 +197,17 @@ impl Context {
             },
             pod_trigger(Arc::clone(&index), pool_tx.clone(), sandbox_tx),
         );
-        let pool_api: Api<SandboxWarmPool> = config.api(&client);
+        // The one pool watch: the pool controller reconciles from this cache
+        // (see `run`), so a pool it fills is always one the claim path sees.
+        let pools = spawner.spawn("pools", false, slim_meta, pool_trigger(pool_tx.clone()));
         let templates = spawner.spawn(
             "templates",
             false,
             slim_meta,
-            template_trigger(pool_api, pool_tx),
+            template_trigger(pools.clone(), pool_tx),
         );
         let services = spawner.spawn("services", true, slim_meta, |_: &Service, _| {});
         let sandboxes = spawner.spawn("sandboxes", false, slim_meta, sandbox_trigger(claim_tx));
-        let pools = spawner.spawn("pools", false, slim_meta, |_: &SandboxWarmPool, _| {});
         pods.wait_until_ready().await?;
         pools.wait_until_ready().await?;
         templates.wait_until_ready().await?;
@@ -422,31 +423,34 @@ fn pod_trigger(
     }
 }
 
-/// The template cache's trigger: wakes the pools that use the template.
-/// Template changes are rare, so it lists the pools of the namespace.
+/// The pool cache's trigger: wakes the pool itself. The pool controller has
+/// no watch of its own; this is how it learns of a new or changed pool.
+fn pool_trigger(
+    pool_tx: mpsc::UnboundedSender<ObjectRef<SandboxWarmPool>>,
+) -> impl Fn(&SandboxWarmPool, bool) {
+    move |pool: &SandboxWarmPool, deleted: bool| {
+        if !deleted {
+            let _ = pool_tx.unbounded_send(ObjectRef::from_obj(pool));
+        }
+    }
+}
+
+/// The template cache's trigger: wakes the pools of the namespace that use
+/// the template, read from the pool cache.
 fn template_trigger(
-    pool_api: Api<SandboxWarmPool>,
+    pools: Store<SandboxWarmPool>,
     pool_tx: mpsc::UnboundedSender<ObjectRef<SandboxWarmPool>>,
 ) -> impl Fn(&SandboxTemplate, bool) {
     move |template: &SandboxTemplate, _deleted: bool| {
-        let (pool_api, pool_tx) = (pool_api.clone(), pool_tx.clone());
-        let namespace = template.namespace().unwrap_or_default();
+        let namespace = template.namespace();
         let name = template.name_any();
-        tokio::spawn(async move {
-            let Ok(list) = Api::<SandboxWarmPool>::namespaced(pool_api.into_client(), &namespace)
-                .list(&ListParams::default())
-                .await
-            else {
-                return;
-            };
-            for pool in list
-                .items
-                .iter()
-                .filter(|p| p.spec.sandbox_template_ref.name == name)
-            {
-                let _ = pool_tx.unbounded_send(ObjectRef::from_obj(pool));
-            }
-        });
+        for pool in pools
+            .state()
+            .iter()
+            .filter(|p| p.namespace() == namespace && p.spec.sandbox_template_ref.name == name)
+        {
+            let _ = pool_tx.unbounded_send(ObjectRef::from_obj(pool.as_ref()));
+        }
     }
 }
 

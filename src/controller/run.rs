@@ -114,8 +114,8 @@ pub async fn run_controllers(
     // in the one namespace, its own wiring, the shared config, the shutdown
     // signal, its reconcile with retries, its error policy and its health.
     macro_rules! drive {
-        ($module:ident, $kind:ty, $($wiring:tt)*) => {
-            Controller::new(ctx.config.api::<$kind>(&client), watcher::Config::default())
+        ($module:ident, $controller:expr, $($wiring:tt)*) => {
+            $controller
                 $($wiring)*
                 .with_config(config.clone())
                 .graceful_shutdown_on(stop(shutdown.clone()))
@@ -127,11 +127,25 @@ pub async fn run_controllers(
                 .for_each(watch_health(&ctx, $module::CONTROLLER))
         };
     }
-    let sandboxes = drive!(sandbox, Sandbox,
+    macro_rules! watched {
+        ($kind:ty) => {
+            Controller::new(ctx.config.api::<$kind>(&client), watcher::Config::default())
+        };
+    }
+    let sandboxes = drive!(sandbox, watched!(Sandbox),
         .owns(ctx.config.api::<Service>(&client), managed)
         .reconcile_on(triggers.sandboxes));
-    let claims = drive!(claim, SandboxClaim, .reconcile_on(triggers.claims));
-    let pools = drive!(warmpool, SandboxWarmPool, .reconcile_on(triggers.pools));
+    let claims = drive!(claim, watched!(SandboxClaim),
+        .reconcile_on(triggers.claims));
+    // The pool controller reads the shared pool cache and is woken by its
+    // trigger (and the Pod and template triggers): no second pool watch, so
+    // the claim path never misses a pool this controller has filled.
+    let pools = drive!(warmpool,
+        Controller::for_stream(
+            futures::stream::pending::<Result<SandboxWarmPool, watcher::Error>>(),
+            ctx.pools.clone(),
+        ),
+        .reconcile_on(triggers.pools));
 
     futures::join!(sandboxes, claims, pools);
 }

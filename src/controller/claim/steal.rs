@@ -37,7 +37,7 @@ use tracing::debug;
 use super::desired::PoolChoice;
 use crate::api::{
     CLAIM_LABEL, CLAIM_UID_LABEL, POOL_LABEL, SandboxClaim, SandboxTemplate, TEMPLATE_HASH_LABEL,
-    TEMPLATE_LABEL, template_hash,
+    TEMPLATE_LABEL,
 };
 use crate::controller::pod_patch::{Conditioned, patch_if_unchanged};
 use crate::controller::takeover::{Criteria, pod_key, select_candidates, steal_patch};
@@ -145,7 +145,11 @@ pub fn candidates(
     template: &SandboxTemplate,
     choice: &PoolChoice,
 ) -> Vec<Arc<Pod>> {
-    let hash = template_hash(&template.spec);
+    // The template's hash, worked out once per template version.
+    let hash = ctx
+        .template_facts
+        .facts(template, ctx.config.policy.current())
+        .hash;
     let claim_uid = claim.uid().unwrap_or_default();
     let pool_uids = pool_uids(ctx, namespace);
     let criteria = Criteria {

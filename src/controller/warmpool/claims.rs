@@ -20,7 +20,6 @@ use kube::runtime::reflector::ObjectRef;
 use super::super::Context;
 use crate::api::{
     ADMITTED_AT_ANNOTATION, POD_NAME_ANNOTATION, Sandbox, TEMPLATE_LABEL, pod_template_hash,
-    template_hash,
 };
 use crate::sizing::epoch_seconds;
 use crate::sizing::tracker::HORIZON_SECONDS;
@@ -79,7 +78,12 @@ pub fn scan(ctx: &Context, now: f64) {
             .get(&ObjectRef::new(&template).within(&namespace))
         {
             by_hash
-                .entry((namespace, template_hash(&t.spec)))
+                .entry((
+                    namespace,
+                    ctx.template_facts
+                        .facts(&t, ctx.config.policy.current())
+                        .hash,
+                ))
                 .or_default()
                 .push(template);
         }

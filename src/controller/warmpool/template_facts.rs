@@ -1,6 +1,9 @@
 //! What a pool reconcile needs to know of its template, worked out once per
 //! template version and policy snapshot: the hash that labels the pool's
 //! Pods and whether the current admission policy admits the pod template.
+//! The claim path (which idle Pods have the current hash) and the sizing
+//! scan (which Sandboxes were made from a pooled template) read the hash
+//! from here too.
 //!
 //! A pool reconciles on several Pod events per claim (the steal, the refill
 //! create, its binding and start); its template and the policy change
