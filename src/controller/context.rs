@@ -195,7 +195,7 @@ impl Context {
                 into: LeanPod::into_pod,
                 slim: slim_meta,
             },
-            pod_trigger(Arc::clone(&index), pool_tx.clone(), sandbox_tx),
+            pod_trigger(Arc::clone(&index), pool_tx.clone(), sandbox_tx.clone()),
         );
         // The one pool watch: the pool controller reconciles from this cache
         // (see `run`), so a pool it fills is always one the claim path sees.
@@ -206,8 +206,20 @@ impl Context {
             slim_meta,
             template_trigger(pools.clone(), pool_tx),
         );
-        let services = spawner.spawn("services", true, slim_meta, |_: &Service, _| {});
-        let sandboxes = spawner.spawn("sandboxes", false, slim_meta, sandbox_trigger(claim_tx));
+        // The Sandbox controller, like the pool controller, has no watch of
+        // its own: these two caches wake it (see `run`).
+        let services = spawner.spawn(
+            "services",
+            true,
+            slim_meta,
+            service_trigger(sandbox_tx.clone()),
+        );
+        let sandboxes = spawner.spawn(
+            "sandboxes",
+            false,
+            slim_meta,
+            sandbox_trigger(sandbox_tx, claim_tx),
+        );
         pods.wait_until_ready().await?;
         pools.wait_until_ready().await?;
         templates.wait_until_ready().await?;
@@ -454,11 +466,33 @@ fn template_trigger(
     }
 }
 
-/// The Sandbox cache's trigger: wakes the claim that controls the Sandbox.
+/// The Service cache's trigger: wakes the Sandboxes that own the Service
+/// (a deleted Service is put back by the reconcile).
+fn service_trigger(
+    sandbox_tx: mpsc::UnboundedSender<ObjectRef<Sandbox>>,
+) -> impl Fn(&Service, bool) {
+    move |service: &Service, _deleted: bool| {
+        let namespace = service.namespace().unwrap_or_default();
+        for owner in service
+            .owner_references()
+            .iter()
+            .filter(|o| o.kind == "Sandbox")
+        {
+            let _ = sandbox_tx.unbounded_send(ObjectRef::new(&owner.name).within(&namespace));
+        }
+    }
+}
+
+/// The Sandbox cache's trigger: wakes the Sandbox itself (unless deleted)
+/// and the claim that controls it.
 fn sandbox_trigger(
+    sandbox_tx: mpsc::UnboundedSender<ObjectRef<Sandbox>>,
     claim_tx: mpsc::UnboundedSender<ObjectRef<SandboxClaim>>,
 ) -> impl Fn(&Sandbox, bool) {
-    move |sandbox: &Sandbox, _deleted: bool| {
+    move |sandbox: &Sandbox, deleted: bool| {
+        if !deleted {
+            let _ = sandbox_tx.unbounded_send(ObjectRef::from_obj(sandbox));
+        }
         let namespace = sandbox.namespace().unwrap_or_default();
         for owner in sandbox
             .owner_references()

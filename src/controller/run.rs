@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Service;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::watcher;
 use tokio::sync::watch;
@@ -11,9 +10,7 @@ use tracing::warn;
 
 use kube::Resource;
 
-use super::{
-    Context, Error, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Triggers, claim, retry, sandbox, warmpool,
-};
+use super::{Context, Error, Triggers, claim, retry, sandbox, warmpool};
 use crate::api::{Sandbox, SandboxClaim, SandboxWarmPool};
 
 /// Key of an object in the backoff table.
@@ -104,8 +101,6 @@ pub async fn run_controllers(
 ) {
     let client = ctx.client.clone();
     let config = controller::Config::default().concurrency(ctx.config.concurrency);
-    let managed =
-        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
     let stop = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
@@ -132,19 +127,24 @@ pub async fn run_controllers(
             Controller::new(ctx.config.api::<$kind>(&client), watcher::Config::default())
         };
     }
-    let sandboxes = drive!(sandbox, watched!(Sandbox),
-        .owns(ctx.config.api::<Service>(&client), managed)
+    macro_rules! shared {
+        ($kind:ty, $cache:ident) => {
+            Controller::for_stream(
+                futures::stream::pending::<Result<$kind, watcher::Error>>(),
+                ctx.$cache.clone(),
+            )
+        };
+    }
+    // The Sandbox and pool controllers read the shared caches and are woken
+    // by their triggers (a Sandbox by its own events, its Services' and its
+    // Pods'; a pool by its own, its Pods' and its template's): no second
+    // watch of those kinds, so no object is decoded twice, and a pool this
+    // controller fills is always one the claim path sees.
+    let sandboxes = drive!(sandbox, shared!(Sandbox, sandboxes),
         .reconcile_on(triggers.sandboxes));
     let claims = drive!(claim, watched!(SandboxClaim),
         .reconcile_on(triggers.claims));
-    // The pool controller reads the shared pool cache and is woken by its
-    // trigger (and the Pod and template triggers): no second pool watch, so
-    // the claim path never misses a pool this controller has filled.
-    let pools = drive!(warmpool,
-        Controller::for_stream(
-            futures::stream::pending::<Result<SandboxWarmPool, watcher::Error>>(),
-            ctx.pools.clone(),
-        ),
+    let pools = drive!(warmpool, shared!(SandboxWarmPool, pools),
         .reconcile_on(triggers.pools));
 
     futures::join!(sandboxes, claims, pools);
