@@ -10,7 +10,10 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 
 use super::lean_pod::LeanPod;
+use super::takeover::adopt_patch;
+use super::{Error, controller_ref};
 use super::{Result, is_lost_race, is_not_found, is_unprocessable, kube_err};
+use crate::api::Sandbox;
 
 /// What a resourceVersion-conditioned Pod patch came to.
 #[derive(Debug)]
@@ -69,4 +72,20 @@ pub async fn patch_if_unchanged(
         }
         Err(e) => Err(kube_err(format!("{what} pod {name}"))(e)),
     }
+}
+
+/// Takes over `pod` for the Sandbox. Returns the Pod as written, or `None`
+/// when the Pod changed since it was read (someone else wrote first).
+///
+/// Guarantee: ONE write, conditioned on the resourceVersion read
+/// ([`adopt_patch`]); a Pod owned by anything other than this Sandbox's
+/// claim is ever passed here (the Sandbox's `may_adopt`; the claim's
+/// repair, for a Pod the claim controls).
+pub async fn adopt(pods: &Api<Pod>, pod: &Pod, sandbox: &Sandbox) -> Result<Option<Pod>> {
+    let patch = adopt_patch(pod, &sandbox.name_any(), controller_ref(sandbox)?)
+        .ok_or(Error::Incomplete("pod resourceVersion"))?;
+    Ok(match patch_if_unchanged(pods, pod, patch, "adopt").await? {
+        Conditioned::Written(adopted) => Some(adopted),
+        Conditioned::Lost(_) => None,
+    })
 }

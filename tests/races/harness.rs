@@ -259,6 +259,38 @@ pub fn idle_ready_pods(fake: &FakeApiServer) -> Vec<String> {
         .collect()
 }
 
+/// Prints every stored change of the objects with these names and every
+/// request whose path ends in one, in order: what a failed invariant needs
+/// to be understood from its output alone.
+fn print_history(fake: &FakeApiServer, names: &[&str]) {
+    for change in fake.audit() {
+        if names.contains(&change.key.name.as_str()) {
+            let meta = &change.after["metadata"];
+            eprintln!(
+                "change {:?} {} {}: owners {} labels {} annotations {} status {}",
+                change.kind,
+                change.key.resource,
+                change.key.name,
+                meta["ownerReferences"],
+                meta["labels"],
+                meta["annotations"],
+                change.after["status"]
+            );
+        }
+    }
+    for request in fake.log() {
+        if names
+            .iter()
+            .any(|n| request.path.ends_with(&format!("/{n}")))
+        {
+            eprintln!(
+                "request {} {} -> {}",
+                request.method, request.path, request.code
+            );
+        }
+    }
+}
+
 /// Checks the invariants over the fake's whole history and current state:
 /// - no Pod ever carried two different claims' uids;
 /// - no claim ever showed two different Pods in its status;
@@ -324,9 +356,10 @@ pub fn check_invariants_with(
         let pod_name = claim["status"]["podName"]
             .as_str()
             .expect("a Ready claim names its Pod");
-        let pod = fake
-            .get(&pod_path(pod_name))
-            .expect("the Pod of a Ready claim exists");
+        let Some(pod) = fake.get(&pod_path(pod_name)) else {
+            print_history(fake, &[pod_name, &name]);
+            panic!("the Pod of a Ready claim exists: claim {name} names Pod {pod_name}");
+        };
         let sandbox = fake
             .get(&sandbox_path(&name))
             .expect("a Ready claim has its Sandbox");

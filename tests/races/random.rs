@@ -99,6 +99,18 @@ async fn seeded_bursts_on_one_operator_serve_every_claim_once_and_leak_nothing()
 
 /// Two operators at once (split brain: leader election normally prevents
 /// it): still no Pod for two claims at once, and every claim Ready.
+///
+/// Found by this test (3 runs in 30 failed after the Sandbox controller
+/// moved onto the shared caches, which changed the timing; 0 in 30 before,
+/// 0 in 100 after the fix): a claim Ready on a Pod that no longer existed.
+/// Operator Y stole Pod G for claim c, found c's Sandbox (made by X)
+/// naming another Pod and gave G back by deleting it, while X, whose own
+/// steal had failed, found G stolen for c, pointed the Sandbox at it and
+/// wrote Ready. Fixed by: another process's steal is used only for the
+/// Pod the Sandbox names (`claim/steal.rs`), a repair adopts an earlier
+/// Pod before pointing the Sandbox at it, and a give-back delete is
+/// conditioned on the version it was decided on (`claim/serve.rs`), so of
+/// the adopt and the delete only one lands.
 #[tokio::test]
 async fn seeded_bursts_on_two_operators_at_once_serve_every_claim_once() {
     for seed in [11, 12, 13] {

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::controller::pod_patch::adopt;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::ResourceExt;
@@ -205,9 +206,10 @@ async fn round_one(
     let service = desired_service(claim, template)?;
     let policy = ensure_claim_policy(ctx, claim, namespace, template);
     let (first, rest) = (pick.first.take(), std::mem::take(&mut pick.rest));
+    let named = pick.named.clone();
     let steal = async {
         match first {
-            Some(first) => take_over(ctx, claim, first, rest, None).await,
+            Some(first) => take_over(ctx, claim, first, rest, None, named.as_deref()).await,
             None => Ok(None),
         }
     };
@@ -377,13 +379,33 @@ fn pool_exhausted(ctx: &Arc<Context>, claim: &SandboxClaim, namespace: &str, cho
     });
 }
 
-/// Deletes a Pod this claim stole but does not need, guarded by its uid.
+/// Makes the claim's Sandbox the controller of `name`, a Pod the claim
+/// controls, unless it already is: one write conditioned on the cached
+/// version. False when the Pod changed or went away since (decide again).
+async fn adopt_for(ctx: &Context, sandbox: &Sandbox, namespace: &str, name: &str) -> Result<bool> {
+    let Some(pod) = ctx
+        .pods
+        .get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace))
+    else {
+        return Ok(false);
+    };
+    if sandbox.uid().is_some() && controller_uid(&pod.metadata) == sandbox.uid().as_deref() {
+        return Ok(true);
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    Ok(adopt(&pods, &pod, sandbox).await?.is_some())
+}
+
+/// Deletes a Pod this claim stole but does not need, guarded by its uid and
+/// the version it was decided on: a Pod written since (another process
+/// serving the same claim adopted it) is kept, and the claim's later
+/// reconciles decide again.
 pub(super) async fn delete_pod(ctx: &Context, pod: &Pod) -> Result<()> {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
     let params = DeleteParams {
         preconditions: Some(Preconditions {
             uid: pod.uid(),
-            resource_version: None,
+            resource_version: pod.resource_version(),
         }),
         ..Default::default()
     };
@@ -441,7 +463,16 @@ pub(super) async fn repair(
         earlier,
         ctx.template_or_get(namespace, template_name).await?,
     ) {
-        (Some(pod), _) => Some(pod),
+        (Some(pod), _) if Some(&pod) == named => Some(pod),
+        // A Pod stolen earlier, maybe by another process serving the same
+        // claim (split brain), which gives it back when it finds the
+        // Sandbox naming another: taken over by the Sandbox first, with a
+        // write conditioned on the version read, so that give-back
+        // (conditioned on the version it stole) can no longer land.
+        (Some(pod), _) => match adopt_for(ctx, sandbox, namespace, &pod).await? {
+            true => Some(pod),
+            false => return Ok(()),
+        },
         (None, Some(template)) => {
             let choice = pool_choice(claim);
             let mut found = candidates(ctx, claim, namespace, &template, &choice);
@@ -451,9 +482,16 @@ pub(super) async fn repair(
             }
             let (first, rest) = reserve_first(ctx, found);
             match first {
-                Some(first) => take_over(ctx, claim, first, rest, sandbox.uid().as_deref())
-                    .await?
-                    .map(|t| t.pod.name_any()),
+                Some(first) => take_over(
+                    ctx,
+                    claim,
+                    first,
+                    rest,
+                    sandbox.uid().as_deref(),
+                    named.map(String::as_str),
+                )
+                .await?
+                .map(|t| t.pod.name_any()),
                 None => None,
             }
         }

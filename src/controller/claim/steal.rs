@@ -25,6 +25,10 @@
 //! claim's Pod and is used as such ([`Taken::by_this_call`] false: this
 //! process never gives it back), so the two processes agree on one Pod
 //! instead of one of them moving on to a second Pod or to a cold start.
+//! That holds only for the Pod the claim's Sandbox names (or will name):
+//! the process that stole any other Pod gives it back when it finds the
+//! Sandbox naming another, and using it here would point the Sandbox, and
+//! the claim's Ready, at a Pod being deleted. Such a Pod counts as lost.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -212,12 +216,16 @@ pub struct Taken {
 /// free candidate, up to [`MAX_STEAL_ATTEMPTS`]. Returns the Pod the claim
 /// now controls, as the API server answered. `sandbox_uid`: the claim's
 /// Sandbox, when it exists already (a Pod it adopted is the claim's too).
+/// `named`: the Pod the Sandbox names or is being created naming, the only
+/// one another process's steal for this claim may hand over (see the
+/// module docs).
 pub async fn take_over(
     ctx: &Context,
     claim: &SandboxClaim,
     first: Arc<Pod>,
     rest: Vec<Arc<Pod>>,
     sandbox_uid: Option<&str>,
+    named: Option<&str>,
 ) -> Result<Option<Taken>> {
     let claim_uid = claim.uid().unwrap_or_default();
     let mut next = Some(first);
@@ -237,9 +245,15 @@ pub async fn take_over(
                     by_this_call: true,
                 }));
             }
-            Ok(StealOutcome::Lost(Some(fresh))) if stolen_for(&fresh, &claim_uid, sandbox_uid) => {
+            Ok(StealOutcome::Lost(Some(fresh)))
+                if stolen_for(&fresh, &claim_uid, sandbox_uid)
+                    && (named == Some(fresh.name_any().as_str())
+                        || (sandbox_uid.is_some()
+                            && controller_uid(&fresh.metadata) == sandbox_uid)) =>
+            {
                 // Another process serving the same claim (split brain) won
-                // this Pod for it: it is this claim's Pod, not a lost race.
+                // the Pod the Sandbox names for it (or the Sandbox already
+                // adopted it): it is this claim's Pod, not a lost race.
                 ctx.reservations.record_steal(&claim_uid, &fresh.name_any());
                 return Ok(Some(Taken {
                     pod: *fresh,

@@ -18,12 +18,10 @@ use tracing::info;
 
 use super::{Observed, Plan, Step, desired_pod, desired_pvcs, reason};
 use crate::api::{ConditionUpdate, Sandbox};
-use crate::controller::pod_patch::{Conditioned, patch_if_unchanged};
+use crate::controller::pod_patch::adopt;
 use crate::controller::repoint::point_sandbox_at;
-use crate::controller::takeover::adopt_patch;
 use crate::controller::{
-    Context, Error, Result, controller_ref, create_owned, is_conflict, is_not_found,
-    is_terminating, kube_err,
+    Context, Error, Result, create_owned, is_conflict, is_not_found, is_terminating, kube_err,
 };
 
 /// What the act phase leaves for the record phase.
@@ -233,19 +231,4 @@ async fn unname(ctx: &Context, sandbox: &Sandbox) -> Result<Outcome> {
         }
         Err(e) => Err(e),
     }
-}
-
-/// Takes over `pod` for the Sandbox. Returns the Pod as written, or `None`
-/// when the Pod changed since it was read (someone else wrote first).
-///
-/// Guarantee: ONE write, conditioned on the resourceVersion read
-/// ([`adopt_patch`]); a Pod owned by anything other than this Sandbox's
-/// claim is never passed here ([`super::may_adopt`]).
-async fn adopt(pods: &Api<Pod>, pod: &Pod, sandbox: &Sandbox) -> Result<Option<Pod>> {
-    let patch = adopt_patch(pod, &sandbox.name_any(), controller_ref(sandbox)?)
-        .ok_or(Error::Incomplete("pod resourceVersion"))?;
-    Ok(match patch_if_unchanged(pods, pod, patch, "adopt").await? {
-        Conditioned::Written(adopted) => Some(adopted),
-        Conditioned::Lost(_) => None,
-    })
 }
