@@ -458,21 +458,22 @@ pub(super) async fn repair(
 ) -> Result<()> {
     let template_name = &claim.spec.sandbox_template_ref.name;
     let named = sandbox.annotations().get(POD_NAME_ANNOTATION);
-    let earlier = earlier_pod(ctx, claim_uid);
+    // A Pod stolen earlier, maybe by another process serving the same
+    // claim (split brain), which gives it back when it finds the Sandbox
+    // naming another: the Sandbox takes it over first, with a write
+    // conditioned on the version read, so that give-back (conditioned on
+    // the version it stole) can no longer land. One that changed or went
+    // away since is passed over.
+    let earlier = match earlier_pod(ctx, claim_uid) {
+        Some(pod) if Some(&pod) == named => return Ok(()),
+        Some(pod) if adopt_for(ctx, sandbox, namespace, &pod).await? => Some(pod),
+        _ => None,
+    };
     let serving = match (
         earlier,
         ctx.template_or_get(namespace, template_name).await?,
     ) {
-        (Some(pod), _) if Some(&pod) == named => Some(pod),
-        // A Pod stolen earlier, maybe by another process serving the same
-        // claim (split brain), which gives it back when it finds the
-        // Sandbox naming another: taken over by the Sandbox first, with a
-        // write conditioned on the version read, so that give-back
-        // (conditioned on the version it stole) can no longer land.
-        (Some(pod), _) => match adopt_for(ctx, sandbox, namespace, &pod).await? {
-            true => Some(pod),
-            false => return Ok(()),
-        },
+        (Some(pod), _) => Some(pod),
         (None, Some(template)) => {
             let choice = pool_choice(claim);
             let mut found = candidates(ctx, claim, namespace, &template, &choice);
