@@ -15,3 +15,4 @@ mod critical;
 mod harness;
 mod random;
 mod scenarios;
+mod watches;
