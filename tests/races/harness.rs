@@ -259,6 +259,26 @@ pub fn idle_ready_pods(fake: &FakeApiServer) -> Vec<String> {
         .collect()
 }
 
+/// A running operator, its pool of `replicas` full, and claim `c` served
+/// warm from it. The kubelet stub's handle comes back too: dropping it
+/// stops the kubelet.
+pub async fn one_warm_claim(
+    replicas: i32,
+) -> (FakeApiServer, Operator, tokio::task::JoinHandle<()>) {
+    let fake = fake_with_pool(replicas);
+    let kubelet = kubelet(&fake, Duration::from_millis(2));
+    let mut operator = Operator::start(&fake, "a").await;
+    operator.run();
+    wait_until("the pool is full", || {
+        idle_ready_pods(&fake).len() == replicas as usize
+    })
+    .await;
+    create_claim(&fake, "c");
+    wait_until("the claim is Ready", || check_invariants(&fake).len() == 1).await;
+    assert_eq!(check_invariants(&fake)["c"].0, "warm");
+    (fake, operator, kubelet)
+}
+
 /// Prints every stored change of the objects with these names and every
 /// request whose path ends in one, in order: what a failed invariant needs
 /// to be understood from its output alone.

@@ -383,14 +383,7 @@ async fn a_sandbox_adopts_only_the_pod_its_claim_stole_and_only_the_version_it_r
 
 #[tokio::test]
 async fn a_steal_is_refilled_once_without_over_creating() {
-    let fake = fake_with_pool(2);
-    let _kubelet = kubelet(&fake, Duration::from_millis(2));
-    let mut operator = Operator::start(&fake, "a").await;
-    operator.run();
-    wait_until("the pool is full", || idle_ready_pods(&fake).len() == 2).await;
-    create_claim(&fake, "c");
-    wait_until("the claim is Ready", || check_invariants(&fake).len() == 1).await;
-    assert_eq!(check_invariants(&fake)["c"].0, "warm");
+    let (fake, _operator, _kubelet) = one_warm_claim(2).await;
     wait_until("the pool refilled", || idle_ready_pods(&fake).len() == 2).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let created = fake

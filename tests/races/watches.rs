@@ -7,20 +7,12 @@
 //! made then was served cold.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use crate::harness::*;
 
 #[tokio::test]
 async fn each_kind_is_watched_once_and_the_pool_fills_from_the_shared_cache() {
-    let fake = fake_with_pool(2);
-    let _kubelet = kubelet(&fake, Duration::from_millis(2));
-    let mut operator = Operator::start(&fake, "a").await;
-    operator.run();
-    wait_until("the pool is full", || idle_ready_pods(&fake).len() >= 2).await;
-    create_claim(&fake, "c");
-    wait_until("the claim is Ready", || check_invariants(&fake).len() == 1).await;
-    assert_eq!(check_invariants(&fake)["c"].0, "warm");
+    let (fake, _operator, _kubelet) = one_warm_claim(2).await;
 
     let mut watches: BTreeMap<String, usize> = BTreeMap::new();
     for request in fake.log() {
