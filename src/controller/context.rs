@@ -21,10 +21,11 @@ use super::cache::{Intake, cache, slim_meta};
 use super::index::PodIndex;
 use super::lean_pod::LeanPod;
 use super::memo::WriteMemo;
-use super::{takeover, warmpool};
-use crate::api::{
-    ORIGIN_POOL_LABEL, SANDBOX_LABEL, Sandbox, SandboxClaim, SandboxTemplate, SandboxWarmPool,
+use super::triggers::{
+    pod_trigger, pool_trigger, sandbox_trigger, service_trigger, template_trigger,
 };
+use super::{takeover, warmpool};
+use crate::api::{ORIGIN_POOL_LABEL, Sandbox, SandboxClaim, SandboxTemplate, SandboxWarmPool};
 use crate::metrics::Metrics;
 
 /// Label on every object the operator creates; the Pod cache watches only these.
@@ -178,54 +179,20 @@ impl Context {
         metrics: Arc<Metrics>,
         health: Arc<crate::admin::Health>,
     ) -> anyhow::Result<(Arc<Self>, Triggers)> {
-        let (pool_tx, pool_triggers) = mpsc::unbounded();
-        let (sandbox_tx, sandbox_triggers) = mpsc::unbounded();
-        let (claim_tx, claims) = mpsc::unbounded();
-        let index = Arc::new(PodIndex::default());
         let spawner = CacheSpawner {
             client: &client,
             config: &config,
             health: &health,
         };
-        // Pods are decoded straight into what the cache keeps (see `lean_pod`).
-        let pods = spawner.spawn_decoded(
-            "pods",
-            true,
-            Intake {
-                into: LeanPod::into_pod,
-                slim: slim_meta,
-            },
-            pod_trigger(Arc::clone(&index), pool_tx.clone(), sandbox_tx.clone()),
-        );
-        // The one pool watch: the pool controller reconciles from this cache
-        // (see `run`), so a pool it fills is always one the claim path sees.
-        let pools = spawner.spawn("pools", false, slim_meta, pool_trigger(pool_tx.clone()));
-        let templates = spawner.spawn(
-            "templates",
-            false,
-            slim_meta,
-            template_trigger(pools.clone(), pool_tx),
-        );
-        // The Sandbox controller, like the pool controller, has no watch of
-        // its own: these two caches wake it (see `run`).
-        let services = spawner.spawn(
-            "services",
-            true,
-            slim_meta,
-            service_trigger(sandbox_tx.clone()),
-        );
-        let sandboxes = spawner.spawn(
-            "sandboxes",
-            false,
-            slim_meta,
-            sandbox_trigger(sandbox_tx, claim_tx),
-        );
-        pods.wait_until_ready().await?;
-        pools.wait_until_ready().await?;
-        templates.wait_until_ready().await?;
-        services.wait_until_ready().await?;
-        sandboxes.wait_until_ready().await?;
-
+        let (caches, triggers) = spawner.spawn_all().await?;
+        let Caches {
+            pods,
+            pools,
+            templates,
+            services,
+            sandboxes,
+            index,
+        } = caches;
         let recorder = Recorder::new(
             client.clone(),
             Reporter {
@@ -254,14 +221,7 @@ impl Context {
             recorder,
         });
         super::janitor::start(&ctx);
-        Ok((
-            ctx,
-            Triggers {
-                pools: pool_triggers,
-                sandboxes: sandbox_triggers,
-                claims,
-            },
-        ))
+        Ok((ctx, triggers))
     }
 
     /// Publishes an Event about `obj` unless Events are switched off. A
@@ -337,6 +297,16 @@ impl Context {
     }
 }
 
+/// The caches [`Context::start`] puts into the context.
+struct Caches {
+    pods: Store<Pod>,
+    pools: Store<SandboxWarmPool>,
+    templates: Store<SandboxTemplate>,
+    services: Store<Service>,
+    sandboxes: Store<Sandbox>,
+    index: Arc<PodIndex>,
+}
+
 /// Starts the watch caches of one process, all on the watched scope.
 struct CacheSpawner<'a> {
     client: &'a Client,
@@ -345,6 +315,67 @@ struct CacheSpawner<'a> {
 }
 
 impl CacheSpawner<'_> {
+    /// Starts every cache with its trigger (see [`super::triggers`]) and
+    /// returns once each has its initial list.
+    async fn spawn_all(&self) -> anyhow::Result<(Caches, Triggers)> {
+        let (pool_tx, pool_triggers) = mpsc::unbounded();
+        let (sandbox_tx, sandbox_triggers) = mpsc::unbounded();
+        let (claim_tx, claims) = mpsc::unbounded();
+        let index = Arc::new(PodIndex::default());
+        // Pods are decoded straight into what the cache keeps (see `lean_pod`).
+        let pods = self.spawn_decoded(
+            "pods",
+            true,
+            Intake {
+                into: LeanPod::into_pod,
+                slim: slim_meta,
+            },
+            pod_trigger(Arc::clone(&index), pool_tx.clone(), sandbox_tx.clone()),
+        );
+        // The one pool watch: the pool controller reconciles from this cache
+        // (see `run`), so a pool it fills is always one the claim path sees.
+        let pools = self.spawn("pools", false, slim_meta, pool_trigger(pool_tx.clone()));
+        let templates = self.spawn(
+            "templates",
+            false,
+            slim_meta,
+            template_trigger(pools.clone(), pool_tx),
+        );
+        // The Sandbox controller, like the pool controller, has no watch of
+        // its own: these two caches wake it (see `run`).
+        let services = self.spawn(
+            "services",
+            true,
+            slim_meta,
+            service_trigger(sandbox_tx.clone()),
+        );
+        let sandboxes = self.spawn(
+            "sandboxes",
+            false,
+            slim_meta,
+            sandbox_trigger(sandbox_tx, claim_tx),
+        );
+        pods.wait_until_ready().await?;
+        pools.wait_until_ready().await?;
+        templates.wait_until_ready().await?;
+        services.wait_until_ready().await?;
+        sandboxes.wait_until_ready().await?;
+        let caches = Caches {
+            pods,
+            pools,
+            templates,
+            services,
+            sandboxes,
+            index,
+        };
+        let triggers = Triggers {
+            pools: pool_triggers,
+            sandboxes: sandbox_triggers,
+            claims,
+        };
+        Ok((caches, triggers))
+    }
+
     /// Starts the cache of `K` (only objects carrying [`MANAGED_BY_LABEL`]
     /// when `managed_only`), trimmed by `slim`, calling `trigger` after each
     /// applied event; returns its store.
@@ -395,111 +426,5 @@ impl CacheSpawner<'_> {
             trigger,
         ));
         store
-    }
-}
-
-/// The Pod cache's trigger: keeps the Pod index up to date, then wakes the
-/// pools whose decision the event may change (the pool a Pod joined, left or
-/// whose member changed: see [`super::warmpool::members`]; later events of a
-/// Pod a pool lost concern it no longer) and the Sandbox that controls the
-/// Pod or that it was stolen for.
-fn pod_trigger(
-    index: Arc<PodIndex>,
-    pool_tx: mpsc::UnboundedSender<ObjectRef<SandboxWarmPool>>,
-    sandbox_tx: mpsc::UnboundedSender<ObjectRef<Sandbox>>,
-) -> impl Fn(&Pod, bool) {
-    move |pod: &Pod, deleted: bool| {
-        let pools = if deleted {
-            index.deleted(pod).into_iter().collect()
-        } else {
-            index.applied(pod)
-        };
-        let namespace = pod.namespace().unwrap_or_default();
-        let labels = pod.labels();
-        for pool in pools {
-            let _ = pool_tx.unbounded_send(ObjectRef::new(&pool).within(&namespace));
-        }
-        for owner in pod
-            .owner_references()
-            .iter()
-            .filter(|o| o.controller == Some(true) && o.kind == "Sandbox")
-        {
-            let _ = sandbox_tx.unbounded_send(ObjectRef::new(&owner.name).within(&namespace));
-        }
-        // A stolen Pod, before its Sandbox adopts it: the Sandbox waiting
-        // for the steal wakes up (the label is only a trigger; the Sandbox
-        // decides from ownerReferences).
-        if let Some(sandbox) = labels.get(SANDBOX_LABEL) {
-            let _ = sandbox_tx.unbounded_send(ObjectRef::new(sandbox).within(&namespace));
-        }
-    }
-}
-
-/// The pool cache's trigger: wakes the pool itself. The pool controller has
-/// no watch of its own; this is how it learns of a new or changed pool.
-fn pool_trigger(
-    pool_tx: mpsc::UnboundedSender<ObjectRef<SandboxWarmPool>>,
-) -> impl Fn(&SandboxWarmPool, bool) {
-    move |pool: &SandboxWarmPool, deleted: bool| {
-        if !deleted {
-            let _ = pool_tx.unbounded_send(ObjectRef::from_obj(pool));
-        }
-    }
-}
-
-/// The template cache's trigger: wakes the pools of the namespace that use
-/// the template, read from the pool cache.
-fn template_trigger(
-    pools: Store<SandboxWarmPool>,
-    pool_tx: mpsc::UnboundedSender<ObjectRef<SandboxWarmPool>>,
-) -> impl Fn(&SandboxTemplate, bool) {
-    move |template: &SandboxTemplate, _deleted: bool| {
-        let namespace = template.namespace();
-        let name = template.name_any();
-        for pool in pools
-            .state()
-            .iter()
-            .filter(|p| p.namespace() == namespace && p.spec.sandbox_template_ref.name == name)
-        {
-            let _ = pool_tx.unbounded_send(ObjectRef::from_obj(pool.as_ref()));
-        }
-    }
-}
-
-/// The Service cache's trigger: wakes the Sandboxes that own the Service
-/// (a deleted Service is put back by the reconcile).
-fn service_trigger(
-    sandbox_tx: mpsc::UnboundedSender<ObjectRef<Sandbox>>,
-) -> impl Fn(&Service, bool) {
-    move |service: &Service, _deleted: bool| {
-        let namespace = service.namespace().unwrap_or_default();
-        for owner in service
-            .owner_references()
-            .iter()
-            .filter(|o| o.kind == "Sandbox")
-        {
-            let _ = sandbox_tx.unbounded_send(ObjectRef::new(&owner.name).within(&namespace));
-        }
-    }
-}
-
-/// The Sandbox cache's trigger: wakes the Sandbox itself (unless deleted)
-/// and the claim that controls it.
-fn sandbox_trigger(
-    sandbox_tx: mpsc::UnboundedSender<ObjectRef<Sandbox>>,
-    claim_tx: mpsc::UnboundedSender<ObjectRef<SandboxClaim>>,
-) -> impl Fn(&Sandbox, bool) {
-    move |sandbox: &Sandbox, deleted: bool| {
-        if !deleted {
-            let _ = sandbox_tx.unbounded_send(ObjectRef::from_obj(sandbox));
-        }
-        let namespace = sandbox.namespace().unwrap_or_default();
-        for owner in sandbox
-            .owner_references()
-            .iter()
-            .filter(|o| o.controller == Some(true) && o.kind == "SandboxClaim")
-        {
-            let _ = claim_tx.unbounded_send(ObjectRef::new(&owner.name).within(&namespace));
-        }
     }
 }

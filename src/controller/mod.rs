@@ -38,6 +38,7 @@ pub mod sandbox;
 pub mod status_write;
 pub mod takeover;
 pub mod timeline;
+pub mod triggers;
 pub mod warmpool;
 
 pub use context::{

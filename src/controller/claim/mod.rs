@@ -43,6 +43,7 @@
 
 mod desired;
 mod expire;
+mod repair;
 mod serve;
 mod status;
 mod steal;
@@ -161,8 +162,8 @@ async fn observe_and_serve(
         .status
         .as_ref()
         .is_some_and(|s| is_true(&s.conditions, READY));
-    if !ready && serve::needs_repair(ctx, claim_uid, &sandbox) {
-        serve::repair(ctx, claim, &sandbox, namespace, claim_uid).await?;
+    if !ready && repair::needs_repair(ctx, claim_uid, &sandbox) {
+        repair::repair(ctx, claim, &sandbox, namespace, claim_uid).await?;
         return Ok(Action::requeue(Duration::from_millis(200)));
     }
 

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::controller::pod_patch::adopt;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::ResourceExt;
@@ -26,8 +25,8 @@ use crate::controller::admit::admit_sandbox;
 use crate::controller::takeover::pod_key;
 use crate::controller::write_status;
 use crate::controller::{
-    Context, Created, Error, NetworkPolicyMode, Result, controller_uid, create_owned, is_conflict,
-    is_not_found, is_terminating, kube_err, pod_is_ready,
+    Context, Created, Error, NetworkPolicyMode, Result, create_owned, is_conflict, is_not_found,
+    kube_err, pod_is_ready,
 };
 
 /// What serving left the reconcile with.
@@ -338,7 +337,7 @@ async fn round_two(
 
 /// A Pod this claim already stole: in memory, else in the cache (claim-uid
 /// label AND the claim as controller, which only a steal writes).
-fn earlier_pod(ctx: &Context, claim_uid: &str) -> Option<String> {
+pub(super) fn earlier_pod(ctx: &Context, claim_uid: &str) -> Option<String> {
     ctx.reservations.stolen_for(claim_uid).or_else(|| {
         ctx.index
             .labelled_for_claim(claim_uid)
@@ -351,7 +350,11 @@ fn earlier_pod(ctx: &Context, claim_uid: &str) -> Option<String> {
 
 /// Points the Sandbox's `agents.x-k8s.io/pod-name` at `pod` (or removes it:
 /// cold path), conditioned on the Sandbox's resourceVersion.
-async fn repoint(ctx: &Context, sandbox: &Sandbox, pod: Option<&str>) -> Result<Sandbox> {
+pub(super) async fn repoint(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    pod: Option<&str>,
+) -> Result<Sandbox> {
     crate::controller::repoint::point_sandbox_at(&ctx.client, sandbox, pod).await
 }
 
@@ -379,23 +382,6 @@ fn pool_exhausted(ctx: &Arc<Context>, claim: &SandboxClaim, namespace: &str, cho
     });
 }
 
-/// Makes the claim's Sandbox the controller of `name`, a Pod the claim
-/// controls, unless it already is: one write conditioned on the cached
-/// version. False when the Pod changed or went away since (decide again).
-async fn adopt_for(ctx: &Context, sandbox: &Sandbox, namespace: &str, name: &str) -> Result<bool> {
-    let Some(pod) = ctx
-        .pods
-        .get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace))
-    else {
-        return Ok(false);
-    };
-    if sandbox.uid().is_some() && controller_uid(&pod.metadata) == sandbox.uid().as_deref() {
-        return Ok(true);
-    }
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    Ok(adopt(&pods, &pod, sandbox).await?.is_some())
-}
-
 /// Deletes a Pod this claim stole but does not need, guarded by its uid and
 /// the version it was decided on: a Pod written since (another process
 /// serving the same claim adopted it) is kept, and the claim's later
@@ -414,95 +400,6 @@ pub(super) async fn delete_pod(ctx: &Context, pod: &Pod) -> Result<()> {
         Err(e) if is_not_found(&e) || is_conflict(&e) => Ok(()),
         Err(e) => Err(kube_err("delete surplus pod")(e)),
     }
-}
-
-/// Whether a claim's warm Sandbox names a Pod the claim never got: the Pod
-/// is still its pool's (a crash between the Sandbox create and the steal) or
-/// another claim's (a lost race not yet repointed). A Pod that is gone is
-/// not repaired here: the Sandbox controller starts a new one.
-pub(super) fn needs_repair(ctx: &Context, claim_uid: &str, sandbox: &Sandbox) -> bool {
-    let Some(named) = sandbox.annotations().get(POD_NAME_ANNOTATION) else {
-        return false;
-    };
-    if ctx.reservations.stolen_for(claim_uid).as_deref() == Some(named.as_str()) {
-        return false;
-    }
-    let namespace = sandbox.namespace().unwrap_or_default();
-    let Some(pod) = ctx
-        .pods
-        .get(&kube::runtime::reflector::ObjectRef::new(named).within(&namespace))
-    else {
-        return false;
-    };
-    let controller = controller_uid(&pod.metadata);
-    !is_terminating(pod.as_ref())
-        && controller.is_some()
-        && controller != Some(claim_uid)
-        && controller != sandbox.metadata.uid.as_deref()
-}
-
-/// Steals a Pod for a claim whose Sandbox names one it never got, and
-/// points the Sandbox at it, or at none (cold path).
-///
-/// The named Pod is tried first: the cache that called for the repair may
-/// be behind a steal of it still in flight (this process's retry, or
-/// another process serving the same claim). Stealing it, or finding on
-/// the re-read that it was stolen for this claim, keeps the Sandbox as it
-/// is; only a Pod that went to someone else moves the Sandbox.
-pub(super) async fn repair(
-    ctx: &Arc<Context>,
-    claim: &SandboxClaim,
-    sandbox: &Sandbox,
-    namespace: &str,
-    claim_uid: &str,
-) -> Result<()> {
-    let template_name = &claim.spec.sandbox_template_ref.name;
-    let named = sandbox.annotations().get(POD_NAME_ANNOTATION);
-    // A Pod stolen earlier, maybe by another process serving the same
-    // claim (split brain), which gives it back when it finds the Sandbox
-    // naming another: the Sandbox takes it over first, with a write
-    // conditioned on the version read, so that give-back (conditioned on
-    // the version it stole) can no longer land. One that changed or went
-    // away since is passed over.
-    let earlier = match earlier_pod(ctx, claim_uid) {
-        Some(pod) if Some(&pod) == named => return Ok(()),
-        Some(pod) if adopt_for(ctx, sandbox, namespace, &pod).await? => Some(pod),
-        _ => None,
-    };
-    let serving = match (
-        earlier,
-        ctx.template_or_get(namespace, template_name).await?,
-    ) {
-        (Some(pod), _) => Some(pod),
-        (None, Some(template)) => {
-            let choice = pool_choice(claim);
-            let mut found = candidates(ctx, claim, namespace, &template, &choice);
-            if let Some(at) = found.iter().position(|p| Some(&p.name_any()) == named) {
-                let named = found.remove(at);
-                found.insert(0, named);
-            }
-            let (first, rest) = reserve_first(ctx, found);
-            match first {
-                Some(first) => take_over(
-                    ctx,
-                    claim,
-                    first,
-                    rest,
-                    sandbox.uid().as_deref(),
-                    named.map(String::as_str),
-                )
-                .await?
-                .map(|t| t.pod.name_any()),
-                None => None,
-            }
-        }
-        (None, None) => None,
-    };
-    if serving.as_ref() == named {
-        return Ok(());
-    }
-    warn!(pod = ?serving, "the Sandbox named a Pod this claim never got; pointing it at the Pod now serving");
-    repoint(ctx, sandbox, serving.as_deref()).await.map(|_| ())
 }
 
 /// Makes sure the template's NetworkPolicy exists (checked against the API

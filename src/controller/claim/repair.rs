@@ -1,0 +1,130 @@
+//! Repairing a claim whose warm Sandbox names a Pod the claim never got (a
+//! crash between the Sandbox create and the steal, or a race lost to
+//! another claim): steal again, or adopt a Pod stolen earlier, and point
+//! the Sandbox at it, or at none (cold path).
+//!
+//! Guarantee: the Sandbox is pointed only at a Pod this process just stole,
+//! the Pod it already names, or an earlier Pod the Sandbox has adopted with
+//! a write conditioned on the version read, so a give-back delete by
+//! another process serving the same claim (conditioned on the version it
+//! stole) cannot remove the Pod the Sandbox is pointed at.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::Api;
+use tracing::warn;
+
+use super::desired::pool_choice;
+use super::serve::{earlier_pod, repoint};
+use super::steal::{candidates, reserve_first, take_over};
+use crate::api::{POD_NAME_ANNOTATION, Sandbox, SandboxClaim};
+use crate::controller::pod_patch::adopt;
+use crate::controller::{Context, Result, controller_uid, is_terminating};
+
+/// Whether a claim's warm Sandbox names a Pod the claim never got: the Pod
+/// is still its pool's (a crash between the Sandbox create and the steal) or
+/// another claim's (a lost race not yet repointed). A Pod that is gone is
+/// not repaired here: the Sandbox controller starts a new one.
+pub(super) fn needs_repair(ctx: &Context, claim_uid: &str, sandbox: &Sandbox) -> bool {
+    let Some(named) = sandbox.annotations().get(POD_NAME_ANNOTATION) else {
+        return false;
+    };
+    if ctx.reservations.stolen_for(claim_uid).as_deref() == Some(named.as_str()) {
+        return false;
+    }
+    let namespace = sandbox.namespace().unwrap_or_default();
+    let Some(pod) = ctx
+        .pods
+        .get(&kube::runtime::reflector::ObjectRef::new(named).within(&namespace))
+    else {
+        return false;
+    };
+    let controller = controller_uid(&pod.metadata);
+    !is_terminating(pod.as_ref())
+        && controller.is_some()
+        && controller != Some(claim_uid)
+        && controller != sandbox.metadata.uid.as_deref()
+}
+
+/// Steals a Pod for a claim whose Sandbox names one it never got, and
+/// points the Sandbox at it, or at none (cold path).
+///
+/// The named Pod is tried first: the cache that called for the repair may
+/// be behind a steal of it still in flight (this process's retry, or
+/// another process serving the same claim). Stealing it, or finding on
+/// the re-read that it was stolen for this claim, keeps the Sandbox as it
+/// is; only a Pod that went to someone else moves the Sandbox.
+pub(super) async fn repair(
+    ctx: &Arc<Context>,
+    claim: &SandboxClaim,
+    sandbox: &Sandbox,
+    namespace: &str,
+    claim_uid: &str,
+) -> Result<()> {
+    let template_name = &claim.spec.sandbox_template_ref.name;
+    let named = sandbox.annotations().get(POD_NAME_ANNOTATION);
+    // A Pod stolen earlier, maybe by another process serving the same
+    // claim (split brain), which gives it back when it finds the Sandbox
+    // naming another: the Sandbox takes it over first, with a write
+    // conditioned on the version read, so that give-back (conditioned on
+    // the version it stole) can no longer land. One that changed or went
+    // away since is passed over.
+    let earlier = match earlier_pod(ctx, claim_uid) {
+        Some(pod) if Some(&pod) == named => return Ok(()),
+        Some(pod) if adopt_for(ctx, sandbox, namespace, &pod).await? => Some(pod),
+        _ => None,
+    };
+    let serving = match (
+        earlier,
+        ctx.template_or_get(namespace, template_name).await?,
+    ) {
+        (Some(pod), _) => Some(pod),
+        (None, Some(template)) => {
+            let choice = pool_choice(claim);
+            let mut found = candidates(ctx, claim, namespace, &template, &choice);
+            if let Some(at) = found.iter().position(|p| Some(&p.name_any()) == named) {
+                let named = found.remove(at);
+                found.insert(0, named);
+            }
+            let (first, rest) = reserve_first(ctx, found);
+            match first {
+                Some(first) => take_over(
+                    ctx,
+                    claim,
+                    first,
+                    rest,
+                    sandbox.uid().as_deref(),
+                    named.map(String::as_str),
+                )
+                .await?
+                .map(|t| t.pod.name_any()),
+                None => None,
+            }
+        }
+        (None, None) => None,
+    };
+    if serving.as_ref() == named {
+        return Ok(());
+    }
+    warn!(pod = ?serving, "the Sandbox named a Pod this claim never got; pointing it at the Pod now serving");
+    repoint(ctx, sandbox, serving.as_deref()).await.map(|_| ())
+}
+
+/// Makes the claim's Sandbox the controller of `name`, a Pod the claim
+/// controls, unless it already is: one write conditioned on the cached
+/// version. False when the Pod changed or went away since (decide again).
+async fn adopt_for(ctx: &Context, sandbox: &Sandbox, namespace: &str, name: &str) -> Result<bool> {
+    let Some(pod) = ctx
+        .pods
+        .get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace))
+    else {
+        return Ok(false);
+    };
+    if sandbox.uid().is_some() && controller_uid(&pod.metadata) == sandbox.uid().as_deref() {
+        return Ok(true);
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    Ok(adopt(&pods, &pod, sandbox).await?.is_some())
+}

@@ -1,0 +1,123 @@
+//! What each cache event wakes: the reconciles whose decision the event may
+//! change. The Sandbox and pool controllers have no watches of their own
+//! (see `run`), so these triggers are how they learn of every change.
+//!
+//! Guarantee: a trigger runs after its cache applied the event (see
+//! `cache`), so the reconcile it wakes never reads an older cache than the
+//! event; it decides from ownerReferences, a label only ever wakes.
+
+use std::sync::Arc;
+
+use futures::channel::mpsc;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::ResourceExt;
+use kube::runtime::reflector::{ObjectRef, Store};
+
+use super::index::PodIndex;
+use crate::api::{SANDBOX_LABEL, Sandbox, SandboxClaim, SandboxTemplate, SandboxWarmPool};
+
+/// The Pod cache's trigger: keeps the Pod index up to date, then wakes the
+/// pools whose decision the event may change (the pool a Pod joined, left or
+/// whose member changed: see [`super::warmpool::members`]; later events of a
+/// Pod a pool lost concern it no longer) and the Sandbox that controls the
+/// Pod or that it was stolen for.
+pub(super) fn pod_trigger(
+    index: Arc<PodIndex>,
+    pool_tx: mpsc::UnboundedSender<ObjectRef<SandboxWarmPool>>,
+    sandbox_tx: mpsc::UnboundedSender<ObjectRef<Sandbox>>,
+) -> impl Fn(&Pod, bool) {
+    move |pod: &Pod, deleted: bool| {
+        let pools = if deleted {
+            index.deleted(pod).into_iter().collect()
+        } else {
+            index.applied(pod)
+        };
+        let namespace = pod.namespace().unwrap_or_default();
+        let labels = pod.labels();
+        for pool in pools {
+            let _ = pool_tx.unbounded_send(ObjectRef::new(&pool).within(&namespace));
+        }
+        for owner in pod
+            .owner_references()
+            .iter()
+            .filter(|o| o.controller == Some(true) && o.kind == "Sandbox")
+        {
+            let _ = sandbox_tx.unbounded_send(ObjectRef::new(&owner.name).within(&namespace));
+        }
+        // A stolen Pod, before its Sandbox adopts it: the Sandbox waiting
+        // for the steal wakes up (the label is only a trigger; the Sandbox
+        // decides from ownerReferences).
+        if let Some(sandbox) = labels.get(SANDBOX_LABEL) {
+            let _ = sandbox_tx.unbounded_send(ObjectRef::new(sandbox).within(&namespace));
+        }
+    }
+}
+
+/// The pool cache's trigger: wakes the pool itself. The pool controller has
+/// no watch of its own; this is how it learns of a new or changed pool.
+pub(super) fn pool_trigger(
+    pool_tx: mpsc::UnboundedSender<ObjectRef<SandboxWarmPool>>,
+) -> impl Fn(&SandboxWarmPool, bool) {
+    move |pool: &SandboxWarmPool, deleted: bool| {
+        if !deleted {
+            let _ = pool_tx.unbounded_send(ObjectRef::from_obj(pool));
+        }
+    }
+}
+
+/// The template cache's trigger: wakes the pools of the namespace that use
+/// the template, read from the pool cache.
+pub(super) fn template_trigger(
+    pools: Store<SandboxWarmPool>,
+    pool_tx: mpsc::UnboundedSender<ObjectRef<SandboxWarmPool>>,
+) -> impl Fn(&SandboxTemplate, bool) {
+    move |template: &SandboxTemplate, _deleted: bool| {
+        let namespace = template.namespace();
+        let name = template.name_any();
+        for pool in pools
+            .state()
+            .iter()
+            .filter(|p| p.namespace() == namespace && p.spec.sandbox_template_ref.name == name)
+        {
+            let _ = pool_tx.unbounded_send(ObjectRef::from_obj(pool.as_ref()));
+        }
+    }
+}
+
+/// The Service cache's trigger: wakes the Sandboxes that own the Service
+/// (a deleted Service is put back by the reconcile).
+pub(super) fn service_trigger(
+    sandbox_tx: mpsc::UnboundedSender<ObjectRef<Sandbox>>,
+) -> impl Fn(&Service, bool) {
+    move |service: &Service, _deleted: bool| {
+        let namespace = service.namespace().unwrap_or_default();
+        for owner in service
+            .owner_references()
+            .iter()
+            .filter(|o| o.kind == "Sandbox")
+        {
+            let _ = sandbox_tx.unbounded_send(ObjectRef::new(&owner.name).within(&namespace));
+        }
+    }
+}
+
+/// The Sandbox cache's trigger: wakes the Sandbox itself (unless deleted)
+/// and the claim that controls it.
+pub(super) fn sandbox_trigger(
+    sandbox_tx: mpsc::UnboundedSender<ObjectRef<Sandbox>>,
+    claim_tx: mpsc::UnboundedSender<ObjectRef<SandboxClaim>>,
+) -> impl Fn(&Sandbox, bool) {
+    move |sandbox: &Sandbox, deleted: bool| {
+        if !deleted {
+            let _ = sandbox_tx.unbounded_send(ObjectRef::from_obj(sandbox));
+        }
+        let namespace = sandbox.namespace().unwrap_or_default();
+        for owner in sandbox
+            .owner_references()
+            .iter()
+            .filter(|o| o.controller == Some(true) && o.kind == "SandboxClaim")
+        {
+            let _ = claim_tx.unbounded_send(ObjectRef::new(&owner.name).within(&namespace));
+        }
+    }
+}
