@@ -185,14 +185,6 @@ impl Context {
             health: &health,
         };
         let (caches, triggers) = spawner.spawn_all().await?;
-        let Caches {
-            pods,
-            pools,
-            templates,
-            services,
-            sandboxes,
-            index,
-        } = caches;
         let recorder = Recorder::new(
             client.clone(),
             Reporter {
@@ -204,12 +196,12 @@ impl Context {
             client,
             config,
             metrics,
-            pods,
-            templates,
-            services,
-            sandboxes,
-            pools,
-            index,
+            pods: caches.pods,
+            templates: caches.templates,
+            services: caches.services,
+            sandboxes: caches.sandboxes,
+            pools: caches.pools,
+            index: caches.index,
             health,
             backoff: Default::default(),
             reservations: Default::default(),
