@@ -57,19 +57,16 @@ pub(super) async fn cache<W, K, F>(
         .modify(slim);
     let mut stream = std::pin::pin!(stream);
     let reader = writer.as_reader();
-    // Keys present before a re-list, and the objects the re-list brought.
-    let mut before_relist: Vec<ObjectRef<K>> = Vec::new();
+    // Objects present before a re-list (whole, so a trigger can still read
+    // the owners and labels of one that went away), and those it brought.
+    let mut before_relist: Vec<std::sync::Arc<K>> = Vec::new();
     let mut relisted: Vec<K> = Vec::new();
     while let Some(event) = stream.next().await {
         match event {
             Ok(event) => {
                 health.watch_event(what);
                 if matches!(event, watcher::Event::Init) {
-                    before_relist = reader
-                        .state()
-                        .iter()
-                        .map(|o| ObjectRef::from_obj(o.as_ref()))
-                        .collect();
+                    before_relist = reader.state();
                     relisted.clear();
                 }
                 writer.apply_watcher_event(&event);
@@ -86,10 +83,11 @@ pub(super) async fn cache<W, K, F>(
                         for obj in relisted.drain(..) {
                             trigger(&obj, false);
                         }
-                        for gone in before_relist.drain(..).filter(|r| !present.contains(r)) {
-                            if let Some(obj) = gone_object(&gone) {
-                                trigger(&obj, true);
-                            }
+                        for gone in before_relist
+                            .drain(..)
+                            .filter(|o| !present.contains(&ObjectRef::from_obj(o.as_ref())))
+                        {
+                            trigger(gone.as_ref(), true);
                         }
                     }
                     watcher::Event::Init => {}
@@ -112,20 +110,6 @@ fn convert<W, K>(event: watcher::Event<W>, into: fn(W) -> K) -> watcher::Event<K
         watcher::Event::Init => watcher::Event::Init,
         watcher::Event::InitDone => watcher::Event::InitDone,
     }
-}
-
-/// A stand-in object carrying only the name and namespace of something that
-/// went away during a re-list (the triggers read only metadata).
-fn gone_object<K>(reference: &ObjectRef<K>) -> Option<K>
-where
-    K: Resource<DynamicType = ()> + serde::de::DeserializeOwned,
-{
-    let value = serde_json::json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "metadata": {"name": reference.name, "namespace": reference.namespace},
-    });
-    serde_json::from_value(value).ok()
 }
 
 /// Drops `managedFields`, which no controller reads (every cache).

@@ -79,8 +79,7 @@ pub async fn patch_if_unchanged(
 ///
 /// Guarantee: ONE write, conditioned on the resourceVersion read
 /// ([`adopt_patch`]); a Pod owned by anything other than this Sandbox's
-/// claim is ever passed here (the Sandbox's `may_adopt`; the claim's
-/// repair, for a Pod the claim controls).
+/// claim is never passed here (the Sandbox's `may_adopt` decides).
 pub async fn adopt(pods: &Api<Pod>, pod: &Pod, sandbox: &Sandbox) -> Result<Option<Pod>> {
     let patch = adopt_patch(pod, &sandbox.name_any(), controller_ref(sandbox)?)
         .ok_or(Error::Incomplete("pod resourceVersion"))?;

@@ -223,6 +223,18 @@ impl Reservations {
         );
     }
 
+    /// Forgets that `pod_name` serves `claim_uid` (it was given back).
+    pub fn forget_steal(&self, claim_uid: &str, pod_name: &str) {
+        let mut state = self.inner.lock().expect("reservation lock");
+        if state
+            .claims
+            .get(claim_uid)
+            .is_some_and(|(name, _)| name == pod_name)
+        {
+            state.claims.remove(claim_uid);
+        }
+    }
+
     /// The Pod this process stole for a claim, if it remembers one.
     pub fn stolen_for(&self, claim_uid: &str) -> Option<String> {
         let state = self.inner.lock().expect("reservation lock");
@@ -315,6 +327,26 @@ mod tests {
             pool_uids,
             spread_key: key,
         }
+    }
+
+    #[test]
+    fn a_given_back_pod_is_forgotten_only_for_its_claim() {
+        let r = Reservations::default();
+        r.record_steal("claim-a", "p1");
+        r.forget_steal("claim-a", "p2");
+        assert_eq!(
+            r.stolen_for("claim-a").as_deref(),
+            Some("p1"),
+            "another Pod"
+        );
+        r.forget_steal("claim-b", "p1");
+        assert_eq!(
+            r.stolen_for("claim-a").as_deref(),
+            Some("p1"),
+            "another claim"
+        );
+        r.forget_steal("claim-a", "p1");
+        assert_eq!(r.stolen_for("claim-a"), None);
     }
 
     #[test]

@@ -107,10 +107,9 @@ async fn seeded_bursts_on_one_operator_serve_every_claim_once_and_leak_nothing()
 /// naming another Pod and gave G back by deleting it, while X, whose own
 /// steal had failed, found G stolen for c, pointed the Sandbox at it and
 /// wrote Ready. Fixed by: another process's steal is used only for the
-/// Pod the Sandbox names (`claim/steal.rs`), a repair adopts an earlier
-/// Pod before pointing the Sandbox at it, and a give-back delete is
+/// Pod the Sandbox names (`claim/steal.rs`), and a give-back delete is
 /// conditioned on the version it was decided on (`claim/serve.rs`), so of
-/// the adopt and the delete only one lands.
+/// the Sandbox's adoption and the delete only one lands.
 #[tokio::test]
 async fn seeded_bursts_on_two_operators_at_once_serve_every_claim_once() {
     for seed in [11, 12, 13] {

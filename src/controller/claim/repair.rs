@@ -1,26 +1,25 @@
 //! Repairing a claim whose warm Sandbox names a Pod the claim never got (a
 //! crash between the Sandbox create and the steal, or a race lost to
-//! another claim): steal again, or adopt a Pod stolen earlier, and point
-//! the Sandbox at it, or at none (cold path).
+//! another claim): use a Pod stolen earlier or steal again, and point the
+//! Sandbox at it, or at none (cold path).
 //!
-//! Guarantee: the Sandbox is pointed only at a Pod this process just stole,
-//! the Pod it already names, or an earlier Pod the Sandbox has adopted with
-//! a write conditioned on the version read, so a give-back delete by
-//! another process serving the same claim (conditioned on the version it
-//! stole) cannot remove the Pod the Sandbox is pointed at.
+//! Guarantee: a repair never writes the claim's Ready. It points the
+//! Sandbox (a write conditioned on the Sandbox's version) at a Pod the
+//! claim holds, or at none; the Sandbox adopts that Pod with a write
+//! conditioned on the Pod's version before its status, and so the claim's,
+//! can say Ready. A Pod that another process serving the same claim gives
+//! back first (a delete conditioned on the version it stole) is gone
+//! before the adoption, and the Sandbox starts a Pod of its own instead.
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use kube::api::Api;
 use tracing::warn;
 
 use super::desired::pool_choice;
 use super::serve::{earlier_pod, repoint};
 use super::steal::{candidates, reserve_first, take_over};
 use crate::api::{POD_NAME_ANNOTATION, Sandbox, SandboxClaim};
-use crate::controller::pod_patch::adopt;
 use crate::controller::{Context, Result, controller_uid, is_terminating};
 
 /// Whether a claim's warm Sandbox names a Pod the claim never got: the Pod
@@ -65,16 +64,9 @@ pub(super) async fn repair(
 ) -> Result<()> {
     let template_name = &claim.spec.sandbox_template_ref.name;
     let named = sandbox.annotations().get(POD_NAME_ANNOTATION);
-    // A Pod stolen earlier, maybe by another process serving the same
-    // claim (split brain), which gives it back when it finds the Sandbox
-    // naming another: the Sandbox takes it over first, with a write
-    // conditioned on the version read, so that give-back (conditioned on
-    // the version it stole) can no longer land. One that changed or went
-    // away since is passed over.
     let earlier = match earlier_pod(ctx, claim_uid) {
         Some(pod) if Some(&pod) == named => return Ok(()),
-        Some(pod) if adopt_for(ctx, sandbox, namespace, &pod).await? => Some(pod),
-        _ => None,
+        earlier => earlier,
     };
     let serving = match (
         earlier,
@@ -110,21 +102,4 @@ pub(super) async fn repair(
     }
     warn!(pod = ?serving, "the Sandbox named a Pod this claim never got; pointing it at the Pod now serving");
     repoint(ctx, sandbox, serving.as_deref()).await.map(|_| ())
-}
-
-/// Makes the claim's Sandbox the controller of `name`, a Pod the claim
-/// controls, unless it already is: one write conditioned on the cached
-/// version. False when the Pod changed or went away since (decide again).
-async fn adopt_for(ctx: &Context, sandbox: &Sandbox, namespace: &str, name: &str) -> Result<bool> {
-    let Some(pod) = ctx
-        .pods
-        .get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace))
-    else {
-        return Ok(false);
-    };
-    if sandbox.uid().is_some() && controller_uid(&pod.metadata) == sandbox.uid().as_deref() {
-        return Ok(true);
-    }
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    Ok(adopt(&pods, &pod, sandbox).await?.is_some())
 }

@@ -383,10 +383,14 @@ fn pool_exhausted(ctx: &Arc<Context>, claim: &SandboxClaim, namespace: &str, cho
 }
 
 /// Deletes a Pod this claim stole but does not need, guarded by its uid and
-/// the version it was decided on: a Pod written since (another process
-/// serving the same claim adopted it) is kept, and the claim's later
-/// reconciles decide again.
+/// the version it was decided on: a Pod written since (the claim's Sandbox
+/// adopted it, its status moved) is kept, and `give_back_surplus` decides
+/// again once the Sandbox is Ready.
 pub(super) async fn delete_pod(ctx: &Context, pod: &Pod) -> Result<()> {
+    // Given back: no later reconcile of the claim may count on it.
+    if let Some(claim_uid) = pod.labels().get(crate::api::CLAIM_UID_LABEL) {
+        ctx.reservations.forget_steal(claim_uid, &pod.name_any());
+    }
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
     let params = DeleteParams {
         preconditions: Some(Preconditions {
