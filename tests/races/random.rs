@@ -102,7 +102,7 @@ async fn seeded_bursts_on_one_operator_serve_every_claim_once_and_leak_nothing()
 ///
 /// Found by this test (3 runs in 30 failed after the Sandbox controller
 /// moved onto the shared caches, which changed the timing; 0 in 30 before,
-/// 0 in 100 after the fix): a claim Ready on a Pod that no longer existed.
+/// 0 in 80 after the fix): a claim Ready on a Pod that no longer existed.
 /// Operator Y stole Pod G for claim c, found c's Sandbox (made by X)
 /// naming another Pod and gave G back by deleting it, while X, whose own
 /// steal had failed, found G stolen for c, pointed the Sandbox at it and
