@@ -339,7 +339,7 @@ impl CacheSpawner<'_> {
             "services",
             true,
             slim_meta,
-            service_trigger(sandbox_tx.clone()),
+            service_trigger(sandbox_tx.clone(), claim_tx.clone()),
         );
         let sandboxes = self.spawn(
             "sandboxes",

@@ -51,6 +51,13 @@ impl WriteMemo {
         memo.insert(key.to_string(), (value, std::time::Instant::now()));
     }
 
+    /// Forgets a write whose result the cache now shows: the memo only
+    /// bridges the cache's lag, and an object deleted later must be made
+    /// again at once.
+    pub fn forget(&self, key: &str) {
+        self.inner.lock().expect("memo lock").remove(key);
+    }
+
     /// Drops the writes that no longer suppress anything at `now` (older
     /// than the TTL); returns how many. Without it, entries of deleted
     /// objects stay until the table reaches its prune threshold.

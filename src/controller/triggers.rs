@@ -84,19 +84,26 @@ pub(super) fn template_trigger(
     }
 }
 
-/// The Service cache's trigger: wakes the Sandboxes that own the Service
-/// (a deleted Service is put back by the reconcile).
+/// The Service cache's trigger: wakes the Sandbox or claim that owns the
+/// Service (the claim creates it on the warm path, the Sandbox on the cold
+/// one); either puts a deleted Service back.
 pub(super) fn service_trigger(
     sandbox_tx: mpsc::UnboundedSender<ObjectRef<Sandbox>>,
+    claim_tx: mpsc::UnboundedSender<ObjectRef<SandboxClaim>>,
 ) -> impl Fn(&Service, bool) {
     move |service: &Service, _deleted: bool| {
         let namespace = service.namespace().unwrap_or_default();
-        for owner in service
-            .owner_references()
-            .iter()
-            .filter(|o| o.kind == "Sandbox")
-        {
-            let _ = sandbox_tx.unbounded_send(ObjectRef::new(&owner.name).within(&namespace));
+        for owner in service.owner_references() {
+            match owner.kind.as_str() {
+                "Sandbox" => {
+                    let _ =
+                        sandbox_tx.unbounded_send(ObjectRef::new(&owner.name).within(&namespace));
+                }
+                "SandboxClaim" => {
+                    let _ = claim_tx.unbounded_send(ObjectRef::new(&owner.name).within(&namespace));
+                }
+                _ => {}
+            }
         }
     }
 }

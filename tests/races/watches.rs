@@ -7,6 +7,8 @@
 //! made then was served cold.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::harness::*;
 
@@ -39,4 +41,65 @@ async fn each_kind_is_watched_once_and_the_pool_fills_from_the_shared_cache() {
             "{kind} is watched once by the one operator (watches: {watches:?})"
         );
     }
+}
+
+/// A warm claim's Service (created by the claim, owned by it) deleted by
+/// hand comes back at once, not at the next resync (30 s here): its
+/// deletion wakes the claim. And one deleted while the Service watch is
+/// down (the watch resumes too late and re-lists) comes back too: the
+/// re-list hands the trigger the whole object that went away, whose owner
+/// says which claim to wake.
+#[tokio::test]
+async fn a_deleted_service_wakes_its_claim_even_across_a_relist() {
+    let (fake, _operator, _kubelet) = one_warm_claim(2).await;
+    let uid = |fake: &sandbox_fakeapi::FakeApiServer| {
+        fake.get(&service_path("c"))
+            .map(|s| s["metadata"]["uid"].clone())
+    };
+    // The Sandbox's own Ready (after its adoption) is the last event that
+    // wakes the claim by itself; from then on only the delete can.
+    wait_until("the Sandbox is Ready", || {
+        fake.get(&sandbox_path("c"))
+            .and_then(|s| ready(&s))
+            .is_some_and(|(status, _)| status == "True")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let first = uid(&fake).expect("the claim made its Service");
+
+    fake.delete(&service_path("c")).expect("delete the Service");
+    wait_until("the Service is back after a seen delete", || {
+        uid(&fake).is_some_and(|u| u != first)
+    })
+    .await;
+    let second = uid(&fake).unwrap();
+
+    // Hold the Service watch's reconnect until the delete happened and
+    // the history is compacted: the watch cannot see the delete and must
+    // re-list (410).
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let held = gate.clone();
+    fake.on_arrival(
+        1,
+        |r| {
+            r.is_watch()
+                && r.resource
+                    .as_ref()
+                    .is_some_and(|p| p.collection.resource == "services")
+        },
+        move |_| {
+            let held = held.clone();
+            async move { held.notified().await }
+        },
+    );
+    fake.close_watches();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    fake.delete(&service_path("c"))
+        .expect("delete the Service again");
+    fake.compact();
+    gate.notify_one();
+    wait_until("the Service is back after a delete in a watch gap", || {
+        uid(&fake).is_some_and(|u| u != second)
+    })
+    .await;
 }

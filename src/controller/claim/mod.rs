@@ -270,6 +270,7 @@ async fn ensure_service(ctx: &Context, claim: &SandboxClaim, sandbox: &Sandbox) 
     match ctx.service_controller(&namespace, &claim.name_any()) {
         // Ours (the claim's, or its Sandbox's on the cold path).
         Some(Some(uid)) if uid == claim_uid || sandbox.uid().as_deref() == Some(uid.as_str()) => {
+            ctx.written.forget(&key);
             return Ok(());
         }
         // A Service of that name controlled by anything else (it may carry

@@ -206,13 +206,18 @@ fn needs_service(ctx: &Context, sandbox: &Sandbox, namespace: &str, service_key:
         .owner_references()
         .iter()
         .any(|o| o.controller == Some(true) && o.kind == "SandboxClaim");
+    let missing = ctx.services_missing(namespace, &sandbox.name_any());
+    if !missing {
+        // The cache shows it: the memo of its create has done its job.
+        ctx.written.forget(service_key);
+    }
     !claimed
         && (sandbox
             .status
             .as_ref()
             .and_then(|s| s.service.as_ref())
             .is_none()
-            || ctx.services_missing(namespace, &sandbox.name_any()))
+            || missing)
         && !ctx
             .written
             .recently_wrote(service_key, &serde_json::Value::Bool(true))
