@@ -122,11 +122,6 @@ pub async fn run_controllers(
                 .for_each(watch_health(&ctx, $module::CONTROLLER))
         };
     }
-    macro_rules! watched {
-        ($kind:ty) => {
-            Controller::new(ctx.config.api::<$kind>(&client), watcher::Config::default())
-        };
-    }
     macro_rules! shared {
         ($kind:ty, $cache:ident) => {
             Controller::for_stream(
@@ -142,7 +137,8 @@ pub async fn run_controllers(
     // controller fills is always one the claim path sees.
     let sandboxes = drive!(sandbox, shared!(Sandbox, sandboxes),
         .reconcile_on(triggers.sandboxes));
-    let claims = drive!(claim, watched!(SandboxClaim),
+    let claims = drive!(claim,
+        Controller::new(ctx.config.api::<SandboxClaim>(&client), watcher::Config::default()),
         .reconcile_on(triggers.claims));
     let pools = drive!(warmpool, shared!(SandboxWarmPool, pools),
         .reconcile_on(triggers.pools));

@@ -220,7 +220,7 @@ async fn give_back_surplus(ctx: &Context, claim_uid: &str, sandbox: &Sandbox) ->
             continue;
         }
         tracing::warn!(pod = %pod.name_any(), "a Pod stolen for this claim is not its Sandbox's: giving it back");
-        serve::delete_pod(ctx, &pod).await?;
+        serve::delete_pod(ctx, claim_uid, &pod).await?;
     }
     Ok(())
 }

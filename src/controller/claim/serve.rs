@@ -239,7 +239,7 @@ async fn round_one(
                 && existing.annotations().get(POD_NAME_ANNOTATION) != Some(&pod.name_any())
             {
                 warn!(pod = %pod.name_any(), "claim was served by another process; deleting the Pod stolen for it");
-                delete_pod(ctx, pod).await?;
+                delete_pod(ctx, &claim.uid().unwrap_or_default(), pod).await?;
             }
             return Ok(RoundOne::ServedElsewhere(Box::new(existing)));
         }
@@ -255,7 +255,7 @@ async fn round_one(
                 }),
             ) = (&error, &stolen)
             {
-                delete_pod(ctx, pod).await?;
+                delete_pod(ctx, &claim.uid().unwrap_or_default(), pod).await?;
             }
             return Err(error);
         }
@@ -386,11 +386,9 @@ fn pool_exhausted(ctx: &Arc<Context>, claim: &SandboxClaim, namespace: &str, cho
 /// the version it was decided on: a Pod written since (the claim's Sandbox
 /// adopted it, its status moved) is kept, and `give_back_surplus` decides
 /// again once the Sandbox is Ready.
-pub(super) async fn delete_pod(ctx: &Context, pod: &Pod) -> Result<()> {
+pub(super) async fn delete_pod(ctx: &Context, claim_uid: &str, pod: &Pod) -> Result<()> {
     // Given back: no later reconcile of the claim may count on it.
-    if let Some(claim_uid) = pod.labels().get(crate::api::CLAIM_UID_LABEL) {
-        ctx.reservations.forget_steal(claim_uid, &pod.name_any());
-    }
+    ctx.reservations.forget_steal(claim_uid, &pod.name_any());
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
     let params = DeleteParams {
         preconditions: Some(Preconditions {
