@@ -119,17 +119,47 @@ pub(crate) fn present<'v>(object: &'v Map<String, Value>, key: &str) -> Option<&
     object.get(key).filter(|value| !value.is_null())
 }
 
-/// `object[key]` read as one type by `read`; `None` when absent, a denial
-/// (`expected`, at the key's path) when it is something else.
-fn typed<'v, T>(
+/// A JSON list, as [`optional`] reads it.
+pub(crate) type List<'v> = &'v Vec<Value>;
+
+/// A JSON type a field can be read as, with the rule a wrong type breaks.
+pub(crate) trait FieldType<'v>: Sized {
+    /// What the denial says when the value has another type.
+    const EXPECTED: &'static str;
+    /// The value as this type, if it is one.
+    fn read(value: &'v Value) -> Option<Self>;
+}
+
+macro_rules! field_type {
+    ($type:ty, $read:path, $expected:literal) => {
+        impl<'v> FieldType<'v> for $type {
+            const EXPECTED: &'static str = $expected;
+            fn read(value: &'v Value) -> Option<Self> {
+                $read(value)
+            }
+        }
+    };
+}
+
+field_type!(bool, Value::as_bool, "must be true or false");
+field_type!(i64, Value::as_i64, "must be an integer");
+field_type!(&'v str, Value::as_str, "must be a string");
+field_type!(List<'v>, Value::as_array, "must be a list");
+field_type!(
+    &'v Map<String, Value>,
+    Value::as_object,
+    "must be an object"
+);
+
+/// `object[key]` as `T`; `None` when absent (or null), a denial naming the
+/// key's path when it is something else.
+pub(crate) fn optional<'v, T: FieldType<'v>>(
     object: &'v Map<String, Value>,
     key: &'static str,
     path: &FieldPath,
-    read: impl FnOnce(&'v Value) -> Option<T>,
-    expected: &str,
 ) -> Result<Option<T>, Denial> {
     present(object, key)
-        .map(|value| read(value).ok_or_else(|| Denial::new(&path.key(key), expected)))
+        .map(|value| T::read(value).ok_or_else(|| Denial::new(&path.key(key), T::EXPECTED)))
         .transpose()
 }
 
@@ -140,7 +170,7 @@ pub(crate) fn optional_object<'v>(
     key: &'static str,
     path: &FieldPath,
 ) -> Result<Option<&'v Map<String, Value>>, Denial> {
-    typed(object, key, path, Value::as_object, "must be an object")
+    optional(object, key, path)
 }
 
 /// `object[key]` as an object that must be there.
@@ -150,15 +180,6 @@ pub(crate) fn required_object<'v>(
     path: &FieldPath,
 ) -> Result<&'v Map<String, Value>, Denial> {
     optional_object(object, key, path)?.ok_or_else(|| Denial::new(&path.key(key), "is required"))
-}
-
-/// `object[key]` as a list; `None` when absent.
-pub(crate) fn optional_array<'v>(
-    object: &'v Map<String, Value>,
-    key: &'static str,
-    path: &FieldPath,
-) -> Result<Option<&'v Vec<Value>>, Denial> {
-    typed(object, key, path, Value::as_array, "must be a list")
 }
 
 /// A list item that is an object, with its path.
@@ -171,7 +192,7 @@ pub(crate) fn object_items<'v>(
     key: &'static str,
     path: &FieldPath,
 ) -> Result<Vec<ObjectItem<'v>>, Denial> {
-    let Some(items) = optional_array(object, key, path)? else {
+    let Some(items) = optional::<List>(object, key, path)? else {
         return Ok(Vec::new());
     };
     let list_path = path.key(key);
@@ -186,33 +207,6 @@ pub(crate) fn object_items<'v>(
             }
         })
         .collect()
-}
-
-/// `object[key]` as a boolean; `None` when absent.
-pub(crate) fn optional_bool(
-    object: &Map<String, Value>,
-    key: &'static str,
-    path: &FieldPath,
-) -> Result<Option<bool>, Denial> {
-    typed(object, key, path, Value::as_bool, "must be true or false")
-}
-
-/// `object[key]` as a string; `None` when absent.
-pub(crate) fn optional_str<'v>(
-    object: &'v Map<String, Value>,
-    key: &'static str,
-    path: &FieldPath,
-) -> Result<Option<&'v str>, Denial> {
-    typed(object, key, path, Value::as_str, "must be a string")
-}
-
-/// `object[key]` as an integer; `None` when absent.
-pub(crate) fn optional_integer(
-    object: &Map<String, Value>,
-    key: &'static str,
-    path: &FieldPath,
-) -> Result<Option<i64>, Denial> {
-    typed(object, key, path, Value::as_i64, "must be an integer")
 }
 
 #[cfg(test)]

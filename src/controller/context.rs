@@ -123,20 +123,8 @@ pub struct Context {
     pub config: Config,
     /// Metrics registry and handles.
     pub metrics: Arc<Metrics>,
-    /// Cache of the Pods the operator manages (label [`MANAGED_BY_LABEL`]).
-    pub pods: Store<Pod>,
-    /// Cache of SandboxTemplates.
-    pub templates: Store<SandboxTemplate>,
-    /// Cache of the Services the operator manages.
-    pub services: Store<Service>,
-    /// Cache of Sandboxes (claims mirror their status from it).
-    pub sandboxes: Store<Sandbox>,
-    /// Cache of SandboxWarmPools (a warm Pod is a candidate only when its
-    /// controller is the live pool its label names).
-    pub pools: Store<SandboxWarmPool>,
-    /// Indexes over the Pod cache (by pool template hash, controller uid,
-    /// claim uid), updated before each Pod event's triggers are sent.
-    pub index: Arc<PodIndex>,
+    /// The watch caches (one watch per kind) and the Pod indexes.
+    pub caches: Caches,
     /// Health of the watches and reconciles, for `/healthz`.
     pub health: Arc<crate::admin::Health>,
     /// Consecutive reconcile failures per object (exponential backoff).
@@ -196,12 +184,7 @@ impl Context {
             client,
             config,
             metrics,
-            pods: caches.pods,
-            templates: caches.templates,
-            services: caches.services,
-            sandboxes: caches.sandboxes,
-            pools: caches.pools,
-            index: caches.index,
+            caches,
             health,
             backoff: Default::default(),
             reservations: Default::default(),
@@ -245,7 +228,9 @@ impl Context {
 
     /// The template `name` in `namespace`, from the cache.
     pub fn template(&self, namespace: &str, name: &str) -> Option<Arc<SandboxTemplate>> {
-        self.templates.get(&ObjectRef::new(name).within(namespace))
+        self.caches
+            .templates
+            .get(&ObjectRef::new(name).within(namespace))
     }
 
     /// The template `name` in `namespace`: from the cache, else read from the
@@ -267,7 +252,8 @@ impl Context {
     /// Whether the cache lacks the Service `name` (it may lag: creating it
     /// then answers AlreadyExists, which is fine).
     pub fn services_missing(&self, namespace: &str, name: &str) -> bool {
-        self.services
+        self.caches
+            .services
             .get(&ObjectRef::new(name).within(namespace))
             .is_none()
     }
@@ -277,26 +263,38 @@ impl Context {
     /// controller. The cache selects by a label anyone can write, so a
     /// caller decides from this uid, never from the Service's presence.
     pub fn service_controller(&self, namespace: &str, name: &str) -> Option<Option<String>> {
-        self.services
+        self.caches
+            .services
             .get(&ObjectRef::new(name).within(namespace))
             .map(|s| super::controller_uid(&s.metadata).map(str::to_owned))
     }
 
     /// The pool a stolen Pod came from (its `origin-pool` label), from the cache.
     pub fn stolen_pool(&self, namespace: &str, pod: Option<&str>) -> Option<String> {
-        let pod = self.pods.get(&ObjectRef::new(pod?).within(namespace))?;
+        let pod = self
+            .caches
+            .pods
+            .get(&ObjectRef::new(pod?).within(namespace))?;
         pod.labels().get(ORIGIN_POOL_LABEL).cloned()
     }
 }
 
-/// The caches [`Context::start`] puts into the context.
-struct Caches {
-    pods: Store<Pod>,
-    pools: Store<SandboxWarmPool>,
-    templates: Store<SandboxTemplate>,
-    services: Store<Service>,
-    sandboxes: Store<Sandbox>,
-    index: Arc<PodIndex>,
+/// The watch caches every controller reads, one watch per kind.
+pub struct Caches {
+    /// Cache of the Pods the operator manages (label [`MANAGED_BY_LABEL`]).
+    pub pods: Store<Pod>,
+    /// Cache of SandboxTemplates.
+    pub templates: Store<SandboxTemplate>,
+    /// Cache of the Services the operator manages.
+    pub services: Store<Service>,
+    /// Cache of Sandboxes (claims mirror their status from it).
+    pub sandboxes: Store<Sandbox>,
+    /// Cache of SandboxWarmPools (a warm Pod is a candidate only when its
+    /// controller is the live pool its label names).
+    pub pools: Store<SandboxWarmPool>,
+    /// Indexes over the Pod cache (by pool template hash, controller uid,
+    /// claim uid), updated before each Pod event's triggers are sent.
+    pub index: Arc<PodIndex>,
 }
 
 /// Starts the watch caches of one process, all on the watched scope.

@@ -58,12 +58,12 @@ pub fn table_sizes(ctx: &Context) -> Vec<(&'static str, i64)> {
     let (sizing_pools, sizing_templates) = ctx.sizing.sizes();
     let n = |len: usize| i64::try_from(len).unwrap_or(i64::MAX);
     vec![
-        ("pod_cache", n(ctx.pods.state().len())),
-        ("sandbox_cache", n(ctx.sandboxes.state().len())),
-        ("service_cache", n(ctx.services.state().len())),
-        ("pool_cache", n(ctx.pools.state().len())),
-        ("template_cache", n(ctx.templates.state().len())),
-        ("pod_index", n(ctx.index.len())),
+        ("pod_cache", n(ctx.caches.pods.state().len())),
+        ("sandbox_cache", n(ctx.caches.sandboxes.state().len())),
+        ("service_cache", n(ctx.caches.services.state().len())),
+        ("pool_cache", n(ctx.caches.pools.state().len())),
+        ("template_cache", n(ctx.caches.templates.state().len())),
+        ("pod_index", n(ctx.caches.index.len())),
         ("reservations", n(reserved)),
         ("steals", n(steals)),
         ("expectations", n(ctx.expectations.pools().len())),
@@ -79,12 +79,19 @@ pub fn table_sizes(ctx: &Context) -> Vec<(&'static str, i64)> {
 fn live_objects(ctx: &Context) -> LiveObjects {
     LiveObjects {
         pools: ctx
+            .caches
             .pools
             .state()
             .iter()
             .map(|p| (p.namespace().unwrap_or_default(), p.name_any()))
             .collect(),
-        templates: ctx.templates.state().iter().map(|t| t.name_any()).collect(),
+        templates: ctx
+            .caches
+            .templates
+            .state()
+            .iter()
+            .map(|t| t.name_any())
+            .collect(),
     }
 }
 
@@ -97,7 +104,7 @@ pub fn sweep(ctx: &Context, now: Instant) {
         key.split_once('/').is_some_and(|(ns, name)| {
             live.pools.contains(&(ns.to_string(), name.to_string()))
                 // Re-read: a pool created since the snapshot keeps its state.
-                || ctx.pools.get(&ObjectRef::new(name).within(ns)).is_some()
+                || ctx.caches.pools.get(&ObjectRef::new(name).within(ns)).is_some()
         })
     };
     let mut expectations = 0;
@@ -114,20 +121,33 @@ pub fn sweep(ctx: &Context, now: Instant) {
             sizing += 1;
         }
     }
-    let refills = ctx.index.retain_refills(|ns, name| {
+    let refills = ctx.caches.index.retain_refills(|ns, name| {
         live.pools.contains(&(ns.to_string(), name.to_string()))
-            || ctx.pools.get(&ObjectRef::new(name).within(ns)).is_some()
+            || ctx
+                .caches
+                .pools
+                .get(&ObjectRef::new(name).within(ns))
+                .is_some()
     });
     let pod_names: HashSet<String> = if ctx.reservations.sizes().1 > 0 {
-        ctx.pods.state().iter().map(|p| p.name_any()).collect()
+        ctx.caches
+            .pods
+            .state()
+            .iter()
+            .map(|p| p.name_any())
+            .collect()
     } else {
         HashSet::new()
     };
     let reservations = ctx.reservations.retain_existing(
         now,
         |key| {
-            key.split_once('/')
-                .is_some_and(|(ns, name)| ctx.pods.get(&ObjectRef::new(name).within(ns)).is_some())
+            key.split_once('/').is_some_and(|(ns, name)| {
+                ctx.caches
+                    .pods
+                    .get(&ObjectRef::new(name).within(ns))
+                    .is_some()
+            })
         },
         |name| pod_names.contains(name),
     );

@@ -37,6 +37,8 @@ pub mod run;
 pub mod sandbox;
 pub mod status_write;
 pub mod takeover;
+#[cfg(test)]
+mod test_pod;
 pub mod timeline;
 pub mod triggers;
 pub mod warmpool;

@@ -126,7 +126,7 @@ pub async fn run_controllers(
         ($kind:ty, $cache:ident) => {
             Controller::for_stream(
                 futures::stream::pending::<Result<$kind, watcher::Error>>(),
-                ctx.$cache.clone(),
+                ctx.caches.$cache.clone(),
             )
         };
     }

@@ -282,12 +282,9 @@ mod tests {
         labels.insert(POOL_LABEL.to_string(), pool.to_string());
         labels.insert(TEMPLATE_LABEL.to_string(), "tmpl".to_string());
         labels.insert(TEMPLATE_HASH_LABEL.to_string(), hash.to_string());
+        let base = crate::controller::test_pod::named(name, "7");
         Arc::new(Pod {
             metadata: ObjectMeta {
-                name: Some(name.into()),
-                namespace: Some("ns".into()),
-                uid: Some(format!("uid-{name}")),
-                resource_version: Some("7".into()),
                 labels: Some(labels),
                 owner_references: Some(vec![OwnerReference {
                     api_version: "extensions.agents.x-k8s.io/v1alpha1".into(),
@@ -297,7 +294,7 @@ mod tests {
                     controller: Some(true),
                     block_owner_deletion: Some(true),
                 }]),
-                ..Default::default()
+                ..base.metadata
             },
             spec: None,
             status: Some(PodStatus {

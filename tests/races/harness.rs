@@ -204,7 +204,8 @@ impl Drop for Operator {
 }
 
 fn idle_in_cache(ctx: &Context) -> usize {
-    ctx.pods
+    ctx.caches
+        .pods
         .state()
         .iter()
         .filter(|p| {

@@ -234,7 +234,8 @@ async fn a_steal_from_a_stale_copy_never_takes_a_pod_being_deleted() {
     );
     let ctx = operator.ctx.clone();
     wait_until("the cache shows the finalizer", || {
-        ctx.pods
+        ctx.caches
+            .pods
             .state()
             .iter()
             .any(|p| p.metadata.finalizers.is_some())
@@ -299,7 +300,7 @@ async fn a_sandbox_adopts_only_the_pod_its_claim_stole_and_only_the_version_it_r
         Arc::new(serde_json::from_value(fake.get(&sandbox_path(name)).unwrap()).unwrap())
     };
     wait_until("the cache shows the steal", || {
-        operator.ctx.pods.state().iter().any(|p| {
+        operator.ctx.caches.pods.state().iter().any(|p| {
             p.metadata
                 .labels
                 .as_ref()
@@ -355,7 +356,7 @@ async fn a_sandbox_adopts_only_the_pod_its_claim_stole_and_only_the_version_it_r
         "nothing adopted from a stale copy"
     );
     wait_until("the cache shows the write", || {
-        operator.ctx.pods.state().iter().any(|p| {
+        operator.ctx.caches.pods.state().iter().any(|p| {
             p.metadata
                 .labels
                 .as_ref()

@@ -38,7 +38,7 @@ use serde_json::{Map, Value, json};
 
 use super::SandboxKind;
 use super::field::{
-    Denial, FieldPath, object_items, optional_array, optional_object, present, required_object,
+    Denial, FieldPath, List, object_items, optional, optional_object, present, required_object,
 };
 use super::policy::{ComputeResource, Policy, Profile, normalize_capability};
 use super::pss::drops_all_capabilities;
@@ -305,7 +305,7 @@ impl Patcher<'_> {
         let context = optional_object(container, "securityContext", container_path)?;
         let capabilities_path = context_path.key("capabilities");
         let capabilities = within(context, optional_object, "capabilities", &context_path)?;
-        let drop = within(capabilities, optional_array, "drop", &capabilities_path)?;
+        let drop = within(capabilities, optional::<List>, "drop", &capabilities_path)?;
 
         // The API server refuses `allowPrivilegeEscalation: false` next to
         // `privileged: true` or an added SYS_ADMIN; such containers are

@@ -6,7 +6,7 @@
 
 use serde_json::{Map, Value};
 
-use super::super::field::{Denial, FieldPath, optional_array, optional_integer, present};
+use super::super::field::{Denial, FieldPath, List, optional, present};
 use super::pod::{Findings, PodView};
 
 /// Capabilities a container may add under baseline, spelled exactly as the
@@ -122,7 +122,7 @@ pub(crate) fn added_capabilities(
             continue;
         };
         let items = findings
-            .read(optional_array(capabilities, "add", &capabilities_path))
+            .read(optional::<List>(capabilities, "add", &capabilities_path))
             .flatten();
         let add_path = capabilities_path.key("add");
         for (index, item) in items.into_iter().flatten().enumerate() {
@@ -172,7 +172,7 @@ pub(crate) fn host_path_volumes(pod: &PodView<'_>, findings: &mut Findings<'_>) 
 pub(crate) fn host_ports(pod: &PodView<'_>, findings: &mut Findings<'_>) {
     for container in &pod.containers {
         for (port_path, port) in findings.items(container.container, "ports", &container.path) {
-            let host_port = findings.read(optional_integer(port, "hostPort", &port_path));
+            let host_port = findings.read(optional::<i64>(port, "hostPort", &port_path));
             if host_port.flatten().is_some_and(|p| p != 0) {
                 findings.deny(
                     "hostPorts",

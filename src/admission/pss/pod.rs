@@ -9,9 +9,7 @@
 
 use serde_json::{Map, Value};
 
-use super::super::field::{
-    Denial, FieldPath, ObjectItem, object_items, optional_bool, optional_object, optional_str,
-};
+use super::super::field::{Denial, FieldPath, ObjectItem, object_items, optional, optional_object};
 use super::super::policy::Profile;
 
 /// The container lists of a pod spec, in the order the checks visit them.
@@ -99,7 +97,7 @@ impl<'o> Findings<'o> {
         key: &'static str,
         path: &FieldPath,
     ) -> Option<&'v str> {
-        self.read(optional_str(object, key, path)).flatten()
+        self.read(optional::<&str>(object, key, path)).flatten()
     }
 
     /// `object[key]` as an optional boolean, failing closed.
@@ -109,7 +107,7 @@ impl<'o> Findings<'o> {
         key: &'static str,
         path: &FieldPath,
     ) -> Option<bool> {
-        self.read(optional_bool(object, key, path)).flatten()
+        self.read(optional::<bool>(object, key, path)).flatten()
     }
 
     /// The objects of the list `object[key]` with their paths (none when the

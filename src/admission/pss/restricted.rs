@@ -3,7 +3,7 @@
 //! these on top of baseline; four of them replace a baseline check (see
 //! [`super::CHECKS`]).
 
-use super::super::field::{optional_integer, present};
+use super::super::field::{optional, present};
 use super::baseline::{added_capabilities, seccomp_type_allowed};
 use super::pod::{Findings, PodView};
 
@@ -116,7 +116,7 @@ pub(crate) fn run_as_user(pod: &PodView<'_>, findings: &mut Findings<'_>) {
     for (context, context_path) in pod.security_contexts() {
         let Some(context) = context else { continue };
         if findings
-            .read(optional_integer(context, "runAsUser", context_path))
+            .read(optional::<i64>(context, "runAsUser", context_path))
             .flatten()
             == Some(0)
         {

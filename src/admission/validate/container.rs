@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value};
 
-use super::super::field::{FieldPath, optional_array, optional_object, optional_str, present};
+use super::super::field::{FieldPath, List, optional, optional_object, present};
 use super::super::pss;
 use super::Validator;
 
@@ -31,7 +31,7 @@ impl Validator<'_> {
 
     fn image(&mut self, container: &Map<String, Value>, path: &FieldPath) {
         let image_path = path.key("image");
-        match self.ok(optional_str(container, "image", path)) {
+        match self.ok(optional::<&str>(container, "image", path)) {
             Some(None | Some("")) => self.deny(&image_path, "is required"),
             Some(Some(image)) => {
                 if let Some(problem) = image_tag_problem(image) {
@@ -55,7 +55,7 @@ impl Validator<'_> {
         };
         let add_path = capabilities_path.key("add");
         let added = self
-            .ok(optional_array(capabilities, "add", &capabilities_path))
+            .ok(optional::<List>(capabilities, "add", &capabilities_path))
             .flatten();
         for (index, name) in added.into_iter().flatten().enumerate() {
             match name.as_str() {

@@ -46,7 +46,7 @@ use kube::core::admission::Operation;
 use serde_json::{Map, Value};
 
 use super::SandboxKind;
-use super::field::{Denial, FieldPath, optional_integer, present, required_object};
+use super::field::{Denial, FieldPath, optional, present, required_object};
 use super::policy::{Policy, Profile};
 
 pub use names::{MAX_LABEL_VALUE, is_reserved_key};
@@ -177,7 +177,7 @@ impl Validator<'_> {
     }
 
     fn sandbox_replicas(&mut self, spec: &Map<String, Value>, spec_path: &FieldPath) {
-        if let Some(Some(replicas)) = self.ok(optional_integer(spec, "replicas", spec_path))
+        if let Some(Some(replicas)) = self.ok(optional::<i64>(spec, "replicas", spec_path))
             && !(0..=1).contains(&replicas)
         {
             self.deny(
@@ -190,7 +190,7 @@ impl Validator<'_> {
     fn pool_replicas(&mut self, spec: &Map<String, Value>, spec_path: &FieldPath) {
         let replicas_path = spec_path.key("replicas");
         let maximum = self.policy.max_pool_replicas;
-        match self.ok(optional_integer(spec, "replicas", spec_path)) {
+        match self.ok(optional::<i64>(spec, "replicas", spec_path)) {
             Some(None) => self.deny(&replicas_path, "is required"),
             Some(Some(replicas)) if replicas < 0 => {
                 self.deny(&replicas_path, format!("{replicas} must not be negative"));

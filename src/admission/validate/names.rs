@@ -11,7 +11,7 @@
 use serde_json::{Map, Value};
 
 use super::super::SandboxKind;
-use super::super::field::{FieldPath, optional_object, optional_str, present, required_object};
+use super::super::field::{FieldPath, optional, optional_object, present, required_object};
 use super::Validator;
 use crate::api::ADMITTED_AT_ANNOTATION;
 
@@ -55,7 +55,7 @@ impl Validator<'_> {
             return;
         };
         let metadata_path = root.key("metadata");
-        if let Some(Some(name)) = self.ok(optional_str(metadata, "name", &metadata_path))
+        if let Some(Some(name)) = self.ok(optional::<&str>(metadata, "name", &metadata_path))
             && name.chars().count() > MAX_LABEL_VALUE
         {
             self.deny(
@@ -69,7 +69,7 @@ impl Validator<'_> {
         let generated = present(metadata, "name").is_none();
         if generated
             && let Some(Some(prefix)) =
-                self.ok(optional_str(metadata, "generateName", &metadata_path))
+                self.ok(optional::<&str>(metadata, "generateName", &metadata_path))
             && prefix.chars().count() + GENERATED_SUFFIX > MAX_LABEL_VALUE
         {
             self.deny(
@@ -90,7 +90,7 @@ impl Validator<'_> {
         };
         let reference_path = spec_path.key("sandboxTemplateRef");
         let name_path = reference_path.key("name");
-        match self.ok(optional_str(reference, "name", &reference_path)) {
+        match self.ok(optional::<&str>(reference, "name", &reference_path)) {
             Some(None | Some("")) => self.deny(&name_path, "must not be empty"),
             Some(Some(name)) if !is_dns_subdomain(name) => self.deny(
                 &name_path,

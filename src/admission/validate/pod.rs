@@ -5,9 +5,7 @@
 
 use serde_json::{Map, Value};
 
-use super::super::field::{
-    FieldPath, object_items, optional_array, optional_bool, optional_str, required_object,
-};
+use super::super::field::{FieldPath, List, object_items, optional, required_object};
 use super::super::policy::{Policy, TolerationRule};
 use super::super::pss;
 use super::{Validator, Verdict};
@@ -65,7 +63,7 @@ impl Validator<'_> {
         self.service_account(spec, path);
         self.node_placement(spec, path);
         self.volume_types(spec, path);
-        if let Some(Some(ephemeral)) = self.ok(optional_array(spec, "ephemeralContainers", path))
+        if let Some(Some(ephemeral)) = self.ok(optional::<List>(spec, "ephemeralContainers", path))
             && !ephemeral.is_empty()
         {
             self.deny(
@@ -74,7 +72,7 @@ impl Validator<'_> {
             );
         }
         if let Some(None) = self
-            .ok(optional_array(spec, "containers", path))
+            .ok(optional::<List>(spec, "containers", path))
             .map(|list| list.filter(|items| !items.is_empty()))
         {
             self.deny(
@@ -96,7 +94,7 @@ impl Validator<'_> {
             return;
         };
         let class_path = path.key("runtimeClassName");
-        match self.ok(optional_str(spec, "runtimeClassName", path)) {
+        match self.ok(optional::<&str>(spec, "runtimeClassName", path)) {
             Some(Some(class)) if allowed.iter().any(|a| a == class) => {}
             Some(Some(class)) => self.deny(
                 &class_path,
@@ -122,7 +120,7 @@ impl Validator<'_> {
     fn service_account(&mut self, spec: &Map<String, Value>, path: &FieldPath) {
         let allowed = &self.policy.allowed_service_accounts;
         for key in ["serviceAccountName", "serviceAccount"] {
-            if let Some(Some(account)) = self.ok(optional_str(spec, key, path))
+            if let Some(Some(account)) = self.ok(optional::<&str>(spec, key, path))
                 && !account.is_empty()
                 && !allowed.iter().any(|a| a == account)
             {
@@ -136,7 +134,8 @@ impl Validator<'_> {
             }
         }
         let automount_path = path.key("automountServiceAccountToken");
-        if let Some(Some(true)) = self.ok(optional_bool(spec, "automountServiceAccountToken", path))
+        if let Some(Some(true)) =
+            self.ok(optional::<bool>(spec, "automountServiceAccountToken", path))
         {
             if self.restricted() {
                 self.deny(
@@ -155,7 +154,7 @@ impl Validator<'_> {
     /// No pinning to a node (it bypasses the scheduler and its checks), and
     /// tolerations only from the allow-list.
     fn node_placement(&mut self, spec: &Map<String, Value>, path: &FieldPath) {
-        if let Some(Some(node)) = self.ok(optional_str(spec, "nodeName", path))
+        if let Some(Some(node)) = self.ok(optional::<&str>(spec, "nodeName", path))
             && !node.is_empty()
         {
             self.deny(
@@ -168,7 +167,7 @@ impl Validator<'_> {
             .unwrap_or_default()
         {
             let field = |key: &'static str| {
-                optional_str(toleration, key, &toleration_path)
+                optional::<&str>(toleration, key, &toleration_path)
                     .ok()
                     .flatten()
                     .unwrap_or("")

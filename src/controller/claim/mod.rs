@@ -133,7 +133,11 @@ async fn observe_and_serve(
     // lacks is read from the API server. Either way a Sandbox controlled by
     // anything but this claim is never used.
     let sandboxes: Api<Sandbox> = Api::namespaced(ctx.client.clone(), namespace);
-    let existing = match ctx.sandboxes.get(&ObjectRef::new(&name).within(namespace)) {
+    let existing = match ctx
+        .caches
+        .sandboxes
+        .get(&ObjectRef::new(&name).within(namespace))
+    {
         Some(sandbox) => Some((*sandbox).clone()),
         None if claim.status.is_some() => sandboxes
             .get_opt(&name)
@@ -209,8 +213,8 @@ async fn give_back_surplus(ctx: &Context, claim_uid: &str, sandbox: &Sandbox) ->
     if !is_true(&status.conditions, READY) || named.is_some_and(|n| n != serving) {
         return Ok(());
     }
-    for pod in ctx.index.controlled_by(claim_uid) {
-        let Some(pod) = ctx.pods.get(&pod) else {
+    for pod in ctx.caches.index.controlled_by(claim_uid) {
+        let Some(pod) = ctx.caches.pods.get(&pod) else {
             continue;
         };
         if &pod.name_any() == serving

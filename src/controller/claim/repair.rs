@@ -35,6 +35,7 @@ pub(super) fn needs_repair(ctx: &Context, claim_uid: &str, sandbox: &Sandbox) ->
     }
     let namespace = sandbox.namespace().unwrap_or_default();
     let Some(pod) = ctx
+        .caches
         .pods
         .get(&kube::runtime::reflector::ObjectRef::new(named).within(&namespace))
     else {

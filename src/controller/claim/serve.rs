@@ -339,10 +339,11 @@ async fn round_two(
 /// label AND the claim as controller, which only a steal writes).
 pub(super) fn earlier_pod(ctx: &Context, claim_uid: &str) -> Option<String> {
     ctx.reservations.stolen_for(claim_uid).or_else(|| {
-        ctx.index
+        ctx.caches
+            .index
             .labelled_for_claim(claim_uid)
             .iter()
-            .filter_map(|r| ctx.pods.get(r))
+            .filter_map(|r| ctx.caches.pods.get(r))
             .find(|p| stolen_for(p, claim_uid, None))
             .map(|p| p.name_any())
     })

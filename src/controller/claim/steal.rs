@@ -131,7 +131,8 @@ pub fn still_idle(cached: &Pod, fresh: &Pod) -> bool {
 /// The uid of each pool of the namespace, from the pool cache: a Pod is a
 /// candidate only if its controller is the pool its label names, with this uid.
 fn pool_uids(ctx: &Context, namespace: &str) -> HashMap<String, String> {
-    ctx.pools
+    ctx.caches
+        .pools
         .state()
         .iter()
         .filter(|p| {
@@ -169,19 +170,20 @@ pub fn candidates(
     };
     let template = &claim.spec.sandbox_template_ref.name;
     let select = |refs: Vec<kube::runtime::reflector::ObjectRef<Pod>>| {
-        let pods: Vec<Arc<Pod>> = refs.iter().filter_map(|r| ctx.pods.get(r)).collect();
+        let pods: Vec<Arc<Pod>> = refs.iter().filter_map(|r| ctx.caches.pods.get(r)).collect();
         select_candidates(&pods, &criteria, &ctx.reservations)
     };
     // The Pods near the claim on the index's ring first (O(limit), not
     // O(pool)); the whole pool only when too few of those are usable.
     let (near, total) =
-        ctx.index
+        ctx.caches
+            .index
             .idle_near(namespace, template, &hash, &claim_uid, NEAR_CANDIDATES);
     let found = select(near);
     if found.len() >= MAX_STEAL_ATTEMPTS || total <= NEAR_CANDIDATES {
         return found;
     }
-    select(ctx.index.idle(namespace, template, &hash))
+    select(ctx.caches.index.idle(namespace, template, &hash))
 }
 
 /// Idle Pods read around a claim's point on the index's ring before the
@@ -284,7 +286,7 @@ pub async fn take_over(
 /// Whether the namespace has a pool that this claim could have used (for
 /// the PoolExhausted Event only).
 pub fn has_pool(ctx: &Context, namespace: &str, template: &str, choice: &PoolChoice) -> bool {
-    ctx.pools.state().iter().any(|p| {
+    ctx.caches.pools.state().iter().any(|p| {
         p.namespace().as_deref() == Some(namespace)
             && p.spec.sandbox_template_ref.name == template
             && match choice {

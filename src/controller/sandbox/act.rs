@@ -137,7 +137,8 @@ async fn yield_to_claim(ctx: &Context, sandbox: &Sandbox) -> bool {
 /// plan was made from.
 fn changed_in_cache(ctx: &Context, pod: &Pod) -> bool {
     let key = kube::runtime::reflector::ObjectRef::from_obj(pod);
-    ctx.pods
+    ctx.caches
+        .pods
         .get(&key)
         .is_some_and(|cached| cached.resource_version() != pod.resource_version())
 }

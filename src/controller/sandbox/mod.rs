@@ -144,10 +144,11 @@ async fn observe<'a>(
     uid: &str,
 ) -> Result<Observed<'a>> {
     let owned: Vec<Arc<Pod>> = ctx
+        .caches
         .index
         .controlled_by(uid)
         .iter()
-        .filter_map(|r| ctx.pods.get(r))
+        .filter_map(|r| ctx.caches.pods.get(r))
         .filter(|p| {
             p.namespace().as_deref() == Some(namespace) && controller_uid(&p.metadata) == Some(uid)
         })
@@ -180,6 +181,7 @@ async fn named_pod(
     name: &str,
 ) -> Result<Option<Arc<Pod>>> {
     let cached = ctx
+        .caches
         .pods
         .get(&ObjectRef::new(name).within(namespace))
         .filter(|p| {

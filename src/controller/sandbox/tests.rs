@@ -4,7 +4,6 @@ use crate::api::{ADOPTABLE_LABEL, CLAIM_UID_LABEL, ShutdownPolicy};
 use crate::api::{PodTemplate, SandboxSpec};
 use k8s_openapi::api::core::v1::{Container, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
-use kube::api::ObjectMeta;
 use std::time::Duration;
 
 fn sandbox() -> Sandbox {
@@ -58,17 +57,9 @@ fn owned_by(uid: &str) -> Option<Vec<OwnerReference>> {
 }
 
 fn pod(name: &str, owner: Option<&str>) -> Arc<Pod> {
-    Arc::new(Pod {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some("ns".into()),
-            uid: Some(format!("{name}-uid")),
-            resource_version: Some("1".into()),
-            owner_references: owner.and_then(owned_by),
-            ..Default::default()
-        },
-        ..Default::default()
-    })
+    let mut pod = crate::controller::test_pod::named(name, "1");
+    pod.metadata.owner_references = owner.and_then(owned_by);
+    Arc::new(pod)
 }
 
 /// The plan for `sandbox` at [`now`] with these Pods.
@@ -196,7 +187,7 @@ fn paused_deletes_the_pod_and_expired_deletes_per_policy() {
         p.steps,
         vec![Step::DeletePod {
             name: "sbx".into(),
-            uid: "sbx-uid".into()
+            uid: "uid-sbx".into()
         }]
     );
     assert_eq!(p.blocked.unwrap().reason, reason::PAUSED);

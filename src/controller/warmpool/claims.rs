@@ -74,6 +74,7 @@ pub fn scan(ctx: &Context, now: f64) {
     let mut by_hash: HashMap<(String, String), Vec<String>> = HashMap::new();
     for (namespace, template) in ctx.sizing.tracked_templates() {
         if let Some(t) = ctx
+            .caches
             .templates
             .get(&ObjectRef::new(&template).within(&namespace))
         {
@@ -91,7 +92,7 @@ pub fn scan(ctx: &Context, now: f64) {
     if by_hash.is_empty() {
         return;
     }
-    for sandbox in ctx.sandboxes.state() {
+    for sandbox in ctx.caches.sandboxes.state() {
         let created = sandbox
             .metadata
             .creation_timestamp
@@ -138,7 +139,7 @@ fn template_of(
     let pod = sandbox
         .annotations()
         .get(POD_NAME_ANNOTATION)
-        .and_then(|pod| ctx.pods.get(&ObjectRef::new(pod).within(namespace)));
+        .and_then(|pod| ctx.caches.pods.get(&ObjectRef::new(pod).within(namespace)));
     pick_template(
         templates,
         pod.as_ref()

@@ -84,7 +84,7 @@ pub async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<Context>) -> Result<
     let key = format!("{namespace}/{name}");
     if is_terminating(pool.as_ref()) {
         ctx.expectations.forget(&key);
-        ctx.index.take_refills(&namespace, &name);
+        ctx.caches.index.take_refills(&namespace, &name);
         ctx.sizing.forget_pool(&namespace, &name);
         remove_sizing_metrics(&ctx, &namespace, &name);
         return Ok(Action::await_change());

@@ -63,10 +63,10 @@ pub(super) fn observe_members(
     // Pod over-created).
     let (pending_creates, pending_deletes) = ctx.expectations.settle_with(
         key,
-        |name| ctx.index.is_live_member(&group, name),
-        |name| ctx.index.contains(&namespace, name),
+        |name| ctx.caches.index.is_live_member(&group, name),
+        |name| ctx.caches.index.contains(&namespace, name),
     );
-    let counts = ctx.index.pool_counts(&group, hash, &pending_deletes);
+    let counts = ctx.caches.index.pool_counts(&group, hash, &pending_deletes);
     Members {
         group,
         counts,
@@ -77,7 +77,8 @@ pub(super) fn observe_members(
 
 /// The live members not pending deletion, as the plan reads them. O(members).
 pub(super) fn idle_pods(ctx: &Context, members: &Members, hash: &str) -> Vec<IdlePod> {
-    ctx.index
+    ctx.caches
+        .index
         .pool_members(&members.group, &members.pending_deletes)
         .into_iter()
         .map(|(name, m)| IdlePod {

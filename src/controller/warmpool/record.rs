@@ -104,7 +104,7 @@ pub(super) async fn record(
 fn record_refills(ctx: &Context, pool: &SandboxWarmPool) {
     let (namespace, name) = (pool.namespace().unwrap_or_default(), pool.name_any());
     let now = jiff::Timestamp::now();
-    for refill in ctx.index.take_refills(&namespace, &name) {
+    for refill in ctx.caches.index.take_refills(&namespace, &name) {
         let Some(created) = refill.created_at else {
             continue;
         };
