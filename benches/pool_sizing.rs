@@ -233,7 +233,7 @@ async fn fixed_pool(c: &Cluster, s: &Settings, name: &str, size: u32) -> serde_j
     tokio::time::sleep(Duration::from_secs(2)).await;
     let outcomes = c.launch_types(&names).await;
     let status = c.status(name).await;
-    let refill = status.refill_seconds.unwrap_or(s.delay_ms as f64 / 1000.0);
+    let refill = status.sizing.refill_seconds.unwrap_or(s.delay_ms as f64 / 1000.0);
     let observed = ratio(&outcomes);
     let predicted = hit_ratio(size, s.rate * refill);
     println!(
@@ -241,9 +241,9 @@ async fn fixed_pool(c: &Cluster, s: &Settings, name: &str, size: u32) -> serde_j
          (rate {:.2}/s x measured refill {refill:.3}s), operator status: observed {:?} predicted {:?} recommended {:?}",
         outcomes.len(),
         s.rate,
-        status.observed_hit_ratio,
-        status.predicted_hit_ratio,
-        status.recommended_replicas
+        status.sizing.observed_hit_ratio,
+        status.sizing.predicted_hit_ratio,
+        status.sizing.recommended_replicas
     );
     c.delete_claims().await;
     let _ = c
@@ -252,8 +252,8 @@ async fn fixed_pool(c: &Cluster, s: &Settings, name: &str, size: u32) -> serde_j
         .await;
     json!({"pool": name, "size": size, "claims": outcomes.len(), "observed": observed,
            "predicted": predicted, "refill_seconds": refill,
-           "status_observed": status.observed_hit_ratio, "status_predicted": status.predicted_hit_ratio,
-           "status_recommended": status.recommended_replicas})
+           "status_observed": status.sizing.observed_hit_ratio, "status_predicted": status.sizing.predicted_hit_ratio,
+           "status_recommended": status.sizing.recommended_replicas})
 }
 
 /// Scenario (b): autoscaling from 1 under traffic, then the shrink.
@@ -280,7 +280,7 @@ async fn autoscaled_pool(c: &Cluster, s: &Settings, max: u32) -> serde_json::Val
                     samples.lock().unwrap().push((
                         start.elapsed().as_secs_f64(),
                         st.desired_replicas.unwrap_or(0),
-                        st.recommended_replicas.unwrap_or(0),
+                        st.sizing.recommended_replicas.unwrap_or(0),
                     ));
                 }
                 tokio::time::sleep(Duration::from_secs(2)).await;
@@ -315,7 +315,7 @@ async fn autoscaled_pool(c: &Cluster, s: &Settings, max: u32) -> serde_json::Val
     println!(
         "{name:>12}: grew to {peak} (recommended now {:?}), hit ratio overall {:.4}, last third {:.4} \
          ({} claims), shrank to 1 {:?} s after the traffic stopped (delay {delay} s)",
-        status.recommended_replicas,
+        status.sizing.recommended_replicas,
         ratio(&outcomes),
         ratio(&last_third),
         last_third.len(),

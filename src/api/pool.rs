@@ -77,6 +77,20 @@ pub struct SandboxWarmPoolStatus {
     /// Idle Pods the pool keeps now: `spec.replicas` (capped), or the
     /// autoscaled size.
     pub desired_replicas: Option<i32>,
+    /// What the pool measured and recommends (flattened into the status).
+    #[serde(flatten)]
+    pub sizing: PoolSizing,
+    /// `Ready`, `Exhausted` and (with autoscaling) `Autoscaling` conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// The sizing figures of a pool's status, written by the pool controller
+/// from its measurements (see `sandbox-operator pool advise`).
+#[serde_with::skip_serializing_none]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolSizing {
     /// Size for the target hit ratio at the peak claim rate (Erlang B), never
     /// below the largest burst within one refill time.
     pub recommended_replicas: Option<i32>,
@@ -89,7 +103,4 @@ pub struct SandboxWarmPoolStatus {
     /// Mean refill time (replacement created -> Ready) of the last 256
     /// refills, in seconds.
     pub refill_seconds: Option<f64>,
-    /// `Ready`, `Exhausted` and (with autoscaling) `Autoscaling` conditions.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub conditions: Vec<Condition>,
 }

@@ -64,7 +64,7 @@ async fn pool_reports_its_sizing_and_autoscales_up_then_down_after_the_delay() {
     // The first Pod's start gives the pool its refill time.
     wait_until(Duration::from_secs(20), || async {
         let s = pool_status(&ns).await;
-        s.refill_seconds.is_some() && s.desired_replicas == Some(1) && s.ready_replicas == 1
+        s.sizing.refill_seconds.is_some() && s.desired_replicas == Some(1) && s.ready_replicas == 1
     })
     .await;
 
@@ -80,12 +80,12 @@ async fn pool_reports_its_sizing_and_autoscales_up_then_down_after_the_delay() {
     grew_to = grew_to.max(status.desired_replicas.unwrap_or(0));
     assert!(grew_to >= 3, "pool did not grow under load: {status:#?}");
     assert!(
-        status.claim_rate_per_minute.unwrap_or(0.0) > 60.0,
+        status.sizing.claim_rate_per_minute.unwrap_or(0.0) > 60.0,
         "{status:#?}"
     );
-    assert!(status.observed_hit_ratio.is_some(), "{status:#?}");
-    assert!(status.predicted_hit_ratio.is_some(), "{status:#?}");
-    assert!(status.recommended_replicas.unwrap_or(0) >= 3, "{status:#?}");
+    assert!(status.sizing.observed_hit_ratio.is_some(), "{status:#?}");
+    assert!(status.sizing.predicted_hit_ratio.is_some(), "{status:#?}");
+    assert!(status.sizing.recommended_replicas.unwrap_or(0) >= 3, "{status:#?}");
     let condition = find_condition(&status.conditions, "Autoscaling").expect("Autoscaling");
     assert!(
         condition.message.contains("recommended"),

@@ -5,25 +5,19 @@ use kube::{Resource, ResourceExt};
 
 use super::super::Context;
 use crate::api::{
-    ConditionUpdate, EXHAUSTED, POOL_LABEL, SandboxWarmPool, SandboxWarmPoolStatus, set_condition,
+    ConditionUpdate, EXHAUSTED, POOL_LABEL, PoolSizing, SandboxWarmPool, SandboxWarmPoolStatus,
+    set_condition,
 };
 use crate::sizing::{Measurement, Recommendation};
 
-/// The sizing part of a pool's status.
+/// The sizing part of a pool's status: the size it keeps now and the
+/// figures behind it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SizingFields {
-    /// Effective size.
+    /// Effective size (`status.desiredReplicas`).
     pub desired_replicas: i32,
-    /// Recommended size.
-    pub recommended_replicas: Option<i32>,
-    /// Predicted hit ratio at the current size.
-    pub predicted_hit_ratio: Option<f64>,
-    /// Observed hit ratio (5 minutes).
-    pub observed_hit_ratio: Option<f64>,
-    /// Claims per minute (5 minutes).
-    pub claim_rate_per_minute: Option<f64>,
-    /// Mean refill time.
-    pub refill_seconds: Option<f64>,
+    /// Recommendation and measurements, as written to the status.
+    pub figures: PoolSizing,
 }
 
 fn round(value: f64, decimals: i32) -> f64 {
@@ -37,11 +31,13 @@ impl SizingFields {
     pub fn new(desired: i32, m: &Measurement, r: &Recommendation) -> Self {
         SizingFields {
             desired_replicas: desired,
-            recommended_replicas: r.replicas.map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
-            predicted_hit_ratio: r.predicted_hit_ratio.map(|v| round(v, 4)),
-            observed_hit_ratio: m.last_5m.hit_ratio().map(|v| round(v, 4)),
-            claim_rate_per_minute: Some(round(m.last_5m.rate() * 60.0, 2)),
-            refill_seconds: m.refill_seconds.map(|v| round(v, 3)),
+            figures: PoolSizing {
+                recommended_replicas: r.replicas.map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
+                predicted_hit_ratio: r.predicted_hit_ratio.map(|v| round(v, 4)),
+                observed_hit_ratio: m.last_5m.hit_ratio().map(|v| round(v, 4)),
+                claim_rate_per_minute: Some(round(m.last_5m.rate() * 60.0, 2)),
+                refill_seconds: m.refill_seconds.map(|v| round(v, 3)),
+            },
         }
     }
 }
@@ -104,11 +100,7 @@ pub fn pool_status(
         selector: Some(format!("{POOL_LABEL}={}", pool.name_any())),
         template_hash: hash.map(str::to_string).or(previous.template_hash),
         desired_replicas: Some(desired),
-        recommended_replicas: sizing.recommended_replicas,
-        predicted_hit_ratio: sizing.predicted_hit_ratio,
-        observed_hit_ratio: sizing.observed_hit_ratio,
-        claim_rate_per_minute: sizing.claim_rate_per_minute,
-        refill_seconds: sizing.refill_seconds,
+        sizing: sizing.figures.clone(),
         conditions,
     }
 }
@@ -181,7 +173,7 @@ mod tests {
             ..Default::default()
         };
         let r = crate::sizing::recommend(&m, 2, 0.99);
-        let f = SizingFields::new(2, &m, &r);
+        let f = SizingFields::new(2, &m, &r).figures;
         assert_eq!(f.observed_hit_ratio, Some(0.6667));
         assert_eq!(f.claim_rate_per_minute, Some(0.6));
         assert_eq!(f.refill_seconds, Some(2.123));
