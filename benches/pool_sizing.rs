@@ -233,7 +233,10 @@ async fn fixed_pool(c: &Cluster, s: &Settings, name: &str, size: u32) -> serde_j
     tokio::time::sleep(Duration::from_secs(2)).await;
     let outcomes = c.launch_types(&names).await;
     let status = c.status(name).await;
-    let refill = status.sizing.refill_seconds.unwrap_or(s.delay_ms as f64 / 1000.0);
+    let refill = status
+        .sizing
+        .refill_seconds
+        .unwrap_or(s.delay_ms as f64 / 1000.0);
     let observed = ratio(&outcomes);
     let predicted = hit_ratio(size, s.rate * refill);
     println!(

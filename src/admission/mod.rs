@@ -130,43 +130,62 @@ pub fn apply_create_defaults(
     Ok(true)
 }
 
-/// Checks a pod template the way the webhook checks a Sandbox's
+/// Admits a pod template the way the webhook admits a Sandbox's
 /// `spec.podTemplate`: the policy's defaults are applied first (as the
 /// mutating webhook would), then every validation rule (Pod Security at the
 /// policy's profile, the sandbox rules, resources, reserved keys). Returns
-/// the denials, with paths under `spec.podTemplate`; empty means a Pod may be
-/// created from it.
+/// the defaulted template, or the denials with paths under
+/// `spec.podTemplate`.
 ///
 /// The controllers call this before creating any Pod, with the policy of the
-/// moment (`PolicyStore::current()`), so a template admitted under an older
-/// or laxer policy, or never admitted at all (webhook off, excluded
-/// namespace), still cannot produce a Pod the policy forbids.
-pub fn check_pod_template(policy: &Policy, template: &PodTemplate) -> Vec<Denial> {
+/// moment (`PolicyStore::current()`), and build the Pod from the template it
+/// returns: a template admitted under an older or laxer policy, or never
+/// admitted at all (webhook off, excluded namespace), still cannot produce a
+/// Pod the policy forbids, and the Pod carries every default the check
+/// counted on (a restricted `securityContext`, the default runtime class,
+/// resource limits), not only the template's own fields.
+pub fn admit_pod_template(
+    policy: &Policy,
+    template: &PodTemplate,
+) -> Result<PodTemplate, Vec<Denial>> {
     let root = field::FieldPath::root();
-    let template = match serde_json::to_value(template) {
-        Ok(template) => template,
-        Err(error) => {
-            return vec![Denial::new(
-                &root.key("spec").key("podTemplate"),
-                format!("cannot be read: {error}"),
-            )];
-        }
-    };
+    let template_path = root.key("spec").key("podTemplate");
+    let template = serde_json::to_value(template).map_err(|error| {
+        vec![Denial::new(
+            &template_path,
+            format!("cannot be read: {error}"),
+        )]
+    })?;
     let mut object = serde_json::json!({"spec": {"podTemplate": template}});
     match apply_create_defaults(SandboxKind::SandboxTemplate, &mut object, policy) {
         Ok(_) => {}
-        Err(DefaultingError::Denied(denial)) => return vec![denial],
+        Err(DefaultingError::Denied(denial)) => return Err(vec![denial]),
         Err(DefaultingError::Patch(error)) => {
             let message = format!("the defaulting patch does not apply: {error}");
-            return vec![Denial::new(&root, message)];
+            return Err(vec![Denial::new(&root, message)]);
         }
     }
-    validate::check_pod_template_value(
+    let denials = validate::check_pod_template_value(
         policy,
         &object["spec"]["podTemplate"],
         &["spec", "podTemplate"],
     )
-    .denials
+    .denials;
+    if !denials.is_empty() {
+        return Err(denials);
+    }
+    serde_json::from_value(object["spec"]["podTemplate"].take()).map_err(|error| {
+        let message = format!("cannot be read after defaulting: {error}");
+        vec![Denial::new(&template_path, message)]
+    })
+}
+
+/// The denials of [`admit_pod_template`]; empty means a Pod may be created
+/// from the defaulted template.
+pub fn check_pod_template(policy: &Policy, template: &PodTemplate) -> Vec<Denial> {
+    admit_pod_template(policy, template)
+        .err()
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -85,7 +85,10 @@ async fn pool_reports_its_sizing_and_autoscales_up_then_down_after_the_delay() {
     );
     assert!(status.sizing.observed_hit_ratio.is_some(), "{status:#?}");
     assert!(status.sizing.predicted_hit_ratio.is_some(), "{status:#?}");
-    assert!(status.sizing.recommended_replicas.unwrap_or(0) >= 3, "{status:#?}");
+    assert!(
+        status.sizing.recommended_replicas.unwrap_or(0) >= 3,
+        "{status:#?}"
+    );
     let condition = find_condition(&status.conditions, "Autoscaling").expect("Autoscaling");
     assert!(
         condition.message.contains("recommended"),

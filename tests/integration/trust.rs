@@ -219,6 +219,77 @@ async fn the_policy_is_applied_again_before_any_pod_is_created() {
 }
 
 #[tokio::test]
+async fn pods_carry_the_policy_defaults_their_check_counted_on() {
+    // The webhook is off: the Sandbox and the template are stored without
+    // the restricted policy's defaults. The check before each Pod create
+    // passes only with those defaults applied, so both Pods (the Sandbox's
+    // and the pool's) must be created with them, not from the bare template.
+    let ns = TestNs::new("trust-defaults").await;
+    let dir = crate::common::repo().join("target/test-logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy_file = dir.join(format!("{}-policy.yaml", ns.name));
+    std::fs::write(&policy_file, "profile: restricted\n").unwrap();
+    let _op = ns
+        .operator(&[
+            "--webhook=false",
+            "--policy-file",
+            policy_file.to_str().unwrap(),
+        ])
+        .await;
+    let bare = json!({"spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+    let sandbox: Sandbox = serde_json::from_value(json!({
+        "apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox",
+        "metadata": {"name": "bare"}, "spec": {"podTemplate": bare}
+    }))
+    .unwrap();
+    ns.api::<Sandbox>()
+        .create(&PostParams::default(), &sandbox)
+        .await
+        .unwrap();
+    create(&ns, &template_of("bare", bare.clone())).await;
+    create(&ns, &pool("bare", "bare", 1)).await;
+    // The Sandbox's Pod and one pool Pod.
+    let both = || async {
+        let pods = ns.list::<Pod>().await;
+        let from_pool = pods.iter().any(|p| p.labels().contains_key(POOL_LABEL));
+        let own = pods.iter().any(|p| p.name_any() == "bare");
+        from_pool && own
+    };
+    wait_until(Duration::from_secs(30), both).await;
+    for pod in ns.list::<Pod>().await {
+        let spec = serde_json::to_value(pod.spec.as_ref().unwrap()).unwrap();
+        let name = pod.name_any();
+        assert_eq!(
+            spec["securityContext"]["runAsNonRoot"], true,
+            "{name}: {spec:#}"
+        );
+        assert_eq!(
+            spec["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
+            "{name}: {spec:#}"
+        );
+        let container = &spec["containers"][0];
+        let context = &container["securityContext"];
+        assert_eq!(
+            context["allowPrivilegeEscalation"], false,
+            "{name}: {spec:#}"
+        );
+        assert_eq!(
+            context["capabilities"]["drop"],
+            json!(["ALL"]),
+            "{name}: {spec:#}"
+        );
+        assert!(
+            container["resources"]["limits"]["memory"].is_string(),
+            "{name}: {spec:#}"
+        );
+        assert_eq!(
+            spec["automountServiceAccountToken"], false,
+            "{name}: {spec:#}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_template_too_lax_for_the_policy_fills_no_pool_and_says_why() {
     let ns = TestNs::new("trust-pool-policy").await;
     let _op = ns.operator(&["--webhook=false"]).await;

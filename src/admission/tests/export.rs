@@ -48,3 +48,40 @@ fn a_template_the_policy_forbids_is_reported_with_field_paths() {
         "spec.podTemplate.spec.containers[0].resources.limits.memory: 8Gi exceeds the maximum 4Gi"
     );
 }
+
+#[test]
+fn the_admitted_template_carries_the_defaults_the_check_counted_on() {
+    // A bare template (as stored with the webhook off) passes the restricted
+    // profile only with the policy's defaults; the template the controllers
+    // build Pods from must carry them.
+    let bare: crate::api::PodTemplate = serde_json::from_value(serde_json::json!({
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}
+    }))
+    .unwrap();
+    let restricted = Policy::from_yaml("profile: restricted").unwrap();
+    let admitted = crate::admission::admit_pod_template(&restricted, &bare).unwrap();
+    let spec = serde_json::to_value(&admitted.spec).unwrap();
+    let container = &spec["containers"][0];
+    let context = &container["securityContext"];
+    assert_eq!(spec["securityContext"]["runAsNonRoot"], true, "{spec:#}");
+    assert_eq!(
+        spec["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
+        "{spec:#}"
+    );
+    assert_eq!(context["allowPrivilegeEscalation"], false, "{spec:#}");
+    assert_eq!(context["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert!(
+        container["resources"]["limits"]["memory"].is_string(),
+        "{spec:#}"
+    );
+    assert_eq!(spec["automountServiceAccountToken"], false, "{spec:#}");
+    // Without those defaults the same template is refused: a Pod built from
+    // the stored template instead would break the profile the check passed.
+    let stored = serde_json::to_value(&bare).unwrap();
+    let refused = crate::admission::validate::check_pod_template_value(
+        &restricted,
+        &stored,
+        &["spec", "podTemplate"],
+    );
+    assert!(!refused.denials.is_empty());
+}

@@ -174,9 +174,11 @@ async fn delete_pod(pods: &Api<Pod>, name: &str, uid: &str) -> Result<()> {
     }
 }
 
-/// Creates the volume claims and the Pod, after checking the pod template
-/// against the current policy: the policy holds at creation time too, so a
-/// template admitted under an older or laxer policy starts no Pod. Returns
+/// Creates the volume claims and the Pod, after admitting the pod template
+/// under the current policy: the policy holds at creation time too, so a
+/// template admitted under an older or laxer policy starts no Pod, and the
+/// Pod is built from the admitted template (the policy's defaults applied,
+/// whether or not the stored template went through the webhook). Returns
 /// the Pod sent, or the Ready condition that says why none was created
 /// (after a warning Event).
 async fn create_pod(
@@ -185,40 +187,44 @@ async fn create_pod(
     pods: &Api<Pod>,
     namespace: &str,
 ) -> Result<std::result::Result<Pod, ConditionUpdate>> {
-    let denials = crate::admission::check_pod_template(
+    let admitted = crate::admission::admit_pod_template(
         &ctx.config.policy.current(),
         &sandbox.spec.pod_template,
     );
-    if !denials.is_empty() {
-        let message = format!(
-            "the pod template violates the admission policy, no Pod is created: {}",
-            denials
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        );
-        ctx.event(
-            sandbox,
-            EventType::Warning,
-            reason::POLICY_VIOLATION,
-            "CreatePod",
-            message.clone(),
-        )
-        .await;
-        return Ok(Err(ConditionUpdate::ready(
-            false,
-            reason::POLICY_VIOLATION,
-            message,
-        )));
-    }
-    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
-    for pvc in desired_pvcs(sandbox)? {
-        create_owned(&pvcs, &pvc, "PersistentVolumeClaim").await?;
-    }
-    let pod = desired_pod(sandbox)?;
-    create_owned(pods, &pod, "Pod").await?;
-    Ok(Ok(pod))
+    let denials = match admitted {
+        Ok(template) => {
+            let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
+            for pvc in desired_pvcs(sandbox)? {
+                create_owned(&pvcs, &pvc, "PersistentVolumeClaim").await?;
+            }
+            // Built from the template as admitted, defaults included.
+            let pod = desired_pod(sandbox, template.spec)?;
+            create_owned(pods, &pod, "Pod").await?;
+            return Ok(Ok(pod));
+        }
+        Err(denials) => denials,
+    };
+    let message = format!(
+        "the pod template violates the admission policy, no Pod is created: {}",
+        denials
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    ctx.event(
+        sandbox,
+        EventType::Warning,
+        reason::POLICY_VIOLATION,
+        "CreatePod",
+        message.clone(),
+    )
+    .await;
+    Ok(Err(ConditionUpdate::ready(
+        false,
+        reason::POLICY_VIOLATION,
+        message,
+    )))
 }
 
 /// Removes the Sandbox's pod-name annotation, conditioned on the version

@@ -14,10 +14,11 @@ use kube::api::ObjectMeta;
 use crate::api::{CLAIM_LABEL, SANDBOX_LABEL, Sandbox, TEMPLATE_LABEL, is_reserved_key};
 use crate::controller::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, Result, controller_ref};
 
-/// The Pod created for a Sandbox: the template plus the tracking label, the
-/// volume claims mounted under their template names, and the Sandbox as
-/// controller owner. Pure.
-pub fn desired_pod(sandbox: &Sandbox) -> Result<Pod> {
+/// The Pod created for a Sandbox: `spec` (the Sandbox's pod template spec
+/// as the policy admitted it, see `admission::admit_pod_template`) and the
+/// template's labels plus the tracking label, the volume claims mounted
+/// under their template names, and the Sandbox as controller owner. Pure.
+pub fn desired_pod(sandbox: &Sandbox, mut spec: PodSpec) -> Result<Pod> {
     let name = sandbox.name_any();
     let template = &sandbox.spec.pod_template;
     let meta = template.metadata.clone().unwrap_or_default();
@@ -45,7 +46,6 @@ pub fn desired_pod(sandbox: &Sandbox) -> Result<Pod> {
             labels.insert(TEMPLATE_LABEL.into(), template.clone());
         }
     }
-    let mut spec = template.spec.clone();
     for claim_template in sandbox.spec.volume_claim_templates.iter().flatten() {
         let Some(volume_name) = claim_template.metadata.name.clone() else {
             continue;

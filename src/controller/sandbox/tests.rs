@@ -243,7 +243,7 @@ fn desired_pod_mounts_volume_claims_and_is_owned() {
         },
         spec: Default::default(),
     }]);
-    let p = desired_pod(&s).unwrap();
+    let p = desired_pod(&s, s.spec.pod_template.spec.clone()).unwrap();
     let vols = p.spec.unwrap().volumes.unwrap();
     assert_eq!(
         vols[0].persistent_volume_claim.as_ref().unwrap().claim_name,
@@ -278,7 +278,7 @@ fn reserved_keys_from_the_template_never_reach_the_pod() {
                 .collect(),
         ),
     });
-    let pod = desired_pod(&s).unwrap();
+    let pod = desired_pod(&s, s.spec.pod_template.spec.clone()).unwrap();
     let labels = pod.metadata.labels.unwrap();
     assert_eq!(
         labels["agents.x-k8s.io/sandbox"], "sbx",

@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodSpec};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use tracing::{info, warn};
@@ -80,15 +80,31 @@ pub(super) async fn delete_victims(
     Ok(deleted)
 }
 
-/// Creates `count` idle Pods.
+/// The idle Pods a pool reconcile creates.
+pub(super) struct NewPods<'a> {
+    /// The pool's template (labels and annotations of the Pods).
+    pub template: &'a SandboxTemplate,
+    /// The template's pod spec as the current policy admitted it.
+    pub spec: &'a PodSpec,
+    /// The template hash the Pods are labelled with.
+    pub hash: &'a str,
+    /// How many.
+    pub count: usize,
+}
+
+/// Creates `new.count` idle Pods.
 pub(super) async fn create_pods(
     ctx: &Context,
     pool: &SandboxWarmPool,
-    template: &SandboxTemplate,
-    hash: &str,
     key: &str,
-    count: usize,
+    new: NewPods<'_>,
 ) -> Result<()> {
+    let NewPods {
+        template,
+        spec,
+        hash,
+        count,
+    } = new;
     if count == 0 {
         return Ok(());
     }
@@ -107,7 +123,7 @@ pub(super) async fn create_pods(
             .with_label_values(&["refill"])
             .observe(waited.as_secs_f64());
     }
-    let pod = desired_pod(pool, template, hash, jiff::Timestamp::now())?;
+    let pod = desired_pod(pool, template, spec, hash, jiff::Timestamp::now())?;
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()

@@ -7,6 +7,7 @@
 //! reason (by [`super::record`]) and a Warning Event, sent once per distinct
 //! message per [`crate::controller::memo::WriteMemo`] window.
 
+use k8s_openapi::api::core::v1::PodSpec;
 use kube::runtime::events::EventType;
 
 use super::super::Context;
@@ -16,26 +17,28 @@ use crate::api::{SandboxTemplate, SandboxWarmPool};
 /// What blocks a pool's creates: the condition reason and the message.
 pub type Blocker = (&'static str, String);
 
-/// The template's violations of `policy` as a blocker, if any. Pure; a
-/// reconcile asks [`super::template_facts::TemplateMemo`], which calls it
-/// once per template version and policy snapshot.
-pub(super) fn policy_problem(policy: &Policy, template: &SandboxTemplate) -> Option<Blocker> {
+/// The template's pod spec as `policy` admits it (defaults applied), or its
+/// violations as a blocker. Pure; a reconcile asks
+/// [`super::template_facts::TemplateMemo`], which calls it once per template
+/// version and policy snapshot.
+pub(super) fn admit(policy: &Policy, template: &SandboxTemplate) -> Result<PodSpec, Blocker> {
     use kube::ResourceExt;
-    let denials = crate::admission::check_pod_template(policy, &template.spec.pod_template);
-    (!denials.is_empty()).then(|| {
-        (
-            "PolicyViolation",
-            format!(
-                "template {} violates the admission policy, no Pod is created: {}",
-                template.name_any(),
-                denials
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ),
-        )
-    })
+    crate::admission::admit_pod_template(policy, &template.spec.pod_template)
+        .map(|admitted| admitted.spec)
+        .map_err(|denials| {
+            (
+                "PolicyViolation",
+                format!(
+                    "template {} violates the admission policy, no Pod is created: {}",
+                    template.name_any(),
+                    denials
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            )
+        })
 }
 
 /// Sends a Warning Event for a blocker, unless the same message was sent

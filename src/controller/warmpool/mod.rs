@@ -98,7 +98,7 @@ pub async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<Context>) -> Result<
     let facts = ctx
         .template_facts
         .facts(&template, ctx.config.policy.current());
-    let hash = facts.hash;
+    let hash = facts.hash.clone();
     let members = observe::observe_members(&ctx, &pool, &key, &hash);
 
     // Decide.
@@ -106,7 +106,10 @@ pub async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<Context>) -> Result<
     let decision = decide(&ctx, &members, &hash, sizing.desired);
 
     // Guard: nothing is created unchecked, nor before its NetworkPolicy.
-    let policy_problem = facts.policy_problem;
+    let (spec, policy_problem) = match facts.admitted {
+        Ok(spec) => (Some(spec), None),
+        Err(problem) => (None, Some(problem)),
+    };
     let network = match policy_problem {
         Some(_) => Ok(()),
         None => network::ensure(&ctx, &pool, &template, &key).await,
@@ -123,7 +126,15 @@ pub async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<Context>) -> Result<
 
     // Act.
     let deleted = act::delete_victims(&ctx, &key, &namespace, &decision.delete).await?;
-    act::create_pods(&ctx, &pool, &template, &hash, &key, creates).await?;
+    if let Some(spec) = spec.as_deref() {
+        let new = act::NewPods {
+            template: &template,
+            spec,
+            hash: &hash,
+            count: creates,
+        };
+        act::create_pods(&ctx, &pool, &key, new).await?;
+    }
 
     // Record.
     let outcome = record::Outcome {

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodSpec};
 use kube::ResourceExt;
 use kube::api::ObjectMeta;
 
@@ -16,10 +16,13 @@ use crate::api::{
     TEMPLATE_HASH_LABEL, TEMPLATE_LABEL,
 };
 
-/// A new idle Pod for `pool` from `template`. Pure.
+/// A new idle Pod for `pool`: `spec` (the template's pod spec as the policy
+/// admitted it, defaults applied) with the template's labels and
+/// annotations. Pure.
 pub fn desired_pod(
     pool: &SandboxWarmPool,
     template: &SandboxTemplate,
+    spec: &PodSpec,
     hash: &str,
     now: jiff::Timestamp,
 ) -> Result<Pod> {
@@ -51,7 +54,7 @@ pub fn desired_pod(
             owner_references: Some(vec![controller_ref(pool)?]),
             ..Default::default()
         },
-        spec: Some(template.spec.pod_template.spec.clone()),
+        spec: Some(spec.clone()),
         status: None,
     })
 }

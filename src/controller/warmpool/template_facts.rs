@@ -19,7 +19,9 @@ use std::sync::{Arc, Mutex};
 
 use kube::ResourceExt;
 
-use super::guard::{Blocker, policy_problem};
+use k8s_openapi::api::core::v1::PodSpec;
+
+use super::guard::{Blocker, admit};
 use crate::admission::Policy;
 use crate::api::{SandboxTemplate, template_hash};
 
@@ -32,8 +34,17 @@ const MAX_ENTRIES: usize = 1024;
 pub struct TemplateFacts {
     /// [`template_hash`] of the template.
     pub hash: String,
+    /// The pod spec the pool's Pods are made from: the template's, with the
+    /// policy's defaults applied; or the policy's verdict when it refuses
+    /// the template.
+    pub admitted: Result<Arc<PodSpec>, Blocker>,
+}
+
+impl TemplateFacts {
     /// The policy's verdict, when it refuses the pod template.
-    pub policy_problem: Option<Blocker>,
+    pub fn policy_problem(&self) -> Option<&Blocker> {
+        self.admitted.as_ref().err()
+    }
 }
 
 struct Entry {
@@ -53,7 +64,7 @@ impl TemplateMemo {
     pub fn facts(&self, template: &SandboxTemplate, policy: Arc<Policy>) -> TemplateFacts {
         let work_out = |policy: &Policy| TemplateFacts {
             hash: template_hash(&template.spec),
-            policy_problem: policy_problem(policy, template),
+            admitted: admit(policy, template).map(Arc::new),
         };
         let (Some(uid), Some(resource_version)) = (template.uid(), template.resource_version())
         else {
@@ -106,7 +117,7 @@ mod tests {
         let memo = TemplateMemo::default();
         let policy = Arc::new(Policy::default());
         let first = memo.facts(&template("1", false), Arc::clone(&policy));
-        assert_eq!(first.policy_problem, None);
+        assert_eq!(first.policy_problem(), None);
 
         // Same uid and resourceVersion, same snapshot: the remembered answer,
         // even for content that would now be refused (shows it is reused).
@@ -116,14 +127,17 @@ mod tests {
         // A new resourceVersion is worked out again.
         let changed = memo.facts(&template("2", true), Arc::clone(&policy));
         assert_ne!(changed.hash, first.hash);
-        let (reason, message) = changed.policy_problem.expect("privileged is refused");
+        let (reason, message) = changed
+            .policy_problem()
+            .cloned()
+            .expect("privileged is refused");
         assert_eq!(reason, "PolicyViolation");
         assert!(message.contains("privileged"), "{message}");
 
         // The same version under a new, equal snapshot (a reload) is worked
         // out again: the content given now (not privileged) decides.
         let reloaded = memo.facts(&template("2", false), Arc::new(Policy::default()));
-        assert_eq!(reloaded.policy_problem, None);
+        assert_eq!(reloaded.policy_problem(), None);
     }
 
     #[test]
@@ -132,8 +146,8 @@ mod tests {
         let policy = Arc::new(Policy::default());
         let mut t = template("1", false);
         t.metadata.uid = None;
-        assert_eq!(memo.facts(&t, Arc::clone(&policy)).policy_problem, None);
+        assert_eq!(memo.facts(&t, Arc::clone(&policy)).policy_problem(), None);
         t.spec = template("1", true).spec;
-        assert!(memo.facts(&t, policy).policy_problem.is_some());
+        assert!(memo.facts(&t, policy).policy_problem().is_some());
     }
 }

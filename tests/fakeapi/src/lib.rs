@@ -250,8 +250,7 @@ impl FakeApiServer {
         F: Fn(RequestInfo) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let hook: Hook = Arc::new(move |r| Box::pin(hook(r)));
-        self.add(Some(n), Arc::new(predicate), Action::OnArrival(hook));
+        self.add_hook(n, predicate, hook, Action::OnArrival);
     }
 
     /// The next `n` write requests matching `predicate` run `hook` after
@@ -270,12 +269,22 @@ impl FakeApiServer {
         F: Fn(RequestInfo) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
+        self.add_hook(n, predicate, hook, Action::BetweenReadAndWrite);
+    }
+
+    /// Adds a rule that runs `hook` at the moment `moment` names.
+    fn add_hook<F, Fut>(
+        &self,
+        n: usize,
+        predicate: impl Fn(&RequestInfo) -> bool + Send + Sync + 'static,
+        hook: F,
+        moment: fn(Hook) -> Action,
+    ) where
+        F: Fn(RequestInfo) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let hook: Hook = Arc::new(move |r| Box::pin(hook(r)));
-        self.add(
-            Some(n),
-            Arc::new(predicate),
-            Action::BetweenReadAndWrite(hook),
-        );
+        self.add(Some(n), Arc::new(predicate), moment(hook));
     }
 
     /// Every request matching `predicate` waits a random delay in
