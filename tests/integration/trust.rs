@@ -13,8 +13,8 @@ use serde_json::json;
 
 use crate::common::{TestNs, wait_for, wait_until};
 use crate::fixtures::{
-    claim, claim_ready, create, pool, ready_condition, setup, template_of, wait_not_ready_for,
-    wait_pool_ready,
+    claim, claim_of, claim_ready, create, pool, ready_condition, setup, template_of,
+    wait_not_ready_for, wait_pool_ready,
 };
 use sandbox_operator::api::{
     CLAIM_LABEL, LaunchType, POOL_LABEL, READY, Sandbox, SandboxClaim, SandboxTemplate,
@@ -304,5 +304,59 @@ async fn a_template_too_lax_for_the_policy_fills_no_pool_and_says_why() {
     assert!(
         ns.list::<Pod>().await.is_empty(),
         "no Pod for a template that fails the policy"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_claim_deletes_its_own_sandbox_and_no_one_elses() {
+    let ns = TestNs::new("trust-expire").await;
+    let _op = ns.operator(&[]).await;
+    setup(&ns, 1).await;
+    wait_pool_ready(&ns, 1).await;
+    // Someone else's Sandbox; then a claim of the same name that expired
+    // before it was made (shutdownPolicy Retain deletes "the claim's
+    // Sandbox").
+    let theirs: Sandbox = serde_json::from_value(json!({
+        "apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox",
+        "metadata": {"name": "theirs"},
+        "spec": {"podTemplate": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}}
+    }))
+    .unwrap();
+    let theirs = create(&ns, &theirs).await;
+    let past = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60);
+    let lifecycle =
+        |at: jiff::Timestamp| json!({"shutdownTime": at.to_string(), "shutdownPolicy": "Retain"});
+    create(
+        &ns,
+        &claim_of(
+            "theirs",
+            json!({"sandboxTemplateRef": {"name": "tmpl"}, "lifecycle": lifecycle(past)}),
+        ),
+    )
+    .await;
+    let claims = ns.api::<SandboxClaim>();
+    wait_not_ready_for(&claims, "theirs", "ClaimExpired").await;
+    // And a claim that is served, then expires: its own Sandbox goes.
+    let soon = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(8);
+    create(
+        &ns,
+        &claim_of(
+            "mine",
+            json!({"sandboxTemplateRef": {"name": "tmpl"}, "lifecycle": lifecycle(soon)}),
+        ),
+    )
+    .await;
+    wait_for(&claims, "mine", Duration::from_secs(30), claim_ready).await;
+    wait_not_ready_for(&claims, "mine", "ClaimExpired").await;
+    let sandboxes = ns.api::<Sandbox>();
+    wait_until(Duration::from_secs(30), || async {
+        sandboxes.get_opt("mine").await.unwrap().is_none()
+    })
+    .await;
+    let still = sandboxes.get_opt("theirs").await.unwrap();
+    assert_eq!(
+        still.and_then(|s| s.uid()),
+        theirs.uid(),
+        "another owner's Sandbox under an expired claim's name is left alone"
     );
 }

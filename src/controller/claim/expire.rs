@@ -1,15 +1,16 @@
 //! Claim expiry (`lifecycle.shutdownTime`).
 
-use kube::api::{Api, DeleteParams, PropagationPolicy};
+use kube::api::{Api, DeleteParams, Preconditions, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
+use tracing::info;
 
 use super::status::reason;
 use crate::api::{
     ClaimShutdownPolicy, ConditionUpdate, Sandbox, SandboxClaim, SandboxClaimStatus, set_condition,
 };
 use crate::controller::write_status;
-use crate::controller::{Context, Result, is_not_found, kube_err};
+use crate::controller::{Context, Result, controller_uid, is_conflict, is_not_found, kube_err};
 
 /// Expiry: `Delete`/`DeleteForeground` delete the claim (its children follow
 /// by ownerReference); `Retain` deletes the Sandbox and marks the claim.
@@ -43,15 +44,7 @@ pub(super) async fn expire(
             }
         }
         ClaimShutdownPolicy::Retain => {
-            let api: Api<Sandbox> = Api::namespaced(ctx.client.clone(), &namespace);
-            match api
-                .delete(&claim.name_any(), &DeleteParams::background())
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(kube_err("delete sandbox of expired claim")(e)),
-            }
+            delete_own_sandbox(ctx, claim, &namespace).await?;
             let previous = claim.status.clone().unwrap_or_default();
             let status = SandboxClaimStatus {
                 conditions: set_condition(
@@ -73,4 +66,38 @@ pub(super) async fn expire(
         }
     }
     Ok(Action::await_change())
+}
+
+/// Deletes the claim's Sandbox: the one under the claim's name whose
+/// controller is this claim (by uid), with the uid as a precondition. A
+/// Sandbox of that name that another owner controls (or none) is left
+/// alone: a claim cannot have someone else's Sandbox deleted by naming
+/// itself after it.
+async fn delete_own_sandbox(ctx: &Context, claim: &SandboxClaim, namespace: &str) -> Result<()> {
+    let name = claim.name_any();
+    let api: Api<Sandbox> = Api::namespaced(ctx.client.clone(), namespace);
+    let Some(sandbox) = api
+        .get_opt(&name)
+        .await
+        .map_err(kube_err("get sandbox of expired claim"))?
+    else {
+        return Ok(());
+    };
+    let claim_uid = claim.uid();
+    if claim_uid.is_none() || controller_uid(&sandbox.metadata) != claim_uid.as_deref() {
+        info!(sandbox = %name, "Sandbox under the expired claim's name is not the claim's; left alone");
+        return Ok(());
+    }
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: sandbox.uid(),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
+    match api.delete(&name, &params).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) || is_conflict(&e) => Ok(()),
+        Err(e) => Err(kube_err("delete sandbox of expired claim")(e)),
+    }
 }
