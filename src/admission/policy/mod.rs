@@ -70,6 +70,15 @@ pub struct Policy {
     /// and node-local volumes (nfs, iscsi, ...) are refused even at
     /// baseline.
     pub allowed_volume_types: Vec<String>,
+    /// Priority classes pod templates may name in `priorityClassName`;
+    /// empty refuses every class (a class decides which Pods the scheduler
+    /// preempts to make room). `priority` itself is always refused.
+    pub allowed_priority_classes: Vec<String>,
+    /// Whether pod templates may use dynamic resource allocation
+    /// (`spec.resourceClaims`, `containers[].resources.claims`); devices
+    /// allocated that way bypass `allowedExtendedResources`, so the default
+    /// is `false`.
+    pub allow_resource_claims: bool,
     /// Sandbox networking: address ranges no sandbox may reach.
     pub network: NetworkRules,
 }
@@ -109,6 +118,8 @@ impl Default for Policy {
             allowed_tolerations: Vec::new(),
             allowed_extended_resources: Vec::new(),
             allowed_volume_types: super::pss::ALLOWED_VOLUME_TYPES.map(String::from).to_vec(),
+            allowed_priority_classes: Vec::new(),
+            allow_resource_claims: false,
             network: NetworkRules::default(),
         }
     }
@@ -275,6 +286,7 @@ impl Policy {
             ("allowedServiceAccounts", &self.allowed_service_accounts),
             ("allowedExtendedResources", &self.allowed_extended_resources),
             ("allowedVolumeTypes", &self.allowed_volume_types),
+            ("allowedPriorityClasses", &self.allowed_priority_classes),
         ] {
             if let Some(index) = names.iter().position(|name| name.trim().is_empty()) {
                 return Err(PolicyError::invalid(
@@ -478,6 +490,26 @@ mod tests {
         );
         assert!(
             error("allowedTolerations: [{operator: Exists}]\n").contains("missing field `key`")
+        );
+    }
+
+    #[test]
+    fn priority_classes_and_resource_claims_parse_and_default_to_refused() {
+        let policy = Policy::default();
+        assert!(policy.allowed_priority_classes.is_empty());
+        assert!(!policy.allow_resource_claims);
+        let policy =
+            Policy::from_yaml("allowedPriorityClasses: [sandbox-low]\nallowResourceClaims: true\n")
+                .unwrap();
+        assert_eq!(policy.allowed_priority_classes, ["sandbox-low"]);
+        assert!(policy.allow_resource_claims);
+        assert_eq!(
+            error("allowedPriorityClasses: [sandbox-low, \" \"]\n"),
+            "allowedPriorityClasses[1]: must not be empty"
+        );
+        assert_refused_starting(
+            "allowResourceClaims: 1\n",
+            "allowResourceClaims: invalid type",
         );
     }
 }

@@ -9,12 +9,19 @@
 //!   - the sandbox rules beyond Pod Security: reserved label and annotation
 //!     keys in the template metadata; capabilities outside the policy's
 //!     allow-list; a `serviceAccountName` outside its allow-list; a mounted
-//!     service account token under restricted; `nodeName`; tolerations
-//!     outside the allow-list; `runtimeClassName` outside the allow-list
-//!     (when there is one); containers without an image; ephemeral
-//!     containers (a Pod cannot be created with them);
+//!     service account token under restricted, automounted or through a
+//!     projected `serviceAccountToken` volume source; `nodeName`;
+//!     tolerations outside the allow-list; a `priorityClassName` outside
+//!     `allowedPriorityClasses`, and any `priority`; `runtimeClassName`
+//!     outside the allow-list (when there is one); containers without an
+//!     image; ephemeral containers (a Pod cannot be created with them);
 //!   - resources: cpu, memory and ephemeral-storage above the ceilings,
-//!     extended resources outside the allow-list, a request above its limit.
+//!     extended resources outside the allow-list, a request above its limit,
+//!     resource claims (`spec.resourceClaims`, `resources.claims`) unless
+//!     `allowResourceClaims` is true.
+//! - Sandbox and SandboxTemplate, in `spec.volumeClaimTemplates[i].spec`
+//!   ([`volume_claims`]): `volumeName` and `selector` (the operator will
+//!   not bind a claim it creates to a volume the template picks).
 //! - Sandbox: a name longer than 63 characters (it becomes a label value);
 //!   `spec.replicas` outside 0..1; on UPDATE, any change to
 //!   `spec.volumeClaimTemplates`.
@@ -28,7 +35,8 @@
 //! Warned (admitted, with a message for the client): images without a tag
 //! or tagged `latest`, `allowPrivilegeEscalation: true` under the baseline
 //! profile, containers without cpu/memory limits, and a mounted service
-//! account token under baseline when the policy would not mount one.
+//! account token (automounted or projected) under baseline when the policy
+//! would not mount one.
 //!
 //! Every finding names the field and the rule, e.g.
 //! `spec.podTemplate.spec.containers[0].resources.limits.memory: 128Gi exceeds the maximum 64Gi`.
@@ -41,6 +49,7 @@ mod pod;
 mod resources;
 #[cfg(test)]
 mod tests;
+mod volume_claims;
 
 use kube::core::admission::Operation;
 use serde_json::{Map, Value};
@@ -110,12 +119,16 @@ pub fn validate(
     match kind {
         SandboxKind::Sandbox => {
             validator.pod_template(spec, &spec_path);
+            validator.volume_claim_templates(spec, &spec_path);
             validator.sandbox_replicas(spec, &spec_path);
             if let Some(old_spec) = old_spec {
                 validator.immutable(spec, old_spec, "volumeClaimTemplates", &spec_path);
             }
         }
-        SandboxKind::SandboxTemplate => validator.pod_template(spec, &spec_path),
+        SandboxKind::SandboxTemplate => {
+            validator.pod_template(spec, &spec_path);
+            validator.volume_claim_templates(spec, &spec_path);
+        }
         SandboxKind::SandboxClaim => {
             validator.template_ref(spec, &spec_path);
             if let Some(old_spec) = old_spec {

@@ -1,11 +1,13 @@
 //! Pod-level rules of a pod template: Pod Security at the policy's profile,
 //! and the sandbox rules that Pod Security does not cover (service account
-//! and its token, node pinning, tolerations, runtime class, ephemeral
-//! containers, at least one container).
+//! and its token, automounted or projected, node pinning, tolerations,
+//! priority, runtime class, ephemeral containers, at least one container).
 
 use serde_json::{Map, Value};
 
-use super::super::field::{FieldPath, List, object_items, optional, required_object};
+use super::super::field::{
+    FieldPath, List, object_items, optional, optional_object, present, required_object,
+};
 use super::super::policy::{Policy, TolerationRule};
 use super::super::pss;
 use super::{Validator, Verdict};
@@ -61,8 +63,11 @@ impl Validator<'_> {
     fn pod_spec(&mut self, spec: &Map<String, Value>, path: &FieldPath) {
         self.runtime_class(spec, path);
         self.service_account(spec, path);
+        self.projected_service_account_tokens(spec, path);
         self.node_placement(spec, path);
+        self.priority(spec, path);
         self.volume_types(spec, path);
+        self.pod_resource_claims(spec, path);
         if let Some(Some(ephemeral)) = self.ok(optional::<List>(spec, "ephemeralContainers", path))
             && !ephemeral.is_empty()
         {
@@ -148,6 +153,75 @@ impl Validator<'_> {
                     "mounts the service account token, so code in the sandbox can call the Kubernetes API",
                 );
             }
+        }
+    }
+
+    /// A projected `serviceAccountToken` source mounts a token whatever
+    /// `automountServiceAccountToken` says, so it follows the same rule:
+    /// denied under restricted, warned about under baseline when the policy
+    /// would not mount a token.
+    fn projected_service_account_tokens(&mut self, spec: &Map<String, Value>, path: &FieldPath) {
+        for (volume_path, volume) in self
+            .ok(object_items(spec, "volumes", path))
+            .unwrap_or_default()
+        {
+            let Some(Some(projected)) = self.ok(optional_object(volume, "projected", &volume_path))
+            else {
+                continue;
+            };
+            let projected_path = volume_path.key("projected");
+            for (source_path, source) in self
+                .ok(object_items(projected, "sources", &projected_path))
+                .unwrap_or_default()
+            {
+                if present(source, "serviceAccountToken").is_none() {
+                    continue;
+                }
+                let token_path = source_path.key("serviceAccountToken");
+                if self.restricted() {
+                    self.deny(
+                        &token_path,
+                        "a projected service account token is not allowed under the restricted profile \
+                         (as automountServiceAccountToken: true is not): the sandbox would get a Kubernetes API token",
+                    );
+                } else if !self.policy.automount_service_account_token {
+                    self.warn(
+                        &token_path,
+                        "projects a service account token, so code in the sandbox can call the Kubernetes API",
+                    );
+                }
+            }
+        }
+    }
+
+    /// `priorityClassName` only from `allowedPriorityClasses` (empty refuses
+    /// every class): a class decides which Pods the scheduler preempts to
+    /// make room. `priority` is never set in a template: the API server
+    /// computes it from the class.
+    fn priority(&mut self, spec: &Map<String, Value>, path: &FieldPath) {
+        let allowed = &self.policy.allowed_priority_classes;
+        if let Some(Some(class)) = self.ok(optional::<&str>(spec, "priorityClassName", path))
+            && !class.is_empty()
+            && !allowed.iter().any(|a| a == class)
+        {
+            let listed = if allowed.is_empty() {
+                "none".to_owned()
+            } else {
+                allowed.join(", ")
+            };
+            self.deny(
+                &path.key("priorityClassName"),
+                format!(
+                    "{class:?} is not in allowedPriorityClasses ({listed}): \
+                     a priority class decides which Pods are preempted to make room"
+                ),
+            );
+        }
+        if let Some(Some(_)) = self.ok(optional::<i64>(spec, "priority", path)) {
+            self.deny(
+                &path.key("priority"),
+                "must not be set: the API server computes a Pod's priority from its priorityClassName",
+            );
         }
     }
 

@@ -2,11 +2,12 @@
 //! ephemeral-storage stay under the policy's ceilings; extended resources
 //! (anything else, such as `nvidia.com/gpu` or `hugepages-2Mi`) only from
 //! the allow-list; no request above its limit; a missing cpu or memory
-//! limit is warned about.
+//! limit is warned about. Dynamic resource allocation (`spec.resourceClaims`,
+//! `resources.claims`) only when the policy allows resource claims.
 
 use serde_json::{Map, Value};
 
-use super::super::field::{FieldPath, optional_object};
+use super::super::field::{FieldPath, List, optional, optional_object};
 use super::super::policy::ComputeResource;
 use super::super::quantity::Quantity;
 use super::Validator;
@@ -14,12 +15,19 @@ use super::Validator;
 /// The resources every node has; any other name is an extended resource.
 const STANDARD_RESOURCES: [&str; 3] = ["cpu", "memory", "ephemeral-storage"];
 
+/// The rule a resource claim breaks while the policy does not allow them.
+const RESOURCE_CLAIMS_RULE: &str = "is not allowed while allowResourceClaims is false: \
+     devices allocated through dynamic resource allocation bypass allowedExtendedResources";
+
 impl Validator<'_> {
     pub(super) fn resources(&mut self, container: &Map<String, Value>, container_path: &FieldPath) {
         let resources_path = container_path.key("resources");
         let resources = self
             .ok(optional_object(container, "resources", container_path))
             .flatten();
+        if let Some(resources) = resources {
+            self.container_resource_claims(resources, &resources_path);
+        }
         let requests = self.quantities(resources, "requests", &resources_path);
         let limits = self.quantities(resources, "limits", &resources_path);
         let find = |amounts: &[(String, Quantity)], name: &str| {
@@ -78,6 +86,37 @@ impl Validator<'_> {
                     format_args!("is not set, so the container's {name} is unbounded"),
                 );
             }
+        }
+    }
+
+    /// A pod template claims no devices through dynamic resource allocation
+    /// (a non-empty `spec.resourceClaims`) unless `allowResourceClaims` is
+    /// true: DRA devices are not counted against `allowedExtendedResources`.
+    pub(super) fn pod_resource_claims(&mut self, spec: &Map<String, Value>, path: &FieldPath) {
+        self.no_resource_claims(spec, "resourceClaims", path);
+    }
+
+    /// A container uses no resource claims (a non-empty `resources.claims`)
+    /// unless `allowResourceClaims` is true, as for the pod's own.
+    fn container_resource_claims(
+        &mut self,
+        resources: &Map<String, Value>,
+        resources_path: &FieldPath,
+    ) {
+        self.no_resource_claims(resources, "claims", resources_path);
+    }
+
+    fn no_resource_claims(
+        &mut self,
+        object: &Map<String, Value>,
+        key: &'static str,
+        path: &FieldPath,
+    ) {
+        if !self.policy.allow_resource_claims
+            && let Some(Some(claims)) = self.ok(optional::<List>(object, key, path))
+            && !claims.is_empty()
+        {
+            self.deny(&path.key(key), RESOURCE_CLAIMS_RULE);
         }
     }
 

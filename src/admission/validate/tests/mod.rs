@@ -5,6 +5,7 @@ mod container;
 mod kinds;
 mod pod;
 mod resources;
+mod review_gaps;
 mod sandbox_rules;
 
 pub(super) use kube::core::admission::Operation;

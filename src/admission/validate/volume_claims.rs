@@ -1,0 +1,50 @@
+//! PersistentVolumeClaim templates of a Sandbox or SandboxTemplate
+//! (`spec.volumeClaimTemplates[i].spec`): the operator creates these claims
+//! with its own identity, so a template may not pick the volume a claim
+//! binds to, neither by name (`volumeName`, pre-binding to one
+//! PersistentVolume) nor by label (`selector`, binding to static volumes).
+//! The claims are provisioned or bound by the cluster like any other.
+
+use serde_json::{Map, Value};
+
+use super::super::field::{FieldPath, object_items, optional, optional_object};
+use super::Validator;
+
+impl Validator<'_> {
+    /// No `volumeName` and no `selector` in any claim template's spec.
+    pub(super) fn volume_claim_templates(
+        &mut self,
+        spec: &Map<String, Value>,
+        spec_path: &FieldPath,
+    ) {
+        for (template_path, template) in self
+            .ok(object_items(spec, "volumeClaimTemplates", spec_path))
+            .unwrap_or_default()
+        {
+            let Some(Some(claim_spec)) = self.ok(optional_object(template, "spec", &template_path))
+            else {
+                continue;
+            };
+            let claim_path = template_path.key("spec");
+            if let Some(Some(volume)) =
+                self.ok(optional::<&str>(claim_spec, "volumeName", &claim_path))
+                && !volume.is_empty()
+            {
+                self.deny(
+                    &claim_path.key("volumeName"),
+                    format!(
+                        "{volume:?} pre-binds the claim to a PersistentVolume: the operator creates \
+                         claims with its own identity and will not bind a claim to a volume the template picks"
+                    ),
+                );
+            }
+            if let Some(Some(_)) = self.ok(optional_object(claim_spec, "selector", &claim_path)) {
+                self.deny(
+                    &claim_path.key("selector"),
+                    "binds the claim to existing PersistentVolumes by label: the operator creates \
+                     claims with its own identity and will not bind a claim to a volume the template picks",
+                );
+            }
+        }
+    }
+}
