@@ -115,7 +115,8 @@ target/debug/sandbox-operator run \
   --operator-namespace sandbox-system \
   --metrics-addr "127.0.0.1:$metrics_port" \
   --webhook-addr "127.0.0.1:$webhook_port" \
-  --register-webhook-url "$webhook_url" &
+  --register-webhook-url "$webhook_url" \
+  --register-ownership-guard=true &
 operator_pid=$!
 
 ready_url=http://127.0.0.1:$metrics_port/readyz

@@ -220,6 +220,9 @@ struct RunArgs {
     /// When registering by URL: claim CREATEs skip the validating webhook; the mutating webhook, called anyway for the admission stamp, validates them with the same rules (one webhook call per claim create).
     #[arg(long, env = "SANDBOX_WEBHOOK_CLAIM_CREATES_IN_ONE_CALL", default_value_t = true, action = clap::ArgAction::Set)]
     webhook_claim_creates_in_one_call: bool,
+    /// Apply the ownership guard (a ValidatingAdmissionPolicy: only the operator may add ownerReferences to its kinds) at start-up; the Helm chart installs it instead.
+    #[arg(long, env = "SANDBOX_REGISTER_OWNERSHIP_GUARD", default_value_t = false, action = clap::ArgAction::Set)]
+    register_ownership_guard: bool,
     /// Admission policy file (YAML); reloaded when it changes. Built-in defaults when unset.
     #[arg(long, env = "SANDBOX_POLICY_FILE")]
     policy_file: Option<std::path::PathBuf>,
@@ -357,6 +360,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
     };
 
+    if args.register_ownership_guard {
+        sandbox_operator::webhook::guard::register(&client).await?;
+        info!(
+            "ownership guard applied (ValidatingAdmissionPolicy sandbox-operator-ownership-guard)"
+        );
+    }
     // The webhook serves on every replica, leader or not.
     let webhook = if args.webhook {
         if let Some(path) = &args.policy_file {

@@ -5,4 +5,5 @@
 //! it serves is [`crate::admission`].
 
 pub mod config;
+pub mod guard;
 pub mod runtime;

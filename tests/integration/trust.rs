@@ -360,3 +360,113 @@ async fn an_expired_claim_deletes_its_own_sandbox_and_no_one_elses() {
         "another owner's Sandbox under an expired claim's name is left alone"
     );
 }
+
+#[tokio::test]
+async fn only_the_operator_may_make_objects_owned_by_its_kinds() {
+    // A namespace user who may create and edit Pods and Sandboxes, but not
+    // the finalizers of the operator's kinds (which the operator may: see
+    // the chart's RBAC).
+    let ns = TestNs::new("trust-guard").await;
+    let _op = ns.operator(&[]).await;
+    setup(&ns, 1).await;
+    wait_pool_ready(&ns, 1).await;
+    let user = format!("tenant-{}", ns.name);
+    let rbac = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "tenant"},
+        "rules": [{"apiGroups": ["", "agents.x-k8s.io"], "resources": ["pods", "sandboxes"],
+                   "verbs": ["get", "list", "create", "update", "patch", "delete"]}]});
+    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "tenant"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "tenant"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]});
+    let role: k8s_openapi::api::rbac::v1::Role = serde_json::from_value(rbac).unwrap();
+    create(&ns, &role).await;
+    let binding: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(binding).unwrap();
+    create(&ns, &binding).await;
+    let tenant = crate::common::client_as(&user).await;
+    let pods: kube::Api<Pod> = kube::Api::namespaced(tenant.clone(), &ns.name);
+    let pool = ns
+        .api::<sandbox_operator::api::SandboxWarmPool>()
+        .get("pool")
+        .await
+        .unwrap();
+    let pool_ref = json!({"apiVersion": "extensions.agents.x-k8s.io/v1alpha1",
+        "kind": "SandboxWarmPool", "name": "pool", "uid": pool.uid().unwrap(), "controller": true});
+    let forged = |name: &str, owners: serde_json::Value| -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {POOL_LABEL: "pool", TEMPLATE_LABEL: "tmpl",
+                "app.kubernetes.io/managed-by": "sandbox-operator"}, "ownerReferences": owners},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}
+        }))
+        .unwrap()
+    };
+    // 1. A Pod forged as an idle pool Pod (the pool's uid is readable) is
+    //    refused, naming the field and the owner. The guard is cluster-wide
+    //    and may take a moment to load after the first operator applied it:
+    //    a forged Pod that got through meanwhile is deleted and tried again.
+    let mut refusal = None;
+    for _ in 0..100 {
+        match pods
+            .create(&PostParams::default(), &forged("forged", json!([pool_ref])))
+            .await
+        {
+            Ok(_) => {
+                pods.delete("forged", &Default::default()).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(error) => {
+                refusal = Some(error.to_string());
+                break;
+            }
+        }
+    }
+    let refusal = refusal.expect("the forged pool Pod is refused");
+    assert!(
+        refusal.contains("metadata.ownerReferences: only the sandbox operator may make a Pod owned by SandboxWarmPool pool"),
+        "{refusal}"
+    );
+    // 2. The same user's Pod without such a reference is created, and an
+    //    update that adds one is refused.
+    pods.create(&PostParams::default(), &forged("own", json!([])))
+        .await
+        .unwrap();
+    let add = json!({"metadata": {"ownerReferences": [pool_ref]}});
+    let refusal = pods
+        .patch(
+            "own",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&add),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refusal.contains("metadata.ownerReferences"), "{refusal}");
+    // 3. A Sandbox made to look like a claim's is refused too.
+    let claim = create(&ns, &crate::fixtures::claim("c1")).await;
+    let sandbox: Sandbox = serde_json::from_value(json!({
+        "apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox",
+        "metadata": {"name": "decoy", "ownerReferences": [{
+            "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxClaim",
+            "name": "c1", "uid": claim.uid().unwrap(), "controller": true}]},
+        "spec": {"podTemplate": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}}
+    }))
+    .unwrap();
+    let refusal = kube::Api::<Sandbox>::namespaced(tenant, &ns.name)
+        .create(&PostParams::default(), &sandbox)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refusal.contains("may make a Sandbox owned by SandboxClaim c1"),
+        "{refusal}"
+    );
+    // 4. The operator's own references pass: the claim is served warm.
+    let served = wait_for(
+        &ns.api::<SandboxClaim>(),
+        "c1",
+        Duration::from_secs(30),
+        claim_ready,
+    )
+    .await;
+    assert_eq!(served.status.unwrap().launch_type, Some(LaunchType::Warm));
+}

@@ -185,12 +185,13 @@ seccompProfile:
 - apiGroups: ["extensions.agents.x-k8s.io"]
   resources: ["sandboxclaims/status", "sandboxwarmpools/status"]
   verbs: ["get", "patch"]
-# ownerReferences with blockOwnerDeletion need update on the owner's finalizers.
+# An ownerReference to one of these needs update on the owner's finalizers
+# (blockOwnerDeletion, and the ownership guard: files/ownership-guard.yaml).
 - apiGroups: ["agents.x-k8s.io"]
   resources: ["sandboxes/finalizers"]
   verbs: ["update"]
 - apiGroups: ["extensions.agents.x-k8s.io"]
-  resources: ["sandboxclaims/finalizers", "sandboxwarmpools/finalizers"]
+  resources: ["sandboxclaims/finalizers", "sandboxwarmpools/finalizers", "sandboxtemplates/finalizers"]
   verbs: ["update"]
 # Warm and cold Pods; a steal is a conditioned patch.
 - apiGroups: [""]

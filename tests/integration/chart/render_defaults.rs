@@ -85,6 +85,9 @@ async fn chart_renders_a_least_privilege_ha_operator_by_default() {
         "NetworkPolicy",
         "MutatingWebhookConfiguration",
         "ValidatingWebhookConfiguration",
+        // the ownership guard
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
         // helm test hooks
         "Pod",
         "SandboxTemplate",
@@ -325,4 +328,32 @@ async fn chart_renders_a_least_privilege_ha_operator_by_default() {
     // A single replica gets no PDB (it would block node drains).
     let docs = render(&["--set", "controller.replicas=1"]);
     assert!(!kinds(&docs).contains("PodDisruptionBudget"));
+}
+
+#[test]
+fn chart_installs_the_ownership_guard_the_operator_applies_locally() {
+    // One definition: the chart's objects are the operator's
+    // (files/ownership-guard.yaml) but for the release's name and labels.
+    let docs = render(&[]);
+    let shipped: Vec<Yaml> =
+        serde_yaml::Deserializer::from_str(sandbox_operator::webhook::guard::GUARD_YAML)
+            .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
+            .collect();
+    let policy = find(&docs, "ValidatingAdmissionPolicy");
+    let binding = find(&docs, "ValidatingAdmissionPolicyBinding");
+    assert_eq!(policy["spec"], shipped[0]["spec"]);
+    let name = policy["metadata"]["name"].as_str().unwrap();
+    assert_eq!(binding["spec"]["policyName"].as_str(), Some(name));
+    assert_eq!(
+        binding["spec"]["validationActions"],
+        shipped[1]["spec"]["validationActions"]
+    );
+    // And it can be left out.
+    let without = render(&["--set", "ownershipGuard.enabled=false"]);
+    let kinds = kinds(&without);
+    assert!(!kinds.contains("ValidatingAdmissionPolicy"), "{kinds:?}");
+    assert!(
+        !kinds.contains("ValidatingAdmissionPolicyBinding"),
+        "{kinds:?}"
+    );
 }

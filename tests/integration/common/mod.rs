@@ -90,6 +90,17 @@ pub async fn client_for(path: &Path) -> Client {
     Client::try_from(config).expect("client from kubeconfig")
 }
 
+/// A client that acts as `user` (the admin impersonating it), for requests
+/// an ordinary namespace user makes.
+pub async fn client_as(user: &str) -> Client {
+    let kc = Kubeconfig::read_from(kubeconfig()).expect("reading the admin kubeconfig");
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig is usable");
+    config.auth_info.impersonate = Some(user.to_string());
+    Client::try_from(config).expect("client from kubeconfig")
+}
+
 /// Installs (server-side apply) the operator's CRDs once per test binary and
 /// waits until they are Established.
 pub async fn install_crds(client: &Client) {
@@ -335,6 +346,9 @@ impl Operator {
                 &format!("https://127.0.0.1:{webhook_port}"),
             ])
             .args(["--webhook-config-name", &webhook_config_name(namespace)])
+            // Cluster-wide and the same for every test's operator (all run
+            // as the admin): applying it again is a no-op.
+            .arg("--register-ownership-guard=true")
             .args(extra)
             .spawn()
             .expect("start the operator binary");
