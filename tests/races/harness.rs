@@ -28,6 +28,10 @@ const EXT: &str = "/apis/extensions.agents.x-k8s.io/v1alpha1/namespaces/races";
 pub fn claim_path(name: &str) -> String {
     format!("{EXT}/sandboxclaims/{name}")
 }
+/// Path of the template.
+pub fn template_path() -> String {
+    format!("{EXT}/sandboxtemplates/{TEMPLATE}")
+}
 /// Path of the pool.
 pub fn pool_path() -> String {
     format!("{EXT}/sandboxwarmpools/{POOL}")
@@ -59,7 +63,7 @@ pub fn fake_with_pool(replicas: i32) -> FakeApiServer {
     let fake = FakeApiServer::default();
     DUMP.with(|d| *d.borrow_mut() = Some(fake.clone()));
     fake.insert(
-        &format!("{EXT}/sandboxtemplates/{TEMPLATE}"),
+        &template_path(),
         json!({
             "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxTemplate",
             "metadata": {"namespace": NS},

@@ -13,6 +13,7 @@
 mod conflicts;
 mod critical;
 mod harness;
+mod policies;
 mod random;
 mod scenarios;
 mod watches;

@@ -14,8 +14,8 @@ use kube::{Resource, ResourceExt};
 
 use crate::admission::{Cidr, restrict_egress};
 use crate::api::{
-    ADMITTED_AT_ANNOTATION, POD_NAME_ANNOTATION, SANDBOX_LABEL, Sandbox, SandboxClaim, SandboxSpec,
-    SandboxTemplate, TEMPLATE_LABEL,
+    ADMITTED_AT_ANNOTATION, NetworkPolicySpec, POD_NAME_ANNOTATION, SANDBOX_LABEL, Sandbox,
+    SandboxClaim, SandboxSpec, SandboxTemplate, TEMPLATE_LABEL,
 };
 use crate::controller::sandbox::headless_service;
 use crate::controller::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, Result, controller_ref};
@@ -50,29 +50,30 @@ pub fn network_policy_name(claim: &str) -> String {
 }
 
 /// The NetworkPolicy of a claim: deny all ingress to its Pod unless the
-/// template allows some; egress as the template says, minus the policy
-/// file's denied ranges (`deny`).
+/// template's `rules` allow some; egress as they say, minus the policy
+/// file's denied ranges (`deny`). No rules (a template without any, or one
+/// deleted before the claim got its policy): all ingress denied.
 pub fn desired_network_policy(
     claim: &SandboxClaim,
-    template: &SandboxTemplate,
+    rules: Option<&NetworkPolicySpec>,
     deny: &[Cidr],
 ) -> Result<NetworkPolicy> {
     let name = claim.name_any();
     let policy_name = network_policy_name(&name);
-    template_rules_policy(claim, policy_name, (SANDBOX_LABEL, name), template, deny)
+    template_rules_policy(claim, policy_name, (SANDBOX_LABEL, name), rules, deny)
 }
 
 /// The NetworkPolicy `name`, owned by `owner`, that gives the Pods labelled
-/// `selector` the template's rules: its ingress (none: deny all) and its
+/// `selector` a template's `rules`: their ingress (none: deny all) and their
 /// egress minus the denied ranges (`deny`).
 fn template_rules_policy<K: Resource<DynamicType = ()>>(
     owner: &K,
     name: String,
     selector: (&str, String),
-    template: &SandboxTemplate,
+    rules: Option<&NetworkPolicySpec>,
     deny: &[Cidr],
 ) -> Result<NetworkPolicy> {
-    let rules = template.spec.network_policy.clone().unwrap_or_default();
+    let rules = rules.cloned().unwrap_or_default();
     Ok(sandbox_network_policy(
         name,
         owner.namespace(),
@@ -196,7 +197,7 @@ pub fn desired_template_network_policy(
         template,
         policy_name,
         (TEMPLATE_LABEL, name),
-        template,
+        template.spec.network_policy.as_ref(),
         deny,
     )
 }
@@ -276,13 +277,15 @@ mod network_policy_tests {
                 Some(vec!["fd00:ec2::254/128".to_string()]),
             ),
         ];
-        let claim_policy = desired_network_policy(&claim, &template, &deny()).unwrap();
+        let claim_policy =
+            desired_network_policy(&claim, template.spec.network_policy.as_ref(), &deny()).unwrap();
         assert_eq!(except_lists(&claim_policy), expected);
         assert_eq!(claim_policy.spec.as_ref().unwrap().ingress, Some(vec![]));
         let template_policy = desired_template_network_policy(&template, &deny()).unwrap();
         assert_eq!(except_lists(&template_policy), expected);
         // No deny list: exactly as before egress filtering (no Egress type).
-        let open = desired_network_policy(&claim, &template, &[]).unwrap();
+        let open =
+            desired_network_policy(&claim, template.spec.network_policy.as_ref(), &[]).unwrap();
         let spec = open.spec.unwrap();
         assert_eq!(spec.policy_types, Some(vec!["Ingress".to_string()]));
         assert_eq!(spec.egress, None);

@@ -240,21 +240,28 @@ async fn ensure_network_policy(ctx: &Context, claim: &SandboxClaim, namespace: &
         return Ok(());
     }
     let template_name = &claim.spec.sandbox_template_ref.name;
-    let Some(template) = ctx.template_or_get(namespace, template_name).await? else {
-        return Ok(());
-    };
-    match ctx.config.claim_network_policy {
-        super::NetworkPolicyMode::PerClaim => {
+    let template = ctx.template_or_get(namespace, template_name).await?;
+    match (ctx.config.claim_network_policy, template) {
+        (super::NetworkPolicyMode::PerTemplate, Some(template)) => {
+            ensure_template_policy(ctx, &template).await?
+        }
+        // Per claim; or per template with the template gone (its policy
+        // went with it): the claim's own, from the template's rules, or
+        // denying all ingress when the template was deleted before the
+        // claim got its policy. Either way no Ready without a policy.
+        (_, template) => {
             let policies: Api<k8s_openapi::api::networking::v1::NetworkPolicy> =
                 Api::namespaced(ctx.client.clone(), namespace);
+            let rules = template
+                .as_ref()
+                .and_then(|t| t.spec.network_policy.as_ref());
             let policy = desired_network_policy(
                 claim,
-                &template,
+                rules,
                 &ctx.config.policy.current().network.deny_egress(),
             )?;
             create_owned(&policies, &policy, "NetworkPolicy").await?;
         }
-        super::NetworkPolicyMode::PerTemplate => ensure_template_policy(ctx, &template).await?,
     }
     ctx.written.record(&key, serde_json::Value::Bool(true));
     Ok(())

@@ -297,7 +297,7 @@ async fn ensure_claim_policy(
             let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), namespace);
             let policy = desired_network_policy(
                 claim,
-                template,
+                template.spec.network_policy.as_ref(),
                 &ctx.config.policy.current().network.deny_egress(),
             )?;
             create_owned(&policies, &policy, "NetworkPolicy")

@@ -55,7 +55,8 @@ fn sandbox_is_owned_by_the_claim_and_annotated_only_when_warm() {
 #[test]
 fn network_policy_denies_all_ingress_by_default() {
     let template = SandboxTemplate::new("t", SandboxTemplateSpec::default());
-    let np = desired_network_policy(&claim(None), &template, &[]).unwrap();
+    let np =
+        desired_network_policy(&claim(None), template.spec.network_policy.as_ref(), &[]).unwrap();
     let spec = np.spec.unwrap();
     assert_eq!(spec.ingress, Some(vec![]));
     assert_eq!(spec.policy_types, Some(vec!["Ingress".to_string()]));

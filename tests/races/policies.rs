@@ -1,0 +1,42 @@
+//! The claim's NetworkPolicy comes before its Ready, whatever fails in
+//! between.
+
+use std::time::Duration;
+
+use sandbox_fakeapi::RequestInfo;
+
+use crate::harness::*;
+
+/// Round one's NetworkPolicy create fails, and the claim's template is
+/// deleted before the retry. The retry must still make the claim's policy
+/// (from no rules: all ingress denied) before it writes Ready; before, it
+/// found no template, skipped the policy and wrote Ready.
+#[tokio::test]
+async fn a_claim_is_not_ready_without_its_policy_even_when_its_template_went_away() {
+    let fake = fake_with_pool(1);
+    let _kubelet = kubelet(&fake, Duration::from_millis(2));
+    let mut operator = Operator::start(&fake, "a").await;
+    operator.run();
+    wait_until("the pool is full", || idle_ready_pods(&fake).len() == 1).await;
+    let policy_create =
+        |r: &RequestInfo| r.method == "POST" && r.path.ends_with("/networkpolicies");
+    let store = fake.clone();
+    fake.on_arrival(1, policy_create, move |_| {
+        let store = store.clone();
+        async move {
+            store.delete(&template_path()).expect("the template exists");
+        }
+    });
+    fake.fail_next(1, policy_create, 500, "InternalError", "injected");
+    create_claim(&fake, "c");
+    wait_until("the claim is Ready", || check_invariants(&fake).len() == 1).await;
+    let policy = fake
+        .get(&policy_path("c-sandbox"))
+        .expect("a Ready claim has its NetworkPolicy");
+    assert_eq!(policy["spec"]["policyTypes"][0], "Ingress", "{policy:#}");
+    let ingress = &policy["spec"]["ingress"];
+    assert!(
+        ingress.is_null() || ingress.as_array().is_some_and(Vec::is_empty),
+        "no template, no allowed ingress: {policy:#}"
+    );
+}
