@@ -15,5 +15,6 @@ mod critical;
 mod harness;
 mod policies;
 mod random;
+mod repair;
 mod scenarios;
 mod watches;

@@ -13,14 +13,16 @@
 
 use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
+use kube::api::Api;
 use tracing::warn;
 
 use super::desired::pool_choice;
 use super::serve::{earlier_pod, repoint};
 use super::steal::{candidates, reserve_first, take_over};
 use crate::api::{POD_NAME_ANNOTATION, Sandbox, SandboxClaim};
-use crate::controller::{Context, Result, controller_uid, is_terminating};
+use crate::controller::{Context, Result, controller_uid, is_terminating, kube_err};
 
 /// Whether a claim's warm Sandbox names a Pod the claim never got: the Pod
 /// is still its pool's (a crash between the Sandbox create and the steal) or
@@ -41,21 +43,29 @@ pub(super) fn needs_repair(ctx: &Context, claim_uid: &str, sandbox: &Sandbox) ->
     else {
         return false;
     };
+    !is_terminating(pod.as_ref()) && !held(&pod, claim_uid, sandbox)
+}
+
+/// Whether `pod` is the claim's: stolen for it or adopted by its Sandbox.
+/// A Pod with no controller (orphaned, say by a pool deleted with
+/// `--cascade=orphan`) is not: the Sandbox controller would never adopt it,
+/// so a claim left naming it would wait forever.
+fn held(pod: &Pod, claim_uid: &str, sandbox: &Sandbox) -> bool {
     let controller = controller_uid(&pod.metadata);
-    !is_terminating(pod.as_ref())
-        && controller.is_some()
-        && controller != Some(claim_uid)
-        && controller != sandbox.metadata.uid.as_deref()
+    controller.is_some()
+        && (controller == Some(claim_uid) || controller == sandbox.metadata.uid.as_deref())
 }
 
 /// Steals a Pod for a claim whose Sandbox names one it never got, and
 /// points the Sandbox at it, or at none (cold path).
 ///
-/// The named Pod is tried first: the cache that called for the repair may
-/// be behind a steal of it still in flight (this process's retry, or
-/// another process serving the same claim). Stealing it, or finding on
-/// the re-read that it was stolen for this claim, keeps the Sandbox as it
-/// is; only a Pod that went to someone else moves the Sandbox.
+/// The named Pod is read again from the API server first, and then tried
+/// first: the cache that called for the repair may be behind a steal of it
+/// (this process's retry, or another process serving the same claim) or
+/// its adoption by the Sandbox. Finding it the claim's, stealing it, or
+/// finding on the steal's re-read that it was stolen for this claim keeps
+/// the Sandbox as it is; only a Pod that went to someone else (or has no
+/// controller at all) moves the Sandbox.
 pub(super) async fn repair(
     ctx: &Arc<Context>,
     claim: &SandboxClaim,
@@ -65,6 +75,20 @@ pub(super) async fn repair(
 ) -> Result<()> {
     let template_name = &claim.spec.sandbox_template_ref.name;
     let named = sandbox.annotations().get(POD_NAME_ANNOTATION);
+    // The cache that called for the repair may be behind: another process
+    // serving this claim may have stolen the named Pod, or its Sandbox
+    // adopted it, and neither write changes the Sandbox's version that the
+    // repoint below is conditioned on. So the named Pod is read again first.
+    if let Some(named) = named {
+        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+        let fresh = pods
+            .get_opt(named)
+            .await
+            .map_err(kube_err(format!("get pod {named}")))?;
+        if fresh.is_none_or(|pod| is_terminating(&pod) || held(&pod, claim_uid, sandbox)) {
+            return Ok(());
+        }
+    }
     let earlier = match earlier_pod(ctx, claim_uid) {
         Some(pod) if Some(&pod) == named => return Ok(()),
         earlier => earlier,
