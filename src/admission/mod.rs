@@ -46,7 +46,7 @@ pub use policy::{
 pub use quantity::{Quantity, QuantityError};
 pub use validate::{MAX_LABEL_VALUE, Verdict, is_reserved_key, validate};
 
-use crate::api::PodTemplate;
+use crate::api::{PersistentVolumeClaimTemplate, PodTemplate};
 
 /// The kinds admission knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -178,6 +178,24 @@ pub fn admit_pod_template(
         let message = format!("cannot be read after defaulting: {error}");
         vec![Denial::new(&template_path, message)]
     })
+}
+
+/// Checks a Sandbox's volume claim templates the way the webhook does (none
+/// may pick its volume or copy another's data): the Sandbox controller
+/// calls it before creating the claims, which it does with its own rights.
+pub fn check_volume_claim_templates(
+    policy: &Policy,
+    templates: &[PersistentVolumeClaimTemplate],
+) -> Vec<Denial> {
+    match serde_json::to_value(templates) {
+        Ok(value) => validate::check_volume_claim_templates_value(policy, &value).denials,
+        Err(error) => vec![Denial::new(
+            &field::FieldPath::root()
+                .key("spec")
+                .key("volumeClaimTemplates"),
+            format!("cannot be read: {error}"),
+        )],
+    }
 }
 
 /// The denials of [`admit_pod_template`]; empty means a Pod may be created

@@ -85,3 +85,30 @@ fn the_admitted_template_carries_the_defaults_the_check_counted_on() {
     );
     assert!(!refused.denials.is_empty());
 }
+
+#[test]
+fn claim_templates_that_pick_or_copy_a_volume_are_refused_before_the_claims_are_made() {
+    let templates: Vec<crate::api::PersistentVolumeClaimTemplate> =
+        serde_json::from_value(serde_json::json!([
+            {"metadata": {"name": "ok"}, "spec": {"accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}}}},
+            {"metadata": {"name": "copy"}, "spec": {"accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+                "dataSource": {"kind": "PersistentVolumeClaim", "name": "someone-elses"}}}
+        ]))
+        .unwrap();
+    let denials: Vec<String> =
+        crate::admission::check_volume_claim_templates(&Policy::default(), &templates)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+    assert_eq!(denials.len(), 1, "{denials:?}");
+    assert!(
+        denials[0].starts_with("spec.volumeClaimTemplates[1].spec.dataSource: fills the claim"),
+        "{denials:?}"
+    );
+    assert!(
+        crate::admission::check_volume_claim_templates(&Policy::default(), &templates[..1])
+            .is_empty()
+    );
+}

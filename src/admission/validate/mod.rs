@@ -60,6 +60,7 @@ use super::policy::{Policy, Profile};
 
 pub use names::{MAX_LABEL_VALUE, is_reserved_key};
 pub(crate) use pod::check_pod_template_value;
+pub(crate) use volume_claims::check_volume_claim_templates_value;
 
 /// The outcome of validating one object.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

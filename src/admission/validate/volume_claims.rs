@@ -2,8 +2,10 @@
 //! (`spec.volumeClaimTemplates[i].spec`): the operator creates these claims
 //! with its own identity, so a template may not pick the volume a claim
 //! binds to, neither by name (`volumeName`, pre-binding to one
-//! PersistentVolume) nor by label (`selector`, binding to static volumes).
-//! The claims are provisioned or bound by the cluster like any other.
+//! PersistentVolume) nor by label (`selector`, binding to static volumes),
+//! nor fill it from another claim or a snapshot (`dataSource`,
+//! `dataSourceRef`: a copy made with the operator's rights). The claims are
+//! provisioned or bound by the cluster like any other.
 
 use serde_json::{Map, Value};
 
@@ -11,7 +13,8 @@ use super::super::field::{FieldPath, object_items, optional, optional_object};
 use super::Validator;
 
 impl Validator<'_> {
-    /// No `volumeName` and no `selector` in any claim template's spec.
+    /// No `volumeName`, `selector`, `dataSource` or `dataSourceRef` in any
+    /// claim template's spec.
     pub(super) fn volume_claim_templates(
         &mut self,
         spec: &Map<String, Value>,
@@ -38,6 +41,15 @@ impl Validator<'_> {
                     ),
                 );
             }
+            for key in ["dataSource", "dataSourceRef"] {
+                if let Some(Some(_)) = self.ok(optional_object(claim_spec, key, &claim_path)) {
+                    self.deny(
+                        &claim_path.key(key),
+                        "fills the claim from another volume or snapshot: the operator creates claims \
+                         with its own identity and will not copy data the requester may not be able to read",
+                    );
+                }
+            }
             if let Some(Some(_)) = self.ok(optional_object(claim_spec, "selector", &claim_path)) {
                 self.deny(
                     &claim_path.key("selector"),
@@ -47,4 +59,22 @@ impl Validator<'_> {
             }
         }
     }
+}
+
+/// Checks a Sandbox's claim templates (given as JSON, the Sandbox's
+/// `spec.volumeClaimTemplates`) with the rule above: the Sandbox controller
+/// runs it before it creates the claims, so a Sandbox stored without the
+/// webhook cannot pick a volume either.
+pub(crate) fn check_volume_claim_templates_value(
+    policy: &super::super::Policy,
+    templates: &Value,
+) -> super::Verdict {
+    let mut validator = Validator {
+        policy,
+        verdict: super::Verdict::default(),
+    };
+    let mut spec = Map::new();
+    spec.insert("volumeClaimTemplates".into(), templates.clone());
+    validator.volume_claim_templates(&spec, &FieldPath::root().key("spec"));
+    validator.verdict
 }

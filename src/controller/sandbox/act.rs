@@ -174,25 +174,31 @@ async fn delete_pod(pods: &Api<Pod>, name: &str, uid: &str) -> Result<()> {
     }
 }
 
-/// Creates the volume claims and the Pod, after admitting the pod template
-/// under the current policy: the policy holds at creation time too, so a
-/// template admitted under an older or laxer policy starts no Pod, and the
-/// Pod is built from the admitted template (the policy's defaults applied,
-/// whether or not the stored template went through the webhook). Returns
-/// the Pod sent, or the Ready condition that says why none was created
-/// (after a warning Event).
+/// Creates the volume claims and the Pod, after checking the claim templates
+/// and admitting the pod template under the current policy: the policy
+/// holds at creation time too, so a template admitted under an older or
+/// laxer policy starts no Pod, and the Pod is built from the admitted
+/// template (the policy's defaults applied, whether or not the stored
+/// template went through the webhook). Returns the Pod sent, or the Ready
+/// condition that says why none was created (after a warning Event).
 async fn create_pod(
     ctx: &Context,
     sandbox: &Sandbox,
     pods: &Api<Pod>,
     namespace: &str,
 ) -> Result<std::result::Result<Pod, ConditionUpdate>> {
-    let admitted = crate::admission::admit_pod_template(
-        &ctx.config.policy.current(),
-        &sandbox.spec.pod_template,
+    let policy = ctx.config.policy.current();
+    let mut denials = crate::admission::check_volume_claim_templates(
+        &policy,
+        sandbox
+            .spec
+            .volume_claim_templates
+            .as_deref()
+            .unwrap_or_default(),
     );
+    let admitted = crate::admission::admit_pod_template(&policy, &sandbox.spec.pod_template);
     let denials = match admitted {
-        Ok(template) => {
+        Ok(template) if denials.is_empty() => {
             let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
             for pvc in desired_pvcs(sandbox)? {
                 create_owned(&pvcs, &pvc, "PersistentVolumeClaim").await?;
@@ -202,7 +208,11 @@ async fn create_pod(
             create_owned(pods, &pod, "Pod").await?;
             return Ok(Ok(pod));
         }
-        Err(denials) => denials,
+        Ok(_) => denials,
+        Err(more) => {
+            denials.extend(more);
+            denials
+        }
     };
     let message = format!(
         "the pod template violates the admission policy, no Pod is created: {}",
