@@ -16,6 +16,7 @@
 
 pub mod claim;
 pub mod facts;
+pub mod run_args;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};

@@ -11,7 +11,7 @@ use kube::ResourceExt;
 use kube::api::PostParams;
 use serde_json::json;
 
-use crate::common::{TestNs, wait_for, wait_until};
+use crate::common::{Operator, TestNs, wait_for, wait_until};
 use crate::fixtures::{
     claim, claim_of, claim_ready, create, pool, ready_condition, setup, template_of,
     wait_not_ready_for, wait_pool_ready,
@@ -27,10 +27,7 @@ fn ready_reason(c: &SandboxClaim) -> String {
 
 #[tokio::test]
 async fn a_pod_forged_with_idle_pool_labels_is_never_handed_to_a_claim() {
-    let ns = TestNs::new("trust-forged").await;
-    let _op = ns.operator(&[]).await;
-    setup(&ns, 1).await;
-    wait_pool_ready(&ns, 1).await;
+    let (ns, _op) = namespace_with_a_ready_pool("trust-forged").await;
     let template = ns.api::<SandboxTemplate>().get("tmpl").await.unwrap();
     let hash = template_hash(&template.spec);
     // A namespace user's own Pod, with every label of an idle pool Pod (the
@@ -75,19 +72,36 @@ async fn a_pod_forged_with_idle_pool_labels_is_never_handed_to_a_claim() {
     assert!(!forged.labels().contains_key(CLAIM_LABEL));
 }
 
-#[tokio::test]
-async fn a_claim_never_uses_a_sandbox_it_does_not_control() {
-    let ns = TestNs::new("trust-conflict").await;
-    let _op = ns.operator(&[]).await;
+/// A test namespace with its operator (default flags) and the claim tests'
+/// template and a pool of one Ready Pod.
+async fn namespace_with_a_ready_pool(prefix: &str) -> (TestNs, Operator) {
+    let ns = TestNs::new(prefix).await;
+    let op = ns.operator(&[]).await;
     setup(&ns, 1).await;
     wait_pool_ready(&ns, 1).await;
-    // A user's own, unrelated Sandbox under the name the claim will use.
-    let sandbox: Sandbox = serde_json::from_value(json!({
+    (ns, op)
+}
+
+/// A Sandbox as a namespace user writes it: `metadata` (name, owners) and
+/// `pod_spec`, nothing the webhook or the operator adds.
+fn user_sandbox(metadata: serde_json::Value, pod_spec: serde_json::Value) -> Sandbox {
+    serde_json::from_value(json!({
         "apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox",
-        "metadata": {"name": "taken"},
-        "spec": {"podTemplate": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}}
+        "metadata": metadata, "spec": {"podTemplate": {"spec": pod_spec}}
     }))
-    .unwrap();
+    .unwrap()
+}
+
+/// One busybox container.
+fn busybox() -> serde_json::Value {
+    json!({"containers": [{"name": "c", "image": "busybox"}]})
+}
+
+#[tokio::test]
+async fn a_claim_never_uses_a_sandbox_it_does_not_control() {
+    let (ns, _op) = namespace_with_a_ready_pool("trust-conflict").await;
+    // A user's own, unrelated Sandbox under the name the claim will use.
+    let sandbox = user_sandbox(json!({"name": "taken"}), busybox());
     ns.api::<Sandbox>()
         .create(&PostParams::default(), &sandbox)
         .await
@@ -194,17 +208,9 @@ async fn the_policy_is_applied_again_before_any_pod_is_created() {
     // start its Pod.
     let ns = TestNs::new("trust-policy").await;
     let _op = ns.operator(&["--webhook=false"]).await;
-    let sandbox: Sandbox = serde_json::from_value(json!({
-        "apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox",
-        "metadata": {"name": "escape"},
-        "spec": {"podTemplate": {"spec": {"hostNetwork": true,
-            "containers": [{"name": "c", "image": "busybox"}]}}}
-    }))
-    .unwrap();
-    ns.api::<Sandbox>()
-        .create(&PostParams::default(), &sandbox)
-        .await
-        .unwrap();
+    let mut escape = busybox();
+    escape["hostNetwork"] = json!(true);
+    create(&ns, &user_sandbox(json!({"name": "escape"}), escape)).await;
     let refused = wait_not_ready_for(&ns.api::<Sandbox>(), "escape", "PolicyViolation").await;
     let message = &refused.message;
     assert!(
@@ -236,17 +242,8 @@ async fn pods_carry_the_policy_defaults_their_check_counted_on() {
             policy_file.to_str().unwrap(),
         ])
         .await;
-    let bare = json!({"spec": {"containers": [{"name": "c", "image": "busybox"}]}});
-    let sandbox: Sandbox = serde_json::from_value(json!({
-        "apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox",
-        "metadata": {"name": "bare"}, "spec": {"podTemplate": bare}
-    }))
-    .unwrap();
-    ns.api::<Sandbox>()
-        .create(&PostParams::default(), &sandbox)
-        .await
-        .unwrap();
-    create(&ns, &template_of("bare", bare.clone())).await;
+    create(&ns, &user_sandbox(json!({"name": "bare"}), busybox())).await;
+    create(&ns, &template_of("bare", json!({"spec": busybox()}))).await;
     create(&ns, &pool("bare", "bare", 1)).await;
     // The Sandbox's Pod and one pool Pod.
     let both = || async {
@@ -309,43 +306,25 @@ async fn a_template_too_lax_for_the_policy_fills_no_pool_and_says_why() {
 
 #[tokio::test]
 async fn an_expired_claim_deletes_its_own_sandbox_and_no_one_elses() {
-    let ns = TestNs::new("trust-expire").await;
-    let _op = ns.operator(&[]).await;
-    setup(&ns, 1).await;
-    wait_pool_ready(&ns, 1).await;
+    let (ns, _op) = namespace_with_a_ready_pool("trust-expire").await;
     // Someone else's Sandbox; then a claim of the same name that expired
     // before it was made (shutdownPolicy Retain deletes "the claim's
     // Sandbox").
-    let theirs: Sandbox = serde_json::from_value(json!({
-        "apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox",
-        "metadata": {"name": "theirs"},
-        "spec": {"podTemplate": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}}
-    }))
-    .unwrap();
-    let theirs = create(&ns, &theirs).await;
+    let theirs = create(&ns, &user_sandbox(json!({"name": "theirs"}), busybox())).await;
     let past = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60);
-    let lifecycle =
-        |at: jiff::Timestamp| json!({"shutdownTime": at.to_string(), "shutdownPolicy": "Retain"});
-    create(
-        &ns,
-        &claim_of(
-            "theirs",
-            json!({"sandboxTemplateRef": {"name": "tmpl"}, "lifecycle": lifecycle(past)}),
-        ),
-    )
-    .await;
+    let expiring = |name: &str, at: jiff::Timestamp| {
+        let lifecycle = json!({"shutdownTime": at.to_string(), "shutdownPolicy": "Retain"});
+        claim_of(
+            name,
+            json!({"sandboxTemplateRef": {"name": "tmpl"}, "lifecycle": lifecycle}),
+        )
+    };
+    create(&ns, &expiring("theirs", past)).await;
     let claims = ns.api::<SandboxClaim>();
     wait_not_ready_for(&claims, "theirs", "ClaimExpired").await;
     // And a claim that is served, then expires: its own Sandbox goes.
     let soon = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(8);
-    create(
-        &ns,
-        &claim_of(
-            "mine",
-            json!({"sandboxTemplateRef": {"name": "tmpl"}, "lifecycle": lifecycle(soon)}),
-        ),
-    )
-    .await;
+    create(&ns, &expiring("mine", soon)).await;
     wait_for(&claims, "mine", Duration::from_secs(30), claim_ready).await;
     wait_not_ready_for(&claims, "mine", "ClaimExpired").await;
     let sandboxes = ns.api::<Sandbox>();
@@ -366,10 +345,7 @@ async fn only_the_operator_may_make_objects_owned_by_its_kinds() {
     // A namespace user who may create and edit Pods and Sandboxes, but not
     // the finalizers of the operator's kinds (which the operator may: see
     // the chart's RBAC).
-    let ns = TestNs::new("trust-guard").await;
-    let _op = ns.operator(&[]).await;
-    setup(&ns, 1).await;
-    wait_pool_ready(&ns, 1).await;
+    let (ns, _op) = namespace_with_a_ready_pool("trust-guard").await;
     let user = format!("tenant-{}", ns.name);
     let rbac = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
         "metadata": {"name": "tenant"},
@@ -443,14 +419,12 @@ async fn only_the_operator_may_make_objects_owned_by_its_kinds() {
     assert!(refusal.contains("metadata.ownerReferences"), "{refusal}");
     // 3. A Sandbox made to look like a claim's is refused too.
     let claim = create(&ns, &crate::fixtures::claim("c1")).await;
-    let sandbox: Sandbox = serde_json::from_value(json!({
-        "apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox",
-        "metadata": {"name": "decoy", "ownerReferences": [{
-            "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxClaim",
-            "name": "c1", "uid": claim.uid().unwrap(), "controller": true}]},
-        "spec": {"podTemplate": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}}
-    }))
-    .unwrap();
+    let owner = json!({"apiVersion": "extensions.agents.x-k8s.io/v1alpha1",
+        "kind": "SandboxClaim", "name": "c1", "uid": claim.uid().unwrap(), "controller": true});
+    let sandbox = user_sandbox(
+        json!({"name": "decoy", "ownerReferences": [owner]}),
+        busybox(),
+    );
     let refusal = kube::Api::<Sandbox>::namespaced(tenant, &ns.name)
         .create(&PostParams::default(), &sandbox)
         .await

@@ -1,6 +1,6 @@
-//! `check_pod_template`, the check the controllers run before creating a
-//! Pod: the same defaulting and validation as the webhook, over the typed
-//! template.
+//! `admit_pod_template` (and `check_pod_template`, its denials), what the
+//! controllers run before creating a Pod: the same defaulting and
+//! validation as the webhook, over the typed template.
 
 use crate::admission::{Policy, check_pod_template};
 use crate::api::Sandbox;

@@ -55,7 +55,9 @@ use kube::core::admission::Operation;
 use serde_json::{Map, Value};
 
 use super::SandboxKind;
-use super::field::{Denial, FieldPath, optional, present, required_object};
+use super::field::{
+    Denial, FieldPath, object_items, optional, optional_object, present, required_object,
+};
 use super::policy::{Policy, Profile};
 
 pub use names::{MAX_LABEL_VALUE, is_reserved_key};
@@ -172,6 +174,28 @@ impl Validator<'_> {
     /// Records a malformed field as a denial and carries on without it.
     pub(crate) fn ok<T>(&mut self, read: Result<T, Denial>) -> Option<T> {
         read.map_err(|denial| self.push(denial)).ok()
+    }
+
+    /// The object field `child` of each object item of the list
+    /// `object[list]`, with its path; items without it are skipped, and a
+    /// wrong type on the way is a denial.
+    pub(crate) fn item_fields<'v>(
+        &mut self,
+        object: &'v Map<String, Value>,
+        list: &'static str,
+        child: &'static str,
+        path: &FieldPath,
+    ) -> Vec<(FieldPath, &'v Map<String, Value>)> {
+        let mut found = Vec::new();
+        for (item_path, item) in self
+            .ok(object_items(object, list, path))
+            .unwrap_or_default()
+        {
+            if let Some(Some(field)) = self.ok(optional_object(item, child, &item_path)) {
+                found.push((item_path.key(child), field));
+            }
+        }
+        found
     }
 
     pub(crate) fn restricted(&self) -> bool {

@@ -5,9 +5,7 @@
 
 use serde_json::{Map, Value};
 
-use super::super::field::{
-    FieldPath, List, object_items, optional, optional_object, present, required_object,
-};
+use super::super::field::{FieldPath, List, object_items, optional, present, required_object};
 use super::super::policy::{Policy, TolerationRule};
 use super::super::pss;
 use super::{Validator, Verdict};
@@ -161,15 +159,7 @@ impl Validator<'_> {
     /// denied under restricted, warned about under baseline when the policy
     /// would not mount a token.
     fn projected_service_account_tokens(&mut self, spec: &Map<String, Value>, path: &FieldPath) {
-        for (volume_path, volume) in self
-            .ok(object_items(spec, "volumes", path))
-            .unwrap_or_default()
-        {
-            let Some(Some(projected)) = self.ok(optional_object(volume, "projected", &volume_path))
-            else {
-                continue;
-            };
-            let projected_path = volume_path.key("projected");
+        for (projected_path, projected) in self.item_fields(spec, "volumes", "projected", path) {
             for (source_path, source) in self
                 .ok(object_items(projected, "sources", &projected_path))
                 .unwrap_or_default()

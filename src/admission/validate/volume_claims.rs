@@ -9,7 +9,7 @@
 
 use serde_json::{Map, Value};
 
-use super::super::field::{FieldPath, object_items, optional, optional_object};
+use super::super::field::{FieldPath, optional, optional_object};
 use super::Validator;
 
 impl Validator<'_> {
@@ -20,15 +20,9 @@ impl Validator<'_> {
         spec: &Map<String, Value>,
         spec_path: &FieldPath,
     ) {
-        for (template_path, template) in self
-            .ok(object_items(spec, "volumeClaimTemplates", spec_path))
-            .unwrap_or_default()
+        for (claim_path, claim_spec) in
+            self.item_fields(spec, "volumeClaimTemplates", "spec", spec_path)
         {
-            let Some(Some(claim_spec)) = self.ok(optional_object(template, "spec", &template_path))
-            else {
-                continue;
-            };
-            let claim_path = template_path.key("spec");
             if let Some(Some(volume)) =
                 self.ok(optional::<&str>(claim_spec, "volumeName", &claim_path))
                 && !volume.is_empty()

@@ -107,13 +107,7 @@ fn claims_need_a_template_name_that_never_changes() {
 
     let mut moved = claim();
     moved["spec"]["sandboxTemplateRef"]["name"] = json!("other");
-    let verdict = validate(
-        SandboxKind::SandboxClaim,
-        &Operation::Update,
-        &moved,
-        Some(&claim()),
-        &Policy::default(),
-    );
+    let verdict = update(SandboxKind::SandboxClaim, &moved, &claim());
     assert_eq!(
         denials(&verdict),
         ["spec.sandboxTemplateRef: field is immutable"]
@@ -145,13 +139,7 @@ fn pool_replicas_are_capped_and_the_template_may_change() {
 
     let mut retemplated = pool(3);
     retemplated["spec"]["sandboxTemplateRef"]["name"] = json!("aio-v2");
-    let verdict = validate(
-        SandboxKind::SandboxWarmPool,
-        &Operation::Update,
-        &retemplated,
-        Some(&pool(3)),
-        &Policy::default(),
-    );
+    let verdict = update(SandboxKind::SandboxWarmPool, &retemplated, &pool(3));
     assert!(verdict.allowed());
 }
 

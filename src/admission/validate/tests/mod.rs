@@ -19,6 +19,10 @@ pub(super) fn create(kind: SandboxKind, object: &Value) -> Verdict {
     validate(kind, &Operation::Create, object, None, &Policy::default())
 }
 
+pub(super) fn update(kind: SandboxKind, new: &Value, old: &Value) -> Verdict {
+    validate(kind, &Operation::Update, new, Some(old), &Policy::default())
+}
+
 /// A Sandbox whose only container has the given extra fields.
 pub(super) fn sandbox_with(container: Value, pod: Value) -> Value {
     let mut base = json!({"name": "c", "image": "busybox:1.36",

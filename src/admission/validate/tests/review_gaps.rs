@@ -201,13 +201,7 @@ fn claim_templates_that_pick_their_volume_are_denied_on_create_and_update() {
     // An update that leaves the templates alone is checked too.
     let mut paused = sandbox.clone();
     paused["spec"]["replicas"] = json!(0);
-    let verdict = validate(
-        SandboxKind::Sandbox,
-        &Operation::Update,
-        &paused,
-        Some(&sandbox),
-        &Policy::default(),
-    );
+    let verdict = update(SandboxKind::Sandbox, &paused, &sandbox);
     assert_eq!(denials(&verdict), [VOLUME_NAME_RULE, SELECTOR_RULE]);
     // An empty selector still binds only static volumes.
     let empty_selector = sandbox_with_claims(json!([
@@ -241,13 +235,7 @@ fn claim_templates_the_cluster_provisions_are_admitted() {
     ]);
     let sandbox = sandbox_with_claims(claims.clone());
     assert!(create(SandboxKind::Sandbox, &sandbox).allowed());
-    let verdict = validate(
-        SandboxKind::Sandbox,
-        &Operation::Update,
-        &sandbox,
-        Some(&sandbox),
-        &Policy::default(),
-    );
+    let verdict = update(SandboxKind::Sandbox, &sandbox, &sandbox);
     assert!(verdict.allowed(), "{verdict:?}");
     let mut template = object_from_yaml(include_str!("../../../../examples/template.yaml"));
     template["spec"]["volumeClaimTemplates"] = claims;

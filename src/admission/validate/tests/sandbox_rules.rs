@@ -208,15 +208,7 @@ fn a_claims_admission_stamp_cannot_be_changed() {
     let mut forged = stamped.clone();
     forged["metadata"]["annotations"]["agents.x-k8s.io/admitted-at"] =
         json!("2020-01-01T00:00:00.000000000Z");
-    let update = |new: &Value, old: &Value| {
-        denials(&validate(
-            SandboxKind::SandboxClaim,
-            &Operation::Update,
-            new,
-            Some(old),
-            &Policy::default(),
-        ))
-    };
+    let update = |new: &Value, old: &Value| denials(&update(SandboxKind::SandboxClaim, new, old));
     assert_eq!(
         update(&forged, &stamped),
         [
