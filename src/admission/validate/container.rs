@@ -12,10 +12,7 @@ use super::Validator;
 impl Validator<'_> {
     pub(super) fn container(&mut self, container: &Map<String, Value>, path: &FieldPath) {
         self.image(container, path);
-        let context_path = path.key("securityContext");
-        let context = self
-            .ok(optional_object(container, "securityContext", path))
-            .flatten();
+        let (context_path, context) = self.object_field(container, "securityContext", path);
         if let Some(context) = context {
             self.allowed_capabilities(context, &context_path);
         }

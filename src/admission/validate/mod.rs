@@ -176,6 +176,20 @@ impl Validator<'_> {
         read.map_err(|denial| self.push(denial)).ok()
     }
 
+    /// `object[key]` as an object (`None` when absent; another type is a
+    /// denial), with its path.
+    pub(crate) fn object_field<'v>(
+        &mut self,
+        object: &'v Map<String, Value>,
+        key: &'static str,
+        path: &FieldPath,
+    ) -> (FieldPath, Option<&'v Map<String, Value>>) {
+        (
+            path.key(key),
+            self.ok(optional_object(object, key, path)).flatten(),
+        )
+    }
+
     /// The object field `child` of each object item of the list
     /// `object[list]`, with its path; items without it are skipped, and a
     /// wrong type on the way is a denial.

@@ -21,10 +21,7 @@ const RESOURCE_CLAIMS_RULE: &str = "is not allowed while allowResourceClaims is 
 
 impl Validator<'_> {
     pub(super) fn resources(&mut self, container: &Map<String, Value>, container_path: &FieldPath) {
-        let resources_path = container_path.key("resources");
-        let resources = self
-            .ok(optional_object(container, "resources", container_path))
-            .flatten();
+        let (resources_path, resources) = self.object_field(container, "resources", container_path);
         if let Some(resources) = resources {
             self.container_resource_claims(resources, &resources_path);
         }
