@@ -310,7 +310,6 @@ impl PodIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
     use std::collections::BTreeMap;
 
     fn pod(name: &str, labels: &[(&str, &str)], controller: Option<&str>) -> Pod {
@@ -324,11 +323,11 @@ mod tests {
                 .collect::<BTreeMap<_, _>>(),
         );
         p.metadata.owner_references = controller.map(|uid| {
-            vec![OwnerReference {
-                uid: uid.into(),
-                controller: Some(true),
-                ..Default::default()
-            }]
+            vec![crate::controller::test_pod::controller(
+                "SandboxWarmPool",
+                "pool",
+                uid,
+            )]
         });
         p
     }

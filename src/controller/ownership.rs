@@ -14,13 +14,84 @@ pub fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> Result<OwnerR
         .ok_or(Error::Incomplete("owner has no name or uid"))
 }
 
-/// The uid of the object's controller owner, if any.
+/// Whether `reference` names one of the operator's kinds, by API group and
+/// kind: the references the ownership guard lets only the operator add.
+pub fn is_operator_kind(reference: &OwnerReference) -> bool {
+    let group = reference.api_version.split('/').next().unwrap_or_default();
+    matches!(
+        (group, reference.kind.as_str()),
+        ("agents.x-k8s.io", "Sandbox")
+            | (
+                "extensions.agents.x-k8s.io",
+                "SandboxClaim" | "SandboxWarmPool" | "SandboxTemplate"
+            )
+    )
+}
+
+/// The uid of the object's controller owner, when that owner is one of the
+/// operator's kinds ([`is_operator_kind`]). Every ownership decision
+/// compares this uid with a pool's, claim's, Sandbox's or template's, so a
+/// controller reference of any other group or kind carrying such a uid (one
+/// the ownership guard would not judge) counts for nothing.
 pub fn controller_uid(meta: &kube::api::ObjectMeta) -> Option<&str> {
     meta.owner_references
         .as_deref()?
         .iter()
         .find(|r| r.controller == Some(true))
+        .filter(|r| is_operator_kind(r))
         .map(|r| r.uid.as_str())
+}
+
+/// The controller reference of an object, when it names one of the
+/// operator's kinds and that kind is `kind`.
+pub fn controller_of_kind<'a>(
+    references: &'a [OwnerReference],
+    kind: &str,
+) -> Option<&'a OwnerReference> {
+    references
+        .iter()
+        .find(|r| r.controller == Some(true))
+        .filter(|r| r.kind == kind && is_operator_kind(r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(api_version: &str, kind: &str) -> kube::api::ObjectMeta {
+        kube::api::ObjectMeta {
+            owner_references: Some(vec![OwnerReference {
+                api_version: api_version.into(),
+                kind: kind.into(),
+                name: "pool".into(),
+                uid: "pool-uid".into(),
+                controller: Some(true),
+                block_owner_deletion: None,
+            }]),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_a_controller_of_the_operators_kinds_counts() {
+        let pool = meta("extensions.agents.x-k8s.io/v1alpha1", "SandboxWarmPool");
+        assert_eq!(controller_uid(&pool), Some("pool-uid"));
+        let sandbox = meta("agents.x-k8s.io/v1", "Sandbox");
+        assert_eq!(controller_uid(&sandbox), Some("pool-uid"));
+        // The pool's uid under another group or kind: not the pool.
+        for (api_version, kind) in [
+            ("v1", "SandboxWarmPool"),
+            ("example.com/v1", "SandboxWarmPool"),
+            ("extensions.agents.x-k8s.io/v1alpha1", "Deployment"),
+            ("agents.x-k8s.io/v1", "SandboxClaim"),
+        ] {
+            assert_eq!(
+                controller_uid(&meta(api_version, kind)),
+                None,
+                "{api_version} {kind}"
+            );
+        }
+    }
 }
 
 /// What [`create_owned`] found.

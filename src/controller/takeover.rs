@@ -49,12 +49,9 @@ pub fn is_candidate(pod: &Pod, criteria: &Criteria<'_>) -> bool {
     let Some(pool) = labels.get(POOL_LABEL) else {
         return false;
     };
-    let owned_by_pool = pod.owner_references().iter().any(|o| {
-        o.controller == Some(true)
-            && o.kind == "SandboxWarmPool"
-            && o.name == *pool
-            && criteria.pool_uids.get(pool) == Some(&o.uid)
-    });
+    let owned_by_pool =
+        super::ownership::controller_of_kind(pod.owner_references(), "SandboxWarmPool")
+            .is_some_and(|o| o.name == *pool && criteria.pool_uids.get(pool) == Some(&o.uid));
     owned_by_pool
         && pod.namespace().as_deref() == Some(criteria.namespace)
         && criteria.pool.is_none_or(|p| p == pool)

@@ -18,3 +18,25 @@ pub(crate) fn named(name: &str, version: &str) -> Pod {
         ..Default::default()
     }
 }
+
+/// A controller ownerReference to one of the operator's kinds, with the
+/// API group of that kind (the operator counts no other).
+pub(crate) fn controller(
+    kind: &str,
+    name: &str,
+    uid: &str,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+    let group = if kind == "Sandbox" {
+        "agents.x-k8s.io"
+    } else {
+        "extensions.agents.x-k8s.io"
+    };
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+        api_version: format!("{group}/v1alpha1"),
+        kind: kind.into(),
+        name: name.into(),
+        uid: uid.into(),
+        controller: Some(true),
+        block_owner_deletion: None,
+    }
+}

@@ -401,6 +401,21 @@ async fn only_the_operator_may_make_objects_owned_by_its_kinds() {
         refusal.contains("metadata.ownerReferences: only the sandbox operator may make a Pod owned by SandboxWarmPool pool"),
         "{refusal}"
     );
+    //    The same reference under another apiVersion is judged by its kind.
+    let mut elsewhere = pool_ref.clone();
+    elsewhere["apiVersion"] = json!("v1");
+    let refusal = pods
+        .create(
+            &PostParams::default(),
+            &forged("forged-v1", json!([elsewhere])),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refusal.contains("may make a Pod owned by SandboxWarmPool pool"),
+        "{refusal}"
+    );
     // 2. The same user's Pod without such a reference is created, and an
     //    update that adds one is refused.
     pods.create(&PostParams::default(), &forged("own", json!([])))

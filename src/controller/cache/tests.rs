@@ -5,7 +5,6 @@ use crate::controller::takeover::{adopt_patch, steal_patch};
 use crate::controller::warmpool::members::Member;
 use crate::controller::{controller_uid, is_terminating, pod_has_ended, pod_is_ready};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 /// A Pod as the API server sends it: managedFields, a spec with a
 /// container, env and volumes, a full status with container statuses.
@@ -20,7 +19,7 @@ fn full_pod() -> Pod {
             "deletionTimestamp": "2026-01-01T00:01:00Z",
             "labels": {POOL_LABEL: "pool", TEMPLATE_HASH_LABEL: "h"},
             "annotations": {"agents.x-k8s.io/created-at": "2026-01-01T00:00:00Z"},
-            "ownerReferences": [{"apiVersion": "v1", "kind": "SandboxWarmPool", "name": "pool",
+            "ownerReferences": [{"apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxWarmPool", "name": "pool",
                                  "uid": "pool-uid", "controller": true}],
             "finalizers": ["example.com/keep"],
             "managedFields": [{"manager": "kubelet", "operation": "Update",
@@ -87,11 +86,7 @@ fn every_reader_sees_the_same_answers_from_a_slim_pod() {
         assert_eq!(controller_uid(&pod.metadata), Some("pool-uid"));
     }
     assert_eq!(Member::of(&full), Member::of(&slim));
-    let owner = OwnerReference {
-        uid: "claim-uid".into(),
-        controller: Some(true),
-        ..Default::default()
-    };
+    let owner = crate::controller::test_pod::controller("SandboxClaim", "claim", "claim-uid");
     assert_eq!(
         steal_patch(&full, "claim", "claim-uid", owner.clone()),
         steal_patch(&slim, "claim", "claim-uid", owner.clone())

@@ -36,10 +36,8 @@ pub fn desired_pod(sandbox: &Sandbox, mut spec: PodSpec) -> Result<Pod> {
     // every Pod serving a claim can be found by it, and the template label
     // its claim put on the Sandbox, so the template's NetworkPolicy
     // selects it like the template's warm Pods.
-    if let Some(claim) = sandbox
-        .owner_references()
-        .iter()
-        .find(|o| o.controller == Some(true) && o.kind == "SandboxClaim")
+    if let Some(claim) =
+        crate::controller::ownership::controller_of_kind(sandbox.owner_references(), "SandboxClaim")
     {
         labels.insert(CLAIM_LABEL.into(), claim.name.clone());
         if let Some(template) = sandbox.labels().get(TEMPLATE_LABEL) {

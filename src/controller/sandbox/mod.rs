@@ -204,10 +204,11 @@ async fn named_pod(
 /// only a standalone Sandbox gets one from here, when its status names none
 /// or the cache shows it missing, and not again right after writing it.
 fn needs_service(ctx: &Context, sandbox: &Sandbox, namespace: &str, service_key: &str) -> bool {
-    let claimed = sandbox
-        .owner_references()
-        .iter()
-        .any(|o| o.controller == Some(true) && o.kind == "SandboxClaim");
+    let claimed = crate::controller::ownership::controller_of_kind(
+        sandbox.owner_references(),
+        "SandboxClaim",
+    )
+    .is_some();
     let missing = ctx.services_missing(namespace, &sandbox.name_any());
     if !missing {
         // The cache shows it: the memo of its create has done its job.

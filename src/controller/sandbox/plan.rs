@@ -11,6 +11,7 @@ use super::reason;
 use crate::api::{
     ADOPTABLE_LABEL, CLAIM_UID_LABEL, ConditionUpdate, POD_NAME_ANNOTATION, Sandbox, ShutdownPolicy,
 };
+use crate::controller::ownership::controller_of_kind;
 use crate::controller::{controller_uid, is_terminating};
 
 /// What the controller knows about a Sandbox's world at one moment.
@@ -261,10 +262,11 @@ fn owned_elsewhere(name: &str, pod: &Pod) -> Plan {
 /// only one lands, so the Sandbox never ends up with a Pod of its own AND
 /// a stolen one.
 fn named_gone(sandbox: &Sandbox, name: &str) -> Plan {
-    let claimed = sandbox
-        .owner_references()
-        .iter()
-        .any(|o| o.controller == Some(true) && o.kind == "SandboxClaim");
+    let claimed = crate::controller::ownership::controller_of_kind(
+        sandbox.owner_references(),
+        "SandboxClaim",
+    )
+    .is_some();
     let note = format!(
         "Pod {name} named in {POD_NAME_ANNOTATION} is gone or terminating; creating a new Pod"
     );
@@ -317,13 +319,6 @@ pub fn may_adopt(sandbox: &Sandbox, pod: &Pod) -> bool {
 /// this Sandbox: the claim's steal (sent alongside the Sandbox create) has
 /// not landed yet.
 pub fn awaits_steal(sandbox: &Sandbox, pod: &Pod) -> bool {
-    let claimed = sandbox
-        .owner_references()
-        .iter()
-        .any(|o| o.controller == Some(true) && o.kind == "SandboxClaim");
-    claimed
-        && pod
-            .owner_references()
-            .iter()
-            .any(|o| o.controller == Some(true) && o.kind == "SandboxWarmPool")
+    controller_of_kind(sandbox.owner_references(), "SandboxClaim").is_some()
+        && controller_of_kind(pod.owner_references(), "SandboxWarmPool").is_some()
 }

@@ -39,21 +39,19 @@ fn naming(pod: &str) -> Sandbox {
 
 /// A controller reference to the `kind` named `name` with `uid`.
 fn controlled_by(kind: &str, name: &str, uid: &str) -> Option<Vec<OwnerReference>> {
-    Some(vec![OwnerReference {
-        kind: kind.into(),
-        name: name.into(),
-        uid: uid.into(),
-        controller: Some(true),
-        ..Default::default()
-    }])
+    Some(vec![crate::controller::test_pod::controller(
+        kind, name, uid,
+    )])
 }
 
+/// Controlled by this Sandbox (`sbx-uid`), else by a claim of that uid.
 fn owned_by(uid: &str) -> Option<Vec<OwnerReference>> {
-    Some(vec![OwnerReference {
-        uid: uid.into(),
-        controller: Some(true),
-        ..Default::default()
-    }])
+    let kind = if uid == "sbx-uid" {
+        "Sandbox"
+    } else {
+        "SandboxClaim"
+    };
+    controlled_by(kind, "owner", uid)
 }
 
 fn pod(name: &str, owner: Option<&str>) -> Arc<Pod> {

@@ -43,10 +43,10 @@ pub struct ObservedClaim {
 
 /// The claim behind a Sandbox, if a claim controls it. Pure.
 pub fn observed_claim(sandbox: &Sandbox) -> Option<ObservedClaim> {
-    let owner = sandbox
-        .owner_references()
-        .iter()
-        .find(|o| o.controller == Some(true) && o.kind == "SandboxClaim")?;
+    let owner = crate::controller::ownership::controller_of_kind(
+        sandbox.owner_references(),
+        "SandboxClaim",
+    )?;
     let annotations = sandbox.annotations();
     let at = annotations
         .get(ADMITTED_AT_ANNOTATION)

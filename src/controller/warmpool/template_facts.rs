@@ -1,6 +1,7 @@
 //! What a pool reconcile needs to know of its template, worked out once per
-//! template version and policy snapshot: the hash that labels the pool's
-//! Pods and whether the current admission policy admits the pod template.
+//! template version and policy snapshot: the pod spec the current admission
+//! policy admits (its defaults applied), or why it refuses it, and the hash
+//! of the template as its Pods are made, which labels the pool's Pods.
 //! The claim path (which idle Pods have the current hash) and the sizing
 //! scan (which Sandboxes were made from a pooled template) read the hash
 //! from here too.
@@ -62,9 +63,12 @@ pub struct TemplateMemo {
 impl TemplateMemo {
     /// The facts of `template` under `policy`: remembered, or worked out now.
     pub fn facts(&self, template: &SandboxTemplate, policy: Arc<Policy>) -> TemplateFacts {
-        let work_out = |policy: &Policy| TemplateFacts {
-            hash: template_hash(&template.spec),
-            admitted: admit(policy, template).map(Arc::new),
+        let work_out = |policy: &Policy| {
+            let admitted = admit(policy, template);
+            TemplateFacts {
+                hash: admitted_hash(template, admitted.as_ref().ok()),
+                admitted: admitted.map(Arc::new),
+            }
         };
         let (Some(uid), Some(resource_version)) = (template.uid(), template.resource_version())
         else {
@@ -92,6 +96,24 @@ impl TemplateMemo {
             },
         );
         facts
+    }
+}
+
+/// The hash of the template as its Pods are made: with the admitted pod
+/// spec (the policy's defaults applied) when there is one. A template the
+/// webhook stored already carries those defaults (defaulting twice changes
+/// nothing), so its hash is the stored template's; one stored without them,
+/// or a policy reload that changes a default, gives a new hash, and the
+/// pool replaces its idle Pods instead of handing out Pods made under the
+/// old defaults.
+fn admitted_hash(template: &SandboxTemplate, admitted: Option<&PodSpec>) -> String {
+    match admitted {
+        Some(spec) if *spec != template.spec.pod_template.spec => {
+            let mut made = template.spec.clone();
+            made.pod_template.spec = spec.clone();
+            template_hash(&made)
+        }
+        _ => template_hash(&template.spec),
     }
 }
 
@@ -149,5 +171,29 @@ mod tests {
         assert_eq!(memo.facts(&t, Arc::clone(&policy)).policy_problem(), None);
         t.spec = template("1", true).spec;
         assert!(memo.facts(&t, policy).policy_problem().is_some());
+    }
+
+    #[test]
+    fn the_hash_follows_the_pods_as_made_not_only_the_stored_template() {
+        let memo = TemplateMemo::default();
+        let bare = template("1", false);
+        let policy = Arc::new(Policy::default());
+        let facts = memo.facts(&bare, Arc::clone(&policy));
+        let spec = facts.admitted.clone().expect("admitted");
+        // Stored without the policy's defaults: the Pods get them, and the
+        // hash is that of the template as its Pods are made.
+        assert_ne!(*spec, bare.spec.pod_template.spec);
+        assert_ne!(facts.hash, template_hash(&bare.spec));
+        // The same template as the webhook would have stored it (defaults
+        // applied) hashes the same: no rollout for templates that went
+        // through the webhook.
+        let mut stored = template("2", false);
+        stored.spec.pod_template.spec = (*spec).clone();
+        let again = memo.facts(&stored, Arc::clone(&policy));
+        assert_eq!(again.hash, template_hash(&stored.spec));
+        assert_eq!(again.hash, facts.hash);
+        // A reload that changes a default gives a new hash.
+        let tighter = Arc::new(Policy::from_yaml("defaults: {limits: {memory: 1Gi}}").unwrap());
+        assert_ne!(memo.facts(&bare, tighter).hash, facts.hash);
     }
 }

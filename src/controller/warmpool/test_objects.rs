@@ -18,10 +18,7 @@ pub(super) fn string_map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 /// one when `controller`.
 pub(super) fn owner(kind: &str, name: &str, uid: &str, controller: bool) -> OwnerReference {
     OwnerReference {
-        kind: kind.into(),
-        name: name.into(),
-        uid: uid.into(),
         controller: Some(controller),
-        ..Default::default()
+        ..crate::controller::test_pod::controller(kind, name, uid)
     }
 }

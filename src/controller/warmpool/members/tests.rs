@@ -1,6 +1,6 @@
 use super::*;
 use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 fn key() -> GroupKey {
     ("ns".into(), "pool".into(), "pool-uid".into())
@@ -152,11 +152,11 @@ fn pod(labels: &[(&str, &str)], owner: &str, ready: bool) -> Pod {
         )]
         .into(),
     );
-    p.metadata.owner_references = Some(vec![OwnerReference {
-        uid: owner.into(),
-        controller: Some(true),
-        ..Default::default()
-    }]);
+    p.metadata.owner_references = Some(vec![crate::controller::test_pod::controller(
+        "SandboxWarmPool",
+        "pool",
+        owner,
+    )]);
     p.status = Some(PodStatus {
         phase: Some("Running".into()),
         conditions: Some(vec![
