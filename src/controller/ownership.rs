@@ -42,6 +42,15 @@ pub fn controller_uid(meta: &kube::api::ObjectMeta) -> Option<&str> {
         .map(|r| r.uid.as_str())
 }
 
+/// Whether the object has a controller at all, of any kind: one that is
+/// not the operator's ([`controller_uid`] says `None` for it) still owns
+/// the object, which is then never "unowned" (adoptable).
+pub fn has_controller(meta: &kube::api::ObjectMeta) -> bool {
+    meta.owner_references
+        .as_deref()
+        .is_some_and(|refs| refs.iter().any(|r| r.controller == Some(true)))
+}
+
 /// The controller reference of an object, when it names one of the
 /// operator's kinds and that kind is `kind`.
 pub fn controller_of_kind<'a>(
@@ -85,12 +94,11 @@ mod tests {
             ("extensions.agents.x-k8s.io/v1alpha1", "Deployment"),
             ("agents.x-k8s.io/v1", "SandboxClaim"),
         ] {
-            assert_eq!(
-                controller_uid(&meta(api_version, kind)),
-                None,
-                "{api_version} {kind}"
-            );
+            let foreign = meta(api_version, kind);
+            assert_eq!(controller_uid(&foreign), None, "{api_version} {kind}");
+            assert!(has_controller(&foreign), "still owned: never adoptable");
         }
+        assert!(!has_controller(&kube::api::ObjectMeta::default()));
     }
 }
 

@@ -186,7 +186,7 @@ async fn named_pod(
         .get(&ObjectRef::new(name).within(namespace))
         .filter(|p| {
             !is_terminating(p.as_ref())
-                && controller_uid(&p.metadata).is_some()
+                && crate::controller::ownership::has_controller(&p.metadata)
                 && may_adopt(sandbox, p)
         });
     match cached {

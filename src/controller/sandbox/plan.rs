@@ -11,7 +11,7 @@ use super::reason;
 use crate::api::{
     ADOPTABLE_LABEL, CLAIM_UID_LABEL, ConditionUpdate, POD_NAME_ANNOTATION, Sandbox, ShutdownPolicy,
 };
-use crate::controller::ownership::controller_of_kind;
+use crate::controller::ownership::{controller_of_kind, has_controller};
 use crate::controller::{controller_uid, is_terminating};
 
 /// What the controller knows about a Sandbox's world at one moment.
@@ -237,7 +237,7 @@ fn start_pod(observed: &Observed<'_>) -> Plan {
 
 /// The named Pod belongs to someone else: it is left alone, no Pod is created.
 fn owned_elsewhere(name: &str, pod: &Pod) -> Plan {
-    let note = if controller_uid(&pod.metadata).is_none() {
+    let note = if !has_controller(&pod.metadata) {
         format!(
             "Pod {name} has no owner and lacks the label {ADOPTABLE_LABEL}=true; it is left alone and no Pod is created"
         )
@@ -305,13 +305,17 @@ fn delete_step(pod: &Pod) -> Step {
 /// [`ADOPTABLE_LABEL`]. Labels alone never make a Pod adoptable.
 pub fn may_adopt(sandbox: &Sandbox, pod: &Pod) -> bool {
     let sandbox_uid = sandbox.uid();
+    if !has_controller(&pod.metadata) {
+        return pod.labels().get(ADOPTABLE_LABEL).map(String::as_str) == Some("true");
+    }
     match controller_uid(&pod.metadata) {
         Some(uid) if Some(uid) == sandbox_uid.as_deref() => true,
         Some(uid) => {
             let claim = controller_uid(&sandbox.metadata);
             Some(uid) == claim && pod.labels().get(CLAIM_UID_LABEL).map(String::as_str) == claim
         }
-        None => pod.labels().get(ADOPTABLE_LABEL).map(String::as_str) == Some("true"),
+        // A controller of another kind: owned elsewhere.
+        None => false,
     }
 }
 
