@@ -325,12 +325,6 @@ impl CacheSpawner<'_> {
         // The one pool watch: the pool controller reconciles from this cache
         // (see `run`), so a pool it fills is always one the claim path sees.
         let pools = self.spawn("pools", false, slim_meta, pool_trigger(pool_tx.clone()));
-        let templates = self.spawn(
-            "templates",
-            false,
-            slim_meta,
-            template_trigger(pools.clone(), pool_tx),
-        );
         // The Sandbox controller, like the pool controller, has no watch of
         // its own: these two caches wake it (see `run`).
         let services = self.spawn(
@@ -343,7 +337,13 @@ impl CacheSpawner<'_> {
             "sandboxes",
             false,
             slim_meta,
-            sandbox_trigger(sandbox_tx, claim_tx),
+            sandbox_trigger(sandbox_tx, claim_tx.clone()),
+        );
+        let templates = self.spawn(
+            "templates",
+            false,
+            slim_meta,
+            template_trigger(pools.clone(), sandboxes.clone(), pool_tx, claim_tx),
         );
         pods.wait_until_ready().await?;
         pools.wait_until_ready().await?;

@@ -14,7 +14,10 @@ use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::index::PodIndex;
-use crate::api::{SANDBOX_LABEL, Sandbox, SandboxClaim, SandboxTemplate, SandboxWarmPool};
+use super::ownership::controller_of_kind;
+use crate::api::{
+    SANDBOX_LABEL, Sandbox, SandboxClaim, SandboxTemplate, SandboxWarmPool, TEMPLATE_LABEL,
+};
 
 /// The Pod cache's trigger: keeps the Pod index up to date, then wakes the
 /// pools whose decision the event may change (the pool a Pod joined, left or
@@ -66,12 +69,17 @@ pub(super) fn pool_trigger(
 }
 
 /// The template cache's trigger: wakes the pools of the namespace that use
-/// the template, read from the pool cache.
+/// the template, read from the pool cache; and, when the template is
+/// deleted, the claims served from it (their Sandboxes carry its label): in
+/// per-template mode the template's NetworkPolicy goes with it, and each
+/// such claim then makes a policy of its own.
 pub(super) fn template_trigger(
     pools: Store<SandboxWarmPool>,
+    sandboxes: Store<Sandbox>,
     pool_tx: mpsc::UnboundedSender<ObjectRef<SandboxWarmPool>>,
+    claim_tx: mpsc::UnboundedSender<ObjectRef<SandboxClaim>>,
 ) -> impl Fn(&SandboxTemplate, bool) {
-    move |template: &SandboxTemplate, _deleted: bool| {
+    move |template: &SandboxTemplate, deleted: bool| {
         let namespace = template.namespace();
         let name = template.name_any();
         for pool in pools
@@ -80,6 +88,18 @@ pub(super) fn template_trigger(
             .filter(|p| p.namespace() == namespace && p.spec.sandbox_template_ref.name == name)
         {
             let _ = pool_tx.unbounded_send(ObjectRef::from_obj(pool.as_ref()));
+        }
+        if !deleted {
+            return;
+        }
+        let namespace = namespace.unwrap_or_default();
+        for sandbox in sandboxes.state().iter().filter(|s| {
+            s.namespace().as_deref() == Some(namespace.as_str())
+                && s.labels().get(TEMPLATE_LABEL) == Some(&name)
+        }) {
+            if let Some(claim) = controller_of_kind(sandbox.owner_references(), "SandboxClaim") {
+                let _ = claim_tx.unbounded_send(ObjectRef::new(&claim.name).within(&namespace));
+            }
         }
     }
 }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use sandbox_fakeapi::RequestInfo;
+use sandbox_operator::controller::NetworkPolicyMode;
 
 use crate::harness::*;
 
@@ -34,6 +35,39 @@ async fn a_claim_is_not_ready_without_its_policy_even_when_its_template_went_awa
         .get(&policy_path("c-sandbox"))
         .expect("a Ready claim has its NetworkPolicy");
     assert_eq!(policy["spec"]["policyTypes"][0], "Ingress", "{policy:#}");
+    let ingress = &policy["spec"]["ingress"];
+    assert!(
+        ingress.is_null() || ingress.as_array().is_some_and(Vec::is_empty),
+        "no template, no allowed ingress: {policy:#}"
+    );
+}
+
+/// Per-template mode: a served claim's Pod is covered by its template's
+/// NetworkPolicy, which is garbage-collected with the template. When the
+/// template is deleted, the claim gets a policy of its own (all ingress
+/// denied); before, its Pod was left without any.
+#[tokio::test]
+async fn a_served_claim_gets_its_own_policy_when_its_template_goes() {
+    let fake = fake_with_pool(1);
+    let _kubelet = kubelet(&fake, Duration::from_millis(2));
+    let mut operator = Operator::start_with(&fake, "a", |config| {
+        config.claim_network_policy = NetworkPolicyMode::PerTemplate;
+    })
+    .await;
+    operator.run();
+    wait_until("the pool is full", || idle_ready_pods(&fake).len() == 1).await;
+    create_claim(&fake, "c");
+    wait_until("the claim is Ready", || check_invariants(&fake).len() == 1).await;
+    assert!(
+        fake.get(&policy_path("c-sandbox")).is_none(),
+        "per-template mode: the template's policy covers the claim"
+    );
+    fake.delete(&template_path()).expect("the template exists");
+    wait_until("the claim has a policy of its own", || {
+        fake.get(&policy_path("c-sandbox")).is_some()
+    })
+    .await;
+    let policy = fake.get(&policy_path("c-sandbox")).unwrap();
     let ingress = &policy["spec"]["ingress"];
     assert!(
         ingress.is_null() || ingress.as_array().is_some_and(Vec::is_empty),

@@ -173,9 +173,16 @@ async fn observe_and_serve(
 
     // The NetworkPolicy comes before any Ready: a claim whose first round
     // failed part-way gets it here, and stays not Ready while it cannot be
-    // made. Once Ready, the policy was made: resyncs cost no request.
+    // made. Once Ready, the policy was made: resyncs cost no request,
+    // unless it was its template's and the template is gone.
     if !ready {
         ensure_network_policy(ctx, claim, namespace).await?;
+    } else if ctx.config.claim_network_policy == super::NetworkPolicyMode::PerTemplate
+        && ctx
+            .template(namespace, &claim.spec.sandbox_template_ref.name)
+            .is_none()
+    {
+        replace_template_policy(ctx, claim, namespace).await?;
     }
     ensure_service(ctx, claim, &sandbox).await?;
 
@@ -250,20 +257,59 @@ async fn ensure_network_policy(ctx: &Context, claim: &SandboxClaim, namespace: &
         // denying all ingress when the template was deleted before the
         // claim got its policy. Either way no Ready without a policy.
         (_, template) => {
-            let policies: Api<k8s_openapi::api::networking::v1::NetworkPolicy> =
-                Api::namespaced(ctx.client.clone(), namespace);
             let rules = template
                 .as_ref()
                 .and_then(|t| t.spec.network_policy.as_ref());
-            let policy = desired_network_policy(
-                claim,
-                rules,
-                &ctx.config.policy.current().network.deny_egress(),
-            )?;
-            create_owned(&policies, &policy, "NetworkPolicy").await?;
+            create_claim_policy(ctx, claim, namespace, rules).await?;
         }
     }
     ctx.written.record(&key, serde_json::Value::Bool(true));
+    Ok(())
+}
+
+/// Per-template mode: a served claim's Pod was covered by its template's
+/// NetworkPolicy, which is garbage-collected with the template. When the
+/// template is gone (read again, the cache may be behind), the claim gets a
+/// policy of its own, denying all ingress.
+async fn replace_template_policy(
+    ctx: &Context,
+    claim: &SandboxClaim,
+    namespace: &str,
+) -> Result<()> {
+    let key = format!("network-policy-own/{}", claim.uid().unwrap_or_default());
+    if ctx
+        .written
+        .recently_wrote(&key, &serde_json::Value::Bool(true))
+    {
+        return Ok(());
+    }
+    let template_name = &claim.spec.sandbox_template_ref.name;
+    if ctx
+        .template_or_get(namespace, template_name)
+        .await?
+        .is_some()
+    {
+        return Ok(());
+    }
+    tracing::warn!(template = %template_name, "the claim's template is gone, and its NetworkPolicy with it: the claim gets its own, denying all ingress");
+    create_claim_policy(ctx, claim, namespace, None).await?;
+    ctx.written.record(&key, serde_json::Value::Bool(true));
+    Ok(())
+}
+
+/// Creates the claim's own NetworkPolicy from a template's `rules` (none:
+/// all ingress denied).
+async fn create_claim_policy(
+    ctx: &Context,
+    claim: &SandboxClaim,
+    namespace: &str,
+    rules: Option<&crate::api::NetworkPolicySpec>,
+) -> Result<()> {
+    let policies: Api<k8s_openapi::api::networking::v1::NetworkPolicy> =
+        Api::namespaced(ctx.client.clone(), namespace);
+    let deny = ctx.config.policy.current().network.deny_egress();
+    let policy = desired_network_policy(claim, rules, &deny)?;
+    create_owned(&policies, &policy, "NetworkPolicy").await?;
     Ok(())
 }
 
