@@ -10,7 +10,7 @@ use crate::harness::*;
 
 /// Round one's NetworkPolicy create fails, and the claim's template is
 /// deleted before the retry. The retry must still make the claim's policy
-/// (from no rules: all ingress denied) before it writes Ready; before, it
+/// (nothing allowed: all ingress and egress denied) before it writes Ready; before, it
 /// found no template, skipped the policy and wrote Ready.
 #[tokio::test]
 async fn a_claim_is_not_ready_without_its_policy_even_when_its_template_went_away() {
@@ -34,18 +34,29 @@ async fn a_claim_is_not_ready_without_its_policy_even_when_its_template_went_awa
     let policy = fake
         .get(&policy_path("c-sandbox"))
         .expect("a Ready claim has its NetworkPolicy");
-    assert_eq!(policy["spec"]["policyTypes"][0], "Ingress", "{policy:#}");
-    let ingress = &policy["spec"]["ingress"];
-    assert!(
-        ingress.is_null() || ingress.as_array().is_some_and(Vec::is_empty),
-        "no template, no allowed ingress: {policy:#}"
+    assert_locked_down(&policy);
+}
+
+/// No template, nothing allowed: all ingress and all egress denied.
+fn assert_locked_down(policy: &serde_json::Value) {
+    assert_eq!(
+        policy["spec"]["policyTypes"],
+        serde_json::json!(["Ingress", "Egress"]),
+        "{policy:#}"
     );
+    for direction in ["ingress", "egress"] {
+        let rules = &policy["spec"][direction];
+        assert!(
+            rules.is_null() || rules.as_array().is_some_and(Vec::is_empty),
+            "no template, no allowed {direction}: {policy:#}"
+        );
+    }
 }
 
 /// Per-template mode: a served claim's Pod is covered by its template's
 /// NetworkPolicy, which is garbage-collected with the template. When the
 /// template is deleted, the claim gets a policy of its own (all ingress
-/// denied); before, its Pod was left without any.
+/// and egress denied); before, its Pod was left without any.
 #[tokio::test]
 async fn a_served_claim_gets_its_own_policy_when_its_template_goes() {
     let fake = fake_with_pool(1);
@@ -67,10 +78,5 @@ async fn a_served_claim_gets_its_own_policy_when_its_template_goes() {
         fake.get(&policy_path("c-sandbox")).is_some()
     })
     .await;
-    let policy = fake.get(&policy_path("c-sandbox")).unwrap();
-    let ingress = &policy["spec"]["ingress"];
-    assert!(
-        ingress.is_null() || ingress.as_array().is_some_and(Vec::is_empty),
-        "no template, no allowed ingress: {policy:#}"
-    );
+    assert_locked_down(&fake.get(&policy_path("c-sandbox")).unwrap());
 }

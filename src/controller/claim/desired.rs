@@ -63,6 +63,20 @@ pub fn desired_network_policy(
     template_rules_policy(claim, policy_name, (SANDBOX_LABEL, name), rules, deny)
 }
 
+/// The NetworkPolicy of a claim whose template is gone: all ingress and
+/// all egress denied (the template's rules are not known any more).
+pub fn lockdown_network_policy(claim: &SandboxClaim) -> Result<NetworkPolicy> {
+    let name = claim.name_any();
+    Ok(sandbox_network_policy(
+        network_policy_name(&name),
+        claim.namespace(),
+        (SANDBOX_LABEL, name),
+        Vec::new(),
+        Some(Vec::new()),
+        controller_ref(claim)?,
+    ))
+}
+
 /// The NetworkPolicy `name`, owned by `owner`, that gives the Pods labelled
 /// `selector` a template's `rules`: their ingress (none: deny all) and their
 /// egress minus the denied ranges (`deny`).

@@ -64,8 +64,8 @@ use tracing::instrument;
 pub(crate) use desired::sandbox_network_policy;
 pub use desired::{
     PoolChoice, desired_network_policy, desired_sandbox, desired_service,
-    desired_template_network_policy, network_policy_name, pool_choice, same_policy_spec,
-    template_network_policy_name,
+    desired_template_network_policy, lockdown_network_policy, network_policy_name, pool_choice,
+    same_policy_spec, template_network_policy_name,
 };
 pub use serve::ensure_template_policy;
 pub use status::{admitted_at, failed_status, mirror_status, reason, warm_ready_status};
@@ -175,14 +175,8 @@ async fn observe_and_serve(
     // failed part-way gets it here, and stays not Ready while it cannot be
     // made. Once Ready, the policy was made: resyncs cost no request,
     // unless it was its template's and the template is gone.
-    if !ready {
+    if !ready || ctx.config.claim_network_policy == super::NetworkPolicyMode::PerTemplate {
         ensure_network_policy(ctx, claim, namespace).await?;
-    } else if ctx.config.claim_network_policy == super::NetworkPolicyMode::PerTemplate
-        && ctx
-            .template(namespace, &claim.spec.sandbox_template_ref.name)
-            .is_none()
-    {
-        replace_template_policy(ctx, claim, namespace).await?;
     }
     ensure_service(ctx, claim, &sandbox).await?;
 
@@ -237,79 +231,51 @@ async fn give_back_surplus(ctx: &Context, claim_uid: &str, sandbox: &Sandbox) ->
 }
 
 /// Makes sure the claim's NetworkPolicy (or its template's, in per-template
-/// mode) exists; remembered once made, so a served claim costs no request.
+/// mode) exists; remembered once made, so a served claim costs no request
+/// (per template and 30 s at most in per-template mode, where a served
+/// claim checks again: its template's policy goes when the template is
+/// deleted, and a template made again under the same name needs its own).
+///
+/// With the template gone (deleted before the claim got its policy, or,
+/// in per-template mode, taking its policy with it), the claim gets its own
+/// policy denying all ingress and all egress: nothing the template allowed
+/// is known any more, and since policies only add allowances, a template
+/// made again later still gets its rules through its own policy.
 async fn ensure_network_policy(ctx: &Context, claim: &SandboxClaim, namespace: &str) -> Result<()> {
-    let key = network_policy_key(claim);
-    if ctx
-        .written
-        .recently_wrote(&key, &serde_json::Value::Bool(true))
-    {
-        return Ok(());
-    }
     let template_name = &claim.spec.sandbox_template_ref.name;
     let template = ctx.template_or_get(namespace, template_name).await?;
-    match (ctx.config.claim_network_policy, template) {
-        (super::NetworkPolicyMode::PerTemplate, Some(template)) => {
-            ensure_template_policy(ctx, &template).await?
-        }
-        // Per claim; or per template with the template gone (its policy
-        // went with it): the claim's own, from the template's rules, or
-        // denying all ingress when the template was deleted before the
-        // claim got its policy. Either way no Ready without a policy.
-        (_, template) => {
-            let rules = template
-                .as_ref()
-                .and_then(|t| t.spec.network_policy.as_ref());
-            create_claim_policy(ctx, claim, namespace, rules).await?;
-        }
+    if let (super::NetworkPolicyMode::PerTemplate, Some(template)) =
+        (ctx.config.claim_network_policy, &template)
+    {
+        return ensure_template_policy(ctx, template).await;
     }
-    ctx.written.record(&key, serde_json::Value::Bool(true));
-    Ok(())
-}
-
-/// Per-template mode: a served claim's Pod was covered by its template's
-/// NetworkPolicy, which is garbage-collected with the template. When the
-/// template is gone (read again, the cache may be behind), the claim gets a
-/// policy of its own, denying all ingress.
-async fn replace_template_policy(
-    ctx: &Context,
-    claim: &SandboxClaim,
-    namespace: &str,
-) -> Result<()> {
-    let key = format!("network-policy-own/{}", claim.uid().unwrap_or_default());
+    let key = match &template {
+        Some(_) => network_policy_key(claim),
+        None => format!(
+            "network-policy-lockdown/{}",
+            claim.uid().unwrap_or_default()
+        ),
+    };
     if ctx
         .written
         .recently_wrote(&key, &serde_json::Value::Bool(true))
     {
         return Ok(());
     }
-    let template_name = &claim.spec.sandbox_template_ref.name;
-    if ctx
-        .template_or_get(namespace, template_name)
-        .await?
-        .is_some()
-    {
-        return Ok(());
-    }
-    tracing::warn!(template = %template_name, "the claim's template is gone, and its NetworkPolicy with it: the claim gets its own, denying all ingress");
-    create_claim_policy(ctx, claim, namespace, None).await?;
-    ctx.written.record(&key, serde_json::Value::Bool(true));
-    Ok(())
-}
-
-/// Creates the claim's own NetworkPolicy from a template's `rules` (none:
-/// all ingress denied).
-async fn create_claim_policy(
-    ctx: &Context,
-    claim: &SandboxClaim,
-    namespace: &str,
-    rules: Option<&crate::api::NetworkPolicySpec>,
-) -> Result<()> {
+    let deny = ctx.config.policy.current().network.deny_egress();
+    let policy = match &template {
+        Some(template) => {
+            desired_network_policy(claim, template.spec.network_policy.as_ref(), &deny)?
+        }
+        None => {
+            tracing::warn!(template = %template_name, "the claim's template is gone: its NetworkPolicy denies all ingress and egress");
+            lockdown_network_policy(claim)?
+        }
+    };
     let policies: Api<k8s_openapi::api::networking::v1::NetworkPolicy> =
         Api::namespaced(ctx.client.clone(), namespace);
-    let deny = ctx.config.policy.current().network.deny_egress();
-    let policy = desired_network_policy(claim, rules, &deny)?;
     create_owned(&policies, &policy, "NetworkPolicy").await?;
+    ctx.written.record(&key, serde_json::Value::Bool(true));
     Ok(())
 }
 
