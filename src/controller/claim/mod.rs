@@ -104,10 +104,11 @@ pub async fn reconcile(claim: Arc<SandboxClaim>, ctx: Arc<Context>) -> Result<Ac
     if let Some(deadline) = deadline.filter(|d| *d <= now) {
         return expire::expire(&ctx, &claim, deadline).await;
     }
-    let requeue = deadline
-        .and_then(|d| Duration::try_from(d.duration_since(now)).ok())
-        .map(|d| Action::requeue(d + Duration::from_millis(50)))
-        .unwrap_or_else(Action::await_change);
+    let requeue = Requeue {
+        expiry: deadline
+            .and_then(|d| Duration::try_from(d.duration_since(now)).ok())
+            .map(|d| d + Duration::from_millis(50)),
+    };
 
     let result = observe_and_serve(&ctx, &claim, &namespace, &claim_uid, requeue).await;
     match result {
@@ -121,7 +122,7 @@ async fn observe_and_serve(
     claim: &SandboxClaim,
     namespace: &str,
     claim_uid: &str,
-    requeue: Action,
+    requeue: Requeue,
 ) -> Result<Action> {
     let name = claim.name_any();
     // Observe. A Sandbox in the cache certainly exists (its status may lag
@@ -181,9 +182,18 @@ async fn observe_and_serve(
     ensure_service(ctx, claim, &sandbox).await?;
 
     // Record. A Sandbox that has not reported anything yet has nothing to
-    // mirror: its first status event brings us back.
+    // mirror: its first status event brings us back (and, as for every claim
+    // not Ready, the re-check below in case that event never comes).
+    // Only a warm Sandbox (one naming a Pod) can wait on a steal; a cold one
+    // waits on its own Pod's start, whose events come.
+    let settled = |ready: bool| {
+        ready
+            || !sandbox
+                .annotations()
+                .contains_key(crate::api::POD_NAME_ANNOTATION)
+    };
     if sandbox.status.is_none() && claim.status.is_none() {
-        return Ok(requeue);
+        return Ok(requeue.until_ready(settled(false)));
     }
     let mut status = mirror_status(claim, &sandbox, jiff::Timestamp::now());
     if status.warm_pool.is_none() {
@@ -191,7 +201,35 @@ async fn observe_and_serve(
     }
     record_status(ctx, claim, &status).await?;
     give_back_surplus(ctx, claim_uid, &sandbox).await?;
-    Ok(requeue)
+    Ok(requeue.until_ready(settled(is_true(&status.conditions, READY))))
+}
+
+/// How long a claim that is not Ready on a warm Sandbox waits, at most,
+/// before it is looked at again without any event. Every step of the claim path is woken by an
+/// event, but two processes serving one claim at once (a split brain) can
+/// leave each waiting for the other: the Sandbox for a steal that will not
+/// land, the claim for a Sandbox status that will not come. The re-check
+/// repairs such a claim within seconds instead of at the periodic resync.
+const NOT_READY_RECHECK: Duration = Duration::from_secs(10);
+
+/// When a claim is looked at again: at its expiry, if it has one; and while
+/// it is not Ready, within [`NOT_READY_RECHECK`].
+#[derive(Clone, Copy)]
+struct Requeue {
+    expiry: Option<Duration>,
+}
+
+impl Requeue {
+    fn until_ready(self, ready: bool) -> Action {
+        let after = match (self.expiry, ready) {
+            (expiry, true) => expiry,
+            (Some(expiry), false) => Some(expiry.min(NOT_READY_RECHECK)),
+            (None, false) => Some(NOT_READY_RECHECK),
+        };
+        after
+            .map(Action::requeue)
+            .unwrap_or_else(Action::await_change)
+    }
 }
 
 /// Deletes Pods this claim stole that its Sandbox will never use. Two
