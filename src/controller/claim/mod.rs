@@ -210,7 +210,7 @@ async fn observe_and_serve(
 /// leave each waiting for the other: the Sandbox for a steal that will not
 /// land, the claim for a Sandbox status that will not come. The re-check
 /// repairs such a claim within seconds instead of at the periodic resync.
-const NOT_READY_RECHECK: Duration = Duration::from_secs(10);
+const NOT_READY_RECHECK: Duration = Duration::from_secs(5);
 
 /// When a claim is looked at again: at its expiry, if it has one; and while
 /// it is not Ready, within [`NOT_READY_RECHECK`].

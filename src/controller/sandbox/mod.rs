@@ -119,20 +119,45 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
         Outcome::Continue { current, blocked } => (current, blocked),
     };
 
+    // A claim's Sandbox that is not Ready is looked at again within
+    // `CLAIMED_RECHECK` without any event: it may name a Pod whose later
+    // events wake only the claim that stole it (a Pod another claim took,
+    // then gave back), and two processes serving one claim can leave it
+    // waiting for a steal that will not land.
+    let recheck = (crate::controller::ownership::controller_of_kind(
+        sandbox.owner_references(),
+        "SandboxClaim",
+    )
+    .is_some()
+        && !sandbox
+            .status
+            .as_ref()
+            .is_some_and(|s| crate::api::is_true(&s.conditions, crate::api::READY)))
+    .then_some(CLAIMED_RECHECK);
+    let idle = || {
+        recheck
+            .map(Action::requeue)
+            .unwrap_or_else(Action::await_change)
+    };
     // Record, unless the plan says to stay quiet.
     if plan.quiet {
-        return Ok(Action::await_change());
+        return Ok(idle());
     }
     // A status write refused because a newer version exists is dropped:
     // the newer version's event reconciles again.
     if !record(&ctx, &sandbox, &uid, current.as_deref(), blocked.as_ref()).await? {
-        return Ok(Action::await_change());
+        return Ok(idle());
     }
-    Ok(plan
-        .requeue_after
-        .map(Action::requeue)
-        .unwrap_or_else(Action::await_change))
+    Ok(match (plan.requeue_after, recheck) {
+        (Some(after), Some(recheck)) => Action::requeue(after.min(recheck)),
+        (Some(after), None) | (None, Some(after)) => Action::requeue(after),
+        (None, None) => Action::await_change(),
+    })
 }
+
+/// See `reconcile`: how long a claim's Sandbox that is not Ready waits, at
+/// most, before it is looked at again without an event.
+const CLAIMED_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Observes the Pods the Sandbox owns (from the cache) and the Pod named in
 /// its adoption annotation, while it owns none.
