@@ -181,27 +181,36 @@ async fn observe_and_serve(
     }
     ensure_service(ctx, claim, &sandbox).await?;
 
-    // Record. A Sandbox that has not reported anything yet has nothing to
-    // mirror: its first status event brings us back (and, as for every claim
-    // not Ready, the re-check below in case that event never comes).
-    // Only a warm Sandbox (one naming a Pod) can wait on a steal; a cold one
-    // waits on its own Pod's start, whose events come.
-    let settled = |ready: bool| {
-        ready
-            || !sandbox
-                .annotations()
-                .contains_key(crate::api::POD_NAME_ANNOTATION)
-    };
+    record(ctx, claim, &sandbox, namespace, claim_uid, requeue).await
+}
+
+/// Mirrors the Sandbox's status into the claim's and gives back surplus
+/// Pods. A Sandbox that has not reported anything yet has nothing to
+/// mirror: its first status event brings us back (and, as for every claim
+/// not Ready, the re-check of [`Requeue`] in case that event never comes).
+/// Only a warm Sandbox (one naming a Pod) can wait on a steal; a cold one
+/// waits on its own Pod's start, whose events come.
+async fn record(
+    ctx: &Context,
+    claim: &SandboxClaim,
+    sandbox: &Sandbox,
+    namespace: &str,
+    claim_uid: &str,
+    requeue: Requeue,
+) -> Result<Action> {
+    let cold = !sandbox
+        .annotations()
+        .contains_key(crate::api::POD_NAME_ANNOTATION);
     if sandbox.status.is_none() && claim.status.is_none() {
-        return Ok(requeue.until_ready(settled(false)));
+        return Ok(requeue.until_ready(cold));
     }
-    let mut status = mirror_status(claim, &sandbox, jiff::Timestamp::now());
+    let mut status = mirror_status(claim, sandbox, jiff::Timestamp::now());
     if status.warm_pool.is_none() {
         status.warm_pool = ctx.stolen_pool(namespace, status.pod_name.as_deref());
     }
     record_status(ctx, claim, &status).await?;
-    give_back_surplus(ctx, claim_uid, &sandbox).await?;
-    Ok(requeue.until_ready(settled(is_true(&status.conditions, READY))))
+    give_back_surplus(ctx, claim_uid, sandbox).await?;
+    Ok(requeue.until_ready(cold || is_true(&status.conditions, READY)))
 }
 
 /// How long a claim that is not Ready on a warm Sandbox waits, at most,
