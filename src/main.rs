@@ -212,7 +212,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
 
     if args.register_ownership_guard {
-        sandbox_operator::webhook::guard::register(&client).await?;
+        sandbox_operator::webhook::guard::register(&client)
+            .await
+            .map_err(|error| {
+                anyhow::anyhow!(
+                    "--register-ownership-guard: applying ValidatingAdmissionPolicy sandbox-operator-ownership-guard failed (needs Kubernetes 1.30+ and the right to create it; run with --register-ownership-guard=false to skip): {error:#}"
+                )
+            })?;
         info!(
             "ownership guard applied (ValidatingAdmissionPolicy sandbox-operator-ownership-guard)"
         );
