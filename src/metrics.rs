@@ -58,6 +58,8 @@ pub struct Metrics {
     /// Time off-path work waited for claims in flight, by work (`adopt`,
     /// `refill`); see `controller::critical`.
     pub off_path_wait_seconds: HistogramVec,
+    /// Watch events applied to the caches, by cache and event.
+    pub watch_events: IntCounterVec,
     /// Reconciles per controller.
     pub reconciles: IntCounterVec,
     /// Failed reconciles per controller and error label.
@@ -198,6 +200,11 @@ impl Metrics {
                 "Time an adoption (work=adopt) or a pool refill (work=refill) waited for claims this process was serving to write Ready.",
                 &["work"],
                 FAST_BUCKETS,
+            ),
+            watch_events: counter(
+                "watch_events_total",
+                "Watch events applied to the operator's caches, by cache (pods, pools, services, sandboxes, templates, claims) and event (applied, deleted, relisted).",
+                &["cache", "event"],
             ),
             reconciles: counter(
                 "reconcile_total",

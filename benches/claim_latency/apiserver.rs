@@ -2,7 +2,9 @@
 //! (`apiserver_request_total`), the timing of calls to our webhooks
 //! (`apiserver_admission_webhook_admission_duration_seconds`), and the Events
 //! the operator published. Writes per claim come from these counters, never
-//! from the operator's own view of what it did.
+//! from the operator's own view of what it did. One figure is the
+//! operator's own: the watch events it decoded (`watch_events`), which only
+//! it can count.
 
 use std::collections::BTreeMap;
 
@@ -40,6 +42,37 @@ pub fn writes(metrics_text: &str) -> BTreeMap<String, f64> {
             value.parse::<f64>().unwrap_or(0.0);
     }
     out
+}
+
+/// Watch events the operator applied so far, by `"<cache> <event>"`, from
+/// its own `/metrics` text (`sandbox_operator_watch_events_total`).
+pub fn watch_events(operator_metrics: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for line in operator_metrics
+        .lines()
+        .filter(|l| l.starts_with("sandbox_operator_watch_events_total{"))
+    {
+        let Some((labels, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let key = format!("{} {}", label(labels, "cache"), label(labels, "event"));
+        *out.entry(key).or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
+    }
+    out
+}
+
+/// Per-claim deltas of two `watch_events` readings (zero deltas left out).
+pub fn per_claim(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+    claims: usize,
+) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, delta)| *delta > 0.0)
+        .map(|(k, delta)| (k, delta / claims.max(1) as f64))
+        .collect()
 }
 
 fn label<'a>(labels: &'a str, key: &str) -> &'a str {
@@ -181,6 +214,27 @@ apiserver_request_total{code="200",component="apiserver",dry_run="",group="",res
         let per_claim = writes_per_claim(&before, &after, 300.0, 10);
         assert_eq!(per_claim["pods PATCH"], 2.0);
         assert_eq!(per_claim["pods POST"], 2.0);
+    }
+
+    #[test]
+    fn watch_events_per_claim_by_cache_and_event() {
+        let scrape = |pods: u32, claims: u32| {
+            format!(
+                "# TYPE sandbox_operator_watch_events_total counter\n\
+                 sandbox_operator_watch_events_total{{cache=\"pods\",event=\"applied\"}} {pods}\n\
+                 sandbox_operator_watch_events_total{{cache=\"claims\",event=\"applied\"}} {claims}\n\
+                 sandbox_operator_watch_events_total{{cache=\"claims\",event=\"relisted\"}} 3\n\
+                 sandbox_operator_reconcile_total{{controller=\"claim\"}} 77\n"
+            )
+        };
+        let before = watch_events(&scrape(100, 10));
+        assert_eq!(before["pods applied"], 100.0);
+        assert_eq!(before.len(), 3, "only the watch event counter: {before:?}");
+        let per = per_claim(&before, &watch_events(&scrape(160, 30)), 10);
+        assert_eq!(per["pods applied"], 6.0);
+        assert_eq!(per["claims applied"], 2.0);
+        // Unchanged counters are left out.
+        assert!(!per.contains_key("claims relisted"));
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub struct Operator {
     pid: u32,
     pub log_path: PathBuf,
     ticks_per_second: f64,
+    metrics_port: u16,
 }
 
 /// How the operator is started beyond the bench's fixed flags.
@@ -74,6 +75,7 @@ impl Operator {
             pid,
             log_path,
             ticks_per_second: procstat::clock_ticks_per_second(),
+            metrics_port: mport,
         };
         match operator.wait_ready(mport).await {
             Ok(()) => Ok(operator),
@@ -119,6 +121,15 @@ impl Operator {
         procstat::rss_mib(self.pid).expect("read /proc/<operator>/status")
     }
 
+    /// The operator's own `/metrics` text (empty if it does not answer).
+    pub async fn metrics(&self) -> String {
+        let answer = get(self.metrics_port, "/metrics").await;
+        answer
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_string())
+            .unwrap_or_default()
+    }
+
     /// SIGTERM (the operator unregisters its webhook), then wait 10 s at most.
     pub async fn stop(mut self) {
         let _ = std::process::Command::new("kill")
@@ -130,14 +141,19 @@ impl Operator {
 }
 
 async fn readyz(port: u16) -> bool {
+    get(port, "/readyz").await.starts_with("HTTP/1.1 200")
+}
+
+/// The whole answer (status line, headers, body) to a GET of `path` on the
+/// operator's admin port; empty when it cannot be reached.
+async fn get(port: u16, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-        return false;
+        return String::new();
     };
-    let _ = stream
-        .write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let _ = stream.write_all(request.as_bytes()).await;
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer).await;
-    answer.starts_with("HTTP/1.1 200")
+    answer
 }

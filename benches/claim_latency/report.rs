@@ -104,6 +104,8 @@ pub struct Report {
     pub operator_events: f64,
     pub all_writes: f64,
     pub cpu_ms_per_warm_claim: f64,
+    /// Watch events the operator applied per warm claim, by `"<cache> <event>"`.
+    pub watch_events: BTreeMap<String, f64>,
     pub rss_mib: f64,
     pub double_assignments: usize,
     pub webhook_within_5ms: f64,
@@ -160,6 +162,10 @@ impl Report {
             "operator_deletes_per_warm_claim": round(self.other_activity().0),
             "namespace_deletions_in_window": self.other_activity().1.round(),
             "operator_cpu_ms_per_warm_claim": round(self.cpu_ms_per_warm_claim),
+            "watch_events_per_warm_claim": round(self.watch_events.values().sum()),
+            "watch_events_by_cache": self.watch_events.iter()
+                .map(|(k, v)| (k.clone(), round(*v)))
+                .collect::<BTreeMap<_, _>>(),
             "operator_rss_mib": round(self.rss_mib),
             "double_assignments": self.double_assignments,
             "webhook_calls_within_5ms": self.webhook_within_5ms,
@@ -301,6 +307,13 @@ impl Report {
             out += &format!(
                 "  of the operator's count, DELETE: {deletes:.2} per claim. The API server's counters are cluster-wide: on a shared control plane other clients' deletions land here too ({namespaces:.0} namespaces deleted in the window, plus the objects of namespaces deleted before it); on a private one they are the operator's own\n"
             );
+        }
+        out += &format!(
+            "watch events the operator applied per warm claim: {:.2}\n",
+            self.watch_events.values().sum::<f64>()
+        );
+        for (k, v) in &self.watch_events {
+            out += &format!("  {k:<40} {v:>6.2}\n");
         }
         out + &format!("double assignments: {}\n", self.double_assignments)
     }

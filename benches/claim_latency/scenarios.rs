@@ -26,6 +26,8 @@ pub struct WarmSequential {
     pub operator_events: f64,
     pub all_writes: f64,
     pub cpu_ms_per_claim: f64,
+    /// Watch events the operator applied per claim, by `"<cache> <event>"`.
+    pub watch_events: BTreeMap<String, f64>,
     pub webhook_within_5ms: f64,
     pub webhook_p99: String,
 }
@@ -44,6 +46,7 @@ pub async fn warm_sequential(
         apiserver::writes(&scrape),
         apiserver::webhook_buckets(&scrape),
     );
+    let watched_before = apiserver::watch_events(&env.operator.metrics().await);
     let (floor_before, cpu_before) = (floor.patches_sent(), env.operator.cpu_ms());
     let mut names = Vec::new();
     for i in 0..claims {
@@ -60,6 +63,11 @@ pub async fn warm_sequential(
     env.claims.wait_idle(pool).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let cpu_ms = env.operator.cpu_ms() - cpu_before;
+    let watch_events = apiserver::per_claim(
+        &watched_before,
+        &apiserver::watch_events(&env.operator.metrics().await),
+        claims,
+    );
     let scrape = apiserver::metrics(&env.client).await;
     let own_patches = (floor.patches_sent() - floor_before) as f64;
     let writes_by_resource = apiserver::writes_per_claim(
@@ -85,6 +93,7 @@ pub async fn warm_sequential(
         operator_writes,
         operator_events,
         cpu_ms_per_claim: cpu_ms / claims.max(1) as f64,
+        watch_events,
         webhook_within_5ms,
         webhook_p99,
     }
@@ -164,6 +173,7 @@ pub async fn run(env: &Environment, floor: &mut Floor, s: &Settings) -> Report {
         operator_events: warm.operator_events,
         all_writes: warm.all_writes,
         cpu_ms_per_warm_claim: warm.cpu_ms_per_claim,
+        watch_events: warm.watch_events,
         rss_mib: env.operator.rss_mib(),
         double_assignments: env.claims.double_assignments().await,
         webhook_within_5ms: warm.webhook_within_5ms,

@@ -34,10 +34,31 @@ pub(super) struct Intake<W, K> {
     pub slim: fn(&mut K),
 }
 
-/// Runs one cache: applies each watch event to the store, then calls
-/// `trigger` with the object and whether it was deleted.
+/// The counters of one cache's events
+/// (`sandbox_operator_watch_events_total{cache}`).
+pub(super) struct EventCounters {
+    applied: prometheus::IntCounter,
+    deleted: prometheus::IntCounter,
+    relisted: prometheus::IntCounter,
+}
+
+impl EventCounters {
+    /// The counters of the cache `what`.
+    pub(super) fn of(metrics: &crate::metrics::Metrics, what: &str) -> Self {
+        let counter = |event| metrics.watch_events.with_label_values(&[what, event]);
+        EventCounters {
+            applied: counter("applied"),
+            deleted: counter("deleted"),
+            relisted: counter("relisted"),
+        }
+    }
+}
+
+/// Runs one cache: applies each watch event to the store, counts it, then
+/// calls `trigger` with the object and whether it was deleted.
 pub(super) async fn cache<W, K, F>(
     health: std::sync::Arc<crate::admin::Health>,
+    counted: EventCounters,
     what: &'static str,
     api: Api<W>,
     config: watcher::Config,
@@ -71,9 +92,18 @@ pub(super) async fn cache<W, K, F>(
                 }
                 writer.apply_watcher_event(&event);
                 match event {
-                    watcher::Event::Apply(obj) => trigger(&obj, false),
-                    watcher::Event::Delete(obj) => trigger(&obj, true),
-                    watcher::Event::InitApply(obj) => relisted.push(obj),
+                    watcher::Event::Apply(obj) => {
+                        counted.applied.inc();
+                        trigger(&obj, false)
+                    }
+                    watcher::Event::Delete(obj) => {
+                        counted.deleted.inc();
+                        trigger(&obj, true)
+                    }
+                    watcher::Event::InitApply(obj) => {
+                        counted.relisted.inc();
+                        relisted.push(obj)
+                    }
                     watcher::Event::InitDone => {
                         // After a re-list, wake everything it brought and
                         // everything that disappeared in the gap, so no

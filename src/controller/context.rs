@@ -22,7 +22,7 @@ use super::index::PodIndex;
 use super::lean_pod::LeanPod;
 use super::memo::WriteMemo;
 use super::triggers::{
-    pod_trigger, pool_trigger, sandbox_trigger, service_trigger, template_trigger,
+    claim_trigger, pod_trigger, pool_trigger, sandbox_trigger, service_trigger, template_trigger,
 };
 use super::{takeover, warmpool};
 use crate::api::{ORIGIN_POOL_LABEL, Sandbox, SandboxClaim, SandboxTemplate, SandboxWarmPool};
@@ -171,6 +171,7 @@ impl Context {
             client: &client,
             config: &config,
             health: &health,
+            metrics: &metrics,
         };
         let (caches, triggers) = spawner.spawn_all().await?;
         let recorder = Recorder::new(
@@ -292,6 +293,8 @@ pub struct Caches {
     /// Cache of SandboxWarmPools (a warm Pod is a candidate only when its
     /// controller is the live pool its label names).
     pub pools: Store<SandboxWarmPool>,
+    /// Cache of SandboxClaims (the claim controller reconciles from it).
+    pub claims: Store<SandboxClaim>,
     /// Indexes over the Pod cache (by pool template hash, controller uid,
     /// claim uid), updated before each Pod event's triggers are sent.
     pub index: Arc<PodIndex>,
@@ -302,6 +305,7 @@ struct CacheSpawner<'a> {
     client: &'a Client,
     config: &'a Config,
     health: &'a Arc<crate::admin::Health>,
+    metrics: &'a Metrics,
 }
 
 impl CacheSpawner<'_> {
@@ -310,7 +314,7 @@ impl CacheSpawner<'_> {
     async fn spawn_all(&self) -> anyhow::Result<(Caches, Triggers)> {
         let (pool_tx, pool_triggers) = mpsc::unbounded();
         let (sandbox_tx, sandbox_triggers) = mpsc::unbounded();
-        let (claim_tx, claims) = mpsc::unbounded();
+        let (claim_tx, claim_triggers) = mpsc::unbounded();
         let index = Arc::new(PodIndex::default());
         // Pods are decoded straight into what the cache keeps (see `lean_pod`).
         let pods = self.spawn_decoded(
@@ -343,25 +347,29 @@ impl CacheSpawner<'_> {
             "templates",
             false,
             slim_meta,
-            template_trigger(pools.clone(), sandboxes.clone(), pool_tx, claim_tx),
+            template_trigger(pools.clone(), sandboxes.clone(), pool_tx, claim_tx.clone()),
         );
+        // The claim controller, too, reconciles from a shared cache.
+        let claims = self.spawn("claims", false, slim_meta, claim_trigger(claim_tx));
         pods.wait_until_ready().await?;
         pools.wait_until_ready().await?;
         templates.wait_until_ready().await?;
         services.wait_until_ready().await?;
         sandboxes.wait_until_ready().await?;
+        claims.wait_until_ready().await?;
         let caches = Caches {
             pods,
             pools,
             templates,
             services,
             sandboxes,
+            claims,
             index,
         };
         let triggers = Triggers {
             pools: pool_triggers,
             sandboxes: sandbox_triggers,
-            claims,
+            claims: claim_triggers,
         };
         Ok((caches, triggers))
     }
@@ -408,6 +416,7 @@ impl CacheSpawner<'_> {
         let (store, writer) = reflector::store();
         tokio::spawn(cache(
             self.health.clone(),
+            super::cache::EventCounters::of(self.metrics, what),
             what,
             self.config.api::<W>(self.client),
             watch,

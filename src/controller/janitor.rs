@@ -63,6 +63,7 @@ pub fn table_sizes(ctx: &Context) -> Vec<(&'static str, i64)> {
         ("service_cache", n(ctx.caches.services.state().len())),
         ("pool_cache", n(ctx.caches.pools.state().len())),
         ("template_cache", n(ctx.caches.templates.state().len())),
+        ("claim_cache", n(ctx.caches.claims.state().len())),
         ("pod_index", n(ctx.caches.index.len())),
         ("reservations", n(reserved)),
         ("steals", n(steals)),

@@ -99,15 +99,14 @@ pub async fn run_controllers(
     triggers: Triggers,
     shutdown: watch::Receiver<bool>,
 ) {
-    let client = ctx.client.clone();
     let config = controller::Config::default().concurrency(ctx.config.concurrency);
     let stop = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
-    // Every controller runs the same way: its kind watched cluster-wide or
-    // in the one namespace, its own wiring, the shared config, the shutdown
-    // signal, its reconcile with retries, its error policy and its health.
+    // Every controller runs the same way: its kind read from the shared
+    // cache, its own wake-ups, the shared config, the shutdown signal, its
+    // reconcile with retries, its error policy and its health.
     macro_rules! drive {
         ($module:ident, $controller:expr, $($wiring:tt)*) => {
             $controller
@@ -130,15 +129,16 @@ pub async fn run_controllers(
             )
         };
     }
-    // The Sandbox and pool controllers read the shared caches and are woken
-    // by their triggers (a Sandbox by its own events, its Services' and its
-    // Pods'; a pool by its own, its Pods' and its template's): no second
-    // watch of those kinds, so no object is decoded twice, and a pool this
-    // controller fills is always one the claim path sees.
+    // The three controllers read the shared caches and are woken by their
+    // triggers (a claim by its own events, its Sandbox's and its Services';
+    // a Sandbox by its own, its Services' and its Pods'; a pool by its own,
+    // its Pods' and its template's): no second watch of any kind, so no
+    // object is decoded twice, every watch event is counted in one place
+    // (`watch_events_total`), and a pool this controller fills is always one
+    // the claim path sees.
     let sandboxes = drive!(sandbox, shared!(Sandbox, sandboxes),
         .reconcile_on(triggers.sandboxes));
-    let claims = drive!(claim,
-        Controller::new(ctx.config.api::<SandboxClaim>(&client), watcher::Config::default()),
+    let claims = drive!(claim, shared!(SandboxClaim, claims),
         .reconcile_on(triggers.claims));
     let pools = drive!(warmpool, shared!(SandboxWarmPool, pools),
         .reconcile_on(triggers.pools));

@@ -68,6 +68,18 @@ pub(super) fn pool_trigger(
     }
 }
 
+/// The claim cache's trigger: wakes the claim itself (a deleted claim has
+/// nothing left to reconcile; its finalizer-free children go by GC).
+pub(super) fn claim_trigger(
+    claim_tx: mpsc::UnboundedSender<ObjectRef<SandboxClaim>>,
+) -> impl Fn(&SandboxClaim, bool) {
+    move |claim: &SandboxClaim, deleted: bool| {
+        if !deleted {
+            let _ = claim_tx.unbounded_send(ObjectRef::from_obj(claim));
+        }
+    }
+}
+
 /// The template cache's trigger: wakes the pools of the namespace that use
 /// the template, read from the pool cache; and, when the template is
 /// deleted, the claims served from it (their Sandboxes carry its label): in
