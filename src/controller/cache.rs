@@ -34,19 +34,27 @@ pub(super) struct Intake<W, K> {
     pub slim: fn(&mut K),
 }
 
-/// The counters of one cache's events
-/// (`sandbox_operator_watch_events_total{cache}`).
-pub(super) struct EventCounters {
+/// Where one cache reports: its name, `/healthz` (a failing watch) and
+/// the counters of its events (`sandbox_operator_watch_events_total`).
+pub(super) struct Reporting {
+    what: &'static str,
+    health: std::sync::Arc<crate::admin::Health>,
     applied: prometheus::IntCounter,
     deleted: prometheus::IntCounter,
     relisted: prometheus::IntCounter,
 }
 
-impl EventCounters {
-    /// The counters of the cache `what`.
-    pub(super) fn of(metrics: &crate::metrics::Metrics, what: &str) -> Self {
+impl Reporting {
+    /// How the cache `what` reports.
+    pub(super) fn new(
+        what: &'static str,
+        health: std::sync::Arc<crate::admin::Health>,
+        metrics: &crate::metrics::Metrics,
+    ) -> Self {
         let counter = |event| metrics.watch_events.with_label_values(&[what, event]);
-        EventCounters {
+        Reporting {
+            what,
+            health,
             applied: counter("applied"),
             deleted: counter("deleted"),
             relisted: counter("relisted"),
@@ -57,9 +65,7 @@ impl EventCounters {
 /// Runs one cache: applies each watch event to the store, counts it, then
 /// calls `trigger` with the object and whether it was deleted.
 pub(super) async fn cache<W, K, F>(
-    health: std::sync::Arc<crate::admin::Health>,
-    counted: EventCounters,
-    what: &'static str,
+    reporting: Reporting,
     api: Api<W>,
     config: watcher::Config,
     mut writer: Writer<K>,
@@ -85,7 +91,7 @@ pub(super) async fn cache<W, K, F>(
     while let Some(event) = stream.next().await {
         match event {
             Ok(event) => {
-                health.watch_event(what);
+                reporting.health.watch_event(reporting.what);
                 if matches!(event, watcher::Event::Init) {
                     before_relist = reader.state();
                     relisted.clear();
@@ -93,15 +99,15 @@ pub(super) async fn cache<W, K, F>(
                 writer.apply_watcher_event(&event);
                 match event {
                     watcher::Event::Apply(obj) => {
-                        counted.applied.inc();
+                        reporting.applied.inc();
                         trigger(&obj, false)
                     }
                     watcher::Event::Delete(obj) => {
-                        counted.deleted.inc();
+                        reporting.deleted.inc();
                         trigger(&obj, true)
                     }
                     watcher::Event::InitApply(obj) => {
-                        counted.relisted.inc();
+                        reporting.relisted.inc();
                         relisted.push(obj)
                     }
                     watcher::Event::InitDone => {
@@ -124,8 +130,8 @@ pub(super) async fn cache<W, K, F>(
                 }
             }
             Err(error) => {
-                health.watch_error(what, &error);
-                warn!(%error, what, "watch error (retrying with backoff)");
+                reporting.health.watch_error(reporting.what, &error);
+                warn!(%error, what = reporting.what, "watch error (retrying with backoff)");
             }
         }
     }

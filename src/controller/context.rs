@@ -415,9 +415,7 @@ impl CacheSpawner<'_> {
         }
         let (store, writer) = reflector::store();
         tokio::spawn(cache(
-            self.health.clone(),
-            super::cache::EventCounters::of(self.metrics, what),
-            what,
+            super::cache::Reporting::new(what, self.health.clone(), self.metrics),
             self.config.api::<W>(self.client),
             watch,
             writer,
