@@ -19,6 +19,7 @@ use tracing::warn;
 
 use super::cache::{Intake, cache, slim_meta};
 use super::index::PodIndex;
+use super::index::named::NamedPods;
 use super::lean_pod::LeanPod;
 use super::memo::WriteMemo;
 use super::triggers::{
@@ -298,6 +299,9 @@ pub struct Caches {
     /// Indexes over the Pod cache (by pool template hash, controller uid,
     /// claim uid), updated before each Pod event's triggers are sent.
     pub index: Arc<PodIndex>,
+    /// Which Sandboxes (and claims) name each Pod, kept by the Sandbox
+    /// cache; a named Pod's events wake them.
+    pub named: Arc<NamedPods>,
 }
 
 /// Starts the watch caches of one process, all on the watched scope.
@@ -316,6 +320,7 @@ impl CacheSpawner<'_> {
         let (sandbox_tx, sandbox_triggers) = mpsc::unbounded();
         let (claim_tx, claim_triggers) = mpsc::unbounded();
         let index = Arc::new(PodIndex::default());
+        let named = Arc::new(NamedPods::default());
         // Pods are decoded straight into what the cache keeps (see `lean_pod`).
         let pods = self.spawn_decoded(
             "pods",
@@ -324,7 +329,13 @@ impl CacheSpawner<'_> {
                 into: LeanPod::into_pod,
                 slim: slim_meta,
             },
-            pod_trigger(Arc::clone(&index), pool_tx.clone(), sandbox_tx.clone()),
+            pod_trigger(
+                Arc::clone(&index),
+                Arc::clone(&named),
+                pool_tx.clone(),
+                sandbox_tx.clone(),
+                claim_tx.clone(),
+            ),
         );
         // The one pool watch: the pool controller reconciles from this cache
         // (see `run`), so a pool it fills is always one the claim path sees.
@@ -341,7 +352,7 @@ impl CacheSpawner<'_> {
             "sandboxes",
             false,
             slim_meta,
-            sandbox_trigger(sandbox_tx, claim_tx.clone()),
+            sandbox_trigger(Arc::clone(&named), sandbox_tx, claim_tx.clone()),
         );
         let templates = self.spawn(
             "templates",
@@ -365,6 +376,7 @@ impl CacheSpawner<'_> {
             sandboxes,
             claims,
             index,
+            named,
         };
         let triggers = Triggers {
             pools: pool_triggers,

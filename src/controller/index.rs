@@ -10,6 +10,7 @@
 //! The index only narrows the search: callers check every Pod they get
 //! (ownership, readiness) from the cache copy, never from the index alone.
 
+pub mod named;
 mod ring;
 
 use std::collections::{HashMap, HashSet};

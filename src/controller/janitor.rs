@@ -65,6 +65,7 @@ pub fn table_sizes(ctx: &Context) -> Vec<(&'static str, i64)> {
         ("template_cache", n(ctx.caches.templates.state().len())),
         ("claim_cache", n(ctx.caches.claims.state().len())),
         ("pod_index", n(ctx.caches.index.len())),
+        ("named_pod_index", n(ctx.caches.named.len())),
         ("reservations", n(reserved)),
         ("steals", n(steals)),
         ("expectations", n(ctx.expectations.pools().len())),

@@ -14,6 +14,7 @@ use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::index::PodIndex;
+use super::index::named::NamedPods;
 use super::ownership::controller_of_kind;
 use crate::api::{
     SANDBOX_LABEL, Sandbox, SandboxClaim, SandboxTemplate, SandboxWarmPool, TEMPLATE_LABEL,
@@ -22,12 +23,15 @@ use crate::api::{
 /// The Pod cache's trigger: keeps the Pod index up to date, then wakes the
 /// pools whose decision the event may change (the pool a Pod joined, left or
 /// whose member changed: see [`super::warmpool::members`]; later events of a
-/// Pod a pool lost concern it no longer) and the Sandbox that controls the
-/// Pod or that it was stolen for.
+/// Pod a pool lost concern it no longer), the Sandbox that controls the Pod
+/// or that it was stolen for, and every Sandbox that names the Pod with the
+/// claim that controls it (see [`NamedPods`]).
 pub(super) fn pod_trigger(
     index: Arc<PodIndex>,
+    named: Arc<NamedPods>,
     pool_tx: mpsc::UnboundedSender<ObjectRef<SandboxWarmPool>>,
     sandbox_tx: mpsc::UnboundedSender<ObjectRef<Sandbox>>,
+    claim_tx: mpsc::UnboundedSender<ObjectRef<SandboxClaim>>,
 ) -> impl Fn(&Pod, bool) {
     move |pod: &Pod, deleted: bool| {
         let pools = if deleted {
@@ -52,6 +56,14 @@ pub(super) fn pod_trigger(
         // decides from ownerReferences).
         if let Some(sandbox) = labels.get(SANDBOX_LABEL) {
             let _ = sandbox_tx.unbounded_send(ObjectRef::new(sandbox).within(&namespace));
+        }
+        // Whoever names the Pod decides from it (adopt it, or repair the
+        // claim when the Pod went to someone else), whatever its labels say.
+        for namer in named.namers(&namespace, &pod.name_any()) {
+            let _ = sandbox_tx.unbounded_send(ObjectRef::new(&namer.sandbox).within(&namespace));
+            if let Some(claim) = namer.claim {
+                let _ = claim_tx.unbounded_send(ObjectRef::new(&claim).within(&namespace));
+            }
         }
     }
 }
@@ -140,13 +152,19 @@ pub(super) fn service_trigger(
     }
 }
 
-/// The Sandbox cache's trigger: wakes the Sandbox itself (unless deleted)
-/// and the claim that controls it.
+/// The Sandbox cache's trigger: keeps the named-Pod index up to date, then
+/// wakes the Sandbox itself (unless deleted) and the claim that controls it.
 pub(super) fn sandbox_trigger(
+    named: Arc<NamedPods>,
     sandbox_tx: mpsc::UnboundedSender<ObjectRef<Sandbox>>,
     claim_tx: mpsc::UnboundedSender<ObjectRef<SandboxClaim>>,
 ) -> impl Fn(&Sandbox, bool) {
     move |sandbox: &Sandbox, deleted: bool| {
+        if deleted {
+            named.deleted(sandbox);
+        } else {
+            named.applied(sandbox);
+        }
         if !deleted {
             let _ = sandbox_tx.unbounded_send(ObjectRef::from_obj(sandbox));
         }
@@ -158,5 +176,74 @@ pub(super) fn sandbox_trigger(
         {
             let _ = claim_tx.unbounded_send(ObjectRef::new(&owner.name).within(&namespace));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::POD_NAME_ANNOTATION;
+    use crate::controller::test_pod::{controller, named};
+
+    /// What a channel has received so far, by name.
+    fn received<K>(rx: &mut mpsc::UnboundedReceiver<ObjectRef<K>>) -> Vec<String>
+    where
+        K: kube::Resource,
+        K::DynamicType: Default,
+    {
+        let mut out = Vec::new();
+        while let Ok(r) = rx.try_recv() {
+            out.push(r.name);
+        }
+        out
+    }
+
+    #[test]
+    fn a_named_pod_s_event_wakes_the_sandbox_and_the_claim_that_named_it() {
+        let (index, named_pods) = (
+            Arc::new(PodIndex::default()),
+            Arc::new(NamedPods::default()),
+        );
+        let (pool_tx, _pools) = mpsc::unbounded();
+        let (sandbox_tx, mut sandboxes) = mpsc::unbounded();
+        let (claim_tx, mut claims) = mpsc::unbounded();
+        // The claim's Sandbox names p1 (its create is seen first).
+        let mut sandbox: Sandbox = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "s1", "namespace": "ns",
+                "annotations": {POD_NAME_ANNOTATION: "p1"}},
+            "spec": {"podTemplate": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}}
+        }))
+        .unwrap();
+        sandbox.metadata.owner_references = Some(vec![controller("SandboxClaim", "c1", "uid-c1")]);
+        sandbox_trigger(
+            Arc::clone(&named_pods),
+            sandbox_tx.clone(),
+            claim_tx.clone(),
+        )(&sandbox, false);
+        assert_eq!(received(&mut sandboxes), ["s1"]);
+        assert_eq!(received(&mut claims), ["c1"]);
+        // p1 now carries nothing that leads back to them (say, another
+        // claim's labels and owner): its event still wakes both.
+        let mut pod = named("p1", "7");
+        pod.metadata.owner_references = Some(vec![controller("SandboxClaim", "other", "uid-o")]);
+        let on_pod = pod_trigger(
+            index,
+            Arc::clone(&named_pods),
+            pool_tx,
+            sandbox_tx,
+            claim_tx,
+        );
+        on_pod(&pod, false);
+        assert_eq!(received(&mut sandboxes), ["s1"]);
+        assert_eq!(received(&mut claims), ["c1"]);
+        // Another Pod wakes neither.
+        on_pod(&named("p2", "1"), false);
+        assert!(received(&mut sandboxes).is_empty());
+        assert!(received(&mut claims).is_empty());
+        // Once the Sandbox is gone, p1's events lead nowhere.
+        sandbox_trigger(named_pods, mpsc::unbounded().0, mpsc::unbounded().0)(&sandbox, true);
+        on_pod(&pod, true);
+        assert!(received(&mut sandboxes).is_empty());
+        assert!(received(&mut claims).is_empty());
     }
 }
