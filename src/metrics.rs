@@ -203,7 +203,7 @@ impl Metrics {
             ),
             watch_events: counter(
                 "watch_events_total",
-                "Watch events applied to the operator's caches, by cache (pods, pools, services, sandboxes, templates, claims) and event (applied, deleted, relisted).",
+                "Watch events applied to the operator's caches, by cache (pods, pools, services, sandboxes, templates, claims) and event (applied, deleted, listed: the first list and each re-list).",
                 &["cache", "event"],
             ),
             reconciles: counter(

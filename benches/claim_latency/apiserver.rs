@@ -223,7 +223,7 @@ apiserver_request_total{code="200",component="apiserver",dry_run="",group="",res
                 "# TYPE sandbox_operator_watch_events_total counter\n\
                  sandbox_operator_watch_events_total{{cache=\"pods\",event=\"applied\"}} {pods}\n\
                  sandbox_operator_watch_events_total{{cache=\"claims\",event=\"applied\"}} {claims}\n\
-                 sandbox_operator_watch_events_total{{cache=\"claims\",event=\"relisted\"}} 3\n\
+                 sandbox_operator_watch_events_total{{cache=\"claims\",event=\"listed\"}} 3\n\
                  sandbox_operator_reconcile_total{{controller=\"claim\"}} 77\n"
             )
         };
@@ -234,7 +234,7 @@ apiserver_request_total{code="200",component="apiserver",dry_run="",group="",res
         assert_eq!(per["pods applied"], 6.0);
         assert_eq!(per["claims applied"], 2.0);
         // Unchanged counters are left out.
-        assert!(!per.contains_key("claims relisted"));
+        assert!(!per.contains_key("claims listed"));
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub(super) struct Reporting {
     health: std::sync::Arc<crate::admin::Health>,
     applied: prometheus::IntCounter,
     deleted: prometheus::IntCounter,
-    relisted: prometheus::IntCounter,
+    listed: prometheus::IntCounter,
 }
 
 impl Reporting {
@@ -57,7 +57,7 @@ impl Reporting {
             health,
             applied: counter("applied"),
             deleted: counter("deleted"),
-            relisted: counter("relisted"),
+            listed: counter("listed"),
         }
     }
 }
@@ -107,7 +107,7 @@ pub(super) async fn cache<W, K, F>(
                         trigger(&obj, true)
                     }
                     watcher::Event::InitApply(obj) => {
-                        reporting.relisted.inc();
+                        reporting.listed.inc();
                         relisted.push(obj)
                     }
                     watcher::Event::InitDone => {

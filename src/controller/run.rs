@@ -74,25 +74,6 @@ where
     }
 }
 
-/// Reports the controller's own watch to `/healthz`: a queue (watch) error
-/// marks it broken, anything else healthy.
-fn watch_health<T, E>(
-    ctx: &Arc<Context>,
-    controller: &'static str,
-) -> impl FnMut(Result<T, controller::Error<E, watcher::Error>>) -> futures::future::Ready<()>
-where
-    E: std::error::Error + 'static,
-{
-    let health = ctx.health.clone();
-    move |result| {
-        match &result {
-            Err(controller::Error::QueueError(error)) => health.watch_error(controller, error),
-            _ => health.watch_event(controller),
-        }
-        futures::future::ready(())
-    }
-}
-
 /// Runs the sandbox, claim and warm-pool controllers until `shutdown` turns true.
 pub async fn run_controllers(
     ctx: Arc<Context>,
@@ -118,7 +99,9 @@ pub async fn run_controllers(
                     error_policy($module::CONTROLLER),
                     ctx.clone(),
                 )
-                .for_each(watch_health(&ctx, $module::CONTROLLER))
+                // Watch health is the caches' (see `cache`): the
+                // controllers' own input streams never yield.
+                .for_each(|_| futures::future::ready(()))
         };
     }
     macro_rules! shared {
@@ -130,9 +113,10 @@ pub async fn run_controllers(
         };
     }
     // The three controllers read the shared caches and are woken by their
-    // triggers (a claim by its own events, its Sandbox's and its Services';
-    // a Sandbox by its own, its Services' and its Pods'; a pool by its own,
-    // its Pods' and its template's): no second watch of any kind, so no
+    // triggers (see `triggers`: a claim by its own events, its Sandbox's,
+    // its Services', the named Pod's and, when deleted, its template's; a
+    // Sandbox by its own, its Services', its Pods' and the named Pod's; a
+    // pool by its own, its Pods' and its template's): no second watch of any kind, so no
     // object is decoded twice, every watch event is counted in one place
     // (`watch_events_total`), and a pool this controller fills is always one
     // the claim path sees.

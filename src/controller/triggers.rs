@@ -1,6 +1,6 @@
 //! What each cache event wakes: the reconciles whose decision the event may
-//! change. The Sandbox and pool controllers have no watches of their own
-//! (see `run`), so these triggers are how they learn of every change.
+//! change. The controllers have no watches of their own (see `run`), so
+//! these triggers are how they learn of every change.
 //!
 //! Guarantee: a trigger runs after its cache applied the event (see
 //! `cache`), so the reconcile it wakes never reads an older cache than the

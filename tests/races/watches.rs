@@ -1,4 +1,4 @@
-//! Each kind is watched once per operator. The Sandbox and pool
+//! Each kind is watched once per operator. The claim, Sandbox and pool
 //! controllers reconcile from the shared caches (woken by their triggers),
 //! so no object is decoded and stored twice, and the claim path and the
 //! pool controller cannot see different sets of pools: with a watch of its

@@ -139,7 +139,20 @@ async fn observe_and_serve(
         .sandboxes
         .get(&ObjectRef::new(&name).within(namespace))
     {
-        Some(sandbox) => Some((*sandbox).clone()),
+        Some(sandbox) => {
+            ctx.written.forget(&sandbox_key(claim_uid));
+            Some((*sandbox).clone())
+        }
+        // This process created the Sandbox moments ago and the caches have
+        // not caught up (an event of the stolen Pod woke the claim first):
+        // the Sandbox's own event is on its way and wakes the claim. Serving
+        // again now would only repeat round one's creates.
+        None if ctx
+            .written
+            .recently_wrote(&sandbox_key(claim_uid), &serde_json::Value::Bool(true)) =>
+        {
+            return Ok(requeue.until_ready(false));
+        }
         None if claim.status.is_some() => sandboxes
             .get_opt(&name)
             .await
@@ -331,12 +344,22 @@ pub(crate) fn network_policy_key(claim: &SandboxClaim) -> String {
     format!("network-policy/{}", claim.uid().unwrap_or_default())
 }
 
+/// Memo key of the claim's Sandbox created by this process.
+fn sandbox_key(claim_uid: &str) -> String {
+    format!("sandbox/{claim_uid}")
+}
+
+/// Memo key of the claim's Service created by this process.
+fn service_key(claim_uid: &str) -> String {
+    format!("service/{claim_uid}")
+}
+
 /// Creates the Service when the cache lacks it (and this process did not
 /// just create it).
 async fn ensure_service(ctx: &Context, claim: &SandboxClaim, sandbox: &Sandbox) -> Result<()> {
     let namespace = claim.namespace().unwrap_or_default();
     let claim_uid = claim.uid().unwrap_or_default();
-    let key = format!("service/{claim_uid}");
+    let key = service_key(&claim_uid);
     match ctx.service_controller(&namespace, &claim.name_any()) {
         // Ours (the claim's, or its Sandbox's on the cold path).
         Some(Some(uid)) if uid == claim_uid || sandbox.uid().as_deref() == Some(uid.as_str()) => {

@@ -262,10 +262,16 @@ async fn round_one(
     };
     service_created?;
     policy_created?;
-    ctx.written.record(
-        &super::network_policy_key(claim),
-        serde_json::Value::Bool(true),
-    );
+    // Until the caches show them, later reconciles of this claim must not
+    // make them again (see `observe_and_serve`, `ensure_service`).
+    let claim_uid = claim.uid().unwrap_or_default();
+    for key in [
+        super::network_policy_key(claim),
+        super::sandbox_key(&claim_uid),
+        super::service_key(&claim_uid),
+    ] {
+        ctx.written.record(&key, serde_json::Value::Bool(true));
+    }
     Ok(RoundOne::Created {
         sandbox: Box::new(sandbox),
         stolen: stolen.map(|t| Box::new(t.pod)),

@@ -6,8 +6,9 @@
 //! (adopt it, wait for its steal, repair the claim when another claim got
 //! it). Such a Pod does not always carry a label or an owner that leads
 //! back to them: a Pod stolen by another claim carries that claim's labels.
-//! With this index every event of a named Pod wakes whoever named it, so
-//! no such decision waits for a timer.
+//! With this index every event of a named Pod that the operator watches
+//! (those with its `managed-by` label, which every pool Pod has) wakes
+//! whoever named it, so no such decision waits for a timer.
 //!
 //! Guarantee: only a wake-up. Whoever is woken reads the Pod and the
 //! Sandbox from the caches and decides from their ownerReferences; an entry

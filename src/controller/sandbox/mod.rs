@@ -120,10 +120,10 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
     };
 
     // A claim's Sandbox that is not Ready is looked at again within
-    // `CLAIMED_RECHECK` without any event: it may name a Pod whose later
-    // events wake only the claim that stole it (a Pod another claim took,
-    // then gave back), and two processes serving one claim can leave it
-    // waiting for a steal that will not land.
+    // `CLAIMED_RECHECK` without any event. Every event of the Pod it names
+    // wakes it (see `index::named`); the re-check is the net under what no
+    // event announces: two processes serving one claim can leave it waiting
+    // for a steal that will not land.
     let recheck = (crate::controller::ownership::controller_of_kind(
         sandbox.owner_references(),
         "SandboxClaim",

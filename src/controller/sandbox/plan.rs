@@ -206,8 +206,8 @@ fn follow_existing(observed: &Observed<'_>) -> Option<Plan> {
     (!observed.owned.is_empty()).then(|| Plan::unblocked(Vec::new()))
 }
 
-/// No Pod owned: adopt the named Pod, wait for the claim's steal, refuse a
-/// Pod owned elsewhere, or create a Pod of our own.
+/// No Pod owned: adopt the named Pod, wait for the claim's steal or repair,
+/// refuse a Pod owned elsewhere, or create a Pod of our own.
 fn start_pod(observed: &Observed<'_>) -> Plan {
     let sandbox = observed.sandbox;
     let named = sandbox.annotations().get(POD_NAME_ANNOTATION);
@@ -225,7 +225,7 @@ fn start_pod(observed: &Observed<'_>) -> Plan {
             reason::ADOPTING,
             format!("taking over Pod {name}"),
         )
-    } else if awaits_steal(sandbox, pod) {
+    } else if awaits_steal(sandbox, pod) || won_by_another_claim(sandbox, pod) {
         Plan {
             quiet: true,
             ..Plan::unblocked(Vec::new())
@@ -233,6 +233,25 @@ fn start_pod(observed: &Observed<'_>) -> Plan {
     } else {
         owned_elsewhere(name, pod)
     }
+}
+
+/// Whether a claim controls this Sandbox and the named Pod went to another
+/// claim (stolen by it, or adopted by its Sandbox). That claim's events no
+/// longer concern this Sandbox: this one's claim repairs it (points it at a
+/// Pod the claim holds, or at none, see `claim::repair`), and the named
+/// Pod's events wake that claim. Until then the Sandbox stays quiet: a
+/// status write would only change its version under the claim's
+/// conditioned repoint, and a Warning on every event of someone else's Pod
+/// would tell the user nothing.
+fn won_by_another_claim(sandbox: &Sandbox, pod: &Pod) -> bool {
+    let Some(claim) = controller_of_kind(sandbox.owner_references(), "SandboxClaim") else {
+        return false;
+    };
+    let mine = [Some(claim.uid.as_str()), sandbox.metadata.uid.as_deref()];
+    ["SandboxClaim", "Sandbox"].iter().any(|kind| {
+        controller_of_kind(pod.owner_references(), kind)
+            .is_some_and(|owner| !mine.contains(&Some(owner.uid.as_str())))
+    })
 }
 
 /// The named Pod belongs to someone else: it is left alone, no Pod is created.

@@ -138,7 +138,8 @@ fn adopts_only_stolen_or_consenting_pods() {
         "{}",
         blocked.message
     );
-    // Someone else's Pod, whatever its labels say.
+    // Another claim's Pod, whatever its labels say: never taken; this
+    // Sandbox's claim repairs it (see the next test).
     let foreign = with_labels(Some("other"), &[(CLAIM_UID_LABEL, "claim-uid")]);
     let p = adopts(foreign);
     assert!(
@@ -146,7 +147,7 @@ fn adopts_only_stolen_or_consenting_pods() {
             .iter()
             .any(|s| matches!(s, Step::Adopt { .. } | Step::CreatePod))
     );
-    assert_eq!(p.blocked.unwrap().reason, reason::POD_OWNED_ELSEWHERE);
+    assert!(p.quiet);
 }
 
 #[test]
@@ -158,6 +159,23 @@ fn waits_quietly_while_the_claims_steal_is_in_flight() {
     let p = plan_at_now(&s, vec![], Some(Arc::new(idle)));
     assert!(p.quiet, "no status write, no Event while the steal lands");
     assert!(p.steps.is_empty());
+}
+
+#[test]
+fn a_claims_sandbox_leaves_a_pod_another_claim_won_to_its_claims_repair() {
+    let mut s = naming("warm-1");
+    s.metadata.owner_references = controlled_by("SandboxClaim", "c", "claim-uid");
+    // Won by another claim, then adopted by that claim's Sandbox.
+    for (kind, owner) in [
+        ("SandboxClaim", "other-claim"),
+        ("Sandbox", "other-sandbox"),
+    ] {
+        let mut won = (*pod("warm-1", None)).clone();
+        won.metadata.owner_references = controlled_by(kind, owner, "other-uid");
+        let p = plan_at_now(&s, vec![], Some(Arc::new(won)));
+        assert!(p.quiet, "{kind}: no status write, no Event");
+        assert!(p.steps.is_empty(), "{kind}: {:?}", p.steps);
+    }
 }
 
 #[test]
