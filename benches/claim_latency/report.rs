@@ -162,7 +162,9 @@ impl Report {
             "operator_deletes_per_warm_claim": round(self.other_activity().0),
             "namespace_deletions_in_window": self.other_activity().1.round(),
             "operator_cpu_ms_per_warm_claim": round(self.cpu_ms_per_warm_claim),
-            "watch_events_per_warm_claim": round(self.watch_events.values().sum()),
+            // null when the operator does not export the counter.
+            "watch_events_per_warm_claim": (!self.watch_events.is_empty())
+                .then(|| round(self.watch_events.values().sum())),
             "watch_events_by_cache": self.watch_events.iter()
                 .map(|(k, v)| (k.clone(), round(*v)))
                 .collect::<BTreeMap<_, _>>(),

@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
+use super::controller_uid;
 use super::index::PodIndex;
 use super::index::named::NamedPods;
 use super::ownership::controller_of_kind;
@@ -57,9 +58,16 @@ pub(super) fn pod_trigger(
         if let Some(sandbox) = labels.get(SANDBOX_LABEL) {
             let _ = sandbox_tx.unbounded_send(ObjectRef::new(sandbox).within(&namespace));
         }
-        // Whoever names the Pod decides from it (adopt it, or repair the
-        // claim when the Pod went to someone else), whatever its labels say.
-        for namer in named.namers(&namespace, &pod.name_any()) {
+        // Whoever names the Pod and does not hold it decides from it (the
+        // claim repairs when the Pod went to someone else), whatever its
+        // labels say. A held Pod's events reach them anyway (controller,
+        // sandbox label): no second wake on the warm path.
+        let holder = controller_uid(&pod.metadata);
+        for namer in named
+            .namers(&namespace, &pod.name_any())
+            .into_iter()
+            .filter(|n| deleted || !n.holds(holder))
+        {
             let _ = sandbox_tx.unbounded_send(ObjectRef::new(&namer.sandbox).within(&namespace));
             if let Some(claim) = namer.claim {
                 let _ = claim_tx.unbounded_send(ObjectRef::new(&claim).within(&namespace));
@@ -236,6 +244,12 @@ mod tests {
         on_pod(&pod, false);
         assert_eq!(received(&mut sandboxes), ["s1"]);
         assert_eq!(received(&mut claims), ["c1"]);
+        // Once the claim holds it (its steal), the Pod's own labels and
+        // controller lead to them: no second wake from the index.
+        let mut held = named("p1", "8");
+        held.metadata.owner_references = Some(vec![controller("SandboxClaim", "c1", "uid-c1")]);
+        on_pod(&held, false);
+        assert!(received(&mut claims).is_empty());
         // Another Pod wakes neither.
         on_pod(&named("p2", "1"), false);
         assert!(received(&mut sandboxes).is_empty());

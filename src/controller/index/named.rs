@@ -32,6 +32,18 @@ pub struct Namer {
     pub sandbox: String,
     /// The name of the claim that controls the Sandbox.
     pub claim: Option<String>,
+    /// The uids of the two: a Pod controlled by either is held.
+    uids: (Option<String>, Option<String>),
+}
+
+impl Namer {
+    /// Whether a Pod controlled by `controller` (a uid) is held by this
+    /// Sandbox or its claim: then the Pod's events reach them anyway (its
+    /// controller, its sandbox label) and they have nothing to repair.
+    pub fn holds(&self, controller: Option<&str>) -> bool {
+        controller.is_some()
+            && (controller == self.uids.0.as_deref() || controller == self.uids.1.as_deref())
+    }
 }
 
 #[derive(Default)]
@@ -54,13 +66,13 @@ impl NamedPods {
     pub fn applied(&self, sandbox: &Sandbox) {
         let key = sandbox_key(sandbox);
         let now = sandbox.annotations().get(POD_NAME_ANNOTATION).map(|pod| {
-            let claim = controller_of_kind(sandbox.owner_references(), "SandboxClaim")
-                .map(|c| c.name.clone());
+            let claim = controller_of_kind(sandbox.owner_references(), "SandboxClaim");
             (
                 pod.clone(),
                 Namer {
                     sandbox: key.1.clone(),
-                    claim,
+                    claim: claim.map(|c| c.name.clone()),
+                    uids: (sandbox.metadata.uid.clone(), claim.map(|c| c.uid.clone())),
                 },
             )
         });
@@ -160,6 +172,7 @@ mod tests {
         Namer {
             sandbox: sandbox.into(),
             claim: claim.map(str::to_string),
+            uids: (None, claim.map(|_| "claim-uid".to_string())),
         }
     }
 
@@ -174,6 +187,11 @@ mod tests {
         assert_eq!(found, vec![namer("s1", Some("c1")), namer("s2", None)]);
         assert!(index.namers("other-ns", "p1").is_empty());
         assert_eq!(index.len(), 2, "a Sandbox naming no Pod is not indexed");
+        // A Pod its claim controls is held; another claim's is not.
+        let s1 = namer("s1", Some("c1"));
+        assert!(s1.holds(Some("claim-uid")));
+        assert!(!s1.holds(Some("other-uid")));
+        assert!(!s1.holds(None));
     }
 
     #[test]
