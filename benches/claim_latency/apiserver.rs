@@ -3,8 +3,8 @@
 //! (`apiserver_admission_webhook_admission_duration_seconds`), and the Events
 //! the operator published. Writes per claim come from these counters, never
 //! from the operator's own view of what it did. One figure is the
-//! operator's own: the watch events it decoded (`watch_events`), which only
-//! it can count.
+//! operator's own: the watch events it decoded and the reconciles they
+//! woke (`watch_events`, `reconciles`), which only it can count.
 
 use std::collections::BTreeMap;
 
@@ -47,16 +47,26 @@ pub fn writes(metrics_text: &str) -> BTreeMap<String, f64> {
 /// Watch events the operator applied so far, by `"<cache> <event>"`, from
 /// its own `/metrics` text (`sandbox_operator_watch_events_total`).
 pub fn watch_events(operator_metrics: &str) -> BTreeMap<String, f64> {
+    operator_counter(operator_metrics, "watch_events_total", &["cache", "event"])
+}
+
+/// Reconciles the operator ran so far, by controller
+/// (`sandbox_operator_reconcile_total`).
+pub fn reconciles(operator_metrics: &str) -> BTreeMap<String, f64> {
+    operator_counter(operator_metrics, "reconcile_total", &["controller"])
+}
+
+/// The operator's counter `sandbox_operator_<name>`, by the values of
+/// `keys` joined with spaces.
+fn operator_counter(text: &str, name: &str, keys: &[&str]) -> BTreeMap<String, f64> {
+    let prefix = format!("sandbox_operator_{name}{{");
     let mut out = BTreeMap::new();
-    for line in operator_metrics
-        .lines()
-        .filter(|l| l.starts_with("sandbox_operator_watch_events_total{"))
-    {
+    for line in text.lines().filter(|l| l.starts_with(&prefix)) {
         let Some((labels, value)) = line.rsplit_once(' ') else {
             continue;
         };
-        let key = format!("{} {}", label(labels, "cache"), label(labels, "event"));
-        *out.entry(key).or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
+        let key: Vec<&str> = keys.iter().map(|k| label(labels, k)).collect();
+        *out.entry(key.join(" ")).or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
     }
     out
 }
@@ -235,6 +245,7 @@ apiserver_request_total{code="200",component="apiserver",dry_run="",group="",res
         assert_eq!(per["claims applied"], 2.0);
         // Unchanged counters are left out.
         assert!(!per.contains_key("claims listed"));
+        assert_eq!(reconciles(&scrape(1, 1))["claim"], 77.0);
     }
 
     #[test]

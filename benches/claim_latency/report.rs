@@ -106,6 +106,8 @@ pub struct Report {
     pub cpu_ms_per_warm_claim: f64,
     /// Watch events the operator applied per warm claim, by `"<cache> <event>"`.
     pub watch_events: BTreeMap<String, f64>,
+    /// Reconciles per warm claim, by controller.
+    pub reconciles: BTreeMap<String, f64>,
     pub rss_mib: f64,
     pub double_assignments: usize,
     pub webhook_within_5ms: f64,
@@ -166,6 +168,9 @@ impl Report {
             "watch_events_per_warm_claim": (!self.watch_events.is_empty())
                 .then(|| round(self.watch_events.values().sum())),
             "watch_events_by_cache": self.watch_events.iter()
+                .map(|(k, v)| (k.clone(), round(*v)))
+                .collect::<BTreeMap<_, _>>(),
+            "reconciles_per_warm_claim": self.reconciles.iter()
                 .map(|(k, v)| (k.clone(), round(*v)))
                 .collect::<BTreeMap<_, _>>(),
             "operator_rss_mib": round(self.rss_mib),
@@ -315,6 +320,13 @@ impl Report {
             self.watch_events.values().sum::<f64>()
         );
         for (k, v) in &self.watch_events {
+            out += &format!("  {k:<40} {v:>6.2}\n");
+        }
+        out += &format!(
+            "reconciles the operator ran per warm claim: {:.2}\n",
+            self.reconciles.values().sum::<f64>()
+        );
+        for (k, v) in &self.reconciles {
             out += &format!("  {k:<40} {v:>6.2}\n");
         }
         out + &format!("double assignments: {}\n", self.double_assignments)

@@ -28,6 +28,8 @@ pub struct WarmSequential {
     pub cpu_ms_per_claim: f64,
     /// Watch events the operator applied per claim, by `"<cache> <event>"`.
     pub watch_events: BTreeMap<String, f64>,
+    /// Reconciles the operator ran per claim, by controller.
+    pub reconciles: BTreeMap<String, f64>,
     pub webhook_within_5ms: f64,
     pub webhook_p99: String,
 }
@@ -46,7 +48,7 @@ pub async fn warm_sequential(
         apiserver::writes(&scrape),
         apiserver::webhook_buckets(&scrape),
     );
-    let watched_before = apiserver::watch_events(&env.operator.metrics().await);
+    let operator_before = env.operator.metrics().await;
     let (floor_before, cpu_before) = (floor.patches_sent(), env.operator.cpu_ms());
     let mut names = Vec::new();
     for i in 0..claims {
@@ -63,9 +65,15 @@ pub async fn warm_sequential(
     env.claims.wait_idle(pool).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let cpu_ms = env.operator.cpu_ms() - cpu_before;
+    let operator_after = env.operator.metrics().await;
     let watch_events = apiserver::per_claim(
-        &watched_before,
-        &apiserver::watch_events(&env.operator.metrics().await),
+        &apiserver::watch_events(&operator_before),
+        &apiserver::watch_events(&operator_after),
+        claims,
+    );
+    let reconciles = apiserver::per_claim(
+        &apiserver::reconciles(&operator_before),
+        &apiserver::reconciles(&operator_after),
         claims,
     );
     let scrape = apiserver::metrics(&env.client).await;
@@ -94,6 +102,7 @@ pub async fn warm_sequential(
         operator_events,
         cpu_ms_per_claim: cpu_ms / claims.max(1) as f64,
         watch_events,
+        reconciles,
         webhook_within_5ms,
         webhook_p99,
     }
@@ -174,6 +183,7 @@ pub async fn run(env: &Environment, floor: &mut Floor, s: &Settings) -> Report {
         all_writes: warm.all_writes,
         cpu_ms_per_warm_claim: warm.cpu_ms_per_claim,
         watch_events: warm.watch_events,
+        reconciles: warm.reconciles,
         rss_mib: env.operator.rss_mib(),
         double_assignments: env.claims.double_assignments().await,
         webhook_within_5ms: warm.webhook_within_5ms,
