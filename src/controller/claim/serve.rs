@@ -262,8 +262,17 @@ async fn round_one(
     };
     service_created?;
     policy_created?;
-    // Until the caches show them, later reconciles of this claim must not
-    // make them again (see `observe_and_serve`, `ensure_service`).
+    remember_round_one(ctx, claim);
+    Ok(RoundOne::Created {
+        sandbox: Box::new(sandbox),
+        stolen: stolen.map(|t| Box::new(t.pod)),
+    })
+}
+
+/// Records round one's creates in the write memo: until the caches show
+/// them, later reconciles of this claim must not make them again (see
+/// `observe_and_serve`, `ensure_service`, `ensure_network_policy`).
+fn remember_round_one(ctx: &Context, claim: &SandboxClaim) {
     let claim_uid = claim.uid().unwrap_or_default();
     for key in [
         super::network_policy_key(claim),
@@ -272,10 +281,6 @@ async fn round_one(
     ] {
         ctx.written.record(&key, serde_json::Value::Bool(true));
     }
-    Ok(RoundOne::Created {
-        sandbox: Box::new(sandbox),
-        stolen: stolen.map(|t| Box::new(t.pod)),
-    })
 }
 
 /// Awaits `write`, then puts `step` on the claim's timeline.
