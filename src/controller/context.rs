@@ -23,7 +23,7 @@ use super::index::named::NamedPods;
 use super::lean_pod::LeanPod;
 use super::memo::WriteMemo;
 use super::triggers::{
-    claim_trigger, pod_trigger, pool_trigger, sandbox_trigger, service_trigger, template_trigger,
+    pod_trigger, sandbox_trigger, self_trigger, service_trigger, template_trigger,
 };
 use super::{takeover, warmpool};
 use crate::api::{ORIGIN_POOL_LABEL, Sandbox, SandboxClaim, SandboxTemplate, SandboxWarmPool};
@@ -339,7 +339,7 @@ impl CacheSpawner<'_> {
         );
         // The one pool watch: the pool controller reconciles from this cache
         // (see `run`), so a pool it fills is always one the claim path sees.
-        let pools = self.spawn("pools", false, slim_meta, pool_trigger(pool_tx.clone()));
+        let pools = self.spawn("pools", false, slim_meta, self_trigger(pool_tx.clone()));
         // The Sandbox controller, like the pool controller, has no watch of
         // its own: these two caches wake it (see `run`).
         let services = self.spawn(
@@ -361,7 +361,7 @@ impl CacheSpawner<'_> {
             template_trigger(pools.clone(), sandboxes.clone(), pool_tx, claim_tx.clone()),
         );
         // The claim controller, too, reconciles from a shared cache.
-        let claims = self.spawn("claims", false, slim_meta, claim_trigger(claim_tx));
+        let claims = self.spawn("claims", false, slim_meta, self_trigger(claim_tx));
         pods.wait_until_ready().await?;
         pools.wait_until_ready().await?;
         templates.wait_until_ready().await?;

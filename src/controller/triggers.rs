@@ -76,26 +76,19 @@ pub(super) fn pod_trigger(
     }
 }
 
-/// The pool cache's trigger: wakes the pool itself. The pool controller has
-/// no watch of its own; this is how it learns of a new or changed pool.
-pub(super) fn pool_trigger(
-    pool_tx: mpsc::UnboundedSender<ObjectRef<SandboxWarmPool>>,
-) -> impl Fn(&SandboxWarmPool, bool) {
-    move |pool: &SandboxWarmPool, deleted: bool| {
+/// The trigger of a cache whose controller reconciles the object itself
+/// (pools, claims): wakes it on every event but its deletion (a deleted
+/// object has nothing left to reconcile; its children go by GC). The
+/// controllers have no watches of their own; this is how they learn of a
+/// new or changed object.
+pub(super) fn self_trigger<K>(tx: mpsc::UnboundedSender<ObjectRef<K>>) -> impl Fn(&K, bool)
+where
+    K: kube::Resource,
+    K::DynamicType: Default,
+{
+    move |object: &K, deleted: bool| {
         if !deleted {
-            let _ = pool_tx.unbounded_send(ObjectRef::from_obj(pool));
-        }
-    }
-}
-
-/// The claim cache's trigger: wakes the claim itself (a deleted claim has
-/// nothing left to reconcile; its finalizer-free children go by GC).
-pub(super) fn claim_trigger(
-    claim_tx: mpsc::UnboundedSender<ObjectRef<SandboxClaim>>,
-) -> impl Fn(&SandboxClaim, bool) {
-    move |claim: &SandboxClaim, deleted: bool| {
-        if !deleted {
-            let _ = claim_tx.unbounded_send(ObjectRef::from_obj(claim));
+            let _ = tx.unbounded_send(ObjectRef::from_obj(object));
         }
     }
 }
