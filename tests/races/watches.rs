@@ -103,3 +103,85 @@ async fn a_deleted_service_wakes_its_claim_even_across_a_relist() {
     })
     .await;
 }
+
+/// A claim woken while its cache is behind (its own Ready not seen yet, the
+/// Sandbox this process just created not seen yet) waits for those events
+/// instead of serving again: each of round one's creates is sent once.
+/// The claims and Sandboxes watches go blind from the moment the Sandbox
+/// create arrives until well after the Ready write, while the Service
+/// watch, whose event wakes the claim, stays up. Before, that wake served
+/// the claim a second time: three more POSTs, each answered AlreadyExists.
+#[tokio::test]
+async fn a_claim_woken_before_its_cache_catches_up_does_not_serve_twice() {
+    let fake = fake_with_pool(1);
+    let _kubelet = kubelet(&fake, Duration::from_millis(2));
+    let mut operator = Operator::start(&fake, "a").await;
+    operator.run();
+    wait_until("the pool is full", || idle_ready_pods(&fake).len() == 1).await;
+
+    // The pool's own creates (its Pods, its NetworkPolicy) come before.
+    let posts = |resource: &str| {
+        fake.log()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with(&format!("/{resource}")))
+            .count()
+    };
+    let before: Vec<usize> = ["sandboxes", "services", "networkpolicies"]
+        .iter()
+        .map(|r| posts(r))
+        .collect();
+
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (held, blinder) = (gate.clone(), fake.clone());
+    fake.on_arrival(
+        1,
+        |r| r.is("POST", "sandboxes"),
+        move |_| {
+            let (held, blinder) = (held.clone(), blinder.clone());
+            async move {
+                // The next reconnects of the claims and Sandboxes watches
+                // wait for the gate; every watch is closed now.
+                blinder.on_arrival(
+                    2,
+                    |r| {
+                        r.is_watch()
+                            && r.resource.as_ref().is_some_and(|p| {
+                                ["sandboxclaims", "sandboxes"]
+                                    .contains(&p.collection.resource.as_str())
+                            })
+                    },
+                    move |_| {
+                        let held = held.clone();
+                        async move {
+                            let _ = held.acquire().await;
+                        }
+                    },
+                );
+                blinder.close_watches();
+            }
+        },
+    );
+    create_claim(&fake, "c");
+    wait_until("the claim is Ready in the API", || {
+        fake.get(&claim_path("c"))
+            .and_then(|c| ready(&c))
+            .is_some_and(|(status, _)| status == "True")
+    })
+    .await;
+    // Room for the reconcile the Service's event woke (its cache is still
+    // blind to the claim's Ready and to the Sandbox).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gate.add_permits(2);
+    wait_until("the claim is served warm", || {
+        check_invariants(&fake)
+            .get("c")
+            .is_some_and(|(launch, _)| launch == "warm")
+    })
+    .await;
+    for (resource, before) in ["sandboxes", "services", "networkpolicies"]
+        .iter()
+        .zip(before)
+    {
+        assert_eq!(posts(resource) - before, 1, "{resource} created once");
+    }
+}
