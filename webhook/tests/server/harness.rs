@@ -56,11 +56,13 @@ impl TestPki {
 }
 
 /// A policy that admits everything except objects named `forbidden`, panics
-/// on objects named `panic`, dawdles on `slow`, and records what it observed.
+/// on objects named `panic`, dawdles on `slow` (saying when it started, so
+/// a test knows the request holds its slot), and records what it observed.
 #[derive(Default)]
 pub struct RecordingPolicy {
     pub observed: Mutex<Vec<(String, Operation, bool, Endpoint)>>,
     pub rejections: Mutex<Vec<&'static str>>,
+    pub slow_started: std::sync::atomic::AtomicBool,
 }
 
 impl AdmissionHandler for RecordingPolicy {
@@ -72,7 +74,9 @@ impl AdmissionHandler for RecordingPolicy {
         match request.name.as_str() {
             "panic" => panic!("policy bug"),
             "slow" => {
-                std::thread::sleep(Duration::from_millis(600));
+                self.slow_started
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(1500));
                 AdmissionResponse::from(request)
             }
             "forbidden" => AdmissionResponse::from(request).deny("spec.name: forbidden by test"),

@@ -90,7 +90,20 @@ async fn requests_beyond_the_in_flight_limit_are_refused_with_503() {
                 .await
         }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The slow request holds the one slot from the moment its handler runs
+    // (for 1.5 s); a fixed pause was not enough on a loaded machine.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !server
+        .policy
+        .slow_started
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slow request never reached its handler"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let (status, body) = server
         .post(true, "/validate", review("waits", "demo"))
         .await;
