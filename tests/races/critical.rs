@@ -42,12 +42,7 @@ async fn serve_with_held_status(defer_off_path: Duration) -> (String, Vec<Logged
     };
     wait_until(
         "the claim is Ready on its Pod, adopted by the Sandbox",
-        || {
-            fake.get(&claim_path("c"))
-                .and_then(|c| ready(&c))
-                .is_some_and(|(status, _)| status == "True")
-                && adopted()
-        },
+        || ready_in_api(&fake, &claim_path("c")) && adopted(),
     )
     .await;
     (pod, fake.log())

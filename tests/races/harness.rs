@@ -264,20 +264,42 @@ pub fn idle_ready_pods(fake: &FakeApiServer) -> Vec<String> {
         .collect()
 }
 
-/// A running operator, its pool of `replicas` full, and claim `c` served
-/// warm from it. The kubelet stub's handle comes back too: dropping it
-/// stops the kubelet.
-pub async fn one_warm_claim(
+/// A fake with a pool of `replicas`, an operator (its [`Config`] changed
+/// by `tune`) running on it, and the pool full. The kubelet stub's handle
+/// comes back too: dropping it stops the kubelet.
+pub async fn full_pool_with(
     replicas: i32,
+    tune: impl FnOnce(&mut Config),
 ) -> (FakeApiServer, Operator, tokio::task::JoinHandle<()>) {
     let fake = fake_with_pool(replicas);
     let kubelet = kubelet(&fake, Duration::from_millis(2));
-    let mut operator = Operator::start(&fake, "a").await;
+    let mut operator = Operator::start_with(&fake, "a", tune).await;
     operator.run();
     wait_until("the pool is full", || {
         idle_ready_pods(&fake).len() == replicas as usize
     })
     .await;
+    (fake, operator, kubelet)
+}
+
+/// [`full_pool_with`] with the default configuration.
+pub async fn full_pool(replicas: i32) -> (FakeApiServer, Operator, tokio::task::JoinHandle<()>) {
+    full_pool_with(replicas, |_| {}).await
+}
+
+/// Whether the object at `path` exists and its Ready condition is True.
+pub fn ready_in_api(fake: &FakeApiServer, path: &str) -> bool {
+    fake.get(path)
+        .and_then(|o| ready(&o))
+        .is_some_and(|(status, _)| status == "True")
+}
+
+/// A running operator, its pool of `replicas` full, and claim `c` served
+/// warm from it (see [`full_pool`]).
+pub async fn one_warm_claim(
+    replicas: i32,
+) -> (FakeApiServer, Operator, tokio::task::JoinHandle<()>) {
+    let (fake, operator, kubelet) = full_pool(replicas).await;
     create_claim(&fake, "c");
     wait_until("the claim is Ready", || check_invariants(&fake).len() == 1).await;
     assert_eq!(check_invariants(&fake)["c"].0, "warm");

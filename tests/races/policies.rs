@@ -1,7 +1,6 @@
 //! The claim's NetworkPolicy comes before its Ready, whatever fails in
 //! between.
 
-use std::time::Duration;
 
 use sandbox_fakeapi::RequestInfo;
 use sandbox_operator::controller::NetworkPolicyMode;
@@ -14,11 +13,7 @@ use crate::harness::*;
 /// found no template, skipped the policy and wrote Ready.
 #[tokio::test]
 async fn a_claim_is_not_ready_without_its_policy_even_when_its_template_went_away() {
-    let fake = fake_with_pool(1);
-    let _kubelet = kubelet(&fake, Duration::from_millis(2));
-    let mut operator = Operator::start(&fake, "a").await;
-    operator.run();
-    wait_until("the pool is full", || idle_ready_pods(&fake).len() == 1).await;
+    let (fake, _operator, _kubelet) = full_pool(1).await;
     let policy_create =
         |r: &RequestInfo| r.method == "POST" && r.path.ends_with("/networkpolicies");
     let store = fake.clone();
@@ -59,14 +54,10 @@ fn assert_locked_down(policy: &serde_json::Value) {
 /// and egress denied); before, its Pod was left without any.
 #[tokio::test]
 async fn a_served_claim_gets_its_own_policy_when_its_template_goes() {
-    let fake = fake_with_pool(1);
-    let _kubelet = kubelet(&fake, Duration::from_millis(2));
-    let mut operator = Operator::start_with(&fake, "a", |config| {
+    let (fake, _operator, _kubelet) = full_pool_with(1, |config| {
         config.claim_network_policy = NetworkPolicyMode::PerTemplate;
     })
     .await;
-    operator.run();
-    wait_until("the pool is full", || idle_ready_pods(&fake).len() == 1).await;
     create_claim(&fake, "c");
     wait_until("the claim is Ready", || check_invariants(&fake).len() == 1).await;
     assert!(

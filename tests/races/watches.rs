@@ -59,9 +59,7 @@ async fn a_deleted_service_wakes_its_claim_even_across_a_relist() {
     // The Sandbox's own Ready (after its adoption) is the last event that
     // wakes the claim by itself; from then on only the delete can.
     wait_until("the Sandbox is Ready", || {
-        fake.get(&sandbox_path("c"))
-            .and_then(|s| ready(&s))
-            .is_some_and(|(status, _)| status == "True")
+        ready_in_api(&fake, &sandbox_path("c"))
     })
     .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -113,11 +111,7 @@ async fn a_deleted_service_wakes_its_claim_even_across_a_relist() {
 /// the claim a second time: three more POSTs, each answered AlreadyExists.
 #[tokio::test]
 async fn a_claim_woken_before_its_cache_catches_up_does_not_serve_twice() {
-    let fake = fake_with_pool(1);
-    let _kubelet = kubelet(&fake, Duration::from_millis(2));
-    let mut operator = Operator::start(&fake, "a").await;
-    operator.run();
-    wait_until("the pool is full", || idle_ready_pods(&fake).len() == 1).await;
+    let (fake, _operator, _kubelet) = full_pool(1).await;
 
     // The pool's own creates (its Pods, its NetworkPolicy) come before.
     let posts = |resource: &str| {
@@ -163,9 +157,7 @@ async fn a_claim_woken_before_its_cache_catches_up_does_not_serve_twice() {
     );
     create_claim(&fake, "c");
     wait_until("the claim is Ready in the API", || {
-        fake.get(&claim_path("c"))
-            .and_then(|c| ready(&c))
-            .is_some_and(|(status, _)| status == "True")
+        ready_in_api(&fake, &claim_path("c"))
     })
     .await;
     // Room for the reconcile the Service's event woke (its cache is still
