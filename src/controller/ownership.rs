@@ -42,6 +42,18 @@ pub fn controller_uid(meta: &kube::api::ObjectMeta) -> Option<&str> {
         .map(|r| r.uid.as_str())
 }
 
+/// Whether a claim's Sandbox, or the claim itself, controls the object:
+/// its operator-kind controller is `claim_uid` or the Sandbox's uid. The
+/// one rule for "the claim holds this Pod" (claim repair, Sandbox plan,
+/// named-Pod wake-ups).
+pub fn held_by_claim(
+    meta: &kube::api::ObjectMeta,
+    claim_uid: &str,
+    sandbox: &kube::api::ObjectMeta,
+) -> bool {
+    controller_uid(meta).is_some_and(|uid| uid == claim_uid || Some(uid) == sandbox.uid.as_deref())
+}
+
 /// Whether the object has a controller at all, of any kind: one that is
 /// not the operator's ([`controller_uid`] says `None` for it) still owns
 /// the object, which is then never "unowned" (adoptable).

@@ -13,7 +13,6 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use super::controller_uid;
 use super::index::PodIndex;
 use super::index::named::NamedPods;
 use super::ownership::controller_of_kind;
@@ -62,16 +61,13 @@ pub(super) fn pod_trigger(
         // claim repairs when the Pod went to someone else), whatever its
         // labels say. A held Pod's events reach them anyway (controller,
         // sandbox label): no second wake on the warm path.
-        let holder = controller_uid(&pod.metadata);
         for namer in named
             .namers(&namespace, &pod.name_any())
             .into_iter()
-            .filter(|n| deleted || !n.holds(holder))
+            .filter(|n| deleted || !n.holds(&pod.metadata))
         {
             let _ = sandbox_tx.unbounded_send(ObjectRef::new(&namer.sandbox).within(&namespace));
-            if let Some(claim) = namer.claim {
-                let _ = claim_tx.unbounded_send(ObjectRef::new(&claim).within(&namespace));
-            }
+            let _ = claim_tx.unbounded_send(ObjectRef::new(&namer.claim).within(&namespace));
         }
     }
 }

@@ -1,7 +1,6 @@
 //! The claim's NetworkPolicy comes before its Ready, whatever fails in
 //! between.
 
-
 use sandbox_fakeapi::RequestInfo;
 use sandbox_operator::controller::NetworkPolicyMode;
 

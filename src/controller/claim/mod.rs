@@ -144,7 +144,8 @@ async fn observe_and_serve(
             Some((*sandbox).clone())
         }
         // This process created the Sandbox moments ago and the caches have
-        // not caught up (an event of the stolen Pod woke the claim first):
+        // not caught up (another event, its Service's say, woke the claim
+        // first):
         // the Sandbox's own event is on its way and wakes the claim. Serving
         // again now would only repeat round one's creates.
         None if ctx

@@ -22,7 +22,8 @@ use super::desired::pool_choice;
 use super::serve::{earlier_pod, repoint};
 use super::steal::{candidates, reserve_first, take_over};
 use crate::api::{POD_NAME_ANNOTATION, Sandbox, SandboxClaim};
-use crate::controller::{Context, Result, controller_uid, is_terminating, kube_err};
+use crate::controller::ownership::held_by_claim;
+use crate::controller::{Context, Result, is_terminating, kube_err};
 
 /// Whether a claim's warm Sandbox names a Pod the claim never got: the Pod
 /// is still its pool's (a crash between the Sandbox create and the steal) or
@@ -51,9 +52,7 @@ pub(super) fn needs_repair(ctx: &Context, claim_uid: &str, sandbox: &Sandbox) ->
 /// `--cascade=orphan`) is not: the Sandbox controller would never adopt it,
 /// so a claim left naming it would wait forever.
 fn held(pod: &Pod, claim_uid: &str, sandbox: &Sandbox) -> bool {
-    let controller = controller_uid(&pod.metadata);
-    controller.is_some()
-        && (controller == Some(claim_uid) || controller == sandbox.metadata.uid.as_deref())
+    held_by_claim(&pod.metadata, claim_uid, &sandbox.metadata)
 }
 
 /// Steals a Pod for a claim whose Sandbox names one it never got, and

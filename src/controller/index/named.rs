@@ -1,6 +1,6 @@
-//! Which Sandboxes name a Pod in their `agents.x-k8s.io/pod-name`
-//! annotation, and which claim controls each of them. The Sandbox cache
-//! keeps it (on every Sandbox event); the Pod cache's trigger reads it.
+//! Which claims' Sandboxes name a Pod in their `agents.x-k8s.io/pod-name`
+//! annotation. The Sandbox cache keeps it (on every Sandbox event); the Pod
+//! cache's trigger reads it.
 //!
 //! Why: a warm Sandbox and its claim decide from the Pod the Sandbox names
 //! (adopt it, wait for its steal, repair the claim when another claim got
@@ -13,6 +13,9 @@
 //! Guarantee: only a wake-up. Whoever is woken reads the Pod and the
 //! Sandbox from the caches and decides from their ownerReferences; an entry
 //! that is stale (a Sandbox repointed since) costs one needless reconcile.
+//! Only Sandboxes a claim controls are indexed (an ownerReference only the
+//! operator may add, see the ownership guard): a namespace user's own
+//! Sandbox naming someone else's Pod gains no wake-ups from it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
@@ -20,29 +23,32 @@ use std::sync::RwLock;
 use kube::ResourceExt;
 
 use crate::api::{POD_NAME_ANNOTATION, Sandbox};
-use crate::controller::ownership::controller_of_kind;
+use crate::controller::ownership::{controller_of_kind, held_by_claim};
 
 /// (namespace, name).
 type Key = (String, String);
 
-/// A Sandbox that names a Pod, and the claim that controls it, if any.
+/// A claim's Sandbox that names a Pod.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Namer {
     /// The Sandbox's name (same namespace as the Pod).
     pub sandbox: String,
     /// The name of the claim that controls the Sandbox.
-    pub claim: Option<String>,
-    /// The uids of the two: a Pod controlled by either is held.
-    uids: (Option<String>, Option<String>),
+    pub claim: String,
+    claim_uid: String,
+    sandbox_uid: Option<String>,
 }
 
 impl Namer {
-    /// Whether a Pod controlled by `controller` (a uid) is held by this
-    /// Sandbox or its claim: then the Pod's events reach them anyway (its
-    /// controller, its sandbox label) and they have nothing to repair.
-    pub fn holds(&self, controller: Option<&str>) -> bool {
-        controller.is_some()
-            && (controller == self.uids.0.as_deref() || controller == self.uids.1.as_deref())
+    /// Whether the claim holds the Pod (see [`held_by_claim`]): then the
+    /// Pod's events reach them anyway (its controller, its sandbox label)
+    /// and they have nothing to repair.
+    pub fn holds(&self, pod: &kube::api::ObjectMeta) -> bool {
+        let sandbox = kube::api::ObjectMeta {
+            uid: self.sandbox_uid.clone(),
+            ..Default::default()
+        };
+        held_by_claim(pod, &self.claim_uid, &sandbox)
     }
 }
 
@@ -65,17 +71,22 @@ impl NamedPods {
     /// one it named before, if another, no longer leads to it).
     pub fn applied(&self, sandbox: &Sandbox) {
         let key = sandbox_key(sandbox);
-        let now = sandbox.annotations().get(POD_NAME_ANNOTATION).map(|pod| {
-            let claim = controller_of_kind(sandbox.owner_references(), "SandboxClaim");
-            (
-                pod.clone(),
-                Namer {
-                    sandbox: key.1.clone(),
-                    claim: claim.map(|c| c.name.clone()),
-                    uids: (sandbox.metadata.uid.clone(), claim.map(|c| c.uid.clone())),
-                },
-            )
-        });
+        let claim = controller_of_kind(sandbox.owner_references(), "SandboxClaim");
+        let now = sandbox
+            .annotations()
+            .get(POD_NAME_ANNOTATION)
+            .zip(claim)
+            .map(|(pod, claim)| {
+                (
+                    pod.clone(),
+                    Namer {
+                        sandbox: key.1.clone(),
+                        claim: claim.name.clone(),
+                        claim_uid: claim.uid.clone(),
+                        sandbox_uid: sandbox.metadata.uid.clone(),
+                    },
+                )
+            });
         let mut tables = self.tables.write().expect("named-pod index lock");
         if tables.by_sandbox.get(&key) == now.as_ref() {
             return;
@@ -168,11 +179,19 @@ mod tests {
         sandbox
     }
 
-    fn namer(sandbox: &str, claim: Option<&str>) -> Namer {
+    fn namer(sandbox: &str, claim: &str) -> Namer {
         Namer {
             sandbox: sandbox.into(),
-            claim: claim.map(str::to_string),
-            uids: (None, claim.map(|_| "claim-uid".to_string())),
+            claim: claim.into(),
+            claim_uid: "claim-uid".into(),
+            sandbox_uid: None,
+        }
+    }
+
+    fn controlled_by(uid: &str) -> kube::api::ObjectMeta {
+        kube::api::ObjectMeta {
+            owner_references: Some(vec![controller("SandboxClaim", "x", uid)]),
+            ..Default::default()
         }
     }
 
@@ -180,18 +199,20 @@ mod tests {
     fn a_named_pod_leads_to_its_sandbox_and_claim() {
         let index = NamedPods::default();
         index.applied(&sandbox("s1", Some("p1"), Some("c1")));
-        index.applied(&sandbox("s2", Some("p1"), None));
+        index.applied(&sandbox("s2", Some("p1"), Some("c2")));
         index.applied(&sandbox("cold", None, Some("c3")));
+        // A user's own Sandbox (no claim controls it) gains no wake-ups.
+        index.applied(&sandbox("users", Some("p1"), None));
         let mut found = index.namers("ns", "p1");
         found.sort_by(|a, b| a.sandbox.cmp(&b.sandbox));
-        assert_eq!(found, vec![namer("s1", Some("c1")), namer("s2", None)]);
+        assert_eq!(found, vec![namer("s1", "c1"), namer("s2", "c2")]);
         assert!(index.namers("other-ns", "p1").is_empty());
-        assert_eq!(index.len(), 2, "a Sandbox naming no Pod is not indexed");
-        // A Pod its claim controls is held; another claim's is not.
-        let s1 = namer("s1", Some("c1"));
-        assert!(s1.holds(Some("claim-uid")));
-        assert!(!s1.holds(Some("other-uid")));
-        assert!(!s1.holds(None));
+        assert_eq!(index.len(), 2, "only claims' Sandboxes naming a Pod");
+        // A Pod its claim controls is held; another claim's, or none, is not.
+        let s1 = namer("s1", "c1");
+        assert!(s1.holds(&controlled_by("claim-uid")));
+        assert!(!s1.holds(&controlled_by("other-uid")));
+        assert!(!s1.holds(&kube::api::ObjectMeta::default()));
     }
 
     #[test]
@@ -200,7 +221,7 @@ mod tests {
         index.applied(&sandbox("s1", Some("p1"), Some("c1")));
         index.applied(&sandbox("s1", Some("p2"), Some("c1")));
         assert!(index.namers("ns", "p1").is_empty());
-        assert_eq!(index.namers("ns", "p2"), vec![namer("s1", Some("c1"))]);
+        assert_eq!(index.namers("ns", "p2"), vec![namer("s1", "c1")]);
         // Pointed at no Pod (the cold path): nothing left.
         index.applied(&sandbox("s1", None, Some("c1")));
         assert!(index.namers("ns", "p2").is_empty());

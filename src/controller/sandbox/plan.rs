@@ -11,7 +11,7 @@ use super::reason;
 use crate::api::{
     ADOPTABLE_LABEL, CLAIM_UID_LABEL, ConditionUpdate, POD_NAME_ANNOTATION, Sandbox, ShutdownPolicy,
 };
-use crate::controller::ownership::{controller_of_kind, has_controller};
+use crate::controller::ownership::{controller_of_kind, has_controller, held_by_claim};
 use crate::controller::{controller_uid, is_terminating};
 
 /// What the controller knows about a Sandbox's world at one moment.
@@ -236,7 +236,8 @@ fn start_pod(observed: &Observed<'_>) -> Plan {
 }
 
 /// Whether a claim controls this Sandbox and the named Pod went to another
-/// claim (stolen by it, or adopted by its Sandbox). That claim's events no
+/// claim (stolen by it, or adopted by its Sandbox; a pool's Pod is
+/// [`awaits_steal`], checked first). That claim's events no
 /// longer concern this Sandbox: this one's claim repairs it (points it at a
 /// Pod the claim holds, or at none, see `claim::repair`), and the named
 /// Pod's events wake that claim. Until then the Sandbox stays quiet: a
@@ -244,13 +245,9 @@ fn start_pod(observed: &Observed<'_>) -> Plan {
 /// conditioned repoint, and a Warning on every event of someone else's Pod
 /// would tell the user nothing.
 fn won_by_another_claim(sandbox: &Sandbox, pod: &Pod) -> bool {
-    let Some(claim) = controller_of_kind(sandbox.owner_references(), "SandboxClaim") else {
-        return false;
-    };
-    let mine = [Some(claim.uid.as_str()), sandbox.metadata.uid.as_deref()];
-    ["SandboxClaim", "Sandbox"].iter().any(|kind| {
-        controller_of_kind(pod.owner_references(), kind)
-            .is_some_and(|owner| !mine.contains(&Some(owner.uid.as_str())))
+    controller_of_kind(sandbox.owner_references(), "SandboxClaim").is_some_and(|claim| {
+        controller_uid(&pod.metadata).is_some()
+            && !held_by_claim(&pod.metadata, &claim.uid, &sandbox.metadata)
     })
 }
 
