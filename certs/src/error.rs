@@ -5,7 +5,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong while issuing, storing or publishing the
 /// webhook's certificates.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Error {
     /// rcgen could not generate a key or sign a certificate.
     #[error("failed to generate a key pair or certificate")]
@@ -58,16 +59,7 @@ pub enum Error {
 impl Error {
     /// A short, stable name for metric labels and structured logs.
     pub fn label(&self) -> &'static str {
-        match self {
-            Error::Generate(_) => "generate",
-            Error::Pem(_) => "pem",
-            Error::Certificate(_) => "certificate",
-            Error::NoCertificate => "no_certificate",
-            Error::TimeOutOfRange => "time_out_of_range",
-            Error::Kube { .. } => "kube",
-            Error::MissingResourceVersion { .. } => "missing_resource_version",
-            Error::Contention { .. } => "contention",
-        }
+        self.into()
     }
 
     /// The error and its chain of causes on one line, for logs.

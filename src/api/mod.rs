@@ -15,8 +15,9 @@
 //!
 //! One module a kind (`sandbox`, `template`, `claim`, `pool`), the
 //! Pod template parts they share (`pod_template`), label/annotation keys
-//! (`keys`) and conditions (`conditions`); everything is re-exported
-//! here, so `crate::api::X` names every type.
+//! (`keys`), conditions (`conditions`) and their reasons (`reason`);
+//! everything but the reasons is re-exported here, so `crate::api::X` names
+//! every type and `crate::api::reason::X` every reason.
 
 #[macro_use]
 mod kind;
@@ -26,6 +27,7 @@ mod conditions;
 mod keys;
 mod pod_template;
 mod pool;
+pub mod reason;
 mod sandbox;
 mod template;
 

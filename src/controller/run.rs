@@ -37,8 +37,9 @@ fn error_policy<K: Resource>(
     }
 }
 
-/// Wraps a reconcile: a success clears the object's backoff, and "wait for
-/// the next event" becomes the jittered periodic resync (the safety net).
+/// Wraps a reconcile: times it (count and duration per controller), a
+/// success clears the object's backoff, and "wait for the next event"
+/// becomes the jittered periodic resync (the safety net).
 fn with_retry<K, F, Fut>(
     controller: &'static str,
     reconcile: F,
@@ -63,6 +64,7 @@ where
             }
             let key = backoff_key(controller, obj.as_ref());
             let _in_flight = ctx.health.reconcile_started(controller);
+            let _timer = ctx.metrics.reconcile_timer(controller);
             let action = reconcile(obj, ctx.clone()).await?;
             ctx.backoff.succeeded(&key);
             Ok(if action == Action::await_change() {

@@ -14,7 +14,8 @@ use http::StatusCode;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in the webhook transport.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Error {
     /// The listening socket could not be bound.
     #[error("failed to bind the webhook server to {address}")]
@@ -115,26 +116,7 @@ pub enum Error {
 impl Error {
     /// A short, stable name for metric labels and structured logs.
     pub fn label(&self) -> &'static str {
-        match self {
-            Error::Bind { .. } => "bind",
-            Error::LocalAddress(_) => "local_address",
-            Error::ReadFile { .. } => "read_file",
-            Error::CertificatePem(_) => "certificate_pem",
-            Error::NoCertificate => "no_certificate",
-            Error::PrivateKeyPem(_) => "private_key_pem",
-            Error::KeyPair(_) => "key_pair",
-            Error::TlsConfig(_) => "tls_config",
-            Error::BodyTooLarge { .. } => "body_too_large",
-            Error::ReadBody(_) => "read_body",
-            Error::InvalidJson(_) => "invalid_json",
-            Error::UnsupportedReview { .. } => "unsupported_review",
-            Error::MissingRequest => "missing_request",
-            Error::MalformedRequest(_) => "malformed_request",
-            Error::Timeout(_) => "timeout",
-            Error::Overloaded => "overloaded",
-            Error::HandlerPanicked => "handler_panicked",
-            Error::EncodeResponse(_) => "encode_response",
-        }
+        self.into()
     }
 
     /// The HTTP status a refused request is answered with.

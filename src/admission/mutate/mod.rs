@@ -109,6 +109,36 @@ fn within<'v, T>(
     Ok(object.map(|o| read(o, key, path)).transpose()?.flatten())
 }
 
+/// An object of the reviewed document that may be absent, and where it is
+/// (or would be added).
+struct Section<'v> {
+    object: Option<&'v Map<String, Value>>,
+    path: FieldPath,
+}
+
+impl<'v> Section<'v> {
+    fn at(object: &'v Map<String, Value>, path: &FieldPath) -> Self {
+        Section {
+            object: Some(object),
+            path: path.clone(),
+        }
+    }
+
+    /// The object and its path.
+    fn parts(self) -> (Option<&'v Map<String, Value>>, FieldPath) {
+        (self.object, self.path)
+    }
+
+    /// The object at `self[key]`: absent when it or `self` is absent, a
+    /// denial when it is something else.
+    fn child(&self, key: &'static str) -> Result<Section<'v>, Denial> {
+        Ok(Section {
+            object: within(self.object, optional_object, key, &self.path)?,
+            path: self.path.key(key),
+        })
+    }
+}
+
 impl Patcher<'_> {
     fn add(&mut self, path: &FieldPath, value: Value) {
         self.operations.push(PatchOperation::Add(AddOperation {
@@ -154,13 +184,10 @@ impl Patcher<'_> {
         now: Timestamp,
     ) -> Result<(), Denial> {
         let stamp = Value::String(format!("{now:.9}"));
-        let metadata_path = root.key("metadata");
-        let metadata = optional_object(object, "metadata", root)?;
-        let annotations = match metadata {
-            Some(metadata) => optional_object(metadata, "annotations", &metadata_path)?,
-            None => None,
-        };
-        let annotations_path = metadata_path.key("annotations");
+        let metadata = Section::at(object, root).child("metadata")?;
+        let annotations = metadata.child("annotations")?;
+        let (metadata, metadata_path) = metadata.parts();
+        let (annotations, annotations_path) = annotations.parts();
         let current = annotations.and_then(|a| present(a, ADMITTED_AT_ANNOTATION));
         let stamp_path = annotations_path.key(ADMITTED_AT_ANNOTATION);
         if !self.policy.stamp_claims {
@@ -203,23 +230,19 @@ impl Patcher<'_> {
         {
             self.add(&path.key("runtimeClassName"), Value::String(class.clone()));
         }
-        self.pod_security_context(spec, path)?;
+        self.pod_security_context(Section::at(spec, path).child("securityContext")?);
         for list in ["initContainers", "containers"] {
             for (container_path, container) in object_items(spec, list, path)? {
-                self.resources(container, &container_path)?;
-                self.container_security_context(container, &container_path)?;
+                let container = Section::at(container, &container_path);
+                self.resources(container.child("resources")?)?;
+                self.container_security_context(container.child("securityContext")?)?;
             }
         }
         Ok(())
     }
 
-    fn pod_security_context(
-        &mut self,
-        spec: &Map<String, Value>,
-        path: &FieldPath,
-    ) -> Result<(), Denial> {
-        let context_path = path.key("securityContext");
-        let context = optional_object(spec, "securityContext", path)?;
+    fn pod_security_context(&mut self, context: Section<'_>) {
+        let (context, context_path) = context.parts();
         let mut fresh = Map::new();
         if self.linux && context.is_none_or(|c| present(c, "seccompProfile").is_none()) {
             fresh.insert("seccompProfile".into(), json!({"type": "RuntimeDefault"}));
@@ -231,7 +254,6 @@ impl Patcher<'_> {
             fresh.insert("runAsNonRoot".into(), Value::Bool(true));
         }
         self.add_fields(&context_path, context, fresh);
-        Ok(())
     }
 
     /// Per resource (cpu, memory):
@@ -239,14 +261,9 @@ impl Patcher<'_> {
     /// - only a limit: nothing (Kubernetes defaults the request to the limit);
     /// - only a request: a limit of max(request, default limit), so the
     ///   container is bounded without a limit below its own request.
-    fn resources(
-        &mut self,
-        container: &Map<String, Value>,
-        container_path: &FieldPath,
-    ) -> Result<(), Denial> {
+    fn resources(&mut self, resources: Section<'_>) -> Result<(), Denial> {
         let defaults = &self.policy.defaults;
-        let resources_path = container_path.key("resources");
-        let resources = optional_object(container, "resources", container_path)?;
+        let (resources, resources_path) = resources.parts();
         let requests = within(resources, optional_object, "requests", &resources_path)?;
         let limits = within(resources, optional_object, "limits", &resources_path)?;
 
@@ -296,15 +313,10 @@ impl Patcher<'_> {
         Ok(())
     }
 
-    fn container_security_context(
-        &mut self,
-        container: &Map<String, Value>,
-        container_path: &FieldPath,
-    ) -> Result<(), Denial> {
-        let context_path = container_path.key("securityContext");
-        let context = optional_object(container, "securityContext", container_path)?;
-        let capabilities_path = context_path.key("capabilities");
-        let capabilities = within(context, optional_object, "capabilities", &context_path)?;
+    fn container_security_context(&mut self, context: Section<'_>) -> Result<(), Denial> {
+        let capabilities = context.child("capabilities")?;
+        let (context, context_path) = context.parts();
+        let (capabilities, capabilities_path) = capabilities.parts();
         let drop = within(capabilities, optional::<List>, "drop", &capabilities_path)?;
 
         // The API server refuses `allowPrivilegeEscalation: false` next to

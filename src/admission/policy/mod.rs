@@ -126,7 +126,8 @@ impl Default for Policy {
 }
 
 /// Why a policy was not loaded.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum PolicyError {
     /// The policy file could not be read.
     #[error("cannot read policy file {}", path.display())]
@@ -154,11 +155,7 @@ pub enum PolicyError {
 impl PolicyError {
     /// A short, stable name for logs and metric labels.
     pub fn label(&self) -> &'static str {
-        match self {
-            PolicyError::Read { .. } => "read",
-            PolicyError::Syntax(_) => "syntax",
-            PolicyError::Invalid { .. } => "invalid",
-        }
+        self.into()
     }
 
     fn invalid(field: impl Into<String>, rule: impl Into<String>) -> Self {

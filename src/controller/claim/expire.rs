@@ -5,7 +5,7 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use tracing::info;
 
-use super::status::reason;
+use crate::api::reason;
 use crate::api::{
     ClaimShutdownPolicy, ConditionUpdate, Sandbox, SandboxClaim, SandboxClaimStatus, set_condition,
 };

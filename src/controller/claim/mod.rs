@@ -68,14 +68,14 @@ pub use desired::{
     same_policy_spec, template_network_policy_name,
 };
 pub use serve::ensure_template_policy;
-pub use status::{admitted_at, failed_status, mirror_status, reason, warm_ready_status};
+pub use status::{admitted_at, failed_status, mirror_status, warm_ready_status};
 pub use steal::{MAX_STEAL_ATTEMPTS, StealOutcome, steal};
 
 use super::{
     Context, Error, Result, controller_ref, controller_uid, create_owned, is_terminating, kube_err,
     live_target, write_status,
 };
-use crate::api::{LaunchType, READY, Sandbox, SandboxClaim, SandboxClaimStatus, is_true};
+use crate::api::{LaunchType, READY, Sandbox, SandboxClaim, SandboxClaimStatus, is_true, reason};
 use crate::controller::sandbox::headless_service;
 
 /// Controller name in metrics and logs.
@@ -84,7 +84,6 @@ pub const CONTROLLER: &str = "claim";
 /// Reconciles one claim.
 #[instrument(skip_all, fields(claim = %claim.name_any(), namespace = claim.namespace().unwrap_or_default()))]
 pub async fn reconcile(claim: Arc<SandboxClaim>, ctx: Arc<Context>) -> Result<Action> {
-    let _timer = ctx.metrics.reconcile_timer(CONTROLLER);
     let Some((namespace, claim_uid)) = live_target(claim.as_ref())? else {
         return Ok(Action::await_change());
     };

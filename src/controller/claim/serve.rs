@@ -18,8 +18,9 @@ use super::desired::{
     desired_template_network_policy, pool_choice, same_policy_spec,
 };
 use super::record_status;
-use super::status::{failed_status, reason, warm_ready_status};
+use super::status::{failed_status, warm_ready_status};
 use super::steal::{Taken, candidates, has_pool, reserve_first, stolen_for, take_over};
+use crate::api::reason;
 use crate::api::{ORIGIN_POOL_LABEL, POD_NAME_ANNOTATION, Sandbox, SandboxClaim, SandboxTemplate};
 use crate::controller::admit::admit_sandbox;
 use crate::controller::takeover::pod_key;

@@ -11,33 +11,12 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{Resource, ResourceExt};
 
+use crate::api::reason;
 use crate::api::{
     ADMITTED_AT_ANNOTATION, ClaimedSandboxStatus, ConditionUpdate, LaunchType, POD_NAME_ANNOTATION,
     READY, Sandbox, SandboxClaim, SandboxClaimStatus, find_condition, is_true, set_condition,
 };
-use crate::controller::sandbox::{reason as sandbox_reason, service_fqdn};
-
-/// Reasons of the claim's `Ready` condition.
-pub mod reason {
-    /// The Sandbox (and its Pod) is Ready.
-    pub const SANDBOX_READY: &str = "SandboxReady";
-    /// The Sandbox exists but is not Ready.
-    pub const SANDBOX_NOT_READY: &str = "SandboxNotReady";
-    /// The Sandbox was just created.
-    pub const SANDBOX_CREATED: &str = "SandboxCreated";
-    /// The claim's template does not exist.
-    pub const TEMPLATE_NOT_FOUND: &str = "TemplateNotFound";
-    /// An object the claim needs exists under its name but is not the claim's.
-    pub const NAME_CONFLICT: &str = "NameConflict";
-    /// The admission webhook or the API server's validation refused an object.
-    pub const SANDBOX_REJECTED: &str = "SandboxRejected";
-    /// The operator lacks a permission (RBAC).
-    pub const FORBIDDEN: &str = "Forbidden";
-    /// A ResourceQuota refused an object.
-    pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
-    /// `lifecycle.shutdownTime` has passed (policy Retain).
-    pub const CLAIM_EXPIRED: &str = "ClaimExpired";
-}
+use crate::controller::sandbox::service_fqdn;
 
 /// When the claim was admitted: the webhook's high-resolution stamp, else the
 /// creation timestamp (second resolution).
@@ -98,7 +77,7 @@ fn settling_on(sandbox: &Sandbox, pod: &str) -> bool {
     let status = sandbox.status.clone().unwrap_or_default();
     let transitional = match find_condition(&status.conditions, READY) {
         None => true,
-        Some(c) => c.reason == sandbox_reason::ADOPTING || c.reason == sandbox_reason::CREATING,
+        Some(c) => c.reason == reason::ADOPTING || c.reason == reason::CREATING,
     };
     transitional
         && sandbox
@@ -133,7 +112,7 @@ pub fn mirror_status(
         ),
         // The Sandbox's Pod will never start under the current policy: a
         // terminal refusal the client should see at once.
-        Some(c) if c.reason == sandbox_reason::POLICY_VIOLATION => ConditionUpdate::ready(
+        Some(c) if c.reason == reason::POLICY_VIOLATION => ConditionUpdate::ready(
             false,
             reason::SANDBOX_REJECTED,
             format!("Sandbox {}: {}", sandbox.name_any(), c.message),

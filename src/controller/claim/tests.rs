@@ -1,10 +1,11 @@
 //! Unit tests of the claim's pure parts.
 use super::*;
+use crate::api::reason;
 use crate::api::{
     ADMITTED_AT_ANNOTATION, POD_NAME_ANNOTATION, SANDBOX_LABEL, SandboxClaimSpec, SandboxSpec,
     SandboxStatus, SandboxTemplate, SandboxTemplateRef, SandboxTemplateSpec,
 };
-use crate::controller::sandbox::{compute_status, reason as sandbox_reason};
+use crate::controller::sandbox::compute_status;
 use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
@@ -171,8 +172,7 @@ fn the_sandbox_catching_up_costs_no_second_claim_write() {
     );
 
     // Adopting: still settling on the same Pod, the claim stays Ready.
-    let adopting =
-        crate::api::ConditionUpdate::ready(false, sandbox_reason::ADOPTING, "taking over");
+    let adopting = crate::api::ConditionUpdate::ready(false, reason::ADOPTING, "taking over");
     s.status = Some(compute_status(
         &s,
         None,

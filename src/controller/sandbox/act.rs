@@ -16,7 +16,8 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use tracing::info;
 
-use super::{Observed, Plan, Step, desired_pod, desired_pvcs, reason};
+use super::{Observed, Plan, Step, desired_pod, desired_pvcs};
+use crate::api::reason;
 use crate::api::{ConditionUpdate, Sandbox};
 use crate::controller::pod_patch::adopt;
 use crate::controller::repoint::point_sandbox_at;

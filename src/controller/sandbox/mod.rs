@@ -47,40 +47,9 @@ pub use status::compute_status;
 /// Controller name in metrics and logs.
 pub const CONTROLLER: &str = "sandbox";
 
-/// Ready-condition reasons.
-pub mod reason {
-    /// The Pod is Running and Ready.
-    pub const POD_READY: &str = "PodReady";
-    /// The Pod exists but is not Ready yet.
-    pub const POD_PENDING: &str = "PodPending";
-    /// A Pod is being created.
-    pub const CREATING: &str = "CreatingPod";
-    /// The named Pod is being taken over.
-    pub const ADOPTING: &str = "AdoptingPod";
-    /// The named Pod belongs to another owner; it is left alone.
-    pub const POD_OWNED_ELSEWHERE: &str = "PodOwnedElsewhere";
-    /// The node evicted the Pod; it is replaced.
-    pub const POD_EVICTED: &str = "PodEvicted";
-    /// The Pod failed.
-    pub const POD_FAILED: &str = "PodFailed";
-    /// The Pod ran to completion.
-    pub const POD_SUCCEEDED: &str = "PodSucceeded";
-    /// The Pod is being deleted.
-    pub const POD_TERMINATING: &str = "PodTerminating";
-    /// `replicas: 0`.
-    pub const PAUSED: &str = "Paused";
-    /// `shutdownTime` has passed.
-    pub const EXPIRED: &str = "SandboxExpired";
-    /// The pod template fails the current admission policy; no Pod is created.
-    pub const POLICY_VIOLATION: &str = "PolicyViolation";
-    /// More than one Pod is owned; nothing more is created.
-    pub const MULTIPLE_PODS: &str = "MultiplePods";
-}
-
 /// Reconciles one Sandbox: observe, decide, act, record.
 #[instrument(skip_all, fields(sandbox = %sandbox.name_any(), namespace = sandbox.namespace().unwrap_or_default()))]
 pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Action> {
-    let _timer = ctx.metrics.reconcile_timer(CONTROLLER);
     let Some((namespace, uid)) = live_target(sandbox.as_ref())? else {
         return Ok(Action::await_change());
     };

@@ -3,7 +3,8 @@
 use k8s_openapi::api::core::v1::Pod;
 use kube::{Resource, ResourceExt};
 
-use super::{reason, service_fqdn};
+use super::service_fqdn;
+use crate::api::reason;
 use crate::api::{ConditionUpdate, SANDBOX_LABEL, Sandbox, SandboxStatus, set_condition};
 use crate::controller::{is_terminating, pod_has_ended, pod_is_ready};
 

@@ -1,7 +1,7 @@
 //! Unit tests of the pure parts: plan, status and desired objects.
 use super::*;
 use crate::api::{ADOPTABLE_LABEL, CLAIM_UID_LABEL, ShutdownPolicy};
-use crate::api::{PodTemplate, SandboxSpec};
+use crate::api::{PodTemplate, SandboxSpec, reason};
 use k8s_openapi::api::core::v1::{Container, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use std::time::Duration;

@@ -78,7 +78,6 @@ pub const SIZING_INTERVAL: Duration = Duration::from_secs(10);
 /// Reconciles one pool.
 #[instrument(skip_all, fields(pool = %pool.name_any(), namespace = pool.namespace().unwrap_or_default()))]
 pub async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<Context>) -> Result<Action> {
-    let _timer = ctx.metrics.reconcile_timer(CONTROLLER);
     let namespace = pool.namespace().ok_or(Error::Incomplete("namespace"))?;
     let name = pool.name_any();
     let key = format!("{namespace}/{name}");

@@ -32,13 +32,9 @@ use super::super::claim::{ensure_template_policy, same_policy_spec};
 use super::super::ownership::{Created, create_owned};
 use super::super::{Context, Error, NetworkPolicyMode, Result, controller_ref, kube_err};
 use crate::admission::{Cidr, restrict_egress};
+use crate::api::reason;
 use crate::api::{FIELD_MANAGER, ORIGIN_POOL_LABEL, SandboxTemplate, SandboxWarmPool};
 use crate::controller::claim::sandbox_network_policy;
-
-/// Condition reason when the policy name is held by another owner.
-pub const NAME_CONFLICT: &str = "NameConflict";
-/// Condition reason when the policy could not be written.
-pub const NETWORK_POLICY_FAILED: &str = "NetworkPolicyFailed";
 
 /// Name of a pool's NetworkPolicy.
 pub fn pool_network_policy_name(pool: &str) -> String {
@@ -94,8 +90,8 @@ pub(super) async fn ensure(
 /// another owner holds the name, else `NetworkPolicyFailed`.
 pub(super) fn blocker(error: &Error) -> (&'static str, String) {
     let reason = match error {
-        Error::NameConflict { .. } => NAME_CONFLICT,
-        _ => NETWORK_POLICY_FAILED,
+        Error::NameConflict { .. } => reason::NAME_CONFLICT,
+        _ => reason::NETWORK_POLICY_FAILED,
     };
     (
         reason,
