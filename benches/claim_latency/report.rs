@@ -89,6 +89,27 @@ impl Scenario {
     }
 }
 
+/// What a warm claim costs, per claim over warm-sequential (the refill
+/// included).
+#[derive(Default)]
+pub struct WarmCost {
+    /// API writes by `"<resource> <VERB>"`, every client.
+    pub writes_by_resource: BTreeMap<String, f64>,
+    /// The operator's writes, its Events included.
+    pub operator_writes: f64,
+    pub operator_events: f64,
+    pub all_writes: f64,
+    pub cpu_ms: f64,
+    /// Watch events the operator applied, by `"<cache> <event>"`.
+    pub watch_events: BTreeMap<String, f64>,
+    /// Reconciles the operator ran, by controller.
+    pub reconciles: BTreeMap<String, f64>,
+    /// Share of the claims' webhook calls answered within 5 ms.
+    pub webhook_within_5ms: f64,
+    /// The webhook latency bucket that holds the 99th percentile.
+    pub webhook_p99: String,
+}
+
 /// Everything one full (or quick) run measured.
 #[derive(Default)]
 pub struct Report {
@@ -98,20 +119,10 @@ pub struct Report {
     pub scenarios: Vec<Scenario>,
     pub floor: floor::Summary,
     pub floor_refused: usize,
-    /// Writes per warm claim by `"<resource> <VERB>"`, every client.
-    pub writes_by_resource: BTreeMap<String, f64>,
-    pub operator_writes: f64,
-    pub operator_events: f64,
-    pub all_writes: f64,
-    pub cpu_ms_per_warm_claim: f64,
-    /// Watch events the operator applied per warm claim, by `"<cache> <event>"`.
-    pub watch_events: BTreeMap<String, f64>,
-    /// Reconciles per warm claim, by controller.
-    pub reconciles: BTreeMap<String, f64>,
+    /// What a warm claim cost, over warm-sequential.
+    pub warm: WarmCost,
     pub rss_mib: f64,
     pub double_assignments: usize,
-    pub webhook_within_5ms: f64,
-    pub webhook_p99: String,
     pub breakdown: Vec<crate::timeline::Step>,
 }
 
@@ -120,7 +131,7 @@ impl Report {
     pub fn apply_floor(&mut self) {
         let rtt = self.floor.rtt_p50_ms;
         let throughput = self.floor.throughput_per_s;
-        let writes_per_claim = self.operator_writes;
+        let writes_per_claim = self.warm.operator_writes;
         for s in &mut self.scenarios {
             if s.name == "warm-sequential" {
                 s.p50_over_write_rtt = ratio(s.p50_ms, rtt);
@@ -157,26 +168,26 @@ impl Report {
             "write_rtt_refused": self.floor_refused,
             "write_throughput_per_s": round(self.floor.throughput_per_s),
             "write_throughput_runs": self.floor.throughput_runs,
-            "writes_per_warm_claim": (self.operator_writes * 100.0).round() / 100.0,
-            "writes_per_warm_claim_all_actors": (self.all_writes * 100.0).round() / 100.0,
-            "operator_events_per_warm_claim": self.operator_events,
-            "writes_by_resource": self.writes_by_resource,
+            "writes_per_warm_claim": (self.warm.operator_writes * 100.0).round() / 100.0,
+            "writes_per_warm_claim_all_actors": (self.warm.all_writes * 100.0).round() / 100.0,
+            "operator_events_per_warm_claim": self.warm.operator_events,
+            "writes_by_resource": self.warm.writes_by_resource,
             "operator_deletes_per_warm_claim": round(self.other_activity().0),
             "namespace_deletions_in_window": self.other_activity().1.round(),
-            "operator_cpu_ms_per_warm_claim": round(self.cpu_ms_per_warm_claim),
+            "operator_cpu_ms_per_warm_claim": round(self.warm.cpu_ms),
             // null when the operator does not export the counter.
-            "watch_events_per_warm_claim": (!self.watch_events.is_empty())
-                .then(|| round(self.watch_events.values().sum())),
-            "watch_events_by_cache": self.watch_events.iter()
+            "watch_events_per_warm_claim": (!self.warm.watch_events.is_empty())
+                .then(|| round(self.warm.watch_events.values().sum())),
+            "watch_events_by_cache": self.warm.watch_events.iter()
                 .map(|(k, v)| (k.clone(), round(*v)))
                 .collect::<BTreeMap<_, _>>(),
-            "reconciles_per_warm_claim": self.reconciles.iter()
+            "reconciles_per_warm_claim": self.warm.reconciles.iter()
                 .map(|(k, v)| (k.clone(), round(*v)))
                 .collect::<BTreeMap<_, _>>(),
             "operator_rss_mib": round(self.rss_mib),
             "double_assignments": self.double_assignments,
-            "webhook_calls_within_5ms": self.webhook_within_5ms,
-            "webhook_p99_bucket": self.webhook_p99,
+            "webhook_calls_within_5ms": self.warm.webhook_within_5ms,
+            "webhook_p99_bucket": self.warm.webhook_p99,
             "warm_path_breakdown_ms": self.breakdown.iter()
                 .map(|s| json!({
                     "step": s.step,
@@ -212,8 +223,8 @@ impl Report {
         out += &self.writes_lines();
         out += &format!(
             "webhook calls as timed by the API server (warm-sequential): {:.1}% within 5 ms, p99 <= {} (bucket bound)\n",
-            self.webhook_within_5ms * 100.0,
-            self.webhook_p99
+            self.warm.webhook_within_5ms * 100.0,
+            self.warm.webhook_p99
         );
         out += "\nwarm path, step by step (ms since the API server admitted the claim, warm-sequential):\n";
         out += &format!("  {:<32} {:>8} {:>8}\n", "step", "median", "p90");
@@ -268,12 +279,12 @@ impl Report {
         }
         rows.push((
             "operator writes per warm claim".into(),
-            format!("{:.2}", self.operator_writes),
+            format!("{:.2}", self.warm.operator_writes),
             "<= 7".into(),
         ));
         rows.push((
             "operator CPU per warm claim".into(),
-            format!("{:.2} ms", self.cpu_ms_per_warm_claim),
+            format!("{:.2} ms", self.warm.cpu_ms),
             "<= 1 ms".into(),
         ));
         rows.push((
@@ -299,9 +310,9 @@ impl Report {
     fn writes_lines(&self) -> String {
         let mut out = format!(
             "\nAPI writes per warm claim: {:.2} by the operator, its Events included ({:.2}); {:.2} by every client (the claim create, KWOK, scheduler, controller-manager; the bench's floor patches taken out)\n",
-            self.operator_writes, self.operator_events, self.all_writes
+            self.warm.operator_writes, self.warm.operator_events, self.warm.all_writes
         );
-        for (k, v) in &self.writes_by_resource {
+        for (k, v) in &self.warm.writes_by_resource {
             if crate::apiserver::is_operator_write(k) {
                 out += &format!("  {k:<40} {v:>6.2}\n");
             } else if *v >= 0.05 {
@@ -317,16 +328,16 @@ impl Report {
         }
         out += &format!(
             "watch events the operator applied per warm claim: {:.2}\n",
-            self.watch_events.values().sum::<f64>()
+            self.warm.watch_events.values().sum::<f64>()
         );
-        for (k, v) in &self.watch_events {
+        for (k, v) in &self.warm.watch_events {
             out += &format!("  {k:<40} {v:>6.2}\n");
         }
         out += &format!(
             "reconciles the operator ran per warm claim: {:.2}\n",
-            self.reconciles.values().sum::<f64>()
+            self.warm.reconciles.values().sum::<f64>()
         );
-        for (k, v) in &self.reconciles {
+        for (k, v) in &self.warm.reconciles {
             out += &format!("  {k:<40} {v:>6.2}\n");
         }
         out + &format!("double assignments: {}\n", self.double_assignments)
@@ -337,12 +348,14 @@ impl Report {
     pub fn other_activity(&self) -> (f64, f64) {
         let claims = self.scenario("warm-sequential").map_or(0, |s| s.claims) as f64;
         let deletes = self
+            .warm
             .writes_by_resource
             .iter()
             .filter(|(k, _)| k.ends_with(" DELETE") && crate::apiserver::is_operator_write(k))
             .map(|(_, v)| v)
             .sum();
         let namespaces = self
+            .warm
             .writes_by_resource
             .get("namespaces DELETE")
             .copied()
@@ -412,7 +425,10 @@ mod tests {
                 throughput_per_s: 200.0,
                 throughput_runs: 6,
             },
-            operator_writes: 8.0,
+            warm: WarmCost {
+                operator_writes: 8.0,
+                ..WarmCost::default()
+            },
             scenarios: vec![
                 Scenario::from_observations("warm-sequential", &observations(&[20, 30, 40, 70])),
                 Scenario::from_observations("cold-sequential", &observations(&[2000])),
@@ -459,7 +475,7 @@ mod tests {
     #[test]
     fn deletes_by_other_tenants_are_shown_not_hidden() {
         let mut r = report();
-        r.writes_by_resource = BTreeMap::from([
+        r.warm.writes_by_resource = BTreeMap::from([
             ("pods PATCH".to_string(), 2.0),
             ("pods DELETE".to_string(), 0.1),
             ("namespaces DELETE".to_string(), 0.5),

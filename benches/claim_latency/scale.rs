@@ -66,13 +66,14 @@ pub async fn run(env: &Environment, floor: &mut Floor, s: &Settings) -> Result<(
     );
     println!(
         "  operator CPU per warm claim        {:>10.2} ms   (target <= 1 ms)",
-        warm.cpu_ms_per_claim
+        warm.cost.cpu_ms
     );
     println!(
         "  operator writes per warm claim     {:>10.2}",
-        warm.operator_writes
+        warm.cost.operator_writes
     );
     for (key, per_claim) in warm
+        .cost
         .writes_by_resource
         .iter()
         .filter(|(k, _)| apiserver::is_operator_write(k))
@@ -84,9 +85,9 @@ pub async fn run(env: &Environment, floor: &mut Floor, s: &Settings) -> Result<(
         "idle_pods": n, "fill_s": fill_s, "fill_operator_cpu_ms": fill_cpu_ms,
         "operator_rss_mib_full": rss_full, "operator_rss_mib_after_idle": rss_idle, "operator_rss_mib": rss_end,
         "operator_idle_cpu_ms_per_s": idle_cpu_ms_per_s,
-        "operator_cpu_ms_per_warm_claim": warm.cpu_ms_per_claim,
-        "writes_per_warm_claim": warm.operator_writes,
-        "writes_by_resource": warm.writes_by_resource,
+        "operator_cpu_ms_per_warm_claim": warm.cost.cpu_ms,
+        "writes_per_warm_claim": warm.cost.operator_writes,
+        "writes_by_resource": warm.cost.writes_by_resource,
         "write_rtt_p50_ms": f.rtt_p50_ms, "write_rtt_p99_ms": f.rtt_p99_ms,
         "warm_sequential": w,
     });

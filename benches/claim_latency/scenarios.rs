@@ -15,23 +15,13 @@ use std::time::Duration;
 use crate::apiserver;
 use crate::environment::Environment;
 use crate::floor::Floor;
-use crate::report::{Report, Scenario};
+use crate::report::{Report, Scenario, WarmCost};
 use crate::settings::Settings;
 
-/// What warm-sequential measured besides latency.
+/// What warm-sequential measured: latency and cost.
 pub struct WarmSequential {
     pub scenario: Scenario,
-    pub writes_by_resource: BTreeMap<String, f64>,
-    pub operator_writes: f64,
-    pub operator_events: f64,
-    pub all_writes: f64,
-    pub cpu_ms_per_claim: f64,
-    /// Watch events the operator applied per claim, by `"<cache> <event>"`.
-    pub watch_events: BTreeMap<String, f64>,
-    /// Reconciles the operator ran per claim, by controller.
-    pub reconciles: BTreeMap<String, f64>,
-    pub webhook_within_5ms: f64,
-    pub webhook_p99: String,
+    pub cost: WarmCost,
 }
 
 /// `claims` warm claims one at a time, floor samples between them; the
@@ -96,15 +86,17 @@ pub async fn warm_sequential(
         + operator_events;
     WarmSequential {
         scenario: env.claims.scenario("warm-sequential", &names),
-        all_writes: writes_by_resource.values().sum(),
-        writes_by_resource,
-        operator_writes,
-        operator_events,
-        cpu_ms_per_claim: cpu_ms / claims.max(1) as f64,
-        watch_events,
-        reconciles,
-        webhook_within_5ms,
-        webhook_p99,
+        cost: WarmCost {
+            all_writes: writes_by_resource.values().sum(),
+            writes_by_resource,
+            operator_writes,
+            operator_events,
+            cpu_ms: cpu_ms / claims.max(1) as f64,
+            watch_events,
+            reconciles,
+            webhook_within_5ms,
+            webhook_p99,
+        },
     }
 }
 
@@ -177,17 +169,9 @@ pub async fn run(env: &Environment, floor: &mut Floor, s: &Settings) -> Report {
         scenarios,
         floor: floor.summary(),
         floor_refused: floor.refused,
-        writes_by_resource: warm.writes_by_resource,
-        operator_writes: warm.operator_writes,
-        operator_events: warm.operator_events,
-        all_writes: warm.all_writes,
-        cpu_ms_per_warm_claim: warm.cpu_ms_per_claim,
-        watch_events: warm.watch_events,
-        reconciles: warm.reconciles,
+        warm: warm.cost,
         rss_mib: env.operator.rss_mib(),
         double_assignments: env.claims.double_assignments().await,
-        webhook_within_5ms: warm.webhook_within_5ms,
-        webhook_p99: warm.webhook_p99,
         breakdown: crate::timeline::breakdown(&env.operator.log_path, "ws-"),
     };
     report.apply_floor();

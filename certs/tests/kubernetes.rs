@@ -11,7 +11,7 @@ use sandbox_certs::{
     CertManager, CertManagerConfig, PkiSettings, Renewal, inject_ca_bundle, load_or_create,
     plan_renewal, rotate,
 };
-use sandbox_fakeapi::FakeApiServer;
+use sandbox_fakeapi::{FakeApiServer, Moment};
 use serde_json::{Value, json};
 
 /// Writes the server accepted (creates, replaces, patches).
@@ -74,7 +74,8 @@ async fn replicas_racing_to_create_the_secret_agree_on_one_pki() {
     // Both replicas read "absent" before either creates.
     let server = FakeApiServer::default();
     let barrier = Arc::new(tokio::sync::Barrier::new(2));
-    server.between_read_and_write(
+    server.hook(
+        Moment::BetweenReadAndWrite,
         2,
         |r| r.method == "GET" && r.path == SECRET_PATH,
         move |_| {

@@ -159,23 +159,14 @@ async fn claim_cli_exit_codes_name_the_reason() {
     }
 
     // Timeout while cold: exit 1 naming the last condition; --keep-on-failure keeps the claim.
-    let slow = cli(
-        &ns,
-        &[
-            "create",
-            "-t",
-            "slow",
-            "--name",
-            "slow-1",
-            "--warm-pool",
-            "none",
-            "--wait",
-            "--timeout",
-            "2",
-            "--keep-on-failure",
-        ],
-    )
-    .await;
+    // A cold claim of the slow template, waited for `timeout` seconds.
+    let slow_claim = |name: &'static str, timeout: &'static str, extra: &'static [&'static str]| {
+        let create = ["create", "-t", "slow", "--warm-pool", "none", "--wait"];
+        let args = [&create[..], &["--name", name, "--timeout", timeout], extra].concat();
+        let ns = &ns;
+        async move { cli(ns, &args).await }
+    };
+    let slow = slow_claim("slow-1", "2", &["--keep-on-failure"]).await;
     assert_eq!(slow.code, 1, "{}", slow.stderr);
     let expected = format!(
         "SandboxClaim {}/slow-1 not Ready after 2s while starting cold: last condition Ready=False",
@@ -186,22 +177,7 @@ async fn claim_cli_exit_codes_name_the_reason() {
     let claims = ns.api::<SandboxClaim>();
     assert!(claims.get_opt("slow-1").await.unwrap().is_some(), "kept");
     // Without it the claim is deleted again.
-    let dropped = cli(
-        &ns,
-        &[
-            "create",
-            "-t",
-            "slow",
-            "--name",
-            "slow-2",
-            "--warm-pool",
-            "none",
-            "--wait",
-            "--timeout",
-            "1",
-        ],
-    )
-    .await;
+    let dropped = slow_claim("slow-2", "1", &[]).await;
     assert_eq!(dropped.code, 1, "{}", dropped.stderr);
     assert!(
         dropped.stderr.contains("deleted SandboxClaim"),

@@ -1,7 +1,7 @@
 //! The claim's NetworkPolicy comes before its Ready, whatever fails in
 //! between.
 
-use sandbox_fakeapi::RequestInfo;
+use sandbox_fakeapi::{Moment, RequestInfo};
 use sandbox_operator::controller::NetworkPolicyMode;
 
 use crate::harness::*;
@@ -16,7 +16,7 @@ async fn a_claim_is_not_ready_without_its_policy_even_when_its_template_went_awa
     let policy_create =
         |r: &RequestInfo| r.method == "POST" && r.path.ends_with("/networkpolicies");
     let store = fake.clone();
-    fake.on_arrival(1, policy_create, move |_| {
+    fake.hook(Moment::OnArrival, 1, policy_create, move |_| {
         let store = store.clone();
         async move {
             store.delete(&template_path()).expect("the template exists");

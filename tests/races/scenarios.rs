@@ -11,6 +11,7 @@ use sandbox_operator::controller::{claim, sandbox, warmpool};
 use serde_json::json;
 
 use crate::harness::*;
+use sandbox_fakeapi::Moment;
 
 /// The pool fills to one idle Ready Pod, through the real pool reconcile.
 /// The second reconcile is the one the Pod's events trigger: it sees the
@@ -61,7 +62,8 @@ async fn two_operators_steal_the_one_idle_pod_exactly_one_wins_the_other_goes_co
 
     // Both steals are held until both were sent: both read the same version.
     let barrier = Arc::new(tokio::sync::Barrier::new(2));
-    fake.on_arrival(
+    fake.hook(
+        Moment::OnArrival,
         2,
         |r| r.is("PATCH", "pods"),
         move |_| {
@@ -145,7 +147,8 @@ async fn a_steal_between_the_pools_choice_and_its_delete_keeps_the_pod() {
 
     // The pool chose its victim; before its delete lands, the claim steals it.
     let (ctx, steal_fake) = (operator.ctx.clone(), fake.clone());
-    fake.on_arrival(
+    fake.hook(
+        Moment::OnArrival,
         1,
         |r| r.is("DELETE", "pods"),
         move |_| {
@@ -188,7 +191,8 @@ async fn a_delete_between_the_claims_choice_and_its_steal_sends_the_claim_cold()
 
     // The claim chose the Pod; before its steal lands, the pool deletes it.
     let (ctx, pool_fake) = (operator.ctx.clone(), fake.clone());
-    fake.on_arrival(
+    fake.hook(
+        Moment::OnArrival,
         1,
         |r| r.is("PATCH", "pods"),
         move |_| {
@@ -245,7 +249,8 @@ async fn a_steal_from_a_stale_copy_never_takes_a_pod_being_deleted() {
 
     // The claim read the Pod; before its steal is written, the Pod is deleted.
     let (deleter, path) = (fake.clone(), pod_path(&pod));
-    fake.between_read_and_write(
+    fake.hook(
+        Moment::BetweenReadAndWrite,
         1,
         |r| r.is("PATCH", "pods"),
         move |_| {
@@ -325,7 +330,8 @@ async fn a_sandbox_adopts_only_the_pod_its_claim_stole_and_only_the_version_it_r
     // takes nothing; the next reconcile adopts the fresh version.
     let writer = fake.clone();
     let path = pod_path(&stolen);
-    fake.between_read_and_write(
+    fake.hook(
+        Moment::BetweenReadAndWrite,
         1,
         |r| r.is("PATCH", "pods"),
         move |_| {

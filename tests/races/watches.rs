@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::harness::*;
+use sandbox_fakeapi::Moment;
 
 #[tokio::test]
 async fn each_kind_is_watched_once_and_the_pool_fills_from_the_shared_cache() {
@@ -77,7 +78,8 @@ async fn a_deleted_service_wakes_its_claim_even_across_a_relist() {
     // re-list (410).
     let gate = Arc::new(tokio::sync::Notify::new());
     let held = gate.clone();
-    fake.on_arrival(
+    fake.hook(
+        Moment::OnArrival,
         1,
         |r| {
             r.is_watch()
@@ -127,7 +129,8 @@ async fn a_claim_woken_before_its_cache_catches_up_does_not_serve_twice() {
 
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let (held, blinder) = (gate.clone(), fake.clone());
-    fake.on_arrival(
+    fake.hook(
+        Moment::OnArrival,
         1,
         |r| r.is("POST", "sandboxes"),
         move |_| {
@@ -135,7 +138,8 @@ async fn a_claim_woken_before_its_cache_catches_up_does_not_serve_twice() {
             async move {
                 // The next reconnects of the claims and Sandboxes watches
                 // wait for the gate; every watch is closed now.
-                blinder.on_arrival(
+                blinder.hook(
+                    Moment::OnArrival,
                     2,
                     |r| {
                         r.is_watch()

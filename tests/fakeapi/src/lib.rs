@@ -25,8 +25,8 @@
 //! kubelets (tests move Pods to Ready themselves, e.g. [`FakeApiServer::set_status`]).
 //!
 //! For tests it adds fault hooks ([`FakeApiServer::fail_next`],
-//! [`FakeApiServer::delay_next`], [`FakeApiServer::on_arrival`],
-//! [`FakeApiServer::between_read_and_write`], seeded
+//! [`FakeApiServer::delay_next`], [`FakeApiServer::hook`] at a
+//! [`Moment`] of a request, seeded
 //! [`FakeApiServer::random_delays`]), a request log and the full change
 //! history ([`FakeApiServer::audit`]).
 
@@ -46,6 +46,20 @@ use serde_json::Value;
 
 use faults::{Action, Faults};
 pub use faults::{Hook, Predicate, RequestInfo};
+
+/// When a [`FakeApiServer::hook`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Moment {
+    /// When the request arrives, before anything is read.
+    OnArrival,
+    /// For a write: after the stored object was read and before the write
+    /// is committed. A write made by the hook makes the request read again
+    /// and re-apply (the API server's guaranteed update): preconditions and
+    /// `test` operations are then judged against the new version. For a
+    /// GET: after the read, before the answer (the reader then holds a copy
+    /// that may already be stale).
+    BetweenReadAndWrite,
+}
 pub use path::{ObjectKey, ResourcePath};
 pub use watch::{Change, EventType};
 
@@ -239,52 +253,24 @@ impl FakeApiServer {
         self.add(Some(n), Arc::new(predicate), Action::Delay(delay));
     }
 
-    /// The next `n` requests matching `predicate` run `hook` when they
-    /// arrive, before anything is read, and wait for it.
-    pub fn on_arrival<F, Fut>(
+    /// The next `n` requests matching `predicate` run `hook` at `moment`,
+    /// and wait for it.
+    pub fn hook<F, Fut>(
         &self,
+        moment: Moment,
         n: usize,
         predicate: impl Fn(&RequestInfo) -> bool + Send + Sync + 'static,
         hook: F,
-    ) where
-        F: Fn(RequestInfo) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        self.add_hook(n, predicate, hook, Action::OnArrival);
-    }
-
-    /// The next `n` write requests matching `predicate` run `hook` after
-    /// the stored object was read and before the write is committed. A
-    /// write made by the hook makes the request read again and re-apply
-    /// (the API server's guaranteed update): preconditions and `test`
-    /// operations are then judged against the new version. For a GET the
-    /// hook runs after the read, before the answer (the reader then holds a
-    /// copy that may already be stale).
-    pub fn between_read_and_write<F, Fut>(
-        &self,
-        n: usize,
-        predicate: impl Fn(&RequestInfo) -> bool + Send + Sync + 'static,
-        hook: F,
-    ) where
-        F: Fn(RequestInfo) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        self.add_hook(n, predicate, hook, Action::BetweenReadAndWrite);
-    }
-
-    /// Adds a rule that runs `hook` at the moment `moment` names.
-    fn add_hook<F, Fut>(
-        &self,
-        n: usize,
-        predicate: impl Fn(&RequestInfo) -> bool + Send + Sync + 'static,
-        hook: F,
-        moment: fn(Hook) -> Action,
     ) where
         F: Fn(RequestInfo) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let hook: Hook = Arc::new(move |r| Box::pin(hook(r)));
-        self.add(Some(n), Arc::new(predicate), moment(hook));
+        let action = match moment {
+            Moment::OnArrival => Action::OnArrival(hook),
+            Moment::BetweenReadAndWrite => Action::BetweenReadAndWrite(hook),
+        };
+        self.add(Some(n), Arc::new(predicate), action);
     }
 
     /// Every request matching `predicate` waits a random delay in

@@ -12,51 +12,42 @@ use crate::common::TestNs;
 
 use super::operator_with_webhook;
 
-/// Sends raw bytes over TLS (verification off: we attack our own server) and
-/// returns the HTTP status line, or the error.
-async fn raw_request(port: u16, request: &[u8]) -> Result<String, String> {
-    #[derive(Debug)]
-    struct AnyCert;
-    impl rustls::client::danger::ServerCertVerifier for AnyCert {
-        fn verify_server_cert(
-            &self,
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &[rustls::pki_types::CertificateDer<'_>],
-            _: &rustls::pki_types::ServerName<'_>,
-            _: &[u8],
-            _: rustls::pki_types::UnixTime,
-        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            _: &[u8],
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-        }
-        fn verify_tls13_signature(
-            &self,
-            _: &[u8],
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-        }
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            rustls::crypto::ring::default_provider()
-                .signature_verification_algorithms
-                .supported_schemes()
-        }
+/// The CA the operator put in the caBundle of its webhook registration: what
+/// the API server trusts, so what this client trusts.
+async fn registered_ca(ns: &TestNs) -> rustls::RootCertStore {
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let configs: kube::Api<ValidatingWebhookConfiguration> = kube::Api::all(ns.client.clone());
+    let name = crate::common::webhook_config_name(&ns.name);
+    let config = configs
+        .get(&name)
+        .await
+        .expect("the operator registered its webhooks");
+    let bundle = config.webhooks.unwrap_or_default()[0]
+        .client_config
+        .ca_bundle
+        .clone()
+        .expect("caBundle injected");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&bundle.0) {
+        roots.add(cert.expect("caBundle is PEM")).unwrap();
     }
+    roots
+}
+
+/// Sends raw bytes over TLS to the webhook on 127.0.0.1, verified against
+/// `roots`, and returns the HTTP status line, or the error.
+async fn raw_request(
+    roots: &rustls::RootCertStore,
+    port: u16,
+    request: &[u8],
+) -> Result<String, String> {
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .unwrap()
-    .dangerous()
-    .with_custom_certificate_verifier(Arc::new(AnyCert))
+    .with_root_certificates(roots.clone())
     .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -101,6 +92,7 @@ fn rss_kib(pid: u32) -> u64 {
 async fn hostile_input_gets_clear_errors_and_the_server_keeps_serving() {
     let ns = TestNs::new("wh-fuzz").await;
     let (op, port) = operator_with_webhook(&ns, &[]).await;
+    let roots = registered_ca(&ns).await;
     let pid = op.pid();
     let valid = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
         "uid": "u-1", "kind": {"group": "agents.x-k8s.io", "version": "v1alpha1", "kind": "Sandbox"},
@@ -110,7 +102,7 @@ async fn hostile_input_gets_clear_errors_and_the_server_keeps_serving() {
             "spec": {"podTemplate": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}}});
     let valid_bytes = serde_json::to_vec(&valid).unwrap();
 
-    let status = raw_request(port, &post("/validate", &valid_bytes))
+    let status = raw_request(&roots, port, &post("/validate", &valid_bytes))
         .await
         .unwrap();
     assert!(status.contains("200"), "valid review: {status}");
@@ -121,7 +113,7 @@ async fn hostile_input_gets_clear_errors_and_the_server_keeps_serving() {
         ("10 MB body", post("/validate", &vec![b' '; 10 * 1024 * 1024]), "413"),
     ];
     for (what, req, expected) in cases {
-        let status = raw_request(port, &req)
+        let status = raw_request(&roots, port, &req)
             .await
             .unwrap_or_else(|e| format!("connection error: {e}"));
         println!("{what}: {status}");
@@ -163,7 +155,7 @@ async fn hostile_input_gets_clear_errors_and_the_server_keeps_serving() {
             }
         };
         let path = if i % 2 == 0 { "/mutate" } else { "/validate" };
-        if let Ok(status) = raw_request(port, &post(path, &body)).await
+        if let Ok(status) = raw_request(&roots, port, &post(path, &body)).await
             && status.starts_with("HTTP/1.1 ")
         {
             answered += 1;
@@ -175,7 +167,7 @@ async fn hostile_input_gets_clear_errors_and_the_server_keeps_serving() {
         start.elapsed()
     );
     assert_eq!(answered, 2000, "every request gets an HTTP answer");
-    let status = raw_request(port, &post("/validate", &valid_bytes))
+    let status = raw_request(&roots, port, &post("/validate", &valid_bytes))
         .await
         .unwrap();
     assert!(status.contains("200"), "still serving: {status}");
