@@ -20,15 +20,14 @@ pub enum ClaimShutdownPolicy {
     Retain,
 }
 
-/// When and how a claim ends.
-#[serde_with::skip_serializing_none]
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ClaimLifecycle {
-    /// When the claim expires (RFC 3339).
-    pub shutdown_time: Option<Time>,
-    /// What expiry does (default `Retain`).
-    pub shutdown_policy: Option<ClaimShutdownPolicy>,
+api_object! {
+    /// When and how a claim ends.
+    pub struct ClaimLifecycle {
+        /// When the claim expires (RFC 3339).
+        pub shutdown_time: Option<Time>,
+        /// What expiry does (default `Retain`).
+        pub shutdown_policy: Option<ClaimShutdownPolicy>,
+    }
 }
 
 agents_kind! {
@@ -40,7 +39,6 @@ agents_kind! {
         printcolumn(name = "LaunchType", type_ = "string", json_path = ".status.launchType"),
     )
     /// A request for one sandbox of a template.
-    #[serde(rename_all = "camelCase")]
     pub struct SandboxClaimSpec {
         /// The template the sandbox is made from.
         pub sandbox_template_ref: SandboxTemplateRef,
@@ -53,21 +51,20 @@ agents_kind! {
     }
 }
 
-/// The Sandbox a claim created.
-#[serde_with::skip_serializing_none]
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ClaimedSandboxStatus {
-    /// Name of the Sandbox (same as the claim).
-    pub name: Option<String>,
-    /// IPs of the sandbox's Pod.
-    #[serde(rename = "podIPs")]
-    pub pod_ips: Option<Vec<String>>,
-    /// Name of the sandbox's headless Service.
-    pub service: Option<String>,
-    /// `<service>.<namespace>.svc.<cluster domain>`.
-    #[serde(rename = "serviceFQDN")]
-    pub service_fqdn: Option<String>,
+api_object! {
+    /// The Sandbox a claim created.
+    pub struct ClaimedSandboxStatus {
+        /// Name of the Sandbox (same as the claim).
+        pub name: Option<String>,
+        /// IPs of the sandbox's Pod.
+        #[serde(rename = "podIPs")]
+        pub pod_ips: Option<Vec<String>>,
+        /// Name of the sandbox's headless Service.
+        pub service: Option<String>,
+        /// `<service>.<namespace>.svc.<cluster domain>`.
+        #[serde(rename = "serviceFQDN")]
+        pub service_fqdn: Option<String>,
+    }
 }
 
 /// How a claim got its Pod.
@@ -90,26 +87,25 @@ impl LaunchType {
     }
 }
 
-/// The observed state of a [`SandboxClaim`].
-#[serde_with::skip_serializing_none]
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SandboxClaimStatus {
-    /// KEP-1623 conditions; `Ready` mirrors the Sandbox.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub conditions: Vec<Condition>,
-    /// The Sandbox serving the claim.
-    pub sandbox: Option<ClaimedSandboxStatus>,
-    /// Name of the Pod serving the claim.
-    pub pod_name: Option<String>,
-    /// `warm` when a pool Pod was taken over, `cold` otherwise.
-    pub launch_type: Option<LaunchType>,
-    /// The warm pool that served the claim.
-    pub warm_pool: Option<String>,
-    /// When the claim first became Ready.
-    pub ready_time: Option<Time>,
-    /// Seconds from the API server admitting the claim (the webhook's
-    /// `agents.x-k8s.io/admitted-at` stamp, else the creation time) to the
-    /// operator writing Ready, measured by the operator.
-    pub time_to_ready_seconds: Option<f64>,
+api_object! {
+    /// The observed state of a [`SandboxClaim`].
+    pub struct SandboxClaimStatus {
+        /// KEP-1623 conditions; `Ready` mirrors the Sandbox.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pub conditions: Vec<Condition>,
+        /// The Sandbox serving the claim.
+        pub sandbox: Option<ClaimedSandboxStatus>,
+        /// Name of the Pod serving the claim.
+        pub pod_name: Option<String>,
+        /// `warm` when a pool Pod was taken over, `cold` otherwise.
+        pub launch_type: Option<LaunchType>,
+        /// The warm pool that served the claim.
+        pub warm_pool: Option<String>,
+        /// When the claim first became Ready.
+        pub ready_time: Option<Time>,
+        /// Seconds from the API server admitting the claim (the webhook's
+        /// `agents.x-k8s.io/admitted-at` stamp, else the creation time) to the
+        /// operator writing Ready, measured by the operator.
+        pub time_to_ready_seconds: Option<f64>,
+    }
 }

@@ -5,6 +5,11 @@
 //! module states only what is its own: group, kind, status, short name,
 //! description, its columns and its scale subresource.
 //!
+//! [`api_object!`] gives every struct of the API (the kinds' specs through
+//! `agents_kind!`, their parts and their statuses) the same derives,
+//! `camelCase` field names, and absent optional fields left out of the
+//! JSON, stated once.
+//!
 //! Guarantee: the generated CRDs are the same as when each kind spelled the
 //! attributes out (`make crds` is byte-identical, checked in CI).
 
@@ -17,12 +22,37 @@ macro_rules! agents_kind {
         $(#[$($attr:tt)*])*
         pub struct $name:ident $body:tt
     ) => {
-        // kube-derive takes one `printcolumn(...)` per column; clippy reads
-        // the repeated `type_` keys as duplicates.
-        #[allow(clippy::duplicated_attributes)]
+        api_object! {
+            @derive(kube::CustomResource)
+            // kube-derive takes one `printcolumn(...)` per column; clippy
+            // reads the repeated `type_` keys as duplicates.
+            #[allow(clippy::duplicated_attributes)]
+            #[kube(
+                version = "v1alpha1",
+                namespaced,
+                category = "agents",
+                derive = "PartialEq",
+                derive = "Default",
+                $($own)*
+                printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+            )]
+            $(#[$($attr)*])*
+            pub struct $name $body
+        }
+    };
+}
+
+/// Declares a struct of the API: `api_object! { <doc and attributes> pub
+/// struct Name { .. } }` (with `@derive(..)` first, more derives).
+macro_rules! api_object {
+    (
+        $(@derive($($derive:path),*))?
+        $(#[$($attr:tt)*])*
+        pub struct $name:ident $body:tt
+    ) => {
         #[serde_with::skip_serializing_none]
         #[derive(
-            kube::CustomResource,
+            $($($derive,)*)?
             serde::Serialize,
             serde::Deserialize,
             Clone,
@@ -31,15 +61,7 @@ macro_rules! agents_kind {
             PartialEq,
             schemars::JsonSchema
         )]
-        #[kube(
-            version = "v1alpha1",
-            namespaced,
-            category = "agents",
-            derive = "PartialEq",
-            derive = "Default",
-            $($own)*
-            printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
-        )]
+        #[serde(rename_all = "camelCase")]
         $(#[$($attr)*])*
         pub struct $name $body
     };

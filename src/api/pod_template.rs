@@ -9,37 +9,37 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaimSpec, PodSpec};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// Labels and annotations copied onto the Pod made from a template.
-#[serde_with::skip_serializing_none]
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-pub struct PodMetadata {
-    /// Labels added to the Pod.
-    pub labels: Option<BTreeMap<String, String>>,
-    /// Annotations added to the Pod.
-    pub annotations: Option<BTreeMap<String, String>>,
+api_object! {
+    /// Labels and annotations copied onto the Pod made from a template.
+    pub struct PodMetadata {
+        /// Labels added to the Pod.
+        pub labels: Option<BTreeMap<String, String>>,
+        /// Annotations added to the Pod.
+        pub annotations: Option<BTreeMap<String, String>>,
+    }
 }
 
-/// The Pod a sandbox runs: labels/annotations plus a full `PodSpec`.
-#[serde_with::skip_serializing_none]
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-pub struct PodTemplate {
-    /// Only labels and annotations are used.
-    pub metadata: Option<PodMetadata>,
-    /// The Pod's spec.
-    pub spec: PodSpec,
+api_object! {
+    /// The Pod a sandbox runs: labels/annotations plus a full `PodSpec`.
+    pub struct PodTemplate {
+        /// Only labels and annotations are used.
+        pub metadata: Option<PodMetadata>,
+        /// The Pod's spec.
+        pub spec: PodSpec,
+    }
 }
 
-/// Metadata of a PersistentVolumeClaim template.
-#[serde_with::skip_serializing_none]
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-pub struct EmbeddedObjectMetadata {
-    /// Name of the template; the claim is named `<name>-<sandbox>` and the
-    /// volume is mounted under this name.
-    pub name: Option<String>,
-    /// Labels added to the PersistentVolumeClaim.
-    pub labels: Option<BTreeMap<String, String>>,
-    /// Annotations added to the PersistentVolumeClaim.
-    pub annotations: Option<BTreeMap<String, String>>,
+api_object! {
+    /// Metadata of a PersistentVolumeClaim template.
+    pub struct EmbeddedObjectMetadata {
+        /// Name of the template; the claim is named `<name>-<sandbox>` and the
+        /// volume is mounted under this name.
+        pub name: Option<String>,
+        /// Labels added to the PersistentVolumeClaim.
+        pub labels: Option<BTreeMap<String, String>>,
+        /// Annotations added to the PersistentVolumeClaim.
+        pub annotations: Option<BTreeMap<String, String>>,
+    }
 }
 
 /// A PersistentVolumeClaim created for, and owned by, a Sandbox.

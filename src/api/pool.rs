@@ -3,8 +3,6 @@
 //! and the status the warm-pool controller writes (sizes, rates, conditions).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 
 use super::SandboxTemplateRef;
 
@@ -18,7 +16,6 @@ agents_kind! {
         scale(spec_replicas_path = ".spec.replicas", status_replicas_path = ".status.replicas", label_selector_path = ".status.selector"),
     )
     /// Keeps `replicas` idle, pre-started Pods of a template.
-    #[serde(rename_all = "camelCase")]
     pub struct SandboxWarmPoolSpec {
         /// Number of idle Pods to keep.
         #[schemars(range(min = 0))]
@@ -36,71 +33,68 @@ agents_kind! {
     }
 }
 
-/// Autoscaling of a warm pool from its measured claim traffic.
-///
-/// While set, `spec.replicas` is not used (the effective size is
-/// `status.desiredReplicas`); do not point an HPA at the same pool.
-#[serde_with::skip_serializing_none]
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PoolAutoscaling {
-    /// Fewest idle Pods to keep.
-    #[schemars(range(min = 0))]
-    pub min_replicas: i32,
-    /// Most idle Pods to keep (the operator's pool cap applies on top).
-    #[schemars(range(min = 0))]
-    pub max_replicas: i32,
-    /// Target hit ratio; default 0.99.
-    #[schemars(range(min = 0.01, max = 0.9999))]
-    pub target_hit_ratio: Option<f64>,
-    /// The pool shrinks only when the peak that sized it is older than this;
-    /// default 300.
-    #[schemars(range(min = 0, max = 3600))]
-    pub scale_down_delay_seconds: Option<i32>,
+api_object! {
+    /// Autoscaling of a warm pool from its measured claim traffic.
+    ///
+    /// While set, `spec.replicas` is not used (the effective size is
+    /// `status.desiredReplicas`); do not point an HPA at the same pool.
+    pub struct PoolAutoscaling {
+        /// Fewest idle Pods to keep.
+        #[schemars(range(min = 0))]
+        pub min_replicas: i32,
+        /// Most idle Pods to keep (the operator's pool cap applies on top).
+        #[schemars(range(min = 0))]
+        pub max_replicas: i32,
+        /// Target hit ratio; default 0.99.
+        #[schemars(range(min = 0.01, max = 0.9999))]
+        pub target_hit_ratio: Option<f64>,
+        /// The pool shrinks only when the peak that sized it is older than this;
+        /// default 300.
+        #[schemars(range(min = 0, max = 3600))]
+        pub scale_down_delay_seconds: Option<i32>,
+    }
 }
 
-/// The observed state of a [`SandboxWarmPool`].
-#[serde_with::skip_serializing_none]
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SandboxWarmPoolStatus {
-    /// Idle Pods that belong to the pool.
-    #[serde(default)]
-    pub replicas: i32,
-    /// Idle Pods that are Ready.
-    #[serde(default)]
-    pub ready_replicas: i32,
-    /// Label selector of the pool's Pods (scale subresource).
-    pub selector: Option<String>,
-    /// Hash of the template the pool's Pods are made from.
-    pub template_hash: Option<String>,
-    /// Idle Pods the pool keeps now: `spec.replicas` (capped), or the
-    /// autoscaled size.
-    pub desired_replicas: Option<i32>,
-    /// What the pool measured and recommends (flattened into the status).
-    #[serde(flatten)]
-    pub sizing: PoolSizing,
-    /// `Ready`, `Exhausted` and (with autoscaling) `Autoscaling` conditions.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub conditions: Vec<Condition>,
+api_object! {
+    /// The observed state of a [`SandboxWarmPool`].
+    pub struct SandboxWarmPoolStatus {
+        /// Idle Pods that belong to the pool.
+        #[serde(default)]
+        pub replicas: i32,
+        /// Idle Pods that are Ready.
+        #[serde(default)]
+        pub ready_replicas: i32,
+        /// Label selector of the pool's Pods (scale subresource).
+        pub selector: Option<String>,
+        /// Hash of the template the pool's Pods are made from.
+        pub template_hash: Option<String>,
+        /// Idle Pods the pool keeps now: `spec.replicas` (capped), or the
+        /// autoscaled size.
+        pub desired_replicas: Option<i32>,
+        /// What the pool measured and recommends (flattened into the status).
+        #[serde(flatten)]
+        pub sizing: PoolSizing,
+        /// `Ready`, `Exhausted` and (with autoscaling) `Autoscaling` conditions.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pub conditions: Vec<Condition>,
+    }
 }
 
-/// The sizing figures of a pool's status, written by the pool controller
-/// from its measurements (see `sandbox-operator pool advise`).
-#[serde_with::skip_serializing_none]
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PoolSizing {
-    /// Size for the target hit ratio at the peak claim rate (Erlang B), never
-    /// below the largest burst within one refill time.
-    pub recommended_replicas: Option<i32>,
-    /// Hit ratio predicted for the current size at the 5-minute claim rate.
-    pub predicted_hit_ratio: Option<f64>,
-    /// Warm share of the template's claims over the last 5 minutes.
-    pub observed_hit_ratio: Option<f64>,
-    /// Claims of the template per minute (5-minute window).
-    pub claim_rate_per_minute: Option<f64>,
-    /// Mean refill time (replacement created -> Ready) of the last 256
-    /// refills, in seconds.
-    pub refill_seconds: Option<f64>,
+api_object! {
+    /// The sizing figures of a pool's status, written by the pool controller
+    /// from its measurements (see `sandbox-operator pool advise`).
+    pub struct PoolSizing {
+        /// Size for the target hit ratio at the peak claim rate (Erlang B), never
+        /// below the largest burst within one refill time.
+        pub recommended_replicas: Option<i32>,
+        /// Hit ratio predicted for the current size at the 5-minute claim rate.
+        pub predicted_hit_ratio: Option<f64>,
+        /// Warm share of the template's claims over the last 5 minutes.
+        pub observed_hit_ratio: Option<f64>,
+        /// Claims of the template per minute (5-minute window).
+        pub claim_rate_per_minute: Option<f64>,
+        /// Mean refill time (replacement created -> Ready) of the last 256
+        /// refills, in seconds.
+        pub refill_seconds: Option<f64>,
+    }
 }

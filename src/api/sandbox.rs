@@ -29,7 +29,6 @@ agents_kind! {
         scale(spec_replicas_path = ".spec.replicas", status_replicas_path = ".status.replicas", label_selector_path = ".status.selector"),
     )
     /// The desired state of a [`Sandbox`].
-    #[serde(rename_all = "camelCase")]
     #[schemars(extend("x-kubernetes-validations" = [{
         "rule": "has(self.volumeClaimTemplates) == has(oldSelf.volumeClaimTemplates)",
         "message": "volumeClaimTemplates is immutable"
@@ -56,31 +55,30 @@ agents_kind! {
     }
 }
 
-/// The observed state of a [`Sandbox`].
-#[serde_with::skip_serializing_none]
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SandboxStatus {
-    /// KEP-1623 conditions; `Ready` is always present once reconciled.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub conditions: Vec<Condition>,
-    /// Name of the headless Service.
-    pub service: Option<String>,
-    /// `<service>.<namespace>.svc.<cluster domain>`.
-    #[serde(rename = "serviceFQDN")]
-    pub service_fqdn: Option<String>,
-    /// Number of Pods currently running for the sandbox (0 or 1).
-    #[serde(default)]
-    pub replicas: i32,
-    /// Label selector of the sandbox's Pod, for the scale subresource.
-    pub selector: Option<String>,
-    /// Name of the Pod serving the sandbox.
-    pub pod_name: Option<String>,
-    /// IP of that Pod.
-    #[serde(rename = "podIP")]
-    pub pod_ip: Option<String>,
-    /// Node the Pod runs on.
-    pub node_name: Option<String>,
+api_object! {
+    /// The observed state of a [`Sandbox`].
+    pub struct SandboxStatus {
+        /// KEP-1623 conditions; `Ready` is always present once reconciled.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pub conditions: Vec<Condition>,
+        /// Name of the headless Service.
+        pub service: Option<String>,
+        /// `<service>.<namespace>.svc.<cluster domain>`.
+        #[serde(rename = "serviceFQDN")]
+        pub service_fqdn: Option<String>,
+        /// Number of Pods currently running for the sandbox (0 or 1).
+        #[serde(default)]
+        pub replicas: i32,
+        /// Label selector of the sandbox's Pod, for the scale subresource.
+        pub selector: Option<String>,
+        /// Name of the Pod serving the sandbox.
+        pub pod_name: Option<String>,
+        /// IP of that Pod.
+        #[serde(rename = "podIP")]
+        pub pod_ip: Option<String>,
+        /// Node the Pod runs on.
+        pub node_name: Option<String>,
+    }
 }
 
 impl Sandbox {

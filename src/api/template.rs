@@ -11,15 +11,15 @@ use serde::{Deserialize, Serialize};
 use super::TEMPLATE_HASH_LABEL;
 use super::{PersistentVolumeClaimTemplate, PodTemplate};
 
-/// Ingress/egress rules for sandboxes made from a template. An empty list
-/// denies all traffic in that direction.
-#[serde_with::skip_serializing_none]
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-pub struct NetworkPolicySpec {
-    /// Allowed ingress; empty means deny all ingress.
-    pub ingress: Option<Vec<NetworkPolicyIngressRule>>,
-    /// Allowed egress; absent means egress is not restricted.
-    pub egress: Option<Vec<NetworkPolicyEgressRule>>,
+api_object! {
+    /// Ingress/egress rules for sandboxes made from a template. An empty list
+    /// denies all traffic in that direction.
+    pub struct NetworkPolicySpec {
+        /// Allowed ingress; empty means deny all ingress.
+        pub ingress: Option<Vec<NetworkPolicyIngressRule>>,
+        /// Allowed egress; absent means egress is not restricted.
+        pub egress: Option<Vec<NetworkPolicyEgressRule>>,
+    }
 }
 
 agents_kind! {
@@ -28,7 +28,6 @@ agents_kind! {
         doc = "A reusable sandbox blueprint referenced by claims and warm pools.",
     )
     /// The blueprint sandboxes and warm Pods are made from.
-    #[serde(rename_all = "camelCase")]
     pub struct SandboxTemplateSpec {
         /// The Pod sandboxes of this template run.
         pub pod_template: PodTemplate,
