@@ -40,6 +40,11 @@ state=${SANDBOX_CP_STATE:-/tmp/sandbox-operator-cp}
 state=${state%/}
 lockfile=$state.lock
 
+# shellcheck source=tests/controlplane/lib/setup.sh
+source "$here/lib/setup.sh"
+# shellcheck source=tests/controlplane/lib/components.sh
+source "$here/lib/components.sh"
+
 components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 node_name=kwok-node-0
 service_cidr=10.0.0.0/24
@@ -196,127 +201,6 @@ healthy() { [[ -f $state/ready ]] && all_alive && readyz_ok; }
 
 # ---------------------------------------------------------------- setup
 
-free_ports() { # free_ports N: N distinct free TCP ports on 127.0.0.1
-  python3 - "$1" <<'EOF'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-for s in socks:
-    s.close()
-EOF
-}
-
-gen_certs() {
-  local pki=$state/pki
-  mkdir -p "$pki"
-  # A leaf certificate's section: NAME and its extended key usage.
-  leaf() {
-    printf '[%s]\nbasicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature\n' "$1"
-    printf 'extendedKeyUsage = %s\nsubjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n' "$2"
-  }
-  {
-    cat <<'EOF'
-[req]
-distinguished_name = dn
-prompt = no
-[dn]
-CN = unused
-[ca]
-basicConstraints = critical, CA:TRUE
-keyUsage = critical, keyCertSign, cRLSign, digitalSignature
-subjectKeyIdentifier = hash
-EOF
-    leaf server serverAuth
-    echo 'subjectAltName = IP:127.0.0.1, DNS:localhost, IP:10.0.0.1, DNS:kubernetes, DNS:kubernetes.default, DNS:kubernetes.default.svc, DNS:kubernetes.default.svc.cluster.local'
-    leaf client clientAuth
-  } >"$pki/openssl.cnf"
-  key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$pki/$1.key" 2>/dev/null; }
-  ca() { # ca NAME COMMON-NAME
-    key "$1"
-    openssl req -config "$pki/openssl.cnf" -x509 -new -sha256 -key "$pki/$1.key" -days 3650 \
-      -subj "/CN=$2" -extensions ca -out "$pki/$1.crt" 2>/dev/null
-  }
-  cert() { # cert NAME SUBJECT EXTENSION-SECTION [CA-NAME]
-    local ca=${4:-ca}
-    key "$1"
-    openssl req -config "$pki/openssl.cnf" -new -key "$pki/$1.key" -subj "$2" -out "$pki/$1.csr" 2>/dev/null
-    openssl x509 -req -sha256 -in "$pki/$1.csr" -CA "$pki/$ca.crt" -CAkey "$pki/$ca.key" \
-      -set_serial "0x$(openssl rand -hex 16)" -days 365 \
-      -extfile "$pki/openssl.cnf" -extensions "$3" -out "$pki/$1.crt" 2>/dev/null
-    rm -f "$pki/$1.csr"
-  }
-  ca ca sandbox-operator-test-ca
-  # Front-proxy (request header) CA: without it kube-controller-manager and
-  # kube-scheduler keep logging "missing content for CA bundle".
-  ca front-proxy-ca sandbox-operator-test-front-proxy-ca
-  cert front-proxy-client "/CN=front-proxy-client" client front-proxy-ca
-  cert apiserver "/CN=kube-apiserver" server
-  cert admin "/O=system:masters/CN=sandbox-test-admin" client
-  cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" client
-  cert kube-controller-manager "/CN=system:kube-controller-manager" client
-  cert kube-scheduler "/CN=system:kube-scheduler" client
-  cert kwok "/O=system:masters/CN=kwok-controller" client
-  key sa
-  openssl pkey -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
-  chmod 600 "$pki"/*.key
-}
-
-write_kubeconfig() { # write_kubeconfig FILE CERT-NAME
-  local b64='base64 -w0'
-  cat >"$1" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: sandbox-test
-  cluster:
-    server: https://127.0.0.1:$(port APISERVER_PORT)
-    certificate-authority-data: $($b64 <"$state/pki/ca.crt")
-users:
-- name: $2
-  user:
-    client-certificate-data: $($b64 <"$state/pki/$2.crt")
-    client-key-data: $($b64 <"$state/pki/$2.key")
-contexts:
-- name: sandbox-test
-  context:
-    cluster: sandbox-test
-    user: $2
-current-context: sandbox-test
-EOF
-  chmod 600 "$1"
-}
-
-pod_start_delay_ms() {
-  local d=${SANDBOX_CP_POD_START_DELAY_MS:-0}
-  [[ $d =~ ^[0-9]+$ ]] || die "SANDBOX_CP_POD_START_DELAY_MS must be a whole number of milliseconds, got '$d'"
-  echo $((10#$d))
-}
-
-write_stages() { # write_stages DELAY_MS
-  sed -e "s/{{ \$defaultDelayMs := \"[0-9]*\" }}/{{ \$defaultDelayMs := \"$1\" }}/" \
-    "$here/kwok-stages.yaml" >"$state/kwok-stages.yaml"
-  grep -q "\$defaultDelayMs := \"$1\"" "$state/kwok-stages.yaml" ||
-    die "could not set the default start delay in $state/kwok-stages.yaml"
-  echo "$1" >"$state/pod-start-delay-ms"
-}
-
-start_kwok() {
-  mkdir -p "$state/kwok-home"
-  # HOME points at an empty dir so that no ~/.kwok/kwok.yaml of the user is loaded.
-  # No --server-address / --node-port: kwok serves nothing, it only calls the API server.
-  HOME=$state/kwok-home start_proc kwok \
-    --kubeconfig="$state/kwok.kubeconfig" \
-    --config="$state/kwok-stages.yaml" \
-    --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
-    --node-ip=127.0.0.1 \
-    --cidr="$pod_cidr" \
-    --node-lease-duration-seconds=40
-}
-
 # wait_for DESCRIPTION TIMEOUT_S COMMAND...: polls COMMAND every 0.2 s; while waiting,
 # fails at once if one of our started components died.
 wait_for() {
@@ -353,56 +237,6 @@ sys.exit(0 if ready and not tainted else 1)'
 
 default_sa_ok() {
   [[ $(api /api/v1/namespaces/default/serviceaccounts/default -o /dev/null -w '%{http_code}') == 200 ]]
-}
-
-create_node() {
-  local code
-  code=$(api /api/v1/nodes -o "$state/logs/create-node.json" -w '%{http_code}' \
-    -X POST -H 'Content-Type: application/json' --data-binary @- <<EOF
-{
-  "apiVersion": "v1",
-  "kind": "Node",
-  "metadata": {
-    "name": "$node_name",
-    "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
-    "labels": {
-      "type": "kwok",
-      "kubernetes.io/hostname": "$node_name",
-      "kubernetes.io/os": "linux",
-      "kubernetes.io/arch": "amd64"
-    }
-  },
-  "spec": {"podCIDR": "$pod_cidr", "podCIDRs": ["$pod_cidr"]},
-  "status": {
-    "capacity": {"cpu": "1000", "memory": "4Ti", "pods": "10000"},
-    "allocatable": {"cpu": "1000", "memory": "4Ti", "pods": "10000"}
-  }
-}
-EOF
-  )
-  [[ $code == 201 || $code == 409 ]] || { cat "$state/logs/create-node.json" >&2; die "creating Node $node_name: HTTP $code"; }
-}
-
-# The default StorageClass; kwok provisions and binds its claims (see kwok-stages.yaml).
-create_storage_class() {
-  local code
-  code=$(api /apis/storage.k8s.io/v1/storageclasses -o "$state/logs/create-storageclass.json" -w '%{http_code}' \
-    -X POST -H 'Content-Type: application/json' --data-binary @- <<'EOF'
-{
-  "apiVersion": "storage.k8s.io/v1",
-  "kind": "StorageClass",
-  "metadata": {
-    "name": "kwok-volume",
-    "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}
-  },
-  "provisioner": "kwok.x-k8s.io/volume",
-  "reclaimPolicy": "Delete",
-  "volumeBindingMode": "Immediate",
-  "allowVolumeExpansion": true
-}
-EOF
-  )
-  [[ $code == 201 || $code == 409 ]] || { cat "$state/logs/create-storageclass.json" >&2; die "creating StorageClass kwok-volume: HTTP $code"; }
 }
 
 # EXIT trap of `up` while starting: a start-up that did not finish stops what it started.
@@ -506,87 +340,6 @@ EOF
   trap - EXIT INT TERM
   log "control plane up in $((SECONDS - t0))s; kubeconfig: $(kubeconfig_path)"
   kubeconfig_path
-}
-
-start_etcd() {
-  local etcd_url=http://127.0.0.1:$(port ETCD_CLIENT_PORT) peer_url=http://127.0.0.1:$(port ETCD_PEER_PORT)
-  start_proc etcd \
-    --name=sandbox-test \
-    --data-dir="$state/data/etcd" \
-    --listen-client-urls="$etcd_url" --advertise-client-urls="$etcd_url" \
-    --listen-peer-urls="$peer_url" --initial-advertise-peer-urls="$peer_url" \
-    --initial-cluster="sandbox-test=$peer_url" \
-    --unsafe-no-fsync \
-    --log-level=warn
-}
-
-start_apiserver() {
-  local pki=$state/pki etcd_url=http://127.0.0.1:$(port ETCD_CLIENT_PORT)
-  start_proc kube-apiserver \
-    --bind-address=127.0.0.1 \
-    --advertise-address=127.0.0.1 \
-    --endpoint-reconciler-type=none \
-    --secure-port="$(port APISERVER_PORT)" \
-    --etcd-servers="$etcd_url" \
-    --cert-dir="$pki/apiserver-generated" \
-    --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
-    --client-ca-file="$pki/ca.crt" \
-    --requestheader-client-ca-file="$pki/front-proxy-ca.crt" \
-    --requestheader-allowed-names=front-proxy-client \
-    --requestheader-username-headers=X-Remote-User \
-    --requestheader-group-headers=X-Remote-Group \
-    --requestheader-extra-headers-prefix=X-Remote-Extra- \
-    --proxy-client-cert-file="$pki/front-proxy-client.crt" \
-    --proxy-client-key-file="$pki/front-proxy-client.key" \
-    --kubelet-client-certificate="$pki/apiserver-kubelet-client.crt" \
-    --kubelet-client-key="$pki/apiserver-kubelet-client.key" \
-    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
-    --service-account-key-file="$pki/sa.pub" \
-    --service-account-signing-key-file="$pki/sa.key" \
-    --authorization-mode=Node,RBAC \
-    --service-cluster-ip-range="$service_cidr" \
-    --allow-privileged=true \
-    --profiling=false
-}
-
-# The client rate limit of each controller (one client per controller's
-# ServiceAccount) is raised from the default 20 QPS: at 20 the garbage
-# collector deletes about 3 claims' worth of dependents per second (two
-# requests per Sandbox, Pod, Service and NetworkPolicy), so a 5 claims/s soak
-# piled up orphaned Sandboxes and Pods until the pool could not refill.
-start_controller_manager() {
-  local pki=$state/pki ctrls
-  ctrls=$(IFS=,; echo "${controllers[*]}")
-  start_proc kube-controller-manager \
-    --kubeconfig="$state/kube-controller-manager.kubeconfig" \
-    --authentication-kubeconfig="$state/kube-controller-manager.kubeconfig" \
-    --authorization-kubeconfig="$state/kube-controller-manager.kubeconfig" \
-    --bind-address=127.0.0.1 \
-    --secure-port="$(port CONTROLLER_MANAGER_PORT)" \
-    --cert-dir="$pki/kube-controller-manager-generated" \
-    --controllers="$ctrls" \
-    --use-service-account-credentials=true \
-    --service-account-private-key-file="$pki/sa.key" \
-    --root-ca-file="$pki/ca.crt" \
-    --service-cluster-ip-range="$service_cidr" \
-    --cluster-name=sandbox-test \
-    --leader-elect=false \
-    --kube-api-qps=100 \
-    --kube-api-burst=200 \
-    --profiling=false
-}
-
-start_scheduler() {
-  local pki=$state/pki
-  start_proc kube-scheduler \
-    --kubeconfig="$state/kube-scheduler.kubeconfig" \
-    --authentication-kubeconfig="$state/kube-scheduler.kubeconfig" \
-    --authorization-kubeconfig="$state/kube-scheduler.kubeconfig" \
-    --bind-address=127.0.0.1 \
-    --secure-port="$(port SCHEDULER_PORT)" \
-    --cert-dir="$pki/kube-scheduler-generated" \
-    --leader-elect=false \
-    --profiling=false
 }
 
 # component_arg NAME: NAME if it is one of ours, else a usage error.
