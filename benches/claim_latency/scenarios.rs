@@ -9,7 +9,6 @@
 //!    size claims at once on a full pool), floor block, **overflow-burst**
 //!    (3 x pool size), floor block, throughput bursts again.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::apiserver;

@@ -6,8 +6,6 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaimSpec, PodSpec};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 
 api_object! {
     /// Labels and annotations copied onto the Pod made from a template.
@@ -42,12 +40,13 @@ api_object! {
     }
 }
 
-/// A PersistentVolumeClaim created for, and owned by, a Sandbox.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-pub struct PersistentVolumeClaimTemplate {
-    /// The claim's metadata; `name` is required in practice.
-    #[serde(default)]
-    pub metadata: EmbeddedObjectMetadata,
-    /// The claim's spec.
-    pub spec: PersistentVolumeClaimSpec,
+api_object! {
+    /// A PersistentVolumeClaim created for, and owned by, a Sandbox.
+    pub struct PersistentVolumeClaimTemplate {
+        /// The claim's metadata; `name` is required in practice.
+        #[serde(default)]
+        pub metadata: EmbeddedObjectMetadata,
+        /// The claim's spec.
+        pub spec: PersistentVolumeClaimSpec,
+    }
 }

@@ -55,7 +55,12 @@ pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
 pub const CLAIM_EXPIRED: &str = "ClaimExpired";
 
 // The pool's `Ready` condition (warm-pool controller), besides
-// `NAME_CONFLICT` for its NetworkPolicy.
+// `TEMPLATE_NOT_FOUND`, `POLICY_VIOLATION` (its template's) and
+// `NAME_CONFLICT` (its NetworkPolicy's name).
 
+/// Every idle Pod the pool keeps is Ready.
+pub const POOL_FULL: &str = "PoolFull";
+/// Idle Pods are being made or are starting.
+pub const FILLING: &str = "Filling";
 /// The pool's NetworkPolicy could not be written; no Pod is created.
 pub const NETWORK_POLICY_FAILED: &str = "NetworkPolicyFailed";

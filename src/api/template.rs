@@ -4,8 +4,6 @@
 //! whether a warm Pod is current.
 
 use k8s_openapi::api::networking::v1::{NetworkPolicyEgressRule, NetworkPolicyIngressRule};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 
 #[cfg(doc)]
 use super::TEMPLATE_HASH_LABEL;
@@ -40,16 +38,18 @@ agents_kind! {
     }
 }
 
-/// Status of a [`SandboxTemplate`] (none today; kept for the subresource).
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-pub struct SandboxTemplateStatus {}
+api_object! {
+    /// Status of a [`SandboxTemplate`] (none today; kept for the subresource).
+    pub struct SandboxTemplateStatus {}
+}
 
-/// A reference to a [`SandboxTemplate`] in the same namespace.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-pub struct SandboxTemplateRef {
-    /// Name of the SandboxTemplate.
-    #[schemars(length(min = 1))]
-    pub name: String,
+api_object! {
+    /// A reference to a [`SandboxTemplate`] in the same namespace.
+    pub struct SandboxTemplateRef {
+        /// Name of the SandboxTemplate.
+        #[schemars(length(min = 1))]
+        pub name: String,
+    }
 }
 
 /// Hash of the part of a template that shapes its Pods (64 bits, hex). Warm

@@ -17,15 +17,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
 use serde::Serialize;
 
-use crate::api::{READY, SandboxClaim, find_condition};
+use crate::api::{READY, SandboxClaim, find_condition, reason};
 
 /// `Ready=False` reasons after which a claim will not become Ready by itself.
 pub const TERMINAL_REASONS: [&str; 5] = [
-    "TemplateNotFound",
-    "ClaimExpired",
-    "SandboxRejected",
-    "Forbidden",
-    "NameConflict",
+    reason::TEMPLATE_NOT_FOUND,
+    reason::CLAIM_EXPIRED,
+    reason::SANDBOX_REJECTED,
+    reason::FORBIDDEN,
+    reason::NAME_CONFLICT,
 ];
 
 /// How to reach a claimed sandbox (absent fields are `None`).

@@ -12,7 +12,7 @@ use kube::runtime::events::EventType;
 
 use super::super::Context;
 use crate::admission::Policy;
-use crate::api::{SandboxTemplate, SandboxWarmPool};
+use crate::api::{SandboxTemplate, SandboxWarmPool, reason};
 
 /// What blocks a pool's creates: the condition reason and the message.
 pub type Blocker = (&'static str, String);
@@ -27,7 +27,7 @@ pub(super) fn admit(policy: &Policy, template: &SandboxTemplate) -> Result<PodSp
         .map(|admitted| admitted.spec)
         .map_err(|denials| {
             (
-                "PolicyViolation",
+                reason::POLICY_VIOLATION,
                 format!(
                     "template {} violates the admission policy, no Pod is created: {}",
                     template.name_any(),

@@ -19,7 +19,7 @@ use super::members::{GroupKey, PoolCounts};
 use super::plan::{IdlePod, Tally};
 use super::size::pool_cap;
 use super::status::{self, SizingFields, pool_status};
-use crate::api::{SandboxTemplate, SandboxWarmPool};
+use crate::api::{SandboxTemplate, SandboxWarmPool, reason};
 
 /// What a reconcile observed of the pool's members.
 pub(super) struct Members {
@@ -121,7 +121,7 @@ pub(super) async fn template_of(
         0,
         None,
         Some((
-            "TemplateNotFound",
+            reason::TEMPLATE_NOT_FOUND,
             format!("SandboxTemplate {template_name} does not exist"),
         )),
         &fields,

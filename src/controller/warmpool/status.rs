@@ -4,6 +4,7 @@
 use kube::{Resource, ResourceExt};
 
 use super::super::Context;
+use crate::api::reason;
 use crate::api::{
     ConditionUpdate, EXHAUSTED, POOL_LABEL, PoolSizing, SandboxWarmPool, SandboxWarmPoolStatus,
     set_condition,
@@ -60,12 +61,14 @@ pub fn pool_status(
     let desired = sizing.desired_replicas;
     let update = match problem {
         Some((reason, message)) => ConditionUpdate::ready(false, reason, message),
-        None if ready >= desired => {
-            ConditionUpdate::ready(true, "PoolFull", format!("{ready} idle Pods are Ready"))
-        }
+        None if ready >= desired => ConditionUpdate::ready(
+            true,
+            reason::POOL_FULL,
+            format!("{ready} idle Pods are Ready"),
+        ),
         None => ConditionUpdate::ready(
             false,
-            "Filling",
+            reason::FILLING,
             format!("{ready} of {desired} idle Pods are Ready"),
         ),
     };
