@@ -20,7 +20,7 @@ use tracing::warn;
 
 use super::desired::pool_choice;
 use super::serve::{earlier_pod, repoint};
-use super::steal::{candidates, reserve_first, take_over};
+use super::steal::{StealOutcome, candidates, reserve_first, steal, stolen_for, take_over, usable};
 use crate::api::{POD_NAME_ANNOTATION, Sandbox, SandboxClaim};
 use crate::controller::ownership::held_by_claim;
 use crate::controller::{Context, Result, is_terminating, kube_err};
@@ -61,10 +61,15 @@ fn held(pod: &Pod, claim_uid: &str, sandbox: &Sandbox) -> bool {
 /// The named Pod is read again from the API server first, and then tried
 /// first: the cache that called for the repair may be behind a steal of it
 /// (this process's retry, or another process serving the same claim) or
-/// its adoption by the Sandbox. Finding it the claim's, stealing it, or
-/// finding on the steal's re-read that it was stolen for this claim keeps
-/// the Sandbox as it is; only a Pod that went to someone else (or has no
-/// controller at all) moves the Sandbox.
+/// its adoption by the Sandbox. Finding it the claim's keeps the Sandbox as
+/// it is. Finding it still its pool's, the repair steals that fresh copy
+/// itself, whatever this process's cache and reservations say: a steal of
+/// it for this claim may be in flight from another process (a split
+/// brain), and moving the Sandbox away from it now would let that steal
+/// land on a Pod the Sandbox no longer names, after which that process
+/// writes the claim Ready on it. Racing it instead settles it: whichever
+/// steal wins, the Pod is the claim's. Only a Pod that went to someone
+/// else (or has no controller at all) moves the Sandbox.
 pub(super) async fn repair(
     ctx: &Arc<Context>,
     claim: &SandboxClaim,
@@ -74,6 +79,8 @@ pub(super) async fn repair(
 ) -> Result<()> {
     let template_name = &claim.spec.sandbox_template_ref.name;
     let named = sandbox.annotations().get(POD_NAME_ANNOTATION);
+    let template = ctx.template_or_get(namespace, template_name).await?;
+    let choice = pool_choice(claim);
     // The cache that called for the repair may be behind: another process
     // serving this claim may have stolen the named Pod, or its Sandbox
     // adopted it, and neither write changes the Sandbox's version that the
@@ -84,7 +91,15 @@ pub(super) async fn repair(
             .get_opt(named)
             .await
             .map_err(kube_err(format!("get pod {named}")))?;
-        if fresh.is_none_or(|pod| is_terminating(&pod) || held(&pod, claim_uid, sandbox)) {
+        let Some(fresh) =
+            fresh.filter(|pod| !is_terminating(pod) && !held(pod, claim_uid, sandbox))
+        else {
+            return Ok(());
+        };
+        let idle = template
+            .as_ref()
+            .is_some_and(|t| usable(ctx, claim, namespace, t, &choice, &fresh));
+        if idle && steal_named(ctx, claim, &fresh, sandbox).await? {
             return Ok(());
         }
     }
@@ -92,13 +107,9 @@ pub(super) async fn repair(
         Some(pod) if Some(&pod) == named => return Ok(()),
         earlier => earlier,
     };
-    let serving = match (
-        earlier,
-        ctx.template_or_get(namespace, template_name).await?,
-    ) {
+    let serving = match (earlier, template) {
         (Some(pod), _) => Some(pod),
         (None, Some(template)) => {
-            let choice = pool_choice(claim);
             let mut found = candidates(ctx, claim, namespace, &template, &choice);
             if let Some(at) = found.iter().position(|p| Some(&p.name_any()) == named) {
                 let named = found.remove(at);
@@ -126,4 +137,29 @@ pub(super) async fn repair(
     }
     warn!(pod = ?serving, "the Sandbox named a Pod this claim never got; pointing it at the Pod now serving");
     repoint(ctx, sandbox, serving.as_deref()).await.map(|_| ())
+}
+
+/// Steals `fresh`, the named Pod as just read and still its pool's, for
+/// the claim. True when the claim now holds it: this steal won, or lost to
+/// one that took it for this same claim (its re-read says so).
+async fn steal_named(
+    ctx: &Context,
+    claim: &SandboxClaim,
+    fresh: &Pod,
+    sandbox: &Sandbox,
+) -> Result<bool> {
+    let claim_uid = claim.uid().unwrap_or_default();
+    let holds = match steal(ctx, fresh, claim).await? {
+        StealOutcome::Won(pod) => Some(pod.name_any()),
+        StealOutcome::Lost(Some(again))
+            if stolen_for(&again, &claim_uid, sandbox.uid().as_deref()) =>
+        {
+            Some(again.name_any())
+        }
+        StealOutcome::Lost(_) => None,
+    };
+    if let Some(pod) = &holds {
+        ctx.reservations.record_steal(&claim_uid, pod);
+    }
+    Ok(holds.is_some())
 }

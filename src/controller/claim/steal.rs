@@ -44,7 +44,9 @@ use crate::api::{
     TEMPLATE_LABEL,
 };
 use crate::controller::pod_patch::{Conditioned, patch_if_unchanged};
-use crate::controller::takeover::{Criteria, pod_key, select_candidates, steal_patch};
+use crate::controller::takeover::{
+    Criteria, is_candidate, pod_key, select_candidates, steal_patch,
+};
 use crate::controller::{
     Context, Error, Result, controller_ref, controller_uid, is_terminating, pod_is_ready,
 };
@@ -142,22 +144,24 @@ fn pool_uids(ctx: &Context, namespace: &str) -> HashMap<String, String> {
         .collect()
 }
 
-/// The usable idle Pods for a claim, best first (nothing is written).
-pub fn candidates(
+/// Calls `decide` with what makes an idle Pod usable for `claim`: its
+/// template's current hash (worked out once per template version) and the
+/// namespace's live pools.
+fn with_criteria<T>(
     ctx: &Context,
     claim: &SandboxClaim,
     namespace: &str,
     template: &SandboxTemplate,
     choice: &PoolChoice,
-) -> Vec<Arc<Pod>> {
-    // The template's hash, worked out once per template version.
+    decide: impl FnOnce(&Criteria<'_>) -> T,
+) -> T {
     let hash = ctx
         .template_facts
         .facts(template, ctx.config.policy.current())
         .hash;
     let claim_uid = claim.uid().unwrap_or_default();
     let pool_uids = pool_uids(ctx, namespace);
-    let criteria = Criteria {
+    decide(&Criteria {
         namespace,
         template: &claim.spec.sandbox_template_ref.name,
         template_hash: &hash,
@@ -167,23 +171,60 @@ pub fn candidates(
         },
         pool_uids: &pool_uids,
         spread_key: &claim_uid,
-    };
+    })
+}
+
+/// Whether `pod` (a fresh read, say) is an idle Pod `claim` may steal,
+/// reserved in this process or not.
+pub fn usable(
+    ctx: &Context,
+    claim: &SandboxClaim,
+    namespace: &str,
+    template: &SandboxTemplate,
+    choice: &PoolChoice,
+    pod: &Pod,
+) -> bool {
+    with_criteria(ctx, claim, namespace, template, choice, |criteria| {
+        is_candidate(pod, criteria)
+    })
+}
+
+/// The usable idle Pods for a claim, best first (nothing is written).
+pub fn candidates(
+    ctx: &Context,
+    claim: &SandboxClaim,
+    namespace: &str,
+    template: &SandboxTemplate,
+    choice: &PoolChoice,
+) -> Vec<Arc<Pod>> {
+    with_criteria(ctx, claim, namespace, template, choice, |criteria| {
+        near_first(ctx, claim, namespace, criteria)
+    })
+}
+
+/// The usable Pods near the claim on the index's ring (O(limit), not
+/// O(pool)); the whole pool only when too few of those are usable.
+fn near_first(
+    ctx: &Context,
+    claim: &SandboxClaim,
+    namespace: &str,
+    criteria: &Criteria<'_>,
+) -> Vec<Arc<Pod>> {
+    let (hash, claim_uid) = (criteria.template_hash, criteria.spread_key);
     let template = &claim.spec.sandbox_template_ref.name;
     let select = |refs: Vec<kube::runtime::reflector::ObjectRef<Pod>>| {
         let pods: Vec<Arc<Pod>> = refs.iter().filter_map(|r| ctx.caches.pods.get(r)).collect();
-        select_candidates(&pods, &criteria, &ctx.reservations)
+        select_candidates(&pods, criteria, &ctx.reservations)
     };
-    // The Pods near the claim on the index's ring first (O(limit), not
-    // O(pool)); the whole pool only when too few of those are usable.
     let (near, total) =
         ctx.caches
             .index
-            .idle_near(namespace, template, &hash, &claim_uid, NEAR_CANDIDATES);
+            .idle_near(namespace, template, hash, claim_uid, NEAR_CANDIDATES);
     let found = select(near);
     if found.len() >= MAX_STEAL_ATTEMPTS || total <= NEAR_CANDIDATES {
         return found;
     }
-    select(ctx.caches.index.idle(namespace, template, &hash))
+    select(ctx.caches.index.idle(namespace, template, hash))
 }
 
 /// Idle Pods read around a claim's point on the index's ring before the
