@@ -2,9 +2,11 @@
 //!
 //! Candidate selection is a pure function over the Pod cache
 //! ([`select_candidates`]). Two reconciles of this process never pick the same
-//! Pod because each pick is recorded in [`Reservations`] before the write;
-//! two processes may pick the same Pod, and then the API server's
-//! resourceVersion precondition in [`steal_patch`] lets exactly one win.
+//! candidate because each pick is recorded in [`Reservations`] before the
+//! write (a claim's repair steals the Pod its Sandbox names whatever the
+//! reservations say: see `claim::repair`); two processes may pick the same
+//! Pod, and then the API server's resourceVersion precondition in
+//! [`steal_patch`] lets exactly one win, whoever picked it.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};

@@ -51,22 +51,36 @@ async fn a_claim_whose_named_pod_lost_its_controller_is_served_by_another() {
     assert_ne!(pod, orphan, "served by a Pod the Sandbox can adopt");
 }
 
-/// Two processes serve one claim (a split brain). A's round one creates the
-/// Sandbox naming Pod P while A's steal of P is still in flight; B, whose
-/// cache shows that Sandbox and P still idle, repairs the claim while P is
-/// reserved in B's own memory (by another claim B is serving). Before, B's
-/// repair moved the Sandbox to another Pod; A's steal of P then landed and
-/// A wrote the claim Ready on P while the Sandbox named the other Pod (and
-/// a Sandbox reconcile from the older copy could adopt P as well: two Pods,
-/// `MultiplePods`, a claim stuck not Ready). Now B's repair races A's steal
-/// for P with one of its own, from the copy it just read: whichever wins,
-/// P is the claim's, and the Sandbox stays on it.
-#[tokio::test]
-async fn a_repair_racing_the_other_process_s_steal_of_the_named_pod_keeps_the_sandbox_on_it() {
+/// A split brain on one claim, staged: operators `a` and `b` (controllers
+/// not running) on a pool of 2, and claim `c`. A's round one has created
+/// the Sandbox naming Pod `pod` while A's steal of it is held at `gate`;
+/// B's cache shows that Sandbox and the Pod still idle, and the Pod is
+/// reserved in B's own memory (by another claim B is serving).
+struct StealInFlight {
+    fake: sandbox_fakeapi::FakeApiServer,
+    a: Operator,
+    b: Operator,
+    pod: String,
+    claim_uid: serde_json::Value,
+    gate: Arc<Notify>,
+    serving: tokio::task::JoinHandle<
+        sandbox_operator::controller::Result<kube::runtime::controller::Action>,
+    >,
+    _kubelet: tokio::task::JoinHandle<()>,
+}
+
+fn named_pod(fake: &sandbox_fakeapi::FakeApiServer) -> Option<String> {
+    fake.get(&sandbox_path("c")).expect("the Sandbox")["metadata"]["annotations"]
+        [POD_NAME_ANNOTATION]
+        .as_str()
+        .map(str::to_owned)
+}
+
+async fn a_steal_in_flight() -> StealInFlight {
     let fake = fake_with_pool(2);
-    let _kubelet = kubelet(&fake, Duration::from_millis(2));
-    let mut a = Operator::start(&fake, "a").await;
-    let mut b = Operator::start(&fake, "b").await;
+    let kubelet = kubelet(&fake, Duration::from_millis(2));
+    let a = Operator::start(&fake, "a").await;
+    let b = Operator::start(&fake, "b").await;
     warmpool::reconcile(pool(&fake), a.ctx.clone())
         .await
         .expect("pool reconcile");
@@ -95,45 +109,95 @@ async fn a_repair_racing_the_other_process_s_steal_of_the_named_pod_keeps_the_sa
         fake.get(&sandbox_path("c")).is_some()
     })
     .await;
-    let named = |fake: &sandbox_fakeapi::FakeApiServer| {
-        fake.get(&sandbox_path("c")).expect("the Sandbox")["metadata"]["annotations"]
-            [POD_NAME_ANNOTATION]
-            .as_str()
-            .map(str::to_owned)
-    };
-    let pod = named(&fake).expect("a warm Sandbox");
+    let pod = named_pod(&fake).expect("a warm Sandbox");
     let b_sandboxes = b.ctx.caches.sandboxes.clone();
     wait_until("B's cache shows the Sandbox", || {
         b_sandboxes.get(&ObjectRef::new("c").within(NS)).is_some()
     })
     .await;
     assert!(b.ctx.reservations.try_reserve(&format!("{NS}/{pod}")));
-    claim::reconcile(claim(&fake, "c"), b.ctx.clone())
-        .await
-        .expect("B's reconcile repairs");
-    gate.notify_one();
-    serving
-        .await
-        .expect("A's reconcile ran")
-        .expect("A's reconcile");
-
-    assert_eq!(
-        named(&fake).as_deref(),
-        Some(pod.as_str()),
-        "the Sandbox stays on P"
-    );
-    let taken = fake.get(&pod_path(&pod)).expect("P exists");
-    assert_eq!(taken["metadata"]["labels"][CLAIM_UID_LABEL], claim_uid);
-    let status = fake.get(&claim_path("c")).expect("the claim")["status"].clone();
-    if !status.is_null() {
-        assert_eq!(status["podName"], pod.as_str(), "any status names P");
-    }
-    a.run();
-    b.run();
-    wait_until("the claim is Ready", || check_invariants(&fake).len() == 1).await;
-    assert_eq!(
-        check_invariants(&fake)["c"].1,
+    StealInFlight {
+        fake,
+        a,
+        b,
         pod,
-        "served by P throughout"
+        claim_uid,
+        gate,
+        serving,
+        _kubelet: kubelet,
+    }
+}
+
+impl StealInFlight {
+    /// B reconciles the claim (a repair), then A's steal goes on; the
+    /// Sandbox must stay on the Pod, and the claim end Ready on it.
+    async fn repair_then_release(mut self) {
+        let fake = self.fake.clone();
+        claim::reconcile(claim(&fake, "c"), self.b.ctx.clone())
+            .await
+            .expect("B's reconcile repairs");
+        self.gate.notify_one();
+        (&mut self.serving)
+            .await
+            .expect("A's reconcile ran")
+            .expect("A's reconcile");
+        let pod = self.pod.clone();
+        assert_eq!(
+            named_pod(&fake).as_deref(),
+            Some(pod.as_str()),
+            "the Sandbox stays on the Pod"
+        );
+        let taken = fake.get(&pod_path(&pod)).expect("the Pod exists");
+        assert_eq!(taken["metadata"]["labels"][CLAIM_UID_LABEL], self.claim_uid);
+        let status = fake.get(&claim_path("c")).expect("the claim")["status"].clone();
+        if !status.is_null() {
+            assert_eq!(status["podName"], pod.as_str(), "any status names the Pod");
+        }
+        self.a.run();
+        self.b.run();
+        wait_until("the claim is Ready", || check_invariants(&fake).len() == 1).await;
+        assert_eq!(
+            check_invariants(&fake)["c"].1,
+            pod,
+            "served by that Pod throughout"
+        );
+    }
+}
+
+/// Two processes serve one claim (a split brain), staged as in
+/// [`a_steal_in_flight`]. Before, B's repair moved the Sandbox to another
+/// Pod; A's steal then landed and A wrote the claim Ready on a Pod the
+/// Sandbox no longer named (and a Sandbox reconcile from the older copy
+/// could adopt it as well: two Pods, `MultiplePods`, a claim stuck not
+/// Ready). Now B's repair races A's steal with one of its own, from the
+/// copy it just read: whichever wins, the Pod is the claim's, and the
+/// Sandbox stays on it.
+#[tokio::test]
+async fn a_repair_racing_the_other_process_s_steal_of_the_named_pod_keeps_the_sandbox_on_it() {
+    a_steal_in_flight().await.repair_then_release().await;
+}
+
+/// The same, with the Pod's status written between B's read of it and B's
+/// steal: B's steal loses to a write that left it the same idle Pod, and
+/// tries once more from the copy it re-reads (A's steal would, and would
+/// win after a repoint).
+#[tokio::test]
+async fn a_repair_whose_steal_loses_to_a_status_update_tries_the_named_pod_again() {
+    let stage = a_steal_in_flight().await;
+    let (fake, path) = (stage.fake.clone(), pod_path(&stage.pod));
+    let probe = path.clone();
+    stage.fake.hook(
+        Moment::BetweenReadAndWrite,
+        1,
+        move |r| r.method == "GET" && r.path == probe,
+        move |_| {
+            let (fake, path) = (fake.clone(), path.clone());
+            async move {
+                let mut status = fake.get(&path).expect("the Pod")["status"].clone();
+                status["message"] = "probed".into();
+                fake.set_status(&path, status);
+            }
+        },
     );
+    stage.repair_then_release().await;
 }

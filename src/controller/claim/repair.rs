@@ -20,9 +20,12 @@ use tracing::warn;
 
 use super::desired::pool_choice;
 use super::serve::{earlier_pod, repoint};
-use super::steal::{StealOutcome, candidates, reserve_first, steal, stolen_for, take_over, usable};
+use super::steal::{
+    StealOutcome, candidates, reserve_first, steal, still_idle, stolen_for, take_over, usable,
+};
 use crate::api::{POD_NAME_ANNOTATION, Sandbox, SandboxClaim};
 use crate::controller::ownership::held_by_claim;
+use crate::controller::takeover::pod_key;
 use crate::controller::{Context, Result, is_terminating, kube_err};
 
 /// Whether a claim's warm Sandbox names a Pod the claim never got: the Pod
@@ -141,7 +144,10 @@ pub(super) async fn repair(
 
 /// Steals `fresh`, the named Pod as just read and still its pool's, for
 /// the claim. True when the claim now holds it: this steal won, or lost to
-/// one that took it for this same claim (its re-read says so).
+/// one that took it for this same claim (its re-read says so). A loss to a
+/// write that left it the same idle Pod (its status, say) is tried once
+/// more with the copy re-read, as [`super::steal::take_over`] does: the
+/// other process's steal would retry the same way, and win after a repoint.
 async fn steal_named(
     ctx: &Context,
     claim: &SandboxClaim,
@@ -149,17 +155,28 @@ async fn steal_named(
     sandbox: &Sandbox,
 ) -> Result<bool> {
     let claim_uid = claim.uid().unwrap_or_default();
-    let holds = match steal(ctx, fresh, claim).await? {
-        StealOutcome::Won(pod) => Some(pod.name_any()),
-        StealOutcome::Lost(Some(again))
-            if stolen_for(&again, &claim_uid, sandbox.uid().as_deref()) =>
-        {
-            Some(again.name_any())
+    let mut copy = fresh.clone();
+    let mut retried = false;
+    let holds = loop {
+        match steal(ctx, &copy, claim).await? {
+            StealOutcome::Won(pod) => break Some(pod.name_any()),
+            StealOutcome::Lost(Some(again))
+                if stolen_for(&again, &claim_uid, sandbox.uid().as_deref()) =>
+            {
+                break Some(again.name_any());
+            }
+            StealOutcome::Lost(Some(again)) if !retried && still_idle(&copy, &again) => {
+                retried = true;
+                copy = *again;
+            }
+            StealOutcome::Lost(_) => break None,
         }
-        StealOutcome::Lost(_) => None,
     };
     if let Some(pod) = &holds {
         ctx.reservations.record_steal(&claim_uid, pod);
+        // Reserved like any Pod this process took, so that a cache still
+        // showing it idle does not offer it to another claim here.
+        ctx.reservations.try_reserve(&pod_key(fresh));
     }
     Ok(holds.is_some())
 }
