@@ -25,7 +25,7 @@ use super::memo::WriteMemo;
 use super::triggers::{
     pod_trigger, sandbox_trigger, self_trigger, service_trigger, template_trigger,
 };
-use super::{takeover, warmpool};
+use super::warmpool;
 use crate::api::{ORIGIN_POOL_LABEL, Sandbox, SandboxClaim, SandboxTemplate, SandboxWarmPool};
 use crate::metrics::Metrics;
 
@@ -131,7 +131,7 @@ pub struct Context {
     /// Consecutive reconcile failures per object (exponential backoff).
     pub backoff: super::retry::Backoff,
     /// Pods chosen by in-flight steals of this process.
-    pub reservations: takeover::Reservations,
+    pub reservations: super::reservations::Reservations,
     /// Pod creates/deletes issued by pools but not yet seen in the cache.
     pub expectations: warmpool::Expectations,
     /// What this process last wrote, so a reconcile woken by another event

@@ -14,7 +14,7 @@
 //!    replacement at once.
 //!
 //! All state lives in the API server (labels, annotations, ownerReferences);
-//! the in-memory parts ([`takeover::Reservations`], [`warmpool::Expectations`])
+//! the in-memory parts ([`reservations::Reservations`], [`warmpool::Expectations`])
 //! only prevent wasted writes and are safe to lose on restart.
 
 pub mod admit;
@@ -32,6 +32,7 @@ pub mod ownership;
 pub mod pod_patch;
 pub mod pod_state;
 pub mod repoint;
+pub mod reservations;
 pub mod retry;
 pub mod run;
 pub mod sandbox;

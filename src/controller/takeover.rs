@@ -10,14 +10,14 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
 use serde_json::json;
 
+use super::reservations::Reservations;
 use super::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, is_terminating, pod_is_ready};
 use crate::api::{
     CLAIM_LABEL, CLAIM_UID_LABEL, ORIGIN_POOL_LABEL, POOL_LABEL, SANDBOX_LABEL,
@@ -158,117 +158,6 @@ pub fn label_path(key: &str) -> String {
     )
 }
 
-/// Pods this process has chosen for a steal, so two concurrent reconciles
-/// never pick the same one, plus which claim each successful steal served
-/// (lets a retried reconcile find its Pod before the cache shows it).
-#[derive(Default)]
-pub struct Reservations {
-    inner: Mutex<ReservationState>,
-}
-
-#[derive(Default)]
-struct ReservationState {
-    /// Pod key -> when it was reserved.
-    pods: HashMap<String, Instant>,
-    /// Claim uid -> stolen Pod name.
-    claims: HashMap<String, (String, Instant)>,
-}
-
-/// How long a reservation outlives its steal: long enough for the cache to
-/// show the Pod's new labels.
-const RESERVATION_TTL: Duration = Duration::from_secs(60);
-
-impl Reservations {
-    /// Reserves a Pod; false when another reconcile holds it.
-    pub fn try_reserve(&self, key: &str) -> bool {
-        let mut state = self.inner.lock().expect("reservation lock");
-        let now = Instant::now();
-        state
-            .pods
-            .retain(|_, at| now.duration_since(*at) < RESERVATION_TTL);
-        state
-            .claims
-            .retain(|_, (_, at)| now.duration_since(*at) < RESERVATION_TTL);
-        if state.pods.contains_key(key) {
-            return false;
-        }
-        state.pods.insert(key.to_string(), now);
-        true
-    }
-
-    /// Releases a reservation whose steal failed.
-    pub fn release(&self, key: &str) {
-        self.inner
-            .lock()
-            .expect("reservation lock")
-            .pods
-            .remove(key);
-    }
-
-    /// Whether a Pod is reserved.
-    pub fn is_reserved(&self, key: &str) -> bool {
-        let state = self.inner.lock().expect("reservation lock");
-        state
-            .pods
-            .get(key)
-            .is_some_and(|at| at.elapsed() < RESERVATION_TTL)
-    }
-
-    /// Records that `pod_name` now serves the claim `claim_uid`.
-    pub fn record_steal(&self, claim_uid: &str, pod_name: &str) {
-        self.inner.lock().expect("reservation lock").claims.insert(
-            claim_uid.to_string(),
-            (pod_name.to_string(), Instant::now()),
-        );
-    }
-
-    /// Forgets that `pod_name` serves `claim_uid` (it was given back).
-    pub fn forget_steal(&self, claim_uid: &str, pod_name: &str) {
-        let mut state = self.inner.lock().expect("reservation lock");
-        if state
-            .claims
-            .get(claim_uid)
-            .is_some_and(|(name, _)| name == pod_name)
-        {
-            state.claims.remove(claim_uid);
-        }
-    }
-
-    /// The Pod this process stole for a claim, if it remembers one.
-    pub fn stolen_for(&self, claim_uid: &str) -> Option<String> {
-        let state = self.inner.lock().expect("reservation lock");
-        state.claims.get(claim_uid).map(|(name, _)| name.clone())
-    }
-
-    /// Drops what no longer protects anything: entries past the TTL, Pod
-    /// reservations whose Pod (`namespace/name`) `pod_exists` denies, and
-    /// steal records whose Pod name `pod_name_exists` denies. Every reserved
-    /// or stolen Pod was in the Pod cache when it was chosen, so a Pod the
-    /// cache no longer has was deleted. Returns how many entries went.
-    pub fn retain_existing(
-        &self,
-        now: Instant,
-        pod_exists: impl Fn(&str) -> bool,
-        pod_name_exists: impl Fn(&str) -> bool,
-    ) -> usize {
-        let mut state = self.inner.lock().expect("reservation lock");
-        let before = state.pods.len() + state.claims.len();
-        state.pods.retain(|key, at| {
-            now.saturating_duration_since(*at) < RESERVATION_TTL && pod_exists(key)
-        });
-        state.claims.retain(|_, (pod, at)| {
-            now.saturating_duration_since(*at) < RESERVATION_TTL && pod_name_exists(pod)
-        });
-        before - state.pods.len() - state.claims.len()
-    }
-
-    /// (Pod reservations, steal records) held.
-    pub fn sizes(&self) -> (usize, usize) {
-        let state = self.inner.lock().expect("reservation lock");
-        (state.pods.len(), state.claims.len())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,44 +212,6 @@ mod tests {
             pool_uids,
             spread_key: key,
         }
-    }
-
-    #[test]
-    fn a_given_back_pod_is_forgotten_only_for_its_claim() {
-        let r = Reservations::default();
-        r.record_steal("claim-a", "p1");
-        r.forget_steal("claim-a", "p2");
-        assert_eq!(
-            r.stolen_for("claim-a").as_deref(),
-            Some("p1"),
-            "another Pod"
-        );
-        r.forget_steal("claim-b", "p1");
-        assert_eq!(
-            r.stolen_for("claim-a").as_deref(),
-            Some("p1"),
-            "another claim"
-        );
-        r.forget_steal("claim-a", "p1");
-        assert_eq!(r.stolen_for("claim-a"), None);
-    }
-
-    #[test]
-    fn reservations_of_deleted_pods_and_expired_ones_are_dropped() {
-        let r = Reservations::default();
-        assert!(r.try_reserve("ns/live"));
-        assert!(r.try_reserve("ns/deleted"));
-        r.record_steal("claim-a", "live");
-        r.record_steal("claim-b", "deleted");
-        let now = Instant::now();
-        let dropped = r.retain_existing(now, |k| k == "ns/live", |n| n == "live");
-        assert_eq!(dropped, 2);
-        assert_eq!(r.sizes(), (1, 1));
-        assert_eq!(r.stolen_for("claim-a").as_deref(), Some("live"));
-        assert!(r.is_reserved("ns/live"));
-        let later = now + RESERVATION_TTL;
-        assert_eq!(r.retain_existing(later, |_| true, |_| true), 2);
-        assert_eq!(r.sizes(), (0, 0));
     }
 
     #[test]

@@ -3,14 +3,33 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use sandbox_fakeapi::Moment;
-use sandbox_operator::api::{CLAIM_UID_LABEL, POD_NAME_ANNOTATION};
+use sandbox_operator::api::{
+    CLAIM_LABEL, CLAIM_UID_LABEL, ORIGIN_POOL_LABEL, POD_NAME_ANNOTATION, POOL_LABEL, SANDBOX_LABEL,
+};
 use sandbox_operator::controller::{claim, warmpool};
 use serde_json::json;
 use tokio::sync::Notify;
 
 use crate::harness::*;
+
+/// Stores the Sandbox of claim `c` (`claim` as [`create_claim`] returned
+/// it) naming `pod`, as a round one interrupted before its steal leaves it.
+fn warm_sandbox(fake: &sandbox_fakeapi::FakeApiServer, claim: &serde_json::Value, pod: &str) {
+    fake.insert(
+        &sandbox_path("c"),
+        json!({
+            "apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox",
+            "metadata": {"namespace": NS, "annotations": {POD_NAME_ANNOTATION: pod},
+                "ownerReferences": [{"apiVersion": "extensions.agents.x-k8s.io/v1alpha1",
+                    "kind": "SandboxClaim", "name": "c",
+                    "uid": claim["metadata"]["uid"], "controller": true}]},
+            "spec": {"podTemplate": {"spec": {"containers": [{"name": "main", "image": "busybox"}]}}},
+        }),
+    );
+}
 
 /// The claim's Sandbox names a pool Pod the claim never stole (a crash
 /// between the Sandbox create and the steal), and that Pod then lost its
@@ -28,17 +47,7 @@ async fn a_claim_whose_named_pod_lost_its_controller_is_served_by_another() {
     operator.sees_idle(2).await;
     let claim = create_claim(&fake, "c");
     let orphan = idle_ready_pods(&fake).pop().expect("an idle Pod");
-    fake.insert(
-        &sandbox_path("c"),
-        json!({
-            "apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox",
-            "metadata": {"namespace": NS, "annotations": {POD_NAME_ANNOTATION: orphan},
-                "ownerReferences": [{"apiVersion": "extensions.agents.x-k8s.io/v1alpha1",
-                    "kind": "SandboxClaim", "name": "c",
-                    "uid": claim["metadata"]["uid"], "controller": true}]},
-            "spec": {"podTemplate": {"spec": {"containers": [{"name": "main", "image": "busybox"}]}}},
-        }),
-    );
+    warm_sandbox(&fake, &claim, &orphan);
     fake.merge(
         &pod_path(&orphan),
         &json!({"metadata": {"ownerReferences": null}}),
@@ -200,4 +209,71 @@ async fn a_repair_whose_steal_loses_to_a_status_update_tries_the_named_pod_again
         },
     );
     stage.repair_then_release().await;
+}
+
+/// Writes what a steal writes: `pod` leaves the pool for `claim` (an object
+/// as [`create_claim`] returned it).
+fn stolen(fake: &sandbox_fakeapi::FakeApiServer, pod: &str, claim: &serde_json::Value) {
+    let name = claim["metadata"]["name"].as_str().expect("a claim name");
+    fake.merge(
+        &pod_path(pod),
+        &json!({"metadata": {
+            "labels": {POOL_LABEL: null, ORIGIN_POOL_LABEL: POOL, CLAIM_LABEL: name,
+                CLAIM_UID_LABEL: claim["metadata"]["uid"], SANDBOX_LABEL: name},
+            "ownerReferences": [{"apiVersion": "extensions.agents.x-k8s.io/v1alpha1",
+                "kind": "SandboxClaim", "name": name, "uid": claim["metadata"]["uid"],
+                "controller": true}]}}),
+    )
+    .expect("the Pod exists");
+}
+
+/// A claim whose Sandbox names a Pod another claim got, while this
+/// process's cache still shows a Pod it stole for the claim and then gave
+/// back (deleted; the cache has not caught up). The repair must not point
+/// the Sandbox at the Pod being deleted (the claim would go cold when it
+/// goes) but take an idle one. Before, the cache's copy counted as the
+/// claim's earlier steal.
+#[tokio::test]
+async fn a_repair_does_not_reuse_a_pod_this_process_gave_back() {
+    let fake = fake_with_pool(3);
+    let _kubelet = kubelet(&fake, Duration::from_millis(2));
+    let operator = Operator::start(&fake, "a").await;
+    warmpool::reconcile(pool(&fake), operator.ctx.clone())
+        .await
+        .expect("pool reconcile");
+    operator.sees_idle(3).await;
+    let (mine, other) = (create_claim(&fake, "c"), create_claim(&fake, "x"));
+    let mut idle = idle_ready_pods(&fake);
+    let (named, given_back) = (idle.pop().unwrap(), idle.pop().unwrap());
+    stolen(&fake, &named, &other);
+    stolen(&fake, &given_back, &mine);
+    warm_sandbox(&fake, &mine, &named);
+    let ctx = operator.ctx.clone();
+    wait_until("the cache shows both steals and the Sandbox", || {
+        let claimed = |pod: &str| {
+            ctx.caches
+                .pods
+                .get(&ObjectRef::new(pod).within(NS))
+                .is_some_and(|p| p.labels().contains_key(CLAIM_UID_LABEL))
+        };
+        claimed(&named)
+            && claimed(&given_back)
+            && ctx
+                .caches
+                .sandboxes
+                .get(&ObjectRef::new("c").within(NS))
+                .is_some()
+    })
+    .await;
+    operator
+        .ctx
+        .reservations
+        .record_given_back(&format!("{NS}/{given_back}"));
+    claim::reconcile(claim(&fake, "c"), operator.ctx.clone())
+        .await
+        .expect("the claim's reconcile repairs");
+    let now_named = named_pod(&fake);
+    assert!(now_named.is_some(), "still warm");
+    assert_ne!(now_named, Some(given_back), "not the Pod given back");
+    assert_ne!(now_named, Some(named), "not the other claim's Pod");
 }

@@ -348,7 +348,8 @@ async fn round_two(
 }
 
 /// A Pod this claim already stole: in memory, else in the cache (claim-uid
-/// label AND the claim as controller, which only a steal writes).
+/// label AND the claim as controller, which only a steal writes), but not
+/// one this process gave back (deleted) and the cache still shows.
 pub(super) fn earlier_pod(ctx: &Context, claim_uid: &str) -> Option<String> {
     ctx.reservations.stolen_for(claim_uid).or_else(|| {
         ctx.caches
@@ -356,6 +357,7 @@ pub(super) fn earlier_pod(ctx: &Context, claim_uid: &str) -> Option<String> {
             .labelled_for_claim(claim_uid)
             .iter()
             .filter_map(|r| ctx.caches.pods.get(r))
+            .filter(|p| !ctx.reservations.was_given_back(&pod_key(p)))
             .find(|p| stolen_for(p, claim_uid, None))
             .map(|p| p.name_any())
     })
@@ -411,7 +413,10 @@ pub(super) async fn delete_pod(ctx: &Context, claim_uid: &str, pod: &Pod) -> Res
         ..Default::default()
     };
     match api.delete(&pod.name_any(), &params).await {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            ctx.reservations.record_given_back(&pod_key(pod));
+            Ok(())
+        }
         Err(e) if is_not_found(&e) || is_conflict(&e) => Ok(()),
         Err(e) => Err(kube_err("delete surplus pod")(e)),
     }
