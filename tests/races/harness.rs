@@ -282,6 +282,23 @@ pub async fn full_pool_with(
     (fake, operator, kubelet)
 }
 
+/// A fake with a pool of `replicas` filled by one real pool reconcile of
+/// operator `a`, whose controllers are not running (the test drives the
+/// reconciles), `a`'s cache showing every idle Pod; and the kubelet stub's
+/// handle (dropping it stops the kubelet).
+pub async fn filled_by_hand(
+    replicas: i32,
+) -> (FakeApiServer, Operator, tokio::task::JoinHandle<()>) {
+    let fake = fake_with_pool(replicas);
+    let kubelet = kubelet(&fake, Duration::from_millis(2));
+    let operator = Operator::start(&fake, "a").await;
+    sandbox_operator::controller::warmpool::reconcile(pool(&fake), operator.ctx.clone())
+        .await
+        .expect("pool reconcile");
+    operator.sees_idle(replicas as usize).await;
+    (fake, operator, kubelet)
+}
+
 /// [`full_pool_with`] with the default configuration.
 pub async fn full_pool(replicas: i32) -> (FakeApiServer, Operator, tokio::task::JoinHandle<()>) {
     full_pool_with(replicas, |_| {}).await

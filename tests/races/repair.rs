@@ -1,7 +1,6 @@
 //! Repairs of a claim whose Sandbox names a Pod the claim never got.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
@@ -9,7 +8,7 @@ use sandbox_fakeapi::Moment;
 use sandbox_operator::api::{
     CLAIM_LABEL, CLAIM_UID_LABEL, ORIGIN_POOL_LABEL, POD_NAME_ANNOTATION, POOL_LABEL, SANDBOX_LABEL,
 };
-use sandbox_operator::controller::{claim, warmpool};
+use sandbox_operator::controller::claim;
 use serde_json::json;
 use tokio::sync::Notify;
 
@@ -38,13 +37,7 @@ fn warm_sandbox(fake: &sandbox_fakeapi::FakeApiServer, claim: &serde_json::Value
 /// before, nothing repaired it and it stayed not Ready for good.
 #[tokio::test]
 async fn a_claim_whose_named_pod_lost_its_controller_is_served_by_another() {
-    let fake = fake_with_pool(2);
-    let _kubelet = kubelet(&fake, Duration::from_millis(2));
-    let mut operator = Operator::start(&fake, "a").await;
-    warmpool::reconcile(pool(&fake), operator.ctx.clone())
-        .await
-        .expect("pool reconcile");
-    operator.sees_idle(2).await;
+    let (fake, mut operator, _kubelet) = filled_by_hand(2).await;
     let claim = create_claim(&fake, "c");
     let orphan = idle_ready_pods(&fake).pop().expect("an idle Pod");
     warm_sandbox(&fake, &claim, &orphan);
@@ -86,14 +79,8 @@ fn named_pod(fake: &sandbox_fakeapi::FakeApiServer) -> Option<String> {
 }
 
 async fn a_steal_in_flight() -> StealInFlight {
-    let fake = fake_with_pool(2);
-    let kubelet = kubelet(&fake, Duration::from_millis(2));
-    let a = Operator::start(&fake, "a").await;
+    let (fake, a, kubelet) = filled_by_hand(2).await;
     let b = Operator::start(&fake, "b").await;
-    warmpool::reconcile(pool(&fake), a.ctx.clone())
-        .await
-        .expect("pool reconcile");
-    a.sees_idle(2).await;
     b.sees_idle(2).await;
     let claim_uid = create_claim(&fake, "c")["metadata"]["uid"].clone();
 
@@ -235,13 +222,7 @@ fn stolen(fake: &sandbox_fakeapi::FakeApiServer, pod: &str, claim: &serde_json::
 /// claim's earlier steal.
 #[tokio::test]
 async fn a_repair_does_not_reuse_a_pod_this_process_gave_back() {
-    let fake = fake_with_pool(3);
-    let _kubelet = kubelet(&fake, Duration::from_millis(2));
-    let operator = Operator::start(&fake, "a").await;
-    warmpool::reconcile(pool(&fake), operator.ctx.clone())
-        .await
-        .expect("pool reconcile");
-    operator.sees_idle(3).await;
+    let (fake, operator, _kubelet) = filled_by_hand(3).await;
     let (mine, other) = (create_claim(&fake, "c"), create_claim(&fake, "x"));
     let mut idle = idle_ready_pods(&fake);
     let (named, given_back) = (idle.pop().unwrap(), idle.pop().unwrap());

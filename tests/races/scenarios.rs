@@ -275,13 +275,7 @@ async fn a_steal_from_a_stale_copy_never_takes_a_pod_being_deleted() {
 
 #[tokio::test]
 async fn a_sandbox_adopts_only_the_pod_its_claim_stole_and_only_the_version_it_read() {
-    let fake = fake_with_pool(2);
-    let _kubelet = kubelet(&fake, Duration::from_millis(2));
-    let operator = Operator::start(&fake, "a").await;
-    warmpool::reconcile(pool(&fake), operator.ctx.clone())
-        .await
-        .expect("pool reconcile");
-    operator.sees_idle(2).await;
+    let (fake, operator, _kubelet) = filled_by_hand(2).await;
     create_claim(&fake, "c");
     claim::reconcile(claim(&fake, "c"), operator.ctx.clone())
         .await
