@@ -130,7 +130,8 @@ pub struct Context {
     pub health: Arc<crate::admin::Health>,
     /// Consecutive reconcile failures per object (exponential backoff).
     pub backoff: super::retry::Backoff,
-    /// Pods chosen by in-flight steals of this process.
+    /// What this process remembers of the Pods it takes: chosen for a
+    /// steal, won for a claim, given back.
     pub reservations: super::reservations::Reservations,
     /// Pod creates/deletes issued by pools but not yet seen in the cache.
     pub expectations: warmpool::Expectations,

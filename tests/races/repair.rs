@@ -258,3 +258,40 @@ async fn a_repair_does_not_reuse_a_pod_this_process_gave_back() {
     assert_ne!(now_named, Some(given_back), "not the Pod given back");
     assert_ne!(now_named, Some(named), "not the other claim's Pod");
 }
+
+/// A Pod stolen for a claim whose Sandbox is Ready on another (a give-back
+/// in round one that did not land, say) is given back by the claim's next
+/// reconcile (deleted), and this process records it as given back, so that
+/// a repair or a retried serve does not take it for the claim's Pod while
+/// the cache still shows it stolen for the claim.
+#[tokio::test]
+async fn a_surplus_pod_given_back_is_remembered_as_given_back() {
+    let (fake, operator, _kubelet) = one_warm_claim(2).await;
+    let mine = fake.get(&claim_path("c")).expect("the claim");
+    wait_until("the pool refilled", || idle_ready_pods(&fake).len() == 2).await;
+    let surplus = idle_ready_pods(&fake).pop().expect("an idle Pod");
+    stolen(&fake, &surplus, &mine);
+    let ctx = operator.ctx.clone();
+    wait_until(
+        "the cache shows the surplus Pod stolen for the claim",
+        || {
+            ctx.caches
+                .pods
+                .get(&ObjectRef::new(&surplus).within(NS))
+                .is_some_and(|p| p.labels().contains_key(CLAIM_UID_LABEL))
+        },
+    )
+    .await;
+    // The claim is not woken by a Pod it does not name (its Sandbox is):
+    // its next reconcile, here by hand, gives the Pod back.
+    claim::reconcile(claim(&fake, "c"), operator.ctx.clone())
+        .await
+        .expect("the claim's reconcile");
+    let deleted = fake.get(&pod_path(&surplus)).is_none();
+    let recorded = ctx.reservations.was_given_back(&format!("{NS}/{surplus}"));
+    assert_eq!(
+        (deleted, recorded),
+        (true, true),
+        "the surplus Pod is deleted and recorded as given back"
+    );
+}
