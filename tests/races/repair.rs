@@ -271,14 +271,17 @@ async fn a_surplus_pod_given_back_is_remembered_as_given_back() {
     wait_until("the pool refilled", || idle_ready_pods(&fake).len() == 2).await;
     let surplus = idle_ready_pods(&fake).pop().expect("an idle Pod");
     stolen(&fake, &surplus, &mine);
-    let ctx = operator.ctx.clone();
+    let (ctx, key) = (operator.ctx.clone(), format!("{NS}/{surplus}"));
+    // (Or its periodic resync gave it back already.)
     wait_until(
         "the cache shows the surplus Pod stolen for the claim",
         || {
-            ctx.caches
-                .pods
-                .get(&ObjectRef::new(&surplus).within(NS))
-                .is_some_and(|p| p.labels().contains_key(CLAIM_UID_LABEL))
+            ctx.reservations.was_given_back(&key)
+                || ctx
+                    .caches
+                    .pods
+                    .get(&ObjectRef::new(&surplus).within(NS))
+                    .is_some_and(|p| p.labels().contains_key(CLAIM_UID_LABEL))
         },
     )
     .await;
@@ -288,7 +291,7 @@ async fn a_surplus_pod_given_back_is_remembered_as_given_back() {
         .await
         .expect("the claim's reconcile");
     let deleted = fake.get(&pod_path(&surplus)).is_none();
-    let recorded = ctx.reservations.was_given_back(&format!("{NS}/{surplus}"));
+    let recorded = ctx.reservations.was_given_back(&key);
     assert_eq!(
         (deleted, recorded),
         (true, true),

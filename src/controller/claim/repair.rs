@@ -20,9 +20,7 @@ use tracing::warn;
 
 use super::desired::pool_choice;
 use super::serve::{earlier_pod, repoint};
-use super::steal::{
-    StealOutcome, candidates, reserve_first, steal, still_idle, stolen_for, take_over, usable,
-};
+use super::steal::{candidates, reserve_first, take_over, usable};
 use crate::api::{POD_NAME_ANNOTATION, Sandbox, SandboxClaim};
 use crate::controller::ownership::held_by_claim;
 use crate::controller::takeover::pod_key;
@@ -143,40 +141,30 @@ pub(super) async fn repair(
 }
 
 /// Steals `fresh`, the named Pod as just read and still its pool's, for
-/// the claim. True when the claim now holds it: this steal won, or lost to
-/// one that took it for this same claim (its re-read says so). A loss to a
-/// write that left it the same idle Pod (its status, say) is tried once
-/// more with the copy re-read, as [`super::steal::take_over`] does: the
-/// other process's steal would retry the same way, and win after a repoint.
+/// the claim, through [`take_over`] with no other candidate: true when the
+/// claim now holds it (this steal won, or lost to one that took it for this
+/// same claim, or won on its one retry after a loss to a write that left it
+/// the same idle Pod, which the other process's steal would retry too).
+/// Reserved first where this process has not reserved it for another
+/// claim, so that a won Pod stays reserved like any other; a lost one is
+/// released, whoever reserved it (it went elsewhere, or stayed idle through
+/// two tries, and either way no claim here is owed it).
 async fn steal_named(
     ctx: &Context,
     claim: &SandboxClaim,
     fresh: &Pod,
     sandbox: &Sandbox,
 ) -> Result<bool> {
-    let claim_uid = claim.uid().unwrap_or_default();
-    let mut copy = fresh.clone();
-    let mut retried = false;
-    let holds = loop {
-        match steal(ctx, &copy, claim).await? {
-            StealOutcome::Won(pod) => break Some(pod.name_any()),
-            StealOutcome::Lost(Some(again))
-                if stolen_for(&again, &claim_uid, sandbox.uid().as_deref()) =>
-            {
-                break Some(again.name_any());
-            }
-            StealOutcome::Lost(Some(again)) if !retried && still_idle(&copy, &again) => {
-                retried = true;
-                copy = *again;
-            }
-            StealOutcome::Lost(_) => break None,
-        }
-    };
-    if let Some(pod) = &holds {
-        ctx.reservations.record_steal(&claim_uid, pod);
-        // Reserved like any Pod this process took, so that a cache still
-        // showing it idle does not offer it to another claim here.
-        ctx.reservations.try_reserve(&pod_key(fresh));
-    }
-    Ok(holds.is_some())
+    ctx.reservations.try_reserve(&pod_key(fresh));
+    let named = fresh.name_any();
+    let taken = take_over(
+        ctx,
+        claim,
+        Arc::new(fresh.clone()),
+        Vec::new(),
+        sandbox.uid().as_deref(),
+        Some(&named),
+    )
+    .await?;
+    Ok(taken.is_some())
 }

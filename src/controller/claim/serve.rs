@@ -413,20 +413,16 @@ pub(super) async fn delete_pod(ctx: &Context, claim_uid: &str, pod: &Pod) -> Res
         ..Default::default()
     };
     match api.delete(&pod.name_any(), &params).await {
-        // Deleted now, or already gone: either way not the claim's Pod any
-        // more, whatever the cache shows. A conflict means it was written
-        // since (its Sandbox may have adopted it): still possibly the
-        // claim's.
-        Ok(_) => {
-            ctx.reservations.record_given_back(&pod_key(pod));
-            Ok(())
-        }
-        Err(e) if is_not_found(&e) => {
-            ctx.reservations.record_given_back(&pod_key(pod));
-            Ok(())
-        }
+        // Written since (its Sandbox may have adopted it): still possibly
+        // the claim's.
         Err(e) if is_conflict(&e) => Ok(()),
-        Err(e) => Err(kube_err("delete surplus pod")(e)),
+        Err(e) if !is_not_found(&e) => Err(kube_err("delete surplus pod")(e)),
+        // Deleted now, or already gone: not the claim's Pod any more,
+        // whatever the cache shows.
+        _ => {
+            ctx.reservations.record_given_back(&pod_key(pod));
+            Ok(())
+        }
     }
 }
 
