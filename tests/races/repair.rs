@@ -298,3 +298,70 @@ async fn a_surplus_pod_given_back_is_remembered_as_given_back() {
         "the surplus Pod is deleted and recorded as given back"
     );
 }
+
+/// The claim's give-back of a surplus Pod finds it written since its
+/// cache's copy (a status update between the read and the delete): the
+/// delete is refused with a conflict and the Pod kept. No event of that
+/// Pod wakes the claim (its Sandbox names another Pod), so the claim looks
+/// again within a second by itself and gives the Pod back then. Before,
+/// the Pod stayed out of its pool until the periodic resync (30 s here).
+#[tokio::test]
+async fn a_surplus_pod_whose_give_back_conflicts_is_given_back_soon_after() {
+    let (fake, operator, _kubelet) = one_warm_claim(2).await;
+    let mine = fake.get(&claim_path("c")).expect("the claim");
+    wait_until("the pool refilled", || idle_ready_pods(&fake).len() == 2).await;
+    let surplus = idle_ready_pods(&fake).pop().expect("an idle Pod");
+    let path = pod_path(&surplus);
+    let (writer, target) = (fake.clone(), path.clone());
+    let probe = path.clone();
+    fake.hook(
+        Moment::OnArrival,
+        1,
+        move |r| r.method == "DELETE" && r.path == probe,
+        move |_| {
+            let (fake, path) = (writer.clone(), target.clone());
+            async move {
+                let mut status = fake.get(&path).expect("the Pod")["status"].clone();
+                status["message"] = "written before the give-back".into();
+                fake.set_status(&path, status);
+            }
+        },
+    );
+    stolen(&fake, &surplus, &mine);
+    let ctx = operator.ctx.clone();
+    wait_until(
+        "the cache shows the surplus Pod stolen for the claim",
+        || {
+            ctx.caches
+                .pods
+                .get(&ObjectRef::new(&surplus).within(NS))
+                .is_some_and(|p| p.labels().contains_key(CLAIM_UID_LABEL))
+        },
+    )
+    .await;
+    // Wake the claim through its controller, as any change of it would.
+    fake.merge(
+        &claim_path("c"),
+        &json!({"metadata": {"annotations": {"touched": "yes"}}}),
+    )
+    .expect("the claim exists");
+    wait_until("the surplus Pod is given back", || {
+        fake.get(&path).is_none()
+    })
+    .await;
+    let deletes: Vec<u16> = fake
+        .log()
+        .iter()
+        .filter(|r| r.method == "DELETE" && r.path == path)
+        .map(|r| r.code)
+        .collect();
+    assert_eq!(
+        deletes.first(),
+        Some(&409),
+        "the first give-back lost to the status write: {deletes:?}"
+    );
+    assert!(
+        ctx.reservations.was_given_back(&format!("{NS}/{surplus}")),
+        "the Pod is recorded as given back"
+    );
+}

@@ -222,7 +222,9 @@ async fn record(
         status.warm_pool = ctx.stolen_pool(namespace, status.pod_name.as_deref());
     }
     record_status(ctx, claim, &status).await?;
-    give_back_surplus(ctx, claim_uid, sandbox).await?;
+    if !give_back_surplus(ctx, claim_uid, sandbox).await? {
+        return Ok(requeue.within(SURPLUS_RECHECK));
+    }
     Ok(requeue.until_ready(cold || is_true(&status.conditions, READY)))
 }
 
@@ -233,6 +235,12 @@ async fn record(
 /// land, the claim for a Sandbox status that will not come. The re-check
 /// repairs such a claim within seconds instead of at the periodic resync.
 const NOT_READY_RECHECK: Duration = Duration::from_secs(5);
+
+/// How soon a claim looks again at a surplus Pod whose give-back found it
+/// written since the cache's copy (a status update, say). No event of that
+/// Pod wakes the claim (it names another Pod), so without this the Pod
+/// would stay out of its pool until the periodic resync.
+const SURPLUS_RECHECK: Duration = Duration::from_secs(1);
 
 /// When a claim is looked at again: at its expiry, if it has one; and while
 /// it is not Ready, within [`NOT_READY_RECHECK`].
@@ -252,6 +260,11 @@ impl Requeue {
             .map(Action::requeue)
             .unwrap_or_else(Action::await_change)
     }
+
+    /// Within `limit`, or at the expiry if that comes first.
+    fn within(self, limit: Duration) -> Action {
+        Action::requeue(self.expiry.map_or(limit, |expiry| expiry.min(limit)))
+    }
 }
 
 /// Deletes Pods this claim stole that its Sandbox will never use. Two
@@ -262,18 +275,21 @@ impl Requeue {
 /// Acts only once the Sandbox's own status reports Ready on a Pod, the one
 /// its annotation names if it has one (nothing repoints a Sandbox after
 /// that), and only on other Pods whose controller is this claim: each is
-/// surplus, deleted guarded by its uid.
-async fn give_back_surplus(ctx: &Context, claim_uid: &str, sandbox: &Sandbox) -> Result<()> {
+/// surplus, deleted guarded by its uid and the cached version. `false` when
+/// one was written since that version and kept: the caller looks again
+/// soon ([`SURPLUS_RECHECK`]).
+async fn give_back_surplus(ctx: &Context, claim_uid: &str, sandbox: &Sandbox) -> Result<bool> {
     let Some(status) = &sandbox.status else {
-        return Ok(());
+        return Ok(true);
     };
     let named = sandbox.annotations().get(crate::api::POD_NAME_ANNOTATION);
     let Some(serving) = status.pod_name.as_ref() else {
-        return Ok(());
+        return Ok(true);
     };
     if !is_true(&status.conditions, READY) || named.is_some_and(|n| n != serving) {
-        return Ok(());
+        return Ok(true);
     }
+    let mut settled = true;
     for pod in ctx.caches.index.controlled_by(claim_uid) {
         let Some(pod) = ctx.caches.pods.get(&pod) else {
             continue;
@@ -285,9 +301,9 @@ async fn give_back_surplus(ctx: &Context, claim_uid: &str, sandbox: &Sandbox) ->
             continue;
         }
         tracing::warn!(pod = %pod.name_any(), "a Pod stolen for this claim is not its Sandbox's: giving it back");
-        serve::delete_pod(ctx, claim_uid, &pod).await?;
+        settled &= serve::delete_pod(ctx, claim_uid, &pod).await?;
     }
-    Ok(())
+    Ok(settled)
 }
 
 /// Makes sure the claim's NetworkPolicy (or its template's, in per-template

@@ -400,8 +400,9 @@ fn pool_exhausted(ctx: &Arc<Context>, claim: &SandboxClaim, namespace: &str, cho
 /// Deletes a Pod this claim stole but does not need, guarded by its uid and
 /// the version it was decided on: a Pod written since (the claim's Sandbox
 /// adopted it, its status moved) is kept, and `give_back_surplus` decides
-/// again once the Sandbox is Ready.
-pub(super) async fn delete_pod(ctx: &Context, claim_uid: &str, pod: &Pod) -> Result<()> {
+/// again once the Sandbox is Ready. `true` when the Pod is gone (deleted
+/// now or before), `false` when it was kept.
+pub(super) async fn delete_pod(ctx: &Context, claim_uid: &str, pod: &Pod) -> Result<bool> {
     // Given back: no later reconcile of the claim may count on it.
     ctx.reservations.forget_steal(claim_uid, &pod.name_any());
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
@@ -415,13 +416,13 @@ pub(super) async fn delete_pod(ctx: &Context, claim_uid: &str, pod: &Pod) -> Res
     match api.delete(&pod.name_any(), &params).await {
         // Written since (its Sandbox may have adopted it): still possibly
         // the claim's.
-        Err(e) if is_conflict(&e) => Ok(()),
+        Err(e) if is_conflict(&e) => Ok(false),
         Err(e) if !is_not_found(&e) => Err(kube_err("delete surplus pod")(e)),
         // Deleted now, or already gone: not the claim's Pod any more,
         // whatever the cache shows.
         _ => {
             ctx.reservations.record_given_back(&pod_key(pod));
-            Ok(())
+            Ok(true)
         }
     }
 }

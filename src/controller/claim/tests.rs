@@ -230,3 +230,27 @@ fn template_policy_selects_every_pod_of_the_template_and_denies_ingress() {
     let sandbox = desired_sandbox(&claim(None), &template, None).unwrap();
     assert_eq!(sandbox.labels()[crate::api::TEMPLATE_LABEL], "t");
 }
+
+#[test]
+fn a_kept_surplus_pod_is_looked_at_within_the_recheck_or_at_an_earlier_expiry() {
+    let no_expiry = Requeue { expiry: None };
+    assert_eq!(
+        no_expiry.within(SURPLUS_RECHECK),
+        Action::requeue(SURPLUS_RECHECK)
+    );
+    let soon = Duration::from_millis(200);
+    assert_eq!(
+        Requeue { expiry: Some(soon) }.within(SURPLUS_RECHECK),
+        Action::requeue(soon)
+    );
+    let later = Duration::from_secs(3600);
+    assert_eq!(
+        Requeue {
+            expiry: Some(later)
+        }
+        .within(SURPLUS_RECHECK),
+        Action::requeue(SURPLUS_RECHECK)
+    );
+    // A Ready claim with no expiry otherwise waits for a change.
+    assert_eq!(no_expiry.until_ready(true), Action::await_change());
+}
