@@ -310,6 +310,14 @@ async fn a_surplus_pod_whose_give_back_conflicts_is_given_back_soon_after() {
     let (fake, operator, _kubelet) = one_warm_claim(2).await;
     let mine = fake.get(&claim_path("c")).expect("the claim");
     wait_until("the pool refilled", || idle_ready_pods(&fake).len() == 2).await;
+    // Settled: the Sandbox's own Ready (off the claim's critical path) is
+    // in, so its event cannot be what wakes the claim below.
+    wait_until("the Sandbox reports Ready", || {
+        fake.get(&sandbox_path("c"))
+            .and_then(|s| ready(&s))
+            .is_some_and(|(status, _)| status == "True")
+    })
+    .await;
     let surplus = idle_ready_pods(&fake).pop().expect("an idle Pod");
     let path = pod_path(&surplus);
     let (writer, target) = (fake.clone(), path.clone());
