@@ -1,3 +1,6 @@
+//! Unit tests of the slim Pod the cache keeps: what it drops, and that
+//! every reader (status, steal and adopt patches, pool membership) answers
+//! the same from it as from the full Pod.
 use crate::api::{POOL_LABEL, TEMPLATE_HASH_LABEL};
 use crate::controller::lean_pod::slim_pod;
 use crate::controller::sandbox::compute_status;

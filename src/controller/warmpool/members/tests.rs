@@ -1,3 +1,4 @@
+//! Unit tests of the pool member counts kept per watch event.
 use super::*;
 use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
