@@ -180,22 +180,39 @@ async fn a_repair_racing_the_other_process_s_steal_of_the_named_pod_keeps_the_sa
 #[tokio::test]
 async fn a_repair_whose_steal_loses_to_a_status_update_tries_the_named_pod_again() {
     let stage = a_steal_in_flight().await;
-    let (fake, path) = (stage.fake.clone(), pod_path(&stage.pod));
-    let probe = path.clone();
-    stage.fake.hook(
+    status_written_at(
+        &stage.fake,
         Moment::BetweenReadAndWrite,
+        "GET",
+        &pod_path(&stage.pod),
+        "probed",
+    );
+    stage.repair_then_release().await;
+}
+
+/// The next `method` request on the Pod at `path` finds its status written
+/// (`message` set) at `moment`: a status update racing that request.
+fn status_written_at(
+    fake: &sandbox_fakeapi::FakeApiServer,
+    moment: Moment,
+    method: &'static str,
+    path: &str,
+    message: &'static str,
+) {
+    let (writer, target, probe) = (fake.clone(), path.to_owned(), path.to_owned());
+    fake.hook(
+        moment,
         1,
-        move |r| r.method == "GET" && r.path == probe,
+        move |r| r.method == method && r.path == probe,
         move |_| {
-            let (fake, path) = (fake.clone(), path.clone());
+            let (fake, path) = (writer.clone(), target.clone());
             async move {
                 let mut status = fake.get(&path).expect("the Pod")["status"].clone();
-                status["message"] = "probed".into();
+                status["message"] = message.into();
                 fake.set_status(&path, status);
             }
         },
     );
-    stage.repair_then_release().await;
 }
 
 /// Writes what a steal writes: `pod` leaves the pool for `claim` (an object
@@ -320,20 +337,12 @@ async fn a_surplus_pod_whose_give_back_conflicts_is_given_back_soon_after() {
     .await;
     let surplus = idle_ready_pods(&fake).pop().expect("an idle Pod");
     let path = pod_path(&surplus);
-    let (writer, target) = (fake.clone(), path.clone());
-    let probe = path.clone();
-    fake.hook(
+    status_written_at(
+        &fake,
         Moment::OnArrival,
-        1,
-        move |r| r.method == "DELETE" && r.path == probe,
-        move |_| {
-            let (fake, path) = (writer.clone(), target.clone());
-            async move {
-                let mut status = fake.get(&path).expect("the Pod")["status"].clone();
-                status["message"] = "written before the give-back".into();
-                fake.set_status(&path, status);
-            }
-        },
+        "DELETE",
+        &path,
+        "written before the give-back",
     );
     stolen(&fake, &surplus, &mine);
     let ctx = operator.ctx.clone();
