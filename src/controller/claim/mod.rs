@@ -236,14 +236,16 @@ async fn record(
 /// repairs such a claim within seconds instead of at the periodic resync.
 const NOT_READY_RECHECK: Duration = Duration::from_secs(5);
 
-/// How soon a claim looks again at a surplus Pod whose give-back found it
-/// written since the cache's copy (a status update, say). No event of that
-/// Pod wakes the claim (it names another Pod), so without this the Pod
-/// would stay out of its pool until the periodic resync.
+/// How soon a claim looks again at a surplus Pod whose give-back was
+/// refused with a conflict (written since the cache's copy, a status
+/// update say). No event of that Pod wakes the claim (it names another
+/// Pod), so without this the unused Pod (which its pool already replaced)
+/// would keep running until the periodic resync.
 const SURPLUS_RECHECK: Duration = Duration::from_secs(1);
 
-/// When a claim is looked at again: at its expiry, if it has one; and while
-/// it is not Ready, within [`NOT_READY_RECHECK`].
+/// When a claim is looked at again: at its expiry, if it has one; while it
+/// is not Ready, within [`NOT_READY_RECHECK`]; while a surplus Pod's
+/// give-back is refused, within [`SURPLUS_RECHECK`] (see `within`).
 #[derive(Clone, Copy)]
 struct Requeue {
     expiry: Option<Duration>,
@@ -276,8 +278,9 @@ impl Requeue {
 /// its annotation names if it has one (nothing repoints a Sandbox after
 /// that), and only on other Pods whose controller is this claim: each is
 /// surplus, deleted guarded by its uid and the cached version. `false` when
-/// one was written since that version and kept: the caller looks again
-/// soon ([`SURPLUS_RECHECK`]).
+/// a delete was refused with a conflict (the Pod written since that
+/// version, or replaced under its name) and the Pod kept: the caller looks
+/// again soon ([`SURPLUS_RECHECK`]).
 async fn give_back_surplus(ctx: &Context, claim_uid: &str, sandbox: &Sandbox) -> Result<bool> {
     let Some(status) = &sandbox.status else {
         return Ok(true);

@@ -400,8 +400,10 @@ fn pool_exhausted(ctx: &Arc<Context>, claim: &SandboxClaim, namespace: &str, cho
 /// Deletes a Pod this claim stole but does not need, guarded by its uid and
 /// the version it was decided on: a Pod written since (the claim's Sandbox
 /// adopted it, its status moved) is kept, and `give_back_surplus` decides
-/// again once the Sandbox is Ready. `true` when the Pod is gone (deleted
-/// now or before), `false` when it was kept.
+/// again once the Sandbox is Ready (for a claim blocked by a foreign
+/// Sandbox of its name, only once that conflict clears). `true` when the
+/// delete was accepted or the Pod was already gone, `false` when it was
+/// kept.
 pub(super) async fn delete_pod(ctx: &Context, claim_uid: &str, pod: &Pod) -> Result<bool> {
     // Given back: no later reconcile of the claim may count on it.
     ctx.reservations.forget_steal(claim_uid, &pod.name_any());
