@@ -66,34 +66,36 @@ start_apiserver() {
 start_controller_manager() {
   local pki=$state/pki ctrls
   ctrls=$(IFS=,; echo "${controllers[*]}")
-  start_proc kube-controller-manager \
-    --kubeconfig="$state/kube-controller-manager.kubeconfig" \
-    --authentication-kubeconfig="$state/kube-controller-manager.kubeconfig" \
-    --authorization-kubeconfig="$state/kube-controller-manager.kubeconfig" \
-    --bind-address=127.0.0.1 \
-    --secure-port="$(port CONTROLLER_MANAGER_PORT)" \
-    --cert-dir="$pki/kube-controller-manager-generated" \
+  start_secured kube-controller-manager CONTROLLER_MANAGER_PORT \
     --controllers="$ctrls" \
     --use-service-account-credentials=true \
     --service-account-private-key-file="$pki/sa.key" \
     --root-ca-file="$pki/ca.crt" \
     --service-cluster-ip-range="$service_cidr" \
     --cluster-name=sandbox-test \
-    --leader-elect=false \
     --kube-api-qps=100 \
-    --kube-api-burst=200 \
-    --profiling=false
+    --kube-api-burst=200
 }
 
 start_scheduler() {
-  local pki=$state/pki
-  start_proc kube-scheduler \
-    --kubeconfig="$state/kube-scheduler.kubeconfig" \
-    --authentication-kubeconfig="$state/kube-scheduler.kubeconfig" \
-    --authorization-kubeconfig="$state/kube-scheduler.kubeconfig" \
+  start_secured kube-scheduler SCHEDULER_PORT
+}
+
+# Starts COMPONENT (kube-controller-manager or kube-scheduler) with what both
+# share: its own kubeconfig for the API, authentication and authorization,
+# its secure port (named by PORT_VAR) on 127.0.0.1 with a generated
+# certificate, no leader election, no profiling; then its own flags.
+start_secured() {
+  local comp=$1 port_var=$2; shift 2
+  local kubeconfig=$state/$comp.kubeconfig
+  start_proc "$comp" \
+    --kubeconfig="$kubeconfig" \
+    --authentication-kubeconfig="$kubeconfig" \
+    --authorization-kubeconfig="$kubeconfig" \
     --bind-address=127.0.0.1 \
-    --secure-port="$(port SCHEDULER_PORT)" \
-    --cert-dir="$pki/kube-scheduler-generated" \
+    --secure-port="$(port "$port_var")" \
+    --cert-dir="$state/pki/$comp-generated" \
     --leader-elect=false \
-    --profiling=false
+    --profiling=false \
+    "$@"
 }
