@@ -30,8 +30,8 @@ pub async fn run(env: &Environment, floor: &mut Floor, s: &Settings) -> Result<(
     tokio::time::sleep(IDLE_WINDOW).await;
     let idle_cpu_ms_per_s = (env.operator.cpu_ms() - idle_before) / IDLE_WINDOW.as_secs_f64();
     let rss_idle = env.operator.rss_mib();
-    floor.sample(s.floor_block).await;
-    let warm = warm_sequential(env, floor, s.warm_sequential.max(1), s.floor_per_gap, n).await;
+    let counts = (s.warm_sequential.max(1), s.floor_per_gap, s.floor_block);
+    let warm = warm_sequential(env, floor, counts, n).await;
     floor.sample(s.floor_block).await;
     let f = floor.summary();
     let rss_end = env.operator.rss_mib();

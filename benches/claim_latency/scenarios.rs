@@ -1,8 +1,9 @@
 //! The claim scenarios and where the floor is sampled between them:
 //!
-//! 1. floor block; **warm-sequential**: one claim at a time on a pool with
-//!    idle Ready Pods, `floor_per_gap` write round trips before each claim;
-//!    API writes (the API server's counters), operator CPU and webhook
+//! 1. floor block (the API server's CPU per bare patch is taken over it);
+//!    **warm-sequential**: one claim at a time on a pool with idle Ready
+//!    Pods, `floor_per_gap` write round trips before each claim; API writes
+//!    (the API server's counters), operator and API server CPU and webhook
 //!    timing are taken over this scenario, refill included;
 //! 2. floor block; **cold-sequential**: `warmpool: none` forces a new Pod;
 //! 3. (not in the demo) throughput bursts, floor block, **warm-burst** (pool
@@ -23,16 +24,25 @@ pub struct WarmSequential {
     pub cost: WarmCost,
 }
 
-/// `claims` warm claims one at a time, floor samples between them; the
-/// counters are read once the pool has refilled to `pool`.
+/// A floor block of `floor_block` patches, then `claims` warm claims one
+/// at a time, `floor_per_gap` floor samples before each; the counters are
+/// read once the pool has refilled to `pool`.
 pub async fn warm_sequential(
     env: &Environment,
     floor: &mut Floor,
-    claims: usize,
-    floor_per_gap: usize,
+    (claims, floor_per_gap, floor_block): (usize, usize, usize),
     pool: usize,
 ) -> WarmSequential {
+    let block_start = (
+        apiserver::cpu_ms(&apiserver::metrics(&env.client).await),
+        floor.patches_sent(),
+    );
+    floor.sample(floor_block).await;
     let scrape = apiserver::metrics(&env.client).await;
+    let apiserver_cpu_before = apiserver::cpu_ms(&scrape);
+    let block_patches = (floor.patches_sent() - block_start.1) as f64;
+    let apiserver_cpu_ms_per_write =
+        (apiserver_cpu_before - block_start.0) / block_patches.max(1.0);
     let (writes_before, webhook_before) = (
         apiserver::writes(&scrape),
         apiserver::webhook_buckets(&scrape),
@@ -67,6 +77,10 @@ pub async fn warm_sequential(
     );
     let scrape = apiserver::metrics(&env.client).await;
     let own_patches = (floor.patches_sent() - floor_before) as f64;
+    let apiserver_cpu_ms = (apiserver::cpu_ms(&scrape)
+        - apiserver_cpu_before
+        - own_patches * apiserver_cpu_ms_per_write)
+        / claims.max(1) as f64;
     let writes_by_resource = apiserver::writes_per_claim(
         &writes_before,
         &apiserver::writes(&scrape),
@@ -91,6 +105,8 @@ pub async fn warm_sequential(
             operator_writes,
             operator_events,
             cpu_ms: cpu_ms / claims.max(1) as f64,
+            apiserver_cpu_ms,
+            apiserver_cpu_ms_per_write,
             watch_events,
             reconciles,
             webhook_within_5ms,
@@ -145,8 +161,8 @@ async fn throughput(env: &Environment, floor: &mut Floor, s: &Settings, warm_up:
 pub async fn run(env: &Environment, floor: &mut Floor, s: &Settings) -> Report {
     env.create_pool(s.pool, s.delay_ms, false).await;
     env.claims.wait_idle(s.pool).await;
-    floor.sample(s.floor_block).await;
-    let warm = warm_sequential(env, floor, s.warm_sequential, s.floor_per_gap, s.pool).await;
+    let counts = (s.warm_sequential, s.floor_per_gap, s.floor_block);
+    let warm = warm_sequential(env, floor, counts, s.pool).await;
     floor.sample(s.floor_block).await;
     let mut scenarios = vec![
         warm.scenario.clone(),

@@ -33,7 +33,7 @@ mod identity;
 mod operator;
 #[path = "../claim_latency/procstat.rs"]
 mod procstat;
-#[path = "../claim_latency/report.rs"]
+#[path = "../claim_latency/report/mod.rs"]
 mod report;
 #[path = "../claim_latency/stats.rs"]
 mod stats;

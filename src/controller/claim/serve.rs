@@ -214,8 +214,17 @@ async fn round_one(
         }
     };
     let service = create_owned(&services, &service, "Service");
+    // Each write's step is logged when that write returns, not when the
+    // round does.
+    let created = async {
+        let created = create_owned(&sandboxes, &sandbox, "Sandbox").await;
+        if let Ok(Created::New(_)) = created {
+            super::super::timeline(claim, &claim.name_any(), "claim: Sandbox created");
+        }
+        created
+    };
     let (created, service_created, policy_created, stolen) = futures::join!(
-        create_owned(&sandboxes, &sandbox, "Sandbox"),
+        created,
         logged(claim, "claim: Service created", service),
         logged(claim, "claim: NetworkPolicy created", policy),
         steal
@@ -225,10 +234,7 @@ async fn round_one(
         pool_exhausted(ctx, claim, namespace, &pick.choice);
     }
     let sandbox = match created {
-        Ok(Created::New(sandbox)) => {
-            super::super::timeline(claim, &claim.name_any(), "claim: Sandbox created");
-            sandbox
-        }
+        Ok(Created::New(sandbox)) => sandbox,
         Ok(Created::Existing(existing)) => {
             // Another process served this claim first. A Pod this call stole
             // is not the one its Sandbox uses: give it back by deleting it

@@ -13,6 +13,12 @@
 //!   and the refill included). For the overflow burst this understates the
 //!   work (cold claims write more and wait the simulated start-up), so its
 //!   ratio has no target.
+//!
+//! Two more, without targets, to read the others by: `warm_p99_over_write_rtt_p99`
+//! (the claim's tail against one bare write's own tail in the same run),
+//! and the API server's CPU per warm claim against its CPU per bare floor
+//! patch (`apiserver_cpu_ms_per_warm_claim`, `apiserver_cpu_ms_per_floor_write`),
+//! which shows how many writes' worth of API server work a claim is.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -100,6 +106,10 @@ pub struct WarmCost {
     pub operator_events: f64,
     pub all_writes: f64,
     pub cpu_ms: f64,
+    /// The API server's CPU per claim (the bench's floor patches taken
+    /// out, background work included), and per bare floor patch.
+    pub apiserver_cpu_ms: f64,
+    pub apiserver_cpu_ms_per_write: f64,
     /// Watch events the operator applied, by `"<cache> <event>"`.
     pub watch_events: BTreeMap<String, f64>,
     /// Reconciles the operator ran, by controller.
@@ -164,6 +174,8 @@ impl Report {
             "network_policy": self.network_policy_label(),
             "write_rtt_p50_ms": round(self.floor.rtt_p50_ms),
             "write_rtt_p99_ms": round(self.floor.rtt_p99_ms),
+            "warm_p99_over_write_rtt_p99": self.scenario("warm-sequential")
+                .and_then(|w| ratio(w.p99_ms, self.floor.rtt_p99_ms)),
             "write_rtt_samples": self.floor.rtt_samples,
             "write_rtt_refused": self.floor_refused,
             "write_throughput_per_s": round(self.floor.throughput_per_s),
@@ -175,6 +187,8 @@ impl Report {
             "operator_deletes_per_warm_claim": round(self.other_activity().0),
             "namespace_deletions_in_window": self.other_activity().1.round(),
             "operator_cpu_ms_per_warm_claim": round(self.warm.cpu_ms),
+            "apiserver_cpu_ms_per_warm_claim": round(self.warm.apiserver_cpu_ms),
+            "apiserver_cpu_ms_per_floor_write": round(self.warm.apiserver_cpu_ms_per_write),
             // null when the operator does not export the counter.
             "watch_events_per_warm_claim": (!self.warm.watch_events.is_empty())
                 .then(|| round(self.warm.watch_events.values().sum())),
@@ -262,6 +276,14 @@ impl Report {
                 times(w.p99_over_write_rtt),
                 "<= 6 x".into(),
             ));
+            rows.push((
+                "warm-sequential p99 / write_rtt p99".into(),
+                times(ratio(w.p99_ms, self.floor.rtt_p99_ms)),
+                format!(
+                    "none (one bare write's own p99 is {} its p50 here)",
+                    times(ratio(self.floor.rtt_p99_ms, self.floor.rtt_p50_ms))
+                ),
+            ));
         }
         for s in self.scenarios.iter().filter(|s| s.is_burst()) {
             let target = match s.name.as_str() {
@@ -326,6 +348,16 @@ impl Report {
                 "  of the operator's count, DELETE: {deletes:.2} per claim. The API server's counters are cluster-wide: on a shared control plane other clients' deletions land here too ({namespaces:.0} namespaces deleted in the window, plus the objects of namespaces deleted before it); on a private one they are the operator's own\n"
             );
         }
+        out += &format!(
+            "API server CPU per warm claim: {:.1} ms, {:.1} times a bare floor patch's {:.2} ms (the floor's patches taken out; background work included)\n",
+            self.warm.apiserver_cpu_ms,
+            ratio(
+                self.warm.apiserver_cpu_ms,
+                self.warm.apiserver_cpu_ms_per_write
+            )
+            .unwrap_or(0.0),
+            self.warm.apiserver_cpu_ms_per_write
+        );
         out += &format!(
             "watch events the operator applied per warm claim: {:.2}\n",
             self.warm.watch_events.values().sum::<f64>()
@@ -397,106 +429,4 @@ pub fn scenario_table(scenarios: &[Scenario]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    fn observations(ms: &[u64]) -> Vec<Observation> {
-        let t0 = Instant::now();
-        ms.iter()
-            .enumerate()
-            .map(|(i, ms)| Observation {
-                name: format!("c-{i}"),
-                start: t0,
-                ready: t0 + Duration::from_millis(*ms),
-                warm: true,
-                launch: Some(LaunchType::Warm),
-            })
-            .collect()
-    }
-
-    fn report() -> Report {
-        Report {
-            pool: 20,
-            floor: floor::Summary {
-                rtt_p50_ms: 10.0,
-                rtt_p99_ms: 25.0,
-                rtt_samples: 300,
-                throughput_per_s: 200.0,
-                throughput_runs: 6,
-            },
-            warm: WarmCost {
-                operator_writes: 8.0,
-                ..WarmCost::default()
-            },
-            scenarios: vec![
-                Scenario::from_observations("warm-sequential", &observations(&[20, 30, 40, 70])),
-                Scenario::from_observations("cold-sequential", &observations(&[2000])),
-                Scenario::from_observations("warm-burst", &observations(&[100, 1200])),
-            ],
-            ..Report::default()
-        }
-    }
-
-    #[test]
-    fn warm_sequential_is_divided_by_the_write_rtt_p50() {
-        let mut r = report();
-        r.apply_floor();
-        let warm = &r.scenarios[0];
-        assert_eq!(warm.p50_over_write_rtt, Some(3.0));
-        assert_eq!(warm.p99_over_write_rtt, Some(7.0));
-        assert_eq!(warm.all_ready_over_floor, None);
-        assert_eq!(r.scenarios[1].all_ready_over_floor, None);
-    }
-
-    #[test]
-    fn a_burst_is_divided_by_the_time_its_writes_need_at_the_measured_throughput() {
-        let mut r = report();
-        r.apply_floor();
-        let burst = &r.scenarios[2];
-        // 2 claims x 8 writes = 16 writes at 200/s = 80 ms; all Ready after 1200 ms.
-        assert_eq!(burst.writes_needed, Some(16.0));
-        assert_eq!(burst.all_ready_over_floor, Some(15.0));
-    }
-
-    #[test]
-    fn no_floor_means_no_ratio() {
-        let mut r = report();
-        r.floor = floor::Summary::default();
-        r.apply_floor();
-        assert!(
-            r.scenarios
-                .iter()
-                .all(|s| s.p50_over_write_rtt.is_none() && s.all_ready_over_floor.is_none())
-        );
-        assert!(r.table().contains("n/a"));
-    }
-
-    #[test]
-    fn deletes_by_other_tenants_are_shown_not_hidden() {
-        let mut r = report();
-        r.warm.writes_by_resource = BTreeMap::from([
-            ("pods PATCH".to_string(), 2.0),
-            ("pods DELETE".to_string(), 0.1),
-            ("namespaces DELETE".to_string(), 0.5),
-        ]);
-        // warm-sequential has 4 claims: 0.5 per claim = 2 namespaces.
-        assert_eq!(r.other_activity(), (0.1, 2.0));
-        assert!(r.table().contains("DELETE: 0.10 per claim"));
-    }
-
-    #[test]
-    fn json_carries_the_floor_fields() {
-        let mut r = report();
-        r.apply_floor();
-        let v = r.json();
-        assert_eq!(v["write_rtt_p50_ms"], 10.0);
-        assert_eq!(v["write_rtt_p99_ms"], 25.0);
-        assert_eq!(v["write_throughput_per_s"], 200.0);
-        assert_eq!(v["scenarios"][0]["p50_over_write_rtt"], 3.0);
-        assert_eq!(v["scenarios"][2]["all_ready_over_floor"], 15.0);
-        assert!(v["scenarios"][0].get("all_ready_over_floor").is_none());
-        assert!(v.get("operator_cpu_ms_per_warm_claim").is_some());
-        assert!(v.get("operator_rss_mib").is_some());
-    }
-}
+mod tests;

@@ -1,0 +1,130 @@
+//! The report's ratios, JSON fields and printed tables, from fixed observations.
+use super::*;
+use std::time::Duration;
+
+fn observations(ms: &[u64]) -> Vec<Observation> {
+    let t0 = Instant::now();
+    ms.iter()
+        .enumerate()
+        .map(|(i, ms)| Observation {
+            name: format!("c-{i}"),
+            start: t0,
+            ready: t0 + Duration::from_millis(*ms),
+            warm: true,
+            launch: Some(LaunchType::Warm),
+        })
+        .collect()
+}
+
+fn report() -> Report {
+    Report {
+        pool: 20,
+        floor: floor::Summary {
+            rtt_p50_ms: 10.0,
+            rtt_p99_ms: 25.0,
+            rtt_samples: 300,
+            throughput_per_s: 200.0,
+            throughput_runs: 6,
+        },
+        warm: WarmCost {
+            operator_writes: 8.0,
+            ..WarmCost::default()
+        },
+        scenarios: vec![
+            Scenario::from_observations("warm-sequential", &observations(&[20, 30, 40, 70])),
+            Scenario::from_observations("cold-sequential", &observations(&[2000])),
+            Scenario::from_observations("warm-burst", &observations(&[100, 1200])),
+        ],
+        ..Report::default()
+    }
+}
+
+#[test]
+fn warm_sequential_is_divided_by_the_write_rtt_p50() {
+    let mut r = report();
+    r.apply_floor();
+    let warm = &r.scenarios[0];
+    assert_eq!(warm.p50_over_write_rtt, Some(3.0));
+    assert_eq!(warm.p99_over_write_rtt, Some(7.0));
+    assert_eq!(warm.all_ready_over_floor, None);
+    assert_eq!(r.scenarios[1].all_ready_over_floor, None);
+}
+
+#[test]
+fn a_burst_is_divided_by_the_time_its_writes_need_at_the_measured_throughput() {
+    let mut r = report();
+    r.apply_floor();
+    let burst = &r.scenarios[2];
+    // 2 claims x 8 writes = 16 writes at 200/s = 80 ms; all Ready after 1200 ms.
+    assert_eq!(burst.writes_needed, Some(16.0));
+    assert_eq!(burst.all_ready_over_floor, Some(15.0));
+}
+
+#[test]
+fn no_floor_means_no_ratio() {
+    let mut r = report();
+    r.floor = floor::Summary::default();
+    r.apply_floor();
+    assert!(
+        r.scenarios
+            .iter()
+            .all(|s| s.p50_over_write_rtt.is_none() && s.all_ready_over_floor.is_none())
+    );
+    assert!(r.table().contains("n/a"));
+}
+
+#[test]
+fn deletes_by_other_tenants_are_shown_not_hidden() {
+    let mut r = report();
+    r.warm.writes_by_resource = BTreeMap::from([
+        ("pods PATCH".to_string(), 2.0),
+        ("pods DELETE".to_string(), 0.1),
+        ("namespaces DELETE".to_string(), 0.5),
+    ]);
+    // warm-sequential has 4 claims: 0.5 per claim = 2 namespaces.
+    assert_eq!(r.other_activity(), (0.1, 2.0));
+    assert!(r.table().contains("DELETE: 0.10 per claim"));
+}
+
+#[test]
+fn json_carries_the_floor_fields() {
+    let mut r = report();
+    r.apply_floor();
+    let v = r.json();
+    assert_eq!(v["write_rtt_p50_ms"], 10.0);
+    assert_eq!(v["write_rtt_p99_ms"], 25.0);
+    assert_eq!(v["write_throughput_per_s"], 200.0);
+    assert_eq!(v["scenarios"][0]["p50_over_write_rtt"], 3.0);
+    assert_eq!(v["scenarios"][2]["all_ready_over_floor"], 15.0);
+    assert!(v["scenarios"][0].get("all_ready_over_floor").is_none());
+    assert!(v.get("operator_cpu_ms_per_warm_claim").is_some());
+    assert!(v.get("operator_rss_mib").is_some());
+}
+
+#[test]
+fn the_tail_is_also_set_against_the_floor_s_own_tail_and_the_api_server_cpu_against_one_write() {
+    let mut r = report();
+    r.warm.apiserver_cpu_ms = 60.0;
+    r.warm.apiserver_cpu_ms_per_write = 6.0;
+    r.apply_floor();
+    let v = r.json();
+    // p99 70 ms against the floor's p99 of 25 ms; the floor's p99 is 2.5x its p50.
+    assert_eq!(v["warm_p99_over_write_rtt_p99"], 2.8);
+    assert_eq!(v["apiserver_cpu_ms_per_warm_claim"], 60.0);
+    assert_eq!(v["apiserver_cpu_ms_per_floor_write"], 6.0);
+    let table = r.table();
+    assert!(
+        table.contains("warm-sequential p99 / write_rtt p99"),
+        "{table}"
+    );
+    assert!(
+        table.contains("one bare write's own p99 is 2.50 x its p50"),
+        "{table}"
+    );
+    assert!(
+        table.contains(
+            "API server CPU per warm claim: 60.0 ms, 10.0 times a bare floor patch's 6.00 ms"
+        ),
+        "{table}"
+    );
+}
