@@ -189,7 +189,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     )
     .await?;
     // Unfenced: the Lease and the webhook (served by every replica).
-    let client = api_client::build(kube_config.clone(), request_timeout, None)?;
+    let client = api_client::build(
+        kube_config.clone(),
+        request_timeout,
+        None,
+        Some(metrics.api_observer()),
+    )?;
 
     let config = Config {
         cluster_domain: args.cluster_domain.clone(),
@@ -277,7 +282,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let elector = leader.map(|config| LeaderElector::new(client.clone(), config));
     // The controllers' client refuses writes once leadership is lost.
     let controller_client = match &elector {
-        Some(elector) => api_client::build(kube_config, request_timeout, Some(elector.fence()))?,
+        Some(elector) => api_client::build(
+            kube_config,
+            request_timeout,
+            Some(elector.fence()),
+            Some(metrics.api_observer()),
+        )?,
         None => client.clone(),
     };
     if let Some(elector) = &elector {

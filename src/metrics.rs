@@ -70,6 +70,9 @@ pub struct Metrics {
     pub admission_requests: IntCounterVec,
     /// Admission handling time by kind and endpoint.
     pub admission_seconds: HistogramVec,
+    /// The API server's answer time to this process's requests (watches
+    /// excepted), by verb, resource and status class.
+    pub api_request_seconds: HistogramVec,
     /// Unix time at which the webhook serving certificate expires.
     pub certificate_expiry: Gauge,
     /// 1 while this process holds the leader Lease (or runs without election).
@@ -233,6 +236,12 @@ impl Metrics {
                 &["kind", "endpoint"],
                 FAST_BUCKETS,
             ),
+            api_request_seconds: histogram(
+                "api_request_duration_seconds",
+                "Time the API server took to answer this process's requests (watches excepted), by verb, resource and status class (`error`: no answer).",
+                &["verb", "resource", "code"],
+                LATENCY_BUCKETS,
+            ),
             pool_recommended: gauge(
                 "pool_recommended_replicas",
                 "Idle Pods recommended for a warm pool's target hit ratio at its peak claim rate.",
@@ -356,6 +365,18 @@ impl Metrics {
             + o.histograms.iter().map(|v| series(v)).sum::<usize>()
     }
 
+    /// The observer that feeds [`Metrics::api_request_seconds`], for the
+    /// API clients' guard layer.
+    pub fn api_observer(self: &std::sync::Arc<Self>) -> crate::client::RequestObserver {
+        let metrics = self.clone();
+        std::sync::Arc::new(move |labels, elapsed| {
+            metrics
+                .api_request_seconds
+                .with_label_values(&[&labels.verb, &labels.resource, labels.code])
+                .observe(elapsed.as_secs_f64());
+        })
+    }
+
     /// Starts timing one reconcile; the returned guard records count and
     /// duration when dropped.
     pub fn reconcile_timer(&self, controller: &'static str) -> ReconcileTimer<'_> {
@@ -422,70 +443,4 @@ fn registered<M: Collector + Clone + 'static>(registry: &Registry, metric: M) ->
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exposition_has_prefix_and_build_info() {
-        let m = Metrics::new();
-        m.claim_ready_seconds
-            .with_label_values(&["warm", "t"])
-            .observe(0.01);
-        let text = m.encode();
-        assert!(text.contains("sandbox_operator_build_info{version="));
-        assert!(text.contains("sandbox_operator_claim_ready_duration_seconds_bucket"));
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            assert!(line.starts_with("sandbox_operator_"), "{line}");
-        }
-    }
-
-    #[test]
-    fn series_of_deleted_pools_and_templates_are_dropped() {
-        let m = Metrics::new();
-        m.pool_desired.with_label_values(&["ns", "kept"]).set(1.0);
-        m.pool_desired.with_label_values(&["ns", "gone"]).set(1.0);
-        m.pool_desired
-            .with_label_values(&["other", "kept"])
-            .set(1.0);
-        m.steal_attempts.with_label_values(&["kept"]).inc();
-        m.steal_attempts.with_label_values(&["gone"]).inc();
-        m.pool_exhausted.with_label_values(&["old-template"]).inc();
-        m.claim_ready_seconds
-            .with_label_values(&["warm", "t"])
-            .observe(0.01);
-        m.claims.with_label_values(&["warm"]).inc();
-        assert_eq!(m.object_series(), 7);
-        let live = LiveObjects {
-            pools: [("ns".to_string(), "kept".to_string())].into(),
-            templates: ["t".to_string()].into(),
-        };
-        assert_eq!(m.drop_series_of_gone(&live), 4);
-        assert_eq!(m.object_series(), 3);
-        let text = m.encode();
-        assert!(
-            !text.contains("gone") && !text.contains("old-template") && !text.contains("other")
-        );
-        assert!(text.contains("sandbox_operator_claims_total{result=\"warm\"} 1"));
-        assert_eq!(m.drop_series_of_gone(&live), 0);
-    }
-
-    #[test]
-    fn tracked_entries_are_sampled_at_scrape_time() {
-        let m = Metrics::new();
-        let n = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(3));
-        let read = n.clone();
-        m.register_tracked_entries(Box::new(move || {
-            vec![("backoff", read.load(std::sync::atomic::Ordering::Relaxed))]
-        }))
-        .unwrap();
-        assert!(
-            m.encode()
-                .contains("sandbox_operator_tracked_entries{table=\"backoff\"} 3")
-        );
-        n.store(0, std::sync::atomic::Ordering::Relaxed);
-        assert!(
-            m.encode()
-                .contains("sandbox_operator_tracked_entries{table=\"backoff\"} 0")
-        );
-    }
-}
+mod tests;

@@ -14,7 +14,9 @@
 //!   replica serves) use an unfenced client. The fenced client checks the
 //!   fence a second time when hyper pulls the body onto the wire
 //!   ([`wire`]), so a write that waited (or was frozen) between the two
-//!   checks is abandoned rather than sent late.
+//!   checks is abandoned rather than sent late;
+//! - times every request it bounds, for the
+//!   `sandbox_operator_api_request_duration_seconds` histogram ([`observe`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -28,7 +30,10 @@ use tracing::warn;
 
 use crate::controller::leader::Fence;
 
+pub mod observe;
 pub mod wire;
+
+pub use observe::RequestObserver;
 
 /// Boxed error, as the client stack passes them.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -71,15 +76,17 @@ pub async fn infer_config(
 }
 
 /// A client on `config` whose requests pass through [`GuardLayer`]; writes
-/// are refused whenever `fence` is given and closed.
+/// are refused whenever `fence` is given and closed; `observe`, if given,
+/// hears the duration of every request but a watch.
 pub fn build(
     config: kube::Config,
     request_timeout: Duration,
     fence: Option<Fence>,
+    observe: Option<RequestObserver>,
 ) -> anyhow::Result<Client> {
     if let Some(fence) = &fence {
         if config.proxy_url.is_none() {
-            return wire::fenced_client(&config, request_timeout, fence.clone());
+            return wire::fenced_client(&config, request_timeout, fence.clone(), observe);
         }
         warn!(
             "the kubeconfig names a proxy-url: the controllers' client uses kube's own stack, \
@@ -92,6 +99,7 @@ pub fn build(
         .with_layer(&GuardLayer {
             request_timeout,
             fence,
+            observe,
         })
         .build())
 }
@@ -158,12 +166,14 @@ pub enum GuardError {
 }
 
 /// Tower layer adding [`Guard`] to a client stack.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct GuardLayer {
     /// Bound on every request but a watch.
     pub request_timeout: Duration,
     /// Fence checked before every write, if any.
     pub fence: Option<Fence>,
+    /// Hears how long each bounded request took, if set.
+    pub observe: Option<RequestObserver>,
 }
 
 impl<S> tower::Layer<S> for GuardLayer {
@@ -173,24 +183,26 @@ impl<S> tower::Layer<S> for GuardLayer {
             inner,
             request_timeout: self.request_timeout,
             fence: self.fence.clone(),
+            observe: self.observe.clone(),
         }
     }
 }
 
 /// The service [`GuardLayer`] builds.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Guard<S> {
     inner: S,
     request_timeout: Duration,
     fence: Option<Fence>,
+    observe: Option<RequestObserver>,
 }
 
 type GuardFuture<R> = Pin<Box<dyn Future<Output = Result<R, BoxError>> + Send>>;
 
-impl<S, B> tower::Service<Request<B>> for Guard<S>
+impl<S, B, RB> tower::Service<Request<B>> for Guard<S>
 where
-    S: tower::Service<Request<B>>,
-    S::Response: Send + 'static,
+    S: tower::Service<Request<B>, Response = http::Response<RB>>,
+    RB: Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
 {
@@ -219,8 +231,21 @@ where
             }
             Plan::Bounded(timeout) => {
                 let response = self.inner.call(req);
+                let observe = self.observe.clone();
+                let start = tokio::time::Instant::now();
                 Box::pin(async move {
-                    match tokio::time::timeout(timeout, response).await {
+                    let result = tokio::time::timeout(timeout, response).await;
+                    if let Some(observe) = observe {
+                        let status = match &result {
+                            Ok(Ok(response)) => Some(response.status().as_u16()),
+                            _ => None,
+                        };
+                        observe(
+                            &observe::Labels::of(&method, &path, status),
+                            start.elapsed(),
+                        );
+                    }
+                    match result {
                         Ok(result) => result.map_err(Into::into),
                         Err(_) => Err(GuardError::Timeout {
                             method,
@@ -295,6 +320,7 @@ mod tests {
         let mut guard = GuardLayer {
             request_timeout: T,
             fence: Some(fence.clone()),
+            observe: None,
         }
         .layer(inner);
         let write = || {
@@ -318,6 +344,57 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn bounded_requests_are_timed_with_their_labels_and_watches_and_refusals_are_not() {
+        use std::sync::{Arc, Mutex};
+        use tower::{Layer, Service};
+        let heard: Arc<Mutex<Vec<observe::Labels>>> = Arc::default();
+        let sink = heard.clone();
+        let observe: RequestObserver = Arc::new(move |labels, _elapsed| {
+            sink.lock().unwrap().push(labels.clone());
+        });
+        let inner = tower::service_fn(|req: Request<()>| {
+            let status = if req.method() == Method::PATCH {
+                409
+            } else {
+                200
+            };
+            let mut response = http::Response::new(());
+            *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+            std::future::ready(Ok::<_, std::convert::Infallible>(response))
+        });
+        let fence = Fence::default();
+        let mut guard = GuardLayer {
+            request_timeout: T,
+            fence: Some(fence.clone()),
+            observe: Some(observe),
+        }
+        .layer(inner);
+        let get = |uri: &str| Request::get(uri).body(()).unwrap();
+        guard.call(get("/api/v1/namespaces/a/pods")).await.unwrap();
+        guard
+            .call(get("/api/v1/namespaces/a/pods?watch=true"))
+            .await
+            .unwrap();
+        let patch = || {
+            Request::patch("/api/v1/namespaces/a/pods/p")
+                .body(())
+                .unwrap()
+        };
+        guard
+            .call(patch())
+            .await
+            .expect_err("fence closed: refused");
+        fence.extend_to(tokio::time::Instant::now() + Duration::from_secs(60));
+        guard.call(patch()).await.unwrap();
+        let heard = heard.lock().unwrap();
+        let got: Vec<(&str, &str, &str)> = heard
+            .iter()
+            .map(|l| (l.verb.as_str(), l.resource.as_str(), l.code))
+            .collect();
+        assert_eq!(got, [("LIST", "pods", "2xx"), ("PATCH", "pods", "4xx")]);
+    }
+
+    #[tokio::test]
     async fn a_silent_server_times_out() {
         use tower::{Layer, Service};
         let inner = tower::service_fn(|_req: Request<()>| {
@@ -326,6 +403,7 @@ mod tests {
         let mut guard = GuardLayer {
             request_timeout: Duration::from_millis(20),
             fence: None,
+            observe: None,
         }
         .layer(inner);
         let error = guard

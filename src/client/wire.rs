@@ -95,6 +95,7 @@ pub fn fenced_client(
     config: &kube::Config,
     request_timeout: Duration,
     fence: Fence,
+    observe: Option<super::RequestObserver>,
 ) -> anyhow::Result<Client> {
     let https = config
         .rustls_https_connector()
@@ -117,6 +118,7 @@ pub fn fenced_client(
         .layer(GuardLayer {
             request_timeout,
             fence: Some(fence),
+            observe,
         })
         .layer(config.base_uri_layer())
         .option_layer(auth)

@@ -312,6 +312,7 @@ async fn dashboard_and_alerts_query_only_metrics_the_operator_exports() {
         "admission_duration_seconds_bucket",
         "reconcile_errors_total",
         "webhook_certificate_expiry_timestamp_seconds",
+        "api_request_duration_seconds_bucket",
     ] {
         assert!(
             used.contains(&format!("sandbox_operator_{needed}")),

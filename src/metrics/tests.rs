@@ -1,0 +1,65 @@
+//! The exposition, the dropping of gone objects' series and the sampled gauges.
+
+use super::*;
+
+#[test]
+fn exposition_has_prefix_and_build_info() {
+    let m = Metrics::new();
+    m.claim_ready_seconds
+        .with_label_values(&["warm", "t"])
+        .observe(0.01);
+    let text = m.encode();
+    assert!(text.contains("sandbox_operator_build_info{version="));
+    assert!(text.contains("sandbox_operator_claim_ready_duration_seconds_bucket"));
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        assert!(line.starts_with("sandbox_operator_"), "{line}");
+    }
+}
+
+#[test]
+fn series_of_deleted_pools_and_templates_are_dropped() {
+    let m = Metrics::new();
+    m.pool_desired.with_label_values(&["ns", "kept"]).set(1.0);
+    m.pool_desired.with_label_values(&["ns", "gone"]).set(1.0);
+    m.pool_desired
+        .with_label_values(&["other", "kept"])
+        .set(1.0);
+    m.steal_attempts.with_label_values(&["kept"]).inc();
+    m.steal_attempts.with_label_values(&["gone"]).inc();
+    m.pool_exhausted.with_label_values(&["old-template"]).inc();
+    m.claim_ready_seconds
+        .with_label_values(&["warm", "t"])
+        .observe(0.01);
+    m.claims.with_label_values(&["warm"]).inc();
+    assert_eq!(m.object_series(), 7);
+    let live = LiveObjects {
+        pools: [("ns".to_string(), "kept".to_string())].into(),
+        templates: ["t".to_string()].into(),
+    };
+    assert_eq!(m.drop_series_of_gone(&live), 4);
+    assert_eq!(m.object_series(), 3);
+    let text = m.encode();
+    assert!(!text.contains("gone") && !text.contains("old-template") && !text.contains("other"));
+    assert!(text.contains("sandbox_operator_claims_total{result=\"warm\"} 1"));
+    assert_eq!(m.drop_series_of_gone(&live), 0);
+}
+
+#[test]
+fn tracked_entries_are_sampled_at_scrape_time() {
+    let m = Metrics::new();
+    let n = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(3));
+    let read = n.clone();
+    m.register_tracked_entries(Box::new(move || {
+        vec![("backoff", read.load(std::sync::atomic::Ordering::Relaxed))]
+    }))
+    .unwrap();
+    assert!(
+        m.encode()
+            .contains("sandbox_operator_tracked_entries{table=\"backoff\"} 3")
+    );
+    n.store(0, std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        m.encode()
+            .contains("sandbox_operator_tracked_entries{table=\"backoff\"} 0")
+    );
+}
