@@ -32,6 +32,7 @@ pub async fn run(env: &Environment, floor: &mut Floor, s: &Settings) -> Result<(
     let rss_idle = env.operator.rss_mib();
     let counts = (s.warm_sequential.max(1), s.floor_per_gap, s.floor_block);
     let warm = warm_sequential(env, floor, counts, n).await;
+    floor.sample(s.floor_block).await;
     let f = floor.summary();
     let rss_end = env.operator.rss_mib();
     let w = &warm.scenario;

@@ -1,12 +1,11 @@
 //! The claim scenarios and where the floor is sampled between them:
 //!
-//! 1. floor block; **warm-sequential**: one claim at a time on a pool with
-//!    idle Ready Pods, `floor_per_gap` write round trips before each claim;
-//!    API writes (the API server's counters), operator and API server CPU
-//!    and webhook timing are taken over this scenario, refill included;
-//!    floor block (the API server's CPU per bare patch is taken over the
-//!    two blocks);
-//! 2. **cold-sequential**: `warmpool: none` forces a new Pod;
+//! 1. floor block (the API server's CPU per bare patch is taken over it);
+//!    **warm-sequential**: one claim at a time on a pool with idle Ready
+//!    Pods, `floor_per_gap` write round trips before each claim; API writes
+//!    (the API server's counters), operator and API server CPU and webhook
+//!    timing are taken over this scenario, refill included;
+//! 2. floor block; **cold-sequential**: `warmpool: none` forces a new Pod;
 //! 3. (not in the demo) throughput bursts, floor block, **warm-burst** (pool
 //!    size claims at once on a full pool), floor block, **overflow-burst**
 //!    (3 x pool size), floor block, throughput bursts again.
@@ -27,17 +26,23 @@ pub struct WarmSequential {
 
 /// A floor block of `floor_block` patches, then `claims` warm claims one
 /// at a time, `floor_per_gap` floor samples before each; the counters are
-/// read once the pool has refilled to `pool`, then a second floor block.
-/// The API server's CPU per bare patch is taken over the two blocks.
+/// read once the pool has refilled to `pool`.
 pub async fn warm_sequential(
     env: &Environment,
     floor: &mut Floor,
     (claims, floor_per_gap, floor_block): (usize, usize, usize),
     pool: usize,
 ) -> WarmSequential {
-    let first_block = apiserver_cpu_of_block(env, floor, floor_block).await;
+    let block_start = (
+        apiserver::cpu_ms(&apiserver::metrics(&env.client).await),
+        floor.patches_sent(),
+    );
+    floor.sample(floor_block).await;
     let scrape = apiserver::metrics(&env.client).await;
     let apiserver_cpu_before = apiserver::cpu_ms(&scrape);
+    let block_patches = (floor.patches_sent() - block_start.1) as f64;
+    let apiserver_cpu_ms_per_write =
+        (apiserver_cpu_before - block_start.0) / block_patches.max(1.0);
     let (writes_before, webhook_before) = (
         apiserver::writes(&scrape),
         apiserver::webhook_buckets(&scrape),
@@ -72,9 +77,6 @@ pub async fn warm_sequential(
     );
     let scrape = apiserver::metrics(&env.client).await;
     let own_patches = (floor.patches_sent() - floor_before) as f64;
-    let second_block = apiserver_cpu_of_block(env, floor, floor_block).await;
-    let apiserver_cpu_ms_per_write =
-        (first_block.0 + second_block.0) / (first_block.1 + second_block.1).max(1.0);
     let apiserver_cpu_ms = (apiserver::cpu_ms(&scrape)
         - apiserver_cpu_before
         - own_patches * apiserver_cpu_ms_per_write)
@@ -111,18 +113,6 @@ pub async fn warm_sequential(
             webhook_p99,
         },
     }
-}
-
-/// A floor block of `n` patches: (the API server's CPU over it in ms, the
-/// patches sent).
-async fn apiserver_cpu_of_block(env: &Environment, floor: &mut Floor, n: usize) -> (f64, f64) {
-    let (cpu, sent) = (
-        apiserver::cpu_ms(&apiserver::metrics(&env.client).await),
-        floor.patches_sent(),
-    );
-    floor.sample(n).await;
-    let cpu_after = apiserver::cpu_ms(&apiserver::metrics(&env.client).await);
-    (cpu_after - cpu, (floor.patches_sent() - sent) as f64)
 }
 
 /// `claims` cold claims, one at a time.
@@ -173,6 +163,7 @@ pub async fn run(env: &Environment, floor: &mut Floor, s: &Settings) -> Report {
     env.claims.wait_idle(s.pool).await;
     let counts = (s.warm_sequential, s.floor_per_gap, s.floor_block);
     let warm = warm_sequential(env, floor, counts, s.pool).await;
+    floor.sample(s.floor_block).await;
     let mut scenarios = vec![
         warm.scenario.clone(),
         cold_sequential(env, s.cold_sequential).await,
