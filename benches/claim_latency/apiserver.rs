@@ -19,16 +19,6 @@ pub async fn metrics(client: &Client) -> String {
         .expect("scrape the API server's /metrics")
 }
 
-/// The API server's own CPU time so far, in ms (`process_cpu_seconds_total`,
-/// read from /proc by the API server at 10 ms resolution); 0 if absent.
-pub fn cpu_ms(metrics_text: &str) -> f64 {
-    metrics_text
-        .lines()
-        .find_map(|l| l.strip_prefix("process_cpu_seconds_total "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or(0.0, |s| s * 1000.0)
-}
-
 /// Write requests so far, by `"<resource>[/<subresource>] <VERB>"`, all
 /// response codes and clients together.
 pub fn writes(metrics_text: &str) -> BTreeMap<String, f64> {
@@ -214,13 +204,6 @@ apiserver_request_total{code="409",component="apiserver",dry_run="",group="",res
 apiserver_request_total{code="201",component="apiserver",dry_run="",group="",resource="pods",scope="resource",subresource="binding",verb="POST",version="v1"} 10
 apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="pods",scope="resource",subresource="",verb="GET",version="v1"} 999
 "#;
-
-    #[test]
-    fn the_api_server_cpu_counter_is_read_in_ms_and_absent_is_zero() {
-        let text = "process_cpu_seconds_total_other 9\nprocess_cpu_seconds_total 74.65\n";
-        assert!((cpu_ms(text) - 74_650.0).abs() < 1e-6);
-        assert_eq!(cpu_ms(SCRAPE), 0.0);
-    }
 
     #[test]
     fn writes_are_summed_over_codes_and_split_by_subresource() {

@@ -28,6 +28,10 @@ pub struct Environment {
     pub operator: Operator,
     pub claims: Claims,
     pub bench_dir: PathBuf,
+    /// The local control plane's API server process, when the kubeconfig
+    /// is one `cluster.sh` wrote (its pid file beside it): its CPU time is
+    /// read from `/proc`, so reading it costs the API server nothing.
+    apiserver: Option<(u32, f64)>,
 }
 
 pub fn repo() -> PathBuf {
@@ -47,6 +51,21 @@ fn kubeconfig() -> PathBuf {
     assert!(out.status.success(), "cluster.sh up failed");
     let stdout = String::from_utf8_lossy(&out.stdout);
     PathBuf::from(stdout.lines().last().expect("kubeconfig path").trim())
+}
+
+/// The pid of the API server `cluster.sh` started for the kubeconfig at
+/// `path` (`<state>/pids/kube-apiserver.pid`), if that process is running
+/// and is a kube-apiserver, with the clock tick rate.
+fn local_apiserver(path: &std::path::Path) -> Option<(u32, f64)> {
+    let pid_file = path.parent()?.join("pids/kube-apiserver.pid");
+    let pid: u32 = std::fs::read_to_string(pid_file)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    comm.starts_with("kube-apiserver")
+        .then(|| (pid, crate::procstat::clock_ticks_per_second()))
 }
 
 /// Waits (3 minutes at most) until no namespace is terminating. The API
@@ -125,7 +144,15 @@ impl Environment {
             operator,
             claims,
             bench_dir,
+            apiserver: local_apiserver(&path),
         }
+    }
+
+    /// CPU time the local API server has used so far, in ms; `None` when
+    /// the control plane is not a local `cluster.sh` one.
+    pub fn apiserver_cpu_ms(&self) -> Option<f64> {
+        let (pid, ticks) = self.apiserver?;
+        crate::procstat::cpu_ms(pid, ticks)
     }
 
     /// The bench template (KWOK start-up `delay_ms`; `tiny`: small limits so

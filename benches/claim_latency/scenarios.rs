@@ -33,16 +33,15 @@ pub async fn warm_sequential(
     (claims, floor_per_gap, floor_block): (usize, usize, usize),
     pool: usize,
 ) -> WarmSequential {
-    let block_start = (
-        apiserver::cpu_ms(&apiserver::metrics(&env.client).await),
-        floor.patches_sent(),
-    );
+    let block_start = (env.apiserver_cpu_ms(), floor.patches_sent());
     floor.sample(floor_block).await;
-    let scrape = apiserver::metrics(&env.client).await;
-    let apiserver_cpu_before = apiserver::cpu_ms(&scrape);
+    let apiserver_cpu_before = env.apiserver_cpu_ms();
     let block_patches = (floor.patches_sent() - block_start.1) as f64;
-    let apiserver_cpu_ms_per_write =
-        (apiserver_cpu_before - block_start.0) / block_patches.max(1.0);
+    let apiserver_cpu_ms_per_write = block_start
+        .0
+        .zip(apiserver_cpu_before)
+        .map(|(start, end)| (end - start) / block_patches.max(1.0));
+    let scrape = apiserver::metrics(&env.client).await;
     let (writes_before, webhook_before) = (
         apiserver::writes(&scrape),
         apiserver::webhook_buckets(&scrape),
@@ -77,10 +76,16 @@ pub async fn warm_sequential(
     );
     let scrape = apiserver::metrics(&env.client).await;
     let own_patches = (floor.patches_sent() - floor_before) as f64;
-    let apiserver_cpu_ms = (apiserver::cpu_ms(&scrape)
-        - apiserver_cpu_before
-        - own_patches * apiserver_cpu_ms_per_write)
-        / claims.max(1) as f64;
+    let apiserver_cpu_ms = match (
+        env.apiserver_cpu_ms(),
+        apiserver_cpu_before,
+        apiserver_cpu_ms_per_write,
+    ) {
+        (Some(after), Some(before), Some(per_write)) => {
+            Some((after - before - own_patches * per_write) / claims.max(1) as f64)
+        }
+        _ => None,
+    };
     let writes_by_resource = apiserver::writes_per_claim(
         &writes_before,
         &apiserver::writes(&scrape),

@@ -176,6 +176,16 @@ pub struct GuardLayer {
     pub observe: Option<RequestObserver>,
 }
 
+impl std::fmt::Debug for GuardLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuardLayer")
+            .field("request_timeout", &self.request_timeout)
+            .field("fence", &self.fence)
+            .field("observe", &self.observe.is_some())
+            .finish()
+    }
+}
+
 impl<S> tower::Layer<S> for GuardLayer {
     type Service = Guard<S>;
     fn layer(&self, inner: S) -> Guard<S> {
@@ -195,6 +205,17 @@ pub struct Guard<S> {
     request_timeout: Duration,
     fence: Option<Fence>,
     observe: Option<RequestObserver>,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for Guard<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("inner", &self.inner)
+            .field("request_timeout", &self.request_timeout)
+            .field("fence", &self.fence)
+            .field("observe", &self.observe.is_some())
+            .finish()
+    }
 }
 
 type GuardFuture<R> = Pin<Box<dyn Future<Output = Result<R, BoxError>> + Send>>;
@@ -231,19 +252,24 @@ where
             }
             Plan::Bounded(timeout) => {
                 let response = self.inner.call(req);
-                let observe = self.observe.clone();
-                let start = tokio::time::Instant::now();
+                // Outside the future, so a future dropped unpolled is
+                // recorded too.
+                let timing = self.observe.clone().map(|observe| observe::Timing {
+                    observe,
+                    method: method.clone(),
+                    path: path.clone(),
+                    start: tokio::time::Instant::now(),
+                    outcome: observe::Outcome::Cancelled,
+                });
                 Box::pin(async move {
                     let result = tokio::time::timeout(timeout, response).await;
-                    if let Some(observe) = observe {
-                        let status = match &result {
-                            Ok(Ok(response)) => Some(response.status().as_u16()),
-                            _ => None,
+                    if let Some(mut timing) = timing {
+                        timing.outcome = match &result {
+                            Ok(Ok(response)) => {
+                                observe::Outcome::Status(response.status().as_u16())
+                            }
+                            _ => observe::Outcome::NoAnswer,
                         };
-                        observe(
-                            &observe::Labels::of(&method, &path, status),
-                            start.elapsed(),
-                        );
                     }
                     match result {
                         Ok(result) => result.map_err(Into::into),
@@ -394,23 +420,72 @@ mod tests {
         assert_eq!(got, [("LIST", "pods", "2xx"), ("PATCH", "pods", "4xx")]);
     }
 
+    /// A guard on `inner` whose observer collects (labels, duration).
+    fn observed<S>(
+        inner: S,
+        timeout: Duration,
+    ) -> (
+        Guard<S>,
+        std::sync::Arc<std::sync::Mutex<Vec<(observe::Labels, Duration)>>>,
+    ) {
+        use tower::Layer;
+        let heard: std::sync::Arc<std::sync::Mutex<Vec<_>>> = Default::default();
+        let sink = heard.clone();
+        let observe: RequestObserver = std::sync::Arc::new(move |labels, elapsed| {
+            sink.lock().unwrap().push((labels.clone(), elapsed));
+        });
+        let guard = GuardLayer {
+            request_timeout: timeout,
+            fence: None,
+            observe: Some(observe),
+        }
+        .layer(inner);
+        (guard, heard)
+    }
+
     #[tokio::test]
-    async fn a_silent_server_times_out() {
-        use tower::{Layer, Service};
+    async fn a_silent_server_times_out_and_is_recorded_as_an_error_after_the_bound() {
+        use tower::Service;
         let inner = tower::service_fn(|_req: Request<()>| {
             std::future::pending::<Result<http::Response<()>, std::convert::Infallible>>()
         });
-        let mut guard = GuardLayer {
-            request_timeout: Duration::from_millis(20),
-            fence: None,
-            observe: None,
-        }
-        .layer(inner);
+        let (mut guard, heard) = observed(inner, Duration::from_millis(20));
         let error = guard
             .call(Request::get("/api/v1/pods").body(()).unwrap())
             .await
             .unwrap_err()
             .to_string();
         assert!(error.contains("no response within 20ms"), "{error}");
+        let heard = heard.lock().unwrap();
+        assert_eq!(heard.len(), 1);
+        let (labels, elapsed) = &heard[0];
+        assert_eq!((labels.verb.as_str(), labels.code), ("LIST", "error"));
+        assert!(*elapsed >= Duration::from_millis(20), "{elapsed:?}");
+    }
+
+    #[tokio::test]
+    async fn a_request_its_caller_stops_waiting_for_is_recorded_as_cancelled() {
+        use tower::Service;
+        let inner = tower::service_fn(|_req: Request<()>| {
+            std::future::pending::<Result<http::Response<()>, std::convert::Infallible>>()
+        });
+        let (mut guard, heard) = observed(inner, T);
+        let lease = || {
+            Request::put("/apis/coordination.k8s.io/v1/namespaces/o/leases/l")
+                .body(())
+                .unwrap()
+        };
+        // An outer timeout shorter than the guard's, as the Lease renewal has.
+        let outer = tokio::time::timeout(Duration::from_millis(10), guard.call(lease())).await;
+        assert!(outer.is_err(), "the outer timeout fired first");
+        // Dropped before it was ever polled.
+        drop(guard.call(lease()));
+        let heard = heard.lock().unwrap();
+        let got: Vec<(&str, &str, &str)> = heard
+            .iter()
+            .map(|(l, _)| (l.verb.as_str(), l.resource.as_str(), l.code))
+            .collect();
+        assert_eq!(got, [("PUT", "leases", "cancelled"); 2]);
+        assert!(heard[0].1 >= Duration::from_millis(10), "{:?}", heard[0].1);
     }
 }

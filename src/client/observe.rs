@@ -11,12 +11,13 @@
 //! headline ratio, live.
 //!
 //! What is timed: every request the guard bounds (everything but a watch),
-//! from the moment it enters the stack until its response head arrives, or
-//! until it fails. A fenced write refused before sending is not timed (no
-//! request was made). Labels are bounded by construction: the verb as the
-//! API server's own `apiserver_request_total` spells it, the resource (and
-//! subresource) read from the request path without namespace or object name,
-//! and the status class.
+//! from the moment it enters the stack until its response head arrives,
+//! until it fails, or until its caller stops waiting (the request's future
+//! is dropped: an outer timeout, a shutdown). A fenced write refused before
+//! sending is not timed (no request was made). Labels are bounded by
+//! construction: the verb as the API server's own `apiserver_request_total`
+//! spells it, the resource (and subresource) read from the request path
+//! without namespace or object name, and the outcome's class.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,33 +36,71 @@ pub struct Labels {
     /// `pods`, `pods/status`, `sandboxes`, ...; `other` for a path outside
     /// `/api` and `/apis` (discovery, `/version`).
     pub resource: String,
-    /// `2xx`, `3xx`, `4xx`, `5xx`, or `error` when no response arrived
-    /// (connection failure, timeout).
+    /// `2xx`, `3xx`, `4xx`, `5xx`; `error` when no response arrived (no
+    /// answer within `--api-request-timeout-seconds`, a connection failure,
+    /// or, on the controllers' fenced client, a write stopped on the wire
+    /// because leadership was lost); `cancelled` when the caller stopped
+    /// waiting first.
     pub code: &'static str,
+}
+
+/// How a timed request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A response with this status arrived.
+    Status(u16),
+    /// No response: an error or the guard's timeout.
+    NoAnswer,
+    /// The caller dropped the request before it ended.
+    Cancelled,
 }
 
 impl Labels {
     /// The labels of a request to `path` with `method` that ended with
-    /// `status` (`None`: no response). Pure.
-    pub fn of(method: &Method, path: &str, status: Option<u16>) -> Self {
+    /// `outcome`. Pure.
+    pub fn of(method: &Method, path: &str, outcome: Outcome) -> Self {
         let (resource, named) = resource_of(path);
-        let verb = match (method.as_str(), named) {
-            ("GET", false) => "LIST".to_string(),
-            ("DELETE", false) => "DELETECOLLECTION".to_string(),
-            (other, _) => other.to_string(),
+        let verb = match (method.as_str(), named, resource.as_str()) {
+            (method, _, "other") => method.to_string(),
+            ("GET", false, _) => "LIST".to_string(),
+            ("DELETE", false, _) => "DELETECOLLECTION".to_string(),
+            (other, _, _) => other.to_string(),
         };
-        let code = match status {
-            None => "error",
-            Some(200..=299) => "2xx",
-            Some(300..=399) => "3xx",
-            Some(400..=499) => "4xx",
-            Some(_) => "5xx",
+        let code = match outcome {
+            Outcome::NoAnswer => "error",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Status(200..=299) => "2xx",
+            Outcome::Status(300..=399) => "3xx",
+            Outcome::Status(400..=499) => "4xx",
+            Outcome::Status(_) => "5xx",
         };
         Labels {
             verb,
             resource,
             code,
         }
+    }
+}
+
+/// One request being timed: reports to `observe` when dropped, with
+/// `outcome` as set by then (`Cancelled` unless the request ended).
+pub struct Timing {
+    /// Where the duration goes.
+    pub observe: RequestObserver,
+    /// The request's method.
+    pub method: Method,
+    /// The request's path.
+    pub path: String,
+    /// When the request entered the stack.
+    pub start: tokio::time::Instant,
+    /// How it ended, once it did.
+    pub outcome: Outcome,
+}
+
+impl Drop for Timing {
+    fn drop(&mut self) {
+        let labels = Labels::of(&self.method, &self.path, self.outcome);
+        (self.observe)(&labels, self.start.elapsed());
     }
 }
 
@@ -75,8 +114,10 @@ pub fn resource_of(path: &str) -> (String, bool) {
         _ => return ("other".to_string(), false),
     };
     // `namespaces/<ns>/<resource>...` is a namespaced resource; a bare
-    // `namespaces` or `namespaces/<ns>` is the namespaces resource itself.
+    // `namespaces`, `namespaces/<ns>` or a namespace's own subresource is
+    // the namespaces resource itself.
     let rest = match rest {
+        ["namespaces", _namespace, "status" | "finalize"] => rest,
         ["namespaces", _namespace, inner @ ..] if !inner.is_empty() => inner,
         other => other,
     };
@@ -101,6 +142,11 @@ mod tests {
             ("/api/v1/namespaces/a/pods/p/status", ("pods/status", true)),
             ("/api/v1/namespaces/a", ("namespaces", true)),
             ("/api/v1/namespaces", ("namespaces", false)),
+            ("/api/v1/namespaces/a/status", ("namespaces/status", true)),
+            (
+                "/api/v1/namespaces/a/finalize",
+                ("namespaces/finalize", true),
+            ),
             (
                 "/apis/agents.x-k8s.io/v1alpha1/namespaces/a/sandboxes/s/status",
                 ("sandboxes/status", true),
@@ -124,18 +170,59 @@ mod tests {
 
     #[test]
     fn verbs_follow_the_api_server_s_spelling_and_codes_are_classes() {
-        let l = Labels::of(&Method::GET, "/api/v1/namespaces/a/pods", Some(200));
-        assert_eq!((l.verb.as_str(), l.code), ("LIST", "2xx"));
-        let l = Labels::of(&Method::GET, "/api/v1/namespaces/a/pods/p", Some(404));
-        assert_eq!((l.verb.as_str(), l.code), ("GET", "4xx"));
-        let l = Labels::of(&Method::PATCH, "/api/v1/namespaces/a/pods/p", Some(409));
-        assert_eq!(
-            (l.verb.as_str(), l.resource.as_str(), l.code),
-            ("PATCH", "pods", "4xx")
-        );
-        let l = Labels::of(&Method::DELETE, "/api/v1/namespaces/a/pods", Some(503));
-        assert_eq!((l.verb.as_str(), l.code), ("DELETECOLLECTION", "5xx"));
-        let l = Labels::of(&Method::POST, "/api/v1/namespaces/a/services", None);
-        assert_eq!((l.verb.as_str(), l.code), ("POST", "error"));
+        use Outcome::*;
+        let cases = [
+            (
+                Method::GET,
+                "/api/v1/namespaces/a/pods",
+                Status(200),
+                ("LIST", "pods", "2xx"),
+            ),
+            (
+                Method::GET,
+                "/api/v1/namespaces/a/pods/p",
+                Status(404),
+                ("GET", "pods", "4xx"),
+            ),
+            (
+                Method::PATCH,
+                "/api/v1/namespaces/a/pods/p",
+                Status(409),
+                ("PATCH", "pods", "4xx"),
+            ),
+            (
+                Method::DELETE,
+                "/api/v1/namespaces/a/pods",
+                Status(503),
+                ("DELETECOLLECTION", "pods", "5xx"),
+            ),
+            (
+                Method::POST,
+                "/api/v1/namespaces/a/services",
+                NoAnswer,
+                ("POST", "services", "error"),
+            ),
+            (
+                Method::PUT,
+                "/apis/coordination.k8s.io/v1/namespaces/o/leases/l",
+                Cancelled,
+                ("PUT", "leases", "cancelled"),
+            ),
+            // Discovery is not a list of anything.
+            (
+                Method::GET,
+                "/apis/agents.x-k8s.io/v1alpha1",
+                Status(200),
+                ("GET", "other", "2xx"),
+            ),
+        ];
+        for (method, path, outcome, (verb, resource, code)) in cases {
+            let l = Labels::of(&method, path, outcome);
+            assert_eq!(
+                (l.verb.as_str(), l.resource.as_str(), l.code),
+                (verb, resource, code),
+                "{path}"
+            );
+        }
     }
 }

@@ -107,9 +107,10 @@ pub struct WarmCost {
     pub all_writes: f64,
     pub cpu_ms: f64,
     /// The API server's CPU per claim (the bench's floor patches taken
-    /// out, background work included), and per bare floor patch.
-    pub apiserver_cpu_ms: f64,
-    pub apiserver_cpu_ms_per_write: f64,
+    /// out, background work included), and per bare floor patch; `None`
+    /// when the API server is not a local process (`/proc`).
+    pub apiserver_cpu_ms: Option<f64>,
+    pub apiserver_cpu_ms_per_write: Option<f64>,
     /// Watch events the operator applied, by `"<cache> <event>"`.
     pub watch_events: BTreeMap<String, f64>,
     /// Reconciles the operator ran, by controller.
@@ -187,8 +188,8 @@ impl Report {
             "operator_deletes_per_warm_claim": round(self.other_activity().0),
             "namespace_deletions_in_window": self.other_activity().1.round(),
             "operator_cpu_ms_per_warm_claim": round(self.warm.cpu_ms),
-            "apiserver_cpu_ms_per_warm_claim": round(self.warm.apiserver_cpu_ms),
-            "apiserver_cpu_ms_per_floor_write": round(self.warm.apiserver_cpu_ms_per_write),
+            "apiserver_cpu_ms_per_warm_claim": self.warm.apiserver_cpu_ms.map(round),
+            "apiserver_cpu_ms_per_floor_write": self.warm.apiserver_cpu_ms_per_write.map(round),
             // null when the operator does not export the counter.
             "watch_events_per_warm_claim": (!self.warm.watch_events.is_empty())
                 .then(|| round(self.warm.watch_events.values().sum())),
@@ -348,16 +349,15 @@ impl Report {
                 "  of the operator's count, DELETE: {deletes:.2} per claim. The API server's counters are cluster-wide: on a shared control plane other clients' deletions land here too ({namespaces:.0} namespaces deleted in the window, plus the objects of namespaces deleted before it); on a private one they are the operator's own\n"
             );
         }
-        out += &format!(
-            "API server CPU per warm claim: {:.1} ms, {:.1} times a bare floor patch's {:.2} ms (the floor's patches taken out; background work included)\n",
+        if let (Some(claim), Some(write)) = (
             self.warm.apiserver_cpu_ms,
-            ratio(
-                self.warm.apiserver_cpu_ms,
-                self.warm.apiserver_cpu_ms_per_write
-            )
-            .unwrap_or(0.0),
-            self.warm.apiserver_cpu_ms_per_write
-        );
+            self.warm.apiserver_cpu_ms_per_write,
+        ) {
+            out += &format!(
+                "API server CPU per warm claim: {claim:.1} ms, {:.1} times a bare floor patch's {write:.2} ms (from /proc; the floor's patches taken out, background work included)\n",
+                ratio(claim, write).unwrap_or(0.0),
+            );
+        }
         out += &format!(
             "watch events the operator applied per warm claim: {:.2}\n",
             self.warm.watch_events.values().sum::<f64>()

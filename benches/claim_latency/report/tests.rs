@@ -104,8 +104,8 @@ fn json_carries_the_floor_fields() {
 #[test]
 fn the_tail_is_also_set_against_the_floor_s_own_tail_and_the_api_server_cpu_against_one_write() {
     let mut r = report();
-    r.warm.apiserver_cpu_ms = 60.0;
-    r.warm.apiserver_cpu_ms_per_write = 6.0;
+    r.warm.apiserver_cpu_ms = Some(60.0);
+    r.warm.apiserver_cpu_ms_per_write = Some(6.0);
     r.apply_floor();
     let v = r.json();
     // p99 70 ms against the floor's p99 of 25 ms; the floor's p99 is 2.5x its p50.
@@ -127,4 +127,9 @@ fn the_tail_is_also_set_against_the_floor_s_own_tail_and_the_api_server_cpu_agai
         ),
         "{table}"
     );
+    // An API server that is not a local process: no figure, not a zero.
+    let mut remote = report();
+    remote.apply_floor();
+    assert!(remote.json()["apiserver_cpu_ms_per_warm_claim"].is_null());
+    assert!(!remote.table().contains("API server CPU"));
 }
