@@ -420,16 +420,13 @@ mod tests {
         assert_eq!(got, [("LIST", "pods", "2xx"), ("PATCH", "pods", "4xx")]);
     }
 
+    /// What an observer heard: each request's labels and duration.
+    type Heard = std::sync::Arc<std::sync::Mutex<Vec<(observe::Labels, Duration)>>>;
+
     /// A guard on `inner` whose observer collects (labels, duration).
-    fn observed<S>(
-        inner: S,
-        timeout: Duration,
-    ) -> (
-        Guard<S>,
-        std::sync::Arc<std::sync::Mutex<Vec<(observe::Labels, Duration)>>>,
-    ) {
+    fn observed<S>(inner: S, timeout: Duration) -> (Guard<S>, Heard) {
         use tower::Layer;
-        let heard: std::sync::Arc<std::sync::Mutex<Vec<_>>> = Default::default();
+        let heard: Heard = Default::default();
         let sink = heard.clone();
         let observe: RequestObserver = std::sync::Arc::new(move |labels, elapsed| {
             sink.lock().unwrap().push((labels.clone(), elapsed));
