@@ -71,7 +71,8 @@ pub struct Metrics {
     /// Admission handling time by kind and endpoint.
     pub admission_seconds: HistogramVec,
     /// The API server's answer time to this process's requests (watches
-    /// excepted), by verb, resource and status class.
+    /// excepted), by verb, resource and outcome (status class, `error`,
+    /// `cancelled`).
     pub api_request_seconds: HistogramVec,
     /// Unix time at which the webhook serving certificate expires.
     pub certificate_expiry: Gauge,
@@ -238,7 +239,7 @@ impl Metrics {
             ),
             api_request_seconds: histogram(
                 "api_request_duration_seconds",
-                "Time the API server took to answer this process's requests (watches excepted), by verb, resource and status class (`error`: no answer).",
+                "Time the API server took to answer this process's requests (watches excepted), by verb, resource and outcome: status class, `error` (no answer) or `cancelled` (the caller stopped waiting).",
                 &["verb", "resource", "code"],
                 LATENCY_BUCKETS,
             ),

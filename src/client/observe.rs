@@ -1,14 +1,14 @@
 //! How long the API server takes to answer this process, request by
 //! request: the production counterpart of the bench's write floor.
 //!
-//! The bench shows that a warm claim's time is mostly API server time (a
-//! claim's path holds three sequential writes; see the README's
+//! The bench shows that a warm claim's time is mostly the time of the API
+//! writes on its path (three of them in sequence; see the README's
 //! "Performance"). In a cluster, an admin who sees claims slow down needs
 //! to tell "the operator is slow" from "the API server is slow"; the
 //! `sandbox_operator_api_request_duration_seconds` histogram, which
-//! [`super::Guard`] feeds through a [`RequestObserver`], answers that: claim
-//! Ready p50 over the p50 of the operator's own writes is the bench's
-//! headline ratio, live.
+//! [`super::Guard`] feeds through a [`RequestObserver`], answers that: the
+//! warm claim p50 over the p50 of the operator's Pod patches (the kind of
+//! write the bench's floor is) is the bench's headline ratio, live.
 //!
 //! What is timed: every request the guard bounds (everything but a watch),
 //! from the moment it enters the stack until its response head arrives,
