@@ -1,5 +1,5 @@
 //! One row of the soak's table: what one minute cost the operator (RSS, CPU)
-//! and what it served (claims, warm/cold, latency), with the operator's
+//! and the API server (CPU, when it is a local process), what it served (claims, warm/cold, latency), with the operator's
 //! in-memory table sizes at the minute's end. Pure, unit-tested in the
 //! `soak-logic` test target.
 
@@ -15,6 +15,8 @@ pub struct Served {
 pub struct Sample {
     pub rss_mib: f64,
     pub cpu_ms: f64,
+    /// The local API server's CPU so far; `None` when it is not local.
+    pub apiserver_cpu_ms: Option<f64>,
     pub tables: Vec<(String, i64)>,
 }
 
@@ -44,6 +46,8 @@ pub struct Minute {
     pub index: usize,
     pub rss_mib: f64,
     pub cpu_ms: f64,
+    /// The API server's CPU in the minute, every client's work included.
+    pub apiserver_cpu_ms: Option<f64>,
     pub served: usize,
     pub warm: usize,
     pub p50_ms: f64,
@@ -61,6 +65,10 @@ impl Minute {
             index,
             rss_mib: after.rss_mib,
             cpu_ms: after.cpu_ms - before.cpu_ms,
+            apiserver_cpu_ms: after
+                .apiserver_cpu_ms
+                .zip(before.apiserver_cpu_ms)
+                .map(|(a, b)| a - b),
             served: served.len(),
             warm: served.iter().filter(|s| s.warm).count(),
             p50_ms: percentile(&latencies, 50.0),
@@ -72,17 +80,36 @@ impl Minute {
 
     pub fn header() -> String {
         format!(
-            "{:>3} {:>8} {:>8} {:>6} {:>5} {:>5} {:>8} {:>8}  tracked entries (table=n)",
-            "min", "rss MiB", "cpu ms", "served", "warm", "cold", "p50 ms", "p99 ms"
+            "{:>3} {:>8} {:>8} {:>13} {:>6} {:>5} {:>5} {:>8} {:>8}  tracked entries (table=n)",
+            "min",
+            "rss MiB",
+            "cpu ms",
+            "api ms/claim",
+            "served",
+            "warm",
+            "cold",
+            "p50 ms",
+            "p99 ms"
         )
+    }
+
+    /// The API server's CPU per claim served in the minute (creation,
+    /// deletion and the refills of the claims of the minute, roughly), as
+    /// printed: `n/a` without a local API server or a claim.
+    pub fn apiserver_per_claim(&self) -> String {
+        match self.apiserver_cpu_ms {
+            Some(ms) if self.served > 0 => format!("{:.1}", ms / self.served as f64),
+            _ => "n/a".into(),
+        }
     }
 
     pub fn line(&self) -> String {
         format!(
-            "{:>3} {:>8.1} {:>8.0} {:>6} {:>5} {:>5} {:>8.1} {:>8.1}  {}",
+            "{:>3} {:>8.1} {:>8.0} {:>13} {:>6} {:>5} {:>5} {:>8.1} {:>8.1}  {}",
             self.index,
             self.rss_mib,
             self.cpu_ms,
+            self.apiserver_per_claim(),
             self.served,
             self.warm,
             self.served - self.warm,
@@ -112,11 +139,13 @@ mod tests {
         let before = Sample {
             rss_mib: 20.0,
             cpu_ms: 1000.0,
+            apiserver_cpu_ms: Some(5000.0),
             tables: vec![],
         };
         let after = Sample {
             rss_mib: 21.0,
             cpu_ms: 1600.0,
+            apiserver_cpu_ms: Some(5300.0),
             tables: vec![("backoff".into(), 0), ("write_memo".into(), 7)],
         };
         let served = vec![
@@ -136,6 +165,14 @@ mod tests {
         let m = Minute::new(1, &before, &after, served);
         assert_eq!((m.served, m.warm, m.partial), (3, 2, false));
         assert_eq!(m.cpu_ms, 600.0);
+        // 300 ms of API server CPU over 3 claims.
+        assert_eq!(m.apiserver_per_claim(), "100.0");
+        let remote = Sample {
+            apiserver_cpu_ms: None,
+            ..after
+        };
+        let no_figure = Minute::new(2, &before, &remote, vec![]);
+        assert_eq!(no_figure.apiserver_per_claim(), "n/a");
         assert_eq!((m.p50_ms, m.p99_ms), (30.0, 1200.0));
         assert!(m.line().ends_with("backoff=0 write_memo=7"), "{}", m.line());
         assert!(Minute::header().starts_with("min"));

@@ -99,6 +99,7 @@ impl Probe {
         Sample {
             rss_mib: env.operator.rss_mib(),
             cpu_ms: env.operator.cpu_ms(),
+            apiserver_cpu_ms: env.apiserver_cpu_ms(),
             tables: tracked_entries(&metrics),
         }
     }
