@@ -33,14 +33,7 @@ pub async fn warm_sequential(
     (claims, floor_per_gap, floor_block): (usize, usize, usize),
     pool: usize,
 ) -> WarmSequential {
-    let block_start = (env.apiserver_cpu_ms(), floor.patches_sent());
-    floor.sample(floor_block).await;
-    let apiserver_cpu_before = env.apiserver_cpu_ms();
-    let block_patches = (floor.patches_sent() - block_start.1) as f64;
-    let apiserver_cpu_ms_per_write = block_start
-        .0
-        .zip(apiserver_cpu_before)
-        .map(|(start, end)| (end - start) / block_patches.max(1.0));
+    let apiserver_cpu = ApiServerCpu::after_floor_block(env, floor, floor_block).await;
     let scrape = apiserver::metrics(&env.client).await;
     let (writes_before, webhook_before) = (
         apiserver::writes(&scrape),
@@ -76,16 +69,6 @@ pub async fn warm_sequential(
     );
     let scrape = apiserver::metrics(&env.client).await;
     let own_patches = (floor.patches_sent() - floor_before) as f64;
-    let apiserver_cpu_ms = match (
-        env.apiserver_cpu_ms(),
-        apiserver_cpu_before,
-        apiserver_cpu_ms_per_write,
-    ) {
-        (Some(after), Some(before), Some(per_write)) => {
-            Some((after - before - own_patches * per_write) / claims.max(1) as f64)
-        }
-        _ => None,
-    };
     let writes_by_resource = apiserver::writes_per_claim(
         &writes_before,
         &apiserver::writes(&scrape),
@@ -110,13 +93,42 @@ pub async fn warm_sequential(
             operator_writes,
             operator_events,
             cpu_ms: cpu_ms / claims.max(1) as f64,
-            apiserver_cpu_ms,
-            apiserver_cpu_ms_per_write,
+            apiserver_cpu_ms: apiserver_cpu.per_claim(env, own_patches, claims),
+            apiserver_cpu_ms_per_write: apiserver_cpu.per_write,
             watch_events,
             reconciles,
             webhook_within_5ms,
             webhook_p99,
         },
+    }
+}
+
+/// The local API server's CPU (`/proc`): its cost per bare patch over a
+/// floor block, and its reading when the claims start. `None` throughout
+/// when the API server is not a local process.
+struct ApiServerCpu {
+    per_write: Option<f64>,
+    start: Option<f64>,
+}
+
+impl ApiServerCpu {
+    /// Takes a floor block of `n` patches and times the API server over it.
+    async fn after_floor_block(env: &Environment, floor: &mut Floor, n: usize) -> Self {
+        let (before, sent) = (env.apiserver_cpu_ms(), floor.patches_sent());
+        floor.sample(n).await;
+        let start = env.apiserver_cpu_ms();
+        let patches = (floor.patches_sent() - sent) as f64;
+        ApiServerCpu {
+            per_write: before.zip(start).map(|(b, e)| (e - b) / patches.max(1.0)),
+            start,
+        }
+    }
+
+    /// Per claim since the start, with the bench's `own_patches` (at the
+    /// per-patch cost) taken out.
+    fn per_claim(&self, env: &Environment, own_patches: f64, claims: usize) -> Option<f64> {
+        let (now, start, per_write) = (env.apiserver_cpu_ms()?, self.start?, self.per_write?);
+        Some((now - start - own_patches * per_write) / claims.max(1) as f64)
     }
 }
 

@@ -216,15 +216,9 @@ async fn round_one(
     let service = create_owned(&services, &service, "Service");
     // Each write's step is logged when that write returns, not when the
     // round does.
-    let created = async {
-        let created = create_owned(&sandboxes, &sandbox, "Sandbox").await;
-        if let Ok(Created::New(_)) = created {
-            super::super::timeline(claim, &claim.name_any(), "claim: Sandbox created");
-        }
-        created
-    };
+    let created = create_owned(&sandboxes, &sandbox, "Sandbox");
     let (created, service_created, policy_created, stolen) = futures::join!(
-        created,
+        logged(claim, "claim: Sandbox created", created),
         logged(claim, "claim: Service created", service),
         logged(claim, "claim: NetworkPolicy created", policy),
         steal
