@@ -30,6 +30,11 @@ struct ReservationState {
     /// Pod key -> when this process deleted it as a Pod its claim did not
     /// need (the cache may show it stolen for the claim a while longer).
     given_back: HashMap<String, Instant>,
+    /// (Claim uid, Pod name) -> when this process's give-back of that Pod
+    /// was refused with a conflict and the Pod kept: the claim decides on
+    /// it again even while its cache does not show the Pod (see
+    /// [`Reservations::record_kept`]).
+    kept: HashMap<(String, String), Instant>,
 }
 
 /// How long a reservation outlives its steal: long enough for the cache to
@@ -56,6 +61,9 @@ impl Reservations {
             .retain(|_, (_, at)| now.duration_since(*at) < RESERVATION_TTL);
         state
             .given_back
+            .retain(|_, at| now.duration_since(*at) < RESERVATION_TTL);
+        state
+            .kept
             .retain(|_, at| now.duration_since(*at) < RESERVATION_TTL);
         if state.pods.contains_key(key) {
             return false;
@@ -118,6 +126,44 @@ impl Reservations {
         )
     }
 
+    /// Records that this process's give-back of `pod_name`, stolen for
+    /// `claim_uid`, was refused with a conflict and the Pod kept. The
+    /// claim's next look at its surplus Pods reads this Pod from the API
+    /// server if its cache does not show it yet: no event of the Pod wakes
+    /// the claim, so a cache that had not seen the steal would otherwise
+    /// leave it running until the periodic resync. Expires with the TTL
+    /// (then the resync is the backstop), never because the cache lacks
+    /// the Pod.
+    pub fn record_kept(&self, claim_uid: &str, pod_name: &str) {
+        self.inner
+            .lock()
+            .expect("reservation lock")
+            .kept
+            .insert((claim_uid.to_owned(), pod_name.to_owned()), Instant::now());
+    }
+
+    /// Forgets a kept Pod (given back since, or not the claim's any more).
+    pub fn forget_kept(&self, claim_uid: &str, pod_name: &str) {
+        self.inner
+            .lock()
+            .expect("reservation lock")
+            .kept
+            .remove(&(claim_uid.to_owned(), pod_name.to_owned()));
+    }
+
+    /// The Pods kept for `claim_uid` (see [`Self::record_kept`]), by name.
+    pub fn kept_for(&self, claim_uid: &str) -> Vec<String> {
+        let state = self.inner.lock().expect("reservation lock");
+        let mut kept: Vec<String> = state
+            .kept
+            .iter()
+            .filter(|((claim, _), at)| claim == claim_uid && at.elapsed() < RESERVATION_TTL)
+            .map(|((_, pod), _)| pod.clone())
+            .collect();
+        kept.sort();
+        kept
+    }
+
     /// The Pod this process stole for a claim, if it remembers one.
     pub fn stolen_for(&self, claim_uid: &str) -> Option<String> {
         let state = self.inner.lock().expect("reservation lock");
@@ -136,7 +182,8 @@ impl Reservations {
         pod_name_exists: impl Fn(&str) -> bool,
     ) -> usize {
         let mut state = self.inner.lock().expect("reservation lock");
-        let before = state.pods.len() + state.claims.len() + state.given_back.len();
+        let before =
+            state.pods.len() + state.claims.len() + state.given_back.len() + state.kept.len();
         state.pods.retain(|key, at| {
             now.saturating_duration_since(*at) < RESERVATION_TTL && pod_exists(key)
         });
@@ -146,15 +193,18 @@ impl Reservations {
         state.claims.retain(|_, (pod, at)| {
             now.saturating_duration_since(*at) < RESERVATION_TTL && pod_name_exists(pod)
         });
-        before - state.pods.len() - state.claims.len() - state.given_back.len()
+        state
+            .kept
+            .retain(|_, at| now.saturating_duration_since(*at) < RESERVATION_TTL);
+        before - state.pods.len() - state.claims.len() - state.given_back.len() - state.kept.len()
     }
 
-    /// (Pod reservations, steal and give-back records) held.
+    /// (Pod reservations, steal, give-back and kept records) held.
     pub fn sizes(&self) -> (usize, usize) {
         let state = self.inner.lock().expect("reservation lock");
         (
             state.pods.len(),
-            state.claims.len() + state.given_back.len(),
+            state.claims.len() + state.given_back.len() + state.kept.len(),
         )
     }
 }
@@ -219,5 +269,32 @@ mod tests {
         let later = now + RESERVATION_TTL;
         assert_eq!(r.retain_existing(later, |_| true, |_| true), 2);
         assert_eq!(r.sizes(), (0, 0));
+    }
+
+    #[test]
+    fn a_kept_pod_is_remembered_per_claim_whatever_the_cache_shows() {
+        let r = Reservations::default();
+        r.record_kept("claim-a", "p2");
+        r.record_kept("claim-a", "p1");
+        r.record_kept("claim-b", "p3");
+        assert_eq!(r.kept_for("claim-a"), ["p1", "p2"]);
+        assert_eq!(r.kept_for("claim-c"), Vec::<String>::new());
+        r.forget_kept("claim-b", "p1");
+        assert_eq!(r.kept_for("claim-a"), ["p1", "p2"], "another claim's");
+        r.forget_kept("claim-a", "p1");
+        assert_eq!(r.kept_for("claim-a"), ["p2"]);
+        assert_eq!(r.sizes(), (0, 2));
+        let now = Instant::now();
+        assert_eq!(
+            r.retain_existing(now, |_| false, |_| false),
+            0,
+            "a kept Pod the cache does not show is the case it is kept for"
+        );
+        assert_eq!(
+            r.retain_existing(now + RESERVATION_TTL, |_| true, |_| true),
+            2,
+            "expired"
+        );
+        assert_eq!(r.kept_for("claim-a"), Vec::<String>::new());
     }
 }

@@ -391,3 +391,95 @@ async fn a_surplus_pod_whose_give_back_conflicts_is_given_back_soon_after() {
         "the Pod is recorded as given back"
     );
 }
+
+/// Round one finds the claim served by another process (its Sandbox create
+/// answers with that process's Sandbox, Ready on another Pod) and gives
+/// back the Pod it stole; the give-back loses to a status write (409) and
+/// the Pod is kept. Meanwhile this process's Pod watch lags (held), so its
+/// cache never shows the steal: the claim's look at its surplus Pods must
+/// read the kept Pod from the API server. Before, it only looked in the
+/// cache, and no event wakes the claim for that Pod, so the unused Pod
+/// kept running until the periodic resync (30 s here).
+#[tokio::test]
+async fn a_kept_give_back_is_decided_again_while_the_cache_lags() {
+    let (fake, mut operator, _kubelet) = filled_by_hand(3).await;
+    let claim = create_claim(&fake, "c");
+    // The other process, unseen here (both watches held): it stole `other`
+    // for the claim (a Pod of the pool this process's cache never showed),
+    // and its Sandbox is Ready on it.
+    fake.hold_watches("sandboxes");
+    fake.hold_watches("pods");
+    let other = "elsewhere".to_owned();
+    let mut pod = fake
+        .get(&pod_path(&idle_ready_pods(&fake)[0]))
+        .expect("an idle Pod");
+    pod["metadata"]["name"] = other.clone().into();
+    for field in ["uid", "resourceVersion"] {
+        pod["metadata"]
+            .as_object_mut()
+            .expect("metadata")
+            .remove(field);
+    }
+    fake.insert(&pod_path(&other), pod);
+    stolen(&fake, &other, &claim);
+    warm_sandbox(&fake, &claim, &other);
+    fake.set_status(
+        &sandbox_path("c"),
+        json!({"podName": other, "replicas": 1, "conditions": [{"type": READY,
+            "status": "True", "reason": "DependenciesReady", "message": "",
+            "lastTransitionTime": "2026-01-01T00:00:00Z"}]}),
+    );
+    // This process's give-back loses to a status write of the Pod.
+    let writer = fake.clone();
+    fake.hook(
+        Moment::OnArrival,
+        1,
+        |r| r.is("DELETE", "pods"),
+        move |r| {
+            let (fake, path) = (writer.clone(), r.path.clone());
+            async move {
+                let mut status = fake.get(&path).expect("the Pod")["status"].clone();
+                status["message"] = "written before the give-back".into();
+                fake.set_status(&path, status);
+            }
+        },
+    );
+    operator.run();
+    wait_until("this process gives back the Pod it stole", || {
+        fake.log()
+            .iter()
+            .any(|r| r.method == "DELETE" && r.path.contains("/pods/"))
+    })
+    .await;
+    let mine = fake
+        .log()
+        .iter()
+        .find(|r| r.method == "DELETE" && r.path.contains("/pods/"))
+        .map(|r| r.path.clone())
+        .expect("a give-back");
+    assert_ne!(mine, pod_path(&other), "the other process's Pod is kept");
+    wait_until("the kept Pod is given back", || fake.get(&mine).is_none()).await;
+    let deletes: Vec<u16> = fake
+        .log()
+        .iter()
+        .filter(|r| r.method == "DELETE" && r.path == mine)
+        .map(|r| r.code)
+        .collect();
+    assert_eq!(
+        deletes.first(),
+        Some(&409),
+        "the first give-back loses to the status write: {deletes:?}"
+    );
+    assert!(
+        fake.log()
+            .iter()
+            .any(|r| r.method == "GET" && r.path == mine),
+        "the kept Pod, not in the cache, is read from the API server"
+    );
+    assert!(
+        fake.get(&pod_path(&other)).is_some(),
+        "the Pod the claim's Sandbox serves on stays"
+    );
+    fake.release_watches("pods");
+    fake.release_watches("sandboxes");
+}

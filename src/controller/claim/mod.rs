@@ -47,6 +47,7 @@ mod repair;
 mod serve;
 mod status;
 mod steal;
+mod surplus;
 #[cfg(test)]
 mod tests;
 
@@ -72,8 +73,8 @@ pub use status::{admitted_at, failed_status, mirror_status, warm_ready_status};
 pub use steal::{MAX_STEAL_ATTEMPTS, StealOutcome, steal};
 
 use super::{
-    Context, Error, Result, controller_ref, controller_uid, create_owned, is_terminating, kube_err,
-    live_target, write_status,
+    Context, Error, Result, controller_ref, controller_uid, create_owned, kube_err, live_target,
+    write_status,
 };
 use crate::api::{LaunchType, READY, Sandbox, SandboxClaim, SandboxClaimStatus, is_true, reason};
 use crate::controller::sandbox::headless_service;
@@ -222,7 +223,7 @@ async fn record(
         status.warm_pool = ctx.stolen_pool(namespace, status.pod_name.as_deref());
     }
     record_status(ctx, claim, &status).await?;
-    if !give_back_surplus(ctx, claim_uid, sandbox).await? {
+    if !surplus::give_back_surplus(ctx, claim_uid, sandbox).await? {
         return Ok(requeue.within(SURPLUS_RECHECK));
     }
     Ok(requeue.until_ready(cold || is_true(&status.conditions, READY)))
@@ -267,46 +268,6 @@ impl Requeue {
     fn within(self, limit: Duration) -> Action {
         Action::requeue(self.expiry.map_or(limit, |expiry| expiry.min(limit)))
     }
-}
-
-/// Deletes Pods this claim stole that its Sandbox will never use. Two
-/// processes serving one claim at once (a split brain around a leader
-/// handover) can each steal a Pod; the loser's is normally given back in
-/// `serve`, but one repointed by the other process's repair is not.
-///
-/// Acts only once the Sandbox's own status reports Ready on a Pod, the one
-/// its annotation names if it has one (nothing repoints a Sandbox after
-/// that), and only on other Pods whose controller is this claim: each is
-/// surplus, deleted guarded by its uid and the cached version. `false` when
-/// a delete was refused with a conflict (the Pod written since that
-/// version, or replaced under its name) and the Pod kept: the caller looks
-/// again soon ([`SURPLUS_RECHECK`]).
-async fn give_back_surplus(ctx: &Context, claim_uid: &str, sandbox: &Sandbox) -> Result<bool> {
-    let Some(status) = &sandbox.status else {
-        return Ok(true);
-    };
-    let named = sandbox.annotations().get(crate::api::POD_NAME_ANNOTATION);
-    let Some(serving) = status.pod_name.as_ref() else {
-        return Ok(true);
-    };
-    if !is_true(&status.conditions, READY) || named.is_some_and(|n| n != serving) {
-        return Ok(true);
-    }
-    let mut settled = true;
-    for pod in ctx.caches.index.controlled_by(claim_uid) {
-        let Some(pod) = ctx.caches.pods.get(&pod) else {
-            continue;
-        };
-        if &pod.name_any() == serving
-            || controller_uid(&pod.metadata) != Some(claim_uid)
-            || is_terminating(pod.as_ref())
-        {
-            continue;
-        }
-        tracing::warn!(pod = %pod.name_any(), "a Pod stolen for this claim is not its Sandbox's: giving it back");
-        settled &= serve::delete_pod(ctx, claim_uid, &pod).await?;
-    }
-    Ok(settled)
 }
 
 /// Makes sure the claim's NetworkPolicy (or its template's, in per-template

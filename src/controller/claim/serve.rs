@@ -8,7 +8,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use tracing::{info, warn};
@@ -20,14 +20,14 @@ use super::desired::{
 use super::record_status;
 use super::status::{failed_status, warm_ready_status};
 use super::steal::{Taken, candidates, has_pool, reserve_first, stolen_for, take_over};
+use super::surplus::delete_pod;
 use crate::api::reason;
 use crate::api::{ORIGIN_POOL_LABEL, POD_NAME_ANNOTATION, Sandbox, SandboxClaim, SandboxTemplate};
 use crate::controller::admit::admit_sandbox;
 use crate::controller::takeover::pod_key;
 use crate::controller::write_status;
 use crate::controller::{
-    Context, Created, Error, NetworkPolicyMode, Result, create_owned, is_conflict, is_not_found,
-    kube_err, pod_is_ready,
+    Context, Created, Error, NetworkPolicyMode, Result, create_owned, kube_err, pod_is_ready,
 };
 
 /// What serving left the reconcile with.
@@ -395,38 +395,6 @@ fn pool_exhausted(ctx: &Arc<Context>, claim: &SandboxClaim, namespace: &str, cho
         )
         .await;
     });
-}
-
-/// Deletes a Pod this claim stole but does not need, guarded by its uid and
-/// the version it was decided on: a Pod written since (the claim's Sandbox
-/// adopted it, its status moved) is kept, and `give_back_surplus` decides
-/// again once the Sandbox is Ready (for a claim blocked by a foreign
-/// Sandbox of its name, only once that conflict clears). `true` when the
-/// delete was accepted or the Pod was already gone, `false` when it was
-/// kept.
-pub(super) async fn delete_pod(ctx: &Context, claim_uid: &str, pod: &Pod) -> Result<bool> {
-    // Given back: no later reconcile of the claim may count on it.
-    ctx.reservations.forget_steal(claim_uid, &pod.name_any());
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
-    let params = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: pod.uid(),
-            resource_version: pod.resource_version(),
-        }),
-        ..Default::default()
-    };
-    match api.delete(&pod.name_any(), &params).await {
-        // Written since (its Sandbox may have adopted it): still possibly
-        // the claim's.
-        Err(e) if is_conflict(&e) => Ok(false),
-        Err(e) if !is_not_found(&e) => Err(kube_err("delete surplus pod")(e)),
-        // Deleted now, or already gone: not the claim's Pod any more,
-        // whatever the cache shows.
-        _ => {
-            ctx.reservations.record_given_back(&pod_key(pod));
-            Ok(true)
-        }
-    }
 }
 
 /// Makes sure the template's NetworkPolicy exists (checked against the API

@@ -216,6 +216,19 @@ impl FakeApiServer {
         self.shared.state().hub.close_watches();
     }
 
+    /// Holds back the events of `resource` (plural name) from its watches,
+    /// as a slow watch delivery would, until [`Self::release_watches`]: the
+    /// store and every read move on meanwhile.
+    pub fn hold_watches(&self, resource: &str) {
+        self.shared.state().hub.hold(resource);
+    }
+
+    /// Sends the watches of `resource` what [`Self::hold_watches`] held
+    /// back, in order, and ends the hold.
+    pub fn release_watches(&self, resource: &str) {
+        self.shared.state().hub.release(resource);
+    }
+
     /// The requests answered so far.
     pub fn log(&self) -> Vec<Logged> {
         self.shared.log.lock().expect("log").clone()

@@ -9,7 +9,7 @@
 
 use futures::channel::mpsc;
 use serde_json::{Value, json};
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 use crate::path::{Collection, ObjectKey, Selector};
 
@@ -51,11 +51,35 @@ pub struct Change {
     pub after: Value,
 }
 
-/// A watch's filter: collection and label selector.
+/// A watch's filter: collection and label selector, and the events held
+/// back from it (see [`Hub::hold`]).
 struct Subscriber {
     collection: Collection,
     selector: Selector,
     sender: mpsc::UnboundedSender<bytes::Bytes>,
+    held: Vec<bytes::Bytes>,
+}
+
+impl Subscriber {
+    fn new(
+        collection: Collection,
+        selector: Selector,
+        sender: mpsc::UnboundedSender<bytes::Bytes>,
+    ) -> Subscriber {
+        Subscriber {
+            collection,
+            selector,
+            sender,
+            held: Vec::new(),
+        }
+    }
+
+    /// Sends what it held back, in order; false when its watch ended.
+    fn flush(&mut self) -> bool {
+        std::mem::take(&mut self.held)
+            .into_iter()
+            .all(|event| self.sender.unbounded_send(event).is_ok())
+    }
 }
 
 /// History and subscribers.
@@ -65,6 +89,9 @@ pub struct Hub {
     /// Versions at or below this are no longer in the history.
     compacted: u64,
     subscribers: Vec<Subscriber>,
+    /// Resources (plural names) whose events are held back from the watches
+    /// open now (see [`Hub::hold`]).
+    held: BTreeSet<String>,
 }
 
 /// The line a watch sends for an event.
@@ -103,14 +130,21 @@ impl Hub {
             limit: limit.max(1),
             compacted: 0,
             subscribers: Vec::new(),
+            held: BTreeSet::new(),
         }
     }
 
     /// Records a change and sends it to every matching subscriber (dropping
-    /// those whose watch ended).
+    /// those whose watch ended); a held resource's event waits in its
+    /// subscriber until [`Hub::release`].
     pub fn publish(&mut self, change: Change) {
+        let held = &self.held;
         self.subscribers
-            .retain(|s| match seen_as(&change, &s.collection, &s.selector) {
+            .retain_mut(|s| match seen_as(&change, &s.collection, &s.selector) {
+                Some(kind) if held.contains(&s.collection.resource) => {
+                    s.held.push(line(kind, &change.after));
+                    !s.sender.is_closed()
+                }
                 Some(kind) => s.sender.unbounded_send(line(kind, &change.after)).is_ok(),
                 None => !s.sender.is_closed(),
             });
@@ -120,6 +154,21 @@ impl Hub {
                 self.compacted = dropped.version;
             }
         }
+    }
+
+    /// Holds back the events of `resource` (a plural name) from every watch
+    /// open now, as a slow watch delivery would: the store and every read
+    /// move on, the watches see nothing more until [`Hub::release`], then
+    /// everything, in order. A watch started meanwhile is held too.
+    pub fn hold(&mut self, resource: &str) {
+        self.held.insert(resource.to_owned());
+    }
+
+    /// Ends [`Hub::hold`] on `resource`: its watches get what they missed.
+    pub fn release(&mut self, resource: &str) {
+        self.held.remove(resource);
+        self.subscribers
+            .retain_mut(|s| s.collection.resource != resource || s.flush());
     }
 
     /// Forgets every change so far (as etcd compaction does): a watch from
@@ -153,11 +202,8 @@ impl Hub {
                 let _ = sender.unbounded_send(line(kind, &change.after));
             }
         }
-        self.subscribers.push(Subscriber {
-            collection,
-            selector,
-            sender,
-        });
+        self.subscribers
+            .push(Subscriber::new(collection, selector, sender));
         Ok(receiver)
     }
 
@@ -173,11 +219,8 @@ impl Hub {
         for object in objects.into_iter().filter(|o| selector.matches_object(o)) {
             let _ = sender.unbounded_send(line("ADDED", object));
         }
-        self.subscribers.push(Subscriber {
-            collection,
-            selector,
-            sender,
-        });
+        self.subscribers
+            .push(Subscriber::new(collection, selector, sender));
         receiver
     }
 
