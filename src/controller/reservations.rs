@@ -1,12 +1,15 @@
 //! What this process remembers between its reconciles about the Pods it
 //! takes: the Pods chosen for a steal (so two reconciles of this process
 //! never pick the same candidate), which claim each won steal served (a
-//! retried reconcile finds its Pod before the cache shows it), and the
-//! Pods it gave back (deleted) that the cache may still show stolen.
+//! retried reconcile finds its Pod before the cache shows it), the Pods it
+//! gave back (deleted) that the cache may still show stolen, and the Pods
+//! whose give-back was refused (kept), to be decided again.
 //!
-//! Guarantee: memory only, bounded by a TTL and pruned by the janitor
-//! against the Pod cache; nothing here decides ownership, which the API
-//! server's conditioned writes do.
+//! Guarantee: memory only, bounded by a TTL; reservations, steal and
+//! give-back records are also pruned by the janitor against the Pod cache,
+//! kept records only by the TTL (they matter most while the cache lags).
+//! Nothing here decides ownership, which the API server's conditioned
+//! writes do.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -14,8 +17,9 @@ use std::time::{Duration, Instant};
 
 /// Pods this process has chosen for a steal, so two concurrent reconciles
 /// never pick the same one, which claim each successful steal served (lets
-/// a retried reconcile find its Pod before the cache shows it), and the
-/// Pods it gave back (so none is taken for its claim's Pod again).
+/// a retried reconcile find its Pod before the cache shows it), the Pods it
+/// gave back (so none is taken for its claim's Pod again), and the Pods
+/// whose give-back was refused (so the claim decides on them again).
 #[derive(Default)]
 pub struct Reservations {
     inner: Mutex<ReservationState>,
@@ -129,11 +133,12 @@ impl Reservations {
     /// Records that this process's give-back of `pod_name`, stolen for
     /// `claim_uid`, was refused with a conflict and the Pod kept. The
     /// claim's next look at its surplus Pods reads this Pod from the API
-    /// server if its cache does not show it yet: no event of the Pod wakes
-    /// the claim, so a cache that had not seen the steal would otherwise
-    /// leave it running until the periodic resync. Expires with the TTL
-    /// (then the resync is the backstop), never because the cache lacks
-    /// the Pod.
+    /// server rather than trust its cache: the cached copy may be the one
+    /// refused, and a cache that has not seen the steal does not count the
+    /// Pod among the claim's at all (no event of the Pod wakes the claim,
+    /// so it would keep running until the periodic resync). Expires 60 s
+    /// after the last refusal (then the resync is the backstop), never
+    /// because the cache lacks the Pod.
     pub fn record_kept(&self, claim_uid: &str, pod_name: &str) {
         self.inner
             .lock()

@@ -126,7 +126,7 @@ async fn seeded_bursts_on_two_operators_at_once_serve_every_claim_once() {
 /// whose named Pod is gone drops the name with a conditioned write before
 /// it starts a Pod (`sandbox/plan.rs`), so it cannot start one while the
 /// claim controller points it at a stolen Pod. `give_back_surplus`
-/// (claim/mod.rs) deletes any surplus Pod once the Sandbox is Ready.
+/// (claim/surplus.rs) deletes any surplus Pod once the Sandbox is Ready.
 #[tokio::test]
 async fn seeded_bursts_on_two_operators_at_once_keep_one_pod_per_claim_and_leak_none() {
     for seed in [11, 12, 13] {

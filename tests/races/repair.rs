@@ -459,27 +459,52 @@ async fn a_kept_give_back_is_decided_again_while_the_cache_lags() {
         .expect("a give-back");
     assert_ne!(mine, pod_path(&other), "the other process's Pod is kept");
     wait_until("the kept Pod is given back", || fake.get(&mine).is_none()).await;
-    let deletes: Vec<u16> = fake
+    let requests: Vec<(String, u16)> = fake
         .log()
         .iter()
-        .filter(|r| r.method == "DELETE" && r.path == mine)
-        .map(|r| r.code)
+        .filter(|r| r.path == mine && r.query.is_empty())
+        .map(|r| (r.method.clone(), r.code))
         .collect();
+    let expected = [
+        ("PATCH", 200),
+        ("DELETE", 409),
+        ("GET", 200),
+        ("DELETE", 200),
+    ];
     assert_eq!(
-        deletes.first(),
-        Some(&409),
-        "the first give-back loses to the status write: {deletes:?}"
-    );
-    assert!(
-        fake.log()
+        requests
             .iter()
-            .any(|r| r.method == "GET" && r.path == mine),
-        "the kept Pod, not in the cache, is read from the API server"
+            .map(|(m, c)| (m.as_str(), *c))
+            .collect::<Vec<_>>(),
+        expected,
+        "the steal, the give-back lost to the status write, the kept Pod read \
+         from the API server and given back at the version read"
     );
+    let claim_uid = claim["metadata"]["uid"].as_str().expect("a uid");
+    let ctx = operator.ctx.clone();
+    assert!(
+        ctx.caches.index.controlled_by(claim_uid).is_empty(),
+        "the cache never showed the steal (the lag was real)"
+    );
+    let name = mine.rsplit('/').next().expect("a Pod name");
+    assert!(
+        ctx.reservations.was_given_back(&format!("{NS}/{name}")),
+        "recorded as given back"
+    );
+    assert!(ctx.reservations.kept_for(claim_uid).is_empty(), "settled");
     assert!(
         fake.get(&pod_path(&other)).is_some(),
         "the Pod the claim's Sandbox serves on stays"
     );
+    // Once the watches catch up, the claim's state is consistent.
     fake.release_watches("pods");
     fake.release_watches("sandboxes");
+    wait_until("the cache shows the claim's Pod", || {
+        ctx.caches
+            .pods
+            .get(&ObjectRef::new(&other).within(NS))
+            .is_some()
+    })
+    .await;
+    assert_eq!(check_invariants(&fake)["c"].1, other);
 }

@@ -3,7 +3,7 @@
 //! found the claim served elsewhere). Each is deleted guarded by its uid
 //! and the version it was decided on, so a Pod written since (adopted by
 //! the Sandbox after all) is never lost; a refused give-back is remembered
-//! and decided again, from the API server when the cache lags.
+//! and decided again from a fresh read of the Pod, since the cache may lag.
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
@@ -25,11 +25,13 @@ use crate::controller::{
 /// its annotation names if it has one (nothing repoints a Sandbox after
 /// that), and only on other Pods whose controller is this claim: each is
 /// surplus, deleted guarded by its uid and the cached version. A Pod whose
-/// give-back was refused before (see `Reservations::record_kept`) and that
-/// the cache does not show is read from the API server and decided on the
-/// same way. `false` when a delete was refused with a conflict (the Pod
-/// written since that version, or replaced under its name) and the Pod
-/// kept: the caller looks again soon ([`SURPLUS_RECHECK`]).
+/// give-back was refused before (see `Reservations::record_kept`) is read
+/// from the API server instead and decided the same way, guarded by the
+/// version read: the cache's copy may be the one refused, or the cache may
+/// not count the Pod among the claim's yet (its watch behind the steal).
+/// `false` when a delete was refused with a conflict (the Pod written since
+/// that version, or replaced under its name) and the Pod kept: the caller
+/// looks again soon ([`super::SURPLUS_RECHECK`]).
 pub(super) async fn give_back_surplus(
     ctx: &Context,
     claim_uid: &str,
@@ -46,21 +48,20 @@ pub(super) async fn give_back_surplus(
         return Ok(true);
     }
     let mut settled = true;
-    let mut seen = Vec::new();
+    let kept = ctx.reservations.kept_for(claim_uid);
     for pod in ctx.caches.index.controlled_by(claim_uid) {
         let Some(pod) = ctx.caches.pods.get(&pod) else {
             continue;
         };
-        seen.push(pod.name_any());
-        settled &= give_back_if_surplus(ctx, claim_uid, serving, &pod).await?;
+        if !kept.contains(&pod.name_any()) {
+            settled &= give_back_if_surplus(ctx, claim_uid, serving, &pod).await?;
+        }
     }
     let namespace = sandbox.namespace().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    for name in ctx.reservations.kept_for(claim_uid) {
-        if seen.contains(&name) {
-            continue;
-        }
-        // Kept, and the cache has not shown the steal yet: read it.
+    for name in kept {
+        // Refused before: the cache's copy may be the one refused, or may
+        // not show the steal yet. Decide from a fresh read.
         match pods
             .get_opt(&name)
             .await

@@ -3,9 +3,9 @@
 //! live subscribers each change is sent to.
 //!
 //! Guarantee: a subscriber registered with [`Hub::subscribe`] receives every
-//! event newer than its starting version exactly once and in order: the
-//! replay and the registration happen under the store's lock, as do the
-//! publications.
+//! event newer than its starting version exactly once and in order (while
+//! its resource is held, see [`Hub::hold`], once released): the replay and
+//! the registration happen under the store's lock, as do the publications.
 
 use futures::channel::mpsc;
 use serde_json::{Value, json};
@@ -71,6 +71,16 @@ impl Subscriber {
             selector,
             sender,
             held: Vec::new(),
+        }
+    }
+
+    /// Sends `event`, or keeps it while `held`; false when its watch ended.
+    fn send(&mut self, event: bytes::Bytes, held: bool) -> bool {
+        if held {
+            self.held.push(event);
+            !self.sender.is_closed()
+        } else {
+            self.sender.unbounded_send(event).is_ok()
         }
     }
 
@@ -141,11 +151,10 @@ impl Hub {
         let held = &self.held;
         self.subscribers
             .retain_mut(|s| match seen_as(&change, &s.collection, &s.selector) {
-                Some(kind) if held.contains(&s.collection.resource) => {
-                    s.held.push(line(kind, &change.after));
-                    !s.sender.is_closed()
+                Some(kind) => {
+                    let hold = held.contains(&s.collection.resource);
+                    s.send(line(kind, &change.after), hold)
                 }
-                Some(kind) => s.sender.unbounded_send(line(kind, &change.after)).is_ok(),
                 None => !s.sender.is_closed(),
             });
         self.history.push_back(change);
@@ -159,7 +168,9 @@ impl Hub {
     /// Holds back the events of `resource` (a plural name) from every watch
     /// open now, as a slow watch delivery would: the store and every read
     /// move on, the watches see nothing more until [`Hub::release`], then
-    /// everything, in order. A watch started meanwhile is held too.
+    /// everything, in order. A watch started meanwhile (a re-watch after
+    /// [`Hub::close_watches`], a re-list after a 410) is held too, its
+    /// replay included.
     pub fn hold(&mut self, resource: &str) {
         self.held.insert(resource.to_owned());
     }
@@ -197,13 +208,14 @@ impl Hub {
             ));
         }
         let (sender, receiver) = mpsc::unbounded();
+        let hold = self.held.contains(&collection.resource);
+        let mut subscriber = Subscriber::new(collection, selector, sender);
         for change in self.history.iter().filter(|c| c.version > since) {
-            if let Some(kind) = seen_as(change, &collection, &selector) {
-                let _ = sender.unbounded_send(line(kind, &change.after));
+            if let Some(kind) = seen_as(change, &subscriber.collection, &subscriber.selector) {
+                subscriber.send(line(kind, &change.after), hold);
             }
         }
-        self.subscribers
-            .push(Subscriber::new(collection, selector, sender));
+        self.subscribers.push(subscriber);
         Ok(receiver)
     }
 
@@ -216,11 +228,17 @@ impl Hub {
         objects: Vec<&Value>,
     ) -> mpsc::UnboundedReceiver<bytes::Bytes> {
         let (sender, receiver) = mpsc::unbounded();
-        for object in objects.into_iter().filter(|o| selector.matches_object(o)) {
-            let _ = sender.unbounded_send(line("ADDED", object));
+        let hold = self.held.contains(&collection.resource);
+        let events: Vec<bytes::Bytes> = objects
+            .into_iter()
+            .filter(|o| selector.matches_object(o))
+            .map(|o| line("ADDED", o))
+            .collect();
+        let mut subscriber = Subscriber::new(collection, selector, sender);
+        for event in events {
+            subscriber.send(event, hold);
         }
-        self.subscribers
-            .push(Subscriber::new(collection, selector, sender));
+        self.subscribers.push(subscriber);
         receiver
     }
 
@@ -240,4 +258,88 @@ pub fn error_stream(status: &Value) -> mpsc::UnboundedReceiver<bytes::Bytes> {
     let (sender, receiver) = mpsc::unbounded();
     let _ = sender.unbounded_send(line("ERROR", status));
     receiver
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pods() -> Collection {
+        Collection {
+            prefix: "api/v1".into(),
+            resource: "pods".into(),
+            namespace: Some("ns".into()),
+        }
+    }
+
+    fn added(version: u64, name: &str) -> Change {
+        let key = ObjectKey {
+            prefix: "api/v1".into(),
+            resource: "pods".into(),
+            namespace: Some("ns".into()),
+            name: name.into(),
+        };
+        let after = json!({"metadata": {"name": name, "resourceVersion": version.to_string()}});
+        Change {
+            version,
+            kind: EventType::Added,
+            key,
+            before: None,
+            after,
+        }
+    }
+
+    /// The names of the events received so far, in order.
+    fn received(receiver: &mut mpsc::UnboundedReceiver<bytes::Bytes>) -> Vec<String> {
+        let mut names = Vec::new();
+        while let Ok(event) = receiver.try_recv() {
+            let event: Value = serde_json::from_slice(&event).expect("an event line");
+            let name = event["object"]["metadata"]["name"].as_str();
+            names.push(name.expect("a name").to_owned());
+        }
+        names
+    }
+
+    fn everything() -> Selector {
+        Selector::parse("").expect("the empty selector")
+    }
+
+    #[test]
+    fn a_held_resource_s_events_come_after_the_release_in_order() {
+        let mut hub = Hub::new(100);
+        let mut open = hub.subscribe(pods(), everything(), 0).unwrap();
+        hub.publish(added(1, "a"));
+        hub.hold("pods");
+        hub.publish(added(2, "b"));
+        hub.publish(added(3, "c"));
+        assert_eq!(received(&mut open), ["a"], "nothing after the hold");
+        // Started during the hold: its replay waits as well.
+        let mut late = hub.subscribe(pods(), everything(), 1).unwrap();
+        let state = json!({"metadata": {"name": "listed"}});
+        let mut listed = hub.subscribe_from_state(pods(), everything(), vec![&state]);
+        assert!(received(&mut late).is_empty() && received(&mut listed).is_empty());
+        hub.hold("services");
+        hub.release("services");
+        assert!(received(&mut open).is_empty(), "another resource's release");
+        hub.release("pods");
+        assert_eq!(received(&mut open), ["b", "c"]);
+        assert_eq!(received(&mut late), ["b", "c"]);
+        assert_eq!(received(&mut listed), ["listed"]);
+        hub.publish(added(4, "d"));
+        assert_eq!(received(&mut open), ["d"], "not held any more");
+    }
+
+    #[test]
+    fn a_watch_closed_during_a_hold_is_dropped() {
+        let mut hub = Hub::new(100);
+        let closed = hub.subscribe(pods(), everything(), 0).unwrap();
+        let mut open = hub.subscribe(pods(), everything(), 0).unwrap();
+        hub.hold("pods");
+        hub.publish(added(1, "a"));
+        drop(closed);
+        hub.publish(added(2, "b"));
+        assert_eq!(hub.subscribers.len(), 1, "the closed watch is dropped");
+        hub.release("pods");
+        assert_eq!(received(&mut open), ["a", "b"]);
+    }
 }
