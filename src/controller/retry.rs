@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use kube::runtime::controller::Action;
+use crate::controller::Action;
 
 /// First retry delay after an error.
 pub const BASE_BACKOFF: Duration = Duration::from_millis(500);

@@ -1,17 +1,14 @@
-//! Wiring: the three kube-runtime controllers on one shared [`Context`].
+//! Wiring: the three controllers (each a [`runner`] over a shared cache) on
+//! one shared [`Context`].
 
 use std::sync::Arc;
 
-use futures::StreamExt;
-use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::watcher;
 use tokio::sync::watch;
 use tracing::warn;
 
 use kube::Resource;
 
-use super::{Context, Error, Triggers, claim, retry, sandbox, warmpool};
-use crate::api::{Sandbox, SandboxClaim, SandboxWarmPool};
+use super::{Action, Context, Error, Triggers, claim, retry, runner, sandbox, warmpool};
 
 /// Key of an object in the backoff table.
 fn backoff_key<K: Resource>(controller: &str, obj: &K) -> String {
@@ -76,43 +73,36 @@ where
     }
 }
 
-/// Runs the sandbox, claim and warm-pool controllers until `shutdown` turns true.
+/// Runs the sandbox, claim and warm-pool controllers until `shutdown` turns
+/// true (then waits for the reconciles still running).
 pub async fn run_controllers(
     ctx: Arc<Context>,
     triggers: Triggers,
     shutdown: watch::Receiver<bool>,
 ) {
-    let config = controller::Config::default().concurrency(ctx.config.concurrency);
+    let concurrency = usize::from(ctx.config.concurrency);
     let stop = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
-    // Every controller runs the same way: its kind read from the shared
-    // cache, its own wake-ups, the shared config, the shutdown signal, its
-    // reconcile with retries, its error policy and its health.
+    // Every controller runs the same way (see `runner`): its kind read from
+    // the shared cache, woken by its triggers, its reconcile with retries,
+    // its error policy, the shutdown signal.
     macro_rules! drive {
-        ($module:ident, $controller:expr, $($wiring:tt)*) => {
-            $controller
-                $($wiring)*
-                .with_config(config.clone())
-                .graceful_shutdown_on(stop(shutdown.clone()))
-                .run(
-                    with_retry($module::CONTROLLER, $module::reconcile),
-                    error_policy($module::CONTROLLER),
-                    ctx.clone(),
-                )
-                // Watch health is the caches' (see `cache`): the
-                // controllers' own input streams never yield.
-                .for_each(|_| futures::future::ready(()))
-        };
-    }
-    macro_rules! shared {
-        ($kind:ty, $cache:ident) => {
-            Controller::for_stream(
-                futures::stream::pending::<Result<$kind, watcher::Error>>(),
+        ($module:ident, $cache:ident, $wake_ups:expr) => {{
+            let reconcile = with_retry($module::CONTROLLER, $module::reconcile);
+            let on_error = error_policy($module::CONTROLLER);
+            let (ctx_run, ctx_err) = (ctx.clone(), ctx.clone());
+            runner::run(
+                $module::CONTROLLER,
                 ctx.caches.$cache.clone(),
+                $wake_ups,
+                concurrency,
+                move |obj| reconcile(obj, ctx_run.clone()),
+                move |obj, error: &Error| on_error(obj, error, ctx_err.clone()),
+                stop(shutdown.clone()),
             )
-        };
+        }};
     }
     // The three controllers read the shared caches and are woken by their
     // triggers (see `triggers`: a claim by its own events, its Sandbox's,
@@ -122,12 +112,9 @@ pub async fn run_controllers(
     // object is decoded twice, every watch event is counted in one place
     // (`watch_events_total`), and a pool this controller fills is always one
     // the claim path sees.
-    let sandboxes = drive!(sandbox, shared!(Sandbox, sandboxes),
-        .reconcile_on(triggers.sandboxes));
-    let claims = drive!(claim, shared!(SandboxClaim, claims),
-        .reconcile_on(triggers.claims));
-    let pools = drive!(warmpool, shared!(SandboxWarmPool, pools),
-        .reconcile_on(triggers.pools));
+    let sandboxes = drive!(sandbox, sandboxes, triggers.sandboxes);
+    let claims = drive!(claim, claims, triggers.claims);
+    let pools = drive!(warmpool, pools, triggers.pools);
 
     futures::join!(sandboxes, claims, pools);
 }

@@ -84,6 +84,10 @@ where
 {
     move |object: &K, deleted: bool| {
         if !deleted {
+            // A step of the bench's breakdown (only a claim carries the
+            // admission stamp it needs; off unless `timeline` is on).
+            let name = object.meta().name.as_deref().unwrap_or_default();
+            super::timeline(object, name, "claim: watch event applied");
             let _ = tx.unbounded_send(ObjectRef::from_obj(object));
         }
     }

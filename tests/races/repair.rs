@@ -67,7 +67,7 @@ struct StealInFlight {
     claim_uid: serde_json::Value,
     gate: Arc<Notify>,
     serving: tokio::task::JoinHandle<
-        sandbox_operator::controller::Result<kube::runtime::controller::Action>,
+        sandbox_operator::controller::Result<sandbox_operator::controller::Action>,
     >,
     _kubelet: tokio::task::JoinHandle<()>,
 }

@@ -1,7 +1,7 @@
 //! Claim expiry (`lifecycle.shutdownTime`).
 
+use crate::controller::Action;
 use kube::api::{Api, DeleteParams, Preconditions, PropagationPolicy};
-use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use tracing::info;
 

@@ -54,10 +54,10 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::controller::Action;
 use k8s_openapi::api::core::v1::Service;
 use kube::ResourceExt;
 use kube::api::Api;
-use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use tracing::instrument;

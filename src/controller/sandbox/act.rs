@@ -9,10 +9,10 @@
 
 use std::time::Duration;
 
+use crate::controller::Action;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Preconditions};
-use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use tracing::info;
 

@@ -54,8 +54,8 @@ mod test_objects;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::controller::Action;
 use kube::ResourceExt;
-use kube::runtime::controller::Action;
 use tracing::instrument;
 
 pub use expectations::Expectations;

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use crate::controller::Action;
 use kube::ResourceExt;
-use kube::runtime::controller::Action;
 
 use super::super::{Context, Result};
 use super::SIZING_INTERVAL;

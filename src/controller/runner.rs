@@ -1,0 +1,204 @@
+//! The controllers' work queue: what runs a reconcile when, in place of
+//! kube-runtime's `Controller`.
+//!
+//! Why our own: kube-runtime passes every wake-up, even one for "now",
+//! through a timer queue whose deadlines are whole milliseconds rounded up,
+//! then through the runtime's timer, so each watch event reached its
+//! reconcile 1-2 ms late (the bench's breakdown showed 1.9 ms at the median
+//! between a claim's watch event and its reconcile, with a write round trip
+//! of 5 ms). Here a wake-up for now goes straight to the ready queue; only
+//! requeues ("look again in 5 s") go through a timer.
+//!
+//! Guarantees, per object (by [`ObjectRef`]):
+//! - at most one reconcile at a time; a wake-up while it runs makes it run
+//!   once more after it ends, never twice at once;
+//! - a wake-up while it waits in the ready queue is absorbed;
+//! - a requeue keeps the earliest deadline asked for, and a wake-up for now
+//!   drops it (the reconcile then returns a fresh [`Action`]);
+//! - the object is read from the cache when its reconcile starts; one the
+//!   cache no longer has is not reconciled (its children go by GC);
+//! - at most `concurrency` reconciles at once (0: no limit); the rest wait
+//!   in wake-up order;
+//! - on shutdown no reconcile starts and the running ones are awaited.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, Stream, StreamExt};
+use kube::Resource;
+use kube::runtime::reflector::{ObjectRef, Store};
+use tokio::time::Instant;
+use tokio_util::time::{DelayQueue, delay_queue};
+use tracing::Instrument;
+
+/// What a reconcile asks for next: to be run again after a delay, or only
+/// when something wakes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Action {
+    requeue_after: Option<Duration>,
+}
+
+impl Action {
+    /// Run again after `after`, unless something wakes it sooner.
+    pub const fn requeue(after: Duration) -> Action {
+        Action {
+            requeue_after: Some(after),
+        }
+    }
+
+    /// Run again only when something wakes it.
+    pub const fn await_change() -> Action {
+        Action {
+            requeue_after: None,
+        }
+    }
+
+    /// The delay asked for, if any.
+    pub const fn requeue_after(&self) -> Option<Duration> {
+        self.requeue_after
+    }
+}
+
+/// The queue's bookkeeping; see the module docs for the rules.
+struct Queue<R> {
+    ready: VecDeque<R>,
+    in_ready: HashSet<R>,
+    running: HashSet<R>,
+    again: HashSet<R>,
+    timers: DelayQueue<R>,
+    deadlines: HashMap<R, (delay_queue::Key, Instant)>,
+}
+
+impl<R: Clone + Eq + Hash> Queue<R> {
+    fn new() -> Queue<R> {
+        Queue {
+            ready: VecDeque::new(),
+            in_ready: HashSet::new(),
+            running: HashSet::new(),
+            again: HashSet::new(),
+            timers: DelayQueue::new(),
+            deadlines: HashMap::new(),
+        }
+    }
+
+    /// A wake-up for now.
+    fn wake(&mut self, object: R) {
+        if let Some((key, _)) = self.deadlines.remove(&object) {
+            self.timers.remove(&key);
+        }
+        if self.running.contains(&object) {
+            self.again.insert(object);
+        } else if self.in_ready.insert(object.clone()) {
+            self.ready.push_back(object);
+        }
+    }
+
+    /// A wake-up at `at`, unless one as early or earlier is already set.
+    fn wake_at(&mut self, object: R, at: Instant) {
+        match self.deadlines.get(&object) {
+            Some(&(_, set)) if set <= at => {}
+            Some(&(key, _)) => {
+                self.timers.reset_at(&key, at);
+                self.deadlines.insert(object, (key, at));
+            }
+            None => {
+                let key = self.timers.insert_at(object.clone(), at);
+                self.deadlines.insert(object, (key, at));
+            }
+        }
+    }
+
+    /// The next object to start, if `limit` allows one more.
+    fn next_to_start(&mut self, limit: usize) -> Option<R> {
+        if limit != 0 && self.running.len() >= limit {
+            return None;
+        }
+        let object = self.ready.pop_front()?;
+        self.in_ready.remove(&object);
+        self.running.insert(object.clone());
+        Some(object)
+    }
+
+    /// A reconcile ended with `action`.
+    fn finished(&mut self, object: R, action: Action) {
+        self.running.remove(&object);
+        if self.again.remove(&object) {
+            self.wake(object);
+        } else if let Some(after) = action.requeue_after() {
+            self.wake_at(object, Instant::now() + after);
+        }
+    }
+
+    /// A timer went off.
+    fn expired(&mut self, object: R) {
+        self.deadlines.remove(&object);
+        self.wake(object);
+    }
+}
+
+/// Runs `reconcile` for the objects of `store` that `wake_ups` name, by
+/// the rules of the module docs, until `shutdown` completes; then waits for
+/// the reconciles still running. An error becomes the [`Action`] that
+/// `on_error` gives for it.
+pub async fn run<K, E, Fut>(
+    name: &'static str,
+    store: Store<K>,
+    mut wake_ups: impl Stream<Item = ObjectRef<K>> + Unpin,
+    concurrency: usize,
+    reconcile: impl Fn(Arc<K>) -> Fut,
+    on_error: impl Fn(Arc<K>, &E) -> Action,
+    shutdown: impl Future<Output = ()>,
+) where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Clone + Eq + Hash + Default,
+    Fut: Future<Output = Result<Action, E>>,
+{
+    let mut queue = Queue::new();
+    let mut running = FuturesUnordered::new();
+    let mut open = true;
+    let shutdown = shutdown.fuse();
+    futures::pin_mut!(shutdown);
+    loop {
+        while let Some(object) = queue.next_to_start(concurrency) {
+            let Some(obj) = store.get(&object) else {
+                queue.finished(object, Action::await_change());
+                continue;
+            };
+            let span = tracing::info_span!("reconcile", controller = name, object = %object);
+            let work = reconcile(Arc::clone(&obj));
+            let on_error = &on_error;
+            running.push(
+                async move {
+                    let action = match work.await {
+                        Ok(action) => action,
+                        Err(error) => on_error(obj, &error),
+                    };
+                    (object, action)
+                }
+                .instrument(span),
+            );
+        }
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            Some((object, action)) = running.next(), if !running.is_empty() => {
+                queue.finished(object, action);
+            }
+            wake_up = wake_ups.next(), if open => match wake_up {
+                Some(object) => queue.wake(object),
+                None => open = false,
+            },
+            Some(expired) = queue.timers.next(), if !queue.timers.is_empty() => {
+                queue.expired(expired.into_inner());
+            }
+        }
+    }
+    while running.next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests;
