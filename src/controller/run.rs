@@ -35,8 +35,9 @@ fn error_policy<K: Resource>(
 }
 
 /// Wraps a reconcile: times it (count and duration per controller), a
-/// success clears the object's backoff, and "wait for the next event"
-/// becomes the jittered periodic resync (the safety net).
+/// success clears the object's backoff, and "wait for the next event", or a
+/// requeue later than the resync period (a distant expiry), becomes the
+/// jittered periodic resync (the safety net).
 fn with_retry<K, F, Fut>(
     controller: &'static str,
     reconcile: F,
@@ -64,11 +65,11 @@ where
             let _timer = ctx.metrics.reconcile_timer(controller);
             let action = reconcile(obj, ctx.clone()).await?;
             ctx.backoff.succeeded(&key);
-            Ok(if action == Action::await_change() {
-                retry::with_resync(action, None, ctx.config.resync)
-            } else {
-                action
-            })
+            Ok(retry::with_resync(
+                action,
+                action.requeue_after(),
+                ctx.config.resync,
+            ))
         })
     }
 }

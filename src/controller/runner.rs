@@ -14,11 +14,15 @@
 //!   once more after it ends, never twice at once;
 //! - a wake-up while it waits in the ready queue is absorbed;
 //! - a requeue keeps the earliest deadline asked for, and a wake-up for now
-//!   drops it (the reconcile then returns a fresh [`Action`]);
+//!   drops it (the reconcile then returns a fresh [`Action`]); a requeue is
+//!   capped at [`MAX_REQUEUE`] (the timer queue cannot hold deadlines past
+//!   about two years, and a user can set an expiry that far);
 //! - the object is read from the cache when its reconcile starts; one the
 //!   cache no longer has is not reconciled (its children go by GC);
 //! - at most `concurrency` reconciles at once (0: no limit); the rest wait
-//!   in wake-up order;
+//!   in wake-up order; each runs as a task of its own (with more than one
+//!   runtime thread, reconciles run in parallel), and a panic in one is
+//!   resumed here, as it was under kube-runtime;
 //! - on shutdown no reconcile starts and the running ones are awaited.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -34,6 +38,11 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::time::Instant;
 use tokio_util::time::{DelayQueue, delay_queue};
 use tracing::Instrument;
+
+/// The longest requeue the queue sets: later deadlines are cut to this (the
+/// reconcile then runs early and asks again). The operator's own requeues
+/// are cut much shorter, at the resync period (see `run::with_retry`).
+pub const MAX_REQUEUE: Duration = Duration::from_secs(180 * 24 * 3600);
 
 /// What a reconcile asks for next: to be run again after a delay, or only
 /// when something wakes it.
@@ -97,8 +106,10 @@ impl<R: Clone + Eq + Hash> Queue<R> {
         }
     }
 
-    /// A wake-up at `at`, unless one as early or earlier is already set.
+    /// A wake-up at `at` (at most [`MAX_REQUEUE`] away), unless one as
+    /// early or earlier is already set.
     fn wake_at(&mut self, object: R, at: Instant) {
+        let at = at.min(Instant::now() + MAX_REQUEUE);
         match self.deadlines.get(&object) {
             Some(&(_, set)) if set <= at => {}
             Some(&(key, _)) => {
@@ -129,6 +140,7 @@ impl<R: Clone + Eq + Hash> Queue<R> {
         if self.again.remove(&object) {
             self.wake(object);
         } else if let Some(after) = action.requeue_after() {
+            let after = after.min(MAX_REQUEUE);
             self.wake_at(object, Instant::now() + after);
         }
     }
@@ -153,9 +165,10 @@ pub async fn run<K, E, Fut>(
     on_error: impl Fn(Arc<K>, &E) -> Action,
     shutdown: impl Future<Output = ()>,
 ) where
-    K: Resource + Clone + 'static,
+    K: Resource + Clone + Send + Sync + 'static,
     K::DynamicType: Clone + Eq + Hash + Default,
-    Fut: Future<Output = Result<Action, E>>,
+    Fut: Future<Output = Result<Action, E>> + Send + 'static,
+    E: Send + 'static,
 {
     let mut queue = Queue::new();
     let mut running = FuturesUnordered::new();
@@ -169,23 +182,20 @@ pub async fn run<K, E, Fut>(
                 continue;
             };
             let span = tracing::info_span!("reconcile", controller = name, object = %object);
-            let work = reconcile(Arc::clone(&obj));
-            let on_error = &on_error;
-            running.push(
-                async move {
-                    let action = match work.await {
-                        Ok(action) => action,
-                        Err(error) => on_error(obj, &error),
-                    };
-                    (object, action)
-                }
-                .instrument(span),
-            );
+            let work = tokio::spawn(reconcile(Arc::clone(&obj)).instrument(span));
+            running.push(async move { (object, obj, work.await) });
         }
         tokio::select! {
             biased;
             () = &mut shutdown => break,
-            Some((object, action)) = running.next(), if !running.is_empty() => {
+            Some((object, obj, outcome)) = running.next(), if !running.is_empty() => {
+                let action = match outcome {
+                    Ok(Ok(action)) => action,
+                    Ok(Err(error)) => on_error(obj, &error),
+                    Err(ended) if ended.is_panic() => std::panic::resume_unwind(ended.into_panic()),
+                    // Cancelled: only when the runtime itself shuts down.
+                    Err(_) => Action::await_change(),
+                };
                 queue.finished(object, action);
             }
             wake_up = wake_ups.next(), if open => match wake_up {
@@ -197,7 +207,13 @@ pub async fn run<K, E, Fut>(
             }
         }
     }
-    while running.next().await.is_some() {}
+    while let Some((_, _, outcome)) = running.next().await {
+        if let Err(ended) = outcome
+            && ended.is_panic()
+        {
+            std::panic::resume_unwind(ended.into_panic());
+        }
+    }
 }
 
 #[cfg(test)]
