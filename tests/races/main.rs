@@ -17,4 +17,5 @@ mod policies;
 mod random;
 mod repair;
 mod scenarios;
+mod surplus;
 mod watches;

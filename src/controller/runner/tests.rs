@@ -104,22 +104,29 @@ mod run {
         started: Vec<String>,
         now: HashMap<String, usize>,
         most_at_once: usize,
+        errors: usize,
     }
 
-    #[tokio::test]
-    async fn one_reconcile_per_object_at_a_time_wake_ups_absorbed_errors_requeued() {
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let gate = Arc::new(Notify::new());
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let errors = Arc::new(Mutex::new(0));
-        let (seen_r, gate_r, errors_r) = (seen.clone(), gate.clone(), errors.clone());
-        let runner = tokio::spawn(run(
-            "test",
-            store(&["a", "b"]),
-            tokio_stream_of(rx),
-            0,
-            move |obj: Arc<ConfigMap>| {
+    /// A runner over objects `a` (its reconcile waits for `gate`) and `b`
+    /// (its reconcile fails; the error policy requeues it after 20 ms).
+    struct Harness {
+        seen: Arc<Mutex<Seen>>,
+        gate: Arc<Notify>,
+        tx: mpsc::UnboundedSender<ObjectRef<ConfigMap>>,
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        runner: tokio::task::JoinHandle<()>,
+    }
+
+    impl Harness {
+        fn start() -> Harness {
+            let (seen, gate) = (
+                Arc::new(Mutex::new(Seen::default())),
+                Arc::new(Notify::new()),
+            );
+            let (tx, rx) = mpsc::unbounded_channel();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let (seen_r, gate_r, seen_e) = (seen.clone(), gate.clone(), seen.clone());
+            let reconcile = move |obj: Arc<ConfigMap>| {
                 let (seen, gate) = (seen_r.clone(), gate_r.clone());
                 async move {
                     let name = obj.metadata.name.clone().unwrap_or_default();
@@ -135,71 +142,95 @@ mod run {
                         gate.notified().await;
                     }
                     *seen.lock().unwrap().now.get_mut(&name).unwrap() -= 1;
-                    if name == "b" {
-                        Err("b fails")
-                    } else {
-                        Ok(Action::await_change())
+                    match name.as_str() {
+                        "b" => Err("b fails"),
+                        _ => Ok(Action::await_change()),
                     }
                 }
-            },
-            move |_, _: &&str| {
-                *errors_r.lock().unwrap() += 1;
+            };
+            let on_error = move |_, _: &&str| {
+                seen_e.lock().unwrap().errors += 1;
                 Action::requeue(Duration::from_millis(20))
-            },
-            async move {
-                let _ = stop_rx.await;
-            },
-        ));
-        wake(&tx, "a");
+            };
+            let stopped = async move {
+                let _ = stopped.await;
+            };
+            let runs = run(
+                "test",
+                store(&["a", "b"]),
+                tokio_stream_of(rx),
+                0,
+                reconcile,
+                on_error,
+                stopped,
+            );
+            Harness {
+                seen,
+                gate,
+                tx,
+                stop: Some(stop),
+                runner: tokio::spawn(runs),
+            }
+        }
+
+        fn runs_of(&self, name: &str) -> usize {
+            let seen = self.seen.lock().unwrap();
+            seen.started.iter().filter(|n| *n == name).count()
+        }
+    }
+
+    #[tokio::test]
+    async fn one_reconcile_per_object_at_a_time_wake_ups_absorbed_errors_requeued() {
+        let h = Harness::start();
+        wake(&h.tx, "a");
         // Not in the cache: skipped, and the runner goes on (below).
-        wake(&tx, "gone");
+        wake(&h.tx, "gone");
         settle().await;
         // Woken three times while it runs: once more after, not three.
         for _ in 0..3 {
-            wake(&tx, "a");
+            wake(&h.tx, "a");
         }
         settle().await;
-        assert_eq!(seen.lock().unwrap().started, ["a"], "not twice at once");
-        gate.notify_one();
+        assert_eq!(h.seen.lock().unwrap().started, ["a"], "not twice at once");
+        h.gate.notify_one();
         settle().await;
-        gate.notify_one();
+        h.gate.notify_one();
         settle().await;
-        assert_eq!(seen.lock().unwrap().started, ["a", "a"]);
+        assert_eq!(h.seen.lock().unwrap().started, ["a", "a"]);
         // An error is requeued by the policy's delay (20 ms).
-        wake(&tx, "b");
+        wake(&h.tx, "b");
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let b_runs = seen
-            .lock()
-            .unwrap()
-            .started
-            .iter()
-            .filter(|n| *n == "b")
-            .count();
+        let b_runs = h.runs_of("b");
         // Every 20 ms over 200 ms: at least a retry, and not a busy loop.
         assert!(
             (2..=11).contains(&b_runs),
             "b retried after its error's delay: {b_runs} runs"
         );
         // The last run's error may not have reached the policy yet.
-        let errors = *errors.lock().unwrap();
+        let errors = h.seen.lock().unwrap().errors;
         assert!(errors == b_runs || errors + 1 == b_runs, "{errors} errors");
-        assert_eq!(seen.lock().unwrap().most_at_once, 1);
-        // Shutdown waits for a running reconcile and starts none.
-        wake(&tx, "a");
+        assert_eq!(h.seen.lock().unwrap().most_at_once, 1);
+    }
+
+    #[tokio::test]
+    async fn shutdown_starts_nothing_and_waits_for_a_running_reconcile() {
+        let mut h = Harness::start();
+        wake(&h.tx, "b");
+        wake(&h.tx, "a");
         settle().await;
-        let _ = stop_tx.send(());
+        let _ = h.stop.take().expect("not stopped yet").send(());
         settle().await;
-        assert!(!runner.is_finished(), "a still runs");
-        let started = seen.lock().unwrap().started.len();
-        wake(&tx, "b");
+        assert!(!h.runner.is_finished(), "a still runs");
+        let started = h.seen.lock().unwrap().started.len();
+        wake(&h.tx, "b");
         tokio::time::sleep(Duration::from_millis(60)).await;
         assert_eq!(
-            seen.lock().unwrap().started.len(),
+            h.seen.lock().unwrap().started.len(),
             started,
             "no reconcile starts after shutdown (b's retry timer, a new wake-up)"
         );
-        gate.notify_one();
-        tokio::time::timeout(Duration::from_secs(5), runner)
+        h.gate.notify_one();
+        tokio::time::timeout(Duration::from_secs(5), h.runner)
             .await
             .expect("the runner ends")
             .expect("no panic");
