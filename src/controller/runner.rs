@@ -21,8 +21,9 @@
 //!   cache no longer has is not reconciled (its children go by GC);
 //! - at most `concurrency` reconciles at once (0: no limit); the rest wait
 //!   in wake-up order; each runs as a task of its own (with more than one
-//!   runtime thread, reconciles run in parallel), and a panic in one is
-//!   resumed here, as it was under kube-runtime;
+//!   runtime thread, reconciles run in parallel), a panic in one is resumed
+//!   here, and a runner that is itself aborted aborts its running
+//!   reconciles, as under kube-runtime;
 //! - on shutdown no reconcile starts and the running ones are awaited.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -152,6 +153,27 @@ impl<R: Clone + Eq + Hash> Queue<R> {
     }
 }
 
+/// A spawned reconcile, aborted if dropped unfinished (when the runner
+/// itself is aborted): no reconcile outlives its runner.
+struct Task<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Future for Task<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl<T> Drop for Task<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Runs `reconcile` for the objects of `store` that `wake_ups` name, by
 /// the rules of the module docs, until `shutdown` completes; then waits for
 /// the reconciles still running. An error becomes the [`Action`] that
@@ -182,7 +204,7 @@ pub async fn run<K, E, Fut>(
                 continue;
             };
             let span = tracing::info_span!("reconcile", controller = name, object = %object);
-            let work = tokio::spawn(reconcile(Arc::clone(&obj)).instrument(span));
+            let work = Task(tokio::spawn(reconcile(Arc::clone(&obj)).instrument(span)));
             running.push(async move { (object, obj, work.await) });
         }
         tokio::select! {

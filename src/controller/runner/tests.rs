@@ -107,6 +107,15 @@ mod run {
         errors: usize,
     }
 
+    /// Marks a reconcile of object `.1` as over when dropped.
+    struct Over(Arc<Mutex<Seen>>, String);
+
+    impl Drop for Over {
+        fn drop(&mut self) {
+            *self.0.lock().unwrap().now.get_mut(&self.1).unwrap() -= 1;
+        }
+    }
+
     /// A runner over objects `a` (its reconcile waits for `gate`) and `b`
     /// (its reconcile fails; the error policy requeues it after 20 ms).
     struct Harness {
@@ -138,10 +147,11 @@ mod run {
                         let n = *n;
                         s.most_at_once = s.most_at_once.max(n);
                     }
+                    // Counts the run as over when it ends or is dropped.
+                    let _over = Over(seen.clone(), name.clone());
                     if name == "a" {
                         gate.notified().await;
                     }
-                    *seen.lock().unwrap().now.get_mut(&name).unwrap() -= 1;
                     match name.as_str() {
                         "b" => Err("b fails"),
                         _ => Ok(Action::await_change()),
@@ -234,6 +244,21 @@ mod run {
             .await
             .expect("the runner ends")
             .expect("no panic");
+    }
+
+    #[tokio::test]
+    async fn an_aborted_runner_aborts_its_running_reconciles() {
+        let h = Harness::start();
+        wake(&h.tx, "a");
+        settle().await;
+        assert_eq!(h.seen.lock().unwrap().now["a"], 1, "a runs");
+        h.runner.abort();
+        settle().await;
+        assert_eq!(
+            h.seen.lock().unwrap().now["a"],
+            0,
+            "a's reconcile went with its runner"
+        );
     }
 
     /// Lets every ready task run.
