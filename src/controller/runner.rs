@@ -13,9 +13,9 @@
 //! - at most one reconcile at a time; a wake-up while it runs makes it run
 //!   once more after it ends, never twice at once;
 //! - a wake-up while it waits in the ready queue is absorbed;
-//! - a requeue keeps the earliest deadline asked for, and a wake-up for now
-//!   drops it (the reconcile then returns a fresh [`Action`]); a requeue is
-//!   capped at [`MAX_REQUEUE`] (the timer queue cannot hold deadlines past
+//! - a requeue is set when a reconcile ends (none can be pending then: a
+//!   wake-up for now drops it, and the reconcile returns a fresh
+//!   [`Action`]); a requeue is capped at [`MAX_REQUEUE`] (the timer queue cannot hold deadlines past
 //!   about two years, and a user can set an expiry that far);
 //! - the object is read from the cache when its reconcile starts; one the
 //!   cache no longer has is not reconciled (its children go by GC);
@@ -107,21 +107,15 @@ impl<R: Clone + Eq + Hash> Queue<R> {
         }
     }
 
-    /// A wake-up at `at` (at most [`MAX_REQUEUE`] away), unless one as
-    /// early or earlier is already set.
-    fn wake_at(&mut self, object: R, at: Instant) {
-        let at = at.min(Instant::now() + MAX_REQUEUE);
-        match self.deadlines.get(&object) {
-            Some(&(_, set)) if set <= at => {}
-            Some(&(key, _)) => {
-                self.timers.reset_at(&key, at);
-                self.deadlines.insert(object, (key, at));
-            }
-            None => {
-                let key = self.timers.insert_at(object.clone(), at);
-                self.deadlines.insert(object, (key, at));
-            }
+    /// A wake-up `after` from now (at most [`MAX_REQUEUE`]), replacing any
+    /// set before.
+    fn wake_after(&mut self, object: R, after: Duration) {
+        let at = Instant::now() + after.min(MAX_REQUEUE);
+        if let Some((key, _)) = self.deadlines.remove(&object) {
+            self.timers.remove(&key);
         }
+        let key = self.timers.insert_at(object.clone(), at);
+        self.deadlines.insert(object, (key, at));
     }
 
     /// The next object to start, if `limit` allows one more.
@@ -141,8 +135,7 @@ impl<R: Clone + Eq + Hash> Queue<R> {
         if self.again.remove(&object) {
             self.wake(object);
         } else if let Some(after) = action.requeue_after() {
-            let after = after.min(MAX_REQUEUE);
-            self.wake_at(object, Instant::now() + after);
+            self.wake_after(object, after);
         }
     }
 

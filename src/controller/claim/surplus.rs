@@ -57,6 +57,9 @@ pub(super) async fn give_back_surplus(
             settled &= give_back_if_surplus(ctx, claim_uid, serving, &pod).await?;
         }
     }
+    if kept.is_empty() {
+        return Ok(settled);
+    }
     let namespace = sandbox.namespace().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     for name in kept {
@@ -99,7 +102,7 @@ async fn give_back_if_surplus(
 /// adopted it, its status moved) is kept, remembered as kept, and
 /// `give_back_surplus` decides again once the Sandbox is Ready (for a claim
 /// blocked by a foreign Sandbox of its name, only once that conflict
-/// clears), from the API server if the cache does not show the Pod yet.
+/// clears), from a fresh read of the Pod.
 /// `true` when the delete was accepted or the Pod was already gone,
 /// `false` when it was kept.
 pub(super) async fn delete_pod(ctx: &Context, claim_uid: &str, pod: &Pod) -> Result<bool> {

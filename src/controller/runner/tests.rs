@@ -21,14 +21,13 @@ fn a_wake_up_while_queued_is_absorbed_and_while_running_runs_it_once_more() {
 }
 
 #[tokio::test]
-async fn a_requeue_keeps_the_earliest_deadline_and_a_wake_up_for_now_drops_it() {
+async fn a_requeue_is_set_when_a_reconcile_ends_and_a_wake_up_for_now_drops_it() {
     let mut q = Queue::new();
-    let now = Instant::now();
-    q.wake_at("a", now + Duration::from_secs(30));
-    q.wake_at("a", now + Duration::from_secs(10));
-    q.wake_at("a", now + Duration::from_secs(20));
-    assert_eq!(q.deadlines["a"].1, now + Duration::from_secs(10));
+    q.wake("a");
+    assert_eq!(q.next_to_start(0), Some("a"));
+    q.finished("a", Action::requeue(Duration::from_secs(30)));
     assert_eq!(q.timers.len(), 1);
+    assert_eq!(q.next_to_start(0), None, "not before its time");
     q.wake("a");
     assert!(q.deadlines.is_empty() && q.timers.is_empty());
     assert_eq!(q.next_to_start(0), Some("a"));
@@ -47,10 +46,9 @@ async fn a_requeue_years_away_is_capped_instead_of_panicking_the_timer_queue() {
     );
     let (_, at) = q.deadlines["a"];
     assert!(at <= Instant::now() + MAX_REQUEUE);
-    q.wake_at(
-        "b",
-        Instant::now() + Duration::from_secs(10 * 365 * 24 * 3600),
-    );
+    q.wake("b");
+    assert_eq!(q.next_to_start(0), Some("b"));
+    q.finished("b", Action::requeue(Duration::MAX));
     assert_eq!(q.timers.len(), 2);
 }
 
