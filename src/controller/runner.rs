@@ -25,6 +25,11 @@
 //!   here, and a runner that is itself aborted aborts its running
 //!   reconciles, as under kube-runtime;
 //! - on shutdown no reconcile starts and the running ones are awaited.
+//!
+//! Each reconcile's tracing span is `reconcile{controller, object, reason}`,
+//! where the reason ([`Reason`]) says what queued it: a watch event
+//! (`woken`), one during its previous run (`rerun`), its own requeue
+//! (`requeue`) or the retry after an error (`retry`).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -73,14 +78,40 @@ impl Action {
     }
 }
 
+/// What queued a reconcile (the first cause wins: later wake-ups while it
+/// waits are absorbed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// A wake-up for now (a watch event, through the triggers).
+    Woken,
+    /// A wake-up for now that came while the object's reconcile ran.
+    Rerun,
+    /// The requeue its previous reconcile asked for.
+    Requeue,
+    /// The retry after its previous reconcile's error.
+    Retry,
+}
+
+impl Reason {
+    /// The name in the reconcile's span.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::Woken => "woken",
+            Reason::Rerun => "rerun",
+            Reason::Requeue => "requeue",
+            Reason::Retry => "retry",
+        }
+    }
+}
+
 /// The queue's bookkeeping; see the module docs for the rules.
 struct Queue<R> {
-    ready: VecDeque<R>,
+    ready: VecDeque<(R, Reason)>,
     in_ready: HashSet<R>,
     running: HashSet<R>,
     again: HashSet<R>,
     timers: DelayQueue<R>,
-    deadlines: HashMap<R, (delay_queue::Key, Instant)>,
+    deadlines: HashMap<R, (delay_queue::Key, Instant, Reason)>,
 }
 
 impl<R: Clone + Eq + Hash> Queue<R> {
@@ -97,52 +128,69 @@ impl<R: Clone + Eq + Hash> Queue<R> {
 
     /// A wake-up for now.
     fn wake(&mut self, object: R) {
-        if let Some((key, _)) = self.deadlines.remove(&object) {
+        self.wake_for(object, Reason::Woken);
+    }
+
+    fn wake_for(&mut self, object: R, reason: Reason) {
+        if let Some((key, _, _)) = self.deadlines.remove(&object) {
             self.timers.remove(&key);
         }
         if self.running.contains(&object) {
             self.again.insert(object);
         } else if self.in_ready.insert(object.clone()) {
-            self.ready.push_back(object);
+            self.ready.push_back((object, reason));
         }
     }
 
     /// A wake-up `after` from now (at most [`MAX_REQUEUE`]), replacing any
     /// set before.
-    fn wake_after(&mut self, object: R, after: Duration) {
+    fn wake_after(&mut self, object: R, after: Duration, reason: Reason) {
         let at = Instant::now() + after.min(MAX_REQUEUE);
-        if let Some((key, _)) = self.deadlines.remove(&object) {
+        if let Some((key, _, _)) = self.deadlines.remove(&object) {
             self.timers.remove(&key);
         }
         let key = self.timers.insert_at(object.clone(), at);
-        self.deadlines.insert(object, (key, at));
+        self.deadlines.insert(object, (key, at, reason));
     }
 
-    /// The next object to start, if `limit` allows one more.
-    fn next_to_start(&mut self, limit: usize) -> Option<R> {
+    /// The next object to start and what queued it, if `limit` allows one
+    /// more.
+    fn next_to_start(&mut self, limit: usize) -> Option<(R, Reason)> {
         if limit != 0 && self.running.len() >= limit {
             return None;
         }
-        let object = self.ready.pop_front()?;
+        let (object, reason) = self.ready.pop_front()?;
         self.in_ready.remove(&object);
         self.running.insert(object.clone());
-        Some(object)
+        Some((object, reason))
     }
 
     /// A reconcile ended with `action`.
     fn finished(&mut self, object: R, action: Action) {
+        self.finished_with(object, action, Reason::Requeue);
+    }
+
+    /// A reconcile failed; `action` is the retry its error policy gave.
+    fn failed(&mut self, object: R, action: Action) {
+        self.finished_with(object, action, Reason::Retry);
+    }
+
+    fn finished_with(&mut self, object: R, action: Action, timer_reason: Reason) {
         self.running.remove(&object);
         if self.again.remove(&object) {
-            self.wake(object);
+            self.wake_for(object, Reason::Rerun);
         } else if let Some(after) = action.requeue_after() {
-            self.wake_after(object, after);
+            self.wake_after(object, after, timer_reason);
         }
     }
 
     /// A timer went off.
     fn expired(&mut self, object: R) {
-        self.deadlines.remove(&object);
-        self.wake(object);
+        let reason = self
+            .deadlines
+            .remove(&object)
+            .map_or(Reason::Requeue, |(_, _, reason)| reason);
+        self.wake_for(object, reason);
     }
 }
 
@@ -191,12 +239,17 @@ pub async fn run<K, E, Fut>(
     let shutdown = shutdown.fuse();
     futures::pin_mut!(shutdown);
     loop {
-        while let Some(object) = queue.next_to_start(concurrency) {
+        while let Some((object, reason)) = queue.next_to_start(concurrency) {
             let Some(obj) = store.get(&object) else {
                 queue.finished(object, Action::await_change());
                 continue;
             };
-            let span = tracing::info_span!("reconcile", controller = name, object = %object);
+            let span = tracing::info_span!(
+                "reconcile",
+                controller = name,
+                object = %object,
+                reason = reason.as_str()
+            );
             let work = Task(tokio::spawn(reconcile(Arc::clone(&obj)).instrument(span)));
             running.push(async move { (object, obj, work.await) });
         }
@@ -204,14 +257,13 @@ pub async fn run<K, E, Fut>(
             biased;
             () = &mut shutdown => break,
             Some((object, obj, outcome)) = running.next(), if !running.is_empty() => {
-                let action = match outcome {
-                    Ok(Ok(action)) => action,
-                    Ok(Err(error)) => on_error(obj, &error),
+                match outcome {
+                    Ok(Ok(action)) => queue.finished(object, action),
+                    Ok(Err(error)) => queue.failed(object, on_error(obj, &error)),
                     Err(ended) if ended.is_panic() => std::panic::resume_unwind(ended.into_panic()),
                     // Cancelled: only when the runtime itself shuts down.
-                    Err(_) => Action::await_change(),
-                };
-                queue.finished(object, action);
+                    Err(_) => queue.finished(object, Action::await_change()),
+                }
             }
             wake_up = wake_ups.next(), if open => match wake_up {
                 Some(object) => queue.wake(object),

@@ -1,22 +1,51 @@
 use super::*;
 
+/// The next object the queue starts, without its reason.
+fn next(q: &mut Queue<&'static str>, limit: usize) -> Option<&'static str> {
+    q.next_to_start(limit).map(|(object, _)| object)
+}
+
+#[tokio::test]
+async fn each_start_names_what_queued_it_the_first_cause_winning() {
+    let mut q = Queue::new();
+    q.wake("a");
+    assert_eq!(q.next_to_start(0), Some(("a", Reason::Woken)));
+    q.wake("a");
+    q.finished("a", Action::await_change());
+    assert_eq!(q.next_to_start(0), Some(("a", Reason::Rerun)));
+    q.finished("a", Action::requeue(Duration::from_millis(40)));
+    q.wake("b");
+    assert_eq!(q.next_to_start(0), Some(("b", Reason::Woken)));
+    q.failed("b", Action::requeue(Duration::from_millis(10)));
+    let mut expired = Vec::new();
+    while expired.len() < 2 {
+        let object = q.timers.next().await.expect("two timers").into_inner();
+        q.expired(object);
+        expired.push(q.next_to_start(0));
+    }
+    assert_eq!(
+        expired,
+        [Some(("b", Reason::Retry)), Some(("a", Reason::Requeue))]
+    );
+}
+
 #[test]
 fn a_wake_up_while_queued_is_absorbed_and_while_running_runs_it_once_more() {
     let mut q = Queue::new();
     q.wake("a");
     q.wake("b");
     q.wake("a");
-    assert_eq!(q.next_to_start(0), Some("a"));
+    assert_eq!(next(&mut q, 0), Some("a"));
     q.wake("a");
     q.wake("a");
-    assert_eq!(q.next_to_start(0), Some("b"), "a runs: not started twice");
-    assert_eq!(q.next_to_start(0), None);
+    assert_eq!(next(&mut q, 0), Some("b"), "a runs: not started twice");
+    assert_eq!(next(&mut q, 0), None);
     q.finished("a", Action::requeue(Duration::from_secs(60)));
-    assert_eq!(q.next_to_start(0), Some("a"), "once more, now");
+    assert_eq!(next(&mut q, 0), Some("a"), "once more, now");
     assert!(q.deadlines.is_empty(), "the rerun returns its own action");
     q.finished("a", Action::await_change());
     q.finished("b", Action::await_change());
-    assert_eq!(q.next_to_start(0), None);
+    assert_eq!(next(&mut q, 0), None);
     assert!(q.running.is_empty() && q.again.is_empty() && q.in_ready.is_empty());
 }
 
@@ -24,13 +53,13 @@ fn a_wake_up_while_queued_is_absorbed_and_while_running_runs_it_once_more() {
 async fn a_requeue_is_set_when_a_reconcile_ends_and_a_wake_up_for_now_drops_it() {
     let mut q = Queue::new();
     q.wake("a");
-    assert_eq!(q.next_to_start(0), Some("a"));
+    assert_eq!(next(&mut q, 0), Some("a"));
     q.finished("a", Action::requeue(Duration::from_secs(30)));
     assert_eq!(q.timers.len(), 1);
-    assert_eq!(q.next_to_start(0), None, "not before its time");
+    assert_eq!(next(&mut q, 0), None, "not before its time");
     q.wake("a");
     assert!(q.deadlines.is_empty() && q.timers.is_empty());
-    assert_eq!(q.next_to_start(0), Some("a"));
+    assert_eq!(next(&mut q, 0), Some("a"));
 }
 
 #[tokio::test]
@@ -39,15 +68,15 @@ async fn a_requeue_years_away_is_capped_instead_of_panicking_the_timer_queue() {
     // about two years and panics beyond.
     let mut q = Queue::new();
     q.wake("a");
-    assert_eq!(q.next_to_start(0), Some("a"));
+    assert_eq!(next(&mut q, 0), Some("a"));
     q.finished(
         "a",
         Action::requeue(Duration::from_secs(3 * 365 * 24 * 3600)),
     );
-    let (_, at) = q.deadlines["a"];
+    let (_, at, _) = q.deadlines["a"];
     assert!(at <= Instant::now() + MAX_REQUEUE);
     q.wake("b");
-    assert_eq!(q.next_to_start(0), Some("b"));
+    assert_eq!(next(&mut q, 0), Some("b"));
     q.finished("b", Action::requeue(Duration::MAX));
     assert_eq!(q.timers.len(), 2);
 }
@@ -58,11 +87,11 @@ fn at_most_the_limit_runs_at_once_the_rest_wait_in_order() {
     for name in ["a", "b", "c"] {
         q.wake(name);
     }
-    assert_eq!(q.next_to_start(2), Some("a"));
-    assert_eq!(q.next_to_start(2), Some("b"));
-    assert_eq!(q.next_to_start(2), None);
+    assert_eq!(next(&mut q, 2), Some("a"));
+    assert_eq!(next(&mut q, 2), Some("b"));
+    assert_eq!(next(&mut q, 2), None);
     q.finished("a", Action::await_change());
-    assert_eq!(q.next_to_start(2), Some("c"));
+    assert_eq!(next(&mut q, 2), Some("c"));
 }
 
 mod run {
