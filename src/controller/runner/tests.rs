@@ -21,12 +21,11 @@ async fn each_start_names_what_queued_it_the_first_cause_winning() {
     while expired.len() < 2 {
         let object = q.timers.next().await.expect("two timers").into_inner();
         q.expired(object);
-        expired.push(q.next_to_start(0));
+        expired.push(q.next_to_start(0).expect("the expired object starts"));
     }
-    assert_eq!(
-        expired,
-        [Some(("b", Reason::Retry)), Some(("a", Reason::Requeue))]
-    );
+    // Either may expire first on a loaded machine; each keeps its reason.
+    expired.sort_by_key(|(object, _)| *object);
+    assert_eq!(expired, [("a", Reason::Requeue), ("b", Reason::Retry)]);
 }
 
 #[test]
