@@ -30,6 +30,12 @@
 #                                    (default 0); a Pod's annotation
 #                                    sandbox.test/start-delay-ms overrides it
 #   SANDBOX_CP_CACHE                 build cache root (see build.sh)
+#   SANDBOX_CP_CONTROLLERS_OFF       comma-separated kube-controller-manager controllers
+#                                    to leave out (diagnostics only: the tests need them
+#                                    all), e.g. endpoints-controller,endpointslice-controller;
+#                                    read whenever the controller-manager starts (`up`,
+#                                    `restart kube-controller-manager`); a name not in the
+#                                    list below is refused
 #
 # Progress messages go to stderr. Needs bash, openssl, curl, python3 and flock.
 set -euo pipefail
@@ -77,6 +83,21 @@ controllers=(
 
 log() { printf '[controlplane %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+
+# SANDBOX_CP_CONTROLLERS_OFF: drop the named controllers from the list.
+if [[ -n ${SANDBOX_CP_CONTROLLERS_OFF:-} ]]; then
+  IFS=, read -ra controllers_off <<<"$SANDBOX_CP_CONTROLLERS_OFF"
+  for name in "${controllers_off[@]}"; do
+    kept=()
+    for c in "${controllers[@]}"; do
+      [[ $c == "$name" ]] || kept+=("$c")
+    done
+    (( ${#kept[@]} < ${#controllers[@]} )) ||
+      die "SANDBOX_CP_CONTROLLERS_OFF: '$name' is not one of the controllers this control plane runs: ${controllers[*]}"
+    controllers=("${kept[@]}")
+  done
+  log "left out of kube-controller-manager: $SANDBOX_CP_CONTROLLERS_OFF"
+fi
 
 usage() {
   sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//' >&2
