@@ -205,6 +205,7 @@ pub async fn run(env: &Environment, floor: &mut Floor, s: &Settings) -> Report {
         rss_mib: env.operator.rss_mib(),
         double_assignments: env.claims.double_assignments().await,
         breakdown: crate::timeline::breakdown(&env.operator.log_path, "ws-"),
+        legs: crate::timeline::legs(&env.operator.log_path, "ws-"),
     };
     report.apply_floor();
     report

@@ -22,8 +22,10 @@ pub fn breakdown(log: &std::path::Path, prefix: &str) -> Vec<Step> {
     from_text(&std::fs::read_to_string(log).unwrap_or_default(), prefix)
 }
 
-/// [`breakdown`] of a log's text.
-pub fn from_text(text: &str, prefix: &str) -> Vec<Step> {
+/// The `timeline` lines of the claims whose names start with `prefix`:
+/// step -> claim -> milliseconds since admission (a step's first line per
+/// claim counts).
+fn per_claim(text: &str, prefix: &str) -> BTreeMap<String, BTreeMap<String, f64>> {
     let mut by_step: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
     for line in text.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
@@ -48,7 +50,12 @@ pub fn from_text(text: &str, prefix: &str) -> Vec<Step> {
                 .or_insert(ms);
         }
     }
-    let mut out: Vec<Step> = by_step
+    by_step
+}
+
+/// [`breakdown`] of a log's text.
+pub fn from_text(text: &str, prefix: &str) -> Vec<Step> {
+    let mut out: Vec<Step> = per_claim(text, prefix)
         .into_iter()
         .map(|(step, per_claim)| {
             let mut v: Vec<f64> = per_claim.into_values().collect();
@@ -62,6 +69,71 @@ pub fn from_text(text: &str, prefix: &str) -> Vec<Step> {
         .collect();
     out.sort_by(|a, b| a.p50_ms.total_cmp(&b.p50_ms));
     out
+}
+
+/// The claim controller's critical path in three legs, each the median
+/// over the claims of that leg measured claim by claim (so the legs need
+/// not add up to the median Ready time).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Legs {
+    /// Claims with all the steps the legs need (warm claims).
+    pub claims: usize,
+    /// Admission -> the claim's reconcile starts.
+    pub start_ms: f64,
+    /// Reconcile start -> the last of round one's writes returned.
+    pub round_one_ms: f64,
+    /// Round one's end -> the claim's Ready status written (round two).
+    pub round_two_ms: f64,
+}
+
+/// Steps that end round one, when the claim's log has them (the
+/// NetworkPolicy is not the claim's own with a per-template policy).
+const ROUND_ONE: [&str; 4] = [
+    "claim: Pod stolen",
+    "claim: Service created",
+    "claim: NetworkPolicy created",
+    "claim: Sandbox created",
+];
+
+/// [`Legs`] from the operator's log; `None` when no claim has the steps.
+pub fn legs(log: &std::path::Path, prefix: &str) -> Option<Legs> {
+    legs_from_text(&std::fs::read_to_string(log).unwrap_or_default(), prefix)
+}
+
+/// [`legs`] of a log's text. A claim counts when it has the reconcile
+/// start, the steal and the Ready write (a cold claim has no steal).
+pub fn legs_from_text(text: &str, prefix: &str) -> Option<Legs> {
+    let steps = per_claim(text, prefix);
+    let at = |step: &str, claim: &str| steps.get(step).and_then(|c| c.get(claim)).copied();
+    let (mut start, mut one, mut two) = (Vec::new(), Vec::new(), Vec::new());
+    for claim in steps.get("claim: Pod stolen")?.keys() {
+        let (Some(begin), Some(ready)) = (
+            at("claim: reconcile starts", claim),
+            at("claim: Ready written", claim),
+        ) else {
+            continue;
+        };
+        let end = ROUND_ONE
+            .iter()
+            .filter_map(|step| at(step, claim))
+            .fold(f64::MIN, f64::max);
+        start.push(begin);
+        one.push(end - begin);
+        two.push(ready - end);
+    }
+    if start.is_empty() {
+        return None;
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        percentile(&v, 50.0)
+    };
+    Some(Legs {
+        claims: start.len(),
+        start_ms: median(start),
+        round_one_ms: median(one),
+        round_two_ms: median(two),
+    })
 }
 
 #[cfg(test)]
@@ -98,5 +170,38 @@ mod tests {
                 step("claim Ready written", 30.0, 34.0)
             ]
         );
+    }
+
+    #[test]
+    fn legs_are_measured_claim_by_claim_and_skip_claims_without_a_steal() {
+        let line = |claim: &str, step: &str, ms: f64| {
+            format!(
+                r#"{{"target":"timeline","fields":{{"claim":"{claim}","step":"claim: {step}","ms":{ms}}}}}"#
+            )
+        };
+        let mut lines = Vec::new();
+        // Round one ends with its last write: the Sandbox for ws-0, the
+        // steal for ws-1 (no NetworkPolicy step: a per-template policy).
+        for (claim, start, stolen, sandbox, service, ready) in [
+            ("ws-0", 2.0, 10.0, 14.0, 11.0, 20.0),
+            ("ws-1", 4.0, 16.0, 12.0, 13.0, 22.0),
+        ] {
+            lines.push(line(claim, "reconcile starts", start));
+            lines.push(line(claim, "Pod stolen", stolen));
+            lines.push(line(claim, "Sandbox created", sandbox));
+            lines.push(line(claim, "Service created", service));
+            lines.push(line(claim, "Ready written", ready));
+        }
+        lines.push(line("ws-0", "NetworkPolicy created", 13.0));
+        // A cold claim: no steal, not counted.
+        lines.push(line("ws-2", "reconcile starts", 3.0));
+        lines.push(line("ws-2", "Ready written", 2000.0));
+        let legs = legs_from_text(&lines.join("\n"), "ws-").unwrap();
+        // Per claim: start 2 / 4, round one 12 / 12, round two 6 / 6.
+        assert_eq!(legs.claims, 2);
+        assert_eq!(legs.round_one_ms, 12.0);
+        assert_eq!(legs.round_two_ms, 6.0);
+        assert!((2.0..=4.0).contains(&legs.start_ms));
+        assert_eq!(legs_from_text("", "ws-"), None);
     }
 }

@@ -135,6 +135,8 @@ pub struct Report {
     pub rss_mib: f64,
     pub double_assignments: usize,
     pub breakdown: Vec<crate::timeline::Step>,
+    /// The claim controller's critical path in three legs, if logged.
+    pub legs: Option<crate::timeline::Legs>,
 }
 
 impl Report {
@@ -210,6 +212,15 @@ impl Report {
                     "p90_ms_since_admission": s.p90_ms,
                 }))
                 .collect::<Vec<_>>(),
+            "warm_path_legs": self.legs.as_ref().map(|l| json!({
+                "claims": l.claims,
+                "reconcile_start_ms": l.start_ms,
+                "round_one_ms": l.round_one_ms,
+                "round_two_ms": l.round_two_ms,
+                "reconcile_start_over_write_rtt": ratio(l.start_ms, self.floor.rtt_p50_ms),
+                "round_one_over_write_rtt": ratio(l.round_one_ms, self.floor.rtt_p50_ms),
+                "round_two_over_write_rtt": ratio(l.round_two_ms, self.floor.rtt_p50_ms),
+            })),
             "scenarios": self.scenarios,
         })
     }
@@ -246,7 +257,31 @@ impl Report {
         for s in &self.breakdown {
             out += &format!("  {:<32} {:>8.1} {:>8.1}\n", s.step, s.p50_ms, s.p90_ms);
         }
+        out += &self.legs_lines();
         out
+    }
+
+    /// The critical path's legs, in ms and in write floors.
+    fn legs_lines(&self) -> String {
+        let Some(l) = &self.legs else {
+            return String::new();
+        };
+        let over = |ms: f64| {
+            ratio(ms, self.floor.rtt_p50_ms).map_or_else(|| "-".into(), |x| format!("{x:.2} x"))
+        };
+        format!(
+            "critical path, leg by leg (median over {} warm claims, each leg measured claim by claim; x = write_rtt p50):\n  {:<32} {:>8.1} ms {:>8}\n  {:<32} {:>8.1} ms {:>8}\n  {:<32} {:>8.1} ms {:>8}\n",
+            l.claims,
+            "admission -> reconcile starts",
+            l.start_ms,
+            over(l.start_ms),
+            "round one (four writes at once)",
+            l.round_one_ms,
+            over(l.round_one_ms),
+            "round two (the Ready write)",
+            l.round_two_ms,
+            over(l.round_two_ms),
+        )
     }
 
     fn floor_lines(&self) -> String {

@@ -133,3 +133,24 @@ fn the_tail_is_also_set_against_the_floor_s_own_tail_and_the_api_server_cpu_agai
     assert!(remote.json()["apiserver_cpu_ms_per_warm_claim"].is_null());
     assert!(!remote.table().contains("API server CPU"));
 }
+
+#[test]
+fn the_critical_path_legs_are_printed_and_set_against_the_floor() {
+    let mut r = report();
+    assert!(!r.table().contains("critical path"), "no legs, no lines");
+    assert!(r.json()["warm_path_legs"].is_null());
+    r.legs = Some(crate::timeline::Legs {
+        claims: 4,
+        start_ms: 7.0,
+        round_one_ms: 20.0,
+        round_two_ms: 12.5,
+    });
+    let text = r.table();
+    assert!(text.contains("median over 4 warm claims"), "{text}");
+    assert!(text.contains("round one (four writes at once)"), "{text}");
+    assert!(text.contains("2.00 x"), "{text}");
+    assert!(text.contains("1.25 x"), "{text}");
+    let legs = &r.json()["warm_path_legs"];
+    assert_eq!(legs["round_two_over_write_rtt"], 1.25);
+    assert_eq!(legs["reconcile_start_over_write_rtt"], 0.7);
+}
