@@ -214,12 +214,15 @@ impl Report {
                 .collect::<Vec<_>>(),
             "warm_path_legs": self.legs.as_ref().map(|l| json!({
                 "claims": l.claims,
-                "reconcile_start_ms": l.start_ms,
-                "round_one_ms": l.round_one_ms,
-                "round_two_ms": l.round_two_ms,
-                "reconcile_start_over_write_rtt": ratio(l.start_ms, self.floor.rtt_p50_ms),
-                "round_one_over_write_rtt": ratio(l.round_one_ms, self.floor.rtt_p50_ms),
-                "round_two_over_write_rtt": ratio(l.round_two_ms, self.floor.rtt_p50_ms),
+                "reconcile_start_ms": l.start.p50_ms,
+                "round_one_ms": l.round_one.p50_ms,
+                "round_two_ms": l.round_two.p50_ms,
+                "reconcile_start_p90_ms": l.start.p90_ms,
+                "round_one_p90_ms": l.round_one.p90_ms,
+                "round_two_p90_ms": l.round_two.p90_ms,
+                "reconcile_start_over_write_rtt": ratio(l.start.p50_ms, self.floor.rtt_p50_ms),
+                "round_one_over_write_rtt": ratio(l.round_one.p50_ms, self.floor.rtt_p50_ms),
+                "round_two_over_write_rtt": ratio(l.round_two.p50_ms, self.floor.rtt_p50_ms),
             })),
             "scenarios": self.scenarios,
         })
@@ -269,19 +272,24 @@ impl Report {
         let over = |ms: f64| {
             ratio(ms, self.floor.rtt_p50_ms).map_or_else(|| "-".into(), |x| format!("{x:.2} x"))
         };
-        format!(
-            "critical path, leg by leg (median over {} warm claims, each leg measured claim by claim; x = write_rtt p50):\n  {:<32} {:>8.1} ms {:>8}\n  {:<32} {:>8.1} ms {:>8}\n  {:<32} {:>8.1} ms {:>8}\n",
-            l.claims,
-            "admission -> reconcile starts",
-            l.start_ms,
-            over(l.start_ms),
-            "round one (four writes at once)",
-            l.round_one_ms,
-            over(l.round_one_ms),
-            "round two (the Ready write)",
-            l.round_two_ms,
-            over(l.round_two_ms),
-        )
+        let mut out = format!(
+            "critical path, leg by leg (each leg measured claim by claim, over {} warm claims; x = write_rtt p50):\n  {:<32} {:>8} {:>8} {:>8}\n",
+            l.claims, "leg", "median", "x", "p90"
+        );
+        for (name, leg) in [
+            ("admission -> reconcile starts", l.start),
+            ("round one (four writes at once)", l.round_one),
+            ("round two (the Ready write)", l.round_two),
+        ] {
+            out += &format!(
+                "  {:<32} {:>8.1} {:>8} {:>8.1}\n",
+                name,
+                leg.p50_ms,
+                over(leg.p50_ms),
+                leg.p90_ms
+            );
+        }
+        out
     }
 
     fn floor_lines(&self) -> String {

@@ -139,18 +139,24 @@ fn the_critical_path_legs_are_printed_and_set_against_the_floor() {
     let mut r = report();
     assert!(!r.table().contains("critical path"), "no legs, no lines");
     assert!(r.json()["warm_path_legs"].is_null());
+    let leg = |p50_ms: f64| crate::timeline::Leg {
+        p50_ms,
+        p90_ms: 2.0 * p50_ms,
+    };
     r.legs = Some(crate::timeline::Legs {
         claims: 4,
-        start_ms: 7.0,
-        round_one_ms: 20.0,
-        round_two_ms: 12.5,
+        start: leg(7.0),
+        round_one: leg(20.0),
+        round_two: leg(12.5),
     });
     let text = r.table();
-    assert!(text.contains("median over 4 warm claims"), "{text}");
+    assert!(text.contains("over 4 warm claims"), "{text}");
+    assert!(text.contains("25.0"), "the p90 column: {text}");
     assert!(text.contains("round one (four writes at once)"), "{text}");
     assert!(text.contains("2.00 x"), "{text}");
     assert!(text.contains("1.25 x"), "{text}");
     let legs = &r.json()["warm_path_legs"];
     assert_eq!(legs["round_two_over_write_rtt"], 1.25);
     assert_eq!(legs["reconcile_start_over_write_rtt"], 0.7);
+    assert_eq!(legs["round_two_p90_ms"], 25.0);
 }
