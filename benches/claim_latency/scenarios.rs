@@ -194,6 +194,8 @@ pub async fn run(env: &Environment, floor: &mut Floor, s: &Settings) -> Report {
         floor.sample(s.floor_block).await;
         throughput(env, floor, s, false).await;
     }
+    // The operator's `timeline` lines, read once for the breakdown and the legs.
+    let timeline = std::fs::read_to_string(&env.operator.log_path).unwrap_or_default();
     let mut report = Report {
         pool: s.pool,
         delay_ms: s.delay_ms,
@@ -204,8 +206,8 @@ pub async fn run(env: &Environment, floor: &mut Floor, s: &Settings) -> Report {
         warm: warm.cost,
         rss_mib: env.operator.rss_mib(),
         double_assignments: env.claims.double_assignments().await,
-        breakdown: crate::timeline::breakdown(&env.operator.log_path, "ws-"),
-        legs: crate::timeline::legs(&env.operator.log_path, "ws-"),
+        breakdown: crate::timeline::from_text(&timeline, "ws-"),
+        legs: crate::timeline::legs_from_text(&timeline, "ws-"),
     };
     report.apply_floor();
     report

@@ -15,13 +15,6 @@ pub struct Step {
     pub p90_ms: f64,
 }
 
-/// Each warm-path step's median and 90th percentile, from the operator's
-/// `timeline` log lines of the claims whose names start with `prefix`, in
-/// the order of the medians.
-pub fn breakdown(log: &std::path::Path, prefix: &str) -> Vec<Step> {
-    from_text(&std::fs::read_to_string(log).unwrap_or_default(), prefix)
-}
-
 /// The `timeline` lines of the claims whose names start with `prefix`:
 /// step -> claim -> milliseconds since admission (a step's first line per
 /// claim counts).
@@ -53,7 +46,9 @@ fn per_claim(text: &str, prefix: &str) -> BTreeMap<String, BTreeMap<String, f64>
     by_step
 }
 
-/// [`breakdown`] of a log's text.
+/// Each warm-path step's median and 90th percentile, from the operator's
+/// `timeline` log lines (the log's text) of the claims whose names start
+/// with `prefix`, in the order of the medians.
 pub fn from_text(text: &str, prefix: &str) -> Vec<Step> {
     let mut out: Vec<Step> = per_claim(text, prefix)
         .into_iter()
@@ -112,13 +107,9 @@ const ROUND_ONE: [&str; 4] = [
     "claim: Sandbox created",
 ];
 
-/// [`Legs`] from the operator's log; `None` when no claim has the steps.
-pub fn legs(log: &std::path::Path, prefix: &str) -> Option<Legs> {
-    legs_from_text(&std::fs::read_to_string(log).unwrap_or_default(), prefix)
-}
-
-/// [`legs`] of a log's text. A claim counts when it has the reconcile
-/// start, the steal and the Ready write (a cold claim has no steal).
+/// [`Legs`] from the operator's log text; `None` when no claim has the
+/// steps. A claim counts when it has the reconcile start, the steal and the
+/// Ready write (a cold claim has no steal).
 pub fn legs_from_text(text: &str, prefix: &str) -> Option<Legs> {
     let steps = per_claim(text, prefix);
     let at = |step: &str, claim: &str| steps.get(step).and_then(|c| c.get(claim)).copied();

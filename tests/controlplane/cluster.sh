@@ -88,6 +88,8 @@ die() { log "ERROR: $*"; exit 1; }
 if [[ -n ${SANDBOX_CP_CONTROLLERS_OFF:-} ]]; then
   IFS=, read -ra controllers_off <<<"$SANDBOX_CP_CONTROLLERS_OFF"
   for name in "${controllers_off[@]}"; do
+    name=${name// /}
+    [[ -n $name ]] || continue # a stray comma or space
     kept=()
     for c in "${controllers[@]}"; do
       [[ $c == "$name" ]] || kept+=("$c")
