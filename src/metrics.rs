@@ -66,6 +66,12 @@ pub struct Metrics {
     pub reconcile_errors: IntCounterVec,
     /// Reconcile duration per controller.
     pub reconcile_seconds: HistogramVec,
+    /// Time from a reconcile's due moment to its start, per controller.
+    pub queue_wait_seconds: HistogramVec,
+    /// Objects due and waiting for a reconcile slot, per controller.
+    pub queue_waiting: GaugeVec,
+    /// Reconciles running, per controller.
+    pub reconciles_running: GaugeVec,
     /// Admission requests by kind, operation, endpoint and decision.
     pub admission_requests: IntCounterVec,
     /// Admission handling time by kind and endpoint.
@@ -226,6 +232,22 @@ impl Metrics {
                 &["controller"],
                 FAST_BUCKETS,
             ),
+            queue_wait_seconds: histogram(
+                "queue_wait_seconds",
+                "Time from when a reconcile was due (a watch event, its requeue's deadline, the end of the run it waited behind) until it started, by controller; long waits mean every slot (--concurrency) was busy.",
+                &["controller"],
+                FAST_BUCKETS,
+            ),
+            queue_waiting: gauge(
+                "queue_waiting",
+                "Objects due for a reconcile and waiting for a free slot, by controller.",
+                &["controller"],
+            ),
+            reconciles_running: gauge(
+                "reconciles_running",
+                "Reconciles running now, by controller (at most --concurrency each).",
+                &["controller"],
+            ),
             admission_requests: counter(
                 "admission_requests_total",
                 "Admission reviews answered, by kind, operation, endpoint and decision.",
@@ -376,6 +398,15 @@ impl Metrics {
                 .with_label_values(&[&labels.verb, &labels.resource, labels.code])
                 .observe(elapsed.as_secs_f64());
         })
+    }
+
+    /// The series a controller's work queue reports to.
+    pub fn queue_report(&self, controller: &str) -> crate::controller::QueueReport {
+        crate::controller::QueueReport {
+            wait: self.queue_wait_seconds.with_label_values(&[controller]),
+            waiting: self.queue_waiting.with_label_values(&[controller]),
+            running: self.reconciles_running.with_label_values(&[controller]),
+        }
     }
 
     /// Starts timing one reconcile; the returned guard records count and

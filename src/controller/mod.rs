@@ -58,6 +58,6 @@ pub use ownership::Created;
 pub(crate) use ownership::create_owned;
 pub use ownership::{controller_ref, controller_uid};
 pub use pod_state::{is_terminating, live_target, pod_has_ended, pod_is_ready};
-pub use runner::Action;
+pub use runner::{Action, QueueReport};
 pub(crate) use status_write::write_status;
 pub use timeline::timeline;

@@ -94,11 +94,15 @@ pub async fn run_controllers(
             let reconcile = with_retry($module::CONTROLLER, $module::reconcile);
             let on_error = error_policy($module::CONTROLLER);
             let (ctx_run, ctx_err) = (ctx.clone(), ctx.clone());
+            let settings = runner::Settings {
+                name: $module::CONTROLLER,
+                concurrency,
+                report: ctx.metrics.queue_report($module::CONTROLLER),
+            };
             runner::run(
-                $module::CONTROLLER,
+                settings,
                 ctx.caches.$cache.clone(),
                 $wake_ups,
-                concurrency,
                 move |obj| reconcile(obj, ctx_run.clone()),
                 move |obj, error: &Error| on_error(obj, error, ctx_err.clone()),
                 stop(shutdown.clone()),

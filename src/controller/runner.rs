@@ -30,6 +30,11 @@
 //! where the reason ([`Reason`]) says what queued it: a watch event
 //! (`woken`), one during its previous run (`rerun`), its own requeue
 //! (`requeue`) or the retry after an error (`retry`).
+//!
+//! The queue reports itself ([`QueueReport`]): how long each reconcile
+//! waited between becoming due (its wake-up, its timer, the end of the run
+//! it waited behind) and its start, and how many objects wait for a slot
+//! and run. A wait above a few milliseconds means every slot was busy.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -41,6 +46,7 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, Stream, StreamExt};
 use kube::Resource;
 use kube::runtime::reflector::{ObjectRef, Store};
+use prometheus::{Gauge, Histogram};
 use tokio::time::Instant;
 use tokio_util::time::{DelayQueue, delay_queue};
 use tracing::Instrument;
@@ -104,9 +110,34 @@ impl Reason {
     }
 }
 
-/// The queue's bookkeeping; see the module docs for the rules.
+/// Where a runner reports its queue (its controller's series of
+/// `sandbox_operator_queue_wait_seconds`, `_queue_waiting` and
+/// `_reconciles_running`).
+#[derive(Clone)]
+pub struct QueueReport {
+    /// Time from due to start, per reconcile.
+    pub wait: Histogram,
+    /// Objects due and waiting for a slot.
+    pub waiting: Gauge,
+    /// Reconciles running.
+    pub running: Gauge,
+}
+
+/// How a runner runs: its controller's name (in spans), how many
+/// reconciles at once (0: no limit), where it reports its queue.
+pub struct Settings {
+    /// The controller's name.
+    pub name: &'static str,
+    /// Reconciles at once, at most (0: no limit).
+    pub concurrency: usize,
+    /// Where the queue's figures go.
+    pub report: QueueReport,
+}
+
+/// The queue's bookkeeping; see the module docs for the rules. Each ready
+/// object keeps when it became due.
 struct Queue<R> {
-    ready: VecDeque<(R, Reason)>,
+    ready: VecDeque<(R, Reason, Instant)>,
     in_ready: HashSet<R>,
     running: HashSet<R>,
     again: HashSet<R>,
@@ -138,7 +169,7 @@ impl<R: Clone + Eq + Hash> Queue<R> {
         if self.running.contains(&object) {
             self.again.insert(object);
         } else if self.in_ready.insert(object.clone()) {
-            self.ready.push_back((object, reason));
+            self.ready.push_back((object, reason, Instant::now()));
         }
     }
 
@@ -153,16 +184,22 @@ impl<R: Clone + Eq + Hash> Queue<R> {
         self.deadlines.insert(object, (key, at, reason));
     }
 
-    /// The next object to start and what queued it, if `limit` allows one
-    /// more.
-    fn next_to_start(&mut self, limit: usize) -> Option<(R, Reason)> {
+    /// The next object to start, what queued it and how long it waited
+    /// since it was due, if `limit` allows one more.
+    fn next_to_start(&mut self, limit: usize) -> Option<(R, Reason, Duration)> {
         if limit != 0 && self.running.len() >= limit {
             return None;
         }
-        let (object, reason) = self.ready.pop_front()?;
+        let (object, reason, due) = self.ready.pop_front()?;
         self.in_ready.remove(&object);
         self.running.insert(object.clone());
-        Some((object, reason))
+        Some((object, reason, due.elapsed()))
+    }
+
+    /// Sets the gauges of `report` to what waits and runs now.
+    fn report(&self, report: &QueueReport) {
+        report.waiting.set(self.ready.len() as f64);
+        report.running.set(self.running.len() as f64);
     }
 
     /// A reconcile ended with `action`.
@@ -220,10 +257,9 @@ impl<T> Drop for Task<T> {
 /// the reconciles still running. An error becomes the [`Action`] that
 /// `on_error` gives for it.
 pub async fn run<K, E, Fut>(
-    name: &'static str,
+    settings: Settings,
     store: Store<K>,
     mut wake_ups: impl Stream<Item = ObjectRef<K>> + Unpin,
-    concurrency: usize,
     reconcile: impl Fn(Arc<K>) -> Fut,
     on_error: impl Fn(Arc<K>, &E) -> Action,
     shutdown: impl Future<Output = ()>,
@@ -233,17 +269,23 @@ pub async fn run<K, E, Fut>(
     Fut: Future<Output = Result<Action, E>> + Send + 'static,
     E: Send + 'static,
 {
+    let Settings {
+        name,
+        concurrency,
+        report,
+    } = settings;
     let mut queue = Queue::new();
     let mut running = FuturesUnordered::new();
     let mut open = true;
     let shutdown = shutdown.fuse();
     futures::pin_mut!(shutdown);
     loop {
-        while let Some((object, reason)) = queue.next_to_start(concurrency) {
+        while let Some((object, reason, waited)) = queue.next_to_start(concurrency) {
             let Some(obj) = store.get(&object) else {
                 queue.finished(object, Action::await_change());
                 continue;
             };
+            report.wait.observe(waited.as_secs_f64());
             let span = tracing::info_span!(
                 "reconcile",
                 controller = name,
@@ -253,6 +295,7 @@ pub async fn run<K, E, Fut>(
             let work = Task(tokio::spawn(reconcile(Arc::clone(&obj)).instrument(span)));
             running.push(async move { (object, obj, work.await) });
         }
+        queue.report(&report);
         tokio::select! {
             biased;
             () = &mut shutdown => break,
@@ -274,7 +317,9 @@ pub async fn run<K, E, Fut>(
             }
         }
     }
-    while let Some((_, _, outcome)) = running.next().await {
+    while let Some((object, _, outcome)) = running.next().await {
+        queue.finished(object, Action::await_change());
+        queue.report(&report);
         if let Err(ended) = outcome
             && ended.is_panic()
         {

@@ -2,26 +2,74 @@ use super::*;
 
 /// The next object the queue starts, without its reason.
 fn next(q: &mut Queue<&'static str>, limit: usize) -> Option<&'static str> {
-    q.next_to_start(limit).map(|(object, _)| object)
+    q.next_to_start(limit).map(|(object, _, _)| object)
+}
+
+/// The next object the queue starts and its reason, without its wait.
+fn next_with_reason(q: &mut Queue<&'static str>) -> Option<(&'static str, Reason)> {
+    q.next_to_start(0)
+        .map(|(object, reason, _)| (object, reason))
+}
+
+/// A report on series of a registry of its own.
+fn test_report() -> QueueReport {
+    let gauge = |name: &str| Gauge::new(name, "test").expect("valid gauge");
+    QueueReport {
+        wait: Histogram::with_opts(prometheus::HistogramOpts::new("wait", "test"))
+            .expect("valid histogram"),
+        waiting: gauge("waiting"),
+        running: gauge("running"),
+    }
+}
+
+#[tokio::test]
+async fn a_start_reports_the_wait_since_it_was_due_and_the_gauges_follow() {
+    let (mut q, report) = (Queue::new(), test_report());
+    q.wake("a");
+    q.wake("b");
+    let (_, _, a_waited) = q.next_to_start(1).expect("a starts");
+    q.report(&report);
+    assert_eq!((report.waiting.get(), report.running.get()), (1.0, 1.0));
+    // b is due but the one slot is a's.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert!(q.next_to_start(1).is_none());
+    q.finished("a", Action::await_change());
+    let (object, _, b_waited) = q.next_to_start(1).expect("b starts");
+    assert_eq!(object, "b");
+    assert!(
+        b_waited >= Duration::from_millis(30) && a_waited < b_waited,
+        "b waited for the slot: {b_waited:?}, a did not: {a_waited:?}"
+    );
+    // A wake-up while b waited would not have moved its due moment; a rerun
+    // is due when the run it waited behind ends.
+    q.wake("b");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    q.finished("b", Action::await_change());
+    let (_, reason, rerun_waited) = q.next_to_start(1).expect("b once more");
+    assert_eq!(reason, Reason::Rerun);
+    assert!(rerun_waited < Duration::from_millis(20), "{rerun_waited:?}");
+    q.finished("b", Action::await_change());
+    q.report(&report);
+    assert_eq!((report.waiting.get(), report.running.get()), (0.0, 0.0));
 }
 
 #[tokio::test]
 async fn each_start_names_what_queued_it_the_first_cause_winning() {
     let mut q = Queue::new();
     q.wake("a");
-    assert_eq!(q.next_to_start(0), Some(("a", Reason::Woken)));
+    assert_eq!(next_with_reason(&mut q), Some(("a", Reason::Woken)));
     q.wake("a");
     q.finished("a", Action::await_change());
-    assert_eq!(q.next_to_start(0), Some(("a", Reason::Rerun)));
+    assert_eq!(next_with_reason(&mut q), Some(("a", Reason::Rerun)));
     q.finished("a", Action::requeue(Duration::from_millis(40)));
     q.wake("b");
-    assert_eq!(q.next_to_start(0), Some(("b", Reason::Woken)));
+    assert_eq!(next_with_reason(&mut q), Some(("b", Reason::Woken)));
     q.failed("b", Action::requeue(Duration::from_millis(10)));
     let mut expired = Vec::new();
     while expired.len() < 2 {
         let object = q.timers.next().await.expect("two timers").into_inner();
         q.expired(object);
-        expired.push(q.next_to_start(0).expect("the expired object starts"));
+        expired.push(next_with_reason(&mut q).expect("the expired object starts"));
     }
     // Either may expire first on a loaded machine; each keeps its reason.
     expired.sort_by_key(|(object, _)| *object);
@@ -150,6 +198,7 @@ mod run {
         tx: mpsc::UnboundedSender<ObjectRef<ConfigMap>>,
         stop: Option<tokio::sync::oneshot::Sender<()>>,
         runner: tokio::task::JoinHandle<()>,
+        report: QueueReport,
     }
 
     impl Harness {
@@ -191,11 +240,16 @@ mod run {
             let stopped = async move {
                 let _ = stopped.await;
             };
+            let report = super::test_report();
+            let settings = Settings {
+                name: "test",
+                concurrency: 0,
+                report: report.clone(),
+            };
             let runs = run(
-                "test",
+                settings,
                 store(&["a", "b"]),
                 tokio_stream_of(rx),
-                0,
                 reconcile,
                 on_error,
                 stopped,
@@ -206,6 +260,7 @@ mod run {
                 tx,
                 stop: Some(stop),
                 runner: tokio::spawn(runs),
+                report,
             }
         }
 
@@ -228,6 +283,8 @@ mod run {
         }
         settle().await;
         assert_eq!(h.seen.lock().unwrap().started, ["a"], "not twice at once");
+        assert_eq!(h.report.running.get(), 1.0, "a runs");
+        assert_eq!(h.report.wait.get_sample_count(), 1, "a's start");
         h.gate.notify_one();
         settle().await;
         h.gate.notify_one();
@@ -266,10 +323,12 @@ mod run {
             "no reconcile starts after shutdown (b's retry timer, a new wake-up)"
         );
         h.gate.notify_one();
+        let report = h.report.clone();
         tokio::time::timeout(Duration::from_secs(5), h.runner)
             .await
             .expect("the runner ends")
             .expect("no panic");
+        assert_eq!(report.running.get(), 0.0, "nothing runs after the runner");
     }
 
     #[tokio::test]
