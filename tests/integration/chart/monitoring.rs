@@ -341,3 +341,45 @@ async fn dashboard_and_alerts_query_only_metrics_the_operator_exports() {
         ["a_total", "b", "c"].map(String::from).into()
     );
 }
+
+/// Every panel sits on Grafana's 24-column grid: whole-number positions and
+/// sizes (a threshold block once landed in three stat panels' `gridPos.h`,
+/// which Grafana cannot lay out), within the width, and no two panels of the
+/// top level (rows' own panels included when a row is collapsed: they are
+/// laid out when it opens) overlap.
+#[test]
+fn dashboard_panels_sit_on_the_grid_without_overlapping() {
+    let dashboard: Json = serde_json::from_str(
+        &std::fs::read_to_string(chart_dir().join("files/dashboard.json")).unwrap(),
+    )
+    .expect("files/dashboard.json is valid JSON");
+    let mut boxes = Vec::new();
+    let mut place = |panel: &Json| {
+        let title = panel["title"].as_str().unwrap_or("?").to_string();
+        let at = |key: &str| {
+            panel["gridPos"][key]
+                .as_u64()
+                .unwrap_or_else(|| panic!("panel {title:?}: gridPos.{key} is not a whole number"))
+        };
+        let (h, w, x, y) = (at("h"), at("w"), at("x"), at("y"));
+        assert!(
+            h >= 1 && w >= 1 && x + w <= 24,
+            "panel {title:?} is off the grid: {h}x{w} at ({x}, {y})"
+        );
+        boxes.push((title, x, y, w, h));
+    };
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        place(panel);
+        for inner in panel["panels"].as_array().into_iter().flatten() {
+            place(inner);
+        }
+    }
+    assert!(boxes.len() >= 20, "only {} panels", boxes.len());
+    for (i, a) in boxes.iter().enumerate() {
+        for b in &boxes[i + 1..] {
+            let apart =
+                a.1 + a.3 <= b.1 || b.1 + b.3 <= a.1 || a.2 + a.4 <= b.2 || b.2 + b.4 <= a.2;
+            assert!(apart, "panels {:?} and {:?} overlap", a.0, b.0);
+        }
+    }
+}
