@@ -35,6 +35,7 @@ mod identity;
 mod operator;
 mod plot;
 mod procstat;
+mod queue;
 mod report;
 mod scale;
 mod scenarios;

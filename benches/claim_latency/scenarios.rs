@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::apiserver;
 use crate::environment::Environment;
 use crate::floor::Floor;
+use crate::queue;
 use crate::report::{Report, Scenario, WarmCost};
 use crate::settings::Settings;
 
@@ -179,19 +180,25 @@ pub async fn run(env: &Environment, floor: &mut Floor, s: &Settings) -> Report {
     env.create_pool(s.pool, s.delay_ms, false).await;
     env.claims.wait_idle(s.pool).await;
     let counts = (s.warm_sequential, s.floor_per_gap, s.floor_block);
+    let mut queue = QueueWaits::start(env).await;
     let warm = warm_sequential(env, floor, counts, s.pool).await;
+    queue.scenario_ended(env, "warm-sequential").await;
     floor.sample(s.floor_block).await;
-    let mut scenarios = vec![
-        warm.scenario.clone(),
-        cold_sequential(env, s.cold_sequential).await,
-    ];
+    let cold = cold_sequential(env, s.cold_sequential).await;
+    queue.scenario_ended(env, "cold-sequential").await;
+    let mut scenarios = vec![warm.scenario.clone(), cold];
     if s.mode == crate::settings::Mode::Full {
         throughput(env, floor, s, true).await;
         floor.sample(s.floor_block).await;
-        scenarios.push(burst(env, "warm-burst", "wb", s.pool, s.pool).await);
-        floor.sample(s.floor_block).await;
-        scenarios.push(burst(env, "overflow-burst", "ob", 3 * s.pool, s.pool).await);
-        floor.sample(s.floor_block).await;
+        for (name, prefix, claims) in [
+            ("warm-burst", "wb", s.pool),
+            ("overflow-burst", "ob", 3 * s.pool),
+        ] {
+            queue.restart(env).await;
+            scenarios.push(burst(env, name, prefix, claims, s.pool).await);
+            queue.scenario_ended(env, name).await;
+            floor.sample(s.floor_block).await;
+        }
         throughput(env, floor, s, false).await;
     }
     // The operator's `timeline` lines, read once for the breakdown and the legs.
@@ -208,7 +215,35 @@ pub async fn run(env: &Environment, floor: &mut Floor, s: &Settings) -> Report {
         double_assignments: env.claims.double_assignments().await,
         breakdown: crate::timeline::from_text(&timeline, "ws-"),
         legs: crate::timeline::legs_from_text(&timeline, "ws-"),
+        queue_waits: queue.waits,
     };
     report.apply_floor();
     report
+}
+
+/// The operator's queue waits, scenario by scenario (see `queue`).
+struct QueueWaits {
+    since: queue::Buckets,
+    waits: Vec<(String, std::collections::BTreeMap<String, queue::Wait>)>,
+}
+
+impl QueueWaits {
+    async fn start(env: &Environment) -> QueueWaits {
+        QueueWaits {
+            since: queue::buckets(&env.operator.metrics().await),
+            waits: Vec::new(),
+        }
+    }
+
+    /// Starts counting afresh (what ran in between is not a scenario's).
+    async fn restart(&mut self, env: &Environment) {
+        self.since = queue::buckets(&env.operator.metrics().await);
+    }
+
+    async fn scenario_ended(&mut self, env: &Environment, name: &str) {
+        let now = queue::buckets(&env.operator.metrics().await);
+        self.waits
+            .push((name.to_string(), queue::between(&self.since, &now)));
+        self.since = now;
+    }
 }

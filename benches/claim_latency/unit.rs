@@ -10,6 +10,7 @@
 mod apiserver;
 mod floor;
 mod procstat;
+mod queue;
 mod report;
 mod settings;
 mod stats;

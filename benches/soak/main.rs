@@ -33,6 +33,8 @@ mod identity;
 mod operator;
 #[path = "../claim_latency/procstat.rs"]
 mod procstat;
+#[path = "../claim_latency/queue.rs"]
+mod queue;
 #[path = "../claim_latency/report/mod.rs"]
 mod report;
 #[path = "../claim_latency/stats.rs"]
