@@ -69,7 +69,7 @@ pub struct Metrics {
     /// Time from a reconcile's due moment to its start, per controller.
     pub queue_wait_seconds: HistogramVec,
     /// Objects due and waiting for a reconcile slot, per controller.
-    pub queue_waiting: GaugeVec,
+    pub queue_depth: GaugeVec,
     /// Reconciles running, per controller.
     pub reconciles_running: GaugeVec,
     /// Admission requests by kind, operation, endpoint and decision.
@@ -234,12 +234,12 @@ impl Metrics {
             ),
             queue_wait_seconds: histogram(
                 "queue_wait_seconds",
-                "Time from when a reconcile was due (a watch event, its requeue's deadline, the end of the run it waited behind) until it started, by controller; long waits mean every slot (--concurrency) was busy.",
+                "Time from when the work queue took a reconcile's cause (a watch event's wake-up, its expired requeue, the end of the run of the same object it waited behind) until the reconcile started, by controller; long waits mean every slot (--concurrency) was busy.",
                 &["controller"],
                 FAST_BUCKETS,
             ),
-            queue_waiting: gauge(
-                "queue_waiting",
+            queue_depth: gauge(
+                "queue_depth",
                 "Objects due for a reconcile and waiting for a free slot, by controller.",
                 &["controller"],
             ),
@@ -404,7 +404,7 @@ impl Metrics {
     pub fn queue_report(&self, controller: &str) -> crate::controller::QueueReport {
         crate::controller::QueueReport {
             wait: self.queue_wait_seconds.with_label_values(&[controller]),
-            waiting: self.queue_waiting.with_label_values(&[controller]),
+            waiting: self.queue_depth.with_label_values(&[controller]),
             running: self.reconciles_running.with_label_values(&[controller]),
         }
     }

@@ -85,7 +85,8 @@ pub fn per_claim(
         .collect()
 }
 
-fn label<'a>(labels: &'a str, key: &str) -> &'a str {
+/// The value of label `key` in a series' `{...}` text (empty when absent).
+pub fn label<'a>(labels: &'a str, key: &str) -> &'a str {
     labels
         .split(&format!("{key}=\""))
         .nth(1)

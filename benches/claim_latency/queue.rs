@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::apiserver::label;
+
 /// One controller's waits over a scenario.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Wait {
@@ -30,10 +32,10 @@ pub fn buckets(metrics_text: &str) -> Buckets {
         let Some((labels, value)) = line.rsplit_once(' ') else {
             continue;
         };
-        let (Some(controller), Some(le)) = (label(labels, "controller"), label(labels, "le"))
-        else {
+        let (controller, le) = (label(labels, "controller"), label(labels, "le"));
+        if controller.is_empty() || le.is_empty() {
             continue;
-        };
+        }
         let le = if le == "+Inf" {
             f64::INFINITY
         } else {
@@ -51,13 +53,6 @@ pub fn buckets(metrics_text: &str) -> Buckets {
         v.sort_by(|a, b| a.0.total_cmp(&b.0));
     }
     out
-}
-
-fn label<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
-    labels
-        .split(&format!("{key}=\""))
-        .nth(1)
-        .and_then(|r| r.split('"').next())
 }
 
 /// Each controller's waits between two readings (controllers that started

@@ -184,6 +184,7 @@ pub async fn run(env: &Environment, floor: &mut Floor, s: &Settings) -> Report {
     let warm = warm_sequential(env, floor, counts, s.pool).await;
     queue.scenario_ended(env, "warm-sequential").await;
     floor.sample(s.floor_block).await;
+    queue.restart(env).await;
     let cold = cold_sequential(env, s.cold_sequential).await;
     queue.scenario_ended(env, "cold-sequential").await;
     let mut scenarios = vec![warm.scenario.clone(), cold];

@@ -111,7 +111,7 @@ impl Reason {
 }
 
 /// Where a runner reports its queue (its controller's series of
-/// `sandbox_operator_queue_wait_seconds`, `_queue_waiting` and
+/// `sandbox_operator_queue_wait_seconds`, `_queue_depth` and
 /// `_reconciles_running`).
 #[derive(Clone)]
 pub struct QueueReport {
@@ -317,9 +317,12 @@ pub async fn run<K, E, Fut>(
             }
         }
     }
+    // Nothing starts any more: nothing waits, and the gauge of what runs
+    // counts the reconciles down as they end.
+    report.waiting.set(0.0);
     while let Some((object, _, outcome)) = running.next().await {
-        queue.finished(object, Action::await_change());
-        queue.report(&report);
+        queue.running.remove(&object);
+        report.running.set(queue.running.len() as f64);
         if let Err(ended) = outcome
             && ended.is_panic()
         {

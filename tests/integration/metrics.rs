@@ -75,24 +75,7 @@ async fn metrics_pass_promtool_and_have_warm_and_cold_latency() {
         let n: f64 = count.rsplit(' ').next().unwrap().parse().unwrap();
         assert!(n >= 1.0, "{count}");
     }
-    // Each controller's work queue: every one ran reconciles (each start
-    // timed from when it was due), and its gauges are there.
-    let value = |prefix: &str| -> Option<f64> {
-        let line = text.lines().find(|l| l.starts_with(prefix))?;
-        line.rsplit(' ').next()?.parse().ok()
-    };
-    for controller in ["claim", "sandbox", "warmpool"] {
-        let label = format!("{{controller=\"{controller}\"}}");
-        let starts = value(&format!("sandbox_operator_queue_wait_seconds_count{label}"))
-            .unwrap_or_else(|| panic!("no queue wait series for {controller} in:\n{text}"));
-        assert!(starts >= 1.0, "{controller}: {starts} timed starts");
-        for gauge in ["queue_waiting", "reconciles_running"] {
-            assert!(
-                value(&format!("sandbox_operator_{gauge}{label}")).is_some(),
-                "no {gauge} series for {controller} in:\n{text}"
-            );
-        }
-    }
+    assert_queue_series(&text);
     // Every resource label is a resource name, maybe with a subresource:
     // lowercase letters, at most one `/`, never a namespace or object name.
     for line in text
@@ -214,4 +197,26 @@ async fn prometheus_computes_claim_latency_quantiles_by_launch_type() {
     );
     println!("warm claim p50 over the operator's Pod patch p50: {value:?}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Each controller's work queue in the exposition: every one ran
+/// reconciles (each start timed from when it was due), and its gauges are
+/// there.
+fn assert_queue_series(text: &str) {
+    let value = |prefix: &str| -> Option<f64> {
+        let line = text.lines().find(|l| l.starts_with(prefix))?;
+        line.rsplit(' ').next()?.parse().ok()
+    };
+    for controller in ["claim", "sandbox", "warmpool"] {
+        let label = format!("{{controller=\"{controller}\"}}");
+        let starts = value(&format!("sandbox_operator_queue_wait_seconds_count{label}"))
+            .unwrap_or_else(|| panic!("no queue wait series for {controller} in:\n{text}"));
+        assert!(starts >= 1.0, "{controller}: {starts} timed starts");
+        for gauge in ["queue_depth", "reconciles_running"] {
+            assert!(
+                value(&format!("sandbox_operator_{gauge}{label}")).is_some(),
+                "no {gauge} series for {controller} in:\n{text}"
+            );
+        }
+    }
 }
