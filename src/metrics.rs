@@ -38,6 +38,8 @@ pub struct Metrics {
     registry: Registry,
     /// Claim creation (admission timestamp when stamped) to Ready.
     pub claim_ready_seconds: HistogramVec,
+    /// A warm claim's critical path, by leg (see `controller::claim::legs`).
+    pub warm_claim_leg_seconds: HistogramVec,
     /// Claims served, by result (`warm`, `cold`, `expired`).
     pub claims: IntCounterVec,
     /// Conditioned takeover writes on idle warm Pods.
@@ -162,6 +164,12 @@ impl Metrics {
                 "claim_ready_duration_seconds",
                 "Time from a claim's admission until it was Ready, by launch type and template.",
                 &["launch_type", "template"],
+                LATENCY_BUCKETS,
+            ),
+            warm_claim_leg_seconds: histogram(
+                "warm_claim_leg_seconds",
+                "A warm claim's critical path leg by leg, for claims served warm in one reconcile: reconcile_start (the webhook's admission stamp to the serving reconcile: the API server's commit and watch delivery, then the work queue), round_one (the pick and the steal, Sandbox, Service and NetworkPolicy written side by side), round_two (to the Ready status written).",
+                &["leg"],
                 LATENCY_BUCKETS,
             ),
             claims: counter(

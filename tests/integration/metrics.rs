@@ -45,7 +45,8 @@ async fn metrics_pass_promtool_and_have_warm_and_cold_latency() {
     };
     let mut text = op.metrics().await;
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while ["warm", "cold"].iter().any(|l| series(&text, l).is_none())
+    let legs_counted = |text: &str| text.contains("sandbox_operator_warm_claim_leg_seconds_count");
+    while (["warm", "cold"].iter().any(|l| series(&text, l).is_none()) || !legs_counted(&text))
         && std::time::Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -76,6 +77,7 @@ async fn metrics_pass_promtool_and_have_warm_and_cold_latency() {
         assert!(n >= 1.0, "{count}");
     }
     assert_queue_series(&text);
+    assert_warm_legs(&text);
     // Every resource label is a resource name, maybe with a subresource:
     // lowercase letters, at most one `/`, never a namespace or object name.
     for line in text
@@ -218,5 +220,17 @@ fn assert_queue_series(text: &str) {
                 "no {gauge} series for {controller} in:\n{text}"
             );
         }
+    }
+}
+
+/// The one warm claim's critical path, leg by leg (the cold claim has
+/// none).
+fn assert_warm_legs(text: &str) {
+    for leg in ["reconcile_start", "round_one", "round_two"] {
+        let line = format!("sandbox_operator_warm_claim_leg_seconds_count{{leg=\"{leg}\"}} 1");
+        assert!(
+            text.lines().any(|l| l == line),
+            "no {line:?} (one warm claim) in:\n{text}"
+        );
     }
 }

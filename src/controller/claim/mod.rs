@@ -43,6 +43,7 @@
 
 mod desired;
 mod expire;
+mod legs;
 mod repair;
 mod serve;
 mod status;

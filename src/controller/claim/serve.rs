@@ -46,6 +46,7 @@ pub(super) async fn serve(
     namespace: &str,
     claim_uid: &str,
 ) -> Result<Served> {
+    let mut legs = super::legs::Legs::start(claim);
     let Some(template) = template_or_report(ctx, claim, namespace).await? else {
         return Ok(Served::Waiting(Action::requeue(Duration::from_secs(5))));
     };
@@ -69,7 +70,10 @@ pub(super) async fn serve(
     };
     let (sandbox, stolen) =
         match round_one(ctx, claim, namespace, &template, sandbox, &mut pick).await? {
-            RoundOne::Created { sandbox, stolen } => (*sandbox, stolen.map(|p| *p)),
+            RoundOne::Created { sandbox, stolen } => {
+                legs.round_one_done();
+                (*sandbox, stolen.map(|p| *p))
+            }
             // Another process served this claim first: mirror its Sandbox.
             RoundOne::ServedElsewhere(existing) => return Ok(Served::Sandbox(existing)),
         };
@@ -95,7 +99,7 @@ pub(super) async fn serve(
         sandbox
     };
     info!(pod = ?serving, launch = if serving.is_some() { "warm" } else { "cold" }, "created Sandbox");
-    round_two(ctx, claim, sandbox, stolen).await
+    round_two(ctx, claim, sandbox, stolen, &legs).await
 }
 /// The template of a claim, or `None` after reporting `TemplateNotFound`.
 async fn template_or_report(
@@ -326,6 +330,7 @@ async fn round_two(
     claim: &SandboxClaim,
     sandbox: Sandbox,
     stolen: Option<Pod>,
+    legs: &super::legs::Legs,
 ) -> Result<Served> {
     match stolen {
         Some(pod) if pod_is_ready(&pod) => {
@@ -338,6 +343,7 @@ async fn round_two(
                 jiff::Timestamp::now(),
             );
             record_status(ctx, claim, &status).await?;
+            legs.ready_written(&ctx.metrics);
             Ok(Served::Waiting(Action::await_change()))
         }
         // Not Ready in the steal's answer, or recovered from an earlier

@@ -313,6 +313,10 @@ async fn dashboard_and_alerts_query_only_metrics_the_operator_exports() {
         "reconcile_errors_total",
         "webhook_certificate_expiry_timestamp_seconds",
         "api_request_duration_seconds_bucket",
+        "queue_wait_seconds_bucket",
+        "queue_depth",
+        "reconciles_running",
+        "warm_claim_leg_seconds_bucket",
     ] {
         assert!(
             used.contains(&format!("sandbox_operator_{needed}")),

@@ -1,0 +1,114 @@
+//! The warm path leg by leg, for the admins' histogram
+//! `sandbox_operator_warm_claim_leg_seconds{leg}`: the same three legs the
+//! bench reads from its `timeline` log, measured on every claim served
+//! warm in one reconcile.
+//! - `reconcile_start`: from the webhook's admission stamp (the
+//!   `agents.x-k8s.io/admitted-at` annotation; left out without it) to the
+//!   reconcile that serves the claim: the API server's commit and watch
+//!   delivery, then the operator's work queue. Two clocks when the webhook
+//!   answered from another replica than the leader.
+//! - `round_one`: the pick and round one's writes side by side.
+//! - `round_two`: from round one's end to the Ready status written (with
+//!   the repoint after a lost steal, when there was one).
+
+use std::time::{Duration, Instant};
+
+use kube::ResourceExt;
+
+use crate::api::{ADMITTED_AT_ANNOTATION, SandboxClaim};
+use crate::metrics::Metrics;
+
+/// One claim's legs, as far as it has gone.
+pub(super) struct Legs {
+    /// Admission to this reconcile, when the claim carries the stamp.
+    reconcile_start: Option<Duration>,
+    started: Instant,
+    round_one: Option<(Duration, Instant)>,
+}
+
+impl Legs {
+    /// Starts the clock of a claim's serving reconcile.
+    pub(super) fn start(claim: &SandboxClaim) -> Legs {
+        let reconcile_start = claim
+            .annotations()
+            .get(ADMITTED_AT_ANNOTATION)
+            .and_then(|v| v.parse::<jiff::Timestamp>().ok())
+            .and_then(|admitted| {
+                Duration::try_from(jiff::Timestamp::now().duration_since(admitted)).ok()
+            });
+        Legs {
+            reconcile_start,
+            started: Instant::now(),
+            round_one: None,
+        }
+    }
+
+    /// Round one's writes have all returned.
+    pub(super) fn round_one_done(&mut self) {
+        let now = Instant::now();
+        self.round_one = Some((now - self.started, now));
+    }
+
+    /// The Ready status was written: the legs go to the histogram (only a
+    /// claim whose round one was timed here).
+    pub(super) fn ready_written(&self, metrics: &Metrics) {
+        let Some((round_one, ended)) = self.round_one else {
+            return;
+        };
+        let legs = [
+            ("reconcile_start", self.reconcile_start),
+            ("round_one", Some(round_one)),
+            ("round_two", Some(ended.elapsed())),
+        ];
+        for (leg, took) in legs {
+            if let Some(took) = took {
+                metrics
+                    .warm_claim_leg_seconds
+                    .with_label_values(&[leg])
+                    .observe(took.as_secs_f64());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(metrics: &Metrics, leg: &str) -> u64 {
+        metrics
+            .warm_claim_leg_seconds
+            .with_label_values(&[leg])
+            .get_sample_count()
+    }
+
+    #[test]
+    fn the_legs_go_out_only_once_round_one_was_timed() {
+        let metrics = Metrics::new();
+        let mut claim = SandboxClaim::new("c", Default::default());
+        let mut legs = Legs::start(&claim);
+        legs.ready_written(&metrics);
+        assert_eq!(count(&metrics, "round_one"), 0, "no round one: nothing");
+        legs.round_one_done();
+        legs.ready_written(&metrics);
+        assert_eq!(count(&metrics, "round_one"), 1);
+        assert_eq!(count(&metrics, "round_two"), 1);
+        assert_eq!(count(&metrics, "reconcile_start"), 0, "no admission stamp");
+        let admitted = jiff::Timestamp::now() - jiff::SignedDuration::from_millis(40);
+        claim
+            .annotations_mut()
+            .insert(ADMITTED_AT_ANNOTATION.to_string(), admitted.to_string());
+        let mut legs = Legs::start(&claim);
+        legs.round_one_done();
+        legs.ready_written(&metrics);
+        let start = metrics
+            .warm_claim_leg_seconds
+            .with_label_values(&["reconcile_start"]);
+        assert_eq!(start.get_sample_count(), 1);
+        assert!(
+            start.get_sample_sum() >= 0.040,
+            "{}",
+            start.get_sample_sum()
+        );
+    }
+}
