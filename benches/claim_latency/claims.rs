@@ -26,6 +26,11 @@ use crate::report::{Observation, Scenario};
 /// First moment each claim was seen Ready, with its launch type.
 type Seen = Arc<Mutex<HashMap<String, (Instant, Option<LaunchType>)>>>;
 
+/// Milliseconds from each claim's admission stamp (the webhook's clock) to
+/// its first watch event here: the API server's commit and watch delivery,
+/// as a watcher other than the operator sees them.
+type Delivered = Arc<Mutex<HashMap<String, f64>>>;
+
 /// Name of the SandboxTemplate (and pool) every bench claim uses.
 pub const TEMPLATE: &str = "bench";
 
@@ -33,6 +38,7 @@ pub struct Claims {
     client: Client,
     ns: String,
     seen: Seen,
+    delivered: Delivered,
     starts: Mutex<HashMap<String, Instant>>,
     pool_pods: Store<Pod>,
 }
@@ -51,8 +57,8 @@ impl Claims {
             .wait_until_ready()
             .await
             .expect("watch the pool's Pods");
-        let seen: Seen = Arc::default();
-        let recorder = seen.clone();
+        let (seen, delivered): (Seen, Delivered) = Default::default();
+        let (recorder, deliveries) = (seen.clone(), delivered.clone());
         let api: Api<SandboxClaim> = Api::namespaced(client.clone(), ns);
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(
@@ -63,6 +69,13 @@ impl Claims {
             while let Some(event) = stream.next().await {
                 // A watch error (the stream resumes after it) must not end the recording.
                 let Ok(claim) = event else { continue };
+                if let Some(ms) = since_admission(&claim) {
+                    deliveries
+                        .lock()
+                        .unwrap()
+                        .entry(claim.name_any())
+                        .or_insert(ms);
+                }
                 let status = claim.status.clone().unwrap_or_default();
                 if is_true(&status.conditions, READY) {
                     recorder
@@ -77,6 +90,7 @@ impl Claims {
             client: client.clone(),
             ns: ns.to_string(),
             seen,
+            delivered,
             starts: Mutex::default(),
             pool_pods,
         }
@@ -175,6 +189,16 @@ impl Claims {
             .collect()
     }
 
+    /// Milliseconds from admission to this watch's first event of each
+    /// named claim that has both.
+    pub fn delivered(&self, names: &[String]) -> std::collections::BTreeMap<String, f64> {
+        let delivered = self.delivered.lock().unwrap();
+        names
+            .iter()
+            .filter_map(|n| delivered.get(n).map(|ms| (n.clone(), *ms)))
+            .collect()
+    }
+
     /// Summary of the named claims as one scenario.
     pub fn scenario(&self, name: &str, names: &[String]) -> Scenario {
         Scenario::from_observations(name, &self.observations(names))
@@ -219,4 +243,19 @@ impl Claims {
         }
         violations
     }
+}
+
+/// Milliseconds since the claim's admission stamp, now.
+fn since_admission(claim: &SandboxClaim) -> Option<f64> {
+    let admitted: jiff::Timestamp = claim
+        .annotations()
+        .get(sandbox_operator::api::ADMITTED_AT_ANNOTATION)?
+        .parse()
+        .ok()?;
+    Some(
+        jiff::Timestamp::now()
+            .duration_since(admitted)
+            .as_secs_f64()
+            * 1000.0,
+    )
 }

@@ -29,6 +29,7 @@
 
 mod apiserver;
 mod claims;
+mod delivery;
 mod environment;
 mod floor;
 mod identity;

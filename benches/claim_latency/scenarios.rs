@@ -204,6 +204,7 @@ pub async fn run(env: &Environment, floor: &mut Floor, s: &Settings) -> Report {
     }
     // The operator's `timeline` lines, read once for the breakdown and the legs.
     let timeline = std::fs::read_to_string(&env.operator.log_path).unwrap_or_default();
+    let warm_names: Vec<String> = (0..s.warm_sequential).map(|i| format!("ws-{i}")).collect();
     let mut report = Report {
         pool: s.pool,
         delay_ms: s.delay_ms,
@@ -216,6 +217,10 @@ pub async fn run(env: &Environment, floor: &mut Floor, s: &Settings) -> Report {
         double_assignments: env.claims.double_assignments().await,
         breakdown: crate::timeline::from_text(&timeline, "ws-"),
         legs: crate::timeline::legs_from_text(&timeline, "ws-"),
+        delivery: crate::delivery::Delivery::of(
+            &env.claims.delivered(&warm_names),
+            &crate::timeline::first_events(&timeline, "ws-"),
+        ),
         queue_waits: queue.waits,
     };
     report.apply_floor();

@@ -66,6 +66,14 @@ pub fn from_text(text: &str, prefix: &str) -> Vec<Step> {
     out
 }
 
+/// Milliseconds since admission at which the operator applied each
+/// claim's first watch event (`claim: watch event applied`), by claim.
+pub fn first_events(text: &str, prefix: &str) -> BTreeMap<String, f64> {
+    per_claim(text, prefix)
+        .remove("claim: watch event applied")
+        .unwrap_or_default()
+}
+
 /// The claim controller's critical path in three legs, each measured
 /// claim by claim, then its median and 90th percentile over the claims (so
 /// the legs need not add up to the median Ready time).

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 mod apiserver;
+mod delivery;
 mod floor;
 mod procstat;
 mod queue;

@@ -23,6 +23,8 @@
 mod apiserver;
 #[path = "../claim_latency/claims.rs"]
 mod claims;
+#[path = "../claim_latency/delivery.rs"]
+mod delivery;
 #[path = "../claim_latency/environment.rs"]
 mod environment;
 #[path = "../claim_latency/floor.rs"]

@@ -137,6 +137,8 @@ pub struct Report {
     pub breakdown: Vec<crate::timeline::Step>,
     /// The claim controller's critical path in three legs, if logged.
     pub legs: Option<crate::timeline::Legs>,
+    /// The claims' first watch event, the bench's watch against the operator's.
+    pub delivery: Option<crate::delivery::Delivery>,
     /// Per scenario, each controller's wait for a free reconcile slot.
     pub queue_waits: Vec<(String, BTreeMap<String, crate::queue::Wait>)>,
 }
@@ -226,6 +228,7 @@ impl Report {
                 "round_one_over_write_rtt": ratio(l.round_one.p50_ms, self.floor.rtt_p50_ms),
                 "round_two_over_write_rtt": ratio(l.round_two.p50_ms, self.floor.rtt_p50_ms),
             })),
+            "claim_watch_delivery": self.delivery,
             "queue_wait_by_scenario": self.queue_waits.iter()
                 .cloned()
                 .collect::<BTreeMap<_, _>>(),
@@ -266,6 +269,11 @@ impl Report {
             out += &format!("  {:<32} {:>8.1} {:>8.1}\n", s.step, s.p50_ms, s.p90_ms);
         }
         out += &self.legs_lines();
+        out += &self
+            .delivery
+            .as_ref()
+            .map(|d| d.lines())
+            .unwrap_or_default();
         out += &crate::queue::lines(&self.queue_waits);
         out
     }
