@@ -52,12 +52,15 @@ impl Delivery {
     /// The printed lines.
     pub fn lines(&self) -> String {
         format!(
-            "admission -> the claim's first watch event, over {} warm claims (ms; median / p90):\n  the bench's own watch        {:>6.1} / {:>6.1}\n  the operator (event applied)  {:>6.1} / {:>6.1}\n  operator minus bench, per claim {:>4.1} / {:>6.1}\n",
+            "admission -> the claim's first watch event, over {} warm-sequential claims (ms; median / p90):\n  {:<34} {:>6.1} / {:>6.1}\n  {:<34} {:>6.1} / {:>6.1}\n  {:<34} {:>6.1} / {:>6.1}\n",
             self.claims,
+            "the bench's own watch",
             self.bench_p50_ms,
             self.bench_p90_ms,
+            "the operator (event applied)",
             self.operator_p50_ms,
             self.operator_p90_ms,
+            "operator minus bench, claim by claim",
             self.operator_later_p50_ms,
             self.operator_later_p90_ms
         )
@@ -82,7 +85,7 @@ mod tests {
         assert_eq!(d.operator_p50_ms, 4.0);
         assert_eq!(d.operator_later_p50_ms, 0.5);
         assert!(d.operator_later_p90_ms <= 1.0, "{d:?}");
-        assert!(d.lines().contains("over 3 warm claims"));
+        assert!(d.lines().contains("over 3 warm-sequential claims"));
         assert_eq!(Delivery::of(&bench, &BTreeMap::new()), None);
     }
 }
