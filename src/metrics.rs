@@ -168,7 +168,7 @@ impl Metrics {
             ),
             warm_claim_leg_seconds: histogram(
                 "warm_claim_leg_seconds",
-                "A warm claim's critical path leg by leg, for claims served warm in one reconcile: reconcile_start (the webhook's admission stamp to the serving reconcile: the API server's commit and watch delivery, then the work queue), round_one (the pick and the steal, Sandbox, Service and NetworkPolicy written side by side), round_two (to the Ready status written).",
+                "A warm claim's critical path leg by leg, for claims served warm in one reconcile: reconcile_start (the webhook's admission stamp to the claim's first reconcile: the API server's commit and watch delivery, then the work queue), round_one (the pick and the steal, Sandbox, Service and NetworkPolicy written side by side), round_two (to the Ready status this reconcile wrote; refused or failed writes are left out).",
                 &["leg"],
                 LATENCY_BUCKETS,
             ),

@@ -3,13 +3,19 @@
 //! bench reads from its `timeline` log, measured on every claim served
 //! warm in one reconcile.
 //! - `reconcile_start`: from the webhook's admission stamp (the
-//!   `agents.x-k8s.io/admitted-at` annotation; left out without it) to the
-//!   reconcile that serves the claim: the API server's commit and watch
-//!   delivery, then the operator's work queue. Two clocks when the webhook
-//!   answered from another replica than the leader.
-//! - `round_one`: the pick and round one's writes side by side.
-//! - `round_two`: from round one's end to the Ready status written (with
-//!   the repoint after a lost steal, when there was one).
+//!   `agents.x-k8s.io/admitted-at` annotation, taken while the webhook
+//!   answers) to the claim's first reconcile, which serves it: the rest of
+//!   the webhook's answer, the API server's commit and watch delivery, then
+//!   the operator's work queue. Left out without the stamp, for a claim
+//!   that already has a status (an earlier reconcile could not serve it: a
+//!   missing template, a refused Sandbox), and when the webhook's replica
+//!   has a clock ahead of the leader's (a negative time).
+//! - `round_one`: the template lookup, the pick and round one's four
+//!   writes side by side.
+//! - `round_two`: from round one's end to the claim's first Ready written
+//!   by this reconcile (with the repoint after a lost steal, when there was
+//!   one). A Ready write refused as stale, or failed, is not observed: a
+//!   later reconcile writes it, outside these legs.
 
 use std::time::{Duration, Instant};
 
@@ -29,9 +35,10 @@ pub(super) struct Legs {
 impl Legs {
     /// Starts the clock of a claim's serving reconcile.
     pub(super) fn start(claim: &SandboxClaim) -> Legs {
-        let reconcile_start = claim
-            .annotations()
-            .get(ADMITTED_AT_ANNOTATION)
+        let first_reconcile = claim.status.is_none();
+        let reconcile_start = first_reconcile
+            .then(|| claim.annotations())
+            .and_then(|a| a.get(ADMITTED_AT_ANNOTATION))
             .and_then(|v| v.parse::<jiff::Timestamp>().ok())
             .and_then(|admitted| {
                 Duration::try_from(jiff::Timestamp::now().duration_since(admitted)).ok()
@@ -110,5 +117,13 @@ mod tests {
             "{}",
             start.get_sample_sum()
         );
+        // A claim an earlier reconcile gave a status (it could not serve
+        // it then): its admission is not this reconcile's start.
+        claim.status = Some(Default::default());
+        let mut legs = Legs::start(&claim);
+        legs.round_one_done();
+        legs.ready_written(&metrics);
+        assert_eq!(start.get_sample_count(), 1, "no second reconcile_start");
+        assert_eq!(count(&metrics, "round_one"), 3);
     }
 }

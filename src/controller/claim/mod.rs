@@ -378,28 +378,31 @@ async fn ensure_service(ctx: &Context, claim: &SandboxClaim, sandbox: &Sandbox) 
 
 /// Writes `status` unless the claim already shows it (or this process just
 /// wrote it); on the first Ready, records the claim-to-Ready latency.
+/// Returns whether this call wrote the claim's first Ready (false when the
+/// write was skipped or refused as stale).
 pub(crate) async fn record_status(
     ctx: &Context,
     claim: &SandboxClaim,
     status: &SandboxClaimStatus,
-) -> Result<()> {
+) -> Result<bool> {
     let claim_uid = claim.uid().unwrap_or_default();
     let status_key = format!("status/{claim_uid}");
     let status_value = super::WriteMemo::status_key_value(status);
     if claim.status.as_ref() == Some(status)
         || ctx.written.recently_wrote(&status_key, &status_value)
     {
-        return Ok(());
+        return Ok(false);
     }
     if !write_status(ctx, claim, status).await? {
-        return Ok(());
+        return Ok(false);
     }
     ctx.written.record(&status_key, status_value);
     let was_ready = claim
         .status
         .as_ref()
         .is_some_and(|s| is_true(&s.conditions, READY));
-    if is_true(&status.conditions, READY) && !was_ready {
+    let first_ready = is_true(&status.conditions, READY) && !was_ready;
+    if first_ready {
         super::timeline(claim, &claim.name_any(), "claim: Ready written");
         // Counted once per claim: two reconciles working from the same
         // stale copy would otherwise both see "never Ready before".
@@ -428,7 +431,7 @@ pub(crate) async fn record_status(
                 .inc();
         }
     }
-    Ok(())
+    Ok(first_ready)
 }
 
 /// Makes a failure visible where the user looks: `Ready=False` with a reason

@@ -342,8 +342,11 @@ async fn round_two(
                 &ctx.config.cluster_domain,
                 jiff::Timestamp::now(),
             );
-            record_status(ctx, claim, &status).await?;
-            legs.ready_written(&ctx.metrics);
+            // Only a Ready this call wrote ends the legs (not one skipped
+            // or refused as stale: a later reconcile writes that one).
+            if record_status(ctx, claim, &status).await? {
+                legs.ready_written(&ctx.metrics);
+            }
             Ok(Served::Waiting(Action::await_change()))
         }
         // Not Ready in the steal's answer, or recovered from an earlier
