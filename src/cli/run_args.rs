@@ -73,7 +73,8 @@ pub struct RunArgs {
     /// Publish Kubernetes Events (turn off for very high claim rates).
     #[arg(long, env = "SANDBOX_EVENTS", default_value_t = true, action = clap::ArgAction::Set)]
     pub events: bool,
-    /// Reconciles run at once per controller.
+    /// Reconciles run at once per controller; the rest wait (see
+    /// sandbox_operator_queue_depth and _queue_wait_seconds).
     #[arg(long, env = "SANDBOX_CONCURRENCY", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
     /// Watch only this namespace (default: all namespaces).
