@@ -29,6 +29,19 @@ pub const CLAIM_UID_LABEL: &str = "agents.x-k8s.io/claim-uid";
 /// nanoseconds), stamped by the mutating webhook for latency measurement.
 pub const ADMITTED_AT_ANNOTATION: &str = "agents.x-k8s.io/admitted-at";
 
+/// The admission stamp ([`ADMITTED_AT_ANNOTATION`]) of a claim, or of the
+/// Sandbox that copies it, when present and well formed. Only measurements
+/// read it (the webhook writes it on create and refuses its change later).
+pub fn admission_stamp(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<jiff::Timestamp> {
+    meta.annotations
+        .as_ref()?
+        .get(ADMITTED_AT_ANNOTATION)?
+        .parse()
+        .ok()
+}
+
 /// On Pods: when the warm-pool controller created the replacement Pod
 /// (RFC 3339, nanoseconds), for the replenish-latency metric.
 pub const CREATED_AT_ANNOTATION: &str = "agents.x-k8s.io/created-at";

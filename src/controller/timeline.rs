@@ -10,13 +10,7 @@ pub fn timeline<K: Resource>(obj: &K, claim: &str, step: &'static str) {
     if !tracing::enabled!(target: "timeline", tracing::Level::INFO) {
         return;
     }
-    let Some(admitted) = obj
-        .meta()
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(crate::api::ADMITTED_AT_ANNOTATION))
-        .and_then(|v| v.parse::<jiff::Timestamp>().ok())
-    else {
+    let Some(admitted) = crate::api::admission_stamp(obj.meta()) else {
         return;
     };
     let ms = jiff::Timestamp::now()

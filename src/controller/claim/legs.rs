@@ -19,9 +19,7 @@
 
 use std::time::{Duration, Instant};
 
-use kube::ResourceExt;
-
-use crate::api::{ADMITTED_AT_ANNOTATION, SandboxClaim};
+use crate::api::{SandboxClaim, admission_stamp};
 use crate::metrics::Metrics;
 
 /// One claim's legs, as far as it has gone.
@@ -37,9 +35,8 @@ impl Legs {
     pub(super) fn start(claim: &SandboxClaim) -> Legs {
         let first_reconcile = claim.status.is_none();
         let reconcile_start = first_reconcile
-            .then(|| claim.annotations())
-            .and_then(|a| a.get(ADMITTED_AT_ANNOTATION))
-            .and_then(|v| v.parse::<jiff::Timestamp>().ok())
+            .then(|| admission_stamp(&claim.metadata))
+            .flatten()
             .and_then(|admitted| {
                 Duration::try_from(jiff::Timestamp::now().duration_since(admitted)).ok()
             });
@@ -81,6 +78,8 @@ impl Legs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::ADMITTED_AT_ANNOTATION;
+    use kube::ResourceExt;
 
     fn count(metrics: &Metrics, leg: &str) -> u64 {
         metrics

@@ -13,18 +13,15 @@ use kube::{Resource, ResourceExt};
 
 use crate::api::reason;
 use crate::api::{
-    ADMITTED_AT_ANNOTATION, ClaimedSandboxStatus, ConditionUpdate, LaunchType, POD_NAME_ANNOTATION,
-    READY, Sandbox, SandboxClaim, SandboxClaimStatus, find_condition, is_true, set_condition,
+    ClaimedSandboxStatus, ConditionUpdate, LaunchType, POD_NAME_ANNOTATION, READY, Sandbox,
+    SandboxClaim, SandboxClaimStatus, find_condition, is_true, set_condition,
 };
 use crate::controller::sandbox::service_fqdn;
 
 /// When the claim was admitted: the webhook's high-resolution stamp, else the
 /// creation timestamp (second resolution).
 pub fn admitted_at(claim: &SandboxClaim) -> Option<jiff::Timestamp> {
-    claim
-        .annotations()
-        .get(ADMITTED_AT_ANNOTATION)
-        .and_then(|v| v.parse().ok())
+    crate::api::admission_stamp(claim.meta())
         .or_else(|| claim.meta().creation_timestamp.as_ref().map(|t| t.0))
 }
 

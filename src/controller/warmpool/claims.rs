@@ -18,9 +18,7 @@ use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
 use super::super::Context;
-use crate::api::{
-    ADMITTED_AT_ANNOTATION, POD_NAME_ANNOTATION, Sandbox, TEMPLATE_LABEL, pod_template_hash,
-};
+use crate::api::{POD_NAME_ANNOTATION, Sandbox, TEMPLATE_LABEL, pod_template_hash};
 use crate::sizing::epoch_seconds;
 use crate::sizing::tracker::HORIZON_SECONDS;
 
@@ -48,9 +46,7 @@ pub fn observed_claim(sandbox: &Sandbox) -> Option<ObservedClaim> {
         "SandboxClaim",
     )?;
     let annotations = sandbox.annotations();
-    let at = annotations
-        .get(ADMITTED_AT_ANNOTATION)
-        .and_then(|v| v.parse::<jiff::Timestamp>().ok())
+    let at = crate::api::admission_stamp(&sandbox.metadata)
         .or_else(|| sandbox.metadata.creation_timestamp.as_ref().map(|t| t.0))?;
     Some(ObservedClaim {
         claim_uid: owner.uid.clone(),
@@ -161,6 +157,7 @@ pub fn pick_template(templates: &[String], pod_template_label: Option<&str>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::ADMITTED_AT_ANNOTATION;
     use crate::controller::warmpool::test_objects::{owner, string_map};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use kube::api::ObjectMeta;
