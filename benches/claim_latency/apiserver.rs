@@ -170,29 +170,57 @@ pub fn webhook_buckets(metrics_text: &str) -> BTreeMap<String, f64> {
     out
 }
 
+/// What a Prometheus histogram counted between two readings, from its
+/// cumulative bucket deltas `(upper bound, count)` in ascending bounds (the
+/// last one `+Inf`): the observations, the share at most `within`, and the
+/// upper bound of the bucket holding the 99th percentile (`None` when that
+/// is `+Inf`). `None` when nothing was observed.
+pub fn bucket_summary(delta: &[(f64, f64)], within: f64) -> Option<(f64, f64, Option<f64>)> {
+    let total = delta.last().map_or(0.0, |(_, n)| *n);
+    if total <= 0.0 {
+        return None;
+    }
+    let at_most = delta
+        .iter()
+        .take_while(|(le, _)| *le <= within + 1e-12)
+        .last()
+        .map_or(0.0, |(_, n)| *n);
+    let p99 = delta
+        .iter()
+        .find(|(_, n)| *n >= 0.99 * total)
+        .map(|(le, _)| *le)
+        .filter(|le| le.is_finite());
+    Some((total, at_most / total, p99))
+}
+
 /// (share of calls within 5 ms, upper bound of the bucket holding p99) of
 /// the webhook calls between two scrapes.
 pub fn webhook_latency(
     before: &BTreeMap<String, f64>,
     after: &BTreeMap<String, f64>,
 ) -> (f64, String) {
-    let delta =
-        |le: &str| after.get(le).copied().unwrap_or(0.0) - before.get(le).copied().unwrap_or(0.0);
-    let total = delta("+Inf");
-    if total <= 0.0 {
-        return (0.0, "n/a".into());
-    }
-    let mut bounds: Vec<(f64, String)> = after
-        .keys()
-        .filter_map(|le| le.parse::<f64>().ok().map(|v| (v, le.clone())))
-        .collect();
-    bounds.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let p99 = bounds
+    let mut delta: Vec<(f64, f64)> = after
         .iter()
-        .find(|(_, le)| delta(le) >= 0.99 * total)
-        .map(|(v, _)| format!("{} ms", v * 1000.0))
-        .unwrap_or_else(|| "> largest bucket".into());
-    (delta("0.005") / total, p99)
+        .filter_map(|(le, n)| {
+            let bound = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((bound, n - before.get(le).copied().unwrap_or(0.0)))
+        })
+        .collect();
+    delta.sort_by(|a, b| a.0.total_cmp(&b.0));
+    match bucket_summary(&delta, 0.005) {
+        None => (0.0, "n/a".into()),
+        Some((_, within, p99)) => (
+            within,
+            p99.map_or_else(
+                || "> largest bucket".into(),
+                |le| format!("{} ms", le * 1000.0),
+            ),
+        ),
+    }
 }
 
 #[cfg(test)]

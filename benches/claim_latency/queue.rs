@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::apiserver::label;
+use crate::apiserver::{bucket_summary, label};
 
 /// One controller's waits over a scenario.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -70,30 +70,15 @@ pub fn between(before: &Buckets, after: &Buckets) -> BTreeMap<String, Wait> {
                 (*le, n - was)
             })
             .collect();
-        let starts = delta.last().map_or(0.0, |(_, n)| *n);
-        if starts <= 0.0 {
+        let Some((starts, within_10ms, p99)) = bucket_summary(&delta, 0.01) else {
             continue;
-        }
-        let within = |bound: f64| {
-            delta
-                .iter()
-                .filter(|(le, _)| *le <= bound + 1e-12)
-                .map(|(_, n)| *n)
-                .next_back()
-                .unwrap_or(0.0)
         };
-        let p99_le_ms = delta
-            .iter()
-            .find(|(_, n)| *n >= 0.99 * starts)
-            .map(|(le, _)| *le)
-            .filter(|le| le.is_finite())
-            .map(|le| le * 1000.0);
         out.insert(
             controller.clone(),
             Wait {
                 starts,
-                within_10ms: within(0.01) / starts,
-                p99_le_ms,
+                within_10ms,
+                p99_le_ms: p99.map(|le| le * 1000.0),
             },
         );
     }
