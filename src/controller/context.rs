@@ -252,15 +252,6 @@ impl Context {
             .map_err(super::kube_err(format!("get template {name}")))
     }
 
-    /// Whether the cache lacks the Service `name` (it may lag: creating it
-    /// then answers AlreadyExists, which is fine).
-    pub fn services_missing(&self, namespace: &str, name: &str) -> bool {
-        self.caches
-            .services
-            .get(&ObjectRef::new(name).within(namespace))
-            .is_none()
-    }
-
     /// The controller uid of the cached Service `namespace/name`: `None`
     /// when the cache has no such Service, `Some(None)` when it has no
     /// controller. The cache selects by a label anyone can write, so a

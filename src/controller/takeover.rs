@@ -35,9 +35,10 @@ pub struct Criteria<'a> {
     pub template_hash: &'a str,
     /// Restrict to one pool (the claim's `warmpool` names one).
     pub pool: Option<&'a str>,
-    /// Uid of each live pool of the namespace, by name (from the pool cache):
-    /// a Pod is a candidate only if its controller ownerReference is the
-    /// pool its label names, with that uid. Labels alone never qualify a Pod.
+    /// Uid of each live pool of the namespace made from `template`, by name
+    /// (from the pool cache): a Pod is a candidate only if its controller
+    /// ownerReference is the pool its label names, with that uid. Labels
+    /// alone never qualify a Pod, nor put it in another template's pool.
     pub pool_uids: &'a HashMap<String, String>,
     /// Spreads the choice: claims hash Pods differently, so concurrent claims
     /// (in this or another process) rarely race for the same Pod.

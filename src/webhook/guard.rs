@@ -1,9 +1,12 @@
 //! The ownership guard: a ValidatingAdmissionPolicy that the API server
 //! evaluates itself, so that only the operator (an identity that may update
 //! the owner's finalizers) can add an ownerReference to a Sandbox,
-//! SandboxClaim, SandboxWarmPool or SandboxTemplate. The controllers decide
-//! from those references (which idle Pods are a pool's, which Sandbox is a
-//! claim's); without the guard anyone who may create a Pod could write one.
+//! SandboxClaim, SandboxWarmPool or SandboxTemplate, or change the spec and
+//! reserved labels of a Pod, Service or NetworkPolicy one of them controls.
+//! The controllers decide from those references (which idle Pods are a
+//! pool's, which Sandbox is a claim's) and hand out what they control;
+//! without the guard anyone who may create or patch a Pod could forge an
+//! idle Pod or swap an idle Pod's image.
 //!
 //! One definition, `charts/sandbox-operator/files/ownership-guard.yaml`:
 //! the chart installs it, and [`register`] applies the same file when the
@@ -66,6 +69,8 @@ mod tests {
         assert_eq!(spec.validation_actions, vec!["Deny".to_string()]);
         let spec = policy.spec.unwrap();
         assert_eq!(spec.failure_policy.as_deref(), Some("Fail"));
-        assert_eq!(spec.validations.unwrap().len(), 1);
+        // Who may add an ownerReference to the operator's kinds, and who may
+        // change what they control.
+        assert_eq!(spec.validations.unwrap().len(), 2);
     }
 }

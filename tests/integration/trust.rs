@@ -340,26 +340,36 @@ async fn an_expired_claim_deletes_its_own_sandbox_and_no_one_elses() {
     );
 }
 
+/// A client for a namespace user of `ns` whose Role has `rules` (and no
+/// right on the finalizers of the operator's kinds, which the operator has:
+/// see the chart's RBAC).
+async fn tenant(ns: &TestNs, rules: serde_json::Value) -> kube::Client {
+    let user = format!("tenant-{}", ns.name);
+    let rbac = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "tenant"}, "rules": rules});
+    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "tenant"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "tenant"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]});
+    let role: k8s_openapi::api::rbac::v1::Role = serde_json::from_value(rbac).unwrap();
+    create(ns, &role).await;
+    let binding: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(binding).unwrap();
+    create(ns, &binding).await;
+    crate::common::client_as(&user).await
+}
+
 #[tokio::test]
 async fn only_the_operator_may_make_objects_owned_by_its_kinds() {
     // A namespace user who may create and edit Pods and Sandboxes, but not
     // the finalizers of the operator's kinds (which the operator may: see
     // the chart's RBAC).
     let (ns, _op) = namespace_with_a_ready_pool("trust-guard").await;
-    let user = format!("tenant-{}", ns.name);
-    let rbac = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-        "metadata": {"name": "tenant"},
-        "rules": [{"apiGroups": ["", "agents.x-k8s.io"], "resources": ["pods", "sandboxes"],
-                   "verbs": ["get", "list", "create", "update", "patch", "delete"]}]});
-    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": {"name": "tenant"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "tenant"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]});
-    let role: k8s_openapi::api::rbac::v1::Role = serde_json::from_value(rbac).unwrap();
-    create(&ns, &role).await;
-    let binding: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(binding).unwrap();
-    create(&ns, &binding).await;
-    let tenant = crate::common::client_as(&user).await;
+    let tenant = tenant(
+        &ns,
+        json!([{"apiGroups": ["", "agents.x-k8s.io"], "resources": ["pods", "sandboxes"],
+                "verbs": ["get", "list", "create", "update", "patch", "delete"]}]),
+    )
+    .await;
     let pods: kube::Api<Pod> = kube::Api::namespaced(tenant.clone(), &ns.name);
     let pool = ns
         .api::<sandbox_operator::api::SandboxWarmPool>()
@@ -458,4 +468,219 @@ async fn only_the_operator_may_make_objects_owned_by_its_kinds() {
     )
     .await;
     assert_eq!(served.status.unwrap().launch_type, Some(LaunchType::Warm));
+}
+
+#[tokio::test]
+async fn only_the_operator_may_rewrite_the_pods_services_and_policies_it_controls() {
+    // A namespace user who may edit Pods (ephemeral containers too),
+    // Services and NetworkPolicies: a co-tenant of the claims in `ns`.
+    let (ns, _op) = namespace_with_a_ready_pool("trust-rewrite").await;
+    let tenant = tenant(
+        &ns,
+        json!([{"apiGroups": ["", "networking.k8s.io"],
+                "resources": ["pods", "pods/ephemeralcontainers", "services", "networkpolicies"],
+                "verbs": ["get", "list", "update", "patch"]}]),
+    )
+    .await;
+    let pods: kube::Api<Pod> = kube::Api::namespaced(tenant.clone(), &ns.name);
+    let idle = ns
+        .api::<Pod>()
+        .list(&kube::api::ListParams::default().labels(&format!("{POOL_LABEL}=pool")))
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    let name = idle.name_any();
+    let container = idle.spec.as_ref().unwrap().containers[0].clone();
+    let (container, image) = (container.name, container.image);
+    // 1. Swapping the image of an idle pool Pod (Kubernetes allows it on a
+    //    running Pod) is refused, naming the field and the controller. The
+    //    guard is cluster-wide and reloads a moment after an operator
+    //    applied it: a patch that got through meanwhile is undone by the
+    //    operator's own client and tried again.
+    let swap = json!({"spec": {"containers": [{"name": container, "image": "evil:1"}]}});
+    let undo = json!({"spec": {"containers": [{"name": container, "image": image}]}});
+    let refusal = refused_after_reload(&pods, &ns, &name, &swap, &undo).await;
+    assert!(
+        refusal.contains("spec: only the sandbox operator may change the spec of a Pod controlled by SandboxWarmPool pool"),
+        "{refusal}"
+    );
+    // 2. So is moving it to another template's pool by its labels.
+    let relabel =
+        json!({"metadata": {"labels": {TEMPLATE_HASH_LABEL: "other", TEMPLATE_LABEL: "other"}}});
+    let refusal = patch_error(&pods, &name, &relabel).await;
+    assert!(
+        refusal.contains("metadata.labels: only the sandbox operator may change the agents.x-k8s.io/ and managed-by labels of a Pod controlled by SandboxWarmPool pool"),
+        "{refusal}"
+    );
+    //    And adding an ephemeral container to it.
+    let debug = json!({"spec": {"ephemeralContainers": [{"name": "dbg", "image": "busybox"}]}});
+    let refusal = pods
+        .patch_subresource(
+            "ephemeralcontainers",
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Strategic(&debug),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refusal.contains("spec: only the sandbox operator"),
+        "{refusal}"
+    );
+    // 3. Labels of the user's own and annotations stay free to change.
+    let own = json!({"metadata": {"labels": {"team": "a"}, "annotations": {"note": "x"}}});
+    pods.patch(
+        &name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&own),
+    )
+    .await
+    .expect("a label of the user's own is not the operator's");
+    // 4. The operator's own writes pass: the Pod, unchanged, serves a claim.
+    create(&ns, &claim("c1")).await;
+    let served = wait_for(
+        &ns.api::<SandboxClaim>(),
+        "c1",
+        Duration::from_secs(30),
+        claim_ready,
+    )
+    .await;
+    let status = served.status.unwrap();
+    assert_eq!(status.launch_type, Some(LaunchType::Warm));
+    let pod = ns.api::<Pod>().get(&name).await.unwrap();
+    assert_eq!(
+        pod.labels().get(CLAIM_LABEL).map(String::as_str),
+        Some("c1")
+    );
+    assert_eq!(pod.spec.unwrap().containers[0].image, image);
+    // 5. The claim's Service and NetworkPolicy keep their spec: pointing
+    //    the Service at another Pod, or opening the policy, is refused.
+    let services: kube::Api<k8s_openapi::api::core::v1::Service> =
+        kube::Api::namespaced(tenant.clone(), &ns.name);
+    let service = status
+        .sandbox
+        .and_then(|s| s.service)
+        .expect("the Ready claim names its Service");
+    let repoint = json!({"spec": {"selector": {"app": "mine"}}});
+    let refusal = services
+        .patch(
+            &service,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&repoint),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refusal.contains("spec: only the sandbox operator may change the spec of a Service controlled by SandboxClaim c1"),
+        "{refusal}"
+    );
+    let policies: kube::Api<NetworkPolicy> = kube::Api::namespaced(tenant, &ns.name);
+    let open = json!({"spec": {"ingress": [{}]}});
+    let refusal = policies
+        .patch(
+            &sandbox_operator::controller::claim::network_policy_name("c1"),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&open),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refusal.contains("spec: only the sandbox operator may change the spec of a NetworkPolicy controlled by SandboxClaim c1"),
+        "{refusal}"
+    );
+}
+
+/// The error of a merge patch of Pod `name` that must be refused.
+async fn patch_error(pods: &kube::Api<Pod>, name: &str, patch: &serde_json::Value) -> String {
+    pods.patch(
+        name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(patch),
+    )
+    .await
+    .expect_err("the patch is refused")
+    .to_string()
+}
+
+/// The refusal of the strategic merge `patch` on Pod `name` once the
+/// guard's latest version is loaded; until then a patch that passes is
+/// reverted by `undo` with the test's admin client and tried again.
+async fn refused_after_reload(
+    pods: &kube::Api<Pod>,
+    ns: &TestNs,
+    name: &str,
+    patch: &serde_json::Value,
+    undo: &serde_json::Value,
+) -> String {
+    for _ in 0..100 {
+        let params = kube::api::PatchParams::default();
+        match pods
+            .patch(name, &params, &kube::api::Patch::Strategic(patch))
+            .await
+        {
+            Ok(_) => {
+                ns.api::<Pod>()
+                    .patch(name, &params, &kube::api::Patch::Strategic(undo))
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(error) => return error.to_string(),
+        }
+    }
+    panic!("the guard never refused {patch} on Pod {name}")
+}
+
+#[tokio::test]
+async fn a_standalone_sandbox_never_names_a_service_it_does_not_control() {
+    let ns = TestNs::new("trust-svc").await;
+    let _op = ns.operator(&[]).await;
+    let sandboxes = ns.api::<Sandbox>();
+    create(&ns, &user_sandbox(json!({"name": "s1"}), busybox())).await;
+    let ready = wait_for(&sandboxes, "s1", Duration::from_secs(30), |s: &Sandbox| {
+        s.status
+            .as_ref()
+            .is_some_and(|st| sandbox_operator::api::is_true(&st.conditions, READY))
+    })
+    .await;
+    assert_eq!(ready.status.unwrap().service.as_deref(), Some("s1"));
+    // Its Service is swapped for one of the same name, with the operator's
+    // label (so the operator's cache holds it) but no owner, that selects
+    // someone else's Pods. The operator may put its own back first: then
+    // the swap is tried again.
+    let services = ns.api::<k8s_openapi::api::core::v1::Service>();
+    let foreign: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
+        "metadata": {"name": "s1", "labels": {"app.kubernetes.io/managed-by": "sandbox-operator"}},
+        "spec": {"clusterIP": "None", "selector": {"app": "mine"}}
+    }))
+    .unwrap();
+    let mut swapped = false;
+    for _ in 0..50 {
+        let _ = services.delete("s1", &Default::default()).await;
+        if services
+            .create(&PostParams::default(), &foreign)
+            .await
+            .is_ok()
+        {
+            swapped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(swapped, "the foreign Service was never created");
+    // The Sandbox stops naming it and says why.
+    let conflicted = wait_for(&sandboxes, "s1", Duration::from_secs(30), |s: &Sandbox| {
+        s.status.as_ref().is_some_and(|st| {
+            find_condition(&st.conditions, READY).is_some_and(|c| c.reason == "NameConflict")
+        })
+    })
+    .await;
+    let status = conflicted.status.unwrap();
+    assert_eq!((status.service, status.service_fqdn), (None, None));
+    let ready = find_condition(&status.conditions, READY).unwrap();
+    assert!(ready.message.contains("Service s1"), "{}", ready.message);
 }

@@ -40,8 +40,8 @@ use tracing::debug;
 
 use super::desired::PoolChoice;
 use crate::api::{
-    CLAIM_LABEL, CLAIM_UID_LABEL, POOL_LABEL, SandboxClaim, SandboxTemplate, TEMPLATE_HASH_LABEL,
-    TEMPLATE_LABEL,
+    CLAIM_LABEL, CLAIM_UID_LABEL, POOL_LABEL, SandboxClaim, SandboxTemplate, SandboxWarmPool,
+    TEMPLATE_HASH_LABEL, TEMPLATE_LABEL,
 };
 use crate::controller::pod_patch::{Conditioned, patch_if_unchanged};
 use crate::controller::takeover::{
@@ -130,15 +130,22 @@ pub fn still_idle(cached: &Pod, fresh: &Pod) -> bool {
         && pod_is_ready(fresh)
 }
 
-/// The uid of each pool of the namespace, from the pool cache: a Pod is a
-/// candidate only if its controller is the pool its label names, with this uid.
-fn pool_uids(ctx: &Context, namespace: &str) -> HashMap<String, String> {
-    ctx.caches
-        .pools
-        .state()
-        .iter()
+/// The uid of each live pool of `namespace` whose template is `template`,
+/// by name, from the pool cache: a Pod is a candidate only if its
+/// controller is the pool its label names, with this uid. So a Pod is
+/// served for the template its pool was made from, whatever its labels say
+/// (a relabelled Pod of another template's pool is not a candidate). Pure.
+fn pool_uids<'a>(
+    pools: impl IntoIterator<Item = &'a SandboxWarmPool>,
+    namespace: &str,
+    template: &str,
+) -> HashMap<String, String> {
+    pools
+        .into_iter()
         .filter(|p| {
-            p.namespace().as_deref() == Some(namespace) && p.meta().deletion_timestamp.is_none()
+            p.namespace().as_deref() == Some(namespace)
+                && p.meta().deletion_timestamp.is_none()
+                && p.spec.sandbox_template_ref.name == template
         })
         .filter_map(|p| Some((p.name_any(), p.uid()?)))
         .collect()
@@ -160,7 +167,9 @@ fn with_criteria<T>(
         .facts(template, ctx.config.policy.current())
         .hash;
     let claim_uid = claim.uid().unwrap_or_default();
-    let pool_uids = pool_uids(ctx, namespace);
+    let pools = ctx.caches.pools.state();
+    let template_name = &claim.spec.sandbox_template_ref.name;
+    let pool_uids = pool_uids(pools.iter().map(|p| p.as_ref()), namespace, template_name);
     decide(&Criteria {
         namespace,
         template: &claim.spec.sandbox_template_ref.name,
@@ -339,9 +348,38 @@ pub fn has_pool(ctx: &Context, namespace: &str, template: &str, choice: &PoolCho
 
 #[cfg(test)]
 mod tests {
-    use super::still_idle;
+    use super::{SandboxWarmPool, pool_uids, still_idle};
     use k8s_openapi::api::core::v1::Pod;
     use serde_json::json;
+
+    fn warm_pool(namespace: &str, name: &str, template: &str, deleted: bool) -> SandboxWarmPool {
+        let mut pool = json!({
+            "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxWarmPool",
+            "metadata": {"name": name, "namespace": namespace, "uid": format!("{name}-uid")},
+            "spec": {"replicas": 1, "sandboxTemplateRef": {"name": template}}
+        });
+        if deleted {
+            pool["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        }
+        serde_json::from_value(pool).unwrap()
+    }
+
+    #[test]
+    fn only_live_pools_of_the_claims_template_and_namespace_vouch_for_pods() {
+        let pools = [
+            warm_pool("ns", "a", "tmpl", false),
+            warm_pool("ns", "b", "other", false),
+            warm_pool("ns", "c", "tmpl", true),
+            warm_pool("elsewhere", "d", "tmpl", false),
+        ];
+        let uids = pool_uids(pools.iter(), "ns", "tmpl");
+        assert_eq!(
+            uids,
+            [("a".to_string(), "a-uid".to_string())]
+                .into_iter()
+                .collect()
+        );
+    }
 
     /// An idle pool Pod as the pool controller creates it, Ready.
     fn idle() -> serde_json::Value {

@@ -69,23 +69,37 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
     // Act. The headless Service does not depend on the Pod steps, so it is
     // created alongside them (one round trip less on the warm path).
     let service_key = format!("service/{uid}");
+    // A Service under the Sandbox's name that it does not control is never
+    // reported: the Sandbox says NameConflict instead (below).
     let service = async {
-        if needs_service(&ctx, &sandbox, &namespace, &service_key) {
+        if needs_service(&ctx, &sandbox, &namespace, &uid, &service_key) {
             let services: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
-            create_owned(&services, &desired_service(&sandbox)?, "Service").await?;
+            match create_owned(&services, &desired_service(&sandbox)?, "Service").await {
+                Ok(_) => {}
+                Err(error @ Error::NameConflict { .. }) => return Ok(Some(error.to_string())),
+                Err(error) => return Err(error),
+            }
             ctx.written
                 .record(&service_key, serde_json::Value::Bool(true));
         }
-        Ok::<_, Error>(())
+        Ok::<_, Error>(None)
     };
-    let (outcome, service_created) = futures::join!(
+    let (outcome, service_conflict) = futures::join!(
         act(&ctx, &sandbox, &observed, &plan, &pods, &namespace),
         service
     );
-    service_created?;
+    let service_conflict = service_conflict?;
     let (current, blocked) = match outcome? {
         Outcome::Done(action) => return Ok(action),
         Outcome::Continue { current, blocked } => (current, blocked),
+    };
+    let blocked = match service_conflict {
+        Some(message) => Some(crate::api::ConditionUpdate::ready(
+            false,
+            crate::api::reason::NAME_CONFLICT,
+            message,
+        )),
+        None => blocked,
     };
 
     // A claim's Sandbox that is not Ready is looked at again within
@@ -196,16 +210,26 @@ async fn named_pod(
 /// Whether this reconcile creates the headless Service: a claim creates its
 /// Sandbox's Service itself (alongside the Sandbox, owned by the claim), so
 /// only a standalone Sandbox gets one from here, when its status names none
-/// or the cache shows it missing, and not again right after writing it.
-fn needs_service(ctx: &Context, sandbox: &Sandbox, namespace: &str, service_key: &str) -> bool {
+/// or the cache does not show it controlled by this Sandbox (`uid`), and not
+/// again right after writing it. A Service under the name that is someone
+/// else's (the cache selects by a label anyone can write) is tried again
+/// too, so that its create answers NameConflict instead of it being used.
+fn needs_service(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    namespace: &str,
+    uid: &str,
+    service_key: &str,
+) -> bool {
     let claimed = crate::controller::ownership::controller_of_kind(
         sandbox.owner_references(),
         "SandboxClaim",
     )
     .is_some();
-    let missing = ctx.services_missing(namespace, &sandbox.name_any());
-    if !missing {
-        // The cache shows it: the memo of its create has done its job.
+    let controller = ctx.service_controller(namespace, &sandbox.name_any());
+    let ours = controller.as_ref() == Some(&Some(uid.to_string()));
+    if controller.is_some() {
+        // The cache shows one: the memo of its create has done its job.
         ctx.written.forget(service_key);
     }
     !claimed
@@ -214,7 +238,7 @@ fn needs_service(ctx: &Context, sandbox: &Sandbox, namespace: &str, service_key:
             .as_ref()
             .and_then(|s| s.service.as_ref())
             .is_none()
-            || missing)
+            || !ours)
         && !ctx
             .written
             .recently_wrote(service_key, &serde_json::Value::Bool(true))

@@ -52,10 +52,12 @@ pub fn compute_status(
         (None, None) => ConditionUpdate::ready(false, reason::CREATING, "creating the Pod"),
     };
     let live_pod = pod.filter(|p| !is_terminating(*p) && !pod_has_ended(p));
+    // A Service under the Sandbox's name that is not its own is not named.
+    let service_ours = blocked.is_none_or(|b| b.reason != reason::NAME_CONFLICT);
     SandboxStatus {
         conditions: set_condition(&previous.conditions, &ready, sandbox.meta().generation, now),
-        service: Some(name.clone()),
-        service_fqdn: Some(service_fqdn(sandbox, cluster_domain)),
+        service: service_ours.then(|| name.clone()),
+        service_fqdn: service_ours.then(|| service_fqdn(sandbox, cluster_domain)),
         replicas: i32::from(live_pod.is_some()),
         selector: Some(format!("{SANDBOX_LABEL}={name}")),
         pod_name: pod.map(|p| p.name_any()),

@@ -247,6 +247,18 @@ fn status_reports_fqdn_selector_and_ready() {
     assert_eq!(st.replicas, 1);
     assert!(crate::api::is_true(&st.conditions, "Ready"));
     assert_eq!(st.pod_ip.as_deref(), Some("10.0.0.9"));
+    // A Service under the Sandbox's name that is someone else's is never
+    // named, and the Sandbox is not Ready, saying why.
+    let conflict = crate::api::ConditionUpdate::ready(
+        false,
+        crate::api::reason::NAME_CONFLICT,
+        "Service sbx exists and is not controlled by Sandbox sbx",
+    );
+    let st = compute_status(&s, Some(&p), Some(&conflict), "cluster.local", now());
+    assert_eq!((st.service, st.service_fqdn, st.pod_ip), (None, None, None));
+    assert!(!crate::api::is_true(&st.conditions, "Ready"));
+    let ready = crate::api::find_condition(&st.conditions, "Ready").unwrap();
+    assert_eq!(ready.reason, "NameConflict");
 }
 
 #[test]
