@@ -74,17 +74,16 @@ pub async fn patch_if_unchanged(
     }
 }
 
-/// Takes over `pod` for the Sandbox. Returns the Pod as written, or `None`
-/// when the Pod changed since it was read (someone else wrote first).
+/// Takes over `pod` for the Sandbox. Returns the Pod as written, or, when
+/// the Pod changed since it was read (someone else wrote first), what a
+/// fresh read found ([`Conditioned::Lost`]).
 ///
 /// Guarantee: ONE write, conditioned on the resourceVersion read
 /// ([`adopt_patch`]); a Pod owned by anything other than this Sandbox's
-/// claim is never passed here (the Sandbox's `may_adopt` decides).
-pub async fn adopt(pods: &Api<Pod>, pod: &Pod, sandbox: &Sandbox) -> Result<Option<Pod>> {
+/// claim is never passed here (the Sandbox's `may_adopt` decides, for the
+/// fresh copy too before it is tried).
+pub async fn adopt(pods: &Api<Pod>, pod: &Pod, sandbox: &Sandbox) -> Result<Conditioned> {
     let patch = adopt_patch(pod, &sandbox.name_any(), controller_ref(sandbox)?)
         .ok_or(Error::Incomplete("pod resourceVersion"))?;
-    Ok(match patch_if_unchanged(pods, pod, patch, "adopt").await? {
-        Conditioned::Written(adopted) => Some(adopted),
-        Conditioned::Lost(_) => None,
-    })
+    patch_if_unchanged(pods, pod, patch, "adopt").await
 }

@@ -321,7 +321,8 @@ async fn a_sandbox_adopts_only_the_pod_its_claim_stole_and_only_the_version_it_r
 
     // The claim's own Sandbox: someone writes the Pod between the adopt's
     // read and write, so the adopt (tested on the version read) fails and
-    // takes nothing; the next reconcile adopts the fresh version.
+    // takes nothing; the same reconcile then adopts the fresh version the
+    // lost write read back, keeping the other writer's change.
     let writer = fake.clone();
     let path = pod_path(&stolen);
     fake.hook(
@@ -333,6 +334,7 @@ async fn a_sandbox_adopts_only_the_pod_its_claim_stole_and_only_the_version_it_r
             async {}
         },
     );
+    let before = fake.log().len();
     sandbox::reconcile(as_sandbox("c"), operator.ctx.clone())
         .await
         .expect("sandbox reconciles");
@@ -350,28 +352,21 @@ async fn a_sandbox_adopts_only_the_pod_its_claim_stole_and_only_the_version_it_r
     let controller = |fake: &sandbox_fakeapi::FakeApiServer| {
         fake.get(&pod_path(&stolen)).unwrap()["metadata"]["ownerReferences"][0]["uid"].clone()
     };
-    assert_ne!(
-        controller(&fake),
-        sandbox_uid,
-        "nothing adopted from a stale copy"
-    );
-    wait_until("the cache shows the write", || {
-        operator.ctx.caches.pods.state().iter().any(|p| {
-            p.metadata
-                .labels
-                .as_ref()
-                .is_some_and(|l| l.contains_key("touched"))
-        })
-    })
-    .await;
-    sandbox::reconcile(as_sandbox("c"), operator.ctx.clone())
-        .await
-        .expect("sandbox reconciles");
     assert_eq!(
         controller(&fake),
         sandbox_uid,
-        "adopted from the fresh copy"
+        "adopted from the fresh copy, in the same reconcile"
     );
+    assert_eq!(
+        pod_label(&fake, &stolen, "touched").as_deref(),
+        Some("yes"),
+        "the other writer's change is kept"
+    );
+    let adopts = fake.log()[before..]
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.path.starts_with(&pod_path(&stolen)))
+        .count();
+    assert_eq!(adopts, 2, "one refused adopt, one on the fresh copy");
     for name in ["grab-stolen", "grab-idle"] {
         let uid = fake.get(&sandbox_path(name)).unwrap()["metadata"]["uid"].clone();
         assert!(

@@ -16,10 +16,10 @@ use kube::api::{Api, DeleteParams, Preconditions};
 use kube::runtime::events::EventType;
 use tracing::info;
 
-use super::{Observed, Plan, Step, desired_pod, desired_pvcs};
+use super::{Observed, Plan, Step, desired_pod, desired_pvcs, may_adopt};
 use crate::api::reason;
 use crate::api::{ConditionUpdate, Sandbox};
-use crate::controller::pod_patch::adopt;
+use crate::controller::pod_patch::{Conditioned, adopt};
 use crate::controller::repoint::point_sandbox_at;
 use crate::controller::{
     Context, Error, Result, create_owned, is_conflict, is_not_found, is_terminating, kube_err,
@@ -71,9 +71,9 @@ pub(super) async fn act(
                     // Decide again on the copy the wait let in.
                     return Ok(Outcome::Done(Action::requeue(Duration::from_millis(10))));
                 }
-                let Some(adopted) = adopt(pods, pod, sandbox).await? else {
-                    // The Pod changed since it was read: decide again on
-                    // fresh data.
+                let Some(adopted) = adopt_fresh(pods, pod, sandbox).await? else {
+                    // The Pod changed twice since it was read: decide again
+                    // on fresh data.
                     return Ok(Outcome::Done(Action::requeue(Duration::from_millis(10))));
                 };
                 info!(pod = %name, "adopted Pod");
@@ -111,6 +111,25 @@ pub(super) async fn act(
         current: current.map(Box::new),
         blocked,
     })
+}
+
+/// Adopts `pod`; if the write loses because the copy was stale (the Pod
+/// cache lags behind, say while KWOK or the kubelet updates the status), once
+/// more on the fresh copy the lost write read back, if the plan's test still
+/// passes on it (not terminating, `may_adopt`). Without that second try a
+/// lagging cache would replay the same stale copy every 10 ms. `None` when
+/// both lost, or the fresh copy may not be adopted.
+async fn adopt_fresh(pods: &Api<Pod>, pod: &Pod, sandbox: &Sandbox) -> Result<Option<Pod>> {
+    match adopt(pods, pod, sandbox).await? {
+        Conditioned::Written(adopted) => Ok(Some(adopted)),
+        Conditioned::Lost(Some(fresh)) if !is_terminating(&fresh) && may_adopt(sandbox, &fresh) => {
+            Ok(match adopt(pods, &fresh, sandbox).await? {
+                Conditioned::Written(adopted) => Some(adopted),
+                Conditioned::Lost(_) => None,
+            })
+        }
+        Conditioned::Lost(_) => Ok(None),
+    }
 }
 
 /// Waits (bounded) while the claim owning `sandbox` is being served by this
