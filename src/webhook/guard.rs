@@ -2,7 +2,8 @@
 //! evaluates itself, so that only the operator (an identity that may update
 //! the owner's finalizers) can add an ownerReference to a Sandbox,
 //! SandboxClaim, SandboxWarmPool or SandboxTemplate, or change the spec and
-//! reserved labels of a Pod, Service or NetworkPolicy one of them controls.
+//! reserved labels of a Pod, Service or NetworkPolicy one of them controls,
+//! or give any other Pod the operator's `agents.x-k8s.io/` labels.
 //! The controllers decide from those references (which idle Pods are a
 //! pool's, which Sandbox is a claim's) and hand out what they control;
 //! without the guard anyone who may create or patch a Pod could forge an
@@ -69,8 +70,8 @@ mod tests {
         assert_eq!(spec.validation_actions, vec!["Deny".to_string()]);
         let spec = policy.spec.unwrap();
         assert_eq!(spec.failure_policy.as_deref(), Some("Fail"));
-        // Who may add an ownerReference to the operator's kinds, and who may
-        // change what they control.
-        assert_eq!(spec.validations.unwrap().len(), 2);
+        // Who may add an ownerReference to the operator's kinds, who may
+        // change what they control, and who may give a Pod their labels.
+        assert_eq!(spec.validations.unwrap().len(), 3);
     }
 }

@@ -426,11 +426,22 @@ async fn only_the_operator_may_make_objects_owned_by_its_kinds() {
         refusal.contains("may make a Pod owned by SandboxWarmPool pool"),
         "{refusal}"
     );
-    // 2. The same user's Pod without such a reference is created, and an
-    //    update that adds one is refused.
-    pods.create(&PostParams::default(), &forged("own", json!([])))
+    // 2. The same user's Pod without such a reference is refused too while
+    //    it carries the pool's labels (only the operator gives a Pod its
+    //    labels); without them it is created, and an update that adds the
+    //    reference is refused.
+    let refusal = pods
+        .create(&PostParams::default(), &forged("own", json!([])))
         .await
-        .unwrap();
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refusal.contains("metadata.labels: only the sandbox operator may set agents.x-k8s.io/warm-pool, agents.x-k8s.io/sandbox-template on a Pod"),
+        "{refusal}"
+    );
+    let mut own = forged("own", json!([]));
+    own.metadata.labels = None;
+    pods.create(&PostParams::default(), &own).await.unwrap();
     let add = json!({"metadata": {"ownerReferences": [pool_ref]}});
     let refusal = pods
         .patch(
@@ -479,7 +490,7 @@ async fn only_the_operator_may_rewrite_the_pods_services_and_policies_it_control
         &ns,
         json!([{"apiGroups": ["", "networking.k8s.io"],
                 "resources": ["pods", "pods/ephemeralcontainers", "services", "networkpolicies"],
-                "verbs": ["get", "list", "update", "patch"]}]),
+                "verbs": ["get", "list", "create", "update", "patch"]}]),
     )
     .await;
     let pods: kube::Api<Pod> = kube::Api::namespaced(tenant.clone(), &ns.name);
@@ -592,6 +603,35 @@ async fn only_the_operator_may_rewrite_the_pods_services_and_policies_it_control
         refusal.contains("spec: only the sandbox operator may change the spec of a NetworkPolicy controlled by SandboxClaim c1"),
         "{refusal}"
     );
+    // 6. Nor may the user's own Pod join the claim's Service by its label;
+    //    offering a Pod for adoption stays open.
+    let own_pod = |name: &str, label: &str| -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {label: "c1"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}
+        }))
+        .unwrap()
+    };
+    let refusal = pods
+        .create(
+            &PostParams::default(),
+            &own_pod("intruder", "agents.x-k8s.io/sandbox"),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refusal.contains(
+            "metadata.labels: only the sandbox operator may set agents.x-k8s.io/sandbox on a Pod"
+        ),
+        "{refusal}"
+    );
+    pods.create(
+        &PostParams::default(),
+        &own_pod("offered", "agents.x-k8s.io/adoptable"),
+    )
+    .await
+    .expect("a Pod offered for adoption is the user's to make");
 }
 
 /// The error of a merge patch of Pod `name` that must be refused.
