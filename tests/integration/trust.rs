@@ -389,15 +389,17 @@ async fn only_the_operator_may_make_objects_owned_by_its_kinds() {
     // 1. A Pod forged as an idle pool Pod (the pool's uid is readable) is
     //    refused, naming the field and the owner. The guard is cluster-wide
     //    and may take a moment to load after the first operator applied it:
-    //    a forged Pod that got through meanwhile is deleted and tried again.
+    //    a forged Pod that got through meanwhile is deleted and tried again
+    //    under a new name (the deleted one may still be terminating).
     let mut refusal = None;
-    for _ in 0..100 {
+    for attempt in 0..100 {
+        let name = format!("forged-{attempt}");
         match pods
-            .create(&PostParams::default(), &forged("forged", json!([pool_ref])))
+            .create(&PostParams::default(), &forged(&name, json!([pool_ref])))
             .await
         {
             Ok(_) => {
-                pods.delete("forged", &Default::default()).await.unwrap();
+                pods.delete(&name, &Default::default()).await.unwrap();
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Err(error) => {
@@ -436,7 +438,9 @@ async fn only_the_operator_may_make_objects_owned_by_its_kinds() {
         .unwrap_err()
         .to_string();
     assert!(
-        refusal.contains("metadata.labels: only the sandbox operator may set agents.x-k8s.io/warm-pool, agents.x-k8s.io/sandbox-template on a Pod"),
+        refusal.contains("metadata.labels: only the sandbox operator may set ")
+            && refusal.contains(POOL_LABEL)
+            && refusal.contains(TEMPLATE_LABEL),
         "{refusal}"
     );
     let mut own = forged("own", json!([]));
@@ -522,6 +526,14 @@ async fn only_the_operator_may_rewrite_the_pods_services_and_policies_it_control
     let refusal = patch_error(&pods, &name, &relabel).await;
     assert!(
         refusal.contains("metadata.labels: only the sandbox operator may change the agents.x-k8s.io/ and managed-by labels of a Pod controlled by SandboxWarmPool pool"),
+        "{refusal}"
+    );
+    //    And so is dropping its controller reference (after which it would
+    //    be a Pod nobody controls, free to edit).
+    let orphan = json!({"metadata": {"ownerReferences": null}});
+    let refusal = patch_error(&pods, &name, &orphan).await;
+    assert!(
+        refusal.contains("metadata.ownerReferences: only the sandbox operator may change the controller reference of a Pod controlled by SandboxWarmPool pool"),
         "{refusal}"
     );
     //    And adding an ephemeral container to it.

@@ -231,7 +231,7 @@ fn start_pod(observed: &Observed<'_>) -> Plan {
             ..Plan::unblocked(Vec::new())
         }
     } else {
-        owned_elsewhere(name, pod)
+        owned_elsewhere(sandbox, name, pod)
     }
 }
 
@@ -252,8 +252,13 @@ fn won_by_another_claim(sandbox: &Sandbox, pod: &Pod) -> bool {
 }
 
 /// The named Pod belongs to someone else: it is left alone, no Pod is created.
-fn owned_elsewhere(name: &str, pod: &Pod) -> Plan {
-    let note = if !has_controller(&pod.metadata) {
+fn owned_elsewhere(sandbox: &Sandbox, name: &str, pod: &Pod) -> Plan {
+    let claimed = controller_of_kind(sandbox.owner_references(), "SandboxClaim").is_some();
+    let note = if !has_controller(&pod.metadata) && claimed {
+        format!(
+            "Pod {name} has no owner: a claim's Sandbox adopts only the Pod its claim holds; it is left alone and no Pod is created"
+        )
+    } else if !has_controller(&pod.metadata) {
         format!(
             "Pod {name} has no owner and lacks the label {ADOPTABLE_LABEL}=true; it is left alone and no Pod is created"
         )
@@ -317,12 +322,16 @@ fn delete_step(pod: &Pod) -> Step {
 /// A Pod may be adopted when this Sandbox already controls it; when its
 /// controller is the claim that controls this Sandbox AND it carries that
 /// claim's uid label (the steal writes both, conditioned on what it read);
-/// or when it has no controller and its owner opted in with
-/// [`ADOPTABLE_LABEL`]. Labels alone never make a Pod adoptable.
+/// or, for a Sandbox no claim controls, when it has no controller and its
+/// owner opted in with [`ADOPTABLE_LABEL`]. A claim's Sandbox names only
+/// the Pod its claim stole, so an unowned Pod it names has lost its owner
+/// on the way (someone removed it) and is not taken. Labels alone never
+/// make a Pod adoptable.
 pub fn may_adopt(sandbox: &Sandbox, pod: &Pod) -> bool {
     let sandbox_uid = sandbox.uid();
     if !has_controller(&pod.metadata) {
-        return pod.labels().get(ADOPTABLE_LABEL).map(String::as_str) == Some("true");
+        return controller_of_kind(sandbox.owner_references(), "SandboxClaim").is_none()
+            && pod.labels().get(ADOPTABLE_LABEL).map(String::as_str) == Some("true");
     }
     match controller_uid(&pod.metadata) {
         Some(uid) if Some(uid) == sandbox_uid.as_deref() => true,

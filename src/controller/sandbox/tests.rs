@@ -122,10 +122,27 @@ fn adopts_only_stolen_or_consenting_pods() {
     // The claim as controller but without its uid label: not a steal.
     let p = adopts(with_labels(Some("claim-uid"), &[]));
     assert_eq!(p.blocked.unwrap().reason, reason::POD_OWNED_ELSEWHERE);
-    // Unowned: only with the owner's opt-in label.
+    // Unowned: only with the owner's opt-in label, and only by a Sandbox
+    // no claim controls (a claim's Sandbox names the Pod its claim stole:
+    // unowned, it lost its owner on the way).
     let consenting = with_labels(None, &[(ADOPTABLE_LABEL, "true")]);
-    assert_eq!(adopts(consenting).steps, adopt);
-    let p = adopts(with_labels(None, &[]));
+    let mut standalone = s.clone();
+    standalone.metadata.owner_references = None;
+    let standalone_plan = plan_at_now(&standalone, vec![], Some(Arc::new(consenting.clone())));
+    assert_eq!(standalone_plan.steps, adopt);
+    let p = adopts(consenting);
+    assert!(!p.steps.iter().any(|s| matches!(s, Step::Adopt { .. })));
+    let blocked = p.blocked.unwrap();
+    assert_eq!(blocked.reason, reason::POD_OWNED_ELSEWHERE);
+    assert!(
+        blocked
+            .message
+            .contains("adopts only the Pod its claim holds"),
+        "{}",
+        blocked.message
+    );
+    // Without the label, the standalone Sandbox names what is missing.
+    let p = plan_at_now(&standalone, vec![], Some(Arc::new(with_labels(None, &[]))));
     assert!(
         !p.steps
             .iter()
