@@ -536,6 +536,13 @@ async fn only_the_operator_may_rewrite_the_pods_services_and_policies_it_control
         refusal.contains("metadata.ownerReferences: only the sandbox operator may change the controller reference of a Pod controlled by SandboxWarmPool pool"),
         "{refusal}"
     );
+    //    And so is rewriting the operator's annotations on it.
+    let stamp = json!({"metadata": {"annotations": {"agents.x-k8s.io/created-at": "0"}}});
+    let refusal = patch_error(&pods, &name, &stamp).await;
+    assert!(
+        refusal.contains("metadata.annotations: only the sandbox operator may change the agents.x-k8s.io/ annotations of a Pod controlled by SandboxWarmPool pool"),
+        "{refusal}"
+    );
     //    And adding an ephemeral container to it.
     let debug = json!({"spec": {"ephemeralContainers": [{"name": "dbg", "image": "busybox"}]}});
     let refusal = pods
@@ -600,7 +607,7 @@ async fn only_the_operator_may_rewrite_the_pods_services_and_policies_it_control
         refusal.contains("spec: only the sandbox operator may change the spec of a Service controlled by SandboxClaim c1"),
         "{refusal}"
     );
-    let policies: kube::Api<NetworkPolicy> = kube::Api::namespaced(tenant, &ns.name);
+    let policies: kube::Api<NetworkPolicy> = kube::Api::namespaced(tenant.clone(), &ns.name);
     let open = json!({"spec": {"ingress": [{}]}});
     let refusal = policies
         .patch(
@@ -613,6 +620,30 @@ async fn only_the_operator_may_rewrite_the_pods_services_and_policies_it_control
         .to_string();
     assert!(
         refusal.contains("spec: only the sandbox operator may change the spec of a NetworkPolicy controlled by SandboxClaim c1"),
+        "{refusal}"
+    );
+    //    A template's NetworkPolicy (`--claim-network-policy per-template`)
+    //    is kept the same way.
+    let template = ns.api::<SandboxTemplate>().get("tmpl").await.unwrap();
+    let template_policy: NetworkPolicy = serde_json::from_value(json!({
+        "metadata": {"name": "tmpl-policy", "ownerReferences": [{
+            "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxTemplate",
+            "name": "tmpl", "uid": template.uid().unwrap(), "controller": true}]},
+        "spec": {"podSelector": {"matchLabels": {TEMPLATE_LABEL: "tmpl"}}, "policyTypes": ["Ingress"]}
+    }))
+    .unwrap();
+    create(&ns, &template_policy).await;
+    let refusal = policies
+        .patch(
+            "tmpl-policy",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&open),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refusal.contains("spec: only the sandbox operator may change the spec of a NetworkPolicy controlled by SandboxTemplate tmpl"),
         "{refusal}"
     );
     // 6. Nor may the user's own Pod join the claim's Service by its label;
