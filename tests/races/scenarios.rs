@@ -378,6 +378,72 @@ async fn a_sandbox_adopts_only_the_pod_its_claim_stole_and_only_the_version_it_r
 }
 
 #[tokio::test]
+async fn an_adoption_lost_twice_waits_for_the_pods_event_not_a_tight_timer() {
+    let (fake, operator, _kubelet) = filled_by_hand(1).await;
+    create_claim(&fake, "c");
+    claim::reconcile(claim(&fake, "c"), operator.ctx.clone())
+        .await
+        .expect("claim reconciles");
+    let sandbox_json = fake.get(&sandbox_path("c")).unwrap();
+    let stolen = sandbox_json["metadata"]["annotations"][POD_NAME_ANNOTATION]
+        .as_str()
+        .expect("warm")
+        .to_owned();
+    wait_until("the cache shows the steal", || {
+        operator.ctx.caches.pods.state().iter().any(|p| {
+            p.metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(CLAIM_UID_LABEL))
+        })
+    })
+    .await;
+    // Someone writes the Pod between each adopt's read and write: the
+    // stale copy's adopt and the fresh copy's both lose.
+    let writer = fake.clone();
+    let path = pod_path(&stolen);
+    fake.hook(
+        Moment::BetweenReadAndWrite,
+        2,
+        |r| r.is("PATCH", "pods"),
+        move |_| {
+            let n = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+                .to_string();
+            writer.merge(&path, &json!({"metadata": {"labels": {"touched": n}}}));
+            async {}
+        },
+    );
+    let before = fake.log().len();
+    let action = sandbox::reconcile(
+        Arc::new(serde_json::from_value(sandbox_json).unwrap()),
+        operator.ctx.clone(),
+    )
+    .await
+    .expect("sandbox reconciles");
+    let refused = fake.log()[before..]
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.path.starts_with(&pod_path(&stolen)))
+        .map(|r| r.code)
+        .collect::<Vec<_>>();
+    assert_eq!(
+        refused,
+        vec![422, 422],
+        "two conditioned adopts, both refused"
+    );
+    // Not a 10 ms loop on the stale cache: the Pod's own event (it changed)
+    // reruns the reconcile; the requeue is only the net under it.
+    assert_eq!(action.requeue_after(), Some(Duration::from_secs(1)));
+    assert_eq!(
+        pod_label(&fake, &stolen, SANDBOX_LABEL).as_deref(),
+        Some("c"),
+        "still the claim's Pod"
+    );
+}
+
+#[tokio::test]
 async fn a_steal_is_refilled_once_without_over_creating() {
     let (fake, _operator, _kubelet) = one_warm_claim(2).await;
     wait_until("the pool refilled", || idle_ready_pods(&fake).len() == 2).await;

@@ -72,9 +72,10 @@ pub(super) async fn act(
                     return Ok(Outcome::Done(Action::requeue(Duration::from_millis(10))));
                 }
                 let Some(adopted) = adopt_fresh(pods, pod, sandbox).await? else {
-                    // The Pod changed twice since it was read: decide again
-                    // on fresh data.
-                    return Ok(Outcome::Done(Action::requeue(Duration::from_millis(10))));
+                    // The Pod changed twice since it was read: its newer
+                    // version's event (the named Pod's events wake this
+                    // Sandbox) decides again on fresh data.
+                    return Ok(Outcome::Done(Action::requeue(EVENT_NET)));
                 };
                 info!(pod = %name, "adopted Pod");
                 crate::controller::timeline(sandbox, &sandbox.name_any(), "sandbox: Pod adopted");
@@ -113,11 +114,16 @@ pub(super) async fn act(
     })
 }
 
+/// After a write lost to a newer version of its object, the requeue that
+/// stands in for that version's watch event, should it never come (the
+/// event itself reruns the reconcile at once).
+const EVENT_NET: Duration = Duration::from_secs(1);
+
 /// Adopts `pod`; if the write loses because the copy was stale (the Pod
 /// cache lags behind, say while KWOK or the kubelet updates the status), once
 /// more on the fresh copy the lost write read back, if the plan's test still
 /// passes on it (not terminating, `may_adopt`). Without that second try a
-/// lagging cache would replay the same stale copy every 10 ms. `None` when
+/// lagging cache would replay the same stale copy. `None` when
 /// both lost, or the fresh copy may not be adopted.
 async fn adopt_fresh(pods: &Api<Pod>, pod: &Pod, sandbox: &Sandbox) -> Result<Option<Pod>> {
     match adopt(pods, pod, sandbox).await? {
@@ -263,8 +269,12 @@ async fn create_pod(
 async fn unname(ctx: &Context, sandbox: &Sandbox) -> Result<Outcome> {
     match point_sandbox_at(&ctx.client, sandbox, None).await {
         Ok(_) => Ok(Outcome::Done(Action::await_change())),
+        // The Sandbox changed since the copy this reconcile read: the newer
+        // version's event reconciles again (replaying the stale copy every
+        // few milliseconds would only repeat the conflict until the cache
+        // catches up).
         Err(Error::Kube { source, .. }) if is_conflict(&source) => {
-            Ok(Outcome::Done(Action::requeue(Duration::from_millis(10))))
+            Ok(Outcome::Done(Action::requeue(EVENT_NET)))
         }
         Err(e) => Err(e),
     }
