@@ -455,3 +455,45 @@ async fn a_steal_is_refilled_once_without_over_creating() {
         .count();
     assert_eq!(created, 3, "two to fill, one to refill");
 }
+
+#[tokio::test]
+async fn a_claim_status_another_process_overwrote_is_written_again_at_once() {
+    let (fake, operator, _kubelet) = filled_by_hand(1).await;
+    create_claim(&fake, "c");
+    let reconcile_claim = || claim::reconcile(claim(&fake, "c"), operator.ctx.clone());
+    reconcile_claim().await.expect("claim reconciles");
+    // The Sandbox adopts the Pod and says Ready; the claim settles on the
+    // status it mirrors from it (written now, or already by round two).
+    let sandbox_ready =
+        || ready(&fake.get(&sandbox_path("c")).unwrap()).is_some_and(|r| r.0 == "True");
+    for _ in 0..100 {
+        if sandbox_ready() {
+            break;
+        }
+        let sandbox = serde_json::from_value(fake.get(&sandbox_path("c")).unwrap()).unwrap();
+        let _ = sandbox::reconcile(Arc::new(sandbox), operator.ctx.clone()).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(sandbox_ready(), "the Sandbox adopted its Pod and is Ready");
+    reconcile_claim().await.expect("claim reconciles");
+    assert_eq!(
+        ready(&fake.get(&claim_path("c")).unwrap()).unwrap().0,
+        "True"
+    );
+    // Another process, mirroring from a Sandbox cache that lags, writes the
+    // claim not Ready on top of that.
+    fake.merge(
+        &claim_path("c"),
+        &json!({"status": {"conditions": [{"type": "Ready", "status": "False",
+            "reason": "SandboxNotReady", "message": "from a stale cache",
+            "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}),
+    );
+    // This process, whose inputs are current, writes Ready again at once:
+    // the status it remembers writing was over an older version.
+    reconcile_claim().await.expect("claim reconciles");
+    assert_eq!(
+        ready(&fake.get(&claim_path("c")).unwrap()).unwrap().0,
+        "True",
+        "not held back by the memo of its own earlier write"
+    );
+}

@@ -389,14 +389,22 @@ pub(crate) async fn record_status(
     let status_key = format!("status/{claim_uid}");
     let status_value = super::WriteMemo::status_key_value(status);
     if claim.status.as_ref() == Some(status)
-        || ctx.written.recently_wrote(&status_key, &status_value)
+        || ctx.written.recently_wrote_over(
+            &status_key,
+            &status_value,
+            claim.resource_version().as_deref(),
+        )
     {
         return Ok(false);
     }
     if !write_status(ctx, claim, status).await? {
         return Ok(false);
     }
-    ctx.written.record(&status_key, status_value);
+    ctx.written.record_over(
+        &status_key,
+        status_value,
+        claim.resource_version().as_deref(),
+    );
     let was_ready = claim
         .status
         .as_ref()

@@ -264,14 +264,22 @@ async fn record(
     let status_key = format!("status/{uid}");
     let status_value = super::WriteMemo::status_key_value(&status);
     if sandbox.status.as_ref() == Some(&status)
-        || ctx.written.recently_wrote(&status_key, &status_value)
+        || ctx.written.recently_wrote_over(
+            &status_key,
+            &status_value,
+            sandbox.resource_version().as_deref(),
+        )
     {
         return Ok(true);
     }
     if !write_status(ctx, sandbox, &status).await? {
         return Ok(false);
     }
-    ctx.written.record(&status_key, status_value);
+    ctx.written.record_over(
+        &status_key,
+        status_value,
+        sandbox.resource_version().as_deref(),
+    );
     if crate::api::is_true(&status.conditions, crate::api::READY) {
         super::timeline(sandbox, &sandbox.name_any(), "sandbox: Ready written");
     }
