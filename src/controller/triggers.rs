@@ -131,13 +131,16 @@ pub(super) fn template_trigger(
 
 /// The Service cache's trigger: wakes the Sandbox or claim that owns the
 /// Service (the claim creates it on the warm path, the Sandbox on the cold
-/// one); either puts a deleted Service back.
+/// one); either puts a deleted Service back. It also wakes the Sandbox of
+/// the Service's name, which may be waiting for a Service it does not
+/// control to go (its status says NameConflict meanwhile).
 pub(super) fn service_trigger(
     sandbox_tx: mpsc::UnboundedSender<ObjectRef<Sandbox>>,
     claim_tx: mpsc::UnboundedSender<ObjectRef<SandboxClaim>>,
 ) -> impl Fn(&Service, bool) {
     move |service: &Service, _deleted: bool| {
         let namespace = service.namespace().unwrap_or_default();
+        let _ = sandbox_tx.unbounded_send(ObjectRef::new(&service.name_any()).within(&namespace));
         for owner in service.owner_references() {
             match owner.kind.as_str() {
                 "Sandbox" => {

@@ -764,6 +764,25 @@ async fn a_standalone_sandbox_never_names_a_service_it_does_not_control() {
     .await;
     let status = conflicted.status.unwrap();
     assert_eq!((status.service, status.service_fqdn), (None, None));
+    assert!(
+        status.pod_name.is_some(),
+        "its own running Pod is still reported"
+    );
     let ready = find_condition(&status.conditions, READY).unwrap();
     assert!(ready.message.contains("Service s1"), "{}", ready.message);
+    // Once the foreign Service is gone, the Sandbox (woken by that Service's
+    // event) makes its own again and is Ready, naming it.
+    services.delete("s1", &Default::default()).await.unwrap();
+    let healed = wait_for(&sandboxes, "s1", Duration::from_secs(30), |s: &Sandbox| {
+        s.status.as_ref().is_some_and(|st| {
+            sandbox_operator::api::is_true(&st.conditions, READY) && st.service.is_some()
+        })
+    })
+    .await;
+    assert_eq!(healed.status.unwrap().service.as_deref(), Some("s1"));
+    let own = services.get("s1").await.unwrap();
+    assert_eq!(
+        own.owner_references().first().map(|o| o.kind.as_str()),
+        Some("Sandbox")
+    );
 }

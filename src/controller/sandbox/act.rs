@@ -73,8 +73,9 @@ pub(super) async fn act(
                 }
                 let Some(adopted) = adopt_fresh(pods, pod, sandbox).await? else {
                     // The Pod changed twice since it was read: its newer
-                    // version's event (the named Pod's events wake this
-                    // Sandbox) decides again on fresh data.
+                    // version's event (a claim's stolen Pod carries this
+                    // Sandbox's label, which wakes it) decides again on
+                    // fresh data; the requeue is the net for the rest.
                     return Ok(Outcome::Done(Action::requeue(EVENT_NET)));
                 };
                 info!(pod = %name, "adopted Pod");
@@ -128,6 +129,13 @@ const EVENT_NET: Duration = Duration::from_secs(1);
 async fn adopt_fresh(pods: &Api<Pod>, pod: &Pod, sandbox: &Sandbox) -> Result<Option<Pod>> {
     match adopt(pods, pod, sandbox).await? {
         Conditioned::Written(adopted) => Ok(Some(adopted)),
+        // Someone (this Sandbox's other reconcile, another process) adopted
+        // it meanwhile: done.
+        Conditioned::Lost(Some(fresh))
+            if crate::controller::controller_uid(&fresh.metadata) == sandbox.uid().as_deref() =>
+        {
+            Ok(Some(fresh))
+        }
         Conditioned::Lost(Some(fresh)) if !is_terminating(&fresh) && may_adopt(sandbox, &fresh) => {
             Ok(match adopt(pods, &fresh, sandbox).await? {
                 Conditioned::Written(adopted) => Some(adopted),

@@ -93,14 +93,14 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
         Outcome::Done(action) => return Ok(action),
         Outcome::Continue { current, blocked } => (current, blocked),
     };
-    let blocked = match service_conflict {
-        Some(message) => Some(crate::api::ConditionUpdate::ready(
-            false,
-            crate::api::reason::NAME_CONFLICT,
-            message,
-        )),
-        None => blocked,
-    };
+    // What stops the Pod itself (a policy violation, a pause) says so first;
+    // else a Service that is not this Sandbox's.
+    let service_ours = service_conflict.is_none();
+    let blocked = blocked.or_else(|| {
+        service_conflict.map(|message| {
+            ConditionUpdate::ready(false, crate::api::reason::NAME_CONFLICT, message)
+        })
+    });
 
     // A claim's Sandbox that is not Ready is looked at again within
     // `CLAIMED_RECHECK` without any event. Every event of the Pod it names
@@ -128,7 +128,16 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
     }
     // A status write refused because a newer version exists is dropped:
     // the newer version's event reconciles again.
-    if !record(&ctx, &sandbox, &uid, current.as_deref(), blocked.as_ref()).await? {
+    if !record(
+        &ctx,
+        &sandbox,
+        &uid,
+        current.as_deref(),
+        blocked.as_ref(),
+        service_ours,
+    )
+    .await?
+    {
         return Ok(idle());
     }
     Ok(match (plan.requeue_after, recheck) {
@@ -245,22 +254,29 @@ fn needs_service(
 }
 
 /// Records the status computed from the Pod as now known, unless it is
-/// what the Sandbox already shows or what was just written. `false` when
-/// the write was dropped because a newer version of the Sandbox exists.
+/// what the Sandbox already shows or what was just written; a Service
+/// under its name that is not its own (`service_ours` false) is not named.
+/// `false` when the write was dropped because a newer version of the
+/// Sandbox exists.
 async fn record(
     ctx: &Context,
     sandbox: &Sandbox,
     uid: &str,
     current: Option<&Pod>,
     blocked: Option<&ConditionUpdate>,
+    service_ours: bool,
 ) -> Result<bool> {
-    let status = compute_status(
+    let mut status = compute_status(
         sandbox,
         current,
         blocked,
         &ctx.config.cluster_domain,
         jiff::Timestamp::now(),
     );
+    if !service_ours {
+        status.service = None;
+        status.service_fqdn = None;
+    }
     let status_key = format!("status/{uid}");
     let status_value = super::WriteMemo::status_key_value(&status);
     if sandbox.status.as_ref() == Some(&status)

@@ -18,8 +18,13 @@ pub fn compute_status(
 ) -> SandboxStatus {
     let name = sandbox.name_any();
     let previous = sandbox.status.clone().unwrap_or_default();
-    let pod = pod.filter(|_| blocked.is_none_or(|b| b.reason == reason::ADOPTING));
+    // Adopting and a Service name conflict leave the Pod reported: it is
+    // this Sandbox's, only not (yet) usable through its Service.
+    let pod = pod.filter(|_| {
+        blocked.is_none_or(|b| b.reason == reason::ADOPTING || b.reason == reason::NAME_CONFLICT)
+    });
     let ready = match (blocked, pod) {
+        (Some(b), _) if b.reason == reason::NAME_CONFLICT => b.clone(),
         (Some(b), None) => b.clone(),
         (_, Some(p)) if is_terminating(p) => ConditionUpdate::ready(
             false,
@@ -52,12 +57,10 @@ pub fn compute_status(
         (None, None) => ConditionUpdate::ready(false, reason::CREATING, "creating the Pod"),
     };
     let live_pod = pod.filter(|p| !is_terminating(*p) && !pod_has_ended(p));
-    // A Service under the Sandbox's name that is not its own is not named.
-    let service_ours = blocked.is_none_or(|b| b.reason != reason::NAME_CONFLICT);
     SandboxStatus {
         conditions: set_condition(&previous.conditions, &ready, sandbox.meta().generation, now),
-        service: service_ours.then(|| name.clone()),
-        service_fqdn: service_ours.then(|| service_fqdn(sandbox, cluster_domain)),
+        service: Some(name.clone()),
+        service_fqdn: Some(service_fqdn(sandbox, cluster_domain)),
         replicas: i32::from(live_pod.is_some()),
         selector: Some(format!("{SANDBOX_LABEL}={name}")),
         pod_name: pod.map(|p| p.name_any()),

@@ -264,15 +264,16 @@ fn status_reports_fqdn_selector_and_ready() {
     assert_eq!(st.replicas, 1);
     assert!(crate::api::is_true(&st.conditions, "Ready"));
     assert_eq!(st.pod_ip.as_deref(), Some("10.0.0.9"));
-    // A Service under the Sandbox's name that is someone else's is never
-    // named, and the Sandbox is not Ready, saying why.
+    // With a Service under its name that is someone else's, the Sandbox is
+    // not Ready and says why, while still reporting its running Pod (the
+    // reconcile leaves the Service out of the status).
     let conflict = crate::api::ConditionUpdate::ready(
         false,
         crate::api::reason::NAME_CONFLICT,
         "Service sbx exists and is not controlled by Sandbox sbx",
     );
     let st = compute_status(&s, Some(&p), Some(&conflict), "cluster.local", now());
-    assert_eq!((st.service, st.service_fqdn, st.pod_ip), (None, None, None));
+    assert_eq!((st.pod_ip.as_deref(), st.replicas), (Some("10.0.0.9"), 1));
     assert!(!crate::api::is_true(&st.conditions, "Ready"));
     let ready = crate::api::find_condition(&st.conditions, "Ready").unwrap();
     assert_eq!(ready.reason, "NameConflict");
