@@ -11,6 +11,7 @@ mod controlplane;
 mod crds;
 mod faults;
 mod fixtures;
+mod guard;
 mod leader;
 mod metrics;
 mod network;

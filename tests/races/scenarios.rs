@@ -13,6 +13,20 @@ use serde_json::json;
 use crate::harness::*;
 use sandbox_fakeapi::Moment;
 
+/// Waits until `operator`'s Pod cache shows a stolen Pod (one with a
+/// claim's uid label).
+async fn cache_shows_a_steal(operator: &Operator) {
+    wait_until("the cache shows the steal", || {
+        operator.ctx.caches.pods.state().iter().any(|p| {
+            p.metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(CLAIM_UID_LABEL))
+        })
+    })
+    .await;
+}
+
 /// The pool fills to one idle Ready Pod, through the real pool reconcile.
 /// The second reconcile is the one the Pod's events trigger: it sees the
 /// Pod it created, which settles its create expectation.
@@ -298,15 +312,7 @@ async fn a_sandbox_adopts_only_the_pod_its_claim_stole_and_only_the_version_it_r
     let as_sandbox = |name: &str| {
         Arc::new(serde_json::from_value(fake.get(&sandbox_path(name)).unwrap()).unwrap())
     };
-    wait_until("the cache shows the steal", || {
-        operator.ctx.caches.pods.state().iter().any(|p| {
-            p.metadata
-                .labels
-                .as_ref()
-                .is_some_and(|l| l.contains_key(CLAIM_UID_LABEL))
-        })
-    })
-    .await;
+    cache_shows_a_steal(&operator).await;
     for name in ["grab-stolen", "grab-idle"] {
         sandbox::reconcile(as_sandbox(name), operator.ctx.clone())
             .await
@@ -389,15 +395,7 @@ async fn an_adoption_lost_twice_waits_for_the_pods_event_not_a_tight_timer() {
         .as_str()
         .expect("warm")
         .to_owned();
-    wait_until("the cache shows the steal", || {
-        operator.ctx.caches.pods.state().iter().any(|p| {
-            p.metadata
-                .labels
-                .as_ref()
-                .is_some_and(|l| l.contains_key(CLAIM_UID_LABEL))
-        })
-    })
-    .await;
+    cache_shows_a_steal(&operator).await;
     // Someone writes the Pod between each adopt's read and write: the
     // stale copy's adopt and the fresh copy's both lose.
     let writer = fake.clone();

@@ -68,25 +68,9 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
 
     // Act. The headless Service does not depend on the Pod steps, so it is
     // created alongside them (one round trip less on the warm path).
-    let service_key = format!("service/{uid}");
-    // A Service under the Sandbox's name that it does not control is never
-    // reported: the Sandbox says NameConflict instead (below).
-    let service = async {
-        if needs_service(&ctx, &sandbox, &namespace, &uid, &service_key) {
-            let services: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
-            match create_owned(&services, &desired_service(&sandbox)?, "Service").await {
-                Ok(_) => {}
-                Err(error @ Error::NameConflict { .. }) => return Ok(Some(error.to_string())),
-                Err(error) => return Err(error),
-            }
-            ctx.written
-                .record(&service_key, serde_json::Value::Bool(true));
-        }
-        Ok::<_, Error>(None)
-    };
     let (outcome, service_conflict) = futures::join!(
         act(&ctx, &sandbox, &observed, &plan, &pods, &namespace),
-        service
+        ensure_service(&ctx, &sandbox, &namespace, &uid)
     );
     let service_conflict = service_conflict?;
     let (current, blocked) = match outcome? {
@@ -214,6 +198,31 @@ async fn named_pod(
             .map_err(kube_err(format!("get pod {name}")))?
             .map(Arc::new)),
     }
+}
+
+/// Creates a standalone Sandbox's headless Service when [`needs_service`]
+/// says so. A Service under the Sandbox's name that it does not control is
+/// never used: `Some(why)` then, and the Sandbox says NameConflict instead
+/// of naming it.
+async fn ensure_service(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    namespace: &str,
+    uid: &str,
+) -> Result<Option<String>> {
+    let service_key = format!("service/{uid}");
+    if !needs_service(ctx, sandbox, namespace, uid, &service_key) {
+        return Ok(None);
+    }
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), namespace);
+    match create_owned(&services, &desired_service(sandbox)?, "Service").await {
+        Ok(_) => {}
+        Err(error @ Error::NameConflict { .. }) => return Ok(Some(error.to_string())),
+        Err(error) => return Err(error),
+    }
+    ctx.written
+        .record(&service_key, serde_json::Value::Bool(true));
+    Ok(None)
 }
 
 /// Whether this reconcile creates the headless Service: a claim creates its
