@@ -63,6 +63,8 @@ pub struct RecordingPolicy {
     pub observed: Mutex<Vec<(String, Operation, bool, Endpoint)>>,
     pub rejections: Mutex<Vec<&'static str>>,
     pub slow_started: std::sync::atomic::AtomicBool,
+    /// Lets the "slow" request's handler return (it gives up after 30 s).
+    pub release_slow: std::sync::atomic::AtomicBool,
 }
 
 impl AdmissionHandler for RecordingPolicy {
@@ -74,9 +76,16 @@ impl AdmissionHandler for RecordingPolicy {
         match request.name.as_str() {
             "panic" => panic!("policy bug"),
             "slow" => {
+                // Holds its slot until the test lets it go, however slowly
+                // the test's next request arrives on a loaded machine.
                 self.slow_started
                     .store(true, std::sync::atomic::Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(1500));
+                let give_up = std::time::Instant::now() + Duration::from_secs(30);
+                while !self.release_slow.load(std::sync::atomic::Ordering::SeqCst)
+                    && std::time::Instant::now() < give_up
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 AdmissionResponse::from(request)
             }
             "forbidden" => AdmissionResponse::from(request).deny("spec.name: forbidden by test"),

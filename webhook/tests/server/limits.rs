@@ -91,7 +91,8 @@ async fn requests_beyond_the_in_flight_limit_are_refused_with_503() {
         }
     });
     // The slow request holds the one slot from the moment its handler runs
-    // (for 1.5 s); a fixed pause was not enough on a loaded machine.
+    // until it is released below (a fixed pause, then a fixed 1.5 s hold,
+    // were both too short on a loaded machine).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !server
         .policy
@@ -114,6 +115,10 @@ async fn requests_beyond_the_in_flight_limit_are_refused_with_503() {
         String::from_utf8_lossy(&body)
     );
     assert!(String::from_utf8_lossy(&body).contains("too many admission requests"));
+    server
+        .policy
+        .release_slow
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(slow.await.unwrap().0, StatusCode::OK);
 
     server.assert_serves(true, "/validate", "later").await;
