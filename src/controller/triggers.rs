@@ -131,16 +131,21 @@ pub(super) fn template_trigger(
 
 /// The Service cache's trigger: wakes the Sandbox or claim that owns the
 /// Service (the claim creates it on the warm path, the Sandbox on the cold
-/// one); either puts a deleted Service back. It also wakes the Sandbox of
-/// the Service's name, which may be waiting for a Service it does not
-/// control to go (its status says NameConflict meanwhile).
+/// one); either puts a deleted Service back. A Service none of them owns
+/// wakes the Sandbox of its name instead, which may be waiting for that
+/// foreign Service to go (its status says NameConflict meanwhile); the
+/// Services the operator made (every one on the warm path) wake nothing more.
 pub(super) fn service_trigger(
     sandbox_tx: mpsc::UnboundedSender<ObjectRef<Sandbox>>,
     claim_tx: mpsc::UnboundedSender<ObjectRef<SandboxClaim>>,
 ) -> impl Fn(&Service, bool) {
     move |service: &Service, _deleted: bool| {
         let namespace = service.namespace().unwrap_or_default();
-        let _ = sandbox_tx.unbounded_send(ObjectRef::new(&service.name_any()).within(&namespace));
+        let ours = |kind: &str| kind == "Sandbox" || kind == "SandboxClaim";
+        if !service.owner_references().iter().any(|o| ours(&o.kind)) {
+            let _ =
+                sandbox_tx.unbounded_send(ObjectRef::new(&service.name_any()).within(&namespace));
+        }
         for owner in service.owner_references() {
             match owner.kind.as_str() {
                 "Sandbox" => {

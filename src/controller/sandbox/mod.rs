@@ -91,11 +91,7 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
     // wakes it (see `index::named`); the re-check is the net under what no
     // event announces: two processes serving one claim can leave it waiting
     // for a steal that will not land.
-    let recheck = (crate::controller::ownership::controller_of_kind(
-        sandbox.owner_references(),
-        "SandboxClaim",
-    )
-    .is_some()
+    let recheck = (plan::claimed(&sandbox)
         && !sandbox
             .status
             .as_ref()
@@ -239,18 +235,13 @@ fn needs_service(
     uid: &str,
     service_key: &str,
 ) -> bool {
-    let claimed = crate::controller::ownership::controller_of_kind(
-        sandbox.owner_references(),
-        "SandboxClaim",
-    )
-    .is_some();
     let controller = ctx.service_controller(namespace, &sandbox.name_any());
-    let ours = controller.as_ref() == Some(&Some(uid.to_string()));
+    let ours = matches!(&controller, Some(Some(c)) if c == uid);
     if controller.is_some() {
         // The cache shows one: the memo of its create has done its job.
         ctx.written.forget(service_key);
     }
-    !claimed
+    !plan::claimed(sandbox)
         && (sandbox
             .status
             .as_ref()

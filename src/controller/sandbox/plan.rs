@@ -253,8 +253,7 @@ fn won_by_another_claim(sandbox: &Sandbox, pod: &Pod) -> bool {
 
 /// The named Pod belongs to someone else: it is left alone, no Pod is created.
 fn owned_elsewhere(sandbox: &Sandbox, name: &str, pod: &Pod) -> Plan {
-    let claimed = controller_of_kind(sandbox.owner_references(), "SandboxClaim").is_some();
-    let note = if !has_controller(&pod.metadata) && claimed {
+    let note = if !has_controller(&pod.metadata) && claimed(sandbox) {
         format!(
             "Pod {name} has no owner: a claim's Sandbox adopts only the Pod its claim holds; it is left alone and no Pod is created"
         )
@@ -283,11 +282,7 @@ fn owned_elsewhere(sandbox: &Sandbox, name: &str, pod: &Pod) -> Plan {
 /// only one lands, so the Sandbox never ends up with a Pod of its own AND
 /// a stolen one.
 fn named_gone(sandbox: &Sandbox, name: &str) -> Plan {
-    let claimed = crate::controller::ownership::controller_of_kind(
-        sandbox.owner_references(),
-        "SandboxClaim",
-    )
-    .is_some();
+    let claimed = claimed(sandbox);
     let note = format!(
         "Pod {name} named in {POD_NAME_ANNOTATION} is gone or terminating; creating a new Pod"
     );
@@ -330,7 +325,7 @@ fn delete_step(pod: &Pod) -> Step {
 pub fn may_adopt(sandbox: &Sandbox, pod: &Pod) -> bool {
     let sandbox_uid = sandbox.uid();
     if !has_controller(&pod.metadata) {
-        return controller_of_kind(sandbox.owner_references(), "SandboxClaim").is_none()
+        return !claimed(sandbox)
             && pod.labels().get(ADOPTABLE_LABEL).map(String::as_str) == Some("true");
     }
     match controller_uid(&pod.metadata) {
@@ -344,10 +339,15 @@ pub fn may_adopt(sandbox: &Sandbox, pod: &Pod) -> bool {
     }
 }
 
+/// Whether a claim controls this Sandbox (by the controller reference the
+/// claim controller wrote).
+pub(super) fn claimed(sandbox: &Sandbox) -> bool {
+    controller_of_kind(sandbox.owner_references(), "SandboxClaim").is_some()
+}
+
 /// Whether the named Pod is still an idle pool Pod while a claim controls
 /// this Sandbox: the claim's steal (sent alongside the Sandbox create) has
 /// not landed yet.
 pub fn awaits_steal(sandbox: &Sandbox, pod: &Pod) -> bool {
-    controller_of_kind(sandbox.owner_references(), "SandboxClaim").is_some()
-        && controller_of_kind(pod.owner_references(), "SandboxWarmPool").is_some()
+    claimed(sandbox) && controller_of_kind(pod.owner_references(), "SandboxWarmPool").is_some()
 }
