@@ -13,6 +13,51 @@ use serde_json::json;
 use crate::harness::*;
 use sandbox_fakeapi::Moment;
 
+/// A pool of `replicas` filled by hand and claim "c" served warm by one
+/// claim reconcile: the fake, the operator, its kubelet and the stolen Pod.
+async fn one_claim_served_warm(
+    replicas: i32,
+) -> (
+    sandbox_fakeapi::FakeApiServer,
+    Operator,
+    tokio::task::JoinHandle<()>,
+    String,
+) {
+    let (fake, operator, kubelet) = filled_by_hand(replicas).await;
+    create_claim(&fake, "c");
+    claim::reconcile(claim(&fake, "c"), operator.ctx.clone())
+        .await
+        .expect("claim reconciles");
+    let stolen = fake.get(&sandbox_path("c")).unwrap()["metadata"]["annotations"]
+        [POD_NAME_ANNOTATION]
+        .as_str()
+        .expect("warm")
+        .to_owned();
+    (fake, operator, kubelet, stolen)
+}
+
+/// For the next `times` Pod PATCHes, someone else writes Pod `pod` between
+/// the patch's read and its write (label `touched`, counting 1, 2, ...), so
+/// each of them was conditioned on a version that is gone.
+fn touch_between_read_and_write(fake: &sandbox_fakeapi::FakeApiServer, pod: &str, times: usize) {
+    let writer = fake.clone();
+    let path = pod_path(pod);
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    fake.hook(
+        Moment::BetweenReadAndWrite,
+        times,
+        |r| r.is("PATCH", "pods"),
+        move |_| {
+            let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            writer.merge(
+                &path,
+                &json!({"metadata": {"labels": {"touched": n.to_string()}}}),
+            );
+            async {}
+        },
+    );
+}
+
 /// Waits until `operator`'s Pod cache shows a stolen Pod (one with a
 /// claim's uid label).
 async fn cache_shows_a_steal(operator: &Operator) {
@@ -289,16 +334,7 @@ async fn a_steal_from_a_stale_copy_never_takes_a_pod_being_deleted() {
 
 #[tokio::test]
 async fn a_sandbox_adopts_only_the_pod_its_claim_stole_and_only_the_version_it_read() {
-    let (fake, operator, _kubelet) = filled_by_hand(2).await;
-    create_claim(&fake, "c");
-    claim::reconcile(claim(&fake, "c"), operator.ctx.clone())
-        .await
-        .expect("claim reconciles");
-    let stolen = fake.get(&sandbox_path("c")).unwrap()["metadata"]["annotations"]
-        [POD_NAME_ANNOTATION]
-        .as_str()
-        .expect("warm")
-        .to_owned();
+    let (fake, operator, _kubelet, stolen) = one_claim_served_warm(2).await;
     let idle = idle_ready_pods(&fake).pop().expect("the other Pod is idle");
 
     // Sandboxes a user made, naming the stolen Pod and the idle pool Pod.
@@ -329,17 +365,7 @@ async fn a_sandbox_adopts_only_the_pod_its_claim_stole_and_only_the_version_it_r
     // read and write, so the adopt (tested on the version read) fails and
     // takes nothing; the same reconcile then adopts the fresh version the
     // lost write read back, keeping the other writer's change.
-    let writer = fake.clone();
-    let path = pod_path(&stolen);
-    fake.hook(
-        Moment::BetweenReadAndWrite,
-        1,
-        |r| r.is("PATCH", "pods"),
-        move |_| {
-            writer.merge(&path, &json!({"metadata": {"labels": {"touched": "yes"}}}));
-            async {}
-        },
-    );
+    touch_between_read_and_write(&fake, &stolen, 1);
     let before = fake.log().len();
     sandbox::reconcile(as_sandbox("c"), operator.ctx.clone())
         .await
@@ -365,7 +391,7 @@ async fn a_sandbox_adopts_only_the_pod_its_claim_stole_and_only_the_version_it_r
     );
     assert_eq!(
         pod_label(&fake, &stolen, "touched").as_deref(),
-        Some("yes"),
+        Some("1"),
         "the other writer's change is kept"
     );
     let adopts = fake.log()[before..]
@@ -385,35 +411,12 @@ async fn a_sandbox_adopts_only_the_pod_its_claim_stole_and_only_the_version_it_r
 
 #[tokio::test]
 async fn an_adoption_lost_twice_waits_for_the_pods_event_not_a_tight_timer() {
-    let (fake, operator, _kubelet) = filled_by_hand(1).await;
-    create_claim(&fake, "c");
-    claim::reconcile(claim(&fake, "c"), operator.ctx.clone())
-        .await
-        .expect("claim reconciles");
+    let (fake, operator, _kubelet, stolen) = one_claim_served_warm(1).await;
     let sandbox_json = fake.get(&sandbox_path("c")).unwrap();
-    let stolen = sandbox_json["metadata"]["annotations"][POD_NAME_ANNOTATION]
-        .as_str()
-        .expect("warm")
-        .to_owned();
     cache_shows_a_steal(&operator).await;
     // Someone writes the Pod between each adopt's read and write: the
     // stale copy's adopt and the fresh copy's both lose.
-    let writer = fake.clone();
-    let path = pod_path(&stolen);
-    fake.hook(
-        Moment::BetweenReadAndWrite,
-        2,
-        |r| r.is("PATCH", "pods"),
-        move |_| {
-            let n = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-                .to_string();
-            writer.merge(&path, &json!({"metadata": {"labels": {"touched": n}}}));
-            async {}
-        },
-    );
+    touch_between_read_and_write(&fake, &stolen, 2);
     let before = fake.log().len();
     let action = sandbox::reconcile(
         Arc::new(serde_json::from_value(sandbox_json).unwrap()),
