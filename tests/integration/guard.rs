@@ -69,26 +69,8 @@ async fn only_the_operator_may_make_objects_owned_by_its_kinds() {
     // 1. A Pod forged as an idle pool Pod (the pool's uid is readable) is
     //    refused, naming the field and the owner. The guard is cluster-wide
     //    and may take a moment to load after the first operator applied it:
-    //    a forged Pod that got through meanwhile is deleted and tried again
-    //    under a new name (the deleted one may still be terminating).
-    let mut refusal = None;
-    for attempt in 0..100 {
-        let name = format!("forged-{attempt}");
-        match pods
-            .create(&PostParams::default(), &forged(&name, json!([pool_ref])))
-            .await
-        {
-            Ok(_) => {
-                pods.delete(&name, &Default::default()).await.unwrap();
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(error) => {
-                refusal = Some(error.to_string());
-                break;
-            }
-        }
-    }
-    let refusal = refusal.expect("the forged pool Pod is refused");
+    //    a forged Pod that got through meanwhile is deleted and tried again.
+    let refusal = create_refused_after_reload(&pods, |name| forged(name, json!([pool_ref]))).await;
     assert!(
         refusal.contains("metadata.ownerReferences: only the sandbox operator may make a Pod owned by SandboxWarmPool pool"),
         "{refusal}"
@@ -96,14 +78,7 @@ async fn only_the_operator_may_make_objects_owned_by_its_kinds() {
     //    The same reference under another apiVersion is judged by its kind.
     let mut elsewhere = pool_ref.clone();
     elsewhere["apiVersion"] = json!("v1");
-    let refusal = pods
-        .create(
-            &PostParams::default(),
-            &forged("forged-v1", json!([elsewhere])),
-        )
-        .await
-        .unwrap_err()
-        .to_string();
+    let refusal = create_error(&pods, &forged("forged-v1", json!([elsewhere]))).await;
     assert!(
         refusal.contains("may make a Pod owned by SandboxWarmPool pool"),
         "{refusal}"
@@ -112,11 +87,7 @@ async fn only_the_operator_may_make_objects_owned_by_its_kinds() {
     //    it carries the pool's labels (only the operator gives a Pod its
     //    labels); without them it is created, and an update that adds the
     //    reference is refused.
-    let refusal = pods
-        .create(&PostParams::default(), &forged("own", json!([])))
-        .await
-        .unwrap_err()
-        .to_string();
+    let refusal = create_error(&pods, &forged("own", json!([]))).await;
     assert!(
         refusal.contains("metadata.labels: only the sandbox operator may set ")
             && refusal.contains(POOL_LABEL)
@@ -127,15 +98,7 @@ async fn only_the_operator_may_make_objects_owned_by_its_kinds() {
     own.metadata.labels = None;
     pods.create(&PostParams::default(), &own).await.unwrap();
     let add = json!({"metadata": {"ownerReferences": [pool_ref]}});
-    let refusal = pods
-        .patch(
-            "own",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&add),
-        )
-        .await
-        .unwrap_err()
-        .to_string();
+    let refusal = patch_error(&pods, "own", &add).await;
     assert!(refusal.contains("metadata.ownerReferences"), "{refusal}");
     // 3. A Sandbox made to look like a claim's is refused too.
     let claim = create(&ns, &crate::fixtures::claim("c1")).await;
@@ -145,24 +108,17 @@ async fn only_the_operator_may_make_objects_owned_by_its_kinds() {
         json!({"name": "decoy", "ownerReferences": [owner]}),
         busybox(),
     );
-    let refusal = kube::Api::<Sandbox>::namespaced(tenant, &ns.name)
-        .create(&PostParams::default(), &sandbox)
-        .await
-        .unwrap_err()
-        .to_string();
+    let refusal = create_error(
+        &kube::Api::<Sandbox>::namespaced(tenant, &ns.name),
+        &sandbox,
+    )
+    .await;
     assert!(
         refusal.contains("may make a Sandbox owned by SandboxClaim c1"),
         "{refusal}"
     );
     // 4. The operator's own references pass: the claim is served warm.
-    let served = wait_for(
-        &ns.api::<SandboxClaim>(),
-        "c1",
-        Duration::from_secs(30),
-        claim_ready,
-    )
-    .await;
-    assert_eq!(served.status.unwrap().launch_type, Some(LaunchType::Warm));
+    served_warm(&ns, "c1").await;
 }
 
 /// A namespace with a Ready pool and its operator, and a client for a
@@ -332,14 +288,7 @@ async fn only_the_operator_may_rewrite_a_claims_service_and_policies_or_join_the
         }))
         .unwrap()
     };
-    let refusal = pods
-        .create(
-            &PostParams::default(),
-            &own_pod("intruder", "agents.x-k8s.io/sandbox"),
-        )
-        .await
-        .unwrap_err()
-        .to_string();
+    let refusal = create_error(&pods, &own_pod("intruder", "agents.x-k8s.io/sandbox")).await;
     assert!(
         refusal.contains(
             "metadata.labels: only the sandbox operator may set agents.x-k8s.io/sandbox on a Pod"
@@ -352,6 +301,34 @@ async fn only_the_operator_may_rewrite_a_claims_service_and_policies_or_join_the
     )
     .await
     .expect("a Pod offered for adoption is the user's to make");
+}
+
+/// The error of a create of `object` that must be refused.
+async fn create_error<K>(api: &kube::Api<K>, object: &K) -> String
+where
+    K: Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.create(&PostParams::default(), object)
+        .await
+        .expect_err("the create is refused")
+        .to_string()
+}
+
+/// The refusal of a Pod create once the guard's latest version is loaded;
+/// until then a Pod that got through is deleted and `pod(name)` is tried
+/// again under a new name (the deleted one may still be terminating).
+async fn create_refused_after_reload(pods: &kube::Api<Pod>, pod: impl Fn(&str) -> Pod) -> String {
+    for attempt in 0..100 {
+        let name = format!("forged-{attempt}");
+        match pods.create(&PostParams::default(), &pod(&name)).await {
+            Ok(_) => {
+                pods.delete(&name, &Default::default()).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(error) => return error.to_string(),
+        }
+    }
+    panic!("the guard never refused the forged Pod")
 }
 
 /// The error of a merge patch of `name` that must be refused.
