@@ -16,6 +16,7 @@ use serde_json::json;
 use sandbox_operator::api::{SandboxTemplate, SandboxWarmPool};
 
 use crate::claims::{Claims, TEMPLATE};
+use crate::guard::{self, Guard};
 use crate::identity;
 use crate::operator::{self, Operator};
 
@@ -28,6 +29,8 @@ pub struct Environment {
     pub operator: Operator,
     pub claims: Claims,
     pub bench_dir: PathBuf,
+    /// Whether the ownership guard was on for the run, and who applied it.
+    pub guard: Guard,
     /// The local control plane's API server process, when the kubeconfig
     /// is one `cluster.sh` wrote (its pid file beside it): its CPU time is
     /// read from `/proc`, so reading it costs the API server nothing.
@@ -115,6 +118,16 @@ impl Environment {
         let ns = cluster::fresh_namespace(&client, "bench").await;
         let bench_dir = repo().join("target/bench");
         std::fs::create_dir_all(&bench_dir).unwrap();
+        let guard = match guard::prepare(&client, !options.without_ownership_guard).await {
+            Ok(guard) => guard,
+            Err(problem) => {
+                let _ = Api::<Namespace>::all(client.clone())
+                    .delete(&ns, &DeleteParams::default())
+                    .await;
+                eprintln!("FAILED: {problem}");
+                std::process::exit(1);
+            }
+        };
         let identity = if options.as_admin {
             Ok(path.clone())
         } else {
@@ -130,6 +143,7 @@ impl Environment {
             Ok(operator) => operator,
             Err(problem) => {
                 identity::remove(&client, &ns).await;
+                guard::restore(&client, guard).await;
                 let _ = Api::<Namespace>::all(client.clone())
                     .delete(&ns, &DeleteParams::default())
                     .await;
@@ -144,6 +158,7 @@ impl Environment {
             operator,
             claims,
             bench_dir,
+            guard,
             apiserver: local_apiserver(&path),
         }
     }
@@ -186,12 +201,14 @@ impl Environment {
             .expect("create pool (webhook admitted)");
     }
 
-    /// Stops the operator (it unregisters its webhook) and deletes the namespace.
+    /// Stops the operator (it unregisters its webhook), deletes the namespace
+    /// and removes the ownership guard if the bench applied it.
     pub async fn down(self) {
         self.operator.stop().await;
         identity::remove(&self.client, &self.ns).await;
         let _ = Api::<Namespace>::all(self.client.clone())
             .delete(&self.ns, &DeleteParams::default())
             .await;
+        guard::restore(&self.client, self.guard).await;
     }
 }

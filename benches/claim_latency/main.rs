@@ -14,10 +14,11 @@
 //! `cargo bench --bench claim-latency -- [--quick|--demo|--scale [N]] [--pool N]
 //! [--delay-ms D] [--warm N] [--cold N] [--floor-per-gap N]
 //! [--network-policy per-claim|per-template] [--scale-timeout-s S]
-//! [--operator-as-admin]`
+//! [--operator-as-admin] [--no-ownership-guard]`
 //!
 //! Modules: `settings` (flags), `environment` (namespace, operator, pool),
-//! `identity` (the operator's ServiceAccount and token),
+//! `identity` (the operator's ServiceAccount and token), `guard` (the
+//! ownership guard, on as the chart installs it),
 //! `operator` (the child process), `claims` (create, watch, check),
 //! `floor` (write_rtt, write_throughput), `scenarios`, `scale`,
 //! `apiserver` (its counters), `procstat` (/proc), `report` (table, JSON,
@@ -32,6 +33,7 @@ mod claims;
 mod delivery;
 mod environment;
 mod floor;
+mod guard;
 mod identity;
 mod operator;
 mod plot;
@@ -64,6 +66,7 @@ async fn main() {
         network_policy: s.network_policy.clone(),
         max_pool_replicas: matches!(s.mode, Mode::Scale(_)).then_some(s.pool),
         as_admin: s.operator_as_admin,
+        without_ownership_guard: !s.ownership_guard,
     };
     let env = Environment::up(&options).await;
     // Whatever fails below, the operator is stopped and the namespace deleted.

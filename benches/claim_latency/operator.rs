@@ -27,6 +27,10 @@ pub struct Options {
     /// Run the operator with the bench's admin kubeconfig instead of a
     /// ServiceAccount token (`--operator-as-admin`, see `identity`).
     pub as_admin: bool,
+    /// Run without the ownership guard (`--no-ownership-guard`); by default
+    /// it is applied before the operator starts, as the chart installs it
+    /// (`guard`).
+    pub without_ownership_guard: bool,
 }
 
 impl Operator {

@@ -37,8 +37,9 @@ pub async fn run(env: &Environment, floor: &mut Floor, s: &Settings) -> Result<(
     let rss_end = env.operator.rss_mib();
     let w = &warm.scenario;
     println!(
-        "\n--scale {n}: a pool of {n} idle Pods (simulated start-up {} ms)",
-        s.delay_ms
+        "\n--scale {n}: a pool of {n} idle Pods (simulated start-up {} ms), ownership guard: {}",
+        s.delay_ms,
+        env.guard.label()
     );
     println!("  filled (all Ready)                 {fill_s:>10.1} s");
     println!(
@@ -82,7 +83,7 @@ pub async fn run(env: &Environment, floor: &mut Floor, s: &Settings) -> Result<(
     }
     println!("  operator RSS at the end            {rss_end:>10.1} MiB");
     let report = json!({
-        "idle_pods": n, "fill_s": fill_s, "fill_operator_cpu_ms": fill_cpu_ms,
+        "idle_pods": n, "ownership_guard": env.guard.label(), "fill_s": fill_s, "fill_operator_cpu_ms": fill_cpu_ms,
         "operator_rss_mib_full": rss_full, "operator_rss_mib_after_idle": rss_idle, "operator_rss_mib": rss_end,
         "operator_idle_cpu_ms_per_s": idle_cpu_ms_per_s,
         "operator_cpu_ms_per_warm_claim": warm.cost.cpu_ms,

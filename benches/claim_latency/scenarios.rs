@@ -209,6 +209,7 @@ pub async fn run(env: &Environment, floor: &mut Floor, s: &Settings) -> Report {
         pool: s.pool,
         delay_ms: s.delay_ms,
         network_policy: s.network_policy.clone(),
+        ownership_guard: env.guard.label().to_string(),
         scenarios,
         floor: floor.summary(),
         floor_refused: floor.refused,

@@ -39,6 +39,9 @@ pub struct Settings {
     /// `--operator-as-admin`: the operator keeps the admin identity, so its
     /// Sandbox creates go through the webhooks (for comparison).
     pub operator_as_admin: bool,
+    /// Apply the ownership guard for the run, as the chart installs it
+    /// (`--no-ownership-guard` turns it off; see `guard`).
+    pub ownership_guard: bool,
 }
 
 /// Default pool size of `--scale` when the flag has no value.
@@ -62,6 +65,7 @@ pub fn parse(args: &[String]) -> Result<Settings, String> {
     let mut values = std::collections::HashMap::new();
     let (mut quick, mut demo, mut scale) = (false, false, None);
     let mut operator_as_admin = false;
+    let mut ownership_guard = true;
     let mut i = 0;
     while i < args.len() {
         let arg = args[i].as_str();
@@ -69,6 +73,7 @@ pub fn parse(args: &[String]) -> Result<Settings, String> {
             "--quick" => quick = true,
             "--demo" => demo = true,
             "--operator-as-admin" => operator_as_admin = true,
+            "--no-ownership-guard" => ownership_guard = false,
             "--bench" => {}
             "--scale" => match args.get(i + 1).and_then(|v| v.parse::<usize>().ok()) {
                 Some(n) => {
@@ -125,6 +130,7 @@ pub fn parse(args: &[String]) -> Result<Settings, String> {
         network_policy,
         scale_timeout_s: number("--scale-timeout-s")?.unwrap_or(900),
         operator_as_admin,
+        ownership_guard,
     })
 }
 
@@ -207,6 +213,16 @@ mod tests {
             parse(&args(&["--quick", "--operator-as-admin"]))
                 .unwrap()
                 .operator_as_admin
+        );
+    }
+
+    #[test]
+    fn the_ownership_guard_is_on_unless_turned_off() {
+        assert!(parse(&args("--quick")).unwrap().ownership_guard);
+        assert!(
+            !parse(&args("--quick --no-ownership-guard"))
+                .unwrap()
+                .ownership_guard
         );
     }
 

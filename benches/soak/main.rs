@@ -29,6 +29,8 @@ mod delivery;
 mod environment;
 #[path = "../claim_latency/floor.rs"]
 mod floor;
+#[path = "../claim_latency/guard.rs"]
+mod guard;
 #[path = "../claim_latency/identity.rs"]
 mod identity;
 #[path = "../claim_latency/operator.rs"]

@@ -127,6 +127,8 @@ pub struct Report {
     pub pool: usize,
     pub delay_ms: u64,
     pub network_policy: Option<String>,
+    /// The ownership guard's state, as `guard::Guard::label` prints it.
+    pub ownership_guard: String,
     pub scenarios: Vec<Scenario>,
     pub floor: floor::Summary,
     pub floor_refused: usize,
@@ -179,6 +181,7 @@ impl Report {
             "pool_size": self.pool,
             "cold_start_delay_ms": self.delay_ms,
             "network_policy": self.network_policy_label(),
+            "ownership_guard": self.ownership_guard,
             "write_rtt_p50_ms": round(self.floor.rtt_p50_ms),
             "write_rtt_p99_ms": round(self.floor.rtt_p99_ms),
             "warm_p99_over_write_rtt_p99": self.scenario("warm-sequential")
@@ -239,10 +242,11 @@ impl Report {
     /// The whole printed report of a full or quick run.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "\nclaim create -> Ready (client clock, watch), pool {} Pods, simulated cold start {} ms, NetworkPolicy: {}\n",
+            "\nclaim create -> Ready (client clock, watch), pool {} Pods, simulated cold start {} ms, NetworkPolicy: {}, ownership guard: {}\n",
             self.pool,
             self.delay_ms,
-            self.network_policy_label()
+            self.network_policy_label(),
+            self.ownership_guard
         );
         out += &scenario_table(&self.scenarios);
         if let (Some(warm), Some(cold)) = (
