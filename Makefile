@@ -64,7 +64,7 @@ bench: ## End-to-end claim latency bench (pool 100, 300 warm, 30 cold, bursts) +
 	$(CARGO) bench --bench admission
 
 .PHONY: bench-quick
-bench-quick: ## Quick end-to-end bench (pool 20, 200 warm, 20 cold, bursts of 20 and 60): about two minutes
+bench-quick: ## Quick end-to-end bench (pool 20, 200 warm, 20 cold, bursts of 20 and 60): about two minutes, plus the LTO build (about 9 min from an empty target)
 	@kubeconfig=$$($(CLUSTER) up | tail -n 1) && SANDBOX_KUBECONFIG=$$kubeconfig $(CARGO) bench --bench claim-latency -- --quick
 
 .PHONY: soak

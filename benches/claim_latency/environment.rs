@@ -115,19 +115,17 @@ impl Environment {
         let path = kubeconfig();
         let client = cluster::client_with_crds(&path).await;
         settle(&client).await;
+        let wanted = !options.without_ownership_guard;
+        let found = guard::installed(&client)
+            .await
+            .and_then(|found| guard::check_off(wanted, &found).map(|()| found))
+            .unwrap_or_else(|problem| {
+                eprintln!("FAILED: {problem}");
+                std::process::exit(1);
+            });
         let ns = cluster::fresh_namespace(&client, "bench").await;
         let bench_dir = repo().join("target/bench");
         std::fs::create_dir_all(&bench_dir).unwrap();
-        let guard = match guard::prepare(&client, !options.without_ownership_guard).await {
-            Ok(guard) => guard,
-            Err(problem) => {
-                let _ = Api::<Namespace>::all(client.clone())
-                    .delete(&ns, &DeleteParams::default())
-                    .await;
-                eprintln!("FAILED: {problem}");
-                std::process::exit(1);
-            }
-        };
         let identity = if options.as_admin {
             Ok(path.clone())
         } else {
@@ -143,7 +141,6 @@ impl Environment {
             Ok(operator) => operator,
             Err(problem) => {
                 identity::remove(&client, &ns).await;
-                guard::restore(&client, guard).await;
                 let _ = Api::<Namespace>::all(client.clone())
                     .delete(&ns, &DeleteParams::default())
                     .await;
@@ -152,6 +149,19 @@ impl Environment {
             }
         };
         let claims = Claims::watch(&client, &ns).await;
+        // Applied last: nothing above panics with a guard of ours left behind.
+        let guard = match guard::apply(&client, wanted, &found).await {
+            Ok(guard) => guard,
+            Err(problem) => {
+                operator.stop().await;
+                identity::remove(&client, &ns).await;
+                let _ = Api::<Namespace>::all(client.clone())
+                    .delete(&ns, &DeleteParams::default())
+                    .await;
+                eprintln!("FAILED: {problem}");
+                std::process::exit(1);
+            }
+        };
         Environment {
             client,
             ns,

@@ -55,7 +55,10 @@ impl Operator {
                 &format!("https://127.0.0.1:{wport}"),
             ])
             .args(["--webhook-config-name", &format!("sandbox-operator-{ns}")])
-            .args(["--log-format", "json"]);
+            .args(["--log-format", "json"])
+            // The bench decides about the ownership guard (`guard`), not an
+            // inherited SANDBOX_REGISTER_OWNERSHIP_GUARD.
+            .arg("--register-ownership-guard=false");
         if let Some(mode) = &options.network_policy {
             command.arg(format!("--claim-network-policy={mode}"));
         }

@@ -1,7 +1,8 @@
 //! Unit tests of the end-to-end bench's pure parts (flags, statistics,
 //! ratios to the floor, the API server's counters, /proc parsing, the
-//! timeline log). The bench itself runs without a test harness, so these
-//! modules are compiled a second time here, as an ordinary test target.
+//! timeline log, the ownership guard's refusal). The bench itself runs
+//! without a test harness, so these modules are compiled a second time
+//! here, as an ordinary test target.
 //! Run: `cargo test --test bench-logic`.
 
 // Functions only `main.rs` calls are unused in this crate.
@@ -10,6 +11,7 @@
 mod apiserver;
 mod delivery;
 mod floor;
+mod guard;
 mod procstat;
 mod queue;
 mod report;

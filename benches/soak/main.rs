@@ -147,12 +147,13 @@ async fn soak(env: &Environment, s: &Settings) -> Result<(), String> {
     env.create_pool(s.pool, s.delay_ms, false).await;
     env.claims.wait_idle(s.pool).await;
     println!(
-        "soak: {} min at {}/s, each claim held {:.0} s, pool {}, simulated start-up {} ms (namespace {})",
+        "soak: {} min at {}/s, each claim held {:.0} s, pool {}, simulated start-up {} ms, ownership guard: {} (namespace {})",
         s.minutes,
         s.rate,
         s.hold.as_secs_f64(),
         s.pool,
         s.delay_ms,
+        env.guard.label(),
         env.ns
     );
     println!("{}", Minute::header());
