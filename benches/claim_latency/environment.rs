@@ -109,6 +109,17 @@ async fn settle(client: &Client) {
     }
 }
 
+/// A start-up that failed: removes the operator's identity and the
+/// namespace, says why and exits.
+async fn abandon(client: &Client, ns: &str, problem: &str) -> ! {
+    identity::remove(client, ns).await;
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(ns, &DeleteParams::default())
+        .await;
+    eprintln!("FAILED: {problem}");
+    std::process::exit(1);
+}
+
 impl Environment {
     /// CRDs applied, a new namespace, the operator ready in it, watches running.
     pub async fn up(options: &operator::Options) -> Environment {
@@ -139,14 +150,7 @@ impl Environment {
         };
         let operator = match started {
             Ok(operator) => operator,
-            Err(problem) => {
-                identity::remove(&client, &ns).await;
-                let _ = Api::<Namespace>::all(client.clone())
-                    .delete(&ns, &DeleteParams::default())
-                    .await;
-                eprintln!("FAILED: {problem}");
-                std::process::exit(1);
-            }
+            Err(problem) => abandon(&client, &ns, &problem).await,
         };
         let claims = Claims::watch(&client, &ns).await;
         // Applied last: nothing above panics with a guard of ours left behind.
@@ -154,12 +158,7 @@ impl Environment {
             Ok(guard) => guard,
             Err(problem) => {
                 operator.stop().await;
-                identity::remove(&client, &ns).await;
-                let _ = Api::<Namespace>::all(client.clone())
-                    .delete(&ns, &DeleteParams::default())
-                    .await;
-                eprintln!("FAILED: {problem}");
-                std::process::exit(1);
+                abandon(&client, &ns, &problem).await
             }
         };
         Environment {
