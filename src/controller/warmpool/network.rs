@@ -20,8 +20,9 @@
 //! retried with the controller's backoff); the policy is
 //! created with [`create_owned`], so a foreign object of that name is a
 //! `NameConflict` and never used; a policy this process made or checked is
-//! remembered (per pool uid and desired spec, no expiry), so resyncs send no
-//! request, and a changed deny list or template egress is written once.
+//! remembered (per pool uid, template uid and generation, and deny list,
+//! no expiry), so resyncs send no request and build nothing, and a changed
+//! deny list or template egress is written once.
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, PostParams};
@@ -99,6 +100,23 @@ pub(super) fn blocker(error: &Error) -> (&'static str, String) {
     )
 }
 
+/// What the pool's desired policy is made of: the pool, its template's
+/// version (the API server bumps a template's generation with every change
+/// of its spec) and the deny list. Cheap, so a reconcile with nothing new
+/// neither builds nor serialises the policy. Pure.
+fn pool_policy_fingerprint(
+    pool: &SandboxWarmPool,
+    template: &SandboxTemplate,
+    deny: &[Cidr],
+) -> serde_json::Value {
+    json!({
+        "pool": pool.meta().uid,
+        "template": template.meta().uid,
+        "generation": template.meta().generation,
+        "deny": deny.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    })
+}
+
 async fn ensure_pool_policy(
     ctx: &Context,
     pool: &SandboxWarmPool,
@@ -106,11 +124,11 @@ async fn ensure_pool_policy(
     deny: &[Cidr],
     key: &str,
 ) -> Result<()> {
-    let desired = desired_pool_network_policy(pool, template, deny)?;
-    let fingerprint = json!({ "pool": pool.meta().uid, "spec": desired.spec });
+    let fingerprint = pool_policy_fingerprint(pool, template, deny);
     if ctx.expectations.network_policy_done(key, &fingerprint) {
         return Ok(());
     }
+    let desired = desired_pool_network_policy(pool, template, deny)?;
     let policies: Api<NetworkPolicy> =
         Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
     if let Created::Existing(mut existing) =
@@ -205,6 +223,29 @@ mod tests {
         // Without a deny list the template's egress is kept as written.
         let open = desired_pool_network_policy(&pool(), &template, &[]).unwrap();
         assert_eq!(open.spec.unwrap().egress.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_policy_is_rebuilt_when_the_pool_template_or_deny_list_changes() {
+        let mut template = SandboxTemplate::new("t", SandboxTemplateSpec::default());
+        template.metadata.uid = Some("t-uid".into());
+        template.metadata.generation = Some(1);
+        let base = pool_policy_fingerprint(&pool(), &template, &deny());
+        assert_eq!(base, pool_policy_fingerprint(&pool(), &template, &deny()));
+        let mut edited = template.clone();
+        edited.metadata.generation = Some(2);
+        let mut replaced = template.clone();
+        replaced.metadata.uid = Some("t-uid-2".into());
+        let mut other_pool = pool();
+        other_pool.metadata.uid = Some("pool-uid-2".into());
+        for changed in [
+            pool_policy_fingerprint(&pool(), &edited, &deny()),
+            pool_policy_fingerprint(&pool(), &replaced, &deny()),
+            pool_policy_fingerprint(&pool(), &template, &[]),
+            pool_policy_fingerprint(&other_pool, &template, &deny()),
+        ] {
+            assert_ne!(changed, base);
+        }
     }
 
     #[test]

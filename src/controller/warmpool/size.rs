@@ -61,12 +61,18 @@ pub(super) fn size_pool(
         current_need: recommendation.replicas_for_current_load.map(as_i32),
         previous: pool.status.as_ref().and_then(|s| s.desired_replicas),
         tracked_seconds: ctx.sizing.tracked_for(&namespace, &name, now),
-        why: format!(
-            "target {target} at peak {:.1} claims/min x refill {:.2}s, burst {}",
-            measurement.peak_rate * 60.0,
-            measurement.refill_seconds.unwrap_or_default(),
-            measurement.burst
-        ),
+        // Only the autoscaler's condition quotes it: a fixed-size pool does
+        // not format floats on every reconcile.
+        why: if pool.spec.autoscaling.is_some() {
+            format!(
+                "target {target} at peak {:.1} claims/min x refill {:.2}s, burst {}",
+                measurement.peak_rate * 60.0,
+                measurement.refill_seconds.unwrap_or_default(),
+                measurement.burst
+            )
+        } else {
+            String::new()
+        },
     };
     let decision = autoscale::decide(
         pool.spec.replicas,
