@@ -134,7 +134,7 @@ pub struct Context {
     /// steal, won for a claim, given back.
     pub reservations: super::reservations::Reservations,
     /// Pod creates/deletes issued by pools but not yet seen in the cache.
-    pub expectations: warmpool::Expectations,
+    pub expectations: Arc<warmpool::Expectations>,
     /// What this process last wrote, so a reconcile woken by another event
     /// before its own write came back does not write the same thing again.
     pub written: WriteMemo,
@@ -169,11 +169,15 @@ impl Context {
         metrics: Arc<Metrics>,
         health: Arc<crate::admin::Health>,
     ) -> anyhow::Result<(Arc<Self>, Triggers)> {
+        // Shared with the Pod trigger, which skips the wake-up a pool's own
+        // pending create would cause (see `triggers::pod_trigger`).
+        let expectations = Arc::new(warmpool::Expectations::default());
         let spawner = CacheSpawner {
             client: &client,
             config: &config,
             health: &health,
             metrics: &metrics,
+            expectations: &expectations,
         };
         let (caches, triggers) = spawner.spawn_all().await?;
         let recorder = Recorder::new(
@@ -191,7 +195,7 @@ impl Context {
             health,
             backoff: Default::default(),
             reservations: Default::default(),
-            expectations: Default::default(),
+            expectations,
             written: Default::default(),
             sizing: Default::default(),
             in_flight: Default::default(),
@@ -302,6 +306,7 @@ struct CacheSpawner<'a> {
     config: &'a Config,
     health: &'a Arc<crate::admin::Health>,
     metrics: &'a Metrics,
+    expectations: &'a Arc<warmpool::Expectations>,
 }
 
 impl CacheSpawner<'_> {
@@ -324,6 +329,7 @@ impl CacheSpawner<'_> {
             pod_trigger(
                 Arc::clone(&index),
                 Arc::clone(&named),
+                Arc::clone(self.expectations),
                 pool_tx.clone(),
                 sandbox_tx.clone(),
                 claim_tx.clone(),

@@ -16,6 +16,8 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use super::index::PodIndex;
 use super::index::named::NamedPods;
 use super::ownership::controller_of_kind;
+use super::warmpool::Expectations;
+use super::warmpool::members::Member;
 use crate::api::{
     SANDBOX_LABEL, Sandbox, SandboxClaim, SandboxTemplate, SandboxWarmPool, TEMPLATE_LABEL,
 };
@@ -26,9 +28,18 @@ use crate::api::{
 /// Pod a pool lost concern it no longer), the Sandbox that controls the Pod
 /// or that it was stolen for, and every Sandbox that names the Pod with the
 /// claim that controls it (see [`NamedPods`]).
+///
+/// One event wakes no pool: the first sight of a Pod the pool itself
+/// created and has on record as a pending create ([`Expectations`]), still
+/// not Ready, not terminating, not ended and not reported unschedulable.
+/// The pool counted that Pod already (a pending create counts as a member),
+/// so the reconcile would decide and record exactly what the last one did;
+/// the Pod's next change that matters (Ready, or any of those) wakes the
+/// pool, and the pool's periodic requeue settles the expectation otherwise.
 pub(super) fn pod_trigger(
     index: Arc<PodIndex>,
     named: Arc<NamedPods>,
+    expectations: Arc<Expectations>,
     pool_tx: mpsc::UnboundedSender<ObjectRef<SandboxWarmPool>>,
     sandbox_tx: mpsc::UnboundedSender<ObjectRef<Sandbox>>,
     claim_tx: mpsc::UnboundedSender<ObjectRef<SandboxClaim>>,
@@ -41,7 +52,8 @@ pub(super) fn pod_trigger(
         };
         let namespace = pod.namespace().unwrap_or_default();
         let labels = pod.labels();
-        for pool in pools {
+        let expected = |pool: &str| !deleted && is_expected_create(&expectations, pod, pool);
+        for pool in pools.into_iter().filter(|pool| !expected(pool)) {
             let _ = pool_tx.unbounded_send(ObjectRef::new(&pool).within(&namespace));
         }
         for owner in pod
@@ -70,6 +82,21 @@ pub(super) fn pod_trigger(
             let _ = claim_tx.unbounded_send(ObjectRef::new(&namer.claim).within(&namespace));
         }
     }
+}
+
+/// Whether `pod` is, for `pool`, a create the pool has on record and whose
+/// summary is still that of a new Pod (see [`pod_trigger`]). Pure but for
+/// the expectations it reads.
+fn is_expected_create(expectations: &Expectations, pod: &Pod, pool: &str) -> bool {
+    let Some(((namespace, group_pool, _), member)) = Member::of(pod) else {
+        return false;
+    };
+    group_pool == pool
+        && !member.ready
+        && !member.terminating
+        && !member.ended
+        && member.unschedulable.is_none()
+        && expectations.expects_create(&format!("{namespace}/{pool}"), &pod.name_any())
 }
 
 /// The trigger of a cache whose controller reconciles the object itself
@@ -238,6 +265,7 @@ mod tests {
         let on_pod = pod_trigger(
             index,
             Arc::clone(&named_pods),
+            Arc::default(),
             pool_tx,
             sandbox_tx,
             claim_tx,
@@ -260,5 +288,60 @@ mod tests {
         on_pod(&pod, true);
         assert!(received(&mut sandboxes).is_empty());
         assert!(received(&mut claims).is_empty());
+    }
+
+    /// A member of pool `pl` (uid `uid-pl`) in `ns`, Ready or not.
+    fn pool_member(name: &str, version: &str, ready: bool) -> Pod {
+        let mut pod = named(name, version);
+        pod.metadata.labels = Some([(crate::api::POOL_LABEL.to_string(), "pl".to_string())].into());
+        pod.metadata.owner_references = Some(vec![controller("SandboxWarmPool", "pl", "uid-pl")]);
+        if ready {
+            pod.status = Some(k8s_openapi::api::core::v1::PodStatus {
+                phase: Some("Running".into()),
+                conditions: Some(vec![k8s_openapi::api::core::v1::PodCondition {
+                    type_: "Ready".into(),
+                    status: "True".into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            });
+        }
+        pod
+    }
+
+    #[test]
+    fn the_first_sight_of_a_pending_create_does_not_wake_its_pool() {
+        let expectations = Arc::new(Expectations::default());
+        let (pool_tx, mut pools) = mpsc::unbounded();
+        let on_pod = pod_trigger(
+            Arc::new(PodIndex::default()),
+            Arc::new(NamedPods::default()),
+            Arc::clone(&expectations),
+            pool_tx,
+            mpsc::unbounded().0,
+            mpsc::unbounded().0,
+        );
+        // A Pod the pool made and has on record: its first sight is known.
+        expectations.created("ns/pl", "made");
+        on_pod(&pool_member("made", "1", false), false);
+        assert!(received(&mut pools).is_empty());
+        // Its readiness is news: the pool wakes.
+        on_pod(&pool_member("made", "2", true), false);
+        assert_eq!(received(&mut pools), ["pl"]);
+        // A member the pool has no create on record for wakes it at once,
+        // and so does a recorded one that is already Ready when first seen.
+        on_pod(&pool_member("stranger", "3", false), false);
+        assert_eq!(received(&mut pools), ["pl"]);
+        expectations.created("ns/pl", "quick");
+        on_pod(&pool_member("quick", "4", true), false);
+        assert_eq!(received(&mut pools), ["pl"]);
+        // A recorded create of another pool of the same name elsewhere, or
+        // a deletion, is never skipped.
+        expectations.created("other/pl", "gone");
+        on_pod(&pool_member("gone", "5", false), false);
+        assert_eq!(received(&mut pools), ["pl"]);
+        expectations.created("ns/pl", "gone");
+        on_pod(&pool_member("gone", "6", false), true);
+        assert_eq!(received(&mut pools), ["pl"]);
     }
 }

@@ -70,6 +70,15 @@ impl Expectations {
         self.with_pool(pool, |e| e.creates.insert(name.into(), Instant::now()));
     }
 
+    /// Whether `name` is a create of `pool`'s that no reconcile has seen in
+    /// the cache yet (and that has not timed out).
+    pub fn expects_create(&self, pool: &str, name: &str) -> bool {
+        let all = self.inner.lock().expect("expectations lock");
+        all.get(pool)
+            .and_then(|e| e.creates.get(name))
+            .is_some_and(|at| at.elapsed() < EXPECTATION_TTL)
+    }
+
     /// Records a delete the cache has not shown yet.
     pub fn deleted(&self, pool: &str, name: &str) {
         self.with_pool(pool, |e| e.deletes.insert(name.into(), Instant::now()));
@@ -158,7 +167,11 @@ mod tests {
         // A created Pod stolen before the pool saw it as a member is seen
         // through the cache, not after the TTL.
         e.created("p", "y");
+        assert!(e.expects_create("p", "y"));
+        assert!(!e.expects_create("p", "x"));
+        assert!(!e.expects_create("q", "y"));
         assert_eq!(e.settle("p", &HashSet::new()).0, 1);
         assert_eq!(e.settle_with("p", |_| false, |n| n == "y").0, 0);
+        assert!(!e.expects_create("p", "y"));
     }
 }
