@@ -127,9 +127,9 @@ impl Environment {
         let client = cluster::client_with_crds(&path).await;
         settle(&client).await;
         let wanted = !options.without_ownership_guard;
-        let found = guard::installed(&client)
+        let decided = guard::installed(&client)
             .await
-            .and_then(|found| guard::check_off(wanted, &found).map(|()| found))
+            .and_then(|found| guard::decide(wanted, &found))
             .unwrap_or_else(|problem| {
                 eprintln!("FAILED: {problem}");
                 std::process::exit(1);
@@ -154,7 +154,7 @@ impl Environment {
         };
         let claims = Claims::watch(&client, &ns).await;
         // Applied last: nothing above panics with a guard of ours left behind.
-        let guard = match guard::apply(&client, wanted, &found).await {
+        let guard = match guard::apply(&client, decided).await {
             Ok(guard) => guard,
             Err(problem) => {
                 operator.stop().await;

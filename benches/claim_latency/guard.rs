@@ -13,7 +13,10 @@
 //! are named `<release>-ownership-guard`) is measured as it is: never
 //! re-applied, changed or removed. The bench applies the file's guard only
 //! when none is there, as late as it can (just before the pool is made, the
-//! first thing measured), and removes it at the end of the run.
+//! first thing measured), and removes it at the end of the run. A guard
+//! found incomplete (no binding found names a policy found) enforces
+//! nothing, so a run could not say what it measured: the bench refuses it
+//! before it makes anything, naming the objects.
 
 use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
@@ -44,67 +47,123 @@ impl Guard {
 }
 
 /// The guard's objects this cluster holds: the policies and bindings named
-/// like the chart's file or a release's (`...ownership-guard`). A cluster
-/// without the admissionregistration v1 policy API (before Kubernetes 1.30)
-/// holds none.
-pub async fn installed(client: &Client) -> Result<Vec<String>, String> {
-    let is_guard = |name: &str| name.ends_with("ownership-guard");
-    let mut found = Vec::new();
-    let policies: Api<ValidatingAdmissionPolicy> = Api::all(client.clone());
-    match policies.list(&ListParams::default()).await {
-        Ok(list) => found.extend(
-            list.items
-                .iter()
-                .map(|p| p.name_any())
-                .filter(|n| is_guard(n))
-                .map(|n| format!("ValidatingAdmissionPolicy {n}")),
-        ),
-        Err(kube::Error::Api(e)) if e.code == 404 => return Ok(found),
-        Err(e) => return Err(format!("list ValidatingAdmissionPolicies: {e}")),
+/// like the chart's file or a release's (`...ownership-guard`).
+#[derive(Debug, Default, PartialEq)]
+pub struct Found {
+    /// The guard policies, by name.
+    policies: Vec<String>,
+    /// The guard bindings: (name, the policy it binds).
+    bindings: Vec<(String, String)>,
+}
+
+impl Found {
+    /// Each object, as messages name it.
+    fn names(&self) -> String {
+        let policies = self
+            .policies
+            .iter()
+            .map(|n| format!("ValidatingAdmissionPolicy {n}"));
+        let bindings = self
+            .bindings
+            .iter()
+            .map(|(n, _)| format!("ValidatingAdmissionPolicyBinding {n}"));
+        policies.chain(bindings).collect::<Vec<_>>().join(", ")
     }
-    let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(client.clone());
-    let list = bindings
+
+    fn is_empty(&self) -> bool {
+        self.policies.is_empty() && self.bindings.is_empty()
+    }
+
+    /// Whether a binding found binds a policy found: only then do the API
+    /// server's checks run.
+    fn enforcing(&self) -> bool {
+        self.bindings
+            .iter()
+            .any(|(_, policy)| self.policies.contains(policy))
+    }
+}
+
+/// Lists the guard's objects. A cluster without the admissionregistration
+/// v1 policy API (before Kubernetes 1.30) holds none.
+pub async fn installed(client: &Client) -> Result<Found, String> {
+    let is_guard = |name: &String| name.ends_with("ownership-guard");
+    let Some(policies) =
+        list::<ValidatingAdmissionPolicy>(client, "ValidatingAdmissionPolicies").await?
+    else {
+        return Ok(Found::default());
+    };
+    let bindings =
+        list::<ValidatingAdmissionPolicyBinding>(client, "ValidatingAdmissionPolicyBindings")
+            .await?
+            .unwrap_or_default();
+    Ok(Found {
+        policies: policies
+            .iter()
+            .map(|p| p.name_any())
+            .filter(is_guard)
+            .collect(),
+        bindings: bindings
+            .iter()
+            .map(|b| (b.name_any(), b.spec.policy_name.clone()))
+            .filter(|(name, _)| is_guard(name))
+            .collect(),
+    })
+}
+
+/// Every object of a cluster-scoped kind; `None` when the API server does
+/// not serve the kind (404).
+async fn list<K>(client: &Client, kinds: &str) -> Result<Option<Vec<K>>, String>
+where
+    K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+    K::DynamicType: Default,
+{
+    match Api::<K>::all(client.clone())
         .list(&ListParams::default())
         .await
-        .map_err(|e| format!("list ValidatingAdmissionPolicyBindings: {e}"))?;
-    found.extend(
-        list.items
-            .iter()
-            .map(|b| b.name_any())
-            .filter(|n| is_guard(n))
-            .map(|n| format!("ValidatingAdmissionPolicyBinding {n}")),
-    );
-    Ok(found)
-}
-
-/// Refuses `--no-ownership-guard` on a cluster that has a guard (checked
-/// before the bench makes anything).
-pub fn check_off(wanted: bool, found: &[String]) -> Result<(), String> {
-    if wanted || found.is_empty() {
-        return Ok(());
+    {
+        Ok(list) => Ok(Some(list.items)),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
+        Err(e) => Err(format!("list {kinds}: {e}")),
     }
-    Err(format!(
-        "--no-ownership-guard: this cluster has the ownership guard ({}), so the run would still pass through it; the bench never removes a guard it did not apply. On the local control plane (`eval $(make cluster-env)`), delete those objects with kubectl and run again",
-        found.join(", ")
-    ))
 }
 
-/// Applies the file's guard when `wanted` and none was `found`.
-pub async fn apply(client: &Client, wanted: bool, found: &[String]) -> Result<Guard, String> {
+/// What the run does about the guard, decided before the bench makes
+/// anything: refuses an incomplete guard (it enforces nothing, so the run
+/// could not say what it measured) and `--no-ownership-guard` on a cluster
+/// that has a guard.
+pub fn decide(wanted: bool, found: &Found) -> Result<Guard, String> {
+    if !found.is_empty() && !found.enforcing() {
+        return Err(format!(
+            "the cluster holds an incomplete ownership guard ({}): a policy enforces only through a binding that names it, so the run could not say whether it measured the guard. Delete those objects with kubectl (on the local control plane, after `eval $(make cluster-env)`), or install the guard whole, and run again",
+            found.names()
+        ));
+    }
     match (wanted, found.is_empty()) {
-        (false, _) => Ok(Guard::Off),
+        (false, true) => Ok(Guard::Off),
+        (false, false) => Err(format!(
+            "--no-ownership-guard: this cluster has the ownership guard ({}), so the run would still pass through it; the bench never removes a guard it did not apply. On the local control plane (`eval $(make cluster-env)`), delete those objects with kubectl and run again",
+            found.names()
+        )),
         (true, false) => Ok(Guard::AlreadyInstalled),
-        (true, true) => {
-            sandbox_operator::webhook::guard::register(client)
-                .await
-                .map_err(|e| {
-                    format!(
-                        "apply the ownership guard (needs Kubernetes 1.30+; or run with --no-ownership-guard): {e:#}"
-                    )
-                })?;
-            Ok(Guard::AppliedByBench)
-        }
+        (true, true) => Ok(Guard::AppliedByBench),
     }
+}
+
+/// Applies the file's guard when [`decide`] said the bench applies it.
+pub async fn apply(client: &Client, guard: Guard) -> Result<Guard, String> {
+    if guard == Guard::AppliedByBench {
+        sandbox_operator::webhook::guard::register(client)
+            .await
+            .map_err(|e| {
+                format!(
+                    "apply the ownership guard (needs Kubernetes 1.30+; or run with --no-ownership-guard): {e:#}"
+                )
+            })?;
+    }
+    Ok(guard)
 }
 
 /// Removes the guard if this run applied it; one installed before stays.
@@ -135,13 +194,60 @@ pub async fn restore(client: &Client, guard: Guard) {
 mod tests {
     use super::*;
 
+    fn found(policies: &[&str], bindings: &[(&str, &str)]) -> Found {
+        Found {
+            policies: policies.iter().map(|p| p.to_string()).collect(),
+            bindings: bindings
+                .iter()
+                .map(|(b, p)| (b.to_string(), p.to_string()))
+                .collect(),
+        }
+    }
+
     #[test]
     fn a_run_without_the_guard_is_refused_where_one_is_installed() {
-        let found = vec!["ValidatingAdmissionPolicyBinding r1-ownership-guard".to_string()];
-        let err = check_off(false, &found).unwrap_err();
+        let release = found(
+            &["r1-ownership-guard"],
+            &[("r1-ownership-guard", "r1-ownership-guard")],
+        );
+        let err = decide(false, &release).unwrap_err();
         assert!(err.starts_with("--no-ownership-guard:"), "{err}");
-        assert!(err.contains("r1-ownership-guard"), "{err}");
-        assert!(check_off(false, &[]).is_ok());
-        assert!(check_off(true, &found).is_ok());
+        assert!(
+            err.contains("ValidatingAdmissionPolicyBinding r1-ownership-guard"),
+            "{err}"
+        );
+        assert_eq!(decide(false, &Found::default()), Ok(Guard::Off));
+        assert_eq!(decide(true, &release), Ok(Guard::AlreadyInstalled));
+        assert_eq!(decide(true, &Found::default()), Ok(Guard::AppliedByBench));
+    }
+
+    #[test]
+    fn an_incomplete_guard_is_refused_either_way() {
+        for incomplete in [
+            found(&["sandbox-ownership-guard"], &[]),
+            found(
+                &[],
+                &[("sandbox-ownership-guard", "sandbox-ownership-guard")],
+            ),
+            found(
+                &["a-ownership-guard"],
+                &[("b-ownership-guard", "b-ownership-guard")],
+            ),
+        ] {
+            for wanted in [true, false] {
+                let err = decide(wanted, &incomplete).unwrap_err();
+                assert!(
+                    err.starts_with("the cluster holds an incomplete ownership guard ("),
+                    "{err}"
+                );
+                assert!(err.contains(&incomplete.names()), "{err}");
+            }
+        }
+        // A whole pair beside a stray object still enforces.
+        let whole = found(
+            &["sandbox-ownership-guard", "old-ownership-guard"],
+            &[("sandbox-ownership-guard", "sandbox-ownership-guard")],
+        );
+        assert_eq!(decide(true, &whole), Ok(Guard::AlreadyInstalled));
     }
 }
