@@ -131,13 +131,14 @@ pub(super) async fn create_pods(
     // Encoded once for the whole batch.
     let body = serde_json::to_vec(&pod)?;
     let url = pods.resource_url();
-    let results: Vec<Result<String, kube::Error>> = futures::stream::iter(0..count)
+    let mut creates = futures::stream::iter(0..count)
         .map(|_| create_lean(ctx, url, &params, &body))
-        .buffer_unordered(ctx.config.pool_create_parallelism.max(1))
-        .collect()
-        .await;
+        .buffer_unordered(ctx.config.pool_create_parallelism.max(1));
     let mut first_error = None;
-    for result in results {
+    // Each create goes on record as soon as it is answered, not when the
+    // whole batch is: its Pod's first watch event then finds it expected
+    // and wakes no reconcile (see `triggers::pod_trigger`).
+    while let Some(result) = creates.next().await {
         match result {
             Ok(name) => {
                 ctx.expectations.created(key, &name);
