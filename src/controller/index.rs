@@ -138,6 +138,16 @@ fn pool_key(namespace: &str, template: &str, hash: &str) -> PoolKey {
     (namespace.into(), template.into(), hash.into())
 }
 
+/// A pool a Pod event wakes (see [`PodIndex::applied_wakes`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolWake {
+    /// The pool's name, in the Pod's namespace.
+    pub pool: String,
+    /// The event is the index's first sight of the Pod, which joined the
+    /// pool with it.
+    pub first_sight: bool,
+}
+
 /// The indexes (see the module docs).
 #[derive(Default)]
 pub struct PodIndex {
@@ -149,11 +159,22 @@ impl PodIndex {
     /// Pod's namespace) whose decision the event may change: the pool it
     /// joined, left, or whose member changed in a way the pool reads.
     pub fn applied(&self, pod: &Pod) -> Vec<String> {
+        self.applied_wakes(pod)
+            .into_iter()
+            .map(|w| w.pool)
+            .collect()
+    }
+
+    /// [`Self::applied`], each pool with whether this is the index's first
+    /// sight of the Pod (its first event, as that pool's member).
+    pub fn applied_wakes(&self, pod: &Pod) -> Vec<PoolWake> {
         let reference = ObjectRef::from_obj(pod);
         let member = Member::of(pod);
         let keys = Keys::of(pod, member.as_ref().map(|(k, _)| k.clone()));
         let mut state = self.state.write().expect("pod index lock");
-        let old = state.keys.get(&reference).cloned().unwrap_or_default();
+        let seen = state.keys.get(&reference).cloned();
+        let first_sight = seen.is_none();
+        let old = seen.unwrap_or_default();
         let mut wake = Vec::new();
         if let Some(left) = old
             .group
@@ -161,12 +182,18 @@ impl PodIndex {
             .filter(|g| Some(*g) != keys.group.as_ref())
             && state.members.take(left, &reference.name)
         {
-            wake.push(left.1.clone());
+            wake.push(PoolWake {
+                pool: left.1.clone(),
+                first_sight: false,
+            });
         }
         if let Some((group, member)) = member
             && state.members.put(&group, &reference.name, member)
         {
-            wake.push(group.1);
+            wake.push(PoolWake {
+                pool: group.1,
+                first_sight,
+            });
         }
         if old == keys {
             return wake;
@@ -341,7 +368,14 @@ mod tests {
             (TEMPLATE_LABEL, "t"),
             (TEMPLATE_HASH_LABEL, "h"),
         ];
-        assert_eq!(index.applied(&pod("a", &idle, Some("pool-uid"))), ["pool"]);
+        let first = index.applied_wakes(&pod("a", &idle, Some("pool-uid")));
+        assert_eq!(
+            first,
+            [PoolWake {
+                pool: "pool".into(),
+                first_sight: true
+            }]
+        );
         assert_eq!(index.idle("ns", "t", "h").len(), 1);
         assert_eq!(index.controlled_by("pool-uid").len(), 1);
         assert!(index.idle("ns", "t", "other-hash").is_empty());
@@ -358,7 +392,14 @@ mod tests {
             ],
             Some("claim-uid"),
         );
-        assert_eq!(index.applied(&stolen), ["pool"], "it just left its pool");
+        assert_eq!(
+            index.applied_wakes(&stolen),
+            [PoolWake {
+                pool: "pool".into(),
+                first_sight: false
+            }],
+            "it just left its pool"
+        );
         assert!(
             index.applied(&stolen).is_empty(),
             "a later event concerns no pool"

@@ -30,12 +30,16 @@ use crate::api::{
 /// claim that controls it (see [`NamedPods`]).
 ///
 /// One event wakes no pool: the first sight of a Pod the pool itself
-/// created and has on record as a pending create ([`Expectations`]), still
-/// not Ready, not terminating, not ended and not reported unschedulable.
-/// The pool counted that Pod already (a pending create counts as a member),
-/// so the reconcile would decide and record exactly what the last one did;
-/// the Pod's next change that matters (Ready, or any of those) wakes the
-/// pool, and the pool's periodic requeue settles the expectation otherwise.
+/// created and has on record as a pending create, still not Ready, not
+/// terminating, not ended and not reported unschedulable, while the pool's
+/// last reconcile decided from its counts alone ([`Expectations::quiet_join`]).
+/// Those counts include the pending create, and a Pod's first sight only
+/// moves it from pending to member, so the reconcile it would wake decides
+/// what the last one did. Whatever can make the pool pick Pods (a smaller
+/// size, a new template) wakes it by its own event, and from then on first
+/// sights wake it again until it decides from counts alone. The Pod's next
+/// change that matters (Ready, or any of those) wakes the pool; its
+/// periodic requeue settles the expectation otherwise.
 pub(super) fn pod_trigger(
     index: Arc<PodIndex>,
     named: Arc<NamedPods>,
@@ -45,15 +49,19 @@ pub(super) fn pod_trigger(
     claim_tx: mpsc::UnboundedSender<ObjectRef<SandboxClaim>>,
 ) -> impl Fn(&Pod, bool) {
     move |pod: &Pod, deleted: bool| {
-        let pools = if deleted {
+        let pools: Vec<String> = if deleted {
             index.deleted(pod).into_iter().collect()
         } else {
-            index.applied(pod)
+            index
+                .applied_wakes(pod)
+                .into_iter()
+                .filter(|w| !(w.first_sight && is_quiet_join(&expectations, pod, &w.pool)))
+                .map(|w| w.pool)
+                .collect()
         };
         let namespace = pod.namespace().unwrap_or_default();
         let labels = pod.labels();
-        let expected = |pool: &str| !deleted && is_expected_create(&expectations, pod, pool);
-        for pool in pools.into_iter().filter(|pool| !expected(pool)) {
+        for pool in pools {
             let _ = pool_tx.unbounded_send(ObjectRef::new(&pool).within(&namespace));
         }
         for owner in pod
@@ -84,10 +92,10 @@ pub(super) fn pod_trigger(
     }
 }
 
-/// Whether `pod` is, for `pool`, a create the pool has on record and whose
-/// summary is still that of a new Pod (see [`pod_trigger`]). Pure but for
-/// the expectations it reads.
-fn is_expected_create(expectations: &Expectations, pod: &Pod, pool: &str) -> bool {
+/// Whether the first sight of `pod` may leave `pool` asleep (see
+/// [`pod_trigger`]): its summary is still that of a new Pod, and the pool
+/// has it on record as a quiet join. Pure but for the expectations it reads.
+fn is_quiet_join(expectations: &Expectations, pod: &Pod, pool: &str) -> bool {
     let Some(((namespace, group_pool, _), member)) = Member::of(pod) else {
         return false;
     };
@@ -96,7 +104,7 @@ fn is_expected_create(expectations: &Expectations, pod: &Pod, pool: &str) -> boo
         && !member.terminating
         && !member.ended
         && member.unschedulable.is_none()
-        && expectations.expects_create(&format!("{namespace}/{pool}"), &pod.name_any())
+        && expectations.quiet_join(&format!("{namespace}/{pool}"), &pod.name_any())
 }
 
 /// The trigger of a cache whose controller reconciles the object itself
@@ -321,7 +329,12 @@ mod tests {
             mpsc::unbounded().0,
             mpsc::unbounded().0,
         );
-        // A Pod the pool made and has on record: its first sight is known.
+        // A Pod the pool made and has on record: its first sight wakes the
+        // pool while the pool may pick Pods, not once it decided from counts.
+        expectations.created("ns/pl", "picky");
+        on_pod(&pool_member("picky", "0", false), false);
+        assert_eq!(received(&mut pools), ["pl"]);
+        expectations.decided_from_counts("ns/pl", true);
         expectations.created("ns/pl", "made");
         on_pod(&pool_member("made", "1", false), false);
         assert!(received(&mut pools).is_empty());
@@ -335,13 +348,25 @@ mod tests {
         expectations.created("ns/pl", "quick");
         on_pod(&pool_member("quick", "4", true), false);
         assert_eq!(received(&mut pools), ["pl"]);
-        // A recorded create of another pool of the same name elsewhere, or
-        // a deletion, is never skipped.
+        // A recorded create of another pool of the same name elsewhere, a
+        // later event that is not the first sight, or a deletion, is never
+        // skipped.
         expectations.created("other/pl", "gone");
         on_pod(&pool_member("gone", "5", false), false);
         assert_eq!(received(&mut pools), ["pl"]);
         expectations.created("ns/pl", "gone");
-        on_pod(&pool_member("gone", "6", false), true);
+        let mut terminating = pool_member("gone", "6", false);
+        terminating.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
+        );
+        on_pod(&terminating, false);
+        assert_eq!(received(&mut pools), ["pl"]);
+        on_pod(&pool_member("gone", "7", false), true);
+        assert_eq!(received(&mut pools), ["pl"]);
+        // Once the pool may pick Pods again, even a quiet create wakes it.
+        expectations.decided_from_counts("ns/pl", false);
+        expectations.created("ns/pl", "late");
+        on_pod(&pool_member("late", "8", false), false);
         assert_eq!(received(&mut pools), ["pl"]);
     }
 }

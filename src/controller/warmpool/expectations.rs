@@ -25,6 +25,9 @@ struct PoolExpectations {
     creates: HashMap<String, Instant>,
     deletes: HashMap<String, Instant>,
     last_status_write: Option<Instant>,
+    /// The last reconcile decided from counts alone (it had no Pod to
+    /// pick): the first sight of a pending create changes nothing then.
+    quiet_joins: bool,
     /// What the pool's NetworkPolicy was last made or checked from (see
     /// [`super::network`]); no expiry, so a resync never writes it again.
     network_policy: Option<serde_json::Value>,
@@ -70,13 +73,27 @@ impl Expectations {
         self.with_pool(pool, |e| e.creates.insert(name.into(), Instant::now()));
     }
 
-    /// Whether `name` is a create of `pool`'s that no reconcile has seen in
-    /// the cache yet (and that has not timed out).
-    pub fn expects_create(&self, pool: &str, name: &str) -> bool {
+    /// Records whether the pool's reconcile just decided from its counts
+    /// alone, with no Pod to pick (no surplus, no outdated Pod to replace).
+    pub fn decided_from_counts(&self, pool: &str, from_counts: bool) {
+        self.with_pool(pool, |e| e.quiet_joins = from_counts);
+    }
+
+    /// Whether the first sight of `name` may leave `pool` asleep: it is a
+    /// create of the pool's that no reconcile has seen in the cache yet
+    /// (and that has not timed out), and the pool's last reconcile decided
+    /// from counts alone, which count the pending create already. Any
+    /// change that can make the pool pick Pods (its size, its template)
+    /// wakes it by its own event, and that reconcile clears this until a
+    /// decision from counts alone again.
+    pub fn quiet_join(&self, pool: &str, name: &str) -> bool {
         let all = self.inner.lock().expect("expectations lock");
-        all.get(pool)
-            .and_then(|e| e.creates.get(name))
-            .is_some_and(|at| at.elapsed() < EXPECTATION_TTL)
+        all.get(pool).is_some_and(|e| {
+            e.quiet_joins
+                && e.creates
+                    .get(name)
+                    .is_some_and(|at| at.elapsed() < EXPECTATION_TTL)
+        })
     }
 
     /// Records a delete the cache has not shown yet.
@@ -167,11 +184,16 @@ mod tests {
         // A created Pod stolen before the pool saw it as a member is seen
         // through the cache, not after the TTL.
         e.created("p", "y");
-        assert!(e.expects_create("p", "y"));
-        assert!(!e.expects_create("p", "x"));
-        assert!(!e.expects_create("q", "y"));
+        assert!(!e.quiet_join("p", "y"), "no decision from counts yet");
+        e.decided_from_counts("p", true);
+        assert!(e.quiet_join("p", "y"));
+        assert!(!e.quiet_join("p", "x"));
+        assert!(!e.quiet_join("q", "y"));
+        e.decided_from_counts("p", false);
+        assert!(!e.quiet_join("p", "y"), "the pool may pick Pods");
+        e.decided_from_counts("p", true);
         assert_eq!(e.settle("p", &HashSet::new()).0, 1);
         assert_eq!(e.settle_with("p", |_| false, |n| n == "y").0, 0);
-        assert!(!e.expects_create("p", "y"));
+        assert!(!e.quiet_join("p", "y"));
     }
 }

@@ -102,7 +102,7 @@ pub async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<Context>) -> Result<
 
     // Decide.
     let (measurement, sizing) = size::size_pool(&ctx, &pool);
-    let decision = decide(&ctx, &members, &hash, sizing.desired);
+    let decision = decide(&ctx, &key, &members, &hash, sizing.desired);
 
     // Guard: nothing is created unchecked, nor before its NetworkPolicy.
     let (spec, policy_problem) = match facts.admitted {
@@ -156,14 +156,22 @@ pub async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<Context>) -> Result<
 }
 
 /// The creates and deletes: from the member counts when nothing has to be
-/// picked (O(1)), else from the member list ([`plan`]).
-fn decide(ctx: &Context, members: &observe::Members, hash: &str, desired: i32) -> PoolPlan {
+/// picked (O(1)), else from the member list ([`plan`]). Which of the two it
+/// was goes on record for the Pod trigger ([`Expectations::quiet_join`]).
+fn decide(
+    ctx: &Context,
+    key: &str,
+    members: &observe::Members,
+    hash: &str,
+    desired: i32,
+) -> PoolPlan {
     let desired = usize::try_from(desired).unwrap_or(0);
     let batch = ctx.config.rollout_batch.max(1);
-    plan_from_counts(desired, members.tally(), members.pending_creates, batch).unwrap_or_else(
-        || {
-            let idle = observe::idle_pods(ctx, members, hash);
-            plan(desired, &idle, members.pending_creates, batch)
-        },
-    )
+    let from_counts = plan_from_counts(desired, members.tally(), members.pending_creates, batch);
+    ctx.expectations
+        .decided_from_counts(key, from_counts.is_some());
+    from_counts.unwrap_or_else(|| {
+        let idle = observe::idle_pods(ctx, members, hash);
+        plan(desired, &idle, members.pending_creates, batch)
+    })
 }
