@@ -136,8 +136,13 @@ where
 /// that has a guard.
 pub fn decide(wanted: bool, found: &Found) -> Result<Guard, String> {
     if !found.is_empty() && !found.enforcing() {
+        let or_whole = if wanted {
+            ", or install the guard whole,"
+        } else {
+            ""
+        };
         return Err(format!(
-            "the cluster holds an incomplete ownership guard ({}): a policy enforces only through a binding that names it, so the run could not say whether it measured the guard. Delete those objects with kubectl (on the local control plane, after `eval $(make cluster-env)`), or install the guard whole, and run again",
+            "the cluster holds an incomplete ownership guard ({}): a policy enforces only through a binding that names it, so the run could not say whether it measured the guard. Delete those objects with kubectl (on the local control plane, after `eval $(make cluster-env)`){or_whole} and run again",
             found.names()
         ));
     }
@@ -241,6 +246,8 @@ mod tests {
                     "{err}"
                 );
                 assert!(err.contains(&incomplete.names()), "{err}");
+                // Completing it is advice only for a run that wants it.
+                assert_eq!(err.contains("install the guard whole"), wanted, "{err}");
             }
         }
         // A whole pair beside a stray object still enforces.
