@@ -19,6 +19,20 @@ pub(crate) fn named(name: &str, version: &str) -> Pod {
     }
 }
 
+/// The status of a Running Pod whose Ready condition is True (add the
+/// rest, e.g. Pod IPs, with struct update syntax).
+pub(crate) fn ready_status() -> k8s_openapi::api::core::v1::PodStatus {
+    k8s_openapi::api::core::v1::PodStatus {
+        phase: Some("Running".into()),
+        conditions: Some(vec![k8s_openapi::api::core::v1::PodCondition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    }
+}
+
 /// A controller ownerReference to one of the operator's kinds, with the
 /// API group of that kind (the operator counts no other).
 pub(crate) fn controller(

@@ -304,15 +304,7 @@ mod tests {
         pod.metadata.labels = Some([(crate::api::POOL_LABEL.to_string(), "pl".to_string())].into());
         pod.metadata.owner_references = Some(vec![controller("SandboxWarmPool", "pl", "uid-pl")]);
         if ready {
-            pod.status = Some(k8s_openapi::api::core::v1::PodStatus {
-                phase: Some("Running".into()),
-                conditions: Some(vec![k8s_openapi::api::core::v1::PodCondition {
-                    type_: "Ready".into(),
-                    status: "True".into(),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            });
+            pod.status = Some(crate::controller::test_pod::ready_status());
         }
         pod
     }

@@ -6,7 +6,7 @@ use crate::api::{
     SandboxStatus, SandboxTemplate, SandboxTemplateRef, SandboxTemplateSpec,
 };
 use crate::controller::sandbox::compute_status;
-use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 fn claim(warm_pool: Option<&str>) -> SandboxClaim {
@@ -111,14 +111,8 @@ fn ready_pod(name: &str) -> Pod {
     pod.metadata.name = Some(name.into());
     pod.metadata.namespace = Some("ns".into());
     pod.status = Some(PodStatus {
-        phase: Some("Running".into()),
         pod_ip: Some("10.0.0.7".into()),
-        conditions: Some(vec![PodCondition {
-            type_: "Ready".into(),
-            status: "True".into(),
-            ..Default::default()
-        }]),
-        ..Default::default()
+        ..crate::controller::test_pod::ready_status()
     });
     pod
 }

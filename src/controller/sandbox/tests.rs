@@ -249,14 +249,8 @@ fn status_reports_fqdn_selector_and_ready() {
     let s = sandbox();
     let mut p = (*pod("sbx", Some("sbx-uid"))).clone();
     p.status = Some(k8s_openapi::api::core::v1::PodStatus {
-        phase: Some("Running".into()),
         pod_ip: Some("10.0.0.9".into()),
-        conditions: Some(vec![k8s_openapi::api::core::v1::PodCondition {
-            type_: "Ready".into(),
-            status: "True".into(),
-            ..Default::default()
-        }]),
-        ..Default::default()
+        ..crate::controller::test_pod::ready_status()
     });
     let st = compute_status(&s, Some(&p), None, "cluster.local", now());
     assert_eq!(st.service_fqdn.as_deref(), Some("sbx.ns.svc.cluster.local"));
