@@ -157,16 +157,9 @@ pub struct PodIndex {
 impl PodIndex {
     /// Indexes the Pod as it is now. Returns the pools (by name, in the
     /// Pod's namespace) whose decision the event may change: the pool it
-    /// joined, left, or whose member changed in a way the pool reads.
-    pub fn applied(&self, pod: &Pod) -> Vec<String> {
-        self.applied_wakes(pod)
-            .into_iter()
-            .map(|w| w.pool)
-            .collect()
-    }
-
-    /// [`Self::applied`], each pool with whether this is the index's first
-    /// sight of the Pod (its first event, as that pool's member).
+    /// joined, left, or whose member changed in a way the pool reads; each
+    /// with whether this is the index's first sight of the Pod (its first
+    /// event, as that pool's member).
     pub fn applied_wakes(&self, pod: &Pod) -> Vec<PoolWake> {
         let reference = ObjectRef::from_obj(pod);
         let member = Member::of(pod);
@@ -401,7 +394,7 @@ mod tests {
             "it just left its pool"
         );
         assert!(
-            index.applied(&stolen).is_empty(),
+            index.applied_wakes(&stolen).is_empty(),
             "a later event concerns no pool"
         );
         assert!(index.idle("ns", "t", "h").is_empty());
