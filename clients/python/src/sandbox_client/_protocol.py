@@ -74,12 +74,32 @@ def read_failed(error: ApiErrorLike, namespace: str, name: str) -> errors.Sandbo
     return errors.ApiError(f"reading SandboxClaim {namespace}/{name}", error.status, status_of(error)[1])
 
 
+def read_unreachable(cause: BaseException, namespace: str, name: str) -> errors.ApiError:
+    """The error a GET raises when no answer came (connection, TLS)."""
+    return errors.ApiError(f"reading SandboxClaim {namespace}/{name}", None, str(cause))
+
+
 def delete_failed(error: ApiErrorLike, namespace: str, name: str) -> Optional[errors.ApiError]:
     """``None`` when a DELETE's 404 means the claim was already gone, else
     the error to raise."""
     if error.status == 404:
         return None
     return errors.ApiError(f"deleting SandboxClaim {namespace}/{name}", error.status, status_of(error)[1])
+
+
+def delete_unreachable(cause: BaseException, namespace: str, name: str) -> errors.ApiError:
+    """The error a DELETE raises when no answer came (connection, TLS)."""
+    return errors.ApiError(f"deleting SandboxClaim {namespace}/{name}", None, str(cause))
+
+
+def note_left_behind(failure: BaseException, cleanup: errors.SandboxError) -> None:
+    """Records on ``failure``, the error being raised, that the delete
+    cleaning up after it failed too (``cleanup``): the claim it names is left
+    behind. A note (Python 3.11+; nothing on 3.10) keeps ``failure`` the
+    error callers catch, so a cleanup never hides why the call failed."""
+    add_note = getattr(failure, "add_note", None)
+    if add_note is not None:
+        add_note(f"cleanup failed, the claim is left behind: {cleanup}")
 
 
 def watch_failed(error: ApiErrorLike, namespace: str, name: str) -> Optional[errors.ApiError]:

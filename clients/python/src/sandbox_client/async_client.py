@@ -3,9 +3,10 @@
 Same flow and guarantees: one create, ONE watch on that claim from the
 create's resourceVersion, the same decision per event
 (:func:`~sandbox_client._decide.check`), the same typed errors, the claim
-deleted again on failure and at the end of ``async with``. The deadline is
-exact here (``asyncio.wait_for`` around the wait); a cancelled task deletes
-its claim too.
+deleted again on failure and at the end of ``async with``, the same cleanup
+when a delete fails. The deadline is exact here (``asyncio.wait_for`` around
+the wait); a cancelled task deletes its claim too, and a cancelled
+``create_many`` its Ready claims.
 
 ``AsyncSandboxClaim.create(...)`` can be awaited (``sb = await ...``) or
 used directly as ``async with AsyncSandboxClaim.create(...) as sb``.
@@ -70,6 +71,8 @@ class AsyncClaimsApi:
             return cast(Dict[str, Any], obj)
         except ApiException as e:
             raise protocol.read_failed(e, namespace, name) from e
+        except (OSError, aiohttp.ClientError) as e:
+            raise protocol.read_unreachable(e, namespace, name) from e
 
     async def delete(self, namespace: str, name: str) -> bool:
         """DELETE the claim; False when it was already gone."""
@@ -83,6 +86,8 @@ class AsyncClaimsApi:
             if error is None:
                 return False
             raise error from e
+        except (OSError, aiohttp.ClientError) as e:
+            raise protocol.delete_unreachable(e, namespace, name) from e
 
     async def wait_ready(
         self, namespace: str, name: str, resource_version: str, started: float, timeout: float
@@ -137,12 +142,15 @@ async def _create_ready(
     name, version = protocol.created_ref(await api.create(namespace, body))
     try:
         return await api.wait_ready(namespace, name, version, started, timeout)
-    except BaseException:
+    except BaseException as failure:
         if delete_on_failure:
             try:
                 await asyncio.shield(api.delete(namespace, name))
-            except (errors.SandboxError, asyncio.CancelledError):
-                pass  # the original error matters more
+            except errors.SandboxError as cleanup:
+                # The original error matters more: it stays the one raised.
+                protocol.note_left_behind(failure, cleanup)
+            except asyncio.CancelledError:
+                pass  # cancelled again while deleting: the shielded delete goes on
         raise
 
 
@@ -254,15 +262,45 @@ class AsyncClaimBatch(BatchHolder[AsyncSandboxClaim, AsyncClaimsApi]):
     """The Ready claims of :func:`create_many`; ``async with`` deletes them all."""
 
     async def delete(self) -> None:
-        """Deletes every claim of the batch, ``concurrency`` at a time."""
+        """Deletes every claim of the batch, ``concurrency`` at a time, and
+        closes a client built for it. Every delete is tried; the first that
+        failed is raised, the others are noted on it."""
+        try:
+            failed = await self._delete_claims()
+        finally:
+            await self.close()
+        if failed:
+            for other in failed[1:]:
+                protocol.note_left_behind(failed[0], other)
+            raise failed[0]
+
+    async def _delete_claims(self) -> List[errors.SandboxError]:
+        """Deletes every claim, each tried whatever happens to the others;
+        returns the failures."""
         gate = asyncio.Semaphore(self._concurrency)
 
-        async def one(claim: AsyncSandboxClaim) -> None:
+        async def one(claim: AsyncSandboxClaim) -> Optional[errors.SandboxError]:
             async with gate:
-                await claim.delete()
+                try:
+                    await claim.delete()
+                except errors.SandboxError as e:
+                    return e
+                return None
 
-        await asyncio.gather(*(one(c) for c in self.claims))
-        await self.close()
+        outcomes = await asyncio.gather(*(one(c) for c in self.claims))
+        return [e for e in outcomes if e is not None]
+
+    async def _end_after(self, failure: BaseException) -> None:
+        """Ends a batch whose ``create_many`` fails with ``failure``: deletes
+        the Ready claims (with ``delete_on_exit``) and closes a client built
+        for it. ``failure`` stays the error raised; a claim that cannot be
+        deleted is noted on it."""
+        try:
+            if self.delete_on_exit:
+                for cleanup in await self._delete_claims():
+                    protocol.note_left_behind(failure, cleanup)
+        finally:
+            await self.close()
 
     async def close(self) -> None:
         """Closes the client the batch built."""
@@ -315,12 +353,20 @@ async def create_many(
             except errors.SandboxError as e:
                 failures.append(e)
 
-    await asyncio.gather(*(one() for _ in range(n)))
     batch = AsyncClaimBatch(claims, failures, api, concurrency, delete_on_exit, owns)
+    try:
+        # Every claim runs to its end before an unexpected error is raised,
+        # so none gets Ready after the cleanup below.
+        for outcome in await asyncio.gather(*(one() for _ in range(n)), return_exceptions=True):
+            if outcome is not None:
+                raise outcome
+    except BaseException as failure:
+        # Not a claim's typed error (cancelled, a bug): the Ready claims go
+        # too, even when the task is cancelled again meanwhile.
+        await asyncio.shield(batch._end_after(failure))
+        raise
     if failures and raise_on_error:
-        if delete_on_exit:
-            await batch.delete()
-        else:
-            await batch.close()
-        raise errors.BatchError(failures, claims)
+        error = errors.BatchError(failures, claims)
+        await batch._end_after(error)
+        raise error
     return batch

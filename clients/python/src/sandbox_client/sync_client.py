@@ -8,8 +8,14 @@ Ready or failed; leaving the ``with`` block deletes the claim.
 
 Guarantees:
 
+- every API call that fails, a lost connection included, raises a typed
+  error (:class:`~sandbox_client.ApiError`, caused by the connection error);
 - a claim this client created is deleted again when ``create`` fails after
   the create (timeout, failure, Ctrl-C), unless ``delete_on_exit=False``;
+  when that delete fails too, the error raised is still the one that ended
+  the wait, with a note naming the claim left behind;
+- when ``create_many`` raises, for whatever reason, it has tried to delete
+  every claim already Ready (unless ``delete_on_exit=False``);
 - the wait ends within about a second of ``timeout`` (the watch's own
   ``timeoutSeconds`` is whole seconds) and never busy-polls;
 - a watch the API server ends early is resumed from the last seen
@@ -76,6 +82,8 @@ class ClaimsApi:
             return cast(Dict[str, Any], obj)
         except ApiException as e:
             raise protocol.read_failed(e, namespace, name) from e
+        except (OSError, urllib3.exceptions.HTTPError) as e:
+            raise protocol.read_unreachable(e, namespace, name) from e
 
     def delete(self, namespace: str, name: str) -> bool:
         """DELETE the claim (its Sandbox, Pod, Service and NetworkPolicy follow
@@ -90,6 +98,8 @@ class ClaimsApi:
             if error is None:
                 return False
             raise error from e
+        except (OSError, urllib3.exceptions.HTTPError) as e:
+            raise protocol.delete_unreachable(e, namespace, name) from e
 
     def wait_ready(
         self, namespace: str, name: str, resource_version: str, started: float, timeout: float
@@ -223,12 +233,13 @@ def _create_ready(
     name, version = protocol.created_ref(api.create(namespace, body))
     try:
         return api.wait_ready(namespace, name, version, started, timeout)
-    except BaseException:
+    except BaseException as failure:
         if delete_on_failure:
             try:
                 api.delete(namespace, name)
-            except errors.SandboxError:
-                pass  # the original error matters more
+            except errors.SandboxError as cleanup:
+                # The original error matters more: it stays the one raised.
+                protocol.note_left_behind(failure, cleanup)
         raise
 
 
@@ -237,10 +248,43 @@ class ClaimBatch(BatchHolder[SandboxClaim, ClaimsApi]):
     ones when ``raise_on_error=False``); ``with`` deletes them all at the end."""
 
     def delete(self) -> None:
-        """Deletes every claim of the batch (with the batch's concurrency)."""
+        """Deletes every claim of the batch (with the batch's concurrency) and
+        closes a client built for it. Every delete is tried; the first that
+        failed is raised, the others are noted on it."""
+        try:
+            failed = self._delete_claims()
+        finally:
+            self.close()
+        if failed:
+            for other in failed[1:]:
+                protocol.note_left_behind(failed[0], other)
+            raise failed[0]
+
+    def _delete_claims(self) -> List[errors.SandboxError]:
+        """Deletes every claim, each tried whatever happens to the others;
+        returns the failures."""
+
+        def one(claim: SandboxClaim) -> Optional[errors.SandboxError]:
+            try:
+                claim.delete()
+            except errors.SandboxError as e:
+                return e
+            return None
+
         with ThreadPoolExecutor(max_workers=self._concurrency) as pool:
-            list(pool.map(SandboxClaim.delete, self.claims))
-        self.close()
+            return [e for e in pool.map(one, self.claims) if e is not None]
+
+    def _end_after(self, failure: BaseException) -> None:
+        """Ends a batch whose ``create_many`` fails with ``failure``: deletes
+        the Ready claims (with ``delete_on_exit``) and closes a client built
+        for it. ``failure`` stays the error raised; a claim that cannot be
+        deleted is noted on it."""
+        try:
+            if self.delete_on_exit:
+                for cleanup in self._delete_claims():
+                    protocol.note_left_behind(failure, cleanup)
+        finally:
+            self.close()
 
     def close(self) -> None:
         """Closes the client the batch built (claims are left alone)."""
@@ -280,7 +324,8 @@ def create_many(
     ``timeout`` applies to each claim from its own create. When some fail
     and ``raise_on_error`` (the default), the Ready ones are deleted again
     (with ``delete_on_exit``) and :class:`~sandbox_client.BatchError` is
-    raised; otherwise the batch lists the failures in ``errors``.
+    raised, even when some of those deletes fail (they are noted on it);
+    otherwise the batch lists the failures in ``errors``.
     """
     if n < 0 or concurrency < 1:
         raise ValueError("n must be >= 0 and concurrency >= 1")
@@ -301,13 +346,18 @@ def create_many(
             with lock:
                 failures.append(e)
 
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        list(pool.map(one, range(n)))
     batch = ClaimBatch(claims, failures, api, concurrency, delete_on_exit, owns)
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        try:
+            list(pool.map(one, range(n)))
+        except BaseException as failure:
+            # Not a claim's typed error (Ctrl-C, a bug): start no more claims,
+            # let the running ones end, and delete the Ready ones too.
+            pool.shutdown(cancel_futures=True)
+            batch._end_after(failure)
+            raise
     if failures and raise_on_error:
-        if delete_on_exit:
-            batch.delete()
-        else:
-            batch.close()
-        raise errors.BatchError(failures, claims)
+        error = errors.BatchError(failures, claims)
+        batch._end_after(error)
+        raise error
     return batch
