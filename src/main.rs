@@ -228,15 +228,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             "ownership guard applied (ValidatingAdmissionPolicy sandbox-operator-ownership-guard)"
         );
     }
+    // The policy file is followed with or without the webhook: the
+    // controllers apply the policy too (pool cap, egress deny list, the
+    // Sandboxes and Pods they create).
+    if let Some(path) = &args.policy_file {
+        tokio::spawn(
+            policy
+                .clone()
+                .watch_file(path.clone(), Duration::from_secs(5)),
+        );
+    }
     // The webhook serves on every replica, leader or not.
     let webhook = if args.webhook {
-        if let Some(path) = &args.policy_file {
-            tokio::spawn(
-                policy
-                    .clone()
-                    .watch_file(path.clone(), Duration::from_secs(5)),
-            );
-        }
         let handler = Arc::new(SandboxAdmission::new(policy.clone()).with_metrics(metrics.clone()));
         let settings = WebhookSettings {
             addr: args.webhook_addr,

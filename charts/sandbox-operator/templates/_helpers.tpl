@@ -85,9 +85,14 @@ app.kubernetes.io/component: controller
 {{- printf "%s-leader" (include "sandbox-operator.fullname" .) }}
 {{- end }}
 
-{{/* Namespace the controllers watch and the helm test uses. */}}
-{{- define "sandbox-operator.workNamespace" -}}
-{{- default .Release.Namespace .Values.controller.watchNamespace }}
+{{/*
+Namespace of the `helm test` objects: the watched namespace when the
+operator watches one, else tests.namespace. Never the release namespace by
+default: the operator skips its own namespace and kube-system (admission
+does not apply there), so a claim there would never become Ready.
+*/}}
+{{- define "sandbox-operator.testNamespace" -}}
+{{- default .Values.tests.namespace .Values.controller.watchNamespace }}
 {{- end }}
 
 {{/*
