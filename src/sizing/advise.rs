@@ -3,6 +3,9 @@
 //! Parses the admin's figures (`--rate 120/min --refill 8s --target 0.99`),
 //! and prints the recommended size with a small size -> predicted hit ratio
 //! table. Every bad input is an [`AdviseError`] naming the flag and the rule.
+//! A load that even [`SEARCH_LIMIT`] Pods cannot serve at the target gets no
+//! recommendation: the output says that more would be needed and what the
+//! limit reaches.
 
 use std::fmt::Write as _;
 
@@ -90,8 +93,13 @@ pub fn parse_target(value: &str) -> Result<f64, AdviseError> {
 pub struct Advice {
     /// Offered load in Erlang (rate x refill).
     pub load: f64,
-    /// Recommended pool size.
+    /// Recommended pool size: the smallest that meets the target, or
+    /// [`SEARCH_LIMIT`] when even that many Pods miss it (see
+    /// `meets_target`).
     pub recommended: u32,
+    /// Whether `recommended` meets the target; `false` when more than
+    /// [`SEARCH_LIMIT`] Pods would be needed.
+    pub meets_target: bool,
     /// (size, predicted hit ratio) rows around the recommendation.
     pub table: Vec<(u32, f64)>,
 }
@@ -99,7 +107,8 @@ pub struct Advice {
 /// Computes the advice. Pure.
 pub fn advise(rate_per_second: f64, refill_seconds: f64, target: f64) -> Advice {
     let load = rate_per_second * refill_seconds;
-    let recommended = size_for(load, target, SEARCH_LIMIT).unwrap_or(SEARCH_LIMIT);
+    let found = size_for(load, target, SEARCH_LIMIT);
+    let recommended = found.unwrap_or(SEARCH_LIMIT);
     let rule_of_thumb = load.ceil() as u32;
     let mut sizes = vec![
         rule_of_thumb / 2,
@@ -108,14 +117,17 @@ pub fn advise(rate_per_second: f64, refill_seconds: f64, target: f64) -> Advice 
         recommended.saturating_sub(2),
         recommended.saturating_sub(1),
         recommended,
-        recommended + 1,
-        recommended + 2,
     ];
+    if found.is_some() {
+        // Beyond the search limit the neighbours would only repeat its miss.
+        sizes.extend([recommended + 1, recommended + 2]);
+    }
     sizes.sort_unstable();
     sizes.dedup();
     Advice {
         load,
         recommended,
+        meets_target: found.is_some(),
         table: sizes.into_iter().map(|n| (n, hit_ratio(n, load))).collect(),
     }
 }
@@ -130,12 +142,20 @@ pub fn render(advice: &Advice, rate_per_second: f64, refill_seconds: f64, target
         refill_seconds,
         advice.load
     );
-    let _ = writeln!(
-        out,
-        "recommended replicas: {} (predicted hit ratio {:.4} >= target {target})",
-        advice.recommended,
-        hit_ratio(advice.recommended, advice.load)
-    );
+    let reached = hit_ratio(advice.recommended, advice.load);
+    if advice.meets_target {
+        let _ = writeln!(
+            out,
+            "recommended replicas: {} (predicted hit ratio {reached:.4} >= target {target})",
+            advice.recommended
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "recommended replicas: none, more than {SEARCH_LIMIT} would be needed \
+             (predicted hit ratio at {SEARCH_LIMIT}: {reached:.4} < target {target})"
+        );
+    }
     let _ = writeln!(
         out,
         "\n{:>8}  {:>18}  note",
@@ -143,8 +163,10 @@ pub fn render(advice: &Advice, rate_per_second: f64, refill_seconds: f64, target
     );
     let rule_of_thumb = advice.load.ceil() as u32;
     for (n, hit) in &advice.table {
-        let note = if *n == advice.recommended {
+        let note = if *n == advice.recommended && advice.meets_target {
             "recommended"
+        } else if *n == advice.recommended {
+            "search limit"
         } else if *n == rule_of_thumb {
             "rate x refill"
         } else {
@@ -202,5 +224,30 @@ mod tests {
         assert!(at(16) < 0.95);
         let text = render(&a, 2.0, 8.0, 0.99);
         assert!(text.contains("recommended replicas: 25"), "{text}");
+    }
+
+    #[test]
+    fn a_load_beyond_the_search_limit_gets_no_recommendation() {
+        // 100/s x 30 min = 180,000 Erlang: 100,000 Pods serve about 55.6%.
+        let a = advise(100.0, 1800.0, 0.99);
+        let text = render(&a, 100.0, 1800.0, 0.99);
+        let headline = text.lines().nth(1).unwrap();
+        assert_eq!(
+            headline,
+            "recommended replicas: none, more than 100000 would be needed \
+             (predicted hit ratio at 100000: 0.5555 < target 0.99)"
+        );
+        assert!(!text.contains(">= target"), "{text}");
+        assert!(!text.contains("recommended\n"), "{text}");
+        assert!(
+            text.contains("  100000              0.5555  search limit\n"),
+            "{text}"
+        );
+        assert!(!a.meets_target);
+        assert!(
+            a.table
+                .iter()
+                .all(|(n, _)| *n <= SEARCH_LIMIT || *n == 180_000)
+        );
     }
 }
