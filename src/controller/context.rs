@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use futures::channel::mpsc;
 use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::Api;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -23,7 +24,8 @@ use super::index::named::NamedPods;
 use super::lean_pod::LeanPod;
 use super::memo::WriteMemo;
 use super::triggers::{
-    pod_trigger, sandbox_trigger, self_trigger, service_trigger, template_trigger,
+    PolicyOwners, network_policy_trigger, pod_trigger, pool_trigger, sandbox_trigger, self_trigger,
+    service_trigger, template_trigger,
 };
 use super::warmpool;
 use crate::api::{ORIGIN_POOL_LABEL, Sandbox, SandboxClaim, SandboxTemplate, SandboxWarmPool};
@@ -136,8 +138,10 @@ pub struct Context {
     /// Pod creates/deletes issued by pools but not yet seen in the cache.
     pub expectations: Arc<warmpool::Expectations>,
     /// What this process last wrote, so a reconcile woken by another event
-    /// before its own write came back does not write the same thing again.
-    pub written: WriteMemo,
+    /// before its own write came back does not write the same thing again
+    /// (shared with the NetworkPolicy trigger, which forgets a deleted
+    /// policy's entry so that it is made again at once).
+    pub written: Arc<WriteMemo>,
     /// Warm-pool sizing measurements (claim arrivals, refill times); the
     /// claim controller reports claims with [`crate::sizing::Sizing::record_claim`].
     pub sizing: crate::sizing::Sizing,
@@ -172,12 +176,14 @@ impl Context {
         // Shared with the Pod trigger, which skips the wake-up a pool's own
         // pending create would cause (see `triggers::pod_trigger`).
         let expectations = Arc::new(warmpool::Expectations::default());
+        let written = Arc::new(WriteMemo::default());
         let spawner = CacheSpawner {
             client: &client,
             config: &config,
             health: &health,
             metrics: &metrics,
             expectations: &expectations,
+            written: &written,
         };
         let (caches, triggers) = spawner.spawn_all().await?;
         let recorder = Recorder::new(
@@ -196,7 +202,7 @@ impl Context {
             backoff: Default::default(),
             reservations: Default::default(),
             expectations,
-            written: Default::default(),
+            written,
             sizing: Default::default(),
             in_flight: Default::default(),
             template_facts: Default::default(),
@@ -267,6 +273,16 @@ impl Context {
             .map(|s| super::controller_uid(&s.metadata).map(str::to_owned))
     }
 
+    /// The controller uid of the cached NetworkPolicy `namespace/name`, as
+    /// [`Self::service_controller`]: `None` when the cache has no such
+    /// policy (or has not listed yet).
+    pub fn network_policy_controller(&self, namespace: &str, name: &str) -> Option<Option<String>> {
+        self.caches
+            .network_policies
+            .get(&ObjectRef::new(name).within(namespace))
+            .map(|p| super::controller_uid(&p.metadata).map(str::to_owned))
+    }
+
     /// The pool a stolen Pod came from (its `origin-pool` label), from the cache.
     pub fn stolen_pool(&self, namespace: &str, pod: Option<&str>) -> Option<String> {
         let pod = self
@@ -292,6 +308,9 @@ pub struct Caches {
     pub pools: Store<SandboxWarmPool>,
     /// Cache of SandboxClaims (the claim controller reconciles from it).
     pub claims: Store<SandboxClaim>,
+    /// Cache of the NetworkPolicies the operator manages (label
+    /// [`MANAGED_BY_LABEL`]); may lag its first list (see `spawn_all`).
+    pub network_policies: Store<NetworkPolicy>,
     /// Indexes over the Pod cache (by pool template hash, controller uid,
     /// claim uid), updated before each Pod event's triggers are sent.
     pub index: Arc<PodIndex>,
@@ -307,6 +326,7 @@ struct CacheSpawner<'a> {
     health: &'a Arc<crate::admin::Health>,
     metrics: &'a Metrics,
     expectations: &'a Arc<warmpool::Expectations>,
+    written: &'a Arc<WriteMemo>,
 }
 
 impl CacheSpawner<'_> {
@@ -337,7 +357,12 @@ impl CacheSpawner<'_> {
         );
         // The one pool watch: the pool controller reconciles from this cache
         // (see `run`), so a pool it fills is always one the claim path sees.
-        let pools = self.spawn("pools", false, slim_meta, self_trigger(pool_tx.clone()));
+        let pools = self.spawn(
+            "pools",
+            false,
+            slim_meta,
+            pool_trigger(Arc::clone(self.expectations), pool_tx.clone()),
+        );
         // The Sandbox controller, like the pool controller, has no watch of
         // its own: these two caches wake it (see `run`).
         let services = self.spawn(
@@ -356,10 +381,32 @@ impl CacheSpawner<'_> {
             "templates",
             false,
             slim_meta,
-            template_trigger(pools.clone(), sandboxes.clone(), pool_tx, claim_tx.clone()),
+            template_trigger(
+                pools.clone(),
+                sandboxes.clone(),
+                pool_tx.clone(),
+                claim_tx.clone(),
+            ),
         );
         // The claim controller, too, reconciles from a shared cache.
-        let claims = self.spawn("claims", false, slim_meta, self_trigger(claim_tx));
+        let claims = self.spawn("claims", false, slim_meta, self_trigger(claim_tx.clone()));
+        // The operator's NetworkPolicies: a deleted one wakes its owner,
+        // which makes it again. Not waited for: until it has listed (say its
+        // RBAC rule is missing) the claims' check falls back to the API
+        // server, and nothing else reads it.
+        let network_policies = self.spawn(
+            "networkpolicies",
+            true,
+            slim_meta,
+            network_policy_trigger(PolicyOwners {
+                written: Arc::clone(self.written),
+                expectations: Arc::clone(self.expectations),
+                pools: pools.clone(),
+                claims: claims.clone(),
+                pool_tx,
+                claim_tx,
+            }),
+        );
         pods.wait_until_ready().await?;
         pools.wait_until_ready().await?;
         templates.wait_until_ready().await?;
@@ -373,6 +420,7 @@ impl CacheSpawner<'_> {
             services,
             sandboxes,
             claims,
+            network_policies,
             index,
             named,
         };

@@ -22,6 +22,9 @@ use crate::api::{
     SANDBOX_LABEL, Sandbox, SandboxClaim, SandboxTemplate, SandboxWarmPool, TEMPLATE_LABEL,
 };
 
+mod policy;
+pub(super) use policy::{PolicyOwners, network_policy_trigger};
+
 /// The Pod cache's trigger: keeps the Pod index up to date, then wakes the
 /// pools whose decision the event may change (the pool a Pod joined, left or
 /// whose member changed: see [`super::warmpool::members`]; later events of a
@@ -49,8 +52,14 @@ pub(super) fn pod_trigger(
     claim_tx: mpsc::UnboundedSender<ObjectRef<SandboxClaim>>,
 ) -> impl Fn(&Pod, bool) {
     move |pod: &Pod, deleted: bool| {
+        let namespace = pod.namespace().unwrap_or_default();
         let pools: Vec<String> = if deleted {
-            index.deleted(pod).into_iter().collect()
+            let pool = index.deleted(pod);
+            // Its create is no longer pending, seen or not.
+            if let Some(pool) = &pool {
+                expectations.create_gone(&format!("{namespace}/{pool}"), &pod.name_any());
+            }
+            pool.into_iter().collect()
         } else {
             index
                 .applied_wakes(pod)
@@ -59,7 +68,6 @@ pub(super) fn pod_trigger(
                 .map(|w| w.pool)
                 .collect()
         };
-        let namespace = pod.namespace().unwrap_or_default();
         let labels = pod.labels();
         for pool in pools {
             let _ = pool_tx.unbounded_send(ObjectRef::new(&pool).within(&namespace));
@@ -104,7 +112,28 @@ fn is_quiet_join(expectations: &Expectations, pod: &Pod, pool: &str) -> bool {
         && !member.terminating
         && !member.ended
         && member.unschedulable.is_none()
-        && expectations.quiet_join(&format!("{namespace}/{pool}"), &pod.name_any())
+        && expectations.quiet_join(
+            &format!("{namespace}/{pool}"),
+            &pod.name_any(),
+            member.hash.as_deref(),
+        )
+}
+
+/// The pool cache's trigger: [`self_trigger`], and a deleted pool's
+/// expectations are forgotten at once, so a pool made again under the same
+/// name (`kubectl replace --force`) never counts the old one's creates.
+pub(super) fn pool_trigger(
+    expectations: Arc<Expectations>,
+    tx: mpsc::UnboundedSender<ObjectRef<SandboxWarmPool>>,
+) -> impl Fn(&SandboxWarmPool, bool) {
+    let wake = self_trigger(tx);
+    move |pool: &SandboxWarmPool, deleted: bool| {
+        if deleted {
+            let namespace = pool.namespace().unwrap_or_default();
+            expectations.forget(&format!("{namespace}/{}", pool.name_any()));
+        }
+        wake(pool, deleted);
+    }
 }
 
 /// The trigger of a cache whose controller reconciles the object itself
@@ -301,7 +330,16 @@ mod tests {
     /// A member of pool `pl` (uid `uid-pl`) in `ns`, Ready or not.
     fn pool_member(name: &str, version: &str, ready: bool) -> Pod {
         let mut pod = named(name, version);
-        pod.metadata.labels = Some([(crate::api::POOL_LABEL.to_string(), "pl".to_string())].into());
+        pod.metadata.labels = Some(
+            [
+                (crate::api::POOL_LABEL.to_string(), "pl".to_string()),
+                (
+                    crate::api::TEMPLATE_HASH_LABEL.to_string(),
+                    "h1".to_string(),
+                ),
+            ]
+            .into(),
+        );
         pod.metadata.owner_references = Some(vec![controller("SandboxWarmPool", "pl", "uid-pl")]);
         if ready {
             pod.status = Some(crate::controller::test_pod::ready_status());
@@ -326,7 +364,7 @@ mod tests {
         expectations.created("ns/pl", "picky");
         on_pod(&pool_member("picky", "0", false), false);
         assert_eq!(received(&mut pools), ["pl"]);
-        expectations.decided_from_counts("ns/pl", true);
+        expectations.decided_from_counts("ns/pl", "h1", true);
         expectations.created("ns/pl", "made");
         on_pod(&pool_member("made", "1", false), false);
         assert!(received(&mut pools).is_empty());
@@ -355,10 +393,42 @@ mod tests {
         assert_eq!(received(&mut pools), ["pl"]);
         on_pod(&pool_member("gone", "7", false), true);
         assert_eq!(received(&mut pools), ["pl"]);
+        // A create made from an older template is outdated: its first
+        // sight wakes the pool, which replaces it.
+        expectations.created("ns/pl", "old");
+        let mut old = pool_member("old", "9", false);
+        old.labels_mut()
+            .insert(crate::api::TEMPLATE_HASH_LABEL.into(), "h0".into());
+        on_pod(&old, false);
+        assert_eq!(received(&mut pools), ["pl"]);
         // Once the pool may pick Pods again, even a quiet create wakes it.
-        expectations.decided_from_counts("ns/pl", false);
+        expectations.decided_from_counts("ns/pl", "h1", false);
         expectations.created("ns/pl", "late");
         on_pod(&pool_member("late", "8", false), false);
         assert_eq!(received(&mut pools), ["pl"]);
+    }
+
+    #[test]
+    fn a_quiet_create_deleted_unseen_by_any_reconcile_is_no_longer_pending() {
+        let expectations = Arc::new(Expectations::default());
+        let (pool_tx, mut pools) = mpsc::unbounded();
+        let on_pod = pod_trigger(
+            Arc::new(PodIndex::default()),
+            Arc::new(NamedPods::default()),
+            Arc::clone(&expectations),
+            pool_tx,
+            mpsc::unbounded().0,
+            mpsc::unbounded().0,
+        );
+        expectations.decided_from_counts("ns/pl", "h1", true);
+        expectations.created("ns/pl", "made");
+        on_pod(&pool_member("made", "1", false), false);
+        assert!(received(&mut pools).is_empty());
+        assert_eq!(expectations.settle("ns/pl", &Default::default()).0, 1);
+        // Deleted at once (never scheduled): the pool wakes and no longer
+        // counts it as a create on its way.
+        on_pod(&pool_member("made", "2", false), true);
+        assert_eq!(received(&mut pools), ["pl"]);
+        assert_eq!(expectations.settle("ns/pl", &Default::default()).0, 0);
     }
 }

@@ -211,10 +211,11 @@ seccompProfile:
   verbs: ["get", "create"]
 # The deny-by-default NetworkPolicies of each claim, template and pool;
 # update/patch bring one the operator controls up to date after the policy
-# file's network.denyEgressCIDRs (or the template's rules) changed.
+# file's network.denyEgressCIDRs (or the template's rules) changed; list/watch
+# let it see one deleted, and make it again at once.
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  verbs: ["get", "create", "update", "patch"]
+  verbs: ["get", "list", "watch", "create", "update", "patch"]
 - apiGroups: ["events.k8s.io", ""]
   resources: ["events"]
   verbs: ["create", "patch"]

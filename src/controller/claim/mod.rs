@@ -70,6 +70,7 @@ pub use desired::{
     same_policy_spec, template_network_policy_name,
 };
 pub use serve::ensure_template_policy;
+pub(crate) use serve::template_policy_key;
 pub use status::{admitted_at, failed_status, mirror_status, warm_ready_status};
 pub use steal::{MAX_STEAL_ATTEMPTS, StealOutcome, steal};
 
@@ -189,11 +190,9 @@ async fn observe_and_serve(
 
     // The NetworkPolicy comes before any Ready: a claim whose first round
     // failed part-way gets it here, and stays not Ready while it cannot be
-    // made. Once Ready, the policy was made: resyncs cost no request,
-    // unless it was its template's and the template is gone.
-    if !ready || ctx.config.claim_network_policy == super::NetworkPolicyMode::PerTemplate {
-        ensure_network_policy(ctx, claim, namespace).await?;
-    }
+    // made. Once Ready, the cache answers (no request) unless the policy
+    // was deleted: its deletion woke this reconcile, which makes it again.
+    ensure_network_policy(ctx, claim, namespace).await?;
     ensure_service(ctx, claim, &sandbox).await?;
 
     record(ctx, claim, &sandbox, namespace, claim_uid, requeue).await
@@ -283,6 +282,20 @@ impl Requeue {
 /// is known any more, and since policies only add allowances, a template
 /// made again later still gets its rules through its own policy.
 async fn ensure_network_policy(ctx: &Context, claim: &SandboxClaim, namespace: &str) -> Result<()> {
+    let [made_key, lockdown_key] = policy_memo_keys(&claim.uid().unwrap_or_default());
+    // The claim's own policy (made from its template, or the lockdown one:
+    // both under its name) in the cache, controlled by this claim: in place.
+    // Another controller falls through to the create, which names it.
+    if ctx.config.claim_network_policy == super::NetworkPolicyMode::PerClaim
+        && ctx
+            .network_policy_controller(namespace, &network_policy_name(&claim.name_any()))
+            .flatten()
+            == claim.uid()
+    {
+        ctx.written.forget(&made_key);
+        ctx.written.forget(&lockdown_key);
+        return Ok(());
+    }
     let template_name = &claim.spec.sandbox_template_ref.name;
     let template = ctx.template_or_get(namespace, template_name).await?;
     if let (super::NetworkPolicyMode::PerTemplate, Some(template)) =
@@ -291,11 +304,8 @@ async fn ensure_network_policy(ctx: &Context, claim: &SandboxClaim, namespace: &
         return ensure_template_policy(ctx, template).await;
     }
     let key = match &template {
-        Some(_) => network_policy_key(claim),
-        None => format!(
-            "network-policy-lockdown/{}",
-            claim.uid().unwrap_or_default()
-        ),
+        Some(_) => made_key,
+        None => lockdown_key,
     };
     if ctx
         .written
@@ -322,7 +332,18 @@ async fn ensure_network_policy(ctx: &Context, claim: &SandboxClaim, namespace: &
 
 /// Memo key saying the claim's NetworkPolicy was made by this process.
 pub(crate) fn network_policy_key(claim: &SandboxClaim) -> String {
-    format!("network-policy/{}", claim.uid().unwrap_or_default())
+    let [made, _] = policy_memo_keys(&claim.uid().unwrap_or_default());
+    made
+}
+
+/// The memo keys of the NetworkPolicy of claim `claim_uid`: made from its
+/// template, and the lockdown one (template gone). Both are forgotten when
+/// the policy is deleted (see `triggers::network_policy_trigger`).
+pub(crate) fn policy_memo_keys(claim_uid: &str) -> [String; 2] {
+    [
+        format!("network-policy/{claim_uid}"),
+        format!("network-policy-lockdown/{claim_uid}"),
+    ]
 }
 
 /// Memo key of the claim's Sandbox created by this process.

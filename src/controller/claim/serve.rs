@@ -382,15 +382,20 @@ pub(super) async fn repoint(
     crate::controller::repoint::point_sandbox_at(&ctx.client, sandbox, pod).await
 }
 
-/// Counts a claim that found no usable warm Pod and, off the cold path,
-/// publishes the PoolExhausted Event when the template has a pool.
+/// When the template has a pool: counts a claim that found no usable warm
+/// Pod in it and, off the cold path, publishes the PoolExhausted Event. A
+/// template without a pool has nothing to exhaust: its claims are cold by
+/// design, and counting them would raise the exhaustion alert for good.
 fn pool_exhausted(ctx: &Arc<Context>, claim: &SandboxClaim, namespace: &str, choice: &PoolChoice) {
     let template = claim.spec.sandbox_template_ref.name.clone();
+    if !has_pool(ctx, namespace, &template, choice) {
+        return;
+    }
     ctx.metrics
         .pool_exhausted
         .with_label_values(&[&template])
         .inc();
-    if !ctx.config.events || !has_pool(ctx, namespace, &template, choice) {
+    if !ctx.config.events {
         return;
     }
     let (ctx, claim) = (Arc::clone(ctx), claim.clone());
@@ -406,14 +411,17 @@ fn pool_exhausted(ctx: &Arc<Context>, claim: &SandboxClaim, namespace: &str, cho
     });
 }
 
+/// Memo key of the NetworkPolicy of template `template_uid` (see
+/// [`ensure_template_policy`]); forgotten when the policy is deleted.
+pub(crate) fn template_policy_key(template_uid: &str) -> String {
+    format!("template-policy/{template_uid}")
+}
+
 /// Makes sure the template's NetworkPolicy exists (checked against the API
 /// server at most every half minute per template; a policy of that name
 /// controlled by anything else is a [`Error::NameConflict`]).
 pub async fn ensure_template_policy(ctx: &Context, template: &SandboxTemplate) -> Result<()> {
-    let key = format!(
-        "template-policy/{}",
-        template.metadata.uid.as_deref().unwrap_or_default()
-    );
+    let key = template_policy_key(template.metadata.uid.as_deref().unwrap_or_default());
     let generation = serde_json::json!(template.metadata.generation);
     if ctx.written.recently_wrote(&key, &generation) {
         return Ok(());

@@ -25,9 +25,10 @@ struct PoolExpectations {
     creates: HashMap<String, Instant>,
     deletes: HashMap<String, Instant>,
     last_status_write: Option<Instant>,
-    /// The last reconcile decided from counts alone (it had no Pod to
-    /// pick): the first sight of a pending create changes nothing then.
-    quiet_joins: bool,
+    /// The template hash the last reconcile decided from counts alone for
+    /// (it had no Pod to pick): the first sight of a pending create of that
+    /// hash changes nothing then. `None` when it picked from the members.
+    quiet_joins: Option<String>,
     /// What the pool's NetworkPolicy was last made or checked from (see
     /// [`super::network`]); no expiry, so a resync never writes it again.
     network_policy: Option<serde_json::Value>,
@@ -74,26 +75,52 @@ impl Expectations {
     }
 
     /// Records whether the pool's reconcile just decided from its counts
-    /// alone, with no Pod to pick (no surplus, no outdated Pod to replace).
-    pub fn decided_from_counts(&self, pool: &str, from_counts: bool) {
-        self.with_pool(pool, |e| e.quiet_joins = from_counts);
+    /// alone, with no Pod to pick (no surplus, no outdated Pod to replace),
+    /// and for which template hash: a pending create made from another
+    /// (an older template, a policy reload since) is outdated, and its
+    /// first sight must wake the pool to replace it.
+    pub fn decided_from_counts(&self, pool: &str, hash: &str, from_counts: bool) {
+        self.with_pool(pool, |e| {
+            e.quiet_joins = from_counts.then(|| hash.to_string());
+        });
     }
 
-    /// Whether the first sight of `name` may leave `pool` asleep: it is a
-    /// create of the pool's that no reconcile has seen in the cache yet
-    /// (and that has not timed out), and the pool's last reconcile decided
-    /// from counts alone, which count the pending create already. Any
-    /// change that can make the pool pick Pods (its size, its template)
-    /// wakes it by its own event, and that reconcile clears this until a
-    /// decision from counts alone again.
-    pub fn quiet_join(&self, pool: &str, name: &str) -> bool {
+    /// Whether the first sight of `name`, made from template hash `hash`,
+    /// may leave `pool` asleep: it is a create of the pool's that no
+    /// reconcile has seen in the cache yet (and that has not timed out), and
+    /// the pool's last reconcile decided from counts alone for that same
+    /// hash, which count the pending create already. Any change that can
+    /// make the pool pick Pods (its size, its template) wakes it by its own
+    /// event, and that reconcile clears this until a decision from counts
+    /// alone again.
+    pub fn quiet_join(&self, pool: &str, name: &str, hash: Option<&str>) -> bool {
         let all = self.inner.lock().expect("expectations lock");
         all.get(pool).is_some_and(|e| {
-            e.quiet_joins
+            e.quiet_joins.is_some()
+                && e.quiet_joins.as_deref() == hash
                 && e.creates
                     .get(name)
                     .is_some_and(|at| at.elapsed() < EXPECTATION_TTL)
         })
+    }
+
+    /// Forgets the pending create of a Pod that was deleted: a Pod deleted
+    /// before any reconcile saw it (its first sight may have woken none)
+    /// would otherwise count as pending until the TTL, the pool one short.
+    pub fn create_gone(&self, pool: &str, name: &str) {
+        let mut all = self.inner.lock().expect("expectations lock");
+        if let Some(e) = all.get_mut(pool) {
+            e.creates.remove(name);
+        }
+    }
+
+    /// Forgets what the pool's NetworkPolicy was made from: it was deleted,
+    /// and the next reconcile makes it again.
+    pub fn network_policy_gone(&self, pool: &str) {
+        let mut all = self.inner.lock().expect("expectations lock");
+        if let Some(e) = all.get_mut(pool) {
+            e.network_policy = None;
+        }
     }
 
     /// Records a delete the cache has not shown yet.
@@ -184,16 +211,39 @@ mod tests {
         // A created Pod stolen before the pool saw it as a member is seen
         // through the cache, not after the TTL.
         e.created("p", "y");
-        assert!(!e.quiet_join("p", "y"), "no decision from counts yet");
-        e.decided_from_counts("p", true);
-        assert!(e.quiet_join("p", "y"));
-        assert!(!e.quiet_join("p", "x"));
-        assert!(!e.quiet_join("q", "y"));
-        e.decided_from_counts("p", false);
-        assert!(!e.quiet_join("p", "y"), "the pool may pick Pods");
-        e.decided_from_counts("p", true);
+        let h = Some("h1");
+        assert!(!e.quiet_join("p", "y", h), "no decision from counts yet");
+        e.decided_from_counts("p", "h1", true);
+        assert!(e.quiet_join("p", "y", h));
+        assert!(!e.quiet_join("p", "x", h));
+        assert!(!e.quiet_join("q", "y", h));
+        // A create made from another template (or none) is outdated.
+        assert!(!e.quiet_join("p", "y", Some("h0")));
+        assert!(!e.quiet_join("p", "y", None));
+        e.decided_from_counts("p", "h1", false);
+        assert!(!e.quiet_join("p", "y", h), "the pool may pick Pods");
+        e.decided_from_counts("p", "h1", true);
         assert_eq!(e.settle("p", &HashSet::new()).0, 1);
         assert_eq!(e.settle_with("p", |_| false, |n| n == "y").0, 0);
-        assert!(!e.quiet_join("p", "y"));
+        assert!(!e.quiet_join("p", "y", h));
+    }
+
+    #[test]
+    fn a_create_deleted_before_it_was_seen_is_not_pending() {
+        let e = Expectations::default();
+        e.created("p", "x");
+        e.created("p", "y");
+        e.create_gone("p", "x");
+        e.create_gone("q", "y");
+        assert_eq!(e.settle("p", &HashSet::new()).0, 1);
+    }
+
+    #[test]
+    fn a_deleted_network_policy_is_made_again() {
+        let e = Expectations::default();
+        let v = serde_json::json!({"uid": "u"});
+        e.network_policy_made("p", v.clone());
+        e.network_policy_gone("p");
+        assert!(!e.network_policy_done("p", &v));
     }
 }

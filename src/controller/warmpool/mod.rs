@@ -169,7 +169,7 @@ fn decide(
     let batch = ctx.config.rollout_batch.max(1);
     let from_counts = plan_from_counts(desired, members.tally(), members.pending_creates, batch);
     ctx.expectations
-        .decided_from_counts(key, from_counts.is_some());
+        .decided_from_counts(key, hash, from_counts.is_some());
     from_counts.unwrap_or_else(|| {
         let idle = observe::idle_pods(ctx, members, hash);
         plan(desired, &idle, members.pending_creates, batch)

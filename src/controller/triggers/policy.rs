@@ -1,0 +1,201 @@
+//! What a deleted NetworkPolicy of the operator's wakes: its owner, which
+//! makes it again (the claims', pools' and templates' policies are how idle
+//! and claimed Pods are isolated; nothing else in the operator watches them).
+
+use std::sync::Arc;
+
+use futures::channel::mpsc;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::ResourceExt;
+use kube::runtime::reflector::{ObjectRef, Store};
+
+use super::super::claim;
+use super::super::memo::WriteMemo;
+use super::super::warmpool::Expectations;
+use crate::api::{SandboxClaim, SandboxWarmPool};
+
+/// What a deleted NetworkPolicy's owner needs to make it again: the memos
+/// that would skip the create, and whom to wake.
+pub(in crate::controller) struct PolicyOwners {
+    pub written: Arc<WriteMemo>,
+    pub expectations: Arc<Expectations>,
+    pub pools: Store<SandboxWarmPool>,
+    pub claims: Store<SandboxClaim>,
+    pub pool_tx: mpsc::UnboundedSender<ObjectRef<SandboxWarmPool>>,
+    pub claim_tx: mpsc::UnboundedSender<ObjectRef<SandboxClaim>>,
+}
+
+/// The NetworkPolicy cache's trigger: a deleted policy the operator made
+/// (by its controller ownerReference: a claim's, a pool's or a template's)
+/// has its memo forgotten and its owner woken, which makes it again at once;
+/// for a template's, every pool and claim of that template in its namespace.
+/// Nothing else wakes anyone: the warm path's own policy create costs one
+/// decoded event and no reconcile.
+pub(in crate::controller) fn network_policy_trigger(
+    owners: PolicyOwners,
+) -> impl Fn(&NetworkPolicy, bool) {
+    move |policy: &NetworkPolicy, deleted: bool| {
+        let Some(owner) = deleted
+            .then(|| {
+                policy
+                    .owner_references()
+                    .iter()
+                    .find(|o| o.controller == Some(true))
+            })
+            .flatten()
+        else {
+            return;
+        };
+        let namespace = policy.namespace().unwrap_or_default();
+        match owner.kind.as_str() {
+            "SandboxClaim" => {
+                for key in claim::policy_memo_keys(&owner.uid) {
+                    owners.written.forget(&key);
+                }
+                let _ = owners
+                    .claim_tx
+                    .unbounded_send(ObjectRef::new(&owner.name).within(&namespace));
+            }
+            "SandboxWarmPool" => owners.pool_policy_gone(&namespace, &owner.name),
+            "SandboxTemplate" => {
+                owners
+                    .written
+                    .forget(&claim::template_policy_key(&owner.uid));
+                for pool in owners.pools.state() {
+                    if pool.namespace().as_deref() == Some(namespace.as_str())
+                        && pool.spec.sandbox_template_ref.name == owner.name
+                    {
+                        owners.pool_policy_gone(&namespace, &pool.name_any());
+                    }
+                }
+                for claim in owners.claims.state() {
+                    if claim.namespace().as_deref() == Some(namespace.as_str())
+                        && claim.spec.sandbox_template_ref.name == owner.name
+                    {
+                        let _ = owners.claim_tx.unbounded_send(ObjectRef::from_obj(&*claim));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl PolicyOwners {
+    /// The pool's policy (its own, or its template's) is gone: made again
+    /// by the reconcile this wakes.
+    fn pool_policy_gone(&self, namespace: &str, pool: &str) {
+        self.expectations
+            .network_policy_gone(&format!("{namespace}/{pool}"));
+        let _ = self
+            .pool_tx
+            .unbounded_send(ObjectRef::new(pool).within(namespace));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::test_pod::controller;
+    use kube::runtime::reflector::{self, store::Writer};
+    use kube::runtime::watcher::Event;
+    use serde_json::json;
+
+    fn policy(owner_kind: &str, owner: &str) -> NetworkPolicy {
+        let mut p: NetworkPolicy =
+            serde_json::from_value(json!({"metadata": {"name": "np", "namespace": "ns"}})).unwrap();
+        p.metadata.owner_references =
+            Some(vec![controller(owner_kind, owner, &format!("uid-{owner}"))]);
+        p
+    }
+
+    /// A pool or claim of template `template`, named `name`, in `ns`.
+    fn of_template<K: serde::de::DeserializeOwned>(kind: &str, name: &str, template: &str) -> K {
+        serde_json::from_value(json!({
+            "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": kind,
+            "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}")},
+            "spec": {"sandboxTemplateRef": {"name": template}, "replicas": 1}
+        }))
+        .unwrap()
+    }
+
+    fn store_of<K>(objects: Vec<K>) -> Store<K>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + 'static,
+    {
+        let (store, mut writer): (Store<K>, Writer<K>) = reflector::store();
+        for o in objects {
+            writer.apply_watcher_event(&Event::Apply(o));
+        }
+        store
+    }
+
+    fn received<K>(rx: &mut mpsc::UnboundedReceiver<ObjectRef<K>>) -> Vec<String>
+    where
+        K: kube::Resource,
+        K::DynamicType: Default,
+    {
+        let mut out = Vec::new();
+        while let Ok(r) = rx.try_recv() {
+            out.push(r.name);
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_deleted_policy_wakes_its_owner_with_its_memo_forgotten() {
+        let written = Arc::new(WriteMemo::default());
+        let expectations = Arc::new(Expectations::default());
+        let (pool_tx, mut pools) = mpsc::unbounded();
+        let (claim_tx, mut claims) = mpsc::unbounded();
+        let on_policy = network_policy_trigger(PolicyOwners {
+            written: Arc::clone(&written),
+            expectations: Arc::clone(&expectations),
+            pools: store_of(vec![
+                of_template::<SandboxWarmPool>("SandboxWarmPool", "p1", "t"),
+                of_template::<SandboxWarmPool>("SandboxWarmPool", "p2", "other"),
+            ]),
+            claims: store_of(vec![
+                of_template::<SandboxClaim>("SandboxClaim", "c1", "t"),
+                of_template::<SandboxClaim>("SandboxClaim", "c2", "other"),
+            ]),
+            pool_tx,
+            claim_tx,
+        });
+        let yes = serde_json::Value::Bool(true);
+        let [made, lockdown] = claim::policy_memo_keys("uid-c1");
+        written.record(&made, yes.clone());
+        written.record(&lockdown, yes.clone());
+        // Made or changed: nothing wakes, nothing is forgotten.
+        on_policy(&policy("SandboxClaim", "c1"), false);
+        assert!(received(&mut claims).is_empty());
+        assert!(written.recently_wrote(&made, &yes));
+        // A claim's, deleted: both memos go, the claim wakes.
+        on_policy(&policy("SandboxClaim", "c1"), true);
+        assert_eq!(received(&mut claims), ["c1"]);
+        assert!(!written.recently_wrote(&made, &yes));
+        assert!(!written.recently_wrote(&lockdown, &yes));
+        // A pool's: its memo goes, it wakes.
+        let fingerprint = json!({"pool": "uid-p1"});
+        expectations.network_policy_made("ns/p1", fingerprint.clone());
+        on_policy(&policy("SandboxWarmPool", "p1"), true);
+        assert_eq!(received(&mut pools), ["p1"]);
+        assert!(!expectations.network_policy_done("ns/p1", &fingerprint));
+        // A template's: every pool and claim of that template wakes.
+        expectations.network_policy_made("ns/p1", fingerprint.clone());
+        let template_key = claim::template_policy_key("uid-t");
+        written.record(&template_key, json!(1));
+        on_policy(&policy("SandboxTemplate", "t"), true);
+        assert_eq!(received(&mut pools), ["p1"]);
+        assert_eq!(received(&mut claims), ["c1"]);
+        assert!(!expectations.network_policy_done("ns/p1", &fingerprint));
+        assert!(!written.recently_wrote(&template_key, &json!(1)));
+        // One without a controller of ours wakes no one.
+        let mut foreign = policy("Deployment", "d");
+        on_policy(&foreign, true);
+        foreign.metadata.owner_references = None;
+        on_policy(&foreign, true);
+        assert!(received(&mut pools).is_empty() && received(&mut claims).is_empty());
+    }
+}
