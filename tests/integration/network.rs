@@ -378,3 +378,52 @@ async fn a_foreign_policy_under_the_pool_policys_name_stops_the_pool() {
     assert_eq!(theirs.resource_version(), foreign.resource_version());
     eprintln!("a_foreign_policy: {:?}", started.elapsed());
 }
+
+/// A NetworkPolicy the operator made and someone deleted is made again at
+/// once, both a pool's and a Ready claim's: its deletion wakes its owner.
+/// 20 s is below the pool's remembered policy (never expires by itself)
+/// and the claim's resync (300 s), so only the deletion's event can do it.
+#[tokio::test]
+async fn a_deleted_sandbox_policy_is_made_again_at_once() {
+    let started = Instant::now();
+    let ns = TestNs::new("net-restore").await;
+    let _op = ns.operator(&[]).await;
+    crate::fixtures::setup(&ns, 1).await;
+    crate::fixtures::wait_pool_ready(&ns, 1).await;
+    crate::fixtures::claim_when_ready(&ns, "c", Duration::from_secs(60)).await;
+    let policies = ns.api::<NetworkPolicy>();
+    for name in ["sandbox-pool-pool", "c-sandbox"] {
+        let before = policies.get(name).await.unwrap();
+        policies.delete(name, &Default::default()).await.unwrap();
+        let again = wait_until_made_again(&policies, name, &before).await;
+        assert_eq!(again.spec, before.spec, "{name} made again as it was");
+        assert_eq!(
+            again.owner_references(),
+            before.owner_references(),
+            "{name} has the same owner"
+        );
+    }
+    eprintln!("a_deleted_sandbox_policy: {:?}", started.elapsed());
+}
+
+/// Waits (20 s at most) for `name` to exist again with another uid than
+/// `before`'s.
+async fn wait_until_made_again(
+    policies: &kube::Api<NetworkPolicy>,
+    name: &str,
+    before: &NetworkPolicy,
+) -> NetworkPolicy {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(p) = policies.get_opt(name).await.unwrap()
+            && p.uid() != before.uid()
+        {
+            return p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "NetworkPolicy {name} was not made again within 20 s of its deletion"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
