@@ -114,6 +114,7 @@ pub fn check_object(object: &Value, policy: &Policy) -> CheckReport {
         kind,
         &Operation::Create,
         object,
+        None,
         policy,
         jiff::Timestamp::now(),
     ) {

@@ -151,7 +151,15 @@ impl AdmissionHandler for SandboxAdmission {
                 return response.deny(verdict.message());
             }
         }
-        match mutate(kind, &request.operation, &object, &policy, now) {
+        let old_object = stored_object(request);
+        match mutate(
+            kind,
+            &request.operation,
+            &object,
+            old_object.as_ref(),
+            &policy,
+            now,
+        ) {
             Ok(operations) if operations.is_empty() => response,
             Ok(operations) => response
                 .with_patch(json_patch::Patch(operations))
@@ -168,10 +176,7 @@ impl AdmissionHandler for SandboxAdmission {
             Target::Ours(kind, object) => (kind, object),
             other => return other.answer(request),
         };
-        let old_object = request
-            .old_object
-            .as_ref()
-            .and_then(|old| serde_json::to_value(old).ok());
+        let old_object = stored_object(request);
         let policy = self.policy.current();
         let verdict = validate(
             kind,
@@ -202,6 +207,14 @@ impl AdmissionHandler for SandboxAdmission {
             );
         }
     }
+}
+
+/// The stored version of the object (an UPDATE's `oldObject`), as JSON.
+fn stored_object(request: &AdmissionRequest<DynamicObject>) -> Option<Value> {
+    request
+        .old_object
+        .as_ref()
+        .and_then(|old| serde_json::to_value(old).ok())
 }
 
 /// The operation as the API server spells it.

@@ -12,7 +12,9 @@
 //! 2. `/mutate` calls [`mutate`], a pure function of (kind, operation,
 //!    object, policy, time) that returns the JSON patch to apply; `/validate`
 //!    calls [`validate`], a pure function that returns a [`Verdict`]: denials
-//!    (`path: rule`) and warnings.
+//!    (`path: rule`) and warnings. On UPDATE both look at the stored object
+//!    too: a field's rules run only when the field changes, and a
+//!    terminating object is checked for immutability only (`ratchet`).
 //! 3. The outcome is reported to an optional observer, for metrics.
 //!
 //! The same pure functions back the offline check
@@ -30,6 +32,7 @@ mod mutate;
 mod policy;
 pub mod pss;
 mod quantity;
+mod ratchet;
 mod validate;
 
 use kube::core::admission::Operation;
@@ -121,8 +124,8 @@ pub fn apply_create_defaults(
     policy: &Policy,
 ) -> Result<bool, DefaultingError> {
     let now = jiff::Timestamp::now();
-    let patch =
-        mutate(kind, &Operation::Create, object, policy, now).map_err(DefaultingError::Denied)?;
+    let patch = mutate(kind, &Operation::Create, object, None, policy, now)
+        .map_err(DefaultingError::Denied)?;
     if patch.is_empty() {
         return Ok(false);
     }

@@ -2,9 +2,16 @@
 //!
 //! Every pod-template rule only *adds* a field that is absent, so the patch
 //! never changes what a user wrote, and mutating an already-mutated object
-//! yields an empty patch (the API server may call a webhook twice, and
-//! re-admits objects on every update). The one exception is the claim's
-//! admission stamp, which is the webhook's to write. What gets added, per
+//! yields an empty patch (the API server may call a webhook twice). The one
+//! exception is the claim's admission stamp, which is the webhook's to
+//! write. On UPDATE a pod template is defaulted only when it differs from
+//! the stored one, and not at all once `metadata.deletionTimestamp` is set
+//! (see [`super::ratchet`]): defaults a policy added since the template was
+//! stored would otherwise turn a metadata-only write (a label, the
+//! operator's annotation patch, a finalizer removal) into a change of the
+//! pod template, which validation then checks whole and may refuse. The
+//! operator applies the current defaults itself when it builds a Pod
+//! ([`super::admit_pod_template`]), so none is lost. What gets added, per
 //! kind:
 //!
 //! - Sandbox and SandboxTemplate (their pod template, at
@@ -36,17 +43,19 @@ use json_patch::{AddOperation, PatchOperation, RemoveOperation};
 use kube::core::admission::Operation;
 use serde_json::{Map, Value, json};
 
-use super::SandboxKind;
 use super::field::{
     Denial, FieldPath, List, object_items, optional, optional_object, present, required_object,
 };
 use super::policy::{ComputeResource, Policy, Profile, normalize_capability};
 use super::pss::drops_all_capabilities;
 use super::quantity::Quantity;
+use super::{SandboxKind, ratchet};
 use crate::api::ADMITTED_AT_ANNOTATION;
 
 /// The patch that applies `policy`'s defaults to `object`, a `kind` being
-/// admitted with `operation`.
+/// admitted with `operation`; on UPDATE, `old_object` is the stored version:
+/// an unchanged pod template, or any of a terminating object, gets no
+/// defaults.
 ///
 /// Returns an error, naming the field, when the object is too malformed to
 /// default (a pod template that is not an object, a container list that is
@@ -55,6 +64,7 @@ pub fn mutate(
     kind: SandboxKind,
     operation: &Operation,
     object: &Value,
+    old_object: Option<&Value>,
     policy: &Policy,
     now: Timestamp,
 ) -> Result<Vec<PatchOperation>, Denial> {
@@ -70,7 +80,15 @@ pub fn mutate(
     };
     match kind {
         SandboxKind::Sandbox | SandboxKind::SandboxTemplate => {
+            let update = *operation == Operation::Update;
+            if update && ratchet::is_terminating(object) {
+                return Ok(Vec::new());
+            }
             let spec = required_object(object, "spec", &root)?;
+            let old_spec = ratchet::member(old_object.and_then(Value::as_object), "spec");
+            if update && ratchet::unchanged(spec, old_spec, "podTemplate") {
+                return Ok(Vec::new());
+            }
             let spec_path = root.key("spec");
             let template = required_object(spec, "podTemplate", &spec_path)?;
             let template_path = spec_path.key("podTemplate");

@@ -13,10 +13,10 @@ fn mutate_twice(
     object: &Value,
     policy: &Policy,
 ) -> (Vec<PatchOperation>, Value) {
-    let patch = mutate(kind, &Operation::Create, object, policy, now()).unwrap();
+    let patch = mutate(kind, &Operation::Create, object, None, policy, now()).unwrap();
     let mut mutated = object.clone();
     json_patch::patch(&mut mutated, &patch).unwrap();
-    let again = mutate(kind, &Operation::Create, &mutated, policy, now()).unwrap();
+    let again = mutate(kind, &Operation::Create, &mutated, None, policy, now()).unwrap();
     assert!(
         again.is_empty(),
         "not idempotent: {}",
@@ -132,6 +132,7 @@ fn set_fields_are_never_overwritten() {
         SandboxKind::Sandbox,
         &Operation::Create,
         &sandbox,
+        None,
         &policy,
         now(),
     )
@@ -247,6 +248,7 @@ fn claims_are_stamped_once_on_create() {
         SandboxKind::SandboxClaim,
         &Operation::Create,
         &claim(),
+        None,
         &Policy::default(),
         whole_seconds,
     )
@@ -262,6 +264,7 @@ fn claims_are_stamped_once_on_create() {
         SandboxKind::SandboxClaim,
         &Operation::Update,
         &claim(),
+        None,
         &Policy::default(),
         now(),
     )
@@ -273,11 +276,70 @@ fn claims_are_stamped_once_on_create() {
             SandboxKind::SandboxClaim,
             &Operation::Create,
             &claim(),
+            None,
             &off,
             now()
         )
         .unwrap()
         .is_empty()
+    );
+}
+
+/// A policy added a default runtime class since the seed Sandbox was
+/// stored: an UPDATE that leaves the pod template alone gets no patch (it
+/// would make the template look changed, and be checked whole), one that
+/// changes it is defaulted, and a terminating object never is.
+#[test]
+fn unchanged_pod_templates_get_no_defaults_on_update() {
+    let (_, stored) = mutate_twice(SandboxKind::Sandbox, &aio_sandbox(), &Policy::default());
+    let policy = Policy::from_yaml("defaultRuntimeClassName: gvisor").unwrap();
+    let update = |new: &Value, old: Option<&Value>| {
+        mutate(
+            SandboxKind::Sandbox,
+            &Operation::Update,
+            new,
+            old,
+            &policy,
+            now(),
+        )
+        .unwrap()
+    };
+    let mut labelled = stored.clone();
+    labelled["metadata"]["labels"] = json!({"team": "a"});
+    assert!(update(&labelled, Some(&stored)).is_empty());
+    // A template that is malformed but unchanged is left to validation too.
+    let mut malformed = stored.clone();
+    malformed["spec"]["podTemplate"]["spec"]["containers"] = json!({});
+    assert!(update(&malformed, Some(&malformed)).is_empty());
+
+    let mut retagged = stored.clone();
+    retagged["spec"]["podTemplate"]["spec"]["containers"][0]["image"] = json!("a:2");
+    assert_eq!(
+        pointers(&update(&retagged, Some(&stored))),
+        ["/spec/podTemplate/spec/runtimeClassName"]
+    );
+    // Without the stored version, the template counts as changed.
+    assert_eq!(
+        pointers(&update(&labelled, None)),
+        ["/spec/podTemplate/spec/runtimeClassName"]
+    );
+
+    let mut terminating = retagged.clone();
+    terminating["metadata"]["deletionTimestamp"] = json!("2026-03-01T12:00:00Z");
+    assert!(update(&terminating, Some(&stored)).is_empty());
+    // CREATE ignores a stored version and the deletion timestamp.
+    let created = mutate(
+        SandboxKind::Sandbox,
+        &Operation::Create,
+        &terminating,
+        Some(&terminating),
+        &policy,
+        now(),
+    )
+    .unwrap();
+    assert_eq!(
+        pointers(&created),
+        ["/spec/podTemplate/spec/runtimeClassName"]
     );
 }
 
@@ -287,6 +349,7 @@ fn pools_are_not_mutated() {
         SandboxKind::SandboxWarmPool,
         &Operation::Create,
         &pool(3),
+        None,
         &Policy::default(),
         now(),
     )
@@ -325,6 +388,7 @@ fn malformed_objects_are_refused_with_the_field() {
             SandboxKind::Sandbox,
             &Operation::Create,
             &object,
+            None,
             &Policy::default(),
             now(),
         )
@@ -337,6 +401,7 @@ fn malformed_objects_are_refused_with_the_field() {
             SandboxKind::SandboxClaim,
             &Operation::Create,
             &bad_claim,
+            None,
             &Policy::default(),
             now()
         )

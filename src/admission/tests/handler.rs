@@ -209,6 +209,70 @@ fn immutable_fields_are_enforced_through_the_handler() {
     );
 }
 
+/// After the policy is tightened, a label on a stored Sandbox passes both
+/// endpoints untouched, a change to its pod template is defaulted and
+/// refused, and a terminating Sandbox can lose its finalizer.
+#[test]
+fn updates_after_a_policy_tightening_are_ratcheted_through_the_handler() {
+    let store = PolicyStore::default();
+    let handler = SandboxAdmission::new(store.clone());
+    let created = handler.mutate(&request(
+        SandboxKind::Sandbox,
+        "CREATE",
+        Some(aio_sandbox()),
+        None,
+    ));
+    let stored = applied(&created, &aio_sandbox());
+    store.replace(
+        Policy::from_yaml("ceilings: {memory: 4Gi}\ndefaultRuntimeClassName: gvisor").unwrap(),
+    );
+    let both = |new: &Value, old: &Value| {
+        let review = || {
+            request(
+                SandboxKind::Sandbox,
+                "UPDATE",
+                Some(new.clone()),
+                Some(old.clone()),
+            )
+        };
+        let mutated = handler.mutate(&review());
+        assert!(mutated.allowed, "{}", mutated.result.message);
+        let patched = applied(&mutated, new);
+        let validated = handler.validate(&request(
+            SandboxKind::Sandbox,
+            "UPDATE",
+            Some(patched),
+            Some(old.clone()),
+        ));
+        (mutated.patch.is_some(), validated)
+    };
+
+    let mut labelled = stored.clone();
+    labelled["metadata"]["labels"] = json!({"team": "a"});
+    let (patched, validated) = both(&labelled, &stored);
+    assert!(!patched);
+    assert!(validated.allowed, "{}", validated.result.message);
+
+    let mut retagged = stored.clone();
+    retagged["spec"]["podTemplate"]["spec"]["containers"][0]["image"] = json!("a:2");
+    let (patched, validated) = both(&retagged, &stored);
+    assert!(patched);
+    assert!(!validated.allowed);
+    assert_eq!(
+        validated.result.message,
+        "spec.podTemplate.spec.containers[0].resources.limits.memory: 8Gi exceeds the maximum 4Gi"
+    );
+
+    let mut terminating = stored.clone();
+    terminating["metadata"]["deletionTimestamp"] = json!("2026-03-01T12:00:00Z");
+    terminating["metadata"]["finalizers"] = json!(["foregroundDeletion"]);
+    let mut released = terminating.clone();
+    released["metadata"]["finalizers"] = json!([]);
+    let (patched, validated) = both(&released, &terminating);
+    assert!(!patched);
+    assert!(validated.allowed, "{}", validated.result.message);
+}
+
 #[test]
 fn a_policy_reload_applies_to_the_next_review() {
     let store = PolicyStore::default();

@@ -78,12 +78,13 @@ fn malformed_variants_never_panic_and_defaulting_stays_idempotent() {
             for policy in &policies {
                 let old = Some(&base);
                 let _ = validate(kind, &Operation::Update, &object, old, policy);
-                let Ok(patch) = mutate(kind, &Operation::Create, &object, policy, now) else {
+                let _ = mutate(kind, &Operation::Update, &object, old, policy, now);
+                let Ok(patch) = mutate(kind, &Operation::Create, &object, None, policy, now) else {
                     continue;
                 };
                 let mut patched = object.clone();
                 json_patch::patch(&mut patched, &patch).unwrap_or_else(|e| panic!("{e}: {object}"));
-                let again = mutate(kind, &Operation::Create, &patched, policy, now).unwrap();
+                let again = mutate(kind, &Operation::Create, &patched, None, policy, now).unwrap();
                 assert!(again.is_empty(), "{object} -> {again:?}");
                 let _ = validate(kind, &Operation::Create, &patched, None, policy);
             }

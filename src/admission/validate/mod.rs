@@ -32,11 +32,19 @@
 //!   empty or malformed template name. The template may change: that is how
 //!   a pool is rolled to a new template.
 //!
+//! On UPDATE (ratcheting, see [`super::ratchet`]) the rules of a spec field
+//! run only when the field differs from the stored object's, so a
+//! metadata-only write (a label, an annotation, a finalizer) to an object a
+//! tightened policy would now refuse is admitted; once
+//! `metadata.deletionTimestamp` is set only the immutability rules run. The
+//! immutability rules always run. The operator admits every pod template
+//! again before it creates a Pod from it.
+//!
 //! Warned (admitted, with a message for the client): images without a tag
 //! or tagged `latest`, `allowPrivilegeEscalation: true` under the baseline
 //! profile, containers without cpu/memory limits, and a mounted service
-//! account token (automounted or projected) under baseline when the policy
-//! would not mount one.
+//! account token (automounted or projected) or a projected pod certificate
+//! under baseline when the policy would not mount a token.
 //!
 //! Every finding names the field and the rule, e.g.
 //! `spec.podTemplate.spec.containers[0].resources.limits.memory: 128Gi exceeds the maximum 64Gi`.
@@ -54,11 +62,11 @@ mod volume_claims;
 use kube::core::admission::Operation;
 use serde_json::{Map, Value};
 
-use super::SandboxKind;
 use super::field::{
     Denial, FieldPath, object_items, optional, optional_object, present, required_object,
 };
 use super::policy::{Policy, Profile};
+use super::{SandboxKind, ratchet};
 
 pub use names::{MAX_LABEL_VALUE, is_reserved_key};
 pub(crate) use pod::check_pod_template_value;
@@ -90,7 +98,10 @@ impl Verdict {
 }
 
 /// Validates `object`, a `kind` being admitted with `operation`; on UPDATE,
-/// `old_object` is the stored version, used for the immutability rules.
+/// `old_object` is the stored version, used for the immutability rules and
+/// for ratcheting: a spec field's rules run only when the field changed,
+/// and a terminating object (`metadata.deletionTimestamp` set) is checked
+/// for immutability only (see [`super::ratchet`]).
 pub fn validate(
     kind: SandboxKind,
     operation: &Operation,
@@ -111,29 +122,39 @@ pub fn validate(
         Operation::Update => old_object.and_then(Value::as_object),
         _ => None,
     };
-    validator.object_name(kind, object, &root);
+    let terminating = *operation == Operation::Update && ratchet::is_terminating(object);
+    if !terminating {
+        validator.object_name(kind, object, &root);
+    }
     let Some(spec) = validator.ok(required_object(object, "spec", &root)) else {
         return validator.verdict;
     };
     let spec_path = root.key("spec");
-    let old_spec = old_object
-        .and_then(|old| old.get("spec"))
-        .and_then(Value::as_object);
+    let old_spec = ratchet::member(old_object, "spec");
+    // Whether the rules over `spec[key]` run: on CREATE, and on an UPDATE
+    // that changes the field, unless the object is terminating.
+    let checks = |key: &str| !terminating && !ratchet::unchanged(spec, old_spec, key);
     match kind {
-        SandboxKind::Sandbox => {
-            validator.pod_template(spec, &spec_path);
-            validator.volume_claim_templates(spec, &spec_path);
-            validator.sandbox_replicas(spec, &spec_path);
-            if let Some(old_spec) = old_spec {
-                validator.immutable(spec, old_spec, "volumeClaimTemplates", &spec_path);
+        SandboxKind::Sandbox | SandboxKind::SandboxTemplate => {
+            if checks("podTemplate") {
+                validator.pod_template(spec, &spec_path);
+            }
+            if checks("volumeClaimTemplates") {
+                validator.volume_claim_templates(spec, &spec_path);
+            }
+            if kind == SandboxKind::Sandbox {
+                if checks("replicas") {
+                    validator.sandbox_replicas(spec, &spec_path);
+                }
+                if let Some(old_spec) = old_spec {
+                    validator.immutable(spec, old_spec, "volumeClaimTemplates", &spec_path);
+                }
             }
         }
-        SandboxKind::SandboxTemplate => {
-            validator.pod_template(spec, &spec_path);
-            validator.volume_claim_templates(spec, &spec_path);
-        }
         SandboxKind::SandboxClaim => {
-            validator.template_ref(spec, &spec_path);
+            if checks("sandboxTemplateRef") {
+                validator.template_ref(spec, &spec_path);
+            }
             if let Some(old_spec) = old_spec {
                 validator.immutable(spec, old_spec, "sandboxTemplateRef", &spec_path);
             }
@@ -142,8 +163,12 @@ pub fn validate(
             }
         }
         SandboxKind::SandboxWarmPool => {
-            validator.pool_replicas(spec, &spec_path);
-            validator.template_ref(spec, &spec_path);
+            if checks("replicas") {
+                validator.pool_replicas(spec, &spec_path);
+            }
+            if checks("sandboxTemplateRef") {
+                validator.template_ref(spec, &spec_path);
+            }
         }
     }
     validator.verdict

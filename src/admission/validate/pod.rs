@@ -1,7 +1,8 @@
 //! Pod-level rules of a pod template: Pod Security at the policy's profile,
 //! and the sandbox rules that Pod Security does not cover (service account
-//! and its token, automounted or projected, node pinning, tolerations,
-//! priority, runtime class, ephemeral containers, at least one container).
+//! and its credentials, an automounted or projected token or a projected
+//! pod certificate, node pinning, tolerations, priority, runtime class,
+//! pod-level resources, ephemeral containers, at least one container).
 
 use serde_json::{Map, Value};
 
@@ -9,6 +10,33 @@ use super::super::field::{FieldPath, List, object_items, optional, present, requ
 use super::super::policy::{Policy, TolerationRule};
 use super::super::pss;
 use super::{Validator, Verdict};
+
+/// A projected volume source that hands the sandbox a credential for its
+/// ServiceAccount, and what is said about it.
+struct ProjectedCredential {
+    /// The key of the source in `projected.sources[i]`.
+    source: &'static str,
+    /// The rule, under the restricted profile.
+    denial: &'static str,
+    /// The warning, under baseline when the policy would not mount a token.
+    warning: &'static str,
+}
+
+const PROJECTED_CREDENTIALS: [ProjectedCredential; 2] = [
+    ProjectedCredential {
+        source: "serviceAccountToken",
+        denial: "a projected service account token is not allowed under the restricted profile \
+                 (as automountServiceAccountToken: true is not): the sandbox would get a Kubernetes API token",
+        warning: "projects a service account token, so code in the sandbox can call the Kubernetes API",
+    },
+    ProjectedCredential {
+        source: "podCertificate",
+        denial: "a projected pod certificate is not allowed under the restricted profile \
+                 (as automountServiceAccountToken: true is not): the sandbox would get a client certificate \
+                 for its ServiceAccount",
+        warning: "projects a pod certificate, so code in the sandbox gets a client certificate for its ServiceAccount",
+    },
+];
 
 /// Validates a pod template given as JSON (`{metadata, spec}`) at
 /// `template_path`, with every rule a Sandbox's `spec.podTemplate` gets.
@@ -61,11 +89,12 @@ impl Validator<'_> {
     fn pod_spec(&mut self, spec: &Map<String, Value>, path: &FieldPath) {
         self.runtime_class(spec, path);
         self.service_account(spec, path);
-        self.projected_service_account_tokens(spec, path);
+        self.projected_credentials(spec, path);
         self.node_placement(spec, path);
         self.priority(spec, path);
         self.volume_types(spec, path);
         self.pod_resource_claims(spec, path);
+        self.pod_resources(spec, path);
         if let Some(Some(ephemeral)) = self.ok(optional::<List>(spec, "ephemeralContainers", path))
             && !ephemeral.is_empty()
         {
@@ -155,30 +184,27 @@ impl Validator<'_> {
     }
 
     /// A projected `serviceAccountToken` source mounts a token whatever
-    /// `automountServiceAccountToken` says, so it follows the same rule:
-    /// denied under restricted, warned about under baseline when the policy
-    /// would not mount a token.
-    fn projected_service_account_tokens(&mut self, spec: &Map<String, Value>, path: &FieldPath) {
+    /// `automountServiceAccountToken` says, and a projected `podCertificate`
+    /// source gives the sandbox a client certificate for its ServiceAccount
+    /// (the kubelet makes the key, a signer certifies it): both follow the rule
+    /// of the automounted token, denied under restricted, warned about under
+    /// baseline when the policy would not mount a token.
+    fn projected_credentials(&mut self, spec: &Map<String, Value>, path: &FieldPath) {
         for (projected_path, projected) in self.item_fields(spec, "volumes", "projected", path) {
             for (source_path, source) in self
                 .ok(object_items(projected, "sources", &projected_path))
                 .unwrap_or_default()
             {
-                if present(source, "serviceAccountToken").is_none() {
-                    continue;
-                }
-                let token_path = source_path.key("serviceAccountToken");
-                if self.restricted() {
-                    self.deny(
-                        &token_path,
-                        "a projected service account token is not allowed under the restricted profile \
-                         (as automountServiceAccountToken: true is not): the sandbox would get a Kubernetes API token",
-                    );
-                } else if !self.policy.automount_service_account_token {
-                    self.warn(
-                        &token_path,
-                        "projects a service account token, so code in the sandbox can call the Kubernetes API",
-                    );
+                for credential in PROJECTED_CREDENTIALS {
+                    if present(source, credential.source).is_none() {
+                        continue;
+                    }
+                    let credential_path = source_path.key(credential.source);
+                    if self.restricted() {
+                        self.deny(&credential_path, credential.denial);
+                    } else if !self.policy.automount_service_account_token {
+                        self.warn(&credential_path, credential.warning);
+                    }
                 }
             }
         }

@@ -1,9 +1,20 @@
-//! Container resources: amounts parse and are not negative; cpu, memory and
+//! Resources, of each container and of the pod as a whole (pod-level
+//! `spec.resources`): amounts parse and are not negative; cpu, memory and
 //! ephemeral-storage stay under the policy's ceilings; extended resources
 //! (anything else, such as `nvidia.com/gpu` or `hugepages-2Mi`) only from
-//! the allow-list; no request above its limit; a missing cpu or memory
-//! limit is warned about. Dynamic resource allocation (`spec.resourceClaims`,
-//! `resources.claims`) only when the policy allows resource claims.
+//! the allow-list; no request above its limit; a container's missing cpu or
+//! memory limit is warned about. Dynamic resource allocation
+//! (`spec.resourceClaims`, `resources.claims` of a container or of the pod)
+//! only when the policy allows resource claims.
+//!
+//! The ceilings bound pod-level amounts as they stand: no pod-level request
+//! or limit may exceed what the policy allows one container. A ceiling is
+//! the most a single container may be given, and a container without a
+//! limit of its own may use the whole pod-level limit, so a larger pod-level
+//! amount would hand one container more than the ceiling (and a pod-level
+//! request of 200 cpu reserves a node as surely as a container's would).
+//! Containers that need more together than one ceiling keep their own
+//! per-container amounts, each under the ceiling.
 
 use serde_json::{Map, Value};
 
@@ -20,13 +31,51 @@ const RESOURCE_CLAIMS_RULE: &str = "is not allowed while allowResourceClaims is 
      devices allocated through dynamic resource allocation bypass allowedExtendedResources";
 
 impl Validator<'_> {
+    /// A container's `resources`: the checks of [`Self::resource_amounts`],
+    /// no resource claims unless allowed, and a warning per missing cpu or
+    /// memory limit.
     pub(super) fn resources(&mut self, container: &Map<String, Value>, container_path: &FieldPath) {
         let (resources_path, resources) = self.object_field(container, "resources", container_path);
         if let Some(resources) = resources {
             self.container_resource_claims(resources, &resources_path);
         }
-        let requests = self.quantities(resources, "requests", &resources_path);
-        let limits = self.quantities(resources, "limits", &resources_path);
+        let limits = self.resource_amounts(resources, &resources_path);
+        for resource in ComputeResource::ALL {
+            let name = resource.as_str();
+            if !limits.iter().any(|(key, _)| key == name) {
+                self.warn(
+                    &resources_path.key("limits").key(name),
+                    format_args!("is not set, so the container's {name} is unbounded"),
+                );
+            }
+        }
+    }
+
+    /// The pod-level `resources` of a pod spec (a budget its containers
+    /// share): the same checks as a container's, against the same ceilings
+    /// (see the module documentation), and no `claims` unless resource
+    /// claims are allowed. Nothing is warned about when it is absent: the
+    /// containers' own limits bound them.
+    pub(super) fn pod_resources(&mut self, spec: &Map<String, Value>, path: &FieldPath) {
+        let (resources_path, resources) = self.object_field(spec, "resources", path);
+        if let Some(resources) = resources {
+            self.no_resource_claims(resources, "claims", &resources_path);
+        }
+        self.resource_amounts(resources, &resources_path);
+    }
+
+    /// The checks every `resources` gets, a container's or the pod's:
+    /// amounts parse and are not negative, cpu, memory and
+    /// ephemeral-storage stay under their ceilings, extended resources come
+    /// from `allowedExtendedResources`, and no request exceeds its limit.
+    /// Returns the parsed limits.
+    fn resource_amounts(
+        &mut self,
+        resources: Option<&Map<String, Value>>,
+        resources_path: &FieldPath,
+    ) -> Vec<(String, Quantity)> {
+        let requests = self.quantities(resources, "requests", resources_path);
+        let limits = self.quantities(resources, "limits", resources_path);
         let find = |amounts: &[(String, Quantity)], name: &str| {
             amounts
                 .iter()
@@ -75,15 +124,7 @@ impl Validator<'_> {
                 );
             }
         }
-        for resource in ComputeResource::ALL {
-            let name = resource.as_str();
-            if find(&limits, name).is_none() {
-                self.warn(
-                    &resources_path.key("limits").key(name),
-                    format_args!("is not set, so the container's {name} is unbounded"),
-                );
-            }
-        }
+        limits
     }
 
     /// A pod template claims no devices through dynamic resource allocation
@@ -94,7 +135,8 @@ impl Validator<'_> {
     }
 
     /// A container uses no resource claims (a non-empty `resources.claims`)
-    /// unless `allowResourceClaims` is true, as for the pod's own.
+    /// unless `allowResourceClaims` is true, as for the pod's own (its
+    /// `spec.resourceClaims` and pod-level `resources.claims`).
     fn container_resource_claims(
         &mut self,
         resources: &Map<String, Value>,

@@ -4,6 +4,7 @@
 mod container;
 mod kinds;
 mod pod;
+mod ratchet;
 mod resources;
 mod review_gaps;
 mod sandbox_rules;

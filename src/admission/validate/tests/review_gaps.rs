@@ -1,7 +1,7 @@
-//! The four gaps a security review found admitted: projected service
-//! account tokens, priority, dynamic resource allocation and claim
-//! templates that pick their volume. Each is refused with its field path
-//! and admitted where the policy allows it.
+//! The gaps security reviews found admitted: projected service account
+//! tokens and pod certificates, priority, dynamic resource allocation and
+//! claim templates that pick their volume. Each is refused with its field
+//! path and admitted where the policy allows it.
 
 use super::*;
 
@@ -70,6 +70,56 @@ fn a_projected_volume_without_a_token_is_admitted_and_a_token_is_warned_under_ba
         &mounting,
     );
     assert_eq!(verdict, Verdict::default());
+}
+
+/// A pod spec with a projected volume whose second source is a pod
+/// certificate.
+fn projected_pod_certificate() -> Value {
+    json!({"volumes": [
+        {"name": "cfg", "configMap": {"name": "c"}},
+        {"name": "identity", "projected": {"sources": [
+            {"configMap": {"name": "c"}},
+            {"podCertificate": {"signerName": "example.com/sandbox", "keyType": "ED25519",
+                "credentialBundlePath": "credentials.pem"}},
+        ]}},
+    ]})
+}
+
+#[test]
+fn a_projected_pod_certificate_is_denied_where_a_token_would_be() {
+    let (container, pod) = restricted_ready(projected_pod_certificate());
+    assert_eq!(
+        denied_under(&restricted(), container, pod),
+        [format!(
+            "{POD}.volumes[1].projected.sources[1].podCertificate: a projected pod certificate is not allowed \
+             under the restricted profile (as automountServiceAccountToken: true is not): \
+             the sandbox would get a client certificate for its ServiceAccount"
+        )]
+    );
+    // Under baseline it is warned about, as a projected token is.
+    let verdict = create_sandbox_with(json!({}), projected_pod_certificate());
+    assert!(verdict.allowed(), "{verdict:?}");
+    assert_eq!(
+        verdict.warnings,
+        [format!(
+            "{POD}.volumes[1].projected.sources[1].podCertificate: projects a pod certificate, \
+             so code in the sandbox gets a client certificate for its ServiceAccount"
+        )]
+    );
+    // One source of each in the same volume: both are named.
+    let both = json!({"volumes": [{"name": "p", "projected": {"sources": [
+        {"podCertificate": {"signerName": "example.com/sandbox", "keyType": "ED25519"}},
+        {"serviceAccountToken": {"path": "token"}},
+    ]}}]});
+    let (container, pod) = restricted_ready(both);
+    let denied = denied_under(&restricted(), container, pod);
+    assert_eq!(denied.len(), 2, "{denied:?}");
+    assert!(denied[0].starts_with(&format!(
+        "{POD}.volumes[0].projected.sources[0].podCertificate: "
+    )));
+    assert!(denied[1].starts_with(&format!(
+        "{POD}.volumes[0].projected.sources[1].serviceAccountToken: "
+    )));
 }
 
 #[test]
@@ -198,11 +248,23 @@ fn claim_templates_that_pick_their_volume_are_denied_on_create_and_update() {
         denials(&create(SandboxKind::Sandbox, &sandbox)),
         [VOLUME_NAME_RULE, SELECTOR_RULE]
     );
-    // An update that leaves the templates alone is checked too.
+    // An update that leaves the templates alone is not refused for them
+    // (ratcheting: the Sandbox controller checks them again before it
+    // creates the claims, see `check_volume_claim_templates`); one that
+    // changes them is, and they are immutable on a Sandbox anyway.
     let mut paused = sandbox.clone();
     paused["spec"]["replicas"] = json!(0);
-    let verdict = update(SandboxKind::Sandbox, &paused, &sandbox);
-    assert_eq!(denials(&verdict), [VOLUME_NAME_RULE, SELECTOR_RULE]);
+    assert!(update(SandboxKind::Sandbox, &paused, &sandbox).allowed());
+    let mut changed = sandbox.clone();
+    changed["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"] = json!("fast");
+    assert_eq!(
+        denials(&update(SandboxKind::Sandbox, &changed, &sandbox)),
+        [
+            VOLUME_NAME_RULE,
+            SELECTOR_RULE,
+            "spec.volumeClaimTemplates: field is immutable"
+        ]
+    );
     // An empty selector still binds only static volumes.
     let empty_selector = sandbox_with_claims(json!([
         work_claim(json!({})),
