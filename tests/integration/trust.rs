@@ -340,6 +340,73 @@ async fn an_expired_claim_deletes_its_own_sandbox_and_no_one_elses() {
     );
 }
 
+/// A Pod the claim stole and still controls itself when it expires (here:
+/// a quota refuses its Sandbox, so no Sandbox ever adopts the Pod) is
+/// deleted with it under `Retain`: deleting the Sandbox alone would leave
+/// the sandbox's code running past its shutdownTime.
+#[tokio::test]
+async fn an_expired_claim_deletes_the_pod_it_still_controls() {
+    let (ns, _op) = namespace_with_a_ready_pool("trust-expire-pod").await;
+    let quota: k8s_openapi::api::core::v1::ResourceQuota = serde_json::from_value(json!({
+        "metadata": {"name": "no-sandboxes"},
+        "spec": {"hard": {"count/sandboxes.agents.x-k8s.io": "0"}}
+    }))
+    .unwrap();
+    create(&ns, &quota).await;
+    // The quota admission counts from the quota's status: wait until the
+    // quota controller has filled it in, or the first create may pass.
+    wait_until(Duration::from_secs(30), || async {
+        ns.api::<k8s_openapi::api::core::v1::ResourceQuota>()
+            .get("no-sandboxes")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.hard)
+            .is_some()
+    })
+    .await;
+    let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(12);
+    let lifecycle = json!({"shutdownTime": at.to_string(), "shutdownPolicy": "Retain"});
+    let c = create(
+        &ns,
+        &claim_of(
+            "q",
+            json!({"sandboxTemplateRef": {"name": "tmpl"}, "lifecycle": lifecycle}),
+        ),
+    )
+    .await;
+    let claim_uid = c.uid().unwrap();
+    let controlled_by_claim = || async {
+        ns.list::<Pod>()
+            .await
+            .into_iter()
+            .filter(|p| {
+                p.owner_references()
+                    .iter()
+                    .any(|o| o.controller == Some(true) && o.uid == claim_uid)
+            })
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .map(|p| p.name_any())
+            .collect::<Vec<_>>()
+    };
+    // Before the deadline: the Pod is the claim's, the Sandbox refused.
+    wait_until(Duration::from_secs(10), || async {
+        !controlled_by_claim().await.is_empty()
+    })
+    .await;
+    assert!(
+        jiff::Timestamp::now() < at,
+        "the steal came after the deadline: the test proves nothing"
+    );
+    assert!(ns.api::<Sandbox>().get_opt("q").await.unwrap().is_none());
+    let claims = ns.api::<SandboxClaim>();
+    wait_not_ready_for(&claims, "q", "ClaimExpired").await;
+    wait_until(Duration::from_secs(30), || async {
+        controlled_by_claim().await.is_empty()
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_standalone_sandbox_never_names_a_service_it_does_not_control() {
     let ns = TestNs::new("trust-svc").await;

@@ -45,6 +45,7 @@ pub(super) async fn expire(
         }
         ClaimShutdownPolicy::Retain => {
             delete_own_sandbox(ctx, claim, &namespace).await?;
+            let all_gone = delete_pods_it_controls(ctx, claim).await?;
             let previous = claim.status.clone().unwrap_or_default();
             let status = SandboxClaimStatus {
                 conditions: set_condition(
@@ -63,9 +64,41 @@ pub(super) async fn expire(
                 write_status(ctx, claim, &status).await?;
                 ctx.metrics.claims.with_label_values(&["expired"]).inc();
             }
+            if !all_gone {
+                // A Pod changed under the delete (its Sandbox adopting it,
+                // say): decided again from what the cache shows then.
+                return Ok(Action::requeue(RECHECK));
+            }
         }
     }
     Ok(Action::await_change())
+}
+
+/// How soon an expired claim looks again at a Pod whose delete was refused.
+const RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Deletes the Pods the expired claim still controls itself (by uid): one
+/// stolen but not yet adopted by its Sandbox (adoption waits for the claim's
+/// Ready, and a Sandbox create refused by a quota never adopts), or a spare
+/// never given back. Deleting the Sandbox takes only the Pods it controls,
+/// and code in a sandbox must not outlive its shutdownTime. Each delete is
+/// conditioned on the Pod's uid and resourceVersion. Whether every such
+/// Pod is gone.
+async fn delete_pods_it_controls(ctx: &Context, claim: &SandboxClaim) -> Result<bool> {
+    let Some(claim_uid) = claim.uid() else {
+        return Ok(true);
+    };
+    let mut all_gone = true;
+    for reference in ctx.caches.index.controlled_by(&claim_uid) {
+        let Some(pod) = ctx.caches.pods.get(&reference) else {
+            continue;
+        };
+        if controller_uid(&pod.metadata) == Some(claim_uid.as_str()) {
+            info!(pod = %pod.name_any(), "deleting a Pod the expired claim still controls");
+            all_gone &= super::surplus::delete_pod(ctx, &claim_uid, &pod).await?;
+        }
+    }
+    Ok(all_gone)
 }
 
 /// Deletes the claim's Sandbox: the one under the claim's name whose
