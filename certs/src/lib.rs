@@ -41,7 +41,7 @@ pub use error::{Error, Result};
 pub use manager::{CertExpiry, CertManager, CertManagerConfig};
 pub use pki::{
     IssuedCertificate, PkiSettings, Renewal, WebhookPki, generate_ca, issue_serving,
-    needs_rotation, not_after, plan_renewal,
+    needs_rotation, not_after, not_after_der, plan_renewal,
 };
 pub use secret::{
     CA_BUNDLE_KEY, CA_CERT_KEY, CA_KEY_KEY, StoredPki, TLS_CERT_KEY, TLS_KEY_KEY, load_or_create,

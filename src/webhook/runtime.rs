@@ -96,16 +96,16 @@ pub async fn start(
                     dir.display()
                 )
             })?;
-            if let Ok(pem) = std::fs::read_to_string(&cert)
-                && let Ok(not_after) = sandbox_certs::not_after(&pem)
-            {
-                metrics.certificate_expiry.set(not_after.as_second() as f64);
-            }
             tokio::spawn(
                 store
                     .clone()
                     .watch_files(cert, key, Duration::from_secs(10)),
             );
+            tokio::spawn(follow_served_expiry(
+                store.clone(),
+                metrics.certificate_expiry.clone(),
+                Duration::from_secs(10),
+            ));
             store
         }
         None => self_managed(&settings, &client, &metrics, stop.clone()).await?,
@@ -264,4 +264,67 @@ async fn ca_bundle_from_secret(
         .or_else(|| data.get("ca.crt"))
         .ok_or_else(|| anyhow::anyhow!("Secret {} has no ca.crt", settings.cert_secret))?;
     Ok(String::from_utf8(bundle.0.clone())?)
+}
+
+/// Keeps the expiry gauge on the certificate the server is serving now,
+/// checked every `interval`: with certificates from files (cert-manager)
+/// the store reloads a renewed pair by itself, and the gauge must follow
+/// it, or the expiry alert fires for a certificate long replaced.
+async fn follow_served_expiry(store: CertStore, gauge: prometheus::Gauge, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if let Some(der) = store.current().cert.first()
+            && let Ok(not_after) = sandbox_certs::not_after_der(der)
+        {
+            gauge.set(not_after.as_second() as f64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed pair valid for `days` days from now, and its expiry.
+    fn pair(days: u64) -> (String, String, f64) {
+        let ca = sandbox_certs::generate_ca(
+            "follow",
+            Duration::from_secs(24 * 3600 * days),
+            jiff::Timestamp::now(),
+        )
+        .unwrap();
+        (ca.cert_pem, ca.key_pem, ca.not_after.as_second() as f64)
+    }
+
+    #[tokio::test]
+    async fn the_expiry_gauge_follows_a_pair_reloaded_from_files() {
+        let (cert, key, first) = pair(10);
+        let store = CertStore::from_pem(&cert, &key).unwrap();
+        let gauge = prometheus::Gauge::new("expiry", "test").unwrap();
+        tokio::spawn(follow_served_expiry(
+            store.clone(),
+            gauge.clone(),
+            Duration::from_millis(10),
+        ));
+        let settles_on = |want: f64| {
+            let gauge = gauge.clone();
+            async move {
+                for _ in 0..500 {
+                    if gauge.get() == want {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                panic!("the gauge shows {}, not {want}", gauge.get());
+            }
+        };
+        settles_on(first).await;
+        // Renewed (as cert-manager does): the store reloads, the gauge follows.
+        let (cert, key, renewed) = pair(90);
+        assert_ne!(first, renewed);
+        store.update(&cert, &key).unwrap();
+        settles_on(renewed).await;
+    }
 }

@@ -24,6 +24,13 @@ pub fn not_after(cert_pem: &str) -> Result<Timestamp> {
     })
 }
 
+/// The end of validity of a DER-encoded certificate (as a TLS server holds
+/// the one it serves).
+pub fn not_after_der(cert_der: &[u8]) -> Result<Timestamp> {
+    let (_, cert) = X509Certificate::from_der(cert_der).map_err(Error::Certificate)?;
+    Timestamp::from_second(cert.validity().not_after.timestamp()).map_err(|_| Error::TimeOutOfRange)
+}
+
 pub(super) fn needs_rotation_within(
     cert: &X509Certificate<'_>,
     now: Timestamp,

@@ -22,7 +22,7 @@ mod renewal;
 mod settings;
 mod time;
 
-pub use inspect::not_after;
+pub use inspect::{not_after, not_after_der};
 pub use issue::{IssuedCertificate, generate_ca, issue_serving};
 pub use renewal::{Renewal, needs_rotation, plan_renewal};
 pub use settings::PkiSettings;

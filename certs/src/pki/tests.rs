@@ -253,3 +253,23 @@ fn not_after_rejects_text_without_a_certificate() {
     let broken = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
     assert_eq!(not_after(broken).unwrap_err().label(), "certificate");
 }
+
+#[test]
+fn not_after_der_reads_the_served_form() {
+    let now = Timestamp::now();
+    let ca = generate_ca("der", 10 * DAY, now).unwrap();
+    let pem = x509_parser::pem::Pem::iter_from_buffer(ca.cert_pem.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        super::inspect::not_after_der(&pem.contents).unwrap(),
+        ca.not_after
+    );
+    assert_eq!(
+        super::inspect::not_after_der(b"not der")
+            .unwrap_err()
+            .label(),
+        "certificate"
+    );
+}
