@@ -3,9 +3,14 @@
 //! One task accepts TCP connections while a connection permit is free, and
 //! spawns a task per connection. That task performs the TLS handshake under
 //! a timeout (garbage or a stalled client only costs its own task) and then
-//! serves HTTP/1.1 or HTTP/2, whichever the client speaks. Every admission
-//! request takes an in-flight permit, reads its body under a size limit and
-//! a deadline, and is answered either with an AdmissionReview or with a
+//! serves HTTP/1.1 or HTTP/2, whichever the client speaks. A connection must
+//! be used: the headers of its first request must arrive within
+//! [`ServerConfig::first_request_timeout`], and whenever it has no request
+//! open it is closed after [`ServerConfig::idle_timeout`], so silent clients
+//! cannot keep every connection permit and stop the accept loop. Every
+//! admission request reads its body under a size limit and a deadline, only
+//! then takes an in-flight permit (a client trickling its body holds up no
+//! one else), and is answered either with an AdmissionReview or with a
 //! plain-text error whose status says whose fault it was.
 //!
 //! On shutdown the listener closes first, then every connection is asked to
@@ -49,15 +54,27 @@ pub struct ServerConfig {
     /// 1.5 MiB and a review can carry the old and the new object, hence the
     /// 3 MiB default. Larger bodies are answered with 413.
     pub max_body_bytes: usize,
-    /// Time allowed to receive and answer one request (including waiting for
-    /// an in-flight permit); also the HTTP/1 header read timeout. The API
-    /// server gives up after the webhook's `timeoutSeconds` anyway.
+    /// Time allowed to receive and answer one request (reading its body, then
+    /// waiting for an in-flight permit), and for a connection closed for being
+    /// idle to finish. The API server gives up after the webhook's
+    /// `timeoutSeconds` anyway.
     pub request_timeout: Duration,
     /// Time allowed for a TLS handshake.
     pub handshake_timeout: Duration,
+    /// Time allowed, after the TLS handshake, until the headers of the first
+    /// request have arrived, whatever the HTTP version; then the connection is
+    /// closed.
+    pub first_request_timeout: Duration,
+    /// How long a connection stays open with no request open (HTTP/1.1
+    /// keep-alive or HTTP/2 alike), which is also the time the headers of a
+    /// further request have to arrive; then it is closed. The default outlasts
+    /// the 90 s idle timeout of Go's HTTP transport, so the API server
+    /// normally closes its idle connections first.
+    pub idle_timeout: Duration,
     /// Open connections at most; further clients wait in the accept backlog.
     pub max_connections: usize,
     /// Admission requests being processed at most, across all connections.
+    /// A request takes its permit once its body has been read.
     pub max_requests_in_flight: usize,
     /// How long shutdown waits for open connections to finish.
     pub drain_timeout: Duration,
@@ -69,6 +86,8 @@ impl Default for ServerConfig {
             max_body_bytes: 3 * 1024 * 1024,
             request_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(5),
+            first_request_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
             max_connections: 1024,
             max_requests_in_flight: 64,
             drain_timeout: Duration::from_secs(20),
@@ -198,32 +217,123 @@ async fn serve_connection(
         }
     };
 
-    let request_timeout = shared.config.request_timeout;
-    let service = service_fn(move |request| {
-        let shared = shared.clone();
-        async move { Ok::<_, Infallible>(shared.route(request).await) }
+    let ServerConfig {
+        request_timeout,
+        first_request_timeout,
+        idle_timeout,
+        ..
+    } = shared.config;
+    let requests = Arc::new(watch::Sender::new(0));
+    let mut open_requests = requests.subscribe();
+    let service = service_fn({
+        let requests = requests.clone();
+        move |request| {
+            // Counted from the moment hyper hands the request over, that is
+            // once its headers are complete.
+            let open = OpenRequest::begin(&requests);
+            let shared = shared.clone();
+            async move {
+                let response = shared.route(request).await;
+                drop(open);
+                Ok::<_, Infallible>(response)
+            }
+        }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper's HTTP/1 header read timeout would also cut idle keep-alive
+    // connections short; the deadline below covers headers instead.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(request_timeout);
+        .header_read_timeout(None);
     builder.http2().timer(TokioTimer::new());
     let mut connection = pin!(builder.serve_connection(TokioIo::new(stream), service));
 
-    let finished = tokio::select! {
-        result = connection.as_mut() => Some(result),
-        _ = draining.wait_for(|draining| *draining) => None,
+    // One deadline for headers, whatever the HTTP version: it runs while no
+    // request is open. hyper has none before the first bytes (it waits for
+    // them to tell HTTP/1 from HTTP/2) nor on an idle HTTP/2 connection, and
+    // HTTP/2 pings would not help: a silent client still answers them.
+    let mut idle_deadline = tokio::time::Instant::now() + first_request_timeout;
+    let mut used = false;
+    let reason = loop {
+        let idle = *open_requests.borrow() == 0;
+        tokio::select! {
+            result = connection.as_mut() => return log_closed(peer, result),
+            _ = draining.wait_for(|draining| *draining) => break Close::Draining,
+            () = tokio::time::sleep_until(idle_deadline), if idle => {
+                // Unless a request came (and maybe went) in this same round:
+                // then the branch below resets the deadline.
+                if !open_requests.has_changed().unwrap_or(false) {
+                    break if used { Close::Idle } else { Close::Unused };
+                }
+            }
+            _ = open_requests.changed() => {
+                used = true;
+                if *open_requests.borrow() == 0 {
+                    idle_deadline = tokio::time::Instant::now() + idle_timeout;
+                }
+            }
+        }
     };
-    let result = match finished {
-        Some(result) => result,
-        None => {
+
+    let result = match reason {
+        Close::Unused => {
+            tracing::debug!(%peer, "no request within {first_request_timeout:?}, closing");
+            return;
+        }
+        // Bounded by the drain timeout of the whole server.
+        Close::Draining => {
             connection.as_mut().graceful_shutdown();
             connection.await
         }
+        Close::Idle => {
+            tracing::debug!(%peer, "no request for {idle_timeout:?}, closing");
+            connection.as_mut().graceful_shutdown();
+            // An HTTP/2 GOAWAY lets the client stop sending first; a request
+            // that raced with it still gets the request timeout, no more.
+            match tokio::time::timeout(request_timeout, connection).await {
+                Ok(result) => result,
+                Err(_elapsed) => return,
+            }
+        }
     };
+    log_closed(peer, result);
+}
+
+/// Why [`serve_connection`] closes a connection its client has not closed.
+enum Close {
+    /// The server shuts down.
+    Draining,
+    /// No complete request headers within the first request timeout: dropped
+    /// at once, there is nothing to finish.
+    Unused,
+    /// No request open for the idle timeout: closed gracefully.
+    Idle,
+}
+
+fn log_closed(
+    peer: SocketAddr,
+    result: std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>,
+) {
     if let Err(error) = result {
         tracing::debug!(%peer, %error, "webhook connection closed with an error");
+    }
+}
+
+/// One request a connection is answering, from complete headers to answer;
+/// the count tells the connection's idle deadline when to run.
+struct OpenRequest(Arc<watch::Sender<usize>>);
+
+impl OpenRequest {
+    fn begin(requests: &Arc<watch::Sender<usize>>) -> Self {
+        requests.send_modify(|open| *open += 1);
+        Self(requests.clone())
+    }
+}
+
+impl Drop for OpenRequest {
+    fn drop(&mut self) {
+        self.0.send_modify(|open| *open -= 1);
     }
 }
 
@@ -292,10 +402,8 @@ impl Shared {
             return Err(Error::BodyTooLarge { limit });
         }
 
-        let _permit = match tokio::time::timeout_at(deadline, self.in_flight.acquire()).await {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_)) | Err(_) => return Err(Error::Overloaded),
-        };
+        // The body is read before an in-flight permit is taken, so a client
+        // trickling its body holds up only itself.
         let body =
             tokio::time::timeout_at(deadline, Limited::new(request.into_body(), limit).collect())
                 .await
@@ -308,6 +416,10 @@ impl Shared {
                     }
                 })?
                 .to_bytes();
+        let _permit = match tokio::time::timeout_at(deadline, self.in_flight.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) | Err(_) => return Err(Error::Overloaded),
+        };
 
         let review = decode_review(&body)?;
         let handler = &self.handler;

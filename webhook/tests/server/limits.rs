@@ -1,11 +1,15 @@
 //! Limits: body size, garbage on the TLS port, stalled clients and the
-//! in-flight bound; the server keeps serving after each.
+//! in-flight bound (which a client trickling its body does not hold); the
+//! server keeps serving after each.
 
 use std::{sync::Arc, time::Duration};
 
 use http::{Request, StatusCode};
 use sandbox_webhook::ServerConfig;
-use tokio::{io::AsyncWriteExt, net::TcpStream};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
 
 use crate::harness::{TestServer, UnsizedBody, review};
 
@@ -60,9 +64,7 @@ async fn a_client_that_stalls_mid_body_gets_408() {
         .await
         .unwrap();
     let mut answer = String::new();
-    tokio::io::AsyncReadExt::read_to_string(&mut stalled, &mut answer)
-        .await
-        .ok();
+    stalled.read_to_string(&mut answer).await.ok();
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("not completed within 300ms"), "{answer}");
     assert_eq!(
@@ -126,6 +128,57 @@ async fn requests_beyond_the_in_flight_limit_are_refused_with_503() {
         server.policy.rejections.lock().unwrap().as_slice(),
         ["overloaded"]
     );
+}
+
+#[tokio::test]
+async fn a_client_trickling_its_body_holds_no_in_flight_permit() {
+    let server = TestServer::start(ServerConfig {
+        max_requests_in_flight: 1,
+        ..ServerConfig::default()
+    })
+    .await;
+    let body = review("trickled", "demo");
+    let mut trickling = server.connect(b"http/1.1").await;
+    trickling
+        .write_all(
+            format!(
+                "POST /validate HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\
+                 content-type: application/json\r\ncontent-length: {}\r\n\
+                 expect: 100-continue\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    // hyper sends 100 Continue when the server starts reading the body, so
+    // the request is past any permit taken before that.
+    let mut head = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(trickling.read_u8().await.unwrap());
+        }
+    })
+    .await
+    .expect("the server asks for the body");
+    assert!(
+        head.starts_with(b"HTTP/1.1 100 Continue"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    trickling.write_all(&body[..1]).await.unwrap();
+
+    // Answered while the first request is still arriving (it would otherwise
+    // wait for the first one to time out, which the policy records).
+    server.assert_serves(true, "/validate", "meanwhile").await;
+    assert!(server.policy.rejections.lock().unwrap().is_empty());
+
+    trickling.write_all(&body[1..]).await.unwrap();
+    let mut answer = String::new();
+    trickling.read_to_string(&mut answer).await.ok();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""uid":"trickled""#), "{answer}");
+    server.stop().await;
 }
 
 /// A server that gives a request 300 ms.

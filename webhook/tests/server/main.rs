@@ -6,6 +6,7 @@
 
 mod answers;
 mod harness;
+mod idle;
 mod lifecycle;
 mod limits;
 mod sandbox_review;
