@@ -34,10 +34,19 @@ pub(super) struct Intake<W, K> {
     pub slim: fn(&mut K),
 }
 
-/// Where one cache reports: its name, `/healthz` (a failing watch) and
-/// the counters of its events (`sandbox_operator_watch_events_total`).
+/// Caches no decision waits for: the NetworkPolicies' (a deletion's
+/// trigger, and a check that falls back to the API server until it has
+/// listed). Their watch failing (say its RBAC rule is missing, as in
+/// clusters whose RBAC predates it) is logged, never reported to
+/// `/healthz`, so it cannot get the operator restarted.
+pub(super) const OPTIONAL_CACHES: &[&str] = &["networkpolicies"];
+
+/// Where one cache reports: its name, `/healthz` (a failing watch, unless
+/// the cache is one of [`OPTIONAL_CACHES`]) and the counters of its events
+/// (`sandbox_operator_watch_events_total`).
 pub(super) struct Reporting {
     what: &'static str,
+    optional: bool,
     health: std::sync::Arc<crate::admin::Health>,
     applied: prometheus::IntCounter,
     deleted: prometheus::IntCounter,
@@ -54,6 +63,7 @@ impl Reporting {
         let counter = |event| metrics.watch_events.with_label_values(&[what, event]);
         Reporting {
             what,
+            optional: OPTIONAL_CACHES.contains(&what),
             health,
             applied: counter("applied"),
             deleted: counter("deleted"),
@@ -91,7 +101,13 @@ pub(super) async fn cache<W, K, F>(
     while let Some(event) = stream.next().await {
         match event {
             Ok(event) => {
-                reporting.health.watch_event(reporting.what);
+                // `Init` comes before the list request is even sent (and
+                // again before each retry of a list that failed), so only
+                // what the API server answered shows the watch works: a
+                // list that keeps failing stays broken from its first error.
+                if !matches!(event, watcher::Event::Init) {
+                    reporting.health.watch_event(reporting.what);
+                }
                 if matches!(event, watcher::Event::Init) {
                     before_relist = reader.state();
                     relisted.clear();
@@ -130,7 +146,9 @@ pub(super) async fn cache<W, K, F>(
                 }
             }
             Err(error) => {
-                reporting.health.watch_error(reporting.what, &error);
+                if !reporting.optional {
+                    reporting.health.watch_error(reporting.what, &error);
+                }
                 warn!(%error, what = reporting.what, "watch error (retrying with backoff)");
             }
         }

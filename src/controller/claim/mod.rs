@@ -190,9 +190,16 @@ async fn observe_and_serve(
 
     // The NetworkPolicy comes before any Ready: a claim whose first round
     // failed part-way gets it here, and stays not Ready while it cannot be
-    // made. Once Ready, the cache answers (no request) unless the policy
-    // was deleted: its deletion woke this reconcile, which makes it again.
-    ensure_network_policy(ctx, claim, namespace).await?;
+    // made. Once Ready, the policy was made, and the policy cache answers
+    // (no request) unless it was deleted since: that deletion woke this
+    // reconcile, which makes it again. Until that cache has listed, a
+    // Ready claim does not check (no request, no failure).
+    if !ready
+        || ctx.config.claim_network_policy == super::NetworkPolicyMode::PerTemplate
+        || ctx.network_policies_listed()
+    {
+        ensure_network_policy(ctx, claim, namespace).await?;
+    }
     ensure_service(ctx, claim, &sandbox).await?;
 
     record(ctx, claim, &sandbox, namespace, claim_uid, requeue).await

@@ -31,6 +31,7 @@ fn start_like_the_deployment(
     metrics_port: u16,
     webhook_port: u16,
     log: &Path,
+    env: &[(&str, &str)],
 ) -> tokio::process::Child {
     let policy = policy_config_map(docs);
     let policy_file = repo().join(format!("target/test-logs/{}-policy.yaml", ns.name));
@@ -53,6 +54,7 @@ fn start_like_the_deployment(
         .args(&args)
         .env("POD_NAME", format!("{}-local", ns.name))
         .env("POD_NAMESPACE", &ns.name)
+        .envs(env.iter().copied())
         .spawn()
         .expect("start the operator binary")
 }
@@ -146,6 +148,16 @@ impl ChartOperator {
         ns: &TestNs,
         webhook_port: u16,
     ) -> ChartOperator {
+        Self::start_with_env(release, ns, webhook_port, &[]).await
+    }
+
+    /// [`Self::start`] with `env` added to the Deployment's environment.
+    pub(super) async fn start_with_env(
+        release: &LocalRelease,
+        ns: &TestNs,
+        webhook_port: u16,
+        env: &[(&str, &str)],
+    ) -> ChartOperator {
         let service_account = release.name_of("ServiceAccount");
         let sa_kubeconfig = service_account_kubeconfig(ns, &service_account);
         let metrics_port = free_port();
@@ -157,6 +169,7 @@ impl ChartOperator {
             metrics_port,
             webhook_port,
             &log,
+            env,
         );
         let op = ChartOperator {
             child,
@@ -181,6 +194,13 @@ impl ChartOperator {
 
     pub(super) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The status code of `/healthz` (0 when it does not answer).
+    pub(super) async fn healthz(&self) -> u16 {
+        http_get(&format!("http://127.0.0.1:{}/healthz", self.metrics_port))
+            .await
+            .map_or(0, |(code, _)| code)
     }
 
     pub(super) async fn metrics(&self) -> String {

@@ -342,7 +342,8 @@ async fn operator_runs_with_the_charts_flags_rbac_and_webhook_configurations() {
 /// chart's workload Role removed (NetworkPolicy get/create) fails exactly
 /// the checks the positive test makes: the pool refuses to start Pods its
 /// deny-ingress policy does not cover (`NetworkPolicyFailed`, no Pod), a
-/// claim never becomes Ready, the log shows 403 Forbidden; putting the rule
+/// claim never becomes Ready, the log shows 403 Forbidden, and /healthz
+/// stays 200 (the refused NetworkPolicy watch is optional); putting the rule
 /// back heals both, and the next claim is warm.
 #[tokio::test]
 async fn removing_one_rbac_rule_breaks_the_claim_path() {
@@ -392,7 +393,15 @@ async fn removing_one_rbac_rule_breaks_the_claim_path() {
     ]);
     patch_role(&ns, &role_name, &remove, "removing the rule");
 
-    let operator = ChartOperator::start(&release, &ns, webhook_port).await;
+    // /healthz would fail after 2 s of a broken watch: the NetworkPolicy
+    // watch, forbidden too, must not count (it is optional).
+    let operator = ChartOperator::start_with_env(
+        &release,
+        &ns,
+        webhook_port,
+        &[("SANDBOX_HEALTH_WATCH_BROKEN_SECONDS", "2")],
+    )
+    .await;
     // Without the rule the pool cannot cover its Pods, so it starts none.
     create_template_and_pool(&ns, "rbac", 1).await;
     let pools: Api<SandboxWarmPool> = ns.api();
@@ -454,6 +463,14 @@ async fn removing_one_rbac_rule_breaks_the_claim_path() {
     assert!(
         !reconcile_errors(&operator.metrics().await).is_empty(),
         "no failed reconcile counted"
+    );
+    // Well past the 2 s, with the NetworkPolicy watch refused all along: a
+    // liveness probe would not restart the operator.
+    assert_eq!(
+        operator.healthz().await,
+        200,
+        "a refused NetworkPolicy watch failed /healthz; log:\n{}",
+        operator.log()
     );
 
     // The rule back (as rendered): the retried reconciles serve the claim
