@@ -104,6 +104,17 @@ pub enum Error {
     #[error("too many admission requests in flight, try again")]
     Overloaded,
 
+    /// The request bodies being received or answered fill the budget of
+    /// buffered bytes for longer than the request timeout.
+    #[error(
+        "the server is already buffering {budget} bytes of request bodies, \
+         the most it holds at once; try again"
+    )]
+    BodyBudgetExhausted {
+        /// The budget in bytes.
+        budget: usize,
+    },
+
     /// The admission handler panicked.
     #[error("the admission handler failed unexpectedly")]
     HandlerPanicked,
@@ -132,7 +143,9 @@ impl Error {
             | Error::MissingRequest
             | Error::MalformedRequest(_) => StatusCode::BAD_REQUEST,
             Error::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
-            Error::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Overloaded | Error::BodyBudgetExhausted { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -13,6 +13,14 @@
 //! one else), and is answered either with an AdmissionReview or with a
 //! plain-text error whose status says whose fault it was.
 //!
+//! Memory for request bodies is bounded across all connections: before
+//! reading a body, a request reserves its size from a budget of
+//! [`ServerConfig::max_buffered_body_bytes`] and keeps the reservation until
+//! it is answered, and HTTP/2 clients may send only a small window of data
+//! the server has not asked for. A client trickling its body thus holds only
+//! its own bytes, and however many clients send at once, the bodies they can
+//! make the server hold stay within the budget.
+//!
 //! On shutdown the listener closes first, then every connection is asked to
 //! finish the requests it has and close; connections still open after
 //! [`ServerConfig::drain_timeout`] are dropped.
@@ -37,7 +45,7 @@ use hyper_util::{
 };
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::{OwnedSemaphorePermit, Semaphore, watch},
+    sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit, watch},
     task::JoinSet,
 };
 use tokio_rustls::TlsAcceptor;
@@ -54,10 +62,10 @@ pub struct ServerConfig {
     /// 1.5 MiB and a review can carry the old and the new object, hence the
     /// 3 MiB default. Larger bodies are answered with 413.
     pub max_body_bytes: usize,
-    /// Time allowed to receive and answer one request (reading its body, then
-    /// waiting for an in-flight permit), and for a connection closed for being
-    /// idle to finish. The API server gives up after the webhook's
-    /// `timeoutSeconds` anyway.
+    /// Time allowed to receive and answer one request (waiting for room in
+    /// the body budget, reading its body, then waiting for an in-flight
+    /// permit), and for a connection closed for being idle to finish. The API
+    /// server gives up after the webhook's `timeoutSeconds` anyway.
     pub request_timeout: Duration,
     /// Time allowed for a TLS handshake.
     pub handshake_timeout: Duration,
@@ -76,6 +84,24 @@ pub struct ServerConfig {
     /// Admission requests being processed at most, across all connections.
     /// A request takes its permit once its body has been read.
     pub max_requests_in_flight: usize,
+    /// Bytes of request bodies buffered at most, across all connections.
+    ///
+    /// Before reading a body a request reserves its `content-length` (or
+    /// [`max_body_bytes`](Self::max_body_bytes) when the length is not
+    /// declared, giving back what it did not use once the body is read), and
+    /// holds the reservation until it is answered. A request that cannot
+    /// reserve its bytes within the request timeout is answered with 503.
+    /// Raised to `max_body_bytes` when smaller, so the largest accepted body
+    /// can always be read.
+    ///
+    /// The 64 MiB default (about 21 bodies of the largest size) leaves most
+    /// of a 512 MiB memory limit to the rest of the process, which room for
+    /// 64 such bodies would not. The API server declares the length of its
+    /// bodies and a review is typically a few KiB, so thousands fit at once;
+    /// clients announcing large bodies they never send can make others wait,
+    /// but not exhaust memory. Besides the budget, every HTTP/2 connection
+    /// may hold up to 64 KiB its client sent ahead (its flow-control window).
+    pub max_buffered_body_bytes: usize,
     /// How long shutdown waits for open connections to finish.
     pub drain_timeout: Duration,
 }
@@ -90,6 +116,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(120),
             max_connections: 1024,
             max_requests_in_flight: 64,
+            max_buffered_body_bytes: 64 * 1024 * 1024,
             drain_timeout: Duration::from_secs(20),
         }
     }
@@ -124,6 +151,7 @@ pub async fn serve(
     let connection_permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let shared = Arc::new(Shared {
         in_flight: Semaphore::new(config.max_requests_in_flight.max(1)),
+        body_budget: BodyBudget::new(&config),
         config,
         handler,
     });
@@ -246,7 +274,16 @@ async fn serve_connection(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(None);
-    builder.http2().timer(TokioTimer::new());
+    // hyper's default windows let every HTTP/2 connection send 1 MiB ahead,
+    // which the server buffers whether or not a request has reserved it: a
+    // gigabyte over all connections. The protocol's initial window keeps
+    // that small; a body larger than the window costs a round trip per
+    // window's worth.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .initial_stream_window_size(HTTP2_RECEIVE_WINDOW)
+        .initial_connection_window_size(HTTP2_RECEIVE_WINDOW);
     let mut connection = pin!(builder.serve_connection(TokioIo::new(stream), service));
 
     // One deadline for headers, whatever the HTTP version: it runs while no
@@ -300,6 +337,11 @@ async fn serve_connection(
     log_closed(peer, result);
 }
 
+/// Bytes an HTTP/2 client may send on a connection before the server reads
+/// them: the protocol's initial flow-control window, for a stream and for the
+/// whole connection alike.
+const HTTP2_RECEIVE_WINDOW: u32 = 65_535;
+
 /// Why [`serve_connection`] closes a connection its client has not closed.
 enum Close {
     /// The server shuts down.
@@ -342,6 +384,38 @@ struct Shared {
     config: ServerConfig,
     handler: Arc<dyn AdmissionHandler>,
     in_flight: Semaphore,
+    body_budget: BodyBudget,
+}
+
+/// The bytes of request bodies the server may buffer at once; a permit is one
+/// byte.
+struct BodyBudget {
+    bytes: Semaphore,
+    /// Permits the semaphore was created with.
+    total: usize,
+}
+
+impl BodyBudget {
+    fn new(config: &ServerConfig) -> Self {
+        let total = config
+            .max_buffered_body_bytes
+            .max(config.max_body_bytes)
+            .clamp(1, Semaphore::MAX_PERMITS);
+        Self {
+            bytes: Semaphore::new(total),
+            total,
+        }
+    }
+
+    /// Waits until `bytes` (at most the whole budget) are free and takes them.
+    async fn reserve(&self, bytes: usize) -> SemaphorePermit<'_> {
+        let bytes = u32::try_from(bytes.min(self.total)).unwrap_or(u32::MAX);
+        match self.bytes.acquire_many(bytes).await {
+            Ok(permit) => permit,
+            // The semaphore is never closed.
+            Err(_closed) => std::future::pending().await,
+        }
+    }
 }
 
 impl Shared {
@@ -402,20 +476,38 @@ impl Shared {
             return Err(Error::BodyTooLarge { limit });
         }
 
+        // Room for the body is reserved before reading it, so the bodies of
+        // all requests together stay within the budget; it is given back when
+        // this request is answered. The wait counts against the deadline.
+        let wanted = declared_length.map_or(limit, |length| length as usize);
+        let mut reservation = tokio::time::timeout_at(deadline, self.body_budget.reserve(wanted))
+            .await
+            .map_err(|_elapsed| Error::BodyBudgetExhausted {
+                budget: self.body_budget.total,
+            })?;
+        // hyper already holds a body to its declared length (HTTP/1 reads no
+        // further, HTTP/2 resets the stream); this limit makes sure of it.
+        let reserved = reservation.num_permits();
+
         // The body is read before an in-flight permit is taken, so a client
         // trickling its body holds up only itself.
-        let body =
-            tokio::time::timeout_at(deadline, Limited::new(request.into_body(), limit).collect())
-                .await
-                .map_err(|_elapsed| Error::Timeout(timeout))?
-                .map_err(|error| {
-                    if error.is::<LengthLimitError>() {
-                        Error::BodyTooLarge { limit }
-                    } else {
-                        Error::ReadBody(error)
-                    }
-                })?
-                .to_bytes();
+        let body = tokio::time::timeout_at(
+            deadline,
+            Limited::new(request.into_body(), reserved).collect(),
+        )
+        .await
+        .map_err(|_elapsed| Error::Timeout(timeout))?
+        .map_err(|error| {
+            if error.is::<LengthLimitError>() {
+                Error::BodyTooLarge { limit }
+            } else {
+                Error::ReadBody(error)
+            }
+        })?
+        .to_bytes();
+        // A body of unknown length reserved the largest size; keep what it uses.
+        let unused = reserved.saturating_sub(body.len());
+        drop(reservation.split(unused));
         let _permit = match tokio::time::timeout_at(deadline, self.in_flight.acquire()).await {
             Ok(Ok(permit)) => permit,
             Ok(Err(_)) | Err(_) => return Err(Error::Overloaded),

@@ -34,7 +34,7 @@ const DEADLINE: Duration = Duration::from_millis(300);
 /// Longest wait for something the server should do after [`DEADLINE`]; under
 /// the default request timeout (10 s), so a server that only had that bound
 /// fails the tests.
-const BOUND: Duration = Duration::from_secs(5);
+pub(crate) const BOUND: Duration = Duration::from_secs(5);
 
 /// A server whose connections must be used within [`DEADLINE`].
 fn strict() -> ServerConfig {

@@ -182,7 +182,7 @@ async fn a_client_trickling_its_body_holds_no_in_flight_permit() {
 }
 
 /// A server that gives a request 300 ms.
-fn impatient() -> ServerConfig {
+pub(crate) fn impatient() -> ServerConfig {
     ServerConfig {
         request_timeout: Duration::from_millis(300),
         ..ServerConfig::default()

@@ -5,6 +5,7 @@
 //! `harness` holds the test server and its client; one module per concern.
 
 mod answers;
+mod body_budget;
 mod harness;
 mod idle;
 mod lifecycle;
