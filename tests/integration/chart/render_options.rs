@@ -22,6 +22,17 @@ async fn chart_renders_every_option() {
         find(&docs, kind);
     }
 
+    // The webhook port only from the ranges given.
+    let webhook_rule = &find(&docs, "NetworkPolicy")["spec"]["ingress"][0];
+    assert_eq!(webhook_rule["ports"][0]["port"].as_i64(), Some(9443));
+    let cidrs: Vec<&str> = webhook_rule["from"]
+        .as_sequence()
+        .expect("a from list")
+        .iter()
+        .map(|peer| peer["ipBlock"]["cidr"].as_str().unwrap())
+        .collect();
+    assert_eq!(cidrs, ["10.0.0.10/32", "fd00::10/128"]);
+
     // cert-manager: the Certificate the CA injector is pointed at exists,
     // its Secret is mounted, and the operator reads it (no self-management).
     let certificate = find(&docs, "Certificate");
@@ -174,6 +185,7 @@ async fn chart_refuses_misspelt_or_invalid_values() {
             "additional properties 'enable' not allowed",
         ),
         ("controller.replicas=0", "replicas"),
+        ("networkPolicy.webhookFromCIDRs={10.0.0.1}", "webhookFromCIDRs"),
     ] {
         let out = run(helm().args(["template", "rel", chart.to_str().unwrap(), "--set", set]));
         let report = text(&out);
