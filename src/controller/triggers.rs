@@ -259,7 +259,7 @@ mod tests {
     use crate::controller::test_pod::{controller, named};
 
     /// What a channel has received so far, by name.
-    fn received<K>(rx: &mut mpsc::UnboundedReceiver<ObjectRef<K>>) -> Vec<String>
+    pub(super) fn received<K>(rx: &mut mpsc::UnboundedReceiver<ObjectRef<K>>) -> Vec<String>
     where
         K: kube::Resource,
         K::DynamicType: Default,
@@ -347,10 +347,17 @@ mod tests {
         pod
     }
 
-    #[test]
-    fn the_first_sight_of_a_pending_create_does_not_wake_its_pool() {
+    /// A Pod trigger with fresh indexes, its expectations and the pools it
+    /// wakes.
+    struct PoolWakes<F> {
+        expectations: Arc<Expectations>,
+        on_pod: F,
+        pools: mpsc::UnboundedReceiver<ObjectRef<SandboxWarmPool>>,
+    }
+
+    fn pool_wakes() -> PoolWakes<impl Fn(&Pod, bool)> {
         let expectations = Arc::new(Expectations::default());
-        let (pool_tx, mut pools) = mpsc::unbounded();
+        let (pool_tx, pools) = mpsc::unbounded();
         let on_pod = pod_trigger(
             Arc::new(PodIndex::default()),
             Arc::new(NamedPods::default()),
@@ -359,6 +366,20 @@ mod tests {
             mpsc::unbounded().0,
             mpsc::unbounded().0,
         );
+        PoolWakes {
+            expectations,
+            on_pod,
+            pools,
+        }
+    }
+
+    #[test]
+    fn the_first_sight_of_a_pending_create_does_not_wake_its_pool() {
+        let PoolWakes {
+            expectations,
+            on_pod,
+            mut pools,
+        } = pool_wakes();
         // A Pod the pool made and has on record: its first sight wakes the
         // pool while the pool may pick Pods, not once it decided from counts.
         expectations.created("ns/pl", "picky");
@@ -410,16 +431,11 @@ mod tests {
 
     #[test]
     fn a_quiet_create_deleted_unseen_by_any_reconcile_is_no_longer_pending() {
-        let expectations = Arc::new(Expectations::default());
-        let (pool_tx, mut pools) = mpsc::unbounded();
-        let on_pod = pod_trigger(
-            Arc::new(PodIndex::default()),
-            Arc::new(NamedPods::default()),
-            Arc::clone(&expectations),
-            pool_tx,
-            mpsc::unbounded().0,
-            mpsc::unbounded().0,
-        );
+        let PoolWakes {
+            expectations,
+            on_pod,
+            mut pools,
+        } = pool_wakes();
         expectations.decided_from_counts("ns/pl", "h1", true);
         expectations.created("ns/pl", "made");
         on_pod(&pool_member("made", "1", false), false);

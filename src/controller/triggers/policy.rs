@@ -97,6 +97,7 @@ impl PolicyOwners {
 mod tests {
     use super::*;
     use crate::controller::test_pod::controller;
+    use crate::controller::triggers::tests::received;
     use kube::runtime::reflector::{self, store::Writer};
     use kube::runtime::watcher::Event;
     use serde_json::json;
@@ -128,19 +129,6 @@ mod tests {
             writer.apply_watcher_event(&Event::Apply(o));
         }
         store
-    }
-
-    fn received<K>(rx: &mut mpsc::UnboundedReceiver<ObjectRef<K>>) -> Vec<String>
-    where
-        K: kube::Resource,
-        K::DynamicType: Default,
-    {
-        let mut out = Vec::new();
-        while let Ok(r) = rx.try_recv() {
-            out.push(r.name);
-        }
-        out.sort();
-        out
     }
 
     #[test]

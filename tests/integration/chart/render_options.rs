@@ -185,7 +185,10 @@ async fn chart_refuses_misspelt_or_invalid_values() {
             "additional properties 'enable' not allowed",
         ),
         ("controller.replicas=0", "replicas"),
-        ("networkPolicy.webhookFromCIDRs={10.0.0.1}", "webhookFromCIDRs"),
+        (
+            "networkPolicy.webhookFromCIDRs={10.0.0.1}",
+            "webhookFromCIDRs",
+        ),
     ] {
         let out = run(helm().args(["template", "rel", chart.to_str().unwrap(), "--set", set]));
         let report = text(&out);
