@@ -19,6 +19,7 @@ mod own_admission;
 mod pool_sizing;
 mod pss;
 mod quickstart;
+mod resources;
 mod sandbox;
 mod trust;
 mod webhook;

@@ -127,6 +127,31 @@ fn within<'v, T>(
     Ok(object.map(|o| read(o, key, path)).transpose()?.flatten())
 }
 
+/// The parsable `resources.limits[name]` of every container and init
+/// container of a pod spec.
+fn container_limits(
+    spec: &Map<String, Value>,
+    path: &FieldPath,
+    name: &str,
+) -> Result<Vec<Quantity>, Denial> {
+    let mut found = Vec::new();
+    for list in ["initContainers", "containers"] {
+        for (container_path, container) in object_items(spec, list, path)? {
+            let (limits, _) = Section::at(container, &container_path)
+                .child("resources")?
+                .child("limits")?
+                .parts();
+            if let Some(Ok(limit)) = limits
+                .and_then(|l| present(l, name))
+                .map(Quantity::from_json)
+            {
+                found.push(limit);
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// An object of the reviewed document that may be absent, and where it is
 /// (or would be added).
 struct Section<'v> {
@@ -249,10 +274,11 @@ impl Patcher<'_> {
             self.add(&path.key("runtimeClassName"), Value::String(class.clone()));
         }
         self.pod_security_context(Section::at(spec, path).child("securityContext")?);
+        let budgeted = self.pod_resources(spec, path)?;
         for list in ["initContainers", "containers"] {
             for (container_path, container) in object_items(spec, list, path)? {
                 let container = Section::at(container, &container_path);
-                self.resources(container.child("resources")?)?;
+                self.resources(container.child("resources")?, &budgeted)?;
                 self.container_security_context(container.child("securityContext")?)?;
             }
         }
@@ -274,12 +300,61 @@ impl Patcher<'_> {
         self.add_fields(&context_path, context, fresh);
     }
 
-    /// Per resource (cpu, memory):
+    /// The pod-level `resources` (a budget the containers share): returns
+    /// the resources (cpu, memory) it names, whose container defaults are
+    /// then left out, since Kubernetes refuses a Pod whose containers'
+    /// requests add up to more than the pod-level request, or whose
+    /// container limit is above the pod-level limit, and the containers of
+    /// a budgeted pod are bounded by it. A pod-level request without a
+    /// limit gets one, as a container's does: max(request, default limit,
+    /// every container's own limit of that resource).
+    fn pod_resources(
+        &mut self,
+        spec: &Map<String, Value>,
+        path: &FieldPath,
+    ) -> Result<Vec<ComputeResource>, Denial> {
+        let (resources, resources_path) = Section::at(spec, path).child("resources")?.parts();
+        let requests = within(resources, optional_object, "requests", &resources_path)?;
+        let limits = within(resources, optional_object, "limits", &resources_path)?;
+        let mut budgeted = Vec::new();
+        let mut new_limits = Map::new();
+        for resource in ComputeResource::ALL {
+            let name = resource.as_str();
+            let request = requests.and_then(|r| present(r, name));
+            let has_limit = limits.is_some_and(|l| present(l, name).is_some());
+            if request.is_none() && !has_limit {
+                continue;
+            }
+            budgeted.push(resource);
+            // An unparsable request is left for validation to report.
+            if let (Some(request), false) = (request, has_limit)
+                && let (Some(default), Ok(request)) = (
+                    self.policy.defaults.limits.get(resource),
+                    Quantity::from_json(request),
+                )
+            {
+                let mut limit = std::cmp::max(&request, default).clone();
+                for own in container_limits(spec, path, name)? {
+                    limit = std::cmp::max(limit, own);
+                }
+                new_limits.insert(name.into(), limit.as_str().into());
+            }
+        }
+        self.add_fields(&resources_path.key("limits"), limits, new_limits);
+        Ok(budgeted)
+    }
+
+    /// Per resource (cpu, memory) not in `budgeted` (the pod-level
+    /// resources name it: see [`Self::pod_resources`]):
     /// - neither request nor limit: both defaults;
     /// - only a limit: nothing (Kubernetes defaults the request to the limit);
     /// - only a request: a limit of max(request, default limit), so the
     ///   container is bounded without a limit below its own request.
-    fn resources(&mut self, resources: Section<'_>) -> Result<(), Denial> {
+    fn resources(
+        &mut self,
+        resources: Section<'_>,
+        budgeted: &[ComputeResource],
+    ) -> Result<(), Denial> {
         let defaults = &self.policy.defaults;
         let (resources, resources_path) = resources.parts();
         let requests = within(resources, optional_object, "requests", &resources_path)?;
@@ -288,6 +363,9 @@ impl Patcher<'_> {
         let mut new_requests = Map::new();
         let mut new_limits = Map::new();
         for resource in ComputeResource::ALL {
+            if budgeted.contains(&resource) {
+                continue;
+            }
             let name = resource.as_str();
             let request = requests.and_then(|r| present(r, name));
             let has_limit = limits.is_some_and(|l| present(l, name).is_some());

@@ -104,6 +104,40 @@ fn resources_are_defaulted_per_resource() {
 }
 
 #[test]
+fn a_pod_level_budget_replaces_the_container_defaults_it_names() {
+    let sandbox = object_from_yaml(
+        "kind: Sandbox\nspec:\n  podTemplate:\n    spec:\n      resources: {limits: {cpu: 500m}, requests: {memory: 1Gi}}\n      initContainers:\n      - {name: init, image: a:1, resources: {limits: {memory: 3Gi}}}\n      containers:\n      - {name: bare, image: a:1}\n",
+    );
+    let (_, mutated) = mutate_twice(SandboxKind::Sandbox, &sandbox, &Policy::default());
+    let spec = &mutated["spec"]["podTemplate"]["spec"];
+    // cpu has a pod-level limit, memory a pod-level request: no container
+    // gets a default of either (their sum could exceed the pod's request, a
+    // default limit its limit, and Kubernetes would refuse the Pod).
+    assert!(spec["containers"][0].get("resources").is_none(), "{spec}");
+    assert_eq!(
+        spec["initContainers"][0]["resources"],
+        json!({"limits": {"memory": "3Gi"}})
+    );
+    // The pod-level request without a limit gets one, never below a
+    // container's own limit (3Gi, above the 2Gi default and the request).
+    assert_eq!(
+        spec["resources"],
+        json!({"limits": {"cpu": "500m", "memory": "3Gi"}, "requests": {"memory": "1Gi"}})
+    );
+    // A pod-level budget of neither: the containers' defaults as before.
+    let sandbox = object_from_yaml(
+        "kind: Sandbox\nspec:\n  podTemplate:\n    spec:\n      resources: {}\n      containers:\n      - {name: bare, image: a:1}\n",
+    );
+    let (_, mutated) = mutate_twice(SandboxKind::Sandbox, &sandbox, &Policy::default());
+    let spec = &mutated["spec"]["podTemplate"]["spec"];
+    assert_eq!(
+        spec["containers"][0]["resources"],
+        json!({"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "2", "memory": "2Gi"}})
+    );
+    assert_eq!(spec["resources"], json!({}));
+}
+
+#[test]
 fn null_defaults_are_not_applied() {
     let policy = Policy::from_yaml(
         "defaults: {requests: {cpu: null, memory: null}, limits: {cpu: null, memory: null}}\nautomountServiceAccountToken: true\n",

@@ -78,10 +78,14 @@ spec:
       - {name: c, image: \"busybox:1.36\"}
 ";
     let report = crate::admission::check_object(&object_from_yaml(manifest), &Policy::default());
+    // Defaulting gave the pod-level requests their limits (max(request,
+    // default limit)), which are over the ceilings too.
     assert_eq!(
         denials(&report.verdict),
         [
+            format!("{POD_RESOURCES}.limits.cpu: 200 exceeds the maximum 16"),
             format!("{POD_RESOURCES}.requests.cpu: 200 exceeds the maximum 16"),
+            format!("{POD_RESOURCES}.limits.memory: 1Ti exceeds the maximum 64Gi"),
             format!("{POD_RESOURCES}.requests.memory: 1Ti exceeds the maximum 64Gi"),
         ]
     );
