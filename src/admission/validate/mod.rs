@@ -112,6 +112,7 @@ pub fn validate(
     let mut validator = Validator {
         policy,
         verdict: Verdict::default(),
+        pod_limits: Vec::new(),
     };
     let root = FieldPath::root();
     let Some(object) = object.as_object() else {
@@ -178,6 +179,9 @@ pub fn validate(
 pub(crate) struct Validator<'p> {
     pub(crate) policy: &'p Policy,
     pub(crate) verdict: Verdict,
+    /// The resources the pod being checked limits at pod level (its
+    /// containers' own limits are then not needed to bound them).
+    pub(crate) pod_limits: Vec<String>,
 }
 
 impl Validator<'_> {

@@ -48,6 +48,7 @@ pub(crate) fn check_pod_template_value(
     let mut validator = Validator {
         policy,
         verdict: Verdict::default(),
+        pod_limits: Vec::new(),
     };
     let mut path = FieldPath::root();
     for key in template_path_keys {

@@ -42,7 +42,9 @@ impl Validator<'_> {
         let limits = self.resource_amounts(resources, &resources_path);
         for resource in ComputeResource::ALL {
             let name = resource.as_str();
-            if !limits.iter().any(|(key, _)| key == name) {
+            if !limits.iter().any(|(key, _)| key == name)
+                && !self.pod_limits.iter().any(|key| key == name)
+            {
                 self.warn(
                     &resources_path.key("limits").key(name),
                     format_args!("is not set, so the container's {name} is unbounded"),
@@ -55,13 +57,15 @@ impl Validator<'_> {
     /// share): the same checks as a container's, against the same ceilings
     /// (see the module documentation), and no `claims` unless resource
     /// claims are allowed. Nothing is warned about when it is absent: the
-    /// containers' own limits bound them.
+    /// containers' own limits bound them; a resource it limits is not
+    /// warned about in a container without its own limit.
     pub(super) fn pod_resources(&mut self, spec: &Map<String, Value>, path: &FieldPath) {
         let (resources_path, resources) = self.object_field(spec, "resources", path);
         if let Some(resources) = resources {
             self.no_resource_claims(resources, "claims", &resources_path);
         }
-        self.resource_amounts(resources, &resources_path);
+        let limits = self.resource_amounts(resources, &resources_path);
+        self.pod_limits = limits.into_iter().map(|(name, _)| name).collect();
     }
 
     /// The checks every `resources` gets, a container's or the pod's:

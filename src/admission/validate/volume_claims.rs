@@ -66,6 +66,7 @@ pub(crate) fn check_volume_claim_templates_value(
     let mut validator = Validator {
         policy,
         verdict: super::Verdict::default(),
+        pod_limits: Vec::new(),
     };
     let mut spec = Map::new();
     spec.insert("volumeClaimTemplates".into(), templates.clone());

@@ -64,6 +64,33 @@ fn bad_quantities_are_denied() {
 const POD_RESOURCES: &str = "spec.podTemplate.spec.resources";
 
 #[test]
+fn a_pod_level_limit_bounds_containers_without_their_own() {
+    let manifest = |budget: &str| {
+        format!(
+            "apiVersion: agents.x-k8s.io/v1alpha1\nkind: Sandbox\nmetadata: {{name: b}}\nspec:\n  podTemplate:\n    spec:\n      resources: {budget}\n      containers:\n      - {{name: c, image: \"busybox:1.36\"}}\n"
+        )
+    };
+    let unbounded = |budget: &str| -> Vec<String> {
+        let report = crate::admission::check_object(
+            &object_from_yaml(&manifest(budget)),
+            &Policy::default(),
+        );
+        assert!(report.handled);
+        assert!(denials(&report.verdict).is_empty(), "{:?}", report.verdict);
+        report
+            .verdict
+            .warnings
+            .into_iter()
+            .filter(|w| w.contains("is unbounded"))
+            .collect()
+    };
+    // Limited at pod level: no container default, and no warning.
+    assert!(unbounded("{limits: {cpu: \"1\", memory: 1Gi}}").is_empty());
+    // A pod-level request only gets its limit from defaulting: still none.
+    assert!(unbounded("{requests: {cpu: 500m}}").is_empty());
+}
+
+#[test]
 fn a_pod_level_request_above_the_ceiling_is_denied_naming_the_field() {
     // The containers are left to the defaults, as the review found.
     let manifest = "\
