@@ -45,7 +45,7 @@ use hyper_util::{
 };
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit, watch},
+    sync::{OwnedSemaphorePermit, Semaphore, watch},
     task::JoinSet,
 };
 use tokio_rustls::TlsAcceptor;
@@ -54,6 +54,9 @@ use crate::{
     AdmissionHandler, Answered, CertStore, Endpoint, Error, Result,
     review::{decode_review, encode_review},
 };
+
+mod bookkeeping;
+use bookkeeping::{BodyBudget, Close, OpenRequest, log_closed};
 
 /// Limits and timeouts of the webhook server.
 #[derive(Clone, Debug)]
@@ -342,80 +345,12 @@ async fn serve_connection(
 /// whole connection alike.
 const HTTP2_RECEIVE_WINDOW: u32 = 65_535;
 
-/// Why [`serve_connection`] closes a connection its client has not closed.
-enum Close {
-    /// The server shuts down.
-    Draining,
-    /// No complete request headers within the first request timeout: dropped
-    /// at once, there is nothing to finish.
-    Unused,
-    /// No request open for the idle timeout: closed gracefully.
-    Idle,
-}
-
-fn log_closed(
-    peer: SocketAddr,
-    result: std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>,
-) {
-    if let Err(error) = result {
-        tracing::debug!(%peer, %error, "webhook connection closed with an error");
-    }
-}
-
-/// One request a connection is answering, from complete headers to answer;
-/// the count tells the connection's idle deadline when to run.
-struct OpenRequest(Arc<watch::Sender<usize>>);
-
-impl OpenRequest {
-    fn begin(requests: &Arc<watch::Sender<usize>>) -> Self {
-        requests.send_modify(|open| *open += 1);
-        Self(requests.clone())
-    }
-}
-
-impl Drop for OpenRequest {
-    fn drop(&mut self) {
-        self.0.send_modify(|open| *open -= 1);
-    }
-}
-
 /// What every request task needs.
 struct Shared {
     config: ServerConfig,
     handler: Arc<dyn AdmissionHandler>,
     in_flight: Semaphore,
     body_budget: BodyBudget,
-}
-
-/// The bytes of request bodies the server may buffer at once; a permit is one
-/// byte.
-struct BodyBudget {
-    bytes: Semaphore,
-    /// Permits the semaphore was created with.
-    total: usize,
-}
-
-impl BodyBudget {
-    fn new(config: &ServerConfig) -> Self {
-        let total = config
-            .max_buffered_body_bytes
-            .max(config.max_body_bytes)
-            .clamp(1, Semaphore::MAX_PERMITS);
-        Self {
-            bytes: Semaphore::new(total),
-            total,
-        }
-    }
-
-    /// Waits until `bytes` (at most the whole budget) are free and takes them.
-    async fn reserve(&self, bytes: usize) -> SemaphorePermit<'_> {
-        let bytes = u32::try_from(bytes.min(self.total)).unwrap_or(u32::MAX);
-        match self.bytes.acquire_many(bytes).await {
-            Ok(permit) => permit,
-            // The semaphore is never closed.
-            Err(_closed) => std::future::pending().await,
-        }
-    }
 }
 
 impl Shared {

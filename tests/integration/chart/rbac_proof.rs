@@ -464,8 +464,7 @@ async fn removing_one_rbac_rule_breaks_the_claim_path() {
         !reconcile_errors(&operator.metrics().await).is_empty(),
         "no failed reconcile counted"
     );
-    // Well past the 2 s, with the NetworkPolicy watch refused all along: a
-    // liveness probe would not restart the operator.
+    // Well past the 2 s, the NetworkPolicy watch refused all along: live.
     assert_eq!(
         operator.healthz().await,
         200,
