@@ -39,10 +39,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::{body::Incoming, service::service_fn};
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::conn::auto,
-};
+use hyper_util::rt::TokioIo;
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::{OwnedSemaphorePermit, Semaphore, watch},
@@ -56,7 +53,9 @@ use crate::{
 };
 
 mod bookkeeping;
+mod connection;
 use bookkeeping::{BodyBudget, Close, OpenRequest, log_closed};
+use connection::{connection_builder, handshake, wait_for_close};
 
 /// Limits and timeouts of the webhook server.
 #[derive(Clone, Debug)]
@@ -228,26 +227,11 @@ async fn serve_connection(
     mut draining: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
 ) {
-    if let Err(error) = stream.set_nodelay(true) {
-        tracing::debug!(%peer, %error, "cannot disable Nagle's algorithm");
-    }
     let handshake_timeout = shared.config.handshake_timeout;
-    let handshake = tokio::select! {
-        result = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)) => result,
-        _ = draining.wait_for(|draining| *draining) => return,
+    let Some(stream) = handshake(stream, peer, acceptor, handshake_timeout, &mut draining).await
+    else {
+        return;
     };
-    let stream = match handshake {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(error)) => {
-            tracing::debug!(%peer, %error, "TLS handshake failed");
-            return;
-        }
-        Err(_elapsed) => {
-            tracing::debug!(%peer, "TLS handshake timed out after {handshake_timeout:?}");
-            return;
-        }
-    };
-
     let ServerConfig {
         request_timeout,
         first_request_timeout,
@@ -270,50 +254,20 @@ async fn serve_connection(
             }
         }
     });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper's HTTP/1 header read timeout would also cut idle keep-alive
-    // connections short; the deadline below covers headers instead.
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(None);
-    // hyper's default windows let every HTTP/2 connection send 1 MiB ahead,
-    // which the server buffers whether or not a request has reserved it: a
-    // gigabyte over all connections. The protocol's initial window keeps
-    // that small; a body larger than the window costs a round trip per
-    // window's worth.
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .initial_stream_window_size(HTTP2_RECEIVE_WINDOW)
-        .initial_connection_window_size(HTTP2_RECEIVE_WINDOW);
+    let builder = connection_builder();
     let mut connection = pin!(builder.serve_connection(TokioIo::new(stream), service));
 
-    // One deadline for headers, whatever the HTTP version: it runs while no
-    // request is open. hyper has none before the first bytes (it waits for
-    // them to tell HTTP/1 from HTTP/2) nor on an idle HTTP/2 connection, and
-    // HTTP/2 pings would not help: a silent client still answers them.
-    let mut idle_deadline = tokio::time::Instant::now() + first_request_timeout;
-    let mut used = false;
-    let reason = loop {
-        let idle = *open_requests.borrow() == 0;
-        tokio::select! {
-            result = connection.as_mut() => return log_closed(peer, result),
-            _ = draining.wait_for(|draining| *draining) => break Close::Draining,
-            () = tokio::time::sleep_until(idle_deadline), if idle => {
-                // Unless a request came (and maybe went) in this same round:
-                // then the branch below resets the deadline.
-                if !open_requests.has_changed().unwrap_or(false) {
-                    break if used { Close::Idle } else { Close::Unused };
-                }
-            }
-            _ = open_requests.changed() => {
-                used = true;
-                if *open_requests.borrow() == 0 {
-                    idle_deadline = tokio::time::Instant::now() + idle_timeout;
-                }
-            }
-        }
+    let deadlines = (first_request_timeout, idle_timeout);
+    let Some(reason) = wait_for_close(
+        connection.as_mut(),
+        peer,
+        &mut open_requests,
+        &mut draining,
+        deadlines,
+    )
+    .await
+    else {
+        return;
     };
 
     let result = match reason {
@@ -339,11 +293,6 @@ async fn serve_connection(
     };
     log_closed(peer, result);
 }
-
-/// Bytes an HTTP/2 client may send on a connection before the server reads
-/// them: the protocol's initial flow-control window, for a stream and for the
-/// whole connection alike.
-const HTTP2_RECEIVE_WINDOW: u32 = 65_535;
 
 /// What every request task needs.
 struct Shared {
