@@ -269,11 +269,15 @@ impl Context {
             .map(|s| super::controller_uid(&s.metadata).map(str::to_owned))
     }
 
-    /// Whether the NetworkPolicy cache has listed (see `spawn_all`).
+    /// Whether the NetworkPolicy cache has had its first list (see
+    /// `spawn_all`): its readiness, polled once.
     pub fn network_policies_listed(&self) -> bool {
+        use futures::FutureExt;
         self.caches
-            .network_policies_listed
-            .load(std::sync::atomic::Ordering::Acquire)
+            .network_policies
+            .wait_until_ready()
+            .now_or_never()
+            .is_some_and(|ready| ready.is_ok())
     }
 
     /// The controller uid of the cached NetworkPolicy `namespace/name`, as
@@ -314,8 +318,6 @@ pub struct Caches {
     /// Cache of the NetworkPolicies the operator manages (label
     /// [`MANAGED_BY_LABEL`]); may lag its first list (see `spawn_all`).
     pub network_policies: Store<NetworkPolicy>,
-    /// Whether [`Self::network_policies`] has had its first list.
-    pub network_policies_listed: Arc<std::sync::atomic::AtomicBool>,
     /// Indexes over the Pod cache (by pool template hash, controller uid,
     /// claim uid), updated before each Pod event's triggers are sent.
     pub index: Arc<PodIndex>,

@@ -188,18 +188,7 @@ async fn observe_and_serve(
         return Ok(Action::requeue(Duration::from_millis(200)));
     }
 
-    // The NetworkPolicy comes before any Ready: a claim whose first round
-    // failed part-way gets it here, and stays not Ready while it cannot be
-    // made. Once Ready, the policy was made, and the policy cache answers
-    // (no request) unless it was deleted since: that deletion woke this
-    // reconcile, which makes it again. Until that cache has listed, a
-    // Ready claim does not check (no request, no failure).
-    if !ready
-        || ctx.config.claim_network_policy == super::NetworkPolicyMode::PerTemplate
-        || ctx.network_policies_listed()
-    {
-        ensure_network_policy(ctx, claim, namespace).await?;
-    }
+    ensure_network_policy(ctx, claim, namespace, ready).await?;
     ensure_service(ctx, claim, &sandbox).await?;
 
     record(ctx, claim, &sandbox, namespace, claim_uid, requeue).await
@@ -288,7 +277,21 @@ impl Requeue {
 /// policy denying all ingress and all egress: nothing the template allowed
 /// is known any more, and since policies only add allowances, a template
 /// made again later still gets its rules through its own policy.
-async fn ensure_network_policy(ctx: &Context, claim: &SandboxClaim, namespace: &str) -> Result<()> {
+/// Before any Ready it is made; once `ready`, the policy cache answers
+/// (no request) unless a deletion woke this reconcile, and until that
+/// cache has listed a Ready claim does not check.
+async fn ensure_network_policy(
+    ctx: &Context,
+    claim: &SandboxClaim,
+    namespace: &str,
+    ready: bool,
+) -> Result<()> {
+    if ready
+        && ctx.config.claim_network_policy == super::NetworkPolicyMode::PerClaim
+        && !ctx.network_policies_listed()
+    {
+        return Ok(());
+    }
     let [made_key, lockdown_key] = policy_memo_keys(&claim.uid().unwrap_or_default());
     // The claim's own policy (made from its template, or the lockdown one:
     // both under its name) in the cache, controlled by this claim: in place.
@@ -335,12 +338,6 @@ async fn ensure_network_policy(ctx: &Context, claim: &SandboxClaim, namespace: &
     create_owned(&policies, &policy, "NetworkPolicy").await?;
     ctx.written.record(&key, serde_json::Value::Bool(true));
     Ok(())
-}
-
-/// Memo key saying the claim's NetworkPolicy was made by this process.
-pub(crate) fn network_policy_key(claim: &SandboxClaim) -> String {
-    let [made, _] = policy_memo_keys(&claim.uid().unwrap_or_default());
-    made
 }
 
 /// The memo keys of the NetworkPolicy of claim `claim_uid`: made from its

@@ -279,8 +279,9 @@ async fn round_one(
 /// `observe_and_serve`, `ensure_service`, `ensure_network_policy`).
 fn remember_round_one(ctx: &Context, claim: &SandboxClaim) {
     let claim_uid = claim.uid().unwrap_or_default();
+    let [policy_key, _] = super::policy_memo_keys(&claim_uid);
     for key in [
-        super::network_policy_key(claim),
+        policy_key,
         super::sandbox_key(&claim_uid),
         super::service_key(&claim_uid),
     ] {

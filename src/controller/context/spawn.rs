@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use futures::channel::mpsc;
-use kube::runtime::reflector::{self, Store};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource};
 
@@ -18,6 +19,7 @@ use super::super::triggers::{
 };
 use super::super::warmpool;
 use super::{Caches, Config, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Triggers};
+use crate::api::{SandboxClaim, SandboxWarmPool};
 use crate::metrics::Metrics;
 
 /// Starts the watch caches of one process, all on the watched scope.
@@ -91,12 +93,45 @@ impl CacheSpawner<'_> {
         );
         // The claim controller, too, reconciles from a shared cache.
         let claims = self.spawn("claims", false, slim_meta, self_trigger(claim_tx.clone()));
-        // The operator's NetworkPolicies: a deleted one wakes its owner,
-        // which makes it again. Not waited for, and not part of /healthz
-        // (see `cache::OPTIONAL_CACHES`): until it has listed (say its RBAC
-        // rule is missing) Ready claims do not check their policy, as
-        // before the cache existed, and nothing else reads it.
-        let network_policies = self.spawn(
+        let network_policies = self.spawn_network_policies(&pools, &claims, pool_tx, claim_tx);
+        pods.wait_until_ready().await?;
+        pools.wait_until_ready().await?;
+        templates.wait_until_ready().await?;
+        services.wait_until_ready().await?;
+        sandboxes.wait_until_ready().await?;
+        claims.wait_until_ready().await?;
+        let caches = Caches {
+            pods,
+            pools,
+            templates,
+            services,
+            sandboxes,
+            claims,
+            network_policies,
+            index,
+            named,
+        };
+        let triggers = Triggers {
+            pools: pool_triggers,
+            sandboxes: sandbox_triggers,
+            claims: claim_triggers,
+        };
+        Ok((caches, triggers))
+    }
+
+    /// The operator's NetworkPolicies: a deleted one wakes its owner, which
+    /// makes it again. Not waited for, and not part of /healthz (see
+    /// `cache::OPTIONAL_CACHES`): until it has listed (say its RBAC rule is
+    /// missing) Ready claims do not check their policy, as before the cache
+    /// existed, and nothing else reads it.
+    fn spawn_network_policies(
+        &self,
+        pools: &Store<SandboxWarmPool>,
+        claims: &Store<SandboxClaim>,
+        pool_tx: mpsc::UnboundedSender<ObjectRef<SandboxWarmPool>>,
+        claim_tx: mpsc::UnboundedSender<ObjectRef<SandboxClaim>>,
+    ) -> Store<NetworkPolicy> {
+        self.spawn(
             "networkpolicies",
             true,
             slim_meta,
@@ -108,43 +143,7 @@ impl CacheSpawner<'_> {
                 pool_tx,
                 claim_tx,
             }),
-        );
-        pods.wait_until_ready().await?;
-        pools.wait_until_ready().await?;
-        templates.wait_until_ready().await?;
-        services.wait_until_ready().await?;
-        sandboxes.wait_until_ready().await?;
-        claims.wait_until_ready().await?;
-        let network_policies_listed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        {
-            let (store, listed) = (
-                network_policies.clone(),
-                Arc::clone(&network_policies_listed),
-            );
-            tokio::spawn(async move {
-                if store.wait_until_ready().await.is_ok() {
-                    listed.store(true, std::sync::atomic::Ordering::Release);
-                }
-            });
-        }
-        let caches = Caches {
-            pods,
-            pools,
-            templates,
-            services,
-            sandboxes,
-            claims,
-            network_policies,
-            network_policies_listed,
-            index,
-            named,
-        };
-        let triggers = Triggers {
-            pools: pool_triggers,
-            sandboxes: sandbox_triggers,
-            claims: claim_triggers,
-        };
-        Ok((caches, triggers))
+        )
     }
 
     /// Starts the cache of `K` (only objects carrying [`MANAGED_BY_LABEL`]
