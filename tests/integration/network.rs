@@ -1,7 +1,8 @@
 //! Issue 13, point 7: the network trust boundary. Idle pool Pods are
 //! isolated by their pool's NetworkPolicy from the moment they exist; every
 //! sandbox NetworkPolicy excepts the policy file's denied ranges from
-//! egress; a foreign object under the pool policy's name stops the pool.
+//! egress; a foreign object under the pool policy's name stops the pool; a
+//! standalone Sandbox gets the denied egress ranges too.
 //! (The chart's NetworkPolicy for the operator is tested in
 //! `chart/network_policy.rs`.)
 
@@ -17,7 +18,7 @@ use serde_json::json;
 
 use crate::common::{TestNs, repo, wait_for, wait_until};
 use sandbox_operator::api::{
-    POOL_LABEL, READY, SANDBOX_LABEL, SandboxClaim, SandboxTemplate, SandboxWarmPool,
+    POOL_LABEL, READY, SANDBOX_LABEL, Sandbox, SandboxClaim, SandboxTemplate, SandboxWarmPool,
     TEMPLATE_LABEL, is_true,
 };
 
@@ -392,6 +393,14 @@ async fn a_deleted_sandbox_policy_is_made_again_at_once() {
     crate::fixtures::wait_pool_ready(&ns, 1).await;
     crate::fixtures::claim_when_ready(&ns, "c", Duration::from_secs(60)).await;
     let policies = ns.api::<NetworkPolicy>();
+    // A claim's Sandbox is covered by the claim's policy, not one of its own.
+    assert!(
+        policies
+            .get_opt("c-sandbox-egress")
+            .await
+            .unwrap()
+            .is_none()
+    );
     for name in ["sandbox-pool-pool", "c-sandbox"] {
         let before = policies.get(name).await.unwrap();
         policies.delete(name, &Default::default()).await.unwrap();
@@ -404,6 +413,92 @@ async fn a_deleted_sandbox_policy_is_made_again_at_once() {
         );
     }
     eprintln!("a_deleted_sandbox_policy: {:?}", started.elapsed());
+}
+
+/// A Sandbox made without a claim gets a policy of its own (issue 17's
+/// trust leftovers): the policy file's denied egress ranges, ingress left
+/// open, in place before its Pod. A foreign policy under that name is never
+/// used and no Pod starts until it is gone; deleted, the Sandbox's own is
+/// made again at once.
+#[tokio::test]
+async fn a_standalone_sandbox_gets_the_denied_egress_before_its_pod() {
+    let started = Instant::now();
+    let ns = TestNs::new("net-standalone").await;
+    let policies = ns.api::<NetworkPolicy>();
+    // The user's own policy under the name the Sandbox's will have.
+    let foreign: NetworkPolicy = serde_json::from_value(json!({
+        "metadata": {"name": "solo-sandbox-egress"},
+        "spec": {"podSelector": {}, "egress": [{}], "policyTypes": ["Egress"]}
+    }))
+    .unwrap();
+    policies
+        .create(&PostParams::default(), &foreign)
+        .await
+        .unwrap();
+    let _op = ns.operator(&[]).await;
+    let sandbox: Sandbox = serde_json::from_value(json!({
+        "apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox",
+        "metadata": {"name": "solo"},
+        "spec": {"podTemplate": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}}
+    }))
+    .unwrap();
+    let sandboxes = ns.api::<Sandbox>();
+    sandboxes
+        .create(&PostParams::default(), &sandbox)
+        .await
+        .unwrap();
+    let held = crate::fixtures::wait_not_ready_for(&sandboxes, "solo", "NameConflict").await;
+    assert!(
+        held.message.contains("NetworkPolicy solo-sandbox-egress"),
+        "{}",
+        held.message
+    );
+    assert!(
+        ns.api::<Pod>().get_opt("solo").await.unwrap().is_none(),
+        "a Pod was started without the Sandbox's NetworkPolicy"
+    );
+    // The user removes theirs: the Sandbox's own is made, then its Pod.
+    policies
+        .delete("solo-sandbox-egress", &Default::default())
+        .await
+        .unwrap();
+    let solo = wait_for(&sandboxes, "solo", Duration::from_secs(30), |s| {
+        s.status
+            .as_ref()
+            .is_some_and(|st| is_true(&st.conditions, READY))
+    })
+    .await;
+    let policy = policies.get("solo-sandbox-egress").await.unwrap();
+    let owner = &policy.owner_references()[0];
+    assert_eq!(
+        (owner.kind.as_str(), Some(&owner.uid), owner.controller),
+        ("Sandbox", solo.uid().as_ref(), Some(true))
+    );
+    let spec = policy.spec.clone().unwrap();
+    assert_eq!(spec.policy_types, Some(vec!["Egress".to_string()]));
+    assert_eq!(
+        egress_blocks(&spec),
+        vec![
+            ("0.0.0.0/0".to_string(), vec!["169.254.0.0/16".to_string()]),
+            ("::/0".to_string(), vec![])
+        ]
+    );
+    let pod = ns.api::<Pod>().get("solo").await.unwrap();
+    assert!(selects(&spec, &pod), "the policy selects the Sandbox's Pod");
+    let made = policy.creation_timestamp().unwrap().0;
+    let pod_made = pod.creation_timestamp().unwrap().0;
+    assert!(made <= pod_made, "policy {made} after Pod {pod_made}");
+    // Deleted: made again at once, as it was.
+    policies
+        .delete("solo-sandbox-egress", &Default::default())
+        .await
+        .unwrap();
+    let again = wait_until_made_again(&policies, "solo-sandbox-egress", &policy).await;
+    assert_eq!(again.spec, policy.spec);
+    eprintln!(
+        "a_standalone_sandbox_gets_the_denied_egress: {:?}",
+        started.elapsed()
+    );
 }
 
 /// Waits (20 s at most) for `name` to exist again with another uid than

@@ -181,6 +181,20 @@ async fn seed_aio_sandbox_becomes_ready_with_pod_and_headless_service() {
         vec![pod.name_any()],
         "the Service selects exactly the sandbox Pod"
     );
+    // Its own policy keeps it from the denied egress ranges and leaves
+    // ingress alone (the user reaches the workbench through the Service).
+    let policy = ns
+        .api::<k8s_openapi::api::networking::v1::NetworkPolicy>()
+        .get("aio-sandbox-example-sandbox-egress")
+        .await
+        .unwrap();
+    assert_eq!(policy.owner_references()[0].uid, s.uid().unwrap());
+    let policy = policy.spec.unwrap();
+    assert_eq!(policy.policy_types, Some(vec!["Egress".to_string()]));
+    assert_eq!(
+        policy.pod_selector.unwrap().match_labels.unwrap()[SANDBOX_LABEL],
+        "aio-sandbox-example"
+    );
     let out = ns.kubectl(&[
         "wait",
         "--for=condition=Ready",

@@ -19,7 +19,7 @@ use super::super::triggers::{
 };
 use super::super::warmpool;
 use super::{Caches, Config, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Triggers};
-use crate::api::{SandboxClaim, SandboxWarmPool};
+use crate::api::{Sandbox, SandboxClaim, SandboxWarmPool};
 use crate::metrics::Metrics;
 
 /// Starts the watch caches of one process, all on the watched scope.
@@ -78,7 +78,7 @@ impl CacheSpawner<'_> {
             "sandboxes",
             false,
             slim_meta,
-            sandbox_trigger(Arc::clone(&named), sandbox_tx, claim_tx.clone()),
+            sandbox_trigger(Arc::clone(&named), sandbox_tx.clone(), claim_tx.clone()),
         );
         let templates = self.spawn(
             "templates",
@@ -93,7 +93,8 @@ impl CacheSpawner<'_> {
         );
         // The claim controller, too, reconciles from a shared cache.
         let claims = self.spawn("claims", false, slim_meta, self_trigger(claim_tx.clone()));
-        let network_policies = self.spawn_network_policies(&pools, &claims, pool_tx, claim_tx);
+        let network_policies =
+            self.spawn_network_policies(&pools, &claims, (pool_tx, claim_tx, sandbox_tx));
         pods.wait_until_ready().await?;
         pools.wait_until_ready().await?;
         templates.wait_until_ready().await?;
@@ -128,8 +129,11 @@ impl CacheSpawner<'_> {
         &self,
         pools: &Store<SandboxWarmPool>,
         claims: &Store<SandboxClaim>,
-        pool_tx: mpsc::UnboundedSender<ObjectRef<SandboxWarmPool>>,
-        claim_tx: mpsc::UnboundedSender<ObjectRef<SandboxClaim>>,
+        (pool_tx, claim_tx, sandbox_tx): (
+            mpsc::UnboundedSender<ObjectRef<SandboxWarmPool>>,
+            mpsc::UnboundedSender<ObjectRef<SandboxClaim>>,
+            mpsc::UnboundedSender<ObjectRef<Sandbox>>,
+        ),
     ) -> Store<NetworkPolicy> {
         self.spawn(
             "networkpolicies",
@@ -142,6 +146,7 @@ impl CacheSpawner<'_> {
                 claims: claims.clone(),
                 pool_tx,
                 claim_tx,
+                sandbox_tx,
             }),
         )
     }

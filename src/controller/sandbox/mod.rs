@@ -33,6 +33,7 @@ use crate::api::{ConditionUpdate, POD_NAME_ANNOTATION, Sandbox};
 
 mod act;
 mod desired;
+mod network;
 mod plan;
 mod status;
 #[cfg(test)]
@@ -41,6 +42,8 @@ mod tests;
 pub use desired::{
     desired_pod, desired_pvcs, desired_service, headless_service, pvc_name, service_fqdn,
 };
+pub(crate) use network::standalone_policy_key;
+pub use network::{desired_standalone_policy, needs_own_policy, standalone_policy_name};
 pub use plan::{Observed, Plan, Step, may_adopt, plan};
 pub use status::compute_status;
 
@@ -64,7 +67,20 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
     }
 
     let observed = observe(&ctx, &sandbox, &pods, &namespace, &uid).await?;
-    let plan = plan(&observed);
+    let mut plan = plan(&observed);
+    // A standalone Sandbox's policy is in place before its Pod starts.
+    if let Some(conflict) = network::ensure(&ctx, &sandbox, &namespace, &uid).await? {
+        plan.hold_pod_start(ConditionUpdate::ready(
+            false,
+            crate::api::reason::NAME_CONFLICT,
+            format!("no Pod is started until the Sandbox's NetworkPolicy exists: {conflict}"),
+        ));
+        // A policy that is not the operator's wakes nothing when it goes.
+        plan.requeue_after = Some(
+            plan.requeue_after
+                .map_or(POLICY_RECHECK, |after| after.min(POLICY_RECHECK)),
+        );
+    }
 
     // Act. The headless Service does not depend on the Pod steps, so it is
     // created alongside them (one round trip less on the warm path).
@@ -126,6 +142,10 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
         (None, None) => Action::await_change(),
     })
 }
+
+/// See `reconcile`: how often a standalone Sandbox whose NetworkPolicy name
+/// is taken by an object that is not its own tries again.
+const POLICY_RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// See `reconcile`: how long a claim's Sandbox that is not Ready waits, at
 /// most, before it is looked at again without an event.

@@ -109,6 +109,17 @@ impl Plan {
             ..Plan::unblocked(steps)
         }
     }
+
+    /// Drops the steps that would start a Pod (create or adopt), because
+    /// `why` (what keeps the Sandbox from Ready, unless the plan already
+    /// says something that comes first: a policy violation, a pause, an
+    /// expiry). Pure.
+    pub fn hold_pod_start(&mut self, why: ConditionUpdate) {
+        self.steps
+            .retain(|s| !matches!(s, Step::CreatePod | Step::Adopt { .. }));
+        self.blocked.get_or_insert(why);
+        self.quiet = false;
+    }
 }
 
 /// A warning Event step.

@@ -82,6 +82,34 @@ fn fresh_sandbox_creates_a_pod() {
 }
 
 #[test]
+fn a_held_start_drops_create_and_adopt_and_says_why_unless_something_comes_first() {
+    let conflict = || ConditionUpdate::ready(false, reason::NAME_CONFLICT, "policy taken");
+    let s = sandbox();
+    let mut p = plan_at_now(&s, vec![], None);
+    p.hold_pod_start(conflict());
+    assert!(p.steps.is_empty());
+    assert_eq!(p.blocked.unwrap().reason, reason::NAME_CONFLICT);
+    // Adoption is a start too.
+    let s = naming("free");
+    let mut consenting = (*pod("free", None)).clone();
+    consenting
+        .labels_mut()
+        .insert(ADOPTABLE_LABEL.into(), "true".into());
+    let mut p = plan_at_now(&s, vec![], Some(Arc::new(consenting)));
+    assert!(matches!(p.steps.as_slice(), [Step::Adopt { .. }]), "{p:?}");
+    p.hold_pod_start(conflict());
+    assert!(p.steps.is_empty());
+    // A pause says so first, and its deletions still happen.
+    let mut paused = sandbox();
+    paused.spec.replicas = Some(0);
+    let mut p = plan_at_now(&paused, vec![pod("sbx", Some("sbx-uid"))], None);
+    let steps = p.steps.clone();
+    let reason = p.blocked.clone().unwrap().reason;
+    p.hold_pod_start(conflict());
+    assert_eq!((p.steps, p.blocked.unwrap().reason), (steps, reason));
+}
+
+#[test]
 fn owned_pod_means_nothing_to_do() {
     let s = sandbox();
     let p = plan_at_now(&s, vec![pod("sbx", Some("sbx-uid"))], None);

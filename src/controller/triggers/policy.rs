@@ -1,6 +1,7 @@
 //! What a deleted NetworkPolicy of the operator's wakes: its owner, which
-//! makes it again (the claims', pools' and templates' policies are how idle
-//! and claimed Pods are isolated; nothing else in the operator watches them).
+//! makes it again (the claims', pools', templates' and standalone
+//! Sandboxes' policies are how sandboxes are isolated; nothing else in the
+//! operator watches them).
 
 use std::sync::Arc;
 
@@ -11,8 +12,9 @@ use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::super::claim;
 use super::super::memo::WriteMemo;
+use super::super::sandbox::standalone_policy_key;
 use super::super::warmpool::Expectations;
-use crate::api::{SandboxClaim, SandboxWarmPool};
+use crate::api::{Sandbox, SandboxClaim, SandboxWarmPool};
 
 /// What a deleted NetworkPolicy's owner needs to make it again: the memos
 /// that would skip the create, and whom to wake.
@@ -23,10 +25,12 @@ pub(in crate::controller) struct PolicyOwners {
     pub claims: Store<SandboxClaim>,
     pub pool_tx: mpsc::UnboundedSender<ObjectRef<SandboxWarmPool>>,
     pub claim_tx: mpsc::UnboundedSender<ObjectRef<SandboxClaim>>,
+    pub sandbox_tx: mpsc::UnboundedSender<ObjectRef<Sandbox>>,
 }
 
 /// The NetworkPolicy cache's trigger: a deleted policy the operator made
-/// (by its controller ownerReference: a claim's, a pool's or a template's)
+/// (by its controller ownerReference: a claim's, a pool's, a template's or
+/// a standalone Sandbox's)
 /// has its memo forgotten and its owner woken, which makes it again at once;
 /// for a template's, every pool and claim of that template in its namespace.
 /// Nothing else wakes anyone: the warm path's own policy create costs one
@@ -57,6 +61,12 @@ pub(in crate::controller) fn network_policy_trigger(
                     .unbounded_send(ObjectRef::new(&owner.name).within(&namespace));
             }
             "SandboxWarmPool" => owners.pool_policy_gone(&namespace, &owner.name),
+            "Sandbox" => {
+                owners.written.forget(&standalone_policy_key(&owner.uid));
+                let _ = owners
+                    .sandbox_tx
+                    .unbounded_send(ObjectRef::new(&owner.name).within(&namespace));
+            }
             "SandboxTemplate" => {
                 owners
                     .written
@@ -137,6 +147,7 @@ mod tests {
         let expectations = Arc::new(Expectations::default());
         let (pool_tx, mut pools) = mpsc::unbounded();
         let (claim_tx, mut claims) = mpsc::unbounded();
+        let (sandbox_tx, mut sandboxes) = mpsc::unbounded();
         let on_policy = network_policy_trigger(PolicyOwners {
             written: Arc::clone(&written),
             expectations: Arc::clone(&expectations),
@@ -150,6 +161,7 @@ mod tests {
             ]),
             pool_tx,
             claim_tx,
+            sandbox_tx,
         });
         let yes = serde_json::Value::Bool(true);
         let [made, lockdown] = claim::policy_memo_keys("uid-c1");
@@ -179,11 +191,20 @@ mod tests {
         assert_eq!(received(&mut claims), ["c1"]);
         assert!(!expectations.network_policy_done("ns/p1", &fingerprint));
         assert!(!written.recently_wrote(&template_key, &json!(1)));
+        // A standalone Sandbox's: its memo goes, it wakes.
+        let sandbox_key = standalone_policy_key("uid-s1");
+        written.record(&sandbox_key, json!(["169.254.0.0/16"]));
+        on_policy(&policy("Sandbox", "s1"), false);
+        assert!(received(&mut sandboxes).is_empty());
+        on_policy(&policy("Sandbox", "s1"), true);
+        assert_eq!(received(&mut sandboxes), ["s1"]);
+        assert!(!written.recently_wrote(&sandbox_key, &json!(["169.254.0.0/16"])));
         // One without a controller of ours wakes no one.
         let mut foreign = policy("Deployment", "d");
         on_policy(&foreign, true);
         foreign.metadata.owner_references = None;
         on_policy(&foreign, true);
         assert!(received(&mut pools).is_empty() && received(&mut claims).is_empty());
+        assert!(received(&mut sandboxes).is_empty());
     }
 }
