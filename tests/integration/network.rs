@@ -191,7 +191,8 @@ async fn every_sandbox_policy_excepts_the_policy_files_ranges() {
     let policy_file = dir.join(format!("{}-policy.yaml", ns.name));
     std::fs::write(
         &policy_file,
-        "network:\n  denyEgressCIDRs: [169.254.0.0/16, 10.96.0.0/12, fd00:ec2::254/128]\n",
+        "network:\n  denyEgressCIDRs: [169.254.0.0/16, 10.96.0.0/12, fd00:ec2::254/128]\n  \
+         standaloneIngress: deny\n",
     )
     .unwrap();
     let _op = ns
@@ -245,6 +246,38 @@ async fn every_sandbox_policy_excepts_the_policy_files_ranges() {
         .spec
         .unwrap();
     assert_eq!(egress_blocks(&pool_policy), expected);
+    // A standalone Sandbox's too, and with `standaloneIngress: deny` its
+    // ingress is closed like an idle Pod's.
+    let solo: Sandbox = serde_json::from_value(json!({
+        "apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox",
+        "metadata": {"name": "solo"},
+        "spec": {"podTemplate": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}}
+    }))
+    .unwrap();
+    ns.api::<Sandbox>()
+        .create(&PostParams::default(), &solo)
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(30), || async {
+        policies
+            .get_opt("solo-sandbox-egress")
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await;
+    let solo_policy = policies
+        .get("solo-sandbox-egress")
+        .await
+        .unwrap()
+        .spec
+        .unwrap();
+    assert_eq!(egress_blocks(&solo_policy), expected);
+    assert_eq!(
+        solo_policy.policy_types,
+        Some(vec!["Ingress".to_string(), "Egress".to_string()])
+    );
+    assert!(solo_policy.ingress.unwrap_or_default().is_empty());
     eprintln!("every_sandbox_policy_excepts: {:?}", started.elapsed());
 }
 

@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 pub use amounts::{
     Ceilings, ComputeResource, DefaultLimits, DefaultRequests, ResourceDefaults, TolerationRule,
 };
-pub use network::{Cidr, DEFAULT_DENY_EGRESS, NetworkRules, everywhere_except, restrict_egress};
+pub use network::{
+    Cidr, DEFAULT_DENY_EGRESS, NetworkRules, StandaloneIngress, everywhere_except, restrict_egress,
+};
 pub use store::PolicyStore;
 
 #[cfg(test)]

@@ -22,6 +22,27 @@ pub struct NetworkRules {
     /// egress. Empty: egress is left as the template says.
     #[serde(rename = "denyEgressCIDRs")]
     pub deny_egress_cidrs: Vec<String>,
+    /// Ingress to the Pod of a Sandbox made without a claim: `open` (the
+    /// default) leaves it as the cluster has it, `deny` denies all of it.
+    /// Claimed and idle Pods are denied ingress either way (unless their
+    /// template allows some).
+    pub standalone_ingress: StandaloneIngress,
+}
+
+/// What a standalone Sandbox's NetworkPolicy does with ingress (see
+/// [`NetworkRules::standalone_ingress`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StandaloneIngress {
+    /// Not restricted: the policy has no `Ingress` type. A standalone
+    /// Sandbox has no template saying what may reach it, and its user
+    /// reaches it through its Service (the seed's AIO workbench).
+    #[default]
+    Open,
+    /// All ingress denied (the `Ingress` type with no rule), as for an idle
+    /// Pod whose template allows none: for clusters where no other Pod may
+    /// reach a sandbox made without a claim.
+    Deny,
 }
 
 /// The default denied range: IPv4 link-local, home of the cloud metadata
@@ -32,6 +53,7 @@ impl Default for NetworkRules {
     fn default() -> Self {
         NetworkRules {
             deny_egress_cidrs: vec![DEFAULT_DENY_EGRESS.to_owned()],
+            standalone_ingress: StandaloneIngress::Open,
         }
     }
 }
@@ -313,6 +335,7 @@ mod tests {
     fn the_section_check_names_the_index() {
         let rules = NetworkRules {
             deny_egress_cidrs: vec!["169.254.0.0/16".into(), "10.1.2.3/8".into()],
+            ..NetworkRules::default()
         };
         let (field, rule) = rules.check().unwrap_err();
         assert_eq!(field, "network.denyEgressCIDRs[1]");

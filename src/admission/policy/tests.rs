@@ -69,6 +69,17 @@ fn the_network_section_parses_and_a_bad_cidr_names_the_field() {
         "network:\n  denyEgressCidrs: []\n",
         "unknown field `denyEgressCidrs`",
     );
+    // A standalone Sandbox's ingress: open unless the file says deny.
+    assert_eq!(
+        Policy::default().network.standalone_ingress,
+        StandaloneIngress::Open
+    );
+    let closed = Policy::from_yaml("network:\n  standaloneIngress: deny\n").unwrap();
+    assert_eq!(closed.network.standalone_ingress, StandaloneIngress::Deny);
+    assert_refused_starting(
+        "network:\n  standaloneIngress: closed\n",
+        "network.standaloneIngress: unknown variant `closed`",
+    );
 }
 
 #[test]

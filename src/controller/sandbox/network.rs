@@ -10,12 +10,13 @@
 //! using a claim. Now such a Sandbox gets `<sandbox>-sandbox-egress`,
 //! controlled by the Sandbox (garbage-collected with it), selecting the
 //! `agents.x-k8s.io/sandbox=<sandbox>` label its Pod carries:
-//! - egress only (`policyTypes: [Egress]`): everywhere except the denied
-//!   ranges (with an empty list, everywhere). Ingress is left as the
-//!   cluster has it: a standalone Sandbox has no template saying what may
-//!   reach it, and its user reaches it through its Service (the AIO
-//!   example's browser and editor). A claim is the way to get a Sandbox
-//!   isolated on ingress too;
+//! - egress everywhere except the denied ranges (with an empty list,
+//!   everywhere);
+//! - ingress as the policy file's `network.standaloneIngress` says: `open`
+//!   (the default) leaves it as the cluster has it (no `Ingress` type): a
+//!   standalone Sandbox has no template saying what may reach it, and its
+//!   user reaches it through its Service (the AIO example's browser and
+//!   editor); `deny` denies all of it;
 //! - made before the Sandbox's Pod is created or adopted: until it exists
 //!   no Pod is started (an error is retried with the controller's backoff;
 //!   a policy of that name controlled by anything else is never used, and
@@ -36,8 +37,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::runtime::reflector::ObjectRef;
+use serde_json::json;
 
-use crate::admission::{Cidr, restrict_egress};
+use crate::admission::{Cidr, NetworkRules, StandaloneIngress, restrict_egress};
 use crate::api::{FIELD_MANAGER, SANDBOX_LABEL, Sandbox};
 use crate::controller::claim::same_policy_spec;
 use crate::controller::ownership::{Created, controller_of_kind};
@@ -64,10 +66,20 @@ pub fn needs_own_policy(sandbox: &Sandbox) -> bool {
         .is_none_or(|claim| claim.name != sandbox.name_any())
 }
 
-/// The policy of a standalone Sandbox: egress everywhere but `deny`, for
-/// the Pods labelled with the Sandbox's name; ingress untouched. Pure.
-pub fn desired_standalone_policy(sandbox: &Sandbox, deny: &[Cidr]) -> Result<NetworkPolicy> {
+/// The policy of a standalone Sandbox, for the Pods labelled with the
+/// Sandbox's name: egress everywhere but `deny`; all ingress denied when
+/// `ingress` says so, else untouched. Pure.
+pub fn desired_standalone_policy(
+    sandbox: &Sandbox,
+    deny: &[Cidr],
+    ingress: StandaloneIngress,
+) -> Result<NetworkPolicy> {
     let name = sandbox.name_any();
+    let (mut policy_types, ingress) = match ingress {
+        StandaloneIngress::Open => (Vec::new(), None),
+        StandaloneIngress::Deny => (vec!["Ingress".to_string()], Some(Vec::new())),
+    };
+    policy_types.push("Egress".to_string());
     // No rules: egress everywhere but the denied ranges; with none denied,
     // one empty rule, which allows all egress.
     let egress =
@@ -88,8 +100,8 @@ pub fn desired_standalone_policy(sandbox: &Sandbox, deny: &[Cidr]) -> Result<Net
                 match_labels: Some(BTreeMap::from([(SANDBOX_LABEL.to_string(), name)])),
                 ..Default::default()
             }),
-            policy_types: Some(vec!["Egress".to_string()]),
-            ingress: None,
+            policy_types: Some(policy_types),
+            ingress,
             egress: Some(egress),
         }),
     })
@@ -107,8 +119,9 @@ pub(super) async fn ensure(
     if !needs_own_policy(sandbox) {
         return Ok(None);
     }
-    let deny = ctx.config.policy.current().network.deny_egress();
-    let desired = desired_standalone_policy(sandbox, &deny)?;
+    let rules: NetworkRules = ctx.config.policy.current().network.clone();
+    let deny = rules.deny_egress();
+    let desired = desired_standalone_policy(sandbox, &deny, rules.standalone_ingress)?;
     let name = standalone_policy_name(&sandbox.name_any());
     let key = standalone_policy_key(uid);
     let cached = ctx
@@ -122,7 +135,7 @@ pub(super) async fn ensure(
         ctx.written.forget(&key);
         return Ok(None);
     }
-    let fingerprint = serde_json::json!(deny.iter().map(ToString::to_string).collect::<Vec<_>>());
+    let fingerprint = json!([rules.deny_egress_cidrs, rules.standalone_ingress]);
     if ctx.written.recently_wrote(&key, &fingerprint) {
         return Ok(None);
     }
@@ -183,7 +196,9 @@ mod tests {
     #[test]
     fn the_policy_limits_egress_only_and_selects_the_sandbox_label() {
         let deny = [Cidr::parse("169.254.0.0/16").unwrap()];
-        let policy = desired_standalone_policy(&sandbox("aio", None), &deny).unwrap();
+        let policy =
+            desired_standalone_policy(&sandbox("aio", None), &deny, StandaloneIngress::Open)
+                .unwrap();
         assert_eq!(policy.name_any(), "aio-sandbox-egress");
         let owner = &policy.owner_references()[0];
         assert_eq!(
@@ -204,10 +219,27 @@ mod tests {
             ("0.0.0.0/0", Some(vec!["169.254.0.0/16".to_string()]))
         );
         // Nothing denied: one rule allowing all egress, never a deny-all.
-        let open = desired_standalone_policy(&sandbox("aio", None), &[]).unwrap();
+        let open =
+            desired_standalone_policy(&sandbox("aio", None), &[], StandaloneIngress::Open).unwrap();
         assert_eq!(
             open.spec.unwrap().egress,
             Some(vec![NetworkPolicyEgressRule::default()])
         );
+    }
+
+    #[test]
+    fn the_policy_file_may_deny_a_standalone_sandbox_all_ingress() {
+        let deny = [Cidr::parse("169.254.0.0/16").unwrap()];
+        let closed =
+            desired_standalone_policy(&sandbox("aio", None), &deny, StandaloneIngress::Deny)
+                .unwrap()
+                .spec
+                .unwrap();
+        assert_eq!(
+            closed.policy_types,
+            Some(vec!["Ingress".to_string(), "Egress".to_string()])
+        );
+        assert_eq!(closed.ingress, Some(vec![]));
+        assert!(closed.egress.is_some());
     }
 }
