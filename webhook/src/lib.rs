@@ -8,9 +8,10 @@
 //!    1.2, the `ring` provider, ALPN `h2` or `http/1.1`).
 //! 2. It POSTs an `admission.k8s.io/v1` AdmissionReview to `/mutate` or
 //!    `/validate`. The body is read under a size limit, a deadline and a
-//!    budget of bytes buffered across all requests, and decoded; anything
-//!    malformed is answered with a 4xx and a message that names the problem,
-//!    and never reaches the policy.
+//!    budget of bytes buffered across all requests (counting the bytes
+//!    received, not the length announced), and decoded; anything malformed
+//!    is answered with a 4xx and a message that names the problem, and
+//!    never reaches the policy.
 //! 3. The request goes to the [`AdmissionHandler`] the operator plugged in,
 //!    whose answer is wrapped in an AdmissionReview carrying the request's
 //!    `uid`. [`AdmissionHandler::observe`] then sees the outcome, for metrics.

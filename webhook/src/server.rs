@@ -13,13 +13,17 @@
 //! one else), and is answered either with an AdmissionReview or with a
 //! plain-text error whose status says whose fault it was.
 //!
-//! Memory for request bodies is bounded across all connections: before
-//! reading a body, a request reserves its size from a budget of
-//! [`ServerConfig::max_buffered_body_bytes`] and keeps the reservation until
-//! it is answered, and HTTP/2 clients may send only a small window of data
-//! the server has not asked for. A client trickling its body thus holds only
-//! its own bytes, and however many clients send at once, the bodies they can
-//! make the server hold stay within the budget.
+//! Memory for request bodies is bounded across all connections: a request
+//! reserves each part of its body from a budget of
+//! [`ServerConfig::max_buffered_body_bytes`] as the part arrives, and keeps
+//! the reservation until it is answered. When the next part does not fit, the
+//! server reads no further from that body until other requests give bytes
+//! back: HTTP/1.1 stops reading the connection, and HTTP/2 keeps the
+//! stream's small flow-control window closed. A client that announces a large
+//! body thus holds nothing until it sends, a client trickling its body holds
+//! only the bytes it sent, and however many clients send at once, the bodies
+//! the server holds stay within the budget, but for one frame held by each
+//! request waiting for room (as many as there are connections at most).
 //!
 //! On shutdown the listener closes first, then every connection is asked to
 //! finish the requests it has and close; connections still open after
@@ -37,12 +41,12 @@ use std::{
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::rt::TokioIo;
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::{OwnedSemaphorePermit, Semaphore, watch},
+    sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit, watch},
     task::JoinSet,
 };
 use tokio_rustls::TlsAcceptor;
@@ -64,10 +68,11 @@ pub struct ServerConfig {
     /// 1.5 MiB and a review can carry the old and the new object, hence the
     /// 3 MiB default. Larger bodies are answered with 413.
     pub max_body_bytes: usize,
-    /// Time allowed to receive and answer one request (waiting for room in
-    /// the body budget, reading its body, then waiting for an in-flight
-    /// permit), and for a connection closed for being idle to finish. The API
-    /// server gives up after the webhook's `timeoutSeconds` anyway.
+    /// Time allowed to receive and answer one request (reading its body,
+    /// including any wait for room in the body budget, then waiting for an
+    /// in-flight permit), and for a connection closed for being idle to
+    /// finish. The API server gives up after the webhook's `timeoutSeconds`
+    /// anyway.
     pub request_timeout: Duration,
     /// Time allowed for a TLS handshake.
     pub handshake_timeout: Duration,
@@ -88,21 +93,31 @@ pub struct ServerConfig {
     pub max_requests_in_flight: usize,
     /// Bytes of request bodies buffered at most, across all connections.
     ///
-    /// Before reading a body a request reserves its `content-length` (or
-    /// [`max_body_bytes`](Self::max_body_bytes) when the length is not
-    /// declared, giving back what it did not use once the body is read), and
-    /// holds the reservation until it is answered. A request that cannot
-    /// reserve its bytes within the request timeout is answered with 503.
-    /// Raised to `max_body_bytes` when smaller, so the largest accepted body
-    /// can always be read.
+    /// A request reserves the bytes of its body as they arrive, not the
+    /// length it declares, and holds them until it is answered. When the next
+    /// part of a body does not fit, the server stops reading that body until
+    /// other requests give bytes back; a request whose body is still not
+    /// complete at the request timeout for that reason is answered with 503.
+    /// At most [`max_connections`](Self::max_connections) requests wait for
+    /// room at once; a further one (possible only over HTTP/2, where requests
+    /// share a connection) is answered with 503 at once. Raised to
+    /// [`max_body_bytes`](Self::max_body_bytes) when smaller, so a body of the
+    /// largest size fits once no other body holds bytes.
     ///
     /// The 64 MiB default (about 21 bodies of the largest size) leaves most
     /// of a 512 MiB memory limit to the rest of the process, which room for
-    /// 64 such bodies would not. The API server declares the length of its
-    /// bodies and a review is typically a few KiB, so thousands fit at once;
-    /// clients announcing large bodies they never send can make others wait,
-    /// but not exhaust memory. Besides the budget, every HTTP/2 connection
-    /// may hold up to 64 KiB its client sent ahead (its flow-control window).
+    /// 64 such bodies would not. A review is typically a few KiB, so
+    /// thousands fit at once. A client holds the bytes it has actually sent;
+    /// announcing a length costs the budget nothing. Outside the budget, a
+    /// connection may hold what its client sent before the server stopped
+    /// reading: on HTTP/2 up to 64 KiB (its flow-control window), on HTTP/1.1
+    /// what hyper read into its buffer, and on both what the kernel's socket
+    /// buffers hold; and each request waiting for room holds the one frame it
+    /// could not reserve yet (16 KiB at most on HTTP/2). While a body
+    /// arrives, its buffer may be up to twice the bytes received. Bodies
+    /// arriving together that need more than the budget can each hold a part
+    /// and wait for the rest; the first to reach its timeout gets 503 and
+    /// gives its part back.
     pub max_buffered_body_bytes: usize,
     /// How long shutdown waits for open connections to finish.
     pub drain_timeout: Duration,
@@ -347,8 +362,7 @@ impl Shared {
     async fn admit(&self, endpoint: Endpoint, request: Request<Incoming>) -> Result<Vec<u8>> {
         let started = Instant::now();
         let limit = self.config.max_body_bytes;
-        let timeout = self.config.request_timeout;
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = tokio::time::Instant::now() + self.config.request_timeout;
 
         // A declared length over the limit is refused before reading anything.
         let declared_length = request
@@ -360,38 +374,12 @@ impl Shared {
             return Err(Error::BodyTooLarge { limit });
         }
 
-        // Room for the body is reserved before reading it, so the bodies of
-        // all requests together stay within the budget; it is given back when
-        // this request is answered. The wait counts against the deadline.
-        let wanted = declared_length.map_or(limit, |length| length as usize);
-        let mut reservation = tokio::time::timeout_at(deadline, self.body_budget.reserve(wanted))
-            .await
-            .map_err(|_elapsed| Error::BodyBudgetExhausted {
-                budget: self.body_budget.total,
-            })?;
-        // hyper already holds a body to its declared length (HTTP/1 reads no
-        // further, HTTP/2 resets the stream); this limit makes sure of it.
-        let reserved = reservation.num_permits();
-
         // The body is read before an in-flight permit is taken, so a client
-        // trickling its body holds up only itself.
-        let body = tokio::time::timeout_at(
-            deadline,
-            Limited::new(request.into_body(), reserved).collect(),
-        )
-        .await
-        .map_err(|_elapsed| Error::Timeout(timeout))?
-        .map_err(|error| {
-            if error.is::<LengthLimitError>() {
-                Error::BodyTooLarge { limit }
-            } else {
-                Error::ReadBody(error)
-            }
-        })?
-        .to_bytes();
-        // A body of unknown length reserved the largest size; keep what it uses.
-        let unused = reserved.saturating_sub(body.len());
-        drop(reservation.split(unused));
+        // trickling its body holds up only itself. Its bytes stay reserved
+        // until this request is answered.
+        let (body, _reservation) = self
+            .read_body(request.into_body(), declared_length, deadline)
+            .await?;
         let _permit = match tokio::time::timeout_at(deadline, self.in_flight.acquire()).await {
             Ok(Ok(permit)) => permit,
             Ok(Err(_)) | Err(_) => return Err(Error::Overloaded),
@@ -423,6 +411,64 @@ impl Shared {
             "admission review answered"
         );
         Ok(encoded)
+    }
+
+    /// Reads a body frame by frame until it ends or `deadline` passes. Each
+    /// frame's bytes are reserved from the budget before they are kept; while
+    /// there is no room, no further frame is read, so this client waits (its
+    /// HTTP/1.1 connection is not read, its HTTP/2 window stays closed) and
+    /// others do not. The reservation is returned with the body.
+    async fn read_body(
+        &self,
+        mut body: Incoming,
+        declared_length: Option<u64>,
+        deadline: tokio::time::Instant,
+    ) -> Result<(Vec<u8>, SemaphorePermit<'_>)> {
+        let limit = self.config.max_body_bytes;
+        // hyper already holds a body to its declared length (HTTP/1 reads no
+        // further, HTTP/2 resets the stream); this makes sure of it.
+        let most = declared_length.map_or(limit, |length| {
+            usize::try_from(length).map_or(limit, |length| length.min(limit))
+        });
+        let mut reservation = self.body_budget.nothing();
+        // Allocated as bytes arrive, not when a length is announced.
+        let mut buffer = Vec::new();
+        loop {
+            let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+                Ok(Some(frame)) => frame.map_err(|error| Error::ReadBody(error.into()))?,
+                Ok(None) => return Ok((buffer, reservation)),
+                Err(_elapsed) => return Err(Error::Timeout(self.config.request_timeout)),
+            };
+            // Trailers are not kept.
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if data.len() > most - buffer.len() {
+                return Err(Error::BodyTooLarge { limit });
+            }
+            let grown = self.body_budget.grow(&mut reservation, data.len());
+            if !tokio::time::timeout_at(deadline, grown)
+                .await
+                .unwrap_or(false)
+            {
+                return Err(Error::BodyBudgetExhausted {
+                    budget: self.body_budget.total,
+                });
+            }
+            make_room(&mut buffer, data.len(), most);
+            buffer.extend_from_slice(&data);
+        }
+    }
+}
+
+/// Makes room in `buffer` for `more` bytes. Its capacity at least doubles
+/// whenever it grows, up to `most`, so it stays under twice the bytes it
+/// holds and never exceeds the length the body declared.
+fn make_room(buffer: &mut Vec<u8>, more: usize, most: usize) {
+    let needed = buffer.len() + more;
+    if needed > buffer.capacity() {
+        let capacity = needed.max(buffer.capacity().saturating_mul(2)).min(most);
+        buffer.reserve_exact(capacity - buffer.len());
     }
 }
 

@@ -46,10 +46,19 @@ impl Drop for OpenRequest {
 }
 
 /// The bytes of request bodies the server may buffer at once; a permit is one
-/// byte.
+/// byte. A request reserves the bytes of its body as they arrive, not the
+/// length it announces, and holds them until it is answered.
+///
+/// A frame is reserved once received: hyper hands it over (and on HTTP/2
+/// reopens the client's window for it) before its size is known. A request
+/// waiting for room thus holds one frame outside the budget, so only as many
+/// requests as the server has connections may wait at once; with HTTP/2,
+/// many requests share a connection.
 pub(super) struct BodyBudget {
     bytes: Semaphore,
-    /// Permits the semaphore was created with.
+    /// Requests that may wait for room at once.
+    waiting: Semaphore,
+    /// Permits the semaphore of bytes was created with.
     pub(super) total: usize,
 }
 
@@ -61,17 +70,46 @@ impl BodyBudget {
             .clamp(1, Semaphore::MAX_PERMITS);
         Self {
             bytes: Semaphore::new(total),
+            waiting: Semaphore::new(config.max_connections.clamp(1, Semaphore::MAX_PERMITS)),
             total,
         }
     }
 
-    /// Waits until `bytes` (at most the whole budget) are free and takes them.
-    pub(super) async fn reserve(&self, bytes: usize) -> SemaphorePermit<'_> {
-        let bytes = u32::try_from(bytes.min(self.total)).unwrap_or(u32::MAX);
+    /// A reservation of no bytes, for [`grow`](Self::grow) to add to.
+    pub(super) fn nothing(&self) -> SemaphorePermit<'_> {
+        self.bytes
+            .try_acquire_many(0)
+            .expect("the body budget is never closed")
+    }
+
+    /// Adds `bytes` to `reservation`, waiting until they are free unless
+    /// the most requests that may wait already do: then it returns `false`
+    /// at once. The caller keeps every reservation within the largest body,
+    /// hence within the budget, so a wait ends once others give bytes back.
+    pub(super) async fn grow<'a>(
+        &'a self,
+        reservation: &mut SemaphorePermit<'a>,
+        bytes: usize,
+    ) -> bool {
+        // No frame comes near 4 GiB (HTTP/2 frames are 16 KiB here, HTTP/1.1
+        // ones at most hyper's read buffer).
+        let Ok(bytes) = u32::try_from(bytes) else {
+            return false;
+        };
+        if let Ok(permit) = self.bytes.try_acquire_many(bytes) {
+            reservation.merge(permit);
+            return true;
+        }
+        let Ok(_waiting) = self.waiting.try_acquire() else {
+            return false;
+        };
         match self.bytes.acquire_many(bytes).await {
-            Ok(permit) => permit,
+            Ok(permit) => {
+                reservation.merge(permit);
+                true
+            }
             // The semaphore is never closed.
-            Err(_closed) => std::future::pending().await,
+            Err(_closed) => false,
         }
     }
 }

@@ -1,12 +1,14 @@
-//! The budget of buffered request bodies: a body holds its share from before
-//! it is read until its request is answered, a request that cannot get its
-//! share waits for it and, after the request timeout, gets 503, and an
-//! HTTP/2 client waiting for it sends only one flow-control window ahead.
+//! The budget of buffered request bodies: a body reserves its bytes as they
+//! arrive, not the length it announces, and holds them until its request is
+//! answered. A body whose next bytes do not fit waits for them and, after the
+//! request timeout, gets 503; meanwhile an HTTP/2 client sends only one
+//! flow-control window ahead, and other requests go on.
 //!
 //! Every server here has a budget of one body of the largest size. Where a
 //! test shows that a request waits, it checks that nothing happens within
 //! [`WAIT`]: a server without the budget answers at once, one with it never
 //! answers before the test lets the budget go, however loaded the machine.
+//! [`waits`] has the requests that wait for room beside other bodies.
 
 use std::{
     convert::Infallible,
@@ -37,6 +39,8 @@ use crate::{
     limits::impatient,
 };
 
+mod waits;
+
 /// The largest body, and the whole budget.
 const BODY: usize = 64 * 1024;
 
@@ -53,40 +57,81 @@ fn budget_of_one_body(config: ServerConfig) -> ServerConfig {
 }
 
 #[tokio::test]
-async fn a_large_body_waits_while_a_trickled_one_holds_the_budget() {
+async fn a_trickled_body_holds_only_the_bytes_it_has_sent() {
     let server = TestServer::start(budget_of_one_body(ServerConfig::default())).await;
     let first = padded_review("trickled", "demo", BODY);
     let mut trickling = post_expecting_continue(&server, BODY).await;
-    // hyper asks for the body when the server starts reading it, that is
-    // once the body's bytes are reserved.
+    // hyper asks for the body when the server starts reading it: at once,
+    // as announcing a length reserves nothing.
     let head = tokio::time::timeout(BOUND, read_head(&mut trickling))
         .await
         .expect("the server asks for the first body");
     assert!(head.starts_with("HTTP/1.1 100 Continue"), "{head}");
     trickling.write_all(&first[..1]).await.unwrap();
 
-    let second = padded_review("second", "demo", BODY);
-    let mut waiting = post_expecting_continue(&server, BODY).await;
-    let early = tokio::time::timeout(WAIT, read_head(&mut waiting)).await;
-    assert!(
-        early.is_err(),
-        "the second body is asked for while the first holds the budget: {early:?}"
-    );
+    // All but the byte sent is free: a body of that size is answered at once.
+    for http2 in [false, true] {
+        let uid = format!("beside-{http2}");
+        let beside = padded_review(&uid, "demo", BODY - 1);
+        let (status, body) = tokio::time::timeout(BOUND, server.post(http2, "/validate", beside))
+            .await
+            .expect("a body that fits beside the sent byte is answered");
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    }
 
     trickling.write_all(&first[1..]).await.unwrap();
     let answer = read_to_end(&mut trickling).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains(r#""uid":"trickled""#), "{answer}");
-
-    let head = tokio::time::timeout(BOUND, read_head(&mut waiting))
-        .await
-        .expect("the second body is asked for once the first request is answered");
-    assert!(head.starts_with("HTTP/1.1 100 Continue"), "{head}");
-    waiting.write_all(&second).await.unwrap();
-    let answer = read_to_end(&mut waiting).await;
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert!(answer.contains(r#""uid":"second""#), "{answer}");
     assert!(server.policy.rejections.lock().unwrap().is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_announced_but_not_sent_do_not_hold_up_other_requests() {
+    let server = TestServer::start(budget_of_one_body(ServerConfig {
+        request_timeout: Duration::from_secs(3),
+        ..ServerConfig::default()
+    }))
+    .await;
+    // Eight clients announce 60 KiB each, 7.5 budgets together. All wait to
+    // be asked for their body; every other one sends two bytes anyway.
+    let mut announcers = Vec::new();
+    for index in 0..8 {
+        let mut stream = post_expecting_continue(&server, 60 * 1024).await;
+        if index % 2 == 1 {
+            stream.write_all(b"{ ").await.unwrap();
+        }
+        announcers.push(stream);
+    }
+
+    // A server that reserved announced lengths would keep a small review
+    // waiting until the request timeout, then answer 503.
+    for http2 in [false, true] {
+        let started = Instant::now();
+        let uid = format!("small-{http2}");
+        let served = server.assert_serves(http2, "/validate", &uid);
+        let answered = tokio::time::timeout(Duration::from_millis(1500), served).await;
+        assert!(
+            answered.is_ok(),
+            "a small review (HTTP/2: {http2}) waits behind bodies only announced, \
+             unanswered after {:?}",
+            started.elapsed()
+        );
+    }
+    // The server is reading every announced body.
+    for announcer in &mut announcers {
+        let head = tokio::time::timeout(BOUND, read_head(announcer))
+            .await
+            .expect("the server asks for every announced body");
+        assert!(head.starts_with("HTTP/1.1 100 Continue"), "{head}");
+    }
+    let rejections = server.policy.rejections.lock().unwrap().clone();
+    assert!(
+        !rejections.contains(&"body_budget_exhausted"),
+        "{rejections:?}"
+    );
+    drop(announcers);
     server.stop().await;
 }
 
@@ -128,8 +173,7 @@ async fn a_request_that_cannot_reserve_its_body_in_time_gets_503() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
 async fn small_requests_are_served_while_the_budget_is_partly_used() {
     let server = Arc::new(TestServer::start(budget_of_one_body(impatient())).await);
-    // Its length not declared, the body reserves the whole budget, then gives
-    // back the half it does not use.
+    // The body holds the half of the budget it sent.
     let half = BODY / 2;
     let holder = hold_budget(
         &server,
@@ -186,8 +230,9 @@ async fn an_http2_client_waiting_for_the_budget_sends_one_window_ahead_at_most()
         assert!(Instant::now() < deadline, "the client sends nothing");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // ...and, while the request waits for the budget, one more chunk it holds
-    // until the window opens; hyper's default window would take 64.
+    // ...and, while the request waits for the budget with the first frame it
+    // read, the chunk that frame made room for and one more it holds until
+    // the window opens; hyper's default window would take 64.
     let early = tokio::time::timeout(WAIT, &mut waiting).await;
     assert!(
         early.is_err(),
