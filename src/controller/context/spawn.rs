@@ -22,6 +22,9 @@ use super::{Caches, Config, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Triggers};
 use crate::api::{Sandbox, SandboxClaim, SandboxWarmPool};
 use crate::metrics::Metrics;
 
+/// Where a trigger sends the objects it wakes.
+type Wake<K> = mpsc::UnboundedSender<ObjectRef<K>>;
+
 /// Starts the watch caches of one process, all on the watched scope.
 pub(super) struct CacheSpawner<'a> {
     pub(super) client: &'a Client,
@@ -129,11 +132,7 @@ impl CacheSpawner<'_> {
         &self,
         pools: &Store<SandboxWarmPool>,
         claims: &Store<SandboxClaim>,
-        (pool_tx, claim_tx, sandbox_tx): (
-            mpsc::UnboundedSender<ObjectRef<SandboxWarmPool>>,
-            mpsc::UnboundedSender<ObjectRef<SandboxClaim>>,
-            mpsc::UnboundedSender<ObjectRef<Sandbox>>,
-        ),
+        (pool_tx, claim_tx, sandbox_tx): (Wake<SandboxWarmPool>, Wake<SandboxClaim>, Wake<Sandbox>),
     ) -> Store<NetworkPolicy> {
         self.spawn(
             "networkpolicies",
