@@ -44,7 +44,7 @@ pub use mutate::mutate;
 pub use policy::{
     Ceilings, Cidr, ComputeResource, DEFAULT_DENY_EGRESS, DEFAULT_POLICY_YAML, DefaultLimits,
     DefaultRequests, NetworkRules, Policy, PolicyError, PolicyStore, Profile, ResourceDefaults,
-    StandaloneIngress, TolerationRule, everywhere_except, restrict_egress,
+    StandalonePolicy, TolerationRule, everywhere_except, restrict_egress,
 };
 pub use quantity::{Quantity, QuantityError};
 pub use validate::{MAX_LABEL_VALUE, Verdict, is_reserved_key, validate};

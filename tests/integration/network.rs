@@ -192,7 +192,7 @@ async fn every_sandbox_policy_excepts_the_policy_files_ranges() {
     std::fs::write(
         &policy_file,
         "network:\n  denyEgressCIDRs: [169.254.0.0/16, 10.96.0.0/12, fd00:ec2::254/128]\n  \
-         standaloneIngress: deny\n",
+         standalonePolicy: isolated\n",
     )
     .unwrap();
     let _op = ns
@@ -246,7 +246,7 @@ async fn every_sandbox_policy_excepts_the_policy_files_ranges() {
         .spec
         .unwrap();
     assert_eq!(egress_blocks(&pool_policy), expected);
-    // A standalone Sandbox's too, and with `standaloneIngress: deny` its
+    // A standalone Sandbox's too, and with `standalonePolicy: isolated` its
     // ingress is closed like an idle Pod's.
     let solo: Sandbox = serde_json::from_value(json!({
         "apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox",
@@ -445,6 +445,31 @@ async fn a_deleted_sandbox_policy_is_made_again_at_once() {
             "{name} has the same owner"
         );
     }
+    // The claim deleted with `--cascade=orphan`: its Sandbox has no claim
+    // any more, but its Pod is still the claim's (its label, which only the
+    // operator may write) and the claim's policy stays with it. A policy of
+    // its own would add "everywhere but the deny list" to the template's
+    // egress.
+    let orphan = kube::api::DeleteParams {
+        propagation_policy: Some(kube::api::PropagationPolicy::Orphan),
+        ..Default::default()
+    };
+    ns.api::<SandboxClaim>().delete("c", &orphan).await.unwrap();
+    wait_for(&ns.api::<Sandbox>(), "c", Duration::from_secs(30), |s| {
+        s.owner_references().is_empty()
+    })
+    .await;
+    // The Sandbox reconciles on that change at once; give it 2 s.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        policies
+            .get_opt("c-sandbox-egress")
+            .await
+            .unwrap()
+            .is_none(),
+        "the orphaned claim's Sandbox got a policy of its own"
+    );
+    assert!(policies.get_opt("c-sandbox").await.unwrap().is_some());
     eprintln!("a_deleted_sandbox_policy: {:?}", started.elapsed());
 }
 
@@ -502,7 +527,11 @@ async fn a_standalone_sandbox_gets_the_denied_egress_before_its_pod() {
     })
     .await;
     let policy = policies.get("solo-sandbox-egress").await.unwrap();
-    let owner = &policy.owner_references()[0];
+    let owner = policy
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .expect("a controller");
     assert_eq!(
         (owner.kind.as_str(), Some(&owner.uid), owner.controller),
         ("Sandbox", solo.uid().as_ref(), Some(true))
@@ -528,10 +557,81 @@ async fn a_standalone_sandbox_gets_the_denied_egress_before_its_pod() {
         .unwrap();
     let again = wait_until_made_again(&policies, "solo-sandbox-egress", &policy).await;
     assert_eq!(again.spec, policy.spec);
+    outlives_its_sandbox(&ns, &policies, &pod).await;
     eprintln!(
         "a_standalone_sandbox_gets_the_denied_egress: {:?}",
         started.elapsed()
     );
+}
+
+/// The policy `solo-sandbox-egress` stays while the Sandbox `solo` is gone
+/// and its Pod is not, and goes with the Pod: the Pod is a co-owner. In a
+/// cluster a Pod outlives its Sandbox by its grace period; here a second
+/// owner keeps it (KWOK removes a deleted Pod's finalizers at once).
+async fn outlives_its_sandbox(ns: &TestNs, policies: &kube::Api<NetworkPolicy>, pod: &Pod) {
+    let name = "solo-sandbox-egress";
+    let pod_uid = pod.uid().unwrap();
+    wait_until(Duration::from_secs(20), || async {
+        policies
+            .get(name)
+            .await
+            .unwrap()
+            .owner_references()
+            .iter()
+            .any(|o| o.uid == pod_uid && o.kind == "Pod" && o.controller != Some(true))
+    })
+    .await;
+    let keeper: k8s_openapi::api::core::v1::ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "keeper"}})).unwrap();
+    let keeper = ns
+        .api::<k8s_openapi::api::core::v1::ConfigMap>()
+        .create(&PostParams::default(), &keeper)
+        .await
+        .unwrap();
+    let pods = ns.api::<Pod>();
+    let second_owner = json!({"metadata": {"ownerReferences": [{
+        "apiVersion": "v1", "kind": "ConfigMap", "name": "keeper", "uid": keeper.uid().unwrap()
+    }]}});
+    pods.patch(
+        "solo",
+        &Default::default(),
+        &kube::api::Patch::Strategic(second_owner),
+    )
+    .await
+    .unwrap();
+    ns.api::<Sandbox>()
+        .delete("solo", &Default::default())
+        .await
+        .unwrap();
+    // The garbage collector has dealt with the policy once it no longer
+    // names the Sandbox: it drops a gone owner from an object that has
+    // others, and deletes one that has none.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let kept = loop {
+        match policies.get_opt(name).await.unwrap() {
+            None => break None,
+            Some(p) if p.owner_references().iter().all(|o| o.kind != "Sandbox") => break Some(p),
+            Some(_) => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} still names its deleted Sandbox after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        kept.is_some(),
+        "{name} went with its Sandbox while its Pod stayed"
+    );
+    assert!(pods.get_opt("solo").await.unwrap().is_some());
+    ns.api::<k8s_openapi::api::core::v1::ConfigMap>()
+        .delete("keeper", &Default::default())
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(30), || async {
+        policies.get_opt(name).await.unwrap().is_none()
+    })
+    .await;
 }
 
 /// Waits (20 s at most) for `name` to exist again with another uid than

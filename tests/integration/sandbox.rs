@@ -188,7 +188,12 @@ async fn seed_aio_sandbox_becomes_ready_with_pod_and_headless_service() {
         .get("aio-sandbox-example-sandbox-egress")
         .await
         .unwrap();
-    assert_eq!(policy.owner_references()[0].uid, s.uid().unwrap());
+    assert!(
+        policy
+            .owner_references()
+            .iter()
+            .any(|o| o.controller == Some(true) && Some(&o.uid) == s.uid().as_ref())
+    );
     let policy = policy.spec.unwrap();
     assert_eq!(policy.policy_types, Some(vec!["Egress".to_string()]));
     assert_eq!(

@@ -209,13 +209,15 @@ seccompProfile:
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["get", "create"]
-# The deny-by-default NetworkPolicies of each claim, template and pool;
-# update/patch bring one the operator controls up to date after the policy
-# file's network.denyEgressCIDRs (or the template's rules) changed; list/watch
-# let it see one deleted, and make it again at once.
+# The deny-by-default NetworkPolicies of each claim, template and pool, and
+# of each standalone Sandbox; update/patch bring one the operator controls up
+# to date after the policy file's network section (or the template's rules)
+# changed, and make a standalone Sandbox's Pod a co-owner of its policy;
+# delete removes a standalone Sandbox's when the policy file no longer wants
+# one; list/watch let it see one deleted, and make it again at once.
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  verbs: ["get", "list", "watch", "create", "update", "patch"]
+  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
 - apiGroups: ["events.k8s.io", ""]
   resources: ["events"]
   verbs: ["create", "patch"]

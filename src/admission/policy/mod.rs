@@ -23,7 +23,7 @@ pub use amounts::{
     Ceilings, ComputeResource, DefaultLimits, DefaultRequests, ResourceDefaults, TolerationRule,
 };
 pub use network::{
-    Cidr, DEFAULT_DENY_EGRESS, NetworkRules, StandaloneIngress, everywhere_except, restrict_egress,
+    Cidr, DEFAULT_DENY_EGRESS, NetworkRules, StandalonePolicy, everywhere_except, restrict_egress,
 };
 pub use store::PolicyStore;
 

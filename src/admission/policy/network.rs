@@ -22,27 +22,33 @@ pub struct NetworkRules {
     /// egress. Empty: egress is left as the template says.
     #[serde(rename = "denyEgressCIDRs")]
     pub deny_egress_cidrs: Vec<String>,
-    /// Ingress to the Pod of a Sandbox made without a claim: `open` (the
-    /// default) leaves it as the cluster has it, `deny` denies all of it.
-    /// Claimed and idle Pods are denied ingress either way (unless their
-    /// template allows some).
-    pub standalone_ingress: StandaloneIngress,
+    /// The NetworkPolicy of a Sandbox made without a claim (see
+    /// [`StandalonePolicy`]); claimed and idle Pods have theirs whatever
+    /// this says.
+    pub standalone_policy: StandalonePolicy,
 }
 
-/// What a standalone Sandbox's NetworkPolicy does with ingress (see
-/// [`NetworkRules::standalone_ingress`]).
+/// What the operator's NetworkPolicy for a standalone Sandbox (one no claim
+/// made) does. A NetworkPolicy can only deny a range by allowing the rest,
+/// and policies add up: in a namespace that denies egress by default, the
+/// deny list's policy opens egress to everything else, so such a cluster
+/// wants `none` (or `isolated` with an empty deny list, which says nothing
+/// about egress).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum StandaloneIngress {
-    /// Not restricted: the policy has no `Ingress` type. A standalone
-    /// Sandbox has no template saying what may reach it, and its user
-    /// reaches it through its Service (the seed's AIO workbench).
+pub enum StandalonePolicy {
+    /// Egress everywhere but the denied ranges; ingress left as the cluster
+    /// has it (a standalone Sandbox has no template saying what may reach
+    /// it, and its user reaches it through its Service, like the seed's AIO
+    /// workbench). With an empty deny list: no policy.
     #[default]
-    Open,
-    /// All ingress denied (the `Ingress` type with no rule), as for an idle
-    /// Pod whose template allows none: for clusters where no other Pod may
-    /// reach a sandbox made without a claim.
-    Deny,
+    Egress,
+    /// As `egress`, and all ingress denied, as for an idle Pod whose
+    /// template allows none. With an empty deny list: ingress only.
+    Isolated,
+    /// No policy: a standalone Sandbox's network is left to the namespace's
+    /// own policies, and the deny list does not reach it.
+    None,
 }
 
 /// The default denied range: IPv4 link-local, home of the cloud metadata
@@ -53,7 +59,7 @@ impl Default for NetworkRules {
     fn default() -> Self {
         NetworkRules {
             deny_egress_cidrs: vec![DEFAULT_DENY_EGRESS.to_owned()],
-            standalone_ingress: StandaloneIngress::Open,
+            standalone_policy: StandalonePolicy::Egress,
         }
     }
 }

@@ -69,16 +69,22 @@ fn the_network_section_parses_and_a_bad_cidr_names_the_field() {
         "network:\n  denyEgressCidrs: []\n",
         "unknown field `denyEgressCidrs`",
     );
-    // A standalone Sandbox's ingress: open unless the file says deny.
+    // A standalone Sandbox's policy: the deny list on egress unless the
+    // file says otherwise.
     assert_eq!(
-        Policy::default().network.standalone_ingress,
-        StandaloneIngress::Open
+        Policy::default().network.standalone_policy,
+        StandalonePolicy::Egress
     );
-    let closed = Policy::from_yaml("network:\n  standaloneIngress: deny\n").unwrap();
-    assert_eq!(closed.network.standalone_ingress, StandaloneIngress::Deny);
+    for (text, mode) in [
+        ("isolated", StandalonePolicy::Isolated),
+        ("none", StandalonePolicy::None),
+    ] {
+        let policy = Policy::from_yaml(&format!("network:\n  standalonePolicy: {text}\n")).unwrap();
+        assert_eq!(policy.network.standalone_policy, mode);
+    }
     assert_refused_starting(
-        "network:\n  standaloneIngress: closed\n",
-        "network.standaloneIngress: unknown variant `closed`",
+        "network:\n  standalonePolicy: deny\n",
+        "network.standalonePolicy: unknown variant `deny`",
     );
 }
 

@@ -69,12 +69,8 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
     let observed = observe(&ctx, &sandbox, &pods, &namespace, &uid).await?;
     let mut plan = plan(&observed);
     // A standalone Sandbox's policy is in place before its Pod starts.
-    if let Some(conflict) = network::ensure(&ctx, &sandbox, &namespace, &uid).await? {
-        plan.hold_pod_start(ConditionUpdate::ready(
-            false,
-            crate::api::reason::NAME_CONFLICT,
-            format!("no Pod is started until the Sandbox's NetworkPolicy exists: {conflict}"),
-        ));
+    if let Some(why) = network::ensure(&ctx, &sandbox, &namespace, &uid, &observed.owned).await {
+        plan.hold_pod_start(why);
         // A policy that is not the operator's wakes nothing when it goes.
         plan.requeue_after = Some(
             plan.requeue_after
@@ -143,8 +139,9 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
     })
 }
 
-/// See `reconcile`: how often a standalone Sandbox whose NetworkPolicy name
-/// is taken by an object that is not its own tries again.
+/// See `reconcile`: how often a standalone Sandbox whose NetworkPolicy could
+/// not be made (its name taken by an object that is not its own, or a
+/// refused write) tries again.
 const POLICY_RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// See `reconcile`: how long a claim's Sandbox that is not Ready waits, at

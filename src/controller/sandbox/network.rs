@@ -8,44 +8,65 @@
 //! instance metadata and credentials at 169.254.169.254): a tenant allowed
 //! to create Sandboxes but not Pods could step around the deny list by not
 //! using a claim. Now such a Sandbox gets `<sandbox>-sandbox-egress`,
-//! controlled by the Sandbox (garbage-collected with it), selecting the
-//! `agents.x-k8s.io/sandbox=<sandbox>` label its Pod carries:
-//! - egress everywhere except the denied ranges (with an empty list,
-//!   everywhere);
-//! - ingress as the policy file's `network.standaloneIngress` says: `open`
-//!   (the default) leaves it as the cluster has it (no `Ingress` type): a
-//!   standalone Sandbox has no template saying what may reach it, and its
-//!   user reaches it through its Service (the AIO example's browser and
-//!   editor); `deny` denies all of it;
+//! controlled by the Sandbox, selecting the `agents.x-k8s.io/sandbox=<sandbox>`
+//! label its Pod carries, as the policy file's `network.standalonePolicy`
+//! says:
+//! - `egress` (the default): egress everywhere except the denied ranges,
+//!   ingress left as the cluster has it (a standalone Sandbox has no
+//!   template saying what may reach it, and its user reaches it through its
+//!   Service: the AIO example's browser and editor); no policy at all with
+//!   an empty deny list (it would only allow);
+//! - `isolated`: the same, and all ingress denied (with an empty deny list,
+//!   a policy on ingress only);
+//! - `none`: no policy (one made earlier is deleted).
+//!
+//! Guarantees:
 //! - made before the Sandbox's Pod is created or adopted: until it exists
-//!   no Pod is started (an error is retried with the controller's backoff;
-//!   a policy of that name controlled by anything else is never used, and
-//!   the Sandbox says `Ready=False`, reason `NameConflict`);
+//!   no Pod is started, and the Sandbox says why (`Ready=False`, reason
+//!   `NameConflict` when a policy of that name is not the Sandbox's, which is
+//!   never used; `NetworkPolicyFailed` for any other failure; tried again
+//!   every 10 s). Everything else the reconcile does (expiry, pause, status)
+//!   goes on;
+//! - the Sandbox's Pod becomes a co-owner (not controller) of the policy
+//!   once the cache shows both: the garbage collector deletes an object
+//!   only when all its owners are gone, and a Pod object stays until its
+//!   containers have stopped, so deleting the Sandbox does not lift the
+//!   policy from a Pod still running out its grace period. Until that write
+//!   (the reconcile after the Pod's first event) the Sandbox is the only
+//!   owner;
 //! - checked in the NetworkPolicy cache (no request) on later reconciles,
-//!   replaced when the deny list changes (a policy-file reload reaches it
-//!   at the next reconcile or resync), made again at once when deleted
+//!   replaced when the network section changes (a policy-file reload reaches
+//!   it at the next reconcile or resync), made again at once when deleted
 //!   (the cache's deletion event wakes the Sandbox).
 //!
-//! Which Sandbox counts as a claim's is decided from ownership the operator
+//! Which Sandbox counts as a claim's is decided from what the operator
 //! wrote: a controller reference to a SandboxClaim of the Sandbox's own name
-//! (the claim's policy selects that name). Any other Sandbox gets its own.
+//! (the claim's policy selects that name), or a live Pod of the Sandbox
+//! carrying the claim label (a claim's Pod keeps it, and its claim's or
+//! template's policy, when the claim is deleted with `--cascade=orphan` or
+//! its reference is removed from the Sandbox; the ownership guard keeps
+//! anyone else from writing that label). Any other Sandbox gets its own:
+//! giving a claim's Pod one too would add "everywhere but the deny list" to
+//! the egress its template allows, since policies add up.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicySpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use kube::ResourceExt;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
 
-use crate::admission::{Cidr, NetworkRules, StandaloneIngress, restrict_egress};
-use crate::api::{FIELD_MANAGER, SANDBOX_LABEL, Sandbox};
+use crate::admission::{Cidr, NetworkRules, StandalonePolicy, restrict_egress};
+use crate::api::{CLAIM_LABEL, ConditionUpdate, FIELD_MANAGER, SANDBOX_LABEL, Sandbox, reason};
 use crate::controller::claim::same_policy_spec;
 use crate::controller::ownership::{Created, controller_of_kind};
 use crate::controller::{
     Context, Error, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Result, controller_ref, controller_uid,
-    create_owned, kube_err,
+    create_owned, is_not_found, is_terminating, kube_err,
 };
 
 /// Name of a standalone Sandbox's NetworkPolicy.
@@ -58,33 +79,35 @@ pub(crate) fn standalone_policy_key(sandbox_uid: &str) -> String {
     format!("sandbox-policy/{sandbox_uid}")
 }
 
-/// Whether the Sandbox needs a policy of its own: it is not the Sandbox of
-/// the claim that controls it (a claim's Sandbox has the claim's name).
-/// Pure.
-pub fn needs_own_policy(sandbox: &Sandbox) -> bool {
-    controller_of_kind(sandbox.owner_references(), "SandboxClaim")
-        .is_none_or(|claim| claim.name != sandbox.name_any())
+/// Whether the Sandbox needs a policy of its own (see the module docs):
+/// not controlled by the claim of its name, and none of its live `pods`
+/// carries a claim label. Pure.
+pub fn needs_own_policy(sandbox: &Sandbox, pods: &[Arc<Pod>]) -> bool {
+    let claims = controller_of_kind(sandbox.owner_references(), "SandboxClaim")
+        .is_some_and(|claim| claim.name == sandbox.name_any());
+    let claimed_pod = pods
+        .iter()
+        .any(|p| !is_terminating(p.as_ref()) && p.labels().contains_key(CLAIM_LABEL));
+    !claims && !claimed_pod
 }
 
-/// The policy of a standalone Sandbox, for the Pods labelled with the
-/// Sandbox's name: egress everywhere but `deny`; all ingress denied when
-/// `ingress` says so, else untouched. Pure.
+/// The policy of a standalone Sandbox as `mode` and `deny` say, for the
+/// Pods labelled with the Sandbox's name, or `None` when it should have
+/// none (see the module docs). Pure.
 pub fn desired_standalone_policy(
     sandbox: &Sandbox,
     deny: &[Cidr],
-    ingress: StandaloneIngress,
-) -> Result<NetworkPolicy> {
-    let name = sandbox.name_any();
-    let (mut policy_types, ingress) = match ingress {
-        StandaloneIngress::Open => (Vec::new(), None),
-        StandaloneIngress::Deny => (vec!["Ingress".to_string()], Some(Vec::new())),
+    mode: StandalonePolicy,
+) -> Result<Option<NetworkPolicy>> {
+    let egress = restrict_egress(None, deny);
+    let (policy_types, ingress) = match (mode, &egress) {
+        (StandalonePolicy::None, _) | (StandalonePolicy::Egress, None) => return Ok(None),
+        (StandalonePolicy::Egress, Some(_)) => (vec!["Egress"], None),
+        (StandalonePolicy::Isolated, None) => (vec!["Ingress"], Some(Vec::new())),
+        (StandalonePolicy::Isolated, Some(_)) => (vec!["Ingress", "Egress"], Some(Vec::new())),
     };
-    policy_types.push("Egress".to_string());
-    // No rules: egress everywhere but the denied ranges; with none denied,
-    // one empty rule, which allows all egress.
-    let egress =
-        restrict_egress(None, deny).unwrap_or_else(|| vec![NetworkPolicyEgressRule::default()]);
-    Ok(NetworkPolicy {
+    let name = sandbox.name_any();
+    Ok(Some(NetworkPolicy {
         metadata: ObjectMeta {
             name: Some(standalone_policy_name(&name)),
             namespace: sandbox.namespace(),
@@ -100,52 +123,86 @@ pub fn desired_standalone_policy(
                 match_labels: Some(BTreeMap::from([(SANDBOX_LABEL.to_string(), name)])),
                 ..Default::default()
             }),
-            policy_types: Some(policy_types),
+            policy_types: Some(policy_types.into_iter().map(String::from).collect()),
             ingress,
-            egress: Some(egress),
+            egress,
         }),
-    })
+    }))
 }
 
-/// Makes sure a standalone Sandbox's policy is in place (see the module
-/// docs). `Ok(Some(why))` when a policy of that name is not this Sandbox's:
-/// no Pod may be started then. `Ok(None)` for a claim's Sandbox.
+/// Makes sure a standalone Sandbox's policy is as the policy file says (see
+/// the module docs), given the Pods the Sandbox owns. `Some(why)` when it
+/// is not, and no Pod may be started; `None` for a claim's Sandbox.
 pub(super) async fn ensure(
     ctx: &Context,
     sandbox: &Sandbox,
     namespace: &str,
     uid: &str,
+    pods: &[Arc<Pod>],
+) -> Option<ConditionUpdate> {
+    let (reason, why) = match ensure_policy(ctx, sandbox, namespace, uid, pods).await {
+        Ok(None) => return None,
+        Ok(Some(conflict)) => (reason::NAME_CONFLICT, conflict),
+        Err(error) => {
+            tracing::warn!(%error, "the Sandbox's NetworkPolicy could not be written");
+            (reason::NETWORK_POLICY_FAILED, error.to_string())
+        }
+    };
+    Some(ConditionUpdate::ready(
+        false,
+        reason,
+        format!("no Pod is started until the Sandbox's NetworkPolicy exists: {why}"),
+    ))
+}
+
+/// [`ensure`]'s work; `Ok(Some(why))` for a name taken by another object.
+async fn ensure_policy(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    namespace: &str,
+    uid: &str,
+    pods: &[Arc<Pod>],
 ) -> Result<Option<String>> {
-    if !needs_own_policy(sandbox) {
+    if !needs_own_policy(sandbox, pods) {
         return Ok(None);
     }
     let rules: NetworkRules = ctx.config.policy.current().network.clone();
-    let deny = rules.deny_egress();
-    let desired = desired_standalone_policy(sandbox, &deny, rules.standalone_ingress)?;
+    let desired =
+        desired_standalone_policy(sandbox, &rules.deny_egress(), rules.standalone_policy)?;
     let name = standalone_policy_name(&sandbox.name_any());
-    let key = standalone_policy_key(uid);
-    let cached = ctx
+    let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), namespace);
+    let ours = ctx
         .caches
         .network_policies
-        .get(&ObjectRef::new(&name).within(namespace));
-    if let Some(cached) = cached
-        && controller_uid(&cached.metadata) == Some(uid)
-        && same_policy_spec(cached.spec.as_ref(), desired.spec.as_ref())
-    {
+        .get(&ObjectRef::new(&name).within(namespace))
+        .filter(|cached| controller_uid(&cached.metadata) == Some(uid));
+    let Some(mut desired) = desired else {
+        if let Some(ours) = ours {
+            delete_policy(&policies, &ours).await?;
+        }
+        return Ok(None);
+    };
+    let key = standalone_policy_key(uid);
+    if let Some(ours) = ours.filter(|o| same_policy_spec(o.spec.as_ref(), desired.spec.as_ref())) {
         ctx.written.forget(&key);
+        add_pod_owners(&policies, &ours, pods).await?;
         return Ok(None);
     }
-    let fingerprint = json!([rules.deny_egress_cidrs, rules.standalone_ingress]);
+    let fingerprint = json!([rules.deny_egress_cidrs, rules.standalone_policy]);
     if ctx.written.recently_wrote(&key, &fingerprint) {
         return Ok(None);
     }
-    let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), namespace);
+    // Made again while its Pod runs (deleted, say): the Pod is a co-owner
+    // from the start.
+    let pod_owners = missing_pod_owners(&desired, pods);
+    desired.owner_references_mut().extend(pod_owners);
     match create_owned(&policies, &desired, "NetworkPolicy").await {
         Ok(Created::Existing(mut existing))
             if !same_policy_spec(existing.spec.as_ref(), desired.spec.as_ref()) =>
         {
             // Ours (create_owned checked the controller) but from an older
-            // deny list: replace the spec, conditioned on the version read.
+            // network section: replace the spec, conditioned on the version
+            // read (its owners, the Pod among them, stay).
             existing.spec = desired.spec;
             let params = PostParams {
                 field_manager: Some(FIELD_MANAGER.into()),
@@ -164,11 +221,77 @@ pub(super) async fn ensure(
     Ok(None)
 }
 
+/// The Sandbox's Pods `policy` does not name as owners yet, as non-controller
+/// owner references. Pure.
+fn missing_pod_owners(policy: &NetworkPolicy, pods: &[Arc<Pod>]) -> Vec<OwnerReference> {
+    let named = |uid: &str| policy.owner_references().iter().any(|o| o.uid == uid);
+    pods.iter()
+        .filter_map(|pod| {
+            let uid = pod.uid()?;
+            (!named(&uid)).then(|| OwnerReference {
+                api_version: "v1".into(),
+                kind: "Pod".into(),
+                name: pod.name_any(),
+                uid,
+                controller: None,
+                block_owner_deletion: None,
+            })
+        })
+        .collect()
+}
+
+/// Makes the Sandbox's Pods co-owners of its policy (see the module docs),
+/// with a strategic merge patch that adds them by uid and leaves the other
+/// owners alone.
+async fn add_pod_owners(
+    policies: &Api<NetworkPolicy>,
+    policy: &NetworkPolicy,
+    pods: &[Arc<Pod>],
+) -> Result<()> {
+    let missing = missing_pod_owners(policy, pods);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    let patch = json!({"metadata": {"ownerReferences": missing}});
+    match policies
+        .patch(&policy.name_any(), &params, &Patch::Strategic(patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Deleted meanwhile: its deletion event wakes the Sandbox.
+        Err(error) if is_not_found(&error) => Ok(()),
+        Err(error) => Err(kube_err(
+            "make the Pod a co-owner of the Sandbox's NetworkPolicy",
+        )(error)),
+    }
+}
+
+/// Deletes the Sandbox's own policy (the one read), when the policy file
+/// wants none any more.
+async fn delete_policy(policies: &Api<NetworkPolicy>, policy: &NetworkPolicy) -> Result<()> {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: policy.uid(),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match policies.delete(&policy.name_any(), &params).await {
+        Ok(_) => Ok(()),
+        Err(error) if is_not_found(&error) => Ok(()),
+        Err(error) => Err(kube_err("delete the Sandbox's NetworkPolicy")(error)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::api::SandboxSpec;
-    use crate::controller::test_pod::controller;
+    use crate::controller::test_pod::{controller, named};
 
     fn sandbox(name: &str, owner: Option<(&str, &str)>) -> Sandbox {
         let mut sandbox = Sandbox::new(name, SandboxSpec::default());
@@ -179,25 +302,62 @@ mod tests {
         sandbox
     }
 
-    #[test]
-    fn only_a_claims_own_sandbox_goes_without_a_policy_of_its_own() {
-        assert!(needs_own_policy(&sandbox("s", None)));
-        assert!(!needs_own_policy(&sandbox(
-            "c",
-            Some(("SandboxClaim", "c"))
-        )));
-        // Controlled by a claim of another name: that claim's policy selects
-        // its own name, not this Sandbox's Pod.
-        assert!(needs_own_policy(&sandbox("s", Some(("SandboxClaim", "c")))));
-        // Another controller kind (or a look-alike outside our group) is no claim.
-        assert!(needs_own_policy(&sandbox("s", Some(("Deployment", "s")))));
+    fn pod(labels: &[(&str, &str)]) -> Arc<Pod> {
+        let mut pod = named("p", "1");
+        pod.metadata.uid = Some("pod-uid".into());
+        for (k, v) in labels {
+            pod.labels_mut().insert((*k).into(), (*v).into());
+        }
+        Arc::new(pod)
+    }
+
+    fn deny() -> [Cidr; 1] {
+        [Cidr::parse("169.254.0.0/16").unwrap()]
+    }
+
+    fn spec_of(mode: StandalonePolicy, deny: &[Cidr]) -> Option<NetworkPolicySpec> {
+        desired_standalone_policy(&sandbox("aio", None), deny, mode)
+            .unwrap()
+            .map(|p| p.spec.unwrap())
     }
 
     #[test]
-    fn the_policy_limits_egress_only_and_selects_the_sandbox_label() {
-        let deny = [Cidr::parse("169.254.0.0/16").unwrap()];
+    fn only_a_claims_own_sandbox_or_pod_goes_without_a_policy_of_its_own() {
+        assert!(needs_own_policy(&sandbox("s", None), &[]));
+        assert!(needs_own_policy(&sandbox("s", None), &[pod(&[])]));
+        let claims = sandbox("c", Some(("SandboxClaim", "c")));
+        assert!(!needs_own_policy(&claims, &[]));
+        // Controlled by a claim of another name: that claim's policy selects
+        // its own name, not this Sandbox's Pod.
+        assert!(needs_own_policy(
+            &sandbox("s", Some(("SandboxClaim", "c"))),
+            &[]
+        ));
+        // Another controller kind is no claim.
+        assert!(needs_own_policy(
+            &sandbox("s", Some(("Deployment", "s"))),
+            &[]
+        ));
+        // A claim's Pod whose claim reference is gone (orphaned, removed):
+        // still covered by its claim's or template's policy.
+        let claimed = pod(&[(CLAIM_LABEL, "c")]);
+        assert!(!needs_own_policy(
+            &sandbox("c", None),
+            std::slice::from_ref(&claimed)
+        ));
+        // ... unless that Pod is on its way out.
+        let mut leaving = (*claimed).clone();
+        leaving.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
+        );
+        assert!(needs_own_policy(&sandbox("c", None), &[Arc::new(leaving)]));
+    }
+
+    #[test]
+    fn egress_mode_limits_egress_only_and_selects_the_sandbox_label() {
         let policy =
-            desired_standalone_policy(&sandbox("aio", None), &deny, StandaloneIngress::Open)
+            desired_standalone_policy(&sandbox("aio", None), &deny(), StandalonePolicy::Egress)
+                .unwrap()
                 .unwrap();
         assert_eq!(policy.name_any(), "aio-sandbox-egress");
         let owner = &policy.owner_references()[0];
@@ -218,28 +378,44 @@ mod tests {
             (v4.cidr.as_str(), v4.except.clone()),
             ("0.0.0.0/0", Some(vec!["169.254.0.0/16".to_string()]))
         );
-        // Nothing denied: one rule allowing all egress, never a deny-all.
-        let open =
-            desired_standalone_policy(&sandbox("aio", None), &[], StandaloneIngress::Open).unwrap();
-        assert_eq!(
-            open.spec.unwrap().egress,
-            Some(vec![NetworkPolicyEgressRule::default()])
-        );
+        // Nothing denied: nothing to say, and a policy would only allow.
+        assert_eq!(spec_of(StandalonePolicy::Egress, &[]), None);
     }
 
     #[test]
-    fn the_policy_file_may_deny_a_standalone_sandbox_all_ingress() {
-        let deny = [Cidr::parse("169.254.0.0/16").unwrap()];
-        let closed =
-            desired_standalone_policy(&sandbox("aio", None), &deny, StandaloneIngress::Deny)
-                .unwrap()
-                .spec
-                .unwrap();
+    fn isolated_mode_denies_all_ingress_and_none_mode_makes_nothing() {
+        let closed = spec_of(StandalonePolicy::Isolated, &deny()).unwrap();
         assert_eq!(
             closed.policy_types,
             Some(vec!["Ingress".to_string(), "Egress".to_string()])
         );
         assert_eq!(closed.ingress, Some(vec![]));
         assert!(closed.egress.is_some());
+        // With nothing denied it says nothing about egress.
+        let ingress_only = spec_of(StandalonePolicy::Isolated, &[]).unwrap();
+        assert_eq!(ingress_only.policy_types, Some(vec!["Ingress".to_string()]));
+        assert_eq!(ingress_only.egress, None);
+        assert_eq!(spec_of(StandalonePolicy::None, &deny()), None);
+    }
+
+    #[test]
+    fn the_pods_become_co_owners_once_each() {
+        let mut policy =
+            desired_standalone_policy(&sandbox("aio", None), &deny(), StandalonePolicy::Egress)
+                .unwrap()
+                .unwrap();
+        let pods = [pod(&[])];
+        let missing = missing_pod_owners(&policy, &pods);
+        assert_eq!(missing.len(), 1);
+        assert_eq!(
+            (
+                missing[0].kind.as_str(),
+                missing[0].uid.as_str(),
+                missing[0].controller
+            ),
+            ("Pod", "pod-uid", None)
+        );
+        policy.owner_references_mut().extend(missing);
+        assert!(missing_pod_owners(&policy, &pods).is_empty());
     }
 }

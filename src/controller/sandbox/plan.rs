@@ -111,13 +111,17 @@ impl Plan {
     }
 
     /// Drops the steps that would start a Pod (create or adopt), because
-    /// `why` (what keeps the Sandbox from Ready, unless the plan already
-    /// says something that comes first: a policy violation, a pause, an
-    /// expiry). Pure.
+    /// of `why`, which then says what keeps the Sandbox from Ready: in place
+    /// of what the plan said about the dropped start (taking over a Pod),
+    /// but not of what comes first when nothing was to start (a pause, an
+    /// expiry, two Pods). Pure.
     pub fn hold_pod_start(&mut self, why: ConditionUpdate) {
+        let before = self.steps.len();
         self.steps
             .retain(|s| !matches!(s, Step::CreatePod | Step::Adopt { .. }));
-        self.blocked.get_or_insert(why);
+        if self.steps.len() < before || self.blocked.is_none() {
+            self.blocked = Some(why);
+        }
         self.quiet = false;
     }
 }

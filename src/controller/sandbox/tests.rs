@@ -99,6 +99,8 @@ fn a_held_start_drops_create_and_adopt_and_says_why_unless_something_comes_first
     assert!(matches!(p.steps.as_slice(), [Step::Adopt { .. }]), "{p:?}");
     p.hold_pod_start(conflict());
     assert!(p.steps.is_empty());
+    // The held adoption is not "taking over a Pod" any more.
+    assert_eq!(p.blocked.unwrap().reason, reason::NAME_CONFLICT);
     // A pause says so first, and its deletions still happen.
     let mut paused = sandbox();
     paused.spec.replicas = Some(0);
