@@ -557,19 +557,20 @@ async fn a_standalone_sandbox_gets_the_denied_egress_before_its_pod() {
         .unwrap();
     let again = wait_until_made_again(&policies, "solo-sandbox-egress", &policy).await;
     assert_eq!(again.spec, policy.spec);
-    outlives_its_sandbox(&ns, &policies, &pod).await;
+    outlives_its_owner(&ns, "solo-sandbox-egress", &pod, ("Sandbox", "solo")).await;
     eprintln!(
         "a_standalone_sandbox_gets_the_denied_egress: {:?}",
         started.elapsed()
     );
 }
 
-/// The policy `solo-sandbox-egress` stays while the Sandbox `solo` is gone
-/// and its Pod is not, and goes with the Pod: the Pod is a co-owner. In a
-/// cluster a Pod outlives its Sandbox by its grace period; here a second
-/// owner keeps it (KWOK removes a deleted Pod's finalizers at once).
-async fn outlives_its_sandbox(ns: &TestNs, policies: &kube::Api<NetworkPolicy>, pod: &Pod) {
-    let name = "solo-sandbox-egress";
+/// The policy `name` stays while its controller (`owner`: a Sandbox or a
+/// claim, by kind and name) is gone and the Pod `pod` is not, and goes with
+/// the Pod: the Pod is a co-owner. In a cluster a Pod outlives its Sandbox
+/// by its grace period; here a second owner keeps it (KWOK removes a
+/// deleted Pod's finalizers at once).
+async fn outlives_its_owner(ns: &TestNs, name: &str, pod: &Pod, owner: (&str, &str)) {
+    let policies = ns.api::<NetworkPolicy>();
     let pod_uid = pod.uid().unwrap();
     wait_until(Duration::from_secs(20), || async {
         policies
@@ -593,37 +594,49 @@ async fn outlives_its_sandbox(ns: &TestNs, policies: &kube::Api<NetworkPolicy>, 
         "apiVersion": "v1", "kind": "ConfigMap", "name": "keeper", "uid": keeper.uid().unwrap()
     }]}});
     pods.patch(
-        "solo",
+        &pod.name_any(),
         &Default::default(),
         &kube::api::Patch::Strategic(second_owner),
     )
     .await
     .unwrap();
-    ns.api::<Sandbox>()
-        .delete("solo", &Default::default())
-        .await
-        .unwrap();
+    match owner {
+        ("Sandbox", owner) => {
+            ns.api::<Sandbox>()
+                .delete(owner, &Default::default())
+                .await
+                .unwrap();
+        }
+        (_, owner) => {
+            ns.api::<SandboxClaim>()
+                .delete(owner, &Default::default())
+                .await
+                .unwrap();
+        }
+    }
     // The garbage collector has dealt with the policy once it no longer
-    // names the Sandbox: it drops a gone owner from an object that has
+    // names its controller: it drops a gone owner from an object that has
     // others, and deletes one that has none.
     let deadline = Instant::now() + Duration::from_secs(30);
     let kept = loop {
         match policies.get_opt(name).await.unwrap() {
             None => break None,
-            Some(p) if p.owner_references().iter().all(|o| o.kind != "Sandbox") => break Some(p),
+            Some(p) if p.owner_references().iter().all(|o| o.kind != owner.0) => break Some(p),
             Some(_) => {}
         }
         assert!(
             Instant::now() < deadline,
-            "{name} still names its deleted Sandbox after 30 s"
+            "{name} still names its deleted {} after 30 s",
+            owner.0
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(
         kept.is_some(),
-        "{name} went with its Sandbox while its Pod stayed"
+        "{name} went with its {} while its Pod stayed",
+        owner.0
     );
-    assert!(pods.get_opt("solo").await.unwrap().is_some());
+    assert!(pods.get_opt(&pod.name_any()).await.unwrap().is_some());
     ns.api::<k8s_openapi::api::core::v1::ConfigMap>()
         .delete("keeper", &Default::default())
         .await
@@ -632,6 +645,29 @@ async fn outlives_its_sandbox(ns: &TestNs, policies: &kube::Api<NetworkPolicy>, 
         policies.get_opt(name).await.unwrap().is_none()
     })
     .await;
+}
+
+/// A cold claim's Pod has no pool policy to fall back on: it is a co-owner
+/// of the claim's, which then outlives the claim as long as the Pod.
+#[tokio::test]
+async fn a_cold_claims_policy_stays_while_its_pod_does() {
+    let started = Instant::now();
+    let ns = TestNs::new("net-cold").await;
+    let _op = ns.operator(&[]).await;
+    crate::fixtures::create(
+        &ns,
+        &crate::fixtures::template_of("tmpl", crate::fixtures::agent_pod(0)),
+    )
+    .await;
+    crate::fixtures::claim_when_ready(&ns, "c", Duration::from_secs(60)).await;
+    let pod = ns
+        .list::<Pod>()
+        .await
+        .into_iter()
+        .find(|p| p.labels().get(SANDBOX_LABEL).map(String::as_str) == Some("c"))
+        .expect("the claim's cold Pod");
+    outlives_its_owner(&ns, "c-sandbox", &pod, ("SandboxClaim", "c")).await;
+    eprintln!("a_cold_claims_policy_stays: {:?}", started.elapsed());
 }
 
 /// Waits (20 s at most) for `name` to exist again with another uid than

@@ -240,10 +240,10 @@ fn missing_pod_owners(policy: &NetworkPolicy, pods: &[Arc<Pod>]) -> Vec<OwnerRef
         .collect()
 }
 
-/// Makes the Sandbox's Pods co-owners of its policy (see the module docs),
-/// with a strategic merge patch that adds them by uid and leaves the other
-/// owners alone.
-async fn add_pod_owners(
+/// Makes `pods` co-owners of `policy` (see the module docs), with a
+/// strategic merge patch that adds them by uid and leaves the other owners
+/// alone; nothing is sent when they all are already.
+pub(crate) async fn add_pod_owners(
     policies: &Api<NetworkPolicy>,
     policy: &NetworkPolicy,
     pods: &[Arc<Pod>],
@@ -265,7 +265,7 @@ async fn add_pod_owners(
         // Deleted meanwhile: its deletion event wakes the Sandbox.
         Err(error) if is_not_found(&error) => Ok(()),
         Err(error) => Err(kube_err(
-            "make the Pod a co-owner of the Sandbox's NetworkPolicy",
+            "make the Pod a co-owner of its NetworkPolicy",
         )(error)),
     }
 }

@@ -1,0 +1,64 @@
+//! A cold claim's Pod as a co-owner of the claim's NetworkPolicy.
+//!
+//! The claim's policy is controlled by the claim, so the garbage collector
+//! deletes it with the claim, while the Pod is still running out its grace
+//! period. A warm Pod stays covered meanwhile by its pool's policy (it
+//! keeps the origin-pool label); a cold Pod, started by the Sandbox, has no
+//! other. So once the Pod exists, it is made a co-owner (not controller) of
+//! the claim's policy: an object is deleted only when all its owners are
+//! gone, and a Pod object stays until its containers have stopped.
+//!
+//! Only in the per-claim mode (a template's policy does not go with a
+//! claim) and only for a cold Sandbox (one that names no warm Pod), so the
+//! warm path pays nothing; one strategic merge patch per cold Pod, sent
+//! when the policy cache shows the claim's policy without it.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::reflector::ObjectRef;
+
+use super::network_policy_name;
+use crate::api::{POD_NAME_ANNOTATION, Sandbox, SandboxClaim};
+use crate::controller::sandbox::add_pod_owners;
+use crate::controller::{Context, NetworkPolicyMode, Result, controller_uid};
+
+/// Makes the Pods the cold Sandbox `sandbox` controls co-owners of the
+/// claim's policy, when the policy cache shows it controlled by the claim
+/// and without them (see the module docs).
+pub(super) async fn co_own_policy(
+    ctx: &Context,
+    claim: &SandboxClaim,
+    sandbox: &Sandbox,
+    namespace: &str,
+) -> Result<()> {
+    if ctx.config.claim_network_policy != NetworkPolicyMode::PerClaim
+        || sandbox.annotations().contains_key(POD_NAME_ANNOTATION)
+    {
+        return Ok(());
+    }
+    let (Some(claim_uid), Some(sandbox_uid)) = (claim.uid(), sandbox.uid()) else {
+        return Ok(());
+    };
+    let Some(policy) = ctx
+        .caches
+        .network_policies
+        .get(&ObjectRef::new(&network_policy_name(&claim.name_any())).within(namespace))
+        .filter(|p| controller_uid(&p.metadata) == Some(claim_uid.as_str()))
+    else {
+        return Ok(());
+    };
+    let pods: Vec<Arc<Pod>> = ctx
+        .caches
+        .index
+        .controlled_by(&sandbox_uid)
+        .iter()
+        .filter_map(|r| ctx.caches.pods.get(r))
+        .filter(|p| controller_uid(&p.metadata) == Some(sandbox_uid.as_str()))
+        .collect();
+    let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), namespace);
+    add_pod_owners(&policies, &policy, &pods).await
+}
