@@ -28,8 +28,21 @@ use crate::controller::{Context, NetworkPolicyMode, Result, controller_uid};
 
 /// Makes the Pods the cold Sandbox `sandbox` controls co-owners of the
 /// claim's policy, when the policy cache shows it controlled by the claim
-/// and without them (see the module docs).
+/// and without them (see the module docs). A refused patch is logged and
+/// tried again at the claim's next reconcile: it never fails the claim,
+/// whose policy is in place either way.
 pub(super) async fn co_own_policy(
+    ctx: &Context,
+    claim: &SandboxClaim,
+    sandbox: &Sandbox,
+    namespace: &str,
+) {
+    if let Err(error) = co_own(ctx, claim, sandbox, namespace).await {
+        tracing::warn!(%error, "the cold Pod could not be made a co-owner of the claim's NetworkPolicy");
+    }
+}
+
+async fn co_own(
     ctx: &Context,
     claim: &SandboxClaim,
     sandbox: &Sandbox,

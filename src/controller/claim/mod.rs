@@ -190,7 +190,7 @@ async fn observe_and_serve(
     }
 
     ensure_network_policy(ctx, claim, namespace, ready).await?;
-    cold_pod::co_own_policy(ctx, claim, &sandbox, namespace).await?;
+    cold_pod::co_own_policy(ctx, claim, &sandbox, namespace).await;
     ensure_service(ctx, claim, &sandbox).await?;
 
     record(ctx, claim, &sandbox, namespace, claim_uid, requeue).await
