@@ -185,7 +185,11 @@ async fn ensure_policy(
     let key = standalone_policy_key(uid);
     if let Some(ours) = ours.filter(|o| same_policy_spec(o.spec.as_ref(), desired.spec.as_ref())) {
         ctx.written.forget(&key);
-        add_pod_owners(&policies, &ours, pods).await?;
+        // The policy is in place: a refused patch is logged and tried again
+        // at the next reconcile, and holds nothing.
+        if let Err(error) = add_pod_owners(&policies, &ours, pods).await {
+            tracing::warn!(%error, "the Pod could not be made a co-owner of the Sandbox's NetworkPolicy");
+        }
         return Ok(None);
     }
     let fingerprint = json!([rules.deny_egress_cidrs, rules.standalone_policy]);
@@ -264,9 +268,9 @@ pub(crate) async fn add_pod_owners(
         Ok(_) => Ok(()),
         // Deleted meanwhile: its deletion event wakes the Sandbox.
         Err(error) if is_not_found(&error) => Ok(()),
-        Err(error) => Err(kube_err(
-            "make the Pod a co-owner of its NetworkPolicy",
-        )(error)),
+        Err(error) => Err(kube_err("make the Pod a co-owner of its NetworkPolicy")(
+            error,
+        )),
     }
 }
 
