@@ -445,31 +445,30 @@ async fn a_deleted_sandbox_policy_is_made_again_at_once() {
             "{name} has the same owner"
         );
     }
-    // The claim deleted with `--cascade=orphan`: its Sandbox has no claim
-    // any more, but its Pod is still the claim's (its label, which only the
-    // operator may write) and the claim's policy stays with it. A policy of
-    // its own would add "everywhere but the deny list" to the template's
-    // egress.
+    // The claim deleted with `--cascade=orphan`: its Sandbox and the
+    // claim's policy are nobody's, and the Sandbox is a standalone one from
+    // then on, with the standalone policy (the deny list) of its own.
     let orphan = kube::api::DeleteParams {
         propagation_policy: Some(kube::api::PropagationPolicy::Orphan),
         ..Default::default()
     };
     ns.api::<SandboxClaim>().delete("c", &orphan).await.unwrap();
-    wait_for(&ns.api::<Sandbox>(), "c", Duration::from_secs(30), |s| {
-        s.owner_references().is_empty()
-    })
-    .await;
-    // The Sandbox reconciles on that change at once; give it 2 s.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(
+    wait_until(Duration::from_secs(30), || async {
         policies
             .get_opt("c-sandbox-egress")
             .await
             .unwrap()
-            .is_none(),
-        "the orphaned claim's Sandbox got a policy of its own"
+            .is_some()
+    })
+    .await;
+    assert!(
+        policies
+            .get("c-sandbox")
+            .await
+            .unwrap()
+            .owner_references()
+            .is_empty()
     );
-    assert!(policies.get_opt("c-sandbox").await.unwrap().is_some());
     eprintln!("a_deleted_sandbox_policy: {:?}", started.elapsed());
 }
 

@@ -42,8 +42,8 @@ mod tests;
 pub use desired::{
     desired_pod, desired_pvcs, desired_service, headless_service, pvc_name, service_fqdn,
 };
+pub use network::{Coverage, coverage, desired_standalone_policy, standalone_policy_name};
 pub(crate) use network::{add_pod_owners, standalone_policy_key};
-pub use network::{desired_standalone_policy, needs_own_policy, standalone_policy_name};
 pub use plan::{Observed, Plan, Step, may_adopt, plan};
 pub use status::compute_status;
 
@@ -69,8 +69,11 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
     let observed = observe(&ctx, &sandbox, &pods, &namespace, &uid).await?;
     let mut plan = plan(&observed);
     // A standalone Sandbox's policy is in place before its Pod starts.
-    if let Some(why) = network::ensure(&ctx, &sandbox, &namespace, &uid, &observed.owned).await {
-        plan.hold_pod_start(why);
+    let ensured = network::ensure(&ctx, &sandbox, &namespace, &uid, &observed.owned).await;
+    if !matches!(ensured, network::Ensured::Done) {
+        if let network::Ensured::Hold(why) = ensured {
+            plan.hold_pod_start(why);
+        }
         // A policy that is not the operator's wakes nothing when it goes.
         plan.requeue_after = Some(
             plan.requeue_after

@@ -28,26 +28,34 @@
 //!   every 10 s). Everything else the reconcile does (expiry, pause, status)
 //!   goes on;
 //! - the Sandbox's Pod becomes a co-owner (not controller) of the policy
-//!   once the cache shows both: the garbage collector deletes an object
-//!   only when all its owners are gone, and a Pod object stays until its
-//!   containers have stopped, so deleting the Sandbox does not lift the
-//!   policy from a Pod still running out its grace period. Until that write
-//!   (the reconcile after the Pod's first event) the Sandbox is the only
-//!   owner;
+//!   once the cache shows both, or when the policy is made or found while
+//!   the Pod exists: the garbage collector deletes an object only when all
+//!   its owners are gone, and a Pod object stays until its containers have
+//!   stopped, so deleting the Sandbox (background, the default, or orphan)
+//!   does not lift the policy from a Pod still running out its grace
+//!   period. Not with foreground deletion: the collector then deletes the
+//!   Pod in the foreground too, and the policy, whose owners both wait on
+//!   their dependents, goes at once (as before the co-owner existed). A
+//!   policy kept by a terminating Pod keeps the name: a new Sandbox of the
+//!   same name waits (`NameConflict`) until that Pod is gone;
 //! - checked in the NetworkPolicy cache (no request) on later reconciles,
 //!   replaced when the network section changes (a policy-file reload reaches
 //!   it at the next reconcile or resync), made again at once when deleted
 //!   (the cache's deletion event wakes the Sandbox).
 //!
 //! Which Sandbox counts as a claim's is decided from what the operator
-//! wrote: a controller reference to a SandboxClaim of the Sandbox's own name
-//! (the claim's policy selects that name), or a live Pod of the Sandbox
-//! carrying the claim label (a claim's Pod keeps it, and its claim's or
-//! template's policy, when the claim is deleted with `--cascade=orphan` or
-//! its reference is removed from the Sandbox; the ownership guard keeps
-//! anyone else from writing that label). Any other Sandbox gets its own:
-//! giving a claim's Pod one too would add "everywhere but the deny list" to
-//! the egress its template allows, since policies add up.
+//! wrote ([`coverage`]): a controller reference to the SandboxClaim of the
+//! Sandbox's own name (the claim's policy, or its template's, covers its
+//! Pod). A Sandbox whose claim reference was removed while the claim lives
+//! is still covered by the claim's policy as long as its live Pod carries
+//! the claim label of the Sandbox's name (which only the operator may
+//! write) and the policy cache shows that policy controlled by a claim; it
+//! is looked at again every 10 s, and gets its own once that ends. Any
+//! other Sandbox gets its own, including one whose claim was deleted with
+//! `--cascade=orphan` (the claim's policy is then nobody's): it is a
+//! standalone Sandbox from then on, and its egress is the standalone one
+//! (everywhere but the deny list, which policies add to whatever the old
+//! claim's policy allows).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -79,16 +87,50 @@ pub(crate) fn standalone_policy_key(sandbox_uid: &str) -> String {
     format!("sandbox-policy/{sandbox_uid}")
 }
 
-/// Whether the Sandbox needs a policy of its own (see the module docs):
-/// not controlled by the claim of its name, and none of its live `pods`
-/// carries a claim label. Pure.
-pub fn needs_own_policy(sandbox: &Sandbox, pods: &[Arc<Pod>]) -> bool {
-    let claims = controller_of_kind(sandbox.owner_references(), "SandboxClaim")
-        .is_some_and(|claim| claim.name == sandbox.name_any());
+/// What covers a Sandbox's Pods, as far as its own policy is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coverage {
+    /// The Sandbox of the claim of its name (its controller): the claim's
+    /// policy, or its template's.
+    Claim,
+    /// Not its claim's any more (its reference was removed), but its live
+    /// Pod still carries the claim label of the Sandbox's name and that
+    /// claim's policy is in place: covered by it for now, looked at again
+    /// (see [`POLICY_RECHECK`](super::POLICY_RECHECK)).
+    DetachedClaim,
+    /// Anything else: the Sandbox needs its own.
+    Own,
+}
+
+/// What covers the Sandbox's Pods (see the module docs): `claim_policy`
+/// says whether the policy cache shows `<sandbox>-sandbox` controlled by a
+/// SandboxClaim. Pure.
+pub fn coverage(sandbox: &Sandbox, pods: &[Arc<Pod>], claim_policy: bool) -> Coverage {
+    let name = sandbox.name_any();
+    if controller_of_kind(sandbox.owner_references(), "SandboxClaim")
+        .is_some_and(|c| c.name == name)
+    {
+        return Coverage::Claim;
+    }
     let claimed_pod = pods
         .iter()
-        .any(|p| !is_terminating(p.as_ref()) && p.labels().contains_key(CLAIM_LABEL));
-    !claims && !claimed_pod
+        .any(|p| !is_terminating(p.as_ref()) && p.labels().get(CLAIM_LABEL) == Some(&name));
+    if claimed_pod && claim_policy {
+        Coverage::DetachedClaim
+    } else {
+        Coverage::Own
+    }
+}
+
+/// Whether the policy cache shows the policy of the claim `name`
+/// controlled by a SandboxClaim.
+fn claim_policy_in_place(ctx: &Context, namespace: &str, name: &str) -> bool {
+    ctx.caches
+        .network_policies
+        .get(
+            &ObjectRef::new(&crate::controller::claim::network_policy_name(name)).within(namespace),
+        )
+        .is_some_and(|p| controller_of_kind(p.owner_references(), "SandboxClaim").is_some())
 }
 
 /// The policy of a standalone Sandbox as `mode` and `deny` say, for the
@@ -130,25 +172,48 @@ pub fn desired_standalone_policy(
     }))
 }
 
+/// What [`ensure`] leaves the reconcile with.
+#[derive(Debug)]
+pub(super) enum Ensured {
+    /// In place, or none needed: nothing to do.
+    Done,
+    /// Look again within [`POLICY_RECHECK`](super::POLICY_RECHECK): covered
+    /// by a detached claim's policy for now, or a write failed while the
+    /// Pod already runs (logged; the Sandbox's status is left alone).
+    Recheck,
+    /// No Pod may be started, for this reason (tried again as for `Recheck`).
+    Hold(ConditionUpdate),
+}
+
 /// Makes sure a standalone Sandbox's policy is as the policy file says (see
-/// the module docs), given the Pods the Sandbox owns. `Some(why)` when it
-/// is not, and no Pod may be started; `None` for a claim's Sandbox.
+/// the module docs), given the Pods the Sandbox owns.
 pub(super) async fn ensure(
     ctx: &Context,
     sandbox: &Sandbox,
     namespace: &str,
     uid: &str,
     pods: &[Arc<Pod>],
-) -> Option<ConditionUpdate> {
+) -> Ensured {
+    let claim_policy = claim_policy_in_place(ctx, namespace, &sandbox.name_any());
+    match coverage(sandbox, pods, claim_policy) {
+        Coverage::Claim => return Ensured::Done,
+        Coverage::DetachedClaim => return Ensured::Recheck,
+        Coverage::Own => {}
+    }
     let (reason, why) = match ensure_policy(ctx, sandbox, namespace, uid, pods).await {
-        Ok(None) => return None,
+        Ok(None) => return Ensured::Done,
         Ok(Some(conflict)) => (reason::NAME_CONFLICT, conflict),
         Err(error) => {
             tracing::warn!(%error, "the Sandbox's NetworkPolicy could not be written");
             (reason::NETWORK_POLICY_FAILED, error.to_string())
         }
     };
-    Some(ConditionUpdate::ready(
+    if pods.iter().any(|p| !is_terminating(p.as_ref())) {
+        // Its Pod runs already: what was written before still stands.
+        tracing::warn!(%why, "the Sandbox's NetworkPolicy is not as the policy file says");
+        return Ensured::Recheck;
+    }
+    Ensured::Hold(ConditionUpdate::ready(
         false,
         reason,
         format!("no Pod is started until the Sandbox's NetworkPolicy exists: {why}"),
@@ -163,9 +228,6 @@ async fn ensure_policy(
     uid: &str,
     pods: &[Arc<Pod>],
 ) -> Result<Option<String>> {
-    if !needs_own_policy(sandbox, pods) {
-        return Ok(None);
-    }
     let rules: NetworkRules = ctx.config.policy.current().network.clone();
     let desired =
         desired_standalone_policy(sandbox, &rules.deny_egress(), rules.standalone_policy)?;
@@ -177,8 +239,12 @@ async fn ensure_policy(
         .get(&ObjectRef::new(&name).within(namespace))
         .filter(|cached| controller_uid(&cached.metadata) == Some(uid));
     let Some(mut desired) = desired else {
-        if let Some(ours) = ours {
-            delete_policy(&policies, &ours).await?;
+        // None wanted: nothing to wait for before a Pod starts, so a refused
+        // delete is only logged (and tried again at the next reconcile).
+        if let Some(ours) = ours
+            && let Err(error) = delete_policy(&policies, &ours).await
+        {
+            tracing::warn!(%error, "the Sandbox's NetworkPolicy, no longer wanted, could not be deleted");
         }
         return Ok(None);
     };
@@ -201,23 +267,26 @@ async fn ensure_policy(
     let pod_owners = missing_pod_owners(&desired, pods);
     desired.owner_references_mut().extend(pod_owners);
     match create_owned(&policies, &desired, "NetworkPolicy").await {
-        Ok(Created::Existing(mut existing))
-            if !same_policy_spec(existing.spec.as_ref(), desired.spec.as_ref()) =>
-        {
-            // Ours (create_owned checked the controller) but from an older
-            // network section: replace the spec, conditioned on the version
-            // read (its owners, the Pod among them, stay).
-            existing.spec = desired.spec;
-            let params = PostParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..Default::default()
-            };
-            policies
-                .replace(&name, &params, &existing)
-                .await
-                .map_err(kube_err("update the Sandbox's NetworkPolicy"))?;
+        Ok(Created::Existing(mut existing)) => {
+            if !same_policy_spec(existing.spec.as_ref(), desired.spec.as_ref()) {
+                // Ours (create_owned checked the controller) but from an
+                // older network section: replace the spec, conditioned on
+                // the version read (its owners, the Pod among them, stay).
+                existing.spec = desired.spec;
+                let params = PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                };
+                existing = policies
+                    .replace(&name, &params, &existing)
+                    .await
+                    .map_err(kube_err("update the Sandbox's NetworkPolicy"))?;
+            }
+            // Found rather than made (the cache had not shown it): its Pod
+            // becomes a co-owner now, not at a reconcile that may not come.
+            add_pod_owners(&policies, &existing, pods).await?;
         }
-        Ok(_) => {}
+        Ok(Created::New(_)) => {}
         Err(error @ Error::NameConflict { .. }) => return Ok(Some(error.to_string())),
         Err(error) => return Err(error),
     }
@@ -326,35 +395,47 @@ mod tests {
     }
 
     #[test]
-    fn only_a_claims_own_sandbox_or_pod_goes_without_a_policy_of_its_own() {
-        assert!(needs_own_policy(&sandbox("s", None), &[]));
-        assert!(needs_own_policy(&sandbox("s", None), &[pod(&[])]));
+    fn only_a_claims_sandbox_or_its_detached_pod_goes_without_a_policy_of_its_own() {
+        let own = |s: &Sandbox, pods: &[Arc<Pod>], claim_policy| coverage(s, pods, claim_policy);
+        assert_eq!(own(&sandbox("s", None), &[], true), Coverage::Own);
+        assert_eq!(own(&sandbox("s", None), &[pod(&[])], true), Coverage::Own);
         let claims = sandbox("c", Some(("SandboxClaim", "c")));
-        assert!(!needs_own_policy(&claims, &[]));
+        assert_eq!(own(&claims, &[], false), Coverage::Claim);
         // Controlled by a claim of another name: that claim's policy selects
         // its own name, not this Sandbox's Pod.
-        assert!(needs_own_policy(
-            &sandbox("s", Some(("SandboxClaim", "c"))),
-            &[]
-        ));
+        assert_eq!(
+            own(&sandbox("s", Some(("SandboxClaim", "c"))), &[], true),
+            Coverage::Own
+        );
         // Another controller kind is no claim.
-        assert!(needs_own_policy(
-            &sandbox("s", Some(("Deployment", "s"))),
-            &[]
-        ));
-        // A claim's Pod whose claim reference is gone (orphaned, removed):
-        // still covered by its claim's or template's policy.
+        assert_eq!(
+            own(&sandbox("s", Some(("Deployment", "s"))), &[], true),
+            Coverage::Own
+        );
+        // A claim's Pod whose Sandbox lost its claim reference: covered by
+        // the claim's policy while the cache shows it controlled by a claim.
         let claimed = pod(&[(CLAIM_LABEL, "c")]);
-        assert!(!needs_own_policy(
-            &sandbox("c", None),
-            std::slice::from_ref(&claimed)
-        ));
-        // ... unless that Pod is on its way out.
+        let detached = sandbox("c", None);
+        assert_eq!(
+            own(&detached, std::slice::from_ref(&claimed), true),
+            Coverage::DetachedClaim
+        );
+        assert_eq!(
+            own(&detached, std::slice::from_ref(&claimed), false),
+            Coverage::Own
+        );
+        // Another claim's Pod (adopted after its claim was orphaned) is not
+        // covered by a policy selecting this Sandbox's name.
+        assert_eq!(
+            own(&sandbox("x", None), std::slice::from_ref(&claimed), true),
+            Coverage::Own
+        );
+        // Nor is one on its way out.
         let mut leaving = (*claimed).clone();
         leaving.metadata.deletion_timestamp = Some(
             k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
         );
-        assert!(needs_own_policy(&sandbox("c", None), &[Arc::new(leaving)]));
+        assert_eq!(own(&detached, &[Arc::new(leaving)], true), Coverage::Own);
     }
 
     #[test]
