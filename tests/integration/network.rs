@@ -248,30 +248,7 @@ async fn every_sandbox_policy_excepts_the_policy_files_ranges() {
     assert_eq!(egress_blocks(&pool_policy), expected);
     // A standalone Sandbox's too, and with `standalonePolicy: isolated` its
     // ingress is closed like an idle Pod's.
-    let solo: Sandbox = serde_json::from_value(json!({
-        "apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox",
-        "metadata": {"name": "solo"},
-        "spec": {"podTemplate": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}}
-    }))
-    .unwrap();
-    ns.api::<Sandbox>()
-        .create(&PostParams::default(), &solo)
-        .await
-        .unwrap();
-    wait_until(Duration::from_secs(30), || async {
-        policies
-            .get_opt("solo-sandbox-egress")
-            .await
-            .unwrap()
-            .is_some()
-    })
-    .await;
-    let solo_policy = policies
-        .get("solo-sandbox-egress")
-        .await
-        .unwrap()
-        .spec
-        .unwrap();
+    let solo_policy = standalone_policy_of(&ns, "solo").await;
     assert_eq!(egress_blocks(&solo_policy), expected);
     assert_eq!(
         solo_policy.policy_types,
@@ -279,6 +256,32 @@ async fn every_sandbox_policy_excepts_the_policy_files_ranges() {
     );
     assert!(solo_policy.ingress.unwrap_or_default().is_empty());
     eprintln!("every_sandbox_policy_excepts: {:?}", started.elapsed());
+}
+
+/// A standalone Sandbox `name` of one tiny container.
+fn standalone(name: &str) -> Sandbox {
+    serde_json::from_value(json!({
+        "apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox",
+        "metadata": {"name": name},
+        "spec": {"podTemplate": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}}
+    }))
+    .unwrap()
+}
+
+/// Creates a standalone Sandbox `name` and returns the spec of its policy
+/// once it exists (30 s at most).
+async fn standalone_policy_of(ns: &TestNs, name: &str) -> NetworkPolicySpec {
+    ns.api::<Sandbox>()
+        .create(&PostParams::default(), &standalone(name))
+        .await
+        .unwrap();
+    let policies = ns.api::<NetworkPolicy>();
+    let policy = format!("{name}-sandbox-egress");
+    wait_until(Duration::from_secs(30), || async {
+        policies.get_opt(&policy).await.unwrap().is_some()
+    })
+    .await;
+    policies.get(&policy).await.unwrap().spec.unwrap()
 }
 
 #[tokio::test]
@@ -493,15 +496,9 @@ async fn a_standalone_sandbox_gets_the_denied_egress_before_its_pod() {
         .await
         .unwrap();
     let _op = ns.operator(&[]).await;
-    let sandbox: Sandbox = serde_json::from_value(json!({
-        "apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox",
-        "metadata": {"name": "solo"},
-        "spec": {"podTemplate": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}}
-    }))
-    .unwrap();
     let sandboxes = ns.api::<Sandbox>();
     sandboxes
-        .create(&PostParams::default(), &sandbox)
+        .create(&PostParams::default(), &standalone("solo"))
         .await
         .unwrap();
     let held = crate::fixtures::wait_not_ready_for(&sandboxes, "solo", "NameConflict").await;

@@ -123,6 +123,29 @@ async fn owned_pods(ns: &TestNs, sandbox: &Sandbox) -> Vec<Pod> {
         .collect()
 }
 
+/// The standalone Sandbox `s` has its own policy, which keeps it from the
+/// denied egress ranges and leaves ingress alone (the user reaches the
+/// workbench through the Service).
+async fn assert_egress_only_policy(ns: &TestNs, s: &Sandbox) {
+    let policy = ns
+        .api::<k8s_openapi::api::networking::v1::NetworkPolicy>()
+        .get(&format!("{}-sandbox-egress", s.name_any()))
+        .await
+        .unwrap();
+    assert!(
+        policy
+            .owner_references()
+            .iter()
+            .any(|o| o.controller == Some(true) && Some(&o.uid) == s.uid().as_ref())
+    );
+    let policy = policy.spec.unwrap();
+    assert_eq!(policy.policy_types, Some(vec!["Egress".to_string()]));
+    assert_eq!(
+        policy.pod_selector.unwrap().match_labels.unwrap()[SANDBOX_LABEL],
+        s.name_any()
+    );
+}
+
 #[tokio::test]
 async fn seed_aio_sandbox_becomes_ready_with_pod_and_headless_service() {
     let ns = TestNs::new("sbx-aio").await;
@@ -181,25 +204,7 @@ async fn seed_aio_sandbox_becomes_ready_with_pod_and_headless_service() {
         vec![pod.name_any()],
         "the Service selects exactly the sandbox Pod"
     );
-    // Its own policy keeps it from the denied egress ranges and leaves
-    // ingress alone (the user reaches the workbench through the Service).
-    let policy = ns
-        .api::<k8s_openapi::api::networking::v1::NetworkPolicy>()
-        .get("aio-sandbox-example-sandbox-egress")
-        .await
-        .unwrap();
-    assert!(
-        policy
-            .owner_references()
-            .iter()
-            .any(|o| o.controller == Some(true) && Some(&o.uid) == s.uid().as_ref())
-    );
-    let policy = policy.spec.unwrap();
-    assert_eq!(policy.policy_types, Some(vec!["Egress".to_string()]));
-    assert_eq!(
-        policy.pod_selector.unwrap().match_labels.unwrap()[SANDBOX_LABEL],
-        "aio-sandbox-example"
-    );
+    assert_egress_only_policy(&ns, &s).await;
     let out = ns.kubectl(&[
         "wait",
         "--for=condition=Ready",
