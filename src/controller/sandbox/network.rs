@@ -104,8 +104,13 @@ pub enum Coverage {
 
 /// What covers the Sandbox's Pods (see the module docs): `claim_policy`
 /// says whether the policy cache shows `<sandbox>-sandbox` controlled by a
-/// SandboxClaim. Pure.
-pub fn coverage(sandbox: &Sandbox, pods: &[Arc<Pod>], claim_policy: bool) -> Coverage {
+/// SandboxClaim (asked only for a Sandbox no claim controls, so a claim's
+/// Sandbox costs no lookup). Pure.
+pub fn coverage(
+    sandbox: &Sandbox,
+    pods: &[Arc<Pod>],
+    claim_policy: impl FnOnce() -> bool,
+) -> Coverage {
     let name = sandbox.name_any();
     if controller_of_kind(sandbox.owner_references(), "SandboxClaim")
         .is_some_and(|c| c.name == name)
@@ -115,7 +120,7 @@ pub fn coverage(sandbox: &Sandbox, pods: &[Arc<Pod>], claim_policy: bool) -> Cov
     let claimed_pod = pods
         .iter()
         .any(|p| !is_terminating(p.as_ref()) && p.labels().get(CLAIM_LABEL) == Some(&name));
-    if claimed_pod && claim_policy {
+    if claimed_pod && claim_policy() {
         Coverage::DetachedClaim
     } else {
         Coverage::Own
@@ -194,7 +199,7 @@ pub(super) async fn ensure(
     uid: &str,
     pods: &[Arc<Pod>],
 ) -> Ensured {
-    let claim_policy = claim_policy_in_place(ctx, namespace, &sandbox.name_any());
+    let claim_policy = || claim_policy_in_place(ctx, namespace, &sandbox.name_any());
     match coverage(sandbox, pods, claim_policy) {
         Coverage::Claim => return Ensured::Done,
         Coverage::DetachedClaim => return Ensured::Recheck,
@@ -396,7 +401,8 @@ mod tests {
 
     #[test]
     fn only_a_claims_sandbox_or_its_detached_pod_goes_without_a_policy_of_its_own() {
-        let own = |s: &Sandbox, pods: &[Arc<Pod>], claim_policy| coverage(s, pods, claim_policy);
+        let own =
+            |s: &Sandbox, pods: &[Arc<Pod>], claim_policy: bool| coverage(s, pods, || claim_policy);
         assert_eq!(own(&sandbox("s", None), &[], true), Coverage::Own);
         assert_eq!(own(&sandbox("s", None), &[pod(&[])], true), Coverage::Own);
         let claims = sandbox("c", Some(("SandboxClaim", "c")));
