@@ -15,6 +15,7 @@ mod guard;
 mod leader;
 mod metrics;
 mod network;
+mod network_standalone;
 mod own_admission;
 mod pool_sizing;
 mod pss;

@@ -1,8 +1,8 @@
 //! Issue 13, point 7: the network trust boundary. Idle pool Pods are
 //! isolated by their pool's NetworkPolicy from the moment they exist; every
 //! sandbox NetworkPolicy excepts the policy file's denied ranges from
-//! egress; a foreign object under the pool policy's name stops the pool; a
-//! standalone Sandbox gets the denied egress ranges too.
+//! egress; a foreign object under the pool policy's name stops the pool.
+//! Standalone Sandboxes' policies and Pods as co-owners: `network_standalone.rs`.
 //! (The chart's NetworkPolicy for the operator is tested in
 //! `chart/network_policy.rs`.)
 
@@ -17,8 +17,9 @@ use kube::api::PostParams;
 use serde_json::json;
 
 use crate::common::{TestNs, repo, wait_for, wait_until};
+use crate::network_standalone::standalone_policy_of;
 use sandbox_operator::api::{
-    POOL_LABEL, READY, SANDBOX_LABEL, Sandbox, SandboxClaim, SandboxTemplate, SandboxWarmPool,
+    POOL_LABEL, READY, SANDBOX_LABEL, SandboxClaim, SandboxTemplate, SandboxWarmPool,
     TEMPLATE_LABEL, is_true,
 };
 
@@ -68,7 +69,7 @@ fn resource_version<K: kube::Resource>(obj: &K) -> u64 {
 }
 
 /// The (cidr, except) of each ipBlock of the first egress rule.
-fn egress_blocks(spec: &NetworkPolicySpec) -> Vec<(String, Vec<String>)> {
+pub(super) fn egress_blocks(spec: &NetworkPolicySpec) -> Vec<(String, Vec<String>)> {
     spec.egress.as_ref().expect("an egress section")[0]
         .to
         .as_ref()
@@ -79,7 +80,7 @@ fn egress_blocks(spec: &NetworkPolicySpec) -> Vec<(String, Vec<String>)> {
         .collect()
 }
 
-fn selects(spec: &NetworkPolicySpec, pod: &Pod) -> bool {
+pub(super) fn selects(spec: &NetworkPolicySpec, pod: &Pod) -> bool {
     let wanted = spec
         .pod_selector
         .as_ref()
@@ -256,32 +257,6 @@ async fn every_sandbox_policy_excepts_the_policy_files_ranges() {
     );
     assert!(solo_policy.ingress.unwrap_or_default().is_empty());
     eprintln!("every_sandbox_policy_excepts: {:?}", started.elapsed());
-}
-
-/// A standalone Sandbox `name` of one tiny container.
-fn standalone(name: &str) -> Sandbox {
-    serde_json::from_value(json!({
-        "apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox",
-        "metadata": {"name": name},
-        "spec": {"podTemplate": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}}
-    }))
-    .unwrap()
-}
-
-/// Creates a standalone Sandbox `name` and returns the spec of its policy
-/// once it exists (30 s at most).
-async fn standalone_policy_of(ns: &TestNs, name: &str) -> NetworkPolicySpec {
-    ns.api::<Sandbox>()
-        .create(&PostParams::default(), &standalone(name))
-        .await
-        .unwrap();
-    let policies = ns.api::<NetworkPolicy>();
-    let policy = format!("{name}-sandbox-egress");
-    wait_until(Duration::from_secs(30), || async {
-        policies.get_opt(&policy).await.unwrap().is_some()
-    })
-    .await;
-    policies.get(&policy).await.unwrap().spec.unwrap()
 }
 
 #[tokio::test]
@@ -475,200 +450,9 @@ async fn a_deleted_sandbox_policy_is_made_again_at_once() {
     eprintln!("a_deleted_sandbox_policy: {:?}", started.elapsed());
 }
 
-/// A Sandbox made without a claim gets a policy of its own (issue 17's
-/// trust leftovers): the policy file's denied egress ranges, ingress left
-/// open, in place before its Pod. A foreign policy under that name is never
-/// used and no Pod starts until it is gone; deleted, the Sandbox's own is
-/// made again at once.
-#[tokio::test]
-async fn a_standalone_sandbox_gets_the_denied_egress_before_its_pod() {
-    let started = Instant::now();
-    let ns = TestNs::new("net-standalone").await;
-    let policies = ns.api::<NetworkPolicy>();
-    // The user's own policy under the name the Sandbox's will have.
-    let foreign: NetworkPolicy = serde_json::from_value(json!({
-        "metadata": {"name": "solo-sandbox-egress"},
-        "spec": {"podSelector": {}, "egress": [{}], "policyTypes": ["Egress"]}
-    }))
-    .unwrap();
-    policies
-        .create(&PostParams::default(), &foreign)
-        .await
-        .unwrap();
-    let _op = ns.operator(&[]).await;
-    let sandboxes = ns.api::<Sandbox>();
-    sandboxes
-        .create(&PostParams::default(), &standalone("solo"))
-        .await
-        .unwrap();
-    let held = crate::fixtures::wait_not_ready_for(&sandboxes, "solo", "NameConflict").await;
-    assert!(
-        held.message.contains("NetworkPolicy solo-sandbox-egress"),
-        "{}",
-        held.message
-    );
-    assert!(
-        ns.api::<Pod>().get_opt("solo").await.unwrap().is_none(),
-        "a Pod was started without the Sandbox's NetworkPolicy"
-    );
-    // The user removes theirs: the Sandbox's own is made, then its Pod.
-    policies
-        .delete("solo-sandbox-egress", &Default::default())
-        .await
-        .unwrap();
-    let solo = wait_for(&sandboxes, "solo", Duration::from_secs(30), |s| {
-        s.status
-            .as_ref()
-            .is_some_and(|st| is_true(&st.conditions, READY))
-    })
-    .await;
-    let policy = policies.get("solo-sandbox-egress").await.unwrap();
-    let owner = policy
-        .owner_references()
-        .iter()
-        .find(|o| o.controller == Some(true))
-        .expect("a controller");
-    assert_eq!(
-        (owner.kind.as_str(), Some(&owner.uid), owner.controller),
-        ("Sandbox", solo.uid().as_ref(), Some(true))
-    );
-    let spec = policy.spec.clone().unwrap();
-    assert_eq!(spec.policy_types, Some(vec!["Egress".to_string()]));
-    assert_eq!(
-        egress_blocks(&spec),
-        vec![
-            ("0.0.0.0/0".to_string(), vec!["169.254.0.0/16".to_string()]),
-            ("::/0".to_string(), vec![])
-        ]
-    );
-    let pod = ns.api::<Pod>().get("solo").await.unwrap();
-    assert!(selects(&spec, &pod), "the policy selects the Sandbox's Pod");
-    let made = policy.creation_timestamp().unwrap().0;
-    let pod_made = pod.creation_timestamp().unwrap().0;
-    assert!(made <= pod_made, "policy {made} after Pod {pod_made}");
-    // Deleted: made again at once, as it was.
-    policies
-        .delete("solo-sandbox-egress", &Default::default())
-        .await
-        .unwrap();
-    let again = wait_until_made_again(&policies, "solo-sandbox-egress", &policy).await;
-    assert_eq!(again.spec, policy.spec);
-    outlives_its_owner(&ns, "solo-sandbox-egress", &pod, ("Sandbox", "solo")).await;
-    eprintln!(
-        "a_standalone_sandbox_gets_the_denied_egress: {:?}",
-        started.elapsed()
-    );
-}
-
-/// The policy `name` stays while its controller (`owner`: a Sandbox or a
-/// claim, by kind and name) is gone and the Pod `pod` is not, and goes with
-/// the Pod: the Pod is a co-owner. In a cluster a Pod outlives its Sandbox
-/// by its grace period; here a second owner keeps it (KWOK removes a
-/// deleted Pod's finalizers at once).
-async fn outlives_its_owner(ns: &TestNs, name: &str, pod: &Pod, owner: (&str, &str)) {
-    let policies = ns.api::<NetworkPolicy>();
-    let pod_uid = pod.uid().unwrap();
-    wait_until(Duration::from_secs(20), || async {
-        policies
-            .get(name)
-            .await
-            .unwrap()
-            .owner_references()
-            .iter()
-            .any(|o| o.uid == pod_uid && o.kind == "Pod" && o.controller != Some(true))
-    })
-    .await;
-    let keeper: k8s_openapi::api::core::v1::ConfigMap =
-        serde_json::from_value(json!({"metadata": {"name": "keeper"}})).unwrap();
-    let keeper = ns
-        .api::<k8s_openapi::api::core::v1::ConfigMap>()
-        .create(&PostParams::default(), &keeper)
-        .await
-        .unwrap();
-    let pods = ns.api::<Pod>();
-    let second_owner = json!({"metadata": {"ownerReferences": [{
-        "apiVersion": "v1", "kind": "ConfigMap", "name": "keeper", "uid": keeper.uid().unwrap()
-    }]}});
-    pods.patch(
-        &pod.name_any(),
-        &Default::default(),
-        &kube::api::Patch::Strategic(second_owner),
-    )
-    .await
-    .unwrap();
-    match owner {
-        ("Sandbox", owner) => {
-            ns.api::<Sandbox>()
-                .delete(owner, &Default::default())
-                .await
-                .unwrap();
-        }
-        (_, owner) => {
-            ns.api::<SandboxClaim>()
-                .delete(owner, &Default::default())
-                .await
-                .unwrap();
-        }
-    }
-    // The garbage collector has dealt with the policy once it no longer
-    // names its controller: it drops a gone owner from an object that has
-    // others, and deletes one that has none.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let kept = loop {
-        match policies.get_opt(name).await.unwrap() {
-            None => break None,
-            Some(p) if p.owner_references().iter().all(|o| o.kind != owner.0) => break Some(p),
-            Some(_) => {}
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} still names its deleted {} after 30 s",
-            owner.0
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(
-        kept.is_some(),
-        "{name} went with its {} while its Pod stayed",
-        owner.0
-    );
-    assert!(pods.get_opt(&pod.name_any()).await.unwrap().is_some());
-    ns.api::<k8s_openapi::api::core::v1::ConfigMap>()
-        .delete("keeper", &Default::default())
-        .await
-        .unwrap();
-    wait_until(Duration::from_secs(30), || async {
-        policies.get_opt(name).await.unwrap().is_none()
-    })
-    .await;
-}
-
-/// A cold claim's Pod has no pool policy to fall back on: it is a co-owner
-/// of the claim's, which then outlives the claim as long as the Pod.
-#[tokio::test]
-async fn a_cold_claims_policy_stays_while_its_pod_does() {
-    let started = Instant::now();
-    let ns = TestNs::new("net-cold").await;
-    let _op = ns.operator(&[]).await;
-    crate::fixtures::create(
-        &ns,
-        &crate::fixtures::template_of("tmpl", crate::fixtures::agent_pod(0)),
-    )
-    .await;
-    crate::fixtures::claim_when_ready(&ns, "c", Duration::from_secs(60)).await;
-    let pod = ns
-        .list::<Pod>()
-        .await
-        .into_iter()
-        .find(|p| p.labels().get(SANDBOX_LABEL).map(String::as_str) == Some("c"))
-        .expect("the claim's cold Pod");
-    outlives_its_owner(&ns, "c-sandbox", &pod, ("SandboxClaim", "c")).await;
-    eprintln!("a_cold_claims_policy_stays: {:?}", started.elapsed());
-}
-
 /// Waits (20 s at most) for `name` to exist again with another uid than
 /// `before`'s.
-async fn wait_until_made_again(
+pub(super) async fn wait_until_made_again(
     policies: &kube::Api<NetworkPolicy>,
     name: &str,
     before: &NetworkPolicy,

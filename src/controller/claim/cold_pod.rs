@@ -9,9 +9,11 @@
 //! gone, and a Pod object stays until its containers have stopped.
 //!
 //! Only in the per-claim mode (a template's policy does not go with a
-//! claim) and only for a cold Sandbox (one that names no warm Pod), so the
-//! warm path pays nothing; one strategic merge patch per cold Pod, sent
-//! when the policy cache shows the claim's policy without it.
+//! claim), and only for Pods without the origin-pool label (which only the
+//! pool writes, and the ownership guard keeps): a warm Pod is covered by its
+//! pool's policy, so the warm path sends nothing. One strategic merge patch
+//! per cold Pod, sent when the policy cache shows the claim's policy
+//! without it.
 
 use std::sync::Arc;
 
@@ -22,8 +24,8 @@ use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
 
 use super::network_policy_name;
-use crate::api::{POD_NAME_ANNOTATION, Sandbox, SandboxClaim};
-use crate::controller::sandbox::add_pod_owners;
+use crate::api::{ORIGIN_POOL_LABEL, Sandbox, SandboxClaim};
+use crate::controller::policy_owners::add_pod_owners;
 use crate::controller::{Context, NetworkPolicyMode, Result, controller_uid};
 
 /// Makes the Pods the cold Sandbox `sandbox` controls co-owners of the
@@ -48,9 +50,7 @@ async fn co_own(
     sandbox: &Sandbox,
     namespace: &str,
 ) -> Result<()> {
-    if ctx.config.claim_network_policy != NetworkPolicyMode::PerClaim
-        || sandbox.annotations().contains_key(POD_NAME_ANNOTATION)
-    {
+    if ctx.config.claim_network_policy != NetworkPolicyMode::PerClaim {
         return Ok(());
     }
     let (Some(claim_uid), Some(sandbox_uid)) = (claim.uid(), sandbox.uid()) else {
@@ -70,7 +70,10 @@ async fn co_own(
         .controlled_by(&sandbox_uid)
         .iter()
         .filter_map(|r| ctx.caches.pods.get(r))
-        .filter(|p| controller_uid(&p.metadata) == Some(sandbox_uid.as_str()))
+        .filter(|p| {
+            controller_uid(&p.metadata) == Some(sandbox_uid.as_str())
+                && !p.labels().contains_key(ORIGIN_POOL_LABEL)
+        })
         .collect();
     let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), namespace);
     add_pod_owners(&policies, &policy, &pods).await

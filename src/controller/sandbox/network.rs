@@ -62,9 +62,9 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, ObjectMeta, PostParams, Preconditions};
 use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
 
@@ -72,6 +72,7 @@ use crate::admission::{Cidr, NetworkRules, StandalonePolicy, restrict_egress};
 use crate::api::{CLAIM_LABEL, ConditionUpdate, FIELD_MANAGER, SANDBOX_LABEL, Sandbox, reason};
 use crate::controller::claim::same_policy_spec;
 use crate::controller::ownership::{Created, controller_of_kind};
+use crate::controller::policy_owners::{add_pod_owners, missing_pod_owners};
 use crate::controller::{
     Context, Error, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Result, controller_ref, controller_uid,
     create_owned, is_not_found, is_terminating, kube_err,
@@ -299,55 +300,6 @@ async fn ensure_policy(
     Ok(None)
 }
 
-/// The Sandbox's Pods `policy` does not name as owners yet, as non-controller
-/// owner references. Pure.
-fn missing_pod_owners(policy: &NetworkPolicy, pods: &[Arc<Pod>]) -> Vec<OwnerReference> {
-    let named = |uid: &str| policy.owner_references().iter().any(|o| o.uid == uid);
-    pods.iter()
-        .filter_map(|pod| {
-            let uid = pod.uid()?;
-            (!named(&uid)).then(|| OwnerReference {
-                api_version: "v1".into(),
-                kind: "Pod".into(),
-                name: pod.name_any(),
-                uid,
-                controller: None,
-                block_owner_deletion: None,
-            })
-        })
-        .collect()
-}
-
-/// Makes `pods` co-owners of `policy` (see the module docs), with a
-/// strategic merge patch that adds them by uid and leaves the other owners
-/// alone; nothing is sent when they all are already.
-pub(crate) async fn add_pod_owners(
-    policies: &Api<NetworkPolicy>,
-    policy: &NetworkPolicy,
-    pods: &[Arc<Pod>],
-) -> Result<()> {
-    let missing = missing_pod_owners(policy, pods);
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..Default::default()
-    };
-    let patch = json!({"metadata": {"ownerReferences": missing}});
-    match policies
-        .patch(&policy.name_any(), &params, &Patch::Strategic(patch))
-        .await
-    {
-        Ok(_) => Ok(()),
-        // Deleted meanwhile: its deletion event wakes the Sandbox.
-        Err(error) if is_not_found(&error) => Ok(()),
-        Err(error) => Err(kube_err("make the Pod a co-owner of its NetworkPolicy")(
-            error,
-        )),
-    }
-}
-
 /// Deletes the Sandbox's own policy (the one read), when the policy file
 /// wants none any more.
 async fn delete_policy(policies: &Api<NetworkPolicy>, policy: &NetworkPolicy) -> Result<()> {
@@ -487,26 +439,5 @@ mod tests {
         assert_eq!(ingress_only.policy_types, Some(vec!["Ingress".to_string()]));
         assert_eq!(ingress_only.egress, None);
         assert_eq!(spec_of(StandalonePolicy::None, &deny()), None);
-    }
-
-    #[test]
-    fn the_pods_become_co_owners_once_each() {
-        let mut policy =
-            desired_standalone_policy(&sandbox("aio", None), &deny(), StandalonePolicy::Egress)
-                .unwrap()
-                .unwrap();
-        let pods = [pod(&[])];
-        let missing = missing_pod_owners(&policy, &pods);
-        assert_eq!(missing.len(), 1);
-        assert_eq!(
-            (
-                missing[0].kind.as_str(),
-                missing[0].uid.as_str(),
-                missing[0].controller
-            ),
-            ("Pod", "pod-uid", None)
-        );
-        policy.owner_references_mut().extend(missing);
-        assert!(missing_pod_owners(&policy, &pods).is_empty());
     }
 }

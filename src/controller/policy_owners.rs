@@ -1,0 +1,104 @@
+//! Pods as co-owners of the NetworkPolicy that covers them.
+//!
+//! A sandbox's policy is controlled by its Sandbox or claim, so the garbage
+//! collector deletes it with that owner, while the Pod may still be running
+//! out its grace period. An object is deleted only when all its owners are
+//! gone, and a Pod object stays until its containers have stopped, so the
+//! Pod is added as a further owner (not controller, no
+//! `blockOwnerDeletion`): the policy then lasts as long as the Pod, with
+//! background or orphan deletion of the Sandbox or claim. Foreground
+//! deletion defeats it: the collector then deletes the Pod in the
+//! foreground too, and the policy, whose owners both wait on their
+//! dependents, goes at once. Used for standalone Sandboxes
+//! (`sandbox::network`) and cold claims (`claim::cold_pod`).
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+
+use crate::api::FIELD_MANAGER;
+use crate::controller::{Result, is_not_found, kube_err};
+
+/// The `pods` that `policy` does not name as owners yet, as non-controller
+/// owner references. Pure.
+pub(crate) fn missing_pod_owners(policy: &NetworkPolicy, pods: &[Arc<Pod>]) -> Vec<OwnerReference> {
+    let named = |uid: &str| policy.owner_references().iter().any(|o| o.uid == uid);
+    pods.iter()
+        .filter_map(|pod| {
+            let uid = pod.uid()?;
+            (!named(&uid)).then(|| OwnerReference {
+                api_version: "v1".into(),
+                kind: "Pod".into(),
+                name: pod.name_any(),
+                uid,
+                controller: None,
+                block_owner_deletion: None,
+            })
+        })
+        .collect()
+}
+
+/// Makes `pods` co-owners of `policy` (see the module docs), with a
+/// strategic merge patch that adds them by uid and leaves the other owners
+/// alone; nothing is sent when they all are already.
+pub(crate) async fn add_pod_owners(
+    policies: &Api<NetworkPolicy>,
+    policy: &NetworkPolicy,
+    pods: &[Arc<Pod>],
+) -> Result<()> {
+    let missing = missing_pod_owners(policy, pods);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    let patch = json!({"metadata": {"ownerReferences": missing}});
+    match policies
+        .patch(&policy.name_any(), &params, &Patch::Strategic(patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Deleted meanwhile: its deletion event wakes the Sandbox.
+        Err(error) if is_not_found(&error) => Ok(()),
+        Err(error) => Err(kube_err("make the Pod a co-owner of its NetworkPolicy")(
+            error,
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::test_pod::named;
+
+    fn pod() -> Arc<Pod> {
+        let mut pod = named("p", "1");
+        pod.metadata.uid = Some("pod-uid".into());
+        Arc::new(pod)
+    }
+
+    #[test]
+    fn the_pods_become_co_owners_once_each() {
+        let mut policy = NetworkPolicy::default();
+        let pods = [pod()];
+        let missing = missing_pod_owners(&policy, &pods);
+        assert_eq!(missing.len(), 1);
+        assert_eq!(
+            (
+                missing[0].kind.as_str(),
+                missing[0].uid.as_str(),
+                missing[0].controller
+            ),
+            ("Pod", "pod-uid", None)
+        );
+        policy.owner_references_mut().extend(missing);
+        assert!(missing_pod_owners(&policy, &pods).is_empty());
+    }
+}
