@@ -42,8 +42,8 @@ mod tests;
 pub use desired::{
     desired_pod, desired_pvcs, desired_service, headless_service, pvc_name, service_fqdn,
 };
-pub use network::{Coverage, coverage, desired_standalone_policy, standalone_policy_name};
 pub(crate) use network::standalone_policy_key;
+pub use network::{Coverage, coverage, desired_standalone_policy, standalone_policy_name};
 pub use plan::{Observed, Plan, Step, may_adopt, plan};
 pub use status::compute_status;
 
