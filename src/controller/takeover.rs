@@ -48,6 +48,53 @@ pub struct Criteria<'a> {
 /// Whether `pod` is an idle, Ready, current Pod matching `criteria`, and
 /// controlled by the live pool its label names.
 pub fn is_candidate(pod: &Pod, criteria: &Criteria<'_>) -> bool {
+    is_idle_member(pod, criteria) && pod_is_ready(pod)
+}
+
+/// Whether `pod` is an idle, current Pod matching `criteria`, controlled by
+/// the live pool its label names, that is still starting: not Ready, not
+/// ended, and with no sign that its start went wrong ([`start_went_wrong`]).
+/// A claim takes such a Pod only when no idle Pod is Ready: it is further
+/// along than a Pod started for the claim from nothing would be.
+pub fn is_starting_candidate(pod: &Pod, criteria: &Criteria<'_>) -> bool {
+    is_idle_member(pod, criteria)
+        && !pod_is_ready(pod)
+        && !super::pod_has_ended(pod)
+        && !start_went_wrong(pod)
+}
+
+/// Whether a container of `pod` (init containers included) restarted, or
+/// waits on an error a retry rarely cures (an image that cannot be pulled,
+/// a configuration that cannot be built, a crash loop). A claim does not
+/// wait on such a start; its own cold Pod may land better. Pure.
+pub fn start_went_wrong(pod: &Pod) -> bool {
+    const STUCK: [&str; 6] = [
+        "CrashLoopBackOff",
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+    ];
+    let Some(status) = &pod.status else {
+        return false;
+    };
+    let containers = status.container_statuses.iter().flatten();
+    let inits = status.init_container_statuses.iter().flatten();
+    containers.chain(inits).any(|c| {
+        c.restart_count > 0
+            || c.state
+                .as_ref()
+                .and_then(|s| s.waiting.as_ref())
+                .and_then(|w| w.reason.as_deref())
+                .is_some_and(|r| STUCK.contains(&r))
+    })
+}
+
+/// What both kinds of candidate share: an idle, current Pod matching
+/// `criteria`, controlled by the live pool its label names, not
+/// terminating.
+fn is_idle_member(pod: &Pod, criteria: &Criteria<'_>) -> bool {
     let labels = pod.labels();
     let Some(pool) = labels.get(POOL_LABEL) else {
         return false;
@@ -62,7 +109,6 @@ pub fn is_candidate(pod: &Pod, criteria: &Criteria<'_>) -> bool {
         && labels.get(TEMPLATE_HASH_LABEL).map(String::as_str) == Some(criteria.template_hash)
         && !labels.contains_key(CLAIM_LABEL)
         && !is_terminating(pod)
-        && pod_is_ready(pod)
 }
 
 /// The usable Pods for a claim, best first, skipping reserved ones.
@@ -83,6 +129,31 @@ pub fn select_candidates<'p>(
         .collect();
     found.sort_unstable_by_key(|(rank, _)| *rank);
     found.into_iter().map(|(_, pod)| pod).collect()
+}
+
+/// The starting Pods a claim may take when no idle Pod is Ready
+/// ([`is_starting_candidate`]), skipping reserved ones, the oldest first:
+/// the furthest along is likely the first Ready. Concurrent claims of one
+/// process take different ones (each reserves its pick); two processes may
+/// pick the same, and the steal's precondition lets one win.
+pub fn select_starting<'p>(
+    pods: impl IntoIterator<Item = &'p Arc<Pod>>,
+    criteria: &Criteria<'_>,
+    reservations: &Reservations,
+) -> Vec<Arc<Pod>> {
+    let mut found: Vec<Arc<Pod>> = pods
+        .into_iter()
+        .filter(|pod| is_starting_candidate(pod, criteria))
+        .filter(|pod| !reservations.is_reserved(&pod_key(pod)))
+        .cloned()
+        .collect();
+    found.sort_by(|a, b| {
+        let created = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        created(a)
+            .cmp(&created(b))
+            .then_with(|| a.name_any().cmp(&b.name_any()))
+    });
+    found
 }
 
 fn spread(key: &str, pod: &Pod) -> u64 {
@@ -251,6 +322,79 @@ mod tests {
         let got = select_candidates(&pods, &criteria("claim"), &Reservations::default());
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].name_any(), "a");
+    }
+
+    #[test]
+    fn a_starting_pod_is_taken_only_when_its_start_looks_sound_oldest_first() {
+        use k8s_openapi::api::core::v1::{ContainerState, ContainerStateWaiting, ContainerStatus};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let created = |name: &str, second: i64| {
+            let mut p = (*pod(name, "p", "h1", false)).clone();
+            p.metadata.creation_timestamp =
+                Some(Time(jiff::Timestamp::from_second(second).unwrap()));
+            p
+        };
+        let container = |restarts: i32, waiting: Option<&str>| ContainerStatus {
+            name: "c".into(),
+            restart_count: restarts,
+            state: waiting.map(|r| ContainerState {
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some(r.into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let with = |mut p: Pod, c: ContainerStatus| {
+            p.status.as_mut().unwrap().container_statuses = Some(vec![c]);
+            p
+        };
+        let mut failed = created("failed", 1);
+        failed.status.as_mut().unwrap().phase = Some("Failed".into());
+        let mut terminating = created("terminating", 1);
+        terminating.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::UNIX_EPOCH));
+        let pods: Vec<Arc<Pod>> = [
+            created("young", 30),
+            created("old", 10),
+            with(
+                created("pulling", 20),
+                container(0, Some("ContainerCreating")),
+            ),
+            with(created("restarted", 5), container(1, None)),
+            with(
+                created("crashing", 5),
+                container(0, Some("CrashLoopBackOff")),
+            ),
+            with(
+                created("no-image", 5),
+                container(0, Some("ImagePullBackOff")),
+            ),
+            failed,
+            terminating,
+            (*pod("ready", "p", "h1", true)).clone(),
+            (*pod("outdated", "p", "h0", false)).clone(),
+        ]
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+        let names = |got: Vec<Arc<Pod>>| got.iter().map(|p| p.name_any()).collect::<Vec<_>>();
+        let reservations = Reservations::default();
+        assert_eq!(
+            names(select_starting(&pods, &criteria("c"), &reservations)),
+            ["old", "pulling", "young"],
+            "sound starts of the current hash, the oldest first; Ready ones are the other kind"
+        );
+        assert!(reservations.try_reserve("ns/old"));
+        assert_eq!(
+            names(select_starting(&pods, &criteria("c"), &reservations)),
+            ["pulling", "young"],
+            "a Pod another claim of this process picked is skipped"
+        );
+        assert_eq!(
+            names(select_candidates(&pods, &criteria("c"), &reservations)),
+            ["ready"]
+        );
     }
 
     #[test]

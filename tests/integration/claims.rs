@@ -105,6 +105,103 @@ async fn empty_pool_serves_cold_after_the_start_delay() {
     );
 }
 
+#[tokio::test]
+async fn a_claim_on_a_dry_pool_takes_the_refill_already_starting() {
+    let ns = TestNs::new("claim-starting").await;
+    let op = ns.operator(&[]).await;
+    setup(&ns, 1).await;
+    wait_pool_ready(&ns, 1).await;
+    let first = claim_when_ready(&ns, "c1", Duration::from_secs(20)).await;
+    assert_eq!(first.status.unwrap().launch_type, Some(LaunchType::Warm));
+
+    // The steal started a refill; it is not Ready for the simulated start.
+    let pods: Api<Pod> = ns.api();
+    let refill = wait_until_some(Duration::from_secs(20), || async {
+        ns.list::<Pod>()
+            .await
+            .into_iter()
+            .find(is_idle)
+            .map(|p| p.name_any())
+    })
+    .await;
+    create(&ns, &claim("c2")).await;
+    let claims: Api<SandboxClaim> = ns.api();
+    let said = wait_for(&claims, "c2", Duration::from_secs(20), |c| {
+        c.status.as_ref().is_some_and(|s| s.pod_name.is_some())
+    })
+    .await
+    .status
+    .unwrap();
+    assert_eq!(said.pod_name.as_deref(), Some(refill.as_str()), "{said:?}");
+    assert_eq!(said.launch_type, Some(LaunchType::Cold), "{said:?}");
+    assert_eq!(said.warm_pool.as_deref(), Some("pool"));
+    let c2 = wait_for(&claims, "c2", Duration::from_secs(30), claim_ready).await;
+    let status = c2.status.unwrap();
+    assert_eq!(status.pod_name.as_deref(), Some(refill.as_str()));
+    assert_eq!(status.launch_type, Some(LaunchType::Cold));
+
+    // The refill is the claim's, through its Sandbox; no Pod was started
+    // for the claim from nothing.
+    let pod = pods.get(&refill).await.unwrap();
+    assert_eq!(
+        pod.labels().get(ORIGIN_POOL_LABEL).map(String::as_str),
+        Some("pool")
+    );
+    let sandbox: Sandbox = ns.api::<Sandbox>().get("c2").await.unwrap();
+    let controller = pod
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (controller.kind.as_str(), Some(controller.uid)),
+        ("Sandbox", sandbox.uid())
+    );
+    let started_for_claims = ns
+        .list::<Pod>()
+        .await
+        .iter()
+        .filter(|p| !p.labels().contains_key(ORIGIN_POOL_LABEL) && !is_idle(p))
+        .map(|p| p.name_any())
+        .collect::<Vec<_>>();
+    assert!(
+        started_for_claims.is_empty(),
+        "cold Pods: {started_for_claims:?}"
+    );
+    // Counted as a pool that ran dry, as a cold start would be.
+    let metrics = op.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("sandbox_operator_pool_exhausted_total{") && l.ends_with(" 1")),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("pool_exhausted"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    wait_pool_ready(&ns, 1).await;
+    assert_no_double_assignment(&ns).await;
+}
+
+/// Polls `probe` until it gives a value (at most `timeout`).
+async fn wait_until_some<T, F, Fut>(timeout: Duration, probe: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(start.elapsed() < timeout, "nothing after {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn burst(ns: &TestNs, n: usize) {
     let claims: Api<SandboxClaim> = ns.api();
     let tasks: Vec<_> = (0..n)

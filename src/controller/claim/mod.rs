@@ -23,6 +23,16 @@
 //! Sandbox already named the lost Pod, one write to point it at the winner
 //! (or at none: cold path), never a wrong assignment.
 //!
+//! # A pool that ran dry
+//! No idle Pod is Ready, but the pool has Pods still starting (its refills):
+//! the claim takes the oldest of them the same way, in round one, so it
+//! waits for a start already under way instead of starting one more from
+//! nothing. Round two then writes what the claim got (Sandbox, Pod, pool,
+//! Service) with `Ready=False` and launch type `Cold` (it waits for a start,
+//! and sizing counts a miss), and the claim mirrors the Sandbox's readiness
+//! from there. A starting Pod that restarted, failed or waits on an image or
+//! configuration error is not taken.
+//!
 //! # The cold path
 //! No usable Pod: the Sandbox is created without the annotation (with the
 //! NetworkPolicy and Service beside it) and the Sandbox controller starts a
@@ -72,7 +82,7 @@ pub use desired::{
 };
 pub use serve::ensure_template_policy;
 pub(crate) use serve::template_policy_key;
-pub use status::{admitted_at, failed_status, mirror_status, warm_ready_status};
+pub use status::{admitted_at, failed_status, mirror_status, starting_status, warm_ready_status};
 pub use steal::{MAX_STEAL_ATTEMPTS, StealOutcome, steal};
 
 use super::{

@@ -18,7 +18,7 @@ use super::desired::{
     desired_template_network_policy, pool_choice, same_policy_spec,
 };
 use super::record_status;
-use super::status::{failed_status, warm_ready_status};
+use super::status::{failed_status, starting_status, warm_ready_status};
 use super::steal::{Taken, candidates, has_pool, reserve_first, stolen_for, take_over};
 use super::surplus::delete_pod;
 use crate::api::reason;
@@ -83,12 +83,18 @@ pub(super) async fn serve(
         .as_ref()
         .map(|p| p.name_any())
         .or(pick.earlier.clone());
-    // Pool sizing learns of the claim here (warm or cold), once per claim uid.
+    // Pool sizing learns of the claim here, once per claim uid: a hit only
+    // when the Pod was Ready in the steal's answer (a Pod still starting, or
+    // none, is a miss: the claim waits for a start).
+    let hit = match &stolen {
+        Some(pod) => pod_is_ready(pod),
+        None => pick.earlier.is_some(),
+    };
     ctx.sizing.record_claim(
         namespace,
         &claim.spec.sandbox_template_ref.name,
         claim_uid,
-        serving.is_some(),
+        hit,
         super::status::admitted_at(claim).unwrap_or_else(jiff::Timestamp::now),
     );
     // The repointed copy goes on: the one from before would look like a
@@ -98,7 +104,12 @@ pub(super) async fn serve(
     } else {
         sandbox
     };
-    info!(pod = ?serving, launch = if serving.is_some() { "warm" } else { "cold" }, "created Sandbox");
+    let launch = match (&serving, hit) {
+        (Some(_), true) => "warm",
+        (Some(_), false) => "starting pool Pod",
+        (None, _) => "cold",
+    };
+    info!(pod = ?serving, launch, "created Sandbox");
     round_two(ctx, claim, sandbox, stolen, &legs).await
 }
 /// The template of a claim, or `None` after reporting `TemplateNotFound`.
@@ -228,8 +239,10 @@ async fn round_one(
         steal
     );
     let stolen = stolen?;
-    if pick.warm_allowed && pick.earlier.is_none() && stolen.is_none() {
-        pool_exhausted(ctx, claim, namespace, &pick.choice);
+    let ready_taken = stolen.as_ref().is_some_and(|t| pod_is_ready(&t.pod));
+    if pick.warm_allowed && pick.earlier.is_none() && !ready_taken {
+        let starting = stolen.as_ref().map(|t| t.pod.name_any());
+        pool_exhausted(ctx, claim, namespace, &pick.choice, starting);
     }
     let sandbox = match created {
         Ok(Created::New(sandbox)) => sandbox,
@@ -350,9 +363,21 @@ async fn round_two(
             }
             Ok(Served::Waiting(Action::await_change()))
         }
-        // Not Ready in the steal's answer, or recovered from an earlier
-        // steal: the Sandbox's status will tell.
-        Some(_) => Ok(Served::Waiting(Action::await_change())),
+        // Still starting in the steal's answer (no idle Pod was Ready, or
+        // this one stopped being Ready meanwhile): the claim says which Pod
+        // it got and waits for the Sandbox's status to say Ready.
+        Some(pod) => {
+            let pool = pod.labels().get(ORIGIN_POOL_LABEL).cloned();
+            let status = starting_status(
+                claim,
+                &pod,
+                pool,
+                &ctx.config.cluster_domain,
+                jiff::Timestamp::now(),
+            );
+            record_status(ctx, claim, &status).await?;
+            Ok(Served::Waiting(Action::await_change()))
+        }
         None => Ok(Served::Sandbox(Box::new(sandbox))),
     }
 }
@@ -383,11 +408,18 @@ pub(super) async fn repoint(
     crate::controller::repoint::point_sandbox_at(&ctx.client, sandbox, pod).await
 }
 
-/// When the template has a pool: counts a claim that found no usable warm
-/// Pod in it and, off the cold path, publishes the PoolExhausted Event. A
-/// template without a pool has nothing to exhaust: its claims are cold by
-/// design, and counting them would raise the exhaustion alert for good.
-fn pool_exhausted(ctx: &Arc<Context>, claim: &SandboxClaim, namespace: &str, choice: &PoolChoice) {
+/// When the template has a pool: counts a claim that found no idle Ready
+/// Pod in it (and took one still starting, `starting`, or went cold) and,
+/// off the claim's path, publishes the PoolExhausted Event. A template
+/// without a pool has nothing to exhaust: its claims are cold by design,
+/// and counting them would raise the exhaustion alert for good.
+fn pool_exhausted(
+    ctx: &Arc<Context>,
+    claim: &SandboxClaim,
+    namespace: &str,
+    choice: &PoolChoice,
+    starting: Option<String>,
+) {
     let template = claim.spec.sandbox_template_ref.name.clone();
     if !has_pool(ctx, namespace, &template, choice) {
         return;
@@ -406,7 +438,12 @@ fn pool_exhausted(ctx: &Arc<Context>, claim: &SandboxClaim, namespace: &str, cho
             EventType::Normal,
             "PoolExhausted",
             "Claim",
-            format!("no idle Ready Pod of template {template}: starting a cold sandbox"),
+            match starting {
+                Some(pod) => format!(
+                    "no idle Ready Pod of template {template}: taking the pool's Pod {pod}, still starting"
+                ),
+                None => format!("no idle Ready Pod of template {template}: starting a cold sandbox"),
+            },
         )
         .await;
     });

@@ -64,6 +64,54 @@ pub fn warm_ready_status(
     }
 }
 
+/// What the claim says when it took a pool Pod that is still starting (no
+/// idle Pod was Ready): not Ready yet, which Pod and pool it got, and how to
+/// reach it once Ready (its Sandbox and Service exist: round one made
+/// them). The launch type is `Cold`, as for a Pod started for the claim:
+/// the claim waits for a start either way, and sizing counts it as a miss.
+/// The status is written once, so the launch type outlives a restart
+/// ([`mirror_status`] keeps it for this Pod).
+pub fn starting_status(
+    claim: &SandboxClaim,
+    pod: &Pod,
+    pool: Option<String>,
+    cluster_domain: &str,
+    now: jiff::Timestamp,
+) -> SandboxClaimStatus {
+    let name = claim.name_any();
+    let previous = claim.status.clone().unwrap_or_default();
+    let from = pool
+        .as_deref()
+        .map(|p| format!(" of pool {p}"))
+        .unwrap_or_default();
+    let update = ConditionUpdate::ready(
+        false,
+        reason::SANDBOX_NOT_READY,
+        format!(
+            "Sandbox {name}: Pod {}{from} is still starting (no idle Pod was Ready)",
+            pod.name_any()
+        ),
+    );
+    SandboxClaimStatus {
+        conditions: set_condition(&previous.conditions, &update, claim.meta().generation, now),
+        sandbox: Some(ClaimedSandboxStatus {
+            name: Some(name.clone()),
+            pod_ips: pod
+                .status
+                .as_ref()
+                .and_then(|s| s.pod_ip.clone())
+                .map(|ip| vec![ip]),
+            service: Some(name.clone()),
+            service_fqdn: Some(service_fqdn(claim, cluster_domain)),
+        }),
+        pod_name: Some(pod.name_any()),
+        launch_type: Some(LaunchType::Cold),
+        warm_pool: pool,
+        ready_time: previous.ready_time,
+        time_to_ready_seconds: previous.time_to_ready_seconds,
+    }
+}
+
 fn seconds_since_admission(claim: &SandboxClaim, now: jiff::Timestamp) -> Option<f64> {
     admitted_at(claim).map(|start| now.duration_since(start).as_secs_f64().max(0.0))
 }
@@ -92,7 +140,11 @@ pub fn mirror_status(
     now: jiff::Timestamp,
 ) -> SandboxClaimStatus {
     let previous = claim.status.clone().unwrap_or_default();
-    if is_true(&previous.conditions, READY)
+    // Made Ready by the steal, or told its Pod is starting: either way the
+    // claim already says all the Sandbox could say until it has taken the
+    // Pod over.
+    let starting = previous.launch_type == Some(LaunchType::Cold) && previous.pod_name.is_some();
+    if (is_true(&previous.conditions, READY) || starting)
         && previous
             .pod_name
             .as_deref()
@@ -133,6 +185,11 @@ pub fn mirror_status(
     let annotated = sandbox.annotations().get(POD_NAME_ANNOTATION);
     let pod_name = sandbox_status.pod_name.clone();
     let launch_type = match (annotated, &pod_name) {
+        // A pool Pod taken while still starting stays `Cold` (see
+        // [`starting_status`]).
+        (Some(a), Some(p)) if a == p && starting && previous.pod_name.as_ref() == Some(p) => {
+            LaunchType::Cold
+        }
         (Some(a), Some(p)) if a == p => LaunchType::Warm,
         (Some(_), None) => previous.launch_type.unwrap_or(LaunchType::Warm),
         _ => LaunchType::Cold,

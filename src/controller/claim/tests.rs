@@ -192,6 +192,88 @@ fn the_sandbox_catching_up_costs_no_second_claim_write() {
 }
 
 #[test]
+fn a_claim_on_a_starting_pool_pod_says_so_and_stays_cold_until_ready() {
+    let mut c = claim(None);
+    c.annotations_mut()
+        .insert(ADMITTED_AT_ANNOTATION.into(), "2026-01-01T00:00:00Z".into());
+    let mut pod = ready_pod("pool-abc");
+    pod.status = Some(PodStatus {
+        phase: Some("Pending".into()),
+        ..Default::default()
+    });
+    let t0 = jiff::Timestamp::from_second(1_767_225_600 + 1).unwrap();
+    let st = starting_status(&c, &pod, Some("pool".into()), "cluster.local", t0);
+    let ready = crate::api::find_condition(&st.conditions, READY).unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "SandboxNotReady")
+    );
+    assert!(
+        ready
+            .message
+            .contains("pool-abc of pool pool is still starting"),
+        "{}",
+        ready.message
+    );
+    assert_eq!(st.launch_type, Some(LaunchType::Cold));
+    assert_eq!(st.pod_name.as_deref(), Some("pool-abc"));
+    assert_eq!(st.warm_pool.as_deref(), Some("pool"));
+    assert_eq!(
+        st.sandbox.as_ref().unwrap().service_fqdn.as_deref(),
+        Some("c1.ns.svc.cluster.local")
+    );
+    assert!(st.ready_time.is_none() && st.time_to_ready_seconds.is_none());
+    c.status = Some(st.clone());
+
+    // The Sandbox as created, then adopting: nothing new to say, no write.
+    let mut s = Sandbox::new("c1", SandboxSpec::default());
+    s.metadata.namespace = Some("ns".into());
+    s.annotations_mut()
+        .insert(POD_NAME_ANNOTATION.into(), "pool-abc".into());
+    assert_eq!(mirror_status(&c, &s, t0), st);
+    let adopting = crate::api::ConditionUpdate::ready(false, reason::ADOPTING, "taking over");
+    s.status = Some(compute_status(
+        &s,
+        None,
+        Some(&adopting),
+        "cluster.local",
+        t0,
+    ));
+    assert_eq!(mirror_status(&c, &s, t0), st);
+
+    // Adopted, still starting: the Sandbox's word, still cold.
+    s.status = Some(compute_status(&s, Some(&pod), None, "cluster.local", t0));
+    let pending = mirror_status(&c, &s, t0);
+    assert!(!is_true(&pending.conditions, READY));
+    assert_eq!(pending.launch_type, Some(LaunchType::Cold));
+    c.status = Some(pending);
+
+    // Ready: cold, timed from admission.
+    let t1 = jiff::Timestamp::from_second(1_767_225_600 + 3).unwrap();
+    s.status = Some(compute_status(
+        &s,
+        Some(&ready_pod("pool-abc")),
+        None,
+        "cluster.local",
+        t1,
+    ));
+    let done = mirror_status(&c, &s, t1);
+    assert!(is_true(&done.conditions, READY));
+    assert_eq!(done.launch_type, Some(LaunchType::Cold));
+    assert_eq!(done.time_to_ready_seconds, Some(3.0));
+    assert_eq!(done.warm_pool.as_deref(), Some("pool"));
+
+    // A Sandbox naming that Pod for a claim that never said "starting" is
+    // warm, as before.
+    let mut warm = claim(None);
+    warm.status = None;
+    assert_eq!(
+        mirror_status(&warm, &s, t1).launch_type,
+        Some(LaunchType::Warm)
+    );
+}
+
+#[test]
 fn failures_keep_what_the_claim_showed_and_name_the_reason() {
     let c = claim(None);
     let st = failed_status(

@@ -1,10 +1,12 @@
 //! Claim arrivals as the pool controller sees them: from the Sandbox cache.
 //!
 //! Every claim creates exactly one Sandbox, owned by the claim (controller
-//! ownerReference), from its template's pod template; a warm one carries the
-//! `agents.x-k8s.io/pod-name` annotation. So a scan of the cache finds each
-//! claim's arrival (its `admitted-at` stamp, else the Sandbox's creation
-//! time), its launch type and its template (the pod template hash). The
+//! ownerReference), from its template's pod template; one served from a pool
+//! carries the `agents.x-k8s.io/pod-name` annotation. So a scan of the cache
+//! finds each claim's arrival (its `admitted-at` stamp, else the Sandbox's
+//! creation time), its template (the pod template hash) and, with the
+//! claim's status for a pool Pod taken while still starting (a miss), its
+//! launch type ([`served_warm`]). The
 //! claim controller may also report claims directly through
 //! [`crate::sizing::Sizing::record_claim`]; both count a claim once (by uid).
 //!
@@ -18,7 +20,9 @@ use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
 use super::super::Context;
-use crate::api::{POD_NAME_ANNOTATION, Sandbox, TEMPLATE_LABEL, pod_template_hash};
+use crate::api::{
+    LaunchType, POD_NAME_ANNOTATION, Sandbox, SandboxClaimStatus, TEMPLATE_LABEL, pod_template_hash,
+};
 use crate::sizing::epoch_seconds;
 use crate::sizing::tracker::HORIZON_SECONDS;
 
@@ -33,7 +37,8 @@ const CACHE_SLACK: f64 = 30.0;
 pub struct ObservedClaim {
     /// Uid of the claim (the Sandbox's controller owner).
     pub claim_uid: String,
-    /// Served from a pool.
+    /// Its Sandbox names a pool Pod (a hit, unless the claim took that Pod
+    /// still starting: see [`served_warm`]).
     pub warm: bool,
     /// Arrival, seconds since the epoch.
     pub at: f64,
@@ -105,6 +110,15 @@ pub fn scan(ctx: &Context, now: f64) {
         if ctx.sizing.has_counted(&namespace, &claim.claim_uid) {
             continue;
         }
+        let claim_status = ctx
+            .caches
+            .claims
+            .get(&ObjectRef::new(&sandbox.name_any()).within(&namespace))
+            .filter(|c| c.uid().as_deref() == Some(claim.claim_uid.as_str()))
+            .and_then(|c| c.status.clone());
+        let Some(warm) = served_warm(claim.warm, claim_status.as_ref()) else {
+            continue;
+        };
         let hash = pod_template_hash(&sandbox.spec.pod_template);
         let Some(templates) = by_hash.get(&(namespace.clone(), hash)) else {
             continue;
@@ -114,12 +128,25 @@ pub fn scan(ctx: &Context, now: f64) {
                 &namespace,
                 &template,
                 &claim.claim_uid,
-                claim.warm,
+                warm,
                 claim.at,
                 now,
             );
         }
     }
+}
+
+/// Whether a claim whose Sandbox names a Pod (`named`) or not was a hit:
+/// one naming a Pod is, unless its claim says `Cold` (it took a pool Pod
+/// still starting, see `claim::serve`); until the claim says anything it is
+/// not decided (`None`: a later scan, or the claim controller's own report,
+/// counts it). A Sandbox naming no Pod is a miss. Pure.
+pub fn served_warm(named: bool, claim: Option<&SandboxClaimStatus>) -> Option<bool> {
+    if !named {
+        return Some(false);
+    }
+    let launch = claim?.launch_type?;
+    Some(launch == LaunchType::Warm)
 }
 
 /// The template of a claim's Sandbox among the templates whose pod template
@@ -173,6 +200,29 @@ mod tests {
             },
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_pool_pod_taken_while_starting_is_a_miss_once_the_claim_says_so() {
+        let said = |launch| SandboxClaimStatus {
+            launch_type: launch,
+            ..Default::default()
+        };
+        assert_eq!(served_warm(false, None), Some(false));
+        assert_eq!(
+            served_warm(true, Some(&said(Some(LaunchType::Warm)))),
+            Some(true)
+        );
+        assert_eq!(
+            served_warm(true, Some(&said(Some(LaunchType::Cold)))),
+            Some(false)
+        );
+        assert_eq!(served_warm(true, Some(&said(None))), None);
+        assert_eq!(
+            served_warm(true, None),
+            None,
+            "undecided until the claim says"
+        );
     }
 
     #[test]
