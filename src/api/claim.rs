@@ -71,9 +71,10 @@ api_object! {
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LaunchType {
-    /// An idle Pod of a warm pool was taken over.
+    /// An idle, Ready Pod of a warm pool was taken over.
     Warm,
-    /// A new Pod was started for the claim.
+    /// The claim waited for a Pod to start: one started for it, or a warm
+    /// pool's Pod taken while still starting (no idle Pod was Ready).
     Cold,
 }
 

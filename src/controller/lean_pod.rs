@@ -16,7 +16,11 @@
 //!   never read from the cache (a new Pod is built from the template);
 //! - status: phase and reason (ended, evicted), the conditions (Ready,
 //!   PodScheduled with the scheduler's reason and message) without their
-//!   timestamps, `podIP` and `podIPs`.
+//!   timestamps, `podIP` and `podIPs`, and of the container statuses (init
+//!   containers too) only those that restarted or wait, with their name,
+//!   restart count and waiting reason (a claim does not take a pool Pod
+//!   whose start went wrong: see `takeover::start_went_wrong`); a healthy
+//!   running Pod keeps none.
 //!
 //! Nothing that builds a write (patch, delete precondition) reads a field
 //! dropped here. The steal's and the adoption's own answers are decoded the
@@ -25,7 +29,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Pod, PodCondition, PodIP, PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateWaiting, ContainerStatus, Pod, PodCondition, PodIP, PodSpec,
+    PodStatus,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use serde::Deserialize;
 
@@ -103,6 +110,54 @@ struct WireStatus {
     pod_ip: Option<String>,
     #[serde(rename = "podIPs")]
     pod_ips: Option<Vec<PodIP>>,
+    container_statuses: Option<Vec<WireContainerStatus>>,
+    init_container_statuses: Option<Vec<WireContainerStatus>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireContainerStatus {
+    #[serde(default, deserialize_with = "null_as_empty")]
+    name: String,
+    #[serde(default)]
+    restart_count: Option<i32>,
+    state: Option<WireContainerState>,
+}
+
+#[derive(Deserialize)]
+struct WireContainerState {
+    waiting: Option<WireWaiting>,
+}
+
+#[derive(Deserialize)]
+struct WireWaiting {
+    reason: Option<String>,
+}
+
+/// The container statuses worth keeping: those that restarted or wait (see
+/// the module docs), trimmed to name, restart count and waiting reason;
+/// `None` when none is.
+fn troubled(statuses: Option<Vec<WireContainerStatus>>) -> Option<Vec<ContainerStatus>> {
+    let kept: Vec<ContainerStatus> = statuses?
+        .into_iter()
+        .filter_map(|c| {
+            let restarts = c.restart_count.unwrap_or(0);
+            let waiting = c.state.and_then(|s| s.waiting);
+            (restarts > 0 || waiting.is_some()).then(|| ContainerStatus {
+                name: c.name,
+                restart_count: restarts,
+                state: waiting.map(|w| ContainerState {
+                    waiting: Some(ContainerStateWaiting {
+                        reason: w.reason,
+                        ..ContainerStateWaiting::default()
+                    }),
+                    ..ContainerState::default()
+                }),
+                ..ContainerStatus::default()
+            })
+        })
+        .collect();
+    (!kept.is_empty()).then_some(kept)
 }
 
 #[derive(Deserialize)]
@@ -159,6 +214,8 @@ impl<'de> Deserialize<'de> for LeanPod {
                 }),
                 pod_ip: s.pod_ip,
                 pod_ips: s.pod_ips,
+                container_statuses: troubled(s.container_statuses),
+                init_container_statuses: troubled(s.init_container_statuses),
                 ..PodStatus::default()
             }),
         }))
@@ -254,6 +311,42 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(lean.into_pod(), expected);
+    }
+
+    #[test]
+    fn only_container_statuses_that_restarted_or_wait_are_kept_trimmed() {
+        let mut pod = full_pod();
+        pod["status"]["containerStatuses"] = json!([
+            {"name": "ok", "ready": true, "restartCount": 0, "image": "i", "imageID": "",
+             "state": {"running": {"startedAt": "2026-12-05T10:00:02Z"}}},
+            {"name": "again", "ready": false, "restartCount": 3, "image": "i", "imageID": "x",
+             "lastState": {"terminated": {"exitCode": 1}},
+             "state": {"running": {"startedAt": "2026-12-05T10:00:02Z"}}},
+        ]);
+        pod["status"]["initContainerStatuses"] = json!([
+            {"name": "pull", "ready": false, "restartCount": 0, "image": "i", "imageID": "",
+             "state": {"waiting": {"reason": "ImagePullBackOff", "message": "long text"}}},
+        ]);
+        let status = serde_json::from_value::<LeanPod>(pod)
+            .unwrap()
+            .into_pod()
+            .status
+            .unwrap();
+        let expected: PodStatus = serde_json::from_value(json!({
+            "containerStatuses": [
+                {"name": "again", "ready": false, "restartCount": 3, "image": "", "imageID": ""}
+            ],
+            "initContainerStatuses": [
+                {"name": "pull", "ready": false, "restartCount": 0, "image": "", "imageID": "",
+                 "state": {"waiting": {"reason": "ImagePullBackOff"}}}
+            ]
+        }))
+        .unwrap();
+        assert_eq!(status.container_statuses, expected.container_statuses);
+        assert_eq!(
+            status.init_container_statuses,
+            expected.init_container_statuses
+        );
     }
 
     #[test]

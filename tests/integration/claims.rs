@@ -12,7 +12,8 @@ use serde_json::json;
 use crate::common::{Operator, TestNs, wait_for, wait_until};
 use crate::fixtures::{
     SETUP_START_DELAY_MS as START_DELAY_MS, assert_no_double_assignment, claim, claim_ready,
-    claim_when_ready, create, idle_ready, is_idle, pool, setup, template_of, wait_pool_ready,
+    claim_when_ready, create, idle_ready, is_idle, listening_agent_pod, pool, setup, template_of,
+    wait_pool_ready,
 };
 use sandbox_operator::api::{
     CLAIM_LABEL, LaunchType, ORIGIN_POOL_LABEL, POOL_LABEL, READY, Sandbox, SandboxClaim,
@@ -109,7 +110,10 @@ async fn empty_pool_serves_cold_after_the_start_delay() {
 async fn a_claim_on_a_dry_pool_takes_the_refill_already_starting() {
     let ns = TestNs::new("claim-starting").await;
     let op = ns.operator(&[]).await;
-    setup(&ns, 1).await;
+    // A start long enough that the refill is still starting when the second
+    // claim is served, however busy the box.
+    create(&ns, &template_of("tmpl", listening_agent_pod(4000))).await;
+    create(&ns, &pool("pool", "tmpl", 1)).await;
     wait_pool_ready(&ns, 1).await;
     let first = claim_when_ready(&ns, "c1", Duration::from_secs(20)).await;
     assert_eq!(first.status.unwrap().launch_type, Some(LaunchType::Warm));
@@ -122,6 +126,12 @@ async fn a_claim_on_a_dry_pool_takes_the_refill_already_starting() {
             .into_iter()
             .find(is_idle)
             .map(|p| p.name_any())
+    })
+    .await;
+    // Once the operator's cache holds it too (the claim's Pod and the
+    // refill): otherwise the claim could come first and go cold, rightly.
+    wait_until(Duration::from_secs(20), || async {
+        cached_pods(&op.metrics().await) >= 2.0
     })
     .await;
     create(&ns, &claim("c2")).await;
@@ -184,6 +194,16 @@ async fn a_claim_on_a_dry_pool_takes_the_refill_already_starting() {
     );
     wait_pool_ready(&ns, 1).await;
     assert_no_double_assignment(&ns).await;
+}
+
+/// The operator's `tracked_entries{table="pod_cache"}`: the Pods its cache
+/// holds.
+fn cached_pods(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sandbox_operator_tracked_entries{table=\"pod_cache\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// Polls `probe` until it gives a value (at most `timeout`).

@@ -17,5 +17,6 @@ mod policies;
 mod random;
 mod repair;
 mod scenarios;
+mod starting;
 mod surplus;
 mod watches;

@@ -2,7 +2,8 @@
 //!
 //! Expected flow: the candidates come from the Pod cache (only Pods whose
 //! controller is the live pool named by their pool label, Ready, of the
-//! template's current hash), in a per-claim order; the first one is
+//! template's current hash; when none is Ready, the pool's Pods still
+//! starting, oldest first), in a per-claim order; the first one is
 //! reserved in memory before anything is written, so the Sandbox can name
 //! it in the same round trip as the steal. The steal is ONE write
 //! conditioned on the resourceVersion read ([`steal`]).
@@ -45,10 +46,12 @@ use crate::api::{
 };
 use crate::controller::pod_patch::{Conditioned, patch_if_unchanged};
 use crate::controller::takeover::{
-    Criteria, is_candidate, pod_key, select_candidates, steal_patch,
+    Criteria, is_candidate, is_starting_candidate, pod_key, select_candidates, select_starting,
+    start_went_wrong, steal_patch,
 };
 use crate::controller::{
-    Context, Error, Result, controller_ref, controller_uid, is_terminating, pod_is_ready,
+    Context, Error, Result, controller_ref, controller_uid, is_terminating, pod_has_ended,
+    pod_is_ready,
 };
 
 /// How many candidates one reconcile tries before going cold.
@@ -107,9 +110,12 @@ pub fn stolen_for(pod: &Pod, claim_uid: &str, sandbox_uid: Option<&str>) -> bool
 /// Whether `fresh`, a re-read of the candidate `cached` after a failed
 /// steal, is still that idle pool Pod: the same object (uid), controlled by
 /// the same pool (uid), with the same pool, template and hash labels, no
-/// claim label, Ready and not terminating. `cached` passed
-/// [`crate::controller::takeover::is_candidate`], so this keeps every
-/// condition that made it a candidate. Pure.
+/// claim label, not terminating, and Ready; or, when `cached` was a Pod
+/// still starting ([`crate::controller::takeover::is_starting_candidate`]),
+/// Ready or still starting without a sign its start went wrong (a starting
+/// Pod's status changes often, and each change fails a steal's
+/// precondition). `cached` passed one of the two candidate checks, so this
+/// keeps every condition that made it a candidate. Pure.
 pub fn still_idle(cached: &Pod, fresh: &Pod) -> bool {
     let controller = |p: &Pod| {
         p.owner_references()
@@ -127,7 +133,8 @@ pub fn still_idle(cached: &Pod, fresh: &Pod) -> bool {
             .all(|key| label(cached, key).is_some() && label(cached, key) == label(fresh, key))
         && !fresh.labels().contains_key(CLAIM_LABEL)
         && !is_terminating(fresh)
-        && pod_is_ready(fresh)
+        && (pod_is_ready(fresh)
+            || (!pod_is_ready(cached) && !pod_has_ended(fresh) && !start_went_wrong(fresh)))
 }
 
 /// The uid of each live pool of `namespace` whose template is `template`,
@@ -184,7 +191,7 @@ fn with_criteria<T>(
 }
 
 /// Whether `pod` (a fresh read, say) is an idle Pod `claim` may steal,
-/// reserved in this process or not.
+/// Ready or still starting, reserved in this process or not.
 pub fn usable(
     ctx: &Context,
     claim: &SandboxClaim,
@@ -194,7 +201,7 @@ pub fn usable(
     pod: &Pod,
 ) -> bool {
     with_criteria(ctx, claim, namespace, template, choice, |criteria| {
-        is_candidate(pod, criteria)
+        is_candidate(pod, criteria) || is_starting_candidate(pod, criteria)
     })
 }
 
@@ -231,9 +238,33 @@ fn near_first(
             .idle_near(namespace, template, hash, claim_uid, NEAR_CANDIDATES);
     let found = select(near);
     if found.len() >= MAX_STEAL_ATTEMPTS || total <= NEAR_CANDIDATES {
+        return found_or_starting(ctx, namespace, template, criteria, found);
+    }
+    let found = select(ctx.caches.index.idle(namespace, template, hash));
+    found_or_starting(ctx, namespace, template, criteria, found)
+}
+
+/// `found` (the Ready candidates) when there is one; else the pool's Pods
+/// still starting, oldest first (see [`select_starting`]): a claim that
+/// finds no Ready idle Pod takes the one a refill started before it came,
+/// rather than starting one more from nothing. Reads the whole pool, but
+/// only when it has run dry.
+fn found_or_starting(
+    ctx: &Context,
+    namespace: &str,
+    template: &str,
+    criteria: &Criteria<'_>,
+    found: Vec<Arc<Pod>>,
+) -> Vec<Arc<Pod>> {
+    if !found.is_empty() {
         return found;
     }
-    select(ctx.caches.index.idle(namespace, template, hash))
+    let refs = ctx
+        .caches
+        .index
+        .idle(namespace, template, criteria.template_hash);
+    let pods: Vec<Arc<Pod>> = refs.iter().filter_map(|r| ctx.caches.pods.get(r)).collect();
+    select_starting(&pods, criteria, &ctx.reservations)
 }
 
 /// Idle Pods read around a claim's point on the index's ring before the
@@ -414,6 +445,36 @@ mod tests {
         fresh["metadata"]["resourceVersion"] = json!("2");
         fresh["status"]["podIP"] = json!("10.0.0.7");
         assert!(still_idle(&cached, &pod(fresh)));
+    }
+
+    #[test]
+    fn a_starting_pod_stays_a_candidate_until_its_start_goes_wrong() {
+        let mut starting = idle();
+        starting["status"] =
+            json!({"phase": "Pending", "conditions": [{"type": "Ready", "status": "False"}]});
+        let cached = pod(starting.clone());
+        let again = |change: Change| {
+            let mut fresh = starting.clone();
+            fresh["metadata"]["resourceVersion"] = json!("2");
+            change(&mut fresh);
+            still_idle(&cached, &pod(fresh))
+        };
+        assert!(again(|_| {}), "still starting");
+        assert!(
+            again(|v| v["status"] = idle()["status"].clone()),
+            "Ready now"
+        );
+        assert!(!again(|v| v["status"]["phase"] = json!("Failed")), "failed");
+        assert!(
+            !again(|v| v["status"]["containerStatuses"] = json!([{
+                "name": "c", "image": "i", "imageID": "", "ready": false, "restartCount": 1
+            }])),
+            "restarted"
+        );
+        assert!(
+            !again(|v| v["metadata"]["labels"]["agents.x-k8s.io/claim"] = json!("other")),
+            "taken"
+        );
     }
 
     #[test]
