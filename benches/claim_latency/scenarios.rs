@@ -8,7 +8,10 @@
 //! 2. floor block; **cold-sequential**: `warmpool: none` forces a new Pod;
 //! 3. (not in the demo) throughput bursts, floor block, **warm-burst** (pool
 //!    size claims at once on a full pool), floor block, **overflow-burst**
-//!    (3 x pool size), floor block, throughput bursts again.
+//!    (3 x pool size), floor block, **paced-overflow** (2 x pool size claims,
+//!    one every start delay / (2 x pool size): twice what the pool refills
+//!    in a start delay, so the later half finds the refills of the first
+//!    still starting), floor block, throughput bursts again.
 
 use std::time::Duration;
 
@@ -164,6 +167,28 @@ async fn burst(
     env.claims.scenario(name, &names)
 }
 
+/// `claims` claims (the pool full before), named `<prefix>-<i>`, created
+/// one every `spacing`.
+async fn paced(
+    env: &Environment,
+    (name, prefix): (&str, &str),
+    claims: usize,
+    pool: usize,
+    spacing: Duration,
+) -> Scenario {
+    env.claims.wait_idle(pool).await;
+    let names: Vec<String> = (0..claims).map(|i| format!("{prefix}-{i}")).collect();
+    let mut tick = tokio::time::interval(spacing);
+    for n in &names {
+        tick.tick().await;
+        env.claims.create(n.clone(), false).await;
+    }
+    env.claims
+        .wait_ready(&names, Duration::from_secs(300))
+        .await;
+    env.claims.scenario(name, &names)
+}
+
 /// Timed bursts of bare patches with the pool full and idle, as the claim bursts start.
 async fn throughput(env: &Environment, floor: &mut Floor, s: &Settings, warm_up: bool) {
     env.claims.wait_idle(s.pool).await;
@@ -200,10 +225,25 @@ pub async fn run(env: &Environment, floor: &mut Floor, s: &Settings) -> Report {
             queue.scenario_ended(env, name).await;
             floor.sample(s.floor_block).await;
         }
+        queue.restart(env).await;
+        let claims = 2 * s.pool;
+        let spacing = Duration::from_millis(s.delay_ms) / u32::try_from(claims).unwrap_or(1);
+        scenarios.push(paced(env, ("paced-overflow", "po"), claims, s.pool, spacing).await);
+        queue.scenario_ended(env, "paced-overflow").await;
+        floor.sample(s.floor_block).await;
         throughput(env, floor, s, false).await;
     }
     // The operator's `timeline` lines, read once for the breakdown and the legs.
     let timeline = std::fs::read_to_string(&env.operator.log_path).unwrap_or_default();
+    for scenario in &mut scenarios {
+        let prefix = match scenario.name.as_str() {
+            "warm-burst" => "wb-",
+            "overflow-burst" => "ob-",
+            "paced-overflow" => "po-",
+            _ => continue,
+        };
+        scenario.pool_pods_taken = Some(crate::timeline::pool_pods_taken(&timeline, prefix));
+    }
     let warm_names: Vec<String> = (0..s.warm_sequential).map(|i| format!("ws-{i}")).collect();
     let mut report = Report {
         pool: s.pool,

@@ -66,6 +66,14 @@ pub fn from_text(text: &str, prefix: &str) -> Vec<Step> {
     out
 }
 
+/// How many claims whose names start with `prefix` took a pool Pod (their
+/// timeline has `claim: Pod stolen`), Ready or still starting.
+pub fn pool_pods_taken(text: &str, prefix: &str) -> usize {
+    per_claim(text, prefix)
+        .get("claim: Pod stolen")
+        .map_or(0, BTreeMap::len)
+}
+
 /// Milliseconds since admission at which the operator applied each
 /// claim's first watch event (`claim: watch event applied`), by claim.
 pub fn first_events(text: &str, prefix: &str) -> BTreeMap<String, f64> {
@@ -182,6 +190,25 @@ mod tests {
                 step("claim Ready written", 30.0, 34.0)
             ]
         );
+    }
+
+    #[test]
+    fn pool_pods_taken_counts_each_claim_with_a_steal_once() {
+        let line = |claim: &str, step: &str| {
+            format!(
+                r#"{{"target":"timeline","fields":{{"claim":"{claim}","step":"claim: {step}","ms":1.0}}}}"#
+            )
+        };
+        let text = [
+            line("po-0", "Pod stolen"),
+            line("po-0", "Pod stolen"),
+            line("po-1", "Sandbox created"),
+            line("po-2", "Pod stolen"),
+            line("ob-0", "Pod stolen"),
+        ]
+        .join("\n");
+        assert_eq!(pool_pods_taken(&text, "po-"), 2);
+        assert_eq!(pool_pods_taken(&text, "wb-"), 0);
     }
 
     #[test]
