@@ -227,7 +227,11 @@ pub async fn run(env: &Environment, floor: &mut Floor, s: &Settings) -> Report {
         }
         queue.restart(env).await;
         let claims = 2 * s.pool;
-        let spacing = Duration::from_millis(s.delay_ms) / u32::try_from(claims).unwrap_or(1);
+        // At least 1 ms: `--delay-ms 0` (or `--pool 0`) must not divide by
+        // zero or make a zero-period interval.
+        let spacing = (Duration::from_millis(s.delay_ms)
+            / u32::try_from(claims.max(1)).unwrap_or(u32::MAX))
+        .max(Duration::from_millis(1));
         scenarios.push(paced(env, ("paced-overflow", "po"), claims, s.pool, spacing).await);
         queue.scenario_ended(env, "paced-overflow").await;
         floor.sample(s.floor_block).await;

@@ -20,20 +20,24 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
-use super::controller_uid;
 use super::warmpool::members::{GroupKey, Groups, Member, PoolCounts, Refill};
-use crate::api::{CLAIM_UID_LABEL, POOL_LABEL, TEMPLATE_HASH_LABEL, TEMPLATE_LABEL};
+use super::{controller_uid, pod_is_ready};
+use crate::api::{
+    CLAIM_UID_LABEL, CREATED_AT_ANNOTATION, ORIGIN_POOL_LABEL, POOL_LABEL, TEMPLATE_HASH_LABEL,
+    TEMPLATE_LABEL,
+};
 
 /// (namespace, template, template hash) of an idle pool Pod.
 type PoolKey = (String, String, String);
 
-/// What one Pod is indexed under.
+/// What one Pod is indexed under, and whether it was ever seen Ready.
 #[derive(Clone, Debug, Default, PartialEq)]
 struct Keys {
     controller: Option<String>,
     idle: Option<PoolKey>,
     claim: Option<String>,
     group: Option<GroupKey>,
+    ever_ready: bool,
 }
 
 impl Keys {
@@ -56,6 +60,7 @@ impl Keys {
             idle,
             claim: labels.get(CLAIM_UID_LABEL).cloned(),
             group,
+            ever_ready: pod_is_ready(pod),
         }
     }
 }
@@ -138,6 +143,31 @@ fn pool_key(namespace: &str, template: &str, hash: &str) -> PoolKey {
     (namespace.into(), template.into(), hash.into())
 }
 
+/// The pool whose refill this Pod was, when it is Ready for the first time
+/// after a claim took it while it was still starting (no longer a member:
+/// the pool's own count of refills, see [`Groups::put`], never sees it turn
+/// Ready). Its refill time still counts for the pool's sizing. A Pod seen
+/// first already Ready (a restart) is not counted: when it turned Ready is
+/// unknown. Pure.
+fn taken_starting_turned_ready(
+    pod: &Pod,
+    old: &Keys,
+    new: &Keys,
+    first_sight: bool,
+) -> Option<String> {
+    (!first_sight && !old.ever_ready && new.ever_ready && new.group.is_none())
+        .then(|| pod.labels().get(ORIGIN_POOL_LABEL).cloned())
+        .flatten()
+        .filter(|_| created_at(pod).is_some())
+}
+
+/// The pool's `created-at` stamp of a Pod.
+fn created_at(pod: &Pod) -> Option<jiff::Timestamp> {
+    pod.annotations()
+        .get(CREATED_AT_ANNOTATION)
+        .and_then(|v| v.parse().ok())
+}
+
 /// A pool a Pod event wakes (see [`PodIndex::applied_wakes`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PoolWake {
@@ -163,12 +193,27 @@ impl PodIndex {
     pub fn applied_wakes(&self, pod: &Pod) -> Vec<PoolWake> {
         let reference = ObjectRef::from_obj(pod);
         let member = Member::of(pod);
-        let keys = Keys::of(pod, member.as_ref().map(|(k, _)| k.clone()));
+        let mut keys = Keys::of(pod, member.as_ref().map(|(k, _)| k.clone()));
         let mut state = self.state.write().expect("pod index lock");
         let seen = state.keys.get(&reference).cloned();
         let first_sight = seen.is_none();
         let old = seen.unwrap_or_default();
         let mut wake = Vec::new();
+        if let Some(pool) = taken_starting_turned_ready(pod, &old, &keys, first_sight) {
+            state.members.queue_refill(
+                &reference.namespace.clone().unwrap_or_default(),
+                &pool,
+                Refill {
+                    uid: pod.metadata.uid.clone().unwrap_or_default(),
+                    created_at: created_at(pod),
+                },
+            );
+            wake.push(PoolWake {
+                pool,
+                first_sight: false,
+            });
+        }
+        keys.ever_ready |= old.ever_ready;
         if let Some(left) = old
             .group
             .as_ref()
@@ -410,5 +455,66 @@ mod tests {
         assert!(index.is_empty());
         assert!(index.labelled_for_claim("claim-uid").is_empty());
         assert!(index.controlled_by("claim-uid").is_empty());
+    }
+
+    #[test]
+    fn a_refill_taken_while_starting_counts_for_its_pool_when_it_turns_ready() {
+        let ready = |mut p: Pod| {
+            p.status = Some(crate::controller::test_pod::ready_status());
+            p
+        };
+        let stamped = |mut p: Pod| {
+            p.metadata.annotations = Some(
+                [(
+                    CREATED_AT_ANNOTATION.to_string(),
+                    "2026-01-01T00:00:00Z".to_string(),
+                )]
+                .into(),
+            );
+            p
+        };
+        let member = [
+            (POOL_LABEL, "pool"),
+            (ORIGIN_POOL_LABEL, "pool"),
+            (TEMPLATE_LABEL, "t"),
+            (TEMPLATE_HASH_LABEL, "h"),
+        ];
+        let taken = [
+            (ORIGIN_POOL_LABEL, "pool"),
+            (TEMPLATE_LABEL, "t"),
+            (CLAIM_UID_LABEL, "claim-uid"),
+        ];
+        let index = PodIndex::default();
+        // Taken while starting, then Ready: one refill, and its pool woken.
+        index.applied_wakes(&stamped(pod("a", &member, Some("pool-uid"))));
+        index.applied_wakes(&stamped(pod("a", &taken, Some("claim-uid"))));
+        let wakes = index.applied_wakes(&ready(stamped(pod("a", &taken, Some("claim-uid")))));
+        assert_eq!(
+            wakes,
+            [PoolWake {
+                pool: "pool".into(),
+                first_sight: false
+            }]
+        );
+        let refills = index.take_refills("ns", "pool");
+        assert_eq!(refills.len(), 1);
+        assert!(refills[0].created_at.is_some());
+        // Ready again later (after a restart of its container, say): no more.
+        index.applied_wakes(&stamped(pod("a", &taken, Some("claim-uid"))));
+        assert!(
+            index
+                .applied_wakes(&ready(stamped(pod("a", &taken, Some("claim-uid")))))
+                .is_empty()
+        );
+
+        // Ready in its pool, then taken: counted once, by the pool's members.
+        index.applied_wakes(&stamped(pod("b", &member, Some("pool-uid"))));
+        index.applied_wakes(&ready(stamped(pod("b", &member, Some("pool-uid")))));
+        index.applied_wakes(&ready(stamped(pod("b", &taken, Some("claim-uid")))));
+        assert_eq!(index.take_refills("ns", "pool").len(), 1);
+
+        // First seen already Ready (a restart of the operator): unknown when.
+        index.applied_wakes(&ready(stamped(pod("c", &taken, Some("claim-uid")))));
+        assert!(index.take_refills("ns", "pool").is_empty());
     }
 }

@@ -53,13 +53,15 @@ pub fn is_candidate(pod: &Pod, criteria: &Criteria<'_>) -> bool {
 
 /// Whether `pod` is an idle, current Pod matching `criteria`, controlled by
 /// the live pool its label names, that is still starting: not Ready, not
-/// ended, and with no sign that its start went wrong ([`start_went_wrong`]).
+/// ended, not reported Unschedulable, and with no sign that its start went
+/// wrong ([`start_went_wrong`]).
 /// A claim takes such a Pod only when no idle Pod is Ready: it is further
 /// along than a Pod started for the claim from nothing would be.
 pub fn is_starting_candidate(pod: &Pod, criteria: &Criteria<'_>) -> bool {
     is_idle_member(pod, criteria)
         && !pod_is_ready(pod)
         && !super::pod_has_ended(pod)
+        && super::warmpool::members::unschedulable_message(pod).is_none()
         && !start_went_wrong(pod)
 }
 
@@ -132,8 +134,9 @@ pub fn select_candidates<'p>(
 }
 
 /// The starting Pods a claim may take when no idle Pod is Ready
-/// ([`is_starting_candidate`]), skipping reserved ones, the oldest first:
-/// the furthest along is likely the first Ready. Concurrent claims of one
+/// ([`is_starting_candidate`]), skipping reserved ones: those already on a
+/// node first, then the oldest first (the furthest along is likely the
+/// first Ready). Concurrent claims of one
 /// process take different ones (each reserves its pick); two processes may
 /// pick the same, and the steal's precondition lets one win.
 pub fn select_starting<'p>(
@@ -148,9 +151,11 @@ pub fn select_starting<'p>(
         .cloned()
         .collect();
     found.sort_by(|a, b| {
+        let unplaced = |p: &Pod| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_none();
         let created = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
-        created(a)
-            .cmp(&created(b))
+        unplaced(a)
+            .cmp(&unplaced(b))
+            .then_with(|| created(a).cmp(&created(b)))
             .then_with(|| a.name_any().cmp(&b.name_any()))
     });
     found
@@ -325,7 +330,7 @@ mod tests {
     }
 
     #[test]
-    fn a_starting_pod_is_taken_only_when_its_start_looks_sound_oldest_first() {
+    fn a_starting_pod_is_taken_only_when_its_start_looks_sound_placed_and_oldest_first() {
         use k8s_openapi::api::core::v1::{ContainerState, ContainerStateWaiting, ContainerStatus};
         use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
         let created = |name: &str, second: i64| {
@@ -352,6 +357,19 @@ mod tests {
         };
         let mut failed = created("failed", 1);
         failed.status.as_mut().unwrap().phase = Some("Failed".into());
+        let mut placed = created("placed", 40);
+        placed.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+            node_name: Some("node-0".into()),
+            ..Default::default()
+        });
+        let mut unschedulable = created("unschedulable", 1);
+        unschedulable.status.as_mut().unwrap().conditions = Some(vec![PodCondition {
+            type_: "PodScheduled".into(),
+            status: "False".into(),
+            reason: Some("Unschedulable".into()),
+            message: Some("0/1 nodes are available".into()),
+            ..Default::default()
+        }]);
         let mut terminating = created("terminating", 1);
         terminating.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::UNIX_EPOCH));
         let pods: Vec<Arc<Pod>> = [
@@ -372,6 +390,8 @@ mod tests {
             ),
             failed,
             terminating,
+            placed,
+            unschedulable,
             (*pod("ready", "p", "h1", true)).clone(),
             (*pod("outdated", "p", "h0", false)).clone(),
         ]
@@ -382,13 +402,13 @@ mod tests {
         let reservations = Reservations::default();
         assert_eq!(
             names(select_starting(&pods, &criteria("c"), &reservations)),
-            ["old", "pulling", "young"],
-            "sound starts of the current hash, the oldest first; Ready ones are the other kind"
+            ["placed", "old", "pulling", "young"],
+            "sound starts of the current hash, those on a node first, then the oldest; Ready ones are the other kind"
         );
         assert!(reservations.try_reserve("ns/old"));
         assert_eq!(
             names(select_starting(&pods, &criteria("c"), &reservations)),
-            ["pulling", "young"],
+            ["placed", "pulling", "young"],
             "a Pod another claim of this process picked is skipped"
         );
         assert_eq!(

@@ -114,3 +114,36 @@ async fn a_starting_pod_that_restarted_is_not_taken() {
     wait_until("the claim is served", || check_invariants(&fake).len() == 1).await;
     assert_eq!(check_invariants(&fake)["c"].0, "cold");
 }
+
+#[tokio::test]
+async fn a_claim_whose_starting_status_was_refused_still_reads_cold() {
+    let (fake, mut operator, pod) = one_starting_pod().await;
+    create_claim(&fake, "c");
+    // Round two's status write ("still starting", cold) is refused as
+    // stale: the claim's next reconcile must say it again, not mirror the
+    // Sandbox naming a pool Pod as warm.
+    fake.fail_next(
+        1,
+        |r| r.method == "PATCH" && r.path.ends_with("/sandboxclaims/c/status"),
+        409,
+        "Conflict",
+        "injected: the object has been modified",
+    );
+    claim::reconcile(claim(&fake, "c"), operator.ctx.clone())
+        .await
+        .expect("claim reconciles");
+    assert!(
+        fake.get(&claim_path("c")).unwrap()["status"].is_null(),
+        "the first status write was refused"
+    );
+    operator.run();
+    wait_until("the claim says it got the starting Pod", || {
+        fake.get(&claim_path("c")).unwrap()["status"]["podName"] == pod.as_str()
+    })
+    .await;
+    let status = &fake.get(&claim_path("c")).unwrap()["status"];
+    assert_eq!(status["launchType"], "cold", "{status}");
+    let _kubelet = kubelet(&fake, std::time::Duration::from_millis(2));
+    wait_until("the claim is served", || check_invariants(&fake).len() == 1).await;
+    assert_eq!(check_invariants(&fake)["c"], ("cold".to_owned(), pod));
+}

@@ -223,6 +223,27 @@ async fn record(
     let cold = !sandbox
         .annotations()
         .contains_key(crate::api::POD_NAME_ANNOTATION);
+    // A claim that has said nothing yet while holding a pool Pod that is
+    // not Ready took it still starting (its round two's status write was
+    // refused or never came: a retry after a failed round one, a repair):
+    // it says so now, so that it reads `cold`, not `warm`, from then on.
+    if claim
+        .status
+        .as_ref()
+        .is_none_or(|s| s.launch_type.is_none())
+        && let Some(pod) = held_starting(ctx, claim_uid, sandbox, namespace)
+    {
+        let pool = pod.labels().get(crate::api::ORIGIN_POOL_LABEL).cloned();
+        let status = starting_status(
+            claim,
+            &pod,
+            pool,
+            &ctx.config.cluster_domain,
+            jiff::Timestamp::now(),
+        );
+        record_status(ctx, claim, &status).await?;
+        return Ok(requeue.until_ready(false));
+    }
     if sandbox.status.is_none() && claim.status.is_none() {
         return Ok(requeue.until_ready(cold));
     }
@@ -237,13 +258,31 @@ async fn record(
     Ok(requeue.until_ready(cold || is_true(&status.conditions, READY)))
 }
 
+/// The pool Pod the claim's Sandbox names, when the claim holds it (stolen
+/// for it, or adopted by its Sandbox) and the cache shows it not Ready yet.
+fn held_starting(
+    ctx: &Context,
+    claim_uid: &str,
+    sandbox: &Sandbox,
+    namespace: &str,
+) -> Option<Arc<k8s_openapi::api::core::v1::Pod>> {
+    let named = sandbox.annotations().get(crate::api::POD_NAME_ANNOTATION)?;
+    let pod = ctx
+        .caches
+        .pods
+        .get(&ObjectRef::new(named).within(namespace))?;
+    let held = steal::stolen_for(&pod, claim_uid, sandbox.uid().as_deref());
+    (held && pod.labels().contains_key(crate::api::ORIGIN_POOL_LABEL) && !super::pod_is_ready(&pod))
+        .then_some(pod)
+}
+
 /// How long a claim that is not Ready on a warm Sandbox waits, at most,
 /// before it is looked at again without any event. Every step of the claim path is woken by an
 /// event, but two processes serving one claim at once (a split brain) can
 /// leave each waiting for the other: the Sandbox for a steal that will not
 /// land, the claim for a Sandbox status that will not come. The re-check
 /// repairs such a claim within seconds instead of at the periodic resync.
-const NOT_READY_RECHECK: Duration = Duration::from_secs(5);
+pub(super) const NOT_READY_RECHECK: Duration = Duration::from_secs(5);
 
 /// How soon a claim looks again at a surplus Pod whose give-back was
 /// refused with a conflict (written since the cache's copy, a status

@@ -85,10 +85,16 @@ pub(super) async fn serve(
         .or(pick.earlier.clone());
     // Pool sizing learns of the claim here, once per claim uid: a hit only
     // when the Pod was Ready in the steal's answer (a Pod still starting, or
-    // none, is a miss: the claim waits for a start).
+    // none, is a miss: the claim waits for a start). A Pod stolen by an
+    // earlier try counts by what the cache shows of it now.
     let hit = match &stolen {
         Some(pod) => pod_is_ready(pod),
-        None => pick.earlier.is_some(),
+        None => pick.earlier.as_deref().is_some_and(|name| {
+            ctx.caches
+                .pods
+                .get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace))
+                .is_none_or(|pod| pod_is_ready(&pod))
+        }),
     };
     ctx.sizing.record_claim(
         namespace,
@@ -376,7 +382,9 @@ async fn round_two(
                 jiff::Timestamp::now(),
             );
             record_status(ctx, claim, &status).await?;
-            Ok(Served::Waiting(Action::await_change()))
+            // The adoption's and the Pod's events bring the claim back; the
+            // re-check covers a split brain as for any claim not Ready.
+            Ok(Served::Waiting(Action::requeue(super::NOT_READY_RECHECK)))
         }
         None => Ok(Served::Sandbox(Box::new(sandbox))),
     }

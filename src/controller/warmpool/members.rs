@@ -207,22 +207,30 @@ impl Groups {
         }
         group.count(name, &member, true);
         let was_ready = old.as_ref().map(|o| o.ready && !o.terminating);
-        if was_ready == Some(false) && member.ready && !member.terminating {
-            let queue = self
-                .refills
-                .entry((key.0.clone(), key.1.clone()))
-                .or_default();
-            if queue.len() >= MAX_QUEUED_REFILLS {
-                queue.pop_front();
-            }
-            queue.push_back(Refill {
+        let refill =
+            (was_ready == Some(false) && member.ready && !member.terminating).then(|| Refill {
                 uid: member.uid.clone(),
                 created_at: member.created_at,
             });
-        }
         let changed = old.as_ref().map(Member::decision) != Some(member.decision());
         group.members.insert(name.to_string(), member);
+        if let Some(refill) = refill {
+            self.queue_refill(&key.0, &key.1, refill);
+        }
         changed
+    }
+
+    /// Queues a refill (a Pod of pool `name` turned Ready) for the pool to
+    /// drain; bounded per pool.
+    pub fn queue_refill(&mut self, namespace: &str, name: &str, refill: Refill) {
+        let queue = self
+            .refills
+            .entry((namespace.to_string(), name.to_string()))
+            .or_default();
+        if queue.len() >= MAX_QUEUED_REFILLS {
+            queue.pop_front();
+        }
+        queue.push_back(refill);
     }
 
     /// Removes `name` from `key`'s group; returns whether it was a member.
