@@ -147,3 +147,36 @@ async fn a_claim_whose_starting_status_was_refused_still_reads_cold() {
     wait_until("the claim is served", || check_invariants(&fake).len() == 1).await;
     assert_eq!(check_invariants(&fake)["c"], ("cold".to_owned(), pod));
 }
+
+#[tokio::test]
+async fn a_claim_retried_after_a_failed_round_one_still_reads_cold() {
+    let (fake, mut operator, pod) = one_starting_pod().await;
+    create_claim(&fake, "c");
+    // Round one's Service create fails: the steal of the starting Pod won,
+    // so the retry serves from that earlier steal and never reaches round
+    // two's "still starting" write.
+    fake.fail_next(
+        1,
+        |r| r.is("POST", "services"),
+        500,
+        "InternalError",
+        "injected",
+    );
+    let first = claim::reconcile(claim(&fake, "c"), operator.ctx.clone()).await;
+    assert!(first.is_err(), "round one failed");
+    assert_eq!(
+        fake.get(&pod_path(&pod)).unwrap()["metadata"]["labels"]["agents.x-k8s.io/claim"],
+        "c",
+        "the steal went through"
+    );
+    operator.run();
+    wait_until("the claim says it got the starting Pod", || {
+        fake.get(&claim_path("c")).unwrap()["status"]["podName"] == pod.as_str()
+    })
+    .await;
+    let status = &fake.get(&claim_path("c")).unwrap()["status"];
+    assert_eq!(status["launchType"], "cold", "{status}");
+    let _kubelet = kubelet(&fake, std::time::Duration::from_millis(2));
+    wait_until("the claim is served", || check_invariants(&fake).len() == 1).await;
+    assert_eq!(check_invariants(&fake)["c"], ("cold".to_owned(), pod));
+}
