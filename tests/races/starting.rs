@@ -169,6 +169,18 @@ async fn a_claim_retried_after_a_failed_round_one_still_reads_cold() {
         "c",
         "the steal went through"
     );
+    // The retry then finds the steal in the cache (its earlier steal), not
+    // an idle Pod to steal again.
+    let ctx = Arc::clone(&operator.ctx);
+    wait_until("the cache shows the steal", || {
+        ctx.caches.pods.state().iter().any(|p| {
+            p.metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(sandbox_operator::api::CLAIM_UID_LABEL))
+        })
+    })
+    .await;
     operator.run();
     wait_until("the claim says it got the starting Pod", || {
         fake.get(&claim_path("c")).unwrap()["status"]["podName"] == pod.as_str()
