@@ -25,13 +25,17 @@
 //!
 //! # A pool that ran dry
 //! No idle Pod is Ready, but the pool has Pods still starting (its refills):
-//! the claim takes the oldest of them the same way, in round one, so it
+//! the claim takes one of them (on a node first, then the oldest) the same
+//! way, in round one, so it
 //! waits for a start already under way instead of starting one more from
 //! nothing. Round two then writes what the claim got (Sandbox, Pod, pool,
 //! Service) with `Ready=False` and launch type `Cold` (it waits for a start,
 //! and sizing counts a miss), and the claim mirrors the Sandbox's readiness
-//! from there. A starting Pod that restarted, failed or waits on an image or
-//! configuration error is not taken.
+//! from there (a claim holding such a Pod that has said nothing yet says it
+//! on its next reconcile, see `record`). A starting Pod that restarted,
+//! failed, is Unschedulable or waits on an image or configuration error is
+//! not taken. Its refill time still counts for the pool when it turns Ready
+//! (see `index`).
 //!
 //! # The cold path
 //! No usable Pod: the Sandbox is created without the annotation (with the
