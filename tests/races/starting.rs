@@ -136,16 +136,7 @@ async fn a_claim_whose_starting_status_was_refused_still_reads_cold() {
         fake.get(&claim_path("c")).unwrap()["status"].is_null(),
         "the first status write was refused"
     );
-    operator.run();
-    wait_until("the claim says it got the starting Pod", || {
-        fake.get(&claim_path("c")).unwrap()["status"]["podName"] == pod.as_str()
-    })
-    .await;
-    let status = &fake.get(&claim_path("c")).unwrap()["status"];
-    assert_eq!(status["launchType"], "cold", "{status}");
-    let _kubelet = kubelet(&fake, std::time::Duration::from_millis(2));
-    wait_until("the claim is served", || check_invariants(&fake).len() == 1).await;
-    assert_eq!(check_invariants(&fake)["c"], ("cold".to_owned(), pod));
+    reads_cold_until_served(&fake, &mut operator, pod).await;
 }
 
 #[tokio::test]
@@ -181,6 +172,16 @@ async fn a_claim_retried_after_a_failed_round_one_still_reads_cold() {
         })
     })
     .await;
+    reads_cold_until_served(&fake, &mut operator, pod).await;
+}
+
+/// Runs `operator`'s controllers: claim `c` names the starting `pod` and
+/// reads `cold`, then, once a kubelet starts the Pod, is served cold on it.
+async fn reads_cold_until_served(
+    fake: &sandbox_fakeapi::FakeApiServer,
+    operator: &mut Operator,
+    pod: String,
+) {
     operator.run();
     wait_until("the claim says it got the starting Pod", || {
         fake.get(&claim_path("c")).unwrap()["status"]["podName"] == pod.as_str()
@@ -188,7 +189,7 @@ async fn a_claim_retried_after_a_failed_round_one_still_reads_cold() {
     .await;
     let status = &fake.get(&claim_path("c")).unwrap()["status"];
     assert_eq!(status["launchType"], "cold", "{status}");
-    let _kubelet = kubelet(&fake, std::time::Duration::from_millis(2));
-    wait_until("the claim is served", || check_invariants(&fake).len() == 1).await;
-    assert_eq!(check_invariants(&fake)["c"], ("cold".to_owned(), pod));
+    let _kubelet = kubelet(fake, std::time::Duration::from_millis(2));
+    wait_until("the claim is served", || check_invariants(fake).len() == 1).await;
+    assert_eq!(check_invariants(fake)["c"], ("cold".to_owned(), pod));
 }

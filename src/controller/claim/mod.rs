@@ -237,14 +237,8 @@ async fn record(
         .is_none_or(|s| s.launch_type.is_none())
         && let Some(pod) = held_starting(ctx, claim_uid, sandbox, namespace)
     {
-        let pool = pod.labels().get(crate::api::ORIGIN_POOL_LABEL).cloned();
-        let status = starting_status(
-            claim,
-            &pod,
-            pool,
-            &ctx.config.cluster_domain,
-            jiff::Timestamp::now(),
-        );
+        let now = jiff::Timestamp::now();
+        let status = starting_status(claim, &pod, &ctx.config.cluster_domain, now);
         record_status(ctx, claim, &status).await?;
         return Ok(requeue.until_ready(false));
     }

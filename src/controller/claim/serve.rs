@@ -373,14 +373,8 @@ async fn round_two(
         // this one stopped being Ready meanwhile): the claim says which Pod
         // it got and waits for the Sandbox's status to say Ready.
         Some(pod) => {
-            let pool = pod.labels().get(ORIGIN_POOL_LABEL).cloned();
-            let status = starting_status(
-                claim,
-                &pod,
-                pool,
-                &ctx.config.cluster_domain,
-                jiff::Timestamp::now(),
-            );
+            let now = jiff::Timestamp::now();
+            let status = starting_status(claim, &pod, &ctx.config.cluster_domain, now);
             record_status(ctx, claim, &status).await?;
             // The adoption's and the Pod's events bring the claim back; the
             // re-check covers a split brain as for any claim not Ready.

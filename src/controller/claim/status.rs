@@ -13,8 +13,8 @@ use kube::{Resource, ResourceExt};
 
 use crate::api::reason;
 use crate::api::{
-    ClaimedSandboxStatus, ConditionUpdate, LaunchType, POD_NAME_ANNOTATION, READY, Sandbox,
-    SandboxClaim, SandboxClaimStatus, find_condition, is_true, set_condition,
+    ClaimedSandboxStatus, ConditionUpdate, LaunchType, ORIGIN_POOL_LABEL, POD_NAME_ANNOTATION,
+    READY, Sandbox, SandboxClaim, SandboxClaimStatus, find_condition, is_true, set_condition,
 };
 use crate::controller::sandbox::service_fqdn;
 
@@ -23,6 +23,23 @@ use crate::controller::sandbox::service_fqdn;
 pub fn admitted_at(claim: &SandboxClaim) -> Option<jiff::Timestamp> {
     crate::api::admission_stamp(claim.meta())
         .or_else(|| claim.meta().creation_timestamp.as_ref().map(|t| t.0))
+}
+
+/// What a client needs to reach the claim's Pod: the Sandbox (named after
+/// the claim), the Pod's IP, the headless Service and its FQDN (round one
+/// made them).
+fn connection(claim: &SandboxClaim, pod: &Pod, cluster_domain: &str) -> ClaimedSandboxStatus {
+    let name = claim.name_any();
+    ClaimedSandboxStatus {
+        name: Some(name.clone()),
+        pod_ips: pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .map(|ip| vec![ip]),
+        service: Some(name),
+        service_fqdn: Some(service_fqdn(claim, cluster_domain)),
+    }
 }
 
 fn ready_message(sandbox: &str) -> String {
@@ -44,16 +61,7 @@ pub fn warm_ready_status(
     let update = ConditionUpdate::ready(true, reason::SANDBOX_READY, ready_message(&name));
     SandboxClaimStatus {
         conditions: set_condition(&previous.conditions, &update, claim.meta().generation, now),
-        sandbox: Some(ClaimedSandboxStatus {
-            name: Some(name.clone()),
-            pod_ips: pod
-                .status
-                .as_ref()
-                .and_then(|s| s.pod_ip.clone())
-                .map(|ip| vec![ip]),
-            service: Some(name.clone()),
-            service_fqdn: Some(service_fqdn(claim, cluster_domain)),
-        }),
+        sandbox: Some(connection(claim, pod, cluster_domain)),
         pod_name: Some(pod.name_any()),
         launch_type: Some(LaunchType::Warm),
         warm_pool: pool,
@@ -65,20 +73,20 @@ pub fn warm_ready_status(
 }
 
 /// What the claim says when it took a pool Pod that is still starting (no
-/// idle Pod was Ready): not Ready yet, which Pod and pool it got, and how to
-/// reach it once Ready (its Sandbox and Service exist: round one made
-/// them). The launch type is `Cold`, as for a Pod started for the claim:
+/// idle Pod was Ready): not Ready yet, which Pod and pool (the Pod's
+/// origin-pool label) it got, and how to reach it once Ready (its Sandbox
+/// and Service exist: round one made them). The launch type is `Cold`, as for a Pod started for the claim:
 /// the claim waits for a start either way, and sizing counts it as a miss.
 /// The status is written once, so the launch type outlives a restart
 /// ([`mirror_status`] keeps it for this Pod).
 pub fn starting_status(
     claim: &SandboxClaim,
     pod: &Pod,
-    pool: Option<String>,
     cluster_domain: &str,
     now: jiff::Timestamp,
 ) -> SandboxClaimStatus {
     let name = claim.name_any();
+    let pool = pod.labels().get(ORIGIN_POOL_LABEL).cloned();
     let previous = claim.status.clone().unwrap_or_default();
     let from = pool
         .as_deref()
@@ -94,16 +102,7 @@ pub fn starting_status(
     );
     SandboxClaimStatus {
         conditions: set_condition(&previous.conditions, &update, claim.meta().generation, now),
-        sandbox: Some(ClaimedSandboxStatus {
-            name: Some(name.clone()),
-            pod_ips: pod
-                .status
-                .as_ref()
-                .and_then(|s| s.pod_ip.clone())
-                .map(|ip| vec![ip]),
-            service: Some(name.clone()),
-            service_fqdn: Some(service_fqdn(claim, cluster_domain)),
-        }),
+        sandbox: Some(connection(claim, pod, cluster_domain)),
         pod_name: Some(pod.name_any()),
         launch_type: Some(LaunchType::Cold),
         warm_pool: pool,

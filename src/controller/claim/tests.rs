@@ -201,8 +201,10 @@ fn a_claim_on_a_starting_pool_pod_says_so_and_stays_cold_until_ready() {
         phase: Some("Pending".into()),
         ..Default::default()
     });
+    pod.labels_mut()
+        .insert(crate::api::ORIGIN_POOL_LABEL.into(), "pool".into());
     let t0 = jiff::Timestamp::from_second(1_767_225_600 + 1).unwrap();
-    let st = starting_status(&c, &pod, Some("pool".into()), "cluster.local", t0);
+    let st = starting_status(&c, &pod, "cluster.local", t0);
     let ready = crate::api::find_condition(&st.conditions, READY).unwrap();
     assert_eq!(
         (ready.status.as_str(), ready.reason.as_str()),
