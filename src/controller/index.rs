@@ -20,11 +20,10 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
-use super::warmpool::members::{GroupKey, Groups, Member, PoolCounts, Refill};
+use super::warmpool::members::{GroupKey, Groups, Member, PoolCounts, Refill, created_at};
 use super::{controller_uid, pod_is_ready};
 use crate::api::{
-    CLAIM_UID_LABEL, CREATED_AT_ANNOTATION, ORIGIN_POOL_LABEL, POOL_LABEL, TEMPLATE_HASH_LABEL,
-    TEMPLATE_LABEL,
+    CLAIM_UID_LABEL, ORIGIN_POOL_LABEL, POOL_LABEL, TEMPLATE_HASH_LABEL, TEMPLATE_LABEL,
 };
 
 /// (namespace, template, template hash) of an idle pool Pod.
@@ -159,13 +158,6 @@ fn taken_starting_turned_ready(
         .then(|| pod.labels().get(ORIGIN_POOL_LABEL).cloned())
         .flatten()
         .filter(|_| created_at(pod).is_some())
-}
-
-/// The pool's `created-at` stamp of a Pod.
-fn created_at(pod: &Pod) -> Option<jiff::Timestamp> {
-    pod.annotations()
-        .get(CREATED_AT_ANNOTATION)
-        .and_then(|v| v.parse().ok())
 }
 
 /// A pool a Pod event wakes (see [`PodIndex::applied_wakes`]).
@@ -466,7 +458,7 @@ mod tests {
         let stamped = |mut p: Pod| {
             p.metadata.annotations = Some(
                 [(
-                    CREATED_AT_ANNOTATION.to_string(),
+                    crate::api::CREATED_AT_ANNOTATION.to_string(),
                     "2026-01-01T00:00:00Z".to_string(),
                 )]
                 .into(),

@@ -74,10 +74,7 @@ impl Member {
             hash: pod.labels().get(TEMPLATE_HASH_LABEL).cloned(),
             created: pod.meta().creation_timestamp.as_ref().map(|t| t.0),
             unschedulable: unschedulable_message(pod),
-            created_at: pod
-                .annotations()
-                .get(CREATED_AT_ANNOTATION)
-                .and_then(|v| v.parse().ok()),
+            created_at: created_at(pod),
         };
         Some((key, member))
     }
@@ -97,6 +94,13 @@ impl Member {
     pub fn live(&self) -> bool {
         !self.terminating
     }
+}
+
+/// The pool's `created-at` stamp of a Pod, when it parses. Pure.
+pub fn created_at(pod: &Pod) -> Option<jiff::Timestamp> {
+    pod.annotations()
+        .get(CREATED_AT_ANNOTATION)
+        .and_then(|v| v.parse().ok())
 }
 
 /// The scheduler's message when it reports the Pod Unschedulable. Pure.
