@@ -421,7 +421,7 @@ async fn main() {
             std::env::var("SANDBOX_KUBECONFIG")
                 .expect("SANDBOX_KUBECONFIG (make bench-pool sets it)"),
         );
-        let (cluster, _operator) = start(&path).await;
+        let (cluster, mut operator) = start(&path).await;
         let refill = s.delay_ms as f64 / 1000.0;
         let advice = advise(s.rate, refill, 0.95);
         println!(
@@ -447,6 +447,15 @@ async fn main() {
         report["end_to_end"] = json!({"rate_per_second": s.rate, "duration_seconds": s.duration,
             "start_delay_ms": s.delay_ms, "advised": advice.recommended,
             "advised_pool": sized, "half_pool": half, "autoscaled": auto});
+        // Stopped first: a cold claim's policy holds until its Pods are gone,
+        // which a stopped operator never sees, so the holds are lifted here
+        // (or the namespace would stay terminating).
+        let _ = operator.kill().await;
+        if let Err(error) =
+            sandbox_operator::controller::policy_hold::lift_all(&cluster.client, &cluster.ns).await
+        {
+            eprintln!("warning: the NetworkPolicies' holds were not lifted: {error}");
+        }
         let _ = Api::<Namespace>::all(cluster.client.clone())
             .delete(&cluster.ns, &DeleteParams::default())
             .await;

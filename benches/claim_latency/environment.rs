@@ -215,6 +215,14 @@ impl Environment {
     pub async fn down(self) {
         self.operator.stop().await;
         identity::remove(&self.client, &self.ns).await;
+        // Policies of cold claims hold until their Pods are gone, which the
+        // stopped operator would never see: the namespace would stay
+        // terminating.
+        if let Err(error) =
+            sandbox_operator::controller::policy_hold::lift_all(&self.client, &self.ns).await
+        {
+            eprintln!("warning: the NetworkPolicies' holds were not lifted: {error}");
+        }
         let _ = Api::<Namespace>::all(self.client.clone())
             .delete(&self.ns, &DeleteParams::default())
             .await;

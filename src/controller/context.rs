@@ -205,6 +205,7 @@ impl Context {
             recorder,
         });
         super::janitor::start(&ctx);
+        super::policy_hold::start(&ctx);
         Ok((ctx, triggers))
     }
 

@@ -74,6 +74,10 @@ pub fn table_sizes(ctx: &Context) -> Vec<(&'static str, i64)> {
         ("sizing_pools", n(sizing_pools)),
         ("sizing_templates", n(sizing_templates)),
         ("object_series", n(ctx.metrics.object_series())),
+        (
+            "policy_holds",
+            n(super::policy_hold::held(&ctx.caches.network_policies.state()).count()),
+        ),
     ]
 }
 

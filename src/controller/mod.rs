@@ -31,6 +31,7 @@ pub mod memo;
 pub mod ownership;
 pub mod pod_patch;
 pub mod pod_state;
+pub mod policy_hold;
 pub mod policy_owners;
 pub mod repoint;
 pub mod reservations;

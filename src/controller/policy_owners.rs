@@ -9,8 +9,10 @@
 //! background or orphan deletion of the Sandbox or claim. Foreground
 //! deletion defeats it: the collector then deletes the Pod in the
 //! foreground too, and the policy, whose owners both wait on their
-//! dependents, goes at once. Used for standalone Sandboxes
-//! (`sandbox::network`) and cold claims (`claim::cold_pod`).
+//! dependents, goes at once; the same patch therefore puts the hold of
+//! [`super::policy_hold`] on the policy, which keeps it until no Pod it
+//! covers exists. Used for standalone Sandboxes (`sandbox::network`) and
+//! cold claims (`claim::cold_pod`).
 
 use std::sync::Arc;
 
@@ -19,10 +21,11 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::api::FIELD_MANAGER;
-use crate::controller::{Result, is_not_found, kube_err};
+use crate::controller::policy_hold::{HOLD_FINALIZER, has_hold};
+use crate::controller::{Result, is_not_found, is_terminating, kube_err};
 
 /// The `pods` that `policy` does not name as owners yet, as non-controller
 /// owner references. Pure.
@@ -43,23 +46,41 @@ pub(crate) fn missing_pod_owners(policy: &NetworkPolicy, pods: &[Arc<Pod>]) -> V
         .collect()
 }
 
-/// Makes `pods` co-owners of `policy` (see the module docs), with a
-/// strategic merge patch that adds them by uid and leaves the other owners
-/// alone; nothing is sent when they all are already.
+/// The strategic merge patch that makes `pods` co-owners of `policy` and
+/// puts the hold on it ([`HOLD_FINALIZER`], see [`super::policy_hold`]);
+/// `None` when there is nothing to add. Owners merge by uid and finalizers
+/// as a set, so the other owners and finalizers stay. A terminating policy
+/// gets no hold (the API server refuses a finalizer added to it). Pure.
+pub(crate) fn co_owner_patch(policy: &NetworkPolicy, pods: &[Arc<Pod>]) -> Option<Value> {
+    if pods.is_empty() {
+        return None;
+    }
+    let missing = missing_pod_owners(policy, pods);
+    let hold = !has_hold(policy) && !is_terminating(policy);
+    match (missing.is_empty(), hold) {
+        (true, false) => None,
+        (_, false) => Some(json!({"metadata": {"ownerReferences": missing}})),
+        (true, true) => Some(json!({"metadata": {"finalizers": [HOLD_FINALIZER]}})),
+        (false, true) => Some(json!({"metadata": {
+            "ownerReferences": missing, "finalizers": [HOLD_FINALIZER]}})),
+    }
+}
+
+/// Makes `pods` co-owners of `policy` (see the module docs) and puts the
+/// hold on it, with [`co_owner_patch`]; nothing is sent when both are
+/// there already.
 pub(crate) async fn add_pod_owners(
     policies: &Api<NetworkPolicy>,
     policy: &NetworkPolicy,
     pods: &[Arc<Pod>],
 ) -> Result<()> {
-    let missing = missing_pod_owners(policy, pods);
-    if missing.is_empty() {
+    let Some(patch) = co_owner_patch(policy, pods) else {
         return Ok(());
-    }
+    };
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
     };
-    let patch = json!({"metadata": {"ownerReferences": missing}});
     match policies
         .patch(&policy.name_any(), &params, &Patch::Strategic(patch))
         .await
@@ -100,5 +121,33 @@ mod tests {
         );
         policy.owner_references_mut().extend(missing);
         assert!(missing_pod_owners(&policy, &pods).is_empty());
+    }
+
+    #[test]
+    fn the_co_owner_patch_adds_the_hold_unless_the_policy_is_terminating() {
+        let pods = [pod()];
+        let mut policy = NetworkPolicy::default();
+        assert_eq!(co_owner_patch(&policy, &[]), None, "no Pod, no patch");
+        let patch = co_owner_patch(&policy, &pods).unwrap();
+        assert_eq!(patch["metadata"]["finalizers"], json!([HOLD_FINALIZER]));
+        assert_eq!(patch["metadata"]["ownerReferences"][0]["uid"], "pod-uid");
+
+        // Made by an older version: co-owned already, the hold alone is added.
+        let owners = missing_pod_owners(&policy, &pods);
+        policy.owner_references_mut().extend(owners);
+        assert_eq!(
+            co_owner_patch(&policy, &pods),
+            Some(json!({"metadata": {"finalizers": [HOLD_FINALIZER]}}))
+        );
+        policy.finalizers_mut().push(HOLD_FINALIZER.into());
+        assert_eq!(co_owner_patch(&policy, &pods), None);
+
+        // Terminating without the hold: owners only (a finalizer is refused).
+        let mut terminating = NetworkPolicy::default();
+        terminating.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()),
+        );
+        let patch = co_owner_patch(&terminating, &pods).unwrap();
+        assert!(patch["metadata"].get("finalizers").is_none());
     }
 }

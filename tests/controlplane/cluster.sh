@@ -294,8 +294,8 @@ cmd_up() {
         # server (other tests use it); give it time before declaring it broken.
         log "API server does not answer /readyz ok; waiting up to 30 s"
         wait_for "kube-apiserver /readyz" 30 readyz_ok; }; }; then
-      if [[ $(cat "$state/pod-start-delay-ms" 2>/dev/null) != "$delay" ]]; then
-        log "restarting kwok with a default pod start delay of ${delay} ms"
+      if [[ $(cat "$state/pod-start-delay-ms" 2>/dev/null) != "$delay" ]] || ! stages_match "$delay"; then
+        log "restarting kwok with a default pod start delay of ${delay} ms and the stages of kwok-stages.yaml"
         stop_procs kwok
         # The old kwok's node Lease would keep the new one from managing the node
         # (and its Pods) until the Lease expires, so remove it.

@@ -23,7 +23,7 @@ use sandbox_operator::api::{
 /// A client for a namespace user of `ns` whose Role has `rules` (and no
 /// right on the finalizers of the operator's kinds, which the operator has:
 /// see the chart's RBAC).
-async fn tenant(ns: &TestNs, rules: serde_json::Value) -> kube::Client {
+pub(crate) async fn tenant(ns: &TestNs, rules: serde_json::Value) -> kube::Client {
     let user = format!("tenant-{}", ns.name);
     let rbac = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
         "metadata": {"name": "tenant"}, "rules": rules});
@@ -373,4 +373,36 @@ async fn refused_after_reload(
         }
     }
     panic!("the guard never refused {patch} on Pod {name}")
+}
+
+/// The refusal of the merge `patch` on `name` through `api` once the
+/// guard's latest version is loaded; until then a patch that passes is
+/// reverted by `undo` through `admin` and tried again.
+pub(crate) async fn merge_refused_after_reload<K>(
+    api: &kube::Api<K>,
+    admin: &kube::Api<K>,
+    name: &str,
+    patch: &serde_json::Value,
+    undo: &serde_json::Value,
+) -> String
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    for _ in 0..100 {
+        let params = kube::api::PatchParams::default();
+        match api
+            .patch(name, &params, &kube::api::Patch::Merge(patch))
+            .await
+        {
+            Ok(_) => {
+                admin
+                    .patch(name, &params, &kube::api::Patch::Merge(undo))
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(error) => return error.to_string(),
+        }
+    }
+    panic!("the guard never refused {patch} on {name}")
 }

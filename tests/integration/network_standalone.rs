@@ -13,6 +13,7 @@ use serde_json::json;
 use crate::common::{TestNs, wait_for, wait_until};
 use crate::network::{egress_blocks, selects, wait_until_made_again};
 use sandbox_operator::api::{READY, SANDBOX_LABEL, Sandbox, SandboxClaim, is_true};
+use sandbox_operator::controller::policy_hold::HOLD_FINALIZER;
 
 /// A standalone Sandbox `name` of one tiny container.
 fn standalone(name: &str) -> Sandbox {
@@ -143,6 +144,12 @@ async fn outlives_its_owner(ns: &TestNs, name: &str, pod: &Pod, owner: (&str, &s
             .any(|o| o.uid == pod_uid && o.kind == "Pod" && o.controller != Some(true))
     })
     .await;
+    let policy = policies.get(name).await.unwrap();
+    assert!(
+        policy.finalizers().iter().any(|f| f == HOLD_FINALIZER),
+        "{name} is co-owned by its Pod without the hold: {:?}",
+        policy.finalizers()
+    );
     let keeper: ConfigMap =
         serde_json::from_value(json!({"metadata": {"name": "keeper"}})).unwrap();
     let keeper = ns
@@ -229,4 +236,110 @@ async fn a_cold_claims_policy_stays_while_its_pod_does() {
         .expect("the claim's cold Pod");
     outlives_its_owner(&ns, "c-sandbox", &pod, ("SandboxClaim", "c")).await;
     eprintln!("a_cold_claims_policy_stays: {:?}", started.elapsed());
+}
+
+/// Foreground deletion (`--cascade=foreground`): the garbage collector
+/// deletes the Pod in the foreground too and, without the hold, the policy
+/// at once, while the Pod runs out its grace period (a container that
+/// ignores SIGTERM keeps running until it ends; the tenant chose its
+/// length). The hold keeps the policy as long as the Pod object exists, and
+/// a namespace user may not lift it. KWOK honours the grace period of a Pod
+/// with the annotation `sandbox.test/honour-grace-period`.
+#[tokio::test]
+async fn a_foreground_deletion_keeps_the_policy_until_the_pod_is_gone() {
+    let started = Instant::now();
+    let ns = TestNs::new("net-hold").await;
+    let _op = ns.operator(&[]).await;
+    let sandbox: Sandbox = serde_json::from_value(json!({
+        "apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox",
+        "metadata": {"name": "held"},
+        "spec": {"podTemplate": {
+            "metadata": {"annotations": {"sandbox.test/honour-grace-period": "true"}},
+            "spec": {"terminationGracePeriodSeconds": 6,
+                "containers": [{"name": "c", "image": "busybox"}]}}}
+    }))
+    .unwrap();
+    let sandboxes = ns.api::<Sandbox>();
+    sandboxes
+        .create(&PostParams::default(), &sandbox)
+        .await
+        .unwrap();
+    wait_for(&sandboxes, "held", Duration::from_secs(30), |s| {
+        s.status
+            .as_ref()
+            .is_some_and(|st| is_true(&st.conditions, READY))
+    })
+    .await;
+    let policies = ns.api::<NetworkPolicy>();
+    let name = "held-sandbox-egress";
+    let pod = ns.api::<Pod>().get("held").await.unwrap();
+    let pod_uid = pod.uid().unwrap();
+    wait_until(Duration::from_secs(20), || async {
+        let p = policies.get(name).await.unwrap();
+        p.owner_references().iter().any(|o| o.uid == pod_uid)
+            && p.finalizers().iter().any(|f| f == HOLD_FINALIZER)
+    })
+    .await;
+    // A namespace user who may edit NetworkPolicies may not lift the hold.
+    let tenant = crate::guard::tenant(
+        &ns,
+        json!([{"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
+                "verbs": ["get", "list", "update", "patch"]}]),
+    )
+    .await;
+    let tenant_policies: kube::Api<NetworkPolicy> = kube::Api::namespaced(tenant, &ns.name);
+    let refusal = crate::guard::merge_refused_after_reload(
+        &tenant_policies,
+        &policies,
+        name,
+        &json!({"metadata": {"finalizers": null}}),
+        &json!({"metadata": {"finalizers": [HOLD_FINALIZER]}}),
+    )
+    .await;
+    assert!(
+        refusal.contains(&format!(
+            "metadata.finalizers: only the sandbox operator may remove {HOLD_FINALIZER} from a NetworkPolicy"
+        )),
+        "{refusal}"
+    );
+    sandboxes
+        .delete("held", &kube::api::DeleteParams::foreground())
+        .await
+        .unwrap();
+    // While the Pod object exists (terminating, for its grace period), so
+    // does the policy; then the policy goes.
+    let pods = ns.api::<Pod>();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut terminating_seen = 0;
+    loop {
+        let pod = pods.get_opt("held").await.unwrap();
+        let policy = policies.get_opt(name).await.unwrap();
+        match (pod, policy) {
+            (None, _) => break,
+            (Some(pod), None) => panic!(
+                "{name} is gone while its Pod is not (terminating: {})",
+                pod.metadata.deletion_timestamp.is_some()
+            ),
+            (Some(pod), Some(_)) => {
+                terminating_seen += usize::from(pod.metadata.deletion_timestamp.is_some());
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Pod is still there after 40 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        terminating_seen >= 10,
+        "the Pod was seen terminating {terminating_seen} times: its grace period was not honoured"
+    );
+    wait_until(Duration::from_secs(20), || async {
+        policies.get_opt(name).await.unwrap().is_none()
+    })
+    .await;
+    eprintln!(
+        "a_foreground_deletion_keeps_the_policy: {:?}",
+        started.elapsed()
+    );
 }

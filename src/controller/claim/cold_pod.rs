@@ -6,7 +6,9 @@
 //! keeps the origin-pool label); a cold Pod, started by the Sandbox, has no
 //! other. So once the Pod exists, it is made a co-owner (not controller) of
 //! the claim's policy: an object is deleted only when all its owners are
-//! gone, and a Pod object stays until its containers have stopped.
+//! gone, and a Pod object stays until its containers have stopped. The same
+//! patch puts the hold of [`crate::controller::policy_hold`] on the policy,
+//! which keeps it through a foreground deletion too.
 //!
 //! Only in the per-claim mode (a template's policy does not go with a
 //! claim), and only for Pods without the origin-pool label (which only the

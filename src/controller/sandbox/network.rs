@@ -33,11 +33,13 @@
 //!   its owners are gone, and a Pod object stays until its containers have
 //!   stopped, so deleting the Sandbox (background, the default, or orphan)
 //!   does not lift the policy from a Pod still running out its grace
-//!   period. Not with foreground deletion: the collector then deletes the
-//!   Pod in the foreground too, and the policy, whose owners both wait on
-//!   their dependents, goes at once (as before the co-owner existed). A
-//!   policy kept by a terminating Pod keeps the name: a new Sandbox of the
-//!   same name waits (`NameConflict`) until that Pod is gone;
+//!   period. Foreground deletion would (the collector deletes the Pod in
+//!   the foreground too, and the policy, whose owners both wait on their
+//!   dependents, at once), so the policy is made with the hold of
+//!   [`crate::controller::policy_hold`]: deleted, it stays until no Pod it
+//!   covers exists. A policy kept by a terminating Pod keeps the name: a
+//!   new Sandbox of the same name waits (`NameConflict`) until that Pod is
+//!   gone;
 //! - checked in the NetworkPolicy cache (no request) on later reconciles,
 //!   replaced when the network section changes (a policy-file reload reaches
 //!   it at the next reconcile or resync), made again at once when deleted
@@ -72,6 +74,7 @@ use crate::admission::{Cidr, NetworkRules, StandalonePolicy, restrict_egress};
 use crate::api::{CLAIM_LABEL, ConditionUpdate, FIELD_MANAGER, SANDBOX_LABEL, Sandbox, reason};
 use crate::controller::claim::same_policy_spec;
 use crate::controller::ownership::{Created, controller_of_kind};
+use crate::controller::policy_hold::HOLD_FINALIZER;
 use crate::controller::policy_owners::{add_pod_owners, missing_pod_owners};
 use crate::controller::{
     Context, Error, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Result, controller_ref, controller_uid,
@@ -164,6 +167,8 @@ pub fn desired_standalone_policy(
                 MANAGED_BY_VALUE.to_string(),
             )])),
             owner_references: Some(vec![controller_ref(sandbox)?]),
+            // Kept until its Pod is gone, whatever the deletion's propagation.
+            finalizers: Some(vec![HOLD_FINALIZER.to_string()]),
             ..Default::default()
         },
         spec: Some(NetworkPolicySpec {

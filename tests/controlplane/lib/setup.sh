@@ -104,9 +104,17 @@ pod_start_delay_ms() {
   echo $((10#$d))
 }
 
-write_stages() { # write_stages DELAY_MS
+stages_for() { # stages_for DELAY_MS: kwok-stages.yaml with that default start delay
   sed -e "s/{{ \$defaultDelayMs := \"[0-9]*\" }}/{{ \$defaultDelayMs := \"$1\" }}/" \
-    "$here/kwok-stages.yaml" >"$state/kwok-stages.yaml"
+    "$here/kwok-stages.yaml"
+}
+
+stages_match() { # stages_match DELAY_MS: whether the running kwok has these stages
+  [[ -f $state/kwok-stages.yaml ]] && stages_for "$1" | cmp -s - "$state/kwok-stages.yaml"
+}
+
+write_stages() { # write_stages DELAY_MS
+  stages_for "$1" >"$state/kwok-stages.yaml"
   grep -q "\$defaultDelayMs := \"$1\"" "$state/kwok-stages.yaml" ||
     die "could not set the default start delay in $state/kwok-stages.yaml"
   echo "$1" >"$state/pod-start-delay-ms"

@@ -256,6 +256,46 @@ impl TestNs {
     }
 }
 
+/// Lifts the hold of the operator's NetworkPolicies in `namespace` (its
+/// finalizer keeps a deleted policy until the operator has seen its Pods
+/// gone, which a stopped operator never does, and the namespace would stay
+/// terminating). One `kubectl get` when none carries it.
+fn lift_policy_holds(kubeconfig: &str, namespace: &str) {
+    let held = std::process::Command::new("kubectl")
+        .args([
+            "--kubeconfig",
+            kubeconfig,
+            "-n",
+            namespace,
+            "get",
+            "networkpolicies",
+            "-o",
+        ])
+        .arg(r#"jsonpath={range .items[?(@.metadata.finalizers)]}{.metadata.name}{"\n"}{end}"#)
+        .output();
+    let Ok(held) = held else {
+        return;
+    };
+    let lift = r#"[{"op":"remove","path":"/metadata/finalizers"}]"#;
+    for name in String::from_utf8_lossy(&held.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+    {
+        let _ = std::process::Command::new("kubectl")
+            .args([
+                "--kubeconfig",
+                kubeconfig,
+                "-n",
+                namespace,
+                "patch",
+                "networkpolicy",
+                name,
+            ])
+            .args(["--type=json", "-p", lift])
+            .output();
+    }
+}
+
 impl Drop for TestNs {
     fn drop(&mut self) {
         let name = self.name.clone();
@@ -274,6 +314,7 @@ impl Drop for TestNs {
                     "--wait=false",
                 ])
                 .output();
+            lift_policy_holds(kc, &name);
             for kind in [
                 "mutatingwebhookconfiguration",
                 "validatingwebhookconfiguration",
