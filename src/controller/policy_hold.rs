@@ -18,8 +18,9 @@
 //! enforcing it) until the operator has seen that no Pod it covers exists.
 //!
 //! Guarantees:
-//! - the hold is put on a standalone Sandbox's policy when it is made, and
-//!   on any policy the moment a Pod is made its co-owner (one strategic
+//! - the hold is put on a standalone Sandbox's policy when it is made
+//!   (once the policy cache has listed: nothing could lift it otherwise),
+//!   and on any policy the moment a Pod is made its co-owner (one strategic
 //!   merge patch, the same one as before: no request is added);
 //! - a Pod counts as covered when it is named among the policy's owners
 //!   (by uid) or carries every label of the policy's `podSelector`; it

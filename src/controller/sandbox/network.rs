@@ -273,6 +273,12 @@ async fn ensure_policy(
     if ctx.written.recently_wrote(&key, &fingerprint) {
         return Ok(None);
     }
+    if !ctx.network_policies_listed() {
+        // Nothing could lift the hold while the policy cache cannot list
+        // (its RBAC rule missing, say): without it the policy would stay
+        // terminating once deleted.
+        desired.metadata.finalizers = None;
+    }
     // Made again while its Pod runs (deleted, say): the Pod is a co-owner
     // from the start.
     let pod_owners = missing_pod_owners(&desired, pods);
