@@ -71,7 +71,8 @@ mod tests {
         let spec = policy.spec.unwrap();
         assert_eq!(spec.failure_policy.as_deref(), Some("Fail"));
         // Who may add an ownerReference to the operator's kinds, who may
-        // change what they control, and who may give a Pod their labels.
-        assert_eq!(spec.validations.unwrap().len(), 3);
+        // change what they control, who may give a Pod their labels, and
+        // who may lift a NetworkPolicy's hold.
+        assert_eq!(spec.validations.unwrap().len(), 4);
     }
 }
