@@ -18,21 +18,31 @@
 //! enforcing it) until the operator has seen that no Pod it covers exists.
 //!
 //! Guarantees:
-//! - the hold is put on a standalone Sandbox's policy when it is made
-//!   (once the policy cache has listed: nothing could lift it otherwise),
-//!   and on any policy the moment a Pod is made its co-owner (one strategic
-//!   merge patch, the same one as before: no request is added);
-//! - a Pod counts as covered when it is named among the policy's owners
-//!   (by uid) or carries every label of the policy's `podSelector`; it
-//!   counts until its object is gone, grace period included;
+//! - the hold is put on a standalone Sandbox's policy when it is made, and
+//!   on a cold claim's when it is made again while its Pod runs, and on any
+//!   policy the moment a Pod is made its co-owner (the same strategic merge
+//!   patch as before: no request is added); only once the policy cache has
+//!   listed, since nothing could lift it otherwise;
+//! - a Pod counts as covered while its object exists (grace period
+//!   included) and it is named among the policy's owners by uid, or is
+//!   controlled by the Sandbox that controls the policy (a standalone
+//!   Sandbox's Pod before the co-owner patch). Both are references only the
+//!   operator may write (the ownership guard); labels, which a later object
+//!   of the same name shares, do not count, so a new Sandbox or claim of the
+//!   same name never keeps an old policy held;
 //! - the hold is lifted only after the policy has been seen terminating for
-//!   [`SETTLE`], and then only when both the Pod cache and the API server
-//!   (a GET per Pod owner, one label-selected LIST) show no covered Pod, or
-//!   when its controller (the Sandbox or claim, by uid) lives and is not
-//!   being deleted: someone deleted the policy alone, and that owner makes
-//!   it again once it is gone, as before the hold existed. The removal is
-//!   a JSON patch conditioned on the resourceVersion read, so a policy that
-//!   changed meanwhile is looked at again;
+//!   [`SETTLE`], and only when neither the Pod cache nor the API server (a
+//!   GET per Pod owner; for a Sandbox's policy, one LIST of the Pods with
+//!   its Sandbox label) shows a covered Pod. The removal is a JSON patch
+//!   conditioned on the resourceVersion read, so a policy that changed
+//!   meanwhile is looked at again. When the API server shows a covered Pod
+//!   the cache lacks, it is asked again after [`API_RECHECK`];
+//! - so a policy someone deletes while its Pod runs stays, terminating and
+//!   enforced, until that Pod is gone, whoever deletes what and in which
+//!   order; it then goes, and its Sandbox or claim, if it lives, makes it
+//!   again (the deletion wakes it). Its spec can still be replaced
+//!   meanwhile. The operator's own deletion (a policy file that wants none)
+//!   lifts the hold first;
 //! - looked at every [`TICK`]; nothing is sent while no policy of the
 //!   operator's is terminating;
 //! - `sandbox_operator_tracked_entries{table="policy_holds"}` counts the
@@ -40,11 +50,11 @@
 //!
 //! Limits: with the operator stopped, a held policy stays terminating
 //! until someone removes the finalizer (the README's "Uninstall" says
-//! how); a Pod made a co-owner only after a deletion started is not
-//! covered by the hold (the Pod is created after its policy, and the
-//! co-owner patch follows within one reconcile).
+//! how); a cold claim's Pod made a co-owner only after a deletion started
+//! is not covered (the co-owner patch follows the Pod's creation within
+//! one reconcile).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -52,13 +62,13 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
 
 use super::{
-    Context, Result, is_conflict, is_not_found, is_terminating, is_unprocessable, kube_err,
+    Context, Result, controller_uid, is_conflict, is_not_found, is_terminating, is_unprocessable,
+    kube_err,
 };
-use crate::api::FIELD_MANAGER;
+use crate::api::{FIELD_MANAGER, SANDBOX_LABEL};
 
 /// The finalizer that keeps a deleted policy until no Pod it covers exists.
 pub const HOLD_FINALIZER: &str = "agents.x-k8s.io/until-pods-gone";
@@ -81,33 +91,34 @@ pub fn is_held(policy: &NetworkPolicy) -> bool {
     is_terminating(policy) && has_hold(policy)
 }
 
-/// Whether `pod` is one `policy` protects (see the module docs). Pure.
+/// Whether `pod` is one `policy` protects (see the module docs): named
+/// among its owners by uid, or controlled by the Sandbox that controls the
+/// policy (a standalone Sandbox's Pod not yet made a co-owner). Both are
+/// references only the operator may write (the ownership guard); labels,
+/// which a later object of the same name shares, do not count. Pure.
 pub fn covers(policy: &NetworkPolicy, pod: &Pod) -> bool {
     if pod.namespace() != policy.namespace() {
         return false;
     }
-    let uid = pod.uid();
+    let Some(uid) = pod.uid() else {
+        return false;
+    };
     let named = policy
         .owner_references()
         .iter()
-        .any(|o| o.kind == "Pod" && Some(&o.uid) == uid.as_ref());
-    named || selected(policy, pod.labels())
+        .any(|o| o.kind == "Pod" && o.uid == uid);
+    named
+        || sandbox_controller(policy)
+            .is_some_and(|(_, sandbox)| controller_uid(&pod.metadata) == Some(sandbox))
 }
 
-/// Whether the policy's `podSelector` (its `matchLabels`, the only form the
-/// operator writes; a selector with none selects nothing here) picks a Pod
-/// with `labels`. Pure.
-fn selected(policy: &NetworkPolicy, labels: &BTreeMap<String, String>) -> bool {
-    let Some(wanted) = policy
-        .spec
-        .as_ref()
-        .and_then(|s| s.pod_selector.as_ref())
-        .and_then(|s| s.match_labels.as_ref())
-        .filter(|m| !m.is_empty())
-    else {
-        return false;
-    };
-    wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
+/// The name and uid of the Sandbox controlling `policy`, if one does.
+fn sandbox_controller(policy: &NetworkPolicy) -> Option<(&str, &str)> {
+    policy
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true) && o.kind == "Sandbox")
+        .map(|o| (o.name.as_str(), o.uid.as_str()))
 }
 
 /// The held policies among `policies`. Pure.
@@ -121,23 +132,35 @@ pub fn start(ctx: &Arc<Context>) {
     tokio::spawn(hold_forever(Arc::downgrade(ctx)));
 }
 
+/// What the loop remembers of a held policy.
+struct Watched {
+    /// When it was first seen terminating.
+    since: Instant,
+    /// Not asked about before this: the API server showed a covered Pod
+    /// the cache did not have (see [`API_RECHECK`]).
+    next_ask: Instant,
+}
+
+/// How long after the API server showed a covered Pod that the Pod cache
+/// lacks (a Pod stripped of the managed-by label, say) it is asked again.
+pub const API_RECHECK: Duration = Duration::from_secs(10);
+
 async fn hold_forever(ctx: Weak<Context>) {
-    // When each held policy (by uid) was first seen terminating.
-    let mut seen: HashMap<String, Instant> = HashMap::new();
+    let mut watched: HashMap<String, Watched> = HashMap::new();
     loop {
         tokio::time::sleep(TICK).await;
         let Some(ctx) = ctx.upgrade() else {
             return;
         };
-        look(&ctx, &mut seen, Instant::now()).await;
+        look(&ctx, &mut watched, Instant::now()).await;
     }
 }
 
 /// One look: lifts the hold of every held policy that covers no Pod any more.
-async fn look(ctx: &Context, seen: &mut HashMap<String, Instant>, now: Instant) {
+async fn look(ctx: &Context, watched: &mut HashMap<String, Watched>, now: Instant) {
     let policies = ctx.caches.network_policies.state();
     let held: Vec<&Arc<NetworkPolicy>> = held(&policies).collect();
-    seen.retain(|uid, _| held.iter().any(|p| p.uid().as_ref() == Some(uid)));
+    watched.retain(|uid, _| held.iter().any(|p| p.uid().as_ref() == Some(uid)));
     if held.is_empty() {
         return;
     }
@@ -146,23 +169,30 @@ async fn look(ctx: &Context, seen: &mut HashMap<String, Instant>, now: Instant) 
         let Some(uid) = policy.uid() else {
             continue;
         };
-        let since = *seen.entry(uid).or_insert(now);
-        if now.duration_since(since) < SETTLE {
+        let entry = watched.entry(uid).or_insert(Watched {
+            since: now,
+            next_ask: now,
+        });
+        if now.duration_since(entry.since) < SETTLE
+            || now < entry.next_ask
+            || pods.iter().any(|p| covers(policy, p))
+        {
             continue;
         }
         let name = policy.name_any();
-        let lifted = if controller_lives(ctx, policy) {
-            // Deleted by someone while its Sandbox or claim lives: that
-            // owner makes it again once it is gone (its deletion wakes it).
-            lift(ctx, policy).await
-        } else if pods.iter().any(|p| covers(policy, p)) {
-            continue;
-        } else {
-            lift_if_uncovered(ctx, policy).await
+        let api: Api<NetworkPolicy> =
+            Api::namespaced(ctx.client.clone(), &policy.namespace().unwrap_or_default());
+        let outcome = match uncovered(ctx, policy).await {
+            Ok(true) => lift_with(&api, policy).await,
+            Ok(false) => {
+                entry.next_ask = now + API_RECHECK;
+                Ok(false)
+            }
+            Err(error) => Err(error),
         };
-        match lifted {
+        match outcome {
             Ok(true) => {
-                tracing::info!(policy = %name, "the deleted NetworkPolicy's hold is lifted: no Pod it covers is left, or its owner lives and makes it again")
+                tracing::info!(policy = %name, "no Pod the deleted NetworkPolicy covers is left: its hold is lifted");
             }
             Ok(false) => {}
             Err(error) => {
@@ -172,78 +202,35 @@ async fn look(ctx: &Context, seen: &mut HashMap<String, Instant>, now: Instant) 
     }
 }
 
-/// Whether the policy's controller (a Sandbox or a claim, by uid) is in the
-/// caches and not being deleted.
-fn controller_lives(ctx: &Context, policy: &NetworkPolicy) -> bool {
-    let Some(owner) = policy
-        .owner_references()
-        .iter()
-        .find(|o| o.controller == Some(true))
-    else {
-        return false;
-    };
-    let namespace = policy.namespace().unwrap_or_default();
-    let alive = |uid: Option<String>, terminating: bool| {
-        uid.as_deref() == Some(owner.uid.as_str()) && !terminating
-    };
-    match owner.kind.as_str() {
-        "Sandbox" => ctx
-            .caches
-            .sandboxes
-            .get(&ObjectRef::new(&owner.name).within(&namespace))
-            .is_some_and(|s| alive(s.uid(), is_terminating(s.as_ref()))),
-        "SandboxClaim" => ctx
-            .caches
-            .claims
-            .get(&ObjectRef::new(&owner.name).within(&namespace))
-            .is_some_and(|c| alive(c.uid(), is_terminating(c.as_ref()))),
-        _ => false,
-    }
-}
-
-/// Asks the API server whether a Pod `policy` covers still exists; lifts
-/// the hold when none does. `Ok(true)` when lifted (or the policy is gone).
-async fn lift_if_uncovered(ctx: &Context, policy: &NetworkPolicy) -> Result<bool> {
+/// Whether the API server, asked directly, shows no Pod `policy` covers: a
+/// GET per Pod owner, and for a Sandbox's policy one LIST of the Pods with
+/// its Sandbox label (the label its selector uses).
+async fn uncovered(ctx: &Context, policy: &NetworkPolicy) -> Result<bool> {
     let namespace = policy.namespace().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     for owner in policy.owner_references().iter().filter(|o| o.kind == "Pod") {
         let found = pods
-            .get_opt(&owner.name)
+            .get_metadata_opt(&owner.name)
             .await
             .map_err(kube_err("read a Pod a deleted NetworkPolicy covers"))?;
-        if found.is_some_and(|p| p.uid().as_deref() == Some(owner.uid.as_str())) {
+        if found.is_some_and(|p| p.metadata.uid.as_deref() == Some(owner.uid.as_str())) {
             return Ok(false);
         }
     }
-    if let Some(selector) = selector_string(policy) {
+    if let Some((sandbox, sandbox_uid)) = sandbox_controller(policy) {
         let listed = pods
-            .list_metadata(&ListParams::default().labels(&selector))
+            .list_metadata(&ListParams::default().labels(&format!("{SANDBOX_LABEL}={sandbox}")))
             .await
             .map_err(kube_err("list the Pods a deleted NetworkPolicy covers"))?;
-        if !listed.items.is_empty() {
+        if listed
+            .items
+            .iter()
+            .any(|p| controller_uid(&p.metadata) == Some(sandbox_uid))
+        {
             return Ok(false);
         }
     }
-    lift(ctx, policy).await
-}
-
-/// The policy's `matchLabels` as a label selector, if it has any.
-fn selector_string(policy: &NetworkPolicy) -> Option<String> {
-    let labels = policy
-        .spec
-        .as_ref()?
-        .pod_selector
-        .as_ref()?
-        .match_labels
-        .as_ref()
-        .filter(|m| !m.is_empty())?;
-    Some(
-        labels
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(","),
-    )
+    Ok(true)
 }
 
 /// The JSON patch that removes the hold from `policy`, conditioned on the
@@ -261,14 +248,15 @@ pub fn lift_patch(policy: &NetworkPolicy) -> json_patch::Patch {
     .expect("a JSON patch of two operations")
 }
 
-async fn lift(ctx: &Context, policy: &NetworkPolicy) -> Result<bool> {
-    let namespace = policy.namespace().unwrap_or_default();
-    let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
+/// Removes the hold from `policy` (the copy read) through `api`. `Ok(true)`
+/// when it is gone or the policy is; `Ok(false)` when the policy changed
+/// since it was read (to be read again).
+pub async fn lift_with(api: &Api<NetworkPolicy>, policy: &NetworkPolicy) -> Result<bool> {
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
     };
-    match policies
+    match api
         .patch(
             &policy.name_any(),
             &params,
@@ -278,9 +266,8 @@ async fn lift(ctx: &Context, policy: &NetworkPolicy) -> Result<bool> {
     {
         Ok(_) => Ok(true),
         Err(error) if is_not_found(&error) => Ok(true),
-        // Changed since the cache read it: looked at again at the next tick.
         Err(error) if is_conflict(&error) || is_unprocessable(&error) => Ok(false),
-        Err(error) => Err(kube_err("lift the hold of a deleted NetworkPolicy")(error)),
+        Err(error) => Err(kube_err("lift the hold of a NetworkPolicy")(error)),
     }
 }
 
@@ -301,19 +288,9 @@ pub async fn lift_all(client: &kube::Client, namespace: &str) -> Result<usize> {
             .map_err(kube_err("list the operator's NetworkPolicies"))?;
         let mut changed = false;
         for policy in listed.items.iter().filter(|p| has_hold(p)) {
-            let params = PatchParams::default();
-            match policies
-                .patch(
-                    &policy.name_any(),
-                    &params,
-                    &Patch::<()>::Json(lift_patch(policy)),
-                )
-                .await
-            {
-                Ok(_) => lifted += 1,
-                Err(error) if is_not_found(&error) => {}
-                Err(error) if is_conflict(&error) || is_unprocessable(&error) => changed = true,
-                Err(error) => return Err(kube_err("lift the hold of a NetworkPolicy")(error)),
+            match lift_with(&policies, policy).await? {
+                true => lifted += 1,
+                false => changed = true,
             }
         }
         if !changed {
@@ -326,69 +303,67 @@ pub async fn lift_all(client: &kube::Client, namespace: &str) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::test_pod::named;
+    use crate::controller::test_pod::{controller, named};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 
-    fn policy(select: &[(&str, &str)], pod_owner: Option<&str>) -> NetworkPolicy {
+    /// A held-to-be policy selecting `sandbox=s`, owned by `owners`.
+    fn policy(owners: Vec<OwnerReference>) -> NetworkPolicy {
         let mut p: NetworkPolicy = serde_json::from_value(json!({
-            "metadata": {"name": "np", "namespace": "ns", "resourceVersion": "7",
+            "metadata": {"name": "s-sandbox-egress", "namespace": "ns", "resourceVersion": "7",
                 "finalizers": ["other/keep", HOLD_FINALIZER]},
-            "spec": {"podSelector": {"matchLabels":
-                select.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>()}}
+            "spec": {"podSelector": {"matchLabels": {SANDBOX_LABEL: "s"}}}
         }))
         .unwrap();
-        if let Some(uid) = pod_owner {
-            p.metadata.owner_references = Some(vec![OwnerReference {
-                api_version: "v1".into(),
-                kind: "Pod".into(),
-                name: "p".into(),
-                uid: uid.into(),
-                ..Default::default()
-            }]);
-        }
+        p.metadata.owner_references = Some(owners);
         p
     }
 
-    fn pod(uid: &str, labels: &[(&str, &str)]) -> Pod {
+    fn pod_owner(uid: &str) -> OwnerReference {
+        OwnerReference {
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            name: "p".into(),
+            uid: uid.into(),
+            ..Default::default()
+        }
+    }
+
+    /// A Pod `uid` labelled `sandbox=s`, controlled by `controlled_by` (a
+    /// Sandbox's uid).
+    fn pod(uid: &str, controlled_by: Option<&str>) -> Pod {
         let mut pod = named("p", "1");
         pod.metadata.namespace = Some("ns".into());
         pod.metadata.uid = Some(uid.into());
-        pod.metadata.labels = Some(
-            labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        );
+        pod.metadata.labels = Some([(SANDBOX_LABEL.to_string(), "s".to_string())].into());
+        pod.metadata.owner_references =
+            controlled_by.map(|uid| vec![controller("Sandbox", "s", uid)]);
         pod
     }
 
     #[test]
-    fn a_pod_is_covered_when_named_as_owner_or_selected_in_the_namespace() {
-        let by_label = policy(&[("agents.x-k8s.io/sandbox", "s")], None);
-        assert!(covers(
-            &by_label,
-            &pod("u1", &[("agents.x-k8s.io/sandbox", "s"), ("x", "y")])
-        ));
-        assert!(!covers(
-            &by_label,
-            &pod("u1", &[("agents.x-k8s.io/sandbox", "t")])
-        ));
-        assert!(!covers(&by_label, &pod("u1", &[])));
-        let mut elsewhere = pod("u1", &[("agents.x-k8s.io/sandbox", "s")]);
+    fn a_pod_is_covered_by_the_references_the_operator_wrote_not_by_its_labels() {
+        let standalone = policy(vec![controller("Sandbox", "s", "sandbox-1")]);
+        assert!(covers(&standalone, &pod("u1", Some("sandbox-1"))));
+        // A later Sandbox (or claim) of the same name: same labels, not covered.
+        assert!(!covers(&standalone, &pod("u2", Some("sandbox-2"))));
+        assert!(!covers(&standalone, &pod("u2", None)));
+        let mut elsewhere = pod("u1", Some("sandbox-1"));
         elsewhere.metadata.namespace = Some("other".into());
-        assert!(!covers(&by_label, &elsewhere));
+        assert!(!covers(&standalone, &elsewhere));
 
-        let by_owner = policy(&[], Some("u2"));
-        assert!(covers(&by_owner, &pod("u2", &[])));
-        assert!(
-            !covers(&by_owner, &pod("u3", &[])),
-            "an empty selector selects nothing here"
-        );
+        // A claim's policy covers its co-owners only.
+        let claims = policy(vec![
+            controller("SandboxClaim", "s", "claim-1"),
+            pod_owner("u3"),
+        ]);
+        assert!(covers(&claims, &pod("u3", Some("sandbox-1"))));
+        assert!(!covers(&claims, &pod("u1", Some("sandbox-1"))));
+        assert!(!covers(&claims, &pod("u1", Some("claim-1"))));
     }
 
     #[test]
     fn only_a_terminating_policy_with_the_hold_is_held() {
-        let mut p = policy(&[("a", "b")], None);
+        let mut p = policy(Vec::new());
         assert!(has_hold(&p) && !is_held(&p));
         p.metadata.deletion_timestamp = Some(Time(Default::default()));
         assert!(is_held(&p));
@@ -398,7 +373,7 @@ mod tests {
 
     #[test]
     fn lifting_keeps_other_finalizers_and_is_conditioned_on_the_version_read() {
-        let p = policy(&[("a", "b")], None);
+        let p = policy(Vec::new());
         let patch = serde_json::to_value(lift_patch(&p)).unwrap();
         assert_eq!(
             patch,
@@ -407,7 +382,5 @@ mod tests {
                 {"op": "replace", "path": "/metadata/finalizers", "value": ["other/keep"]},
             ])
         );
-        assert_eq!(selector_string(&p).as_deref(), Some("a=b"));
-        assert_eq!(selector_string(&policy(&[], None)), None);
     }
 }

@@ -51,12 +51,16 @@ pub(crate) fn missing_pod_owners(policy: &NetworkPolicy, pods: &[Arc<Pod>]) -> V
 /// `None` when there is nothing to add. Owners merge by uid and finalizers
 /// as a set, so the other owners and finalizers stay. A terminating policy
 /// gets no hold (the API server refuses a finalizer added to it). Pure.
-pub(crate) fn co_owner_patch(policy: &NetworkPolicy, pods: &[Arc<Pod>]) -> Option<Value> {
+pub(crate) fn co_owner_patch(
+    policy: &NetworkPolicy,
+    pods: &[Arc<Pod>],
+    hold: bool,
+) -> Option<Value> {
     if pods.is_empty() {
         return None;
     }
     let missing = missing_pod_owners(policy, pods);
-    let hold = !has_hold(policy) && !is_terminating(policy);
+    let hold = hold && !has_hold(policy) && !is_terminating(policy);
     match (missing.is_empty(), hold) {
         (true, false) => None,
         (_, false) => Some(json!({"metadata": {"ownerReferences": missing}})),
@@ -66,15 +70,31 @@ pub(crate) fn co_owner_patch(policy: &NetworkPolicy, pods: &[Arc<Pod>]) -> Optio
     }
 }
 
-/// Makes `pods` co-owners of `policy` (see the module docs) and puts the
-/// hold on it, with [`co_owner_patch`]; nothing is sent when both are
-/// there already.
+/// `policy` (about to be made) with `pods` as co-owners and, when there
+/// are any, the hold. Pure.
+pub(crate) fn with_pod_owners(mut policy: NetworkPolicy, pods: &[Arc<Pod>]) -> NetworkPolicy {
+    if pods.is_empty() {
+        return policy;
+    }
+    let missing = missing_pod_owners(&policy, pods);
+    policy.owner_references_mut().extend(missing);
+    if !has_hold(&policy) {
+        policy.finalizers_mut().push(HOLD_FINALIZER.into());
+    }
+    policy
+}
+
+/// Makes `pods` co-owners of `policy` (see the module docs) and, when
+/// `hold` (the policy cache has listed: something can lift it), puts the
+/// hold on it, with [`co_owner_patch`]; nothing is sent when all is there
+/// already.
 pub(crate) async fn add_pod_owners(
     policies: &Api<NetworkPolicy>,
     policy: &NetworkPolicy,
     pods: &[Arc<Pod>],
+    hold: bool,
 ) -> Result<()> {
-    let Some(patch) = co_owner_patch(policy, pods) else {
+    let Some(patch) = co_owner_patch(policy, pods, hold) else {
         return Ok(());
     };
     let params = PatchParams {
@@ -127,8 +147,8 @@ mod tests {
     fn the_co_owner_patch_adds_the_hold_unless_the_policy_is_terminating() {
         let pods = [pod()];
         let mut policy = NetworkPolicy::default();
-        assert_eq!(co_owner_patch(&policy, &[]), None, "no Pod, no patch");
-        let patch = co_owner_patch(&policy, &pods).unwrap();
+        assert_eq!(co_owner_patch(&policy, &[], true), None, "no Pod, no patch");
+        let patch = co_owner_patch(&policy, &pods, true).unwrap();
         assert_eq!(patch["metadata"]["finalizers"], json!([HOLD_FINALIZER]));
         assert_eq!(patch["metadata"]["ownerReferences"][0]["uid"], "pod-uid");
 
@@ -136,18 +156,18 @@ mod tests {
         let owners = missing_pod_owners(&policy, &pods);
         policy.owner_references_mut().extend(owners);
         assert_eq!(
-            co_owner_patch(&policy, &pods),
+            co_owner_patch(&policy, &pods, true),
             Some(json!({"metadata": {"finalizers": [HOLD_FINALIZER]}}))
         );
         policy.finalizers_mut().push(HOLD_FINALIZER.into());
-        assert_eq!(co_owner_patch(&policy, &pods), None);
+        assert_eq!(co_owner_patch(&policy, &pods, true), None);
 
         // Terminating without the hold: owners only (a finalizer is refused).
         let mut terminating = NetworkPolicy::default();
         terminating.metadata.deletion_timestamp = Some(
             k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()),
         );
-        let patch = co_owner_patch(&terminating, &pods).unwrap();
+        let patch = co_owner_patch(&terminating, &pods, true).unwrap();
         assert!(patch["metadata"].get("finalizers").is_none());
     }
 }

@@ -112,13 +112,52 @@ async fn a_standalone_sandbox_gets_the_denied_egress_before_its_pod() {
     let made = policy.creation_timestamp().unwrap().0;
     let pod_made = pod.creation_timestamp().unwrap().0;
     assert!(made <= pod_made, "policy {made} after Pod {pod_made}");
-    // Deleted: made again at once, as it was.
+    // Deleted while its Pod runs: held (terminating, still there and
+    // enforced) as long as the Pod is.
+    wait_until(Duration::from_secs(20), || async {
+        let p = policies.get("solo-sandbox-egress").await.unwrap();
+        p.finalizers().iter().any(|f| f == HOLD_FINALIZER)
+    })
+    .await;
     policies
         .delete("solo-sandbox-egress", &Default::default())
         .await
         .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let held = policies.get("solo-sandbox-egress").await.unwrap();
+    assert_eq!(
+        held.uid(),
+        policy.uid(),
+        "the deleted policy went while its Pod runs"
+    );
+    assert!(held.metadata.deletion_timestamp.is_some());
+    // Paused, the Sandbox's Pod goes: so does the held policy, and the
+    // Sandbox, which lives, makes it again at once, as it was.
+    sandboxes
+        .patch(
+            "solo",
+            &Default::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"replicas": 0}})),
+        )
+        .await
+        .unwrap();
     let again = wait_until_made_again(&policies, "solo-sandbox-egress", &policy).await;
     assert_eq!(again.spec, policy.spec);
+    assert!(again.metadata.deletion_timestamp.is_none());
+    sandboxes
+        .patch(
+            "solo",
+            &Default::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"replicas": 1}})),
+        )
+        .await
+        .unwrap();
+    let pods = ns.api::<Pod>();
+    wait_until(Duration::from_secs(30), || async {
+        pods.get_opt("solo").await.unwrap().is_some()
+    })
+    .await;
+    let pod = pods.get("solo").await.unwrap();
     outlives_its_owner(&ns, "solo-sandbox-egress", &pod, ("Sandbox", "solo")).await;
     eprintln!(
         "a_standalone_sandbox_gets_the_denied_egress: {:?}",

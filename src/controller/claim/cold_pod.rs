@@ -38,36 +38,28 @@ use crate::controller::{Context, NetworkPolicyMode, Result, controller_uid};
 pub(super) async fn co_own_policy(
     ctx: &Context,
     claim: &SandboxClaim,
-    sandbox: &Sandbox,
+    cold: &[Arc<Pod>],
     namespace: &str,
 ) {
-    if let Err(error) = co_own(ctx, claim, sandbox, namespace).await {
+    if let Err(error) = co_own(ctx, claim, cold, namespace).await {
         tracing::warn!(%error, "the cold Pod could not be made a co-owner of the claim's NetworkPolicy");
     }
 }
 
-async fn co_own(
-    ctx: &Context,
-    claim: &SandboxClaim,
-    sandbox: &Sandbox,
-    namespace: &str,
-) -> Result<()> {
-    if ctx.config.claim_network_policy != NetworkPolicyMode::PerClaim {
-        return Ok(());
+/// The Pods of the claim's Sandbox that no pool's policy covers (no
+/// origin-pool label), from the cache: those its own policy must outlive.
+/// None outside the per-claim mode, and none while the policy cache has not
+/// listed (nothing could lift the hold of a policy they co-own).
+pub(super) fn cold_pods(ctx: &Context, sandbox: &Sandbox) -> Vec<Arc<Pod>> {
+    if ctx.config.claim_network_policy != NetworkPolicyMode::PerClaim
+        || !ctx.network_policies_listed()
+    {
+        return Vec::new();
     }
-    let (Some(claim_uid), Some(sandbox_uid)) = (claim.uid(), sandbox.uid()) else {
-        return Ok(());
+    let Some(sandbox_uid) = sandbox.uid() else {
+        return Vec::new();
     };
-    let Some(policy) = ctx
-        .caches
-        .network_policies
-        .get(&ObjectRef::new(&network_policy_name(&claim.name_any())).within(namespace))
-        .filter(|p| controller_uid(&p.metadata) == Some(claim_uid.as_str()))
-    else {
-        return Ok(());
-    };
-    let pods: Vec<Arc<Pod>> = ctx
-        .caches
+    ctx.caches
         .index
         .controlled_by(&sandbox_uid)
         .iter()
@@ -76,7 +68,29 @@ async fn co_own(
             controller_uid(&p.metadata) == Some(sandbox_uid.as_str())
                 && !p.labels().contains_key(ORIGIN_POOL_LABEL)
         })
-        .collect();
+        .collect()
+}
+
+async fn co_own(
+    ctx: &Context,
+    claim: &SandboxClaim,
+    pods: &[Arc<Pod>],
+    namespace: &str,
+) -> Result<()> {
+    let Some(claim_uid) = claim.uid() else {
+        return Ok(());
+    };
+    if pods.is_empty() {
+        return Ok(());
+    }
+    let Some(policy) = ctx
+        .caches
+        .network_policies
+        .get(&ObjectRef::new(&network_policy_name(&claim.name_any())).within(namespace))
+        .filter(|p| controller_uid(&p.metadata) == Some(claim_uid.as_str()))
+    else {
+        return Ok(());
+    };
     let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), namespace);
-    add_pod_owners(&policies, &policy, &pods).await
+    add_pod_owners(&policies, &policy, pods, true).await
 }

@@ -71,7 +71,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::controller::Action;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::events::EventType;
@@ -203,8 +203,9 @@ async fn observe_and_serve(
         return Ok(Action::requeue(Duration::from_millis(200)));
     }
 
-    ensure_network_policy(ctx, claim, namespace, ready).await?;
-    cold_pod::co_own_policy(ctx, claim, &sandbox, namespace).await;
+    let cold = cold_pod::cold_pods(ctx, &sandbox);
+    ensure_network_policy(ctx, claim, namespace, ready, &cold).await?;
+    cold_pod::co_own_policy(ctx, claim, &cold, namespace).await;
     ensure_service(ctx, claim, &sandbox).await?;
 
     record(ctx, claim, &sandbox, namespace, claim_uid, requeue).await
@@ -334,6 +335,7 @@ async fn ensure_network_policy(
     claim: &SandboxClaim,
     namespace: &str,
     ready: bool,
+    cold: &[Arc<Pod>],
 ) -> Result<()> {
     if ready
         && ctx.config.claim_network_policy == super::NetworkPolicyMode::PerClaim
@@ -382,6 +384,9 @@ async fn ensure_network_policy(
             lockdown_network_policy(claim)?
         }
     };
+    // Made again while a cold Pod runs (deleted, say): that Pod is a
+    // co-owner, and the policy holds, from the start (see `cold_pod`).
+    let policy = crate::controller::policy_owners::with_pod_owners(policy, cold);
     let policies: Api<k8s_openapi::api::networking::v1::NetworkPolicy> =
         Api::namespaced(ctx.client.clone(), namespace);
     create_owned(&policies, &policy, "NetworkPolicy").await?;

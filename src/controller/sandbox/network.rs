@@ -43,7 +43,8 @@
 //! - checked in the NetworkPolicy cache (no request) on later reconciles,
 //!   replaced when the network section changes (a policy-file reload reaches
 //!   it at the next reconcile or resync), made again at once when deleted
-//!   (the cache's deletion event wakes the Sandbox).
+//!   (the cache's deletion event wakes the Sandbox; a deleted policy is
+//!   held until its Pod is gone, see `policy_hold`).
 //!
 //! Which Sandbox counts as a claim's is decided from what the operator
 //! wrote ([`coverage`]): a controller reference to the SandboxClaim of the
@@ -74,7 +75,7 @@ use crate::admission::{Cidr, NetworkRules, StandalonePolicy, restrict_egress};
 use crate::api::{CLAIM_LABEL, ConditionUpdate, FIELD_MANAGER, SANDBOX_LABEL, Sandbox, reason};
 use crate::controller::claim::same_policy_spec;
 use crate::controller::ownership::{Created, controller_of_kind};
-use crate::controller::policy_hold::HOLD_FINALIZER;
+use crate::controller::policy_hold::{HOLD_FINALIZER, has_hold, lift_with};
 use crate::controller::policy_owners::{add_pod_owners, missing_pod_owners};
 use crate::controller::{
     Context, Error, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Result, controller_ref, controller_uid,
@@ -264,7 +265,7 @@ async fn ensure_policy(
         ctx.written.forget(&key);
         // The policy is in place: a refused patch is logged and tried again
         // at the next reconcile, and holds nothing.
-        if let Err(error) = add_pod_owners(&policies, &ours, pods).await {
+        if let Err(error) = add_pod_owners(&policies, &ours, pods, true).await {
             tracing::warn!(%error, "the Pod could not be made a co-owner of the Sandbox's NetworkPolicy");
         }
         return Ok(None);
@@ -301,7 +302,7 @@ async fn ensure_policy(
             }
             // Found rather than made (the cache had not shown it): its Pod
             // becomes a co-owner now, not at a reconcile that may not come.
-            add_pod_owners(&policies, &existing, pods).await?;
+            add_pod_owners(&policies, &existing, pods, ctx.network_policies_listed()).await?;
         }
         Ok(Created::New(_)) => {}
         Err(error @ Error::NameConflict { .. }) => return Ok(Some(error.to_string())),
@@ -312,8 +313,13 @@ async fn ensure_policy(
 }
 
 /// Deletes the Sandbox's own policy (the one read), when the policy file
-/// wants none any more.
+/// wants none any more: its hold is lifted first, since the operator means
+/// it to go while the Pod runs (a policy changed since it was read keeps
+/// it, and goes at the next reconcile).
 async fn delete_policy(policies: &Api<NetworkPolicy>, policy: &NetworkPolicy) -> Result<()> {
+    if has_hold(policy) && !lift_with(policies, policy).await? {
+        return Ok(());
+    }
     let params = DeleteParams {
         preconditions: Some(Preconditions {
             uid: policy.uid(),
