@@ -260,7 +260,7 @@ impl TestNs {
 /// finalizer keeps a deleted policy until the operator has seen its Pods
 /// gone, which a stopped operator never does, and the namespace would stay
 /// terminating). One `kubectl get` when none carries it.
-fn lift_policy_holds(kubeconfig: &str, namespace: &str) {
+pub fn lift_policy_holds(kubeconfig: &str, namespace: &str) {
     let held = std::process::Command::new("kubectl")
         .args([
             "--kubeconfig",

@@ -165,6 +165,9 @@ impl Drop for MakeRun {
                 ],
             );
         }
+        // A claim that went cold leaves its policy held (the operator is
+        // stopped): lifted here, or it would stay terminating.
+        crate::common::lift_policy_holds(&kubeconfig.to_string_lossy(), NAMESPACE);
         let _ = kubectl(
             &kubeconfig,
             &[
