@@ -36,7 +36,9 @@
 //!   its Sandbox label) shows a covered Pod. The removal is a JSON patch
 //!   conditioned on the resourceVersion read, so a policy that changed
 //!   meanwhile is looked at again. When the API server shows a covered Pod
-//!   the cache lacks, it is asked again after [`API_RECHECK`];
+//!   the cache lacks, or fails, it is asked again after [`API_RECHECK`].
+//!   The cache is read through the Pod owners' names and the index by
+//!   controller uid, so a held policy costs lookups, not a scan;
 //! - so a policy someone deletes while its Pod runs stays, terminating and
 //!   enforced, until that Pod is gone, whoever deletes what and in which
 //!   order; it then goes, and its Sandbox or claim, if it lives, makes it
@@ -62,6 +64,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
 
 use super::{
@@ -97,10 +100,10 @@ pub fn is_held(policy: &NetworkPolicy) -> bool {
 /// references only the operator may write (the ownership guard); labels,
 /// which a later object of the same name shares, do not count. Pure.
 pub fn covers(policy: &NetworkPolicy, pod: &Pod) -> bool {
-    if pod.namespace() != policy.namespace() {
+    if pod.metadata.namespace != policy.metadata.namespace {
         return false;
     }
-    let Some(uid) = pod.uid() else {
+    let Some(uid) = pod.metadata.uid.as_deref() else {
         return false;
     };
     let named = policy
@@ -110,6 +113,31 @@ pub fn covers(policy: &NetworkPolicy, pod: &Pod) -> bool {
     named
         || sandbox_controller(policy)
             .is_some_and(|(_, sandbox)| controller_uid(&pod.metadata) == Some(sandbox))
+}
+
+/// Whether the Pod cache shows a Pod `policy` covers, looked up by its Pod
+/// owners' names and through the index by its Sandbox's uid (no scan).
+fn cache_covers(ctx: &Context, policy: &NetworkPolicy) -> bool {
+    let namespace = policy.metadata.namespace.as_deref().unwrap_or_default();
+    let by_owner = policy
+        .owner_references()
+        .iter()
+        .filter(|o| o.kind == "Pod")
+        .filter_map(|o| {
+            ctx.caches
+                .pods
+                .get(&ObjectRef::new(&o.name).within(namespace))
+        })
+        .any(|pod| covers(policy, &pod));
+    by_owner
+        || sandbox_controller(policy).is_some_and(|(_, sandbox)| {
+            ctx.caches
+                .index
+                .controlled_by(sandbox)
+                .iter()
+                .filter_map(|r| ctx.caches.pods.get(r))
+                .any(|pod| covers(policy, &pod))
+        })
 }
 
 /// The name and uid of the Sandbox controlling `policy`, if one does.
@@ -142,7 +170,8 @@ struct Watched {
 }
 
 /// How long after the API server showed a covered Pod that the Pod cache
-/// lacks (a Pod stripped of the managed-by label, say) it is asked again.
+/// lacks (a Pod stripped of the managed-by label, say), or failed to
+/// answer, it is asked again.
 pub const API_RECHECK: Duration = Duration::from_secs(10);
 
 async fn hold_forever(ctx: Weak<Context>) {
@@ -164,7 +193,6 @@ async fn look(ctx: &Context, watched: &mut HashMap<String, Watched>, now: Instan
     if held.is_empty() {
         return;
     }
-    let pods = ctx.caches.pods.state();
     for policy in held {
         let Some(uid) = policy.uid() else {
             continue;
@@ -175,7 +203,7 @@ async fn look(ctx: &Context, watched: &mut HashMap<String, Watched>, now: Instan
         });
         if now.duration_since(entry.since) < SETTLE
             || now < entry.next_ask
-            || pods.iter().any(|p| covers(policy, p))
+            || cache_covers(ctx, policy)
         {
             continue;
         }
@@ -188,7 +216,10 @@ async fn look(ctx: &Context, watched: &mut HashMap<String, Watched>, now: Instan
                 entry.next_ask = now + API_RECHECK;
                 Ok(false)
             }
-            Err(error) => Err(error),
+            Err(error) => {
+                entry.next_ask = now + API_RECHECK;
+                Err(error)
+            }
         };
         match outcome {
             Ok(true) => {

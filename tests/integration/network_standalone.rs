@@ -341,6 +341,29 @@ async fn a_foreground_deletion_keeps_the_policy_until_the_pod_is_gone() {
         )),
         "{refusal}"
     );
+    // Nor drop the Pod from its owners (which Pods a held policy covers is
+    // read from them).
+    let before = policies.get(name).await.unwrap();
+    let controller_only: Vec<_> = before
+        .owner_references()
+        .iter()
+        .filter(|o| o.controller == Some(true))
+        .cloned()
+        .collect();
+    let refusal = crate::guard::merge_refused_after_reload(
+        &tenant_policies,
+        &policies,
+        name,
+        &json!({"metadata": {"ownerReferences": controller_only}}),
+        &json!({"metadata": {"ownerReferences": before.owner_references()}}),
+    )
+    .await;
+    assert!(
+        refusal.contains(
+            "metadata.ownerReferences: only the sandbox operator may remove an owner reference of a NetworkPolicy that holds"
+        ),
+        "{refusal}"
+    );
     sandboxes
         .delete("held", &kube::api::DeleteParams::foreground())
         .await

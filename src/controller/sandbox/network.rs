@@ -75,7 +75,7 @@ use crate::admission::{Cidr, NetworkRules, StandalonePolicy, restrict_egress};
 use crate::api::{CLAIM_LABEL, ConditionUpdate, FIELD_MANAGER, SANDBOX_LABEL, Sandbox, reason};
 use crate::controller::claim::same_policy_spec;
 use crate::controller::ownership::{Created, controller_of_kind};
-use crate::controller::policy_hold::{HOLD_FINALIZER, has_hold, lift_with};
+use crate::controller::policy_hold::{HOLD_FINALIZER, has_hold, is_held, lift_with};
 use crate::controller::policy_owners::{add_pod_owners, missing_pod_owners};
 use crate::controller::{
     Context, Error, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Result, controller_ref, controller_uid,
@@ -214,7 +214,7 @@ pub(super) async fn ensure(
     }
     let (reason, why) = match ensure_policy(ctx, sandbox, namespace, uid, pods).await {
         Ok(None) => return Ensured::Done,
-        Ok(Some(conflict)) => (reason::NAME_CONFLICT, conflict),
+        Ok(Some(held)) => held,
         Err(error) => {
             tracing::warn!(%error, "the Sandbox's NetworkPolicy could not be written");
             (reason::NETWORK_POLICY_FAILED, error.to_string())
@@ -232,14 +232,16 @@ pub(super) async fn ensure(
     ))
 }
 
-/// [`ensure`]'s work; `Ok(Some(why))` for a name taken by another object.
+/// [`ensure`]'s work; `Ok(Some((reason, why)))` when no new Pod may start:
+/// the name is taken by another object, or the policy was deleted and is
+/// held until the Sandbox's last Pod is gone.
 async fn ensure_policy(
     ctx: &Context,
     sandbox: &Sandbox,
     namespace: &str,
     uid: &str,
     pods: &[Arc<Pod>],
-) -> Result<Option<String>> {
+) -> Result<Option<(&'static str, String)>> {
     let rules: NetworkRules = ctx.config.policy.current().network.clone();
     let desired =
         desired_standalone_policy(sandbox, &rules.deny_egress(), rules.standalone_policy)?;
@@ -261,6 +263,20 @@ async fn ensure_policy(
         return Ok(None);
     };
     let key = standalone_policy_key(uid);
+    if let Some(ours) = ours
+        .as_ref()
+        .filter(|o| is_held(o) && !pods.iter().any(|p| !is_terminating(p.as_ref())))
+    {
+        // Deleted while a Pod ran: it goes once that Pod is gone and is made
+        // again then; a new Pod started under it now could find it gone.
+        return Ok(Some((
+            reason::NETWORK_POLICY_REPLACING,
+            format!(
+                "NetworkPolicy {} was deleted and is held until the Sandbox's last Pod is gone; it is made again then",
+                ours.name_any()
+            ),
+        )));
+    }
     if let Some(ours) = ours.filter(|o| same_policy_spec(o.spec.as_ref(), desired.spec.as_ref())) {
         ctx.written.forget(&key);
         // The policy is in place: a refused patch is logged and tried again
@@ -305,7 +321,9 @@ async fn ensure_policy(
             add_pod_owners(&policies, &existing, pods, ctx.network_policies_listed()).await?;
         }
         Ok(Created::New(_)) => {}
-        Err(error @ Error::NameConflict { .. }) => return Ok(Some(error.to_string())),
+        Err(error @ Error::NameConflict { .. }) => {
+            return Ok(Some((reason::NAME_CONFLICT, error.to_string())));
+        }
         Err(error) => return Err(error),
     }
     ctx.written.record(&key, fingerprint);

@@ -269,6 +269,8 @@ pub fn lift_policy_holds(kubeconfig: &str, namespace: &str) {
             namespace,
             "get",
             "networkpolicies",
+            "-l",
+            "app.kubernetes.io/managed-by=sandbox-operator",
             "-o",
         ])
         .arg(r#"jsonpath={range .items[?(@.metadata.finalizers)]}{.metadata.name}{"\n"}{end}"#)
