@@ -64,7 +64,7 @@ pub const POOL_FULL: &str = "PoolFull";
 pub const FILLING: &str = "Filling";
 /// The pool's NetworkPolicy could not be written; no Pod is created.
 pub const NETWORK_POLICY_FAILED: &str = "NetworkPolicyFailed";
-/// A standalone Sandbox's NetworkPolicy was deleted while its Pod ran and is
-/// held until that Pod is gone (see `controller::policy_hold`); no new Pod
-/// starts until it is made again.
+/// A Sandbox's NetworkPolicy (its own, or its claim's) was deleted while a
+/// Pod ran and is held until that Pod is gone (see
+/// `controller::policy_hold`); no new Pod starts until it is made again.
 pub const NETWORK_POLICY_REPLACING: &str = "NetworkPolicyReplacing";

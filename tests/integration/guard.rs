@@ -347,8 +347,7 @@ where
 }
 
 /// The refusal of the strategic merge `patch` on Pod `name` once the
-/// guard's latest version is loaded; until then a patch that passes is
-/// reverted by `undo` with the test's admin client and tried again.
+/// guard's latest version is loaded (see [`patch_refused_after_reload`]).
 async fn refused_after_reload(
     pods: &kube::Api<Pod>,
     ns: &TestNs,
@@ -356,53 +355,39 @@ async fn refused_after_reload(
     patch: &serde_json::Value,
     undo: &serde_json::Value,
 ) -> String {
-    for _ in 0..100 {
-        let params = kube::api::PatchParams::default();
-        match pods
-            .patch(name, &params, &kube::api::Patch::Strategic(patch))
-            .await
-        {
-            Ok(_) => {
-                ns.api::<Pod>()
-                    .patch(name, &params, &kube::api::Patch::Strategic(undo))
-                    .await
-                    .unwrap();
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(error) => return error.to_string(),
-        }
-    }
-    panic!("the guard never refused {patch} on Pod {name}")
+    use kube::api::Patch::Strategic;
+    patch_refused_after_reload(
+        pods,
+        &ns.api::<Pod>(),
+        name,
+        &Strategic(patch),
+        &Strategic(undo),
+    )
+    .await
 }
 
-/// The refusal of the merge `patch` on `name` through `api` once the
-/// guard's latest version is loaded; until then a patch that passes is
-/// reverted by `undo` through `admin` and tried again.
-pub(crate) async fn merge_refused_after_reload<K>(
+/// The refusal of `patch` on `name` through `api` once the guard's latest
+/// version is loaded; until then a patch that passes is reverted by `undo`
+/// through `admin` and tried again.
+pub(crate) async fn patch_refused_after_reload<K>(
     api: &kube::Api<K>,
     admin: &kube::Api<K>,
     name: &str,
-    patch: &serde_json::Value,
-    undo: &serde_json::Value,
+    patch: &kube::api::Patch<&serde_json::Value>,
+    undo: &kube::api::Patch<&serde_json::Value>,
 ) -> String
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     for _ in 0..100 {
         let params = kube::api::PatchParams::default();
-        match api
-            .patch(name, &params, &kube::api::Patch::Merge(patch))
-            .await
-        {
+        match api.patch(name, &params, patch).await {
             Ok(_) => {
-                admin
-                    .patch(name, &params, &kube::api::Patch::Merge(undo))
-                    .await
-                    .unwrap();
+                admin.patch(name, &params, undo).await.unwrap();
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Err(error) => return error.to_string(),
         }
     }
-    panic!("the guard never refused {patch} on {name}")
+    panic!("the guard never refused {patch:?} on {name}")
 }

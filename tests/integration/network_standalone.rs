@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
 use kube::ResourceExt;
+use kube::api::Patch::Merge;
 use kube::api::PostParams;
 use serde_json::json;
 
@@ -133,25 +134,24 @@ async fn a_standalone_sandbox_gets_the_denied_egress_before_its_pod() {
     assert!(held.metadata.deletion_timestamp.is_some());
     // Paused, the Sandbox's Pod goes: so does the held policy, and the
     // Sandbox, which lives, makes it again at once, as it was.
-    sandboxes
-        .patch(
-            "solo",
-            &Default::default(),
-            &kube::api::Patch::Merge(json!({"spec": {"replicas": 0}})),
-        )
-        .await
-        .unwrap();
+    let replicas = |n: i32| {
+        let sandboxes = ns.api::<Sandbox>();
+        async move {
+            sandboxes
+                .patch(
+                    "solo",
+                    &Default::default(),
+                    &Merge(json!({"spec": {"replicas": n}})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    replicas(0).await;
     let again = wait_until_made_again(&policies, "solo-sandbox-egress", &policy).await;
     assert_eq!(again.spec, policy.spec);
     assert!(again.metadata.deletion_timestamp.is_none());
-    sandboxes
-        .patch(
-            "solo",
-            &Default::default(),
-            &kube::api::Patch::Merge(json!({"spec": {"replicas": 1}})),
-        )
-        .await
-        .unwrap();
+    replicas(1).await;
     let pods = ns.api::<Pod>();
     wait_until(Duration::from_secs(30), || async {
         pods.get_opt("solo").await.unwrap().is_some()
@@ -327,12 +327,12 @@ async fn a_foreground_deletion_keeps_the_policy_until_the_pod_is_gone() {
     )
     .await;
     let tenant_policies: kube::Api<NetworkPolicy> = kube::Api::namespaced(tenant, &ns.name);
-    let refusal = crate::guard::merge_refused_after_reload(
+    let refusal = crate::guard::patch_refused_after_reload(
         &tenant_policies,
         &policies,
         name,
-        &json!({"metadata": {"finalizers": null}}),
-        &json!({"metadata": {"finalizers": [HOLD_FINALIZER]}}),
+        &Merge(&json!({"metadata": {"finalizers": null}})),
+        &Merge(&json!({"metadata": {"finalizers": [HOLD_FINALIZER]}})),
     )
     .await;
     assert!(
@@ -350,12 +350,12 @@ async fn a_foreground_deletion_keeps_the_policy_until_the_pod_is_gone() {
         .filter(|o| o.controller == Some(true))
         .cloned()
         .collect();
-    let refusal = crate::guard::merge_refused_after_reload(
+    let refusal = crate::guard::patch_refused_after_reload(
         &tenant_policies,
         &policies,
         name,
-        &json!({"metadata": {"ownerReferences": controller_only}}),
-        &json!({"metadata": {"ownerReferences": before.owner_references()}}),
+        &Merge(&json!({"metadata": {"ownerReferences": controller_only}})),
+        &Merge(&json!({"metadata": {"ownerReferences": before.owner_references()}})),
     )
     .await;
     assert!(

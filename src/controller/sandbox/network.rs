@@ -208,7 +208,7 @@ pub(super) async fn ensure(
 ) -> Ensured {
     let claim_policy = || claim_policy_in_place(ctx, namespace, &sandbox.name_any());
     match coverage(sandbox, pods, claim_policy) {
-        Coverage::Claim => return Ensured::Done,
+        Coverage::Claim => return claim_policy_replacing(ctx, sandbox, namespace, pods),
         Coverage::DetachedClaim => return Ensured::Recheck,
         Coverage::Own => {}
     }
@@ -230,6 +230,36 @@ pub(super) async fn ensure(
         reason,
         format!("no Pod is started until the Sandbox's NetworkPolicy exists: {why}"),
     ))
+}
+
+/// A claim's Sandbox with no running Pod whose claim's policy is held (it
+/// was deleted while a Pod ran, and goes once that Pod is gone): no new
+/// Pod starts under it until it is made again. `Done` otherwise, with one
+/// cache lookup only when no Pod runs.
+fn claim_policy_replacing(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    namespace: &str,
+    pods: &[Arc<Pod>],
+) -> Ensured {
+    if pods.iter().any(|p| !is_terminating(p.as_ref())) {
+        return Ensured::Done;
+    }
+    let name = crate::controller::claim::network_policy_name(&sandbox.name_any());
+    match ctx
+        .caches
+        .network_policies
+        .get(&ObjectRef::new(&name).within(namespace))
+    {
+        Some(policy) if is_held(&policy) => Ensured::Hold(ConditionUpdate::ready(
+            false,
+            reason::NETWORK_POLICY_REPLACING,
+            format!(
+                "no Pod is started until the claim's NetworkPolicy {name}, deleted and held until its last Pod is gone, is made again"
+            ),
+        )),
+        _ => Ensured::Done,
+    }
 }
 
 /// [`ensure`]'s work; `Ok(Some((reason, why)))` when no new Pod may start:
