@@ -34,6 +34,12 @@ pid=
 cleanup() {
   if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid"; fi
   helm uninstall "$ns" --namespace "$ns" >/dev/null 2>&1 || true
+  # A cold claim's NetworkPolicy holds until its Pod is gone, which only the
+  # (now stopped) operator sees: lift the holds, or the namespace stays.
+  kubectl get networkpolicies -n "$ns" -l app.kubernetes.io/managed-by=sandbox-operator \
+    -o jsonpath='{range .items[?(@.metadata.finalizers)]}{.metadata.name}{"\n"}{end}' 2>/dev/null |
+    xargs -r -n1 kubectl patch networkpolicy -n "$ns" --type=json \
+      -p '[{"op":"remove","path":"/metadata/finalizers"}]' >/dev/null 2>&1 || true
   kubectl delete namespace "$ns" --wait=false >/dev/null 2>&1 || true
 }
 trap cleanup EXIT

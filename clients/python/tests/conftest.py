@@ -128,11 +128,37 @@ def namespace(kubeconfig: str, operator_binary: Path, custom: k8s.CustomObjectsA
         yield name
     finally:
         stop_operator(operator)
+        lift_policy_holds(name)
         subprocess.run(["kubectl", "delete", "namespace", name, "--wait=false"], capture_output=True)
         for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
             subprocess.run(
                 ["kubectl", "delete", "--ignore-not-found", kind, f"sandbox-operator-{name}"], capture_output=True
             )
+
+
+def lift_policy_holds(namespace: str) -> None:
+    """Removes the finalizers of the operator's NetworkPolicies in ``namespace``.
+
+    A cold claim's policy holds until its Pod is gone, which only the operator
+    sees; once it is stopped the namespace would stay terminating.
+    """
+    held = subprocess.run(
+        [
+            "kubectl", "-n", namespace, "get", "networkpolicies",
+            "-l", "app.kubernetes.io/managed-by=sandbox-operator",
+            "-o", 'jsonpath={range .items[?(@.metadata.finalizers)]}{.metadata.name}{"\\n"}{end}',
+        ],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    for policy in held:
+        subprocess.run(
+            [
+                "kubectl", "-n", namespace, "patch", "networkpolicy", policy,
+                "--type=json", "-p", '[{"op":"remove","path":"/metadata/finalizers"}]',
+            ],
+            capture_output=True,
+        )
 
 
 def _has_default_sa(namespace: str) -> bool:
