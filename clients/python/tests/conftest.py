@@ -144,9 +144,15 @@ def lift_policy_holds(namespace: str) -> None:
     """
     held = subprocess.run(
         [
-            "kubectl", "-n", namespace, "get", "networkpolicies",
-            "-l", "app.kubernetes.io/managed-by=sandbox-operator",
-            "-o", 'jsonpath={range .items[?(@.metadata.finalizers)]}{.metadata.name}{"\\n"}{end}',
+            "kubectl",
+            "-n",
+            namespace,
+            "get",
+            "networkpolicies",
+            "-l",
+            "app.kubernetes.io/managed-by=sandbox-operator",
+            "-o",
+            'jsonpath={range .items[?(@.metadata.finalizers)]}{.metadata.name}{"\\n"}{end}',
         ],
         capture_output=True,
         text=True,
@@ -154,8 +160,15 @@ def lift_policy_holds(namespace: str) -> None:
     for policy in held:
         subprocess.run(
             [
-                "kubectl", "-n", namespace, "patch", "networkpolicy", policy,
-                "--type=json", "-p", '[{"op":"remove","path":"/metadata/finalizers"}]',
+                "kubectl",
+                "-n",
+                namespace,
+                "patch",
+                "networkpolicy",
+                policy,
+                "--type=json",
+                "-p",
+                '[{"op":"remove","path":"/metadata/finalizers"}]',
             ],
             capture_output=True,
         )
