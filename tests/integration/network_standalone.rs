@@ -368,15 +368,26 @@ async fn a_foreground_deletion_keeps_the_policy_until_the_pod_is_gone() {
         .delete("held", &kube::api::DeleteParams::foreground())
         .await
         .unwrap();
-    // While the Pod object exists (terminating, for its grace period), so
-    // does the policy; then the policy goes.
-    let pods = ns.api::<Pod>();
+    held_until_the_pod_is_gone(&ns, name, "held").await;
+    eprintln!(
+        "a_foreground_deletion_keeps_the_policy: {:?}",
+        started.elapsed()
+    );
+}
+
+/// After a foreground deletion: while Pod `pod` exists (terminating, for
+/// its grace period), so does the policy `name`; then the policy goes. The
+/// Pod must be seen terminating at least 10 times (1 s): its grace period
+/// was honoured, so the check was not empty.
+async fn held_until_the_pod_is_gone(ns: &TestNs, name: &str, pod: &str) {
+    let (pods, policies) = (ns.api::<Pod>(), ns.api::<NetworkPolicy>());
     let deadline = Instant::now() + Duration::from_secs(40);
     let mut terminating_seen = 0;
     loop {
-        let pod = pods.get_opt("held").await.unwrap();
-        let policy = policies.get_opt(name).await.unwrap();
-        match (pod, policy) {
+        match (
+            pods.get_opt(pod).await.unwrap(),
+            policies.get_opt(name).await.unwrap(),
+        ) {
             (None, _) => break,
             (Some(pod), None) => panic!(
                 "{name} is gone while its Pod is not (terminating: {})",
@@ -388,20 +399,54 @@ async fn a_foreground_deletion_keeps_the_policy_until_the_pod_is_gone() {
         }
         assert!(
             Instant::now() < deadline,
-            "the Pod is still there after 40 s"
+            "Pod {pod} is still there after 40 s"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
         terminating_seen >= 10,
-        "the Pod was seen terminating {terminating_seen} times: its grace period was not honoured"
+        "Pod {pod} was seen terminating {terminating_seen} times: its grace period was not honoured"
     );
     wait_until(Duration::from_secs(20), || async {
         policies.get_opt(name).await.unwrap().is_none()
     })
     .await;
+}
+
+/// The same for a cold claim deleted in the foreground (as its
+/// `DeleteForeground` shutdown does): its Pod is a co-owner of the claim's
+/// policy, which holds until the Pod is gone.
+#[tokio::test]
+async fn a_cold_claim_deleted_in_the_foreground_keeps_its_policy_until_its_pod_is_gone() {
+    let started = Instant::now();
+    let ns = TestNs::new("net-hold-cold").await;
+    let _op = ns.operator(&[]).await;
+    let mut pod = crate::fixtures::agent_pod(0);
+    pod["metadata"]["annotations"]["sandbox.test/honour-grace-period"] = json!("true");
+    pod["spec"]["terminationGracePeriodSeconds"] = json!(6);
+    crate::fixtures::create(&ns, &crate::fixtures::template_of("tmpl", pod)).await;
+    crate::fixtures::claim_when_ready(&ns, "c", Duration::from_secs(60)).await;
+    let pod = ns
+        .list::<Pod>()
+        .await
+        .into_iter()
+        .find(|p| p.labels().get(SANDBOX_LABEL).map(String::as_str) == Some("c"))
+        .expect("the claim's cold Pod");
+    let (pod_name, pod_uid) = (pod.name_any(), pod.uid().unwrap());
+    let policies = ns.api::<NetworkPolicy>();
+    wait_until(Duration::from_secs(20), || async {
+        let p = policies.get("c-sandbox").await.unwrap();
+        p.owner_references().iter().any(|o| o.uid == pod_uid)
+            && p.finalizers().iter().any(|f| f == HOLD_FINALIZER)
+    })
+    .await;
+    ns.api::<SandboxClaim>()
+        .delete("c", &kube::api::DeleteParams::foreground())
+        .await
+        .unwrap();
+    held_until_the_pod_is_gone(&ns, "c-sandbox", &pod_name).await;
     eprintln!(
-        "a_foreground_deletion_keeps_the_policy: {:?}",
+        "a_cold_claim_deleted_in_the_foreground_keeps_its_policy: {:?}",
         started.elapsed()
     );
 }
