@@ -11,7 +11,8 @@ use kube::api::Api;
 use super::desired::{desired_network_policy, lockdown_network_policy, network_policy_name};
 use super::serve::ensure_template_policy;
 use crate::api::SandboxClaim;
-use crate::controller::{Context, NetworkPolicyMode, Result, create_owned};
+use crate::controller::policy_owners::add_pod_owners;
+use crate::controller::{Context, Created, NetworkPolicyMode, Result, create_owned};
 
 /// Makes sure the claim's NetworkPolicy (or its template's, in per-template
 /// mode) exists; remembered once made, so a served claim costs no request
@@ -86,7 +87,13 @@ pub(super) async fn ensure_network_policy(
     let policy = crate::controller::policy_owners::with_pod_owners(policy, cold);
     let policies: Api<k8s_openapi::api::networking::v1::NetworkPolicy> =
         Api::namespaced(ctx.client.clone(), namespace);
-    create_owned(&policies, &policy, "NetworkPolicy").await?;
+    if let Created::Existing(existing) = create_owned(&policies, &policy, "NetworkPolicy").await?
+        && let Err(error) = add_pod_owners(&policies, &existing, cold, true).await
+    {
+        // Found rather than made (the cache had not shown it): its cold Pod
+        // becomes a co-owner now; refused, at the next reconcile.
+        tracing::warn!(%error, "the cold Pod could not be made a co-owner of the claim's NetworkPolicy");
+    }
     ctx.written.record(&key, serde_json::Value::Bool(true));
     Ok(())
 }
