@@ -45,6 +45,12 @@ cleanup() {
       # shellcheck disable=SC2086 # one kind/name per word
       kubectl delete $leftover --request-timeout=10s --ignore-not-found >/dev/null 2>&1 || true
     fi
+    # The pool's NetworkPolicy holds until its idle Pods are gone, which only
+    # the (now stopped) operator would see: lift the holds first.
+    kubectl get networkpolicies -l app.kubernetes.io/managed-by=sandbox-operator --request-timeout=10s \
+      -o jsonpath='{range .items[?(@.metadata.finalizers)]}{.metadata.name}{"\n"}{end}' 2>/dev/null |
+      xargs -r -n1 kubectl patch networkpolicy --request-timeout=10s --type=json \
+        -p '[{"op":"remove","path":"/metadata/finalizers"}]' >/dev/null 2>&1 || true
     kubectl delete -f examples/warmpool.yaml --request-timeout=10s --ignore-not-found --wait=false >/dev/null 2>&1 || true
   fi
   if [[ $started_cluster == 1 ]]; then

@@ -11,29 +11,34 @@
 //! code that ignores SIGTERM keeps running until the grace period ends, so
 //! without a hold a tenant could lift the deny list (the cloud's instance
 //! metadata at 169.254.169.254, say) from their own sandbox for as long as
-//! they like by deleting it with `--cascade=foreground`.
+//! they like by deleting it with `--cascade=foreground`. A pool's policy
+//! (the default per-claim mode) is the same for its idle Pods: they go
+//! with the pool, whatever the propagation, and so did the policy.
 //!
 //! So these policies carry the finalizer [`HOLD_FINALIZER`]: a deleted
 //! policy stays (terminating, still in the API, so network plugins keep
 //! enforcing it) until the operator has seen that no Pod it covers exists.
 //!
 //! Guarantees:
-//! - the hold is put on a standalone Sandbox's policy when it is made, and
-//!   on a cold claim's when it is made again while its Pod runs, and on any
+//! - the hold is put on a standalone Sandbox's and a pool's policy when it
+//!   is made, on a cold claim's when it is made again while its Pod runs,
+//!   and on any
 //!   policy the moment a Pod is made its co-owner (the same strategic merge
 //!   patch as before: no request is added); only once the policy cache has
 //!   listed, since nothing could lift it otherwise;
 //! - a Pod counts as covered while its object exists (grace period
 //!   included) and it is named among the policy's owners by uid, or is
-//!   controlled by the Sandbox that controls the policy (a standalone
-//!   Sandbox's Pod before the co-owner patch). Both are references only the
+//!   controlled by the Sandbox or pool that controls the policy (a
+//!   standalone Sandbox's Pod before the co-owner patch; a pool's idle
+//!   Pods; a Pod a claim took is covered by the claim's policy, not the
+//!   pool's hold). Both are references only the
 //!   operator may write (the ownership guard); labels, which a later object
 //!   of the same name shares, do not count, so a new Sandbox or claim of the
 //!   same name never keeps an old policy held;
 //! - the hold is lifted only after the policy has been seen terminating for
 //!   [`SETTLE`], and only when neither the Pod cache nor the API server (a
-//!   GET per Pod owner; for a Sandbox's policy, one LIST of the Pods with
-//!   its Sandbox label) shows a covered Pod. The removal is a JSON patch
+//!   GET per Pod owner; for a Sandbox's or pool's policy, one LIST of the
+//!   Pods with its Sandbox or pool label) shows a covered Pod. The removal is a JSON patch
 //!   conditioned on the resourceVersion read, so a policy that changed
 //!   meanwhile is looked at again. When the API server shows a covered Pod
 //!   the cache lacks, or fails, it is asked again after [`API_RECHECK`].
@@ -41,8 +46,8 @@
 //!   controller uid, so a held policy costs lookups, not a scan;
 //! - so a policy someone deletes while its Pod runs stays, terminating and
 //!   enforced, until that Pod is gone, whoever deletes what and in which
-//!   order; it then goes, and its Sandbox or claim, if it lives, makes it
-//!   again (the deletion wakes it). Its spec can still be replaced
+//!   order; it then goes, and its Sandbox, claim or pool, if it lives,
+//!   makes it again (the deletion wakes it). Its spec can still be replaced
 //!   meanwhile. The operator's own deletion (a policy file that wants none)
 //!   lifts the hold first;
 //! - looked at every [`TICK`]; nothing is sent while no policy of the
@@ -54,7 +59,9 @@
 //! until someone removes the finalizer (the README's "Uninstall" says
 //! how); a cold claim's Pod made a co-owner only after a deletion started
 //! is not covered (the co-owner patch follows the Pod's creation within
-//! one reconcile).
+//! one reconcile); a held pool policy goes once no Pod the pool controls
+//! is left (all taken by claims, say) and is made again at the pool's next
+//! reconcile, which a refill already in flight does not wait for.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -71,7 +78,7 @@ use super::{
     Context, Result, controller_uid, is_conflict, is_not_found, is_terminating, is_unprocessable,
     kube_err,
 };
-use crate::api::{FIELD_MANAGER, SANDBOX_LABEL};
+use crate::api::{FIELD_MANAGER, POOL_LABEL, SANDBOX_LABEL};
 
 /// The finalizer that keeps a deleted policy until no Pod it covers exists.
 pub const HOLD_FINALIZER: &str = "agents.x-k8s.io/until-pods-gone";
@@ -95,8 +102,9 @@ pub fn is_held(policy: &NetworkPolicy) -> bool {
 }
 
 /// Whether `pod` is one `policy` protects (see the module docs): named
-/// among its owners by uid, or controlled by the Sandbox that controls the
-/// policy (a standalone Sandbox's Pod not yet made a co-owner). Both are
+/// among its owners by uid, or controlled by the Sandbox or pool that
+/// controls the policy (a standalone Sandbox's Pod not yet made a
+/// co-owner; a pool's idle Pods). Both are
 /// references only the operator may write (the ownership guard); labels,
 /// which a later object of the same name shares, do not count. Pure.
 pub fn covers(policy: &NetworkPolicy, pod: &Pod) -> bool {
@@ -111,8 +119,8 @@ pub fn covers(policy: &NetworkPolicy, pod: &Pod) -> bool {
         .iter()
         .any(|o| o.kind == "Pod" && o.uid == uid);
     named
-        || sandbox_controller(policy)
-            .is_some_and(|(_, sandbox)| controller_uid(&pod.metadata) == Some(sandbox))
+        || pod_controller(policy)
+            .is_some_and(|(_, owner)| controller_uid(&pod.metadata) == Some(owner))
 }
 
 /// Whether the Pod cache shows a Pod `policy` covers, looked up by its Pod
@@ -130,23 +138,30 @@ fn cache_covers(ctx: &Context, policy: &NetworkPolicy) -> bool {
         })
         .any(|pod| covers(policy, &pod));
     by_owner
-        || sandbox_controller(policy).is_some_and(|(_, sandbox)| {
+        || pod_controller(policy).is_some_and(|(_, owner)| {
             ctx.caches
                 .index
-                .controlled_by(sandbox)
+                .controlled_by(owner)
                 .iter()
                 .filter_map(|r| ctx.caches.pods.get(r))
                 .any(|pod| covers(policy, &pod))
         })
 }
 
-/// The name and uid of the Sandbox controlling `policy`, if one does.
-fn sandbox_controller(policy: &NetworkPolicy) -> Option<(&str, &str)> {
-    policy
+/// The Sandbox or pool controlling `policy`, if one does: the label its
+/// Pods carry with its name, and its uid. (A claim's Pods are controlled by
+/// its Sandbox, so a claim's policy covers its co-owners only.)
+fn pod_controller(policy: &NetworkPolicy) -> Option<(String, &str)> {
+    let owner = policy
         .owner_references()
         .iter()
-        .find(|o| o.controller == Some(true) && o.kind == "Sandbox")
-        .map(|o| (o.name.as_str(), o.uid.as_str()))
+        .find(|o| o.controller == Some(true))?;
+    let label = match owner.kind.as_str() {
+        "Sandbox" => SANDBOX_LABEL,
+        "SandboxWarmPool" => POOL_LABEL,
+        _ => return None,
+    };
+    Some((format!("{label}={}", owner.name), owner.uid.as_str()))
 }
 
 /// The held policies among `policies`. Pure.
@@ -248,15 +263,15 @@ async fn uncovered(ctx: &Context, policy: &NetworkPolicy) -> Result<bool> {
             return Ok(false);
         }
     }
-    if let Some((sandbox, sandbox_uid)) = sandbox_controller(policy) {
+    if let Some((selector, owner_uid)) = pod_controller(policy) {
         let listed = pods
-            .list_metadata(&ListParams::default().labels(&format!("{SANDBOX_LABEL}={sandbox}")))
+            .list_metadata(&ListParams::default().labels(&selector))
             .await
             .map_err(kube_err("list the Pods a deleted NetworkPolicy covers"))?;
         if listed
             .items
             .iter()
-            .any(|p| controller_uid(&p.metadata) == Some(sandbox_uid))
+            .any(|p| controller_uid(&p.metadata) == Some(owner_uid))
         {
             return Ok(false);
         }
@@ -381,6 +396,23 @@ mod tests {
         let mut elsewhere = pod("u1", Some("sandbox-1"));
         elsewhere.metadata.namespace = Some("other".into());
         assert!(!covers(&standalone, &elsewhere));
+
+        // A pool's policy covers the Pods the pool controls.
+        let pools = policy(vec![controller("SandboxWarmPool", "pool", "pool-1")]);
+        let mut idle = pod("u4", None);
+        idle.metadata.owner_references =
+            Some(vec![controller("SandboxWarmPool", "pool", "pool-1")]);
+        assert!(covers(&pools, &idle));
+        assert!(
+            !covers(&pools, &pod("u4", Some("sandbox-1"))),
+            "a Pod a claim took"
+        );
+        assert_eq!(
+            pod_controller(&pools)
+                .map(|(selector, _)| selector)
+                .as_deref(),
+            Some("agents.x-k8s.io/warm-pool=pool")
+        );
 
         // A claim's policy covers its co-owners only.
         let claims = policy(vec![

@@ -22,6 +22,7 @@ use sandbox_operator::api::{
     POOL_LABEL, READY, SANDBOX_LABEL, SandboxClaim, SandboxTemplate, SandboxWarmPool,
     TEMPLATE_LABEL, is_true,
 };
+use sandbox_operator::controller::policy_hold::HOLD_FINALIZER;
 
 /// A template of tiny Pods and a pool of `replicas` of it.
 async fn template_and_pool(ns: &TestNs, replicas: i32) {
@@ -412,9 +413,32 @@ async fn a_deleted_sandbox_policy_is_made_again_at_once() {
             .unwrap()
             .is_none()
     );
+    // The pool's holds while its idle Pod runs (see `policy_hold`), and is
+    // made again once the pool has none; a warm claim's has no hold.
+    wait_until(Duration::from_secs(20), || async {
+        let p = policies.get("sandbox-pool-pool").await.unwrap();
+        p.finalizers().iter().any(|f| f == HOLD_FINALIZER)
+    })
+    .await;
     for name in ["sandbox-pool-pool", "c-sandbox"] {
         let before = policies.get(name).await.unwrap();
         policies.delete(name, &Default::default()).await.unwrap();
+        if name == "sandbox-pool-pool" {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let held = policies.get_opt(name).await.unwrap();
+            assert!(
+                held.as_ref().is_some_and(|h| h.uid() == before.uid()),
+                "{name} went while the pool's idle Pod runs"
+            );
+            ns.api::<SandboxWarmPool>()
+                .patch(
+                    "pool",
+                    &Default::default(),
+                    &kube::api::Patch::Merge(json!({"spec": {"replicas": 0}})),
+                )
+                .await
+                .unwrap();
+        }
         let again = wait_until_made_again(&policies, name, &before).await;
         assert_eq!(again.spec, before.spec, "{name} made again as it was");
         assert_eq!(

@@ -1,6 +1,7 @@
 //! A standalone Sandbox's own NetworkPolicy (the policy file's denied
-//! egress ranges, made before its Pod), and Pods as co-owners of their
-//! policy, so that it outlives its Sandbox or claim as long as the Pod.
+//! egress ranges, made before its Pod), Pods as co-owners of their policy,
+//! and the hold (`policy_hold`): a policy outlives its Sandbox, claim or
+//! pool as long as a Pod it covers, whatever the deletion's propagation.
 
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,9 @@ use serde_json::json;
 
 use crate::common::{TestNs, wait_for, wait_until};
 use crate::network::{egress_blocks, selects, wait_until_made_again};
-use sandbox_operator::api::{READY, SANDBOX_LABEL, Sandbox, SandboxClaim, is_true};
+use sandbox_operator::api::{
+    POOL_LABEL, READY, SANDBOX_LABEL, Sandbox, SandboxClaim, SandboxWarmPool, is_true,
+};
 use sandbox_operator::controller::policy_hold::HOLD_FINALIZER;
 
 /// A standalone Sandbox `name` of one tiny container.
@@ -449,4 +452,39 @@ async fn a_cold_claim_deleted_in_the_foreground_keeps_its_policy_until_its_pod_i
         "a_cold_claim_deleted_in_the_foreground_keeps_its_policy: {:?}",
         started.elapsed()
     );
+}
+
+/// A pool deleted (in the background, the default): its idle Pods go with
+/// it but run out their grace period, and the pool's policy holds until
+/// they are gone.
+#[tokio::test]
+async fn a_deleted_pools_policy_holds_until_its_idle_pods_are_gone() {
+    let started = Instant::now();
+    let ns = TestNs::new("net-hold-pool").await;
+    let _op = ns.operator(&[]).await;
+    let mut pod = crate::fixtures::agent_pod(0);
+    pod["metadata"]["annotations"]["sandbox.test/honour-grace-period"] = json!("true");
+    pod["spec"]["terminationGracePeriodSeconds"] = json!(6);
+    crate::fixtures::create(&ns, &crate::fixtures::template_of("tmpl", pod)).await;
+    crate::fixtures::create(&ns, &crate::fixtures::pool("pool", "tmpl", 1)).await;
+    crate::fixtures::wait_pool_ready(&ns, 1).await;
+    let idle = ns
+        .list::<Pod>()
+        .await
+        .into_iter()
+        .find(|p| p.labels().get(POOL_LABEL).map(String::as_str) == Some("pool"))
+        .expect("the pool's idle Pod")
+        .name_any();
+    let policies = ns.api::<NetworkPolicy>();
+    wait_until(Duration::from_secs(20), || async {
+        let p = policies.get("sandbox-pool-pool").await.unwrap();
+        p.finalizers().iter().any(|f| f == HOLD_FINALIZER)
+    })
+    .await;
+    ns.api::<SandboxWarmPool>()
+        .delete("pool", &Default::default())
+        .await
+        .unwrap();
+    held_until_the_pod_is_gone(&ns, "sandbox-pool-pool", &idle).await;
+    eprintln!("a_deleted_pools_policy_holds: {:?}", started.elapsed());
 }

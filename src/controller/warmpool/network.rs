@@ -22,16 +22,23 @@
 //! `NameConflict` and never used; a policy this process made or checked is
 //! remembered (per pool uid, template uid and generation, and deny list,
 //! no expiry), so resyncs send no request and build nothing, and a changed
-//! deny list or template egress is written once.
+//! deny list or template egress is written once. The pool's idle Pods go
+//! with it but run out their grace period, so the policy carries the hold
+//! of [`crate::controller::policy_hold`] (from its creation; one patch for
+//! a policy made by a version without it): deleted, it stays until no Pod
+//! the pool controls is left.
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::super::claim::{ensure_template_policy, same_policy_spec};
 use super::super::ownership::{Created, create_owned};
-use super::super::{Context, Error, NetworkPolicyMode, Result, controller_ref, kube_err};
+use super::super::policy_hold::{HOLD_FINALIZER, has_hold};
+use super::super::{
+    Context, Error, NetworkPolicyMode, Result, controller_ref, is_terminating, kube_err,
+};
 use crate::admission::{Cidr, restrict_egress};
 use crate::api::reason;
 use crate::api::{FIELD_MANAGER, ORIGIN_POOL_LABEL, SandboxTemplate, SandboxWarmPool};
@@ -128,11 +135,34 @@ async fn ensure_pool_policy(
     if ctx.expectations.network_policy_done(key, &fingerprint) {
         return Ok(());
     }
-    let desired = desired_pool_network_policy(pool, template, deny)?;
+    let mut desired = desired_pool_network_policy(pool, template, deny)?;
+    // Idle Pods go with their pool but run out their grace period: the
+    // policy holds until they are gone (once the policy cache has listed,
+    // so that something can lift it).
+    let hold = ctx.network_policies_listed();
+    if hold {
+        desired.finalizers_mut().push(HOLD_FINALIZER.into());
+    }
     let policies: Api<NetworkPolicy> =
         Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
-    if let Created::Existing(mut existing) =
-        create_owned(&policies, &desired, "NetworkPolicy").await?
+    let created = create_owned(&policies, &desired, "NetworkPolicy").await?;
+    if let Created::Existing(existing) = &created
+        && hold
+        && !has_hold(existing)
+        && !is_terminating(existing)
+    {
+        // Made by a version without the hold.
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        let patch = json!({"metadata": {"finalizers": [HOLD_FINALIZER]}});
+        policies
+            .patch(&desired.name_any(), &params, &Patch::Strategic(patch))
+            .await
+            .map_err(kube_err("put the hold on the pool's NetworkPolicy"))?;
+    }
+    if let Created::Existing(mut existing) = created
         && !same_policy_spec(existing.spec.as_ref(), desired.spec.as_ref())
     {
         // Ours (create_owned checked the controller) but from an older deny
