@@ -124,7 +124,8 @@ pub fn covers(policy: &NetworkPolicy, pod: &Pod) -> bool {
 }
 
 /// Whether the Pod cache shows a Pod `policy` covers, looked up by its Pod
-/// owners' names and through the index by its Sandbox's uid (no scan).
+/// owners' names and through the index by its Sandbox's or pool's uid (no
+/// scan).
 fn cache_covers(ctx: &Context, policy: &NetworkPolicy) -> bool {
     let namespace = policy.metadata.namespace.as_deref().unwrap_or_default();
     let by_owner = policy
@@ -249,8 +250,8 @@ async fn look(ctx: &Context, watched: &mut HashMap<String, Watched>, now: Instan
 }
 
 /// Whether the API server, asked directly, shows no Pod `policy` covers: a
-/// GET per Pod owner, and for a Sandbox's policy one LIST of the Pods with
-/// its Sandbox label (the label its selector uses).
+/// GET per Pod owner, and for a Sandbox's or pool's policy one LIST of the
+/// Pods with its Sandbox or pool label.
 async fn uncovered(ctx: &Context, policy: &NetworkPolicy) -> Result<bool> {
     let namespace = policy.namespace().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);

@@ -393,7 +393,7 @@ async fn a_foreign_policy_under_the_pool_policys_name_stops_the_pool() {
 }
 
 /// A NetworkPolicy the operator made and someone deleted is made again at
-/// once, both a pool's and a Ready claim's: its deletion wakes its owner.
+/// once, a Ready claim's (a pool's once its idle Pods are gone): its deletion wakes its owner.
 /// 20 s is below the pool's remembered policy (never expires by itself)
 /// and the claim's resync (300 s), so only the deletion's event can do it.
 #[tokio::test]

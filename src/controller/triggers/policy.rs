@@ -12,6 +12,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::super::claim;
 use super::super::memo::WriteMemo;
+use super::super::policy_hold::has_hold;
 use super::super::sandbox::standalone_policy_key;
 use super::super::warmpool::Expectations;
 use crate::api::{Sandbox, SandboxClaim, SandboxWarmPool};
@@ -33,12 +34,17 @@ pub(in crate::controller) struct PolicyOwners {
 /// a standalone Sandbox's)
 /// has its memo forgotten and its owner woken, which makes it again at once;
 /// for a template's, every pool and claim of that template in its namespace.
-/// Nothing else wakes anyone: the warm path's own policy create costs one
-/// decoded event and no reconcile.
+/// Besides, a pool's policy seen without the hold wakes its pool (see
+/// [`PolicyOwners::wake_pool_for_its_hold`]). Nothing else wakes anyone:
+/// the warm path's own policy create costs one decoded event and no
+/// reconcile.
 pub(in crate::controller) fn network_policy_trigger(
     owners: PolicyOwners,
 ) -> impl Fn(&NetworkPolicy, bool) {
     move |policy: &NetworkPolicy, deleted: bool| {
+        if !deleted {
+            owners.wake_pool_for_its_hold(policy);
+        }
         let Some(owner) = deleted
             .then(|| {
                 policy
@@ -92,6 +98,26 @@ pub(in crate::controller) fn network_policy_trigger(
 }
 
 impl PolicyOwners {
+    /// A pool's policy without the hold (made before the policy cache had
+    /// listed, or by a version without it): its pool puts it on at its next
+    /// reconcile, which this wakes. A pool's policy changes rarely (made
+    /// once, replaced when its template or the deny list changes), so this
+    /// costs nothing on the warm path.
+    fn wake_pool_for_its_hold(&self, policy: &NetworkPolicy) {
+        if has_hold(policy) || policy.metadata.deletion_timestamp.is_some() {
+            return;
+        }
+        if let Some(pool) = policy
+            .owner_references()
+            .iter()
+            .find(|o| o.controller == Some(true) && o.kind == "SandboxWarmPool")
+        {
+            let _ = self.pool_tx.unbounded_send(
+                ObjectRef::new(&pool.name).within(&policy.namespace().unwrap_or_default()),
+            );
+        }
+    }
+
     /// The pool's policy (its own, or its template's) is gone: made again
     /// by the reconcile this wakes.
     fn pool_policy_gone(&self, namespace: &str, pool: &str) {

@@ -115,12 +115,14 @@ fn pool_policy_fingerprint(
     pool: &SandboxWarmPool,
     template: &SandboxTemplate,
     deny: &[Cidr],
+    hold: bool,
 ) -> serde_json::Value {
     json!({
         "pool": pool.meta().uid,
         "template": template.meta().uid,
         "generation": template.meta().generation,
         "deny": deny.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "hold": hold,
     })
 }
 
@@ -131,51 +133,57 @@ async fn ensure_pool_policy(
     deny: &[Cidr],
     key: &str,
 ) -> Result<()> {
-    let fingerprint = pool_policy_fingerprint(pool, template, deny);
+    // Idle Pods go with their pool but run out their grace period: the
+    // policy holds until they are gone (once the policy cache has listed,
+    // so that something can lift it; a pool policy without the hold in
+    // that cache wakes its pool, which then puts it on).
+    let hold = ctx.network_policies_listed();
+    let fingerprint = pool_policy_fingerprint(pool, template, deny, hold);
     if ctx.expectations.network_policy_done(key, &fingerprint) {
         return Ok(());
     }
     let mut desired = desired_pool_network_policy(pool, template, deny)?;
-    // Idle Pods go with their pool but run out their grace period: the
-    // policy holds until they are gone (once the policy cache has listed,
-    // so that something can lift it).
-    let hold = ctx.network_policies_listed();
     if hold {
         desired.finalizers_mut().push(HOLD_FINALIZER.into());
     }
     let policies: Api<NetworkPolicy> =
         Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
-    let created = create_owned(&policies, &desired, "NetworkPolicy").await?;
-    if let Created::Existing(existing) = &created
-        && hold
-        && !has_hold(existing)
-        && !is_terminating(existing)
+    if let Created::Existing(mut existing) =
+        create_owned(&policies, &desired, "NetworkPolicy").await?
     {
-        // Made by a version without the hold.
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..Default::default()
-        };
-        let patch = json!({"metadata": {"finalizers": [HOLD_FINALIZER]}});
-        policies
-            .patch(&desired.name_any(), &params, &Patch::Strategic(patch))
-            .await
-            .map_err(kube_err("put the hold on the pool's NetworkPolicy"))?;
-    }
-    if let Created::Existing(mut existing) = created
-        && !same_policy_spec(existing.spec.as_ref(), desired.spec.as_ref())
-    {
-        // Ours (create_owned checked the controller) but from an older deny
-        // list or template: replace the spec, conditioned on the version read.
-        existing.spec = desired.spec.clone();
-        let params = PostParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..Default::default()
-        };
-        policies
-            .replace(&desired.name_any(), &params, &existing)
-            .await
-            .map_err(kube_err("update the pool's NetworkPolicy"))?;
+        let add_hold = hold && !has_hold(&existing) && !is_terminating(&existing);
+        if !same_policy_spec(existing.spec.as_ref(), desired.spec.as_ref()) {
+            // Ours (create_owned checked the controller) but from an older
+            // deny list or template: replace the spec (and put the hold on),
+            // conditioned on the version read.
+            existing.spec = desired.spec.clone();
+            if add_hold {
+                existing.finalizers_mut().push(HOLD_FINALIZER.into());
+            }
+            let params = PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            };
+            policies
+                .replace(&desired.name_any(), &params, &existing)
+                .await
+                .map_err(kube_err("update the pool's NetworkPolicy"))?;
+        } else if add_hold {
+            // Made by a version without the hold (or before the policy cache
+            // listed). The policy is in place either way: a refused patch is
+            // only logged, and Pods are still made.
+            let params = PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            };
+            let patch = json!({"metadata": {"finalizers": [HOLD_FINALIZER]}});
+            if let Err(error) = policies
+                .patch(&desired.name_any(), &params, &Patch::Strategic(patch))
+                .await
+            {
+                tracing::warn!(%error, "the hold could not be put on the pool's NetworkPolicy");
+            }
+        }
     }
     ctx.expectations.network_policy_made(key, fingerprint);
     Ok(())
@@ -260,8 +268,11 @@ mod tests {
         let mut template = SandboxTemplate::new("t", SandboxTemplateSpec::default());
         template.metadata.uid = Some("t-uid".into());
         template.metadata.generation = Some(1);
-        let base = pool_policy_fingerprint(&pool(), &template, &deny());
-        assert_eq!(base, pool_policy_fingerprint(&pool(), &template, &deny()));
+        let base = pool_policy_fingerprint(&pool(), &template, &deny(), true);
+        assert_eq!(
+            base,
+            pool_policy_fingerprint(&pool(), &template, &deny(), true)
+        );
         let mut edited = template.clone();
         edited.metadata.generation = Some(2);
         let mut replaced = template.clone();
@@ -269,10 +280,12 @@ mod tests {
         let mut other_pool = pool();
         other_pool.metadata.uid = Some("pool-uid-2".into());
         for changed in [
-            pool_policy_fingerprint(&pool(), &edited, &deny()),
-            pool_policy_fingerprint(&pool(), &replaced, &deny()),
-            pool_policy_fingerprint(&pool(), &template, &[]),
-            pool_policy_fingerprint(&other_pool, &template, &deny()),
+            pool_policy_fingerprint(&pool(), &edited, &deny(), true),
+            pool_policy_fingerprint(&pool(), &replaced, &deny(), true),
+            pool_policy_fingerprint(&pool(), &template, &[], true),
+            pool_policy_fingerprint(&other_pool, &template, &deny(), true),
+            // Made before the policy cache listed: looked at again once it has.
+            pool_policy_fingerprint(&pool(), &template, &deny(), false),
         ] {
             assert_ne!(changed, base);
         }
