@@ -416,6 +416,15 @@ async fn held_until_the_pod_is_gone(ns: &TestNs, name: &str, pod: &str) {
     .await;
 }
 
+/// A Pod template whose Pods KWOK removes only at the end of their 6 s
+/// grace period (as a kubelet would for a container that ignores SIGTERM).
+fn stops_after_its_grace_period() -> serde_json::Value {
+    let mut pod = crate::fixtures::agent_pod(0);
+    pod["metadata"]["annotations"]["sandbox.test/honour-grace-period"] = json!("true");
+    pod["spec"]["terminationGracePeriodSeconds"] = json!(6);
+    pod
+}
+
 /// The same for a cold claim deleted in the foreground (as its
 /// `DeleteForeground` shutdown does): its Pod is a co-owner of the claim's
 /// policy, which holds until the Pod is gone.
@@ -424,10 +433,11 @@ async fn a_cold_claim_deleted_in_the_foreground_keeps_its_policy_until_its_pod_i
     let started = Instant::now();
     let ns = TestNs::new("net-hold-cold").await;
     let _op = ns.operator(&[]).await;
-    let mut pod = crate::fixtures::agent_pod(0);
-    pod["metadata"]["annotations"]["sandbox.test/honour-grace-period"] = json!("true");
-    pod["spec"]["terminationGracePeriodSeconds"] = json!(6);
-    crate::fixtures::create(&ns, &crate::fixtures::template_of("tmpl", pod)).await;
+    crate::fixtures::create(
+        &ns,
+        &crate::fixtures::template_of("tmpl", stops_after_its_grace_period()),
+    )
+    .await;
     crate::fixtures::claim_when_ready(&ns, "c", Duration::from_secs(60)).await;
     let pod = ns
         .list::<Pod>()
@@ -462,10 +472,11 @@ async fn a_deleted_pools_policy_holds_until_its_idle_pods_are_gone() {
     let started = Instant::now();
     let ns = TestNs::new("net-hold-pool").await;
     let _op = ns.operator(&[]).await;
-    let mut pod = crate::fixtures::agent_pod(0);
-    pod["metadata"]["annotations"]["sandbox.test/honour-grace-period"] = json!("true");
-    pod["spec"]["terminationGracePeriodSeconds"] = json!(6);
-    crate::fixtures::create(&ns, &crate::fixtures::template_of("tmpl", pod)).await;
+    crate::fixtures::create(
+        &ns,
+        &crate::fixtures::template_of("tmpl", stops_after_its_grace_period()),
+    )
+    .await;
     crate::fixtures::create(&ns, &crate::fixtures::pool("pool", "tmpl", 1)).await;
     crate::fixtures::wait_pool_ready(&ns, 1).await;
     let idle = ns
