@@ -257,6 +257,17 @@ async fn outlives_its_owner(ns: &TestNs, name: &str, pod: &Pod, owner: (&str, &s
     .await;
 }
 
+/// Creates claim `name` (on a template without a pool: it goes cold), waits
+/// until it is Ready and returns its Pod.
+async fn cold_claims_pod(ns: &TestNs, name: &str) -> Pod {
+    crate::fixtures::claim_when_ready(ns, name, Duration::from_secs(60)).await;
+    ns.list::<Pod>()
+        .await
+        .into_iter()
+        .find(|p| p.labels().get(SANDBOX_LABEL).map(String::as_str) == Some(name))
+        .expect("the claim's cold Pod")
+}
+
 /// A cold claim's Pod has no pool policy to fall back on: it is a co-owner
 /// of the claim's, which then outlives the claim as long as the Pod.
 #[tokio::test]
@@ -269,13 +280,7 @@ async fn a_cold_claims_policy_stays_while_its_pod_does() {
         &crate::fixtures::template_of("tmpl", crate::fixtures::agent_pod(0)),
     )
     .await;
-    crate::fixtures::claim_when_ready(&ns, "c", Duration::from_secs(60)).await;
-    let pod = ns
-        .list::<Pod>()
-        .await
-        .into_iter()
-        .find(|p| p.labels().get(SANDBOX_LABEL).map(String::as_str) == Some("c"))
-        .expect("the claim's cold Pod");
+    let pod = cold_claims_pod(&ns, "c").await;
     outlives_its_owner(&ns, "c-sandbox", &pod, ("SandboxClaim", "c")).await;
     eprintln!("a_cold_claims_policy_stays: {:?}", started.elapsed());
 }
@@ -425,34 +430,41 @@ fn stops_after_its_grace_period() -> serde_json::Value {
     pod
 }
 
+/// A namespace `prefix-*` with the operator and template `tmpl` of
+/// [`stops_after_its_grace_period`].
+async fn with_slow_stopping_template(prefix: &str) -> (TestNs, crate::common::Operator) {
+    let ns = TestNs::new(prefix).await;
+    let op = ns.operator(&[]).await;
+    crate::fixtures::create(
+        &ns,
+        &crate::fixtures::template_of("tmpl", stops_after_its_grace_period()),
+    )
+    .await;
+    (ns, op)
+}
+
+/// Waits (20 s at most) until policy `name` carries the hold and, if
+/// given, names Pod `pod_uid` among its owners.
+async fn wait_for_the_hold(policies: &kube::Api<NetworkPolicy>, name: &str, pod_uid: Option<&str>) {
+    wait_until(Duration::from_secs(20), || async {
+        let p = policies.get(name).await.unwrap();
+        pod_uid.is_none_or(|uid| p.owner_references().iter().any(|o| o.uid == uid))
+            && p.finalizers().iter().any(|f| f == HOLD_FINALIZER)
+    })
+    .await;
+}
+
 /// The same for a cold claim deleted in the foreground (as its
 /// `DeleteForeground` shutdown does): its Pod is a co-owner of the claim's
 /// policy, which holds until the Pod is gone.
 #[tokio::test]
 async fn a_cold_claim_deleted_in_the_foreground_keeps_its_policy_until_its_pod_is_gone() {
     let started = Instant::now();
-    let ns = TestNs::new("net-hold-cold").await;
-    let _op = ns.operator(&[]).await;
-    crate::fixtures::create(
-        &ns,
-        &crate::fixtures::template_of("tmpl", stops_after_its_grace_period()),
-    )
-    .await;
-    crate::fixtures::claim_when_ready(&ns, "c", Duration::from_secs(60)).await;
-    let pod = ns
-        .list::<Pod>()
-        .await
-        .into_iter()
-        .find(|p| p.labels().get(SANDBOX_LABEL).map(String::as_str) == Some("c"))
-        .expect("the claim's cold Pod");
+    let (ns, _op) = with_slow_stopping_template("net-hold-cold").await;
+    let pod = cold_claims_pod(&ns, "c").await;
     let (pod_name, pod_uid) = (pod.name_any(), pod.uid().unwrap());
     let policies = ns.api::<NetworkPolicy>();
-    wait_until(Duration::from_secs(20), || async {
-        let p = policies.get("c-sandbox").await.unwrap();
-        p.owner_references().iter().any(|o| o.uid == pod_uid)
-            && p.finalizers().iter().any(|f| f == HOLD_FINALIZER)
-    })
-    .await;
+    wait_for_the_hold(&policies, "c-sandbox", Some(&pod_uid)).await;
     ns.api::<SandboxClaim>()
         .delete("c", &kube::api::DeleteParams::foreground())
         .await
@@ -470,13 +482,7 @@ async fn a_cold_claim_deleted_in_the_foreground_keeps_its_policy_until_its_pod_i
 #[tokio::test]
 async fn a_deleted_pools_policy_holds_until_its_idle_pods_are_gone() {
     let started = Instant::now();
-    let ns = TestNs::new("net-hold-pool").await;
-    let _op = ns.operator(&[]).await;
-    crate::fixtures::create(
-        &ns,
-        &crate::fixtures::template_of("tmpl", stops_after_its_grace_period()),
-    )
-    .await;
+    let (ns, _op) = with_slow_stopping_template("net-hold-pool").await;
     crate::fixtures::create(&ns, &crate::fixtures::pool("pool", "tmpl", 1)).await;
     crate::fixtures::wait_pool_ready(&ns, 1).await;
     let idle = ns
@@ -487,11 +493,7 @@ async fn a_deleted_pools_policy_holds_until_its_idle_pods_are_gone() {
         .expect("the pool's idle Pod")
         .name_any();
     let policies = ns.api::<NetworkPolicy>();
-    wait_until(Duration::from_secs(20), || async {
-        let p = policies.get("sandbox-pool-pool").await.unwrap();
-        p.finalizers().iter().any(|f| f == HOLD_FINALIZER)
-    })
-    .await;
+    wait_for_the_hold(&policies, "sandbox-pool-pool", None).await;
     ns.api::<SandboxWarmPool>()
         .delete("pool", &Default::default())
         .await
