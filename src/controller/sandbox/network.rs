@@ -250,16 +250,28 @@ fn claim_policy_replacing(
         .caches
         .network_policies
         .get(&ObjectRef::new(&name).within(namespace))
+        .and_then(|policy| held_without_a_running_pod(&policy, pods))
     {
-        Some(policy) if is_held(&policy) => Ensured::Hold(ConditionUpdate::ready(
+        Some(why) => Ensured::Hold(ConditionUpdate::ready(
             false,
             reason::NETWORK_POLICY_REPLACING,
-            format!(
-                "no Pod is started until the claim's NetworkPolicy {name}, deleted and held until its last Pod is gone, is made again"
-            ),
+            format!("no Pod is started until the claim's NetworkPolicy is made again: {why}"),
         )),
-        _ => Ensured::Done,
+        None => Ensured::Done,
     }
+}
+
+/// Why no new Pod may start under `policy` (the Sandbox's own, or its
+/// claim's): it was deleted and is held, and no Pod of the Sandbox runs, so
+/// it goes once the last one is gone and is made again then; a Pod started
+/// now could find it gone. Pure.
+fn held_without_a_running_pod(policy: &NetworkPolicy, pods: &[Arc<Pod>]) -> Option<String> {
+    (is_held(policy) && !pods.iter().any(|p| !is_terminating(p.as_ref()))).then(|| {
+        format!(
+            "NetworkPolicy {} was deleted and is held until the Sandbox's last Pod is gone; it is made again then",
+            policy.name_any()
+        )
+    })
 }
 
 /// [`ensure`]'s work; `Ok(Some((reason, why)))` when no new Pod may start:
@@ -293,19 +305,11 @@ async fn ensure_policy(
         return Ok(None);
     };
     let key = standalone_policy_key(uid);
-    if let Some(ours) = ours
+    if let Some(why) = ours
         .as_ref()
-        .filter(|o| is_held(o) && !pods.iter().any(|p| !is_terminating(p.as_ref())))
+        .and_then(|o| held_without_a_running_pod(o, pods))
     {
-        // Deleted while a Pod ran: it goes once that Pod is gone and is made
-        // again then; a new Pod started under it now could find it gone.
-        return Ok(Some((
-            reason::NETWORK_POLICY_REPLACING,
-            format!(
-                "NetworkPolicy {} was deleted and is held until the Sandbox's last Pod is gone; it is made again then",
-                ours.name_any()
-            ),
-        )));
+        return Ok(Some((reason::NETWORK_POLICY_REPLACING, why)));
     }
     if let Some(ours) = ours.filter(|o| same_policy_spec(o.spec.as_ref(), desired.spec.as_ref())) {
         ctx.written.forget(&key);
@@ -414,6 +418,27 @@ mod tests {
         desired_standalone_policy(&sandbox("aio", None), deny, mode)
             .unwrap()
             .map(|p| p.spec.unwrap())
+    }
+
+    #[test]
+    fn no_pod_starts_under_a_held_policy_unless_one_runs() {
+        let mut policy = NetworkPolicy::default();
+        policy.metadata.name = Some("s-sandbox-egress".into());
+        policy.metadata.finalizers = Some(vec![HOLD_FINALIZER.into()]);
+        assert_eq!(
+            held_without_a_running_pod(&policy, &[]),
+            None,
+            "not deleted"
+        );
+        policy.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()),
+        );
+        assert!(
+            held_without_a_running_pod(&policy, &[])
+                .is_some_and(|w| w.contains("s-sandbox-egress"))
+        );
+        let running = Arc::new(named("s", "1"));
+        assert_eq!(held_without_a_running_pod(&policy, &[running]), None);
     }
 
     #[test]
