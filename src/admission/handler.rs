@@ -198,8 +198,12 @@ impl AdmissionHandler for SandboxAdmission {
 
     fn observe(&self, answered: Answered<'_>) {
         if let Some(observer) = &self.observer {
+            // The kind is the request's own text: one of ours, or "other"
+            // (a label from a caller's text would grow without bound).
+            let kind = SandboxKind::from_group_kind(answered.group, answered.kind)
+                .map_or("other", SandboxKind::as_str);
             observer(
-                answered.kind,
+                kind,
                 operation_name(answered.operation),
                 answered.endpoint.as_str(),
                 answered.allowed,

@@ -45,7 +45,11 @@ impl Endpoint {
 /// What the server tells the handler about one answered review.
 #[derive(Clone, Copy, Debug)]
 pub struct Answered<'a> {
-    /// The kind of the admitted object (for example `Sandbox`).
+    /// The API group of the admitted object, as the request says.
+    pub group: &'a str,
+    /// The kind of the admitted object (for example `Sandbox`), as the
+    /// request says: anyone who reaches the port chooses it, so an observer
+    /// that keeps it (a metric label, say) must bound it first.
     pub kind: &'a str,
     /// The operation reviewed.
     pub operation: &'a Operation,

@@ -396,6 +396,7 @@ impl Shared {
         let encoded = encode_review(&review, answer)?;
 
         handler.observe(Answered {
+            group: &review.kind.group,
             kind: &review.kind.kind,
             operation: &review.operation,
             allowed,

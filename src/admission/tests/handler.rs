@@ -305,6 +305,7 @@ fn the_observer_sees_each_outcome() {
         },
     );
     handler.observe(Answered {
+        group: "agents.x-k8s.io",
         kind: "Sandbox",
         operation: &Operation::Create,
         allowed: false,
@@ -316,6 +317,7 @@ fn the_observer_sees_each_outcome() {
     let metrics = Arc::new(Metrics::new());
     let handler = SandboxAdmission::new(PolicyStore::default()).with_metrics(Arc::clone(&metrics));
     handler.observe(Answered {
+        group: "extensions.agents.x-k8s.io",
         kind: "SandboxClaim",
         operation: &Operation::Create,
         allowed: true,
@@ -325,6 +327,39 @@ fn the_observer_sees_each_outcome() {
     assert!(metrics.encode().contains(
         "admission_requests_total{allowed=\"true\",endpoint=\"mutate\",kind=\"SandboxClaim\",operation=\"CREATE\"} 1"
     ));
+}
+
+/// Anyone who reaches the webhook's port writes the request's kind: a kind
+/// that is not ours is counted as "other", so the metrics' series stay a
+/// fixed handful however many kinds callers make up.
+#[test]
+fn a_made_up_kind_is_counted_as_other() {
+    let metrics = Arc::new(Metrics::new());
+    let handler = SandboxAdmission::new(PolicyStore::default()).with_metrics(Arc::clone(&metrics));
+    for n in 0..200 {
+        handler.observe(Answered {
+            group: "agents.x-k8s.io",
+            kind: &format!("MadeUp{n}"),
+            operation: &Operation::Create,
+            allowed: true,
+            endpoint: Endpoint::Validate,
+            elapsed: Duration::from_micros(5),
+        });
+    }
+    // Our kind's name under another group is not ours either.
+    handler.observe(Answered {
+        group: "example.com",
+        kind: "Sandbox",
+        operation: &Operation::Create,
+        allowed: true,
+        endpoint: Endpoint::Validate,
+        elapsed: Duration::from_micros(5),
+    });
+    let text = metrics.encode();
+    assert!(!text.contains("MadeUp"), "a caller's kind became a label");
+    assert!(text.contains(
+        "admission_requests_total{allowed=\"true\",endpoint=\"validate\",kind=\"other\",operation=\"CREATE\"} 201"
+    ), "{text}");
 }
 
 /// Claim CREATEs skip the validating webhook (its match condition), so the
