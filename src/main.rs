@@ -216,6 +216,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
     };
 
+    if !config.excluded_namespaces.is_empty() {
+        tracing::info!(
+            excluded = ?config.excluded_namespaces,
+            "sandbox objects in these namespaces are left alone (admission skips them too); --namespace watches one namespace and excludes none"
+        );
+    }
+
     if args.register_ownership_guard {
         sandbox_operator::webhook::guard::register(&client)
             .await

@@ -67,8 +67,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
@@ -78,7 +80,7 @@ use super::{
     Context, Result, controller_uid, is_conflict, is_not_found, is_terminating, is_unprocessable,
     kube_err,
 };
-use crate::api::{FIELD_MANAGER, POOL_LABEL, SANDBOX_LABEL};
+use crate::api::{CLAIM_UID_LABEL, FIELD_MANAGER, POOL_LABEL, SANDBOX_LABEL};
 
 /// The finalizer that keeps a deleted policy until no Pod it covers exists.
 pub const HOLD_FINALIZER: &str = "agents.x-k8s.io/until-pods-gone";
@@ -96,17 +98,26 @@ pub fn has_hold(policy: &NetworkPolicy) -> bool {
     policy.finalizers().iter().any(|f| f == HOLD_FINALIZER)
 }
 
+/// `policy` (about to be made) with the hold, when `listed` (the policy
+/// cache has listed, so something can lift it). Pure.
+pub fn with_hold(mut policy: NetworkPolicy, listed: bool) -> NetworkPolicy {
+    if listed && !has_hold(&policy) {
+        policy.finalizers_mut().push(HOLD_FINALIZER.into());
+    }
+    policy
+}
+
 /// Whether `policy` is deleted and waits for the operator to lift its hold.
 pub fn is_held(policy: &NetworkPolicy) -> bool {
     is_terminating(policy) && has_hold(policy)
 }
 
 /// Whether `pod` is one `policy` protects (see the module docs): named
-/// among its owners by uid, or controlled by the Sandbox or pool that
-/// controls the policy (a standalone Sandbox's Pod not yet made a
-/// co-owner; a pool's idle Pods). Both are
-/// references only the operator may write (the ownership guard); labels,
-/// which a later object of the same name shares, do not count. Pure.
+/// among its owners by uid, or one of the members of the Sandbox, pool or
+/// claim that controls the policy ([`Members`]). Owner references and the
+/// claim-uid label are written only by the operator (the ownership guard);
+/// name labels, which a later object of the same name shares, do not
+/// count. Pure.
 pub fn covers(policy: &NetworkPolicy, pod: &Pod) -> bool {
     if pod.metadata.namespace != policy.metadata.namespace {
         return false;
@@ -118,14 +129,11 @@ pub fn covers(policy: &NetworkPolicy, pod: &Pod) -> bool {
         .owner_references()
         .iter()
         .any(|o| o.kind == "Pod" && o.uid == uid);
-    named
-        || pod_controller(policy)
-            .is_some_and(|(_, owner)| controller_uid(&pod.metadata) == Some(owner))
+    named || members(policy).is_some_and(|m| m.include(&pod.metadata))
 }
 
 /// Whether the Pod cache shows a Pod `policy` covers, looked up by its Pod
-/// owners' names and through the index by its Sandbox's or pool's uid (no
-/// scan).
+/// owners' names and through the index by its controller's uid (no scan).
 fn cache_covers(ctx: &Context, policy: &NetworkPolicy) -> bool {
     let namespace = policy.metadata.namespace.as_deref().unwrap_or_default();
     let by_owner = policy
@@ -139,30 +147,79 @@ fn cache_covers(ctx: &Context, policy: &NetworkPolicy) -> bool {
         })
         .any(|pod| covers(policy, &pod));
     by_owner
-        || pod_controller(policy).is_some_and(|(_, owner)| {
-            ctx.caches
-                .index
-                .controlled_by(owner)
-                .iter()
-                .filter_map(|r| ctx.caches.pods.get(r))
-                .any(|pod| covers(policy, &pod))
+        || members(policy).is_some_and(|m| {
+            let index = &ctx.caches.index;
+            match m {
+                Members::ControlledBy { uid, .. } => index.controlled_by(uid),
+                Members::StolenFor { uid, .. } => index.labelled_for_claim(uid),
+            }
+            .iter()
+            .filter_map(|r| ctx.caches.pods.get(r))
+            .any(|pod| covers(policy, &pod))
         })
 }
 
-/// The Sandbox or pool controlling `policy`, if one does: the label its
-/// Pods carry with its name, and its uid. (A claim's Pods are controlled by
-/// its Sandbox, so a claim's policy covers its co-owners only.)
-fn pod_controller(policy: &NetworkPolicy) -> Option<(String, &str)> {
+/// The Pods a policy covers through its controller, besides the Pods
+/// named among its owners.
+#[derive(Debug, PartialEq)]
+enum Members<'a> {
+    /// The Pods a Sandbox or pool (`uid`) controls: a standalone Sandbox's
+    /// Pod before the co-owner patch, a pool's idle Pods. `selector` is the
+    /// label its Pods carry with its name (to narrow the API's LIST; the
+    /// controller uid decides).
+    ControlledBy { selector: String, uid: &'a str },
+    /// The Pods stolen for a claim (`uid`): the steal labels the Pod with
+    /// the claim's uid in the same conditioned write that makes the claim
+    /// its controller, and the label stays when its Sandbox adopts it. A
+    /// cold Pod of the claim is a co-owner instead.
+    StolenFor { selector: String, uid: &'a str },
+}
+
+impl Members<'_> {
+    /// Whether the Pod of `meta` is one of them.
+    fn include(&self, meta: &ObjectMeta) -> bool {
+        match self {
+            Members::ControlledBy { uid, .. } => controller_uid(meta) == Some(*uid),
+            Members::StolenFor { uid, .. } => {
+                meta.labels
+                    .as_ref()
+                    .and_then(|l| l.get(CLAIM_UID_LABEL))
+                    .map(String::as_str)
+                    == Some(*uid)
+            }
+        }
+    }
+
+    fn selector(&self) -> &str {
+        match self {
+            Members::ControlledBy { selector, .. } | Members::StolenFor { selector, .. } => {
+                selector
+            }
+        }
+    }
+}
+
+/// The members of the Sandbox, pool or claim controlling `policy`, if one
+/// does.
+fn members(policy: &NetworkPolicy) -> Option<Members<'_>> {
     let owner = policy
         .owner_references()
         .iter()
         .find(|o| o.controller == Some(true))?;
-    let label = match owner.kind.as_str() {
-        "Sandbox" => SANDBOX_LABEL,
-        "SandboxWarmPool" => POOL_LABEL,
-        _ => return None,
+    let uid = owner.uid.as_str();
+    let controlled_by = |label: &str| Members::ControlledBy {
+        selector: format!("{label}={}", owner.name),
+        uid,
     };
-    Some((format!("{label}={}", owner.name), owner.uid.as_str()))
+    match owner.kind.as_str() {
+        "Sandbox" => Some(controlled_by(SANDBOX_LABEL)),
+        "SandboxWarmPool" => Some(controlled_by(POOL_LABEL)),
+        "SandboxClaim" => Some(Members::StolenFor {
+            selector: format!("{CLAIM_UID_LABEL}={uid}"),
+            uid,
+        }),
+        _ => None,
+    }
 }
 
 /// The held policies among `policies`. Pure.
@@ -201,52 +258,67 @@ async fn hold_forever(ctx: Weak<Context>) {
     }
 }
 
-/// One look: lifts the hold of every held policy that covers no Pod any more.
+/// How many held policies one look asks the API server about at once (a
+/// platform deleting claims by the thousand deletes as many policies).
+pub const ASKED_AT_ONCE: usize = 8;
+
+/// One look: lifts the hold of every held policy that covers no Pod any
+/// more. The cache is read first, one policy after another; those it shows
+/// uncovered are asked about and lifted [`ASKED_AT_ONCE`] at a time.
 async fn look(ctx: &Context, watched: &mut HashMap<String, Watched>, now: Instant) {
     let policies = ctx.caches.network_policies.state();
     let held: Vec<&Arc<NetworkPolicy>> = held(&policies).collect();
     watched.retain(|uid, _| held.iter().any(|p| p.uid().as_ref() == Some(uid)));
-    if held.is_empty() {
-        return;
-    }
+    let mut due = Vec::new();
     for policy in held {
         let Some(uid) = policy.uid() else {
             continue;
         };
-        let entry = watched.entry(uid).or_insert(Watched {
+        let entry = watched.entry(uid.clone()).or_insert(Watched {
             since: now,
             next_ask: now,
         });
-        if now.duration_since(entry.since) < SETTLE
-            || now < entry.next_ask
-            || cache_covers(ctx, policy)
+        if now.duration_since(entry.since) >= SETTLE
+            && now >= entry.next_ask
+            && !cache_covers(ctx, policy)
         {
-            continue;
-        }
-        let name = policy.name_any();
-        let api: Api<NetworkPolicy> =
-            Api::namespaced(ctx.client.clone(), &policy.namespace().unwrap_or_default());
-        let outcome = match uncovered(ctx, policy).await {
-            Ok(true) => lift_with(&api, policy).await,
-            Ok(false) => {
-                entry.next_ask = now + API_RECHECK;
-                Ok(false)
-            }
-            Err(error) => {
-                entry.next_ask = now + API_RECHECK;
-                Err(error)
-            }
-        };
-        match outcome {
-            Ok(true) => {
-                tracing::info!(policy = %name, "no Pod the deleted NetworkPolicy covers is left: its hold is lifted");
-            }
-            Ok(false) => {}
-            Err(error) => {
-                tracing::warn!(policy = %name, %error, "the hold of a deleted NetworkPolicy could not be lifted; trying again");
-            }
+            due.push((uid, Arc::clone(policy)));
         }
     }
+    let asked: Vec<(String, bool)> = futures::stream::iter(due)
+        .map(|(uid, policy)| async move { (uid, ask_and_lift(ctx, &policy).await) })
+        .buffer_unordered(ASKED_AT_ONCE)
+        .collect()
+        .await;
+    for (uid, ask_again) in asked {
+        if ask_again && let Some(entry) = watched.get_mut(&uid) {
+            entry.next_ask = now + API_RECHECK;
+        }
+    }
+}
+
+/// Asks the API server whether `policy` covers a Pod still, and lifts its
+/// hold if not. Returns whether to wait [`API_RECHECK`] before asking
+/// again (a covered Pod the cache lacks, or an error).
+async fn ask_and_lift(ctx: &Context, policy: &NetworkPolicy) -> bool {
+    let name = policy.name_any();
+    let api: Api<NetworkPolicy> =
+        Api::namespaced(ctx.client.clone(), &policy.namespace().unwrap_or_default());
+    let (outcome, ask_again) = match uncovered(ctx, policy).await {
+        Ok(true) => (lift_with(&api, policy).await, false),
+        Ok(false) => (Ok(false), true),
+        Err(error) => (Err(error), true),
+    };
+    match outcome {
+        Ok(true) => {
+            tracing::info!(policy = %name, "no Pod the deleted NetworkPolicy covers is left: its hold is lifted");
+        }
+        Ok(false) => {}
+        Err(error) => {
+            tracing::warn!(policy = %name, %error, "the hold of a deleted NetworkPolicy could not be lifted; trying again");
+        }
+    }
+    ask_again
 }
 
 /// Whether the API server, asked directly, shows no Pod `policy` covers: a
@@ -264,16 +336,12 @@ async fn uncovered(ctx: &Context, policy: &NetworkPolicy) -> Result<bool> {
             return Ok(false);
         }
     }
-    if let Some((selector, owner_uid)) = pod_controller(policy) {
+    if let Some(members) = members(policy) {
         let listed = pods
-            .list_metadata(&ListParams::default().labels(&selector))
+            .list_metadata(&ListParams::default().labels(members.selector()))
             .await
             .map_err(kube_err("list the Pods a deleted NetworkPolicy covers"))?;
-        if listed
-            .items
-            .iter()
-            .any(|p| controller_uid(&p.metadata) == Some(owner_uid))
-        {
+        if listed.items.iter().any(|p| members.include(&p.metadata)) {
             return Ok(false);
         }
     }
@@ -409,13 +477,12 @@ mod tests {
             "a Pod a claim took"
         );
         assert_eq!(
-            pod_controller(&pools)
-                .map(|(selector, _)| selector)
-                .as_deref(),
+            members(&pools).as_ref().map(Members::selector),
             Some("agents.x-k8s.io/warm-pool=pool")
         );
 
-        // A claim's policy covers its co-owners only.
+        // A claim's policy covers its co-owners (cold Pods) and the Pods
+        // stolen for it (its uid label, whoever controls them now).
         let claims = policy(vec![
             controller("SandboxClaim", "s", "claim-1"),
             pod_owner("u3"),
@@ -423,6 +490,19 @@ mod tests {
         assert!(covers(&claims, &pod("u3", Some("sandbox-1"))));
         assert!(!covers(&claims, &pod("u1", Some("sandbox-1"))));
         assert!(!covers(&claims, &pod("u1", Some("claim-1"))));
+        let stolen = |claim_uid: &str| {
+            let mut p = pod("u5", Some("sandbox-1"));
+            p.labels_mut()
+                .insert(CLAIM_UID_LABEL.into(), claim_uid.into());
+            p
+        };
+        assert!(covers(&claims, &stolen("claim-1")));
+        // Stolen for a later claim of the same name: not this one's.
+        assert!(!covers(&claims, &stolen("claim-2")));
+        assert_eq!(
+            members(&claims).as_ref().map(Members::selector),
+            Some("agents.x-k8s.io/claim-uid=claim-1")
+        );
     }
 
     #[test]

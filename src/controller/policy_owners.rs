@@ -46,8 +46,9 @@ pub(crate) fn missing_pod_owners(policy: &NetworkPolicy, pods: &[Arc<Pod>]) -> V
         .collect()
 }
 
-/// The strategic merge patch that makes `pods` co-owners of `policy` and
-/// puts the hold on it ([`HOLD_FINALIZER`], see [`super::policy_hold`]);
+/// The strategic merge patch that makes `pods` co-owners of `policy` and,
+/// when `hold`, puts the hold on it ([`HOLD_FINALIZER`], see
+/// [`super::policy_hold`]: a claim's policy carries it with no Pod named);
 /// `None` when there is nothing to add. Owners merge by uid and finalizers
 /// as a set, so the other owners and finalizers stay. A terminating policy
 /// gets no hold (the API server refuses a finalizer added to it). Pure.
@@ -56,9 +57,6 @@ pub(crate) fn co_owner_patch(
     pods: &[Arc<Pod>],
     hold: bool,
 ) -> Option<Value> {
-    if pods.is_empty() {
-        return None;
-    }
     let missing = missing_pod_owners(policy, pods);
     let hold = hold && !has_hold(policy) && !is_terminating(policy);
     match (missing.is_empty(), hold) {
@@ -147,7 +145,12 @@ mod tests {
     fn the_co_owner_patch_adds_the_hold_unless_the_policy_is_terminating() {
         let pods = [pod()];
         let mut policy = NetworkPolicy::default();
-        assert_eq!(co_owner_patch(&policy, &[], true), None, "no Pod, no patch");
+        assert_eq!(co_owner_patch(&policy, &[], false), None, "nothing to add");
+        assert_eq!(
+            co_owner_patch(&policy, &[], true),
+            Some(json!({"metadata": {"finalizers": [HOLD_FINALIZER]}})),
+            "no Pod: the hold alone"
+        );
         let patch = co_owner_patch(&policy, &pods, true).unwrap();
         assert_eq!(patch["metadata"]["finalizers"], json!([HOLD_FINALIZER]));
         assert_eq!(patch["metadata"]["ownerReferences"][0]["uid"], "pod-uid");

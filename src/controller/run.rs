@@ -34,6 +34,24 @@ fn error_policy<K: Resource>(
     }
 }
 
+/// Says once per namespace and process that objects there are left alone:
+/// a claim in the operator's own namespace (`default` when run outside a
+/// cluster without `--operator-namespace`) otherwise waits with no status
+/// and no word why.
+fn warn_once_excluded(namespace: &str) {
+    static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut warned = WARNED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !warned.iter().any(|n| n == namespace) {
+        warned.push(namespace.to_string());
+        warn!(
+            namespace,
+            "objects in this namespace are left alone: it is kube-system or the operator's own (--operator-namespace / POD_NAMESPACE), which admission does not check; create sandboxes in another namespace, or run with --namespace to watch only this one"
+        );
+    }
+}
+
 /// Wraps a reconcile: times it (count and duration per controller), a
 /// success clears the object's backoff, and "wait for the next event", or a
 /// requeue later than the resync period (a distant expiry), becomes the
@@ -58,6 +76,7 @@ where
                 .any(|n| n == namespace)
             {
                 // Admission does not check this namespace, so nothing runs here.
+                warn_once_excluded(namespace);
                 return Ok(Action::await_change());
             }
             let key = backoff_key(controller, obj.as_ref());

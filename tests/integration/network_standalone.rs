@@ -15,7 +15,7 @@ use serde_json::json;
 use crate::common::{TestNs, wait_for, wait_until};
 use crate::network::{egress_blocks, selects, wait_until_made_again};
 use sandbox_operator::api::{
-    POOL_LABEL, READY, SANDBOX_LABEL, Sandbox, SandboxClaim, SandboxWarmPool, is_true,
+    LaunchType, POOL_LABEL, READY, SANDBOX_LABEL, Sandbox, SandboxClaim, SandboxWarmPool, is_true,
 };
 use sandbox_operator::controller::policy_hold::HOLD_FINALIZER;
 
@@ -500,4 +500,50 @@ async fn a_deleted_pools_policy_holds_until_its_idle_pods_are_gone() {
         .unwrap();
     held_until_the_pod_is_gone(&ns, "sandbox-pool-pool", &idle).await;
     eprintln!("a_deleted_pools_policy_holds: {:?}", started.elapsed());
+}
+
+/// A warm claim's Pod keeps its pool's origin label, and its pool's policy
+/// covers it while the pool lives. Once the pool is gone (its policy with
+/// it, when its idle Pods are), the claim's policy is the Pod's only one:
+/// deleting the claim must not lift it while the Pod, stolen for the claim
+/// (its uid label), runs out its grace period.
+#[tokio::test]
+async fn a_warm_claims_policy_holds_after_its_pool_is_gone() {
+    let started = Instant::now();
+    let (ns, _op) = with_slow_stopping_template("net-hold-warm").await;
+    crate::fixtures::create(&ns, &crate::fixtures::pool("pool", "tmpl", 1)).await;
+    crate::fixtures::wait_pool_ready(&ns, 1).await;
+    let claim = crate::fixtures::claim_when_ready(&ns, "c", Duration::from_secs(60)).await;
+    let status = claim.status.expect("a Ready claim's status");
+    let pod = status.pod_name.expect("the claim's Pod");
+    assert_eq!(
+        status.launch_type,
+        Some(LaunchType::Warm),
+        "the claim took the pool's Pod"
+    );
+    let policies = ns.api::<NetworkPolicy>();
+    wait_for_the_hold(&policies, "c-sandbox", None).await;
+    ns.api::<SandboxWarmPool>()
+        .delete("pool", &Default::default())
+        .await
+        .unwrap();
+    // The pool's refill goes with it, then its policy.
+    wait_until(Duration::from_secs(40), || async {
+        policies
+            .get_opt("sandbox-pool-pool")
+            .await
+            .unwrap()
+            .is_none()
+    })
+    .await;
+    assert!(
+        ns.api::<Pod>().get_opt(&pod).await.unwrap().is_some(),
+        "the claim's Pod outlived its pool"
+    );
+    ns.api::<SandboxClaim>()
+        .delete("c", &Default::default())
+        .await
+        .unwrap();
+    held_until_the_pod_is_gone(&ns, "c-sandbox", &pod).await;
+    eprintln!("a_warm_claims_policy_holds: {:?}", started.elapsed());
 }

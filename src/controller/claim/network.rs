@@ -5,14 +5,19 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::ResourceExt;
 use kube::api::Api;
+use kube::runtime::reflector::ObjectRef;
 
 use super::desired::{desired_network_policy, lockdown_network_policy, network_policy_name};
 use super::serve::ensure_template_policy;
 use crate::api::SandboxClaim;
+use crate::controller::policy_hold::{has_hold, with_hold};
 use crate::controller::policy_owners::add_pod_owners;
-use crate::controller::{Context, Created, NetworkPolicyMode, Result, create_owned};
+use crate::controller::{
+    Context, Created, NetworkPolicyMode, Result, create_owned, is_terminating,
+};
 
 /// Makes sure the claim's NetworkPolicy (or its template's, in per-template
 /// mode) exists; remembered once made, so a served claim costs no request
@@ -53,6 +58,7 @@ pub(super) async fn ensure_network_policy(
     {
         ctx.written.forget(&made_key);
         ctx.written.forget(&lockdown_key);
+        put_the_hold_on(ctx, claim, namespace).await;
         return Ok(());
     }
     let template_name = &claim.spec.sandbox_template_ref.name;
@@ -84,11 +90,16 @@ pub(super) async fn ensure_network_policy(
     };
     // Made again while a cold Pod runs (deleted, say): that Pod is a
     // co-owner, and the policy holds, from the start (see `cold_pod`).
-    let policy = crate::controller::policy_owners::with_pod_owners(policy, cold);
-    let policies: Api<k8s_openapi::api::networking::v1::NetworkPolicy> =
-        Api::namespaced(ctx.client.clone(), namespace);
+    // And with the hold in any case: a Pod stolen for the claim may
+    // outlive it too.
+    let policy = with_hold(
+        crate::controller::policy_owners::with_pod_owners(policy, cold),
+        ctx.network_policies_listed(),
+    );
+    let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), namespace);
     if let Created::Existing(existing) = create_owned(&policies, &policy, "NetworkPolicy").await?
-        && let Err(error) = add_pod_owners(&policies, &existing, cold, true).await
+        && let Err(error) =
+            add_pod_owners(&policies, &existing, cold, ctx.network_policies_listed()).await
     {
         // Found rather than made (the cache had not shown it): its cold Pod
         // becomes a co-owner now; refused, at the next reconcile.
@@ -96,6 +107,29 @@ pub(super) async fn ensure_network_policy(
     }
     ctx.written.record(&key, serde_json::Value::Bool(true));
     Ok(())
+}
+
+/// Puts the hold on the claim's policy when the policy cache shows it
+/// without (made before the cache had listed, or by a version without the
+/// hold; the policy trigger wakes the claim for it): one strategic merge
+/// patch, once. A refused patch is logged and tried again at the claim's
+/// next reconcile; the policy is in place either way.
+async fn put_the_hold_on(ctx: &Context, claim: &SandboxClaim, namespace: &str) {
+    let Some(policy) = ctx
+        .caches
+        .network_policies
+        .get(&ObjectRef::new(&network_policy_name(&claim.name_any())).within(namespace))
+        .filter(|p| !has_hold(p) && !is_terminating(p.as_ref()))
+    else {
+        return;
+    };
+    if !ctx.network_policies_listed() {
+        return;
+    }
+    let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), namespace);
+    if let Err(error) = add_pod_owners(&policies, &policy, &[], true).await {
+        tracing::warn!(%error, "the hold could not be put on the claim's NetworkPolicy");
+    }
 }
 
 /// The memo keys of the NetworkPolicy of claim `claim_uid`: made from its

@@ -24,6 +24,7 @@ use super::surplus::delete_pod;
 use crate::api::reason;
 use crate::api::{ORIGIN_POOL_LABEL, POD_NAME_ANNOTATION, Sandbox, SandboxClaim, SandboxTemplate};
 use crate::controller::admit::admit_sandbox;
+use crate::controller::policy_hold::with_hold;
 use crate::controller::takeover::pod_key;
 use crate::controller::write_status;
 use crate::controller::{
@@ -331,11 +332,16 @@ async fn ensure_claim_policy(
     match ctx.config.claim_network_policy {
         NetworkPolicyMode::PerClaim => {
             let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), namespace);
-            let policy = desired_network_policy(
-                claim,
-                template.spec.network_policy.as_ref(),
-                &ctx.config.policy.current().network.deny_egress(),
-            )?;
+            // With the hold: the Pod stolen beside it may outlive the
+            // claim (see `policy_hold`); in the same create, no request added.
+            let policy = with_hold(
+                desired_network_policy(
+                    claim,
+                    template.spec.network_policy.as_ref(),
+                    &ctx.config.policy.current().network.deny_egress(),
+                )?,
+                ctx.network_policies_listed(),
+            );
             create_owned(&policies, &policy, "NetworkPolicy")
                 .await
                 .map(|_| ())

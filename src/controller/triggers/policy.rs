@@ -34,8 +34,8 @@ pub(in crate::controller) struct PolicyOwners {
 /// a standalone Sandbox's)
 /// has its memo forgotten and its owner woken, which makes it again at once;
 /// for a template's, every pool and claim of that template in its namespace.
-/// Besides, a pool's policy seen without the hold wakes its pool (see
-/// [`PolicyOwners::wake_pool_for_its_hold`]). Nothing else wakes anyone:
+/// Besides, a pool's or claim's policy seen without the hold wakes its
+/// owner (see [`PolicyOwners::wake_owner_for_its_hold`]). Nothing else wakes anyone:
 /// the warm path's own policy create costs one decoded event and no
 /// reconcile.
 pub(in crate::controller) fn network_policy_trigger(
@@ -43,7 +43,7 @@ pub(in crate::controller) fn network_policy_trigger(
 ) -> impl Fn(&NetworkPolicy, bool) {
     move |policy: &NetworkPolicy, deleted: bool| {
         if !deleted {
-            owners.wake_pool_for_its_hold(policy);
+            owners.wake_owner_for_its_hold(policy);
         }
         let Some(owner) = deleted
             .then(|| {
@@ -98,23 +98,36 @@ pub(in crate::controller) fn network_policy_trigger(
 }
 
 impl PolicyOwners {
-    /// A pool's policy without the hold (made before the policy cache had
-    /// listed, or by a version without it): its pool puts it on at its next
-    /// reconcile, which this wakes. A pool's policy changes rarely (made
+    /// A pool's or claim's policy without the hold (made before the policy
+    /// cache had listed, or by a version without it): its owner puts it on
+    /// at its next reconcile, which this wakes. Both are made with the hold
+    /// once the cache has listed, and a pool's policy changes rarely (made
     /// once, replaced when its template or the deny list changes), so this
     /// costs nothing on the warm path.
-    fn wake_pool_for_its_hold(&self, policy: &NetworkPolicy) {
+    fn wake_owner_for_its_hold(&self, policy: &NetworkPolicy) {
         if has_hold(policy) || policy.metadata.deletion_timestamp.is_some() {
             return;
         }
-        if let Some(pool) = policy
+        let Some(owner) = policy
             .owner_references()
             .iter()
-            .find(|o| o.controller == Some(true) && o.kind == "SandboxWarmPool")
-        {
-            let _ = self.pool_tx.unbounded_send(
-                ObjectRef::new(&pool.name).within(&policy.namespace().unwrap_or_default()),
-            );
+            .find(|o| o.controller == Some(true))
+        else {
+            return;
+        };
+        let namespace = policy.namespace().unwrap_or_default();
+        match owner.kind.as_str() {
+            "SandboxWarmPool" => {
+                let _ = self
+                    .pool_tx
+                    .unbounded_send(ObjectRef::new(&owner.name).within(&namespace));
+            }
+            "SandboxClaim" => {
+                let _ = self
+                    .claim_tx
+                    .unbounded_send(ObjectRef::new(&owner.name).within(&namespace));
+            }
+            _ => {}
         }
     }
 
@@ -138,9 +151,12 @@ mod tests {
     use kube::runtime::watcher::Event;
     use serde_json::json;
 
+    /// A policy with the hold, controlled by `owner`.
     fn policy(owner_kind: &str, owner: &str) -> NetworkPolicy {
-        let mut p: NetworkPolicy =
-            serde_json::from_value(json!({"metadata": {"name": "np", "namespace": "ns"}})).unwrap();
+        let mut p: NetworkPolicy = serde_json::from_value(json!({"metadata": {
+            "name": "np", "namespace": "ns",
+            "finalizers": [crate::controller::policy_hold::HOLD_FINALIZER]}}))
+        .unwrap();
         p.metadata.owner_references =
             Some(vec![controller(owner_kind, owner, &format!("uid-{owner}"))]);
         p
@@ -197,6 +213,20 @@ mod tests {
         on_policy(&policy("SandboxClaim", "c1"), false);
         assert!(received(&mut claims).is_empty());
         assert!(written.recently_wrote(&made, &yes));
+        // Seen without the hold: its claim or pool wakes to put it on.
+        let mut unheld = policy("SandboxClaim", "c1");
+        unheld.metadata.finalizers = None;
+        on_policy(&unheld, false);
+        assert_eq!(received(&mut claims), ["c1"]);
+        assert!(written.recently_wrote(&made, &yes));
+        let mut unheld = policy("SandboxWarmPool", "p2");
+        unheld.metadata.finalizers = None;
+        on_policy(&unheld, false);
+        assert_eq!(received(&mut pools), ["p2"]);
+        let mut unheld = policy("Sandbox", "s1");
+        unheld.metadata.finalizers = None;
+        on_policy(&unheld, false);
+        assert!(received(&mut sandboxes).is_empty());
         // A claim's, deleted: both memos go, the claim wakes.
         on_policy(&policy("SandboxClaim", "c1"), true);
         assert_eq!(received(&mut claims), ["c1"]);
