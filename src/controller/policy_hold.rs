@@ -13,37 +13,49 @@
 //! metadata at 169.254.169.254, say) from their own sandbox for as long as
 //! they like by deleting it with `--cascade=foreground`. A pool's policy
 //! (the default per-claim mode) is the same for its idle Pods: they go
-//! with the pool, whatever the propagation, and so did the policy.
+//! with the pool, whatever the propagation, and so did the policy. A warm
+//! claim's Pod is covered by its pool's policy too, but only while the
+//! pool lives: with the pool gone, deleting the claim (any propagation)
+//! took the claim's policy at once while the Pod ran on.
 //!
 //! So these policies carry the finalizer [`HOLD_FINALIZER`]: a deleted
 //! policy stays (terminating, still in the API, so network plugins keep
 //! enforcing it) until the operator has seen that no Pod it covers exists.
 //!
 //! Guarantees:
-//! - the hold is put on a standalone Sandbox's and a pool's policy when it
-//!   is made, on a cold claim's when it is made again while its Pod runs,
-//!   and on any
-//!   policy the moment a Pod is made its co-owner (the same strategic merge
-//!   patch as before: no request is added); only once the policy cache has
-//!   listed, since nothing could lift it otherwise;
+//! - the hold is put on a standalone Sandbox's, a pool's and a claim's
+//!   policy when it is made (the warm path's round one included: it travels
+//!   in the create, so no request is added), and on any policy the moment a
+//!   Pod is made its co-owner (the same strategic merge patch as before); a
+//!   pool's or claim's policy made without it (by an older version, or
+//!   before the policy cache had listed) wakes its owner, which adds it with
+//!   one patch. Only once the policy cache has listed, since nothing could
+//!   lift it otherwise;
 //! - a Pod counts as covered while its object exists (grace period
-//!   included) and it is named among the policy's owners by uid, or is
-//!   controlled by the Sandbox or pool that controls the policy (a
-//!   standalone Sandbox's Pod before the co-owner patch; a pool's idle
-//!   Pods; a Pod a claim took is covered by the claim's policy, not the
-//!   pool's hold). Both are references only the
-//!   operator may write (the ownership guard); labels, which a later object
-//!   of the same name shares, do not count, so a new Sandbox or claim of the
-//!   same name never keeps an old policy held;
+//!   included) and it is named among the policy's owners by uid, or is a
+//!   member of the Sandbox, pool or claim that controls the policy
+//!   ([`Members`]): controlled by the Sandbox (a standalone Sandbox's Pod
+//!   before the co-owner patch) or pool (its idle Pods; a Pod a claim took
+//!   is covered by the claim's policy, not the pool's hold), or labelled
+//!   with the claim's uid (a Pod stolen for the claim: the steal writes the
+//!   label with the claim as controller, in one conditioned write; a cold
+//!   Pod is a co-owner instead). These are written only by the operator
+//!   (the ownership guard); name labels, which a later object of the same
+//!   name shares, do not count, so a new Sandbox or claim of the same name
+//!   never keeps an old policy held;
 //! - the hold is lifted only after the policy has been seen terminating for
 //!   [`SETTLE`], and only when neither the Pod cache nor the API server (a
-//!   GET per Pod owner; for a Sandbox's or pool's policy, one LIST of the
-//!   Pods with its Sandbox or pool label) shows a covered Pod. The removal is a JSON patch
+//!   GET per Pod owner; one LIST of the members' Pods, by the Sandbox or
+//!   pool label, or the claim-uid label) shows a covered Pod. The removal
+//!   is a JSON patch
 //!   conditioned on the resourceVersion read, so a policy that changed
 //!   meanwhile is looked at again. When the API server shows a covered Pod
 //!   the cache lacks, or fails, it is asked again after [`API_RECHECK`].
-//!   The cache is read through the Pod owners' names and the index by
-//!   controller uid, so a held policy costs lookups, not a scan;
+//!   The cache is read through the Pod owners' names and the indexes by
+//!   controller uid and claim uid, so a held policy costs lookups, not a
+//!   scan; the API server is asked about [`ASKED_AT_ONCE`] policies at a
+//!   time (a deleted claim costs one LIST and one patch, off any claim's
+//!   path);
 //! - so a policy someone deletes while its Pod runs stays, terminating and
 //!   enforced, until that Pod is gone, whoever deletes what and in which
 //!   order; it then goes, and its Sandbox, claim or pool, if it lives,

@@ -2,20 +2,21 @@
 //!
 //! The claim's policy is controlled by the claim, so the garbage collector
 //! deletes it with the claim, while the Pod is still running out its grace
-//! period. A warm Pod stays covered meanwhile by its pool's policy (it
-//! keeps the origin-pool label); a cold Pod, started by the Sandbox, has no
-//! other. So once the Pod exists, it is made a co-owner (not controller) of
-//! the claim's policy: an object is deleted only when all its owners are
-//! gone, and a Pod object stays until its containers have stopped. The same
-//! patch puts the hold of [`crate::controller::policy_hold`] on the policy,
-//! which keeps it through a foreground deletion too.
+//! period. The policy carries the hold of [`crate::controller::policy_hold`]
+//! from its creation, which covers the Pods stolen for the claim (their
+//! claim-uid label); a cold Pod, started by the Sandbox, has no such label.
+//! So once the Pod exists, it is made a co-owner (not controller) of the
+//! claim's policy: an object is deleted only when all its owners are gone,
+//! and a Pod object stays until its containers have stopped; with the hold,
+//! through a foreground deletion too (the same patch puts the hold on a
+//! policy made without it).
 //!
 //! Only in the per-claim mode (a template's policy does not go with a
 //! claim), and only for Pods without the origin-pool label (which only the
-//! pool writes, and the ownership guard keeps): a warm Pod is covered by its
-//! pool's policy, so the warm path sends nothing. One strategic merge patch
-//! per cold Pod, sent when the policy cache shows the claim's policy
-//! without it.
+//! pool writes, and the ownership guard keeps): a warm Pod is covered by the
+//! hold through its claim-uid label, so the warm path sends nothing. One
+//! strategic merge patch per cold Pod, sent when the policy cache shows the
+//! claim's policy without it.
 
 use std::sync::Arc;
 
