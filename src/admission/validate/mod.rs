@@ -127,6 +127,9 @@ pub fn validate(
     if !terminating {
         validator.object_name(kind, object, &root);
     }
+    if *operation == Operation::Create {
+        validator.service_name(kind, object, &root);
+    }
     let Some(spec) = validator.ok(required_object(object, "spec", &root)) else {
         return validator.verdict;
     };

@@ -39,6 +39,20 @@ pub(crate) fn is_dns_subdomain(name: &str) -> bool {
         && alphanumeric(bytes[bytes.len() - 1])
 }
 
+/// A DNS-1035 label, the rule for a Service name: lowercase letters,
+/// digits and '-', starting with a letter, ending with a letter or digit,
+/// at most 63 characters.
+pub(crate) fn is_dns_label(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= MAX_LABEL_VALUE
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && bytes[0].is_ascii_lowercase()
+        && bytes[bytes.len() - 1] != b'-'
+}
+
 impl Validator<'_> {
     /// Sandbox and claim names become label values: at most 63 characters
     /// (a `generateName` prefix leaves room for the 5 generated ones).
@@ -78,6 +92,55 @@ impl Validator<'_> {
                     "{} characters plus {GENERATED_SUFFIX} generated ones is longer than \
                      {MAX_LABEL_VALUE}: the name is used as a label value",
                     prefix.chars().count()
+                ),
+            );
+        }
+    }
+
+    /// On CREATE: a Sandbox's name is its Service's, and a claim's is its
+    /// Sandbox's, so both must be DNS-1035 labels (a Service name); the API
+    /// server would refuse the Service only after the claim had taken a
+    /// warm Pod. A `generateName` prefix must start with a letter and use
+    /// only lowercase letters, digits and '-' (the generated characters are
+    /// letters and digits). Names never change, so an UPDATE is not judged.
+    pub(super) fn service_name(
+        &mut self,
+        kind: SandboxKind,
+        object: &Map<String, Value>,
+        root: &FieldPath,
+    ) {
+        let owner = match kind {
+            SandboxKind::Sandbox => "the Sandbox's Service takes this name",
+            SandboxKind::SandboxClaim => "the claim's Sandbox and its Service take this name",
+            _ => return,
+        };
+        let Some(Some(metadata)) = self.ok(optional_object(object, "metadata", root)) else {
+            return;
+        };
+        let metadata_path = root.key("metadata");
+        const RULE: &str = "lowercase letters, digits and '-', starting with a letter and \
+                            ending with a letter or digit";
+        if let Some(Some(name)) = self.ok(optional::<&str>(metadata, "name", &metadata_path))
+            && name.chars().count() <= MAX_LABEL_VALUE
+            && !is_dns_label(name)
+        {
+            self.deny(
+                &metadata_path.key("name"),
+                format!("{name:?} is not a valid Service name (a DNS-1035 label: {RULE}): {owner}"),
+            );
+        }
+        if present(metadata, "name").is_none()
+            && let Some(Some(prefix)) =
+                self.ok(optional::<&str>(metadata, "generateName", &metadata_path))
+            && !(prefix.starts_with(|c: char| c.is_ascii_lowercase())
+                && prefix
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+        {
+            self.deny(
+                &metadata_path.key("generateName"),
+                format!(
+                    "{prefix:?} cannot begin a valid Service name (a DNS-1035 label: {RULE}): {owner}"
                 ),
             );
         }

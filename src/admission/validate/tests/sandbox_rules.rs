@@ -200,6 +200,51 @@ fn sandbox_and_claim_names_fit_a_label_value() {
     assert!(create(SandboxKind::SandboxTemplate, &template).allowed());
 }
 
+/// A Sandbox's name is its Service's, a claim's its Sandbox's: both must
+/// be DNS-1035 labels, or the Service create fails after a warm Pod was
+/// taken. Judged on CREATE only (a name never changes).
+#[test]
+fn sandbox_and_claim_names_are_service_names() {
+    for (kind, object, owner) in [
+        (
+            SandboxKind::Sandbox,
+            aio_sandbox(),
+            "the Sandbox's Service takes this name",
+        ),
+        (
+            SandboxKind::SandboxClaim,
+            claim(),
+            "the claim's Sandbox and its Service take this name",
+        ),
+    ] {
+        for bad in ["agent.1", "1agent", "agent-"] {
+            let mut named = object.clone();
+            named["metadata"]["name"] = json!(bad);
+            assert_eq!(
+                denials(&create(kind, &named)),
+                [format!(
+                    "metadata.name: {bad:?} is not a valid Service name (a DNS-1035 label: lowercase letters, digits and '-', starting with a letter and ending with a letter or digit): {owner}"
+                )]
+            );
+            // Stored before the webhook: its updates are not refused for it.
+            assert!(update(kind, &named, &named).allowed(), "{bad}");
+        }
+        let mut named = object.clone();
+        named["metadata"]["name"] = json!("agent-1");
+        assert!(create(kind, &named).allowed());
+        let mut generated = object.clone();
+        generated["metadata"] = json!({"generateName": "9-"});
+        assert_eq!(
+            denials(&create(kind, &generated)),
+            [format!(
+                "metadata.generateName: \"9-\" cannot begin a valid Service name (a DNS-1035 label: lowercase letters, digits and '-', starting with a letter and ending with a letter or digit): {owner}"
+            )]
+        );
+        generated["metadata"] = json!({"generateName": "agent-"});
+        assert!(create(kind, &generated).allowed());
+    }
+}
+
 #[test]
 fn a_claims_admission_stamp_cannot_be_changed() {
     let mut stamped = claim();
