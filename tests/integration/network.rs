@@ -393,9 +393,10 @@ async fn a_foreign_policy_under_the_pool_policys_name_stops_the_pool() {
 }
 
 /// A NetworkPolicy the operator made and someone deleted is made again at
-/// once, a Ready claim's (a pool's once its idle Pods are gone): its deletion wakes its owner.
-/// 20 s is below the pool's remembered policy (never expires by itself)
-/// and the claim's resync (300 s), so only the deletion's event can do it.
+/// once (a pool's once its idle Pods are gone): its deletion wakes its
+/// owner. 20 s is below the pool's remembered policy (never expires by
+/// itself), so only the deletion's event can do it. A Ready claim's policy
+/// deleted by hand stays held (terminating, enforced) while its Pod runs.
 #[tokio::test]
 async fn a_deleted_sandbox_policy_is_made_again_at_once() {
     let started = Instant::now();
@@ -413,64 +414,74 @@ async fn a_deleted_sandbox_policy_is_made_again_at_once() {
             .unwrap()
             .is_none()
     );
-    // The pool's holds while its idle Pod runs (see `policy_hold`), and is
-    // made again once the pool has none; a warm claim's has no hold.
-    wait_until(Duration::from_secs(20), || async {
-        let p = policies.get("sandbox-pool-pool").await.unwrap();
-        p.finalizers().iter().any(|f| f == HOLD_FINALIZER)
-    })
-    .await;
+    // The pool's and the warm claim's hold while their Pods run (see
+    // `policy_hold`); the pool's is made again once the pool has none.
     for name in ["sandbox-pool-pool", "c-sandbox"] {
-        let before = policies.get(name).await.unwrap();
-        policies.delete(name, &Default::default()).await.unwrap();
-        if name == "sandbox-pool-pool" {
-            tokio::time::sleep(Duration::from_secs(3)).await;
-            let held = policies.get_opt(name).await.unwrap();
-            assert!(
-                held.as_ref().is_some_and(|h| h.uid() == before.uid()),
-                "{name} went while the pool's idle Pod runs"
-            );
-            ns.api::<SandboxWarmPool>()
-                .patch(
-                    "pool",
-                    &Default::default(),
-                    &kube::api::Patch::Merge(json!({"spec": {"replicas": 0}})),
-                )
-                .await
-                .unwrap();
-        }
-        let again = wait_until_made_again(&policies, name, &before).await;
-        assert_eq!(again.spec, before.spec, "{name} made again as it was");
-        assert_eq!(
-            again.owner_references(),
-            before.owner_references(),
-            "{name} has the same owner"
+        wait_until(Duration::from_secs(20), || async {
+            let p = policies.get(name).await.unwrap();
+            p.finalizers().iter().any(|f| f == HOLD_FINALIZER)
+        })
+        .await;
+    }
+    let before = policies.get("c-sandbox").await.unwrap();
+    policies
+        .delete("c-sandbox", &Default::default())
+        .await
+        .unwrap();
+    let before_pool = policies.get("sandbox-pool-pool").await.unwrap();
+    policies
+        .delete("sandbox-pool-pool", &Default::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for before in [&before, &before_pool] {
+        let name = before.name_any();
+        let held = policies.get_opt(&name).await.unwrap();
+        assert!(
+            held.as_ref()
+                .is_some_and(|h| h.uid() == before.uid() && h.metadata.deletion_timestamp.is_some()),
+            "{name} went while a Pod it covers runs"
         );
     }
-    // The claim deleted with `--cascade=orphan`: its Sandbox and the
-    // claim's policy are nobody's, and the Sandbox is a standalone one from
-    // then on, with the standalone policy (the deny list) of its own.
+    ns.api::<SandboxWarmPool>()
+        .patch(
+            "pool",
+            &Default::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"replicas": 0}})),
+        )
+        .await
+        .unwrap();
+    let again = wait_until_made_again(&policies, "sandbox-pool-pool", &before_pool).await;
+    assert_eq!(again.spec, before_pool.spec, "made again as it was");
+    assert_eq!(again.owner_references(), before_pool.owner_references());
+    // A claim deleted with `--cascade=orphan` (a cold one: the pool has
+    // none left): its Sandbox and the claim's policy are nobody's, and the
+    // Sandbox is a standalone one from then on, with the standalone policy
+    // (the deny list) of its own.
+    crate::fixtures::claim_when_ready(&ns, "d", Duration::from_secs(60)).await;
     let orphan = kube::api::DeleteParams {
         propagation_policy: Some(kube::api::PropagationPolicy::Orphan),
         ..Default::default()
     };
-    ns.api::<SandboxClaim>().delete("c", &orphan).await.unwrap();
+    ns.api::<SandboxClaim>().delete("d", &orphan).await.unwrap();
     wait_until(Duration::from_secs(30), || async {
         policies
-            .get_opt("c-sandbox-egress")
+            .get_opt("d-sandbox-egress")
             .await
             .unwrap()
             .is_some()
     })
     .await;
-    assert!(
-        policies
-            .get("c-sandbox")
+    wait_until(Duration::from_secs(10), || async {
+        !policies
+            .get("d-sandbox")
             .await
             .unwrap()
             .owner_references()
-            .is_empty()
-    );
+            .iter()
+            .any(|o| o.kind == "SandboxClaim")
+    })
+    .await;
     eprintln!("a_deleted_sandbox_policy: {:?}", started.elapsed());
 }
 

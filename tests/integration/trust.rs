@@ -327,6 +327,13 @@ async fn an_expired_claim_deletes_its_own_sandbox_and_no_one_elses() {
     create(&ns, &expiring("mine", soon)).await;
     wait_for(&claims, "mine", Duration::from_secs(30), claim_ready).await;
     wait_not_ready_for(&claims, "mine", "ClaimExpired").await;
+    // Its status no longer points at the Pod it had (a later Pod may get
+    // that IP).
+    let status = claims.get("mine").await.unwrap().status.unwrap_or_default();
+    assert!(
+        status.pod_name.is_none() && status.sandbox.is_none(),
+        "an expired claim still names its old Pod: {status:?}"
+    );
     let sandboxes = ns.api::<Sandbox>();
     wait_until(Duration::from_secs(30), || async {
         sandboxes.get_opt("mine").await.unwrap().is_none()

@@ -13,7 +13,8 @@ use crate::controller::write_status;
 use crate::controller::{Context, Result, controller_uid, is_conflict, is_not_found, kube_err};
 
 /// Expiry: `Delete`/`DeleteForeground` delete the claim (its children follow
-/// by ownerReference); `Retain` deletes the Sandbox and marks the claim.
+/// by ownerReference); `Retain` deletes the Sandbox and marks the claim
+/// (its status then names no Sandbox, Pod or IP).
 pub(super) async fn expire(
     ctx: &Context,
     claim: &SandboxClaim,
@@ -35,11 +36,17 @@ pub(super) async fn expire(
                 } else {
                     PropagationPolicy::Foreground
                 }),
+                // This claim (by uid), not a later one of the same name
+                // that a stale copy would delete.
+                preconditions: Some(Preconditions {
+                    uid: claim.uid(),
+                    resource_version: None,
+                }),
                 ..Default::default()
             };
             match api.delete(&claim.name_any(), &params).await {
                 Ok(_) => {}
-                Err(e) if is_not_found(&e) => {}
+                Err(e) if is_not_found(&e) || is_conflict(&e) => {}
                 Err(e) => return Err(kube_err("delete expired claim")(e)),
             }
         }
@@ -58,6 +65,11 @@ pub(super) async fn expire(
                     claim.meta().generation,
                     jiff::Timestamp::now(),
                 ),
+                // The Sandbox and its Pod are deleted: a client must not be
+                // pointed at a Pod name or IP that a later Pod (another
+                // tenant's, say) may get.
+                sandbox: None,
+                pod_name: None,
                 ..previous
             };
             if claim.status.as_ref() != Some(&status) {

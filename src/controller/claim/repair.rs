@@ -104,7 +104,7 @@ pub(super) async fn repair(
             return Ok(());
         }
     }
-    let earlier = match earlier_pod(ctx, claim_uid) {
+    let earlier = match earlier_pod(ctx, namespace, claim_uid) {
         Some(pod) if Some(&pod) == named => return Ok(()),
         earlier => earlier,
     };

@@ -173,7 +173,7 @@ impl Pick {
         template: &SandboxTemplate,
     ) -> Pick {
         let choice = pool_choice(claim);
-        let earlier = earlier_pod(ctx, claim_uid);
+        let earlier = earlier_pod(ctx, namespace, claim_uid);
         let warm_allowed =
             choice != PoolChoice::None && template.spec.volume_claim_templates.is_none();
         let (first, rest) = if earlier.is_none() && warm_allowed {
@@ -390,11 +390,25 @@ async fn round_two(
     }
 }
 
-/// A Pod this claim already stole: in memory, else in the cache (claim-uid
-/// label AND the claim as controller, which only a steal writes), but not
-/// one this process gave back (deleted) and the cache still shows.
-pub(super) fn earlier_pod(ctx: &Context, claim_uid: &str) -> Option<String> {
-    ctx.reservations.stolen_for(claim_uid).or_else(|| {
+/// A Pod this claim already stole: in memory (while the cache shows that
+/// Pod, not terminating: every Pod stolen was picked from the cache, so
+/// one it no longer shows was deleted, with the claim's Sandbox, say, and
+/// the memory is forgotten), else in the cache (claim-uid label AND the
+/// claim as controller, which only a steal writes), but not one this
+/// process gave back (deleted) and the cache still shows.
+pub(super) fn earlier_pod(ctx: &Context, namespace: &str, claim_uid: &str) -> Option<String> {
+    let remembered = ctx.reservations.stolen_for(claim_uid).filter(|name| {
+        let alive = ctx
+            .caches
+            .pods
+            .get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace))
+            .is_some_and(|p| !crate::controller::is_terminating(p.as_ref()));
+        if !alive {
+            ctx.reservations.forget_steal(claim_uid, name);
+        }
+        alive
+    });
+    remembered.or_else(|| {
         ctx.caches
             .index
             .labelled_for_claim(claim_uid)

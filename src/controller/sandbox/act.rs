@@ -177,16 +177,23 @@ fn changed_in_cache(ctx: &Context, pod: &Pod) -> bool {
         .is_some_and(|cached| cached.resource_version() != pod.resource_version())
 }
 
-/// Deletes the expired Sandbox (policy Delete); gone already is fine.
+/// Deletes the expired Sandbox (policy Delete); gone or replaced already is
+/// fine.
 async fn delete_sandbox(ctx: &Context, sandbox: &Sandbox, namespace: &str) -> Result<()> {
     let api: Api<Sandbox> = Api::namespaced(ctx.client.clone(), namespace);
     info!("shutdownTime passed: deleting the Sandbox");
-    match api
-        .delete(&sandbox.name_any(), &DeleteParams::background())
-        .await
-    {
+    // This Sandbox (by uid), not a later one of the same name that a stale
+    // copy would delete; replaced is fine too.
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: sandbox.uid(),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
+    match api.delete(&sandbox.name_any(), &params).await {
         Ok(_) => Ok(()),
-        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) if is_not_found(&e) || is_conflict(&e) => Ok(()),
         Err(e) => Err(kube_err("delete expired sandbox")(e)),
     }
 }

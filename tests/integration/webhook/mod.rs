@@ -168,6 +168,12 @@ async fn dangerous_specs_are_refused_with_field_path_and_rule() {
             sandbox(&"n".repeat(64), "      containers: [{name: c, image: busybox}]\n"),
             "metadata.name: 64 characters is longer than 63",
         ),
+        // A claim's Sandbox and Service take its name: refused before it
+        // could take a warm Pod it would never be Ready on.
+        (
+            "apiVersion: extensions.agents.x-k8s.io/v1alpha1\nkind: SandboxClaim\nmetadata: {name: agent.1}\nspec: {sandboxTemplateRef: {name: t}}\n".to_string(),
+            "metadata.name: \"agent.1\" is not a valid Service name (a DNS-1035 label",
+        ),
     ];
     for (yaml, expected) in cases {
         let out = kubectl_apply(&ns, &yaml);
