@@ -547,3 +547,68 @@ async fn a_warm_claims_policy_holds_after_its_pool_is_gone() {
     held_until_the_pod_is_gone(&ns, "c-sandbox", &pod).await;
     eprintln!("a_warm_claims_policy_holds: {:?}", started.elapsed());
 }
+
+/// A claim made again under its name while the old claim's cold Pod runs
+/// out its grace period: the old policy, kept by that Pod, selects the new
+/// claim's Pods too (same labels) but is not the new claim's, so no Pod of
+/// the new claim starts under it. Once it goes, the new claim makes its
+/// own (the deletion wakes it) and is served.
+#[tokio::test]
+async fn a_claim_made_again_under_its_name_waits_for_the_old_policy() {
+    let started = Instant::now();
+    let (ns, _op) = with_slow_stopping_template("net-hold-again").await;
+    let old = cold_claims_pod(&ns, "c").await;
+    let policies = ns.api::<NetworkPolicy>();
+    wait_for_the_hold(&policies, "c-sandbox", old.uid().as_deref()).await;
+    let claims = ns.api::<SandboxClaim>();
+    claims.delete("c", &Default::default()).await.unwrap();
+    wait_until(Duration::from_secs(10), || async {
+        claims.get_opt("c").await.unwrap().is_none()
+    })
+    .await;
+    crate::fixtures::create(&ns, &crate::fixtures::claim("c")).await;
+    let new_uid = claims.get("c").await.unwrap().uid();
+    let pods = ns.api::<Pod>();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut looks = 0;
+    while pods.get_opt(&old.name_any()).await.unwrap().is_some() {
+        let others: Vec<String> = ns
+            .list::<Pod>()
+            .await
+            .into_iter()
+            .filter(|p| {
+                p.labels().get(SANDBOX_LABEL).map(String::as_str) == Some("c")
+                    && p.uid() != old.uid()
+            })
+            .map(|p| p.name_any())
+            .collect();
+        assert!(
+            others.is_empty(),
+            "Pods {others:?} of the new claim started under the old claim's policy"
+        );
+        looks += 1;
+        assert!(
+            Instant::now() < deadline,
+            "the old Pod is still there after 40 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        looks >= 10,
+        "the old Pod went after {looks} looks: nothing was checked"
+    );
+    wait_for(
+        &claims,
+        "c",
+        Duration::from_secs(40),
+        crate::fixtures::claim_ready,
+    )
+    .await;
+    let policy = policies.get("c-sandbox").await.unwrap();
+    assert_eq!(
+        sandbox_operator::controller::controller_uid(&policy.metadata),
+        new_uid.as_deref(),
+        "the new claim's own policy"
+    );
+    eprintln!("a_claim_made_again_under_its_name: {:?}", started.elapsed());
+}

@@ -246,12 +246,15 @@ fn claim_policy_replacing(
         return Ensured::Done;
     }
     let name = crate::controller::claim::network_policy_name(&sandbox.name_any());
+    let claim_uid = controller_uid(&sandbox.metadata);
     match ctx
         .caches
         .network_policies
         .get(&ObjectRef::new(&name).within(namespace))
-        .and_then(|policy| held_without_a_running_pod(&policy, pods))
-    {
+        .and_then(|policy| {
+            held_without_a_running_pod(&policy, pods)
+                .or_else(|| not_this_claims(&policy, claim_uid))
+        }) {
         Some(why) => Ensured::Hold(ConditionUpdate::ready(
             false,
             reason::NETWORK_POLICY_REPLACING,
@@ -269,6 +272,21 @@ fn held_without_a_running_pod(policy: &NetworkPolicy, pods: &[Arc<Pod>]) -> Opti
     (is_held(policy) && !pods.iter().any(|p| !is_terminating(p.as_ref()))).then(|| {
         format!(
             "NetworkPolicy {} was deleted and is held until the Sandbox's last Pod is gone; it is made again then",
+            policy.name_any()
+        )
+    })
+}
+
+/// Why no new Pod of a claim's Sandbox may start under `policy`, the
+/// policy of its claim's name: another claim controls it, or none does (an
+/// earlier claim of the same name left it, kept by its Pod, which is still
+/// running out its grace period; the same labels select the new Pod, under
+/// that claim's rules, and the policy goes with the old Pod). The claim
+/// makes its own once it is gone (its deletion wakes the claim). Pure.
+fn not_this_claims(policy: &NetworkPolicy, claim_uid: Option<&str>) -> Option<String> {
+    (controller_uid(&policy.metadata) != claim_uid).then(|| {
+        format!(
+            "NetworkPolicy {} is not this claim's (an earlier claim's of the same name, kept while its Pod stops); it is made for this claim once that one is gone",
             policy.name_any()
         )
     })

@@ -45,18 +45,18 @@ pub(in crate::controller) fn network_policy_trigger(
         if !deleted {
             owners.wake_owner_for_its_hold(policy);
         }
-        let Some(owner) = deleted
-            .then(|| {
-                policy
-                    .owner_references()
-                    .iter()
-                    .find(|o| o.controller == Some(true))
-            })
-            .flatten()
+        if !deleted {
+            return;
+        }
+        let namespace = policy.namespace().unwrap_or_default();
+        let Some(owner) = policy
+            .owner_references()
+            .iter()
+            .find(|o| o.controller == Some(true))
         else {
+            owners.wake_successor(policy, &namespace);
             return;
         };
-        let namespace = policy.namespace().unwrap_or_default();
         match owner.kind.as_str() {
             "SandboxClaim" => {
                 for key in claim::policy_memo_keys(&owner.uid) {
@@ -128,6 +128,28 @@ impl PolicyOwners {
                     .unbounded_send(ObjectRef::new(&owner.name).within(&namespace));
             }
             _ => {}
+        }
+    }
+
+    /// A claim's policy left without a controller (its claim deleted while
+    /// a Pod it covered ran out its grace period) is gone: a later claim,
+    /// and its Sandbox, of that name waited for the name (`NameConflict`,
+    /// `NetworkPolicyReplacing`), so both are woken to make theirs now. Only
+    /// the operator's (its managed-by label); the name says whose.
+    fn wake_successor(&self, policy: &NetworkPolicy, namespace: &str) {
+        let managed = policy
+            .labels()
+            .get(crate::controller::MANAGED_BY_LABEL)
+            .map(String::as_str)
+            == Some(crate::controller::MANAGED_BY_VALUE);
+        let name = policy.name_any();
+        if let (true, Some(claim)) = (managed, name.strip_suffix("-sandbox")) {
+            let _ = self
+                .claim_tx
+                .unbounded_send(ObjectRef::new(claim).within(namespace));
+            let _ = self
+                .sandbox_tx
+                .unbounded_send(ObjectRef::new(claim).within(namespace));
         }
     }
 
@@ -262,5 +284,22 @@ mod tests {
         on_policy(&foreign, true);
         assert!(received(&mut pools).is_empty() && received(&mut claims).is_empty());
         assert!(received(&mut sandboxes).is_empty());
+        // A claim's policy its claim left (no controller any more), gone:
+        // the claim and Sandbox of its name wake (a successor waits for it).
+        let mut left = policy("SandboxClaim", "c3");
+        left.metadata.owner_references = None;
+        left.metadata.name = Some("c3-sandbox".into());
+        on_policy(&left, true);
+        assert!(received(&mut claims).is_empty(), "not the operator's");
+        left.metadata.labels = Some(
+            [(
+                crate::controller::MANAGED_BY_LABEL.to_string(),
+                crate::controller::MANAGED_BY_VALUE.to_string(),
+            )]
+            .into(),
+        );
+        on_policy(&left, true);
+        assert_eq!(received(&mut claims), ["c3"]);
+        assert_eq!(received(&mut sandboxes), ["c3"]);
     }
 }
