@@ -33,7 +33,10 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the controllers (and the webhook when enabled).
+    /// Run the controllers (and the webhook when enabled). A flag given
+    /// twice takes its last value (the chart's `controller.extraArgs` come
+    /// after the flags it renders, so they override them).
+    #[command(args_override_self = true)]
     Run(Box<RunArgs>),
     /// Print every CRD as YAML on stdout.
     Crd,
@@ -384,5 +387,28 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The chart renders its flags, then `controller.extraArgs`: a flag
+    /// given again there takes its last value rather than stopping the
+    /// operator with "cannot be used multiple times".
+    #[test]
+    fn a_run_flag_given_twice_takes_its_last_value() {
+        let cli = Cli::try_parse_from([
+            "sandbox-operator",
+            "run",
+            "--concurrency=8",
+            "--concurrency=64",
+        ])
+        .expect("a repeated flag parses");
+        let Command::Run(args) = cli.command else {
+            panic!("not the run command");
+        };
+        assert_eq!(args.concurrency, 64);
     }
 }

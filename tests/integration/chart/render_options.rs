@@ -189,6 +189,8 @@ async fn chart_refuses_misspelt_or_invalid_values() {
             "networkPolicy.webhookFromCIDRs={10.0.0.1}",
             "webhookFromCIDRs",
         ),
+        // The probes and Prometheus cannot reach a loopback address.
+        ("metrics.address=127.0.0.1:8080", "metrics/address"),
     ] {
         let out = run(helm().args(["template", "rel", chart.to_str().unwrap(), "--set", set]));
         let report = text(&out);
