@@ -241,12 +241,21 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // The policy file is followed with or without the webhook: the
     // controllers apply the policy too (pool cap, egress deny list, the
     // Sandboxes and Pods they create).
+    policy.current().network.warn_unless_metadata_denied();
     if let Some(path) = &args.policy_file {
-        tokio::spawn(
-            policy
-                .clone()
-                .watch_file(path.clone(), Duration::from_secs(5)),
-        );
+        metrics.policy_file_current.set(1);
+        let observed = metrics.clone();
+        tokio::spawn(policy.clone().watch_file(
+            path.clone(),
+            Duration::from_secs(5),
+            move |taken| {
+                observed
+                    .policy_reloads
+                    .with_label_values(&[if taken { "reloaded" } else { "refused" }])
+                    .inc();
+                observed.policy_file_current.set(i64::from(taken));
+            },
+        ));
     }
     // The webhook serves on every replica, leader or not.
     let webhook = if args.webhook {

@@ -88,6 +88,11 @@ pub struct Metrics {
     pub leader: IntGauge,
     /// Constant 1 labelled with the version.
     pub build_info: prometheus::IntGaugeVec,
+    /// Reloads of the policy file, by outcome (`reloaded`, `refused`).
+    pub policy_reloads: IntCounterVec,
+    /// 1 while the policy in force is the policy file as last read, 0 after
+    /// a refused reload (the previous policy stays); absent without a file.
+    pub policy_file_current: IntGauge,
     /// Recommended idle Pods per pool (Erlang B at the peak claim rate).
     pub pool_recommended: GaugeVec,
     /// Predicted hit ratio per pool at its current size and load.
@@ -158,6 +163,14 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         let build_info = registered(&registry, build_info);
+        let policy_file_current = registered(
+            &registry,
+            IntGauge::new(
+                name("policy_file_current"),
+                "1 while the admission policy in force is the policy file as last read; 0 after a refused reload (the previous policy stays in force).",
+            )
+            .expect("valid gauge"),
+        );
 
         Metrics {
             claim_ready_seconds: histogram(
@@ -308,6 +321,12 @@ impl Metrics {
                 "Most claims of a pool's template that arrived within one refill time during the lookback.",
                 &["namespace", "pool"],
             ),
+            policy_reloads: counter(
+                "policy_reloads_total",
+                "Reloads of the admission policy file after a change, by outcome (reloaded, refused: the previous policy stays in force).",
+                &["outcome"],
+            ),
+            policy_file_current,
             certificate_expiry,
             leader,
             build_info,

@@ -75,6 +75,25 @@ impl NetworkRules {
         Ok(())
     }
 
+    /// Whether the deny list covers the cloud instance metadata address
+    /// (169.254.169.254, in the default list's 169.254.0.0/16). Setting the
+    /// list replaces the default rather than adding to it.
+    pub fn denies_instance_metadata(&self) -> bool {
+        let metadata = Cidr::parse("169.254.169.254/32").expect("a fixed address");
+        self.deny_egress().iter().any(|c| c.contains(&metadata))
+    }
+
+    /// Logs a warning when the deny list leaves the instance metadata
+    /// address open (see [`NetworkRules::denies_instance_metadata`]).
+    pub fn warn_unless_metadata_denied(&self) {
+        if !self.denies_instance_metadata() {
+            tracing::warn!(
+                deny_egress_cidrs = ?self.deny_egress_cidrs,
+                "network.denyEgressCIDRs does not cover 169.254.169.254, the cloud instance metadata address: sandboxes can reach it (the list replaces the default 169.254.0.0/16 rather than adding to it; add it back unless that is meant)"
+            );
+        }
+    }
+
     /// The denied ranges, parsed (the policy was checked when loaded, so
     /// nothing is dropped in practice).
     pub fn deny_egress(&self) -> Vec<Cidr> {
@@ -298,6 +317,18 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn the_metadata_address_is_denied_unless_the_list_leaves_it_out() {
+        assert!(NetworkRules::default().denies_instance_metadata());
+        let rules = |cidrs: &[&str]| NetworkRules {
+            deny_egress_cidrs: cidrs.iter().map(|c| c.to_string()).collect(),
+            ..Default::default()
+        };
+        assert!(rules(&["10.0.0.0/8", "169.254.169.254/32"]).denies_instance_metadata());
+        assert!(!rules(&["10.0.0.0/8"]).denies_instance_metadata());
+        assert!(!rules(&[]).denies_instance_metadata());
     }
 
     #[test]

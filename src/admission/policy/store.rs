@@ -60,12 +60,18 @@ impl PolicyStore {
     }
 
     /// Follows `path`: every `interval`, reloads it when its modification
-    /// time or size changed, logging the outcome. Runs until dropped; spawn
-    /// it after the initial load.
+    /// time or size changed, logging the outcome and telling `observe`
+    /// whether it was taken. Runs until dropped; spawn it after the initial
+    /// load.
     ///
     /// Polling (rather than inotify) works the same for a plain file and for
     /// a mounted ConfigMap, whose kubelet updates swap a symlink.
-    pub async fn watch_file(self, path: PathBuf, interval: Duration) {
+    pub async fn watch_file(
+        self,
+        path: PathBuf,
+        interval: Duration,
+        observe: impl Fn(bool) + Send + 'static,
+    ) {
         let mut seen = file_stamp(&path).await;
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -82,17 +88,24 @@ impl PolicyStore {
                 continue;
             }
             match self.reload_from_file(&path) {
-                Ok(policy) => info!(
-                    path = %path.display(),
-                    profile = ?policy.profile,
-                    "admission policy reloaded"
-                ),
-                Err(error) => warn!(
-                    path = %path.display(),
-                    error = %error,
-                    kind = error.label(),
-                    "admission policy not reloaded; keeping the previous policy"
-                ),
+                Ok(policy) => {
+                    info!(
+                        path = %path.display(),
+                        profile = ?policy.profile,
+                        "admission policy reloaded"
+                    );
+                    policy.network.warn_unless_metadata_denied();
+                    observe(true);
+                }
+                Err(error) => {
+                    warn!(
+                        path = %path.display(),
+                        error = %error,
+                        kind = error.label(),
+                        "admission policy not reloaded; keeping the previous policy"
+                    );
+                    observe(false);
+                }
             }
         }
     }
@@ -118,11 +131,13 @@ mod tests {
         let path = directory.join("policy.yaml");
         std::fs::write(&path, "maxPoolReplicas: 1\n").unwrap();
         let store = PolicyStore::from_file(&path).unwrap();
-        let watcher = tokio::spawn(
-            store
-                .clone()
-                .watch_file(path.clone(), Duration::from_millis(10)),
-        );
+        let outcomes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = Arc::clone(&outcomes);
+        let watcher = tokio::spawn(store.clone().watch_file(
+            path.clone(),
+            Duration::from_millis(10),
+            move |taken| seen.lock().unwrap().push(taken),
+        ));
         let settle = |expected: i32| {
             let store = store.clone();
             async move {
@@ -144,6 +159,11 @@ mod tests {
         std::fs::write(&path, "maxPoolReplicas: 3\n").unwrap();
         assert!(settle(3).await);
         watcher.abort();
+        // The observer (the metrics) heard of the refused edit, and of the
+        // good one after it.
+        let outcomes = outcomes.lock().unwrap().clone();
+        assert!(outcomes.contains(&false), "{outcomes:?}");
+        assert_eq!(outcomes.last(), Some(&true), "{outcomes:?}");
         std::fs::remove_dir_all(&directory).unwrap();
     }
 
