@@ -78,6 +78,10 @@ pub struct Metrics {
     pub admission_requests: IntCounterVec,
     /// Admission handling time by kind and endpoint.
     pub admission_seconds: HistogramVec,
+    /// Admission requests refused before the policy saw them (body too
+    /// large, bad JSON, overload, timeout, a handler panic), by endpoint and
+    /// reason.
+    pub admission_rejections: IntCounterVec,
     /// The API server's answer time to this process's requests (watches
     /// excepted), by verb, resource and outcome (status class, `error`,
     /// `cancelled`).
@@ -273,6 +277,11 @@ impl Metrics {
                 "admission_requests_total",
                 "Admission reviews answered, by kind, operation, endpoint and decision.",
                 &["kind", "operation", "endpoint", "allowed"],
+            ),
+            admission_rejections: counter(
+                "admission_rejections_total",
+                "Admission requests refused before the policy saw them, by endpoint and reason (body_too_large, invalid_json, overloaded, timeout, handler_panicked, ...): the API server then applies the webhook's failurePolicy.",
+                &["endpoint", "reason"],
             ),
             admission_seconds: histogram(
                 "admission_duration_seconds",

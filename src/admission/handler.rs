@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
-use sandbox_webhook::{AdmissionHandler, Answered};
+use sandbox_webhook::{AdmissionHandler, Answered, Endpoint, Error as WebhookError};
 use serde_json::Value;
 
 use super::{PolicyStore, SandboxKind, mutate, validate};
@@ -31,6 +31,7 @@ pub type AdmissionObserver = Arc<dyn Fn(&str, &str, &str, bool, Duration) + Send
 pub struct SandboxAdmission {
     policy: PolicyStore,
     observer: Option<AdmissionObserver>,
+    rejections: Option<Arc<Metrics>>,
 }
 
 impl SandboxAdmission {
@@ -40,6 +41,7 @@ impl SandboxAdmission {
         SandboxAdmission {
             policy,
             observer: None,
+            rejections: None,
         }
     }
 
@@ -53,8 +55,10 @@ impl SandboxAdmission {
     }
 
     /// Records every answered review in `admission_requests_total` and
-    /// `admission_duration_seconds`.
-    pub fn with_metrics(self, metrics: Arc<Metrics>) -> Self {
+    /// `admission_duration_seconds`, and every request refused before the
+    /// policy saw it in `admission_rejections_total`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.rejections = Some(Arc::clone(&metrics));
         self.with_observer(move |kind, operation, endpoint, allowed, elapsed| {
             metrics
                 .admission_requests
@@ -193,6 +197,15 @@ impl AdmissionHandler for SandboxAdmission {
             response
         } else {
             response.deny(verdict.message())
+        }
+    }
+
+    fn observe_rejection(&self, endpoint: Endpoint, error: &WebhookError) {
+        if let Some(metrics) = &self.rejections {
+            metrics
+                .admission_rejections
+                .with_label_values(&[endpoint.as_str(), error.label()])
+                .inc();
         }
     }
 

@@ -347,12 +347,17 @@ impl Shared {
             Err(error) => {
                 self.handler.observe_rejection(endpoint, &error);
                 let message = error.describe();
-                tracing::debug!(
-                    endpoint = endpoint.as_str(),
-                    reason = error.label(),
-                    %message,
-                    "admission request refused"
-                );
+                if matches!(error, Error::HandlerPanicked) {
+                    // A defect of ours, not the caller's: loud.
+                    tracing::error!(endpoint = endpoint.as_str(), %message, "the admission handler panicked; answered 500");
+                } else {
+                    tracing::debug!(
+                        endpoint = endpoint.as_str(),
+                        reason = error.label(),
+                        %message,
+                        "admission request refused"
+                    );
+                }
                 plain_text(error.status_code(), message)
             }
         }

@@ -329,6 +329,22 @@ fn the_observer_sees_each_outcome() {
     ));
 }
 
+/// A request refused before the policy saw it (here: overload) is counted
+/// by endpoint and reason, so a replica answering 503s shows in the
+/// operator's own metrics.
+#[test]
+fn a_refused_request_is_counted_by_reason() {
+    let metrics = Arc::new(Metrics::new());
+    let handler = SandboxAdmission::new(PolicyStore::default()).with_metrics(Arc::clone(&metrics));
+    handler.observe_rejection(Endpoint::Mutate, &sandbox_webhook::Error::Overloaded);
+    handler.observe_rejection(Endpoint::Mutate, &sandbox_webhook::Error::Overloaded);
+    let text = metrics.encode();
+    assert!(
+        text.contains("admission_rejections_total{endpoint=\"mutate\",reason=\"overloaded\"} 2"),
+        "{text}"
+    );
+}
+
 /// Anyone who reaches the webhook's port writes the request's kind: a kind
 /// that is not ours is counted as "other", so the metrics' series stay a
 /// fixed handful however many kinds callers make up.
