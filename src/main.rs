@@ -265,6 +265,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             operator_namespace: args.operator_namespace.clone(),
             config_name: args.webhook_config_name.clone(),
             service: args.webhook_service.clone(),
+            cert_hosts: args.webhook_cert_hosts.clone(),
             cert_secret: args.cert_secret.clone(),
             cert_dir: args.cert_dir.clone(),
             register_url: args.register_webhook_url.clone(),

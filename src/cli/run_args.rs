@@ -116,6 +116,12 @@ pub struct RunArgs {
     /// Service in front of the webhook (names in the self-managed serving certificate).
     #[arg(long, env = "SANDBOX_WEBHOOK_SERVICE", default_value = WEBHOOK_SERVICE)]
     pub webhook_service: String,
+    /// More names for the self-managed serving certificate, comma-separated
+    /// (DNS names or IP addresses): the host of a webhook registered by URL
+    /// (the chart's `webhook.url` adds it), which the API server checks the
+    /// certificate against. 127.0.0.1 and the Service's names are always in.
+    #[arg(long, env = "SANDBOX_WEBHOOK_CERT_HOSTS", value_delimiter = ',')]
+    pub webhook_cert_hosts: Vec<String>,
     /// Secret holding the self-managed webhook CA and serving certificate.
     #[arg(long, env = "SANDBOX_CERT_SECRET", default_value = CERT_SECRET)]
     pub cert_secret: String,

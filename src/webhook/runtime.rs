@@ -32,6 +32,8 @@ pub struct WebhookSettings {
     pub config_name: String,
     /// Service name the serving certificate is issued for.
     pub service: String,
+    /// More names (DNS or IP) for the self-managed serving certificate.
+    pub cert_hosts: Vec<String>,
     /// Secret holding the self-managed PKI.
     pub cert_secret: String,
     /// cert-manager mode: read `tls.crt`/`tls.key` from here instead.
@@ -194,6 +196,27 @@ async fn own_username(client: &Client) -> Option<String> {
     }
 }
 
+/// Adds `hosts` (IP addresses or DNS names; brackets around an IPv6
+/// address are dropped) to the serving certificate's names, once each.
+fn add_cert_hosts(pki: &mut PkiSettings, hosts: &[String]) {
+    for host in hosts
+        .iter()
+        .map(|h| h.trim().trim_start_matches('[').trim_end_matches(']'))
+    {
+        if host.is_empty() {
+            continue;
+        }
+        match host.parse::<IpAddr>() {
+            Ok(ip) if !pki.ip_addresses.contains(&ip) => pki.ip_addresses.push(ip),
+            Ok(_) => {}
+            Err(_) if !pki.dns_names.iter().any(|n| n == host) => {
+                pki.dns_names.push(host.to_string())
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 async fn self_managed(
     settings: &WebhookSettings,
     client: &Client,
@@ -202,6 +225,7 @@ async fn self_managed(
 ) -> anyhow::Result<CertStore> {
     let mut pki = PkiSettings::for_service(&settings.service, &settings.operator_namespace);
     pki.ip_addresses.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    add_cert_hosts(&mut pki, &settings.cert_hosts);
     pki.serving_validity = settings.cert_validity;
     pki.rotate_before = settings.cert_rotate_before;
     let mut manager = CertManager::new(
@@ -286,6 +310,33 @@ async fn follow_served_expiry(store: CertStore, gauge: prometheus::Gauge, interv
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A webhook registered by URL is checked against the URL's host: IPs
+    /// and names go to their own lists, once each.
+    #[test]
+    fn extra_hosts_join_the_certificate_names() {
+        let mut pki = PkiSettings::for_service("svc", "ns");
+        pki.ip_addresses.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        add_cert_hosts(
+            &mut pki,
+            &[
+                "10.0.0.5".into(),
+                "[fd00::1]".into(),
+                "webhook.example.com".into(),
+                "127.0.0.1".into(),
+                "svc".into(),
+                " ".into(),
+            ],
+        );
+        assert_eq!(
+            pki.ip_addresses,
+            ["127.0.0.1", "10.0.0.5", "fd00::1"]
+                .map(|ip| ip.parse::<IpAddr>().unwrap())
+                .to_vec()
+        );
+        assert_eq!(pki.dns_names.last().unwrap(), "webhook.example.com");
+        assert_eq!(pki.dns_names.iter().filter(|n| *n == "svc").count(), 1);
+    }
 
     /// A self-signed pair valid for `days` days from now, and its expiry.
     fn pair(days: u64) -> (String, String, f64) {

@@ -304,6 +304,11 @@ async fn chart_renders_a_least_privilege_ha_operator_by_default() {
         validating["webhooks"][0]["clientConfig"]["url"].as_str(),
         Some("https://127.0.0.1:9443/validate")
     );
+    // The self-managed certificate names the URL's host (the API server
+    // checks it against the certificate), an address or a DNS name.
+    assert!(operator_args(&docs).contains(&"--webhook-cert-hosts=127.0.0.1".to_string()));
+    let docs = render(&["--set", "webhook.url=https://hook.example.com:8443"]);
+    assert!(operator_args(&docs).contains(&"--webhook-cert-hosts=hook.example.com".to_string()));
 
     // One watched namespace: admission only there, workload rights in a Role.
     let docs = render(&["--set", "controller.watchNamespace=team-a"]);
