@@ -179,8 +179,8 @@ impl Metrics {
         Metrics {
             claim_ready_seconds: histogram(
                 "claim_ready_duration_seconds",
-                "Time from a claim's admission until it was Ready, by launch type and template.",
-                &["launch_type", "template"],
+                "Time from a claim's admission until it was Ready, by namespace, launch type and template.",
+                &["namespace", "launch_type", "template"],
                 LATENCY_BUCKETS,
             ),
             warm_claim_leg_seconds: histogram(
@@ -196,18 +196,18 @@ impl Metrics {
             ),
             steal_attempts: counter(
                 "steal_attempts_total",
-                "Conditioned takeover writes attempted on idle warm Pods, by pool.",
-                &["pool"],
+                "Conditioned takeover writes attempted on idle warm Pods, by namespace and pool.",
+                &["namespace", "pool"],
             ),
             steal_conflicts: counter(
                 "steal_conflicts_total",
-                "Takeover writes that lost the race to another writer, by pool.",
-                &["pool"],
+                "Takeover writes that lost the race to another writer, by namespace and pool.",
+                &["namespace", "pool"],
             ),
             pool_exhausted: counter(
                 "pool_exhausted_total",
-                "Claims served cold because no pool of their template had a usable idle Pod.",
-                &["template"],
+                "Claims served cold because no pool of their template had a usable idle Pod, by namespace and template.",
+                &["namespace", "template"],
             ),
             pool_desired: gauge(
                 "pool_desired_replicas",
@@ -226,8 +226,8 @@ impl Metrics {
             ),
             replenish_seconds: histogram(
                 "pool_replenish_duration_seconds",
-                "Time from a Pod leaving a pool until its replacement was created (stage=created) or Ready (stage=ready).",
-                &["stage"],
+                "Time from a Pod leaving a pool until its replacement was created (stage=created) or Ready (stage=ready), by namespace and pool.",
+                &["namespace", "pool", "stage"],
                 LATENCY_BUCKETS,
             ),
             off_path_wait_seconds: histogram(
@@ -393,7 +393,7 @@ impl Metrics {
                 &self.steal_conflicts,
                 &self.pool_exhausted,
             ],
-            histograms: vec![&self.claim_ready_seconds],
+            histograms: vec![&self.claim_ready_seconds, &self.replenish_seconds],
         }
     }
 

@@ -96,7 +96,7 @@ fn live_objects(ctx: &Context) -> LiveObjects {
             .templates
             .state()
             .iter()
-            .map(|t| t.name_any())
+            .map(|t| (t.namespace().unwrap_or_default(), t.name_any()))
             .collect(),
     }
 }

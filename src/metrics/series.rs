@@ -6,31 +6,31 @@ use std::collections::{HashMap, HashSet};
 use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{GaugeVec, HistogramVec, IntCounterVec};
 
-/// The pools (namespace, name) and templates (name) that exist, from the
+/// The pools and templates (namespace, name) that exist, from the
 /// controllers' caches.
 #[derive(Default, Debug)]
 pub struct LiveObjects {
     /// (namespace, name) of every pool.
     pub pools: HashSet<(String, String)>,
-    /// Names of every template (any namespace: the series carry no namespace).
-    pub templates: HashSet<String>,
+    /// (namespace, name) of every template.
+    pub templates: HashSet<(String, String)>,
 }
 
 impl LiveObjects {
-    /// Whether every object a series' labels name still exists. A series
-    /// with `namespace` and `pool` names that pool; `pool` alone (counters)
-    /// a pool of that name in any namespace; `template` a template name.
-    /// Pure.
+    /// Whether every object a series' labels name still exists: a series
+    /// with `namespace` and `pool` names that pool, with `namespace` and
+    /// `template` that template (every per-object series carries its
+    /// namespace; one without names any of that name). Pure.
     pub fn holds(&self, labels: &HashMap<String, String>) -> bool {
-        let pool_ok = match (labels.get("namespace"), labels.get("pool")) {
-            (Some(ns), Some(pool)) => self.pools.contains(&(ns.clone(), pool.clone())),
-            (None, Some(pool)) => self.pools.iter().any(|(_, p)| p == pool),
+        let known = |set: &HashSet<(String, String)>, key: &str| match (
+            labels.get("namespace"),
+            labels.get(key),
+        ) {
+            (Some(ns), Some(name)) => set.contains(&(ns.clone(), name.clone())),
+            (None, Some(name)) => set.iter().any(|(_, n)| n == name),
             _ => true,
         };
-        let template_ok = labels
-            .get("template")
-            .is_none_or(|t| self.templates.contains(t));
-        pool_ok && template_ok
+        known(&self.pools, "pool") && known(&self.templates, "template")
     }
 }
 

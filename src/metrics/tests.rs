@@ -6,7 +6,7 @@ use super::*;
 fn exposition_has_prefix_and_build_info() {
     let m = Metrics::new();
     m.claim_ready_seconds
-        .with_label_values(&["warm", "t"])
+        .with_label_values(&["ns", "warm", "t"])
         .observe(0.01);
     let text = m.encode();
     assert!(text.contains("sandbox_operator_build_info{version="));
@@ -24,19 +24,25 @@ fn series_of_deleted_pools_and_templates_are_dropped() {
     m.pool_desired
         .with_label_values(&["other", "kept"])
         .set(1.0);
-    m.steal_attempts.with_label_values(&["kept"]).inc();
-    m.steal_attempts.with_label_values(&["gone"]).inc();
-    m.pool_exhausted.with_label_values(&["old-template"]).inc();
+    m.steal_attempts.with_label_values(&["ns", "kept"]).inc();
+    m.steal_attempts.with_label_values(&["ns", "gone"]).inc();
+    m.pool_exhausted
+        .with_label_values(&["ns", "old-template"])
+        .inc();
     m.claim_ready_seconds
-        .with_label_values(&["warm", "t"])
+        .with_label_values(&["ns", "warm", "t"])
+        .observe(0.01);
+    // The same template name in another namespace, deleted there.
+    m.claim_ready_seconds
+        .with_label_values(&["elsewhere", "warm", "t"])
         .observe(0.01);
     m.claims.with_label_values(&["warm"]).inc();
-    assert_eq!(m.object_series(), 7);
+    assert_eq!(m.object_series(), 8);
     let live = LiveObjects {
         pools: [("ns".to_string(), "kept".to_string())].into(),
-        templates: ["t".to_string()].into(),
+        templates: [("ns".to_string(), "t".to_string())].into(),
     };
-    assert_eq!(m.drop_series_of_gone(&live), 4);
+    assert_eq!(m.drop_series_of_gone(&live), 5);
     assert_eq!(m.object_series(), 3);
     let text = m.encode();
     assert!(!text.contains("gone") && !text.contains("old-template") && !text.contains("other"));

@@ -193,7 +193,7 @@ impl Operator {
         self.ctx
             .metrics
             .steal_conflicts
-            .with_label_values(&[POOL])
+            .with_label_values(&[NS, POOL])
             .get()
     }
 }

@@ -424,7 +424,11 @@ pub(crate) async fn record_status(
             if let Some(seconds) = status.time_to_ready_seconds {
                 ctx.metrics
                     .claim_ready_seconds
-                    .with_label_values(&[launch.as_str(), &claim.spec.sandbox_template_ref.name])
+                    .with_label_values(&[
+                        &claim.namespace().unwrap_or_default(),
+                        launch.as_str(),
+                        &claim.spec.sandbox_template_ref.name,
+                    ])
                     .observe(seconds);
             }
             ctx.metrics

@@ -448,7 +448,7 @@ fn pool_exhausted(
     }
     ctx.metrics
         .pool_exhausted
-        .with_label_values(&[&template])
+        .with_label_values(&[namespace, &template])
         .inc();
     if !ctx.config.events {
         return;

@@ -79,17 +79,23 @@ pub async fn steal(ctx: &Context, pod: &Pod, claim: &SandboxClaim) -> Result<Ste
     let claim_uid = claim.uid().ok_or(Error::Incomplete("claim uid"))?;
     let patch = steal_patch(pod, &claim.name_any(), &claim_uid, controller_ref(claim)?)
         .ok_or(Error::Incomplete("pod resourceVersion or pool label"))?;
-    ctx.metrics.steal_attempts.with_label_values(&[&pool]).inc();
+    ctx.metrics
+        .steal_attempts
+        .with_label_values(&[&namespace, &pool])
+        .inc();
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     Ok(match patch_if_unchanged(&api, pod, patch, "steal").await? {
         Conditioned::Written(stolen) => StealOutcome::Won(Box::new(stolen)),
-        Conditioned::Lost(fresh) => lost(ctx, &pool, pod, fresh),
+        Conditioned::Lost(fresh) => lost(ctx, &namespace, &pool, pod, fresh),
     })
 }
 
 /// Counts a lost steal and returns its outcome.
-fn lost(ctx: &Context, pool: &str, pod: &Pod, fresh: Option<Pod>) -> StealOutcome {
-    ctx.metrics.steal_conflicts.with_label_values(&[pool]).inc();
+fn lost(ctx: &Context, namespace: &str, pool: &str, pod: &Pod, fresh: Option<Pod>) -> StealOutcome {
+    ctx.metrics
+        .steal_conflicts
+        .with_label_values(&[namespace, pool])
+        .inc();
     debug!(pod = %pod.name_any(), still_idle = fresh.as_ref().is_some_and(|f| still_idle(pod, f)), "lost the race for a warm Pod");
     StealOutcome::Lost(fresh.map(Box::new))
 }

@@ -144,7 +144,11 @@ pub(super) async fn create_pods(
                 ctx.expectations.created(key, &name);
                 ctx.metrics
                     .replenish_seconds
-                    .with_label_values(&["created"])
+                    .with_label_values(&[
+                        &pool.namespace().unwrap_or_default(),
+                        &pool.name_any(),
+                        "created",
+                    ])
                     .observe(started.elapsed().as_secs_f64());
             }
             Err(e) => {

@@ -112,7 +112,7 @@ fn record_refills(ctx: &Context, pool: &SandboxWarmPool) {
         if seconds >= 0.0 {
             ctx.metrics
                 .replenish_seconds
-                .with_label_values(&["ready"])
+                .with_label_values(&[&namespace, &name, "ready"])
                 .observe(seconds);
             ctx.sizing.record_refill(&namespace, &name, seconds);
         }
