@@ -110,6 +110,27 @@ pub fn has_hold(policy: &NetworkPolicy) -> bool {
     policy.finalizers().iter().any(|f| f == HOLD_FINALIZER)
 }
 
+/// Why the NetworkPolicy name of a claim (`claim_uid`) is not free for it:
+/// `policy`, the one of that name, is not controlled by this claim and is
+/// on its way out (terminating, or kept by a Pod owner): an earlier claim's
+/// of the same name, kept while its Pod stops. It selects the new claim's
+/// Pods too (the same labels) under the earlier claim's rules, so nothing
+/// of the new claim may run until it is gone; its deletion wakes the
+/// claim. A policy of that name that is not going away is left to the
+/// create, which reports `NameConflict`. Pure.
+pub fn taken_by_an_earlier_claim(
+    policy: &NetworkPolicy,
+    claim_uid: Option<&str>,
+) -> Option<String> {
+    let going = is_terminating(policy) || policy.owner_references().iter().any(|o| o.kind == "Pod");
+    (controller_uid(&policy.metadata) != claim_uid && going).then(|| {
+        format!(
+            "NetworkPolicy {} is an earlier claim's of the same name, kept while its Pod stops; this claim's is made once it is gone",
+            policy.name_any()
+        )
+    })
+}
+
 /// `policy` (about to be made) with the hold, when `listed` (the policy
 /// cache has listed, so something can lift it). Pure.
 pub fn with_hold(mut policy: NetworkPolicy, listed: bool) -> NetworkPolicy {

@@ -15,7 +15,8 @@ use serde_json::json;
 use crate::common::{TestNs, wait_for, wait_until};
 use crate::network::{egress_blocks, selects, wait_until_made_again};
 use sandbox_operator::api::{
-    LaunchType, POOL_LABEL, READY, SANDBOX_LABEL, Sandbox, SandboxClaim, SandboxWarmPool, is_true,
+    CLAIM_LABEL, LaunchType, POOL_LABEL, READY, SANDBOX_LABEL, Sandbox, SandboxClaim,
+    SandboxWarmPool, is_true,
 };
 use sandbox_operator::controller::policy_hold::HOLD_FINALIZER;
 
@@ -548,44 +549,82 @@ async fn a_warm_claims_policy_holds_after_its_pool_is_gone() {
     eprintln!("a_warm_claims_policy_holds: {:?}", started.elapsed());
 }
 
-/// A claim made again under its name while the old claim's cold Pod runs
-/// out its grace period: the old policy, kept by that Pod, selects the new
-/// claim's Pods too (same labels) but is not the new claim's, so no Pod of
-/// the new claim starts under it. Once it goes, the new claim makes its
-/// own (the deletion wakes it) and is served.
+/// A claim made again under its name while the old claim's Pod runs out
+/// its grace period: the old policy, kept by that Pod, would select the new
+/// claim's Pods too (same labels) under the old claim's rules, so the new
+/// claim takes and starts nothing (`NetworkPolicyReplacing`) until it is
+/// gone; then it makes its own (the deletion wakes it) and is served. Cold
+/// (the old policy kept by its Pod owner) and warm (kept by the hold).
 #[tokio::test]
-async fn a_claim_made_again_under_its_name_waits_for_the_old_policy() {
+async fn a_cold_claim_made_again_under_its_name_waits_for_the_old_policy() {
     let started = Instant::now();
-    let (ns, _op) = with_slow_stopping_template("net-hold-again").await;
+    let (ns, _op) = with_slow_stopping_template("net-again-cold").await;
     let old = cold_claims_pod(&ns, "c").await;
+    made_again_waits_for_the_old_policy(&ns, &old).await;
+    eprintln!("a_cold_claim_made_again: {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_warm_claim_made_again_under_its_name_waits_for_the_old_policy() {
+    let started = Instant::now();
+    let (ns, _op) = with_slow_stopping_template("net-again-warm").await;
+    crate::fixtures::create(&ns, &crate::fixtures::pool("pool", "tmpl", 2)).await;
+    crate::fixtures::wait_pool_ready(&ns, 2).await;
+    let claim = crate::fixtures::claim_when_ready(&ns, "c", Duration::from_secs(60)).await;
+    let status = claim.status.expect("a Ready claim's status");
+    assert_eq!(status.launch_type, Some(LaunchType::Warm));
+    let old = ns
+        .api::<Pod>()
+        .get(&status.pod_name.expect("the claim's Pod"))
+        .await
+        .unwrap();
+    made_again_waits_for_the_old_policy(&ns, &old).await;
+    eprintln!("a_warm_claim_made_again: {:?}", started.elapsed());
+}
+
+/// Deletes claim `c`, whose Pod is `old`, makes it again at once, and
+/// checks that no other Pod carries its name while `old` exists, that the
+/// new claim says why it waits, and that it is then served under a policy
+/// of its own.
+async fn made_again_waits_for_the_old_policy(ns: &TestNs, old: &Pod) {
     let policies = ns.api::<NetworkPolicy>();
-    wait_for_the_hold(&policies, "c-sandbox", old.uid().as_deref()).await;
+    wait_for_the_hold(&policies, "c-sandbox", None).await;
     let claims = ns.api::<SandboxClaim>();
     claims.delete("c", &Default::default()).await.unwrap();
     wait_until(Duration::from_secs(10), || async {
         claims.get_opt("c").await.unwrap().is_none()
     })
     .await;
-    crate::fixtures::create(&ns, &crate::fixtures::claim("c")).await;
+    crate::fixtures::create(ns, &crate::fixtures::claim("c")).await;
     let new_uid = claims.get("c").await.unwrap().uid();
     let pods = ns.api::<Pod>();
     let deadline = Instant::now() + Duration::from_secs(40);
-    let mut looks = 0;
+    let (mut looks, mut said_why) = (0, false);
     while pods.get_opt(&old.name_any()).await.unwrap().is_some() {
         let others: Vec<String> = ns
             .list::<Pod>()
             .await
             .into_iter()
             .filter(|p| {
-                p.labels().get(SANDBOX_LABEL).map(String::as_str) == Some("c")
-                    && p.uid() != old.uid()
+                p.uid() != old.uid()
+                    && [SANDBOX_LABEL, CLAIM_LABEL]
+                        .iter()
+                        .any(|l| p.labels().get(*l).map(String::as_str) == Some("c"))
             })
             .map(|p| p.name_any())
             .collect();
         assert!(
             others.is_empty(),
-            "Pods {others:?} of the new claim started under the old claim's policy"
+            "Pods {others:?} were taken or started for the new claim under the old claim's policy"
         );
+        said_why |= claims
+            .get("c")
+            .await
+            .unwrap()
+            .status
+            .iter()
+            .flat_map(|s| &s.conditions)
+            .any(|c| c.reason == "NetworkPolicyReplacing");
         looks += 1;
         assert!(
             Instant::now() < deadline,
@@ -597,6 +636,7 @@ async fn a_claim_made_again_under_its_name_waits_for_the_old_policy() {
         looks >= 10,
         "the old Pod went after {looks} looks: nothing was checked"
     );
+    assert!(said_why, "the new claim never said why it waits");
     wait_for(
         &claims,
         "c",
@@ -610,5 +650,4 @@ async fn a_claim_made_again_under_its_name_waits_for_the_old_policy() {
         new_uid.as_deref(),
         "the new claim's own policy"
     );
-    eprintln!("a_claim_made_again_under_its_name: {:?}", started.elapsed());
 }

@@ -13,7 +13,7 @@ use kube::runtime::reflector::ObjectRef;
 use super::desired::{desired_network_policy, lockdown_network_policy, network_policy_name};
 use super::serve::ensure_template_policy;
 use crate::api::SandboxClaim;
-use crate::controller::policy_hold::{has_hold, with_hold};
+use crate::controller::policy_hold::{has_hold, taken_by_an_earlier_claim, with_hold};
 use crate::controller::policy_owners::add_pod_owners;
 use crate::controller::{
     Context, Created, NetworkPolicyMode, Result, create_owned, is_terminating,
@@ -130,6 +130,24 @@ async fn put_the_hold_on(ctx: &Context, claim: &SandboxClaim, namespace: &str) {
     if let Err(error) = add_pod_owners(&policies, &policy, &[], true).await {
         tracing::warn!(%error, "the hold could not be put on the claim's NetworkPolicy");
     }
+}
+
+/// Why the claim may not be served yet: the policy cache shows the policy
+/// of its name taken by an earlier claim of that name and on its way out
+/// (see [`taken_by_an_earlier_claim`]). A Pod stolen or started now would
+/// run under that claim's rules, and the claim's own policy could not be
+/// made until it is gone. One cache lookup; `None` before the cache has
+/// listed.
+pub(super) fn earlier_claims_policy(
+    ctx: &Context,
+    claim: &SandboxClaim,
+    namespace: &str,
+    claim_uid: &str,
+) -> Option<String> {
+    ctx.caches
+        .network_policies
+        .get(&ObjectRef::new(&network_policy_name(&claim.name_any())).within(namespace))
+        .and_then(|policy| taken_by_an_earlier_claim(&policy, Some(claim_uid)))
 }
 
 /// The memo keys of the NetworkPolicy of claim `claim_uid`: made from its

@@ -51,6 +51,20 @@ pub(super) async fn serve(
     let Some(template) = template_or_report(ctx, claim, namespace).await? else {
         return Ok(Served::Waiting(Action::requeue(Duration::from_secs(5))));
     };
+    if let Some(why) = super::network::earlier_claims_policy(ctx, claim, namespace, claim_uid) {
+        // Nothing is taken or started under an earlier claim's policy; its
+        // deletion wakes this claim (the 30 s are a safety net).
+        let status = failed_status(
+            claim,
+            reason::NETWORK_POLICY_REPLACING,
+            format!("no Pod is taken or started yet: {why}"),
+            jiff::Timestamp::now(),
+        );
+        if claim.status.as_ref() != Some(&status) {
+            write_status(ctx, claim, &status).await?;
+        }
+        return Ok(Served::Waiting(Action::requeue(Duration::from_secs(30))));
+    }
     let mut pick = Pick::new(ctx, claim, namespace, claim_uid, &template);
     // From the pick to the Ready write this claim's writes come first (see
     // `controller::critical`); the mark goes when this function returns.

@@ -96,8 +96,12 @@ impl CacheSpawner<'_> {
         );
         // The claim controller, too, reconciles from a shared cache.
         let claims = self.spawn("claims", false, slim_meta, self_trigger(claim_tx.clone()));
-        let network_policies =
-            self.spawn_network_policies(&pools, &claims, (pool_tx, claim_tx, sandbox_tx));
+        let network_policies = self.spawn_network_policies(
+            &pools,
+            &claims,
+            &sandboxes,
+            (pool_tx, claim_tx, sandbox_tx),
+        );
         pods.wait_until_ready().await?;
         pools.wait_until_ready().await?;
         templates.wait_until_ready().await?;
@@ -132,6 +136,7 @@ impl CacheSpawner<'_> {
         &self,
         pools: &Store<SandboxWarmPool>,
         claims: &Store<SandboxClaim>,
+        sandboxes: &Store<Sandbox>,
         (pool_tx, claim_tx, sandbox_tx): (Wake<SandboxWarmPool>, Wake<SandboxClaim>, Wake<Sandbox>),
     ) -> Store<NetworkPolicy> {
         self.spawn(
@@ -143,6 +148,7 @@ impl CacheSpawner<'_> {
                 expectations: Arc::clone(self.expectations),
                 pools: pools.clone(),
                 claims: claims.clone(),
+                sandboxes: sandboxes.clone(),
                 pool_tx,
                 claim_tx,
                 sandbox_tx,

@@ -43,7 +43,10 @@ pub use desired::{
     desired_pod, desired_pvcs, desired_service, headless_service, pvc_name, service_fqdn,
 };
 pub(crate) use network::standalone_policy_key;
-pub use network::{Coverage, coverage, desired_standalone_policy, standalone_policy_name};
+pub use network::{
+    Coverage, coverage, desired_standalone_policy, standalone_policy_name,
+    waiting_for_the_claims_policy,
+};
 pub use plan::{Observed, Plan, Step, may_adopt, plan};
 pub use status::compute_status;
 

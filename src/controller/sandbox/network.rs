@@ -75,7 +75,9 @@ use crate::admission::{Cidr, NetworkRules, StandalonePolicy, restrict_egress};
 use crate::api::{CLAIM_LABEL, ConditionUpdate, FIELD_MANAGER, SANDBOX_LABEL, Sandbox, reason};
 use crate::controller::claim::same_policy_spec;
 use crate::controller::ownership::{Created, controller_of_kind};
-use crate::controller::policy_hold::{HOLD_FINALIZER, has_hold, is_held, lift_with};
+use crate::controller::policy_hold::{
+    HOLD_FINALIZER, has_hold, is_held, lift_with, taken_by_an_earlier_claim,
+};
 use crate::controller::policy_owners::{add_pod_owners, missing_pod_owners};
 use crate::controller::{
     Context, Error, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Result, controller_ref, controller_uid,
@@ -251,9 +253,19 @@ fn claim_policy_replacing(
         .caches
         .network_policies
         .get(&ObjectRef::new(&name).within(namespace))
-        .and_then(|policy| {
+        .map(|policy| {
             held_without_a_running_pod(&policy, pods)
-                .or_else(|| not_this_claims(&policy, claim_uid))
+                .or_else(|| taken_by_an_earlier_claim(&policy, claim_uid))
+        })
+        .unwrap_or_else(|| {
+            // Waited for a policy to go: no Pod before the claim's own is
+            // made (the claim makes it when the old one's deletion wakes it,
+            // and its creation wakes this Sandbox).
+            // (Per-claim mode only: in per-template mode the claim makes no
+            // policy of its own.)
+            (ctx.config.claim_network_policy == crate::controller::NetworkPolicyMode::PerClaim
+                && waiting_for_the_claims_policy(sandbox))
+            .then(|| format!("NetworkPolicy {name} is not made yet"))
         }) {
         Some(why) => Ensured::Hold(ConditionUpdate::ready(
             false,
@@ -277,18 +289,13 @@ fn held_without_a_running_pod(policy: &NetworkPolicy, pods: &[Arc<Pod>]) -> Opti
     })
 }
 
-/// Why no new Pod of a claim's Sandbox may start under `policy`, the
-/// policy of its claim's name: another claim controls it, or none does (an
-/// earlier claim of the same name left it, kept by its Pod, which is still
-/// running out its grace period; the same labels select the new Pod, under
-/// that claim's rules, and the policy goes with the old Pod). The claim
-/// makes its own once it is gone (its deletion wakes the claim). Pure.
-fn not_this_claims(policy: &NetworkPolicy, claim_uid: Option<&str>) -> Option<String> {
-    (controller_uid(&policy.metadata) != claim_uid).then(|| {
-        format!(
-            "NetworkPolicy {} is not this claim's (an earlier claim's of the same name, kept while its Pod stops); it is made for this claim once that one is gone",
-            policy.name_any()
-        )
+/// Whether the Sandbox's Ready condition says it waits for its claim's
+/// NetworkPolicy (`NetworkPolicyReplacing`). Pure.
+pub fn waiting_for_the_claims_policy(sandbox: &Sandbox) -> bool {
+    sandbox.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == crate::api::READY && c.reason == reason::NETWORK_POLICY_REPLACING)
     })
 }
 

@@ -13,7 +13,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use super::super::claim;
 use super::super::memo::WriteMemo;
 use super::super::policy_hold::has_hold;
-use super::super::sandbox::standalone_policy_key;
+use super::super::sandbox::{standalone_policy_key, waiting_for_the_claims_policy};
 use super::super::warmpool::Expectations;
 use crate::api::{Sandbox, SandboxClaim, SandboxWarmPool};
 
@@ -24,6 +24,7 @@ pub(in crate::controller) struct PolicyOwners {
     pub expectations: Arc<Expectations>,
     pub pools: Store<SandboxWarmPool>,
     pub claims: Store<SandboxClaim>,
+    pub sandboxes: Store<Sandbox>,
     pub pool_tx: mpsc::UnboundedSender<ObjectRef<SandboxWarmPool>>,
     pub claim_tx: mpsc::UnboundedSender<ObjectRef<SandboxClaim>>,
     pub sandbox_tx: mpsc::UnboundedSender<ObjectRef<Sandbox>>,
@@ -44,6 +45,7 @@ pub(in crate::controller) fn network_policy_trigger(
     move |policy: &NetworkPolicy, deleted: bool| {
         if !deleted {
             owners.wake_owner_for_its_hold(policy);
+            owners.wake_a_waiting_sandbox(policy);
         }
         if !deleted {
             return;
@@ -131,11 +133,37 @@ impl PolicyOwners {
         }
     }
 
+    /// A claim's policy made (or changed): the Sandbox of that name, when
+    /// the cache shows it waiting for its claim's policy
+    /// (`NetworkPolicyReplacing`), may start its Pod now. One cache lookup;
+    /// the warm path's Sandbox is not waiting, so it wakes nothing there.
+    fn wake_a_waiting_sandbox(&self, policy: &NetworkPolicy) {
+        if policy.metadata.deletion_timestamp.is_some() {
+            return;
+        }
+        let Some(owner) = policy
+            .owner_references()
+            .iter()
+            .find(|o| o.controller == Some(true) && o.kind == "SandboxClaim")
+        else {
+            return;
+        };
+        let sandbox = ObjectRef::new(&owner.name).within(&policy.namespace().unwrap_or_default());
+        if self
+            .sandboxes
+            .get(&sandbox)
+            .is_some_and(|s| waiting_for_the_claims_policy(&s))
+        {
+            let _ = self.sandbox_tx.unbounded_send(sandbox);
+        }
+    }
+
     /// A claim's policy left without a controller (its claim deleted while
-    /// a Pod it covered ran out its grace period) is gone: a later claim,
-    /// and its Sandbox, of that name waited for the name (`NameConflict`,
-    /// `NetworkPolicyReplacing`), so both are woken to make theirs now. Only
-    /// the operator's (its managed-by label); the name says whose.
+    /// a Pod it covered ran out its grace period) is gone: a later claim of
+    /// that name waited for the name (`NetworkPolicyReplacing`), so it is
+    /// woken to make its own now (its Sandbox then waits for that policy's
+    /// creation, which wakes it). Only the operator's (its managed-by
+    /// label); the name says whose.
     fn wake_successor(&self, policy: &NetworkPolicy, namespace: &str) {
         let managed = policy
             .labels()
@@ -146,9 +174,6 @@ impl PolicyOwners {
         if let (true, Some(claim)) = (managed, name.strip_suffix("-sandbox")) {
             let _ = self
                 .claim_tx
-                .unbounded_send(ObjectRef::new(claim).within(namespace));
-            let _ = self
-                .sandbox_tx
                 .unbounded_send(ObjectRef::new(claim).within(namespace));
         }
     }
@@ -194,6 +219,20 @@ mod tests {
         .unwrap()
     }
 
+    /// A Sandbox `name` whose Ready condition says it waits for its
+    /// claim's policy.
+    fn waiting_sandbox(name: &str) -> Sandbox {
+        serde_json::from_value(json!({
+            "apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox",
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": {"podTemplate": {"spec": {"containers": []}}},
+            "status": {"conditions": [{"type": "Ready", "status": "False",
+                "reason": "NetworkPolicyReplacing", "message": "m",
+                "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+        }))
+        .unwrap()
+    }
+
     fn store_of<K>(objects: Vec<K>) -> Store<K>
     where
         K: kube::Resource<DynamicType = ()> + Clone + 'static,
@@ -223,6 +262,7 @@ mod tests {
                 of_template::<SandboxClaim>("SandboxClaim", "c1", "t"),
                 of_template::<SandboxClaim>("SandboxClaim", "c2", "other"),
             ]),
+            sandboxes: store_of(vec![waiting_sandbox("c4")]),
             pool_tx,
             claim_tx,
             sandbox_tx,
@@ -300,6 +340,12 @@ mod tests {
         );
         on_policy(&left, true);
         assert_eq!(received(&mut claims), ["c3"]);
-        assert_eq!(received(&mut sandboxes), ["c3"]);
+        assert!(received(&mut sandboxes).is_empty());
+        // A claim's policy made while its Sandbox waits for it: the Sandbox
+        // wakes; one of a Sandbox not waiting (c1 has none) wakes nothing.
+        on_policy(&policy("SandboxClaim", "c4"), false);
+        assert_eq!(received(&mut sandboxes), ["c4"]);
+        on_policy(&policy("SandboxClaim", "c1"), false);
+        assert!(received(&mut sandboxes).is_empty());
     }
 }
