@@ -42,9 +42,10 @@
 //!   gone;
 //! - checked in the NetworkPolicy cache (no request) on later reconciles,
 //!   replaced when the network section changes (a policy-file reload reaches
-//!   it at the next reconcile or resync), made again at once when deleted
-//!   (the cache's deletion event wakes the Sandbox; a deleted policy is
-//!   held until its Pod is gone, see `policy_hold`).
+//!   it at the next reconcile or resync), made again once deleted (the
+//!   cache's deletion event wakes the Sandbox; a deleted policy is held
+//!   until its Pod is gone, see `policy_hold`, so that is once the Sandbox
+//!   has no Pod left).
 //!
 //! Which Sandbox counts as a claim's is decided from what the operator
 //! wrote ([`coverage`]): a controller reference to the SandboxClaim of the

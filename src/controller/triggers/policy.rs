@@ -1,7 +1,9 @@
-//! What a deleted NetworkPolicy of the operator's wakes: its owner, which
-//! makes it again (the claims', pools', templates' and standalone
-//! Sandboxes' policies are how sandboxes are isolated; nothing else in the
-//! operator watches them).
+//! What a NetworkPolicy event of the operator's wakes: a deleted one its
+//! owner, which makes it again once it may (the claims', pools',
+//! templates' and standalone Sandboxes' policies are how sandboxes are
+//! isolated; a held one goes only once its Pods are gone, see
+//! `policy_hold`); a claim's or pool's seen without the hold its owner; a
+//! claim's made while its Sandbox waits for it that Sandbox.
 
 use std::sync::Arc;
 
