@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Dict, Optional
 
 import pytest
@@ -130,3 +131,20 @@ def test_claim_body_is_the_v1alpha1_shape() -> None:
     body = claim_body("aio", name="mine", warm_pool="none", labels={"team": "a"})
     assert body["metadata"] == {"name": "mine", "labels": {"team": "a"}}
     assert body["spec"]["warmpool"] == "none"
+
+
+@pytest.mark.parametrize(
+    ("template", "prefix"),
+    [
+        ("aio", "aio-"),
+        ("py3.12", "py3-12-"),
+        ("3d-render", "c-3d-render-"),
+        ("A_b", "a-b-"),
+        ("t" * 80, "t" * 57 + "-"),
+    ],
+)
+def test_the_default_generate_name_starts_a_valid_claim_name(template: str, prefix: str) -> None:
+    # A claim's name is its Service's: a DNS-1035 label, which the webhook
+    # checks; a template's name may hold dots or start with a digit.
+    assert claim_body(template)["metadata"]["generateName"] == prefix
+    assert re.fullmatch(r"[a-z]([-a-z0-9]{0,56}[-])", prefix)

@@ -107,6 +107,20 @@ class Failed:
 Outcome = Union[Ready, Waiting, Failed]
 
 
+def default_generate_name(template: str) -> str:
+    """``<template>-`` as a claim's ``generateName``: a claim's name is its
+    Sandbox's and Service's, so it must be a DNS-1035 label (lowercase
+    letters, digits and '-', starting with a letter), while a template's
+    name may hold dots or start with a digit. So other characters become
+    '-', a prefix not starting with a letter gets ``c-``, and it is cut to
+    leave room for the five generated characters (``py3.12`` gives
+    ``py3-12-``, ``3d-render`` gives ``c-3d-render-``)."""
+    prefix = "".join(c if c.isascii() and (c.isalnum() or c == "-") else "-" for c in template.lower())
+    if not prefix[:1].isalpha():
+        prefix = "c-" + prefix
+    return prefix[:57].rstrip("-") + "-"
+
+
 def claim_body(
     template: str,
     *,
@@ -117,12 +131,13 @@ def claim_body(
     annotations: Optional[Mapping[str, str]] = None,
 ) -> Dict[str, Any]:
     """The SandboxClaim to create. Without ``name``, the API server picks one
-    from ``generate_name`` (default ``<template>-``)."""
+    from ``generate_name`` (default: the template's name made a valid start
+    of a claim name, see :func:`default_generate_name`)."""
     metadata: Dict[str, Any] = {}
     if name:
         metadata["name"] = name
     else:
-        metadata["generateName"] = generate_name or f"{template}-"
+        metadata["generateName"] = generate_name or default_generate_name(template)
     if labels:
         metadata["labels"] = dict(labels)
     if annotations:
