@@ -7,10 +7,12 @@
 //! minus the policy file's `network.denyEgressCIDRs`. It selects the
 //! origin-pool label, which the pool puts on every Pod it creates and the
 //! steal keeps: a stolen Pod stays covered while the claim's own policy is
-//! being created beside the steal, so there is no moment without one. A
-//! label anyone can write is acceptable here: a Pod that wears it without
-//! being the pool's is only denied more (NetworkPolicies add allowances, so
-//! an extra deny-all selection never opens anything). In `per-template` mode the
+//! being created beside the steal, so there is no moment without one. The
+//! selection adds the pool's egress allowances (its template's, as it is
+//! now) to whatever else selects a Pod: so only the operator may give a Pod
+//! that label (the ownership guard's rule 3), and a claimed Pod keeps the
+//! union of its claim's and its pool's current rules (the README's "known
+//! limit": editing the template widens it). In `per-template` mode the
 //! template's policy (it selects the template label, which every pool Pod
 //! carries) covers idle Pods, so the pool makes sure that one exists instead.
 //!
