@@ -306,6 +306,36 @@ async fn per_template_mode_makes_the_template_policy_before_idle_pods() {
             .unwrap()
             .is_none()
     );
+    // The template deleted: its policy goes with it, and the pool's idle
+    // Pod gets a policy of its pool's denying all ingress and egress.
+    ns.api::<SandboxTemplate>()
+        .delete("tmpl", &Default::default())
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(20), || async {
+        policies
+            .get_opt("sandbox-template-tmpl")
+            .await
+            .unwrap()
+            .is_none()
+    })
+    .await;
+    let lockdown = wait_for(
+        &policies,
+        "sandbox-pool-pool",
+        Duration::from_secs(20),
+        |_| true,
+    )
+    .await;
+    let spec = lockdown.spec.unwrap();
+    assert!(selects(&spec, pod), "the lockdown selects the idle Pod");
+    assert_eq!(
+        spec.policy_types,
+        Some(vec!["Ingress".to_string(), "Egress".to_string()])
+    );
+    assert!(
+        spec.ingress.unwrap_or_default().is_empty() && spec.egress.unwrap_or_default().is_empty()
+    );
     eprintln!("per_template_mode: {:?}", started.elapsed());
 }
 

@@ -92,6 +92,9 @@ pub async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<Context>) -> Result<
 
     // Observe.
     let Some(template) = observe::template_of(&ctx, &pool).await? else {
+        if let Err(error) = network::lock_down_without_template(&ctx, &pool, &key).await {
+            tracing::warn!(%error, "the NetworkPolicy locking down the idle Pods of a pool without its template could not be made");
+        }
         return Ok(Action::requeue(Duration::from_secs(10)));
     };
     let facts = ctx

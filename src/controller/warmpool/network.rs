@@ -37,7 +37,7 @@ use serde_json::json;
 
 use super::super::claim::{ensure_template_policy, same_policy_spec};
 use super::super::ownership::{Created, create_owned};
-use super::super::policy_hold::{HOLD_FINALIZER, has_hold};
+use super::super::policy_hold::{HOLD_FINALIZER, has_hold, with_hold};
 use super::super::{
     Context, Error, NetworkPolicyMode, Result, controller_ref, is_terminating, kube_err,
 };
@@ -94,6 +94,45 @@ pub(super) async fn ensure(
             Ok(())
         }
     }
+}
+
+/// In `per-template` mode the template's policy is the only one covering
+/// the pool's idle Pods, and it goes with the template: a pool whose
+/// template is missing gets a policy of its own under its policy's name,
+/// denying all ingress and all egress to its Pods (the origin-pool label),
+/// with the hold (its idle Pods go with the pool but run out their grace
+/// period). It adds no allowance, so it may stay once the template is
+/// back. Nothing in `per-claim` mode, where the pool's own policy stays.
+/// Remembered like the pool's policy, so a pool waiting for its template
+/// sends one create.
+pub(super) async fn lock_down_without_template(
+    ctx: &Context,
+    pool: &SandboxWarmPool,
+    key: &str,
+) -> Result<()> {
+    if ctx.config.claim_network_policy != NetworkPolicyMode::PerTemplate {
+        return Ok(());
+    }
+    let fingerprint = json!({"lockdown": pool.meta().uid});
+    if ctx.expectations.network_policy_done(key, &fingerprint) {
+        return Ok(());
+    }
+    let lockdown = with_hold(
+        sandbox_network_policy(
+            pool_network_policy_name(&pool.name_any()),
+            pool.namespace(),
+            (ORIGIN_POOL_LABEL, pool.name_any()),
+            Vec::new(),
+            Some(Vec::new()),
+            controller_ref(pool)?,
+        ),
+        ctx.network_policies_listed(),
+    );
+    let policies: Api<NetworkPolicy> =
+        Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
+    create_owned(&policies, &lockdown, "NetworkPolicy").await?;
+    ctx.expectations.network_policy_made(key, fingerprint);
+    Ok(())
 }
 
 /// The condition a failed [`ensure`] gives the pool: `NameConflict` when
