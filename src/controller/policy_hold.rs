@@ -122,7 +122,7 @@ pub fn taken_by_an_earlier_claim(
     policy: &NetworkPolicy,
     claim_uid: Option<&str>,
 ) -> Option<String> {
-    let going = is_terminating(policy) || policy.owner_references().iter().any(|o| o.kind == "Pod");
+    let going = is_terminating(policy) || policy.owner_references().iter().any(is_pod_ref);
     (controller_uid(&policy.metadata) != claim_uid && going).then(|| {
         format!(
             "NetworkPolicy {} is an earlier claim's of the same name, kept while its Pod stops; this claim's is made once it is gone",
@@ -161,8 +161,14 @@ pub fn covers(policy: &NetworkPolicy, pod: &Pod) -> bool {
     let named = policy
         .owner_references()
         .iter()
-        .any(|o| o.kind == "Pod" && o.uid == uid);
+        .any(|o| is_pod_ref(o) && o.uid == uid);
     named || members(policy).is_some_and(|m| m.include(&pod.metadata))
+}
+
+/// Whether `owner` names a Pod (core `v1`; a `Pod` of another group is
+/// not one).
+fn is_pod_ref(owner: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference) -> bool {
+    owner.kind == "Pod" && owner.api_version == "v1"
 }
 
 /// Whether the Pod cache shows a Pod `policy` covers, looked up by its Pod
@@ -172,7 +178,7 @@ fn cache_covers(ctx: &Context, policy: &NetworkPolicy) -> bool {
     let by_owner = policy
         .owner_references()
         .iter()
-        .filter(|o| o.kind == "Pod")
+        .filter(|o| is_pod_ref(o))
         .filter_map(|o| {
             ctx.caches
                 .pods
@@ -360,7 +366,7 @@ async fn ask_and_lift(ctx: &Context, policy: &NetworkPolicy) -> bool {
 async fn uncovered(ctx: &Context, policy: &NetworkPolicy) -> Result<bool> {
     let namespace = policy.namespace().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    for owner in policy.owner_references().iter().filter(|o| o.kind == "Pod") {
+    for owner in policy.owner_references().iter().filter(|o| is_pod_ref(o)) {
         let found = pods
             .get_metadata_opt(&owner.name)
             .await

@@ -369,7 +369,32 @@ async fn a_foreground_deletion_keeps_the_policy_until_the_pod_is_gone() {
     .await;
     assert!(
         refusal.contains(
-            "metadata.ownerReferences: only the sandbox operator may remove an owner reference of a NetworkPolicy that holds"
+            "metadata.ownerReferences: only the sandbox operator may add or remove an owner reference of a NetworkPolicy that holds"
+        ),
+        "{refusal}"
+    );
+    // Nor add a Pod to them (it would keep the policy held while it lives).
+    let mut more = before.owner_references().to_vec();
+    more.push(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            name: "elsewhere".into(),
+            uid: "00000000-0000-0000-0000-000000000001".into(),
+            ..Default::default()
+        },
+    );
+    let refusal = crate::guard::patch_refused_after_reload(
+        &tenant_policies,
+        &policies,
+        name,
+        &Merge(&json!({"metadata": {"ownerReferences": more}})),
+        &Merge(&json!({"metadata": {"ownerReferences": before.owner_references()}})),
+    )
+    .await;
+    assert!(
+        refusal.contains(
+            "metadata.ownerReferences: only the sandbox operator may add or remove an owner reference of a NetworkPolicy that holds"
         ),
         "{refusal}"
     );
