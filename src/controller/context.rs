@@ -145,6 +145,8 @@ pub struct Context {
     pub in_flight: super::critical::InFlight,
     /// Template hashes and policy verdicts, once per template version.
     pub template_facts: warmpool::template_facts::TemplateMemo,
+    /// Excluded namespaces an object was seen in (each is logged once).
+    pub(crate) excluded_seen: std::sync::Mutex<std::collections::HashSet<String>>,
     recorder: Recorder,
 }
 
@@ -202,6 +204,7 @@ impl Context {
             sizing: Default::default(),
             in_flight: Default::default(),
             template_facts: Default::default(),
+            excluded_seen: Default::default(),
             recorder,
         });
         super::janitor::start(&ctx);
