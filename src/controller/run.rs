@@ -38,13 +38,12 @@ fn error_policy<K: Resource>(
 /// a claim in the operator's own namespace (`default` when run outside a
 /// cluster without `--operator-namespace`) otherwise waits with no status
 /// and no word why.
-fn warn_once_excluded(namespace: &str) {
-    static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    let mut warned = WARNED
+fn warn_once_excluded(ctx: &Context, namespace: &str) {
+    let mut seen = ctx
+        .excluded_seen
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if !warned.iter().any(|n| n == namespace) {
-        warned.push(namespace.to_string());
+    if seen.insert(namespace.to_string()) {
         warn!(
             namespace,
             "objects in this namespace are left alone: it is kube-system or the operator's own (--operator-namespace / POD_NAMESPACE), which admission does not check; create sandboxes in another namespace, or run with --namespace to watch only this one"
@@ -76,7 +75,7 @@ where
                 .any(|n| n == namespace)
             {
                 // Admission does not check this namespace, so nothing runs here.
-                warn_once_excluded(namespace);
+                warn_once_excluded(&ctx, namespace);
                 return Ok(Action::await_change());
             }
             let key = backoff_key(controller, obj.as_ref());
