@@ -537,16 +537,7 @@ async fn a_deleted_pools_policy_holds_until_its_idle_pods_are_gone() {
 async fn a_warm_claims_policy_holds_after_its_pool_is_gone() {
     let started = Instant::now();
     let (ns, _op) = with_slow_stopping_template("net-hold-warm").await;
-    crate::fixtures::create(&ns, &crate::fixtures::pool("pool", "tmpl", 1)).await;
-    crate::fixtures::wait_pool_ready(&ns, 1).await;
-    let claim = crate::fixtures::claim_when_ready(&ns, "c", Duration::from_secs(60)).await;
-    let status = claim.status.expect("a Ready claim's status");
-    let pod = status.pod_name.expect("the claim's Pod");
-    assert_eq!(
-        status.launch_type,
-        Some(LaunchType::Warm),
-        "the claim took the pool's Pod"
-    );
+    let pod = warm_claims_pod(&ns, 1).await.name_any();
     let policies = ns.api::<NetworkPolicy>();
     wait_for_the_hold(&policies, "c-sandbox", None).await;
     ns.api::<SandboxWarmPool>()
@@ -574,6 +565,24 @@ async fn a_warm_claims_policy_holds_after_its_pool_is_gone() {
     eprintln!("a_warm_claims_policy_holds: {:?}", started.elapsed());
 }
 
+/// Makes pool `pool` of `replicas` on template `tmpl`, waits until it is
+/// Ready, claims `c` from it and returns the claim's (warm) Pod.
+async fn warm_claims_pod(ns: &TestNs, replicas: i32) -> Pod {
+    crate::fixtures::create(ns, &crate::fixtures::pool("pool", "tmpl", replicas)).await;
+    crate::fixtures::wait_pool_ready(ns, replicas).await;
+    let claim = crate::fixtures::claim_when_ready(ns, "c", Duration::from_secs(60)).await;
+    let status = claim.status.expect("a Ready claim's status");
+    assert_eq!(
+        status.launch_type,
+        Some(LaunchType::Warm),
+        "the claim took the pool's Pod"
+    );
+    ns.api::<Pod>()
+        .get(&status.pod_name.expect("the claim's Pod"))
+        .await
+        .unwrap()
+}
+
 /// A claim made again under its name while the old claim's Pod runs out
 /// its grace period: the old policy, kept by that Pod, would select the new
 /// claim's Pods too (same labels) under the old claim's rules, so the new
@@ -593,16 +602,7 @@ async fn a_cold_claim_made_again_under_its_name_waits_for_the_old_policy() {
 async fn a_warm_claim_made_again_under_its_name_waits_for_the_old_policy() {
     let started = Instant::now();
     let (ns, _op) = with_slow_stopping_template("net-again-warm").await;
-    crate::fixtures::create(&ns, &crate::fixtures::pool("pool", "tmpl", 2)).await;
-    crate::fixtures::wait_pool_ready(&ns, 2).await;
-    let claim = crate::fixtures::claim_when_ready(&ns, "c", Duration::from_secs(60)).await;
-    let status = claim.status.expect("a Ready claim's status");
-    assert_eq!(status.launch_type, Some(LaunchType::Warm));
-    let old = ns
-        .api::<Pod>()
-        .get(&status.pod_name.expect("the claim's Pod"))
-        .await
-        .unwrap();
+    let old = warm_claims_pod(&ns, 2).await;
     made_again_waits_for_the_old_policy(&ns, &old).await;
     eprintln!("a_warm_claim_made_again: {:?}", started.elapsed());
 }
