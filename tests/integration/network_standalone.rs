@@ -569,7 +569,7 @@ async fn a_warm_claims_policy_holds_after_its_pool_is_gone() {
 /// Ready, claims `c` from it and returns the claim's (warm) Pod.
 async fn warm_claims_pod(ns: &TestNs, replicas: i32) -> Pod {
     crate::fixtures::create(ns, &crate::fixtures::pool("pool", "tmpl", replicas)).await;
-    crate::fixtures::wait_pool_ready(ns, replicas).await;
+    crate::fixtures::wait_pool_ready(ns, replicas as usize).await;
     let claim = crate::fixtures::claim_when_ready(ns, "c", Duration::from_secs(60)).await;
     let status = claim.status.expect("a Ready claim's status");
     assert_eq!(
