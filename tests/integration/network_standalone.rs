@@ -369,7 +369,34 @@ async fn a_foreground_deletion_keeps_the_policy_until_the_pod_is_gone() {
     .await;
     assert!(
         refusal.contains(
-            "metadata.ownerReferences: only the sandbox operator may add or remove an owner reference of a NetworkPolicy that holds"
+            "metadata.ownerReferences: only the sandbox operator may add, remove or change an owner reference of a NetworkPolicy that holds"
+        ),
+        "{refusal}"
+    );
+    // Nor rewrite one in place (same uid, another name: the Pod would no
+    // longer be found, and the hold would lift while it runs).
+    let renamed: Vec<_> = before
+        .owner_references()
+        .iter()
+        .cloned()
+        .map(|mut o| {
+            if o.kind == "Pod" {
+                o.name = "renamed".into();
+            }
+            o
+        })
+        .collect();
+    let refusal = crate::guard::patch_refused_after_reload(
+        &tenant_policies,
+        &policies,
+        name,
+        &Merge(&json!({"metadata": {"ownerReferences": renamed}})),
+        &Merge(&json!({"metadata": {"ownerReferences": before.owner_references()}})),
+    )
+    .await;
+    assert!(
+        refusal.contains(
+            "metadata.ownerReferences: only the sandbox operator may add, remove or change an owner reference of a NetworkPolicy that holds"
         ),
         "{refusal}"
     );
@@ -394,7 +421,7 @@ async fn a_foreground_deletion_keeps_the_policy_until_the_pod_is_gone() {
     .await;
     assert!(
         refusal.contains(
-            "metadata.ownerReferences: only the sandbox operator may add or remove an owner reference of a NetworkPolicy that holds"
+            "metadata.ownerReferences: only the sandbox operator may add, remove or change an owner reference of a NetworkPolicy that holds"
         ),
         "{refusal}"
     );
