@@ -703,3 +703,79 @@ async fn made_again_waits_for_the_old_policy(ns: &TestNs, old: &Pod) {
         "the new claim's own policy"
     );
 }
+
+/// A policy under a claim's policy name that is not going away (here: left
+/// by a claim deleted with `--cascade=orphan`, whose Sandbox was deleted
+/// after it) is not the new claim's: a claim of that name takes no Pod and
+/// says `NameConflict`; once the policy is deleted, it is served.
+#[tokio::test]
+async fn a_lasting_policy_under_a_claims_name_keeps_it_from_taking_a_pod() {
+    let started = Instant::now();
+    let ns = TestNs::new("net-left").await;
+    let _op = ns.operator(&[]).await;
+    crate::fixtures::setup(&ns, 1).await;
+    crate::fixtures::wait_pool_ready(&ns, 1).await;
+    crate::fixtures::claim_when_ready(&ns, "c", Duration::from_secs(60)).await;
+    let claims = ns.api::<SandboxClaim>();
+    let orphan = kube::api::DeleteParams {
+        propagation_policy: Some(kube::api::PropagationPolicy::Orphan),
+        ..Default::default()
+    };
+    claims.delete("c", &orphan).await.unwrap();
+    let policies = ns.api::<NetworkPolicy>();
+    wait_until(Duration::from_secs(20), || async {
+        claims.get_opt("c").await.unwrap().is_none()
+            && policies
+                .get("c-sandbox")
+                .await
+                .unwrap()
+                .owner_references()
+                .is_empty()
+    })
+    .await;
+    ns.api::<Sandbox>()
+        .delete("c", &Default::default())
+        .await
+        .unwrap();
+    let labelled_c = || async {
+        ns.list::<Pod>()
+            .await
+            .into_iter()
+            .filter(|p| p.labels().get(SANDBOX_LABEL).map(String::as_str) == Some("c"))
+            .map(|p| p.name_any())
+            .collect::<Vec<_>>()
+    };
+    wait_until(Duration::from_secs(30), || async {
+        labelled_c().await.is_empty()
+    })
+    .await;
+    crate::fixtures::wait_pool_ready(&ns, 1).await;
+    crate::fixtures::create(&ns, &crate::fixtures::claim("c")).await;
+    let condition = crate::fixtures::wait_not_ready_for(&claims, "c", "NameConflict").await;
+    assert!(
+        condition.message.contains("c-sandbox"),
+        "{}",
+        condition.message
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        labelled_c().await,
+        Vec::<String>::new(),
+        "a Pod was taken or started under a policy not the claim's"
+    );
+    policies
+        .delete("c-sandbox", &Default::default())
+        .await
+        .unwrap();
+    wait_for(
+        &claims,
+        "c",
+        Duration::from_secs(40),
+        crate::fixtures::claim_ready,
+    )
+    .await;
+    eprintln!(
+        "a_lasting_policy_under_a_claims_name: {:?}",
+        started.elapsed()
+    );
+}

@@ -13,7 +13,7 @@ use kube::runtime::reflector::ObjectRef;
 use super::desired::{desired_network_policy, lockdown_network_policy, network_policy_name};
 use super::serve::ensure_template_policy;
 use crate::api::SandboxClaim;
-use crate::controller::policy_hold::{has_hold, taken_by_an_earlier_claim, with_hold};
+use crate::controller::policy_hold::{NameTaken, has_hold, policy_name_taken, with_hold};
 use crate::controller::policy_owners::add_pod_owners;
 use crate::controller::{
     Context, Created, NetworkPolicyMode, Result, create_owned, is_terminating,
@@ -134,7 +134,7 @@ async fn put_the_hold_on(ctx: &Context, claim: &SandboxClaim, namespace: &str) {
 
 /// Why the claim may not be served yet: the policy cache shows the policy
 /// of its name taken by an earlier claim of that name and on its way out
-/// (see [`taken_by_an_earlier_claim`]). A Pod stolen or started now would
+/// (see [`policy_name_taken`]). A Pod stolen or started now would
 /// run under that claim's rules, and the claim's own policy could not be
 /// made until it is gone. One cache lookup; `None` before the cache has
 /// listed.
@@ -143,11 +143,17 @@ pub(super) fn earlier_claims_policy(
     claim: &SandboxClaim,
     namespace: &str,
     claim_uid: &str,
-) -> Option<String> {
+) -> Option<(NameTaken, String)> {
     ctx.caches
         .network_policies
         .get(&ObjectRef::new(&network_policy_name(&claim.name_any())).within(namespace))
-        .and_then(|policy| taken_by_an_earlier_claim(&policy, Some(claim_uid)))
+        .and_then(|policy| {
+            policy_name_taken(
+                &policy,
+                Some(claim_uid),
+                ctx.config.claim_network_policy == NetworkPolicyMode::PerClaim,
+            )
+        })
 }
 
 /// The memo keys of the NetworkPolicy of claim `claim_uid`: made from its

@@ -24,7 +24,7 @@ use super::surplus::delete_pod;
 use crate::api::reason;
 use crate::api::{ORIGIN_POOL_LABEL, POD_NAME_ANNOTATION, Sandbox, SandboxClaim, SandboxTemplate};
 use crate::controller::admit::admit_sandbox;
-use crate::controller::policy_hold::with_hold;
+use crate::controller::policy_hold::{NameTaken, with_hold};
 use crate::controller::takeover::pod_key;
 use crate::controller::write_status;
 use crate::controller::{
@@ -51,12 +51,18 @@ pub(super) async fn serve(
     let Some(template) = template_or_report(ctx, claim, namespace).await? else {
         return Ok(Served::Waiting(Action::requeue(Duration::from_secs(5))));
     };
-    if let Some(why) = super::network::earlier_claims_policy(ctx, claim, namespace, claim_uid) {
-        // Nothing is taken or started under an earlier claim's policy; its
-        // deletion wakes this claim (the 30 s are a safety net).
+    if let Some((taken, why)) =
+        super::network::earlier_claims_policy(ctx, claim, namespace, claim_uid)
+    {
+        // Nothing is taken or started under another's policy; an earlier
+        // claim's wakes this claim when it goes (the 30 s are a safety net).
+        let reason = match taken {
+            NameTaken::Going => reason::NETWORK_POLICY_REPLACING,
+            NameTaken::Lasting => reason::NAME_CONFLICT,
+        };
         let status = failed_status(
             claim,
-            reason::NETWORK_POLICY_REPLACING,
+            reason,
             format!("no Pod is taken or started yet: {why}"),
             jiff::Timestamp::now(),
         );

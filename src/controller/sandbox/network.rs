@@ -77,7 +77,7 @@ use crate::api::{CLAIM_LABEL, ConditionUpdate, FIELD_MANAGER, SANDBOX_LABEL, San
 use crate::controller::claim::same_policy_spec;
 use crate::controller::ownership::{Created, controller_of_kind};
 use crate::controller::policy_hold::{
-    HOLD_FINALIZER, has_hold, is_held, lift_with, taken_by_an_earlier_claim,
+    HOLD_FINALIZER, NameTaken, has_hold, is_held, lift_with, policy_name_taken,
 };
 use crate::controller::policy_owners::{add_pod_owners, missing_pod_owners};
 use crate::controller::{
@@ -250,13 +250,24 @@ fn claim_policy_replacing(
     }
     let name = crate::controller::claim::network_policy_name(&sandbox.name_any());
     let claim_uid = controller_uid(&sandbox.metadata);
+    let per_claim =
+        ctx.config.claim_network_policy == crate::controller::NetworkPolicyMode::PerClaim;
     match ctx
         .caches
         .network_policies
         .get(&ObjectRef::new(&name).within(namespace))
         .map(|policy| {
             held_without_a_running_pod(&policy, pods)
-                .or_else(|| taken_by_an_earlier_claim(&policy, claim_uid))
+                .map(|why| (reason::NETWORK_POLICY_REPLACING, why))
+                .or_else(|| {
+                    policy_name_taken(&policy, claim_uid, per_claim).map(|(taken, why)| {
+                        let reason = match taken {
+                            NameTaken::Going => reason::NETWORK_POLICY_REPLACING,
+                            NameTaken::Lasting => reason::NAME_CONFLICT,
+                        };
+                        (reason, why)
+                    })
+                })
         })
         .unwrap_or_else(|| {
             // Waited for a policy to go: no Pod before the claim's own is
@@ -264,14 +275,17 @@ fn claim_policy_replacing(
             // and its creation wakes this Sandbox).
             // (Per-claim mode only: in per-template mode the claim makes no
             // policy of its own.)
-            (ctx.config.claim_network_policy == crate::controller::NetworkPolicyMode::PerClaim
-                && waiting_for_the_claims_policy(sandbox))
-            .then(|| format!("NetworkPolicy {name} is not made yet"))
+            (per_claim && waiting_for_the_claims_policy(sandbox)).then(|| {
+                (
+                    reason::NETWORK_POLICY_REPLACING,
+                    format!("NetworkPolicy {name} is not made yet"),
+                )
+            })
         }) {
-        Some(why) => Ensured::Hold(ConditionUpdate::ready(
+        Some((reason, why)) => Ensured::Hold(ConditionUpdate::ready(
             false,
-            reason::NETWORK_POLICY_REPLACING,
-            format!("no Pod is started until the claim's NetworkPolicy is made again: {why}"),
+            reason,
+            format!("no Pod is started until the claim's NetworkPolicy is in place: {why}"),
         )),
         None => Ensured::Done,
     }
