@@ -767,10 +767,27 @@ async fn a_lasting_policy_under_a_claims_name_keeps_it_from_taking_a_pod() {
         .delete("c-sandbox", &Default::default())
         .await
         .unwrap();
+    // The orphaned claim left its Service too: the same, before any steal.
+    wait_until(Duration::from_secs(40), || async {
+        claims
+            .get("c")
+            .await
+            .unwrap()
+            .status
+            .iter()
+            .flat_map(|s| &s.conditions)
+            .any(|c| c.reason == "NameConflict" && c.message.contains("Service c "))
+    })
+    .await;
+    assert_eq!(labelled_c().await, Vec::<String>::new(), "a Pod was taken");
+    ns.api::<k8s_openapi::api::core::v1::Service>()
+        .delete("c", &Default::default())
+        .await
+        .unwrap();
     wait_for(
         &claims,
         "c",
-        Duration::from_secs(40),
+        Duration::from_secs(45),
         crate::fixtures::claim_ready,
     )
     .await;

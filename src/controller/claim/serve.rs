@@ -52,7 +52,9 @@ pub(super) async fn serve(
         return Ok(Served::Waiting(Action::requeue(Duration::from_secs(5))));
     };
     if let Some((taken, why)) =
-        super::network::earlier_claims_policy(ctx, claim, namespace, claim_uid)
+        super::network::earlier_claims_policy(ctx, claim, namespace, claim_uid).or_else(|| {
+            ownerless_service(ctx, claim, namespace).map(|why| (NameTaken::Lasting, why))
+        })
     {
         // Nothing is taken or started under another's policy; an earlier
         // claim's wakes this claim when it goes (the 30 s are a safety net).
@@ -139,6 +141,21 @@ pub(super) async fn serve(
     info!(pod = ?serving, launch, "created Sandbox");
     round_two(ctx, claim, sandbox, stolen, &legs).await
 }
+/// Why the claim's Service cannot be made: the cache shows a Service of its
+/// name with no controller (left by a claim deleted with
+/// `--cascade=orphan`, say). A claim reported that only after round one had
+/// taken a warm Pod for it. One controlled by another object is left to
+/// round one's create, which names it (a Sandbox's own, on the cold path,
+/// goes with that Sandbox).
+fn ownerless_service(ctx: &Context, claim: &SandboxClaim, namespace: &str) -> Option<String> {
+    let name = claim.name_any();
+    matches!(ctx.service_controller(namespace, &name), Some(None)).then(|| {
+        format!(
+            "Service {name} exists and has no controller (as after an orphaning deletion); the claim's Service is made under that name, so nothing is taken or started until it is deleted"
+        )
+    })
+}
+
 /// The template of a claim, or `None` after reporting `TemplateNotFound`.
 async fn template_or_report(
     ctx: &Context,
