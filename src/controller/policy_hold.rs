@@ -451,6 +451,30 @@ pub async fn lift_with(api: &Api<NetworkPolicy>, policy: &NetworkPolicy) -> Resu
     }
 }
 
+/// Deletes `policy` (the copy read), one the operator no longer wants while
+/// its Pods may still run (a standalone Sandbox's when the policy file
+/// wants none, a template-less pool's lockdown once its template is back):
+/// its hold is lifted first, and the delete is conditioned on its uid (a
+/// policy changed since it was read keeps its hold, and goes at the next
+/// reconcile).
+pub async fn lift_and_delete(api: &Api<NetworkPolicy>, policy: &NetworkPolicy) -> Result<()> {
+    if has_hold(policy) && !lift_with(api, policy).await? {
+        return Ok(());
+    }
+    let params = kube::api::DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: policy.uid(),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match api.delete(&policy.name_any(), &params).await {
+        Ok(_) => Ok(()),
+        Err(error) if is_not_found(&error) || is_conflict(&error) => Ok(()),
+        Err(error) => Err(kube_err("delete a NetworkPolicy no longer wanted")(error)),
+    }
+}
+
 /// Lifts the hold from every NetworkPolicy of the operator's in `namespace`
 /// (its managed-by label), whatever Pods they cover: for tearing a
 /// namespace down once the operator is stopped (the tests and benches do;

@@ -25,7 +25,8 @@ use sandbox_operator::api::{
 use sandbox_operator::controller::policy_hold::HOLD_FINALIZER;
 
 /// A template of tiny Pods and a pool of `replicas` of it.
-async fn template_and_pool(ns: &TestNs, replicas: i32) {
+/// Template `tmpl`: one busybox container.
+async fn template_only(ns: &TestNs) {
     let template: SandboxTemplate = serde_json::from_value(json!({
         "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxTemplate",
         "metadata": {"name": "tmpl"},
@@ -36,6 +37,10 @@ async fn template_and_pool(ns: &TestNs, replicas: i32) {
         .create(&PostParams::default(), &template)
         .await
         .unwrap();
+}
+
+async fn template_and_pool(ns: &TestNs, replicas: i32) {
+    template_only(ns).await;
     let pool: SandboxWarmPool = serde_json::from_value(json!({
         "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxWarmPool",
         "metadata": {"name": "pool"},
@@ -336,6 +341,22 @@ async fn per_template_mode_makes_the_template_policy_before_idle_pods() {
     assert!(
         spec.ingress.unwrap_or_default().is_empty() && spec.egress.unwrap_or_default().is_empty()
     );
+    // The template made again: its policy is back, and the lockdown goes
+    // (an Egress-type policy with no rule would cut what the template opens).
+    template_only(&ns).await;
+    wait_until(Duration::from_secs(30), || async {
+        policies
+            .get_opt("sandbox-template-tmpl")
+            .await
+            .unwrap()
+            .is_some()
+            && policies
+                .get_opt("sandbox-pool-pool")
+                .await
+                .unwrap()
+                .is_none()
+    })
+    .await;
     eprintln!("per_template_mode: {:?}", started.elapsed());
 }
 

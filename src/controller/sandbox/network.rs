@@ -68,7 +68,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ObjectMeta, PostParams, Preconditions};
+use kube::api::{Api, ObjectMeta, PostParams};
 use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
 
@@ -77,12 +77,12 @@ use crate::api::{CLAIM_LABEL, ConditionUpdate, FIELD_MANAGER, SANDBOX_LABEL, San
 use crate::controller::claim::same_policy_spec;
 use crate::controller::ownership::{Created, controller_of_kind};
 use crate::controller::policy_hold::{
-    HOLD_FINALIZER, NameTaken, has_hold, is_held, lift_with, policy_name_taken,
+    HOLD_FINALIZER, NameTaken, is_held, lift_and_delete, policy_name_taken,
 };
 use crate::controller::policy_owners::{add_pod_owners, missing_pod_owners};
 use crate::controller::{
     Context, Error, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Result, controller_ref, controller_uid,
-    create_owned, is_not_found, is_terminating, kube_err,
+    create_owned, is_terminating, kube_err,
 };
 
 /// Name of a standalone Sandbox's NetworkPolicy.
@@ -338,7 +338,7 @@ async fn ensure_policy(
         // None wanted: nothing to wait for before a Pod starts, so a refused
         // delete is only logged (and tried again at the next reconcile).
         if let Some(ours) = ours
-            && let Err(error) = delete_policy(&policies, &ours).await
+            && let Err(error) = lift_and_delete(&policies, &ours).await
         {
             tracing::warn!(%error, "the Sandbox's NetworkPolicy, no longer wanted, could not be deleted");
         }
@@ -402,28 +402,6 @@ async fn ensure_policy(
     }
     ctx.written.record(&key, fingerprint);
     Ok(None)
-}
-
-/// Deletes the Sandbox's own policy (the one read), when the policy file
-/// wants none any more: its hold is lifted first, since the operator means
-/// it to go while the Pod runs (a policy changed since it was read keeps
-/// it, and goes at the next reconcile).
-async fn delete_policy(policies: &Api<NetworkPolicy>, policy: &NetworkPolicy) -> Result<()> {
-    if has_hold(policy) && !lift_with(policies, policy).await? {
-        return Ok(());
-    }
-    let params = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: policy.uid(),
-            resource_version: None,
-        }),
-        ..Default::default()
-    };
-    match policies.delete(&policy.name_any(), &params).await {
-        Ok(_) => Ok(()),
-        Err(error) if is_not_found(&error) => Ok(()),
-        Err(error) => Err(kube_err("delete the Sandbox's NetworkPolicy")(error)),
-    }
 }
 
 #[cfg(test)]

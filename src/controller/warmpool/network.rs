@@ -37,7 +37,7 @@ use serde_json::json;
 
 use super::super::claim::{ensure_template_policy, same_policy_spec};
 use super::super::ownership::{Created, create_owned};
-use super::super::policy_hold::{HOLD_FINALIZER, has_hold, with_hold};
+use super::super::policy_hold::{HOLD_FINALIZER, has_hold, lift_and_delete, with_hold};
 use super::super::{
     Context, Error, NetworkPolicyMode, Result, controller_ref, is_terminating, kube_err,
 };
@@ -90,6 +90,7 @@ pub(super) async fn ensure(
                 return Ok(());
             }
             ensure_template_policy(ctx, template).await?;
+            remove_the_lockdown(ctx, pool).await?;
             ctx.expectations.network_policy_made(key, fingerprint);
             Ok(())
         }
@@ -101,10 +102,13 @@ pub(super) async fn ensure(
 /// template is missing gets a policy of its own under its policy's name,
 /// denying all ingress and all egress to its Pods (the origin-pool label),
 /// with the hold (its idle Pods go with the pool but run out their grace
-/// period). It adds no allowance, so it may stay once the template is
-/// back. Nothing in `per-claim` mode, where the pool's own policy stays.
-/// Remembered like the pool's policy, so a pool waiting for its template
-/// sends one create.
+/// period). One of that name found with another spec (a per-claim pool
+/// policy, from before a mode switch) is replaced. Once the template is
+/// back, [`ensure`] deletes it (an Egress-type policy with no rule would
+/// cut off the egress an Ingress-only template policy leaves open).
+/// Nothing in `per-claim` mode, where the pool's own policy stays.
+/// Remembered like the pool's policy (with whether it carries the hold), so
+/// a pool waiting for its template sends one create.
 pub(super) async fn lock_down_without_template(
     ctx: &Context,
     pool: &SandboxWarmPool,
@@ -113,7 +117,8 @@ pub(super) async fn lock_down_without_template(
     if ctx.config.claim_network_policy != NetworkPolicyMode::PerTemplate {
         return Ok(());
     }
-    let fingerprint = json!({"lockdown": pool.meta().uid});
+    let listed = ctx.network_policies_listed();
+    let fingerprint = json!({"lockdown": pool.meta().uid, "hold": listed});
     if ctx.expectations.network_policy_done(key, &fingerprint) {
         return Ok(());
     }
@@ -126,13 +131,56 @@ pub(super) async fn lock_down_without_template(
             Some(Vec::new()),
             controller_ref(pool)?,
         ),
-        ctx.network_policies_listed(),
+        listed,
     );
     let policies: Api<NetworkPolicy> =
         Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
-    create_owned(&policies, &lockdown, "NetworkPolicy").await?;
+    if let Created::Existing(mut existing) =
+        create_owned(&policies, &lockdown, "NetworkPolicy").await?
+        && (!same_policy_spec(existing.spec.as_ref(), lockdown.spec.as_ref())
+            || (listed && !has_hold(&existing) && !is_terminating(&existing)))
+    {
+        // Ours (create_owned checked the controller) but not the lockdown:
+        // replaced, conditioned on the version read.
+        existing.spec = lockdown.spec;
+        if listed && !has_hold(&existing) {
+            existing.finalizers_mut().push(HOLD_FINALIZER.into());
+        }
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        policies
+            .replace(&existing.name_any(), &params, &existing)
+            .await
+            .map_err(kube_err("lock down the pool's NetworkPolicy"))?;
+    }
     ctx.expectations.network_policy_made(key, fingerprint);
     Ok(())
+}
+
+/// Deletes the pool's lockdown (see [`lock_down_without_template`]) once
+/// its template is back: found in the policy cache under the pool's policy
+/// name, controlled by this pool. The hold is lifted first (see
+/// [`lift_and_delete`]).
+async fn remove_the_lockdown(ctx: &Context, pool: &SandboxWarmPool) -> Result<()> {
+    let namespace = pool.namespace().unwrap_or_default();
+    let Some(lockdown) = ctx
+        .caches
+        .network_policies
+        .get(
+            &kube::runtime::reflector::ObjectRef::new(&pool_network_policy_name(&pool.name_any()))
+                .within(&namespace),
+        )
+        .filter(|p| {
+            super::super::controller_uid(&p.metadata) == pool.meta().uid.as_deref()
+                && !is_terminating(p.as_ref())
+        })
+    else {
+        return Ok(());
+    };
+    let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
+    lift_and_delete(&policies, &lockdown).await
 }
 
 /// The condition a failed [`ensure`] gives the pool: `NameConflict` when
