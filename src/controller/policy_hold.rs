@@ -139,7 +139,14 @@ pub fn policy_name_taken(
         return None;
     }
     let name = policy.name_any();
-    if is_terminating(policy) || policy.owner_references().iter().any(is_pod_ref) {
+    // Controlled by an earlier claim (the name is the claim's): the garbage
+    // collector deletes it once it sees that claim gone.
+    let earlier_claims = policy
+        .owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && o.kind == "SandboxClaim");
+    if is_terminating(policy) || earlier_claims || policy.owner_references().iter().any(is_pod_ref)
+    {
         return Some((
             NameTaken::Going,
             format!(
@@ -454,12 +461,12 @@ pub async fn lift_with(api: &Api<NetworkPolicy>, policy: &NetworkPolicy) -> Resu
 /// Deletes `policy` (the copy read), one the operator no longer wants while
 /// its Pods may still run (a standalone Sandbox's when the policy file
 /// wants none, a template-less pool's lockdown once its template is back):
-/// its hold is lifted first, and the delete is conditioned on its uid (a
-/// policy changed since it was read keeps its hold, and goes at the next
-/// reconcile).
-pub async fn lift_and_delete(api: &Api<NetworkPolicy>, policy: &NetworkPolicy) -> Result<()> {
+/// its hold is lifted first, and the delete is conditioned on its uid.
+/// `Ok(false)` when the policy changed since it was read (it keeps its
+/// hold; to be read again), `Ok(true)` when it is deleted or gone.
+pub async fn lift_and_delete(api: &Api<NetworkPolicy>, policy: &NetworkPolicy) -> Result<bool> {
     if has_hold(policy) && !lift_with(api, policy).await? {
-        return Ok(());
+        return Ok(false);
     }
     let params = kube::api::DeleteParams {
         preconditions: Some(kube::api::Preconditions {
@@ -469,8 +476,8 @@ pub async fn lift_and_delete(api: &Api<NetworkPolicy>, policy: &NetworkPolicy) -
         ..Default::default()
     };
     match api.delete(&policy.name_any(), &params).await {
-        Ok(_) => Ok(()),
-        Err(error) if is_not_found(&error) || is_conflict(&error) => Ok(()),
+        Ok(_) => Ok(true),
+        Err(error) if is_not_found(&error) || is_conflict(&error) => Ok(true),
         Err(error) => Err(kube_err("delete a NetworkPolicy no longer wanted")(error)),
     }
 }
@@ -607,6 +614,13 @@ mod tests {
                 Some(NameTaken::Going)
             );
         }
+        // Still controlled by an earlier claim of the name (the garbage
+        // collector has not marked it yet): going, not a lasting conflict.
+        let not_yet = policy(vec![controller("SandboxClaim", "c", "claim-1")]);
+        assert_eq!(
+            policy_name_taken(&not_yet, Some("claim-2"), true).map(|t| t.0),
+            Some(NameTaken::Going)
+        );
         // Kept by its cold Pod (the claim gone): going.
         let kept = policy(vec![pod_owner("u1")]);
         assert_eq!(

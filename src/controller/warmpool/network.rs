@@ -90,8 +90,9 @@ pub(super) async fn ensure(
                 return Ok(());
             }
             ensure_template_policy(ctx, template).await?;
-            remove_the_lockdown(ctx, pool).await?;
-            ctx.expectations.network_policy_made(key, fingerprint);
+            if remove_the_lockdown(ctx, pool, key).await? {
+                ctx.expectations.network_policy_made(key, fingerprint);
+            }
             Ok(())
         }
     }
@@ -118,7 +119,7 @@ pub(super) async fn lock_down_without_template(
         return Ok(());
     }
     let listed = ctx.network_policies_listed();
-    let fingerprint = json!({"lockdown": pool.meta().uid, "hold": listed});
+    let fingerprint = lockdown_fingerprint(pool, listed);
     if ctx.expectations.network_policy_done(key, &fingerprint) {
         return Ok(());
     }
@@ -159,28 +160,49 @@ pub(super) async fn lock_down_without_template(
     Ok(())
 }
 
+/// The memo fingerprint of a pool's lockdown (see
+/// [`lock_down_without_template`]).
+fn lockdown_fingerprint(pool: &SandboxWarmPool, hold: bool) -> serde_json::Value {
+    json!({"lockdown": pool.meta().uid, "hold": hold})
+}
+
 /// Deletes the pool's lockdown (see [`lock_down_without_template`]) once
-/// its template is back: found in the policy cache under the pool's policy
-/// name, controlled by this pool. The hold is lifted first (see
-/// [`lift_and_delete`]).
-async fn remove_the_lockdown(ctx: &Context, pool: &SandboxWarmPool) -> Result<()> {
+/// its template is back: under the pool's policy name, controlled by this
+/// pool, as the policy cache shows it, or, when this process made one the
+/// cache may not show yet, as the API server does. The hold is lifted
+/// first (see [`lift_and_delete`]). `Ok(true)` when none is left; the
+/// caller remembers the template's policy as done only then, so a lockdown
+/// that changed meanwhile is looked at again.
+async fn remove_the_lockdown(ctx: &Context, pool: &SandboxWarmPool, key: &str) -> Result<bool> {
     let namespace = pool.namespace().unwrap_or_default();
-    let Some(lockdown) = ctx
-        .caches
-        .network_policies
-        .get(
-            &kube::runtime::reflector::ObjectRef::new(&pool_network_policy_name(&pool.name_any()))
-                .within(&namespace),
-        )
-        .filter(|p| {
-            super::super::controller_uid(&p.metadata) == pool.meta().uid.as_deref()
-                && !is_terminating(p.as_ref())
-        })
-    else {
-        return Ok(());
+    let name = pool_network_policy_name(&pool.name_any());
+    let ours = |p: &NetworkPolicy| {
+        super::super::controller_uid(&p.metadata) == pool.meta().uid.as_deref()
+            && !is_terminating(p)
     };
     let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
-    lift_and_delete(&policies, &lockdown).await
+    let cached = ctx
+        .caches
+        .network_policies
+        .get(&kube::runtime::reflector::ObjectRef::new(&name).within(&namespace))
+        .filter(|p| ours(p));
+    let made_one = [true, false].into_iter().any(|hold| {
+        ctx.expectations
+            .network_policy_done(key, &lockdown_fingerprint(pool, hold))
+    });
+    let lockdown = match cached {
+        Some(p) => Some(p.as_ref().clone()),
+        None if made_one => policies
+            .get_opt(&name)
+            .await
+            .map_err(kube_err("read the pool's lockdown NetworkPolicy"))?
+            .filter(|p| ours(p)),
+        None => None,
+    };
+    match lockdown {
+        Some(lockdown) => lift_and_delete(&policies, &lockdown).await,
+        None => Ok(true),
+    }
 }
 
 /// The condition a failed [`ensure`] gives the pool: `NameConflict` when
