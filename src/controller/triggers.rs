@@ -197,18 +197,24 @@ pub(super) fn template_trigger(
 /// Service (the claim creates it on the warm path, the Sandbox on the cold
 /// one); either puts a deleted Service back. A Service none of them owns
 /// wakes the Sandbox of its name instead, which may be waiting for that
-/// foreign Service to go (its status says NameConflict meanwhile); the
-/// Services the operator made (every one on the warm path) wake nothing more.
+/// foreign Service to go (its status says NameConflict meanwhile), and,
+/// when deleted, the claim of its name, which waits for it before taking
+/// anything (see `claim::serve`); the Services the operator made (every one
+/// on the warm path) wake nothing more.
 pub(super) fn service_trigger(
     sandbox_tx: mpsc::UnboundedSender<ObjectRef<Sandbox>>,
     claim_tx: mpsc::UnboundedSender<ObjectRef<SandboxClaim>>,
 ) -> impl Fn(&Service, bool) {
-    move |service: &Service, _deleted: bool| {
+    move |service: &Service, deleted: bool| {
         let namespace = service.namespace().unwrap_or_default();
         let ours = |kind: &str| kind == "Sandbox" || kind == "SandboxClaim";
         if !service.owner_references().iter().any(|o| ours(&o.kind)) {
             let _ =
                 sandbox_tx.unbounded_send(ObjectRef::new(&service.name_any()).within(&namespace));
+            if deleted {
+                let _ =
+                    claim_tx.unbounded_send(ObjectRef::new(&service.name_any()).within(&namespace));
+            }
         }
         for owner in service.owner_references() {
             match owner.kind.as_str() {
@@ -269,6 +275,30 @@ mod tests {
             out.push(r.name);
         }
         out
+    }
+
+    /// A Service the operator's kinds do not own wakes the Sandbox of its
+    /// name; deleted, the claim of its name too (it waited for the name).
+    /// One a claim owns wakes that claim only.
+    #[test]
+    fn a_services_event_wakes_its_owner_or_the_objects_of_its_name() {
+        let (sandbox_tx, mut sandboxes) = mpsc::unbounded();
+        let (claim_tx, mut claims) = mpsc::unbounded();
+        let trigger = service_trigger(sandbox_tx, claim_tx);
+        let mut ownerless: Service = serde_json::from_value(
+            serde_json::json!({"metadata": {"name": "c", "namespace": "ns"}}),
+        )
+        .unwrap();
+        trigger(&ownerless, false);
+        assert_eq!(received(&mut sandboxes), ["c"]);
+        assert!(received(&mut claims).is_empty());
+        trigger(&ownerless, true);
+        assert_eq!(received(&mut sandboxes), ["c"]);
+        assert_eq!(received(&mut claims), ["c"]);
+        ownerless.metadata.owner_references = Some(vec![controller("SandboxClaim", "d", "uid-d")]);
+        trigger(&ownerless, true);
+        assert!(received(&mut sandboxes).is_empty());
+        assert_eq!(received(&mut claims), ["d"]);
     }
 
     #[test]
