@@ -350,33 +350,18 @@ async fn a_foreground_deletion_keeps_the_policy_until_the_pod_is_gone() {
         )),
         "{refusal}"
     );
-    // Nor drop the Pod from its owners (which Pods a held policy covers is
-    // read from them).
+    // Nor change its owners, which say which Pods it covers: drop the Pod
+    // (the hold would lift while it runs), rewrite its reference in place
+    // (same uid, another name: the Pod would no longer be found), or add a
+    // Pod (it would keep the policy held while that Pod lives).
     let before = policies.get(name).await.unwrap();
-    let controller_only: Vec<_> = before
-        .owner_references()
+    let owners = before.owner_references().to_vec();
+    let dropped: Vec<_> = owners
         .iter()
         .filter(|o| o.controller == Some(true))
         .cloned()
         .collect();
-    let refusal = crate::guard::patch_refused_after_reload(
-        &tenant_policies,
-        &policies,
-        name,
-        &Merge(&json!({"metadata": {"ownerReferences": controller_only}})),
-        &Merge(&json!({"metadata": {"ownerReferences": before.owner_references()}})),
-    )
-    .await;
-    assert!(
-        refusal.contains(
-            "metadata.ownerReferences: only the sandbox operator may add, remove or change an owner reference of a NetworkPolicy that holds"
-        ),
-        "{refusal}"
-    );
-    // Nor rewrite one in place (same uid, another name: the Pod would no
-    // longer be found, and the hold would lift while it runs).
-    let renamed: Vec<_> = before
-        .owner_references()
+    let renamed: Vec<_> = owners
         .iter()
         .cloned()
         .map(|mut o| {
@@ -386,23 +371,8 @@ async fn a_foreground_deletion_keeps_the_policy_until_the_pod_is_gone() {
             o
         })
         .collect();
-    let refusal = crate::guard::patch_refused_after_reload(
-        &tenant_policies,
-        &policies,
-        name,
-        &Merge(&json!({"metadata": {"ownerReferences": renamed}})),
-        &Merge(&json!({"metadata": {"ownerReferences": before.owner_references()}})),
-    )
-    .await;
-    assert!(
-        refusal.contains(
-            "metadata.ownerReferences: only the sandbox operator may add, remove or change an owner reference of a NetworkPolicy that holds"
-        ),
-        "{refusal}"
-    );
-    // Nor add a Pod to them (it would keep the policy held while it lives).
-    let mut more = before.owner_references().to_vec();
-    more.push(
+    let mut added = owners.clone();
+    added.push(
         k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
             api_version: "v1".into(),
             kind: "Pod".into(),
@@ -411,20 +381,22 @@ async fn a_foreground_deletion_keeps_the_policy_until_the_pod_is_gone() {
             ..Default::default()
         },
     );
-    let refusal = crate::guard::patch_refused_after_reload(
-        &tenant_policies,
-        &policies,
-        name,
-        &Merge(&json!({"metadata": {"ownerReferences": more}})),
-        &Merge(&json!({"metadata": {"ownerReferences": before.owner_references()}})),
-    )
-    .await;
-    assert!(
-        refusal.contains(
-            "metadata.ownerReferences: only the sandbox operator may add, remove or change an owner reference of a NetworkPolicy that holds"
-        ),
-        "{refusal}"
-    );
+    for changed in [dropped, renamed, added] {
+        let refusal = crate::guard::patch_refused_after_reload(
+            &tenant_policies,
+            &policies,
+            name,
+            &Merge(&json!({"metadata": {"ownerReferences": changed}})),
+            &Merge(&json!({"metadata": {"ownerReferences": owners}})),
+        )
+        .await;
+        assert!(
+            refusal.contains(
+                "metadata.ownerReferences: only the sandbox operator may add, remove or change an owner reference of a NetworkPolicy that holds"
+            ),
+            "{refusal}"
+        );
+    }
     sandboxes
         .delete("held", &kube::api::DeleteParams::foreground())
         .await
