@@ -39,7 +39,8 @@
 //!   is covered by the claim's policy, not the pool's hold), or labelled
 //!   with the claim's uid (a Pod stolen for the claim: the steal writes the
 //!   label with the claim as controller, in one conditioned write; a cold
-//!   Pod is a co-owner instead). These are written only by the operator
+//!   Pod of the claim's Sandbox: created with it, from the Sandbox's
+//!   controller reference to the claim). These are written only by the operator
 //!   (the ownership guard); name labels, which a later object of the same
 //!   name shares, do not count, so a new Sandbox or claim of the same name
 //!   never keeps an old policy held;
@@ -69,9 +70,9 @@
 //!
 //! Limits: with the operator stopped, a held policy stays terminating
 //! until someone removes the finalizer (the README's "Uninstall" says
-//! how); a cold claim's Pod made a co-owner only after a deletion started
-//! is not covered (the co-owner patch follows the Pod's creation within
-//! one reconcile); a held pool policy goes once no Pod the pool controls
+//! how); a cold claim's Pod started by an older version (without the
+//! claim-uid label) and made a co-owner only after a deletion started is
+//! not covered; a held pool policy goes once no Pod the pool controls
 //! is left (all taken by claims, say) and is made again at the pool's next
 //! reconcile, which a refill already in flight does not wait for.
 
@@ -242,8 +243,8 @@ enum Members<'a> {
     ControlledBy { selector: String, uid: &'a str },
     /// The Pods stolen for a claim (`uid`): the steal labels the Pod with
     /// the claim's uid in the same conditioned write that makes the claim
-    /// its controller, and the label stays when its Sandbox adopts it. A
-    /// cold Pod of the claim is a co-owner instead.
+    /// its controller, and the label stays when its Sandbox adopts it; a
+    /// cold Pod of the claim's Sandbox is created with it.
     StolenFor { selector: String, uid: &'a str },
 }
 
@@ -577,8 +578,9 @@ mod tests {
             Some("agents.x-k8s.io/warm-pool=pool")
         );
 
-        // A claim's policy covers its co-owners (cold Pods) and the Pods
-        // stolen for it (its uid label, whoever controls them now).
+        // A claim's policy covers its co-owners (cold Pods of an older
+        // version) and the Pods labelled with its uid (stolen or started
+        // cold for it, whoever controls them now).
         let claims = policy(vec![
             controller("SandboxClaim", "s", "claim-1"),
             pod_owner("u3"),

@@ -15,8 +15,8 @@ use serde_json::json;
 use crate::common::{TestNs, wait_for, wait_until};
 use crate::network::{egress_blocks, selects, wait_until_made_again};
 use sandbox_operator::api::{
-    CLAIM_LABEL, LaunchType, POOL_LABEL, READY, SANDBOX_LABEL, Sandbox, SandboxClaim,
-    SandboxWarmPool, is_true,
+    CLAIM_LABEL, CLAIM_UID_LABEL, LaunchType, POOL_LABEL, READY, SANDBOX_LABEL, Sandbox,
+    SandboxClaim, SandboxWarmPool, is_true,
 };
 use sandbox_operator::controller::policy_hold::HOLD_FINALIZER;
 
@@ -162,19 +162,19 @@ async fn a_standalone_sandbox_gets_the_denied_egress_before_its_pod() {
     })
     .await;
     let pod = pods.get("solo").await.unwrap();
-    outlives_its_owner(&ns, "solo-sandbox-egress", &pod, ("Sandbox", "solo")).await;
+    outlives_its_sandbox(&ns, "solo-sandbox-egress", &pod, "solo").await;
     eprintln!(
         "a_standalone_sandbox_gets_the_denied_egress: {:?}",
         started.elapsed()
     );
 }
 
-/// The policy `name` stays while its controller (`owner`: a Sandbox or a
-/// claim, by kind and name) is gone and the Pod `pod` is not, and goes with
-/// the Pod: the Pod is a co-owner. In a cluster a Pod outlives its Sandbox
+/// The policy `name` stays while its controller, the Sandbox `sandbox`, is
+/// gone and the Pod `pod` is not, and goes with the Pod: the Pod is a
+/// co-owner. In a cluster a Pod outlives its Sandbox
 /// by its grace period; here a second owner keeps it (KWOK removes a
 /// deleted Pod's finalizers at once).
-async fn outlives_its_owner(ns: &TestNs, name: &str, pod: &Pod, owner: (&str, &str)) {
+async fn outlives_its_sandbox(ns: &TestNs, name: &str, pod: &Pod, sandbox: &str) {
     let policies = ns.api::<NetworkPolicy>();
     let pod_uid = pod.uid().unwrap();
     wait_until(Duration::from_secs(20), || async {
@@ -211,20 +211,10 @@ async fn outlives_its_owner(ns: &TestNs, name: &str, pod: &Pod, owner: (&str, &s
     )
     .await
     .unwrap();
-    match owner {
-        ("Sandbox", owner) => {
-            ns.api::<Sandbox>()
-                .delete(owner, &Default::default())
-                .await
-                .unwrap();
-        }
-        (_, owner) => {
-            ns.api::<SandboxClaim>()
-                .delete(owner, &Default::default())
-                .await
-                .unwrap();
-        }
-    }
+    ns.api::<Sandbox>()
+        .delete(sandbox, &Default::default())
+        .await
+        .unwrap();
     // The garbage collector has dealt with the policy once it no longer
     // names its controller: it drops a gone owner from an object that has
     // others, and deletes one that has none.
@@ -232,20 +222,18 @@ async fn outlives_its_owner(ns: &TestNs, name: &str, pod: &Pod, owner: (&str, &s
     let kept = loop {
         match policies.get_opt(name).await.unwrap() {
             None => break None,
-            Some(p) if p.owner_references().iter().all(|o| o.kind != owner.0) => break Some(p),
+            Some(p) if p.owner_references().iter().all(|o| o.kind != "Sandbox") => break Some(p),
             Some(_) => {}
         }
         assert!(
             Instant::now() < deadline,
-            "{name} still names its deleted {} after 30 s",
-            owner.0
+            "{name} still names its deleted Sandbox after 30 s"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(
         kept.is_some(),
-        "{name} went with its {} while its Pod stayed",
-        owner.0
+        "{name} went with its Sandbox while its Pod stayed"
     );
     assert!(pods.get_opt(&pod.name_any()).await.unwrap().is_some());
     ns.api::<ConfigMap>()
@@ -269,20 +257,35 @@ async fn cold_claims_pod(ns: &TestNs, name: &str) -> Pod {
         .expect("the claim's cold Pod")
 }
 
-/// A cold claim's Pod has no pool policy to fall back on: it is a co-owner
-/// of the claim's, which then outlives the claim as long as the Pod.
+/// A cold claim's Pod has no pool policy to fall back on. It is created
+/// with the claim's uid label, so the hold the claim's policy carries from
+/// its creation covers it: no co-owner patch is sent, and deleting the
+/// claim (in the background, the default) leaves the policy in place,
+/// terminating, until the Pod has run out its grace period.
 #[tokio::test]
 async fn a_cold_claims_policy_stays_while_its_pod_does() {
     let started = Instant::now();
-    let ns = TestNs::new("net-cold").await;
-    let _op = ns.operator(&[]).await;
-    crate::fixtures::create(
-        &ns,
-        &crate::fixtures::template_of("tmpl", crate::fixtures::agent_pod(0)),
-    )
-    .await;
+    let (ns, _op) = with_slow_stopping_template("net-cold").await;
     let pod = cold_claims_pod(&ns, "c").await;
-    outlives_its_owner(&ns, "c-sandbox", &pod, ("SandboxClaim", "c")).await;
+    let claim_uid = ns.api::<SandboxClaim>().get("c").await.unwrap().uid();
+    assert_eq!(
+        pod.labels().get(CLAIM_UID_LABEL),
+        claim_uid.as_ref(),
+        "the cold Pod carries its claim's uid"
+    );
+    let policies = ns.api::<NetworkPolicy>();
+    wait_for_the_hold(&policies, "c-sandbox", None).await;
+    let policy = policies.get("c-sandbox").await.unwrap();
+    assert!(
+        policy.owner_references().iter().all(|o| o.kind != "Pod"),
+        "no co-owner patch is needed: {:?}",
+        policy.owner_references()
+    );
+    ns.api::<SandboxClaim>()
+        .delete("c", &Default::default())
+        .await
+        .unwrap();
+    held_until_the_pod_is_gone(&ns, "c-sandbox", &pod.name_any()).await;
     eprintln!("a_cold_claims_policy_stays: {:?}", started.elapsed());
 }
 
@@ -480,16 +483,16 @@ async fn wait_for_the_hold(policies: &kube::Api<NetworkPolicy>, name: &str, pod_
 }
 
 /// The same for a cold claim deleted in the foreground (as its
-/// `DeleteForeground` shutdown does): its Pod is a co-owner of the claim's
-/// policy, which holds until the Pod is gone.
+/// `DeleteForeground` shutdown does): the claim's policy holds until the
+/// Pod, labelled with the claim's uid, is gone.
 #[tokio::test]
 async fn a_cold_claim_deleted_in_the_foreground_keeps_its_policy_until_its_pod_is_gone() {
     let started = Instant::now();
     let (ns, _op) = with_slow_stopping_template("net-hold-cold").await;
     let pod = cold_claims_pod(&ns, "c").await;
-    let (pod_name, pod_uid) = (pod.name_any(), pod.uid().unwrap());
+    let pod_name = pod.name_any();
     let policies = ns.api::<NetworkPolicy>();
-    wait_for_the_hold(&policies, "c-sandbox", Some(&pod_uid)).await;
+    wait_for_the_hold(&policies, "c-sandbox", None).await;
     ns.api::<SandboxClaim>()
         .delete("c", &kube::api::DeleteParams::foreground())
         .await
@@ -587,7 +590,8 @@ async fn warm_claims_pod(ns: &TestNs, replicas: i32) -> Pod {
 /// claim's Pods too (same labels) under the old claim's rules, so the new
 /// claim takes and starts nothing (`NetworkPolicyReplacing`) until it is
 /// gone; then it makes its own (the deletion wakes it) and is served. Cold
-/// (the old policy kept by its Pod owner) and warm (kept by the hold).
+/// and warm (the old policy kept by the hold, which covers both Pods by
+/// their claim-uid label).
 #[tokio::test]
 async fn a_cold_claim_made_again_under_its_name_waits_for_the_old_policy() {
     let started = Instant::now();

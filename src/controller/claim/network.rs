@@ -88,10 +88,10 @@ pub(super) async fn ensure_network_policy(
             lockdown_network_policy(claim)?
         }
     };
-    // Made again while a cold Pod runs (deleted, say): that Pod is a
-    // co-owner, and the policy holds, from the start (see `cold_pod`).
-    // And with the hold in any case: a Pod stolen for the claim may
-    // outlive it too.
+    // With the hold: a Pod stolen for the claim or started cold for it
+    // (both labelled with its uid) may outlive it. Made again while a cold
+    // Pod of an older version runs (deleted, say): that Pod is a co-owner
+    // from the start (see `cold_pod`).
     let policy = with_hold(
         crate::controller::policy_owners::with_pod_owners(policy, cold),
         ctx.network_policies_listed(),

@@ -11,7 +11,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
 use kube::api::ObjectMeta;
 
-use crate::api::{CLAIM_LABEL, SANDBOX_LABEL, Sandbox, TEMPLATE_LABEL, is_reserved_key};
+use crate::api::{
+    CLAIM_LABEL, CLAIM_UID_LABEL, SANDBOX_LABEL, Sandbox, TEMPLATE_LABEL, is_reserved_key,
+};
 use crate::controller::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, Result, controller_ref};
 
 /// The Pod created for a Sandbox: `spec` (the Sandbox's pod template spec
@@ -33,13 +35,17 @@ pub fn desired_pod(sandbox: &Sandbox, mut spec: PodSpec) -> Result<Pod> {
     labels.insert(SANDBOX_LABEL.into(), name.clone());
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
     // A cold Pod of a claim carries the claim label like a stolen one, so
-    // every Pod serving a claim can be found by it, and the template label
-    // its claim put on the Sandbox, so the template's NetworkPolicy
-    // selects it like the template's warm Pods.
+    // every Pod serving a claim can be found by it; the claim's uid label
+    // like a stolen one too, so the hold on the claim's NetworkPolicy
+    // covers it from its creation (`policy_hold`; the uid is the one of
+    // the controller reference the claim controller wrote); and the
+    // template label its claim put on the Sandbox, so the template's
+    // NetworkPolicy selects it like the template's warm Pods.
     if let Some(claim) =
         crate::controller::ownership::controller_of_kind(sandbox.owner_references(), "SandboxClaim")
     {
         labels.insert(CLAIM_LABEL.into(), claim.name.clone());
+        labels.insert(CLAIM_UID_LABEL.into(), claim.uid.clone());
         if let Some(template) = sandbox.labels().get(TEMPLATE_LABEL) {
             labels.insert(TEMPLATE_LABEL.into(), template.clone());
         }

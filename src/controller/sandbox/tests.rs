@@ -387,3 +387,31 @@ fn an_evicted_pod_is_replaced_and_a_failed_one_reported() {
         "an exited process is reported, not replaced"
     );
 }
+
+#[test]
+fn a_claims_cold_pod_carries_the_claims_name_and_uid() {
+    let mut s = sandbox();
+    s.metadata.owner_references = controlled_by("SandboxClaim", "sbx", "claim-uid");
+    s.labels_mut()
+        .insert(crate::api::TEMPLATE_LABEL.into(), "tmpl".into());
+    let labels = desired_pod(&s, s.spec.pod_template.spec.clone())
+        .unwrap()
+        .metadata
+        .labels
+        .unwrap();
+    assert_eq!(labels[crate::api::CLAIM_LABEL], "sbx");
+    assert_eq!(
+        labels[CLAIM_UID_LABEL], "claim-uid",
+        "the hold on the claim's policy covers the Pod from its creation"
+    );
+    assert_eq!(labels[crate::api::TEMPLATE_LABEL], "tmpl");
+    // A standalone Sandbox's Pod serves no claim.
+    let plain = sandbox();
+    let labels = desired_pod(&plain, plain.spec.pod_template.spec.clone())
+        .unwrap()
+        .metadata
+        .labels
+        .unwrap();
+    assert!(!labels.contains_key(crate::api::CLAIM_LABEL));
+    assert!(!labels.contains_key(CLAIM_UID_LABEL));
+}
