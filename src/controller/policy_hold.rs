@@ -123,6 +123,16 @@ pub enum NameTaken {
     Lasting,
 }
 
+impl NameTaken {
+    /// The reason a claim or its Sandbox says while the name is taken.
+    pub fn reason(self) -> &'static str {
+        match self {
+            NameTaken::Going => crate::api::reason::NETWORK_POLICY_REPLACING,
+            NameTaken::Lasting => crate::api::reason::NAME_CONFLICT,
+        }
+    }
+}
+
 /// Whether, and how, `policy` (the one under a claim's policy name) keeps
 /// that name from the claim `claim_uid`, with a message naming it. It
 /// selects the claim's Pods too (the same labels) under another claim's

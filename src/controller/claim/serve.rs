@@ -58,13 +58,9 @@ pub(super) async fn serve(
     {
         // Nothing is taken or started under another's policy; an earlier
         // claim's wakes this claim when it goes (the 30 s are a safety net).
-        let reason = match taken {
-            NameTaken::Going => reason::NETWORK_POLICY_REPLACING,
-            NameTaken::Lasting => reason::NAME_CONFLICT,
-        };
         let status = failed_status(
             claim,
-            reason,
+            taken.reason(),
             format!("no Pod is taken or started yet: {why}"),
             jiff::Timestamp::now(),
         );

@@ -76,9 +76,7 @@ use crate::admission::{Cidr, NetworkRules, StandalonePolicy, restrict_egress};
 use crate::api::{CLAIM_LABEL, ConditionUpdate, FIELD_MANAGER, SANDBOX_LABEL, Sandbox, reason};
 use crate::controller::claim::same_policy_spec;
 use crate::controller::ownership::{Created, controller_of_kind};
-use crate::controller::policy_hold::{
-    HOLD_FINALIZER, NameTaken, is_held, lift_and_delete, policy_name_taken,
-};
+use crate::controller::policy_hold::{HOLD_FINALIZER, is_held, lift_and_delete, policy_name_taken};
 use crate::controller::policy_owners::{add_pod_owners, missing_pod_owners};
 use crate::controller::{
     Context, Error, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Result, controller_ref, controller_uid,
@@ -260,13 +258,8 @@ fn claim_policy_replacing(
             held_without_a_running_pod(&policy, pods)
                 .map(|why| (reason::NETWORK_POLICY_REPLACING, why))
                 .or_else(|| {
-                    policy_name_taken(&policy, claim_uid, per_claim).map(|(taken, why)| {
-                        let reason = match taken {
-                            NameTaken::Going => reason::NETWORK_POLICY_REPLACING,
-                            NameTaken::Lasting => reason::NAME_CONFLICT,
-                        };
-                        (reason, why)
-                    })
+                    policy_name_taken(&policy, claim_uid, per_claim)
+                        .map(|(taken, why)| (taken.reason(), why))
                 })
         })
         .unwrap_or_else(|| {

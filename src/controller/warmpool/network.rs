@@ -143,20 +143,42 @@ pub(super) async fn lock_down_without_template(
     {
         // Ours (create_owned checked the controller) but not the lockdown:
         // replaced, conditioned on the version read.
-        existing.spec = lockdown.spec;
-        if listed && !has_hold(&existing) {
-            existing.finalizers_mut().push(HOLD_FINALIZER.into());
-        }
-        let params = PostParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..Default::default()
-        };
-        policies
-            .replace(&existing.name_any(), &params, &existing)
-            .await
-            .map_err(kube_err("lock down the pool's NetworkPolicy"))?;
+        let add_hold = listed && !has_hold(&existing);
+        replace_spec(
+            &policies,
+            &mut existing,
+            lockdown.spec,
+            add_hold,
+            "lock down the pool's NetworkPolicy",
+        )
+        .await?;
     }
     ctx.expectations.network_policy_made(key, fingerprint);
+    Ok(())
+}
+
+/// Replaces the spec of `existing` (one of the pool's, as read) with
+/// `spec`, adding the hold when `add_hold`; conditioned on the version
+/// read (a replace carries it).
+async fn replace_spec(
+    policies: &Api<NetworkPolicy>,
+    existing: &mut NetworkPolicy,
+    spec: Option<k8s_openapi::api::networking::v1::NetworkPolicySpec>,
+    add_hold: bool,
+    what: &'static str,
+) -> Result<()> {
+    existing.spec = spec;
+    if add_hold {
+        existing.finalizers_mut().push(HOLD_FINALIZER.into());
+    }
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    policies
+        .replace(&existing.name_any(), &params, existing)
+        .await
+        .map_err(kube_err(what))?;
     Ok(())
 }
 
@@ -267,18 +289,14 @@ async fn ensure_pool_policy(
             // Ours (create_owned checked the controller) but from an older
             // deny list or template: replace the spec (and put the hold on),
             // conditioned on the version read.
-            existing.spec = desired.spec.clone();
-            if add_hold {
-                existing.finalizers_mut().push(HOLD_FINALIZER.into());
-            }
-            let params = PostParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..Default::default()
-            };
-            policies
-                .replace(&desired.name_any(), &params, &existing)
-                .await
-                .map_err(kube_err("update the pool's NetworkPolicy"))?;
+            replace_spec(
+                &policies,
+                &mut existing,
+                desired.spec.clone(),
+                add_hold,
+                "update the pool's NetworkPolicy",
+            )
+            .await?;
         } else if add_hold {
             // Made by a version without the hold (or before the policy cache
             // listed). The policy is in place either way: a refused patch is
