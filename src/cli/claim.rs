@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use kube::api::{Api, DeleteParams, PostParams, PropagationPolicy, WatchEvent, WatchParams};
+use kube::api::{
+    Api, DeleteParams, PostParams, Preconditions, PropagationPolicy, WatchEvent, WatchParams,
+};
 use kube::{Client, ResourceExt};
 
 use super::facts::{ClaimFacts, Outcome, ReadyCondition, evaluate};
@@ -75,6 +77,16 @@ pub enum ClaimError {
         /// The last launch type seen.
         launch_type: Option<String>,
     },
+    /// The create got no answer within the timeout: the claim may exist.
+    #[error("SandboxClaim {namespace}/{name}: no answer to its create within {}s", timeout.as_secs_f64())]
+    NoAnswer {
+        /// Namespace of the claim.
+        namespace: String,
+        /// Name of the claim.
+        name: String,
+        /// The deadline that passed.
+        timeout: Duration,
+    },
     /// `claim delete --wait`: still there after the timeout (finalizers?).
     #[error("SandboxClaim {namespace}/{name} still exists after {}s", timeout.as_secs_f64())]
     StillThere {
@@ -105,7 +117,7 @@ impl ClaimError {
             | ClaimError::Deleted { .. }
             | ClaimError::Timeout { .. }
             | ClaimError::StillThere { .. } => 1,
-            ClaimError::Rejected { .. } | ClaimError::Api { .. } => 2,
+            ClaimError::Rejected { .. } | ClaimError::Api { .. } | ClaimError::NoAnswer { .. } => 2,
         }
     }
 }
@@ -135,16 +147,59 @@ fn api_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> ClaimError 
 pub struct CreateRequest {
     /// SandboxTemplate name.
     pub template: String,
-    /// Claim name; the API server picks `<template>-xxxxx` when `None`.
+    /// Claim name; `None` picks one ([`name_prefix`] plus five random
+    /// characters) in the client, so a claim whose create's answer is lost
+    /// can still be found and deleted.
     pub name: Option<String>,
     /// `spec.warmpool`: `default`, `none` or a pool name.
     pub warm_pool: Option<String>,
 }
 
-/// The claim object for a request.
-pub fn claim_object(request: &CreateRequest) -> SandboxClaim {
-    let mut claim = SandboxClaim::new(
-        request.name.as_deref().unwrap_or_default(),
+/// The start of a claim name made from `template`: a claim's name is its
+/// Sandbox's and Service's, so it must be a DNS-1035 label, while a
+/// template's name may hold dots or start with a digit. Other characters
+/// become '-', a prefix not starting with a letter gets `c-`, and it is cut
+/// to leave room for the five random characters (`py3.12` gives `py3-12-`,
+/// `3d-render` gives `c-3d-render-`; the Python client makes the same).
+/// Pure.
+pub fn name_prefix(template: &str) -> String {
+    let mapped: String = template
+        .to_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let prefix = if mapped.starts_with(|c: char| c.is_ascii_lowercase()) {
+        mapped
+    } else {
+        format!("c-{mapped}")
+    };
+    let cut: String = prefix.chars().take(57).collect();
+    format!("{}-", cut.trim_end_matches('-'))
+}
+
+/// Five random characters of the alphabet the API server uses for
+/// `generateName` (no vowels, so no words).
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::rng();
+    (0..5)
+        .map(|_| char::from(ALPHABET[rand::Rng::random_range(&mut rng, 0..ALPHABET.len())]))
+        .collect()
+}
+
+/// How often a picked name that is taken (409) is picked again.
+const NAME_TRIES: usize = 3;
+
+/// The claim object for a request, named `name`.
+pub fn claim_object(request: &CreateRequest, name: &str) -> SandboxClaim {
+    SandboxClaim::new(
+        name,
         SandboxClaimSpec {
             sandbox_template_ref: SandboxTemplateRef {
                 name: request.template.clone(),
@@ -152,37 +207,64 @@ pub fn claim_object(request: &CreateRequest) -> SandboxClaim {
             lifecycle: None,
             warm_pool: request.warm_pool.clone(),
         },
-    );
-    if request.name.is_none() {
-        claim.metadata.name = None;
-        claim.metadata.generate_name = Some(format!("{}-", request.template));
-    }
-    claim
+    )
 }
 
-/// POSTs the claim; a 4xx answer is [`ClaimError::Rejected`].
+/// Whether the API server's answer `error` to a create says for sure that
+/// nothing was made: a 4xx other than 408 (the request timed out on the
+/// server, which may still write it). A 5xx (a 504 may come after the
+/// write), a lost connection or no answer leaves it open.
+fn refused(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if (400..500).contains(&status.code) && status.code != 408)
+}
+
+/// POSTs the claim; a 4xx answer is [`ClaimError::Rejected`]. Without a
+/// requested name it picks one, and picks again (at most [`NAME_TRIES`]
+/// times) when it is taken. `sent` holds the name of the claim that may
+/// exist: set before each POST, cleared when the answer says nothing was
+/// made, so a caller whose create fails or is interrupted deletes it by
+/// that name.
 pub async fn create(
     api: &Api<SandboxClaim>,
     namespace: &str,
     request: &CreateRequest,
+    sent: &std::cell::RefCell<Option<String>>,
 ) -> Result<SandboxClaim, ClaimError> {
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
     };
-    match api.create(&params, &claim_object(request)).await {
-        Ok(created) => Ok(created),
-        Err(kube::Error::Api(status)) if (400..500).contains(&status.code) => {
-            Err(ClaimError::Rejected {
-                namespace: namespace.into(),
-                code: status.code,
-                reason: status.reason.clone(),
-                message: status.message.clone(),
-            })
+    let prefix = name_prefix(&request.template);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let name = match &request.name {
+            Some(name) => name.clone(),
+            None => format!("{prefix}{}", random_suffix()),
+        };
+        *sent.borrow_mut() = Some(name.clone());
+        let error = match api.create(&params, &claim_object(request, &name)).await {
+            Ok(created) => return Ok(created),
+            Err(error) => error,
+        };
+        if !refused(&error) {
+            return Err(api_error(format!(
+                "creating SandboxClaim {namespace}/{name}"
+            ))(error));
         }
-        Err(e) => Err(api_error(format!(
-            "creating a SandboxClaim in namespace {namespace}"
-        ))(e)),
+        *sent.borrow_mut() = None;
+        let kube::Error::Api(status) = error else {
+            unreachable!("refused() is true only for an API answer");
+        };
+        if status.code == 409 && request.name.is_none() && tries < NAME_TRIES {
+            continue;
+        }
+        return Err(ClaimError::Rejected {
+            namespace: namespace.into(),
+            code: status.code,
+            reason: status.reason.clone(),
+            message: status.message.clone(),
+        });
     }
 }
 
@@ -279,16 +361,29 @@ async fn watch_one(
 }
 
 /// Deletes the claim (its Sandbox, Pod, Service and NetworkPolicy follow by
-/// garbage collection). `Ok(false)` when there was no such claim.
-pub async fn delete(api: &Api<SandboxClaim>, name: &str) -> Result<bool, ClaimError> {
+/// garbage collection), only while it is the object of `uid` when given (a
+/// claim made since under the same name is someone else's). `Ok(false)`
+/// when there was no such claim, or only another one under its name.
+pub async fn delete(
+    api: &Api<SandboxClaim>,
+    namespace: &str,
+    name: &str,
+    uid: Option<String>,
+) -> Result<bool, ClaimError> {
     let params = DeleteParams {
         propagation_policy: Some(PropagationPolicy::Background),
+        preconditions: uid.map(|uid| Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
         ..Default::default()
     };
     match api.delete(name, &params).await {
         Ok(_) => Ok(true),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
-        Err(e) => Err(api_error(format!("deleting SandboxClaim {name}"))(e)),
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(false),
+        Err(e) => Err(api_error(format!(
+            "deleting SandboxClaim {namespace}/{name}"
+        ))(e)),
     }
 }
 

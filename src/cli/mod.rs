@@ -12,12 +12,16 @@
 //! whether it was starting cold and its last condition), was deleted while
 //! waiting, or `delete` found no such claim; **2** bad usage, or the API
 //! server refused or failed a request (e.g. an admission denial naming the
-//! field, or an unknown namespace).
+//! field, or an unknown namespace); **130 / 143** interrupted by SIGINT /
+//! SIGTERM. A claim that may exist when `create` fails or is interrupted is
+//! deleted (by the name the command picked, and its uid once known) unless
+//! `--keep-on-failure`.
 
 pub mod claim;
 pub mod facts;
 pub mod run_args;
 
+use std::cell::RefCell;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -31,7 +35,9 @@ use facts::{ClaimFacts, Format, render};
 /// Exit codes, printed under `--help`.
 const EXIT_CODES: &str = "Exit codes: 0 done; 1 the claim failed (its Ready reason on stderr), timed out \
 (stderr names the last condition and whether it was starting cold), was deleted while waiting, or \
-delete found no such claim; 2 bad usage, or the API server refused or failed a request.";
+delete found no such claim; 2 bad usage, or the API server refused or failed a request (or gave no \
+answer to the create within --timeout); 130 / 143 interrupted by SIGINT / SIGTERM (the claim is \
+deleted unless --keep-on-failure).";
 
 /// `claim` subcommands.
 #[derive(Subcommand, Debug)]
@@ -131,42 +137,150 @@ async fn claims_api(namespace: Option<String>) -> Result<(Api<SandboxClaim>, Str
 }
 
 async fn create(args: CreateArgs) -> Result<ExitCode, ClaimError> {
-    let (api, namespace) = claims_api(args.namespace).await?;
-    let request = CreateRequest {
-        template: args.template,
-        name: args.name,
-        warm_pool: args.warm_pool,
+    let (api, namespace) = claims_api(args.namespace.clone()).await?;
+    // The claim that may exist: its name (set before each POST) and, once
+    // the create answered, its uid. Whatever ends this command early (a
+    // failure, a timeout, SIGINT or SIGTERM) deletes it by them, unless
+    // --keep-on-failure.
+    let sent = RefCell::new(None);
+    let made = RefCell::new(None);
+    let outcome = tokio::select! {
+        result = create_and_wait(&api, &namespace, &args, &sent, &made) => Ended::Done(result),
+        signal = interrupted() => Ended::Interrupted(signal),
     };
-    let started = Instant::now();
-    let created = claim::create(&api, &namespace, &request).await?;
-    if !args.wait {
-        print!("{}", render(&ClaimFacts::of(&created, None), args.output));
-        return Ok(ExitCode::SUCCESS);
-    }
-    let timeout = Duration::from_secs_f64(args.timeout);
-    match claim::wait_ready(&api, &created, started, timeout).await {
-        Ok(facts) => {
-            print!("{}", render(&facts, args.output));
-            Ok(ExitCode::SUCCESS)
+    let claim = sent.borrow().clone();
+    let uid = made.borrow().clone();
+    let clean_up = |why: String| async move {
+        let Some(name) = claim else { return };
+        if args.keep_on_failure {
+            eprintln!("{why}: kept SandboxClaim {namespace}/{name} (--keep-on-failure)");
+            return;
         }
-        Err(error) => {
-            let name = kube::ResourceExt::name_any(&created);
-            if !args.keep_on_failure {
-                match claim::delete(&api, &name).await {
-                    Ok(_) => eprintln!(
-                        "deleted SandboxClaim {namespace}/{name} (--keep-on-failure keeps it)"
-                    ),
-                    Err(e) => eprintln!("could not delete SandboxClaim {namespace}/{name}: {e}"),
-                }
-            }
+        let deleting = claim::delete(&api, &namespace, &name, uid);
+        match tokio::time::timeout(CLEAN_UP_WITHIN, deleting).await {
+            Ok(Ok(true)) => eprintln!(
+                "{why}: deleted SandboxClaim {namespace}/{name} (--keep-on-failure keeps it)"
+            ),
+            Ok(Ok(false)) => eprintln!("{why}: SandboxClaim {namespace}/{name} was already gone"),
+            Ok(Err(e)) => eprintln!("{why}: could not delete SandboxClaim {namespace}/{name}: {e}"),
+            Err(_) => eprintln!(
+                "{why}: could not delete SandboxClaim {namespace}/{name}: no answer within {}s",
+                CLEAN_UP_WITHIN.as_secs()
+            ),
+        }
+    };
+    match outcome {
+        Ended::Done(Ok(code)) => Ok(code),
+        Ended::Done(Err(error)) => {
+            clean_up("failed".into()).await;
             Err(error)
+        }
+        Ended::Interrupted(signal) => {
+            eprintln!("error: interrupted by {}", signal.name());
+            clean_up(format!("interrupted by {}", signal.name())).await;
+            Ok(ExitCode::from(signal.exit_code()))
         }
     }
 }
 
+/// How long the clean-up delete of a failed or interrupted create waits
+/// for the API server at most.
+const CLEAN_UP_WITHIN: Duration = Duration::from_secs(10);
+
+/// How `claim create` ended.
+enum Ended {
+    Done(Result<ExitCode, ClaimError>),
+    Interrupted(Signal),
+}
+
+/// A signal that ends `claim create` early.
+#[derive(Clone, Copy)]
+enum Signal {
+    Interrupt,
+    Terminate,
+}
+
+impl Signal {
+    fn name(self) -> &'static str {
+        match self {
+            Signal::Interrupt => "SIGINT",
+            Signal::Terminate => "SIGTERM",
+        }
+    }
+
+    /// 128 plus the signal's number, as shells report it.
+    fn exit_code(self) -> u8 {
+        match self {
+            Signal::Interrupt => 130,
+            Signal::Terminate => 143,
+        }
+    }
+}
+
+/// Resolves at the first SIGINT or SIGTERM (never, for one that cannot be
+/// listened for).
+async fn interrupted() -> Signal {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        () = interrupt => Signal::Interrupt,
+        () = terminate => Signal::Terminate,
+    }
+}
+
+/// The create and, with --wait, the wait, all within --timeout; prints the
+/// result. `sent` and `made` say which claim may exist (see [`create`]).
+async fn create_and_wait(
+    api: &Api<SandboxClaim>,
+    namespace: &str,
+    args: &CreateArgs,
+    sent: &RefCell<Option<String>>,
+    made: &RefCell<Option<String>>,
+) -> Result<ExitCode, ClaimError> {
+    let request = CreateRequest {
+        template: args.template.clone(),
+        name: args.name.clone(),
+        warm_pool: args.warm_pool.clone(),
+    };
+    let started = Instant::now();
+    let timeout = Duration::from_secs_f64(args.timeout);
+    let creating = claim::create(api, namespace, &request, sent);
+    let created = match tokio::time::timeout(timeout, creating).await {
+        Ok(result) => result?,
+        Err(_) => {
+            return Err(ClaimError::NoAnswer {
+                namespace: namespace.into(),
+                name: sent.borrow().clone().unwrap_or_default(),
+                timeout,
+            });
+        }
+    };
+    *made.borrow_mut() = created.metadata.uid.clone();
+    if !args.wait {
+        *sent.borrow_mut() = None;
+        print!("{}", render(&ClaimFacts::of(&created, None), args.output));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let facts = claim::wait_ready(api, &created, started, timeout).await?;
+    *sent.borrow_mut() = None;
+    print!("{}", render(&facts, args.output));
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn delete(args: DeleteArgs) -> Result<ExitCode, ClaimError> {
     let (api, namespace) = claims_api(args.namespace).await?;
-    if !claim::delete(&api, &args.name).await? {
+    if !claim::delete(&api, &namespace, &args.name, None).await? {
         eprintln!("SandboxClaim {namespace}/{} not found", args.name);
         return Ok(ExitCode::from(1));
     }
@@ -274,21 +388,22 @@ mod tests {
     }
 
     #[test]
-    fn claim_object_uses_generate_name_unless_named() {
+    fn claim_object_is_named_and_a_picked_name_is_a_valid_start() {
         let request = CreateRequest {
             template: "aio".into(),
             name: None,
             warm_pool: Some("none".into()),
         };
-        let claim = claim::claim_object(&request);
-        assert_eq!(claim.metadata.name, None);
-        assert_eq!(claim.metadata.generate_name.as_deref(), Some("aio-"));
+        let claim = claim::claim_object(&request, "aio-x2b4c");
+        assert_eq!(claim.metadata.name.as_deref(), Some("aio-x2b4c"));
+        assert_eq!(claim.metadata.generate_name, None);
         assert_eq!(claim.spec.warm_pool.as_deref(), Some("none"));
-        let named = claim::claim_object(&CreateRequest {
-            name: Some("mine".into()),
-            ..request
-        });
-        assert_eq!(named.metadata.name.as_deref(), Some("mine"));
-        assert_eq!(named.metadata.generate_name, None);
+        assert_eq!(claim::name_prefix("aio"), "aio-");
+        assert_eq!(claim::name_prefix("py3.12"), "py3-12-");
+        assert_eq!(claim::name_prefix("3d-render"), "c-3d-render-");
+        assert_eq!(claim::name_prefix("Big_Template."), "big-template-");
+        let long = claim::name_prefix(&"a".repeat(70));
+        assert_eq!(long.len(), 58, "room for five characters in 63");
+        assert!(long.ends_with("a-"));
     }
 }

@@ -186,6 +186,72 @@ async fn claim_cli_exit_codes_name_the_reason() {
     );
     claim_gone(&ns, "slow-2").await;
 
+    // Interrupted (SIGTERM, as `timeout 30 sandbox-operator claim create
+    // --wait` sends): exit 143, and the claim is deleted, not left behind.
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sandbox-operator"))
+        .args([
+            "claim",
+            "create",
+            "-t",
+            "slow",
+            "--warm-pool",
+            "none",
+            "--wait",
+        ])
+        .args(["--name", "slow-3", "--namespace", &ns.name])
+        .env("KUBECONFIG", kubeconfig())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the CLI");
+    wait_until(Duration::from_secs(20), || async {
+        claims.get_opt("slow-3").await.ok().flatten().is_some()
+    })
+    .await;
+    let pid = child.id().expect("the CLI's pid").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("the CLI ends after SIGTERM")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{stderr}");
+    assert!(
+        stderr.contains("interrupted by SIGTERM: deleted SandboxClaim"),
+        "{stderr}"
+    );
+    claim_gone(&ns, "slow-3").await;
+
+    // A template name that cannot start a claim's name (a claim's name is
+    // its Service's, a DNS-1035 label): the picked name is a valid one.
+    template(&ns, "py3.12", 60_000).await;
+    let named = cli(
+        &ns,
+        &[
+            "create",
+            "-t",
+            "py3.12",
+            "--warm-pool",
+            "none",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(named.code, 0, "{}", named.stderr);
+    let name = serde_json::from_str::<Value>(&named.stdout).unwrap()["claim"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        name.starts_with("py3-12-") && name.len() == "py3-12-".len() + 5,
+        "{name}"
+    );
+    assert_eq!(cli(&ns, &["delete", &name]).await.code, 0);
+
     // Refused by admission: exit 2, the webhook's message names the field.
     let refused = cli(
         &ns,
