@@ -35,6 +35,32 @@ impl Denial {
     }
 }
 
+/// How many denials one verdict lists at most. An object may break a rule
+/// once per list item (a container with 75,000 host ports), and each new
+/// denial is compared with those recorded (two rules may reach the same
+/// field), so without a bound one review could cost quadratic time in its
+/// size: seconds of CPU for every caller of the webhook.
+pub(crate) const MAX_DENIALS: usize = 50;
+
+/// Records `denial` in `out` once, up to [`MAX_DENIALS`]; the first one
+/// past the bound is replaced by a note that more were not listed, and the
+/// rest are dropped.
+pub(crate) fn record_denial(out: &mut Vec<Denial>, denial: Denial) {
+    if out.len() > MAX_DENIALS || out.contains(&denial) {
+        return;
+    }
+    if out.len() < MAX_DENIALS {
+        out.push(denial);
+    } else {
+        out.push(Denial {
+            path: String::new(),
+            message: format!(
+                "and more: one answer lists at most {MAX_DENIALS} denials; fix these and try again"
+            ),
+        });
+    }
+}
+
 impl fmt::Display for Denial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.path.is_empty() {

@@ -167,7 +167,7 @@ pub async fn serve(
     let address = listener.local_addr().map_err(Error::LocalAddress)?;
     let connection_permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let shared = Arc::new(Shared {
-        in_flight: Semaphore::new(config.max_requests_in_flight.max(1)),
+        in_flight: Arc::new(Semaphore::new(config.max_requests_in_flight.max(1))),
         body_budget: BodyBudget::new(&config),
         config,
         handler,
@@ -313,7 +313,7 @@ async fn serve_connection(
 struct Shared {
     config: ServerConfig,
     handler: Arc<dyn AdmissionHandler>,
-    in_flight: Semaphore,
+    in_flight: Arc<Semaphore>,
     body_budget: BodyBudget,
 }
 
@@ -385,20 +385,36 @@ impl Shared {
         let (body, _reservation) = self
             .read_body(request.into_body(), declared_length, deadline)
             .await?;
-        let _permit = match tokio::time::timeout_at(deadline, self.in_flight.acquire()).await {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_)) | Err(_) => return Err(Error::Overloaded),
-        };
+        let permit =
+            match tokio::time::timeout_at(deadline, Arc::clone(&self.in_flight).acquire_owned())
+                .await
+            {
+                Ok(Ok(permit)) => permit,
+                Ok(Err(_)) | Err(_) => return Err(Error::Overloaded),
+            };
 
-        let review = decode_review(&body)?;
+        // Decoding, the handler and encoding run on the blocking pool: a
+        // large review costs its own thread, never the runtime's, which may
+        // be a single thread shared with whatever else the process runs
+        // (the operator's controllers and leader lease). The permit moves
+        // with the work, so at most `max_requests_in_flight` run at once
+        // even when their callers have gone.
+        let handler = Arc::clone(&self.handler);
+        let (review, allowed, encoded) = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let review = decode_review(&body)?;
+            let answer = catch_unwind(AssertUnwindSafe(|| match endpoint {
+                Endpoint::Mutate => handler.mutate(&review),
+                Endpoint::Validate => handler.validate(&review),
+            }))
+            .map_err(|_panic| Error::HandlerPanicked)?;
+            let allowed = answer.allowed;
+            let encoded = encode_review(&review, answer)?;
+            Ok::<_, Error>((review, allowed, encoded))
+        })
+        .await
+        .map_err(|_join| Error::HandlerPanicked)??;
         let handler = &self.handler;
-        let answer = catch_unwind(AssertUnwindSafe(|| match endpoint {
-            Endpoint::Mutate => handler.mutate(&review),
-            Endpoint::Validate => handler.validate(&review),
-        }))
-        .map_err(|_panic| Error::HandlerPanicked)?;
-        let allowed = answer.allowed;
-        let encoded = encode_review(&review, answer)?;
 
         handler.observe(Answered {
             group: &review.kind.group,

@@ -72,9 +72,7 @@ impl<'o> Findings<'o> {
             path,
             format!("{} (Pod Security {level}: {check})", message.as_ref()),
         );
-        if !self.out.contains(&denial) {
-            self.out.push(denial);
-        }
+        crate::admission::field::record_denial(self.out, denial);
     }
 
     /// The value of a read, or `None` with the malformed field recorded.
@@ -82,9 +80,7 @@ impl<'o> Findings<'o> {
         match read {
             Ok(value) => Some(value),
             Err(denial) => {
-                if !self.out.contains(&denial) {
-                    self.out.push(denial);
-                }
+                crate::admission::field::record_denial(self.out, denial);
                 None
             }
         }

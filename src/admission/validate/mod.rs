@@ -178,6 +178,10 @@ pub fn validate(
     validator.verdict
 }
 
+/// How many warnings one verdict carries at most (the API server passes
+/// them to the client in headers; one per list item could be thousands).
+pub(crate) const MAX_WARNINGS: usize = 20;
+
 /// Collects the findings of one validation.
 pub(crate) struct Validator<'p> {
     pub(crate) policy: &'p Policy,
@@ -193,14 +197,16 @@ impl Validator<'_> {
         self.push(Denial::new(path, message));
     }
 
+    /// Records a denial, once, up to [`MAX_DENIALS`](crate::admission::field::MAX_DENIALS).
     pub(crate) fn push(&mut self, denial: Denial) {
-        if !self.verdict.denials.contains(&denial) {
-            self.verdict.denials.push(denial);
-        }
+        crate::admission::field::record_denial(&mut self.verdict.denials, denial);
     }
 
+    /// Records a warning, up to [`MAX_WARNINGS`].
     pub(crate) fn warn(&mut self, path: &FieldPath, message: impl std::fmt::Display) {
-        self.verdict.warnings.push(format!("{path}: {message}"));
+        if self.verdict.warnings.len() < MAX_WARNINGS {
+            self.verdict.warnings.push(format!("{path}: {message}"));
+        }
     }
 
     /// Records a malformed field as a denial and carries on without it.

@@ -303,3 +303,33 @@ fn claim_templates_the_cluster_provisions_are_admitted() {
     template["spec"]["volumeClaimTemplates"] = claims;
     assert!(create(SandboxKind::SandboxTemplate, &template).allowed());
 }
+
+/// A container with 20,000 host ports breaks a rule once per port. The
+/// answer lists the first 50 denials and a note, and the warnings are
+/// bounded too: each denial used to be compared with all those before it,
+/// so a body of a few MiB cost seconds of CPU (quadratic). The elapsed
+/// time is printed, not asserted (run with `--nocapture`).
+#[test]
+fn a_rule_broken_once_per_list_item_lists_a_bounded_number_of_denials() {
+    let ports: Vec<Value> = (1..=20_000)
+        .map(|p| json!({"containerPort": p, "hostPort": p}))
+        .collect();
+    let started = std::time::Instant::now();
+    let verdict = create_sandbox_with(json!({"ports": ports}), json!({}));
+    eprintln!(
+        "20,000 denied host ports validated in {:?}",
+        started.elapsed()
+    );
+    let listed = denials(&verdict);
+    assert_eq!(
+        listed.len(),
+        crate::admission::field::MAX_DENIALS + 1,
+        "{listed:?}"
+    );
+    assert!(listed[0].contains(".ports[0].hostPort"), "{}", listed[0]);
+    assert_eq!(
+        listed.last().unwrap(),
+        "and more: one answer lists at most 50 denials; fix these and try again"
+    );
+    assert!(verdict.warnings.len() <= super::super::MAX_WARNINGS);
+}
