@@ -14,6 +14,7 @@ mod conflicts;
 mod critical;
 mod harness;
 mod policies;
+mod pool_creates;
 mod random;
 mod repair;
 mod scenarios;

@@ -131,33 +131,45 @@ pub(super) async fn create_pods(
     // Encoded once for the whole batch.
     let body = serde_json::to_vec(&pod)?;
     let url = pods.resource_url();
-    let mut creates = futures::stream::iter(0..count)
-        .map(|_| create_lean(ctx, url, &params, &body))
-        .buffer_unordered(ctx.config.pool_create_parallelism.max(1));
     let mut first_error = None;
-    // Each create goes on record as soon as it is answered, not when the
-    // whole batch is: its Pod's first watch event then finds it expected
-    // and wakes no reconcile (see `triggers::pod_trigger`).
-    while let Some(result) = creates.next().await {
-        match result {
-            Ok(name) => {
-                ctx.expectations.created(key, &name);
-                ctx.metrics
-                    .replenish_seconds
-                    .with_label_values(&[
-                        &pool.namespace().unwrap_or_default(),
-                        &pool.name_any(),
-                        "created",
-                    ])
-                    .observe(started.elapsed().as_secs_f64());
-            }
-            Err(e) => {
-                warn!(error = %e, "creating a warm Pod failed");
-                first_error.get_or_insert(e);
+    // Slow start: waves of 1, 2, 4, ... creates, and none after a wave
+    // with a failure. A template the API server refuses for every Pod (a
+    // RuntimeClass or a quota it lacks, say) then costs one request per
+    // reconcile, not one per missing Pod (up to the pool's 1,000), which
+    // would spend the operator's share of the API server on one tenant's
+    // mistake. A refill of one Pod (the warm path) is one wave of one.
+    let (mut sent, mut wave) = (0, 1);
+    while sent < count && first_error.is_none() {
+        let this_wave = wave.min(count - sent);
+        sent += this_wave;
+        wave *= 2;
+        let mut creates = futures::stream::iter(0..this_wave)
+            .map(|_| create_lean(ctx, url, &params, &body))
+            .buffer_unordered(ctx.config.pool_create_parallelism.max(1));
+        // Each create goes on record as soon as it is answered, not when
+        // the whole wave is: its Pod's first watch event then finds it
+        // expected and wakes no reconcile (see `triggers::pod_trigger`).
+        while let Some(result) = creates.next().await {
+            match result {
+                Ok(name) => {
+                    ctx.expectations.created(key, &name);
+                    ctx.metrics
+                        .replenish_seconds
+                        .with_label_values(&[
+                            &pool.namespace().unwrap_or_default(),
+                            &pool.name_any(),
+                            "created",
+                        ])
+                        .observe(started.elapsed().as_secs_f64());
+                }
+                Err(e) => {
+                    warn!(error = %e, "creating a warm Pod failed");
+                    first_error.get_or_insert(e);
+                }
             }
         }
     }
-    info!(count, "created warm Pods");
+    info!(count, sent, "created warm Pods");
     match first_error {
         Some(e) => Err(kube_err("create warm pod")(e)),
         None => Ok(()),
