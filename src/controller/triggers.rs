@@ -157,17 +157,31 @@ where
     }
 }
 
+/// The caches [`template_trigger`] reads.
+pub(super) struct TemplateUsers {
+    pub(super) pools: Store<SandboxWarmPool>,
+    pub(super) sandboxes: Store<Sandbox>,
+    pub(super) claims: Store<SandboxClaim>,
+}
+
 /// The template cache's trigger: wakes the pools of the namespace that use
-/// the template, read from the pool cache; and, when the template is
-/// deleted, the claims served from it (their Sandboxes carry its label): in
-/// per-template mode the template's NetworkPolicy goes with it, and each
-/// such claim then makes a policy of its own.
+/// the template, read from the pool cache; when the template is made (or
+/// changed), the claims of its name that said `TemplateNotFound` (they
+/// wait for this event, not by asking the API server again and again);
+/// and, when the template is deleted, the claims served from it (their
+/// Sandboxes carry its label): in per-template mode the template's
+/// NetworkPolicy goes with it, and each such claim then makes a policy of
+/// its own.
 pub(super) fn template_trigger(
-    pools: Store<SandboxWarmPool>,
-    sandboxes: Store<Sandbox>,
+    users: TemplateUsers,
     pool_tx: mpsc::UnboundedSender<ObjectRef<SandboxWarmPool>>,
     claim_tx: mpsc::UnboundedSender<ObjectRef<SandboxClaim>>,
 ) -> impl Fn(&SandboxTemplate, bool) {
+    let TemplateUsers {
+        pools,
+        sandboxes,
+        claims,
+    } = users;
     move |template: &SandboxTemplate, deleted: bool| {
         let namespace = template.namespace();
         let name = template.name_any();
@@ -179,6 +193,13 @@ pub(super) fn template_trigger(
             let _ = pool_tx.unbounded_send(ObjectRef::from_obj(pool.as_ref()));
         }
         if !deleted {
+            for claim in claims.state().iter().filter(|c| {
+                c.namespace() == namespace
+                    && c.spec.sandbox_template_ref.name == name
+                    && super::claim::waits_for_its_template(c)
+            }) {
+                let _ = claim_tx.unbounded_send(ObjectRef::from_obj(claim.as_ref()));
+            }
             return;
         }
         let namespace = namespace.unwrap_or_default();

@@ -20,4 +20,5 @@ mod repair;
 mod scenarios;
 mod starting;
 mod surplus;
+mod templates;
 mod watches;

@@ -89,6 +89,7 @@ use network::ensure_network_policy;
 pub(crate) use network::policy_memo_keys;
 pub use serve::ensure_template_policy;
 pub(crate) use serve::template_policy_key;
+pub(crate) use serve::waits_for_its_template;
 pub use status::{admitted_at, failed_status, mirror_status, starting_status, warm_ready_status};
 pub use steal::{MAX_STEAL_ATTEMPTS, StealOutcome, steal};
 

@@ -49,7 +49,9 @@ pub(super) async fn serve(
 ) -> Result<Served> {
     let mut legs = super::legs::Legs::start(claim);
     let Some(template) = template_or_report(ctx, claim, namespace).await? else {
-        return Ok(Served::Waiting(Action::requeue(Duration::from_secs(5))));
+        // The template's creation wakes the claim (`template_trigger`);
+        // the requeue is a safety net.
+        return Ok(Served::Waiting(Action::requeue(TEMPLATE_RECHECK)));
     };
     if let Some((taken, why)) =
         super::network::earlier_claims_policy(ctx, claim, namespace, claim_uid).or_else(|| {
@@ -152,14 +154,38 @@ fn ownerless_service(ctx: &Context, claim: &SandboxClaim, namespace: &str) -> Op
     })
 }
 
+/// How often a claim whose template does not exist looks again without
+/// any event (its template's creation wakes it).
+const TEMPLATE_RECHECK: Duration = Duration::from_secs(60);
+
+/// Whether the claim said `TemplateNotFound` (and waits for its template's
+/// creation to wake it).
+pub(crate) fn waits_for_its_template(claim: &SandboxClaim) -> bool {
+    claim.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == crate::api::READY && c.reason == reason::TEMPLATE_NOT_FOUND)
+    })
+}
+
 /// The template of a claim, or `None` after reporting `TemplateNotFound`.
+/// Read from the cache, else from the API server (the cache may not show a
+/// template made a moment ago); once the claim has said `TemplateNotFound`,
+/// from the cache alone: the template's creation reaches the cache and
+/// wakes the claim, so a claim waiting for a template that never comes
+/// costs no request (thousands of them used to cost a GET each every 5 s).
 async fn template_or_report(
     ctx: &Context,
     claim: &SandboxClaim,
     namespace: &str,
 ) -> Result<Option<SandboxTemplate>> {
     let template_name = &claim.spec.sandbox_template_ref.name;
-    if let Some(template) = ctx.template_or_get(namespace, template_name).await? {
+    let found = if waits_for_its_template(claim) {
+        ctx.template(namespace, template_name).map(|t| (*t).clone())
+    } else {
+        ctx.template_or_get(namespace, template_name).await?
+    };
+    if let Some(template) = found {
         return Ok(Some(template));
     }
     let message =

@@ -14,8 +14,8 @@ use super::super::index::named::NamedPods;
 use super::super::lean_pod::LeanPod;
 use super::super::memo::WriteMemo;
 use super::super::triggers::{
-    PolicyOwners, network_policy_trigger, pod_trigger, pool_trigger, sandbox_trigger, self_trigger,
-    service_trigger, template_trigger,
+    PolicyOwners, TemplateUsers, network_policy_trigger, pod_trigger, pool_trigger,
+    sandbox_trigger, self_trigger, service_trigger, template_trigger,
 };
 use super::super::warmpool;
 use super::{Caches, Config, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Triggers};
@@ -83,19 +83,22 @@ impl CacheSpawner<'_> {
             slim_meta,
             sandbox_trigger(Arc::clone(&named), sandbox_tx.clone(), claim_tx.clone()),
         );
+        // The claim controller, too, reconciles from a shared cache.
+        let claims = self.spawn("claims", false, slim_meta, self_trigger(claim_tx.clone()));
         let templates = self.spawn(
             "templates",
             false,
             slim_meta,
             template_trigger(
-                pools.clone(),
-                sandboxes.clone(),
+                TemplateUsers {
+                    pools: pools.clone(),
+                    sandboxes: sandboxes.clone(),
+                    claims: claims.clone(),
+                },
                 pool_tx.clone(),
                 claim_tx.clone(),
             ),
         );
-        // The claim controller, too, reconciles from a shared cache.
-        let claims = self.spawn("claims", false, slim_meta, self_trigger(claim_tx.clone()));
         let network_policies = self.spawn_network_policies(
             &pools,
             &claims,
