@@ -30,7 +30,18 @@ async fn a_claim_waiting_for_its_template_is_woken_by_its_creation() {
             .count()
     };
     let asked = template_gets();
-    // Woken meanwhile (its status write, say), it reads the cache alone.
+    // Woken meanwhile (here by a label someone adds), it reads the cache
+    // alone.
+    let claims: kube::Api<sandbox_operator::api::SandboxClaim> =
+        kube::Api::namespaced(fake.client(), NS);
+    claims
+        .patch(
+            "c",
+            &Default::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"metadata": {"labels": {"nudge": "1"}}})),
+        )
+        .await
+        .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(template_gets(), asked, "asked the API server again");
     fake.insert(&template_path(), template);
