@@ -26,8 +26,14 @@ use super::guard::{Blocker, admit};
 use crate::admission::Policy;
 use crate::api::{SandboxTemplate, template_hash};
 
-/// At most this many templates are remembered; past it the memo starts
-/// over, so templates deleted long ago do not pile up.
+/// At most this many templates are remembered; past it a new one takes
+/// the place of one picked at random, so templates deleted long ago do not
+/// pile up. Not of the least recently used, nor all of them at once (as
+/// before): the sizing scan reads every pooled template in turn each
+/// second, and with more templates than places either of those would make
+/// every lookup a miss (a namespace with 1,100 templates could keep every
+/// other tenant's claims working out their template's facts again); a
+/// random one keeps most of them.
 const MAX_ENTRIES: usize = 1024;
 
 /// The facts of one template version under one policy snapshot.
@@ -84,8 +90,11 @@ impl TemplateMemo {
         // Worked out without the lock: other pools' reconciles do not wait.
         let facts = work_out(&policy);
         let mut entries = lock();
-        if entries.len() >= MAX_ENTRIES {
-            entries.clear();
+        if entries.len() >= MAX_ENTRIES && !entries.contains_key(&uid) {
+            let victim = rand::random_range(0..entries.len());
+            if let Some(key) = entries.keys().nth(victim).cloned() {
+                entries.remove(&key);
+            }
         }
         entries.insert(
             uid,
@@ -160,6 +169,35 @@ mod tests {
         // out again: the content given now (not privileged) decides.
         let reloaded = memo.facts(&template("2", false), Arc::new(Policy::default()));
         assert_eq!(reloaded.policy_problem(), None);
+    }
+
+    #[test]
+    fn more_templates_than_places_keep_most_of_their_answers() {
+        let memo = TemplateMemo::default();
+        let policy = Arc::new(Policy::default());
+        let numbered = |i: usize, privileged: bool| {
+            let mut t = template("1", privileged);
+            t.metadata.uid = Some(format!("uid-{i}"));
+            t
+        };
+        let templates = MAX_ENTRIES + MAX_ENTRIES / 10;
+        for i in 0..templates {
+            memo.facts(&numbered(i, false), Arc::clone(&policy));
+        }
+        // A second pass in the same order, as the sizing scan reads them:
+        // a remembered answer (not refused) shows a hit.
+        let hits = (0..templates)
+            .filter(|&i| {
+                memo.facts(&numbered(i, true), Arc::clone(&policy))
+                    .policy_problem()
+                    .is_none()
+            })
+            .count();
+        eprintln!("{hits} hits of {templates}");
+        assert!(
+            hits > MAX_ENTRIES * 3 / 4,
+            "{hits} of {templates} answers kept"
+        );
     }
 
     #[test]
