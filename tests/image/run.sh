@@ -104,7 +104,7 @@ test_metadata() {
   label org.opencontainers.image.source || return 1
   chart_version=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' charts/sandbox-operator/Chart.yaml)
   [[ $chart_version == "$version" ]] || fail "chart appVersion $chart_version != crate version $version"
-  chart_image=$(helm template rel charts/sandbox-operator | sed -n 's/^ *image: "\(.*sandbox-operator:.*\)"$/\1/p' | head -n1)
+  chart_image=$(helm template rel charts/sandbox-operator --kube-version 1.30.0 | sed -n 's/^ *image: "\(.*sandbox-operator:.*\)"$/\1/p' | head -n1)
   echo "chart default image: $chart_image"
   local archive=$out/sandbox-operator-$version.docker.tar
   local tags

@@ -55,18 +55,30 @@ pub(super) fn succeed(command: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The Kubernetes version `helm template` renders for: the chart's floor
+/// (Chart.yaml `kubeVersion`). Without a cluster, helm assumes the version
+/// it was built with, and the harness's `go install`ed helm says v1.20.0,
+/// which the chart refuses.
+pub(super) const KUBE_VERSION: &str = "1.30.0";
+
+/// `helm template rel <chart>` for [`KUBE_VERSION`]; more arguments follow.
+pub(super) fn helm_template() -> Command {
+    let mut command = helm();
+    command.args([
+        "template",
+        "rel",
+        chart_dir().to_str().unwrap(),
+        "--kube-version",
+        KUBE_VERSION,
+    ]);
+    command
+}
+
 /// `helm template` of the chart with `args`; every document parsed.
 pub(super) fn render(args: &[&str]) -> Vec<Yaml> {
-    let chart = chart_dir();
     let manifest = succeed(
-        helm()
-            .args([
-                "template",
-                "rel",
-                chart.to_str().unwrap(),
-                "--namespace",
-                "sandbox-system",
-            ])
+        helm_template()
+            .args(["--namespace", "sandbox-system"])
             .args(args),
     );
     documents(&manifest)

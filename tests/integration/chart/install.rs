@@ -3,7 +3,9 @@
 
 use serde_json::Value as Json;
 
-use super::helm::{chart_dir, documents, helm, helm_cluster, helm_install, kind_of, succeed, text};
+use super::helm::{
+    KUBE_VERSION, chart_dir, documents, helm, helm_cluster, helm_install, kind_of, succeed, text,
+};
 use crate::common::{TestNs, free_port, kubectl, repo};
 
 /// Kinds of the cluster-scoped objects a release creates.
@@ -65,6 +67,8 @@ async fn chart_installs_on_the_control_plane_and_uninstalls_without_leftovers() 
         "--namespace",
         &ns.name,
         "--skip-tests",
+        "--kube-version",
+        KUBE_VERSION,
     ]));
     let file = repo().join(format!(
         "target/test-logs/{}-default-manifest.yaml",

@@ -287,6 +287,27 @@ async fn chart_renders_a_least_privilege_ha_operator_by_default() {
         }
     }
 
+    // Exactly the verbs the code uses on the certificate Secret (get, a merge
+    // patch at the version read; certs/src/secret.rs) and on the webhook
+    // configurations (get, a replace at the version read;
+    // certs/src/ca_bundle.rs): no update of the Secret, no patch of the
+    // configurations. rbac_proof.rs runs the operator on these rules.
+    let verbs_on = |resource: &str| -> Vec<Vec<String>> {
+        docs.iter()
+            .filter(|d| matches!(kind_of(d), "ClusterRole" | "Role"))
+            .flat_map(|d| d["rules"].as_sequence().unwrap())
+            .filter(|rule| strings(&rule["resources"]).iter().any(|r| r == resource))
+            .map(|rule| strings(&rule["verbs"]))
+            .collect()
+    };
+    assert_eq!(verbs_on("secrets"), [vec!["create"], vec!["get", "patch"]]);
+    for resource in [
+        "mutatingwebhookconfigurations",
+        "validatingwebhookconfigurations",
+    ] {
+        assert_eq!(verbs_on(resource), [vec!["get", "update"]], "{resource}");
+    }
+
     // URL mode for local control planes.
     let docs = render(&["--set", "webhook.url=https://127.0.0.1:9443/"]);
     let mutating = find(&docs, "MutatingWebhookConfiguration");

@@ -8,8 +8,8 @@ use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 
 use super::helm::{
-    all_on_values, chart_dir, find, helm, helm_cluster, operator_args, promtool, render, run,
-    succeed, text,
+    KUBE_VERSION, all_on_values, chart_dir, find, helm_cluster, helm_template, operator_args,
+    promtool, render, run, succeed, text,
 };
 use super::monitoring::{alert_rules, alerts_file};
 use super::render_defaults::assert_policy_admits_the_helm_test;
@@ -192,7 +192,7 @@ async fn chart_refuses_misspelt_or_invalid_values() {
         // The probes and Prometheus cannot reach a loopback address.
         ("metrics.address=127.0.0.1:8080", "metrics/address"),
     ] {
-        let out = run(helm().args(["template", "rel", chart.to_str().unwrap(), "--set", set]));
+        let out = run(helm_template().args(["--set", set]));
         let report = text(&out);
         assert!(!out.status.success(), "--set {set} was accepted");
         assert!(
@@ -233,7 +233,7 @@ async fn chart_refuses_misspelt_or_invalid_values() {
     assert_eq!(schema["additionalProperties"], Json::Bool(false));
 
     // values.yaml itself is covered key by key (the schema would refuse it otherwise).
-    succeed(helm().args(["template", "rel", chart.to_str().unwrap()]));
+    succeed(&mut helm_template());
 
     // The names `alerts.disabled` accepts are exactly the alerts of the file.
     let allowed: BTreeSet<String> =
@@ -291,4 +291,569 @@ async fn notes_warn_about_settings_that_are_not_highly_available() {
             "NOTES do not mention {needle:?}:\n{risky}"
         );
     }
+}
+
+/// `helm template` with `args`: `None` when it renders, else its report.
+fn refusal(args: &[&str]) -> Option<String> {
+    let out = run(helm_template().args(args));
+    (!out.status.success()).then(|| text(&out))
+}
+
+/// The schema refuses what the operator refuses at start (it would exit 2
+/// and crash-loop), and accepts what it accepts: each policy below goes
+/// through `helm template` and through `Policy::from_yaml`, the operator's
+/// own parse and check, and both must agree.
+#[tokio::test]
+async fn schema_refuses_the_policies_the_operator_refuses() {
+    use sandbox_operator::admission::{Cidr, Policy};
+
+    for (policy, valid) in [
+        // TolerationRule.key is a required String.
+        (r#"{"allowedTolerations":[{"operator":"Exists"}]}"#, false),
+        (
+            r#"{"allowedTolerations":[{"key":"gpu","operator":"Exists"}]}"#,
+            true,
+        ),
+        (r#"{"allowedTolerations":[{"key":""}]}"#, true),
+        // Capabilities: empty once blanks and CAP_ are taken off.
+        (r#"{"allowedCapabilities":["CAP_"]}"#, false),
+        (r#"{"allowedCapabilities":[" cap_ "]}"#, false),
+        (r#"{"allowedCapabilities":[" "]}"#, false),
+        (
+            r#"{"allowedCapabilities":["cap_net_raw","SYS_PTRACE"]}"#,
+            true,
+        ),
+        // null allows any runtime class; an empty list nothing, refused.
+        (r#"{"allowedRuntimeClasses":[]}"#, false),
+        (r#"{"allowedRuntimeClasses":["gvisor"]}"#, true),
+        (r#"{"defaultRuntimeClassName":""}"#, false),
+        (r#"{"defaultRuntimeClassName":"gvisor"}"#, true),
+        // Names that are blank.
+        (r#"{"allowedServiceAccounts":[" "]}"#, false),
+        (r#"{"allowedExtendedResources":["\t"]}"#, false),
+        (r#"{"allowedVolumeTypes":[" "]}"#, false),
+        (r#"{"allowedPriorityClasses":[" "]}"#, false),
+        (r#"{"allowedPriorityClasses":["sandbox-batch"]}"#, true),
+        // maxPoolReplicas is an i32, not negative.
+        (r#"{"maxPoolReplicas":2147483648}"#, false),
+        (r#"{"maxPoolReplicas":-1}"#, false),
+        (r#"{"maxPoolReplicas":2147483647}"#, true),
+        // Amounts: never negative, string or number; null turns one off.
+        (r#"{"ceilings":{"cpu":"-1"}}"#, false),
+        (r#"{"ceilings":{"memory":-1}}"#, false),
+        (r#"{"ceilings":{"ephemeral-storage":"-5Gi"}}"#, false),
+        (r#"{"defaults":{"requests":{"cpu":"-100m"}}}"#, false),
+        (
+            r#"{"ceilings":{"cpu":32,"memory":"+64Gi","ephemeral-storage":null}}"#,
+            true,
+        ),
+        // Enums.
+        (r#"{"profile":"privileged"}"#, false),
+        (r#"{"network":{"standalonePolicy":"open"}}"#, false),
+        (r#"{"network":{"standalonePolicy":"isolated"}}"#, true),
+        // CIDRs (more below).
+        (r#"{"network":{"denyEgressCIDRs":["10.0.0.1/8"]}}"#, false),
+        (r#"{"network":{"denyEgressCIDRs":["0.0.0.0/0"]}}"#, false),
+        (r#"{"network":{"denyEgressCIDRs":["::/0"]}}"#, false),
+        (r#"{"network":{"denyEgressCIDRs":["10.0.0.0/99"]}}"#, false),
+        (r#"{"network":{"denyEgressCIDRs":["fd00::/129"]}}"#, false),
+        (
+            r#"{"network":{"denyEgressCIDRs":["10.0.0.0/8","fd00:ec2::254/128"]}}"#,
+            true,
+        ),
+    ] {
+        assert_eq!(
+            Policy::from_yaml(policy).is_ok(),
+            valid,
+            "the operator's verdict on {policy} is not the expected one"
+        );
+        let report = refusal(&["--set-json", &format!("policy={policy}")]);
+        assert_eq!(
+            report.is_none(),
+            valid,
+            "the schema's verdict on {policy} differs from the operator's: {}",
+            report.as_deref().unwrap_or("accepted")
+        );
+        if let Some(report) = report {
+            assert!(report.contains("/policy/"), "{report}");
+        }
+    }
+
+    // denyEgressCIDRs against Cidr::parse, in one render: every IPv4 prefix
+    // length from 0 to 33 with one address bit set at every position (host
+    // bits set or not), and IPv4 and IPv6 samples of every kind. The schema
+    // is stricter on purpose only where no sample goes: prefixes with a
+    // leading zero or sign (`/08`, `/+8`), and IPv6 with a dotted-quad tail;
+    // it is looser only on IPv6 host bits (`fe80::1/64`), which a pattern
+    // cannot check.
+    let mut samples: Vec<String> = Vec::new();
+    for prefix in 0..=33 {
+        for bit in 0..32 {
+            samples.push(format!(
+                "{}/{prefix}",
+                std::net::Ipv4Addr::from(1u32 << (31 - bit))
+            ));
+        }
+        for address in [
+            "0.0.0.0",
+            "10.0.0.0",
+            "10.0.0.1",
+            "169.254.0.0",
+            "169.254.169.254",
+            "172.16.0.0",
+            "192.168.1.0",
+            "255.255.255.255",
+            "255.255.255.254",
+            "10.255.0.0",
+            "10.0.252.0",
+        ] {
+            samples.push(format!("{address}/{prefix}"));
+        }
+    }
+    for prefix in [0, 1, 7, 8, 32, 64, 127, 128, 129, 200] {
+        for address in [
+            "::",
+            "fd00::",
+            "2001:db8::",
+            "fd00:ec2::254",
+            "1:2:3:4:5:6:7:8",
+        ] {
+            samples.push(format!("{address}/{prefix}"));
+        }
+    }
+    for odd in [
+        "10.0.0.0",
+        "10.0.0.0/",
+        "/8",
+        "10.0.0/8",
+        "010.0.0.0/8",
+        "10.0.0.256/32",
+        "10.0.0.0/8/8",
+        " 10.0.0.0/8",
+        "10.0.0.0/8 ",
+        "fe80::1%eth0/128",
+        "fd00:::/16",
+        "1:2:3:4:5:6:7:8:9/128",
+        "fd00::/8\n",
+        "x/8",
+    ] {
+        samples.push(odd.to_string());
+    }
+    let report = refusal(&[
+        "--set-json",
+        &format!(
+            "policy.network.denyEgressCIDRs={}",
+            serde_json::to_string(&samples).unwrap()
+        ),
+    ])
+    .unwrap_or_default();
+    let refused: BTreeSet<usize> = report
+        .split("/policy/network/denyEgressCIDRs/")
+        .skip(1)
+        .map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().expect("an item index")
+        })
+        .collect();
+    let mut disagreements = Vec::new();
+    let mut ipv6_host_bits = 0;
+    for (index, sample) in samples.iter().enumerate() {
+        let parsed = Cidr::parse(sample);
+        let (operator, schema) = (parsed.is_ok(), !refused.contains(&index));
+        if schema
+            && sample.contains(':')
+            && parsed
+                .as_ref()
+                .is_err_and(|rule| rule.contains("host bits"))
+        {
+            ipv6_host_bits += 1; // the one gap a pattern leaves
+        } else if operator != schema {
+            disagreements.push(format!("{sample:?}: operator {operator}, schema {schema}"));
+        }
+    }
+    assert!(ipv6_host_bits > 0, "the samples include IPv6 host bits");
+    assert!(
+        disagreements.is_empty(),
+        "denyEgressCIDRs: the schema and Cidr::parse disagree on {} of {} samples:\n{}",
+        disagreements.len(),
+        samples.len(),
+        disagreements.join("\n")
+    );
+    assert!(
+        refused.len() > samples.len() / 3,
+        "too few refusals: {refused:?}"
+    );
+}
+
+/// Helm reads a values file's numbers as float64, which prints 1000000 as
+/// 1e+06: every number the chart renders (flags, Pod fields) stays an
+/// integer however large.
+#[tokio::test]
+async fn large_numbers_render_as_integers() {
+    let values = repo().join("target/test-logs/chart-large-numbers.yaml");
+    std::fs::create_dir_all(values.parent().unwrap()).unwrap();
+    std::fs::write(
+        &values,
+        "maxPoolReplicas: 2000000000\n\
+         controller:\n  replicas: 1000000\n  concurrency: 65535\n  rolloutBatch: 1000\n  \
+         deferOffPathMs: 5000\n  poolCreateParallelism: 256\n  runtimeThreads: 64\n  \
+         preStopSleepSeconds: 60\n  terminationGracePeriodSeconds: 10000000\n\
+         leaderElection:\n  leaseDurationSeconds: 300\n\
+         webhook:\n  timeoutSeconds: 30\n\
+         tests:\n  timeoutSeconds: 10000000\n",
+    )
+    .unwrap();
+    let values = values.to_str().unwrap();
+    let manifest = succeed(helm_template().args(["--values", values]));
+    assert!(
+        !manifest.contains("e+0"),
+        "a number rendered in scientific notation:\n{}",
+        manifest
+            .lines()
+            .filter(|l| l.contains("e+0"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let docs = render(&["--values", values]);
+    let args = operator_args(&docs);
+    for flag in [
+        "--max-pool-replicas=2000000000",
+        "--concurrency=65535",
+        "--rollout-batch=1000",
+        "--defer-off-path-ms=5000",
+        "--pool-create-parallelism=256",
+        "--runtime-threads=64",
+        "--lease-duration-seconds=300",
+    ] {
+        assert!(
+            args.iter().any(|a| a == flag),
+            "{flag} missing from {args:?}"
+        );
+    }
+    let deployment = find(&docs, "Deployment");
+    assert_eq!(deployment["spec"]["replicas"].as_i64(), Some(1000000));
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["terminationGracePeriodSeconds"].as_i64(),
+        Some(10000000)
+    );
+    assert_eq!(
+        pod["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"].as_i64(),
+        Some(60)
+    );
+    for kind in [
+        "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
+    ] {
+        assert_eq!(
+            find(&docs, kind)["webhooks"][0]["timeoutSeconds"].as_i64(),
+            Some(30)
+        );
+    }
+    assert!(manifest.contains("--timeout=10000000s"));
+    // And the policy's own numbers stay integers in the mounted file.
+    let docs = render(&["--set-json", "policy={\"maxPoolReplicas\":2000000000}"]);
+    let policy: Yaml = serde_yaml::from_str(
+        super::helm::policy_config_map(&docs)["data"]["policy.yaml"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(policy["maxPoolReplicas"].as_i64(), Some(2000000000));
+}
+
+/// ValidatingAdmissionPolicy v1, webhook matchConditions and the preStop
+/// sleep action need Kubernetes 1.30: the chart says so, and helm refuses
+/// an older cluster instead of installing objects it would reject.
+#[tokio::test]
+async fn chart_requires_kubernetes_1_30() {
+    let chart: Yaml =
+        serde_yaml::from_str(&std::fs::read_to_string(chart_dir().join("Chart.yaml")).unwrap())
+            .unwrap();
+    assert_eq!(chart["kubeVersion"].as_str(), Some(">=1.30.0-0"));
+    let report = refusal(&["--kube-version", "1.29.15"]).expect("1.29 refused");
+    assert!(report.contains("kubeVersion"), "{report}");
+    // Vendor builds of 1.30 and later match (the -0 takes pre-releases in).
+    for version in [KUBE_VERSION, "v1.30.2-eks-1234", "1.31.0-gke.100", "1.37.2"] {
+        assert_eq!(refusal(&["--kube-version", version]), None, "{version}");
+    }
+}
+
+/// histogram_quantile never returns more than the top finite bucket of its
+/// histogram (the +Inf bucket reads as that bound), so a latency threshold
+/// at or above it could never fire: the schema's exclusiveMaximum of each is
+/// that bucket, read from src/metrics.rs.
+#[tokio::test]
+async fn latency_thresholds_stay_below_the_top_bucket() {
+    let source = std::fs::read_to_string(repo().join("src/metrics.rs")).unwrap();
+    let top_bucket = |constant: &str| -> f64 {
+        let start = source
+            .find(&format!("const {constant}: &[f64] = &["))
+            .unwrap_or_else(|| panic!("{constant} in src/metrics.rs"));
+        let list = &source[start..];
+        let list = &list[list.find("&[").unwrap() + 2..list.find("];").unwrap()];
+        list.split(',')
+            .filter_map(|n| n.trim().parse::<f64>().ok())
+            .fold(f64::MIN, f64::max)
+    };
+    let buckets_of = |metric: &str| -> &str {
+        let at = source
+            .find(&format!("\"{metric}\""))
+            .unwrap_or_else(|| panic!("{metric} in src/metrics.rs"));
+        let rest = &source[at..];
+        let end = rest.find("_BUCKETS").expect("buckets after the name");
+        let start = rest[..end]
+            .rfind(|c: char| !(c.is_ascii_uppercase() || c == '_'))
+            .unwrap()
+            + 1;
+        &rest[start..end + "_BUCKETS".len()]
+    };
+    let schema: Json = serde_json::from_str(
+        &std::fs::read_to_string(chart_dir().join("values.schema.json")).unwrap(),
+    )
+    .unwrap();
+    for (key, metric) in [
+        ("claimLatencySLOSeconds", "claim_ready_duration_seconds"),
+        ("coldClaimLatencySLOSeconds", "claim_ready_duration_seconds"),
+        ("webhookLatencyP99Seconds", "admission_duration_seconds"),
+        ("apiWriteLatencyP99Seconds", "api_request_duration_seconds"),
+        ("queueWaitP99Seconds", "queue_wait_seconds"),
+    ] {
+        let top = top_bucket(buckets_of(metric));
+        let property = &schema["properties"]["alerts"]["properties"][key];
+        assert_eq!(
+            property["exclusiveMaximum"].as_f64(),
+            Some(top),
+            "alerts.{key}: its p99 never exceeds {top} s (sandbox_operator_{metric})"
+        );
+        // The alert's expression is on that histogram.
+        let rule = alert_rules(&alerts_file())
+            .into_iter()
+            .find(|(_, expr)| expr.contains(&format!("# {key}")))
+            .unwrap_or_else(|| panic!("no alert uses {key}"));
+        assert!(
+            rule.1
+                .contains(&format!("sandbox_operator_{metric}_bucket")),
+            "{rule:?}"
+        );
+        let report = refusal(&["--set-json", &format!("alerts.{key}={top}")])
+            .unwrap_or_else(|| panic!("alerts.{key}={top} accepted"));
+        assert!(report.contains(&format!("/alerts/{key}")), "{report}");
+        assert_eq!(
+            refusal(&["--set-json", &format!("alerts.{key}={}", top * 0.99)]),
+            None
+        );
+    }
+}
+
+/// NOTES.txt rendered without a cluster: `helm install --dry-run` needs one
+/// and the CRDs of every rendered kind (a ServiceMonitor's too), and `helm
+/// template` leaves NOTES out, so a copy of the chart's values, schema and
+/// helpers renders NOTES.txt as a string through `tpl`.
+fn render_notes(args: &[&str]) -> String {
+    static CHART: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    let chart = CHART.get_or_init(|| {
+        let dir = repo().join("target/test-logs/notes-chart");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("templates")).unwrap();
+        let source = chart_dir();
+        for file in ["Chart.yaml", "values.yaml", "values.schema.json"] {
+            std::fs::copy(source.join(file), dir.join(file)).unwrap();
+        }
+        std::fs::copy(
+            source.join("templates/_helpers.tpl"),
+            dir.join("templates/_helpers.tpl"),
+        )
+        .unwrap();
+        std::fs::copy(source.join("templates/NOTES.txt"), dir.join("NOTES.txt")).unwrap();
+        std::fs::write(
+            dir.join("templates/notes.yaml"),
+            "{\"notes\": {{ tpl (.Files.Get \"NOTES.txt\") . | toJson }}}\n",
+        )
+        .unwrap();
+        dir
+    });
+    let rendered = succeed(
+        super::helm::helm()
+            .args(["template", "rel", chart.to_str().unwrap()])
+            .args([
+                "--kube-version",
+                KUBE_VERSION,
+                "--namespace",
+                "sandbox-system",
+            ])
+            .args(["--show-only", "templates/notes.yaml"])
+            .args(args),
+    );
+    let doc: Yaml = serde_yaml::from_str(&rendered).expect("notes render as YAML");
+    doc["notes"].as_str().expect("notes").to_string()
+}
+
+/// A ServiceMonitor next to the chart's NetworkPolicy at its default (the
+/// admin port open to the release namespace only) leaves a Prometheus in
+/// any other namespace outside, and SandboxOperatorNoLeader pages: NOTES
+/// say so and name the values to set.
+#[tokio::test]
+async fn notes_warn_when_the_network_policy_keeps_prometheus_out() {
+    let notes = render_notes(&[]);
+    assert!(notes.contains("Try it:"), "{notes}");
+    assert!(
+        !notes.contains("WARNING"),
+        "default install warns:\n{notes}"
+    );
+
+    let notes = render_notes(&["--set", "metrics.serviceMonitor.enabled=true"]);
+    for needle in [
+        "WARNING",
+        "metrics.serviceMonitor.enabled is true",
+        "networkPolicy.metricsFrom.namespaceSelector",
+        "networkPolicy.metricsFrom.podSelector",
+        "namespace sandbox-system",
+        "admin port 8080",
+        "SandboxOperatorNoLeader",
+    ] {
+        assert!(notes.contains(needle), "NOTES lack {needle:?}:\n{notes}");
+    }
+
+    // A selector for Prometheus's namespace, or no NetworkPolicy: no warning.
+    for args in [
+        vec![
+            "--set-json",
+            r#"networkPolicy.metricsFrom.namespaceSelector={"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}}"#,
+        ],
+        vec!["--set", "networkPolicy.enabled=false"],
+    ] {
+        let mut args = args;
+        args.extend(["--set", "metrics.serviceMonitor.enabled=true"]);
+        let notes = render_notes(&args);
+        assert!(!notes.contains("WARNING"), "{args:?} warns:\n{notes}");
+    }
+}
+
+/// The operator-level alerts follow the release: SandboxOperatorMultipleLeaders
+/// is left out when leader election is off (every replica leads then, by
+/// design), and the selectors of the operator's own series are narrowed to
+/// the release namespace, so another release neither hides a missing leader
+/// nor counts as a second one (promtool on the rendered rules).
+#[tokio::test]
+async fn operator_alerts_follow_leader_election_and_the_release_namespace() {
+    let rules_of = |args: &[&str]| -> Yaml {
+        let mut all = vec!["--set", "metrics.prometheusRule.enabled=true"];
+        all.extend(args);
+        find(&render(&all), "PrometheusRule")["spec"].clone()
+    };
+    let names = |spec: &Yaml| -> BTreeSet<String> {
+        alert_rules(spec)
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
+    };
+
+    let off = rules_of(&[
+        "--set",
+        "leaderElection.enabled=false",
+        "--set",
+        "controller.replicas=2",
+    ]);
+    assert!(!names(&off).contains("SandboxOperatorMultipleLeaders"));
+    assert!(names(&off).contains("SandboxOperatorNoLeader"));
+    assert_eq!(names(&off).len(), alert_rules(&alerts_file()).len() - 1);
+
+    let scoped = rules_of(&[]);
+    assert!(names(&scoped).contains("SandboxOperatorMultipleLeaders"));
+    let marker = r#"namespace=~".*""#;
+    let file_rules = alert_rules(&alerts_file());
+    for ((name, expr), (_, file_expr)) in alert_rules(&scoped).iter().zip(&file_rules) {
+        assert!(!expr.contains(marker), "{name}: {expr}");
+        assert_eq!(
+            expr.matches(r#"namespace="sandbox-system""#).count(),
+            file_expr.matches(marker).count(),
+            "{name}: {expr}"
+        );
+    }
+    for name in [
+        "SandboxOperatorNoLeader",
+        "SandboxOperatorMultipleLeaders",
+        "SandboxWebhookCertificateExpiringSoon",
+        "SandboxPolicyFileRefused",
+        "SandboxWebhookLatencyHigh",
+        "SandboxReconcileErrors",
+        "SandboxOperatorAPIWritesSlow",
+        "SandboxOperatorQueueBacklog",
+    ] {
+        let (_, expr) = alert_rules(&scoped)
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .unwrap();
+        assert!(
+            expr.contains(r#"namespace="sandbox-system""#),
+            "{name} is not scoped to the release: {expr}"
+        );
+    }
+    // Off: no namespace matcher on the operator's series at all.
+    let unscoped = rules_of(&["--set", "alerts.matchReleaseNamespace=false"]);
+    for (name, expr) in alert_rules(&unscoped) {
+        assert!(
+            !expr.contains(marker) && !expr.contains("namespace=\""),
+            "{name}: {expr}"
+        );
+    }
+
+    // promtool on the rendered rules: two releases, this one in
+    // sandbox-system, the other in another namespace.
+    let dir = repo().join("target/test-logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("scoped-alerts.rules.yaml"),
+        serde_yaml::to_string(&scoped).unwrap(),
+    )
+    .unwrap();
+    let no_leader = scoped["groups"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_sequence().unwrap())
+        .find(|r| r["alert"].as_str() == Some("SandboxOperatorNoLeader"))
+        .unwrap();
+    let test = serde_json::json!({
+        "rule_files": ["scoped-alerts.rules.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "name": "another release's leader does not hide this one's missing leader",
+                "interval": "1m",
+                "input_series": [
+                    {"series": r#"sandbox_operator_leader{namespace="other",pod="x"}"#, "values": "1x30"},
+                    {"series": r#"sandbox_operator_leader{namespace="sandbox-system",pod="a"}"#, "values": "1x5 0x25"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "20m", "alertname": "SandboxOperatorMultipleLeaders"},
+                    {
+                        "eval_time": "20m",
+                        "alertname": "SandboxOperatorNoLeader",
+                        "exp_alerts": [{
+                            "exp_labels": no_leader["labels"],
+                            "exp_annotations": no_leader["annotations"],
+                        }],
+                    },
+                ],
+            },
+            {
+                "name": "another release's leader is not a second leader",
+                "interval": "1m",
+                "input_series": [
+                    {"series": r#"sandbox_operator_leader{namespace="other",pod="x"}"#, "values": "1x30"},
+                    {"series": r#"sandbox_operator_leader{namespace="sandbox-system",pod="a"}"#, "values": "1x30"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "20m", "alertname": "SandboxOperatorMultipleLeaders"},
+                    {"eval_time": "20m", "alertname": "SandboxOperatorNoLeader"},
+                ],
+            },
+        ],
+    });
+    let test_file = dir.join("scoped-alerts-test.yaml");
+    std::fs::write(&test_file, serde_yaml::to_string(&test).unwrap()).unwrap();
+    let out = run(promtool().args(["test", "rules"]).arg(&test_file));
+    assert!(out.status.success(), "promtool test rules:\n{}", text(&out));
 }
