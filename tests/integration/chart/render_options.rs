@@ -18,7 +18,7 @@ use crate::common::repo;
 #[tokio::test]
 async fn chart_renders_every_option() {
     let docs = render(&["--values", &all_on_values()]);
-    for kind in ["Certificate", "Issuer", "ServiceMonitor", "PrometheusRule"] {
+    for kind in ["ServiceMonitor", "PrometheusRule"] {
         find(&docs, kind);
     }
 
@@ -35,7 +35,37 @@ async fn chart_renders_every_option() {
 
     // cert-manager: the Certificate the CA injector is pointed at exists,
     // its Secret is mounted, and the operator reads it (no self-management).
-    let certificate = find(&docs, "Certificate");
+    // Without an issuer of the admin's, a CA of the release's own (issued
+    // by a self-signed Issuer) issues it, so caBundle (its ca.crt) stays
+    // the same when the serving certificate is renewed; issued by the
+    // self-signed Issuer directly, caBundle changed at every renewal before
+    // the Pods served the new certificate.
+    let named = |kind: &str, suffix: &str| {
+        docs.iter()
+            .find(|d| {
+                d["kind"].as_str() == Some(kind)
+                    && d["metadata"]["name"]
+                        .as_str()
+                        .is_some_and(|n| n.ends_with(suffix))
+            })
+            .unwrap_or_else(|| panic!("no {kind} *{suffix} rendered"))
+    };
+    let certificate = named("Certificate", "-webhook");
+    let ca = named("Certificate", "-ca");
+    assert_eq!(ca["spec"]["isCA"].as_bool(), Some(true), "{ca:?}");
+    assert_eq!(
+        ca["spec"]["issuerRef"]["name"],
+        named("Issuer", "-selfsigned")["metadata"]["name"]
+    );
+    let ca_issuer = named("Issuer", "-ca");
+    assert_eq!(
+        ca_issuer["spec"]["ca"]["secretName"],
+        ca["spec"]["secretName"]
+    );
+    assert_eq!(
+        certificate["spec"]["issuerRef"]["name"], ca_issuer["metadata"]["name"],
+        "the serving certificate is issued by the release's CA"
+    );
     let certificate_ref = format!(
         "sandbox-system/{}",
         certificate["metadata"]["name"].as_str().unwrap()
@@ -67,6 +97,13 @@ async fn chart_renders_every_option() {
     );
     assert!(
         !args.iter().any(|a| a.starts_with("--cert-secret")),
+        "{args:?}"
+    );
+    // An IPv6 admin address ([::]:9090 in these values): the webhook
+    // listens on IPv6 too (it listened on 0.0.0.0 only, unreachable on a
+    // single-stack IPv6 cluster while the Pods were Ready).
+    assert!(
+        args.contains(&"--webhook-addr=[::]:9443".to_string()),
         "{args:?}"
     );
     assert_eq!(deployment["spec"]["replicas"].as_i64(), Some(3));
@@ -191,6 +228,8 @@ async fn chart_refuses_misspelt_or_invalid_values() {
         ),
         // The probes and Prometheus cannot reach a loopback address.
         ("metrics.address=127.0.0.1:8080", "metrics/address"),
+        // The webhook's port.
+        ("metrics.address=0.0.0.0:9443", "metrics/address"),
     ] {
         let out = run(helm_template().args(["--set", set]));
         let report = text(&out);
