@@ -32,6 +32,7 @@ pub mod ownership;
 pub mod pod_patch;
 pub mod pod_state;
 pub mod policy_hold;
+pub mod policy_name;
 pub mod policy_owners;
 pub mod repoint;
 pub mod reservations;

@@ -111,70 +111,6 @@ pub fn has_hold(policy: &NetworkPolicy) -> bool {
     policy.finalizers().iter().any(|f| f == HOLD_FINALIZER)
 }
 
-/// How the NetworkPolicy name of a claim is taken by another object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NameTaken {
-    /// By an earlier claim's policy of the same name on its way out
-    /// (terminating, or kept by a Pod owner while that Pod stops): its
-    /// deletion wakes the claim (`NetworkPolicyReplacing`).
-    Going,
-    /// By a policy that is not going away (a foreign one, or one an
-    /// orphaned claim left): `NameConflict` until someone deletes it.
-    Lasting,
-}
-
-impl NameTaken {
-    /// The reason a claim or its Sandbox says while the name is taken.
-    pub fn reason(self) -> &'static str {
-        match self {
-            NameTaken::Going => crate::api::reason::NETWORK_POLICY_REPLACING,
-            NameTaken::Lasting => crate::api::reason::NAME_CONFLICT,
-        }
-    }
-}
-
-/// Whether, and how, `policy` (the one under a claim's policy name) keeps
-/// that name from the claim `claim_uid`, with a message naming it. It
-/// selects the claim's Pods too (the same labels) under another claim's
-/// rules, or someone else's, so nothing of the claim may be taken or
-/// started while it is there. In `per_claim` mode any policy another
-/// controls (or none does) takes the name; in per-template mode, where the
-/// claim makes no policy of its own, only one on its way out keeps its Pods
-/// waiting (a lasting one adds its rules, as any policy may). Pure.
-pub fn policy_name_taken(
-    policy: &NetworkPolicy,
-    claim_uid: Option<&str>,
-    per_claim: bool,
-) -> Option<(NameTaken, String)> {
-    if controller_uid(&policy.metadata) == claim_uid {
-        return None;
-    }
-    let name = policy.name_any();
-    // Controlled by an earlier claim (the name is the claim's): the garbage
-    // collector deletes it once it sees that claim gone.
-    let earlier_claims = policy
-        .owner_references()
-        .iter()
-        .any(|o| o.controller == Some(true) && o.kind == "SandboxClaim");
-    if is_terminating(policy) || earlier_claims || policy.owner_references().iter().any(is_pod_ref)
-    {
-        return Some((
-            NameTaken::Going,
-            format!(
-                "NetworkPolicy {name} is an earlier claim's of the same name, kept while its Pod stops; this claim's is made once it is gone"
-            ),
-        ));
-    }
-    per_claim.then(|| {
-        (
-            NameTaken::Lasting,
-            format!(
-                "NetworkPolicy {name} exists and is not this claim's (another controls it, or none does, as after an orphaning deletion); the claim's policy is made under that name, so nothing is taken or started until it is deleted"
-            ),
-        )
-    })
-}
-
 /// `policy` (about to be made) with the hold, when `listed` (the policy
 /// cache has listed, so something can lift it). Pure.
 pub fn with_hold(mut policy: NetworkPolicy, listed: bool) -> NetworkPolicy {
@@ -211,7 +147,9 @@ pub fn covers(policy: &NetworkPolicy, pod: &Pod) -> bool {
 
 /// Whether `owner` names a Pod (core `v1`; a `Pod` of another group is
 /// not one).
-fn is_pod_ref(owner: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference) -> bool {
+pub(crate) fn is_pod_ref(
+    owner: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
+) -> bool {
     owner.kind == "Pod" && owner.api_version == "v1"
 }
 
@@ -611,45 +549,6 @@ mod tests {
             members(&claims).as_ref().map(Members::selector),
             Some("agents.x-k8s.io/claim-uid=claim-1")
         );
-    }
-
-    #[test]
-    fn a_claims_policy_name_is_taken_by_any_other_policy_in_per_claim_mode() {
-        let mine = policy(vec![controller("SandboxClaim", "c", "claim-2")]);
-        assert_eq!(policy_name_taken(&mine, Some("claim-2"), true), None);
-        // An earlier claim's, deleted and held: going, in either mode.
-        let mut earlier = policy(vec![controller("SandboxClaim", "c", "claim-1")]);
-        earlier.metadata.deletion_timestamp = Some(Time(Default::default()));
-        for per_claim in [true, false] {
-            assert_eq!(
-                policy_name_taken(&earlier, Some("claim-2"), per_claim).map(|t| t.0),
-                Some(NameTaken::Going)
-            );
-        }
-        // Still controlled by an earlier claim of the name (the garbage
-        // collector has not marked it yet): going, not a lasting conflict.
-        let not_yet = policy(vec![controller("SandboxClaim", "c", "claim-1")]);
-        assert_eq!(
-            policy_name_taken(&not_yet, Some("claim-2"), true).map(|t| t.0),
-            Some(NameTaken::Going)
-        );
-        // Kept by its cold Pod (the claim gone): going.
-        let kept = policy(vec![pod_owner("u1")]);
-        assert_eq!(
-            policy_name_taken(&kept, Some("claim-2"), true).map(|t| t.0),
-            Some(NameTaken::Going)
-        );
-        // Left by an orphaning deletion, or someone else's: lasting, and
-        // only in per-claim mode (the claim makes no policy of its own in
-        // per-template mode).
-        let left = policy(Vec::new());
-        let (taken, why) = policy_name_taken(&left, Some("claim-2"), true).unwrap();
-        assert_eq!(taken, NameTaken::Lasting);
-        assert!(
-            why.contains("s-sandbox-egress") && why.contains("not this claim's"),
-            "{why}"
-        );
-        assert_eq!(policy_name_taken(&left, Some("claim-2"), false), None);
     }
 
     #[test]

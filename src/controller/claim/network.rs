@@ -13,7 +13,8 @@ use kube::runtime::reflector::ObjectRef;
 use super::desired::{desired_network_policy, lockdown_network_policy, network_policy_name};
 use super::serve::ensure_template_policy;
 use crate::api::SandboxClaim;
-use crate::controller::policy_hold::{NameTaken, has_hold, policy_name_taken, with_hold};
+use crate::controller::policy_hold::{has_hold, with_hold};
+use crate::controller::policy_name::{NameTaken, policy_name_taken};
 use crate::controller::policy_owners::add_pod_owners;
 use crate::controller::{
     Context, Created, NetworkPolicyMode, Result, create_owned, is_terminating,

@@ -24,7 +24,8 @@ use super::surplus::delete_pod;
 use crate::api::reason;
 use crate::api::{ORIGIN_POOL_LABEL, POD_NAME_ANNOTATION, Sandbox, SandboxClaim, SandboxTemplate};
 use crate::controller::admit::admit_sandbox;
-use crate::controller::policy_hold::{NameTaken, with_hold};
+use crate::controller::policy_hold::with_hold;
+use crate::controller::policy_name::NameTaken;
 use crate::controller::takeover::pod_key;
 use crate::controller::write_status;
 use crate::controller::{

@@ -76,7 +76,8 @@ use crate::admission::{Cidr, NetworkRules, StandalonePolicy, restrict_egress};
 use crate::api::{CLAIM_LABEL, ConditionUpdate, FIELD_MANAGER, SANDBOX_LABEL, Sandbox, reason};
 use crate::controller::claim::same_policy_spec;
 use crate::controller::ownership::{Created, controller_of_kind};
-use crate::controller::policy_hold::{HOLD_FINALIZER, is_held, lift_and_delete, policy_name_taken};
+use crate::controller::policy_hold::{HOLD_FINALIZER, is_held, lift_and_delete};
+use crate::controller::policy_name::policy_name_taken;
 use crate::controller::policy_owners::{add_pod_owners, missing_pod_owners};
 use crate::controller::{
     Context, Error, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Result, controller_ref, controller_uid,
