@@ -1,21 +1,32 @@
 """A scripted stand-in for the custom-objects API, for the failure paths a
 real API server cannot be made to produce on cue (a connection that drops
-between the create and the delete).
+between the create and the delete, a create whose answer is lost, a 429).
 
-:class:`ScriptedClaims` answers the calls both clients make on claims: the
-create names claims ``claim-1``, ``claim-2``, ... in order; what the watch,
-GET and DELETE of each claim do is a script, keyed by claim name (a Ready
-claim by default). It records every DELETE attempt, so a test can assert
-what was cleaned up. The watch answers through the real ``Watch`` of
-either package: only the HTTP response under it is scripted.
+:class:`ScriptedClaims` answers the calls both clients make on claims. The
+client names its claims itself: route ``sandbox_client._protocol.new_name``
+to :meth:`ScriptedClaims.new_name` and they are ``claim-1``, ``claim-2``, ...
+in order. The claims created are stored (with their annotations and a uid
+``uid-<name>``): a create of a stored or taken name is a 409. What each
+create does is a script (``create``, one step per call: an exception to
+raise, or :class:`Written` to store the claim and then raise); what the
+watch, GET and DELETE of each claim do is a script keyed by claim name (a
+Ready claim by default). Every call is recorded with its keyword arguments
+(``calls``), every create's name (``created``) and every DELETE attempt
+(``deleted``). The watch answers through the real ``Watch`` of either
+package: only the HTTP response under it is scripted.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
-from collections.abc import Iterator, Mapping
-from typing import Any
+import time
+from collections.abc import Collection, Iterator, Mapping
+from typing import Any, Union
+
+from kubernetes.client.exceptions import ApiException
+from kubernetes_asyncio.client.exceptions import ApiException as AsyncApiException
 
 #: Status of a Ready warm claim, as the operator writes it.
 READY_STATUS: dict[str, Any] = {
@@ -26,25 +37,53 @@ READY_STATUS: dict[str, Any] = {
     "warmPool": "pool",
 }
 
+#: A failure script: one exception for every call, or a list of them, one
+#: per call (the calls after the last answer normally).
+Failures = Union[BaseException, list[BaseException]]
 
-def ready_claim(name: str, namespace: str) -> dict[str, Any]:
-    return {"metadata": {"name": name, "namespace": namespace, "resourceVersion": "2"}, "status": READY_STATUS}
+
+class Written:
+    """A create step: the claim is stored, then ``error`` is raised (the
+    answer was lost, or the caller interrupted after the write)."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def api_exception(status: int, reason: str = "", *, asynchronous: bool = False, **headers: str) -> Exception:
+    """An ``ApiException`` of either package with a Status body; ``headers``
+    are the answer's (``Retry_After="1"`` is ``Retry-After: 1``)."""
+    error: Exception = (AsyncApiException if asynchronous else ApiException)(status=status, reason=reason)
+    error.headers = {k.replace("_", "-"): v for k, v in headers.items()}  # type: ignore[attr-defined]
+    body = {"kind": "Status", "status": "Failure", "reason": reason, "message": f"{status} {reason}", "code": status}
+    error.body = json.dumps(body)  # type: ignore[attr-defined]
+    return error
 
 
 class WatchResponse:
-    """The streamed HTTP response of one watch: one ``MODIFIED`` event per object."""
+    """The streamed HTTP response of one watch: one ``MODIFIED`` event per
+    object, then, when ``hold`` is set, silence for ``hold`` seconds (the
+    watch's ``timeoutSeconds``) before the stream ends."""
 
     status = 200
 
-    def __init__(self, objects: list[dict[str, Any]]) -> None:
+    def __init__(self, objects: list[dict[str, Any]], hold: float = 0.0) -> None:
         self.lines = [json.dumps({"type": "MODIFIED", "object": o}).encode() + b"\n" for o in objects]
+        self.hold = hold
         self.content = self  # kubernetes_asyncio reads resp.content.readline()
 
     def stream(self, amt: Any = None, decode_content: Any = None) -> Iterator[bytes]:  # kubernetes
         yield from self.lines
+        if self.hold:
+            time.sleep(self.hold)
 
     async def readline(self) -> bytes:  # kubernetes_asyncio
-        return self.lines.pop(0) if self.lines else b""
+        if self.lines:
+            return self.lines.pop(0)
+        if self.hold:
+            hold, self.hold = self.hold, 0.0
+            await asyncio.sleep(hold)
+        return b""
 
     def close(self) -> None:
         pass
@@ -57,9 +96,16 @@ class WatchResponse:
 
 
 class ScriptedClaims:
-    """The ``CustomObjectsApi`` calls on claims, answered from ``watch``,
-    ``get`` and ``delete``: claim name -> the exception that call raises
-    (a claim not named is Ready and deleted without error).
+    """The ``CustomObjectsApi`` calls on claims.
+
+    ``create``: one step per create call (an exception raised without a
+    write, or :class:`Written`); later creates succeed. ``taken``: names
+    held by someone else's claim. ``watch``, ``get``, ``delete``: claim name
+    -> the failure of that call (see :data:`Failures`); a claim not named
+    is Ready and deleted without error. ``waiting``: claims whose watch
+    never shows them Ready (each watch holds for its ``timeoutSeconds``).
+    ``uids``: claim name -> the uid GET and watch report (another claim
+    under the name); a DELETE whose uid precondition fails is a 409.
 
     ``asynchronous`` makes every call a coroutine, as in
     ``kubernetes_asyncio``.
@@ -68,17 +114,37 @@ class ScriptedClaims:
     def __init__(
         self,
         *,
-        watch: Mapping[str, BaseException] | None = None,
-        get: Mapping[str, BaseException] | None = None,
-        delete: Mapping[str, BaseException] | None = None,
+        create: list[BaseException | Written] | None = None,
+        taken: Collection[str] = (),
+        watch: Mapping[str, Failures] | None = None,
+        get: Mapping[str, Failures] | None = None,
+        delete: Mapping[str, Failures] | None = None,
+        waiting: Collection[str] = (),
+        uids: Mapping[str, str] | None = None,
         asynchronous: bool = False,
     ) -> None:
+        self.create = list(create or [])
+        self.taken = set(taken)
         self.watch, self.get, self.delete = dict(watch or {}), dict(get or {}), dict(delete or {})
+        self.waiting = set(waiting)
+        self.uids = dict(uids or {})
         self.asynchronous = asynchronous
+        #: The name of every create call, in order (a retry repeats it).
         self.created: list[str] = []
         #: Every DELETE attempt, failed or not, in order.
         self.deleted: list[str] = []
+        #: Every call: (method, claim name, keyword arguments).
+        self.calls: list[tuple[str, str, dict[str, Any]]] = []
+        #: The claims that exist: name -> metadata.
+        self.stored: dict[str, dict[str, Any]] = {}
+        self._names = 0
         self._lock = threading.Lock()
+
+    def new_name(self, prefix: str) -> str:
+        """Stands in for ``_protocol.new_name``: ``claim-1``, ``claim-2``, ..."""
+        with self._lock:
+            self._names += 1
+            return f"claim-{self._names}"
 
     def _answer(self, value: Any) -> Any:
         if not self.asynchronous:
@@ -98,30 +164,102 @@ class ScriptedClaims:
 
         return fail()
 
-    def create_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, body: Any) -> Any:
+    def _error(self, status: int, reason: str) -> Exception:
+        return api_exception(status, reason, asynchronous=self.asynchronous)
+
+    def _scripted(self, script: dict[str, Failures], name: str) -> BaseException | None:
+        """The failure scripted for this call on ``name``, if any."""
         with self._lock:
-            name = f"claim-{len(self.created) + 1}"
+            failures = script.get(name)
+            if isinstance(failures, list):
+                return failures.pop(0) if failures else None
+            return failures
+
+    def _record(self, method: str, name: str, kw: dict[str, Any]) -> None:
+        with self._lock:
+            self.calls.append((method, name, dict(kw)))
+
+    def _object(self, name: str, namespace: str, status: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The claim as GET and watch show it, ``None`` when there is none."""
+        with self._lock:
+            stored = self.stored.get(name)
+            if stored is None and name in self.taken:
+                stored = {"uid": f"uid-{name}-someone", "annotations": {"sandbox-client/request-id": "someone"}}
+            if stored is None:
+                return None
+            metadata = {**stored, "name": name, "namespace": namespace, "resourceVersion": "2"}
+            metadata["uid"] = self.uids.get(name, metadata["uid"])
+        obj: dict[str, Any] = {"metadata": metadata}
+        if status is not None:
+            obj["status"] = status
+        return obj
+
+    def _status(self, name: str) -> dict[str, Any] | None:
+        return None if name in self.waiting else READY_STATUS
+
+    def create_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, body: Any, **kw: Any
+    ) -> Any:
+        name = body["metadata"]["name"]
+        self._record("create", name, kw)
+        with self._lock:
             self.created.append(name)
-        return self._answer({"metadata": {"name": name, "namespace": namespace, "resourceVersion": "1"}})
+            if name in self.stored or name in self.taken:
+                return self._fail(self._error(409, "AlreadyExists"))
+            step = self.create.pop(0) if self.create else None
+            if step is None or isinstance(step, Written):
+                annotations = dict(body["metadata"].get("annotations") or {})
+                self.stored[name] = {"uid": f"uid-{name}", "annotations": annotations}
+        if isinstance(step, Written):
+            return self._fail(step.error)
+        if step is not None:
+            return self._fail(step)
+        created = self._object(name, namespace, None)
+        assert created is not None
+        created["metadata"]["uid"] = f"uid-{name}"
+        created["metadata"]["resourceVersion"] = "1"
+        return self._answer(created)
 
     def list_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, **kw: Any) -> Any:
         name = kw["field_selector"].removeprefix("metadata.name=")
-        if name in self.watch:
-            return self._fail(self.watch[name])
-        return self._answer(WatchResponse([ready_claim(name, namespace)]))
+        self._record("watch", name, kw)
+        failure = self._scripted(self.watch, name)
+        if failure is not None:
+            return self._fail(failure)
+        obj = self._object(name, namespace, self._status(name))
+        hold = float(kw.get("timeout_seconds") or 0) if name in self.waiting else 0.0
+        return self._answer(WatchResponse([obj] if obj else [], hold))
 
-    def get_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, name: str) -> Any:
-        if name in self.get:
-            return self._fail(self.get[name])
-        return self._answer(ready_claim(name, namespace))
+    def get_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, name: str, **kw: Any
+    ) -> Any:
+        self._record("get", name, kw)
+        failure = self._scripted(self.get, name)
+        if failure is not None:
+            return self._fail(failure)
+        obj = self._object(name, namespace, self._status(name))
+        if obj is None:
+            return self._fail(self._error(404, "NotFound"))
+        return self._answer(obj)
 
     def delete_namespaced_custom_object(
         self, group: str, version: str, namespace: str, plural: str, name: str, **kw: Any
     ) -> Any:
+        self._record("delete", name, kw)
         with self._lock:
             self.deleted.append(name)
-        if name in self.delete:
-            return self._fail(self.delete[name])
+        failure = self._scripted(self.delete, name)
+        if failure is not None:
+            return self._fail(failure)
+        obj = self._object(name, namespace, None)
+        if obj is None:
+            return self._fail(self._error(404, "NotFound"))
+        options = kw.get("body")
+        wanted = getattr(getattr(options, "preconditions", None), "uid", None)
+        if wanted and wanted != obj["metadata"]["uid"]:
+            return self._fail(self._error(409, "Conflict"))
+        with self._lock:
+            self.stored.pop(name, None)
         return self._answer({})
 
 

@@ -22,6 +22,7 @@ from kubernetes_asyncio import client as k8s_async
 from scripted_api import ScriptedClaims, notes
 
 from sandbox_client import ApiError, AsyncSandboxClaim, BatchError, SandboxClaim, create_many, create_many_async
+from sandbox_client import _protocol as protocol
 
 
 @pytest.fixture
@@ -33,9 +34,11 @@ def api_client() -> Iterator[k8s.ApiClient]:
 
 
 def script(monkeypatch: pytest.MonkeyPatch, claims: ScriptedClaims) -> ScriptedClaims:
-    """Routes both clients' custom-object calls to ``claims``."""
+    """Routes both clients' custom-object calls to ``claims``, and the names
+    they choose to ``claim-1``, ``claim-2``, ..."""
     monkeypatch.setattr(k8s, "CustomObjectsApi", lambda _client: claims)
     monkeypatch.setattr(k8s_async, "CustomObjectsApi", lambda _client: claims)
+    monkeypatch.setattr(protocol, "new_name", claims.new_name)
     return claims
 
 

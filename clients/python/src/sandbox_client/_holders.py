@@ -1,7 +1,7 @@
 """The state the sync and async claim and batch objects hold.
 
 Owns what does not depend on blocking or asyncio I/O: a claim's facts, the
-API it was made through, whether it is deleted on exit and whether it owns
+API it was made through, its uid, whether it is deleted on exit and whether it owns
 (and so must close) its client; a batch's claims, failures and concurrency,
 and its sequence protocol. The I/O methods (delete, close, context
 managers) live in each client. Guarantee: both clients hold the same
@@ -10,7 +10,7 @@ fields under the same names.
 
 from __future__ import annotations
 
-from typing import Generic, Iterator, List, TypeVar
+from typing import Generic, Iterator, List, Optional, TypeVar
 
 from . import errors
 from .status import SandboxFacts, SandboxInfo
@@ -22,8 +22,19 @@ Claim = TypeVar("Claim")
 class ClaimHolder(SandboxFacts, Generic[Api]):
     """A Ready claim made through an ``Api`` (sync or async)."""
 
-    def __init__(self, info: SandboxInfo, api: Api, *, delete_on_exit: bool = True, owns_client: bool = False) -> None:
+    def __init__(
+        self,
+        info: SandboxInfo,
+        api: Api,
+        *,
+        delete_on_exit: bool = True,
+        owns_client: bool = False,
+        uid: Optional[str] = None,
+    ) -> None:
         self.info = info
+        #: The claim's uid from the create's answer: deletes are conditioned
+        #: on it, so a claim recreated under the same name is never deleted.
+        self.uid = uid
         self._api = api
         self.delete_on_exit = delete_on_exit
         self._owns_client = owns_client

@@ -6,20 +6,55 @@ the one-claim watch, what a watch event means, and which typed error an API
 error becomes. The sync and async clients only make the calls; given the
 same answers, both raise the same errors and return the same facts.
 
-Pure: no I/O. The API errors of ``kubernetes`` and ``kubernetes_asyncio``
-are read through the fields they share (``status``, ``reason``, ``body``).
+It also owns the create's plan (:class:`CreatePlan`): the client picks the
+claim's name itself (the ``generateName`` prefix plus five random
+characters), so a create whose answer never arrived can still be deleted by
+name, and a retry after an unknown outcome can recognise its own claim by
+the random token in the annotation :data:`REQUEST_ID`.
+
+Pure: no I/O (the plan reads the clock and draws random names). The API
+errors of ``kubernetes`` and ``kubernetes_asyncio`` are read through the
+fields they share (``status``, ``reason``, ``body``, ``headers``).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
+import random
+import secrets
+import time
+from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Protocol, Tuple, Union
 
 from . import errors
 from ._decide import DELETED, check
 from .status import GROUP, PLURAL, VERSION, SandboxInfo, Waiting
+
+#: The characters of the five the client appends to a ``generateName``
+#: prefix (those the API server uses too).
+SUFFIX_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+SUFFIX_LENGTH = 5
+#: Names tried when the chosen one is held by someone else (409).
+NAME_TRIES = 5
+#: The annotation holding the random token of the client that created the
+#: claim (outside the operator's reserved ``agents.x-k8s.io/`` prefix).
+REQUEST_ID = "sandbox-client/request-id"
+#: Bound (seconds) of every TCP/TLS connect.
+CONNECT_TIMEOUT = 10.0
+#: Bound (seconds) of every DELETE: a cleanup never hangs on a dead API server.
+DELETE_TIMEOUT = 10.0
+#: Length (seconds) of one watch of a ``create_many`` claim: between two, a
+#: worker checks whether the batch was stopped (Ctrl-C).
+STOP_SLICE = 1.0
+#: How often a watch whose connection was reset is resumed.
+WATCH_RESUMES = 5
+#: First and largest delay (seconds) between two creates the API server
+#: asked to retry (429, 408, 5xx) without a Retry-After.
+BACKOFF_FIRST = 0.2
+BACKOFF_MAX = 5.0
 
 
 class ApiErrorLike(Protocol):
@@ -35,11 +70,207 @@ class ApiErrorLike(Protocol):
     def body(self) -> Union[str, bytes, None]: ...
 
 
+class Stopped(Exception):
+    """A ``create_many`` worker's claim was stopped (the batch was interrupted)."""
+
+
+def new_name(prefix: str) -> str:
+    """``prefix`` plus five random characters of :data:`SUFFIX_ALPHABET`."""
+    return prefix + "".join(secrets.choice(SUFFIX_ALPHABET) for _ in range(SUFFIX_LENGTH))
+
+
+def request_timeout(deadline: float, extra: float = 0.0) -> Tuple[float, float]:
+    """``_request_timeout`` of a call that must end by ``deadline`` (a
+    ``time.monotonic()`` reading): connect within :data:`CONNECT_TIMEOUT`
+    and the time left, read within the time left plus ``extra`` (the slack
+    a watch or GET gets so the client's own deadline fires first)."""
+    left = max(deadline - time.monotonic(), 0.001)
+    return min(CONNECT_TIMEOUT, left), left + extra
+
+
+def delete_timeout() -> Tuple[float, float]:
+    """``_request_timeout`` of a DELETE (read when called: tests change it)."""
+    return min(CONNECT_TIMEOUT, DELETE_TIMEOUT), DELETE_TIMEOUT
+
+
+def retry_after(error: ApiErrorLike) -> Optional[float]:
+    """The seconds of the answer's ``Retry-After`` header, if any."""
+    headers = getattr(error, "headers", None)
+    if not headers:
+        return None
+    try:
+        value = headers.get("Retry-After") or headers.get("retry-after")
+    except AttributeError:
+        return None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def is_retried(status: Optional[int]) -> bool:
+    """Whether a create answered ``status`` is tried again: 408, 429, 5xx."""
+    return status is not None and (status in (408, 429) or status >= 500)
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Send the create again (same name) after ``delay`` seconds."""
+
+    delay: float
+
+
+@dataclass(frozen=True)
+class ReadBack:
+    """The name is taken and an earlier try may have taken it: read the
+    claim and take it over if it carries our token (:meth:`CreatePlan.adopt`)."""
+
+
+@dataclass(frozen=True)
+class Renamed:
+    """The name is someone else's: send the create again under a new one."""
+
+
+Step = Union[Retry, ReadBack, Renamed]
+
+
+class CreatePlan:
+    """One claim's create, from the body of :func:`~sandbox_client.status.claim_body`.
+
+    The name is chosen here (``generateName`` plus five random characters,
+    or the caller's ``name``) and sent as ``metadata.name``, so the claim
+    can be deleted by name even when the create's answer was lost.
+    :attr:`may_exist` says whether a claim of ours may exist under
+    :attr:`name`: once created, while a request is in flight, and after an
+    attempt without a clear answer (none, 408, 5xx). A definite refusal (any
+    other 4xx) and a 409 on a name that no attempt of ours may have written
+    leave it false. Retries after an unknown outcome keep the name (a new
+    one could leak a claim the earlier attempt writes later); a 409 after
+    one reads the claim and takes it over only when it carries :attr:`token`.
+    """
+
+    def __init__(self, body: Mapping[str, Any], namespace: str, deadline: float) -> None:
+        self._body = copy.deepcopy(dict(body))
+        metadata = self._body.setdefault("metadata", {})
+        self.namespace = namespace
+        self.deadline = deadline
+        self.token = secrets.token_hex(8)
+        self.prefix: Optional[str] = metadata.pop("generateName", None)
+        self.generated = not metadata.get("name")
+        self.name: str = new_name(self.prefix or "claim-") if self.generated else str(metadata["name"])
+        self.names_tried = 1
+        self.uid: Optional[str] = None
+        self.created = False
+        self._in_flight = False
+        self._unsure = False
+        self._tries = 0
+
+    @property
+    def may_exist(self) -> bool:
+        """Whether a claim of ours may exist under :attr:`name`."""
+        return self.created or self._in_flight or self._unsure
+
+    def body(self) -> Dict[str, Any]:
+        """The claim to send: :attr:`name`, the token in :data:`REQUEST_ID`."""
+        body = copy.deepcopy(self._body)
+        metadata = body["metadata"]
+        metadata["name"] = self.name
+        metadata["annotations"] = {**(metadata.get("annotations") or {}), REQUEST_ID: self.token}
+        return body
+
+    def sending(self) -> None:
+        """A create is about to be sent (from now until it is answered, the
+        claim may exist)."""
+        self._in_flight = True
+        self._tries += 1
+
+    def answered(self, created: Mapping[str, Any]) -> Tuple[str, str]:
+        """The create (or the read of our own claim) returned ``created``:
+        its name and resourceVersion; keeps its uid."""
+        self._in_flight = False
+        self.created = True
+        metadata = created.get("metadata") or {}
+        self.uid = str(metadata["uid"]) if metadata.get("uid") else None
+        return created_ref(created)
+
+    def unanswered(self, cause: BaseException) -> errors.ApiError:
+        """No answer came (connection, TLS, timeout): the claim may exist;
+        the error to raise."""
+        self._in_flight = False
+        self._unsure = True
+        return errors.ApiError("creating a SandboxClaim", None, str(cause) or repr(cause), **self._names())
+
+    def no_answer_within(self, timeout: float) -> errors.ApiError:
+        """The error of a create still unanswered when the deadline passed."""
+        if self._in_flight:
+            self._in_flight = False
+            self._unsure = True
+        return errors.ApiError("creating a SandboxClaim", None, f"no answer within {timeout:g}s", **self._names())
+
+    def failed(self, error: ApiErrorLike) -> Union[Step, errors.SandboxError]:
+        """What to do after the API server answered the create with an
+        error: a :data:`Step`, or the typed error to raise."""
+        self._in_flight = False
+        status = error.status
+        if status == 409:
+            return ReadBack() if self._unsure else self._rename(error)
+        if is_retried(status):
+            if status != 429:
+                self._unsure = True  # 408, 5xx: the write may have happened
+            delay = retry_after(error)
+            if delay is None:
+                delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (self._tries - 1)) * random.uniform(0.5, 1.5)
+            if time.monotonic() + delay >= self.deadline:
+                return errors.ApiError("creating a SandboxClaim", status, status_of(error)[1], **self._names())
+            return Retry(delay)
+        return create_failed(error, self.namespace)
+
+    def adopt(
+        self, obj: Optional[Mapping[str, Any]], error: ApiErrorLike
+    ) -> Union[Step, Tuple[str, str], errors.SandboxError]:
+        """After a :class:`ReadBack`: ``obj`` is the claim under our name
+        (``None``: gone again). Ours (our token): its name and
+        resourceVersion; gone: send again; someone else's: a new name (or
+        ``error``, the 409, as :class:`~sandbox_client.ClaimRejected` for a
+        caller's name)."""
+        if obj is None:
+            return Retry(0.0)
+        annotations = (obj.get("metadata") or {}).get("annotations") or {}
+        if annotations.get(REQUEST_ID) == self.token:
+            return self.answered(obj)
+        return self._rename(error)
+
+    def _rename(self, error: ApiErrorLike) -> Union[Renamed, errors.SandboxError]:
+        # The name is someone else's: nothing of ours can be under it.
+        self._unsure = False
+        if not self.generated or self.names_tried >= NAME_TRIES:
+            return create_failed(error, self.namespace)
+        self.name = new_name(self.prefix or "claim-")
+        self.names_tried += 1
+        return Renamed()
+
+    def _names(self) -> Dict[str, Any]:
+        return {"namespace": self.namespace, "claim": self.name}
+
+
 def kubeconfig_path(kubeconfig: Optional[str]) -> Optional[str]:
     """``kubeconfig``, else ``$KUBECONFIG`` (read now, not at import), else
     ``~/.kube/config`` when it exists; ``None`` means in-cluster."""
     home = os.path.expanduser("~/.kube/config")
     return kubeconfig or os.environ.get("KUBECONFIG") or (home if os.path.exists(home) else None)
+
+
+def config_failed(cause: BaseException, kubeconfig: Optional[str], context: Optional[str]) -> errors.ApiError:
+    """The error of a configuration that cannot be loaded, naming the
+    kubeconfig and context (or saying none was found, for in-cluster)."""
+    if kubeconfig is None:
+        what = (
+            "loading the in-cluster configuration"
+            " (no kubeconfig found: none passed, $KUBECONFIG unset, no ~/.kube/config)"
+        )
+    else:
+        what = f"loading kubeconfig {kubeconfig}" + (f" with context {context}" if context else "")
+    return errors.ApiError(what, None, str(cause) or repr(cause))
 
 
 def status_of(error: ApiErrorLike) -> Tuple[str, str]:
@@ -55,16 +286,12 @@ def status_of(error: ApiErrorLike) -> Tuple[str, str]:
 
 def create_failed(error: ApiErrorLike, namespace: str) -> errors.SandboxError:
     """The error a refused create raises: a 4xx is the caller's
-    (:class:`~sandbox_client.ClaimRejected`), anything else the API's."""
+    (:class:`~sandbox_client.ClaimRejected`), except 408 and 429, which
+    are the API's like anything else (:class:`~sandbox_client.ApiError`)."""
     reason, message = status_of(error)
-    if error.status is not None and 400 <= error.status < 500:
+    if error.status is not None and 400 <= error.status < 500 and not is_retried(error.status):
         return errors.ClaimRejected(namespace, error.status, reason, message)
     return errors.ApiError("creating a SandboxClaim", error.status, message, namespace=namespace)
-
-
-def create_unreachable(cause: BaseException, namespace: str) -> errors.ApiError:
-    """The error a create raises when no answer came (connection, TLS)."""
-    return errors.ApiError("creating a SandboxClaim", None, str(cause), namespace=namespace)
 
 
 def read_failed(error: ApiErrorLike, namespace: str, name: str) -> errors.SandboxError:
@@ -79,10 +306,12 @@ def read_unreachable(cause: BaseException, namespace: str, name: str) -> errors.
     return errors.ApiError(f"reading SandboxClaim {namespace}/{name}", None, str(cause))
 
 
-def delete_failed(error: ApiErrorLike, namespace: str, name: str) -> Optional[errors.ApiError]:
-    """``None`` when a DELETE's 404 means the claim was already gone, else
-    the error to raise."""
-    if error.status == 404:
+def delete_failed(
+    error: ApiErrorLike, namespace: str, name: str, uid: Optional[str] = None
+) -> Optional[errors.ApiError]:
+    """``None`` when the claim was already gone (404, or a 409 from the uid
+    precondition: the name holds another claim now), else the error to raise."""
+    if error.status == 404 or (error.status == 409 and uid):
         return None
     return errors.ApiError(f"deleting SandboxClaim {namespace}/{name}", error.status, status_of(error)[1])
 
@@ -131,18 +360,24 @@ def watch_kwargs(name: str, version: str, remaining: float) -> Dict[str, Any]:
 
 
 def observe(
-    namespace: str, name: str, event: Mapping[str, Any], started: float
+    namespace: str, name: str, event: Mapping[str, Any], started: float, uid: Optional[str] = None
 ) -> Tuple[str, Union[SandboxInfo, Waiting]]:
     """The resourceVersion a watch event carries and what it means: the facts
     of a Ready claim or the state of a waiting one; raises the typed error of
-    a deleted or failed claim."""
+    a deleted or failed claim (a claim with another ``uid`` than ours is
+    another claim under the same name: ours was deleted)."""
     if event["type"] == "DELETED":
         raise errors.ClaimDeleted(name, namespace, DELETED)
-    return read(namespace, name, event["raw_object"], started)
+    return read(namespace, name, event["raw_object"], started, uid)
 
 
-def read(namespace: str, name: str, obj: Mapping[str, Any], started: float) -> Tuple[str, Union[SandboxInfo, Waiting]]:
+def read(
+    namespace: str, name: str, obj: Mapping[str, Any], started: float, uid: Optional[str] = None
+) -> Tuple[str, Union[SandboxInfo, Waiting]]:
     """Like :func:`observe` for a claim read with GET."""
+    found = (obj.get("metadata") or {}).get("uid")
+    if uid and found and found != uid:
+        raise errors.ClaimDeleted(name, namespace, DELETED)
     return str(obj["metadata"]["resourceVersion"]), check(namespace, name, obj, started)
 
 

@@ -1,12 +1,21 @@
 """The asyncio twin of :mod:`sandbox_client.sync_client`, on ``kubernetes_asyncio``.
 
-Same flow and guarantees: one create, ONE watch on that claim from the
-create's resourceVersion, the same decision per event
-(:func:`~sandbox_client._decide.check`), the same typed errors, the claim
-deleted again on failure and at the end of ``async with``, the same cleanup
-when a delete fails. The deadline is exact here (``asyncio.wait_for`` around
-the wait); a cancelled task deletes its claim too, and a cancelled
-``create_many`` its Ready claims.
+Same flow and guarantees: the client picks the claim's name, one create,
+ONE watch on that claim from the create's resourceVersion, the same
+decision per event (:func:`~sandbox_client._decide.check`), the same typed
+errors, the same retries (408, 429, 5xx on the create; a reset watch
+resumed), the claim deleted again on failure (the create without an answer
+included) and at the end of ``async with``, the same cleanup when a delete
+fails. The deadline is exact here: the create and the wait run in one
+``asyncio.wait_for`` (a create still unanswered then raises
+:class:`~sandbox_client.ApiError` "no answer within Ns"); each DELETE has
+its own bound (``DELETE_TIMEOUT``). A cancelled task deletes its claim too
+(cancelled during the create included), and a cancelled ``create_many``
+its Ready claims. With ``raise_on_error`` a failed claim starts no more.
+``create_many`` builds its client with a connection pool of
+``concurrency + 2``; when it fails with ``delete_on_exit=False``, the
+claims it hands back share that client, closed when the last of them is
+deleted or closed.
 
 ``AsyncSandboxClaim.create(...)`` can be awaited (``sb = await ...``) or
 used directly as ``async with AsyncSandboxClaim.create(...) as sb``.
@@ -15,8 +24,9 @@ used directly as ``async with AsyncSandboxClaim.create(...) as sb``.
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
-from typing import Any, Awaitable, Dict, Generator, List, Mapping, Optional, cast
+from typing import Any, Awaitable, Dict, Generator, List, Mapping, Optional, Tuple, cast
 
 try:
     import aiohttp
@@ -35,16 +45,42 @@ from ._holders import BatchHolder, ClaimHolder
 from .status import SandboxInfo, Waiting, claim_body
 
 
-async def connect(kubeconfig: Optional[str] = None, context: Optional[str] = None) -> k8s.ApiClient:
+async def connect(kubeconfig: Optional[str] = None, context: Optional[str] = None, pool_size: int = 0) -> k8s.ApiClient:
     """An ApiClient from ``kubeconfig`` (else ``$KUBECONFIG`` / ``~/.kube/config``),
-    falling back to the in-cluster service account."""
+    falling back to the in-cluster service account; ``pool_size`` bounds
+    its concurrent connections (``connection_pool_maxsize``). A
+    configuration that cannot be loaded is an
+    :class:`~sandbox_client.ApiError` naming it."""
     configuration = k8s.Configuration()
+    if pool_size:
+        configuration.connection_pool_maxsize = pool_size
     kubeconfig = protocol.kubeconfig_path(kubeconfig)
-    if kubeconfig:
-        await k8s_config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
-    else:
-        k8s_config.load_incluster_config(client_configuration=configuration)
+    try:
+        if kubeconfig:
+            await k8s_config.load_kube_config(
+                config_file=kubeconfig, context=context, client_configuration=configuration
+            )
+        else:
+            k8s_config.load_incluster_config(client_configuration=configuration)
+    except (k8s_config.ConfigException, OSError) as e:
+        raise protocol.config_failed(e, kubeconfig, context) from e
     return k8s.ApiClient(configuration)
+
+
+class _SharedClient:
+    """One ApiClient several claims use (those a failed ``create_many``
+    hands back with ``delete_on_exit=False``): closed when the last of them
+    lets go of it."""
+
+    def __init__(self, api_client: k8s.ApiClient, users: int) -> None:
+        self._api_client = api_client
+        self._users = users
+
+    async def release(self) -> None:
+        """One user is done; the last one closes the client."""
+        self._users -= 1
+        if self._users == 0:
+            await self._api_client.close()
 
 
 class AsyncClaimsApi:
@@ -53,70 +89,123 @@ class AsyncClaimsApi:
     def __init__(self, api_client: k8s.ApiClient) -> None:
         self.api_client = api_client
         self.custom = k8s.CustomObjectsApi(api_client)
+        self._shared: Optional[_SharedClient] = None
 
-    async def create(self, namespace: str, body: Dict[str, Any]) -> Dict[str, Any]:
-        """POST the claim; a 4xx becomes :class:`~sandbox_client.ClaimRejected`."""
-        try:
-            created = await self.custom.create_namespaced_custom_object(*protocol.list_args(namespace), body)
-            return cast(Dict[str, Any], created)
-        except ApiException as e:
-            raise protocol.create_failed(e, namespace) from e
-        except (OSError, aiohttp.ClientError) as e:
-            raise protocol.create_unreachable(e, namespace) from e
+    def sharing(self, shared: _SharedClient) -> "AsyncClaimsApi":
+        """The same API, its client closed through ``shared``."""
+        api = copy.copy(self)
+        api._shared = shared
+        return api
 
-    async def get(self, namespace: str, name: str) -> Dict[str, Any]:
-        """GET the claim."""
+    async def close(self) -> None:
+        """Closes the client (or lets go of a shared one)."""
+        if self._shared is not None:
+            await self._shared.release()
+        else:
+            await self.api_client.close()
+
+    async def create(self, plan: protocol.CreatePlan, timeout: float) -> Tuple[str, str]:
+        """POSTs the claim of ``plan`` until it is created (its name and
+        resourceVersion), retrying what the plan says; a definite refusal
+        raises :class:`~sandbox_client.ClaimRejected`, anything else
+        :class:`~sandbox_client.ApiError`."""
+        namespace = plan.namespace
+        while True:
+            plan.sending()
+            try:
+                created = await self.custom.create_namespaced_custom_object(
+                    *protocol.list_args(namespace),
+                    plan.body(),
+                    _request_timeout=protocol.request_timeout(plan.deadline),
+                )
+            except ApiException as e:
+                step = plan.failed(e)
+                if isinstance(step, protocol.ReadBack):
+                    try:
+                        obj: Optional[Dict[str, Any]] = await self.get(namespace, plan.name, plan.deadline)
+                    except errors.ClaimDeleted:
+                        obj = None
+                    adopted = plan.adopt(obj, e)
+                    if isinstance(adopted, tuple):
+                        return adopted
+                    step = adopted
+                if isinstance(step, errors.SandboxError):
+                    raise step from e
+                if isinstance(step, protocol.Retry) and step.delay > 0:
+                    await asyncio.sleep(step.delay)
+                continue
+            except asyncio.TimeoutError as e:  # before OSError: on 3.11 it is one
+                raise plan.no_answer_within(timeout) from e
+            except (OSError, aiohttp.ClientError) as e:
+                raise plan.unanswered(e) from e
+            return plan.answered(cast(Dict[str, Any], created))
+
+    async def get(self, namespace: str, name: str, deadline: Optional[float] = None) -> Dict[str, Any]:
+        """GET the claim (bounded by ``deadline`` plus a second, else by
+        ``DELETE_TIMEOUT``)."""
+        bound = protocol.request_timeout(deadline, 1.0) if deadline is not None else protocol.delete_timeout()
         try:
-            obj = await self.custom.get_namespaced_custom_object(*protocol.list_args(namespace), name)
+            obj = await self.custom.get_namespaced_custom_object(
+                *protocol.list_args(namespace), name, _request_timeout=bound
+            )
             return cast(Dict[str, Any], obj)
         except ApiException as e:
             raise protocol.read_failed(e, namespace, name) from e
-        except (OSError, aiohttp.ClientError) as e:
+        except (OSError, asyncio.TimeoutError, aiohttp.ClientError) as e:
             raise protocol.read_unreachable(e, namespace, name) from e
 
-    async def delete(self, namespace: str, name: str) -> bool:
-        """DELETE the claim; False when it was already gone."""
+    async def delete(self, namespace: str, name: str, uid: Optional[str] = None) -> bool:
+        """DELETE the claim, only if it still has ``uid`` when given; False
+        when it was already gone. Bounded by ``DELETE_TIMEOUT``."""
+        options = k8s.V1DeleteOptions(
+            propagation_policy="Background", preconditions=k8s.V1Preconditions(uid=uid) if uid else None
+        )
         try:
-            await self.custom.delete_namespaced_custom_object(
-                *protocol.list_args(namespace), name, propagation_policy="Background"
+            await asyncio.wait_for(
+                self.custom.delete_namespaced_custom_object(
+                    *protocol.list_args(namespace), name, body=options, _request_timeout=protocol.delete_timeout()
+                ),
+                protocol.DELETE_TIMEOUT,
             )
             return True
         except ApiException as e:
-            error = protocol.delete_failed(e, namespace, name)
+            error = protocol.delete_failed(e, namespace, name, uid)
             if error is None:
                 return False
             raise error from e
+        except asyncio.TimeoutError as e:
+            raise protocol.delete_unreachable(
+                TimeoutError(f"no answer within {protocol.DELETE_TIMEOUT:g}s"), namespace, name
+            ) from e
         except (OSError, aiohttp.ClientError) as e:
             raise protocol.delete_unreachable(e, namespace, name) from e
 
-    async def wait_ready(
-        self, namespace: str, name: str, resource_version: str, started: float, timeout: float
+    async def watch(
+        self,
+        namespace: str,
+        name: str,
+        version: str,
+        started: float,
+        timeout: float,
+        seen: List[Waiting],
+        uid: Optional[str] = None,
     ) -> SandboxInfo:
-        """Watches the one claim until Ready (its facts), failed (raises) or
-        ``timeout`` seconds after ``started`` (raises ClaimTimeout with the
-        last state)."""
-        seen: List[Waiting] = []
-        remaining = started + timeout - time.monotonic()
-        try:
-            return await asyncio.wait_for(
-                self._watch(namespace, name, resource_version, started, timeout, seen), max(remaining, 0.001)
-            )
-        except asyncio.TimeoutError:
-            raise protocol.timed_out(namespace, name, timeout, seen[-1] if seen else None) from None
-
-    async def _watch(
-        self, namespace: str, name: str, version: str, started: float, timeout: float, seen: List[Waiting]
-    ) -> SandboxInfo:
+        """Watches the one claim from ``version`` until Ready (its facts) or
+        failed (raises); appends every waiting state to ``seen``. The caller
+        bounds it (``asyncio.wait_for``)."""
+        deadline = started + timeout
+        resets = 0
         while True:
-            remaining = started + timeout - time.monotonic()
+            remaining = deadline - time.monotonic()
             try:
                 async with k8s_watch.Watch() as stream:
                     async for event in stream.stream(
                         self.custom.list_namespaced_custom_object,
                         *protocol.list_args(namespace),
                         **protocol.watch_kwargs(name, version, remaining),
+                        _request_timeout=protocol.request_timeout(deadline, 1.0),
                     ):
-                        version, state = protocol.observe(namespace, name, event, started)
+                        version, state = protocol.observe(namespace, name, event, started, uid)
                         if isinstance(state, SandboxInfo):
                             return state
                         seen.append(state)
@@ -125,27 +214,53 @@ class AsyncClaimsApi:
                 if error is not None:
                     raise error from e
                 # Out of the watch window: read once, watch on from there.
-                version, state = protocol.read(namespace, name, await self.get(namespace, name), started)
+                obj = await self.get(namespace, name, deadline)
+                version, state = protocol.read(namespace, name, obj, started, uid)
                 if isinstance(state, SandboxInfo):
                     return state
                 seen.append(state)
-            except (OSError, aiohttp.ClientError) as e:
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as e:
+                # The connection was reset: resume from the last version seen.
+                resets += 1
+                if time.monotonic() >= deadline:
+                    raise protocol.timed_out(namespace, name, timeout, seen[-1] if seen else None) from e
+                if resets > protocol.WATCH_RESUMES:
+                    raise protocol.watch_unreachable(e, namespace, name) from e
+            except (OSError, asyncio.TimeoutError, aiohttp.ClientError) as e:
+                if time.monotonic() >= deadline:
+                    raise protocol.timed_out(namespace, name, timeout, seen[-1] if seen else None) from e
                 raise protocol.watch_unreachable(e, namespace, name) from e
+
+
+async def _create_and_watch(
+    api: AsyncClaimsApi, plan: protocol.CreatePlan, started: float, timeout: float, seen: List[Waiting]
+) -> SandboxInfo:
+    name, version = await api.create(plan, timeout)
+    return await api.watch(plan.namespace, name, version, started, timeout, seen, plan.uid)
 
 
 async def _create_ready(
     api: AsyncClaimsApi, namespace: str, body: Dict[str, Any], timeout: float, delete_on_failure: bool
-) -> SandboxInfo:
-    """Create, then wait; a claim that does not get Ready (or whose task is
-    cancelled) is deleted again when ``delete_on_failure``."""
+) -> Tuple[SandboxInfo, Optional[str]]:
+    """Create, then wait, both within ``timeout`` (one ``asyncio.wait_for``):
+    the facts and uid of the Ready claim. A claim that may exist when this
+    fails or is cancelled (during the create too) is deleted again when
+    ``delete_on_failure``."""
     started = time.monotonic()
-    name, version = protocol.created_ref(await api.create(namespace, body))
+    plan = protocol.CreatePlan(body, namespace, started + timeout)
+    seen: List[Waiting] = []
     try:
-        return await api.wait_ready(namespace, name, version, started, timeout)
+        try:
+            info = await asyncio.wait_for(_create_and_watch(api, plan, started, timeout, seen), max(timeout, 0.001))
+        except asyncio.TimeoutError:
+            if not plan.created:
+                raise plan.no_answer_within(timeout) from None
+            raise protocol.timed_out(namespace, plan.name, timeout, seen[-1] if seen else None) from None
+        return info, plan.uid
     except BaseException as failure:
-        if delete_on_failure:
+        if delete_on_failure and plan.may_exist:
             try:
-                await asyncio.shield(api.delete(namespace, name))
+                await asyncio.shield(api.delete(namespace, plan.name, plan.uid))
             except errors.SandboxError as cleanup:
                 # The original error matters more: it stays the one raised.
                 protocol.note_left_behind(failure, cleanup)
@@ -200,12 +315,12 @@ class AsyncSandboxClaim(ClaimHolder[AsyncClaimsApi]):
         owns = api_client is None
         api = AsyncClaimsApi(api_client if api_client is not None else await connect(kubeconfig, context))
         try:
-            info = await _create_ready(api, namespace, body, timeout, delete_on_exit)
+            info, uid = await _create_ready(api, namespace, body, timeout, delete_on_exit)
         except BaseException:
             if owns:
-                await api.api_client.close()
+                await api.close()
             raise
-        return cls(info, api, delete_on_exit=delete_on_exit, owns_client=owns)
+        return cls(info, api, delete_on_exit=delete_on_exit, owns_client=owns, uid=uid)
 
     @classmethod
     async def create_many(cls, template: str, n: int, namespace: str = "default", **kwargs: Any) -> "AsyncClaimBatch":
@@ -213,9 +328,10 @@ class AsyncSandboxClaim(ClaimHolder[AsyncClaimsApi]):
         return await create_many(template, n, namespace, **kwargs)
 
     async def delete(self) -> None:
-        """Deletes the claim now (idempotent) and closes a client built for it."""
+        """Deletes the claim now (idempotent; only the claim with our uid)
+        and closes a client built for it."""
         if not self._deleted:
-            await self._api.delete(self.namespace, self.name)
+            await self._api.delete(self.namespace, self.name, self.uid)
             self._deleted = True
         await self.close()
 
@@ -223,7 +339,7 @@ class AsyncSandboxClaim(ClaimHolder[AsyncClaimsApi]):
         """Closes the client built for this claim (the claim is left alone)."""
         if self._owns_client:
             self._owns_client = False
-            await self._api.api_client.close()
+            await self._api.close()
 
     async def __aenter__(self) -> "AsyncSandboxClaim":
         return self
@@ -300,13 +416,25 @@ class AsyncClaimBatch(BatchHolder[AsyncSandboxClaim, AsyncClaimsApi]):
                 for cleanup in await self._delete_claims():
                     protocol.note_left_behind(failure, cleanup)
         finally:
-            await self.close()
+            if not self.delete_on_exit and self._owns_client and self.claims:
+                self._hand_client_to_claims()
+            else:
+                await self.close()
+
+    def _hand_client_to_claims(self) -> None:
+        """The claims handed back (kept: ``delete_on_exit=False``) share the
+        client built for the batch; the last one deleted or closed closes it."""
+        shared = _SharedClient(self._api.api_client, len(self.claims))
+        for claim in self.claims:
+            claim._api = claim._api.sharing(shared)
+            claim._owns_client = True
+        self._owns_client = False
 
     async def close(self) -> None:
         """Closes the client the batch built."""
         if self._owns_client:
             self._owns_client = False
-            await self._api.api_client.close()
+            await self._api.close()
 
     async def __aenter__(self) -> "AsyncClaimBatch":
         return self
@@ -339,19 +467,26 @@ async def create_many(
     if n < 0 or concurrency < 1:
         raise ValueError("n must be >= 0 and concurrency >= 1")
     owns = api_client is None
-    api = AsyncClaimsApi(api_client if api_client is not None else await connect(kubeconfig, context))
+    api = AsyncClaimsApi(
+        api_client if api_client is not None else await connect(kubeconfig, context, pool_size=concurrency + 2)
+    )
     body = claim_body(template, generate_name=generate_name, warm_pool=warm_pool, labels=labels)
     gate = asyncio.Semaphore(concurrency)
     claims: List[AsyncSandboxClaim] = []
     failures: List[errors.SandboxError] = []
+    give_up = asyncio.Event()  # set by the first failure of a batch that raises: none starts
 
     async def one() -> None:
         async with gate:
+            if give_up.is_set():
+                return
             try:
-                info = await _create_ready(api, namespace, body, timeout, delete_on_exit)
-                claims.append(AsyncSandboxClaim(info, api, delete_on_exit=delete_on_exit))
+                info, uid = await _create_ready(api, namespace, body, timeout, delete_on_exit)
+                claims.append(AsyncSandboxClaim(info, api, delete_on_exit=delete_on_exit, uid=uid))
             except errors.SandboxError as e:
                 failures.append(e)
+                if raise_on_error:
+                    give_up.set()
 
     batch = AsyncClaimBatch(claims, failures, api, concurrency, delete_on_exit, owns)
     try:
@@ -366,7 +501,7 @@ async def create_many(
         await asyncio.shield(batch._end_after(failure))
         raise
     if failures and raise_on_error:
-        error = errors.BatchError(failures, claims)
+        error = errors.BatchError(failures, claims, requested=n)
         await batch._end_after(error)
         raise error
     return batch

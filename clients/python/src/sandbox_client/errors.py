@@ -8,13 +8,17 @@ server's answer to the create. A wait never ends in a bare timeout: a
 Hierarchy::
 
     SandboxError
-    +-- ClaimRejected        the API server refused the create (4xx): admission, RBAC, schema
+    +-- ClaimRejected        the API server refused the create (4xx but 408/429): admission, RBAC, schema
     +-- ClaimFailed          the operator reported a reason that ends the wait
     |   +-- TemplateNotFound
-    |   +-- ClaimDeleted     someone deleted the claim while we waited
+    |   +-- ClaimDeleted     someone deleted the claim while we waited (or another claim took its name)
     +-- ClaimTimeout         not Ready in time; .cold, .condition tell why
-    +-- ApiError             any other API failure (5xx, connection, watch error)
-    +-- BatchError           create_many: some claims failed (.errors, .claims)
+    +-- ApiError             any other API failure (408, 429 and 5xx once retries ran out of time,
+    |                        no answer, connection, watch error, a configuration that cannot be loaded)
+    +-- BatchError           create_many: some claims failed (.errors, .claims, .not_started)
+
+An :class:`ApiError` of a create whose outcome is unknown names the claim
+(``claim``): the client chose the name and has tried to delete it.
 """
 
 from __future__ import annotations
@@ -121,7 +125,8 @@ class ClaimTimeout(SandboxError):
 
 
 class ApiError(SandboxError):
-    """An API call failed for a reason other than a refused create."""
+    """An API call failed for a reason other than a refused create (``status``
+    is the HTTP code, ``None`` when no answer came)."""
 
     def __init__(self, what: str, status: Optional[int], detail: str, **kwargs: Any) -> None:
         code = f" ({status})" if status else ""
@@ -132,17 +137,25 @@ class ApiError(SandboxError):
 class BatchError(SandboxError):
     """``create_many`` could not get every sandbox. ``errors`` holds one
     error per failed claim; ``claims`` the ones that were Ready (already
-    deleted again unless ``delete_on_exit=False``)."""
+    deleted again unless ``delete_on_exit=False``); ``not_started`` how many
+    of the ``requested`` claims were never started (after the first failure
+    a batch that raises starts no more)."""
 
-    def __init__(self, errors: Sequence[SandboxError], claims: Sequence[Any]) -> None:
+    def __init__(
+        self, errors: Sequence[SandboxError], claims: Sequence[Any], *, requested: Optional[int] = None
+    ) -> None:
         first = errors[0] if errors else None
+        done = len(errors) + len(claims)
+        not_started = max(0, requested - done) if requested is not None else 0
+        more = f" ({not_started} more not started)" if not_started else ""
         super().__init__(
-            f"{len(errors)} of {len(errors) + len(claims)} claims failed; first: {first}",
+            f"{len(errors)} of {done + not_started} claims failed{more}; first: {first}",
             reason=first.reason if first else None,
             message=str(first) if first else None,
         )
         self.errors: List[SandboxError] = list(errors)
         self.claims: List[Any] = list(claims)
+        self.not_started = not_started
 
 
 def failed(claim: str, namespace: str, condition: Condition) -> ClaimFailed:

@@ -130,9 +130,13 @@ def claim_body(
     labels: Optional[Mapping[str, str]] = None,
     annotations: Optional[Mapping[str, str]] = None,
 ) -> Dict[str, Any]:
-    """The SandboxClaim to create. Without ``name``, the API server picks one
-    from ``generate_name`` (default: the template's name made a valid start
-    of a claim name, see :func:`default_generate_name`)."""
+    """The SandboxClaim to create. Without ``name``, it carries
+    ``generateName`` (``generate_name``, default: the template's name made a
+    valid start of a claim name, see :func:`default_generate_name`), which
+    the clients turn into a name of their own (the prefix plus five random
+    characters, :class:`~sandbox_client._protocol.CreatePlan`) just before
+    sending it, so a create whose answer is lost can still be deleted by
+    name."""
     metadata: Dict[str, Any] = {}
     if name:
         metadata["name"] = name

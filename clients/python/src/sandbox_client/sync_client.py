@@ -1,26 +1,44 @@
 """The blocking client, on the official ``kubernetes`` package.
 
-Flow of :meth:`SandboxClaim.create`: one POST creates the claim; ONE watch
-on that claim alone (field selector ``metadata.name``), started from the
-resourceVersion the create returned, so no update between the two calls is
-missed, reads its status until :func:`~sandbox_client.status.evaluate` says
-Ready or failed; leaving the ``with`` block deletes the claim.
+Flow of :meth:`SandboxClaim.create`: the client picks the claim's name
+(``generateName`` plus five random characters, see
+:class:`~sandbox_client._protocol.CreatePlan`); one POST creates the claim;
+ONE watch on that claim alone (field selector ``metadata.name``), started
+from the resourceVersion the create returned, so no update between the two
+calls is missed, reads its status until
+:func:`~sandbox_client.status.evaluate` says Ready or failed; leaving the
+``with`` block deletes the claim.
 
 Guarantees:
 
 - every API call that fails, a lost connection included, raises a typed
   error (:class:`~sandbox_client.ApiError`, caused by the connection error);
-- a claim this client created is deleted again when ``create`` fails after
-  the create (timeout, failure, Ctrl-C), unless ``delete_on_exit=False``;
-  when that delete fails too, the error raised is still the one that ended
-  the wait, with a note naming the claim left behind;
-- when ``create_many`` raises, for whatever reason, it has tried to delete
-  every claim already Ready (unless ``delete_on_exit=False``);
+- every call is bounded: the create, GET and watch by the time left (plus
+  a second for GET and watch), each DELETE by ``DELETE_TIMEOUT``, every
+  connect by ``CONNECT_TIMEOUT``; a client built here has urllib3's own
+  retries off (they would resend a GET, DELETE or watch after a read
+  timeout); an ``api_client`` passed in is not changed;
+- a claim this client may have created is deleted again (by name, its uid
+  as precondition once known) when ``create`` fails, the create itself
+  included (no answer, timeout, Ctrl-C), unless ``delete_on_exit=False``;
+  a definite refusal and a name held by someone else delete nothing; when
+  that delete fails too, the error raised is still the one that ended the
+  call, with a note naming the claim left behind;
+- 408, 429 and 5xx answers to the create are retried within the deadline
+  (Retry-After honoured, else jittered backoff) under the same name; a 409
+  after an attempt without a clear answer reads the claim and takes it
+  over only when it carries this create's token;
+- when ``create_many`` raises, for whatever reason (Ctrl-C twice
+  included), it has tried to delete every claim already Ready (unless
+  ``delete_on_exit=False``); its workers watch in ``STOP_SLICE`` slices, so
+  a stopped worker deletes its own claim within about a second; with
+  ``raise_on_error`` the first failure starts no more claims;
 - the wait ends within about a second of ``timeout`` (the watch's own
   ``timeoutSeconds`` is whole seconds) and never busy-polls;
 - a watch the API server ends early is resumed from the last seen
-  resourceVersion; a ``410 Gone`` is answered by one GET and a new watch
-  from there;
+  resourceVersion, as is one whose connection was reset (up to
+  ``WATCH_RESUMES`` times); a ``410 Gone`` is answered by one GET and a new
+  watch from there; a claim seen with another uid counts as deleted;
 - a client built here is closed when the claim (or batch) is done with it;
   an ``api_client`` passed in is never closed.
 """
@@ -30,7 +48,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, List, Mapping, Optional, cast
+from typing import Any, Dict, List, Mapping, Optional, Tuple, cast
 
 import urllib3
 from kubernetes import client as k8s
@@ -46,15 +64,21 @@ from .status import SandboxInfo, Waiting, claim_body
 
 def connect(kubeconfig: Optional[str] = None, context: Optional[str] = None, pool_size: int = 0) -> k8s.ApiClient:
     """An ApiClient from ``kubeconfig`` (else ``$KUBECONFIG`` / ``~/.kube/config``),
-    falling back to the in-cluster service account."""
+    falling back to the in-cluster service account. urllib3's retries are
+    off: a read timeout must end the call, not resend it. A configuration
+    that cannot be loaded is an :class:`~sandbox_client.ApiError` naming it."""
     configuration = k8s.Configuration()
     if pool_size:
         configuration.connection_pool_maxsize = pool_size
+    configuration.retries = False
     kubeconfig = protocol.kubeconfig_path(kubeconfig)
-    if kubeconfig:
-        k8s_config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
-    else:
-        k8s_config.load_incluster_config(client_configuration=configuration)
+    try:
+        if kubeconfig:
+            k8s_config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
+        else:
+            k8s_config.load_incluster_config(client_configuration=configuration)
+    except (k8s_config.ConfigException, OSError) as e:
+        raise protocol.config_failed(e, kubeconfig, context) from e
     return k8s.ApiClient(configuration)
 
 
@@ -65,36 +89,69 @@ class ClaimsApi:
         self.api_client = api_client
         self.custom = k8s.CustomObjectsApi(api_client)
 
-    def create(self, namespace: str, body: Dict[str, Any]) -> Dict[str, Any]:
-        """POST the claim; a 4xx becomes :class:`~sandbox_client.ClaimRejected`."""
-        try:
-            created = self.custom.create_namespaced_custom_object(*protocol.list_args(namespace), body)
-            return cast(Dict[str, Any], created)
-        except ApiException as e:
-            raise protocol.create_failed(e, namespace) from e
-        except (OSError, urllib3.exceptions.HTTPError) as e:
-            raise protocol.create_unreachable(e, namespace) from e
+    def create(self, plan: protocol.CreatePlan, stop: Optional[threading.Event] = None) -> Tuple[str, str]:
+        """POSTs the claim of ``plan`` until it is created (its name and
+        resourceVersion), retrying what the plan says; a definite refusal
+        raises :class:`~sandbox_client.ClaimRejected`, anything else
+        :class:`~sandbox_client.ApiError`."""
+        namespace = plan.namespace
+        while True:
+            plan.sending()
+            try:
+                bound = protocol.request_timeout(plan.deadline)
+                created = self.custom.create_namespaced_custom_object(
+                    *protocol.list_args(namespace), plan.body(), _request_timeout=bound
+                )
+            except ApiException as e:
+                step = plan.failed(e)
+                if isinstance(step, protocol.ReadBack):
+                    try:
+                        obj: Optional[Dict[str, Any]] = self.get(namespace, plan.name, plan.deadline)
+                    except errors.ClaimDeleted:
+                        obj = None
+                    adopted = plan.adopt(obj, e)
+                    if isinstance(adopted, tuple):
+                        return adopted
+                    step = adopted
+                if isinstance(step, errors.SandboxError):
+                    raise step from e
+                if isinstance(step, protocol.Retry) and step.delay > 0:
+                    if stop is not None:
+                        if stop.wait(step.delay):
+                            raise protocol.Stopped() from e
+                    else:
+                        time.sleep(step.delay)
+                continue
+            except (OSError, urllib3.exceptions.HTTPError) as e:
+                raise plan.unanswered(e) from e
+            return plan.answered(cast(Dict[str, Any], created))
 
-    def get(self, namespace: str, name: str) -> Dict[str, Any]:
-        """GET the claim."""
+    def get(self, namespace: str, name: str, deadline: Optional[float] = None) -> Dict[str, Any]:
+        """GET the claim (bounded by ``deadline`` plus a second, else by
+        ``DELETE_TIMEOUT``)."""
+        bound = protocol.request_timeout(deadline, 1.0) if deadline is not None else protocol.delete_timeout()
         try:
-            obj = self.custom.get_namespaced_custom_object(*protocol.list_args(namespace), name)
+            obj = self.custom.get_namespaced_custom_object(*protocol.list_args(namespace), name, _request_timeout=bound)
             return cast(Dict[str, Any], obj)
         except ApiException as e:
             raise protocol.read_failed(e, namespace, name) from e
         except (OSError, urllib3.exceptions.HTTPError) as e:
             raise protocol.read_unreachable(e, namespace, name) from e
 
-    def delete(self, namespace: str, name: str) -> bool:
+    def delete(self, namespace: str, name: str, uid: Optional[str] = None) -> bool:
         """DELETE the claim (its Sandbox, Pod, Service and NetworkPolicy follow
-        by garbage collection). False when it was already gone."""
+        by garbage collection), only if it still has ``uid`` when given.
+        False when it was already gone. Bounded by ``DELETE_TIMEOUT``."""
+        options = k8s.V1DeleteOptions(
+            propagation_policy="Background", preconditions=k8s.V1Preconditions(uid=uid) if uid else None
+        )
         try:
             self.custom.delete_namespaced_custom_object(
-                *protocol.list_args(namespace), name, propagation_policy="Background"
+                *protocol.list_args(namespace), name, body=options, _request_timeout=protocol.delete_timeout()
             )
             return True
         except ApiException as e:
-            error = protocol.delete_failed(e, namespace, name)
+            error = protocol.delete_failed(e, namespace, name, uid)
             if error is None:
                 return False
             raise error from e
@@ -102,27 +159,40 @@ class ClaimsApi:
             raise protocol.delete_unreachable(e, namespace, name) from e
 
     def wait_ready(
-        self, namespace: str, name: str, resource_version: str, started: float, timeout: float
+        self,
+        namespace: str,
+        name: str,
+        resource_version: str,
+        started: float,
+        timeout: float,
+        uid: Optional[str] = None,
+        stop: Optional[threading.Event] = None,
     ) -> SandboxInfo:
         """Watches the one claim from ``resource_version`` until it is Ready
         (returns its facts), failed (raises) or ``timeout`` seconds after
-        ``started`` (a ``time.monotonic()`` reading) have passed."""
+        ``started`` (a ``time.monotonic()`` reading) have passed. With
+        ``stop``, watches in ``STOP_SLICE`` slices and raises
+        :class:`~sandbox_client._protocol.Stopped` once it is set."""
         deadline = started + timeout
         last: Optional[Waiting] = None
         version = resource_version
+        resets = 0
         while True:
+            if stop is not None and stop.is_set():
+                raise protocol.Stopped()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise protocol.timed_out(namespace, name, timeout, last)
+            watch_for = min(remaining, protocol.STOP_SLICE) if stop is not None else remaining
             events = k8s_watch.Watch().stream(
                 self.custom.list_namespaced_custom_object,
                 *protocol.list_args(namespace),
-                **protocol.watch_kwargs(name, version, remaining),
-                _request_timeout=(10, remaining + 10),
+                **protocol.watch_kwargs(name, version, watch_for),
+                _request_timeout=protocol.request_timeout(time.monotonic() + watch_for, 1.0),
             )
             try:
                 for event in events:
-                    version, state = protocol.observe(namespace, name, event, started)
+                    version, state = protocol.observe(namespace, name, event, started, uid)
                     if isinstance(state, SandboxInfo):
                         return state
                     last = state
@@ -132,11 +202,20 @@ class ClaimsApi:
                     raise error from e
                 # Our resourceVersion fell out of the watch window: read the
                 # claim once and watch on from there.
-                version, state = protocol.read(namespace, name, self.get(namespace, name), started)
+                version, state = protocol.read(namespace, name, self.get(namespace, name, deadline), started, uid)
                 if isinstance(state, SandboxInfo):
                     return state
                 last = state
+            except urllib3.exceptions.ProtocolError as e:
+                # The connection was reset: resume from the last version seen.
+                resets += 1
+                if time.monotonic() >= deadline:
+                    raise protocol.timed_out(namespace, name, timeout, last) from e
+                if resets > protocol.WATCH_RESUMES:
+                    raise protocol.watch_unreachable(e, namespace, name) from e
             except (OSError, urllib3.exceptions.HTTPError) as e:
+                if time.monotonic() >= deadline:
+                    raise protocol.timed_out(namespace, name, timeout, last) from e
                 raise protocol.watch_unreachable(e, namespace, name) from e
             finally:
                 events.close()
@@ -170,7 +249,8 @@ class SandboxClaim(ClaimHolder[ClaimsApi]):
         ``warm_pool``: ``None``/``"default"`` any pool of the template,
         ``"none"`` always cold, or one pool's name. With ``delete_on_exit``
         (the default) the claim is deleted when the ``with`` block ends, and
-        when this call fails after the claim was created.
+        when this call fails once the claim may exist (the create without
+        an answer included).
 
         Raises :class:`~sandbox_client.ClaimRejected`,
         :class:`~sandbox_client.TemplateNotFound` (and other
@@ -189,12 +269,12 @@ class SandboxClaim(ClaimHolder[ClaimsApi]):
                 labels=labels,
                 annotations=annotations,
             )
-            info = _create_ready(api, namespace, body, timeout, delete_on_exit)
+            info, uid = _create_ready(api, namespace, body, timeout, delete_on_exit)
         except BaseException:
             if owns:
                 api.api_client.close()
             raise
-        return cls(info, api, delete_on_exit=delete_on_exit, owns_client=owns)
+        return cls(info, api, delete_on_exit=delete_on_exit, owns_client=owns, uid=uid)
 
     @classmethod
     def create_many(cls, template: str, n: int, namespace: str = "default", **kwargs: Any) -> "ClaimBatch":
@@ -202,9 +282,10 @@ class SandboxClaim(ClaimHolder[ClaimsApi]):
         return create_many(template, n, namespace, **kwargs)
 
     def delete(self) -> None:
-        """Deletes the claim now (idempotent) and closes a client built for it."""
+        """Deletes the claim now (idempotent; only the claim with our uid)
+        and closes a client built for it."""
         if not self._deleted:
-            self._api.delete(self.namespace, self.name)
+            self._api.delete(self.namespace, self.name, self.uid)
             self._deleted = True
         if self._owns_client:
             self._api.api_client.close()
@@ -225,18 +306,25 @@ class SandboxClaim(ClaimHolder[ClaimsApi]):
 
 
 def _create_ready(
-    api: ClaimsApi, namespace: str, body: Dict[str, Any], timeout: float, delete_on_failure: bool
-) -> SandboxInfo:
-    """Create, then wait; a claim that does not get Ready is deleted again
-    when ``delete_on_failure``."""
+    api: ClaimsApi,
+    namespace: str,
+    body: Dict[str, Any],
+    timeout: float,
+    delete_on_failure: bool,
+    stop: Optional[threading.Event] = None,
+) -> Tuple[SandboxInfo, Optional[str]]:
+    """Create, then wait: the facts and uid of the Ready claim. A claim that
+    may exist when this fails (the create included: no answer, Ctrl-C) is
+    deleted again when ``delete_on_failure``."""
     started = time.monotonic()
-    name, version = protocol.created_ref(api.create(namespace, body))
+    plan = protocol.CreatePlan(body, namespace, started + timeout)
     try:
-        return api.wait_ready(namespace, name, version, started, timeout)
+        name, version = api.create(plan, stop)
+        return api.wait_ready(namespace, name, version, started, timeout, plan.uid, stop), plan.uid
     except BaseException as failure:
-        if delete_on_failure:
+        if delete_on_failure and plan.may_exist:
             try:
-                api.delete(namespace, name)
+                api.delete(namespace, plan.name, plan.uid)
             except errors.SandboxError as cleanup:
                 # The original error matters more: it stays the one raised.
                 protocol.note_left_behind(failure, cleanup)
@@ -274,13 +362,16 @@ class ClaimBatch(BatchHolder[SandboxClaim, ClaimsApi]):
         with ThreadPoolExecutor(max_workers=self._concurrency) as pool:
             return [e for e in pool.map(one, self.claims) if e is not None]
 
-    def _end_after(self, failure: BaseException) -> None:
+    def _end_after(self, failure: BaseException, lock: Optional[threading.Lock] = None) -> None:
         """Ends a batch whose ``create_many`` fails with ``failure``: deletes
         the Ready claims (with ``delete_on_exit``) and closes a client built
         for it. ``failure`` stays the error raised; a claim that cannot be
         deleted is noted on it."""
         try:
             if self.delete_on_exit:
+                if lock is not None:
+                    with lock:  # no worker adds a claim meanwhile (they see the stop)
+                        self.claims = list(self.claims)
                 for cleanup in self._delete_claims():
                     protocol.note_left_behind(failure, cleanup)
         finally:
@@ -325,7 +416,11 @@ def create_many(
     and ``raise_on_error`` (the default), the Ready ones are deleted again
     (with ``delete_on_exit``) and :class:`~sandbox_client.BatchError` is
     raised, even when some of those deletes fail (they are noted on it);
-    otherwise the batch lists the failures in ``errors``.
+    after its first failure such a batch starts no more claims
+    (``BatchError.not_started`` counts them). Otherwise the batch lists the
+    failures in ``errors``. Ctrl-C stops the batch: no claim starts, the
+    running ones delete their claim within a ``STOP_SLICE``, the Ready ones
+    are deleted, a second Ctrl-C included.
     """
     if n < 0 or concurrency < 1:
         raise ValueError("n must be >= 0 and concurrency >= 1")
@@ -335,29 +430,54 @@ def create_many(
     lock = threading.Lock()
     claims: List[SandboxClaim] = []
     failures: List[errors.SandboxError] = []
+    # Set by Ctrl-C (or any unexpected error): running workers stop at their
+    # next watch slice and delete their claim; none starts.
+    stop = threading.Event()
+    # Set by the first failure when the batch will raise: none starts.
+    give_up = threading.Event()
 
     def one(_: int) -> None:
+        if stop.is_set() or give_up.is_set():
+            return
         try:
-            info = _create_ready(api, namespace, body, timeout, delete_on_exit)
-            claim = SandboxClaim(info, api, delete_on_exit=delete_on_exit)
-            with lock:
-                claims.append(claim)
+            info, uid = _create_ready(api, namespace, body, timeout, delete_on_exit, stop)
+        except protocol.Stopped:
+            return
         except errors.SandboxError as e:
             with lock:
                 failures.append(e)
+            if raise_on_error:
+                give_up.set()
+            return
+        claim = SandboxClaim(info, api, delete_on_exit=delete_on_exit, uid=uid)
+        with lock:
+            stopped = stop.is_set()
+            if not stopped:
+                claims.append(claim)
+        if stopped and delete_on_exit:
+            # Ready after the batch was stopped: nobody else will delete it.
+            try:
+                claim.delete()
+            except errors.SandboxError:
+                pass
 
     batch = ClaimBatch(claims, failures, api, concurrency, delete_on_exit, owns)
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+    pool = ThreadPoolExecutor(max_workers=concurrency)
+    try:
+        list(pool.map(one, range(n)))
+    except BaseException as failure:
+        # Not a claim's typed error (Ctrl-C, a bug): start no more claims,
+        # stop the running ones (each deletes its own claim) and delete the
+        # Ready ones, even when a second Ctrl-C interrupts the wait.
+        stop.set()
         try:
-            list(pool.map(one, range(n)))
-        except BaseException as failure:
-            # Not a claim's typed error (Ctrl-C, a bug): start no more claims,
-            # let the running ones end, and delete the Ready ones too.
-            pool.shutdown(cancel_futures=True)
-            batch._end_after(failure)
-            raise
+            pool.shutdown(wait=True, cancel_futures=True)
+        finally:
+            batch._end_after(failure, lock)
+        raise
+    pool.shutdown(wait=True)
     if failures and raise_on_error:
-        error = errors.BatchError(failures, claims)
+        error = errors.BatchError(failures, claims, requested=n)
         batch._end_after(error)
         raise error
     return batch
