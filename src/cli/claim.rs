@@ -196,9 +196,27 @@ fn random_suffix() -> String {
 /// How often a picked name that is taken (409) is picked again.
 const NAME_TRIES: usize = 3;
 
-/// The claim object for a request, named `name`.
-pub fn claim_object(request: &CreateRequest, name: &str) -> SandboxClaim {
-    SandboxClaim::new(
+/// The annotation that marks a claim as made by one create request (a
+/// random token; the Python client writes the same): a claim found under
+/// the name after a create with no clear answer is this command's only
+/// when it carries the token.
+pub const REQUEST_ID_ANNOTATION: &str = "sandbox-client/request-id";
+
+/// A claim create that was sent and may have been written.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sent {
+    /// The claim's name.
+    pub name: String,
+    /// The token of [`REQUEST_ID_ANNOTATION`] it carries.
+    pub token: String,
+    /// Whether the API server answered (a 5xx or 408): it will not write
+    /// it later. Without an answer (lost, timed out, interrupted) it may.
+    pub answered: bool,
+}
+
+/// The claim object for a request, named `name`, carrying `token`.
+pub fn claim_object(request: &CreateRequest, name: &str, token: &str) -> SandboxClaim {
+    let mut claim = SandboxClaim::new(
         name,
         SandboxClaimSpec {
             sandbox_template_ref: SandboxTemplateRef {
@@ -207,7 +225,25 @@ pub fn claim_object(request: &CreateRequest, name: &str) -> SandboxClaim {
             lifecycle: None,
             warm_pool: request.warm_pool.clone(),
         },
-    )
+    );
+    claim
+        .annotations_mut()
+        .insert(REQUEST_ID_ANNOTATION.into(), token.into());
+    claim
+}
+
+/// Whether `claim` was made by the request of `token`.
+pub fn made_by(claim: &SandboxClaim, token: &str) -> bool {
+    claim
+        .annotations()
+        .get(REQUEST_ID_ANNOTATION)
+        .map(String::as_str)
+        == Some(token)
+}
+
+/// A random token for [`REQUEST_ID_ANNOTATION`].
+fn request_token() -> String {
+    (0..4).map(|_| random_suffix()).collect()
 }
 
 /// Whether the API server's answer `error` to a create says for sure that
@@ -220,15 +256,15 @@ fn refused(error: &kube::Error) -> bool {
 
 /// POSTs the claim; a 4xx answer is [`ClaimError::Rejected`]. Without a
 /// requested name it picks one, and picks again (at most [`NAME_TRIES`]
-/// times) when it is taken. `sent` holds the name of the claim that may
-/// exist: set before each POST, cleared when the answer says nothing was
-/// made, so a caller whose create fails or is interrupted deletes it by
-/// that name.
+/// times) when it is taken. `sent` holds the claim that may exist: set
+/// before each POST, cleared when the answer says nothing was made, so a
+/// caller whose create fails or is interrupted can find it (see
+/// [`clean_up`]).
 pub async fn create(
     api: &Api<SandboxClaim>,
     namespace: &str,
     request: &CreateRequest,
-    sent: &std::cell::RefCell<Option<String>>,
+    sent: &std::cell::RefCell<Option<Sent>>,
 ) -> Result<SandboxClaim, ClaimError> {
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
@@ -242,12 +278,23 @@ pub async fn create(
             Some(name) => name.clone(),
             None => format!("{prefix}{}", random_suffix()),
         };
-        *sent.borrow_mut() = Some(name.clone());
-        let error = match api.create(&params, &claim_object(request, &name)).await {
+        let token = request_token();
+        *sent.borrow_mut() = Some(Sent {
+            name: name.clone(),
+            token: token.clone(),
+            answered: false,
+        });
+        let error = match api
+            .create(&params, &claim_object(request, &name, &token))
+            .await
+        {
             Ok(created) => return Ok(created),
             Err(error) => error,
         };
         if !refused(&error) {
+            if let Some(sent) = sent.borrow_mut().as_mut() {
+                sent.answered = matches!(error, kube::Error::Api(_));
+            }
             return Err(api_error(format!(
                 "creating SandboxClaim {namespace}/{name}"
             ))(error));
@@ -384,6 +431,55 @@ pub async fn delete(
         Err(e) => Err(api_error(format!(
             "deleting SandboxClaim {namespace}/{name}"
         ))(e)),
+    }
+}
+
+/// What [`clean_up`] found.
+#[derive(Debug, PartialEq)]
+pub enum Cleaned {
+    /// The claim was this command's, and is deleted.
+    Deleted,
+    /// No claim of this command's exists (never written, or gone).
+    Gone,
+    /// A claim of that name exists but another request made it: left alone.
+    NotOurs,
+}
+
+/// How long [`clean_up`] looks for a claim whose create got no answer: the
+/// API server may still write it after the command gave up on it.
+const LATE_CREATE_WAIT: Duration = Duration::from_secs(5);
+
+/// Deletes the claim a failed or interrupted create may have made: by its
+/// uid when the create answered (`uid`); else only a claim found under the
+/// name carrying this request's token (a claim of that name someone else
+/// made, say because the user gave `--name` of an existing one and the
+/// admission webhook failed before the API server could answer 409, is
+/// never touched), with its uid as precondition; a create that got no
+/// answer at all is looked for again for [`LATE_CREATE_WAIT`], since it may
+/// be written after the first look.
+pub async fn clean_up(
+    api: &Api<SandboxClaim>,
+    namespace: &str,
+    sent: &Sent,
+    uid: Option<String>,
+) -> Result<Cleaned, ClaimError> {
+    let deleted = |yes: bool| if yes { Cleaned::Deleted } else { Cleaned::Gone };
+    if uid.is_some() {
+        return delete(api, namespace, &sent.name, uid).await.map(deleted);
+    }
+    let until = Instant::now() + LATE_CREATE_WAIT;
+    let what = || format!("reading SandboxClaim {namespace}/{}", sent.name);
+    loop {
+        match api.get_opt(&sent.name).await.map_err(api_error(what()))? {
+            Some(claim) if made_by(&claim, &sent.token) => {
+                return delete(api, namespace, &sent.name, claim.uid())
+                    .await
+                    .map(deleted);
+            }
+            Some(_) => return Ok(Cleaned::NotOurs),
+            None if sent.answered || Instant::now() >= until => return Ok(Cleaned::Gone),
+            None => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
     }
 }
 

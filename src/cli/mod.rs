@@ -29,7 +29,7 @@ use clap::{Args, Subcommand};
 use kube::Api;
 
 use crate::api::SandboxClaim;
-use claim::{ClaimError, CreateRequest};
+use claim::{ClaimError, Cleaned, CreateRequest};
 use facts::{ClaimFacts, Format, render};
 
 /// Exit codes, printed under `--help`.
@@ -151,17 +151,23 @@ async fn create(args: CreateArgs) -> Result<ExitCode, ClaimError> {
     let claim = sent.borrow().clone();
     let uid = made.borrow().clone();
     let clean_up = |why: String| async move {
-        let Some(name) = claim else { return };
+        let Some(claim) = claim else { return };
+        let name = &claim.name;
         if args.keep_on_failure {
             eprintln!("{why}: kept SandboxClaim {namespace}/{name} (--keep-on-failure)");
             return;
         }
-        let deleting = claim::delete(&api, &namespace, &name, uid);
+        let deleting = claim::clean_up(&api, &namespace, &claim, uid);
         match tokio::time::timeout(CLEAN_UP_WITHIN, deleting).await {
-            Ok(Ok(true)) => eprintln!(
+            Ok(Ok(Cleaned::Deleted)) => eprintln!(
                 "{why}: deleted SandboxClaim {namespace}/{name} (--keep-on-failure keeps it)"
             ),
-            Ok(Ok(false)) => eprintln!("{why}: SandboxClaim {namespace}/{name} was already gone"),
+            Ok(Ok(Cleaned::Gone)) => {
+                eprintln!("{why}: no SandboxClaim {namespace}/{name} of this command's exists")
+            }
+            Ok(Ok(Cleaned::NotOurs)) => eprintln!(
+                "{why}: SandboxClaim {namespace}/{name} was made by another request: left alone"
+            ),
             Ok(Err(e)) => eprintln!("{why}: could not delete SandboxClaim {namespace}/{name}: {e}"),
             Err(_) => eprintln!(
                 "{why}: could not delete SandboxClaim {namespace}/{name}: no answer within {}s",
@@ -245,7 +251,7 @@ async fn create_and_wait(
     api: &Api<SandboxClaim>,
     namespace: &str,
     args: &CreateArgs,
-    sent: &RefCell<Option<String>>,
+    sent: &RefCell<Option<claim::Sent>>,
     made: &RefCell<Option<String>>,
 ) -> Result<ExitCode, ClaimError> {
     let request = CreateRequest {
@@ -261,7 +267,11 @@ async fn create_and_wait(
         Err(_) => {
             return Err(ClaimError::NoAnswer {
                 namespace: namespace.into(),
-                name: sent.borrow().clone().unwrap_or_default(),
+                name: sent
+                    .borrow()
+                    .as_ref()
+                    .map(|s| s.name.clone())
+                    .unwrap_or_default(),
                 timeout,
             });
         }
@@ -394,7 +404,8 @@ mod tests {
             name: None,
             warm_pool: Some("none".into()),
         };
-        let claim = claim::claim_object(&request, "aio-x2b4c");
+        let claim = claim::claim_object(&request, "aio-x2b4c", "token");
+        assert!(claim::made_by(&claim, "token") && !claim::made_by(&claim, "other"));
         assert_eq!(claim.metadata.name.as_deref(), Some("aio-x2b4c"));
         assert_eq!(claim.metadata.generate_name, None);
         assert_eq!(claim.spec.warm_pool.as_deref(), Some("none"));

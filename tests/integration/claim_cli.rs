@@ -225,6 +225,49 @@ async fn claim_cli_exit_codes_name_the_reason() {
     );
     claim_gone(&ns, "slow-3").await;
 
+    // A create with no clear answer (here: no answer within 1 ms) under the
+    // name of a claim that exists: that claim is someone's (its request
+    // token is not this command's), and the clean-up leaves it alone. It
+    // used to delete by name: the mutating webhook runs before the API
+    // server finds the name taken, so a webhook down gave a 500, not 409.
+    create(
+        &ns,
+        &fixtures::claim_of(
+            "keep-me",
+            json!({"sandboxTemplateRef": {"name": "slow"}, "warmpool": "none"}),
+        ),
+    )
+    .await;
+    let kept_uid = claims.get("keep-me").await.unwrap().metadata.uid;
+    let abandoned = cli(
+        &ns,
+        &[
+            "create",
+            "-t",
+            "slow",
+            "--name",
+            "keep-me",
+            "--timeout",
+            "0.001",
+            "--wait",
+        ],
+    )
+    .await;
+    assert_eq!(abandoned.code, 2, "{}", abandoned.stderr);
+    assert!(
+        abandoned.stderr.contains("no answer to its create")
+            && abandoned
+                .stderr
+                .contains("was made by another request: left alone"),
+        "{}",
+        abandoned.stderr
+    );
+    assert_eq!(
+        claims.get("keep-me").await.unwrap().metadata.uid,
+        kept_uid,
+        "the existing claim was left alone"
+    );
+
     // A template name that cannot start a claim's name (a claim's name is
     // its Service's, a DNS-1035 label): the picked name is a valid one.
     template(&ns, "py3.12", 60_000).await;
