@@ -46,7 +46,7 @@ use hyper::{body::Incoming, service::service_fn};
 use hyper_util::rt::TokioIo;
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit, watch},
+    sync::{OwnedSemaphorePermit, Semaphore, watch},
     task::JoinSet,
 };
 use tokio_rustls::TlsAcceptor;
@@ -382,7 +382,7 @@ impl Shared {
         // The body is read before an in-flight permit is taken, so a client
         // trickling its body holds up only itself. Its bytes stay reserved
         // until this request is answered.
-        let (body, _reservation) = self
+        let (body, reservation) = self
             .read_body(request.into_body(), declared_length, deadline)
             .await?;
         let permit =
@@ -396,12 +396,15 @@ impl Shared {
         // Decoding, the handler and encoding run on the blocking pool: a
         // large review costs its own thread, never the runtime's, which may
         // be a single thread shared with whatever else the process runs
-        // (the operator's controllers and leader lease). The permit moves
-        // with the work, so at most `max_requests_in_flight` run at once
-        // even when their callers have gone.
+        // (the operator's controllers and leader lease). The in-flight
+        // permit and the body's reservation move with the work, so at most
+        // `max_requests_in_flight` run at once and the buffered bytes stay
+        // within their budget even when their callers have gone; and the
+        // answer is observed there, so a review whose caller gave up still
+        // counts in the metrics.
         let handler = Arc::clone(&self.handler);
-        let (review, allowed, encoded) = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+        tokio::task::spawn_blocking(move || {
+            let _held = (permit, reservation);
             let review = decode_review(&body)?;
             let answer = catch_unwind(AssertUnwindSafe(|| match endpoint {
                 Endpoint::Mutate => handler.mutate(&review),
@@ -410,29 +413,26 @@ impl Shared {
             .map_err(|_panic| Error::HandlerPanicked)?;
             let allowed = answer.allowed;
             let encoded = encode_review(&review, answer)?;
-            Ok::<_, Error>((review, allowed, encoded))
+            handler.observe(Answered {
+                group: &review.kind.group,
+                kind: &review.kind.kind,
+                operation: &review.operation,
+                allowed,
+                endpoint,
+                elapsed: started.elapsed(),
+            });
+            tracing::debug!(
+                endpoint = endpoint.as_str(),
+                uid = %review.uid,
+                kind = %review.kind.kind,
+                name = %review.name,
+                allowed,
+                "admission review answered"
+            );
+            Ok::<_, Error>(encoded)
         })
         .await
-        .map_err(|_join| Error::HandlerPanicked)??;
-        let handler = &self.handler;
-
-        handler.observe(Answered {
-            group: &review.kind.group,
-            kind: &review.kind.kind,
-            operation: &review.operation,
-            allowed,
-            endpoint,
-            elapsed: started.elapsed(),
-        });
-        tracing::debug!(
-            endpoint = endpoint.as_str(),
-            uid = %review.uid,
-            kind = %review.kind.kind,
-            name = %review.name,
-            allowed,
-            "admission review answered"
-        );
-        Ok(encoded)
+        .map_err(|_join| Error::HandlerPanicked)?
     }
 
     /// Reads a body frame by frame until it ends or `deadline` passes. Each
@@ -445,7 +445,7 @@ impl Shared {
         mut body: Incoming,
         declared_length: Option<u64>,
         deadline: tokio::time::Instant,
-    ) -> Result<(Vec<u8>, SemaphorePermit<'_>)> {
+    ) -> Result<(Vec<u8>, OwnedSemaphorePermit)> {
         let limit = self.config.max_body_bytes;
         // hyper already holds a body to its declared length (HTTP/1 reads no
         // further, HTTP/2 resets the stream); this makes sure of it.

@@ -4,7 +4,7 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-use tokio::sync::{Semaphore, SemaphorePermit, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use super::ServerConfig;
 
@@ -55,7 +55,9 @@ impl Drop for OpenRequest {
 /// requests as the server has connections may wait at once; with HTTP/2,
 /// many requests share a connection.
 pub(super) struct BodyBudget {
-    bytes: Semaphore,
+    /// Owned permits: a reservation moves with its body to the blocking
+    /// pool and is given back only when the work on it ends.
+    bytes: Arc<Semaphore>,
     /// Requests that may wait for room at once.
     waiting: Semaphore,
     /// Permits the semaphore of bytes was created with.
@@ -69,16 +71,16 @@ impl BodyBudget {
             .max(config.max_body_bytes)
             .clamp(1, Semaphore::MAX_PERMITS);
         Self {
-            bytes: Semaphore::new(total),
+            bytes: Arc::new(Semaphore::new(total)),
             waiting: Semaphore::new(config.max_connections.clamp(1, Semaphore::MAX_PERMITS)),
             total,
         }
     }
 
     /// A reservation of no bytes, for [`grow`](Self::grow) to add to.
-    pub(super) fn nothing(&self) -> SemaphorePermit<'_> {
-        self.bytes
-            .try_acquire_many(0)
+    pub(super) fn nothing(&self) -> OwnedSemaphorePermit {
+        Arc::clone(&self.bytes)
+            .try_acquire_many_owned(0)
             .expect("the body budget is never closed")
     }
 
@@ -86,24 +88,20 @@ impl BodyBudget {
     /// the most requests that may wait already do: then it returns `false`
     /// at once. The caller keeps every reservation within the largest body,
     /// hence within the budget, so a wait ends once others give bytes back.
-    pub(super) async fn grow<'a>(
-        &'a self,
-        reservation: &mut SemaphorePermit<'a>,
-        bytes: usize,
-    ) -> bool {
+    pub(super) async fn grow(&self, reservation: &mut OwnedSemaphorePermit, bytes: usize) -> bool {
         // No frame comes near 4 GiB (HTTP/2 frames are 16 KiB here, HTTP/1.1
         // ones at most hyper's read buffer).
         let Ok(bytes) = u32::try_from(bytes) else {
             return false;
         };
-        if let Ok(permit) = self.bytes.try_acquire_many(bytes) {
+        if let Ok(permit) = Arc::clone(&self.bytes).try_acquire_many_owned(bytes) {
             reservation.merge(permit);
             return true;
         }
         let Ok(_waiting) = self.waiting.try_acquire() else {
             return false;
         };
-        match self.bytes.acquire_many(bytes).await {
+        match Arc::clone(&self.bytes).acquire_many_owned(bytes).await {
             Ok(permit) => {
                 reservation.merge(permit);
                 true

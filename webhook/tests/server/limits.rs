@@ -130,6 +130,64 @@ async fn requests_beyond_the_in_flight_limit_are_refused_with_503() {
     );
 }
 
+/// A caller that gives up (the API server's own timeout) while its review
+/// is being worked on: the work goes on, on the blocking pool, holding its
+/// in-flight permit until it ends (a second request meanwhile gets 503),
+/// and its answer is still observed (counted in the metrics). Before, the
+/// permit went with the dropped request and the answer was never counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn a_review_whose_caller_gave_up_holds_its_permit_and_is_observed() {
+    let server = Arc::new(
+        TestServer::start(ServerConfig {
+            max_requests_in_flight: 1,
+            ..impatient()
+        })
+        .await,
+    );
+    let slow = tokio::spawn({
+        let server = server.clone();
+        async move { server.post(true, "/validate", review("slow", "slow")).await }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !server
+        .policy
+        .slow_started
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slow request never reached its handler"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The caller gives up: its connection goes.
+    slow.abort();
+    let _ = slow.await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, _) = server
+        .post(true, "/validate", review("waits", "demo"))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the abandoned review still holds the one permit"
+    );
+    let observed_before = server.policy.observed.lock().unwrap().len();
+    server
+        .policy
+        .release_slow
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while server.policy.observed.lock().unwrap().len() == observed_before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the abandoned review's answer was never observed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.assert_serves(true, "/validate", "later").await;
+}
+
 #[tokio::test]
 async fn a_client_trickling_its_body_holds_no_in_flight_permit() {
     let server = TestServer::start(ServerConfig {
