@@ -7,8 +7,10 @@ client names its claims itself: route ``sandbox_client._protocol.new_name``
 to :meth:`ScriptedClaims.new_name` and they are ``claim-1``, ``claim-2``, ...
 in order. The claims created are stored (with their annotations and a uid
 ``uid-<name>``): a create of a stored or taken name is a 409. What each
-create does is a script (``create``, one step per call: an exception to
-raise, or :class:`Written` to store the claim and then raise); what the
+create does is a script (``create``, one step per call, played before the
+name is checked, as the API server calls the admission webhooks first: an
+exception to raise, :class:`Written` to store the claim and then raise, or
+:class:`Late` to raise and store the claim a few calls later); what the
 watch, GET and DELETE of each claim do is a script keyed by claim name (a
 Ready claim by default). Every call is recorded with its keyword arguments
 (``calls``), every create's name (``created``) and every DELETE attempt
@@ -48,6 +50,16 @@ class Written:
 
     def __init__(self, error: BaseException) -> None:
         self.error = error
+
+
+class Late:
+    """A create step: ``error`` is raised, and the claim is stored only
+    after ``after`` more GET or DELETE calls on its name (an abandoned create
+    the API server writes late, after the client's first look)."""
+
+    def __init__(self, error: BaseException, after: int = 1) -> None:
+        self.error = error
+        self.after = after
 
 
 def api_exception(status: int, reason: str = "", *, asynchronous: bool = False, **headers: str) -> Exception:
@@ -98,9 +110,10 @@ class WatchResponse:
 class ScriptedClaims:
     """The ``CustomObjectsApi`` calls on claims.
 
-    ``create``: one step per create call (an exception raised without a
-    write, or :class:`Written`); later creates succeed. ``taken``: names
-    held by someone else's claim. ``watch``, ``get``, ``delete``: claim name
+    ``create``: one step per create call, whatever the name (an exception
+    raised without a write, :class:`Written` or :class:`Late`; neither
+    writes over a stored or taken name); later creates succeed. ``taken``:
+    names held by someone else's claim (another request-id). ``watch``, ``get``, ``delete``: claim name
     -> the failure of that call (see :data:`Failures`); a claim not named
     is Ready and deleted without error. ``waiting``: claims whose watch
     never shows them Ready (each watch holds for its ``timeoutSeconds``).
@@ -114,7 +127,7 @@ class ScriptedClaims:
     def __init__(
         self,
         *,
-        create: list[BaseException | Written] | None = None,
+        create: list[BaseException | Written | Late] | None = None,
         taken: Collection[str] = (),
         watch: Mapping[str, Failures] | None = None,
         get: Mapping[str, Failures] | None = None,
@@ -137,6 +150,8 @@ class ScriptedClaims:
         self.calls: list[tuple[str, str, dict[str, Any]]] = []
         #: The claims that exist: name -> metadata.
         self.stored: dict[str, dict[str, Any]] = {}
+        #: Claims of :class:`Late` creates: name -> [calls to wait, metadata].
+        self.late: dict[str, list[Any]] = {}
         self._names = 0
         self._lock = threading.Lock()
 
@@ -179,6 +194,18 @@ class ScriptedClaims:
         with self._lock:
             self.calls.append((method, name, dict(kw)))
 
+    def _land_late(self, name: str) -> None:
+        """After a GET or DELETE on ``name``: a late claim lands when due."""
+        with self._lock:
+            pending = self.late.get(name)
+            if pending is None:
+                return
+            pending[0] -= 1
+            if pending[0] <= 0:
+                del self.late[name]
+                if name not in self.stored and name not in self.taken:
+                    self.stored[name] = pending[1]
+
     def _object(self, name: str, namespace: str, status: dict[str, Any] | None) -> dict[str, Any] | None:
         """The claim as GET and watch show it, ``None`` when there is none."""
         with self._lock:
@@ -204,16 +231,19 @@ class ScriptedClaims:
         self._record("create", name, kw)
         with self._lock:
             self.created.append(name)
-            if name in self.stored or name in self.taken:
-                return self._fail(self._error(409, "AlreadyExists"))
             step = self.create.pop(0) if self.create else None
-            if step is None or isinstance(step, Written):
-                annotations = dict(body["metadata"].get("annotations") or {})
-                self.stored[name] = {"uid": f"uid-{name}", "annotations": annotations}
-        if isinstance(step, Written):
+            exists = name in self.stored or name in self.taken
+            metadata = {"uid": f"uid-{name}", "annotations": dict(body["metadata"].get("annotations") or {})}
+            if isinstance(step, Late) and not exists:
+                self.late[name] = [step.after, metadata]
+            if (step is None or isinstance(step, Written)) and not exists:
+                self.stored[name] = metadata
+        if isinstance(step, (Written, Late)):
             return self._fail(step.error)
         if step is not None:
             return self._fail(step)
+        if exists:
+            return self._fail(self._error(409, "AlreadyExists"))
         created = self._object(name, namespace, None)
         assert created is not None
         created["metadata"]["uid"] = f"uid-{name}"
@@ -238,6 +268,7 @@ class ScriptedClaims:
         if failure is not None:
             return self._fail(failure)
         obj = self._object(name, namespace, self._status(name))
+        self._land_late(name)
         if obj is None:
             return self._fail(self._error(404, "NotFound"))
         return self._answer(obj)
@@ -252,6 +283,7 @@ class ScriptedClaims:
         if failure is not None:
             return self._fail(failure)
         obj = self._object(name, namespace, None)
+        self._land_late(name)
         if obj is None:
             return self._fail(self._error(404, "NotFound"))
         options = kw.get("body")

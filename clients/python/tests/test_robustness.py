@@ -10,6 +10,7 @@ import asyncio
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ import pytest
 import urllib3
 from kubernetes import client as k8s
 from kubernetes_asyncio import client as k8s_async
-from scripted_api import ScriptedClaims, Written, api_exception
+from scripted_api import Late, ScriptedClaims, Written, api_exception, notes
 
 from sandbox_client import (
     ApiError,
@@ -70,7 +71,7 @@ def test_the_client_chooses_a_valid_name_from_the_prefix() -> None:
     assert not protocol.REQUEST_ID.startswith("agents.x-k8s.io/")
 
 
-def test_a_create_whose_answer_is_lost_deletes_the_claim_by_name(
+def test_a_create_whose_answer_is_lost_deletes_its_own_claim_by_uid(
     monkeypatch: pytest.MonkeyPatch, api_client: k8s.ApiClient
 ) -> None:
     claims = script(monkeypatch, ScriptedClaims(create=[Written(reset())]))
@@ -78,7 +79,8 @@ def test_a_create_whose_answer_is_lost_deletes_the_claim_by_name(
         SandboxClaim.create(template="aio", namespace="ns", timeout=5, api_client=api_client)
     assert str(raised.value).startswith("creating a SandboxClaim failed")
     assert raised.value.claim == "claim-1"
-    assert claims.deleted == ["claim-1"]
+    assert claims.deleted == ["claim-1"] and "claim-1" not in claims.stored
+    assert uid_preconditions(claims) == ["uid-claim-1"]
 
 
 def test_ctrl_c_during_the_create_deletes_the_claim(monkeypatch: pytest.MonkeyPatch, api_client: k8s.ApiClient) -> None:
@@ -422,3 +424,129 @@ def test_delete_is_conditioned_on_the_uid_and_a_409_means_gone(
     (kw,) = [kw for method, _, kw in claims.calls if method == "delete"]
     assert kw["body"].preconditions.uid == "uid-claim-1"
     assert kw["body"].propagation_policy == "Background"
+
+
+# 9. After an unknown outcome, the cleanup deletes only its own claim.
+
+
+def uid_preconditions(claims: ScriptedClaims) -> list[str | None]:
+    """The uid precondition of every DELETE sent."""
+    return [getattr(kw["body"].preconditions, "uid", None) for method, _, kw in claims.calls if method == "delete"]
+
+
+def gets(claims: ScriptedClaims) -> list[str]:
+    return [name for method, name, _ in claims.calls if method == "get"]
+
+
+def assert_left_alone_is_noted(error: BaseException, claim: str) -> None:
+    if sys.version_info >= (3, 11):
+        assert any(f"SandboxClaim ns/{claim} is not this create's" in n and "left alone" in n for n in notes(error)), (
+            notes(error)
+        )
+
+
+def test_only_a_claim_with_this_creates_token_is_its_own() -> None:
+    plan = protocol.CreatePlan({"metadata": {"name": "mine"}}, "ns", time.monotonic() + 5)
+    assert plan.ours({"metadata": {"uid": "u1", "annotations": {protocol.REQUEST_ID: plan.token}}}) == "u1"
+    assert plan.ours({"metadata": {"uid": "u1", "annotations": {protocol.REQUEST_ID: "someone"}}}) is None
+    assert plan.ours({"metadata": {"uid": "u1"}}) is None
+    note = protocol.not_ours("ns", "mine", {"metadata": {"uid": "u1"}})
+    assert "not this create's" in note and "no sandbox-client/request-id annotation" in note
+
+
+def failure_of_a_create(kind: str, asynchronous: bool) -> BaseException:
+    """The create's failure: an answered 500 (its Retry-After past the
+    deadline), no answer, or Ctrl-C / task cancellation during the POST."""
+    if kind == "500":
+        return api_exception(500, "InternalError", asynchronous=asynchronous, Retry_After="30")
+    if kind == "no answer":
+        return ConnectionResetError(104, "reset")
+    return asyncio.CancelledError() if asynchronous else KeyboardInterrupt()
+
+
+FAILURES_OF_A_CREATE = ["500", "no answer", "interrupted"]
+
+
+@pytest.mark.parametrize("failure", FAILURES_OF_A_CREATE)
+def test_a_failed_create_of_a_name_in_use_deletes_nothing(
+    monkeypatch: pytest.MonkeyPatch, api_client: k8s.ApiClient, failure: str
+) -> None:
+    # "mine" is someone's claim in use; the POST fails before the API server
+    # checks the name (a webhook down: 500; no answer; Ctrl-C).
+    error = failure_of_a_create(failure, asynchronous=False)
+    claims = script(monkeypatch, ScriptedClaims(taken={"mine"}, create=[error]))
+    with pytest.raises((ApiError, KeyboardInterrupt)) as raised:
+        SandboxClaim.create(template="aio", name="mine", namespace="ns", timeout=2, api_client=api_client)
+    assert claims.created == ["mine"]
+    assert claims.deleted == [], "someone else's claim was deleted"
+    assert gets(claims) == ["mine"]  # found at once: not ours, left alone
+    assert_left_alone_is_noted(raised.value, "mine")
+
+
+@pytest.mark.parametrize("failure", FAILURES_OF_A_CREATE)
+def test_async_failed_create_of_a_name_in_use_deletes_nothing(monkeypatch: pytest.MonkeyPatch, failure: str) -> None:
+    error = failure_of_a_create(failure, asynchronous=True)
+    claims = script(monkeypatch, ScriptedClaims(taken={"mine"}, create=[error], asynchronous=True))
+    raised: list[BaseException] = []
+
+    async def create() -> None:
+        async with k8s_async.ApiClient() as client:
+            try:
+                await AsyncSandboxClaim.create(
+                    template="aio", name="mine", namespace="ns", timeout=2, api_client=client
+                )
+            except BaseException as e:  # noqa: B036 - checked below
+                raised.append(e)
+                raise
+
+    with pytest.raises((ApiError, asyncio.CancelledError)):
+        asyncio.run(create())
+    assert claims.created == ["mine"]
+    assert claims.deleted == [], "someone else's claim was deleted"
+    assert gets(claims) == ["mine"]
+    assert_left_alone_is_noted(raised[0], "mine")
+
+
+def test_a_create_written_after_the_first_cleanup_read_is_still_deleted(
+    monkeypatch: pytest.MonkeyPatch, api_client: k8s.ApiClient
+) -> None:
+    # The answer is lost; the API server stores the claim only after the
+    # cleanup's first read found nothing.
+    claims = script(monkeypatch, ScriptedClaims(create=[Late(reset())]))
+    with pytest.raises(ApiError):
+        SandboxClaim.create(template="aio", namespace="ns", timeout=5, api_client=api_client)
+    assert "claim-1" not in claims.stored, "the late claim leaked"
+    assert gets(claims) == ["claim-1", "claim-1"]
+    assert claims.deleted == ["claim-1"] and uid_preconditions(claims) == ["uid-claim-1"]
+
+
+def test_async_create_written_after_the_first_cleanup_read_is_still_deleted(monkeypatch: pytest.MonkeyPatch) -> None:
+    claims = script(monkeypatch, ScriptedClaims(create=[Late(asyncio.CancelledError())], asynchronous=True))
+
+    async def create() -> None:
+        async with k8s_async.ApiClient() as client:
+            await AsyncSandboxClaim.create(template="aio", namespace="ns", timeout=5, api_client=client)
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(create())
+    assert "claim-1" not in claims.stored, "the late claim leaked"
+    assert claims.deleted == ["claim-1"] and uid_preconditions(claims) == ["uid-claim-1"]
+
+
+def test_an_abandoned_create_is_looked_for_a_bounded_time_an_answered_one_once(
+    monkeypatch: pytest.MonkeyPatch, api_client: k8s.ApiClient
+) -> None:
+    monkeypatch.setattr(protocol, "LATE_CREATE_WAIT", 1.0)
+    claims = script(monkeypatch, ScriptedClaims(create=[reset()]))
+    started = time.monotonic()
+    with pytest.raises(ApiError):
+        SandboxClaim.create(template="aio", namespace="ns", timeout=5, api_client=api_client)
+    assert 1.0 <= time.monotonic() - started < 2.0
+    assert len(gets(claims)) == 3 and claims.deleted == []  # at 0, 0.5 and 1 s: never written
+    # A 500 is an answer: the write is over, one read tells.
+    claims = script(monkeypatch, ScriptedClaims(create=[api_exception(500, "InternalError", Retry_After="30")]))
+    started = time.monotonic()
+    with pytest.raises(ApiError):
+        SandboxClaim.create(template="aio", namespace="ns", timeout=2, api_client=api_client)
+    assert time.monotonic() - started < 0.5
+    assert gets(claims) == ["claim-1"] and claims.deleted == []

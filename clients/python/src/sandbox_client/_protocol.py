@@ -8,9 +8,11 @@ same answers, both raise the same errors and return the same facts.
 
 It also owns the create's plan (:class:`CreatePlan`): the client picks the
 claim's name itself (the ``generateName`` prefix plus five random
-characters), so a create whose answer never arrived can still be deleted by
-name, and a retry after an unknown outcome can recognise its own claim by
-the random token in the annotation :data:`REQUEST_ID`.
+characters), so a create whose answer never arrived can still be found by
+name, and a retry or a cleanup after an unknown outcome can recognise its
+own claim by the random token in the annotation :data:`REQUEST_ID`: a
+claim under the name without that token is someone else's and is never
+deleted (:meth:`CreatePlan.ours`).
 
 Pure: no I/O (the plan reads the clock and draws random names). The API
 errors of ``kubernetes`` and ``kubernetes_asyncio`` are read through the
@@ -46,6 +48,11 @@ REQUEST_ID = "sandbox-client/request-id"
 CONNECT_TIMEOUT = 10.0
 #: Bound (seconds) of every DELETE: a cleanup never hangs on a dead API server.
 DELETE_TIMEOUT = 10.0
+#: How long (seconds) the cleanup after a create abandoned without an answer
+#: (none, timeout, Ctrl-C or cancellation during the POST) looks again for
+#: the claim the API server may still write, and how often (read when used).
+LATE_CREATE_WAIT = 5.0
+LATE_CREATE_POLL = 0.5
 #: Length (seconds) of one watch of a ``create_many`` claim: between two, a
 #: worker checks whether the batch was stopped (Ctrl-C).
 STOP_SLICE = 1.0
@@ -139,7 +146,11 @@ class CreatePlan:
 
     The name is chosen here (``generateName`` plus five random characters,
     or the caller's ``name``) and sent as ``metadata.name``, so the claim
-    can be deleted by name even when the create's answer was lost.
+    can be found by name even when the create's answer was lost; it is
+    deleted only when it carries :attr:`token` (:meth:`ours`), with its uid
+    as precondition: the name may hold someone else's claim (a caller's
+    ``name`` already in use, whose create failed with a 5xx or no answer
+    before the API server checked the name).
     :attr:`may_exist` says whether a claim of ours may exist under
     :attr:`name`: once created, while a request is in flight, and after an
     attempt without a clear answer (none, 408, 5xx). A definite refusal (any
@@ -163,12 +174,35 @@ class CreatePlan:
         self.created = False
         self._in_flight = False
         self._unsure = False
+        self._abandoned = False
         self._tries = 0
 
     @property
     def may_exist(self) -> bool:
         """Whether a claim of ours may exist under :attr:`name`."""
         return self.created or self._in_flight or self._unsure
+
+    @property
+    def abandoned(self) -> bool:
+        """Whether an attempt ended without any answer (none, a timeout,
+        Ctrl-C or cancellation while in flight): the API server may still
+        write that claim later, after a first look found nothing."""
+        return self._abandoned or self._in_flight
+
+    def late_wait(self) -> float:
+        """How long the cleanup looks again for a claim it did not find:
+        :data:`LATE_CREATE_WAIT` after an abandoned attempt, else 0 (an
+        answer, a 5xx or 408 included, means the write is over)."""
+        return LATE_CREATE_WAIT if self.abandoned and not self.created else 0.0
+
+    def ours(self, obj: Mapping[str, Any]) -> Optional[str]:
+        """The uid of ``obj``, a claim read under :attr:`name`, when it is
+        ours (it carries :attr:`token`); ``None`` when it is someone else's."""
+        metadata = obj.get("metadata") or {}
+        annotations = metadata.get("annotations") or {}
+        if annotations.get(REQUEST_ID) != self.token or not metadata.get("uid"):
+            return None
+        return str(metadata["uid"])
 
     def body(self) -> Dict[str, Any]:
         """The claim to send: :attr:`name`, the token in :data:`REQUEST_ID`."""
@@ -198,6 +232,7 @@ class CreatePlan:
         the error to raise."""
         self._in_flight = False
         self._unsure = True
+        self._abandoned = True
         return errors.ApiError("creating a SandboxClaim", None, str(cause) or repr(cause), **self._names())
 
     def no_answer_within(self, timeout: float) -> errors.ApiError:
@@ -205,6 +240,7 @@ class CreatePlan:
         if self._in_flight:
             self._in_flight = False
             self._unsure = True
+            self._abandoned = True
         return errors.ApiError("creating a SandboxClaim", None, f"no answer within {timeout:g}s", **self._names())
 
     def failed(self, error: ApiErrorLike) -> Union[Step, errors.SandboxError]:
@@ -326,9 +362,22 @@ def note_left_behind(failure: BaseException, cleanup: errors.SandboxError) -> No
     cleaning up after it failed too (``cleanup``): the claim it names is left
     behind. A note (Python 3.11+; nothing on 3.10) keeps ``failure`` the
     error callers catch, so a cleanup never hides why the call failed."""
+    note(failure, f"cleanup failed, the claim is left behind: {cleanup}")
+
+
+def not_ours(namespace: str, name: str, obj: Mapping[str, Any]) -> str:
+    """The note of a cleanup that found someone else's claim under the name
+    (another request-id, or none) and left it alone."""
+    token = ((obj.get("metadata") or {}).get("annotations") or {}).get(REQUEST_ID)
+    whose = f"request-id {token}" if token else f"no {REQUEST_ID} annotation"
+    return f"cleanup: SandboxClaim {namespace}/{name} is not this create's ({whose}), left alone"
+
+
+def note(failure: BaseException, text: str) -> None:
+    """Adds ``text`` as a note on ``failure`` (Python 3.11+; nothing on 3.10)."""
     add_note = getattr(failure, "add_note", None)
     if add_note is not None:
-        add_note(f"cleanup failed, the claim is left behind: {cleanup}")
+        add_note(text)
 
 
 def watch_failed(error: ApiErrorLike, namespace: str, name: str) -> Optional[errors.ApiError]:

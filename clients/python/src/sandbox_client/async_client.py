@@ -5,8 +5,10 @@ ONE watch on that claim from the create's resourceVersion, the same
 decision per event (:func:`~sandbox_client._decide.check`), the same typed
 errors, the same retries (408, 429, 5xx on the create; a reset watch
 resumed), the claim deleted again on failure (the create without an answer
-included) and at the end of ``async with``, the same cleanup when a delete
-fails. The deadline is exact here: the create and the wait run in one
+included) and at the end of ``async with``, never by name alone (the
+same :meth:`AsyncClaimsApi.cleanup`: by uid, a claim without this create's
+token left alone, a claim of an abandoned create looked for again for a
+few seconds), the same notes when a cleanup fails. The deadline is exact here: the create and the wait run in one
 ``asyncio.wait_for`` (a create still unanswered then raises
 :class:`~sandbox_client.ApiError` "no answer within Ns"); each DELETE has
 its own bound (``DELETE_TIMEOUT``). A cancelled task deletes its claim too
@@ -180,6 +182,41 @@ class AsyncClaimsApi:
         except (OSError, aiohttp.ClientError) as e:
             raise protocol.delete_unreachable(e, namespace, name) from e
 
+    async def cleanup(self, plan: protocol.CreatePlan) -> Optional[str]:
+        """Deletes the claim ``plan`` may have created, never another: the
+        asyncio :meth:`sandbox_client.sync_client.ClaimsApi.cleanup` (by the
+        create's uid, else read by name and deleted with its uid only when it
+        carries the plan's token; someone else's is left alone, the note
+        returned says so; absent after an abandoned create, looked for again
+        for ``LATE_CREATE_WAIT`` seconds). Each call is bounded by
+        ``DELETE_TIMEOUT``."""
+        namespace, name = plan.namespace, plan.name
+        if plan.uid:
+            await self.delete(namespace, name, plan.uid)
+            return None
+        until = time.monotonic() + plan.late_wait()
+        while True:
+            try:
+                obj: Optional[Dict[str, Any]] = await asyncio.wait_for(
+                    self.get(namespace, name), protocol.DELETE_TIMEOUT
+                )
+            except errors.ClaimDeleted:
+                obj = None
+            except asyncio.TimeoutError as e:
+                raise protocol.read_unreachable(
+                    TimeoutError(f"no answer within {protocol.DELETE_TIMEOUT:g}s"), namespace, name
+                ) from e
+            if obj is not None:
+                uid = plan.ours(obj)
+                if uid is None:
+                    return protocol.not_ours(namespace, name, obj)
+                await self.delete(namespace, name, uid)
+                return None
+            left = until - time.monotonic()
+            if left <= 0:
+                return None
+            await asyncio.sleep(min(protocol.LATE_CREATE_POLL, left))
+
     async def watch(
         self,
         namespace: str,
@@ -245,7 +282,8 @@ async def _create_ready(
     """Create, then wait, both within ``timeout`` (one ``asyncio.wait_for``):
     the facts and uid of the Ready claim. A claim that may exist when this
     fails or is cancelled (during the create too) is deleted again when
-    ``delete_on_failure``."""
+    ``delete_on_failure``, only if it is ours (:meth:`AsyncClaimsApi.cleanup`,
+    shielded from a further cancellation)."""
     started = time.monotonic()
     plan = protocol.CreatePlan(body, namespace, started + timeout)
     seen: List[Waiting] = []
@@ -260,12 +298,14 @@ async def _create_ready(
     except BaseException as failure:
         if delete_on_failure and plan.may_exist:
             try:
-                await asyncio.shield(api.delete(namespace, plan.name, plan.uid))
+                left_alone = await asyncio.shield(api.cleanup(plan))
+                if left_alone:
+                    protocol.note(failure, left_alone)
             except errors.SandboxError as cleanup:
                 # The original error matters more: it stays the one raised.
                 protocol.note_left_behind(failure, cleanup)
             except asyncio.CancelledError:
-                pass  # cancelled again while deleting: the shielded delete goes on
+                pass  # cancelled again while cleaning up: the shielded cleanup goes on
         raise
 
 

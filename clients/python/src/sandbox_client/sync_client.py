@@ -18,11 +18,15 @@ Guarantees:
   connect by ``CONNECT_TIMEOUT``; a client built here has urllib3's own
   retries off (they would resend a GET, DELETE or watch after a read
   timeout); an ``api_client`` passed in is not changed;
-- a claim this client may have created is deleted again (by name, its uid
-  as precondition once known) when ``create`` fails, the create itself
-  included (no answer, timeout, Ctrl-C), unless ``delete_on_exit=False``;
-  a definite refusal and a name held by someone else delete nothing; when
-  that delete fails too, the error raised is still the one that ended the
+- a claim this client may have created is deleted again when ``create``
+  fails, the create itself included (no answer, timeout, Ctrl-C), unless
+  ``delete_on_exit=False``; never by name alone: with its uid as
+  precondition, the uid of the create's answer, else of the claim read
+  under the name and carrying this create's token (see
+  :meth:`ClaimsApi.cleanup`); a claim without that token (someone else's,
+  under a caller's ``name``) is left alone, with a note saying so; a
+  definite refusal and a name held by someone else delete nothing; when
+  the cleanup fails too, the error raised is still the one that ended the
   call, with a note naming the claim left behind;
 - 408, 429 and 5xx answers to the create are retried within the deadline
   (Retry-After honoured, else jittered backoff) under the same name; a 409
@@ -157,6 +161,39 @@ class ClaimsApi:
             raise error from e
         except (OSError, urllib3.exceptions.HTTPError) as e:
             raise protocol.delete_unreachable(e, namespace, name) from e
+
+    def cleanup(self, plan: protocol.CreatePlan) -> Optional[str]:
+        """Deletes the claim ``plan`` may have created, never another.
+
+        With the uid of the create's answer: a DELETE with it as
+        precondition. Otherwise the claim under the name is read: carrying
+        the plan's token, it is deleted with its uid as precondition;
+        carrying another (or none), it is someone else's and left alone
+        (the note returned says so); absent after an abandoned create (no
+        answer), it is looked for again every ``LATE_CREATE_POLL`` seconds
+        for ``LATE_CREATE_WAIT`` seconds, in case that create is written
+        late. Each call is bounded by ``DELETE_TIMEOUT``; a failed one
+        raises (:class:`~sandbox_client.ApiError`)."""
+        namespace, name = plan.namespace, plan.name
+        if plan.uid:
+            self.delete(namespace, name, plan.uid)
+            return None
+        until = time.monotonic() + plan.late_wait()
+        while True:
+            try:
+                obj: Optional[Dict[str, Any]] = self.get(namespace, name)
+            except errors.ClaimDeleted:
+                obj = None
+            if obj is not None:
+                uid = plan.ours(obj)
+                if uid is None:
+                    return protocol.not_ours(namespace, name, obj)
+                self.delete(namespace, name, uid)
+                return None
+            left = until - time.monotonic()
+            if left <= 0:
+                return None
+            time.sleep(min(protocol.LATE_CREATE_POLL, left))
 
     def wait_ready(
         self,
@@ -315,7 +352,8 @@ def _create_ready(
 ) -> Tuple[SandboxInfo, Optional[str]]:
     """Create, then wait: the facts and uid of the Ready claim. A claim that
     may exist when this fails (the create included: no answer, Ctrl-C) is
-    deleted again when ``delete_on_failure``."""
+    deleted again when ``delete_on_failure``, only if it is ours
+    (:meth:`ClaimsApi.cleanup`)."""
     started = time.monotonic()
     plan = protocol.CreatePlan(body, namespace, started + timeout)
     try:
@@ -324,7 +362,9 @@ def _create_ready(
     except BaseException as failure:
         if delete_on_failure and plan.may_exist:
             try:
-                api.delete(namespace, plan.name, plan.uid)
+                left_alone = api.cleanup(plan)
+                if left_alone:
+                    protocol.note(failure, left_alone)
             except errors.SandboxError as cleanup:
                 # The original error matters more: it stays the one raised.
                 protocol.note_left_behind(failure, cleanup)
