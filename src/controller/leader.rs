@@ -95,6 +95,9 @@ pub struct LeaderElector {
     config: LeaderConfig,
     observed: Arc<Mutex<Observer>>,
     fence: Fence,
+    /// The renewal task [`keep`](Self::keep) started, which
+    /// [`release`](Self::release) stops first.
+    renewal: Arc<Mutex<Option<tokio::task::AbortHandle>>>,
 }
 
 impl LeaderElector {
@@ -106,6 +109,7 @@ impl LeaderElector {
             config,
             observed: Arc::default(),
             fence: Fence::default(),
+            renewal: Arc::default(),
         }
     }
 
@@ -231,12 +235,13 @@ impl LeaderElector {
     pub fn keep(&self) -> watch::Receiver<bool> {
         let (tx, rx) = watch::channel(true);
         let this = self.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let reason = this.renew_until_lost().await;
             this.fence.close();
             warn!(reason, "stopped leading");
             let _ = tx.send(false);
         });
+        *self.renewal.lock().expect("renewal lock") = Some(task.abort_handle());
         rx
     }
 
@@ -261,29 +266,51 @@ impl LeaderElector {
     }
 
     /// Gives the Lease up so a standby can take over without waiting for
-    /// expiry. Conditioned on the version read; losing that race is fine.
+    /// expiry: stops the renewal task first (a renewal racing the release
+    /// used to win it, keeping the Lease held for its whole duration, or
+    /// take the Lease again after it was given up, and reopen the fence),
+    /// closes the fence for good, then clears the holder, conditioned on
+    /// the version read; a conflict (a renewal that was already on the wire
+    /// landed first) is read again, at most [`RELEASE_TRIES`] times.
     pub async fn release(&self) {
+        if let Some(renewal) = self.renewal.lock().expect("renewal lock").take() {
+            renewal.abort();
+        }
         self.fence.close();
-        let Ok(Some(mut lease)) = self.api.get_opt(&self.config.name).await else {
-            return;
-        };
-        let spec = lease.spec.get_or_insert_with(Default::default);
-        if spec.holder_identity.as_deref() != Some(self.config.identity.as_str()) {
-            return;
+        for _ in 0..RELEASE_TRIES {
+            let Ok(Some(mut lease)) = self.api.get_opt(&self.config.name).await else {
+                return;
+            };
+            let spec = lease.spec.get_or_insert_with(Default::default);
+            if spec.holder_identity.as_deref() != Some(self.config.identity.as_str()) {
+                return;
+            }
+            spec.holder_identity = None;
+            spec.renew_time = None;
+            spec.acquire_time = None;
+            match self
+                .api
+                .replace(&lease.name_any(), &PostParams::default(), &lease)
+                .await
+            {
+                Ok(_) => {
+                    info!("released the leader Lease");
+                    return;
+                }
+                Err(kube::Error::Api(status)) if status.code == 409 => {}
+                Err(error) => {
+                    warn!(%error, "could not release the leader Lease");
+                    return;
+                }
+            }
         }
-        spec.holder_identity = None;
-        spec.renew_time = None;
-        spec.acquire_time = None;
-        match self
-            .api
-            .replace(&lease.name_any(), &PostParams::default(), &lease)
-            .await
-        {
-            Ok(_) => info!("released the leader Lease"),
-            Err(error) => warn!(%error, "could not release the leader Lease"),
-        }
+        warn!("could not release the leader Lease: it kept changing");
     }
 }
+
+/// How often [`LeaderElector::release`] reads the Lease again after a
+/// conflict.
+const RELEASE_TRIES: usize = 3;
 
 /// `period` plus up to 20 % random jitter, so candidates do not retry in step.
 fn jittered(period: Duration) -> Duration {

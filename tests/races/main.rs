@@ -13,6 +13,7 @@
 mod conflicts;
 mod critical;
 mod harness;
+mod leader;
 mod policies;
 mod pool_creates;
 mod random;

@@ -13,15 +13,19 @@ use tokio::time::Instant;
 #[derive(Clone, Debug, Default)]
 pub struct Fence {
     until: Arc<Mutex<Option<Instant>>>,
+    /// Set by [`close`](Self::close): nothing opens the fence again.
+    closed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Fence {
     /// Whether writes are allowed at `now`.
     pub fn is_open_at(&self, now: Instant) -> bool {
-        self.until
-            .lock()
-            .expect("fence lock")
-            .is_some_and(|until| now < until)
+        !self.closed.load(std::sync::atomic::Ordering::SeqCst)
+            && self
+                .until
+                .lock()
+                .expect("fence lock")
+                .is_some_and(|until| now < until)
     }
 
     /// Whether writes are allowed now.
@@ -34,17 +38,24 @@ impl Fence {
         *self.until.lock().expect("fence lock")
     }
 
-    /// Moves the deadline to `until` (never backwards).
+    /// Moves the deadline to `until` (never backwards); nothing once closed.
     pub fn extend_to(&self, until: Instant) {
         let mut current = self.until.lock().expect("fence lock");
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         if current.is_none_or(|c| c < until) {
             *current = Some(until);
         }
     }
 
-    /// Closes the fence for good.
+    /// Closes the fence for good: a renewal that lands afterwards (one in
+    /// flight when the process stops leading) does not open it again; it
+    /// did before (found by review).
     pub fn close(&self) {
-        *self.until.lock().expect("fence lock") = Some(Instant::now() - Duration::from_millis(1));
+        let mut current = self.until.lock().expect("fence lock");
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        *current = Some(Instant::now() - Duration::from_millis(1));
     }
 }
 
@@ -67,5 +78,7 @@ mod tests {
         );
         fence.close();
         assert!(!fence.is_open());
+        fence.extend_to(Instant::now() + Duration::from_secs(10));
+        assert!(!fence.is_open(), "closed for good");
     }
 }
