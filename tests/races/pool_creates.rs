@@ -36,3 +36,21 @@ async fn a_pool_whose_pods_are_all_refused_sends_one_create_per_try() {
         "{sent} Pod creates for a pool whose creates all fail"
     );
 }
+
+/// The same pool: its status is still written while its creates fail (a
+/// quota reached, say), so `kubectl get swp`, the gauges and the pool
+/// alerts follow it. Before, a failed create returned before the pool's
+/// record, and the status was never written.
+#[tokio::test]
+async fn a_pool_whose_creates_fail_still_reports_its_state() {
+    let fake = fake_with_pool(3);
+    let pod_create = |r: &RequestInfo| r.method == "POST" && r.path.ends_with("/pods");
+    fake.fail_next(usize::MAX, pod_create, 403, "Forbidden", "injected: quota");
+    let mut operator = Operator::start(&fake, "op").await;
+    operator.run();
+    wait_until("the pool's status is written", || {
+        fake.get(&pool_path())
+            .is_some_and(|p| p["status"]["replicas"].as_i64() == Some(0))
+    })
+    .await;
+}

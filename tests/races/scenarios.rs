@@ -498,3 +498,33 @@ async fn a_claim_status_another_process_overwrote_is_written_again_at_once() {
         "not held back by the memo of its own earlier write"
     );
 }
+
+/// A claim that asks for no pool (`warmpool: none`) is cold by design: the
+/// pool's sizing does not count it as a miss (it capped the hit ratio and
+/// grew an autoscaled pool for claims it can never serve).
+#[tokio::test]
+async fn a_claim_that_wants_no_pool_is_no_miss() {
+    let (fake, operator, _kubelet) = full_pool(1).await;
+    let claim = fake.insert(
+        &claim_path("cold"),
+        serde_json::json!({
+            "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxClaim",
+            "metadata": {"namespace": NS},
+            "spec": {"sandboxTemplateRef": {"name": TEMPLATE}, "warmpool": "none"},
+        }),
+    );
+    let uid = claim["metadata"]["uid"].as_str().unwrap().to_string();
+    wait_until("the claim is Ready", || {
+        ready_in_api(&fake, &claim_path("cold"))
+    })
+    .await;
+    assert!(!operator.ctx.sizing.has_counted(NS, &uid));
+    // A claim that may use the pool is counted.
+    let warm = create_claim(&fake, "warm");
+    let warm_uid = warm["metadata"]["uid"].as_str().unwrap().to_string();
+    wait_until("the warm claim is Ready", || {
+        ready_in_api(&fake, &claim_path("warm"))
+    })
+    .await;
+    assert!(operator.ctx.sizing.has_counted(NS, &warm_uid));
+}

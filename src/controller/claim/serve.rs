@@ -118,13 +118,20 @@ pub(super) async fn serve(
                 .is_none_or(|pod| pod_is_ready(&pod))
         }),
     };
-    ctx.sizing.record_claim(
-        namespace,
-        &claim.spec.sandbox_template_ref.name,
-        claim_uid,
-        hit,
-        super::status::admitted_at(claim).unwrap_or_else(jiff::Timestamp::now),
-    );
+    // Only a claim that may use a pool counts: one that asks for none
+    // (`warmpool: none`) or whose template's Pods need volume claims a pool
+    // Pod lacks is cold by design, and counted as a miss it capped the hit
+    // ratio and made an autoscaled pool grow for claims it can never
+    // serve (found by review).
+    if pick.warm_allowed {
+        ctx.sizing.record_claim(
+            namespace,
+            &claim.spec.sandbox_template_ref.name,
+            claim_uid,
+            hit,
+            super::status::admitted_at(claim).unwrap_or_else(jiff::Timestamp::now),
+        );
+    }
     // The repointed copy goes on: the one from before would look like a
     // Sandbox naming a Pod this claim never got.
     let sandbox = if serving != pick.named {

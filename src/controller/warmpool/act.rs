@@ -92,12 +92,15 @@ pub(super) struct NewPods<'a> {
     pub count: usize,
 }
 
-/// Creates `new.count` idle Pods.
+/// Creates `new.count` idle Pods (see the waves below), adding each one
+/// created to `created`, so a caller that gets an error still knows how
+/// many were made.
 pub(super) async fn create_pods(
     ctx: &Context,
     pool: &SandboxWarmPool,
     key: &str,
     new: NewPods<'_>,
+    created: &mut usize,
 ) -> Result<()> {
     let NewPods {
         template,
@@ -152,6 +155,7 @@ pub(super) async fn create_pods(
         while let Some(result) = creates.next().await {
             match result {
                 Ok(name) => {
+                    *created += 1;
                     ctx.expectations.created(key, &name);
                     ctx.metrics
                         .replenish_seconds

@@ -126,7 +126,12 @@ fn scaled(
             "; measuring for {:.0}s only, keeping {desired} until {delay:.0}s of data",
             inputs.tracked_seconds
         );
-    } else if inputs.current_need.is_some_and(|n| n < recommended) && desired > min {
+    } else if inputs.current_need.is_some_and(|n| n < recommended)
+        && desired > min
+        // Growing to a recommendation the current load alone would not
+        // need (the peak's) is still scaling up, not a scale-down held back.
+        && inputs.previous.is_none_or(|p| p >= desired)
+    {
         reason = "ScaleDownDelayed";
         note = format!(
             "; the current load needs {}, kept until the peak is older than {delay:.0}s",
@@ -221,6 +226,15 @@ mod tests {
         let d = decide(0, Some(&a), 100, &inputs(Some(2), Some(2), Some(6)));
         assert_eq!(d.desired, 2);
         assert_eq!(d.condition.unwrap().1, "ScaledDown");
+    }
+
+    #[test]
+    fn growing_to_the_peaks_recommendation_is_scaling_up() {
+        let a = spec(0, 10);
+        // Was 1, the peak recommends 6, the current load needs 2.
+        let d = decide(1, Some(&a), 100, &inputs(Some(6), Some(2), Some(1)));
+        assert_eq!(d.desired, 6);
+        assert_eq!(d.condition.unwrap().1, "ScaledUp");
     }
 
     #[test]

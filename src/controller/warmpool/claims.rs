@@ -110,12 +110,21 @@ pub fn scan(ctx: &Context, now: f64) {
         if ctx.sizing.has_counted(&namespace, &claim.claim_uid) {
             continue;
         }
-        let claim_status = ctx
+        let cached_claim = ctx
             .caches
             .claims
             .get(&ObjectRef::new(&sandbox.name_any()).within(&namespace))
-            .filter(|c| c.uid().as_deref() == Some(claim.claim_uid.as_str()))
-            .and_then(|c| c.status.clone());
+            .filter(|c| c.uid().as_deref() == Some(claim.claim_uid.as_str()));
+        // A claim that may not use a pool (`warmpool: none`, or a Sandbox
+        // with volume claims a pool Pod lacks) is cold by design: no miss
+        // (see `claim::serve`).
+        let pool_allowed = cached_claim.as_ref().is_none_or(|c| {
+            crate::controller::claim::pool_choice(c) != crate::controller::claim::PoolChoice::None
+        }) && sandbox.spec.volume_claim_templates.is_none();
+        if !pool_allowed {
+            continue;
+        }
+        let claim_status = cached_claim.and_then(|c| c.status.clone());
         let Some(warm) = served_warm(claim.warm, claim_status.as_ref()) else {
             continue;
         };

@@ -72,23 +72,21 @@ pub fn record_sizing_metrics(
             let _ = metrics.pool_observed_hit_ratio.remove_label_values(&labels);
         }
     }
-    if let Some(refill) = m.refill_seconds {
-        metrics
-            .pool_refill_seconds
-            .with_label_values(&labels)
-            .set(refill);
-    }
-    if let Some(n) = r.replicas {
-        metrics
-            .pool_recommended
-            .with_label_values(&labels)
-            .set(f64::from(n));
-    }
-    if let Some(hit) = r.predicted_hit_ratio {
-        metrics
-            .pool_predicted_hit_ratio
-            .with_label_values(&labels)
-            .set(hit);
+    // A value that is gone (its refill times reset when the template
+    // changed, say) takes its series with it, as the status drops the
+    // field: a stale one showed the old template's numbers (found by
+    // review).
+    for (gauge, value) in [
+        (&metrics.pool_refill_seconds, m.refill_seconds),
+        (&metrics.pool_recommended, r.replicas.map(f64::from)),
+        (&metrics.pool_predicted_hit_ratio, r.predicted_hit_ratio),
+    ] {
+        match value {
+            Some(value) => gauge.with_label_values(&labels).set(value),
+            None => {
+                let _ = gauge.remove_label_values(&labels);
+            }
+        }
     }
 }
 

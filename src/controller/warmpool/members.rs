@@ -53,6 +53,9 @@ pub struct Member {
     pub unschedulable: Option<String>,
     /// The pool's `created-at` stamp.
     pub created_at: Option<jiff::Timestamp>,
+    /// Was Running and Ready at some event seen (kept by [`Groups::put`]
+    /// across events): only its first turn to Ready is a refill.
+    pub ever_ready: bool,
 }
 
 impl Member {
@@ -75,6 +78,7 @@ impl Member {
             created: pod.meta().creation_timestamp.as_ref().map(|t| t.0),
             unschedulable: unschedulable_message(pod),
             created_at: created_at(pod),
+            ever_ready: false,
         };
         Some((key, member))
     }
@@ -203,19 +207,26 @@ pub struct Groups {
 impl Groups {
     /// Records `member` as `name` in `key`'s group; returns whether the
     /// pool's decision may change (new member or a decision field changed).
-    pub fn put(&mut self, key: &GroupKey, name: &str, member: Member) -> bool {
+    pub fn put(&mut self, key: &GroupKey, name: &str, mut member: Member) -> bool {
         let group = self.groups.entry(key.clone()).or_default();
         let old = group.members.remove(name);
         if let Some(old) = &old {
             group.count(name, old, false);
         }
         group.count(name, &member, true);
-        let was_ready = old.as_ref().map(|o| o.ready && !o.terminating);
-        let refill =
-            (was_ready == Some(false) && member.ready && !member.terminating).then(|| Refill {
-                uid: member.uid.clone(),
-                created_at: member.created_at,
-            });
+        let ready_now = member.ready && !member.terminating;
+        // A refill is a member's first turn to Ready after it was seen not
+        // Ready: a Pod that was Ready before and turns Ready again (a
+        // container restart, a failed probe) is no refill, and counted as
+        // one it took the Pod's whole age (hours) as its refill time, which
+        // swelled the pool's sizing until 256 newer samples pushed it out
+        // (found by review). A member first seen already Ready (a restart
+        // of the operator) is none either: when it turned Ready is unknown.
+        let refill = (old.as_ref().is_some_and(|o| !o.ever_ready) && ready_now).then(|| Refill {
+            uid: member.uid.clone(),
+            created_at: member.created_at,
+        });
+        member.ever_ready = ready_now || old.as_ref().is_some_and(|o| o.ever_ready);
         let changed = old.as_ref().map(Member::decision) != Some(member.decision());
         group.members.insert(name.to_string(), member);
         if let Some(refill) = refill {

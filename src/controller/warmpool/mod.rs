@@ -126,16 +126,30 @@ pub async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<Context>) -> Result<
         decision.create
     };
 
-    // Act.
-    let deleted = act::delete_victims(&ctx, &key, &namespace, &decision.delete).await?;
-    if let Some(spec) = spec.as_deref() {
+    // Act. A failed delete or create is returned only after the record
+    // below: the gauges, the status and the refill times go on following
+    // the pool while its creates fail (a quota reached, say); before, they
+    // stayed at their last good values and the pool alerts never fired
+    // (found by review).
+    let mut created = 0;
+    let (deleted, mut act_error) =
+        match act::delete_victims(&ctx, &key, &namespace, &decision.delete).await {
+            Ok(deleted) => (deleted, None),
+            // What a failed delete did is not known: counted as nothing.
+            Err(error) => (0, Some(error)),
+        };
+    if act_error.is_none()
+        && let Some(spec) = spec.as_deref()
+    {
         let new = act::NewPods {
             template: &template,
             spec,
             hash: &hash,
             count: creates,
         };
-        act::create_pods(&ctx, &pool, &key, new).await?;
+        act_error = act::create_pods(&ctx, &pool, &key, new, &mut created)
+            .await
+            .err();
     }
 
     // Record.
@@ -146,10 +160,13 @@ pub async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<Context>) -> Result<
         measurement: &measurement,
         sizing,
         deleted,
-        created: creates,
+        created,
         blocker,
     };
     let action = record::record(&ctx, &pool, outcome).await?;
+    if let Some(error) = act_error {
+        return Err(error);
+    }
     match network {
         // Reported in the status; retried with backoff (a NameConflict
         // only changes when someone removes the object: the resync will do).

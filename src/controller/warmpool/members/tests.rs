@@ -18,6 +18,7 @@ fn member(ready: bool, terminating: bool, ended: bool, hash: &str) -> Member {
         created: None,
         unschedulable: None,
         created_at: None,
+        ever_ready: false,
     }
 }
 
@@ -132,6 +133,23 @@ fn a_member_turning_ready_is_queued_once_as_a_refill() {
     assert_eq!(refills[0].uid, "new-uid");
     assert!(groups.take_refills("ns", "pool").is_empty(), "drained");
     assert_eq!(groups.retain_refills(|_, _| false), 0);
+}
+
+#[test]
+fn a_member_ready_again_after_a_flap_is_no_refill() {
+    let mut groups = Groups::default();
+    let mut pod = member(false, false, false, "h");
+    pod.uid = "flapping".into();
+    for ready in [false, true, false, true, false, true] {
+        let mut seen = pod.clone();
+        seen.ready = ready;
+        groups.put(&key(), "p", seen);
+    }
+    assert_eq!(
+        groups.take_refills("ns", "pool").len(),
+        1,
+        "only the first turn to Ready is a refill"
+    );
 }
 
 fn pod(labels: &[(&str, &str)], owner: &str, ready: bool) -> Pod {
