@@ -318,6 +318,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tokio::select! {
             _ = elector.acquire() => {}
             _ = stop.wait_for(|s| *s) => {
+                // A take may have landed before the stop: give it back
+                // (release checks that we hold it).
+                elector.release().await;
                 if let Some(webhook) = webhook {
                     webhook.stop().await;
                 }
@@ -342,8 +345,29 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     metrics.leader.set(1);
 
-    let (ctx, triggers) =
-        Context::start(controller_client, config, metrics.clone(), health.clone()).await?;
+    // The caches' first lists may hang (API trouble): a stop meanwhile, or
+    // a failed start, still gives the Lease back.
+    let mut stop = stop_rx.clone();
+    let started = tokio::select! {
+        started = Context::start(controller_client, config, metrics.clone(), health.clone()) => Some(started),
+        _ = stop.wait_for(|s| *s) => None,
+    };
+    let (ctx, triggers) = match started {
+        Some(Ok(started)) => started,
+        stopped_or_failed => {
+            metrics.leader.set(0);
+            if let Some(elector) = &elector {
+                elector.release().await;
+            }
+            if let Some(webhook) = webhook {
+                webhook.stop().await;
+            }
+            return match stopped_or_failed {
+                Some(Err(error)) => Err(error),
+                _ => Ok(()),
+            };
+        }
+    };
     info!(
         identity,
         leader_election = args.leader_elect,
