@@ -209,9 +209,6 @@ pub struct Sent {
     pub name: String,
     /// The token of [`REQUEST_ID_ANNOTATION`] it carries.
     pub token: String,
-    /// Whether the API server answered (a 5xx or 408): it will not write
-    /// it later. Without an answer (lost, timed out, interrupted) it may.
-    pub answered: bool,
 }
 
 /// The claim object for a request, named `name`, carrying `token`.
@@ -282,7 +279,6 @@ pub async fn create(
         *sent.borrow_mut() = Some(Sent {
             name: name.clone(),
             token: token.clone(),
-            answered: false,
         });
         let error = match api
             .create(&params, &claim_object(request, &name, &token))
@@ -292,9 +288,6 @@ pub async fn create(
             Err(error) => error,
         };
         if !refused(&error) {
-            if let Some(sent) = sent.borrow_mut().as_mut() {
-                sent.answered = matches!(error, kube::Error::Api(_));
-            }
             return Err(api_error(format!(
                 "creating SandboxClaim {namespace}/{name}"
             ))(error));
@@ -454,9 +447,11 @@ const LATE_CREATE_WAIT: Duration = Duration::from_secs(5);
 /// name carrying this request's token (a claim of that name someone else
 /// made, say because the user gave `--name` of an existing one and the
 /// admission webhook failed before the API server could answer 409, is
-/// never touched), with its uid as precondition; a create that got no
-/// answer at all is looked for again for [`LATE_CREATE_WAIT`], since it may
-/// be written after the first look.
+/// never touched), with its uid as precondition; looked for again for
+/// [`LATE_CREATE_WAIT`], since a create without a clear answer (none, a
+/// timeout, or a 408 or 5xx: the API server may go on after a 504, and a
+/// proxy's 502/504 says nothing of it) may be written after the first
+/// look.
 pub async fn clean_up(
     api: &Api<SandboxClaim>,
     namespace: &str,
@@ -477,7 +472,7 @@ pub async fn clean_up(
                     .map(deleted);
             }
             Some(_) => return Ok(Cleaned::NotOurs),
-            None if sent.answered || Instant::now() >= until => return Ok(Cleaned::Gone),
+            None if Instant::now() >= until => return Ok(Cleaned::Gone),
             None => tokio::time::sleep(Duration::from_millis(500)).await,
         }
     }

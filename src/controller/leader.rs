@@ -272,11 +272,24 @@ impl LeaderElector {
     /// closes the fence for good, then clears the holder, conditioned on
     /// the version read; a conflict (a renewal that was already on the wire
     /// landed first) is read again, at most [`RELEASE_TRIES`] times.
+    /// Bounded by the renew deadline: a stop while the API server hangs
+    /// must leave the process its grace period to drain the webhook.
     pub async fn release(&self) {
         if let Some(renewal) = self.renewal.lock().expect("renewal lock").take() {
             renewal.abort();
         }
         self.fence.close();
+        if tokio::time::timeout(self.config.renew_deadline, self.clear_holder())
+            .await
+            .is_err()
+        {
+            warn!("could not release the leader Lease: no answer before the renew deadline");
+        }
+    }
+
+    /// Clears the holder of the Lease, when it is this process (see
+    /// [`release`](Self::release)).
+    async fn clear_holder(&self) {
         for _ in 0..RELEASE_TRIES {
             let Ok(Some(mut lease)) = self.api.get_opt(&self.config.name).await else {
                 return;

@@ -533,7 +533,7 @@ def test_async_create_written_after_the_first_cleanup_read_is_still_deleted(monk
     assert claims.deleted == ["claim-1"] and uid_preconditions(claims) == ["uid-claim-1"]
 
 
-def test_an_abandoned_create_is_looked_for_a_bounded_time_an_answered_one_once(
+def test_a_create_without_a_clear_answer_is_looked_for_a_bounded_time(
     monkeypatch: pytest.MonkeyPatch, api_client: k8s.ApiClient
 ) -> None:
     monkeypatch.setattr(protocol, "LATE_CREATE_WAIT", 1.0)
@@ -543,10 +543,11 @@ def test_an_abandoned_create_is_looked_for_a_bounded_time_an_answered_one_once(
         SandboxClaim.create(template="aio", namespace="ns", timeout=5, api_client=api_client)
     assert 1.0 <= time.monotonic() - started < 2.0
     assert len(gets(claims)) == 3 and claims.deleted == []  # at 0, 0.5 and 1 s: never written
-    # A 500 is an answer: the write is over, one read tells.
+    # A 5xx is no clear answer either (the API server may go on with a
+    # create after a 504): looked for the same bounded time.
     claims = script(monkeypatch, ScriptedClaims(create=[api_exception(500, "InternalError", Retry_After="30")]))
     started = time.monotonic()
     with pytest.raises(ApiError):
         SandboxClaim.create(template="aio", namespace="ns", timeout=2, api_client=api_client)
-    assert time.monotonic() - started < 0.5
-    assert gets(claims) == ["claim-1"] and claims.deleted == []
+    assert 1.0 <= time.monotonic() - started < 2.0
+    assert len(gets(claims)) == 3 and claims.deleted == []

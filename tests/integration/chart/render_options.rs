@@ -53,6 +53,20 @@ async fn chart_renders_every_option() {
     let certificate = named("Certificate", "-webhook");
     let ca = named("Certificate", "-ca");
     assert_eq!(ca["spec"]["isCA"].as_bool(), Some(true), "{ca:?}");
+    // Renewed with its key, so the certificates it signed still verify;
+    // renewed more than a serving certificate's lifetime before it ends,
+    // so none outlives it.
+    assert_eq!(
+        ca["spec"]["privateKey"]["rotationPolicy"].as_str(),
+        Some("Never")
+    );
+    let hours = |v: &Yaml| {
+        v.as_str()
+            .and_then(|d| d.strip_suffix('h'))
+            .and_then(|h| h.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("a duration in hours: {v:?}"))
+    };
+    assert!(hours(&ca["spec"]["renewBefore"]) > hours(&certificate["spec"]["duration"]));
     assert_eq!(
         ca["spec"]["issuerRef"]["name"],
         named("Issuer", "-selfsigned")["metadata"]["name"]

@@ -191,9 +191,12 @@ class CreatePlan:
 
     def late_wait(self) -> float:
         """How long the cleanup looks again for a claim it did not find:
-        :data:`LATE_CREATE_WAIT` after an abandoned attempt, else 0 (an
-        answer, a 5xx or 408 included, means the write is over)."""
-        return LATE_CREATE_WAIT if self.abandoned and not self.created else 0.0
+        :data:`LATE_CREATE_WAIT` after an attempt without a clear answer (none,
+        a timeout, cancellation, or a 408 or 5xx: the API server may go on
+        with a create after a 504, and a proxy's 502/504 says nothing of it),
+        else 0."""
+        unsure = self.abandoned or self._unsure
+        return LATE_CREATE_WAIT if unsure and not self.created else 0.0
 
     def ours(self, obj: Mapping[str, Any]) -> Optional[str]:
         """The uid of ``obj``, a claim read under :attr:`name`, when it is
