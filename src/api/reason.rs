@@ -30,6 +30,9 @@ pub const EXPIRED: &str = "SandboxExpired";
 pub const POLICY_VIOLATION: &str = "PolicyViolation";
 /// More than one Pod is owned; nothing more is created.
 pub const MULTIPLE_PODS: &str = "MultiplePods";
+/// The API server refused an object the Sandbox makes (its Pod, a volume
+/// claim or its Service) as invalid; tried again with backoff.
+pub const POD_REJECTED: &str = "PodRejected";
 
 // The claim's `Ready` condition (claim controller). A claim whose Sandbox
 // is not Ready yet also carries the Sandbox's own reason in its message.

@@ -147,3 +147,26 @@ pub fn is_already_exists(err: &kube::Error) -> bool {
 
 /// Requeue delay after a failed reconcile.
 pub const ERROR_REQUEUE: Duration = Duration::from_secs(2);
+
+/// How a refusal of the API server reads in an object's `Ready` condition:
+/// its reason, `invalid` as `invalid_reason`, and a message naming what
+/// was refused and why; `None` for an error that is not a refusal the
+/// object's owner can act on (a timeout, a conflict: retried quietly).
+pub fn refusal(error: &Error, invalid_reason: &'static str) -> Option<(&'static str, String)> {
+    use crate::api::reason;
+    let reason = match error.class() {
+        "name_conflict" => reason::NAME_CONFLICT,
+        "invalid" => invalid_reason,
+        "forbidden" => reason::FORBIDDEN,
+        "quota" => reason::QUOTA_EXCEEDED,
+        _ => return None,
+    };
+    let message = match error {
+        Error::Kube { context, .. } => format!(
+            "{context}: {}",
+            error.api_message().unwrap_or("refused by the API server")
+        ),
+        other => other.to_string(),
+    };
+    Some((reason, message))
+}

@@ -454,6 +454,69 @@ async fn an_evicted_pod_is_replaced_and_the_sandbox_says_so() {
     .await;
 }
 
+/// A Pod the kubelet stopped for a node shutdown (phase Failed, reason
+/// `Terminated`, a `DisruptionTarget` condition): the Sandbox's process did
+/// not choose to exit, so it is replaced like an evicted one. Before, only
+/// `Evicted` and `NodeLost` were, and a node's reboot left the Sandbox
+/// `PodFailed` for good.
+#[tokio::test]
+async fn a_pod_stopped_by_a_node_shutdown_is_replaced() {
+    let (ns, _op, sandboxes) = with_operator("sbx-shutdown").await;
+    let s = ready_sandbox(&sandboxes, "n").await;
+    let old = owned_pods(&ns, &s).await[0].uid();
+    ns.api::<Pod>()
+        .patch_status(
+            "n",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Failed", "reason": "Terminated",
+                "message": "Pod was terminated in response to imminent node shutdown.",
+                "conditions": [{"type": "DisruptionTarget", "status": "True",
+                    "reason": "TerminationByKubelet"}]}})),
+        )
+        .await
+        .unwrap();
+    replaced(&ns, &s, &old).await;
+    wait_for(&sandboxes, "n", Duration::from_secs(30), is_ready).await;
+}
+
+/// The name of the Sandbox's volume claim is held by a claim that is not
+/// its own (left by an orphaning deletion of an earlier Sandbox of the
+/// name, whose tenant's data it holds): no Pod starts, and the Sandbox says
+/// why in its Ready condition. Before, the refusal was only logged and the
+/// Sandbox had no status at all.
+#[tokio::test]
+async fn a_sandbox_whose_volume_claim_name_is_taken_says_so() {
+    let (ns, _op, sandboxes) = with_operator("sbx-pvc-taken").await;
+    let leftover: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "data-taken"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+    }))
+    .unwrap();
+    ns.api::<PersistentVolumeClaim>()
+        .create(&PostParams::default(), &leftover)
+        .await
+        .unwrap();
+    let s = sandbox("taken", json!({"volumeClaimTemplates": data_volume()}));
+    sandboxes.create(&PostParams::default(), &s).await.unwrap();
+    let s = wait_for(&sandboxes, "taken", Duration::from_secs(20), |s| {
+        reason(s) == "NameConflict"
+    })
+    .await;
+    let message = s
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == READY)
+        .unwrap()
+        .message;
+    assert!(message.contains("data-taken"), "{message}");
+    assert!(
+        ns.api::<Pod>().get_opt("taken").await.unwrap().is_none(),
+        "no Pod without its own volume claim"
+    );
+}
+
 #[tokio::test]
 async fn killed_controller_converges_without_duplicates() {
     let ns = TestNs::new("sbx-crash").await;

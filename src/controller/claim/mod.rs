@@ -445,19 +445,10 @@ pub(crate) async fn record_status(
 /// and the API server's (or webhook's) message, and a Warning Event; then
 /// hands the error back for the retry with backoff.
 async fn report_failure(ctx: &Context, claim: &SandboxClaim, error: Error) -> Result<Action> {
-    let reason = match error.class() {
-        "name_conflict" => reason::NAME_CONFLICT,
-        "invalid" => reason::SANDBOX_REJECTED,
-        "forbidden" => reason::FORBIDDEN,
-        "quota" => reason::QUOTA_EXCEEDED,
-        _ => return Err(error),
-    };
-    let message = match &error {
-        Error::Kube { context, .. } => format!(
-            "{context}: {}",
-            error.api_message().unwrap_or("refused by the API server")
-        ),
-        other => other.to_string(),
+    let Some((reason, message)) =
+        crate::controller::errors::refusal(&error, reason::SANDBOX_REJECTED)
+    else {
+        return Err(error);
     };
     let status = failed_status(claim, reason, message.clone(), jiff::Timestamp::now());
     if claim.status.as_ref() != Some(&status) {

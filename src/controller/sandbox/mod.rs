@@ -90,8 +90,13 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
         act(&ctx, &sandbox, &observed, &plan, &pods, &namespace),
         ensure_service(&ctx, &sandbox, &namespace, &uid)
     );
-    let service_conflict = service_conflict?;
-    let (current, blocked) = match outcome? {
+    let (outcome, service_conflict) = match (outcome, service_conflict) {
+        (Ok(outcome), Ok(conflict)) => (outcome, conflict),
+        (Err(error), _) | (_, Err(error)) => {
+            return report_failure(&ctx, &sandbox, &uid, error).await;
+        }
+    };
+    let (current, blocked) = match outcome {
         Outcome::Done(action) => return Ok(action),
         Outcome::Continue { current, blocked } => (current, blocked),
     };
@@ -143,6 +148,44 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
         (Some(after), None) | (None, Some(after)) => Action::requeue(after),
         (None, None) => Action::await_change(),
     })
+}
+
+/// A refusal of the API server (a Pod, volume claim or Service the Sandbox
+/// makes: a name taken by an object that is not its own, a quota, a
+/// missing permission, an invalid object) said in the Sandbox's `Ready`
+/// condition and a Warning Event, then returned for the backoff. Before
+/// (found by review) it was only logged: a Sandbox whose volume claim name
+/// an orphaned one still held, or whose Pod a quota refused, had no status
+/// at all.
+async fn report_failure(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    uid: &str,
+    error: super::Error,
+) -> Result<Action> {
+    let Some((reason, message)) =
+        crate::controller::errors::refusal(&error, crate::api::reason::POD_REJECTED)
+    else {
+        return Err(error);
+    };
+    let condition = ConditionUpdate::ready(false, reason, message.clone());
+    if sandbox
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == crate::api::READY))
+        .is_none_or(|c| c.reason != reason || c.message != message)
+    {
+        record(ctx, sandbox, uid, None, Some(&condition), true).await?;
+        ctx.event(
+            sandbox,
+            kube::runtime::events::EventType::Warning,
+            reason,
+            "Reconcile",
+            message,
+        )
+        .await;
+    }
+    Err(error)
 }
 
 /// See `reconcile`: how often a standalone Sandbox whose NetworkPolicy could

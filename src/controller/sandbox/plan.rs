@@ -313,12 +313,32 @@ fn named_gone(sandbox: &Sandbox, name: &str) -> Plan {
     Plan::unblocked(steps)
 }
 
-/// Whether the node evicted the Pod (phase Failed with reason `Evicted`, or
-/// the Pod was lost with its node: reason `NodeLost`).
+/// Whether the Pod failed for its node, not for its own process: evicted
+/// (`Evicted`), lost with its node (`NodeLost`), stopped by a node
+/// shutting down (`Terminated`, `NodeShutdown`, `Shutdown`, or any Pod with
+/// a `DisruptionTarget` condition), or refused at start by the kubelet
+/// (`OutOfcpu`, `OutOfmemory`, ..., `UnexpectedAdmissionError`). Such a Pod
+/// is replaced; before, only the first two were (found by review), and a
+/// node's reboot left the Sandbox `PodFailed` for good.
 pub fn was_evicted(pod: &Pod) -> bool {
     pod.status.as_ref().is_some_and(|s| {
-        s.phase.as_deref() == Some("Failed")
-            && matches!(s.reason.as_deref(), Some("Evicted") | Some("NodeLost"))
+        let disrupted = s
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "DisruptionTarget" && c.status == "True");
+        let for_its_node = s.reason.as_deref().is_some_and(|r| {
+            matches!(
+                r,
+                "Evicted"
+                    | "NodeLost"
+                    | "Terminated"
+                    | "NodeShutdown"
+                    | "Shutdown"
+                    | "UnexpectedAdmissionError"
+            ) || r.starts_with("OutOf")
+        });
+        s.phase.as_deref() == Some("Failed") && (for_its_node || disrupted)
     })
 }
 

@@ -362,6 +362,47 @@ fn reserved_keys_from_the_template_never_reach_the_pod() {
 }
 
 #[test]
+fn a_pod_that_failed_for_its_node_is_replaced() {
+    let s = sandbox();
+    let failed = |reason: &str, disrupted: bool| {
+        let mut p = (*pod("sbx", Some("sbx-uid"))).clone();
+        p.status = Some(k8s_openapi::api::core::v1::PodStatus {
+            phase: Some("Failed".into()),
+            reason: Some(reason.into()),
+            conditions: disrupted.then(|| {
+                vec![k8s_openapi::api::core::v1::PodCondition {
+                    type_: "DisruptionTarget".into(),
+                    status: "True".into(),
+                    ..Default::default()
+                }]
+            }),
+            ..Default::default()
+        });
+        Arc::new(p)
+    };
+    for (reason, disrupted) in [
+        ("Terminated", true),
+        ("NodeShutdown", false),
+        ("OutOfcpu", false),
+        ("UnexpectedAdmissionError", false),
+        ("Error", true),
+    ] {
+        let plan = plan_at_now(&s, vec![failed(reason, disrupted)], None);
+        assert!(
+            plan.steps
+                .iter()
+                .any(|s| matches!(s, Step::DeletePod { .. })),
+            "{reason} (disrupted: {disrupted}) is replaced"
+        );
+    }
+    let crashed = plan_at_now(&s, vec![failed("Error", false)], None);
+    assert!(
+        crashed.steps.is_empty(),
+        "its own exit is reported, not replaced"
+    );
+}
+
+#[test]
 fn an_evicted_pod_is_replaced_and_a_failed_one_reported() {
     let s = sandbox();
     let with_status = |phase: &str, reason: Option<&str>| {
