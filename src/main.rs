@@ -130,15 +130,22 @@ fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Run(args) => {
             let logs = log_pipe::init(&args.log_format);
+            // The blocking pool runs the webhook's reviews (one each, see
+            // `webhook::server`) and name lookups: a few threads serve
+            // them, queued beyond that, rather than one thread (and one
+            // allocator heap) per review of a burst.
             let runtime = match args.runtime_threads {
                 1 => tokio::runtime::Builder::new_current_thread()
+                    .max_blocking_threads(BLOCKING_THREADS)
                     .enable_all()
                     .build()?,
                 0 => tokio::runtime::Builder::new_multi_thread()
+                    .max_blocking_threads(BLOCKING_THREADS)
                     .enable_all()
                     .build()?,
                 n => tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(usize::from(n))
+                    .max_blocking_threads(BLOCKING_THREADS)
                     .enable_all()
                     .build()?,
             };
@@ -384,6 +391,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     info!("stopped");
     Ok(())
 }
+
+/// Threads of the runtime's blocking pool (see `Command::Run`).
+const BLOCKING_THREADS: usize = 8;
 
 /// The election settings from the flags, checked against the timing rules.
 fn leader_config(args: &RunArgs, identity: &str) -> anyhow::Result<LeaderConfig> {
