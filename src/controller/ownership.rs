@@ -179,6 +179,20 @@ where
                 })
             }
         }
+        // A quota is checked before the name: an object that exists
+        // already (a Sandbox's volume claim made again with its Pod) is
+        // refused "exceeded quota" in a namespace at its limit, not
+        // AlreadyExists. Ours under the name, it is the one wanted.
+        Err(e) if crate::controller::errors::kube_error_class(&e) == "quota" => {
+            match api.get_opt(&name).await {
+                Ok(Some(existing))
+                    if controller_uid(existing.meta()) == Some(owner.uid.as_str()) =>
+                {
+                    Ok(Created::Existing(existing))
+                }
+                _ => Err(kube_err(format!("create {kind} {name}"))(e)),
+            }
+        }
         Err(e) => Err(kube_err(format!("create {kind} {name}"))(e)),
     }
 }

@@ -92,9 +92,12 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
     );
     let (outcome, service_conflict) = match (outcome, service_conflict) {
         (Ok(outcome), Ok(conflict)) => (outcome, conflict),
-        (Err(error), _) | (_, Err(error)) => {
-            return report_failure(&ctx, &sandbox, &uid, error).await;
+        // Only the Service was refused: the Pod (if any) is still reported.
+        (Ok(Outcome::Continue { current, .. }), Err(error)) => {
+            return report_failure(&ctx, &sandbox, &uid, current.as_deref(), error).await;
         }
+        (Ok(Outcome::Done(_)), Err(error)) => return Err(error),
+        (Err(error), _) => return report_failure(&ctx, &sandbox, &uid, None, error).await,
     };
     let (current, blocked) = match outcome {
         Outcome::Done(action) => return Ok(action),
@@ -161,6 +164,7 @@ async fn report_failure(
     ctx: &Context,
     sandbox: &Sandbox,
     uid: &str,
+    current: Option<&Pod>,
     error: super::Error,
 ) -> Result<Action> {
     let Some((reason, message)) =
@@ -175,7 +179,7 @@ async fn report_failure(
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == crate::api::READY))
         .is_none_or(|c| c.reason != reason || c.message != message)
     {
-        record(ctx, sandbox, uid, None, Some(&condition), true).await?;
+        record(ctx, sandbox, uid, current, Some(&condition), true).await?;
         ctx.event(
             sandbox,
             kube::runtime::events::EventType::Warning,

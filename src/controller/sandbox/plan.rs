@@ -314,31 +314,27 @@ fn named_gone(sandbox: &Sandbox, name: &str) -> Plan {
 }
 
 /// Whether the Pod failed for its node, not for its own process: evicted
-/// (`Evicted`), lost with its node (`NodeLost`), stopped by a node
-/// shutting down (`Terminated`, `NodeShutdown`, `Shutdown`, or any Pod with
-/// a `DisruptionTarget` condition), or refused at start by the kubelet
-/// (`OutOfcpu`, `OutOfmemory`, ..., `UnexpectedAdmissionError`). Such a Pod
-/// is replaced; before, only the first two were (found by review), and a
-/// node's reboot left the Sandbox `PodFailed` for good.
+/// (`Evicted`), lost with its node (`NodeLost`), or stopped by a node
+/// shutting down (`NodeShutdown`, `Shutdown`, or `Terminated` with the
+/// kubelet's `DisruptionTarget` condition, reason `TerminationByKubelet`).
+/// Such a Pod is replaced; before, only the first two were (found by
+/// review), and a node's reboot left the Sandbox `PodFailed` for good. A
+/// Pod the kubelet refused at start (`OutOfcpu`, `UnexpectedAdmissionError`)
+/// is not: its replacement may land on the same node and be refused again
+/// at once, a create/delete loop no backoff would slow.
 pub fn was_evicted(pod: &Pod) -> bool {
     pod.status.as_ref().is_some_and(|s| {
-        let disrupted = s
-            .conditions
-            .iter()
-            .flatten()
-            .any(|c| c.type_ == "DisruptionTarget" && c.status == "True");
-        let for_its_node = s.reason.as_deref().is_some_and(|r| {
-            matches!(
-                r,
-                "Evicted"
-                    | "NodeLost"
-                    | "Terminated"
-                    | "NodeShutdown"
-                    | "Shutdown"
-                    | "UnexpectedAdmissionError"
-            ) || r.starts_with("OutOf")
+        let stopped_by_kubelet = s.conditions.iter().flatten().any(|c| {
+            c.type_ == "DisruptionTarget"
+                && c.status == "True"
+                && c.reason.as_deref() == Some("TerminationByKubelet")
         });
-        s.phase.as_deref() == Some("Failed") && (for_its_node || disrupted)
+        let for_its_node = match s.reason.as_deref() {
+            Some("Evicted" | "NodeLost" | "NodeShutdown" | "Shutdown") => true,
+            Some("Terminated") => stopped_by_kubelet,
+            _ => false,
+        };
+        s.phase.as_deref() == Some("Failed") && for_its_node
     })
 }
 

@@ -18,13 +18,22 @@ pub fn compute_status(
 ) -> SandboxStatus {
     let name = sandbox.name_any();
     let previous = sandbox.status.clone().unwrap_or_default();
-    // Adopting and a Service name conflict leave the Pod reported: it is
-    // this Sandbox's, only not (yet) usable through its Service.
-    let pod = pod.filter(|_| {
-        blocked.is_none_or(|b| b.reason == reason::ADOPTING || b.reason == reason::NAME_CONFLICT)
-    });
+    // Adopting, a Service name conflict and a refused Service (a quota, a
+    // permission) leave the Pod reported: it is this Sandbox's, only not
+    // (yet) usable through its Service.
+    let keeps_pod = |b: &ConditionUpdate| {
+        [
+            reason::ADOPTING,
+            reason::NAME_CONFLICT,
+            reason::QUOTA_EXCEEDED,
+            reason::FORBIDDEN,
+            reason::POD_REJECTED,
+        ]
+        .contains(&b.reason)
+    };
+    let pod = pod.filter(|_| blocked.is_none_or(keeps_pod));
     let ready = match (blocked, pod) {
-        (Some(b), _) if b.reason == reason::NAME_CONFLICT => b.clone(),
+        (Some(b), _) if b.reason != reason::ADOPTING && keeps_pod(b) => b.clone(),
         (Some(b), None) => b.clone(),
         (_, Some(p)) if is_terminating(p) => ConditionUpdate::ready(
             false,

@@ -301,6 +301,17 @@ fn status_reports_fqdn_selector_and_ready() {
     assert!(!crate::api::is_true(&st.conditions, "Ready"));
     let ready = crate::api::find_condition(&st.conditions, "Ready").unwrap();
     assert_eq!(ready.reason, "NameConflict");
+    // A refused Service (a quota) says so and keeps the running Pod
+    // reported too.
+    let quota = crate::api::ConditionUpdate::ready(
+        false,
+        crate::api::reason::QUOTA_EXCEEDED,
+        "create Service sbx: exceeded quota",
+    );
+    let st = compute_status(&s, Some(&p), Some(&quota), "cluster.local", now());
+    assert_eq!((st.pod_ip.as_deref(), st.replicas), (Some("10.0.0.9"), 1));
+    let ready = crate::api::find_condition(&st.conditions, "Ready").unwrap();
+    assert_eq!(ready.reason, "QuotaExceeded");
 }
 
 #[test]
@@ -373,6 +384,7 @@ fn a_pod_that_failed_for_its_node_is_replaced() {
                 vec![k8s_openapi::api::core::v1::PodCondition {
                     type_: "DisruptionTarget".into(),
                     status: "True".into(),
+                    reason: Some("TerminationByKubelet".into()),
                     ..Default::default()
                 }]
             }),
@@ -383,9 +395,7 @@ fn a_pod_that_failed_for_its_node_is_replaced() {
     for (reason, disrupted) in [
         ("Terminated", true),
         ("NodeShutdown", false),
-        ("OutOfcpu", false),
-        ("UnexpectedAdmissionError", false),
-        ("Error", true),
+        ("Shutdown", false),
     ] {
         let plan = plan_at_now(&s, vec![failed(reason, disrupted)], None);
         assert!(
@@ -395,11 +405,18 @@ fn a_pod_that_failed_for_its_node_is_replaced() {
             "{reason} (disrupted: {disrupted}) is replaced"
         );
     }
-    let crashed = plan_at_now(&s, vec![failed("Error", false)], None);
-    assert!(
-        crashed.steps.is_empty(),
-        "its own exit is reported, not replaced"
-    );
+    // Its own exit, a kubelet's refusal at start (its replacement may be
+    // refused again at once), or `Terminated` without the kubelet's
+    // condition: reported, not replaced.
+    for reason in [
+        "Error",
+        "OutOfcpu",
+        "UnexpectedAdmissionError",
+        "Terminated",
+    ] {
+        let plan = plan_at_now(&s, vec![failed(reason, false)], None);
+        assert!(plan.steps.is_empty(), "{reason} is reported, not replaced");
+    }
 }
 
 #[test]
