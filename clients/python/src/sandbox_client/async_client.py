@@ -187,7 +187,8 @@ class AsyncClaimsApi:
         asyncio :meth:`sandbox_client.sync_client.ClaimsApi.cleanup` (by the
         create's uid, else read by name and deleted with its uid only when it
         carries the plan's token; someone else's is left alone, the note
-        returned says so; absent after an abandoned create, looked for again
+        returned says so; absent after a create without a clear answer
+        (none, a timeout, cancellation, a 408 or 5xx), looked for again
         for ``LATE_CREATE_WAIT`` seconds). Each call is bounded by
         ``DELETE_TIMEOUT``."""
         namespace, name = plan.namespace, plan.name

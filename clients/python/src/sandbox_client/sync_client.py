@@ -169,8 +169,9 @@ class ClaimsApi:
         precondition. Otherwise the claim under the name is read: carrying
         the plan's token, it is deleted with its uid as precondition;
         carrying another (or none), it is someone else's and left alone
-        (the note returned says so); absent after an abandoned create (no
-        answer), it is looked for again every ``LATE_CREATE_POLL`` seconds
+        (the note returned says so); absent after a create without a clear
+        answer (none, a timeout, Ctrl-C, a 408 or 5xx), it is looked for
+        again every ``LATE_CREATE_POLL`` seconds
         for ``LATE_CREATE_WAIT`` seconds, in case that create is written
         late. Each call is bounded by ``DELETE_TIMEOUT``; a failed one
         raises (:class:`~sandbox_client.ApiError`)."""
