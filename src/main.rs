@@ -327,10 +327,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             _ = stop.wait_for(|s| *s) => {
                 // A take may have landed before the stop: give it back
                 // (release checks that we hold it).
-                elector.release().await;
-                if let Some(webhook) = webhook {
-                    webhook.stop().await;
-                }
+                step_down(Some(elector), webhook).await;
                 return Ok(());
             }
         }
@@ -363,12 +360,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(Ok(started)) => started,
         stopped_or_failed => {
             metrics.leader.set(0);
-            if let Some(elector) = &elector {
-                elector.release().await;
-            }
-            if let Some(webhook) = webhook {
-                webhook.stop().await;
-            }
+            step_down(elector.as_ref(), webhook).await;
             return match stopped_or_failed {
                 Some(Err(error)) => Err(error),
                 _ => Ok(()),
@@ -382,14 +374,23 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     run_controllers(ctx, triggers, stop_rx.clone()).await;
     metrics.leader.set(0);
-    if let Some(elector) = &elector {
+    step_down(elector.as_ref(), webhook).await;
+    info!("stopped");
+    Ok(())
+}
+
+/// The end of `run`, however it comes: gives the Lease back (when held),
+/// then stops the webhook (draining the reviews in flight).
+async fn step_down(
+    elector: Option<&LeaderElector>,
+    webhook: Option<webhook_runtime::WebhookHandle>,
+) {
+    if let Some(elector) = elector {
         elector.release().await;
     }
     if let Some(webhook) = webhook {
         webhook.stop().await;
     }
-    info!("stopped");
-    Ok(())
 }
 
 /// Threads of the runtime's blocking pool (see `Command::Run`).

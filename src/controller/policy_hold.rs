@@ -463,7 +463,7 @@ pub async fn lift_all(client: &kube::Client, namespace: &str) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::test_pod::{controller, named};
+    use crate::controller::test_pod::{controller, named, pod_owner};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 
     /// A held-to-be policy selecting `sandbox=s`, owned by `owners`.
@@ -476,16 +476,6 @@ mod tests {
         .unwrap();
         p.metadata.owner_references = Some(owners);
         p
-    }
-
-    fn pod_owner(uid: &str) -> OwnerReference {
-        OwnerReference {
-            api_version: "v1".into(),
-            kind: "Pod".into(),
-            name: "p".into(),
-            uid: uid.into(),
-            ..Default::default()
-        }
     }
 
     /// A Pod `uid` labelled `sandbox=s`, controlled by `controlled_by` (a

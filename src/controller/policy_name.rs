@@ -78,7 +78,7 @@ pub fn policy_name_taken(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::test_pod::controller;
+    use crate::controller::test_pod::{controller, pod_owner};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 
     /// A policy named `s-sandbox-egress`, owned by `owners`.
@@ -89,16 +89,6 @@ mod tests {
         .unwrap();
         p.metadata.owner_references = Some(owners);
         p
-    }
-
-    fn pod_owner(uid: &str) -> OwnerReference {
-        OwnerReference {
-            api_version: "v1".into(),
-            kind: "Pod".into(),
-            name: "p".into(),
-            uid: uid.into(),
-            ..Default::default()
-        }
     }
 
     #[test]

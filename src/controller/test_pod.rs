@@ -54,3 +54,16 @@ pub(crate) fn controller(
         block_owner_deletion: None,
     }
 }
+
+/// A core `v1` Pod owner reference (not controller) to Pod `p` of `uid`.
+pub(crate) fn pod_owner(
+    uid: &str,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+        api_version: "v1".into(),
+        kind: "Pod".into(),
+        name: "p".into(),
+        uid: uid.into(),
+        ..Default::default()
+    }
+}

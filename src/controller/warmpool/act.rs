@@ -44,7 +44,7 @@ fn delete_delay() -> Option<Duration> {
 /// was chosen from: a Pod that changed since (a claim stole it, its status
 /// moved) answers 409 and is left alone; the next reconcile decides again
 /// from the fresh copy. Returns how many deletes went through.
-pub(super) async fn delete_victims(
+async fn delete_victims(
     ctx: &Context,
     key: &str,
     namespace: &str,
@@ -92,10 +92,52 @@ pub(super) struct NewPods<'a> {
     pub count: usize,
 }
 
+/// What [`act`] did.
+pub(super) struct Acted {
+    /// Pods deleted (none counted when the delete failed: what it did is
+    /// not known).
+    pub deleted: usize,
+    /// Pods created.
+    pub created: usize,
+    /// The first failure, for the caller to return after the pool's
+    /// record: the gauges, the status and the refill times go on following
+    /// the pool while its creates fail (a quota reached, say); returned
+    /// at once, as before (found by review), they stayed at their last good
+    /// values and the pool alerts never fired.
+    pub error: Option<crate::controller::Error>,
+}
+
+/// Deletes the pool's `victims`, then creates `new` (none after a failed
+/// delete).
+pub(super) async fn act(
+    ctx: &Context,
+    pool: &SandboxWarmPool,
+    key: &str,
+    victims: &[Victim],
+    new: Option<NewPods<'_>>,
+) -> Acted {
+    let namespace = pool.namespace().unwrap_or_default();
+    let (deleted, mut error) = match delete_victims(ctx, key, &namespace, victims).await {
+        Ok(deleted) => (deleted, None),
+        Err(e) => (0, Some(e)),
+    };
+    let mut created = 0;
+    if error.is_none()
+        && let Some(new) = new
+    {
+        error = create_pods(ctx, pool, key, new, &mut created).await.err();
+    }
+    Acted {
+        deleted,
+        created,
+        error,
+    }
+}
+
 /// Creates `new.count` idle Pods (see the waves below), adding each one
 /// created to `created`, so a caller that gets an error still knows how
 /// many were made.
-pub(super) async fn create_pods(
+async fn create_pods(
     ctx: &Context,
     pool: &SandboxWarmPool,
     key: &str,
@@ -111,11 +153,10 @@ pub(super) async fn create_pods(
     if count == 0 {
         return Ok(());
     }
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
+    let namespace = pool.namespace().unwrap_or_default();
     let started = Instant::now();
     // Claims being served in this namespace come first (see
     // `controller::critical`).
-    let namespace = pool.namespace().unwrap_or_default();
     if ctx.in_flight.serves_in(&namespace) {
         let waited = ctx
             .in_flight
@@ -127,45 +168,64 @@ pub(super) async fn create_pods(
             .observe(waited.as_secs_f64());
     }
     let pod = desired_pod(pool, template, spec, hash, jiff::Timestamp::now())?;
+    // Encoded once for the whole batch.
+    let body = serde_json::to_vec(&pod)?;
+    let url = Api::<Pod>::namespaced(ctx.client.clone(), &namespace)
+        .resource_url()
+        .to_owned();
+    let name = pool.name_any();
+    let created_seconds = ctx
+        .metrics
+        .replenish_seconds
+        .with_label_values(&[&namespace, &name, "created"]);
+    let (sent, error) = in_waves(ctx, &url, &body, count, |pod| {
+        *created += 1;
+        ctx.expectations.created(key, pod);
+        created_seconds.observe(started.elapsed().as_secs_f64());
+    })
+    .await;
+    info!(count, sent, "created warm Pods");
+    match error {
+        Some(e) => Err(kube_err("create warm pod")(e)),
+        None => Ok(()),
+    }
+}
+
+/// Sends `count` creates of `body` to `url` in waves of 1, 2, 4, ... (at
+/// most `pool_create_parallelism` in flight), none after a wave with a
+/// failure, calling `created` with each Pod's name as its answer arrives
+/// (not when its wave ends: its first watch event then finds it expected
+/// and wakes no reconcile, see `triggers::pod_trigger`). Returns how many
+/// were sent and the first failure.
+///
+/// A template the API server refuses for every Pod (a RuntimeClass or a
+/// quota it lacks, say) so costs one request per reconcile, not one per
+/// missing Pod (up to the pool's 1,000), which spent the operator's share
+/// of the API server on one tenant's mistake. A refill of one Pod (the warm
+/// path) is one wave of one.
+async fn in_waves(
+    ctx: &Context,
+    url: &str,
+    body: &[u8],
+    count: usize,
+    mut created: impl FnMut(&str),
+) -> (usize, Option<kube::Error>) {
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
     };
-    // Encoded once for the whole batch.
-    let body = serde_json::to_vec(&pod)?;
-    let url = pods.resource_url();
     let mut first_error = None;
-    // Slow start: waves of 1, 2, 4, ... creates, and none after a wave
-    // with a failure. A template the API server refuses for every Pod (a
-    // RuntimeClass or a quota it lacks, say) then costs one request per
-    // reconcile, not one per missing Pod (up to the pool's 1,000), which
-    // would spend the operator's share of the API server on one tenant's
-    // mistake. A refill of one Pod (the warm path) is one wave of one.
     let (mut sent, mut wave) = (0, 1);
     while sent < count && first_error.is_none() {
         let this_wave = wave.min(count - sent);
         sent += this_wave;
         wave *= 2;
         let mut creates = futures::stream::iter(0..this_wave)
-            .map(|_| create_lean(ctx, url, &params, &body))
+            .map(|_| create_lean(ctx, url, &params, body))
             .buffer_unordered(ctx.config.pool_create_parallelism.max(1));
-        // Each create goes on record as soon as it is answered, not when
-        // the whole wave is: its Pod's first watch event then finds it
-        // expected and wakes no reconcile (see `triggers::pod_trigger`).
         while let Some(result) = creates.next().await {
             match result {
-                Ok(name) => {
-                    *created += 1;
-                    ctx.expectations.created(key, &name);
-                    ctx.metrics
-                        .replenish_seconds
-                        .with_label_values(&[
-                            &pool.namespace().unwrap_or_default(),
-                            &pool.name_any(),
-                            "created",
-                        ])
-                        .observe(started.elapsed().as_secs_f64());
-                }
+                Ok(name) => created(&name),
                 Err(e) => {
                     warn!(error = %e, "creating a warm Pod failed");
                     first_error.get_or_insert(e);
@@ -173,11 +233,7 @@ pub(super) async fn create_pods(
             }
         }
     }
-    info!(count, sent, "created warm Pods");
-    match first_error {
-        Some(e) => Err(kube_err("create warm pod")(e)),
-        None => Ok(()),
-    }
+    (sent, first_error)
 }
 
 /// One Pod create from an encoded body; the name of the created Pod (the

@@ -126,31 +126,18 @@ pub async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<Context>) -> Result<
         decision.create
     };
 
-    // Act. A failed delete or create is returned only after the record
-    // below: the gauges, the status and the refill times go on following
-    // the pool while its creates fail (a quota reached, say); before, they
-    // stayed at their last good values and the pool alerts never fired
-    // (found by review).
-    let mut created = 0;
-    let (deleted, mut act_error) =
-        match act::delete_victims(&ctx, &key, &namespace, &decision.delete).await {
-            Ok(deleted) => (deleted, None),
-            // What a failed delete did is not known: counted as nothing.
-            Err(error) => (0, Some(error)),
-        };
-    if act_error.is_none()
-        && let Some(spec) = spec.as_deref()
-    {
-        let new = act::NewPods {
-            template: &template,
-            spec,
-            hash: &hash,
-            count: creates,
-        };
-        act_error = act::create_pods(&ctx, &pool, &key, new, &mut created)
-            .await
-            .err();
-    }
+    // Act; a failure is returned only after the record (see `act::act`).
+    let new = spec.as_deref().map(|spec| act::NewPods {
+        template: &template,
+        spec,
+        hash: &hash,
+        count: creates,
+    });
+    let act::Acted {
+        deleted,
+        created,
+        error: act_error,
+    } = act::act(&ctx, &pool, &key, &decision.delete, new).await;
 
     // Record.
     let outcome = record::Outcome {

@@ -95,18 +95,7 @@ async fn requests_beyond_the_in_flight_limit_are_refused_with_503() {
     // The slow request holds the one slot from the moment its handler runs
     // until it is released below (a fixed pause, then a fixed 1.5 s hold,
     // were both too short on a loaded machine).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !server
-        .policy
-        .slow_started
-        .load(std::sync::atomic::Ordering::SeqCst)
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the slow request never reached its handler"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_for_the_slow_handler(&server).await;
     let (status, body) = server
         .post(true, "/validate", review("waits", "demo"))
         .await;
@@ -148,18 +137,7 @@ async fn a_review_whose_caller_gave_up_holds_its_permit_and_is_observed() {
         let server = server.clone();
         async move { server.post(true, "/validate", review("slow", "slow")).await }
     });
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !server
-        .policy
-        .slow_started
-        .load(std::sync::atomic::Ordering::SeqCst)
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the slow request never reached its handler"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_for_the_slow_handler(&server).await;
     // The caller gives up: its connection goes.
     slow.abort();
     let _ = slow.await;
@@ -244,5 +222,22 @@ pub(crate) fn impatient() -> ServerConfig {
     ServerConfig {
         request_timeout: Duration::from_millis(300),
         ..ServerConfig::default()
+    }
+}
+
+/// Waits (20 s at most) until the "slow" request is in its handler, holding
+/// its slot (a fixed pause was too short on a loaded machine).
+async fn wait_for_the_slow_handler(server: &TestServer) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !server
+        .policy
+        .slow_started
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slow request never reached its handler"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
