@@ -7,6 +7,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 pub const READY: &str = "Ready";
 /// Warm pool: claims are waiting because the pool has no idle Pod.
 pub const EXHAUSTED: &str = "Exhausted";
+/// Sandbox: present (`False`) only while its running Pod was made from an
+/// earlier `spec.podTemplate` than the Sandbox's (a running Pod is never
+/// changed; the next Pod is made from the current template).
+pub const POD_TEMPLATE_APPLIED: &str = "PodTemplateApplied";
 
 /// A condition to be merged into a status with [`set_condition`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,6 +67,14 @@ pub fn set_condition(
         }),
     }
     out
+}
+
+/// `conditions` without the condition of the given type.
+pub fn without_condition(conditions: Vec<Condition>, type_: &str) -> Vec<Condition> {
+    conditions
+        .into_iter()
+        .filter(|c| c.type_ != type_)
+        .collect()
 }
 
 /// The condition of the given type, if present.

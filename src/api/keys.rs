@@ -12,7 +12,11 @@ pub const SANDBOX_LABEL: &str = "agents.x-k8s.io/sandbox";
 /// On idle warm Pods: the pool they belong to. Removed by the steal.
 pub const POOL_LABEL: &str = "agents.x-k8s.io/warm-pool";
 
-/// On warm Pods: hash of the template spec they were made from.
+/// On warm Pods: hash of the template spec they were made from
+/// ([`crate::api::template_hash`]); on a Pod a Sandbox creates, of the
+/// Sandbox's `spec.podTemplate` it was made from (the same hash: a claim's
+/// Sandbox copies its template's), so a Sandbox can tell its running Pod is
+/// of an earlier template. Only the operator writes it on Pods it creates.
 pub const TEMPLATE_HASH_LABEL: &str = "agents.x-k8s.io/template-hash";
 
 /// On warm Pods: the template name (so claims find candidates per template).

@@ -33,6 +33,9 @@ pub const MULTIPLE_PODS: &str = "MultiplePods";
 /// The API server refused an object the Sandbox makes (its Pod, a volume
 /// claim or its Service) as invalid; tried again with backoff.
 pub const POD_REJECTED: &str = "PodRejected";
+/// The Sandbox's `PodTemplateApplied` condition (`False`): its running Pod
+/// was made from an earlier `spec.podTemplate`.
+pub const POD_TEMPLATE_CHANGED: &str = "PodTemplateChanged";
 
 // The claim's `Ready` condition (claim controller). A claim whose Sandbox
 // is not Ready yet also carries the Sandbox's own reason in its message.

@@ -252,6 +252,30 @@ async fn pause_and_resume_keep_service_and_pvc() {
     sandboxes.create(&PostParams::default(), &s).await.unwrap();
     let s = wait_for(&sandboxes, "p", Duration::from_secs(30), is_ready).await;
     let first_uid = owned_pods(&ns, &s).await[0].uid();
+    assert!(template_outdated(&s).is_none(), "{:?}", s.status);
+
+    // A template edit leaves the running Pod alone, and the status says so
+    // (before, it said nothing: the edit seemed applied).
+    sandboxes
+        .patch(
+            "p",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"podTemplate": {"spec": {"containers": [
+                {"name": "c", "image": "busybox:edited"}]}}}})),
+        )
+        .await
+        .unwrap();
+    let edited = wait_for(&sandboxes, "p", Duration::from_secs(30), |s| {
+        template_outdated(s).is_some()
+    })
+    .await;
+    let message = template_outdated(&edited).unwrap();
+    assert!(
+        message.contains("Pod p") && message.contains("spec.replicas"),
+        "{message}"
+    );
+    assert!(is_ready(&edited), "the running Pod still serves");
+    assert_eq!(owned_pods(&ns, &edited).await[0].uid(), first_uid);
 
     set_replicas(&sandboxes, "p", 0).await;
     let paused = wait_for(&sandboxes, "p", Duration::from_secs(30), |s| {
@@ -281,6 +305,26 @@ async fn pause_and_resume_keep_service_and_pvc() {
     let pods = owned_pods(&ns, &s).await;
     assert_eq!(pods.len(), 1);
     assert_ne!(pods[0].uid(), first_uid, "a new Pod after resume");
+    // The new Pod is made from the edited template, and nothing is left to say.
+    let image = pods[0].spec.as_ref().unwrap().containers[0].image.clone();
+    assert_eq!(image.as_deref(), Some("busybox:edited"));
+    let s = wait_for(&sandboxes, "p", Duration::from_secs(30), |s| {
+        template_outdated(s).is_none()
+    })
+    .await;
+    assert!(is_ready(&s));
+}
+
+/// The message of the Sandbox's `PodTemplateApplied=False` condition, when
+/// it shows one.
+fn template_outdated(s: &Sandbox) -> Option<String> {
+    let c = s
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "PodTemplateApplied")?;
+    (c.status == "False" && c.reason == "PodTemplateChanged").then(|| c.message.clone())
 }
 
 #[tokio::test]

@@ -12,7 +12,8 @@ use kube::ResourceExt;
 use kube::api::ObjectMeta;
 
 use crate::api::{
-    CLAIM_LABEL, CLAIM_UID_LABEL, SANDBOX_LABEL, Sandbox, TEMPLATE_LABEL, is_reserved_key,
+    CLAIM_LABEL, CLAIM_UID_LABEL, SANDBOX_LABEL, Sandbox, TEMPLATE_HASH_LABEL, TEMPLATE_LABEL,
+    is_reserved_key, pod_template_hash,
 };
 use crate::controller::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, Result, controller_ref};
 
@@ -34,6 +35,9 @@ pub fn desired_pod(sandbox: &Sandbox, mut spec: PodSpec) -> Result<Pod> {
     });
     labels.insert(SANDBOX_LABEL.into(), name.clone());
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
+    // The pod template it is made from, so the Sandbox can say when its
+    // running Pod is of an earlier one (see `status::template_applied`).
+    labels.insert(TEMPLATE_HASH_LABEL.into(), pod_template_hash(template));
     // A cold Pod of a claim carries the claim label like a stolen one, so
     // every Pod serving a claim can be found by it; the claim's uid label
     // like a stolen one too, so the hold on the claim's NetworkPolicy

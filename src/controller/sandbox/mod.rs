@@ -369,5 +369,19 @@ async fn record(
     if crate::api::is_true(&status.conditions, crate::api::READY) {
         super::timeline(sandbox, &sandbox.name_any(), "sandbox: Ready written");
     }
+    let outdated = |s: Option<&crate::api::SandboxStatus>| {
+        s.and_then(|s| crate::api::find_condition(&s.conditions, crate::api::POD_TEMPLATE_APPLIED))
+            .map(|c| c.message.clone())
+    };
+    if let (Some(message), None) = (outdated(Some(&status)), outdated(sandbox.status.as_ref())) {
+        ctx.event(
+            sandbox,
+            kube::runtime::events::EventType::Warning,
+            crate::api::reason::POD_TEMPLATE_CHANGED,
+            "Reconcile",
+            message,
+        )
+        .await;
+    }
     Ok(true)
 }

@@ -5,7 +5,10 @@ use kube::{Resource, ResourceExt};
 
 use super::service_fqdn;
 use crate::api::reason;
-use crate::api::{ConditionUpdate, SANDBOX_LABEL, Sandbox, SandboxStatus, set_condition};
+use crate::api::{
+    ConditionUpdate, POD_TEMPLATE_APPLIED, SANDBOX_LABEL, Sandbox, SandboxStatus,
+    TEMPLATE_HASH_LABEL, find_condition, pod_template_hash, set_condition, without_condition,
+};
 use crate::controller::{is_terminating, pod_has_ended, pod_is_ready};
 
 /// The status a Sandbox should show, given its Pod (if any). Pure.
@@ -66,8 +69,13 @@ pub fn compute_status(
         (None, None) => ConditionUpdate::ready(false, reason::CREATING, "creating the Pod"),
     };
     let live_pod = pod.filter(|p| !is_terminating(*p) && !pod_has_ended(p));
+    let conditions = set_condition(&previous.conditions, &ready, sandbox.meta().generation, now);
+    let conditions = match template_applied(sandbox, &previous, live_pod) {
+        Some(outdated) => set_condition(&conditions, &outdated, sandbox.meta().generation, now),
+        None => without_condition(conditions, POD_TEMPLATE_APPLIED),
+    };
     SandboxStatus {
-        conditions: set_condition(&previous.conditions, &ready, sandbox.meta().generation, now),
+        conditions,
         service: Some(name.clone()),
         service_fqdn: Some(service_fqdn(sandbox, cluster_domain)),
         replicas: i32::from(live_pod.is_some()),
@@ -76,4 +84,42 @@ pub fn compute_status(
         pod_ip: pod.and_then(|p| p.status.as_ref()?.pod_ip.clone()),
         node_name: pod.and_then(|p| p.spec.as_ref()?.node_name.clone()),
     }
+}
+
+/// `PodTemplateApplied=False` while the live Pod was made from an earlier
+/// `spec.podTemplate` than the Sandbox's: a running Pod is never changed (it
+/// holds the sandbox's work), so an edit applies to the next Pod, and the
+/// status says so instead of nothing. The Pod's template is the hash the
+/// operator wrote on it at its creation ([`TEMPLATE_HASH_LABEL`]: a pool
+/// Pod's, or a Sandbox Pod's); a Pod without one (made by an older version)
+/// is not judged. The hash is computed only when the answer may have
+/// changed: a new generation of the Sandbox, another Pod, or the condition
+/// already shown. Pure.
+fn template_applied(
+    sandbox: &Sandbox,
+    previous: &SandboxStatus,
+    live_pod: Option<&Pod>,
+) -> Option<ConditionUpdate> {
+    let pod = live_pod?;
+    let made_from = pod.labels().get(TEMPLATE_HASH_LABEL)?;
+    let generation = sandbox.meta().generation;
+    let shown = find_condition(&previous.conditions, POD_TEMPLATE_APPLIED);
+    let unchanged = shown.is_none()
+        && previous.pod_name.as_deref() == Some(pod.name_any().as_str())
+        && find_condition(&previous.conditions, crate::api::READY)
+            .is_some_and(|c| c.observed_generation == generation);
+    if unchanged || *made_from == pod_template_hash(&sandbox.spec.pod_template) {
+        return None;
+    }
+    Some(ConditionUpdate {
+        type_: POD_TEMPLATE_APPLIED,
+        status: false,
+        reason: reason::POD_TEMPLATE_CHANGED,
+        message: format!(
+            "spec.podTemplate changed after Pod {} was made from it; a running Pod is not \
+             changed: the next Pod is made from the current template (to apply it now, set \
+             spec.replicas to 0, then back to 1; the Pod's volume claims are kept)",
+            pod.name_any()
+        ),
+    })
 }

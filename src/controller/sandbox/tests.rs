@@ -315,6 +315,55 @@ fn status_reports_fqdn_selector_and_ready() {
 }
 
 #[test]
+fn a_pod_of_an_earlier_pod_template_is_reported_until_it_is_replaced() {
+    use crate::api::{POD_TEMPLATE_APPLIED, TEMPLATE_HASH_LABEL, find_condition};
+    let mut s = sandbox();
+    s.metadata.generation = Some(1);
+    let spec = s.spec.pod_template.spec.clone();
+    let mut p = desired_pod(&s, spec).unwrap();
+    p.status = Some(crate::controller::test_pod::ready_status());
+    // Made from the current template: nothing to say.
+    let st = compute_status(&s, Some(&p), None, "cluster.local", now());
+    assert!(find_condition(&st.conditions, POD_TEMPLATE_APPLIED).is_none());
+    // The template is edited (a new generation): the running Pod is kept
+    // and the status says it is of the earlier template.
+    s.status = Some(st);
+    s.metadata.generation = Some(2);
+    s.spec.pod_template.spec.containers[0].image = Some("i:2".into());
+    let st = compute_status(&s, Some(&p), None, "cluster.local", now());
+    let c = find_condition(&st.conditions, POD_TEMPLATE_APPLIED).expect("reported");
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "PodTemplateChanged")
+    );
+    assert!(
+        c.message.contains("Pod sbx") && c.message.contains("spec.replicas"),
+        "{}",
+        c.message
+    );
+    assert!(crate::api::is_true(&st.conditions, "Ready"), "still Ready");
+    // A later reconcile of the same generation keeps saying it.
+    s.status = Some(st);
+    let st = compute_status(&s, Some(&p), None, "cluster.local", now());
+    assert!(find_condition(&st.conditions, POD_TEMPLATE_APPLIED).is_some());
+    // Edited back: nothing to say again.
+    s.status = Some(st);
+    s.metadata.generation = Some(3);
+    s.spec.pod_template.spec.containers[0].image = Some("i".into());
+    let st = compute_status(&s, Some(&p), None, "cluster.local", now());
+    assert!(find_condition(&st.conditions, POD_TEMPLATE_APPLIED).is_none());
+    // A Pod without the operator's hash (an older version's) is not judged.
+    s.spec.pod_template.spec.containers[0].image = Some("i:3".into());
+    s.metadata.generation = Some(4);
+    p.labels_mut().remove(TEMPLATE_HASH_LABEL);
+    let st = compute_status(&s, Some(&p), None, "cluster.local", now());
+    assert!(find_condition(&st.conditions, POD_TEMPLATE_APPLIED).is_none());
+    // Paused (no live Pod): nothing to say.
+    let st = compute_status(&s, None, None, "cluster.local", now());
+    assert!(find_condition(&st.conditions, POD_TEMPLATE_APPLIED).is_none());
+}
+
+#[test]
 fn desired_pod_mounts_volume_claims_and_is_owned() {
     let mut s = sandbox();
     s.spec.volume_claim_templates = Some(vec![crate::api::PersistentVolumeClaimTemplate {
