@@ -3,7 +3,8 @@
 # needed. Builds what is missing, starts the control plane (or reuses it),
 # installs the CRDs, runs the operator in the foreground with its webhook
 # registered by URL on 127.0.0.1, creates the AIO template and a warm pool
-# of 3, and prints commands to try. Ctrl-C stops everything it started.
+# of 3, serves a first claim from it (its launch type and time to Ready
+# shown), and prints commands to try. Ctrl-C stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cluster=tests/controlplane/cluster.sh
@@ -15,12 +16,17 @@ cargo build --bin sandbox-operator
 started_cluster=0
 operator_pid=""
 webhook_url=""
+first_claim=""
 # Ctrl-C reaches the whole foreground process group: the operator stops on its
 # own SIGINT and this script cleans up, once (a second Ctrl-C does not cut the
 # clean-up short), and then exits instead of resuming where it was.
 cleanup() {
   trap '' INT TERM
   trap - EXIT
+  if [[ -n $first_claim ]]; then
+    # Deleted while the operator runs, so it lifts its policy's hold itself.
+    kubectl delete sandboxclaim "$first_claim" --request-timeout=10s --ignore-not-found --wait=false >/dev/null 2>&1 || true
+  fi
   if [[ -n $operator_pid ]] && kill -0 "$operator_pid" 2>/dev/null; then
     say "stopping the operator"
     kill -TERM "$operator_pid" 2>/dev/null || true
@@ -145,6 +151,30 @@ for _ in $(seq 1 300); do
   sleep 0.2
 done
 ((ready >= 3)) || { say "the warm pool aio-pool has $ready of 3 Ready Pods after 60 s"; exit 1; }
+
+# pool_ready N: waits (60 s at most) until the pool has N Ready idle Pods.
+pool_ready() {
+  for _ in $(seq 1 300); do
+    ready=$(kubectl get swp aio-pool --request-timeout=10s -o jsonpath='{.status.readyReplicas}' 2>/dev/null || true)
+    [[ ${ready:-0} =~ ^[0-9]+$ ]] || ready=0
+    ((ready >= $1)) && return 0
+    sleep 0.2
+  done
+  return 1
+}
+
+# A first claim, served from the pool, so the operator is seen serving one.
+say "serving a first claim: kubectl create -f examples/claim.yaml"
+first_claim=$(kubectl create -f examples/claim.yaml --request-timeout=10s -o name)
+first_claim=${first_claim##*/}
+kubectl wait --for=condition=Ready "sandboxclaim/$first_claim" --timeout=30s >/dev/null ||
+  { say "claim $first_claim is not Ready after 30 s"; kubectl get sbc "$first_claim" -o yaml >&2; exit 1; }
+kubectl get sbc "$first_claim" --request-timeout=10s >&2
+seconds=$(kubectl get sbc "$first_claim" --request-timeout=10s -o jsonpath='{.status.timeToReadySeconds}' 2>/dev/null || true)
+printf 'first claim %s: launch type %s, Ready %s s after the API server admitted it\n' "$first_claim" \
+  "$(kubectl get sbc "$first_claim" --request-timeout=10s -o jsonpath='{.status.launchType}')" "${seconds:-?}" >&2
+# The pool refilled at once: wait for it again.
+pool_ready 3 || { say "the warm pool aio-pool has $ready of 3 Ready Pods 60 s after the first claim"; exit 1; }
 
 cat >&2 <<EOT
 

@@ -126,6 +126,12 @@ async fn readme_quick_start_make_run_serves_a_warm_claim() {
         "the pool is not full at \"ready\":\n{output}"
     );
     assert!(
+        output
+            .lines()
+            .any(|l| l.starts_with("first claim ") && l.contains("launch type warm, Ready ")),
+        "`make run` did not show its first claim served warm:\n{output}"
+    );
+    assert!(
         !output.contains("and the control plane"),
         "the control plane was already running, yet `make run` says Ctrl-C stops it:\n{output}"
     );
