@@ -1,12 +1,14 @@
 //! The bench as a user of the operator: it creates claims, records when a
-//! watch first shows each one Ready (client clock), waits for the pool to
-//! refill, and checks afterwards that no Pod ever served two claims.
+//! watch first shows each one Ready (client clock) and every claim state the
+//! watch delivers (claim uid, its Pod, Ready or not), waits for the pool to
+//! refill, and checks at the end, from that record and the end state, that
+//! no Pod ever served two claims (`assignments`).
 //!
 //! Idle Pods are counted from a watch of the pool's Pods (a local store),
 //! not by listing them: a LIST every few milliseconds would load the API
 //! server the bench measures, and cannot scale to a pool of 5,000.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,8 +20,11 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use sandbox_operator::api::{CLAIM_LABEL, LaunchType, POOL_LABEL, READY, SandboxClaim, is_true};
+use sandbox_operator::api::{
+    CLAIM_LABEL, CLAIM_UID_LABEL, LaunchType, POOL_LABEL, READY, SandboxClaim, is_true,
+};
 
+use crate::assignments::{EndPod, History, Sighting};
 use crate::floor::is_ready;
 use crate::report::{Observation, Scenario};
 
@@ -41,6 +46,8 @@ pub struct Claims {
     delivered: Delivered,
     starts: Mutex<HashMap<String, Instant>>,
     pool_pods: Store<Pod>,
+    /// Every claim state the watch delivered, for the end check.
+    history: Arc<Mutex<History>>,
 }
 
 impl Claims {
@@ -59,6 +66,8 @@ impl Claims {
             .expect("watch the pool's Pods");
         let (seen, delivered): (Seen, Delivered) = Default::default();
         let (recorder, deliveries) = (seen.clone(), delivered.clone());
+        let history: Arc<Mutex<History>> = Arc::default();
+        let sightings = history.clone();
         let api: Api<SandboxClaim> = Api::namespaced(client.clone(), ns);
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(
@@ -76,8 +85,10 @@ impl Claims {
                         .entry(claim.name_any())
                         .or_insert(ms);
                 }
+                let sighting = sighting(&claim);
+                sightings.lock().unwrap().observe(&sighting);
                 let status = claim.status.clone().unwrap_or_default();
-                if is_true(&status.conditions, READY) {
+                if sighting.ready {
                     recorder
                         .lock()
                         .unwrap()
@@ -93,6 +104,7 @@ impl Claims {
             delivered,
             starts: Mutex::default(),
             pool_pods,
+            history,
         }
     }
 
@@ -204,7 +216,8 @@ impl Claims {
         Scenario::from_observations(name, &self.observations(names))
     }
 
-    /// Pods that served two claims, or carry two controllers, or both a pool and a claim label.
+    /// Violations of "one Pod, one claim" over the whole run (see
+    /// `assignments`), each printed to stderr; their number.
     pub async fn double_assignments(&self) -> usize {
         let pods = Api::<Pod>::namespaced(self.client.clone(), &self.ns)
             .list(&Default::default())
@@ -216,32 +229,35 @@ impl Claims {
             .await
             .unwrap()
             .items;
-        let mut violations = 0;
-        let mut used = HashSet::new();
-        for claim in &claims {
-            if let Some(pod) = claim.status.as_ref().and_then(|s| s.pod_name.clone())
-                && !used.insert(pod)
-            {
-                violations += 1;
-            }
-        }
-        for pod in pods
+        let claims: Vec<Sighting> = claims.iter().map(sighting).collect();
+        let pods: Vec<EndPod> = pods
             .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-        {
-            let controllers = pod
-                .owner_references()
-                .iter()
-                .filter(|o| o.controller == Some(true))
-                .count();
-            let labels = pod.labels();
-            if controllers > 1
-                || (labels.contains_key(POOL_LABEL) && labels.contains_key(CLAIM_LABEL))
-            {
-                violations += 1;
-            }
+            .map(|p| EndPod {
+                name: p.name_any(),
+                labels: p.labels().clone(),
+                terminating: p.metadata.deletion_timestamp.is_some(),
+            })
+            .collect();
+        let violations = self.history.lock().unwrap().violations(
+            &claims,
+            &pods,
+            (POOL_LABEL, CLAIM_LABEL, CLAIM_UID_LABEL),
+        );
+        for v in &violations {
+            eprintln!("double assignment: {v}");
         }
-        violations
+        violations.len()
+    }
+}
+
+/// A claim's uid, name, the Pod its status names and whether it is Ready.
+fn sighting(claim: &SandboxClaim) -> Sighting {
+    let status = claim.status.as_ref();
+    Sighting {
+        claim_uid: claim.uid().unwrap_or_default(),
+        claim: claim.name_any(),
+        pod: status.and_then(|s| s.pod_name.clone()),
+        ready: status.is_some_and(|s| is_true(&s.conditions, READY)),
     }
 }
 

@@ -8,7 +8,8 @@
 //! for four scenarios (warm-sequential, cold-sequential, warm-burst,
 //! overflow-burst), counts API writes per warm claim from the API server's
 //! own `apiserver_request_total`, reads the operator's CPU and memory from
-//! `/proc`, checks that no Pod ever served two claims, prints a table and
+//! `/proc`, checks from its claim watch that no Pod ever served two claims,
+//! prints a table and
 //! writes `target/bench/claim-latency.json` and `.svg`.
 //!
 //! `cargo bench --bench claim-latency -- [--quick|--demo|--scale [N]] [--pool N]
@@ -19,7 +20,8 @@
 //! Modules: `settings` (flags), `environment` (namespace, operator, pool),
 //! `identity` (the operator's ServiceAccount and token), `guard` (the
 //! ownership guard, on as the chart installs it),
-//! `operator` (the child process), `claims` (create, watch, check),
+//! `operator` (the child process), `child_env` (what it must not inherit),
+//! `claims` (create, watch), `assignments` (the no-double-assignment check),
 //! `floor` (write_rtt, write_throughput), `scenarios`, `scale`,
 //! `apiserver` (its counters), `procstat` (/proc), `report` (table, JSON,
 //! ratios), `timeline` (the operator's step log), `plot` (SVG), `stats`.
@@ -29,6 +31,8 @@
 #![cfg_attr(test, allow(dead_code, unused_imports))]
 
 mod apiserver;
+mod assignments;
+mod child_env;
 mod claims;
 mod delivery;
 mod environment;

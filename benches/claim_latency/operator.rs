@@ -20,7 +20,8 @@ pub struct Operator {
 /// How the operator is started beyond the bench's fixed flags.
 #[derive(Default)]
 pub struct Options {
-    /// `--claim-network-policy`, passed only when the bench was given it.
+    /// `--claim-network-policy`, passed only when the bench was given it
+    /// (else the operator's default: no inherited `SANDBOX_*` reaches it).
     pub network_policy: Option<String>,
     /// `--max-pool-replicas` and an admission policy file allowing that many.
     pub max_pool_replicas: Option<usize>,
@@ -56,8 +57,7 @@ impl Operator {
             ])
             .args(["--webhook-config-name", &format!("sandbox-operator-{ns}")])
             .args(["--log-format", "json"])
-            // The bench decides about the ownership guard (`guard`), not an
-            // inherited SANDBOX_REGISTER_OWNERSHIP_GUARD.
+            // The bench decides about the ownership guard (`guard`).
             .arg("--register-ownership-guard=false");
         if let Some(mode) = &options.network_policy {
             command.arg(format!("--claim-network-policy={mode}"));
@@ -67,6 +67,10 @@ impl Operator {
             std::fs::write(&policy, format!("maxPoolReplicas: {n}\n")).unwrap();
             command.arg(format!("--max-pool-replicas={n}"));
             command.arg("--policy-file").arg(policy);
+        }
+        // Nothing inherited may set a flag behind the bench's back (`child_env`).
+        for name in crate::child_env::inherited_to_remove() {
+            command.env_remove(name);
         }
         let child = command
             .env("KUBECONFIG", kubeconfig)
@@ -126,6 +130,11 @@ impl Operator {
     /// The operator's resident memory now, MiB.
     pub fn rss_mib(&self) -> f64 {
         procstat::rss_mib(self.pid).expect("read /proc/<operator>/status")
+    }
+
+    /// The operator's peak resident memory so far (VmHWM), MiB.
+    pub fn rss_peak_mib(&self) -> f64 {
+        procstat::rss_peak_mib(self.pid).expect("read /proc/<operator>/status")
     }
 
     /// The operator's own `/metrics` text (empty if it does not answer).

@@ -1,6 +1,7 @@
 //! The operator's own resource use, read from Linux `/proc`: CPU time
 //! (utime + stime of all its threads, `/proc/<pid>/stat`, in clock ticks of
-//! `getconf CLK_TCK`) and resident memory (VmRSS, `/proc/<pid>/status`).
+//! `getconf CLK_TCK`) and resident memory (VmRSS, `/proc/<pid>/status`),
+//! now and at its peak (VmHWM, the high-water mark since the process started).
 
 /// CPU time the process has used so far, in milliseconds.
 pub fn cpu_ms(pid: u32, ticks_per_second: f64) -> Option<f64> {
@@ -12,6 +13,12 @@ pub fn cpu_ms(pid: u32, ticks_per_second: f64) -> Option<f64> {
 pub fn rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     vm_rss_kib(&status).map(|kib| kib as f64 / 1024.0)
+}
+
+/// Peak resident set size of the process so far (VmHWM), in MiB.
+pub fn rss_peak_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    vm_hwm_kib(&status).map(|kib| kib as f64 / 1024.0)
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`), the unit of utime and stime.
@@ -38,9 +45,18 @@ pub fn cpu_ticks(stat: &str) -> Option<u64> {
 
 /// The `VmRSS:` value of a `/proc/<pid>/status` text, in KiB.
 pub fn vm_rss_kib(status: &str) -> Option<u64> {
+    status_kib(status, "VmRSS:")
+}
+
+/// The `VmHWM:` value (peak RSS) of a `/proc/<pid>/status` text, in KiB.
+pub fn vm_hwm_kib(status: &str) -> Option<u64> {
+    status_kib(status, "VmHWM:")
+}
+
+fn status_kib(status: &str, field: &str) -> Option<u64> {
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .find_map(|l| l.strip_prefix(field))?
         .split_whitespace()
         .next()?
         .parse()
@@ -67,11 +83,19 @@ mod tests {
     }
 
     #[test]
+    fn the_peak_is_vm_hwm_not_vm_peak() {
+        let status = "VmPeak:\t  900000 kB\nVmHWM:\t   61440 kB\nVmRSS:\t   51200 kB\n";
+        assert_eq!(vm_hwm_kib(status), Some(61440));
+        assert_eq!(vm_hwm_kib("VmRSS:\t 1 kB\n"), None);
+    }
+
+    #[test]
     fn this_process_can_be_measured() {
         let pid = std::process::id();
         let ticks = clock_ticks_per_second();
         assert!(ticks > 0.0);
         assert!(cpu_ms(pid, ticks).is_some());
         assert!(rss_mib(pid).is_some_and(|mib| mib > 0.0));
+        assert!(rss_peak_mib(pid).is_some_and(|peak| peak >= rss_mib(pid).unwrap() * 0.5));
     }
 }

@@ -34,7 +34,7 @@ pub async fn run(env: &Environment, floor: &mut Floor, s: &Settings) -> Result<(
     let warm = warm_sequential(env, floor, counts, n).await;
     floor.sample(s.floor_block).await;
     let f = floor.summary();
-    let rss_end = env.operator.rss_mib();
+    let (rss_end, rss_peak) = (env.operator.rss_mib(), env.operator.rss_peak_mib());
     let w = &warm.scenario;
     println!(
         "\n--scale {n}: a pool of {n} idle Pods (simulated start-up {} ms), ownership guard: {}",
@@ -82,9 +82,11 @@ pub async fn run(env: &Environment, floor: &mut Floor, s: &Settings) -> Result<(
         println!("    {key:<34} {per_claim:>6.2}");
     }
     println!("  operator RSS at the end            {rss_end:>10.1} MiB");
+    println!("  operator RSS peak (VmHWM)          {rss_peak:>10.1} MiB");
     let report = json!({
         "idle_pods": n, "ownership_guard": env.guard.label(), "fill_s": fill_s, "fill_operator_cpu_ms": fill_cpu_ms,
         "operator_rss_mib_full": rss_full, "operator_rss_mib_after_idle": rss_idle, "operator_rss_mib": rss_end,
+        "operator_rss_peak_mib": rss_peak,
         "operator_idle_cpu_ms_per_s": idle_cpu_ms_per_s,
         "operator_cpu_ms_per_warm_claim": warm.cost.cpu_ms,
         "writes_per_warm_claim": warm.cost.operator_writes,

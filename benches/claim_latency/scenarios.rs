@@ -6,7 +6,8 @@
 //!    (the API server's counters), operator and API server CPU and webhook
 //!    timing are taken over this scenario, refill included;
 //! 2. floor block; **cold-sequential**: `warmpool: none` forces a new Pod;
-//! 3. (not in the demo) throughput bursts, floor block, **warm-burst** (pool
+//! 3. (not in the demo) the floor's extra probe Pods (one per write of the
+//!    warm burst), throughput bursts, floor block, **warm-burst** (pool
 //!    size claims at once on a full pool), floor block, **overflow-burst**
 //!    (3 x pool size), floor block, **paced-overflow** (2 x pool size claims,
 //!    one every start delay / (2 x pool size): twice what the pool refills
@@ -189,12 +190,13 @@ async fn paced(
     env.claims.scenario(name, &names)
 }
 
-/// Timed bursts of bare patches with the pool full and idle, as the claim bursts start.
-async fn throughput(env: &Environment, floor: &mut Floor, s: &Settings, warm_up: bool) {
+/// Timed bursts of bare patches with the pool full and idle, as the claim
+/// bursts start: each run one pool-sized and one writes-sized burst (see
+/// `floor`), after one untimed warm-up run that opens the connections
+/// (each time: the client's idle connections may have closed since).
+async fn throughput(env: &Environment, floor: &mut Floor, s: &Settings) {
     env.claims.wait_idle(s.pool).await;
-    if warm_up {
-        floor.throughput_run(true).await;
-    }
+    floor.throughput_run(true).await;
     for _ in 0..s.throughput_runs {
         floor.throughput_run(false).await;
     }
@@ -214,7 +216,15 @@ pub async fn run(env: &Environment, floor: &mut Floor, s: &Settings) -> Report {
     queue.scenario_ended(env, "cold-sequential").await;
     let mut scenarios = vec![warm.scenario.clone(), cold];
     if s.mode == crate::settings::Mode::Full {
-        throughput(env, floor, s, true).await;
+        // As many patches as the warm burst's writes, at the writes per
+        // warm claim warm-sequential just measured.
+        floor
+            .size_bursts(crate::floor::burst_patches(
+                s.pool,
+                warm.cost.operator_writes,
+            ))
+            .await;
+        throughput(env, floor, s).await;
         floor.sample(s.floor_block).await;
         for (name, prefix, claims) in [
             ("warm-burst", "wb", s.pool),
@@ -235,7 +245,7 @@ pub async fn run(env: &Environment, floor: &mut Floor, s: &Settings) -> Report {
         scenarios.push(paced(env, ("paced-overflow", "po"), claims, s.pool, spacing).await);
         queue.scenario_ended(env, "paced-overflow").await;
         floor.sample(s.floor_block).await;
-        throughput(env, floor, s, false).await;
+        throughput(env, floor, s).await;
     }
     // The operator's `timeline` lines, read once for the breakdown and the legs.
     let timeline = std::fs::read_to_string(&env.operator.log_path).unwrap_or_default();
@@ -259,6 +269,7 @@ pub async fn run(env: &Environment, floor: &mut Floor, s: &Settings) -> Report {
         floor_refused: floor.refused,
         warm: warm.cost,
         rss_mib: env.operator.rss_mib(),
+        rss_peak_mib: env.operator.rss_peak_mib(),
         double_assignments: env.claims.double_assignments().await,
         breakdown: crate::timeline::from_text(&timeline, "ws-"),
         legs: crate::timeline::legs_from_text(&timeline, "ws-"),

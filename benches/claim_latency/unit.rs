@@ -1,6 +1,7 @@
 //! Unit tests of the end-to-end bench's pure parts (flags, statistics,
 //! ratios to the floor, the API server's counters, /proc parsing, the
-//! timeline log, the ownership guard's refusal). The bench itself runs
+//! timeline log, the ownership guard's refusal, the no-double-assignment
+//! check, the operator's scrubbed environment). The bench itself runs
 //! without a test harness, so these modules are compiled a second time
 //! here, as an ordinary test target.
 //! Run: `cargo test --test bench-logic`.
@@ -9,6 +10,8 @@
 #![allow(dead_code)]
 
 mod apiserver;
+mod assignments;
+mod child_env;
 mod delivery;
 mod floor;
 mod guard;

@@ -21,6 +21,10 @@
 
 #[path = "../claim_latency/apiserver.rs"]
 mod apiserver;
+#[path = "../claim_latency/assignments.rs"]
+mod assignments;
+#[path = "../claim_latency/child_env.rs"]
+mod child_env;
 #[path = "../claim_latency/claims.rs"]
 mod claims;
 #[path = "../claim_latency/delivery.rs"]

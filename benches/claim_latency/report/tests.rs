@@ -25,6 +25,9 @@ fn report() -> Report {
             rtt_samples: 300,
             throughput_per_s: 200.0,
             throughput_runs: 6,
+            throughput_patches: 16,
+            throughput_pool_sized_per_s: 50.0,
+            throughput_pool_sized_patches: 2,
         },
         warm: WarmCost {
             operator_writes: 8.0,
@@ -58,6 +61,34 @@ fn a_burst_is_divided_by_the_time_its_writes_need_at_the_measured_throughput() {
     // 2 claims x 8 writes = 16 writes at 200/s = 80 ms; all Ready after 1200 ms.
     assert_eq!(burst.writes_needed, Some(16.0));
     assert_eq!(burst.all_ready_over_floor, Some(15.0));
+    // The pool-sized bursts made 50 writes/s: 16 writes take 320 ms.
+    assert_eq!(burst.all_ready_over_floor_pool_sized, Some(3.75));
+    // Three sequential writes at the write_rtt p50 of 10 ms: 30 ms.
+    assert_eq!(burst.all_ready_over_rounds, Some(40.0));
+}
+
+#[test]
+fn a_burst_s_fixed_latency_is_paid_once_by_the_writes_sized_floor() {
+    // The API server answers a burst in a fixed 20 ms plus 1 ms per write
+    // (1,000 writes/s once started). A claim burst of 20 claims x 8 writes
+    // = 160 writes that goes as fast as the API server allows is all Ready
+    // after 20 + 160 = 180 ms: its ratio to a right floor is 1.
+    let burst_ms = |writes: f64| 20.0 + writes;
+    let writes = 160.0;
+    let sized = writes / (burst_ms(writes) / 1000.0);
+    let pool_sized = 20.0 / (burst_ms(20.0) / 1000.0);
+    let right = over_throughput(burst_ms(writes), writes, sized).unwrap();
+    assert!((right - 1.0).abs() < 1e-9, "{right}");
+    // The pool-sized floor pays the 20 ms eight times: 8 x 40 = 320 ms.
+    let flattering = over_throughput(burst_ms(writes), writes, pool_sized).unwrap();
+    assert!((flattering - 180.0 / 320.0).abs() < 1e-9, "{flattering}");
+    assert!(
+        flattering < 1.0,
+        "a floor the claims beat cannot be the floor"
+    );
+    assert_eq!(over_throughput(180.0, 160.0, 0.0), None);
+    assert_eq!(over_rounds(180.0, 0.0), None);
+    assert_eq!(over_rounds(180.0, 6.0), Some(10.0));
 }
 
 #[test]
@@ -99,6 +130,20 @@ fn json_carries_the_floor_fields() {
     assert!(v["scenarios"][0].get("all_ready_over_floor").is_none());
     assert!(v.get("operator_cpu_ms_per_warm_claim").is_some());
     assert!(v.get("operator_rss_mib").is_some());
+    assert!(v.get("operator_rss_peak_mib").is_some());
+    assert_eq!(v["write_throughput_burst_patches"], 16);
+    assert_eq!(v["write_throughput_pool_sized_per_s"], 50.0);
+    assert_eq!(v["write_throughput_pool_sized_burst_patches"], 2);
+    assert_eq!(v["scenarios"][2]["all_ready_over_floor_pool_sized"], 3.75);
+    assert_eq!(v["scenarios"][2]["all_ready_over_rounds"], 40.0);
+    assert!(v["scenarios"][0].get("all_ready_over_rounds").is_none());
+    let table = r.table();
+    assert!(table.contains("(/ pool-sized floor)"), "{table}");
+    assert!(
+        table.contains("bursts of 16 bare Pod label patches"),
+        "{table}"
+    );
+    assert!(table.contains("operator RSS peak (VmHWM)"), "{table}");
 }
 
 #[test]
