@@ -1,9 +1,17 @@
 # sandbox-operator: the commands of the README. `make help` lists them.
 SHELL := /bin/bash
+# Every recipe line fails on its first failing command, a failing stage of a
+# pipe (`$(CLUSTER) up | tail -n 1`) or an unset variable.
+.SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
 CLUSTER := tests/controlplane/cluster.sh
 CRD_FILE := charts/sandbox-operator/crds/crds.yaml
 CARGO ?= cargo
+# Starts (or reuses) the local control plane and sets `kubeconfig` to the
+# file `up` printed last; fails the recipe when `up` failed or printed no
+# existing file, so that no command runs with an empty SANDBOX_KUBECONFIG.
+CLUSTER_UP = kubeconfig=$$($(CLUSTER) up | tail -n 1) && \
+  { [ -n "$$kubeconfig" ] && [ -f "$$kubeconfig" ] || { echo "make: \`$(CLUSTER) up\` printed no kubeconfig file (last line: '$$kubeconfig')" >&2; exit 1; }; }
 
 .PHONY: help
 help: ## List the targets
@@ -46,7 +54,7 @@ lint: ## cargo fmt --check and clippy with warnings as errors
 test: ## Run every check and test (starts the local control plane if needed)
 	@$(MAKE) -s lint
 	@$(MAKE) -s crds-check
-	@kubeconfig=$$($(CLUSTER) up | tail -n 1) && \
+	@$(CLUSTER_UP) && \
 	  SANDBOX_KUBECONFIG=$$kubeconfig $(CARGO) test --workspace --lib --bins --tests -- --test-threads=$${TEST_THREADS:-3}
 	@$(MAKE) -s test-python
 
@@ -60,16 +68,16 @@ demo: ## Scripted tour: warm and cold claims with their latency, then clean up
 
 .PHONY: bench
 bench: ## End-to-end claim latency bench (pool 100, 300 warm, 30 cold, bursts) + admission microbench
-	@kubeconfig=$$($(CLUSTER) up | tail -n 1) && SANDBOX_KUBECONFIG=$$kubeconfig $(CARGO) bench --bench claim-latency
+	@$(CLUSTER_UP) && SANDBOX_KUBECONFIG=$$kubeconfig $(CARGO) bench --bench claim-latency
 	$(CARGO) bench --bench admission
 
 .PHONY: bench-quick
 bench-quick: ## Quick end-to-end bench (pool 20, 200 warm, 20 cold, bursts of 20 and 60): about two minutes, plus the LTO build (about 9 min from an empty target)
-	@kubeconfig=$$($(CLUSTER) up | tail -n 1) && SANDBOX_KUBECONFIG=$$kubeconfig $(CARGO) bench --bench claim-latency -- --quick
+	@$(CLUSTER_UP) && SANDBOX_KUBECONFIG=$$kubeconfig $(CARGO) bench --bench claim-latency -- --quick
 
 .PHONY: soak
 soak: ## Soak (not in CI): claims created+deleted at SOAK_RATE/s (5) for SOAK_MINUTES (10); RSS, CPU, latency per minute, leaks
-	@kubeconfig=$$($(CLUSTER) up | tail -n 1) && SANDBOX_KUBECONFIG=$$kubeconfig $(CARGO) bench --bench soak
+	@$(CLUSTER_UP) && SANDBOX_KUBECONFIG=$$kubeconfig $(CARGO) bench --bench soak
 
 PYTHON ?= python3
 # The Python client's test venv (dependencies only matter: tests import this
@@ -87,7 +95,7 @@ $(PY_VENV)/.installed:
 test-python: $(PY_VENV)/.installed ## Python client: ruff, mypy --strict, pytest against the local control plane and the operator
 	@$(CARGO) build -q --bin sandbox-operator
 	cd clients/python && $(PY_VENV)/bin/ruff check . && $(PY_VENV)/bin/ruff format --check . && $(PY_VENV)/bin/mypy src tests
-	@kubeconfig=$$($(CLUSTER) up | tail -n 1) && \
+	@$(CLUSTER_UP) && \
 	  SANDBOX_KUBECONFIG=$$kubeconfig PYTHONPATH=$(CURDIR)/clients/python/src $(PY_VENV)/bin/pytest clients/python
 
 .PHONY: image
@@ -96,8 +104,8 @@ image: ## Container image without a container engine: OCI layout, docker tarball
 
 .PHONY: image-test
 image-test: ## Image tests (root): reproducible digest, contents, runs from its rootfs (a warm claim), cargo deny
-	@kubeconfig=$$($(CLUSTER) up | tail -n 1) && SANDBOX_KUBECONFIG=$$kubeconfig tests/image/run.sh
+	@$(CLUSTER_UP) && SANDBOX_KUBECONFIG=$$kubeconfig tests/image/run.sh
 
 .PHONY: bench-pool
 bench-pool: ## Warm pool sizing: Erlang B vs simulation, then advised / half / autoscaled pools under Poisson claims (about 8 minutes)
-	@kubeconfig=$$($(CLUSTER) up | tail -n 1) && SANDBOX_KUBECONFIG=$$kubeconfig $(CARGO) bench --bench pool-sizing
+	@$(CLUSTER_UP) && SANDBOX_KUBECONFIG=$$kubeconfig $(CARGO) bench --bench pool-sizing
