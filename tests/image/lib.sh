@@ -7,8 +7,12 @@
 #                         failure, and counts the result
 #                         (IMAGE_TEST_ONLY="name ...": only those, the
 #                         others are listed as not run)
-#   summary               prints "N passed, N failed" and returns non-zero
-#                         on any failure
+#   summary               prints "N passed, N failed, N not run" and returns
+#                         non-zero on any failure, and on any check not run
+#                         unless the run was declared partial
+#                         (IMAGE_TEST_PARTIAL=1 next to IMAGE_TEST_ONLY): an
+#                         IMAGE_TEST_ONLY left in the environment must not
+#                         turn a run of a few checks into a pass of all
 #   in_image ROOTFS UID:GID [SRC:DEST]... -- COMMAND...
 #                         runs COMMAND from an unpacked image root file
 #                         system the way a container runtime would with the
@@ -21,6 +25,7 @@
 passed=0
 failed=0
 failures=()
+not_run=()
 logs=${IMAGE_TEST_LOGS:-target/test-logs/image}
 mkdir -p "$logs"
 
@@ -30,6 +35,7 @@ check() {
   local name=$1 function=$2 start status
   if [[ -n ${IMAGE_TEST_ONLY:-} && " $IMAGE_TEST_ONLY " != *" $name "* ]]; then
     echo "NOT RUN $name (IMAGE_TEST_ONLY=$IMAGE_TEST_ONLY)"
+    not_run+=("$name")
     return
   fi
   start=$(date +%s.%N)
@@ -51,7 +57,15 @@ check() {
 
 summary() {
   ((failed == 0)) || echo "failed: ${failures[*]}"
-  echo "$passed passed, $failed failed"
+  echo "$passed passed, $failed failed, ${#not_run[@]} not run"
+  if ((${#not_run[@]} > 0)); then
+    if [[ ${IMAGE_TEST_PARTIAL:-} == 1 ]]; then
+      echo "PARTIAL run (IMAGE_TEST_PARTIAL=1): not run: ${not_run[*]}"
+    else
+      echo "FAIL: not run: ${not_run[*]} (IMAGE_TEST_ONLY=$IMAGE_TEST_ONLY); set IMAGE_TEST_PARTIAL=1 for a partial run" >&2
+      return 1
+    fi
+  fi
   ((failed == 0))
 }
 
