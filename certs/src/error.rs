@@ -20,6 +20,13 @@ pub enum Error {
     #[error("invalid X.509 certificate")]
     Certificate(#[source] x509_parser::nom::Err<x509_parser::error::X509Error>),
 
+    /// A PEM block holds something else than a certificate.
+    #[error("PEM block of type {label:?} instead of CERTIFICATE")]
+    NotCertificatePem {
+        /// The block's type, from its `-----BEGIN` line.
+        label: String,
+    },
+
     /// A PEM text holds no certificate at all.
     #[error("no certificate found in the PEM text")]
     NoCertificate,

@@ -7,7 +7,8 @@
 //!   read expiry dates with x509-parser, and decide what is due for renewal
 //!   ([`plan_renewal`], [`needs_rotation`]). No I/O; unit tested.
 //! - [`load_or_create`] and [`rotate`]: the Secret, written only under
-//!   optimistic concurrency so every replica ends up with the same PKI.
+//!   optimistic concurrency so every replica ends up with the same PKI; a
+//!   new CA keeps the CAs the caller last knew in the trust bundle.
 //! - [`inject_ca_bundle`]: the trust bundle on every entry of the webhook
 //!   configurations.
 //! - [`CertManager`]: the loop that runs the above periodically and hands
@@ -26,7 +27,11 @@
 //! });
 //! let first_pair = manager.ensure().await?;
 //! // build the server's key store from first_pair, then:
-//! tokio::spawn(manager.run(|cert, key| { let _ = (cert, key); }, std::future::pending()));
+//! // A handover that fails (Err) is offered again at the next pass.
+//! tokio::spawn(manager.run(
+//!     |cert, key| { let _ = (cert, key); Ok::<(), std::convert::Infallible>(()) },
+//!     std::future::pending(),
+//! ));
 //! # Ok(()) }
 //! ```
 

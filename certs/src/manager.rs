@@ -3,9 +3,26 @@
 //! Every pass ([`CertManager::ensure`]): read the Secret (creating it on
 //! the first run), renew what [`plan_renewal`] says is due, write the trust
 //! bundle into the webhook configurations, and hand the serving pair to the
-//! HTTPS server if it changed. The bundle is published before a new pair is
-//! handed over, so the API server already trusts a new CA by the time the
-//! server presents a certificate signed by it.
+//! HTTPS server if it changed ([`CertManager::run`]). A handover the server
+//! refuses is retried at the next pass; the server keeps its current pair
+//! meanwhile.
+//!
+//! What the ordering does and does not guarantee. This replica writes the
+//! bundle to the configurations before it hands its server a pair signed
+//! by a new CA, but the API server applies a configuration change only
+//! once its own watch delivers it (usually well under a second, with no
+//! upper bound), so calls made in that gap can still be checked against the
+//! previous bundle. Other replicas reload the new pair only at their next
+//! pass (up to [`CertManagerConfig::check_interval`]), so every bundle this
+//! crate writes keeps the CAs that may still be served:
+//!
+//! - a scheduled CA renewal keeps the previous CA until it expires;
+//! - a new CA made because the Secret was deleted or unusable keeps the
+//!   still-valid CAs this process last loaded ([`CertManager::current`])
+//!   and those still readable in the unusable Secret. A process that has
+//!   not loaded the PKI yet (just started) and finds no Secret knows no
+//!   previous CA: replicas serving one are then refused (with
+//!   `failurePolicy: Fail`) until their next pass.
 //!
 //! Passes repeat every [`CertManagerConfig::check_interval`], which also
 //! repairs a `caBundle` that something else reset (for example a Helm
@@ -16,7 +33,8 @@
 //! Caveat: replicas publish the bundle they last read from the Secret. A
 //! replica that read the Secret just before another replaced the CA can
 //! publish the older bundle once more; the configurations are corrected by
-//! its next pass, one check interval later. CA replacements are years apart.
+//! its next pass, one check interval later. Scheduled CA replacements are
+//! years apart.
 
 use std::{future::Future, pin::pin, time::Duration};
 
@@ -99,8 +117,16 @@ impl CertManager {
             ..
         } = &self.config;
         let now = Timestamp::now();
-        let mut stored =
-            load_or_create(&self.client, namespace, secret_name, settings, now).await?;
+        let remembered = self.current.as_ref().map(|stored| &stored.pki);
+        let mut stored = load_or_create(
+            &self.client,
+            namespace,
+            secret_name,
+            remembered,
+            settings,
+            now,
+        )
+        .await?;
         // Normally one round; a lost race adopts the winner's PKI, which is
         // then planned again.
         for _round in 0..3 {
@@ -147,10 +173,14 @@ impl CertManager {
     /// `shutdown` completes, calling `on_serving_pair(cert_pem, key_pem)`
     /// whenever the serving pair differs from the one last handed out
     /// (including by an earlier `ensure`), typically
-    /// `|cert, key| store.update(cert, key)`.
-    pub async fn run<F>(mut self, on_serving_pair: F, shutdown: impl Future<Output = ()>)
+    /// `|cert, key| store.update(cert, key)`. A handover that returns an
+    /// error is logged and counts as not done: the pair is offered again at
+    /// the next pass (by then usually replaced, since a pair the server
+    /// cannot load makes the Secret unusable).
+    pub async fn run<F, E>(mut self, on_serving_pair: F, shutdown: impl Future<Output = ()>)
     where
-        F: Fn(&str, &str),
+        F: Fn(&str, &str) -> std::result::Result<(), E>,
+        E: std::fmt::Display,
     {
         let interval = self.config.check_interval;
         let mut handed_out = self
@@ -175,8 +205,13 @@ impl CertManager {
             };
             match outcome {
                 Ok(serving) if handed_out.as_deref() != Some(serving.cert_pem.as_str()) => {
-                    on_serving_pair(&serving.cert_pem, &serving.key_pem);
-                    handed_out = Some(serving.cert_pem);
+                    match on_serving_pair(&serving.cert_pem, &serving.key_pem) {
+                        Ok(()) => handed_out = Some(serving.cert_pem),
+                        Err(error) => tracing::warn!(
+                            %error,
+                            "the server did not take the new webhook serving pair, offering it again in {interval:?}"
+                        ),
+                    }
                 }
                 Ok(_) => {}
                 Err(error) => tracing::warn!(

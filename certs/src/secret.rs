@@ -11,9 +11,20 @@
 //! it, so all replicas converge on one CA and one serving key pair without
 //! a leader.
 //!
+//! Whenever a new CA has to be generated (the Secret is missing, or
+//! unusable with no sound CA to salvage), the new trust bundle is the new
+//! CA followed by every still-valid CA the caller remembers (the PKI it
+//! last loaded) and every still-valid CA readable in the unusable Secret.
+//! A deleted Secret still gets a new CA and serving pair: the old CA is
+//! only kept trusted, not reused.
+//!
 //! Caveats: a replica learns about another's rotation only when it next
 //! reads the Secret; until then it keeps serving its (still valid) older
-//! certificate, which the trust bundle still covers.
+//! certificate, which the trust bundle still covers as long as some
+//! replica that knew the older CA wrote the new bundle. A process that
+//! starts with no memory and finds no Secret cannot know the CA the other
+//! replicas serve; their older certificates are then untrusted until their
+//! next pass picks up the new pair.
 
 use std::collections::BTreeMap;
 
@@ -28,6 +39,7 @@ use serde_json::json;
 use crate::{
     Error, PkiSettings, Renewal, Result, WebhookPki,
     error::{is_conflict, is_not_found},
+    pki::inspect::{every_block_a_certificate, trust_bundle},
 };
 
 /// Secret key of the CA certificate.
@@ -58,15 +70,23 @@ pub struct StoredPki {
 /// Returns the PKI stored in Secret `namespace/secret_name`, creating the
 /// Secret with a freshly generated PKI when it does not exist.
 ///
-/// A Secret that exists but is incomplete or unreadable is overwritten with
-/// a fresh PKI, conditioned on its `resourceVersion`. When another replica
-/// wins a create or update race, its Secret is read and returned instead:
-/// all callers end up with the same PKI. The PKI is returned as stored; ask
+/// A Secret that exists but is incomplete or unreadable (a key missing, a
+/// key that does not parse, any PEM block of `tls.crt` or `ca.crt` that is
+/// not a certificate) is overwritten, conditioned on its `resourceVersion`,
+/// keeping its CA when that is sound. When another replica wins a create or
+/// update race, its Secret is read and returned instead: all callers end up
+/// with the same PKI. The PKI is returned as stored; ask
 /// [`plan_renewal`](crate::plan_renewal) whether it still fits the settings.
+///
+/// `remembered` is the PKI this process last loaded, if any. When a new CA
+/// must be generated, its still-valid CAs (and those still readable in an
+/// unusable Secret) stay in the new trust bundle, so servers still
+/// presenting a certificate they signed stay trusted until they reload.
 pub async fn load_or_create(
     client: &Client,
     namespace: &str,
     secret_name: &str,
+    remembered: Option<&WebhookPki>,
     settings: &PkiSettings,
     now: Timestamp,
 ) -> Result<StoredPki> {
@@ -96,9 +116,10 @@ pub async fn load_or_create(
                         // Keep a sound CA: the caBundle the API server trusts
                         // stays valid, so only the serving pair changes and no
                         // admission fails while the new bundle propagates.
-                        let pki = match salvage_ca(&secret, settings, now) {
+                        let previous = previous_cas(remembered, Some(&secret));
+                        let pki = match salvage_ca(&secret, &previous, settings, now) {
                             Some(pki) => pki,
-                            None => WebhookPki::generate(settings, now)?,
+                            None => WebhookPki::generate_trusting(settings, now, &previous)?,
                         };
                         store(&api, namespace, secret_name, Some(&resource_version), pki).await
                     }
@@ -108,7 +129,8 @@ pub async fn load_or_create(
                 }
             }
             None => {
-                let pki = WebhookPki::generate(settings, now)?;
+                let previous = previous_cas(remembered, None);
+                let pki = WebhookPki::generate_trusting(settings, now, &previous)?;
                 store(&api, namespace, secret_name, None, pki).await
             }
         };
@@ -165,7 +187,15 @@ pub async fn rotate(
                 secret = %format!("{namespace}/{secret_name}"),
                 "webhook PKI Secret changed under us, adopting its content"
             );
-            load_or_create(client, namespace, secret_name, settings, now).await
+            load_or_create(
+                client,
+                namespace,
+                secret_name,
+                Some(&current.pki),
+                settings,
+                now,
+            )
+            .await
         }
         Err(source) => Err(Error::Kube {
             action: format!("update Secret {namespace}/{secret_name}"),
@@ -231,13 +261,39 @@ fn secret_data(pki: &WebhookPki) -> BTreeMap<String, ByteString> {
     .collect()
 }
 
-/// Reads the PKI out of a Secret, or says what is wrong with it.
+/// The CA certificates a new trust bundle should keep while they are valid:
+/// those of the remembered PKI, then those of the (unusable) Secret.
+/// Unreadable and expired blocks are dropped later, by the bundle builder.
+fn previous_cas(remembered: Option<&WebhookPki>, secret: Option<&Secret>) -> String {
+    let mut previous = Vec::new();
+    if let Some(pki) = remembered {
+        previous.push(pki.ca.cert_pem.clone());
+        previous.push(pki.ca_bundle.clone());
+    }
+    if let Some(data) = secret.and_then(|secret| secret.data.as_ref()) {
+        for key in [CA_CERT_KEY, CA_BUNDLE_KEY] {
+            if let Some(text) = data.get(key).and_then(|v| std::str::from_utf8(&v.0).ok()) {
+                previous.push(text.to_owned());
+            }
+        }
+    }
+    previous.join("\n")
+}
+
 /// A PKI keeping the Secret's CA (when its certificate and key are readable,
-/// match and are not due for renewal) with a freshly issued serving pair.
-fn salvage_ca(secret: &Secret, settings: &PkiSettings, now: Timestamp) -> Option<WebhookPki> {
+/// match and are not due for renewal) with a freshly issued serving pair;
+/// the bundle keeps the still-valid certificates of the Secret's bundle and
+/// of `previous`.
+fn salvage_ca(
+    secret: &Secret,
+    previous: &str,
+    settings: &PkiSettings,
+    now: Timestamp,
+) -> Option<WebhookPki> {
     let data = secret.data.as_ref()?;
     let text = |key: &str| data.get(key).and_then(|v| std::str::from_utf8(&v.0).ok());
     let (ca_cert, ca_key) = (text(CA_CERT_KEY)?, text(CA_KEY_KEY)?);
+    every_block_a_certificate(ca_cert).ok()?;
     let ca = crate::IssuedCertificate {
         not_after: crate::not_after(ca_cert).ok()?,
         cert_pem: ca_cert.to_owned(),
@@ -251,16 +307,19 @@ fn salvage_ca(secret: &Secret, settings: &PkiSettings, now: Timestamp) -> Option
         now,
     )
     .ok()?;
-    let ca_bundle = text(CA_BUNDLE_KEY).unwrap_or(ca_cert).to_owned();
     let pki = WebhookPki {
+        ca_bundle: trust_bundle(ca_cert, previous, now),
         ca,
         serving,
-        ca_bundle,
     };
     // The CA must still be sound by the renewal rules; otherwise start over.
     (crate::plan_renewal(&pki, settings, now) == crate::Renewal::NotDue).then_some(pki)
 }
 
+/// Reads the PKI out of a Secret, or says what is wrong with it, naming the
+/// key. Judged as strictly as the HTTPS server's loader reads the pair:
+/// every PEM block of `tls.crt` and `ca.crt` must be a certificate and both
+/// keys must parse. Unreadable blocks of the bundle are dropped instead.
 fn pki_from_secret(secret: &Secret) -> std::result::Result<WebhookPki, String> {
     let data = secret.data.as_ref();
     let text = |key: &str| -> std::result::Result<Option<&str>, String> {
@@ -272,12 +331,145 @@ fn pki_from_secret(secret: &Secret) -> std::result::Result<WebhookPki, String> {
         }
     };
     let required = |key: &str| text(key)?.ok_or_else(|| format!("key {key} is missing"));
+    let certificates = |key: &str| {
+        let pem = required(key)?;
+        every_block_a_certificate(pem).map_err(|reason| format!("key {key}: {reason}"))?;
+        Ok::<_, String>(pem)
+    };
+    let private_key = |key: &str| {
+        let pem = required(key)?;
+        rcgen::KeyPair::from_pem(pem)
+            .map_err(|error| format!("key {key}: not a readable private key: {error}"))?;
+        Ok::<_, String>(pem)
+    };
     WebhookPki::from_pem(
-        required(CA_CERT_KEY)?,
-        required(CA_KEY_KEY)?,
-        required(TLS_CERT_KEY)?,
-        required(TLS_KEY_KEY)?,
+        certificates(CA_CERT_KEY)?,
+        private_key(CA_KEY_KEY)?,
+        certificates(TLS_CERT_KEY)?,
+        private_key(TLS_KEY_KEY)?,
         text(CA_BUNDLE_KEY)?,
     )
     .map_err(|error| error.describe())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret_with(data: &[(&str, &str)]) -> Secret {
+        Secret {
+            data: Some(
+                data.iter()
+                    .map(|(key, value)| ((*key).to_owned(), ByteString(value.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Secret::default()
+        }
+    }
+
+    fn pki() -> WebhookPki {
+        let settings = PkiSettings::for_service("svc", "ns");
+        WebhookPki::generate(&settings, Timestamp::now()).unwrap()
+    }
+
+    fn data_of(pki: &WebhookPki) -> Vec<(&'static str, String)> {
+        vec![
+            (CA_CERT_KEY, pki.ca.cert_pem.clone()),
+            (CA_KEY_KEY, pki.ca.key_pem.clone()),
+            (TLS_CERT_KEY, pki.serving.cert_pem.clone()),
+            (TLS_KEY_KEY, pki.serving.key_pem.clone()),
+            (CA_BUNDLE_KEY, pki.ca_bundle.clone()),
+        ]
+    }
+
+    fn judge(data: &[(&'static str, String)]) -> std::result::Result<WebhookPki, String> {
+        let borrowed: Vec<(&str, &str)> = data.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        pki_from_secret(&secret_with(&borrowed))
+    }
+
+    const GARBAGE_BLOCK: &str = "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n";
+
+    #[test]
+    fn a_sound_secret_reads_back_as_written() {
+        let pki = pki();
+        assert_eq!(judge(&data_of(&pki)), Ok(pki));
+    }
+
+    /// The HTTPS server's loader reads every block; so must the judge.
+    #[test]
+    fn a_bad_block_after_a_good_certificate_makes_the_secret_unusable() {
+        let pki = pki();
+        let cases = [
+            (
+                TLS_CERT_KEY,
+                GARBAGE_BLOCK,
+                "key tls.crt: block 2 is not a certificate",
+            ),
+            (
+                TLS_CERT_KEY,
+                "-----BEGIN CERTIFICATE-----\nMIIB\n",
+                "key tls.crt: block 2 is not a certificate",
+            ),
+            (
+                CA_CERT_KEY,
+                GARBAGE_BLOCK,
+                "key ca.crt: block 2 is not a certificate",
+            ),
+            (
+                TLS_CERT_KEY,
+                "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+                "key tls.crt: block 2 is not a certificate",
+            ),
+        ];
+        for (key, appended, reason) in cases {
+            let data: Vec<_> = data_of(&pki)
+                .into_iter()
+                .map(|(k, v)| {
+                    if k == key {
+                        (k, format!("{v}{appended}"))
+                    } else {
+                        (k, v)
+                    }
+                })
+                .collect();
+            let error = judge(&data).expect_err(key);
+            assert!(error.starts_with(reason), "{key}: {error}");
+        }
+    }
+
+    #[test]
+    fn an_unreadable_key_makes_the_secret_unusable() {
+        let pki = pki();
+        let data: Vec<_> = data_of(&pki)
+            .into_iter()
+            .map(|(k, v)| {
+                if k == TLS_KEY_KEY {
+                    (k, "not a key".to_owned())
+                } else {
+                    (k, v)
+                }
+            })
+            .collect();
+        let error = judge(&data).unwrap_err();
+        assert!(
+            error.starts_with("key tls.key: not a readable private key"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn unreadable_bundle_blocks_are_dropped() {
+        let pki = pki();
+        let data: Vec<_> = data_of(&pki)
+            .into_iter()
+            .map(|(k, v)| {
+                if k == CA_BUNDLE_KEY {
+                    (k, format!("{v}{GARBAGE_BLOCK}"))
+                } else {
+                    (k, v)
+                }
+            })
+            .collect();
+        assert_eq!(judge(&data).unwrap().ca_bundle, pki.ca_bundle);
+    }
 }

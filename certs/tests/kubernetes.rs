@@ -89,8 +89,8 @@ async fn replicas_racing_to_create_the_secret_agree_on_one_pki() {
     let now = Timestamp::now();
     let settings = settings();
     let (a, b) = tokio::join!(
-        load_or_create(&first, NAMESPACE, SECRET, &settings, now),
-        load_or_create(&second, NAMESPACE, SECRET, &settings, now),
+        load_or_create(&first, NAMESPACE, SECRET, None, &settings, now),
+        load_or_create(&second, NAMESPACE, SECRET, None, &settings, now),
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a, b);
@@ -111,7 +111,7 @@ async fn replicas_racing_to_create_the_secret_agree_on_one_pki() {
     assert_eq!(data["tls.crt"].0, a.pki.serving.cert_pem.as_bytes());
 
     // Reading again reuses it without writing.
-    let again = load_or_create(&first, NAMESPACE, SECRET, &settings, now)
+    let again = load_or_create(&first, NAMESPACE, SECRET, None, &settings, now)
         .await
         .unwrap();
     assert_eq!(again, a);
@@ -134,6 +134,7 @@ async fn an_unusable_secret_is_replaced() {
         &server.client(),
         NAMESPACE,
         SECRET,
+        None,
         &settings(),
         Timestamp::now(),
     )
@@ -158,7 +159,7 @@ async fn rotation_is_conditioned_and_the_loser_adopts_the_winner() {
     let client = server.client();
     let settings = settings();
     let now = Timestamp::now();
-    let stored = load_or_create(&client, NAMESPACE, SECRET, &settings, now)
+    let stored = load_or_create(&client, NAMESPACE, SECRET, None, &settings, now)
         .await
         .unwrap();
 
@@ -290,7 +291,10 @@ async fn manager_publishes_the_ca_and_hands_over_rotated_pairs() {
     let (handed_over, mut received) = tokio::sync::mpsc::unbounded_channel();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(manager.run(
-        move |cert, key| handed_over.send((cert.to_owned(), key.to_owned())).unwrap(),
+        move |cert, key| {
+            handed_over.send((cert.to_owned(), key.to_owned())).unwrap();
+            Ok::<(), String>(())
+        },
         async {
             stopped.await.ok();
         },
@@ -306,6 +310,223 @@ async fn manager_publishes_the_ca_and_hands_over_rotated_pairs() {
     );
     assert!(expiry.borrow_and_update().serving_not_after > first.not_after.as_second());
 
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .expect("run stops on shutdown")
+        .unwrap();
+}
+
+/// The PEM certificates of a bundle, trimmed, in order.
+fn certificates_of(bundle: &str) -> Vec<String> {
+    bundle
+        .split_inclusive("-----END CERTIFICATE-----")
+        .map(str::trim)
+        .filter(|block| block.starts_with("-----BEGIN CERTIFICATE-----"))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn manager_for(server: &FakeApiServer, settings: PkiSettings) -> CertManager {
+    CertManager::new(
+        server.client(),
+        CertManagerConfig {
+            namespace: NAMESPACE.into(),
+            secret_name: SECRET.into(),
+            settings,
+            mutating_webhooks: vec![],
+            validating_webhooks: vec!["sandbox".into()],
+            check_interval: Duration::from_millis(200),
+        },
+    )
+}
+
+#[tokio::test]
+async fn a_deleted_secret_gets_a_new_ca_and_the_bundle_keeps_the_old_one() {
+    let server = FakeApiServer::default();
+    let validating_path =
+        "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/sandbox";
+    server.insert(
+        validating_path,
+        webhook_configuration("ValidatingWebhookConfiguration", "sandbox", 1),
+    );
+    let mut manager = manager_for(&server, settings());
+    manager.ensure().await.unwrap();
+    let old = manager.current().unwrap().pki.clone();
+
+    // An admin deletes the Secret to force a re-issue.
+    server.delete(SECRET_PATH).unwrap();
+    manager.ensure().await.unwrap();
+    let new = manager.current().unwrap().pki.clone();
+
+    // The admin's intent holds: a new CA and a new serving pair...
+    assert_ne!(new.ca, old.ca);
+    assert_ne!(new.serving, old.serving);
+    // ...and servers still presenting the old pair stay trusted.
+    assert_eq!(
+        certificates_of(&new.ca_bundle),
+        vec![
+            new.ca.cert_pem.trim().to_owned(),
+            old.ca.cert_pem.trim().to_owned()
+        ],
+        "the new bundle is the new CA, then the old one"
+    );
+    assert_eq!(
+        ca_bundles(&server, validating_path),
+        vec![base64_of(&new.ca_bundle)]
+    );
+    assert_eq!(
+        server.get(SECRET_PATH).unwrap()["data"]["ca-bundle.crt"],
+        base64_of(&new.ca_bundle)
+    );
+}
+
+#[tokio::test]
+async fn a_rotation_that_finds_the_secret_deleted_keeps_the_old_ca_trusted() {
+    let server = FakeApiServer::default();
+    let client = server.client();
+    let settings = settings();
+    let now = Timestamp::now();
+    let stored = load_or_create(&client, NAMESPACE, SECRET, None, &settings, now)
+        .await
+        .unwrap();
+    server.delete(SECRET_PATH).unwrap();
+    let near_expiry = now + SignedDuration::from_hours(24 * 340);
+    let after = rotate(
+        &client,
+        NAMESPACE,
+        SECRET,
+        &stored,
+        Renewal::Serving,
+        &settings,
+        near_expiry,
+    )
+    .await
+    .unwrap();
+    assert_ne!(after.pki.ca, stored.pki.ca);
+    assert!(
+        certificates_of(&after.pki.ca_bundle).contains(&stored.pki.ca.cert_pem.trim().to_owned()),
+        "the old CA stays in the bundle"
+    );
+}
+
+#[tokio::test]
+async fn an_unusable_secret_without_a_sound_ca_key_keeps_its_ca_trusted() {
+    let server = FakeApiServer::default();
+    let settings = settings();
+    let now = Timestamp::now();
+    let old = sandbox_certs::WebhookPki::generate(&settings, now).unwrap();
+    // The CA key is gone: the CA cannot be salvaged, a new one is made.
+    server.insert(
+        SECRET_PATH,
+        json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": SECRET, "namespace": NAMESPACE},
+            "type": "kubernetes.io/tls",
+            "data": {
+                "ca.crt": base64_of(&old.ca.cert_pem),
+                "tls.crt": base64_of(&old.serving.cert_pem),
+                "tls.key": base64_of(&old.serving.key_pem),
+            },
+        }),
+    );
+    let stored = load_or_create(&server.client(), NAMESPACE, SECRET, None, &settings, now)
+        .await
+        .unwrap();
+    assert_ne!(stored.pki.ca.cert_pem, old.ca.cert_pem);
+    assert_eq!(
+        certificates_of(&stored.pki.ca_bundle),
+        vec![
+            stored.pki.ca.cert_pem.trim().to_owned(),
+            old.ca.cert_pem.trim().to_owned()
+        ]
+    );
+}
+
+/// A valid certificate followed by a block the HTTPS server cannot load.
+const GARBAGE_BLOCK: &str = "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n";
+
+#[tokio::test]
+async fn a_secret_with_a_bad_later_block_is_repaired_keeping_its_ca() {
+    let server = FakeApiServer::default();
+    let settings = settings();
+    let now = Timestamp::now();
+    let old = sandbox_certs::WebhookPki::generate(&settings, now).unwrap();
+    server.insert(
+        SECRET_PATH,
+        json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": SECRET, "namespace": NAMESPACE},
+            "type": "kubernetes.io/tls",
+            "data": {
+                "ca.crt": base64_of(&old.ca.cert_pem),
+                "ca.key": base64_of(&old.ca.key_pem),
+                "tls.crt": base64_of(&format!("{}{GARBAGE_BLOCK}", old.serving.cert_pem)),
+                "tls.key": base64_of(&old.serving.key_pem),
+                "ca-bundle.crt": base64_of(&old.ca_bundle),
+            },
+        }),
+    );
+    let stored = load_or_create(&server.client(), NAMESPACE, SECRET, None, &settings, now)
+        .await
+        .unwrap();
+    // Replaced: a serving pair the server can load, from the same CA.
+    assert_eq!(stored.pki.ca, old.ca);
+    assert!(!stored.pki.serving.cert_pem.contains("!!!"));
+    assert_eq!(
+        server.get(SECRET_PATH).unwrap()["data"]["tls.crt"],
+        base64_of(&stored.pki.serving.cert_pem)
+    );
+    let pem = stored.pki.serving.cert_pem.as_bytes();
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    assert!(
+        CertificateDer::pem_slice_iter(pem).all(|block| block.is_ok()),
+        "rustls reads every block"
+    );
+}
+
+#[tokio::test]
+async fn a_handover_the_server_refuses_is_offered_again_at_the_next_pass() {
+    let server = FakeApiServer::default();
+    // Four-second certificates, renewed in the second half of their life.
+    let mut manager = manager_for(
+        &server,
+        PkiSettings {
+            serving_validity: Duration::from_secs(4),
+            rotate_before: Duration::from_secs(2),
+            ..settings()
+        },
+    );
+    manager.ensure().await.unwrap();
+    let (handed_over, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(manager.run(
+        move |cert, _key| {
+            handed_over.send(cert.to_owned()).unwrap();
+            // The server refuses the first pair it is offered.
+            if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                Err("refused".to_owned())
+            } else {
+                Ok(())
+            }
+        },
+        async {
+            stopped.await.ok();
+        },
+    ));
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(10), received.recv())
+            .await
+            .expect("a pair is handed over")
+            .unwrap()
+    };
+    let refused = next().await;
+    let again = next().await;
+    assert_eq!(
+        again, refused,
+        "the refused pair is offered again, not skipped until the next rotation"
+    );
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(5), running)
         .await

@@ -2,6 +2,7 @@
 //! variable its help names.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::Args;
 
@@ -131,7 +132,9 @@ pub struct RunArgs {
     /// Lifetime of self-managed serving certificates, in hours.
     #[arg(long, env = "SANDBOX_CERT_VALIDITY_HOURS", default_value_t = 8760, value_parser = clap::value_parser!(u64).range(1..))]
     pub cert_validity_hours: u64,
-    /// Renew the serving certificate this many hours before it expires.
+    /// Renew the serving certificate this many hours before it expires
+    /// (capped at half the validity). Must be at least twice
+    /// --cert-check-seconds and shorter than --cert-validity-hours.
     #[arg(long, env = "SANDBOX_CERT_ROTATE_BEFORE_HOURS", default_value_t = 720, value_parser = clap::value_parser!(u64).range(0..))]
     pub cert_rotate_before_hours: u64,
     /// Seconds between certificate checks (rotation, caBundle repair).
@@ -155,4 +158,159 @@ pub struct RunArgs {
     /// Log format: text or json.
     #[arg(long, env = "SANDBOX_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+}
+
+impl RunArgs {
+    /// Checks the self-managed certificate timings against each other; see
+    /// [`check_cert_timings`].
+    pub fn check_cert_timings(&self) -> Result<(), String> {
+        check_cert_timings(
+            Duration::from_secs(self.cert_validity_hours.saturating_mul(3600)),
+            Duration::from_secs(self.cert_rotate_before_hours.saturating_mul(3600)),
+            Duration::from_secs(self.cert_check_seconds),
+        )
+    }
+}
+
+/// The rules between `--cert-validity-hours`, `--cert-rotate-before-hours`
+/// and `--cert-check-seconds` (self-managed certificates):
+///
+/// - the renewal window must be shorter than the validity, or every fresh
+///   certificate would be due at once;
+/// - the renewal window (as applied: capped at half the validity) must be
+///   at least two check intervals, so a check falls inside it with one to
+///   spare for a failed pass, and the API server never meets an expired
+///   certificate. `0` (renew only at expiry) is refused by this rule.
+pub fn check_cert_timings(
+    validity: Duration,
+    rotate_before: Duration,
+    check_interval: Duration,
+) -> Result<(), String> {
+    let hours = |d: Duration| d.as_secs() / 3600;
+    if rotate_before >= validity {
+        return Err(format!(
+            "--cert-rotate-before-hours ({} h) must be shorter than --cert-validity-hours ({} h): \
+             a certificate is renewed that long before it expires, so a longer window makes every \
+             new certificate due at once",
+            hours(rotate_before),
+            hours(validity)
+        ));
+    }
+    let window = rotate_before.min(validity / 2);
+    if window < check_interval.saturating_mul(2) {
+        let capped = if window < rotate_before {
+            format!(
+                ", capped at half of --cert-validity-hours ({} h) to {} s",
+                hours(validity),
+                window.as_secs()
+            )
+        } else {
+            String::new()
+        };
+        return Err(format!(
+            "--cert-rotate-before-hours ({} h{capped}) must be at least twice --cert-check-seconds \
+             ({} s): the certificate is renewed at the first check inside that window, and with a \
+             shorter one the API server can meet an expired certificate (lower \
+             --cert-check-seconds or raise --cert-rotate-before-hours)",
+            hours(rotate_before),
+            check_interval.as_secs()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn timings(args: &[&str]) -> Result<(), String> {
+        let cli = Cli::try_parse_from(std::iter::once("run").chain(args.iter().copied())).unwrap();
+        cli.run.check_cert_timings()
+    }
+
+    #[test]
+    fn the_default_certificate_timings_are_valid() {
+        assert_eq!(timings(&[]), Ok(()));
+        // What the integration tests and the chart's tests pass.
+        assert_eq!(timings(&["--cert-check-seconds", "1"]), Ok(()));
+    }
+
+    #[test]
+    fn a_renewal_window_shorter_than_two_checks_is_refused() {
+        let error = timings(&["--cert-rotate-before-hours", "0"]).unwrap_err();
+        assert!(
+            error.starts_with(
+                "--cert-rotate-before-hours (0 h) must be at least twice --cert-check-seconds (60 s)"
+            ),
+            "{error}"
+        );
+        let error = timings(&[
+            "--cert-rotate-before-hours",
+            "1",
+            "--cert-check-seconds",
+            "1801",
+        ])
+        .unwrap_err();
+        assert!(
+            error.contains("at least twice --cert-check-seconds (1801 s)"),
+            "{error}"
+        );
+        assert_eq!(
+            timings(&[
+                "--cert-rotate-before-hours",
+                "1",
+                "--cert-check-seconds",
+                "1800"
+            ]),
+            Ok(())
+        );
+        // The cap at half the validity counts.
+        let error = timings(&[
+            "--cert-validity-hours",
+            "2",
+            "--cert-rotate-before-hours",
+            "1",
+            "--cert-check-seconds",
+            "1801",
+        ])
+        .unwrap_err();
+        assert!(error.contains("at least twice"), "{error}");
+        let error = timings(&[
+            "--cert-validity-hours",
+            "3",
+            "--cert-rotate-before-hours",
+            "2",
+            "--cert-check-seconds",
+            "3000",
+        ])
+        .unwrap_err();
+        assert!(
+            error.contains("capped at half of --cert-validity-hours (3 h) to 5400 s"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_renewal_window_as_long_as_the_validity_is_refused() {
+        let error = timings(&[
+            "--cert-validity-hours",
+            "24",
+            "--cert-rotate-before-hours",
+            "24",
+        ])
+        .unwrap_err();
+        assert!(
+            error.starts_with(
+                "--cert-rotate-before-hours (24 h) must be shorter than --cert-validity-hours (24 h)"
+            ),
+            "{error}"
+        );
+    }
 }

@@ -88,6 +88,14 @@ pub async fn start(
     handler: Arc<dyn AdmissionHandler>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<WebhookHandle> {
+    if settings.cert_dir.is_none() {
+        crate::cli::run_args::check_cert_timings(
+            settings.cert_validity,
+            settings.cert_rotate_before,
+            settings.cert_check_interval,
+        )
+        .map_err(anyhow::Error::msg)?;
+    }
     let listener = sandbox_webhook::bind(settings.addr).await?;
     let store = match &settings.cert_dir {
         Some(dir) => {
@@ -116,7 +124,7 @@ pub async fn start(
     let mut registered = None;
     if let Some(url) = &settings.register_url {
         let ca = match &settings.cert_dir {
-            Some(dir) => std::fs::read_to_string(dir.join("ca.crt")).unwrap_or_default(),
+            Some(dir) => ca_bundle_from_dir(dir)?,
             None => ca_bundle_from_secret(&client, &settings).await?,
         };
         let user = if settings.skip_own_sandbox_creates {
@@ -246,30 +254,54 @@ async fn self_managed(
             settings.cert_secret
         )
     })?;
-    let store = CertStore::from_pem(&first.cert_pem, &first.key_pem)?;
-    let mut expiry = manager.expiry();
-    let gauge = metrics.certificate_expiry.clone();
-    gauge.set(first.not_after.as_second() as f64);
-    tokio::spawn(async move {
-        while expiry.changed().await.is_ok() {
-            let e = *expiry.borrow();
-            if e.serving_not_after > 0 {
-                gauge.set(e.serving_not_after as f64);
-            }
-        }
-    });
+    let store = CertStore::from_pem(&first.cert_pem, &first.key_pem).map_err(|e| {
+        anyhow::anyhow!(
+            "the webhook serving pair (keys tls.crt and tls.key) of Secret {}/{} could not be loaded: {}",
+            settings.operator_namespace,
+            settings.cert_secret,
+            e.describe()
+        )
+    })?;
+    // The gauge follows the certificate actually served, not the Secret's:
+    // a pair the server refused to load must not look renewed.
+    tokio::spawn(follow_served_expiry(
+        store.clone(),
+        metrics.certificate_expiry.clone(),
+        settings.cert_check_interval.min(Duration::from_secs(10)),
+    ));
     let updater = store.clone();
     let mut shutdown = stop;
     tokio::spawn(manager.run(
-        move |cert, key| match updater.update(cert, key) {
-            Ok(()) => info!("webhook serving certificate reloaded"),
-            Err(error) => warn!(%error, "could not load the rotated webhook certificate"),
+        move |cert, key| {
+            updater.update(cert, key).map_err(|e| e.describe())?;
+            info!("webhook serving certificate reloaded");
+            Ok::<(), String>(())
         },
         async move {
             let _ = shutdown.wait_for(|s| *s).await;
         },
     ));
     Ok(store)
+}
+
+/// cert-manager mode with registration by URL: the CA to register as the
+/// configurations' `caBundle`, from `ca.crt` next to `tls.crt`. It must be
+/// there and hold a certificate; an empty `caBundle` would make the API
+/// server refuse every call (or trust nothing it can verify).
+fn ca_bundle_from_dir(dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = dir.join("ca.crt");
+    let rule = "--register-webhook-url with --cert-dir registers this file as the caBundle, \
+                so it must hold the CA certificate that signed tls.crt";
+    let ca = std::fs::read_to_string(&path)
+        .map_err(|e| anyhow::anyhow!("cannot read {} ({rule}): {e}", path.display()))?;
+    if let Err(e) = sandbox_certs::not_after(&ca) {
+        anyhow::bail!(
+            "{} holds no readable certificate ({rule}): {}",
+            path.display(),
+            e.describe()
+        );
+    }
+    Ok(ca)
 }
 
 async fn ca_bundle_from_secret(
@@ -336,6 +368,28 @@ mod tests {
         );
         assert_eq!(pki.dns_names.last().unwrap(), "webhook.example.com");
         assert_eq!(pki.dns_names.iter().filter(|n| *n == "svc").count(), 1);
+    }
+
+    #[test]
+    fn registering_by_url_needs_a_readable_ca_next_to_the_files() {
+        let dir = std::env::temp_dir().join(format!("sandbox-ca-dir-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let error = ca_bundle_from_dir(&dir).unwrap_err().to_string();
+        assert!(
+            error.starts_with(&format!("cannot read {}", dir.join("ca.crt").display())),
+            "{error}"
+        );
+        assert!(
+            error.contains("--register-webhook-url with --cert-dir"),
+            "{error}"
+        );
+        std::fs::write(dir.join("ca.crt"), "").unwrap();
+        let error = ca_bundle_from_dir(&dir).unwrap_err().to_string();
+        assert!(error.contains("holds no readable certificate"), "{error}");
+        let (cert, _, _) = pair(10);
+        std::fs::write(dir.join("ca.crt"), &cert).unwrap();
+        assert_eq!(ca_bundle_from_dir(&dir).unwrap(), cert);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A self-signed pair valid for `days` days from now, and its expiry.

@@ -14,8 +14,6 @@ use x509_parser::{
 use super::time::later;
 use crate::{Error, Result};
 
-const END_CERTIFICATE: &str = "-----END CERTIFICATE-----";
-
 /// The end of validity of the first certificate in a PEM text.
 pub fn not_after(cert_pem: &str) -> Result<Timestamp> {
     with_certificate(cert_pem, |cert| {
@@ -80,20 +78,92 @@ fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
 }
 
 /// `current` first, then every other certificate of `others` that is still
-/// valid at `now`, without duplicates.
-pub(super) fn trust_bundle(current: &str, others: &str, now: Timestamp) -> String {
+/// valid at `now`, without duplicates. Blocks of `others` that are not
+/// certificates (garbage, truncated, another PEM type) are left out.
+pub(crate) fn trust_bundle(current: &str, others: &str, now: Timestamp) -> String {
     let current = current.trim();
     let mut bundle = vec![current.to_owned()];
-    for block in others.split_inclusive(END_CERTIFICATE) {
-        let block = block.trim();
-        let still_valid = not_after(block).is_ok_and(|end| end > now);
-        if block.ends_with(END_CERTIFICATE) && still_valid && !bundle.iter().any(|b| b == block) {
-            bundle.push(block.to_owned());
+    for block in pem_blocks(others) {
+        let still_valid = block.certificate.as_ref().is_ok_and(|end| *end > now);
+        if still_valid && !bundle.iter().any(|b| b == block.text) {
+            bundle.push(block.text.to_owned());
         }
     }
     let mut text = bundle.join("\n");
     text.push('\n');
     text
+}
+
+/// One PEM block of a text: its text from `-----BEGIN` to the end of its
+/// `-----END` line (or to the end of the text when truncated), and, when it
+/// is an X.509 certificate, its `notAfter`; otherwise why it is not one.
+pub(crate) struct PemBlock<'a> {
+    /// The block's text, trimmed.
+    pub text: &'a str,
+    /// The end of the certificate's validity, or why the block is not a
+    /// readable certificate.
+    pub certificate: Result<Timestamp>,
+}
+
+/// Every PEM block of `pem`, in order, each judged on its own (text outside
+/// blocks is ignored, as PEM readers do). The HTTPS server's loader reads
+/// every block of a chain, so one bad block anywhere makes the text
+/// unusable even when the first block is fine.
+pub(crate) fn pem_blocks(pem: &str) -> Vec<PemBlock<'_>> {
+    const BEGIN: &str = "-----BEGIN ";
+    const END: &str = "-----END ";
+    let mut blocks = Vec::new();
+    let mut rest = pem;
+    while let Some(start) = rest.find(BEGIN) {
+        let from_begin = &rest[start..];
+        // Look for the end marker after the BEGIN line.
+        let body_start = from_begin.find('\n').unwrap_or(from_begin.len());
+        let end = from_begin[body_start..].find(END).map(|at| {
+            let end_line = body_start + at;
+            end_line
+                + from_begin[end_line..]
+                    .find('\n')
+                    .unwrap_or(from_begin.len() - end_line)
+        });
+        let (text, next) = match end {
+            Some(end) => (&from_begin[..end], &from_begin[end..]),
+            None => (from_begin, ""),
+        };
+        let certificate = if end.is_none() {
+            Err(Error::Pem(x509_parser::error::PEMError::IncompletePEM))
+        } else {
+            with_certificate(text, |cert| {
+                Timestamp::from_second(cert.validity().not_after.timestamp())
+                    .map_err(|_| Error::TimeOutOfRange)
+            })
+        };
+        blocks.push(PemBlock {
+            text: text.trim(),
+            certificate,
+        });
+        rest = next;
+    }
+    blocks
+}
+
+/// Checks that `pem` holds at least one PEM block and that every block is
+/// a readable X.509 certificate; the error names the first bad block,
+/// counting from 1.
+pub(crate) fn every_block_a_certificate(pem: &str) -> std::result::Result<(), String> {
+    let blocks = pem_blocks(pem);
+    if blocks.is_empty() {
+        return Err(Error::NoCertificate.describe());
+    }
+    for (index, block) in blocks.iter().enumerate() {
+        if let Err(error) = &block.certificate {
+            return Err(format!(
+                "block {} is not a certificate: {}",
+                index + 1,
+                error.describe()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Parses the first certificate of a PEM text and hands it to `inspect`.
@@ -105,6 +175,9 @@ pub(super) fn with_certificate<T>(
         .next()
         .ok_or(Error::NoCertificate)?
         .map_err(Error::Pem)?;
+    if pem.label != "CERTIFICATE" {
+        return Err(Error::NotCertificatePem { label: pem.label });
+    }
     let (_, cert) = X509Certificate::from_der(&pem.contents).map_err(Error::Certificate)?;
     inspect(&cert)
 }

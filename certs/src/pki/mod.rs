@@ -16,7 +16,7 @@
 //! names, trust bundles); `renewal` decides what is due; `time` holds the
 //! saturating time arithmetic. [`WebhookPki`] (here) ties them together.
 
-mod inspect;
+pub(crate) mod inspect;
 mod issue;
 mod renewal;
 mod settings;
@@ -56,8 +56,26 @@ impl WebhookPki {
         })
     }
 
+    /// A fresh CA and a serving certificate signed by it, with a trust
+    /// bundle that also keeps every certificate of `previous_cas` still
+    /// valid at `now` (unreadable blocks are dropped): servers still
+    /// presenting a certificate from a CA this one replaces stay trusted
+    /// until they reload.
+    pub fn generate_trusting(
+        settings: &PkiSettings,
+        now: Timestamp,
+        previous_cas: &str,
+    ) -> Result<Self> {
+        let mut pki = Self::generate(settings, now)?;
+        pki.ca_bundle = trust_bundle(&pki.ca.cert_pem, previous_cas, now);
+        Ok(pki)
+    }
+
     /// Rebuilds the PKI from the PEM texts of a Secret, reading the expiry
-    /// dates from the certificates. A missing bundle means the CA alone.
+    /// dates from the certificates (the first block of each). A missing or
+    /// empty bundle means the CA alone; blocks of the bundle that are not
+    /// readable certificates are dropped, and the CA is put first if the
+    /// bundle lacks it.
     pub fn from_pem(
         ca_cert: &str,
         ca_key: &str,
@@ -76,7 +94,7 @@ impl WebhookPki {
             key_pem: serving_key.to_owned(),
         };
         let ca_bundle = match ca_bundle {
-            Some(bundle) if !bundle.trim().is_empty() => bundle.to_owned(),
+            Some(bundle) if !bundle.trim().is_empty() => readable_bundle(ca_cert, bundle),
             _ => ca_cert.to_owned(),
         };
         Ok(Self {
@@ -109,6 +127,29 @@ impl WebhookPki {
             ca_bundle,
         })
     }
+}
+
+/// The readable certificates of `bundle`, in order and without duplicates,
+/// with the CA first when the bundle does not hold it.
+fn readable_bundle(ca_cert: &str, bundle: &str) -> String {
+    let mut blocks: Vec<&str> = inspect::pem_blocks(bundle)
+        .into_iter()
+        .filter(|block| block.certificate.is_ok())
+        .map(|block| block.text)
+        .collect();
+    let ca_cert = ca_cert.trim();
+    if !blocks.contains(&ca_cert) {
+        blocks.insert(0, ca_cert);
+    }
+    let mut unique: Vec<&str> = Vec::with_capacity(blocks.len());
+    for block in blocks {
+        if !unique.contains(&block) {
+            unique.push(block);
+        }
+    }
+    let mut text = unique.join("\n");
+    text.push('\n');
+    text
 }
 
 /// A serving certificate signed by `ca` for the settings' names and lifetime.
