@@ -17,6 +17,7 @@ mod metrics;
 mod network;
 mod network_standalone;
 mod own_admission;
+mod pool_rename;
 mod pool_sizing;
 mod pss;
 mod quickstart;

@@ -54,3 +54,78 @@ async fn a_pool_whose_creates_fail_still_reports_its_state() {
     })
     .await;
 }
+
+/// The pool's `Ready` condition, as (reason, message), once written.
+fn pool_ready(fake: &sandbox_fakeapi::FakeApiServer) -> Option<(String, String)> {
+    let pool = fake.get(&pool_path())?;
+    let ready = pool["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")?
+        .clone();
+    Some((
+        ready["reason"].as_str()?.to_string(),
+        ready["message"].as_str()?.to_string(),
+    ))
+}
+
+/// The same pool, its creates refused (Pod Security, a quota, a missing
+/// ServiceAccount: here a 403 and a 422): the pool's `Ready` condition
+/// says so with the API server's message, instead of "0 of 3 idle Pods are
+/// Ready" (`Filling`) forever. Before, the create's error was returned
+/// after the status was written from policy and network blockers alone.
+#[tokio::test]
+async fn a_pool_whose_creates_are_refused_says_why_in_its_status() {
+    for (code, reason, message, expected) in [
+        (403, "Forbidden", "injected: forbidden", "Forbidden"),
+        (
+            422,
+            "Invalid",
+            "injected: violates PodSecurity",
+            "PodRejected",
+        ),
+        (
+            403,
+            "Forbidden",
+            "injected: exceeded quota: pods",
+            "QuotaExceeded",
+        ),
+    ] {
+        let fake = fake_with_pool(3);
+        let pod_create = |r: &RequestInfo| r.method == "POST" && r.path.ends_with("/pods");
+        fake.fail_next(usize::MAX, pod_create, code, reason, message);
+        let mut operator = Operator::start(&fake, "op").await;
+        operator.run();
+        wait_until("the pool's Ready condition names the refusal", || {
+            pool_ready(&fake).is_some_and(|(r, m)| r == expected && m.contains(message))
+        })
+        .await;
+        let (_, said) = pool_ready(&fake).unwrap();
+        eprintln!("{code} {reason}: the pool says {expected}: {said}");
+        drop(operator);
+    }
+}
+
+/// A transient failure of the creates (a 500, a timeout) is retried with
+/// backoff and does not change what the pool's status says.
+#[tokio::test]
+async fn a_transient_create_failure_does_not_flip_the_pool_status() {
+    let fake = fake_with_pool(3);
+    let pod_create = |r: &RequestInfo| r.method == "POST" && r.path.ends_with("/pods");
+    fake.fail_next(
+        usize::MAX,
+        pod_create,
+        500,
+        "InternalError",
+        "injected: etcd hiccup",
+    );
+    let mut operator = Operator::start(&fake, "op").await;
+    operator.run();
+    wait_until("the pool's status is written", || {
+        pool_ready(&fake).is_some()
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let (reason, message) = pool_ready(&fake).unwrap();
+    assert_eq!(reason, "Filling", "{message}");
+}

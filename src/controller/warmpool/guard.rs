@@ -1,7 +1,9 @@
 //! What stops a pool from creating Pods, and how it is reported: a template
 //! that violates the current admission policy (the policy holds at creation
 //! time too, so a template admitted under an older or laxer policy fills no
-//! pool), or a pool NetworkPolicy that could not be made ([`super::network`]).
+//! pool), a pool NetworkPolicy that could not be made ([`super::network`]),
+//! or the API server refusing the pool's writes ([`refused`]: Pod Security
+//! admission, a quota, a missing ServiceAccount).
 //!
 //! Guarantee: each blocker gives the pool's `Ready=False` condition with its
 //! reason (by [`super::record`]) and a Warning Event, sent once per distinct
@@ -10,7 +12,7 @@
 use k8s_openapi::api::core::v1::PodSpec;
 use kube::runtime::events::EventType;
 
-use super::super::Context;
+use super::super::{Context, Error};
 use crate::admission::Policy;
 use crate::api::{SandboxTemplate, SandboxWarmPool, reason};
 
@@ -39,6 +41,15 @@ pub(super) fn admit(policy: &Policy, template: &SandboxTemplate) -> Result<PodSp
                 ),
             )
         })
+}
+
+/// The blocker of a write of the pool's that the API server refused
+/// (`PodRejected`, `QuotaExceeded`, `Forbidden`, `NameConflict`, with the API
+/// server's message), the same mapping as a Sandbox's; `None` for a
+/// transient failure (a timeout, a 5xx, a conflict), which changes no
+/// status and is retried with backoff. Pure.
+pub(super) fn refused(error: &Error) -> Option<Blocker> {
+    crate::controller::errors::refusal(error, reason::POD_REJECTED)
 }
 
 /// Sends a Warning Event for a blocker, unless the same message was sent

@@ -11,9 +11,14 @@
 //! - the counts of a group are the sums of its members' contributions, added
 //!   and removed in one place ([`Groups::put`], [`Groups::take`]);
 //! - [`Groups::put`] says whether the change can alter the pool's decision
-//!   (membership, readiness, terminating, ended, template hash,
-//!   schedulability); a change of the resourceVersion alone does not wake
+//!   (membership, readiness, terminating, ended, template label, template
+//!   hash, schedulability); a change of the resourceVersion alone does not wake
 //!   the pool (a victim chosen from an older one costs a benign 409);
+//! - a member is current only when both its template label and its
+//!   template hash are the pool's ([`current_key`]): a claim takes only a
+//!   Pod whose template label names the claim's template, so a Pod of a
+//!   pool pointed at another template with the same pod template (same
+//!   hash) is outdated, and replaced by the rollout;
 //! - a member's not-Ready -> Ready transition is queued as a refill for the
 //!   pool to drain ([`Groups::take_refills`]), bounded per pool.
 
@@ -23,7 +28,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::{Resource, ResourceExt};
 
 use super::super::{controller_uid, is_terminating, pod_has_ended, pod_is_ready};
-use crate::api::{CREATED_AT_ANNOTATION, POOL_LABEL, TEMPLATE_HASH_LABEL};
+use crate::api::{CREATED_AT_ANNOTATION, POOL_LABEL, TEMPLATE_HASH_LABEL, TEMPLATE_LABEL};
 
 /// (namespace, pool name, pool uid): the pool a member belongs to.
 pub type GroupKey = (String, String, String);
@@ -45,6 +50,8 @@ pub struct Member {
     pub terminating: bool,
     /// Succeeded or Failed.
     pub ended: bool,
+    /// Its template label (the template it was made from).
+    pub template: Option<String>,
     /// Its template hash label.
     pub hash: Option<String>,
     /// Creation time.
@@ -74,6 +81,7 @@ impl Member {
             ready: pod_is_ready(pod),
             terminating: is_terminating(pod),
             ended: pod_has_ended(pod),
+            template: pod.labels().get(TEMPLATE_LABEL).cloned(),
             hash: pod.labels().get(TEMPLATE_HASH_LABEL).cloned(),
             created: pod.meta().creation_timestamp.as_ref().map(|t| t.0),
             unschedulable: unschedulable_message(pod),
@@ -84,20 +92,49 @@ impl Member {
     }
 
     /// The part of a member that a pool's decision reads.
-    fn decision(&self) -> (bool, bool, bool, Option<&str>, bool) {
+    fn decision(&self) -> (bool, bool, bool, Option<&str>, Option<&str>, bool) {
         (
             self.ready,
             self.terminating,
             self.ended,
+            self.template.as_deref(),
             self.hash.as_deref(),
             self.unschedulable.is_some(),
         )
+    }
+
+    /// What it was made from, as [`current_key`] spells it: `None` without
+    /// a template label or a template hash label (never current).
+    pub fn current_key(&self) -> Option<String> {
+        Some(current_key(
+            self.template.as_deref()?,
+            self.hash.as_deref()?,
+        ))
+    }
+
+    /// Whether it was made from `current` (a [`current_key`]) and has not
+    /// ended.
+    pub fn is_current(&self, current: &str) -> bool {
+        !self.ended
+            && self
+                .template
+                .as_deref()
+                .and_then(|t| current.strip_prefix(t)?.strip_prefix('/'))
+                .is_some_and(|h| self.hash.as_deref() == Some(h))
     }
 
     /// Live: not terminating (pending deletes are left out by the caller).
     pub fn live(&self) -> bool {
         !self.terminating
     }
+}
+
+/// The key a pool counts its current members by: the template's name (the
+/// Pod's template label, which a claim matches) and the template hash,
+/// `<template>/<hash>`. A template name never contains `/`, so two pairs
+/// never share a key. Pure.
+pub fn current_key(template: &str, hash: &str) -> String {
+    format!("{template}/{hash}")
 }
 
 /// The pool's `created-at` stamp of a Pod, when it parses. Pure.
@@ -120,7 +157,7 @@ pub fn unschedulable_message(pod: &Pod) -> Option<String> {
         .then(|| condition.message.clone().unwrap_or_default())
 }
 
-/// Counts of live members by template hash.
+/// Counts of live members by [`current_key`].
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 struct HashCounts {
     /// Live and not ended.
@@ -134,7 +171,7 @@ struct HashCounts {
 struct Group {
     members: HashMap<String, Member>,
     live: usize,
-    by_hash: HashMap<String, HashCounts>,
+    by_version: HashMap<String, HashCounts>,
     unschedulable: BTreeMap<String, String>,
 }
 
@@ -146,14 +183,14 @@ impl Group {
         };
         if m.live() {
             step(&mut self.live);
-            if let (false, Some(hash)) = (m.ended, &m.hash) {
-                let counts = self.by_hash.entry(hash.clone()).or_default();
+            if let (false, Some(current)) = (m.ended, m.current_key()) {
+                let counts = self.by_version.entry(current.clone()).or_default();
                 step(&mut counts.usable);
                 if m.ready {
                     step(&mut counts.ready);
                 }
                 if *counts == HashCounts::default() {
-                    self.by_hash.remove(hash);
+                    self.by_version.remove(&current);
                 }
             }
         }
@@ -184,7 +221,8 @@ pub struct Refill {
 pub struct PoolCounts {
     /// Live members (not terminating, no delete pending).
     pub idle: usize,
-    /// Of those, made from the current template and not ended.
+    /// Of those, made from the current template (its name and hash, see
+    /// [`current_key`]) and not ended.
     pub current: usize,
     /// Of those, Ready.
     pub ready: usize,
@@ -271,13 +309,15 @@ impl Groups {
             .is_some_and(Member::live)
     }
 
-    /// The pool's counts for template hash `hash`, leaving out the members
-    /// named in `excluded` (deletes pending). O(1 + excluded).
-    pub fn counts(&self, key: &GroupKey, hash: &str, excluded: &HashSet<String>) -> PoolCounts {
+    /// The pool's counts for `current` (a [`current_key`]: the template's
+    /// name and hash), leaving out the members named in `excluded` (deletes
+    /// pending). O(1 + excluded).
+    pub fn counts(&self, key: &GroupKey, current: &str, excluded: &HashSet<String>) -> PoolCounts {
         let Some(group) = self.groups.get(key) else {
             return PoolCounts::default();
         };
-        let current = group.by_hash.get(hash).copied().unwrap_or_default();
+        let wanted = current;
+        let current = group.by_version.get(wanted).copied().unwrap_or_default();
         let mut counts = PoolCounts {
             idle: group.live,
             current: current.usable,
@@ -296,7 +336,7 @@ impl Groups {
             .filter(|m| m.live())
         {
             counts.idle -= 1;
-            if !m.ended && m.hash.as_deref() == Some(hash) {
+            if m.is_current(wanted) {
                 counts.current -= 1;
                 counts.ready -= usize::from(m.ready);
             }

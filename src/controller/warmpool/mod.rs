@@ -18,6 +18,8 @@
 //! 3. Guard ([`guard`], [`network`]): the template passes the current
 //!    admission policy, and the NetworkPolicy covering the pool's Pods
 //!    exists; otherwise no Pod is created (a condition and an Event say why).
+//!    A write the API server refuses in the act step (Pod Security, a quota,
+//!    a missing ServiceAccount) is reported the same way ([`guard::refused`]).
 //! 4. Act ([`act`]): deletes conditioned on the uid AND resourceVersion each
 //!    victim was chosen from (a 409 means a claim stole it meanwhile:
 //!    benign), creates ([`pod::desired_pod`]).
@@ -101,11 +103,15 @@ pub async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<Context>) -> Result<
         .template_facts
         .facts(&template, ctx.config.policy.current());
     let hash = facts.hash.clone();
-    let members = observe::observe_members(&ctx, &pool, &key, &hash);
+    // A member is current when made from this template (its label) AND
+    // this hash: a claim takes only Pods labelled with its own template, so
+    // Pods of another template with the same pod template are replaced.
+    let current = members::current_key(&template.name_any(), &hash);
+    let members = observe::observe_members(&ctx, &pool, &key, &current);
 
     // Decide.
     let (measurement, sizing) = size::size_pool(&ctx, &pool);
-    let decision = decide(&ctx, &key, &members, &hash, sizing.desired);
+    let decision = decide(&ctx, &key, &members, (&hash, &current), sizing.desired);
 
     // Guard: nothing is created unchecked, nor before its NetworkPolicy.
     let (spec, policy_problem) = match facts.admitted {
@@ -138,6 +144,16 @@ pub async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<Context>) -> Result<
         created,
         error: act_error,
     } = act::act(&ctx, &pool, &key, &decision.delete, new).await;
+    // A write the API server refused (Pod Security, a quota, a missing
+    // ServiceAccount...) blocks the pool too, and says so; a transient
+    // failure (a timeout, a 5xx) does not change the status.
+    let blocker = match (blocker, act_error.as_ref().and_then(guard::refused)) {
+        (None, Some(refused)) => {
+            guard::warn_once(&ctx, &pool, &key, &refused).await;
+            Some(refused)
+        }
+        (blocker, _) => blocker,
+    };
 
     // Record.
     let outcome = record::Outcome {
@@ -164,12 +180,16 @@ pub async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<Context>) -> Result<
 
 /// The creates and deletes: from the member counts when nothing has to be
 /// picked (O(1)), else from the member list ([`plan`]). Which of the two it
-/// was goes on record for the Pod trigger ([`Expectations::quiet_join`]).
+/// was goes on record for the Pod trigger ([`Expectations::quiet_join`],
+/// which reads a Pod's template hash: a pending create made from an older
+/// template of the same hash joins quietly, and wakes the pool when it
+/// turns Ready). Takes the template hash and the [`members::current_key`]
+/// the members are counted by.
 fn decide(
     ctx: &Context,
     key: &str,
     members: &observe::Members,
-    hash: &str,
+    (hash, current): (&str, &str),
     desired: i32,
 ) -> PoolPlan {
     let desired = usize::try_from(desired).unwrap_or(0);
@@ -178,7 +198,7 @@ fn decide(
     ctx.expectations
         .decided_from_counts(key, hash, from_counts.is_some());
     from_counts.unwrap_or_else(|| {
-        let idle = observe::idle_pods(ctx, members, hash);
+        let idle = observe::idle_pods(ctx, members, current);
         plan(desired, &idle, members.pending_creates, batch)
     })
 }

@@ -44,12 +44,14 @@ impl Members {
     }
 }
 
-/// The pool's members as the Pod index shows them.
+/// The pool's members as the Pod index shows them, counted as current when
+/// made from `current` (a [`super::members::current_key`]: the template's
+/// name and hash).
 pub(super) fn observe_members(
     ctx: &Context,
     pool: &SandboxWarmPool,
     key: &str,
-    hash: &str,
+    current: &str,
 ) -> Members {
     let namespace = pool.namespace().unwrap_or_default();
     let group = (
@@ -66,7 +68,10 @@ pub(super) fn observe_members(
         |name| ctx.caches.index.is_live_member(&group, name),
         |name| ctx.caches.index.contains(&namespace, name),
     );
-    let counts = ctx.caches.index.pool_counts(&group, hash, &pending_deletes);
+    let counts = ctx
+        .caches
+        .index
+        .pool_counts(&group, current, &pending_deletes);
     Members {
         group,
         counts,
@@ -75,18 +80,19 @@ pub(super) fn observe_members(
     }
 }
 
-/// The live members not pending deletion, as the plan reads them. O(members).
-pub(super) fn idle_pods(ctx: &Context, members: &Members, hash: &str) -> Vec<IdlePod> {
+/// The live members not pending deletion, as the plan reads them, current
+/// when made from `current` (see [`observe_members`]). O(members).
+pub(super) fn idle_pods(ctx: &Context, members: &Members, current: &str) -> Vec<IdlePod> {
     ctx.caches
         .index
         .pool_members(&members.group, &members.pending_deletes)
         .into_iter()
         .map(|(name, m)| IdlePod {
+            current: m.is_current(current),
             name,
             uid: m.uid,
             resource_version: m.resource_version,
             ready: m.ready,
-            current: m.hash.as_deref() == Some(hash) && !m.ended,
             created: m.created,
         })
         .collect()

@@ -14,6 +14,7 @@ fn member(ready: bool, terminating: bool, ended: bool, hash: &str) -> Member {
         ready,
         terminating,
         ended,
+        template: Some("t".into()),
         hash: Some(hash.into()),
         created: None,
         unschedulable: None,
@@ -23,7 +24,7 @@ fn member(ready: bool, terminating: bool, ended: bool, hash: &str) -> Member {
 }
 
 /// The counts recomputed by a pass over all members: what the running
-/// counts must always equal.
+/// counts must always equal (`hash` is a [`current_key`]).
 fn brute(members: &HashMap<String, Member>, hash: &str, excluded: &HashSet<String>) -> PoolCounts {
     let live: Vec<&Member> = members
         .iter()
@@ -32,7 +33,16 @@ fn brute(members: &HashMap<String, Member>, hash: &str, excluded: &HashSet<Strin
         .collect();
     let current: Vec<&&Member> = live
         .iter()
-        .filter(|m| !m.ended && m.hash.as_deref() == Some(hash))
+        .filter(|m| {
+            !m.ended
+                && m.template.is_some()
+                && m.hash.is_some()
+                && format!(
+                    "{}/{}",
+                    m.template.as_deref().unwrap(),
+                    m.hash.as_deref().unwrap()
+                ) == hash
+        })
         .collect();
     let stuck: BTreeMap<&String, &String> = members
         .iter()
@@ -76,11 +86,18 @@ fn running_counts_equal_a_full_pass_after_any_sequence_of_events() {
                 if r & 0x800 != 0 { "h1" } else { "h2" },
             );
             m.unschedulable = (r & 0x1000 != 0).then(|| format!("msg {name}"));
+            // Another template of the same pod template (same hash), or
+            // none: never current for template `t`.
+            m.template = match r & 0x6000 {
+                0x2000 => Some("u".into()),
+                0x4000 => None,
+                _ => Some("t".into()),
+            };
             groups.put(&key(), &name, m.clone());
             truth.insert(name, m);
         }
         let excluded: HashSet<String> = [format!("p{}", next() % 12)].into();
-        for hash in ["h1", "h2"] {
+        for hash in ["t/h1", "t/h2", "u/h1", "h1"] {
             assert_eq!(
                 groups.counts(&key(), hash, &excluded),
                 brute(&truth, hash, &excluded)
@@ -111,9 +128,39 @@ fn only_decision_changes_wake_the_pool() {
         groups.put(&key(), "a", member(true, true, false, "h")),
         "terminating"
     );
+    let mut renamed = member(true, true, false, "h");
+    renamed.template = Some("other".into());
+    assert!(
+        groups.put(&key(), "a", renamed),
+        "another template label: current no more"
+    );
     assert!(groups.take(&key(), "a"));
     assert!(!groups.take(&key(), "a"), "not a member any more");
     assert_eq!(groups.sizes().0, 0, "an empty group is dropped");
+}
+
+#[test]
+fn a_member_of_another_template_with_the_same_hash_is_not_current() {
+    // Pool pointed from template `a` to `b`, a copy of it (same hash): the
+    // Pods labelled `a` serve no claim of `b`, so they are outdated.
+    let mut groups = Groups::default();
+    let mut of_a = member(true, false, false, "h");
+    of_a.template = Some("a".into());
+    groups.put(&key(), "x", of_a.clone());
+    let mut of_b = of_a.clone();
+    of_b.template = Some("b".into());
+    groups.put(&key(), "y", of_b.clone());
+    let none = HashSet::new();
+    let counts = groups.counts(&key(), &current_key("b", "h"), &none);
+    assert_eq!((counts.idle, counts.current, counts.ready), (2, 1, 1));
+    assert!(of_b.is_current(&current_key("b", "h")));
+    assert!(!of_a.is_current(&current_key("b", "h")));
+    assert!(!of_b.is_current(&current_key("b", "h2")));
+    assert!(!of_b.is_current("b"), "a key without a hash");
+    // A pending delete of the current one leaves it out.
+    let excluded: HashSet<String> = ["y".to_string()].into();
+    let counts = groups.counts(&key(), &current_key("b", "h"), &excluded);
+    assert_eq!((counts.idle, counts.current, counts.ready), (1, 0, 0));
 }
 
 #[test]
@@ -208,6 +255,7 @@ fn a_pod_is_grouped_by_namespace_pool_label_and_controller_uid() {
     assert_eq!(group, key());
     assert!(m.ready && !m.terminating && !m.ended);
     assert_eq!(m.hash.as_deref(), Some("h"));
+    assert_eq!(m.template, None, "no template label");
     assert_eq!(m.unschedulable.as_deref(), Some("0/1 nodes are available"));
     assert_eq!(m.created_at, Some(jiff::Timestamp::from_second(4).unwrap()));
     // No pool label (stolen): no group, whatever its owner.
