@@ -70,3 +70,45 @@ async fn a_served_claim_gets_its_own_policy_when_its_template_goes() {
     .await;
     assert_locked_down(&fake.get(&policy_path("c-sandbox")).unwrap());
 }
+
+/// A cold claim whose NetworkPolicy create is refused (a quota on
+/// NetworkPolicies, say): no Pod starts for it until its policy exists. A
+/// cold Pod has no pool's policy to fall back on. Before (found by review)
+/// the Sandbox was created beside the refused policy and its controller
+/// started the Pod with no policy at all.
+#[tokio::test]
+async fn a_cold_claims_pod_never_starts_before_its_policy() {
+    let fake = fake_with_pool(0);
+    let _kubelet = kubelet(&fake, std::time::Duration::from_millis(2));
+    let policy_create =
+        |r: &RequestInfo| r.method == "POST" && r.path.ends_with("/networkpolicies");
+    fake.fail_next(
+        2,
+        policy_create,
+        403,
+        "Forbidden",
+        "injected: exceeded quota",
+    );
+    let mut operator = Operator::start(&fake, "op").await;
+    operator.run();
+    create_claim(&fake, "c");
+    wait_until("the claim is Ready", || check_invariants(&fake).len() == 1).await;
+    let log = fake.log();
+    let first = |what: &str| {
+        log.iter()
+            .position(|l| l.method == "POST" && l.path.ends_with(what) && l.code < 300)
+    };
+    let (policy, pod) = (first("/networkpolicies"), first("/pods"));
+    eprintln!("first policy create at request {policy:?}, first Pod create at {pod:?}");
+    assert!(
+        log.iter()
+            .filter(|l| l.method == "POST" && l.path.ends_with("/networkpolicies"))
+            .count()
+            >= 3,
+        "the claim's policy was refused twice and then made"
+    );
+    assert!(
+        matches!((policy, pod), (Some(policy), Some(pod)) if policy < pod),
+        "the claim's Pod was created before its NetworkPolicy"
+    );
+}

@@ -296,6 +296,7 @@ async fn round_one(
     let policy = ensure_claim_policy(ctx, claim, namespace, template);
     let (first, rest) = (pick.first.take(), std::mem::take(&mut pick.rest));
     let named = pick.named.clone();
+    let cold = first.is_none();
     let steal = async {
         match first {
             Some(first) => take_over(ctx, claim, first, rest, None, named.as_deref()).await,
@@ -306,10 +307,25 @@ async fn round_one(
     // Each write's step is logged when that write returns, not when the
     // round does.
     let created = create_owned(&sandboxes, &sandbox, "Sandbox");
+    let policy = logged(claim, "claim: NetworkPolicy created", policy);
+    // Cold (nothing to steal): the policy first, so the Pod the Sandbox
+    // controller starts is never without it. Side by side, a refused
+    // policy (a quota, a permission) or a crash between the two left the
+    // Sandbox to start its Pod with none (found by review): a cold Pod has
+    // no pool's policy to fall back on. A stolen Pod keeps its pool's
+    // policy (its origin label) until the claim's exists, so the warm path
+    // keeps its one round.
+    // (Boxed: the round's future stays the size it was.)
+    let policy: futures::future::BoxFuture<'_, Result<()>> = if cold {
+        Box::pin(policy).await?;
+        Box::pin(std::future::ready(Ok(())))
+    } else {
+        Box::pin(policy)
+    };
     let (created, service_created, policy_created, stolen) = futures::join!(
         logged(claim, "claim: Sandbox created", created),
         logged(claim, "claim: Service created", service),
-        logged(claim, "claim: NetworkPolicy created", policy),
+        policy,
         steal
     );
     let stolen = stolen?;
