@@ -395,3 +395,69 @@ async fn a_surplus_pod_whose_give_back_conflicts_is_given_back_soon_after() {
         "the Pod is recorded as given back"
     );
 }
+
+/// Whether the Pod `name` is still its pool's (controller kind).
+fn pool_controls(fake: &sandbox_fakeapi::FakeApiServer, name: &str) -> bool {
+    fake.get(&pod_path(name)).is_some_and(|p| {
+        p["metadata"]["ownerReferences"]
+            .as_array()
+            .is_some_and(|o| o.iter().any(|o| o["kind"] == "SandboxWarmPool"))
+    })
+}
+
+/// A tenant edits its served claim's Sandbox: the adoption annotation now
+/// names an idle pool Pod, and `replicas: 0` makes the claim not Ready.
+/// Nothing is stolen for it: the annotation is ignored once the Sandbox
+/// ran its own Pod. Before (found by review) the claim's repair stole the
+/// named Pod, and kept it; repeated, one claim took the whole pool.
+#[tokio::test]
+async fn a_tenants_edit_of_the_annotation_steals_nothing() {
+    let (fake, _operator, _kubelet) = one_warm_claim(3).await;
+    wait_until("the Sandbox is Ready", || {
+        ready_in_api(&fake, &sandbox_path("c"))
+    })
+    .await;
+    let idle = idle_ready_pods(&fake).pop().expect("an idle Pod");
+    fake.merge(
+        &sandbox_path("c"),
+        &json!({"metadata": {"annotations": {POD_NAME_ANNOTATION: idle}}, "spec": {"replicas": 0}}),
+    )
+    .expect("the Sandbox exists");
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(
+        pool_controls(&fake, &idle),
+        "the idle Pod {idle} the tenant named was taken: {}",
+        dump(&fake)
+    );
+}
+
+/// A claim's Sandbox paused between the steal and the adoption (a crash in
+/// between, the pause during the outage): the stolen Pod it names is
+/// stopped like one it owns. Before (found by review) it ran for the whole
+/// pause, while the Sandbox said it had no Pod.
+#[tokio::test]
+async fn a_paused_sandbox_stops_the_pod_stolen_for_it() {
+    let (fake, mut operator, _kubelet) = filled_by_hand(2).await;
+    let claim = create_claim(&fake, "c");
+    let pod = idle_ready_pods(&fake).pop().expect("an idle Pod");
+    let claim_uid = claim["metadata"]["uid"].clone();
+    // The steal, as the claim controller writes it.
+    fake.merge(
+        &pod_path(&pod),
+        &json!({"metadata": {
+            "ownerReferences": [{"apiVersion": "extensions.agents.x-k8s.io/v1alpha1",
+                "kind": "SandboxClaim", "name": "c", "uid": claim_uid, "controller": true}],
+            "labels": {POOL_LABEL: null, ORIGIN_POOL_LABEL: "pool", CLAIM_LABEL: "c",
+                CLAIM_UID_LABEL: claim_uid, SANDBOX_LABEL: "c"}}}),
+    )
+    .expect("the Pod exists");
+    warm_sandbox(&fake, &claim, &pod);
+    fake.merge(&sandbox_path("c"), &json!({"spec": {"replicas": 0}}))
+        .expect("the Sandbox exists");
+    operator.run();
+    wait_until("the stolen Pod is stopped", || {
+        fake.get(&pod_path(&pod))
+            .is_none_or(|p| !p["metadata"]["deletionTimestamp"].is_null())
+    })
+    .await;
+}

@@ -134,7 +134,7 @@ pub async fn reconcile(claim: Arc<SandboxClaim>, ctx: Arc<Context>) -> Result<Ac
     let result = observe_and_serve(&ctx, &claim, &namespace, &claim_uid, requeue).await;
     match result {
         Err(error) => report_failure(&ctx, &claim, error).await,
-        ok => ok,
+        Ok(action) => Ok(requeue.by_expiry(action)),
     }
 }
 
@@ -317,6 +317,17 @@ impl Requeue {
     /// Within `limit`, or at the expiry if that comes first.
     fn within(self, limit: Duration) -> Action {
         Action::requeue(self.expiry.map_or(limit, |expiry| expiry.min(limit)))
+    }
+
+    /// `action`, or the expiry if that comes first: every path's requeue
+    /// (a missing template's minute, say) ends at the shutdown time. Before
+    /// (found by review), some waited past it.
+    fn by_expiry(self, action: Action) -> Action {
+        match (self.expiry, action.requeue_after()) {
+            (Some(expiry), None) => Action::requeue(expiry),
+            (Some(expiry), Some(after)) if expiry < after => Action::requeue(expiry),
+            _ => action,
+        }
     }
 }
 

@@ -30,10 +30,24 @@ use crate::controller::{Context, Result, is_terminating, kube_err};
 /// is still its pool's (a crash between the Sandbox create and the steal) or
 /// another claim's (a lost race not yet repointed). A Pod that is gone is
 /// not repaired here: the Sandbox controller starts a new one.
+///
+/// Never while the Sandbox runs a Pod of its own, is paused or has expired:
+/// it takes no named Pod then, and its annotation may be the tenant's edit
+/// (a metadata write the webhook admits). Before (found by review), a
+/// tenant pointing the annotation at idle pool Pods one after another made
+/// the claim steal each, and keep them.
 pub(super) fn needs_repair(ctx: &Context, claim_uid: &str, sandbox: &Sandbox) -> bool {
     let Some(named) = sandbox.annotations().get(POD_NAME_ANNOTATION) else {
         return false;
     };
+    let expired = sandbox
+        .spec
+        .shutdown_time
+        .as_ref()
+        .is_some_and(|t| t.0 <= jiff::Timestamp::now());
+    if sandbox.desired_replicas() == 0 || expired || runs_its_own_pod(ctx, sandbox) {
+        return false;
+    }
     if ctx.reservations.stolen_for(claim_uid).as_deref() == Some(named.as_str()) {
         return false;
     }
@@ -46,6 +60,19 @@ pub(super) fn needs_repair(ctx: &Context, claim_uid: &str, sandbox: &Sandbox) ->
         return false;
     };
     !is_terminating(pod.as_ref()) && !held(&pod, claim_uid, sandbox)
+}
+
+/// Whether the Sandbox controls a Pod that is not terminating (cache).
+fn runs_its_own_pod(ctx: &Context, sandbox: &Sandbox) -> bool {
+    let Some(uid) = sandbox.uid() else {
+        return false;
+    };
+    ctx.caches
+        .index
+        .controlled_by(&uid)
+        .iter()
+        .filter_map(|r| ctx.caches.pods.get(r))
+        .any(|p| !is_terminating(p.as_ref()))
 }
 
 /// Whether `pod` is the claim's: stolen for it or adopted by its Sandbox.

@@ -22,8 +22,8 @@ use crate::controller::{
 /// `serve`, but one repointed by the other process's repair is not.
 ///
 /// Acts only once the Sandbox's own status reports Ready on a Pod, the one
-/// its annotation names if it has one (nothing repoints a Sandbox after
-/// that), and only on other Pods whose controller is this claim: each is
+/// its annotation names if it has one, or one it has adopted (nothing
+/// repoints a Sandbox after that), and only on other Pods whose controller is this claim: each is
 /// surplus, deleted guarded by its uid and the cached version. A Pod whose
 /// give-back was refused before (see `Reservations::record_kept`) is read
 /// from the API server instead and decided the same way, guarded by the
@@ -44,7 +44,17 @@ pub(super) async fn give_back_surplus(
     let Some(serving) = status.pod_name.as_ref() else {
         return Ok(true);
     };
-    if !is_true(&status.conditions, READY) || named.is_some_and(|n| n != serving) {
+    // The Pod the Sandbox serves on is the one it names, or one it has
+    // adopted: then no repoint can move it, whatever the annotation says
+    // (a tenant may edit it), and every other Pod of the claim is surplus.
+    let adopted = || {
+        let at = kube::runtime::reflector::ObjectRef::new(serving)
+            .within(&sandbox.namespace().unwrap_or_default());
+        ctx.caches.pods.get(&at).is_some_and(|p| {
+            sandbox.uid().is_some() && controller_uid(&p.metadata) == sandbox.uid().as_deref()
+        })
+    };
+    if !is_true(&status.conditions, READY) || (named.is_some_and(|n| n != serving) && !adopted()) {
         return Ok(true);
     }
     let mut settled = true;

@@ -332,3 +332,24 @@ fn a_kept_surplus_pod_is_looked_at_within_the_recheck_or_at_an_earlier_expiry() 
     // A Ready claim with no expiry otherwise waits for a change.
     assert_eq!(no_expiry.until_ready(true), Action::await_change());
 }
+
+#[test]
+fn every_requeue_ends_at_the_expiry() {
+    let soon = Duration::from_secs(3);
+    let expiring = Requeue { expiry: Some(soon) };
+    assert_eq!(
+        expiring.by_expiry(Action::requeue(Duration::from_secs(60))),
+        Action::requeue(soon)
+    );
+    assert_eq!(
+        expiring.by_expiry(Action::await_change()),
+        Action::requeue(soon)
+    );
+    let sooner = Action::requeue(Duration::from_secs(1));
+    assert_eq!(expiring.by_expiry(sooner), sooner);
+    let no_expiry = Requeue { expiry: None };
+    assert_eq!(
+        no_expiry.by_expiry(Action::await_change()),
+        Action::await_change()
+    );
+}

@@ -77,10 +77,19 @@ pub fn plan(observed: &Observed<'_>) -> Plan {
         .iter()
         .filter(|p| !is_terminating(p.as_ref()))
         .collect();
-    if let Some(plan) = expired(observed, &live) {
+    // What an expiry or a pause stops: the live Pods it owns, and a Pod its
+    // claim stole for it that it has not adopted yet (a crash between the
+    // steal and the adoption, then a pause): before (found by review) that
+    // Pod ran on for the whole pause, or past the shutdown time.
+    let stopped: Vec<&Arc<Pod>> = live
+        .iter()
+        .copied()
+        .chain(stolen_not_adopted(observed))
+        .collect();
+    if let Some(plan) = expired(observed, &stopped) {
         return plan;
     }
-    let decided = paused(observed.sandbox, &live)
+    let decided = paused(observed.sandbox, &stopped)
         .or_else(|| multiple_pods(&live))
         .or_else(|| evicted(&live))
         .or_else(|| follow_existing(observed))
@@ -143,7 +152,13 @@ fn expired(observed: &Observed<'_>, live: &[&Arc<Pod>]) -> Option<Plan> {
         return None;
     }
     let steps = if sandbox.spec.shutdown_policy.unwrap_or_default() == ShutdownPolicy::Delete {
-        vec![Step::DeleteSandbox]
+        // The Pods it owns go with it; one its claim stole for it and it
+        // never adopted would not.
+        stolen_not_adopted(observed)
+            .map(|p| delete_step(p))
+            .into_iter()
+            .chain([Step::DeleteSandbox])
+            .collect()
     } else {
         live.iter().map(|p| delete_step(p)).collect()
     };
@@ -164,6 +179,19 @@ fn until_deadline(observed: &Observed<'_>) -> Option<Duration> {
         .map(|t| t.0.duration_since(observed.now))
         .and_then(|d| Duration::try_from(d).ok())
         .map(|d| d + Duration::from_millis(50))
+}
+
+/// The Pod the Sandbox names that its claim stole for it and it has not
+/// adopted yet (controlled by the claim, with the claim's uid label: see
+/// [`may_adopt`]), when it still runs. Pure.
+fn stolen_not_adopted<'a>(observed: &'a Observed<'_>) -> Option<&'a Arc<Pod>> {
+    let sandbox = observed.sandbox;
+    observed.named.as_ref().filter(|pod| {
+        claimed(sandbox)
+            && !is_terminating(pod.as_ref())
+            && controller_uid(&pod.metadata) != sandbox.uid().as_deref()
+            && may_adopt(sandbox, pod)
+    })
 }
 
 /// `replicas: 0`: every live Pod is deleted.
