@@ -9,7 +9,8 @@ use kube::ResourceExt;
 
 use crate::api::reason;
 use crate::api::{
-    ADOPTABLE_LABEL, CLAIM_UID_LABEL, ConditionUpdate, POD_NAME_ANNOTATION, Sandbox, ShutdownPolicy,
+    ADOPTABLE_LABEL, CLAIM_LABEL, CLAIM_UID_LABEL, ConditionUpdate, POD_NAME_ANNOTATION, Sandbox,
+    ShutdownPolicy,
 };
 use crate::controller::ownership::{controller_of_kind, has_controller, held_by_claim};
 use crate::controller::{controller_uid, is_terminating};
@@ -390,8 +391,15 @@ pub fn may_adopt(sandbox: &Sandbox, pod: &Pod) -> bool {
     match controller_uid(&pod.metadata) {
         Some(uid) if Some(uid) == sandbox_uid.as_deref() => true,
         Some(uid) => {
-            let claim = controller_uid(&sandbox.metadata);
-            Some(uid) == claim && pod.labels().get(CLAIM_UID_LABEL).map(String::as_str) == claim
+            // The claim's own Sandbox only: named after the claim (its
+            // controller reference's name) like the Pod's claim label says.
+            // Without the ownership guard, a Sandbox of another name could
+            // carry a controller reference to someone else's claim.
+            let claim = controller_of_kind(sandbox.owner_references(), "SandboxClaim");
+            let name = sandbox.name_any();
+            claim.is_some_and(|c| c.uid == uid && c.name == name)
+                && pod.labels().get(CLAIM_UID_LABEL).map(String::as_str) == Some(uid)
+                && pod.labels().get(CLAIM_LABEL) == Some(&name)
         }
         // A controller of another kind: owned elsewhere.
         None => false,

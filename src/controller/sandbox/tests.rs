@@ -133,7 +133,8 @@ fn two_owned_pods_create_nothing_and_report() {
 #[test]
 fn adopts_only_stolen_or_consenting_pods() {
     let mut s = naming("warm-1");
-    s.metadata.owner_references = owned_by("claim-uid");
+    // The claim's Sandbox: named after the claim.
+    s.metadata.owner_references = controlled_by("SandboxClaim", "sbx", "claim-uid");
     let adopts = |named: Pod| plan_at_now(&s, vec![], Some(Arc::new(named)));
     let with_labels = |owner: Option<&str>, labels: &[(&str, &str)]| {
         let mut p = (*pod("warm-1", owner)).clone();
@@ -147,8 +148,17 @@ fn adopts_only_stolen_or_consenting_pods() {
         name: "warm-1".into(),
     }];
     // Stolen by this Sandbox's claim: controller AND claim-uid label.
-    let stolen = with_labels(Some("claim-uid"), &[(CLAIM_UID_LABEL, "claim-uid")]);
-    assert_eq!(adopts(stolen).steps, adopt);
+    let stolen = with_labels(
+        Some("claim-uid"),
+        &[(CLAIM_UID_LABEL, "claim-uid"), (crate::api::CLAIM_LABEL, "sbx")],
+    );
+    assert_eq!(adopts(stolen.clone()).steps, adopt);
+    // A Sandbox of another name with a controller reference to that claim
+    // (possible without the ownership guard) is not the claim's: no.
+    let mut forged = s.clone();
+    forged.metadata.name = Some("forged".into());
+    let p = plan_at_now(&forged, vec![], Some(Arc::new(stolen)));
+    assert!(!p.steps.iter().any(|s| matches!(s, Step::Adopt { .. })), "{p:?}");
     // The claim as controller but without its uid label: not a steal.
     let p = adopts(with_labels(Some("claim-uid"), &[]));
     assert_eq!(p.blocked.unwrap().reason, reason::POD_OWNED_ELSEWHERE);
