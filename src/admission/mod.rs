@@ -47,7 +47,7 @@ pub use policy::{
     StandalonePolicy, TolerationRule, everywhere_except, restrict_egress,
 };
 pub use quantity::{Quantity, QuantityError};
-pub use validate::{MAX_LABEL_VALUE, Verdict, is_reserved_key, validate};
+pub use validate::{MAX_LABEL_VALUE, Verdict, is_reserved_key, label_value_rule, validate};
 
 use crate::api::{PersistentVolumeClaimTemplate, PodTemplate};
 

@@ -156,3 +156,45 @@ async fn a_pool_whose_pods_the_api_server_refuses_says_why() {
     .await;
     assert!(warned, "no Warning Event on the pool names the refusal");
 }
+
+/// Names no label can carry (longer than 63 characters): a pool and its
+/// template stored before the webhook was there create no Pod (every
+/// create would be refused, 422) and the pool says which field breaks which
+/// rule; with the webhook, such a pool is refused.
+#[tokio::test]
+async fn pool_and_template_names_too_long_for_a_label() {
+    let ns = TestNs::new("pool-long").await;
+    // Before the operator (and its webhook) runs in this namespace.
+    let long_template = "t".repeat(70);
+    create(&ns, &template_of(&long_template, listening_agent_pod(300))).await;
+    create(&ns, &pool("p", &long_template, 2)).await;
+    let _op = ns.operator(&[]).await;
+    let pools = ns.api::<SandboxWarmPool>();
+    let blocked = wait_for(&pools, "p", Duration::from_secs(30), |p| {
+        ready_condition(p).is_some_and(|c| c.reason == "PolicyViolation")
+    })
+    .await;
+    let ready = ready_condition(&blocked).unwrap();
+    assert_eq!(
+        ready.message,
+        "spec.sandboxTemplateRef.name: 70 characters is longer than 63: the template's name is \
+         used as a label value; no Pod is created"
+    );
+    assert!(ns.list::<Pod>().await.is_empty(), "no Pod is created");
+
+    // The webhook refuses a pool named beyond a label value.
+    let refused = pools
+        .create(
+            &kube::api::PostParams::default(),
+            &pool(&"p".repeat(64), "t", 1),
+        )
+        .await
+        .expect_err("a pool named with 64 characters is refused");
+    let message = refused.to_string();
+    assert!(
+        message.contains(
+            "metadata.name: 64 characters is longer than 63: the name is used as a label value"
+        ),
+        "{message}"
+    );
+}

@@ -25,12 +25,17 @@
 //! - Sandbox: a name longer than 63 characters (it becomes a label value);
 //!   `spec.replicas` outside 0..1; on UPDATE, any change to
 //!   `spec.volumeClaimTemplates`.
+//! - SandboxTemplate: on CREATE, a name longer than 63 characters (the
+//!   template label of its Pods).
 //! - SandboxClaim: a name longer than 63 characters; an empty or malformed
-//!   `spec.sandboxTemplateRef.name`; on UPDATE, any change to
-//!   `spec.sandboxTemplateRef` or to the `admitted-at` stamp.
-//! - SandboxWarmPool: `spec.replicas` below 0 or above the policy's cap; an
-//!   empty or malformed template name. The template may change: that is how
-//!   a pool is rolled to a new template.
+//!   `spec.sandboxTemplateRef.name`, or one longer than 63 characters; on
+//!   UPDATE, any change to `spec.sandboxTemplateRef` or to the
+//!   `admitted-at` stamp.
+//! - SandboxWarmPool: on CREATE, a name longer than 63 characters (the pool
+//!   label of its Pods); `spec.replicas` below 0 or above the policy's cap;
+//!   an empty or malformed template name, or one longer than 63 characters.
+//!   The template may change: that is how a pool is rolled to a new
+//!   template.
 //!
 //! On UPDATE (ratcheting, see [`super::ratchet`]) the rules of a spec field
 //! run only when the field differs from the stored object's, so a
@@ -68,7 +73,7 @@ use super::field::{
 use super::policy::{Policy, Profile};
 use super::{SandboxKind, ratchet};
 
-pub use names::{MAX_LABEL_VALUE, is_reserved_key};
+pub use names::{MAX_LABEL_VALUE, is_reserved_key, label_value_rule};
 pub(crate) use pod::check_pod_template_value;
 pub(crate) use volume_claims::check_volume_claim_templates_value;
 
@@ -125,7 +130,7 @@ pub fn validate(
     };
     let terminating = *operation == Operation::Update && ratchet::is_terminating(object);
     if !terminating {
-        validator.object_name(kind, object, &root);
+        validator.object_name(kind, *operation == Operation::Create, object, &root);
     }
     if *operation == Operation::Create {
         validator.service_name(kind, object, &root);

@@ -1,8 +1,11 @@
 //! Names and keys: object name lengths, template references, the reserved
 //! label and annotation keys of pod templates, and the admission stamp.
 //!
-//! Guarantees: a Sandbox or SandboxClaim name fits a label value (63
-//! characters), because the operator derives labels from it; no pod
+//! Guarantees: every name the operator writes into a label value fits one
+//! (63 characters): a Sandbox's, a SandboxClaim's, a SandboxWarmPool's
+//! (its Pods' pool labels), a SandboxTemplate's and every
+//! `spec.sandboxTemplateRef.name` (the Pods' template label, which a claim
+//! matches); no pod
 //! template carries a key the operator uses to recognise its own Pods
 //! (those are written by the operator only, so a user cannot forge a pool
 //! member or point a Pod at someone else's Sandbox); a claim's
@@ -15,7 +18,8 @@ use super::super::field::{FieldPath, optional, optional_object, present, require
 use super::Validator;
 use crate::api::ADMITTED_AT_ANNOTATION;
 
-/// The longest label value, and so the longest Sandbox or claim name.
+/// The longest label value, and so the longest name of any of the four
+/// kinds, and of a template reference.
 pub const MAX_LABEL_VALUE: usize = 63;
 
 /// The characters the API server appends to a `generateName` prefix.
@@ -25,6 +29,19 @@ const GENERATED_SUFFIX: usize = 5;
 const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 
 pub use crate::api::is_reserved_key;
+
+/// The rule `name` breaks when the operator uses it as a label value and
+/// it is longer than one may be; `whose` names it in the message ("the
+/// name", "the template's name"). `None` when it fits. Pure: the webhook
+/// and the pool (for objects stored without the webhook) say the same.
+pub fn label_value_rule(name: &str, whose: &str) -> Option<String> {
+    let length = name.chars().count();
+    (length > MAX_LABEL_VALUE).then(|| {
+        format!(
+            "{length} characters is longer than {MAX_LABEL_VALUE}: {whose} is used as a label value"
+        )
+    })
+}
 
 /// A Kubernetes object name: a DNS-1123 subdomain.
 pub(crate) fn is_dns_subdomain(name: &str) -> bool {
@@ -54,15 +71,19 @@ pub(crate) fn is_dns_label(name: &str) -> bool {
 }
 
 impl Validator<'_> {
-    /// Sandbox and claim names become label values: at most 63 characters
-    /// (a `generateName` prefix leaves room for the 5 generated ones).
+    /// Names become label values: at most 63 characters (a `generateName`
+    /// prefix leaves room for the 5 generated ones). Sandbox and claim
+    /// names are judged on every write; pool and template names on CREATE
+    /// only (a name never changes, and one stored before this rule is
+    /// reported by its pool instead of refusing its updates).
     pub(super) fn object_name(
         &mut self,
         kind: SandboxKind,
+        create: bool,
         object: &Map<String, Value>,
         root: &FieldPath,
     ) {
-        if !matches!(kind, SandboxKind::Sandbox | SandboxKind::SandboxClaim) {
+        if !create && !matches!(kind, SandboxKind::Sandbox | SandboxKind::SandboxClaim) {
             return;
         }
         let Some(Some(metadata)) = self.ok(optional_object(object, "metadata", root)) else {
@@ -70,15 +91,9 @@ impl Validator<'_> {
         };
         let metadata_path = root.key("metadata");
         if let Some(Some(name)) = self.ok(optional::<&str>(metadata, "name", &metadata_path))
-            && name.chars().count() > MAX_LABEL_VALUE
+            && let Some(rule) = label_value_rule(name, "the name")
         {
-            self.deny(
-                &metadata_path.key("name"),
-                format!(
-                    "{} characters is longer than {MAX_LABEL_VALUE}: the name is used as a label value",
-                    name.chars().count()
-                ),
-            );
+            self.deny(&metadata_path.key("name"), rule);
         }
         let generated = present(metadata, "name").is_none();
         if generated
@@ -146,6 +161,9 @@ impl Validator<'_> {
         }
     }
 
+    /// `spec.sandboxTemplateRef.name` of a claim or a pool: a template's
+    /// name, so a valid object name that fits a label value (the Pods'
+    /// template label).
     pub(super) fn template_ref(&mut self, spec: &Map<String, Value>, spec_path: &FieldPath) {
         let Some(reference) = self.ok(required_object(spec, "sandboxTemplateRef", spec_path))
         else {
@@ -162,6 +180,11 @@ impl Validator<'_> {
                      starting and ending with a letter or digit, at most 253 characters)"
                 ),
             ),
+            Some(Some(name)) => {
+                if let Some(rule) = label_value_rule(name, "the template's name") {
+                    self.deny(&name_path, rule);
+                }
+            }
             _ => {}
         }
     }

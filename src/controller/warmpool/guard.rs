@@ -1,9 +1,10 @@
 //! What stops a pool from creating Pods, and how it is reported: a template
 //! that violates the current admission policy (the policy holds at creation
 //! time too, so a template admitted under an older or laxer policy fills no
-//! pool), a pool NetworkPolicy that could not be made ([`super::network`]),
-//! or the API server refusing the pool's writes ([`refused`]: Pod Security
-//! admission, a quota, a missing ServiceAccount).
+//! pool), a pool or template name too long for a label ([`names`]), a pool
+//! NetworkPolicy that could not be made ([`super::network`]), or the API
+//! server refusing the pool's writes ([`refused`]: Pod Security admission,
+//! a quota, a missing ServiceAccount).
 //!
 //! Guarantee: each blocker gives the pool's `Ready=False` condition with its
 //! reason (by [`super::record`]) and a Warning Event, sent once per distinct
@@ -43,6 +44,35 @@ pub(super) fn admit(policy: &Policy, template: &SandboxTemplate) -> Result<PodSp
         })
 }
 
+/// The names of a pool that no label can carry (longer than 63
+/// characters): its own (the pool label of its Pods) and its template's
+/// (their template label). The webhook refuses them; a pool stored without
+/// it would have every Pod create refused (422), so it creates nothing and
+/// says which field breaks which rule. Pure.
+pub(super) fn names(pool: &SandboxWarmPool) -> Option<Blocker> {
+    use kube::ResourceExt;
+    let name = pool.name_any();
+    let problems: Vec<String> = [
+        ("metadata.name", name.as_str(), "the name"),
+        (
+            "spec.sandboxTemplateRef.name",
+            pool.spec.sandbox_template_ref.name.as_str(),
+            "the template's name",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(path, name, whose)| {
+        crate::admission::label_value_rule(name, whose).map(|rule| format!("{path}: {rule}"))
+    })
+    .collect();
+    (!problems.is_empty()).then(|| {
+        (
+            reason::POLICY_VIOLATION,
+            format!("{}; no Pod is created", problems.join("; ")),
+        )
+    })
+}
+
 /// The blocker of a write of the pool's that the API server refused
 /// (`PodRejected`, `QuotaExceeded`, `Forbidden`, `NameConflict`, with the API
 /// server's message), the same mapping as a Sandbox's; `None` for a
@@ -74,4 +104,38 @@ pub(super) async fn warn_once(
     )
     .await;
     ctx.written.record(&event_key, memo);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(name: &str, template: &str) -> SandboxWarmPool {
+        let mut pool = SandboxWarmPool::new(name, Default::default());
+        pool.spec.sandbox_template_ref.name = template.into();
+        pool
+    }
+
+    #[test]
+    fn names_no_label_can_carry_block_the_pool_with_the_field_and_the_rule() {
+        assert_eq!(names(&pool(&"p".repeat(63), &"t".repeat(63))), None);
+        let (reason, message) = names(&pool(&"p".repeat(64), "t")).unwrap();
+        assert_eq!(reason, reason::POLICY_VIOLATION);
+        assert_eq!(
+            message,
+            "metadata.name: 64 characters is longer than 63: the name is used as a label value; \
+             no Pod is created"
+        );
+        let (_, message) = names(&pool("p", &"t".repeat(200))).unwrap();
+        assert_eq!(
+            message,
+            "spec.sandboxTemplateRef.name: 200 characters is longer than 63: the template's name \
+             is used as a label value; no Pod is created"
+        );
+        let (_, both) = names(&pool(&"p".repeat(64), &"t".repeat(64))).unwrap();
+        assert!(
+            both.starts_with("metadata.name: ")
+                && both.contains("; spec.sandboxTemplateRef.name: ")
+        );
+    }
 }

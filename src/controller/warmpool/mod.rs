@@ -113,10 +113,11 @@ pub async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<Context>) -> Result<
     let (measurement, sizing) = size::size_pool(&ctx, &pool);
     let decision = decide(&ctx, &key, &members, (&hash, &current), sizing.desired);
 
-    // Guard: nothing is created unchecked, nor before its NetworkPolicy.
-    let (spec, policy_problem) = match facts.admitted {
-        Ok(spec) => (Some(spec), None),
-        Err(problem) => (None, Some(problem)),
+    // Guard: nothing is created unchecked, nor before its NetworkPolicy,
+    // nor under names no label can carry (stored without the webhook).
+    let (spec, policy_problem) = match (guard::names(&pool), facts.admitted) {
+        (Some(problem), _) | (None, Err(problem)) => (None, Some(problem)),
+        (None, Ok(spec)) => (Some(spec), None),
     };
     let network = match policy_problem {
         Some(_) => Ok(()),

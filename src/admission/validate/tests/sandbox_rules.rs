@@ -194,10 +194,70 @@ fn sandbox_and_claim_names_fit_a_label_value() {
     );
     generated["metadata"] = json!({"generateName": "b".repeat(58)});
     assert!(create(SandboxKind::SandboxClaim, &generated).allowed());
-    // Templates and pools are not named into labels.
-    let mut template = object_from_yaml(include_str!("../../../../examples/template.yaml"));
-    template["metadata"]["name"] = json!("t".repeat(100));
-    assert!(create(SandboxKind::SandboxTemplate, &template).allowed());
+}
+
+/// A pool's name is its Pods' pool label (and its `status.selector`), a
+/// template's their template label: both fit a label value, or every Pod
+/// create of the pool is refused (422). Judged on CREATE: a stored one's
+/// updates are not refused for it (its pool reports it instead).
+#[test]
+fn pool_and_template_names_fit_a_label_value() {
+    let template = object_from_yaml(include_str!("../../../../examples/template.yaml"));
+    for (kind, object) in [
+        (SandboxKind::SandboxWarmPool, pool(2)),
+        (SandboxKind::SandboxTemplate, template),
+    ] {
+        let mut named = object.clone();
+        named["metadata"]["name"] = json!("t".repeat(64));
+        assert_eq!(
+            denials(&create(kind, &named)),
+            ["metadata.name: 64 characters is longer than 63: the name is used as a label value"],
+            "{kind:?}"
+        );
+        assert!(update(kind, &named, &named).allowed(), "{kind:?}");
+        named["metadata"]["name"] = json!("t".repeat(63));
+        assert!(create(kind, &named).allowed(), "{kind:?}");
+        let mut generated = object.clone();
+        generated["metadata"] = json!({"generateName": "g".repeat(59)});
+        assert_eq!(
+            denials(&create(kind, &generated)),
+            [
+                "metadata.generateName: 59 characters plus 5 generated ones is longer than 63: the name is used as a label value"
+            ],
+            "{kind:?}"
+        );
+    }
+}
+
+/// Every template reference (a claim's, a pool's) names a template whose
+/// name becomes a label value: at most 63 characters.
+#[test]
+fn template_references_fit_a_label_value() {
+    for (kind, object) in [
+        (SandboxKind::SandboxWarmPool, pool(2)),
+        (SandboxKind::SandboxClaim, claim()),
+    ] {
+        let mut long = object.clone();
+        long["spec"]["sandboxTemplateRef"]["name"] = json!("a".repeat(64));
+        assert_eq!(
+            denials(&create(kind, &long)),
+            [
+                "spec.sandboxTemplateRef.name: 64 characters is longer than 63: the template's name is used as a label value"
+            ],
+            "{kind:?}"
+        );
+        long["spec"]["sandboxTemplateRef"]["name"] = json!(format!("{}.b", "a".repeat(61)));
+        assert!(create(kind, &long).allowed(), "{kind:?}: 63 characters");
+    }
+    // A pool moved to a long name is refused too (the reference changed).
+    let mut moved = pool(2);
+    moved["spec"]["sandboxTemplateRef"]["name"] = json!("a".repeat(64));
+    assert_eq!(
+        denials(&update(SandboxKind::SandboxWarmPool, &moved, &pool(2))),
+        [
+            "spec.sandboxTemplateRef.name: 64 characters is longer than 63: the template's name is used as a label value"
+        ]
+    );
 }
 
 /// A Sandbox's name is its Service's, a claim's its Sandbox's: both must
