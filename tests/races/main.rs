@@ -16,6 +16,7 @@ mod harness;
 mod leader;
 mod policies;
 mod pool_creates;
+mod pool_template_gone;
 mod random;
 mod repair;
 mod scenarios;

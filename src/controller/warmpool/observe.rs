@@ -121,10 +121,14 @@ pub(super) async fn template_of(
         desired_replicas: pool.spec.replicas.min(pool_cap(ctx)),
         ..Default::default()
     };
+    // The members it still has (their template gone, they are kept until
+    // it comes back or the pool is deleted), not zero: an `Exhausted` pool
+    // and `replicas: 0` next to live idle Pods misled autoscalers and alerts.
+    let (replicas, ready) = member_counts(ctx, pool);
     let status = pool_status(
         pool,
-        0,
-        0,
+        replicas,
+        ready,
         None,
         Some((
             reason::TEMPLATE_NOT_FOUND,
@@ -135,4 +139,19 @@ pub(super) async fn template_of(
     );
     status::write_status(ctx, pool, &status).await?;
     Ok(None)
+}
+
+/// The pool's live members and, of those, the Ready ones that have not
+/// ended, whatever template they were made from. O(members): only for a
+/// pool without its template.
+fn member_counts(ctx: &Context, pool: &SandboxWarmPool) -> (i32, i32) {
+    let group = (
+        pool.namespace().unwrap_or_default(),
+        pool.name_any(),
+        pool.uid().unwrap_or_default(),
+    );
+    let members = ctx.caches.index.pool_members(&group, &HashSet::new());
+    let ready = members.iter().filter(|(_, m)| m.ready && !m.ended).count();
+    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    (count(members.len()), count(ready))
 }
