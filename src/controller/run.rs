@@ -18,13 +18,56 @@ fn backoff_key<K: Resource>(controller: &str, obj: &K) -> String {
     )
 }
 
+/// An object's shutdown time, when it has one: a retry never waits past
+/// it (found by review: a claim whose reconcile kept failing, a refused
+/// policy say, was expired up to the 2-minute backoff late, its Pod
+/// running on).
+trait Deadline {
+    fn deadline(&self) -> Option<jiff::Timestamp>;
+}
+
+impl Deadline for crate::api::SandboxClaim {
+    fn deadline(&self) -> Option<jiff::Timestamp> {
+        Some(self.spec.lifecycle.as_ref()?.shutdown_time.as_ref()?.0)
+    }
+}
+
+impl Deadline for crate::api::Sandbox {
+    fn deadline(&self) -> Option<jiff::Timestamp> {
+        Some(self.spec.shutdown_time.as_ref()?.0)
+    }
+}
+
+impl Deadline for crate::api::SandboxWarmPool {
+    fn deadline(&self) -> Option<jiff::Timestamp> {
+        None
+    }
+}
+
+/// `delay`, or just after `deadline` when that comes first (and is still
+/// ahead: past it, the backoff stands, so a failing expiry does not spin).
+/// Pure.
+fn within_deadline(
+    delay: std::time::Duration,
+    deadline: Option<jiff::Timestamp>,
+    now: jiff::Timestamp,
+) -> std::time::Duration {
+    deadline
+        .and_then(|d| std::time::Duration::try_from(d.duration_since(now)).ok())
+        .filter(|left| !left.is_zero())
+        .map_or(delay, |left| {
+            delay.min(left + std::time::Duration::from_millis(50))
+        })
+}
+
 /// After an error: counted by class, retried with per-object exponential
-/// backoff.
-fn error_policy<K: Resource>(
+/// backoff, never past the object's shutdown time.
+fn error_policy<K: Resource + Deadline>(
     controller: &'static str,
 ) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
     move |obj, error, ctx| {
         let delay = ctx.backoff.failed(&backoff_key(controller, obj.as_ref()));
+        let delay = within_deadline(delay, obj.deadline(), jiff::Timestamp::now());
         warn!(controller, %error, class = error.class(), retry_in_ms = delay.as_millis() as u64, "reconcile failed; retrying");
         ctx.metrics
             .reconcile_errors
@@ -140,4 +183,27 @@ pub async fn run_controllers(
     let pools = drive!(warmpool, pools, triggers.pools);
 
     futures::join!(sandboxes, claims, pools);
+}
+
+#[cfg(test)]
+mod deadline_tests {
+    use super::within_deadline;
+    use std::time::Duration;
+
+    #[test]
+    fn a_retry_never_waits_past_the_shutdown_time() {
+        let now = jiff::Timestamp::from_second(1_000).unwrap();
+        let backoff = Duration::from_secs(120);
+        let soon = jiff::Timestamp::from_second(1_003).unwrap();
+        assert_eq!(
+            within_deadline(backoff, Some(soon), now),
+            Duration::from_millis(3_050)
+        );
+        assert_eq!(within_deadline(backoff, None, now), backoff);
+        // Past it: the backoff stands (a failing expiry does not spin).
+        let past = jiff::Timestamp::from_second(900).unwrap();
+        assert_eq!(within_deadline(backoff, Some(past), now), backoff);
+        let short = Duration::from_secs(1);
+        assert_eq!(within_deadline(short, Some(soon), now), short);
+    }
 }

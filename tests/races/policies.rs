@@ -112,3 +112,52 @@ async fn a_cold_claims_pod_never_starts_before_its_policy() {
         "the claim's Pod was created before its NetworkPolicy"
     );
 }
+
+/// A claim's Sandbox left to start a cold Pod while the claim's policy
+/// does not exist (its create refused; a repair or a lost Pod sending the
+/// Sandbox cold): the Sandbox controller creates no Pod before the policy.
+/// Before (found by review) only a Sandbox already saying it waited for
+/// the policy held its Pod.
+#[tokio::test]
+async fn a_claims_sandbox_creates_no_pod_before_the_claims_policy() {
+    let fake = fake_with_pool(0);
+    let _kubelet = kubelet(&fake, std::time::Duration::from_millis(2));
+    let claim = create_claim(&fake, "c");
+    fake.insert(
+        &sandbox_path("c"),
+        serde_json::json!({
+            "apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox",
+            "metadata": {"namespace": NS,
+                "ownerReferences": [{"apiVersion": "extensions.agents.x-k8s.io/v1alpha1",
+                    "kind": "SandboxClaim", "name": "c",
+                    "uid": claim["metadata"]["uid"], "controller": true}]},
+            "spec": {"podTemplate": {"spec": {"containers": [{"name": "main", "image": "busybox"}]}}},
+        }),
+    );
+    let policy_create =
+        |r: &RequestInfo| r.method == "POST" && r.path.ends_with("/networkpolicies");
+    fake.fail_next(
+        3,
+        policy_create,
+        403,
+        "Forbidden",
+        "injected: exceeded quota",
+    );
+    let mut operator = Operator::start(&fake, "op").await;
+    operator.run();
+    wait_until("the Sandbox's Pod is created", || {
+        fake.get(&pod_path("c")).is_some()
+    })
+    .await;
+    let log = fake.log();
+    let first = |what: &str| {
+        log.iter()
+            .position(|l| l.method == "POST" && l.path.ends_with(what) && l.code < 300)
+    };
+    let (policy, pod) = (first("/networkpolicies"), first("/pods"));
+    assert!(
+        matches!((policy, pod), (Some(policy), Some(pod)) if policy < pod),
+        "the Sandbox's Pod was created before the claim's NetworkPolicy: {}",
+        dump(&fake)
+    );
+}

@@ -461,3 +461,32 @@ async fn a_paused_sandbox_stops_the_pod_stolen_for_it() {
     })
     .await;
 }
+
+/// The same edit while the Sandbox's own Pod is kept terminating (a
+/// finalizer the tenant added, then a delete): the claim is not Ready, yet
+/// nothing is stolen for it. Before (found by a second review) a
+/// terminating Pod did not count, and each edit stole one more Pod.
+#[tokio::test]
+async fn a_tenants_edit_while_its_pod_is_terminating_steals_nothing() {
+    let (fake, _operator, _kubelet) = one_warm_claim(3).await;
+    wait_until("the Sandbox is Ready", || ready_in_api(&fake, &sandbox_path("c"))).await;
+    let own = check_invariants(&fake)["c"].1.clone();
+    fake.merge(
+        &pod_path(&own),
+        &json!({"metadata": {"finalizers": ["tenant.example/keep"]}}),
+    )
+    .expect("the Pod exists");
+    fake.delete(&pod_path(&own)).expect("the Pod exists");
+    let idle = idle_ready_pods(&fake).pop().expect("an idle Pod");
+    fake.merge(
+        &sandbox_path("c"),
+        &json!({"metadata": {"annotations": {POD_NAME_ANNOTATION: idle}}}),
+    )
+    .expect("the Sandbox exists");
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(
+        pool_controls(&fake, &idle),
+        "the idle Pod {idle} the tenant named was taken: {}",
+        dump(&fake)
+    );
+}

@@ -31,7 +31,7 @@ use crate::controller::{Context, Result, is_terminating, kube_err};
 /// another claim's (a lost race not yet repointed). A Pod that is gone is
 /// not repaired here: the Sandbox controller starts a new one.
 ///
-/// Never while the Sandbox runs a Pod of its own, is paused or has expired:
+/// Never while the Sandbox has a Pod of its own, is paused or has expired:
 /// it takes no named Pod then, and its annotation may be the tenant's edit
 /// (a metadata write the webhook admits). Before (found by review), a
 /// tenant pointing the annotation at idle pool Pods one after another made
@@ -45,7 +45,7 @@ pub(super) fn needs_repair(ctx: &Context, claim_uid: &str, sandbox: &Sandbox) ->
         .shutdown_time
         .as_ref()
         .is_some_and(|t| t.0 <= jiff::Timestamp::now());
-    if sandbox.desired_replicas() == 0 || expired || runs_its_own_pod(ctx, sandbox) {
+    if sandbox.desired_replicas() == 0 || expired || owns_a_pod(ctx, sandbox) {
         return false;
     }
     if ctx.reservations.stolen_for(claim_uid).as_deref() == Some(named.as_str()) {
@@ -62,8 +62,12 @@ pub(super) fn needs_repair(ctx: &Context, claim_uid: &str, sandbox: &Sandbox) ->
     !is_terminating(pod.as_ref()) && !held(&pod, claim_uid, sandbox)
 }
 
-/// Whether the Sandbox controls a Pod that is not terminating (cache).
-fn runs_its_own_pod(ctx: &Context, sandbox: &Sandbox) -> bool {
+/// Whether the Sandbox controls a Pod, terminating ones included (cache):
+/// a repair is only ever needed before its first adoption, and a Pod of
+/// its own kept terminating (a tenant's finalizer) would otherwise leave
+/// the claim not Ready and open to repairs for as long as it lasts (found
+/// by a second review).
+fn owns_a_pod(ctx: &Context, sandbox: &Sandbox) -> bool {
     let Some(uid) = sandbox.uid() else {
         return false;
     };
@@ -71,8 +75,7 @@ fn runs_its_own_pod(ctx: &Context, sandbox: &Sandbox) -> bool {
         .index
         .controlled_by(&uid)
         .iter()
-        .filter_map(|r| ctx.caches.pods.get(r))
-        .any(|p| !is_terminating(p.as_ref()))
+        .any(|r| ctx.caches.pods.get(r).is_some())
 }
 
 /// Whether `pod` is the claim's: stolen for it or adopted by its Sandbox.

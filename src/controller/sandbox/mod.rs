@@ -73,6 +73,17 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
     let mut plan = plan(&observed);
     // A standalone Sandbox's policy is in place before its Pod starts.
     let ensured = network::ensure(&ctx, &sandbox, &namespace, &uid, &observed.owned).await;
+    let ensured = match ensured {
+        // Only when the plan creates a Pod: the warm path's adoption goes on.
+        network::Ensured::HoldCreate(why) => {
+            if plan.hold_pod_create(why) {
+                network::Ensured::Recheck
+            } else {
+                network::Ensured::Done
+            }
+        }
+        ensured => ensured,
+    };
     if !matches!(ensured, network::Ensured::Done) {
         if let network::Ensured::Hold(why) = ensured {
             plan.hold_pod_start(why);

@@ -197,6 +197,10 @@ pub(super) enum Ensured {
     Recheck,
     /// No Pod may be started, for this reason (tried again as for `Recheck`).
     Hold(ConditionUpdate),
+    /// No new Pod may be created, for this reason, but a stolen one may be
+    /// adopted (it stays under its pool's policy until the claim's exists);
+    /// nothing changes when the plan creates none.
+    HoldCreate(ConditionUpdate),
 }
 
 /// Makes sure a standalone Sandbox's policy is as the policy file says (see
@@ -251,36 +255,46 @@ fn claim_policy_replacing(
     let claim_uid = controller_uid(&sandbox.metadata);
     let per_claim =
         ctx.config.claim_network_policy == crate::controller::NetworkPolicyMode::PerClaim;
-    match ctx
+    let cached = ctx
         .caches
         .network_policies
-        .get(&ObjectRef::new(&name).within(namespace))
-        .map(|policy| {
-            held_without_a_running_pod(&policy, pods)
-                .map(|why| (reason::NETWORK_POLICY_REPLACING, why))
-                .or_else(|| {
-                    policy_name_taken(&policy, claim_uid, per_claim)
-                        .map(|(taken, why)| (taken.reason(), why))
-                })
-        })
-        .unwrap_or_else(|| {
-            // Waited for a policy to go: no Pod before the claim's own is
-            // made (the claim makes it when the old one's deletion wakes it,
-            // and its creation wakes this Sandbox).
-            // (Per-claim mode only: in per-template mode the claim makes no
-            // policy of its own.)
-            (per_claim && waiting_for_the_claims_policy(sandbox)).then(|| {
-                (
-                    reason::NETWORK_POLICY_REPLACING,
-                    format!("NetworkPolicy {name} is not made yet"),
-                )
-            })
-        }) {
-        Some((reason, why)) => Ensured::Hold(ConditionUpdate::ready(
+        .get(&ObjectRef::new(&name).within(namespace));
+    let not_made = || {
+        (
+            reason::NETWORK_POLICY_REPLACING,
+            format!("NetworkPolicy {name} is not made yet"),
+        )
+    };
+    let held = match &cached {
+        Some(policy) => held_without_a_running_pod(policy, pods)
+            .map(|why| (reason::NETWORK_POLICY_REPLACING, why))
+            .or_else(|| {
+                policy_name_taken(policy, claim_uid, per_claim)
+                    .map(|(taken, why)| (taken.reason(), why))
+            }),
+        // Waited for a policy to go: no Pod before the claim's own is made
+        // (the claim makes it when the old one's deletion wakes it, and its
+        // creation wakes this Sandbox). (Per-claim mode only: in
+        // per-template mode the claim makes no policy of its own.)
+        None => (per_claim && waiting_for_the_claims_policy(sandbox)).then(not_made),
+    };
+    let hold = |(reason, why): (&'static str, String)| {
+        ConditionUpdate::ready(
             false,
             reason,
             format!("no Pod is started until the claim's NetworkPolicy is in place: {why}"),
-        )),
+        )
+    };
+    match held {
+        Some(held) => Ensured::Hold(hold(held)),
+        // Not made at all (refused: a quota, a permission; or a repair, a
+        // lost Pod or a pause sending the Sandbox cold before the claim made
+        // it): no Pod is created before it either, since a cold Pod has no
+        // pool's policy to fall back on; a stolen Pod may still be adopted
+        // (it keeps its pool's until the claim's exists). Found by review:
+        // only the wait above held the create, and a refused policy let a
+        // cold Pod start with none.
+        None if per_claim && cached.is_none() => Ensured::HoldCreate(hold(not_made())),
         None => Ensured::Done,
     }
 }

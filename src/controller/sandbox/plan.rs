@@ -134,6 +134,20 @@ impl Plan {
         }
         self.quiet = false;
     }
+
+    /// Drops the step that would create a Pod, because of `why`, which
+    /// then says what keeps the Sandbox from Ready; an adoption stays.
+    /// `true` when there was one to drop. Pure.
+    pub fn hold_pod_create(&mut self, why: ConditionUpdate) -> bool {
+        let before = self.steps.len();
+        self.steps.retain(|s| !matches!(s, Step::CreatePod));
+        let held = self.steps.len() < before;
+        if held {
+            self.blocked = Some(why);
+            self.quiet = false;
+        }
+        held
+    }
 }
 
 /// A warning Event step.

@@ -150,7 +150,10 @@ fn adopts_only_stolen_or_consenting_pods() {
     // Stolen by this Sandbox's claim: controller AND claim-uid label.
     let stolen = with_labels(
         Some("claim-uid"),
-        &[(CLAIM_UID_LABEL, "claim-uid"), (crate::api::CLAIM_LABEL, "sbx")],
+        &[
+            (CLAIM_UID_LABEL, "claim-uid"),
+            (crate::api::CLAIM_LABEL, "sbx"),
+        ],
     );
     assert_eq!(adopts(stolen.clone()).steps, adopt);
     // A Sandbox of another name with a controller reference to that claim
@@ -158,7 +161,10 @@ fn adopts_only_stolen_or_consenting_pods() {
     let mut forged = s.clone();
     forged.metadata.name = Some("forged".into());
     let p = plan_at_now(&forged, vec![], Some(Arc::new(stolen)));
-    assert!(!p.steps.iter().any(|s| matches!(s, Step::Adopt { .. })), "{p:?}");
+    assert!(
+        !p.steps.iter().any(|s| matches!(s, Step::Adopt { .. })),
+        "{p:?}"
+    );
     // The claim as controller but without its uid label: not a steal.
     let p = adopts(with_labels(Some("claim-uid"), &[]));
     assert_eq!(p.blocked.unwrap().reason, reason::POD_OWNED_ELSEWHERE);
