@@ -111,4 +111,24 @@ fn claim_templates_that_pick_or_copy_a_volume_are_refused_before_the_claims_are_
         crate::admission::check_volume_claim_templates(&Policy::default(), &templates[..1])
             .is_empty()
     );
+    // A policy without persistentVolumeClaim volumes refuses any claim
+    // template: the Sandbox's Pod would mount it as one.
+    let mut no_claims = Policy::default();
+    no_claims
+        .allowed_volume_types
+        .retain(|t| t != "persistentVolumeClaim");
+    let denials: Vec<String> =
+        crate::admission::check_volume_claim_templates(&no_claims, &templates[..1])
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+    assert_eq!(
+        denials,
+        [format!(
+            "spec.volumeClaimTemplates: each claim template is mounted as a persistentVolumeClaim \
+             volume, which is not in allowedVolumeTypes ({})",
+            no_claims.allowed_volume_types.join(", ")
+        )]
+    );
+    assert!(crate::admission::check_volume_claim_templates(&no_claims, &[]).is_empty());
 }

@@ -14,12 +14,36 @@ use super::Validator;
 
 impl Validator<'_> {
     /// No `volumeName`, `selector`, `dataSource` or `dataSourceRef` in any
-    /// claim template's spec.
+    /// claim template's spec; and none at all when the policy's
+    /// `allowedVolumeTypes` leaves out `persistentVolumeClaim`: the
+    /// Sandbox's Pod mounts each claim as such a volume, added after its
+    /// pod template was checked (found by review: the Pod carried a volume
+    /// type the policy refuses).
     pub(super) fn volume_claim_templates(
         &mut self,
         spec: &Map<String, Value>,
         spec_path: &FieldPath,
     ) {
+        let has_templates = spec
+            .get("volumeClaimTemplates")
+            .and_then(Value::as_array)
+            .is_some_and(|t| !t.is_empty());
+        if has_templates
+            && !self
+                .policy
+                .allowed_volume_types
+                .iter()
+                .any(|t| t == "persistentVolumeClaim")
+        {
+            self.deny(
+                &spec_path.key("volumeClaimTemplates"),
+                format!(
+                    "each claim template is mounted as a persistentVolumeClaim volume, which is not in \
+                     allowedVolumeTypes ({})",
+                    self.policy.allowed_volume_types.join(", ")
+                ),
+            );
+        }
         for (claim_path, claim_spec) in
             self.item_fields(spec, "volumeClaimTemplates", "spec", spec_path)
         {
