@@ -469,7 +469,10 @@ async fn a_paused_sandbox_stops_the_pod_stolen_for_it() {
 #[tokio::test]
 async fn a_tenants_edit_while_its_pod_is_terminating_steals_nothing() {
     let (fake, _operator, _kubelet) = one_warm_claim(3).await;
-    wait_until("the Sandbox is Ready", || ready_in_api(&fake, &sandbox_path("c"))).await;
+    wait_until("the Sandbox is Ready", || {
+        ready_in_api(&fake, &sandbox_path("c"))
+    })
+    .await;
     let own = check_invariants(&fake)["c"].1.clone();
     fake.merge(
         &pod_path(&own),
