@@ -8,10 +8,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
-};
-use kube::api::DeleteParams;
 use kube::{Api, Client};
 use sandbox_certs::{CertManager, CertManagerConfig, PkiSettings};
 use sandbox_webhook::{AdmissionHandler, CertStore, ServerConfig};
@@ -61,21 +57,16 @@ pub struct WebhookSettings {
 /// configurations this process created.
 pub struct WebhookHandle {
     client: Client,
-    registered: Option<String>,
+    registered: Option<webhook_config::Registered>,
 }
 
 impl WebhookHandle {
-    /// Removes the URL-based configurations (graceful shutdown only).
+    /// Removes the URL-based configurations (graceful shutdown only), each
+    /// only if it is still the one this process wrote (see
+    /// [`webhook_config::unregister`]).
     pub async fn stop(self) {
-        if let Some(name) = self.registered {
-            let dp = DeleteParams::default();
-            let _ = Api::<MutatingWebhookConfiguration>::all(self.client.clone())
-                .delete(&name, &dp)
-                .await;
-            let _ = Api::<ValidatingWebhookConfiguration>::all(self.client.clone())
-                .delete(&name, &dp)
-                .await;
-            info!(name, "removed the URL-based webhook configurations");
+        if let Some(registered) = &self.registered {
+            webhook_config::unregister(&self.client, registered).await;
         }
     }
 }
@@ -95,6 +86,13 @@ pub async fn start(
             settings.cert_check_interval,
         )
         .map_err(anyhow::Error::msg)?;
+    }
+    if settings.register_url.is_some() {
+        // Before anything writes to configurations of that name (the
+        // certificate manager injects its caBundle into them).
+        webhook_config::check_ours(&client, &settings.config_name)
+            .await
+            .map_err(|e| anyhow::anyhow!("--register-webhook-url: {e}"))?;
     }
     let listener = sandbox_webhook::bind(settings.addr).await?;
     let store = match &settings.cert_dir {
@@ -152,13 +150,13 @@ pub async fn start(
             operator_user: user.as_deref(),
             claim_creates_in_one_call: settings.claim_creates_in_one_call,
         };
-        webhook_config::register_by_url(&client, &target)
+        let applied = webhook_config::register_by_url(&client, &target)
             .await
             .map_err(|e| {
                 anyhow::anyhow!("registering the webhook configurations by URL {url}: {e}")
             })?;
         info!(url, name = %settings.config_name, "registered webhook configurations by URL");
-        registered = Some(settings.config_name.clone());
+        registered = Some(applied);
     }
 
     let mut shutdown = stop.clone();

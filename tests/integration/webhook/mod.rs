@@ -6,6 +6,7 @@
 //! `hostile`.
 
 mod hostile;
+mod ownership;
 mod rotation;
 
 use std::time::Duration;
