@@ -80,6 +80,41 @@ pub(super) fn names(pool: &SandboxWarmPool) -> Option<Blocker> {
 /// status and is retried with backoff. Pure.
 pub(super) fn refused(error: &Error) -> Option<Blocker> {
     crate::controller::errors::refusal(error, reason::POD_REJECTED)
+        .map(|(reason, message)| (reason, without_generated_name(&message)))
+}
+
+/// The API server's refusal without the Pod's name: pool Pods are created
+/// with `generateName`, and admission refuses them after the name is
+/// made, so the message names a new Pod at each try
+/// (`pods "p-x7k2q" is forbidden: ...`). With the name, no two messages
+/// matched: every try wrote the status again and sent an Event (found by
+/// review). Pure.
+pub(super) fn without_generated_name(message: &str) -> String {
+    for verdict in ["\" is forbidden", "\" is invalid"] {
+        if let Some(end) = message.find(verdict)
+            && let Some(start) = message[..end].rfind('"')
+        {
+            return format!("{}\"<generated name>{}", &message[..start], &message[end..]);
+        }
+    }
+    message.to_owned()
+}
+
+/// The refusal the pool's `Ready` condition already shows, when it shows
+/// one: a transient failure (a timeout, a 5xx, a conflict) after it keeps
+/// it, instead of flipping the status back to `Filling` and on again at the
+/// next refusal (found by review). Pure.
+pub(super) fn shown_refusal(pool: &SandboxWarmPool) -> Option<Blocker> {
+    let ready = crate::api::find_condition(&pool.status.as_ref()?.conditions, crate::api::READY)?;
+    let reason = [
+        reason::FORBIDDEN,
+        reason::QUOTA_EXCEEDED,
+        reason::POD_REJECTED,
+        reason::NAME_CONFLICT,
+    ]
+    .into_iter()
+    .find(|r| *r == ready.reason)?;
+    (ready.status == "False").then(|| (reason, ready.message.clone()))
 }
 
 /// Sends a Warning Event for a blocker, unless the same message was sent
@@ -114,6 +149,21 @@ mod tests {
         let mut pool = SandboxWarmPool::new(name, Default::default());
         pool.spec.sandbox_template_ref.name = template.into();
         pool
+    }
+
+    #[test]
+    fn a_refusal_message_leaves_out_the_generated_pod_name() {
+        assert_eq!(
+            without_generated_name(
+                "create warm pod: pods \"p-x7k2q\" is forbidden: violates PodSecurity \"restricted:latest\""
+            ),
+            "create warm pod: pods \"<generated name>\" is forbidden: violates PodSecurity \"restricted:latest\""
+        );
+        assert_eq!(
+            without_generated_name("Pod \"p-d6pvl\" is invalid: metadata.labels: too long"),
+            "Pod \"<generated name>\" is invalid: metadata.labels: too long"
+        );
+        assert_eq!(without_generated_name("exceeded quota"), "exceeded quota");
     }
 
     #[test]

@@ -153,6 +153,8 @@ pub async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<Context>) -> Result<
             guard::warn_once(&ctx, &pool, &key, &refused).await;
             Some(refused)
         }
+        // A transient failure keeps a refusal already shown.
+        (None, None) if act_error.is_some() => guard::shown_refusal(&pool),
         (blocker, _) => blocker,
     };
 
