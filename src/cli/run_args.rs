@@ -175,9 +175,10 @@ impl RunArgs {
 /// The rules between `--cert-validity-hours`, `--cert-rotate-before-hours`
 /// and `--cert-check-seconds` (self-managed certificates):
 ///
-/// - the renewal window must be shorter than the validity, or every fresh
-///   certificate would be due at once;
-/// - the renewal window (as applied: capped at half the validity) must be
+/// - the renewal window as applied (capped at half the validity, so a
+///   window longer than the validity never makes every fresh certificate
+///   due: `--cert-validity-hours 24` alone, with the default 720 h window,
+///   stays valid; a second review found a first version refusing it) must be
 ///   at least two check intervals, so a check falls inside it with one to
 ///   spare for a failed pass, and the API server never meets an expired
 ///   certificate. `0` (renew only at expiry) is refused by this rule.
@@ -187,15 +188,6 @@ pub fn check_cert_timings(
     check_interval: Duration,
 ) -> Result<(), String> {
     let hours = |d: Duration| d.as_secs() / 3600;
-    if rotate_before >= validity {
-        return Err(format!(
-            "--cert-rotate-before-hours ({} h) must be shorter than --cert-validity-hours ({} h): \
-             a certificate is renewed that long before it expires, so a longer window makes every \
-             new certificate due at once",
-            hours(rotate_before),
-            hours(validity)
-        ));
-    }
     let window = rotate_before.min(validity / 2);
     if window < check_interval.saturating_mul(2) {
         let capped = if window < rotate_before {
@@ -298,19 +290,18 @@ mod tests {
     }
 
     #[test]
-    fn a_renewal_window_as_long_as_the_validity_is_refused() {
-        let error = timings(&[
-            "--cert-validity-hours",
-            "24",
-            "--cert-rotate-before-hours",
-            "24",
-        ])
-        .unwrap_err();
-        assert!(
-            error.starts_with(
-                "--cert-rotate-before-hours (24 h) must be shorter than --cert-validity-hours (24 h)"
-            ),
-            "{error}"
+    fn a_short_validity_alone_is_valid_its_window_capped_at_half() {
+        // The default window (720 h) is longer than the validity: the cap
+        // at half the validity applies, as it always did.
+        assert_eq!(timings(&["--cert-validity-hours", "24"]), Ok(()));
+        assert_eq!(
+            timings(&[
+                "--cert-validity-hours",
+                "24",
+                "--cert-rotate-before-hours",
+                "24"
+            ]),
+            Ok(())
         );
     }
 }
