@@ -77,8 +77,11 @@ fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
     }
 }
 
+/// The most CAs a trust bundle keeps: the current one and two before it.
+pub(crate) const MAX_TRUSTED_CAS: usize = 3;
+
 /// `current` first, then every other certificate of `others` that is still
-/// valid at `now`, without duplicates. Blocks of `others` that are not
+/// valid at `now`, without duplicates, [`MAX_TRUSTED_CAS`] at most. Blocks of `others` that are not
 /// certificates (garbage, truncated, another PEM type) are left out.
 pub(crate) fn trust_bundle(current: &str, others: &str, now: Timestamp) -> String {
     let current = current.trim();
@@ -89,6 +92,12 @@ pub(crate) fn trust_bundle(current: &str, others: &str, now: Timestamp) -> Strin
             bundle.push(block.text.to_owned());
         }
     }
+    // The most recent ones only: each deleted or unusable Secret carries the
+    // CAs it replaces over (see `load_or_create`), and a CA lasts years, so
+    // without a bound the bundle grew by one at each (found by review). A
+    // certificate of a CA replaced more than twice within one check
+    // interval is the only one this can leave untrusted.
+    bundle.truncate(MAX_TRUSTED_CAS);
     let mut text = bundle.join("\n");
     text.push('\n');
     text

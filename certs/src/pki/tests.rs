@@ -273,3 +273,24 @@ fn not_after_der_reads_the_served_form() {
         "certificate"
     );
 }
+
+#[test]
+fn a_trust_bundle_keeps_the_current_ca_and_two_before_it() {
+    let (now, settings, first) = issued_now();
+    let mut pki = first.clone();
+    let mut cas = vec![first.ca.cert_pem.clone()];
+    for _ in 0..4 {
+        pki = pki.renew(Renewal::CaAndServing, &settings, now).unwrap();
+        cas.push(pki.ca.cert_pem.clone());
+    }
+    let kept: Vec<&str> = pki
+        .ca_bundle
+        .split_inclusive("-----END CERTIFICATE-----")
+        .map(str::trim)
+        .filter(|b| !b.is_empty())
+        .collect();
+    assert_eq!(kept.len(), inspect::MAX_TRUSTED_CAS, "{kept:?}");
+    // The newest first, then the two before it.
+    let newest: Vec<&str> = cas.iter().rev().take(3).map(|c| c.trim()).collect();
+    assert_eq!(kept, newest);
+}
