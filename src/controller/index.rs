@@ -264,16 +264,18 @@ impl PodIndex {
             .then_some(group.1)
     }
 
-    /// The pool's counts over its live members for template hash `hash`,
-    /// leaving out `excluded` (deletes pending). O(1 + excluded).
+    /// The pool's counts over its live members, current being
+    /// `warmpool::members::current_key(template, hash)` (the template label
+    /// and the hash), leaving out `excluded` (deletes pending).
+    /// O(1 + excluded).
     pub fn pool_counts(
         &self,
         pool: &GroupKey,
-        hash: &str,
+        current: &str,
         excluded: &HashSet<String>,
     ) -> PoolCounts {
         let state = self.state.read().expect("pod index lock");
-        state.members.counts(pool, hash, excluded)
+        state.members.counts(pool, current, excluded)
     }
 
     /// The pool's live members not in `excluded`. O(members).
