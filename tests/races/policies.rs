@@ -80,28 +80,14 @@ async fn a_served_claim_gets_its_own_policy_when_its_template_goes() {
 async fn a_cold_claims_pod_never_starts_before_its_policy() {
     let fake = fake_with_pool(0);
     let _kubelet = kubelet(&fake, std::time::Duration::from_millis(2));
-    let policy_create =
-        |r: &RequestInfo| r.method == "POST" && r.path.ends_with("/networkpolicies");
-    fake.fail_next(
-        2,
-        policy_create,
-        403,
-        "Forbidden",
-        "injected: exceeded quota",
-    );
-    let mut operator = Operator::start(&fake, "op").await;
-    operator.run();
+    let _operator = refusing_policies(&fake, 2).await;
     create_claim(&fake, "c");
     wait_until("the claim is Ready", || check_invariants(&fake).len() == 1).await;
-    let log = fake.log();
-    let first = |what: &str| {
-        log.iter()
-            .position(|l| l.method == "POST" && l.path.ends_with(what) && l.code < 300)
-    };
-    let (policy, pod) = (first("/networkpolicies"), first("/pods"));
+    let (policy, pod) = first_creates(&fake);
     eprintln!("first policy create at request {policy:?}, first Pod create at {pod:?}");
     assert!(
-        log.iter()
+        fake.log()
+            .iter()
             .filter(|l| l.method == "POST" && l.path.ends_with("/networkpolicies"))
             .count()
             >= 3,
@@ -134,30 +120,43 @@ async fn a_claims_sandbox_creates_no_pod_before_the_claims_policy() {
             "spec": {"podTemplate": {"spec": {"containers": [{"name": "main", "image": "busybox"}]}}},
         }),
     );
-    let policy_create =
-        |r: &RequestInfo| r.method == "POST" && r.path.ends_with("/networkpolicies");
-    fake.fail_next(
-        3,
-        policy_create,
-        403,
-        "Forbidden",
-        "injected: exceeded quota",
-    );
-    let mut operator = Operator::start(&fake, "op").await;
-    operator.run();
+    let _operator = refusing_policies(&fake, 3).await;
     wait_until("the Sandbox's Pod is created", || {
         fake.get(&pod_path("c")).is_some()
     })
     .await;
-    let log = fake.log();
-    let first = |what: &str| {
-        log.iter()
-            .position(|l| l.method == "POST" && l.path.ends_with(what) && l.code < 300)
-    };
-    let (policy, pod) = (first("/networkpolicies"), first("/pods"));
+    let (policy, pod) = first_creates(&fake);
     assert!(
         matches!((policy, pod), (Some(policy), Some(pod)) if policy < pod),
         "the Sandbox's Pod was created before the claim's NetworkPolicy: {}",
         dump(&fake)
     );
+}
+
+/// An operator running on `fake` whose next `refused` NetworkPolicy creates
+/// the API server refuses (a quota).
+async fn refusing_policies(fake: &sandbox_fakeapi::FakeApiServer, refused: usize) -> Operator {
+    let policy_create =
+        |r: &RequestInfo| r.method == "POST" && r.path.ends_with("/networkpolicies");
+    fake.fail_next(
+        refused,
+        policy_create,
+        403,
+        "Forbidden",
+        "injected: exceeded quota",
+    );
+    let mut operator = Operator::start(fake, "op").await;
+    operator.run();
+    operator
+}
+
+/// The positions in `fake`'s log of the first NetworkPolicy and the first
+/// Pod create the API server accepted.
+fn first_creates(fake: &sandbox_fakeapi::FakeApiServer) -> (Option<usize>, Option<usize>) {
+    let log = fake.log();
+    let first = |what: &str| {
+        log.iter()
+            .position(|l| l.method == "POST" && l.path.ends_with(what) && l.code < 300)
+    };
+    (first("/networkpolicies"), first("/pods"))
 }

@@ -412,22 +412,42 @@ fn pool_controls(fake: &sandbox_fakeapi::FakeApiServer, name: &str) -> bool {
 /// named Pod, and kept it; repeated, one claim took the whole pool.
 #[tokio::test]
 async fn a_tenants_edit_of_the_annotation_steals_nothing() {
-    let (fake, _operator, _kubelet) = one_warm_claim(3).await;
+    let (fake, _operator, _kubelet) = served_and_adopted().await;
+    names_an_idle_pod_which_stays_idle(&fake, json!({"replicas": 0})).await;
+}
+
+/// One warm claim `c`, its Sandbox Ready on the Pod it adopted.
+async fn served_and_adopted() -> (
+    sandbox_fakeapi::FakeApiServer,
+    Operator,
+    tokio::task::JoinHandle<()>,
+) {
+    let served = one_warm_claim(3).await;
     wait_until("the Sandbox is Ready", || {
-        ready_in_api(&fake, &sandbox_path("c"))
+        ready_in_api(&served.0, &sandbox_path("c"))
     })
     .await;
-    let idle = idle_ready_pods(&fake).pop().expect("an idle Pod");
+    served
+}
+
+/// Points the Sandbox of claim `c` at an idle pool Pod (with `spec`
+/// merged into its spec), as its tenant may, and checks that Pod is still
+/// its pool's 3 s later.
+async fn names_an_idle_pod_which_stays_idle(
+    fake: &sandbox_fakeapi::FakeApiServer,
+    spec: serde_json::Value,
+) {
+    let idle = idle_ready_pods(fake).pop().expect("an idle Pod");
     fake.merge(
         &sandbox_path("c"),
-        &json!({"metadata": {"annotations": {POD_NAME_ANNOTATION: idle}}, "spec": {"replicas": 0}}),
+        &json!({"metadata": {"annotations": {POD_NAME_ANNOTATION: idle}}, "spec": spec}),
     )
     .expect("the Sandbox exists");
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     assert!(
-        pool_controls(&fake, &idle),
+        pool_controls(fake, &idle),
         "the idle Pod {idle} the tenant named was taken: {}",
-        dump(&fake)
+        dump(fake)
     );
 }
 
@@ -468,11 +488,7 @@ async fn a_paused_sandbox_stops_the_pod_stolen_for_it() {
 /// terminating Pod did not count, and each edit stole one more Pod.
 #[tokio::test]
 async fn a_tenants_edit_while_its_pod_is_terminating_steals_nothing() {
-    let (fake, _operator, _kubelet) = one_warm_claim(3).await;
-    wait_until("the Sandbox is Ready", || {
-        ready_in_api(&fake, &sandbox_path("c"))
-    })
-    .await;
+    let (fake, _operator, _kubelet) = served_and_adopted().await;
     let own = check_invariants(&fake)["c"].1.clone();
     fake.merge(
         &pod_path(&own),
@@ -480,16 +496,5 @@ async fn a_tenants_edit_while_its_pod_is_terminating_steals_nothing() {
     )
     .expect("the Pod exists");
     fake.delete(&pod_path(&own)).expect("the Pod exists");
-    let idle = idle_ready_pods(&fake).pop().expect("an idle Pod");
-    fake.merge(
-        &sandbox_path("c"),
-        &json!({"metadata": {"annotations": {POD_NAME_ANNOTATION: idle}}}),
-    )
-    .expect("the Sandbox exists");
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    assert!(
-        pool_controls(&fake, &idle),
-        "the idle Pod {idle} the tenant named was taken: {}",
-        dump(&fake)
-    );
+    names_an_idle_pod_which_stays_idle(&fake, json!({})).await;
 }
