@@ -389,6 +389,18 @@ mod tests {
 
     const GARBAGE_BLOCK: &str = "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n";
 
+    /// The Secret's data of `pki` with the value of `key` changed by `edit`.
+    fn edited(
+        pki: &WebhookPki,
+        key: &str,
+        edit: impl Fn(&str) -> String,
+    ) -> Vec<(&'static str, String)> {
+        data_of(pki)
+            .into_iter()
+            .map(|(k, v)| if k == key { (k, edit(&v)) } else { (k, v) })
+            .collect()
+    }
+
     #[test]
     fn a_sound_secret_reads_back_as_written() {
         let pki = pki();
@@ -417,21 +429,13 @@ mod tests {
             ),
             (
                 TLS_CERT_KEY,
-                "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+                // A block of another PEM type (made up, no key material).
+                "-----BEGIN OTHER BLOCK-----\nAAAA\n-----END OTHER BLOCK-----\n",
                 "key tls.crt: block 2 is not a certificate",
             ),
         ];
         for (key, appended, reason) in cases {
-            let data: Vec<_> = data_of(&pki)
-                .into_iter()
-                .map(|(k, v)| {
-                    if k == key {
-                        (k, format!("{v}{appended}"))
-                    } else {
-                        (k, v)
-                    }
-                })
-                .collect();
+            let data = edited(&pki, key, |v| format!("{v}{appended}"));
             let error = judge(&data).expect_err(key);
             assert!(error.starts_with(reason), "{key}: {error}");
         }
@@ -440,16 +444,7 @@ mod tests {
     #[test]
     fn an_unreadable_key_makes_the_secret_unusable() {
         let pki = pki();
-        let data: Vec<_> = data_of(&pki)
-            .into_iter()
-            .map(|(k, v)| {
-                if k == TLS_KEY_KEY {
-                    (k, "not a key".to_owned())
-                } else {
-                    (k, v)
-                }
-            })
-            .collect();
+        let data = edited(&pki, TLS_KEY_KEY, |_| "not a key".to_owned());
         let error = judge(&data).unwrap_err();
         assert!(
             error.starts_with("key tls.key: not a readable private key"),
@@ -460,16 +455,7 @@ mod tests {
     #[test]
     fn unreadable_bundle_blocks_are_dropped() {
         let pki = pki();
-        let data: Vec<_> = data_of(&pki)
-            .into_iter()
-            .map(|(k, v)| {
-                if k == CA_BUNDLE_KEY {
-                    (k, format!("{v}{GARBAGE_BLOCK}"))
-                } else {
-                    (k, v)
-                }
-            })
-            .collect();
+        let data = edited(&pki, CA_BUNDLE_KEY, |v| format!("{v}{GARBAGE_BLOCK}"));
         assert_eq!(judge(&data).unwrap().ca_bundle, pki.ca_bundle);
     }
 }
