@@ -73,27 +73,7 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
     let mut plan = plan(&observed);
     // A standalone Sandbox's policy is in place before its Pod starts.
     let ensured = network::ensure(&ctx, &sandbox, &namespace, &uid, &observed.owned).await;
-    let ensured = match ensured {
-        // Only when the plan creates a Pod: the warm path's adoption goes on.
-        network::Ensured::HoldCreate(why) => {
-            if plan.hold_pod_create(why) {
-                network::Ensured::Recheck
-            } else {
-                network::Ensured::Done
-            }
-        }
-        ensured => ensured,
-    };
-    if !matches!(ensured, network::Ensured::Done) {
-        if let network::Ensured::Hold(why) = ensured {
-            plan.hold_pod_start(why);
-        }
-        // A policy that is not the operator's wakes nothing when it goes.
-        plan.requeue_after = Some(
-            plan.requeue_after
-                .map_or(POLICY_RECHECK, |after| after.min(POLICY_RECHECK)),
-        );
-    }
+    hold_for_network(&mut plan, ensured);
 
     // Act. The headless Service does not depend on the Pod steps, so it is
     // created alongside them (one round trip less on the warm path).
@@ -162,6 +142,32 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
         (Some(after), None) | (None, Some(after)) => Action::requeue(after),
         (None, None) => Action::await_change(),
     })
+}
+
+/// What the Sandbox's (or its claim's) NetworkPolicy holds back in `plan`
+/// (see `network::ensure`), and the re-check while it does.
+fn hold_for_network(plan: &mut Plan, ensured: network::Ensured) {
+    let ensured = match ensured {
+        // Only when the plan creates a Pod: the warm path's adoption goes on.
+        network::Ensured::HoldCreate(why) => {
+            if plan.hold_pod_create(why) {
+                network::Ensured::Recheck
+            } else {
+                network::Ensured::Done
+            }
+        }
+        ensured => ensured,
+    };
+    if !matches!(ensured, network::Ensured::Done) {
+        if let network::Ensured::Hold(why) = ensured {
+            plan.hold_pod_start(why);
+        }
+        // A policy that is not the operator's wakes nothing when it goes.
+        plan.requeue_after = Some(
+            plan.requeue_after
+                .map_or(POLICY_RECHECK, |after| after.min(POLICY_RECHECK)),
+        );
+    }
 }
 
 /// A refusal of the API server (a Pod, volume claim or Service the Sandbox
