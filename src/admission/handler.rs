@@ -11,7 +11,7 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use sandbox_webhook::{AdmissionHandler, Answered, Endpoint, Error as WebhookError};
 use serde_json::Value;
 
-use super::{PolicyStore, SandboxKind, mutate, validate};
+use super::{PolicyStore, SandboxKind, mutate, validate, validate_pool_scale};
 use crate::metrics::Metrics;
 
 /// Called once per answered review with (kind, operation, endpoint, allowed,
@@ -86,6 +86,9 @@ impl SandboxAdmission {
 enum Target {
     /// One of our kinds, with its object as JSON.
     Ours(SandboxKind, Value),
+    /// A scale request on a pool (`sandboxwarmpools/scale`): its Scale as
+    /// JSON. Validated against the pool's replica bound; never mutated.
+    PoolScale(Value),
     /// Admitted unchanged: a subresource write (status, scale: a scale
     /// request's object is a Scale, not our kind) or an operation without a
     /// new object (DELETE, CONNECT).
@@ -98,6 +101,13 @@ enum Target {
 
 impl Target {
     fn of(request: &AdmissionRequest<DynamicObject>) -> Target {
+        if is_pool_scale(request) {
+            return match request.object.as_ref().map(serde_json::to_value) {
+                Some(Ok(scale)) => Target::PoolScale(scale),
+                Some(Err(error)) => Target::Unreadable(format!("cannot read the Scale: {error}")),
+                None => Target::Skip,
+            };
+        }
         let Some(kind) = SandboxKind::from_group_kind(&request.kind.group, &request.kind.kind)
         else {
             return Target::Foreign(format!(
@@ -122,7 +132,7 @@ impl Target {
     fn answer(self, request: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
         let mut response = AdmissionResponse::from(request);
         match self {
-            Target::Ours(..) | Target::Skip => response,
+            Target::Ours(..) | Target::PoolScale(_) | Target::Skip => response,
             Target::Foreign(warning) => {
                 response.warnings = Some(vec![warning]);
                 response
@@ -176,19 +186,19 @@ impl AdmissionHandler for SandboxAdmission {
     }
 
     fn validate(&self, request: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
-        let (kind, object) = match Target::of(request) {
-            Target::Ours(kind, object) => (kind, object),
-            other => return other.answer(request),
-        };
         let old_object = stored_object(request);
         let policy = self.policy.current();
-        let verdict = validate(
-            kind,
-            &request.operation,
-            &object,
-            old_object.as_ref(),
-            &policy,
-        );
+        let verdict = match Target::of(request) {
+            Target::Ours(kind, object) => validate(
+                kind,
+                &request.operation,
+                &object,
+                old_object.as_ref(),
+                &policy,
+            ),
+            Target::PoolScale(scale) => validate_pool_scale(&scale, old_object.as_ref(), &policy),
+            other => return other.answer(request),
+        };
         let mut response = AdmissionResponse::from(request);
         if !verdict.warnings.is_empty() {
             response.warnings = Some(verdict.warnings.clone());
@@ -213,8 +223,11 @@ impl AdmissionHandler for SandboxAdmission {
         if let Some(observer) = &self.observer {
             // The kind is the request's own text: one of ours, or "other"
             // (a label from a caller's text would grow without bound).
-            let kind = SandboxKind::from_group_kind(answered.group, answered.kind)
-                .map_or("other", SandboxKind::as_str);
+            let kind = match SandboxKind::from_group_kind(answered.group, answered.kind) {
+                Some(kind) => kind.as_str(),
+                None if (answered.group, answered.kind) == ("autoscaling", "Scale") => "Scale",
+                None => "other",
+            };
             observer(
                 kind,
                 operation_name(answered.operation),
@@ -224,6 +237,15 @@ impl AdmissionHandler for SandboxAdmission {
             );
         }
     }
+}
+
+/// Whether `request` is a scale request on a pool: the only subresource
+/// admission judges (a status write is the operator's own; a Sandbox's scale
+/// is bounded by its CRD's schema, 0 to 1).
+fn is_pool_scale(request: &AdmissionRequest<DynamicObject>) -> bool {
+    request.sub_resource.as_deref() == Some("scale")
+        && request.resource.group == SandboxKind::SandboxWarmPool.group()
+        && request.resource.resource == "sandboxwarmpools"
 }
 
 /// The stored version of the object (an UPDATE's `oldObject`), as JSON.

@@ -47,7 +47,9 @@ pub use policy::{
     StandalonePolicy, TolerationRule, everywhere_except, restrict_egress,
 };
 pub use quantity::{Quantity, QuantityError};
-pub use validate::{MAX_LABEL_VALUE, Verdict, is_reserved_key, label_value_rule, validate};
+pub use validate::{
+    MAX_LABEL_VALUE, Verdict, is_reserved_key, label_value_rule, validate, validate_pool_scale,
+};
 
 use crate::api::{PersistentVolumeClaimTemplate, PodTemplate};
 

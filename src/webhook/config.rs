@@ -65,6 +65,22 @@ pub fn rules() -> Vec<RuleWithOperations> {
     ]
 }
 
+/// The validating webhook's rules: [`rules`], and UPDATEs of a pool's scale
+/// subresource (`kubectl scale`, an HPA, KEDA), which the policy's
+/// `maxPoolReplicas` bounds like a write of the pool itself. The mutating
+/// webhook has nothing to default in a Scale and does not see them.
+pub fn validating_rules() -> Vec<RuleWithOperations> {
+    let mut all = rules();
+    all.push(RuleWithOperations {
+        api_groups: Some(vec!["extensions.agents.x-k8s.io".into()]),
+        api_versions: Some(vec!["v1alpha1".into()]),
+        operations: Some(vec!["UPDATE".into()]),
+        resources: Some(vec!["sandboxwarmpools/scale".into()]),
+        scope: Some("Namespaced".into()),
+    });
+    all
+}
+
 /// Name of the match condition that lets the operator's own Sandbox
 /// creates skip the webhooks.
 pub const SKIP_OWN_SANDBOX_CREATES: &str = "not-the-operators-own-sandbox-create";
@@ -225,6 +241,7 @@ pub fn by_url(
         metadata,
         webhooks: Some(vec![ValidatingWebhook {
             match_conditions: validating_match_conditions(operator_user, claim_creates_in_one_call),
+            rules: Some(validating_rules()),
             ..webhook("validate.sandboxes.agents.x-k8s.io", "/validate")
         }]),
     };
@@ -305,7 +322,11 @@ mod tests {
                 .unwrap(),
         );
         assert_eq!(Some(conditions), vw.match_conditions);
-        assert_eq!(mw.rules, vw.rules);
+        assert_eq!(vw.rules, Some(validating_rules()));
+        assert_eq!(
+            mw.rules.as_deref(),
+            vw.rules.as_ref().map(|r| &r[..r.len() - 1])
+        );
         assert_eq!(mw.side_effects, vw.side_effects);
         assert_eq!(mw.timeout_seconds, Some(5));
         assert_eq!(mw.timeout_seconds, vw.timeout_seconds);
@@ -356,6 +377,19 @@ mod tests {
             .flat_map(|r| r.resources.unwrap())
             .collect();
         assert_eq!(resources.len(), 4);
+        assert_eq!(mw.rules, Some(rules()));
+        let validating: Vec<String> = vw
+            .rules
+            .clone()
+            .unwrap()
+            .into_iter()
+            .flat_map(|r| r.resources.unwrap())
+            .collect();
+        assert_eq!(
+            validating.last().map(String::as_str),
+            Some("sandboxwarmpools/scale"),
+            "the validating webhook also sees a pool's scale requests"
+        );
         let only = namespace_selector("ns", Some("team-a"));
         assert_eq!(only.match_expressions.unwrap()[0].operator, "In");
     }

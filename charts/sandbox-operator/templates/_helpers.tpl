@@ -150,6 +150,18 @@ matchExpressions:
   scope: Namespaced
 {{- end }}
 
+{{/* The validating webhook's: the above, and a pool's scale requests
+(kubectl scale, an HPA, KEDA), bounded by the policy's maxPoolReplicas like a
+write of the pool itself (src/webhook/config.rs validating_rules). */}}
+{{- define "sandbox-operator.validatingWebhookRules" -}}
+{{ include "sandbox-operator.webhookRules" . }}
+- apiGroups: ["extensions.agents.x-k8s.io"]
+  apiVersions: ["v1alpha1"]
+  operations: ["UPDATE"]
+  resources: ["sandboxwarmpools/scale"]
+  scope: Namespaced
+{{- end }}
+
 {{/* Pod-level security context of the restricted Pod Security profile. */}}
 {{- define "sandbox-operator.podSecurityContext" -}}
 runAsNonRoot: true

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::core::admission::{AdmissionResponse, Operation};
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use sandbox_webhook::{AdmissionHandler, Answered, Endpoint};
 use serde_json::{Value, json};
 
@@ -313,6 +314,22 @@ fn the_observer_sees_each_outcome() {
         elapsed: Duration::from_millis(1),
     });
     assert_eq!(*seen.lock().unwrap(), ["Sandbox CREATE validate false"]);
+    // A pool's scale request is counted as `Scale`; any other foreign kind
+    // as `other` (the label stays bounded whatever a caller sends).
+    for (group, kind) in [("autoscaling", "Scale"), ("apps", "Deployment")] {
+        handler.observe(Answered {
+            group,
+            kind,
+            operation: &Operation::Update,
+            allowed: false,
+            endpoint: Endpoint::Validate,
+            elapsed: Duration::from_millis(1),
+        });
+    }
+    assert_eq!(
+        seen.lock().unwrap()[1..],
+        ["Scale UPDATE validate false", "other UPDATE validate false"]
+    );
 
     let metrics = Arc::new(Metrics::new());
     let handler = SandboxAdmission::new(PolicyStore::default()).with_metrics(Arc::clone(&metrics));
@@ -408,5 +425,91 @@ fn the_mutating_endpoint_validates_claim_creates() {
     assert!(
         handler.mutate(&review("UPDATE")).allowed,
         "UPDATEs are the validating endpoint's"
+    );
+}
+
+/// A review of a pool's scale subresource, as the API server sends it for
+/// `kubectl scale`: the object is an `autoscaling/v1` Scale.
+fn scale_request(replicas: Option<i64>, old: Option<i64>) -> AdmissionRequest<DynamicObject> {
+    let scale = |replicas: Option<i64>| {
+        let mut spec = serde_json::Map::new();
+        if let Some(replicas) = replicas {
+            spec.insert("replicas".into(), json!(replicas));
+        }
+        json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
+            "metadata": {"name": "p", "namespace": "default"},
+            "spec": spec, "status": {"replicas": 3, "selector": "x=y"}})
+    };
+    let review = json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "0b6c6f7e-0000-4000-8000-000000000002",
+            "kind": {"group": "autoscaling", "version": "v1", "kind": "Scale"},
+            "resource": {"group": "extensions.agents.x-k8s.io", "version": "v1alpha1",
+                "resource": "sandboxwarmpools"},
+            "subResource": "scale",
+            "name": "p",
+            "namespace": "default",
+            "operation": "UPDATE",
+            "userInfo": {"username": "alice"},
+            "object": scale(replicas),
+            "oldObject": old.map(|old| scale(Some(old))),
+        }
+    });
+    let review: AdmissionReview<DynamicObject> = serde_json::from_value(review).unwrap();
+    review.try_into().unwrap()
+}
+
+#[test]
+fn a_pool_scale_request_is_held_to_the_pools_replica_bound() {
+    let store = PolicyStore::default();
+    store.replace(Policy::from_yaml("maxPoolReplicas: 10").unwrap());
+    let handler = SandboxAdmission::new(store);
+    let refused = handler.validate(&scale_request(Some(50), Some(3)));
+    assert!(!refused.allowed);
+    assert_eq!(
+        refused.result.message,
+        "spec.replicas: 50 exceeds the maximum 10"
+    );
+    let negative = handler.validate(&scale_request(Some(-1), Some(3)));
+    assert_eq!(
+        negative.result.message,
+        "spec.replicas: -1 must not be negative"
+    );
+    for (asked, old) in [(Some(10), Some(3)), (None, Some(3)), (Some(4), None)] {
+        let answer = handler.validate(&scale_request(asked, old));
+        assert!(
+            answer.allowed,
+            "{asked:?} from {old:?}: {}",
+            answer.result.message
+        );
+    }
+    // A request that keeps the stored size is not judged again: a pool
+    // stored at 50 before the policy was tightened can still be read and
+    // re-applied, only not grown.
+    assert!(handler.validate(&scale_request(Some(50), Some(50))).allowed);
+    assert!(!handler.validate(&scale_request(Some(51), Some(50))).allowed);
+    // The mutating webhook leaves a Scale as it is (it is not registered for
+    // it; if it were called, it would still change nothing).
+    let mutated = handler.mutate(&scale_request(Some(50), Some(3)));
+    assert!(mutated.allowed && mutated.patch.is_none());
+}
+
+#[test]
+fn a_scale_request_on_anything_but_a_pool_is_not_judged() {
+    let store = PolicyStore::default();
+    store.replace(Policy::from_yaml("maxPoolReplicas: 10").unwrap());
+    let handler = SandboxAdmission::new(store);
+    let mut request = scale_request(Some(50), Some(3));
+    request.resource.resource = "deployments".into();
+    request.resource.group = "apps".into();
+    let answer = handler.validate(&request);
+    assert!(answer.allowed, "{}", answer.result.message);
+    assert!(
+        answer
+            .warnings
+            .is_some_and(|w| w[0].contains("does not handle autoscaling/Scale")),
+        "a foreign kind is admitted with a warning"
     );
 }

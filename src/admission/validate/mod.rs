@@ -183,6 +183,43 @@ pub fn validate(
     validator.verdict
 }
 
+/// Validates a scale request on a pool (`sandboxwarmpools/scale`, what
+/// `kubectl scale`, an HPA or KEDA send): an `autoscaling/v1` Scale whose
+/// `spec.replicas` becomes the pool's, held to the same bound as a write of
+/// the pool itself. A Scale leaves `spec.replicas` out for 0. As for the
+/// pool, the bound applies only to a change: a request that keeps the
+/// stored size (`old_object`) is admitted even above a policy tightened
+/// since.
+pub fn validate_pool_scale(object: &Value, old_object: Option<&Value>, policy: &Policy) -> Verdict {
+    let mut validator = Validator {
+        policy,
+        verdict: Verdict::default(),
+        pod_limits: Vec::new(),
+    };
+    let root = FieldPath::root();
+    let Some(object) = object.as_object() else {
+        validator.deny(&root, "the Scale must be a JSON object");
+        return validator.verdict;
+    };
+    let Some(spec) = validator.ok(optional_object(object, "spec", &root)) else {
+        return validator.verdict;
+    };
+    let spec_path = root.key("spec");
+    let replicas = |spec: Option<&Map<String, Value>>| {
+        spec.and_then(|spec| spec.get("replicas"))
+            .cloned()
+            .unwrap_or(Value::from(0))
+    };
+    let old_spec = ratchet::member(old_object.and_then(Value::as_object), "spec");
+    if old_object.is_some() && replicas(spec) == replicas(old_spec) {
+        return validator.verdict;
+    }
+    let mut asked = spec.cloned().unwrap_or_default();
+    asked.entry("replicas").or_insert(Value::from(0));
+    validator.pool_replicas(&asked, &spec_path);
+    validator.verdict
+}
+
 /// How many warnings one verdict carries at most (the API server passes
 /// them to the client in headers; one per list item could be thousands).
 pub(crate) const MAX_WARNINGS: usize = 20;

@@ -275,3 +275,46 @@ async fn the_admission_stamp_is_the_webhooks_never_the_users() {
         "{stderr}"
     );
 }
+
+/// `kubectl scale` goes through the pool's scale subresource, whose object is
+/// a Scale, not the pool: the validating webhook is registered for it and
+/// holds it to the policy's `maxPoolReplicas` like a write of the pool.
+#[tokio::test]
+async fn a_scale_request_above_the_pool_limit_is_refused() {
+    let ns = TestNs::new("wh-scale").await;
+    let (_op, _port) = operator_with_webhook(&ns, &[]).await;
+    let pool = "apiVersion: extensions.agents.x-k8s.io/v1alpha1\nkind: SandboxWarmPool\nmetadata: {name: p}\nspec:\n  replicas: 0\n  sandboxTemplateRef: {name: absent}\n";
+    let out = kubectl_apply(&ns, pool);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let scale =
+        |replicas: &str| ns.kubectl(&["scale", "sandboxwarmpool", "p", "--replicas", replicas]);
+    let refused = scale("1001");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    println!("kubectl scale --replicas 1001: {}", stderr.trim());
+    assert!(
+        !refused.status.success(),
+        "a scale above the limit is refused"
+    );
+    assert!(
+        stderr.contains("validate.sandboxes.agents.x-k8s.io")
+            && stderr.contains("spec.replicas: 1001 exceeds the maximum 1000"),
+        "the refusal names the webhook, the field and the rule: {stderr}"
+    );
+    let pools: Api<sandbox_operator::api::SandboxWarmPool> = ns.api();
+    assert_eq!(
+        pools.get("p").await.unwrap().spec.replicas,
+        0,
+        "nothing stored"
+    );
+    let allowed = scale("2");
+    assert!(
+        allowed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
+    assert_eq!(pools.get("p").await.unwrap().spec.replicas, 2);
+}
