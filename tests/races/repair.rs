@@ -178,6 +178,40 @@ async fn a_repair_racing_the_other_process_s_steal_of_the_named_pod_keeps_the_sa
     a_steal_in_flight().await.repair_then_release().await;
 }
 
+/// The same split brain, with the named Pod no longer one B would take:
+/// the template changed in B's view after A decided (a template edit, a
+/// pool or policy change reaching one process first). Before (found by
+/// review), B moved the Sandbox (no idle Pod of the new template: to none,
+/// cold); A's steal then landed and A wrote the claim Ready on a Pod the
+/// Sandbox no longer named. Now B leaves the Sandbox on a Pod still its
+/// pool's while a steal sent with the Sandbox's create can land.
+#[tokio::test]
+async fn a_repair_leaves_the_sandbox_on_a_pod_it_would_not_take_while_a_steal_can_land() {
+    let stage = a_steal_in_flight().await;
+    stage
+        .fake
+        .merge(
+            &template_path(),
+            &json!({"spec": {"podTemplate": {"metadata": {"labels": {"edited": "yes"}}}}}),
+        )
+        .expect("the template exists");
+    let templates = stage.b.ctx.caches.templates.clone();
+    wait_until("B's cache shows the edited template", || {
+        templates
+            .get(&ObjectRef::new(TEMPLATE).within(NS))
+            .is_some_and(|t| {
+                t.spec
+                    .pod_template
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.labels.as_ref())
+                    .is_some_and(|l| l.contains_key("edited"))
+            })
+    })
+    .await;
+    stage.repair_then_release().await;
+}
+
 /// The same, with the Pod's status written between B's read of it and B's
 /// steal: B's steal loses to a write that left it the same idle Pod, and
 /// tries once more from the copy it re-reads (A's steal would, and would

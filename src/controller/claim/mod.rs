@@ -97,7 +97,9 @@ use super::{
     Context, Error, Result, controller_ref, controller_uid, create_owned, kube_err, live_target,
     write_status,
 };
-use crate::api::{LaunchType, READY, Sandbox, SandboxClaim, SandboxClaimStatus, is_true, reason};
+use crate::api::{
+    CLAIM_UID_LABEL, LaunchType, READY, Sandbox, SandboxClaim, SandboxClaimStatus, is_true, reason,
+};
 use crate::controller::sandbox::headless_service;
 
 /// Controller name in metrics and logs.
@@ -203,8 +205,8 @@ async fn observe_and_serve(
         .as_ref()
         .is_some_and(|s| is_true(&s.conditions, READY));
     if !ready && repair::needs_repair(ctx, claim_uid, &sandbox) {
-        repair::repair(ctx, claim, &sandbox, namespace, claim_uid).await?;
-        return Ok(Action::requeue(Duration::from_millis(200)));
+        let again = repair::repair(ctx, claim, &sandbox, namespace, claim_uid).await?;
+        return Ok(Action::requeue(again));
     }
 
     let cold = cold_pod::cold_pods(ctx, &sandbox);
@@ -371,11 +373,14 @@ async fn ensure_service(ctx: &Context, claim: &SandboxClaim, sandbox: &Sandbox) 
         return Ok(());
     }
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
+    let owner = controller_ref(claim)?;
+    let uid = owner.uid.clone();
     let service = headless_service(
         &claim.name_any(),
         claim.namespace(),
         &sandbox.spec.pod_template.spec,
-        controller_ref(claim)?,
+        owner,
+        (CLAIM_UID_LABEL, uid),
     )?;
     create_owned(&services, &service, "Service").await?;
     ctx.written.record(&key, serde_json::Value::Bool(true));

@@ -12,6 +12,7 @@
 //! before the adoption, and the Sandbox starts a Pod of its own instead.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
@@ -22,7 +23,7 @@ use super::desired::pool_choice;
 use super::serve::{earlier_pod, repoint};
 use super::steal::{candidates, reserve_first, take_over, usable};
 use crate::api::{POD_NAME_ANNOTATION, Sandbox, SandboxClaim};
-use crate::controller::ownership::held_by_claim;
+use crate::controller::ownership::{controller_of_kind, held_by_claim};
 use crate::controller::takeover::pod_key;
 use crate::controller::{Context, Result, is_terminating, kube_err};
 
@@ -107,7 +108,7 @@ pub(super) async fn repair(
     sandbox: &Sandbox,
     namespace: &str,
     claim_uid: &str,
-) -> Result<()> {
+) -> Result<Duration> {
     let template_name = &claim.spec.sandbox_template_ref.name;
     let named = sandbox.annotations().get(POD_NAME_ANNOTATION);
     let template = ctx.template_or_get(namespace, template_name).await?;
@@ -125,17 +126,26 @@ pub(super) async fn repair(
         let Some(fresh) =
             fresh.filter(|pod| !is_terminating(pod) && !held(pod, claim_uid, sandbox))
         else {
-            return Ok(());
+            return Ok(REPAIRED);
         };
         let idle = template
             .as_ref()
             .is_some_and(|t| usable(ctx, claim, namespace, t, &choice, &fresh));
         if idle && steal_named(ctx, claim, &fresh, sandbox).await? {
-            return Ok(());
+            return Ok(REPAIRED);
+        }
+        if !idle && let Some(wait) = settling(sandbox, &fresh, jiff::Timestamp::now()) {
+            // Still its pool's, and not a Pod this process would take (its
+            // template or pool changed in this process's view, or it is not
+            // Ready): the process that created the Sandbox may have its
+            // steal in flight, decided on what it saw. Moving the Sandbox
+            // now would let that steal land on a Pod the Sandbox no longer
+            // names, and the claim say Ready on it (found by review).
+            return Ok(wait);
         }
     }
     let earlier = match earlier_pod(ctx, namespace, claim_uid) {
-        Some(pod) if Some(&pod) == named => return Ok(()),
+        Some(pod) if Some(&pod) == named => return Ok(REPAIRED),
         earlier => earlier,
     };
     let serving = match (earlier, template) {
@@ -164,10 +174,39 @@ pub(super) async fn repair(
         (None, None) => None,
     };
     if serving.as_ref() == named {
-        return Ok(());
+        return Ok(REPAIRED);
     }
     warn!(pod = ?serving, "the Sandbox named a Pod this claim never got; pointing it at the Pod now serving");
-    repoint(ctx, sandbox, serving.as_deref()).await.map(|_| ())
+    repoint(ctx, sandbox, serving.as_deref())
+        .await
+        .map(|_| REPAIRED)
+}
+
+/// When the claim looks again after a repair that did its part.
+const REPAIRED: Duration = Duration::from_millis(200);
+
+/// How long after its Sandbox's creation a named Pod that is still its
+/// pool's is left to a steal that may be in flight: the round that created
+/// the Sandbox sent its steal alongside, and the API server answers (or
+/// gives up on) a write within its request timeout, 60 s by default.
+pub(super) const STEAL_SETTLE: Duration = Duration::from_secs(60);
+
+/// `Some(wait)` while `pod`, the named Pod as just read, is still controlled
+/// by a pool and `sandbox` is younger than [`STEAL_SETTLE`] at `now`: the
+/// Sandbox stays on it, and the claim looks again after `wait` (at least a
+/// second, at most what is left of the settle time; the steal's Pod event
+/// wakes it sooner). `None` once the steal can no longer land, or when the
+/// Pod is not a pool's: then the repair goes on. Pure.
+pub(super) fn settling(sandbox: &Sandbox, pod: &Pod, now: jiff::Timestamp) -> Option<Duration> {
+    controller_of_kind(pod.owner_references(), "SandboxWarmPool")?;
+    let created = sandbox.metadata.creation_timestamp.as_ref()?.0;
+    let age = now.duration_since(created);
+    let left = jiff::SignedDuration::try_from(STEAL_SETTLE).ok()? - age;
+    (left > jiff::SignedDuration::ZERO).then(|| {
+        Duration::try_from(left)
+            .unwrap_or(STEAL_SETTLE)
+            .max(Duration::from_secs(1))
+    })
 }
 
 /// Steals `fresh`, the named Pod as just read and still its pool's, for

@@ -353,3 +353,55 @@ fn every_requeue_ends_at_the_expiry() {
         Action::await_change()
     );
 }
+
+/// A claim's Service selects its Pod by the claim's uid too: a Pod left
+/// behind by an orphaning delete keeps the name label, never the uid.
+#[test]
+fn the_claims_service_selects_by_name_and_claim_uid() {
+    let template = SandboxTemplate::new("t", SandboxTemplateSpec::default());
+    let service = desired_service(&claim(None), &template).unwrap();
+    let selector = service.spec.unwrap().selector.unwrap();
+    assert_eq!(
+        selector,
+        std::collections::BTreeMap::from([
+            (SANDBOX_LABEL.to_string(), "c1".to_string()),
+            (
+                crate::api::CLAIM_UID_LABEL.to_string(),
+                "claim-uid".to_string()
+            ),
+        ])
+    );
+}
+
+/// A named Pod still its pool's is left to a steal that may be in flight
+/// for the settle time after the Sandbox's creation; a Pod no pool controls
+/// is not waited for.
+#[test]
+fn a_repair_waits_for_a_steal_in_flight_only_while_it_can_land() {
+    use crate::controller::test_pod::{controller, named};
+    let created = jiff::Timestamp::from_second(1_000_000).unwrap();
+    let mut sandbox = Sandbox::new("c1", SandboxSpec::default());
+    sandbox.metadata.creation_timestamp = Some(Time(created));
+    let mut pooled = named("p1", "7");
+    pooled.metadata.owner_references = Some(vec![controller("SandboxWarmPool", "pool", "pu")]);
+    let at = |seconds: i64| created + jiff::SignedDuration::from_secs(seconds);
+    let wait = |pod: &Pod, seconds| repair::settling(&sandbox, pod, at(seconds));
+    assert_eq!(wait(&pooled, 0), Some(repair::STEAL_SETTLE));
+    assert_eq!(wait(&pooled, 50), Some(std::time::Duration::from_secs(10)));
+    assert_eq!(
+        wait(&pooled, 60 - 1),
+        Some(std::time::Duration::from_secs(1)),
+        "at least a second"
+    );
+    assert_eq!(wait(&pooled, 60), None, "the steal can no longer land");
+    let mut taken = pooled.clone();
+    taken.metadata.owner_references = Some(vec![controller("SandboxClaim", "other", "ou")]);
+    assert_eq!(
+        wait(&taken, 0),
+        None,
+        "a Pod someone else holds moves the Sandbox"
+    );
+    let mut loose = pooled;
+    loose.metadata.owner_references = None;
+    assert_eq!(wait(&loose, 0), None);
+}
