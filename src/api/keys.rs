@@ -29,6 +29,12 @@ pub const CLAIM_LABEL: &str = "agents.x-k8s.io/claim";
 /// deleted and re-created under the same name).
 pub const CLAIM_UID_LABEL: &str = "agents.x-k8s.io/claim-uid";
 
+/// On a Pod a Sandbox controls: the UID of that Sandbox, set when the
+/// Sandbox controller creates or adopts it. A standalone Sandbox's Service
+/// selects it next to the Sandbox's name: a Pod left behind by an orphaning
+/// delete keeps its name label, never the uid of a later Sandbox of that name.
+pub const SANDBOX_UID_LABEL: &str = "agents.x-k8s.io/sandbox-uid";
+
 /// On claims: the moment the API server admitted the claim (RFC 3339 with
 /// nanoseconds), stamped by the mutating webhook for latency measurement.
 pub const ADMITTED_AT_ANNOTATION: &str = "agents.x-k8s.io/admitted-at";

@@ -20,7 +20,7 @@ use serde_json::json;
 use super::reservations::Reservations;
 use super::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, is_terminating, pod_is_ready};
 use crate::api::{
-    CLAIM_LABEL, CLAIM_UID_LABEL, ORIGIN_POOL_LABEL, POOL_LABEL, SANDBOX_LABEL,
+    CLAIM_LABEL, CLAIM_UID_LABEL, ORIGIN_POOL_LABEL, POOL_LABEL, SANDBOX_LABEL, SANDBOX_UID_LABEL,
     TEMPLATE_HASH_LABEL, TEMPLATE_LABEL,
 };
 
@@ -223,6 +223,7 @@ pub fn adopt_patch(
         ops.push(json!({"op": "add", "path": "/metadata/labels", "value": {}}));
     }
     ops.push(json!({"op": "add", "path": label_path(SANDBOX_LABEL), "value": sandbox_name}));
+    ops.push(json!({"op": "add", "path": label_path(SANDBOX_UID_LABEL), "value": owner.uid}));
     ops.push(json!({"op": "add", "path": label_path(MANAGED_BY_LABEL), "value": MANAGED_BY_VALUE}));
     Some(serde_json::from_value(serde_json::Value::Array(ops)).expect("static patch shape"))
 }

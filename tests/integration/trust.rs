@@ -482,3 +482,92 @@ async fn a_standalone_sandbox_never_names_a_service_it_does_not_control() {
         Some("Sandbox")
     );
 }
+
+/// A Pod whose claim and Sandbox were deleted with orphan propagation keeps
+/// the `agents.x-k8s.io/sandbox` label (the ownership guard stops anyone
+/// adding the label, not a label outliving its owner). A later claim of the
+/// same name must not route its clients to it: its Service selects the
+/// claim's uid too. Before (found by review), the Service selected the name
+/// alone and its DNS name answered with both Pods. Per-template policies:
+/// per claim, the earlier claim's held policy keeps the name taken.
+#[tokio::test]
+async fn a_pod_left_by_an_orphaning_delete_joins_no_later_claims_service() {
+    let ns = TestNs::new("trust-orphan").await;
+    let _op = ns
+        .operator(&["--claim-network-policy", "per-template"])
+        .await;
+    setup(&ns, 1).await;
+    wait_pool_ready(&ns, 1).await;
+    let claims = ns.api::<SandboxClaim>();
+    let first = crate::fixtures::claim_when_ready(&ns, "v", Duration::from_secs(60)).await;
+    let left = first
+        .status
+        .unwrap()
+        .pod_name
+        .expect("the first claim's Pod");
+    let orphan = kube::api::DeleteParams {
+        propagation_policy: Some(kube::api::PropagationPolicy::Orphan),
+        ..Default::default()
+    };
+    claims.delete("v", &orphan).await.unwrap();
+    wait_until(Duration::from_secs(30), || async {
+        claims.get_opt("v").await.unwrap().is_none()
+    })
+    .await;
+    ns.api::<Sandbox>().delete("v", &orphan).await.unwrap();
+    let pods = ns.api::<Pod>();
+    wait_until(Duration::from_secs(30), || async {
+        pods.get(&left).await.unwrap().owner_references().is_empty()
+    })
+    .await;
+    let services = ns.api::<k8s_openapi::api::core::v1::Service>();
+    let _ = services.delete("v", &Default::default()).await;
+    wait_until(Duration::from_secs(30), || async {
+        services.get_opt("v").await.unwrap().is_none()
+    })
+    .await;
+    let orphaned = pods.get(&left).await.unwrap();
+    assert_eq!(
+        orphaned
+            .labels()
+            .get(sandbox_operator::api::SANDBOX_LABEL)
+            .map(String::as_str),
+        Some("v"),
+        "the orphaned Pod keeps the name label"
+    );
+
+    wait_pool_ready(&ns, 1).await;
+    let second = crate::fixtures::claim_when_ready(&ns, "v", Duration::from_secs(60)).await;
+    let serving = second
+        .status
+        .unwrap()
+        .pod_name
+        .expect("the second claim's Pod");
+    assert_ne!(serving, left);
+    let selector = services
+        .get("v")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .selector
+        .unwrap();
+    let query = selector
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let selected: Vec<String> = pods
+        .list(&kube::api::ListParams::default().labels(&query))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|p| p.name_any())
+        .collect();
+    assert_eq!(
+        selected,
+        [serving],
+        "the second claim's Service ({query}) selects its own Pod only, not the orphaned {left}"
+    );
+}

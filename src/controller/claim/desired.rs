@@ -14,8 +14,8 @@ use kube::{Resource, ResourceExt};
 
 use crate::admission::{Cidr, restrict_egress};
 use crate::api::{
-    ADMITTED_AT_ANNOTATION, NetworkPolicySpec, POD_NAME_ANNOTATION, SANDBOX_LABEL, Sandbox,
-    SandboxClaim, SandboxSpec, SandboxTemplate, TEMPLATE_LABEL,
+    ADMITTED_AT_ANNOTATION, CLAIM_UID_LABEL, NetworkPolicySpec, POD_NAME_ANNOTATION, SANDBOX_LABEL,
+    Sandbox, SandboxClaim, SandboxSpec, SandboxTemplate, TEMPLATE_LABEL,
 };
 use crate::controller::sandbox::headless_service;
 use crate::controller::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, Result, controller_ref};
@@ -180,14 +180,17 @@ pub fn desired_sandbox(
 
 /// The headless Service of a claim's Sandbox, created by the claim alongside
 /// the Sandbox (so it exists before the claim says Ready) and owned by the
-/// claim. It selects the Sandbox label that the steal (warm) or the Sandbox
-/// controller (cold) puts on the Pod.
+/// claim. It selects the Sandbox and claim-uid labels that the steal (warm)
+/// or the Sandbox controller (cold) puts on the Pod.
 pub fn desired_service(claim: &SandboxClaim, template: &SandboxTemplate) -> Result<Service> {
+    let owner = controller_ref(claim)?;
+    let uid = owner.uid.clone();
     headless_service(
         &claim.name_any(),
         claim.namespace(),
         &template.spec.pod_template.spec,
-        controller_ref(claim)?,
+        owner,
+        (CLAIM_UID_LABEL, uid),
     )
 }
 

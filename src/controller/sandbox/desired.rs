@@ -12,8 +12,8 @@ use kube::ResourceExt;
 use kube::api::ObjectMeta;
 
 use crate::api::{
-    CLAIM_LABEL, CLAIM_UID_LABEL, SANDBOX_LABEL, Sandbox, TEMPLATE_HASH_LABEL, TEMPLATE_LABEL,
-    is_reserved_key, pod_template_hash,
+    CLAIM_LABEL, CLAIM_UID_LABEL, SANDBOX_LABEL, SANDBOX_UID_LABEL, Sandbox, TEMPLATE_HASH_LABEL,
+    TEMPLATE_LABEL, is_reserved_key, pod_template_hash,
 };
 use crate::controller::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, Result, controller_ref};
 
@@ -34,6 +34,9 @@ pub fn desired_pod(sandbox: &Sandbox, mut spec: PodSpec) -> Result<Pod> {
         a
     });
     labels.insert(SANDBOX_LABEL.into(), name.clone());
+    if let Some(uid) = sandbox.uid() {
+        labels.insert(SANDBOX_UID_LABEL.into(), uid);
+    }
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
     // The pod template it is made from, so the Sandbox can say when its
     // running Pod is of an earlier one (see `status::template_applied`).
@@ -125,13 +128,17 @@ pub fn desired_pvcs(sandbox: &Sandbox) -> Result<Vec<PersistentVolumeClaim>> {
         .collect())
 }
 
-/// The headless Service selecting the Sandbox's Pod.
+/// The headless Service selecting the Sandbox's Pod: by the Sandbox's name
+/// and its uid (see [`headless_service`]).
 pub fn desired_service(sandbox: &Sandbox) -> Result<Service> {
+    let owner = controller_ref(sandbox)?;
+    let uid = owner.uid.clone();
     headless_service(
         &sandbox.name_any(),
         sandbox.namespace(),
         &sandbox.spec.pod_template.spec,
-        controller_ref(sandbox)?,
+        owner,
+        (SANDBOX_UID_LABEL, uid),
     )
 }
 
@@ -144,12 +151,21 @@ pub fn service_fqdn(object: &impl ResourceExt, cluster_domain: &str) -> String {
 }
 
 /// A headless Service named `name` that selects the Pod labelled
-/// `agents.x-k8s.io/sandbox: <name>`, with the container ports of `pod_spec`.
+/// `agents.x-k8s.io/sandbox: <name>` and `uid_label` (the claim's or the
+/// Sandbox's uid, which only the operator writes on a Pod it creates, steals
+/// or adopts), with the container ports of `pod_spec`.
+///
+/// The uid is what keeps the Service to its own Pod: a Pod whose Sandbox was
+/// deleted with orphan propagation keeps its `agents.x-k8s.io/sandbox`
+/// label (the ownership guard stops anyone adding that label, not a label
+/// outliving its owner), and a later claim or Sandbox of the same name
+/// selecting by name alone would route its clients to that Pod too.
 pub fn headless_service(
     name: &str,
     namespace: Option<String>,
     pod_spec: &PodSpec,
     owner: OwnerReference,
+    uid_label: (&str, String),
 ) -> Result<Service> {
     let ports: Vec<ServicePort> = pod_spec
         .containers
@@ -176,10 +192,10 @@ pub fn headless_service(
         },
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".into()),
-            selector: Some(BTreeMap::from([(
-                SANDBOX_LABEL.to_string(),
-                name.to_string(),
-            )])),
+            selector: Some(BTreeMap::from([
+                (SANDBOX_LABEL.to_string(), name.to_string()),
+                (uid_label.0.to_string(), uid_label.1),
+            ])),
             ports: (!ports.is_empty()).then_some(ports),
             ..Default::default()
         }),

@@ -538,3 +538,39 @@ fn a_claims_cold_pod_carries_the_claims_name_and_uid() {
     assert!(!labels.contains_key(crate::api::CLAIM_LABEL));
     assert!(!labels.contains_key(CLAIM_UID_LABEL));
 }
+
+/// A standalone Sandbox's Service selects its Pod by the Sandbox's uid as
+/// well as its name, and every Pod the Sandbox creates or adopts carries
+/// that uid: a Pod left by an orphaning delete never joins a later
+/// Sandbox's Service of the same name.
+#[test]
+fn the_service_selects_the_sandboxs_uid_which_its_pods_carry() {
+    use crate::api::{SANDBOX_LABEL, SANDBOX_UID_LABEL};
+    let s = sandbox();
+    let selector = desired_service(&s).unwrap().spec.unwrap().selector.unwrap();
+    assert_eq!(selector[SANDBOX_LABEL], "sbx");
+    assert_eq!(selector[SANDBOX_UID_LABEL], "sbx-uid");
+    let pod = desired_pod(&s, s.spec.pod_template.spec.clone()).unwrap();
+    let labels = pod.metadata.labels.unwrap();
+    assert!(
+        selector.iter().all(|(k, v)| labels.get(k) == Some(v)),
+        "the Pod it creates matches: {labels:?}"
+    );
+    let mut adoptable = crate::controller::test_pod::named("mine", "3");
+    adoptable.metadata.labels = Some([(ADOPTABLE_LABEL.to_string(), "true".to_string())].into());
+    let patch = crate::controller::takeover::adopt_patch(
+        &adoptable,
+        "sbx",
+        crate::controller::controller_ref(&s).unwrap(),
+    )
+    .unwrap();
+    let mut value = serde_json::to_value(&adoptable).unwrap();
+    json_patch::patch(&mut value, &patch).unwrap();
+    assert!(
+        selector
+            .iter()
+            .all(|(k, v)| value["metadata"]["labels"][k].as_str() == Some(v.as_str())),
+        "a Pod it adopts matches: {}",
+        value["metadata"]["labels"]
+    );
+}
