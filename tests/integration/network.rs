@@ -557,3 +557,65 @@ pub(super) async fn wait_until_made_again(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Per template, a claim's cold Pod is covered by its template's policy
+/// alone, which selects the template label. A tenant may edit its Sandbox's
+/// labels (a metadata write): removing the template label, then pausing
+/// and resuming, once gave a new Pod without it, which no policy selected
+/// (found by review). The label now comes from the claim's template.
+#[tokio::test]
+async fn per_template_a_tenants_edit_of_the_sandbox_label_leaves_its_pod_covered() {
+    let ns = TestNs::new("net-tmpl-edit").await;
+    let _op = ns
+        .operator(&["--claim-network-policy", "per-template"])
+        .await;
+    template_and_pool(&ns, 1).await;
+    crate::fixtures::claim_when_ready(&ns, "c", Duration::from_secs(60)).await;
+    let sandboxes = ns.api::<sandbox_operator::api::Sandbox>();
+    let edit = |body: serde_json::Value| {
+        let sandboxes = sandboxes.clone();
+        async move {
+            sandboxes
+                .patch(
+                    "c",
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(body),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    edit(json!({"metadata": {"labels": {TEMPLATE_LABEL: null}}})).await;
+    edit(json!({"spec": {"replicas": 0}})).await;
+    let claim_pods = || async {
+        ns.api::<Pod>()
+            .list(&kube::api::ListParams::default().labels(&format!("{SANDBOX_LABEL}=c")))
+            .await
+            .unwrap()
+            .items
+    };
+    wait_until(Duration::from_secs(30), || async {
+        claim_pods().await.is_empty()
+    })
+    .await;
+    edit(json!({"spec": {"replicas": 1}})).await;
+    wait_until(Duration::from_secs(30), || async {
+        claim_pods().await.len() == 1
+    })
+    .await;
+    let pod = claim_pods().await.remove(0);
+    let policy = ns
+        .api::<NetworkPolicy>()
+        .get("sandbox-template-tmpl")
+        .await
+        .unwrap();
+    assert!(
+        selects(&policy.spec.unwrap(), &pod),
+        "the resumed Pod is selected by its template's policy: labels {:?}",
+        pod.labels()
+    );
+    assert_eq!(
+        pod.labels().get(TEMPLATE_LABEL).map(String::as_str),
+        Some("tmpl")
+    );
+}

@@ -245,7 +245,8 @@ async fn create_pod(
                 create_owned(&pvcs, &pvc, "PersistentVolumeClaim").await?;
             }
             // Built from the template as admitted, defaults included.
-            let pod = desired_pod(sandbox, template.spec)?;
+            let claim_template = super::network::claim_template(ctx, sandbox);
+            let pod = desired_pod(sandbox, template.spec, claim_template.as_deref())?;
             create_owned(pods, &pod, "Pod").await?;
             return Ok(Ok(pod));
         }

@@ -20,8 +20,15 @@ use crate::controller::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, Result, controller_r
 /// The Pod created for a Sandbox: `spec` (the Sandbox's pod template spec
 /// as the policy admitted it, see `admission::admit_pod_template`) and the
 /// template's labels plus the tracking label, the volume claims mounted
-/// under their template names, and the Sandbox as controller owner. Pure.
-pub fn desired_pod(sandbox: &Sandbox, mut spec: PodSpec) -> Result<Pod> {
+/// under their template names, and the Sandbox as controller owner.
+/// `claim_template` is, for a claim's Sandbox, the template its claim names
+/// (`spec.sandboxTemplateRef`, immutable), read from the claim itself: never
+/// from the Sandbox's labels, which its user may edit. Pure.
+pub fn desired_pod(
+    sandbox: &Sandbox,
+    mut spec: PodSpec,
+    claim_template: Option<&str>,
+) -> Result<Pod> {
     let name = sandbox.name_any();
     let template = &sandbox.spec.pod_template;
     let meta = template.metadata.clone().unwrap_or_default();
@@ -46,15 +53,18 @@ pub fn desired_pod(sandbox: &Sandbox, mut spec: PodSpec) -> Result<Pod> {
     // like a stolen one too, so the hold on the claim's NetworkPolicy
     // covers it from its creation (`policy_hold`; the uid is the one of
     // the controller reference the claim controller wrote); and the
-    // template label its claim put on the Sandbox, so the template's
-    // NetworkPolicy selects it like the template's warm Pods.
+    // template label of its claim's template, so the template's
+    // NetworkPolicy selects it like the template's warm Pods. That label
+    // once came from the Sandbox's own labels, which its user may edit: a
+    // tenant removing it, then pausing and resuming, got a Pod that no
+    // policy selected in per-template mode (found by review).
     if let Some(claim) =
         crate::controller::ownership::controller_of_kind(sandbox.owner_references(), "SandboxClaim")
     {
         labels.insert(CLAIM_LABEL.into(), claim.name.clone());
         labels.insert(CLAIM_UID_LABEL.into(), claim.uid.clone());
-        if let Some(template) = sandbox.labels().get(TEMPLATE_LABEL) {
-            labels.insert(TEMPLATE_LABEL.into(), template.clone());
+        if let Some(template) = claim_template {
+            labels.insert(TEMPLATE_LABEL.into(), template.to_owned());
         }
     }
     for claim_template in sandbox.spec.volume_claim_templates.iter().flatten() {

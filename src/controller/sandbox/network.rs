@@ -295,7 +295,60 @@ fn claim_policy_replacing(
         // only the wait above held the create, and a refused policy let a
         // cold Pod start with none.
         None if per_claim && cached.is_none() => Ensured::HoldCreate(hold(not_made())),
+        // Per template: the claim's cold Pod is covered by its template's
+        // policy alone, which selects the template label taken from the
+        // claim (`claim_template`). No Pod is created while either is
+        // unknown here.
+        None if !per_claim => match template_policy_missing(ctx, sandbox, namespace) {
+            Some(why) => Ensured::HoldCreate(ConditionUpdate::ready(
+                false,
+                reason::NETWORK_POLICY_REPLACING,
+                format!("no Pod is started until its template's NetworkPolicy is in place: {why}"),
+            )),
+            None => Ensured::Done,
+        },
         None => Ensured::Done,
+    }
+}
+
+/// The template a claim's Sandbox serves: its claim's
+/// `spec.sandboxTemplateRef.name` (immutable), from the claim cache, the
+/// claim found by the name and uid of the Sandbox's controller reference.
+/// Never the Sandbox's own template label, which its user may edit. `None`
+/// for a standalone Sandbox, or while the claim is not in the cache.
+pub(super) fn claim_template(ctx: &Context, sandbox: &Sandbox) -> Option<String> {
+    let owner = controller_of_kind(sandbox.owner_references(), "SandboxClaim")?;
+    let namespace = sandbox.namespace()?;
+    let claim = ctx
+        .caches
+        .claims
+        .get(&ObjectRef::new(&owner.name).within(&namespace))?;
+    (claim.uid().as_deref() == Some(owner.uid.as_str()))
+        .then(|| claim.spec.sandbox_template_ref.name.clone())
+}
+
+/// Why a claim's Sandbox may not create a Pod in per-template mode: its
+/// claim is not in the cache (so its template is unknown), or the
+/// template's NetworkPolicy is not, or is not the template's own.
+fn template_policy_missing(ctx: &Context, sandbox: &Sandbox, namespace: &str) -> Option<String> {
+    let Some(template) = claim_template(ctx, sandbox) else {
+        return Some("its claim is not known yet".to_owned());
+    };
+    let name = crate::controller::claim::template_network_policy_name(&template);
+    let policy = ctx
+        .caches
+        .network_policies
+        .get(&ObjectRef::new(&name).within(namespace));
+    match policy {
+        Some(policy)
+            if controller_of_kind(policy.owner_references(), "SandboxTemplate").is_some() =>
+        {
+            None
+        }
+        Some(_) => Some(format!(
+            "NetworkPolicy {name} is not controlled by SandboxTemplate {template}"
+        )),
+        None => Some(format!("NetworkPolicy {name} is not made yet")),
     }
 }
 

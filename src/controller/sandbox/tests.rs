@@ -336,7 +336,7 @@ fn a_pod_of_an_earlier_pod_template_is_reported_until_it_is_replaced() {
     let mut s = sandbox();
     s.metadata.generation = Some(1);
     let spec = s.spec.pod_template.spec.clone();
-    let mut p = desired_pod(&s, spec).unwrap();
+    let mut p = desired_pod(&s, spec, None).unwrap();
     p.status = Some(crate::controller::test_pod::ready_status());
     // Made from the current template: nothing to say.
     let st = compute_status(&s, Some(&p), None, "cluster.local", now());
@@ -389,7 +389,7 @@ fn desired_pod_mounts_volume_claims_and_is_owned() {
         },
         spec: Default::default(),
     }]);
-    let p = desired_pod(&s, s.spec.pod_template.spec.clone()).unwrap();
+    let p = desired_pod(&s, s.spec.pod_template.spec.clone(), None).unwrap();
     let vols = p.spec.unwrap().volumes.unwrap();
     assert_eq!(
         vols[0].persistent_volume_claim.as_ref().unwrap().claim_name,
@@ -424,7 +424,7 @@ fn reserved_keys_from_the_template_never_reach_the_pod() {
                 .collect(),
         ),
     });
-    let pod = desired_pod(&s, s.spec.pod_template.spec.clone()).unwrap();
+    let pod = desired_pod(&s, s.spec.pod_template.spec.clone(), None).unwrap();
     let labels = pod.metadata.labels.unwrap();
     assert_eq!(
         labels["agents.x-k8s.io/sandbox"], "sbx",
@@ -515,9 +515,11 @@ fn an_evicted_pod_is_replaced_and_a_failed_one_reported() {
 fn a_claims_cold_pod_carries_the_claims_name_and_uid() {
     let mut s = sandbox();
     s.metadata.owner_references = controlled_by("SandboxClaim", "sbx", "claim-uid");
+    // The Sandbox's own template label is its user's to edit: the Pod's
+    // comes from the claim's template, given by the caller.
     s.labels_mut()
-        .insert(crate::api::TEMPLATE_LABEL.into(), "tmpl".into());
-    let labels = desired_pod(&s, s.spec.pod_template.spec.clone())
+        .insert(crate::api::TEMPLATE_LABEL.into(), "edited".into());
+    let labels = desired_pod(&s, s.spec.pod_template.spec.clone(), Some("tmpl"))
         .unwrap()
         .metadata
         .labels
@@ -528,9 +530,18 @@ fn a_claims_cold_pod_carries_the_claims_name_and_uid() {
         "the hold on the claim's policy covers the Pod from its creation"
     );
     assert_eq!(labels[crate::api::TEMPLATE_LABEL], "tmpl");
+    let unknown = desired_pod(&s, s.spec.pod_template.spec.clone(), None)
+        .unwrap()
+        .metadata
+        .labels
+        .unwrap();
+    assert!(
+        !unknown.contains_key(crate::api::TEMPLATE_LABEL),
+        "never the Sandbox's label"
+    );
     // A standalone Sandbox's Pod serves no claim.
     let plain = sandbox();
-    let labels = desired_pod(&plain, plain.spec.pod_template.spec.clone())
+    let labels = desired_pod(&plain, plain.spec.pod_template.spec.clone(), None)
         .unwrap()
         .metadata
         .labels
@@ -550,7 +561,7 @@ fn the_service_selects_the_sandboxs_uid_which_its_pods_carry() {
     let selector = desired_service(&s).unwrap().spec.unwrap().selector.unwrap();
     assert_eq!(selector[SANDBOX_LABEL], "sbx");
     assert_eq!(selector[SANDBOX_UID_LABEL], "sbx-uid");
-    let pod = desired_pod(&s, s.spec.pod_template.spec.clone()).unwrap();
+    let pod = desired_pod(&s, s.spec.pod_template.spec.clone(), None).unwrap();
     let labels = pod.metadata.labels.unwrap();
     assert!(
         selector.iter().all(|(k, v)| labels.get(k) == Some(v)),
