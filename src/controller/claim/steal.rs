@@ -49,6 +49,7 @@ use crate::controller::takeover::{
     Criteria, is_candidate, is_starting_candidate, pod_key, select_candidates, select_starting,
     start_went_wrong, steal_patch,
 };
+use crate::controller::warmpool::pool_cap;
 use crate::controller::{
     Context, Error, Result, controller_ref, controller_uid, is_terminating, pod_has_ended,
     pod_is_ready,
@@ -370,22 +371,77 @@ pub async fn take_over(
     Ok(None)
 }
 
-/// Whether the namespace has a pool that this claim could have used (for
-/// the PoolExhausted Event only).
+/// Whether the namespace has a pool that this claim could have used and
+/// that keeps idle Pods, so that a claim finding none Ready there is a miss
+/// of the pool (counted in `pool_exhausted_total`, told by the
+/// PoolExhausted Event). See [`a_pool_keeps_pods`].
 pub fn has_pool(ctx: &Context, namespace: &str, template: &str, choice: &PoolChoice) -> bool {
-    ctx.caches.pools.state().iter().any(|p| {
+    let pools = ctx.caches.pools.state();
+    a_pool_keeps_pods(
+        pools.iter().map(|p| p.as_ref()),
+        namespace,
+        template,
+        choice,
+        pool_cap(ctx),
+    )
+}
+
+/// Whether one of `pools` is a live pool of `template` in `namespace` that
+/// `choice` allows and whose size ([`pool_size`], under the operator's cap
+/// `cap`) is above zero. A pool scaled to zero, or being deleted, keeps no
+/// idle Pod by design: its template's claims are cold as if it had no
+/// pool, and counting them raised SandboxWarmPoolExhausted for a pool
+/// doing what it was told (found by review). Pure.
+fn a_pool_keeps_pods<'a>(
+    pools: impl IntoIterator<Item = &'a SandboxWarmPool>,
+    namespace: &str,
+    template: &str,
+    choice: &PoolChoice,
+    cap: i32,
+) -> bool {
+    pools.into_iter().any(|p| {
         p.namespace().as_deref() == Some(namespace)
+            && p.meta().deletion_timestamp.is_none()
             && p.spec.sandbox_template_ref.name == template
             && match choice {
                 PoolChoice::Named(n) => p.name_any() == *n,
                 _ => true,
             }
+            && pool_size(p, cap) > 0
     })
+}
+
+/// The idle Pods `pool` keeps now, as its controller decides it
+/// (`status.desiredReplicas`, see
+/// [`crate::controller::warmpool::autoscale::decide`]): `spec.replicas`
+/// under `cap`; with `spec.autoscaling`, the size the controller last
+/// decided within the bounds (`minReplicas` before its first decision),
+/// unless the bounds are inverted, when the controller keeps
+/// `spec.replicas`. A fixed size is read from the spec, so a pool scaled to
+/// zero counts as such at once, not after its next status write. Pure.
+fn pool_size(pool: &SandboxWarmPool, cap: i32) -> i32 {
+    let fixed = pool.spec.replicas.min(cap).max(0);
+    let Some(autoscaling) = &pool.spec.autoscaling else {
+        return fixed;
+    };
+    let (min, max) = (
+        autoscaling.min_replicas.max(0),
+        autoscaling.max_replicas.max(0),
+    );
+    if min > max {
+        return fixed;
+    }
+    pool.status
+        .as_ref()
+        .and_then(|s| s.desired_replicas)
+        .unwrap_or(min)
+        .clamp(min, max)
+        .min(cap)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{SandboxWarmPool, pool_uids, still_idle};
+    use super::{PoolChoice, SandboxWarmPool, a_pool_keeps_pods, pool_uids, still_idle};
     use k8s_openapi::api::core::v1::Pod;
     use serde_json::json;
 
@@ -399,6 +455,102 @@ mod tests {
             pool["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
         }
         serde_json::from_value(pool).unwrap()
+    }
+
+    /// Pool `name` of template `tmpl` in `ns`, with `spec` merged over
+    /// one replica and `status` as given.
+    fn sized_pool(
+        name: &str,
+        spec: serde_json::Value,
+        status: serde_json::Value,
+    ) -> SandboxWarmPool {
+        let mut pool = serde_json::to_value(warm_pool("ns", name, "tmpl", false)).unwrap();
+        for (key, value) in spec.as_object().unwrap() {
+            pool["spec"][key] = value.clone();
+        }
+        pool["status"] = status;
+        serde_json::from_value(pool).unwrap()
+    }
+
+    /// Whether a claim of template `tmpl` in `ns` that found no Ready idle
+    /// Pod counts as a miss of `pools` (the operator's cap 1000).
+    fn exhausts(pools: &[SandboxWarmPool], choice: &PoolChoice) -> bool {
+        a_pool_keeps_pods(pools.iter(), "ns", "tmpl", choice, 1000)
+    }
+
+    #[test]
+    fn a_pool_scaled_to_zero_is_not_exhausted_by_its_templates_claims() {
+        let zero = sized_pool("zero", json!({"replicas": 0}), json!(null));
+        let two = sized_pool("two", json!({"replicas": 2}), json!(null));
+        assert!(!exhausts(std::slice::from_ref(&zero), &PoolChoice::Any));
+        assert!(exhausts(&[zero.clone(), two.clone()], &PoolChoice::Any));
+        // A claim that names the empty pool may use only that one.
+        assert!(!exhausts(
+            &[zero.clone(), two.clone()],
+            &PoolChoice::Named("zero".into())
+        ));
+        assert!(exhausts(&[zero, two], &PoolChoice::Named("two".into())));
+        // Capped to zero by the operator: keeps none either.
+        let capped = sized_pool("capped", json!({"replicas": 5}), json!(null));
+        assert!(!a_pool_keeps_pods(
+            [&capped],
+            "ns",
+            "tmpl",
+            &PoolChoice::Any,
+            0
+        ));
+    }
+
+    #[test]
+    fn an_autoscaled_pool_keeps_the_size_its_controller_decided() {
+        let autoscaled = |min: i32, max: i32, status: serde_json::Value| {
+            let autoscaling = json!({"minReplicas": min, "maxReplicas": max});
+            // spec.replicas is not used while autoscaling is set.
+            sized_pool(
+                "auto",
+                json!({"replicas": 0, "autoscaling": autoscaling}),
+                status,
+            )
+        };
+        let decided = |n: i32| json!({"desiredReplicas": n});
+        assert!(!exhausts(
+            &[autoscaled(0, 10, decided(0))],
+            &PoolChoice::Any
+        ));
+        assert!(exhausts(&[autoscaled(0, 10, decided(3))], &PoolChoice::Any));
+        // Nothing decided yet: minReplicas, as the controller starts.
+        assert!(!exhausts(
+            &[autoscaled(0, 10, json!(null))],
+            &PoolChoice::Any
+        ));
+        assert!(exhausts(
+            &[autoscaled(1, 10, json!(null))],
+            &PoolChoice::Any
+        ));
+        // Bounds changed since: the decision within the new ones.
+        assert!(!exhausts(&[autoscaled(0, 0, decided(3))], &PoolChoice::Any));
+        // minReplicas above maxReplicas: spec.replicas, as the controller does.
+        assert!(!exhausts(&[autoscaled(5, 1, decided(3))], &PoolChoice::Any));
+    }
+
+    #[test]
+    fn only_a_live_pool_of_the_claims_template_and_namespace_is_exhausted() {
+        assert!(!exhausts(
+            &[warm_pool("ns", "d", "tmpl", true)],
+            &PoolChoice::Any
+        ));
+        assert!(!exhausts(
+            &[warm_pool("ns", "o", "other", false)],
+            &PoolChoice::Any
+        ));
+        assert!(!exhausts(
+            &[warm_pool("elsewhere", "e", "tmpl", false)],
+            &PoolChoice::Any
+        ));
+        assert!(exhausts(
+            &[warm_pool("ns", "a", "tmpl", false)],
+            &PoolChoice::Any
+        ));
     }
 
     #[test]
