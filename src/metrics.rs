@@ -54,8 +54,11 @@ pub struct Metrics {
     pub pool_ready: GaugeVec,
     /// Idle Pods (Ready or not) per pool.
     pub pool_idle: GaugeVec,
-    /// Time from a Pod leaving a pool until its replacement was created
-    /// (`stage="created"`) and until it was Ready (`stage="ready"`).
+    /// Time to create a pool's Pods, every one it creates (refills, first
+    /// fill, scale-ups, rollouts): from the start of the create batch until
+    /// the API server answered the Pod's create (`stage="created"`), and
+    /// from the Pod's created-at stamp until the pool's reconcile that saw
+    /// it Ready for the first time (`stage="ready"`).
     pub replenish_seconds: HistogramVec,
     /// Time off-path work waited for claims in flight, by work (`adopt`,
     /// `refill`); see `controller::critical`.
@@ -226,7 +229,7 @@ impl Metrics {
             ),
             replenish_seconds: histogram(
                 "pool_replenish_duration_seconds",
-                "Time from a Pod leaving a pool until its replacement was created (stage=created) or Ready (stage=ready), by namespace and pool.",
+                "Time to create a warm pool's Pods (refills, first fill, scale-ups, rollouts), by namespace and pool: from the start of the pool's create batch until the API server answered each create (stage=created), and from a Pod's created-at stamp until the pool's reconcile that saw it Ready for the first time (stage=ready).",
                 &["namespace", "pool", "stage"],
                 LATENCY_BUCKETS,
             ),
