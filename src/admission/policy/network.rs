@@ -1,12 +1,14 @@
 //! The `network` section of the policy: address ranges sandboxes may never
-//! reach (by default link-local `169.254.0.0/16`, where clouds serve instance
-//! metadata and credentials), and what that means for a NetworkPolicy's
-//! egress rules.
+//! reach (by default the cloud instance metadata addresses, where clouds
+//! serve credentials: IPv4 link-local `169.254.0.0/16`, EC2's IPv6
+//! `fd00:ec2::254` and Alibaba Cloud's `100.100.100.200`), and what that
+//! means for a NetworkPolicy's egress rules.
 //!
 //! Guarantees: every CIDR in the section is checked when the policy is
 //! loaded (canonical form, prefix in range, not the whole address family);
-//! [`restrict_egress`] never widens the rules it is given, and with an empty
-//! list it returns them unchanged (no egress section when there was none).
+//! [`restrict_egress`] never widens the rules it is given (an `ipBlock` it
+//! cannot read is dropped, not kept), and with an empty list it returns them
+//! unchanged (no egress section when there was none).
 
 use std::net::IpAddr;
 
@@ -51,14 +53,22 @@ pub enum StandalonePolicy {
     None,
 }
 
-/// The default denied range: IPv4 link-local, home of the cloud metadata
-/// address 169.254.169.254.
-pub const DEFAULT_DENY_EGRESS: &str = "169.254.0.0/16";
+/// The default denied ranges: IPv4 link-local (the metadata address
+/// 169.254.169.254 of most clouds, and of EC2, GCE, Azure, OpenStack), EC2's
+/// IPv6 metadata address and Alibaba Cloud's metadata address. Each lands in
+/// the `except` of the block of its own family.
+pub const DEFAULT_DENY_EGRESS: [&str; 3] =
+    ["169.254.0.0/16", "fd00:ec2::254/128", "100.100.100.200/32"];
+
+/// The cloud instance metadata addresses the deny list is checked against
+/// (see [`NetworkRules::open_metadata_addresses`]).
+pub const INSTANCE_METADATA_ADDRESSES: [&str; 3] =
+    ["169.254.169.254", "fd00:ec2::254", "100.100.100.200"];
 
 impl Default for NetworkRules {
     fn default() -> Self {
         NetworkRules {
-            deny_egress_cidrs: vec![DEFAULT_DENY_EGRESS.to_owned()],
+            deny_egress_cidrs: DEFAULT_DENY_EGRESS.map(str::to_owned).to_vec(),
             standalone_policy: StandalonePolicy::Egress,
         }
     }
@@ -75,21 +85,41 @@ impl NetworkRules {
         Ok(())
     }
 
-    /// Whether the deny list covers the cloud instance metadata address
-    /// (169.254.169.254, in the default list's 169.254.0.0/16). Setting the
-    /// list replaces the default rather than adding to it.
-    pub fn denies_instance_metadata(&self) -> bool {
-        let metadata = Cidr::parse("169.254.169.254/32").expect("a fixed address");
-        self.deny_egress().iter().any(|c| c.contains(&metadata))
+    /// The cloud instance metadata addresses ([`INSTANCE_METADATA_ADDRESSES`])
+    /// the deny list leaves open, in that order. Setting the list replaces
+    /// the default rather than adding to it.
+    pub fn open_metadata_addresses(&self) -> Vec<&'static str> {
+        let deny = self.deny_egress();
+        INSTANCE_METADATA_ADDRESSES
+            .into_iter()
+            .filter(|address| {
+                let address: IpAddr = address.parse().expect("a fixed address");
+                let host = Cidr {
+                    addr: address,
+                    prefix: if address.is_ipv4() { 32 } else { 128 },
+                };
+                !deny.iter().any(|denied| denied.contains(&host))
+            })
+            .collect()
     }
 
-    /// Logs a warning when the deny list leaves the instance metadata
-    /// address open (see [`NetworkRules::denies_instance_metadata`]).
+    /// Whether the deny list covers every cloud instance metadata address
+    /// (see [`NetworkRules::open_metadata_addresses`]).
+    pub fn denies_instance_metadata(&self) -> bool {
+        self.open_metadata_addresses().is_empty()
+    }
+
+    /// Logs a warning naming the instance metadata addresses the deny list
+    /// leaves open, if any (see [`NetworkRules::open_metadata_addresses`]).
     pub fn warn_unless_metadata_denied(&self) {
-        if !self.denies_instance_metadata() {
+        let open = self.open_metadata_addresses();
+        if !open.is_empty() {
             tracing::warn!(
                 deny_egress_cidrs = ?self.deny_egress_cidrs,
-                "network.denyEgressCIDRs does not cover 169.254.169.254, the cloud instance metadata address: sandboxes can reach it (the list replaces the default 169.254.0.0/16 rather than adding to it; add it back unless that is meant)"
+                open = ?open,
+                "network.denyEgressCIDRs does not cover the cloud instance metadata address(es) {}: sandboxes can reach them (the list replaces the default {} rather than adding to it; add them back unless that is meant)",
+                open.join(", "),
+                DEFAULT_DENY_EGRESS.join(", "),
             );
         }
     }
@@ -129,6 +159,24 @@ impl Cidr {
                     addr: cidr.address_of(cidr.network()),
                     prefix: cidr.prefix
                 }
+            ));
+        }
+        Ok(cidr)
+    }
+
+    /// Parses a template's `ipBlock` range as the operator reads it: prefix 0
+    /// and host bits allowed (the API server masks them), but not an
+    /// IPv4-mapped IPv6 range (`::ffff:a.b.c.d`), which a network plugin may
+    /// match as the IPv4 address, where no IPv6 `except` applies.
+    pub(crate) fn parse_block(text: &str) -> Result<Cidr, String> {
+        let cidr = Cidr::parse_any(text)?;
+        let mapped = Cidr {
+            addr: IpAddr::V6(std::net::Ipv4Addr::UNSPECIFIED.to_ipv6_mapped()),
+            prefix: 96,
+        };
+        if mapped.contains(&cidr) {
+            return Err(format!(
+                "{text:?} is an IPv4-mapped IPv6 range; write the IPv4 range instead"
             ));
         }
         Ok(cidr)
@@ -238,10 +286,15 @@ pub fn everywhere_except(deny: &[Cidr]) -> Vec<NetworkPolicyPeer> {
 /// - an `ipBlock` peer: the denied ranges inside it join its `except`; a
 ///   peer lying wholly inside a denied range is dropped, and a rule left
 ///   without peers is dropped (an empty `to` would mean any destination);
+/// - an `ipBlock` peer whose `cidr` the operator cannot read (see
+///   [`Cidr::parse_block`]) is dropped, with a warning: an API server may
+///   read `0169.254.169.254/32` as `169.254.169.254/32`, so keeping it as
+///   written could open a denied range;
 /// - pod and namespace selector peers are kept: they name Pods, whose
 ///   addresses come from the Pod network, not from the denied ranges.
 ///
-/// With an empty `deny` the rules come back unchanged. Pure.
+/// With an empty `deny` the rules come back unchanged. Pure but for the
+/// warning.
 pub fn restrict_egress(
     rules: Option<Vec<NetworkPolicyEgressRule>>,
     deny: &[Cidr],
@@ -282,10 +335,18 @@ fn restrict_peer(mut peer: NetworkPolicyPeer, deny: &[Cidr]) -> Option<NetworkPo
     let Some(block) = peer.ip_block.as_mut() else {
         return Some(peer);
     };
-    // The API server validated the block; one it could not parse is kept
-    // as written (it cannot be narrowed, and dropping it would change more).
-    let Ok(range) = Cidr::parse_any(&block.cidr) else {
-        return Some(peer);
+    // A template's network rules are a field of the SandboxTemplate, whose
+    // schema does not check addresses: a range the operator cannot read may
+    // be read otherwise downstream and cover a denied range, so it goes.
+    let range = match Cidr::parse_block(&block.cidr) {
+        Ok(range) => range,
+        Err(rule) => {
+            tracing::warn!(
+                cidr = %block.cidr,
+                "a template egress ipBlock the operator cannot narrow by network.denyEgressCIDRs is left out of the sandbox NetworkPolicy: {rule}"
+            );
+            return None;
+        }
     };
     if deny.iter().any(|d| d.contains(&range)) {
         return None;
@@ -320,15 +381,97 @@ mod tests {
     }
 
     #[test]
-    fn the_metadata_address_is_denied_unless_the_list_leaves_it_out() {
-        assert!(NetworkRules::default().denies_instance_metadata());
+    fn the_default_list_denies_every_metadata_address_each_in_its_own_family() {
+        let rules = NetworkRules::default();
+        assert_eq!(
+            rules.deny_egress_cidrs,
+            ["169.254.0.0/16", "fd00:ec2::254/128", "100.100.100.200/32"]
+        );
+        assert!(rules.denies_instance_metadata());
+        // Kubernetes refuses an except outside its block's family, so the
+        // IPv6 address goes to the ::/0 block and the two IPv4 ones to
+        // 0.0.0.0/0.
+        assert_eq!(
+            restrict_egress(None, &rules.deny_egress()).unwrap()[0].to,
+            Some(vec![
+                block("0.0.0.0/0", Some(&["169.254.0.0/16", "100.100.100.200/32"])),
+                block("::/0", Some(&["fd00:ec2::254/128"])),
+            ])
+        );
+        // A template's own blocks get each denied range of their family.
+        let template = vec![NetworkPolicyEgressRule {
+            to: Some(vec![block("100.64.0.0/10", None), block("fd00::/8", None)]),
+            ports: None,
+        }];
+        assert_eq!(
+            restrict_egress(Some(template), &rules.deny_egress()).unwrap()[0].to,
+            Some(vec![
+                block("100.64.0.0/10", Some(&["100.100.100.200/32"])),
+                block("fd00::/8", Some(&["fd00:ec2::254/128"])),
+            ])
+        );
+    }
+
+    #[test]
+    fn the_metadata_check_names_each_address_left_open() {
         let rules = |cidrs: &[&str]| NetworkRules {
             deny_egress_cidrs: cidrs.iter().map(|c| c.to_string()).collect(),
             ..Default::default()
         };
-        assert!(rules(&["10.0.0.0/8", "169.254.169.254/32"]).denies_instance_metadata());
-        assert!(!rules(&["10.0.0.0/8"]).denies_instance_metadata());
-        assert!(!rules(&[]).denies_instance_metadata());
+        assert!(NetworkRules::default().open_metadata_addresses().is_empty());
+        // The NodeLocal DNSCache list of the README, before this change.
+        assert_eq!(
+            rules(&["169.254.169.254/32", "169.254.170.2/32"]).open_metadata_addresses(),
+            ["fd00:ec2::254", "100.100.100.200"]
+        );
+        assert!(!rules(&["169.254.0.0/16"]).denies_instance_metadata());
+        assert_eq!(
+            rules(&[]).open_metadata_addresses(),
+            ["169.254.169.254", "fd00:ec2::254", "100.100.100.200"]
+        );
+        assert!(
+            rules(&["169.254.169.254/32", "fd00:ec2::/32", "100.64.0.0/10"])
+                .denies_instance_metadata()
+        );
+    }
+
+    #[test]
+    fn an_egress_block_the_operator_cannot_read_is_dropped_not_kept() {
+        let deny = cidrs(&["169.254.0.0/16"]);
+        let rule = |peers: Vec<NetworkPolicyPeer>| NetworkPolicyEgressRule {
+            to: Some(peers),
+            ports: None,
+        };
+        let selector = NetworkPolicyPeer {
+            namespace_selector: Some(Default::default()),
+            ..Default::default()
+        };
+        // Leading zeros: an API server's lenient parser may read
+        // 169.254.169.254/32; kept as written it would reach the metadata
+        // address. An IPv4-mapped IPv6 range may be matched as IPv4 by the
+        // network plugin, where no IPv6 except applies.
+        for unreadable in [
+            "0169.254.169.254/32",
+            "169.254.169.254",
+            "::ffff:169.254.169.254/128",
+            "::ffff:0:0/96",
+            "",
+        ] {
+            let out = restrict_egress(
+                Some(vec![
+                    rule(vec![block(unreadable, None), selector.clone()]),
+                    rule(vec![block(unreadable, None)]),
+                ]),
+                &deny,
+            )
+            .unwrap();
+            // The block goes; a rule left without peers goes with it (an
+            // empty `to` would mean any destination).
+            assert_eq!(out, vec![rule(vec![selector.clone()])], "{unreadable:?}");
+        }
+        // Host bits are read as the API server reads them: masked.
+        let out = restrict_egress(Some(vec![rule(vec![block("169.254.1.1/16", None)])]), &deny);
+        assert_eq!(out, Some(Vec::new()));
     }
 
     #[test]

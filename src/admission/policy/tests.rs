@@ -59,7 +59,7 @@ fn the_network_section_parses_and_a_bad_cidr_names_the_field() {
     assert!(open.network.deny_egress().is_empty());
     assert_eq!(
         Policy::default().network.deny_egress_cidrs,
-        vec![DEFAULT_DENY_EGRESS.to_string()]
+        DEFAULT_DENY_EGRESS.map(str::to_string)
     );
     assert_refused_starting(
         "network:\n  denyEgressCIDRs: [169.254.0.0/16, 10.0.0.300/8]\n",
