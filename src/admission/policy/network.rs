@@ -182,6 +182,36 @@ impl Cidr {
         Ok(cidr)
     }
 
+    /// Parses a template's `ipBlock` range as the webhook requires it: as
+    /// [`Cidr::parse_block`], with no host bits and written as the operator
+    /// writes it (no leading zeros, lower-case IPv6 in its shortest form), so
+    /// the API server and every network plugin read the range the operator
+    /// narrowed.
+    pub(crate) fn parse_canonical(text: &str) -> Result<Cidr, String> {
+        let cidr = Cidr::parse_block(text)?;
+        let network = Cidr {
+            addr: cidr.address_of(cidr.network()),
+            prefix: cidr.prefix,
+        };
+        if network != cidr {
+            return Err(format!(
+                "{text:?} has host bits set; write the network address, e.g. {network}"
+            ));
+        }
+        if cidr.to_string() != text {
+            return Err(format!(
+                "{text:?} is not in canonical form; write it as {cidr}"
+            ));
+        }
+        Ok(cidr)
+    }
+
+    /// Whether `other` is a smaller range within this one, as an `except`
+    /// entry must be of its block's `cidr`.
+    pub(crate) fn strictly_contains(&self, other: &Cidr) -> bool {
+        self.contains(other) && other.prefix > self.prefix
+    }
+
     /// Parses any syntactically valid CIDR, prefix 0 and host bits included
     /// (as a template's `ipBlock` may hold).
     fn parse_any(text: &str) -> Result<Cidr, String> {
@@ -289,7 +319,8 @@ pub fn everywhere_except(deny: &[Cidr]) -> Vec<NetworkPolicyPeer> {
 /// - an `ipBlock` peer whose `cidr` the operator cannot read (see
 ///   [`Cidr::parse_block`]) is dropped, with a warning: an API server may
 ///   read `0169.254.169.254/32` as `169.254.169.254/32`, so keeping it as
-///   written could open a denied range;
+///   written could open a denied range. The webhook refuses such ranges in
+///   new templates; this covers templates stored before or without it;
 /// - pod and namespace selector peers are kept: they name Pods, whose
 ///   addresses come from the Pod network, not from the denied ranges.
 ///

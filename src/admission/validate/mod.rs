@@ -26,7 +26,9 @@
 //!   `spec.replicas` outside 0..1; on UPDATE, any change to
 //!   `spec.volumeClaimTemplates`.
 //! - SandboxTemplate: on CREATE, a name longer than 63 characters (the
-//!   template label of its Pods).
+//!   template label of its Pods); in `spec.networkPolicy` ([`network`]), an
+//!   `ipBlock` range not in canonical form, or an `except` entry not a
+//!   smaller range of its block's family.
 //! - SandboxClaim: a name longer than 63 characters; an empty or malformed
 //!   `spec.sandboxTemplateRef.name`, or one longer than 63 characters; on
 //!   UPDATE, any change to `spec.sandboxTemplateRef` or to the
@@ -58,6 +60,7 @@
 
 mod container;
 mod names;
+mod network;
 mod pod;
 mod resources;
 #[cfg(test)]
@@ -158,6 +161,8 @@ pub fn validate(
                 if let Some(old_spec) = old_spec {
                     validator.immutable(spec, old_spec, "volumeClaimTemplates", &spec_path);
                 }
+            } else if checks("networkPolicy") {
+                validator.network_policy(spec, &spec_path);
             }
         }
         SandboxKind::SandboxClaim => {
