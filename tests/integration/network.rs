@@ -135,12 +135,19 @@ async fn idle_pool_pods_are_isolated_from_the_moment_they_exist() {
     for pod in &pods {
         assert!(selects(&spec, pod), "{} is not selected", pod.name_any());
     }
-    // The default policy file: link-local (cloud metadata) excepted, IPv6 open.
+    // The default policy file: the cloud metadata addresses excepted
+    // (link-local and Alibaba's in IPv4, EC2's in IPv6).
     assert_eq!(
         egress_blocks(&spec),
         vec![
-            ("0.0.0.0/0".to_string(), vec!["169.254.0.0/16".to_string()]),
-            ("::/0".to_string(), vec![])
+            (
+                "0.0.0.0/0".to_string(),
+                vec![
+                    "169.254.0.0/16".to_string(),
+                    "100.100.100.200/32".to_string()
+                ]
+            ),
+            ("::/0".to_string(), vec!["fd00:ec2::254/128".to_string()])
         ]
     );
     // Resyncs (a pool change wakes a reconcile, and so does a scale-up that
@@ -301,7 +308,13 @@ async fn per_template_mode_makes_the_template_policy_before_idle_pods() {
     assert!(selects(&spec, pod));
     assert_eq!(
         egress_blocks(&spec)[0],
-        ("0.0.0.0/0".to_string(), vec!["169.254.0.0/16".to_string()])
+        (
+            "0.0.0.0/0".to_string(),
+            vec![
+                "169.254.0.0/16".to_string(),
+                "100.100.100.200/32".to_string()
+            ]
+        )
     );
     // The template's policy covers idle Pods: no pool policy in this mode.
     assert!(

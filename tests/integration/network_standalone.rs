@@ -108,8 +108,14 @@ async fn a_standalone_sandbox_gets_the_denied_egress_before_its_pod() {
     assert_eq!(
         egress_blocks(&spec),
         vec![
-            ("0.0.0.0/0".to_string(), vec!["169.254.0.0/16".to_string()]),
-            ("::/0".to_string(), vec![])
+            (
+                "0.0.0.0/0".to_string(),
+                vec![
+                    "169.254.0.0/16".to_string(),
+                    "100.100.100.200/32".to_string()
+                ]
+            ),
+            ("::/0".to_string(), vec!["fd00:ec2::254/128".to_string()])
         ]
     );
     let pod = ns.api::<Pod>().get("solo").await.unwrap();
