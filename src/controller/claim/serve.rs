@@ -513,11 +513,12 @@ pub(super) async fn repoint(
     crate::controller::repoint::point_sandbox_at(&ctx.client, sandbox, pod).await
 }
 
-/// When the template has a pool: counts a claim that found no idle Ready
-/// Pod in it (and took one still starting, `starting`, or went cold) and,
-/// off the claim's path, publishes the PoolExhausted Event. A template
-/// without a pool has nothing to exhaust: its claims are cold by design,
-/// and counting them would raise the exhaustion alert for good.
+/// When the template has a pool that keeps idle Pods: counts a claim that
+/// found no idle Ready Pod in it (and took one still starting, `starting`,
+/// or went cold) and, off the claim's path, publishes the PoolExhausted
+/// Event. A template without such a pool (none, or only pools sized to
+/// zero) has nothing to exhaust: its claims are cold by design, and
+/// counting them would raise the exhaustion alert for good.
 fn pool_exhausted(
     ctx: &Arc<Context>,
     claim: &SandboxClaim,

@@ -832,6 +832,7 @@ async fn operator_alerts_follow_leader_election_and_the_release_namespace() {
         "SandboxWebhookLatencyHigh",
         "SandboxReconcileErrors",
         "SandboxOperatorAPIWritesSlow",
+        "SandboxOperatorAPIWritesFailing",
         "SandboxOperatorQueueBacklog",
     ] {
         let (_, expr) = alert_rules(&scoped)
