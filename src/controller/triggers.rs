@@ -15,12 +15,9 @@ use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::index::PodIndex;
 use super::index::named::NamedPods;
-use super::ownership::controller_of_kind;
 use super::warmpool::Expectations;
 use super::warmpool::members::Member;
-use crate::api::{
-    SANDBOX_LABEL, Sandbox, SandboxClaim, SandboxTemplate, SandboxWarmPool, TEMPLATE_LABEL,
-};
+use crate::api::{SANDBOX_LABEL, Sandbox, SandboxClaim, SandboxTemplate, SandboxWarmPool};
 
 mod policy;
 pub(super) use policy::{PolicyOwners, network_policy_trigger};
@@ -160,7 +157,6 @@ where
 /// The caches [`template_trigger`] reads.
 pub(super) struct TemplateUsers {
     pub(super) pools: Store<SandboxWarmPool>,
-    pub(super) sandboxes: Store<Sandbox>,
     pub(super) claims: Store<SandboxClaim>,
 }
 
@@ -168,8 +164,8 @@ pub(super) struct TemplateUsers {
 /// the template, read from the pool cache; when the template is made (or
 /// changed), the claims of its name that said `TemplateNotFound` (they
 /// wait for this event, not by asking the API server again and again);
-/// and, when the template is deleted, the claims served from it (their
-/// Sandboxes carry its label): in per-template mode the template's
+/// and, when the template is deleted, the claims of that template: in
+/// per-template mode the template's
 /// NetworkPolicy goes with it, and each such claim then makes a policy of
 /// its own.
 pub(super) fn template_trigger(
@@ -177,11 +173,7 @@ pub(super) fn template_trigger(
     pool_tx: mpsc::UnboundedSender<ObjectRef<SandboxWarmPool>>,
     claim_tx: mpsc::UnboundedSender<ObjectRef<SandboxClaim>>,
 ) -> impl Fn(&SandboxTemplate, bool) {
-    let TemplateUsers {
-        pools,
-        sandboxes,
-        claims,
-    } = users;
+    let TemplateUsers { pools, claims } = users;
     move |template: &SandboxTemplate, deleted: bool| {
         let namespace = template.namespace();
         let name = template.name_any();
@@ -202,14 +194,15 @@ pub(super) fn template_trigger(
             }
             return;
         }
-        let namespace = namespace.unwrap_or_default();
-        for sandbox in sandboxes.state().iter().filter(|s| {
-            s.namespace().as_deref() == Some(namespace.as_str())
-                && s.labels().get(TEMPLATE_LABEL) == Some(&name)
-        }) {
-            if let Some(claim) = controller_of_kind(sandbox.owner_references(), "SandboxClaim") {
-                let _ = claim_tx.unbounded_send(ObjectRef::new(&claim.name).within(&namespace));
-            }
+        // Found by the template their claim names (immutable), never by a
+        // Sandbox's template label, which its user may edit (found by
+        // review: a tenant who removed it kept its claim from being woken).
+        for claim in claims
+            .state()
+            .iter()
+            .filter(|c| c.namespace() == namespace && c.spec.sandbox_template_ref.name == name)
+        {
+            let _ = claim_tx.unbounded_send(ObjectRef::from_obj(claim.as_ref()));
         }
     }
 }

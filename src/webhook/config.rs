@@ -4,7 +4,8 @@
 //! - `failurePolicy: Fail`: the policy is a security boundary (privileged
 //!   Pods, host namespaces); if the webhook is down, sandbox objects are
 //!   refused rather than stored unchecked. The blast radius is small: only
-//!   our four resources are matched, never Pods or core objects.
+//!   our four resources (and the validating webhook a pool's scale
+//!   subresource) are matched, never Pods or core objects.
 //! - `timeoutSeconds: 5`: admission is pure in-memory work (well under a
 //!   millisecond); 5 s leaves room for a TLS handshake on a cold connection
 //!   and stays far below the API server's own request timeout.

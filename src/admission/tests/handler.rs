@@ -486,10 +486,14 @@ fn a_pool_scale_request_is_held_to_the_pools_replica_bound() {
         );
     }
     // A request that keeps the stored size is not judged again: a pool
-    // stored at 50 before the policy was tightened can still be read and
-    // re-applied, only not grown.
+    // stored at 50 before the policy was tightened can still be re-applied,
+    // only not grown.
     assert!(handler.validate(&scale_request(Some(50), Some(50))).allowed);
     assert!(!handler.validate(&scale_request(Some(51), Some(50))).allowed);
+    // Nor stepping down: an autoscaler above a lowered limit comes back
+    // under it one step at a time.
+    assert!(handler.validate(&scale_request(Some(40), Some(50))).allowed);
+    assert!(handler.validate(&scale_request(None, Some(50))).allowed);
     // The mutating webhook leaves a Scale as it is (it is not registered for
     // it; if it were called, it would still change nothing).
     let mutated = handler.mutate(&scale_request(Some(50), Some(3)));

@@ -191,10 +191,11 @@ pub fn validate(
 /// Validates a scale request on a pool (`sandboxwarmpools/scale`, what
 /// `kubectl scale`, an HPA or KEDA send): an `autoscaling/v1` Scale whose
 /// `spec.replicas` becomes the pool's, held to the same bound as a write of
-/// the pool itself. A Scale leaves `spec.replicas` out for 0. As for the
-/// pool, the bound applies only to a change: a request that keeps the
-/// stored size (`old_object`) is admitted even above a policy tightened
-/// since.
+/// the pool itself. A Scale leaves `spec.replicas` out for 0. The bound
+/// applies only to growth: a request that keeps or lowers the stored size
+/// (`old_object`) is admitted even above a policy tightened since, so an
+/// autoscaler above the limit can still step down (found by the second
+/// read: a pool at 50 under a limit lowered to 10 could not go to 40).
 pub fn validate_pool_scale(object: &Value, old_object: Option<&Value>, policy: &Policy) -> Verdict {
     let mut validator = Validator {
         policy,
@@ -216,7 +217,14 @@ pub fn validate_pool_scale(object: &Value, old_object: Option<&Value>, policy: &
             .unwrap_or(Value::from(0))
     };
     let old_spec = ratchet::member(old_object.and_then(Value::as_object), "spec");
-    if old_object.is_some() && replicas(spec) == replicas(old_spec) {
+    let (asked, stored) = (replicas(spec), replicas(old_spec));
+    if old_object.is_some()
+        && (asked == stored
+            || asked
+                .as_i64()
+                .zip(stored.as_i64())
+                .is_some_and(|(asked, stored)| (0..=stored).contains(&asked)))
+    {
         return validator.verdict;
     }
     let mut asked = spec.cloned().unwrap_or_default();

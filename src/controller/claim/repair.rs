@@ -199,6 +199,17 @@ pub(super) const STEAL_SETTLE: Duration = Duration::from_secs(60);
 /// Pod is not a pool's: then the repair goes on. Pure.
 pub(super) fn settling(sandbox: &Sandbox, pod: &Pod, now: jiff::Timestamp) -> Option<Duration> {
     controller_of_kind(pod.owner_references(), "SandboxWarmPool")?;
+    // Only a Pod a steal could still land on: Ready, or starting cleanly.
+    // One that ended, is unschedulable or whose start went wrong refuses
+    // the other process's steal (it re-checks on its retry), so there is
+    // nothing to wait for (found by the second read).
+    let takeable = crate::controller::pod_is_ready(pod)
+        || (!crate::controller::pod_has_ended(pod)
+            && crate::controller::warmpool::members::unschedulable_message(pod).is_none()
+            && !crate::controller::takeover::start_went_wrong(pod));
+    if !takeable {
+        return None;
+    }
     let created = sandbox.metadata.creation_timestamp.as_ref()?.0;
     let age = now.duration_since(created);
     let left = jiff::SignedDuration::try_from(STEAL_SETTLE).ok()? - age;

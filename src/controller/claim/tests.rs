@@ -394,6 +394,20 @@ fn a_repair_waits_for_a_steal_in_flight_only_while_it_can_land() {
         "at least a second"
     );
     assert_eq!(wait(&pooled, 60), None, "the steal can no longer land");
+    let mut crashing = pooled.clone();
+    crashing.status = Some(
+        serde_json::from_value(serde_json::json!({
+            "phase": "Running",
+            "containerStatuses": [{"name": "c", "ready": false, "restartCount": 3, "image": "i",
+                "imageID": "", "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]
+        }))
+        .unwrap(),
+    );
+    assert_eq!(
+        wait(&crashing, 0),
+        None,
+        "no steal lands on a Pod whose start went wrong"
+    );
     let mut taken = pooled.clone();
     taken.metadata.owner_references = Some(vec![controller("SandboxClaim", "other", "ou")]);
     assert_eq!(

@@ -92,7 +92,6 @@ impl CacheSpawner<'_> {
             template_trigger(
                 TemplateUsers {
                     pools: pools.clone(),
-                    sandboxes: sandboxes.clone(),
                     claims: claims.clone(),
                 },
                 pool_tx.clone(),

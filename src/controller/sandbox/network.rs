@@ -299,6 +299,15 @@ fn claim_policy_replacing(
         // policy alone, which selects the template label taken from the
         // claim (`claim_template`). No Pod is created while either is
         // unknown here.
+        // The claim's own policy (deny all: it made one when the template
+        // and its policy were deleted) covers the Pod instead.
+        None if !per_claim
+            && cached.as_ref().is_some_and(|p| {
+                controller_uid(&p.metadata).is_some() && controller_uid(&p.metadata) == claim_uid
+            }) =>
+        {
+            Ensured::Done
+        }
         None if !per_claim => match template_policy_missing(ctx, sandbox, namespace) {
             Some(why) => Ensured::HoldCreate(ConditionUpdate::ready(
                 false,

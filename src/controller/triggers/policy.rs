@@ -139,24 +139,40 @@ impl PolicyOwners {
     /// the cache shows it waiting for its claim's policy
     /// (`NetworkPolicyReplacing`), may start its Pod now. One cache lookup;
     /// the warm path's Sandbox is not waiting, so it wakes nothing there.
+    /// A template's policy made (per-template mode): the waiting Sandboxes
+    /// of the claims of that template, whose cold Pods wait for it (before,
+    /// found by review, they waited for the 10 s recheck).
     fn wake_a_waiting_sandbox(&self, policy: &NetworkPolicy) {
         if policy.metadata.deletion_timestamp.is_some() {
             return;
         }
-        let Some(owner) = policy
-            .owner_references()
-            .iter()
-            .find(|o| o.controller == Some(true) && o.kind == "SandboxClaim")
-        else {
+        let Some(owner) = policy.owner_references().iter().find(|o| {
+            o.controller == Some(true)
+                && matches!(o.kind.as_str(), "SandboxClaim" | "SandboxTemplate")
+        }) else {
             return;
         };
-        let sandbox = ObjectRef::new(&owner.name).within(&policy.namespace().unwrap_or_default());
-        if self
-            .sandboxes
-            .get(&sandbox)
-            .is_some_and(|s| waiting_for_the_claims_policy(&s))
-        {
-            let _ = self.sandbox_tx.unbounded_send(sandbox);
+        let namespace = policy.namespace().unwrap_or_default();
+        let wake = |name: &str| {
+            let sandbox = ObjectRef::new(name).within(&namespace);
+            if self
+                .sandboxes
+                .get(&sandbox)
+                .is_some_and(|s| waiting_for_the_claims_policy(&s))
+            {
+                let _ = self.sandbox_tx.unbounded_send(sandbox);
+            }
+        };
+        if owner.kind == "SandboxClaim" {
+            wake(&owner.name);
+            return;
+        }
+        for claim in self.claims.state() {
+            if claim.namespace().as_deref() == Some(namespace.as_str())
+                && claim.spec.sandbox_template_ref.name == owner.name
+            {
+                wake(&claim.name_any());
+            }
         }
     }
 
