@@ -33,6 +33,7 @@ mod policy;
 pub mod pss;
 mod quantity;
 mod ratchet;
+pub mod user_namespaces;
 mod validate;
 
 use kube::core::admission::Operation;
@@ -47,6 +48,7 @@ pub use policy::{
     StandalonePolicy, TolerationRule, everywhere_except, restrict_egress,
 };
 pub use quantity::{Quantity, QuantityError};
+pub use user_namespaces::{UserNamespaces, UserNamespacesSetting};
 pub use validate::{
     MAX_LABEL_VALUE, Verdict, is_reserved_key, label_value_rule, validate, validate_pool_scale,
 };

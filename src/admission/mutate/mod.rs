@@ -20,7 +20,9 @@
 //!   - `runtimeClassName` when the policy has a default;
 //!   - pod `securityContext.seccompProfile: {type: RuntimeDefault}`, and under
 //!     the restricted profile `securityContext.runAsNonRoot: true` (not with
-//!     `hostUsers: false`, where Pod Security does not ask for it);
+//!     `hostUsers: false` on a cluster known to support user namespaces,
+//!     where Pod Security does not ask for it: the policy snapshot carries
+//!     that fact, see [`super::user_namespaces`]);
 //!   - for each container and init container: default `cpu`/`memory`
 //!     requests and limits (see [`ResourceDefaults`](super::ResourceDefaults)),
 //!     `securityContext.allowPrivilegeEscalation: false`, and under the
@@ -112,7 +114,8 @@ struct Patcher<'p> {
     /// False for `os.name: windows` pods, where the Linux-only fields
     /// (seccomp, allowPrivilegeEscalation, capabilities) may not be set.
     linux: bool,
-    /// `hostUsers: false`: Pod Security does not require `runAsNonRoot`.
+    /// `hostUsers: false` on a cluster known to support user namespaces:
+    /// Pod Security does not require `runAsNonRoot`.
     user_namespace: bool,
 }
 
@@ -259,7 +262,11 @@ impl Patcher<'_> {
             .and_then(|os| present(os, "name"))
             .and_then(Value::as_str)
             != Some("windows");
-        self.user_namespace = present(spec, "hostUsers") == Some(&Value::Bool(false));
+        // As the Pod Security checks decide it (`pss::PodView`): without the
+        // fact, the API server may drop hostUsers and Pod Security then asks
+        // for runAsNonRoot, which is defaulted here.
+        self.user_namespace = present(spec, "hostUsers") == Some(&Value::Bool(false))
+            && self.policy.user_namespaces.supported();
         if !self.policy.automount_service_account_token
             && present(spec, "automountServiceAccountToken").is_none()
         {

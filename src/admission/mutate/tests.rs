@@ -1,6 +1,7 @@
 //! Unit tests of defaulting.
 
 use super::*;
+use crate::admission::UserNamespaces;
 use crate::admission::tests::{aio_sandbox, claim, object_from_yaml, pool};
 
 fn now() -> Timestamp {
@@ -208,11 +209,36 @@ fn windows_pods_get_no_linux_only_fields_and_user_namespaces_no_run_as_non_root(
     let user_namespace = object_from_yaml(
         "kind: Sandbox\nspec:\n  podTemplate:\n    spec:\n      hostUsers: false\n      containers: [{name: c, image: a:1}]\n",
     );
-    let (_, mutated) = mutate_twice(SandboxKind::Sandbox, &user_namespace, &policy);
+    let supported = Policy {
+        user_namespaces: UserNamespaces::Supported,
+        ..policy.clone()
+    };
+    let (_, mutated) = mutate_twice(SandboxKind::Sandbox, &user_namespace, &supported);
     assert_eq!(
         mutated["spec"]["podTemplate"]["spec"]["securityContext"],
         json!({"seccompProfile": {"type": "RuntimeDefault"}})
     );
+}
+
+#[test]
+fn host_users_false_skips_run_as_non_root_only_where_user_namespaces_are_supported() {
+    // Where the API server may drop hostUsers, Pod Security asks for
+    // runAsNonRoot: it is defaulted as for any pod.
+    let user_namespace = object_from_yaml(
+        "kind: Sandbox\nspec:\n  podTemplate:\n    spec:\n      hostUsers: false\n      containers: [{name: c, image: a:1}]\n",
+    );
+    for fact in [UserNamespaces::Unknown, UserNamespaces::Unsupported] {
+        let policy = Policy {
+            user_namespaces: fact,
+            ..Policy::from_yaml("profile: restricted").unwrap()
+        };
+        let (_, mutated) = mutate_twice(SandboxKind::Sandbox, &user_namespace, &policy);
+        assert_eq!(
+            mutated["spec"]["podTemplate"]["spec"]["securityContext"],
+            json!({"seccompProfile": {"type": "RuntimeDefault"}, "runAsNonRoot": true}),
+            "{fact:?}"
+        );
+    }
 }
 
 #[test]

@@ -83,6 +83,12 @@ pub struct Policy {
     pub allow_resource_claims: bool,
     /// Sandbox networking: address ranges no sandbox may reach.
     pub network: NetworkRules,
+    /// Not configuration but a fact about the cluster, carried with the
+    /// policy so that the webhook and the controllers judge by one snapshot:
+    /// whether `hostUsers: false` may relax Pod Security (unknown until the
+    /// operator found out; see [`PolicyStore::set_user_namespaces`]).
+    #[serde(skip)]
+    pub user_namespaces: super::user_namespaces::UserNamespaces,
 }
 
 /// How strict the Pod Security rules are.
@@ -123,6 +129,7 @@ impl Default for Policy {
             allowed_priority_classes: Vec::new(),
             allow_resource_claims: false,
             network: NetworkRules::default(),
+            user_namespaces: Default::default(),
         }
     }
 }

@@ -1,13 +1,18 @@
 //! The current policy as the webhook and the controllers read it, swapped
 //! atomically on reload; a failed reload keeps the last good policy.
+//!
+//! Each snapshot also carries the process's user-namespace fact
+//! ([`UserNamespaces`], found out at start): a reload keeps it, and setting
+//! it swaps in a snapshot that has it.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use tracing::{info, warn};
 
+use super::super::user_namespaces::UserNamespaces;
 use super::{Policy, PolicyError};
 
 /// The current policy, shared by the webhook and whoever reloads it.
@@ -17,6 +22,10 @@ use super::{Policy, PolicyError};
 #[derive(Clone, Debug)]
 pub struct PolicyStore {
     current: Arc<ArcSwap<Policy>>,
+    /// The user-namespace fact every snapshot carries. Writers (a reload,
+    /// a replace, the fact found out) hold the lock while they read the
+    /// current value and store the next, so none of them undoes another.
+    user_namespaces: Arc<Mutex<UserNamespaces>>,
 }
 
 impl Default for PolicyStore {
@@ -26,9 +35,10 @@ impl Default for PolicyStore {
 }
 
 impl PolicyStore {
-    /// A store holding `policy`.
+    /// A store holding `policy`, with its user-namespace fact.
     pub fn new(policy: Policy) -> Self {
         PolicyStore {
+            user_namespaces: Arc::new(Mutex::new(policy.user_namespaces)),
             current: Arc::new(ArcSwap::from_pointee(policy)),
         }
     }
@@ -43,20 +53,52 @@ impl PolicyStore {
         self.current.load_full()
     }
 
-    /// Replaces the policy. The caller is responsible for having checked it.
+    /// Replaces the policy, keeping the store's user-namespace fact. The
+    /// caller is responsible for having checked it.
     pub fn replace(&self, policy: Policy) {
-        self.current.store(Arc::new(policy));
+        self.install(policy);
     }
 
-    /// Loads `path` and makes it the current policy.
+    /// Loads `path` and makes it the current policy (with the store's
+    /// user-namespace fact).
     ///
     /// On any error (unreadable file, bad YAML, a policy that breaks a rule)
     /// the current policy stays in place and the error is returned, so a bad
     /// edit of a ConfigMap never leaves the webhook without a policy.
     pub fn reload_from_file(&self, path: &Path) -> Result<Arc<Policy>, PolicyError> {
-        let policy = Arc::new(Policy::from_file(path)?);
+        Ok(self.install(Policy::from_file(path)?))
+    }
+
+    /// The user-namespace fact the snapshots carry.
+    pub fn user_namespaces(&self) -> UserNamespaces {
+        *self.lock_user_namespaces()
+    }
+
+    /// Sets the user-namespace fact: the current policy is swapped for a
+    /// copy that carries it (readers holding the old snapshot finish with
+    /// it), and every later reload keeps it.
+    pub fn set_user_namespaces(&self, fact: UserNamespaces) {
+        let mut held = self.lock_user_namespaces();
+        *held = fact;
+        let mut policy = Policy::clone(&self.current.load());
+        policy.user_namespaces = fact;
+        self.current.store(Arc::new(policy));
+    }
+
+    /// Stores `policy` with the store's fact, under the fact's lock.
+    fn install(&self, mut policy: Policy) -> Arc<Policy> {
+        let held = self.lock_user_namespaces();
+        policy.user_namespaces = *held;
+        let policy = Arc::new(policy);
         self.current.store(Arc::clone(&policy));
-        Ok(policy)
+        policy
+    }
+
+    fn lock_user_namespaces(&self) -> std::sync::MutexGuard<'_, UserNamespaces> {
+        // The value is a plain enum: a panic elsewhere cannot leave it torn.
+        self.user_namespaces
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Follows `path`: every `interval`, reloads it when its modification
@@ -165,6 +207,22 @@ mod tests {
         assert!(outcomes.contains(&false), "{outcomes:?}");
         assert_eq!(outcomes.last(), Some(&true), "{outcomes:?}");
         std::fs::remove_dir_all(&directory).unwrap();
+    }
+
+    #[test]
+    fn the_user_namespace_fact_is_in_every_snapshot_and_survives_reloads() {
+        let store = PolicyStore::default();
+        assert_eq!(store.current().user_namespaces, UserNamespaces::Unknown);
+        let before = store.current();
+        store.set_user_namespaces(UserNamespaces::Supported);
+        assert_eq!(store.current().user_namespaces, UserNamespaces::Supported);
+        // A new snapshot: caches keyed on the snapshot see the change.
+        assert!(!Arc::ptr_eq(&before, &store.current()));
+        assert_eq!(before.user_namespaces, UserNamespaces::Unknown);
+        store.replace(Policy::from_yaml("maxPoolReplicas: 3").unwrap());
+        assert_eq!(store.current().max_pool_replicas, 3);
+        assert_eq!(store.current().user_namespaces, UserNamespaces::Supported);
+        assert_eq!(store.clone().user_namespaces(), UserNamespaces::Supported);
     }
 
     #[test]

@@ -279,20 +279,23 @@ pub(crate) fn se_linux_options(pod: &PodView<'_>, findings: &mut Findings<'_>) {
 }
 
 /// `procMount`: `securityContext.procMount` unset or `Default`, unless the
-/// pod runs in a user namespace (`hostUsers: false`).
+/// pod runs in a user namespace (`hostUsers: false`, on a cluster known to
+/// give it one).
 pub(crate) fn proc_mount_baseline(pod: &PodView<'_>, findings: &mut Findings<'_>) {
     if !pod.user_namespace {
-        proc_mount(pod, findings, "procMount");
+        proc_mount(pod, findings, "procMount", pod.not_relaxed());
     }
 }
 
 /// `procMount_restricted` (replaces `procMount`): `procMount` unset or
 /// `Default`, user namespace or not.
 pub(crate) fn proc_mount_restricted(pod: &PodView<'_>, findings: &mut Findings<'_>) {
-    proc_mount(pod, findings, "procMount_restricted");
+    proc_mount(pod, findings, "procMount_restricted", "");
 }
 
-fn proc_mount(pod: &PodView<'_>, findings: &mut Findings<'_>, check: &str) {
+/// Denies under `check` every `procMount` other than `Default`, the message
+/// ending with `note`.
+fn proc_mount(pod: &PodView<'_>, findings: &mut Findings<'_>, check: &str, note: &str) {
     for container in &pod.containers {
         let Some(context) = container.context else {
             continue;
@@ -303,7 +306,7 @@ fn proc_mount(pod: &PodView<'_>, findings: &mut Findings<'_>, check: &str) {
             findings.deny(
                 check,
                 &container.context_path.key("procMount"),
-                format!("{mount:?} is not allowed; only Default"),
+                format!("{mount:?} is not allowed; only Default{note}"),
             );
         }
     }

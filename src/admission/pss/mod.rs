@@ -7,6 +7,15 @@
 //! - [`check_pod`] runs every check of a level over one pod (metadata and
 //!   spec as raw JSON) and returns a [`Denial`] per offending field, phrased
 //!   `path: rule (Pod Security <level>: <check ID>)`.
+//! - [`PodSecurityOptions`] is what a run needs besides the pod: the level,
+//!   and whether the cluster is known to support user namespaces
+//!   ([`UserNamespaces`]). Upstream relaxes three checks for a pod with
+//!   `hostUsers: false` (restricted `runAsNonRoot` and `runAsUser`, baseline
+//!   `procMount`), but judges the Pod as stored, and an API server whose
+//!   `UserNamespacesSupport` gate is off drops `hostUsers` before Pod
+//!   Security sees it: so these checks relax only where user namespaces are
+//!   known to be supported, and a denial they make on a pod that set
+//!   `hostUsers: false` says why it was not relaxed.
 //!
 //! Containers are visited in every list the upstream checks visit
 //! (`initContainers`, `containers`, `ephemeralContainers`), at pod and
@@ -21,7 +30,8 @@ mod restricted;
 use serde_json::{Map, Value};
 
 use super::field::{Denial, FieldPath};
-use super::policy::Profile;
+use super::policy::{Policy, Profile};
+use super::user_namespaces::UserNamespaces;
 use pod::{Findings, PodView};
 
 pub(crate) use baseline::BASELINE_CAPABILITIES;
@@ -133,7 +143,7 @@ pub const CHECKS: [PodSecurityCheck; 19] = [
         "procMount",
         Baseline,
         None,
-        "procMount Default (relaxed with hostUsers: false)",
+        "procMount Default (relaxed with hostUsers: false where supported)",
         b::proc_mount_baseline,
     ),
     check(
@@ -168,14 +178,14 @@ pub const CHECKS: [PodSecurityCheck; 19] = [
         "runAsNonRoot",
         Restricted,
         None,
-        "runAsNonRoot: true (relaxed with hostUsers: false)",
+        "runAsNonRoot: true (relaxed with hostUsers: false where supported)",
         r::run_as_non_root,
     ),
     check(
         "runAsUser",
         Restricted,
         None,
-        "no runAsUser: 0 (relaxed with hostUsers: false)",
+        "no runAsUser: 0 (relaxed with hostUsers: false where supported)",
         r::run_as_user,
     ),
     check(
@@ -210,20 +220,70 @@ pub fn applies(check: &PodSecurityCheck, level: Profile) -> bool {
     }
 }
 
-/// Runs every check of `level` over one pod and returns the findings.
+/// What a run of the checks needs besides the pod.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PodSecurityOptions {
+    /// The level whose checks run.
+    pub level: Profile,
+    /// Whether the cluster is known to support user namespaces: only then
+    /// does `hostUsers: false` relax the checks upstream relaxes for it.
+    pub user_namespaces: UserNamespaces,
+}
+
+impl PodSecurityOptions {
+    /// The checks of `level` on a cluster where `user_namespaces`.
+    pub fn new(level: Profile, user_namespaces: UserNamespaces) -> Self {
+        PodSecurityOptions {
+            level,
+            user_namespaces,
+        }
+    }
+}
+
+/// A bare level: user namespaces are not known to be supported, so
+/// `hostUsers: false` relaxes nothing (fail closed).
+impl From<Profile> for PodSecurityOptions {
+    fn from(level: Profile) -> Self {
+        PodSecurityOptions::new(level, UserNamespaces::Unknown)
+    }
+}
+
+impl Policy {
+    /// The Pod Security options this policy snapshot judges by: its
+    /// profile, and the user-namespace fact it carries
+    /// ([`PolicyStore::set_user_namespaces`](super::PolicyStore::set_user_namespaces)).
+    pub fn pod_security(&self) -> PodSecurityOptions {
+        PodSecurityOptions::new(self.profile, self.user_namespaces)
+    }
+}
+
+/// Runs every check of the options' level over one pod and returns the
+/// findings.
 ///
 /// `metadata` is the pod's metadata (for the AppArmor annotations) at
-/// `metadata_path`; `spec` is its spec at `spec_path`.
+/// `metadata_path`; `spec` is its spec at `spec_path`. A bare [`Profile`]
+/// converts to options with user namespaces unknown (no relaxation).
 pub(crate) fn check_pod(
-    level: Profile,
+    options: impl Into<PodSecurityOptions>,
     metadata: Option<&Map<String, Value>>,
     metadata_path: &FieldPath,
     spec: &Map<String, Value>,
     spec_path: &FieldPath,
 ) -> Vec<Denial> {
+    let PodSecurityOptions {
+        level,
+        user_namespaces,
+    } = options.into();
     let mut denials = Vec::new();
     let mut findings = Findings::new(level, &mut denials);
-    let pod = PodView::new(metadata, metadata_path, spec, spec_path, &mut findings);
+    let pod = PodView::new(
+        metadata,
+        metadata_path,
+        spec,
+        spec_path,
+        user_namespaces,
+        &mut findings,
+    );
     for check in CHECKS.iter().filter(|c| applies(c, level)) {
         (check.run)(&pod, &mut findings);
     }
@@ -248,15 +308,15 @@ pub fn allows_volume_type(level: Profile, kind: &str) -> bool {
     }
 }
 
-/// Runs every check of `level` over a Pod object as the API server sees it
-/// (`{metadata, spec}`); paths start at `metadata` and `spec`. A Pod
-/// without a spec object is one denial.
-pub fn check_pod_object(level: Profile, pod: &Value) -> Vec<Denial> {
+/// Runs every check of the options' level over a Pod object as the API
+/// server sees it (`{metadata, spec}`); paths start at `metadata` and
+/// `spec`. A Pod without a spec object is one denial.
+pub fn check_pod_object(options: impl Into<PodSecurityOptions>, pod: &Value) -> Vec<Denial> {
     let root = FieldPath::root();
     let metadata = pod.get("metadata").and_then(Value::as_object);
     match pod.get("spec").and_then(Value::as_object) {
         Some(spec) => check_pod(
-            level,
+            options,
             metadata,
             &root.key("metadata"),
             spec,

@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 use super::super::field::{Denial, FieldPath, ObjectItem, object_items, optional, optional_object};
 use super::super::policy::Profile;
+use super::super::user_namespaces::UserNamespaces;
 
 /// The container lists of a pod spec, in the order the checks visit them.
 pub(crate) const CONTAINER_LISTS: [&str; 3] =
@@ -46,10 +47,18 @@ pub(crate) struct PodView<'v> {
     pub containers: Vec<ContainerView<'v>>,
     /// `spec.os.name: windows`: the Linux-only restricted checks do not apply.
     pub windows: bool,
-    /// `spec.hostUsers: false`: the pod runs in a user namespace, which
-    /// relaxes the root-user checks (and procMount at baseline).
+    /// `spec.hostUsers: false`: the pod asks for a user namespace.
+    pub asks_user_namespace: bool,
+    /// The pod asks for a user namespace and the cluster is known to give
+    /// it one (see [`UserNamespaces`]): the root-user checks (and procMount
+    /// at baseline) are relaxed, as upstream relaxes them.
     pub user_namespace: bool,
 }
+
+/// Why a check that `hostUsers: false` relaxes still ran on a pod that set
+/// it; ends the check's message.
+const NOT_RELAXED: &str = " (hostUsers: false would allow it, but user namespaces are not known \
+    to be supported on this cluster; if they are, set --user-namespaces=enabled)";
 
 /// Where findings go, each tagged with the check and level that made it.
 pub(crate) struct Findings<'o> {
@@ -159,14 +168,27 @@ impl<'v> PodView<'v> {
         }
     }
 
+    /// What a denial of a check that `hostUsers: false` relaxes ends with:
+    /// nothing, or, when the pod set it on a cluster not known to honour
+    /// it, why it did not relax the check and how to say that it does.
+    pub(crate) fn not_relaxed(&self) -> &'static str {
+        if self.asks_user_namespace && !self.user_namespace {
+            NOT_RELAXED
+        } else {
+            ""
+        }
+    }
+
     /// The view of a pod with `metadata` (may be absent) at `metadata_path`
-    /// and `spec` at `spec_path`; malformed structure is recorded in
-    /// `findings` and left out of the view.
+    /// and `spec` at `spec_path`, on a cluster where `user_namespaces`;
+    /// malformed structure is recorded in `findings` and left out of the
+    /// view.
     pub(crate) fn new(
         metadata: Option<&'v Map<String, Value>>,
         metadata_path: &FieldPath,
         spec: &'v Map<String, Value>,
         spec_path: &FieldPath,
+        user_namespaces: UserNamespaces,
         findings: &mut Findings<'_>,
     ) -> Self {
         let annotations = metadata.and_then(|m| findings.object(m, "annotations", metadata_path));
@@ -175,7 +197,7 @@ impl<'v> PodView<'v> {
             .object(spec, "os", spec_path)
             .and_then(|os| findings.str(os, "name", &spec_path.key("os")))
             == Some("windows");
-        let user_namespace = findings.bool(spec, "hostUsers", spec_path) == Some(false);
+        let asks_user_namespace = findings.bool(spec, "hostUsers", spec_path) == Some(false);
         let mut containers = Vec::new();
         for list in CONTAINER_LISTS {
             let Some(items) = findings.read(object_items(spec, list, spec_path)) else {
@@ -201,7 +223,8 @@ impl<'v> PodView<'v> {
             context_path: spec_path.key("securityContext"),
             containers,
             windows,
-            user_namespace,
+            asks_user_namespace,
+            user_namespace: asks_user_namespace && user_namespaces.supported(),
         }
     }
 }

@@ -75,11 +75,13 @@ pub(crate) fn allow_privilege_escalation(pod: &PodView<'_>, findings: &mut Findi
 }
 
 /// `runAsNonRoot`: never false, and true for every container (directly or
-/// through the pod); relaxed for pods in a user namespace.
+/// through the pod); relaxed for pods in a user namespace (only on a
+/// cluster known to give them one, see [`PodView::user_namespace`]).
 pub(crate) fn run_as_non_root(pod: &PodView<'_>, findings: &mut Findings<'_>) {
     if pod.user_namespace {
         return;
     }
+    let not_relaxed = pod.not_relaxed();
     let pod_setting = pod
         .context
         .and_then(|c| findings.bool(c, "runAsNonRoot", &pod.context_path));
@@ -87,7 +89,7 @@ pub(crate) fn run_as_non_root(pod: &PodView<'_>, findings: &mut Findings<'_>) {
         findings.deny(
             "runAsNonRoot",
             &pod.context_path.key("runAsNonRoot"),
-            "must not be false",
+            format!("must not be false{not_relaxed}"),
         );
     }
     for container in &pod.containers {
@@ -96,11 +98,17 @@ pub(crate) fn run_as_non_root(pod: &PodView<'_>, findings: &mut Findings<'_>) {
             .and_then(|c| findings.bool(c, "runAsNonRoot", &container.context_path));
         let path = container.context_path.key("runAsNonRoot");
         match setting {
-            Some(false) => findings.deny("runAsNonRoot", &path, "must not be false"),
+            Some(false) => {
+                findings.deny(
+                    "runAsNonRoot",
+                    &path,
+                    format!("must not be false{not_relaxed}"),
+                );
+            }
             None if pod_setting != Some(true) => findings.deny(
                 "runAsNonRoot",
                 &path,
-                "must be true, here or in the pod's securityContext",
+                format!("must be true, here or in the pod's securityContext{not_relaxed}"),
             ),
             _ => {}
         }
@@ -108,7 +116,7 @@ pub(crate) fn run_as_non_root(pod: &PodView<'_>, findings: &mut Findings<'_>) {
 }
 
 /// `runAsUser`: never 0, pod or container; relaxed for pods in a user
-/// namespace.
+/// namespace (only on a cluster known to give them one).
 pub(crate) fn run_as_user(pod: &PodView<'_>, findings: &mut Findings<'_>) {
     if pod.user_namespace {
         return;
@@ -123,7 +131,7 @@ pub(crate) fn run_as_user(pod: &PodView<'_>, findings: &mut Findings<'_>) {
             findings.deny(
                 "runAsUser",
                 &context_path.key("runAsUser"),
-                "0 (root) is not allowed",
+                format!("0 (root) is not allowed{}", pod.not_relaxed()),
             );
         }
     }

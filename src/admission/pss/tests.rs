@@ -5,8 +5,8 @@ use serde_json::{Value, json};
 
 use super::*;
 
-fn findings(level: Profile, pod: Value) -> Vec<String> {
-    check_pod_object(level, &pod)
+fn findings(options: impl Into<PodSecurityOptions>, pod: Value) -> Vec<String> {
+    check_pod_object(options, &pod)
         .iter()
         .map(ToString::to_string)
         .collect()
@@ -112,4 +112,68 @@ fn check_of_reads_the_check_back() {
     assert!(!allows_added_capability(Baseline, "CAP_CHOWN"));
     assert!(allows_added_capability(Restricted, "NET_BIND_SERVICE"));
     assert!(!allows_added_capability(Restricted, "CHOWN"));
+}
+
+/// A restricted-compliant pod but for `runAsUser: 0` in a container,
+/// `procMount: Unmasked`, and no `runAsNonRoot`, with `hostUsers: false`.
+fn root_in_a_user_namespace() -> Value {
+    pod(json!({"hostUsers": false,
+        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{"name": "c", "image": "a:1", "securityContext": {
+            "runAsUser": 0, "procMount": "Unmasked", "allowPrivilegeEscalation": false,
+            "capabilities": {"drop": ["ALL"]}}}]}))
+}
+
+fn with(level: Profile, user_namespaces: UserNamespaces) -> PodSecurityOptions {
+    PodSecurityOptions::new(level, user_namespaces)
+}
+
+#[test]
+fn host_users_false_relaxes_the_three_checks_where_user_namespaces_are_supported() {
+    let pod = root_in_a_user_namespace();
+    // Restricted: runAsNonRoot and runAsUser relaxed; procMount_restricted
+    // never is.
+    assert_eq!(
+        findings(with(Restricted, UserNamespaces::Supported), pod.clone()),
+        [
+            "spec.containers[0].securityContext.procMount: \"Unmasked\" is not allowed; only Default (Pod Security restricted: procMount_restricted)"
+        ]
+    );
+    // Baseline: procMount relaxed.
+    assert!(findings(with(Baseline, UserNamespaces::Supported), pod).is_empty());
+}
+
+#[test]
+fn host_users_false_relaxes_nothing_where_user_namespaces_are_not_known_supported() {
+    const WHY: &str = " (hostUsers: false would allow it, but user namespaces are not known to be supported on this cluster; if they are, set --user-namespaces=enabled)";
+    let pod = root_in_a_user_namespace();
+    for fact in [UserNamespaces::Unknown, UserNamespaces::Unsupported] {
+        assert_eq!(
+            findings(with(Restricted, fact), pod.clone()),
+            [
+                format!("spec.containers[0].securityContext.runAsNonRoot: must be true, here or in the pod's securityContext{WHY} (Pod Security restricted: runAsNonRoot)"),
+                format!("spec.containers[0].securityContext.runAsUser: 0 (root) is not allowed{WHY} (Pod Security restricted: runAsUser)"),
+                "spec.containers[0].securityContext.procMount: \"Unmasked\" is not allowed; only Default (Pod Security restricted: procMount_restricted)".to_owned(),
+            ],
+            "{fact:?}"
+        );
+        assert_eq!(
+            findings(with(Baseline, fact), pod.clone()),
+            [format!(
+                "spec.containers[0].securityContext.procMount: \"Unmasked\" is not allowed; only Default{WHY} (Pod Security baseline: procMount)"
+            )],
+            "{fact:?}"
+        );
+    }
+    // A bare level is the same as not knowing; the check is still named.
+    let denials = check_pod_object(Restricted, &pod);
+    assert_eq!(check_of(&denials[1]), Some("runAsUser"));
+    // Without hostUsers: false the messages say nothing of user namespaces.
+    let mut plain = pod;
+    plain["spec"].as_object_mut().unwrap().remove("hostUsers");
+    assert!(
+        findings(with(Restricted, UserNamespaces::Unknown), plain)
+            .iter()
+            .all(|denial| !denial.contains("hostUsers")),
+    );
 }
