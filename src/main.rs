@@ -65,7 +65,22 @@ enum PolicyCommand {
         /// Policy file (default: the built-in policy).
         #[arg(long)]
         policy: Option<std::path::PathBuf>,
+        /// Judge `hostUsers: false` as on a cluster that supports user
+        /// namespaces or not: offline there is no cluster to ask, so by
+        /// default it relaxes nothing, as in the operator until it knows.
+        #[arg(long, value_enum, default_value_t = OfflineUserNamespaces::Disabled)]
+        user_namespaces: OfflineUserNamespaces,
     },
+}
+
+/// `policy check --user-namespaces`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum OfflineUserNamespaces {
+    /// The API server keeps hostUsers and its Pod Security relaxes for it
+    /// (Kubernetes 1.35+ by default).
+    Enabled,
+    /// hostUsers: false relaxes no check.
+    Disabled,
 }
 
 #[derive(Subcommand, Debug)]
@@ -109,9 +124,21 @@ fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Crd => print!("{}", sandbox_operator::api::crds_yaml()),
         Command::Version => println!("sandbox-operator {}", env!("CARGO_PKG_VERSION")),
         Command::Claim(command) => return Ok(sandbox_operator::cli::run(command)),
-        Command::Policy(PolicyCommand::Check { files, policy }) => {
-            let admitted =
-                sandbox_operator::admission::run_policy_check(&files, policy.as_deref())?;
+        Command::Policy(PolicyCommand::Check {
+            files,
+            policy,
+            user_namespaces,
+        }) => {
+            use sandbox_operator::admission::UserNamespaces;
+            let user_namespaces = match user_namespaces {
+                OfflineUserNamespaces::Enabled => UserNamespaces::Supported,
+                OfflineUserNamespaces::Disabled => UserNamespaces::Unsupported,
+            };
+            let admitted = sandbox_operator::admission::run_policy_check(
+                &files,
+                policy.as_deref(),
+                user_namespaces,
+            )?;
             if !admitted {
                 return Ok(std::process::ExitCode::from(1));
             }
@@ -264,6 +291,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             },
         ));
     }
+    // Whether hostUsers: false may relax Pod Security: found out (or set)
+    // before the webhook serves. Probed where the operator may create Pods:
+    // the watched namespace, else its own (the ClusterRole covers it).
+    sandbox_operator::admission::user_namespaces::settle(
+        args.user_namespaces,
+        &client,
+        args.namespace
+            .clone()
+            .unwrap_or_else(|| args.operator_namespace.clone()),
+        &policy,
+    )
+    .await;
     // The webhook serves on every replica, leader or not.
     let webhook = if args.webhook {
         let handler = Arc::new(SandboxAdmission::new(policy.clone()).with_metrics(metrics.clone()));

@@ -6,6 +6,14 @@
 //! is validated, which is exactly what the API server does with the two
 //! webhooks installed. Objects of other kinds are reported as skipped;
 //! `kind: List` documents are unpacked.
+//!
+//! Offline there is no cluster to ask whether user namespaces are supported
+//! (see [`super::user_namespaces`]): `--user-namespaces` says, and its
+//! default, `disabled`, judges as the operator does before it knows, so a
+//! manifest that passes passes on every cluster the chart supports (an
+//! `enabled` default would pass root templates that a cluster dropping
+//! `hostUsers` runs as root). A template that sets `hostUsers: false` gets a
+//! note saying which way it was judged.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -17,6 +25,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::field::{Denial, FieldPath};
+use super::user_namespaces::UserNamespaces;
 use super::{Policy, SandboxKind, Verdict, mutate, validate};
 
 /// What admission would do with one object.
@@ -32,6 +41,9 @@ pub struct CheckReport {
     pub patch: Vec<PatchOperation>,
     /// The validation outcome of the patched object.
     pub verdict: Verdict,
+    /// What the reader should know about how it was judged (neither a
+    /// denial nor a warning).
+    pub notes: Vec<String>,
 }
 
 impl CheckReport {
@@ -104,12 +116,14 @@ pub fn check_object(object: &Value, policy: &Policy) -> CheckReport {
         handled: false,
         patch: Vec::new(),
         verdict: Verdict::default(),
+        notes: Vec::new(),
     };
     let Some(kind) = SandboxKind::from_api_version_kind(text(object.get("apiVersion")), kind_name)
     else {
         return report;
     };
     report.handled = true;
+    report.notes.extend(user_namespace_note(object, policy));
     match mutate(
         kind,
         &Operation::Create,
@@ -136,15 +150,46 @@ pub fn check_object(object: &Value, policy: &Policy) -> CheckReport {
     report
 }
 
+/// For a pod template that sets `hostUsers: false`: which way it was judged
+/// (whether that relaxes Pod Security depends on the cluster).
+fn user_namespace_note(object: &Value, policy: &Policy) -> Option<String> {
+    let host_users = object.pointer("/spec/podTemplate/spec/hostUsers");
+    if host_users != Some(&Value::Bool(false)) {
+        return None;
+    }
+    let path = "spec.podTemplate.spec.hostUsers";
+    Some(if policy.user_namespaces.supported() {
+        format!(
+            "{path}: false was judged as on a cluster that supports user namespaces \
+             (--user-namespaces enabled); where the API server drops hostUsers \
+             (UserNamespacesSupport off, the default before Kubernetes 1.33) root-user \
+             and procMount settings it allowed are denied"
+        )
+    } else {
+        format!(
+            "{path}: false relaxed no Pod Security check: user namespaces count as not supported \
+             (--user-namespaces disabled, the default offline); pass --user-namespaces enabled \
+             to judge as on a cluster that supports them (Kubernetes 1.35+ by default)"
+        )
+    })
+}
+
 /// Checks manifest files against a policy file (or the built-in policy) and
-/// prints, per object, `KIND/NAME: patch: <json>`, then each denial and
-/// warning, then the decision. Returns whether every object was admitted.
-pub fn run_policy_check(files: &[PathBuf], policy: Option<&Path>) -> anyhow::Result<bool> {
-    let policy = match policy {
+/// prints, per object, `KIND/NAME: patch: <json>`, then each denial,
+/// warning and note, then the decision. `user_namespaces` is what to assume
+/// of the cluster (see the module doc). Returns whether every object was
+/// admitted.
+pub fn run_policy_check(
+    files: &[PathBuf],
+    policy: Option<&Path>,
+    user_namespaces: UserNamespaces,
+) -> anyhow::Result<bool> {
+    let mut policy = match policy {
         Some(path) => Policy::from_file(path)
             .with_context(|| format!("cannot load the policy {}", path.display()))?,
         None => Policy::default(),
     };
+    policy.user_namespaces = user_namespaces;
     let mut all_admitted = true;
     for file in files {
         let text = std::fs::read_to_string(file)
@@ -182,6 +227,9 @@ fn write_reports(out: &mut impl Write, reports: &[CheckReport]) -> std::io::Resu
         }
         for warning in &report.verdict.warnings {
             writeln!(out, "{label}: warning: {warning}")?;
+        }
+        for note in &report.notes {
+            writeln!(out, "{label}: note: {note}")?;
         }
         if report.admitted() {
             writeln!(out, "{label}: admitted")?;
@@ -318,14 +366,54 @@ spec: {replicas: 5000, sandboxTemplateRef: {name: aio}}
             env!("CARGO_MANIFEST_DIR"),
             "/examples/aio-sandbox.yaml"
         ));
-        assert!(run_policy_check(std::slice::from_ref(&aio), None).unwrap());
-        assert!(!run_policy_check(std::slice::from_ref(&aio), Some(&policy)).unwrap());
+        let offline = UserNamespaces::Unsupported;
+        assert!(run_policy_check(std::slice::from_ref(&aio), None, offline).unwrap());
+        assert!(!run_policy_check(std::slice::from_ref(&aio), Some(&policy), offline).unwrap());
         std::fs::write(&policy, "ceilings: {memory: 4Qi}\n").unwrap();
-        let error = run_policy_check(std::slice::from_ref(&aio), Some(&policy)).unwrap_err();
+        let error =
+            run_policy_check(std::slice::from_ref(&aio), Some(&policy), offline).unwrap_err();
         assert!(
             format!("{error:#}").contains("ceilings.memory: \"4Qi\" is not a Kubernetes quantity"),
             "{error:#}"
         );
         std::fs::remove_dir_all(&directory).unwrap();
+    }
+
+    #[test]
+    fn host_users_false_is_judged_as_the_flag_says_and_noted() {
+        let yaml = "\
+apiVersion: agents.x-k8s.io/v1alpha1
+kind: Sandbox
+metadata: {name: root}
+spec:
+  podTemplate:
+    spec:
+      hostUsers: false
+      securityContext: {runAsUser: 0}
+      containers: [{name: c, image: a:1}]
+";
+        let restricted = Policy::from_yaml("profile: restricted").unwrap();
+        let offline = Policy {
+            user_namespaces: UserNamespaces::Unsupported,
+            ..restricted.clone()
+        };
+        let (text, admitted) = printed(yaml, &offline);
+        assert!(!admitted, "{text}");
+        assert!(
+            text.contains(
+                "Sandbox/root: denied: spec.podTemplate.spec.securityContext.runAsUser: 0 (root) is not allowed (hostUsers: false would allow it, but user namespaces are not known to be supported on this cluster; if they are, set --user-namespaces=enabled) (Pod Security restricted: runAsUser)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("Sandbox/root: note: spec.podTemplate.spec.hostUsers: false relaxed no Pod Security check"),
+            "{text}"
+        );
+        let supported = Policy {
+            user_namespaces: UserNamespaces::Supported,
+            ..restricted
+        };
+        let (text, _) = printed(yaml, &supported);
+        assert!(text.contains("Sandbox/root: note: spec.podTemplate.spec.hostUsers: false was judged as on a cluster that supports user namespaces"), "{text}");
     }
 }

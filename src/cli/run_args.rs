@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::admission::UserNamespacesSetting;
 use crate::controller::NetworkPolicyMode;
 
 /// Default of `--lease-name`.
@@ -155,6 +156,19 @@ pub struct RunArgs {
     /// Admission policy file (YAML); reloaded when it changes. Built-in defaults when unset.
     #[arg(long, env = "SANDBOX_POLICY_FILE")]
     pub policy_file: Option<std::path::PathBuf>,
+    /// Whether `hostUsers: false` relaxes Pod Security's runAsNonRoot,
+    /// runAsUser and baseline procMount checks, as Kubernetes 1.35+ does:
+    /// only on a cluster whose API server keeps the field (it drops it when
+    /// its UserNamespacesSupport gate is off, the default before 1.33, and
+    /// the Pod then runs in the node's user namespace). `auto` finds out at
+    /// start with a dry-run Pod create (hostUsers: false, in the watched
+    /// namespace, else the operator's own) and the server version; until it
+    /// knows, or if it cannot, nothing is relaxed. `enabled` says the
+    /// cluster keeps the field and its Pod Security relaxes for it (1.33 or
+    /// 1.34 with UserNamespacesPodSecurityStandards on, or where the probe
+    /// cannot run); `disabled` says it does not.
+    #[arg(long, env = "SANDBOX_USER_NAMESPACES", value_enum, default_value_t = UserNamespacesSetting::Auto)]
+    pub user_namespaces: UserNamespacesSetting,
     /// Log format: text or json.
     #[arg(long, env = "SANDBOX_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -225,6 +239,24 @@ mod tests {
     fn timings(args: &[&str]) -> Result<(), String> {
         let cli = Cli::try_parse_from(std::iter::once("run").chain(args.iter().copied())).unwrap();
         cli.run.check_cert_timings()
+    }
+
+    #[test]
+    fn user_namespaces_are_found_out_unless_set() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("run").chain(args.iter().copied()))
+                .map(|cli| cli.run.user_namespaces)
+        };
+        assert_eq!(parse(&[]).unwrap(), UserNamespacesSetting::Auto);
+        assert_eq!(
+            parse(&["--user-namespaces", "enabled"]).unwrap(),
+            UserNamespacesSetting::Enabled
+        );
+        assert_eq!(
+            parse(&["--user-namespaces=disabled"]).unwrap(),
+            UserNamespacesSetting::Disabled
+        );
+        assert!(parse(&["--user-namespaces", "yes"]).is_err());
     }
 
     #[test]
