@@ -15,6 +15,10 @@
 //!    our checks; every Pod our defaulting repaired is admitted by the API
 //!    server too; the cases where the sandbox rules are stricter are listed
 //!    with their reasons.
+//!
+//! Both judge as on this control plane (v1.37, `UserNamespacesSupport` on):
+//! user namespaces supported, so `hostUsers: false` relaxes what upstream
+//! relaxes; a third test checks that the operator's probe finds that out.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,8 +28,8 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 use crate::common::{TestNs, repo};
-use sandbox_operator::admission::pss::{self, CHECKS};
-use sandbox_operator::admission::{Policy, Profile, check_object};
+use sandbox_operator::admission::pss::{self, CHECKS, PodSecurityOptions};
+use sandbox_operator::admission::{Policy, Profile, UserNamespaces, check_object, user_namespaces};
 
 /// One official fixture.
 struct Fixture {
@@ -117,8 +121,14 @@ fn load(root: &Path) -> Vec<Fixture> {
 fn policy(level: Profile) -> Policy {
     Policy {
         profile: level,
+        user_namespaces: UserNamespaces::Supported,
         ..Policy::default()
     }
+}
+
+/// The bare checks at `level`, as on this control plane.
+fn options(level: Profile) -> PodSecurityOptions {
+    PodSecurityOptions::new(level, UserNamespaces::Supported)
 }
 
 /// The fixture Pod as the pod template of a Sandbox.
@@ -170,7 +180,7 @@ fn pss_fixtures_are_judged_right_at_their_level() {
     let mut wrong = Vec::new();
     for fixture in &fixtures {
         let level = level_name(fixture.level);
-        let bare = pss::check_pod_object(fixture.level, &fixture.pod);
+        let bare = pss::check_pod_object(options(fixture.level), &fixture.pod);
         let fired: Vec<&str> = bare.iter().filter_map(pss::check_of).collect();
         let (admitted, patched, denials) = through_the_webhook(fixture);
         let row = table.entry((level, fixture.check)).or_default();
@@ -194,7 +204,7 @@ fn pss_fixtures_are_judged_right_at_their_level() {
             ));
         } else if !admitted {
             row.fail_denied += 1;
-        } else if pss::check_pod_object(fixture.level, &patched).is_empty() {
+        } else if pss::check_pod_object(options(fixture.level), &patched).is_empty() {
             // Repaired: the defaulted Pod passes every check of the level.
             row.fail_repaired += 1;
         } else {
@@ -360,7 +370,7 @@ async fn pss_verdicts_match_the_api_servers_pod_security_admission() {
             fixture.name
         );
         let served = dry_run(&pods(fixture.level), &fixture.name, &fixture.pod).await;
-        let ours = pss::check_pod_object(fixture.level, &fixture.pod);
+        let ours = pss::check_pod_object(options(fixture.level), &fixture.pod);
         match (&served, ours.is_empty()) {
             (Served::Invalid(message), _) => invalid.push(format!("{label}: {message}")),
             (Served::Admitted, true) | (Served::Forbidden(_), false) => same += 1,
@@ -424,4 +434,21 @@ async fn pss_verdicts_match_the_api_servers_pod_security_admission() {
             denials.join("; ")
         );
     }
+}
+
+/// The operator's probe (`--user-namespaces auto`) finds user namespaces
+/// supported on this control plane: the API server keeps `hostUsers: false`
+/// on a dry-run create, and v1.37's Pod Security relaxes for it.
+#[tokio::test]
+async fn the_user_namespace_probe_finds_them_supported_here() {
+    let ns = TestNs::new("userns-probe").await;
+    let finding = user_namespaces::probe(&ns.client, &ns.name)
+        .await
+        .expect("the dry-run Pod create and the version request succeed");
+    assert_eq!(
+        finding.fact,
+        UserNamespaces::Supported,
+        "{}",
+        finding.reason
+    );
 }
