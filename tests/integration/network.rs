@@ -631,4 +631,28 @@ async fn per_template_a_tenants_edit_of_the_sandbox_label_leaves_its_pod_covered
         pod.labels().get(TEMPLATE_LABEL).map(String::as_str),
         Some("tmpl")
     );
+    // The template deleted, the claim covers its Pod with a deny-all policy
+    // of its own; paused and resumed, the Sandbox starts its Pod under it
+    // (the second read found it held for the template's policy forever).
+    ns.api::<SandboxTemplate>()
+        .delete("tmpl", &Default::default())
+        .await
+        .unwrap();
+    wait_for(
+        &ns.api::<NetworkPolicy>(),
+        "c-sandbox",
+        Duration::from_secs(30),
+        |_| true,
+    )
+    .await;
+    edit(json!({"spec": {"replicas": 0}})).await;
+    wait_until(Duration::from_secs(30), || async {
+        claim_pods().await.is_empty()
+    })
+    .await;
+    edit(json!({"spec": {"replicas": 1}})).await;
+    wait_until(Duration::from_secs(30), || async {
+        claim_pods().await.len() == 1
+    })
+    .await;
 }
