@@ -76,7 +76,7 @@ impl Validator<'_> {
         let spec_path = template_path.key("spec");
         let metadata = template.get("metadata").and_then(Value::as_object);
         for denial in pss::check_pod(
-            self.policy.profile,
+            self.policy.pod_security(),
             metadata,
             &template_path.key("metadata"),
             pod_spec,

@@ -188,12 +188,18 @@ fn restricted_profile_denies_root_escalation_and_kept_capabilities() {
         ]
     );
     // In a user namespace, root inside is not root outside: Pod Security
-    // relaxes runAsNonRoot and runAsUser, and so do we.
+    // relaxes runAsNonRoot and runAsUser, and so do we, where the cluster
+    // is known to keep hostUsers (else the Pod is stored without it).
+    let root_in_user_namespace = json!({"hostUsers": false, "securityContext": {"runAsUser": 0, "seccompProfile": {"type": "RuntimeDefault"}}});
+    let supported = Policy {
+        user_namespaces: crate::admission::UserNamespaces::Supported,
+        ..policy.clone()
+    };
+    assert!(denied_under(&supported, hardened.clone(), root_in_user_namespace.clone()).is_empty());
+    let denied = check(hardened, root_in_user_namespace);
+    assert_eq!(denied.len(), 2, "{denied:?}");
     assert!(
-        check(
-            hardened,
-            json!({"hostUsers": false, "securityContext": {"runAsUser": 0, "seccompProfile": {"type": "RuntimeDefault"}}})
-        )
-        .is_empty()
+        denied[1].starts_with("spec.podTemplate.spec.securityContext.runAsUser: 0 (root) is not allowed (hostUsers: false would allow it, but user namespaces are not known to be supported on this cluster; if they are, set --user-namespaces=enabled)"),
+        "{denied:?}"
     );
 }
