@@ -450,6 +450,32 @@ async fn adoption_takes_unowned_pods_and_refuses_foreign_ones() {
         untouched.owner_references().is_empty(),
         "unowned Pod left alone"
     );
+
+    // An offered Pod that breaks the policy's Pod Security level (here the
+    // host network, refused at baseline) is not adopted: the Sandbox says
+    // why, and the Pod is left as it was. Before (found by review), it was
+    // adopted and reported Ready.
+    let mut hostile = bare("host-net", None);
+    hostile.spec.as_mut().unwrap().host_network = Some(true);
+    pods.create(&PostParams::default(), &hostile).await.unwrap();
+    create_naming(&sandboxes, "lax", "host-net").await;
+    let refused = wait_for(&sandboxes, "lax", Duration::from_secs(30), |s| {
+        reason(s) == "PolicyViolation"
+    })
+    .await;
+    let message = refused.status.unwrap().conditions[0].message.clone();
+    assert!(
+        message.contains("host-net") && message.contains("spec.hostNetwork"),
+        "{message}"
+    );
+    assert!(
+        pods.get("host-net")
+            .await
+            .unwrap()
+            .owner_references()
+            .is_empty(),
+        "the offered Pod is not adopted"
+    );
 }
 
 #[tokio::test]

@@ -67,6 +67,11 @@ pub(super) async fn act(
                     .named
                     .as_ref()
                     .ok_or(Error::Incomplete("adopt planned without the named Pod"))?;
+                if let Some(refusal) = offered_pod_refused(ctx, sandbox, pod).await {
+                    current = None;
+                    blocked = Some(refusal);
+                    continue;
+                }
                 if yield_to_claim(ctx, sandbox).await && changed_in_cache(ctx, pod) {
                     // Decide again on the copy the wait let in.
                     return Ok(Outcome::Done(Action::requeue(Duration::from_millis(10))));
@@ -113,6 +118,54 @@ pub(super) async fn act(
         current: current.map(Box::new),
         blocked,
     })
+}
+
+/// A Pod its owner offered (no controller, labelled adoptable) is checked
+/// against the policy's Pod Security level before it is adopted, like
+/// every Pod the operator creates: as stored, with no defaults (they would
+/// not change the running Pod). `Some` refusal (said in the Sandbox's Ready
+/// condition, with a Warning Event) when it fails; the Pod is left as it
+/// is. Before (found by review), a privileged Pod offered this way was
+/// adopted, and the Sandbox reported it as its own and Ready. The operator's
+/// own Pods (stolen pool Pods, ones it made) were checked when made.
+async fn offered_pod_refused(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    pod: &Pod,
+) -> Option<ConditionUpdate> {
+    if crate::controller::ownership::has_controller(&pod.metadata) {
+        return None;
+    }
+    let object = serde_json::json!({"metadata": &pod.metadata, "spec": &pod.spec});
+    let denials = crate::admission::pss::check_pod_object(
+        ctx.config.policy.current().pod_security(),
+        &object,
+    );
+    if denials.is_empty() {
+        return None;
+    }
+    let message = format!(
+        "Pod {} was offered for adoption but violates the admission policy, it is not adopted: {}",
+        pod.name_any(),
+        denials
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    ctx.event(
+        sandbox,
+        EventType::Warning,
+        reason::POLICY_VIOLATION,
+        "Adopt",
+        message.clone(),
+    )
+    .await;
+    Some(ConditionUpdate::ready(
+        false,
+        reason::POLICY_VIOLATION,
+        message,
+    ))
 }
 
 /// After a write lost to a newer version of its object, the requeue that
