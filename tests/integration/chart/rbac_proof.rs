@@ -153,9 +153,17 @@ async fn operator_runs_with_the_charts_flags_rbac_and_webhook_configurations() {
         wait_claim_ready(&ns, "cold-1", || operator.log()).await,
         Some(LaunchType::Cold)
     );
-    // A claim whose pool is empty is served cold too, with a PoolExhausted
-    // Event (the Events rule).
-    create_template_and_pool(&ns, "rbac-empty", 0).await;
+    // A claim that finds its pool with no idle Pod Ready is served cold too
+    // (taking the pool's Pod still starting, or one of its own), with a
+    // PoolExhausted Event (the Events rule). The pool keeps one Pod, which
+    // KWOK starts 3 s after it is scheduled: a pool sized to zero keeps no
+    // Pods by design and is not exhausted.
+    crate::fixtures::create(
+        &ns,
+        &crate::fixtures::template_of("rbac-empty", crate::fixtures::listening_agent_pod(3000)),
+    )
+    .await;
+    crate::fixtures::create(&ns, &crate::fixtures::pool("rbac-empty", "rbac-empty", 1)).await;
     create_claim(&ns, "cold-2", "rbac-empty", None)
         .await
         .unwrap();
