@@ -24,7 +24,10 @@ ARG RUST_VERSION=1.95
 FROM docker.io/library/rust:${RUST_VERSION}-trixie AS build
 WORKDIR /src
 # The workspace: manifests, sources, and the test/bench/example files that
-# targets and include_str! refer to (.dockerignore keeps target/ out).
+# targets and include_str! refer to (.dockerignore keeps target/ out). From
+# the chart, only the files the binary embeds (the ownership guard policy).
+# `make image-test` checks that every input of the release build is copied
+# here and kept by .dockerignore (tests/image/build-context.sh).
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY webhook ./webhook
@@ -32,6 +35,7 @@ COPY certs ./certs
 COPY benches ./benches
 COPY tests ./tests
 COPY examples ./examples
+COPY charts/sandbox-operator/files ./charts/sandbox-operator/files
 COPY scripts/image/rootfs.sh ./scripts/image/rootfs.sh
 # --locked: the image builds exactly the dependency versions of Cargo.lock.
 # The caches keep crates.io downloads and compiled dependencies between builds.

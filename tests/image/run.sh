@@ -5,6 +5,10 @@
 # (SANDBOX_KUBECONFIG; `make image-test` starts it).
 #
 #   build          `make image` (scripts/image/build.sh), timed
+#   build-context  the Dockerfile alternative gets every input of the release
+#                  build (tests/image/build-context.sh over the binary's
+#                  dep-info): each one copied by a COPY, none excluded by
+#                  .dockerignore; no container engine needed
 #   reproducible   a second assembly from the same commit, another umask and
 #                  fresh staging dirs, gives the same manifest digest, the
 #                  same docker tarball and the same SBOM
@@ -48,6 +52,10 @@ layer() { blob "$(jq -er '.layers[0].digest' "$(manifest)")"; }
 
 test_build() {
   scripts/image/build.sh
+}
+
+test_build_context() {
+  tests/image/build-context.sh "$target_dir/release/sandbox-operator.d"
 }
 
 test_reproducible() {
@@ -193,6 +201,7 @@ test_deny() {
 }
 
 check build test_build
+check build-context test_build_context
 if [[ -s $out/digest ]]; then
   check reproducible test_reproducible
   check contents test_contents
