@@ -14,7 +14,7 @@
 #
 # Differences from `make image`: the shared libraries and CA bundle come from
 # the builder image (Debian trixie) instead of the build host, and there is
-# no SBOM label (the SBOM needs cargo-cyclonedx; `make image` writes it).
+# no SBOM label (the SBOM needs cargo-sbom; `make image` writes it).
 #
 # glibc rather than musl on purpose: musl's allocator is slow under a
 # multi-threaded tokio runtime, and claim latency is the product.

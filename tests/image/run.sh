@@ -9,9 +9,11 @@
 #                  build (tests/image/build-context.sh over the binary's
 #                  dep-info): each one copied by a COPY, none excluded by
 #                  .dockerignore; no container engine needed
-#   reproducible   a second assembly from the same commit, another umask and
-#                  fresh staging dirs, gives the same manifest digest, the
-#                  same docker tarball and the same SBOM
+#   reproducible   packing is stable: a second assembly of the same binary
+#                  (a copy with a new mtime; the binary is not compiled
+#                  again) from the same commit, another umask and fresh
+#                  staging dirs, gives the same manifest digest, the same
+#                  docker tarball and the same SBOM
 #   contents       only the expected files: the binary, exactly the shared
 #                  libraries it links (ELF NEEDED + interpreter), CA bundle,
 #                  passwd/group (65532), licences; no shell; all root-owned,
