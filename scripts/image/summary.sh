@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # summary.sh OUTDIR: what `make image` built, read back from the OCI layout:
-# reference, manifest digest, sizes (compressed = what a registry stores and
-# a node pulls; uncompressed = the unpacked root file system), user,
-# entrypoint, labels, and every file of the layer.
+# reference, manifest digest (and the chart's `--set image.digest=...` that
+# pins it), sizes (compressed = what a registry stores and a node pulls;
+# uncompressed = the unpacked root file system), user, entrypoint, labels,
+# and every file of the layer.
 set -euo pipefail
 out=${1:?usage: summary.sh OUTDIR}
 layout=$out/oci
@@ -22,6 +23,10 @@ mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
 echo "image:        oci:$layout:$tag"
 echo "docker load:  $(ls "$out"/*.docker.tar)"
 echo "digest:       $manifest_digest"
+# A tag names every build of a version; the digest names this one (the chart's
+# image.digest). --preserve-digests: the push fails rather than change it.
+echo "helm:         --set image.repository=REGISTRY/sandbox-operator --set image.digest=$manifest_digest"
+echo "              once pushed: skopeo copy --preserve-digests oci:$layout:$tag docker://REGISTRY/sandbox-operator:$tag"
 echo "size:         $(mib "$compressed") compressed ($compressed bytes), $(mib "$uncompressed") unpacked"
 echo "user:         $(jq -r '.config.User' "$config")"
 echo "entrypoint:   $(jq -c '.config.Entrypoint' "$config") cmd $(jq -c '.config.Cmd' "$config")"

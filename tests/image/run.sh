@@ -20,8 +20,9 @@
 #                  no setuid; size under 25 MiB compressed
 #   metadata       user, entrypoint, OCI labels (revision = HEAD, created =
 #                  commit time, version = Cargo = chart appVersion), the chart's
-#                  default image = the docker tarball's tag, docker tarball
-#                  config = OCI config
+#                  default image = the docker tarball's tag, the build's
+#                  `--set image.digest=` renders repository@digest, docker
+#                  tarball config = OCI config
 #   sbom           CycloneDX, digest = image label, lists the locked versions
 #   commands       from the unpacked image (umoci unpack), chroot, read-only
 #                  root, user 65532: version, crd (= the chart's CRDs), policy
@@ -122,6 +123,15 @@ test_metadata() {
   echo "docker tarball tag: $tags"
   # docker.io/library/ is what a bare name means to docker and the kubelet.
   [[ ${tags#docker.io/library/} == "$chart_image" ]] || fail "docker tarball tag $tags != the chart's default image $chart_image"
+  # The build prints the chart's --set that pins this build, and it renders
+  # repository@digest.
+  local digest pinned
+  digest=$(cat "$out/digest")
+  grep -qF -- "--set image.digest=$digest" "$out/summary.txt" || fail "the build's summary prints no --set image.digest=$digest"
+  pinned=$(helm template rel charts/sandbox-operator --kube-version 1.30.0 --set "image.digest=$digest" |
+    sed -n 's/^ *image: "\(.*sandbox-operator@.*\)"$/\1/p' | head -n1)
+  echo "chart image pinned by digest: $pinned"
+  [[ $pinned == "sandbox-operator@$digest" ]] || fail "the chart with image.digest=$digest renders $pinned"
   local docker_config
   docker_config=$(skopeo --insecure-policy inspect --config --raw "docker-archive:$archive" | sha256sum | cut -d' ' -f1)
   [[ sha256:$docker_config == "$(jq -er .config.digest "$(manifest)")" ]] || fail "the docker tarball's config differs from the OCI image's"

@@ -58,8 +58,13 @@ app.kubernetes.io/component: controller
 {{- end }}
 {{- end }}
 
+{{/* The operator image: repository@digest when a digest pins one build, else repository:tag (appVersion by default). */}}
 {{- define "sandbox-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
 {{- end }}
 
 {{/* Name of both webhook configurations (the operator injects caBundle into them). */}}

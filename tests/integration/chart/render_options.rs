@@ -911,3 +911,47 @@ async fn operator_alerts_follow_leader_election_and_the_release_namespace() {
     let out = run(promtool().args(["test", "rules"]).arg(&test_file));
     assert!(out.status.success(), "promtool test rules:\n{}", text(&out));
 }
+
+/// `image.digest` pins one build: every build of a version has the same
+/// tag, and with `IfNotPresent` a node keeps the one it pulled first. Set,
+/// the image is `repository@digest` (the tag no longer counts); empty, it is
+/// `repository:tag` as before; a digest that is not `sha256:` and 64
+/// lowercase hex digits is refused by the schema.
+#[tokio::test]
+async fn image_digest_pins_the_image_by_digest() {
+    let image = |docs: &[Yaml]| {
+        find(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
+            .as_str()
+            .expect("an image")
+            .to_string()
+    };
+    let digest = format!("sha256:{}", "0123456789abcdef".repeat(4));
+    let pinned = render(&[
+        "--set",
+        "image.repository=registry.example/sandbox-operator",
+        "--set",
+        "image.tag=9.9.9",
+        "--set",
+        &format!("image.digest={digest}"),
+    ]);
+    assert_eq!(
+        image(&pinned),
+        format!("registry.example/sandbox-operator@{digest}")
+    );
+    let tagged = render(&["--set", "image.tag=9.9.9"]);
+    assert_eq!(image(&tagged), "sandbox-operator:9.9.9");
+
+    for bad in [
+        "sha256:0123".to_string(),
+        digest.to_uppercase().replace("SHA256", "sha256"),
+        digest.replace("sha256:", "sha512:"),
+        digest.trim_start_matches("sha256:").to_string(),
+    ] {
+        let report = refusal(&["--set", &format!("image.digest={bad}")])
+            .unwrap_or_else(|| panic!("image.digest={bad} was accepted"));
+        assert!(
+            report.contains("schema") && report.contains("/image/digest"),
+            "image.digest={bad}: expected a schema error naming /image/digest, got:\n{report}"
+        );
+    }
+}
