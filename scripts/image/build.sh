@@ -16,9 +16,9 @@
 # the host's shared libraries and CA bundle, the commit (revision, time).
 #
 # Environment: IMAGE_SOURCE (repository URL for the source label; default:
-# the git remote `origin`), SOURCE_DATE_EPOCH (default: the commit time),
-# IMAGE_BINARY (use this binary instead of building one), IMAGE_OUT
-# (default target/image).
+# the git remote `origin`; user-info such as user:token@ is removed),
+# SOURCE_DATE_EPOCH (default: the commit time), IMAGE_BINARY (use this binary
+# instead of building one), IMAGE_OUT (default target/image).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 here=scripts/image
@@ -50,7 +50,13 @@ fi
 
 export IMAGE_VERSION=$version IMAGE_REVISION=$revision
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct)}
-export IMAGE_SOURCE=${IMAGE_SOURCE:-$(git config --get remote.origin.url || echo "unknown: set IMAGE_SOURCE")}
+# The source label names the repository, never a credential: a URL's
+# user-info (https://user:token@host/..., as a remote cloned with a token
+# has it) is dropped, or a pushed image would carry the token.
+source_url=${IMAGE_SOURCE:-$(git config --get remote.origin.url || echo "unknown: set IMAGE_SOURCE")}
+IMAGE_SOURCE=$(sed -E 's#^([A-Za-z][A-Za-z0-9+.-]*://)[^/]*@#\1#' <<<"$source_url")
+[[ $IMAGE_SOURCE == "$source_url" ]] || echo "build.sh: the source URL's user-info is left out of the source label" >&2
+export IMAGE_SOURCE
 
 mkdir -p "$out"
 sbom=sandbox-operator-$version.cdx.json

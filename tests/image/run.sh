@@ -22,7 +22,10 @@
 #                  commit time, version = Cargo = chart appVersion), the chart's
 #                  default image = the docker tarball's tag, the build's
 #                  `--set image.digest=` renders repository@digest, docker
-#                  tarball config = OCI config
+#                  tarball config = OCI config, no label holds a URL with
+#                  user-info (a credential)
+#   source-label   a build with IMAGE_SOURCE=https://user:token@host/...
+#                  labels https://host/... (the user-info removed)
 #   sbom           CycloneDX, digest = image label, lists the locked versions
 #   commands       from the unpacked image (umoci unpack), chroot, read-only
 #                  root, user 65532: version, crd (= the chart's CRDs), policy
@@ -113,6 +116,7 @@ test_metadata() {
   [[ $(jq -r .created <<<"$cfg") == "$created" ]] || fail "config.created is not the commit time $created"
   [[ $(label org.opencontainers.image.version) == "$version" ]] || fail "version label is not $version"
   label org.opencontainers.image.source || return 1
+  no_credentials "$cfg" || return 1
   chart_version=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' charts/sandbox-operator/Chart.yaml)
   [[ $chart_version == "$version" ]] || fail "chart appVersion $chart_version != crate version $version"
   chart_image=$(helm template rel charts/sandbox-operator --kube-version 1.30.0 | sed -n 's/^ *image: "\(.*sandbox-operator:.*\)"$/\1/p' | head -n1)
@@ -135,6 +139,29 @@ test_metadata() {
   local docker_config
   docker_config=$(skopeo --insecure-policy inspect --config --raw "docker-archive:$archive" | sha256sum | cut -d' ' -f1)
   [[ sha256:$docker_config == "$(jq -er .config.digest "$(manifest)")" ]] || fail "the docker tarball's config differs from the OCI image's"
+}
+
+# Fails when a label of the image config CFG holds a URL with user-info
+# (scheme://user:token@host): a credential in a pushed image.
+no_credentials() {
+  local found
+  found=$(jq -r '.config.Labels | to_entries[] | select(.value | test("://[^/]*@")) | .key' <<<"$1")
+  [[ -z $found ]] || fail "labels with user-info in a URL (a credential in the image): ${found//$'\n'/ }"
+}
+
+test_source_label() {
+  # A remote cloned with a token: build.sh keeps the token out of the label.
+  local layout=$work/credentials/oci manifest_digest config_digest cfg source
+  IMAGE_SOURCE=https://image-test:not-a-token@example.invalid/sandbox-operator.git \
+    IMAGE_BINARY=$target_dir/release/sandbox-operator IMAGE_OUT=$work/credentials TMPDIR=$work \
+    scripts/image/build.sh >/dev/null || return 1
+  manifest_digest=$(cat "$work/credentials/digest")
+  config_digest=$(jq -er .config.digest "$layout/blobs/${manifest_digest/://}")
+  cfg=$(cat "$layout/blobs/${config_digest/://}")
+  source=$(jq -er '.config.Labels["org.opencontainers.image.source"]' <<<"$cfg")
+  echo "source label: $source"
+  [[ $source == https://example.invalid/sandbox-operator.git ]] || fail "source label is $source"
+  no_credentials "$cfg"
 }
 
 test_sbom() {
@@ -218,6 +245,7 @@ if [[ -s $out/digest ]]; then
   check reproducible test_reproducible
   check contents test_contents
   check metadata test_metadata
+  check source-label test_source_label
   check sbom test_sbom
   unpack || echo "umoci unpack failed: $(cat "$logs/unpack.log")"
   check commands test_commands
