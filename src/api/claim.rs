@@ -35,6 +35,7 @@ agents_kind! {
         group = "extensions.agents.x-k8s.io", kind = "SandboxClaim", status = "SandboxClaimStatus", shortname = "sbc",
         doc = "A request for a sandbox, served from a warm pool when one has an idle Pod.",
         printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+        printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
         printcolumn(name = "Sandbox", type_ = "string", json_path = ".status.sandbox.name"),
         printcolumn(name = "LaunchType", type_ = "string", json_path = ".status.launchType"),
     )

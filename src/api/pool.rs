@@ -10,6 +10,7 @@ agents_kind! {
     kube(
         group = "extensions.agents.x-k8s.io", kind = "SandboxWarmPool", status = "SandboxWarmPoolStatus", shortname = "swp",
         doc = "A pool of idle, pre-started Pods of one template, taken over by claims.",
+        printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
         printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
         printcolumn(name = "Desired", type_ = "integer", json_path = ".status.desiredReplicas"),
         printcolumn(name = "Recommended", type_ = "integer", json_path = ".status.recommendedReplicas"),

@@ -76,6 +76,11 @@ api_object! {
         /// IP of that Pod.
         #[serde(rename = "podIP")]
         pub pod_ip: Option<String>,
+        /// Every IP of that Pod (both families on a dual-stack cluster), as
+        /// upstream agent-sandbox's status names them; clients of upstream
+        /// read this list.
+        #[serde(rename = "podIPs")]
+        pub pod_ips: Option<Vec<String>>,
         /// Node the Pod runs on.
         pub node_name: Option<String>,
     }

@@ -10,12 +10,14 @@ use super::TEMPLATE_HASH_LABEL;
 use super::{PersistentVolumeClaimTemplate, PodTemplate};
 
 api_object! {
-    /// Ingress/egress rules for sandboxes made from a template. An empty list
-    /// denies all traffic in that direction.
+    /// Ingress/egress rules for sandboxes made from a template. A direction
+    /// left out or empty denies all traffic in that direction (as upstream
+    /// agent-sandbox since v0.1.1); a template without `networkPolicy` gets
+    /// egress everywhere but the policy file's denied ranges.
     pub struct NetworkPolicySpec {
-        /// Allowed ingress; empty means deny all ingress.
+        /// Allowed ingress; absent or empty means deny all ingress.
         pub ingress: Option<Vec<NetworkPolicyIngressRule>>,
-        /// Allowed egress; absent means egress is not restricted.
+        /// Allowed egress; absent or empty means deny all egress.
         pub egress: Option<Vec<NetworkPolicyEgressRule>>,
     }
 }
@@ -49,6 +51,18 @@ api_object! {
         /// Name of the SandboxTemplate.
         #[schemars(length(min = 1))]
         pub name: String,
+    }
+}
+
+impl NetworkPolicySpec {
+    /// The egress rules a template's `networkPolicy` allows: its own, or
+    /// none (deny all) when it leaves egress out. Found by review: absent
+    /// egress meant unrestricted here, where upstream agent-sandbox denies
+    /// it, so the same manifest was less isolated with us.
+    pub fn allowed_egress(
+        template_rules: Option<&NetworkPolicySpec>,
+    ) -> Option<Vec<NetworkPolicyEgressRule>> {
+        template_rules.map(|rules| rules.egress.clone().unwrap_or_default())
     }
 }
 

@@ -60,7 +60,7 @@ pub use memo::WriteMemo;
 pub use ownership::Created;
 pub(crate) use ownership::create_owned;
 pub use ownership::{controller_ref, controller_uid};
-pub use pod_state::{is_terminating, live_target, pod_has_ended, pod_is_ready};
+pub use pod_state::{is_terminating, live_target, pod_has_ended, pod_ips, pod_is_ready};
 pub use runner::{Action, QueueReport};
 pub(crate) use status_write::write_status;
 pub use timeline::timeline;

@@ -42,3 +42,45 @@ pub fn pod_has_ended(pod: &Pod) -> bool {
         Some("Succeeded") | Some("Failed")
     )
 }
+
+/// Every IP of `pod`, as its status lists them (`podIPs`, both families on a
+/// dual-stack cluster), or its one `podIP` where the list is absent; `None`
+/// before it has one. Pure.
+pub fn pod_ips(pod: &Pod) -> Option<Vec<String>> {
+    let status = pod.status.as_ref()?;
+    let listed: Vec<String> = status
+        .pod_ips
+        .iter()
+        .flatten()
+        .map(|ip| ip.ip.clone())
+        .filter(|ip| !ip.is_empty())
+        .collect();
+    if listed.is_empty() {
+        status.pod_ip.clone().map(|ip| vec![ip])
+    } else {
+        Some(listed)
+    }
+}
+
+#[cfg(test)]
+mod pod_ips_tests {
+    use super::*;
+
+    #[test]
+    fn every_ip_of_a_dual_stack_pod_is_listed_and_a_lone_pod_ip_kept() {
+        let pod = |status: serde_json::Value| -> Pod {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}, "status": status}))
+                .unwrap()
+        };
+        assert_eq!(
+            pod_ips(&pod(serde_json::json!({"podIP": "10.0.0.5",
+                "podIPs": [{"ip": "10.0.0.5"}, {"ip": "fd00::5"}]}))),
+            Some(vec!["10.0.0.5".to_string(), "fd00::5".to_string()])
+        );
+        assert_eq!(
+            pod_ips(&pod(serde_json::json!({"podIP": "10.0.0.5"}))),
+            Some(vec!["10.0.0.5".to_string()])
+        );
+        assert_eq!(pod_ips(&pod(serde_json::json!({}))), None);
+    }
+}

@@ -158,6 +158,9 @@ pub fn validate(
                 if checks("replicas") {
                     validator.sandbox_replicas(spec, &spec_path);
                 }
+                if checks("shutdownTime") {
+                    validator.shutdown_policy_default(spec, &spec_path);
+                }
                 if let Some(old_spec) = old_spec {
                     validator.immutable(spec, old_spec, "volumeClaimTemplates", &spec_path);
                 }
@@ -318,6 +321,23 @@ impl Validator<'_> {
     ) {
         if present(spec, key) != present(old_spec, key) {
             self.deny(&spec_path.key(key), "field is immutable");
+        }
+    }
+
+    /// A `shutdownTime` without a `shutdownPolicy` deletes the Sandbox, and
+    /// with it its volume claims, when the time comes: the seed's (v0.1.0)
+    /// default, which upstream agent-sandbox changed to `Retain` in v0.1.1.
+    /// Admitted, with a warning naming the field, so that a manifest written
+    /// for a later upstream does not lose its data unannounced (found by
+    /// review).
+    fn shutdown_policy_default(&mut self, spec: &Map<String, Value>, spec_path: &FieldPath) {
+        if present(spec, "shutdownTime").is_some() && present(spec, "shutdownPolicy").is_none() {
+            self.warn(
+                &spec_path.key("shutdownPolicy"),
+                "not set, so at spec.shutdownTime the Sandbox is deleted and its volume claims with it \
+                 (Delete, the v0.1 default; upstream agent-sandbox v0.1.1 and later default to Retain): \
+                 set Retain to keep them",
+            );
         }
     }
 

@@ -87,13 +87,14 @@ fn template_rules_policy<K: Resource<DynamicType = ()>>(
     rules: Option<&NetworkPolicySpec>,
     deny: &[Cidr],
 ) -> Result<NetworkPolicy> {
+    let egress = NetworkPolicySpec::allowed_egress(rules);
     let rules = rules.cloned().unwrap_or_default();
     Ok(sandbox_network_policy(
         name,
         owner.namespace(),
         selector,
         rules.ingress.unwrap_or_default(),
-        restrict_egress(rules.egress, deny),
+        restrict_egress(egress, deny),
         controller_ref(owner)?,
     ))
 }
@@ -306,5 +307,50 @@ mod network_policy_tests {
         let spec = open.spec.unwrap();
         assert_eq!(spec.policy_types, Some(vec!["Ingress".to_string()]));
         assert_eq!(spec.egress, None);
+    }
+
+    /// A template whose `networkPolicy` leaves egress out allows none (as
+    /// upstream agent-sandbox does); one without `networkPolicy` keeps
+    /// egress everywhere but the denied ranges.
+    #[test]
+    fn a_network_policy_without_egress_denies_all_egress() {
+        let mut template = SandboxTemplate::new("t", SandboxTemplateSpec::default());
+        template.metadata.namespace = Some("ns".into());
+        template.metadata.uid = Some("template-uid".into());
+        let mut claim = SandboxClaim::new(
+            "c1",
+            SandboxClaimSpec {
+                sandbox_template_ref: SandboxTemplateRef { name: "t".into() },
+                ..Default::default()
+            },
+        );
+        claim.metadata.namespace = Some("ns".into());
+        claim.metadata.uid = Some("claim-uid".into());
+        let ingress_only = NetworkPolicySpec {
+            ingress: Some(vec![NetworkPolicyIngressRule::default()]),
+            egress: None,
+        };
+        for deny in [deny(), Vec::new()] {
+            let spec = desired_network_policy(&claim, Some(&ingress_only), &deny)
+                .unwrap()
+                .spec
+                .unwrap();
+            assert_eq!(
+                spec.policy_types,
+                Some(vec!["Ingress".to_string(), "Egress".to_string()]),
+                "deny list {deny:?}"
+            );
+            assert_eq!(spec.egress, Some(vec![]), "deny list {deny:?}");
+            assert_eq!(spec.ingress.map(|i| i.len()), Some(1));
+        }
+        let open = desired_network_policy(&claim, None, &deny())
+            .unwrap()
+            .spec
+            .unwrap();
+        assert_eq!(
+            open.egress.map(|e| e.len()),
+            Some(1),
+            "everywhere but the deny list"
+        );
     }
 }

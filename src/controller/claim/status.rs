@@ -32,11 +32,7 @@ fn connection(claim: &SandboxClaim, pod: &Pod, cluster_domain: &str) -> ClaimedS
     let name = claim.name_any();
     ClaimedSandboxStatus {
         name: Some(name.clone()),
-        pod_ips: pod
-            .status
-            .as_ref()
-            .and_then(|s| s.pod_ip.clone())
-            .map(|ip| vec![ip]),
+        pod_ips: crate::controller::pod_ips(pod),
         service: Some(name),
         service_fqdn: Some(service_fqdn(claim, cluster_domain)),
     }
@@ -198,7 +194,10 @@ pub fn mirror_status(
         conditions: set_condition(&previous.conditions, &update, claim.meta().generation, now),
         sandbox: Some(ClaimedSandboxStatus {
             name: Some(sandbox.name_any()),
-            pod_ips: sandbox_status.pod_ip.clone().map(|ip| vec![ip]),
+            pod_ips: sandbox_status
+                .pod_ips
+                .clone()
+                .or_else(|| sandbox_status.pod_ip.clone().map(|ip| vec![ip])),
             service: sandbox_status.service.clone(),
             service_fqdn: sandbox_status.service_fqdn.clone(),
         }),

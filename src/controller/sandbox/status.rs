@@ -82,6 +82,7 @@ pub fn compute_status(
         selector: Some(format!("{SANDBOX_LABEL}={name}")),
         pod_name: pod.map(|p| p.name_any()),
         pod_ip: pod.and_then(|p| p.status.as_ref()?.pod_ip.clone()),
+        pod_ips: pod.and_then(crate::controller::pod_ips),
         node_name: pod.and_then(|p| p.spec.as_ref()?.node_name.clone()),
     }
 }

@@ -58,13 +58,14 @@ pub fn desired_pool_network_policy(
     template: &SandboxTemplate,
     deny: &[Cidr],
 ) -> Result<NetworkPolicy> {
-    let rules = template.spec.network_policy.clone().unwrap_or_default();
+    let egress =
+        crate::api::NetworkPolicySpec::allowed_egress(template.spec.network_policy.as_ref());
     Ok(sandbox_network_policy(
         pool_network_policy_name(&pool.name_any()),
         pool.namespace(),
         (ORIGIN_POOL_LABEL, pool.name_any()),
         Vec::new(),
-        restrict_egress(rules.egress, deny),
+        restrict_egress(egress, deny),
         controller_ref(pool)?,
     ))
 }

@@ -196,3 +196,32 @@ fn all_findings_are_reported_together() {
     assert_eq!(verdict.denials.len(), 3);
     assert_eq!(verdict.message().matches("; ").count(), 2);
 }
+
+/// A `shutdownTime` without a `shutdownPolicy` is admitted with a warning
+/// that the default deletes the Sandbox and its volume claims (upstream
+/// agent-sandbox v0.1.1 and later default to Retain).
+#[test]
+fn a_shutdown_time_without_a_policy_warns_that_it_deletes() {
+    let mut sandbox = super::sandbox_with(json!({}), json!({}));
+    sandbox["spec"]["shutdownTime"] = json!("2030-01-01T00:00:00Z");
+    let verdict = create(SandboxKind::Sandbox, &sandbox);
+    assert!(verdict.allowed(), "{}", verdict.message());
+    assert_eq!(verdict.warnings.len(), 1, "{:?}", verdict.warnings);
+    assert!(
+        verdict.warnings[0].starts_with(
+            "spec.shutdownPolicy: not set, so at spec.shutdownTime the Sandbox is deleted"
+        ),
+        "{:?}",
+        verdict.warnings
+    );
+    for policy in ["Delete", "Retain"] {
+        sandbox["spec"]["shutdownPolicy"] = json!(policy);
+        assert!(
+            create(SandboxKind::Sandbox, &sandbox).warnings.is_empty(),
+            "{policy}"
+        );
+    }
+    // Without a shutdownTime there is nothing to say.
+    let plain = super::sandbox_with(json!({}), json!({}));
+    assert!(create(SandboxKind::Sandbox, &plain).warnings.is_empty());
+}
