@@ -22,6 +22,7 @@
 //! ownership guard, on as the chart installs it),
 //! `operator` (the child process), `child_env` (what it must not inherit),
 //! `claims` (create, watch), `assignments` (the no-double-assignment check),
+//! `demo` (`make demo`'s verdict: warm claims served Warm, cold ones Cold),
 //! `floor` (write_rtt, write_throughput), `scenarios`, `scale`,
 //! `apiserver` (its counters), `procstat` (/proc), `report` (table, JSON,
 //! ratios), `timeline` (the operator's step log), `plot` (SVG), `stats`.
@@ -35,6 +36,7 @@ mod assignments;
 mod child_env;
 mod claims;
 mod delivery;
+mod demo;
 mod environment;
 mod floor;
 mod guard;
@@ -100,10 +102,37 @@ async fn measure(env: &Environment, s: &Settings) -> Option<String> {
         Mode::Full | Mode::Demo => {
             let report = scenarios::run(env, &mut floor, s).await;
             publish(env, s, &report);
-            (report.double_assignments > 0)
-                .then(|| format!("{} double assignments", report.double_assignments))
+            let mut problems = Vec::new();
+            if report.double_assignments > 0 {
+                problems.push(format!("{} double assignments", report.double_assignments));
+            }
+            if s.mode == Mode::Demo {
+                problems.extend(demo_verdict(env, s));
+            }
+            (!problems.is_empty()).then(|| problems.join("; "))
         }
     }
+}
+
+/// The demo's claims in table order: warm-sequential (`ws-`), then
+/// cold-sequential (`cs-`).
+fn demo_claims(s: &Settings) -> Vec<String> {
+    let warm = (0..s.warm_sequential).map(|i| format!("ws-{i}"));
+    let cold = (0..s.cold_sequential).map(|i| format!("cs-{i}"));
+    warm.chain(cold).collect()
+}
+
+/// `make demo` fails unless every warm claim was served Warm and every
+/// cold one Cold (`demo`): Some(problem) naming the claims that were not.
+fn demo_verdict(env: &Environment, s: &Settings) -> Option<String> {
+    let observed = env.claims.observations(&demo_claims(s));
+    let wrong = demo::wrong_launches(observed.iter().map(|o| (o.name.as_str(), o.launch)));
+    (!wrong.is_empty()).then(|| {
+        format!(
+            "launch types not as the demo means them: {}",
+            wrong.join(", ")
+        )
+    })
 }
 
 /// Prints the table (or the demo's per-claim table) and writes JSON and SVG.
@@ -134,21 +163,13 @@ fn demo_table(env: &Environment, s: &Settings, report: &Report) -> String {
         "\n{:<10} {:<12} {:>12}\n",
         "claim", "launch type", "ready (ms)"
     );
-    for prefix in ["ws-", "cs-"] {
-        let count = if prefix == "ws-" {
-            s.warm_sequential
-        } else {
-            s.cold_sequential
-        };
-        let names: Vec<String> = (0..count).map(|i| format!("{prefix}{i}")).collect();
-        for o in env.claims.observations(&names) {
-            out += &format!(
-                "{:<10} {:<12} {:>12.1}\n",
-                o.name,
-                o.launch.map_or("?", |l| l.as_str()),
-                o.ready.duration_since(o.start).as_secs_f64() * 1000.0
-            );
-        }
+    for o in env.claims.observations(&demo_claims(s)) {
+        out += &format!(
+            "{:<10} {:<12} {:>12.1}\n",
+            o.name,
+            o.launch.map_or("?", |l| l.as_str()),
+            o.ready.duration_since(o.start).as_secs_f64() * 1000.0
+        );
     }
     out + &format!(
         "\nwarm p50 {:.1} ms vs cold p50 {:.1} ms (simulated cold start {} ms); double assignments: {}\n",

@@ -1,9 +1,9 @@
 //! Unit tests of the end-to-end bench's pure parts (flags, statistics,
 //! ratios to the floor, the API server's counters, /proc parsing, the
 //! timeline log, the ownership guard's refusal, the no-double-assignment
-//! check, the operator's scrubbed environment). The bench itself runs
-//! without a test harness, so these modules are compiled a second time
-//! here, as an ordinary test target.
+//! check, the demo's launch-type verdict, the operator's scrubbed
+//! environment). The bench itself runs without a test harness, so these
+//! modules are compiled a second time here, as an ordinary test target.
 //! Run: `cargo test --test bench-logic`.
 
 // Functions only `main.rs` calls are unused in this crate.
@@ -13,6 +13,7 @@ mod apiserver;
 mod assignments;
 mod child_env;
 mod delivery;
+mod demo;
 mod floor;
 mod guard;
 mod procstat;
