@@ -26,24 +26,30 @@ pub fn intended_launch(claim: &str) -> Option<LaunchType> {
 pub fn wrong_launches<'a>(
     served: impl IntoIterator<Item = (&'a str, Option<LaunchType>)>,
 ) -> Vec<String> {
-    served
+    let served: Vec<(&str, Option<LaunchType>)> = served.into_iter().collect();
+    // A tour that judged no warm or no cold claim shows nothing: it fails
+    // too (found by the second read: zero claims passed).
+    let mut wrong: Vec<String> = [("ws-", LaunchType::Warm), ("cs-", LaunchType::Cold)]
         .into_iter()
-        .filter_map(|(claim, launch)| {
-            let meant = intended_launch(claim)?;
-            match launch {
-                Some(got) if got == meant => None,
-                Some(got) => Some(format!(
-                    "{claim} was served {} (meant {})",
-                    got.as_str(),
-                    meant.as_str()
-                )),
-                None => Some(format!(
-                    "{claim} was Ready without a launch type (meant {})",
-                    meant.as_str()
-                )),
-            }
-        })
-        .collect()
+        .filter(|(prefix, _)| !served.iter().any(|(claim, _)| claim.starts_with(prefix)))
+        .map(|(prefix, meant)| format!("no {prefix} claim was served (meant {})", meant.as_str()))
+        .collect();
+    wrong.extend(served.into_iter().filter_map(|(claim, launch)| {
+        let meant = intended_launch(claim)?;
+        match launch {
+            Some(got) if got == meant => None,
+            Some(got) => Some(format!(
+                "{claim} was served {} (meant {})",
+                got.as_str(),
+                meant.as_str()
+            )),
+            None => Some(format!(
+                "{claim} was Ready without a launch type (meant {})",
+                meant.as_str()
+            )),
+        }
+    }));
+    wrong
 }
 
 #[cfg(test)]
@@ -98,8 +104,28 @@ mod tests {
     #[test]
     fn claims_of_other_scenarios_are_not_judged() {
         // Burst claims may go either way (overflow goes cold by design).
-        let served = [("wb-0", Some(Cold)), ("ob-3", None)];
+        let served = [
+            ("ws-0", Some(Warm)),
+            ("cs-0", Some(Cold)),
+            ("wb-0", Some(Cold)),
+            ("ob-3", None),
+        ];
         assert!(wrong_launches(served).is_empty());
         assert_eq!(intended_launch("wsx"), None);
+    }
+
+    #[test]
+    fn a_tour_without_warm_or_cold_claims_fails() {
+        assert_eq!(
+            wrong_launches([]),
+            [
+                "no ws- claim was served (meant warm)",
+                "no cs- claim was served (meant cold)"
+            ]
+        );
+        assert_eq!(
+            wrong_launches([("ws-0", Some(Warm))]),
+            ["no cs- claim was served (meant cold)"]
+        );
     }
 }

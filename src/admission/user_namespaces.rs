@@ -206,6 +206,9 @@ pub async fn probe(client: &Client, namespace: &str) -> Result<ProbeFinding, kub
     Ok(decide(&answer, &server))
 }
 
+/// How long one probe attempt may take (the create and the version read).
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The waits between probe attempts after a failed one; after the last
 /// failure the fact stays unknown.
 pub const RETRY_DELAYS: [Duration; 5] = [
@@ -258,7 +261,23 @@ pub async fn settle(
 /// One probe attempt; returns whether it gave an answer (which is then the
 /// store's fact).
 async fn attempt(client: &Client, namespace: &str, store: &PolicyStore, number: usize) -> bool {
-    match probe(client, namespace).await {
+    // Bounded: the first attempt holds the start (the webhook, readiness,
+    // the leader election), and a slow API server or a slow Pod webhook of
+    // the cluster must not hold it for the client's whole request timeout
+    // (found by the second read); the retries go on in the background.
+    let answer = match tokio::time::timeout(ATTEMPT_TIMEOUT, probe(client, namespace)).await {
+        Ok(answer) => answer,
+        Err(_) => {
+            warn!(
+                namespace,
+                attempt = number,
+                timeout_seconds = ATTEMPT_TIMEOUT.as_secs(),
+                "user namespaces: the dry-run Pod create that finds out got no answer in time; trying again later (hostUsers: false relaxes nothing meanwhile)"
+            );
+            return false;
+        }
+    };
+    match answer {
         Ok(ProbeFinding { fact, reason }) => {
             store.set_user_namespaces(fact);
             if fact.supported() {
@@ -274,11 +293,21 @@ async fn attempt(client: &Client, namespace: &str, store: &PolicyStore, number: 
             true
         }
         Err(error) => {
+            let hint = match &error {
+                kube::Error::Api(status) if status.code == 404 => {
+                    "the namespace does not exist: create it, or set --user-namespaces"
+                }
+                kube::Error::Api(status) if status.code == 403 => {
+                    "the operator may not create Pods there: grant it, or set --user-namespaces"
+                }
+                _ => "trying again later",
+            };
             warn!(
                 namespace,
                 attempt = number,
                 error = %error,
-                "user namespaces: the dry-run Pod create that finds out failed; retrying"
+                hint,
+                "user namespaces: the dry-run Pod create that finds out failed (hostUsers: false relaxes nothing meanwhile)"
             );
             false
         }

@@ -107,7 +107,7 @@ async fn pool_reports_its_sizing_and_autoscales_up_then_down_after_the_delay() {
         .collect();
     assert_eq!(
         header,
-        ["NAME", "READY", "DESIRED", "RECOMMENDED", "AGE"],
+        ["NAME", "REPLICAS", "READY", "DESIRED", "RECOMMENDED", "AGE"],
         "{table}"
     );
     let metrics = operator.metrics().await;

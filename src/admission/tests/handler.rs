@@ -494,6 +494,20 @@ fn a_pool_scale_request_is_held_to_the_pools_replica_bound() {
     // under it one step at a time.
     assert!(handler.validate(&scale_request(Some(40), Some(50))).allowed);
     assert!(handler.validate(&scale_request(None, Some(50))).allowed);
+    // An edit of the pool itself follows the same rule.
+    let edit = |new: i64, old: i64| {
+        handler.validate(&request(
+            SandboxKind::SandboxWarmPool,
+            "UPDATE",
+            Some(pool(new)),
+            Some(pool(old)),
+        ))
+    };
+    assert!(edit(40, 50).allowed);
+    assert_eq!(
+        edit(51, 50).result.message,
+        "spec.replicas: 51 exceeds the maximum 10"
+    );
     // The mutating webhook leaves a Scale as it is (it is not registered for
     // it; if it were called, it would still change nothing).
     let mutated = handler.mutate(&scale_request(Some(50), Some(3)));

@@ -166,6 +166,7 @@ pub fn validate(
                 }
             } else if checks("networkPolicy") {
                 validator.network_policy(spec, &spec_path);
+                validator.egress_left_out(spec, &spec_path);
             }
         }
         SandboxKind::SandboxClaim => {
@@ -180,7 +181,15 @@ pub fn validate(
             }
         }
         SandboxKind::SandboxWarmPool => {
-            if checks("replicas") {
+            // Only growth is judged, as for a scale request: a pool above
+            // a limit lowered since may step down (found by the second
+            // read: the scale subresource allowed it, an edit did not).
+            let lowered = spec
+                .get("replicas")
+                .and_then(Value::as_i64)
+                .zip(old_spec.and_then(|old| old.get("replicas")?.as_i64()))
+                .is_some_and(|(new, old)| (0..=old).contains(&new));
+            if checks("replicas") && !lowered {
                 validator.pool_replicas(spec, &spec_path);
             }
             if checks("sandboxTemplateRef") {
@@ -337,6 +346,23 @@ impl Validator<'_> {
                 "not set, so at spec.shutdownTime the Sandbox is deleted and its volume claims with it \
                  (Delete, the v0.1 default; upstream agent-sandbox v0.1.1 and later default to Retain): \
                  set Retain to keep them",
+            );
+        }
+    }
+
+    /// A template's `networkPolicy` that leaves `egress` out allows no
+    /// egress at all, DNS included (as upstream agent-sandbox; before this
+    /// version it meant unrestricted egress here): admitted, with a warning
+    /// saying so and how to open it (found by the second read: the change
+    /// cut a stored template's egress silently).
+    fn egress_left_out(&mut self, spec: &Map<String, Value>, spec_path: &FieldPath) {
+        if let Some(rules) = spec.get("networkPolicy").and_then(Value::as_object)
+            && present(rules, "egress").is_none()
+        {
+            self.warn(
+                &spec_path.key("networkPolicy").key("egress"),
+                "not set, so sandboxes of this template get no egress at all, DNS included; \
+                 `egress: [{}]` allows everywhere but the policy file's denied ranges",
             );
         }
     }

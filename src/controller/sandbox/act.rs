@@ -76,7 +76,7 @@ pub(super) async fn act(
                     // Decide again on the copy the wait let in.
                     return Ok(Outcome::Done(Action::requeue(Duration::from_millis(10))));
                 }
-                let Some(adopted) = adopt_fresh(pods, pod, sandbox).await? else {
+                let Some(adopted) = adopt_fresh(ctx, pods, pod, sandbox).await? else {
                     // The Pod changed twice since it was read: its newer
                     // version's event (a claim's stolen Pod carries this
                     // Sandbox's label, which wakes it) decides again on
@@ -133,14 +133,7 @@ async fn offered_pod_refused(
     sandbox: &Sandbox,
     pod: &Pod,
 ) -> Option<ConditionUpdate> {
-    if crate::controller::ownership::has_controller(&pod.metadata) {
-        return None;
-    }
-    let object = serde_json::json!({"metadata": &pod.metadata, "spec": &pod.spec});
-    let denials = crate::admission::pss::check_pod_object(
-        ctx.config.policy.current().pod_security(),
-        &object,
-    );
+    let denials = offered_pod_violations(ctx, pod);
     if denials.is_empty() {
         return None;
     }
@@ -168,6 +161,17 @@ async fn offered_pod_refused(
     ))
 }
 
+/// What the policy's Pod Security level finds in `pod` as stored, when it
+/// is a Pod offered for adoption (no controller); nothing for the
+/// operator's own Pods, which were checked when made.
+fn offered_pod_violations(ctx: &Context, pod: &Pod) -> Vec<crate::admission::Denial> {
+    if crate::controller::ownership::has_controller(&pod.metadata) {
+        return Vec::new();
+    }
+    let object = serde_json::json!({"metadata": &pod.metadata, "spec": &pod.spec});
+    crate::admission::pss::check_pod_object(ctx.config.policy.current().pod_security(), &object)
+}
+
 /// After a write lost to a newer version of its object, the requeue that
 /// stands in for that version's watch event, should it never come (the
 /// event itself reruns the reconcile at once).
@@ -179,7 +183,12 @@ const EVENT_NET: Duration = Duration::from_secs(1);
 /// passes on it (not terminating, `may_adopt`). Without that second try a
 /// lagging cache would replay the same stale copy. `None` when
 /// both lost, or the fresh copy may not be adopted.
-async fn adopt_fresh(pods: &Api<Pod>, pod: &Pod, sandbox: &Sandbox) -> Result<Option<Pod>> {
+async fn adopt_fresh(
+    ctx: &Context,
+    pods: &Api<Pod>,
+    pod: &Pod,
+    sandbox: &Sandbox,
+) -> Result<Option<Pod>> {
     match adopt(pods, pod, sandbox).await? {
         Conditioned::Written(adopted) => Ok(Some(adopted)),
         // Someone (this Sandbox's other reconcile, another process) adopted
@@ -189,7 +198,15 @@ async fn adopt_fresh(pods: &Api<Pod>, pod: &Pod, sandbox: &Sandbox) -> Result<Op
         {
             Ok(Some(fresh))
         }
-        Conditioned::Lost(Some(fresh)) if !is_terminating(&fresh) && may_adopt(sandbox, &fresh) => {
+        // The fresh copy is checked again like the first (found by the
+        // second read: an offered Pod changed between the check and the
+        // adoption, say given a privileged ephemeral container, was adopted
+        // unchecked).
+        Conditioned::Lost(Some(fresh))
+            if !is_terminating(&fresh)
+                && may_adopt(sandbox, &fresh)
+                && offered_pod_violations(ctx, &fresh).is_empty() =>
+        {
             Ok(match adopt(pods, &fresh, sandbox).await? {
                 Conditioned::Written(adopted) => Some(adopted),
                 Conditioned::Lost(_) => None,

@@ -160,7 +160,13 @@ impl ChartOperator {
     ) -> ChartOperator {
         let service_account = release.name_of("ServiceAccount");
         let sa_kubeconfig = service_account_kubeconfig(ns, &service_account);
-        let metrics_port = free_port();
+        // Not the webhook's port (two free_port calls may return one port).
+        let metrics_port = loop {
+            let port = free_port();
+            if port != webhook_port {
+                break port;
+            }
+        };
         let log = repo().join(format!("target/test-logs/{}-operator.log", ns.name));
         let child = start_like_the_deployment(
             &release.docs,

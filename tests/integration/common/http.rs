@@ -3,6 +3,16 @@
 //! `/readyz` and the like. Never dials anything but 127.0.0.1.
 
 /// A free TCP port on 127.0.0.1.
+/// `N` distinct free ports on 127.0.0.1: all bound at once, so no two are
+/// the same (two calls of [`free_port`] in a row may return one port twice:
+/// a run once gave an operator's admin and webhook ports the same number).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().expect("addr").port())
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")

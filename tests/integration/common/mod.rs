@@ -23,7 +23,7 @@ use tokio::sync::OnceCell;
 
 mod http;
 
-pub use http::{free_port, http_get};
+pub use http::{free_port, free_ports, http_get};
 
 /// Repository root.
 pub fn repo() -> PathBuf {
@@ -360,9 +360,8 @@ pub struct Operator {
 impl Operator {
     /// Starts `sandbox-operator run` scoped to `namespace`, waits for /readyz.
     pub async fn start(namespace: &str, extra: &[&str]) -> Operator {
-        let port = free_port();
+        let [port, webhook_port] = free_ports::<2>();
         let metrics_addr = format!("127.0.0.1:{port}");
-        let webhook_port = free_port();
         let logs = repo().join("target/test-logs");
         std::fs::create_dir_all(&logs).expect("log dir");
         let log = logs.join(format!("{namespace}-operator-{port}.log"));

@@ -225,3 +225,31 @@ fn a_shutdown_time_without_a_policy_warns_that_it_deletes() {
     let plain = super::sandbox_with(json!({}), json!({}));
     assert!(create(SandboxKind::Sandbox, &plain).warnings.is_empty());
 }
+
+/// A template's `networkPolicy` that leaves egress out is admitted with a
+/// warning that it allows no egress, DNS included.
+#[test]
+fn a_network_policy_without_egress_warns_that_it_denies_all() {
+    let template = |network: Value| {
+        json!({"apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxTemplate",
+            "metadata": {"name": "t"},
+            "spec": {"podTemplate": super::sandbox_with(json!({}), json!({}))["spec"]["podTemplate"].clone(),
+                "networkPolicy": network}})
+    };
+    let verdict = create(
+        SandboxKind::SandboxTemplate,
+        &template(json!({"ingress": [{}]})),
+    );
+    assert!(verdict.allowed(), "{}", verdict.message());
+    assert_eq!(
+        verdict.warnings,
+        [
+            "spec.networkPolicy.egress: not set, so sandboxes of this template get no egress at all, DNS included; `egress: [{}]` allows everywhere but the policy file's denied ranges"
+        ]
+    );
+    let open = create(
+        SandboxKind::SandboxTemplate,
+        &template(json!({"egress": [{}]})),
+    );
+    assert!(open.warnings.is_empty(), "{:?}", open.warnings);
+}
