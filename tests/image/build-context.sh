@@ -99,7 +99,12 @@ patterns=() regexes=()
 if [[ -f $dockerignore ]]; then
   while IFS= read -r pattern || [[ -n $pattern ]]; do
     pattern=${pattern%$'\r'}
-    [[ -z ${pattern//[[:space:]]/} || $pattern == '#'* ]] && continue
+    [[ $pattern == '#'* ]] && continue
+    # Docker trims each line (a "charts/ " with a trailing space still
+    # excludes charts/; found by the second read).
+    pattern=${pattern#"${pattern%%[![:space:]]*}"}
+    pattern=${pattern%"${pattern##*[![:space:]]}"}
+    [[ -z $pattern ]] && continue
     body=${pattern#!}
     while [[ $body == /* ]]; do body=${body#/}; done
     while [[ $body == */ ]]; do body=${body%/}; done
