@@ -117,11 +117,7 @@ pub fn validate(
     old_object: Option<&Value>,
     policy: &Policy,
 ) -> Verdict {
-    let mut validator = Validator {
-        policy,
-        verdict: Verdict::default(),
-        pod_limits: Vec::new(),
-    };
+    let mut validator = Validator::new(policy);
     let root = FieldPath::root();
     let Some(object) = object.as_object() else {
         validator.deny(&root, "the object must be a JSON object");
@@ -209,11 +205,7 @@ pub fn validate(
 /// autoscaler above the limit can still step down (found by the second
 /// read: a pool at 50 under a limit lowered to 10 could not go to 40).
 pub fn validate_pool_scale(object: &Value, old_object: Option<&Value>, policy: &Policy) -> Verdict {
-    let mut validator = Validator {
-        policy,
-        verdict: Verdict::default(),
-        pod_limits: Vec::new(),
-    };
+    let mut validator = Validator::new(policy);
     let root = FieldPath::root();
     let Some(object) = object.as_object() else {
         validator.deny(&root, "the Scale must be a JSON object");
@@ -256,6 +248,17 @@ pub(crate) struct Validator<'p> {
     /// The resources the pod being checked limits at pod level (its
     /// containers' own limits are then not needed to bound them).
     pub(crate) pod_limits: Vec<String>,
+}
+
+impl<'p> Validator<'p> {
+    /// A validator with no findings yet, judging by `policy`.
+    pub(crate) fn new(policy: &'p Policy) -> Self {
+        Validator {
+            policy,
+            verdict: Verdict::default(),
+            pod_limits: Vec::new(),
+        }
+    }
 }
 
 impl Validator<'_> {

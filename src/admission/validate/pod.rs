@@ -45,11 +45,7 @@ pub(crate) fn check_pod_template_value(
     template: &Value,
     template_path_keys: &[&'static str],
 ) -> Verdict {
-    let mut validator = Validator {
-        policy,
-        verdict: Verdict::default(),
-        pod_limits: Vec::new(),
-    };
+    let mut validator = Validator::new(policy);
     let mut path = FieldPath::root();
     for key in template_path_keys {
         path = path.key(*key);

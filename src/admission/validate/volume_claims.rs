@@ -87,11 +87,7 @@ pub(crate) fn check_volume_claim_templates_value(
     policy: &super::super::Policy,
     templates: &Value,
 ) -> super::Verdict {
-    let mut validator = Validator {
-        policy,
-        verdict: super::Verdict::default(),
-        pod_limits: Vec::new(),
-    };
+    let mut validator = Validator::new(policy);
     let mut spec = Map::new();
     spec.insert("volumeClaimTemplates".into(), templates.clone());
     validator.volume_claim_templates(&spec, &FieldPath::root().key("spec"));

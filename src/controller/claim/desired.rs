@@ -271,8 +271,8 @@ mod network_policy_tests {
             .collect()
     }
 
-    #[test]
-    fn claim_and_template_policies_except_the_denied_ranges_per_family() {
+    /// Template `t` and claim `c1` of it, in namespace `ns`.
+    fn template_and_claim() -> (SandboxTemplate, SandboxClaim) {
         let mut template = SandboxTemplate::new("t", SandboxTemplateSpec::default());
         template.metadata.namespace = Some("ns".into());
         template.metadata.uid = Some("template-uid".into());
@@ -285,6 +285,12 @@ mod network_policy_tests {
         );
         claim.metadata.namespace = Some("ns".into());
         claim.metadata.uid = Some("claim-uid".into());
+        (template, claim)
+    }
+
+    #[test]
+    fn claim_and_template_policies_except_the_denied_ranges_per_family() {
+        let (template, claim) = template_and_claim();
         let expected = vec![
             (
                 "0.0.0.0/0".to_string(),
@@ -314,18 +320,7 @@ mod network_policy_tests {
     /// egress everywhere but the denied ranges.
     #[test]
     fn a_network_policy_without_egress_denies_all_egress() {
-        let mut template = SandboxTemplate::new("t", SandboxTemplateSpec::default());
-        template.metadata.namespace = Some("ns".into());
-        template.metadata.uid = Some("template-uid".into());
-        let mut claim = SandboxClaim::new(
-            "c1",
-            SandboxClaimSpec {
-                sandbox_template_ref: SandboxTemplateRef { name: "t".into() },
-                ..Default::default()
-            },
-        );
-        claim.metadata.namespace = Some("ns".into());
-        claim.metadata.uid = Some("claim-uid".into());
+        let (_, claim) = template_and_claim();
         let ingress_only = NetworkPolicySpec {
             ingress: Some(vec![NetworkPolicyIngressRule::default()]),
             egress: None,

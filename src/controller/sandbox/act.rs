@@ -137,9 +137,24 @@ async fn offered_pod_refused(
     if denials.is_empty() {
         return None;
     }
+    let what = format!(
+        "Pod {} was offered for adoption but violates the admission policy, it is not adopted",
+        pod.name_any()
+    );
+    Some(policy_violation(ctx, sandbox, "Adopt", &what, &denials).await)
+}
+
+/// A policy violation said in a Warning Event (`action`) and returned as the
+/// Sandbox's Ready condition: `what` happened, then every denial.
+async fn policy_violation(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    action: &str,
+    what: &str,
+    denials: &[crate::admission::Denial],
+) -> ConditionUpdate {
     let message = format!(
-        "Pod {} was offered for adoption but violates the admission policy, it is not adopted: {}",
-        pod.name_any(),
+        "{what}: {}",
         denials
             .iter()
             .map(ToString::to_string)
@@ -150,15 +165,11 @@ async fn offered_pod_refused(
         sandbox,
         EventType::Warning,
         reason::POLICY_VIOLATION,
-        "Adopt",
+        action,
         message.clone(),
     )
     .await;
-    Some(ConditionUpdate::ready(
-        false,
-        reason::POLICY_VIOLATION,
-        message,
-    ))
+    ConditionUpdate::ready(false, reason::POLICY_VIOLATION, message)
 }
 
 /// What the policy's Pod Security level finds in `pod` as stored, when it
@@ -326,27 +337,15 @@ async fn create_pod(
             denials
         }
     };
-    let message = format!(
-        "the pod template violates the admission policy, no Pod is created: {}",
-        denials
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ")
-    );
-    ctx.event(
+    let what = "the pod template violates the admission policy, no Pod is created";
+    Ok(Err(policy_violation(
+        ctx,
         sandbox,
-        EventType::Warning,
-        reason::POLICY_VIOLATION,
         "CreatePod",
-        message.clone(),
+        what,
+        &denials,
     )
-    .await;
-    Ok(Err(ConditionUpdate::ready(
-        false,
-        reason::POLICY_VIOLATION,
-        message,
-    )))
+    .await))
 }
 
 /// Removes the Sandbox's pod-name annotation, conditioned on the version
