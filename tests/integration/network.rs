@@ -598,8 +598,6 @@ async fn per_template_a_tenants_edit_of_the_sandbox_label_leaves_its_pod_covered
                 .unwrap();
         }
     };
-    edit(json!({"metadata": {"labels": {TEMPLATE_LABEL: null}}})).await;
-    edit(json!({"spec": {"replicas": 0}})).await;
     let claim_pods = || async {
         ns.api::<Pod>()
             .list(&kube::api::ListParams::default().labels(&format!("{SANDBOX_LABEL}=c")))
@@ -607,15 +605,21 @@ async fn per_template_a_tenants_edit_of_the_sandbox_label_leaves_its_pod_covered
             .unwrap()
             .items
     };
-    wait_until(Duration::from_secs(30), || async {
-        claim_pods().await.is_empty()
-    })
-    .await;
-    edit(json!({"spec": {"replicas": 1}})).await;
-    wait_until(Duration::from_secs(30), || async {
-        claim_pods().await.len() == 1
-    })
-    .await;
+    // Paused until its Pod is gone, then resumed until it has one again.
+    let pause_and_resume = || async {
+        edit(json!({"spec": {"replicas": 0}})).await;
+        wait_until(Duration::from_secs(30), || async {
+            claim_pods().await.is_empty()
+        })
+        .await;
+        edit(json!({"spec": {"replicas": 1}})).await;
+        wait_until(Duration::from_secs(30), || async {
+            claim_pods().await.len() == 1
+        })
+        .await;
+    };
+    edit(json!({"metadata": {"labels": {TEMPLATE_LABEL: null}}})).await;
+    pause_and_resume().await;
     let pod = claim_pods().await.remove(0);
     let policy = ns
         .api::<NetworkPolicy>()
@@ -645,14 +649,5 @@ async fn per_template_a_tenants_edit_of_the_sandbox_label_leaves_its_pod_covered
         |_| true,
     )
     .await;
-    edit(json!({"spec": {"replicas": 0}})).await;
-    wait_until(Duration::from_secs(30), || async {
-        claim_pods().await.is_empty()
-    })
-    .await;
-    edit(json!({"spec": {"replicas": 1}})).await;
-    wait_until(Duration::from_secs(30), || async {
-        claim_pods().await.len() == 1
-    })
-    .await;
+    pause_and_resume().await;
 }

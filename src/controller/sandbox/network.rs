@@ -348,9 +348,20 @@ fn template_policy_missing(ctx: &Context, sandbox: &Sandbox, namespace: &str) ->
         .caches
         .network_policies
         .get(&ObjectRef::new(&name).within(namespace));
+    // Controlled by the template itself (its uid, from the template cache),
+    // not by any reference of that kind: decided from what the operator
+    // wrote, never from the name alone.
+    let template_uid = ctx
+        .caches
+        .templates
+        .get(&ObjectRef::new(&template).within(namespace))
+        .and_then(|t| t.uid());
     match policy {
         Some(policy)
-            if controller_of_kind(policy.owner_references(), "SandboxTemplate").is_some() =>
+            if template_uid.is_some()
+                && controller_of_kind(policy.owner_references(), "SandboxTemplate")
+                    .map(|owner| Some(&owner.uid))
+                    == Some(template_uid.as_ref()) =>
         {
             None
         }
