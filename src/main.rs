@@ -277,7 +277,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Sandboxes and Pods they create).
     policy.current().network.warn_unless_metadata_denied();
     if let Some(path) = &args.policy_file {
-        metrics.policy_file_current.set(1);
+        metrics.follow_policy_file();
         let observed = metrics.clone();
         tokio::spawn(policy.clone().watch_file(
             path.clone(),

@@ -170,14 +170,14 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         let build_info = registered(&registry, build_info);
-        let policy_file_current = registered(
-            &registry,
-            IntGauge::new(
-                name("policy_file_current"),
-                "1 while the admission policy in force is the policy file as last read; 0 after a refused reload (the previous policy stays in force).",
-            )
-            .expect("valid gauge"),
-        );
+        // Registered only when a policy file is followed
+        // ([`Metrics::follow_policy_file`]): exported as 0 without one, it
+        // would fire `SandboxPolicyFileRefused` for nothing.
+        let policy_file_current = IntGauge::new(
+            name("policy_file_current"),
+            "1 while the admission policy in force is the policy file as last read; 0 after a refused reload (the previous policy stays in force).",
+        )
+        .expect("valid gauge");
 
         Metrics {
             claim_ready_seconds: histogram(
@@ -241,7 +241,7 @@ impl Metrics {
             ),
             watch_events: counter(
                 "watch_events_total",
-                "Watch events applied to the operator's caches, by cache (pods, pools, services, sandboxes, templates, claims) and event (applied, deleted, listed: the first list and each re-list).",
+                "Watch events applied to the operator's caches, by cache (pods, pools, services, networkpolicies, sandboxes, templates, claims) and event (applied, deleted, listed: the first list and each re-list).",
                 &["cache", "event"],
             ),
             reconciles: counter(
@@ -343,6 +343,18 @@ impl Metrics {
             leader,
             build_info,
             registry,
+        }
+    }
+
+    /// Exports `policy_file_current`, at 1: the policy file was read at
+    /// start. Called once, when the operator follows a policy file.
+    pub fn follow_policy_file(&self) {
+        if self
+            .registry
+            .register(Box::new(self.policy_file_current.clone()))
+            .is_ok()
+        {
+            self.policy_file_current.set(1);
         }
     }
 

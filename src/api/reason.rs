@@ -39,6 +39,8 @@ pub const POD_TEMPLATE_CHANGED: &str = "PodTemplateChanged";
 
 // The claim's `Ready` condition (claim controller). A claim whose Sandbox
 // is not Ready yet also carries the Sandbox's own reason in its message.
+// Besides these, a claim waiting for its NetworkPolicy to be made again
+// says `NETWORK_POLICY_REPLACING` (below).
 
 /// The Sandbox (and its Pod) is Ready.
 pub const SANDBOX_READY: &str = "SandboxReady";
@@ -74,3 +76,27 @@ pub const NETWORK_POLICY_FAILED: &str = "NetworkPolicyFailed";
 /// Pod ran and is held until that Pod is gone (see
 /// `controller::policy_hold`); no new Pod starts until it is made again.
 pub const NETWORK_POLICY_REPLACING: &str = "NetworkPolicyReplacing";
+/// The scheduler reports some of the pool's Pods Unschedulable; no more
+/// are created for them.
+pub const PODS_UNSCHEDULABLE: &str = "PodsUnschedulable";
+/// `spec.replicas` is above the policy's `maxPoolReplicas`; the pool keeps
+/// the cap.
+pub const REPLICAS_CAPPED: &str = "ReplicasCapped";
+
+// The pool's `Exhausted` condition: `True` with `NoIdlePod` while the pool
+// keeps Pods and none is idle and Ready, else `False` with
+// `IdlePodsAvailable`.
+
+/// No idle Ready Pod (`Exhausted=True`).
+pub const NO_IDLE_POD: &str = "NoIdlePod";
+/// At least one idle Ready Pod, or a pool that keeps none (`Exhausted=False`).
+pub const IDLE_PODS_AVAILABLE: &str = "IdlePodsAvailable";
+
+// Event reasons (not conditions).
+
+/// Warning: a Sandbox's `agents.x-k8s.io/pod-name` names a Pod that is gone
+/// or terminating; the Sandbox makes a new Pod.
+pub const ADOPTION_FAILED: &str = "AdoptionFailed";
+/// Normal: a claim found no idle Ready Pod in its pool (it takes a pool
+/// Pod still starting, or goes the cold path).
+pub const POOL_EXHAUSTED: &str = "PoolExhausted";

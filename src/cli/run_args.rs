@@ -135,7 +135,7 @@ pub struct RunArgs {
     pub cert_validity_hours: u64,
     /// Renew the serving certificate this many hours before it expires
     /// (capped at half the validity). Must be at least twice
-    /// --cert-check-seconds and shorter than --cert-validity-hours.
+    /// --cert-check-seconds.
     #[arg(long, env = "SANDBOX_CERT_ROTATE_BEFORE_HOURS", default_value_t = 720, value_parser = clap::value_parser!(u64).range(0..))]
     pub cert_rotate_before_hours: u64,
     /// Seconds between certificate checks (rotation, caBundle repair).

@@ -25,6 +25,11 @@ pub(crate) trait OwnStatus:
     type Status: Serialize;
     /// Every top-level field of the status (one left out is sent as `null`).
     const FIELDS: &'static [&'static str];
+    /// Every field of each nested object of the status, by the object's
+    /// field: a merge patch merges into a stored object, so a nested field
+    /// left out would keep its stored value (one left out is sent as
+    /// `null` when the object is sent).
+    const NESTED: &'static [(&'static str, &'static [&'static str])] = &[];
     /// What the kind is called in errors and logs.
     const WHAT: &'static str;
 }
@@ -32,10 +37,13 @@ pub(crate) trait OwnStatus:
 /// `impl OwnStatus` for a kind: its status type, what it is called, and
 /// every top-level status field.
 macro_rules! own_status {
-    ($kind:ty, $status:ty, $what:literal, [$($field:literal),+ $(,)?]) => {
+    ($kind:ty, $status:ty, $what:literal, [$($field:literal),+ $(,)?]
+     $(, nested $object:literal: [$($inner:literal),+ $(,)?])*) => {
         impl OwnStatus for $kind {
             type Status = $status;
             const FIELDS: &'static [&'static str] = &[$($field),+];
+            const NESTED: &'static [(&'static str, &'static [&'static str])] =
+                &[$(($object, &[$($inner),+])),*];
             const WHAT: &'static str = $what;
         }
     };
@@ -53,7 +61,8 @@ own_status!(
         "warmPool",
         "readyTime",
         "timeToReadySeconds",
-    ]
+    ],
+    nested "sandbox": ["name", "podIPs", "service", "serviceFQDN"]
 );
 own_status!(
     Sandbox,
@@ -67,6 +76,7 @@ own_status!(
         "selector",
         "podName",
         "podIP",
+        "podIPs",
         "nodeName",
     ]
 );
@@ -90,19 +100,29 @@ own_status!(
 );
 
 /// The merge patch that makes the stored status equal `status` exactly
-/// (every field of `fields` it leaves out is sent as `null`, so a field that
-/// went away is removed), applicable only to `resource_version`. Pure.
+/// (every field of `fields`, and of each object of `nested` that is sent,
+/// it leaves out is sent as `null`, so a field that went away is removed),
+/// applicable only to `resource_version`. Pure.
 pub(crate) fn status_patch<S: Serialize>(
     status: &S,
     fields: &[&str],
+    nested: &[(&str, &[&str])],
     resource_version: Option<String>,
 ) -> Result<serde_json::Value> {
+    fn fill_nulls(value: &mut serde_json::Value, fields: &[&str]) {
+        if let Some(object) = value.as_object_mut() {
+            for field in fields {
+                object
+                    .entry(field.to_string())
+                    .or_insert(serde_json::Value::Null);
+            }
+        }
+    }
     let mut value = serde_json::to_value(status)?;
-    if let Some(object) = value.as_object_mut() {
-        for field in fields {
-            object
-                .entry(field.to_string())
-                .or_insert(serde_json::Value::Null);
+    fill_nulls(&mut value, fields);
+    for (field, inner) in nested {
+        if let Some(object) = value.get_mut(*field) {
+            fill_nulls(object, inner);
         }
     }
     Ok(serde_json::json!({
@@ -128,7 +148,7 @@ pub(crate) async fn write_status<K: OwnStatus>(
     status: &K::Status,
 ) -> Result<bool> {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &object.namespace().unwrap_or_default());
-    let patch = status_patch(status, K::FIELDS, object.resource_version())?;
+    let patch = status_patch(status, K::FIELDS, K::NESTED, object.resource_version())?;
     let params = PatchParams {
         field_manager: Some(crate::api::FIELD_MANAGER.into()),
         ..Default::default()
@@ -167,7 +187,13 @@ mod tests {
             pod_name: Some("p".into()),
             ..Default::default()
         };
-        let patch = status_patch(&status, SandboxClaim::FIELDS, Some("42".into())).unwrap();
+        let patch = status_patch(
+            &status,
+            SandboxClaim::FIELDS,
+            SandboxClaim::NESTED,
+            Some("42".into()),
+        )
+        .unwrap();
         assert_eq!(patch["metadata"]["resourceVersion"], "42");
         assert_eq!(patch["status"]["podName"], "p");
         for field in SandboxClaim::FIELDS.iter().filter(|f| **f != "podName") {
@@ -178,25 +204,77 @@ mod tests {
         }
     }
 
+    /// The status properties of a kind's CRD schema (what the API server
+    /// stores), and those of each nested object among them.
+    fn schema_fields<K: kube::CustomResourceExt>() -> (Vec<String>, Vec<(String, Vec<String>)>) {
+        let crd = serde_json::to_value(K::crd()).unwrap();
+        let status = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+            ["properties"];
+        let keys = |v: &serde_json::Value| -> Vec<String> {
+            let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            keys.sort();
+            keys
+        };
+        let nested = status
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(_, v)| v.get("properties").is_some())
+            .map(|(k, v)| (k.clone(), keys(&v["properties"])))
+            .collect();
+        (keys(status), nested)
+    }
+
+    fn listed<K: OwnStatus>() -> (Vec<String>, Vec<(String, Vec<String>)>) {
+        let sorted = |fields: &[&str]| {
+            let mut v: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
+            v.sort();
+            v
+        };
+        let nested = K::NESTED
+            .iter()
+            .map(|(field, inner)| (field.to_string(), sorted(inner)))
+            .collect();
+        (sorted(K::FIELDS), nested)
+    }
+
     #[test]
-    fn every_status_field_is_listed() {
-        fn serialized_fields<S: Serialize>(status: S) -> Vec<String> {
-            serde_json::to_value(status)
-                .unwrap()
-                .as_object()
-                .unwrap()
-                .keys()
-                .cloned()
-                .collect()
-        }
-        // A status with every optional field set must name only listed fields.
-        let claim = serde_json::from_value::<SandboxClaimStatus>(serde_json::json!({
-            "conditions": [], "sandbox": {"name": "s"}, "podName": "p", "launchType": "warm",
-            "warmPool": "w", "readyTime": "2026-01-01T00:00:00Z", "timeToReadySeconds": 1.0
-        }))
+    fn every_status_field_of_the_schema_is_listed_nested_objects_too() {
+        // A field the schema stores but the list leaves out would never be
+        // removed by a status write (before: a Sandbox kept `podIPs` after
+        // its Pod went, and a claim's `sandbox.podIPs` too).
+        assert_eq!(listed::<SandboxClaim>(), schema_fields::<SandboxClaim>());
+        assert_eq!(listed::<Sandbox>(), schema_fields::<Sandbox>());
+        assert_eq!(
+            listed::<SandboxWarmPool>(),
+            schema_fields::<SandboxWarmPool>()
+        );
+    }
+
+    #[test]
+    fn a_pod_gone_clears_every_ip_of_the_sandbox_and_its_claim() {
+        let sandbox = status_patch(
+            &SandboxStatus::default(),
+            Sandbox::FIELDS,
+            Sandbox::NESTED,
+            None,
+        )
         .unwrap();
-        for field in serialized_fields(claim) {
-            assert!(SandboxClaim::FIELDS.contains(&field.as_str()), "{field}");
-        }
+        assert!(sandbox["status"]["podIP"].is_null());
+        assert!(sandbox["status"].get("podIPs").is_some_and(|v| v.is_null()));
+        let claim = SandboxClaimStatus {
+            sandbox: Some(crate::api::ClaimedSandboxStatus {
+                name: Some("s".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let claim = status_patch(&claim, SandboxClaim::FIELDS, SandboxClaim::NESTED, None).unwrap();
+        assert_eq!(claim["status"]["sandbox"]["name"], "s");
+        assert!(
+            claim["status"]["sandbox"]
+                .get("podIPs")
+                .is_some_and(|v| v.is_null())
+        );
     }
 }

@@ -17,6 +17,25 @@ fn exposition_has_prefix_and_build_info() {
 }
 
 #[test]
+fn the_policy_file_gauge_is_exported_only_while_a_file_is_followed() {
+    // Exported as 0 without a file, it fired SandboxPolicyFileRefused on
+    // every operator started without one (the image's default command).
+    let m = Metrics::new();
+    assert!(!m.encode().contains("policy_file_current"));
+    m.follow_policy_file();
+    m.follow_policy_file();
+    assert!(
+        m.encode()
+            .contains("\nsandbox_operator_policy_file_current 1\n")
+    );
+    m.policy_file_current.set(0);
+    assert!(
+        m.encode()
+            .contains("\nsandbox_operator_policy_file_current 0\n")
+    );
+}
+
+#[test]
 fn series_of_deleted_pools_and_templates_are_dropped() {
     let m = Metrics::new();
     m.pool_desired.with_label_values(&["ns", "kept"]).set(1.0);

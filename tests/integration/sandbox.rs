@@ -252,6 +252,11 @@ async fn pause_and_resume_keep_service_and_pvc() {
     sandboxes.create(&PostParams::default(), &s).await.unwrap();
     let s = wait_for(&sandboxes, "p", Duration::from_secs(30), is_ready).await;
     let first_uid = owned_pods(&ns, &s).await[0].uid();
+    let running = s.status.clone().unwrap();
+    assert!(
+        running.pod_ip.is_some() && running.pod_ips.is_some(),
+        "{running:?}"
+    );
     assert!(template_outdated(&s).is_none(), "{:?}", s.status);
 
     // A template edit leaves the running Pod alone, and the status says so
@@ -278,8 +283,11 @@ async fn pause_and_resume_keep_service_and_pvc() {
     assert_eq!(owned_pods(&ns, &edited).await[0].uid(), first_uid);
 
     set_replicas(&sandboxes, "p", 0).await;
+    // Paused, it names no IP any more: not `podIP`, not `podIPs` (before,
+    // `podIPs` kept the gone Pod's addresses, which another Pod may get).
     let paused = wait_for(&sandboxes, "p", Duration::from_secs(30), |s| {
-        reason(s) == "Paused"
+        let status = s.status.clone().unwrap_or_default();
+        reason(s) == "Paused" && status.pod_ip.is_none() && status.pod_ips.is_none()
     })
     .await;
     wait_until(Duration::from_secs(30), || async {

@@ -542,7 +542,7 @@ fn pool_exhausted(
         ctx.event(
             &claim,
             EventType::Normal,
-            "PoolExhausted",
+            crate::api::reason::POOL_EXHAUSTED,
             "Claim",
             match starting {
                 Some(pod) => format!(

@@ -346,7 +346,7 @@ fn named_gone(sandbox: &Sandbox, name: &str) -> Plan {
     );
     let mut steps = Vec::new();
     if sandbox.status.as_ref().and_then(|s| s.pod_name.as_deref()) != Some(name) {
-        steps.push(warning("AdoptionFailed", &note));
+        steps.push(warning(crate::api::reason::ADOPTION_FAILED, &note));
     }
     steps.push(if claimed {
         Step::Unname

@@ -64,7 +64,7 @@ pub(super) async fn record(
         .or_else(|| {
             (o.sizing.condition.is_none() && pool.spec.replicas > cap).then(|| {
                 (
-                    "ReplicasCapped",
+                    crate::api::reason::REPLICAS_CAPPED,
                     format!(
                         "spec.replicas {} exceeds the cap {cap}; keeping {desired}",
                         pool.spec.replicas

@@ -76,9 +76,9 @@ pub fn pool_status(
         type_: EXHAUSTED,
         status: ready == 0 && desired > 0,
         reason: if ready == 0 {
-            "NoIdlePod"
+            reason::NO_IDLE_POD
         } else {
-            "IdlePodsAvailable"
+            reason::IDLE_PODS_AVAILABLE
         },
         message: format!("{ready} idle Ready Pods"),
     };
@@ -189,7 +189,7 @@ mod tests {
 pub fn unschedulable(counts: &super::members::PoolCounts) -> Option<(&'static str, String)> {
     let (first, message) = counts.unschedulable_example.as_ref()?;
     Some((
-        "PodsUnschedulable",
+        crate::api::reason::PODS_UNSCHEDULABLE,
         format!(
             "{} of the pool's {} Pods cannot be scheduled (e.g. {first}: {message}); no more are created for them",
             counts.unschedulable, counts.members
