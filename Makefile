@@ -56,6 +56,7 @@ test: ## Run every check and test (starts the local control plane if needed)
 	@$(MAKE) -s crds-check
 	@$(CLUSTER_UP) && \
 	  SANDBOX_KUBECONFIG=$$kubeconfig $(CARGO) test --workspace --lib --bins --tests -- --test-threads=$${TEST_THREADS:-3}
+	@$(CARGO) test --workspace --doc
 	@$(MAKE) -s test-python
 
 .PHONY: run

@@ -8,7 +8,9 @@
 #   build-context  the Dockerfile alternative gets every input of the release
 #                  build (tests/image/build-context.sh over the binary's
 #                  dep-info): each one copied by a COPY, none excluded by
-#                  .dockerignore; no container engine needed
+#                  .dockerignore; no container engine needed; and a copy
+#                  of .dockerignore with charts/ appended fails it, naming
+#                  the embedded charts/sandbox-operator/files/ (it bites)
 #   reproducible   packing is stable: a second assembly of the same binary
 #                  (a copy with a new mtime; the binary is not compiled
 #                  again) from the same commit, another umask and fresh
@@ -61,7 +63,18 @@ test_build() {
 }
 
 test_build_context() {
-  tests/image/build-context.sh "$target_dir/release/sandbox-operator.d"
+  local depinfo=$target_dir/release/sandbox-operator.d status
+  tests/image/build-context.sh "$depinfo" || return 1
+  # The same check with charts/ excluded again (a line appended after the
+  # re-include of the embedded chart files) must fail, naming those files:
+  # the check bites.
+  { cat .dockerignore && printf '\ncharts/\n'; } >"$work/dockerignore-no-charts"
+  tests/image/build-context.sh "$depinfo" Dockerfile "$work/dockerignore-no-charts" >"$work/no-charts.log" 2>&1 &&
+    status=0 || status=$?
+  cat "$work/no-charts.log"
+  ((status == 1)) || fail "build-context exited $status with charts/ excluded from the context, expected 1"
+  grep -q '^build-context: charts/sandbox-operator/files/.* excludes it (charts/)$' "$work/no-charts.log" ||
+    fail "build-context did not name a file under charts/sandbox-operator/files/ excluded by charts/"
 }
 
 test_reproducible() {

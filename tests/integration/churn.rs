@@ -174,9 +174,23 @@ async fn state_and_series_return_to_baseline_after_churn() {
     let baseline = tracked(&op.metrics().await);
     assert!(started_tables, "no tracked-entries gauge: {baseline:?}");
     println!("baseline: {baseline:?}, rss {} KiB", rss_kib(op.pid()));
+    // Tables and series while each round's objects exist: the return to
+    // baseline below proves nothing unless the state grew meanwhile (a
+    // gauge stuck at its baseline, or series never exported, would pass it).
+    let mut busy_rounds = Vec::new();
     for round in 0..ROUNDS {
         let claims = round_up(&ns, round).await;
-        let busy = tracked(&op.metrics().await);
+        let text = op.metrics().await;
+        let (busy, busy_series) = (tracked(&text), object_series(&text));
+        let pool_label = format!("pool=\"p-{round}-");
+        assert!(
+            busy_series.iter().any(|l| l.contains(&pool_label)),
+            "round {round}: no series names this round's pools while they exist \
+             ({} per-object series, first: {:?})",
+            busy_series.len(),
+            &busy_series[..busy_series.len().min(10)]
+        );
+        busy_rounds.push(busy.clone());
         round_down(&ns, round).await;
         let cleaned = wait_until_ok(Duration::from_secs(30), || async {
             leftovers(&ns).await == 0
@@ -188,12 +202,18 @@ async fn state_and_series_return_to_baseline_after_churn() {
             leftovers(&ns).await
         );
         println!(
-            "round {round} ({:.1} s): {} claims Ready, then deleted; rss {} KiB; tables while busy: {busy:?}",
+            "round {round} ({:.1} s): {} claims Ready, then deleted; rss {} KiB; tables while busy: {busy:?}; {} per-object series",
             started.elapsed().as_secs_f64(),
             claims.len(),
-            rss_kib(op.pid())
+            rss_kib(op.pid()),
+            busy_series.len()
         );
     }
+    assert!(
+        busy_rounds.iter().any(|busy| *busy != baseline),
+        "the tracked-entry tables never left their baseline {baseline:?} while a round's \
+         objects existed: {busy_rounds:?}"
+    );
     // Expired write memos go after their TTL (30 s); everything else at
     // the next sweep.
     let last = std::sync::Mutex::new((BTreeMap::new(), Vec::new()));

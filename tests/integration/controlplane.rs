@@ -51,6 +51,15 @@ async fn pod_start_delay_annotation_is_honoured() {
         slow < Duration::from_secs(10),
         "delayed pod took far too long: {slow:?}"
     );
+    // The two bounds above would also hold if the annotation were ignored and the
+    // control plane had a cluster-wide start delay near 3 s: the Pod without the
+    // annotation must be Ready well before the one with it.
+    assert!(
+        fast + Duration::from_secs(2) < slow,
+        "the Pod without the start-delay annotation (Ready after {fast:?}) was not Ready \
+         well before the one with 3000 ms (Ready after {slow:?}): the annotation is not \
+         what delays it"
+    );
     pods.delete("slow", &Default::default()).await.unwrap();
     wait_until(Duration::from_secs(20), || async {
         pods.get_opt("slow").await.unwrap().is_none()

@@ -17,7 +17,9 @@ use futures::StreamExt;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::watcher;
-use sandbox_operator::api::{LaunchType, READY, Sandbox, SandboxClaim, is_true};
+use sandbox_operator::api::{
+    LaunchType, READY, Sandbox, SandboxClaim, SandboxTemplate, SandboxWarmPool, is_true,
+};
 
 use crate::common::{client_for, repo};
 
@@ -131,6 +133,15 @@ async fn readme_quick_start_make_run_serves_a_warm_claim() {
             .any(|l| l.starts_with("first claim ") && l.contains("launch type warm, Ready ")),
         "`make run` did not show its first claim served warm:\n{output}"
     );
+    // The script's own claim, which its clean-up deletes on Ctrl-C (checked
+    // below, before `run`'s drop deletes it too should the test fail).
+    let first_claim = output
+        .lines()
+        .find_map(|l| l.strip_prefix("first claim ")?.split_once(':'))
+        .map(|(name, _)| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| panic!("no `first claim NAME:` line:\n{output}"));
+    run.claims.push(first_claim.clone());
     assert!(
         !output.contains("and the control plane"),
         "the control plane was already running, yet `make run` says Ctrl-C stops it:\n{output}"
@@ -377,5 +388,50 @@ async fn readme_quick_start_make_run_serves_a_warm_claim() {
         !output.contains("stopping the local control plane"),
         "`make run` stopped a control plane it did not start:\n{output}"
     );
-    // (5) Clean-up (claim, pool, template) happens when `run` is dropped.
+    // What the script's clean-up deletes (scripts/run-local.sh): its first
+    // claim and the warm pool, gone (or going) once it has exited; the
+    // pool's Pods then go by garbage collection.
+    let claims_left = claims
+        .get_opt(&first_claim)
+        .await
+        .expect("read the first claim");
+    assert!(
+        claims_left
+            .as_ref()
+            .is_none_or(|c| c.metadata.deletion_timestamp.is_some()),
+        "`make run`'s first claim {first_claim} is left after Ctrl-C:\n{output}"
+    );
+    let pools = Api::<SandboxWarmPool>::namespaced(client.clone(), NAMESPACE);
+    let pool_left = pools.get_opt("aio-pool").await.expect("read the pool");
+    assert!(
+        pool_left
+            .as_ref()
+            .is_none_or(|p| p.metadata.deletion_timestamp.is_some()),
+        "`make run`'s warm pool aio-pool is left after Ctrl-C:\n{output}"
+    );
+    // What it leaves, by design or not (said here for the README's wording):
+    // the template it applied, and what the reader created meanwhile.
+    let template_left = Api::<SandboxTemplate>::namespaced(client.clone(), NAMESPACE)
+        .get_opt("aio")
+        .await
+        .expect("read the template")
+        .is_some();
+    let reader_claim_left = claims
+        .get_opt(&name)
+        .await
+        .expect("read the claim")
+        .is_some_and(|c| c.metadata.deletion_timestamp.is_none());
+    let state =
+        |left: bool, gone: &'static str, there: &'static str| if left { there } else { gone };
+    println!(
+        "after Ctrl-C: first claim {first_claim} {}, swp/aio-pool {}; sbt/aio {}, \
+         the reader's claim {name} {}",
+        state(claims_left.is_some(), "gone", "terminating"),
+        state(pool_left.is_some(), "gone", "terminating"),
+        state(template_left, "gone", "left"),
+        state(reader_claim_left, "gone", "left"),
+    );
+    // (5) Clean-up (the reader's claim, the template; the script's first
+    // claim and pool again should the checks above have failed) happens when
+    // `run` is dropped.
 }

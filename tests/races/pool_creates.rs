@@ -121,11 +121,25 @@ async fn a_transient_create_failure_does_not_flip_the_pool_status() {
     );
     let mut operator = Operator::start(&fake, "op").await;
     operator.run();
+    // The creates the API server failed: without them the status below
+    // would say `Filling` whatever a failure did to it.
+    let failed_creates = || {
+        fake.log()
+            .iter()
+            .filter(|l| l.method == "POST" && l.path.ends_with("/pods") && l.code == 500)
+            .count()
+    };
     wait_until("the pool's status is written", || {
         pool_ready(&fake).is_some()
     })
     .await;
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let failed = failed_creates();
+    eprintln!("Pod creates failed with 500 in about 3 s: {failed}");
+    assert!(
+        failed >= 2,
+        "the pool's Pod creates were to fail with a 500 and be retried: {failed} failed"
+    );
     let (reason, message) = pool_ready(&fake).unwrap();
     assert_eq!(reason, "Filling", "{message}");
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use sandbox_fakeapi::Moment;
+use sandbox_operator::api::reason::{PAUSED, POD_TERMINATING};
 use sandbox_operator::api::{
     CLAIM_LABEL, CLAIM_UID_LABEL, ORIGIN_POOL_LABEL, POD_NAME_ANNOTATION, POOL_LABEL, READY,
     SANDBOX_LABEL, is_true,
@@ -446,8 +447,36 @@ fn pool_controls(fake: &sandbox_fakeapi::FakeApiServer, name: &str) -> bool {
 /// named Pod, and kept it; repeated, one claim took the whole pool.
 #[tokio::test]
 async fn a_tenants_edit_of_the_annotation_steals_nothing() {
-    let (fake, _operator, _kubelet) = served_and_adopted().await;
-    names_an_idle_pod_which_stays_idle(&fake, json!({"replicas": 0})).await;
+    let (fake, operator, _kubelet) = served_and_adopted().await;
+    let own = check_invariants(&fake)["c"].1.clone();
+    names_an_idle_pod_which_stays_idle(
+        &fake,
+        &operator,
+        json!({"replicas": 0}),
+        "the Sandbox's own Pod is stopped and the claim is not Ready, saying it is paused",
+        |fake| {
+            fake.get(&pod_path(&own))
+                .is_none_or(|p| !p["metadata"]["deletionTimestamp"].is_null())
+                && claim_not_ready_saying(fake, PAUSED)
+        },
+    )
+    .await;
+}
+
+/// Whether claim `c`'s Ready condition, per the API server, is False and
+/// its message contains `words` (the mirrored Sandbox's reason).
+fn claim_not_ready_saying(fake: &sandbox_fakeapi::FakeApiServer, words: &str) -> bool {
+    fake.get(&claim_path("c"))
+        .and_then(|claim| {
+            claim["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Ready")
+                .cloned()
+        })
+        .is_some_and(|c| {
+            c["status"] == "False" && c["message"].as_str().is_some_and(|m| m.contains(words))
+        })
 }
 
 /// One warm claim `c`, its Sandbox Ready on the Pod it adopted.
@@ -465,11 +494,21 @@ async fn served_and_adopted() -> (
 }
 
 /// Points the Sandbox of claim `c` at an idle pool Pod (with `spec`
-/// merged into its spec), as its tenant may, and checks that Pod is still
-/// its pool's 3 s later.
+/// merged into its spec), as its tenant may, and checks that Pod stays its
+/// pool's. Not before the operator has taken the edit in: `reacted` (what
+/// its reaction, described by `reaction`, makes of the fake) holds, and
+/// its caches show the edited Sandbox and the claim not Ready, the state in
+/// which a repair would steal. Then one claim reconcile on those caches,
+/// run here so that one surely ran, and 3 s of the running controllers
+/// must leave the Pod its pool's. Before (found by review) the check came
+/// 3 s after the edit with nothing waited for, and would have passed had
+/// the operator ignored Sandbox edits altogether.
 async fn names_an_idle_pod_which_stays_idle(
     fake: &sandbox_fakeapi::FakeApiServer,
+    operator: &Operator,
     spec: serde_json::Value,
+    reaction: &str,
+    reacted: impl Fn(&sandbox_fakeapi::FakeApiServer) -> bool,
 ) {
     let idle = idle_ready_pods(fake).pop().expect("an idle Pod");
     fake.merge(
@@ -477,6 +516,38 @@ async fn names_an_idle_pod_which_stays_idle(
         &json!({"metadata": {"annotations": {POD_NAME_ANNOTATION: idle}}, "spec": spec}),
     )
     .expect("the Sandbox exists");
+    wait_until(
+        &format!("the operator reacts to the edit: {reaction}"),
+        || reacted(fake),
+    )
+    .await;
+    let caches = &operator.ctx.caches;
+    wait_until(
+        "the operator's caches show the edited Sandbox and the claim not Ready",
+        || {
+            caches
+                .sandboxes
+                .get(&ObjectRef::new("c").within(NS))
+                .is_some_and(|s| s.annotations().get(POD_NAME_ANNOTATION) == Some(&idle))
+                && caches
+                    .claims
+                    .get(&ObjectRef::new("c").within(NS))
+                    .is_some_and(|c| {
+                        !c.status
+                            .as_ref()
+                            .is_some_and(|s| is_true(&s.conditions, READY))
+                    })
+        },
+    )
+    .await;
+    claim::reconcile(claim(fake, "c"), operator.ctx.clone())
+        .await
+        .expect("claim reconciles");
+    assert!(
+        pool_controls(fake, &idle),
+        "the idle Pod {idle} the tenant named was taken by a claim reconcile on the edit: {}",
+        dump(fake)
+    );
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     assert!(
         pool_controls(fake, &idle),
@@ -522,7 +593,7 @@ async fn a_paused_sandbox_stops_the_pod_stolen_for_it() {
 /// terminating Pod did not count, and each edit stole one more Pod.
 #[tokio::test]
 async fn a_tenants_edit_while_its_pod_is_terminating_steals_nothing() {
-    let (fake, _operator, _kubelet) = served_and_adopted().await;
+    let (fake, operator, _kubelet) = served_and_adopted().await;
     let own = check_invariants(&fake)["c"].1.clone();
     fake.merge(
         &pod_path(&own),
@@ -530,5 +601,15 @@ async fn a_tenants_edit_while_its_pod_is_terminating_steals_nothing() {
     )
     .expect("the Pod exists");
     fake.delete(&pod_path(&own)).expect("the Pod exists");
-    names_an_idle_pod_which_stays_idle(&fake, json!({})).await;
+    // The annotation alone changes nothing the Sandbox shows (it follows
+    // its own Pod): what the operator does with the edit is seen in its
+    // caches and in the claim reconcile run on them.
+    names_an_idle_pod_which_stays_idle(
+        &fake,
+        &operator,
+        json!({}),
+        "the claim is not Ready, saying its Sandbox's own Pod is terminating",
+        |fake| claim_not_ready_saying(fake, POD_TERMINATING),
+    )
+    .await;
 }
