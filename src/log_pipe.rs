@@ -180,13 +180,42 @@ pub fn drain_installed() {
     }
 }
 
+/// The log filter when `RUST_LOG` is unset or unusable.
+const DEFAULT_FILTER: &str = "info,kube_runtime=warn,kube_client=warn";
+
+/// The log filter `RUST_LOG` (its value given) asks for, or the default one
+/// with a warning naming RUST_LOG and why it was not used. Before (found by
+/// review) a `RUST_LOG` with one bad directive (`error,kube=loud`) was
+/// ignored without a word. Pure.
+fn log_filter(
+    rust_log: Result<String, std::env::VarError>,
+) -> (tracing_subscriber::EnvFilter, Option<String>) {
+    use tracing_subscriber::EnvFilter;
+    let problem = match rust_log {
+        Err(std::env::VarError::NotPresent) => None,
+        Err(error) => Some(format!("RUST_LOG is unusable: {error}")),
+        // As `EnvFilter::try_from_default_env` parses it.
+        Ok(value) => match EnvFilter::builder().parse(&value) {
+            Ok(filter) => return (filter, None),
+            Err(error) => Some(format!(
+                "RUST_LOG {value:?} is not a valid log filter: {error}"
+            )),
+        },
+    };
+    let warning = problem.map(|problem| {
+        format!("warning: {problem}; logging with the default filter {DEFAULT_FILTER:?} instead")
+    });
+    (EnvFilter::new(DEFAULT_FILTER), warning)
+}
+
 /// Installs the process's logging: stdout through a [`LogPipe`], `format`
 /// `json` or text, `RUST_LOG` or the default filter; a panic drains the
 /// queue before its report. Call once, at start.
 pub fn init(format: &str) -> LogPipe {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,kube_runtime=warn,kube_client=warn")
-    });
+    let (filter, warning) = log_filter(std::env::var("RUST_LOG"));
+    if let Some(warning) = warning {
+        eprintln!("{warning}");
+    }
     let json = format == "json";
     let pipe = LogPipe::spawn(std::io::stdout(), LOG_QUEUE_LINES, json);
     let writer = pipe.clone();
@@ -211,6 +240,48 @@ pub fn init(format: &str) -> LogPipe {
 mod tests {
     use super::*;
     use std::sync::{Condvar, Mutex};
+    use tracing_subscriber::EnvFilter;
+
+    #[test]
+    fn a_bad_rust_log_is_reported_and_the_default_filter_used() {
+        let (filter, warning) = log_filter(Ok("error,kube=loud".into()));
+        let warning = warning.expect("a warning");
+        assert!(
+            warning
+                .starts_with("warning: RUST_LOG \"error,kube=loud\" is not a valid log filter: "),
+            "{warning}"
+        );
+        assert!(
+            warning.ends_with(&format!("default filter {DEFAULT_FILTER:?} instead")),
+            "{warning}"
+        );
+        assert_eq!(
+            filter.to_string(),
+            EnvFilter::new(DEFAULT_FILTER).to_string()
+        );
+        let (_, warning) = log_filter(Err(std::env::VarError::NotUnicode("\u{fffd}".into())));
+        assert!(
+            warning
+                .unwrap()
+                .starts_with("warning: RUST_LOG is unusable: ")
+        );
+    }
+
+    #[test]
+    fn a_good_or_absent_rust_log_gives_no_warning() {
+        let (filter, warning) = log_filter(Ok("warn,timeline=info".into()));
+        assert_eq!(warning, None);
+        assert_eq!(
+            filter.to_string(),
+            EnvFilter::new("warn,timeline=info").to_string()
+        );
+        let (filter, warning) = log_filter(Err(std::env::VarError::NotPresent));
+        assert_eq!(warning, None);
+        assert_eq!(
+            filter.to_string(),
+            EnvFilter::new(DEFAULT_FILTER).to_string()
+        );
+    }
 
     /// What a [`Gate`] saw.
     #[derive(Default)]

@@ -9,7 +9,7 @@ use tracing::{error, info};
 
 use sandbox_operator::admin::{self, Health, HealthThresholds};
 use sandbox_operator::admission::{PolicyStore, SandboxAdmission};
-use sandbox_operator::cli::run_args::RunArgs;
+use sandbox_operator::cli::run_args::{self, RunArgs};
 use sandbox_operator::client::{self as api_client, ClientTimeouts};
 use sandbox_operator::controller::leader::{LeaderConfig, LeaderElector};
 use sandbox_operator::controller::run::run_controllers;
@@ -149,9 +149,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             target,
         }) => {
             use sandbox_operator::sizing::advise;
-            let rate = advise::parse_rate(&rate)?;
-            let refill = advise::parse_refill(&refill)?;
-            let target = advise::parse_target(&target)?;
+            let (rate, refill, target) = advise::parse_all(&rate, &refill, &target)?;
             let advice = advise::advise(rate, refill, target);
             print!("{}", advise::render(&advice, rate, refill, target));
         }
@@ -186,11 +184,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let identity = args.identity.clone().unwrap_or_else(|| {
-        std::env::var("HOSTNAME")
-            .unwrap_or_else(|_| format!("sandbox-operator-{}", std::process::id()))
-    });
-    // Flag checks first: a bad setting stops the start with a clear error.
+    // Flag checks first: a bad setting stops the start with a clear error,
+    // before any cluster call.
+    args.check().map_err(anyhow::Error::msg)?;
+    if args.webhook
+        && let Some(dir) = &args.cert_dir
+    {
+        webhook_runtime::check_cert_dir(dir, args.register_webhook_url.is_some())?;
+    }
+    let identity = identity(&args)?;
     let leader = args
         .leader_elect
         .then(|| leader_config(&args, &identity))
@@ -204,8 +206,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     // Policy first: a bad policy file stops the start with a clear error.
     let policy = match &args.policy_file {
-        Some(path) => PolicyStore::from_file(path)
-            .map_err(|e| anyhow::anyhow!("policy file {}: {e}", path.display()))?,
+        Some(path) => PolicyStore::from_file(path).map_err(|e| policy_file_error(path, e))?,
         None => PolicyStore::default(),
     };
     let admin_listener = admin::bind(args.metrics_addr).await?;
@@ -319,8 +320,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             claim_creates_in_one_call: args.webhook_claim_creates_in_one_call,
             only_namespace: args.namespace.clone(),
             cert_check_interval: Duration::from_secs(args.cert_check_seconds),
-            cert_validity: Duration::from_secs(args.cert_validity_hours * 3600),
-            cert_rotate_before: Duration::from_secs(args.cert_rotate_before_hours * 3600),
+            cert_validity: args.cert_validity(),
+            cert_rotate_before: args.cert_rotate_before(),
         };
         Some(
             webhook_runtime::start(
@@ -435,8 +436,39 @@ async fn step_down(
 /// Threads of the runtime's blocking pool (see `Command::Run`).
 const BLOCKING_THREADS: usize = 8;
 
-/// The election settings from the flags, checked against the timing rules.
+/// This process's identity: `--identity` (env `POD_NAME`), else the host
+/// name, else one made of the process id; a blank one given is refused
+/// ([`run_args::check_identity`]), a blank `HOSTNAME` is skipped.
+fn identity(args: &RunArgs) -> anyhow::Result<String> {
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        std::env::var("HOSTNAME")
+            .ok()
+            .filter(|host| !host.trim().is_empty())
+            .unwrap_or_else(|| format!("sandbox-operator-{}", std::process::id()))
+    });
+    run_args::check_identity(&identity).map_err(anyhow::Error::msg)?;
+    Ok(identity)
+}
+
+/// `--policy-file` that cannot be used: the policy's error with its causes
+/// (the OS's reason for an unreadable file, which names the file itself).
+/// Before (found by review) the error was rebuilt from its text and the
+/// reason lost: `cannot read policy file /tmp` without `Is a directory`.
+fn policy_file_error(
+    path: &std::path::Path,
+    error: sandbox_operator::admission::PolicyError,
+) -> anyhow::Error {
+    let context = match &error {
+        sandbox_operator::admission::PolicyError::Read { .. } => "--policy-file".to_string(),
+        _ => format!("--policy-file {}", path.display()),
+    };
+    anyhow::Error::new(error).context(context)
+}
+
+/// The election settings from the flags, checked against the timing rules
+/// and the identity rule.
 fn leader_config(args: &RunArgs, identity: &str) -> anyhow::Result<LeaderConfig> {
+    run_args::check_identity(identity).map_err(anyhow::Error::msg)?;
     // Unset timings follow the lease as client-go's defaults do (15/10/2 s).
     let lease_duration = Duration::from_secs(args.lease_duration_seconds);
     let renew_deadline = args
@@ -477,6 +509,63 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        let cli = Cli::try_parse_from(["sandbox-operator", "run"].iter().chain(args)).unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not the run command");
+        };
+        *args
+    }
+
+    /// An empty holderIdentity means a released Lease: two replicas with
+    /// an empty identity would both lead.
+    #[test]
+    fn a_blank_identity_gets_no_leader_config() {
+        let args = run_args(&[]);
+        for identity in ["", "  "] {
+            let error = leader_config(&args, identity).unwrap_err().to_string();
+            assert!(
+                error.starts_with("--identity (POD_NAME) must not be empty"),
+                "{error}"
+            );
+        }
+        let config = leader_config(&args, "operator-0").unwrap();
+        assert_eq!(config.identity, "operator-0");
+        let error = identity(&run_args(&["--identity="]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("--identity (POD_NAME)"), "{error}");
+        assert_eq!(identity(&run_args(&["--identity=pod-a"])).unwrap(), "pod-a");
+    }
+
+    /// The OS's reason shows (`Is a directory`), the flag is named, and
+    /// the file once.
+    #[test]
+    fn an_unreadable_policy_file_keeps_its_reason() {
+        let dir = std::env::temp_dir();
+        let error = PolicyStore::from_file(&dir).unwrap_err();
+        let text = format!("{:#}", policy_file_error(&dir, error));
+        assert!(
+            text.starts_with("--policy-file: cannot read policy file "),
+            "{text}"
+        );
+        assert!(text.contains("Is a directory"), "{text}");
+        assert_eq!(
+            text.matches(&*dir.display().to_string()).count(),
+            1,
+            "{text}"
+        );
+        let file = dir.join(format!("policy-107-{}.yaml", std::process::id()));
+        std::fs::write(&file, "nonsense: [").unwrap();
+        let error = PolicyStore::from_file(&file).unwrap_err();
+        let text = format!("{:#}", policy_file_error(&file, error));
+        std::fs::remove_file(&file).unwrap();
+        assert!(
+            text.starts_with(&format!("--policy-file {}: ", file.display())),
+            "{text}"
+        );
+    }
 
     /// The chart renders its flags, then `controller.extraArgs`: a flag
     /// given again there takes its last value rather than stopping the

@@ -1,7 +1,7 @@
 //! The flags of `sandbox-operator run`, each also read from the environment
 //! variable its help names.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use clap::Args;
@@ -17,6 +17,13 @@ const WEBHOOK_CONFIG_NAME: &str = "sandbox-operator";
 const WEBHOOK_SERVICE: &str = "sandbox-operator-webhook";
 /// Default of `--cert-secret`.
 const CERT_SECRET: &str = "sandbox-operator-webhook-tls";
+/// The largest `--cert-validity-hours` and `--cert-rotate-before-hours`:
+/// ten years, the lifetime of the self-managed CA
+/// (`sandbox_certs::PkiSettings::for_service`), which a serving certificate
+/// it signs must not outlive. Before (found by review) any `u64` was taken,
+/// and the conversion to seconds overflowed: a panic in debug builds, a
+/// silently wrong lifetime in release builds.
+pub const MAX_CERT_HOURS: u64 = 87_600;
 
 /// `sandbox-operator run`.
 #[derive(Args, Debug)]
@@ -130,13 +137,14 @@ pub struct RunArgs {
     /// Read tls.crt/tls.key (and ca.crt) from this directory instead of managing certificates (cert-manager).
     #[arg(long, env = "SANDBOX_CERT_DIR")]
     pub cert_dir: Option<std::path::PathBuf>,
-    /// Lifetime of self-managed serving certificates, in hours.
-    #[arg(long, env = "SANDBOX_CERT_VALIDITY_HOURS", default_value_t = 8760, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Lifetime of self-managed serving certificates, in hours: at most
+    /// 87600 (ten years, the lifetime of the CA that signs them).
+    #[arg(long, env = "SANDBOX_CERT_VALIDITY_HOURS", default_value_t = 8760, value_parser = clap::value_parser!(u64).range(1..=MAX_CERT_HOURS))]
     pub cert_validity_hours: u64,
     /// Renew the serving certificate this many hours before it expires
-    /// (capped at half the validity). Must be at least twice
+    /// (capped at half the validity; at most 87600). Must be at least twice
     /// --cert-check-seconds.
-    #[arg(long, env = "SANDBOX_CERT_ROTATE_BEFORE_HOURS", default_value_t = 720, value_parser = clap::value_parser!(u64).range(0..))]
+    #[arg(long, env = "SANDBOX_CERT_ROTATE_BEFORE_HOURS", default_value_t = 720, value_parser = clap::value_parser!(u64).range(0..=MAX_CERT_HOURS))]
     pub cert_rotate_before_hours: u64,
     /// Seconds between certificate checks (rotation, caBundle repair).
     #[arg(long, env = "SANDBOX_CERT_CHECK_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
@@ -175,15 +183,255 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// Every rule of the flags that needs no cluster, each where the value
+    /// is used (the Lease's flags with `--leader-elect`, the webhook's with
+    /// `--webhook`, the self-managed certificate's without `--cert-dir`):
+    /// object names and namespaces as Kubernetes requires them for their
+    /// kind, the cluster domain, the webhook URL and certificate hosts, and
+    /// the certificate timings ([`check_cert_timings`]). The first rule
+    /// broken is returned, naming the flag, the value and the rule. `run`
+    /// calls it before anything else, so a bad value stops the start before
+    /// any cluster call; before (found by review) such values were found
+    /// out by the API server, or not at all (a certificate name).
+    pub fn check(&self) -> Result<(), String> {
+        check_namespace(
+            "--operator-namespace",
+            &self.operator_namespace,
+            "it holds the certificate Secret and is excluded from admission",
+        )?;
+        if let Some(namespace) = &self.namespace {
+            check_namespace(
+                "--namespace",
+                namespace,
+                "the only namespace watched (leave the flag unset to watch all of them)",
+            )?;
+        }
+        check_subdomain(
+            "--cluster-domain",
+            &self.cluster_domain,
+            "a DNS domain such as cluster.local",
+            "it ends every status.serviceFQDN",
+        )?;
+        if self.leader_elect {
+            check_namespace(
+                "--lease-namespace",
+                &self.lease_namespace,
+                "the leader Lease lives there",
+            )?;
+            check_subdomain(
+                "--lease-name",
+                &self.lease_name,
+                "a Lease name",
+                "the leader Lease is created under it",
+            )?;
+        }
+        if self.webhook {
+            check_subdomain(
+                "--webhook-config-name",
+                &self.webhook_config_name,
+                "a webhook configuration name",
+                "the caBundle is injected into, or the webhooks registered as, the configurations of that name",
+            )?;
+            if let Some(url) = &self.register_webhook_url {
+                check_webhook_url(url)?;
+            }
+            if self.cert_dir.is_none() {
+                check_service_name(&self.webhook_service)?;
+                check_subdomain(
+                    "--cert-secret",
+                    &self.cert_secret,
+                    "a Secret name",
+                    "the self-managed CA and serving certificate are stored in it",
+                )?;
+                check_cert_hosts(&self.webhook_cert_hosts)?;
+                self.check_cert_timings()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `--cert-validity-hours` as a duration.
+    pub fn cert_validity(&self) -> Duration {
+        hours(self.cert_validity_hours)
+    }
+
+    /// `--cert-rotate-before-hours` as a duration.
+    pub fn cert_rotate_before(&self) -> Duration {
+        hours(self.cert_rotate_before_hours)
+    }
+
     /// Checks the self-managed certificate timings against each other; see
     /// [`check_cert_timings`].
     pub fn check_cert_timings(&self) -> Result<(), String> {
         check_cert_timings(
-            Duration::from_secs(self.cert_validity_hours.saturating_mul(3600)),
-            Duration::from_secs(self.cert_rotate_before_hours.saturating_mul(3600)),
+            self.cert_validity(),
+            self.cert_rotate_before(),
             Duration::from_secs(self.cert_check_seconds),
         )
     }
+}
+
+/// `count` hours; never overflows (the flags are bounded by
+/// [`MAX_CERT_HOURS`] anyway).
+fn hours(count: u64) -> Duration {
+    Duration::from_secs(count.saturating_mul(3600))
+}
+
+/// The identity (`--identity`, env `POD_NAME`, else the host name) must
+/// not be blank: it is the Lease's holderIdentity, where an empty holder
+/// means "released" (`controller::leader::rules::decide`), so every replica
+/// with an empty identity would take the Lease and lead at once; and it is
+/// the reportingInstance of the Events.
+pub fn check_identity(identity: &str) -> Result<(), String> {
+    if identity.trim().is_empty() {
+        return Err(format!(
+            "--identity (POD_NAME) must not be empty or only whitespace (it is {identity:?}): it is \
+             this replica's Lease holderIdentity, and an empty holder means a released Lease, so every \
+             replica with it would lead at once (unset both to use the host name)"
+        ));
+    }
+    Ok(())
+}
+
+/// A part of a DNS-1123 name: lowercase letters, digits and '-', starting
+/// and ending with a letter or digit.
+fn is_dns1123_part(part: &str) -> bool {
+    let bytes = part.as_bytes();
+    let alphanumeric = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    !bytes.is_empty()
+        && bytes.iter().all(|b| alphanumeric(b) || *b == b'-')
+        && bytes.first().is_some_and(alphanumeric)
+        && bytes.last().is_some_and(alphanumeric)
+}
+
+/// A DNS-1123 label (Kubernetes' `IsDNS1123Label`, the rule for namespace
+/// names): one part of at most 63 characters.
+pub fn is_dns1123_label(name: &str) -> bool {
+    name.len() <= 63 && is_dns1123_part(name)
+}
+
+/// A DNS-1123 subdomain (Kubernetes' `IsDNS1123Subdomain`, the rule for
+/// most object names: Lease, Secret, webhook configurations): at most 253
+/// characters, parts as in [`is_dns1123_label`] joined by '.'. Stricter
+/// than `admission::validate`'s checker (private to it), which lets
+/// `bad..domain` and `a.-b` through.
+pub fn is_dns1123_subdomain(name: &str) -> bool {
+    name.len() <= 253 && name.split('.').all(is_dns1123_part)
+}
+
+/// A DNS-1035 label (Kubernetes' `IsDNS1035Label`, the rule for Service
+/// names): a DNS-1123 label that starts with a letter.
+pub fn is_dns1035_label(name: &str) -> bool {
+    is_dns1123_label(name) && name.as_bytes()[0].is_ascii_lowercase()
+}
+
+/// A host name a certificate can name: dot-separated parts of 1 to 63
+/// letters (either case), digits and '-', neither starting nor ending with
+/// '-', at most 253 characters, optionally after a `*.` wildcard.
+pub fn is_dns_name(name: &str) -> bool {
+    let name = name.strip_prefix("*.").unwrap_or(name);
+    name.len() <= 253
+        && name
+            .split('.')
+            .all(|part| part.len() <= 63 && is_dns1123_part(&part.to_ascii_lowercase()))
+}
+
+const LABEL_RULE: &str = "at most 63 lowercase letters, digits or '-', starting and ending with \
+                          a letter or digit";
+const SUBDOMAIN_RULE: &str = "at most 253 lowercase letters, digits, '-' or '.', each \
+                              dot-separated part starting and ending with a letter or digit";
+
+fn check_namespace(flag: &str, value: &str, why: &str) -> Result<(), String> {
+    if is_dns1123_label(value) {
+        return Ok(());
+    }
+    Err(format!(
+        "{flag} ({value:?}) must be a namespace name, a DNS-1123 label ({LABEL_RULE}): {why}"
+    ))
+}
+
+fn check_subdomain(flag: &str, value: &str, what: &str, why: &str) -> Result<(), String> {
+    if is_dns1123_subdomain(value) {
+        return Ok(());
+    }
+    Err(format!(
+        "{flag} ({value:?}) must be {what}, a DNS-1123 subdomain ({SUBDOMAIN_RULE}): {why}"
+    ))
+}
+
+fn check_service_name(value: &str) -> Result<(), String> {
+    if is_dns1035_label(value) {
+        return Ok(());
+    }
+    Err(format!(
+        "--webhook-service ({value:?}) must be a Service name, a DNS-1035 label (at most 63 \
+         lowercase letters, digits or '-', starting with a letter and ending with a letter or \
+         digit): the serving certificate is issued for that Service's names"
+    ))
+}
+
+/// Each host of `--webhook-cert-hosts`, as the certificate gets it (trimmed,
+/// brackets around an IPv6 address dropped, empty ones skipped; see
+/// `webhook::runtime`), must be an IP address or a DNS name.
+fn check_cert_hosts(hosts: &[String]) -> Result<(), String> {
+    for host in hosts {
+        let bare = host.trim().trim_start_matches('[').trim_end_matches(']');
+        if bare.is_empty() || bare.parse::<IpAddr>().is_ok() || is_dns_name(bare) {
+            continue;
+        }
+        return Err(format!(
+            "--webhook-cert-hosts ({host:?}) must be IP addresses or DNS names (dot-separated \
+             parts of at most 63 letters, digits or '-', neither starting nor ending with '-', \
+             optionally after \"*.\"), comma-separated: each goes into the serving certificate, \
+             which the API server checks the webhook URL's host against"
+        ));
+    }
+    Ok(())
+}
+
+/// `--register-webhook-url`: what the API server accepts as a webhook's
+/// `clientConfig.url` once a path is appended (https, a host, no user,
+/// query or fragment), with a host that is an IP address or DNS name.
+pub fn check_webhook_url(url: &str) -> Result<(), String> {
+    let refuse = |rule: &str| {
+        Err(format!(
+            "--register-webhook-url ({url:?}) must be an https:// URL with a host, and no user, \
+             query or fragment, e.g. https://127.0.0.1:9443: {rule}"
+        ))
+    };
+    if url.contains(['?', '#']) {
+        return refuse(
+            "the webhook paths are appended to it, so it cannot carry a query or fragment",
+        );
+    }
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return refuse("it does not parse as a URL");
+    };
+    if !uri
+        .scheme_str()
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https"))
+    {
+        return refuse("the API server calls webhooks over HTTPS only");
+    }
+    let Some(authority) = uri.authority() else {
+        return refuse("it has no host");
+    };
+    if authority.as_str().contains('@') {
+        return refuse("the API server refuses a webhook URL with user information");
+    }
+    // `Authority::port` drops a port that is not a u16: read it here.
+    let port = authority.as_str()[authority.host().len()..].strip_prefix(':');
+    if port.is_some_and(|port| !port.parse::<u16>().is_ok_and(|port| port > 0)) {
+        return refuse("its port must be a number from 1 to 65535");
+    }
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    if host.parse::<IpAddr>().is_err() && !is_dns_name(host) {
+        return refuse("its host must be an IP address or a DNS name");
+    }
+    Ok(())
 }
 
 /// The rules between `--cert-validity-hours`, `--cert-rotate-before-hours`
@@ -239,6 +487,243 @@ mod tests {
     fn timings(args: &[&str]) -> Result<(), String> {
         let cli = Cli::try_parse_from(std::iter::once("run").chain(args.iter().copied())).unwrap();
         cli.run.check_cert_timings()
+    }
+
+    fn parse(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("run").chain(args.iter().copied())).map(|cli| cli.run)
+    }
+
+    fn check(args: &[&str]) -> Result<(), String> {
+        parse(args).unwrap().check()
+    }
+
+    #[test]
+    fn certificate_hours_beyond_the_ca_lifetime_are_refused_by_the_parser() {
+        for flag in ["--cert-validity-hours", "--cert-rotate-before-hours"] {
+            for value in ["99999999999999999", "87601", "18446744073709551615"] {
+                let error = parse(&[flag, value]).unwrap_err().to_string();
+                assert!(error.contains(flag), "{error}");
+                assert!(error.contains("87600"), "{error}");
+            }
+        }
+        let args = parse(&[
+            "--cert-validity-hours",
+            "87600",
+            "--cert-rotate-before-hours",
+            "87600",
+        ])
+        .unwrap();
+        assert_eq!(args.cert_validity(), Duration::from_secs(87_600 * 3600));
+        assert_eq!(
+            args.cert_rotate_before(),
+            Duration::from_secs(87_600 * 3600)
+        );
+        assert_eq!(args.check(), Ok(()));
+        // The bound is the CA's lifetime: a serving certificate it signs
+        // never outlives it.
+        assert_eq!(
+            hours(MAX_CERT_HOURS),
+            sandbox_certs::PkiSettings::for_service("svc", "ns").ca_validity
+        );
+    }
+
+    #[test]
+    fn the_defaults_and_the_values_of_the_chart_tests_and_scripts_pass() {
+        assert_eq!(check(&[]), Ok(()));
+        // charts/sandbox-operator/templates/deployment.yaml as the chart
+        // tests render it, plus its webhook.url variants.
+        assert_eq!(
+            check(&[
+                "--lease-namespace=sandbox-system",
+                "--lease-name=rel-sandbox-operator-leader",
+                "--cluster-domain=cluster.local",
+                "--namespace=team-a",
+                "--webhook-config-name=rel-sandbox-operator",
+                "--webhook-service=rel-sandbox-operator-webhook",
+                "--cert-secret=rel-sandbox-operator-webhook-tls",
+                "--webhook-cert-hosts=127.0.0.1",
+                "--operator-namespace=sandbox-system",
+            ]),
+            Ok(())
+        );
+        for hosts in [
+            "hook.example.com",
+            "fd00::1",
+            "[fd00::1]",
+            "a.example,10.0.0.5,",
+            "*.example.com",
+        ] {
+            assert_eq!(check(&["--webhook-cert-hosts", hosts]), Ok(()), "{hosts}");
+        }
+        // tests/integration, benches/ and scripts/run-local.sh.
+        assert_eq!(
+            check(&[
+                "--leader-elect=true",
+                "--lease-namespace",
+                "fault-webhook-x1y2z",
+                "--lease-name",
+                "operator-leader",
+                "--operator-namespace",
+                "wh-owner-abc12",
+                "--register-webhook-url",
+                "https://127.0.0.1:40123",
+                "--webhook-config-name",
+                "sandbox-operator-wh-owner-abc12",
+            ]),
+            Ok(())
+        );
+        for url in [
+            "https://127.0.0.1:9443",
+            "https://127.0.0.1:9443/",
+            "https://hook.example.com:8443",
+            "https://[fd00::1]:9443",
+            "https://[fd00::1]",
+            "HTTPS://localhost/prefix",
+        ] {
+            assert_eq!(check_webhook_url(url), Ok(()), "{url}");
+        }
+        // With --cert-dir the self-managed certificate's flags are unused.
+        assert_eq!(
+            check(&["--cert-dir=/etc/tls", "--cert-rotate-before-hours=0"]),
+            Ok(())
+        );
+        assert_eq!(
+            check(&["--webhook=false", "--cert-rotate-before-hours=0"]),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn bad_names_are_refused_naming_the_flag_and_the_rule() {
+        for (args, start) in [
+            (
+                &["--lease-name=Bad_Name"][..],
+                "--lease-name (\"Bad_Name\") must be a Lease name, a DNS-1123 subdomain",
+            ),
+            (
+                &["--namespace="],
+                "--namespace (\"\") must be a namespace name, a DNS-1123 label",
+            ),
+            (
+                &["--operator-namespace=UPPER"],
+                "--operator-namespace (\"UPPER\") must be a namespace name",
+            ),
+            (
+                &["--lease-namespace=a.b"],
+                "--lease-namespace (\"a.b\") must be a namespace name",
+            ),
+            (
+                &["--cluster-domain=bad..domain"],
+                "--cluster-domain (\"bad..domain\") must be a DNS domain such as cluster.local, a DNS-1123 subdomain",
+            ),
+            (&["--cluster-domain=cluster.local."], "--cluster-domain"),
+            (
+                &["--webhook-config-name="],
+                "--webhook-config-name (\"\") must be a webhook configuration name",
+            ),
+            (
+                &["--cert-secret=tls_secret"],
+                "--cert-secret (\"tls_secret\") must be a Secret name",
+            ),
+            (
+                &["--webhook-service=1svc"],
+                "--webhook-service (\"1svc\") must be a Service name, a DNS-1035 label",
+            ),
+        ] {
+            let error = check(args).unwrap_err();
+            assert!(error.starts_with(start), "{args:?}: {error}");
+        }
+        let long = "a".repeat(64);
+        assert!(check(&["--operator-namespace", &long]).is_err());
+        assert!(is_dns1123_subdomain(&format!("{long}.b")));
+        assert!(!is_dns1123_subdomain(&"a".repeat(254)));
+        for bad in ["-a", "a-", "a.-b", ".a", "a.", "A"] {
+            assert!(!is_dns1123_subdomain(bad), "{bad}");
+        }
+        // A flag whose object is not used is not judged.
+        assert_eq!(
+            check(&["--leader-elect=false", "--lease-name=Bad_Name"]),
+            Ok(())
+        );
+        assert_eq!(
+            check(&["--webhook=false", "--webhook-config-name="]),
+            Ok(())
+        );
+        assert_eq!(check(&["--cert-dir=/tls", "--cert-secret=_"]), Ok(()));
+    }
+
+    #[test]
+    fn certificate_hosts_must_be_addresses_or_dns_names() {
+        for hosts in [
+            "not_a_host!!",
+            "ok.example,bad host",
+            "hook.example.com:8443",
+            "a..b",
+            "-a.example",
+            "x.example.",
+        ] {
+            let error = check(&[&format!("--webhook-cert-hosts={hosts}")]).unwrap_err();
+            assert!(
+                error.starts_with("--webhook-cert-hosts (")
+                    && error.contains("must be IP addresses or DNS names"),
+                "{hosts}: {error}"
+            );
+        }
+        assert!(
+            check(&["--webhook-cert-hosts=ok.example,not_a_host!!"])
+                .unwrap_err()
+                .starts_with("--webhook-cert-hosts (\"not_a_host!!\")")
+        );
+    }
+
+    #[test]
+    fn the_webhook_url_must_be_https_with_a_host() {
+        for (url, reason) in [
+            ("notaurl", "HTTPS only"),
+            ("ftp://x", "HTTPS only"),
+            ("http://127.0.0.1:9443", "HTTPS only"),
+            ("https://", "does not parse"),
+            ("https://user@127.0.0.1:9443", "user information"),
+            ("https://127.0.0.1:9443/?x=1", "query or fragment"),
+            ("https://127.0.0.1:9443/#top", "query or fragment"),
+            ("https://127.0.0.1:99999", "port must be"),
+            ("https://127.0.0.1:0", "port must be"),
+            ("https://[fd00::1]:99999", "port must be"),
+            ("https://127.0.0.1:", "port must be"),
+            ("https://not_a_host:9443", "IP address or a DNS name"),
+            ("", "does not parse"),
+        ] {
+            let error = check(&[&format!("--register-webhook-url={url}")]).expect_err(url);
+            assert!(
+                error.starts_with(&format!(
+                    "--register-webhook-url ({url:?}) must be an https:// URL with a host"
+                )),
+                "{url}: {error}"
+            );
+            assert!(error.contains(reason), "{url}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_certificate_timings_are_checked_with_the_other_flags() {
+        let error = check(&["--cert-rotate-before-hours", "0"]).unwrap_err();
+        assert!(
+            error.starts_with("--cert-rotate-before-hours (0 h) must be at least twice"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_blank_identity_is_refused() {
+        for identity in ["", " ", "\t"] {
+            let error = check_identity(identity).unwrap_err();
+            assert!(
+                error.starts_with("--identity (POD_NAME) must not be empty or only whitespace"),
+                "{error}"
+            );
+            assert!(error.contains("released Lease"), "{error}");
+        }
+        assert_eq!(check_identity("sandbox-operator-7d9f-abcde"), Ok(()));
     }
 
     #[test]

@@ -37,6 +37,20 @@ const RATE_RULE: &str =
 const REFILL_RULE: &str =
     "must be a positive duration with unit ms, s, m or h (e.g. 8s, 1500ms, 2m)";
 const TARGET_RULE: &str = "must be a number strictly between 0 and 1 (e.g. 0.99)";
+const RATE_RANGE_RULE: &str = "must be finite and above 0 in claims per second (this one \
+                               overflows or rounds to 0)";
+const REFILL_RANGE_RULE: &str = "must be finite and above 0 in seconds (this one overflows or \
+                                 rounds to 0)";
+const LOAD_RULE: &str = "times --refill must give an offered load (rate x refill) above 0 and at \
+                         most 1000000 Erlang, ten times the largest pool searched (100000 Pods)";
+
+/// The largest offered load `pool advise` takes: ten times
+/// [`SEARCH_LIMIT`], beyond which no pool is recommended anyway. Its table
+/// computes a row of `load` Pods (O(load)): before (found by review)
+/// `--rate 1e9/s --refill 8s` ran for minutes, `--rate 1e308/s` printed
+/// an infinite load, and `--rate 1e-323/h` (0 claims per second) a pool
+/// of 0, each with exit code 0.
+pub const MAX_LOAD: f64 = 10.0 * SEARCH_LIMIT as f64;
 
 fn positive_number(text: &str) -> Option<f64> {
     text.trim()
@@ -56,7 +70,9 @@ pub fn parse_rate(value: &str) -> Result<f64, AdviseError> {
         "h" | "hour" => 3600.0,
         _ => return Err(err()),
     };
-    Ok(count / seconds)
+    Some(count / seconds)
+        .filter(|rate| rate.is_finite() && *rate > 0.0)
+        .ok_or_else(|| bad("rate", value, RATE_RANGE_RULE))
 }
 
 /// Parses a refill time such as `8s` into seconds.
@@ -75,7 +91,23 @@ pub fn parse_refill(value: &str) -> Result<f64, AdviseError> {
         "h" => 3600.0,
         _ => return Err(err()),
     };
-    Ok(number * scale)
+    Some(number * scale)
+        .filter(|seconds| seconds.is_finite() && *seconds > 0.0)
+        .ok_or_else(|| bad("refill", value, REFILL_RANGE_RULE))
+}
+
+/// Parses the three flags of `pool advise` and checks the offered load
+/// they give (rate x refill: above 0 and at most [`MAX_LOAD`]); returns
+/// (claims per second, refill seconds, target).
+pub fn parse_all(rate: &str, refill: &str, target: &str) -> Result<(f64, f64, f64), AdviseError> {
+    let (rate_text, rate) = (rate, parse_rate(rate)?);
+    let refill = parse_refill(refill)?;
+    let target = parse_target(target)?;
+    let load = rate * refill;
+    if !(load > 0.0 && load <= MAX_LOAD) {
+        return Err(bad("rate", rate_text, LOAD_RULE));
+    }
+    Ok((rate, refill, target))
 }
 
 /// Parses a target hit ratio in `(0, 1)`.
@@ -209,6 +241,40 @@ mod tests {
             assert!(text.starts_with(&format!("--{flag} ")), "{text}");
             assert!(text.contains("must be"), "{text}");
         }
+    }
+
+    #[test]
+    fn rates_and_refills_out_of_range_are_refused() {
+        let tiny_refill = format!("0.{}1ms", "0".repeat(322));
+        let huge_refill = format!("1{}h", "0".repeat(306));
+        for (result, flag) in [
+            (parse_rate("1e-323/h").unwrap_err(), "rate"),
+            (parse_refill(&tiny_refill).unwrap_err(), "refill"),
+            (parse_refill(&huge_refill).unwrap_err(), "refill"),
+        ] {
+            assert_eq!(result.flag, flag);
+            let text = result.to_string();
+            assert!(text.starts_with(&format!("--{flag} ")), "{text}");
+            assert!(text.contains("must be finite and above 0"), "{text}");
+        }
+        for (rate, refill) in [("1e308/s", "8s"), ("1e9/s", "8s"), ("1e-320/s", "0.001ms")] {
+            let error = parse_all(rate, refill, "0.99").unwrap_err();
+            assert_eq!(error.flag, "rate");
+            let text = error.to_string();
+            assert!(
+                text.starts_with(&format!(
+                    "--rate {rate:?}: times --refill must give an offered load"
+                )),
+                "{text}"
+            );
+        }
+        assert_eq!(parse_all("120/min", "8s", "0.99"), Ok((2.0, 8.0, 0.99)));
+        // The largest load taken still gets its answer.
+        assert_eq!(
+            parse_all("125000/s", "8s", "0.99"),
+            Ok((125_000.0, 8.0, 0.99))
+        );
+        assert!(parse_all("125001/s", "8s", "0.99").is_err());
     }
 
     #[test]

@@ -98,12 +98,7 @@ pub async fn start(
     let store = match &settings.cert_dir {
         Some(dir) => {
             let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
-            let store = CertStore::from_files(&cert, &key).map_err(|e| {
-                anyhow::anyhow!(
-                    "loading the webhook certificate from {}: {e}",
-                    dir.display()
-                )
-            })?;
+            let store = CertStore::from_files(&cert, &key).map_err(|e| cert_dir_error(dir, e))?;
             tokio::spawn(
                 store
                     .clone()
@@ -246,11 +241,11 @@ async fn self_managed(
         },
     );
     let first = manager.ensure().await.map_err(|e| {
-        anyhow::anyhow!(
-            "obtaining the webhook certificate (Secret {}/{}): {e}",
-            settings.operator_namespace,
-            settings.cert_secret
-        )
+        // With its causes (the API server's or the connection's answer).
+        anyhow::Error::new(e).context(format!(
+            "obtaining the webhook certificate (Secret {}/{})",
+            settings.operator_namespace, settings.cert_secret
+        ))
     })?;
     let store = CertStore::from_pem(&first.cert_pem, &first.key_pem).map_err(|e| {
         anyhow::anyhow!(
@@ -282,6 +277,29 @@ async fn self_managed(
     Ok(store)
 }
 
+/// Checks, before any cluster call, that `--cert-dir` holds a pair the
+/// server can load and, when registering by URL, a readable `ca.crt`: the
+/// same loads as [`start`] makes later (which re-reads them, as they may
+/// be renewed meanwhile).
+pub fn check_cert_dir(dir: &std::path::Path, register_by_url: bool) -> anyhow::Result<()> {
+    CertStore::from_files(&dir.join("tls.crt"), &dir.join("tls.key"))
+        .map_err(|e| cert_dir_error(dir, e))?;
+    if register_by_url {
+        ca_bundle_from_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// `--cert-dir` whose pair cannot be loaded: the error with its causes, so
+/// the OS's reason shows (`No such file or directory`, `Is a directory`).
+/// Before (found by review) only `failed to read DIR/tls.crt` did.
+fn cert_dir_error(dir: &std::path::Path, error: sandbox_webhook::Error) -> anyhow::Error {
+    anyhow::Error::new(error).context(format!(
+        "loading the webhook certificate from --cert-dir {}",
+        dir.display()
+    ))
+}
+
 /// cert-manager mode with registration by URL: the CA to register as the
 /// configurations' `caBundle`, from `ca.crt` next to `tls.crt`. It must be
 /// there and hold a certificate; an empty `caBundle` would make the API
@@ -311,7 +329,13 @@ async fn ca_bundle_from_secret(
         &settings.operator_namespace,
     )
     .get(&settings.cert_secret)
-    .await?;
+    .await
+    .map_err(|e| {
+        anyhow::Error::new(e).context(format!(
+            "reading the caBundle to register from Secret {}/{}",
+            settings.operator_namespace, settings.cert_secret
+        ))
+    })?;
     let data = secret.data.unwrap_or_default();
     let bundle = data
         .get("ca-bundle.crt")
@@ -388,6 +412,30 @@ mod tests {
         std::fs::write(dir.join("ca.crt"), &cert).unwrap();
         assert_eq!(ca_bundle_from_dir(&dir).unwrap(), cert);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The OS's reason shows, for a missing directory and for a file
+    /// that is a directory.
+    #[test]
+    fn an_unreadable_cert_dir_keeps_its_reason() {
+        let missing = std::path::Path::new("/nonexistent-107");
+        let error = CertStore::from_files(&missing.join("tls.crt"), &missing.join("tls.key"))
+            .err()
+            .unwrap();
+        let text = format!("{:#}", cert_dir_error(missing, error));
+        assert_eq!(
+            text,
+            "loading the webhook certificate from --cert-dir /nonexistent-107: failed to read \
+             /nonexistent-107/tls.crt: No such file or directory (os error 2)"
+        );
+        let dir = std::env::temp_dir().join(format!("sandbox-cert-dir-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("tls.crt")).unwrap();
+        let error = CertStore::from_files(&dir.join("tls.crt"), &dir.join("tls.key"))
+            .err()
+            .unwrap();
+        let text = format!("{:#}", cert_dir_error(&dir, error));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(text.ends_with(": Is a directory (os error 21)"), "{text}");
     }
 
     /// A self-signed pair valid for `days` days from now, and its expiry.
