@@ -97,11 +97,21 @@ enum Target {
     Foreign(String),
     /// The object could not be turned into JSON.
     Unreadable(String),
+    /// A CREATE or UPDATE of a kind admission judges without the object it
+    /// needs (`request.object`, or an UPDATE's `request.oldObject`): denied,
+    /// naming the member. The transport refuses such a review before it
+    /// gets here (`sandbox_webhook`'s `decode_review`, HTTP 400, in the same
+    /// words); this keeps a request built some other way from being
+    /// admitted unjudged, or judged without its immutability rules.
+    Malformed(String),
 }
 
 impl Target {
     fn of(request: &AdmissionRequest<DynamicObject>) -> Target {
         if is_pool_scale(request) {
+            if let Some(missing) = missing_member(request) {
+                return Target::Malformed(missing);
+            }
             return match request.object.as_ref().map(serde_json::to_value) {
                 Some(Ok(scale)) => Target::PoolScale(scale),
                 Some(Err(error)) => Target::Unreadable(format!("cannot read the Scale: {error}")),
@@ -115,11 +125,13 @@ impl Target {
                 request.kind.group, request.kind.kind
             ));
         };
-        let Some(object) = request
-            .object
-            .as_ref()
-            .filter(|_| request.sub_resource.is_none())
-        else {
+        if request.sub_resource.is_some() {
+            return Target::Skip;
+        }
+        if let Some(missing) = missing_member(request) {
+            return Target::Malformed(missing);
+        }
+        let Some(object) = request.object.as_ref() else {
             return Target::Skip;
         };
         match serde_json::to_value(object) {
@@ -137,7 +149,7 @@ impl Target {
                 response.warnings = Some(vec![warning]);
                 response
             }
-            Target::Unreadable(reason) => response.deny(reason),
+            Target::Unreadable(reason) | Target::Malformed(reason) => response.deny(reason),
         }
     }
 }
@@ -246,6 +258,23 @@ fn is_pool_scale(request: &AdmissionRequest<DynamicObject>) -> bool {
     request.sub_resource.as_deref() == Some("scale")
         && request.resource.group == SandboxKind::SandboxWarmPool.group()
         && request.resource.resource == "sandboxwarmpools"
+}
+
+/// What a CREATE or UPDATE lacks of what the API server always sends
+/// (`object`, and an UPDATE's `oldObject`), in the transport's words (its
+/// malformed-request error); `None` for DELETE and CONNECT, which need
+/// neither.
+fn missing_member(request: &AdmissionRequest<DynamicObject>) -> Option<String> {
+    let field = match request.operation {
+        Operation::Create | Operation::Update if request.object.is_none() => "request.object",
+        Operation::Update if request.old_object.is_none() => "request.oldObject",
+        _ => return None,
+    };
+    let error = WebhookError::MalformedRequest {
+        field: field.to_owned(),
+        reason: format!("is required for {}", operation_name(&request.operation)),
+    };
+    Some(error.to_string())
 }
 
 /// The stored version of the object (an UPDATE's `oldObject`), as JSON.

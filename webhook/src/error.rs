@@ -92,9 +92,17 @@ pub enum Error {
     #[error("the AdmissionReview has no request")]
     MissingRequest,
 
-    /// The `request` of the AdmissionReview does not have the expected shape.
-    #[error("malformed AdmissionReview request")]
-    MalformedRequest(#[source] serde_json::Error),
+    /// The `request` of the AdmissionReview does not have the expected
+    /// shape, or lacks a member its operation needs (see
+    /// `review::decode_review`).
+    #[error("malformed AdmissionReview request: {field}: {reason}")]
+    MalformedRequest {
+        /// The member at fault, as a path from the review (`request.uid`,
+        /// `request.oldObject`), or `request` itself.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 
     /// The request was not answered within the configured time.
     #[error("the request was not completed within {0:?}")]
@@ -141,7 +149,7 @@ impl Error {
             | Error::InvalidJson(_)
             | Error::UnsupportedReview { .. }
             | Error::MissingRequest
-            | Error::MalformedRequest(_) => StatusCode::BAD_REQUEST,
+            | Error::MalformedRequest { .. } => StatusCode::BAD_REQUEST,
             Error::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::Overloaded | Error::BodyBudgetExhausted { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE

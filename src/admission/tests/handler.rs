@@ -477,7 +477,7 @@ fn a_pool_scale_request_is_held_to_the_pools_replica_bound() {
         negative.result.message,
         "spec.replicas: -1 must not be negative"
     );
-    for (asked, old) in [(Some(10), Some(3)), (None, Some(3)), (Some(4), None)] {
+    for (asked, old) in [(Some(10), Some(3)), (None, Some(3))] {
         let answer = handler.validate(&scale_request(asked, old));
         assert!(
             answer.allowed,
@@ -485,6 +485,14 @@ fn a_pool_scale_request_is_held_to_the_pools_replica_bound() {
             answer.result.message
         );
     }
+    // A scale UPDATE without the stored Scale is malformed (the API server
+    // always sends it): refused, not judged without it.
+    let unstored = handler.validate(&scale_request(Some(4), None));
+    assert!(!unstored.allowed);
+    assert_eq!(
+        unstored.result.message,
+        "malformed AdmissionReview request: request.oldObject: is required for UPDATE"
+    );
     // A request that keeps the stored size is not judged again: a pool
     // stored at 50 before the policy was tightened can still be re-applied,
     // only not grown.
@@ -530,4 +538,99 @@ fn a_scale_request_on_anything_but_a_pool_is_not_judged() {
             .is_some_and(|w| w[0].contains("does not handle autoscaling/Scale")),
         "a foreign kind is admitted with a warning"
     );
+}
+
+/// A CREATE or UPDATE of our kinds without `request.object` was admitted
+/// unjudged, and an UPDATE without `request.oldObject` was judged without
+/// its immutability rules (found by review): both are refused by both
+/// endpoints, naming the member. DELETE and CONNECT are as before.
+#[test]
+fn a_create_or_update_without_its_objects_is_refused_naming_the_member() {
+    let handler = SandboxAdmission::new(PolicyStore::default());
+    let refused = |request: &AdmissionRequest<DynamicObject>, expected: &str| {
+        for response in [handler.mutate(request), handler.validate(request)] {
+            assert!(!response.allowed, "{expected}");
+            assert_eq!(response.result.message, expected);
+            assert_eq!(response.patch, None);
+        }
+    };
+    for kind in SandboxKind::ALL {
+        let object = match kind {
+            SandboxKind::Sandbox => aio_sandbox(),
+            SandboxKind::SandboxTemplate => {
+                object_from_yaml(include_str!("../../../examples/template.yaml"))
+            }
+            SandboxKind::SandboxClaim => claim(),
+            SandboxKind::SandboxWarmPool => pool(3),
+        };
+        refused(
+            &request(kind, "CREATE", None, None),
+            "malformed AdmissionReview request: request.object: is required for CREATE",
+        );
+        refused(
+            &request(kind, "UPDATE", None, Some(object.clone())),
+            "malformed AdmissionReview request: request.object: is required for UPDATE",
+        );
+        refused(
+            &request(kind, "UPDATE", Some(object.clone()), None),
+            "malformed AdmissionReview request: request.oldObject: is required for UPDATE",
+        );
+        for (operation, new, old) in [
+            ("DELETE", None, Some(object.clone())),
+            ("DELETE", None, None),
+            ("CONNECT", None, None),
+        ] {
+            let request = request(kind, operation, new, old);
+            assert!(handler.mutate(&request).allowed, "{kind:?} {operation}");
+            assert!(handler.validate(&request).allowed, "{kind:?} {operation}");
+        }
+    }
+    // Without its stored version, a claim moved to another template was
+    // admitted: the immutability rule had nothing to compare with.
+    let mut moved = claim();
+    moved["spec"]["sandboxTemplateRef"]["name"] = json!("other");
+    refused(
+        &request(SandboxKind::SandboxClaim, "UPDATE", Some(moved), None),
+        "malformed AdmissionReview request: request.oldObject: is required for UPDATE",
+    );
+    // A status write stays the operator's own, unjudged.
+    let mut status = request(SandboxKind::Sandbox, "UPDATE", None, None);
+    status.sub_resource = Some("status".into());
+    assert!(handler.validate(&status).allowed);
+}
+
+/// Claim CREATEs are judged by the mutating endpoint only (see above), so
+/// that is where a `spec.warmpool` naming no possible pool is refused.
+#[test]
+fn a_claims_bad_warm_pool_is_refused_when_it_is_created() {
+    let handler = SandboxAdmission::new(PolicyStore::default());
+    let mut bad = claim();
+    bad["spec"]["warmpool"] = json!("Default");
+    let response = handler.mutate(&request(
+        SandboxKind::SandboxClaim,
+        "CREATE",
+        Some(bad.clone()),
+        None,
+    ));
+    assert!(!response.allowed);
+    assert!(
+        response
+            .result
+            .message
+            .starts_with("spec.warmpool: \"Default\" is not default, none or a pool name"),
+        "{}",
+        response.result.message
+    );
+    // Stored before the rule: a label still goes through both endpoints.
+    let mut labelled = bad.clone();
+    labelled["metadata"]["labels"] = json!({"team": "a"});
+    let update = request(
+        SandboxKind::SandboxClaim,
+        "UPDATE",
+        Some(labelled),
+        Some(bad),
+    );
+    assert!(handler.mutate(&update).allowed);
+    let validated = handler.validate(&update);
+    assert!(validated.allowed, "{}", validated.result.message);
 }

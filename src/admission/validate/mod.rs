@@ -30,9 +30,11 @@
 //!   `ipBlock` range not in canonical form, or an `except` entry not a
 //!   smaller range of its block's family.
 //! - SandboxClaim: a name longer than 63 characters; an empty or malformed
-//!   `spec.sandboxTemplateRef.name`, or one longer than 63 characters; on
-//!   UPDATE, any change to `spec.sandboxTemplateRef` or to the
-//!   `admitted-at` stamp.
+//!   `spec.sandboxTemplateRef.name`, or one longer than 63 characters; a
+//!   `spec.warmpool` that is not `default`, `none` or a valid object name
+//!   (the controller reads any other string as the name of one pool, so a
+//!   typo would make the claim cold with no word); on UPDATE, any change to
+//!   `spec.sandboxTemplateRef` or to the `admitted-at` stamp.
 //! - SandboxWarmPool: on CREATE, a name longer than 63 characters (the pool
 //!   label of its Pods); `spec.replicas` below 0 or above the policy's cap;
 //!   an empty or malformed template name, or one longer than 63 characters.
@@ -168,6 +170,9 @@ pub fn validate(
         SandboxKind::SandboxClaim => {
             if checks("sandboxTemplateRef") {
                 validator.template_ref(spec, &spec_path);
+            }
+            if checks("warmpool") {
+                validator.warm_pool(spec, &spec_path);
             }
             if let Some(old_spec) = old_spec {
                 validator.immutable(spec, old_spec, "sandboxTemplateRef", &spec_path);

@@ -1,5 +1,6 @@
-//! Names and keys: object name lengths, template references, the reserved
-//! label and annotation keys of pod templates, and the admission stamp.
+//! Names and keys: object name lengths, template references, a claim's
+//! warm pool choice, the reserved label and annotation keys of pod
+//! templates, and the admission stamp.
 //!
 //! Guarantees: every name the operator writes into a label value fits one
 //! (63 characters): a Sandbox's, a SandboxClaim's, a SandboxWarmPool's
@@ -187,6 +188,29 @@ impl Validator<'_> {
             }
             _ => {}
         }
+    }
+
+    /// A claim's `spec.warmpool`: `default` (any pool of the template),
+    /// `none` (always cold) or the name of one pool, so a valid object name.
+    /// The claim controller reads every other string as a pool's name
+    /// (`controller::claim::desired::pool_choice`), so `Default` or a typo
+    /// would name a pool that cannot exist and the claim would start cold
+    /// with no warning. Absent, `null` and `""` mean `default`, as there.
+    pub(super) fn warm_pool(&mut self, spec: &Map<String, Value>, spec_path: &FieldPath) {
+        let Some(Some(choice)) = self.ok(optional::<&str>(spec, "warmpool", spec_path)) else {
+            return;
+        };
+        if matches!(choice, "" | "default" | "none") || is_dns_subdomain(choice) {
+            return;
+        }
+        self.deny(
+            &spec_path.key("warmpool"),
+            format!(
+                "{choice:?} is not default, none or a pool name (a valid object name: lowercase \
+                 letters, digits, '-' and '.', starting and ending with a letter or digit, at \
+                 most 253 characters)"
+            ),
+        );
     }
 
     /// Labels and annotations of a pod template may not use reserved keys.

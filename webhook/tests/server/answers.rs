@@ -81,6 +81,37 @@ async fn malformed_reviews_get_400_naming_the_problem() {
     server.stop().await;
 }
 
+/// A review without what its operation needs (here an UPDATE without
+/// `oldObject`, and an empty `uid`) never reaches the handler: 400, naming
+/// the member.
+#[tokio::test]
+async fn a_review_missing_a_member_gets_400_naming_it() {
+    let server = TestServer::start(ServerConfig::default()).await;
+    let mut update: serde_json::Value = serde_json::from_slice(&review("u-1", "demo")).unwrap();
+    update["request"]["operation"] = "UPDATE".into();
+    let no_uid: serde_json::Value = serde_json::from_slice(&review("", "demo")).unwrap();
+    for (body, expected) in [
+        (update, "request.oldObject: is required for UPDATE"),
+        (no_uid, "request.uid: must not be empty"),
+    ] {
+        let (status, answer) = server
+            .post(false, "/validate", serde_json::to_vec(&body).unwrap())
+            .await;
+        let message = String::from_utf8_lossy(&answer);
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{message}");
+        assert!(
+            message.contains(&format!("malformed AdmissionReview request: {expected}")),
+            "{message:?} should name {expected:?}"
+        );
+    }
+    assert_eq!(
+        server.policy.rejections.lock().unwrap().as_slice(),
+        ["malformed_request", "malformed_request"]
+    );
+    assert!(server.policy.observed.lock().unwrap().is_empty());
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_panicking_handler_gets_500_and_the_server_keeps_serving() {
     let server = TestServer::start(ServerConfig::default()).await;

@@ -253,3 +253,47 @@ fn a_network_policy_without_egress_warns_that_it_denies_all() {
     );
     assert!(open.warnings.is_empty(), "{:?}", open.warnings);
 }
+
+/// A claim's `spec.warmpool` is `default`, `none` or a pool's name: the
+/// controller reads any other string as a pool's name, so `Default` or a
+/// typo named a pool that cannot exist and the claim started cold with no
+/// word (found by review).
+#[test]
+fn a_claims_warm_pool_is_default_none_or_a_pool_name() {
+    for choice in [
+        json!("default"),
+        json!("none"),
+        json!("aio-pool"),
+        json!("pool.v2"),
+        json!(""),
+        json!(null),
+    ] {
+        let mut object = claim();
+        object["spec"]["warmpool"] = choice.clone();
+        let verdict = create(SandboxKind::SandboxClaim, &object);
+        assert!(verdict.allowed(), "{choice}: {}", verdict.message());
+    }
+    const RULE: &str = "is not default, none or a pool name (a valid object name: lowercase \
+                        letters, digits, '-' and '.', starting and ending with a letter or digit, \
+                        at most 253 characters)";
+    for (choice, expected) in [
+        (
+            json!("Default"),
+            format!("spec.warmpool: \"Default\" {RULE}"),
+        ),
+        (json!("NONE"), format!("spec.warmpool: \"NONE\" {RULE}")),
+        (
+            json!("Bad Pool!"),
+            format!("spec.warmpool: \"Bad Pool!\" {RULE}"),
+        ),
+        (json!("pool-"), format!("spec.warmpool: \"pool-\" {RULE}")),
+        (json!(5), "spec.warmpool: must be a string".to_owned()),
+    ] {
+        let mut object = claim();
+        object["spec"]["warmpool"] = choice;
+        assert_eq!(
+            denials(&create(SandboxKind::SandboxClaim, &object)),
+            [expected]
+        );
+    }
+}

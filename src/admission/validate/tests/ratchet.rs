@@ -191,3 +191,51 @@ fn a_pool_above_a_lowered_cap_can_still_be_labelled_but_not_grown() {
         ["spec.replicas: 11 exceeds the maximum 5"]
     );
 }
+
+/// A claim stored with a `spec.warmpool` the rule now refuses (before the
+/// rule existed) stays writable: a label, a finalizer's removal and its
+/// deletion pass; only a change of `spec.warmpool` is judged.
+#[test]
+fn a_claim_stored_with_a_bad_warm_pool_can_still_be_updated() {
+    let mut old = claim();
+    old["spec"]["warmpool"] = json!("Default");
+    old["metadata"]["finalizers"] = json!(["example.com/keep"]);
+    let policy = Policy::default();
+    assert!(
+        !validate(
+            SandboxKind::SandboxClaim,
+            &Operation::Create,
+            &old,
+            None,
+            &policy
+        )
+        .allowed()
+    );
+    for (write, new) in metadata_only_writes(&old) {
+        assert_eq!(
+            update_under(&policy, SandboxKind::SandboxClaim, &new, &old),
+            Vec::<String>::new(),
+            "{write}"
+        );
+    }
+    let mut released = old.clone();
+    released["metadata"]["finalizers"] = json!([]);
+    assert!(update_under(&policy, SandboxKind::SandboxClaim, &released, &old).is_empty());
+    let mut terminating = old.clone();
+    terminating["metadata"]["deletionTimestamp"] = json!("2026-03-01T12:05:00Z");
+    let mut released = terminating.clone();
+    released["metadata"]["finalizers"] = json!([]);
+    assert!(update_under(&policy, SandboxKind::SandboxClaim, &released, &terminating).is_empty());
+    // A change is judged: to another bad value it is refused, to a good one admitted.
+    let mut retyped = old.clone();
+    retyped["spec"]["warmpool"] = json!("Bad Pool!");
+    let refused = update_under(&policy, SandboxKind::SandboxClaim, &retyped, &old);
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(
+        refused[0].starts_with("spec.warmpool: \"Bad Pool!\" is not default, none or a pool name"),
+        "{refused:?}"
+    );
+    let mut fixed = old.clone();
+    fixed["spec"]["warmpool"] = json!("default");
+    assert!(update_under(&policy, SandboxKind::SandboxClaim, &fixed, &old).is_empty());
+}
