@@ -24,6 +24,7 @@ mod kind;
 
 mod claim;
 mod conditions;
+pub mod dns;
 mod keys;
 mod pod_template;
 mod pool;

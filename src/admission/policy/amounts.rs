@@ -135,6 +135,70 @@ pub struct TolerationRule {
     pub effect: Option<String>,
 }
 
+impl TolerationRule {
+    /// The field of this rule that breaks a rule of the API, and how:
+    /// `operator` must be `Equal` or `Exists`, `value` empty with `Exists`,
+    /// `effect` empty or a taint effect. A rule the API would refuse in a
+    /// toleration would match no toleration the API server stores.
+    pub(super) fn problem(&self) -> Option<(&'static str, String)> {
+        const EFFECTS: [&str; 3] = ["NoSchedule", "PreferNoSchedule", "NoExecute"];
+        if let Some(operator) = &self.operator
+            && !matches!(operator.as_str(), "Equal" | "Exists")
+        {
+            return Some((
+                "operator",
+                format!("{operator:?} must be Equal or Exists; leave it out to allow both"),
+            ));
+        }
+        if self.operator.as_deref() == Some("Exists")
+            && let Some(value) = self.value.as_deref().filter(|v| !v.is_empty())
+        {
+            return Some((
+                "value",
+                format!(
+                    "{value:?} must be empty when operator is Exists (a toleration with Exists \
+                     matches every value and has none)"
+                ),
+            ));
+        }
+        if let Some(effect) = &self.effect
+            && !effect.is_empty()
+            && !EFFECTS.contains(&effect.as_str())
+        {
+            return Some((
+                "effect",
+                format!("{effect:?} must be empty or one of {}", EFFECTS.join(", ")),
+            ));
+        }
+        None
+    }
+}
+
+/// Why `amount` of a resource counted in bytes (`memory`,
+/// `ephemeral-storage`) is not a whole number of bytes, if it is not: a
+/// default would be stamped into templates as written, and `100m` of memory
+/// is a tenth of a byte, not 100 megabytes.
+pub(super) fn fraction_of_byte_rule(amount: &Quantity, resource: &str) -> Option<String> {
+    const BYTE: i128 = 1_000_000_000; // nano-units
+    let nanos = amount.nanos();
+    if nanos % BYTE == 0 {
+        return None;
+    }
+    let what = if nanos.abs() < BYTE {
+        "is a fraction of a byte"
+    } else {
+        "is not a whole number of bytes"
+    };
+    let hint = if amount.as_str().ends_with('m') {
+        " (the suffix m means thousandths: write M or Mi)"
+    } else {
+        ""
+    };
+    Some(format!(
+        "{amount} {what}; {resource} is counted in whole bytes{hint}"
+    ))
+}
+
 /// Default requests and limits.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

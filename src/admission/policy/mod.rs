@@ -12,6 +12,7 @@
 //! policy in place.
 
 mod amounts;
+mod names;
 mod network;
 mod store;
 
@@ -151,6 +152,19 @@ pub enum PolicyError {
     /// type; the message starts with the field path.
     #[error(transparent)]
     Syntax(#[from] serde_yaml::Error),
+    /// A reload read the policy file as zero bytes: a file caught while it
+    /// is rewritten (`>` truncates it first) reads so, and taking it for
+    /// the built-in policy would swap in a looser policy unannounced. (At
+    /// start an empty file is the built-in policy.)
+    #[error(
+        "policy file {} is empty (0 bytes): a reload takes an empty file for one caught while it is \
+         rewritten and keeps the previous policy; write {{}} to reload the built-in policy",
+        path.display()
+    )]
+    EmptyFile {
+        /// The file.
+        path: PathBuf,
+    },
     /// The policy parsed but breaks a rule, e.g. a default above a ceiling.
     #[error("{field}: {rule}")]
     Invalid {
@@ -193,19 +207,23 @@ impl Policy {
         Ok(policy)
     }
 
-    /// Reads, parses and checks a policy file.
+    /// Reads, parses and checks a policy file. An empty file is the
+    /// default policy (see [`PolicyStore::reload_from_file`] for a reload).
     pub fn from_file(path: &Path) -> Result<Policy, PolicyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Policy::from_yaml(&text)
+        Policy::from_yaml(&read_policy_file(path)?)
     }
 
     /// Checks the rules a policy must satisfy to be usable: defaults within
     /// ceilings, default requests within default limits, no negative
-    /// amounts, a non-empty runtime class allow-list that contains the
-    /// default class, a non-negative pool cap.
+    /// amounts and no fraction of a byte (memory, ephemeral-storage), a
+    /// non-empty runtime class allow-list that contains the default class,
+    /// runtime class, service account and priority class names that are
+    /// DNS-1123 subdomains, Linux capability names, known volume types,
+    /// extended resource names the API server takes (`example.com/gpu`,
+    /// `hugepages-2Mi`; not cpu, memory, ephemeral-storage), toleration
+    /// rules with the API's operators and effects, canonical deny-list
+    /// CIDRs, a non-negative pool cap. The first rule broken is the error,
+    /// naming the field (with its index in a list) and the rule.
     pub fn check(&self) -> Result<(), PolicyError> {
         for resource in ComputeResource::ALL {
             let name = resource.as_str();
@@ -224,6 +242,11 @@ impl Policy {
                         format!("{field}.{name}"),
                         format!("{amount} must not be negative"),
                     ));
+                }
+                if resource == ComputeResource::Memory
+                    && let Some(rule) = amount.and_then(|a| amounts::fraction_of_byte_rule(a, name))
+                {
+                    return Err(PolicyError::invalid(format!("{field}.{name}"), rule));
                 }
             }
             if let (Some(request), Some(limit)) = (request, limit)
@@ -249,20 +272,24 @@ impl Policy {
             }
         }
         for (index, capability) in self.allowed_capabilities.iter().enumerate() {
+            let field = format!("allowedCapabilities[{index}]");
             if normalize_capability(capability).is_empty() {
-                return Err(PolicyError::invalid(
-                    format!("allowedCapabilities[{index}]"),
-                    "must not be empty",
-                ));
+                return Err(PolicyError::invalid(field, "must not be empty"));
+            }
+            if let Some(rule) = names::capability_rule(capability) {
+                return Err(PolicyError::invalid(field, rule));
             }
         }
-        if let Some(allowed) = &self.allowed_runtime_classes
-            && allowed.is_empty()
-        {
-            return Err(PolicyError::invalid(
-                "allowedRuntimeClasses",
-                "must not be empty; use null to allow any runtime class",
-            ));
+        if let Some(allowed) = &self.allowed_runtime_classes {
+            if allowed.is_empty() {
+                return Err(PolicyError::invalid(
+                    "allowedRuntimeClasses",
+                    "must not be empty; use null to allow any runtime class",
+                ));
+            }
+            check_names("allowedRuntimeClasses", allowed, |name| {
+                names::object_name_rule(name, "RuntimeClass")
+            })?;
         }
         if let Some(default) = &self.default_runtime_class_name {
             if default.is_empty() {
@@ -270,6 +297,9 @@ impl Policy {
                     "defaultRuntimeClassName",
                     "must not be empty; use null for no default",
                 ));
+            }
+            if let Some(rule) = names::object_name_rule(default, "RuntimeClass") {
+                return Err(PolicyError::invalid("defaultRuntimeClassName", rule));
             }
             if let Some(allowed) = &self.allowed_runtime_classes
                 && !allowed.contains(default)
@@ -280,24 +310,48 @@ impl Policy {
                 ));
             }
         }
-        if let Some(amount) = &self.ceilings.ephemeral_storage
-            && amount.is_negative()
-        {
-            return Err(PolicyError::invalid(
-                "ceilings.ephemeral-storage",
-                format!("{amount} must not be negative"),
-            ));
-        }
-        for (field, names) in [
-            ("allowedServiceAccounts", &self.allowed_service_accounts),
-            ("allowedExtendedResources", &self.allowed_extended_resources),
-            ("allowedVolumeTypes", &self.allowed_volume_types),
-            ("allowedPriorityClasses", &self.allowed_priority_classes),
-        ] {
-            if let Some(index) = names.iter().position(|name| name.trim().is_empty()) {
+        if let Some(amount) = &self.ceilings.ephemeral_storage {
+            if amount.is_negative() {
                 return Err(PolicyError::invalid(
-                    format!("{field}[{index}]"),
-                    "must not be empty",
+                    "ceilings.ephemeral-storage",
+                    format!("{amount} must not be negative"),
+                ));
+            }
+            if let Some(rule) = amounts::fraction_of_byte_rule(amount, "ephemeral-storage") {
+                return Err(PolicyError::invalid("ceilings.ephemeral-storage", rule));
+            }
+        }
+        type NameRule = fn(&str) -> Option<String>;
+        let lists: [(&str, &[String], NameRule); 4] = [
+            (
+                "allowedServiceAccounts",
+                &self.allowed_service_accounts,
+                |name| names::object_name_rule(name, "ServiceAccount"),
+            ),
+            (
+                "allowedExtendedResources",
+                &self.allowed_extended_resources,
+                names::extended_resource_rule,
+            ),
+            (
+                "allowedVolumeTypes",
+                &self.allowed_volume_types,
+                names::volume_type_rule,
+            ),
+            (
+                "allowedPriorityClasses",
+                &self.allowed_priority_classes,
+                |name| names::object_name_rule(name, "PriorityClass"),
+            ),
+        ];
+        for (field, list, rule) in lists {
+            check_names(field, list, rule)?;
+        }
+        for (index, toleration) in self.allowed_tolerations.iter().enumerate() {
+            if let Some((key, rule)) = toleration.problem() {
+                return Err(PolicyError::invalid(
+                    format!("allowedTolerations[{index}].{key}"),
+                    rule,
                 ));
             }
         }
@@ -320,6 +374,35 @@ impl Policy {
             .iter()
             .any(|allowed| normalize_capability(allowed) == name)
     }
+}
+
+/// The text of a policy file.
+fn read_policy_file(path: &Path) -> Result<String, PolicyError> {
+    std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Checks each entry of the list `field`: not blank, then `rule`; the error
+/// names the entry by its index, e.g. `allowedVolumeTypes[1]`.
+fn check_names(
+    field: &str,
+    list: &[String],
+    rule: impl Fn(&str) -> Option<String>,
+) -> Result<(), PolicyError> {
+    for (index, name) in list.iter().enumerate() {
+        if name.trim().is_empty() {
+            return Err(PolicyError::invalid(
+                format!("{field}[{index}]"),
+                "must not be empty",
+            ));
+        }
+        if let Some(rule) = rule(name) {
+            return Err(PolicyError::invalid(format!("{field}[{index}]"), rule));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

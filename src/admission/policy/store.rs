@@ -64,9 +64,20 @@ impl PolicyStore {
     ///
     /// On any error (unreadable file, bad YAML, a policy that breaks a rule)
     /// the current policy stays in place and the error is returned, so a bad
-    /// edit of a ConfigMap never leaves the webhook without a policy.
+    /// edit of a ConfigMap never leaves the webhook without a policy. A file
+    /// of zero bytes is such an error here ([`PolicyError::EmptyFile`]),
+    /// though at start it is the built-in policy: a poll may catch the file
+    /// between its truncation and its rewrite, and the built-in policy is
+    /// looser than most files. `{}` (or a comment) reloads the built-in
+    /// policy on purpose.
     pub fn reload_from_file(&self, path: &Path) -> Result<Arc<Policy>, PolicyError> {
-        Ok(self.install(Policy::from_file(path)?))
+        let text = super::read_policy_file(path)?;
+        if text.is_empty() {
+            return Err(PolicyError::EmptyFile {
+                path: path.to_owned(),
+            });
+        }
+        Ok(self.install(Policy::from_yaml(&text)?))
     }
 
     /// The user-namespace fact the snapshots carry.
@@ -223,6 +234,58 @@ mod tests {
         assert_eq!(store.current().max_pool_replicas, 3);
         assert_eq!(store.current().user_namespaces, UserNamespaces::Supported);
         assert_eq!(store.clone().user_namespaces(), UserNamespaces::Supported);
+    }
+
+    /// A reload that catches the file mid-rewrite (`>` truncates it first)
+    /// reads zero bytes: that is refused, naming the file, and the policy in
+    /// force stays; at start an empty file is still the built-in policy, and
+    /// a reload to `{}` (or a comment) still takes it on purpose.
+    #[test]
+    fn a_zero_byte_file_on_reload_keeps_the_previous_policy() {
+        let directory = std::env::temp_dir().join(format!(
+            "sandbox-operator-policy-empty-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&directory).unwrap();
+        let path = directory.join("policy.yaml");
+
+        std::fs::write(&path, "").unwrap();
+        assert_eq!(
+            *PolicyStore::from_file(&path).unwrap().current(),
+            Policy::default()
+        );
+
+        std::fs::write(
+            &path,
+            "maxPoolReplicas: 7\nallowedVolumeTypes: [emptyDir]\n",
+        )
+        .unwrap();
+        let store = PolicyStore::from_file(&path).unwrap();
+        std::fs::write(&path, "").unwrap();
+        let error = store.reload_from_file(&path).unwrap_err();
+        assert_eq!(error.label(), "empty_file");
+        let message = error.to_string();
+        assert!(
+            message.starts_with(&format!(
+                "policy file {} is empty (0 bytes)",
+                path.display()
+            )),
+            "{message}"
+        );
+        assert_eq!(store.current().max_pool_replicas, 7);
+        assert_eq!(store.current().allowed_volume_types, ["emptyDir"]);
+
+        std::fs::write(&path, "{}\n").unwrap();
+        assert_eq!(*store.reload_from_file(&path).unwrap(), Policy::default());
+        std::fs::write(&path, "maxPoolReplicas: 7\n").unwrap();
+        store.reload_from_file(&path).unwrap();
+        std::fs::write(&path, "# the built-in policy\n").unwrap();
+        assert_eq!(
+            store.reload_from_file(&path).unwrap().max_pool_replicas,
+            1000
+        );
+        std::fs::remove_dir_all(&directory).unwrap();
     }
 
     #[test]

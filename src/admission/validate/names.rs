@@ -18,6 +18,7 @@ use super::super::SandboxKind;
 use super::super::field::{FieldPath, optional, optional_object, present, required_object};
 use super::Validator;
 use crate::api::ADMITTED_AT_ANNOTATION;
+use crate::api::dns::{is_dns1035_label, is_dns1123_subdomain};
 
 /// The longest label value, and so the longest name of any of the four
 /// kinds, and of a template reference.
@@ -42,33 +43,6 @@ pub fn label_value_rule(name: &str, whose: &str) -> Option<String> {
             "{length} characters is longer than {MAX_LABEL_VALUE}: {whose} is used as a label value"
         )
     })
-}
-
-/// A Kubernetes object name: a DNS-1123 subdomain.
-pub(crate) fn is_dns_subdomain(name: &str) -> bool {
-    let alphanumeric = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-    let bytes = name.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 253
-        && bytes
-            .iter()
-            .all(|&b| alphanumeric(b) || b == b'-' || b == b'.')
-        && alphanumeric(bytes[0])
-        && alphanumeric(bytes[bytes.len() - 1])
-}
-
-/// A DNS-1035 label, the rule for a Service name: lowercase letters,
-/// digits and '-', starting with a letter, ending with a letter or digit,
-/// at most 63 characters.
-pub(crate) fn is_dns_label(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= MAX_LABEL_VALUE
-        && bytes
-            .iter()
-            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && bytes[0].is_ascii_lowercase()
-        && bytes[bytes.len() - 1] != b'-'
 }
 
 impl Validator<'_> {
@@ -138,7 +112,7 @@ impl Validator<'_> {
                             ending with a letter or digit";
         if let Some(Some(name)) = self.ok(optional::<&str>(metadata, "name", &metadata_path))
             && name.chars().count() <= MAX_LABEL_VALUE
-            && !is_dns_label(name)
+            && !is_dns1035_label(name)
         {
             self.deny(
                 &metadata_path.key("name"),
@@ -174,7 +148,7 @@ impl Validator<'_> {
         let name_path = reference_path.key("name");
         match self.ok(optional::<&str>(reference, "name", &reference_path)) {
             Some(None | Some("")) => self.deny(&name_path, "must not be empty"),
-            Some(Some(name)) if !is_dns_subdomain(name) => self.deny(
+            Some(Some(name)) if !is_dns1123_subdomain(name) => self.deny(
                 &name_path,
                 format!(
                     "{name:?} is not a valid object name (lowercase letters, digits, '-' and '.', \
@@ -200,7 +174,7 @@ impl Validator<'_> {
         let Some(Some(choice)) = self.ok(optional::<&str>(spec, "warmpool", spec_path)) else {
             return;
         };
-        if matches!(choice, "" | "default" | "none") || is_dns_subdomain(choice) {
+        if matches!(choice, "" | "default" | "none") || is_dns1123_subdomain(choice) {
             return;
         }
         self.deny(
