@@ -75,16 +75,28 @@ async fn main() {
         without_ownership_guard: !s.ownership_guard,
     };
     let env = Environment::up(&options).await;
-    // Whatever fails below, the operator is stopped and the namespace deleted.
-    let outcome = AssertUnwindSafe(measure(&env, &s)).catch_unwind().await;
+    // Whatever fails below, the operator is stopped and the namespace
+    // deleted: on Ctrl-C too (caught from here on, so a second one does not
+    // cut the clean-up short), where before the namespace stayed.
+    let outcome = tokio::select! {
+        outcome = AssertUnwindSafe(measure(&env, &s)).catch_unwind() => Some(outcome),
+        _ = tokio::signal::ctrl_c() => None,
+    };
+    if outcome.is_none() {
+        eprintln!(
+            "interrupted: stopping the operator and deleting namespace {}",
+            env.ns
+        );
+    }
     env.down().await;
     match outcome {
-        Ok(None) => {}
-        Ok(Some(problem)) => {
+        None => std::process::exit(130),
+        Some(Ok(None)) => {}
+        Some(Ok(Some(problem))) => {
             eprintln!("FAILED: {problem}");
             std::process::exit(1);
         }
-        Err(_) => {
+        Some(Err(_)) => {
             eprintln!("FAILED: the bench stopped on the error above (namespace deleted)");
             std::process::exit(1);
         }
