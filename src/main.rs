@@ -209,6 +209,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(path) => PolicyStore::from_file(path).map_err(|e| policy_file_error(path, e))?,
         None => PolicyStore::default(),
     };
+    if args.policy_file.is_some() {
+        // Exported from the first scrape on (it reads 1: the file was read).
+        metrics.follow_policy_file();
+    }
     let admin_listener = admin::bind(args.metrics_addr).await?;
     tokio::spawn(admin::serve(
         admin_listener,
@@ -278,7 +282,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Sandboxes and Pods they create).
     policy.current().network.warn_unless_metadata_denied();
     if let Some(path) = &args.policy_file {
-        metrics.follow_policy_file();
         let observed = metrics.clone();
         tokio::spawn(policy.clone().watch_file(
             path.clone(),

@@ -128,18 +128,30 @@ pub fn check_objects(yaml_text: &str, policy: &Policy) -> Result<Vec<CheckReport
 }
 
 /// Checks `object` (found at `place`, for a document that is not a
-/// mapping), unpacking a `kind: List`.
+/// mapping), unpacking a `kind: List` and a typed list (`SandboxList`, as
+/// the API server and client libraries print one), whose items carry no
+/// `apiVersion` and `kind` of their own: they get the list's.
 fn collect(object: Value, policy: &Policy, place: &str, reports: &mut Vec<CheckReport>) {
-    if object.get("kind").and_then(Value::as_str) == Some("List")
+    let list_kind = object.get("kind").and_then(Value::as_str);
+    if let Some(list_kind) = list_kind.filter(|kind| kind.ends_with("List"))
         && let Some(Value::Array(items)) = object.get("items")
     {
+        let item_kind = list_kind
+            .strip_suffix("List")
+            .filter(|kind| !kind.is_empty());
         for (index, item) in items.iter().enumerate() {
-            collect(
-                item.clone(),
-                policy,
-                &format!("{place} items[{index}]"),
-                reports,
-            );
+            let mut item = item.clone();
+            if let (Some(kind), Some(fields)) = (item_kind, item.as_object_mut()) {
+                fields
+                    .entry("kind")
+                    .or_insert_with(|| Value::String(kind.to_owned()));
+                if let Some(api_version) = object.get("apiVersion") {
+                    fields
+                        .entry("apiVersion")
+                        .or_insert_with(|| api_version.clone());
+                }
+            }
+            collect(item, policy, &format!("{place} items[{index}]"), reports);
         }
         return;
     }
@@ -285,13 +297,28 @@ fn near_miss(object: &serde_json::Map<String, Value>) -> Vec<Denial> {
     let root = FieldPath::root();
     let (api_version, kind) = (object.get("apiVersion"), object.get("kind"));
     let (api_text, kind_text) = (text(api_version), text(kind));
-    let group = api_text
-        .split_once('/')
-        .map_or(api_text, |(group, _)| group);
+    // `v1` is the core group's version; `agents.x-k8s.io` alone (the
+    // version left out) is read as a group.
+    let group = match api_text.split_once('/') {
+        Some((group, _)) => group,
+        None if api_text.contains('.') => api_text,
+        None => "",
+    };
     let mut denials = Vec::new();
+    // A kind of ours ignoring case is a near miss unless its group is
+    // clearly another project's (`example.com/v1 Sandbox` is theirs): no
+    // group, one of ours in any case, or one naming `agents` (a typo of
+    // ours) counts (found by the second read: a mixed manifest's foreign
+    // Sandbox failed the check).
+    let group_could_be_ours = group.is_empty()
+        || group.to_ascii_lowercase().contains("agents")
+        || SandboxKind::ALL
+            .into_iter()
+            .any(|ours| ours.group().eq_ignore_ascii_case(group));
     let by_kind = SandboxKind::ALL
         .into_iter()
-        .find(|ours| ours.as_str().eq_ignore_ascii_case(kind_text));
+        .find(|ours| ours.as_str().eq_ignore_ascii_case(kind_text))
+        .filter(|_| group_could_be_ours);
     let in_group: Vec<SandboxKind> = SandboxKind::ALL
         .into_iter()
         .filter(|ours| ours.group().eq_ignore_ascii_case(group))
@@ -679,6 +706,14 @@ spec:
             "kind: SandboxClaim\nmetadata: {name: no-version}\n".to_owned(),
             "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\n".to_owned(),
             "apiVersion: example.com/v1\nkind: SandboxPolicy\nmetadata: {name: other}\n".to_owned(),
+            // Another project's kind of the same name is theirs.
+            "apiVersion: example.com/v1\nkind: Sandbox\nmetadata: {name: theirs}\n".to_owned(),
+            // A typed list, as the API server prints one: its items get
+            // the list's apiVersion and kind.
+            "apiVersion: extensions.agents.x-k8s.io/v1alpha1\nkind: SandboxTemplateList\n\
+             items: [{metadata: {name: listed}, spec: {podTemplate: {spec: {containers: [{name: c, \
+             image: \"busybox:1.36\", resources: {limits: {cpu: 1, memory: 1Gi}}}]}}}}]\n"
+                .to_owned(),
         ];
         let (text, admitted) = printed(&documents.join("---\n"), &Policy::default());
         assert!(!admitted, "{text}");
@@ -688,7 +723,7 @@ spec:
             "{text}"
         );
         assert_eq!(
-            &lines[1..],
+            &lines[1..13],
             [
                 "SandboxTemplate/good: admitted",
                 "SandboxTemplate/wrong-group: denied: apiVersion: \"agents.x-k8s.io/v1alpha1\" does not serve SandboxTemplate: expected extensions.agents.x-k8s.io/v1alpha1",
@@ -701,7 +736,13 @@ spec:
                 "SandboxClaim/no-version: denied: apiVersion: is missing: expected extensions.agents.x-k8s.io/v1alpha1",
                 "ConfigMap/settings: skipped: not a kind sandbox-operator admits",
                 "SandboxPolicy/other: skipped: not a kind sandbox-operator admits",
+                "Sandbox/theirs: skipped: not a kind sandbox-operator admits",
             ]
+        );
+        assert!(
+            lines[13].starts_with("SandboxTemplate/listed: patch: [")
+                && lines[14..] == ["SandboxTemplate/listed: admitted"],
+            "{text}"
         );
         // Through the library too: denied, never judged (no patch).
         let report = check_object(

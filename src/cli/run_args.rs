@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::admission::UserNamespacesSetting;
-use crate::api::dns::{is_dns_name, is_dns1035_label, is_dns1123_label, is_dns1123_subdomain};
+use crate::api::dns::{is_dns_name, is_dns1123_label, is_dns1123_subdomain};
 use crate::controller::NetworkPolicyMode;
 
 /// Default of `--lease-name`.
@@ -317,14 +317,18 @@ fn check_subdomain(flag: &str, value: &str, what: &str, why: &str) -> Result<(),
     ))
 }
 
+/// A Service name: a DNS-1123 label. Kubernetes wants a DNS-1035 label
+/// (no leading digit) unless `RelaxedServiceNameValidation` is on (beta
+/// from 1.36), so a leading digit (`helm install 2024-ops`) is left to the
+/// API server (found by the second read).
 fn check_service_name(value: &str) -> Result<(), String> {
-    if is_dns1035_label(value) {
+    if is_dns1123_label(value) {
         return Ok(());
     }
     Err(format!(
-        "--webhook-service ({value:?}) must be a Service name, a DNS-1035 label (at most 63 \
-         lowercase letters, digits or '-', starting with a letter and ending with a letter or \
-         digit): the serving certificate is issued for that Service's names"
+        "--webhook-service ({value:?}) must be a Service name, a DNS-1123 label (at most 63 \
+         lowercase letters, digits or '-', starting and ending with a letter or digit): the \
+         serving certificate is issued for that Service's names"
     ))
 }
 
@@ -584,8 +588,8 @@ mod tests {
                 "--cert-secret (\"tls_secret\") must be a Secret name",
             ),
             (
-                &["--webhook-service=1svc"],
-                "--webhook-service (\"1svc\") must be a Service name, a DNS-1035 label",
+                &["--webhook-service=svc-"],
+                "--webhook-service (\"svc-\") must be a Service name, a DNS-1123 label",
             ),
         ] {
             let error = check(args).unwrap_err();

@@ -127,7 +127,8 @@ pub struct TolerationRule {
     /// The taint key (`""` matches only tolerations with an empty key, which
     /// tolerate every taint).
     pub key: String,
-    /// `Equal` or `Exists`; unset allows both.
+    /// `Equal`, `Exists`, or `Lt` / `Gt` (Kubernetes 1.35+, numeric taint
+    /// values); unset allows any.
     pub operator: Option<String>,
     /// The taint value; unset allows any.
     pub value: Option<String>,
@@ -137,17 +138,32 @@ pub struct TolerationRule {
 
 impl TolerationRule {
     /// The field of this rule that breaks a rule of the API, and how:
-    /// `operator` must be `Equal` or `Exists`, `value` empty with `Exists`,
+    /// `operator` must be `Equal`, `Exists`, `Lt` or `Gt`, `value` empty
+    /// with `Exists` and set with `Lt` and `Gt`,
     /// `effect` empty or a taint effect. A rule the API would refuse in a
     /// toleration would match no toleration the API server stores.
     pub(super) fn problem(&self) -> Option<(&'static str, String)> {
         const EFFECTS: [&str; 3] = ["NoSchedule", "PreferNoSchedule", "NoExecute"];
         if let Some(operator) = &self.operator
-            && !matches!(operator.as_str(), "Equal" | "Exists")
+            && !matches!(operator.as_str(), "Equal" | "Exists" | "Lt" | "Gt")
         {
             return Some((
                 "operator",
-                format!("{operator:?} must be Equal or Exists; leave it out to allow both"),
+                format!(
+                    "{operator:?} must be Equal, Exists, Lt or Gt (Lt and Gt: Kubernetes 1.35+); \
+                     leave it out to allow any"
+                ),
+            ));
+        }
+        if matches!(self.operator.as_deref(), Some("Lt" | "Gt"))
+            && self.value.as_deref().is_none_or(str::is_empty)
+        {
+            return Some((
+                "value",
+                format!(
+                    "must be set when operator is {} (it compares the taint's value with this one)",
+                    self.operator.as_deref().unwrap_or_default()
+                ),
             ));
         }
         if self.operator.as_deref() == Some("Exists")

@@ -271,11 +271,18 @@ fn runtime_class_service_account_and_priority_class_names_are_dns_subdomains() {
 fn toleration_operators_and_effects_are_the_kubernetes_ones() {
     assert_eq!(
         error("allowedTolerations: [{key: gpu, operator: exists}]\n"),
-        "allowedTolerations[0].operator: \"exists\" must be Equal or Exists; leave it out to allow both"
+        "allowedTolerations[0].operator: \"exists\" must be Equal, Exists, Lt or Gt (Lt and Gt: Kubernetes 1.35+); leave it out to allow any"
     );
     assert_refused_starting(
         "allowedTolerations: [{key: gpu}, {key: gpu, operator: \"\"}]\n",
-        "allowedTolerations[1].operator: \"\" must be Equal or Exists",
+        "allowedTolerations[1].operator: \"\" must be Equal, Exists, Lt or Gt",
+    );
+    // Kubernetes 1.35+ compares numeric taint values with Lt and Gt: a
+    // value is needed (found by the second read: refusing them stopped a
+    // policy that allowed them).
+    assert_refused_starting(
+        "allowedTolerations: [{key: gpu}, {key: gpu, operator: Gt}]\n",
+        "allowedTolerations[1].value: must be set when operator is Gt",
     );
     assert_refused_starting(
         "allowedTolerations: [{key: gpu}, {key: gpu, operator: Exists, value: \"yes\"}]\n",
@@ -290,10 +297,11 @@ fn toleration_operators_and_effects_are_the_kubernetes_ones() {
          - {key: gpu, operator: Exists, value: \"\", effect: \"\"}\n\
          - {key: sandboxes, operator: Equal, value: \"true\", effect: NoSchedule}\n\
          - {key: a, effect: PreferNoSchedule}\n\
-         - {key: b, value: x, effect: NoExecute}\n",
+         - {key: b, value: x, effect: NoExecute}\n\
+         - {key: c, operator: Lt, value: \"5\"}\n",
     )
     .unwrap();
-    assert_eq!(policy.allowed_tolerations.len(), 4);
+    assert_eq!(policy.allowed_tolerations.len(), 5);
 }
 
 #[test]
