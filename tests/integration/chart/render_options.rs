@@ -360,7 +360,47 @@ fn refusal(args: &[&str]) -> Option<String> {
 async fn schema_refuses_the_policies_the_operator_refuses() {
     use sandbox_operator::admission::{Cidr, Policy};
 
-    for (policy, valid) in [
+    // Names at the length limits: a DNS-1123 subdomain has at most 253
+    // characters (an extended resource's domain too), the name part of an
+    // extended resource 1 to 63.
+    let name = |length: usize| format!("{}.b", "a".repeat(length - 2));
+    let long_names = [
+        (
+            format!(r#"{{"allowedServiceAccounts":["{}"]}}"#, name(253)),
+            true,
+        ),
+        (
+            format!(r#"{{"allowedServiceAccounts":["{}"]}}"#, name(254)),
+            false,
+        ),
+        (
+            format!(r#"{{"defaultRuntimeClassName":"{}"}}"#, name(254)),
+            false,
+        ),
+        (
+            format!(r#"{{"allowedExtendedResources":["{}/gpu"]}}"#, name(253)),
+            true,
+        ),
+        (
+            format!(r#"{{"allowedExtendedResources":["{}/gpu"]}}"#, name(254)),
+            false,
+        ),
+        (
+            format!(
+                r#"{{"allowedExtendedResources":["example.com/{}"]}}"#,
+                "g".repeat(63)
+            ),
+            true,
+        ),
+        (
+            format!(
+                r#"{{"allowedExtendedResources":["example.com/{}"]}}"#,
+                "g".repeat(64)
+            ),
+            false,
+        ),
+    ];
+    let samples = [
         // TolerationRule.key is a required String.
         (r#"{"allowedTolerations":[{"operator":"Exists"}]}"#, false),
         (
@@ -368,6 +408,45 @@ async fn schema_refuses_the_policies_the_operator_refuses() {
             true,
         ),
         (r#"{"allowedTolerations":[{"key":""}]}"#, true),
+        // Toleration operators and effects as the API has them; no value
+        // with Exists, a value with Lt and Gt (Kubernetes 1.35+); an empty
+        // effect means any.
+        (
+            r#"{"allowedTolerations":[{"key":"gpu","operator":"Lt","value":"5"},{"key":"gpu","operator":"Gt","value":"1","effect":"NoSchedule"}]}"#,
+            true,
+        ),
+        (
+            r#"{"allowedTolerations":[{"key":"gpu","operator":"Gt"}]}"#,
+            false,
+        ),
+        (
+            r#"{"allowedTolerations":[{"key":"gpu","operator":"Lt","value":""}]}"#,
+            false,
+        ),
+        (
+            r#"{"allowedTolerations":[{"key":"gpu","operator":"LT","value":"5"}]}"#,
+            false,
+        ),
+        (
+            r#"{"allowedTolerations":[{"key":"gpu","operator":"Exists","value":"a100"}]}"#,
+            false,
+        ),
+        (
+            r#"{"allowedTolerations":[{"key":"gpu","operator":"Exists","value":"","effect":""}]}"#,
+            true,
+        ),
+        (
+            r#"{"allowedTolerations":[{"key":"gpu","operator":"Equal","value":"a100","effect":"NoSchedule"},{"key":"gpu","value":"a100"}]}"#,
+            true,
+        ),
+        (
+            r#"{"allowedTolerations":[{"key":"gpu","operator":"exists"}]}"#,
+            false,
+        ),
+        (
+            r#"{"allowedTolerations":[{"key":"gpu","effect":"NoExecution"}]}"#,
+            false,
+        ),
         // Capabilities: empty once blanks and CAP_ are taken off.
         (r#"{"allowedCapabilities":["CAP_"]}"#, false),
         (r#"{"allowedCapabilities":[" cap_ "]}"#, false),
@@ -376,17 +455,88 @@ async fn schema_refuses_the_policies_the_operator_refuses() {
             r#"{"allowedCapabilities":["cap_net_raw","SYS_PTRACE"]}"#,
             true,
         ),
+        // Capabilities: Linux capability names, CAP_ and case optional,
+        // blanks trimmed as Rust trims them (\v and U+00A0 too); Go's (?i)
+        // would take U+017F for s and U+212A (Kelvin) for k, the operator
+        // does not.
+        (
+            r#"{"allowedCapabilities":["CAP_NET_ADMIN","Cap_Sys_Admin","bpf"]}"#,
+            true,
+        ),
+        (
+            r#"{"allowedCapabilities":["\u000b net_bind_service\u00a0"]}"#,
+            true,
+        ),
+        (r#"{"allowedCapabilities":["NET_ADMINS"]}"#, false),
+        (r#"{"allowedCapabilities":["CAP_CAP_CHOWN"]}"#, false),
+        (r#"{"allowedCapabilities":["NET-ADMIN"]}"#, false),
+        (r#"{"allowedCapabilities":["ALL"]}"#, false),
+        (r#"{"allowedCapabilities":["\u017fys_admin"]}"#, false),
+        (r#"{"allowedCapabilities":["\u212aill"]}"#, false),
         // null allows any runtime class; an empty list nothing, refused.
         (r#"{"allowedRuntimeClasses":[]}"#, false),
         (r#"{"allowedRuntimeClasses":["gvisor"]}"#, true),
         (r#"{"defaultRuntimeClassName":""}"#, false),
         (r#"{"defaultRuntimeClassName":"gvisor"}"#, true),
+        // Runtime class, service account and priority class names are
+        // DNS-1123 subdomains (lengths above).
+        (r#"{"defaultRuntimeClassName":"gVisor"}"#, false),
+        (r#"{"defaultRuntimeClassName":"gvisor-"}"#, false),
+        (r#"{"allowedRuntimeClasses":["gvisor","kata_fc"]}"#, false),
+        (r#"{"allowedRuntimeClasses":["a..b"]}"#, false),
+        (
+            r#"{"defaultRuntimeClassName":"kata.fc","allowedRuntimeClasses":["gvisor","kata.fc"]}"#,
+            true,
+        ),
+        (r#"{"allowedServiceAccounts":["default","Builder"]}"#, false),
+        (r#"{"allowedServiceAccounts":["system:serviceaccount:a:b"]}"#, false),
+        (r#"{"allowedServiceAccounts":["ci-bot.example","0"]}"#, true),
+        (r#"{"allowedPriorityClasses":["-batch"]}"#, false),
+        (r#"{"allowedPriorityClasses":["batch."]}"#, false),
         // Names that are blank.
         (r#"{"allowedServiceAccounts":[" "]}"#, false),
         (r#"{"allowedExtendedResources":["\t"]}"#, false),
         (r#"{"allowedVolumeTypes":[" "]}"#, false),
         (r#"{"allowedPriorityClasses":[" "]}"#, false),
         (r#"{"allowedPriorityClasses":["sandbox-batch"]}"#, true),
+        // Volume types: the keys of a Pod's volumes, case-sensitive.
+        (
+            r#"{"allowedVolumeTypes":["emptyDir","configMap","nfs","csi","image"]}"#,
+            true,
+        ),
+        (r#"{"allowedVolumeTypes":["emptydir"]}"#, false),
+        (r#"{"allowedVolumeTypes":["emptyDir "]}"#, false),
+        (r#"{"allowedVolumeTypes":["persistentVolume"]}"#, false),
+        (r#"{"allowedVolumeTypes":["EmptyDir"]}"#, false),
+        // Extended resources: hugepages-<size> above zero, or a name with a
+        // domain outside kubernetes.io; never cpu, memory or
+        // ephemeral-storage (lengths above).
+        (
+            r#"{"allowedExtendedResources":["nvidia.com/gpu","hugepages-2Mi","hugepages-1Gi","example.com/GPU_x.2"]}"#,
+            true,
+        ),
+        (r#"{"allowedExtendedResources":["hugepages/x"]}"#, true),
+        (r#"{"allowedExtendedResources":["hugepages-1.5e-3"]}"#, true),
+        (r#"{"allowedExtendedResources":["cpu"]}"#, false),
+        (r#"{"allowedExtendedResources":["memory"]}"#, false),
+        (r#"{"allowedExtendedResources":["ephemeral-storage"]}"#, false),
+        (r#"{"allowedExtendedResources":["gpu"]}"#, false),
+        (r#"{"allowedExtendedResources":["kubernetes.io/gpu"]}"#, false),
+        (
+            r#"{"allowedExtendedResources":["example.kubernetes.io/gpu"]}"#,
+            false,
+        ),
+        (r#"{"allowedExtendedResources":["hugepages-0"]}"#, false),
+        (r#"{"allowedExtendedResources":["hugepages-0.00Mi"]}"#, false),
+        (r#"{"allowedExtendedResources":["hugepages-"]}"#, false),
+        (r#"{"allowedExtendedResources":["hugepages-2mi"]}"#, false),
+        (r#"{"allowedExtendedResources":["hugepages-+2Mi"]}"#, false),
+        (r#"{"allowedExtendedResources":["hugepages-2Mi/x"]}"#, false),
+        (r#"{"allowedExtendedResources":["Example.com/gpu"]}"#, false),
+        (r#"{"allowedExtendedResources":["example.com/-gpu"]}"#, false),
+        (r#"{"allowedExtendedResources":["example.com/"]}"#, false),
+        (r#"{"allowedExtendedResources":["example.com/a/b"]}"#, false),
+        (r#"{"allowedExtendedResources":["example..com/gpu"]}"#, false),
         // maxPoolReplicas is an i32, not negative.
         (r#"{"maxPoolReplicas":2147483648}"#, false),
         (r#"{"maxPoolReplicas":-1}"#, false),
@@ -398,6 +548,16 @@ async fn schema_refuses_the_policies_the_operator_refuses() {
         (r#"{"defaults":{"requests":{"cpu":"-100m"}}}"#, false),
         (
             r#"{"ceilings":{"cpu":32,"memory":"+64Gi","ephemeral-storage":null}}"#,
+            true,
+        ),
+        // Memory and ephemeral-storage are whole bytes (more below); cpu
+        // is not.
+        (r#"{"ceilings":{"memory":"100m"}}"#, false),
+        (r#"{"defaults":{"requests":{"memory":"0.5"}}}"#, false),
+        (r#"{"defaults":{"limits":{"memory":1.5}}}"#, false),
+        (r#"{"ceilings":{"ephemeral-storage":"1.1Gi"}}"#, false),
+        (
+            r#"{"defaults":{"requests":{"cpu":"250m","memory":"0.5Gi"}},"ceilings":{"ephemeral-storage":"1000m"}}"#,
             true,
         ),
         // Enums.
@@ -414,7 +574,32 @@ async fn schema_refuses_the_policies_the_operator_refuses() {
             r#"{"network":{"denyEgressCIDRs":["10.0.0.0/8","fd00:ec2::254/128"]}}"#,
             true,
         ),
-    ] {
+        // In the operator's spelling, and not IPv4-mapped.
+        (
+            r#"{"network":{"denyEgressCIDRs":["FD00:EC2::254/128"]}}"#,
+            false,
+        ),
+        (
+            r#"{"network":{"denyEgressCIDRs":["fd00:ec2:0:0:0:0:0:254/128"]}}"#,
+            false,
+        ),
+        (r#"{"network":{"denyEgressCIDRs":["fd00:0::/16"]}}"#, false),
+        (r#"{"network":{"denyEgressCIDRs":["169.254.0.0/016"]}}"#, false),
+        (
+            r#"{"network":{"denyEgressCIDRs":["::ffff:a9fe:0/112"]}}"#,
+            false,
+        ),
+        (
+            r#"{"network":{"denyEgressCIDRs":["::ffff:169.254.0.0/112"]}}"#,
+            false,
+        ),
+        (r#"{"network":{"denyEgressCIDRs":["::ffff:0/112"]}}"#, true),
+    ]
+    .into_iter()
+    .map(|(policy, valid)| (policy.to_string(), valid))
+    .chain(long_names);
+    for (policy, valid) in samples {
+        let policy = policy.as_str();
         assert_eq!(
             Policy::from_yaml(policy).is_ok(),
             valid,
@@ -434,10 +619,11 @@ async fn schema_refuses_the_policies_the_operator_refuses() {
 
     // denyEgressCIDRs against Cidr::parse, in one render: every IPv4 prefix
     // length from 0 to 33 with one address bit set at every position (host
-    // bits set or not), and IPv4 and IPv6 samples of every kind. The schema
-    // is stricter on purpose only where no sample goes: prefixes with a
-    // leading zero or sign (`/08`, `/+8`), and IPv6 with a dotted-quad tail;
-    // it is looser only on IPv6 host bits (`fe80::1/64`), which a pattern
+    // bits set or not), IPv4 and IPv6 samples of every kind, and every
+    // pattern of zero and non-zero IPv6 groups in every spelling (each run
+    // of zero groups written `::` or not, one of which is the operator's),
+    // upper case, leading zeros and IPv4-mapped ranges included. The schema
+    // is looser only on IPv6 host bits (`fe80::1/64`), which a pattern
     // cannot check.
     let mut samples: Vec<String> = Vec::new();
     for prefix in 0..=33 {
@@ -489,8 +675,49 @@ async fn schema_refuses_the_policies_the_operator_refuses() {
         "1:2:3:4:5:6:7:8:9/128",
         "fd00::/8\n",
         "x/8",
+        "10.0.0.0/08",
+        "10.0.0.0/+8",
+        "fd00::/016",
+        "fd00::/+16",
+        "FD00:EC2::254/128",
+        "Fd00::/16",
+        "fd00:ec2::0254/128",
+        "fd00:0::/16",
+        "::169.254.0.0/112",
+        "::ffff:169.254.0.0/112",
+        "::ffff:a9fe:0/112",
+        "::ffff:0:0/96",
+        "::ffff:0:0/95",
+        "0:0:0:0:0:ffff:a9fe:0/112",
+        "::ffff:0/112",
+        "::ffff:0:0:0/128",
+        "ffff::/16",
     ] {
         samples.push(odd.to_string());
+    }
+    for zeros in 0u32..256 {
+        // ffff in the sixth group: with five zero groups before it, an
+        // IPv4-mapped address.
+        let groups: Vec<&str> = (0..8)
+            .map(|i| match (zeros >> i & 1, i % 3) {
+                (1, _) => "0",
+                (_, 0) => "fd00",
+                (_, 1) => "a",
+                _ => "ffff",
+            })
+            .collect();
+        samples.push(format!("{}/128", groups.join(":")));
+        for start in 0..8 {
+            for end in start + 1..=8 {
+                if groups[start..end].iter().all(|group| *group == "0") {
+                    samples.push(format!(
+                        "{}::{}/128",
+                        groups[..start].join(":"),
+                        groups[end..].join(":")
+                    ));
+                }
+            }
+        }
     }
     let report = refusal(&[
         "--set-json",
@@ -531,6 +758,160 @@ async fn schema_refuses_the_policies_the_operator_refuses() {
         disagreements.len(),
         samples.len(),
         disagreements.join("\n")
+    );
+    assert!(
+        refused.len() > samples.len() / 3,
+        "too few refusals: {refused:?}"
+    );
+
+    byte_amounts_agree_with_the_operator();
+}
+
+/// Memory and ephemeral-storage amounts (whole bytes, not negative) against
+/// the operator, in one render of a chart whose only value is a list of
+/// amounts, each checked by the chart's own `ceilings.ephemeral-storage`
+/// schema (its definitions copied; the three memory fields share it, and
+/// the samples above show each of them refuses a fraction of a byte):
+/// every whole part, fraction and suffix below, and numbers. Strings
+/// without an exponent are judged exactly, as the operator judges them
+/// (which takes a fraction of a nano-unit for a whole one: `0.9999999999`
+/// is one byte), but the schema leaves to the operator an exponent
+/// (`1.5e-1`) and a binary suffix after a fraction of 10 or more
+/// significant digits (`0.00048828125Ki`, half a byte), which it lets
+/// through. Numbers must be whole, so the one number the operator rounds up
+/// to a whole byte (0.9999999999) is refused. Amounts too large for the
+/// operator's arithmetic are left out: the schema bounds no amount.
+fn byte_amounts_agree_with_the_operator() {
+    use sandbox_operator::admission::{Policy, Quantity, QuantityError};
+
+    let schema: Json = serde_json::from_str(
+        &std::fs::read_to_string(chart_dir().join("values.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let chart = repo().join("target/test-logs/byte-amounts-chart");
+    let _ = std::fs::remove_dir_all(&chart);
+    std::fs::create_dir_all(&chart).unwrap();
+    std::fs::write(
+        chart.join("Chart.yaml"),
+        "apiVersion: v2\nname: byte-amounts\nversion: 0.1.0\n",
+    )
+    .unwrap();
+    let ceilings = &schema["properties"]["policy"]["properties"]["ceilings"]["properties"];
+    let amount = &ceilings["ephemeral-storage"];
+    std::fs::write(
+        chart.join("values.schema.json"),
+        serde_json::json!({
+            "$schema": schema["$schema"],
+            "type": "object",
+            "properties": {"samples": {"type": "array", "items": amount}},
+            "definitions": schema["definitions"],
+        })
+        .to_string(),
+    )
+    .unwrap();
+
+    let mut samples: Vec<Json> = Vec::new();
+    for whole in ["", "0", "1", "999", "999999", "999999999"] {
+        for fraction in [
+            "",
+            ".",
+            ".0",
+            ".5",
+            ".25",
+            ".1",
+            ".001",
+            ".999999999",
+            ".9999999999",
+            ".99999999991",
+            ".0009765625",
+            ".00048828125",
+        ] {
+            for suffix in [
+                "", "m", "u", "n", "k", "M", "G", "E", "Ki", "Mi", "Gi", "Ei", "e3", "e-3", "E2",
+            ] {
+                samples.push(Json::from(format!("{whole}{fraction}{suffix}")));
+            }
+        }
+    }
+    samples.extend(["-1", "-0.5Gi", "+1Ki", "1e", "0x10", "1 Gi"].map(Json::from));
+    samples.extend(
+        [
+            0.0,
+            1.0,
+            2.0,
+            1024.0,
+            1e21,
+            0.5,
+            1.5,
+            0.001,
+            -1.0,
+            0.9999999999,
+        ]
+        .map(Json::from),
+    );
+    samples.extend([0, 1, 4096, -1].map(Json::from));
+    let values = chart.join("samples.json");
+    std::fs::write(
+        &values,
+        serde_json::json!({ "samples": samples }).to_string(),
+    )
+    .unwrap();
+    let out = run(super::helm::helm()
+        .args(["template", "rel", chart.to_str().unwrap(), "--values"])
+        .arg(&values));
+    let report = text(&out);
+    let refused: BTreeSet<usize> = report
+        .split("'/samples/")
+        .skip(1)
+        .map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().expect("an item index")
+        })
+        .collect();
+    assert_eq!(out.status.success(), refused.is_empty(), "{report}");
+
+    let left_to_operator = |text: &str| {
+        let exponent = text.contains('e') || text.trim_end_matches('E').contains('E');
+        let long_binary_fraction = text
+            .strip_suffix('i')
+            .and_then(|rest| rest.split_once('.'))
+            .is_some_and(|(_, fraction)| {
+                let digits = fraction.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+                digits.trim_end_matches('0').len() >= 10
+            });
+        exponent || long_binary_fraction
+    };
+    let (mut disagreements, mut left, mut rounded, mut checked) = (Vec::new(), 0, 0, 0);
+    for (index, sample) in samples.iter().enumerate() {
+        if let Some(text) = sample.as_str()
+            && matches!(Quantity::parse(text), Err(QuantityError::TooLarge(_)))
+        {
+            continue;
+        }
+        checked += 1;
+        let operator = Policy::from_yaml(&format!(
+            r#"{{"ceilings":{{"ephemeral-storage":{sample}}}}}"#
+        ))
+        .is_ok();
+        let schema = !refused.contains(&index);
+        if schema && !operator && sample.as_str().is_some_and(left_to_operator) {
+            left += 1;
+        } else if operator && !schema && sample.is_f64() {
+            rounded += 1;
+        } else if operator != schema {
+            disagreements.push(format!("{sample}: operator {operator}, schema {schema}"));
+        }
+    }
+    assert!(
+        disagreements.is_empty(),
+        "byte amounts: the schema and the operator disagree on {} of {checked} samples:\n{}",
+        disagreements.len(),
+        disagreements.join("\n")
+    );
+    assert!(left > 0, "the samples include amounts left to the operator");
+    assert_eq!(
+        rounded, 1,
+        "only 0.9999999999 is rounded up to a whole byte"
     );
     assert!(
         refused.len() > samples.len() / 3,
