@@ -538,3 +538,294 @@ async fn a_pool_whose_pods_cannot_be_scheduled_says_why() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(ns.list::<Pod>().await.len(), 2);
 }
+
+/// Waits until the Sandbox `name` is Ready (it has adopted its claim's Pod).
+async fn sandbox_ready(ns: &TestNs, name: &str) -> Sandbox {
+    wait_for(
+        &ns.api::<Sandbox>(),
+        name,
+        Duration::from_secs(30),
+        |s: &Sandbox| {
+            s.status
+                .as_ref()
+                .is_some_and(|st| sandbox_operator::api::is_true(&st.conditions, READY))
+        },
+    )
+    .await
+}
+
+/// The claim's Ready condition (reason, status) and whether its status
+/// names a Pod or an IP.
+fn said(c: &SandboxClaim) -> (String, String, bool) {
+    let status = c.status.clone().unwrap_or_default();
+    let ready = sandbox_operator::api::find_condition(&status.conditions, READY).cloned();
+    let names_a_pod = status.pod_name.is_some()
+        || status
+            .sandbox
+            .as_ref()
+            .is_some_and(|s| s.pod_ips.is_some() || s.service_fqdn.is_some());
+    (
+        ready.as_ref().map(|c| c.status.clone()).unwrap_or_default(),
+        ready.map(|c| c.reason).unwrap_or_default(),
+        names_a_pod,
+    )
+}
+
+/// The test's finalizer on one object (`kind`/`name`), lifted when dropped
+/// (even by a failing test: the namespace could not go otherwise).
+struct Held {
+    namespace: String,
+    kind: &'static str,
+    name: String,
+}
+
+/// The finalizer [`Held`] lifts.
+const TEST_HOLD: &str = "sandbox.test/hold";
+
+impl Held {
+    /// Puts [`TEST_HOLD`] on `kind`/`name`.
+    fn on(ns: &TestNs, kind: &'static str, name: &str) -> Held {
+        let out = ns.kubectl(&[
+            "patch",
+            kind,
+            name,
+            "--type=merge",
+            "-p",
+            &json!({"metadata": {"finalizers": [TEST_HOLD]}}).to_string(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Held {
+            namespace: ns.name.clone(),
+            kind,
+            name: name.to_string(),
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = crate::common::kubectl(&[
+            "-n",
+            &self.namespace,
+            "patch",
+            self.kind,
+            &self.name,
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ]);
+    }
+}
+
+/// A Ready claim whose Sandbox was deleted (and with it, by the garbage
+/// collector, its Pod) and that cannot be served again (its template is
+/// gone) says `TemplateNotFound` and names no Sandbox, Pod or IP: the
+/// deleted Pod's IP may go to a later Pod. Before (found by review), the
+/// failure kept the deleted Sandbox's Pod name and IPs for good. How it was
+/// served stays.
+#[tokio::test]
+async fn a_claim_failing_after_its_sandbox_was_deleted_names_no_pod() {
+    let ns = TestNs::new("claim-fail-gone").await;
+    let _op = ns.operator(&[]).await;
+    setup(&ns, 1).await;
+    wait_pool_ready(&ns, 1).await;
+    let served = claim_when_ready(&ns, "c1", Duration::from_secs(20))
+        .await
+        .status
+        .unwrap();
+    assert!(served.pod_name.is_some(), "{served:?}");
+    let pod = served.pod_name.clone().unwrap();
+    sandbox_ready(&ns, "c1").await;
+
+    ns.api::<SandboxTemplate>()
+        .delete("tmpl", &Default::default())
+        .await
+        .unwrap();
+    ns.api::<Sandbox>()
+        .delete("c1", &Default::default())
+        .await
+        .unwrap();
+    let claims: Api<SandboxClaim> = ns.api();
+    crate::fixtures::wait_not_ready_for(&claims, "c1", "TemplateNotFound").await;
+    let status = claims.get("c1").await.unwrap().status.unwrap();
+    assert!(
+        status.pod_name.is_none() && status.sandbox.is_none(),
+        "a claim whose Sandbox was deleted still names its Pod {pod}: {status:?}"
+    );
+    assert_eq!(status.launch_type, Some(LaunchType::Warm), "{status:?}");
+    assert_eq!(status.ready_time, served.ready_time, "{status:?}");
+    wait_until(Duration::from_secs(30), || async {
+        ns.api::<Pod>().get_opt(&pod).await.unwrap().is_none()
+    })
+    .await;
+}
+
+/// A warm claim's Sandbox paused and resumed (a Pod of its own, started
+/// for it) still says how the claim was served: `warm`, from its pool, in
+/// the time it took then. Before (found by review), it said `cold` next to
+/// the pool and the warm time.
+#[tokio::test]
+async fn a_warm_claim_stays_warm_after_its_sandbox_is_paused_and_resumed() {
+    let ns = TestNs::new("claim-resume").await;
+    let _op = ns.operator(&[]).await;
+    setup(&ns, 1).await;
+    wait_pool_ready(&ns, 1).await;
+    let served = claim_when_ready(&ns, "c1", Duration::from_secs(20))
+        .await
+        .status
+        .unwrap();
+    assert_eq!(served.launch_type, Some(LaunchType::Warm));
+    assert_eq!(served.warm_pool.as_deref(), Some("pool"));
+    let first = served.pod_name.clone().unwrap();
+    sandbox_ready(&ns, "c1").await;
+
+    let sandboxes: Api<Sandbox> = ns.api();
+    let scale = |replicas: i32| {
+        let sandboxes = sandboxes.clone();
+        async move {
+            sandboxes
+                .patch(
+                    "c1",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    let claims: Api<SandboxClaim> = ns.api();
+    scale(0).await;
+    let paused = wait_for(&claims, "c1", Duration::from_secs(30), |c| !claim_ready(c)).await;
+    assert_eq!(
+        paused.status.as_ref().and_then(|s| s.launch_type),
+        Some(LaunchType::Warm),
+        "{paused:?}"
+    );
+    scale(1).await;
+    let resumed = wait_for(&claims, "c1", Duration::from_secs(30), |c| {
+        claim_ready(c)
+            && c.status
+                .as_ref()
+                .is_some_and(|s| s.pod_name.as_ref().is_some_and(|p| *p != first))
+    })
+    .await
+    .status
+    .unwrap();
+    assert_eq!(resumed.launch_type, Some(LaunchType::Warm), "{resumed:?}");
+    assert_eq!(resumed.warm_pool.as_deref(), Some("pool"), "{resumed:?}");
+    assert_eq!(resumed.time_to_ready_seconds, served.time_to_ready_seconds);
+    assert_eq!(resumed.ready_time, served.ready_time);
+}
+
+/// A claim expiring with `shutdownPolicy: DeleteForeground` that something
+/// keeps (a finalizer, here the test's) says `ClaimExpired` and names no
+/// Pod or IP while it waits, from before its deletion on: once it is being
+/// deleted, nothing writes its status. Before (found by review), it stayed
+/// Ready on the Pod being deleted. (A foreground deletion waits only for
+/// dependents with `blockOwnerDeletion`, which the claim's Sandbox and the
+/// Sandbox's Pod do not carry: a finalizer on the Pod alone does not keep
+/// the claim.)
+#[tokio::test]
+async fn a_claim_expiring_in_the_foreground_names_no_pod_while_it_waits() {
+    let ns = TestNs::new("claim-expire-fg").await;
+    let _op = ns.operator(&[]).await;
+    setup(&ns, 1).await;
+    wait_pool_ready(&ns, 1).await;
+    let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(8);
+    let lifecycle = json!({"shutdownTime": at.to_string(), "shutdownPolicy": "DeleteForeground"});
+    create(
+        &ns,
+        &crate::fixtures::claim_of(
+            "fg",
+            json!({"sandboxTemplateRef": {"name": "tmpl"}, "lifecycle": lifecycle}),
+        ),
+    )
+    .await;
+    let _held = Held::on(&ns, "sandboxclaim", "fg");
+    let claims: Api<SandboxClaim> = ns.api();
+    let ready = wait_for(&claims, "fg", Duration::from_secs(20), claim_ready).await;
+    let pod = ready.status.unwrap().pod_name.unwrap();
+    sandbox_ready(&ns, "fg").await;
+
+    let deleting = wait_for(&claims, "fg", Duration::from_secs(30), |c| {
+        c.metadata.deletion_timestamp.is_some()
+    })
+    .await;
+    // At every look while it waits (and its Pod goes).
+    let start = Instant::now();
+    let mut c = deleting;
+    loop {
+        let (status, reason, names_a_pod) = said(&c);
+        assert!(
+            status == "False" && reason == "ClaimExpired" && !names_a_pod,
+            "a claim being deleted on expiry still says {status} {reason}, naming Pod {pod}: {:?}",
+            c.status
+        );
+        if start.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        c = claims.get("fg").await.unwrap();
+    }
+    drop(_held);
+    wait_until(Duration::from_secs(30), || async {
+        claims.get_opt("fg").await.unwrap().is_none()
+    })
+    .await;
+}
+
+/// A claim whose Sandbox is being deleted (kept here by the test's
+/// finalizer) says so: not Ready, no Pod or IP; the Sandbox's controller
+/// writes nothing then. Before (found by review), the claim mirrored the
+/// Sandbox's last status: Ready, on a Pod being deleted. Once the Sandbox
+/// is gone the claim is served again, and still says how it was first.
+#[tokio::test]
+async fn a_claim_whose_sandbox_is_being_deleted_is_not_ready() {
+    let ns = TestNs::new("claim-sbx-deleting").await;
+    let _op = ns.operator(&[]).await;
+    setup(&ns, 1).await;
+    wait_pool_ready(&ns, 1).await;
+    let served = claim_when_ready(&ns, "c1", Duration::from_secs(20))
+        .await
+        .status
+        .unwrap();
+    let pod = served.pod_name.clone().unwrap();
+    sandbox_ready(&ns, "c1").await;
+
+    let held = Held::on(&ns, "sandbox", "c1");
+    ns.api::<Sandbox>()
+        .delete("c1", &kube::api::DeleteParams::foreground())
+        .await
+        .unwrap();
+    let claims: Api<SandboxClaim> = ns.api();
+    let waiting = wait_for(&claims, "c1", Duration::from_secs(30), |c| {
+        let (status, reason, _) = said(c);
+        status == "False" && reason == "SandboxNotReady"
+    })
+    .await;
+    let (_, _, names_a_pod) = said(&waiting);
+    assert!(
+        !names_a_pod,
+        "a claim whose Sandbox is being deleted names Pod {pod}: {:?}",
+        waiting.status
+    );
+    let message = crate::fixtures::ready_condition(&waiting).unwrap().message;
+    assert!(message.contains("being deleted"), "{message}");
+
+    drop(held);
+    let again = wait_for(&claims, "c1", Duration::from_secs(60), |c| {
+        claim_ready(c)
+            && c.status
+                .as_ref()
+                .is_some_and(|s| s.pod_name.as_ref().is_some_and(|p| *p != pod))
+    })
+    .await
+    .status
+    .unwrap();
+    assert_eq!(again.launch_type, served.launch_type, "{again:?}");
+    assert_eq!(again.ready_time, served.ready_time, "{again:?}");
+}

@@ -268,3 +268,75 @@ async fn scaling_a_pool_to_zero_while_claims_stream_in_never_deletes_a_claimed_p
     }
     eprintln!("{warm} of {CLAIMS} claims were served warm while the pool scaled 20 -> 0");
 }
+
+/// An autoscaled pool whose template is deleted still reports the size its
+/// autoscaler decides (here its `minReplicas`, no claims coming), with its
+/// `Autoscaling` condition, and its gauge follows a change of the bounds.
+/// Before (found by review), it reported `spec.replicas` (which
+/// autoscaling ignores: 0 here), dropped the condition, and the gauge kept
+/// its last value.
+#[tokio::test]
+async fn an_autoscaled_pool_without_its_template_reports_the_autoscaled_size() {
+    let ns = TestNs::new("sizing-no-template").await;
+    let operator = ns.operator(&[]).await;
+    create_template(&ns).await;
+    create_pool(
+        &ns,
+        json!({"replicas": 0, "sandboxTemplateRef": {"name": "tmpl"},
+               "autoscaling": {"minReplicas": 2, "maxReplicas": 4}}),
+    )
+    .await;
+    wait_until(Duration::from_secs(30), || async {
+        let s = pool_status(&ns).await;
+        s.desired_replicas == Some(2) && s.ready_replicas == 2
+    })
+    .await;
+    ns.api::<sandbox_operator::api::SandboxTemplate>()
+        .delete("tmpl", &Default::default())
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(30), || async {
+        find_condition(&pool_status(&ns).await.conditions, READY)
+            .is_some_and(|c| c.reason == "TemplateNotFound")
+    })
+    .await;
+    let status = pool_status(&ns).await;
+    assert_eq!(status.desired_replicas, Some(2), "{status:#?}");
+    assert!(
+        find_condition(&status.conditions, "Autoscaling").is_some(),
+        "{status:#?}"
+    );
+    assert!(
+        !is_true(&status.conditions, "Exhausted"),
+        "two idle Pods are Ready: {status:#?}"
+    );
+
+    // New bounds while the template is gone: the status and the gauge
+    // follow.
+    ns.api::<SandboxWarmPool>()
+        .patch(
+            "pool",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"autoscaling": {"minReplicas": 3}}})),
+        )
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(30), || async {
+        pool_status(&ns).await.desired_replicas == Some(3)
+    })
+    .await;
+    let series = format!(
+        "sandbox_operator_pool_desired_replicas{{namespace=\"{}\",pool=\"pool\"}} 3",
+        ns.name
+    );
+    let metrics = operator.metrics().await;
+    assert!(
+        metrics.lines().any(|l| l == series),
+        "{series} missing: {}",
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("sandbox_operator_pool_desired_replicas"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

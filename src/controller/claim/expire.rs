@@ -12,9 +12,14 @@ use crate::api::{
 use crate::controller::write_status;
 use crate::controller::{Context, Result, controller_uid, is_conflict, is_not_found, kube_err};
 
-/// Expiry: `Delete`/`DeleteForeground` delete the claim (its children follow
-/// by ownerReference); `Retain` deletes the Sandbox and marks the claim
-/// (its status then names no Sandbox, Pod or IP).
+/// Expiry: `Delete`/`DeleteForeground` mark the claim, then delete it (its
+/// children follow by ownerReference); `Retain` deletes the Sandbox and
+/// marks the claim. Marked, its status says `Ready=False` `ClaimExpired` and
+/// names no Sandbox, Pod or IP. A claim being deleted may stay a while (a
+/// finalizer, the garbage collector's foreground pass), and nothing writes
+/// its status then: before (found by review) it stayed Ready on a Pod being
+/// deleted the whole time. The mark costs expiry one write, not the warm
+/// path.
 pub(super) async fn expire(
     ctx: &Context,
     claim: &SandboxClaim,
@@ -29,6 +34,12 @@ pub(super) async fn expire(
         .unwrap_or_default();
     match policy {
         ClaimShutdownPolicy::Delete | ClaimShutdownPolicy::DeleteForeground => {
+            let status = expired_status(claim, deadline);
+            if claim.status.as_ref() != Some(&status) && !write_status(ctx, claim, &status).await? {
+                // Computed from a stale copy: the newer one's event comes
+                // back here, and the claim is marked before it is deleted.
+                return Ok(Action::requeue(RECHECK));
+            }
             let api: Api<SandboxClaim> = Api::namespaced(ctx.client.clone(), &namespace);
             let params = DeleteParams {
                 propagation_policy: Some(if policy == ClaimShutdownPolicy::Delete {
@@ -53,25 +64,7 @@ pub(super) async fn expire(
         ClaimShutdownPolicy::Retain => {
             delete_own_sandbox(ctx, claim, &namespace).await?;
             let all_gone = delete_pods_it_controls(ctx, claim).await?;
-            let previous = claim.status.clone().unwrap_or_default();
-            let status = SandboxClaimStatus {
-                conditions: set_condition(
-                    &previous.conditions,
-                    &ConditionUpdate::ready(
-                        false,
-                        reason::CLAIM_EXPIRED,
-                        format!("shutdownTime {deadline} has passed"),
-                    ),
-                    claim.meta().generation,
-                    jiff::Timestamp::now(),
-                ),
-                // The Sandbox and its Pod are deleted: a client must not be
-                // pointed at a Pod name or IP that a later Pod (another
-                // tenant's, say) may get.
-                sandbox: None,
-                pod_name: None,
-                ..previous
-            };
+            let status = expired_status(claim, deadline);
             if claim.status.as_ref() != Some(&status) {
                 write_status(ctx, claim, &status).await?;
                 ctx.metrics.claims.with_label_values(&["expired"]).inc();
@@ -86,7 +79,31 @@ pub(super) async fn expire(
     Ok(Action::await_change())
 }
 
-/// How soon an expired claim looks again at a Pod whose delete was refused.
+/// The expired claim's status: `Ready=False` `ClaimExpired`, with no
+/// Sandbox or Pod named. They are deleted (or being deleted): a client must
+/// not be pointed at a Pod name or IP that a later Pod (another tenant's,
+/// say) may get. How it was served (launch type, pool, times) stays.
+fn expired_status(claim: &SandboxClaim, deadline: jiff::Timestamp) -> SandboxClaimStatus {
+    let previous = claim.status.clone().unwrap_or_default();
+    SandboxClaimStatus {
+        conditions: set_condition(
+            &previous.conditions,
+            &ConditionUpdate::ready(
+                false,
+                reason::CLAIM_EXPIRED,
+                format!("shutdownTime {deadline} has passed"),
+            ),
+            claim.meta().generation,
+            jiff::Timestamp::now(),
+        ),
+        sandbox: None,
+        pod_name: None,
+        ..previous
+    }
+}
+
+/// How soon an expired claim looks again at a Pod whose delete was refused
+/// (or at itself, when its mark was refused as computed from a stale copy).
 const RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Deletes the Pods the expired claim still controls itself (by uid): one

@@ -90,7 +90,10 @@ pub(crate) use network::policy_memo_keys;
 pub use serve::ensure_template_policy;
 pub(crate) use serve::template_policy_key;
 pub(crate) use serve::waits_for_its_template;
-pub use status::{admitted_at, failed_status, mirror_status, starting_status, warm_ready_status};
+pub use status::{
+    admitted_at, failed_status, failed_without_sandbox, mirror_status, starting_status,
+    warm_ready_status,
+};
 pub use steal::{MAX_STEAL_ATTEMPTS, StealOutcome, steal};
 
 use super::{
@@ -133,19 +136,30 @@ pub async fn reconcile(claim: Arc<SandboxClaim>, ctx: Arc<Context>) -> Result<Ac
             .map(|d| d + Duration::from_millis(50)),
     };
 
-    let result = observe_and_serve(&ctx, &claim, &namespace, &claim_uid, requeue).await;
+    let mut without_sandbox = false;
+    let result = observe_and_serve(
+        &ctx,
+        &claim,
+        (&namespace, &claim_uid),
+        requeue,
+        &mut without_sandbox,
+    )
+    .await;
     match result {
-        Err(error) => report_failure(&ctx, &claim, error).await,
+        Err(error) => report_failure(&ctx, &claim, error, without_sandbox).await,
         Ok(action) => Ok(requeue.by_expiry(action)),
     }
 }
 
+/// Sets `without_sandbox` while the claim has no Sandbox of its own (it is
+/// being served, or a Sandbox of its name is another's): a failure then
+/// names no Sandbox or Pod (see [`report_failure`]).
 async fn observe_and_serve(
     ctx: &Arc<Context>,
     claim: &SandboxClaim,
-    namespace: &str,
-    claim_uid: &str,
+    (namespace, claim_uid): (&str, &str),
     requeue: Requeue,
+    without_sandbox: &mut bool,
 ) -> Result<Action> {
     let name = claim.name_any();
     // Observe. A Sandbox in the cache certainly exists (its status may lag
@@ -186,16 +200,22 @@ async fn observe_and_serve(
     let sandbox = match existing {
         Some(sandbox) if controller_uid(&sandbox.metadata) == Some(claim_uid) => sandbox,
         Some(_) => {
+            *without_sandbox = true;
             return Err(Error::NameConflict {
                 kind: "Sandbox",
                 name,
                 owner: format!("SandboxClaim {}", claim.name_any()),
             });
         }
-        None => match serve::serve(ctx, claim, namespace, claim_uid).await? {
-            serve::Served::Sandbox(s) => *s,
-            serve::Served::Waiting(action) => return Ok(action),
-        },
+        None => {
+            *without_sandbox = true;
+            let served = serve::serve(ctx, claim, namespace, claim_uid).await?;
+            *without_sandbox = false;
+            match served {
+                serve::Served::Sandbox(s) => *s,
+                serve::Served::Waiting(action) => return Ok(action),
+            }
+        }
     };
 
     // A warm Sandbox naming a Pod the claim never got (crash between the
@@ -459,14 +479,26 @@ pub(crate) async fn record_status(
 
 /// Makes a failure visible where the user looks: `Ready=False` with a reason
 /// and the API server's (or webhook's) message, and a Warning Event; then
-/// hands the error back for the retry with backoff.
-async fn report_failure(ctx: &Context, claim: &SandboxClaim, error: Error) -> Result<Action> {
+/// hands the error back for the retry with backoff. `without_sandbox`: the
+/// claim has no Sandbox of its own (the failure came while serving it), so
+/// the status names no Sandbox or Pod ([`failed_without_sandbox`]).
+async fn report_failure(
+    ctx: &Context,
+    claim: &SandboxClaim,
+    error: Error,
+    without_sandbox: bool,
+) -> Result<Action> {
     let Some((reason, message)) =
         crate::controller::errors::refusal(&error, reason::SANDBOX_REJECTED)
     else {
         return Err(error);
     };
-    let status = failed_status(claim, reason, message.clone(), jiff::Timestamp::now());
+    let now = jiff::Timestamp::now();
+    let status = if without_sandbox {
+        failed_without_sandbox(claim, reason, message.clone(), now)
+    } else {
+        failed_status(claim, reason, message.clone(), now)
+    };
     if claim.status.as_ref() != Some(&status) {
         record_status(ctx, claim, &status).await?;
         ctx.event(claim, EventType::Warning, reason, "Serve", message)

@@ -18,7 +18,7 @@ use super::desired::{
     desired_template_network_policy, pool_choice, same_policy_spec,
 };
 use super::record_status;
-use super::status::{failed_status, starting_status, warm_ready_status};
+use super::status::{failed_without_sandbox, starting_status, warm_ready_status};
 use super::steal::{Taken, candidates, has_pool, reserve_first, stolen_for, take_over};
 use super::surplus::delete_pod;
 use crate::api::reason;
@@ -61,7 +61,7 @@ pub(super) async fn serve(
     {
         // Nothing is taken or started under another's policy; an earlier
         // claim's wakes this claim when it goes (the 30 s are a safety net).
-        let status = failed_status(
+        let status = failed_without_sandbox(
             claim,
             taken.reason(),
             format!("no Pod is taken or started yet: {why}"),
@@ -198,7 +198,7 @@ async fn template_or_report(
     }
     let message =
         format!("SandboxTemplate {template_name} does not exist in namespace {namespace}");
-    let status = failed_status(
+    let status = failed_without_sandbox(
         claim,
         reason::TEMPLATE_NOT_FOUND,
         message.clone(),

@@ -55,12 +55,13 @@ pub fn warm_ready_status(
     let name = claim.name_any();
     let previous = claim.status.clone().unwrap_or_default();
     let update = ConditionUpdate::ready(true, reason::SANDBOX_READY, ready_message(&name));
+    let (launch_type, warm_pool) = first_served(&previous).unwrap_or((LaunchType::Warm, pool));
     SandboxClaimStatus {
         conditions: set_condition(&previous.conditions, &update, claim.meta().generation, now),
         sandbox: Some(connection(claim, pod, cluster_domain)),
         pod_name: Some(pod.name_any()),
-        launch_type: Some(LaunchType::Warm),
-        warm_pool: pool,
+        launch_type: Some(launch_type),
+        warm_pool,
         ready_time: previous.ready_time.clone().or(Some(Time(now))),
         time_to_ready_seconds: previous
             .time_to_ready_seconds
@@ -74,7 +75,9 @@ pub fn warm_ready_status(
 /// and Service exist: round one made them). The launch type is `Cold`, as for a Pod started for the claim:
 /// the claim waits for a start either way, and sizing counts it as a miss.
 /// The status is written once, so the launch type outlives a restart
-/// ([`mirror_status`] keeps it for this Pod).
+/// ([`mirror_status`] keeps it for this Pod). A claim that was Ready before
+/// (served again after its Sandbox was deleted) keeps its launch type and
+/// pool (see [`first_served`]).
 pub fn starting_status(
     claim: &SandboxClaim,
     pod: &Pod,
@@ -96,15 +99,29 @@ pub fn starting_status(
             pod.name_any()
         ),
     );
+    let (launch_type, warm_pool) = first_served(&previous).unwrap_or((LaunchType::Cold, pool));
     SandboxClaimStatus {
         conditions: set_condition(&previous.conditions, &update, claim.meta().generation, now),
         sandbox: Some(connection(claim, pod, cluster_domain)),
         pod_name: Some(pod.name_any()),
-        launch_type: Some(LaunchType::Cold),
-        warm_pool: pool,
+        launch_type: Some(launch_type),
+        warm_pool,
         ready_time: previous.ready_time,
         time_to_ready_seconds: previous.time_to_ready_seconds,
     }
+}
+
+/// How the claim was first served, once it has been Ready (it has a
+/// `readyTime`): its launch type and pool, which then stay as they are,
+/// like `readyTime` and `timeToReadySeconds`. A Pod its Sandbox starts
+/// later (resumed after a pause, replacing an evicted one) is started for
+/// the Sandbox, not taken from a pool; before (found by review), the claim
+/// then said `cold` next to the pool and the warm time it was served with.
+fn first_served(previous: &SandboxClaimStatus) -> Option<(LaunchType, Option<String>)> {
+    previous.ready_time.as_ref()?;
+    previous
+        .launch_type
+        .map(|launch| (launch, previous.warm_pool.clone()))
 }
 
 fn seconds_since_admission(claim: &SandboxClaim, now: jiff::Timestamp) -> Option<f64> {
@@ -135,6 +152,9 @@ pub fn mirror_status(
     now: jiff::Timestamp,
 ) -> SandboxClaimStatus {
     let previous = claim.status.clone().unwrap_or_default();
+    if sandbox.meta().deletion_timestamp.is_some() {
+        return being_deleted_status(claim, sandbox, previous, now);
+    }
     // Made Ready by the steal, or told its Pod is starting: either way the
     // claim already says all the Sandbox could say until it has taken the
     // Pod over.
@@ -179,15 +199,17 @@ pub fn mirror_status(
     };
     let annotated = sandbox.annotations().get(POD_NAME_ANNOTATION);
     let pod_name = sandbox_status.pod_name.clone();
-    let launch_type = match (annotated, &pod_name) {
+    // Once Ready, how the claim was first served (see [`first_served`]).
+    let launch_type = match (first_served(&previous), annotated, &pod_name) {
+        (Some((launch, _)), _, _) => launch,
         // A pool Pod taken while still starting stays `Cold` (see
         // [`starting_status`]).
-        (Some(a), Some(p)) if a == p && starting && previous.pod_name.as_ref() == Some(p) => {
+        (None, Some(a), Some(p)) if a == p && starting && previous.pod_name.as_ref() == Some(p) => {
             LaunchType::Cold
         }
-        (Some(a), Some(p)) if a == p => LaunchType::Warm,
-        (Some(_), None) => previous.launch_type.unwrap_or(LaunchType::Warm),
-        _ => LaunchType::Cold,
+        (None, Some(a), Some(p)) if a == p => LaunchType::Warm,
+        (None, Some(_), None) => previous.launch_type.unwrap_or(LaunchType::Warm),
+        (None, _, _) => LaunchType::Cold,
     };
     let is_ready = update.status;
     SandboxClaimStatus {
@@ -216,8 +238,38 @@ pub fn mirror_status(
     }
 }
 
+/// What the claim says while its Sandbox is being deleted (a foreground
+/// deletion waits there for the Sandbox's Pod to go): not Ready, and no Pod
+/// name, IP or Service to connect to, whatever the Sandbox's last status
+/// said (its controller writes none while it is deleted). Before (found by
+/// review), the claim stayed Ready on the Pod being deleted.
+fn being_deleted_status(
+    claim: &SandboxClaim,
+    sandbox: &Sandbox,
+    previous: SandboxClaimStatus,
+    now: jiff::Timestamp,
+) -> SandboxClaimStatus {
+    let name = sandbox.name_any();
+    let update = ConditionUpdate::ready(
+        false,
+        reason::SANDBOX_NOT_READY,
+        format!("Sandbox {name} is being deleted"),
+    );
+    SandboxClaimStatus {
+        conditions: set_condition(&previous.conditions, &update, claim.meta().generation, now),
+        sandbox: Some(ClaimedSandboxStatus {
+            name: Some(name),
+            ..Default::default()
+        }),
+        pod_name: None,
+        ..previous
+    }
+}
+
 /// The claim status saying why it cannot be served (Ready=False with
-/// `reason` and `message`), keeping whatever else it already showed.
+/// `reason` and `message`), keeping whatever else it already showed: for a
+/// failure while its Sandbox exists. Without one, see
+/// [`failed_without_sandbox`].
 pub fn failed_status(
     claim: &SandboxClaim,
     reason: &'static str,
@@ -233,5 +285,26 @@ pub fn failed_status(
             now,
         ),
         ..previous
+    }
+}
+
+/// [`failed_status`] for a claim whose own Sandbox does not exist (a failure
+/// while serving it: template not found, a name still held, a refused
+/// create): no Sandbox, Pod or IP is named, as after a `Retain` expiry. A
+/// claim served before (its Sandbox deleted since) otherwise kept naming
+/// the deleted Sandbox's Pod and the IP it released, which a later Pod
+/// (another tenant's, say) may get (found by review). How it was served
+/// (launch type, pool, `readyTime`, `timeToReadySeconds`) is history and
+/// stays.
+pub fn failed_without_sandbox(
+    claim: &SandboxClaim,
+    reason: &'static str,
+    message: String,
+    now: jiff::Timestamp,
+) -> SandboxClaimStatus {
+    SandboxClaimStatus {
+        sandbox: None,
+        pod_name: None,
+        ..failed_status(claim, reason, message, now)
     }
 }

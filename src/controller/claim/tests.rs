@@ -419,3 +419,116 @@ fn a_repair_waits_for_a_steal_in_flight_only_while_it_can_land() {
     loose.metadata.owner_references = None;
     assert_eq!(wait(&loose, 0), None);
 }
+
+/// A warm claim, Ready on `pool-abc`, and its Sandbox Ready on that Pod.
+fn ready_warm_claim() -> (SandboxClaim, Sandbox) {
+    let mut c = claim(None);
+    let pod = ready_pod("pool-abc");
+    let t0 = jiff::Timestamp::from_second(100).unwrap();
+    c.status = Some(warm_ready_status(
+        &c,
+        &pod,
+        Some("pool".into()),
+        "cluster.local",
+        t0,
+    ));
+    let mut s = Sandbox::new("c1", SandboxSpec::default());
+    s.metadata.namespace = Some("ns".into());
+    s.annotations_mut()
+        .insert(POD_NAME_ANNOTATION.into(), "pool-abc".into());
+    s.status = Some(compute_status(&s, Some(&pod), None, "cluster.local", t0));
+    (c, s)
+}
+
+#[test]
+fn a_failure_without_a_sandbox_names_no_pod_and_keeps_how_it_was_served() {
+    let (c, _) = ready_warm_claim();
+    let before = c.status.clone().unwrap();
+    let st = failed_without_sandbox(
+        &c,
+        reason::TEMPLATE_NOT_FOUND,
+        "SandboxTemplate t does not exist".into(),
+        jiff::Timestamp::from_second(200).unwrap(),
+    );
+    let ready = crate::api::find_condition(&st.conditions, READY).unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "TemplateNotFound")
+    );
+    assert!(st.sandbox.is_none() && st.pod_name.is_none(), "{st:?}");
+    assert_eq!(st.launch_type, Some(LaunchType::Warm));
+    assert_eq!(st.warm_pool.as_deref(), Some("pool"));
+    assert_eq!(st.ready_time, before.ready_time);
+    assert_eq!(st.time_to_ready_seconds, before.time_to_ready_seconds);
+    // A failure while the Sandbox exists keeps what it shows.
+    let kept = failed_status(
+        &c,
+        reason::QUOTA_EXCEEDED,
+        "quota".into(),
+        jiff::Timestamp::from_second(200).unwrap(),
+    );
+    assert_eq!(kept.pod_name.as_deref(), Some("pool-abc"));
+}
+
+#[test]
+fn a_claim_keeps_its_launch_type_once_ready() {
+    let (mut c, mut s) = ready_warm_claim();
+    let served = c.status.clone().unwrap();
+    // Paused: the Pod is gone; resumed: the Sandbox dropped the name and
+    // started a Pod of its own.
+    let t1 = jiff::Timestamp::from_second(300).unwrap();
+    s.annotations_mut().remove(POD_NAME_ANNOTATION);
+    let paused = crate::api::ConditionUpdate::ready(false, reason::PAUSED, "paused");
+    s.status = Some(compute_status(&s, None, Some(&paused), "cluster.local", t1));
+    let st = mirror_status(&c, &s, t1);
+    assert!(!is_true(&st.conditions, READY));
+    assert_eq!(st.launch_type, Some(LaunchType::Warm));
+    c.status = Some(st);
+    let mut own = ready_pod("c1");
+    own.status.as_mut().unwrap().pod_ip = Some("10.0.0.9".into());
+    s.status = Some(compute_status(&s, Some(&own), None, "cluster.local", t1));
+    let st = mirror_status(&c, &s, t1);
+    assert!(is_true(&st.conditions, READY));
+    assert_eq!(st.pod_name.as_deref(), Some("c1"));
+    assert_eq!(st.launch_type, Some(LaunchType::Warm), "{st:?}");
+    assert_eq!(st.warm_pool.as_deref(), Some("pool"));
+    assert_eq!(st.ready_time, served.ready_time);
+    assert_eq!(st.time_to_ready_seconds, served.time_to_ready_seconds);
+
+    // Served again after its Sandbox was deleted: still how it was first.
+    let mut again = claim(None);
+    again.status = Some(st);
+    let pod = ready_pod("pool-xyz");
+    let warm = warm_ready_status(&again, &pod, Some("other".into()), "cluster.local", t1);
+    assert_eq!(
+        (warm.launch_type, warm.warm_pool.as_deref()),
+        (Some(LaunchType::Warm), Some("pool"))
+    );
+    let mut starting = pod.clone();
+    starting.status = Some(PodStatus::default());
+    let st = starting_status(&again, &starting, "cluster.local", t1);
+    assert_eq!(
+        (st.launch_type, st.warm_pool.as_deref()),
+        (Some(LaunchType::Warm), Some("pool"))
+    );
+}
+
+#[test]
+fn a_sandbox_being_deleted_makes_its_claim_not_ready_with_no_pod() {
+    let (c, mut s) = ready_warm_claim();
+    let t1 = jiff::Timestamp::from_second(300).unwrap();
+    assert_eq!(mirror_status(&c, &s, t1), c.status.clone().unwrap());
+    s.metadata.deletion_timestamp = Some(Time(t1));
+    let st = mirror_status(&c, &s, t1);
+    let ready = crate::api::find_condition(&st.conditions, READY).unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "SandboxNotReady")
+    );
+    assert!(ready.message.contains("being deleted"), "{}", ready.message);
+    assert!(st.pod_name.is_none(), "{st:?}");
+    let sandbox = st.sandbox.clone().unwrap();
+    assert_eq!(sandbox.name.as_deref(), Some("c1"));
+    assert!(sandbox.pod_ips.is_none() && sandbox.service_fqdn.is_none());
+    assert_eq!(st.launch_type, Some(LaunchType::Warm));
+}

@@ -15,9 +15,10 @@ use kube::ResourceExt;
 use kube::api::Api;
 
 use super::super::{Context, Result, kube_err};
+use super::gauges::{record_metrics, record_sizing_metrics};
 use super::members::{GroupKey, PoolCounts};
 use super::plan::{IdlePod, Tally};
-use super::size::pool_cap;
+use super::size::{size_pool, target_hit_ratio};
 use super::status::{self, SizingFields, pool_status};
 use crate::api::{SandboxTemplate, SandboxWarmPool, reason};
 
@@ -117,14 +118,36 @@ pub(super) async fn template_of(
     {
         return Ok(Some(Arc::new(t)));
     }
-    let fields = SizingFields {
-        desired_replicas: pool.spec.replicas.min(pool_cap(ctx)),
-        ..Default::default()
-    };
+    // The size it would keep, decided as every reconcile decides it
+    // ([`size_pool`]: `spec.replicas` capped, or under `spec.autoscaling`
+    // the recommendation within bounds), with its figures, its
+    // `Autoscaling` condition and its gauges. Before (found by review) an
+    // autoscaled pool said `spec.replicas` (which autoscaling ignores),
+    // judged `Exhausted` by it, lost its condition and figures, and left
+    // its gauges at their last values; the autoscaler then took that size
+    // as the last it decided once the template was back.
+    let (measurement, sizing) = size_pool(ctx, pool);
+    let desired = usize::try_from(sizing.desired).unwrap_or(0);
+    let recommendation = crate::sizing::recommend(
+        &measurement,
+        u32::try_from(desired).unwrap_or(u32::MAX),
+        target_hit_ratio(pool),
+    );
+    let fields = SizingFields::new(sizing.desired, &measurement, &recommendation);
     // The members it still has (their template gone, they are kept until
     // it comes back or the pool is deleted), not zero: an `Exhausted` pool
     // and `replicas: 0` next to live idle Pods misled autoscalers and alerts.
     let (replicas, ready) = member_counts(ctx, pool);
+    let count = |n: i32| usize::try_from(n).unwrap_or(0);
+    record_metrics(
+        ctx,
+        &namespace,
+        &pool.name_any(),
+        desired,
+        count(ready),
+        count(replicas),
+    );
+    record_sizing_metrics(ctx, pool, &measurement, &recommendation);
     let status = pool_status(
         pool,
         replicas,
@@ -135,7 +158,7 @@ pub(super) async fn template_of(
             format!("SandboxTemplate {template_name} does not exist"),
         )),
         &fields,
-        None,
+        sizing.condition,
     );
     status::write_status(ctx, pool, &status).await?;
     Ok(None)
