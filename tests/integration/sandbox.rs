@@ -639,3 +639,348 @@ async fn killed_controller_converges_without_duplicates() {
         "a Sandbox owns more than one Pod: {per_sandbox:?}"
     );
 }
+
+/// The addresses the Sandbox `s` reports: `podIP` and `podIPs`.
+fn addresses(s: &Sandbox) -> (Option<String>, Option<Vec<String>>) {
+    let status = s.status.clone().unwrap_or_default();
+    (status.pod_ip, status.pod_ips)
+}
+
+/// A Pod whose process exited (phase Failed, reason Error: as under
+/// restartPolicy Never, or past activeDeadlineSeconds) is reported and left
+/// for its user to inspect, by name, but not by IP: the kubelet released
+/// the IP, which another tenant's Pod may be given. Before (found by
+/// review), the Sandbox (and so its claim) kept the ended Pod's IPs.
+#[tokio::test]
+async fn a_pod_that_ended_is_named_without_its_ips() {
+    let (ns, _op, sandboxes) = with_operator("sbx-ended").await;
+    let s = ready_sandbox(&sandboxes, "f").await;
+    let old = owned_pods(&ns, &s).await[0].uid();
+    let (ip, ips) = addresses(&s);
+    assert!(ip.is_some() && ips.is_some(), "{:?}", s.status);
+    ns.api::<Pod>()
+        .patch_status(
+            "f",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Failed", "reason": "Error",
+                "message": "container c exited with code 1"}})),
+        )
+        .await
+        .unwrap();
+    let ended = wait_for(&sandboxes, "f", Duration::from_secs(30), |s| {
+        reason(s) == "PodFailed"
+    })
+    .await;
+    assert_eq!(
+        addresses(&ended),
+        (None, None),
+        "an ended Pod's IPs are still reported: {:?}",
+        ended.status
+    );
+    let status = ended.status.unwrap();
+    assert_eq!(status.pod_name.as_deref(), Some("f"), "still named");
+    assert_eq!(status.replicas, 0);
+    // The Pod itself still lists the IP (the test proves something), and
+    // is left as it is.
+    let pod = ns.api::<Pod>().get("f").await.unwrap();
+    assert_eq!(pod.uid(), old);
+    assert!(pod.status.unwrap().pod_ip.is_some());
+}
+
+/// Removes the finalizers of Pod `name` when dropped, so that the
+/// namespace can go whatever the test's outcome.
+struct ReleaseOnDrop<'a> {
+    ns: &'a TestNs,
+    name: &'static str,
+}
+
+impl Drop for ReleaseOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.ns.kubectl(&[
+            "patch",
+            "pod",
+            self.name,
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ]);
+    }
+}
+
+/// An evicted Pod that a finalizer keeps after the Sandbox deleted it
+/// (phase Failed, terminating) is reported as terminating, by name, but not
+/// by IP. Before (found by review), the reconcile after the delete put the
+/// evicted Pod's IP back, with PodTerminating, until the Pod went. The Pod
+/// is left unscheduled (a nodeSelector no node has), so KWOK, which clears
+/// the finalizers of the Pods on its node, leaves it alone; the test plays
+/// the kubelet's part.
+#[tokio::test]
+async fn an_evicted_pod_held_by_a_finalizer_is_named_without_its_ips() {
+    let (ns, _op, sandboxes) = with_operator("sbx-evict-held").await;
+    let held = sandbox(
+        "h",
+        json!({"podTemplate": {"spec": {"nodeSelector": {"sandbox.test/nowhere": "true"},
+            "containers": [{"name": "c", "image": "busybox"}]}}}),
+    );
+    sandboxes
+        .create(&PostParams::default(), &held)
+        .await
+        .unwrap();
+    let pods: Api<Pod> = ns.api();
+    wait_until(Duration::from_secs(30), || async {
+        pods.get_opt("h").await.unwrap().is_some()
+    })
+    .await;
+    let _release = ReleaseOnDrop { ns: &ns, name: "h" };
+    pods.patch(
+        "h",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": ["sandbox.test/hold"]}})),
+    )
+    .await
+    .unwrap();
+    // Running and Ready, as a kubelet would say.
+    pods.patch_status(
+        "h",
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"status": {"phase": "Running", "podIP": "10.244.250.7",
+            "podIPs": [{"ip": "10.244.250.7"}],
+            "conditions": [{"type": "Ready", "status": "True"}]}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let s = wait_for(&sandboxes, "h", Duration::from_secs(30), |s| {
+        is_ready(s) && addresses(s).0.is_some()
+    })
+    .await;
+    let old = owned_pods(&ns, &s).await[0].uid();
+    // Evicted: the Sandbox deletes it, and the finalizer keeps it.
+    pods.patch_status(
+        "h",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Failed", "reason": "Evicted",
+            "message": "The node was low on resource: memory."}})),
+    )
+    .await
+    .unwrap();
+    let terminating = wait_for(&sandboxes, "h", Duration::from_secs(30), |s| {
+        reason(s) == "PodTerminating"
+    })
+    .await;
+    assert_eq!(
+        addresses(&terminating),
+        (None, None),
+        "an evicted Pod's IPs are reported again: {:?}",
+        terminating.status
+    );
+    assert_eq!(
+        terminating.status.unwrap().pod_name.as_deref(),
+        Some("h"),
+        "still named"
+    );
+    let pod = pods.get("h").await.unwrap();
+    assert!(pod.metadata.deletion_timestamp.is_some());
+    assert!(pod.status.unwrap().pod_ip.is_some());
+    // Released, it goes and a new Pod is started.
+    drop(_release);
+    wait_until(Duration::from_secs(30), || async {
+        pods.get_opt("h")
+            .await
+            .unwrap()
+            .is_some_and(|p| p.uid() != old)
+    })
+    .await;
+}
+
+/// A `PodTemplateApplied=False` condition someone removed through the
+/// status subresource comes back at the next reconcile: the check does
+/// not take the stored status as the operator's own last word. Before
+/// (found by review), it never came back while the Pod and the generation
+/// stayed.
+#[tokio::test]
+async fn a_removed_template_condition_comes_back() {
+    let (_ns, _op, sandboxes) = with_operator("sbx-tmpl-cond").await;
+    ready_sandbox(&sandboxes, "t").await;
+    sandboxes
+        .patch(
+            "t",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"podTemplate": {"spec": {"containers": [
+                {"name": "c", "image": "busybox:edited"}]}}}})),
+        )
+        .await
+        .unwrap();
+    let edited = wait_for(&sandboxes, "t", Duration::from_secs(30), |s| {
+        template_outdated(s).is_some()
+    })
+    .await;
+    // Only the other conditions are kept (a merge patch replaces the list).
+    let kept: Vec<_> = edited
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .filter(|c| c.type_ != "PodTemplateApplied")
+        .collect();
+    sandboxes
+        .patch_status(
+            "t",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"conditions": kept}})),
+        )
+        .await
+        .unwrap();
+    wait_for(&sandboxes, "t", Duration::from_secs(20), |s| {
+        template_outdated(s).is_some()
+    })
+    .await;
+}
+
+/// The create of a Pod the cache does not show finds it under the
+/// Sandbox's name (as after a restart, before the cache shows it); here the
+/// Sandbox's Ready Pod drops out of the operator's cache, which selects
+/// the Pods it manages by their managed-by label. The status follows the
+/// Pod found, controlled by this Sandbox: still Ready, with its IP. Before
+/// (found by review), it followed the Pod the create sent, which has no
+/// status: PodPending, with no IP.
+#[tokio::test]
+async fn a_pod_found_by_its_create_is_reported_as_it_is() {
+    let (ns, _op, sandboxes) = with_operator("sbx-found").await;
+    let s = ready_sandbox(&sandboxes, "g").await;
+    let ip = addresses(&s).0.expect("an IP");
+    let old = owned_pods(&ns, &s).await[0].uid();
+    ns.api::<Pod>()
+        .patch(
+            "g",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {
+                "app.kubernetes.io/managed-by": null}}})),
+        )
+        .await
+        .unwrap();
+    // The cache's deletion wakes the Sandbox at once; every status seen
+    // meanwhile is the Pod's.
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < until {
+        let s = sandboxes.get("g").await.unwrap();
+        assert!(
+            is_ready(&s) && addresses(&s).0.as_deref() == Some(ip.as_str()),
+            "the found Pod is not reported as it is: {:?}",
+            s.status
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pods = owned_pods(&ns, &s).await;
+    assert_eq!(pods.len(), 1);
+    assert_eq!(pods[0].uid(), old, "the same Pod");
+}
+
+/// A validating webhook that refuses every UPDATE of a Sandbox in one
+/// namespace, as a webhook that is down does (nothing listens at its URL,
+/// failurePolicy Fail: the API server answers 500); deleted when dropped.
+struct SandboxUpdatesFail {
+    name: String,
+}
+
+impl SandboxUpdatesFail {
+    /// Installs it for `ns` and waits until the API server applies it.
+    async fn install(ns: &TestNs, sandboxes: &Api<Sandbox>, sandbox: &str) -> Self {
+        let name = format!("sandbox-test-down-{}", ns.name);
+        let port = crate::common::free_port();
+        let config: k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration =
+            serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "webhooks": [{"name": "down.sandbox.test", "admissionReviewVersions": ["v1"],
+                    "clientConfig": {"url": format!("https://127.0.0.1:{port}/down")},
+                    "failurePolicy": "Fail", "sideEffects": "None", "timeoutSeconds": 2,
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns.name}},
+                    "rules": [{"apiGroups": ["agents.x-k8s.io"], "apiVersions": ["*"],
+                        "operations": ["UPDATE"], "resources": ["sandboxes"],
+                        "scope": "Namespaced"}]}]
+            }))
+            .unwrap();
+        Api::all(ns.client.clone())
+            .create(&PostParams::default(), &config)
+            .await
+            .unwrap();
+        let guard = SandboxUpdatesFail { name };
+        let start = std::time::Instant::now();
+        for probe in 0.. {
+            let annotation =
+                json!({"metadata": {"annotations": {"sandbox.test/probe": probe.to_string()}}});
+            let patched = sandboxes
+                .patch(sandbox, &PatchParams::default(), &Patch::Merge(annotation))
+                .await;
+            if patched.is_err() {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the failing webhook was never applied"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        guard
+    }
+}
+
+impl Drop for SandboxUpdatesFail {
+    fn drop(&mut self) {
+        let _ = crate::common::kubectl(&[
+            "delete",
+            "--ignore-not-found",
+            "validatingwebhookconfiguration",
+            &self.name,
+        ]);
+    }
+}
+
+/// A claim's Sandbox whose Pod is force-deleted while every update of the
+/// Sandbox fails (its webhook down) cannot drop the gone Pod's name from
+/// its annotation, but its status stops naming that Pod and its IP, and it
+/// is not Ready. Before (found by review), the failed write returned before
+/// any status was recorded: the Sandbox went on naming the gone Pod, with
+/// its IP (which another Pod may get), Ready, for as long as the webhook
+/// was down.
+#[tokio::test]
+async fn a_sandbox_whose_pod_is_gone_says_so_while_its_writes_fail() {
+    let (ns, _op) = crate::trust::namespace_with_a_ready_pool("sbx-gone-down").await;
+    let claim = crate::fixtures::claim_when_ready(&ns, "w", Duration::from_secs(60)).await;
+    let taken = claim.status.unwrap().pod_name.expect("a warm Pod");
+    let sandboxes: Api<Sandbox> = ns.api();
+    wait_for(&sandboxes, "w", Duration::from_secs(30), |s| {
+        is_ready(s) && s.status.as_ref().unwrap().pod_name.as_ref() == Some(&taken)
+    })
+    .await;
+    let down = SandboxUpdatesFail::install(&ns, &sandboxes, "w").await;
+    ns.api::<Pod>()
+        .delete(
+            &taken,
+            &kube::api::DeleteParams {
+                grace_period_seconds: Some(0),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let podless = wait_for(&sandboxes, "w", Duration::from_secs(20), |s| {
+        let status = s.status.clone().unwrap_or_default();
+        status.pod_name.as_ref() != Some(&taken) && status.pod_ip.is_none()
+    })
+    .await;
+    assert!(!is_ready(&podless), "{:?}", podless.status);
+    assert_eq!(addresses(&podless), (None, None));
+    assert_eq!(
+        podless.annotations().get(POD_NAME_ANNOTATION),
+        Some(&taken),
+        "the updates still fail: the test proves something"
+    );
+    // The webhook back, the Sandbox is served again.
+    drop(down);
+    wait_for(&sandboxes, "w", Duration::from_secs(60), |s| {
+        is_ready(s) && s.status.as_ref().unwrap().pod_name.as_ref() != Some(&taken)
+    })
+    .await;
+}

@@ -571,3 +571,79 @@ async fn a_pod_left_by_an_orphaning_delete_joins_no_later_claims_service() {
         "the second claim's Service ({query}) selects its own Pod only, not the orphaned {left}"
     );
 }
+
+/// A claim's Sandbox names the claim's Service only while the claim (or
+/// the Sandbox) controls the Service under that name. Here a namespace user
+/// deletes the claim's Service and makes one of the same name, with the
+/// operator's label (so the operator's cache holds it) but no owner, that
+/// selects someone else's Pods: the Sandbox stops naming it and is not
+/// Ready, saying why; once it is gone, the claim makes its Service again
+/// and the Sandbox is Ready, naming it. Before (found by review), a claim's
+/// Sandbox always named its Service, and stayed Ready, whoever's it was.
+#[tokio::test]
+async fn a_claims_sandbox_never_names_a_service_it_does_not_control() {
+    let (ns, _op) = namespace_with_a_ready_pool("trust-claim-svc").await;
+    let claim = crate::fixtures::claim_when_ready(&ns, "c", Duration::from_secs(60)).await;
+    let sandboxes = ns.api::<Sandbox>();
+    let ready_naming = |s: &Sandbox| {
+        s.status.as_ref().is_some_and(|st| {
+            sandbox_operator::api::is_true(&st.conditions, READY)
+                && st.service.as_deref() == Some("c")
+        })
+    };
+    wait_for(&sandboxes, "c", Duration::from_secs(30), ready_naming).await;
+    let services = ns.api::<k8s_openapi::api::core::v1::Service>();
+    let own = services.get("c").await.unwrap();
+    assert_eq!(
+        own.owner_references().first().map(|o| o.uid.as_str()),
+        claim.uid().as_deref(),
+        "the claim's Service"
+    );
+    // The swap; the claim may put its own back first: then it is tried
+    // again.
+    let foreign: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
+        "metadata": {"name": "c", "labels": {"app.kubernetes.io/managed-by": "sandbox-operator"}},
+        "spec": {"clusterIP": "None", "selector": {"app": "mine"}}
+    }))
+    .unwrap();
+    let mut swapped = false;
+    for _ in 0..50 {
+        let _ = services.delete("c", &Default::default()).await;
+        if services
+            .create(&PostParams::default(), &foreign)
+            .await
+            .is_ok()
+        {
+            swapped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(swapped, "the foreign Service was never created");
+    let conflicted = wait_for(&sandboxes, "c", Duration::from_secs(30), |s: &Sandbox| {
+        s.status.as_ref().is_some_and(|st| {
+            find_condition(&st.conditions, READY).is_some_and(|c| c.reason == "NameConflict")
+        })
+    })
+    .await;
+    let status = conflicted.status.unwrap();
+    assert_eq!((status.service, status.service_fqdn), (None, None));
+    assert!(
+        status.pod_name.is_some(),
+        "its own running Pod is still reported"
+    );
+    let ready = find_condition(&status.conditions, READY).unwrap();
+    assert_eq!(ready.status, "False");
+    assert!(ready.message.contains("Service c"), "{}", ready.message);
+    // The foreign Service goes: the claim makes its own again (woken by
+    // that Service's deletion), and the Sandbox is Ready, naming it.
+    services.delete("c", &Default::default()).await.unwrap();
+    wait_for(&sandboxes, "c", Duration::from_secs(30), ready_naming).await;
+    let remade = wait_for(&services, "c", Duration::from_secs(30), |s| {
+        s.owner_references()
+            .iter()
+            .any(|o| o.controller == Some(true) && Some(&o.uid) == claim.uid().as_ref())
+    })
+    .await;
+    assert_eq!(remade.owner_references()[0].kind, "SandboxClaim");
+}

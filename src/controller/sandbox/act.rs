@@ -19,6 +19,7 @@ use tracing::info;
 use super::{Observed, Plan, Step, desired_pod, desired_pvcs, may_adopt};
 use crate::api::reason;
 use crate::api::{ConditionUpdate, Sandbox};
+use crate::controller::ownership::Created;
 use crate::controller::pod_patch::{Conditioned, adopt};
 use crate::controller::repoint::point_sandbox_at;
 use crate::controller::{
@@ -328,8 +329,8 @@ async fn create_pod(
             // Built from the template as admitted, defaults included.
             let claim_template = super::network::claim_template(ctx, sandbox);
             let pod = desired_pod(sandbox, template.spec, claim_template.as_deref())?;
-            create_owned(pods, &pod, "Pod").await?;
-            return Ok(Ok(pod));
+            let created = create_owned(pods, &pod, "Pod").await?;
+            return created_pod(sandbox, created).map(Ok);
         }
         Ok(_) => denials,
         Err(more) => {
@@ -346,6 +347,26 @@ async fn create_pod(
         &denials,
     )
     .await))
+}
+
+/// The Pod a create left, for the status: the API server's answer, or the
+/// Pod found under the name (an earlier reconcile's, or another
+/// process's: after a restart, before the cache shows it), with its status
+/// (phase, IPs, Ready), when this Sandbox controls it. Before (found by
+/// review) the desired Pod was returned, which has no status: the Sandbox
+/// said PodPending with no IP for a Pod that was Ready, until its next
+/// event. [`create_owned`] returns only a Pod of the same controller; it is
+/// checked again here, as everything found is before it is used. Pure.
+pub(super) fn created_pod(sandbox: &Sandbox, created: Created<Pod>) -> Result<Pod> {
+    let pod = created.into_inner();
+    if crate::controller::controller_uid(&pod.metadata) != sandbox.uid().as_deref() {
+        return Err(Error::NameConflict {
+            kind: "Pod",
+            name: pod.name_any(),
+            owner: format!("Sandbox {}", sandbox.name_any()),
+        });
+    }
+    Ok(pod)
 }
 
 /// Removes the Sandbox's pod-name annotation, conditioned on the version

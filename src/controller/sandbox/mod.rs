@@ -85,10 +85,32 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
         (Ok(outcome), Ok(conflict)) => (outcome, conflict),
         // Only the Service was refused: the Pod (if any) is still reported.
         (Ok(Outcome::Continue { current, .. }), Err(error)) => {
-            return report_failure(&ctx, &sandbox, &uid, current.as_deref(), error).await;
+            let reported = Reported {
+                current: current.as_deref(),
+                podless: None,
+                service_ours: true,
+            };
+            return report_failure(&ctx, &sandbox, &uid, reported, error).await;
         }
         (Ok(Outcome::Done(_)), Err(error)) => return Err(error),
-        (Err(error), _) => return report_failure(&ctx, &sandbox, &uid, None, error).await,
+        (Err(error), service) => {
+            let service_ours = !matches!(service, Ok(Some(_)));
+            // With no Pod of its own (the one it named gone), what the
+            // status says is known whatever failed: see `report_failure`.
+            let podless = observed.owned.is_empty().then_some(plan.blocked.as_ref());
+            return report_failure(
+                &ctx,
+                &sandbox,
+                &uid,
+                Reported {
+                    current: None,
+                    podless,
+                    service_ours,
+                },
+                error,
+            )
+            .await;
+        }
     };
     let (current, blocked) = match outcome {
         Outcome::Done(action) => return Ok(action),
@@ -176,17 +198,35 @@ fn hold_for_network(plan: &mut Plan, ensured: network::Ensured) {
 /// condition and a Warning Event, then returned for the backoff. Before
 /// (found by review) it was only logged: a Sandbox whose volume claim name
 /// an orphaned one still held, or whose Pod a quota refused, had no status
-/// at all.
+/// at all. Any other failure is returned as it is, after recording the
+/// status without a Pod when the Sandbox owns none (`podless`).
 async fn report_failure(
     ctx: &Context,
     sandbox: &Sandbox,
     uid: &str,
-    current: Option<&Pod>,
+    reported: Reported<'_>,
     error: super::Error,
 ) -> Result<Action> {
+    let Reported {
+        current,
+        podless,
+        service_ours,
+    } = reported;
     let Some((reason, message)) =
         crate::controller::errors::refusal(&error, crate::api::reason::POD_REJECTED)
     else {
+        if let Some(blocked) = podless {
+            // A transient failure (a timeout, a 5xx, the webhook down) of a
+            // Sandbox that owns no Pod: the status is recorded without one
+            // (the status subresource goes through no webhook), then the
+            // error goes to the backoff. Before (found by review), nothing
+            // was recorded: a claim's Sandbox whose Pod was force-deleted
+            // while its Unname failed kept the gone Pod's name, IP and
+            // Ready=True until the writes passed.
+            if let Err(write) = record(ctx, sandbox, uid, None, blocked, service_ours).await {
+                tracing::debug!(%write, "status without a Pod not recorded");
+            }
+        }
         return Err(error);
     };
     let condition = ConditionUpdate::ready(false, reason, message.clone());
@@ -196,7 +236,7 @@ async fn report_failure(
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == crate::api::READY))
         .is_none_or(|c| c.reason != reason || c.message != message)
     {
-        record(ctx, sandbox, uid, current, Some(&condition), true).await?;
+        record(ctx, sandbox, uid, current, Some(&condition), service_ours).await?;
         ctx.event(
             sandbox,
             kube::runtime::events::EventType::Warning,
@@ -207,6 +247,17 @@ async fn report_failure(
         .await;
     }
     Err(error)
+}
+
+/// What [`report_failure`] records along with a refusal: the Pod as now
+/// known (`current`), whether the Service under the Sandbox's name is its
+/// own, and, when the Sandbox owns no Pod, what keeps it from Ready
+/// (`podless`: the plan's reason, if any), which is recorded whatever the
+/// failure.
+struct Reported<'a> {
+    current: Option<&'a Pod>,
+    podless: Option<Option<&'a ConditionUpdate>>,
+    service_ours: bool,
 }
 
 /// See `reconcile`: how often a standalone Sandbox whose NetworkPolicy could
@@ -286,13 +337,17 @@ async fn named_pod(
 /// Creates a standalone Sandbox's headless Service when [`needs_service`]
 /// says so. A Service under the Sandbox's name that it does not control is
 /// never used: `Some(why)` then, and the Sandbox says NameConflict instead
-/// of naming it.
+/// of naming it. A claim's Sandbox creates none (its claim does) and is
+/// judged by [`claims_service_conflict`].
 async fn ensure_service(
     ctx: &Context,
     sandbox: &Sandbox,
     namespace: &str,
     uid: &str,
 ) -> Result<Option<String>> {
+    if plan::claimed(sandbox) {
+        return Ok(claims_service_conflict(ctx, sandbox, namespace, uid));
+    }
     let service_key = format!("service/{uid}");
     if !needs_service(ctx, sandbox, namespace, uid, &service_key) {
         return Ok(None);
@@ -306,6 +361,44 @@ async fn ensure_service(
     ctx.written
         .record(&service_key, serde_json::Value::Bool(true));
     Ok(None)
+}
+
+/// Why a claim's Sandbox may not name the Service under its name: the
+/// Service cache shows one that neither its claim (which makes it) nor the
+/// Sandbox controls, ownerless ones included (left by an orphaning
+/// deletion, or made by a namespace user after deleting the claim's).
+/// `None` when the cache shows the claim's or the Sandbox's, or none at all:
+/// the claim is making it (the warm path creates the Sandbox and the
+/// Service side by side, and the cache may not show the Service yet), and
+/// a foreign one is seen when it lands in the cache, whose event wakes the
+/// Sandbox of its name. Before (found by review), a claim's Sandbox always
+/// named its Service: one swapped for a foreign Service of the name (which
+/// selects someone else's Pods) stayed in its status and its claim's,
+/// Ready. Only a Service with the operator's label is in the cache: one
+/// without it is refused by the claim's own create (the claim says
+/// NameConflict).
+fn claims_service_conflict(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    namespace: &str,
+    uid: &str,
+) -> Option<String> {
+    let name = sandbox.name_any();
+    let claim = crate::controller::ownership::controller_of_kind(
+        sandbox.owner_references(),
+        "SandboxClaim",
+    )?;
+    match ctx.service_controller(namespace, &name)? {
+        Some(controller) if controller == uid || controller == claim.uid => None,
+        _ => Some(
+            Error::NameConflict {
+                kind: "Service",
+                name,
+                owner: format!("SandboxClaim {}", claim.name),
+            }
+            .to_string(),
+        ),
+    }
 }
 
 /// Whether this reconcile creates the headless Service: a claim creates its

@@ -7,7 +7,7 @@ use super::service_fqdn;
 use crate::api::reason;
 use crate::api::{
     ConditionUpdate, POD_TEMPLATE_APPLIED, SANDBOX_LABEL, Sandbox, SandboxStatus,
-    TEMPLATE_HASH_LABEL, find_condition, pod_template_hash, set_condition, without_condition,
+    TEMPLATE_HASH_LABEL, pod_template_hash, set_condition, without_condition,
 };
 use crate::controller::{is_terminating, pod_has_ended, pod_is_ready};
 
@@ -69,8 +69,17 @@ pub fn compute_status(
         (None, None) => ConditionUpdate::ready(false, reason::CREATING, "creating the Pod"),
     };
     let live_pod = pod.filter(|p| !is_terminating(*p) && !pod_has_ended(p));
+    // A Pod that has ended (Succeeded or Failed: an exit under restartPolicy
+    // Never, activeDeadlineSeconds, an eviction) is still named, for its
+    // user to inspect, but not its IPs: the kubelet has released them and
+    // another Pod (another tenant's) may be given them. Before (found by
+    // review) they stayed in `podIP`/`podIPs`, and so in the claim's copy,
+    // and an evicted Pod held by a finalizer put them back as
+    // PodTerminating. A Pod that is terminating but still runs holds its IP
+    // until it stops: it is still reported.
+    let addressed = pod.filter(|p| !pod_has_ended(p));
     let conditions = set_condition(&previous.conditions, &ready, sandbox.meta().generation, now);
-    let conditions = match template_applied(sandbox, &previous, live_pod) {
+    let conditions = match template_applied(sandbox, live_pod) {
         Some(outdated) => set_condition(&conditions, &outdated, sandbox.meta().generation, now),
         None => without_condition(conditions, POD_TEMPLATE_APPLIED),
     };
@@ -81,8 +90,8 @@ pub fn compute_status(
         replicas: i32::from(live_pod.is_some()),
         selector: Some(format!("{SANDBOX_LABEL}={name}")),
         pod_name: pod.map(|p| p.name_any()),
-        pod_ip: pod.and_then(|p| p.status.as_ref()?.pod_ip.clone()),
-        pod_ips: pod.and_then(crate::controller::pod_ips),
+        pod_ip: addressed.and_then(|p| p.status.as_ref()?.pod_ip.clone()),
+        pod_ips: addressed.and_then(crate::controller::pod_ips),
         node_name: pod.and_then(|p| p.spec.as_ref()?.node_name.clone()),
     }
 }
@@ -93,23 +102,16 @@ pub fn compute_status(
 /// status says so instead of nothing. The Pod's template is the hash the
 /// operator wrote on it at its creation ([`TEMPLATE_HASH_LABEL`]: a pool
 /// Pod's, or a Sandbox Pod's); a Pod without one (made by an older version)
-/// is not judged. The hash is computed only when the answer may have
-/// changed: a new generation of the Sandbox, another Pod, or the condition
-/// already shown. Pure.
-fn template_applied(
-    sandbox: &Sandbox,
-    previous: &SandboxStatus,
-    live_pod: Option<&Pod>,
-) -> Option<ConditionUpdate> {
+/// is not judged. The hash is computed on every reconcile (one
+/// serialization and SHA-256 of the pod template): the stored status is
+/// not evidence of the operator's last check. Before (found by review), it
+/// was skipped while the status showed no condition for the same Pod at the
+/// same generation, so a condition someone removed through the status
+/// subresource never came back. Pure.
+fn template_applied(sandbox: &Sandbox, live_pod: Option<&Pod>) -> Option<ConditionUpdate> {
     let pod = live_pod?;
     let made_from = pod.labels().get(TEMPLATE_HASH_LABEL)?;
-    let generation = sandbox.meta().generation;
-    let shown = find_condition(&previous.conditions, POD_TEMPLATE_APPLIED);
-    let unchanged = shown.is_none()
-        && previous.pod_name.as_deref() == Some(pod.name_any().as_str())
-        && find_condition(&previous.conditions, crate::api::READY)
-            .is_some_and(|c| c.observed_generation == generation);
-    if unchanged || *made_from == pod_template_hash(&sandbox.spec.pod_template) {
+    if *made_from == pod_template_hash(&sandbox.spec.pod_template) {
         return None;
     }
     Some(ConditionUpdate {

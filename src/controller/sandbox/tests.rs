@@ -585,3 +585,99 @@ fn the_service_selects_the_sandboxs_uid_which_its_pods_carry() {
         value["metadata"]["labels"]
     );
 }
+
+/// A Pod that has ended keeps its name in the status (for its user to
+/// inspect) but not its IPs: the kubelet released them, and another Pod may
+/// hold them now. Before (found by review), a Failed Pod's IPs stayed in
+/// `podIP`/`podIPs`, and an evicted Pod held by a finalizer put them back
+/// as PodTerminating.
+#[test]
+fn an_ended_pod_is_named_without_its_ips() {
+    let s = sandbox();
+    let with_status = |phase: &str, reason: Option<&str>, terminating: bool| {
+        let mut p = (*pod("sbx", Some("sbx-uid"))).clone();
+        p.status = Some(k8s_openapi::api::core::v1::PodStatus {
+            phase: Some(phase.into()),
+            reason: reason.map(Into::into),
+            pod_ip: Some("10.0.0.9".into()),
+            pod_ips: Some(vec![k8s_openapi::api::core::v1::PodIP {
+                ip: "10.0.0.9".into(),
+            }]),
+            ..Default::default()
+        });
+        if terminating {
+            p.metadata.deletion_timestamp = Some(Time(now()));
+        }
+        p
+    };
+    for (phase, reason, terminating, expected) in [
+        ("Failed", Some("Error"), false, reason::POD_FAILED),
+        ("Succeeded", None, false, reason::POD_SUCCEEDED),
+        ("Failed", Some("Evicted"), true, reason::POD_TERMINATING),
+    ] {
+        let p = with_status(phase, reason, terminating);
+        let st = compute_status(&s, Some(&p), None, "cluster.local", now());
+        let ready = crate::api::find_condition(&st.conditions, "Ready").unwrap();
+        assert_eq!(ready.reason, expected, "{phase} {reason:?}");
+        assert_eq!(st.pod_name.as_deref(), Some("sbx"), "{phase} {reason:?}");
+        assert_eq!(
+            (st.pod_ip, st.pod_ips, st.replicas),
+            (None, None, 0),
+            "{phase} {reason:?}"
+        );
+    }
+    // A Pod that is terminating but still runs holds its IP until it stops.
+    let p = with_status("Running", None, true);
+    let st = compute_status(&s, Some(&p), None, "cluster.local", now());
+    assert_eq!(st.pod_ip.as_deref(), Some("10.0.0.9"));
+}
+
+/// The template check does not trust the stored status: a
+/// `PodTemplateApplied=False` someone removed (through the status
+/// subresource) at the same generation, for the same Pod, comes back.
+/// Before (found by review), the check was skipped then, and the condition
+/// never came back.
+#[test]
+fn a_removed_template_condition_comes_back() {
+    use crate::api::{POD_TEMPLATE_APPLIED, find_condition};
+    let mut s = sandbox();
+    s.metadata.generation = Some(1);
+    let spec = s.spec.pod_template.spec.clone();
+    let mut p = desired_pod(&s, spec, None).unwrap();
+    p.status = Some(crate::controller::test_pod::ready_status());
+    s.status = Some(compute_status(&s, Some(&p), None, "cluster.local", now()));
+    s.metadata.generation = Some(2);
+    s.spec.pod_template.spec.containers[0].image = Some("i:2".into());
+    let mut st = compute_status(&s, Some(&p), None, "cluster.local", now());
+    assert!(find_condition(&st.conditions, POD_TEMPLATE_APPLIED).is_some());
+    // Stripped from the stored status, Ready left at this generation.
+    st.conditions.retain(|c| c.type_ != POD_TEMPLATE_APPLIED);
+    s.status = Some(st);
+    let st = compute_status(&s, Some(&p), None, "cluster.local", now());
+    let c = find_condition(&st.conditions, POD_TEMPLATE_APPLIED).expect("reported again");
+    assert_eq!(c.reason, reason::POD_TEMPLATE_CHANGED);
+}
+
+/// The Pod a create found under the Sandbox's name (after a restart, say)
+/// is used as read, status included, when the Sandbox controls it; not
+/// otherwise. Before (found by review), the desired Pod (no status) was
+/// used: a Ready Pod was reported PodPending with no IP.
+#[test]
+fn a_pod_found_by_a_create_is_reported_as_read_if_ours() {
+    use crate::controller::Created;
+    let s = sandbox();
+    let mut found = (*pod("sbx", Some("sbx-uid"))).clone();
+    found.status = Some(k8s_openapi::api::core::v1::PodStatus {
+        pod_ip: Some("10.0.0.9".into()),
+        ..crate::controller::test_pod::ready_status()
+    });
+    let used = super::act::created_pod(&s, Created::Existing(found.clone())).unwrap();
+    let st = compute_status(&s, Some(&used), None, "cluster.local", now());
+    assert!(crate::api::is_true(&st.conditions, "Ready"));
+    assert_eq!(st.pod_ip.as_deref(), Some("10.0.0.9"));
+    // Controlled by anything else: never used.
+    let mut foreign = found;
+    foreign.metadata.owner_references = owned_by("claim-uid");
+    assert!(super::act::created_pod(&s, Created::Existing(foreign.clone())).is_err());
+    assert!(super::act::created_pod(&s, Created::New(foreign)).is_err());
+}
