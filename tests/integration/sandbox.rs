@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::common::{Operator, TestNs, wait_for, wait_until};
 use sandbox_operator::api::{
-    ADOPTABLE_LABEL, POD_NAME_ANNOTATION, READY, SANDBOX_LABEL, Sandbox, is_true,
+    ADOPTABLE_LABEL, POD_NAME_ANNOTATION, READY, SANDBOX_LABEL, Sandbox, SandboxClaim, is_true,
 };
 
 /// A fresh namespace with the operator running in it, and its Sandbox API.
@@ -976,6 +976,28 @@ async fn a_sandbox_whose_pod_is_gone_says_so_while_its_writes_fail() {
         podless.annotations().get(POD_NAME_ANNOTATION),
         Some(&taken),
         "the updates still fail: the test proves something"
+    );
+    // What clients read, the claim, says so too (found by the second
+    // read: it waited through `CreatingPod` as settling, Ready on the gone
+    // Pod for the whole outage).
+    let claims: Api<SandboxClaim> = ns.api();
+    let claim = wait_for(&claims, "w", Duration::from_secs(20), |c| {
+        let status = c.status.clone().unwrap_or_default();
+        !status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+            && status.pod_name.as_ref() != Some(&taken)
+    })
+    .await;
+    let status = claim.status.unwrap();
+    assert!(
+        status
+            .sandbox
+            .as_ref()
+            .and_then(|s| s.pod_ips.as_ref())
+            .is_none(),
+        "{status:?}"
     );
     // The webhook back, the Sandbox is served again.
     drop(down);

@@ -18,7 +18,7 @@ use crate::fixtures::{
 };
 use sandbox_operator::api::{
     CLAIM_LABEL, LaunchType, POOL_LABEL, READY, Sandbox, SandboxClaim, SandboxTemplate,
-    TEMPLATE_HASH_LABEL, TEMPLATE_LABEL, find_condition, template_hash,
+    TEMPLATE_HASH_LABEL, TEMPLATE_LABEL, find_condition, is_true, template_hash,
 };
 
 fn ready_reason(c: &SandboxClaim) -> String {
@@ -635,6 +635,22 @@ async fn a_claims_sandbox_never_names_a_service_it_does_not_control() {
     let ready = find_condition(&status.conditions, READY).unwrap();
     assert_eq!(ready.status, "False");
     assert!(ready.message.contains("Service c"), "{}", ready.message);
+    // Nor does the claim name it (second read: it kept the FQDN).
+    let claim = wait_for(
+        &ns.api::<SandboxClaim>(),
+        "c",
+        Duration::from_secs(30),
+        |c: &SandboxClaim| {
+            let status = c.status.clone().unwrap_or_default();
+            !is_true(&status.conditions, READY)
+                && status
+                    .sandbox
+                    .as_ref()
+                    .is_some_and(|s| s.service.is_none() && s.service_fqdn.is_none())
+        },
+    )
+    .await;
+    assert!(claim.status.is_some());
     // The foreign Service goes: the claim makes its own again (woken by
     // that Service's deletion), and the Sandbox is Ready, naming it.
     services.delete("c", &Default::default()).await.unwrap();

@@ -34,11 +34,13 @@ pub(super) async fn expire(
         .unwrap_or_default();
     match policy {
         ClaimShutdownPolicy::Delete | ClaimShutdownPolicy::DeleteForeground => {
+            // The mark is best effort: a write computed from a stale copy
+            // (409) does not hold the delete up, or a claim whose cache
+            // lags would never be deleted (second read). The delete is by
+            // uid, so it is this claim's whatever its version.
             let status = expired_status(claim, deadline);
-            if claim.status.as_ref() != Some(&status) && !write_status(ctx, claim, &status).await? {
-                // Computed from a stale copy: the newer one's event comes
-                // back here, and the claim is marked before it is deleted.
-                return Ok(Action::requeue(RECHECK));
+            if claim.status.as_ref() != Some(&status) {
+                write_status(ctx, claim, &status).await?;
             }
             let api: Api<SandboxClaim> = Api::namespaced(ctx.client.clone(), &namespace);
             let params = DeleteParams {

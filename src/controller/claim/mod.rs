@@ -273,7 +273,15 @@ async fn record(
         return Ok(requeue.until_ready(cold));
     }
     let mut status = mirror_status(claim, sandbox, jiff::Timestamp::now());
-    if status.warm_pool.is_none() {
+    // The pool that served it, unless it had been served (and Ready)
+    // before: a claim first served cold keeps saying so (second read).
+    if status.warm_pool.is_none()
+        && claim
+            .status
+            .as_ref()
+            .and_then(status::first_served)
+            .is_none()
+    {
         status.warm_pool = ctx.stolen_pool(namespace, status.pod_name.as_deref());
     }
     record_status(ctx, claim, &status).await?;
@@ -494,11 +502,24 @@ async fn report_failure(
         return Err(error);
     };
     let now = jiff::Timestamp::now();
-    let status = if without_sandbox {
+    let mut status = if without_sandbox {
         failed_without_sandbox(claim, reason, message.clone(), now)
     } else {
         failed_status(claim, reason, message.clone(), now)
     };
+    // A Service of the claim's name that is someone else's is never named
+    // (found by the second read: the claim kept its FQDN while its Sandbox
+    // had dropped it).
+    if let (
+        Error::NameConflict {
+            kind: "Service", ..
+        },
+        Some(sandbox),
+    ) = (&error, status.sandbox.as_mut())
+    {
+        sandbox.service = None;
+        sandbox.service_fqdn = None;
+    }
     if claim.status.as_ref() != Some(&status) {
         record_status(ctx, claim, &status).await?;
         ctx.event(claim, EventType::Warning, reason, "Serve", message)

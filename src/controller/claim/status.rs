@@ -117,7 +117,7 @@ pub fn starting_status(
 /// later (resumed after a pause, replacing an evicted one) is started for
 /// the Sandbox, not taken from a pool; before (found by review), the claim
 /// then said `cold` next to the pool and the warm time it was served with.
-fn first_served(previous: &SandboxClaimStatus) -> Option<(LaunchType, Option<String>)> {
+pub(super) fn first_served(previous: &SandboxClaimStatus) -> Option<(LaunchType, Option<String>)> {
     previous.ready_time.as_ref()?;
     previous
         .launch_type
@@ -158,7 +158,11 @@ pub fn mirror_status(
     // Made Ready by the steal, or told its Pod is starting: either way the
     // claim already says all the Sandbox could say until it has taken the
     // Pod over.
-    let starting = previous.launch_type == Some(LaunchType::Cold) && previous.pod_name.is_some();
+    // A claim served before and served again keeps its first launch type
+    // (`first_served`), so it counts as starting too (second read: it
+    // flapped through the Sandbox's take-over).
+    let starting = previous.pod_name.is_some()
+        && (previous.launch_type == Some(LaunchType::Cold) || first_served(&previous).is_some());
     if (is_true(&previous.conditions, READY) || starting)
         && previous
             .pod_name

@@ -97,7 +97,14 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
             let service_ours = !matches!(service, Ok(Some(_)));
             // With no Pod of its own (the one it named gone), what the
             // status says is known whatever failed: see `report_failure`.
-            let podless = observed.owned.is_empty().then_some(plan.blocked.as_ref());
+            // Only once the Pod it names is known gone (no Pod of its own,
+            // the named one not found by the fresh read): a Pod merely
+            // missing from the cache, or one not adopted yet, is not
+            // reported gone on a transient error (second read).
+            let named_is_gone =
+                observed.named.is_none() && sandbox.annotations().contains_key(POD_NAME_ANNOTATION);
+            let podless =
+                (observed.owned.is_empty() && named_is_gone).then_some(plan.blocked.as_ref());
             return report_failure(
                 &ctx,
                 &sandbox,

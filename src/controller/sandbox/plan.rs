@@ -348,11 +348,15 @@ fn named_gone(sandbox: &Sandbox, name: &str) -> Plan {
     if sandbox.status.as_ref().and_then(|s| s.pod_name.as_deref()) != Some(name) {
         steps.push(warning(crate::api::reason::ADOPTION_FAILED, &note));
     }
-    steps.push(if claimed {
-        Step::Unname
-    } else {
-        Step::CreatePod
-    });
+    if claimed {
+        steps.push(Step::Unname);
+        // Said only if the Unname fails (it ends the reconcile when it
+        // lands): not a reason the claim waits through as settling, so the
+        // claim stops saying Ready on the gone Pod (found by the second
+        // read: `CreatingPod` kept it Ready for a whole webhook outage).
+        return Plan::blocked(steps, crate::api::reason::POD_TERMINATING, note);
+    }
+    steps.push(Step::CreatePod);
     Plan::unblocked(steps)
 }
 
