@@ -629,14 +629,7 @@ impl Drop for Held {
 /// served stays.
 #[tokio::test]
 async fn a_claim_failing_after_its_sandbox_was_deleted_names_no_pod() {
-    let ns = TestNs::new("claim-fail-gone").await;
-    let _op = ns.operator(&[]).await;
-    setup(&ns, 1).await;
-    wait_pool_ready(&ns, 1).await;
-    let served = claim_when_ready(&ns, "c1", Duration::from_secs(20))
-        .await
-        .status
-        .unwrap();
+    let (ns, _op, served) = a_warm_claim_served("claim-fail-gone").await;
     assert!(served.pod_name.is_some(), "{served:?}");
     let pod = served.pod_name.clone().unwrap();
     sandbox_ready(&ns, "c1").await;
@@ -670,14 +663,7 @@ async fn a_claim_failing_after_its_sandbox_was_deleted_names_no_pod() {
 /// the pool and the warm time.
 #[tokio::test]
 async fn a_warm_claim_stays_warm_after_its_sandbox_is_paused_and_resumed() {
-    let ns = TestNs::new("claim-resume").await;
-    let _op = ns.operator(&[]).await;
-    setup(&ns, 1).await;
-    wait_pool_ready(&ns, 1).await;
-    let served = claim_when_ready(&ns, "c1", Duration::from_secs(20))
-        .await
-        .status
-        .unwrap();
+    let (ns, _op, served) = a_warm_claim_served("claim-resume").await;
     assert_eq!(served.launch_type, Some(LaunchType::Warm));
     assert_eq!(served.warm_pool.as_deref(), Some("pool"));
     let first = served.pod_name.clone().unwrap();
@@ -785,14 +771,7 @@ async fn a_claim_expiring_in_the_foreground_names_no_pod_while_it_waits() {
 /// is gone the claim is served again, and still says how it was first.
 #[tokio::test]
 async fn a_claim_whose_sandbox_is_being_deleted_is_not_ready() {
-    let ns = TestNs::new("claim-sbx-deleting").await;
-    let _op = ns.operator(&[]).await;
-    setup(&ns, 1).await;
-    wait_pool_ready(&ns, 1).await;
-    let served = claim_when_ready(&ns, "c1", Duration::from_secs(20))
-        .await
-        .status
-        .unwrap();
+    let (ns, _op, served) = a_warm_claim_served("claim-sbx-deleting").await;
     let pod = served.pod_name.clone().unwrap();
     sandbox_ready(&ns, "c1").await;
 
@@ -828,4 +807,24 @@ async fn a_claim_whose_sandbox_is_being_deleted_is_not_ready() {
     .unwrap();
     assert_eq!(again.launch_type, served.launch_type, "{again:?}");
     assert_eq!(again.ready_time, served.ready_time, "{again:?}");
+}
+
+/// A namespace with the operator and a Ready pool of one, and the status
+/// of the claim `c1` served from it, Ready.
+async fn a_warm_claim_served(
+    prefix: &str,
+) -> (
+    TestNs,
+    crate::common::Operator,
+    sandbox_operator::api::SandboxClaimStatus,
+) {
+    let ns = TestNs::new(prefix).await;
+    let op = ns.operator(&[]).await;
+    setup(&ns, 1).await;
+    wait_pool_ready(&ns, 1).await;
+    let served = claim_when_ready(&ns, "c1", Duration::from_secs(20))
+        .await
+        .status
+        .unwrap();
+    (ns, op, served)
 }

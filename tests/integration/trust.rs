@@ -432,38 +432,8 @@ async fn a_standalone_sandbox_never_names_a_service_it_does_not_control() {
     // someone else's Pods. The operator may put its own back first: then
     // the swap is tried again.
     let services = ns.api::<k8s_openapi::api::core::v1::Service>();
-    let foreign: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
-        "metadata": {"name": "s1", "labels": {"app.kubernetes.io/managed-by": "sandbox-operator"}},
-        "spec": {"clusterIP": "None", "selector": {"app": "mine"}}
-    }))
-    .unwrap();
-    let mut swapped = false;
-    for _ in 0..50 {
-        let _ = services.delete("s1", &Default::default()).await;
-        if services
-            .create(&PostParams::default(), &foreign)
-            .await
-            .is_ok()
-        {
-            swapped = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(swapped, "the foreign Service was never created");
     // The Sandbox stops naming it and says why.
-    let conflicted = wait_for(&sandboxes, "s1", Duration::from_secs(30), |s: &Sandbox| {
-        s.status.as_ref().is_some_and(|st| {
-            find_condition(&st.conditions, READY).is_some_and(|c| c.reason == "NameConflict")
-        })
-    })
-    .await;
-    let status = conflicted.status.unwrap();
-    assert_eq!((status.service, status.service_fqdn), (None, None));
-    assert!(
-        status.pod_name.is_some(),
-        "its own running Pod is still reported"
-    );
+    let status = swap_the_service_and_see_the_conflict(&ns, &sandboxes, "s1").await;
     let ready = find_condition(&status.conditions, READY).unwrap();
     assert!(ready.message.contains("Service s1"), "{}", ready.message);
     // Once the foreign Service is gone, the Sandbox (woken by that Service's
@@ -599,39 +569,7 @@ async fn a_claims_sandbox_never_names_a_service_it_does_not_control() {
         claim.uid().as_deref(),
         "the claim's Service"
     );
-    // The swap; the claim may put its own back first: then it is tried
-    // again.
-    let foreign: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
-        "metadata": {"name": "c", "labels": {"app.kubernetes.io/managed-by": "sandbox-operator"}},
-        "spec": {"clusterIP": "None", "selector": {"app": "mine"}}
-    }))
-    .unwrap();
-    let mut swapped = false;
-    for _ in 0..50 {
-        let _ = services.delete("c", &Default::default()).await;
-        if services
-            .create(&PostParams::default(), &foreign)
-            .await
-            .is_ok()
-        {
-            swapped = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(swapped, "the foreign Service was never created");
-    let conflicted = wait_for(&sandboxes, "c", Duration::from_secs(30), |s: &Sandbox| {
-        s.status.as_ref().is_some_and(|st| {
-            find_condition(&st.conditions, READY).is_some_and(|c| c.reason == "NameConflict")
-        })
-    })
-    .await;
-    let status = conflicted.status.unwrap();
-    assert_eq!((status.service, status.service_fqdn), (None, None));
-    assert!(
-        status.pod_name.is_some(),
-        "its own running Pod is still reported"
-    );
+    let status = swap_the_service_and_see_the_conflict(&ns, &sandboxes, "c").await;
     let ready = find_condition(&status.conditions, READY).unwrap();
     assert_eq!(ready.status, "False");
     assert!(ready.message.contains("Service c"), "{}", ready.message);
@@ -662,4 +600,52 @@ async fn a_claims_sandbox_never_names_a_service_it_does_not_control() {
     })
     .await;
     assert_eq!(remade.owner_references()[0].kind, "SandboxClaim");
+}
+
+/// Swaps the headless Service `name` for a foreign one of that name
+/// (selecting `app: mine`; the operator may put its own back first: then
+/// the swap is tried again), waits for the Sandbox `name` to say
+/// `NameConflict`, and checks it names no Service but still its running
+/// Pod. Returns the Sandbox's status.
+async fn swap_the_service_and_see_the_conflict(
+    ns: &TestNs,
+    sandboxes: &kube::Api<Sandbox>,
+    name: &str,
+) -> sandbox_operator::api::SandboxStatus {
+    let services = ns.api::<k8s_openapi::api::core::v1::Service>();
+    let foreign: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "sandbox-operator"}},
+        "spec": {"clusterIP": "None", "selector": {"app": "mine"}}
+    }))
+    .unwrap();
+    let mut swapped = false;
+    for _ in 0..50 {
+        let _ = services.delete(name, &Default::default()).await;
+        if services
+            .create(&PostParams::default(), &foreign)
+            .await
+            .is_ok()
+        {
+            swapped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(swapped, "the foreign Service was never created");
+    let conflicted = wait_for(sandboxes, name, Duration::from_secs(30), |s: &Sandbox| {
+        s.status.as_ref().is_some_and(|st| {
+            find_condition(&st.conditions, READY).is_some_and(|c| c.reason == "NameConflict")
+        })
+    })
+    .await;
+    let status = conflicted.status.unwrap();
+    assert_eq!(
+        (status.service.clone(), status.service_fqdn.clone()),
+        (None, None)
+    );
+    assert!(
+        status.pod_name.is_some(),
+        "its own running Pod is still reported"
+    );
+    status
 }
