@@ -9,7 +9,7 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use crate::common::{Operator, TestNs, wait_for, wait_until};
+use crate::common::{Held, Operator, TestNs, wait_for, wait_until};
 use crate::fixtures::{
     SETUP_START_DELAY_MS as START_DELAY_MS, assert_no_double_assignment, claim, claim_ready,
     claim_when_ready, create, idle_ready, is_idle, listening_agent_pod, pool, setup, template_of,
@@ -569,56 +569,6 @@ fn said(c: &SandboxClaim) -> (String, String, bool) {
         ready.map(|c| c.reason).unwrap_or_default(),
         names_a_pod,
     )
-}
-
-/// The test's finalizer on one object (`kind`/`name`), lifted when dropped
-/// (even by a failing test: the namespace could not go otherwise).
-struct Held {
-    namespace: String,
-    kind: &'static str,
-    name: String,
-}
-
-/// The finalizer [`Held`] lifts.
-const TEST_HOLD: &str = "sandbox.test/hold";
-
-impl Held {
-    /// Puts [`TEST_HOLD`] on `kind`/`name`.
-    fn on(ns: &TestNs, kind: &'static str, name: &str) -> Held {
-        let out = ns.kubectl(&[
-            "patch",
-            kind,
-            name,
-            "--type=merge",
-            "-p",
-            &json!({"metadata": {"finalizers": [TEST_HOLD]}}).to_string(),
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Held {
-            namespace: ns.name.clone(),
-            kind,
-            name: name.to_string(),
-        }
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        let _ = crate::common::kubectl(&[
-            "-n",
-            &self.namespace,
-            "patch",
-            self.kind,
-            &self.name,
-            "--type=merge",
-            "-p",
-            r#"{"metadata":{"finalizers":null}}"#,
-        ]);
-    }
 }
 
 /// A Ready claim whose Sandbox was deleted (and with it, by the garbage

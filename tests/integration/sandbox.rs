@@ -687,26 +687,6 @@ async fn a_pod_that_ended_is_named_without_its_ips() {
     assert!(pod.status.unwrap().pod_ip.is_some());
 }
 
-/// Removes the finalizers of Pod `name` when dropped, so that the
-/// namespace can go whatever the test's outcome.
-struct ReleaseOnDrop<'a> {
-    ns: &'a TestNs,
-    name: &'static str,
-}
-
-impl Drop for ReleaseOnDrop<'_> {
-    fn drop(&mut self) {
-        let _ = self.ns.kubectl(&[
-            "patch",
-            "pod",
-            self.name,
-            "--type=merge",
-            "-p",
-            r#"{"metadata":{"finalizers":null}}"#,
-        ]);
-    }
-}
-
 /// An evicted Pod that a finalizer keeps after the Sandbox deleted it
 /// (phase Failed, terminating) is reported as terminating, by name, but not
 /// by IP. Before (found by review), the reconcile after the delete put the
@@ -731,14 +711,7 @@ async fn an_evicted_pod_held_by_a_finalizer_is_named_without_its_ips() {
         pods.get_opt("h").await.unwrap().is_some()
     })
     .await;
-    let _release = ReleaseOnDrop { ns: &ns, name: "h" };
-    pods.patch(
-        "h",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"finalizers": ["sandbox.test/hold"]}})),
-    )
-    .await
-    .unwrap();
+    let _release = crate::common::Held::on(&ns, "pod", "h");
     // Running and Ready, as a kubelet would say.
     pods.patch_status(
         "h",

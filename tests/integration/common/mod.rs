@@ -499,3 +499,53 @@ where
 }
 
 use serde::Deserialize;
+
+/// The test's finalizer on one object (`kind`/`name`), lifted when dropped
+/// (even by a failing test: the namespace could not go otherwise).
+pub struct Held {
+    namespace: String,
+    kind: &'static str,
+    name: String,
+}
+
+/// The finalizer [`Held`] lifts.
+pub const TEST_HOLD: &str = "sandbox.test/hold";
+
+impl Held {
+    /// Puts [`TEST_HOLD`] on `kind`/`name`.
+    pub fn on(ns: &TestNs, kind: &'static str, name: &str) -> Held {
+        let out = ns.kubectl(&[
+            "patch",
+            kind,
+            name,
+            "--type=merge",
+            "-p",
+            &serde_json::json!({"metadata": {"finalizers": [TEST_HOLD]}}).to_string(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Held {
+            namespace: ns.name.clone(),
+            kind,
+            name: name.to_string(),
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = kubectl(&[
+            "-n",
+            &self.namespace,
+            "patch",
+            self.kind,
+            &self.name,
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ]);
+    }
+}
