@@ -225,6 +225,23 @@ impl Policy {
     /// CIDRs, a non-negative pool cap. The first rule broken is the error,
     /// naming the field (with its index in a list) and the rule.
     pub fn check(&self) -> Result<(), PolicyError> {
+        self.check_amounts()?;
+        self.check_names()?;
+        self.network
+            .check()
+            .map_err(|(field, rule)| PolicyError::invalid(field, rule))?;
+        if self.max_pool_replicas < 0 {
+            return Err(PolicyError::invalid(
+                "maxPoolReplicas",
+                format!("{} must not be negative", self.max_pool_replicas),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The amounts: none negative, memory in whole bytes, requests within
+    /// limits, defaults within the ceilings.
+    fn check_amounts(&self) -> Result<(), PolicyError> {
         for resource in ComputeResource::ALL {
             let name = resource.as_str();
             let request = self.defaults.requests.get(resource);
@@ -271,6 +288,23 @@ impl Policy {
                 }
             }
         }
+        if let Some(amount) = &self.ceilings.ephemeral_storage {
+            if amount.is_negative() {
+                return Err(PolicyError::invalid(
+                    "ceilings.ephemeral-storage",
+                    format!("{amount} must not be negative"),
+                ));
+            }
+            if let Some(rule) = amounts::fraction_of_byte_rule(amount, "ephemeral-storage") {
+                return Err(PolicyError::invalid("ceilings.ephemeral-storage", rule));
+            }
+        }
+        Ok(())
+    }
+
+    /// The names and list entries, each as the API server would check it
+    /// in a Pod (see `names`).
+    fn check_names(&self) -> Result<(), PolicyError> {
         for (index, capability) in self.allowed_capabilities.iter().enumerate() {
             let field = format!("allowedCapabilities[{index}]");
             if normalize_capability(capability).is_empty() {
@@ -310,17 +344,6 @@ impl Policy {
                 ));
             }
         }
-        if let Some(amount) = &self.ceilings.ephemeral_storage {
-            if amount.is_negative() {
-                return Err(PolicyError::invalid(
-                    "ceilings.ephemeral-storage",
-                    format!("{amount} must not be negative"),
-                ));
-            }
-            if let Some(rule) = amounts::fraction_of_byte_rule(amount, "ephemeral-storage") {
-                return Err(PolicyError::invalid("ceilings.ephemeral-storage", rule));
-            }
-        }
         type NameRule = fn(&str) -> Option<String>;
         let lists: [(&str, &[String], NameRule); 4] = [
             (
@@ -354,15 +377,6 @@ impl Policy {
                     rule,
                 ));
             }
-        }
-        self.network
-            .check()
-            .map_err(|(field, rule)| PolicyError::invalid(field, rule))?;
-        if self.max_pool_replicas < 0 {
-            return Err(PolicyError::invalid(
-                "maxPoolReplicas",
-                format!("{} must not be negative", self.max_pool_replicas),
-            ));
         }
         Ok(())
     }

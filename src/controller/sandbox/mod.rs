@@ -94,29 +94,8 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
         }
         (Ok(Outcome::Done(_)), Err(error)) => return Err(error),
         (Err(error), service) => {
-            let service_ours = !matches!(service, Ok(Some(_)));
-            // With no Pod of its own (the one it named gone), what the
-            // status says is known whatever failed: see `report_failure`.
-            // Only once the Pod it names is known gone (no Pod of its own,
-            // the named one not found by the fresh read): a Pod merely
-            // missing from the cache, or one not adopted yet, is not
-            // reported gone on a transient error (second read).
-            let named_is_gone =
-                observed.named.is_none() && sandbox.annotations().contains_key(POD_NAME_ANNOTATION);
-            let podless =
-                (observed.owned.is_empty() && named_is_gone).then_some(plan.blocked.as_ref());
-            return report_failure(
-                &ctx,
-                &sandbox,
-                &uid,
-                Reported {
-                    current: None,
-                    podless,
-                    service_ours,
-                },
-                error,
-            )
-            .await;
+            let reported = Reported::after_failed_act(&sandbox, &observed, &plan, &service);
+            return report_failure(&ctx, &sandbox, &uid, reported, error).await;
         }
     };
     let (current, blocked) = match outcome {
@@ -265,6 +244,28 @@ struct Reported<'a> {
     current: Option<&'a Pod>,
     podless: Option<Option<&'a ConditionUpdate>>,
     service_ours: bool,
+}
+
+impl<'a> Reported<'a> {
+    /// What to report when the Pod steps failed (`service`: how the
+    /// Service's step went beside them). With no Pod of its own and the Pod
+    /// it names known gone (not found by the fresh read), what the status
+    /// says is known whatever failed; a Pod merely missing from the cache,
+    /// or one not adopted yet, is not reported gone on a transient error.
+    fn after_failed_act(
+        sandbox: &Sandbox,
+        observed: &Observed<'_>,
+        plan: &'a Plan,
+        service: &Result<Option<String>>,
+    ) -> Reported<'a> {
+        let named_is_gone =
+            observed.named.is_none() && sandbox.annotations().contains_key(POD_NAME_ANNOTATION);
+        Reported {
+            current: None,
+            podless: (observed.owned.is_empty() && named_is_gone).then_some(plan.blocked.as_ref()),
+            service_ours: !matches!(service, Ok(Some(_))),
+        }
+    }
 }
 
 /// See `reconcile`: how often a standalone Sandbox whose NetworkPolicy could
