@@ -108,5 +108,5 @@ image-test: ## Image tests (root): reproducible digest, contents, runs from its 
 	@$(CLUSTER_UP) && SANDBOX_KUBECONFIG=$$kubeconfig tests/image/run.sh
 
 .PHONY: bench-pool
-bench-pool: ## Warm pool sizing: Erlang B vs simulation, then advised / half / autoscaled pools under Poisson claims (about 8 minutes)
+bench-pool: ## Warm pool sizing: the model and Erlang B vs simulation, then advised / half / autoscaled pools under Poisson claims (about 8 minutes)
 	@$(CLUSTER_UP) && SANDBOX_KUBECONFIG=$$kubeconfig $(CARGO) bench --bench pool-sizing

@@ -85,8 +85,10 @@ api_object! {
     /// The sizing figures of a pool's status, written by the pool controller
     /// from its measurements (see `sandbox-operator pool advise`).
     pub struct PoolSizing {
-        /// Size for the target hit ratio at the peak claim rate (Erlang B), never
-        /// below the largest burst within one refill time.
+        /// Size for the target hit ratio at the peak claim rate (a claim that
+        /// finds no idle Pod takes the oldest starting one, so a pool of `n`
+        /// serves warm the claims with fewer than `n` others within one refill
+        /// time), never below the largest burst within one refill time.
         pub recommended_replicas: Option<i32>,
         /// Hit ratio predicted for the current size at the 5-minute claim rate.
         pub predicted_hit_ratio: Option<f64>,

@@ -9,7 +9,7 @@
 
 use std::fmt::Write as _;
 
-use super::erlang::{hit_ratio, size_for};
+use super::model::{hit_ratio, size_for};
 use super::recommend::SEARCH_LIMIT;
 
 /// A flag value that breaks its rule.
@@ -45,8 +45,8 @@ const LOAD_RULE: &str = "times --refill must give an offered load (rate x refill
                          most 1000000 Erlang, ten times the largest pool searched (100000 Pods)";
 
 /// The largest offered load `pool advise` takes: ten times
-/// [`SEARCH_LIMIT`], beyond which no pool is recommended anyway. Its table
-/// computes a row of `load` Pods (O(load)): before (found by review)
+/// [`SEARCH_LIMIT`], beyond which no pool is recommended anyway (each row
+/// of its table costs O(sqrt(load)), see [`super::model`]): before (found by review)
 /// `--rate 1e9/s --refill 8s` ran for minutes, `--rate 1e308/s` printed
 /// an infinite load, and `--rate 1e-323/h` (0 claims per second) a pool
 /// of 0, each with exit code 0.
@@ -279,34 +279,36 @@ mod tests {
 
     #[test]
     fn advice_for_the_issue_example() {
-        // 120/min x 8 s = 16 Erlang; 0.99 needs 25 (B(24,16)=0.0138, B(25,16)=0.0088).
+        // 120/min x 8 s = 16 Erlang; 0.99 needs 27
+        // (P(Poisson(16) < 26) = 0.9869, P(Poisson(16) < 27) = 0.9925).
         let a = advise(2.0, 8.0, 0.99);
         assert_eq!(a.load, 16.0);
-        assert_eq!(a.recommended, 25);
+        assert_eq!(a.recommended, 27);
         assert!(a.table.iter().any(|(n, _)| *n == 16));
         let at = |n: u32| a.table.iter().find(|(k, _)| *k == n).unwrap().1;
-        assert!(at(25) >= 0.99 && at(24) < 0.99);
-        // The rule of thumb (rate x refill) misses several percent.
-        assert!(at(16) < 0.95);
+        assert!(at(27) >= 0.99 && at(26) < 0.99);
+        // The rule of thumb (rate x refill) serves fewer than half warm.
+        assert!(at(16) < 0.5);
         let text = render(&a, 2.0, 8.0, 0.99);
-        assert!(text.contains("recommended replicas: 25"), "{text}");
+        assert!(text.contains("recommended replicas: 27"), "{text}");
     }
 
     #[test]
     fn a_load_beyond_the_search_limit_gets_no_recommendation() {
-        // 100/s x 30 min = 180,000 Erlang: 100,000 Pods serve about 55.6%.
+        // 100/s x 30 min = 180,000 Erlang: with 100,000 Pods nearly every
+        // claim has more than 100,000 others within its refill time.
         let a = advise(100.0, 1800.0, 0.99);
         let text = render(&a, 100.0, 1800.0, 0.99);
         let headline = text.lines().nth(1).unwrap();
         assert_eq!(
             headline,
             "recommended replicas: none, more than 100000 would be needed \
-             (predicted hit ratio at 100000: 0.5555 < target 0.99)"
+             (predicted hit ratio at 100000: 0.0000 < target 0.99)"
         );
         assert!(!text.contains(">= target"), "{text}");
         assert!(!text.contains("recommended\n"), "{text}");
         assert!(
-            text.contains("  100000              0.5555  search limit\n"),
+            text.contains("  100000              0.0000  search limit\n"),
             "{text}"
         );
         assert!(!a.meets_target);

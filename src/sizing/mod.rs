@@ -1,10 +1,13 @@
 //! Warm-pool sizing: measure the claim traffic a pool gets, predict its hit
-//! ratio with Erlang's B formula, recommend a size.
+//! ratio, recommend a size.
 //!
-//! - [`erlang`]: the formula, stable for any size.
+//! - [`model`]: the hit ratio of this operator's pools, where a claim that
+//!   finds no idle Pod takes the oldest starting one: `P(Poisson(a) < n)`.
+//! - [`erlang`]: Erlang's B formula, the textbook loss system (a miss leaves
+//!   the pool alone), kept to compare with.
 //! - [`tracker`]: bounded sliding windows of arrivals and refill times.
 //! - [`recommend`]: measurements -> recommended size, predicted hit ratio.
-//! - [`simulate`]: a seeded discrete-event simulation that checks the formula.
+//! - [`simulate`]: a seeded discrete-event simulation that checks both.
 //! - [`advise`]: the offline `sandbox-operator pool advise` command.
 //!
 //! [`Sizing`] is the in-memory state shared by the controllers (one field of
@@ -19,6 +22,7 @@
 
 pub mod advise;
 pub mod erlang;
+pub mod model;
 pub mod recommend;
 pub mod simulate;
 pub mod tracker;

@@ -1,15 +1,16 @@
 //! From measurements to a recommended pool size and a predicted hit ratio.
 //! Pure.
 //!
-//! - **Recommended size:** the smallest `n` with `1 - B(n, a) >= target` at
-//!   the peak load `a = peak 1-minute claim rate x mean refill time`, and never
+//! - **Recommended size:** the smallest `n` whose hit ratio
+//!   ([`super::model`], `P(Poisson(a) < n)`) is at least the target at the
+//!   peak load `a = peak 1-minute claim rate x mean refill time`, and never
 //!   below the largest number of claims seen within one refill time (bursts
 //!   are not Poisson).
-//! - **Predicted hit ratio:** `1 - B(current size, a)` at the current load
+//! - **Predicted hit ratio:** the model's at the current size and load
 //!   (5-minute rate), comparable with the observed hit ratio of the same
 //!   window.
 
-use super::erlang::{hit_ratio, size_for};
+use super::model::{hit_ratio, size_for};
 use super::tracker::WindowStats;
 
 /// Default target hit ratio.
@@ -44,7 +45,7 @@ pub struct Recommendation {
     pub replicas_for_current_load: Option<u32>,
     /// Predicted hit ratio at the current size and load.
     pub predicted_hit_ratio: Option<f64>,
-    /// Offered load at the peak rate (Erlang).
+    /// Offered load at the peak rate (claims per refill time, in Erlang).
     pub peak_load: Option<f64>,
 }
 
@@ -90,7 +91,8 @@ mod tests {
 
     #[test]
     fn sizes_for_the_peak_and_predicts_at_the_current_load() {
-        // Peak 2.5 claims/s x 2 s = 5 Erlang -> 11 for 0.99.
+        // Peak 2.5 claims/s x 2 s = 5 Erlang -> 12 for 0.99
+        // (P(Poisson(5) < 11) = 0.9863, P(Poisson(5) < 12) = 0.9945).
         let m = Measurement {
             last_1m: window(60, 60.0),
             last_5m: window(300, 300.0),
@@ -100,11 +102,12 @@ mod tests {
             burst: 4,
         };
         let r = recommend(&m, 5, 0.99);
-        assert_eq!(r.replicas, Some(11));
-        // Current load 1/s x 2 s = 2 Erlang; B(5, 2) = 0.0367.
+        assert_eq!(r.replicas, Some(12));
+        // Current load 1/s x 2 s = 2 Erlang; P(Poisson(2) < 5) = 0.9473.
         let predicted = r.predicted_hit_ratio.unwrap();
-        assert!((predicted - (1.0 - 0.036_697)).abs() < 1e-4, "{predicted}");
-        // Current load alone needs fewer: B(6,2)=0.012, B(7,2)=0.0034.
+        assert!((predicted - 0.947_347).abs() < 1e-4, "{predicted}");
+        // Current load alone needs fewer: P(Poisson(2) < 6) = 0.9834,
+        // P(Poisson(2) < 7) = 0.9955.
         assert_eq!(r.replicas_for_current_load, Some(7));
     }
 

@@ -202,8 +202,9 @@ impl RefillTimes {
         }
     }
 
-    /// Mean of the kept samples: Erlang B depends on the refill time only
-    /// through its mean.
+    /// Mean of the kept samples, the refill time the sizing model takes
+    /// (exact for near-constant refill times, a little pessimistic for
+    /// varying ones, see `sizing::model`).
     pub fn mean(&self) -> Option<f64> {
         (!self.samples.is_empty())
             .then(|| self.samples.iter().sum::<f64>() / self.samples.len() as f64)

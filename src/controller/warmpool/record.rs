@@ -52,7 +52,7 @@ pub(super) async fn record(
     let counts = &o.members.counts;
     let live = counts.idle - o.deleted.min(counts.idle) + o.members.pending_creates + o.created;
     let ready = counts.ready;
-    // Erlang's servers are the pool's slots: idle or refilling, `desired`.
+    // The model's slots are the pool's: idle or refilling, `desired`.
     let size = u32::try_from(desired).unwrap_or(u32::MAX);
     let recommendation = crate::sizing::recommend(o.measurement, size, target_hit_ratio(pool));
     record_metrics(ctx, &namespace, &name, desired, ready, live);
