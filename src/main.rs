@@ -13,7 +13,7 @@ use sandbox_operator::cli::run_args::{self, RunArgs};
 use sandbox_operator::client::{self as api_client, ClientTimeouts};
 use sandbox_operator::controller::leader::{LeaderConfig, LeaderElector};
 use sandbox_operator::controller::run::run_controllers;
-use sandbox_operator::controller::{Config, Context};
+use sandbox_operator::controller::{Config, Context, Triggers};
 use sandbox_operator::log_pipe;
 use sandbox_operator::metrics::Metrics;
 use sandbox_operator::webhook::runtime::{self as webhook_runtime, WebhookSettings};
@@ -85,8 +85,9 @@ enum OfflineUserNamespaces {
 
 #[derive(Subcommand, Debug)]
 enum PoolCommand {
-    /// Offline: the pool size for a target hit ratio (Erlang B) and a table of
-    /// size -> predicted hit ratio; exit code 2 on bad input.
+    /// Offline: the pool size for a target hit ratio (a claim that finds no
+    /// idle Pod takes the oldest starting one, see `sizing::model`) and a
+    /// table of size -> predicted hit ratio; exit code 2 on bad input.
     Advise {
         /// Claim arrival rate, COUNT/UNIT with UNIT s, min or h (e.g. 120/min).
         #[arg(long)]
@@ -184,19 +185,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    // Flag checks first: a bad setting stops the start with a clear error,
-    // before any cluster call.
-    args.check().map_err(anyhow::Error::msg)?;
-    if args.webhook
-        && let Some(dir) = &args.cert_dir
-    {
-        webhook_runtime::check_cert_dir(dir, args.register_webhook_url.is_some())?;
-    }
-    let identity = identity(&args)?;
-    let leader = args
-        .leader_elect
-        .then(|| leader_config(&args, &identity))
-        .transpose()?;
+    let (identity, leader) = check_flags(&args)?;
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::new(HealthThresholds {
         watch_broken: Duration::from_secs(args.health_watch_broken_seconds),
@@ -205,137 +194,24 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
 
     // Policy first: a bad policy file stops the start with a clear error.
-    let policy = match &args.policy_file {
-        Some(path) => PolicyStore::from_file(path).map_err(|e| policy_file_error(path, e))?,
-        None => PolicyStore::default(),
-    };
-    if args.policy_file.is_some() {
-        // Exported from the first scrape on (it reads 1: the file was read).
-        metrics.follow_policy_file();
-    }
-    let admin_listener = admin::bind(args.metrics_addr).await?;
-    tokio::spawn(admin::serve(
-        admin_listener,
-        metrics.clone(),
-        health.clone(),
-        stop_rx.clone(),
-    ));
-
-    let request_timeout = Duration::from_secs(args.api_request_timeout_seconds);
-    let kube_config = api_client::infer_config(
-        args.kubeconfig.as_deref(),
-        ClientTimeouts {
-            connect: Duration::from_secs(args.api_connect_timeout_seconds),
-            request: request_timeout,
-        },
-    )
-    .await?;
-    // Unfenced: the Lease and the webhook (served by every replica).
-    let client = api_client::build(
-        kube_config.clone(),
-        request_timeout,
-        None,
-        Some(metrics.api_observer()),
-    )?;
-
-    let config = Config {
-        cluster_domain: args.cluster_domain.clone(),
-        max_pool_replicas: args.max_pool_replicas,
-        pool_create_parallelism: usize::try_from(args.pool_create_parallelism)?,
-        rollout_batch: usize::try_from(args.rollout_batch)?,
-        events: args.events,
-        concurrency: args.concurrency,
-        identity: identity.clone(),
-        namespace: args.namespace.clone(),
-        resync: Duration::from_secs(args.resync_seconds),
-        claim_network_policy: args.claim_network_policy,
-        defer_off_path: Duration::from_millis(args.defer_off_path_ms),
-        policy: policy.clone(),
-        // The same namespaces the webhook configurations exclude.
-        excluded_namespaces: match &args.namespace {
-            Some(_) => Vec::new(),
-            None => vec!["kube-system".to_string(), args.operator_namespace.clone()],
-        },
-    };
-
-    if !config.excluded_namespaces.is_empty() {
-        tracing::info!(
-            excluded = ?config.excluded_namespaces,
-            "sandbox objects in these namespaces are left alone (admission skips them too); --namespace watches one namespace and excludes none"
-        );
-    }
-
+    let policy = load_policy(&args, &metrics)?;
+    serve_admin(&args, &metrics, &health, &stop_rx).await?;
+    let clients = ApiClients::connect(&args, &metrics).await?;
+    let config = controller_config(&args, &identity, &policy)?;
     if args.register_ownership_guard {
-        sandbox_operator::webhook::guard::register(&client)
-            .await
-            .map_err(|error| {
-                anyhow::anyhow!(
-                    "--register-ownership-guard: applying ValidatingAdmissionPolicy sandbox-operator-ownership-guard failed (needs Kubernetes 1.30+ and the right to create it; run with --register-ownership-guard=false to skip): {error:#}"
-                )
-            })?;
-        info!(
-            "ownership guard applied (ValidatingAdmissionPolicy sandbox-operator-ownership-guard)"
-        );
+        register_ownership_guard(&clients.unfenced).await?;
     }
     // The policy file is followed with or without the webhook: the
     // controllers apply the policy too (pool cap, egress deny list, the
     // Sandboxes and Pods they create).
     policy.current().network.warn_unless_metadata_denied();
     if let Some(path) = &args.policy_file {
-        let observed = metrics.clone();
-        tokio::spawn(policy.clone().watch_file(
-            path.clone(),
-            Duration::from_secs(5),
-            move |taken| {
-                observed
-                    .policy_reloads
-                    .with_label_values(&[if taken { "reloaded" } else { "refused" }])
-                    .inc();
-                observed.policy_file_current.set(i64::from(taken));
-            },
-        ));
+        follow_policy_file(path, &policy, &metrics);
     }
-    // Whether hostUsers: false may relax Pod Security: found out (or set)
-    // before the webhook serves. Probed where the operator may create Pods:
-    // the watched namespace, else its own (the ClusterRole covers it).
-    sandbox_operator::admission::user_namespaces::settle(
-        args.user_namespaces,
-        &client,
-        args.namespace
-            .clone()
-            .unwrap_or_else(|| args.operator_namespace.clone()),
-        &policy,
-    )
-    .await;
+    settle_user_namespaces(&args, &clients.unfenced, &policy).await;
     // The webhook serves on every replica, leader or not.
     let webhook = if args.webhook {
-        let handler = Arc::new(SandboxAdmission::new(policy.clone()).with_metrics(metrics.clone()));
-        let settings = WebhookSettings {
-            addr: args.webhook_addr,
-            operator_namespace: args.operator_namespace.clone(),
-            config_name: args.webhook_config_name.clone(),
-            service: args.webhook_service.clone(),
-            cert_hosts: args.webhook_cert_hosts.clone(),
-            cert_secret: args.cert_secret.clone(),
-            cert_dir: args.cert_dir.clone(),
-            register_url: args.register_webhook_url.clone(),
-            skip_own_sandbox_creates: args.webhook_skip_own_sandbox_creates,
-            claim_creates_in_one_call: args.webhook_claim_creates_in_one_call,
-            only_namespace: args.namespace.clone(),
-            cert_check_interval: Duration::from_secs(args.cert_check_seconds),
-            cert_validity: args.cert_validity(),
-            cert_rotate_before: args.cert_rotate_before(),
-        };
-        Some(
-            webhook_runtime::start(
-                settings,
-                client.clone(),
-                metrics.clone(),
-                handler,
-                stop_rx.clone(),
-            )
-            .await?,
-        )
+        Some(start_webhook(&args, &policy, &clients.unfenced, &metrics, &stop_rx).await?)
     } else {
         None
     };
@@ -343,62 +219,22 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Ready = this replica serves admission (standbys too); whether it runs
     // the controllers is the `leader` gauge.
     health.set_ready(true);
+    stop_on_signal(stop_tx.clone());
 
-    // Ctrl-C / SIGTERM: stop controllers, release the Lease, exit.
-    let signal_tx = stop_tx.clone();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        info!("shutdown requested");
-        let _ = signal_tx.send(true);
-    });
-
-    let elector = leader.map(|config| LeaderElector::new(client.clone(), config));
+    let elector = leader.map(|config| LeaderElector::new(clients.unfenced.clone(), config));
     // The controllers' client refuses writes once leadership is lost.
-    let controller_client = match &elector {
-        Some(elector) => api_client::build(
-            kube_config,
-            request_timeout,
-            Some(elector.fence()),
-            Some(metrics.api_observer()),
-        )?,
-        None => client.clone(),
-    };
-    if let Some(elector) = &elector {
-        let mut stop = stop_rx.clone();
-        tokio::select! {
-            _ = elector.acquire() => {}
-            _ = stop.wait_for(|s| *s) => {
-                // A take may have landed before the stop: give it back
-                // (release checks that we hold it).
-                step_down(Some(elector), webhook).await;
-                return Ok(());
-            }
-        }
-        let mut lost = elector.keep();
-        let mut stopping = stop_rx.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                // A graceful stop releases the Lease itself (below).
-                _ = stopping.wait_for(|stop| *stop) => {}
-                Ok(_) = lost.wait_for(|held| !*held) => {
-                    // Like client-go's OnStoppedLeading: the fence already
-                    // refuses writes; exit so a fresh process starts clean.
-                    error!("leadership lost: exiting (code 1)");
-                    log_pipe::drain_installed();
-                    std::process::exit(1);
-                }
-            }
-        });
+    let controller_client = clients.for_controllers(elector.as_ref(), &metrics)?;
+    if let Some(elector) = &elector
+        && !acquire_lease(elector, &stop_rx).await
+    {
+        // A take may have landed before the stop: give it back
+        // (release checks that we hold it).
+        step_down(Some(elector), webhook).await;
+        return Ok(());
     }
     metrics.leader.set(1);
 
-    // The caches' first lists may hang (API trouble): a stop meanwhile, or
-    // a failed start, still gives the Lease back.
-    let mut stop = stop_rx.clone();
-    let started = tokio::select! {
-        started = Context::start(controller_client, config, metrics.clone(), health.clone()) => Some(started),
-        _ = stop.wait_for(|s| *s) => None,
-    };
+    let started = start_controllers(controller_client, config, &metrics, &health, &stop_rx).await;
     let (ctx, triggers) = match started {
         Some(Ok(started)) => started,
         stopped_or_failed => {
@@ -420,6 +256,276 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     step_down(elector.as_ref(), webhook).await;
     info!("stopped");
     Ok(())
+}
+
+/// Checks the flags before any cluster call; gives the identity and the election settings.
+fn check_flags(args: &RunArgs) -> anyhow::Result<(String, Option<LeaderConfig>)> {
+    // Flag checks first: a bad setting stops the start with a clear error,
+    // before any cluster call.
+    args.check().map_err(anyhow::Error::msg)?;
+    if args.webhook
+        && let Some(dir) = &args.cert_dir
+    {
+        webhook_runtime::check_cert_dir(dir, args.register_webhook_url.is_some())?;
+    }
+    let identity = identity(args)?;
+    let leader = args
+        .leader_elect
+        .then(|| leader_config(args, &identity))
+        .transpose()?;
+    Ok((identity, leader))
+}
+
+/// Reads `--policy-file` (else the built-in policy) and exports the policy file gauge.
+fn load_policy(args: &RunArgs, metrics: &Metrics) -> anyhow::Result<PolicyStore> {
+    let policy = match &args.policy_file {
+        Some(path) => PolicyStore::from_file(path).map_err(|e| policy_file_error(path, e))?,
+        None => PolicyStore::default(),
+    };
+    if args.policy_file.is_some() {
+        // Exported from the first scrape on (it reads 1: the file was read).
+        metrics.follow_policy_file();
+    }
+    Ok(policy)
+}
+
+/// Binds the admin port (`--metrics-addr`) and serves it until the stop.
+async fn serve_admin(
+    args: &RunArgs,
+    metrics: &Arc<Metrics>,
+    health: &Arc<Health>,
+    stop_rx: &watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let admin_listener = admin::bind(args.metrics_addr).await?;
+    tokio::spawn(admin::serve(
+        admin_listener,
+        metrics.clone(),
+        health.clone(),
+        stop_rx.clone(),
+    ));
+    Ok(())
+}
+
+/// The API server's settings from the flags and the client without a fence.
+struct ApiClients {
+    kube_config: kube::Config,
+    request_timeout: Duration,
+    /// Unfenced: the Lease and the webhook (served by every replica).
+    unfenced: kube::Client,
+}
+
+impl ApiClients {
+    /// Finds the cluster (`--kubeconfig` or in-cluster) and builds the unfenced client.
+    async fn connect(args: &RunArgs, metrics: &Arc<Metrics>) -> anyhow::Result<Self> {
+        let request_timeout = Duration::from_secs(args.api_request_timeout_seconds);
+        let kube_config = api_client::infer_config(
+            args.kubeconfig.as_deref(),
+            ClientTimeouts {
+                connect: Duration::from_secs(args.api_connect_timeout_seconds),
+                request: request_timeout,
+            },
+        )
+        .await?;
+        let unfenced = api_client::build(
+            kube_config.clone(),
+            request_timeout,
+            None,
+            Some(metrics.api_observer()),
+        )?;
+        Ok(ApiClients {
+            kube_config,
+            request_timeout,
+            unfenced,
+        })
+    }
+
+    /// The controllers' client: fenced by the elector's Lease, else the unfenced one.
+    fn for_controllers(
+        &self,
+        elector: Option<&LeaderElector>,
+        metrics: &Arc<Metrics>,
+    ) -> anyhow::Result<kube::Client> {
+        Ok(match elector {
+            Some(elector) => api_client::build(
+                self.kube_config.clone(),
+                self.request_timeout,
+                Some(elector.fence()),
+                Some(metrics.api_observer()),
+            )?,
+            None => self.unfenced.clone(),
+        })
+    }
+}
+
+/// The controllers' settings from the flags; logs the namespaces left alone.
+fn controller_config(
+    args: &RunArgs,
+    identity: &str,
+    policy: &PolicyStore,
+) -> anyhow::Result<Config> {
+    let config = Config {
+        cluster_domain: args.cluster_domain.clone(),
+        max_pool_replicas: args.max_pool_replicas,
+        pool_create_parallelism: usize::try_from(args.pool_create_parallelism)?,
+        rollout_batch: usize::try_from(args.rollout_batch)?,
+        events: args.events,
+        concurrency: args.concurrency,
+        identity: identity.to_string(),
+        namespace: args.namespace.clone(),
+        resync: Duration::from_secs(args.resync_seconds),
+        claim_network_policy: args.claim_network_policy,
+        defer_off_path: Duration::from_millis(args.defer_off_path_ms),
+        policy: policy.clone(),
+        // The same namespaces the webhook configurations exclude.
+        excluded_namespaces: match &args.namespace {
+            Some(_) => Vec::new(),
+            None => vec!["kube-system".to_string(), args.operator_namespace.clone()],
+        },
+    };
+
+    if !config.excluded_namespaces.is_empty() {
+        tracing::info!(
+            excluded = ?config.excluded_namespaces,
+            "sandbox objects in these namespaces are left alone (admission skips them too); --namespace watches one namespace and excludes none"
+        );
+    }
+    Ok(config)
+}
+
+/// Applies the ownership guard's ValidatingAdmissionPolicy (`--register-ownership-guard`).
+async fn register_ownership_guard(client: &kube::Client) -> anyhow::Result<()> {
+    sandbox_operator::webhook::guard::register(client)
+        .await
+        .map_err(|error| {
+            anyhow::anyhow!(
+                "--register-ownership-guard: applying ValidatingAdmissionPolicy sandbox-operator-ownership-guard failed (needs Kubernetes 1.30+ and the right to create it; run with --register-ownership-guard=false to skip): {error:#}"
+            )
+        })?;
+    info!("ownership guard applied (ValidatingAdmissionPolicy sandbox-operator-ownership-guard)");
+    Ok(())
+}
+
+/// Reloads the policy file when it changes, counting reloads and refusals.
+fn follow_policy_file(path: &std::path::Path, policy: &PolicyStore, metrics: &Arc<Metrics>) {
+    let observed = metrics.clone();
+    tokio::spawn(policy.clone().watch_file(
+        path.to_path_buf(),
+        Duration::from_secs(5),
+        move |taken| {
+            observed
+                .policy_reloads
+                .with_label_values(&[if taken { "reloaded" } else { "refused" }])
+                .inc();
+            observed.policy_file_current.set(i64::from(taken));
+        },
+    ));
+}
+
+/// Settles whether `hostUsers: false` may relax Pod Security, before the webhook serves.
+async fn settle_user_namespaces(args: &RunArgs, client: &kube::Client, policy: &PolicyStore) {
+    // Whether hostUsers: false may relax Pod Security: found out (or set)
+    // before the webhook serves. Probed where the operator may create Pods:
+    // the watched namespace, else its own (the ClusterRole covers it).
+    sandbox_operator::admission::user_namespaces::settle(
+        args.user_namespaces,
+        client,
+        args.namespace
+            .clone()
+            .unwrap_or_else(|| args.operator_namespace.clone()),
+        policy,
+    )
+    .await;
+}
+
+/// Starts the admission webhook (served by every replica, leader or not).
+async fn start_webhook(
+    args: &RunArgs,
+    policy: &PolicyStore,
+    client: &kube::Client,
+    metrics: &Arc<Metrics>,
+    stop_rx: &watch::Receiver<bool>,
+) -> anyhow::Result<webhook_runtime::WebhookHandle> {
+    let handler = Arc::new(SandboxAdmission::new(policy.clone()).with_metrics(metrics.clone()));
+    webhook_runtime::start(
+        webhook_settings(args),
+        client.clone(),
+        metrics.clone(),
+        handler,
+        stop_rx.clone(),
+    )
+    .await
+}
+
+/// The webhook's settings from the flags.
+fn webhook_settings(args: &RunArgs) -> WebhookSettings {
+    WebhookSettings {
+        addr: args.webhook_addr,
+        operator_namespace: args.operator_namespace.clone(),
+        config_name: args.webhook_config_name.clone(),
+        service: args.webhook_service.clone(),
+        cert_hosts: args.webhook_cert_hosts.clone(),
+        cert_secret: args.cert_secret.clone(),
+        cert_dir: args.cert_dir.clone(),
+        register_url: args.register_webhook_url.clone(),
+        skip_own_sandbox_creates: args.webhook_skip_own_sandbox_creates,
+        claim_creates_in_one_call: args.webhook_claim_creates_in_one_call,
+        only_namespace: args.namespace.clone(),
+        cert_check_interval: Duration::from_secs(args.cert_check_seconds),
+        cert_validity: args.cert_validity(),
+        cert_rotate_before: args.cert_rotate_before(),
+    }
+}
+
+/// Sends the stop on Ctrl-C or SIGTERM.
+fn stop_on_signal(stop_tx: watch::Sender<bool>) {
+    // Ctrl-C / SIGTERM: stop controllers, release the Lease, exit.
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        info!("shutdown requested");
+        let _ = stop_tx.send(true);
+    });
+}
+
+/// Waits for the Lease (false when the stop comes first), then exits the process if it is lost.
+async fn acquire_lease(elector: &LeaderElector, stop_rx: &watch::Receiver<bool>) -> bool {
+    let mut stop = stop_rx.clone();
+    tokio::select! {
+        _ = elector.acquire() => {}
+        _ = stop.wait_for(|s| *s) => return false,
+    }
+    let mut lost = elector.keep();
+    let mut stopping = stop_rx.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            // A graceful stop releases the Lease itself (below).
+            _ = stopping.wait_for(|stop| *stop) => {}
+            Ok(_) = lost.wait_for(|held| !*held) => {
+                // Like client-go's OnStoppedLeading: the fence already
+                // refuses writes; exit so a fresh process starts clean.
+                error!("leadership lost: exiting (code 1)");
+                log_pipe::drain_installed();
+                std::process::exit(1);
+            }
+        }
+    });
+    true
+}
+
+/// Starts the controllers' caches; None when the stop comes first.
+async fn start_controllers(
+    client: kube::Client,
+    config: Config,
+    metrics: &Arc<Metrics>,
+    health: &Arc<Health>,
+    stop_rx: &watch::Receiver<bool>,
+) -> Option<anyhow::Result<(Arc<Context>, Triggers)>> {
+    // The caches' first lists may hang (API trouble): a stop meanwhile, or
+    // a failed start, still gives the Lease back.
+    let mut stop = stop_rx.clone();
+    tokio::select! {
+        started = Context::start(client, config, metrics.clone(), health.clone()) => Some(started),
+        _ = stop.wait_for(|s| *s) => None,
+    }
 }
 
 /// The end of `run`, however it comes: gives the Lease back (when held),

@@ -10,12 +10,14 @@ use std::time::Instant;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
+mod define;
 mod series;
 
+use define::Define;
 pub use series::LiveObjects;
 use series::{PerObject, drop_series, series};
 
@@ -100,7 +102,7 @@ pub struct Metrics {
     /// 1 while the policy in force is the policy file as last read, 0 after
     /// a refused reload (the previous policy stays); absent without a file.
     pub policy_file_current: IntGauge,
-    /// Recommended idle Pods per pool (Erlang B at the peak claim rate).
+    /// Recommended idle Pods per pool (the sizing model at the peak claim rate).
     pub pool_recommended: GaugeVec,
     /// Predicted hit ratio per pool at its current size and load.
     pub pool_predicted_hit_ratio: GaugeVec,
@@ -124,224 +126,50 @@ impl Metrics {
     /// Builds every metric and registers it in a fresh registry.
     pub fn new() -> Self {
         let registry = Registry::new();
-        let histogram = |short: &str, help: &str, labels: &[&str], buckets: &[f64]| {
-            let h = HistogramVec::new(
-                HistogramOpts::new(name(short), help).buckets(buckets.to_vec()),
-                labels,
-            )
-            .expect("valid histogram definition");
-            registered(&registry, h)
-        };
-        let counter = |short: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name(short), help), labels)
-                .expect("valid counter definition");
-            registered(&registry, c)
-        };
-        let gauge = |short: &str, help: &str, labels: &[&str]| {
-            let g = GaugeVec::new(Opts::new(name(short), help), labels).expect("valid gauge");
-            registered(&registry, g)
-        };
-
-        let certificate_expiry = registered(
-            &registry,
-            Gauge::new(
-                name("webhook_certificate_expiry_timestamp_seconds"),
-                "Unix time at which the webhook serving certificate expires.",
-            )
-            .expect("valid gauge"),
-        );
-        let leader = registered(
-            &registry,
-            IntGauge::new(
-                name("leader"),
-                "1 while this process holds the leader Lease (or runs without leader election), else 0.",
-            )
-            .expect("valid gauge"),
-        );
-        let build_info = prometheus::IntGaugeVec::new(
-            Opts::new(
-                name("build_info"),
-                "Build information; the value is always 1.",
-            ),
-            &["version"],
-        )
-        .expect("valid gauge");
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
-        let build_info = registered(&registry, build_info);
-        // Registered only when a policy file is followed
-        // ([`Metrics::follow_policy_file`]): exported as 0 without one, it
-        // would fire `SandboxPolicyFileRefused` for nothing.
-        let policy_file_current = IntGauge::new(
-            name("policy_file_current"),
-            "1 while the admission policy in force is the policy file as last read; 0 after a refused reload (the previous policy stays in force).",
-        )
-        .expect("valid gauge");
-
+        let define = Define::new(&registry);
+        // The groups register their metrics in this order.
+        let process = define.process();
+        let claim = define.claim_path();
+        let replicas = define.pool_replicas();
+        let work = define.controller_work();
+        let webhook = define.webhook_and_api();
+        let sizing = define.pool_sizing();
+        let policy = define.policy_file();
         Metrics {
-            claim_ready_seconds: histogram(
-                "claim_ready_duration_seconds",
-                "Time from a claim's admission until it was Ready, by namespace, launch type and template.",
-                &["namespace", "launch_type", "template"],
-                LATENCY_BUCKETS,
-            ),
-            warm_claim_leg_seconds: histogram(
-                "warm_claim_leg_seconds",
-                "A warm claim's critical path leg by leg, for claims served warm in one reconcile: reconcile_start (the webhook's admission stamp to the claim's first reconcile: the API server's commit and watch delivery, then the work queue), round_one (the pick and the steal, Sandbox, Service and NetworkPolicy written side by side), round_two (to the Ready status this reconcile wrote; refused or failed writes are left out).",
-                &["leg"],
-                LATENCY_BUCKETS,
-            ),
-            claims: counter(
-                "claims_total",
-                "Claims that reached a final state, by result (warm, cold, expired).",
-                &["result"],
-            ),
-            steal_attempts: counter(
-                "steal_attempts_total",
-                "Conditioned takeover writes attempted on idle warm Pods, by namespace and pool.",
-                &["namespace", "pool"],
-            ),
-            steal_conflicts: counter(
-                "steal_conflicts_total",
-                "Takeover writes that lost the race to another writer, by namespace and pool.",
-                &["namespace", "pool"],
-            ),
-            pool_exhausted: counter(
-                "pool_exhausted_total",
-                "Claims served cold because no pool of their template had a usable idle Pod, by namespace and template.",
-                &["namespace", "template"],
-            ),
-            pool_desired: gauge(
-                "pool_desired_replicas",
-                "Idle Pods a warm pool should keep.",
-                &["namespace", "pool"],
-            ),
-            pool_ready: gauge(
-                "pool_ready_replicas",
-                "Idle Pods of a warm pool that are Ready.",
-                &["namespace", "pool"],
-            ),
-            pool_idle: gauge(
-                "pool_idle_replicas",
-                "Idle Pods of a warm pool (Ready or starting).",
-                &["namespace", "pool"],
-            ),
-            replenish_seconds: histogram(
-                "pool_replenish_duration_seconds",
-                "Time to create a warm pool's Pods (refills, first fill, scale-ups, rollouts), by namespace and pool: from the start of the pool's create batch until the API server answered each create (stage=created), and from a Pod's created-at stamp until the pool's reconcile that saw it Ready for the first time (stage=ready).",
-                &["namespace", "pool", "stage"],
-                LATENCY_BUCKETS,
-            ),
-            off_path_wait_seconds: histogram(
-                "off_path_wait_seconds",
-                "Time an adoption (work=adopt) or a pool refill (work=refill) waited for claims this process was serving to write Ready.",
-                &["work"],
-                FAST_BUCKETS,
-            ),
-            watch_events: counter(
-                "watch_events_total",
-                "Watch events applied to the operator's caches, by cache (pods, pools, services, networkpolicies, sandboxes, templates, claims) and event (applied, deleted, listed: the first list and each re-list).",
-                &["cache", "event"],
-            ),
-            reconciles: counter(
-                "reconcile_total",
-                "Reconciles run, by controller.",
-                &["controller"],
-            ),
-            reconcile_errors: counter(
-                "reconcile_errors_total",
-                "Reconciles that failed, by controller and error.",
-                &["controller", "error"],
-            ),
-            reconcile_seconds: histogram(
-                "reconcile_duration_seconds",
-                "Reconcile duration, by controller.",
-                &["controller"],
-                FAST_BUCKETS,
-            ),
-            queue_wait_seconds: histogram(
-                "queue_wait_seconds",
-                "Time from when the work queue took a reconcile's cause (a watch event's wake-up, its expired requeue, the end of the run of the same object it waited behind) until the reconcile started, by controller; long waits mean every slot (--concurrency) was busy.",
-                &["controller"],
-                FAST_BUCKETS,
-            ),
-            queue_depth: gauge(
-                "queue_depth",
-                "Objects due for a reconcile and waiting for a free slot, by controller.",
-                &["controller"],
-            ),
-            reconciles_running: gauge(
-                "reconciles_running",
-                "Reconciles running now, by controller (at most --concurrency each).",
-                &["controller"],
-            ),
-            admission_requests: counter(
-                "admission_requests_total",
-                "Admission reviews answered, by kind, operation, endpoint and decision.",
-                &["kind", "operation", "endpoint", "allowed"],
-            ),
-            admission_rejections: counter(
-                "admission_rejections_total",
-                "Admission requests refused before the policy saw them, by endpoint and reason (body_too_large, invalid_json, overloaded, timeout, handler_panicked, ...): the API server then applies the webhook's failurePolicy.",
-                &["endpoint", "reason"],
-            ),
-            admission_seconds: histogram(
-                "admission_duration_seconds",
-                "Time to answer an admission review, by kind and endpoint.",
-                &["kind", "endpoint"],
-                FAST_BUCKETS,
-            ),
-            api_request_seconds: histogram(
-                "api_request_duration_seconds",
-                "Time the API server took to answer this process's requests (watches excepted), by verb, resource and outcome: status class, `error` (no answer) or `cancelled` (the caller stopped waiting).",
-                &["verb", "resource", "code"],
-                LATENCY_BUCKETS,
-            ),
-            pool_recommended: gauge(
-                "pool_recommended_replicas",
-                "Idle Pods recommended for a warm pool's target hit ratio at its peak claim rate.",
-                &["namespace", "pool"],
-            ),
-            pool_predicted_hit_ratio: gauge(
-                "pool_predicted_hit_ratio",
-                "Hit ratio predicted (Erlang B) for a warm pool at its current size and 5-minute claim rate.",
-                &["namespace", "pool"],
-            ),
-            pool_observed_hit_ratio: gauge(
-                "pool_observed_hit_ratio",
-                "Warm share of the claims of a pool's template over the last 5 minutes.",
-                &["namespace", "pool"],
-            ),
-            pool_target_hit_ratio: gauge(
-                "pool_target_hit_ratio",
-                "Target hit ratio of a warm pool (spec.autoscaling.targetHitRatio, spec.targetHitRatio or 0.99).",
-                &["namespace", "pool"],
-            ),
-            pool_claim_rate: gauge(
-                "pool_claim_rate_per_second",
-                "Claims per second of a pool's template, by window (1m, 5m, 15m, peak = busiest minute of the lookback).",
-                &["namespace", "pool", "window"],
-            ),
-            pool_refill_seconds: gauge(
-                "pool_refill_mean_seconds",
-                "Mean time from a replacement Pod's creation to Ready (last 256 refills of the pool).",
-                &["namespace", "pool"],
-            ),
-            pool_burst_claims: gauge(
-                "pool_burst_claims",
-                "Most claims of a pool's template that arrived within one refill time during the lookback.",
-                &["namespace", "pool"],
-            ),
-            policy_reloads: counter(
-                "policy_reloads_total",
-                "Reloads of the admission policy file after a change, by outcome (reloaded, refused: the previous policy stays in force).",
-                &["outcome"],
-            ),
-            policy_file_current,
-            certificate_expiry,
-            leader,
-            build_info,
+            claim_ready_seconds: claim.claim_ready_seconds,
+            warm_claim_leg_seconds: claim.warm_claim_leg_seconds,
+            claims: claim.claims,
+            steal_attempts: claim.steal_attempts,
+            steal_conflicts: claim.steal_conflicts,
+            pool_exhausted: claim.pool_exhausted,
+            pool_desired: replicas.pool_desired,
+            pool_ready: replicas.pool_ready,
+            pool_idle: replicas.pool_idle,
+            replenish_seconds: replicas.replenish_seconds,
+            off_path_wait_seconds: replicas.off_path_wait_seconds,
+            watch_events: work.watch_events,
+            reconciles: work.reconciles,
+            reconcile_errors: work.reconcile_errors,
+            reconcile_seconds: work.reconcile_seconds,
+            queue_wait_seconds: work.queue_wait_seconds,
+            queue_depth: work.queue_depth,
+            reconciles_running: work.reconciles_running,
+            admission_requests: webhook.admission_requests,
+            admission_rejections: webhook.admission_rejections,
+            admission_seconds: webhook.admission_seconds,
+            api_request_seconds: webhook.api_request_seconds,
+            pool_recommended: sizing.pool_recommended,
+            pool_predicted_hit_ratio: sizing.pool_predicted_hit_ratio,
+            pool_observed_hit_ratio: sizing.pool_observed_hit_ratio,
+            pool_target_hit_ratio: sizing.pool_target_hit_ratio,
+            pool_claim_rate: sizing.pool_claim_rate,
+            pool_refill_seconds: sizing.pool_refill_seconds,
+            pool_burst_claims: sizing.pool_burst_claims,
+            policy_reloads: policy.policy_reloads,
+            policy_file_current: policy.policy_file_current,
+            certificate_expiry: process.certificate_expiry,
+            leader: process.leader,
+            build_info: process.build_info,
             registry,
         }
     }
