@@ -83,7 +83,7 @@ enum Outcome {
 }
 
 /// A webhook configuration whose entries each have a client config.
-trait WebhookConfiguration:
+pub(crate) trait WebhookConfiguration:
     Resource<Scope = ClusterResourceScope, DynamicType = ()>
     + k8s_openapi::Resource
     + Clone
@@ -154,16 +154,22 @@ async fn inject_into<K: WebhookConfiguration>(
 fn set_ca_bundle(client_configs: Vec<&mut WebhookClientConfig>, ca_bundle: &str) -> bool {
     let mut changed = false;
     for client_config in client_configs {
-        let current = client_config
-            .ca_bundle
-            .as_ref()
-            .map(|bundle| bundle.0.as_slice());
-        if current != Some(ca_bundle.as_bytes()) {
+        if !carries(client_config, ca_bundle) {
             client_config.ca_bundle = Some(ByteString(ca_bundle.as_bytes().to_vec()));
             changed = true;
         }
     }
     changed
+}
+
+/// Whether a client config's `caBundle` is exactly `ca_bundle`: what
+/// [`inject_ca_bundle`] leaves alone, and what the watch of
+/// [`crate::reset_watch`] expects to see.
+pub(crate) fn carries(client_config: &WebhookClientConfig, ca_bundle: &str) -> bool {
+    client_config
+        .ca_bundle
+        .as_ref()
+        .is_some_and(|bundle| bundle.0 == ca_bundle.as_bytes())
 }
 
 #[cfg(test)]

@@ -12,7 +12,9 @@
 //! - [`inject_ca_bundle`]: the trust bundle on every entry of the webhook
 //!   configurations.
 //! - [`CertManager`]: the loop that runs the above periodically and hands
-//!   new serving pairs to the HTTPS server without a restart.
+//!   new serving pairs to the HTTPS server without a restart; it also
+//!   watches the webhook configurations and runs at once when something
+//!   else reset their `caBundle` (`reset_watch`).
 //!
 //! ```no_run
 //! # async fn run(client: kube::Client) -> sandbox_certs::Result<()> {
@@ -39,6 +41,7 @@ mod ca_bundle;
 mod error;
 mod manager;
 mod pki;
+mod reset_watch;
 mod secret;
 
 pub use ca_bundle::{Injection, inject_ca_bundle};

@@ -24,11 +24,19 @@
 //!   previous CA: replicas serving one are then refused (with
 //!   `failurePolicy: Fail`) until their next pass.
 //!
-//! Passes repeat every [`CertManagerConfig::check_interval`], which also
-//! repairs a `caBundle` that something else reset (for example a Helm
-//! upgrade re-applying the configurations) and picks up a rotation done by
-//! another replica. A failed pass is logged and retried at the next tick;
-//! the server keeps its current, still valid, pair meanwhile.
+//! Passes repeat every [`CertManagerConfig::check_interval`], which picks
+//! up a rotation done by another replica. A failed pass is logged and
+//! retried at the next tick; the server keeps its current, still valid,
+//! pair meanwhile.
+//!
+//! A `caBundle` that something else reset (`helm upgrade --force`
+//! replacing the configurations, a GitOps tool re-applying the chart's,
+//! which render none) is repaired at once: [`CertManager::run`] watches the
+//! configurations it injects into, by name, and runs a pass as soon as one
+//! shows a bundle other than the one it last published (debounced, spaced
+//! out if another writer keeps resetting it, never triggered by its own
+//! write; see `reset_watch.rs`). The periodic pass stays as the backstop,
+//! for instance while that watch fails.
 //!
 //! Caveat: replicas publish the bundle they last read from the Secret. A
 //! replica that read the Secret just before another replaced the CA can
@@ -38,13 +46,16 @@
 
 use std::{future::Future, pin::pin, time::Duration};
 
+use futures::StreamExt;
 use jiff::Timestamp;
 use kube::Client;
 use tokio::sync::watch;
 
 use crate::{
     IssuedCertificate, PkiSettings, Renewal, Result, StoredPki, inject_ca_bundle, load_or_create,
-    plan_renewal, rotate,
+    plan_renewal,
+    reset_watch::{self, FailureLog, Repairs, Report},
+    rotate,
 };
 
 /// Where the PKI lives and where its CA is published.
@@ -108,7 +119,8 @@ impl CertManager {
     ///
     /// Call it once before starting the HTTPS server to get its first pair.
     /// Webhook configurations that do not exist yet are logged and filled
-    /// in by a later pass; API errors fail the pass.
+    /// in by a later pass (under [`run`](Self::run), as soon as its watch
+    /// sees them created); API errors fail the pass.
     pub async fn ensure(&mut self) -> Result<IssuedCertificate> {
         let CertManagerConfig {
             namespace,
@@ -177,6 +189,11 @@ impl CertManager {
     /// error is logged and counts as not done: the pair is offered again at
     /// the next pass (by then usually replaced, since a pair the server
     /// cannot load makes the Secret unusable).
+    ///
+    /// Meanwhile it watches the webhook configurations it injects into and
+    /// runs a pass at once (150 ms after the first change it sees) when
+    /// one no longer carries the bundle it last published on every entry;
+    /// see the module docs.
     pub async fn run<F, E>(mut self, on_serving_pair: F, shutdown: impl Future<Output = ()>)
     where
         F: Fn(&str, &str) -> std::result::Result<(), E>,
@@ -195,14 +212,41 @@ impl CertManager {
         let mut ticker = tokio::time::interval_at(first_pass, interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut shutdown = pin!(shutdown);
+        let mut reports = reset_watch::watch(
+            &self.client,
+            &self.config.mutating_webhooks,
+            &self.config.validating_webhooks,
+        );
+        let mut repairs = Repairs::new(interval);
+        let mut failures = FailureLog::default();
         loop {
+            let due = repairs.due();
+            let repair = tokio::select! {
+                () = &mut shutdown => return,
+                _ = ticker.tick() => false,
+                () = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)),
+                    if due.is_some() => true,
+                Some(report) = reports.next() => {
+                    self.judge(report, &mut repairs, &mut failures);
+                    continue;
+                }
+            };
+            if repair && let Some(spacing) = repairs.started(tokio::time::Instant::now()) {
+                tracing::warn!(
+                    "the webhook configurations' caBundle keeps being reset; repairs are now at \
+                     least {spacing:?} apart (is another process injecting another CA under the \
+                     same configuration names?)"
+                );
+            }
             let outcome = tokio::select! {
                 () = &mut shutdown => return,
-                _ = ticker.tick() => tokio::select! {
-                    () = &mut shutdown => return,
-                    outcome = self.ensure() => outcome,
-                },
+                outcome = self.ensure() => outcome,
             };
+            match &outcome {
+                Ok(_) => repairs.pass_done(),
+                Err(_) if repair => repairs.failed(tokio::time::Instant::now()),
+                Err(_) => {}
+            }
             match outcome {
                 Ok(serving) if handed_out.as_deref() != Some(serving.cert_pem.as_str()) => {
                     match on_serving_pair(&serving.cert_pem, &serving.key_pem) {
@@ -214,11 +258,39 @@ impl CertManager {
                     }
                 }
                 Ok(_) => {}
+                Err(error) if repair => tracing::warn!(
+                    error = %error.describe(),
+                    "repairing the webhook configurations' caBundle failed, retrying"
+                ),
                 Err(error) => tracing::warn!(
                     error = %error.describe(),
                     "webhook certificate pass failed, retrying in {interval:?}"
                 ),
             }
+        }
+    }
+
+    /// Takes in what the configuration watches report: a configuration
+    /// without the bundle this process last published schedules a repair.
+    /// Before the first successful pass nothing was published, and the
+    /// periodic pass is in charge.
+    fn judge(&self, report: Report, repairs: &mut Repairs, failures: &mut FailureLog) {
+        match report {
+            Report::Seen(seen) => {
+                failures.working(&seen.object);
+                let published = self.current.as_ref().map(|stored| &stored.pki.ca_bundle);
+                if let Some(published) = published
+                    && seen.differs_from(published)
+                    && repairs.reset_seen(tokio::time::Instant::now())
+                {
+                    tracing::info!(
+                        object = %seen.object,
+                        "caBundle reset by another writer, repairing it now"
+                    );
+                }
+            }
+            Report::Listed { object } => failures.working(&object),
+            Report::Failed { object, error } => failures.failed(&object, &error),
         }
     }
 }

@@ -288,8 +288,9 @@ async fn chart_renders_a_least_privilege_ha_operator_by_default() {
     // Exactly the verbs the code uses on the certificate Secret (get, a merge
     // patch at the version read; certs/src/secret.rs) and on the webhook
     // configurations (get, a replace at the version read;
-    // certs/src/ca_bundle.rs): no update of the Secret, no patch of the
-    // configurations. rbac_proof.rs runs the operator on these rules.
+    // certs/src/ca_bundle.rs; list and watch by name, certs/src/reset_watch.rs):
+    // no update of the Secret, no patch of the configurations. rbac_proof.rs
+    // runs the operator on these rules.
     let verbs_on = |resource: &str| -> Vec<Vec<String>> {
         docs.iter()
             .filter(|d| matches!(kind_of(d), "ClusterRole" | "Role"))
@@ -303,7 +304,11 @@ async fn chart_renders_a_least_privilege_ha_operator_by_default() {
         "mutatingwebhookconfigurations",
         "validatingwebhookconfigurations",
     ] {
-        assert_eq!(verbs_on(resource), [vec!["get", "update"]], "{resource}");
+        assert_eq!(
+            verbs_on(resource),
+            [vec!["get", "list", "update", "watch"]],
+            "{resource}"
+        );
     }
 
     // URL mode for local control planes.
