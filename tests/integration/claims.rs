@@ -405,6 +405,68 @@ async fn template_change_replaces_idle_pods_only() {
     );
 }
 
+/// A template change under steady claims: no current Pod is Ready, so
+/// every claim takes a starting one and the pool starts it again; the
+/// pool's current Pods are then always starting. Before (found by review)
+/// the rollout replaced outdated Pods only while fewer than
+/// `--rollout-batch` current Pods were starting, so here it stopped after
+/// its first batch and the outdated Pods, which no claim takes, kept their
+/// slots for as long as the claims came.
+#[tokio::test]
+async fn a_rollout_goes_on_while_claims_keep_taking_starting_pods() {
+    let ns = TestNs::new("claim-rollout-load").await;
+    let _op = ns.operator(&["--rollout-batch", "2"]).await;
+    create(&ns, &template_of("tmpl", listening_agent_pod(3000))).await;
+    create(&ns, &pool("pool", "tmpl", 4)).await;
+    wait_pool_ready(&ns, 4).await;
+    let outdated = |pods: &[Pod], before: &HashSet<String>| -> Vec<String> {
+        pods.iter()
+            .filter(|p| is_idle(p) && before.contains(&p.name_any()))
+            .map(|p| p.name_any())
+            .collect()
+    };
+    let before: HashSet<String> = ns
+        .list::<Pod>()
+        .await
+        .iter()
+        .filter(|p| is_idle(p))
+        .map(|p| p.name_any())
+        .collect();
+    ns.api::<SandboxTemplate>()
+        .patch(
+            "tmpl",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"podTemplate": {"metadata": {"labels": {"version": "2"}}}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    // A claim every 0.7 s restarts each of the first batch's two slots
+    // about every 1.4 s, well inside the 3 s start: at most 60 claims.
+    let started = Instant::now();
+    for n in 0..60 {
+        let left = outdated(&ns.list::<Pod>().await, &before);
+        if left.is_empty() {
+            println!(
+                "every outdated idle Pod replaced after {:?} and {n} claims",
+                started.elapsed()
+            );
+            assert_no_double_assignment(&ns).await;
+            return;
+        }
+        create(&ns, &claim(&format!("c{n}"))).await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let left = outdated(&ns.list::<Pod>().await, &before);
+    panic!(
+        "{} outdated idle Pods ({left:?}) still hold their slots after {:?} and 60 claims \
+         (rollout batch 2, Pods start in 3 s)",
+        left.len(),
+        started.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn deleting_a_claim_or_pool_cleans_up_exactly_what_they_own() {
     let ns = TestNs::new("claim-gc").await;

@@ -7,7 +7,7 @@
 //! [`EXPECTATION_TTL`], so a lost watch event costs at most that long.
 //! In memory only: safe to lose on restart.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,9 @@ struct PoolExpectations {
     /// What the pool's NetworkPolicy was last made or checked from (see
     /// [`super::network`]); no expiry, so a resync never writes it again.
     network_policy: Option<serde_json::Value>,
+    /// When each outdated Pod was deleted for a rollout, oldest first (see
+    /// [`super::plan::Rollout`]); pruned to the pacing window on each read.
+    rollouts: VecDeque<Instant>,
 }
 
 impl Expectations {
@@ -162,6 +165,25 @@ impl Expectations {
     /// Records that the pool's NetworkPolicy is in place for `fingerprint`.
     pub fn network_policy_made(&self, pool: &str, fingerprint: serde_json::Value) {
         self.with_pool(pool, |e| e.network_policy = Some(fingerprint));
+    }
+
+    /// Outdated Pods deleted for a rollout within the last `window`.
+    pub fn recent_rollouts(&self, pool: &str, window: Duration) -> usize {
+        self.with_pool(pool, |e| {
+            while e.rollouts.front().is_some_and(|at| at.elapsed() >= window) {
+                e.rollouts.pop_front();
+            }
+            e.rollouts.len()
+        })
+    }
+
+    /// Records `count` outdated Pods deleted for a rollout now.
+    pub fn rolled_out(&self, pool: &str, count: usize) {
+        if count > 0 {
+            self.with_pool(pool, |e| {
+                e.rollouts.extend((0..count).map(|_| Instant::now()))
+            });
+        }
     }
 
     /// Drops everything about a pool (it was deleted).

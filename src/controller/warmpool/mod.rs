@@ -62,7 +62,7 @@ use tracing::instrument;
 
 pub use expectations::Expectations;
 pub use network::{desired_pool_network_policy, pool_network_policy_name};
-pub use plan::{IdlePod, PoolPlan, Victim, is_member, plan, plan_from_counts};
+pub use plan::{IdlePod, PoolPlan, Rollout, Victim, is_member, plan, plan_from_counts};
 pub use pod::desired_pod;
 pub use size::{pool_cap, target_hit_ratio};
 pub use status::{SizingFields, pool_status};
@@ -111,7 +111,19 @@ pub async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<Context>) -> Result<
 
     // Decide.
     let (measurement, sizing) = size::size_pool(&ctx, &pool);
-    let decision = decide(&ctx, &key, &members, (&hash, &current), sizing.desired);
+    let rollout = Rollout {
+        batch: ctx.config.rollout_batch.max(1),
+        recent: ctx
+            .expectations
+            .recent_rollouts(&key, rollout_window(measurement.refill_seconds)),
+    };
+    let decision = decide(
+        &ctx,
+        &key,
+        &members,
+        (&hash, &current),
+        (sizing.desired, rollout),
+    );
 
     // Guard: nothing is created unchecked, nor before its NetworkPolicy,
     // nor under names no label can carry (stored without the webhook).
@@ -127,10 +139,16 @@ pub async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<Context>) -> Result<
     if let Some(problem) = &blocker {
         guard::warn_once(&ctx, &pool, &key, problem).await;
     }
-    let creates = if blocker.is_some() {
-        0
+    // A blocked pool creates nothing, so it replaces nothing either: its
+    // outdated Pods stay (no claim takes them) until it can create.
+    let (creates, deletes) = if blocker.is_some() {
+        (
+            0,
+            &decision.delete[..decision.delete.len() - decision.rollout],
+        )
     } else {
-        decision.create
+        ctx.expectations.rolled_out(&key, decision.rollout);
+        (decision.create, &decision.delete[..])
     };
 
     // Act; a failure is returned only after the record (see `act::act`).
@@ -144,7 +162,7 @@ pub async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<Context>) -> Result<
         deleted,
         created,
         error: act_error,
-    } = act::act(&ctx, &pool, &key, &decision.delete, new).await;
+    } = act::act(&ctx, &pool, &key, deletes, new).await;
     // A write the API server refused (Pod Security, a quota, a missing
     // ServiceAccount...) blocks the pool too, and says so; a transient
     // failure (a timeout, a 5xx) does not change the status.
@@ -193,15 +211,23 @@ fn decide(
     key: &str,
     members: &observe::Members,
     (hash, current): (&str, &str),
-    desired: i32,
+    (desired, rollout): (i32, Rollout),
 ) -> PoolPlan {
     let desired = usize::try_from(desired).unwrap_or(0);
-    let batch = ctx.config.rollout_batch.max(1);
-    let from_counts = plan_from_counts(desired, members.tally(), members.pending_creates, batch);
+    let from_counts = plan_from_counts(desired, members.tally(), members.pending_creates, rollout);
     ctx.expectations
         .decided_from_counts(key, hash, from_counts.is_some());
     from_counts.unwrap_or_else(|| {
         let idle = observe::idle_pods(ctx, members, current);
-        plan(desired, &idle, members.pending_creates, batch)
+        plan(desired, &idle, members.pending_creates, rollout)
     })
+}
+
+/// How long an outdated Pod deleted for a rollout counts against the batch
+/// ([`Rollout`]): the pool's mean refill time, about how long its
+/// replacement takes to start, else 30 s (a changed template starts its
+/// refill times afresh); at least 1 s.
+fn rollout_window(refill_seconds: Option<f64>) -> Duration {
+    let seconds = refill_seconds.filter(|s| s.is_finite()).unwrap_or(30.0);
+    Duration::from_secs_f64(seconds.clamp(1.0, 3600.0))
 }

@@ -51,6 +51,36 @@ impl From<&IdlePod> for Victim {
     }
 }
 
+/// How fast a template change replaces outdated idle Pods (which no claim
+/// takes: a claim takes only Pods of its template's current hash).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rollout {
+    /// Replacements at a time (`--rollout-batch`).
+    pub batch: usize,
+    /// Outdated Pods this process deleted for the rollout within the last
+    /// pacing window ([`super::Expectations::recent_rollouts`]).
+    pub recent: usize,
+}
+
+impl Rollout {
+    /// Replacements that may start now: the batch less those under way,
+    /// where current Pods already starting count only up to the rollout's
+    /// own recent deletions and creates not started yet (`unstarted`:
+    /// pending, or this plan's) count in full. The other starting Pods are
+    /// refills of Pods that claims took (a claim that finds no Ready Pod
+    /// takes a starting one), which under steady load never drop below
+    /// the batch: before (found by review) the rollout then waited for a
+    /// replacement to turn Ready untaken, and a pool of 27 at 16 claims per
+    /// refill time kept 14 outdated Pods, serving 5% warm, for hours. A
+    /// pool whose creates fail keeps its deficit as `unstarted`, so it
+    /// replaces one batch and no more: the outdated Pods stay, ready to
+    /// serve again if the template is changed back.
+    pub fn budget(&self, starting: usize, unstarted: usize) -> usize {
+        self.batch
+            .saturating_sub(starting.min(self.recent) + unstarted)
+    }
+}
+
 /// The decision of one pool reconcile.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct PoolPlan {
@@ -58,6 +88,9 @@ pub struct PoolPlan {
     pub create: usize,
     /// Pods to delete.
     pub delete: Vec<Victim>,
+    /// How many of `delete` are outdated Pods replaced by the rollout (each
+    /// with one of `create`); 0 on a scale-down.
+    pub rollout: usize,
 }
 
 /// Whether `pod` is an idle member of the pool `pool_name` (uid `pool_uid`)
@@ -87,21 +120,21 @@ pub fn plan_from_counts(
     desired: usize,
     tally: Tally,
     pending_creates: usize,
-    rollout_batch: usize,
+    rollout: Rollout,
 ) -> Option<PoolPlan> {
     let count = tally.idle + pending_creates;
     if count > desired {
         return None;
     }
     let create = desired - count;
-    let starting = tally.current - tally.current_ready + pending_creates + create;
+    let starting = tally.current - tally.current_ready;
     let outdated = tally.idle - tally.current;
-    if starting < rollout_batch && outdated > 0 {
+    if rollout.budget(starting, pending_creates + create) > 0 && outdated > 0 {
         return None;
     }
     Some(PoolPlan {
         create,
-        delete: Vec::new(),
+        ..PoolPlan::default()
     })
 }
 
@@ -110,14 +143,14 @@ pub fn plan_from_counts(
 /// - `idle` are the pool's live idle Pods (not terminating, not being deleted
 ///   by us), `pending_creates` the creates not yet visible in the cache.
 /// - Scale-down removes not-Ready Pods first, then outdated, then newest.
-/// - An outdated Pod is replaced (delete + create) at most `rollout_batch`
-///   at a time, and only while fewer than `rollout_batch` current Pods are
-///   still starting, so the pool never empties during a template change.
+/// - An outdated Pod is replaced (delete + create) at most `rollout.batch`
+///   at a time ([`Rollout::budget`]), so a template change does not
+///   restart the whole pool at once.
 pub fn plan(
     desired: usize,
     idle: &[IdlePod],
     pending_creates: usize,
-    rollout_batch: usize,
+    rollout: Rollout,
 ) -> PoolPlan {
     let count = idle.len() + pending_creates;
     let mut plan = PoolPlan::default();
@@ -142,15 +175,12 @@ pub fn plan(
         return plan;
     }
     plan.create = desired - count;
-    let starting =
-        idle.iter().filter(|p| p.current && !p.ready).count() + pending_creates + plan.create;
-    if starting < rollout_batch {
-        let budget = rollout_batch - starting;
-        let outdated = idle.iter().filter(|p| !p.current).take(budget);
-        for p in outdated {
-            plan.delete.push(Victim::from(p));
-            plan.create += 1;
-        }
+    let starting = idle.iter().filter(|p| p.current && !p.ready).count();
+    let budget = rollout.budget(starting, pending_creates + plan.create);
+    for p in idle.iter().filter(|p| !p.current).take(budget) {
+        plan.delete.push(Victim::from(p));
+        plan.create += 1;
+        plan.rollout += 1;
     }
     plan
 }
@@ -161,6 +191,15 @@ mod tests {
     use crate::controller::warmpool::test_objects::{owner, string_map};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
     use kube::api::ObjectMeta;
+
+    /// A rollout whose recent deletions cover every starting Pod (no
+    /// claim took any): the batch counts all of them.
+    fn own(batch: usize) -> Rollout {
+        Rollout {
+            batch,
+            recent: usize::MAX,
+        }
+    }
 
     fn idle(name: &str, ready: bool, current: bool, created: i64) -> IdlePod {
         IdlePod {
@@ -175,10 +214,10 @@ mod tests {
 
     #[test]
     fn fills_up_to_desired_counting_pending_creates() {
-        assert_eq!(plan(5, &[], 0, 5).create, 5);
-        assert_eq!(plan(5, &[idle("a", true, true, 1)], 2, 5).create, 2);
+        assert_eq!(plan(5, &[], 0, own(5)).create, 5);
+        assert_eq!(plan(5, &[idle("a", true, true, 1)], 2, own(5)).create, 2);
         assert_eq!(
-            plan(3, &[idle("a", true, true, 1)], 2, 5),
+            plan(3, &[idle("a", true, true, 1)], 2, own(5)),
             PoolPlan::default()
         );
     }
@@ -190,7 +229,7 @@ mod tests {
             idle("new", true, true, 9),
             idle("starting", false, true, 5),
         ];
-        let p = plan(1, &pods, 0, 5);
+        let p = plan(1, &pods, 0, own(5));
         let names: Vec<_> = p.delete.iter().map(|v| v.name.as_str()).collect();
         assert_eq!(names, ["starting", "new"]);
         assert_eq!(p.create, 0);
@@ -203,7 +242,7 @@ mod tests {
     fn never_over_creates_while_creates_are_pending() {
         // 2 pending creates and 3 seen: a 4-replica pool must delete 1, not create.
         let pods = [("a", 1), ("b", 2), ("c", 3)].map(|(name, at)| idle(name, true, true, at));
-        let p = plan(4, &pods, 2, 5);
+        let p = plan(4, &pods, 2, own(5));
         assert_eq!(p.create, 0);
         assert_eq!(p.delete.len(), 1);
     }
@@ -213,13 +252,66 @@ mod tests {
         let pods: Vec<_> = (0..10)
             .map(|i| idle(&format!("p{i}"), true, false, i))
             .collect();
-        let p = plan(10, &pods, 0, 3);
+        let p = plan(10, &pods, 0, own(3));
         assert_eq!(p.delete.len(), 3);
         assert_eq!(p.create, 3);
         // While replacements are still starting, no further batch.
         let mut pods2 = pods[3..].to_vec();
         pods2.extend((0..3).map(|i| idle(&format!("n{i}"), false, true, 20 + i)));
-        assert_eq!(plan(10, &pods2, 0, 3), PoolPlan::default());
+        assert_eq!(plan(10, &pods2, 0, own(3)), PoolPlan::default());
+    }
+
+    #[test]
+    fn a_rollout_goes_on_while_claims_keep_taking_starting_pods() {
+        // 8 refills of Pods claims took are starting, 4 outdated Pods wait:
+        // the rollout deleted none lately, so a batch of 3 goes now.
+        let mut pods: Vec<_> = (0..8)
+            .map(|i| idle(&format!("refill{i}"), false, true, 20 + i))
+            .collect();
+        pods.extend((0..4).map(|i| idle(&format!("old{i}"), true, false, i)));
+        let busy = Rollout {
+            batch: 3,
+            recent: 0,
+        };
+        let p = plan(12, &pods, 0, busy);
+        let names: Vec<_> = p.delete.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["old0", "old1", "old2"]);
+        assert_eq!((p.create, p.rollout), (3, 3));
+        // Once it has deleted a batch within the window, it waits.
+        let paced = Rollout {
+            batch: 3,
+            recent: 3,
+        };
+        assert_eq!(plan(12, &pods, 0, paced), PoolPlan::default());
+        // Before the fix the starting refills alone held it back.
+        assert_eq!(plan(12, &pods, 0, own(3)), PoolPlan::default());
+        let tally = Tally {
+            idle: 12,
+            current: 8,
+            current_ready: 0,
+        };
+        assert_eq!(plan_from_counts(12, tally, 0, busy), None);
+        assert_eq!(
+            plan_from_counts(12, tally, 0, paced),
+            Some(PoolPlan::default())
+        );
+    }
+
+    #[test]
+    fn a_pool_whose_creates_fail_replaces_one_batch_and_no_more() {
+        // A batch of 3 was deleted and its creates were refused: 7 outdated
+        // Pods of 10 are left, and the deficit holds the rest back even
+        // once the rollout's window has passed.
+        let pods: Vec<_> = (0..7)
+            .map(|i| idle(&format!("old{i}"), true, false, i))
+            .collect();
+        let later = Rollout {
+            batch: 3,
+            recent: 0,
+        };
+        let p = plan(10, &pods, 0, later);
+        assert_eq!((p.create, p.rollout), (3, 0));
+        assert!(p.delete.is_empty());
     }
 
     #[test]
@@ -242,10 +334,14 @@ mod tests {
                 current: pods.iter().filter(|p| p.current).count(),
                 current_ready: pods.iter().filter(|p| p.current && p.ready).count(),
             };
-            for (desired, pending, batch) in [(0, 0, 1), (3, 0, 2), (4, 1, 5), (6, 2, 3), (8, 0, 9)]
+            let cases = [(0, 0, 1), (3, 0, 2), (4, 1, 5), (6, 2, 3), (8, 0, 9)];
+            for ((desired, pending, batch), recent) in cases
+                .into_iter()
+                .flat_map(|case| [0, 1, usize::MAX].map(|recent| (case, recent)))
             {
-                let full = plan(desired, &pods, pending, batch);
-                match plan_from_counts(desired, tally, pending, batch) {
+                let rollout = Rollout { batch, recent };
+                let full = plan(desired, &pods, pending, rollout);
+                match plan_from_counts(desired, tally, pending, rollout) {
                     Some(quick) => {
                         assert_eq!(quick, full, "mask {mask:b}");
                         answered += 1;
