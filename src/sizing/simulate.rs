@@ -4,14 +4,11 @@
 //! Model: claims arrive as a Poisson process; a claim that finds an idle Pod
 //! is warm and makes that slot busy for one refill time (the replacement
 //! starting). A claim that finds none is cold and, as [`Miss`] says, either
-//! takes the slot whose refill ends first and starts it again (this
+//! takes the slot whose refill started first and starts it again (this
 //! operator: it takes the oldest starting Pod, [`super::model`]) or leaves
 //! the pool untouched (Erlang B's loss system, [`super::erlang`]).
 //! Guarantees: the same seed gives the same result on every platform (own
 //! SplitMix64 generator, no global state).
-
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 
 /// How long a refill takes in the simulation.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -25,7 +22,7 @@ pub enum Refill {
 /// What a claim that finds no idle Pod does to the pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Miss {
-    /// Takes the starting Pod whose start ends first; the pool starts that
+    /// Takes the starting Pod that started first; the pool starts that
     /// slot again (what this operator does).
     TakesOldestStarting,
     /// Starts a Pod of its own; the pool is untouched (Erlang B).
@@ -93,29 +90,26 @@ pub fn simulate(
     seed: u64,
 ) -> SimResult {
     let mut rng = Rng::new(seed);
-    // Completion times of refills in progress (a min-heap of f64 bits: the
-    // times are positive, so their bit patterns order like the values).
-    let mut busy: BinaryHeap<Reverse<u64>> = BinaryHeap::new();
+    // The slots whose refill is under way: (started, Ready at). O(size)
+    // per claim, as the operator picks the oldest start, not the one that
+    // ends first (the two differ when refill times vary).
+    let mut busy: Vec<(f64, f64)> = Vec::new();
     let mut now = 0.0_f64;
     let mut warm = 0;
     for _ in 0..claims {
         now += rng.exponential(1.0 / rate);
-        while busy
-            .peek()
-            .is_some_and(|Reverse(t)| f64::from_bits(*t) <= now)
-        {
-            busy.pop();
-        }
+        busy.retain(|&(_, ready)| ready > now);
         let duration = match refill {
             Refill::Fixed(t) => t,
             Refill::Exponential(mean) => rng.exponential(mean),
         };
         if (busy.len() as u64) < u64::from(size) {
             warm += 1;
-            busy.push(Reverse((now + duration).to_bits()));
-        } else if miss == Miss::TakesOldestStarting && !busy.is_empty() {
-            busy.pop();
-            busy.push(Reverse((now + duration).to_bits()));
+            busy.push((now, now + duration));
+        } else if miss == Miss::TakesOldestStarting
+            && let Some(oldest) = busy.iter_mut().min_by(|a, b| a.0.total_cmp(&b.0))
+        {
+            *oldest = (now, now + duration);
         }
     }
     SimResult { claims, warm }
@@ -167,9 +161,9 @@ mod tests {
     #[test]
     fn taking_the_oldest_starting_pod_follows_the_poisson_model() {
         // Fixed refill: the model is exact, so only sampling noise is left.
-        // Exponential refill: the model is pessimistic, never optimistic,
-        // within a point where it predicts 0.9 or more (the sizes a target
-        // picks), by up to 20 points for pools far too small.
+        // Exponential refill: the model is pessimistic, never optimistic;
+        // within 2 points where it predicts 0.94 or more (the sizes a
+        // target picks), by up to 55 points for pools far too small.
         let mut worst_fixed: f64 = 0.0;
         let mut worst_exp: f64 = 0.0;
         for &size in &[1u32, 2, 5, 10, 20] {
@@ -185,7 +179,7 @@ mod tests {
                     (fixed - formula).abs() < 0.005,
                     "n={size} a={load} fixed: simulated {fixed:.4}, formula {formula:.4}"
                 );
-                let above = if formula >= 0.9 { 0.01 } else { 0.25 };
+                let above = if formula >= 0.94 { 0.03 } else { 0.6 };
                 assert!(
                     exp > formula - 0.005 && exp < formula + above,
                     "n={size} a={load} exponential: simulated {exp:.4}, formula {formula:.4}"
