@@ -9,7 +9,7 @@
 //! - [`webhook`]: the webhook configurations and serving inside `run`.
 //! - [`cli`]: `claim create` / `claim delete` for scripts.
 //! - [`client`]: the API clients (timeouts, the leader write fence).
-//! - [`sizing`]: warm-pool sizing (Erlang B, measurements, recommendation).
+//! - [`sizing`]: warm-pool sizing (the hit-ratio model, measurements, recommendation).
 //! - [`log_pipe`]: log output written by a thread of its own.
 
 pub mod admin;
