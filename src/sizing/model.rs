@@ -102,8 +102,12 @@ pub fn hit_ratio(n: u32, a: f64) -> f64 {
 }
 
 /// The smallest pool whose predicted hit ratio is at least `target`, or
-/// `None` when even `limit` Pods are not enough.
+/// `None` when even `limit` Pods are not enough (or `target` is above 1
+/// or not a number).
 pub fn size_for(a: f64, target: f64, limit: u32) -> Option<u32> {
+    if target.is_nan() || target > 1.0 {
+        return None;
+    }
     if a.is_nan() || a <= 0.0 {
         return Some(0);
     }

@@ -38,6 +38,8 @@ fn no_traffic_is_all_warm_and_no_pool_all_cold() {
     assert_eq!(hit_ratio(10, f64::INFINITY), 0.0);
     assert_eq!(size_for(0.0, 0.99, 10), Some(0));
     assert_eq!(size_for(f64::INFINITY, 0.99, 10), None);
+    assert_eq!(size_for(16.0, 1.5, 100), None);
+    assert_eq!(size_for(16.0, f64::NAN, 100), None);
 }
 
 #[test]
