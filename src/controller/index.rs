@@ -288,7 +288,14 @@ impl PodIndex {
         state.members.live_members(pool, excluded)
     }
 
-    /// Whether `name` is a live member of the pool.
+    /// Whether `name` is a live member of `pool` made from `current` and
+    /// not Ready yet.
+    pub fn is_starting_member(&self, pool: &GroupKey, name: &str, current: &str) -> bool {
+        let state = self.state.read().expect("pod index lock");
+        state.members.is_starting(pool, name, current)
+    }
+
+    /// Whether `name` is a live member of `pool`.
     pub fn is_live_member(&self, pool: &GroupKey, name: &str) -> bool {
         let state = self.state.read().expect("pod index lock");
         state.members.is_live(pool, name)

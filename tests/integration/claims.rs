@@ -411,12 +411,15 @@ async fn template_change_replaces_idle_pods_only() {
 /// the rollout replaced outdated Pods only while fewer than
 /// `--rollout-batch` current Pods were starting, so here it stopped after
 /// its first batch and the outdated Pods, which no claim takes, kept their
-/// slots for as long as the claims came.
+/// slots for as long as the claims came. The new template's Pods start in
+/// 20 s, so a rollout done sooner did not wait for any of them to turn
+/// Ready: it went on because claims took its replacements.
 #[tokio::test]
 async fn a_rollout_goes_on_while_claims_keep_taking_starting_pods() {
+    const NEW_START_MS: u64 = 20_000;
     let ns = TestNs::new("claim-rollout-load").await;
     let _op = ns.operator(&["--rollout-batch", "2"]).await;
-    create(&ns, &template_of("tmpl", listening_agent_pod(3000))).await;
+    create(&ns, &template_of("tmpl", listening_agent_pod(1000))).await;
     create(&ns, &pool("pool", "tmpl", 4)).await;
     wait_pool_ready(&ns, 4).await;
     let outdated = |pods: &[Pod], before: &HashSet<String>| -> Vec<String> {
@@ -432,25 +435,23 @@ async fn a_rollout_goes_on_while_claims_keep_taking_starting_pods() {
         .filter(|p| is_idle(p))
         .map(|p| p.name_any())
         .collect();
+    let change = json!({"spec": {"podTemplate": {"metadata": {
+        "labels": {"version": "2"},
+        "annotations": {"sandbox.test/start-delay-ms": NEW_START_MS.to_string()}}}}});
     ns.api::<SandboxTemplate>()
-        .patch(
-            "tmpl",
-            &PatchParams::default(),
-            &Patch::Merge(
-                json!({"spec": {"podTemplate": {"metadata": {"labels": {"version": "2"}}}}}),
-            ),
-        )
+        .patch("tmpl", &PatchParams::default(), &Patch::Merge(change))
         .await
         .unwrap();
-    // A claim every 0.7 s restarts each of the first batch's two slots
-    // about every 1.4 s, well inside the 3 s start: at most 60 claims.
+    // A claim every 0.7 s, at most 60 of them (42 s).
     let started = Instant::now();
     for n in 0..60 {
         let left = outdated(&ns.list::<Pod>().await, &before);
         if left.is_empty() {
-            println!(
-                "every outdated idle Pod replaced after {:?} and {n} claims",
-                started.elapsed()
+            let took = started.elapsed();
+            println!("every outdated idle Pod replaced after {took:?} and {n} claims");
+            assert!(
+                took < Duration::from_millis(NEW_START_MS),
+                "the rollout ended after {took:?}, when a replacement may have turned Ready"
             );
             assert_no_double_assignment(&ns).await;
             return;
@@ -461,7 +462,7 @@ async fn a_rollout_goes_on_while_claims_keep_taking_starting_pods() {
     let left = outdated(&ns.list::<Pod>().await, &before);
     panic!(
         "{} outdated idle Pods ({left:?}) still hold their slots after {:?} and 60 claims \
-         (rollout batch 2, Pods start in 3 s)",
+         (rollout batch 2, new Pods start in 20 s)",
         left.len(),
         started.elapsed()
     );

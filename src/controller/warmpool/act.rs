@@ -90,6 +90,9 @@ pub(super) struct NewPods<'a> {
     pub hash: &'a str,
     /// How many.
     pub count: usize,
+    /// How many of them replace outdated Pods (the first created are
+    /// recorded as such, see [`super::plan::Rollout`]).
+    pub replacements: usize,
 }
 
 /// What [`act`] did.
@@ -149,6 +152,7 @@ async fn create_pods(
         spec,
         hash,
         count,
+        replacements,
     } = new;
     if count == 0 {
         return Ok(());
@@ -181,6 +185,9 @@ async fn create_pods(
     let (sent, error) = in_waves(ctx, &url, &body, count, |pod| {
         *created += 1;
         ctx.expectations.created(key, pod);
+        if *created <= replacements {
+            ctx.expectations.replacement_created(key, pod);
+        }
         created_seconds.observe(started.elapsed().as_secs_f64());
     })
     .await;

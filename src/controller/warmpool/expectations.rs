@@ -7,7 +7,7 @@
 //! [`EXPECTATION_TTL`], so a lost watch event costs at most that long.
 //! In memory only: safe to lose on restart.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -32,9 +32,12 @@ struct PoolExpectations {
     /// What the pool's NetworkPolicy was last made or checked from (see
     /// [`super::network`]); no expiry, so a resync never writes it again.
     network_policy: Option<serde_json::Value>,
-    /// When each outdated Pod was deleted for a rollout, oldest first (see
-    /// [`super::plan::Rollout`]); pruned to the pacing window on each read.
-    rollouts: VecDeque<Instant>,
+    /// Pods created to replace outdated ones ([`super::plan::Rollout`]),
+    /// until they are Ready, claimed or gone.
+    replacements: HashSet<String>,
+    /// Whether this process has looked at the pool's replacements yet
+    /// (see [`Expectations::replacements_starting`]).
+    met: bool,
 }
 
 impl Expectations {
@@ -167,23 +170,39 @@ impl Expectations {
         self.with_pool(pool, |e| e.network_policy = Some(fingerprint));
     }
 
-    /// Outdated Pods deleted for a rollout within the last `window`.
-    pub fn recent_rollouts(&self, pool: &str, window: Duration) -> usize {
+    /// How many of the pool's replacements are still starting (`starting`
+    /// says whether a name is a live member of the current template, not
+    /// Ready yet). The first time this process looks at the pool, every
+    /// Pod `starting_now` lists is taken for one: an earlier process may
+    /// have made them (a restart, a new leader), and counting none would
+    /// let a batch through while they start. Replacements whose create
+    /// the cache has not shown yet are left for the pending creates to
+    /// count; those that no longer start (Ready, claimed, deleted) are
+    /// forgotten.
+    pub fn replacements_starting(
+        &self,
+        pool: &str,
+        starting: impl Fn(&str) -> bool,
+        starting_now: impl FnOnce() -> Vec<String>,
+    ) -> usize {
         self.with_pool(pool, |e| {
-            while e.rollouts.front().is_some_and(|at| at.elapsed() >= window) {
-                e.rollouts.pop_front();
+            if !e.met {
+                e.met = true;
+                e.replacements.extend(starting_now());
             }
-            e.rollouts.len()
+            let creates = &e.creates;
+            e.replacements
+                .retain(|name| creates.contains_key(name) || starting(name));
+            e.replacements
+                .iter()
+                .filter(|name| !creates.contains_key(*name))
+                .count()
         })
     }
 
-    /// Records `count` outdated Pods deleted for a rollout now.
-    pub fn rolled_out(&self, pool: &str, count: usize) {
-        if count > 0 {
-            self.with_pool(pool, |e| {
-                e.rollouts.extend((0..count).map(|_| Instant::now()))
-            });
-        }
+    /// Records a Pod created to replace an outdated one.
+    pub fn replacement_created(&self, pool: &str, name: &str) {
+        self.with_pool(pool, |e| e.replacements.insert(name.to_string()));
     }
 
     /// Drops everything about a pool (it was deleted).
@@ -267,5 +286,44 @@ mod tests {
         e.network_policy_made("p", v.clone());
         e.network_policy_gone("p");
         assert!(!e.network_policy_done("p", &v));
+    }
+
+    #[test]
+    fn replacements_count_while_they_start_inherited_ones_too() {
+        let e = Expectations::default();
+        let starting = |set: &'static [&'static str]| move |n: &str| set.contains(&n);
+        // Met after a restart: the Pods starting then count, once.
+        let first =
+            e.replacements_starting("p", starting(&["a", "b"]), || vec!["a".into(), "b".into()]);
+        assert_eq!(first, 2);
+        let again = e.replacements_starting("p", starting(&["a", "b"]), || {
+            panic!("listed once per pool")
+        });
+        assert_eq!(again, 2);
+        // A replacement still pending its create is the pending creates'
+        // to count; once seen starting it counts here.
+        e.created("p", "r1");
+        e.replacement_created("p", "r1");
+        assert_eq!(
+            e.replacements_starting("p", starting(&["a", "b"]), Vec::new),
+            2
+        );
+        e.settle("p", &HashSet::from(["r1".to_string()]));
+        assert_eq!(
+            e.replacements_starting("p", starting(&["a", "b", "r1"]), Vec::new),
+            3
+        );
+        // Ready, claimed or gone: forgotten, and not counted if it starts
+        // again under another name's slot.
+        assert_eq!(e.replacements_starting("p", starting(&["b"]), Vec::new), 1);
+        assert_eq!(
+            e.replacements_starting("p", starting(&["a", "b", "r1"]), Vec::new),
+            1
+        );
+        // Another pool is met on its own.
+        assert_eq!(
+            e.replacements_starting("q", starting(&["x"]), || vec!["x".into()]),
+            1
+        );
     }
 }

@@ -301,6 +301,15 @@ impl Groups {
         true
     }
 
+    /// Whether `name` is a live member of the pool made from `current` (a
+    /// [`current_key`]) and not Ready yet: still starting.
+    pub fn is_starting(&self, key: &GroupKey, name: &str, current: &str) -> bool {
+        self.groups
+            .get(key)
+            .and_then(|g| g.members.get(name))
+            .is_some_and(|m| m.live() && m.is_current(current) && !m.ready)
+    }
+
     /// Whether `name` is a live member (not terminating) of the pool.
     pub fn is_live(&self, key: &GroupKey, name: &str) -> bool {
         self.groups

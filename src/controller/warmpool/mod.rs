@@ -111,11 +111,14 @@ pub async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<Context>) -> Result<
 
     // Decide.
     let (measurement, sizing) = size::size_pool(&ctx, &pool);
+    let group = &members.group;
     let rollout = Rollout {
         batch: ctx.config.rollout_batch.max(1),
-        recent: ctx
-            .expectations
-            .recent_rollouts(&key, rollout_window(measurement.refill_seconds)),
+        replacements: ctx.expectations.replacements_starting(
+            &key,
+            |name| ctx.caches.index.is_starting_member(group, name, &current),
+            || observe::starting_members(&ctx, &members, &current),
+        ),
     };
     let decision = decide(
         &ctx,
@@ -147,7 +150,6 @@ pub async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<Context>) -> Result<
             &decision.delete[..decision.delete.len() - decision.rollout],
         )
     } else {
-        ctx.expectations.rolled_out(&key, decision.rollout);
         (decision.create, &decision.delete[..])
     };
 
@@ -157,6 +159,7 @@ pub async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<Context>) -> Result<
         spec,
         hash: &hash,
         count: creates,
+        replacements: decision.rollout.min(creates),
     });
     let act::Acted {
         deleted,
@@ -221,13 +224,4 @@ fn decide(
         let idle = observe::idle_pods(ctx, members, current);
         plan(desired, &idle, members.pending_creates, rollout)
     })
-}
-
-/// How long an outdated Pod deleted for a rollout counts against the batch
-/// ([`Rollout`]): the pool's mean refill time, about how long its
-/// replacement takes to start, else 30 s (a changed template starts its
-/// refill times afresh); at least 1 s.
-fn rollout_window(refill_seconds: Option<f64>) -> Duration {
-    let seconds = refill_seconds.filter(|s| s.is_finite()).unwrap_or(30.0);
-    Duration::from_secs_f64(seconds.clamp(1.0, 3600.0))
 }

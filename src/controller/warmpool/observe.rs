@@ -99,6 +99,19 @@ pub(super) fn idle_pods(ctx: &Context, members: &Members, current: &str) -> Vec<
         .collect()
 }
 
+/// The names of the pool's members made from `current` that are not Ready
+/// yet. O(members): once per pool and process (see
+/// [`super::Expectations::replacements_starting`]).
+pub(super) fn starting_members(ctx: &Context, members: &Members, current: &str) -> Vec<String> {
+    ctx.caches
+        .index
+        .pool_members(&members.group, &members.pending_deletes)
+        .into_iter()
+        .filter(|(_, m)| m.is_current(current) && !m.ready)
+        .map(|(name, _)| name)
+        .collect()
+}
+
 /// The pool's template from the cache (or the API); `None` after reporting
 /// `TemplateNotFound` in the status.
 pub(super) async fn template_of(

@@ -57,27 +57,29 @@ impl From<&IdlePod> for Victim {
 pub struct Rollout {
     /// Replacements at a time (`--rollout-batch`).
     pub batch: usize,
-    /// Outdated Pods this process deleted for the rollout within the last
-    /// pacing window ([`super::Expectations::recent_rollouts`]).
-    pub recent: usize,
+    /// The Pods created to replace outdated ones that are still starting
+    /// ([`super::Expectations::replacements_starting`]).
+    pub replacements: usize,
 }
 
 impl Rollout {
     /// Replacements that may start now: the batch less those under way,
-    /// where current Pods already starting count only up to the rollout's
-    /// own recent deletions and creates not started yet (`unstarted`:
-    /// pending, or this plan's) count in full. The other starting Pods are
+    /// which are the replacements still starting and the creates not
+    /// started yet
+    /// (`unstarted`: pending, or this plan's). Other starting Pods are
     /// refills of Pods that claims took (a claim that finds no Ready Pod
-    /// takes a starting one), which under steady load never drop below
-    /// the batch: before (found by review) the rollout then waited for a
-    /// replacement to turn Ready untaken, and a pool of 27 at 16 claims per
-    /// refill time kept 14 outdated Pods, serving 5% warm, for hours. A
-    /// pool whose creates fail keeps its deficit as `unstarted`, so it
-    /// replaces one batch and no more: the outdated Pods stay, ready to
-    /// serve again if the template is changed back.
+    /// takes a starting one, replacements included), which under steady
+    /// load never drop below the batch: before (found by review) the
+    /// rollout counted them and waited for a Pod to turn Ready untaken,
+    /// and a pool of 27 at 16 claims per refill time kept 14 outdated
+    /// Pods, serving 5% warm, for hours. A replacement that never turns
+    /// Ready (its Pods crash or stay Pending) holds its place in the batch,
+    /// so a broken template replaces one batch only, and creates that fail
+    /// hold theirs as `unstarted`: the outdated Pods stay, ready to serve
+    /// again if the template is changed back.
     pub fn budget(&self, starting: usize, unstarted: usize) -> usize {
-        self.batch
-            .saturating_sub(starting.min(self.recent) + unstarted)
+        let under_way = self.replacements.min(starting);
+        self.batch.saturating_sub(under_way + unstarted)
     }
 }
 
@@ -192,12 +194,13 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
     use kube::api::ObjectMeta;
 
-    /// A rollout whose recent deletions cover every starting Pod (no
-    /// claim took any): the batch counts all of them.
+    /// A rollout that takes every starting current Pod for one of its
+    /// replacements (the rule before the fix; after a restart, for the
+    /// Pods starting when the process met the pool).
     fn own(batch: usize) -> Rollout {
         Rollout {
             batch,
-            recent: usize::MAX,
+            replacements: usize::MAX,
         }
     }
 
@@ -264,26 +267,28 @@ mod tests {
     #[test]
     fn a_rollout_goes_on_while_claims_keep_taking_starting_pods() {
         // 8 refills of Pods claims took are starting, 4 outdated Pods wait:
-        // the rollout deleted none lately, so a batch of 3 goes now.
+        // none of the rollout's replacements is starting, so a batch of 3
+        // goes now.
         let mut pods: Vec<_> = (0..8)
             .map(|i| idle(&format!("refill{i}"), false, true, 20 + i))
             .collect();
         pods.extend((0..4).map(|i| idle(&format!("old{i}"), true, false, i)));
         let busy = Rollout {
             batch: 3,
-            recent: 0,
+            replacements: 0,
         };
         let p = plan(12, &pods, 0, busy);
         let names: Vec<_> = p.delete.iter().map(|v| v.name.as_str()).collect();
         assert_eq!(names, ["old0", "old1", "old2"]);
         assert_eq!((p.create, p.rollout), (3, 3));
-        // Once it has deleted a batch within the window, it waits.
+        // While 3 of its replacements are starting, it waits.
         let paced = Rollout {
             batch: 3,
-            recent: 3,
+            replacements: 3,
         };
         assert_eq!(plan(12, &pods, 0, paced), PoolPlan::default());
-        // Before the fix the starting refills alone held it back.
+        // Taking every starting Pod for its own (the rule before the fix),
+        // the starting refills hold it back.
         assert_eq!(plan(12, &pods, 0, own(3)), PoolPlan::default());
         let tally = Tally {
             idle: 12,
@@ -300,18 +305,29 @@ mod tests {
     #[test]
     fn a_pool_whose_creates_fail_replaces_one_batch_and_no_more() {
         // A batch of 3 was deleted and its creates were refused: 7 outdated
-        // Pods of 10 are left, and the deficit holds the rest back even
-        // once the rollout's window has passed.
+        // Pods of 10 are left and no replacement exists; the deficit holds
+        // the rest back.
         let pods: Vec<_> = (0..7)
             .map(|i| idle(&format!("old{i}"), true, false, i))
             .collect();
-        let later = Rollout {
+        let none_starting = Rollout {
             batch: 3,
-            recent: 0,
+            replacements: 0,
         };
-        let p = plan(10, &pods, 0, later);
+        let p = plan(10, &pods, 0, none_starting);
         assert_eq!((p.create, p.rollout), (3, 0));
         assert!(p.delete.is_empty());
+        // Replacements that never turn Ready (a broken template) hold
+        // theirs: 3 of them starting, 4 outdated left, nothing more goes.
+        let mut pods: Vec<_> = (0..4)
+            .map(|i| idle(&format!("old{i}"), true, false, i))
+            .collect();
+        pods.extend((0..3).map(|i| idle(&format!("crashing{i}"), false, true, 10 + i)));
+        let stuck = Rollout {
+            batch: 3,
+            replacements: 3,
+        };
+        assert_eq!(plan(7, &pods, 0, stuck), PoolPlan::default());
     }
 
     #[test]
@@ -335,11 +351,14 @@ mod tests {
                 current_ready: pods.iter().filter(|p| p.current && p.ready).count(),
             };
             let cases = [(0, 0, 1), (3, 0, 2), (4, 1, 5), (6, 2, 3), (8, 0, 9)];
-            for ((desired, pending, batch), recent) in cases
+            for ((desired, pending, batch), known) in cases
                 .into_iter()
-                .flat_map(|case| [0, 1, usize::MAX].map(|recent| (case, recent)))
+                .flat_map(|case| [usize::MAX, 0, 1, 2, 4].map(|known| (case, known)))
             {
-                let rollout = Rollout { batch, recent };
+                let rollout = Rollout {
+                    batch,
+                    replacements: known,
+                };
                 let full = plan(desired, &pods, pending, rollout);
                 match plan_from_counts(desired, tally, pending, rollout) {
                     Some(quick) => {
