@@ -288,8 +288,8 @@ impl PodIndex {
         state.members.live_members(pool, excluded)
     }
 
-    /// Whether `name` is a live member of `pool` made from `current` and
-    /// not Ready yet.
+    /// Whether `name` is a live member of `pool` made from `current` that
+    /// has never been Ready.
     pub fn is_starting_member(&self, pool: &GroupKey, name: &str, current: &str) -> bool {
         let state = self.state.read().expect("pod index lock");
         state.members.is_starting(pool, name, current)

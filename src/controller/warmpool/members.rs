@@ -302,12 +302,16 @@ impl Groups {
     }
 
     /// Whether `name` is a live member of the pool made from `current` (a
-    /// [`current_key`]) and not Ready yet: still starting.
+    /// [`current_key`]) that has never been Ready: still starting, or ended
+    /// or failing without ever serving (a replacement that holds its place
+    /// in the rollout's batch, see `plan::Rollout`).
     pub fn is_starting(&self, key: &GroupKey, name: &str, current: &str) -> bool {
         self.groups
             .get(key)
             .and_then(|g| g.members.get(name))
-            .is_some_and(|m| m.live() && m.is_current(current) && !m.ready)
+            .is_some_and(|m| {
+                m.live() && m.current_key().as_deref() == Some(current) && !m.ready && !m.ever_ready
+            })
     }
 
     /// Whether `name` is a live member (not terminating) of the pool.

@@ -64,22 +64,23 @@ pub struct Rollout {
 
 impl Rollout {
     /// Replacements that may start now: the batch less those under way,
-    /// which are the replacements still starting and the creates not
-    /// started yet
-    /// (`unstarted`: pending, or this plan's). Other starting Pods are
+    /// which are the replacements not Ready yet and the creates not
+    /// started yet (`unstarted`: pending, or this plan's). Other starting
+    /// Pods are
     /// refills of Pods that claims took (a claim that finds no Ready Pod
     /// takes a starting one, replacements included), which under steady
     /// load never drop below the batch: before (found by review) the
     /// rollout counted them and waited for a Pod to turn Ready untaken,
     /// and a pool of 27 at 16 claims per refill time kept 14 outdated
     /// Pods, serving 5% warm, for hours. A replacement that never turns
-    /// Ready (its Pods crash or stay Pending) holds its place in the batch,
+    /// Ready (its Pods crash, exit or stay Pending) holds its place in the
+    /// batch,
     /// so a broken template replaces one batch only, and creates that fail
     /// hold theirs as `unstarted`: the outdated Pods stay, ready to serve
     /// again if the template is changed back.
-    pub fn budget(&self, starting: usize, unstarted: usize) -> usize {
-        let under_way = self.replacements.min(starting);
-        self.batch.saturating_sub(under_way + unstarted)
+    pub fn budget(&self, unstarted: usize) -> usize {
+        self.batch
+            .saturating_sub(self.replacements.saturating_add(unstarted))
     }
 }
 
@@ -129,9 +130,8 @@ pub fn plan_from_counts(
         return None;
     }
     let create = desired - count;
-    let starting = tally.current - tally.current_ready;
     let outdated = tally.idle - tally.current;
-    if rollout.budget(starting, pending_creates + create) > 0 && outdated > 0 {
+    if rollout.budget(pending_creates + create) > 0 && outdated > 0 {
         return None;
     }
     Some(PoolPlan {
@@ -177,8 +177,7 @@ pub fn plan(
         return plan;
     }
     plan.create = desired - count;
-    let starting = idle.iter().filter(|p| p.current && !p.ready).count();
-    let budget = rollout.budget(starting, pending_creates + plan.create);
+    let budget = rollout.budget(pending_creates + plan.create);
     for p in idle.iter().filter(|p| !p.current).take(budget) {
         plan.delete.push(Victim::from(p));
         plan.create += 1;
@@ -194,13 +193,11 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
     use kube::api::ObjectMeta;
 
-    /// A rollout that takes every starting current Pod for one of its
-    /// replacements (the rule before the fix; after a restart, for the
-    /// Pods starting when the process met the pool).
-    fn own(batch: usize) -> Rollout {
+    /// A rollout of `batch` with `replacements` not Ready yet.
+    fn rollout(batch: usize, replacements: usize) -> Rollout {
         Rollout {
             batch,
-            replacements: usize::MAX,
+            replacements,
         }
     }
 
@@ -217,10 +214,13 @@ mod tests {
 
     #[test]
     fn fills_up_to_desired_counting_pending_creates() {
-        assert_eq!(plan(5, &[], 0, own(5)).create, 5);
-        assert_eq!(plan(5, &[idle("a", true, true, 1)], 2, own(5)).create, 2);
+        assert_eq!(plan(5, &[], 0, rollout(5, 0)).create, 5);
         assert_eq!(
-            plan(3, &[idle("a", true, true, 1)], 2, own(5)),
+            plan(5, &[idle("a", true, true, 1)], 2, rollout(5, 0)).create,
+            2
+        );
+        assert_eq!(
+            plan(3, &[idle("a", true, true, 1)], 2, rollout(5, 0)),
             PoolPlan::default()
         );
     }
@@ -232,7 +232,7 @@ mod tests {
             idle("new", true, true, 9),
             idle("starting", false, true, 5),
         ];
-        let p = plan(1, &pods, 0, own(5));
+        let p = plan(1, &pods, 0, rollout(5, 0));
         let names: Vec<_> = p.delete.iter().map(|v| v.name.as_str()).collect();
         assert_eq!(names, ["starting", "new"]);
         assert_eq!(p.create, 0);
@@ -245,7 +245,7 @@ mod tests {
     fn never_over_creates_while_creates_are_pending() {
         // 2 pending creates and 3 seen: a 4-replica pool must delete 1, not create.
         let pods = [("a", 1), ("b", 2), ("c", 3)].map(|(name, at)| idle(name, true, true, at));
-        let p = plan(4, &pods, 2, own(5));
+        let p = plan(4, &pods, 2, rollout(5, 0));
         assert_eq!(p.create, 0);
         assert_eq!(p.delete.len(), 1);
     }
@@ -255,13 +255,13 @@ mod tests {
         let pods: Vec<_> = (0..10)
             .map(|i| idle(&format!("p{i}"), true, false, i))
             .collect();
-        let p = plan(10, &pods, 0, own(3));
+        let p = plan(10, &pods, 0, rollout(3, 0));
         assert_eq!(p.delete.len(), 3);
         assert_eq!(p.create, 3);
         // While replacements are still starting, no further batch.
         let mut pods2 = pods[3..].to_vec();
         pods2.extend((0..3).map(|i| idle(&format!("n{i}"), false, true, 20 + i)));
-        assert_eq!(plan(10, &pods2, 0, own(3)), PoolPlan::default());
+        assert_eq!(plan(10, &pods2, 0, rollout(3, 3)), PoolPlan::default());
     }
 
     #[test]
@@ -287,9 +287,10 @@ mod tests {
             replacements: 3,
         };
         assert_eq!(plan(12, &pods, 0, paced), PoolPlan::default());
-        // Taking every starting Pod for its own (the rule before the fix),
-        // the starting refills hold it back.
-        assert_eq!(plan(12, &pods, 0, own(3)), PoolPlan::default());
+        // Taking every starting Pod for its own (the rule before the fix,
+        // and after a restart for the Pods then starting), the starting
+        // refills hold it back.
+        assert_eq!(plan(12, &pods, 0, rollout(3, 8)), PoolPlan::default());
         let tally = Tally {
             idle: 12,
             current: 8,
@@ -353,7 +354,7 @@ mod tests {
             let cases = [(0, 0, 1), (3, 0, 2), (4, 1, 5), (6, 2, 3), (8, 0, 9)];
             for ((desired, pending, batch), known) in cases
                 .into_iter()
-                .flat_map(|case| [usize::MAX, 0, 1, 2, 4].map(|known| (case, known)))
+                .flat_map(|case| [0, 1, 2, 4, 9].map(|known| (case, known)))
             {
                 let rollout = Rollout {
                     batch,

@@ -264,3 +264,23 @@ fn a_pod_is_grouped_by_namespace_pool_label_and_controller_uid() {
     let (other, _) = Member::of(&pod(&[(POOL_LABEL, "pool")], "someone", true)).unwrap();
     assert_ne!(other, key());
 }
+
+#[test]
+fn a_replacement_starts_until_it_has_been_ready_even_if_it_ended() {
+    let mut groups = Groups::default();
+    let current = current_key("t", "h1");
+    groups.put(&key(), "starting", member(false, false, false, "h1"));
+    groups.put(&key(), "exited", member(false, false, true, "h1"));
+    groups.put(&key(), "ready", member(true, false, false, "h1"));
+    groups.put(&key(), "old", member(false, false, false, "h0"));
+    groups.put(&key(), "going", member(false, true, false, "h1"));
+    // Ready once, then not: it served its turn in the batch.
+    groups.put(&key(), "was-ready", member(true, false, false, "h1"));
+    groups.put(&key(), "was-ready", member(false, false, false, "h1"));
+    let starting = |name: &str| groups.is_starting(&key(), name, &current);
+    assert!(starting("starting"));
+    assert!(starting("exited"), "an exited replacement holds its place");
+    for name in ["ready", "old", "going", "was-ready", "unknown"] {
+        assert!(!starting(name), "{name}");
+    }
+}
