@@ -31,7 +31,8 @@ const MAX_ATTEMPTS: usize = 5;
 /// written. A configuration that does not exist (yet) is reported in
 /// [`Injection::missing`] rather than failing the call: it may be created
 /// later, and the next call fills it in. Every named configuration is
-/// attempted even if an earlier one fails; the first error is returned.
+/// attempted even if an earlier one fails; the first error is returned (and
+/// not logged here), the others are logged.
 pub async fn inject_ca_bundle(
     client: &Client,
     mutating_names: &[String],
@@ -55,9 +56,11 @@ pub async fn inject_ca_bundle(
             Ok((object, Outcome::Changed)) => injection.changed.push(object),
             Ok((_, Outcome::AlreadySet)) => {}
             Ok((object, Outcome::Missing)) => injection.missing.push(object),
+            // The first error is the caller's to report; only the others
+            // are logged here.
+            Err(error) if first_error.is_none() => first_error = Some(error),
             Err(error) => {
-                tracing::warn!(error = %error.describe(), "caBundle injection failed");
-                first_error.get_or_insert(error);
+                tracing::warn!(error = %error.describe(), "caBundle injection failed too");
             }
         }
     }

@@ -35,14 +35,21 @@
 //! configurations it injects into, by name, and runs a pass as soon as one
 //! shows a bundle other than the one it last published (debounced, spaced
 //! out if another writer keeps resetting it, never triggered by its own
-//! write; see `reset_watch.rs`). The periodic pass stays as the backstop,
-//! for instance while that watch fails.
+//! write, a failed repair retried after 1 s, 2 s, 4 s, ... up to the check
+//! interval; see `reset_watch.rs`). The periodic pass stays as the
+//! backstop, for instance while that watch fails or is forbidden (RBAC
+//! without `list` and `watch` on the configurations: then a reset is
+//! repaired up to one check interval later).
 //!
 //! Caveat: replicas publish the bundle they last read from the Secret. A
 //! replica that read the Secret just before another replaced the CA can
-//! publish the older bundle once more; the configurations are corrected by
-//! its next pass, one check interval later. Scheduled CA replacements are
-//! years apart.
+//! publish the older bundle once more. The watch of the replica that
+//! published the newer bundle sees that at once and its pass (which reads
+//! the Secret) puts the newer bundle back, within a second or so; the
+//! stale replica's own watch makes it re-read the Secret and adopt the
+//! newer CA, writing nothing. Without the watch, the configurations are
+//! corrected by the next pass of a replica holding the newer CA, up to one
+//! check interval later. Scheduled CA replacements are years apart.
 
 use std::{future::Future, pin::pin, time::Duration};
 
@@ -52,9 +59,9 @@ use kube::Client;
 use tokio::sync::watch;
 
 use crate::{
-    IssuedCertificate, PkiSettings, Renewal, Result, StoredPki, inject_ca_bundle, load_or_create,
-    plan_renewal,
-    reset_watch::{self, FailureLog, Repairs, Report},
+    Injection, IssuedCertificate, PkiSettings, Renewal, Result, StoredPki, inject_ca_bundle,
+    load_or_create, plan_renewal,
+    reset_watch::{self, FailureLog, Repairs, Report, Wait},
     rotate,
 };
 
@@ -122,6 +129,12 @@ impl CertManager {
     /// in by a later pass (under [`run`](Self::run), as soon as its watch
     /// sees them created); API errors fail the pass.
     pub async fn ensure(&mut self) -> Result<IssuedCertificate> {
+        self.pass().await.map(|(serving, _)| serving)
+    }
+
+    /// [`ensure`](Self::ensure), also returning what it did to the webhook
+    /// configurations.
+    async fn pass(&mut self) -> Result<(IssuedCertificate, Injection)> {
         let CertManagerConfig {
             namespace,
             secret_name,
@@ -178,7 +191,7 @@ impl CertManager {
         });
         let serving = stored.pki.serving.clone();
         self.current = Some(stored);
-        Ok(serving)
+        Ok((serving, injection))
     }
 
     /// Repeats [`ensure`](Self::ensure) every check interval until
@@ -192,8 +205,9 @@ impl CertManager {
     ///
     /// Meanwhile it watches the webhook configurations it injects into and
     /// runs a pass at once (150 ms after the first change it sees) when
-    /// one no longer carries the bundle it last published on every entry;
-    /// see the module docs.
+    /// one no longer carries the bundle it last published on every entry,
+    /// retrying a failed one after 1 s, 2 s, 4 s, ... (up to the check
+    /// interval); see the module docs.
     pub async fn run<F, E>(mut self, on_serving_pair: F, shutdown: impl Future<Output = ()>)
     where
         F: Fn(&str, &str) -> std::result::Result<(), E>,
@@ -227,70 +241,197 @@ impl CertManager {
                 () = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)),
                     if due.is_some() => true,
                 Some(report) = reports.next() => {
-                    self.judge(report, &mut repairs, &mut failures);
+                    let published = self.current.as_ref().map(|stored| stored.pki.ca_bundle.as_str());
+                    judge(
+                        published,
+                        report,
+                        &mut repairs,
+                        &mut failures,
+                        interval,
+                        tokio::time::Instant::now(),
+                    );
                     continue;
                 }
             };
-            if repair && let Some(spacing) = repairs.started(tokio::time::Instant::now()) {
-                tracing::warn!(
-                    "the webhook configurations' caBundle keeps being reset; repairs are now at \
-                     least {spacing:?} apart (is another process injecting another CA under the \
-                     same configuration names?)"
-                );
+            if repair {
+                repairs.started(tokio::time::Instant::now());
             }
             let outcome = tokio::select! {
                 () = &mut shutdown => return,
-                outcome = self.ensure() => outcome,
+                outcome = self.pass() => outcome,
             };
-            match &outcome {
-                Ok(_) => repairs.pass_done(),
-                Err(_) if repair => repairs.failed(tokio::time::Instant::now()),
-                Err(_) => {}
-            }
-            match outcome {
-                Ok(serving) if handed_out.as_deref() != Some(serving.cert_pem.as_str()) => {
-                    match on_serving_pair(&serving.cert_pem, &serving.key_pem) {
-                        Ok(()) => handed_out = Some(serving.cert_pem),
-                        Err(error) => tracing::warn!(
-                            %error,
-                            "the server did not take the new webhook serving pair, offering it again in {interval:?}"
-                        ),
+            let serving = match outcome {
+                Ok((serving, injection)) => {
+                    let wrote = !injection.changed.is_empty();
+                    if repair && wrote {
+                        tracing::info!(
+                            objects = ?injection.changed,
+                            "caBundle reset by another writer, put back"
+                        );
+                    } else if repair {
+                        tracing::debug!(
+                            "no webhook configuration lacked the caBundle (already repaired, or \
+                             another replica published a newer CA)"
+                        );
                     }
+                    if let Some(spacing) = repairs.pass_succeeded(repair && wrote) {
+                        tracing::warn!(
+                            "the webhook configurations' caBundle keeps being reset; repairs are now \
+                             at least {spacing:?} apart (is another process injecting another CA \
+                             under the same configuration names?)"
+                        );
+                    }
+                    serving
                 }
-                Ok(_) => {}
-                Err(error) if repair => tracing::warn!(
-                    error = %error.describe(),
-                    "repairing the webhook configurations' caBundle failed, retrying"
-                ),
-                Err(error) => tracing::warn!(
-                    error = %error.describe(),
-                    "webhook certificate pass failed, retrying in {interval:?}"
-                ),
+                Err(error) => {
+                    let now = tokio::time::Instant::now();
+                    let retry_at = repairs.pass_failed(now);
+                    if repair {
+                        tracing::warn!(
+                            error = %error.describe(),
+                            "repairing the webhook configurations' caBundle failed, retrying in {:?}",
+                            retry_at.duration_since(now)
+                        );
+                    } else {
+                        tracing::warn!(
+                            error = %error.describe(),
+                            "webhook certificate pass failed, retrying in {interval:?} (sooner if a \
+                             configuration's caBundle is seen reset)"
+                        );
+                    }
+                    continue;
+                }
+            };
+            if handed_out.as_deref() != Some(serving.cert_pem.as_str()) {
+                match on_serving_pair(&serving.cert_pem, &serving.key_pem) {
+                    Ok(()) => handed_out = Some(serving.cert_pem),
+                    Err(error) => tracing::warn!(
+                        %error,
+                        "the server did not take the new webhook serving pair, offering it again in {interval:?}"
+                    ),
+                }
             }
         }
     }
+}
 
-    /// Takes in what the configuration watches report: a configuration
-    /// without the bundle this process last published schedules a repair.
-    /// Before the first successful pass nothing was published, and the
-    /// periodic pass is in charge.
-    fn judge(&self, report: Report, repairs: &mut Repairs, failures: &mut FailureLog) {
-        match report {
-            Report::Seen(seen) => {
-                failures.working(&seen.object);
-                let published = self.current.as_ref().map(|stored| &stored.pki.ca_bundle);
-                if let Some(published) = published
-                    && seen.differs_from(published)
-                    && repairs.reset_seen(tokio::time::Instant::now())
-                {
-                    tracing::info!(
-                        object = %seen.object,
-                        "caBundle reset by another writer, repairing it now"
-                    );
-                }
+/// Takes in what the configuration watches report at `now`: a
+/// configuration without the bundle this process last `published`
+/// schedules a repair. Before the first successful pass nothing was
+/// published: the first pass runs at once, and once it failed, any
+/// configuration seen brings its retry forward (after the backoff) from the
+/// next check.
+fn judge(
+    published: Option<&str>,
+    report: Report,
+    repairs: &mut Repairs,
+    failures: &mut FailureLog,
+    check_interval: Duration,
+    now: tokio::time::Instant,
+) {
+    match report {
+        Report::Seen(seen) => {
+            failures.working(&seen.object);
+            let reset = match published {
+                Some(published) => seen.differs_from(published),
+                None => repairs.failing(),
+            };
+            if !reset {
+                return;
             }
-            Report::Listed { object } => failures.working(&object),
-            Report::Failed { object, error } => failures.failed(&object, &error),
+            let object = &seen.object;
+            match repairs.reset_seen(now) {
+                // Joins the repair already scheduled.
+                None => {}
+                Some((_, Wait::Debounce)) => tracing::debug!(
+                    %object,
+                    "a webhook configuration lacks the published caBundle, checking it now"
+                ),
+                Some((at, Wait::Spacing)) => tracing::info!(
+                    %object,
+                    "a webhook configuration lacks the published caBundle again; repairs are spaced \
+                     out while it keeps being reset, repairing it in {:?}",
+                    at.duration_since(now)
+                ),
+                Some((at, Wait::Retry)) => tracing::info!(
+                    %object,
+                    "a webhook configuration may lack the caBundle; the last certificate pass \
+                     failed, retrying it in {:?}",
+                    at.duration_since(now)
+                ),
+            }
         }
+        Report::Listed { object } => failures.working(&object),
+        Report::Failed { object, error } => failures.failed(&object, &error),
+        Report::Forbidden { object, error } => {
+            failures.forbidden(&object, &error, check_interval);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reset_watch::tests::seen;
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    /// Review: before any pass succeeded, reports were ignored, so a first
+    /// pass that failed inside `run` was retried only a full check
+    /// interval later, whatever the watch saw.
+    #[test]
+    fn a_configuration_seen_after_a_failed_first_pass_brings_the_retry_forward() {
+        let start = tokio::time::Instant::now();
+        let mut repairs = Repairs::new(MINUTE);
+        let mut failures = FailureLog::default();
+        // No pass yet: the first one runs at once anyway.
+        judge(
+            None,
+            Report::Seen(seen(&[None])),
+            &mut repairs,
+            &mut failures,
+            MINUTE,
+            start,
+        );
+        assert_eq!(repairs.due(), None);
+        // The first pass fails.
+        let retry_at = repairs.pass_failed(start);
+        let now = start + Duration::from_millis(100);
+        judge(
+            None,
+            Report::Seen(seen(&[None])),
+            &mut repairs,
+            &mut failures,
+            MINUTE,
+            now,
+        );
+        assert_eq!(repairs.due(), Some(retry_at), "retried after the backoff");
+        assert!(retry_at < start + MINUTE);
+    }
+
+    #[test]
+    fn only_a_configuration_without_the_published_bundle_is_a_reset() {
+        let now = tokio::time::Instant::now();
+        let mut repairs = Repairs::new(MINUTE);
+        let mut failures = FailureLog::default();
+        let published = Some("PEM");
+        judge(
+            published,
+            Report::Seen(seen(&[Some("PEM")])),
+            &mut repairs,
+            &mut failures,
+            MINUTE,
+            now,
+        );
+        assert_eq!(repairs.due(), None, "our own write");
+        judge(
+            published,
+            Report::Seen(seen(&[Some("PEM"), None])),
+            &mut repairs,
+            &mut failures,
+            MINUTE,
+            now,
+        );
+        assert_eq!(repairs.due(), Some(now + reset_watch::DEBOUNCE));
     }
 }

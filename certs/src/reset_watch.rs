@@ -27,21 +27,34 @@
 //!   reset seen within [`DEBOUNCE`] of the first is repaired by one pass.
 //! - **A fight** with another writer that keeps setting a different bundle
 //!   (say a second process injecting another CA under the same
-//!   configuration name): repairs that follow each other closely are spaced
-//!   1 s, 2 s, 4 s, ... apart, up to the check interval (60 s at most),
-//!   with one warning; one quiet period and repairs are immediate again.
+//!   configuration name): repairs that wrote a configuration and follow
+//!   each other closely are spaced 1 s, 2 s, 4 s, ... apart, up to the
+//!   check interval (60 s at most), with one warning. Only repairs that
+//!   wrote count: a pass that found nothing to write (a late event of a
+//!   reset an earlier pass already repaired, a newer CA another replica
+//!   published) is no sign of a fight. A writing repair that starts more
+//!   than twice the current spacing plus 10 s after the previous one ends
+//!   the fight: repairs are immediate again.
+//! - **A failed repair** (an API error) is retried 1 s, 2 s, 4 s, ... later,
+//!   up to the check interval, until a pass succeeds; failures are not a
+//!   fight and leave its spacing alone. Before any pass has succeeded
+//!   (nothing published yet to compare with), a configuration seen after a
+//!   failed pass also brings the retry forward from the next check.
 //! - **A failing watch** is retried with kube's default backoff (0.8 s,
 //!   doubling to 30 s); each kind of failure is logged once (a warning)
 //!   until that watch works again, and the periodic pass still runs
-//!   meanwhile. Nothing here ends the process. (kube-runtime itself also
-//!   warns at each retry refused with 403, as for every watch of the
-//!   operator: RBAC without `list` and `watch` on the configurations.)
+//!   meanwhile. Nothing here ends the process.
+//! - **A forbidden watch** (403: RBAC without `list` and `watch` on that
+//!   configuration, as with custom RBAC or a newer image on an older chart)
+//!   is not retried: that watch ends, with one warning that immediate
+//!   repair of that configuration is off and the periodic pass still
+//!   repairs it. (kube-runtime logs its own warning for that one 403.)
 //!
 //! [`CertManager::ensure`]: crate::CertManager::ensure
 
 use std::{collections::BTreeSet, time::Duration};
 
-use futures::{StreamExt, stream, stream::BoxStream};
+use futures::{Stream, StreamExt, stream, stream::BoxStream};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
@@ -59,13 +72,16 @@ pub(crate) const DEBOUNCE: Duration = Duration::from_millis(150);
 const MIN_SPACING: Duration = Duration::from_secs(1);
 /// The most repairs are ever spaced (less when the check interval is).
 const MAX_SPACING: Duration = Duration::from_secs(60);
-/// A repair this long after the previous one (plus twice the current
-/// spacing) is not part of a fight: the spacing starts over.
+/// A writing repair this long after the previous one (plus twice the
+/// current spacing) is not part of a fight: the spacing starts over.
 const QUIET: Duration = Duration::from_secs(10);
-/// Repairs in a row, each close to the one before, from which a fight is
-/// worth a warning (their spacing is then 8 s, unless the check interval is
-/// shorter).
+/// Writing repairs in a row, each close to the one before, from which a
+/// fight is worth a warning (their spacing is then 8 s, unless the check
+/// interval is shorter).
 const FIGHT_WARNING: u32 = 4;
+/// The first retry of a failed pass; doubled at each further failure, up
+/// to the check interval.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
 
 /// What the watches report.
 #[derive(Debug)]
@@ -84,6 +100,14 @@ pub(crate) enum Report {
         /// The watcher's error.
         error: watcher::Error,
     },
+    /// The API server refused (403) to list or watch `object`: that watch
+    /// has ended.
+    Forbidden {
+        /// `Kind name`.
+        object: String,
+        /// The watcher's error.
+        error: watcher::Error,
+    },
 }
 
 /// One configuration as a watch delivered it.
@@ -96,7 +120,7 @@ pub(crate) struct Seen {
 }
 
 impl Seen {
-    fn of<K: WebhookConfiguration>(object: String, mut configuration: K) -> Self {
+    pub(crate) fn of<K: WebhookConfiguration>(object: String, mut configuration: K) -> Self {
         let client_configs = configuration
             .client_configs()
             .into_iter()
@@ -131,10 +155,16 @@ pub(crate) fn watch(
     let validating = validating_names
         .iter()
         .map(|name| watch_one::<ValidatingWebhookConfiguration>(client, name));
-    stream::select_all(mutating.chain(validating))
-        // No names: nothing to watch, and nothing ends either.
-        .chain(stream::pending())
-        .boxed()
+    merge(mutating.chain(validating))
+}
+
+/// The watches merged into one stream that never ends: a watch that ends
+/// (forbidden) is dropped and the others go on; with none left, or none at
+/// all, the stream stays pending.
+fn merge(
+    watches: impl IntoIterator<Item = BoxStream<'static, Report>>,
+) -> BoxStream<'static, Report> {
+    stream::select_all(watches).chain(stream::pending()).boxed()
 }
 
 fn watch_one<K>(client: &Client, name: &str) -> BoxStream<'static, Report>
@@ -143,23 +173,56 @@ where
 {
     let object = format!("{} {name}", <K as k8s_openapi::Resource>::KIND);
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    watcher(Api::<K>::all(client.clone()), config)
-        // After an error the watcher is polled again only after a backoff
-        // (0.8 s doubling to 30 s, reset once it has worked for 2 min).
-        .default_backoff()
-        .filter_map(move |event| {
-            let object = object.clone();
-            std::future::ready(match event {
-                Ok(watcher::Event::Apply(configuration))
-                | Ok(watcher::Event::InitApply(configuration)) => {
-                    Some(Report::Seen(Seen::of(object, configuration)))
-                }
-                Ok(watcher::Event::InitDone) => Some(Report::Listed { object }),
-                Ok(watcher::Event::Init | watcher::Event::Delete(_)) => None,
-                Err(error) => Some(Report::Failed { object, error }),
-            })
-        })
-        .boxed()
+    // After an error the watcher is polled again only after a backoff
+    // (0.8 s doubling to 30 s, reset once it has worked for 2 min).
+    reports(
+        object,
+        watcher(Api::<K>::all(client.clone()), config).default_backoff(),
+    )
+}
+
+/// The reports of one configuration's watch `events`. It ends right after
+/// reporting a 403 ([`Report::Forbidden`]), without polling `events` again:
+/// the watcher would retry it forever, and kube-runtime warns at each retry
+/// refused with 403.
+fn reports<K, S>(object: String, events: S) -> BoxStream<'static, Report>
+where
+    K: WebhookConfiguration + Send + 'static,
+    S: Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static,
+{
+    stream::unfold(Some(events.boxed()), move |events| {
+        let object = object.clone();
+        async move {
+            let mut events = events?;
+            loop {
+                let report = match events.next().await? {
+                    Ok(watcher::Event::Apply(configuration))
+                    | Ok(watcher::Event::InitApply(configuration)) => {
+                        Report::Seen(Seen::of(object, configuration))
+                    }
+                    Ok(watcher::Event::InitDone) => Report::Listed { object },
+                    Ok(watcher::Event::Init | watcher::Event::Delete(_)) => continue,
+                    Err(error) if is_forbidden(&error) => {
+                        return Some((Report::Forbidden { object, error }, None));
+                    }
+                    Err(error) => Report::Failed { object, error },
+                };
+                return Some((report, Some(events)));
+            }
+        }
+    })
+    .boxed()
+}
+
+/// Whether the API server refused the list or watch with 403.
+fn is_forbidden(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => status.code == 403,
+        watcher::Error::WatchError(status) => status.code == 403,
+        _ => false,
+    }
 }
 
 /// Logs each kind of watch failure once per watch until it works again.
@@ -190,6 +253,24 @@ impl FailureLog {
         } else {
             tracing::debug!(%object, %error, "watching the webhook configuration failed again");
         }
+    }
+
+    /// The watch of `object` was refused (403) and has ended: one warning,
+    /// its last. `check_interval` is that of the periodic pass.
+    pub(crate) fn forbidden(
+        &mut self,
+        object: &str,
+        error: &watcher::Error,
+        check_interval: Duration,
+    ) {
+        self.logged.retain(|(logged, _)| logged != object);
+        tracing::warn!(
+            %object,
+            error = %describe(error),
+            "not allowed to list or watch the webhook configuration (RBAC lacks list and watch on \
+             it): immediate repair of its caBundle is off, and no longer tried; the periodic \
+             certificate check (every {check_interval:?}, --cert-check-seconds) still repairs it"
+        );
     }
 
     /// The watch of `object` delivered: failures of any kind are logged
@@ -227,31 +308,56 @@ fn describe(error: &watcher::Error) -> String {
         .join(": ")
 }
 
-/// When the next repair runs: debounced, and spaced out while resets keep
-/// coming (see the module docs).
+/// Why a scheduled repair waits longer than the debounce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// Only the debounce: the repair is immediate.
+    Debounce,
+    /// Repairs are spaced out: the configurations keep being reset.
+    Spacing,
+    /// The last pass failed: the retry's backoff.
+    Retry,
+}
+
+/// When the next repair runs: debounced, spaced out while writing repairs
+/// keep coming, and backed off while passes fail (see the module docs).
 #[derive(Debug)]
 pub(crate) struct Repairs {
     /// A repair is scheduled for then.
     due: Option<Instant>,
-    /// When the last repair started.
+    /// The repair pass under way started then.
+    running: Option<Instant>,
+    /// When the last repair that wrote a configuration started.
     last: Option<Instant>,
-    /// The least time from one repair to the next; zero outside a fight.
+    /// The least time from one writing repair to the next; zero outside a
+    /// fight.
     spacing: Duration,
     /// The most `spacing` grows to.
     max_spacing: Duration,
-    /// Repairs in a row that each came close to the one before.
+    /// Writing repairs in a row that each came close to the one before.
     close_in_a_row: u32,
+    /// The most a retry waits.
+    check_interval: Duration,
+    /// Passes failed since the last success.
+    failures: u32,
+    /// No retry of a failed pass before then.
+    retry_at: Option<Instant>,
 }
 
 impl Repairs {
-    /// No repair due; spacing at most `check_interval` (and 60 s).
+    /// No repair due; spacing and retries at most `check_interval` (and
+    /// spacing at most 60 s).
     pub(crate) fn new(check_interval: Duration) -> Self {
         Self {
             due: None,
+            running: None,
             last: None,
             spacing: Duration::ZERO,
             max_spacing: MAX_SPACING.min(check_interval),
             close_in_a_row: 0,
+            check_interval,
+            failures: 0,
+            retry_at: None,
         }
     }
 
@@ -260,27 +366,54 @@ impl Repairs {
         self.due
     }
 
-    /// A reset was seen at `now`: schedules a repair unless one already is
-    /// (this reset then joins it). Returns whether it scheduled one.
-    pub(crate) fn reset_seen(&mut self, now: Instant) -> bool {
-        if self.due.is_some() {
-            return false;
-        }
-        let debounced = now + DEBOUNCE;
-        let spaced = self.last.map_or(debounced, |last| last + self.spacing);
-        self.due = Some(debounced.max(spaced));
-        true
+    /// Whether the last pass failed (and none succeeded since).
+    pub(crate) fn failing(&self) -> bool {
+        self.failures > 0
     }
 
-    /// The scheduled repair starts at `now`. Returns the new spacing when
-    /// this is the [`FIGHT_WARNING`]th repair in a row to come close to
-    /// the one before (worth one warning per fight).
-    pub(crate) fn started(&mut self, now: Instant) -> Option<Duration> {
+    /// A reset was seen at `now`: schedules a repair unless one already is
+    /// (this reset then joins it). Returns when the repair it scheduled
+    /// runs and what, besides the debounce, it waits for.
+    pub(crate) fn reset_seen(&mut self, now: Instant) -> Option<(Instant, Wait)> {
+        if self.due.is_some() {
+            return None;
+        }
+        let mut at = (now + DEBOUNCE, Wait::Debounce);
+        if let Some(last) = self.last
+            && last + self.spacing > at.0
+        {
+            at = (last + self.spacing, Wait::Spacing);
+        }
+        if let Some(retry_at) = self.retry_at
+            && retry_at > at.0
+        {
+            at = (retry_at, Wait::Retry);
+        }
+        self.due = Some(at.0);
+        Some(at)
+    }
+
+    /// The scheduled repair starts at `now`.
+    pub(crate) fn started(&mut self, now: Instant) {
         self.due = None;
+        self.running = Some(now);
+    }
+
+    /// A pass succeeded: it read the configurations after every reset seen
+    /// so far and wrote what they lacked, so no repair is due, and failures
+    /// are over. `wrote`: whether it changed a configuration. Only a repair
+    /// that did counts toward a fight: returns the new spacing when this
+    /// is the [`FIGHT_WARNING`]th such repair in a row to come close to
+    /// the one before (worth one warning per fight).
+    pub(crate) fn pass_succeeded(&mut self, wrote: bool) -> Option<Duration> {
+        self.due = None;
+        self.failures = 0;
+        self.retry_at = None;
+        let started = self.running.take().filter(|_| wrote)?;
         let before = self.spacing;
         let close = self
             .last
-            .is_some_and(|last| now.duration_since(last) < before * 2 + QUIET);
+            .is_some_and(|last| started.duration_since(last) < before * 2 + QUIET);
         if close {
             self.spacing = (before * 2).max(MIN_SPACING).min(self.max_spacing);
             self.close_in_a_row += 1;
@@ -288,188 +421,30 @@ impl Repairs {
             self.spacing = Duration::ZERO;
             self.close_in_a_row = 0;
         }
-        self.last = Some(now);
+        self.last = Some(started);
         (self.close_in_a_row == FIGHT_WARNING).then_some(self.spacing)
     }
 
-    /// The repair that started failed: tried again once the spacing allows
-    /// (the periodic pass may come first).
-    pub(crate) fn failed(&mut self, now: Instant) {
-        self.reset_seen(now);
-    }
-
-    /// A pass succeeded: it read the configurations after every reset seen
-    /// so far and wrote what they lacked, so no repair is due.
-    pub(crate) fn pass_done(&mut self) {
-        self.due = None;
+    /// A pass failed at `now`: the next retry waits 1 s, 2 s, 4 s, ... (up
+    /// to the check interval) from now. A failed repair is retried then; a
+    /// failed periodic pass only when a reset is seen (or at the next
+    /// check). The fight's state is left alone. Returns when the retry is
+    /// allowed.
+    pub(crate) fn pass_failed(&mut self, now: Instant) -> Instant {
+        let backoff = FIRST_RETRY
+            .saturating_mul(1 << self.failures.min(20))
+            .min(self.check_interval);
+        self.failures = self.failures.saturating_add(1);
+        let retry_at = now + backoff;
+        self.retry_at = Some(retry_at);
+        if self.running.take().is_some() {
+            self.due = Some(retry_at);
+        } else if let Some(due) = &mut self.due {
+            *due = (*due).max(retry_at);
+        }
+        retry_at
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use k8s_openapi::ByteString;
-    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhook;
-
-    use super::*;
-
-    fn configuration(bundles: &[Option<&str>]) -> ValidatingWebhookConfiguration {
-        ValidatingWebhookConfiguration {
-            webhooks: Some(
-                bundles
-                    .iter()
-                    .map(|bundle| ValidatingWebhook {
-                        client_config: WebhookClientConfig {
-                            ca_bundle: bundle.map(|b| ByteString(b.as_bytes().to_vec())),
-                            ..WebhookClientConfig::default()
-                        },
-                        ..ValidatingWebhook::default()
-                    })
-                    .collect(),
-            ),
-            ..ValidatingWebhookConfiguration::default()
-        }
-    }
-
-    fn seen(bundles: &[Option<&str>]) -> Seen {
-        Seen::of(
-            "ValidatingWebhookConfiguration x".into(),
-            configuration(bundles),
-        )
-    }
-
-    /// Missing, empty or another bundle on any entry is a reset; our own
-    /// bundle on every entry (the event of our own write) is not.
-    #[test]
-    fn a_reset_is_any_entry_without_the_published_bundle() {
-        assert!(!seen(&[Some("PEM"), Some("PEM")]).differs_from("PEM"));
-        assert!(seen(&[Some("PEM"), None]).differs_from("PEM"));
-        assert!(seen(&[Some(""), Some("PEM")]).differs_from("PEM"));
-        assert!(seen(&[Some("OTHER")]).differs_from("PEM"));
-        // No entries: nothing a pass would write.
-        assert!(!seen(&[]).differs_from("PEM"));
-    }
-
-    #[test]
-    fn resets_in_a_burst_make_one_repair_after_the_debounce() {
-        let start = Instant::now();
-        let mut repairs = Repairs::new(Duration::from_secs(60));
-        assert!(repairs.reset_seen(start));
-        assert_eq!(repairs.due(), Some(start + DEBOUNCE));
-        // Later resets of the burst join it, without postponing it.
-        assert!(!repairs.reset_seen(start + Duration::from_millis(100)));
-        assert_eq!(repairs.due(), Some(start + DEBOUNCE));
-        assert_eq!(repairs.started(start + DEBOUNCE), None);
-        assert_eq!(repairs.due(), None);
-    }
-
-    #[test]
-    fn repairs_that_keep_coming_are_spaced_and_a_quiet_period_resets_that() {
-        let mut now = Instant::now();
-        let mut repairs = Repairs::new(Duration::from_secs(60));
-        let mut gaps = Vec::new();
-        let mut warnings = Vec::new();
-        let mut last = None;
-        // Another writer resets the bundle right after every repair.
-        for _ in 0..10 {
-            repairs.reset_seen(now);
-            now = repairs.due().unwrap();
-            if let Some(spacing) = repairs.started(now) {
-                warnings.push(spacing);
-            }
-            if let Some(last) = last {
-                gaps.push(now.duration_since(last));
-            }
-            last = Some(now);
-            now += Duration::from_millis(20);
-        }
-        let secs = |s: u64| Duration::from_secs(s);
-        assert_eq!(
-            gaps,
-            [
-                DEBOUNCE + Duration::from_millis(20),
-                secs(1),
-                secs(2),
-                secs(4),
-                secs(8),
-                secs(16),
-                secs(32),
-                secs(60),
-                secs(60),
-            ]
-        );
-        assert_eq!(warnings, [secs(8)], "one warning per fight");
-        // Quiet for long enough: the next reset is repaired at once again.
-        now += secs(60 * 2 + 10);
-        repairs.reset_seen(now);
-        assert_eq!(repairs.due(), Some(now + DEBOUNCE));
-        repairs.started(now + DEBOUNCE);
-        assert_eq!(repairs.spacing, Duration::ZERO);
-    }
-
-    #[test]
-    fn the_spacing_never_exceeds_the_check_interval() {
-        let mut now = Instant::now();
-        let mut repairs = Repairs::new(Duration::from_secs(3));
-        let mut warnings = Vec::new();
-        for _ in 0..10 {
-            repairs.reset_seen(now);
-            now = repairs.due().unwrap();
-            warnings.extend(repairs.started(now));
-        }
-        assert_eq!(repairs.spacing, Duration::from_secs(3));
-        assert_eq!(
-            warnings,
-            [Duration::from_secs(3)],
-            "a fight is still reported"
-        );
-    }
-
-    #[test]
-    fn a_failed_repair_is_retried_once_spaced_and_a_pass_clears_it() {
-        let start = Instant::now();
-        let mut repairs = Repairs::new(Duration::from_secs(60));
-        repairs.reset_seen(start);
-        repairs.started(start + DEBOUNCE);
-        repairs.failed(start + Duration::from_millis(300));
-        assert_eq!(
-            repairs.due(),
-            Some(start + Duration::from_millis(450)),
-            "first retry after the debounce"
-        );
-        repairs.pass_done();
-        assert_eq!(repairs.due(), None);
-    }
-
-    #[test]
-    fn failures_are_named_by_stage_and_code() {
-        let forbidden = kube::Error::Api(
-            kube::core::Status::failure("forbidden", "Forbidden")
-                .with_code(403)
-                .boxed(),
-        );
-        assert_eq!(
-            failure_kind(&watcher::Error::InitialListFailed(forbidden)),
-            "initial list 403"
-        );
-        assert_eq!(
-            failure_kind(&watcher::Error::NoResourceVersion),
-            "no resourceVersion"
-        );
-        let mut log = FailureLog::default();
-        let gone = || {
-            watcher::Error::WatchError(
-                kube::core::Status::failure("too old", "Expired")
-                    .with_code(410)
-                    .boxed(),
-            )
-        };
-        log.failed("x", &gone());
-        assert!(log.logged.is_empty(), "an expired watch is routine");
-        log.failed("x", &watcher::Error::NoResourceVersion);
-        log.failed("x", &watcher::Error::NoResourceVersion);
-        log.failed("y", &watcher::Error::NoResourceVersion);
-        assert_eq!(log.logged.len(), 2);
-        log.working("x");
-        assert_eq!(log.logged.len(), 1);
-    }
-}
+pub(crate) mod tests;
