@@ -260,47 +260,8 @@ impl CertManager {
                 () = &mut shutdown => return,
                 outcome = self.pass() => outcome,
             };
-            let serving = match outcome {
-                Ok((serving, injection)) => {
-                    let wrote = !injection.changed.is_empty();
-                    if repair && wrote {
-                        tracing::info!(
-                            objects = ?injection.changed,
-                            "caBundle reset by another writer, put back"
-                        );
-                    } else if repair {
-                        tracing::debug!(
-                            "no webhook configuration lacked the caBundle (already repaired, or \
-                             another replica published a newer CA)"
-                        );
-                    }
-                    if let Some(spacing) = repairs.pass_succeeded(repair && wrote) {
-                        tracing::warn!(
-                            "the webhook configurations' caBundle keeps being reset; repairs are now \
-                             at least {spacing:?} apart (is another process injecting another CA \
-                             under the same configuration names?)"
-                        );
-                    }
-                    serving
-                }
-                Err(error) => {
-                    let now = tokio::time::Instant::now();
-                    let retry_at = repairs.pass_failed(now);
-                    if repair {
-                        tracing::warn!(
-                            error = %error.describe(),
-                            "repairing the webhook configurations' caBundle failed, retrying in {:?}",
-                            retry_at.duration_since(now)
-                        );
-                    } else {
-                        tracing::warn!(
-                            error = %error.describe(),
-                            "webhook certificate pass failed, retrying in {interval:?} (sooner if a \
-                             configuration's caBundle is seen reset)"
-                        );
-                    }
-                    continue;
-                }
+            let Some(serving) = take_outcome(outcome, repair, &mut repairs, interval) else {
+                continue;
             };
             if handed_out.as_deref() != Some(serving.cert_pem.as_str()) {
                 match on_serving_pair(&serving.cert_pem, &serving.key_pem) {
@@ -365,6 +326,59 @@ fn judge(
         Report::Failed { object, error } => failures.failed(&object, &error),
         Report::Forbidden { object, error } => {
             failures.forbidden(&object, &error, check_interval);
+        }
+    }
+}
+
+/// Takes in a pass's outcome: logs what a repair did, or why the pass
+/// failed and when it is retried, and tells `repairs`; gives the serving
+/// pair when the pass worked.
+fn take_outcome(
+    outcome: Result<(IssuedCertificate, Injection)>,
+    repair: bool,
+    repairs: &mut Repairs,
+    interval: Duration,
+) -> Option<IssuedCertificate> {
+    match outcome {
+        Ok((serving, injection)) => {
+            let wrote = !injection.changed.is_empty();
+            if repair && wrote {
+                tracing::info!(
+                    objects = ?injection.changed,
+                    "caBundle reset by another writer, put back"
+                );
+            } else if repair {
+                tracing::debug!(
+                    "no webhook configuration lacked the caBundle (already repaired, or \
+                     another replica published a newer CA)"
+                );
+            }
+            if let Some(spacing) = repairs.pass_succeeded(repair && wrote) {
+                tracing::warn!(
+                    "the webhook configurations' caBundle keeps being reset; repairs are now \
+                     at least {spacing:?} apart (is another process injecting another CA \
+                     under the same configuration names?)"
+                );
+            }
+            Some(serving)
+        }
+        Err(error) => {
+            let now = tokio::time::Instant::now();
+            let retry_at = repairs.pass_failed(now);
+            if repair {
+                tracing::warn!(
+                    error = %error.describe(),
+                    "repairing the webhook configurations' caBundle failed, retrying in {:?}",
+                    retry_at.duration_since(now)
+                );
+            } else {
+                tracing::warn!(
+                    error = %error.describe(),
+                    "webhook certificate pass failed, retrying in {interval:?} (sooner if a \
+                     configuration's caBundle is seen reset)"
+                );
+            }
+            None
         }
     }
 }

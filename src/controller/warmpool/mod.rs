@@ -111,22 +111,7 @@ pub async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<Context>) -> Result<
 
     // Decide.
     let (measurement, sizing) = size::size_pool(&ctx, &pool);
-    let group = &members.group;
-    let rollout = Rollout {
-        batch: ctx.config.rollout_batch.max(1),
-        replacements: ctx.expectations.replacements_starting(
-            &key,
-            |name| ctx.caches.index.is_starting_member(group, name, &current),
-            || observe::starting_members(&ctx, &members, &current),
-        ),
-    };
-    let decision = decide(
-        &ctx,
-        &key,
-        &members,
-        (&hash, &current),
-        (sizing.desired, rollout),
-    );
+    let decision = decide(&ctx, &key, &members, (&hash, &current), sizing.desired);
 
     // Guard: nothing is created unchecked, nor before its NetworkPolicy,
     // nor under names no label can carry (stored without the webhook).
@@ -144,13 +129,9 @@ pub async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<Context>) -> Result<
     }
     // A blocked pool creates nothing, so it replaces nothing either: its
     // outdated Pods stay (no claim takes them) until it can create.
-    let (creates, deletes) = if blocker.is_some() {
-        (
-            0,
-            &decision.delete[..decision.delete.len() - decision.rollout],
-        )
-    } else {
-        (decision.create, &decision.delete[..])
+    let (creates, deletes) = match blocker {
+        Some(_) => (0, decision.scale_down()),
+        None => (decision.create, &decision.delete[..]),
     };
 
     // Act; a failure is returned only after the record (see `act::act`).
@@ -214,9 +195,21 @@ fn decide(
     key: &str,
     members: &observe::Members,
     (hash, current): (&str, &str),
-    (desired, rollout): (i32, Rollout),
+    desired: i32,
 ) -> PoolPlan {
     let desired = usize::try_from(desired).unwrap_or(0);
+    let rollout = Rollout {
+        batch: ctx.config.rollout_batch.max(1),
+        replacements: ctx.expectations.replacements_starting(
+            key,
+            |name| {
+                ctx.caches
+                    .index
+                    .is_starting_member(&members.group, name, current)
+            },
+            || observe::starting_members(ctx, members, current),
+        ),
+    };
     let from_counts = plan_from_counts(desired, members.tally(), members.pending_creates, rollout);
     ctx.expectations
         .decided_from_counts(key, hash, from_counts.is_some());

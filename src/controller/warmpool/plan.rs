@@ -96,6 +96,14 @@ pub struct PoolPlan {
     pub rollout: usize,
 }
 
+impl PoolPlan {
+    /// The deletes that replace no outdated Pod (a scale-down's): all a
+    /// pool that cannot create does.
+    pub fn scale_down(&self) -> &[Victim] {
+        &self.delete[..self.delete.len() - self.rollout]
+    }
+}
+
 /// Whether `pod` is an idle member of the pool `pool_name` (uid `pool_uid`)
 /// in `namespace`: it carries the pool label AND its controller owner is
 /// that pool. A Pod someone labelled to look like a pool Pod is not one.
