@@ -88,7 +88,8 @@ api_object! {
         /// Size for the target hit ratio at the peak claim rate (a claim that
         /// finds no idle Pod takes the oldest starting one, so a pool of `n`
         /// serves warm the claims with fewer than `n` others within one refill
-        /// time), never below the largest burst within one refill time.
+        /// time), never below the size that would have served the target share
+        /// of the lookback's claims warm as they came (bursts included).
         pub recommended_replicas: Option<i32>,
         /// Hit ratio predicted for the current size at the 5-minute claim rate.
         pub predicted_hit_ratio: Option<f64>,

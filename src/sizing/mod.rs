@@ -143,14 +143,15 @@ impl Sizing {
 
     /// Registers a pool of `template` (idempotent; a changed template starts
     /// its refill times afresh) and measures it. `lookback` bounds the peak
-    /// rate and the burst (seconds); the peak rate is taken over windows of
-    /// `min(60 s, lookback)`.
+    /// rate and the bursts (seconds); the peak rate is taken over windows of
+    /// `min(60 s, lookback)`; `target` is the pool's target hit ratio, for
+    /// the size its claims needed as they came.
     pub fn measure(
         &self,
         namespace: &str,
         pool: &str,
         template: &str,
-        lookback: f64,
+        (lookback, target): (f64, f64),
         now: f64,
     ) -> Measurement {
         let mut state = self.inner.lock().expect("sizing lock");
@@ -198,6 +199,9 @@ impl Sizing {
             refill_seconds,
             burst: refill_seconds
                 .map(|span| t.arrivals.largest_burst(now, lookback, span))
+                .unwrap_or(0),
+            burst_at_target: refill_seconds
+                .map(|span| t.arrivals.burst_size_for(now, lookback, span, target))
                 .unwrap_or(0),
         }
     }
@@ -299,12 +303,12 @@ mod tests {
     fn claims_count_once_and_only_for_templates_with_a_pool() {
         let s = Sizing::default();
         assert!(!s.record_claim_at("ns", "t", "c0", true, 1.0, 1.0));
-        s.measure("ns", "p", "t", 3600.0, 0.0);
+        s.measure("ns", "p", "t", (3600.0, 0.99), 0.0);
         assert!(s.record_claim_at("ns", "t", "c1", true, 1.0, 1.0));
         assert!(!s.record_claim_at("ns", "t", "c1", true, 1.0, 1.0));
         assert!(s.record_claim_at("ns", "t", "c2", false, 2.0, 2.0));
         assert!(!s.record_claim_at("other", "t", "c3", false, 2.0, 2.0));
-        let m = s.measure("ns", "p", "t", 3600.0, 10.0);
+        let m = s.measure("ns", "p", "t", (3600.0, 0.99), 10.0);
         assert_eq!(m.last_1m.claims, 2);
         assert_eq!(m.last_1m.hit_ratio(), Some(0.5));
     }
@@ -312,8 +316,8 @@ mod tests {
     #[test]
     fn a_counted_claim_is_known_in_its_namespace_only() {
         let s = Sizing::default();
-        s.measure("ns", "p", "t", 3600.0, 0.0);
-        s.measure("ns2", "p", "t", 3600.0, 0.0);
+        s.measure("ns", "p", "t", (3600.0, 0.99), 0.0);
+        s.measure("ns2", "p", "t", (3600.0, 0.99), 0.0);
         assert!(!s.has_counted("ns", "c1"));
         assert!(s.record_claim_at("ns", "t", "c1", true, 1.0, 1.0));
         assert!(s.has_counted("ns", "c1"));
@@ -325,13 +329,17 @@ mod tests {
     #[test]
     fn refill_times_feed_the_measurement_and_bursts() {
         let s = Sizing::default();
-        assert_eq!(s.measure("ns", "p", "t", 3600.0, 0.0).refill_seconds, None);
+        assert_eq!(
+            s.measure("ns", "p", "t", (3600.0, 0.99), 0.0)
+                .refill_seconds,
+            None
+        );
         s.record_refill("ns", "p", 2.0);
         s.record_refill("ns", "p", 4.0);
         for (i, at) in [10.0, 10.5, 11.0, 30.0].iter().enumerate() {
             s.record_claim_at("ns", "t", &format!("c{i}"), true, *at, *at);
         }
-        let m = s.measure("ns", "p", "t", 3600.0, 31.0);
+        let m = s.measure("ns", "p", "t", (3600.0, 0.99), 31.0);
         assert_eq!(m.refill_seconds, Some(3.0));
         assert_eq!(m.burst, 3);
     }
@@ -339,25 +347,29 @@ mod tests {
     #[test]
     fn state_is_dropped_with_the_last_pool_of_a_template() {
         let s = Sizing::default();
-        s.measure("ns", "a", "t", 3600.0, 0.0);
-        s.measure("ns", "b", "t", 3600.0, 0.0);
+        s.measure("ns", "a", "t", (3600.0, 0.99), 0.0);
+        s.measure("ns", "b", "t", (3600.0, 0.99), 0.0);
         assert_eq!(s.sizes(), (2, 1));
         s.forget_pool("ns", "a");
         assert_eq!(s.sizes(), (1, 1));
         s.forget_pool("ns", "b");
         assert_eq!(s.sizes(), (0, 0));
         // A template change restarts the pool's refill times.
-        s.measure("ns", "a", "t", 3600.0, 0.0);
+        s.measure("ns", "a", "t", (3600.0, 0.99), 0.0);
         s.record_refill("ns", "a", 5.0);
-        assert_eq!(s.measure("ns", "a", "t2", 3600.0, 1.0).refill_seconds, None);
+        assert_eq!(
+            s.measure("ns", "a", "t2", (3600.0, 0.99), 1.0)
+                .refill_seconds,
+            None
+        );
         assert_eq!(s.sizes(), (1, 1));
     }
 
     #[test]
     fn pools_not_reconciled_for_a_while_are_swept() {
         let s = Sizing::default();
-        s.measure("ns", "a", "t", 3600.0, 0.0);
-        s.measure("ns", "b", "u", 3600.0, 0.0);
+        s.measure("ns", "a", "t", (3600.0, 0.99), 0.0);
+        s.measure("ns", "b", "u", (3600.0, 0.99), 0.0);
         assert!(s.sweep("ns", "a", 100.0, 300.0).is_empty());
         assert_eq!(
             s.sweep("ns", "a", 350.0, 300.0),
@@ -378,7 +390,7 @@ mod tests {
     #[test]
     fn dedup_memory_is_bounded() {
         let s = Sizing::default();
-        s.measure("ns", "p", "t", 3600.0, 0.0);
+        s.measure("ns", "p", "t", (3600.0, 0.99), 0.0);
         for i in 0..(MAX_SEEN_CLAIMS + 100) {
             s.record_claim_at("ns", "t", &format!("c{i}"), true, 1.0, 1.0);
         }

@@ -4,8 +4,10 @@
 //! - **Recommended size:** the smallest `n` whose hit ratio
 //!   ([`super::model`], `P(Poisson(a) < n)`) is at least the target at the
 //!   peak load `a = peak 1-minute claim rate x mean refill time`, and never
-//!   below the largest number of claims seen within one refill time (bursts
-//!   are not Poisson).
+//!   below the size that would have served the target share of the
+//!   lookback's claims warm as they came (bursts are not Poisson; before,
+//!   found by review, the floor was the largest burst, which serves every
+//!   claim warm whatever the target).
 //! - **Predicted hit ratio:** the model's at the current size and load
 //!   (5-minute rate), comparable with the observed hit ratio of the same
 //!   window.
@@ -34,6 +36,10 @@ pub struct Measurement {
     pub refill_seconds: Option<f64>,
     /// Most claims within one refill time during the lookback.
     pub burst: u32,
+    /// The smallest pool that would have served the target share of the
+    /// lookback's claims warm, as they came
+    /// ([`super::tracker::Arrivals::burst_size_for`]).
+    pub burst_at_target: u32,
 }
 
 /// The sizing advice for one pool.
@@ -63,7 +69,7 @@ pub fn recommend(m: &Measurement, current_size: u32, target: f64) -> Recommendat
     let current_load = m.last_5m.rate() * refill;
     let size = |load: f64| size_for(load, target, SEARCH_LIMIT).unwrap_or(SEARCH_LIMIT);
     Recommendation {
-        replicas: Some(size(peak_load).max(m.burst)),
+        replicas: Some(size(peak_load).max(m.burst_at_target)),
         replicas_for_current_load: Some(size(m.last_1m.rate().max(m.last_5m.rate()) * refill)),
         predicted_hit_ratio: Some(hit_ratio(current_size, current_load)),
         peak_load: Some(peak_load),
@@ -100,6 +106,7 @@ mod tests {
             peak_rate: 2.5,
             refill_seconds: Some(2.0),
             burst: 4,
+            burst_at_target: 3,
         };
         let r = recommend(&m, 5, 0.99);
         assert_eq!(r.replicas, Some(12));
@@ -112,11 +119,12 @@ mod tests {
     }
 
     #[test]
-    fn never_below_the_largest_burst() {
+    fn never_below_what_the_claims_as_they_came_needed() {
         let m = Measurement {
             peak_rate: 0.1,
             refill_seconds: Some(1.0),
-            burst: 9,
+            burst: 12,
+            burst_at_target: 9,
             ..Default::default()
         };
         assert_eq!(recommend(&m, 0, 0.99).replicas, Some(9));

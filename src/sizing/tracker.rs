@@ -178,6 +178,38 @@ impl Arrivals {
         u32::try_from(best).unwrap_or(u32::MAX)
     }
 
+    /// The smallest pool that would have served at least `target` of the
+    /// claims of the last `lookback` seconds (of the exact times kept)
+    /// warm, were each claim taken exactly `span` (the refill time) before
+    /// its slot came free again: a claim is warm when at most that many
+    /// claims, itself included, arrived within `span` up to it (the model
+    /// of `sizing::model`, on the claims seen rather than on Poisson
+    /// arrivals, so bursts count as they came). 0 without claims.
+    pub fn burst_size_for(&self, now: f64, lookback: f64, span: f64, target: f64) -> u32 {
+        let times: Vec<f64> = self
+            .recent
+            .iter()
+            .copied()
+            .filter(|t| *t >= now - lookback)
+            .collect();
+        let mut start = 0;
+        let mut needs: Vec<usize> = Vec::with_capacity(times.len());
+        for end in 0..times.len() {
+            while times[end] - times[start] >= span {
+                start += 1;
+            }
+            needs.push(end + 1 - start);
+        }
+        if needs.is_empty() {
+            return 0;
+        }
+        needs.sort_unstable();
+        // The smallest need that covers ceil(target x claims) of them.
+        let covered = (target.clamp(0.0, 1.0) * needs.len() as f64 - 1e-9).ceil() as usize;
+        let index = covered.clamp(1, needs.len()) - 1;
+        u32::try_from(needs[index]).unwrap_or(u32::MAX)
+    }
+
     /// Whether nothing is remembered.
     pub fn is_empty(&self) -> bool {
         self.seconds.is_empty()
@@ -280,6 +312,32 @@ mod tests {
         assert_eq!(a.largest_burst(20.0, 3600.0, 1.0), 3);
         assert_eq!(a.largest_burst(20.0, 3600.0, 1.5), 4);
         assert_eq!(a.largest_burst(20.0, 5.0, 1.5), 1);
+    }
+
+    #[test]
+    fn the_size_the_claims_needed_as_they_came_meets_the_target_only() {
+        let mut a = Arrivals::new(0.0);
+        // Needs with a 1.5 s span, claim by claim: 1, 2, 3, 1, 1, 2, 3, 4, 1.
+        for t in [1.0, 1.1, 1.2, 5.0, 9.0, 9.5, 9.9, 10.2, 20.0] {
+            a.record(t, true, t);
+        }
+        // Every claim warm needs the largest burst; 8 of 9 need at most 3,
+        // 6 of 9 at most 2, 4 of 9 at most 1 (the model: warm when the
+        // claims within the span up to it, itself included, are at most
+        // the pool's size).
+        assert_eq!(a.burst_size_for(20.0, 3600.0, 1.5, 1.0), 4);
+        assert_eq!(a.burst_size_for(20.0, 3600.0, 1.5, 0.99), 4);
+        assert_eq!(a.burst_size_for(20.0, 3600.0, 1.5, 8.0 / 9.0), 3);
+        assert_eq!(a.burst_size_for(20.0, 3600.0, 1.5, 7.0 / 9.0), 3);
+        assert_eq!(a.burst_size_for(20.0, 3600.0, 1.5, 0.7), 3);
+        assert_eq!(a.burst_size_for(20.0, 3600.0, 1.5, 6.0 / 9.0), 2);
+        assert_eq!(a.burst_size_for(20.0, 3600.0, 1.5, 0.5), 2);
+        assert_eq!(a.burst_size_for(20.0, 3600.0, 1.5, 4.0 / 9.0), 1);
+        assert_eq!(a.burst_size_for(20.0, 5.0, 1.5, 0.99), 1);
+        assert_eq!(
+            Arrivals::new(0.0).burst_size_for(20.0, 3600.0, 1.5, 0.99),
+            0
+        );
     }
 
     #[test]

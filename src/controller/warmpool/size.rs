@@ -50,10 +50,10 @@ pub(super) fn size_pool(
         .as_ref()
         .map(autoscale::lookback_seconds)
         .unwrap_or(HORIZON_SECONDS);
+    let target = target_hit_ratio(pool);
     let measurement = ctx
         .sizing
-        .measure(&namespace, &name, template, lookback, now);
-    let target = target_hit_ratio(pool);
+        .measure(&namespace, &name, template, (lookback, target), now);
     let recommendation = crate::sizing::recommend(&measurement, 0, target);
     let as_i32 = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
     let inputs = autoscale::Inputs {
