@@ -20,3 +20,17 @@ mod network_policy;
 mod rbac_proof;
 mod render_defaults;
 mod render_options;
+
+/// The operator's metric definitions as source text: `src/metrics.rs` (the
+/// bucket constants and names) and `src/metrics/define.rs` (the metrics
+/// themselves), for the tests that check the chart against them.
+fn metrics_source() -> String {
+    ["src/metrics.rs", "src/metrics/define.rs"]
+        .iter()
+        .map(|path| {
+            std::fs::read_to_string(crate::common::repo().join(path))
+                .unwrap_or_else(|e| panic!("{path}: {e}"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

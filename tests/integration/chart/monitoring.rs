@@ -12,10 +12,11 @@ use super::helm::{chart_dir, promtool, run, succeed, text};
 use crate::common::repo;
 
 /// The metric names the operator registers, read from `src/metrics.rs`
+/// and its definitions (`src/metrics/define.rs`)
 /// (`histogram("..."`, `counter("..."`, `gauge("..."`, `name("..."`), with
 /// the `_bucket`/`_sum`/`_count` series of histograms.
 fn exported_series() -> BTreeSet<String> {
-    let source = std::fs::read_to_string(repo().join("src/metrics.rs")).expect("src/metrics.rs");
+    let source = crate::chart::metrics_source();
     let mut names = BTreeSet::new();
     for constructor in ["histogram(", "counter(", "gauge(", "name("] {
         let mut rest = source.as_str();

@@ -1019,7 +1019,7 @@ async fn chart_requires_kubernetes_1_30() {
 /// that bucket, read from src/metrics.rs.
 #[tokio::test]
 async fn latency_thresholds_stay_below_the_top_bucket() {
-    let source = std::fs::read_to_string(repo().join("src/metrics.rs")).unwrap();
+    let source = crate::chart::metrics_source();
     let top_bucket = |constant: &str| -> f64 {
         let start = source
             .find(&format!("const {constant}: &[f64] = &["))
