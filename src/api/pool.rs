@@ -89,7 +89,8 @@ api_object! {
         /// finds no idle Pod takes the oldest starting one, so a pool of `n`
         /// serves warm the claims with fewer than `n` others within one refill
         /// time), never below the size that would have served the target share
-        /// of the lookback's claims warm as they came (bursts included).
+        /// of the lookback's claims (the last 4096 kept) warm as they came
+        /// (bursts included).
         pub recommended_replicas: Option<i32>,
         /// Hit ratio predicted for the current size at the 5-minute claim rate.
         pub predicted_hit_ratio: Option<f64>,

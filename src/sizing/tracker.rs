@@ -186,19 +186,19 @@ impl Arrivals {
     /// of `sizing::model`, on the claims seen rather than on Poisson
     /// arrivals, so bursts count as they came). 0 without claims.
     pub fn burst_size_for(&self, now: f64, lookback: f64, span: f64, target: f64) -> u32 {
-        let times: Vec<f64> = self
-            .recent
-            .iter()
-            .copied()
-            .filter(|t| *t >= now - lookback)
-            .collect();
+        // Every kept time counts toward the claims after it, also those
+        // just before the lookback (second read: filtering them out first
+        // made the first refill time's needs too low).
+        let times = &self.recent;
         let mut start = 0;
-        let mut needs: Vec<usize> = Vec::with_capacity(times.len());
+        let mut needs: Vec<usize> = Vec::new();
         for end in 0..times.len() {
             while times[end] - times[start] >= span {
                 start += 1;
             }
-            needs.push(end + 1 - start);
+            if times[end] >= now - lookback {
+                needs.push(end + 1 - start);
+            }
         }
         if needs.is_empty() {
             return 0;
@@ -338,6 +338,12 @@ mod tests {
             Arrivals::new(0.0).burst_size_for(20.0, 3600.0, 1.5, 0.99),
             0
         );
+        // A claim early in the lookback counts the claims just before it.
+        let mut edge = Arrivals::new(0.0);
+        for t in [10.0, 10.4, 10.8] {
+            edge.record(t, true, t);
+        }
+        assert_eq!(edge.burst_size_for(20.0, 9.5, 1.5, 0.99), 3);
     }
 
     #[test]

@@ -65,9 +65,11 @@ pub(super) fn size_pool(
         // not format floats on every reconcile.
         why: if pool.spec.autoscaling.is_some() {
             format!(
-                "target {target} at peak {:.1} claims/min x refill {:.2}s, burst {}",
+                "target {target} at peak {:.1} claims/min x refill {:.2}s, bursts need {} \
+                 (largest {})",
                 measurement.peak_rate * 60.0,
                 measurement.refill_seconds.unwrap_or_default(),
+                measurement.burst_at_target,
                 measurement.burst
             )
         } else {
