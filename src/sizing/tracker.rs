@@ -158,24 +158,30 @@ impl Arrivals {
         peak
     }
 
-    /// The most claims that arrived within any `span` seconds during the
-    /// last `lookback` seconds (of the exact times kept).
-    pub fn largest_burst(&self, now: f64, lookback: f64, span: f64) -> u32 {
-        let times: Vec<f64> = self
-            .recent
-            .iter()
-            .copied()
-            .filter(|t| *t >= now - lookback)
-            .collect();
+    /// For each kept claim of the last `lookback` seconds, the claims that
+    /// arrived within `span` up to it, itself included (kept claims just
+    /// before the lookback count toward those after it: second read, the
+    /// first span's needs read low without them). Ascending by arrival.
+    fn needs(&self, now: f64, lookback: f64, span: f64) -> Vec<usize> {
+        let times = &self.recent;
         let mut start = 0;
-        let mut best = 0;
+        let mut needs = Vec::new();
         for end in 0..times.len() {
             while times[end] - times[start] >= span {
                 start += 1;
             }
-            best = best.max(end + 1 - start);
+            if times[end] >= now - lookback {
+                needs.push(end + 1 - start);
+            }
         }
-        u32::try_from(best).unwrap_or(u32::MAX)
+        needs
+    }
+
+    /// The most claims that arrived within any `span` seconds ending
+    /// during the last `lookback` seconds (of the exact times kept).
+    pub fn largest_burst(&self, now: f64, lookback: f64, span: f64) -> u32 {
+        let best = self.needs(now, lookback, span).into_iter().max();
+        u32::try_from(best.unwrap_or(0)).unwrap_or(u32::MAX)
     }
 
     /// The smallest pool that would have served at least `target` of the
@@ -186,28 +192,15 @@ impl Arrivals {
     /// of `sizing::model`, on the claims seen rather than on Poisson
     /// arrivals, so bursts count as they came). 0 without claims.
     pub fn burst_size_for(&self, now: f64, lookback: f64, span: f64, target: f64) -> u32 {
-        // Every kept time counts toward the claims after it, also those
-        // just before the lookback (second read: filtering them out first
-        // made the first refill time's needs too low).
-        let times = &self.recent;
-        let mut start = 0;
-        let mut needs: Vec<usize> = Vec::new();
-        for end in 0..times.len() {
-            while times[end] - times[start] >= span {
-                start += 1;
-            }
-            if times[end] >= now - lookback {
-                needs.push(end + 1 - start);
-            }
-        }
+        let mut needs = self.needs(now, lookback, span);
         if needs.is_empty() {
             return 0;
         }
-        needs.sort_unstable();
         // The smallest need that covers ceil(target x claims) of them.
         let covered = (target.clamp(0.0, 1.0) * needs.len() as f64 - 1e-9).ceil() as usize;
         let index = covered.clamp(1, needs.len()) - 1;
-        u32::try_from(needs[index]).unwrap_or(u32::MAX)
+        let (_, need, _) = needs.select_nth_unstable(index);
+        u32::try_from(*need).unwrap_or(u32::MAX)
     }
 
     /// Whether nothing is remembered.

@@ -127,6 +127,17 @@ impl Member {
     pub fn live(&self) -> bool {
         !self.terminating
     }
+
+    /// Live, made from `current` (a [`current_key`]) and never Ready:
+    /// still starting, or ended or failing without ever serving (a
+    /// rollout replacement holds its place in the batch while this holds,
+    /// see `plan::Rollout`).
+    pub fn never_served(&self, current: &str) -> bool {
+        self.live()
+            && self.current_key().as_deref() == Some(current)
+            && !self.ready
+            && !self.ever_ready
+    }
 }
 
 /// The key a pool counts its current members by: the template's name (the
@@ -301,17 +312,12 @@ impl Groups {
         true
     }
 
-    /// Whether `name` is a live member of the pool made from `current` (a
-    /// [`current_key`]) that has never been Ready: still starting, or ended
-    /// or failing without ever serving (a replacement that holds its place
-    /// in the rollout's batch, see `plan::Rollout`).
+    /// Whether `name` is a member of the pool that [`Member::never_served`].
     pub fn is_starting(&self, key: &GroupKey, name: &str, current: &str) -> bool {
         self.groups
             .get(key)
             .and_then(|g| g.members.get(name))
-            .is_some_and(|m| {
-                m.live() && m.current_key().as_deref() == Some(current) && !m.ready && !m.ever_ready
-            })
+            .is_some_and(|m| m.never_served(current))
     }
 
     /// Whether `name` is a live member (not terminating) of the pool.

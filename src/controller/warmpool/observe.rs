@@ -99,15 +99,15 @@ pub(super) fn idle_pods(ctx: &Context, members: &Members, current: &str) -> Vec<
         .collect()
 }
 
-/// The names of the pool's members made from `current` that are not Ready
-/// yet. O(members): once per pool and process (see
-/// [`super::Expectations::replacements_starting`]).
+/// The names of the pool's members that [`super::members::Member::never_served`]
+/// (the same test as for a marked replacement). O(members): once per pool
+/// and process (see [`super::Expectations::replacements_starting`]).
 pub(super) fn starting_members(ctx: &Context, members: &Members, current: &str) -> Vec<String> {
     ctx.caches
         .index
         .pool_members(&members.group, &members.pending_deletes)
         .into_iter()
-        .filter(|(_, m)| m.is_current(current) && !m.ready)
+        .filter(|(_, m)| m.never_served(current))
         .map(|(name, _)| name)
         .collect()
 }
